@@ -1,0 +1,71 @@
+/*
+ * grpo: the command-line entry point. Dispatches to one subcommand per
+ * file (see cli.h).
+ */
+#include "cli/cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/base.h"
+
+#define GRPO_VERSION "0.1.0"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *synopsis;
+} commands[] = {
+    {"info", cli_cmd_info, "info MODEL_DIR                      architecture, parameters, tensors"},
+    {"tokenize", cli_cmd_tokenize, "tokenize --tokenizer DIR --in texts.jsonl [--out ids.jsonl]"},
+    {"forward", cli_cmd_forward, "forward --model DIR --in ids.jsonl --out logits.safetensors"},
+    {"grad", cli_cmd_grad, "grad --model DIR --in ids.jsonl --out grads.safetensors"},
+    {"generate", cli_cmd_generate, "generate --model DIR --in prompts.jsonl [--n G] [--greedy] ..."},
+    {"score", cli_cmd_score, "score --rewards SPEC --in samples.jsonl --out scored.jsonl"},
+    {"run", cli_cmd_run, "run RECIPE.lua [--set key=value ...] [--resume]"},
+    {"sample", cli_cmd_sample, "sample --model DIR --in prompts.jsonl --n N --rewards SPEC ..."},
+    {"sft", cli_cmd_sft, "sft --model DIR --in sft.jsonl ..."},
+    {"eval", cli_cmd_eval, "eval --model DIR --in test.jsonl --rewards SPEC --n K"},
+    {"fetch", cli_cmd_fetch, "fetch REPO_ID                      download a Hugging Face model"},
+};
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "grpo %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 2;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "grpo %s: GRPO post-training for DeepSeek-V3-architecture models\n\nusage:\n",
+            GRPO_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (commands[i].fn) fprintf(f, "  grpo %s\n", commands[i].synopsis);
+    fprintf(f, "\n'grpo COMMAND --help' describes a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("grpo %s\n", GRPO_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].name)) continue;
+        if (!commands[i].fn) {
+            fprintf(stderr, "grpo: '%s' is not part of this build\n", argv[1]);
+            return 2;
+        }
+        return commands[i].fn(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "grpo: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,15 @@
+/*
+ * Private header of the CPU backend: the ops it implements, shared between
+ * its files and with tests (the naive oracles).
+ */
+#ifndef GRPO_TENSOR_CPU_H
+#define GRPO_TENSOR_CPU_H
+
+#include "tensor/ops.h"
+
+void cpu_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b, float alpha,
+                float beta);
+void cpu_matmul_naive(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b,
+                      float alpha, float beta);
+
+#endif

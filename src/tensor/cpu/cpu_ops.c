@@ -1,0 +1,108 @@
+/*
+ * The CPU backend's op table: host memory, float32 elementwise ops, dtype
+ * conversion. Compute ops in their own files (matmul.c, ...).
+ */
+#include "cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void *cpu_alloc(size_t n) {
+    void *p = base_xmalloc_aligned(n);
+    memset(p, 0, n);
+    return p;
+}
+static void cpu_free(void *p) { free(p); }
+static void cpu_memcpy(void *dst, const void *src, size_t n) {
+    if (n) memmove(dst, src, n);
+}
+static void cpu_zero(void *p, size_t n) {
+    if (n) memset(p, 0, n);
+}
+static void cpu_sync(void) {}
+
+static void need_f32(const char *op, const tensor *t) {
+    if (t->dtype != TENSOR_F32) base_die("cpu %s: float32 only (got %s)", op, tensor_dtype_name(t->dtype));
+    if (!tensor_is_contiguous(t)) base_die("cpu %s: contiguous tensors only", op);
+}
+
+static void cpu_add(tensor *y, const tensor *a, const tensor *b) {
+    ops_check_same_shape("add", y, a);
+    ops_check_same_shape("add", y, b);
+    need_f32("add", y), need_f32("add", a), need_f32("add", b);
+    int64_t n = tensor_numel(y);
+    float *Y = y->data;
+    const float *A = a->data, *B = b->data;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) Y[i] = A[i] + B[i];
+}
+
+static void cpu_mul(tensor *y, const tensor *a, const tensor *b) {
+    ops_check_same_shape("mul", y, a);
+    ops_check_same_shape("mul", y, b);
+    need_f32("mul", y), need_f32("mul", a), need_f32("mul", b);
+    int64_t n = tensor_numel(y);
+    float *Y = y->data;
+    const float *A = a->data, *B = b->data;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) Y[i] = A[i] * B[i];
+}
+
+static void cpu_scale(tensor *y, const tensor *x, float s) {
+    ops_check_same_shape("scale", y, x);
+    need_f32("scale", y), need_f32("scale", x);
+    int64_t n = tensor_numel(y);
+    float *Y = y->data;
+    const float *X = x->data;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) Y[i] = s * X[i];
+}
+
+static void cpu_axpy(tensor *y, const tensor *x, float a) {
+    ops_check_same_shape("axpy", y, x);
+    need_f32("axpy", y), need_f32("axpy", x);
+    int64_t n = tensor_numel(y);
+    float *Y = y->data;
+    const float *X = x->data;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) Y[i] += a * X[i];
+}
+
+static void cpu_convert(tensor *dst, const tensor *src) {
+    ops_check_same_shape("convert", dst, src);
+    if (!tensor_is_contiguous(dst) || !tensor_is_contiguous(src))
+        base_die("cpu convert: contiguous tensors only");
+    int64_t n = tensor_numel(dst);
+    if (dst->dtype == src->dtype) {
+        memmove(dst->data, src->data, tensor_nbytes(dst));
+    } else if (dst->dtype == TENSOR_F32) {
+        tensor_to_f32(dst->data, src->data, src->dtype, n);
+    } else if (src->dtype == TENSOR_F32) {
+        tensor_from_f32(dst->data, dst->dtype, src->data, n);
+    } else {
+        float *tmp = base_xmalloc((size_t)n * sizeof(float));
+        tensor_to_f32(tmp, src->data, src->dtype, n);
+        tensor_from_f32(dst->data, dst->dtype, tmp, n);
+        free(tmp);
+    }
+}
+
+static const struct ops cpu_table = {
+    .name = "cpu",
+    .device = TENSOR_CPU,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_memcpy,
+    .download = cpu_memcpy,
+    .copy = cpu_memcpy,
+    .zero = cpu_zero,
+    .sync = cpu_sync,
+    .matmul = cpu_matmul,
+    .add = cpu_add,
+    .mul = cpu_mul,
+    .scale = cpu_scale,
+    .axpy = cpu_axpy,
+    .convert = cpu_convert,
+};
+
+const struct ops *ops_cpu(void) { return &cpu_table; }

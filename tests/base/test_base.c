@@ -1,0 +1,204 @@
+/* Tests of src/base: errors, arena, buffers, files, JSON/JSONL, Philox, pool. */
+#include <math.h>
+#include "common/test_common.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+
+static void test_err_messages(void **state) {
+    (void)state;
+    assert_int_equal(base_err_set(BASE_ERR_PARSE, "x.json:%d: bad", 3), BASE_ERR_PARSE);
+    assert_string_equal(base_err_msg(), "x.json:3: bad");
+    base_err_wrap(BASE_ERR_PARSE, "loading %s", "model");
+    assert_string_equal(base_err_msg(), "loading model: x.json:3: bad");
+    assert_string_equal(base_status_str(BASE_ERR_IO), "I/O error");
+}
+
+static void test_arena(void **state) {
+    (void)state;
+    base_arena a;
+    base_arena_init(&a, 1000);
+    char *p = base_arena_alloc(&a, 10, 0);
+    assert_non_null(p);
+    assert_int_equal((uintptr_t)p % 64, 0);
+    char *q = base_arena_alloc(&a, 100, 16);
+    assert_true(q >= p + 10);
+    assert_int_equal((uintptr_t)q % 16, 0);
+    assert_int_equal(q[99], 0); /* zeroed */
+    assert_null(base_arena_alloc(&a, 2000, 0)); /* too big: NULL, arena unchanged */
+    size_t used = a.used;
+    assert_null(base_arena_alloc(&a, 1000 - used + 1, 1));
+    assert_non_null(base_arena_alloc(&a, 1000 - used, 1)); /* exactly fills */
+    base_arena_reset(&a);
+    assert_int_equal(a.used, 0);
+    base_arena_free(&a);
+}
+
+static void test_buf(void **state) {
+    (void)state;
+    base_buf b = {0};
+    base_buf_puts(&b, "abc");
+    base_buf_printf(&b, "-%d-", 42);
+    for (int i = 0; i < 1000; i++) base_buf_puts(&b, "x");
+    assert_int_equal(b.len, 3 + 4 + 1000);
+    assert_memory_equal(b.data, "abc-42-x", 8);
+    assert_int_equal(b.data[b.len], 0);
+    base_buf_free(&b);
+}
+
+static void test_files(void **state) {
+    (void)state;
+    char *dir = test_tmpdir();
+    char *sub = base_path_join(dir, "a/b/c");
+    assert_int_equal(base_mkdir_p(sub), BASE_OK);
+    char *f = base_path_join(sub, "x.txt");
+    assert_int_equal(base_write_file_atomic(f, "hello", 5), BASE_OK);
+    char *txt;
+    size_t n;
+    assert_int_equal(base_read_file(f, &txt, &n), BASE_OK);
+    assert_int_equal(n, 5);
+    assert_string_equal(txt, "hello");
+    free(txt);
+    /* overwrite atomically */
+    assert_int_equal(base_write_file_atomic(f, "bye", 3), BASE_OK);
+    assert_int_equal(base_read_file(f, &txt, &n), BASE_OK);
+    assert_string_equal(txt, "bye");
+    free(txt);
+    char *missing = base_path_join(dir, "nope");
+    assert_int_equal(base_read_file(missing, &txt, &n), BASE_ERR_IO);
+    assert_non_null(strstr(base_err_msg(), "nope"));
+    assert_int_equal(base_read_file(dir, &txt, &n), BASE_ERR_IO); /* a directory */
+    test_rmdir(dir);
+    free(missing), free(f), free(sub), free(dir);
+}
+
+static void test_json(void **state) {
+    (void)state;
+    cJSON *j;
+    const char *good = "{\"a\": 1.5, \"b\": true, \"s\": \"x\", \"n\": null}";
+    assert_int_equal(base_json_parse(good, strlen(good), "t.json", &j), BASE_OK);
+    int found;
+    assert_true(base_json_num(j, "a", 0, &found) == 1.5 && found);
+    assert_int_equal(base_json_int(j, "zz", 7, &found), 7);
+    assert_false(found);
+    assert_true(base_json_bool(j, "b", 0, NULL));
+    assert_string_equal(base_json_str(j, "s", "d"), "x");
+    assert_string_equal(base_json_str(j, "n", "d"), "d");
+    cJSON_Delete(j);
+    const char *bad = "{\n  \"a\": 1,\n  \"b\": ]\n}";
+    assert_int_equal(base_json_parse(bad, strlen(bad), "t.json", &j), BASE_ERR_PARSE);
+    assert_non_null(strstr(base_err_msg(), "t.json:3:"));
+}
+
+static void test_jsonl(void **state) {
+    (void)state;
+    char *dir = test_tmpdir();
+    char *f = base_path_join(dir, "d.jsonl");
+    const char *text = "{\"x\": 1}\n\n   \n{\"x\": 2}\r\n{\"x\": \n{\"x\": 4} junk\n[1,2]\n{\"x\": 5}";
+    test_write_file(f, text, strlen(text));
+    base_jsonl *r;
+    assert_int_equal(base_jsonl_open(f, &r), BASE_OK);
+    cJSON *v;
+    int good = 0, bad = 0;
+    long bad_lines[4];
+    base_status s;
+    while ((s = base_jsonl_next(r, &v)) != BASE_ERR_EOF) {
+        if (s == BASE_OK) {
+            good++;
+            cJSON_Delete(v);
+        } else {
+            assert_int_equal(s, BASE_ERR_PARSE);
+            assert_non_null(strstr(base_err_msg(), "d.jsonl:"));
+            bad_lines[bad++] = base_jsonl_line(r);
+        }
+    }
+    assert_int_equal(good, 4); /* lines 1, 4, 7, 8 */
+    assert_int_equal(bad, 2);
+    assert_int_equal(bad_lines[0], 5);
+    assert_int_equal(bad_lines[1], 6);
+    base_jsonl_close(r);
+    char *missing = base_path_join(dir, "none.jsonl");
+    assert_int_equal(base_jsonl_open(missing, &r), BASE_ERR_IO);
+    test_rmdir(dir);
+    free(missing), free(f), free(dir);
+}
+
+/* Known-answer vectors from Random123's kat_vectors (philox4x32, 10 rounds). */
+static void test_philox_kat(void **state) {
+    (void)state;
+    static const uint32_t kat[3][10] = {
+        {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0x408f276d,
+         0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0, 0xd16cfe09,
+         0x94fdcceb, 0x5001e420, 0x24126ea1},
+    };
+    for (int i = 0; i < 3; i++) {
+        uint32_t out[4];
+        base_philox4x32(kat[i], kat[i] + 4, out);
+        for (int j = 0; j < 4; j++) assert_int_equal(out[j], kat[i][6 + j]);
+    }
+}
+
+static void test_rng_streams(void **state) {
+    (void)state;
+    base_rng a, b;
+    base_rng_init(&a, 1234, 1, 2, 3);
+    base_rng_init(&b, 1234, 1, 2, 3);
+    /* pure function of (seed, counters, index): order does not matter */
+    float x5 = base_rng_uniform(&a, 5);
+    for (int i = 0; i < 5; i++) (void)base_rng_uniform(&b, (uint32_t)i);
+    assert_true(base_rng_uniform(&b, 5) == x5);
+    base_rng_init(&b, 1234, 1, 2, 4);
+    assert_true(base_rng_uniform(&b, 5) != x5);
+    /* moments */
+    double s = 0, s2 = 0, ns = 0, ns2 = 0;
+    int n = 200000;
+    for (int i = 0; i < n; i++) {
+        double u = base_rng_uniform(&a, (uint32_t)i);
+        assert_true(u >= 0 && u < 1);
+        s += u, s2 += u * u;
+        double z = base_rng_normal(&a, (uint32_t)i);
+        ns += z, ns2 += z * z;
+    }
+    assert_true(fabs(s / n - 0.5) < 0.005);
+    assert_true(fabs(s2 / n - 1.0 / 3) < 0.005);
+    assert_true(fabs(ns / n) < 0.01);
+    assert_true(fabs(ns2 / n - 1) < 0.02);
+}
+
+typedef struct {
+    atomic_int hits[1000];
+} pool_ctx;
+
+static void pool_fn(void *ctx, int64_t i, int worker) {
+    pool_ctx *c = ctx;
+    (void)worker;
+    atomic_fetch_add(&c->hits[i], 1);
+}
+
+static void test_pool(void **state) {
+    (void)state;
+    base_pool *p = base_pool_create(4);
+    assert_int_equal(base_pool_size(p), 4);
+    pool_ctx *c = calloc(1, sizeof *c);
+    for (int round = 0; round < 50; round++) base_pool_for(p, 1000, pool_fn, c);
+    for (int i = 0; i < 1000; i++) assert_int_equal(atomic_load(&c->hits[i]), 50);
+    base_pool_for(p, 0, pool_fn, c);
+    free(c);
+    base_pool_destroy(p);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_err_messages), cmocka_unit_test(test_arena),
+        cmocka_unit_test(test_buf),          cmocka_unit_test(test_files),
+        cmocka_unit_test(test_json),         cmocka_unit_test(test_jsonl),
+        cmocka_unit_test(test_philox_kat),   cmocka_unit_test(test_rng_streams),
+        cmocka_unit_test(test_pool),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

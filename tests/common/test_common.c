@@ -1,0 +1,84 @@
+#include "test_common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/base.h"
+
+static char *env_path(const char *var, const char *dflt, const char *rel) {
+    const char *root = getenv(var);
+    if (!root) root = dflt;
+    return base_path_join(root, rel);
+}
+
+char *test_shared_path(const char *rel) { return env_path("SHARED_DIR", "../shared", rel); }
+char *test_src_path(const char *rel) { return env_path("GRPO_SRC", ".", rel); }
+
+char *test_tmpdir(void) {
+    const char *t = getenv("TMPDIR");
+    char *tmpl = base_path_join(t ? t : "/tmp", "grpo-test-XXXXXX");
+    if (!mkdtemp(tmpl)) base_die("mkdtemp: %s", base_strerror_now());
+    return tmpl;
+}
+
+void test_rmdir(const char *dir) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+}
+
+void test_write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) base_die("%s: %s", path, base_strerror_now());
+    if (n && fwrite(data, 1, n, f) != n) base_die("%s: short write", path);
+    fclose(f);
+}
+
+void test_rand_f32(float *x, int64_t n, uint64_t seed, float scale) {
+    base_rng r;
+    base_rng_init(&r, seed, 0x7e57, 0, 0);
+    for (int64_t i = 0; i < n; i++) x[i] = (2.0f * base_rng_uniform(&r, (uint32_t)i) - 1.0f) * scale;
+}
+
+double test_max_abs_diff(const float *a, const float *b, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = a[i] - (double)b[i];
+        if (d < 0) d = -d;
+        if (d != d) return 1e300; /* NaN */
+        if (d > m) m = d;
+    }
+    return m;
+}
+
+double test_rel_l2(const float *a, const float *b, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    if (den == 0) return num == 0 ? 0 : 1e300;
+    return __builtin_sqrt(num / den);
+}
+
+int test_run_grpo(const char *args, char **out) {
+    const char *exe = getenv("GRPO_EXE");
+    if (!exe) exe = "./grpo";
+    base_buf cmd = {0};
+    base_buf_printf(&cmd, "'%s' %s 2>&1", exe, args);
+    FILE *p = popen(cmd.data, "r");
+    base_buf_free(&cmd);
+    if (!p) base_die("popen: %s", base_strerror_now());
+    base_buf o = {0};
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) base_buf_append(&o, buf, n);
+    int st = pclose(p);
+    if (out) *out = o.data ? o.data : base_xstrdup("");
+    else base_buf_free(&o);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}

@@ -1,0 +1,33 @@
+/*
+ * Helpers shared by the tests: where the fixtures are, temporary
+ * directories, random tensors, and float comparison with a message.
+ */
+#ifndef GRPO_TEST_COMMON_H
+#define GRPO_TEST_COMMON_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+/* $SHARED_DIR/rel (default ../shared); malloc'd. */
+char *test_shared_path(const char *rel);
+/* $GRPO_SRC/rel (the source tree); malloc'd. */
+char *test_src_path(const char *rel);
+/* A fresh empty temporary directory; malloc'd. Removed by test_rmdir. */
+char *test_tmpdir(void);
+void test_rmdir(const char *dir); /* rm -r */
+/* Write a file (dies on failure). */
+void test_write_file(const char *path, const void *data, size_t n);
+/* Uniform floats in [-scale, scale) from a seed. */
+void test_rand_f32(float *x, int64_t n, uint64_t seed, float scale);
+/* max |a-b| and the relative L2 norm ||a-b|| / ||b||. */
+double test_max_abs_diff(const float *a, const float *b, int64_t n);
+double test_rel_l2(const float *a, const float *b, int64_t n);
+/* Run the grpo program with a shell command line suffix; returns the exit
+ * status; stdout+stderr captured into *out (malloc'd) when out != NULL. */
+int test_run_grpo(const char *args, char **out);
+
+#endif
