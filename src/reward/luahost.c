@@ -72,7 +72,7 @@ static int rh_raise_killed(lua_State *L) {
     rh_state *s = rh_of(L);
     if (s->killed == RH_KILL_MEMORY)
         return luaL_error(L, "memory cap exceeded (%d MiB)", (int)(s->limit >> 20));
-    return luaL_error(L, "instruction budget exceeded (%lld instructions)", (long long)s->limits->instructions);
+    return luaL_error(L, "instruction budget exceeded (%I instructions)", (lua_Integer)s->limits->instructions);
 }
 
 static void rh_hook(lua_State *L, lua_Debug *ar) {
@@ -638,8 +638,9 @@ base_status rh_load(rh_state *s, const reward_fn_spec *f, char ***cols, int *n_c
     if (st != LUA_OK) {
         rh_errmsg(L, -1, c.err, sizeof c.err);
         lua_settop(L, 0);
-        return base_err_set(st == LUA_ERRSYNTAX || st == LUA_ERRFILE ? BASE_ERR_PARSE : BASE_ERR_INVALID,
-                            "reward script %s", c.err);
+        base_status bs = st == LUA_ERRSYNTAX || st == LUA_ERRFILE ? BASE_ERR_PARSE : BASE_ERR_INVALID;
+        if (strstr(c.err, f->path)) return base_err_set(bs, "reward script %s", c.err);
+        return base_err_set(bs, "reward script %s: %s", f->path, c.err);
     }
     s->fn_ref = base_xrealloc(s->fn_ref, sizeof(int) * (size_t)(s->n_funcs + 1));
     s->fn_ref[s->n_funcs++] = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -142,9 +142,14 @@ static int push_parsed(lua_State *L, const char *text, size_t len) {
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
     const char *end = NULL;
-    b->j = cJSON_ParseWithLengthOpts(text, len, &end, 1);
-    if (!b->j) {
-        size_t off = end && end >= text ? (size_t)(end - text) : 0;
+    b->j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    int trailing = 0;
+    if (b->j && end) {
+        while (end < text + len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')) end++;
+        trailing = end < text + len;
+    }
+    if (!b->j || trailing) {
+        size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
         lua_pushnil(L);
         lua_pushfstring(L, "invalid JSON at byte %d", (int)off);
         return 2;

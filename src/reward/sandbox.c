@@ -17,7 +17,8 @@
  *           open files, no core), no-new-privileges, a fixed minimal
  *           environment (nothing inherited), stdin a socket that the
  *           harness drains and replaces by /dev/null. Root callers run the
- *           code under a throw-away uid/gid (2000000000 + slot).
+ *           code under a throw-away uid/gid: 2000000000 + (pid % 15625)
+ *           * 64 + (run % 64).
  *   parent  feeds the request, reads stdout/stderr (capped) and the
  *           evidence pipe, enforces the wall clock, and kills the whole
  *           process group (and in a PID namespace PID 1, which takes every
@@ -363,7 +364,9 @@ static int launch(const reward_sandbox_limits *lim, launched *l, reward_run_resu
     char *argv[] = {(char *)lim->python, "-s", "-B", "-c", (char *)reward_sandbox_harness_py, NULL};
     int is_root = geteuid() == 0;
     unsigned slot = atomic_fetch_add(&g_slot, 1);
-    uid_t uid = SBX_UID_BASE + (uid_t)(((unsigned)getpid() * 64u + slot) % 1000000u);
+    /* 64 uids per process, cycled: concurrent runs of one process differ,
+     * processes differ unless their pids agree modulo 15625 */
+    uid_t uid = SBX_UID_BASE + (uid_t)(((unsigned)getpid() % 15625u) * 64u + slot % 64u);
 
     for (int attempt = 0; attempt < 2; attempt++) {
         int use_ns = lim->namespaces && atomic_load(&g_ns_state) >= 0;

@@ -22,8 +22,10 @@
  * Every assert in the tests is rewritten (ast) so comparisons and truth
  * tests only accept trusted values: exact builtin scalars and containers of
  * them, or instances of classes importable from the standard library or
- * site-packages by their own module and qualified name. An object from the
- * solution whose __eq__ always returns True therefore compares False. The
+ * site-packages by their own module and qualified name. Meeting any other
+ * value (an object from the solution whose __eq__ always returns True, an
+ * int subclass, such an object inside a list) fails the assert, whatever
+ * `not`/`and`/`or` surround the comparison. The
  * guard functions are put into the compiled tests as code constants, not
  * global names, so the solution cannot rebind them.
  */
@@ -107,6 +109,8 @@ const char reward_sandbox_harness_py[] =
     "           '>': operator.gt, '>=': operator.ge,\n"
     "           'in': lambda a, b: operator.contains(b, a),\n"
     "           'not in': lambda a, b: not operator.contains(b, a)}\n"
+    "    def untrusted(v):\n"
+    "        raise _AssertionError('comparison with an untrusted value (%s)' % _type(v).__name__)\n"
     "    def g_cmp(ops, *vals):\n"
     "        for k in _range(_len(ops)):\n"
     "            a, b, op = vals[k], vals[k + 1], ops[k]\n"
@@ -115,19 +119,25 @@ const char reward_sandbox_harness_py[] =
     "            elif op == 'is not':\n"
     "                r = a is not b\n"
     "            else:\n"
-    "                if not (ok(a) and ok(b)):\n"
-    "                    return False\n"
+    "                if not ok(a):\n"
+    "                    untrusted(a)\n"
+    "                if not ok(b):\n"
+    "                    untrusted(b)\n"
     "                r = fns[op](a, b)\n"
     "                if not ok(r):\n"
-    "                    return False\n"
+    "                    untrusted(r)\n"
     "                r = _bool(r)\n"
     "            if not r:\n"
     "                return False\n"
     "        return True\n"
     "    def g_truth(v):\n"
-    "        return _bool(v) if ok(v) else False\n"
+    "        if not ok(v):\n"
+    "            untrusted(v)\n"
+    "        return _bool(v)\n"
     "    def g_not(v):\n"
-    "        return (not v) if ok(v) else False\n"
+    "        if not ok(v):\n"
+    "            untrusted(v)\n"
+    "        return not v\n"
     "    rnd = os.urandom(8).hex()\n"
     "    ph = {'cmp' + rnd: g_cmp, 'truth' + rnd: g_truth, 'not' + rnd: g_not}\n"
     "    opname = {ast.Eq: '==', ast.NotEq: '!=', ast.Lt: '<', ast.LtE: '<=', ast.Gt: '>',\n"
