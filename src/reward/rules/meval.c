@@ -85,8 +85,16 @@ static mq_val bad(void)
     return v;
 }
 
+/* -0.0 imaginary parts would put sqrt/log on the other side of the branch
+ * cut: -4 must stay (-4, +0) */
+static double complex unsigned_zero(double complex z)
+{
+    return CMPLX(creal(z) == 0 ? 0.0 : creal(z), cimag(z) == 0 ? 0.0 : cimag(z));
+}
+
 static mq_val from_complex(double complex z)
 {
+    z = unsigned_zero(z);
     mq_val v = bad();
     if (isnan(creal(z)) || isnan(cimag(z))) return v;
     if (isinf(creal(z)) || isinf(cimag(z))) return v; /* overflow */
@@ -137,7 +145,7 @@ static mq_val add(E *e, mq_val x, mq_val y)
 static mq_val neg(mq_val x)
 {
     if (x.exact) mq_rat_neg(&x.q, &x.q);
-    x.z = -x.z;
+    x.z = unsigned_zero(-x.z);
     return x;
 }
 

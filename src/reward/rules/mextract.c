@@ -15,8 +15,9 @@
  * wins, else the next priority ("any_match"). The first non-empty match text
  * is kept as the string fallback that verify() compares as text.
  *
- * Only the last MQ_EXTRACT_WINDOW bytes of a long text are searched: the
- * answer sits at the end and the regex work stays bounded.
+ * Only the last MQ_EXTRACT_WINDOW bytes (64 KiB) of a long text are
+ * searched or, without extraction, parsed: the answer sits at the end and
+ * the regex work stays bounded.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -340,17 +341,17 @@ static void plain(mq_arena *a, const char *s, size_t n, const reward_math_opts *
 void mq_extract(mq_arena *a, const char *s, size_t n, const reward_math_opts *o, mq_answer *out)
 {
     memset(out, 0, sizeof *out);
-    if (!o->extract_latex && !o->extract_expr) {
-        plain(a, s, n, o, out);
-        return;
-    }
-    pthread_once(&g_once, compile_all);
     if (n > MQ_EXTRACT_WINDOW) {
         size_t cut = n - MQ_EXTRACT_WINDOW;
         while (cut < n && ((unsigned char)s[cut] & 0xC0) == 0x80) cut++;
         s += cut;
         n -= cut;
     }
+    if (!o->extract_latex && !o->extract_expr) {
+        plain(a, s, n, o, out);
+        return;
+    }
+    pthread_once(&g_once, compile_all);
     const pattern *pats[16];
     int prios[16], np = 0;
     if (o->extract_latex)

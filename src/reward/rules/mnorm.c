@@ -298,6 +298,33 @@ static char *strip_copy(mq_arena *a, const char *s)
     return mq_strndup(a, b, n);
 }
 
+/* Math-Verify's trailing unit word removal, except after a letter: in
+ * "2\pi r h" the h is a variable, not hours (Math-Verify strips it). */
+static char *strip_unit(mq_arena *a, const char *t)
+{
+    size_t n = strlen(t), ov[4];
+    if (mq_re_find(R.units, t, n, 0, ov, 4) != 1) return (char *)t;
+    size_t g = ov[2];
+    if (g != SIZE_MAX && is_space(t[g])) {
+        size_t k = g;
+        while (k > 0 && is_space(t[k - 1])) k--;
+        char c = k > 0 ? t[k - 1] : 0;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return (char *)t;
+    }
+    /* replace the match by group 1 */
+    char *r = mq_alloc(a, n + 1);
+    if (!r) return NULL;
+    memcpy(r, t, ov[0]);
+    size_t k = ov[0];
+    if (g != SIZE_MAX) {
+        memcpy(r + k, t + g, ov[3] - g);
+        k += ov[3] - g;
+    }
+    memcpy(r + k, t + ov[1], n - ov[1]);
+    r[k + n - ov[1]] = 0;
+    return r;
+}
+
 char *mq_normalize(mq_arena *a, const char *s, size_t n, const mq_norm_cfg *cfg, char **pre_units)
 {
     pthread_once(&g_once, compile_all);
@@ -334,7 +361,7 @@ char *mq_normalize(mq_arena *a, const char *s, size_t n, const mq_norm_cfg *cfg,
         u = strip_copy(a, u);
         if (u && *u && strcmp(u, t) != 0) t = u;
         for (int k = 0; k < 2; k++) {
-            u = sub(a, R.units, t, "\\1");
+            u = strip_unit(a, t);
             if (!u) return NULL;
             if (*u && strcmp(u, t) != 0) t = u;
         }

@@ -8,6 +8,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/base.h"
@@ -40,6 +41,13 @@ mq_re *mq_re_compile(const char *pattern, uint32_t flags)
     pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &cap);
     re->groups = (int)cap;
     return re;
+}
+
+void mq_re_free(mq_re *re)
+{
+    if (!re) return;
+    pcre2_code_free(re->code);
+    free(re);
 }
 
 int mq_re_group_count(const mq_re *re) { return re->groups; }

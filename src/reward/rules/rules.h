@@ -223,7 +223,8 @@ size_t reward_utf8_length(const char *text, size_t len);
 
 /* Sets boxed, math_equal, math_extract, think_format, tag_count,
  * lang_ratio, reasoning_steps, repetition_penalty, cosine_scaled,
- * soft_overlong into the table on top of the stack (which stays there).
+ * soft_overlong and utf8_length into the table on top of the stack (which
+ * stays there).
  * Arguments and opts tables: docs/rewards-helpers.md. */
 void reward_rules_register(struct lua_State *L);
 

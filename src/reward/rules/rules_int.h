@@ -196,6 +196,7 @@ mq_re *mq_re_compile(const char *pattern, uint32_t flags);
  * match-limit error (treated as no match by callers). */
 int mq_re_find(const mq_re *re, const char *s, size_t n, size_t start, size_t *ov, int ovn);
 int mq_re_group_count(const mq_re *re);
+void mq_re_free(mq_re *re);
 /* Index of a named group, or -1. */
 int mq_re_group_index(const mq_re *re, const char *name);
 /* Global substitution (Python re.sub with a template: \1 .. \9 and literal
