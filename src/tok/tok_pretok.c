@@ -63,7 +63,7 @@ pcre2_code *tok_regex_compile(const char *pattern, int literal, const char *what
     char *pat = literal ? base_xstrdup(pattern) : rewrite_pattern(pattern);
     int err;
     PCRE2_SIZE off;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, opts, &err, &off, NULL);
     free(pat);
     *jit = 0;
