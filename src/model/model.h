@@ -93,7 +93,7 @@ typedef struct model model;
 
 /* One Hugging Face tensor of the parameter arena. */
 typedef struct {
-    char name[96];  /* e.g. "model.layers.3.mlp.experts.7.up_proj.weight" */
+    char name[128]; /* e.g. "model.layers.3.mlp.experts.7.up_proj.weight" */
     int64_t offset; /* elements from the start of the arena */
     int64_t numel;
     int ndim;
