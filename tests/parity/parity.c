@@ -44,7 +44,7 @@
 
 #include "tensor/ops.h"
 
-_Static_assert(sizeof(struct ops) == offsetof(struct ops, convert) + sizeof(void (*)(void)),
+_Static_assert(sizeof(struct ops) == offsetof(struct ops, sample) + sizeof(void (*)(void)),
                "struct ops has a new op: add its parity cases to tests/parity/parity.c "
                "and move this assertion to the new last field");
 
