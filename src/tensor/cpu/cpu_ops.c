@@ -103,6 +103,8 @@ static const struct ops cpu_table = {
     .scale = cpu_scale,
     .axpy = cpu_axpy,
     .convert = cpu_convert,
+    .sumsq = cpu_sumsq,
+    .adamw = cpu_adamw,
 };
 
 const struct ops *ops_cpu(void) { return &cpu_table; }
