@@ -22,6 +22,23 @@
 extern "C" {
 #endif
 
+/* Hyper-parameters of one AdamW update. Per element, in float32 and in
+ * torch's order (torch/optim/adamw.py, single-tensor path):
+ *   g  = grad_scale * grad             (global-norm clipping folded in)
+ *   p  = p * (1 - lr * weight_decay)
+ *   m  = m + (1 - beta1) * (g - m)     (lerp)
+ *   v  = v * beta2 + (1 - beta2) * g * g
+ *   p  = p - (lr / (1 - beta1^step)) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+ * `step` is the 1-based count of updates including this one. Scalars
+ * derived from the hyper-parameters (1 - beta1, the bias corrections,
+ * lr / bc1) are computed in double and rounded to float once, as torch's
+ * float32 kernels receive Python floats. */
+typedef struct ops_adamw_args {
+    double lr, beta1, beta2, eps, weight_decay; /* Python floats in torch */
+    float grad_scale;                           /* a float32 tensor in torch */
+    int64_t step;
+} ops_adamw_args;
+
 struct ops {
     const char *name;     /* "cpu", "cuda" */
     tensor_device device;
@@ -183,6 +200,17 @@ struct ops {
      * whole vocabulary (T = 1 when greedy), or NULL. */
     void (*sample)(tensor *ids, tensor *logp, const tensor *logits, const tensor *u,
                    float temperature, int top_k, float top_p);
+    /* ---- optimizer ---- */
+
+    /* Sum of squares of a float32 tensor, accumulated in double and returned
+     * to the host (a synchronising read). NaN or inf in x gives NaN or inf.
+     * Deterministic: the same x gives the same bits whatever the thread
+     * count. */
+    double (*sumsq)(const tensor *x);
+    /* One AdamW step (torch.optim.AdamW, decoupled weight decay), in place
+     * over same-shape contiguous float32 tensors; see ops_adamw_args. */
+    void (*adamw)(tensor *param, tensor *m, tensor *v, const tensor *grad,
+                  const struct ops_adamw_args *a);
 };
 
 /* The CPU backend: always present. */

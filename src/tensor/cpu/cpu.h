@@ -124,5 +124,8 @@ static inline void cpu_scale_row(float *y, float a, int64_t n) {
     for (; i + CPU_VW <= n; i += CPU_VW) cpu_vstore(y + i, cpu_vload(y + i) * av);
     for (; i < n; i++) y[i] *= a;
 }
+/* optim.c */
+double cpu_sumsq(const tensor *x);
+void cpu_adamw(tensor *param, tensor *m, tensor *v, const tensor *grad, const ops_adamw_args *a);
 
 #endif

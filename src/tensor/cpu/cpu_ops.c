@@ -161,6 +161,8 @@ static const struct ops cpu_table = {
     .lmhead_fwd = cpu_lmhead_fwd,
     .lmhead_bwd = cpu_lmhead_bwd,
     .sample = cpu_sample,
+    .sumsq = cpu_sumsq,
+    .adamw = cpu_adamw,
 };
 
 const struct ops *ops_cpu(void) { return &cpu_table; }
