@@ -93,7 +93,9 @@ void cpu_mla_attn_fwd(tensor *o, tensor *lse, const tensor *q, const tensor *kv,
     }
     const int32_t *cu = cpu_i32(cu_seqlens);
     int64_t nseq = cu_seqlens->shape[0] - 1;
-#pragma omp parallel for collapse(2) schedule(dynamic, 8)
+    /* work ~ N^2 H (dqk + dv) / 2 for one sequence: stay serial when tiny */
+    int par = d.n * d.n * d.h * (d.dqk + d.dv) > (1 << 18);
+#pragma omp parallel for collapse(2) schedule(dynamic, 8) if (par)
     for (int64_t t = 0; t < d.n; t++) {
         for (int64_t h = 0; h < d.h; h++) {
             const float *qt = cpu_at3(q, t, h);
@@ -158,8 +160,9 @@ void cpu_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout,
     for (int64_t t = 0; t < d.n; t++)
         for (int64_t h = 0; h < d.h; h++) D[t * d.h + h] = cpu_dot(cpu_at3(dout, t, h), cpu_at3(o, t, h), d.dv);
 
+    int par = d.n * d.n * d.h * (d.dqk + d.dv) > (1 << 17);
     /* pass A: dq */
-#pragma omp parallel for collapse(2) schedule(dynamic, 8)
+#pragma omp parallel for collapse(2) schedule(dynamic, 8) if (par)
     for (int64_t t = 0; t < d.n; t++) {
         for (int64_t h = 0; h < d.h; h++) {
             const float *qt = cpu_at3(q, t, h), *gt = cpu_at3(dout, t, h);
@@ -179,7 +182,7 @@ void cpu_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout,
     }
 
     /* pass B: dk_nope, dv per head, dkpe summed over heads */
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for schedule(dynamic, 4) if (par)
     for (int64_t u = 0; u < d.n; u++) {
         const float *pe = cpu_row(kpe, u);
         float *dpe = cpu_row(dkpe, u);
@@ -248,7 +251,9 @@ void cpu_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, cons
         if (S[i] < 0 || S[i] >= cache->shape[0] || Ln[i] < 1 || Ln[i] > cache->shape[1])
             base_die("%s: (slot %d, length %d) outside the cache [%lld slots, %lld positions]", op,
                      S[i], Ln[i], (long long)cache->shape[0], (long long)cache->shape[1]);
-#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    int64_t work = 0;
+    for (int64_t i = 0; i < b; i++) work += (int64_t)Ln[i] * h * (2 * dc + dr);
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work > (1 << 17))
     for (int64_t i = 0; i < b; i++) {
         for (int64_t k = 0; k < h; k++) {
             const float *ql = cpu_at3(q_lat, i, k), *qp = cpu_at3(q_pe, i, k);
