@@ -370,8 +370,8 @@ static base_status load_added(loader *L, const cJSON *list) {
             .lstrip = base_json_bool(e, "lstrip", 0, NULL),
             .rstrip = base_json_bool(e, "rstrip", 0, NULL),
             .single_word = base_json_bool(e, "single_word", 0, NULL),
-            .normalized = base_json_bool(e, "normalized", 1, NULL),
         };
+        /* HF requires every flag; a missing one takes AddedToken::from's default */
         a.normalized = base_json_bool(e, "normalized", !a.special, NULL);
         size_t clen = strlen(content);
         int32_t id = tok_strmap_get(&tk->added_map, content, clen);

@@ -256,22 +256,20 @@ int tok_utf8_put(uint32_t cp, char *out) {
 
 uint32_t tok_utf8_get(const char *s, size_t n, int *adv) {
     const uint8_t *u = (const uint8_t *)s;
-    if (u[0] < 0x80 || n < 2) {
-        *adv = 1;
-        return u[0];
+    int len = u[0] < 0x80 ? 1 : u[0] < 0xE0 ? 2 : u[0] < 0xF0 ? 3 : 4;
+    if ((size_t)len > n) { /* truncated: callers pass valid UTF-8, so only defensive */
+        *adv = (int)n;
+        return 0xFFFD;
     }
-    if (u[0] < 0xE0) {
-        *adv = 2;
-        return (uint32_t)(u[0] & 0x1F) << 6 | (u[1] & 0x3F);
+    *adv = len;
+    switch (len) {
+    case 1: return u[0];
+    case 2: return (uint32_t)(u[0] & 0x1F) << 6 | (u[1] & 0x3F);
+    case 3: return (uint32_t)(u[0] & 0x0F) << 12 | (uint32_t)(u[1] & 0x3F) << 6 | (u[2] & 0x3F);
+    default:
+        return (uint32_t)(u[0] & 0x07) << 18 | (uint32_t)(u[1] & 0x3F) << 12 |
+               (uint32_t)(u[2] & 0x3F) << 6 | (u[3] & 0x3F);
     }
-    if (u[0] < 0xF0 || n < 4) {
-        *adv = n < 3 ? (int)n : 3;
-        if (n < 3) return 0xFFFD;
-        return (uint32_t)(u[0] & 0x0F) << 12 | (uint32_t)(u[1] & 0x3F) << 6 | (u[2] & 0x3F);
-    }
-    *adv = 4;
-    return (uint32_t)(u[0] & 0x07) << 18 | (uint32_t)(u[1] & 0x3F) << 12 |
-           (uint32_t)(u[2] & 0x3F) << 6 | (u[3] & 0x3F);
 }
 
 /* GPT-2 bytes_to_unicode: printable Latin-1 bytes map to themselves, the

@@ -19,21 +19,21 @@ void grpo_config_default(grpo_config *c) {
     memset(c, 0, sizeof *c);
     c->loss_type = GRPO_LOSS_GRPO;
     c->scale_rewards = GRPO_SCALE_GROUP;
-    c->scale_rewards_eps = 1e-4f;
-    c->beta = 0.0f;
+    c->scale_rewards_eps = 1e-4;
+    c->beta = 0.0;
     c->kl_estimator = GRPO_KL_K3;
-    c->epsilon = 0.2f;
-    c->epsilon_high = -1.0f;
-    c->delta = 0.0f;
+    c->epsilon = 0.2;
+    c->epsilon_high = -1.0;
+    c->delta = 0.0;
     c->num_iterations = 1;
     c->steps_per_generation = 1;
     c->max_completion_length = 512;
     c->mask_truncated_completions = 0;
-    c->entropy_coef = 0.0f;
+    c->entropy_coef = 0.0;
     c->importance_sampling_level = GRPO_IS_TOKEN;
 }
 
-float grpo_epsilon_high(const grpo_config *c) {
+double grpo_epsilon_high(const grpo_config *c) {
     return c->epsilon_high < 0 ? c->epsilon : c->epsilon_high;
 }
 
@@ -61,7 +61,7 @@ base_status grpo_config_check(const grpo_config *c) {
     return BASE_OK;
 }
 
-int grpo_needs_ref_logp(const grpo_config *c) { return c->beta != 0.0f; }
+int grpo_needs_ref_logp(const grpo_config *c) { return c->beta != 0.0; }
 int grpo_needs_old_logp(const grpo_config *c) {
     return c->num_iterations > 1 || c->steps_per_generation > 1;
 }
@@ -316,7 +316,7 @@ base_status grpo_loss(const grpo_config *cfg, const grpo_batch *b, const grpo_no
             s.policy_loss += w * loss_t;
             g_logp[t] = (float)(w * g);
             if (b->entropy) s.entropy_sum += b->entropy[t];
-            if (g_ent) g_ent[t] = (float)(-(double)cfg->entropy_coef / n_tok_step);
+            if (g_ent) g_ent[t] = (float)(-cfg->entropy_coef / n_tok_step);
         }
         if (!seq_level && n_i > 0) {
             double fl = (double)n_low / (double)n_i, fh = (double)n_high / (double)n_i;
@@ -326,7 +326,7 @@ base_status grpo_loss(const grpo_config *cfg, const grpo_batch *b, const grpo_no
         s.n_tokens += (double)n_i;
     }
     s.loss = s.policy_loss;
-    if (cfg->entropy_coef != 0) s.loss -= (double)cfg->entropy_coef * s.entropy_sum / n_tok_step;
+    if (cfg->entropy_coef != 0) s.loss -= cfg->entropy_coef * s.entropy_sum / n_tok_step;
     if (stats) *stats = s;
     return BASE_OK;
 }

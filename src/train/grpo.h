@@ -70,20 +70,22 @@ typedef enum {
     GRPO_IS_SEQUENCE,  /* GSPO: exp(mean_t (logp - old)) per sequence */
 } grpo_is_level;
 
+/* Real-valued options are double, as TRL's Python floats, so that e.g.
+ * 1 - epsilon is the same number on both sides. */
 typedef struct {
     grpo_loss_type loss_type;          /* loss_type; default grpo (TRL: dapo) */
     grpo_scale_rewards scale_rewards;  /* scale_rewards; default group */
-    float scale_rewards_eps;           /* eps of the std division; 1e-4 as TRL (verl 1e-6) */
-    float beta;                        /* KL coefficient; default 0.0: no reference forward */
+    double scale_rewards_eps;           /* eps of the std division; 1e-4 as TRL (verl 1e-6) */
+    double beta;                        /* KL coefficient; default 0.0: no reference forward */
     grpo_kl_estimator kl_estimator;    /* default k3 */
-    float epsilon;                     /* lower clip: ratio >= 1 - epsilon; 0.2 */
-    float epsilon_high;                /* upper clip: ratio <= 1 + epsilon_high; < 0 = epsilon (TRL None) */
-    float delta;                       /* two-sided clip of the unclipped ratio (INTELLECT-2); <= 0 = off */
+    double epsilon;                     /* lower clip: ratio >= 1 - epsilon; 0.2 */
+    double epsilon_high;                /* upper clip: ratio <= 1 + epsilon_high; < 0 = epsilon (TRL None) */
+    double delta;                       /* two-sided clip of the unclipped ratio (INTELLECT-2); <= 0 = off */
     int num_iterations;                /* mu: updates per generation batch; 1 */
     int steps_per_generation;          /* optimizer steps one generation batch is split into; 1 */
     int max_completion_length;         /* dr_grpo's constant L; 512 */
     int mask_truncated_completions;    /* drop completions without EOS from the loss; 0 */
-    float entropy_coef;                /* entropy bonus: loss -= entropy_coef * mean token entropy; 0 */
+    double entropy_coef;                /* entropy bonus: loss -= entropy_coef * mean token entropy; 0 */
     grpo_is_level importance_sampling_level; /* token */
 } grpo_config;
 
@@ -93,7 +95,7 @@ void grpo_config_default(grpo_config *c);
  * naming the option. */
 base_status grpo_config_check(const grpo_config *c);
 /* The upper clip actually used (epsilon_high, or epsilon when unset). */
-float grpo_epsilon_high(const grpo_config *c);
+double grpo_epsilon_high(const grpo_config *c);
 
 /* The reference model is evaluated only when this is true (beta != 0);
  * grpo_loss rejects ref_logp when it is false, so a wasted reference

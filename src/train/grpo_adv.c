@@ -86,7 +86,7 @@ base_status grpo_advantages(const grpo_config *cfg, const float *rewards, int64_
         else if (group_size == 1) std = 0; /* TRL: no std with one generation */
         for (int64_t i = g0; i < g0 + group_size; i++) {
             double a = r[i] - mean;
-            if (cfg->scale_rewards != GRPO_SCALE_NONE) a /= std + (double)cfg->scale_rewards_eps;
+            if (cfg->scale_rewards != GRPO_SCALE_NONE) a /= std + cfg->scale_rewards_eps;
             adv[i] = isnan(a) ? 0.0f : (float)a;
             zero_std += std_is_zero(std);
         }

@@ -115,8 +115,10 @@ int optim_default_decay(const char *name) {
 
 static int64_t align_up(int64_t x) { return (x + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
 
-base_status optim_init(optim *o, const struct ops *ops, const optim_config *cfg,
-                       const optim_param_spec *specs, int n_specs, int (*decay)(const char *name)) {
+/* Checks shared by both initialisers; copies names and decay flags. */
+static base_status init_common(optim *o, const struct ops *ops, const optim_config *cfg,
+                               const optim_param_spec *specs, int n_specs,
+                               int (*decay)(const char *name)) {
     memset(o, 0, sizeof *o);
     base_status st = optim_config_check(cfg);
     if (st) return st;
@@ -138,40 +140,124 @@ base_status optim_init(optim *o, const struct ops *ops, const optim_config *cfg,
     }
     o->params = base_xcalloc((size_t)n_specs, sizeof *o->params);
     o->n_params = n_specs;
-    int64_t off = 0;
+    for (int i = 0; i < n_specs; i++) {
+        o->params[i].name = base_xstrdup(specs[i].name);
+        o->params[i].numel = specs[i].numel;
+        o->params[i].decay = decay(specs[i].name) ? 1 : 0;
+    }
+    o->ops = ops;
+    o->cfg = *cfg;
+    return BASE_OK;
+}
+
+static void free_table(optim *o) {
+    for (int i = 0; i < o->n_params; i++) free(o->params[i].name);
+    free(o->params);
+    free(o->runs);
+    memset(o, 0, sizeof *o);
+}
+
+static int by_offset(const void *a, const void *b) {
+    const optim_param *x = *(optim_param *const *)a, *y = *(optim_param *const *)b;
+    return x->offset < y->offset ? -1 : (x->offset > y->offset);
+}
+
+/* Runs: parameters by offset, adjacent ones with equal decay merged. With
+ * check_overlap, an overlap is an error (its names in the message). */
+static base_status make_runs(optim *o, int check_overlap) {
+    optim_param **by = base_xmalloc((size_t)o->n_params * sizeof *by);
+    for (int i = 0; i < o->n_params; i++) by[i] = &o->params[i];
+    qsort(by, (size_t)o->n_params, sizeof *by, by_offset);
+    o->runs = base_xcalloc((size_t)o->n_params, sizeof *o->runs);
+    o->n_runs = 0;
+    for (int i = 0; i < o->n_params; i++) {
+        const optim_param *p = by[i];
+        if (check_overlap && i > 0 && by[i - 1]->offset + by[i - 1]->numel > p->offset) {
+            base_status st = base_err_set(BASE_ERR_INVALID, "optimizer: parameters %s and %s overlap",
+                                          by[i - 1]->name, p->name);
+            free(by);
+            return st;
+        }
+        optim_run *last = o->n_runs ? &o->runs[o->n_runs - 1] : NULL;
+        if (last && last->decay == p->decay && last->offset + last->n == p->offset) {
+            last->n += p->numel;
+        } else {
+            optim_run r = {p->offset, p->numel, p->decay};
+            o->runs[o->n_runs++] = r;
+        }
+    }
+    free(by);
+    return BASE_OK;
+}
+
+base_status optim_init(optim *o, const struct ops *ops, const optim_config *cfg,
+                       const optim_param_spec *specs, int n_specs, int (*decay)(const char *name)) {
+    base_status st = init_common(o, ops, cfg, specs, n_specs, decay);
+    if (st) return st;
+    int64_t off = 0, n_decay = 0;
     for (int pass = 1; pass >= 0; pass--) { /* decayed first, then the rest */
         for (int i = 0; i < n_specs; i++) {
-            int d = decay(specs[i].name) ? 1 : 0;
-            if (d != pass) continue;
             optim_param *p = &o->params[i];
-            p->name = base_xstrdup(specs[i].name);
-            p->numel = specs[i].numel;
-            p->decay = d;
+            if (p->decay != pass) continue;
             p->offset = off;
             off = align_up(off + p->numel);
         }
-        if (pass == 1) o->n_decay = off;
+        if (pass == 1) n_decay = off;
     }
     o->n = off;
-    o->ops = ops;
-    o->cfg = *cfg;
+    /* padding between parameters is zero in every role and AdamW keeps a
+     * zero parameter with a zero gradient at zero, so each decay class is
+     * one run over its padded range */
+    o->runs = base_xcalloc(2, sizeof *o->runs);
+    if (n_decay > 0) o->runs[o->n_runs++] = (optim_run){0, n_decay, 1};
+    if (o->n > n_decay) o->runs[o->n_runs++] = (optim_run){n_decay, o->n - n_decay, 0};
     size_t bytes = (size_t)o->n * sizeof(float);
     o->param = ops->alloc(bytes);
     o->grad = ops->alloc(bytes);
     o->m = ops->alloc(bytes);
     o->v = ops->alloc(bytes);
+    o->owns_param_grad = 1;
+    return BASE_OK;
+}
+
+base_status optim_init_arena(optim *o, const struct ops *ops, const optim_config *cfg,
+                             const optim_param_spec *specs, int n_specs,
+                             int (*decay)(const char *name), float *param, float *grad, int64_t n) {
+    base_status st = init_common(o, ops, cfg, specs, n_specs, decay);
+    if (st) return st;
+    for (int i = 0; i < n_specs; i++) {
+        if (specs[i].offset < 0 || specs[i].offset + specs[i].numel > n) {
+            st = base_err_set(BASE_ERR_INVALID,
+                              "optimizer: parameter %s [%lld, %lld) is outside the arena of %lld",
+                              specs[i].name, (long long)specs[i].offset,
+                              (long long)(specs[i].offset + specs[i].numel), (long long)n);
+            free_table(o);
+            return st;
+        }
+        o->params[i].offset = specs[i].offset;
+    }
+    if ((st = make_runs(o, 1))) {
+        free_table(o);
+        return st;
+    }
+    o->n = n;
+    o->param = param;
+    o->grad = grad;
+    o->m = ops->alloc((size_t)n * sizeof(float));
+    o->v = ops->alloc((size_t)n * sizeof(float));
+    o->owns_param_grad = 0;
     return BASE_OK;
 }
 
 void optim_free(optim *o) {
     if (!o->ops) return;
-    o->ops->free(o->param);
-    o->ops->free(o->grad);
+    if (o->owns_param_grad) {
+        o->ops->free(o->param);
+        o->ops->free(o->grad);
+    }
     o->ops->free(o->m);
     o->ops->free(o->v);
-    for (int i = 0; i < o->n_params; i++) free(o->params[i].name);
-    free(o->params);
-    memset(o, 0, sizeof *o);
+    free_table(o);
 }
 
 int optim_find(const optim *o, const char *name) {
@@ -200,8 +286,11 @@ void optim_zero_grad(optim *o) { o->ops->zero(o->grad, (size_t)o->n * sizeof(flo
 
 void optim_step(optim *o, int64_t k, optim_step_info *info) {
     optim_step_info r = {0};
-    tensor g = optim_role_view(o, o->grad);
-    double sumsq = o->ops->sumsq(&g);
+    double sumsq = 0;
+    for (int i = 0; i < o->n_runs; i++) { /* fixed order: deterministic */
+        tensor g = view(o, o->grad, o->runs[i].offset, o->runs[i].n);
+        sumsq += o->ops->sumsq(&g);
+    }
     r.grad_norm = sqrt(sumsq);
     r.clip_coef = 1.0f;
     if (!isfinite(r.grad_norm)) {
@@ -226,20 +315,14 @@ void optim_step(optim *o, int64_t k, optim_step_info *info) {
                         .beta1 = o->cfg.adam_beta1,
                         .beta2 = o->cfg.adam_beta2,
                         .eps = o->cfg.adam_epsilon,
-                        .weight_decay = o->cfg.weight_decay,
                         .grad_scale = r.clip_coef,
                         .step = o->step};
-    if (o->n_decay > 0) {
-        tensor p = view(o, o->param, 0, o->n_decay), m = view(o, o->m, 0, o->n_decay);
-        tensor v = view(o, o->v, 0, o->n_decay), gr = view(o, o->grad, 0, o->n_decay);
-        o->ops->adamw(&p, &m, &v, &gr, &a);
-    }
-    if (o->n > o->n_decay) {
-        int64_t n = o->n - o->n_decay;
-        tensor p = view(o, o->param, o->n_decay, n), m = view(o, o->m, o->n_decay, n);
-        tensor v = view(o, o->v, o->n_decay, n), gr = view(o, o->grad, o->n_decay, n);
-        a.weight_decay = 0.0;
-        o->ops->adamw(&p, &m, &v, &gr, &a);
+    for (int i = 0; i < o->n_runs; i++) {
+        const optim_run *u = &o->runs[i];
+        tensor p = view(o, o->param, u->offset, u->n), m = view(o, o->m, u->offset, u->n);
+        tensor v = view(o, o->v, u->offset, u->n), g = view(o, o->grad, u->offset, u->n);
+        a.weight_decay = u->decay ? o->cfg.weight_decay : 0.0;
+        o->ops->adamw(&p, &m, &v, &g, &a);
     }
     if (info) *info = r;
 }

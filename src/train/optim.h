@@ -2,8 +2,12 @@
  * optim: AdamW with global-norm gradient clipping and learning-rate
  * schedules, over flat float32 buffers planned at start-up: one allocation
  * per role (parameters, gradients, first moments m, second moments v), each
- * [n] on the op table's device, with named views per parameter. The update
- * itself is the `adamw` op (src/tensor/ops.h); the norm is the `sumsq` op.
+ * [n] on the op table's device, with named views per parameter. Either the
+ * optimizer plans and owns all four (optim_init), or it borrows the model's
+ * parameter and gradient arenas and owns only m and v, laid out like the
+ * arena (optim_init_arena: what the trainer uses with src/model). The
+ * update itself is the `adamw` op (src/tensor/ops.h); the norm is the
+ * `sumsq` op.
  *
  * Defaults follow TRL / transformers.TrainingArguments (adam_beta1 0.9,
  * adam_beta2 0.999, adam_epsilon 1e-8, weight_decay 0.0, max_grad_norm 1.0,
@@ -78,38 +82,58 @@ int optim_default_decay(const char *name);
 typedef struct {
     const char *name; /* copied */
     int64_t numel;
+    int64_t offset;   /* optim_init_arena only: elements into the arena */
 } optim_param_spec;
 
 typedef struct {
     char *name;
     int64_t numel;
-    int64_t offset; /* in floats into every role buffer; a multiple of 16 */
+    int64_t offset; /* in floats into every role buffer (optim_init: a multiple of 16) */
     int decay;
 } optim_param;
+
+/* A maximal range of adjacent parameters with the same decay flag: one
+ * adamw call each. */
+typedef struct {
+    int64_t offset, n;
+    int decay;
+} optim_run;
 
 typedef struct {
     const struct ops *ops;
     optim_config cfg;
     int n_params;
     optim_param *params; /* [n_params] in the caller's order */
-    int64_t n;           /* floats per role buffer, alignment padding included */
-    int64_t n_decay;     /* [0, n_decay) is decayed, [n_decay, n) is not */
+    int n_runs;
+    optim_run *runs;     /* ascending offsets; what is updated and enters the norm */
+    int64_t n;           /* floats per role buffer (padding, untrained gaps included) */
     float *param;        /* device [n]: master weights (float32) */
     float *grad;         /* device [n]: gradients, accumulated by backward */
     float *m;            /* device [n]: first moments (exp_avg) */
     float *v;            /* device [n]: second moments (exp_avg_sq) */
+    int owns_param_grad; /* 1 after optim_init, 0 after optim_init_arena */
     int64_t step;        /* applied updates (AdamW t) */
     int64_t n_skipped;   /* updates skipped for a non-finite gradient */
 } optim;
 
-/* Plan and allocate the four role buffers (zero-filled) for `specs`.
- * decay(name) says which parameters get weight decay (NULL =
- * optim_default_decay); decayed parameters are laid out first so the update
- * is two adamw calls. Errors (BASE_ERR_INVALID): a bad config, a duplicate
- * or empty name, numel < 1; BASE_ERR_UNSUPPORTED when the backend lacks
- * the adamw or sumsq op. On error nothing is allocated. */
+/* Plan and allocate the four role buffers (zero-filled) for `specs`
+ * (offsets ignored). decay(name) says which parameters get weight decay
+ * (NULL = optim_default_decay); decayed parameters are laid out first so the
+ * update is two adamw calls. Errors (BASE_ERR_INVALID): a bad config, a
+ * duplicate or empty name, numel < 1; BASE_ERR_UNSUPPORTED when the backend
+ * lacks the adamw or sumsq op. On error nothing is allocated. */
 base_status optim_init(optim *o, const struct ops *ops, const optim_config *cfg,
                        const optim_param_spec *specs, int n_specs, int (*decay)(const char *name));
+/* Borrow an existing parameter arena and its gradient arena (device [n]
+ * each, same layout, e.g. model_params / model_grads_new) and allocate m
+ * and v [n] (zero) in that layout. specs give each trainable parameter's
+ * offset; arena elements outside every spec (frozen tensors such as
+ * e_score_correction_bias) are never read or written. The arenas stay the
+ * caller's (optim_free does not free them). Extra errors: a spec outside
+ * [0, n) or overlapping another. */
+base_status optim_init_arena(optim *o, const struct ops *ops, const optim_config *cfg,
+                             const optim_param_spec *specs, int n_specs,
+                             int (*decay)(const char *name), float *param, float *grad, int64_t n);
 void optim_free(optim *o);
 
 /* Index of a parameter by name, -1 if absent. */
@@ -122,7 +146,7 @@ tensor optim_v_view(const optim *o, int i);
 /* The whole role buffers as 1-D [n] tensors (checkpoints, all-reduce). */
 tensor optim_role_view(const optim *o, float *role);
 
-/* grad = 0 (the whole buffer). */
+/* grad = 0 (the whole buffer, arena included). */
 void optim_zero_grad(optim *o);
 
 typedef struct {
@@ -132,13 +156,13 @@ typedef struct {
     int skipped;      /* 1: non-finite norm, nothing updated */
 } optim_step_info;
 
-/* One optimizer step at training step k: norm = sqrt(sumsq(grad)); when it
- * is not finite, skip (log a warning naming k, count n_skipped); else clip
- * as torch.nn.utils.clip_grad_norm_ (coef = max_grad_norm / (norm + 1e-6),
- * applied when < 1), step++, and AdamW with lr = optim_lr_at(k) on the
- * decayed range (weight_decay) and the rest (0). The gradient buffer is
- * read, not modified (clipping is folded into the update). info may be
- * NULL. */
+/* One optimizer step at training step k: norm = sqrt(sum over the runs of
+ * sumsq(grad)), in run order; when it is not finite, skip (log a warning
+ * naming k, count n_skipped); else clip as torch.nn.utils.clip_grad_norm_
+ * (coef = max_grad_norm / (norm + 1e-6), applied when < 1), step++, and
+ * AdamW with lr = optim_lr_at(k) on every run (weight_decay on decayed runs,
+ * 0 on the others). The gradient buffer is read, not modified (clipping is
+ * folded into the update). info may be NULL. */
 void optim_step(optim *o, int64_t k, optim_step_info *info);
 
 /* Optimizer state for checkpoints: the m and v buffers (optim_role_view,

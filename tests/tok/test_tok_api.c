@@ -125,6 +125,40 @@ static void test_template_protects_values(void **state) {
     tok_ids_free(&want);
 }
 
+/* The same under a normalizer (the Qwen2-style fixture tokenizer, NFC):
+ * protected ranges survive normalization part by part. */
+static void test_template_normalized(void **state) {
+    (void)state;
+    char *dir = test_src_path("tests/tok/data/qwen2");
+    tok_tokenizer *tk;
+    assert_int_equal(tok_load(dir, &tk), BASE_OK);
+    int32_t start = tok_token_id(tk, "<|im_start|>"), end = tok_token_id(tk, "<|im_end|>");
+    assert_true(start >= 0 && end >= 0);
+    tok_template_vars v = {.prompt = "cafe\xcc\x81 <|im_end|> A\xcc\x8a<|im_start|>x"};
+    tok_ids ids = {0}, want = {0};
+    assert_int_equal(tok_template_encode(tk, "<|im_start|>user\n{prompt}<|im_end|>", &v, 0, &ids),
+                     BASE_OK);
+    tok_ids_push(&want, start);
+    base_buf t = {0};
+    base_buf_printf(&t, "user\n%s", v.prompt);
+    assert_int_equal(tok_encode(tk, t.data, t.len, TOK_ENC_ADDED_AS_TEXT, &want), BASE_OK);
+    tok_ids_push(&want, end);
+    assert_ids(&ids, want.ids, (int)want.n);
+    /* NFC happened: the composed and decomposed prompts give the same ids */
+    ids.n = want.n = 0;
+    tok_template_vars c = {.prompt = "caf\xc3\xa9 <|im_end|> \xc3\x85<|im_start|>x"};
+    assert_int_equal(tok_template_encode(tk, "<|im_start|>user\n{prompt}<|im_end|>", &v, 0, &ids),
+                     BASE_OK);
+    assert_int_equal(tok_template_encode(tk, "<|im_start|>user\n{prompt}<|im_end|>", &c, 0, &want),
+                     BASE_OK);
+    assert_ids(&ids, want.ids, (int)want.n);
+    base_buf_free(&t);
+    tok_ids_free(&ids);
+    tok_ids_free(&want);
+    tok_free(tk);
+    free(dir);
+}
+
 /* deepseek-v3-spec.md section 6.2: the worked chat example. */
 static void test_chat_v3(void **state) {
     (void)state;
@@ -398,6 +432,7 @@ static void test_cli(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_r1zero),      cmocka_unit_test(test_template_protects_values),
+        cmocka_unit_test(test_template_normalized),
         cmocka_unit_test(test_chat_v3),     cmocka_unit_test(test_chat_r1),
         cmocka_unit_test(test_writer),      cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_utf8),        cmocka_unit_test(test_cli),

@@ -23,7 +23,7 @@
         }                                                                                    \
     } while (0)
 
-static const optim_param_spec SPECS2[2] = {{"layer.weight", 2}, {"layer.norm.weight", 1}};
+static const optim_param_spec SPECS2[2] = {{"layer.weight", 2, 0}, {"layer.norm.weight", 1, 0}};
 
 static void setup(optim *o, optim_config *c, const float *p0) {
     assert_int_equal(optim_init(o, ops_cpu(), c, SPECS2, 2, NULL), BASE_OK);
@@ -195,10 +195,10 @@ static void test_skip_non_finite(void **state) {
 }
 
 /* A larger model (several parameters, > the op's parallel threshold). */
-static const optim_param_spec BIG[4] = {{"embed.weight", 70001},
-                                        {"layers.0.input_layernorm.weight", 33},
-                                        {"layers.0.mlp.weight", 50000},
-                                        {"lm_head.weight", 9999}};
+static const optim_param_spec BIG[4] = {{"embed.weight", 70001, 0},
+                                        {"layers.0.input_layernorm.weight", 33, 0},
+                                        {"layers.0.mlp.weight", 50000, 0},
+                                        {"lm_head.weight", 9999, 0}};
 
 static void run_big(optim *o, int n_steps, int64_t k0, uint64_t seed) {
     for (int s = 0; s < n_steps; s++) {
@@ -319,21 +319,79 @@ static void test_layout_and_decay(void **state) {
     assert_int_equal(o.params[0].offset, 0);
     assert_int_equal(o.params[2].offset, 70016); /* 70001 rounded up to 16 */
     assert_int_equal(o.params[3].offset, 70016 + 50000);
-    assert_int_equal(o.n_decay, 70016 + 50000 + 10000);
-    assert_int_equal(o.params[1].offset, o.n_decay);
+    int64_t n_decay = 70016 + 50000 + 10000;
+    assert_int_equal(o.params[1].offset, n_decay);
     assert_false(o.params[1].decay);
-    assert_int_equal(o.n, o.n_decay + 48);
+    assert_int_equal(o.n, n_decay + 48);
+    assert_int_equal(o.n_runs, 2);
+    assert_int_equal(o.runs[0].n, n_decay);
+    assert_true(o.runs[0].decay && !o.runs[1].decay);
     for (int i = 0; i < 4; i++) assert_int_equal(((uintptr_t)(o.param + o.params[i].offset)) % 64, 0);
     optim_free(&o);
     /* errors */
-    optim_param_spec dup[2] = {{"a", 1}, {"a", 2}};
+    optim_param_spec dup[2] = {{"a", 1, 0}, {"a", 2, 0}};
     assert_int_equal(optim_init(&o, ops_cpu(), &c, dup, 2, NULL), BASE_ERR_INVALID);
     assert_non_null(strstr(base_err_msg(), "twice"));
-    optim_param_spec zero[1] = {{"a", 0}};
+    optim_param_spec zero[1] = {{"a", 0, 0}};
     assert_int_equal(optim_init(&o, ops_cpu(), &c, zero, 1, NULL), BASE_ERR_INVALID);
     c.adam_beta2 = 1.0;
     assert_int_equal(optim_init(&o, ops_cpu(), &c, BIG, 4, NULL), BASE_ERR_INVALID);
     assert_non_null(strstr(base_err_msg(), "adam_beta2"));
+}
+
+/* Borrowed arenas (the model's layout): a frozen tensor between trained
+ * ones is never touched, even with a NaN gradient, and the trained values
+ * follow the owning layout bit for bit. */
+static void test_arena(void **state) {
+    (void)state;
+    /* arena: a.weight [0,5) | frozen.bias [5,8) | b.norm.weight [8,12) | c.weight [12,18) */
+    const optim_param_spec specs[3] = {{"a.weight", 5, 0}, {"b.norm.weight", 4, 8}, {"c.weight", 6, 12}};
+    float param[18], grad[18];
+    test_rand_f32(param, 18, 3, 1.0f);
+    const float frozen[3] = {param[5], param[6], param[7]};
+    optim_config c;
+    optim_config_default(&c);
+    c.learning_rate = 0.05;
+    c.weight_decay = 0.1;
+    c.max_grad_norm = 0;
+    c.lr_scheduler_type = OPTIM_SCHED_CONSTANT;
+    optim a, own;
+    assert_int_equal(optim_init_arena(&a, ops_cpu(), &c, specs, 3, NULL, param, grad, 18), BASE_OK);
+    assert_int_equal(a.n_runs, 3); /* the frozen gap splits the decayed tensors */
+    assert_int_equal(optim_init(&own, ops_cpu(), &c, specs, 3, NULL), BASE_OK);
+    for (int i = 0; i < 3; i++)
+        memcpy(own.param + own.params[i].offset, param + specs[i].offset, (size_t)specs[i].numel * 4);
+    for (int s = 0; s < 3; s++) {
+        optim_zero_grad(&a);
+        optim_zero_grad(&own);
+        test_rand_f32(grad, 18, 50 + (uint64_t)s, 0.3f);
+        grad[6] = NAN; /* the frozen tensor's gradient is never read */
+        for (int i = 0; i < 3; i++)
+            memcpy(own.grad + own.params[i].offset, grad + specs[i].offset, (size_t)specs[i].numel * 4);
+        optim_step_info ia, io;
+        optim_step(&a, s, &ia);
+        optim_step(&own, s, &io);
+        assert_int_equal(ia.skipped, 0);
+        assert_true(ia.grad_norm == io.grad_norm || fabs(ia.grad_norm - io.grad_norm) < 1e-12);
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_memory_equal(param + specs[i].offset, own.param + own.params[i].offset,
+                            (size_t)specs[i].numel * 4);
+        tensor mv = optim_m_view(&a, i);
+        assert_ptr_equal(mv.data, a.m + specs[i].offset);
+    }
+    assert_memory_equal(param + 5, frozen, sizeof frozen);
+    for (int j = 5; j < 8; j++) assert_true(a.m[j] == 0.0f && a.v[j] == 0.0f);
+    optim_free(&a); /* frees m and v only: the arenas stay ours */
+    optim_free(&own);
+    param[0] += 1.0f; /* still valid memory */
+    /* errors: outside the arena, overlapping */
+    const optim_param_spec out[1] = {{"x", 4, 16}};
+    assert_int_equal(optim_init_arena(&a, ops_cpu(), &c, out, 1, NULL, param, grad, 18), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_err_msg(), "outside"));
+    const optim_param_spec ov[2] = {{"x", 4, 0}, {"y", 4, 2}};
+    assert_int_equal(optim_init_arena(&a, ops_cpu(), &c, ov, 2, NULL, param, grad, 18), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_err_msg(), "overlap"));
 }
 
 /* The torch fixture: tests/train/data/adamw_torch.bin written by
@@ -448,7 +506,8 @@ int main(void) {
         cmocka_unit_test(test_adamw_three_steps), cmocka_unit_test(test_clipping),
         cmocka_unit_test(test_schedules),         cmocka_unit_test(test_skip_non_finite),
         cmocka_unit_test(test_determinism),       cmocka_unit_test(test_state_restore),
-        cmocka_unit_test(test_layout_and_decay),  cmocka_unit_test(test_torch_fixture),
+        cmocka_unit_test(test_layout_and_decay),  cmocka_unit_test(test_arena),
+        cmocka_unit_test(test_torch_fixture),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

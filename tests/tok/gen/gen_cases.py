@@ -86,6 +86,21 @@ STRESS = [
             for _ in range(2000)),
 ]
 
+# Random texts over a pool of character classes and token fragments (a
+# differential fuzz against HF, seeded so the fixture is reproducible).
+POOL = (list("abcXYZ019  \t\n\r.,;:!?'\"-_()[]{}<>|/\\$%&*+=#@^~`")
+        + ["\r\n", "   ", "'s", "'LL", "123", "4567", "éàü", "e\u0301", "\u0300\u0301", "ß", "ſ", "ﬁ", "Ω",
+           "中文", "计算", "龥", "ひらがな", "カタカナ", "ｰ", "한국", "😀", "👩\u200d💻", "🇯🇵", "\u200d", "\u00a0",
+           "\u3000", "\u180e", "\u2028", "\u2003", "\u0085", "مرحبا", "नमस्ते", "ＡＢ", "１２", "∑∫≤", "½",
+           "٣", "<｜", "｜>", "<think>", "</think>", "<｜User｜>", "<｜Assistant｜>", "<|EOT|>",
+           "<｜end▁of▁sentence｜>", "<|begin_of_text|>", "<|im_end|>", "<lst>", "<rst>", "cat", "<sp>"])
+
+
+def random_texts(n, seed):
+    r = random.Random(seed)
+    return ["".join(r.choice(POOL) for _ in range(r.randrange(1, 60))) for _ in range(n)]
+
+
 INVALID = [b"abc\xffdef", b"\xe4\xbd", b"ok \xed\xa0\x80 surrogate", b"\xf0\x9f\x98 x \xc0\xaf",
            b"\xf4\x90\x80\x80 beyond", b"trailing \xe6\x97"]
 
@@ -178,7 +193,7 @@ def train(model, pre, vocab_size, specials, **trainer_kw):
     return tk
 
 
-def save_family(name, tk, config, extra=(), stress=False):
+def save_family(name, tk, config, extra=(), stress=False, n_random=20):
     d = os.path.join(DATA, name)
     os.makedirs(d, exist_ok=True)
     tk.save(os.path.join(d, "tokenizer.json"), pretty=False)
@@ -186,6 +201,7 @@ def save_family(name, tk, config, extra=(), stress=False):
         json.dump(config, f, ensure_ascii=False, indent=1)
     # reload from disk: the cases come from exactly the committed file
     tk = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    extra = list(extra) + random_texts(n_random, name)
     write_jsonl(os.path.join(d, "cases.jsonl"), cases_for(tk, extra, stress))
     print(name, tk.get_vocab_size(), "ids")
 
@@ -220,7 +236,7 @@ def families():
              "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>", "ids": [bos],
                                                       "tokens": ["<|begin_of_text|>"]}}}]}))
     save_family("llama3", tk, {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
-                stress=True)
+                stress=True, n_random=150)
     base = tk
 
     # Qwen2 style: NFC, Split(Qwen2 regex) + ByteLevel, added tokens not in the vocab.
@@ -231,7 +247,8 @@ def families():
     tk.decoder = decoders.ByteLevel()
     tk.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     save_family("qwen2", tk, {"bos_token": None, "eos_token": "<|im_end|>",
-                              "pad_token": "<|endoftext|>", "add_bos_token": False}, stress=True)
+                              "pad_token": "<|endoftext|>", "add_bos_token": False}, stress=True,
+                n_random=150)
 
     # GPT-2 style: ByteLevel(add_prefix_space, use_regex) alone, merges written "a b".
     tk = train(models.BPE(), pre_tokenizers.ByteLevel(add_prefix_space=True), 500,
@@ -292,7 +309,7 @@ def families():
     extra = ["x <lst> y <rst>  z", "  <both>  | \t<both>\n", "cat concat cats cat. (cat) _cat 3cat",
              "Ｘｙ Xy xy ＸＹ", "ﬁne fine <sp> <sp>x <sp>xx", "cafe\u0301 caf\u00e9 é e\u0301 xé",
              "<lst><lst> <rst><rst>", "a\u00a0<lst>\u00a0b\u3000<rst>\u3000c"]
-    save_family("added", with_json(base, added), {}, extra)
+    save_family("added", with_json(base, added), {}, extra, n_random=150)
 
     # Non-byte-level BPE: byte_fallback + unk + continuing_subword_prefix/end_of_word_suffix.
     def chars_model(byte_fallback, fuse_unk, prefix, suffix):
@@ -346,7 +363,7 @@ def deepseek():
         "数学题：计算 12345 × 678 = ？答案是8369910。",
         "Ｔｈｅ ｆｕｌｌｗｉｄｔｈ ｔｅｘｔ　with ideographic space",
     ]
-    rows = cases_for(tk, extra)
+    rows = cases_for(tk, extra + random_texts(300, "deepseek"))
     write_jsonl(os.path.join(DATA, "deepseek_hard.jsonl"), rows)
     print("deepseek_hard", len(rows), "cases")
 
