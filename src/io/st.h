@@ -10,8 +10,11 @@
  * of the header. Validation rejects: a header length past the end of the
  * file, malformed JSON, an unknown dtype, shape x dtype size != byte range,
  * ranges outside the data section, overlapping ranges, more than
- * ST_MAX_DIMS dims. Every error names the file and, where there is one, the
- * tensor.
+ * ST_MAX_DIMS dims, duplicate names, a header that is not UTF-8, and a data
+ * section the ranges do not tile exactly (a gap, or bytes after the last
+ * tensor: the reference implementation refuses both). Every error names the
+ * file and, where there is one, the tensor. docs/safetensors.md lists every
+ * check.
  *
  * Ownership: an st_file owns its mapping; the `data` pointers of its
  * st_tensor entries point into it and live until st_close.
@@ -41,17 +44,22 @@ typedef struct {
 typedef struct st_file st_file;
 
 base_status st_open(const char *path, st_file **out);
+/* Parse and validate a safetensors image already in memory (not copied:
+ * buf must outlive the st_file). `name` stands for the path in messages. */
+base_status st_open_memory(const void *buf, size_t len, const char *name, st_file **out);
 int st_count(const st_file *f);
-const st_tensor *st_at(const st_file *f, int i); /* in file order */
+const st_tensor *st_at(const st_file *f, int i); /* in file order (by data offset) */
 const st_tensor *st_find(const st_file *f, const char *name); /* NULL if absent */
 const cJSON *st_metadata(const st_file *f); /* "__metadata__" or NULL */
 const char *st_path(const st_file *f);
+size_t st_data_bytes(const st_file *f); /* size of the data section */
 void st_close(st_file *f);
+int64_t st_numel(const st_tensor *t); /* product of the shape (1 for a scalar) */
 
 /* ---- a checkpoint directory ----
  * Opens DIR/model.safetensors.index.json when present (resolving every name
  * through its weight_map and checking that each listed tensor exists in its
- * shard), else DIR/model.safetensors, else every DIR/*.safetensors in name
+ * shard), else DIR/model.safetensors, else every DIR/NAME.safetensors in name
  * order. A tensor name present in two files is an error. */
 typedef struct st_dir st_dir;
 
@@ -61,11 +69,15 @@ const st_tensor *st_dir_at(const st_dir *d, int i); /* sorted by name */
 const st_tensor *st_dir_find(const st_dir *d, const char *name);
 const char *st_dir_file_of(const st_dir *d, const st_tensor *t); /* shard path */
 int st_dir_nfiles(const st_dir *d);
+const st_file *st_dir_file(const st_dir *d, int i); /* i < nfiles, sorted by name; NULL if out of range */
+const char *st_dir_index_path(const st_dir *d); /* the index.json path, NULL when not sharded */
+const char *st_dir_path(const st_dir *d);
 size_t st_dir_total_bytes(const st_dir *d); /* data bytes of all tensors */
 void st_dir_close(st_dir *d);
 
 /* Load tensor `name` converted to `dt` (TENSOR_F32 or TENSOR_BF16) into
- * dst, which holds `numel` elements. An F8_E4M3 tensor is dequantised with
+ * dst, which holds `numel` elements (overwritten). `dt` equal to the stored
+ * dtype copies the bytes unchanged (e.g. I64 token ids, raw F8). An F8_E4M3 tensor is dequantised with
  * its companion `name_scale_inv` (F32 [ceil(rows/128), ceil(cols/128)],
  * edge blocks included): W[i,j] = q[i,j] * s[i/128][j/128]. Errors (absent
  * tensor, numel mismatch, missing or mis-shaped scale) name the tensor and

@@ -1,0 +1,169 @@
+/*
+ * bench_matmul: GFLOP/s of ops_cpu()->matmul at the shapes grpo runs,
+ * next to the machine's peak measured the same way in the same program.
+ *
+ * Peak: every OpenMP thread runs a loop of independent vector FMAs kept in
+ * registers (ACC accumulators, enough to cover FMA latency x FMA ports), at
+ * the vector width the matmul is compiled for (VW, derived from the same
+ * macros as src/tensor/cpu/matmul.c). That is the ceiling the GEMM
+ * micro-kernel can reach; the fraction of it is the figure of merit.
+ *
+ * Each shape: one warm-up call, then calls until at least MIN_TIME seconds
+ * have passed (and at least 3); the best time counts (least disturbed by
+ * other processes). FLOPs = 2 * batch * M * N * K.
+ *
+ *   build/bench/bench_matmul [--quick]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "tensor/ops.h"
+
+#include <immintrin.h>
+
+#if defined(__AVX512F__)
+#define VW 16
+#elif defined(__AVX__)
+#define VW 8
+#else
+#define VW 4
+#endif
+typedef float vf __attribute__((vector_size(VW * 4)));
+
+#define ACC 12 /* independent FMA chains per thread: >= latency (4) x ports (2), with margin */
+
+/* a * b + c in one instruction, as the matmul's micro-kernel does it */
+static inline vf vfma(vf a, vf b, vf c) {
+#if VW == 16
+    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif VW == 8 && defined(__FMA__)
+    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    return a * b + c;
+#endif
+}
+
+static double min_time = 0.5;
+
+/* One thread: `iters` rounds of ACC vector FMAs on accumulators that stay
+ * in registers. Returns a value that depends on every accumulator so
+ * nothing is optimised away. */
+static float fma_loop(long iters, float seed) {
+    vf m, a, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11;
+    for (int l = 0; l < VW; l++) m[l] = 0.999999f, a[l] = 1e-7f * seed;
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = c9 = c10 = c11 = a;
+    c1 += 1, c2 += 2, c3 += 3, c4 += 4, c5 += 5, c6 += 6, c7 += 7, c8 += 8, c9 += 9, c10 += 10, c11 += 11;
+    for (long it = 0; it < iters; it++) {
+        c0 = vfma(c0, m, a), c1 = vfma(c1, m, a), c2 = vfma(c2, m, a), c3 = vfma(c3, m, a);
+        c4 = vfma(c4, m, a), c5 = vfma(c5, m, a), c6 = vfma(c6, m, a), c7 = vfma(c7, m, a);
+        c8 = vfma(c8, m, a), c9 = vfma(c9, m, a), c10 = vfma(c10, m, a), c11 = vfma(c11, m, a);
+    }
+    vf t = c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11;
+    float s = 0;
+    for (int l = 0; l < VW; l++) s += t[l];
+    return s;
+}
+
+static int nthreads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* GFLOP/s of the FMA loop on all threads; best of several runs. */
+static double peak_gflops(void) {
+    long iters = 1 << 20;
+    double best = 0;
+    volatile float sink = 0;
+    for (int rep = 0; rep < 7; rep++) {
+        double t0 = base_now();
+        float s = 0;
+#pragma omp parallel reduction(+ : s)
+        s += fma_loop(iters, 1.0f + (float)rep);
+        double t = base_now() - t0;
+        sink += s;
+        double gf = 2.0 * ACC * VW * (double)iters * nthreads() / t * 1e-9;
+        if (gf > best) best = gf;
+        if (t < 0.2) iters *= 2;
+    }
+    (void)sink;
+    return best;
+}
+
+typedef struct {
+    const char *what;
+    int64_t batch, m, n, k;
+    int ta, tb;
+    float beta;
+} shape;
+
+static const shape shapes[] = {
+    {"prefill x W^T   [512x2048] x [2048x2048]^T", 1, 512, 2048, 2048, 0, 1, 0.0f},
+    {"backward dX = dY W  [512x2048] x [2048x2048]", 1, 512, 2048, 2048, 0, 0, 0.0f},
+    {"backward dW += dY^T X  [512x2048]^T x [512x2048]", 1, 2048, 2048, 512, 1, 0, 1.0f},
+    {"MLA q_b  [512x48] x [192x48]^T (tiny K)", 1, 512, 192, 48, 0, 1, 0.0f},
+    {"fixture logits  [37x64] x [320x64]^T", 1, 37, 320, 64, 0, 1, 0.0f},
+    {"decode M=1  [1x1024] x [4096x1024]^T", 1, 1, 4096, 1024, 0, 1, 0.0f},
+    {"decode M=1  [1x4096] x [4096x1024] (dX form)", 1, 1, 1024, 4096, 0, 0, 0.0f},
+    {"batched attention  8 x [128x64] x [128x64]^T", 8, 128, 128, 64, 0, 1, 0.0f},
+};
+
+static double bench_shape(const shape *s, double *gflops) {
+    const struct ops *o = ops_cpu();
+    int64_t ar = s->ta ? s->k : s->m, ac = s->ta ? s->m : s->k;
+    int64_t br = s->tb ? s->n : s->k, bc = s->tb ? s->k : s->n;
+    size_t na = (size_t)(s->batch * ar * ac), nb = (size_t)(s->batch * br * bc),
+           nc = (size_t)(s->batch * s->m * s->n);
+    float *A = base_xmalloc_aligned(na * 4), *B = base_xmalloc_aligned(nb * 4),
+          *C = base_xmalloc_aligned(nc * 4);
+    base_rng g;
+    base_rng_init(&g, 1, 2, 3, 4);
+    for (size_t i = 0; i < na; i++) A[i] = base_rng_uniform(&g, (uint32_t)i) - 0.5f;
+    for (size_t i = 0; i < nb; i++) B[i] = base_rng_uniform(&g, (uint32_t)(i + na)) - 0.5f;
+    memset(C, 0, nc * 4);
+    tensor a, b, c;
+    if (s->batch > 1) {
+        a = tensor_3d(A, TENSOR_F32, s->batch, ar, ac);
+        b = tensor_3d(B, TENSOR_F32, s->batch, br, bc);
+        c = tensor_3d(C, TENSOR_F32, s->batch, s->m, s->n);
+    } else {
+        a = tensor_2d(A, TENSOR_F32, ar, ac);
+        b = tensor_2d(B, TENSOR_F32, br, bc);
+        c = tensor_2d(C, TENSOR_F32, s->m, s->n);
+    }
+    double flop = 2.0 * (double)s->batch * (double)s->m * (double)s->n * (double)s->k;
+    o->matmul(&c, &a, &b, s->ta, s->tb, 1.0f, s->beta); /* warm-up */
+    double best = 1e30, start = base_now();
+    int reps = 0;
+    while (reps < 3 || base_now() - start < min_time) {
+        double t0 = base_now();
+        o->matmul(&c, &a, &b, s->ta, s->tb, 1.0f, s->beta);
+        double t = base_now() - t0;
+        if (t < best) best = t;
+        reps++;
+    }
+    free(A), free(B), free(C);
+    *gflops = flop / best * 1e-9;
+    return best;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--quick")) min_time = 0.05;
+    printf("bench_matmul: ops_cpu()->matmul, float32, %d threads, vector width %d floats\n",
+           nthreads(), VW);
+    double peak = peak_gflops();
+    printf("peak (register FMA loop, %d chains x %d lanes, all threads): %.1f GFLOP/s\n\n", ACC, VW, peak);
+    printf("%-52s %10s %10s %8s\n", "shape", "time ms", "GFLOP/s", "of peak");
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        double gf, t = bench_shape(&shapes[i], &gf);
+        printf("%-52s %10.3f %10.1f %7.1f%%\n", shapes[i].what, t * 1e3, gf, 100.0 * gf / peak);
+    }
+    return 0;
+}

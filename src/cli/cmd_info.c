@@ -1,0 +1,361 @@
+/*
+ * grpo info MODEL_DIR: what a checkpoint is, without loading it.
+ *
+ * Reads MODEL_DIR/config.json and opens the safetensors (single file or
+ * sharded through the index; every header validated, nothing converted),
+ * then prints the architecture and its key config values, the parameter
+ * count, tensors by dtype, total bytes and files. It also checks that the
+ * config predicts the parameter count it finds and that every FP8 weight
+ * has a well-shaped `weight_scale_inv`.
+ *
+ * Parameters are the elements of every tensor except the FP8 block scales
+ * (`*_scale_inv`): those are storage detail, not weights.
+ *
+ * Exit status: 0 fine; 1 a missing, truncated or corrupt file (the message
+ * names it and the tensor or key); 2 bad usage.
+ */
+#include "cli/cli.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/base.h"
+#include "io/st.h"
+
+/* "1,234,567" */
+static const char *commas(int64_t v, char *buf, size_t n) {
+    char tmp[32];
+    int len = snprintf(tmp, sizeof tmp, "%lld", (long long)(v < 0 ? -v : v));
+    size_t o = 0;
+    if (v < 0 && o + 1 < n) buf[o++] = '-';
+    for (int i = 0; i < len && o + 2 < n; i++) {
+        if (i && (len - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = 0;
+    return buf;
+}
+
+static const char *human(double b, char *buf, size_t n) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) b /= 1024, i++;
+    snprintf(buf, n, i ? "%.2f %s" : "%.0f %s", b, u[i]);
+    return buf;
+}
+
+/* ---- config.json ---------------------------------------------------------- */
+
+typedef struct {
+    const char *path;
+    const cJSON *root;
+    base_status err;
+} cfgr;
+
+/* An optional integer key: -1 when absent or null; an error when present
+ * with another type or a negative / fractional value. */
+static int64_t cfg_int(cfgr *c, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    if (!v || cJSON_IsNull(v)) return -1;
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble != floor(v->valuedouble) ||
+        v->valuedouble > 9.0e15) {
+        if (!c->err)
+            c->err = base_err_set(BASE_ERR_INVALID, "%s: \"%s\" must be a non-negative integer", c->path,
+                                  key);
+        return -1;
+    }
+    return (int64_t)v->valuedouble;
+}
+
+static int64_t cfg_req(cfgr *c, const char *key) {
+    int64_t v = cfg_int(c, key);
+    if (v <= 0 && !c->err)
+        c->err = base_err_set(BASE_ERR_INVALID, "%s: \"%s\" is %s (a positive integer is required)",
+                              c->path, key, v < 0 ? "missing" : "0");
+    return v;
+}
+
+static double cfg_num(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+typedef struct {
+    int64_t vocab, hidden, layers, heads, kv_heads, inter, moe_inter;
+    int64_t q_lora, kv_lora, nope, rope, vdim;
+    int64_t experts, shared, topk, groups, topk_group, dense, mtp;
+    int tied, has_bias;
+} cfg;
+
+static void print_num(const char *label, int64_t v) {
+    if (v >= 0) printf("  %-26s %lld\n", label, (long long)v);
+}
+
+static base_status read_config(const char *dir, cJSON **root, cfg *m) {
+    char *p = base_path_join(dir, "config.json");
+    base_status s = base_json_parse_file(p, root);
+    if (s) {
+        free(p);
+        return s;
+    }
+    cfgr c = {p, *root, BASE_OK};
+    if (!cJSON_IsObject(*root)) {
+        s = base_err_set(BASE_ERR_PARSE, "%s: not a JSON object", p);
+        free(p);
+        return s;
+    }
+    m->vocab = cfg_req(&c, "vocab_size");
+    m->hidden = cfg_req(&c, "hidden_size");
+    m->layers = cfg_req(&c, "num_hidden_layers");
+    m->heads = cfg_req(&c, "num_attention_heads");
+    m->kv_heads = cfg_int(&c, "num_key_value_heads");
+    m->inter = cfg_int(&c, "intermediate_size");
+    m->moe_inter = cfg_int(&c, "moe_intermediate_size");
+    m->q_lora = cfg_int(&c, "q_lora_rank");
+    m->kv_lora = cfg_int(&c, "kv_lora_rank");
+    m->nope = cfg_int(&c, "qk_nope_head_dim");
+    m->rope = cfg_int(&c, "qk_rope_head_dim");
+    m->vdim = cfg_int(&c, "v_head_dim");
+    m->experts = cfg_int(&c, "n_routed_experts");
+    m->shared = cfg_int(&c, "n_shared_experts");
+    m->topk = cfg_int(&c, "num_experts_per_tok");
+    m->groups = cfg_int(&c, "n_group");
+    m->topk_group = cfg_int(&c, "topk_group");
+    m->dense = cfg_int(&c, "first_k_dense_replace");
+    m->mtp = cfg_int(&c, "num_nextn_predict_layers");
+    int found;
+    m->tied = base_json_bool(*root, "tie_word_embeddings", 0, &found);
+    const char *tm = base_json_str(*root, "topk_method", "");
+    m->has_bias = !strcmp(tm, "noaux_tc");
+    s = c.err;
+    free(p);
+    return s;
+}
+
+/* Parameters the config predicts for the HF DeepSeek-V3 layout
+ * (deepseek-v3-spec.md §2): main model, and the MTP layers on top.
+ * -1 when the config lacks what the formula needs. */
+static void predict(const cfg *m, int64_t *main_params, int64_t *mtp_params) {
+    *main_params = *mtp_params = -1;
+    if (m->kv_lora < 0 || m->nope < 0 || m->rope < 0 || m->vdim < 0) return;
+    int64_t d = m->hidden, H = m->heads, qk = m->nope + m->rope;
+    int64_t attn = 2 * d; /* input_layernorm, post_attention_layernorm */
+    if (m->q_lora > 0) attn += m->q_lora * d + m->q_lora + H * qk * m->q_lora;
+    else attn += H * qk * d;
+    attn += (m->kv_lora + m->rope) * d + m->kv_lora + H * (m->nope + m->vdim) * m->kv_lora;
+    attn += d * H * m->vdim;
+    int64_t dense_ffn = m->inter > 0 ? 3 * d * m->inter : -1;
+    int64_t moe_ffn = -1;
+    if (m->experts > 0 && m->moe_inter > 0)
+        moe_ffn = m->experts * d + (m->has_bias ? m->experts : 0) + m->experts * 3 * d * m->moe_inter +
+                  (m->shared > 0 ? 3 * d * m->shared * m->moe_inter : 0);
+    int64_t ndense = m->experts > 0 ? (m->dense < 0 ? 0 : m->dense) : m->layers;
+    if (ndense > m->layers) ndense = m->layers;
+    if ((ndense && dense_ffn < 0) || (m->layers - ndense && moe_ffn < 0)) return;
+    int64_t p = m->vocab * d * (m->tied ? 1 : 2) + d;
+    p += m->layers * attn + ndense * dense_ffn + (m->layers - ndense) * moe_ffn;
+    *main_params = p;
+    /* an MTP module: a MoE decoder layer, embed and head copies, enorm,
+     * hnorm, eh_proj [d, 2d], shared_head.norm */
+    int64_t k = m->mtp < 0 ? 0 : m->mtp;
+    *mtp_params = k && moe_ffn >= 0 ? k * (attn + moe_ffn + 2 * m->vocab * d + 3 * d + 2 * d * d) : 0;
+}
+
+static void print_config(const cJSON *root, const cfg *m) {
+    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+    printf("architecture: ");
+    if (cJSON_IsArray(arch) && cJSON_IsString(arch->child)) printf("%s", arch->child->valuestring);
+    else printf("(no \"architectures\")");
+    printf(" (model_type %s)\n", base_json_str(root, "model_type", "?"));
+    print_num("hidden_size", m->hidden);
+    print_num("num_hidden_layers", m->layers);
+    if (m->experts > 0)
+        printf("  %-26s %lld dense + %lld MoE\n", "layers", (long long)(m->dense < 0 ? 0 : m->dense),
+               (long long)(m->layers - (m->dense < 0 ? 0 : m->dense)));
+    print_num("num_attention_heads", m->heads);
+    print_num("num_key_value_heads", m->kv_heads);
+    print_num("vocab_size", m->vocab);
+    print_num("intermediate_size", m->inter);
+    char ql[32];
+    if (m->q_lora > 0) snprintf(ql, sizeof ql, "%lld", (long long)m->q_lora);
+    else snprintf(ql, sizeof ql, "none");
+    printf("  %-26s q_lora_rank %s, kv_lora_rank %lld, qk_nope %lld, qk_rope %lld, v_head %lld\n",
+           "MLA", ql, (long long)m->kv_lora, (long long)m->nope, (long long)m->rope, (long long)m->vdim);
+    if (m->experts > 0) {
+        printf("  %-26s %lld routed (width %lld) + %lld shared, top-%lld", "experts",
+               (long long)m->experts, (long long)m->moe_inter, (long long)(m->shared < 0 ? 0 : m->shared),
+               (long long)m->topk);
+        if (m->groups > 0) printf(", %lld groups keep %lld", (long long)m->groups, (long long)m->topk_group);
+        printf("\n  %-26s %s, %s, norm_topk_prob %s, routed_scaling_factor %g\n", "routing",
+               base_json_str(root, "scoring_func", "?"), base_json_str(root, "topk_method", "?"),
+               base_json_bool(root, "norm_topk_prob", 0, NULL) ? "true" : "false",
+               base_json_num(root, "routed_scaling_factor", 1.0, NULL));
+    }
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    if (!cJSON_IsObject(rs)) rs = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    double theta = base_json_num(root, "rope_theta", NAN, NULL);
+    if (isnan(theta) && cJSON_IsObject(rs)) theta = cfg_num(rs, "rope_theta");
+    printf("  %-26s theta %g, max_position_embeddings %lld\n", "rope", theta,
+           (long long)base_json_int(root, "max_position_embeddings", -1, NULL));
+    if (cJSON_IsObject(rs)) {
+        const char *type = base_json_str(rs, "type", base_json_str(rs, "rope_type", "?"));
+        printf("  %-26s %s factor %g (original %g), beta_fast %g, beta_slow %g, mscale %g, "
+               "mscale_all_dim %g\n",
+               "rope scaling", type, cfg_num(rs, "factor"), cfg_num(rs, "original_max_position_embeddings"),
+               cfg_num(rs, "beta_fast"), cfg_num(rs, "beta_slow"), cfg_num(rs, "mscale"),
+               cfg_num(rs, "mscale_all_dim"));
+    }
+    printf("  %-26s %g\n", "rms_norm_eps", base_json_num(root, "rms_norm_eps", NAN, NULL));
+    printf("  %-26s %s\n", "tie_word_embeddings", m->tied ? "true" : "false");
+    print_num("num_nextn_predict_layers", m->mtp);
+    const char *td = base_json_str(root, "torch_dtype", base_json_str(root, "dtype", NULL));
+    if (td) printf("  %-26s %s\n", "torch_dtype", td);
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+    if (cJSON_IsObject(q)) {
+        const cJSON *bs = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
+        printf("  %-26s %s %s", "quantization", base_json_str(q, "quant_method", "?"),
+               base_json_str(q, "fmt", ""));
+        if (cJSON_GetArraySize(bs) == 2)
+            printf(", blocks %gx%g", cJSON_GetArrayItem(bs, 0)->valuedouble,
+                   cJSON_GetArrayItem(bs, 1)->valuedouble);
+        printf("\n");
+    }
+}
+
+/* ---- tensors ---------------------------------------------------------------- */
+
+static int is_scale(const char *name) {
+    size_t n = strlen(name);
+    return n >= 10 && !strcmp(name + n - 10, "_scale_inv");
+}
+
+/* Every FP8 weight needs its block scale: [ceil(r/128), ceil(c/128)]. */
+static base_status check_fp8(const st_dir *d) {
+    for (int i = 0; i < st_dir_count(d); i++) {
+        const st_tensor *t = st_dir_at(d, i);
+        if (t->dtype != TENSOR_F8_E4M3) continue;
+        const char *file = st_dir_file_of(d, t);
+        if (t->ndim != 2)
+            return base_err_set(BASE_ERR_INVALID, "%s: tensor '%s': F8_E4M3 weight is %d-D, not 2-D", file,
+                                t->name, t->ndim);
+        base_buf sn = {0};
+        base_buf_printf(&sn, "%s_scale_inv", t->name);
+        const st_tensor *s = st_dir_find(d, sn.data);
+        int64_t br = (t->shape[0] + 127) / 128, bc = (t->shape[1] + 127) / 128;
+        base_status st = BASE_OK;
+        if (!s)
+            st = base_err_set(BASE_ERR_INVALID, "%s: tensor '%s': F8_E4M3 weight without '%s'", file,
+                              t->name, sn.data);
+        else if (s->ndim != 2 || s->shape[0] != br || s->shape[1] != bc)
+            st = base_err_set(BASE_ERR_INVALID,
+                              "%s: tensor '%s': shape does not match its weight '%s' (expected [%lld, %lld])",
+                              st_dir_file_of(d, s), s->name, t->name, (long long)br, (long long)bc);
+        base_buf_free(&sn);
+        if (st) return st;
+    }
+    return BASE_OK;
+}
+
+static void print_tensors(const st_dir *d, int64_t *params_out) {
+    int64_t count[TENSOR_DTYPE_COUNT] = {0}, elems[TENSOR_DTYPE_COUNT] = {0};
+    size_t bytes[TENSOR_DTYPE_COUNT] = {0};
+    int64_t params = 0, nscale = 0;
+    char b1[32], b2[32], b3[32];
+    for (int i = 0; i < st_dir_count(d); i++) {
+        const st_tensor *t = st_dir_at(d, i);
+        count[t->dtype]++;
+        elems[t->dtype] += st_numel(t);
+        bytes[t->dtype] += t->nbytes;
+        if (is_scale(t->name)) nscale++;
+        else params += st_numel(t);
+    }
+    printf("parameters: %s", commas(params, b1, sizeof b1));
+    if (nscale) printf(" (%lld FP8 block-scale tensors not counted)", (long long)nscale);
+    printf("\ntensors by dtype:\n");
+    for (int k = 0; k < TENSOR_DTYPE_COUNT; k++)
+        if (count[k])
+            printf("  %-8s %8lld tensors %18s elements %18s bytes (%s)\n", tensor_dtype_name(k),
+                   (long long)count[k], commas(elems[k], b1, sizeof b1), commas((int64_t)bytes[k], b2, sizeof b2),
+                   human((double)bytes[k], b3, sizeof b3));
+    printf("total: %d tensors, %s bytes (%s) of tensor data in %d file%s\n", st_dir_count(d),
+           commas((int64_t)st_dir_total_bytes(d), b1, sizeof b1),
+           human((double)st_dir_total_bytes(d), b2, sizeof b2), st_dir_nfiles(d),
+           st_dir_nfiles(d) == 1 ? "" : "s");
+    *params_out = params;
+}
+
+static void print_files(const st_dir *d) {
+    char b1[32], b2[32];
+    printf("files:\n");
+    if (st_dir_index_path(d)) printf("  %s\n", st_dir_index_path(d));
+    for (int i = 0; i < st_dir_nfiles(d); i++) {
+        const st_file *f = st_dir_file(d, i);
+        struct stat sb;
+        int64_t disk = stat(st_path(f), &sb) == 0 ? (int64_t)sb.st_size : -1;
+        printf("  %s  %d tensors, %s bytes of data, %s bytes on disk\n", st_path(f), st_count(f),
+               commas((int64_t)st_data_bytes(f), b1, sizeof b1), commas(disk, b2, sizeof b2));
+    }
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: grpo info MODEL_DIR\n"
+               "  Architecture and key config values (config.json), parameter count, tensors by\n"
+               "  dtype, bytes and files of a Hugging Face checkpoint directory (model.safetensors,\n"
+               "  or shards through model.safetensors.index.json). Every safetensors header is\n"
+               "  validated; a missing, truncated or corrupt file exits 1 and names it.\n");
+}
+
+int cli_cmd_info(int argc, char **argv) {
+    if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc != 2 || argv[1][0] == '-') {
+        usage(stderr);
+        return 2;
+    }
+    const char *dir = argv[1];
+    struct stat sb;
+    if (stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "grpo info: %s: %s\n", dir,
+                stat(dir, &sb) < 0 ? base_strerror_now() : "not a directory");
+        return 1;
+    }
+    cJSON *root = NULL;
+    cfg m;
+    memset(&m, 0, sizeof m);
+    st_dir *d = NULL;
+    base_status s = read_config(dir, &root, &m);
+    if (!s) s = st_dir_open(dir, &d);
+    if (!s) s = check_fp8(d);
+    if (s) {
+        fprintf(stderr, "grpo info: %s\n", base_err_msg());
+        st_dir_close(d);
+        cJSON_Delete(root);
+        return 1;
+    }
+    printf("model: %s\n", dir);
+    print_config(root, &m);
+    int64_t params, want, want_mtp;
+    print_tensors(d, &params);
+    predict(&m, &want, &want_mtp);
+    char b1[32], b2[32];
+    if (want < 0) printf("config check: config.json lacks the fields to predict the parameter count\n");
+    else if (params == want)
+        printf("config check: config.json predicts %s parameters: matches\n", commas(want, b1, sizeof b1));
+    else if (params == want + want_mtp)
+        printf("config check: config.json predicts %s parameters with the %lld MTP layer%s: matches\n",
+               commas(want + want_mtp, b1, sizeof b1), (long long)m.mtp, m.mtp == 1 ? "" : "s");
+    else
+        printf("config check: WARNING: config.json predicts %s parameters (%s with MTP), the "
+               "checkpoint holds %s\n",
+               commas(want, b1, sizeof b1), commas(want + want_mtp, b2, sizeof b2),
+               commas(params, (char[32]){0}, 32));
+    print_files(d);
+    st_dir_close(d);
+    cJSON_Delete(root);
+    return 0;
+}

@@ -1,0 +1,206 @@
+/*
+ * Tests of `grpo info`: the fixture's figures, an FP8 checkpoint (scales are
+ * not parameters), and every kind of broken checkpoint exits 1 with a
+ * message naming the file (truncated shard, corrupt header, missing shard,
+ * bad config.json, FP8 weight without its scale).
+ */
+#include "common/test_common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/st.h"
+
+#define has(msg, s)                                                                                \
+    do {                                                                                           \
+        if (!strstr((msg), (s))) fail_msg("missing \"%s\" in:\n%s", (s), (msg));                   \
+    } while (0)
+
+static int info(const char *dir, char **out) {
+    char args[4096];
+    snprintf(args, sizeof args, "info '%s'", dir);
+    return test_run_grpo(args, out);
+}
+
+static void test_info_fixture(void **state) {
+    (void)state;
+    char *fx = test_shared_path("fixtures/hf-tiny-v3-a");
+    char *out;
+    int rc = info(fx, &out);
+    if (rc) fail_msg("rc %d:\n%s", rc, out);
+    has(out, "DeepseekV3ForCausalLM (model_type deepseek_v3)");
+    has(out, "parameters: 273,088\n");
+    has(out, "F32            91 tensors            273,088 elements          1,092,352 bytes");
+    has(out, "in 1 file\n");
+    has(out, "1 dense + 2 MoE");
+    has(out, "q_lora_rank 48, kv_lora_rank 32, qk_nope 32, qk_rope 16, v_head 32");
+    has(out, "8 routed (width 32) + 1 shared, top-2, 4 groups keep 2");
+    has(out, "yarn factor 4 (original 128)");
+    has(out, "predicts 273,088 parameters: matches");
+    has(out, "model.safetensors  91 tensors");
+    free(out);
+    free(fx);
+    assert_int_equal(test_run_grpo("info", &out), 2);
+    has(out, "usage: grpo info MODEL_DIR");
+    free(out);
+    assert_int_equal(test_run_grpo("info --help", &out), 0);
+    free(out);
+    assert_int_equal(test_run_grpo("info /nonexistent/model", &out), 1);
+    has(out, "/nonexistent/model: No such file");
+    free(out);
+}
+
+/* A copy of the fixture in a temporary directory. */
+static char *copy_fixture(void) {
+    char *dir = test_tmpdir();
+    const char *files[] = {"config.json", "model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "fixtures/hf-tiny-v3-a/%s", files[i]);
+        char *src = test_shared_path(rel), *dst = base_path_join(dir, files[i]);
+        char *txt;
+        size_t n;
+        assert_int_equal(base_read_file(src, &txt, &n), BASE_OK);
+        test_write_file(dst, txt, n);
+        free(txt);
+        free(src);
+        free(dst);
+    }
+    return dir;
+}
+
+static void expect_fail(const char *dir, const char *what1, const char *what2) {
+    char *out;
+    int rc = info(dir, &out);
+    if (rc != 1) fail_msg("rc %d (want 1):\n%s", rc, out);
+    has(out, what1);
+    has(out, what2);
+    free(out);
+}
+
+static void test_info_broken(void **state) {
+    (void)state;
+    char *dir = copy_fixture();
+    char *st = base_path_join(dir, "model.safetensors");
+    char *cfg = base_path_join(dir, "config.json");
+    char *txt;
+    size_t n;
+    assert_int_equal(base_read_file(st, &txt, &n), BASE_OK);
+
+    /* truncated: the last tensor runs past the end */
+    assert_int_equal(truncate(st, (off_t)n - 100), 0);
+    expect_fail(dir, st, "run past the data section");
+    /* corrupt header: a byte of JSON syntax overwritten */
+    test_write_file(st, txt, n);
+    char *bad = malloc(n);
+    memcpy(bad, txt, n);
+    bad[8] = '[';
+    test_write_file(st, bad, n);
+    expect_fail(dir, st, "not well-formed JSON");
+    /* corrupt header: a shape changed so that it no longer fits its bytes */
+    memcpy(bad, txt, n);
+    char *sh = strstr(bad + 8, "\"shape\":[320,64]");
+    assert_non_null(sh);
+    memcpy(sh, "\"shape\":[321,64]", 16);
+    test_write_file(st, bad, n);
+    expect_fail(dir, st, "shape [321, 64] x F32 needs 82176 bytes");
+    free(bad);
+    test_write_file(st, txt, n);
+
+    /* bad config.json: malformed, wrong type, missing key, missing file */
+    char *ctxt;
+    size_t cn;
+    assert_int_equal(base_read_file(cfg, &ctxt, &cn), BASE_OK);
+    test_write_file(cfg, ctxt, cn / 2);
+    expect_fail(dir, cfg, "malformed JSON");
+    const char *wrong = "{\"vocab_size\":320,\"hidden_size\":\"64\",\"num_hidden_layers\":3,"
+                        "\"num_attention_heads\":4}";
+    test_write_file(cfg, wrong, strlen(wrong));
+    expect_fail(dir, cfg, "\"hidden_size\" must be a non-negative integer");
+    const char *missing = "{\"vocab_size\":320,\"hidden_size\":64,\"num_attention_heads\":4}";
+    test_write_file(cfg, missing, strlen(missing));
+    expect_fail(dir, cfg, "\"num_hidden_layers\" is missing");
+    unlink(cfg);
+    expect_fail(dir, cfg, "No such file");
+    test_write_file(cfg, ctxt, cn);
+
+    /* sharded, with a shard missing */
+    char *sh1 = base_path_join(dir, "model-00001-of-00002.safetensors");
+    assert_int_equal(rename(st, sh1), 0);
+    const char *idx = "{\"metadata\":{},\"weight_map\":{\"lm_head.weight\":\"model-00001-of-00002.safetensors\","
+                      "\"model.norm.weight\":\"model-00002-of-00002.safetensors\"}}";
+    char *ip = base_path_join(dir, "model.safetensors.index.json");
+    test_write_file(ip, idx, strlen(idx));
+    expect_fail(dir, "model-00002-of-00002.safetensors", "No such file");
+    free(ip);
+    free(sh1);
+    free(ctxt);
+    free(txt);
+    free(cfg);
+    free(st);
+    test_rmdir(dir);
+    free(dir);
+}
+
+/* An FP8 checkpoint: the scale tensors are reported but not counted as
+ * parameters; a weight without its scale is an error naming both. */
+static void test_info_fp8(void **state) {
+    (void)state;
+    char *dir = test_tmpdir();
+    const char *cfg = "{\"architectures\":[\"DeepseekV3ForCausalLM\"],\"model_type\":\"deepseek_v3\","
+                      "\"vocab_size\":8,\"hidden_size\":200,\"num_hidden_layers\":1,"
+                      "\"num_attention_heads\":1,\"quantization_config\":{\"quant_method\":\"fp8\","
+                      "\"fmt\":\"e4m3\",\"weight_block_size\":[128,128]}}";
+    char *cp = base_path_join(dir, "config.json");
+    test_write_file(cp, cfg, strlen(cfg));
+    static uint8_t q[300 * 200];
+    static float s[3 * 2];
+    uint16_t e[8 * 200] = {0};
+    int64_t qs[2] = {300, 200}, ss[2] = {3, 2}, es[2] = {8, 200};
+    char *p = base_path_join(dir, "model.safetensors");
+    st_writer *w = st_writer_new();
+    st_writer_add(w, "model.embed_tokens.weight", TENSOR_BF16, 2, es, e);
+    st_writer_add(w, "model.layers.0.mlp.up_proj.weight", TENSOR_F8_E4M3, 2, qs, q);
+    st_writer_add(w, "model.layers.0.mlp.up_proj.weight_scale_inv", TENSOR_F32, 2, ss, s);
+    assert_int_equal(st_writer_write(w, p), BASE_OK);
+    st_writer_free(w);
+    char *out;
+    int rc = info(dir, &out);
+    if (rc) fail_msg("rc %d:\n%s", rc, out);
+    has(out, "parameters: 61,600 (1 FP8 block-scale tensors not counted)");
+    has(out, "F8_E4M3         1 tensors             60,000 elements             60,000 bytes");
+    has(out, "F32             1 tensors                  6 elements                 24 bytes");
+    has(out, "quantization               fp8 e4m3, blocks 128x128");
+    has(out, "lacks the fields to predict");
+    free(out);
+    /* the scale with a wrong shape, then missing */
+    int64_t bad[2] = {2, 2};
+    w = st_writer_new();
+    st_writer_add(w, "model.layers.0.mlp.up_proj.weight", TENSOR_F8_E4M3, 2, qs, q);
+    st_writer_add(w, "model.layers.0.mlp.up_proj.weight_scale_inv", TENSOR_F32, 2, bad, s);
+    assert_int_equal(st_writer_write(w, p), BASE_OK);
+    st_writer_free(w);
+    expect_fail(dir, p, "'model.layers.0.mlp.up_proj.weight_scale_inv': shape does not match its weight "
+                        "'model.layers.0.mlp.up_proj.weight' (expected [3, 2])");
+    w = st_writer_new();
+    st_writer_add(w, "model.layers.0.mlp.up_proj.weight", TENSOR_F8_E4M3, 2, qs, q);
+    assert_int_equal(st_writer_write(w, p), BASE_OK);
+    st_writer_free(w);
+    expect_fail(dir, p, "'model.layers.0.mlp.up_proj.weight': F8_E4M3 weight without "
+                        "'model.layers.0.mlp.up_proj.weight_scale_inv'");
+    free(p);
+    free(cp);
+    test_rmdir(dir);
+    free(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_info_fixture),
+        cmocka_unit_test(test_info_broken),
+        cmocka_unit_test(test_info_fp8),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

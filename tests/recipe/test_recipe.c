@@ -1,0 +1,161 @@
+/* Tests of src/recipe: Lua recipes, overrides, validation, defaults,
+ * suggestions for unknown keys, and the resolved Lua round trip. */
+#include "common/test_common.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "recipe/recipe.h"
+
+static const char *base_recipe =
+    "local G = 4\n"
+    "return {\n"
+    "  model = 'data/tiny/base',\n"
+    "  datasets = { train = 'train.jsonl', test = { path = 'test.jsonl', limit = 50 } },\n"
+    "  rewards = { { script = 'rewards/boxed_math.lua', weight = 1.0 }, 'rewards/think_format.lua:0.2' },\n"
+    "  stages = {\n"
+    "    { type = 'eval', dataset = 'test' },\n"
+    "    { type = 'grpo', dataset = 'train', num_generations = G, generation_batch_size = 4 * G,\n"
+    "      learning_rate = 1e-4, stop = '</answer>' },\n"
+    "    { type = 'eval', dataset = 'test', temperature = 0.0 },\n"
+    "  },\n"
+    "}\n";
+
+static recipe *load_ok(const char *src, const char *const *sets, int n) {
+    recipe *r = NULL;
+    base_status s = recipe_load_string(src, "t.lua", sets, n, &r);
+    if (s) fail_msg("unexpected error: %s", base_err_msg());
+    return r;
+}
+
+static void expect_err(const char *src, const char *const *sets, int n, const char *needle) {
+    recipe *r = NULL;
+    base_status s = recipe_load_string(src, "t.lua", sets, n, &r);
+    if (!s) fail_msg("expected an error containing '%s'", needle);
+    if (!strstr(base_err_msg(), needle)) fail_msg("message '%s' lacks '%s'", base_err_msg(), needle);
+    assert_null(r);
+}
+
+static void test_defaults_and_names(void **state) {
+    (void)state;
+    recipe *r = load_ok(base_recipe, NULL, 0);
+    const cJSON *root = recipe_root(r);
+    assert_string_equal(recipe_str(root, "name"), "t");
+    assert_int_equal(recipe_int(root, "seed"), 42);
+    assert_string_equal(recipe_str(root, "template"), "r1-zero");
+    assert_int_equal(recipe_nstages(r), 3);
+    assert_string_equal(recipe_str(recipe_stage(r, 0), "name"), "eval");
+    assert_string_equal(recipe_str(recipe_stage(r, 2), "name"), "eval_2");
+    const cJSON *g = recipe_stage_by_name(r, "grpo");
+    assert_non_null(g);
+    assert_int_equal(recipe_int(g, "num_generations"), 4);
+    assert_int_equal(recipe_int(g, "generation_batch_size"), 16);
+    assert_true(recipe_num(g, "learning_rate") == 1e-4);
+    assert_true(recipe_num(g, "epsilon") == 0.2);
+    assert_string_equal(recipe_str(g, "loss_type"), "grpo");
+    assert_null(recipe_str(g, "template")); /* null: the recipe's */
+    /* a single string became a one-element list */
+    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(g, "stop");
+    assert_int_equal(cJSON_GetArraySize(stop), 1);
+    assert_string_equal(cJSON_GetArrayItem(stop, 0)->valuestring, "</answer>");
+    /* dataset path string became a table with defaults */
+    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(root, "datasets");
+    const cJSON *train = cJSON_GetObjectItemCaseSensitive(ds, "train");
+    assert_string_equal(recipe_str(train, "path"), "train.jsonl");
+    assert_string_equal(recipe_str(train, "prompt_column"), "prompt");
+    /* "script:weight" reward strings */
+    const cJSON *rw = cJSON_GetObjectItemCaseSensitive(root, "rewards");
+    assert_int_equal(cJSON_GetArraySize(rw), 2);
+    assert_string_equal(recipe_str(cJSON_GetArrayItem(rw, 1), "script"), "rewards/think_format.lua");
+    assert_true(recipe_num(cJSON_GetArrayItem(rw, 1), "weight") == 0.2);
+    recipe_free(r);
+}
+
+static void test_overrides(void **state) {
+    (void)state;
+    const char *sets[] = {"stages.grpo.beta=0.01", "stages.3.temperature=0.5", "seed=7",
+                          "model=other/dir", "stages.grpo.stop=[\"a\",\"b\"]",
+                          "datasets.test.limit=5"};
+    recipe *r = load_ok(base_recipe, sets, 6);
+    const cJSON *g = recipe_stage_by_name(r, "grpo");
+    assert_true(recipe_num(g, "beta") == 0.01);
+    assert_true(recipe_num(recipe_stage(r, 2), "temperature") == 0.5);
+    assert_int_equal(recipe_int(recipe_root(r), "seed"), 7);
+    assert_string_equal(recipe_str(recipe_root(r), "model"), "other/dir");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(g, "stop")), 2);
+    recipe_free(r);
+    const char *bad1[] = {"stages.grpo.learnig_rate=1"};
+    expect_err(base_recipe, bad1, 1, "did you mean 'learning_rate'");
+    const char *bad2[] = {"stages.nope.beta=1"};
+    expect_err(base_recipe, bad2, 1, "no list item named or numbered 'nope'");
+    const char *bad3[] = {"seed"};
+    expect_err(base_recipe, bad3, 1, "expected key.path=value");
+    const char *bad4[] = {"stages.grpo.loss_type=foo"};
+    expect_err(base_recipe, bad4, 1, "'foo' is not one of grpo|bnpo|dr_grpo|dapo");
+}
+
+static void test_validation_errors(void **state) {
+    (void)state;
+    expect_err("return { datasets = {}, stages = {} }", NULL, 0, "missing required key 'model'");
+    expect_err("return { model = 'm', datsets = {} }", NULL, 0, "did you mean 'datasets'");
+    expect_err("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'grpo', dataset = 'b' } } }",
+               NULL, 0, "no dataset named 'b'");
+    expect_err("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'rl', dataset = 'a' } } }",
+               NULL, 0, "unknown stage type 'rl'");
+    expect_err("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'grpo', dataset = 'a', "
+               "num_generations = 2.5 } } }",
+               NULL, 0, "'stages.grpo.num_generations': expected an integer");
+    expect_err("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'grpo', dataset = 'a', "
+               "max_steps = 'ten' } } }",
+               NULL, 0, "expected an integer");
+    expect_err("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'sft', dataset = 'a', "
+               "beta = 0.1 } } }",
+               NULL, 0, "unknown key 'stages.sft.beta'");
+    expect_err("return 5", NULL, 0, "must return a table");
+    expect_err("return { model = print }", NULL, 0, "got function");
+    expect_err("return { model = 'm', { 1 }, x = 2 }", NULL, 0, "mixes list items");
+    expect_err("error('boom')", NULL, 0, "boom");
+    expect_err("return {", NULL, 0, "t.lua");
+    expect_err("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'eval', dataset = 'a', "
+               "name = 'x' }, { type = 'eval', dataset = 'a', name = 'x' } } }",
+               NULL, 0, "two stages are named 'x'");
+}
+
+static void test_resolved_round_trip(void **state) {
+    (void)state;
+    const char *sets[] = {"stages.grpo.beta=0.01", "name=weird \"name\"\n"};
+    recipe *r = load_ok(base_recipe, sets, 2);
+    char *lua = recipe_to_lua(r);
+    recipe *r2 = load_ok(lua, NULL, 0);
+    char *a = cJSON_PrintUnformatted(recipe_root(r)), *b = cJSON_PrintUnformatted(recipe_root(r2));
+    assert_string_equal(a, b);
+    free(a), free(b), free(lua);
+    char *dir = test_tmpdir();
+    char *p = base_path_join(dir, "config.resolved.lua");
+    assert_int_equal(recipe_write_resolved(r, p), BASE_OK);
+    recipe *r3 = NULL;
+    assert_int_equal(recipe_load(p, NULL, 0, &r3), BASE_OK);
+    assert_string_equal(recipe_str(recipe_root(r3), "name"), "weird \"name\"\n");
+    recipe_free(r3);
+    test_rmdir(dir);
+    free(p), free(dir);
+    recipe_free(r);
+    recipe_free(r2);
+}
+
+static void test_edit_distance(void **state) {
+    (void)state;
+    assert_int_equal(recipe_edit_distance("beta", "beta"), 0);
+    assert_int_equal(recipe_edit_distance("bteа", "beta") > 0, 1);
+    assert_int_equal(recipe_edit_distance("lerning_rate", "learning_rate"), 1);
+    assert_int_equal(recipe_edit_distance("ab", "ba"), 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults_and_names), cmocka_unit_test(test_overrides),
+        cmocka_unit_test(test_validation_errors),  cmocka_unit_test(test_resolved_round_trip),
+        cmocka_unit_test(test_edit_distance),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
