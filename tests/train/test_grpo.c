@@ -698,7 +698,7 @@ static void test_finite_differences(void **state) {
     assert_int_equal(n, 4 * 2 * 4 * 3);
 }
 
-/* ---- against torch autograd on TRL's formula -------------------------- */
+/* ---- against TRL's formulas in torch (autograd for the gradients) ---- */
 
 /* tests/train/data/grpo_torch.bin from tests/train/gen/grpo_torch.py: per
  * case the options, a padded [B, T] batch and TRL's loss with autograd's
@@ -821,9 +821,54 @@ static void test_torch_fixture(void **state) {
         free(lp), free(old), free(ref), free(ent), free(mask), free(wg), free(we);
         free(plp), free(pold), free(pref), free(pent), free(g), free(ge), free(pm);
     }
-    assert_true((size_t)(p - buf) == len);
     fprintf(stderr, "torch GRPO fixture: %d cases, loss rel err %.2g, grad err %.2g of max |g|\n",
             nc, worst_loss, worst_g);
+
+    /* TRL's advantages and reward metrics: nil rewards, weights, every
+     * scale_rewards and group size; computed in double on both sides from
+     * float32 rewards, ours stored as float */
+    int32_t na;
+    TAKE(&na, 4);
+    double worst_adv = 0;
+    for (int ci = 0; ci < na; ci++) {
+        int32_t h[4];
+        TAKE(h, sizeof h);
+        const int F = h[2], N = h[3], G = h[1];
+        assert_true(F >= 1 && F <= 8 && N >= 1 && N <= 256);
+        float *R = malloc((size_t)N * (size_t)F * 4), w[8], *adv = malloc((size_t)N * 4);
+        double *want = malloc((size_t)N * 8), st3[3], fm[8], fs[8];
+        TAKE(R, (size_t)N * (size_t)F * 4);
+        TAKE(w, (size_t)F * 4);
+        TAKE(want, (size_t)N * 8);
+        TAKE(st3, sizeof st3);
+        TAKE(fm, (size_t)F * 8);
+        TAKE(fs, (size_t)F * 8);
+        grpo_config c;
+        grpo_config_default(&c);
+        c.scale_rewards = (grpo_scale_rewards)h[0];
+        grpo_reward_stats rs;
+        assert_int_equal(grpo_advantages(&c, R, N, F, w, G, adv, NULL, &rs), BASE_OK);
+        for (int i = 0; i < N; i++) {
+            double e = fabs(adv[i] - want[i]) / fmax(1.0, fabs(want[i]));
+            if (e > worst_adv) worst_adv = e;
+            if (e > 1.2e-7) {
+                fprintf(stderr, "adv case %d (%s, G %d, F %d) sample %d: %.9g, torch %.9g\n", ci,
+                        grpo_scale_rewards_name(c.scale_rewards), G, F, i, adv[i], want[i]);
+                fail();
+            }
+        }
+        /* metrics in double on both sides; NaN (fewer than 2 values) must match */
+        const double got_m[3] = {rs.reward, rs.reward_std, rs.frac_reward_zero_std};
+        for (int k = 0; k < 3 + 2 * F; k++) {
+            double gv = k < 3 ? got_m[k] : (k < 3 + F ? rs.func_mean[k - 3] : rs.func_std[k - 3 - F]);
+            double wv = k < 3 ? st3[k] : (k < 3 + F ? fm[k - 3] : fs[k - 3 - F]);
+            if (isnan(wv)) assert_true(isnan(gv));
+            else NEAR(gv, wv, 1e-12);
+        }
+        free(R), free(adv), free(want);
+    }
+    assert_true((size_t)(p - buf) == len);
+    fprintf(stderr, "torch advantages: %d cases, max rel err %.2g\n", na, worst_adv);
 #undef TAKE
     free(buf);
 }
