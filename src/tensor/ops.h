@@ -22,6 +22,23 @@
 extern "C" {
 #endif
 
+/* Hyper-parameters of one AdamW update. Per element, in float32 and in
+ * torch's order (torch/optim/adamw.py, single-tensor path):
+ *   g  = grad_scale * grad             (global-norm clipping folded in)
+ *   p  = p * (1 - lr * weight_decay)
+ *   m  = m + (1 - beta1) * (g - m)     (lerp)
+ *   v  = v * beta2 + (1 - beta2) * g * g
+ *   p  = p - (lr / (1 - beta1^step)) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+ * `step` is the 1-based count of updates including this one. Scalars
+ * derived from the hyper-parameters (1 - beta1, the bias corrections,
+ * lr / bc1) are computed in double and rounded to float once, as torch's
+ * float32 kernels receive Python floats. */
+typedef struct ops_adamw_args {
+    double lr, beta1, beta2, eps, weight_decay; /* Python floats in torch */
+    float grad_scale;                           /* a float32 tensor in torch */
+    int64_t step;
+} ops_adamw_args;
+
 struct ops {
     const char *name;     /* "cpu", "cuda" */
     tensor_device device;
@@ -56,6 +73,144 @@ struct ops {
 
     /* dst = src converted to dst's dtype (same shape). */
     void (*convert)(tensor *dst, const tensor *src);
+
+    /* ---- model ops (DeepSeek-V3; spec = shared/docs/deepseek-v3-spec.md) ----
+     * Shapes: N tokens (packed over sequences), D features. Activations and
+     * weights are F32 on the CPU backend; index tensors are I32. A 2-D
+     * operand may be a row-strided view (stride[1] == 1, stride[0] >= cols),
+     * e.g. the c_kv / k_pe halves of the kv_a_proj output. */
+
+    /* y[dst rows] = src rows: dst [M, D], src [N, D], idx I32 [M] in [0, N). */
+    void (*gather_rows)(tensor *dst, const tensor *src, const tensor *idx);
+
+    /* RMSNorm (spec §3.1) over the last dim, in f32:
+     *   rstd[n] = 1 / sqrt(mean_j x[n,j]^2 + eps),  y = w * x * rstd.
+     * x, y [N, D] (y may alias x); w [D]; rstd [N] written (saved for the
+     * backward) or NULL. */
+    void (*rmsnorm_fwd)(tensor *y, tensor *rstd, const tensor *x, const tensor *w, float eps);
+    /* dx = rstd (dy*w) - x rstd^3 mean_j(dy_j w_j x_j) (written, or added
+     * when accumulate_dx); dw += sum_n dy * x * rstd (accumulates). */
+    void (*rmsnorm_bwd)(tensor *dx, tensor *dw, const tensor *dy, const tensor *x, const tensor *w,
+                        const tensor *rstd, int accumulate_dx);
+
+    /* Rotary embedding in place (spec §3.2) on x [N, R] or [N, H, R] (a
+     * strided view: the rope slice of q or of kv_a), token n at position
+     * pos[n] (I32 [N]); every head uses its token's angles. cos, sin
+     * [P, R/2]: row p holds cos/sin(p * inv_freq_i) times the YaRN
+     * attention factor. interleaved: pairs (2i, 2i+1), the DeepSeek
+     * checkpoint layout (HF rope_interleave=true); else pairs (i, i+R/2).
+     * The output keeps the input's layout. _bwd rotates by -angle: the
+     * gradient of _fwd (an orthogonal map per pair). */
+    void (*rope_fwd)(tensor *x, const tensor *pos, const tensor *cos, const tensor *sin,
+                     int interleaved);
+    void (*rope_bwd)(tensor *dx, const tensor *pos, const tensor *cos, const tensor *sin,
+                     int interleaved);
+
+    /* MLA causal attention, training / prefill form (spec §3.5), over S
+     * packed sequences: token t of sequence s (cu[s] <= t < cu[s+1]) sees
+     * tokens cu[s]..t. Per head h:
+     *   K_h[u] = [kv[u,h,:dn] ; kpe[u]],  V_h[u] = kv[u,h,dn:],
+     *   o[t,h] = sum_u softmax_u(scale * q[t,h] . K_h[u]) V_h[u].
+     * q [N, H, dn+dr] (rope applied), kv [N, H, dn+dv] (kv_b_proj output),
+     * kpe [N, dr] (roped, shared by the heads), cu_seqlens I32 [S+1].
+     * o [N, H, dv] written; lse [N, H] (logsumexp of the scaled scores,
+     * for the backward) written or NULL. */
+    void (*mla_attn_fwd)(tensor *o, tensor *lse, const tensor *q, const tensor *kv,
+                         const tensor *kpe, const tensor *cu_seqlens, float scale);
+    /* Gradients of mla_attn_fwd, written (not accumulated): dq [N,H,dn+dr],
+     * dkv [N,H,dn+dv], dkpe [N,dr] (summed over the heads: k_pe is shared). */
+    void (*mla_attn_bwd)(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout,
+                         const tensor *q, const tensor *kv, const tensor *kpe, const tensor *o,
+                         const tensor *lse, const tensor *cu_seqlens, float scale);
+
+    /* Latent KV cache of one layer: cache [S, P, dc+dr], per slot and
+     * position the normalised c_kv (dc) then the roped k_pe (dr).
+     * Writes row (slot[n], pos[n]) from ckv [N, dc] and kpe [N, dr]. */
+    void (*mla_cache_write)(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *slot,
+                            const tensor *pos);
+    /* Absorbed MLA decode (spec §3.6): query b attends positions
+     * 0..len[b]-1 of cache slot slot[b]:
+     *   score[h,u] = scale * (q_lat[b,h] . c_u + q_pe[b,h] . pe_u),
+     *   o_lat[b,h] = sum_u softmax_u(score[h,u]) c_u.
+     * q_lat [B, H, dc] (= W_UK^T q_nope), q_pe [B, H, dr] (roped),
+     * slot, len I32 [B]; o_lat [B, H, dc] written. */
+    void (*mla_decode)(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache,
+                       const tensor *slot, const tensor *len, float scale);
+
+    /* DeepSeekMoE router (spec §3.8), f32: s = sigmoid(z); selection on
+     * s + bias: n_group groups of E/n_group consecutive experts scored by the
+     * sum of their top-2, the best topk_group groups kept (others -inf), then
+     * the top K experts; weights w = s[idx] (unbiased), divided by
+     * (sum + 1e-20) when norm, times routed_scale. Ties go to the lower id.
+     * z [N, E] router logits, bias [E] or NULL; idx I32 [N, K] and
+     * w [N, K] written. */
+    void (*moe_route)(tensor *idx, tensor *w, const tensor *z, const tensor *bias, int n_group,
+                      int topk_group, int norm, float routed_scale);
+    /* dz [N, E] written from dw = dL/dw [N, K]: the selection is constant,
+     * the bias gets nothing; zero for experts not chosen. */
+    void (*moe_route_bwd)(tensor *dz, const tensor *dw, const tensor *z, const tensor *idx, int norm,
+                          float routed_scale);
+    /* Group the N*K (token, choice) pairs by expert, tokens ascending
+     * within an expert: offsets I32 [E+1] (expert e owns rows
+     * offsets[e]..offsets[e+1]-1), row_tok I32 [N*K] (token of each row),
+     * inv I32 [N*K] (row of pair (n, k) at n*K+k). */
+    void (*moe_plan)(tensor *offsets, tensor *row_tok, tensor *inv, const tensor *idx, int n_experts);
+    /* y[n] += sum_k w[n,k] * ye[inv[n*K+k]] (accumulates; w NULL means 1,
+     * which makes it the backward of gather_rows by row_tok).
+     * y [N, D], ye [N*K, D], w [N, K], inv I32 [N*K]. */
+    void (*moe_combine)(tensor *y, const tensor *ye, const tensor *w, const tensor *inv);
+    /* Backward of moe_combine (written): dye[inv[n*K+k]] = w[n,k] dy[n],
+     * dw[n,k] = dy[n] . ye[inv[n*K+k]]. */
+    void (*moe_combine_bwd)(tensor *dye, tensor *dw, const tensor *dy, const tensor *ye,
+                            const tensor *w, const tensor *inv);
+
+    /* SwiGLU (spec §3.7): gu [N, 2I] = [gate | up] (x @ [Wg; Wu]^T),
+     * h [N, I] = silu(gate) * up. _bwd writes dgu [N, 2I]. */
+    void (*swiglu_fwd)(tensor *h, const tensor *gu);
+    void (*swiglu_bwd)(tensor *dgu, const tensor *dh, const tensor *gu);
+
+    /* y [N, D] = table[ids] (table [V, D], ids I32 [N]); _bwd:
+     * dtable[ids[n]] += dy[n] (accumulates). */
+    void (*embedding_fwd)(tensor *y, const tensor *table, const tensor *ids);
+    void (*embedding_bwd)(tensor *dtable, const tensor *dy, const tensor *ids);
+
+    /* LM head + log-softmax in vocabulary chunks, never [N, V] logits:
+     * z = scale * x @ w^T (scale = 1/temperature), p = softmax(z),
+     * logp[n] = log p[target[n]] (0 where target < 0), ent[n] = -sum p log p,
+     * lse[n] = logsumexp(z) (saved for the backward).
+     * x [N, D], w [V, D], target I32 [N]; ws [R, C] is workspace: R rows by
+     * C vocabulary entries per block. */
+    void (*lmhead_fwd)(tensor *logp, tensor *ent, tensor *lse, const tensor *x, const tensor *w,
+                       const tensor *target, float scale, tensor *ws);
+    /* dz_v = g_logp (1[v=target] - p_v) + g_ent (-p_v (log p_v + H)), then
+     * dx = scale dz @ w (written), dw += scale dz^T x (accumulates).
+     * g_logp, g_ent [N] (dL/dlogp, dL/dH); lse, ent from _fwd. */
+    void (*lmhead_bwd)(tensor *dx, tensor *dw, const tensor *g_logp, const tensor *g_ent,
+                       const tensor *x, const tensor *w, const tensor *target, const tensor *lse,
+                       const tensor *ent, float scale, tensor *ws);
+
+    /* One token per row of logits [B, V]. temperature <= 0: argmax (lowest
+     * id on ties). Else p = softmax(logits / T), restricted to the top_k
+     * largest (0: all; ties at the k-th value kept), renormalised, then to
+     * the nucleus: the smallest set of most probable tokens whose mass
+     * reaches top_p (1: all; ties broken by lower id); the token is found
+     * by inverse CDF with the uniform u[b] in [0, 1) over that set in
+     * ascending id order.
+     * ids I32 [B] written; logp [B] = log softmax(logits / T)[id] over the
+     * whole vocabulary (T = 1 when greedy), or NULL. */
+    void (*sample)(tensor *ids, tensor *logp, const tensor *logits, const tensor *u,
+                   float temperature, int top_k, float top_p);
+    /* ---- optimizer ---- */
+
+    /* Sum of squares of a float32 tensor, accumulated in double and returned
+     * to the host (a synchronising read). NaN or inf in x gives NaN or inf.
+     * Deterministic: the same x gives the same bits whatever the thread
+     * count. */
+    double (*sumsq)(const tensor *x);
+    /* One AdamW step (torch.optim.AdamW, decoupled weight decay), in place
+     * over same-shape contiguous float32 tensors; see ops_adamw_args. */
+    void (*adamw)(tensor *param, tensor *m, tensor *v, const tensor *grad,
+                  const struct ops_adamw_args *a);
 };
 
 /* The CPU backend: always present. */

@@ -87,6 +87,43 @@ static void cpu_convert(tensor *dst, const tensor *src) {
     }
 }
 
+/* ---- helpers shared by the op files (cpu.h) ---- */
+
+void cpu_need(const char *op, const char *arg, const tensor *t, tensor_dtype dt, int ndim) {
+    if (t->dtype != dt)
+        base_die("cpu %s: %s must be %s (got %s)", op, arg, tensor_dtype_name(dt), tensor_dtype_name(t->dtype));
+    if (t->ndim != ndim) {
+        char s[64];
+        base_die("cpu %s: %s must be %d-D (got %s)", op, arg, ndim, tensor_shape_str(t, s, sizeof s));
+    }
+    if (ndim > 0 && t->stride[ndim - 1] != 1 && t->shape[ndim - 1] > 1)
+        base_die("cpu %s: %s must have a unit last stride", op, arg);
+}
+
+void cpu_need_dim(const char *op, const char *arg, const tensor *t, int dim, int64_t n) {
+    if (dim >= t->ndim || t->shape[dim] != n) {
+        char s[64];
+        base_die("cpu %s: %s has shape %s, dim %d must be %lld", op, arg, tensor_shape_str(t, s, sizeof s),
+                 dim, (long long)n);
+    }
+}
+
+/* Per-thread scratch buffers for ops that need temporary rows (attention
+ * statistics, sampling). Grown on first use to the largest size asked and
+ * then reused: after the first step no op allocates. */
+#define CPU_SCRATCH_SLOTS 8
+static _Thread_local float *scratch_buf[CPU_SCRATCH_SLOTS];
+static _Thread_local size_t scratch_cap[CPU_SCRATCH_SLOTS];
+
+float *cpu_scratch(int slot, size_t n) {
+    if (n > scratch_cap[slot]) {
+        free(scratch_buf[slot]);
+        scratch_buf[slot] = base_xmalloc_aligned((n ? n : 1) * sizeof(float));
+        scratch_cap[slot] = n;
+    }
+    return scratch_buf[slot];
+}
+
 static const struct ops cpu_table = {
     .name = "cpu",
     .device = TENSOR_CPU,
@@ -103,6 +140,29 @@ static const struct ops cpu_table = {
     .scale = cpu_scale,
     .axpy = cpu_axpy,
     .convert = cpu_convert,
+    .gather_rows = cpu_gather_rows,
+    .rmsnorm_fwd = cpu_rmsnorm_fwd,
+    .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .rope_fwd = cpu_rope_fwd,
+    .rope_bwd = cpu_rope_bwd,
+    .mla_attn_fwd = cpu_mla_attn_fwd,
+    .mla_attn_bwd = cpu_mla_attn_bwd,
+    .mla_cache_write = cpu_mla_cache_write,
+    .mla_decode = cpu_mla_decode,
+    .moe_route = cpu_moe_route,
+    .moe_route_bwd = cpu_moe_route_bwd,
+    .moe_plan = cpu_moe_plan,
+    .moe_combine = cpu_moe_combine,
+    .moe_combine_bwd = cpu_moe_combine_bwd,
+    .swiglu_fwd = cpu_swiglu_fwd,
+    .swiglu_bwd = cpu_swiglu_bwd,
+    .embedding_fwd = cpu_embedding_fwd,
+    .embedding_bwd = cpu_embedding_bwd,
+    .lmhead_fwd = cpu_lmhead_fwd,
+    .lmhead_bwd = cpu_lmhead_bwd,
+    .sample = cpu_sample,
+    .sumsq = cpu_sumsq,
+    .adamw = cpu_adamw,
 };
 
 const struct ops *ops_cpu(void) { return &cpu_table; }

@@ -1,0 +1,192 @@
+/*
+ * Explicit backward of the training forward (spec §3.11), llm.c style: the
+ * reverse of train.c's forward, op by op, one layer at a time. Parameter
+ * gradients accumulate (+=) into the gradient arena, which has the
+ * parameters' layout (a gradient view is the parameter view moved by
+ * grads - params). Activation gradients live in the one-layer scratch.
+ *
+ * Linear y = x W^T:  dx = dy W,  dW += dy^T x.
+ * Per layer, with dh = dL/dh_out on entry and dL/dh_in on exit:
+ *   FFN:  dun = (dense | shared + routed + router) backward of dh;
+ *         dh += RMSNorm_post backward of dun                 (dh = dL/da)
+ *   MLA:  dout = dh Wo; attention backward -> dq, dkvb, dkpe (summed over
+ *         heads); rope backward on dq_pe and dkpe; kv_b, kv_a_layernorm,
+ *         kv_a; q_b, q_a_layernorm, q_a (or q_proj) -> dxn;
+ *         dh += RMSNorm_in backward of dxn                   (dh = dL/dh_in)
+ */
+#include <string.h>
+
+#include "model/internal.h"
+
+/* The gradient view of a parameter view. */
+static tensor gv(const model *m, float *grads, const tensor *p) {
+    tensor g = *p;
+    g.data = grads + ((float *)p->data - m->params);
+    return g;
+}
+
+/* A contiguous [rows, cols] view of a flat scratch buffer. */
+static tensor flat2(const tensor *buf, int64_t rows, int64_t cols) {
+    if (rows * cols > buf->shape[0]) base_die("backward: scratch too small (%lld < %lld)", (long long)buf->shape[0], (long long)(rows * cols));
+    int64_t s[2] = {rows, cols};
+    return tensor_make(buf->data, TENSOR_F32, buf->device, 2, s);
+}
+
+/* One SwiGLU MLP backward: weights gu [2F, d], down [d, F]; input x [n, d],
+ * saved gu_out [n, 2F], act [n, F]; dy [n, d]. dx written or added. */
+static void mlp_bwd(const model *m, float *grads, bwd_scratch *b, const tensor *w_gu, const tensor *w_down,
+                    const tensor *x, const tensor *gu, const tensor *act, const tensor *dy, tensor *dx, int add_dx) {
+    const struct ops *o = m->ops;
+    int64_t n = x->shape[0], f = act->shape[1];
+    tensor dact = flat2(&b->dact, n, f), dgu = flat2(&b->dgu, n, 2 * f);
+    tensor g_down = gv(m, grads, w_down), g_gu = gv(m, grads, w_gu);
+    o->matmul(&dact, dy, w_down, 0, 0, 1.0f, 0.0f);
+    o->matmul(&g_down, dy, act, 1, 0, 1.0f, 1.0f);
+    o->swiglu_bwd(&dgu, &dact, gu);
+    o->matmul(&g_gu, &dgu, x, 1, 0, 1.0f, 1.0f);
+    o->matmul(dx, &dgu, w_gu, 0, 0, 1.0f, add_dx ? 1.0f : 0.0f);
+}
+
+/* FFN half: dh = dL/dh_out in, dL/da out. */
+static void ffn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float *grads, int64_t n) {
+    const struct ops *o = m->ops;
+    const model_config *c = &m->cfg;
+    const model_layer_w *w = &m->w.layers[l];
+    tensor dh = mv_rows(&b->dh, n), dun = mv_rows(&b->dxn, n);
+    tensor un = mv_rows(&A->un, n), a = mv_rows(&A->a, n), r2 = mv_rows(&A->rstd2, n);
+    if (!w->moe) {
+        tensor gu = mv_rows(&A->gu, n), act = mv_rows(&A->act, n);
+        mlp_bwd(m, grads, b, &w->gu, &w->down, &un, &gu, &act, &dh, &dun, 0);
+    } else {
+        int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
+        int have = 0;
+        if (c->n_shared_experts > 0) {
+            tensor gus = mv_rows(&A->gus, n), acts = mv_rows(&A->acts, n);
+            mlp_bwd(m, grads, b, &w->s_gu, &w->s_down, &un, &gus, &acts, &dh, &dun, 0);
+            have = 1;
+        }
+        if (!have) o->zero(dun.data, (size_t)(n * c->hidden_size) * sizeof(float));
+        /* routed experts: dye = w dh per row, dw = dh . ye */
+        tensor dye = mv_rows(&b->dye, n * K), dxe = mv_rows(&b->dxe, n * K), dw = mv_rows(&b->dw, n);
+        tensor ye = mv_rows(&A->ye, n * K), wt = mv_rows(&A->w, n), inv = mv_rows(&A->inv, n * K);
+        o->moe_combine_bwd(&dye, &dw, &dh, &ye, &wt, &inv);
+        tensor g_egu = gv(m, grads, &w->e_gu), g_edown = gv(m, grads, &w->e_down);
+        for (int64_t e = 0; e < E; e++) {
+            int64_t r0 = A->off_host[e], nr = A->off_host[e + 1] - r0;
+            if (nr == 0) continue;
+            tensor x_e = mv_slice(&A->xe, r0, nr), gu_e = mv_slice(&A->gue, r0, nr), act_e = mv_slice(&A->acte, r0, nr);
+            tensor dy_e = mv_slice(&b->dye, r0, nr), dx_e = mv_slice(&b->dxe, r0, nr);
+            tensor wgu = mv_index(&w->e_gu, e), wd = mv_index(&w->e_down, e);
+            tensor ggu = mv_index(&g_egu, e), gd = mv_index(&g_edown, e);
+            int64_t f = c->moe_intermediate_size;
+            tensor dact = flat2(&b->dact, nr, f), dgu = flat2(&b->dgu, nr, 2 * f);
+            o->matmul(&dact, &dy_e, &wd, 0, 0, 1.0f, 0.0f);
+            o->matmul(&gd, &dy_e, &act_e, 1, 0, 1.0f, 1.0f);
+            o->swiglu_bwd(&dgu, &dact, &gu_e);
+            o->matmul(&ggu, &dgu, &x_e, 1, 0, 1.0f, 1.0f);
+            o->matmul(&dx_e, &dgu, &wgu, 0, 0, 1.0f, 0.0f);
+        }
+        o->moe_combine(&dun, &dxe, NULL, &inv); /* backward of the row gather */
+        /* router: the choice is constant; the chosen sigmoid weights are not */
+        tensor dz = mv_rows(&b->dz, n), z = mv_rows(&A->z, n), idx = mv_rows(&A->idx, n);
+        o->moe_route_bwd(&dz, &dw, &z, &idx, c->norm_topk_prob, c->routed_scaling_factor);
+        tensor g_router = gv(m, grads, &w->router);
+        o->matmul(&g_router, &dz, &un, 1, 0, 1.0f, 1.0f);
+        o->matmul(&dun, &dz, &w->router, 0, 0, 1.0f, 1.0f);
+        (void)E;
+    }
+    tensor g_post = gv(m, grads, &w->post_norm);
+    o->rmsnorm_bwd(&dh, &g_post, &dun, &a, &w->post_norm, &r2, 1);
+}
+
+/* Attention half: dh = dL/da in, dL/dh_in out. */
+static void attn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float *grads, const tensor *h_in,
+                     const tensor *pos, const tensor *cu, int64_t n) {
+    const struct ops *o = m->ops;
+    const model_config *c = &m->cfg;
+    const model_layer_w *w = &m->w.layers[l];
+    int64_t H = c->num_attention_heads, dc = c->kv_lora_rank, dr = c->qk_rope_head_dim, dn = c->qk_nope_head_dim;
+    int64_t dv = c->v_head_dim, dqk = c->qk_head_dim;
+    tensor dh = mv_rows(&b->dh, n), dxn = mv_rows(&b->dxn, n);
+    /* o_proj */
+    tensor o2 = mv_as2(&A->o, n, H * dv), dout2 = mv_as2(&b->dout, n, H * dv);
+    tensor g_o = gv(m, grads, &w->o);
+    o->matmul(&dout2, &dh, &w->o, 0, 0, 1.0f, 0.0f);
+    o->matmul(&g_o, &dh, &o2, 1, 0, 1.0f, 1.0f);
+    /* attention */
+    tensor q3 = mv_rows(&A->q, n), kvb3 = mv_rows(&A->kvb, n), o3 = mv_rows(&A->o, n), lse = mv_rows(&A->lse, n);
+    tensor kva = mv_rows(&A->kva, n), kpe = mv_cols(&kva, dc, dr);
+    tensor dq3 = mv_rows(&b->dq, n), dkvb3 = mv_rows(&b->dkvb, n), dout3 = mv_rows(&b->dout, n);
+    tensor dkva = mv_rows(&b->dkva, n), dkpe = mv_cols(&dkva, dc, dr);
+    o->mla_attn_bwd(&dq3, &dkvb3, &dkpe, &dout3, &q3, &kvb3, &kpe, &o3, &lse, cu, (float)c->softmax_scale);
+    tensor dqpe = mv_cols(&dq3, dn, dr);
+    o->rope_bwd(&dqpe, pos, &m->rope_cos, &m->rope_sin, c->rope_interleave);
+    o->rope_bwd(&dkpe, pos, &m->rope_cos, &m->rope_sin, c->rope_interleave);
+    /* kv path: kv_b, kv_a_layernorm, kv_a */
+    tensor dkvb2 = mv_as2(&b->dkvb, n, H * (dn + dv)), ckvn = mv_rows(&A->ckvn, n), dckvn = mv_rows(&b->dckvn, n);
+    tensor g_kvb = gv(m, grads, &w->kv_b);
+    o->matmul(&g_kvb, &dkvb2, &ckvn, 1, 0, 1.0f, 1.0f);
+    o->matmul(&dckvn, &dkvb2, &w->kv_b, 0, 0, 1.0f, 0.0f);
+    tensor dckv = mv_cols(&dkva, 0, dc), ckv = mv_cols(&kva, 0, dc), rkv = mv_rows(&A->rstd_kv, n);
+    tensor g_kvn = gv(m, grads, &w->kv_a_norm);
+    o->rmsnorm_bwd(&dckv, &g_kvn, &dckvn, &ckv, &w->kv_a_norm, &rkv, 0);
+    tensor xn = mv_rows(&A->xn, n), g_kva = gv(m, grads, &w->kv_a);
+    o->matmul(&g_kva, &dkva, &xn, 1, 0, 1.0f, 1.0f);
+    o->matmul(&dxn, &dkva, &w->kv_a, 0, 0, 1.0f, 0.0f);
+    /* q path */
+    tensor dq2 = mv_as2(&b->dq, n, H * dqk);
+    if (c->q_lora_rank > 0) {
+        tensor cqn = mv_rows(&A->cqn, n), cq = mv_rows(&A->cq, n), rq = mv_rows(&A->rstd_q, n);
+        tensor dcqn = mv_rows(&b->dcqn, n), dcq = mv_rows(&b->dcq, n);
+        tensor g_qb = gv(m, grads, &w->q_b), g_qn = gv(m, grads, &w->q_a_norm), g_qa = gv(m, grads, &w->q_a);
+        o->matmul(&g_qb, &dq2, &cqn, 1, 0, 1.0f, 1.0f);
+        o->matmul(&dcqn, &dq2, &w->q_b, 0, 0, 1.0f, 0.0f);
+        o->rmsnorm_bwd(&dcq, &g_qn, &dcqn, &cq, &w->q_a_norm, &rq, 0);
+        o->matmul(&g_qa, &dcq, &xn, 1, 0, 1.0f, 1.0f);
+        o->matmul(&dxn, &dcq, &w->q_a, 0, 0, 1.0f, 1.0f);
+    } else {
+        tensor g_q = gv(m, grads, &w->q);
+        o->matmul(&g_q, &dq2, &xn, 1, 0, 1.0f, 1.0f);
+        o->matmul(&dxn, &dq2, &w->q, 0, 0, 1.0f, 1.0f);
+    }
+    tensor r1 = mv_rows(&A->rstd1, n), g_in = gv(m, grads, &w->in_norm);
+    o->rmsnorm_bwd(&dh, &g_in, &dxn, h_in, &w->in_norm, &r1, 1);
+}
+
+void model_backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads) {
+    if (!tr->have_fwd) base_die("model_backward: no forward to differentiate");
+    model *m = tr->m;
+    const struct ops *o = m->ops;
+    const model_config *c = &m->cfg;
+    int64_t n = tr->n;
+    int L = c->num_hidden_layers;
+    bwd_scratch *b = &tr->b;
+    o->upload(tr->g_logp.data, g_logp, (size_t)n * sizeof(float));
+    o->upload(tr->g_ent.data, g_ent ? g_ent : tr->host_f32, (size_t)n * sizeof(float));
+    tensor gl = mv_rows(&tr->g_logp, n), ge = mv_rows(&tr->g_ent, n);
+    tensor hf = mv_rows(&tr->hf, n), tgt = mv_rows(&tr->tgt, n), lse = mv_rows(&tr->lse, n), ent = mv_rows(&tr->ent, n);
+    tensor dxn = mv_rows(&b->dxn, n), dh = mv_rows(&b->dh, n);
+    /* LM head + log-softmax, then the final norm */
+    tensor g_head = gv(m, grads, &m->w.lm_head);
+    o->lmhead_bwd(&dxn, &g_head, &gl, &ge, &hf, &m->w.lm_head, &tgt, &lse, &ent, tr->scale, &tr->lm_ws);
+    tensor hL = mv_rows(&tr->h[L], n), rf = mv_rows(&tr->rstd_f, n), g_fn = gv(m, grads, &m->w.final_norm);
+    o->rmsnorm_bwd(&dh, &g_fn, &dxn, &hL, &m->w.final_norm, &rf, 0);
+    tensor pos = mv_rows(&tr->pos, n), cu = mv_rows(&tr->cu, tr->nseq + 1);
+    fwd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.n = n;
+    ctx.pos = &pos;
+    ctx.cu = &cu;
+    for (int l = L - 1; l >= 0; l--) {
+        layer_acts *A = &tr->acts[tr->nacts == 1 ? 0 : l];
+        tensor hi = mv_rows(&tr->h[l], n);
+        if (tr->lim.recompute) {
+            tensor ho = mv_rows(&tr->h_tmp, n);
+            layer_fwd(m, l, A, &hi, &ho, &ctx);
+        }
+        ffn_bwd(m, l, A, b, grads, n);
+        attn_bwd(m, l, A, b, grads, &hi, &pos, &cu, n);
+    }
+    tensor ids = mv_rows(&tr->ids, n), g_emb = gv(m, grads, &m->w.embed);
+    o->embedding_bwd(&g_emb, &dh, &ids);
+}

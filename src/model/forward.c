@@ -1,0 +1,217 @@
+/*
+ * One decoder layer forward (spec §3.0, §3.5-3.8), shared by training,
+ * prefill and full-logits inference, and its decode form (§3.6), plus the
+ * activation planner. Every op goes through the op table.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/internal.h"
+
+/* ---- planner ---------------------------------------------------------------- */
+
+tensor plan_t(planner *p, tensor_dtype dt, int ndim, int64_t a, int64_t b, int64_t c) {
+    int64_t shape[3] = {a, b, c}, numel = 1;
+    for (int i = 0; i < ndim; i++) numel *= shape[i];
+    size_t bytes = (size_t)numel * tensor_dtype_size(dt);
+    p->off = (p->off + 63) & ~(size_t)63;
+    void *data = p->base ? p->base + p->off : NULL;
+    p->off += bytes;
+    tensor t = tensor_make(data, dt, p->m->ops->device, ndim, shape);
+    return t;
+}
+
+void plan_layer_acts(planner *p, layer_acts *A, int64_t n, int dense, int moe, int keep_lse) {
+    const model_config *c = &p->m->cfg;
+    int64_t d = c->hidden_size, H = c->num_attention_heads, dc = c->kv_lora_rank, dr = c->qk_rope_head_dim;
+    int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, ie = c->moe_intermediate_size;
+    int64_t is = (int64_t)c->n_shared_experts * ie;
+    memset(A, 0, sizeof *A);
+    A->xn = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    A->rstd1 = plan_t(p, TENSOR_F32, 1, n, 1, 1);
+    if (c->q_lora_rank > 0) {
+        A->cq = plan_t(p, TENSOR_F32, 2, n, c->q_lora_rank, 1);
+        A->rstd_q = plan_t(p, TENSOR_F32, 1, n, 1, 1);
+        A->cqn = plan_t(p, TENSOR_F32, 2, n, c->q_lora_rank, 1);
+    }
+    A->q = plan_t(p, TENSOR_F32, 3, n, H, c->qk_head_dim);
+    A->kva = plan_t(p, TENSOR_F32, 2, n, dc + dr, 1);
+    A->rstd_kv = plan_t(p, TENSOR_F32, 1, n, 1, 1);
+    A->ckvn = plan_t(p, TENSOR_F32, 2, n, dc, 1);
+    A->kvb = plan_t(p, TENSOR_F32, 3, n, H, c->qk_nope_head_dim + c->v_head_dim);
+    A->o = plan_t(p, TENSOR_F32, 3, n, H, c->v_head_dim);
+    if (keep_lse) A->lse = plan_t(p, TENSOR_F32, 2, n, H, 1);
+    A->a = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    A->rstd2 = plan_t(p, TENSOR_F32, 1, n, 1, 1);
+    A->un = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    if (dense) {
+        A->gu = plan_t(p, TENSOR_F32, 2, n, 2 * c->intermediate_size, 1);
+        A->act = plan_t(p, TENSOR_F32, 2, n, c->intermediate_size, 1);
+    }
+    if (moe) {
+        A->z = plan_t(p, TENSOR_F32, 2, n, E, 1);
+        A->idx = plan_t(p, TENSOR_I32, 2, n, K, 1);
+        A->w = plan_t(p, TENSOR_F32, 2, n, K, 1);
+        A->offsets = plan_t(p, TENSOR_I32, 1, E + 1, 1, 1);
+        A->row_tok = plan_t(p, TENSOR_I32, 1, n * K, 1, 1);
+        A->inv = plan_t(p, TENSOR_I32, 1, n * K, 1, 1);
+        A->xe = plan_t(p, TENSOR_F32, 2, n * K, d, 1);
+        A->gue = plan_t(p, TENSOR_F32, 2, n * K, 2 * ie, 1);
+        A->acte = plan_t(p, TENSOR_F32, 2, n * K, ie, 1);
+        A->ye = plan_t(p, TENSOR_F32, 2, n * K, d, 1);
+        if (is > 0) {
+            A->gus = plan_t(p, TENSOR_F32, 2, n, 2 * is, 1);
+            A->acts = plan_t(p, TENSOR_F32, 2, n, is, 1);
+        }
+        if (p->base) A->off_host = base_xcalloc((size_t)(E + 1), sizeof(int32_t));
+    }
+}
+
+void layer_acts_free(layer_acts *A) {
+    free(A->off_host);
+    A->off_host = NULL;
+}
+
+/* ---- views ----------------------------------------------------------------- */
+
+/* A 3-D view [a, b, c] with element strides (s0, s1, 1) at data. */
+static tensor strided3(void *data, tensor_device dev, int64_t a, int64_t b, int64_t c, int64_t s0, int64_t s1) {
+    int64_t shape[3] = {a, b, c};
+    tensor t = tensor_make(data, TENSOR_F32, dev, 3, shape);
+    t.stride[0] = s0;
+    t.stride[1] = s1;
+    return t;
+}
+
+static void copy_rows(const model *m, tensor *dst, const tensor *src, int64_t n) {
+    m->ops->copy(dst->data, src->data, (size_t)(n * src->shape[1]) * sizeof(float));
+}
+
+/* ---- attention parts ---------------------------------------------------------- */
+
+/* Norm, q and kv projections, latent norm, rope: everything before the
+ * attention proper. Leaves kpe (roped) inside A->kva. */
+static void attn_pre(const model *m, const model_layer_w *w, layer_acts *A, const tensor *h_in, const fwd_ctx *c) {
+    const struct ops *o = m->ops;
+    const model_config *cf = &m->cfg;
+    int64_t n = c->n, H = cf->num_attention_heads, dc = cf->kv_lora_rank, dr = cf->qk_rope_head_dim;
+    tensor xn = mv_rows(&A->xn, n), r1 = mv_rows(&A->rstd1, n);
+    o->rmsnorm_fwd(&xn, &r1, h_in, &w->in_norm, cf->rms_norm_eps);
+    tensor q2 = mv_as2(&A->q, n, H * cf->qk_head_dim);
+    if (cf->q_lora_rank > 0) {
+        tensor cq = mv_rows(&A->cq, n), cqn = mv_rows(&A->cqn, n), rq = mv_rows(&A->rstd_q, n);
+        o->matmul(&cq, &xn, &w->q_a, 0, 1, 1.0f, 0.0f);
+        o->rmsnorm_fwd(&cqn, &rq, &cq, &w->q_a_norm, 1e-6f); /* HF: class default eps, spec §1 */
+        o->matmul(&q2, &cqn, &w->q_b, 0, 1, 1.0f, 0.0f);
+    } else {
+        o->matmul(&q2, &xn, &w->q, 0, 1, 1.0f, 0.0f);
+    }
+    tensor kva = mv_rows(&A->kva, n);
+    o->matmul(&kva, &xn, &w->kv_a, 0, 1, 1.0f, 0.0f);
+    tensor ckv = mv_cols(&kva, 0, dc), kpe = mv_cols(&kva, dc, dr);
+    tensor ckvn = mv_rows(&A->ckvn, n), rkv = mv_rows(&A->rstd_kv, n);
+    o->rmsnorm_fwd(&ckvn, &rkv, &ckv, &w->kv_a_norm, 1e-6f);
+    tensor q3 = mv_rows(&A->q, n);
+    tensor qpe = mv_cols(&q3, cf->qk_nope_head_dim, dr);
+    o->rope_fwd(&qpe, c->pos, &m->rope_cos, &m->rope_sin, cf->rope_interleave);
+    o->rope_fwd(&kpe, c->pos, &m->rope_cos, &m->rope_sin, cf->rope_interleave);
+    if (c->cache.data) o->mla_cache_write((tensor *)&c->cache, &ckvn, &kpe, c->slot, c->pos);
+}
+
+/* a = h_in + o @ Wo^T */
+static void attn_out(const model *m, const model_layer_w *w, layer_acts *A, const tensor *h_in, int64_t n) {
+    const model_config *cf = &m->cfg;
+    tensor a = mv_rows(&A->a, n);
+    tensor o2 = mv_as2(&A->o, n, (int64_t)cf->num_attention_heads * cf->v_head_dim);
+    copy_rows(m, &a, h_in, n);
+    m->ops->matmul(&a, &o2, &w->o, 0, 1, 1.0f, 1.0f);
+}
+
+void layer_fwd(const model *m, int l, layer_acts *A, const tensor *h_in, tensor *h_out, const fwd_ctx *c) {
+    const struct ops *o = m->ops;
+    const model_config *cf = &m->cfg;
+    const model_layer_w *w = &m->w.layers[l];
+    int64_t n = c->n, H = cf->num_attention_heads, dc = cf->kv_lora_rank, dr = cf->qk_rope_head_dim;
+    attn_pre(m, w, A, h_in, c);
+    tensor ckvn = mv_rows(&A->ckvn, n), kva = mv_rows(&A->kva, n);
+    tensor kpe = mv_cols(&kva, dc, dr);
+    tensor kvb2 = mv_as2(&A->kvb, n, H * (cf->qk_nope_head_dim + cf->v_head_dim));
+    o->matmul(&kvb2, &ckvn, &w->kv_b, 0, 1, 1.0f, 0.0f);
+    tensor q3 = mv_rows(&A->q, n), kvb = mv_rows(&A->kvb, n), o3 = mv_rows(&A->o, n);
+    tensor lse = A->lse.data ? mv_rows(&A->lse, n) : A->lse;
+    o->mla_attn_fwd(&o3, A->lse.data ? &lse : NULL, &q3, &kvb, &kpe, c->cu, (float)cf->softmax_scale);
+    attn_out(m, w, A, h_in, n);
+    ffn_fwd(m, l, A, h_out, n);
+}
+
+void layer_decode(const model *m, int l, layer_acts *A, const tensor *h_in, tensor *h_out, const fwd_ctx *c,
+                  tensor *q_lat, tensor *o_lat) {
+    const struct ops *o = m->ops;
+    const model_config *cf = &m->cfg;
+    const model_layer_w *w = &m->w.layers[l];
+    tensor_device dev = o->device;
+    int64_t n = c->n, H = cf->num_attention_heads, dc = cf->kv_lora_rank, dr = cf->qk_rope_head_dim;
+    int64_t dn = cf->qk_nope_head_dim, dv = cf->v_head_dim, dqk = cf->qk_head_dim;
+    attn_pre(m, w, A, h_in, c);
+    /* q_lat[b, h] = W_UK[h]^T q_nope[b, h]: batched over heads, [H, n, dn] @ [H, dn, dc] */
+    float *kvb_w = w->kv_b.data;
+    tensor wuk = strided3(kvb_w, dev, H, dn, dc, (dn + dv) * dc, dc);
+    tensor wuv = strided3(kvb_w + dn * dc, dev, H, dv, dc, (dn + dv) * dc, dc);
+    tensor qn = strided3(A->q.data, dev, H, n, dn, dqk, H * dqk);
+    tensor ql = strided3(q_lat->data, dev, H, n, dc, dc, H * dc);
+    o->matmul(&ql, &qn, &wuk, 0, 0, 1.0f, 0.0f);
+    tensor ql3 = mv_rows(q_lat, n), ol3 = mv_rows(o_lat, n);
+    tensor q3 = mv_rows(&A->q, n);
+    tensor qpe = mv_cols(&q3, dn, dr);
+    o->mla_decode(&ol3, &ql3, &qpe, &c->cache, c->slot, c->len, (float)cf->softmax_scale);
+    /* o[b, h] = W_UV[h] o_lat[b, h]: [H, n, dc] @ [H, dv, dc]^T */
+    tensor olv = strided3(o_lat->data, dev, H, n, dc, dc, H * dc);
+    tensor ov = strided3(A->o.data, dev, H, n, dv, dv, H * dv);
+    o->matmul(&ov, &olv, &wuv, 0, 1, 1.0f, 0.0f);
+    attn_out(m, w, A, h_in, n);
+    ffn_fwd(m, l, A, h_out, n);
+}
+
+/* ---- FFN ---------------------------------------------------------------------- */
+
+void ffn_fwd(const model *m, int l, layer_acts *A, tensor *h_out, int64_t n) {
+    const struct ops *o = m->ops;
+    const model_config *cf = &m->cfg;
+    const model_layer_w *w = &m->w.layers[l];
+    tensor a = mv_rows(&A->a, n), un = mv_rows(&A->un, n), r2 = mv_rows(&A->rstd2, n);
+    o->rmsnorm_fwd(&un, &r2, &a, &w->post_norm, cf->rms_norm_eps);
+    copy_rows(m, h_out, &a, n);
+    if (!w->moe) {
+        tensor gu = mv_rows(&A->gu, n), act = mv_rows(&A->act, n);
+        o->matmul(&gu, &un, &w->gu, 0, 1, 1.0f, 0.0f);
+        o->swiglu_fwd(&act, &gu);
+        o->matmul(h_out, &act, &w->down, 0, 1, 1.0f, 1.0f);
+        return;
+    }
+    int64_t E = cf->n_routed_experts, K = cf->num_experts_per_tok;
+    tensor z = mv_rows(&A->z, n), idx = mv_rows(&A->idx, n), wt = mv_rows(&A->w, n);
+    o->matmul(&z, &un, &w->router, 0, 1, 1.0f, 0.0f);
+    o->moe_route(&idx, &wt, &z, &w->bias, cf->n_group, cf->topk_group, cf->norm_topk_prob, cf->routed_scaling_factor);
+    tensor rt = mv_rows(&A->row_tok, n * K), inv = mv_rows(&A->inv, n * K);
+    o->moe_plan(&A->offsets, &rt, &inv, &idx, (int)E);
+    o->download(A->off_host, A->offsets.data, (size_t)(E + 1) * sizeof(int32_t));
+    tensor xe = mv_rows(&A->xe, n * K), ye = mv_rows(&A->ye, n * K);
+    o->gather_rows(&xe, &un, &rt);
+    for (int64_t e = 0; e < E; e++) {
+        int64_t r0 = A->off_host[e], nr = A->off_host[e + 1] - r0;
+        if (nr == 0) continue;
+        tensor x_e = mv_slice(&A->xe, r0, nr), gu_e = mv_slice(&A->gue, r0, nr);
+        tensor act_e = mv_slice(&A->acte, r0, nr), y_e = mv_slice(&A->ye, r0, nr);
+        tensor wgu = mv_index(&w->e_gu, e), wd = mv_index(&w->e_down, e);
+        o->matmul(&gu_e, &x_e, &wgu, 0, 1, 1.0f, 0.0f);
+        o->swiglu_fwd(&act_e, &gu_e);
+        o->matmul(&y_e, &act_e, &wd, 0, 1, 1.0f, 0.0f);
+    }
+    if (cf->n_shared_experts > 0) {
+        tensor gus = mv_rows(&A->gus, n), acts = mv_rows(&A->acts, n);
+        o->matmul(&gus, &un, &w->s_gu, 0, 1, 1.0f, 0.0f);
+        o->swiglu_fwd(&acts, &gus);
+        o->matmul(h_out, &acts, &w->s_down, 0, 1, 1.0f, 1.0f);
+    }
+    o->moe_combine(h_out, &ye, &wt, &inv);
+}

@@ -1,0 +1,311 @@
+/*
+ * Inference: full-logits forward, the latent KV cache (spec §3.6, §3.12),
+ * prefill (training form over packed prompts, writing the cache) and
+ * batched one-token decode steps (absorbed form over the cache).
+ *
+ * Cache layout: [L, slots, max_len, dc + dr] f32, per token the normalised
+ * c_kv then the roped k_pe. One workspace serves prefill and decode: one
+ * layer's activations for max(max_prefill, max_batch) tokens (the layers
+ * run one after the other), two residual buffers, and the logits.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/internal.h"
+
+/* Workspace for n tokens over up to s sequences with `lrows` logits rows. */
+typedef struct {
+    tensor ids, pos, cu, slot, len, last;
+    tensor ha, hb; /* residual ping-pong [n, d] */
+    layer_acts A;
+    tensor q_lat, o_lat; /* decode [n, H, dc] */
+    tensor hlast, rstd_f, logits;
+    tensor logits_view; /* the rows of the last call */
+} infer_ws;
+
+static void plan_ws(planner *p, infer_ws *w, int64_t n, int64_t s, int64_t lrows, int decode) {
+    const model_config *c = &p->m->cfg;
+    int64_t d = c->hidden_size, H = c->num_attention_heads;
+    int any_dense = 0, any_moe = 0;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        if (model_layer_is_moe(c, l)) any_moe = 1;
+        else any_dense = 1;
+    }
+    w->ids = plan_t(p, TENSOR_I32, 1, n, 1, 1);
+    w->pos = plan_t(p, TENSOR_I32, 1, n, 1, 1);
+    w->slot = plan_t(p, TENSOR_I32, 1, n, 1, 1);
+    w->len = plan_t(p, TENSOR_I32, 1, n, 1, 1);
+    w->cu = plan_t(p, TENSOR_I32, 1, s + 1, 1, 1);
+    w->last = plan_t(p, TENSOR_I32, 1, lrows, 1, 1);
+    w->ha = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    w->hb = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    plan_layer_acts(p, &w->A, n, any_dense, any_moe, 0);
+    if (decode) {
+        w->q_lat = plan_t(p, TENSOR_F32, 3, n, H, c->kv_lora_rank);
+        w->o_lat = plan_t(p, TENSOR_F32, 3, n, H, c->kv_lora_rank);
+    }
+    w->hlast = plan_t(p, TENSOR_F32, 2, lrows, d, 1);
+    w->rstd_f = plan_t(p, TENSOR_F32, 1, lrows, 1, 1);
+    w->logits = plan_t(p, TENSOR_F32, 2, lrows, c->vocab_size, 1);
+}
+
+/* Run the layers of the training/prefill form over n tokens from ws->ha;
+ * returns the buffer holding the last residual. */
+static tensor run_layers(const model *m, infer_ws *w, fwd_ctx *ctx, const tensor *cache_all) {
+    int64_t n = ctx->n;
+    tensor cur = mv_rows(&w->ha, n), nxt = mv_rows(&w->hb, n);
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        if (cache_all) ctx->cache = mv_index4(cache_all, l);
+        layer_fwd(m, l, &w->A, &cur, &nxt, ctx);
+        tensor t = cur;
+        cur = nxt;
+        nxt = t;
+    }
+    return cur;
+}
+
+/* Final norm and logits of rows `last` of h into w->logits [k, V]. */
+static void head(const model *m, infer_ws *w, const tensor *h, int64_t k, int gather) {
+    const struct ops *o = m->ops;
+    tensor hl = mv_rows(&w->hlast, k), rf = mv_rows(&w->rstd_f, k), lg = mv_rows(&w->logits, k);
+    if (gather) {
+        tensor last = mv_rows(&w->last, k);
+        o->gather_rows(&hl, h, &last);
+        o->rmsnorm_fwd(&hl, &rf, &hl, &m->w.final_norm, m->cfg.rms_norm_eps);
+    } else {
+        o->rmsnorm_fwd(&hl, &rf, h, &m->w.final_norm, m->cfg.rms_norm_eps);
+    }
+    o->matmul(&lg, &hl, &m->w.lm_head, 0, 1, 1.0f, 0.0f);
+}
+
+base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const int32_t *cu, float *logits,
+                                 float *token_logp) {
+    const struct ops *o = m->ops;
+    const model_config *c = &m->cfg;
+    if (nseq < 1) return base_err_set(BASE_ERR_INVALID, "forward: no sequences");
+    int64_t n = cu[nseq];
+    int32_t *hpos = base_xmalloc((size_t)(n > 0 ? n : 1) * 2 * sizeof(int32_t)), *htgt = hpos + (n > 0 ? n : 1);
+    base_status st = model_check_batch(m, nseq, ids, cu, NULL, n > 0 ? n : 1, nseq, hpos, htgt);
+    if (st) {
+        free(hpos);
+        return st;
+    }
+    infer_ws w;
+    planner p = {m, NULL, 0};
+    plan_ws(&p, &w, n, nseq, n, 0);
+    layer_acts_free(&w.A);
+    /* token logprobs by the chunked head */
+    int64_t V = c->vocab_size, rows = n < MODEL_LM_ROWS ? n : MODEL_LM_ROWS, cols = V < MODEL_LM_COLS ? V : MODEL_LM_COLS;
+    tensor tgt = plan_t(&p, TENSOR_I32, 1, n, 1, 1), lp = plan_t(&p, TENSOR_F32, 1, n, 1, 1);
+    tensor ent = plan_t(&p, TENSOR_F32, 1, n, 1, 1), lse = plan_t(&p, TENSOR_F32, 1, n, 1, 1);
+    tensor ws = plan_t(&p, TENSOR_F32, 2, rows, cols, 1);
+    size_t bytes = p.off;
+    p.base = o->alloc(bytes + 64);
+    p.off = 0;
+    plan_ws(&p, &w, n, nseq, n, 0);
+    tgt = plan_t(&p, TENSOR_I32, 1, n, 1, 1), lp = plan_t(&p, TENSOR_F32, 1, n, 1, 1);
+    ent = plan_t(&p, TENSOR_F32, 1, n, 1, 1), lse = plan_t(&p, TENSOR_F32, 1, n, 1, 1);
+    ws = plan_t(&p, TENSOR_F32, 2, rows, cols, 1);
+    o->upload(w.ids.data, ids, (size_t)n * sizeof(int32_t));
+    o->upload(w.pos.data, hpos, (size_t)n * sizeof(int32_t));
+    o->upload(w.cu.data, cu, (size_t)(nseq + 1) * sizeof(int32_t));
+    o->upload(tgt.data, htgt, (size_t)n * sizeof(int32_t));
+    tensor tids = mv_rows(&w.ids, n), tpos = mv_rows(&w.pos, n), tcu = mv_rows(&w.cu, nseq + 1);
+    tensor h0 = mv_rows(&w.ha, n);
+    o->embedding_fwd(&h0, &m->w.embed, &tids);
+    fwd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.n = n;
+    ctx.pos = &tpos;
+    ctx.cu = &tcu;
+    tensor h = run_layers(m, &w, &ctx, NULL);
+    head(m, &w, &h, n, 0);
+    if (logits) o->download(logits, w.logits.data, (size_t)(n * V) * sizeof(float));
+    if (token_logp) {
+        tensor hl = mv_rows(&w.hlast, n);
+        o->lmhead_fwd(&lp, &ent, &lse, &hl, &m->w.lm_head, &tgt, 1.0f, &ws);
+        o->download(token_logp, lp.data, (size_t)n * sizeof(float));
+    }
+    layer_acts_free(&w.A);
+    o->free(p.base);
+    free(hpos);
+    return BASE_OK;
+}
+
+/* ---- KV cache ------------------------------------------------------------------- */
+
+struct model_cache {
+    model *m;
+    model_cache_limits lim;
+    float *mem;
+    tensor cache; /* [L, S, P, dc+dr] */
+    char *ws_mem;
+    infer_ws w;
+    int32_t *host; /* staging: pos, slot, len per token, last rows */
+};
+
+static base_status check_cache_limits(const model_cache_limits *l) {
+    if (l->slots < 1 || l->max_len < 1 || l->max_batch < 1 || l->max_prefill < 1)
+        return base_err_set(BASE_ERR_INVALID, "model_cache: slots, max_len, max_batch and max_prefill must be >= 1");
+    return BASE_OK;
+}
+
+static int64_t ws_tokens(const model_cache_limits *l) {
+    return l->max_prefill > l->max_batch ? l->max_prefill : l->max_batch;
+}
+static int64_t ws_rows(const model_cache_limits *l) { return l->slots > l->max_batch ? l->slots : l->max_batch; }
+
+size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim) {
+    if (check_cache_limits(lim)) return 0;
+    model shell;
+    memset(&shell, 0, sizeof shell);
+    shell.cfg = *cfg;
+    shell.ops = ops_cpu();
+    infer_ws w;
+    planner p = {&shell, NULL, 0};
+    plan_ws(&p, &w, ws_tokens(lim), lim->slots, ws_rows(lim), 1);
+    size_t cache = (size_t)cfg->num_hidden_layers * (size_t)lim->slots * (size_t)lim->max_len *
+                   (size_t)(cfg->kv_lora_rank + cfg->qk_rope_head_dim) * sizeof(float);
+    return cache + p.off;
+}
+
+base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache **out) {
+    *out = NULL;
+    base_status st = check_cache_limits(lim);
+    if (st) return st;
+    const model_config *c = &m->cfg;
+    model_cache *mc = base_xcalloc(1, sizeof *mc);
+    mc->m = m;
+    mc->lim = *lim;
+    int64_t dl = c->kv_lora_rank + c->qk_rope_head_dim;
+    size_t cbytes = (size_t)c->num_hidden_layers * (size_t)lim->slots * (size_t)lim->max_len * (size_t)dl * sizeof(float);
+    mc->mem = m->ops->alloc(cbytes);
+    int64_t shape[4] = {c->num_hidden_layers, lim->slots, lim->max_len, dl};
+    mc->cache = tensor_make(mc->mem, TENSOR_F32, m->ops->device, 4, shape);
+    planner p = {m, NULL, 0};
+    int64_t n = ws_tokens(lim);
+    plan_ws(&p, &mc->w, n, lim->slots, ws_rows(lim), 1);
+    layer_acts_free(&mc->w.A);
+    mc->ws_mem = m->ops->alloc(p.off + 64);
+    p.base = mc->ws_mem;
+    p.off = 0;
+    plan_ws(&p, &mc->w, n, lim->slots, ws_rows(lim), 1);
+    mc->host = base_xmalloc((size_t)(3 * n + ws_rows(lim)) * sizeof(int32_t));
+    *out = mc;
+    return BASE_OK;
+}
+
+void model_cache_free(model_cache *mc) {
+    if (!mc) return;
+    mc->m->ops->free(mc->mem);
+    mc->m->ops->free(mc->ws_mem);
+    layer_acts_free(&mc->w.A);
+    free(mc->host);
+    free(mc);
+}
+
+void model_cache_copy(model_cache *mc, int dst, int src, int64_t len) {
+    const tensor *t = &mc->cache;
+    if (dst < 0 || src < 0 || dst >= t->shape[1] || src >= t->shape[1] || len < 0 || len > t->shape[2])
+        base_die("model_cache_copy: slot %d <- %d, %lld positions outside the cache", dst, src, (long long)len);
+    if (dst == src || len == 0) return;
+    for (int64_t l = 0; l < t->shape[0]; l++) {
+        float *base = (float *)t->data + l * t->stride[0];
+        mc->m->ops->copy(base + dst * t->stride[1], base + src * t->stride[1], (size_t)(len * t->shape[3]) * sizeof(float));
+    }
+}
+
+base_status model_prefill(model_cache *mc, int nseq, const int32_t *slots, const int32_t *ids, const int32_t *cu,
+                          const tensor **logits) {
+    model *m = mc->m;
+    const struct ops *o = m->ops;
+    int64_t cap = ws_tokens(&mc->lim);
+    *logits = NULL;
+    if (nseq < 1 || nseq > mc->lim.slots)
+        return base_err_set(BASE_ERR_LIMIT, "prefill: %d prompts (limit %d)", nseq, mc->lim.slots);
+    int32_t *hpos = mc->host, *hslot = hpos + cap, *hlast = hslot + 2 * cap;
+    base_status st = model_check_batch(m, nseq, ids, cu, NULL, mc->lim.max_prefill, mc->lim.slots, hpos, NULL);
+    if (st) return st;
+    for (int s = 0; s < nseq; s++) {
+        int64_t len = (int64_t)cu[s + 1] - cu[s];
+        if (slots[s] < 0 || slots[s] >= mc->lim.slots)
+            return base_err_set(BASE_ERR_INVALID, "prefill: slot %d outside [0, %d)", slots[s], mc->lim.slots);
+        if (len < 1 || len > mc->lim.max_len)
+            return base_err_set(BASE_ERR_LIMIT, "prefill: prompt %d has %lld tokens (1 to %lld allowed)", s,
+                                (long long)len, (long long)mc->lim.max_len);
+        for (int64_t t = cu[s]; t < cu[s + 1]; t++) hslot[t] = slots[s];
+        hlast[s] = cu[s + 1] - 1;
+    }
+    int64_t n = cu[nseq];
+    infer_ws *w = &mc->w;
+    o->upload(w->ids.data, ids, (size_t)n * sizeof(int32_t));
+    o->upload(w->pos.data, hpos, (size_t)n * sizeof(int32_t));
+    o->upload(w->slot.data, hslot, (size_t)n * sizeof(int32_t));
+    o->upload(w->cu.data, cu, (size_t)(nseq + 1) * sizeof(int32_t));
+    o->upload(w->last.data, hlast, (size_t)nseq * sizeof(int32_t));
+    tensor tids = mv_rows(&w->ids, n), tpos = mv_rows(&w->pos, n), tslot = mv_rows(&w->slot, n);
+    tensor tcu = mv_rows(&w->cu, nseq + 1);
+    tensor h0 = mv_rows(&w->ha, n);
+    o->embedding_fwd(&h0, &m->w.embed, &tids);
+    fwd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.n = n;
+    ctx.pos = &tpos;
+    ctx.cu = &tcu;
+    ctx.slot = &tslot;
+    tensor h = run_layers(m, w, &ctx, &mc->cache);
+    head(m, w, &h, nseq, 1);
+    w->logits_view = mv_rows(&w->logits, nseq);
+    *logits = &w->logits_view;
+    return BASE_OK;
+}
+
+base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int32_t *tokens, const int32_t *pos,
+                         const tensor **logits) {
+    model *m = mc->m;
+    const struct ops *o = m->ops;
+    const model_config *c = &m->cfg;
+    int64_t cap = ws_tokens(&mc->lim);
+    *logits = NULL;
+    if (n < 1 || n > mc->lim.max_batch)
+        return base_err_set(BASE_ERR_LIMIT, "decode: %d sequences (limit %d)", n, mc->lim.max_batch);
+    int32_t *hlen = mc->host;
+    for (int i = 0; i < n; i++) {
+        if (slots[i] < 0 || slots[i] >= mc->lim.slots)
+            return base_err_set(BASE_ERR_INVALID, "decode: slot %d outside [0, %d)", slots[i], mc->lim.slots);
+        if (pos[i] < 0 || pos[i] >= mc->lim.max_len || pos[i] >= m->rope_len)
+            return base_err_set(BASE_ERR_LIMIT, "decode: position %d outside the cache (%lld positions) or the rope table (%lld)",
+                                pos[i], (long long)mc->lim.max_len, (long long)m->rope_len);
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return base_err_set(BASE_ERR_INVALID, "decode: token id %d outside the vocabulary [0, %lld)", tokens[i],
+                                (long long)c->vocab_size);
+        hlen[i] = pos[i] + 1;
+    }
+    (void)cap;
+    infer_ws *w = &mc->w;
+    o->upload(w->ids.data, tokens, (size_t)n * sizeof(int32_t));
+    o->upload(w->pos.data, pos, (size_t)n * sizeof(int32_t));
+    o->upload(w->slot.data, slots, (size_t)n * sizeof(int32_t));
+    o->upload(w->len.data, hlen, (size_t)n * sizeof(int32_t));
+    tensor tids = mv_rows(&w->ids, n), tpos = mv_rows(&w->pos, n), tslot = mv_rows(&w->slot, n);
+    tensor tlen = mv_rows(&w->len, n);
+    tensor cur = mv_rows(&w->ha, n), nxt = mv_rows(&w->hb, n);
+    o->embedding_fwd(&cur, &m->w.embed, &tids);
+    fwd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.n = n;
+    ctx.pos = &tpos;
+    ctx.slot = &tslot;
+    ctx.len = &tlen;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        ctx.cache = mv_index4(&mc->cache, l);
+        layer_decode(m, l, &w->A, &cur, &nxt, &ctx, &w->q_lat, &w->o_lat);
+        tensor t = cur;
+        cur = nxt;
+        nxt = t;
+    }
+    head(m, w, &cur, n, 0);
+    w->logits_view = mv_rows(&w->logits, n);
+    *logits = &w->logits_view;
+    return BASE_OK;
+}

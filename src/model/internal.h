@@ -1,0 +1,226 @@
+/*
+ * Private to src/model: the weight views, the activation layout and the
+ * helpers the model files share. Not for other modules (use model.h).
+ */
+#ifndef GRPO_MODEL_INTERNAL_H
+#define GRPO_MODEL_INTERNAL_H
+
+#include "model/model.h"
+
+/* Views of one decoder layer's tensors inside an arena (the parameters or
+ * the gradients: both have the same layout). A tensor that the layer does
+ * not have has data == NULL. */
+typedef struct {
+    tensor in_norm, post_norm;            /* [d] */
+    tensor q_a, q_a_norm, q_b;            /* [dq, d], [dq], [H*dqk, dq]   (q_lora_rank > 0) */
+    tensor q;                             /* [H*dqk, d]                   (q_lora_rank = 0) */
+    tensor kv_a, kv_a_norm, kv_b;         /* [dc+dr, d], [dc], [H*(dn+dv), dc] */
+    tensor o;                             /* [d, H*dv] */
+    int moe;
+    tensor gu, down;                      /* dense: [2I, d] (gate rows, then up rows), [d, I] */
+    tensor router, bias;                  /* [E, d], [E] */
+    tensor e_gu, e_down;                  /* [E, 2Ie, d], [E, d, Ie] */
+    tensor s_gu, s_down;                  /* shared experts: [2Is, d], [d, Is] (Is = n_shared * Ie) */
+    /* MTP module extras (layers num_hidden_layers ..) */
+    tensor enorm, hnorm, eh_proj, head_norm; /* [d], [d], [d, 2d], [d] */
+    tensor embed_copy, head_copy;            /* [V, d] when the checkpoint stores them */
+} model_layer_w;
+
+typedef struct {
+    tensor embed;      /* [V, d] */
+    tensor final_norm; /* [d] */
+    tensor lm_head;    /* [V, d] (the embedding when tied) */
+    model_layer_w *layers; /* num_hidden_layers + n_mtp */
+} model_weights;
+
+struct model {
+    model_config cfg;
+    const struct ops *ops;
+    int n_mtp;             /* MTP modules in the arena */
+    int mtp_copies;        /* MTP layers store embed_tokens / shared_head.head copies */
+    int fused_experts;     /* checkpoint uses mlp.experts.gate_up_proj / down_proj */
+    float *params;         /* device arena */
+    int64_t numel;
+    model_param *tab;      /* parameter table (host) */
+    int ntab;
+    model_weights w;       /* views into params */
+    int64_t rope_len;      /* rows of the rope tables */
+    float *rope_mem;       /* device: cos then sin, [rope_len, dr/2] each */
+    tensor rope_cos, rope_sin;
+};
+
+/* weights.c: build the parameter table (tab may be NULL: count only) and
+ * bind views of an arena at `base` (NULL: offsets only). Returns numel. */
+int64_t model_layout(model *m, float *base, model_weights *w, model_param *tab, int *ntab);
+void model_weights_free(model_weights *w);
+
+/* Contiguous device tensor view helpers. */
+static inline tensor mv_1d(const model *m, void *p, tensor_dtype dt, int64_t a) {
+    int64_t s[1] = {a};
+    return tensor_make(p, dt, m->ops->device, 1, s);
+}
+static inline tensor mv_2d(const model *m, void *p, tensor_dtype dt, int64_t a, int64_t b) {
+    int64_t s[2] = {a, b};
+    return tensor_make(p, dt, m->ops->device, 2, s);
+}
+static inline tensor mv_3d(const model *m, void *p, tensor_dtype dt, int64_t a, int64_t b, int64_t c) {
+    int64_t s[3] = {a, b, c};
+    return tensor_make(p, dt, m->ops->device, 3, s);
+}
+/* The first n rows (dim 0) of t. */
+static inline tensor mv_rows(const tensor *t, int64_t n) {
+    tensor r = *t;
+    r.shape[0] = n;
+    return r;
+}
+/* Rows [r0, r0 + n) of t. */
+static inline tensor mv_slice(const tensor *t, int64_t r0, int64_t n) {
+    tensor r = *t;
+    r.data = (char *)t->data + r0 * t->stride[0] * (int64_t)tensor_dtype_size(t->dtype);
+    r.shape[0] = n;
+    return r;
+}
+/* Columns [c0, c0 + n) of the last dim (a strided view). */
+static inline tensor mv_cols(const tensor *t, int64_t c0, int64_t n) {
+    tensor r = *t;
+    r.data = (char *)t->data + c0 * (int64_t)tensor_dtype_size(t->dtype);
+    r.shape[t->ndim - 1] = n;
+    return r;
+}
+/* Reshape a contiguous tensor's leading data as [a, b] / [a, b, c]. */
+static inline tensor mv_as2(const tensor *t, int64_t a, int64_t b) {
+    int64_t s[2] = {a, b};
+    return tensor_make(t->data, t->dtype, t->device, 2, s);
+}
+static inline tensor mv_as3(const tensor *t, int64_t a, int64_t b, int64_t c) {
+    int64_t s[3] = {a, b, c};
+    return tensor_make(t->data, t->dtype, t->device, 3, s);
+}
+/* Slice [i] of the first dim of a 3-D tensor, as 2-D. */
+static inline tensor mv_index(const tensor *t, int64_t i) {
+    int64_t s[2] = {t->shape[1], t->shape[2]};
+    tensor r = tensor_make((char *)t->data + i * t->stride[0] * (int64_t)tensor_dtype_size(t->dtype),
+                           t->dtype, t->device, 2, s);
+    r.stride[0] = t->stride[1];
+    return r;
+}
+
+
+/* ---- activations (forward.c) ------------------------------------------- */
+
+/* What one layer's forward writes, sized for up to n tokens (views are
+ * narrowed to the batch's token count at use). Names follow spec §3.5-3.8.
+ * Dense layers use gu/act; MoE layers the router and expert tensors. */
+typedef struct {
+    tensor xn, rstd1;          /* RMSNorm_in(h) [n, d], [n] */
+    tensor cq, rstd_q, cqn;    /* q_a_proj out [n, dq], q_a_layernorm [n], normalised [n, dq] */
+    tensor q;                  /* [n, H, dqk]: q_nope | q_pe (roped) per head */
+    tensor kva, rstd_kv, ckvn; /* kv_a_proj out [n, dc+dr] (c_kv raw | k_pe roped), [n], RMSNorm(c_kv) [n, dc] */
+    tensor kvb;                /* kv_b_proj out [n, H, dn+dv] (k_nope | v per head) */
+    tensor o, lse;             /* attention out [n, H, dv], logsumexp [n, H] */
+    tensor a, rstd2, un;       /* h + attn [n, d], post norm [n], its output [n, d] */
+    tensor gu, act;            /* dense MLP: [n, 2I], silu(g)*u [n, I] */
+    tensor z, idx, w;          /* router logits [n, E], chosen experts I32 [n, K], weights [n, K] */
+    tensor offsets, row_tok, inv; /* moe_plan: I32 [E+1], [nK], [nK] */
+    tensor xe, gue, acte, ye;  /* per-row expert input [nK, d], [nK, 2Ie], [nK, Ie], output [nK, d] */
+    tensor gus, acts;          /* shared experts [n, 2Is], [n, Is] */
+    int32_t *off_host;         /* host copy of offsets [E+1] (expert loop bounds) */
+} layer_acts;
+
+/* One arena, carved in two passes: with base NULL it only measures. */
+typedef struct {
+    const model *m;
+    char *base;
+    size_t off;
+} planner;
+
+tensor plan_t(planner *p, tensor_dtype dt, int ndim, int64_t a, int64_t b, int64_t c);
+/* Plan a layer_acts for n tokens. dense/moe: which parts to plan. */
+void plan_layer_acts(planner *p, layer_acts *A, int64_t n, int dense, int moe, int keep_lse);
+void layer_acts_free(layer_acts *A);
+
+/* Inputs of one layer forward. */
+typedef struct {
+    int64_t n;          /* tokens */
+    const tensor *pos;  /* I32 [n] positions */
+    const tensor *cu;   /* I32 [S+1] sequence offsets (training/prefill form) */
+    tensor cache;       /* one layer of the latent cache [S, P, dc+dr]; data NULL: none */
+    const tensor *slot; /* I32 [n] cache slot per token (cache writes) */
+    const tensor *len;  /* I32 [n] attended length per token (decode) */
+} fwd_ctx;
+
+/* Layer l forward (training/prefill form): writes A and h_out = h_in +
+ * MLA(norm(h_in)) + FFN(norm(...)). Writes the cache rows when ctx has one. */
+void layer_fwd(const model *m, int l, layer_acts *A, const tensor *h_in, tensor *h_out, const fwd_ctx *c);
+/* Decode form: one token per row at ctx->pos, attention absorbed over the
+ * cache (after writing this token's row). q_lat/o_lat [n, H, dc] scratch. */
+void layer_decode(const model *m, int l, layer_acts *A, const tensor *h_in, tensor *h_out,
+                  const fwd_ctx *c, tensor *q_lat, tensor *o_lat);
+/* The FFN half: h_out = a + FFN(RMSNorm_post(a)) with a = A->a. */
+void ffn_fwd(const model *m, int l, layer_acts *A, tensor *h_out, int64_t n);
+
+
+/* ---- training state (train.c, backward.c) ------------------------------- */
+
+/* LM-head workspace: rows x vocabulary entries per block. */
+#define MODEL_LM_ROWS 256
+#define MODEL_LM_COLS 8192
+
+/* Gradients of activations, one layer at a time (backward.c). dact/dgu are
+ * flat buffers viewed per use (dense MLP, routed rows, shared experts). */
+typedef struct {
+    tensor dh;           /* [n, d] dL/d(residual stream), running */
+    tensor dxn;          /* [n, d] dL/d(normalised input) of the current half-layer */
+    tensor dq;           /* [n, H, dqk] */
+    tensor dcqn, dcq;    /* [n, dq] */
+    tensor dkva, dckvn;  /* [n, dc+dr], [n, dc] */
+    tensor dkvb, dout;   /* [n, H, dn+dv], [n, H, dv] */
+    tensor dact, dgu;    /* flat */
+    tensor dye, dxe;     /* [nK, d] */
+    tensor dw, dz;       /* [n, K], [n, E] */
+} bwd_scratch;
+
+struct model_train {
+    model *m;
+    model_train_limits lim;
+    char *mem; /* the activation arena (device) */
+    size_t bytes;
+    tensor ids, tgt, pos, cu;
+    tensor *h;          /* [L + 1] residual stream, h[l] = input of layer l */
+    layer_acts *acts;   /* per layer, or one shared set (recompute) */
+    int nacts;
+    tensor rstd_f, hf;  /* final norm */
+    tensor logp, ent, lse, g_logp, g_ent, lm_ws;
+    bwd_scratch b;
+    tensor h_tmp;       /* recompute: the discarded layer output */
+    int32_t *host_i32;  /* staging: positions, targets */
+    float *host_f32;    /* staging: zeros for an absent g_ent */
+    /* the last forward */
+    int64_t n;
+    int nseq;
+    float scale;
+    int have_fwd;
+    tensor out_logp, out_ent;
+};
+
+/* Validate packed sequences (limits, ids in the vocabulary, targets in
+ * [-1, V), lengths within the rope table); fill host positions and targets
+ * (either may be NULL). */
+base_status model_check_batch(const model *m, int nseq, const int32_t *ids, const int32_t *cu,
+                              const int32_t *targets, int64_t max_tokens, int max_seqs, int32_t *pos,
+                              int32_t *tgt);
+
+/* Slice [i] of the first dim of a 4-D tensor, as 3-D. */
+static inline tensor mv_index4(const tensor *t, int64_t i) {
+    int64_t s[3] = {t->shape[1], t->shape[2], t->shape[3]};
+    tensor r = tensor_make((char *)t->data + i * t->stride[0] * (int64_t)tensor_dtype_size(t->dtype),
+                           t->dtype, t->device, 3, s);
+    r.stride[0] = t->stride[1];
+    r.stride[1] = t->stride[2];
+    return r;
+}
+
+/* Fill the rope tables for positions [0, len). */
+void model_rope_tables(model *m, int64_t len);
+
+#endif

@@ -1,0 +1,227 @@
+/*
+ * model: DeepSeek-V3 (`model_type` deepseek_v3 / kimi_k2) as specified in
+ * shared/docs/deepseek-v3-spec.md, written once against `struct ops`.
+ *
+ *   config     config.json parsing and validation (model_config_*)
+ *   weights    the parameter arena: one allocation holding every tensor
+ *              in f32, bound by Hugging Face names from any shard layout
+ *              (model_load) or filled at random (model_init_random)
+ *   training   forward over packed full sequences keeping what backward
+ *              needs, per-token log p(next token) and entropy; explicit
+ *              backward into a gradient arena with the parameters' layout
+ *   inference  full-logits forward; prefill into a latent KV cache, then
+ *              batched one-token decode steps in the absorbed MLA form
+ *
+ * Memory is planned up front: parameters, gradients, training activations
+ * and the KV cache are one allocation each, sized from the config and the
+ * run's limits; every tensor is a named view. No step allocates.
+ * docs/model.md describes the contracts, the memory plan and the saved
+ * activations.
+ *
+ * Errors: functions returning base_status report bad input (a bad config,
+ * a missing tensor, a token id outside the vocabulary, a batch over the
+ * planned limits) with a message naming the file, tensor or value; misuse
+ * of the API (wrong shapes from code) dies.
+ */
+#ifndef GRPO_MODEL_H
+#define GRPO_MODEL_H
+
+#include <stdint.h>
+
+#include "base/base.h"
+#include "tensor/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Configuration (spec §1)                                                  */
+
+#define MODEL_MAX_EOS 8
+
+typedef struct model_config {
+    char model_type[32];
+    int64_t vocab_size, hidden_size, intermediate_size, moe_intermediate_size;
+    int num_hidden_layers, num_attention_heads, num_key_value_heads;
+    int n_shared_experts, n_routed_experts, num_experts_per_tok;
+    float routed_scaling_factor;
+    int n_group, topk_group, norm_topk_prob;
+    int first_k_dense_replace, moe_layer_freq;
+    int q_lora_rank; /* 0: no query compression (q_proj) */
+    int kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
+    float rms_norm_eps; /* input/post-attention/final norms; q_a/kv_a norms use 1e-6 */
+    /* rope */
+    double rope_theta;
+    int rope_interleave; /* 1: pairs (2i, 2i+1) (DeepSeek checkpoints) */
+    int rope_yarn;       /* 0: plain rope */
+    double yarn_factor, yarn_beta_fast, yarn_beta_slow, yarn_mscale, yarn_mscale_all_dim;
+    double yarn_attention_factor; /* explicit `attention_factor`, or 0 */
+    int64_t yarn_original_max_position_embeddings;
+    int yarn_truncate;
+    int64_t max_position_embeddings;
+    int tie_word_embeddings;
+    int num_nextn_predict_layers; /* MTP modules declared by the config */
+    int fp8;                      /* quantization_config: fp8 e4m3, 128x128 blocks */
+    int64_t bos_token_id, pad_token_id; /* -1 when absent */
+    int n_eos;
+    int64_t eos_token_id[MODEL_MAX_EOS];
+    /* derived */
+    int qk_head_dim;         /* nope + rope */
+    double softmax_scale;    /* qk_head_dim^-0.5 * mscale(factor, mscale_all_dim)^2 (spec §3.4) */
+    double attention_factor; /* YaRN cos/sin amplitude (1 for DeepSeek-V3) */
+} model_config;
+
+/* Parse and validate a config.json object; `what` names it in messages.
+ * Missing keys take the Hugging Face DeepseekV3Config defaults. Errors:
+ * BASE_ERR_UNSUPPORTED (model_type, scoring_func, topk_method, hidden_act,
+ * rope type, quantization, attention_bias), BASE_ERR_INVALID (experts not
+ * divisible by groups, bad sizes). */
+base_status model_config_parse(const cJSON *json, const char *what, model_config *cfg);
+/* DIR/config.json (or a path to a .json file). */
+base_status model_config_load(const char *dir, model_config *cfg);
+/* MoE layer? (layer >= first_k_dense_replace and layer % moe_layer_freq == 0) */
+int model_layer_is_moe(const model_config *cfg, int layer);
+/* Rope inverse frequencies [qk_rope_head_dim / 2] in f32 as HF computes them
+ * (YaRN ramp between the correction range of spec §3.3). */
+void model_rope_inv_freq(const model_config *cfg, float *inv_freq);
+
+/* ------------------------------------------------------------------------ */
+/* Parameters                                                               */
+
+typedef struct model model;
+
+/* One Hugging Face tensor of the parameter arena. */
+typedef struct {
+    char name[128]; /* e.g. "model.layers.3.mlp.experts.7.up_proj.weight" */
+    int64_t offset; /* elements from the start of the arena */
+    int64_t numel;
+    int ndim;
+    int64_t shape[3];
+    int trainable; /* 0 for e_score_correction_bias: no gradient (spec §3.11) */
+    int mtp;       /* part of an MTP module (not used by the main forward) */
+} model_param;
+
+typedef struct {
+    int64_t max_context; /* rope table length; 0: max_position_embeddings */
+    int skip_mtp;        /* do not load MTP layers even when present */
+} model_load_opts;
+
+/* Load DIR (config.json + safetensors in any shard layout; F32, BF16 or FP8
+ * blocks, dequantised to f32). MTP layer tensors are loaded when the
+ * checkpoint has them. Errors name the missing tensor or both shapes. */
+base_status model_load(const char *dir, const struct ops *ops, const model_load_opts *opts,
+                       model **out);
+/* A model with random weights N(0, std^2) (norm weights 1 + N(0, std^2),
+ * routing bias N(0, std^2)), for tests and benchmarks; deterministic in seed. */
+base_status model_init_random(const model_config *cfg, const struct ops *ops, uint64_t seed,
+                              float std, const model_load_opts *opts, model **out);
+void model_free(model *m);
+
+const model_config *model_cfg(const model *m);
+const struct ops *model_ops(const model *m);
+int model_nparams(const model *m);
+const model_param *model_param_at(const model *m, int i);
+const model_param *model_param_find(const model *m, const char *name); /* NULL if absent */
+/* The parameter arena (device memory), model_numel(m) f32 values. */
+float *model_params(const model *m);
+int64_t model_numel(const model *m);
+int model_has_mtp(const model *m); /* MTP modules loaded */
+
+/* Gradient arena: same layout as the parameters, zero-filled device memory
+ * (free with model_ops(m)->free). Backward accumulates into it. */
+float *model_grads_new(const model *m);
+void model_grads_zero(const model *m, float *grads);
+
+/* ------------------------------------------------------------------------ */
+/* Training forward / backward                                              */
+
+typedef struct {
+    int64_t max_tokens; /* tokens per batch, all sequences together */
+    int max_seqs;       /* sequences per batch */
+    int recompute;      /* keep each layer's input only; recompute it in backward */
+} model_train_limits;
+
+/* A batch of packed full sequences (positions restart at 0 in each; no
+ * attention across sequences). Host arrays. */
+typedef struct {
+    int nseq;
+    const int32_t *ids;        /* [cu_seqlens[nseq]] */
+    const int32_t *cu_seqlens; /* [nseq + 1], cu[0] = 0, non-decreasing */
+    const int32_t *targets;    /* [N] token to score at each position, -1 for
+                                  none; NULL: the next token of the same
+                                  sequence, -1 at each sequence's end */
+    float logit_scale;         /* logits times this (1 / temperature); 0: 1 */
+} model_batch;
+
+typedef struct model_train model_train;
+
+/* Plan and allocate the activation arena for these limits. */
+base_status model_train_new(model *m, const model_train_limits *lim, model_train **out);
+void model_train_free(model_train *tr);
+/* Bytes of the activation arena for a config and limits (planning). */
+size_t model_train_bytes(const model_config *cfg, const model_train_limits *lim);
+
+/* Forward a batch: per-token logp[t] = log p(target[t] | tokens <= t) (0
+ * where target is -1) and ent[t] = entropy of the predictive distribution
+ * at t, both under softmax(logit_scale * logits). Keeps what backward
+ * needs. Errors: ids outside the vocabulary, a batch over the limits, a
+ * sequence longer than the rope table. */
+base_status model_forward(model_train *tr, const model_batch *b);
+/* Results of the last forward (device tensors [N], valid until the next
+ * forward) and a copy to host arrays (either may be NULL). */
+const tensor *model_train_logp(const model_train *tr);
+const tensor *model_train_entropy(const model_train *tr);
+void model_train_download(const model_train *tr, float *logp, float *ent);
+
+/* Backward of the last forward for per-token upstream gradients (host
+ * arrays [N]): g_logp[t] = dL/dlogp[t], g_ent[t] = dL/dent[t] (NULL: 0).
+ * At the LM head dz_v = g_logp (1[v=y] - p_v) + g_ent (-p_v (log p_v + H)).
+ * Accumulates (+=) into grads (model_grads_new layout). The top-k expert
+ * choice is not differentiated; e_score_correction_bias gets no gradient. */
+void model_backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads);
+
+/* ------------------------------------------------------------------------ */
+/* Inference                                                                */
+
+/* Full logits of packed sequences (positions from 0 in each):
+ * logits [N, V] and token_logp [N] (log p of the next token of the same
+ * sequence, 0 at each sequence's last token), host arrays (either may be
+ * NULL). Plans its own workspace for N tokens. */
+base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const int32_t *cu_seqlens,
+                                 float *logits, float *token_logp);
+
+typedef struct {
+    int slots;            /* sequences held in the cache at once */
+    int64_t max_len;      /* positions per slot (prompt + completion) */
+    int max_batch;        /* sequences per decode step */
+    int64_t max_prefill;  /* prompt tokens per prefill call, all prompts together */
+} model_cache_limits;
+
+/* Latent KV cache (spec §3.6: kv_lora_rank + qk_rope_head_dim values per
+ * token per layer, slot by slot) plus the prefill and decode workspaces. */
+typedef struct model_cache model_cache;
+
+base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache **out);
+void model_cache_free(model_cache *c);
+size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim);
+/* Copy positions [0, len) of slot src to slot dst (every layer): a prompt
+ * prefilled once serves G samples. */
+void model_cache_copy(model_cache *c, int dst_slot, int src_slot, int64_t len);
+
+/* Prefill nseq prompts (packed ids, cu_seqlens as in model_batch) into
+ * cache slots slots[s], positions 0..len-1. *logits (device [nseq, V],
+ * valid until the next call) gets each prompt's last-token logits. */
+base_status model_prefill(model_cache *c, int nseq, const int32_t *slots, const int32_t *ids,
+                          const int32_t *cu_seqlens, const tensor **logits);
+/* One decode step for n sequences: token tokens[i] at position pos[i] of
+ * slot slots[i] (positions 0..pos[i]-1 already cached). Writes the cache
+ * row and sets *logits (device [n, V], valid until the next call). */
+base_status model_decode(model_cache *c, int n, const int32_t *slots, const int32_t *tokens,
+                         const int32_t *pos, const tensor **logits);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

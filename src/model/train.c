@@ -1,0 +1,230 @@
+/*
+ * Training forward: the activation arena (planned once from the limits),
+ * batch validation and upload, the forward over packed sequences that keeps
+ * what backward.c needs, per-token logp and entropy from the chunked LM
+ * head.
+ *
+ * Arena (one allocation, see docs/model.md): batch inputs (ids, targets,
+ * positions, cu_seqlens), the residual stream h[0..L] ([N, d] each: h[l] is
+ * layer l's input), per-layer activations (one shared set when recompute),
+ * the final norm and LM-head outputs, and the backward's scratch.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/internal.h"
+
+static int64_t max3(int64_t a, int64_t b, int64_t c) {
+    int64_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+/* Plan (measure or bind) the whole training arena. */
+static void plan_train(planner *p, model_train *tr) {
+    const model *m = p->m;
+    const model_config *c = &m->cfg;
+    int64_t n = tr->lim.max_tokens, d = c->hidden_size, L = c->num_hidden_layers, V = c->vocab_size;
+    int64_t H = c->num_attention_heads, K = c->num_experts_per_tok, E = c->n_routed_experts;
+    int64_t ie = c->moe_intermediate_size, is = (int64_t)c->n_shared_experts * ie, I = c->intermediate_size;
+    int any_dense = 0, any_moe = 0;
+    for (int l = 0; l < L; l++) {
+        if (model_layer_is_moe(c, l)) any_moe = 1;
+        else any_dense = 1;
+    }
+    tr->ids = plan_t(p, TENSOR_I32, 1, n, 1, 1);
+    tr->tgt = plan_t(p, TENSOR_I32, 1, n, 1, 1);
+    tr->pos = plan_t(p, TENSOR_I32, 1, n, 1, 1);
+    tr->cu = plan_t(p, TENSOR_I32, 1, tr->lim.max_seqs + 1, 1, 1);
+    for (int64_t l = 0; l <= L; l++) tr->h[l] = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    for (int i = 0; i < tr->nacts; i++) {
+        int dense = tr->nacts == 1 ? any_dense : !model_layer_is_moe(c, i);
+        int moe = tr->nacts == 1 ? any_moe : model_layer_is_moe(c, i);
+        plan_layer_acts(p, &tr->acts[i], n, dense, moe, 1);
+    }
+    tr->rstd_f = plan_t(p, TENSOR_F32, 1, n, 1, 1);
+    tr->hf = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    tr->logp = plan_t(p, TENSOR_F32, 1, n, 1, 1);
+    tr->ent = plan_t(p, TENSOR_F32, 1, n, 1, 1);
+    tr->lse = plan_t(p, TENSOR_F32, 1, n, 1, 1);
+    tr->g_logp = plan_t(p, TENSOR_F32, 1, n, 1, 1);
+    tr->g_ent = plan_t(p, TENSOR_F32, 1, n, 1, 1);
+    int64_t rows = n < MODEL_LM_ROWS ? n : MODEL_LM_ROWS, cols = V < MODEL_LM_COLS ? V : MODEL_LM_COLS;
+    tr->lm_ws = plan_t(p, TENSOR_F32, 2, rows, cols, 1);
+    /* backward scratch: one layer at a time */
+    bwd_scratch *b = &tr->b;
+    b->dh = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    b->dxn = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    b->dq = plan_t(p, TENSOR_F32, 3, n, H, c->qk_head_dim);
+    if (c->q_lora_rank > 0) {
+        b->dcqn = plan_t(p, TENSOR_F32, 2, n, c->q_lora_rank, 1);
+        b->dcq = plan_t(p, TENSOR_F32, 2, n, c->q_lora_rank, 1);
+    }
+    b->dkva = plan_t(p, TENSOR_F32, 2, n, c->kv_lora_rank + c->qk_rope_head_dim, 1);
+    b->dckvn = plan_t(p, TENSOR_F32, 2, n, c->kv_lora_rank, 1);
+    b->dkvb = plan_t(p, TENSOR_F32, 3, n, H, c->qk_nope_head_dim + c->v_head_dim);
+    b->dout = plan_t(p, TENSOR_F32, 3, n, H, c->v_head_dim);
+    int64_t act_n = max3(any_dense ? n * I : 0, any_moe ? n * K * ie : 0, any_moe ? n * is : 0);
+    b->dact = plan_t(p, TENSOR_F32, 1, act_n > 0 ? act_n : 1, 1, 1);
+    b->dgu = plan_t(p, TENSOR_F32, 1, act_n > 0 ? 2 * act_n : 1, 1, 1);
+    if (any_moe) {
+        b->dye = plan_t(p, TENSOR_F32, 2, n * K, d, 1);
+        b->dxe = plan_t(p, TENSOR_F32, 2, n * K, d, 1);
+        b->dw = plan_t(p, TENSOR_F32, 2, n, K, 1);
+        b->dz = plan_t(p, TENSOR_F32, 2, n, E, 1);
+    }
+    if (tr->lim.recompute) tr->h_tmp = plan_t(p, TENSOR_F32, 2, n, d, 1);
+}
+
+static base_status check_limits(const model_train_limits *lim) {
+    if (lim->max_tokens < 1 || lim->max_seqs < 1)
+        return base_err_set(BASE_ERR_INVALID, "model_train: max_tokens (%lld) and max_seqs (%d) must be >= 1",
+                            (long long)lim->max_tokens, lim->max_seqs);
+    return BASE_OK;
+}
+
+static model_train *train_shell(model *m, const model_train_limits *lim) {
+    model_train *tr = base_xcalloc(1, sizeof *tr);
+    tr->m = m;
+    tr->lim = *lim;
+    int L = m->cfg.num_hidden_layers;
+    tr->h = base_xcalloc((size_t)L + 1, sizeof(tensor));
+    tr->nacts = lim->recompute ? 1 : L;
+    tr->acts = base_xcalloc((size_t)tr->nacts, sizeof(layer_acts));
+    return tr;
+}
+
+static void train_shell_free(model_train *tr) {
+    for (int i = 0; i < tr->nacts; i++) layer_acts_free(&tr->acts[i]);
+    free(tr->acts);
+    free(tr->h);
+    free(tr);
+}
+
+size_t model_train_bytes(const model_config *cfg, const model_train_limits *lim) {
+    if (check_limits(lim)) return 0;
+    model shell;
+    memset(&shell, 0, sizeof shell);
+    shell.cfg = *cfg;
+    shell.ops = ops_cpu();
+    model_train *tr = train_shell(&shell, lim);
+    planner p = {&shell, NULL, 0};
+    plan_train(&p, tr);
+    train_shell_free(tr);
+    return p.off;
+}
+
+base_status model_train_new(model *m, const model_train_limits *lim, model_train **out) {
+    *out = NULL;
+    base_status st = check_limits(lim);
+    if (st) return st;
+    model_train *tr = train_shell(m, lim);
+    planner p = {m, NULL, 0};
+    plan_train(&p, tr);
+    tr->bytes = p.off;
+    tr->mem = m->ops->alloc(tr->bytes + 64);
+    p.base = tr->mem;
+    p.off = 0;
+    plan_train(&p, tr);
+    tr->host_i32 = base_xmalloc((size_t)lim->max_tokens * 2 * sizeof(int32_t));
+    tr->host_f32 = base_xcalloc((size_t)lim->max_tokens, sizeof(float));
+    *out = tr;
+    return BASE_OK;
+}
+
+void model_train_free(model_train *tr) {
+    if (!tr) return;
+    tr->m->ops->free(tr->mem);
+    free(tr->host_i32);
+    free(tr->host_f32);
+    train_shell_free(tr);
+}
+
+/* Validate packed sequences against the model and limits; fill host
+ * positions and targets. */
+base_status model_check_batch(const model *m, int nseq, const int32_t *ids, const int32_t *cu,
+                              const int32_t *targets, int64_t max_tokens, int max_seqs, int32_t *pos,
+                              int32_t *tgt) {
+    const model_config *c = &m->cfg;
+    if (nseq < 1 || nseq > max_seqs)
+        return base_err_set(BASE_ERR_LIMIT, "batch: %d sequences (limit %d)", nseq, max_seqs);
+    if (cu[0] != 0) return base_err_set(BASE_ERR_INVALID, "batch: cu_seqlens[0] is %d, not 0", cu[0]);
+    for (int s = 0; s < nseq; s++) {
+        int64_t len = (int64_t)cu[s + 1] - cu[s];
+        if (len < 0) return base_err_set(BASE_ERR_INVALID, "batch: cu_seqlens decreases at sequence %d", s);
+        if (len > m->rope_len)
+            return base_err_set(BASE_ERR_LIMIT, "batch: sequence %d has %lld tokens, more than the %lld positions of the model",
+                                s, (long long)len, (long long)m->rope_len);
+    }
+    int64_t n = cu[nseq];
+    if (n < 1 || n > max_tokens)
+        return base_err_set(BASE_ERR_LIMIT, "batch: %lld tokens (limit %lld)", (long long)n, (long long)max_tokens);
+    for (int64_t t = 0; t < n; t++)
+        if (ids[t] < 0 || ids[t] >= c->vocab_size)
+            return base_err_set(BASE_ERR_INVALID, "batch: token %lld has id %d outside the vocabulary [0, %lld)",
+                                (long long)t, ids[t], (long long)c->vocab_size);
+    for (int s = 0; s < nseq; s++)
+        for (int64_t t = cu[s]; t < cu[s + 1]; t++) {
+            if (pos) pos[t] = (int32_t)(t - cu[s]);
+            if (!tgt) continue;
+            if (targets) {
+                if (targets[t] < -1 || targets[t] >= c->vocab_size)
+                    return base_err_set(BASE_ERR_INVALID, "batch: target %lld is %d, outside [-1, %lld)", (long long)t,
+                                        targets[t], (long long)c->vocab_size);
+                tgt[t] = targets[t];
+            } else {
+                tgt[t] = t + 1 < cu[s + 1] ? ids[t + 1] : -1;
+            }
+        }
+    return BASE_OK;
+}
+
+base_status model_forward(model_train *tr, const model_batch *b) {
+    model *m = tr->m;
+    const struct ops *o = m->ops;
+    const model_config *c = &m->cfg;
+    tr->have_fwd = 0;
+    int32_t *hpos = tr->host_i32, *htgt = tr->host_i32 + tr->lim.max_tokens;
+    base_status st = model_check_batch(m, b->nseq, b->ids, b->cu_seqlens, b->targets, tr->lim.max_tokens,
+                                       tr->lim.max_seqs, hpos, htgt);
+    if (st) return st;
+    int64_t n = b->cu_seqlens[b->nseq];
+    tr->n = n;
+    tr->nseq = b->nseq;
+    tr->scale = b->logit_scale > 0 ? b->logit_scale : 1.0f;
+    o->upload(tr->ids.data, b->ids, (size_t)n * sizeof(int32_t));
+    o->upload(tr->pos.data, hpos, (size_t)n * sizeof(int32_t));
+    o->upload(tr->tgt.data, htgt, (size_t)n * sizeof(int32_t));
+    o->upload(tr->cu.data, b->cu_seqlens, (size_t)(b->nseq + 1) * sizeof(int32_t));
+    tensor ids = mv_rows(&tr->ids, n), pos = mv_rows(&tr->pos, n), cu = mv_rows(&tr->cu, b->nseq + 1);
+    tensor h0 = mv_rows(&tr->h[0], n);
+    o->embedding_fwd(&h0, &m->w.embed, &ids);
+    fwd_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.n = n;
+    ctx.pos = &pos;
+    ctx.cu = &cu;
+    int L = c->num_hidden_layers;
+    for (int l = 0; l < L; l++) {
+        tensor hi = mv_rows(&tr->h[l], n), ho = mv_rows(&tr->h[l + 1], n);
+        layer_fwd(m, l, &tr->acts[tr->nacts == 1 ? 0 : l], &hi, &ho, &ctx);
+    }
+    tensor hl = mv_rows(&tr->h[L], n), hf = mv_rows(&tr->hf, n), rf = mv_rows(&tr->rstd_f, n);
+    o->rmsnorm_fwd(&hf, &rf, &hl, &m->w.final_norm, c->rms_norm_eps);
+    tensor logp = mv_rows(&tr->logp, n), ent = mv_rows(&tr->ent, n), lse = mv_rows(&tr->lse, n);
+    tensor tgt = mv_rows(&tr->tgt, n);
+    o->lmhead_fwd(&logp, &ent, &lse, &hf, &m->w.lm_head, &tgt, tr->scale, &tr->lm_ws);
+    tr->out_logp = logp;
+    tr->out_ent = ent;
+    tr->have_fwd = 1;
+    return BASE_OK;
+}
+
+const tensor *model_train_logp(const model_train *tr) { return &tr->out_logp; }
+const tensor *model_train_entropy(const model_train *tr) { return &tr->out_ent; }
+
+void model_train_download(const model_train *tr, float *logp, float *ent) {
+    if (!tr->have_fwd) base_die("model_train_download: no forward");
+    const struct ops *o = tr->m->ops;
+    if (logp) o->download(logp, tr->logp.data, (size_t)tr->n * sizeof(float));
+    if (ent) o->download(ent, tr->ent.data, (size_t)tr->n * sizeof(float));
+}

@@ -1,0 +1,388 @@
+/*
+ * The parameter arena: layout (one table of Hugging Face tensors with their
+ * offsets), binding of views, loading from safetensors by name, random
+ * initialisation, rope tables.
+ *
+ * Arena order: embed_tokens, layers 0..L-1, MTP layers, model.norm,
+ * lm_head. Within a layer the tensors follow spec §2.2-2.5. Two layout
+ * choices make the big GEMMs single calls: gate_proj and up_proj of every
+ * MLP are adjacent ([gate; up] = one [2I, d] weight), and the routed
+ * experts of a layer are [E, 2Ie, d] then [E, d, Ie] (the transformers-v5
+ * fused layout, so fused checkpoints load by one copy).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/st.h"
+#include "model/internal.h"
+
+typedef struct {
+    model *m;
+    float *base;
+    model_param *tab;
+    int n;
+    int64_t off;
+} lay;
+
+static tensor add(lay *L, int trainable, int mtp, int ndim, int64_t a, int64_t b, int64_t c, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
+
+/* Append one tensor; returns its view (data NULL when only counting). */
+static tensor add(lay *L, int trainable, int mtp, int ndim, int64_t a, int64_t b, int64_t c, const char *fmt, ...) {
+    int64_t shape[3] = {a, b, c}, numel = 1;
+    for (int i = 0; i < ndim; i++) numel *= shape[i];
+    if (L->tab) {
+        model_param *p = &L->tab[L->n];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->name, sizeof p->name, fmt, ap);
+        va_end(ap);
+        p->offset = L->off;
+        p->numel = numel;
+        p->ndim = ndim;
+        for (int i = 0; i < 3; i++) p->shape[i] = i < ndim ? shape[i] : 1;
+        p->trainable = trainable;
+        p->mtp = mtp;
+    }
+    tensor t;
+    memset(&t, 0, sizeof t);
+    if (L->base) t = tensor_make(L->base + L->off, TENSOR_F32, L->m->ops->device, ndim, shape);
+    L->n++;
+    L->off += numel;
+    return t;
+}
+
+/* A [rows, cols] weight placed at a given arena offset (for the second
+ * half of a [gate; up] pair or an expert inside the [E, ...] blocks). */
+static void add_at(lay *L, int64_t at, int mtp, int64_t rows, int64_t cols, const char *name) {
+    if (L->tab) {
+        model_param *p = &L->tab[L->n];
+        snprintf(p->name, sizeof p->name, "%s", name);
+        p->offset = at;
+        p->numel = rows * cols;
+        p->ndim = 2;
+        p->shape[0] = rows, p->shape[1] = cols, p->shape[2] = 1;
+        p->trainable = 1;
+        p->mtp = mtp;
+    }
+    L->n++;
+}
+
+static tensor view_at(lay *L, int64_t at, int ndim, int64_t a, int64_t b, int64_t c) {
+    int64_t shape[3] = {a, b, c};
+    tensor t;
+    memset(&t, 0, sizeof t);
+    if (L->base) t = tensor_make(L->base + at, TENSOR_F32, L->m->ops->device, ndim, shape);
+    return t;
+}
+
+/* An MLP's [gate; up] pair and down projection under prefix P. */
+static void add_mlp(lay *L, int mtp, const char *P, int64_t inter, tensor *gu, tensor *down) {
+    const model_config *c = &L->m->cfg;
+    int64_t d = c->hidden_size, at = L->off;
+    char nm[128];
+    snprintf(nm, sizeof nm, "%s.gate_proj.weight", P);
+    add_at(L, at, mtp, inter, d, nm);
+    snprintf(nm, sizeof nm, "%s.up_proj.weight", P);
+    add_at(L, at + inter * d, mtp, inter, d, nm);
+    *gu = view_at(L, at, 2, 2 * inter, d, 1);
+    L->off += 2 * inter * d;
+    *down = add(L, 1, mtp, 2, d, inter, 1, "%s.down_proj.weight", P);
+}
+
+static void add_layer(lay *L, int l, model_layer_w *w) {
+    const model_config *c = &L->m->cfg;
+    int mtp = l >= c->num_hidden_layers;
+    int64_t d = c->hidden_size, H = c->num_attention_heads, dqk = c->qk_head_dim;
+    int64_t dc = c->kv_lora_rank, dr = c->qk_rope_head_dim, dn = c->qk_nope_head_dim, dv = c->v_head_dim;
+    char P[64];
+    snprintf(P, sizeof P, "model.layers.%d", l);
+    memset(w, 0, sizeof *w);
+    if (mtp) {
+        w->enorm = add(L, 1, 1, 1, d, 1, 1, "%s.enorm.weight", P);
+        w->hnorm = add(L, 1, 1, 1, d, 1, 1, "%s.hnorm.weight", P);
+        w->eh_proj = add(L, 1, 1, 2, d, 2 * d, 1, "%s.eh_proj.weight", P);
+    }
+    w->in_norm = add(L, 1, mtp, 1, d, 1, 1, "%s.input_layernorm.weight", P);
+    if (c->q_lora_rank > 0) {
+        w->q_a = add(L, 1, mtp, 2, c->q_lora_rank, d, 1, "%s.self_attn.q_a_proj.weight", P);
+        w->q_a_norm = add(L, 1, mtp, 1, c->q_lora_rank, 1, 1, "%s.self_attn.q_a_layernorm.weight", P);
+        w->q_b = add(L, 1, mtp, 2, H * dqk, c->q_lora_rank, 1, "%s.self_attn.q_b_proj.weight", P);
+    } else {
+        w->q = add(L, 1, mtp, 2, H * dqk, d, 1, "%s.self_attn.q_proj.weight", P);
+    }
+    w->kv_a = add(L, 1, mtp, 2, dc + dr, d, 1, "%s.self_attn.kv_a_proj_with_mqa.weight", P);
+    w->kv_a_norm = add(L, 1, mtp, 1, dc, 1, 1, "%s.self_attn.kv_a_layernorm.weight", P);
+    w->kv_b = add(L, 1, mtp, 2, H * (dn + dv), dc, 1, "%s.self_attn.kv_b_proj.weight", P);
+    w->o = add(L, 1, mtp, 2, d, H * dv, 1, "%s.self_attn.o_proj.weight", P);
+    w->post_norm = add(L, 1, mtp, 1, d, 1, 1, "%s.post_attention_layernorm.weight", P);
+    w->moe = model_layer_is_moe(c, l);
+    char Q[96];
+    if (!w->moe) {
+        snprintf(Q, sizeof Q, "%s.mlp", P);
+        add_mlp(L, mtp, Q, c->intermediate_size, &w->gu, &w->down);
+    } else {
+        int64_t E = c->n_routed_experts, ie = c->moe_intermediate_size;
+        w->router = add(L, 1, mtp, 2, E, d, 1, "%s.mlp.gate.weight", P);
+        w->bias = add(L, 0, mtp, 1, E, 1, 1, "%s.mlp.gate.e_score_correction_bias", P);
+        int64_t at = L->off;
+        char nm[128];
+        for (int64_t e = 0; e < E; e++) {
+            snprintf(nm, sizeof nm, "%s.mlp.experts.%lld.gate_proj.weight", P, (long long)e);
+            add_at(L, at + e * 2 * ie * d, mtp, ie, d, nm);
+            snprintf(nm, sizeof nm, "%s.mlp.experts.%lld.up_proj.weight", P, (long long)e);
+            add_at(L, at + e * 2 * ie * d + ie * d, mtp, ie, d, nm);
+        }
+        w->e_gu = view_at(L, at, 3, E, 2 * ie, d);
+        L->off += E * 2 * ie * d;
+        at = L->off;
+        for (int64_t e = 0; e < E; e++) {
+            snprintf(nm, sizeof nm, "%s.mlp.experts.%lld.down_proj.weight", P, (long long)e);
+            add_at(L, at + e * d * ie, mtp, d, ie, nm);
+        }
+        w->e_down = view_at(L, at, 3, E, d, ie);
+        L->off += E * d * ie;
+        if (c->n_shared_experts > 0) {
+            snprintf(Q, sizeof Q, "%s.mlp.shared_experts", P);
+            add_mlp(L, mtp, Q, (int64_t)c->n_shared_experts * ie, &w->s_gu, &w->s_down);
+        }
+    }
+    if (mtp) {
+        w->head_norm = add(L, 1, 1, 1, d, 1, 1, "%s.shared_head.norm.weight", P);
+        if (L->m->mtp_copies) {
+            w->embed_copy = add(L, 1, 1, 2, c->vocab_size, d, 1, "%s.embed_tokens.weight", P);
+            w->head_copy = add(L, 1, 1, 2, c->vocab_size, d, 1, "%s.shared_head.head.weight", P);
+        }
+    }
+}
+
+int64_t model_layout(model *m, float *base, model_weights *w, model_param *tab, int *ntab) {
+    const model_config *c = &m->cfg;
+    lay L = {m, base, tab, 0, 0};
+    int nl = c->num_hidden_layers + m->n_mtp;
+    model_weights tmp;
+    if (!w) w = &tmp;
+    memset(w, 0, sizeof *w);
+    w->layers = base_xcalloc((size_t)nl, sizeof(model_layer_w));
+    w->embed = add(&L, 1, 0, 2, c->vocab_size, c->hidden_size, 1, "model.embed_tokens.weight");
+    for (int l = 0; l < nl; l++) add_layer(&L, l, &w->layers[l]);
+    w->final_norm = add(&L, 1, 0, 1, c->hidden_size, 1, 1, "model.norm.weight");
+    if (c->tie_word_embeddings) w->lm_head = w->embed;
+    else w->lm_head = add(&L, 1, 0, 2, c->vocab_size, c->hidden_size, 1, "lm_head.weight");
+    if (ntab) *ntab = L.n;
+    if (w == &tmp) model_weights_free(&tmp);
+    return L.off;
+}
+
+void model_weights_free(model_weights *w) {
+    free(w->layers);
+    w->layers = NULL;
+}
+
+/* ---- construction --------------------------------------------------------- */
+
+static model *model_alloc(const model_config *cfg, const struct ops *ops, int n_mtp, int copies) {
+    model *m = base_xcalloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->ops = ops;
+    m->n_mtp = n_mtp;
+    m->mtp_copies = copies;
+    int n = 0;
+    m->numel = model_layout(m, NULL, NULL, NULL, &n);
+    m->tab = base_xcalloc((size_t)n, sizeof(model_param));
+    model_layout(m, NULL, NULL, m->tab, &m->ntab);
+    m->params = ops->alloc((size_t)m->numel * sizeof(float));
+    model_layout(m, m->params, &m->w, NULL, NULL);
+    return m;
+}
+
+void model_rope_tables(model *m, int64_t len) {
+    const model_config *c = &m->cfg;
+    int half = c->qk_rope_head_dim / 2;
+    float inv[half];
+    model_rope_inv_freq(c, inv);
+    size_t n = (size_t)len * (size_t)half;
+    float *host = base_xmalloc(2 * n * sizeof(float) + 1);
+    for (int64_t p = 0; p < len; p++)
+        for (int i = 0; i < half; i++) {
+            /* HF: angle = float(position) * inv_freq in f32, then cos/sin
+             * times the attention factor */
+            float ang = (float)p * inv[i];
+            host[p * half + i] = (float)(cos((double)ang) * c->attention_factor);
+            host[n + p * half + i] = (float)(sin((double)ang) * c->attention_factor);
+        }
+    m->rope_len = len;
+    m->rope_mem = m->ops->alloc(2 * n * sizeof(float) + 1);
+    m->ops->upload(m->rope_mem, host, 2 * n * sizeof(float));
+    free(host);
+    m->rope_cos = mv_2d(m, m->rope_mem, TENSOR_F32, len, half);
+    m->rope_sin = mv_2d(m, m->rope_mem + n, TENSOR_F32, len, half);
+}
+
+static void finish(model *m, const model_load_opts *opts) {
+    int64_t len = opts && opts->max_context > 0 ? opts->max_context : m->cfg.max_position_embeddings;
+    model_rope_tables(m, len);
+}
+
+void model_free(model *m) {
+    if (!m) return;
+    m->ops->free(m->params);
+    m->ops->free(m->rope_mem);
+    model_weights_free(&m->w);
+    free(m->tab);
+    free(m);
+}
+
+/* ---- loading ---------------------------------------------------------------- */
+
+static const char *shape_str(int ndim, const int64_t *s, char *buf, size_t n) {
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, n - o, "[");
+    for (int i = 0; i < ndim && o < n; i++) o += (size_t)snprintf(buf + o, n - o, i ? ", %lld" : "%lld", (long long)s[i]);
+    if (o < n) snprintf(buf + o, n - o, "]");
+    return buf;
+}
+
+/* Load tensor `name` of expected shape into the arena at `off`. */
+static base_status load_one(model *m, const st_dir *d, const char *name, int ndim, const int64_t *shape,
+                            int64_t off, float *stage) {
+    const st_tensor *t = st_dir_find(d, name);
+    if (!t) return base_err_set(BASE_ERR_INVALID, "checkpoint: missing tensor %s", name);
+    int ok = t->ndim == ndim;
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        numel *= shape[i];
+        if (ok && t->shape[i] != shape[i]) ok = 0;
+    }
+    if (!ok) {
+        char a[96], b[96];
+        return base_err_set(BASE_ERR_INVALID, "%s: tensor %s has shape %s, the config needs %s", st_dir_file_of(d, t),
+                            name, shape_str(t->ndim, t->shape, a, sizeof a), shape_str(ndim, shape, b, sizeof b));
+    }
+    float *dst = m->ops->device == TENSOR_CPU ? m->params + off : stage;
+    base_status st = st_dir_load(d, name, TENSOR_F32, dst, numel);
+    if (st) return st;
+    if (dst != m->params + off) m->ops->upload(m->params + off, dst, (size_t)numel * sizeof(float));
+    return BASE_OK;
+}
+
+base_status model_load(const char *dir, const struct ops *ops, const model_load_opts *opts, model **out) {
+    *out = NULL;
+    model_config cfg;
+    base_status st = model_config_load(dir, &cfg);
+    if (st) return st;
+    st_dir *d = NULL;
+    if ((st = st_dir_open(dir, &d))) return st;
+    /* MTP modules: loaded when the checkpoint has them */
+    int n_mtp = 0, copies = 0;
+    if (!(opts && opts->skip_mtp)) {
+        for (int k = 0; k < cfg.num_nextn_predict_layers; k++) {
+            char nm[96];
+            snprintf(nm, sizeof nm, "model.layers.%d.eh_proj.weight", cfg.num_hidden_layers + k);
+            if (!st_dir_find(d, nm)) break;
+            n_mtp++;
+        }
+        if (n_mtp) {
+            char nm[96];
+            snprintf(nm, sizeof nm, "model.layers.%d.embed_tokens.weight", cfg.num_hidden_layers);
+            copies = st_dir_find(d, nm) != NULL;
+        }
+        if (n_mtp < cfg.num_nextn_predict_layers)
+            base_info("%s: %d of %d MTP layers present in the checkpoint; loading %d", dir, n_mtp,
+                      cfg.num_nextn_predict_layers, n_mtp);
+    }
+    model *m = model_alloc(&cfg, ops, n_mtp, copies);
+    unsigned char *done = base_xcalloc((size_t)m->ntab, 1);
+    int64_t maxn = 0;
+    for (int i = 0; i < m->ntab; i++)
+        if (m->tab[i].numel > maxn) maxn = m->tab[i].numel;
+    float *stage = NULL;
+    /* fused experts (transformers v5 layout): one tensor per layer */
+    int nl = cfg.num_hidden_layers + n_mtp;
+    for (int l = 0; l < nl && !st; l++) {
+        model_layer_w *w = &m->w.layers[l];
+        if (!w->moe) continue;
+        char nm[128];
+        snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.0.gate_proj.weight", l);
+        if (st_dir_find(d, nm)) continue;
+        snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.gate_up_proj", l);
+        if (!st_dir_find(d, nm)) continue; /* reported below as missing per-expert tensors */
+        int64_t E = cfg.n_routed_experts, ie = cfg.moe_intermediate_size, dm = cfg.hidden_size;
+        int64_t gs[3] = {E, 2 * ie, dm}, ds[3] = {E, dm, ie};
+        if (!stage && ops->device != TENSOR_CPU) stage = base_xmalloc((size_t)(E * 2 * ie * dm) * sizeof(float));
+        st = load_one(m, d, nm, 3, gs, (float *)w->e_gu.data - m->params, stage);
+        snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.down_proj", l);
+        if (!st) st = load_one(m, d, nm, 3, ds, (float *)w->e_down.data - m->params, stage);
+        char pre[64];
+        snprintf(pre, sizeof pre, "model.layers.%d.mlp.experts.", l);
+        for (int i = 0; i < m->ntab; i++)
+            if (!strncmp(m->tab[i].name, pre, strlen(pre))) done[i] = 1;
+        m->fused_experts = 1;
+    }
+    if (!stage && ops->device != TENSOR_CPU) stage = base_xmalloc((size_t)maxn * sizeof(float));
+    for (int i = 0; i < m->ntab && !st; i++) {
+        const model_param *p = &m->tab[i];
+        if (done[i]) continue;
+        if (!p->trainable && !st_dir_find(d, p->name)) {
+            /* e_score_correction_bias: HF keeps a zero buffer when absent */
+            base_warn("%s: no %s; using zeros", dir, p->name);
+            continue;
+        }
+        st = load_one(m, d, p->name, p->ndim, p->shape, p->offset, stage);
+    }
+    free(stage);
+    free(done);
+    st_dir_close(d);
+    if (st) {
+        model_free(m);
+        return st;
+    }
+    finish(m, opts);
+    *out = m;
+    return BASE_OK;
+}
+
+base_status model_init_random(const model_config *cfg, const struct ops *ops, uint64_t seed, float std,
+                              const model_load_opts *opts, model **out) {
+    model *m = model_alloc(cfg, ops, 0, 0);
+    int64_t maxn = 0;
+    for (int i = 0; i < m->ntab; i++)
+        if (m->tab[i].numel > maxn) maxn = m->tab[i].numel;
+    float *host = base_xmalloc((size_t)maxn * sizeof(float));
+    for (int i = 0; i < m->ntab; i++) {
+        const model_param *p = &m->tab[i];
+        base_rng r;
+        base_rng_init(&r, seed, 0x4d4f44u, (uint32_t)i, 0);
+        int is_norm = p->ndim == 1 && strstr(p->name, "bias") == NULL;
+#pragma omp parallel for schedule(static) if (p->numel > 65536)
+        for (int64_t k = 0; k < p->numel; k++) {
+            float x = std * base_rng_normal(&r, (uint32_t)k);
+            host[k] = is_norm ? 1.0f + x : x;
+        }
+        ops->upload(m->params + p->offset, host, (size_t)p->numel * sizeof(float));
+    }
+    free(host);
+    finish(m, opts);
+    *out = m;
+    return BASE_OK;
+}
+
+/* ---- accessors ------------------------------------------------------------ */
+
+const model_config *model_cfg(const model *m) { return &m->cfg; }
+const struct ops *model_ops(const model *m) { return m->ops; }
+int model_nparams(const model *m) { return m->ntab; }
+const model_param *model_param_at(const model *m, int i) { return i >= 0 && i < m->ntab ? &m->tab[i] : NULL; }
+const model_param *model_param_find(const model *m, const char *name) {
+    for (int i = 0; i < m->ntab; i++)
+        if (!strcmp(m->tab[i].name, name)) return &m->tab[i];
+    return NULL;
+}
+float *model_params(const model *m) { return m->params; }
+int64_t model_numel(const model *m) { return m->numel; }
+int model_has_mtp(const model *m) { return m->n_mtp > 0; }
+
+float *model_grads_new(const model *m) { return m->ops->alloc((size_t)m->numel * sizeof(float)); }
+void model_grads_zero(const model *m, float *grads) { m->ops->zero(grads, (size_t)m->numel * sizeof(float)); }

@@ -1,0 +1,288 @@
+/*
+ * CPU ops: MLA attention (spec §3.5 training/prefill form with its backward
+ * §3.11, and §3.6 absorbed decode over the latent cache).
+ *
+ * Forward: one task per (token, head); keys are visited in blocks of BLK
+ * with an online softmax (running max m, running sum l), so no [T, T]
+ * score matrix exists. The logsumexp m + log l is saved for the backward.
+ *
+ * Backward (FlashAttention-2 algebra, two race-free passes):
+ *   P = exp(S - lse), dP = dO V^T, D = rowsum(dO * O), dS = P (dP - D)
+ *   pass A, per (query t, head h):  dq[t,h] = scale sum_u dS[t,u] K_h[u]
+ *   pass B, per key u (all heads):  dk[u,h] = scale sum_t dS[t,u] q[t,h],
+ *                                   dv[u,h] = sum_t P[t,u] dO[t,h],
+ *                                   dkpe[u] = sum_h (rope part of dk[u,h])
+ * Each output row has one owner, and its sum runs in a fixed order, so the
+ * result does not depend on the thread count. Scores are recomputed in
+ * both passes instead of stored.
+ */
+#include "cpu.h"
+
+#include <math.h>
+#include <string.h>
+
+#define BLK 64
+
+
+/* Validate cu_seqlens [S+1] against N tokens. */
+static void check_cu(const char *op, const tensor *cu, int64_t n) {
+    cpu_need(op, "cu_seqlens", cu, TENSOR_I32, 1);
+    int64_t s = cu->shape[0] - 1;
+    const int32_t *c = cpu_i32(cu);
+    if (s < 0 || c[0] != 0 || c[s] != n) base_die("%s: cu_seqlens must run from 0 to N = %lld", op, (long long)n);
+    for (int64_t i = 0; i < s; i++)
+        if (c[i + 1] < c[i]) base_die("%s: cu_seqlens decreases at %lld", op, (long long)i);
+}
+
+/* First token of the sequence holding token t (binary search). */
+static int64_t seq_start(const int32_t *cu, int64_t nseq, int64_t t) {
+    int64_t lo = 0, hi = nseq; /* cu[lo] <= t < cu[hi] */
+    while (hi - lo > 1) {
+        int64_t mid = (lo + hi) / 2;
+        if (cu[mid] <= t) lo = mid;
+        else hi = mid;
+    }
+    return cu[lo];
+}
+static int64_t seq_end(const int32_t *cu, int64_t nseq, int64_t t) {
+    int64_t lo = 0, hi = nseq;
+    while (hi - lo > 1) {
+        int64_t mid = (lo + hi) / 2;
+        if (cu[mid] <= t) lo = mid;
+        else hi = mid;
+    }
+    return cu[lo + 1];
+}
+
+typedef struct {
+    int64_t n, h, dqk, dn, dr, dv;
+} attn_dims;
+
+static attn_dims check_attn(const char *op, const tensor *q, const tensor *kv, const tensor *kpe,
+                            const tensor *o) {
+    cpu_need(op, "q", q, TENSOR_F32, 3);
+    cpu_need(op, "kv", kv, TENSOR_F32, 3);
+    cpu_need(op, "kpe", kpe, TENSOR_F32, 2);
+    cpu_need(op, "o", o, TENSOR_F32, 3);
+    attn_dims d;
+    d.n = q->shape[0];
+    d.h = q->shape[1];
+    d.dqk = q->shape[2];
+    d.dr = kpe->shape[1];
+    d.dn = d.dqk - d.dr;
+    d.dv = o->shape[2];
+    if (d.dn < 0) base_die("%s: rope dim %lld exceeds the q head dim %lld", op, (long long)d.dr, (long long)d.dqk);
+    cpu_need_dim(op, "kv", kv, 0, d.n);
+    cpu_need_dim(op, "kv", kv, 1, d.h);
+    cpu_need_dim(op, "kv", kv, 2, d.dn + d.dv);
+    cpu_need_dim(op, "kpe", kpe, 0, d.n);
+    cpu_need_dim(op, "o", o, 0, d.n);
+    cpu_need_dim(op, "o", o, 1, d.h);
+    return d;
+}
+
+void cpu_mla_attn_fwd(tensor *o, tensor *lse, const tensor *q, const tensor *kv, const tensor *kpe,
+                      const tensor *cu_seqlens, float scale) {
+    const char *op = "mla_attn_fwd";
+    attn_dims d = check_attn(op, q, kv, kpe, o);
+    check_cu(op, cu_seqlens, d.n);
+    if (lse) {
+        cpu_need(op, "lse", lse, TENSOR_F32, 2);
+        cpu_need_dim(op, "lse", lse, 0, d.n);
+        cpu_need_dim(op, "lse", lse, 1, d.h);
+    }
+    const int32_t *cu = cpu_i32(cu_seqlens);
+    int64_t nseq = cu_seqlens->shape[0] - 1;
+    /* work ~ N^2 H (dqk + dv) / 2 for one sequence: stay serial when tiny */
+    int par = d.n * d.n * d.h * (d.dqk + d.dv) > (1 << 18);
+#pragma omp parallel for collapse(2) schedule(dynamic, 8) if (par)
+    for (int64_t t = 0; t < d.n; t++) {
+        for (int64_t h = 0; h < d.h; h++) {
+            const float *qt = cpu_at3(q, t, h);
+            float *acc = cpu_at3(o, t, h);
+            memset(acc, 0, (size_t)d.dv * sizeof(float));
+            float m = -INFINITY, l = 0.0f, s[BLK];
+            int64_t u0 = seq_start(cu, nseq, t);
+            for (; u0 <= t; u0 += BLK) {
+                int64_t nb = t + 1 - u0 < BLK ? t + 1 - u0 : BLK;
+                float bm = -INFINITY;
+                for (int64_t j = 0; j < nb; j++) {
+                    int64_t u = u0 + j;
+                    float sc = cpu_dot(qt, cpu_at3(kv, u, h), d.dn) + cpu_dot(qt + d.dn, cpu_row(kpe, u), d.dr);
+                    s[j] = scale * sc;
+                    if (s[j] > bm) bm = s[j];
+                }
+                float mn = bm > m ? bm : m;
+                if (m != -INFINITY && mn != m) {
+                    float corr = expf(m - mn);
+                    l *= corr;
+                    cpu_scale_row(acc, corr, d.dv);
+                }
+                m = mn;
+                for (int64_t j = 0; j < nb; j++) {
+                    float p = expf(s[j] - m);
+                    l += p;
+                    cpu_axpy_row(acc, p, cpu_at3(kv, u0 + j, h) + d.dn, d.dv);
+                }
+            }
+            cpu_scale_row(acc, 1.0f / l, d.dv);
+            if (lse) cpu_row(lse, t)[h] = m + logf(l);
+        }
+    }
+}
+
+void cpu_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout, const tensor *q,
+                      const tensor *kv, const tensor *kpe, const tensor *o, const tensor *lse,
+                      const tensor *cu_seqlens, float scale) {
+    const char *op = "mla_attn_bwd";
+    attn_dims d = check_attn(op, q, kv, kpe, o);
+    check_cu(op, cu_seqlens, d.n);
+    cpu_need(op, "dq", dq, TENSOR_F32, 3);
+    cpu_need(op, "dkv", dkv, TENSOR_F32, 3);
+    cpu_need(op, "dkpe", dkpe, TENSOR_F32, 2);
+    cpu_need(op, "dout", dout, TENSOR_F32, 3);
+    cpu_need(op, "lse", lse, TENSOR_F32, 2);
+    for (int i = 0; i < 3; i++) {
+        cpu_need_dim(op, "dq", dq, i, q->shape[i]);
+        cpu_need_dim(op, "dkv", dkv, i, kv->shape[i]);
+        cpu_need_dim(op, "dout", dout, i, o->shape[i]);
+    }
+    cpu_need_dim(op, "dkpe", dkpe, 0, d.n);
+    cpu_need_dim(op, "dkpe", dkpe, 1, d.dr);
+    cpu_need_dim(op, "lse", lse, 0, d.n);
+    cpu_need_dim(op, "lse", lse, 1, d.h);
+    const int32_t *cu = cpu_i32(cu_seqlens);
+    int64_t nseq = cu_seqlens->shape[0] - 1;
+
+    /* D[t,h] = dO[t,h] . O[t,h] */
+    float *D = cpu_scratch(0, (size_t)(d.n * d.h));
+#pragma omp parallel for schedule(static) if (d.n * d.h * d.dv > 65536)
+    for (int64_t t = 0; t < d.n; t++)
+        for (int64_t h = 0; h < d.h; h++) D[t * d.h + h] = cpu_dot(cpu_at3(dout, t, h), cpu_at3(o, t, h), d.dv);
+
+    int par = d.n * d.n * d.h * (d.dqk + d.dv) > (1 << 17);
+    /* pass A: dq */
+#pragma omp parallel for collapse(2) schedule(dynamic, 8) if (par)
+    for (int64_t t = 0; t < d.n; t++) {
+        for (int64_t h = 0; h < d.h; h++) {
+            const float *qt = cpu_at3(q, t, h), *gt = cpu_at3(dout, t, h);
+            float *dqt = cpu_at3(dq, t, h);
+            memset(dqt, 0, (size_t)d.dqk * sizeof(float));
+            float L = cpu_row(lse, t)[h], Dt = D[t * d.h + h];
+            for (int64_t u = seq_start(cu, nseq, t); u <= t; u++) {
+                const float *ku = cpu_at3(kv, u, h), *pe = cpu_row(kpe, u);
+                float s = scale * (cpu_dot(qt, ku, d.dn) + cpu_dot(qt + d.dn, pe, d.dr));
+                float p = expf(s - L);
+                float dp = cpu_dot(gt, ku + d.dn, d.dv);
+                float ds = scale * p * (dp - Dt);
+                cpu_axpy_row(dqt, ds, ku, d.dn);
+                cpu_axpy_row(dqt + d.dn, ds, pe, d.dr);
+            }
+        }
+    }
+
+    /* pass B: dk_nope, dv per head, dkpe summed over heads */
+#pragma omp parallel for schedule(dynamic, 4) if (par)
+    for (int64_t u = 0; u < d.n; u++) {
+        const float *pe = cpu_row(kpe, u);
+        float *dpe = cpu_row(dkpe, u);
+        memset(dpe, 0, (size_t)d.dr * sizeof(float));
+        int64_t end = seq_end(cu, nseq, u);
+        for (int64_t h = 0; h < d.h; h++) {
+            const float *ku = cpu_at3(kv, u, h);
+            float *dku = cpu_at3(dkv, u, h);
+            memset(dku, 0, (size_t)(d.dn + d.dv) * sizeof(float));
+            for (int64_t t = u; t < end; t++) {
+                const float *qt = cpu_at3(q, t, h), *gt = cpu_at3(dout, t, h);
+                float s = scale * (cpu_dot(qt, ku, d.dn) + cpu_dot(qt + d.dn, pe, d.dr));
+                float p = expf(s - cpu_row(lse, t)[h]);
+                float dp = cpu_dot(gt, ku + d.dn, d.dv);
+                float ds = scale * p * (dp - D[t * d.h + h]);
+                cpu_axpy_row(dku, ds, qt, d.dn);
+                cpu_axpy_row(dpe, ds, qt + d.dn, d.dr);
+                cpu_axpy_row(dku + d.dn, p, gt, d.dv);
+            }
+        }
+    }
+}
+
+void cpu_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *slot,
+                         const tensor *pos) {
+    const char *op = "mla_cache_write";
+    cpu_need(op, "cache", cache, TENSOR_F32, 3);
+    cpu_need(op, "ckv", ckv, TENSOR_F32, 2);
+    cpu_need(op, "kpe", kpe, TENSOR_F32, 2);
+    cpu_need(op, "slot", slot, TENSOR_I32, 1);
+    cpu_need(op, "pos", pos, TENSOR_I32, 1);
+    int64_t n = ckv->shape[0], dc = ckv->shape[1], dr = kpe->shape[1];
+    cpu_need_dim(op, "kpe", kpe, 0, n);
+    cpu_need_dim(op, "slot", slot, 0, n);
+    cpu_need_dim(op, "pos", pos, 0, n);
+    cpu_need_dim(op, "cache", cache, 2, dc + dr);
+    const int32_t *S = cpu_i32(slot), *P = cpu_i32(pos);
+    for (int64_t i = 0; i < n; i++) {
+        if (S[i] < 0 || S[i] >= cache->shape[0] || P[i] < 0 || P[i] >= cache->shape[1])
+            base_die("%s: (slot %d, position %d) outside the cache [%lld slots, %lld positions]", op,
+                     S[i], P[i], (long long)cache->shape[0], (long long)cache->shape[1]);
+        float *row = cpu_at3(cache, S[i], P[i]);
+        memcpy(row, cpu_row(ckv, i), (size_t)dc * sizeof(float));
+        memcpy(row + dc, cpu_row(kpe, i), (size_t)dr * sizeof(float));
+    }
+}
+
+void cpu_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache,
+                    const tensor *slot, const tensor *len, float scale) {
+    const char *op = "mla_decode";
+    cpu_need(op, "o_lat", o_lat, TENSOR_F32, 3);
+    cpu_need(op, "q_lat", q_lat, TENSOR_F32, 3);
+    cpu_need(op, "q_pe", q_pe, TENSOR_F32, 3);
+    cpu_need(op, "cache", cache, TENSOR_F32, 3);
+    cpu_need(op, "slot", slot, TENSOR_I32, 1);
+    cpu_need(op, "len", len, TENSOR_I32, 1);
+    int64_t b = q_lat->shape[0], h = q_lat->shape[1], dc = q_lat->shape[2], dr = q_pe->shape[2];
+    for (int i = 0; i < 3; i++) cpu_need_dim(op, "o_lat", o_lat, i, q_lat->shape[i]);
+    cpu_need_dim(op, "q_pe", q_pe, 0, b);
+    cpu_need_dim(op, "q_pe", q_pe, 1, h);
+    cpu_need_dim(op, "cache", cache, 2, dc + dr);
+    cpu_need_dim(op, "slot", slot, 0, b);
+    cpu_need_dim(op, "len", len, 0, b);
+    const int32_t *S = cpu_i32(slot), *Ln = cpu_i32(len);
+    for (int64_t i = 0; i < b; i++)
+        if (S[i] < 0 || S[i] >= cache->shape[0] || Ln[i] < 1 || Ln[i] > cache->shape[1])
+            base_die("%s: (slot %d, length %d) outside the cache [%lld slots, %lld positions]", op,
+                     S[i], Ln[i], (long long)cache->shape[0], (long long)cache->shape[1]);
+    int64_t work = 0;
+    for (int64_t i = 0; i < b; i++) work += (int64_t)Ln[i] * h * (2 * dc + dr);
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work > (1 << 17))
+    for (int64_t i = 0; i < b; i++) {
+        for (int64_t k = 0; k < h; k++) {
+            const float *ql = cpu_at3(q_lat, i, k), *qp = cpu_at3(q_pe, i, k);
+            float *acc = cpu_at3(o_lat, i, k);
+            memset(acc, 0, (size_t)dc * sizeof(float));
+            float m = -INFINITY, l = 0.0f, s[BLK];
+            int64_t n = Ln[i];
+            for (int64_t u0 = 0; u0 < n; u0 += BLK) {
+                int64_t nb = n - u0 < BLK ? n - u0 : BLK;
+                float bm = -INFINITY;
+                for (int64_t j = 0; j < nb; j++) {
+                    const float *row = cpu_at3(cache, S[i], u0 + j);
+                    s[j] = scale * (cpu_dot(ql, row, dc) + cpu_dot(qp, row + dc, dr));
+                    if (s[j] > bm) bm = s[j];
+                }
+                float mn = bm > m ? bm : m;
+                if (m != -INFINITY && mn != m) {
+                    float corr = expf(m - mn);
+                    l *= corr;
+                    cpu_scale_row(acc, corr, dc);
+                }
+                m = mn;
+                for (int64_t j = 0; j < nb; j++) {
+                    float p = expf(s[j] - m);
+                    l += p;
+                    cpu_axpy_row(acc, p, cpu_at3(cache, S[i], u0 + j), dc);
+                }
+            }
+            cpu_scale_row(acc, 1.0f / l, dc);
+        }
+    }
+}

@@ -1,0 +1,250 @@
+/*
+ * CPU ops: DeepSeekMoE routing, dispatch and combine (spec §3.8, §3.11),
+ * and the SwiGLU activation (§3.7).
+ */
+#include "cpu.h"
+
+#include <math.h>
+#include <string.h>
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* Index of the largest v[i] over i in [0, n) with ok[i], lower index on
+ * ties; -1 when none. */
+static int argmax_masked(const float *v, const unsigned char *ok, int n) {
+    int best = -1;
+    for (int i = 0; i < n; i++)
+        if (ok[i] && (best < 0 || v[i] > v[best])) best = i;
+    return best;
+}
+
+#define MAX_EXPERTS 4096
+
+void cpu_moe_route(tensor *idx, tensor *w, const tensor *z, const tensor *bias, int n_group,
+                   int topk_group, int norm, float routed_scale) {
+    const char *op = "moe_route";
+    cpu_need(op, "z", z, TENSOR_F32, 2);
+    cpu_need(op, "idx", idx, TENSOR_I32, 2);
+    cpu_need(op, "w", w, TENSOR_F32, 2);
+    int64_t n = z->shape[0];
+    int e = (int)z->shape[1], k = (int)idx->shape[1];
+    cpu_need_dim(op, "idx", idx, 0, n);
+    cpu_need_dim(op, "w", w, 0, n);
+    cpu_need_dim(op, "w", w, 1, k);
+    if (bias) {
+        cpu_need(op, "bias", bias, TENSOR_F32, 1);
+        cpu_need_dim(op, "bias", bias, 0, e);
+    }
+    if (e > MAX_EXPERTS || n_group < 1 || e % n_group || topk_group < 1 || topk_group > n_group ||
+        k < 1 || k > topk_group * (e / n_group))
+        base_die("%s: bad routing shape (experts %d, groups %d, keep %d, top-k %d)", op, e, n_group,
+                 topk_group, k);
+    const float *B = bias ? bias->data : NULL;
+    int gs = e / n_group;
+#pragma omp parallel for schedule(static) if (n * e > 16384)
+    for (int64_t t = 0; t < n; t++) {
+        const float *zt = cpu_row(z, t);
+        float s[MAX_EXPERTS], sb[MAX_EXPERTS], gscore[MAX_EXPERTS];
+        unsigned char ok[MAX_EXPERTS], gok[MAX_EXPERTS];
+        for (int i = 0; i < e; i++) {
+            s[i] = sigmoidf(zt[i]);
+            sb[i] = s[i] + (B ? B[i] : 0.0f);
+        }
+        /* group score: sum of the top-2 biased scores in the group */
+        for (int g = 0; g < n_group; g++) {
+            const float *v = sb + g * gs;
+            int a = 0;
+            for (int i = 1; i < gs; i++)
+                if (v[i] > v[a]) a = i;
+            float sum = v[a];
+            if (gs > 1) {
+                int b2 = a == 0 ? 1 : 0;
+                for (int i = 0; i < gs; i++)
+                    if (i != a && v[i] > v[b2]) b2 = i;
+                sum += v[b2];
+            }
+            gscore[g] = sum;
+            gok[g] = 1;
+        }
+        memset(ok, 0, (size_t)e);
+        for (int j = 0; j < topk_group; j++) {
+            int g = argmax_masked(gscore, gok, n_group);
+            gok[g] = 0;
+            memset(ok + g * gs, 1, (size_t)gs);
+        }
+        int32_t *it = (int32_t *)cpu_row(idx, t);
+        float *wt = cpu_row(w, t);
+        double sum = 0;
+        for (int j = 0; j < k; j++) {
+            int x = argmax_masked(sb, ok, e);
+            ok[x] = 0;
+            it[j] = x;
+            wt[j] = s[x];
+            sum += s[x];
+        }
+        float den = norm ? (float)sum + 1e-20f : 1.0f;
+        for (int j = 0; j < k; j++) wt[j] = wt[j] / den * routed_scale;
+    }
+}
+
+void cpu_moe_route_bwd(tensor *dz, const tensor *dw, const tensor *z, const tensor *idx, int norm,
+                       float routed_scale) {
+    const char *op = "moe_route_bwd";
+    cpu_need(op, "dz", dz, TENSOR_F32, 2);
+    cpu_need(op, "dw", dw, TENSOR_F32, 2);
+    cpu_need(op, "z", z, TENSOR_F32, 2);
+    cpu_need(op, "idx", idx, TENSOR_I32, 2);
+    int64_t n = z->shape[0], e = z->shape[1], k = idx->shape[1];
+    cpu_need_dim(op, "dz", dz, 0, n);
+    cpu_need_dim(op, "dz", dz, 1, e);
+    cpu_need_dim(op, "dw", dw, 0, n);
+    cpu_need_dim(op, "dw", dw, 1, k);
+    cpu_need_dim(op, "idx", idx, 0, n);
+#pragma omp parallel for schedule(static) if (n * e > 16384)
+    for (int64_t t = 0; t < n; t++) {
+        const float *zt = cpu_row(z, t), *gw = cpu_row(dw, t);
+        const int32_t *it = (const int32_t *)cpu_row(idx, t);
+        float *dzt = cpu_row(dz, t);
+        memset(dzt, 0, (size_t)e * sizeof(float));
+        /* w_i = rho s_i / (S + eps) (norm) or rho s_i:
+         * ds_k = rho (gw_k / (S + eps) - sum_i gw_i s_i / (S + eps)^2) */
+        double ssum = 0, gs = 0;
+        for (int64_t j = 0; j < k; j++) {
+            float s = sigmoidf(zt[it[j]]);
+            ssum += s;
+            gs += (double)gw[j] * s;
+        }
+        double den = ssum + 1e-20;
+        for (int64_t j = 0; j < k; j++) {
+            float s = sigmoidf(zt[it[j]]);
+            double ds = norm ? routed_scale * (gw[j] / den - gs / (den * den)) : routed_scale * gw[j];
+            dzt[it[j]] = (float)(ds * s * (1.0f - s));
+        }
+    }
+}
+
+void cpu_moe_plan(tensor *offsets, tensor *row_tok, tensor *inv, const tensor *idx, int n_experts) {
+    const char *op = "moe_plan";
+    cpu_need(op, "offsets", offsets, TENSOR_I32, 1);
+    cpu_need(op, "row_tok", row_tok, TENSOR_I32, 1);
+    cpu_need(op, "inv", inv, TENSOR_I32, 1);
+    cpu_need(op, "idx", idx, TENSOR_I32, 2);
+    int64_t n = idx->shape[0], k = idx->shape[1];
+    cpu_need_dim(op, "offsets", offsets, 0, n_experts + 1);
+    cpu_need_dim(op, "row_tok", row_tok, 0, n * k);
+    cpu_need_dim(op, "inv", inv, 0, n * k);
+    int32_t *off = offsets->data, *rt = row_tok->data, *iv = inv->data;
+    memset(off, 0, (size_t)(n_experts + 1) * sizeof(int32_t));
+    for (int64_t t = 0; t < n; t++) {
+        const int32_t *it = (const int32_t *)cpu_row(idx, t);
+        for (int64_t j = 0; j < k; j++) {
+            if (it[j] < 0 || it[j] >= n_experts) base_die("%s: expert %d outside [0, %d)", op, it[j], n_experts);
+            off[it[j] + 1]++;
+        }
+    }
+    for (int i = 0; i < n_experts; i++) off[i + 1] += off[i];
+    /* fill in token order; off[e] serves as the cursor, then is restored */
+    for (int64_t t = 0; t < n; t++) {
+        const int32_t *it = (const int32_t *)cpu_row(idx, t);
+        for (int64_t j = 0; j < k; j++) {
+            int32_t r = off[it[j]]++;
+            rt[r] = (int32_t)t;
+            iv[t * k + j] = r;
+        }
+    }
+    for (int i = n_experts; i > 0; i--) off[i] = off[i - 1];
+    off[0] = 0;
+}
+
+void cpu_moe_combine(tensor *y, const tensor *ye, const tensor *w, const tensor *inv) {
+    const char *op = "moe_combine";
+    cpu_need(op, "y", y, TENSOR_F32, 2);
+    cpu_need(op, "ye", ye, TENSOR_F32, 2);
+    cpu_need(op, "inv", inv, TENSOR_I32, 1);
+    int64_t n = y->shape[0], d = y->shape[1], nk = inv->shape[0];
+    if (n == 0) return;
+    int64_t k = nk / n;
+    if (k * n != nk) base_die("%s: inv has %lld entries, not a multiple of %lld tokens", op, (long long)nk, (long long)n);
+    cpu_need_dim(op, "ye", ye, 1, d);
+    cpu_need_dim(op, "ye", ye, 0, nk);
+    if (w) {
+        cpu_need(op, "w", w, TENSOR_F32, 2);
+        cpu_need_dim(op, "w", w, 0, n);
+        cpu_need_dim(op, "w", w, 1, k);
+    }
+    const int32_t *iv = cpu_i32(inv);
+#pragma omp parallel for schedule(static) if (n * d > 32768)
+    for (int64_t t = 0; t < n; t++) {
+        float *yt = cpu_row(y, t);
+        for (int64_t j = 0; j < k; j++)
+            cpu_axpy_row(yt, w ? cpu_row(w, t)[j] : 1.0f, cpu_row(ye, iv[t * k + j]), d);
+    }
+}
+
+void cpu_moe_combine_bwd(tensor *dye, tensor *dw, const tensor *dy, const tensor *ye,
+                         const tensor *w, const tensor *inv) {
+    const char *op = "moe_combine_bwd";
+    cpu_need(op, "dye", dye, TENSOR_F32, 2);
+    cpu_need(op, "dw", dw, TENSOR_F32, 2);
+    cpu_need(op, "dy", dy, TENSOR_F32, 2);
+    cpu_need(op, "ye", ye, TENSOR_F32, 2);
+    cpu_need(op, "w", w, TENSOR_F32, 2);
+    cpu_need(op, "inv", inv, TENSOR_I32, 1);
+    int64_t n = dy->shape[0], d = dy->shape[1], k = w->shape[1];
+    cpu_need_dim(op, "w", w, 0, n);
+    cpu_need_dim(op, "dw", dw, 0, n);
+    cpu_need_dim(op, "dw", dw, 1, k);
+    cpu_need_dim(op, "inv", inv, 0, n * k);
+    cpu_need_dim(op, "ye", ye, 0, n * k);
+    cpu_need_dim(op, "ye", ye, 1, d);
+    cpu_need_dim(op, "dye", dye, 0, n * k);
+    cpu_need_dim(op, "dye", dye, 1, d);
+    const int32_t *iv = cpu_i32(inv);
+#pragma omp parallel for schedule(static) if (n * d > 32768)
+    for (int64_t t = 0; t < n; t++) {
+        const float *g = cpu_row(dy, t);
+        for (int64_t j = 0; j < k; j++) {
+            int32_t r = iv[t * k + j];
+            float wj = cpu_row(w, t)[j];
+            float *dr = cpu_row(dye, r);
+            for (int64_t c = 0; c < d; c++) dr[c] = wj * g[c];
+            cpu_row(dw, t)[j] = cpu_dot(g, cpu_row(ye, r), d);
+        }
+    }
+}
+
+void cpu_swiglu_fwd(tensor *h, const tensor *gu) {
+    cpu_need("swiglu_fwd", "h", h, TENSOR_F32, 2);
+    cpu_need("swiglu_fwd", "gu", gu, TENSOR_F32, 2);
+    int64_t n = h->shape[0], f = h->shape[1];
+    cpu_need_dim("swiglu_fwd", "gu", gu, 0, n);
+    cpu_need_dim("swiglu_fwd", "gu", gu, 1, 2 * f);
+#pragma omp parallel for schedule(static) if (n * f > 32768)
+    for (int64_t t = 0; t < n; t++) {
+        const float *g = cpu_row(gu, t), *u = g + f;
+        float *y = cpu_row(h, t);
+        for (int64_t j = 0; j < f; j++) y[j] = g[j] * sigmoidf(g[j]) * u[j];
+    }
+}
+
+void cpu_swiglu_bwd(tensor *dgu, const tensor *dh, const tensor *gu) {
+    cpu_need("swiglu_bwd", "dgu", dgu, TENSOR_F32, 2);
+    cpu_need("swiglu_bwd", "dh", dh, TENSOR_F32, 2);
+    cpu_need("swiglu_bwd", "gu", gu, TENSOR_F32, 2);
+    int64_t n = dh->shape[0], f = dh->shape[1];
+    cpu_need_dim("swiglu_bwd", "gu", gu, 0, n);
+    cpu_need_dim("swiglu_bwd", "gu", gu, 1, 2 * f);
+    cpu_need_dim("swiglu_bwd", "dgu", dgu, 0, n);
+    cpu_need_dim("swiglu_bwd", "dgu", dgu, 1, 2 * f);
+#pragma omp parallel for schedule(static) if (n * f > 32768)
+    for (int64_t t = 0; t < n; t++) {
+        const float *g = cpu_row(gu, t), *u = g + f, *dy = cpu_row(dh, t);
+        float *dg = cpu_row(dgu, t), *du = dg + f;
+        for (int64_t j = 0; j < f; j++) {
+            float sg = sigmoidf(g[j]);
+            float a = g[j], b = u[j], gy = dy[j];
+            du[j] = gy * a * sg;
+            dg[j] = gy * b * sg * (1.0f + a * (1.0f - sg));
+        }
+    }
+}

@@ -1,0 +1,168 @@
+/*
+ * Prompt templates: the R1-Zero training template, user templates with
+ * {prompt}/{system}/{bos}/{eos}, and the DeepSeek-V3/R1 chat format.
+ *
+ * A template is rendered to one string and encoded as one string, so the
+ * ids equal Hugging Face encoding the rendered text (a chat template's
+ * output is tokenised the same way). The difference is safety: the byte
+ * ranges that came from user values (prompt, system, message contents) are
+ * protected, so an added-token string inside them ("<｜User｜>", "<think>")
+ * stays plain text instead of becoming a control token.
+ */
+#include "tok/tok_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char *const tok_template_r1zero =
+    "A conversation between User and Assistant. The user asks a question, and the Assistant "
+    "solves it. The assistant first thinks about the reasoning process in the mind and then "
+    "provides the user with the answer. The reasoning process and answer are enclosed within "
+    "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process "
+    "here </think> <answer> answer here </answer>. User: {prompt}. Assistant:";
+
+#define USER_TAG "<\xef\xbd\x9cUser\xef\xbd\x9c>"
+#define ASSISTANT_TAG "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"
+#define EOS_TAG "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
+
+typedef struct {
+    base_buf text;
+    tok_range *r;
+    int n, cap;
+} rendered;
+
+static void put_plain(rendered *o, const char *s, size_t n) { base_buf_append(&o->text, s, n); }
+
+static void put_value(rendered *o, const char *s, size_t n) {
+    if (!n) return;
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 8;
+        o->r = base_xrealloc(o->r, (size_t)o->cap * sizeof *o->r);
+    }
+    o->r[o->n++] = (tok_range){o->text.len, o->text.len + n};
+    base_buf_append(&o->text, s, n);
+}
+
+static const char *token_or_empty(const tok_tokenizer *tk, int32_t id) {
+    const char *s = id >= 0 ? tok_token_str(tk, id) : NULL;
+    return s ? s : "";
+}
+
+static void render(const tok_tokenizer *tk, const char *tmpl, const tok_template_vars *v,
+                   rendered *o) {
+    static const char *names[] = {"{prompt}", "{system}", "{bos}", "{eos}"};
+    const char *p = tmpl;
+    while (*p) {
+        const char *b = strchr(p, '{');
+        if (!b) b = p + strlen(p);
+        put_plain(o, p, (size_t)(b - p));
+        p = b;
+        if (!*p) break;
+        int which = -1;
+        for (int k = 0; k < 4 && which < 0; k++)
+            if (!strncmp(p, names[k], strlen(names[k]))) which = k;
+        if (which < 0) {
+            put_plain(o, p, 1); /* a literal brace */
+            p++;
+            continue;
+        }
+        p += strlen(names[which]);
+        const char *val = which == 0 ? (v && v->prompt ? v->prompt : "")
+                          : which == 1 ? (v && v->system ? v->system : "")
+                          : token_or_empty(tk, which == 2 ? tk->bos_id : tk->eos_id);
+        if (which < 2) put_value(o, val, strlen(val));
+        else put_plain(o, val, strlen(val));
+    }
+    if (!o->text.data) base_buf_puts(&o->text, "");
+}
+
+static void rendered_free(rendered *o) {
+    base_buf_free(&o->text);
+    free(o->r);
+}
+
+char *tok_template_render(const tok_tokenizer *tk, const char *tmpl, const tok_template_vars *v) {
+    rendered o = {0};
+    render(tk, tmpl, v, &o);
+    free(o.r);
+    return o.text.data;
+}
+
+base_status tok_template_encode(const tok_tokenizer *tk, const char *tmpl,
+                                const tok_template_vars *v, int flags, tok_ids *out) {
+    rendered o = {0};
+    render(tk, tmpl, v, &o);
+    base_status st = tok_encode_ranges(tk, o.text.data, o.text.len, o.r, o.n, flags, out);
+    if (st) base_err_wrap(st, "template");
+    rendered_free(&o);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* DeepSeek chat format                                                     */
+
+static base_status chat_build(const tok_tokenizer *tk, const tok_msg *msgs, int n, int flags,
+                              rendered *o) {
+    for (int i = 0; i < n; i++)
+        if (!msgs[i].role || (strcmp(msgs[i].role, "system") && strcmp(msgs[i].role, "user") &&
+                              strcmp(msgs[i].role, "assistant")))
+            return base_err_set(BASE_ERR_INVALID, "chat message %d: role \"%s\" is not system, "
+                                "user or assistant", i, msgs[i].role ? msgs[i].role : "(null)");
+    const char *bos = token_or_empty(tk, tk->bos_id);
+    put_plain(o, bos, strlen(bos));
+    int first_sys = 1;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(msgs[i].role, "system")) continue;
+        if (!first_sys) put_plain(o, "\n\n", 2);
+        const char *c = msgs[i].content ? msgs[i].content : "";
+        put_value(o, c, strlen(c));
+        first_sys = 0;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *c = msgs[i].content ? msgs[i].content : "";
+        if (!strcmp(msgs[i].role, "user")) {
+            put_plain(o, USER_TAG, strlen(USER_TAG));
+            put_value(o, c, strlen(c));
+        } else if (!strcmp(msgs[i].role, "assistant")) {
+            if (flags & TOK_CHAT_R1) {
+                /* content.split('</think>')[-1] */
+                for (const char *t = strstr(c, "</think>"); t; t = strstr(c, "</think>"))
+                    c = t + strlen("</think>");
+            }
+            put_plain(o, ASSISTANT_TAG, strlen(ASSISTANT_TAG));
+            put_value(o, c, strlen(c));
+            put_plain(o, EOS_TAG, strlen(EOS_TAG));
+        }
+    }
+    if (flags & (TOK_CHAT_GENERATION_PROMPT)) {
+        const char *g = (flags & TOK_CHAT_R1) ? TOK_R1_GENERATION_PROMPT : ASSISTANT_TAG;
+        put_plain(o, g, strlen(g));
+    }
+    return BASE_OK;
+}
+
+base_status tok_chat_render(const tok_tokenizer *tk, const tok_msg *msgs, int n, int flags,
+                            char **text) {
+    rendered o = {0};
+    *text = NULL;
+    base_status st = chat_build(tk, msgs, n, flags, &o);
+    if (!st) {
+        if (!o.text.data) base_buf_puts(&o.text, "");
+        *text = o.text.data;
+        o.text.data = NULL;
+    }
+    rendered_free(&o);
+    return st;
+}
+
+base_status tok_chat_encode(const tok_tokenizer *tk, const tok_msg *msgs, int n, int flags,
+                            tok_ids *out) {
+    rendered o = {0};
+    base_status st = chat_build(tk, msgs, n, flags, &o);
+    if (!st) {
+        if (!o.text.data) base_buf_puts(&o.text, "");
+        st = tok_encode_ranges(tk, o.text.data, o.text.len, o.r, o.n, 0, out);
+    }
+    rendered_free(&o);
+    return st;
+}

@@ -1,0 +1,342 @@
+/*
+ * optim: the AdamW driver. Plans the flat role buffers, computes the
+ * global gradient norm and torch's clipping coefficient, decides to skip on
+ * a non-finite norm, picks the scheduled learning rate and calls the
+ * `adamw` op on the decayed and non-decayed ranges. No allocation after
+ * optim_init.
+ */
+#include "optim.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN_FLOATS 16 /* 64 bytes: every parameter view starts on a cache line */
+
+void optim_config_default(optim_config *c) {
+    memset(c, 0, sizeof *c);
+    c->learning_rate = 1e-6;
+    c->adam_beta1 = 0.9;
+    c->adam_beta2 = 0.999;
+    c->adam_epsilon = 1e-8;
+    c->weight_decay = 0.0;
+    c->max_grad_norm = 1.0;
+    c->lr_scheduler_type = OPTIM_SCHED_LINEAR;
+    c->warmup_steps = 0;
+    c->warmup_ratio = 0.0;
+    c->max_steps = 1;
+}
+
+base_status optim_config_check(const optim_config *c) {
+#define BAD(...) return base_err_set(BASE_ERR_INVALID, "optimizer config: " __VA_ARGS__)
+    if (!isfinite(c->learning_rate) || c->learning_rate < 0)
+        BAD("learning_rate = %g (expected >= 0)", c->learning_rate);
+    if (!(c->adam_beta1 >= 0 && c->adam_beta1 < 1)) BAD("adam_beta1 = %g (expected [0, 1))", c->adam_beta1);
+    if (!(c->adam_beta2 >= 0 && c->adam_beta2 < 1)) BAD("adam_beta2 = %g (expected [0, 1))", c->adam_beta2);
+    if (!(c->adam_epsilon >= 0) || !isfinite(c->adam_epsilon))
+        BAD("adam_epsilon = %g (expected >= 0)", c->adam_epsilon);
+    if (!(c->weight_decay >= 0) || !isfinite(c->weight_decay))
+        BAD("weight_decay = %g (expected >= 0)", c->weight_decay);
+    if (isnan(c->max_grad_norm)) BAD("max_grad_norm is NaN");
+    if ((unsigned)c->lr_scheduler_type > OPTIM_SCHED_COSINE)
+        BAD("lr_scheduler_type %d is unknown", (int)c->lr_scheduler_type);
+    if (c->warmup_steps < 0) BAD("warmup_steps = %lld (expected >= 0)", (long long)c->warmup_steps);
+    if (!(c->warmup_ratio >= 0 && c->warmup_ratio <= 1))
+        BAD("warmup_ratio = %g (expected [0, 1])", c->warmup_ratio);
+    if (c->max_steps < 1) BAD("max_steps = %lld (expected >= 1)", (long long)c->max_steps);
+#undef BAD
+    return BASE_OK;
+}
+
+static const char *const sched_names[] = {"constant", "constant_with_warmup", "linear", "cosine"};
+
+const char *optim_sched_name(optim_sched s) {
+    return (unsigned)s <= OPTIM_SCHED_COSINE ? sched_names[s] : "?";
+}
+
+base_status optim_sched_parse(const char *s, optim_sched *out) {
+    for (int i = 0; s && i <= OPTIM_SCHED_COSINE; i++)
+        if (!strcmp(s, sched_names[i])) {
+            *out = (optim_sched)i;
+            return BASE_OK;
+        }
+    return base_err_set(BASE_ERR_INVALID,
+                        "lr_scheduler_type '%s' is unknown (expected one of: constant, "
+                        "constant_with_warmup, linear, cosine)",
+                        s ? s : "(null)");
+}
+
+int64_t optim_warmup_steps(const optim_config *c) {
+    if (c->warmup_steps > 0) return c->warmup_steps;
+    return (int64_t)ceil((double)c->max_steps * c->warmup_ratio);
+}
+
+double optim_lr_at(const optim_config *c, int64_t k) {
+    const int64_t w = optim_warmup_steps(c), total = c->max_steps;
+    /* constant has no warm-up in transformers (get_constant_schedule) */
+    if (c->lr_scheduler_type != OPTIM_SCHED_CONSTANT && k < w)
+        return c->learning_rate * ((double)k / (double)(w > 1 ? w : 1));
+    const double span = (double)(total - w > 1 ? total - w : 1);
+    switch (c->lr_scheduler_type) {
+    case OPTIM_SCHED_LINEAR: return c->learning_rate * fmax(0.0, (double)(total - k) / span);
+    case OPTIM_SCHED_COSINE: {
+        double progress = (double)(k - w) / span;
+        return c->learning_rate * fmax(0.0, 0.5 * (1.0 + cos(M_PI * 0.5 * 2.0 * progress)));
+    }
+    case OPTIM_SCHED_CONSTANT:
+    case OPTIM_SCHED_CONSTANT_WITH_WARMUP:
+    default: return c->learning_rate;
+    }
+}
+
+/* True when `pat` occurs in `s` as a dotted component ("a.norm.b"), with
+ * an optional prefix ending in '_' when `underscore` ("post_norm"). */
+static int has_component(const char *s, const char *pat, int underscore) {
+    size_t lp = strlen(pat);
+    for (const char *p = strstr(s, pat); p; p = strstr(p + 1, pat)) {
+        int end_ok = p[lp] == '\0' || p[lp] == '.';
+        int start_ok = underscore ? (p > s && p[-1] == '_') : (p == s || p[-1] == '.');
+        if (start_ok && end_ok) return 1;
+    }
+    return 0;
+}
+
+int optim_default_decay(const char *name) {
+    char low[512];
+    size_t n = strlen(name);
+    if (n >= sizeof low) n = sizeof low - 1;
+    for (size_t i = 0; i < n; i++) low[i] = (char)tolower((unsigned char)name[i]);
+    low[n] = '\0';
+    if (strstr(low, "bias") || strstr(low, "layernorm") || strstr(low, "rmsnorm")) return 0;
+    if (has_component(low, "norm", 0) || has_component(low, "norm", 1)) return 0;
+    return 1;
+}
+
+static int64_t align_up(int64_t x) { return (x + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
+
+/* Checks shared by both initialisers; copies names and decay flags. */
+static base_status init_common(optim *o, const struct ops *ops, const optim_config *cfg,
+                               const optim_param_spec *specs, int n_specs,
+                               int (*decay)(const char *name)) {
+    memset(o, 0, sizeof *o);
+    base_status st = optim_config_check(cfg);
+    if (st) return st;
+    if (n_specs < 1) return base_err_set(BASE_ERR_INVALID, "optimizer: no parameters");
+    if (!ops->adamw || !ops->sumsq)
+        return base_err_set(BASE_ERR_UNSUPPORTED, "optimizer: the %s backend has no adamw/sumsq op",
+                            ops->name);
+    if (!decay) decay = optim_default_decay;
+    for (int i = 0; i < n_specs; i++) {
+        if (!specs[i].name || !specs[i].name[0])
+            return base_err_set(BASE_ERR_INVALID, "optimizer: parameter %d has no name", i);
+        if (specs[i].numel < 1)
+            return base_err_set(BASE_ERR_INVALID, "optimizer: parameter %s has %lld elements",
+                                specs[i].name, (long long)specs[i].numel);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(specs[i].name, specs[j].name))
+                return base_err_set(BASE_ERR_INVALID, "optimizer: parameter %s is listed twice",
+                                    specs[i].name);
+    }
+    o->params = base_xcalloc((size_t)n_specs, sizeof *o->params);
+    o->n_params = n_specs;
+    for (int i = 0; i < n_specs; i++) {
+        o->params[i].name = base_xstrdup(specs[i].name);
+        o->params[i].numel = specs[i].numel;
+        o->params[i].decay = decay(specs[i].name) ? 1 : 0;
+    }
+    o->ops = ops;
+    o->cfg = *cfg;
+    return BASE_OK;
+}
+
+static void free_table(optim *o) {
+    for (int i = 0; i < o->n_params; i++) free(o->params[i].name);
+    free(o->params);
+    free(o->runs);
+    memset(o, 0, sizeof *o);
+}
+
+static int by_offset(const void *a, const void *b) {
+    const optim_param *x = *(optim_param *const *)a, *y = *(optim_param *const *)b;
+    return x->offset < y->offset ? -1 : (x->offset > y->offset);
+}
+
+/* Runs: parameters by offset, adjacent ones with equal decay merged. With
+ * check_overlap, an overlap is an error (its names in the message). */
+static base_status make_runs(optim *o, int check_overlap) {
+    optim_param **by = base_xmalloc((size_t)o->n_params * sizeof *by);
+    for (int i = 0; i < o->n_params; i++) by[i] = &o->params[i];
+    qsort(by, (size_t)o->n_params, sizeof *by, by_offset);
+    o->runs = base_xcalloc((size_t)o->n_params, sizeof *o->runs);
+    o->n_runs = 0;
+    for (int i = 0; i < o->n_params; i++) {
+        const optim_param *p = by[i];
+        if (check_overlap && i > 0 && by[i - 1]->offset + by[i - 1]->numel > p->offset) {
+            base_status st = base_err_set(BASE_ERR_INVALID, "optimizer: parameters %s and %s overlap",
+                                          by[i - 1]->name, p->name);
+            free(by);
+            return st;
+        }
+        optim_run *last = o->n_runs ? &o->runs[o->n_runs - 1] : NULL;
+        if (last && last->decay == p->decay && last->offset + last->n == p->offset) {
+            last->n += p->numel;
+        } else {
+            optim_run r = {p->offset, p->numel, p->decay};
+            o->runs[o->n_runs++] = r;
+        }
+    }
+    free(by);
+    return BASE_OK;
+}
+
+base_status optim_init(optim *o, const struct ops *ops, const optim_config *cfg,
+                       const optim_param_spec *specs, int n_specs, int (*decay)(const char *name)) {
+    base_status st = init_common(o, ops, cfg, specs, n_specs, decay);
+    if (st) return st;
+    int64_t off = 0, n_decay = 0;
+    for (int pass = 1; pass >= 0; pass--) { /* decayed first, then the rest */
+        for (int i = 0; i < n_specs; i++) {
+            optim_param *p = &o->params[i];
+            if (p->decay != pass) continue;
+            p->offset = off;
+            off = align_up(off + p->numel);
+        }
+        if (pass == 1) n_decay = off;
+    }
+    o->n = off;
+    /* padding between parameters is zero in every role and AdamW keeps a
+     * zero parameter with a zero gradient at zero, so each decay class is
+     * one run over its padded range */
+    o->runs = base_xcalloc(2, sizeof *o->runs);
+    if (n_decay > 0) o->runs[o->n_runs++] = (optim_run){0, n_decay, 1};
+    if (o->n > n_decay) o->runs[o->n_runs++] = (optim_run){n_decay, o->n - n_decay, 0};
+    size_t bytes = (size_t)o->n * sizeof(float);
+    o->param = ops->alloc(bytes);
+    o->grad = ops->alloc(bytes);
+    o->m = ops->alloc(bytes);
+    o->v = ops->alloc(bytes);
+    o->owns_param_grad = 1;
+    return BASE_OK;
+}
+
+base_status optim_init_arena(optim *o, const struct ops *ops, const optim_config *cfg,
+                             const optim_param_spec *specs, int n_specs,
+                             int (*decay)(const char *name), float *param, float *grad, int64_t n) {
+    base_status st = init_common(o, ops, cfg, specs, n_specs, decay);
+    if (st) return st;
+    for (int i = 0; i < n_specs; i++) {
+        if (specs[i].offset < 0 || specs[i].offset + specs[i].numel > n) {
+            st = base_err_set(BASE_ERR_INVALID,
+                              "optimizer: parameter %s [%lld, %lld) is outside the arena of %lld",
+                              specs[i].name, (long long)specs[i].offset,
+                              (long long)(specs[i].offset + specs[i].numel), (long long)n);
+            free_table(o);
+            return st;
+        }
+        o->params[i].offset = specs[i].offset;
+    }
+    if ((st = make_runs(o, 1))) {
+        free_table(o);
+        return st;
+    }
+    o->n = n;
+    o->param = param;
+    o->grad = grad;
+    o->m = ops->alloc((size_t)n * sizeof(float));
+    o->v = ops->alloc((size_t)n * sizeof(float));
+    o->owns_param_grad = 0;
+    return BASE_OK;
+}
+
+void optim_free(optim *o) {
+    if (!o->ops) return;
+    if (o->owns_param_grad) {
+        o->ops->free(o->param);
+        o->ops->free(o->grad);
+    }
+    o->ops->free(o->m);
+    o->ops->free(o->v);
+    free_table(o);
+}
+
+int optim_find(const optim *o, const char *name) {
+    for (int i = 0; i < o->n_params; i++)
+        if (!strcmp(o->params[i].name, name)) return i;
+    return -1;
+}
+
+static tensor view(const optim *o, float *role, int64_t off, int64_t n) {
+    int64_t shape[1] = {n};
+    return tensor_make(role + off, TENSOR_F32, o->ops->device, 1, shape);
+}
+
+static tensor pview(const optim *o, float *role, int i) {
+    if (i < 0 || i >= o->n_params) base_die("optimizer: parameter index %d of %d", i, o->n_params);
+    return view(o, role, o->params[i].offset, o->params[i].numel);
+}
+
+tensor optim_param_view(const optim *o, int i) { return pview(o, o->param, i); }
+tensor optim_grad_view(const optim *o, int i) { return pview(o, o->grad, i); }
+tensor optim_m_view(const optim *o, int i) { return pview(o, o->m, i); }
+tensor optim_v_view(const optim *o, int i) { return pview(o, o->v, i); }
+tensor optim_role_view(const optim *o, float *role) { return view(o, role, 0, o->n); }
+
+void optim_zero_grad(optim *o) { o->ops->zero(o->grad, (size_t)o->n * sizeof(float)); }
+
+void optim_step(optim *o, int64_t k, optim_step_info *info) {
+    optim_step_info r = {0};
+    double sumsq = 0;
+    for (int i = 0; i < o->n_runs; i++) { /* fixed order: deterministic */
+        tensor g = view(o, o->grad, o->runs[i].offset, o->runs[i].n);
+        sumsq += o->ops->sumsq(&g);
+    }
+    r.grad_norm = sqrt(sumsq);
+    r.clip_coef = 1.0f;
+    if (!isfinite(r.grad_norm)) {
+        o->n_skipped++;
+        r.skipped = 1;
+        base_warn("optimizer: training step %lld: gradient norm is %g; update skipped "
+                  "(%lld skipped so far, %lld applied)",
+                  (long long)k, r.grad_norm, (long long)o->n_skipped, (long long)o->step);
+        if (info) *info = r;
+        return;
+    }
+    if (o->cfg.max_grad_norm > 0) {
+        /* torch clip_grad_norm_: float32 norm, coef = (1 / (norm + 1e-6)) *
+         * max_norm (Tensor.__rtruediv__), clamped to 1 */
+        float norm_f = (float)r.grad_norm;
+        float coef = (1.0f / (norm_f + 1e-6f)) * (float)o->cfg.max_grad_norm;
+        if (coef < 1.0f) r.clip_coef = coef;
+    }
+    o->step++;
+    r.lr = optim_lr_at(&o->cfg, k);
+    ops_adamw_args a = {.lr = r.lr,
+                        .beta1 = o->cfg.adam_beta1,
+                        .beta2 = o->cfg.adam_beta2,
+                        .eps = o->cfg.adam_epsilon,
+                        .grad_scale = r.clip_coef,
+                        .step = o->step};
+    for (int i = 0; i < o->n_runs; i++) {
+        const optim_run *u = &o->runs[i];
+        tensor p = view(o, o->param, u->offset, u->n), m = view(o, o->m, u->offset, u->n);
+        tensor v = view(o, o->v, u->offset, u->n), g = view(o, o->grad, u->offset, u->n);
+        a.weight_decay = u->decay ? o->cfg.weight_decay : 0.0;
+        o->ops->adamw(&p, &m, &v, &g, &a);
+    }
+    if (info) *info = r;
+}
+
+optim_counters optim_counters_get(const optim *o) {
+    optim_counters c = {o->step, o->n_skipped};
+    return c;
+}
+
+base_status optim_counters_set(optim *o, optim_counters c) {
+    if (c.step < 0 || c.n_skipped < 0)
+        return base_err_set(BASE_ERR_INVALID, "optimizer state: step %lld, skipped %lld",
+                            (long long)c.step, (long long)c.n_skipped);
+    o->step = c.step;
+    o->n_skipped = c.n_skipped;
+    return BASE_OK;
+}
