@@ -102,6 +102,13 @@ base_status sft_pack_row(const sft_pack *p, int64_t r, const sft_sample *samples
                          int32_t *ids, int32_t *pos, int32_t *seg, int32_t *target,
                          uint8_t *loss_mask);
 
+/* The row as the model's packed batch (model_batch): cu[0..k] segment
+ * boundaries (cu[0] = 0, cu[k] = row_used[r]) with k = the row's segment
+ * count, returned; cu needs room for k + 1 entries (at most n_segments + 1).
+ * Pass ids and the target array of sft_pack_row, first row_used[r]
+ * entries: no padding needed. -1 for a row out of range. */
+int sft_pack_row_cu_seqlens(const sft_pack *p, int64_t r, int32_t *cu);
+
 /* ------------------------------------------------------------------------ */
 /* Chat samples (sft.c)                                                     */
 

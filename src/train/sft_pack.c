@@ -175,3 +175,12 @@ base_status sft_pack_row(const sft_pack *p, int64_t r, const sft_sample *samples
     }
     return BASE_OK;
 }
+
+int sft_pack_row_cu_seqlens(const sft_pack *p, int64_t r, int32_t *cu) {
+    if (r < 0 || r >= p->n_rows) return -1;
+    int k = 0;
+    cu[0] = 0;
+    for (int64_t i = p->row_first[r]; i < p->row_first[r + 1]; i++, k++)
+        cu[k + 1] = (int32_t)(p->seg[i].start + p->seg[i].len);
+    return k;
+}

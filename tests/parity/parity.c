@@ -44,6 +44,11 @@
 
 #include "tensor/ops.h"
 
+/* The model ops' cases (gather_rows .. sample) live in parity_model.c. */
+int parity_model_coverage(void);
+int parity_model_run(const struct ops *dev, const char *filter, int verbose, uint64_t seed, int *nrun);
+int parity_model_selftest(uint64_t seed);
+
 _Static_assert(sizeof(struct ops) == offsetof(struct ops, adamw) + sizeof(void (*)(void)),
                "struct ops has a new op: add its parity cases to tests/parity/parity.c "
                "and move this assertion to the new last field");
@@ -583,6 +588,7 @@ static int selftest(void) {
             printf("  caught in %d of %d cases\n", fails, nrun);
         }
     }
+    if (!parity_model_selftest(g_seed)) ok = 0;
     printf(ok ? "selftest passed\n" : "selftest FAILED\n");
     return ok ? 0 : 1;
 }
@@ -602,7 +608,7 @@ int main(int argc, char **argv) {
     const char *env = getenv("GRPO_PARITY_SEED");
     g_seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
     printf("parity: %d cases, seed %llu (GRPO_PARITY_SEED to repeat)\n", NCASES, (unsigned long long)g_seed);
-    if (!check_coverage()) return 1;
+    if (!check_coverage() || !parity_model_coverage()) return 1;
     if (self) return selftest();
     const struct ops *dev = ops_by_name(backend);
     if (!dev) {
@@ -616,6 +622,10 @@ int main(int argc, char **argv) {
     int cpu_only = dev->device == TENSOR_CPU;
     int nrun;
     int fails = run_all(dev, filter, cpu_only, 1, &nrun);
+    int mrun;
+    int mfails = parity_model_run(dev, filter, 1, g_seed, &mrun);
+    fails += mfails;
+    nrun += mrun;
     printf("parity on %s: %d of %d cases passed\n", dev->name, nrun - fails, nrun);
     return fails ? 1 : 0;
 }

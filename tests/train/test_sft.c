@@ -159,6 +159,10 @@ static void test_pack_row(void **state) {
     assert_memory_equal(seg, w_seg, sizeof seg);
     assert_memory_equal(tgt, w_tgt, sizeof tgt);
     assert_memory_equal(lm, w_lm, sizeof lm);
+    int32_t cu[3];
+    assert_int_equal(sft_pack_row_cu_seqlens(&p, 0, cu), 2);
+    assert_true(cu[0] == 0 && cu[1] == 3 && cu[2] == 5);
+    assert_int_equal(sft_pack_row_cu_seqlens(&p, 1, cu), -1);
     /* only ids required */
     assert_int_equal(sft_pack_row(&p, 0, s, 0, ids, NULL, NULL, NULL, NULL), BASE_OK);
     /* a sample that changed length since planning */
