@@ -3,7 +3,8 @@
  *
  *   for jc over N by NC:            B block [KC x NC] packed into NR-wide panels
  *     for pc over K by KC:          A block [M x KC] packed into MR-tall panels
- *       parallel for tiles (MR x NR) of C: micro-kernel over KC
+ *       for ic over M by MC:        the A panels of one L2-sized block
+ *         parallel for tiles (MR x NR) of C: micro-kernel over KC
  *
  * The micro-kernel keeps an MR x NR tile of C in vector registers (GCC vector
  * extensions: AVX-512 with -march=native on machines that have it, AVX2 or
@@ -41,6 +42,12 @@ typedef float vfu __attribute__((vector_size(VW * 4), aligned(4))); /* unaligned
 #define NR (2 * VW)
 #define KC 256
 #define NC 3072
+#define MCP 40 /* A panels per L2 block: 40 * MR = 240 rows */
+/* Below this many FLOPs a product runs on the calling thread: a parallel
+ * region costs a few microseconds on an idle machine and far more when
+ * the cores are shared (a barrier waits for a descheduled thread), while
+ * 4 MFLOP take ~40 us on one AVX-512 core. */
+#define PAR_MIN_FLOP 4.0e6
 
 /* a * b + c as one fused instruction, and a broadcast as one instruction.
  * Written with intrinsics because ISO C11 mode (-std=c11) turns off GCC's
@@ -80,9 +87,9 @@ static inline void vstore(float *p, vf v) { *(vfu *)p = v; }
 /* Pack rows [0, m) x cols [p0, p0+kc) of op(A) into MR-row panels:
  * Ap[panel][k][MR], zero-padded; scaled by alpha. */
 static void pack_a(float *Ap, const float *A, int64_t lda, int ta, int64_t m, int64_t p0, int64_t kc,
-                   float alpha) {
+                   float alpha, int par) {
     int64_t np = (m + MR - 1) / MR;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (int64_t p = 0; p < np; p++) {
         float *dst = Ap + p * kc * MR;
         int64_t r0 = p * MR;
@@ -95,9 +102,9 @@ static void pack_a(float *Ap, const float *A, int64_t lda, int ta, int64_t m, in
 /* Pack rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into NR-col panels:
  * Bp[panel][k][NR], zero-padded. */
 static void pack_b(float *Bp, const float *B, int64_t ldb, int tb, int64_t p0, int64_t kc, int64_t j0,
-                   int64_t nc) {
+                   int64_t nc, int par) {
     int64_t np = (nc + NR - 1) / NR;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (int64_t p = 0; p < np; p++) {
         float *dst = Bp + p * kc * NR;
         int64_t c0 = j0 + p * NR, w = nc - p * NR < NR ? nc - p * NR : NR;
@@ -204,6 +211,7 @@ static void gemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, i
             for (int64_t j = 0; j < n; j++) C[i * ldc + j] *= beta;
     }
     if (k == 0 || alpha == 0.0f) return;
+    int par = 2.0 * (double)m * (double)n * (double)k >= PAR_MIN_FLOP;
     int64_t mp = (m + MR - 1) / MR;
     int64_t ncmax = n < NC ? n : NC;
     int64_t kcmax = k < KC ? k : KC;
@@ -216,15 +224,20 @@ static void gemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, i
         int64_t np = (nc + NR - 1) / NR;
         for (int64_t pc = 0; pc < k; pc += KC) {
             int64_t kc = k - pc < KC ? k - pc : KC;
-            pack_b(Bp, B, ldb, tb, pc, kc, jc, nc);
-            pack_a(Ap, A, lda, ta, m, pc, kc, alpha);
-#pragma omp parallel for collapse(2) schedule(static)
-            for (int64_t jp = 0; jp < np; jp++) {
-                for (int64_t ip = 0; ip < mp; ip++) {
-                    int mr = (int)(m - ip * MR < MR ? m - ip * MR : MR);
-                    int nr = (int)(nc - jp * NR < NR ? nc - jp * NR : NR);
-                    micro_kernel(kc, Ap + ip * kc * MR, Bp + jp * kc * NR,
-                                 C + ip * MR * ldc + jc + jp * NR, ldc, mr, nr);
+            pack_b(Bp, B, ldb, tb, pc, kc, jc, nc, par);
+            pack_a(Ap, A, lda, ta, m, pc, kc, alpha, par);
+            /* MC blocks of A panels: the packed A block a B panel meets
+             * stays in L2 (MCP * MR * KC floats, ~250 KB) */
+            for (int64_t ip0 = 0; ip0 < mp; ip0 += MCP) {
+                int64_t ip1 = ip0 + MCP < mp ? ip0 + MCP : mp;
+#pragma omp parallel for collapse(2) schedule(static) if (par)
+                for (int64_t jp = 0; jp < np; jp++) {
+                    for (int64_t ip = ip0; ip < ip1; ip++) {
+                        int mr = (int)(m - ip * MR < MR ? m - ip * MR : MR);
+                        int nr = (int)(nc - jp * NR < NR ? nc - jp * NR : NR);
+                        micro_kernel(kc, Ap + ip * kc * MR, Bp + jp * kc * NR,
+                                     C + ip * MR * ldc + jc + jp * NR, ldc, mr, nr);
+                    }
                 }
             }
         }
