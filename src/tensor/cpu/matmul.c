@@ -11,7 +11,8 @@
  * SSE otherwise) and streams packed A and B. alpha is folded into A packing.
  * Work is split by tiles with a static schedule, and every tile sums over k in
  * a fixed order, so results do not depend on the thread count: determinism.
- * Small M (decode: one token) takes a GEMV path that reads the weight once.
+ * Small M (decode, an expert's few rows) takes a GEMV path that reads the
+ * weight once.
  */
 #include "tensor/ops.h"
 
@@ -47,6 +48,10 @@ typedef float vfu __attribute__((vector_size(VW * 4), aligned(4))); /* unaligned
  * the cores are shared (a barrier waits for a descheduled thread), while
  * 4 MFLOP take ~40 us on one AVX-512 core. */
 #define PAR_MIN_FLOP 4.0e6
+/* Up to this many rows of A the GEMV path (weight rows read once, reused
+ * from L1 for every row of A) beats packing the weight for the blocked
+ * kernel: decode batches and the rows routed to one expert. */
+#define GEMV_MAX_M 8
 
 /* a * b + c as one fused instruction, and a broadcast as one instruction.
  * Written with intrinsics because ISO C11 mode (-std=c11) turns off GCC's
@@ -110,6 +115,17 @@ static void pack_b(float *Bp, const float *B, int64_t ldb, int tb, int64_t p0, i
         if (!tb && w == NR) {
             for (int64_t k = 0; k < kc; k++)
                 memcpy(dst + k * NR, B + (p0 + k) * ldb + c0, NR * sizeof(float));
+        } else if (tb) {
+            /* B is [N, K] (an nn.Linear weight): read each of its rows
+             * contiguously and scatter down the panel's column */
+            for (int c = 0; c < NR; c++) {
+                if (c < w) {
+                    const float *src = B + (c0 + c) * ldb + p0;
+                    for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = src[k];
+                } else {
+                    for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = 0.0f;
+                }
+            }
         } else {
             for (int64_t k = 0; k < kc; k++)
                 for (int c = 0; c < NR; c++)
@@ -222,7 +238,7 @@ static void gemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, i
             for (int64_t j = 0; j < n; j++) C[i * ldc + j] *= beta;
     }
     if (k == 0 || alpha == 0.0f) return;
-    if (m <= 2) {
+    if (m <= GEMV_MAX_M) {
         gemv_rows(m, n, k, A, lda, ta, B, ldb, tb, C, ldc, alpha);
         return;
     }
