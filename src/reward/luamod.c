@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "reward/rules/rules.h"
+
 
 /* opts.key as a number, or dflt */
 static double opt_num(lua_State *L, int opts, const char *key, double dflt) {
@@ -229,4 +231,5 @@ void rh_push_grpo_module(lua_State *L) {
                                    {"json_decode", l_json_decode},
                                    {NULL, NULL}};
     luaL_newlib(L, fns);
+    reward_rules_register(L); /* the text helpers, into the same table */
 }

@@ -337,6 +337,134 @@ static void test_score_cli(void **st) {
     free(scr);
 }
 
+/* The open-r1 cases of reward_fn_cases.jsonl through the built-in scripts
+ * (format, tag_count, reasoning_steps, repetition_penalty, soft_overlong,
+ * cosine, code_format), with the case's params as spec params. The one zh
+ * repetition case depends on the jieba segmenter (flagged in its note) and
+ * is reported, not compared. */
+static void test_reward_fn_cases(void **st) {
+    (void)st;
+    char *path = test_shared_path("data/reward_fn_cases.jsonl");
+    base_jsonl *r;
+    assert_int_equal(base_jsonl_open(path, &r), BASE_OK);
+    static const struct {
+        const char *reward, *script;
+    } map[] = {{"open_r1.format_reward", "format"},
+               {"open_r1.tag_count_reward", "tag_count"},
+               {"open_r1.reasoning_steps_reward", "reasoning_steps"},
+               {"open_r1.repetition_penalty_reward", "repetition_penalty"},
+               {"open_r1.soft_overlong_punishment", "soft_overlong"},
+               {"open_r1.cosine_scaled_reward", "cosine"},
+               {"open_r1.code_format_reward", "code_format"}};
+    cJSON *row;
+    int n = 0, ok = 0, skipped = 0;
+    while (base_jsonl_next(r, &row) == BASE_OK) {
+        const char *rw = base_json_str(row, "reward", "");
+        const char *scr = NULL;
+        for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+            if (!strcmp(rw, map[i].reward)) scr = map[i].script;
+        assert_non_null(scr);
+        const char *note = base_json_str(row, "note", "");
+        if (strstr(note, "jieba")) {
+            skipped++;
+            cJSON_Delete(row);
+            continue;
+        }
+        /* params: an object, or a Python dict repr (cosine cases) */
+        cJSON *params = cJSON_GetObjectItem(row, "params");
+        cJSON *pobj = NULL;
+        if (cJSON_IsString(params)) {
+            char *t = base_xstrdup(params->valuestring);
+            for (char *c = t; *c; c++)
+                if (*c == '\'') *c = '"';
+            pobj = cJSON_Parse(t);
+            free(t);
+            assert_non_null(pobj);
+        } else if (cJSON_IsObject(params)) {
+            pobj = cJSON_Duplicate(params, 1);
+        }
+        cJSON *fixed = pobj ? pobj : cJSON_CreateObject(); /* the case's params are the scripts' */
+        reward_spec spec = {0};
+        char *bpath = base_path_join(reward_builtin_dir(), scr);
+        base_buf full = {0};
+        base_buf_printf(&full, "%s.lua", bpath);
+        assert_int_equal(reward_spec_add(&spec, full.data, 1.0, NULL, fixed->child ? fixed : NULL), BASE_OK);
+        base_buf_free(&full);
+        free(bpath);
+        cJSON_Delete(fixed);
+        reward_pool *p = NULL;
+        base_status bs = reward_pool_create(&spec, 1, NULL, NULL, &p);
+        if (bs) fprintf(stderr, "%s\n", base_err_msg());
+        assert_int_equal(bs, BASE_OK);
+        reward_spec_free(&spec);
+        cJSON *smp = cJSON_CreateObject();
+        cJSON_AddStringToObject(smp, "completion", base_json_str(row, "completion", ""));
+        if (cJSON_GetObjectItem(row, "completion_token_count"))
+            cJSON_AddNumberToObject(smp, "completion_tokens", base_json_num(row, "completion_token_count", 0, NULL));
+        if (cJSON_GetObjectItem(row, "solution"))
+            cJSON_AddStringToObject(smp, "answer", base_json_str(row, "solution", ""));
+        reward_scores sc = {0};
+        const cJSON *one = smp;
+        assert_int_equal(reward_pool_score(p, &one, 1, &sc), BASE_OK);
+        double want = base_json_num(row, "expected", NAN, NULL);
+        const char *cmp = base_json_str(row, "compare", "exact");
+        double tol = !strcmp(cmp, "exact") ? 0 : !strcmp(cmp, "almost_equal_7dp") ? 0.5e-7
+                   : !strcmp(cmp, "almost_equal_4dp")                         ? 0.5e-4
+                                                                               : 0.5e-2;
+        int good = sc.status[0] == REWARD_OK && fabs(sc.score[0] - want) <= tol;
+        if (!good)
+            fprintf(stderr, "%s: got %.17g (status %d), want %.17g (%s) for %.80s\n", rw, sc.score[0], sc.status[0],
+                    want, cmp, base_json_str(row, "completion", ""));
+        ok += good;
+        n++;
+        reward_scores_free(&sc);
+        reward_pool_destroy(p);
+        cJSON_Delete(smp);
+        cJSON_Delete(row);
+    }
+    base_jsonl_close(r);
+    free(path);
+    fprintf(stderr, "  reward_fn_cases: %d/%d equal through the scripts, %d jieba case(s) not compared\n", ok, n,
+            skipped);
+    assert_true(n >= 50);
+    assert_int_equal(ok, n);
+}
+
+/* boxed_math, think_format and lang_consistency on hand-made samples. */
+static void test_math_format_lang(void **st) {
+    (void)st;
+    reward_pool *p = builtin_pool("boxed_math,think_format,lang_consistency", 2);
+    const char *js[] = {
+        "{\"completion\":\"<think>\\nhalf of it\\n</think>\\nSo $\\\\boxed{\\\\dfrac{1}{2}}$.\",\"answer\":\"0.5\"}",
+        "{\"completion\":\"<think>\\nmaybe \\\\boxed{3}\\n</think>\\nThe answer is 4.\",\"answer\":\"3\"}",
+        "{\"completion\":\"<think>我们来计算这个问题</think>答案是 \\\\boxed{7}\",\"answer\":\"7\",\"lang\":\"zh\"}",
+        "{\"completion\":\"no think at all \\\\boxed{x+1}\",\"answer\":\"1+x\"}",
+    };
+    int n = 4;
+    cJSON *s[4];
+    for (int i = 0; i < n; i++) assert_non_null(s[i] = cJSON_Parse(js[i]));
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, n, &sc), BASE_OK);
+    /* boxed_math: equal; box only in the CoT -> 0; equal; equal (commuted) */
+    double want_math[] = {1, 0, 1, 1};
+    double want_fmt[] = {1, 1, 1, 0};
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(sc.status[i * 3], REWARD_OK);
+        if (sc.score[i * 3] != want_math[i]) fprintf(stderr, "boxed_math sample %d: %g\n", i, sc.score[i * 3]);
+        assert_true(sc.score[i * 3] == want_math[i]);
+        assert_true(sc.score[i * 3 + 1] == want_fmt[i]);
+    }
+    assert_true(base_json_num(sc.parts[1 * 3], "no_box", -1, NULL) == 1);
+    /* lang: English CoT under en, Chinese CoT under zh */
+    assert_true(sc.score[0 * 3 + 2] == 1.0);
+    assert_true(sc.score[2 * 3 + 2] == 1.0);
+    assert_true(base_json_num(sc.parts[2 * 3 + 2], "words", 0, NULL) > 0);
+    assert_int_equal(reward_pool_n_errors(p), 0);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < n; i++) cJSON_Delete(s[i]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_humaneval),
@@ -344,6 +472,8 @@ int main(void) {
         cmocka_unit_test(test_unit_tests_edges),
         cmocka_unit_test(test_code_stdio),
         cmocka_unit_test(test_score_cli),
+        cmocka_unit_test(test_reward_fn_cases),
+        cmocka_unit_test(test_math_format_lang),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
