@@ -84,10 +84,7 @@ typedef struct {
 static int nv_push(mq_arena *a, nvec *v, mq_node *x)
 {
     if (!x) return -1;
-    if (v->n >= MQ_MAX_ELEMS) {
-        a->failed = 1;
-        return -1;
-    }
+    if (v->n >= MQ_MAX_ELEMS) return -1; /* this parse fails, the call goes on */
     if (v->n == v->cap) {
         int cap = v->cap ? v->cap * 2 : 8;
         mq_node **nv = mq_alloc(a, sizeof(mq_node *) * (size_t)cap);
@@ -260,8 +257,7 @@ static int parse_groups(P *p, nvec *groups);
 static int enter(P *p)
 {
     if (++p->depth > MQ_MAX_DEPTH) {
-        p->fail = 1;
-        p->a->failed = 1;
+        p->fail = 1; /* too deep: this text does not parse */
         return 0;
     }
     return 1;
@@ -359,10 +355,7 @@ static mq_node *parse_number(P *p)
     }
     mq_node *n = mq_new(p->a, MQ_NUM, 0);
     if (!n) FAIL(p);
-    if (mq_rat_from_decimal(p->a, &n->q, p->s + ip0, ipn, fp, fpn, ex)) {
-        p->a->failed = 1; /* a number over the size cap */
-        FAIL(p);
-    }
+    if (mq_rat_from_decimal(p->a, &n->q, p->s + ip0, ipn, fp, fpn, ex)) FAIL(p); /* over the size cap */
     if (is_float) n->flags |= MQ_F_FLOAT;
     return n;
 }
@@ -1643,10 +1636,7 @@ static int comma_number(const char *s, size_t n, mq_arena *a, mq_node **out)
 
 mq_node *mq_parse(mq_arena *a, const char *s, size_t n, const mq_parse_cfg *cfg)
 {
-    if (n > MQ_MAX_PARSE_LEN) {
-        a->failed = 1;
-        return NULL;
-    }
+    if (n > MQ_MAX_PARSE_LEN) return NULL;
     s = unicode_to_tex(a, s, n, &n);
     if (!s) return NULL;
     /* trailing periods and spaces: "x = 5." */

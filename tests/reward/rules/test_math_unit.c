@@ -280,6 +280,35 @@ static void test_options_and_status(void **state)
     assert_string_equal(buf, "x = \\frac{1}{2}");
 }
 
+/* the same verdicts from several threads at once (no shared mutable state) */
+typedef struct {
+    int *verdict;
+} par_ctx;
+
+static void par_one(void *p, int64_t i, int worker)
+{
+    (void)worker;
+    par_ctx *c = p;
+    size_t ne = sizeof k_equal / sizeof k_equal[0];
+    size_t k = (size_t)i % (ne + sizeof k_unequal / sizeof k_unequal[0]);
+    const char *const *pair = k < ne ? k_equal[k] : k_unequal[k - ne];
+    c->verdict[i] = eq(pair[0], pair[1]);
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    size_t ne = sizeof k_equal / sizeof k_equal[0], nu = sizeof k_unequal / sizeof k_unequal[0];
+    int64_t n = (int64_t)(ne + nu) * 8;
+    par_ctx c = {.verdict = calloc((size_t)n, sizeof(int))};
+    assert_non_null(c.verdict);
+    base_pool *pool = base_pool_create(4);
+    base_pool_for(pool, n, par_one, &c);
+    base_pool_destroy(pool);
+    for (int64_t i = 0; i < n; i++) assert_int_equal(c.verdict[i], (size_t)(i % (int64_t)(ne + nu)) < ne);
+    free(c.verdict);
+}
+
 /* ------------------------------------------------------------------------ */
 /* adversarial input: bounded time, no crash                                */
 
@@ -364,6 +393,7 @@ int main(void)
         cmocka_unit_test(test_bigint),
         cmocka_unit_test(test_equivalences),
         cmocka_unit_test(test_options_and_status),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_adversarial),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
