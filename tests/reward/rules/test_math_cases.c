@@ -30,28 +30,33 @@ static int g_report = 0;
 
 typedef struct {
     char name[192];
-    int n, agree;
+    int n, agree;       /* all cases */
+    int nq, nq_agree;   /* cases not flagged as quirks */
 } tally;
 
-static void add(tally *t, int *nt, const char *name, int ok)
+static void add(tally *t, int *nt, const char *name, int ok, int quirk)
 {
-    for (int i = 0; i < *nt; i++)
-        if (strcmp(t[i].name, name) == 0) {
-            t[i].n++;
-            t[i].agree += ok;
-            return;
-        }
-    snprintf(t[*nt].name, sizeof t[*nt].name, "%s", name);
-    t[*nt].n = 1;
-    t[*nt].agree = ok;
-    (*nt)++;
+    int i;
+    for (i = 0; i < *nt && strcmp(t[i].name, name) != 0; i++) {}
+    if (i == *nt) {
+        memset(&t[i], 0, sizeof t[i]);
+        snprintf(t[i].name, sizeof t[i].name, "%s", name);
+        (*nt)++;
+    }
+    t[i].n++;
+    t[i].agree += ok;
+    if (!quirk) {
+        t[i].nq++;
+        t[i].nq_agree += ok;
+    }
 }
 
 static void print_table(const char *title, tally *t, int nt)
 {
-    printf("\n%-58s %6s %6s %7s\n", title, "cases", "agree", "%");
+    printf("\n| %s | cases | agree | non-quirk cases | agree | %% non-quirk |\n|---|---|---|---|---|---|\n", title);
     for (int i = 0; i < nt; i++)
-        printf("%-58s %6d %6d %6.1f%%\n", t[i].name, t[i].n, t[i].agree, 100.0 * t[i].agree / t[i].n);
+        printf("| %s | %d | %d | %d | %d | %.1f%% |\n", t[i].name, t[i].n, t[i].agree, t[i].nq, t[i].nq_agree,
+               t[i].nq ? 100.0 * t[i].nq_agree / t[i].nq : 100.0);
 }
 
 static void short_source(const char *src, char *out, size_t cap)
@@ -96,9 +101,9 @@ static void run_cases(int *all_agree, int *nq_agree, int *nq_total, int *total)
         int quirk = strstr(note, "control character") || strstr(note, "counter-intuitive");
         char src[160];
         short_source(base_json_str(row, "source", "?"), src, sizeof src);
-        add(by_src, &ns, src, ok);
-        add(by_kind, &nk, kind, ok);
-        add(by_mode, &nm, mode, ok);
+        add(by_src, &ns, src, ok, quirk);
+        add(by_kind, &nk, kind, ok, quirk);
+        add(by_mode, &nm, mode, ok, quirk);
         (*total)++;
         *all_agree += ok;
         if (quirk) {

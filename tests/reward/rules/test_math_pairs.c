@@ -76,6 +76,38 @@ static void test_pairs(void **state)
     assert_true(agree >= FLOOR);
 }
 
+/* Every MATH-500 gold answer parses, and the boxed answer of each
+ * reference solution equals the answer column. */
+static void test_math500_answers(void **state)
+{
+    (void)state;
+    char *path = test_shared_path("data/math500_test.jsonl");
+    base_jsonl *r;
+    if (base_jsonl_open(path, &r) != BASE_OK) base_die("%s", base_err_msg());
+    int n = 0, parsed = 0, boxed_equal = 0;
+    char buf[4096];
+    cJSON *row;
+    while (base_jsonl_next(r, &row) == BASE_OK) {
+        const char *ans = base_json_str(row, "answer", ""), *sol = base_json_str(row, "solution", "");
+        n++;
+        if (reward_math_extract(ans, strlen(ans), NULL, buf, sizeof buf)) parsed++;
+        else printf("answer does not parse: %s\n", ans);
+        size_t st, len;
+        if (reward_boxed(sol, strlen(sol), &st, &len) &&
+            reward_math_equal(sol + st, len, ans, strlen(ans), NULL) == REWARD_MATH_EQUAL)
+            boxed_equal++;
+        else
+            printf("boxed solution differs from the answer: %s\n", ans);
+        cJSON_Delete(row);
+    }
+    base_jsonl_close(r);
+    free(path);
+    printf("MATH-500: %d answers, %d parse, %d boxed solutions equal the answer\n", n, parsed, boxed_equal);
+    assert_int_equal(n, 500);
+    assert_int_equal(parsed, 500);
+    assert_int_equal(boxed_equal, 500);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--report") == 0) {
@@ -84,6 +116,6 @@ int main(int argc, char **argv)
         run(&total);
         return 0;
     }
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_pairs)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_pairs), cmocka_unit_test(test_math500_answers)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -387,6 +387,68 @@ static void test_adversarial(void **state)
     assert_true(total < 60.0);
 }
 
+/* random token soup: no crash, no hang, a valid status every time */
+static void test_fuzz(void **state)
+{
+    (void)state;
+    static const char *const tok[] = {
+        "1", "23", "0.5", ".", ",", ";", "x", "y", "e", "i", "\\pi", "+", "-", "*", "/", "^", "_",
+        "(", ")", "[", "]", "{", "}", "\\{", "\\}", "|", "=", "<", ">", "\\le", "\\pm", "\\frac",
+        "\\sqrt", "\\boxed", "\\text{", "\\left(", "\\right)", "\\cup", "\\infty", "%", "\\%",
+        "$", "\\(", "\\)", "\\[", "\\]", "!", "'", " ", "\n", "\\begin{pmatrix}", "&", "\\\\",
+        "\\end{pmatrix}", "\\sum_{k=1}^{n}", "\\sin", "\\log_", "\\in", "and", "answer:",
+        "final answer is", "\\dfrac", "\\mathrm{", "\\circ", "\xE2\x88\x92", "\xFF", "\\quad",
+        "f(", "10^{", "\\binom", "\\lfloor", "\\rfloor", ":", "cm", "\\,", "\\!",
+    };
+    const int ntok = (int)(sizeof tok / sizeof tok[0]);
+    base_rng rng;
+    base_rng_init(&rng, 20250101, 0, 0, 0);
+    reward_math_opts o, ox;
+    reward_math_opts_default(&o);
+    ox = o;
+    ox.extract_latex = ox.extract_expr = 1;
+    char a[1024], b[1024];
+    double t0 = base_now(), worst = 0;
+    uint32_t draw = 0;
+    /* RULES_FUZZ_ITERS=N runs a longer campaign by hand */
+    const char *env = getenv("RULES_FUZZ_ITERS");
+    int iters = env ? atoi(env) : 1500;
+    for (int it = 0; it < iters; it++) {
+        for (int side = 0; side < 2; side++) {
+            char *buf = side ? b : a;
+            size_t k = 0;
+            uint32_t w[4];
+            base_rng_block(&rng, draw++, w);
+            int len = 1 + (int)(w[0] % 40);
+            for (int j = 0; j < len; j++) {
+                base_rng_block(&rng, draw++, w);
+                const char *t = tok[w[0] % (uint32_t)ntok];
+                size_t tl = strlen(t);
+                if (k + tl + 1 >= sizeof a) break;
+                memcpy(buf + k, t, tl);
+                k += tl;
+            }
+            buf[k] = 0;
+        }
+        double t = base_now();
+        reward_math_status s1 = eqo(a, b, &o), s2 = eqo(a, b, &ox), s3 = eqo(a, a, &o);
+        assert_true(s1 <= REWARD_MATH_LIMIT && s2 <= REWARD_MATH_LIMIT);
+        /* a text equals itself, unless normalisation leaves nothing of it
+         * (only spaces, \!, $, \quad ...) */
+        if (s3 != REWARD_MATH_EQUAL) {
+            char left[1024];
+            reward_math_extract(a, strlen(a), &o, left, sizeof left);
+            int blank = 1;
+            for (const char *q = left; *q; q++) blank &= *q == ' ';
+            if (!blank) printf("not equal to itself (%s): [%s] -> [%s]\n", reward_math_status_str(s3), a, left);
+            assert_true(blank);
+        }
+        worst = fmax(worst, base_now() - t);
+    }
+    printf("fuzz: %d pairs in %.2f s, worst %.3f s\n", iters, base_now() - t0, worst);
+    assert_true(worst < 5.0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +457,7 @@ int main(void)
         cmocka_unit_test(test_options_and_status),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_adversarial),
+        cmocka_unit_test(test_fuzz),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
