@@ -17,66 +17,66 @@
 /* ------------------------------------------------------------------------ */
 /* big integers                                                             */
 
-static void dec(const mq_int *x, char *buf, size_t cap) { assert_true(mq_int_to_dec(x, buf, cap) >= 0); }
+static void dec(const mq_int *x, char *buf, size_t cap) { assert_true(reward_mq_int_to_dec(x, buf, cap) >= 0); }
 
 static void test_bigint(void **state)
 {
     (void)state;
     mq_arena a;
-    mq_arena_init(&a);
+    reward_mq_arena_init(&a);
     char buf[2048];
     mq_int x, y, z, q, r;
     /* 2^128 by repeated multiplication */
-    mq_int_from_i64(&a, &x, 1);
-    mq_int_from_i64(&a, &y, 2);
-    for (int i = 0; i < 128; i++) assert_int_equal(mq_int_mul(&a, &x, &x, &y), 0);
+    reward_mq_int_from_i64(&a, &x, 1);
+    reward_mq_int_from_i64(&a, &y, 2);
+    for (int i = 0; i < 128; i++) assert_int_equal(reward_mq_int_mul(&a, &x, &x, &y), 0);
     dec(&x, buf, sizeof buf);
     assert_string_equal(buf, "340282366920938463463374607431768211456");
     /* decimal round trip and division with remainder (Knuth D, multi-limb) */
     const char *big = "123456789012345678901234567890123456789012345678901234567890";
-    assert_int_equal(mq_int_from_dec(&a, &z, big, strlen(big)), 0);
+    assert_int_equal(reward_mq_int_from_dec(&a, &z, big, strlen(big)), 0);
     dec(&z, buf, sizeof buf);
     assert_string_equal(buf, big);
     const char *dv = "98765432109876543210987654321";
-    assert_int_equal(mq_int_from_dec(&a, &y, dv, strlen(dv)), 0);
-    assert_int_equal(mq_int_divmod(&a, &q, &r, &z, &y), 0);
+    assert_int_equal(reward_mq_int_from_dec(&a, &y, dv, strlen(dv)), 0);
+    assert_int_equal(reward_mq_int_divmod(&a, &q, &r, &z, &y), 0);
     dec(&q, buf, sizeof buf);
     assert_string_equal(buf, "1249999988609375000142382812499");
     dec(&r, buf, sizeof buf);
     assert_string_equal(buf, "46440971104644097110464409711");
     /* q*y + r == z */
     mq_int t;
-    assert_int_equal(mq_int_mul(&a, &t, &q, &y), 0);
-    assert_int_equal(mq_int_add(&a, &t, &t, &r), 0);
-    assert_int_equal(mq_int_cmp(&t, &z), 0);
+    assert_int_equal(reward_mq_int_mul(&a, &t, &q, &y), 0);
+    assert_int_equal(reward_mq_int_add(&a, &t, &t, &r), 0);
+    assert_int_equal(reward_mq_int_cmp(&t, &z), 0);
     /* gcd(2^64 * 3, 2^60 * 9) = 2^60 * 3 */
     mq_int g, p60, p64, three, nine;
-    mq_int_from_i64(&a, &three, 3);
-    mq_int_from_i64(&a, &nine, 9);
-    mq_int_from_i64(&a, &p60, (int64_t)1 << 60);
-    mq_int_from_i64(&a, &p64, 16);
-    assert_int_equal(mq_int_mul(&a, &p64, &p64, &p60), 0);
-    assert_int_equal(mq_int_mul(&a, &x, &p64, &three), 0);
-    assert_int_equal(mq_int_mul(&a, &y, &p60, &nine), 0);
-    assert_int_equal(mq_int_gcd(&a, &g, &x, &y), 0);
+    reward_mq_int_from_i64(&a, &three, 3);
+    reward_mq_int_from_i64(&a, &nine, 9);
+    reward_mq_int_from_i64(&a, &p60, (int64_t)1 << 60);
+    reward_mq_int_from_i64(&a, &p64, 16);
+    assert_int_equal(reward_mq_int_mul(&a, &p64, &p64, &p60), 0);
+    assert_int_equal(reward_mq_int_mul(&a, &x, &p64, &three), 0);
+    assert_int_equal(reward_mq_int_mul(&a, &y, &p60, &nine), 0);
+    assert_int_equal(reward_mq_int_gcd(&a, &g, &x, &y), 0);
     dec(&g, buf, sizeof buf);
     assert_string_equal(buf, "3458764513820540928");
     /* negative numbers */
-    mq_int_from_i64(&a, &x, -7);
-    mq_int_from_i64(&a, &y, 2);
-    assert_int_equal(mq_int_divmod(&a, &q, &r, &x, &y), 0);
+    reward_mq_int_from_i64(&a, &x, -7);
+    reward_mq_int_from_i64(&a, &y, 2);
+    assert_int_equal(reward_mq_int_divmod(&a, &q, &r, &x, &y), 0);
     dec(&q, buf, sizeof buf);
     assert_string_equal(buf, "-3");
     dec(&r, buf, sizeof buf);
     assert_string_equal(buf, "-1");
     /* the size cap refuses instead of growing: (2^4000)^2 */
-    mq_int_from_i64(&a, &x, 1);
-    mq_int_from_i64(&a, &y, (int64_t)1 << 40);
-    for (int i = 0; i < 100; i++) assert_int_equal(mq_int_mul(&a, &x, &x, &y), 0);
-    assert_int_equal(mq_int_mul(&a, &z, &x, &x), -1);
+    reward_mq_int_from_i64(&a, &x, 1);
+    reward_mq_int_from_i64(&a, &y, (int64_t)1 << 40);
+    for (int i = 0; i < 100; i++) assert_int_equal(reward_mq_int_mul(&a, &x, &x, &y), 0);
+    assert_int_equal(reward_mq_int_mul(&a, &z, &x, &x), -1);
     /* rationals: reduction and SymPy-style rounding (half to even) */
     mq_rat h, rr;
-    assert_int_equal(mq_rat_from_i64(&a, &h, 6, -4), 0); /* -3/2 */
+    assert_int_equal(reward_mq_rat_from_i64(&a, &h, 6, -4), 0); /* -3/2 */
     dec(&h.num, buf, sizeof buf);
     assert_string_equal(buf, "-3");
     dec(&h.den, buf, sizeof buf);
@@ -95,18 +95,18 @@ static void test_bigint(void **state)
     };
     for (size_t i = 0; i < sizeof rounds / sizeof rounds[0]; i++) {
         mq_rat v, want;
-        assert_int_equal(mq_rat_from_i64(&a, &v, rounds[i].n, rounds[i].d), 0);
-        assert_int_equal(mq_rat_round(&a, &rr, &v, rounds[i].digits), 0);
-        assert_int_equal(mq_rat_from_i64(&a, &want, rounds[i].rn, rounds[i].rd), 0);
-        assert_int_equal(mq_rat_cmp(&rr, &want), 0);
+        assert_int_equal(reward_mq_rat_from_i64(&a, &v, rounds[i].n, rounds[i].d), 0);
+        assert_int_equal(reward_mq_rat_round(&a, &rr, &v, rounds[i].digits), 0);
+        assert_int_equal(reward_mq_rat_from_i64(&a, &want, rounds[i].rn, rounds[i].rd), 0);
+        assert_int_equal(reward_mq_rat_cmp(&rr, &want), 0);
     }
     /* exact square roots */
     mq_rat s9, s;
-    assert_int_equal(mq_rat_from_i64(&a, &s9, 9, 16), 0);
-    assert_int_equal(mq_rat_sqrt_exact(&a, &s, &s9), 1);
-    assert_int_equal(mq_rat_from_i64(&a, &s9, 2, 1), 0);
-    assert_int_equal(mq_rat_sqrt_exact(&a, &s, &s9), 0);
-    mq_arena_free(&a);
+    assert_int_equal(reward_mq_rat_from_i64(&a, &s9, 9, 16), 0);
+    assert_int_equal(reward_mq_rat_sqrt_exact(&a, &s, &s9), 1);
+    assert_int_equal(reward_mq_rat_from_i64(&a, &s9, 2, 1), 0);
+    assert_int_equal(reward_mq_rat_sqrt_exact(&a, &s, &s9), 0);
+    reward_mq_arena_free(&a);
 }
 
 /* ------------------------------------------------------------------------ */
