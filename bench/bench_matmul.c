@@ -12,7 +12,11 @@
  * have passed (and at least 3); the best time counts (least disturbed by
  * other processes). FLOPs = 2 * batch * M * N * K.
  *
- *   build/bench/bench_matmul [--quick]
+ *   build/bench/bench_matmul [--quick | --time SECONDS_PER_SHAPE]
+ *
+ * On a shared machine give each shape more time (--time 3): the best call
+ * is the one least disturbed by other processes. GB/s counts A, B and C
+ * once each: the figure that matters for the memory-bound decode shapes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,7 +119,7 @@ static const shape shapes[] = {
     {"batched attention  8 x [128x64] x [128x64]^T", 8, 128, 128, 64, 0, 1, 0.0f},
 };
 
-static double bench_shape(const shape *s, double *gflops) {
+static double bench_shape(const shape *s, double *gflops, double *gbs) {
     const struct ops *o = ops_cpu();
     int64_t ar = s->ta ? s->k : s->m, ac = s->ta ? s->m : s->k;
     int64_t br = s->tb ? s->n : s->k, bc = s->tb ? s->k : s->n;
@@ -151,19 +155,27 @@ static double bench_shape(const shape *s, double *gflops) {
     }
     free(A), free(B), free(C);
     *gflops = flop / best * 1e-9;
+    *gbs = (double)(na + nb + nc) * 4 / best * 1e-9;
     return best;
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && !strcmp(argv[1], "--quick")) min_time = 0.05;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) min_time = 0.05;
+        else if (!strcmp(argv[i], "--time") && i + 1 < argc) min_time = atof(argv[++i]);
+        else {
+            fprintf(stderr, "usage: bench_matmul [--quick | --time SECONDS_PER_SHAPE]\n");
+            return 2;
+        }
+    }
     printf("bench_matmul: ops_cpu()->matmul, float32, %d threads, vector width %d floats\n",
            nthreads(), VW);
     double peak = peak_gflops();
     printf("peak (register FMA loop, %d chains x %d lanes, all threads): %.1f GFLOP/s\n\n", ACC, VW, peak);
-    printf("%-52s %10s %10s %8s\n", "shape", "time ms", "GFLOP/s", "of peak");
+    printf("%-52s %10s %10s %8s %8s\n", "shape", "time ms", "GFLOP/s", "of peak", "GB/s");
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
-        double gf, t = bench_shape(&shapes[i], &gf);
-        printf("%-52s %10.3f %10.1f %7.1f%%\n", shapes[i].what, t * 1e3, gf, 100.0 * gf / peak);
+        double gf, gbs, t = bench_shape(&shapes[i], &gf, &gbs);
+        printf("%-52s %10.3f %10.1f %7.1f%% %8.1f\n", shapes[i].what, t * 1e3, gf, 100.0 * gf / peak, gbs);
     }
     return 0;
 }

@@ -3,14 +3,16 @@
  *
  *   for jc over N by NC:            B block [KC x NC] packed into NR-wide panels
  *     for pc over K by KC:          A block [M x KC] packed into MR-tall panels
- *       parallel for tiles (MR x NR) of C: micro-kernel over KC
+ *       for ic over M by MC:        the A panels of one L2-sized block
+ *         parallel for tiles (MR x NR) of C: micro-kernel over KC
  *
  * The micro-kernel keeps an MR x NR tile of C in vector registers (GCC vector
  * extensions: AVX-512 with -march=native on machines that have it, AVX2 or
  * SSE otherwise) and streams packed A and B. alpha is folded into A packing.
  * Work is split by tiles with a static schedule, and every tile sums over k in
  * a fixed order, so results do not depend on the thread count: determinism.
- * Small M (decode: one token) takes a GEMV path that reads the weight once.
+ * Small M (decode: one token) runs the same path with a micro-kernel for the
+ * valid rows only, so each row's numerics never depend on the batch.
  */
 #include "tensor/ops.h"
 
@@ -40,6 +42,12 @@ typedef float vfu __attribute__((vector_size(VW * 4), aligned(4))); /* unaligned
 #define NR (2 * VW)
 #define KC 256
 #define NC 3072
+#define MCP 40 /* A panels per L2 block: 40 * MR = 240 rows */
+/* Below this many FLOPs a product runs on the calling thread: a parallel
+ * region costs a few microseconds on an idle machine and far more when
+ * the cores are shared (a barrier waits for a descheduled thread), while
+ * 4 MFLOP take ~40 us on one AVX-512 core. */
+#define PAR_MIN_FLOP 4.0e6
 
 /* a * b + c as one fused instruction, and a broadcast as one instruction.
  * Written with intrinsics because ISO C11 mode (-std=c11) turns off GCC's
@@ -79,9 +87,9 @@ static inline void vstore(float *p, vf v) { *(vfu *)p = v; }
 /* Pack rows [0, m) x cols [p0, p0+kc) of op(A) into MR-row panels:
  * Ap[panel][k][MR], zero-padded; scaled by alpha. */
 static void pack_a(float *Ap, const float *A, int64_t lda, int ta, int64_t m, int64_t p0, int64_t kc,
-                   float alpha) {
+                   float alpha, int par) {
     int64_t np = (m + MR - 1) / MR;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (int64_t p = 0; p < np; p++) {
         float *dst = Ap + p * kc * MR;
         int64_t r0 = p * MR;
@@ -94,15 +102,24 @@ static void pack_a(float *Ap, const float *A, int64_t lda, int ta, int64_t m, in
 /* Pack rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into NR-col panels:
  * Bp[panel][k][NR], zero-padded. */
 static void pack_b(float *Bp, const float *B, int64_t ldb, int tb, int64_t p0, int64_t kc, int64_t j0,
-                   int64_t nc) {
+                   int64_t nc, int par) {
     int64_t np = (nc + NR - 1) / NR;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (int64_t p = 0; p < np; p++) {
         float *dst = Bp + p * kc * NR;
         int64_t c0 = j0 + p * NR, w = nc - p * NR < NR ? nc - p * NR : NR;
         if (!tb && w == NR) {
             for (int64_t k = 0; k < kc; k++)
                 memcpy(dst + k * NR, B + (p0 + k) * ldb + c0, NR * sizeof(float));
+        } else if (tb) { /* B is [N, K]: read each row contiguously */
+            for (int c = 0; c < NR; c++) {
+                if (c < w) {
+                    const float *src = B + (c0 + c) * ldb + p0;
+                    for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = src[k];
+                } else {
+                    for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = 0.0f;
+                }
+            }
         } else {
             for (int64_t k = 0; k < kc; k++)
                 for (int c = 0; c < NR; c++)
@@ -111,35 +128,62 @@ static void pack_b(float *Bp, const float *B, int64_t ldb, int tb, int64_t p0, i
     }
 }
 
-/* C[MR x NR tile] += Ap-panel x Bp-panel over kc; mr x nr valid. */
-static void micro_kernel(int64_t kc, const float *restrict a, const float *restrict b, float *c,
-                         int64_t ldc, int mr, int nr) {
-    vf acc[MR][2];
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = vbcast(0.0f);
-    for (int64_t k = 0; k < kc; k++) {
-        vf b0 = *(const vf *)(b + k * NR);
-        vf b1 = *(const vf *)(b + k * NR + VW);
-        const float *ak = a + k * MR;
-        for (int i = 0; i < MR; i++) {
-            vf ai = vbcast(ak[i]);
-            acc[i][0] = vfma(ai, b0, acc[i][0]);
-            acc[i][1] = vfma(ai, b1, acc[i][1]);
-        }
+/* C[ROWS x NR tile] += Ap-panel x Bp-panel over kc (nr columns valid). One
+ * kernel per row count: a tile with fewer valid rows (decode: one token)
+ * does only its rows' work. Every element of C gets the same sequence of
+ * operations whatever ROWS is (an FMA chain over the KC block from zero,
+ * then one add into C), so a row's result does not depend on how many
+ * other rows share the call: the numerics are independent of batch
+ * composition. */
+#define DEFINE_MICRO_KERNEL(ROWS)                                                                  \
+    static void micro_kernel_##ROWS(int64_t kc, const float *restrict a, const float *restrict b,  \
+                                    float *c, int64_t ldc, int nr) {                               \
+        vf acc[ROWS][2];                                                                           \
+        for (int i = 0; i < ROWS; i++) acc[i][0] = acc[i][1] = vbcast(0.0f);                       \
+        for (int64_t k = 0; k < kc; k++) {                                                         \
+            vf b0 = *(const vf *)(b + k * NR);                                                     \
+            vf b1 = *(const vf *)(b + k * NR + VW);                                                \
+            const float *ak = a + k * MR;                                                          \
+            for (int i = 0; i < ROWS; i++) {                                                       \
+                vf ai = vbcast(ak[i]);                                                             \
+                acc[i][0] = vfma(ai, b0, acc[i][0]);                                               \
+                acc[i][1] = vfma(ai, b1, acc[i][1]);                                               \
+            }                                                                                      \
+        }                                                                                          \
+        if (nr == NR) {                                                                            \
+            for (int i = 0; i < ROWS; i++) {                                                       \
+                float *ci = c + i * ldc;                                                           \
+                vstore(ci, vload(ci) + acc[i][0]);                                                 \
+                vstore(ci + VW, vload(ci + VW) + acc[i][1]);                                       \
+            }                                                                                      \
+        } else {                                                                                   \
+            float tile[ROWS][NR] __attribute__((aligned(64)));                                     \
+            for (int i = 0; i < ROWS; i++) {                                                       \
+                *(vf *)&tile[i][0] = acc[i][0];                                                    \
+                *(vf *)&tile[i][VW] = acc[i][1];                                                   \
+            }                                                                                      \
+            for (int i = 0; i < ROWS; i++)                                                         \
+                for (int j = 0; j < nr; j++) c[i * ldc + j] += tile[i][j];                         \
+        }                                                                                          \
     }
-    if (mr == MR && nr == NR) {
-        for (int i = 0; i < MR; i++) {
-            float *ci = c + i * ldc;
-            vstore(ci, vload(ci) + acc[i][0]);
-            vstore(ci + VW, vload(ci + VW) + acc[i][1]);
-        }
-    } else {
-        float tile[MR][NR] __attribute__((aligned(64)));
-        for (int i = 0; i < MR; i++) {
-            *(vf *)&tile[i][0] = acc[i][0];
-            *(vf *)&tile[i][VW] = acc[i][1];
-        }
-        for (int i = 0; i < mr; i++)
-            for (int j = 0; j < nr; j++) c[i * ldc + j] += tile[i][j];
+
+DEFINE_MICRO_KERNEL(1)
+DEFINE_MICRO_KERNEL(2)
+DEFINE_MICRO_KERNEL(3)
+DEFINE_MICRO_KERNEL(4)
+DEFINE_MICRO_KERNEL(5)
+DEFINE_MICRO_KERNEL(6)
+_Static_assert(MR == 6, "one micro-kernel per row count 1..MR");
+
+static void micro_kernel(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr,
+                         int nr) {
+    switch (mr) {
+    case 1: micro_kernel_1(kc, a, b, c, ldc, nr); break;
+    case 2: micro_kernel_2(kc, a, b, c, ldc, nr); break;
+    case 3: micro_kernel_3(kc, a, b, c, ldc, nr); break;
+    case 4: micro_kernel_4(kc, a, b, c, ldc, nr); break;
+    case 5: micro_kernel_5(kc, a, b, c, ldc, nr); break;
+    default: micro_kernel_6(kc, a, b, c, ldc, nr); break;
     }
 }
 
@@ -157,53 +201,6 @@ static float *get_scratch(size_t n) {
     return scratch;
 }
 
-/* y[0..n) (+)= alpha * op(B) applied to a row x: the GEMV path for m = 1 and
- * small m. Accumulates into C (beta was already applied). */
-static void gemv_rows(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, int ta,
-                      const float *B, int64_t ldb, int tb, float *C, int64_t ldc, float alpha) {
-    if (tb) { /* B is [N, K]: each output is a dot product of two contiguous rows */
-#pragma omp parallel for schedule(static)
-        for (int64_t j = 0; j < n; j++) {
-            const float *bj = B + j * ldb;
-            for (int64_t i = 0; i < m; i++) {
-                vf acc = vbcast(0.0f);
-                int64_t p = 0;
-                if (!ta) {
-                    const float *ai = A + i * lda;
-                    for (; p + VW <= k; p += VW) acc += vload(ai + p) * vload(bj + p);
-                    float s = 0;
-                    for (int q = 0; q < VW; q++) s += acc[q];
-                    for (; p < k; p++) s += ai[p] * bj[p];
-                    C[i * ldc + j] += alpha * s;
-                } else {
-                    float s = 0;
-                    for (; p < k; p++) s += A[p * lda + i] * bj[p];
-                    C[i * ldc + j] += alpha * s;
-                }
-            }
-        }
-    } else { /* B is [K, N]: accumulate rows of B scaled by x[p], split over N */
-        int64_t chunk = 256;
-        int64_t nch = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
-        for (int64_t ch = 0; ch < nch; ch++) {
-            int64_t j0 = ch * chunk, j1 = j0 + chunk < n ? j0 + chunk : n;
-            for (int64_t i = 0; i < m; i++) {
-                float *ci = C + i * ldc;
-                for (int64_t p = 0; p < k; p++) {
-                    float a = alpha * OPX(A, ta, lda, i, p);
-                    if (a == 0.0f) continue;
-                    const float *bp = B + p * ldb;
-                    int64_t j = j0;
-                    vf av = vbcast(a);
-                    for (; j + VW <= j1; j += VW) vstore(ci + j, vload(ci + j) + av * vload(bp + j));
-                    for (; j < j1; j++) ci[j] += a * bp[j];
-                }
-            }
-        }
-    }
-}
-
 static void gemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, int ta, const float *B,
                  int64_t ldb, int tb, float *C, int64_t ldc, float alpha, float beta) {
     /* beta first: C = beta * C (beta = 0 overwrites, ignoring NaN in C) */
@@ -214,10 +211,7 @@ static void gemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, i
             for (int64_t j = 0; j < n; j++) C[i * ldc + j] *= beta;
     }
     if (k == 0 || alpha == 0.0f) return;
-    if (m <= 2) {
-        gemv_rows(m, n, k, A, lda, ta, B, ldb, tb, C, ldc, alpha);
-        return;
-    }
+    int par = 2.0 * (double)m * (double)n * (double)k >= PAR_MIN_FLOP;
     int64_t mp = (m + MR - 1) / MR;
     int64_t ncmax = n < NC ? n : NC;
     int64_t kcmax = k < KC ? k : KC;
@@ -230,15 +224,20 @@ static void gemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, i
         int64_t np = (nc + NR - 1) / NR;
         for (int64_t pc = 0; pc < k; pc += KC) {
             int64_t kc = k - pc < KC ? k - pc : KC;
-            pack_b(Bp, B, ldb, tb, pc, kc, jc, nc);
-            pack_a(Ap, A, lda, ta, m, pc, kc, alpha);
-#pragma omp parallel for collapse(2) schedule(static)
-            for (int64_t jp = 0; jp < np; jp++) {
-                for (int64_t ip = 0; ip < mp; ip++) {
-                    int mr = (int)(m - ip * MR < MR ? m - ip * MR : MR);
-                    int nr = (int)(nc - jp * NR < NR ? nc - jp * NR : NR);
-                    micro_kernel(kc, Ap + ip * kc * MR, Bp + jp * kc * NR,
-                                 C + ip * MR * ldc + jc + jp * NR, ldc, mr, nr);
+            pack_b(Bp, B, ldb, tb, pc, kc, jc, nc, par);
+            pack_a(Ap, A, lda, ta, m, pc, kc, alpha, par);
+            /* MC blocks of A panels: the packed A block a B panel meets
+             * stays in L2 (MCP * MR * KC floats, ~250 KB) */
+            for (int64_t ip0 = 0; ip0 < mp; ip0 += MCP) {
+                int64_t ip1 = ip0 + MCP < mp ? ip0 + MCP : mp;
+#pragma omp parallel for collapse(2) schedule(static) if (par)
+                for (int64_t jp = 0; jp < np; jp++) {
+                    for (int64_t ip = ip0; ip < ip1; ip++) {
+                        int mr = (int)(m - ip * MR < MR ? m - ip * MR : MR);
+                        int nr = (int)(nc - jp * NR < NR ? nc - jp * NR : NR);
+                        micro_kernel(kc, Ap + ip * kc * MR, Bp + jp * kc * NR,
+                                     C + ip * MR * ldc + jc + jp * NR, ldc, mr, nr);
+                    }
                 }
             }
         }

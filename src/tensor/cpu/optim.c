@@ -26,9 +26,14 @@ double cpu_sumsq(const tensor *x) {
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int c = 0; c < SUMSQ_CHUNKS; c++) {
         int64_t lo = (int64_t)c * per, hi = lo + per < n ? lo + per : n;
-        double s = 0;
-        for (int64_t i = lo; i < hi; i++) s += (double)X[i] * (double)X[i];
-        part[c] = s;
+        /* 8 independent accumulators (the add latency, not memory, bounds a
+         * single chain), combined in a fixed order */
+        double a[8] = {0};
+        int64_t i = lo;
+        for (; i + 8 <= hi; i += 8)
+            for (int k = 0; k < 8; k++) a[k] += (double)X[i + k] * (double)X[i + k];
+        for (; i < hi; i++) a[0] += (double)X[i] * (double)X[i];
+        part[c] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
     }
     double s = 0;
     for (int c = 0; c < SUMSQ_CHUNKS; c++) s += part[c];

@@ -4,7 +4,9 @@ GRPOTrainer._compute_loss, restated here in float64 torch on padded [B, T]
 batches, and its gradients w.r.t. the per-token logprobs and entropies from
 autograd, for every loss_type x importance_sampling_level x KL estimator,
 with and without old logprobs, delta, entropy bonus and
-mask_truncated_completions. Read by test_torch_fixture in
+mask_truncated_completions; then TRL's advantages and reward metrics
+(nil rewards, weights, every scale_rewards and group size). Read by
+test_torch_fixture and test_torch_advantages in
 tests/train/test_grpo.c (one micro-batch per step, so TRL's normalisers are
 the step's: B sequences, mask.sum() tokens, one micro-batch).
 
@@ -53,6 +55,36 @@ def trl_loss(c, logp, old, ref, ent, adv, mask):
     if c["entropy_coef"] != 0:
         loss = loss - c["entropy_coef"] * (ent * mask).sum() / mask.sum().clamp(min=1.0)
     return loss
+
+
+def nanstd(x, dim=None):
+    """TRL's nanstd: unbiased, NaN with fewer than two values."""
+    mean = torch.nanmean(x, dim=dim, keepdim=True)
+    var = torch.nanmean((x - mean) ** 2, dim=dim, keepdim=True)
+    cnt = (~torch.isnan(x)).sum(dim=dim, keepdim=True).double()  # float64 throughout
+    var = var * torch.where(cnt > 1, cnt / (cnt - 1), torch.full_like(var, float("nan")))
+    s = torch.sqrt(var)
+    return s.squeeze() if dim is None else s.squeeze(dim)
+
+
+def trl_advantages(scale, G, R, w):
+    """TRL's _generate_and_score_completions, sum_then_normalize."""
+    unscorable = torch.isnan(R).all(dim=1)
+    r = (R * w.unsqueeze(0)).nansum(dim=1)
+    r[unscorable] = float("nan")
+    mean = torch.nanmean(r.view(-1, G), dim=1).repeat_interleave(G)
+    if scale in ("group", "none"):
+        std = nanstd(r.view(-1, G), dim=1).repeat_interleave(G) if G > 1 else torch.zeros_like(r)
+    else:
+        std = nanstd(r).expand_as(r) if r.numel() > 1 else torch.zeros_like(r)
+    adv = r - mean
+    if scale != "none":
+        adv = adv / (std + 1e-4)
+    zero = torch.isclose(std, torch.zeros_like(std)).double().mean()
+    adv = torch.nan_to_num(adv, nan=0.0)
+    fmean = torch.stack([torch.nanmean(R[:, i]) for i in range(R.shape[1])])
+    fstd = torch.stack([nanstd(R[:, i]) for i in range(R.shape[1])])
+    return adv, (torch.nanmean(r).item(), nanstd(r).item(), zero.item(), fmean, fstd)
 
 
 def main(out_path):
@@ -114,6 +146,26 @@ def main(out_path):
         out += lp.grad.numpy().astype("<f8").tobytes()
         g_ent = en.grad if en.grad is not None else torch.zeros_like(ent)
         out += g_ent.numpy().astype("<f8").tobytes()
+    # advantages: TRL's sum_then_normalize with nil (NaN) rewards, per scale_rewards
+    adv_cases = []
+    for scale, G, F in itertools.product(["group", "batch", "none"], [1, 2, 4, 8], [1, 3]):
+        N = G * 6
+        R = torch.randn(N, F, generator=g).double()
+        R = R.float().double()
+        R[torch.rand(N, F, generator=g) < 0.25] = float("nan")
+        R[0, :] = float("nan")  # one unscorable sample
+        if G > 1:  # one group with equal rewards
+            R[G : 2 * G, :] = 1.0
+        w = (torch.rand(F, generator=g) * 2).float().double()
+        adv_cases.append((scale, G, F, R, w, trl_advantages(scale, G, R, w)))
+    out += struct.pack("<i", len(adv_cases))
+    for scale, G, F, R, w, (adv, stats) in adv_cases:
+        out += struct.pack("<4i", ["group", "batch", "none"].index(scale), G, F, R.shape[0])
+        out += R.float().numpy().astype("<f4").tobytes()
+        out += w.float().numpy().astype("<f4").tobytes()
+        out += adv.numpy().astype("<f8").tobytes()
+        out += struct.pack("<3d", *stats[:3])
+        out += stats[3].numpy().astype("<f8").tobytes() + stats[4].numpy().astype("<f8").tobytes()
     with open(out_path, "wb") as f:
         f.write(out)
     print(f"{out_path}: {len(cases)} cases, {len(out)} bytes, torch {torch.__version__}")
