@@ -522,10 +522,13 @@ static int concat_equal(const mq_node *sym, const mq_node *prod)
     return strcmp(buf, sym->name) == 0;
 }
 
+/* Math-Verify sympy_compare_symbols: 1 equal, 0 unequal, -1 not a symbol
+ * case (the numeric comparison decides). */
 static int cmp_symbols(const mq_node *g, const mq_node *p)
 {
-    if (g->kind == MQ_SYM && is_e_const(p)) return strcmp(g->name, "e") == 0;
-    if (p->kind == MQ_SYM && is_e_const(g)) return strcmp(p->name, "e") == 0;
+    /* \text{e} or E (a symbol) against Euler's e */
+    if (g->kind == MQ_SYM && is_e_const(p)) return strcmp(g->name, "e") == 0 ? 1 : -1;
+    if (p->kind == MQ_SYM && is_e_const(g)) return strcmp(p->name, "e") == 0 ? 1 : -1;
     if (g->kind == MQ_SYM && p->kind == MQ_SYM) return strcmp(g->name, p->name) == 0;
     if (g->kind == MQ_SYM) return concat_equal(g, p);
     if (p->kind == MQ_SYM) return concat_equal(p, g);
@@ -571,14 +574,7 @@ static int eq(C *c, const mq_node *g, const mq_node *p)
     if (is_setlike(g) || is_setlike(p)) return cmp_sets(c, g, p);
     if (g->kind == MQ_SYM || p->kind == MQ_SYM) {
         int r = cmp_symbols(g, p);
-        if (r >= 0 && (r == 1 || g->kind == MQ_SYM || p->kind == MQ_SYM)) {
-            if (r == 1) return 1;
-            /* Math-Verify stops here; a symbol against a different symbol
-             * or spelled word is unequal */
-            if ((g->kind == MQ_SYM && p->kind == MQ_SYM) || (g->kind == MQ_SYM && p->kind == MQ_MUL) ||
-                (p->kind == MQ_SYM && g->kind == MQ_MUL))
-                return 0;
-        }
+        if (r >= 0) return r;
     }
     return numeric_eq(c, g, p) || symbolic_eq(c, g, p);
 }
