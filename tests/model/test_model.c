@@ -554,6 +554,80 @@ static void test_checkpoint_formats(void **s) {
     free(src), free(cfgp), free(cfg), free(fxdir);
 }
 
+
+/* A checkpoint with an MTP module (layer num_hidden_layers: a full decoder
+ * layer plus enorm, hnorm, eh_proj, shared_head.norm and the embed / head
+ * copies): loaded into the arena under its names, unused by the forward,
+ * skipped on request. */
+static void test_mtp_load(void **s) {
+    (void)s;
+    char *src = test_shared_path("fixtures/hf-tiny-v3-a/model.safetensors");
+    char *cfgp = test_shared_path("fixtures/hf-tiny-v3-a/config.json");
+    char *cfg = NULL;
+    size_t cn;
+    assert_int_equal(base_read_file(cfgp, &cfg, &cn), BASE_OK);
+    char *p = strstr(cfg, "\"num_nextn_predict_layers\": 0");
+    assert_non_null(p);
+    p[strlen("\"num_nextn_predict_layers\": ")] = '1';
+    st_file *f = NULL;
+    assert_int_equal(st_open(src, &f), BASE_OK);
+    st_writer *w = st_writer_new();
+    enum { MAXT = 256 };
+    char *names[MAXT];
+    int nn = 0;
+    float *extra = malloc(64 * 128 * 4), *big = malloc(320 * 64 * 4);
+    test_rand_f32(extra, 64 * 128, 5, 0.1f);
+    test_rand_f32(big, 320 * 64, 6, 0.1f);
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_at(f, i);
+        st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+        /* layer 2 (MoE) doubles as the MTP decoder layer 3 */
+        if (!strncmp(t->name, "model.layers.2.", 15)) {
+            char nm[160];
+            snprintf(nm, sizeof nm, "model.layers.3.%s", t->name + 15);
+            names[nn] = base_xstrdup(nm);
+            st_writer_add(w, names[nn++], t->dtype, t->ndim, t->shape, t->data);
+        }
+    }
+    int64_t d1[1] = {64}, eh[2] = {64, 128}, vd[2] = {320, 64};
+    st_writer_add(w, "model.layers.3.enorm.weight", TENSOR_F32, 1, d1, extra);
+    st_writer_add(w, "model.layers.3.hnorm.weight", TENSOR_F32, 1, d1, extra + 64);
+    st_writer_add(w, "model.layers.3.eh_proj.weight", TENSOR_F32, 2, eh, extra);
+    st_writer_add(w, "model.layers.3.shared_head.norm.weight", TENSOR_F32, 1, d1, extra + 128);
+    st_writer_add(w, "model.layers.3.embed_tokens.weight", TENSOR_F32, 2, vd, big);
+    st_writer_add(w, "model.layers.3.shared_head.head.weight", TENSOR_F32, 2, vd, big);
+    char *dir = test_tmpdir(), *out = base_path_join(dir, "model.safetensors"), *cp = base_path_join(dir, "config.json");
+    assert_int_equal(st_writer_write(w, out), BASE_OK);
+    test_write_file(cp, cfg, cn);
+    model *m = NULL, *m0 = NULL;
+    assert_int_equal(model_load(dir, ops_cpu(), NULL, &m), BASE_OK);
+    assert_true(model_has_mtp(m));
+    const model_param *eh_p = model_param_find(m, "model.layers.3.eh_proj.weight");
+    const model_param *hd = model_param_find(m, "model.layers.3.shared_head.head.weight");
+    const model_param *ex = model_param_find(m, "model.layers.3.mlp.experts.5.up_proj.weight");
+    const model_param *ex2 = model_param_find(m, "model.layers.2.mlp.experts.5.up_proj.weight");
+    assert_non_null(eh_p), assert_non_null(hd), assert_non_null(ex), assert_non_null(ex2);
+    assert_true(eh_p->mtp && ex->mtp && !ex2->mtp);
+    assert_memory_equal(model_params(m) + eh_p->offset, extra, 64 * 128 * 4);
+    assert_memory_equal(model_params(m) + hd->offset, big, 320 * 64 * 4);
+    assert_memory_equal(model_params(m) + ex->offset, model_params(m) + ex2->offset, ex->numel * 4);
+    model_load_opts skip = {.skip_mtp = 1};
+    assert_int_equal(model_load(dir, ops_cpu(), &skip, &m0), BASE_OK);
+    assert_false(model_has_mtp(m0));
+    assert_null(model_param_find(m0, "model.layers.3.eh_proj.weight"));
+    int32_t ids[6] = {3, 9, 27, 81, 243, 100}, cu[2] = {0, 6};
+    float *l0 = malloc(6 * 320 * 4), *l1 = malloc(6 * 320 * 4);
+    assert_int_equal(model_forward_logits(m, 1, ids, cu, l1, NULL), BASE_OK);
+    assert_int_equal(model_forward_logits(m0, 1, ids, cu, l0, NULL), BASE_OK);
+    assert_memory_equal(l0, l1, 6 * 320 * 4);
+    model_free(m), model_free(m0);
+    for (int i = 0; i < nn; i++) free(names[i]);
+    st_writer_free(w);
+    st_close(f);
+    test_rmdir(dir);
+    free(extra), free(big), free(l0), free(l1), free(dir), free(out), free(cp), free(src), free(cfgp), free(cfg);
+}
+
 /* Planned sizes: the arena of model_train_new is what model_train_bytes says,
  * and recomputation needs less. */
 static void test_memory_plan(void **s) {
@@ -575,7 +649,7 @@ int main(void) {
         cmocka_unit_test(test_yarn_v3),           cmocka_unit_test(test_decode_equals_forward),
         cmocka_unit_test(test_batched_decode),    cmocka_unit_test(test_fd_model),
         cmocka_unit_test(test_checkpoint_errors), cmocka_unit_test(test_checkpoint_formats),
-        cmocka_unit_test(test_memory_plan),
+        cmocka_unit_test(test_mtp_load),          cmocka_unit_test(test_memory_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
