@@ -253,7 +253,7 @@ void cpu_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, cons
                      S[i], Ln[i], (long long)cache->shape[0], (long long)cache->shape[1]);
     int64_t work = 0;
     for (int64_t i = 0; i < b; i++) work += (int64_t)Ln[i] * h * (2 * dc + dr);
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work > (1 << 17))
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work > (1 << 21))
     for (int64_t i = 0; i < b; i++) {
         for (int64_t k = 0; k < h; k++) {
             const float *ql = cpu_at3(q_lat, i, k), *qp = cpu_at3(q_pe, i, k);
