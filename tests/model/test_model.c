@@ -258,6 +258,17 @@ static void test_batched_decode(void **s) {
             if (e > worst) worst = e;
         }
     }
+    /* several tokens of one slot in one call extend it (chunked prefill):
+     * slot 4 gets a[0..3) by prefill, then a[3..9) in one decode call */
+    int32_t s4 = 4, ext_slot[6], ext_pos[6];
+    assert_int_equal(model_prefill(c, 1, &s4, sa, pcu, &lg), BASE_OK);
+    for (int i = 0; i < 6; i++) ext_slot[i] = 4, ext_pos[i] = 3 + i;
+    assert_int_equal(model_decode(c, 4, ext_slot, sa + 3, ext_pos, &lg), BASE_OK);
+    assert_int_equal(model_decode(c, 2, ext_slot + 4, sa + 7, ext_pos + 4, &lg), BASE_OK);
+    for (int i = 0; i < 2; i++) {
+        double e = test_max_abs_diff((const float *)lg->data + i * V, fa + (7 + i) * V, V);
+        if (e > worst) worst = e;
+    }
     printf("batched decode: max |diff| %.3g\n", worst);
     assert_true(worst < 1e-4);
     /* limits are errors, not crashes */
