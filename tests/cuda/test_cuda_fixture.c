@@ -1,6 +1,9 @@
 /*
- * The hf-tiny-v3-a fixture (Hugging Face transformers, float64 references)
- * on the CUDA backend in float32 mode:
+ * The model fixtures (Hugging Face transformers, float64 references):
+ * shared/fixtures/hf-tiny-v3-a and tests/model/data/tiny-v3-{b,c,d} (no
+ * query LoRA, two shared experts, plain rope; 8 groups keep 3, top-4 of 16,
+ * unnormalised, two dense layers, YaRN mscale; fused experts, tied
+ * embeddings), on the CUDA backend in float32 mode:
  *   - full logits and token logprobs within 1e-4 (both sequences packed);
  *   - the training forward's logp within 1e-4 of the reference;
  *   - greedy tokens identical, generated with the latent cache (prefill,
@@ -59,8 +62,15 @@ typedef struct {
     st_file *ref;
 } fix;
 
-static void fix_open(fix *f) {
-    f->dir = test_shared_path("fixtures/hf-tiny-v3-a");
+static char *fixture_dir(const char *name) {
+    if (!strcmp(name, "hf-tiny-v3-a")) return test_shared_path("fixtures/hf-tiny-v3-a");
+    char rel[256];
+    snprintf(rel, sizeof rel, "tests/model/data/%s", name);
+    return test_src_path(rel);
+}
+
+static void fix_open(fix *f, const char *name) {
+    f->dir = fixture_dir(name);
     if (model_load(f->dir, g_ops, NULL, &f->m)) fail_msg("%s: %s", f->dir, base_err_msg());
     assert_ptr_equal(model_ops(f->m), g_ops);
     char *rp = base_path_join(f->dir, "reference.safetensors");
@@ -74,10 +84,9 @@ static void fix_close(fix *f) {
     free(f->dir);
 }
 
-static void test_logits(void **state) {
-    (void)state;
+static void check_logits(const char *name) {
     fix f;
-    fix_open(&f);
+    fix_open(&f, name);
     int64_t n0, n1;
     int32_t *a = ref_ids(f.ref, "input_ids.0", &n0), *b = ref_ids(f.ref, "input_ids.1", &n1);
     int32_t *ids = malloc((size_t)(n0 + n1) * sizeof(int32_t));
@@ -94,14 +103,14 @@ static void test_logits(void **state) {
         float *want = ref_f32(f.ref, nm, &k);
         assert_int_equal(k, (cu[s + 1] - cu[s]) * V);
         double err = test_max_abs_diff(lg + cu[s] * V, want, k);
-        printf("%s: logits.%d max |diff| %.3g\n", g_ops->name, s, err);
+        printf("%s %s: logits.%d max |diff| %.3g\n", g_ops->name, name, s, err);
         assert_true(err < 1e-4);
         free(want);
         snprintf(nm, sizeof nm, "token_logprobs.%d", s);
         want = ref_f32(f.ref, nm, &k);
         assert_int_equal(k, cu[s + 1] - cu[s] - 1);
         err = test_max_abs_diff(lp + cu[s], want, k);
-        printf("%s: token_logprobs.%d max |diff| %.3g\n", g_ops->name, s, err);
+        printf("%s %s: token_logprobs.%d max |diff| %.3g\n", g_ops->name, name, s, err);
         assert_true(err < 1e-4);
         assert_true(lp[cu[s + 1] - 1] == 0.0f);
         free(want);
@@ -116,7 +125,7 @@ static void test_logits(void **state) {
         float *tl = malloc((size_t)(n0 + n1) * sizeof(float));
         model_train_download(tr, tl, NULL);
         double err = test_max_abs_diff(tl, lp, n0 + n1);
-        printf("%s: training forward logp vs full-logits forward max |diff| %.3g\n", g_ops->name, err);
+        printf("%s %s: training forward logp vs full-logits forward max |diff| %.3g\n", g_ops->name, name, err);
         assert_true(err < 1e-4);
         free(tl);
         model_train_free(tr);
@@ -125,10 +134,9 @@ static void test_logits(void **state) {
     fix_close(&f);
 }
 
-static void test_greedy(void **state) {
-    (void)state;
+static void check_greedy(const char *name) {
     fix f;
-    fix_open(&f);
+    fix_open(&f, name);
     int64_t np, ng;
     int32_t *prompt = ref_ids(f.ref, "greedy.prompt", &np), *want = ref_ids(f.ref, "greedy.output", &ng);
     model_cache_limits lim = {.slots = 2, .max_len = np + ng + 1, .max_batch = 2, .max_prefill = np};
@@ -150,21 +158,21 @@ static void test_greedy(void **state) {
         g_ops->sample(&ti, &tl, lg, &tu, 0.0f, 0, 1.0f);
         g_ops->download(&best, ti.data, sizeof best);
         if (best != want[i])
-            fail_msg("%s: greedy token %lld is %d, reference %d", g_ops->name, (long long)i, best, want[i]);
+            fail_msg("%s %s: greedy token %lld is %d, reference %d", g_ops->name, name, (long long)i, best,
+                     want[i]);
         int32_t pos = (int32_t)(np + i);
         assert_int_equal(model_decode(c, 1, &slot, &best, &pos, &lg), BASE_OK);
     }
-    printf("%s: %lld greedy tokens identical\n", g_ops->name, (long long)ng);
+    printf("%s %s: %lld greedy tokens identical\n", g_ops->name, name, (long long)ng);
     g_ops->free(dm);
     model_cache_free(c);
     free(prompt), free(want);
     fix_close(&f);
 }
 
-static void test_grads(void **state) {
-    (void)state;
+static void check_grads(const char *name) {
     fix f;
-    fix_open(&f);
+    fix_open(&f, name);
     char *gp = base_path_join(f.dir, "grads.safetensors");
     st_file *gf = NULL;
     assert_int_equal(st_open(gp, &gf), BASE_OK);
@@ -186,7 +194,7 @@ static void test_grads(void **state) {
         for (int64_t t = 0; t + 1 < n0; t++)
             loss -= lp[t];
         loss /= (double)(n0 - 1);
-        printf("%s: loss %.8f reference %.8f\n", g_ops->name, loss, loss_ref[0]);
+        printf("%s %s: loss %.8f reference %.8f\n", g_ops->name, name, loss, loss_ref[0]);
         assert_true(fabs(loss - loss_ref[0]) < 1e-5);
         for (int64_t t = 0; t < n0; t++)
             g[t] = t + 1 < n0 ? -1.0f / (float)(n0 - 1) : 0.0f;
@@ -199,7 +207,7 @@ static void test_grads(void **state) {
         for (int i = 0; i < model_nparams(f.m); i++) {
             const model_param *p = model_param_at(f.m, i);
             if (!p->trainable) continue;
-            if (!st_find(gf, p->name)) fail_msg("reference has no gradient for %s", p->name);
+            if (!st_find(gf, p->name)) fail_msg("%s: reference has no gradient for %s", name, p->name);
             float *want = ref_f32(gf, p->name, NULL);
             const float *got = host + p->offset;
             double rel = test_rel_l2(got, want, p->numel);
@@ -207,14 +215,14 @@ static void test_grads(void **state) {
             for (int64_t k = 0; k < p->numel; k++)
                 if (want[k] == 0.0f && got[k] != 0.0f) zero_bad++;
             if (rel > 1e-3 || zero_bad)
-                fail_msg("%s: %s relative L2 %.3g, %lld nonzero where the reference is 0", g_ops->name, p->name, rel,
+                fail_msg("%s %s: %s relative L2 %.3g, %lld nonzero where the reference is 0", g_ops->name, name, p->name, rel,
                          (long long)zero_bad);
             if (rel > worst) worst = rel, worst_name = p->name;
             free(want);
             checked++;
         }
-        printf("%s%s: %d gradients, worst relative L2 %.3g (%s)\n", g_ops->name, rc ? " (recompute)" : "", checked,
-               worst, worst_name);
+        printf("%s %s%s: %d gradients, worst relative L2 %.3g (%s)\n", g_ops->name, name, rc ? " (recompute)" : "",
+               checked, worst, worst_name);
         assert_int_equal(checked, st_count(gf));
         g_ops->free(grads);
         free(lp), free(g);
@@ -225,6 +233,25 @@ static void test_grads(void **state) {
     free(gp);
     fix_close(&f);
 }
+
+#define FIXTURE(id, name)                                                                                              \
+    static void test_logits_##id(void **s) {                                                                           \
+        (void)s;                                                                                                       \
+        check_logits(name);                                                                                            \
+    }                                                                                                                  \
+    static void test_greedy_##id(void **s) {                                                                           \
+        (void)s;                                                                                                       \
+        check_greedy(name);                                                                                            \
+    }                                                                                                                  \
+    static void test_grads_##id(void **s) {                                                                            \
+        (void)s;                                                                                                       \
+        check_grads(name);                                                                                             \
+    }
+
+FIXTURE(a, "hf-tiny-v3-a")
+FIXTURE(b, "tiny-v3-b")
+FIXTURE(c, "tiny-v3-c")
+FIXTURE(d, "tiny-v3-d")
 
 int main(int argc, char **argv) {
     const char *backend = argc > 1 ? argv[1] : "cuda";
@@ -246,9 +273,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_logits),
-        cmocka_unit_test(test_greedy),
-        cmocka_unit_test(test_grads),
+        cmocka_unit_test(test_logits_a), cmocka_unit_test(test_greedy_a), cmocka_unit_test(test_grads_a),
+        cmocka_unit_test(test_logits_b), cmocka_unit_test(test_greedy_b), cmocka_unit_test(test_grads_b),
+        cmocka_unit_test(test_logits_c), cmocka_unit_test(test_greedy_c), cmocka_unit_test(test_grads_c),
+        cmocka_unit_test(test_logits_d), cmocka_unit_test(test_greedy_d), cmocka_unit_test(test_grads_d),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
