@@ -86,16 +86,24 @@ void base_buf_append(base_buf *b, const void *p, size_t n) {
 void base_buf_puts(base_buf *b, const char *s) { base_buf_append(b, s, strlen(s)); }
 
 void base_buf_printf(base_buf *b, const char *fmt, ...) {
-    va_list ap;
+    char small[256];
+    va_list ap, ap2;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_copy(ap2, ap);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
-    if (n < 0) return;
-    buf_reserve(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
+    if (n < 0) {
+        va_end(ap2);
+        return;
+    }
+    if ((size_t)n < sizeof small) {
+        base_buf_append(b, small, (size_t)n);
+    } else {
+        buf_reserve(b, (size_t)n);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap2);
+        b->len += (size_t)n;
+    }
+    va_end(ap2);
 }
 
 void base_buf_reset(base_buf *b) {

@@ -14,6 +14,9 @@
 
 #include "base/base.h"
 
+struct model;
+struct tok_tokenizer;
+
 typedef struct {
     float temperature; /* 0: greedy */
     float top_p;       /* 1 or 0: off */
@@ -30,5 +33,76 @@ int32_t rollout_sample_token(const float *logits, int64_t V, const rollout_sampl
 
 /* The uniform draw for (seed, step, prompt, sample, position). */
 float rollout_uniform(uint64_t seed, uint32_t step, uint32_t prompt, uint32_t sample, uint32_t position);
+
+/* ------------------------------------------------------------------------ */
+/* The engine                                                               */
+
+typedef enum {
+    ROLLOUT_FINISH_STOP = 0, /* EOS / a stop token, or a stop string */
+    ROLLOUT_FINISH_LENGTH,   /* max_new_tokens reached */
+} rollout_finish;
+
+/* "stop" or "length" (the vLLM / TRL names). */
+const char *rollout_finish_name(rollout_finish f);
+
+/* Sizes fixed at creation: every buffer is allocated once here. */
+typedef struct {
+    int max_seqs;           /* sequences decoded together (>= the group size G) */
+    int max_prompts;        /* prompts per rollout_generate call */
+    int max_group;          /* G at most */
+    int64_t max_prompt_len; /* tokens */
+    int64_t max_new_tokens; /* tokens per completion */
+} rollout_limits;
+
+typedef struct rollout_engine rollout_engine;
+
+/* An engine over a loaded model: latent KV cache for max_seqs sequences,
+ * result buffers for max_prompts * max_group completions. */
+base_status rollout_new(struct model *m, const rollout_limits *lim, rollout_engine **out);
+void rollout_free(rollout_engine *e);
+
+typedef struct {
+    int n_prompts;
+    const int32_t *const *prompt_ids; /* [n_prompts] arrays */
+    const int32_t *prompt_len;        /* [n_prompts], each >= 1 */
+    int G;                            /* completions per prompt */
+    rollout_sampling sampling;
+    int64_t max_new_tokens;
+    const int32_t *stop_ids; /* EOS and other stop tokens (kept in the output) */
+    int n_stop_ids;
+    const char *const *stop_strings; /* kept in the output; need `tok` */
+    int n_stop_strings;
+    const struct tok_tokenizer *tok; /* for stop strings; may be NULL */
+    /* RNG key: token t of sample g of prompt p draws
+     * rollout_uniform(seed, step, prompt_base + p, g, t) */
+    uint64_t seed;
+    uint32_t step;
+    uint32_t prompt_base;
+} rollout_request;
+
+/* One completion. Arrays are owned by the engine, valid until the next
+ * rollout_generate. */
+typedef struct {
+    const int32_t *ids; /* [len] generated tokens (a stop token included) */
+    const float *logp;  /* [len] sampling log-probabilities (see sample.c) */
+    int64_t len;
+    rollout_finish finish;
+} rollout_completion;
+
+typedef struct {
+    int n;                         /* n_prompts * G, prompt-major */
+    const rollout_completion *out; /* [n]: out[p * G + g] */
+    int64_t new_tokens;            /* generated tokens in all */
+    int64_t prefill_tokens;
+    double seconds;
+    int64_t decode_steps;
+} rollout_result;
+
+/* Generate G completions for each prompt. Continuous batching: all live
+ * sequences decode together; when a sequence finishes its slot takes the
+ * next waiting sample at once. Each prompt is prefilled once; its latent
+ * cache serves its G samples. Errors (a prompt over max_prompt_len, G over
+ * max_group, a model error) leave *res empty. */
+base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollout_result *res);
 
 #endif

@@ -197,9 +197,10 @@ static double kl_eval(grpo_kl_estimator k, double lp, double ref, double *dkl) {
     }
 }
 
-static base_status check_batch(const grpo_config *cfg, const grpo_batch *b, const grpo_norm *norm,
-                               int64_t n_local, const float *g_ent) {
 #define BAD(...) return base_err_set(BASE_ERR_INVALID, "grpo_loss: " __VA_ARGS__)
+
+/* Offsets first: everything else indexes through them. */
+static base_status check_offsets(const grpo_batch *b) {
     if (b->n_seqs < 0) BAD("n_seqs = %lld", (long long)b->n_seqs);
     if (b->n_seqs == 0) return BASE_OK;
     if (!b->offsets || b->offsets[0] != 0) BAD("offsets must start at 0");
@@ -207,6 +208,12 @@ static base_status check_batch(const grpo_config *cfg, const grpo_batch *b, cons
         if (b->offsets[i + 1] < b->offsets[i])
             BAD("offsets decrease at sequence %lld (%lld -> %lld)", (long long)i,
                 (long long)b->offsets[i], (long long)b->offsets[i + 1]);
+    return BASE_OK;
+}
+
+static base_status check_batch(const grpo_config *cfg, const grpo_batch *b, const grpo_norm *norm,
+                               int64_t n_local, const float *g_ent) {
+    if (b->n_seqs == 0) return BASE_OK;
     if (!b->advantages || !b->logp) BAD("advantages and logp are required");
     if (grpo_needs_ref_logp(cfg) && !b->ref_logp)
         BAD("beta = %g needs ref_logp (the reference model's logprobs)", cfg->beta);
@@ -227,15 +234,16 @@ static base_status check_batch(const grpo_config *cfg, const grpo_batch *b, cons
             (long long)norm->n_tokens, (long long)n_local);
     if (cfg->loss_type == GRPO_LOSS_BNPO && norm->n_micro < 1)
         BAD("norm.n_micro = %lld (expected >= 1)", (long long)norm->n_micro);
-#undef BAD
     return BASE_OK;
 }
+#undef BAD
 
 base_status grpo_loss(const grpo_config *cfg, const grpo_batch *b, const grpo_norm *norm,
                       float *g_logp, float *g_ent, grpo_loss_stats *stats) {
     base_status st = grpo_config_check(cfg);
     if (st) return st;
-    int64_t n_local = b->n_seqs > 0 && b->offsets ? grpo_count_loss_tokens(cfg, b) : 0;
+    if ((st = check_offsets(b))) return st;
+    int64_t n_local = grpo_count_loss_tokens(cfg, b);
     if ((st = check_batch(cfg, b, norm, n_local, g_ent))) return st;
 
     grpo_loss_stats s;

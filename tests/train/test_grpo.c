@@ -1,7 +1,8 @@
 /* Tests of src/train/grpo*.c: advantages and reward metrics against values
  * worked out by hand (closed forms in the comments), every loss option on a
  * hand-computed batch, and finite differences of the whole loss w.r.t.
- * logp and ent over every combination of options. */
+ * logp and ent over every combination of options. The comparison with
+ * TRL's formulas in torch is in test_grpo_torch.c. */
 #include "common/test_common.h"
 
 #include <math.h>
@@ -698,181 +699,6 @@ static void test_finite_differences(void **state) {
     assert_int_equal(n, 4 * 2 * 4 * 3);
 }
 
-/* ---- against TRL's formulas in torch (autograd for the gradients) ---- */
-
-/* tests/train/data/grpo_torch.bin from tests/train/gen/grpo_torch.py: per
- * case the options, a padded [B, T] batch and TRL's loss with autograd's
- * gradients (float64). Layout in the generator. */
-static void test_torch_fixture(void **state) {
-    (void)state;
-    char *path = test_src_path("tests/train/data/grpo_torch.bin");
-    char *buf;
-    size_t len;
-    if (base_read_file(path, &buf, &len) != BASE_OK) {
-        fprintf(stderr, "%s (committed; regenerate with tests/train/gen/grpo_torch.py)\n",
-                base_err_msg());
-        free(path);
-        fail();
-    }
-    free(path);
-    const char *p = buf;
-#define TAKE(dst, n)                                  \
-    do {                                              \
-        assert_true((size_t)(p - buf) + (n) <= len); \
-        memcpy((dst), p, (n));                        \
-        p += (n);                                     \
-    } while (0)
-    char magic[8];
-    TAKE(magic, 8);
-    assert_memory_equal(magic, "GRPOFX01", 8);
-    int32_t nc;
-    TAKE(&nc, 4);
-    double worst_loss = 0, worst_g = 0;
-    for (int ci = 0; ci < nc; ci++) {
-        int32_t h[6], bt[2];
-        double d[5];
-        TAKE(h, sizeof h);
-        TAKE(d, sizeof d);
-        TAKE(bt, sizeof bt);
-        const int B = bt[0], T = bt[1];
-        assert_true(B > 0 && B <= 64 && T > 0 && T <= 64);
-        grpo_config c;
-        grpo_config_default(&c);
-        c.loss_type = (grpo_loss_type)h[0];
-        c.importance_sampling_level = (grpo_is_level)h[1];
-        if (h[2] >= 0) c.kl_estimator = (grpo_kl_estimator)h[2];
-        int has_old = h[3];
-        c.mask_truncated_completions = h[4];
-        c.max_completion_length = h[5];
-        c.num_iterations = has_old ? 2 : 1;
-        c.beta = d[0];
-        c.epsilon = d[1];
-        c.epsilon_high = d[2];
-        c.delta = d[3];
-        c.entropy_coef = d[4];
-        int32_t lens[64];
-        TAKE(lens, (size_t)B * 4);
-        size_t nf = (size_t)B * (size_t)T;
-        float *lp = malloc(nf * 4), *old = malloc(nf * 4), *ref = malloc(nf * 4), *ent = malloc(nf * 4);
-        uint8_t *mask = malloc(nf), trunc[64];
-        float adv[64];
-        TAKE(lp, nf * 4);
-        TAKE(old, nf * 4);
-        TAKE(ref, nf * 4);
-        TAKE(ent, nf * 4);
-        TAKE(mask, nf);
-        TAKE(trunc, (size_t)B);
-        TAKE(adv, (size_t)B * 4);
-        double want_loss;
-        TAKE(&want_loss, 8);
-        double *wg = malloc(nf * 8), *we = malloc(nf * 8);
-        TAKE(wg, nf * 8);
-        TAKE(we, nf * 8);
-        /* pack the padded rows: sequence i is lens[i] tokens of row i */
-        int64_t off[65];
-        float *plp = malloc(nf * 4), *pold = malloc(nf * 4), *pref = malloc(nf * 4),
-              *pent = malloc(nf * 4), *g = malloc(nf * 4), *ge = malloc(nf * 4);
-        uint8_t *pm = malloc(nf);
-        off[0] = 0;
-        for (int i = 0; i < B; i++) {
-            for (int t = 0; t < lens[i]; t++) {
-                int64_t k = off[i] + t;
-                size_t q = (size_t)i * (size_t)T + (size_t)t;
-                plp[k] = lp[q], pold[k] = old[q], pref[k] = ref[q], pent[k] = ent[q];
-                pm[k] = mask[q];
-            }
-            off[i + 1] = off[i] + lens[i];
-        }
-        grpo_batch b = {B, off, pm, trunc, adv, plp, has_old ? pold : NULL,
-                        grpo_needs_ref_logp(&c) ? pref : NULL, pent};
-        grpo_norm nm = {.n_seqs = B, .n_tokens = grpo_count_loss_tokens(&c, &b), .n_micro = 1};
-        grpo_loss_stats st;
-        assert_int_equal(grpo_loss(&c, &b, &nm, g, ge, &st), BASE_OK);
-        /* both sides compute in double from the same float32 inputs: the
-         * loss agrees to double rounding; our gradients are stored as float,
-         * off by at most 2^-24 |g| <= 6e-8 max|g| (allowed: 2 such ulps) */
-        double el = fabs(st.loss - want_loss) / fmax(1.0, fabs(want_loss));
-        if (el > worst_loss) worst_loss = el;
-        if (el > 1e-12) {
-            fprintf(stderr, "case %d (%s, %s, kl %d, old %d): loss %.15g, torch %.15g\n", ci,
-                    grpo_loss_type_name(c.loss_type), grpo_is_level_name(c.importance_sampling_level),
-                    h[2], has_old, st.loss, want_loss);
-            fail();
-        }
-        double gmax = 1e-30;
-        for (size_t q = 0; q < nf; q++) gmax = fmax(gmax, fabs(wg[q]));
-        for (int i = 0; i < B; i++)
-            for (int t = 0; t < T; t++) {
-                size_t q = (size_t)i * (size_t)T + (size_t)t;
-                double gl = t < lens[i] ? g[off[i] + t] : 0.0, gE = t < lens[i] ? ge[off[i] + t] : 0.0;
-                double e1 = fabs(gl - wg[q]) / gmax, e2 = fabs(gE - we[q]) / gmax;
-                if (e1 > worst_g) worst_g = e1;
-                if (e2 > worst_g) worst_g = e2;
-                if (e1 > 1.2e-7 || e2 > 1.2e-7) {
-                    fprintf(stderr,
-                            "case %d (%s, %s, kl %d, old %d, delta %g) seq %d token %d: "
-                            "g_logp %.9g torch %.9g, g_ent %.9g torch %.9g\n",
-                            ci, grpo_loss_type_name(c.loss_type),
-                            grpo_is_level_name(c.importance_sampling_level), h[2], has_old, c.delta,
-                            i, t, gl, wg[q], gE, we[q]);
-                    fail();
-                }
-            }
-        free(lp), free(old), free(ref), free(ent), free(mask), free(wg), free(we);
-        free(plp), free(pold), free(pref), free(pent), free(g), free(ge), free(pm);
-    }
-    fprintf(stderr, "torch GRPO fixture: %d cases, loss rel err %.2g, grad err %.2g of max |g|\n",
-            nc, worst_loss, worst_g);
-
-    /* TRL's advantages and reward metrics: nil rewards, weights, every
-     * scale_rewards and group size; computed in double on both sides from
-     * float32 rewards, ours stored as float */
-    int32_t na;
-    TAKE(&na, 4);
-    double worst_adv = 0;
-    for (int ci = 0; ci < na; ci++) {
-        int32_t h[4];
-        TAKE(h, sizeof h);
-        const int F = h[2], N = h[3], G = h[1];
-        assert_true(F >= 1 && F <= 8 && N >= 1 && N <= 256);
-        float *R = malloc((size_t)N * (size_t)F * 4), w[8], *adv = malloc((size_t)N * 4);
-        double *want = malloc((size_t)N * 8), st3[3], fm[8], fs[8];
-        TAKE(R, (size_t)N * (size_t)F * 4);
-        TAKE(w, (size_t)F * 4);
-        TAKE(want, (size_t)N * 8);
-        TAKE(st3, sizeof st3);
-        TAKE(fm, (size_t)F * 8);
-        TAKE(fs, (size_t)F * 8);
-        grpo_config c;
-        grpo_config_default(&c);
-        c.scale_rewards = (grpo_scale_rewards)h[0];
-        grpo_reward_stats rs;
-        assert_int_equal(grpo_advantages(&c, R, N, F, w, G, adv, NULL, &rs), BASE_OK);
-        for (int i = 0; i < N; i++) {
-            double e = fabs(adv[i] - want[i]) / fmax(1.0, fabs(want[i]));
-            if (e > worst_adv) worst_adv = e;
-            if (e > 1.2e-7) {
-                fprintf(stderr, "adv case %d (%s, G %d, F %d) sample %d: %.9g, torch %.9g\n", ci,
-                        grpo_scale_rewards_name(c.scale_rewards), G, F, i, adv[i], want[i]);
-                fail();
-            }
-        }
-        /* metrics in double on both sides; NaN (fewer than 2 values) must match */
-        const double got_m[3] = {rs.reward, rs.reward_std, rs.frac_reward_zero_std};
-        for (int k = 0; k < 3 + 2 * F; k++) {
-            double gv = k < 3 ? got_m[k] : (k < 3 + F ? rs.func_mean[k - 3] : rs.func_std[k - 3 - F]);
-            double wv = k < 3 ? st3[k] : (k < 3 + F ? fm[k - 3] : fs[k - 3 - F]);
-            if (isnan(wv)) assert_true(isnan(gv));
-            else NEAR(gv, wv, 1e-12);
-        }
-        free(R), free(adv), free(want);
-    }
-    assert_true((size_t)(p - buf) == len);
-    fprintf(stderr, "torch advantages: %d cases, max rel err %.2g\n", na, worst_adv);
-#undef TAKE
-    free(buf);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adv_group),
@@ -891,7 +717,6 @@ int main(void) {
         cmocka_unit_test(test_loss_errors),
         cmocka_unit_test(test_microbatch_split),
         cmocka_unit_test(test_finite_differences),
-        cmocka_unit_test(test_torch_fixture),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,7 +15,8 @@
  * which matters on a machine shared with other processes), and every tile
  * sums over k in a fixed order whichever thread owns it, so results do not
  * depend on the thread count: determinism.
- * Small M (decode: one token) takes a GEMV path that reads the weight once.
+ * Small M (decode: one token) runs the same path with a micro-kernel for the
+ * valid rows only, so each row's numerics never depend on the batch.
  */
 #include "tensor/ops.h"
 
@@ -117,6 +118,15 @@ static void pack_b(float *Bp, const float *B, int64_t ldb, int tb, int64_t n, in
         if (!tb && w == NR) {
             for (int64_t k = 0; k < kc; k++)
                 memcpy(dst + k * NR, B + (p0 + k) * ldb + c0, NR * sizeof(float));
+        } else if (tb) { /* B is [N, K]: read each row contiguously */
+            for (int c = 0; c < NR; c++) {
+                if (c < w) {
+                    const float *src = B + (c0 + c) * ldb + p0;
+                    for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = src[k];
+                } else {
+                    for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = 0.0f;
+                }
+            }
         } else {
             for (int64_t k = 0; k < kc; k++)
                 for (int c = 0; c < NR; c++)
@@ -125,35 +135,62 @@ static void pack_b(float *Bp, const float *B, int64_t ldb, int tb, int64_t n, in
     }
 }
 
-/* C[MR x NR tile] += Ap-panel x Bp-panel over kc; mr x nr valid. */
-static void micro_kernel(int64_t kc, const float *restrict a, const float *restrict b, float *c,
-                         int64_t ldc, int mr, int nr) {
-    vf acc[MR][2];
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = vbcast(0.0f);
-    for (int64_t k = 0; k < kc; k++) {
-        vf b0 = *(const vf *)(b + k * NR);
-        vf b1 = *(const vf *)(b + k * NR + VW);
-        const float *ak = a + k * MR;
-        for (int i = 0; i < MR; i++) {
-            vf ai = vbcast(ak[i]);
-            acc[i][0] = vfma(ai, b0, acc[i][0]);
-            acc[i][1] = vfma(ai, b1, acc[i][1]);
-        }
+/* C[ROWS x NR tile] += Ap-panel x Bp-panel over kc (nr columns valid). One
+ * kernel per row count: a tile with fewer valid rows (decode: one token)
+ * does only its rows' work. Every element of C gets the same sequence of
+ * operations whatever ROWS is (an FMA chain over the KC block from zero,
+ * then one add into C), so a row's result does not depend on how many
+ * other rows share the call: the numerics are independent of batch
+ * composition. */
+#define DEFINE_MICRO_KERNEL(ROWS)                                                                  \
+    static void micro_kernel_##ROWS(int64_t kc, const float *restrict a, const float *restrict b,  \
+                                    float *c, int64_t ldc, int nr) {                               \
+        vf acc[ROWS][2];                                                                           \
+        for (int i = 0; i < ROWS; i++) acc[i][0] = acc[i][1] = vbcast(0.0f);                       \
+        for (int64_t k = 0; k < kc; k++) {                                                         \
+            vf b0 = *(const vf *)(b + k * NR);                                                     \
+            vf b1 = *(const vf *)(b + k * NR + VW);                                                \
+            const float *ak = a + k * MR;                                                          \
+            for (int i = 0; i < ROWS; i++) {                                                       \
+                vf ai = vbcast(ak[i]);                                                             \
+                acc[i][0] = vfma(ai, b0, acc[i][0]);                                               \
+                acc[i][1] = vfma(ai, b1, acc[i][1]);                                               \
+            }                                                                                      \
+        }                                                                                          \
+        if (nr == NR) {                                                                            \
+            for (int i = 0; i < ROWS; i++) {                                                       \
+                float *ci = c + i * ldc;                                                           \
+                vstore(ci, vload(ci) + acc[i][0]);                                                 \
+                vstore(ci + VW, vload(ci + VW) + acc[i][1]);                                       \
+            }                                                                                      \
+        } else {                                                                                   \
+            float tile[ROWS][NR] __attribute__((aligned(64)));                                     \
+            for (int i = 0; i < ROWS; i++) {                                                       \
+                *(vf *)&tile[i][0] = acc[i][0];                                                    \
+                *(vf *)&tile[i][VW] = acc[i][1];                                                   \
+            }                                                                                      \
+            for (int i = 0; i < ROWS; i++)                                                         \
+                for (int j = 0; j < nr; j++) c[i * ldc + j] += tile[i][j];                         \
+        }                                                                                          \
     }
-    if (mr == MR && nr == NR) {
-        for (int i = 0; i < MR; i++) {
-            float *ci = c + i * ldc;
-            vstore(ci, vload(ci) + acc[i][0]);
-            vstore(ci + VW, vload(ci + VW) + acc[i][1]);
-        }
-    } else {
-        float tile[MR][NR] __attribute__((aligned(64)));
-        for (int i = 0; i < MR; i++) {
-            *(vf *)&tile[i][0] = acc[i][0];
-            *(vf *)&tile[i][VW] = acc[i][1];
-        }
-        for (int i = 0; i < mr; i++)
-            for (int j = 0; j < nr; j++) c[i * ldc + j] += tile[i][j];
+
+DEFINE_MICRO_KERNEL(1)
+DEFINE_MICRO_KERNEL(2)
+DEFINE_MICRO_KERNEL(3)
+DEFINE_MICRO_KERNEL(4)
+DEFINE_MICRO_KERNEL(5)
+DEFINE_MICRO_KERNEL(6)
+_Static_assert(MR == 6, "one micro-kernel per row count 1..MR");
+
+static void micro_kernel(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr,
+                         int nr) {
+    switch (mr) {
+    case 1: micro_kernel_1(kc, a, b, c, ldc, nr); break;
+    case 2: micro_kernel_2(kc, a, b, c, ldc, nr); break;
+    case 3: micro_kernel_3(kc, a, b, c, ldc, nr); break;
+    case 4: micro_kernel_4(kc, a, b, c, ldc, nr); break;
+    case 5: micro_kernel_5(kc, a, b, c, ldc, nr); break;
+    default: micro_kernel_6(kc, a, b, c, ldc, nr); break;
     }
 }
 
@@ -169,54 +206,6 @@ static float *get_scratch(size_t n) {
         scratch_n = n;
     }
     return scratch;
-}
-
-/* y[0..n) (+)= alpha * op(B) applied to a row x: the GEMV path for m = 1 and
- * small m. Accumulates into C (beta was already applied). */
-static void gemv_rows(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, int ta,
-                      const float *B, int64_t ldb, int tb, float *C, int64_t ldc, float alpha) {
-    int par = 2.0 * (double)m * (double)n * (double)k >= PAR_MIN_FLOP;
-    if (tb) { /* B is [N, K]: each output is a dot product of two contiguous rows */
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t j = 0; j < n; j++) {
-            const float *bj = B + j * ldb;
-            for (int64_t i = 0; i < m; i++) {
-                vf acc = vbcast(0.0f);
-                int64_t p = 0;
-                if (!ta) {
-                    const float *ai = A + i * lda;
-                    for (; p + VW <= k; p += VW) acc += vload(ai + p) * vload(bj + p);
-                    float s = 0;
-                    for (int q = 0; q < VW; q++) s += acc[q];
-                    for (; p < k; p++) s += ai[p] * bj[p];
-                    C[i * ldc + j] += alpha * s;
-                } else {
-                    float s = 0;
-                    for (; p < k; p++) s += A[p * lda + i] * bj[p];
-                    C[i * ldc + j] += alpha * s;
-                }
-            }
-        }
-    } else { /* B is [K, N]: accumulate rows of B scaled by x[p], split over N */
-        int64_t chunk = 256;
-        int64_t nch = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t ch = 0; ch < nch; ch++) {
-            int64_t j0 = ch * chunk, j1 = j0 + chunk < n ? j0 + chunk : n;
-            for (int64_t i = 0; i < m; i++) {
-                float *ci = C + i * ldc;
-                for (int64_t p = 0; p < k; p++) {
-                    float a = alpha * OPX(A, ta, lda, i, p);
-                    if (a == 0.0f) continue;
-                    const float *bp = B + p * ldb;
-                    int64_t j = j0;
-                    vf av = vbcast(a);
-                    for (; j + VW <= j1; j += VW) vstore(ci + j, vload(ci + j) + av * vload(bp + j));
-                    for (; j < j1; j++) ci[j] += a * bp[j];
-                }
-            }
-        }
-    }
 }
 
 typedef struct {
@@ -272,16 +261,6 @@ static void gemm_part(const gemm_args *g, int64_t jp0, int64_t jp1, int64_t ip0,
 
 static void gemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, int ta, const float *B,
                  int64_t ldb, int tb, float *C, int64_t ldc, float alpha, float beta) {
-    if (m <= 2 && k > 0 && alpha != 0.0f) {
-        for (int64_t i = 0; i < m; i++) { /* beta first, then accumulate */
-            float *ci = C + i * ldc;
-            if (beta == 0.0f) memset(ci, 0, (size_t)n * sizeof(float));
-            else if (beta != 1.0f)
-                for (int64_t j = 0; j < n; j++) ci[j] *= beta;
-        }
-        gemv_rows(m, n, k, A, lda, ta, B, ldb, tb, C, ldc, alpha);
-        return;
-    }
     gemm_args g = {m, n, k, A, B, C, lda, ldb, ldc, ta, tb, alpha, beta};
     int64_t mp = (m + MR - 1) / MR, np = (n + NR - 1) / NR;
     int par = 2.0 * (double)m * (double)n * (double)k >= PAR_MIN_FLOP;

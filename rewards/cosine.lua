@@ -1,0 +1,29 @@
+-- cosine.lua: open-r1's get_cosine_scaled_reward: correctness (the last
+-- \boxed answer after "</think>" equals `answer`, as boxed_math.lua) scaled
+-- by the completion length in characters: c = cos(pi * len / max_len);
+-- correct: min_value_correct + (max_value_correct - min_value_correct)(1+c)/2
+-- (short right answers earn more); wrong: max_value_wrong +
+-- (min_value_wrong - max_value_wrong)(1+c)/2 (long wrong answers are
+-- punished less). A gold answer that cannot be parsed: nil.
+-- Column: answer. Params: min_value_wrong (-1.0), max_value_wrong (-0.5),
+-- min_value_correct (0.5), max_value_correct (1.0), max_len (1000 chars).
+local code = require("lib_code")
+
+local P = { min_value_wrong = -1.0, max_value_wrong = -0.5, min_value_correct = 0.5,
+            max_value_correct = 1.0, max_len = 1000 }
+
+local function score(s)
+  local pred = grpo.boxed(code.answer_region(s.completion))
+  local correct = false
+  if pred then
+    local eq, status = grpo.math_equal(pred, tostring(s.answer), { gold_plain = true })
+    if status == "no_gold" then return nil end
+    correct = eq
+  end
+  return grpo.cosine_scaled(s.completion, correct, {
+    min_value_wrong = P.min_value_wrong, max_value_wrong = P.max_value_wrong,
+    min_value_correct = P.min_value_correct, max_value_correct = P.max_value_correct,
+    max_len = P.max_len }), { correct = correct and 1 or 0 }
+end
+
+return { columns = { "answer" }, params = P, score = score }

@@ -1,0 +1,48 @@
+-- unit_tests.lua: runs the model's Python code against the sample's tests in
+-- the sandbox (grpo.run_tests) and scores the fraction of tests passed.
+--
+-- Code: the last fenced block (```python, ```py, ```python3 or a bare ```)
+-- after the last "</think>"; no block scores 0 (parts.no_code = 1).
+-- Score: passed / total in [0, 1]; nil (logged) when the sandbox could not
+-- judge (status sandbox_error: a test that does not compile, no python3).
+-- Timeouts, crashes, memory and output overruns score what passed before.
+--
+-- Columns:
+--   tests         required. A list of test snippets (MBPP `test_list`: one
+--                 assert each), or one string (HumanEval `test`: one test).
+--   test_imports  optional, string or list: run before the solution
+--                 (MBPP `test_imports`).
+--   entry_point   optional (HumanEval): when `tests` is a string defining
+--                 check(candidate) and not calling it, "check(ENTRY_POINT)"
+--                 is appended.
+-- Parts: passed, total, no_code, timeout (1 when the run hit a limit).
+-- Params: timeout (s, wall clock), memory_mb, binary (true: 1 only when
+-- every test passed, else 0).
+local code = require("lib_code")
+
+local P = { timeout = 10, memory_mb = 1024, binary = false }
+local LANGS = { [""] = true, python = true, py = true, python3 = true }
+
+local function score(s)
+  local tests = s.tests
+  if type(tests) == "string" then
+    if s.entry_point and tests:find("def check%(") and not tests:find("\ncheck%(") then
+      tests = tests .. "\ncheck(" .. s.entry_point .. ")\n"
+    end
+    tests = { tests }
+  elseif type(tests) ~= "table" then
+    error("column 'tests' must be a string or a list of strings")
+  end
+  if #tests == 0 then return nil end
+  local src = code.last_block(code.answer_region(s.completion), LANGS)
+  if not src then return 0, { passed = 0, total = #tests, no_code = 1, timeout = 0 } end
+  local passed, total, status, msg = grpo.run_tests(src, tests, {
+    timeout = P.timeout, memory_mb = P.memory_mb, setup = s.test_imports })
+  if status == "sandbox_error" then error("sandbox: " .. msg) end
+  local parts = { passed = passed, total = total, no_code = 0,
+                  timeout = (status == "timeout" or status == "memory" or status == "output_limit") and 1 or 0 }
+  if P.binary then return passed == total and 1 or 0, parts end
+  return passed / total, parts
+end
+
+return { columns = { "tests" }, params = P, score = score }

@@ -1,0 +1,211 @@
+/*
+ * grpo score --rewards SPEC --in samples.jsonl --out scored.jsonl [--workers N]
+ *
+ * Adds to every line "reward" (the weighted total; null when every function
+ * returned nil) and "reward_parts": {"NAME": score or null, "NAME/PART":
+ * number, ...}. Lines that are not JSON objects, lack a "completion" string
+ * or lack a column a script declared are reported as FILE:LINE: why and
+ * skipped. Script errors become null plus a line in the error log (stderr
+ * unless --error-log). The output is written atomically (PATH.tmp.PID, then
+ * renamed); "-" writes to stdout.
+ */
+#include "cli/cli.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/base.h"
+#include "reward/reward.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: grpo score --rewards SPEC --in samples.jsonl --out scored.jsonl [options]\n"
+            "  --rewards SPEC        e.g. rewards/boxed_math.lua:1.0,think_format:0.2\n"
+            "  --workers N           reward worker threads (default: all cores)\n"
+            "  --batch N             samples scored together (default 256)\n"
+            "  --error-log PATH      reward error log (default stderr)\n"
+            "  --instructions N      Lua instruction budget per call (default 50000000)\n"
+            "  --memory-mb N         Lua heap cap per worker (default 64)\n"
+            "  --sandbox-timeout S   default wall clock for grpo.run_tests (default 10)\n");
+}
+
+typedef struct {
+    cJSON **rows;
+    int64_t n, cap;
+} batch;
+
+static int write_batch(FILE *out, reward_pool *pool, batch *b, reward_scores *sc) {
+    if (b->n == 0) return 0;
+    base_status st = reward_pool_score(pool, (const cJSON *const *)b->rows, b->n, sc);
+    if (st) {
+        fprintf(stderr, "grpo score: %s\n", base_err_msg());
+        return -1;
+    }
+    int nf = reward_pool_n_funcs(pool);
+    for (int64_t i = 0; i < b->n; i++) {
+        cJSON *row = b->rows[i];
+        cJSON_DeleteItemFromObjectCaseSensitive(row, "reward");
+        cJSON_DeleteItemFromObjectCaseSensitive(row, "reward_parts");
+        if (isnan(sc->total[i])) cJSON_AddNullToObject(row, "reward");
+        else cJSON_AddNumberToObject(row, "reward", sc->total[i]);
+        cJSON *parts = cJSON_AddObjectToObject(row, "reward_parts");
+        for (int f = 0; f < nf; f++) {
+            size_t k = (size_t)i * (size_t)nf + (size_t)f;
+            const char *name = reward_pool_func_name(pool, f);
+            if (sc->status[k] == REWARD_OK) cJSON_AddNumberToObject(parts, name, sc->score[k]);
+            else cJSON_AddNullToObject(parts, name);
+            for (const cJSON *it = sc->parts[k] ? sc->parts[k]->child : NULL; it; it = it->next) {
+                base_buf key = {0};
+                base_buf_printf(&key, "%s/%s", name, it->string);
+                cJSON_AddNumberToObject(parts, key.data, it->valuedouble);
+                base_buf_free(&key);
+            }
+        }
+        char *line = cJSON_PrintUnformatted(row);
+        if (!line) base_die("cJSON_PrintUnformatted: out of memory");
+        int bad = fputs(line, out) < 0 || fputc('\n', out) < 0;
+        free(line);
+        if (bad) {
+            fprintf(stderr, "grpo score: write failed: %s\n", base_strerror_now());
+            return -1;
+        }
+        cJSON_Delete(row);
+        b->rows[i] = NULL;
+    }
+    b->n = 0;
+    return 0;
+}
+
+int cli_cmd_score(int argc, char **argv) {
+    const char *spec_text = NULL, *in = NULL, *outp = NULL, *errlog = NULL;
+    int workers = 0;
+    int64_t bsize = 256;
+    reward_limits lim;
+    reward_limits_default(&lim);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) return cli_usage_error("score", "%s needs a value (see --help)", a);
+        const char *v = argv[++i];
+        char *end = NULL;
+        if (!strcmp(a, "--rewards")) spec_text = v;
+        else if (!strcmp(a, "--in")) in = v;
+        else if (!strcmp(a, "--out")) outp = v;
+        else if (!strcmp(a, "--error-log")) errlog = v;
+        else if (!strcmp(a, "--workers")) workers = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--batch")) bsize = strtoll(v, &end, 10);
+        else if (!strcmp(a, "--instructions")) lim.instructions = strtoll(v, &end, 10);
+        else if (!strcmp(a, "--memory-mb")) lim.memory_bytes = (size_t)strtoull(v, &end, 10) << 20;
+        else if (!strcmp(a, "--sandbox-timeout")) lim.sandbox.timeout_s = strtod(v, &end);
+        else return cli_usage_error("score", "unknown option '%s' (see --help)", a);
+        if (end && (*end || end == v)) return cli_usage_error("score", "%s: '%s' is not a number", a, v);
+    }
+    if (!spec_text || !in || !outp) return cli_usage_error("score", "--rewards, --in and --out are required");
+    if (bsize < 1 || lim.instructions < 1000 || lim.memory_bytes < ((size_t)1 << 20) || !(lim.sandbox.timeout_s > 0))
+        return cli_usage_error("score", "--batch >= 1, --instructions >= 1000, --memory-mb >= 1, --sandbox-timeout > 0");
+
+    reward_spec spec;
+    if (reward_spec_parse(spec_text, &spec) != BASE_OK) {
+        fprintf(stderr, "grpo score: %s\n", base_err_msg());
+        return 1;
+    }
+    reward_pool *pool = NULL;
+    base_status st = reward_pool_create(&spec, workers, &lim, errlog, &pool);
+    reward_spec_free(&spec);
+    if (st) {
+        fprintf(stderr, "grpo score: %s\n", base_err_msg());
+        return 1;
+    }
+    base_jsonl *r = NULL;
+    if (base_jsonl_open(in, &r) != BASE_OK) {
+        fprintf(stderr, "grpo score: %s\n", base_err_msg());
+        reward_pool_destroy(pool);
+        return 1;
+    }
+    int to_stdout = !strcmp(outp, "-");
+    char *tmp = NULL;
+    FILE *out = stdout;
+    if (!to_stdout) {
+        base_buf t = {0};
+        base_buf_printf(&t, "%s.tmp.%d", outp, (int)getpid());
+        tmp = t.data;
+        out = fopen(tmp, "w");
+        if (!out) {
+            fprintf(stderr, "grpo score: %s: %s\n", tmp, base_strerror_now());
+            free(tmp);
+            base_jsonl_close(r);
+            reward_pool_destroy(pool);
+            return 1;
+        }
+    }
+    batch b = {base_xcalloc((size_t)bsize, sizeof(cJSON *)), 0, bsize};
+    reward_scores sc = {0};
+    int64_t n_in = 0, n_skip = 0;
+    int rc = 0;
+    double t0 = base_now();
+    for (;;) {
+        cJSON *row = NULL;
+        st = base_jsonl_next(r, &row);
+        if (st == BASE_ERR_EOF) break;
+        if (st == BASE_ERR_PARSE) {
+            fprintf(stderr, "grpo score: %s (skipped)\n", base_err_msg());
+            n_skip++;
+            continue;
+        }
+        if (st != BASE_OK) {
+            fprintf(stderr, "grpo score: %s\n", base_err_msg());
+            rc = 1;
+            break;
+        }
+        char where[512];
+        snprintf(where, sizeof where, "%s:%ld", base_jsonl_path(r), base_jsonl_line(r));
+        const cJSON *comp = cJSON_IsObject(row) ? cJSON_GetObjectItemCaseSensitive(row, "completion") : NULL;
+        if (cJSON_IsObject(row) && !cJSON_IsString(comp)) {
+            fprintf(stderr, "grpo score: %s: no \"completion\" string (skipped)\n", where);
+            cJSON_Delete(row);
+            n_skip++;
+            continue;
+        }
+        if (reward_check_row(pool, row, where) != BASE_OK) {
+            fprintf(stderr, "grpo score: %s (skipped)\n", base_err_msg());
+            cJSON_Delete(row);
+            n_skip++;
+            continue;
+        }
+        b.rows[b.n++] = row;
+        n_in++;
+        if (b.n == b.cap && write_batch(out, pool, &b, &sc) < 0) {
+            rc = 1;
+            break;
+        }
+    }
+    if (rc == 0 && write_batch(out, pool, &b, &sc) < 0) rc = 1;
+    for (int64_t i = 0; i < b.n; i++) cJSON_Delete(b.rows[i]);
+    free(b.rows);
+    reward_scores_free(&sc);
+    double dt = base_now() - t0;
+    int64_t n_err = reward_pool_n_errors(pool);
+    base_jsonl_close(r);
+    reward_pool_destroy(pool);
+    if (!to_stdout) {
+        if (fflush(out) != 0 || fsync(fileno(out)) != 0) rc = 1;
+        if (fclose(out) != 0) rc = 1;
+        if (rc == 0 && rename(tmp, outp) != 0) {
+            fprintf(stderr, "grpo score: rename %s -> %s: %s\n", tmp, outp, base_strerror_now());
+            rc = 1;
+        }
+        if (rc != 0) unlink(tmp);
+        free(tmp);
+    } else if (fflush(stdout) != 0) {
+        rc = 1;
+    }
+    fprintf(stderr, "grpo score: %lld samples scored, %lld lines skipped, %lld reward errors, %.2f s (%.1f samples/s)\n",
+            (long long)n_in, (long long)n_skip, (long long)n_err, dt, dt > 0 ? (double)n_in / dt : 0.0);
+    return rc;
+}

@@ -1,0 +1,256 @@
+/*
+ * The reward pool: N workers, each with one lua_State holding every
+ * script of the spec, made once and reused for every batch. Samples are
+ * handed out dynamically (base_pool_for); since every call starts from a
+ * collected heap with math.random reseeded from the sample, and globals are
+ * frozen, results do not depend on the worker count or the order.
+ *
+ * Combination (as TRL's sum over functions with nil = NaN ignored):
+ * total = sum over functions with a number of weight * score; NaN when no
+ * function gave a number. Errors count as nil and are logged, one line
+ * each: "sample ID: NAME (PATH): message".
+ */
+#include "reward/reward_internal.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct reward_pool {
+    reward_spec spec;   /* own copy */
+    reward_limits limits;
+    base_pool *threads;
+    int n_workers;
+    rh_state **states;  /* [n_workers] */
+    char **columns;     /* required dataset columns (union) */
+    int n_columns;
+    char **col_owner;   /* [n_columns] path of the first script needing it */
+    FILE *log;
+    int own_log;
+    pthread_mutex_t log_mu;
+    atomic_llong n_errors;
+};
+
+void reward_limits_default(reward_limits *l) {
+    l->instructions = 50 * 1000 * 1000;
+    l->memory_bytes = (size_t)64 << 20;
+    reward_sandbox_limits_default(&l->sandbox);
+}
+
+static int is_pipeline_field(const char *c) {
+    return !strcmp(c, "prompt") || !strcmp(c, "completion") || !strcmp(c, "completion_tokens") ||
+           !strcmp(c, "finish_reason");
+}
+
+static char *dir_of(const char *path) {
+    const char *s = strrchr(path, '/');
+    if (!s) return base_xstrdup(".");
+    size_t n = (size_t)(s - path);
+    if (n == 0) n = 1;
+    char *d = base_xmalloc(n + 1);
+    memcpy(d, path, n);
+    d[n] = 0;
+    return d;
+}
+
+base_status reward_pool_create(const reward_spec *spec, int n_workers, const reward_limits *limits,
+                               const char *error_log_path, reward_pool **out) {
+    *out = NULL;
+    if (!spec || spec->n <= 0) return base_err_set(BASE_ERR_INVALID, "reward pool: empty spec");
+    reward_pool *p = base_xcalloc(1, sizeof *p);
+    if (limits) p->limits = *limits;
+    else reward_limits_default(&p->limits);
+    for (int i = 0; i < spec->n; i++) {
+        base_status st = reward_spec_add(&p->spec, spec->fns[i].path, spec->fns[i].weight, spec->fns[i].name,
+                                         spec->fns[i].params);
+        if (st) {
+            reward_spec_free(&p->spec);
+            free(p);
+            return st;
+        }
+    }
+    pthread_mutex_init(&p->log_mu, NULL);
+    if (error_log_path) {
+        p->log = fopen(error_log_path, "a");
+        if (!p->log) {
+            base_status st = base_err_set(BASE_ERR_IO, "reward error log %s: %s", error_log_path, base_strerror_now());
+            reward_spec_free(&p->spec);
+            free(p);
+            return st;
+        }
+        p->own_log = 1;
+    } else {
+        p->log = stderr;
+    }
+    /* require() looks in each script's directory, then the built-ins */
+    int n_dirs = 0;
+    char **dirs = base_xcalloc((size_t)spec->n + 1, sizeof(char *));
+    for (int i = 0; i <= spec->n; i++) {
+        char *d = i < spec->n ? dir_of(p->spec.fns[i].path) : base_xstrdup(reward_builtin_dir());
+        int dup = 0;
+        for (int j = 0; j < n_dirs; j++) dup |= !strcmp(dirs[j], d);
+        if (dup) free(d);
+        else dirs[n_dirs++] = d;
+    }
+    p->threads = base_pool_create(n_workers);
+    p->n_workers = base_pool_size(p->threads);
+    p->states = base_xcalloc((size_t)p->n_workers, sizeof *p->states);
+    base_status st = BASE_OK;
+    for (int w = 0; w < p->n_workers && st == BASE_OK; w++) {
+        p->states[w] = rh_open(&p->limits, (const char *const *)dirs, n_dirs);
+        for (int f = 0; f < p->spec.n && st == BASE_OK; f++) {
+            char **cols = NULL;
+            int nc = 0;
+            st = rh_load(p->states[w], &p->spec.fns[f], w == 0 ? &cols : NULL, &nc);
+            for (int c = 0; c < nc; c++) {
+                int dup = is_pipeline_field(cols[c]);
+                for (int k = 0; k < p->n_columns && !dup; k++) dup = !strcmp(p->columns[k], cols[c]);
+                if (dup) {
+                    free(cols[c]);
+                    continue;
+                }
+                p->columns = base_xrealloc(p->columns, sizeof(char *) * (size_t)(p->n_columns + 1));
+                p->col_owner = base_xrealloc(p->col_owner, sizeof(char *) * (size_t)(p->n_columns + 1));
+                p->columns[p->n_columns] = cols[c];
+                p->col_owner[p->n_columns++] = p->spec.fns[f].path;
+            }
+            free(cols);
+        }
+    }
+    for (int i = 0; i < n_dirs; i++) free(dirs[i]);
+    free(dirs);
+    if (st != BASE_OK) {
+        reward_pool_destroy(p);
+        return st;
+    }
+    *out = p;
+    return BASE_OK;
+}
+
+void reward_pool_destroy(reward_pool *p) {
+    if (!p) return;
+    for (int w = 0; w < p->n_workers; w++) rh_close(p->states[w]);
+    free(p->states);
+    base_pool_destroy(p->threads);
+    for (int i = 0; i < p->n_columns; i++) free(p->columns[i]);
+    free(p->columns);
+    free(p->col_owner);
+    if (p->own_log) fclose(p->log);
+    else fflush(p->log);
+    pthread_mutex_destroy(&p->log_mu);
+    reward_spec_free(&p->spec);
+    free(p);
+}
+
+int reward_pool_n_funcs(const reward_pool *p) { return p->spec.n; }
+const char *reward_pool_func_name(const reward_pool *p, int f) { return p->spec.fns[f].name; }
+double reward_pool_func_weight(const reward_pool *p, int f) { return p->spec.fns[f].weight; }
+int reward_pool_n_workers(const reward_pool *p) { return p->n_workers; }
+int64_t reward_pool_n_errors(const reward_pool *p) { return atomic_load(&((reward_pool *)p)->n_errors); }
+
+const char *const *reward_required_columns(const reward_pool *p, int *n) {
+    *n = p->n_columns;
+    return (const char *const *)p->columns;
+}
+
+base_status reward_check_row(const reward_pool *p, const cJSON *row, const char *where) {
+    if (!cJSON_IsObject(row)) return base_err_set(BASE_ERR_INVALID, "%s: not a JSON object", where);
+    for (int i = 0; i < p->n_columns; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(row, p->columns[i]);
+        if (!v || cJSON_IsNull(v))
+            return base_err_set(BASE_ERR_INVALID, "%s: missing column '%s' needed by %s", where, p->columns[i],
+                                p->col_owner[i]);
+    }
+    return BASE_OK;
+}
+
+void reward_scores_free(reward_scores *s) {
+    if (!s) return;
+    if (s->parts)
+        for (int64_t i = 0; i < s->n * s->n_funcs; i++) cJSON_Delete(s->parts[i]);
+    free(s->total);
+    free(s->score);
+    free(s->status);
+    free(s->parts);
+    memset(s, 0, sizeof *s);
+}
+
+/* FNV-1a over the text fields that identify a sample */
+static uint64_t fnv1a(uint64_t h, const char *s) {
+    if (!s) return h;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ULL;
+    return h ^ 0xff;
+}
+
+static void sample_id(const cJSON *s, int64_t i, char *out, size_t cap) {
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(s, "id");
+    if (cJSON_IsString(id)) snprintf(out, cap, "%s", id->valuestring);
+    else if (cJSON_IsNumber(id)) snprintf(out, cap, "%.17g", id->valuedouble);
+    else snprintf(out, cap, "#%lld", (long long)i);
+}
+
+static void log_error(reward_pool *p, const char *id, int f, const char *msg) {
+    atomic_fetch_add(&p->n_errors, 1);
+    pthread_mutex_lock(&p->log_mu);
+    fprintf(p->log, "sample %s: %s (%s): %s\n", id, p->spec.fns[f].name, p->spec.fns[f].path, msg);
+    fflush(p->log);
+    pthread_mutex_unlock(&p->log_mu);
+}
+
+typedef struct {
+    reward_pool *p;
+    const cJSON *const *samples;
+    reward_scores *out;
+} score_job;
+
+static void score_one(void *ctx, int64_t i, int worker) {
+    score_job *j = ctx;
+    reward_pool *p = j->p;
+    rh_state *s = p->states[worker];
+    const cJSON *sample = j->samples[i];
+    uint64_t seed = 0xcbf29ce484222325ULL;
+    seed = fnv1a(seed, base_json_str(sample, "prompt", NULL));
+    seed = fnv1a(seed, base_json_str(sample, "completion", NULL));
+    int nf = p->spec.n;
+    double total = 0;
+    int any = 0;
+    for (int f = 0; f < nf; f++) {
+        double v;
+        cJSON *parts = NULL;
+        char err[600];
+        int rc = rh_call(s, f, sample, seed, &v, &parts, err, sizeof err);
+        size_t k = (size_t)i * (size_t)nf + (size_t)f;
+        j->out->status[k] = (uint8_t)rc;
+        j->out->score[k] = rc == REWARD_OK ? v : NAN;
+        j->out->parts[k] = parts;
+        if (rc == REWARD_OK) {
+            total += p->spec.fns[f].weight * v;
+            any = 1;
+        } else if (rc == REWARD_ERROR) {
+            char id[128];
+            sample_id(sample, i, id, sizeof id);
+            log_error(p, id, f, err);
+        }
+    }
+    j->out->total[i] = any ? total : NAN;
+}
+
+base_status reward_pool_score(reward_pool *p, const cJSON *const *samples, int64_t n, reward_scores *out) {
+    reward_scores_free(out);
+    for (int64_t i = 0; i < n; i++)
+        if (!cJSON_IsObject(samples[i]))
+            return base_err_set(BASE_ERR_INVALID, "reward_pool_score: sample %lld is not a JSON object", (long long)i);
+    out->n = n;
+    out->n_funcs = p->spec.n;
+    size_t m = (size_t)(n > 0 ? n : 1) * (size_t)p->spec.n;
+    out->total = base_xcalloc((size_t)(n > 0 ? n : 1), sizeof(double));
+    out->score = base_xcalloc(m, sizeof(double));
+    out->status = base_xcalloc(m, 1);
+    out->parts = base_xcalloc(m, sizeof(cJSON *));
+    score_job j = {p, samples, out};
+    base_pool_for(p->threads, n, score_one, &j);
+    return BASE_OK;
+}

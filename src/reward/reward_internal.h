@@ -1,0 +1,59 @@
+/*
+ * Private to src/reward: one sandboxed lua_State (luahost.c), JSON <-> Lua
+ * (luajson.c) and the `grpo` module (luamod.c).
+ */
+#ifndef GRPO_REWARD_INTERNAL_H
+#define GRPO_REWARD_INTERNAL_H
+
+#include <lua.h>
+
+#include "reward/reward.h"
+
+/* How a call was stopped. */
+enum { RH_KILL_NONE = 0, RH_KILL_BUDGET, RH_KILL_MEMORY };
+
+typedef struct {
+    lua_State *L;
+    const reward_limits *limits; /* owned by the pool */
+    size_t used, limit;          /* heap bytes now / cap */
+    int refused;                 /* the last allocation was refused once */
+    int64_t ticks;               /* instructions counted in this call */
+    int killed;                  /* RH_KILL_*: errors can no longer be caught */
+    int n_funcs;
+    int *fn_ref;                 /* registry refs of the score functions */
+    size_t printed;              /* bytes print()ed in this call */
+    char **dirs;                 /* require() search directories */
+    int n_dirs;
+} rh_state;
+
+/* The state that owns L (also for coroutines). */
+rh_state *rh_of(lua_State *L);
+
+/* A fresh restricted state; dies only on malloc failure. `dirs` (copied)
+ * are where require() looks for NAME.lua. */
+rh_state *rh_open(const reward_limits *lim, const char *const *dirs, int n_dirs);
+void rh_close(rh_state *s);
+
+/* Load script f into the state (appends to fn_ref). On success the
+ * declared columns are appended to *cols (malloc'd strings; may be NULL
+ * when cols is NULL). Error: BASE_ERR_* with "path: why". */
+base_status rh_load(rh_state *s, const reward_fn_spec *f, char ***cols, int *n_cols);
+
+/* Call function f on `sample`. Returns REWARD_OK (score set, *parts an
+ * object or NULL), REWARD_NIL, or REWARD_ERROR (message in err, one line).
+ * `seed` reseeds math.random so results do not depend on call order. */
+int rh_call(rh_state *s, int f, const cJSON *sample, uint64_t seed, double *score, cJSON **parts, char *err,
+            size_t err_cap);
+
+/* JSON value -> Lua value pushed on L (objects and arrays become tables,
+ * null becomes nil, integral numbers integers). May raise Lua errors. */
+void rh_push_json(lua_State *L, const cJSON *v);
+/* Lua value at idx -> JSON. NULL and a message in err (one line) if it
+ * cannot be represented (functions, NaN, cycles, depth > 100). An empty
+ * table becomes {}; a table with keys exactly 1..n an array. */
+cJSON *rh_to_json(lua_State *L, int idx, char *err, size_t err_cap);
+
+/* Push the `grpo` module table (helpers in C). */
+void rh_push_grpo_module(lua_State *L);
+
+#endif

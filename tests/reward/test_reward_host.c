@@ -1,0 +1,464 @@
+/*
+ * The Lua reward host: specs, the pool, per-call limits, the restricted
+ * standard library, error logging, declared columns and parameters, and
+ * determinism across worker counts.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "reward/reward.h"
+#include "test_common.h"
+
+static char *g_dir;
+
+static char *script(const char *name, const char *text) {
+    char *p = base_path_join(g_dir, name);
+    test_write_file(p, text, strlen(text));
+    return p;
+}
+
+static cJSON *sample(const char *json) {
+    cJSON *s = cJSON_Parse(json);
+    assert_non_null(s);
+    return s;
+}
+
+static int setup(void **st) {
+    (void)st;
+    g_dir = test_tmpdir();
+    return 0;
+}
+
+static int teardown(void **st) {
+    (void)st;
+    test_rmdir(g_dir);
+    free(g_dir);
+    return 0;
+}
+
+static reward_pool *make_pool(const char *spec_text, int workers, const reward_limits *lim, const char *log) {
+    reward_spec spec;
+    assert_int_equal(reward_spec_parse(spec_text, &spec), BASE_OK);
+    reward_pool *p = NULL;
+    base_status st = reward_pool_create(&spec, workers, lim, log, &p);
+    if (st) fprintf(stderr, "%s\n", base_err_msg());
+    assert_int_equal(st, BASE_OK);
+    reward_spec_free(&spec);
+    return p;
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void test_spec_parse(void **st) {
+    (void)st;
+    reward_spec s;
+    assert_int_equal(reward_spec_parse("rewards/boxed_math.lua:1.0, fmt=think_format:0.2 ,x/y.lua", &s), BASE_OK);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.fns[0].path, "rewards/boxed_math.lua");
+    assert_string_equal(s.fns[0].name, "boxed_math");
+    assert_true(s.fns[0].weight == 1.0);
+    assert_string_equal(s.fns[1].name, "fmt");
+    assert_true(s.fns[1].weight == 0.2);
+    char *want = base_path_join(reward_builtin_dir(), "think_format.lua");
+    assert_string_equal(s.fns[1].path, want);
+    free(want);
+    assert_string_equal(s.fns[2].name, "y");
+    assert_true(s.fns[2].weight == 1.0);
+    assert_null(s.fns[2].params);
+    reward_spec_free(&s);
+
+    assert_int_equal(reward_spec_parse("a.lua:-0.5{n=3; pen=-1.5;lang=zh;on=true;s=\"a,b\"}", &s), BASE_OK);
+    assert_int_equal(s.n, 1);
+    assert_true(s.fns[0].weight == -0.5);
+    cJSON *p = s.fns[0].params;
+    assert_int_equal(base_json_int(p, "n", 0, NULL), 3);
+    assert_true(base_json_num(p, "pen", 0, NULL) == -1.5);
+    assert_string_equal(base_json_str(p, "lang", ""), "zh");
+    assert_true(base_json_bool(p, "on", 0, NULL));
+    assert_string_equal(base_json_str(p, "s", ""), "a,b");
+    reward_spec_free(&s);
+
+    assert_int_equal(reward_spec_parse("a.lua:x", &s), BASE_ERR_PARSE);
+    assert_non_null(strstr(base_err_msg(), "weight"));
+    assert_int_equal(reward_spec_parse("a.lua,b/a.lua", &s), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_err_msg(), "two functions named 'a'"));
+    assert_int_equal(reward_spec_parse(" , ", &s), BASE_ERR_PARSE);
+    assert_int_equal(reward_spec_parse("a.lua{k}", &s), BASE_ERR_PARSE);
+    assert_int_equal(s.n, 0);
+}
+
+static void test_scores_parts_weights(void **st) {
+    (void)st;
+    char *a = script("len.lua", "return function(s) return #s.completion, {chars = #s.completion, half = 0.5} end\n");
+    char *b = script("flag.lua", "return {columns = {'answer'}, score = function(s)\n"
+                                 "  if s.answer == 'skip' then return nil end\n"
+                                 "  return s.answer == s.completion and 1 or 0 end}\n");
+    base_buf spec = {0};
+    base_buf_printf(&spec, "%s:0.5,acc=%s:2", a, b);
+    reward_pool *p = make_pool(spec.data, 2, NULL, NULL);
+    assert_int_equal(reward_pool_n_funcs(p), 2);
+    assert_string_equal(reward_pool_func_name(p, 0), "len");
+    assert_string_equal(reward_pool_func_name(p, 1), "acc");
+    assert_true(reward_pool_func_weight(p, 1) == 2.0);
+    cJSON *s[3] = {sample("{\"completion\":\"42\",\"answer\":\"42\"}"),
+                   sample("{\"completion\":\"abcd\",\"answer\":\"x\"}"),
+                   sample("{\"completion\":\"\",\"answer\":\"skip\"}")};
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, 3, &sc), BASE_OK);
+    assert_int_equal(sc.n, 3);
+    assert_int_equal(sc.n_funcs, 2);
+    assert_true(sc.total[0] == 0.5 * 2 + 2 * 1);
+    assert_true(sc.total[1] == 0.5 * 4 + 2 * 0);
+    assert_true(sc.total[2] == 0.0); /* nil is skipped, the other function counts */
+    assert_int_equal(sc.status[2 * 2 + 1], REWARD_NIL);
+    assert_true(isnan(sc.score[2 * 2 + 1]));
+    assert_true(base_json_num(sc.parts[1 * 2 + 0], "chars", -1, NULL) == 4);
+    assert_true(base_json_num(sc.parts[1 * 2 + 0], "half", -1, NULL) == 0.5);
+    assert_null(sc.parts[1 * 2 + 1]);
+    assert_int_equal(reward_pool_n_errors(p), 0);
+    int nc;
+    const char *const *cols = reward_required_columns(p, &nc);
+    assert_int_equal(nc, 1);
+    assert_string_equal(cols[0], "answer");
+    cJSON *row = sample("{\"prompt\":\"q\"}");
+    assert_int_equal(reward_check_row(p, row, "data.jsonl:7"), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_err_msg(), "data.jsonl:7: missing column 'answer' needed by"));
+    assert_non_null(strstr(base_err_msg(), "flag.lua"));
+    cJSON_Delete(row);
+    /* a second batch reuses the states and overwrites the result */
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, 1, &sc), BASE_OK);
+    assert_int_equal(sc.n, 1);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    /* every function nil: the total is NaN */
+    p = make_pool(b, 1, NULL, NULL);
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)&s[2], 1, &sc), BASE_OK);
+    assert_true(isnan(sc.total[0]));
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < 3; i++) cJSON_Delete(s[i]);
+    base_buf_free(&spec);
+    free(a);
+    free(b);
+}
+
+/* Each bad behaviour gives nil and exactly one log line; the run goes on
+ * and the state stays usable for the next sample. */
+static void test_errors_and_limits(void **st) {
+    (void)st;
+    char *bad = script("bad.lua",
+                       "local cases = {\n"
+                       "  err = function() error('boom') end,\n"
+                       "  loop = function() while true do end end,\n"
+                       "  swallow = function() while true do pcall(function() while true do end end) end end,\n"
+                       "  xswallow = function() while true do xpcall(function() while true do end end, function(e) return e end) end end,\n"
+                       "  coswallow = function() while true do coroutine.resume(coroutine.create(function() while true do end end)) end end,\n"
+                       "  loadswallow = function() while true do load(function() while true do end end) end end,\n"
+                       "  mem = function() local t = {} for i = 1, 1e9 do t[i] = ('x'):rep(100) .. i end end,\n"
+                       "  memswallow = function() while true do pcall(function() local t = {} for i = 1, 1e9 do t[i] = {i} end end) end end,\n"
+                       "  rep = function() return #string.rep('x', 1e9) end,\n"
+                       "  global = function() counter = 1 return 1 end,\n"
+                       "  str = function() return 'one' end,\n"
+                       "  nan = function() return 0/0 end,\n"
+                       "  parts = function() return 1, {a = 'x'} end,\n"
+                       "  gc = function() setmetatable({}, {__gc = function() while true do end end}) return 1 end,\n"
+                       "  libwrite = function() string.rep = nil return 1 end,\n"
+                       "}\n"
+                       "return function(s)\n"
+                       "  local f = cases[s.case]\n"
+                       "  if f then return f() end\n"
+                       "  return 1\n"
+                       "end\n");
+    const char *cases[] = {"err",  "loop",   "swallow", "xswallow", "coswallow", "loadswallow", "mem",     "memswallow",
+                           "rep",  "global", "str",     "nan",      "parts",     "gc",          "libwrite"};
+    const char *expect[] = {"boom",
+                            "instruction budget exceeded",
+                            "instruction budget exceeded",
+                            "instruction budget exceeded",
+                            "instruction budget exceeded",
+                            "instruction budget exceeded",
+                            "memory cap exceeded",
+                            "memory cap exceeded",
+                            "not enough memory",
+                            "assignment to global 'counter'",
+                            "returned a string",
+                            "non-finite",
+                            "parts must map names",
+                            "__gc metamethods are not allowed",
+                            "read-only"};
+    int n = (int)(sizeof cases / sizeof cases[0]);
+    char *log = base_path_join(g_dir, "errors.log");
+    reward_limits lim;
+    reward_limits_default(&lim);
+    lim.instructions = 2 * 1000 * 1000;
+    lim.memory_bytes = (size_t)16 << 20;
+    reward_pool *p = make_pool(bad, 2, &lim, log);
+    cJSON **s = base_xcalloc((size_t)n + 1, sizeof *s);
+    for (int i = 0; i < n; i++) {
+        char js[128];
+        snprintf(js, sizeof js, "{\"id\":\"id-%s\",\"completion\":\"c\",\"case\":\"%s\"}", cases[i], cases[i]);
+        s[i] = sample(js);
+    }
+    s[n] = sample("{\"completion\":\"ok\"}");
+    reward_scores sc = {0};
+    double t0 = base_now();
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, n + 1, &sc), BASE_OK);
+    assert_true(base_now() - t0 < 30);
+    for (int i = 0; i < n; i++) {
+        if (sc.status[i] != REWARD_ERROR) fprintf(stderr, "case %s: status %d\n", cases[i], sc.status[i]);
+        assert_int_equal(sc.status[i], REWARD_ERROR);
+        assert_true(isnan(sc.total[i]));
+    }
+    assert_int_equal(sc.status[n], REWARD_OK);
+    assert_true(sc.total[n] == 1.0);
+    assert_int_equal(reward_pool_n_errors(p), n);
+    reward_pool_destroy(p);
+    char *txt;
+    size_t len;
+    assert_int_equal(base_read_file(log, &txt, &len), BASE_OK);
+    int lines = 0;
+    for (size_t i = 0; i < len; i++) lines += txt[i] == '\n';
+    assert_int_equal(lines, n);
+    for (int i = 0; i < n; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "sample id-%s: bad (", cases[i]);
+        char *at = strstr(txt, key);
+        if (!at) fprintf(stderr, "no log line for %s in:\n%s", cases[i], txt);
+        assert_non_null(at);
+        char *eol = strchr(at, '\n');
+        *eol = 0;
+        if (!strstr(at, expect[i])) fprintf(stderr, "case %s: '%s' lacks '%s'\n", cases[i], at, expect[i]);
+        assert_non_null(strstr(at, expect[i]));
+        *eol = '\n';
+    }
+    free(txt);
+    reward_scores_free(&sc);
+    for (int i = 0; i <= n; i++) cJSON_Delete(s[i]);
+    free(s);
+    free(log);
+    free(bad);
+}
+
+/* Everything a script must not reach is absent or refused. */
+static void test_restricted_stdlib(void **st) {
+    (void)st;
+    char *target = base_path_join(g_dir, "written.txt");
+    char *readable = script("data.txt", "line1\nline2\n");
+    base_buf code = {0};
+    base_buf_printf(&code,
+                    "local out = {}\n"
+                    "local function check(name, ok) out[name] = ok and 1 or 0 end\n"
+                    "return function(s)\n"
+                    "  check('os.execute', os.execute == nil)\n"
+                    "  check('os.exit', os.exit == nil)\n"
+                    "  check('os.remove', os.remove == nil)\n"
+                    "  check('os.getenv', os.getenv == nil)\n"
+                    "  check('io.popen', io.popen == nil)\n"
+                    "  check('io.write', io.write == nil)\n"
+                    "  check('package', package == nil)\n"
+                    "  check('debug', debug == nil)\n"
+                    "  check('dofile', dofile == nil and loadfile == nil)\n"
+                    "  check('require_c', not pcall(require, 'socket'))\n"
+                    "  check('require_path', not pcall(require, '../etc/passwd'))\n"
+                    "  check('io.open_w', not pcall(io.open, '%s', 'w'))\n"
+                    "  check('io.open_a', not pcall(io.open, '%s', 'a+'))\n"
+                    "  check('io.lines_stdin', not pcall(io.lines))\n"
+                    "  local f = io.open('%s', 'r'); check('io.open_r', f and f:read('l') == 'line1'); f:close()\n"
+                    "  check('f:write', not io.open('%s'):write('x'))\n"
+                    "  check('load_binary', load(string.dump(function() return 1 end)) == nil)\n"
+                    "  check('load_text', load('return 7')() == 7)\n"
+                    "  check('string_mt', getmetatable('') == false)\n"
+                    "  check('lib_readonly', not pcall(function() string.upper = nil end))\n"
+                    "  check('rawset_G', not pcall(rawset, _G, 'x', 1))\n"
+                    "  check('rawset_own', pcall(rawset, {}, 'x', 1))\n"
+                    "  check('gc_stop', not pcall(collectgarbage, 'stop'))\n"
+                    "  check('gc_count', type(collectgarbage('count')) == 'number')\n"
+                    "  local n = 0; for k in pairs(string) do n = n + 1 end; check('pairs_lib', n > 10)\n"
+                    "  check('math', math.floor(2.5) == 2 and math.random(1, 6) >= 1)\n"
+                    "  check('coroutine', coroutine.wrap(function() coroutine.yield(3) end)() == 3)\n"
+                    "  check('pcall_yield', coroutine.wrap(function() pcall(coroutine.yield, 4) end)() == 4)\n"
+                    "  check('grpo', type(grpo.run_tests) == 'function' and type(grpo.json_encode) == 'function')\n"
+                    "  check('grpo_readonly', not pcall(function() grpo.run_tests = print end))\n"
+                    "  return 1, out\n"
+                    "end\n",
+                    target, target, readable, readable);
+    char *path = script("stdlib.lua", code.data);
+    reward_pool *p = make_pool(path, 1, NULL, NULL);
+    cJSON *s = sample("{\"completion\":\"x\"}");
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)&s, 1, &sc), BASE_OK);
+    assert_int_equal(sc.status[0], REWARD_OK);
+    int checks = 0;
+    for (cJSON *it = sc.parts[0]->child; it; it = it->next, checks++) {
+        if (it->valuedouble != 1) fprintf(stderr, "restriction check failed: %s\n", it->string);
+        assert_true(it->valuedouble == 1);
+    }
+    assert_int_equal(checks, 30);
+    assert_false(base_file_exists(target));
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    cJSON_Delete(s);
+    base_buf_free(&code);
+    free(path);
+    free(readable);
+    free(target);
+}
+
+static void test_params_columns_require(void **st) {
+    (void)st;
+    free(script("helper.lua", "local M = {}\nfunction M.twice(x) return 2 * x end\nreturn M\n"));
+    char *path = script("param.lua", "local H = require('helper')\n"
+                                     "local P = {n = 3, scale = 0.5, lang = 'en', strict = false}\n"
+                                     "return {columns = {'gold', 'completion'}, params = P,\n"
+                                     "  score = function(s) return H.twice(P.n) * P.scale + (P.strict and 100 or 0),\n"
+                                     "    {lang_zh = P.lang == 'zh' and 1 or 0} end}\n");
+    base_buf spec = {0};
+    base_buf_printf(&spec, "%s{n=5;lang=zh;strict=true}", path);
+    reward_pool *p = make_pool(spec.data, 1, NULL, NULL);
+    int nc;
+    const char *const *cols = reward_required_columns(p, &nc);
+    assert_int_equal(nc, 1); /* completion is added by the pipeline */
+    assert_string_equal(cols[0], "gold");
+    cJSON *s = sample("{\"completion\":\"x\",\"gold\":1}");
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)&s, 1, &sc), BASE_OK);
+    assert_true(sc.score[0] == 2 * 5 * 0.5 + 100);
+    assert_true(base_json_num(sc.parts[0], "lang_zh", -1, NULL) == 1);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    /* unknown parameter, wrong type, params for a script without them */
+    const char *bad_specs[] = {"{m=1}", "{n=abc}", "{strict=2}"};
+    for (int i = 0; i < 3; i++) {
+        base_buf_reset(&spec);
+        base_buf_printf(&spec, "%s%s", path, bad_specs[i]);
+        reward_spec rs;
+        assert_int_equal(reward_spec_parse(spec.data, &rs), BASE_OK);
+        assert_int_not_equal(reward_pool_create(&rs, 1, NULL, NULL, &p), BASE_OK);
+        assert_null(p);
+        assert_non_null(strstr(base_err_msg(), "param.lua"));
+        reward_spec_free(&rs);
+    }
+    cJSON_Delete(s);
+    base_buf_free(&spec);
+    free(path);
+}
+
+static void test_load_errors(void **st) {
+    (void)st;
+    const char *texts[] = {"return function(s) return 1 end end", "return 42", "return {columns = {'a'}}",
+                           "error('at load')", "while true do end"};
+    const char *want[] = {"<eof> expected", "must return a function or a table", "needs a function field 'score'",
+                          "at load", "instruction budget"};
+    reward_limits lim;
+    reward_limits_default(&lim);
+    lim.instructions = 100000;
+    for (int i = 0; i < 5; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "load%d.lua", i);
+        char *path = script(name, texts[i]);
+        reward_spec rs;
+        assert_int_equal(reward_spec_parse(path, &rs), BASE_OK);
+        reward_pool *p = NULL;
+        assert_int_not_equal(reward_pool_create(&rs, 1, &lim, NULL, &p), BASE_OK);
+        if (!strstr(base_err_msg(), want[i])) fprintf(stderr, "%s\n", base_err_msg());
+        assert_non_null(strstr(base_err_msg(), want[i]));
+        assert_non_null(strstr(base_err_msg(), name));
+        reward_spec_free(&rs);
+        free(path);
+    }
+    reward_spec rs;
+    assert_int_equal(reward_spec_parse("/nonexistent/x.lua", &rs), BASE_OK);
+    reward_pool *p = NULL;
+    assert_int_not_equal(reward_pool_create(&rs, 1, NULL, NULL, &p), BASE_OK);
+    assert_non_null(strstr(base_err_msg(), "/nonexistent/x.lua"));
+    reward_spec_free(&rs);
+}
+
+/* Same scores with 1 and 3 workers, in any order, including scripts that
+ * use math.random and make garbage. */
+static void test_determinism(void **st) {
+    (void)st;
+    char *path = script("rand.lua", "return function(s)\n"
+                                    "  local t = {}\n"
+                                    "  for i = 1, #s.completion * 50 do t[i] = tostring(i) end\n"
+                                    "  return math.random() + #s.completion + s.completion_tokens, {n = #t} end\n");
+    const int N = 200;
+    cJSON **s = base_xcalloc(N, sizeof *s);
+    for (int i = 0; i < N; i++) {
+        char js[200];
+        snprintf(js, sizeof js, "{\"completion\":\"%.*s\",\"completion_tokens\":%d}", i % 37, "abcdefghijklmnopqrstuvwxyz0123456789xyz", i);
+        s[i] = sample(js);
+    }
+    reward_scores a = {0}, b = {0};
+    reward_pool *p1 = make_pool(path, 1, NULL, NULL);
+    reward_pool *p3 = make_pool(path, 3, NULL, NULL);
+    assert_int_equal(reward_pool_score(p1, (const cJSON *const *)s, N, &a), BASE_OK);
+    assert_int_equal(reward_pool_score(p3, (const cJSON *const *)s, N, &b), BASE_OK);
+    for (int i = 0; i < N; i++) {
+        assert_true(a.total[i] == b.total[i]);
+        assert_int_equal(a.status[i], REWARD_OK);
+    }
+    /* reversed order on the 3-worker pool: per-sample results unchanged */
+    cJSON **r = base_xcalloc(N, sizeof *r);
+    for (int i = 0; i < N; i++) r[i] = s[N - 1 - i];
+    assert_int_equal(reward_pool_score(p3, (const cJSON *const *)r, N, &b), BASE_OK);
+    for (int i = 0; i < N; i++) assert_true(a.total[i] == b.total[N - 1 - i]);
+    /* the random part really varies between samples */
+    int distinct = 0;
+    for (int i = 1; i < N; i++) distinct += a.total[i] - floor(a.total[i]) != a.total[0] - floor(a.total[0]);
+    assert_true(distinct > N / 2);
+    reward_scores_free(&a);
+    reward_scores_free(&b);
+    reward_pool_destroy(p1);
+    reward_pool_destroy(p3);
+    for (int i = 0; i < N; i++) cJSON_Delete(s[i]);
+    free(s);
+    free(r);
+    free(path);
+}
+
+static void test_json_helpers(void **st) {
+    (void)st;
+    char *path = script("json.lua",
+                        "return function(s)\n"
+                        "  local v = grpo.json_decode(s.raw)\n"
+                        "  assert(v.a[2] == 2 and v.b.c == 'x' and math.type(v.n) == 'integer' and v.f == 1.5)\n"
+                        "  local back = grpo.json_decode(grpo.json_encode(v))\n"
+                        "  assert(back.a[3] == 3 and back.b.c == 'x')\n"
+                        "  assert(grpo.json_encode({}) == '{}' and grpo.json_encode({1, 2}) == '[1,2]')\n"
+                        "  local bad, msg = grpo.json_decode('{x')\n"
+                        "  assert(bad == nil and msg:find('invalid JSON'))\n"
+                        "  assert(not pcall(grpo.json_encode, {f = print}))\n"
+                        "  local cyc = {}; cyc.self = cyc\n"
+                        "  assert(not pcall(grpo.json_encode, cyc))\n"
+                        "  assert(s.nested.list[2] == 'b' and s.completion_tokens == 12)\n"
+                        "  return 1 end\n");
+    reward_pool *p = make_pool(path, 1, NULL, NULL);
+    cJSON *s = sample("{\"completion\":\"c\",\"completion_tokens\":12,\"nested\":{\"list\":[\"a\",\"b\"]},"
+                      "\"raw\":\"{\\\"a\\\":[1,2,3],\\\"b\\\":{\\\"c\\\":\\\"x\\\"},\\\"n\\\":7,\\\"f\\\":1.5}\"}");
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)&s, 1, &sc), BASE_OK);
+    assert_int_equal(sc.status[0], REWARD_OK);
+    assert_int_equal(reward_pool_n_errors(p), 0);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    cJSON_Delete(s);
+    free(path);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spec_parse),
+        cmocka_unit_test(test_scores_parts_weights),
+        cmocka_unit_test(test_errors_and_limits),
+        cmocka_unit_test(test_restricted_stdlib),
+        cmocka_unit_test(test_params_columns_require),
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_json_helpers),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

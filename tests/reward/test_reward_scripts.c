@@ -1,0 +1,479 @@
+/*
+ * The built-in reward scripts (the rewards/ folder) through the pool, and the
+ * `grpo score` command.
+ *   - unit_tests.lua on HumanEval and MBPP rows: the canonical solutions
+ *     score 1, broken ones (every `return X` made `return None; X`, or a
+ *     solution that exits before the tests) score below 1. By default every
+ *     12th row; GRPO_TEST_FULL=1 runs all 164 + 427 rows (about a minute).
+ *   - code.lua (stdin/stdout programs) on synthetic problems.
+ *   - grpo score: output fields, null for nil, malformed lines reported
+ *     with their line number and skipped, missing columns rejected.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "reward/reward.h"
+#include "test_common.h"
+
+static reward_pool *builtin_pool(const char *spec_text, int workers) {
+    reward_spec spec;
+    assert_int_equal(reward_spec_parse(spec_text, &spec), BASE_OK);
+    reward_limits lim;
+    reward_limits_default(&lim);
+    lim.sandbox.timeout_s = 10;
+    reward_pool *p = NULL;
+    base_status st = reward_pool_create(&spec, workers, &lim, NULL, &p);
+    if (st) fprintf(stderr, "%s\n", base_err_msg());
+    assert_int_equal(st, BASE_OK);
+    reward_spec_free(&spec);
+    return p;
+}
+
+static int stride(void) { return getenv("GRPO_TEST_FULL") ? 1 : 12; }
+
+/* `return X` -> `return None; X`: every return now returns None (X stays
+ * as an unreachable expression statement, so the code still compiles). */
+static char *break_returns(const char *code, int *changed) {
+    base_buf b = {0};
+    *changed = 0;
+    for (const char *p = code; *p;) {
+        const char *r = strstr(p, "return ");
+        if (!r) {
+            base_buf_puts(&b, p);
+            break;
+        }
+        base_buf_append(&b, p, (size_t)(r - p));
+        base_buf_puts(&b, "return None; ");
+        p = r + 7;
+        (*changed)++;
+    }
+    return b.data ? b.data : base_xstrdup("");
+}
+
+static cJSON *fenced(cJSON *row, const char *code) {
+    base_buf c = {0};
+    base_buf_printf(&c, "<think>Let me write it.</think>\nHere it is:\n```python\n%s\n```\n", code);
+    cJSON_AddStringToObject(row, "completion", c.data);
+    base_buf_free(&c);
+    return row;
+}
+
+/* rows -> samples with canonical, broken and exiting solutions */
+typedef struct {
+    cJSON **s;
+    int n;
+    int *kind; /* 0 canonical, 1 broken returns, 2 exits first */
+} sample_set;
+
+static void add(sample_set *ss, cJSON *s, int kind) {
+    ss->s = base_xrealloc(ss->s, sizeof *ss->s * (size_t)(ss->n + 1));
+    ss->kind = base_xrealloc(ss->kind, sizeof *ss->kind * (size_t)(ss->n + 1));
+    ss->s[ss->n] = s;
+    ss->kind[ss->n++] = kind;
+}
+
+static void check_set(sample_set *ss, const char *what) {
+    reward_pool *p = builtin_pool("unit_tests", 2);
+    reward_scores sc = {0};
+    double t0 = base_now();
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)ss->s, ss->n, &sc), BASE_OK);
+    int good = 0, broken = 0;
+    for (int i = 0; i < ss->n; i++) {
+        char idbuf[64];
+        const cJSON *idj = cJSON_GetObjectItem(ss->s[i], "id");
+        if (cJSON_IsNumber(idj)) snprintf(idbuf, sizeof idbuf, "%d", idj->valueint);
+        else snprintf(idbuf, sizeof idbuf, "%s", cJSON_IsString(idj) ? idj->valuestring : "?");
+        const char *id = idbuf;
+        if (sc.status[i] != REWARD_OK) fprintf(stderr, "%s %s kind %d: status %d\n", what, id, ss->kind[i], sc.status[i]);
+        assert_int_equal(sc.status[i], REWARD_OK);
+        if (ss->kind[i] == 0) {
+            if (sc.total[i] != 1.0) fprintf(stderr, "%s %s: canonical scored %g\n", what, id, sc.total[i]);
+            assert_true(sc.total[i] == 1.0);
+            good++;
+        } else {
+            if (!(sc.total[i] < 1.0)) fprintf(stderr, "%s %s: broken (kind %d) scored %g\n", what, id, ss->kind[i], sc.total[i]);
+            assert_true(sc.total[i] < 1.0);
+            if (ss->kind[i] == 2) assert_true(sc.total[i] == 0.0);
+            broken++;
+        }
+    }
+    fprintf(stderr, "  %s: %d canonical pass, %d broken fail (%.1f s)\n", what, good, broken, base_now() - t0);
+    assert_int_equal(reward_pool_n_errors(p), 0);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < ss->n; i++) cJSON_Delete(ss->s[i]);
+    free(ss->s);
+    free(ss->kind);
+}
+
+static void test_humaneval(void **st) {
+    (void)st;
+    char *path = test_shared_path("data/humaneval.jsonl");
+    base_jsonl *r;
+    assert_int_equal(base_jsonl_open(path, &r), BASE_OK);
+    sample_set ss = {0};
+    cJSON *row;
+    for (int i = 0; base_jsonl_next(r, &row) == BASE_OK; i++) {
+        if (i % stride() == 0) {
+            base_buf code = {0};
+            base_buf_printf(&code, "%s%s", base_json_str(row, "prompt", ""), base_json_str(row, "canonical_solution", ""));
+            for (int kind = 0; kind < 3; kind++) {
+                cJSON *s = cJSON_CreateObject();
+                cJSON_AddStringToObject(s, "id", base_json_str(row, "task_id", "?"));
+                cJSON_AddStringToObject(s, "tests", base_json_str(row, "test", ""));
+                cJSON_AddStringToObject(s, "entry_point", base_json_str(row, "entry_point", ""));
+                int changed = 1;
+                char *c = kind == 0 ? base_xstrdup(code.data)
+                        : kind == 1 ? break_returns(code.data, &changed)
+                                    : (base_buf_printf(&code, "\nimport os\nos._exit(0)\n"), base_xstrdup(code.data));
+                if (changed) add(&ss, fenced(s, c), kind);
+                else cJSON_Delete(s);
+                free(c);
+            }
+            base_buf_free(&code);
+        }
+        cJSON_Delete(row);
+    }
+    base_jsonl_close(r);
+    free(path);
+    check_set(&ss, "HumanEval");
+}
+
+static void test_mbpp(void **st) {
+    (void)st;
+    char *path = test_shared_path("data/mbpp_sanitized.jsonl");
+    base_jsonl *r;
+    assert_int_equal(base_jsonl_open(path, &r), BASE_OK);
+    sample_set ss = {0};
+    cJSON *row;
+    for (int i = 0; base_jsonl_next(r, &row) == BASE_OK; i++) {
+        if (i % stride() == 0) {
+            const char *code = base_json_str(row, "code", "");
+            for (int kind = 0; kind < 3; kind++) {
+                cJSON *s = cJSON_CreateObject();
+                cJSON_AddNumberToObject(s, "id", base_json_num(row, "task_id", 0, NULL));
+                cJSON_AddItemToObject(s, "tests", cJSON_Duplicate(cJSON_GetObjectItem(row, "test_list"), 1));
+                cJSON_AddItemToObject(s, "test_imports", cJSON_Duplicate(cJSON_GetObjectItem(row, "test_imports"), 1));
+                int changed = 1;
+                char *c;
+                if (kind == 0) c = base_xstrdup(code);
+                else if (kind == 1) c = break_returns(code, &changed);
+                else {
+                    base_buf b = {0};
+                    base_buf_printf(&b, "import sys\nsys.exit(0)\n%s", code);
+                    c = b.data;
+                }
+                if (changed) add(&ss, fenced(s, c), kind);
+                else cJSON_Delete(s);
+                free(c);
+            }
+        }
+        cJSON_Delete(row);
+    }
+    base_jsonl_close(r);
+    free(path);
+    check_set(&ss, "MBPP");
+}
+
+static void test_unit_tests_edges(void **st) {
+    (void)st;
+    reward_pool *p = builtin_pool("unit_tests:1{timeout=2},bin=unit_tests:1{binary=true}", 2);
+    const char *js[] = {
+        /* code only inside the reasoning: not taken */
+        "{\"completion\":\"<think>```python\\ndef f(x): return x\\n```</think>no code\",\"tests\":[\"assert f(1) == 1\"]}",
+        /* the last block counts; 1 of 2 tests passes */
+        "{\"completion\":\"```python\\ndef f(x): return 0\\n```\\n```python\\ndef f(x): return x\\n```\","
+        "\"tests\":[\"assert f(1) == 1\",\"assert f(2) == 3\"]}",
+        /* a bash block after the python one is ignored */
+        "{\"completion\":\"```python\\ndef f(x): return x\\n```\\n```bash\\necho hi\\n```\",\"tests\":[\"assert f(5) == 5\"]}",
+        /* an infinite loop: the timeout, 0 */
+        "{\"completion\":\"```python\\nwhile True: pass\\n```\",\"tests\":[\"assert True\"]}",
+        /* a broken test: sandbox_error -> nil and a log line */
+        "{\"id\":\"badtest\",\"completion\":\"```python\\nx = 1\\n```\",\"tests\":[\"assert (\"]}",
+    };
+    int n = (int)(sizeof js / sizeof js[0]);
+    cJSON *s[8];
+    for (int i = 0; i < n; i++) assert_non_null(s[i] = cJSON_Parse(js[i]));
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, n, &sc), BASE_OK);
+    /* function 0: fraction; function 1: binary */
+    assert_true(sc.score[0 * 2] == 0.0);
+    assert_true(base_json_num(sc.parts[0 * 2], "no_code", -1, NULL) == 1);
+    assert_true(sc.score[1 * 2] == 0.5);
+    assert_true(sc.score[1 * 2 + 1] == 0.0);
+    assert_true(sc.score[2 * 2] == 1.0);
+    assert_true(sc.score[2 * 2 + 1] == 1.0);
+    assert_true(sc.score[3 * 2] == 0.0);
+    assert_true(base_json_num(sc.parts[3 * 2], "timeout", -1, NULL) == 1);
+    assert_int_equal(sc.status[4 * 2], REWARD_ERROR);
+    assert_true(isnan(sc.total[4]));
+    assert_int_equal(reward_pool_n_errors(p), 2);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < n; i++) cJSON_Delete(s[i]);
+}
+
+static void test_code_stdio(void **st) {
+    (void)st;
+    reward_pool *p = builtin_pool("code,binary_code=code{binary=true}", 2);
+    const char *cases = "{\"language\":\"python\",\"test_cases\":["
+                        "{\"input\":\"1 2\\n\",\"output\":\"3\\n\",\"type\":\"stdin_stdout\"},"
+                        "{\"input\":\"10 -4\\n\",\"output\":\"6\\n\"},"
+                        "{\"input\":\"5 5\\n\",\"output\":\"10\\n\"}]}";
+    const char *progs[] = {
+        "a, b = map(int, input().split())\\nprint(a + b)",                   /* right */
+        "a, b = map(int, input().split())\\nprint(a + b if a < 10 else 0)",   /* 2 of 3 */
+        "import sys\\na, b = map(int, input().split())\\nprint(a + b)\\nsys.exit(1)", /* non-zero exit */
+        "a, b = map(int, input().split())\\nprint(a + b)\\nprint('extra')",   /* extra line */
+        "import sys\\na, b = map(int, sys.stdin.read().split())\\nprint(a + b)\\nsys.exit(0)",
+    };
+    double want[] = {1.0, 2.0 / 3.0, 0.0, 0.0, 1.0};
+    int n = (int)(sizeof progs / sizeof progs[0]);
+    cJSON *s[8];
+    for (int i = 0; i < n; i++) {
+        char js[1024];
+        snprintf(js, sizeof js, "{\"completion\":\"```python\\n%s\\n```\",\"verification_info\":%s}", progs[i],
+                 i % 2 ? cases : "null");
+        s[i] = cJSON_Parse(js);
+        assert_non_null(s[i]);
+        if (i % 2 == 0) {
+            /* the JSON-text form of the column */
+            cJSON_ReplaceItemInObject(s[i], "verification_info", cJSON_CreateString(cases));
+        }
+    }
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, n, &sc), BASE_OK);
+    for (int i = 0; i < n; i++) {
+        if (fabs(sc.score[i * 2] - want[i]) > 1e-12) fprintf(stderr, "program %d: %g want %g\n", i, sc.score[i * 2], want[i]);
+        assert_true(fabs(sc.score[i * 2] - want[i]) < 1e-12);
+        assert_true(sc.score[i * 2 + 1] == (want[i] > 0.99 ? 1.0 : 0.0));
+    }
+    assert_int_equal(reward_pool_n_errors(p), 0);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < n; i++) cJSON_Delete(s[i]);
+}
+
+static void test_score_cli(void **st) {
+    (void)st;
+    char *dir = test_tmpdir();
+    char *in = base_path_join(dir, "in.jsonl");
+    char *out = base_path_join(dir, "out.jsonl");
+    char *scr = base_path_join(dir, "eq.lua");
+    const char *lua = "return {columns = {'answer'}, score = function(s)\n"
+                      "  if s.answer == 'skip' then return nil end\n"
+                      "  if s.answer == 'boom' then error('boom') end\n"
+                      "  return s.completion == s.answer and 1 or 0, {len = #s.completion} end}\n";
+    test_write_file(scr, lua, strlen(lua));
+    const char *lines = "{\"completion\":\"4\",\"answer\":\"4\"}\n"
+                        "{\"completion\":\"5\",\"answer\":\"4\"}\n"
+                        "{not json\n"
+                        "\n"
+                        "{\"completion\":\"x\",\"answer\":\"skip\"}\n"
+                        "{\"completion\":\"x\"}\n"
+                        "[1,2]\n"
+                        "{\"answer\":\"4\"}\n"
+                        "{\"id\":\"b1\",\"completion\":\"x\",\"answer\":\"boom\"}\n";
+    test_write_file(in, lines, strlen(lines));
+    base_buf args = {0};
+    base_buf_printf(&args, "score --rewards '%s:2' --in '%s' --out '%s' --workers 2", scr, in, out);
+    char *o = NULL;
+    int rc = test_run_grpo(args.data, &o);
+    if (rc) fprintf(stderr, "%s\n", o);
+    assert_int_equal(rc, 0);
+    /* malformed lines named with their number */
+    char want[600];
+    snprintf(want, sizeof want, "%s:3:", in);
+    assert_non_null(strstr(o, want));
+    snprintf(want, sizeof want, "%s:6: missing column 'answer'", in);
+    assert_non_null(strstr(o, want));
+    snprintf(want, sizeof want, "%s:7: not a JSON object", in);
+    assert_non_null(strstr(o, want));
+    snprintf(want, sizeof want, "%s:8: no \"completion\"", in);
+    assert_non_null(strstr(o, want));
+    assert_non_null(strstr(o, "sample b1: eq ("));
+    assert_non_null(strstr(o, "4 lines skipped"));
+    free(o);
+    base_jsonl *r;
+    assert_int_equal(base_jsonl_open(out, &r), BASE_OK);
+    cJSON *row;
+    double want_reward[] = {2, 0, NAN, NAN};
+    int n = 0;
+    while (base_jsonl_next(r, &row) == BASE_OK) {
+        assert_true(n < 4);
+        cJSON *rw = cJSON_GetObjectItem(row, "reward");
+        cJSON *parts = cJSON_GetObjectItem(row, "reward_parts");
+        assert_non_null(rw);
+        assert_true(cJSON_IsObject(parts));
+        if (isnan(want_reward[n])) {
+            assert_true(cJSON_IsNull(rw));
+            assert_true(cJSON_IsNull(cJSON_GetObjectItem(parts, "eq")));
+        } else {
+            assert_true(rw->valuedouble == want_reward[n]);
+            assert_true(base_json_num(parts, "eq", -1, NULL) == want_reward[n] / 2);
+            assert_true(base_json_num(parts, "eq/len", -1, NULL) == 1);
+        }
+        assert_non_null(cJSON_GetObjectItem(row, "answer")); /* input fields kept */
+        cJSON_Delete(row);
+        n++;
+    }
+    assert_int_equal(n, 4);
+    base_jsonl_close(r);
+    /* usage errors and a bad spec */
+    assert_int_equal(test_run_grpo("score --in x", NULL), 2);
+    base_buf_reset(&args);
+    base_buf_printf(&args, "score --rewards /nonexistent.lua --in '%s' --out '%s'", in, out);
+    assert_int_equal(test_run_grpo(args.data, &o), 1);
+    assert_non_null(strstr(o, "/nonexistent.lua"));
+    free(o);
+    base_buf_free(&args);
+    test_rmdir(dir);
+    free(dir);
+    free(in);
+    free(out);
+    free(scr);
+}
+
+/* The open-r1 cases of reward_fn_cases.jsonl through the built-in scripts
+ * (format, tag_count, reasoning_steps, repetition_penalty, soft_overlong,
+ * cosine, code_format), with the case's params as spec params. The one zh
+ * repetition case depends on the jieba segmenter (flagged in its note) and
+ * is reported, not compared. */
+static void test_reward_fn_cases(void **st) {
+    (void)st;
+    char *path = test_shared_path("data/reward_fn_cases.jsonl");
+    base_jsonl *r;
+    assert_int_equal(base_jsonl_open(path, &r), BASE_OK);
+    static const struct {
+        const char *reward, *script;
+    } map[] = {{"open_r1.format_reward", "format"},
+               {"open_r1.tag_count_reward", "tag_count"},
+               {"open_r1.reasoning_steps_reward", "reasoning_steps"},
+               {"open_r1.repetition_penalty_reward", "repetition_penalty"},
+               {"open_r1.soft_overlong_punishment", "soft_overlong"},
+               {"open_r1.cosine_scaled_reward", "cosine"},
+               {"open_r1.code_format_reward", "code_format"}};
+    cJSON *row;
+    int n = 0, ok = 0, skipped = 0;
+    while (base_jsonl_next(r, &row) == BASE_OK) {
+        const char *rw = base_json_str(row, "reward", "");
+        const char *scr = NULL;
+        for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+            if (!strcmp(rw, map[i].reward)) scr = map[i].script;
+        assert_non_null(scr);
+        const char *note = base_json_str(row, "note", "");
+        if (strstr(note, "jieba")) {
+            skipped++;
+            cJSON_Delete(row);
+            continue;
+        }
+        /* params: an object, or a Python dict repr (cosine cases) */
+        cJSON *params = cJSON_GetObjectItem(row, "params");
+        cJSON *pobj = NULL;
+        if (cJSON_IsString(params)) {
+            char *t = base_xstrdup(params->valuestring);
+            for (char *c = t; *c; c++)
+                if (*c == '\'') *c = '"';
+            pobj = cJSON_Parse(t);
+            free(t);
+            assert_non_null(pobj);
+        } else if (cJSON_IsObject(params)) {
+            pobj = cJSON_Duplicate(params, 1);
+        }
+        cJSON *fixed = pobj ? pobj : cJSON_CreateObject(); /* the case's params are the scripts' */
+        reward_spec spec = {0};
+        char *bpath = base_path_join(reward_builtin_dir(), scr);
+        base_buf full = {0};
+        base_buf_printf(&full, "%s.lua", bpath);
+        assert_int_equal(reward_spec_add(&spec, full.data, 1.0, NULL, fixed->child ? fixed : NULL), BASE_OK);
+        base_buf_free(&full);
+        free(bpath);
+        cJSON_Delete(fixed);
+        reward_pool *p = NULL;
+        base_status bs = reward_pool_create(&spec, 1, NULL, NULL, &p);
+        if (bs) fprintf(stderr, "%s\n", base_err_msg());
+        assert_int_equal(bs, BASE_OK);
+        reward_spec_free(&spec);
+        cJSON *smp = cJSON_CreateObject();
+        cJSON_AddStringToObject(smp, "completion", base_json_str(row, "completion", ""));
+        if (cJSON_GetObjectItem(row, "completion_token_count"))
+            cJSON_AddNumberToObject(smp, "completion_tokens", base_json_num(row, "completion_token_count", 0, NULL));
+        if (cJSON_GetObjectItem(row, "solution"))
+            cJSON_AddStringToObject(smp, "answer", base_json_str(row, "solution", ""));
+        reward_scores sc = {0};
+        const cJSON *one = smp;
+        assert_int_equal(reward_pool_score(p, &one, 1, &sc), BASE_OK);
+        double want = base_json_num(row, "expected", NAN, NULL);
+        const char *cmp = base_json_str(row, "compare", "exact");
+        double tol = !strcmp(cmp, "exact") ? 0 : !strcmp(cmp, "almost_equal_7dp") ? 0.5e-7
+                   : !strcmp(cmp, "almost_equal_4dp")                         ? 0.5e-4
+                                                                               : 0.5e-2;
+        int good = sc.status[0] == REWARD_OK && fabs(sc.score[0] - want) <= tol;
+        if (!good)
+            fprintf(stderr, "%s: got %.17g (status %d), want %.17g (%s) for %.80s\n", rw, sc.score[0], sc.status[0],
+                    want, cmp, base_json_str(row, "completion", ""));
+        ok += good;
+        n++;
+        reward_scores_free(&sc);
+        reward_pool_destroy(p);
+        cJSON_Delete(smp);
+        cJSON_Delete(row);
+    }
+    base_jsonl_close(r);
+    free(path);
+    fprintf(stderr, "  reward_fn_cases: %d/%d equal through the scripts, %d jieba case(s) not compared\n", ok, n,
+            skipped);
+    assert_true(n >= 50);
+    assert_int_equal(ok, n);
+}
+
+/* boxed_math, think_format and lang_consistency on hand-made samples. */
+static void test_math_format_lang(void **st) {
+    (void)st;
+    reward_pool *p = builtin_pool("boxed_math,think_format,lang_consistency", 2);
+    const char *js[] = {
+        "{\"completion\":\"<think>\\nhalf of it\\n</think>\\nSo $\\\\boxed{\\\\dfrac{1}{2}}$.\",\"answer\":\"0.5\"}",
+        "{\"completion\":\"<think>\\nmaybe \\\\boxed{3}\\n</think>\\nThe answer is 4.\",\"answer\":\"3\"}",
+        "{\"completion\":\"<think>我们来计算这个问题</think>答案是 \\\\boxed{7}\",\"answer\":\"7\",\"lang\":\"zh\"}",
+        "{\"completion\":\"no think at all \\\\boxed{x+1}\",\"answer\":\"1+x\"}",
+    };
+    int n = 4;
+    cJSON *s[4];
+    for (int i = 0; i < n; i++) assert_non_null(s[i] = cJSON_Parse(js[i]));
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, n, &sc), BASE_OK);
+    /* boxed_math: equal; box only in the CoT -> 0; equal; equal (commuted) */
+    double want_math[] = {1, 0, 1, 1};
+    double want_fmt[] = {1, 1, 1, 0};
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(sc.status[i * 3], REWARD_OK);
+        if (sc.score[i * 3] != want_math[i]) fprintf(stderr, "boxed_math sample %d: %g\n", i, sc.score[i * 3]);
+        assert_true(sc.score[i * 3] == want_math[i]);
+        assert_true(sc.score[i * 3 + 1] == want_fmt[i]);
+    }
+    assert_true(base_json_num(sc.parts[1 * 3], "no_box", -1, NULL) == 1);
+    /* lang: English CoT under en, Chinese CoT under zh */
+    assert_true(sc.score[0 * 3 + 2] == 1.0);
+    assert_true(sc.score[2 * 3 + 2] == 1.0);
+    assert_true(base_json_num(sc.parts[2 * 3 + 2], "words", 0, NULL) > 0);
+    assert_int_equal(reward_pool_n_errors(p), 0);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < n; i++) cJSON_Delete(s[i]);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_humaneval),
+        cmocka_unit_test(test_mbpp),
+        cmocka_unit_test(test_unit_tests_edges),
+        cmocka_unit_test(test_code_stdio),
+        cmocka_unit_test(test_score_cli),
+        cmocka_unit_test(test_reward_fn_cases),
+        cmocka_unit_test(test_math_format_lang),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
