@@ -20,6 +20,7 @@
  */
 #include "tensor/ops.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,16 +195,27 @@ static void micro_kernel(int64_t kc, const float *a, const float *b, float *c, i
     }
 }
 
-/* Scratch for packing, grown as needed (the only allocation here; it is
- * reused across calls and freed at exit). */
+/* Scratch for packing, one per thread, grown as needed and reused across
+ * calls (the only allocation here). A thread's scratch is freed when the
+ * thread exits (OpenMP drops workers when the team shrinks), through a
+ * pthread key destructor; the live threads' buffers stay reachable through
+ * their thread-local pointers until the process ends. */
 static _Thread_local float *scratch;
 static _Thread_local size_t scratch_n;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_key_init(void) {
+    if (pthread_key_create(&scratch_key, free) != 0) base_die("pthread_key_create failed");
+}
 
 static float *get_scratch(size_t n) {
     if (n > scratch_n) {
+        pthread_once(&scratch_once, scratch_key_init);
         free(scratch);
         scratch = base_xmalloc_aligned(n * sizeof(float));
         scratch_n = n;
+        if (pthread_setspecific(scratch_key, scratch) != 0) base_die("pthread_setspecific failed");
     }
     return scratch;
 }
