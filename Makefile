@@ -42,11 +42,11 @@ demo: build
 	./$(BUILD)/grpo info $(SHARED)/fixtures/hf-tiny-v3-a
 
 test-fast: build
-	SHARED_DIR=$(SHARED) meson test -C $(BUILD) --print-errorlogs
+	SHARED_DIR=$(SHARED) meson test -C $(BUILD) --no-suite slow --print-errorlogs
 
 test-asan: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
-	SHARED_DIR=$(SHARED) meson test -C $(ASAN_BUILD) --print-errorlogs --timeout-multiplier 4
+	SHARED_DIR=$(SHARED) meson test -C $(ASAN_BUILD) --no-suite slow --print-errorlogs --timeout-multiplier 4
 
 test: test-fast test-asan
 

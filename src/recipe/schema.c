@@ -19,7 +19,6 @@
      "learning-rate schedule after warm-up"},                                                      \
     {"warmup_ratio", RK_NUM, "0", NULL, "warm-up steps as a fraction of max_steps"},               \
     {"warmup_steps", RK_INT, "0", NULL, "warm-up steps (overrides warmup_ratio when > 0)"},        \
-    {"min_lr_ratio", RK_NUM, "0", NULL, "cosine/linear floor as a fraction of learning_rate"},     \
     {"weight_decay", RK_NUM, "0", NULL, "AdamW decoupled weight decay"},                           \
     {"adam_beta1", RK_NUM, "0.9", NULL, "AdamW beta1"},                                            \
     {"adam_beta2", RK_NUM, "0.999", NULL, "AdamW beta2"},                                          \
