@@ -141,6 +141,8 @@ static const recipe_key reward_keys[] = {
 static const recipe_key top_keys[] = {
     {"name", RK_STR, "null", NULL, "run name (default: the recipe file's base name)"},
     {"model", RK_STR, REQ, NULL, "policy checkpoint directory (Hugging Face layout)"},
+    {"init_std", RK_NUM, "null", NULL,
+     "start from random weights N(0, init_std^2) with the model's config.json (pre-training)"},
     {"tokenizer", RK_STR, "null", NULL, "tokenizer directory (null: the model's)"},
     {"ref_model", RK_STR, "null", NULL, "reference model (null: the policy at the stage start)"},
     {"device", RK_STR, "\"auto\"", "auto|cpu|cuda", "backend"},

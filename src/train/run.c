@@ -67,9 +67,19 @@ static base_status open_outputs(run_ctx *c, int append) {
     return s;
 }
 
-static base_status load_policy(run_ctx *c, const char *dir) {
+/* Load the policy from a checkpoint directory, or (fresh = 1 and the recipe
+ * sets init_std) make random weights from its config.json. */
+static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
     model *m = NULL;
-    base_status s = model_load(dir, c->ops, NULL, &m);
+    base_status s;
+    const cJSON *init = cJSON_GetObjectItemCaseSensitive(c->root, "init_std");
+    if (cJSON_IsNumber(init) && fresh) { /* pre-training from scratch */
+        model_config cfg;
+        s = model_config_load(dir, &cfg);
+        if (!s) s = model_init_random(&cfg, c->ops, c->seed, (float)init->valuedouble, NULL, &m);
+    } else {
+        s = model_load(dir, c->ops, NULL, &m);
+    }
     if (s) return base_err_wrap(s, "loading the model");
     model_free(c->policy);
     c->policy = m;
@@ -139,7 +149,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     }
     /* weights: the recipe's model, or the checkpoint's */
     char *model_dir = recipe_resolve_path(rc, recipe_str(c.root, "model"));
-    s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir);
+    s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir, !ck);
     const char *tk = recipe_str(c.root, "tokenizer");
     c.tok_dir = tk ? recipe_resolve_path(rc, tk) : base_xstrdup(model_dir);
     free(model_dir);
@@ -173,7 +183,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         const char *from = recipe_str(st, "init_from");
         if (from && !(rs && i == rs->stage_index)) {
             char *p = recipe_resolve_path(rc, from);
-            s = load_policy(&c, p);
+            s = load_policy(&c, p, 0);
             free(p);
             if (s) break;
         }
