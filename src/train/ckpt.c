@@ -187,6 +187,11 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
     base_status s = base_mkdir_p(root);
     if (!s && base_file_exists(tmp)) s = rm_rf(tmp);
     if (!s) s = run_save_model(c, c->policy, tmp);
+    /* Test hook: GRPO_TEST_CKPT_DELAY_MS widens the window between the
+     * first and the last file of a checkpoint so tests can kill -9 the
+     * process inside a checkpoint write (tests/train/test_run.c). */
+    const char *delay = getenv("GRPO_TEST_CKPT_DELAY_MS");
+    if (delay) usleep((useconds_t)atoi(delay) * 1000);
     if (!s && opt) {
         char *p = base_path_join(tmp, "optimizer.safetensors");
         s = write_optim(opt, p);

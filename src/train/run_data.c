@@ -277,7 +277,7 @@ base_status run_reward_pool(run_ctx *c, const cJSON *stage, reward_pool **out) {
         s = reward_pool_create(&spec, (int)recipe_int(c->root, "reward_workers"), &lim, c->reward_log, out);
     }
     reward_spec_free(&spec);
-    return s ? base_err_wrap(s, "stage '%s'", recipe_str(stage, "name")) : BASE_OK;
+    return s;
 }
 
 base_status run_check_columns(reward_pool *p, cJSON **rows, char **where, int64_t n) {
