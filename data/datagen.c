@@ -167,7 +167,7 @@ static base_status load_prompts(const char *path, char ***out, size_t *n) {
     }
     base_jsonl_close(r);
     if (s == BASE_ERR_EOF) s = BASE_OK;
-    if (!s) qsort(*out, *n, sizeof **out, cmp_str);
+    if (!s) qsort(*out, *n, sizeof **out, cmp_str); /* sorted again after each file */
     return s;
 }
 
@@ -175,12 +175,14 @@ static void usage(void) {
     fprintf(stderr,
             "usage: datagen --task arith|countdown --n N [--seed S] [--start I] [--digits D] [--ops +-*]\n"
             "               [--noise P] [--exclude FILE] [--out FILE]\n"
-            "--exclude FILE skips tasks whose prompt appears in FILE (JSONL with \"prompt\"),\n"
+            "--exclude FILE (repeatable) skips tasks whose prompt appears in FILE (JSONL with \"prompt\"),\n"
             "so held-out sets share no problem with training sets.\n");
 }
 
 int main(int argc, char **argv) {
-    const char *task = "arith", *out = NULL, *exclude = NULL, *ops = "+-*";
+    const char *task = "arith", *out = NULL, *ops = "+-*";
+    const char *exclude[8];
+    int nexclude = 0;
     long n = 100, start = 0;
     uint64_t seed = 1;
     int digits = 2;
@@ -203,7 +205,13 @@ int main(int argc, char **argv) {
         case 'd': digits = atoi(optarg); break;
         case 'p': noise = atof(optarg); break;
         case 'o': out = optarg; break;
-        case 'x': exclude = optarg; break;
+        case 'x':
+            if (nexclude == 8) {
+                fprintf(stderr, "datagen: at most 8 --exclude files\n");
+                return 2;
+            }
+            exclude[nexclude++] = optarg;
+            break;
         case 'O': ops = optarg; break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
@@ -223,10 +231,11 @@ int main(int argc, char **argv) {
     }
     char **excl = NULL;
     size_t nex = 0;
-    if (exclude && load_prompts(exclude, &excl, &nex)) {
-        fprintf(stderr, "datagen: %s\n", base_err_msg());
-        return 1;
-    }
+    for (int i = 0; i < nexclude; i++)
+        if (load_prompts(exclude[i], &excl, &nex)) {
+            fprintf(stderr, "datagen: %s\n", base_err_msg());
+            return 1;
+        }
     base_buf all = {0}, think = {0}, line = {0};
     long written = 0;
     for (long i = start; written < n; i++) {

@@ -607,7 +607,9 @@ const char *recipe_str(const cJSON *obj, const char *key) {
 }
 
 char *recipe_resolve_path(const recipe *r, const char *p) {
-    if (p[0] == '/' || base_file_exists(p)) return base_xstrdup(p);
+    /* relative to the recipe file first (a recipe's own paths), then to the
+     * current directory (paths given with --set) */
+    if (p[0] == '/') return base_xstrdup(p);
     char *j = base_path_join(r->dir, p);
     if (base_file_exists(j)) return j;
     free(j);

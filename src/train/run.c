@@ -201,6 +201,20 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         base_status r = run_report_write(c.dir);
         if (r) base_warn("report: %s", base_err_msg());
     }
+    if (!s && !c.stop_requested) {
+        /* the eval results, on stdout */
+        int any = 0;
+        for (const cJSON *e = c.summary->child; e; e = e->next) {
+            const cJSON *acc = cJSON_GetObjectItemCaseSensitive(e, "accuracy");
+            if (!cJSON_IsNumber(acc)) continue;
+            if (!any++) printf("results (%s/summary.json):\n", c.dir);
+            printf("  %-16s accuracy %.3f", e->string, acc->valuedouble);
+            for (const cJSON *k = e->child; k; k = k->next)
+                if (!strncmp(k->string, "cons@", 5) && cJSON_IsNumber(k)) printf("  %s %.3f", k->string, k->valuedouble);
+            printf("\n");
+        }
+        fflush(stdout);
+    }
     if (!s && !c.opts.quiet) base_info("run %s: done (%s)", c.name, c.dir);
 done:
     ctx_free(&c);
