@@ -125,7 +125,6 @@ int cli_cmd_sft(int argc, char **argv) {
     if (!rc && optind != argc) rc = cli_usage_error("sft", "unexpected argument '%s'", argv[optind]);
     if (!rc && (!co.model || !co.in || !co.out))
         rc = cli_usage_error("sft", "--model, --in and --out are required (--help)");
-    if (!rc && co.rewards) rc = cli_usage_error("sft", "--rewards: sft uses no rewards");
     if (!rc && co.ro.resume && co.ro.overwrite) rc = cli_usage_error("sft", "--resume and --overwrite exclude each other");
     if (!rc && co.ro.resume && !co.run_dir) rc = cli_usage_error("sft", "--resume needs --run-dir");
     if (rc) {
