@@ -168,6 +168,20 @@ static void test_sample_command(void **state) {
     assert_int_equal(rc, 1);
     assert_non_null(strstr(out, "already exists"));
     free(out);
+    /* built-in scripts with params in the spec (the distill.lua example):
+     * the random model gets nothing right, so nothing is kept */
+    rc = run("sample --model %s/m --in %s/p.jsonl --rewards 'accuracy=boxed_math,format=think_format{prefilled=true}'"
+             " --keep '(rewards.accuracy or 0) == 1' --n 2 --max-new-tokens 4 --template r1 --out %s/o/acc.jsonl",
+             &out);
+    if (rc) fail_msg("rc %d: %s", rc, out);
+    free(out);
+    char *acc = P("o/acc.jsonl");
+    assert_int_equal(count_lines(acc), 0);
+    free(acc);
+    rc = run("sample --model %s/m --in %s/p.jsonl --rewards 'think_format{nope=1}' --out %s/o/x.jsonl", &out);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "unknown parameter 'nope'"));
+    free(out);
     cJSON_Delete(js);
     free(a), free(b), free(o), free(o2), free(pr), free(sum);
     assert_int_equal(dir_entries(g_tmp), 0);
