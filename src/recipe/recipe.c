@@ -313,6 +313,13 @@ static base_status check_value(vctx *c, cJSON *obj, cJSON *v, const recipe_key *
         }
         return BASE_OK;
     }
+    case RK_TABLE:
+        if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0) { /* Lua's {} */
+            cJSON_ReplaceItemInObjectCaseSensitive(obj, k->key, cJSON_CreateObject());
+            return BASE_OK;
+        }
+        if (!cJSON_IsObject(v)) return bad(c, path, k->key, "expected a table of named values", NULL);
+        return BASE_OK;
     case RK_STAGES: {
         if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
             return bad(c, path, k->key, "expected a non-empty list of stages", NULL);

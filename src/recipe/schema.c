@@ -92,6 +92,7 @@ static const recipe_key sample_keys[] = {
     {"min_lang_ratio", RK_NUM, "0.95", NULL, "mixed_language: least share of target-language words"},
     {"max_paragraph_chars", RK_INT, "2000", NULL, "long_paragraphs: longest paragraph allowed"},
     {"max_per_prompt", RK_INT, "1", NULL, "kept completions per prompt at most (0: all)"},
+    {"limit", RK_INT, "0", NULL, "sample from the first N prompts only (0: all)"},
     {"merge_datasets", RK_STRLIST, "[]", NULL, "extra SFT datasets appended to the output"},
     {"output", RK_STR, "null", NULL, "output JSONL (null: RUN/NAME.jsonl)"},
     {"rewards", RK_REWARDS, "null", NULL, "this stage's rewards (null: the recipe's)"},
@@ -135,6 +136,7 @@ static const recipe_key reward_keys[] = {
     {"script", RK_STR, REQ, NULL, "Lua reward script"},
     {"weight", RK_NUM, "1.0", NULL, "weight in the total reward"},
     {"name", RK_STR, "null", NULL, "metric name (default: the script's base name)"},
+    {"params", RK_TABLE, "null", NULL, "values for the script's params table (e.g. {url = ...})"},
     {NULL, 0, NULL, NULL, NULL},
 };
 

@@ -266,7 +266,9 @@ base_status run_reward_pool(run_ctx *c, const cJSON *stage, reward_pool **out) {
         /* a bare name is a built-in script; otherwise relative to the recipe */
         if (strchr(script, '/') || strstr(script, ".lua")) path = recipe_resolve_path(c->rc, script);
         else path = base_xstrdup(script);
-        s = reward_spec_add(&spec, path, recipe_num(r, "weight"), recipe_str(r, "name"), NULL);
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(r, "params");
+        s = reward_spec_add(&spec, path, recipe_num(r, "weight"), recipe_str(r, "name"),
+                            cJSON_IsObject(params) ? params : NULL);
         free(path);
     }
     if (!s) {
