@@ -1,5 +1,6 @@
 # grpo: the two-command quick start.
-#   make demo   install missing Debian packages, build, run the main job
+#   make demo   install missing Debian packages, build, run the main job:
+#               recipes/tiny-zero.lua (eval, GRPO, eval on the tiny model)
 #   make test   same set-up, then every test (normal build, then ASan+UBSan)
 # Other targets: make build, make test-fast (normal build only),
 # make test-asan, make test-slow, make bench, make clean.
@@ -39,14 +40,14 @@ $(ASAN_BUILD)/build.ninja: | deps
 	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Dbuildtype=debugoptimized -Dcuda=disabled $(MESON_OPTS)
 
 demo: build
-	./$(BUILD)/grpo info $(SHARED)/fixtures/hf-tiny-v3-a
+	./$(BUILD)/grpo run recipes/tiny-zero.lua --overwrite
 
 test-fast: build
-	SHARED_DIR=$(SHARED) meson test -C $(BUILD) --print-errorlogs
+	SHARED_DIR=$(SHARED) meson test -C $(BUILD) --no-suite slow --print-errorlogs
 
 test-asan: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
-	SHARED_DIR=$(SHARED) meson test -C $(ASAN_BUILD) --print-errorlogs --timeout-multiplier 4
+	SHARED_DIR=$(SHARED) meson test -C $(ASAN_BUILD) --no-suite slow --print-errorlogs --timeout-multiplier 4
 
 test: test-fast test-asan
 

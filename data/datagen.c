@@ -10,7 +10,8 @@
  * some problems, not most, and a verifier reward has something to fix.
  *
  * Tasks:
- *   arith      a + b, a - b, a * b with operands up to --digits digits
+ *   arith      a + b, a - b, a * b (--ops picks) with operands up to --digits
+ *              digits; worked column by column (carries, borrows)
  *   countdown  reach a target from 3-4 numbers with + - * (each used at most
  *              once); `answer` is the target, `numbers` the list, and the
  *              completion gives one valid expression
@@ -56,9 +57,24 @@ static void add_steps(base_buf *b, long x, long y) {
     }
 }
 
-static void gen_arith(drawer *d, int digits, long *a, long *b, char *op, long *ans, base_buf *think) {
+/* Column-wise subtraction steps (x >= y): "2-9 borrow: 12-9=3; 3-0=3" */
+static void sub_steps(base_buf *b, long x, long y) {
+    int borrow = 0, first = 1;
+    while (x) {
+        int dx = (int)(x % 10), dy = (int)(y % 10), top = dx - borrow, nb = 0;
+        if (top < dy) top += 10, nb = 1;
+        base_buf_printf(b, "%s%d-%d=%d", first ? "" : "; ", top, dy, top - dy);
+        borrow = nb;
+        x /= 10, y /= 10;
+        first = 0;
+    }
+}
+
+static void gen_arith(drawer *d, int digits, const char *ops, long *a, long *b, char *op, long *ans,
+                      base_buf *think) {
     long hi = pow10i(digits);
-    uint32_t kind = draw(d, 3);
+    char pick = ops[draw(d, (uint32_t)strlen(ops))];
+    uint32_t kind = pick == '+' ? 0 : pick == '-' ? 1 : 2;
     *a = draw(d, (uint32_t)hi);
     *b = draw(d, (uint32_t)hi);
     if (kind == 0) {
@@ -73,7 +89,7 @@ static void gen_arith(drawer *d, int digits, long *a, long *b, char *op, long *a
             *b = t;
         }
         *ans = *a - *b;
-        base_buf_printf(think, "%ld-%ld: %ld+%ld=%ld so %ld", *a, *b, *b, *ans, *a, *ans);
+        sub_steps(think, *a, *b);
     } else {
         *op = '*';
         *b = draw(d, 10);
@@ -129,14 +145,44 @@ static void json_str(base_buf *b, const char *key, const char *v) {
     cJSON_Delete(s);
 }
 
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The "prompt" of every line of a JSONL file, sorted (for bsearch). */
+static base_status load_prompts(const char *path, char ***out, size_t *n) {
+    base_jsonl *r;
+    base_status s = base_jsonl_open(path, &r);
+    if (s) return s;
+    size_t cap = 0;
+    cJSON *v;
+    while ((s = base_jsonl_next(r, &v)) != BASE_ERR_EOF) {
+        if (s) break;
+        const char *p = base_json_str(v, "prompt", NULL);
+        if (p) {
+            if (*n == cap) *out = base_xrealloc(*out, (cap = cap ? 2 * cap : 1024) * sizeof **out);
+            (*out)[(*n)++] = base_xstrdup(p);
+        }
+        cJSON_Delete(v);
+    }
+    base_jsonl_close(r);
+    if (s == BASE_ERR_EOF) s = BASE_OK;
+    if (!s) qsort(*out, *n, sizeof **out, cmp_str); /* sorted again after each file */
+    return s;
+}
+
 static void usage(void) {
     fprintf(stderr,
-            "usage: datagen --task arith|countdown --n N [--seed S] [--start I] [--digits D]\n"
-            "               [--noise P] [--out FILE]\n");
+            "usage: datagen --task arith|countdown --n N [--seed S] [--start I] [--digits D] [--ops +-*]\n"
+            "               [--noise P] [--exclude FILE] [--out FILE]\n"
+            "--exclude FILE (repeatable) skips tasks whose prompt appears in FILE (JSONL with \"prompt\"),\n"
+            "so held-out sets share no problem with training sets.\n");
 }
 
 int main(int argc, char **argv) {
-    const char *task = "arith", *out = NULL;
+    const char *task = "arith", *out = NULL, *ops = "+-*";
+    const char *exclude[8];
+    int nexclude = 0;
     long n = 100, start = 0;
     uint64_t seed = 1;
     int digits = 2;
@@ -146,6 +192,7 @@ int main(int argc, char **argv) {
         {"seed", required_argument, 0, 's'}, {"start", required_argument, 0, 'i'},
         {"digits", required_argument, 0, 'd'}, {"noise", required_argument, 0, 'p'},
         {"out", required_argument, 0, 'o'},  {"help", no_argument, 0, 'h'},
+        {"exclude", required_argument, 0, 'x'}, {"ops", required_argument, 0, 'O'},
         {0, 0, 0, 0},
     };
     int c;
@@ -158,6 +205,14 @@ int main(int argc, char **argv) {
         case 'd': digits = atoi(optarg); break;
         case 'p': noise = atof(optarg); break;
         case 'o': out = optarg; break;
+        case 'x':
+            if (nexclude == 8) {
+                fprintf(stderr, "datagen: at most 8 --exclude files\n");
+                return 2;
+            }
+            exclude[nexclude++] = optarg;
+            break;
+        case 'O': ops = optarg; break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
@@ -166,12 +221,24 @@ int main(int argc, char **argv) {
         fprintf(stderr, "datagen: unknown task '%s' (arith or countdown)\n", task);
         return 2;
     }
+    if (!*ops || strspn(ops, "+-*") != strlen(ops)) {
+        fprintf(stderr, "datagen: --ops takes a non-empty string of + - *\n");
+        return 2;
+    }
     if (n < 0 || digits < 1 || digits > 6 || noise < 0 || noise > 1) {
         fprintf(stderr, "datagen: bad --n, --digits (1..6) or --noise (0..1)\n");
         return 2;
     }
+    char **excl = NULL;
+    size_t nex = 0;
+    for (int i = 0; i < nexclude; i++)
+        if (load_prompts(exclude[i], &excl, &nex)) {
+            fprintf(stderr, "datagen: %s\n", base_err_msg());
+            return 1;
+        }
     base_buf all = {0}, think = {0}, line = {0};
-    for (long i = start; i < start + n; i++) {
+    long written = 0;
+    for (long i = start; written < n; i++) {
         drawer d;
         base_rng_init(&d.rng, seed, (uint32_t)i, (uint32_t)((uint64_t)i >> 32), 0xda7a);
         d.next = 0;
@@ -181,7 +248,7 @@ int main(int argc, char **argv) {
         if (!strcmp(task, "arith")) {
             long a, b, ans;
             char op;
-            gen_arith(&d, digits, &a, &b, &op, &ans, &think);
+            gen_arith(&d, digits, ops, &a, &b, &op, &ans, &think);
             snprintf(prompt, sizeof prompt, "What is %ld %c %ld?", a, op, b);
             snprintf(answer, sizeof answer, "%ld", ans);
             long shown = ans;
@@ -200,6 +267,8 @@ int main(int argc, char **argv) {
             snprintf(final, sizeof final, "%s", think.data);
             base_buf_printf(&line, ",\"numbers\":[%s]", list);
         }
+        if (nex && bsearch(&(const char *){prompt}, excl, nex, sizeof *excl, cmp_str)) continue;
+        written++;
         base_buf_printf(&all, "{\"id\":\"%s-%ld\",\"task\":\"%s\"", task, i, task);
         json_str(&all, "prompt", prompt);
         json_str(&all, "answer", answer);
@@ -220,5 +289,7 @@ int main(int argc, char **argv) {
         fwrite(all.data, 1, all.len, stdout);
     }
     base_buf_free(&all), base_buf_free(&think), base_buf_free(&line);
+    for (size_t i = 0; i < nex; i++) free(excl[i]);
+    free(excl);
     return rc;
 }

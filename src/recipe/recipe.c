@@ -313,6 +313,13 @@ static base_status check_value(vctx *c, cJSON *obj, cJSON *v, const recipe_key *
         }
         return BASE_OK;
     }
+    case RK_TABLE:
+        if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0) { /* Lua's {} */
+            cJSON_ReplaceItemInObjectCaseSensitive(obj, k->key, cJSON_CreateObject());
+            return BASE_OK;
+        }
+        if (!cJSON_IsObject(v)) return bad(c, path, k->key, "expected a table of named values", NULL);
+        return BASE_OK;
     case RK_STAGES: {
         if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
             return bad(c, path, k->key, "expected a non-empty list of stages", NULL);
@@ -607,7 +614,9 @@ const char *recipe_str(const cJSON *obj, const char *key) {
 }
 
 char *recipe_resolve_path(const recipe *r, const char *p) {
-    if (p[0] == '/' || base_file_exists(p)) return base_xstrdup(p);
+    /* relative to the recipe file first (a recipe's own paths), then to the
+     * current directory (paths given with --set) */
+    if (p[0] == '/') return base_xstrdup(p);
     char *j = base_path_join(r->dir, p);
     if (base_file_exists(j)) return j;
     free(j);

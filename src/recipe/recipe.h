@@ -47,8 +47,8 @@ char *recipe_to_lua(const recipe *r);
 /* Write it atomically to `path`. */
 base_status recipe_write_resolved(const recipe *r, const char *path);
 
-/* Resolve a path relative to the recipe file's directory unless absolute or
- * it exists relative to the current directory. malloc'd. */
+/* Resolve a relative path: against the recipe file's directory when it
+ * exists there, else as given (relative to the current directory). */
 char *recipe_resolve_path(const recipe *r, const char *p);
 
 /* Edit distance (for "did you mean" suggestions). */

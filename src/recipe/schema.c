@@ -19,7 +19,6 @@
      "learning-rate schedule after warm-up"},                                                      \
     {"warmup_ratio", RK_NUM, "0", NULL, "warm-up steps as a fraction of max_steps"},               \
     {"warmup_steps", RK_INT, "0", NULL, "warm-up steps (overrides warmup_ratio when > 0)"},        \
-    {"min_lr_ratio", RK_NUM, "0", NULL, "cosine/linear floor as a fraction of learning_rate"},     \
     {"weight_decay", RK_NUM, "0", NULL, "AdamW decoupled weight decay"},                           \
     {"adam_beta1", RK_NUM, "0.9", NULL, "AdamW beta1"},                                            \
     {"adam_beta2", RK_NUM, "0.999", NULL, "AdamW beta2"},                                          \
@@ -93,6 +92,7 @@ static const recipe_key sample_keys[] = {
     {"min_lang_ratio", RK_NUM, "0.95", NULL, "mixed_language: least share of target-language words"},
     {"max_paragraph_chars", RK_INT, "2000", NULL, "long_paragraphs: longest paragraph allowed"},
     {"max_per_prompt", RK_INT, "1", NULL, "kept completions per prompt at most (0: all)"},
+    {"limit", RK_INT, "0", NULL, "sample from the first N prompts only (0: all)"},
     {"merge_datasets", RK_STRLIST, "[]", NULL, "extra SFT datasets appended to the output"},
     {"output", RK_STR, "null", NULL, "output JSONL (null: RUN/NAME.jsonl)"},
     {"rewards", RK_REWARDS, "null", NULL, "this stage's rewards (null: the recipe's)"},
@@ -136,12 +136,15 @@ static const recipe_key reward_keys[] = {
     {"script", RK_STR, REQ, NULL, "Lua reward script"},
     {"weight", RK_NUM, "1.0", NULL, "weight in the total reward"},
     {"name", RK_STR, "null", NULL, "metric name (default: the script's base name)"},
+    {"params", RK_TABLE, "null", NULL, "values for the script's params table (e.g. {url = ...})"},
     {NULL, 0, NULL, NULL, NULL},
 };
 
 static const recipe_key top_keys[] = {
     {"name", RK_STR, "null", NULL, "run name (default: the recipe file's base name)"},
     {"model", RK_STR, REQ, NULL, "policy checkpoint directory (Hugging Face layout)"},
+    {"init_std", RK_NUM, "null", NULL,
+     "start from random weights N(0, init_std^2) with the model's config.json (pre-training)"},
     {"tokenizer", RK_STR, "null", NULL, "tokenizer directory (null: the model's)"},
     {"ref_model", RK_STR, "null", NULL, "reference model (null: the policy at the stage start)"},
     {"device", RK_STR, "\"auto\"", "auto|cpu|cuda", "backend"},

@@ -13,6 +13,7 @@ typedef enum {
     RK_DATASETS, /* table name -> dataset table (or a bare path string) */
     RK_REWARDS,  /* list of reward tables (or "script:weight" strings) */
     RK_STAGES,   /* list of stage tables */
+    RK_TABLE,    /* table of named values (free-form; {} allowed) */
 } recipe_ktype;
 
 typedef struct {

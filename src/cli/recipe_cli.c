@@ -1,0 +1,274 @@
+/*
+ * In-memory recipes for the one-stage commands (sample, eval, sft). See
+ * recipe_cli.h.
+ */
+#include "cli/recipe_cli.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "recipe/recipe.h"
+#include "reward/reward.h"
+
+void cli_lua_str(base_buf *b, const char *s) {
+    base_buf_puts(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') base_buf_printf(b, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f) base_buf_printf(b, "\\%03d", *p);
+        else base_buf_append(b, p, 1);
+    }
+    base_buf_puts(b, "\"");
+}
+
+void cli_lua_kv_str(base_buf *b, const char *key, const char *val) {
+    base_buf_printf(b, "%s = ", key);
+    cli_lua_str(b, val);
+    base_buf_puts(b, ",\n");
+}
+
+int cli_lua_kv_num(base_buf *b, const char *cmd, const char *opt, const char *key, const char *val) {
+    char *end;
+    errno = 0;
+    double d = strtod(val, &end);
+    if (!*val || *end || errno || !isfinite(d)) return cli_usage_error(cmd, "%s: '%s' is not a number", opt, val);
+    base_buf_printf(b, "%s = %.17g,\n", key, d);
+    return 0;
+}
+
+int cli_lua_kv_int(base_buf *b, const char *cmd, const char *opt, const char *key, const char *val) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(val, &end, 10);
+    if (!*val || *end || errno) return cli_usage_error(cmd, "%s: '%s' is not an integer", opt, val);
+    base_buf_printf(b, "%s = %lld,\n", key, v);
+    return 0;
+}
+
+void cli_lua_kv_list(base_buf *b, const char *key, const char *csv) {
+    base_buf_printf(b, "%s = {", key);
+    char *copy = base_xstrdup(csv), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ') t++;
+        size_t n = strlen(t);
+        while (n && t[n - 1] == ' ') t[--n] = 0;
+        if (!n) continue;
+        cli_lua_str(b, t);
+        base_buf_puts(b, ", ");
+    }
+    free(copy);
+    base_buf_puts(b, "},\n");
+}
+
+/* A JSON scalar (reward params are scalars in the text form) as Lua. */
+static void lua_scalar(base_buf *b, const cJSON *v) {
+    if (cJSON_IsNumber(v)) base_buf_printf(b, "%.17g", v->valuedouble);
+    else if (cJSON_IsBool(v)) base_buf_puts(b, cJSON_IsTrue(v) ? "true" : "false");
+    else if (cJSON_IsString(v)) cli_lua_str(b, v->valuestring);
+    else base_buf_puts(b, "nil");
+}
+
+base_status cli_lua_rewards(base_buf *b, const char *spec) {
+    reward_spec rs;
+    base_status s = reward_spec_parse(spec, &rs);
+    if (s) return s;
+    base_buf_puts(b, "rewards = {\n");
+    for (int i = 0; i < rs.n; i++) {
+        const reward_fn_spec *f = &rs.fns[i];
+        base_buf_puts(b, "  { script = ");
+        cli_lua_str(b, f->path);
+        base_buf_printf(b, ", weight = %.17g, name = ", f->weight);
+        cli_lua_str(b, f->name);
+        if (f->params) {
+            base_buf_puts(b, ", params = {");
+            for (const cJSON *p = f->params->child; p; p = p->next) {
+                base_buf_puts(b, "[");
+                cli_lua_str(b, p->string);
+                base_buf_puts(b, "] = ");
+                lua_scalar(b, p);
+                base_buf_puts(b, ", ");
+            }
+            base_buf_puts(b, "}");
+        }
+        base_buf_puts(b, " },\n");
+    }
+    base_buf_puts(b, "},\n");
+    reward_spec_free(&rs);
+    return BASE_OK;
+}
+
+/* ---- run directories ----------------------------------------------------- */
+
+base_status cli_run_dir_open(const char *cmd, const char *run_dir, cli_run_dir *rd) {
+    memset(rd, 0, sizeof *rd);
+    char *path;
+    if (run_dir) {
+        if (!*run_dir) return base_err_set(BASE_ERR_INVALID, "--run-dir: empty path");
+        path = base_xstrdup(run_dir);
+        size_t n = strlen(path);
+        while (n > 1 && path[n - 1] == '/') path[--n] = 0;
+    } else {
+        const char *t = getenv("TMPDIR");
+        base_buf b = {0};
+        base_buf_printf(&b, "%s/grpo-%s-XXXXXX", t && *t ? t : "/tmp", cmd);
+        if (!mkdtemp(b.data)) {
+            base_status s = base_err_set(BASE_ERR_IO, "%s: cannot create a temporary run directory: %s", b.data,
+                                         base_strerror_now());
+            base_buf_free(&b);
+            return s;
+        }
+        path = b.data;
+        rd->tmp = base_xstrdup(path);
+    }
+    char *a = base_xstrdup(path), *c = base_xstrdup(path);
+    rd->output_dir = base_xstrdup(dirname(a));
+    rd->name = base_xstrdup(basename(c));
+    rd->path = path;
+    free(a), free(c);
+    if (!strcmp(rd->name, "/") || !strcmp(rd->name, ".") || !strcmp(rd->name, "..")) {
+        base_status s = base_err_set(BASE_ERR_INVALID, "--run-dir '%s': name a directory", run_dir);
+        cli_run_dir_close(rd);
+        return s;
+    }
+    return BASE_OK;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p) != 0 && errno != ENOENT;
+}
+
+void cli_run_dir_close(cli_run_dir *rd) {
+    if (rd->tmp && nftw(rd->tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        base_warn("%s: could not remove the temporary run directory", rd->tmp);
+    free(rd->output_dir), free(rd->name), free(rd->path), free(rd->tmp);
+    memset(rd, 0, sizeof *rd);
+}
+
+int cli_run_recipe_src(const char *cmd, const char *src, const char *const *sets, int nsets, const run_opts *ro) {
+    char chunk[64];
+    snprintf(chunk, sizeof chunk, "(grpo %s)", cmd);
+    recipe *rc;
+    if (recipe_load_string(src, chunk, sets, nsets, &rc)) {
+        fprintf(stderr, "grpo %s: %s\n", cmd, base_err_msg());
+        return 1;
+    }
+    int r = 0;
+    if (run_recipe(rc, ro)) {
+        fprintf(stderr, "grpo %s: %s\n", cmd, base_err_msg());
+        r = 1;
+    }
+    recipe_free(rc);
+    return r;
+}
+
+base_status cli_copy_file(const char *src, const char *dst) {
+    FILE *in = fopen(src, "rb");
+    if (!in) return base_err_set(BASE_ERR_IO, "%s: %s", src, base_strerror_now());
+    base_buf tmp = {0};
+    base_buf_printf(&tmp, "%s.tmp-%ld", dst, (long)getpid());
+    FILE *out = fopen(tmp.data, "wb");
+    base_status s = BASE_OK;
+    if (!out) {
+        s = base_err_set(BASE_ERR_IO, "%s: %s", tmp.data, base_strerror_now());
+        fclose(in);
+        base_buf_free(&tmp);
+        return s;
+    }
+    enum { CHUNK = 1 << 20 };
+    char *buf = base_xmalloc(CHUNK);
+    size_t n;
+    while ((n = fread(buf, 1, CHUNK, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n) break;
+    int bad = ferror(in) || ferror(out) || fflush(out) != 0 || fsync(fileno(out)) != 0;
+    bad |= fclose(out) != 0;
+    fclose(in);
+    free(buf);
+    if (bad || rename(tmp.data, dst) != 0) {
+        s = base_err_set(BASE_ERR_IO, "%s: cannot write: %s", dst, base_strerror_now());
+        unlink(tmp.data);
+    }
+    base_buf_free(&tmp);
+    return s;
+}
+
+/* ---- shared options ------------------------------------------------------ */
+
+void cli_common_init(cli_common *co, int argc) {
+    memset(co, 0, sizeof *co);
+    co->sets = base_xcalloc((size_t)argc + 1, sizeof *co->sets);
+}
+
+void cli_common_free(cli_common *co) {
+    base_buf_free(&co->top);
+    base_buf_free(&co->stage);
+    base_buf_free(&co->stops);
+    free(co->sets);
+}
+
+int cli_common_opt(cli_common *co, const char *cmd, int c, const char *arg) {
+    base_buf *t = &co->top, *st = &co->stage;
+    switch (c) {
+    case CLI_OPT_MODEL: co->model = arg; cli_lua_kv_str(t, "model", arg); return 0;
+    case CLI_OPT_TOKENIZER: cli_lua_kv_str(t, "tokenizer", arg); return 0;
+    case CLI_OPT_IN: co->in = arg; return 0;
+    case CLI_OPT_PROMPT_COLUMN: co->prompt_column = arg; return 0;
+    case CLI_OPT_TEMPLATE: cli_lua_kv_str(t, "template", arg); return 0;
+    case CLI_OPT_SYSTEM: cli_lua_kv_str(t, "system_prompt", arg); return 0;
+    case CLI_OPT_SEED: return cli_lua_kv_int(t, cmd, "--seed", "seed", arg);
+    case CLI_OPT_THREADS: return cli_lua_kv_int(t, cmd, "--threads", "threads", arg);
+    case CLI_OPT_RUN_DIR: co->run_dir = arg; return 0;
+    case CLI_OPT_OVERWRITE: co->ro.overwrite = 1; return 0;
+    case CLI_OPT_RESUME: co->ro.resume = 1; return 0;
+    case CLI_OPT_DEVICE: co->ro.device = arg; return 0;
+    case CLI_OPT_QUIET: co->ro.quiet = 1; return 0;
+    case CLI_OPT_SET: co->sets[co->nsets++] = arg; return 0;
+    case CLI_OPT_OUT: co->out = arg; return 0;
+    case CLI_OPT_REWARDS: co->rewards = arg; return 0;
+    case CLI_OPT_N: return cli_lua_kv_int(st, cmd, "--n", "num_generations", arg);
+    case CLI_OPT_TEMPERATURE: return cli_lua_kv_num(st, cmd, "--temperature", "temperature", arg);
+    case CLI_OPT_TOP_P: return cli_lua_kv_num(st, cmd, "--top-p", "top_p", arg);
+    case CLI_OPT_TOP_K: return cli_lua_kv_int(st, cmd, "--top-k", "top_k", arg);
+    case CLI_OPT_MIN_P: return cli_lua_kv_num(st, cmd, "--min-p", "min_p", arg);
+    case CLI_OPT_MAX_NEW: return cli_lua_kv_int(st, cmd, "--max-new-tokens", "max_completion_length", arg);
+    case CLI_OPT_MAX_PROMPT: return cli_lua_kv_int(st, cmd, "--max-prompt-length", "max_prompt_length", arg);
+    case CLI_OPT_LIMIT: return cli_lua_kv_int(st, cmd, "--limit", "limit", arg);
+    case CLI_OPT_STOP:
+        cli_lua_str(&co->stops, arg);
+        base_buf_puts(&co->stops, ", ");
+        return 0;
+    default: return -1;
+    }
+}
+
+base_status cli_recipe_begin(base_buf *b, const cli_common *co, const cli_run_dir *rd, const char *extra_datasets) {
+    base_buf_puts(b, "return {\n");
+    cli_lua_kv_str(b, "name", rd->name);
+    cli_lua_kv_str(b, "output_dir", rd->output_dir);
+    base_buf_puts(b, "report = false,\n");
+    if (co->top.len) base_buf_append(b, co->top.data, co->top.len);
+    base_buf_puts(b, "datasets = {\n  input = { path = ");
+    cli_lua_str(b, co->in);
+    if (co->prompt_column) {
+        base_buf_puts(b, ", prompt_column = ");
+        cli_lua_str(b, co->prompt_column);
+    }
+    base_buf_puts(b, " },\n");
+    if (extra_datasets) base_buf_puts(b, extra_datasets);
+    base_buf_puts(b, "},\n");
+    return co->rewards ? cli_lua_rewards(b, co->rewards) : BASE_OK;
+}
+
+void cli_recipe_stage(base_buf *b, const cli_common *co, const char *type, const char *extra) {
+    base_buf_printf(b, "stages = {\n  {\ntype = \"%s\", name = \"%s\", dataset = \"input\",\n", type, type);
+    if (co->stage.len) base_buf_append(b, co->stage.data, co->stage.len);
+    if (co->stops.len) base_buf_printf(b, "stop = { %s},\n", co->stops.data);
+    if (extra) base_buf_puts(b, extra);
+    base_buf_puts(b, "  },\n},\n}\n");
+}

@@ -1,0 +1,112 @@
+/*
+ * Helpers shared by the commands that run one pipeline stage (sample, eval,
+ * sft): each builds a recipe in memory (Lua source) from its options and
+ * runs it with run_recipe, so a command and a recipe stage are one code
+ * path. Private to src/cli/cmd_{sample,eval,sft}.c.
+ *
+ * The recipe text is built in a base_buf with the cli_lua_* appenders
+ * (values quoted for Lua); option values are checked here so that a bad
+ * number is a usage error naming the option.
+ */
+#ifndef GRPO_CLI_RECIPE_CLI_H
+#define GRPO_CLI_RECIPE_CLI_H
+
+#include <getopt.h>
+
+#include "base/base.h"
+#include "train/run.h"
+
+/* Append s as a Lua string literal (any bytes; escapes as needed). */
+void cli_lua_str(base_buf *b, const char *s);
+/* Append `key = "val",\n` / `key = NUMBER,\n` / `key = {"a", "b"},\n` (a
+ * comma-separated list). The number forms check `val` and return 2 after
+ * printing "grpo CMD: OPT: 'val' is not a number|an integer", else 0. */
+void cli_lua_kv_str(base_buf *b, const char *key, const char *val);
+int cli_lua_kv_num(base_buf *b, const char *cmd, const char *opt, const char *key, const char *val);
+int cli_lua_kv_int(base_buf *b, const char *cmd, const char *opt, const char *key, const char *val);
+void cli_lua_kv_list(base_buf *b, const char *key, const char *csv);
+/* Append `rewards = {{script = ..., weight = ..., name = ..., params = {...}}, ...},\n`
+ * from a reward spec in the text form of reward.h (NAME=PATH:WEIGHT{K=V;...}).
+ * Parse errors: message set, BASE_ERR_PARSE. */
+base_status cli_lua_rewards(base_buf *b, const char *spec);
+
+/* The run directory of a command: `run_dir` when given (kept; relative to
+ * the current directory), else a fresh directory under $TMPDIR (or /tmp)
+ * named grpo-CMD-XXXXXX, removed by cli_run_dir_close. */
+typedef struct {
+    char *output_dir; /* the recipe's output_dir */
+    char *name;       /* the recipe's name */
+    char *path;       /* output_dir/name */
+    char *tmp;        /* the temporary directory to remove, or NULL */
+} cli_run_dir;
+
+base_status cli_run_dir_open(const char *cmd, const char *run_dir, cli_run_dir *rd);
+void cli_run_dir_close(cli_run_dir *rd);
+
+/* ---- options shared by the commands ------------------------------------- */
+
+/* getopt_long values of the shared options (beyond any character). */
+enum {
+    CLI_OPT_MODEL = 1000, CLI_OPT_TOKENIZER, CLI_OPT_IN, CLI_OPT_PROMPT_COLUMN, CLI_OPT_TEMPLATE,
+    CLI_OPT_SYSTEM, CLI_OPT_SEED, CLI_OPT_RUN_DIR, CLI_OPT_OVERWRITE, CLI_OPT_RESUME, CLI_OPT_DEVICE,
+    CLI_OPT_QUIET, CLI_OPT_SET, CLI_OPT_THREADS, CLI_OPT_OUT,
+    /* sampling (sample, eval) */
+    CLI_OPT_N, CLI_OPT_TEMPERATURE, CLI_OPT_TOP_P, CLI_OPT_TOP_K, CLI_OPT_MIN_P, CLI_OPT_MAX_NEW,
+    CLI_OPT_MAX_PROMPT, CLI_OPT_STOP, CLI_OPT_LIMIT, CLI_OPT_REWARDS,
+    CLI_OPT_FIRST_OWN = 1100, /* a command's own options start here */
+};
+
+#define CLI_COMMON_OPTIONS                                                                                  \
+    {"model", required_argument, 0, CLI_OPT_MODEL}, {"tokenizer", required_argument, 0, CLI_OPT_TOKENIZER}, \
+    {"in", required_argument, 0, CLI_OPT_IN}, {"prompt-column", required_argument, 0, CLI_OPT_PROMPT_COLUMN}, \
+    {"template", required_argument, 0, CLI_OPT_TEMPLATE}, {"system", required_argument, 0, CLI_OPT_SYSTEM},  \
+    {"seed", required_argument, 0, CLI_OPT_SEED}, {"run-dir", required_argument, 0, CLI_OPT_RUN_DIR},       \
+    {"overwrite", no_argument, 0, CLI_OPT_OVERWRITE}, {"resume", no_argument, 0, CLI_OPT_RESUME},          \
+    {"device", required_argument, 0, CLI_OPT_DEVICE}, {"quiet", no_argument, 0, CLI_OPT_QUIET},           \
+    {"set", required_argument, 0, CLI_OPT_SET}, {"threads", required_argument, 0, CLI_OPT_THREADS},         \
+    {"out", required_argument, 0, CLI_OPT_OUT}, {"help", no_argument, 0, 'h'}
+
+#define CLI_SAMPLING_OPTIONS                                                                                \
+    {"n", required_argument, 0, CLI_OPT_N}, {"temperature", required_argument, 0, CLI_OPT_TEMPERATURE},     \
+    {"top-p", required_argument, 0, CLI_OPT_TOP_P}, {"top-k", required_argument, 0, CLI_OPT_TOP_K},         \
+    {"min-p", required_argument, 0, CLI_OPT_MIN_P}, {"max-new-tokens", required_argument, 0, CLI_OPT_MAX_NEW}, \
+    {"max-prompt-length", required_argument, 0, CLI_OPT_MAX_PROMPT},                                         \
+    {"stop", required_argument, 0, CLI_OPT_STOP}, {"limit", required_argument, 0, CLI_OPT_LIMIT},           \
+    {"rewards", required_argument, 0, CLI_OPT_REWARDS}
+
+/* What the shared options collected. `top` holds the recipe's top-level
+ * entries (Lua text), `stage` the stage's; the rest is for the command. */
+typedef struct {
+    base_buf top, stage;
+    const char *model, *in, *prompt_column, *run_dir, *out, *rewards;
+    const char **sets; /* [argc] */
+    int nsets;
+    run_opts ro;
+    base_buf stops; /* Lua list items of --stop */
+} cli_common;
+
+void cli_common_init(cli_common *co, int argc);
+void cli_common_free(cli_common *co);
+/* Handle option c (getopt_long's value) with argument arg. Returns -1 when
+ * c is not a shared option, 0 when handled, 2 on a bad value (printed). */
+int cli_common_opt(cli_common *co, const char *cmd, int c, const char *arg);
+/* Start the recipe text: "return {", name/output_dir of rd, the top-level
+ * entries, the `input` dataset (with the prompt column when given) plus
+ * extra_datasets (Lua text, may be NULL), and the rewards of --rewards
+ * (a spec parse error is returned). The caller may add more top-level
+ * entries, then calls cli_recipe_stage. */
+base_status cli_recipe_begin(base_buf *b, const cli_common *co, const cli_run_dir *rd, const char *extra_datasets);
+/* Append the one stage (type, name = type, dataset "input", the collected
+ * stage entries plus `extra` Lua text) and close the recipe. */
+void cli_recipe_stage(base_buf *b, const cli_common *co, const char *type, const char *extra);
+
+
+/* Load the recipe source (chunk name "(grpo CMD)", paths relative to the
+ * current directory) with the --set overrides, and run it. Prints
+ * "grpo CMD: message" on failure. Returns 0 or 1. */
+int cli_run_recipe_src(const char *cmd, const char *src, const char *const *sets, int nsets, const run_opts *ro);
+
+/* Copy a file (streamed; written to DST.tmp-PID, synced, renamed). */
+base_status cli_copy_file(const char *src, const char *dst);
+
+#endif

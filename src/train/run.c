@@ -1,0 +1,222 @@
+/*
+ * The pipeline driver: run directory, model and tokenizer, the stage loop,
+ * resume. See run.h.
+ */
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "recipe/recipe.h"
+#include "run_internal.h"
+
+char *run_dir_of(const recipe *rc) {
+    const cJSON *root = recipe_root(rc);
+    return base_path_join(recipe_str(root, "output_dir"), recipe_str(root, "name"));
+}
+
+/* Keep the first `lines` lines of a JSONL file (resume drops what was
+ * written after the checkpoint). */
+static base_status truncate_lines(const char *path, int64_t lines) {
+    char *text;
+    size_t n;
+    if (!base_file_exists(path)) return BASE_OK;
+    base_status s = base_read_file(path, &text, &n);
+    if (s) return s;
+    size_t cut = 0;
+    int64_t seen = 0;
+    while (cut < n && seen < lines) {
+        char *nl = memchr(text + cut, '\n', n - cut);
+        if (!nl) break;
+        cut = (size_t)(nl - text) + 1;
+        seen++;
+    }
+    if (seen < lines) { /* fewer lines than the checkpoint counted: keep all */
+        free(text);
+        return BASE_OK;
+    }
+    s = base_write_file_atomic(path, text, cut);
+    free(text);
+    return s;
+}
+
+static int dir_is_empty(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return 1;
+    struct dirent *e;
+    int empty = 1;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
+    closedir(d);
+    return empty;
+}
+
+static base_status open_outputs(run_ctx *c, int append) {
+    char *m = base_path_join(c->dir, "metrics.jsonl"), *sp = base_path_join(c->dir, "samples.jsonl");
+    c->metrics = fopen(m, append ? "a" : "w");
+    c->samples = c->metrics ? fopen(sp, append ? "a" : "w") : NULL;
+    base_status s = BASE_OK;
+    if (!c->metrics || !c->samples) s = base_err_set(BASE_ERR_IO, "%s: %s", c->dir, base_strerror_now());
+    free(m), free(sp);
+    c->reward_log = base_path_join(c->dir, "reward_errors.log");
+    if (!append) {
+        FILE *f = fopen(c->reward_log, "w");
+        if (f) fclose(f);
+    }
+    return s;
+}
+
+/* Load the policy from a checkpoint directory, or (fresh = 1 and the recipe
+ * sets init_std) make random weights from its config.json. */
+static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
+    model *m = NULL;
+    base_status s;
+    const cJSON *init = cJSON_GetObjectItemCaseSensitive(c->root, "init_std");
+    if (cJSON_IsNumber(init) && fresh) { /* pre-training from scratch */
+        model_config cfg;
+        s = model_config_load(dir, &cfg);
+        if (!s) s = model_init_random(&cfg, c->ops, c->seed, (float)init->valuedouble, NULL, &m);
+    } else {
+        s = model_load(dir, c->ops, NULL, &m);
+    }
+    if (s) return base_err_wrap(s, "loading the model");
+    model_free(c->policy);
+    c->policy = m;
+    free(c->policy_src);
+    c->policy_src = base_xstrdup(dir);
+    return BASE_OK;
+}
+
+static void ctx_free(run_ctx *c) {
+    if (c->metrics) fclose(c->metrics);
+    if (c->samples) fclose(c->samples);
+    for (int i = 0; i < c->n_datasets; i++) {
+        run_dataset *d = &c->datasets[i];
+        for (int64_t k = 0; k < d->n; k++) cJSON_Delete(d->rows[k]);
+        free(d->rows), free(d->lines), free(d->name), free(d->path), free(d->prompt_column);
+    }
+    free(c->datasets);
+    model_free(c->policy);
+    tok_free(c->tok);
+    cJSON_Delete(c->summary);
+    free(c->dir), free(c->name), free(c->policy_src), free(c->tok_dir), free(c->reward_log);
+}
+
+base_status run_recipe(const recipe *rc, const run_opts *opts) {
+    run_ctx c;
+    memset(&c, 0, sizeof c);
+    c.rc = rc;
+    c.root = recipe_root(rc);
+    if (opts) c.opts = *opts;
+    c.dir = run_dir_of(rc);
+    c.name = base_xstrdup(recipe_str(c.root, "name"));
+    c.seed = (uint64_t)recipe_int(c.root, "seed");
+    const char *dev = c.opts.device ? c.opts.device : recipe_str(c.root, "device");
+    base_status s = BASE_OK;
+    c.ops = ops_by_name(dev);
+    if (!c.ops) {
+        s = base_err_set(BASE_ERR_UNSUPPORTED, "device '%s': %s", dev, base_err_msg());
+        goto done;
+    }
+    /* the run directory: a new run needs an empty (or absent) one */
+    run_ckpt *ck = NULL;
+    if (c.opts.resume) {
+        s = run_ckpt_latest(&c, &ck);
+        if (s) goto done;
+        if (!ck) base_warn("%s: no checkpoint to resume from: starting the run from the beginning", c.dir);
+    } else if (base_file_exists(c.dir) && !dir_is_empty(c.dir)) {
+        if (!c.opts.overwrite) {
+            s = base_err_set(BASE_ERR_INVALID,
+                             "run directory %s already exists: continue it with --resume, replace it with "
+                             "--overwrite, or give the run another name (--set name=...)",
+                             c.dir);
+            goto done;
+        }
+        char cmd[4200];
+        snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", c.dir);
+        if (strchr(c.dir, '\'') || system(cmd) != 0) {
+            s = base_err_set(BASE_ERR_IO, "%s: could not remove the old run directory", c.dir);
+            goto done;
+        }
+    }
+    if ((s = base_mkdir_p(c.dir))) goto done;
+    {
+        char *p = base_path_join(c.dir, "config.resolved.lua");
+        s = recipe_write_resolved(rc, p);
+        free(p);
+        if (s) goto done;
+    }
+    /* weights: the recipe's model, or the checkpoint's */
+    char *model_dir = recipe_resolve_path(rc, recipe_str(c.root, "model"));
+    s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir, !ck);
+    const char *tk = recipe_str(c.root, "tokenizer");
+    c.tok_dir = tk ? recipe_resolve_path(rc, tk) : base_xstrdup(model_dir);
+    free(model_dir);
+    if (!s) {
+        s = tok_load(c.tok_dir, &c.tok);
+        if (s) s = base_err_wrap(s, "loading the tokenizer (set 'tokenizer' in the recipe)");
+    }
+    if (s) {
+        run_ckpt_free(ck);
+        goto done;
+    }
+    /* outputs; on resume drop what was written after the checkpoint */
+    if (ck) {
+        const run_train_state *rs = run_ckpt_state(ck);
+        c.total_steps = rs->total_steps;
+        c.metrics_lines = rs->metrics_lines;
+        c.samples_lines = rs->samples_lines;
+        char *m = base_path_join(c.dir, "metrics.jsonl"), *sp = base_path_join(c.dir, "samples.jsonl");
+        s = truncate_lines(m, rs->metrics_lines);
+        if (!s) s = truncate_lines(sp, rs->samples_lines);
+        free(m), free(sp);
+        c.summary = run_ckpt_summary(ck);
+    }
+    if (!c.summary) c.summary = cJSON_CreateObject();
+    if (!s) s = open_outputs(&c, ck != NULL);
+    int n = recipe_nstages(rc);
+    const run_train_state *rs = ck ? run_ckpt_state(ck) : NULL;
+    for (int i = 0; i < n && !s && !c.stop_requested; i++) {
+        const cJSON *st = recipe_stage(rc, i);
+        if (rs && (i < rs->stage_index || (i == rs->stage_index && rs->stage_done))) continue;
+        const char *from = recipe_str(st, "init_from");
+        if (from && !(rs && i == rs->stage_index)) {
+            char *p = recipe_resolve_path(rc, from);
+            s = load_policy(&c, p, 0);
+            free(p);
+            if (s) break;
+        }
+        const char *type = recipe_str(st, "type");
+        const run_ckpt *res = rs && i == rs->stage_index ? ck : NULL;
+        if (!c.opts.quiet) base_info("stage %d/%d: %s (%s)", i + 1, n, recipe_str(st, "name"), type);
+        if (!strcmp(type, "grpo")) s = run_stage_grpo(&c, st, i, res);
+        else if (!strcmp(type, "sft")) s = run_stage_sft(&c, st, i, res);
+        else if (!strcmp(type, "eval")) s = run_stage_eval(&c, st, i);
+        else s = run_stage_sample(&c, st, i);
+    }
+    run_ckpt_free(ck);
+    if (!s && !c.stop_requested && recipe_bool(c.root, "report")) {
+        fflush(c.metrics);
+        base_status r = run_report_write(c.dir);
+        if (r) base_warn("report: %s", base_err_msg());
+    }
+    if (!s && !c.stop_requested) {
+        /* the eval results, on stdout */
+        int any = 0;
+        for (const cJSON *e = c.summary->child; e; e = e->next) {
+            const cJSON *acc = cJSON_GetObjectItemCaseSensitive(e, "accuracy");
+            if (!cJSON_IsNumber(acc)) continue;
+            if (!any++) printf("results (%s/summary.json):\n", c.dir);
+            printf("  %-16s accuracy %.3f", e->string, acc->valuedouble);
+            for (const cJSON *k = e->child; k; k = k->next)
+                if (!strncmp(k->string, "cons@", 5) && cJSON_IsNumber(k)) printf("  %s %.3f", k->string, k->valuedouble);
+            printf("\n");
+        }
+        fflush(stdout);
+    }
+    if (!s && !c.opts.quiet) base_info("run %s: done (%s)", c.name, c.dir);
+done:
+    ctx_free(&c);
+    return s;
+}

@@ -1,0 +1,58 @@
+/*
+ * run: the R1 pipeline driver. `grpo run RECIPE.lua` loads a recipe
+ * (src/recipe) and runs its stages in order, each starting from the weights
+ * the previous one left:
+ *
+ *   sft     masked next-token NLL on completion / assistant tokens, packed
+ *   grpo    rollout -> rewards -> group advantages -> GRPO loss -> AdamW
+ *   sample  rejection sampling: G completions per prompt, rewards, a keep
+ *           expression and R1's filters, written as chat SFT data
+ *   eval    pass@1 over K samples and cons@K (majority vote)
+ *
+ * Everything a run writes goes to OUTPUT_DIR/NAME/ (the run directory):
+ *   config.resolved.lua   every value the run used
+ *   metrics.jsonl         one line per training step and per eval
+ *   samples.jsonl         prompts, completions, rewards, advantages (every
+ *                         log_completions_steps GRPO steps)
+ *   reward_errors.log     reward scripts that failed (never fatal)
+ *   checkpoints/step-N/   HF-layout weights + optimizer + trainer state
+ *   summary.json          per-stage results ({"eval_after": {"accuracy": ..}})
+ *   report.html, plots/   the report (gnuplot PNGs)
+ *
+ * Determinism: every random draw is keyed by (seed, stage, step, ...), the
+ * CPU numerics do not depend on thread count or batch composition, and a
+ * checkpoint holds everything else, so `--resume` continues bit-exactly.
+ */
+#ifndef GRPO_TRAIN_RUN_H
+#define GRPO_TRAIN_RUN_H
+
+#include "base/base.h"
+#include "recipe/recipe.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int resume;         /* continue from the run directory's last checkpoint */
+    int overwrite;      /* replace an existing run directory (else an error) */
+    int quiet;          /* no progress bars */
+    const char *device; /* "cpu", "cuda", "auto"; NULL: the recipe's */
+    /* stop after this many training steps of the whole run (0: no limit):
+     * for tests of resume ("2N straight" vs "N, resume, N") */
+    int64_t max_total_steps;
+} run_opts;
+
+/* Run every stage of the recipe. Errors name the stage, the file and the
+ * line; a failure leaves the run directory consistent (the last complete
+ * checkpoint stays valid). */
+base_status run_recipe(const recipe *rc, const run_opts *opts);
+
+/* The run directory a recipe writes to (malloc'd). */
+char *run_dir_of(const recipe *rc);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

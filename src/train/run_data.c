@@ -1,0 +1,341 @@
+/*
+ * Pipeline helpers shared by the stages: datasets, prompt templates, reward
+ * samples, stop conditions, reward pools, data order and the run's output
+ * files (metrics.jsonl, samples.jsonl, summary.json).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "recipe/recipe.h"
+#include "run_internal.h"
+
+/* ---- datasets ----------------------------------------------------------- */
+
+static base_status load_jsonl(const char *path, int64_t limit, run_dataset *d) {
+    base_jsonl *r;
+    base_status s = base_jsonl_open(path, &r);
+    if (s) return s;
+    int64_t cap = 0;
+    cJSON *v;
+    while ((s = base_jsonl_next(r, &v)) != BASE_ERR_EOF) {
+        if (s) { /* nothing trained yet: stop at the first bad line */
+            base_jsonl_close(r);
+            return s;
+        }
+        if (!cJSON_IsObject(v)) {
+            s = base_err_set(BASE_ERR_INVALID, "%s:%ld: expected a JSON object", path, base_jsonl_line(r));
+            cJSON_Delete(v);
+            base_jsonl_close(r);
+            return s;
+        }
+        if (d->n == cap) {
+            cap = cap ? 2 * cap : 256;
+            d->rows = base_xrealloc(d->rows, (size_t)cap * sizeof *d->rows);
+            d->lines = base_xrealloc(d->lines, (size_t)cap * sizeof *d->lines);
+        }
+        d->rows[d->n] = v;
+        d->lines[d->n] = base_jsonl_line(r);
+        d->n++;
+        if (limit > 0 && d->n >= limit) break;
+    }
+    base_jsonl_close(r);
+    if (d->n == 0) return base_err_set(BASE_ERR_INVALID, "%s: no rows", path);
+    return BASE_OK;
+}
+
+base_status run_dataset_get(run_ctx *c, const char *name, run_dataset **out) {
+    *out = NULL;
+    for (int i = 0; i < c->n_datasets; i++)
+        if (!strcmp(c->datasets[i].name, name)) {
+            if (!c->datasets[i].rows) break;
+            *out = &c->datasets[i];
+            return BASE_OK;
+        }
+    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c->root, "datasets"), name);
+    if (!ds) return base_err_set(BASE_ERR_INVALID, "%s: no dataset named '%s'", recipe_path(c->rc), name);
+    const char *path = recipe_str(ds, "path");
+    char *resolved;
+    if (!strncmp(path, "stage:", 6)) {
+        char fname[300];
+        snprintf(fname, sizeof fname, "%s.jsonl", path + 6);
+        resolved = base_path_join(c->dir, fname);
+        const cJSON *st = recipe_stage_by_name(c->rc, path + 6);
+        const char *o = st ? recipe_str(st, "output") : NULL;
+        if (o) {
+            free(resolved);
+            resolved = recipe_resolve_path(c->rc, o);
+        }
+    } else {
+        resolved = recipe_resolve_path(c->rc, path);
+    }
+    c->datasets = base_xrealloc(c->datasets, (size_t)(c->n_datasets + 1) * sizeof *c->datasets);
+    run_dataset *d = &c->datasets[c->n_datasets];
+    memset(d, 0, sizeof *d);
+    base_status s = load_jsonl(resolved, recipe_int(ds, "limit"), d);
+    if (s) {
+        for (int64_t i = 0; i < d->n; i++) cJSON_Delete(d->rows[i]);
+        free(d->rows), free(d->lines), free(resolved);
+        memset(d, 0, sizeof *d);
+        return base_err_wrap(s, "dataset '%s'", name);
+    }
+    d->name = base_xstrdup(name);
+    d->path = resolved;
+    d->prompt_column = base_xstrdup(recipe_str(ds, "prompt_column"));
+    c->n_datasets++;
+    *out = d;
+    return BASE_OK;
+}
+
+base_status run_stage_rows(run_ctx *c, const cJSON *stage, cJSON ***rows, char ***where, int64_t *n) {
+    *rows = NULL;
+    *where = NULL;
+    *n = 0;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(stage, "dataset");
+    int64_t total = 0;
+    for (const cJSON *e = list->child; e; e = e->next) {
+        run_dataset *d;
+        base_status s = run_dataset_get(c, e->valuestring, &d);
+        if (s) {
+            free(*rows);
+            run_where_free(*where, total);
+            *rows = NULL, *where = NULL;
+            return s;
+        }
+        *rows = base_xrealloc(*rows, (size_t)(total + d->n) * sizeof **rows);
+        *where = base_xrealloc(*where, (size_t)(total + d->n) * sizeof **where);
+        for (int64_t i = 0; i < d->n; i++) {
+            base_buf b = {0};
+            base_buf_printf(&b, "%s:%ld", d->path, d->lines[i]);
+            (*rows)[total + i] = d->rows[i];
+            (*where)[total + i] = b.data;
+        }
+        total += d->n;
+    }
+    *n = total;
+    return BASE_OK;
+}
+
+void run_where_free(char **where, int64_t n) {
+    if (!where) return;
+    for (int64_t i = 0; i < n; i++) free(where[i]);
+    free(where);
+}
+
+/* ---- prompts ------------------------------------------------------------ */
+
+static const char *prompt_column_of(run_ctx *c, const cJSON *stage) {
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(stage, "dataset");
+    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c->root, "datasets"),
+                                                      list->child->valuestring);
+    return recipe_str(ds, "prompt_column");
+}
+
+base_status run_prompt(run_ctx *c, const cJSON *stage, const cJSON *row, const char *where,
+                       int64_t max_len, tok_ids *ids, char **text) {
+    ids->n = 0;
+    *text = NULL;
+    const char *tmpl = recipe_str(stage, "template");
+    if (!tmpl) tmpl = recipe_str(c->root, "template");
+    const char *system = recipe_str(c->root, "system_prompt");
+    const char *col = prompt_column_of(c, stage);
+    const cJSON *pv = cJSON_GetObjectItemCaseSensitive(row, col);
+    base_status s;
+    if (cJSON_IsArray(pv)) { /* conversational prompt: a list of messages */
+        int n = cJSON_GetArraySize(pv), k = 0;
+        tok_msg *msgs = base_xcalloc((size_t)n + 1, sizeof *msgs);
+        if (system) msgs[k++] = (tok_msg){"system", system};
+        for (const cJSON *m = pv->child; m; m = m->next) {
+            const char *role = base_json_str(m, "role", NULL), *content = base_json_str(m, "content", NULL);
+            if (!role || !content) {
+                free(msgs);
+                return base_err_set(BASE_ERR_INVALID, "%s: '%s' messages need string role and content", where, col);
+            }
+            msgs[k++] = (tok_msg){role, content};
+        }
+        int flags = TOK_CHAT_GENERATION_PROMPT | (!strcmp(tmpl, "r1") ? TOK_CHAT_R1 : 0);
+        s = tok_chat_render(c->tok, msgs, k, flags, text);
+        if (!s) s = tok_chat_encode(c->tok, msgs, k, flags, ids);
+        free(msgs);
+    } else if (cJSON_IsString(pv)) {
+        const char *q = pv->valuestring;
+        if (!strcmp(tmpl, "chat") || !strcmp(tmpl, "r1")) {
+            tok_msg msgs[2];
+            int k = 0;
+            if (system) msgs[k++] = (tok_msg){"system", system};
+            msgs[k++] = (tok_msg){"user", q};
+            int flags = TOK_CHAT_GENERATION_PROMPT | (!strcmp(tmpl, "r1") ? TOK_CHAT_R1 : 0);
+            s = tok_chat_render(c->tok, msgs, k, flags, text);
+            if (!s) s = tok_chat_encode(c->tok, msgs, k, flags, ids);
+        } else {
+            const char *t = !strcmp(tmpl, "r1-zero") ? tok_template_r1zero : !strcmp(tmpl, "raw") ? "{prompt}" : tmpl;
+            tok_template_vars v = {q, system};
+            *text = tok_template_render(c->tok, t, &v);
+            s = tok_template_encode(c->tok, t, &v, TOK_ENC_ADD_SPECIAL, ids);
+        }
+    } else {
+        return base_err_set(BASE_ERR_INVALID, "%s: missing prompt column '%s' (a string or a list of messages)",
+                            where, col);
+    }
+    if (s) {
+        free(*text);
+        *text = NULL;
+        return base_err_wrap(s, "%s", where);
+    }
+    if (ids->n == 0) {
+        free(*text);
+        *text = NULL;
+        return base_err_set(BASE_ERR_INVALID, "%s: the prompt encodes to no tokens", where);
+    }
+    if (max_len > 0 && ids->n > max_len) { /* left-truncate, as TRL */
+        memmove(ids->ids, ids->ids + (ids->n - max_len), (size_t)max_len * sizeof(int32_t));
+        ids->n = max_len;
+    }
+    return BASE_OK;
+}
+
+char *run_completion_text(run_ctx *c, const int32_t *ids, int64_t n, int stopped_by_token) {
+    if (stopped_by_token && n > 0) {
+        int32_t stop[8];
+        int ns = run_stop_ids(c, stop, 8);
+        for (int i = 0; i < ns; i++)
+            if (ids[n - 1] == stop[i]) {
+                n--;
+                break;
+            }
+    }
+    return tok_decode_str(c->tok, ids, n, 0, NULL);
+}
+
+cJSON *run_make_sample(const cJSON *row, const char *prompt, const char *completion, int64_t ntok,
+                       const char *finish) {
+    cJSON *s = cJSON_Duplicate(row, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(s, "prompt_text");
+    cJSON_DeleteItemFromObjectCaseSensitive(s, "completion");
+    cJSON_DeleteItemFromObjectCaseSensitive(s, "completion_tokens");
+    cJSON_DeleteItemFromObjectCaseSensitive(s, "finish_reason");
+    /* the dataset's own prompt column stays; `prompt` is the rendered text */
+    if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(s, "prompt")) ||
+        !cJSON_GetObjectItemCaseSensitive(s, "prompt")) {
+        cJSON_DeleteItemFromObjectCaseSensitive(s, "prompt");
+        cJSON_AddStringToObject(s, "prompt", prompt);
+    } else {
+        cJSON_AddStringToObject(s, "prompt_text", prompt);
+    }
+    cJSON_AddStringToObject(s, "completion", completion);
+    cJSON_AddNumberToObject(s, "completion_tokens", (double)ntok);
+    cJSON_AddStringToObject(s, "finish_reason", finish);
+    return s;
+}
+
+int run_stop_ids(run_ctx *c, int32_t *ids, int max) {
+    int n = 0;
+    int32_t e = tok_eos_id(c->tok);
+    if (e >= 0 && n < max) ids[n++] = e;
+    const model_config *cfg = model_cfg(c->policy);
+    for (int i = 0; i < cfg->n_eos && n < max; i++) {
+        int dup = 0;
+        for (int j = 0; j < n; j++) dup |= ids[j] == (int32_t)cfg->eos_token_id[i];
+        if (!dup && cfg->eos_token_id[i] >= 0) ids[n++] = (int32_t)cfg->eos_token_id[i];
+    }
+    return n;
+}
+
+const char **run_stop_strings(const cJSON *stage, int *n) {
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(stage, "stop");
+    int k = cJSON_GetArraySize(list), i = 0;
+    const char **out = base_xcalloc((size_t)k + 1, sizeof *out);
+    for (const cJSON *e = list ? list->child : NULL; e; e = e->next) out[i++] = e->valuestring;
+    *n = k;
+    return out;
+}
+
+/* ---- rewards ------------------------------------------------------------ */
+
+base_status run_reward_pool(run_ctx *c, const cJSON *stage, reward_pool **out) {
+    *out = NULL;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(stage, "rewards");
+    if (!cJSON_IsArray(list)) list = cJSON_GetObjectItemCaseSensitive(c->root, "rewards");
+    if (!cJSON_GetArraySize(list))
+        return base_err_set(BASE_ERR_INVALID, "%s: stage '%s' needs rewards (none in the stage or the recipe)",
+                            recipe_path(c->rc), recipe_str(stage, "name"));
+    reward_spec spec = {0};
+    base_status s = BASE_OK;
+    for (const cJSON *r = list->child; r && !s; r = r->next) {
+        const char *script = recipe_str(r, "script");
+        char *path;
+        /* a bare name is a built-in script; otherwise relative to the recipe */
+        if (strchr(script, '/') || strstr(script, ".lua")) path = recipe_resolve_path(c->rc, script);
+        else path = base_xstrdup(script);
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(r, "params");
+        s = reward_spec_add(&spec, path, recipe_num(r, "weight"), recipe_str(r, "name"),
+                            cJSON_IsObject(params) ? params : NULL);
+        free(path);
+    }
+    if (!s) {
+        reward_limits lim;
+        reward_limits_default(&lim);
+        lim.instructions = recipe_int(c->root, "reward_instructions");
+        lim.memory_bytes = (size_t)recipe_int(c->root, "reward_memory_mb") << 20;
+        s = reward_pool_create(&spec, (int)recipe_int(c->root, "reward_workers"), &lim, c->reward_log, out);
+    }
+    reward_spec_free(&spec);
+    return s;
+}
+
+base_status run_check_columns(reward_pool *p, cJSON **rows, char **where, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        base_status s = reward_check_row(p, rows[i], where[i]);
+        if (s) return s;
+    }
+    return BASE_OK;
+}
+
+/* ---- data order --------------------------------------------------------- */
+
+void run_shuffle(uint64_t seed, uint32_t stage, int64_t epoch, int64_t n, int64_t *perm) {
+    base_rng r;
+    base_rng_init(&r, seed, 0x5eed0000u + stage, (uint32_t)epoch, (uint32_t)((uint64_t)epoch >> 32));
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates with 64-bit draws */
+        uint32_t w[4];
+        base_rng_block(&r, (uint32_t)i, w);
+        uint64_t x = (uint64_t)w[0] << 32 | w[1];
+        int64_t j = (int64_t)(x % (uint64_t)(i + 1));
+        int64_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+/* ---- output files -------------------------------------------------------- */
+
+static void write_line(FILE *f, cJSON *line) {
+    char *s = cJSON_PrintUnformatted(line);
+    fputs(s, f);
+    fputc('\n', f);
+    fflush(f);
+    cJSON_free(s);
+    cJSON_Delete(line);
+}
+
+void run_metrics_write(run_ctx *c, cJSON *line) {
+    write_line(c->metrics, line);
+    c->metrics_lines++;
+}
+void run_samples_write(run_ctx *c, cJSON *line) {
+    write_line(c->samples, line);
+    c->samples_lines++;
+}
+
+base_status run_summary_set(run_ctx *c, const char *stage, cJSON *obj) {
+    if (cJSON_GetObjectItemCaseSensitive(c->summary, stage))
+        cJSON_ReplaceItemInObjectCaseSensitive(c->summary, stage, obj);
+    else
+        cJSON_AddItemToObject(c->summary, stage, obj);
+    char *text = cJSON_Print(c->summary);
+    char *path = base_path_join(c->dir, "summary.json");
+    base_status s = base_write_file_atomic(path, text, strlen(text));
+    free(path);
+    cJSON_free(text);
+    return s;
+}

@@ -1,0 +1,164 @@
+/*
+ * Private to the pipeline files of src/train (run*.c, stage_*.c, ckpt.c,
+ * report.c): the run context every stage works in, and the helpers they
+ * share (datasets, prompts, samples, rewards, metrics, data order).
+ */
+#ifndef GRPO_TRAIN_RUN_INTERNAL_H
+#define GRPO_TRAIN_RUN_INTERNAL_H
+
+#include <stdio.h>
+
+#include "model/model.h"
+#include "reward/reward.h"
+#include "rollout/rollout.h"
+#include "tok/tok.h"
+#include "train/grpo.h"
+#include "train/optim.h"
+#include "train/run.h"
+
+typedef struct {
+    char *name;
+    char *path;
+    char *prompt_column;
+    cJSON **rows; /* [n] owned */
+    long *lines;  /* [n] source line of each row */
+    int64_t n;
+} run_dataset;
+
+typedef struct {
+    const recipe *rc;
+    const cJSON *root;
+    run_opts opts;
+    char *dir;     /* run directory */
+    char *name;
+    const struct ops *ops;
+    model *policy;         /* the weights every stage starts from / updates */
+    char *policy_src;      /* checkpoint directory the policy came from */
+    tok_tokenizer *tok;
+    char *tok_dir;
+    uint64_t seed;
+    run_dataset *datasets; /* [n_datasets], loaded on first use */
+    int n_datasets;
+    FILE *metrics;
+    FILE *samples;
+    char *reward_log;
+    cJSON *summary;        /* summary.json, rewritten after every stage */
+    int64_t total_steps;   /* training steps of the run so far (all stages) */
+    int64_t metrics_lines; /* lines written to metrics.jsonl / samples.jsonl */
+    int64_t samples_lines;
+    int stop_requested;    /* opts.max_total_steps reached */
+} run_ctx;
+
+/* ---- datasets and prompts (run_data.c) ---------------------------------- */
+
+/* The dataset named `name` in the recipe, loaded on first use. A path of
+ * the form "stage:NAME" is the output file of sample stage NAME. Malformed
+ * lines are errors naming file:line (nothing has been trained yet). */
+base_status run_dataset_get(run_ctx *c, const char *name, run_dataset **out);
+/* All rows of a stage's datasets (the list in `dataset`), concatenated:
+ * *rows borrows the datasets' rows, *where gets "file:line" strings
+ * (malloc'd array of malloc'd strings; free with run_where_free). */
+base_status run_stage_rows(run_ctx *c, const cJSON *stage, cJSON ***rows, char ***where, int64_t *n);
+void run_where_free(char **where, int64_t n);
+
+/* Encode the prompt of a row with the stage's template (or the recipe's):
+ * "r1-zero" (the R1-Zero paper template), "chat" (DeepSeek-V3 chat with the
+ * generation prompt), "r1" (chat, generation prompt ends "<think>\n"),
+ * "raw" (the prompt text as is), or a template string with {prompt} and
+ * {system}. A row whose prompt column is a list of messages is encoded as
+ * a chat. ids gets the tokens (overwritten), *text the rendered prompt
+ * (malloc'd). Prompts longer than max_len keep their last max_len tokens. */
+base_status run_prompt(run_ctx *c, const cJSON *stage, const cJSON *row, const char *where,
+                       int64_t max_len, tok_ids *ids, char **text);
+
+/* The completion's text: ids decoded with added tokens kept, without the
+ * final stop token (EOS). malloc'd. */
+char *run_completion_text(run_ctx *c, const int32_t *ids, int64_t n, int stopped_by_token);
+
+/* A reward sample: a copy of the row plus prompt, completion,
+ * completion_tokens and finish_reason. */
+cJSON *run_make_sample(const cJSON *row, const char *prompt, const char *completion, int64_t ntok,
+                       const char *finish);
+
+/* Stop tokens of generation: the tokenizer's EOS and the config's eos ids. */
+int run_stop_ids(run_ctx *c, int32_t *ids, int max);
+/* Stop strings of a stage ("stop" list), as a NULL-terminated borrowed array. */
+const char **run_stop_strings(const cJSON *stage, int *n);
+
+/* ---- rewards ------------------------------------------------------------ */
+
+/* A reward pool for the stage's rewards (or the recipe's). */
+base_status run_reward_pool(run_ctx *c, const cJSON *stage, reward_pool **out);
+/* Every row must have the columns the reward scripts declare. */
+base_status run_check_columns(reward_pool *p, cJSON **rows, char **where, int64_t n);
+
+/* ---- data order --------------------------------------------------------- */
+
+/* Shuffled order of n rows for (seed, stage, epoch): perm [n] overwritten. */
+void run_shuffle(uint64_t seed, uint32_t stage, int64_t epoch, int64_t n, int64_t *perm);
+
+/* ---- output ------------------------------------------------------------- */
+
+/* Append one line to metrics.jsonl (takes ownership of line). */
+void run_metrics_write(run_ctx *c, cJSON *line);
+void run_samples_write(run_ctx *c, cJSON *line);
+/* summary[stage] = obj (takes ownership); rewrites summary.json atomically. */
+base_status run_summary_set(run_ctx *c, const char *stage, cJSON *obj);
+
+/* ---- stages (stage_*.c) ------------------------------------------------- */
+
+typedef struct run_ckpt run_ckpt; /* a loaded checkpoint (ckpt.c) */
+
+base_status run_stage_grpo(run_ctx *c, const cJSON *stage, int index, const run_ckpt *resume_from);
+base_status run_stage_sft(run_ctx *c, const cJSON *stage, int index, const run_ckpt *resume_from);
+base_status run_stage_eval(run_ctx *c, const cJSON *stage, int index);
+base_status run_stage_sample(run_ctx *c, const cJSON *stage, int index);
+
+/* Build an optim over the policy's trainable parameters (MTP excluded). */
+base_status run_optim_new(run_ctx *c, const cJSON *stage, int64_t max_steps, float *grads, optim *o);
+
+/* ---- checkpoints (ckpt.c) ----------------------------------------------- */
+
+/* What a training stage saves and restores besides the weights. */
+typedef struct {
+    int stage_index;
+    char stage_name[64];
+    int stage_done;       /* 1: the stage finished (resume starts the next) */
+    int64_t stage_step;   /* training steps of this stage completed */
+    int64_t total_steps;  /* run-wide */
+    int64_t data_epoch;   /* data cursor */
+    int64_t data_pos;
+    int64_t metrics_lines; /* metrics.jsonl / samples.jsonl lines at the save */
+    int64_t samples_lines;
+} run_train_state;
+
+/* Save checkpoints/step-{total_steps}/ atomically (written under a
+ * temporary name, fsynced, renamed): the policy as HF safetensors with
+ * config.json and the tokenizer files, the optimizer (m, v, counters) when
+ * opt != NULL, the reference model when ref != NULL, trainer_state.json.
+ * Keeps the last `keep` checkpoints (0: all). */
+base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *opt, const model *ref,
+                          int keep);
+/* The newest complete checkpoint of the run directory, or NULL (no error)
+ * when there is none. */
+base_status run_ckpt_latest(run_ctx *c, run_ckpt **out);
+const run_train_state *run_ckpt_state(const run_ckpt *k);
+const char *run_ckpt_dir(const run_ckpt *k);
+/* Restore optimizer moments and counters (opt planned from the same model). */
+base_status run_ckpt_load_optim(const run_ckpt *k, optim *opt);
+/* Load the saved reference weights into ref (same config). */
+base_status run_ckpt_load_ref(const run_ckpt *k, model *ref);
+int run_ckpt_has_ref(const run_ckpt *k);
+/* summary.json as it was at the save (a new object, caller owns). */
+cJSON *run_ckpt_summary(const run_ckpt *k);
+void run_ckpt_free(run_ckpt *k);
+/* Write the policy weights (HF names) + config.json + tokenizer files into dir. */
+base_status run_save_model(run_ctx *c, const model *m, const char *dir);
+
+/* ---- report (report.c) -------------------------------------------------- */
+
+/* RUN/report.html with PNG plots (gnuplot) from metrics.jsonl and
+ * summary.json. Without gnuplot the page says so and lists the data. */
+base_status run_report_write(const char *run_dir);
+
+#endif

@@ -1,0 +1,591 @@
+/*
+ * The GRPO stage. One step:
+ *
+ *   P = generation_batch_size / G prompts from the shuffled dataset
+ *   --rollout--> G completions each (sampling log-probs recorded)
+ *   --reward pool--> rewards [N, F] (nil = NaN)
+ *   (dynamic sampling: drop groups whose rewards are all equal, generate
+ *    more groups, up to max_resample_rounds)
+ *   --grpo_advantages--> A [N]
+ *   num_iterations times: per micro-batch of completions, the policy's
+ *   training forward (logits / temperature, as the sampler), the
+ *   reference's forward when beta != 0, grpo_loss, backward; then one
+ *   AdamW step.
+ *   --> a metrics.jsonl line; samples.jsonl every log_completions_steps;
+ *   a checkpoint every save_steps and at the end of the stage.
+ *
+ * Sequence j of a micro-batch is its prompt followed by its completion;
+ * completion token k of j is predicted at position P_j - 1 + k, so the
+ * model's per-position log-prob there is the token's log-prob.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recipe/recipe.h"
+#include "run_internal.h"
+
+typedef struct {
+    /* sizes */
+    int G, P, N;           /* group size, prompts per round, completions per round */
+    int64_t max_prompt, max_new;
+    int mb;                /* completions per micro-batch */
+    int64_t max_tok;       /* tokens per micro-batch */
+    int F;                 /* reward functions */
+    /* the step's kept completions (up to N): host buffers, one per role */
+    int n;                         /* kept completions */
+    int32_t *pids;                 /* [N, max_prompt] prompt ids */
+    int32_t *plen;                 /* [N] */
+    int32_t *cids;                 /* [N, max_new] completion ids */
+    int32_t *clen;                 /* [N] */
+    uint8_t *trunc;                /* [N] finish == length */
+    float *rewards;                /* [N, F] */
+    float *adv;                    /* [N] */
+    float *total;                  /* [N] */
+    int64_t *rowidx;               /* [N] dataset row of each completion */
+    char **ptext, **ctext;         /* [N] rendered prompt / completion text */
+    float *old_lp;                 /* [N, max_new] old log-probs (mu > 1) */
+    /* micro-batch buffers */
+    int32_t *ids, *cu, *tgt;       /* [max_tok], [mb + 1], [max_tok] */
+    float *lp_pos, *ent_pos, *ref_pos, *g_pos, *gent_pos; /* [max_tok] */
+    float *lp, *ent, *ref, *old, *g, *gent;               /* [max_tok] packed completion tokens */
+    uint8_t *mask;
+    int64_t *offs;                 /* [mb + 1] */
+} grpo_bufs;
+
+static void bufs_alloc(grpo_bufs *b) {
+    size_t N = (size_t)b->N, T = (size_t)b->max_tok;
+    b->pids = base_xmalloc(N * (size_t)b->max_prompt * sizeof(int32_t));
+    b->plen = base_xcalloc(N, sizeof(int32_t));
+    b->cids = base_xmalloc(N * (size_t)b->max_new * sizeof(int32_t));
+    b->clen = base_xcalloc(N, sizeof(int32_t));
+    b->trunc = base_xcalloc(N, 1);
+    b->rewards = base_xmalloc(N * (size_t)b->F * sizeof(float));
+    b->adv = base_xmalloc(N * sizeof(float));
+    b->total = base_xmalloc(N * sizeof(float));
+    b->rowidx = base_xmalloc(N * sizeof(int64_t));
+    b->ptext = base_xcalloc(N, sizeof(char *));
+    b->ctext = base_xcalloc(N, sizeof(char *));
+    b->old_lp = base_xmalloc(N * (size_t)b->max_new * sizeof(float));
+    b->ids = base_xmalloc(T * sizeof(int32_t));
+    b->tgt = base_xmalloc(T * sizeof(int32_t));
+    b->cu = base_xmalloc(((size_t)b->mb + 1) * sizeof(int32_t));
+    b->offs = base_xmalloc(((size_t)b->mb + 1) * sizeof(int64_t));
+    float **f[] = {&b->lp_pos, &b->ent_pos, &b->ref_pos, &b->g_pos, &b->gent_pos,
+                   &b->lp, &b->ent, &b->ref, &b->old, &b->g, &b->gent};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) *f[i] = base_xmalloc(T * sizeof(float));
+    b->mask = base_xmalloc(T);
+}
+
+static void bufs_free(grpo_bufs *b) {
+    for (int i = 0; i < b->N; i++) free(b->ptext[i]), free(b->ctext[i]);
+    free(b->pids), free(b->plen), free(b->cids), free(b->clen), free(b->trunc), free(b->rewards);
+    free(b->adv), free(b->total), free(b->rowidx), free(b->ptext), free(b->ctext), free(b->old_lp);
+    free(b->ids), free(b->tgt), free(b->cu), free(b->offs), free(b->lp_pos), free(b->ent_pos);
+    free(b->ref_pos), free(b->g_pos), free(b->gent_pos), free(b->lp), free(b->ent), free(b->ref);
+    free(b->old), free(b->g), free(b->gent), free(b->mask);
+}
+
+/* Pack completions [j0, j1) into the micro-batch: ids/cu/targets by position
+ * and the completion-token layout (offs) the loss works on. */
+static void pack_micro(grpo_bufs *b, int j0, int j1, model_batch *mbatch, grpo_batch *gb) {
+    int64_t pos = 0, tok = 0;
+    b->cu[0] = 0;
+    b->offs[0] = 0;
+    for (int j = j0; j < j1; j++) {
+        int k = j - j0;
+        int32_t P = b->plen[j], L = b->clen[j];
+        memcpy(b->ids + pos, b->pids + (size_t)j * (size_t)b->max_prompt, (size_t)P * sizeof(int32_t));
+        memcpy(b->ids + pos + P, b->cids + (size_t)j * (size_t)b->max_new, (size_t)L * sizeof(int32_t));
+        for (int64_t t = 0; t < P + L; t++) b->tgt[pos + t] = -1;
+        for (int32_t t = 0; t < L; t++) b->tgt[pos + P - 1 + t] = b->cids[(size_t)j * (size_t)b->max_new + (size_t)t];
+        pos += P + L;
+        tok += L;
+        b->cu[k + 1] = (int32_t)pos;
+        b->offs[k + 1] = tok;
+    }
+    memset(b->mask, 1, (size_t)tok);
+    *mbatch = (model_batch){.nseq = j1 - j0, .ids = b->ids, .cu_seqlens = b->cu, .targets = b->tgt};
+    *gb = (grpo_batch){.n_seqs = j1 - j0, .offsets = b->offs, .mask = b->mask, .truncated = b->trunc + j0,
+                       .advantages = b->adv + j0};
+}
+
+/* Per-position values -> packed completion tokens of [j0, j1). */
+static void gather(const grpo_bufs *b, int j0, int j1, const float *pos_vals, float *tok_vals) {
+    int64_t pos = 0, tok = 0;
+    for (int j = j0; j < j1; j++) {
+        int32_t P = b->plen[j], L = b->clen[j];
+        memcpy(tok_vals + tok, pos_vals + pos + P - 1, (size_t)L * sizeof(float));
+        pos += P + L;
+        tok += L;
+    }
+}
+
+static void scatter(const grpo_bufs *b, int j0, int j1, const float *tok_vals, float *pos_vals) {
+    int64_t pos = 0, tok = 0;
+    for (int j = j0; j < j1; j++) {
+        int32_t P = b->plen[j], L = b->clen[j];
+        memset(pos_vals + pos, 0, (size_t)(P + L) * sizeof(float));
+        memcpy(pos_vals + pos + P - 1, tok_vals + tok, (size_t)L * sizeof(float));
+        pos += P + L;
+        tok += L;
+    }
+}
+
+static base_status parse_config(const cJSON *st, grpo_config *g) {
+    grpo_config_default(g);
+    base_status s;
+    if ((s = grpo_loss_type_parse(recipe_str(st, "loss_type"), &g->loss_type))) return s;
+    if ((s = grpo_scale_rewards_parse(recipe_str(st, "scale_rewards"), &g->scale_rewards))) return s;
+    if ((s = grpo_kl_estimator_parse(recipe_str(st, "kl_estimator"), &g->kl_estimator))) return s;
+    if ((s = grpo_is_level_parse(recipe_str(st, "importance_sampling_level"), &g->importance_sampling_level)))
+        return s;
+    g->beta = recipe_num(st, "beta");
+    g->epsilon = recipe_num(st, "epsilon");
+    const cJSON *eh = cJSON_GetObjectItemCaseSensitive(st, "epsilon_high");
+    g->epsilon_high = cJSON_IsNumber(eh) ? eh->valuedouble : -1;
+    g->num_iterations = (int)recipe_int(st, "num_iterations");
+    g->max_completion_length = (int)recipe_int(st, "max_completion_length");
+    g->mask_truncated_completions = recipe_bool(st, "mask_truncated_completions");
+    g->entropy_coef = recipe_num(st, "entropy_coef");
+    return grpo_config_check(g);
+}
+
+/* State of one stage run (what a checkpoint restores). */
+typedef struct {
+    int64_t epoch, pos; /* data cursor */
+    int64_t *perm;      /* order of the current epoch */
+    int64_t nrows;
+} cursor;
+
+static int64_t next_row(cursor *cur, uint64_t seed, int index) {
+    if (cur->pos >= cur->nrows) {
+        cur->epoch++;
+        cur->pos = 0;
+        run_shuffle(seed, (uint32_t)index, cur->epoch, cur->nrows, cur->perm);
+    }
+    return cur->perm[cur->pos++];
+}
+
+/* Generate, decode and score `np` prompts x G into the bufs starting at
+ * completion slot b->n (the caller keeps or drops groups afterwards). */
+static base_status generate_round(run_ctx *c, const cJSON *st, int index, grpo_bufs *b, rollout_engine *eng,
+                                  reward_pool *pool, cJSON **rows, char **where, cursor *cur, int np,
+                                  uint32_t round, int64_t *new_tokens, double *t_roll, double *t_rew) {
+    int G = b->G;
+    int base = b->n;
+    tok_ids ids = {0};
+    const int32_t **pp = base_xcalloc((size_t)np, sizeof *pp);
+    int32_t *pl = base_xcalloc((size_t)np, sizeof *pl);
+    base_status s = BASE_OK;
+    for (int i = 0; i < np && !s; i++) {
+        int64_t r = next_row(cur, c->seed, index);
+        char *text;
+        s = run_prompt(c, st, rows[r], where[r], b->max_prompt, &ids, &text);
+        if (s) break;
+        for (int g = 0; g < G; g++) {
+            int j = base + i * G + g;
+            memcpy(b->pids + (size_t)j * (size_t)b->max_prompt, ids.ids, (size_t)ids.n * sizeof(int32_t));
+            b->plen[j] = (int32_t)ids.n;
+            b->rowidx[j] = r;
+            free(b->ptext[j]);
+            b->ptext[j] = g ? base_xstrdup(text) : text;
+        }
+        pp[i] = b->pids + (size_t)(base + i * G) * (size_t)b->max_prompt;
+        pl[i] = (int32_t)ids.n;
+    }
+    tok_ids_free(&ids);
+    int32_t stop_ids[8];
+    int n_stop_ids = run_stop_ids(c, stop_ids, 8), n_stop_str;
+    const char **stop_str = run_stop_strings(st, &n_stop_str);
+    double t0 = base_now();
+    rollout_result res;
+    if (!s) {
+        rollout_request rq = {
+            .n_prompts = np, .prompt_ids = pp, .prompt_len = pl, .G = G,
+            .sampling = {(float)recipe_num(st, "temperature"), (float)recipe_num(st, "top_p"),
+                         (int)recipe_int(st, "top_k"), (float)recipe_num(st, "min_p")},
+            .max_new_tokens = b->max_new, .stop_ids = stop_ids, .n_stop_ids = n_stop_ids,
+            .stop_strings = stop_str, .n_stop_strings = n_stop_str, .tok = c->tok, .seed = c->seed,
+            .step = (uint32_t)c->total_steps, .prompt_base = round * (uint32_t)b->P};
+        s = rollout_generate(eng, &rq, &res);
+    }
+    free(stop_str);
+    free(pp);
+    free(pl);
+    *t_roll += base_now() - t0;
+    if (s) return s;
+    *new_tokens += res.new_tokens;
+    t0 = base_now();
+    cJSON **samples = base_xcalloc((size_t)np * (size_t)G, sizeof *samples);
+    for (int i = 0; i < np * G; i++) {
+        int j = base + i;
+        const rollout_completion *co = &res.out[i];
+        memcpy(b->cids + (size_t)j * (size_t)b->max_new, co->ids, (size_t)co->len * sizeof(int32_t));
+        memcpy(b->old_lp + (size_t)j * (size_t)b->max_new, co->logp, (size_t)co->len * sizeof(float));
+        b->clen[j] = (int32_t)co->len;
+        b->trunc[j] = co->finish == ROLLOUT_FINISH_LENGTH;
+        free(b->ctext[j]);
+        b->ctext[j] = run_completion_text(c, co->ids, co->len, co->finish == ROLLOUT_FINISH_STOP);
+        samples[i] = run_make_sample(rows[b->rowidx[j]], b->ptext[j], b->ctext[j], co->len,
+                                     rollout_finish_name(co->finish));
+    }
+    reward_scores sc = {0};
+    s = reward_pool_score(pool, (const cJSON *const *)samples, np * G, &sc);
+    for (int i = 0; i < np * G; i++) {
+        for (int f = 0; f < b->F; f++)
+            b->rewards[(size_t)(base + i) * (size_t)b->F + (size_t)f] = (float)sc.score[(size_t)i * (size_t)b->F + (size_t)f];
+        cJSON_Delete(samples[i]);
+    }
+    free(samples);
+    reward_scores_free(&sc);
+    *t_rew += base_now() - t0;
+    if (!s) b->n += np * G;
+    return s;
+}
+
+/* Move group src (G completions) to slot dst in every per-completion buffer. */
+static void move_group(grpo_bufs *b, int dst, int src) {
+    if (dst == src) return;
+    int G = b->G;
+    for (int g = 0; g < G; g++) {
+        int d = dst * G + g, s = src * G + g;
+        memcpy(b->pids + (size_t)d * (size_t)b->max_prompt, b->pids + (size_t)s * (size_t)b->max_prompt,
+               (size_t)b->plen[s] * sizeof(int32_t));
+        memcpy(b->cids + (size_t)d * (size_t)b->max_new, b->cids + (size_t)s * (size_t)b->max_new,
+               (size_t)b->clen[s] * sizeof(int32_t));
+        memcpy(b->old_lp + (size_t)d * (size_t)b->max_new, b->old_lp + (size_t)s * (size_t)b->max_new,
+               (size_t)b->clen[s] * sizeof(float));
+        memcpy(b->rewards + (size_t)d * (size_t)b->F, b->rewards + (size_t)s * (size_t)b->F, (size_t)b->F * sizeof(float));
+        b->plen[d] = b->plen[s], b->clen[d] = b->clen[s], b->trunc[d] = b->trunc[s], b->rowidx[d] = b->rowidx[s];
+        char *t = b->ptext[d];
+        b->ptext[d] = b->ptext[s], b->ptext[s] = t;
+        t = b->ctext[d];
+        b->ctext[d] = b->ctext[s], b->ctext[s] = t;
+    }
+}
+
+static void add_num(cJSON *o, const char *k, double v) {
+    cJSON_AddItemToObject(o, k, isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull());
+}
+
+base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckpt *resume) {
+    const char *name = recipe_str(st, "name");
+    grpo_config gc;
+    base_status s = parse_config(st, &gc);
+    if (s) return base_err_wrap(s, "stage '%s'", name);
+    grpo_bufs b;
+    memset(&b, 0, sizeof b);
+    b.G = (int)recipe_int(st, "num_generations");
+    b.N = (int)recipe_int(st, "generation_batch_size");
+    if (b.G < 2) return base_err_set(BASE_ERR_INVALID, "stage '%s': num_generations must be >= 2 (GRPO compares a group)", name);
+    if (b.N < b.G || b.N % b.G)
+        return base_err_set(BASE_ERR_INVALID,
+                            "stage '%s': generation_batch_size (%d) must be a positive multiple of num_generations (%d)",
+                            name, b.N, b.G);
+    b.P = b.N / b.G;
+    b.max_prompt = recipe_int(st, "max_prompt_length");
+    b.max_new = recipe_int(st, "max_completion_length");
+    b.mb = (int)recipe_int(st, "per_device_train_batch_size");
+    if (b.mb <= 0 || b.mb > b.N) b.mb = b.N;
+    b.max_tok = (int64_t)b.mb * (b.max_prompt + b.max_new);
+    int64_t max_steps = recipe_int(st, "max_steps");
+    int mu = gc.num_iterations;
+    float T = (float)recipe_num(st, "temperature");
+    if (max_steps < 1) return base_err_set(BASE_ERR_INVALID, "stage '%s': max_steps must be >= 1", name);
+    if (T <= 0) return base_err_set(BASE_ERR_INVALID, "stage '%s': GRPO samples need temperature > 0", name);
+
+    cJSON **rows = NULL;
+    char **where = NULL;
+    int64_t nrows = 0;
+    reward_pool *pool = NULL;
+    rollout_engine *eng = NULL;
+    model_train *tr = NULL, *tr_ref = NULL;
+    model *ref = NULL;
+    float *grads = NULL;
+    optim opt;
+    memset(&opt, 0, sizeof opt);
+    cursor cur = {0};
+    s = run_stage_rows(c, st, &rows, &where, &nrows);
+    if (!s) s = run_reward_pool(c, st, &pool);
+    if (!s) s = run_check_columns(pool, rows, where, nrows);
+    if (!s) {
+        b.F = reward_pool_n_funcs(pool);
+        bufs_alloc(&b);
+        rollout_limits rl = {.max_seqs = b.N, .max_prompts = b.P, .max_group = b.G,
+                             .max_prompt_len = b.max_prompt, .max_new_tokens = b.max_new};
+        s = rollout_new(c->policy, &rl, &eng);
+    }
+    model_train_limits tl = {.max_tokens = b.max_tok, .max_seqs = b.mb, .recompute = recipe_bool(st, "gradient_checkpointing")};
+    if (!s) s = model_train_new(c->policy, &tl, &tr);
+    if (!s) {
+        grads = model_grads_new(c->policy);
+        s = run_optim_new(c, st, max_steps * mu, grads, &opt);
+    }
+    if (!s && grpo_needs_ref_logp(&gc)) {
+        const model_config *cfg = model_cfg(c->policy);
+        s = model_init_random(cfg, c->ops, 0, 0.0f, NULL, &ref);
+        if (!s) {
+            if (resume && run_ckpt_state(resume)->stage_index == index && run_ckpt_has_ref(resume))
+                s = run_ckpt_load_ref(resume, ref);
+            else
+                c->ops->copy(model_params(ref), model_params(c->policy), (size_t)model_numel(c->policy) * sizeof(float));
+        }
+        if (!s) s = model_train_new(ref, &tl, &tr_ref);
+    }
+    /* resume inside this stage */
+    int64_t step0 = 0;
+    cur.nrows = nrows;
+    cur.perm = base_xmalloc((size_t)(nrows > 0 ? nrows : 1) * sizeof(int64_t));
+    cur.epoch = 0;
+    if (!s) run_shuffle(c->seed, (uint32_t)index, 0, nrows, cur.perm);
+    if (!s && resume && run_ckpt_state(resume)->stage_index == index) {
+        const run_train_state *rs = run_ckpt_state(resume);
+        step0 = rs->stage_step;
+        cur.epoch = rs->data_epoch;
+        cur.pos = rs->data_pos;
+        run_shuffle(c->seed, (uint32_t)index, cur.epoch, nrows, cur.perm);
+        s = run_ckpt_load_optim(resume, &opt);
+    }
+    int64_t keep_ckpt = recipe_int(st, "save_total_limit"), save_steps = recipe_int(st, "save_steps");
+    int64_t log_every = recipe_int(st, "log_completions_steps");
+    int dyn = recipe_bool(st, "dynamic_sampling");
+    int64_t max_rounds = recipe_int(st, "max_resample_rounds");
+    float *weights = base_xmalloc((size_t)(b.F > 0 ? b.F : 1) * sizeof(float));
+    for (int f = 0; f < b.F; f++) weights[f] = (float)reward_pool_func_weight(pool, f);
+    uint8_t *keep = base_xmalloc((size_t)b.P + 1);
+    base_progress prog;
+    if (!s && !c->opts.quiet) base_progress_start(&prog, name, max_steps);
+    int64_t step = step0;
+    for (; step < max_steps && !s && !c->stop_requested; step++) {
+        double t_step = base_now(), t_roll = 0, t_rew = 0;
+        int64_t new_tokens = 0;
+        b.n = 0;
+        /* generation (with dynamic sampling: keep only informative groups) */
+        int64_t rounds = 0, dropped = 0;
+        for (;;) {
+            int need = (b.N - b.n) / b.G;
+            s = generate_round(c, st, index, &b, eng, pool, rows, where, &cur, need, (uint32_t)rounds, &new_tokens,
+                               &t_roll, &t_rew);
+            if (s || !dyn) break;
+            int first = (b.n / b.G) - need;
+            int64_t n_kept, n_refill;
+            s = grpo_filter_groups(b.rewards + (size_t)first * b.G * b.F, (int64_t)need * b.G, b.F, weights, b.G, -1,
+                                   need, keep, &n_kept, &n_refill);
+            if (s) break;
+            int k = first;
+            for (int gi = 0; gi < need; gi++)
+                if (keep[gi]) move_group(&b, k++, first + gi);
+            dropped += need - (k - first);
+            b.n = k * b.G;
+            rounds++;
+            if (b.n == b.N || rounds > max_rounds) break;
+        }
+        if (s) break;
+        if (b.n == 0) { /* dynamic sampling found nothing to learn from */
+            cJSON *line = cJSON_CreateObject();
+            cJSON_AddStringToObject(line, "stage", name);
+            cJSON_AddNumberToObject(line, "step", (double)(step + 1));
+            cJSON_AddNumberToObject(line, "skipped", 1);
+            cJSON_AddNumberToObject(line, "frac_reward_zero_std", 1);
+            run_metrics_write(c, line);
+            c->total_steps++;
+            continue;
+        }
+        grpo_reward_stats rst;
+        s = grpo_advantages(&gc, b.rewards, b.n, b.F, weights, b.G, b.adv, b.total, &rst);
+        if (s) break;
+        /* training */
+        double t_train0 = base_now();
+        int n_micro = (b.n + b.mb - 1) / b.mb;
+        grpo_norm norm = {.n_seqs = b.n, .n_tokens = 0, .n_micro = n_micro};
+        for (int j0 = 0; j0 < b.n; j0 += b.mb) {
+            int j1 = j0 + b.mb < b.n ? j0 + b.mb : b.n;
+            model_batch mbt;
+            grpo_batch gb;
+            pack_micro(&b, j0, j1, &mbt, &gb);
+            norm.n_tokens += grpo_count_loss_tokens(&gc, &gb);
+        }
+        int need_old = grpo_needs_old_logp(&gc);
+        if (need_old) { /* the policy before this batch's first update */
+            for (int j0 = 0; j0 < b.n && !s; j0 += b.mb) {
+                int j1 = j0 + b.mb < b.n ? j0 + b.mb : b.n;
+                model_batch mbt;
+                grpo_batch gb;
+                pack_micro(&b, j0, j1, &mbt, &gb);
+                mbt.logit_scale = 1.0f / T;
+                s = model_forward(tr, &mbt);
+                if (s) break;
+                model_train_download(tr, b.lp_pos, NULL);
+                int64_t t = 0, pos = 0;
+                for (int j = j0; j < j1; j++) {
+                    memcpy(b.old_lp + (size_t)j * (size_t)b.max_new, b.lp_pos + pos + b.plen[j] - 1,
+                           (size_t)b.clen[j] * sizeof(float));
+                    pos += b.plen[j] + b.clen[j];
+                    t += b.clen[j];
+                }
+            }
+            if (s) break;
+        }
+        grpo_loss_stats lstats;
+        grpo_loss_stats_init(&lstats);
+        optim_step_info info = {0};
+        for (int it = 0; it < mu && !s; it++) {
+            optim_zero_grad(&opt);
+            for (int j0 = 0; j0 < b.n && !s; j0 += b.mb) {
+                int j1 = j0 + b.mb < b.n ? j0 + b.mb : b.n;
+                model_batch mbt;
+                grpo_batch gb;
+                pack_micro(&b, j0, j1, &mbt, &gb);
+                mbt.logit_scale = 1.0f / T;
+                s = model_forward(tr, &mbt);
+                if (s) break;
+                model_train_download(tr, b.lp_pos, b.ent_pos);
+                gather(&b, j0, j1, b.lp_pos, b.lp);
+                gather(&b, j0, j1, b.ent_pos, b.ent);
+                gb.logp = b.lp;
+                gb.entropy = b.ent;
+                if (need_old) {
+                    int64_t t = 0;
+                    for (int j = j0; j < j1; j++) {
+                        memcpy(b.old + t, b.old_lp + (size_t)j * (size_t)b.max_new, (size_t)b.clen[j] * sizeof(float));
+                        t += b.clen[j];
+                    }
+                    gb.old_logp = b.old;
+                }
+                if (tr_ref) {
+                    s = model_forward(tr_ref, &mbt);
+                    if (s) break;
+                    model_train_download(tr_ref, b.ref_pos, NULL);
+                    gather(&b, j0, j1, b.ref_pos, b.ref);
+                    gb.ref_logp = b.ref;
+                }
+                grpo_loss_stats ls;
+                s = grpo_loss(&gc, &gb, &norm, b.g, b.gent, &ls);
+                if (s) break;
+                grpo_loss_stats_merge(&lstats, &ls);
+                scatter(&b, j0, j1, b.g, b.g_pos);
+                scatter(&b, j0, j1, b.gent, b.gent_pos);
+                model_backward(tr, b.g_pos, b.gent_pos, grads);
+            }
+            if (s) break;
+            optim_step(&opt, step * mu + it, &info);
+        }
+        if (s) break;
+        c->total_steps++;
+        double t_train = base_now() - t_train0, step_time = base_now() - t_step;
+        /* metrics */
+        grpo_loss_metrics lm;
+        grpo_loss_metrics_finish(&lstats, &lm);
+        int64_t lens[1024];
+        int64_t *lenp = b.n <= 1024 ? lens : base_xmalloc((size_t)b.n * sizeof(int64_t));
+        for (int j = 0; j < b.n; j++) lenp[j] = b.clen[j];
+        grpo_completion_stats cs;
+        grpo_completion_stats_compute(lenp, b.trunc, b.n, &cs);
+        if (lenp != lens) free(lenp);
+        cJSON *line = cJSON_CreateObject();
+        cJSON_AddStringToObject(line, "stage", name);
+        cJSON_AddNumberToObject(line, "step", (double)(step + 1));
+        cJSON_AddNumberToObject(line, "global_step", (double)c->total_steps);
+        add_num(line, "reward", rst.reward);
+        add_num(line, "reward_std", rst.reward_std);
+        for (int f = 0; f < b.F; f++) {
+            char key[200];
+            snprintf(key, sizeof key, "rewards/%s", reward_pool_func_name(pool, f));
+            add_num(line, key, rst.func_mean[f]);
+            snprintf(key, sizeof key, "rewards/%s/std", reward_pool_func_name(pool, f));
+            add_num(line, key, rst.func_std[f]);
+        }
+        add_num(line, "frac_reward_zero_std", rst.frac_reward_zero_std);
+        add_num(line, "completion_length", cs.mean_length);
+        add_num(line, "completions/min_length", cs.min_length);
+        add_num(line, "completions/max_length", cs.max_length);
+        add_num(line, "completions/clipped_ratio", cs.clipped_ratio);
+        add_num(line, "loss", lm.loss);
+        if (gc.beta != 0) add_num(line, "kl", lm.kl);
+        add_num(line, "entropy", lm.entropy);
+        add_num(line, "clip_ratio/low", lm.clip_ratio_low_mean);
+        add_num(line, "clip_ratio/high", lm.clip_ratio_high_mean);
+        add_num(line, "clip_ratio/region", lm.clip_ratio_region_mean);
+        add_num(line, "grad_norm", info.grad_norm);
+        add_num(line, "lr", info.lr);
+        if (info.skipped) cJSON_AddNumberToObject(line, "update_skipped", 1);
+        if (dyn) {
+            cJSON_AddNumberToObject(line, "dynamic_sampling/rounds", (double)rounds);
+            cJSON_AddNumberToObject(line, "dynamic_sampling/dropped_groups", (double)dropped);
+        }
+        add_num(line, "tokens_per_s", t_roll > 0 ? (double)new_tokens / t_roll : 0);
+        add_num(line, "step_time", step_time);
+        add_num(line, "time/rollout", t_roll);
+        add_num(line, "time/reward", t_rew);
+        add_num(line, "time/train", t_train);
+        run_metrics_write(c, line);
+        if (log_every > 0 && (step + 1) % log_every == 0) {
+            for (int j = 0; j < b.n; j++) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "stage", name);
+                cJSON_AddNumberToObject(o, "step", (double)(step + 1));
+                cJSON_AddStringToObject(o, "prompt", b.ptext[j]);
+                cJSON_AddStringToObject(o, "completion", b.ctext[j]);
+                add_num(o, "reward", b.total[j]);
+                cJSON *rw = cJSON_AddObjectToObject(o, "rewards");
+                for (int f = 0; f < b.F; f++) add_num(rw, reward_pool_func_name(pool, f), b.rewards[(size_t)j * b.F + f]);
+                add_num(o, "advantage", b.adv[j]);
+                cJSON_AddStringToObject(o, "finish_reason", b.trunc[j] ? "length" : "stop");
+                run_samples_write(c, o);
+            }
+        }
+        if (!c->opts.quiet)
+            base_progress_update(&prog, step + 1, "reward %.3f len %.1f tok/s %.0f", rst.reward, cs.mean_length,
+                                 t_roll > 0 ? (double)new_tokens / t_roll : 0);
+        if (c->opts.max_total_steps > 0 && c->total_steps >= c->opts.max_total_steps) c->stop_requested = 1;
+        int last = step + 1 == max_steps;
+        if ((save_steps > 0 && (step + 1) % save_steps == 0) || last || c->stop_requested) {
+            run_train_state rs = {.stage_index = index, .stage_done = last, .stage_step = step + 1,
+                                  .total_steps = c->total_steps, .data_epoch = cur.epoch, .data_pos = cur.pos};
+            snprintf(rs.stage_name, sizeof rs.stage_name, "%s", name);
+            s = run_ckpt_save(c, &rs, &opt, ref, (int)keep_ckpt);
+        }
+    }
+    if (!c->opts.quiet && eng) base_progress_finish(&prog);
+    if (!s && step0 >= max_steps && resume) { /* nothing left: resumed at the stage's end */
+    }
+    free(weights), free(keep), free(cur.perm);
+    if (b.pids) bufs_free(&b);
+    optim_free(&opt);
+    if (grads) c->ops->free(grads);
+    model_train_free(tr);
+    model_train_free(tr_ref);
+    model_free(ref);
+    rollout_free(eng);
+    reward_pool_destroy(pool);
+    free(rows);
+    run_where_free(where, nrows);
+    return s ? base_err_wrap(s, "stage '%s'", name) : BASE_OK;
+}
+
+base_status run_optim_new(run_ctx *c, const cJSON *st, int64_t max_steps, float *grads, optim *o) {
+    optim_config oc;
+    optim_config_default(&oc);
+    oc.learning_rate = recipe_num(st, "learning_rate");
+    oc.adam_beta1 = recipe_num(st, "adam_beta1");
+    oc.adam_beta2 = recipe_num(st, "adam_beta2");
+    oc.adam_epsilon = recipe_num(st, "adam_epsilon");
+    oc.weight_decay = recipe_num(st, "weight_decay");
+    oc.max_grad_norm = recipe_num(st, "max_grad_norm");
+    oc.warmup_steps = recipe_int(st, "warmup_steps");
+    oc.warmup_ratio = recipe_num(st, "warmup_ratio");
+    oc.max_steps = max_steps;
+    base_status s = optim_sched_parse(recipe_str(st, "lr_scheduler_type"), &oc.lr_scheduler_type);
+    if (s) return s;
+    int n = model_nparams(c->policy), k = 0;
+    optim_param_spec *specs = base_xcalloc((size_t)n, sizeof *specs);
+    for (int i = 0; i < n; i++) {
+        const model_param *p = model_param_at(c->policy, i);
+        if (!p->trainable || p->mtp) continue;
+        specs[k++] = (optim_param_spec){p->name, p->numel, p->offset};
+    }
+    s = optim_init_arena(o, c->ops, &oc, specs, k, NULL, model_params(c->policy), grads, model_numel(c->policy));
+    free(specs);
+    return s;
+}

@@ -1,0 +1,430 @@
+/*
+ * The sample stage: DeepSeek-R1's rejection sampling (paper §2.3.3), also
+ * the data step of distillation.
+ *
+ *   for every prompt of the stage's datasets (the first `limit`):
+ *     num_generations completions (the stage's sampling parameters; draws
+ *       keyed by (seed, stage index, prompt index, sample index, position))
+ *     --reward pool (the stage's rewards, else the recipe's)-->
+ *     keep: the `keep` Lua expression (sample_internal.h documents its
+ *       environment) must be true
+ *     filters, in the listed order, on the reasoning of the completion:
+ *       mixed_language   lang ratio below min_lang_ratio (the row's `lang`
+ *                        column when it is a string, else the stage's lang)
+ *       long_paragraphs  a paragraph longer than max_paragraph_chars
+ *       code_blocks      a ``` fence
+ *     a completion that passes both is a pass; the first max_per_prompt
+ *     passes of a prompt (sample order) are written out.
+ *
+ * Outputs (all deterministic):
+ *   `output` (default RUN/NAME.jsonl; the dataset path "stage:NAME" reads
+ *     it): one chat sample per kept completion,
+ *       {"messages": [{"role": "user", "content": QUESTION},
+ *                     {"role": "assistant", "content": COMPLETION}],
+ *        ...the row's other columns}
+ *     (a row whose prompt column is a list of messages keeps them and gets
+ *     the assistant turn appended; when the rendered prompt ends inside an
+ *     opened "<think>", as the r1 template does, that opening is put back
+ *     in front of the completion so the SFT data holds the whole answer),
+ *     then the rows of `merge_datasets` as they are. Written to OUTPUT.tmp
+ *     and renamed at the end: a failed stage leaves no partial file.
+ *   RUN/NAME.pass_rates.jsonl: per prompt {index, where, passed, total,
+ *     pass_rate, kept} (+ the row's id when it has one).
+ *   RUN/NAME.samples.jsonl: every completion with its rewards and the
+ *     decision: "kept", "keep" (the expression said no), a filter's name,
+ *     or "max_per_prompt".
+ *   summary.json[NAME] and one metrics.jsonl line: kept, merged, total,
+ *     pass_rate (mean over prompts), prompts_with_pass, dropped.{keep,
+ *     mixed_language, long_paragraphs, code_blocks, max_per_prompt} (each
+ *     completion counts once, for the first test it fails), reward,
+ *     rewards/NAME, completion_length, tokens_per_s.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "recipe/recipe.h"
+#include "reward/rules/rules.h"
+#include "run_internal.h"
+#include "sample_internal.h"
+
+/* Decisions besides the filters' (which use their sample_filter value). */
+enum { DEC_KEPT = SAMPLE_FILTER_COUNT, DEC_KEEP, DEC_CAP, DEC_COUNT };
+
+static const char *decision_name(int d) {
+    if (d < SAMPLE_FILTER_COUNT) return sample_filter_name((sample_filter)d);
+    return d == DEC_KEPT ? "kept" : d == DEC_KEEP ? "keep" : "max_per_prompt";
+}
+
+typedef struct {
+    const char *name;
+    int filters[SAMPLE_FILTER_COUNT], n_filters;
+    const char *lang;
+    double min_lang_ratio;
+    int64_t max_paragraph_chars;
+    int max_per_prompt;
+    sample_keep *keep;
+} sample_cfg;
+
+static base_status parse_cfg(const cJSON *st, sample_cfg *g) {
+    memset(g, 0, sizeof *g);
+    g->name = recipe_str(st, "name");
+    const cJSON *fl = cJSON_GetObjectItemCaseSensitive(st, "filters");
+    for (const cJSON *e = fl ? fl->child : NULL; e; e = e->next) {
+        int f = sample_filter_parse(e->valuestring);
+        if (f < 0)
+            return base_err_set(BASE_ERR_INVALID,
+                                "filters: unknown filter '%s' (mixed_language, long_paragraphs, code_blocks)",
+                                e->valuestring);
+        for (int i = 0; i < g->n_filters; i++)
+            if (g->filters[i] == f) return base_err_set(BASE_ERR_INVALID, "filters: '%s' is listed twice", e->valuestring);
+        g->filters[g->n_filters++] = f;
+    }
+    g->lang = recipe_str(st, "lang");
+    g->min_lang_ratio = recipe_num(st, "min_lang_ratio");
+    g->max_paragraph_chars = recipe_int(st, "max_paragraph_chars");
+    int64_t mpp = recipe_int(st, "max_per_prompt");
+    if (mpp < 0 || mpp > 1000000) return base_err_set(BASE_ERR_INVALID, "max_per_prompt must be >= 0 (0: all)");
+    g->max_per_prompt = (int)mpp;
+    if (!g->lang || !reward_lang_known(g->lang))
+        return base_err_set(BASE_ERR_INVALID, "lang: unknown language code '%s' (ISO 639-1: en, zh, fr, ...)",
+                            g->lang ? g->lang : "null");
+    return sample_keep_new(recipe_str(st, "keep"), &g->keep);
+}
+
+/* The first filter that drops the completion, or -1. lang may be NULL (the
+ * stage's). */
+static int run_filters(const sample_cfg *g, const char *text, const char *row_lang) {
+    size_t b, n;
+    sample_reasoning(text, strlen(text), &b, &n);
+    for (int i = 0; i < g->n_filters; i++) {
+        int drop = 0;
+        switch ((sample_filter)g->filters[i]) {
+        case SAMPLE_FILTER_MIXED_LANGUAGE: {
+            const char *lang = row_lang && reward_lang_known(row_lang) ? row_lang : g->lang;
+            drop = sample_mixed_language(text + b, n, lang, g->min_lang_ratio, NULL) == 1;
+            break;
+        }
+        case SAMPLE_FILTER_LONG_PARAGRAPHS: drop = sample_long_paragraphs(text + b, n, g->max_paragraph_chars, NULL); break;
+        case SAMPLE_FILTER_CODE_BLOCKS: drop = sample_code_blocks(text + b, n); break;
+        default: break;
+        }
+        if (drop) return g->filters[i];
+    }
+    return -1;
+}
+
+/* When the rendered prompt ends with an opened "<think>" (plus whitespace),
+ * that tail; else "". Borrowed from `prompt`. */
+static const char *open_think_tail(const char *prompt) {
+    const char *last = NULL, *p = prompt, *q;
+    while ((q = strstr(p, "<think>"))) last = q, p = q + 1;
+    if (!last || strstr(last, "</think>")) return "";
+    for (const char *r = last + 7; *r; r++)
+        if (*r != ' ' && *r != '\n' && *r != '\r' && *r != '\t') return "";
+    return last;
+}
+
+/* One SFT line for a kept completion (malloc'd JSON text). */
+static char *chat_line(const cJSON *row, const char *prompt_col, const char *prompt_text, const char *completion) {
+    cJSON *out = cJSON_CreateObject();
+    cJSON *msgs = cJSON_AddArrayToObject(out, "messages");
+    const cJSON *pv = cJSON_GetObjectItemCaseSensitive(row, prompt_col);
+    if (cJSON_IsArray(pv)) {
+        for (const cJSON *m = pv->child; m; m = m->next) cJSON_AddItemToArray(msgs, cJSON_Duplicate(m, 1));
+    } else {
+        cJSON *u = cJSON_CreateObject();
+        cJSON_AddStringToObject(u, "role", "user");
+        cJSON_AddStringToObject(u, "content", cJSON_IsString(pv) ? pv->valuestring : "");
+        cJSON_AddItemToArray(msgs, u);
+    }
+    base_buf content = {0};
+    base_buf_puts(&content, open_think_tail(prompt_text));
+    base_buf_puts(&content, completion);
+    cJSON *a = cJSON_CreateObject();
+    cJSON_AddStringToObject(a, "role", "assistant");
+    cJSON_AddStringToObject(a, "content", content.data ? content.data : "");
+    cJSON_AddItemToArray(msgs, a);
+    base_buf_free(&content);
+    for (const cJSON *e = row->child; e; e = e->next)
+        if (strcmp(e->string, prompt_col) && strcmp(e->string, "messages"))
+            cJSON_AddItemToObject(out, e->string, cJSON_Duplicate(e, 1));
+    char *t = cJSON_PrintUnformatted(out);
+    cJSON_Delete(out);
+    return t;
+}
+
+static void put_line(FILE *f, cJSON *line) {
+    char *t = cJSON_PrintUnformatted(line);
+    fputs(t, f);
+    fputc('\n', f);
+    cJSON_free(t);
+    cJSON_Delete(line);
+}
+
+static cJSON *num_or_null(double v) { return isnan(v) ? cJSON_CreateNull() : cJSON_CreateNumber(v); }
+
+/* Close f (flushed and synced) and rename tmp over path. */
+static base_status finish_file(FILE *f, const char *tmp, const char *path) {
+    int bad = fflush(f) != 0 || ferror(f);
+    if (!bad) bad = fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        base_status s = base_err_set(BASE_ERR_IO, "%s: %s", path, base_strerror_now());
+        unlink(tmp);
+        return s;
+    }
+    return BASE_OK;
+}
+
+static FILE *open_tmp(const char *path, char **tmp) {
+    base_buf b = {0};
+    base_buf_printf(&b, "%s.tmp-%ld", path, (long)getpid());
+    *tmp = b.data;
+    FILE *f = fopen(b.data, "w");
+    if (!f) base_err_set(BASE_ERR_IO, "%s: %s", b.data, base_strerror_now());
+    return f;
+}
+
+base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
+    const char *name = recipe_str(st, "name");
+    sample_cfg cfg;
+    base_status s = parse_cfg(st, &cfg);
+    if (s) return base_err_wrap(s, "stage '%s'", name);
+    cJSON **rows = NULL;
+    char **where = NULL;
+    int64_t nrows = 0;
+    reward_pool *pool = NULL;
+    rollout_engine *eng = NULL;
+    s = run_stage_rows(c, st, &rows, &where, &nrows);
+    const int64_t nrows_all = nrows;
+    int64_t limit = recipe_int(st, "limit");
+    if (limit > 0 && limit < nrows) nrows = limit;
+    int K = (int)recipe_int(st, "num_generations");
+    int64_t max_prompt = recipe_int(st, "max_prompt_length"), max_new = recipe_int(st, "max_completion_length");
+    if (!s && K < 1) s = base_err_set(BASE_ERR_INVALID, "num_generations must be >= 1");
+    if (!s) s = run_reward_pool(c, st, &pool);
+    if (!s) s = run_check_columns(pool, rows, where, nrows);
+    /* the datasets to merge are loaded before any generation */
+    const cJSON *merge = cJSON_GetObjectItemCaseSensitive(st, "merge_datasets");
+    for (const cJSON *e = merge ? merge->child : NULL; e && !s; e = e->next) {
+        run_dataset *d;
+        s = run_dataset_get(c, e->valuestring, &d);
+    }
+    int chunk = K >= 256 ? 1 : 256 / K; /* prompts per rollout call */
+    if (chunk > nrows) chunk = (int)(nrows > 0 ? nrows : 1);
+    if (!s) {
+        rollout_limits lim = {.max_seqs = chunk * K, .max_prompts = chunk, .max_group = K,
+                              .max_prompt_len = max_prompt, .max_new_tokens = max_new};
+        s = rollout_new(c->policy, &lim, &eng);
+    }
+    /* output files */
+    char fname[300];
+    const char *o = recipe_str(st, "output");
+    snprintf(fname, sizeof fname, "%s.jsonl", name);
+    char *out_path = o ? recipe_resolve_path(c->rc, o) : base_path_join(c->dir, fname);
+    snprintf(fname, sizeof fname, "%s.pass_rates.jsonl", name);
+    char *pr_path = base_path_join(c->dir, fname);
+    snprintf(fname, sizeof fname, "%s.samples.jsonl", name);
+    char *sm_path = base_path_join(c->dir, fname);
+    char *out_tmp = NULL, *pr_tmp = NULL, *sm_tmp = NULL;
+    FILE *fo = NULL, *fp = NULL, *fs = NULL;
+    if (!s) {
+        char *slash = strrchr(out_path, '/');
+        if (slash && slash != out_path) { /* the output's directory may be new */
+            *slash = 0;
+            s = base_mkdir_p(out_path);
+            *slash = '/';
+        }
+    }
+    if (!s && !(fo = open_tmp(out_path, &out_tmp))) s = BASE_ERR_IO;
+    if (!s && !(fp = open_tmp(pr_path, &pr_tmp))) s = BASE_ERR_IO;
+    if (!s && !(fs = open_tmp(sm_path, &sm_tmp))) s = BASE_ERR_IO;
+
+    int32_t stop_ids[8];
+    int n_stop_ids = run_stop_ids(c, stop_ids, 8), n_stop_str;
+    const char **stop_str = run_stop_strings(st, &n_stop_str);
+    rollout_sampling sp = {(float)recipe_num(st, "temperature"), (float)recipe_num(st, "top_p"),
+                           (int)recipe_int(st, "top_k"), (float)recipe_num(st, "min_p")};
+    const char *prompt_col = NULL;
+    {
+        const cJSON *dl = cJSON_GetObjectItemCaseSensitive(st, "dataset");
+        const cJSON *ds = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c->root, "datasets"),
+                                                          dl->child->valuestring);
+        prompt_col = recipe_str(ds, "prompt_column");
+    }
+    int nf = pool ? reward_pool_n_funcs(pool) : 0;
+    const char **fnames = base_xcalloc((size_t)nf + 1, sizeof *fnames);
+    for (int f = 0; f < nf; f++) fnames[f] = reward_pool_func_name(pool, f);
+    double *func_sum = base_xcalloc((size_t)nf + 1, sizeof(double)), *row_scores = base_xcalloc((size_t)nf + 1, sizeof(double));
+    int64_t *func_n = base_xcalloc((size_t)nf + 1, sizeof(int64_t));
+    tok_ids *pids = base_xcalloc((size_t)chunk, sizeof *pids);
+    char **ptext = base_xcalloc((size_t)chunk, sizeof *ptext);
+    const int32_t **pp = base_xcalloc((size_t)chunk, sizeof *pp);
+    int32_t *pl = base_xcalloc((size_t)chunk, sizeof *pl);
+    cJSON **samples = base_xcalloc((size_t)chunk * (size_t)K, sizeof *samples);
+
+    int64_t dec_count[DEC_COUNT] = {0}, n_samples = 0, n_kept = 0, n_merged = 0, prompts_with_pass = 0;
+    int64_t new_tokens = 0, reward_n = 0;
+    double pass_rate_sum = 0, reward_sum = 0, len_sum = 0, gen_seconds = 0;
+    base_progress prog;
+    int prog_on = !s && !c->opts.quiet;
+    if (prog_on) base_progress_start(&prog, name, nrows);
+    for (int64_t p0 = 0; p0 < nrows && !s; p0 += chunk) {
+        int np = (int)(nrows - p0 < chunk ? nrows - p0 : chunk);
+        for (int i = 0; i < np && !s; i++) {
+            free(ptext[i]);
+            s = run_prompt(c, st, rows[p0 + i], where[p0 + i], max_prompt, &pids[i], &ptext[i]);
+            pp[i] = pids[i].ids;
+            pl[i] = (int32_t)pids[i].n;
+        }
+        if (s) break;
+        rollout_request rq = {.n_prompts = np, .prompt_ids = pp, .prompt_len = pl, .G = K, .sampling = sp,
+                              .max_new_tokens = max_new, .stop_ids = stop_ids, .n_stop_ids = n_stop_ids,
+                              .stop_strings = stop_str, .n_stop_strings = n_stop_str, .tok = c->tok,
+                              .seed = c->seed, .step = 0x40000000u | (uint32_t)index,
+                              .prompt_base = (uint32_t)p0};
+        rollout_result res;
+        s = rollout_generate(eng, &rq, &res);
+        if (s) break;
+        gen_seconds += res.seconds;
+        new_tokens += res.new_tokens;
+        for (int i = 0; i < np * K; i++) {
+            const rollout_completion *co = &res.out[i];
+            char *text = run_completion_text(c, co->ids, co->len, co->finish == ROLLOUT_FINISH_STOP);
+            samples[i] = run_make_sample(rows[p0 + i / K], ptext[i / K], text, co->len,
+                                         rollout_finish_name(co->finish));
+            free(text);
+        }
+        reward_scores sc = {0};
+        s = reward_pool_score(pool, (const cJSON *const *)samples, np * K, &sc);
+        for (int i = 0; i < np && !s; i++) {
+            const cJSON *row = rows[p0 + i];
+            const char *row_lang = base_json_str(row, "lang", NULL);
+            int passed = 0, kept = 0;
+            for (int g = 0; g < K && !s; g++) {
+                int j = i * K + g, keep = 0, dec;
+                const char *comp = base_json_str(samples[j], "completion", "");
+                for (int f = 0; f < nf; f++) row_scores[f] = sc.score[(size_t)j * (size_t)nf + (size_t)f];
+                s = sample_keep_eval(cfg.keep, sc.total[j], fnames, row_scores, nf, samples[j], &keep);
+                if (s) {
+                    s = base_err_wrap(s, "%s (sample %d)", where[p0 + i], g);
+                    break;
+                }
+                int drop = keep ? run_filters(&cfg, comp, row_lang) : -1;
+                if (!keep) dec = DEC_KEEP;
+                else if (drop >= 0) dec = drop;
+                else if (cfg.max_per_prompt && kept >= cfg.max_per_prompt) dec = DEC_CAP, passed++;
+                else dec = DEC_KEPT, passed++, kept++;
+                dec_count[dec]++;
+                if (dec == DEC_KEPT) {
+                    char *t = chat_line(row, prompt_col, ptext[i], comp);
+                    fputs(t, fo);
+                    fputc('\n', fo);
+                    cJSON_free(t);
+                }
+                if (!isnan(sc.total[j])) reward_sum += sc.total[j], reward_n++;
+                for (int f = 0; f < nf; f++)
+                    if (!isnan(row_scores[f])) func_sum[f] += row_scores[f], func_n[f]++;
+                len_sum += (double)res.out[j].len;
+                cJSON *line = cJSON_CreateObject();
+                cJSON_AddNumberToObject(line, "prompt_index", (double)(p0 + i));
+                cJSON_AddNumberToObject(line, "sample_index", g);
+                cJSON_AddStringToObject(line, "completion", comp);
+                cJSON_AddStringToObject(line, "finish_reason", base_json_str(samples[j], "finish_reason", ""));
+                cJSON_AddItemToObject(line, "reward", num_or_null(sc.total[j]));
+                cJSON *rw = cJSON_AddObjectToObject(line, "rewards");
+                for (int f = 0; f < nf; f++) cJSON_AddItemToObject(rw, fnames[f], num_or_null(row_scores[f]));
+                cJSON_AddStringToObject(line, "decision", decision_name(dec));
+                put_line(fs, line);
+            }
+            if (s) break;
+            cJSON *line = cJSON_CreateObject();
+            cJSON_AddNumberToObject(line, "index", (double)(p0 + i));
+            cJSON_AddStringToObject(line, "where", where[p0 + i]);
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(row, "id");
+            if (id) cJSON_AddItemToObject(line, "id", cJSON_Duplicate(id, 1));
+            cJSON_AddNumberToObject(line, "passed", passed);
+            cJSON_AddNumberToObject(line, "total", K);
+            cJSON_AddNumberToObject(line, "pass_rate", (double)passed / K);
+            cJSON_AddNumberToObject(line, "kept", kept);
+            put_line(fp, line);
+            pass_rate_sum += (double)passed / K;
+            prompts_with_pass += passed > 0;
+            n_kept += kept;
+        }
+        n_samples += (int64_t)np * K;
+        reward_scores_free(&sc);
+        for (int i = 0; i < np * K; i++) cJSON_Delete(samples[i]), samples[i] = NULL;
+        if (!s && !c->opts.quiet)
+            base_progress_update(&prog, p0 + np, "kept %lld pass %.3f", (long long)n_kept,
+                                 pass_rate_sum / (double)(p0 + np));
+    }
+    if (prog_on) base_progress_finish(&prog);
+    /* merged datasets, as they are */
+    for (const cJSON *e = merge ? merge->child : NULL; e && !s; e = e->next) {
+        run_dataset *d;
+        s = run_dataset_get(c, e->valuestring, &d);
+        for (int64_t i = 0; i < (s ? 0 : d->n); i++) {
+            char *t = cJSON_PrintUnformatted(d->rows[i]);
+            fputs(t, fo);
+            fputc('\n', fo);
+            cJSON_free(t);
+            n_merged++;
+        }
+    }
+    if (!s) s = finish_file(fo, out_tmp, out_path);
+    else if (fo) fclose(fo), unlink(out_tmp);
+    fo = NULL;
+    if (!s) s = finish_file(fp, pr_tmp, pr_path);
+    else if (fp) fclose(fp), unlink(pr_tmp);
+    if (!s) s = finish_file(fs, sm_tmp, sm_path);
+    else if (fs) fclose(fs), unlink(sm_tmp);
+    if (!s && n_kept + n_merged == 0)
+        base_warn("stage '%s': no sample was kept and nothing merged: %s is empty", name, out_path);
+    if (!s) {
+        cJSON *sum = cJSON_CreateObject();
+        cJSON_AddNumberToObject(sum, "kept", (double)n_kept);
+        cJSON_AddNumberToObject(sum, "merged", (double)n_merged);
+        cJSON_AddNumberToObject(sum, "total", (double)n_samples);
+        cJSON_AddNumberToObject(sum, "prompts", (double)nrows);
+        cJSON_AddNumberToObject(sum, "pass_rate", nrows ? pass_rate_sum / (double)nrows : 0);
+        cJSON_AddNumberToObject(sum, "prompts_with_pass", (double)prompts_with_pass);
+        cJSON *dr = cJSON_AddObjectToObject(sum, "dropped");
+        cJSON_AddNumberToObject(dr, "keep", (double)dec_count[DEC_KEEP]);
+        for (int f = 0; f < SAMPLE_FILTER_COUNT; f++)
+            cJSON_AddNumberToObject(dr, sample_filter_name((sample_filter)f), (double)dec_count[f]);
+        cJSON_AddNumberToObject(dr, "max_per_prompt", (double)dec_count[DEC_CAP]);
+        cJSON_AddNumberToObject(sum, "reward", reward_n ? reward_sum / (double)reward_n : 0);
+        for (int f = 0; f < nf; f++) {
+            char key[160];
+            snprintf(key, sizeof key, "rewards/%s", fnames[f]);
+            cJSON_AddNumberToObject(sum, key, func_n[f] ? func_sum[f] / (double)func_n[f] : 0);
+        }
+        cJSON_AddNumberToObject(sum, "completion_length", n_samples ? len_sum / (double)n_samples : 0);
+        cJSON_AddNumberToObject(sum, "num_generations", K);
+        cJSON_AddNumberToObject(sum, "tokens_per_s", gen_seconds > 0 ? (double)new_tokens / gen_seconds : 0);
+        cJSON_AddStringToObject(sum, "output", out_path);
+        cJSON *line = cJSON_Duplicate(sum, 1);
+        cJSON_AddStringToObject(line, "stage", name);
+        cJSON_AddNumberToObject(line, "step", (double)c->total_steps);
+        run_metrics_write(c, line);
+        s = run_summary_set(c, name, sum);
+        if (!s && !c->opts.quiet)
+            base_info("%s: kept %lld of %lld completions (%lld prompts, mean pass rate %.3f), merged %lld -> %s",
+                      name, (long long)n_kept, (long long)n_samples, (long long)nrows,
+                      nrows ? pass_rate_sum / (double)nrows : 0, (long long)n_merged, out_path);
+    }
+    for (int i = 0; i < chunk; i++) tok_ids_free(&pids[i]), free(ptext[i]);
+    free(pids), free(ptext), free(pp), free(pl), free(samples), free(fnames), free(func_sum), free(func_n);
+    free(row_scores), free(stop_str);
+    free(out_path), free(pr_path), free(sm_path), free(out_tmp), free(pr_tmp), free(sm_tmp);
+    rollout_free(eng);
+    reward_pool_destroy(pool);
+    sample_keep_free(cfg.keep);
+    free(rows);
+    run_where_free(where, nrows_all);
+    return s ? base_err_wrap(s, "stage '%s'", name) : BASE_OK;
+}

@@ -1,0 +1,275 @@
+/*
+ * The SFT stage: masked next-token NLL, several samples packed per row
+ * without attention across them (TRL SFTTrainer with packing "bfd").
+ *
+ * A row of the dataset is one of
+ *   {"messages": [{"role": ..., "content": ...}, ...]}   DeepSeek-V3 chat format;
+ *        with assistant_only_loss only the assistant turns (content and
+ *        end-of-turn token) are targets
+ *   {"prompt": ..., "completion": ...}   prompt through the stage's template,
+ *        completion + EOS; with assistant_only_loss only the completion
+ *   {"text": ...}                        every token (BOS added)
+ * Samples longer than max_length keep their first max_length tokens.
+ *
+ * The packing plan is made once; each epoch visits its rows in a shuffled
+ * order (seed, stage, epoch). One optimizer step = gradient_accumulation_
+ * steps micro-batches of per_device_train_batch_size rows; the loss is the
+ * mean over the step's loss tokens (sft.h). The data position is a pure
+ * function of the step, so resuming needs only the step count.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recipe/recipe.h"
+#include "run_internal.h"
+#include "train/sft.h"
+
+typedef struct {
+    int32_t *ids;
+    uint8_t *mask;
+    int64_t len;
+} sample_buf;
+
+static base_status count_chat(void *ctx, const sft_message *msgs, int n, int gen, int64_t *out) {
+    const tok_tokenizer *tk = ctx;
+    tok_msg *m = base_xcalloc((size_t)n + 1, sizeof *m);
+    for (int i = 0; i < n; i++) m[i] = (tok_msg){msgs[i].role, msgs[i].content};
+    tok_ids ids = {0};
+    base_status s = tok_chat_encode(tk, m, n, gen ? TOK_CHAT_GENERATION_PROMPT : 0, &ids);
+    *out = ids.n;
+    tok_ids_free(&ids);
+    free(m);
+    return s;
+}
+
+/* Tokens and loss mask of one row. */
+static base_status encode_row(run_ctx *c, const cJSON *st, const cJSON *row, const char *where, int only_assistant,
+                              int64_t max_len, sample_buf *out) {
+    tok_ids ids = {0};
+    uint8_t *mask = NULL;
+    base_status s = BASE_OK;
+    if (cJSON_GetObjectItemCaseSensitive(row, "messages")) {
+        sft_chat chat;
+        s = sft_chat_parse(row, where, &chat);
+        if (s) return s;
+        tok_msg *m = base_xcalloc((size_t)chat.n + 1, sizeof *m);
+        for (int i = 0; i < chat.n; i++) m[i] = (tok_msg){chat.msgs[i].role, chat.msgs[i].content};
+        s = tok_chat_encode(c->tok, m, chat.n, 0, &ids);
+        free(m);
+        if (!s) {
+            mask = base_xmalloc((size_t)ids.n + 1);
+            if (only_assistant) {
+                sft_span *spans = base_xcalloc((size_t)chat.n + 1, sizeof *spans);
+                int nsp = 0;
+                s = sft_chat_assistant_spans(&chat, count_chat, c->tok, spans, &nsp);
+                if (!s) sft_mask_from_spans(ids.n, spans, nsp, mask);
+                free(spans);
+            } else {
+                memset(mask, 1, (size_t)ids.n);
+            }
+        }
+        sft_chat_free(&chat);
+        if (s) s = base_err_wrap(s, "%s", where);
+    } else if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(row, "completion"))) {
+        char *ptext;
+        s = run_prompt(c, st, row, where, 0, &ids, &ptext);
+        free(ptext);
+        int64_t np = ids.n;
+        const char *comp = base_json_str(row, "completion", "");
+        if (!s) s = tok_encode(c->tok, comp, strlen(comp), 0, &ids);
+        if (!s) {
+            int32_t stop[8];
+            if (run_stop_ids(c, stop, 8) > 0) tok_ids_push(&ids, stop[0]);
+            mask = base_xmalloc((size_t)ids.n + 1);
+            for (int64_t i = 0; i < ids.n; i++) mask[i] = !only_assistant || i >= np;
+        } else {
+            s = base_err_wrap(s, "%s: completion", where);
+        }
+    } else if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(row, "text"))) {
+        const char *t = base_json_str(row, "text", "");
+        s = tok_encode(c->tok, t, strlen(t), TOK_ENC_ADD_SPECIAL, &ids);
+        if (!s) {
+            mask = base_xmalloc((size_t)ids.n + 1);
+            memset(mask, 1, (size_t)ids.n);
+        } else {
+            s = base_err_wrap(s, "%s: text", where);
+        }
+    } else {
+        s = base_err_set(BASE_ERR_INVALID, "%s: an SFT row needs \"messages\", \"prompt\" + \"completion\", or \"text\"",
+                         where);
+    }
+    if (s) {
+        tok_ids_free(&ids);
+        free(mask);
+        return s;
+    }
+    if (ids.n > max_len) ids.n = max_len;
+    out->ids = ids.ids;
+    out->mask = mask;
+    out->len = ids.n;
+    return BASE_OK;
+}
+
+base_status run_stage_sft(run_ctx *c, const cJSON *st, int index, const run_ckpt *resume) {
+    const char *name = recipe_str(st, "name");
+    int64_t max_len = recipe_int(st, "max_length"), bs = recipe_int(st, "per_device_train_batch_size");
+    int64_t ga = recipe_int(st, "gradient_accumulation_steps"), max_steps = recipe_int(st, "max_steps");
+    int packing = recipe_bool(st, "packing"), only_asst = recipe_bool(st, "assistant_only_loss");
+    double epochs = recipe_num(st, "num_train_epochs");
+    if (max_len < 2 || bs < 1 || ga < 1)
+        return base_err_set(BASE_ERR_INVALID, "stage '%s': max_length >= 2, per_device_train_batch_size >= 1 and "
+                                              "gradient_accumulation_steps >= 1 are required", name);
+    cJSON **rows;
+    char **where;
+    int64_t n;
+    base_status s = run_stage_rows(c, st, &rows, &where, &n);
+    if (s) return base_err_wrap(s, "stage '%s'", name);
+    sample_buf *sb = base_xcalloc((size_t)n, sizeof *sb);
+    sft_sample *ss = base_xcalloc((size_t)n, sizeof *ss);
+    int64_t *lens = base_xcalloc((size_t)n, sizeof *lens);
+    for (int64_t i = 0; i < n && !s; i++) {
+        s = encode_row(c, st, rows[i], where[i], only_asst, max_len, &sb[i]);
+        ss[i] = (sft_sample){sb[i].ids, sb[i].mask, sb[i].len};
+        lens[i] = sb[i].len;
+    }
+    sft_pack plan;
+    memset(&plan, 0, sizeof plan);
+    if (!s) {
+        if (packing) {
+            s = sft_pack_plan(lens, n, max_len, &plan);
+        } else { /* one sample per row: plan rows of exactly one segment */
+            int64_t *solo = base_xmalloc((size_t)n * sizeof *solo);
+            for (int64_t i = 0; i < n; i++) solo[i] = max_len; /* each fills a row */
+            s = sft_pack_plan(solo, n, max_len, &plan);
+            free(solo);
+            for (int64_t i = 0; !s && i < plan.n_segments; i++) plan.seg[i].len = lens[plan.seg[i].sample];
+            for (int64_t r = 0; !s && r < plan.n_rows; r++) plan.row_used[r] = plan.seg[plan.row_first[r]].len;
+        }
+    }
+    int64_t steps_per_epoch = plan.n_rows > 0 ? (plan.n_rows + bs * ga - 1) / (bs * ga) : 0;
+    int64_t total = max_steps > 0 ? max_steps : (int64_t)ceil(epochs * (double)steps_per_epoch);
+    if (!s && total < 1) s = base_err_set(BASE_ERR_INVALID, "stage '%s': no training steps (empty data?)", name);
+    /* the biggest micro-batch: bs rows, their segments */
+    int64_t max_segs = 1;
+    for (int64_t r = 0; r < plan.n_rows; r++) {
+        int64_t k = plan.row_first[r + 1] - plan.row_first[r];
+        if (k > max_segs) max_segs = k;
+    }
+    model_train *tr = NULL;
+    float *grads = NULL;
+    optim opt;
+    memset(&opt, 0, sizeof opt);
+    model_train_limits tl = {.max_tokens = bs * max_len, .max_seqs = (int)(bs * max_segs),
+                             .recompute = recipe_bool(st, "gradient_checkpointing")};
+    if (!s) s = model_train_new(c->policy, &tl, &tr);
+    if (!s) {
+        grads = model_grads_new(c->policy);
+        s = run_optim_new(c, st, total, grads, &opt);
+    }
+    int64_t step0 = 0;
+    if (!s && resume && run_ckpt_state(resume)->stage_index == index) {
+        step0 = run_ckpt_state(resume)->stage_step;
+        s = run_ckpt_load_optim(resume, &opt);
+    }
+    size_t T = (size_t)(bs * max_len);
+    int32_t *ids = base_xmalloc(T * sizeof(int32_t)), *tgt = base_xmalloc(T * sizeof(int32_t));
+    int32_t *rid = base_xmalloc((size_t)max_len * sizeof(int32_t)), *rtg = base_xmalloc((size_t)max_len * sizeof(int32_t));
+    int32_t *cu = base_xmalloc((size_t)(bs * max_segs + 1) * sizeof(int32_t)), *rcu = base_xmalloc((size_t)(max_segs + 1) * sizeof(int32_t));
+    uint8_t *mask = base_xmalloc(T), *rmask = base_xmalloc((size_t)max_len);
+    float *lp = base_xmalloc(T * sizeof(float)), *g = base_xmalloc(T * sizeof(float));
+    int64_t *order = base_xmalloc((size_t)(plan.n_rows > 0 ? plan.n_rows : 1) * sizeof(int64_t));
+    int64_t order_epoch = -1;
+    int32_t pad = tok_pad_id(c->tok) >= 0 ? tok_pad_id(c->tok) : 0;
+    int64_t save_steps = recipe_int(st, "save_steps"), keep = recipe_int(st, "save_total_limit");
+    base_progress prog;
+    if (!s && !c->opts.quiet) base_progress_start(&prog, name, total);
+    int64_t k = step0;
+    for (; k < total && !s && !c->stop_requested; k++) {
+        double t0 = base_now();
+        optim_zero_grad(&opt);
+        /* the step's micro-batches: rows (k*ga + m)*bs + i of the visit order */
+        int64_t n_tok_step = 0, tokens = 0;
+        for (int pass = 0; pass < 2 && !s; pass++) { /* pass 0 counts loss tokens, pass 1 trains */
+            double loss = 0;
+            for (int64_t m = 0; m < ga && !s; m++) {
+                int64_t nt = 0, nseg = 0;
+                cu[0] = 0;
+                for (int64_t i = 0; i < bs; i++) {
+                    int64_t v = (k * ga + m) * bs + i, epoch = v / plan.n_rows;
+                    if (epoch != order_epoch) {
+                        run_shuffle(c->seed, (uint32_t)index, epoch, plan.n_rows, order);
+                        order_epoch = epoch;
+                    }
+                    int64_t r = order[v % plan.n_rows];
+                    s = sft_pack_row(&plan, r, ss, pad, rid, NULL, NULL, rtg, rmask);
+                    if (s) break;
+                    int ns = sft_pack_row_cu_seqlens(&plan, r, rcu);
+                    int64_t used = plan.row_used[r];
+                    memcpy(ids + nt, rid, (size_t)used * sizeof(int32_t));
+                    for (int64_t p = 0; p < used; p++) {
+                        tgt[nt + p] = rmask[p] ? rtg[p] : -1;
+                        mask[nt + p] = rmask[p];
+                    }
+                    for (int q = 1; q <= ns; q++) cu[nseg + q] = (int32_t)(nt + rcu[q]);
+                    nseg += ns;
+                    nt += used;
+                }
+                if (s) break;
+                if (pass == 0) {
+                    n_tok_step += sft_count_loss_tokens(mask, nt);
+                    continue;
+                }
+                tokens += nt;
+                model_batch mb = {.nseq = (int)nseg, .ids = ids, .cu_seqlens = cu, .targets = tgt};
+                s = model_forward(tr, &mb);
+                if (s) break;
+                model_train_download(tr, lp, NULL);
+                sft_loss_stats ls;
+                s = sft_loss(lp, mask, nt, n_tok_step, g, &ls);
+                if (s) break;
+                loss += ls.loss;
+                model_backward(tr, g, NULL, grads);
+            }
+            if (pass == 1 && !s) {
+                optim_step_info info;
+                optim_step(&opt, k, &info);
+                c->total_steps++;
+                double dt = base_now() - t0;
+                cJSON *line = cJSON_CreateObject();
+                cJSON_AddStringToObject(line, "stage", name);
+                cJSON_AddNumberToObject(line, "step", (double)(k + 1));
+                cJSON_AddNumberToObject(line, "global_step", (double)c->total_steps);
+                cJSON_AddNumberToObject(line, "epoch", (double)((k + 1) * ga * bs) / (double)plan.n_rows);
+                cJSON_AddNumberToObject(line, "loss", loss);
+                cJSON_AddItemToObject(line, "grad_norm", isfinite(info.grad_norm) ? cJSON_CreateNumber(info.grad_norm) : cJSON_CreateNull());
+                cJSON_AddNumberToObject(line, "lr", info.lr);
+                cJSON_AddNumberToObject(line, "num_tokens", (double)n_tok_step);
+                cJSON_AddNumberToObject(line, "tokens_per_s", (double)tokens / dt);
+                cJSON_AddNumberToObject(line, "step_time", dt);
+                if (info.skipped) cJSON_AddNumberToObject(line, "update_skipped", 1);
+                run_metrics_write(c, line);
+                if (!c->opts.quiet) base_progress_update(&prog, k + 1, "loss %.4f tok/s %.0f", loss, (double)tokens / dt);
+            }
+        }
+        if (s) break;
+        if (c->opts.max_total_steps > 0 && c->total_steps >= c->opts.max_total_steps) c->stop_requested = 1;
+        int last = k + 1 == total;
+        if ((save_steps > 0 && (k + 1) % save_steps == 0) || last || c->stop_requested) {
+            run_train_state rs = {.stage_index = index, .stage_done = last, .stage_step = k + 1,
+                                  .total_steps = c->total_steps};
+            snprintf(rs.stage_name, sizeof rs.stage_name, "%s", name);
+            s = run_ckpt_save(c, &rs, &opt, NULL, (int)keep);
+        }
+    }
+    if (!c->opts.quiet && tr && step0 < total) base_progress_finish(&prog);
+    free(ids), free(tgt), free(rid), free(rtg), free(cu), free(rcu), free(mask), free(rmask), free(lp), free(g), free(order);
+    optim_free(&opt);
+    if (grads) c->ops->free(grads);
+    model_train_free(tr);
+    sft_pack_free(&plan);
+    for (int64_t i = 0; i < n; i++) free(sb[i].ids), free(sb[i].mask);
+    free(sb), free(ss), free(lens), free(rows);
+    run_where_free(where, n);
+    return s ? base_err_wrap(s, "stage '%s'", name) : BASE_OK;
+}

@@ -1,0 +1,251 @@
+/* The shipped recipes: every recipes/NAME.lua loads and validates against the
+ * schema; r1-zero.lua and r1.lua hold the paper's values and stages; the
+ * HTTP reward model script rewards/http_judge.lua scores through a local
+ * server and gives nil (never an error) when off or unreachable. */
+#include "common/test_common.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "recipe/recipe.h"
+#include "reward/reward.h"
+
+static recipe *load(const char *rel, const char *const *sets, int n) {
+    char *p = test_src_path(rel);
+    recipe *r = NULL;
+    if (recipe_load(p, sets, n, &r)) fail_msg("%s: %s", rel, base_err_msg());
+    free(p);
+    return r;
+}
+
+static void test_all_recipes_load(void **state) {
+    (void)state;
+    char *dir = test_src_path("recipes");
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l < 5 || strcmp(e->d_name + l - 4, ".lua")) continue;
+        char rel[300];
+        snprintf(rel, sizeof rel, "recipes/%s", e->d_name);
+        recipe *r = load(rel, NULL, 0);
+        printf("%s: %d stages\n", rel, recipe_nstages(r));
+        assert_true(recipe_nstages(r) >= 1);
+        /* the resolved form loads again to the same tree */
+        char *lua = recipe_to_lua(r), *again_lua;
+        recipe *again;
+        if (recipe_load_string(lua, rel, NULL, 0, &again)) fail_msg("%s resolved: %s", rel, base_err_msg());
+        again_lua = recipe_to_lua(again);
+        assert_string_equal(strchr(lua, '\n'), strchr(again_lua, '\n')); /* after the "resolved from" line */
+        free(lua), free(again_lua);
+        recipe_free(again);
+        recipe_free(r);
+        n++;
+    }
+    closedir(d);
+    free(dir);
+    assert_true(n >= 3);
+}
+
+static void test_r1_zero_values(void **state) {
+    (void)state;
+    recipe *r = load("recipes/r1-zero.lua", NULL, 0);
+    const cJSON *g = recipe_stage_by_name(r, "grpo");
+    assert_non_null(g);
+    assert_string_equal(recipe_str(recipe_root(r), "template"), "r1-zero");
+    assert_int_equal(recipe_int(g, "num_generations"), 16);
+    assert_int_equal(recipe_int(g, "generation_batch_size"), 512); /* 32 prompts x 16 */
+    assert_true(recipe_num(g, "beta") == 0.001);
+    assert_true(recipe_num(g, "temperature") == 1.0);
+    assert_int_equal(recipe_int(g, "max_completion_length"), 32768);
+    const cJSON *rw = cJSON_GetObjectItem(recipe_root(r), "rewards");
+    assert_int_equal(cJSON_GetArraySize(rw), 2);
+    assert_string_equal(recipe_str(cJSON_GetArrayItem(rw, 0), "script"), "boxed_math");
+    assert_string_equal(recipe_str(cJSON_GetArrayItem(rw, 1), "script"), "think_format");
+    const cJSON *ev = recipe_stage_by_name(r, "eval_after");
+    assert_true(recipe_num(ev, "temperature") == 0.6 && recipe_num(ev, "top_p") == 0.95);
+    recipe_free(r);
+}
+
+static void test_r1_stages(void **state) {
+    (void)state;
+    const char *sets[] = {"stages.rl_all.rewards.judge.params.url=http://127.0.0.1:9/score"};
+    recipe *r = load("recipes/r1.lua", sets, 1);
+    const char *want[][2] = {{"cold_start", "sft"}, {"reasoning_rl", "grpo"}, {"rejection", "sample"},
+                             {"sft", "sft"},         {"rl_all", "grpo"},       {"eval", "eval"}};
+    assert_int_equal(recipe_nstages(r), 6);
+    for (int i = 0; i < 6; i++) {
+        assert_string_equal(recipe_str(recipe_stage(r, i), "name"), want[i][0]);
+        assert_string_equal(recipe_str(recipe_stage(r, i), "type"), want[i][1]);
+    }
+    const cJSON *rl = recipe_stage_by_name(r, "reasoning_rl");
+    const cJSON *rw = cJSON_GetObjectItem(rl, "rewards");
+    assert_int_equal(cJSON_GetArraySize(rw), 3);
+    assert_string_equal(recipe_str(cJSON_GetArrayItem(rw, 2), "script"), "lang_consistency");
+    const cJSON *rs = recipe_stage_by_name(r, "rejection");
+    const cJSON *f = cJSON_GetObjectItem(rs, "filters");
+    assert_int_equal(cJSON_GetArraySize(f), 3);
+    assert_non_null(strstr(recipe_str(rs, "keep"), "rewards.accuracy"));
+    /* the SFT stage reads the rejection stage's output */
+    const cJSON *ds = cJSON_GetObjectItem(cJSON_GetObjectItem(recipe_root(r), "datasets"), "sft_data");
+    assert_string_equal(recipe_str(ds, "path"), "stage:rejection");
+    /* the judge's url reached its params through --set */
+    const cJSON *all = cJSON_GetObjectItem(recipe_stage_by_name(r, "rl_all"), "rewards");
+    const cJSON *judge = cJSON_GetArrayItem(all, 3);
+    assert_string_equal(recipe_str(judge, "script"), "http_judge");
+    assert_string_equal(base_json_str(cJSON_GetObjectItem(judge, "params"), "url", ""), "http://127.0.0.1:9/score");
+    recipe_free(r);
+    /* a reward param that is not a table is refused */
+    const char *bad[] = {"rewards.1.params=3"};
+    char *p = test_src_path("recipes/r1.lua");
+    recipe *x;
+    assert_int_equal(recipe_load(p, bad, 1, &x), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_err_msg(), "params"));
+    free(p);
+}
+
+/* ---- rewards/http_judge.lua against a local server ------------------------- */
+
+static int g_listen = -1, g_port;
+static atomic_int g_stop;
+static pthread_t g_thread;
+
+/* Replies to POST /score with {"score": 0.75} when the body's "response"
+ * is exactly "final" (the text after </think>), else {"score": 0.25};
+ * /words with {"score": "high"}; anything else with 500. */
+static void handle(int fd) {
+    char buf[65536];
+    size_t n = 0;
+    ssize_t k;
+    long want = -1;
+    char *body = NULL;
+    while (n < sizeof buf - 1 && (k = read(fd, buf + n, sizeof buf - 1 - n)) > 0) {
+        n += (size_t)k;
+        buf[n] = 0;
+        char *he = strstr(buf, "\r\n\r\n");
+        if (he && want < 0) {
+            char *cl = strcasestr(buf, "Content-Length:");
+            want = cl ? atol(cl + 15) : 0;
+            body = he + 4;
+        }
+        if (body && (long)(buf + n - body) >= want) break;
+    }
+    const char *reply = "{\"error\": \"no\"}";
+    int code = 500;
+    if (body && !strncmp(buf, "POST /score ", 12)) {
+        code = 200;
+        reply = strstr(body, "\"response\":\"final\"") ? "{\"score\": 0.75}" : "{\"score\": 0.25}";
+    } else if (body && !strncmp(buf, "POST /words ", 12)) {
+        code = 200;
+        reply = "{\"score\": \"high\"}";
+    }
+    char out[512];
+    int len = snprintf(out, sizeof out,
+                       "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                       "Connection: close\r\n\r\n%s",
+                       code, strlen(reply), reply);
+    if (write(fd, out, (size_t)len) < 0) return;
+}
+
+static void *serve(void *arg) {
+    (void)arg;
+    while (!atomic_load(&g_stop)) {
+        int c = accept(g_listen, NULL, NULL);
+        if (c < 0) break;
+        handle(c);
+        close(c);
+    }
+    return NULL;
+}
+
+static int server_up(void) {
+    g_listen = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (g_listen < 0) return -1;
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(g_listen, (struct sockaddr *)&a, sizeof a) < 0 || listen(g_listen, 16) < 0) return -1;
+    socklen_t al = sizeof a;
+    getsockname(g_listen, (struct sockaddr *)&a, &al);
+    g_port = ntohs(a.sin_port);
+    return pthread_create(&g_thread, NULL, serve, NULL) ? -1 : 0;
+}
+
+static void server_down(void) {
+    atomic_store(&g_stop, 1);
+    shutdown(g_listen, SHUT_RDWR);
+    close(g_listen);
+    pthread_join(g_thread, NULL);
+}
+
+/* Score two samples with http_judge at `url` (NULL: no params); out[i] is
+ * the score or NaN for nil. */
+static void judge(const char *url, double out[2]) {
+    reward_spec spec = {0};
+    cJSON *params = NULL;
+    if (url) {
+        params = cJSON_CreateObject();
+        cJSON_AddStringToObject(params, "url", url);
+        cJSON_AddNumberToObject(params, "timeout", 2);
+        cJSON_AddNumberToObject(params, "retries", 0);
+    }
+    assert_int_equal(reward_spec_add(&spec, "http_judge", 1.0, NULL, params), BASE_OK);
+    reward_pool *p;
+    if (reward_pool_create(&spec, 1, NULL, "/dev/null", &p)) fail_msg("%s", base_err_msg());
+    cJSON *s[2] = {cJSON_Parse("{\"prompt\": \"q\", \"completion\": \"<think>r</think>final\", \"answer\": \"4\"}"),
+                   cJSON_Parse("{\"prompt\": \"q\", \"completion\": \"no think tags\"}")};
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, 2, &sc), BASE_OK);
+    for (int i = 0; i < 2; i++) {
+        assert_int_not_equal(sc.status[i], REWARD_ERROR); /* never an error */
+        out[i] = sc.score[i];
+    }
+    reward_scores_free(&sc);
+    cJSON_Delete(s[0]), cJSON_Delete(s[1]), cJSON_Delete(params);
+    reward_pool_destroy(p);
+    reward_spec_free(&spec);
+}
+
+static void test_http_judge(void **state) {
+    (void)state;
+    double v[2];
+    judge(NULL, v); /* url empty: off */
+    assert_true(isnan(v[0]) && isnan(v[1]));
+    assert_int_equal(server_up(), 0);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/score", g_port);
+    judge(url, v);
+    assert_true(v[0] == 0.75); /* the judge saw the summary after </think> */
+    assert_true(v[1] == 0.25);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/words", g_port);
+    judge(url, v); /* no number in the reply */
+    assert_true(isnan(v[0]) && isnan(v[1]));
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/fail", g_port);
+    judge(url, v); /* HTTP 500 */
+    assert_true(isnan(v[0]) && isnan(v[1]));
+    server_down();
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/score", g_port);
+    judge(url, v); /* nobody listens any more */
+    assert_true(isnan(v[0]) && isnan(v[1]));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_all_recipes_load),
+        cmocka_unit_test(test_r1_zero_values),
+        cmocka_unit_test(test_r1_stages),
+        cmocka_unit_test(test_http_judge),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

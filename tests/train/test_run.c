@@ -1,0 +1,305 @@
+/* Tests of the pipeline driver (grpo run): a recipe with eval -> GRPO ->
+ * eval on the hf-tiny-v3-a weights and a byte-level tokenizer runs to the
+ * end; a run stopped after N steps and resumed gives the same metrics and
+ * the same weights as a straight run; a process killed with SIGKILL inside
+ * a checkpoint write resumes from the previous checkpoint and still
+ * finishes identical; bad recipes and datasets fail before training with a
+ * message naming the file and line. */
+#include "common/test_common.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "recipe/recipe.h"
+#include "tok/tok.h"
+#include "train/run.h"
+
+static char *DIR_;   /* temp: model/, data.jsonl, runs/ */
+
+static void copy(const char *src, const char *dst) {
+    char *t;
+    size_t n;
+    if (base_read_file(src, &t, &n)) fail_msg("%s", base_err_msg());
+    test_write_file(dst, t, n);
+    free(t);
+}
+
+static int setup(void **state) {
+    (void)state;
+    DIR_ = test_tmpdir();
+    char *m = base_path_join(DIR_, "model");
+    base_mkdir_p(m);
+    const char *files[] = {"config.json", "model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "fixtures/hf-tiny-v3-a/%s", files[i]);
+        char *src = test_shared_path(rel), *dst = base_path_join(m, files[i]);
+        copy(src, dst);
+        free(src), free(dst);
+    }
+    tok_bytelevel_spec spec = tok_bytelevel_default();
+    if (tok_write_bytelevel(m, &spec)) fail_msg("%s", base_err_msg());
+    /* a small arithmetic dataset */
+    base_buf b = {0};
+    for (int i = 0; i < 24; i++)
+        base_buf_printf(&b, "{\"id\": %d, \"prompt\": \"What is %d + %d?\", \"answer\": \"%d\"}\n", i, i, 7 * i % 13,
+                        i + 7 * i % 13);
+    char *d = base_path_join(DIR_, "data.jsonl");
+    test_write_file(d, b.data, b.len);
+    /* a reward that varies between samples of a group, so every step has
+     * non-zero advantages and the weights really move */
+    const char *lua = "return function(s) return (#s.completion % 5) / 4 + (s.completion:find('1') and 0.5 or 0) end\n";
+    char *rw = base_path_join(DIR_, "vary.lua");
+    test_write_file(rw, lua, strlen(lua));
+    free(rw);
+    base_buf_free(&b);
+    free(d), free(m);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    test_rmdir(DIR_);
+    free(DIR_);
+    return 0;
+}
+
+/* eval -> grpo (4 steps, beta 0.01, a checkpoint every step) -> eval */
+static char *recipe_text(const char *name) {
+    base_buf b = {0};
+    base_buf_printf(&b,
+                    "return {\n"
+                    "  name = '%s', model = '%s/model', output_dir = '%s/runs', seed = 7,\n"
+                    "  template = 'Q: {prompt}\\nA: ', report = false,\n"
+                    "  datasets = { train = '%s/data.jsonl' },\n"
+                    "  rewards = { '%s/vary.lua:1.0', 'think_format:0.5' },\n"
+                    "  stages = {\n"
+                    "    { type = 'eval', name = 'eval_before', dataset = 'train', num_generations = 2, limit = 3,\n"
+                    "      max_completion_length = 8 },\n"
+                    "    { type = 'grpo', dataset = 'train', num_generations = 4, generation_batch_size = 8,\n"
+                    "      max_steps = 4, max_completion_length = 10, learning_rate = 3e-3, beta = 0.01,\n"
+                    "      save_steps = 1, save_total_limit = 0, per_device_train_batch_size = 4 },\n"
+                    "    { type = 'eval', name = 'eval_after', dataset = 'train', num_generations = 2, limit = 3,\n"
+                    "      max_completion_length = 8 },\n"
+                    "  },\n"
+                    "}\n",
+                    name, DIR_, DIR_, DIR_, DIR_);
+    return b.data;
+}
+
+static void write_recipe(const char *name, char **path) {
+    char *text = recipe_text(name);
+    char fname[64];
+    snprintf(fname, sizeof fname, "%s.lua", name);
+    *path = base_path_join(DIR_, fname);
+    test_write_file(*path, text, strlen(text));
+    free(text);
+}
+
+static base_status run_in_process(const char *name, int resume, int64_t max_total) {
+    char *text = recipe_text(name);
+    recipe *rc;
+    base_status s = recipe_load_string(text, "test.lua", NULL, 0, &rc);
+    free(text);
+    if (s) return s;
+    run_opts o = {.resume = resume, .overwrite = !resume, .quiet = 1, .max_total_steps = max_total};
+    s = run_recipe(rc, &o);
+    recipe_free(rc);
+    return s;
+}
+
+static char *run_file(const char *name, const char *rel) {
+    base_buf b = {0};
+    base_buf_printf(&b, "%s/runs/%s/%s", DIR_, name, rel);
+    char *t = NULL;
+    size_t n;
+    if (base_read_file(b.data, &t, &n)) fail_msg("%s", base_err_msg());
+    base_buf_free(&b);
+    return t;
+}
+
+/* metrics.jsonl without the wall-clock fields, one canonical string */
+static char *metrics_canon(const char *name) {
+    char *text = run_file(name, "metrics.jsonl");
+    base_buf out = {0};
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *j = cJSON_Parse(line);
+        assert_non_null(j);
+        const char *drop[] = {"step_time", "time/rollout", "time/reward", "time/train", "tokens_per_s"};
+        for (size_t k = 0; k < sizeof drop / sizeof drop[0]; k++) cJSON_DeleteItemFromObjectCaseSensitive(j, drop[k]);
+        char *p = cJSON_PrintUnformatted(j);
+        base_buf_printf(&out, "%s\n", p);
+        cJSON_free(p);
+        cJSON_Delete(j);
+    }
+    free(text);
+    return out.data;
+}
+
+static void assert_same_run(const char *a, const char *b) {
+    char *ma = metrics_canon(a), *mb = metrics_canon(b);
+    assert_string_equal(ma, mb);
+    free(ma), free(mb);
+    char *wa, *wb;
+    size_t na, nb;
+    base_buf pa = {0}, pb = {0};
+    base_buf_printf(&pa, "%s/runs/%s/checkpoints/step-4/model.safetensors", DIR_, a);
+    base_buf_printf(&pb, "%s/runs/%s/checkpoints/step-4/model.safetensors", DIR_, b);
+    if (base_read_file(pa.data, &wa, &na) || base_read_file(pb.data, &wb, &nb)) fail_msg("%s", base_err_msg());
+    assert_int_equal(na, nb);
+    assert_memory_equal(wa, wb, na); /* bit-identical weights */
+    free(wa), free(wb);
+    base_buf_free(&pa), base_buf_free(&pb);
+}
+
+static void test_straight_run(void **state) {
+    (void)state;
+    if (run_in_process("straight", 0, 0)) fail_msg("%s", base_err_msg());
+    char *sum = run_file("straight", "summary.json");
+    cJSON *j = cJSON_Parse(sum);
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(j, "eval_before"));
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "eval_after"), "accuracy"));
+    cJSON_Delete(j);
+    free(sum);
+    char *m = run_file("straight", "metrics.jsonl");
+    int lines = 0;
+    for (char *p = m; *p; p++) lines += *p == '\n';
+    assert_int_equal(lines, 1 + 4 + 1);
+    assert_non_null(strstr(m, "\"clip_ratio/high\""));
+    assert_non_null(strstr(m, "\"kl\""));
+    free(m);
+    /* the weights moved: step 4 differs from the initial model */
+    base_buf p4 = {0};
+    base_buf_printf(&p4, "%s/runs/straight/checkpoints/step-4/model.safetensors", DIR_);
+    char *w4, *w0;
+    size_t n4, n0;
+    char *p0 = base_path_join(DIR_, "model/model.safetensors");
+    if (base_read_file(p4.data, &w4, &n4) || base_read_file(p0, &w0, &n0)) fail_msg("%s", base_err_msg());
+    assert_true(n4 != n0 || memcmp(w4, w0, n0) != 0);
+    free(w4), free(w0), free(p0);
+    base_buf_free(&p4);
+    char *cfg = run_file("straight", "config.resolved.lua");
+    assert_non_null(strstr(cfg, "loss_type = \"grpo\""));
+    free(cfg);
+}
+
+static void test_resume_bit_exact(void **state) {
+    (void)state;
+    /* stop after 2 of the 4 GRPO steps, then resume to the end */
+    if (run_in_process("resumed", 0, 2)) fail_msg("%s", base_err_msg());
+    if (run_in_process("resumed", 1, 0)) fail_msg("%s", base_err_msg());
+    assert_same_run("straight", "resumed");
+}
+
+/* Start `grpo run` in a child process; returns its pid. */
+static pid_t spawn_run(const char *recipe_path, int resume, const char *delay_ms) {
+    const char *exe = getenv("GRPO_EXE");
+    if (!exe) exe = "./grpo";
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (delay_ms) setenv("GRPO_TEST_CKPT_DELAY_MS", delay_ms, 1);
+        if (!freopen("/dev/null", "w", stderr)) _exit(126);
+        execl(exe, exe, "run", recipe_path, resume ? "--resume" : "--overwrite", "--quiet", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void test_kill_during_checkpoint(void **state) {
+    (void)state;
+    char *rp;
+    write_recipe("killed", &rp);
+    char *tmp1 = NULL;
+    base_buf b = {0};
+    base_buf_printf(&b, "%s/runs/killed/checkpoints/.tmp-step-2", DIR_);
+    tmp1 = b.data;
+    /* the checkpoint of step 2 takes 1.5 s between its first and last
+     * file: kill -9 the run when that window opens */
+    pid_t pid = spawn_run(rp, 0, "1500");
+    int killed = 0;
+    for (int i = 0; i < 6000 && !killed; i++) {
+        struct stat st;
+        char *marker = base_path_join(tmp1, "model.safetensors");
+        if (stat(marker, &st) == 0) {
+            kill(pid, SIGKILL);
+            killed = 1;
+        }
+        free(marker);
+        if (!killed) usleep(5000);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(killed);
+    assert_true(WIFSIGNALED(status));
+    /* the half-written step 2 is not used: the newest complete one is step 1 */
+    base_buf c2 = {0};
+    base_buf_printf(&c2, "%s/runs/killed/checkpoints/step-2/trainer_state.json", DIR_);
+    assert_false(base_file_exists(c2.data));
+    base_buf_free(&c2);
+    pid = spawn_run(rp, 1, NULL);
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_same_run("straight", "killed");
+    free(tmp1), free(rp);
+}
+
+static void test_bad_inputs(void **state) {
+    (void)state;
+    /* a malformed dataset line: the error names file:line, before training */
+    char *bad = base_path_join(DIR_, "bad.jsonl");
+    const char *t = "{\"prompt\": \"a\", \"answer\": \"1\"}\n{\"prompt\": \"b\", answer: 2}\n";
+    test_write_file(bad, t, strlen(t));
+    base_buf r = {0};
+    base_buf_printf(&r,
+                    "return { model = '%s/model', output_dir = '%s/runs', name = 'bad', report = false,\n"
+                    "  datasets = { d = '%s' }, rewards = { 'boxed_math' },\n"
+                    "  stages = { { type = 'grpo', dataset = 'd', num_generations = 2, generation_batch_size = 2,\n"
+                    "               max_steps = 1, max_completion_length = 4 } } }",
+                    DIR_, DIR_, bad);
+    recipe *rc;
+    assert_int_equal(recipe_load_string(r.data, "bad.lua", NULL, 0, &rc), BASE_OK);
+    run_opts o = {.overwrite = 1, .quiet = 1};
+    assert_int_not_equal(run_recipe(rc, &o), BASE_OK);
+    assert_non_null(strstr(base_err_msg(), "bad.jsonl:2"));
+    recipe_free(rc);
+    /* a row lacking a column a reward needs */
+    t = "{\"prompt\": \"a\", \"answer\": \"1\"}\n{\"prompt\": \"b\"}\n";
+    test_write_file(bad, t, strlen(t));
+    assert_int_equal(recipe_load_string(r.data, "bad.lua", NULL, 0, &rc), BASE_OK);
+    assert_int_not_equal(run_recipe(rc, &o), BASE_OK);
+    assert_non_null(strstr(base_err_msg(), "bad.jsonl:2"));
+    assert_non_null(strstr(base_err_msg(), "answer"));
+    recipe_free(rc);
+    /* generation_batch_size not a multiple of G */
+    const char *sets[] = {"stages.grpo.generation_batch_size=3"};
+    t = "{\"prompt\": \"a\", \"answer\": \"1\"}\n";
+    test_write_file(bad, t, strlen(t));
+    assert_int_equal(recipe_load_string(r.data, "bad.lua", sets, 1, &rc), BASE_OK);
+    assert_int_not_equal(run_recipe(rc, &o), BASE_OK);
+    assert_non_null(strstr(base_err_msg(), "multiple of num_generations"));
+    recipe_free(rc);
+    /* an existing run directory without --resume or --overwrite */
+    o.overwrite = 0;
+    assert_int_equal(recipe_load_string(r.data, "bad.lua", NULL, 0, &rc), BASE_OK);
+    assert_int_not_equal(run_recipe(rc, &o), BASE_OK);
+    assert_non_null(strstr(base_err_msg(), "--resume"));
+    recipe_free(rc);
+    base_buf_free(&r);
+    free(bad);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_straight_run),
+        cmocka_unit_test(test_resume_bit_exact),
+        cmocka_unit_test(test_kill_during_checkpoint),
+        cmocka_unit_test(test_bad_inputs),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
