@@ -251,6 +251,28 @@ static void gemm_part(const gemm_args *g, int64_t jp0, int64_t jp1, int64_t ip0,
     size_t a_sz = ((size_t)(MCP * MR * kcmax) + 15) & ~(size_t)15; /* keep Bp 64-byte aligned */
     float *Ap = get_scratch(a_sz + (size_t)(jpn * NR * kcmax));
     float *Bp = Ap + a_sz;
+    if (ip1 - ip0 <= MCP) {
+        /* one A block (small M: decode, short prompts): pack A once per k
+         * block, then each B panel just before its micro-kernels, so B is
+         * read from memory once and its packed copy stays in L1 (B packed
+         * whole would be written out and read back: 3 passes over the
+         * weight instead of 1). Same packed values, same kernel calls:
+         * the same numerics as the path below. */
+        for (int64_t pc = 0; pc < g->k; pc += KC) {
+            int64_t kc = g->k - pc < KC ? g->k - pc : KC;
+            pack_a(Ap, g->A, g->lda, g->ta, g->m, ip0, ip1, pc, kc, g->alpha);
+            for (int64_t jp = jp0; jp < jp1; jp++) {
+                int nr = (int)(g->n - jp * NR < NR ? g->n - jp * NR : NR);
+                pack_b(Bp, g->B, g->ldb, g->tb, g->n, jp, jp + 1, pc, kc);
+                for (int64_t ip = ip0; ip < ip1; ip++) {
+                    int mr = (int)(g->m - ip * MR < MR ? g->m - ip * MR : MR);
+                    micro_kernel(kc, Ap + (ip - ip0) * kc * MR, Bp, g->C + ip * MR * g->ldc + jp * NR,
+                                 g->ldc, mr, nr);
+                }
+            }
+        }
+        return;
+    }
     for (int64_t jc = jp0; jc < jp1; jc += NCP) {
         int64_t je = jc + NCP < jp1 ? jc + NCP : jp1;
         for (int64_t pc = 0; pc < g->k; pc += KC) {
