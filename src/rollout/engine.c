@@ -15,6 +15,14 @@
  *
  * Positions: prompt tokens sit at 0..P-1, generated token k at P + k. The
  * logits for token k + 1 come from feeding token k at position P + k.
+ *
+ * Sampling: on the host (rollout_sample_token) with the host backend, and
+ * with a device backend whenever the request truncates (top-k, top-p,
+ * min-p). A device backend with plain sampling (temperature or greedy, no
+ * truncation) draws on the device with the op table's `sample` (the same
+ * inverse-CDF draw with the same uniforms; its sums run in another order,
+ * so a draw within rounding of a boundary may differ from the host
+ * sampler's): only ids and log-probs cross to the host, not [n, V] logits.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +54,8 @@ struct rollout_engine {
     int32_t *ids_store;        /* [max_prompts * max_group * max_new_tokens] */
     float *logp_store;
     float *host_logits;  /* [max_seqs, V] when the model is not on the host */
+    void *dev_smp;       /* device [3, max_seqs]: uniforms, ids, log-probs (device sampling) */
+    float *host_u;       /* [max_seqs] uniforms of one device sampling call */
     float *probs;        /* [max_seqs, V] sampling scratch */
     int32_t *order;      /* [max_seqs, V] */
     int32_t *b_slots, *b_tokens, *b_pos, *b_cu, *b_ids; /* step batches */
@@ -93,7 +103,11 @@ base_status rollout_new(model *m, const rollout_limits *lim, rollout_engine **ou
     e->comps = base_xcalloc(nc, sizeof *e->comps);
     e->ids_store = base_xmalloc(nc * (size_t)lim->max_new_tokens * sizeof(int32_t));
     e->logp_store = base_xmalloc(nc * (size_t)lim->max_new_tokens * sizeof(float));
-    if (e->ops->device != TENSOR_CPU) e->host_logits = base_xmalloc(ns * (size_t)e->V * sizeof(float));
+    if (e->ops->device != TENSOR_CPU) {
+        e->host_logits = base_xmalloc(ns * (size_t)e->V * sizeof(float));
+        e->dev_smp = e->ops->alloc(3 * ns * sizeof(float));
+        e->host_u = base_xmalloc(ns * sizeof(float));
+    }
     e->probs = base_xmalloc(ns * (size_t)e->V * sizeof(float));
     e->order = base_xmalloc(ns * (size_t)e->V * sizeof(int32_t));
     e->b_slots = base_xmalloc(ns * sizeof(int32_t));
@@ -118,6 +132,8 @@ void rollout_free(rollout_engine *e) {
     base_buf_free(&e->win_old);
     free(e->group), free(e->tok), free(e->lp), free(e->rows_g);
     free(e->seqs), free(e->comps), free(e->ids_store), free(e->logp_store), free(e->host_logits);
+    if (e->dev_smp) e->ops->free(e->dev_smp);
+    free(e->host_u);
     free(e->probs), free(e->order), free(e->b_slots), free(e->b_tokens), free(e->b_pos);
     free(e->b_cu), free(e->b_seq), free(e->b_ids);
     free(e);
@@ -207,6 +223,39 @@ static void sample_rows(rollout_engine *e, const rollout_request *r, const float
     for (int i = 0; i < n; i++) sample_row(&j, i, 0);
 }
 
+/* Sample on the device? (a device backend and no truncation) */
+static int device_sampling(const rollout_engine *e, const rollout_request *r) {
+    const rollout_sampling *sp = &r->sampling;
+    int truncating = (sp->top_k > 0 && sp->top_k < e->V) || (sp->top_p > 0 && sp->top_p < 1) || sp->min_p > 0;
+    return e->ops->device != TENSOR_CPU && e->ops->sample && !truncating;
+}
+
+/* Device sampling of n rows of `logits` (row stride `stride` elements: 0
+ * repeats one row) for the sequences in slots[0..n); tokens and log-probs
+ * to tok/lp (host). */
+static void sample_device(rollout_engine *e, const rollout_request *r, const tensor *logits, const float *row0,
+                          int64_t stride, const int *slots, int n, int32_t *tok, float *lp) {
+    const struct ops *o = e->ops;
+    size_t ns = (size_t)e->lim.max_seqs;
+    for (int i = 0; i < n; i++) {
+        const seq *q = &e->seqs[slots[i]];
+        e->host_u[i] = rollout_uniform(r->seed, r->step, r->prompt_base + (uint32_t)q->prompt, (uint32_t)q->sample,
+                                       (uint32_t)q->len);
+    }
+    int64_t nn = n;
+    tensor u = tensor_make(e->dev_smp, TENSOR_F32, o->device, 1, &nn);
+    tensor ids = tensor_make((float *)e->dev_smp + ns, TENSOR_I32, o->device, 1, &nn);
+    tensor lps = tensor_make((float *)e->dev_smp + 2 * ns, TENSOR_F32, o->device, 1, &nn);
+    tensor lg = *logits;
+    lg.data = (void *)row0;
+    lg.shape[0] = n;
+    lg.stride[0] = stride;
+    o->upload(u.data, e->host_u, (size_t)n * sizeof(float));
+    o->sample(&ids, &lps, &lg, &u, r->sampling.temperature, 0, 1.0f);
+    o->download(tok, ids.data, (size_t)n * sizeof(int32_t));
+    o->download(lp, lps.data, (size_t)n * sizeof(float));
+}
+
 static base_status check_request(const rollout_engine *e, const rollout_request *r) {
     if (r->n_prompts < 0 || r->n_prompts > e->lim.max_prompts)
         return base_err_set(BASE_ERR_INVALID, "rollout: %d prompts, at most %d", r->n_prompts,
@@ -288,18 +337,23 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
             s = model_prefill(e->cache, np, e->b_slots, e->b_ids, e->b_cu, &logits);
             if (s) goto fail;
             prefill_tokens += ntok;
-            const float *rows = host_rows(e, logits, np);
             /* share the prompt's cache with its other samples, then draw
              * every sample's first token from the prompt's logits */
             for (int i = 0; i < np; i++)
                 for (int g = 1; g < G; g++)
                     model_cache_copy(e->cache, group[i * G + g], group[i * G], e->seqs[group[i * G]].plen);
-            for (int i = 0; i < np * G; i++) {
-                e->b_seq[i] = group[i];
-                memcpy(e->rows_g + (size_t)i * (size_t)e->V, rows + (size_t)(i / G) * (size_t)e->V,
-                       (size_t)e->V * sizeof(float));
+            for (int i = 0; i < np * G; i++) e->b_seq[i] = group[i];
+            if (device_sampling(e, r)) {
+                for (int i = 0; i < np; i++) /* the prompt's row, once per sample */
+                    sample_device(e, r, logits, (const float *)logits->data + (int64_t)i * logits->stride[0], 0,
+                                  group + i * G, G, tok + i * G, lp + i * G);
+            } else {
+                const float *rows = host_rows(e, logits, np);
+                for (int i = 0; i < np * G; i++)
+                    memcpy(e->rows_g + (size_t)i * (size_t)e->V, rows + (size_t)(i / G) * (size_t)e->V,
+                           (size_t)e->V * sizeof(float));
+                sample_rows(e, r, e->rows_g, np * G, tok, lp);
             }
-            sample_rows(e, r, e->rows_g, np * G, tok, lp);
             for (int i = 0; i < np * G; i++) {
                 int slot = group[i];
                 new_tokens++;
@@ -330,7 +384,10 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
         s = model_decode(e->cache, n, e->b_slots, e->b_tokens, e->b_pos, &logits);
         if (s) goto fail;
         steps++;
-        sample_rows(e, r, host_rows(e, logits, n), n, tok, lp);
+        if (device_sampling(e, r))
+            sample_device(e, r, logits, (const float *)logits->data, logits->stride[0], e->b_seq, n, tok, lp);
+        else
+            sample_rows(e, r, host_rows(e, logits, n), n, tok, lp);
         for (int i = 0; i < n; i++) {
             int slot = e->b_seq[i];
             new_tokens++;
