@@ -137,6 +137,8 @@ static const char *op_name(int op) {
         return "lmhead";
     case CU_OP_ATTN:
         return "mla_attn";
+    case CU_OP_MOE_GEMM:
+        return "moe_matmul (offsets)";
     }
     return "?";
 }
@@ -250,6 +252,8 @@ static void fill_table(void) {
     cuda_table.moe_plan = cuda_moe_plan;
     cuda_table.moe_combine = cuda_moe_combine;
     cuda_table.moe_combine_bwd = cuda_moe_combine_bwd;
+    cuda_table.moe_matmul = cuda_moe_matmul;
+    cuda_table.moe_matmul_dw = cuda_moe_matmul_dw;
     cuda_table.swiglu_fwd = cuda_swiglu_fwd;
     cuda_table.swiglu_bwd = cuda_swiglu_bwd;
     cuda_table.embedding_fwd = cuda_embedding_fwd;

@@ -93,6 +93,7 @@ enum {
     SCR_SORT_H, /* radix sort histograms */
     SCR_SAMPLE, /* sampling rows */
     SCR_RED,    /* sumsq partials */
+    SCR_MOE,    /* grouped expert GEMM tile prefix */
     SCR_EMU,    /* emulated GEMM widening (emulator only) */
     SCR_COUNT
 };
@@ -113,6 +114,7 @@ enum {
     CU_OP_COMBINE,
     CU_OP_LMHEAD,
     CU_OP_ATTN,
+    CU_OP_MOE_GEMM,
 };
 /* The device error buffer: int[5] = {op, what, position, value, bound}, the
  * first error wins. */
@@ -334,6 +336,10 @@ void cuda_moe_plan(tensor *offsets, tensor *row_tok, tensor *inv, const tensor *
 void cuda_moe_combine(tensor *y, const tensor *ye, const tensor *w, const tensor *inv);
 void cuda_moe_combine_bwd(tensor *dye, tensor *dw, const tensor *dy, const tensor *ye, const tensor *w,
                           const tensor *inv);
+/* moe_gemm.cu */
+void cuda_moe_matmul(tensor *y, const tensor *x, const tensor *w, const tensor *offsets, int trans_w, float alpha,
+                     float beta);
+void cuda_moe_matmul_dw(tensor *dw, const tensor *dy, const tensor *x, const tensor *offsets, float alpha);
 void cuda_swiglu_fwd(tensor *h, const tensor *gu);
 void cuda_swiglu_bwd(tensor *dgu, const tensor *dh, const tensor *gu);
 /* lmhead.cu */

@@ -71,21 +71,15 @@ static void ffn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float 
         tensor ye = mv_rows(&A->ye, n * K), wt = mv_rows(&A->w, n), inv = mv_rows(&A->inv, n * K);
         o->moe_combine_bwd(&dye, &dw, &dh, &ye, &wt, &inv);
         tensor g_egu = gv(m, grads, &w->e_gu), g_edown = gv(m, grads, &w->e_down);
-        for (int64_t e = 0; e < E; e++) {
-            int64_t r0 = A->off_host[e], nr = A->off_host[e + 1] - r0;
-            if (nr == 0) continue;
-            tensor x_e = mv_slice(&A->xe, r0, nr), gu_e = mv_slice(&A->gue, r0, nr), act_e = mv_slice(&A->acte, r0, nr);
-            tensor dy_e = mv_slice(&b->dye, r0, nr), dx_e = mv_slice(&b->dxe, r0, nr);
-            tensor wgu = mv_index(&w->e_gu, e), wd = mv_index(&w->e_down, e);
-            tensor ggu = mv_index(&g_egu, e), gd = mv_index(&g_edown, e);
-            int64_t f = c->moe_intermediate_size;
-            tensor dact = flat2(&b->dact, nr, f), dgu = flat2(&b->dgu, nr, 2 * f);
-            o->matmul(&dact, &dy_e, &wd, 0, 0, 1.0f, 0.0f);
-            o->matmul(&gd, &dy_e, &act_e, 1, 0, 1.0f, 1.0f);
-            o->swiglu_bwd(&dgu, &dact, &gu_e);
-            o->matmul(&ggu, &dgu, &x_e, 1, 0, 1.0f, 1.0f);
-            o->matmul(&dx_e, &dgu, &wgu, 0, 0, 1.0f, 0.0f);
-        }
+        int64_t f = c->moe_intermediate_size;
+        tensor xe = mv_rows(&A->xe, n * K), gue = mv_rows(&A->gue, n * K), acte = mv_rows(&A->acte, n * K);
+        tensor dact = flat2(&b->dact, n * K, f), dgu = flat2(&b->dgu, n * K, 2 * f);
+        /* the routed experts over the rows sorted by expert, all at once */
+        o->moe_matmul(&dact, &dye, &w->e_down, &A->offsets, 0, 1.0f, 0.0f);
+        o->moe_matmul_dw(&g_edown, &dye, &acte, &A->offsets, 1.0f);
+        o->swiglu_bwd(&dgu, &dact, &gue);
+        o->moe_matmul_dw(&g_egu, &dgu, &xe, &A->offsets, 1.0f);
+        o->moe_matmul(&dxe, &dgu, &w->e_gu, &A->offsets, 0, 1.0f, 0.0f);
         o->moe_combine(&dun, &dxe, NULL, &inv); /* backward of the row gather */
         /* router: the choice is constant; the chosen sigmoid weights are not */
         tensor dz = mv_rows(&b->dz, n), z = mv_rows(&A->z, n), idx = mv_rows(&A->idx, n);

@@ -63,13 +63,7 @@ void plan_layer_acts(planner *p, layer_acts *A, int64_t n, int dense, int moe, i
             A->gus = plan_t(p, TENSOR_F32, 2, n, 2 * is, 1);
             A->acts = plan_t(p, TENSOR_F32, 2, n, is, 1);
         }
-        if (p->base) A->off_host = base_xcalloc((size_t)(E + 1), sizeof(int32_t));
     }
-}
-
-void layer_acts_free(layer_acts *A) {
-    free(A->off_host);
-    A->off_host = NULL;
 }
 
 /* ---- views ----------------------------------------------------------------- */
@@ -194,19 +188,14 @@ void ffn_fwd(const model *m, int l, layer_acts *A, tensor *h_out, int64_t n) {
     o->moe_route(&idx, &wt, &z, &w->bias, cf->n_group, cf->topk_group, cf->norm_topk_prob, cf->routed_scaling_factor);
     tensor rt = mv_rows(&A->row_tok, n * K), inv = mv_rows(&A->inv, n * K);
     o->moe_plan(&A->offsets, &rt, &inv, &idx, (int)E);
-    o->download(A->off_host, A->offsets.data, (size_t)(E + 1) * sizeof(int32_t));
     tensor xe = mv_rows(&A->xe, n * K), ye = mv_rows(&A->ye, n * K);
+    tensor gue = mv_rows(&A->gue, n * K), acte = mv_rows(&A->acte, n * K);
     o->gather_rows(&xe, &un, &rt);
-    for (int64_t e = 0; e < E; e++) {
-        int64_t r0 = A->off_host[e], nr = A->off_host[e + 1] - r0;
-        if (nr == 0) continue;
-        tensor x_e = mv_slice(&A->xe, r0, nr), gu_e = mv_slice(&A->gue, r0, nr);
-        tensor act_e = mv_slice(&A->acte, r0, nr), y_e = mv_slice(&A->ye, r0, nr);
-        tensor wgu = mv_index(&w->e_gu, e), wd = mv_index(&w->e_down, e);
-        o->matmul(&gu_e, &x_e, &wgu, 0, 1, 1.0f, 0.0f);
-        o->swiglu_fwd(&act_e, &gu_e);
-        o->matmul(&y_e, &act_e, &wd, 0, 1, 1.0f, 0.0f);
-    }
+    /* the routed experts over the rows sorted by expert: one grouped GEMM
+     * each way (the offsets stay on the device) */
+    o->moe_matmul(&gue, &xe, &w->e_gu, &A->offsets, 1, 1.0f, 0.0f);
+    o->swiglu_fwd(&acte, &gue);
+    o->moe_matmul(&ye, &acte, &w->e_down, &A->offsets, 1, 1.0f, 0.0f);
     if (cf->n_shared_experts > 0) {
         tensor gus = mv_rows(&A->gus, n), acts = mv_rows(&A->acts, n);
         o->matmul(&gus, &un, &w->s_gu, 0, 1, 1.0f, 0.0f);

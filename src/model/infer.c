@@ -93,7 +93,6 @@ base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const i
     infer_ws w;
     planner p = {m, NULL, 0};
     plan_ws(&p, &w, n, nseq, n, 0);
-    layer_acts_free(&w.A);
     /* token logprobs by the chunked head */
     int64_t V = c->vocab_size, rows = n < MODEL_LM_ROWS ? n : MODEL_LM_ROWS, cols = V < MODEL_LM_COLS ? V : MODEL_LM_COLS;
     tensor tgt = plan_t(&p, TENSOR_I32, 1, n, 1, 1), lp = plan_t(&p, TENSOR_F32, 1, n, 1, 1);
@@ -126,7 +125,6 @@ base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const i
         o->lmhead_fwd(&lp, &ent, &lse, &hl, &m->w.lm_head, &tgt, 1.0f, &ws);
         o->download(token_logp, lp.data, (size_t)n * sizeof(float));
     }
-    layer_acts_free(&w.A);
     o->free(p.base);
     free(hpos);
     return BASE_OK;
@@ -185,7 +183,6 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
     planner p = {m, NULL, 0};
     int64_t n = ws_tokens(lim);
     plan_ws(&p, &mc->w, n, lim->slots, ws_rows(lim), 1);
-    layer_acts_free(&mc->w.A);
     mc->ws_mem = m->ops->alloc(p.off + 64);
     p.base = mc->ws_mem;
     p.off = 0;
@@ -199,7 +196,6 @@ void model_cache_free(model_cache *mc) {
     if (!mc) return;
     mc->m->ops->free(mc->mem);
     mc->m->ops->free(mc->ws_mem);
-    layer_acts_free(&mc->w.A);
     free(mc->host);
     free(mc);
 }

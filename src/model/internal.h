@@ -124,7 +124,6 @@ typedef struct {
     tensor offsets, row_tok, inv; /* moe_plan: I32 [E+1], [nK], [nK] */
     tensor xe, gue, acte, ye;  /* per-row expert input [nK, d], [nK, 2Ie], [nK, Ie], output [nK, d] */
     tensor gus, acts;          /* shared experts [n, 2Is], [n, Is] */
-    int32_t *off_host;         /* host copy of offsets [E+1] (expert loop bounds) */
 } layer_acts;
 
 /* One arena, carved in two passes: with base NULL it only measures. */
@@ -137,7 +136,6 @@ typedef struct {
 tensor plan_t(planner *p, tensor_dtype dt, int ndim, int64_t a, int64_t b, int64_t c);
 /* Plan a layer_acts for n tokens. dense/moe: which parts to plan. */
 void plan_layer_acts(planner *p, layer_acts *A, int64_t n, int dense, int moe, int keep_lse);
-void layer_acts_free(layer_acts *A);
 
 /* Inputs of one layer forward. */
 typedef struct {

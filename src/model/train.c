@@ -94,7 +94,6 @@ static model_train *train_shell(model *m, const model_train_limits *lim) {
 }
 
 static void train_shell_free(model_train *tr) {
-    for (int i = 0; i < tr->nacts; i++) layer_acts_free(&tr->acts[i]);
     free(tr->acts);
     free(tr->h);
     free(tr);

@@ -163,6 +163,19 @@ struct ops {
      * dw[n,k] = dy[n] . ye[inv[n*K+k]]. */
     void (*moe_combine_bwd)(tensor *dye, tensor *dw, const tensor *dy, const tensor *ye,
                             const tensor *w, const tensor *inv);
+    /* The routed experts' GEMM over rows grouped by expert (moe_plan's
+     * offsets, on the device): for every expert e and row r in
+     * [offsets[e], offsets[e+1]):
+     *   y[r] = alpha * x[r] @ op(w[e]) + beta * y[r]
+     * x [R, K], y [R, N]; w [E, N, K] with trans_w (y = x w[e]^T, the
+     * nn.Linear layout) or [E, K, N] without; offsets I32 [E+1] from 0 to R,
+     * non-decreasing. One call for all experts: no host loop, no
+     * synchronisation needed by the caller. beta = 0 overwrites. */
+    void (*moe_matmul)(tensor *y, const tensor *x, const tensor *w, const tensor *offsets, int trans_w,
+                       float alpha, float beta);
+    /* Its weight gradient: dw[e] += alpha * dy[rows of e]^T x[rows of e]
+     * (accumulates). dw [E, N, K], dy [R, N], x [R, K], offsets as above. */
+    void (*moe_matmul_dw)(tensor *dw, const tensor *dy, const tensor *x, const tensor *offsets, float alpha);
 
     /* SwiGLU (spec §3.7): gu [N, 2I] = [gate | up] (x @ [Wg; Wu]^T),
      * h [N, I] = silu(gate) * up. _bwd writes dgu [N, 2I]. */

@@ -340,6 +340,23 @@ static void c_combine_bwd(mrun *r) {
     r->o->moe_combine_bwd(&dye, &dw, &dy, &ye, &w, &ti);
 }
 
+/* Grouped expert GEMM: 6 experts over 40 rows, two without rows; K = 70
+ * and N = 36 cross the kernel's tile edges (32, 64) */
+static const int32_t mm_off[7] = {0, 7, 7, 20, 21, 40, 40};
+static void c_moe_mm(mrun *r) {
+    tensor off = in_i32(r, mm_off, 7);
+    tensor x = in_f32(r, 2, 40, 70, 1, 1.0f), w = in_f32(r, 3, 6, 36, 70, 1.0f), w2 = in_f32(r, 3, 6, 70, 36, 1.0f);
+    tensor y = out_t(r, TENSOR_F32, 0, 2, 40, 36, 1), y2 = out_t(r, TENSOR_F32, 1, 2, 40, 36, 1);
+    r->o->moe_matmul(&y, &x, &w, &off, 1, 1.0f, 0.0f);   /* y = x w[e]^T, overwritten */
+    r->o->moe_matmul(&y2, &x, &w2, &off, 0, -0.5f, 1.0f); /* y += -0.5 x w[e] */
+}
+static void c_moe_mm_dw(mrun *r) {
+    tensor off = in_i32(r, mm_off, 7);
+    tensor dy = in_f32(r, 2, 40, 36, 1, 1.0f), x = in_f32(r, 2, 40, 70, 1, 1.0f);
+    tensor dw = out_t(r, TENSOR_F32, 1, 3, 6, 36, 70);
+    r->o->moe_matmul_dw(&dw, &dy, &x, &off, 0.75f);
+}
+
 static void c_swiglu_fwd(mrun *r) {
     tensor gu = in_f32(r, 2, 37, 2 * 96, 1, 4.0f), h = out_t(r, TENSOR_F32, 0, 2, 37, 96, 1);
     r->o->swiglu_fwd(&h, &gu);
@@ -422,6 +439,8 @@ static const mcase mcases[] = {
     MC(moe_plan, "37 tokens x 3 over 10 experts", c_plan, T_OP),
     MC(moe_combine, "weighted and unweighted", c_combine, T_OP),
     MC(moe_combine_bwd, "37 x 3 rows of 48", c_combine_bwd, T_OP),
+    MC(moe_matmul, "6 experts (2 empty) x 40 rows, K 70, N 36, both layouts", c_moe_mm, T_ATTN),
+    MC(moe_matmul_dw, "6 experts (2 empty) x 40 rows, [36, 70]", c_moe_mm_dw, T_ATTN),
     MC(swiglu_fwd, "[37, 2x96]", c_swiglu_fwd, T_OP),
     MC(swiglu_bwd, "[37, 2x96]", c_swiglu_bwd, T_OP),
     MC(embedding_fwd, "41 ids of 320", c_embed_fwd, T_OP),
@@ -518,18 +537,25 @@ static void bad_cache(tensor *cache, const tensor *ckv, const tensor *kpe, const
     ((float *)cache->data)[tensor_numel(cache)] = 0.0f; /* one past the end */
 }
 
+static void bad_moe_mm(tensor *y, const tensor *x, const tensor *w, const tensor *off, int trans_w, float alpha,
+                       float beta) {
+    ops_cpu()->moe_matmul(y, x, w, off, trans_w, alpha, 0.0f); /* ignores beta: no accumulation */
+    (void)beta;
+}
+
 int parity_model_selftest(uint64_t seed) {
     struct {
         const char *op;
         struct ops t;
-    } b[4];
-    for (int i = 0; i < 4; i++) b[i].t = *ops_cpu();
+    } b[5];
+    for (int i = 0; i < 5; i++) b[i].t = *ops_cpu();
     b[0].op = "rmsnorm_fwd", b[0].t.rmsnorm_fwd = bad_rmsnorm;
     b[1].op = "mla_attn_fwd", b[1].t.mla_attn_fwd = bad_attn;
     b[2].op = "moe_route", b[2].t.moe_route = bad_route;
     b[3].op = "mla_cache_write", b[3].t.mla_cache_write = bad_cache;
+    b[4].op = "moe_matmul", b[4].t.moe_matmul = bad_moe_mm;
     int ok = 1, n;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         printf("selftest: a broken %s must fail:\n", b[i].op);
         int fails = parity_model_run(&b[i].t, b[i].op, 0, seed, &n);
         if (!fails) {

@@ -43,6 +43,9 @@ void cpu_moe_plan(tensor *offsets, tensor *row_tok, tensor *inv, const tensor *i
 void cpu_moe_combine(tensor *y, const tensor *ye, const tensor *w, const tensor *inv);
 void cpu_moe_combine_bwd(tensor *dye, tensor *dw, const tensor *dy, const tensor *ye,
                          const tensor *w, const tensor *inv);
+void cpu_moe_matmul(tensor *y, const tensor *x, const tensor *w, const tensor *offsets, int trans_w, float alpha,
+                    float beta);
+void cpu_moe_matmul_dw(tensor *dw, const tensor *dy, const tensor *x, const tensor *offsets, float alpha);
 void cpu_swiglu_fwd(tensor *h, const tensor *gu);
 void cpu_swiglu_bwd(tensor *dgu, const tensor *dh, const tensor *gu);
 /* lmhead.c */

@@ -1,6 +1,7 @@
 /*
  * CPU ops: DeepSeekMoE routing, dispatch and combine (spec §3.8, §3.11),
- * and the SwiGLU activation (§3.7).
+ * the experts' grouped GEMM (one cpu_matmul per expert with rows), and the
+ * SwiGLU activation (§3.7).
  */
 #include "cpu.h"
 
@@ -210,6 +211,71 @@ void cpu_moe_combine_bwd(tensor *dye, tensor *dw, const tensor *dy, const tensor
             for (int64_t c = 0; c < d; c++) dr[c] = wj * g[c];
             cpu_row(dw, t)[j] = cpu_dot(g, cpu_row(ye, r), d);
         }
+    }
+}
+
+/* Validate offsets [E+1] (0 .. rows, non-decreasing) for w [E, ...]. */
+static const int32_t *check_offsets(const char *op, const tensor *offsets, int64_t e, int64_t rows) {
+    cpu_need(op, "offsets", offsets, TENSOR_I32, 1);
+    cpu_need_dim(op, "offsets", offsets, 0, e + 1);
+    const int32_t *off = cpu_i32(offsets);
+    if (off[0] != 0 || off[e] != rows)
+        base_die("%s: offsets must run from 0 to the %lld rows (got %d .. %d)", op, (long long)rows, off[0], off[e]);
+    for (int64_t i = 0; i < e; i++)
+        if (off[i + 1] < off[i]) base_die("%s: offsets decrease at expert %lld", op, (long long)i);
+    return off;
+}
+
+/* Expert e's weight [N, K] or [K, N] as a 2-D view of w [E, a, b]. */
+static tensor expert_w(const tensor *w, int64_t e) {
+    int64_t s[2] = {w->shape[1], w->shape[2]};
+    tensor r = tensor_make((float *)w->data + e * w->stride[0], TENSOR_F32, w->device, 2, s);
+    r.stride[0] = w->stride[1];
+    return r;
+}
+
+/* Rows [r0, r0 + n) of a 2-D tensor. */
+static tensor rows_of(const tensor *t, int64_t r0, int64_t n) {
+    tensor r = *t;
+    r.data = cpu_row(t, r0);
+    r.shape[0] = n;
+    return r;
+}
+
+void cpu_moe_matmul(tensor *y, const tensor *x, const tensor *w, const tensor *offsets, int trans_w, float alpha,
+                    float beta) {
+    const char *op = "moe_matmul";
+    cpu_need(op, "y", y, TENSOR_F32, 2);
+    cpu_need(op, "x", x, TENSOR_F32, 2);
+    cpu_need(op, "w", w, TENSOR_F32, 3);
+    int64_t r = x->shape[0], k = x->shape[1], e = w->shape[0], n = y->shape[1];
+    cpu_need_dim(op, "y", y, 0, r);
+    cpu_need_dim(op, "w", w, trans_w ? 1 : 2, n);
+    cpu_need_dim(op, "w", w, trans_w ? 2 : 1, k);
+    const int32_t *off = check_offsets(op, offsets, e, r);
+    for (int64_t i = 0; i < e; i++) {
+        int64_t nr = off[i + 1] - off[i];
+        if (nr == 0) continue;
+        tensor ye = rows_of(y, off[i], nr), xe = rows_of(x, off[i], nr), we = expert_w(w, i);
+        cpu_matmul(&ye, &xe, &we, 0, trans_w, alpha, beta);
+    }
+}
+
+void cpu_moe_matmul_dw(tensor *dw, const tensor *dy, const tensor *x, const tensor *offsets, float alpha) {
+    const char *op = "moe_matmul_dw";
+    cpu_need(op, "dw", dw, TENSOR_F32, 3);
+    cpu_need(op, "dy", dy, TENSOR_F32, 2);
+    cpu_need(op, "x", x, TENSOR_F32, 2);
+    int64_t r = x->shape[0], e = dw->shape[0];
+    cpu_need_dim(op, "dy", dy, 0, r);
+    cpu_need_dim(op, "dw", dw, 1, dy->shape[1]);
+    cpu_need_dim(op, "dw", dw, 2, x->shape[1]);
+    const int32_t *off = check_offsets(op, offsets, e, r);
+    for (int64_t i = 0; i < e; i++) {
+        int64_t nr = off[i + 1] - off[i];
+        if (nr == 0) continue;
+        tensor dye = rows_of(dy, off[i], nr), xe = rows_of(x, off[i], nr), dwe = expert_w(dw, i);
+        cpu_matmul(&dwe, &dye, &xe, 1, 0, alpha, 1.0f);
     }
 }
 
