@@ -350,7 +350,7 @@ void cuda_lmhead_bwd(tensor *dx, tensor *dw, const tensor *g_logp, const tensor 
                      tensor *ws);
 /* sample.cu */
 void cuda_sample(tensor *ids, tensor *logp, const tensor *logits, const tensor *u, float temperature, int top_k,
-                 float top_p);
+                 float top_p, float min_p);
 /* optim.cu */
 double cuda_sumsq(const tensor *x);
 void cuda_adamw(tensor *param, tensor *m, tensor *v, const tensor *grad, const ops_adamw_args *a);

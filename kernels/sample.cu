@@ -5,6 +5,8 @@
  *   stats   argmax (lowest id on ties), the max mx and
  *           lse = log sum_j exp((z_j - mx) / T) in double
  *   greedy  (T <= 0) the argmax, logp at T = 1
+ *   min-p   a floor min_p * p_max applied in the draw, after the nucleus
+ *           (Hugging Face's order); p_max is the argmax's probability
  *   plain   (no top-k, top-p 1) p_j = exp((z_j - mx)/T - lse) rounded to
  *           float as the CPU does; the token is the first id (ascending)
  *           whose running sum of p passes u * mass (mass = sum of p)
@@ -186,7 +188,7 @@ __device__ __forceinline__ int kept(float pj, int64_t j, float kth, int nucleus,
  * argmax when greedy), and logp at the token. */
 __global__ void __launch_bounds__(SMP_THREADS)
     smp_draw_kernel(int32_t *out, float *logp, const smp_row *rows, const float *z, int64_t zld, int64_t v,
-                    const float *u, float inv_t, int greedy, int truncated) {
+                    const float *u, float inv_t, int greedy, int truncated, float min_p) {
     __shared__ int64_t ri[32];
     __shared__ double rd[32];
     int64_t b = blockIdx.x;
@@ -195,6 +197,10 @@ __global__ void __launch_bounds__(SMP_THREADS)
     int64_t pick = (int64_t)r.pick;
     if (!greedy) {
         float kth = truncated ? (float)r.kth : -1.0f, plast = (float)r.plast;
+        if (min_p > 0) {
+            float floor_p = min_p * prob(zr[pick], r.mx, inv_t, r.lse);
+            if (floor_p > kth) kth = floor_p;
+        }
         int nucleus = truncated && r.nucleus != 0.0;
         int64_t idlast = (int64_t)r.idlast;
         double mass = 0;
@@ -230,7 +236,7 @@ __global__ void __launch_bounds__(SMP_THREADS)
 }
 
 void cuda_sample(tensor *ids, tensor *logp, const tensor *logits, const tensor *u, float temperature, int top_k,
-                 float top_p) {
+                 float top_p, float min_p) {
     const char *op = "sample";
     cuda_need(op, "ids", ids, TENSOR_I32, 1);
     cuda_need(op, "logits", logits, TENSOR_F32, 2);
@@ -264,7 +270,7 @@ void cuda_sample(tensor *ids, tensor *logp, const tensor *logits, const tensor *
     }
     CUDA_LAUNCH(smp_draw_kernel, (unsigned)b, SMP_THREADS, 0, (int32_t *)ids->data,
                 logp ? (float *)logp->data : (float *)NULL, (const smp_row *)rows, (const float *)logits->data,
-                logits->stride[0], v, (const float *)u->data, inv_t, greedy, truncated);
+                logits->stride[0], v, (const float *)u->data, inv_t, greedy, truncated, min_p);
 }
 
 CUDA_NS_END

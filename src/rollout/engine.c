@@ -14,15 +14,9 @@
  * composition or on max_seqs.
  *
  * Positions: prompt tokens sit at 0..P-1, generated token k at P + k. The
- * logits for token k + 1 come from feeding token k at position P + k.
- *
- * Sampling: on the host (rollout_sample_token) with the host backend, and
- * with a device backend whenever the request truncates (top-k, top-p,
- * min-p). A device backend with plain sampling (temperature or greedy, no
- * truncation) draws on the device with the op table's `sample` (the same
- * inverse-CDF draw with the same uniforms; its sums run in another order,
- * so a draw within rounding of a boundary may differ from the host
- * sampler's): only ids and log-probs cross to the host, not [n, V] logits.
+ * logits for token k + 1 come from feeding token k at position P + k. A
+ * sequence that reaches the model's last position (max_position_embeddings)
+ * stops with "length".
  */
 #include <stdlib.h>
 #include <string.h>
@@ -53,19 +47,22 @@ struct rollout_engine {
     rollout_completion *comps; /* [max_prompts * max_group] */
     int32_t *ids_store;        /* [max_prompts * max_group * max_new_tokens] */
     float *logp_store;
-    float *host_logits;  /* [max_seqs, V] when the model is not on the host */
-    void *dev_smp;       /* device [3, max_seqs]: uniforms, ids, log-probs (device sampling) */
-    float *host_u;       /* [max_seqs] uniforms of one device sampling call */
-    float *probs;        /* [max_seqs, V] sampling scratch */
-    int32_t *order;      /* [max_seqs, V] */
+    void *dev;           /* device: u [max_seqs] f32, ids [max_seqs] i32, logp [max_seqs] f32 */
+    float *u;            /* host [max_seqs]: the draws of one sample call */
     int32_t *b_slots, *b_tokens, *b_pos, *b_cu, *b_ids; /* step batches */
     int *b_seq, *group;
     int32_t *tok;       /* [max_seqs] sampled tokens of a step */
     float *lp;          /* [max_seqs] their log-probabilities */
-    float *rows_g;      /* [max_seqs, V] prefill logits repeated per sample */
     int64_t max_prefill; /* prompt tokens per prefill call */
+    int64_t max_pos;     /* positions the model takes (rope table) */
     base_buf win_new, win_old; /* stop-string windows */
 };
+
+float rollout_uniform(uint64_t seed, uint32_t step, uint32_t prompt, uint32_t sample, uint32_t position) {
+    base_rng r;
+    base_rng_init(&r, seed, step, prompt, sample);
+    return base_rng_uniform(&r, position);
+}
 
 const char *rollout_finish_name(rollout_finish f) {
     return f == ROLLOUT_FINISH_LENGTH ? "length" : "stop";
@@ -83,7 +80,9 @@ base_status rollout_new(model *m, const rollout_limits *lim, rollout_engine **ou
     const model_config *cfg = model_cfg(m);
     model_cache_limits cl = {
         .slots = lim->max_seqs,
-        .max_len = lim->max_prompt_len + lim->max_new_tokens,
+        .max_len = lim->max_prompt_len + lim->max_new_tokens < cfg->max_position_embeddings
+                       ? lim->max_prompt_len + lim->max_new_tokens
+                       : cfg->max_position_embeddings,
         .max_batch = lim->max_seqs,
         .max_prefill = lim->max_prompt_len * (lim->max_seqs / lim->max_group),
     };
@@ -103,13 +102,8 @@ base_status rollout_new(model *m, const rollout_limits *lim, rollout_engine **ou
     e->comps = base_xcalloc(nc, sizeof *e->comps);
     e->ids_store = base_xmalloc(nc * (size_t)lim->max_new_tokens * sizeof(int32_t));
     e->logp_store = base_xmalloc(nc * (size_t)lim->max_new_tokens * sizeof(float));
-    if (e->ops->device != TENSOR_CPU) {
-        e->host_logits = base_xmalloc(ns * (size_t)e->V * sizeof(float));
-        e->dev_smp = e->ops->alloc(3 * ns * sizeof(float));
-        e->host_u = base_xmalloc(ns * sizeof(float));
-    }
-    e->probs = base_xmalloc(ns * (size_t)e->V * sizeof(float));
-    e->order = base_xmalloc(ns * (size_t)e->V * sizeof(int32_t));
+    e->dev = e->ops->alloc(ns * 12);
+    e->u = base_xmalloc(ns * sizeof(float));
     e->b_slots = base_xmalloc(ns * sizeof(int32_t));
     e->b_tokens = base_xmalloc(ns * sizeof(int32_t));
     e->b_pos = base_xmalloc(ns * sizeof(int32_t));
@@ -119,8 +113,8 @@ base_status rollout_new(model *m, const rollout_limits *lim, rollout_engine **ou
     e->group = base_xmalloc(ns * sizeof(int));
     e->tok = base_xmalloc(ns * sizeof(int32_t));
     e->lp = base_xmalloc(ns * sizeof(float));
-    e->rows_g = base_xmalloc(ns * (size_t)e->V * sizeof(float));
     e->max_prefill = cl.max_prefill;
+    e->max_pos = cfg->max_position_embeddings;
     *out = e;
     return BASE_OK;
 }
@@ -130,20 +124,12 @@ void rollout_free(rollout_engine *e) {
     model_cache_free(e->cache);
     base_buf_free(&e->win_new);
     base_buf_free(&e->win_old);
-    free(e->group), free(e->tok), free(e->lp), free(e->rows_g);
-    free(e->seqs), free(e->comps), free(e->ids_store), free(e->logp_store), free(e->host_logits);
-    if (e->dev_smp) e->ops->free(e->dev_smp);
-    free(e->host_u);
-    free(e->probs), free(e->order), free(e->b_slots), free(e->b_tokens), free(e->b_pos);
+    e->ops->free(e->dev);
+    free(e->group), free(e->tok), free(e->lp), free(e->u);
+    free(e->seqs), free(e->comps), free(e->ids_store), free(e->logp_store);
+    free(e->b_slots), free(e->b_tokens), free(e->b_pos);
     free(e->b_cu), free(e->b_seq), free(e->b_ids);
     free(e);
-}
-
-/* Host view of the logits rows (downloaded when the model is on a device). */
-static const float *host_rows(rollout_engine *e, const tensor *logits, int n) {
-    if (e->ops->device == TENSOR_CPU) return logits->data;
-    e->ops->download(e->host_logits, logits->data, (size_t)n * (size_t)e->V * sizeof(float));
-    return e->host_logits;
 }
 
 /* Did the token just appended complete a stop string? Decodes the last k
@@ -187,73 +173,35 @@ static int push_token(rollout_engine *e, const rollout_request *r, int slot, int
         q->c->finish = ROLLOUT_FINISH_STOP;
         return 1;
     }
-    if (q->len >= r->max_new_tokens) {
+    if (q->len >= r->max_new_tokens || q->plen + q->len >= e->max_pos) {
         q->c->finish = ROLLOUT_FINISH_LENGTH;
         return 1;
     }
     return 0;
 }
 
-typedef struct {
-    rollout_engine *e;
-    const rollout_request *r;
-    const float *rows;
-    int n;
-    int32_t *tok;
-    float *lp;
-} sample_job;
-
-/* Draw the next token of batch row i (sequence b_seq[i]) from rows[i]. */
-static void sample_row(void *ctx, int64_t i, int worker) {
-    (void)worker;
-    sample_job *j = ctx;
-    rollout_engine *e = j->e;
-    const seq *q = &e->seqs[e->b_seq[i]];
-    float u = rollout_uniform(j->r->seed, j->r->step, j->r->prompt_base + (uint32_t)q->prompt,
-                              (uint32_t)q->sample, (uint32_t)q->len);
-    size_t off = (size_t)i * (size_t)e->V;
-    j->tok[i] = rollout_sample_token(j->rows + off, e->V, &j->r->sampling, u, &j->lp[i], e->probs + off,
-                                     e->order + off);
-}
-
-static void sample_rows(rollout_engine *e, const rollout_request *r, const float *rows, int n,
-                        int32_t *tok, float *lp) {
-    sample_job j = {e, r, rows, n, tok, lp};
-#pragma omp parallel for schedule(static) if (n > 1)
-    for (int i = 0; i < n; i++) sample_row(&j, i, 0);
-}
-
-/* Sample on the device? (a device backend and no truncation) */
-static int device_sampling(const rollout_engine *e, const rollout_request *r) {
-    const rollout_sampling *sp = &r->sampling;
-    int truncating = (sp->top_k > 0 && sp->top_k < e->V) || (sp->top_p > 0 && sp->top_p < 1) || sp->min_p > 0;
-    return e->ops->device != TENSOR_CPU && e->ops->sample && !truncating;
-}
-
-/* Device sampling of n rows of `logits` (row stride `stride` elements: 0
- * repeats one row) for the sequences in slots[0..n); tokens and log-probs
- * to tok/lp (host). */
-static void sample_device(rollout_engine *e, const rollout_request *r, const tensor *logits, const float *row0,
-                          int64_t stride, const int *slots, int n, int32_t *tok, float *lp) {
-    const struct ops *o = e->ops;
-    size_t ns = (size_t)e->lim.max_seqs;
+/* Draw one token for each of n rows of logits (device [>= n, V], row
+ * stride as given) with the `sample` op; row i belongs to sequence
+ * seq_of[i] and uses that sequence's Philox draw. tok/lp: host [n]. */
+static void sample_rows(rollout_engine *e, const rollout_request *r, const tensor *logits, int n,
+                        const int *seq_of, int32_t *tok, float *lp) {
     for (int i = 0; i < n; i++) {
-        const seq *q = &e->seqs[slots[i]];
-        e->host_u[i] = rollout_uniform(r->seed, r->step, r->prompt_base + (uint32_t)q->prompt, (uint32_t)q->sample,
-                                       (uint32_t)q->len);
+        const seq *q = &e->seqs[seq_of[i]];
+        e->u[i] = rollout_uniform(r->seed, r->step, r->prompt_base + (uint32_t)q->prompt, (uint32_t)q->sample,
+                                  (uint32_t)q->len);
     }
-    int64_t nn = n;
-    tensor u = tensor_make(e->dev_smp, TENSOR_F32, o->device, 1, &nn);
-    tensor ids = tensor_make((float *)e->dev_smp + ns, TENSOR_I32, o->device, 1, &nn);
-    tensor lps = tensor_make((float *)e->dev_smp + 2 * ns, TENSOR_F32, o->device, 1, &nn);
+    size_t S = (size_t)e->lim.max_seqs;
+    const struct ops *o = e->ops;
+    o->upload(e->dev, e->u, (size_t)n * sizeof(float));
+    tensor tu = tensor_make(e->dev, TENSOR_F32, o->device, 1, (int64_t[]){n});
+    tensor ti = tensor_make((char *)e->dev + S * 4, TENSOR_I32, o->device, 1, (int64_t[]){n});
+    tensor tl = tensor_make((char *)e->dev + S * 8, TENSOR_F32, o->device, 1, (int64_t[]){n});
     tensor lg = *logits;
-    lg.data = (void *)row0;
     lg.shape[0] = n;
-    lg.stride[0] = stride;
-    o->upload(u.data, e->host_u, (size_t)n * sizeof(float));
-    o->sample(&ids, &lps, &lg, &u, r->sampling.temperature, 0, 1.0f);
-    o->download(tok, ids.data, (size_t)n * sizeof(int32_t));
-    o->download(lp, lps.data, (size_t)n * sizeof(float));
+    const rollout_sampling *sp = &r->sampling;
+    o->sample(&ti, &tl, &lg, &tu, sp->temperature, sp->top_k, sp->top_p > 0 ? sp->top_p : 1.0f, sp->min_p);
+    o->download(tok, ti.data, (size_t)n * sizeof(int32_t));
+    o->download(lp, tl.data, (size_t)n * sizeof(float));
 }
 
 static base_status check_request(const rollout_engine *e, const rollout_request *r) {
@@ -266,6 +214,9 @@ static base_status check_request(const rollout_engine *e, const rollout_request 
         return base_err_set(BASE_ERR_INVALID, "rollout: max_new_tokens %lld, expected 1..%lld",
                             (long long)r->max_new_tokens, (long long)e->lim.max_new_tokens);
     for (int p = 0; p < r->n_prompts; p++) {
+        if (r->prompt_len[p] >= e->max_pos)
+            return base_err_set(BASE_ERR_LIMIT, "rollout: prompt %d has %d tokens; the model takes %lld positions", p,
+                                r->prompt_len[p], (long long)e->max_pos);
         if (r->prompt_len[p] < 1 || r->prompt_len[p] > e->lim.max_prompt_len)
             return base_err_set(BASE_ERR_INVALID, "rollout: prompt %d has %d tokens, expected 1..%lld", p,
                                 r->prompt_len[p], (long long)e->lim.max_prompt_len);
@@ -338,29 +289,22 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
             if (s) goto fail;
             prefill_tokens += ntok;
             /* share the prompt's cache with its other samples, then draw
-             * every sample's first token from the prompt's logits */
+             * every sample's first token from the prompt's logits: one
+             * sample call per sample index g over the np prompt rows */
             for (int i = 0; i < np; i++)
                 for (int g = 1; g < G; g++)
                     model_cache_copy(e->cache, group[i * G + g], group[i * G], e->seqs[group[i * G]].plen);
-            for (int i = 0; i < np * G; i++) e->b_seq[i] = group[i];
-            if (device_sampling(e, r)) {
-                for (int i = 0; i < np; i++) /* the prompt's row, once per sample */
-                    sample_device(e, r, logits, (const float *)logits->data + (int64_t)i * logits->stride[0], 0,
-                                  group + i * G, G, tok + i * G, lp + i * G);
-            } else {
-                const float *rows = host_rows(e, logits, np);
-                for (int i = 0; i < np * G; i++)
-                    memcpy(e->rows_g + (size_t)i * (size_t)e->V, rows + (size_t)(i / G) * (size_t)e->V,
-                           (size_t)e->V * sizeof(float));
-                sample_rows(e, r, e->rows_g, np * G, tok, lp);
-            }
-            for (int i = 0; i < np * G; i++) {
-                int slot = group[i];
-                new_tokens++;
-                if (push_token(e, r, slot, tok[i], lp[i])) {
-                    e->seqs[slot].active = 0;
-                    free_slots++;
-                    n_done++;
+            for (int g = 0; g < G; g++) {
+                for (int i = 0; i < np; i++) e->b_seq[i] = group[i * G + g];
+                sample_rows(e, r, logits, np, e->b_seq, tok, lp);
+                for (int i = 0; i < np; i++) {
+                    int slot = group[i * G + g];
+                    new_tokens++;
+                    if (push_token(e, r, slot, tok[i], lp[i])) {
+                        e->seqs[slot].active = 0;
+                        free_slots++;
+                        n_done++;
+                    }
                 }
             }
             continue; /* admit more before decoding if slots freed */
@@ -384,10 +328,7 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
         s = model_decode(e->cache, n, e->b_slots, e->b_tokens, e->b_pos, &logits);
         if (s) goto fail;
         steps++;
-        if (device_sampling(e, r))
-            sample_device(e, r, logits, (const float *)logits->data, logits->stride[0], e->b_seq, n, tok, lp);
-        else
-            sample_rows(e, r, host_rows(e, logits, n), n, tok, lp);
+        sample_rows(e, r, logits, n, e->b_seq, tok, lp);
         for (int i = 0; i < n; i++) {
             int slot = e->b_seq[i];
             new_tokens++;

@@ -17,19 +17,17 @@
 struct model;
 struct tok_tokenizer;
 
+/* Sampling parameters, applied by the `sample` op (src/tensor/ops.h):
+ * temperature, then top-k, top-p, min-p (Hugging Face's order). The
+ * recorded log-probability is log softmax(logits / T) over the whole
+ * vocabulary at the token (T = 1 when greedy): what the trainer recomputes
+ * with logit_scale = 1/T. */
 typedef struct {
     float temperature; /* 0: greedy */
     float top_p;       /* 1 or 0: off */
     int top_k;         /* 0: off */
     float min_p;       /* 0: off */
 } rollout_sampling;
-
-/* Sample one token from logits [V] (see sample.c for the order of the
- * filters). u: uniform in [0, 1). *logp (may be NULL) gets log softmax of
- * logits / temperature at the token, over the full vocabulary. Scratch:
- * probs [V] and order [V], owned by the caller. */
-int32_t rollout_sample_token(const float *logits, int64_t V, const rollout_sampling *sp, float u,
-                             float *logp, float *probs, int32_t *order);
 
 /* The uniform draw for (seed, step, prompt, sample, position). */
 float rollout_uniform(uint64_t seed, uint32_t step, uint32_t prompt, uint32_t sample, uint32_t position);

@@ -206,13 +206,14 @@ struct ops {
      * id on ties). Else p = softmax(logits / T), restricted to the top_k
      * largest (0: all; ties at the k-th value kept), renormalised, then to
      * the nucleus: the smallest set of most probable tokens whose mass
-     * reaches top_p (1: all; ties broken by lower id); the token is found
-     * by inverse CDF with the uniform u[b] in [0, 1) over that set in
-     * ascending id order.
+     * reaches top_p (1: all; ties broken by lower id), then to the tokens
+     * with p >= min_p * max p (0: all) (Hugging Face's order: top-k,
+     * top-p, min-p); the token is found by inverse CDF with the uniform
+     * u[b] in [0, 1) over that set in ascending id order.
      * ids I32 [B] written; logp [B] = log softmax(logits / T)[id] over the
      * whole vocabulary (T = 1 when greedy), or NULL. */
     void (*sample)(tensor *ids, tensor *logp, const tensor *logits, const tensor *u,
-                   float temperature, int top_k, float top_p);
+                   float temperature, int top_k, float top_p, float min_p);
     /* ---- optimizer ---- */
 
     /* Sum of squares of a float32 tensor, accumulated in double and returned

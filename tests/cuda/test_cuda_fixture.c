@@ -155,7 +155,7 @@ static void check_greedy(const char *name) {
     g_ops->upload(tu.data, &u, sizeof u);
     for (int64_t i = 0; i < ng; i++) {
         int32_t best;
-        g_ops->sample(&ti, &tl, lg, &tu, 0.0f, 0, 1.0f);
+        g_ops->sample(&ti, &tl, lg, &tu, 0.0f, 0, 1.0f, 0.0f);
         g_ops->download(&best, ti.data, sizeof best);
         if (best != want[i])
             fail_msg("%s %s: greedy token %lld is %d, reference %d", g_ops->name, name, (long long)i, best,

@@ -1,11 +1,10 @@
 /*
- * The rollout engine on the CUDA backend (hf-tiny-v3-a), whose plain
- * sampling runs on the device (the `sample` op) and whose truncated
- * sampling downloads the logits:
+ * The rollout engine on the CUDA backend (hf-tiny-v3-a), sampling on the
+ * device with the `sample` op:
  *   - greedy output equals Hugging Face's cached generation, for every
  *     sample of a group;
- *   - sampled completions (T = 0.7, then with top-k on the host path) are
- *     reproducible, and every recorded log-prob equals the training
+ *   - sampled completions (T = 0.7, plain and with top-k 40, which takes
+ *     the sampler's sorting path) are reproducible, and every recorded log-prob equals the training
  *     forward's log-prob of the token at logit_scale 1/T within 1e-4;
  *   - under the emulator, completions do not depend on how many sequences
  *     decode together (every kernel computes a row the same way whatever
@@ -94,7 +93,7 @@ static void test_greedy(void **state) {
     free(prompt), free(want);
 }
 
-/* Three prompts, G = 3, at temperature T (top_k 0: device sampling). */
+/* Three prompts, G = 3, at temperature T. */
 static void run(rollout_engine *e, float T, int top_k, uint64_t seed, int32_t ids[9][20], float lp[9][20],
                 int64_t lens[9]) {
     int64_t n0;
@@ -152,7 +151,7 @@ static void test_sampled(void **state) {
     static float la[9][20], lb[9][20], lc[9][20];
     int64_t na[9], nb[9], nc[9];
     for (int trunc = 0; trunc < 2; trunc++) {
-        int top_k = trunc ? 40 : 0; /* 40 < V: the host path */
+        int top_k = trunc ? 40 : 0; /* 40 < V: the sorting path of the sampler */
         rollout_engine *e = engine(9, 3), *small = engine(3, 3);
         run(e, 0.7f, top_k, 5, a, la, na);
         run(e, 0.7f, top_k, 5, b, lb, nb);
@@ -170,8 +169,8 @@ static void test_sampled(void **state) {
         }
         int differ = memcmp(a[0], a[1], sizeof(int32_t) * 12) != 0;
         assert_true(differ); /* two samples of a group differ */
-        printf("%s: sampled rollouts (%s sampling) reproducible, log-probs = forward%s\n", g_ops->name,
-               trunc ? "host, top-k" : "device", g_emu ? ", batch independent" : "");
+        printf("%s: sampled rollouts (%s) reproducible, log-probs = forward%s\n", g_ops->name,
+               trunc ? "top-k 40" : "plain", g_emu ? ", batch independent" : "");
         rollout_free(e), rollout_free(small);
     }
 }

@@ -526,27 +526,27 @@ static void test_sample(void **s) {
     float lp[2], u[2] = {0.99f, 0.5f};
     tensor tz = T2(z, 2, V), ti = T1(ids, TENSOR_I32, 2), tl = T1(lp, TENSOR_F32, 2), tu = T1(u, TENSOR_F32, 2);
     /* greedy: lowest id on ties; logp at T = 1 */
-    O->sample(&ti, &tl, &tz, &tu, 0.0f, 0, 1.0f);
+    O->sample(&ti, &tl, &tz, &tu, 0.0f, 0, 1.0f, 0.0f);
     assert_int_equal(ids[0], 1);
     assert_int_equal(ids[1], 5);
     double s0 = 0;
     for (int v = 0; v < V; v++) s0 += exp(z[v] - 3.0);
     assert_true(fabs(lp[0] - (0.0 - log(s0))) < 1e-6);
     /* top-k 1 = greedy whatever u */
-    O->sample(&ti, &tl, &tz, &tu, 1.0f, 1, 1.0f);
+    O->sample(&ti, &tl, &tz, &tu, 1.0f, 1, 1.0f, 0.0f);
     assert_true(ids[0] == 1 || ids[0] == 2); /* ties at the k-th value are kept */
     /* top-k 2 keeps both 3.0 logits; u = 0.99 picks the later one in id order */
-    O->sample(&ti, &tl, &tz, &tu, 1.0f, 2, 1.0f);
+    O->sample(&ti, &tl, &tz, &tu, 1.0f, 2, 1.0f, 0.0f);
     assert_int_equal(ids[0], 2);
     /* top-p small: only the top of row 2 */
-    O->sample(&ti, &tl, &tz, &tu, 0.7f, 0, 0.1f);
+    O->sample(&ti, &tl, &tz, &tu, 0.7f, 0, 0.1f, 0.0f);
     assert_int_equal(ids[1], 5);
     /* the full distribution: u maps by inverse CDF in id order */
     float z1[V] = {0, 0, 0, 0, 0, 0}, uu[1];
     tensor tz1 = T2(z1, 1, V), ti1 = T1(ids, TENSOR_I32, 1), tu1 = T1(uu, TENSOR_F32, 1);
     for (int k = 0; k < V; k++) {
         uu[0] = (k + 0.5f) / V;
-        O->sample(&ti1, NULL, &tz1, &tu1, 1.0f, 0, 1.0f);
+        O->sample(&ti1, NULL, &tz1, &tu1, 1.0f, 0, 1.0f, 0.0f);
         assert_int_equal(ids[0], k);
     }
     /* nucleus 0.5 over [.4 .3 .2 .1]: keeps the two largest */
@@ -555,7 +555,7 @@ static void test_sample(void **s) {
     int seen[4] = {0};
     for (int k = 0; k < 20; k++) {
         uu[0] = (k + 0.5f) / 20;
-        O->sample(&ti1, NULL, &tz2, &tu1, 1.0f, 0, 0.5f);
+        O->sample(&ti1, NULL, &tz2, &tu1, 1.0f, 0, 0.5f, 0.0f);
         seen[ids[0]]++;
     }
     assert_int_equal(seen[0] + seen[2], 0);

@@ -409,7 +409,7 @@ static void c_sample(mrun *r) {
     } cfg[4] = {{0.0f, 0, 1.0f}, {1.0f, 0, 1.0f}, {0.7f, 20, 1.0f}, {0.6f, 0, 0.9f}};
     for (int i = 0; i < 4; i++) {
         tensor ids = out_t(r, TENSOR_I32, 0, 1, 6, 1, 1), lp = out_t(r, TENSOR_F32, 0, 1, 6, 1, 1);
-        r->o->sample(&ids, &lp, &z, &u, cfg[i].t, cfg[i].k, cfg[i].p);
+        r->o->sample(&ids, &lp, &z, &u, cfg[i].t, cfg[i].k, cfg[i].p, 0.0f);
     }
 }
 

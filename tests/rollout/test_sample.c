@@ -1,13 +1,29 @@
-/* Tests of the token sampler: greedy, the sampled distribution, top-k,
- * top-p, min-p truncation, the recorded log-probability, determinism. */
+/* Tests of the `sample` op as the rollout engine uses it (CPU backend):
+ * greedy, the sampled distribution at a temperature, top-k, top-p, min-p
+ * truncation (frequencies against the truncated, renormalised
+ * distribution), the recorded log-probability, determinism, and the
+ * Philox draws of rollout_uniform. */
 #include "common/test_common.h"
 
 #include <math.h>
 #include <string.h>
 
 #include "rollout/rollout.h"
+#include "tensor/ops.h"
 
 #define V 6
+
+/* One draw through the op: logits [1, V], uniform u. */
+static int32_t sample_one(const float *logits, const rollout_sampling *sp, float u, float *logp) {
+    float lg[V], uu = u, lp;
+    int32_t id;
+    memcpy(lg, logits, sizeof lg);
+    tensor tl = tensor_2d(lg, TENSOR_F32, 1, V), tu = tensor_1d(&uu, TENSOR_F32, 1),
+           ti = tensor_1d(&id, TENSOR_I32, 1), tp = tensor_1d(&lp, TENSOR_F32, 1);
+    ops_cpu()->sample(&ti, &tp, &tl, &tu, sp->temperature, sp->top_k, sp->top_p > 0 ? sp->top_p : 1.0f, sp->min_p);
+    if (logp) *logp = lp;
+    return id;
+}
 
 static void softmax(const float *l, float T, double *p) {
     double mx = -1e30, z = 0;
@@ -19,12 +35,10 @@ static void softmax(const float *l, float T, double *p) {
 /* Empirical frequencies over n draws vs expected probabilities (within
  * 5 standard errors each), and tokens with zero expectation never drawn. */
 static void check_freq(const float *logits, const rollout_sampling *sp, const double *want, int n) {
-    float probs[V];
-    int32_t order[V];
     int count[V] = {0};
     for (int i = 0; i < n; i++) {
         float u = rollout_uniform(99, 1, 2, 3, (uint32_t)i);
-        int32_t t = rollout_sample_token(logits, V, sp, u, NULL, probs, order);
+        int32_t t = sample_one(logits, sp, u, NULL);
         assert_true(t >= 0 && t < V);
         count[t]++;
     }
@@ -40,9 +54,8 @@ static const float L[V] = {1.0f, 2.0f, 0.5f, -1.0f, 1.5f, 0.0f};
 static void test_greedy(void **state) {
     (void)state;
     rollout_sampling sp = {0, 1, 0, 0};
-    float probs[V], lp;
-    int32_t order[V];
-    assert_int_equal(rollout_sample_token(L, V, &sp, 0.3f, &lp, probs, order), 1);
+    float lp;
+    assert_int_equal(sample_one(L, &sp, 0.3f, &lp), 1);
     double p[V];
     softmax(L, 1, p);
     assert_true(fabs(lp - log(p[1])) < 1e-6);
@@ -82,9 +95,8 @@ static void test_truncation(void **state) {
     sp = (rollout_sampling){1, 1, 0, (float)(p[0] / p[1] - 1e-4)};
     check_freq(L, &sp, w, 50000);
     /* the recorded log-prob ignores truncation: full distribution at T */
-    float probs[V], lp;
-    int32_t order[V];
-    int32_t t = rollout_sample_token(L, V, &sp, 0.999f, &lp, probs, order);
+    float lp;
+    int32_t t = sample_one(L, &sp, 0.999f, &lp);
     assert_true(fabs(lp - log(p[t])) < 1e-6);
 }
 
@@ -93,13 +105,10 @@ static void test_determinism(void **state) {
     assert_true(rollout_uniform(1, 2, 3, 4, 5) == rollout_uniform(1, 2, 3, 4, 5));
     assert_true(rollout_uniform(1, 2, 3, 4, 5) != rollout_uniform(1, 2, 3, 5, 5));
     assert_true(rollout_uniform(1, 2, 3, 4, 5) != rollout_uniform(2, 2, 3, 4, 5));
-    float probs[V];
-    int32_t order[V];
     rollout_sampling sp = {0.9f, 0.9f, 4, 0.05f};
     for (int i = 0; i < 100; i++) {
         float u = rollout_uniform(7, 0, 0, 0, (uint32_t)i);
-        assert_int_equal(rollout_sample_token(L, V, &sp, u, NULL, probs, order),
-                         rollout_sample_token(L, V, &sp, u, NULL, probs, order));
+        assert_int_equal(sample_one(L, &sp, u, NULL), sample_one(L, &sp, u, NULL));
     }
 }
 

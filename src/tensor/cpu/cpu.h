@@ -55,7 +55,7 @@ void cpu_lmhead_bwd(tensor *dx, tensor *dw, const tensor *g_logp, const tensor *
                     const tensor *x, const tensor *w, const tensor *target, const tensor *lse,
                     const tensor *ent, float scale, tensor *ws);
 void cpu_sample(tensor *ids, tensor *logp, const tensor *logits, const tensor *u, float temperature,
-                int top_k, float top_p);
+                int top_k, float top_p, float min_p);
 
 /* ---- helpers shared by the op files ------------------------------------ */
 

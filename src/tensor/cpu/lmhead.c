@@ -196,7 +196,7 @@ static inline int kept(float pj, int64_t j, float kth, int nucleus, float plast,
 }
 
 static int64_t sample_row(const float *z, int64_t v, float u, float temperature, int top_k,
-                          float top_p, float *logp_out) {
+                          float top_p, float min_p, float *logp_out) {
     float inv_t = temperature > 0 ? 1.0f / temperature : 1.0f;
     float mx = z[0];
     int64_t pick = 0;
@@ -240,6 +240,9 @@ static int64_t sample_row(const float *z, int64_t v, float u, float temperature,
             plast = c[last].p;
             idlast = c[last].id;
         }
+        /* min-p last (after the nucleus, as Hugging Face): a floor on p
+         * relative to the most probable token, which is always kept */
+        if (min_p > 0 && min_p * p[pick] > kth) kth = min_p * p[pick];
         double mass = 0;
         for (int64_t j = 0; j < v; j++)
             if (kept(p[j], j, kth, nucleus, plast, idlast)) mass += p[j];
@@ -256,7 +259,7 @@ static int64_t sample_row(const float *z, int64_t v, float u, float temperature,
 }
 
 void cpu_sample(tensor *ids, tensor *logp, const tensor *logits, const tensor *u, float temperature,
-                int top_k, float top_p) {
+                int top_k, float top_p, float min_p) {
     const char *op = "sample";
     cpu_need(op, "ids", ids, TENSOR_I32, 1);
     cpu_need(op, "logits", logits, TENSOR_F32, 2);
@@ -271,7 +274,7 @@ void cpu_sample(tensor *ids, tensor *logp, const tensor *logits, const tensor *u
 #pragma omp parallel for schedule(dynamic, 1) if (b > 1 && b * v > (1 << 17))
     for (int64_t i = 0; i < b; i++) {
         float lp;
-        ID[i] = (int32_t)sample_row(cpu_row(logits, i), v, U[i], temperature, top_k, top_p, &lp);
+        ID[i] = (int32_t)sample_row(cpu_row(logits, i), v, U[i], temperature, top_k, top_p, min_p, &lp);
         if (logp) ((float *)logp->data)[i] = lp;
     }
 }
