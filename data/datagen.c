@@ -289,5 +289,7 @@ int main(int argc, char **argv) {
         fwrite(all.data, 1, all.len, stdout);
     }
     base_buf_free(&all), base_buf_free(&think), base_buf_free(&line);
+    for (size_t i = 0; i < nex; i++) free(excl[i]);
+    free(excl);
     return rc;
 }

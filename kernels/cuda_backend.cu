@@ -1,19 +1,67 @@
 /*
- * The CUDA backend's op table: device memory on one stream, and the compute
- * ops of the other kernels/*.cu files. ops_cuda() initialises on first use
- * and returns NULL (with the reason) when no GPU is usable, so every command
- * can fall back to the CPU backend or report why it cannot.
+ * The CUDA backend's op table: device memory on one stream, the scratch
+ * buffers and the device error buffer that the op families share, and the
+ * entry points of the op families (one .cu file each). ops_cuda()
+ * initialises on first use and returns NULL (with the reason) when no GPU
+ * is usable, so every command can fall back to the CPU backend or report
+ * why it cannot.
+ *
+ * Built with GRPO_CUDA_EMU (tests only) the same file makes the emulated
+ * table ops_cuda_emu(): host memory, kernels run by kernels/emu/.
  */
 #include "cuda_common.cuh"
 
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 
+#ifdef GRPO_CUDA_EMU
+#include "emu/cuda_emu_ops.h"
+#endif
+
+CUDA_NS_BEGIN
+
+#ifndef GRPO_CUDA_EMU
 cudaStream_t cuda_stream;
 cublasHandle_t cuda_blas;
+#endif
 
+static int *err_dev;      /* int[5] on the device */
+static int sync_each = 0; /* GRPO_CUDA_SYNC=1 */
+
+/* ---- memory ------------------------------------------------------------------ */
+
+#ifdef GRPO_CUDA_EMU
+static void *cu_alloc(size_t n) {
+    void *p = base_xmalloc_aligned(n ? n : 1);
+    memset(p, 0, n ? n : 1);
+    return p;
+}
+static void cu_free(void *p) { free(p); }
+static void cu_upload(void *dst, const void *src, size_t n) {
+    if (n) memmove(dst, src, n);
+}
+static void cu_download(void *dst, const void *src, size_t n) {
+    cuda_check_errors();
+    if (n) memmove(dst, src, n);
+}
+static void cu_copy(void *dst, const void *src, size_t n) {
+    if (n) memmove(dst, src, n);
+}
+static void cu_zero(void *p, size_t n) {
+    if (n) memset(p, 0, n);
+}
+static void cu_sync(void) { cuda_check_errors(); }
+#else
 static void *cu_alloc(size_t n) {
     void *p = NULL;
-    CHECK_CUDA(cudaMalloc(&p, n ? n : 1));
+    cudaError_t e = cudaMalloc(&p, n ? n : 1);
+    if (e != cudaSuccess) {
+        size_t fr = 0, tot = 0;
+        cudaGetLastError();
+        cudaMemGetInfo(&fr, &tot);
+        base_die("cuda alloc: %zu bytes: %s (%zu of %zu bytes free)", n, cudaGetErrorString(e), fr, tot);
+    }
     CHECK_CUDA(cudaMemsetAsync(p, 0, n ? n : 1, cuda_stream));
     return p;
 }
@@ -21,25 +69,204 @@ static void cu_free(void *p) {
     if (p) CHECK_CUDA(cudaFree(p));
 }
 static void cu_upload(void *dst, const void *src, size_t n) {
+    if (!n) return;
     CHECK_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, cuda_stream));
-    CHECK_CUDA(cudaStreamSynchronize(cuda_stream));
+    CHECK_CUDA(cudaStreamSynchronize(cuda_stream)); /* the host buffer may change on return */
 }
 static void cu_download(void *dst, const void *src, size_t n) {
-    CHECK_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, cuda_stream));
-    CHECK_CUDA(cudaStreamSynchronize(cuda_stream));
+    if (n) CHECK_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, cuda_stream));
+    cuda_check_errors(); /* synchronises */
 }
 static void cu_copy(void *dst, const void *src, size_t n) {
-    CHECK_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, cuda_stream));
+    if (n) CHECK_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, cuda_stream));
 }
-static void cu_zero(void *p, size_t n) { CHECK_CUDA(cudaMemsetAsync(p, 0, n, cuda_stream)); }
-static void cu_sync(void) { CHECK_CUDA(cudaStreamSynchronize(cuda_stream)); }
+static void cu_zero(void *p, size_t n) {
+    if (n) CHECK_CUDA(cudaMemsetAsync(p, 0, n, cuda_stream));
+}
+static void cu_sync(void) { cuda_check_errors(); }
+#endif
+
+/* ---- scratch ------------------------------------------------------------------ */
+
+static void *scr_buf[SCR_COUNT];
+static size_t scr_cap[SCR_COUNT];
+
+void *cuda_scratch(int slot, size_t bytes) {
+    if (slot < 0 || slot >= SCR_COUNT) base_die("cuda_scratch: bad slot %d", slot);
+    if (bytes > scr_cap[slot]) {
+        size_t cap = bytes + bytes / 4 + 256;
+#ifdef GRPO_CUDA_EMU
+        free(scr_buf[slot]);
+        scr_buf[slot] = base_xmalloc_aligned(cap);
+#else
+        if (scr_buf[slot]) {
+            /* kernels queued earlier may still read it */
+            CHECK_CUDA(cudaStreamSynchronize(cuda_stream));
+            CHECK_CUDA(cudaFree(scr_buf[slot]));
+        }
+        scr_buf[slot] = cu_alloc(cap);
+#endif
+        scr_cap[slot] = cap;
+    }
+    return scr_buf[slot];
+}
+
+/* ---- the error buffer ------------------------------------------------------------ */
+
+int *cuda_errbuf(void) { return err_dev; }
+
+static const char *op_name(int op) {
+    switch (op) {
+    case CU_OP_GATHER:
+        return "gather_rows";
+    case CU_OP_EMBED_FWD:
+        return "embedding_fwd";
+    case CU_OP_EMBED_BWD:
+        return "embedding_bwd";
+    case CU_OP_ROPE:
+        return "rope";
+    case CU_OP_CACHE_WRITE:
+        return "mla_cache_write";
+    case CU_OP_DECODE:
+        return "mla_decode";
+    case CU_OP_PLAN:
+        return "moe_plan";
+    case CU_OP_COMBINE:
+        return "moe_combine";
+    case CU_OP_LMHEAD:
+        return "lmhead";
+    case CU_OP_ATTN:
+        return "mla_attn";
+    }
+    return "?";
+}
+static const char *what_name(int w) {
+    switch (w) {
+    case CU_WHAT_INDEX:
+        return "index";
+    case CU_WHAT_SLOT:
+        return "slot";
+    case CU_WHAT_POSITION:
+        return "position";
+    case CU_WHAT_LENGTH:
+        return "length";
+    case CU_WHAT_EXPERT:
+        return "expert";
+    case CU_WHAT_TARGET:
+        return "target";
+    }
+    return "value";
+}
+
+void cuda_check_errors(void) {
+    int e[5];
+#ifdef GRPO_CUDA_EMU
+    memcpy(e, err_dev, sizeof e);
+#else
+    CHECK_CUDA(cudaMemcpyAsync(e, err_dev, sizeof e, cudaMemcpyDeviceToHost, cuda_stream));
+    CHECK_CUDA(cudaStreamSynchronize(cuda_stream));
+#endif
+    if (e[0]) base_die("cuda %s: %s %d at row %d is outside [0, %d)", op_name(e[0]), what_name(e[1]), e[3], e[2], e[4]);
+}
+
+void cuda_after_launch(const char *kernel) {
+#ifdef GRPO_CUDA_EMU
+    (void)kernel;
+    cuda_check_errors();
+#else
+    if (sync_each) {
+        cudaError_t e = cudaStreamSynchronize(cuda_stream);
+        if (e != cudaSuccess) base_die("cuda: kernel %s failed: %s", kernel, cudaGetErrorString(e));
+        cuda_check_errors();
+    }
+#endif
+}
+
+/* ---- shape checks ------------------------------------------------------------------ */
+
+void cuda_need(const char *op, const char *arg, const tensor *t, tensor_dtype dt, int ndim) {
+    if (t->dtype != dt)
+        base_die("cuda %s: %s must be %s (got %s)", op, arg, tensor_dtype_name(dt), tensor_dtype_name(t->dtype));
+    if (t->ndim != ndim) {
+        char s[64];
+        base_die("cuda %s: %s must be %d-D (got %s)", op, arg, ndim, tensor_shape_str(t, s, sizeof s));
+    }
+    if (ndim > 0 && t->stride[ndim - 1] != 1 && t->shape[ndim - 1] > 1)
+        base_die("cuda %s: %s must have a unit last stride", op, arg);
+}
+
+void cuda_need_dim(const char *op, const char *arg, const tensor *t, int dim, int64_t n) {
+    if (dim >= t->ndim || t->shape[dim] != n) {
+        char s[64];
+        base_die("cuda %s: %s has shape %s, dim %d must be %lld", op, arg, tensor_shape_str(t, s, sizeof s), dim,
+                 (long long)n);
+    }
+}
+
+void cuda_need_contig(const char *op, const char *arg, const tensor *t) {
+    if (!tensor_is_contiguous(t)) base_die("cuda %s: %s must be contiguous", op, arg);
+}
+
+/* ---- the table ------------------------------------------------------------------------ */
 
 static struct ops cuda_table;
+#ifndef GRPO_CUDA_EMU
 static int cuda_state; /* 0 untried, 1 ready, -1 unusable */
 static char cuda_why[256];
+#endif
 static pthread_once_t cuda_once = PTHREAD_ONCE_INIT;
 
+static void fill_table(void) {
+#ifdef GRPO_CUDA_EMU
+    cuda_table.name = "cuda-emu";
+#else
+    cuda_table.name = "cuda";
+#endif
+    cuda_table.device = TENSOR_CUDA;
+    cuda_table.alloc = cu_alloc;
+    cuda_table.free = cu_free;
+    cuda_table.upload = cu_upload;
+    cuda_table.download = cu_download;
+    cuda_table.copy = cu_copy;
+    cuda_table.zero = cu_zero;
+    cuda_table.sync = cu_sync;
+    cuda_table.matmul = cuda_matmul;
+    cuda_table.add = cuda_add;
+    cuda_table.mul = cuda_mul;
+    cuda_table.scale = cuda_scale;
+    cuda_table.axpy = cuda_axpy;
+    cuda_table.convert = cuda_convert;
+    cuda_table.gather_rows = cuda_gather_rows;
+    cuda_table.rmsnorm_fwd = cuda_rmsnorm_fwd;
+    cuda_table.rmsnorm_bwd = cuda_rmsnorm_bwd;
+    cuda_table.rope_fwd = cuda_rope_fwd;
+    cuda_table.rope_bwd = cuda_rope_bwd;
+    cuda_table.mla_attn_fwd = cuda_mla_attn_fwd;
+    cuda_table.mla_attn_bwd = cuda_mla_attn_bwd;
+    cuda_table.mla_cache_write = cuda_mla_cache_write;
+    cuda_table.mla_decode = cuda_mla_decode;
+    cuda_table.moe_route = cuda_moe_route;
+    cuda_table.moe_route_bwd = cuda_moe_route_bwd;
+    cuda_table.moe_plan = cuda_moe_plan;
+    cuda_table.moe_combine = cuda_moe_combine;
+    cuda_table.moe_combine_bwd = cuda_moe_combine_bwd;
+    cuda_table.swiglu_fwd = cuda_swiglu_fwd;
+    cuda_table.swiglu_bwd = cuda_swiglu_bwd;
+    cuda_table.embedding_fwd = cuda_embedding_fwd;
+    cuda_table.embedding_bwd = cuda_embedding_bwd;
+    cuda_table.lmhead_fwd = cuda_lmhead_fwd;
+    cuda_table.lmhead_bwd = cuda_lmhead_bwd;
+    cuda_table.sample = cuda_sample;
+    cuda_table.sumsq = cuda_sumsq;
+    cuda_table.adamw = cuda_adamw;
+}
+
 static void cuda_init(void) {
+    const char *s = getenv("GRPO_CUDA_SYNC");
+    sync_each = s && *s && strcmp(s, "0");
+#ifdef GRPO_CUDA_EMU
+    err_dev = (int *)cu_alloc(5 * sizeof(int));
+#else
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
@@ -56,24 +283,23 @@ static void cuda_init(void) {
     /* f32 GEMMs stay true f32 (no TF32): the float32 mode must match the
      * CPU reference tightly */
     CHECK_CUBLAS(cublasSetMathMode(cuda_blas, CUBLAS_DEFAULT_MATH));
-    cuda_table.name = "cuda";
-    cuda_table.device = TENSOR_CUDA;
-    cuda_table.alloc = cu_alloc;
-    cuda_table.free = cu_free;
-    cuda_table.upload = cu_upload;
-    cuda_table.download = cu_download;
-    cuda_table.copy = cu_copy;
-    cuda_table.zero = cu_zero;
-    cuda_table.sync = cu_sync;
-    cuda_table.matmul = cuda_matmul;
-    cuda_table.add = cuda_add;
-    cuda_table.mul = cuda_mul;
-    cuda_table.scale = cuda_scale;
-    cuda_table.axpy = cuda_axpy;
-    cuda_table.convert = cuda_convert;
+    err_dev = (int *)cu_alloc(5 * sizeof(int));
+    CHECK_CUDA(cudaStreamSynchronize(cuda_stream));
+#endif
+    fill_table();
+#ifndef GRPO_CUDA_EMU
     cuda_state = 1;
+#endif
 }
 
+CUDA_NS_END
+
+#ifdef GRPO_CUDA_EMU
+extern "C" const struct ops *ops_cuda_emu(void) {
+    pthread_once(&grpo_emu::cuda_once, grpo_emu::cuda_init);
+    return &grpo_emu::cuda_table;
+}
+#else
 extern "C" const struct ops *ops_cuda(void) {
     pthread_once(&cuda_once, cuda_init);
     if (cuda_state != 1) {
@@ -82,3 +308,4 @@ extern "C" const struct ops *ops_cuda(void) {
     }
     return &cuda_table;
 }
+#endif

@@ -2,31 +2,106 @@
  * matmul on the GPU through cuBLAS (strided batched GEMM, f32 accumulation).
  * Row-major C = op(A) op(B) is computed as column-major C^T = op(B)^T op(A)^T,
  * so A and B swap places and keep their own transpose flags.
- * Inputs F32 or BF16 (both the same), output F32 or BF16.
+ * Inputs F32, BF16 or F16 (A and B the same), output F32, BF16 or F16.
+ *
+ * Determinism: cuBLAS gives the same bits on every run for the same
+ * problem on the same GPU model (atomics mode stays off, the default).
+ *
+ * Emulated build: the CPU backend's matmul, with 16-bit operands widened
+ * to f32 and the result rounded to C's dtype (f32 accumulation, as cuBLAS
+ * with CUBLAS_COMPUTE_32F).
  */
 #include "cuda_common.cuh"
 
-static cudaDataType_t blas_type(tensor_dtype t) {
-    switch (t) {
-    case TENSOR_F32: return CUDA_R_32F;
-    case TENSOR_BF16: return CUDA_R_16BF;
-    case TENSOR_F16: return CUDA_R_16F;
-    default: base_die("cuda matmul: unsupported dtype %s", tensor_dtype_name(t));
-    }
-}
+#include <limits.h>
 
-void cuda_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b, float alpha,
-                 float beta) {
+CUDA_NS_BEGIN
+
+static void check_dtypes(const tensor *c, const tensor *a, const tensor *b) {
     if (a->dtype != b->dtype)
         base_die("cuda matmul: A and B dtypes differ (%s, %s)", tensor_dtype_name(a->dtype),
                  tensor_dtype_name(b->dtype));
+    for (int i = 0; i < 3; i++) {
+        const tensor *t = i == 0 ? a : i == 1 ? b : c;
+        if (t->dtype != TENSOR_F32 && t->dtype != TENSOR_BF16 && t->dtype != TENSOR_F16)
+            base_die("cuda matmul: unsupported dtype %s", tensor_dtype_name(t->dtype));
+    }
+}
+
+#ifdef GRPO_CUDA_EMU
+
+/* A dense f32 copy of a (possibly strided, possibly 16-bit) operand. */
+static tensor widen(const tensor *t, float *buf) {
+    int64_t rows = t->ndim == 3 ? t->shape[0] * t->shape[1] : t->shape[0];
+    int64_t cols = t->shape[t->ndim - 1], inner = t->ndim == 3 ? t->shape[1] : rows;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t b = r / inner, i = r % inner;
+        int64_t off = t->ndim == 3 ? b * t->stride[0] + i * t->stride[1] : r * t->stride[0];
+        for (int64_t j = 0; j < cols; j++)
+            buf[r * cols + j] = cuda_load(t->data, t->dtype, off + j);
+    }
+    tensor w = tensor_make(buf, TENSOR_F32, TENSOR_CPU, t->ndim, t->shape);
+    return w;
+}
+
+void cuda_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b, float alpha, float beta) {
+    check_dtypes(c, a, b);
     ops_matmul_dims d = ops_matmul_resolve(c, a, b, trans_a, trans_b);
     if (d.m == 0 || d.n == 0) return;
+    if (a->dtype == TENSOR_F32 && c->dtype == TENSOR_F32) {
+        ops_cpu()->matmul(c, a, b, trans_a, trans_b, alpha, beta);
+        return;
+    }
+    int64_t na = tensor_numel(a), nb = tensor_numel(b), nc = tensor_numel(c);
+    float *buf = (float *)cuda_scratch(SCR_EMU, (size_t)(na + nb + nc) * sizeof(float));
+    tensor wa = widen(a, buf), wb = widen(b, buf + na), wc = widen(c, buf + na + nb);
+    if (beta == 0.0f) memset(wc.data, 0, (size_t)nc * sizeof(float)); /* NaN in C does not propagate */
+    ops_cpu()->matmul(&wc, &wa, &wb, trans_a, trans_b, alpha, beta);
+    int64_t rows = c->ndim == 3 ? c->shape[0] * c->shape[1] : c->shape[0];
+    int64_t cols = c->shape[c->ndim - 1], inner = c->ndim == 3 ? c->shape[1] : rows;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t bi = r / inner, i = r % inner;
+        int64_t off = c->ndim == 3 ? bi * c->stride[0] + i * c->stride[1] : r * c->stride[0];
+        for (int64_t j = 0; j < cols; j++)
+            cuda_store(c->data, c->dtype, off + j, ((float *)wc.data)[r * cols + j]);
+    }
+}
+
+#else
+
+static void check_int(const char *what, int64_t v) {
+    if (v > INT_MAX) base_die("cuda matmul: %s %lld exceeds cuBLAS's int range", what, (long long)v);
+}
+
+static cudaDataType_t blas_type(tensor_dtype t) {
+    switch (t) {
+    case TENSOR_F32:
+        return CUDA_R_32F;
+    case TENSOR_BF16:
+        return CUDA_R_16BF;
+    case TENSOR_F16:
+        return CUDA_R_16F;
+    default:
+        base_die("cuda matmul: unsupported dtype %s", tensor_dtype_name(t));
+    }
+}
+
+void cuda_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b, float alpha, float beta) {
+    check_dtypes(c, a, b);
+    ops_matmul_dims d = ops_matmul_resolve(c, a, b, trans_a, trans_b);
+    if (d.m == 0 || d.n == 0) return;
+    check_int("M", d.m), check_int("N", d.n), check_int("K", d.k), check_int("batch", d.batch);
+    check_int("lda", d.lda), check_int("ldb", d.ldb), check_int("ldc", d.ldc);
     /* true f32 accumulation for every input type (no TF32 shortcuts) */
     cublasComputeType_t ct = CUBLAS_COMPUTE_32F;
     CHECK_CUBLAS(cublasGemmStridedBatchedEx(
-        cuda_blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-        (int)d.n, (int)d.m, (int)d.k, &alpha, b->data, blas_type(b->dtype), (int)d.ldb, d.b_bstride,
-        a->data, blas_type(a->dtype), (int)d.lda, d.a_bstride, &beta, c->data, blas_type(c->dtype),
-        (int)d.ldc, d.c_bstride, (int)d.batch, ct, CUBLAS_GEMM_DEFAULT));
+        cuda_blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, (int)d.n, (int)d.m,
+        (int)d.k, &alpha, b->data, blas_type(b->dtype), (int)d.ldb, d.b_bstride, a->data, blas_type(a->dtype),
+        (int)d.lda, d.a_bstride, &beta, c->data, blas_type(c->dtype), (int)d.ldc, d.c_bstride, (int)d.batch, ct,
+        CUBLAS_GEMM_DEFAULT));
+    cuda_after_launch("cublasGemmStridedBatchedEx");
 }
+
+#endif
+
+CUDA_NS_END

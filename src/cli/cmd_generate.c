@@ -18,9 +18,8 @@
  *
  * The uniform draw of completion token i of sample J of prompt K is
  * rollout_uniform(seed, 0, K, J, i): Philox keyed by (seed, prompt, sample,
- * position), so the draws do not depend on --batch or on the other prompts
- * (GEMMs over other batch sizes may round the last bits of the logits
- * differently; only a near-tie at a draw's boundary could then differ).
+ * position), and every op computes a row the same way whatever the batch,
+ * so the output does not depend on --batch or on the other prompts.
  * Exit status: 0 done; 1 bad input; 2 bad usage.
  */
 #include "cli/cli.h"

@@ -216,7 +216,10 @@ base_status model_prefill(model_cache *c, int nseq, const int32_t *slots, const 
                           const int32_t *cu_seqlens, const tensor **logits);
 /* One decode step for n sequences: token tokens[i] at position pos[i] of
  * slot slots[i] (positions 0..pos[i]-1 already cached). Writes the cache
- * row and sets *logits (device [n, V], valid until the next call). */
+ * row and sets *logits (device [n, V], valid until the next call). Several
+ * entries may name one slot at consecutive positions: every layer writes
+ * all rows before attending, so such a chunk extends the sequence (chunked
+ * prefill in the absorbed form; logits for each of its tokens). */
 base_status model_decode(model_cache *c, int n, const int32_t *slots, const int32_t *tokens,
                          const int32_t *pos, const tensor **logits);
 

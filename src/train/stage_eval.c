@@ -82,9 +82,10 @@ base_status run_stage_eval(run_ctx *c, const cJSON *st, int index) {
     const char *name = recipe_str(st, "name");
     cJSON **rows;
     char **where;
-    int64_t nrows;
-    base_status s = run_stage_rows(c, st, &rows, &where, &nrows);
+    int64_t nrows, nall;
+    base_status s = run_stage_rows(c, st, &rows, &where, &nall);
     if (s) return base_err_wrap(s, "stage '%s'", name);
+    nrows = nall;
     int64_t limit = recipe_int(st, "limit");
     if (limit > 0 && limit < nrows) nrows = limit;
     reward_pool *pool = NULL;
@@ -104,7 +105,7 @@ base_status run_stage_eval(run_ctx *c, const cJSON *st, int index) {
     if (s) {
         reward_pool_destroy(pool);
         free(rows);
-        run_where_free(where, nrows);
+        run_where_free(where, nall);
         return base_err_wrap(s, "stage '%s'", name);
     }
     int32_t stop_ids[8];
@@ -248,6 +249,6 @@ base_status run_stage_eval(run_ctx *c, const cJSON *st, int index) {
     rollout_free(eng);
     reward_pool_destroy(pool);
     free(rows);
-    run_where_free(where, nrows);
+    run_where_free(where, nall);
     return s ? base_err_wrap(s, "stage '%s'", name) : BASE_OK;
 }

@@ -150,28 +150,24 @@ static void test_generate_greedy(void **s) {
     st_close(ref);
 }
 
-/* Two generate outputs agree: same lines, same tokens, logprobs within
- * 1e-5 (GEMMs of other batch sizes may round the last bits differently). */
+/* Lines [from_line, ...) of two generate outputs: identical (same tokens and
+ * bit-identical logprobs: every op's per-row numerics are independent of
+ * the batch) or all different in their tokens. */
 static void same_outputs(const char *a, const char *b, int from_line, int want_equal) {
     char *x = base_xstrdup(a), *y = base_xstrdup(b), *sx, *sy;
     char *lx = strtok_r(x, "\n", &sx), *ly = strtok_r(y, "\n", &sy);
     for (int i = 0; lx && ly; i++, lx = strtok_r(NULL, "\n", &sx), ly = strtok_r(NULL, "\n", &sy)) {
         if (i < from_line) continue;
+        if (want_equal) {
+            assert_string_equal(lx, ly);
+            continue;
+        }
         cJSON *jx = cJSON_Parse(lx), *jy = cJSON_Parse(ly);
         assert_non_null(jx);
         assert_non_null(jy);
         char *ix = cJSON_PrintUnformatted(cJSON_GetObjectItem(jx, "completion_ids"));
         char *iy = cJSON_PrintUnformatted(cJSON_GetObjectItem(jy, "completion_ids"));
-        if (want_equal) {
-            assert_string_equal(ix, iy);
-            assert_true(cJSON_GetObjectItem(jx, "index")->valuedouble == cJSON_GetObjectItem(jy, "index")->valuedouble);
-            assert_true(cJSON_GetObjectItem(jx, "sample")->valuedouble == cJSON_GetObjectItem(jy, "sample")->valuedouble);
-            cJSON *px = cJSON_GetObjectItem(jx, "logprobs"), *py = cJSON_GetObjectItem(jy, "logprobs");
-            for (int k = 0; k < cJSON_GetArraySize(px); k++)
-                assert_true(fabs(cJSON_GetArrayItem(px, k)->valuedouble - cJSON_GetArrayItem(py, k)->valuedouble) < 1e-5);
-        } else {
-            assert_string_not_equal(ix, iy);
-        }
+        assert_string_not_equal(ix, iy);
         free(ix), free(iy);
         cJSON_Delete(jx), cJSON_Delete(jy);
     }

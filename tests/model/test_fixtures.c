@@ -224,12 +224,24 @@ static void check_grads(const char *name) {
     static void test_grads_##id(void **s) { (void)s; check_grads(name); }
 
 FIXTURE(a, "hf-tiny-v3-a")
+FIXTURE(b, "tiny-v3-b") /* no query LoRA, two shared experts, plain rope, eps 1e-5 */
+FIXTURE(c, "tiny-v3-c") /* 8 groups keep 3, top-4 of 16, unnormalised, 2 dense layers, YaRN mscale 0.707 */
+FIXTURE(d, "tiny-v3-d") /* v5 files: rope_parameters, fused experts; tied embeddings */
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_logits_a),
         cmocka_unit_test(test_greedy_a),
         cmocka_unit_test(test_grads_a),
+        cmocka_unit_test(test_logits_b),
+        cmocka_unit_test(test_greedy_b),
+        cmocka_unit_test(test_grads_b),
+        cmocka_unit_test(test_logits_c),
+        cmocka_unit_test(test_greedy_c),
+        cmocka_unit_test(test_grads_c),
+        cmocka_unit_test(test_logits_d),
+        cmocka_unit_test(test_greedy_d),
+        cmocka_unit_test(test_grads_d),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -258,6 +258,17 @@ static void test_batched_decode(void **s) {
             if (e > worst) worst = e;
         }
     }
+    /* several tokens of one slot in one call extend it (chunked prefill):
+     * slot 4 gets a[0..3) by prefill, then a[3..9) in one decode call */
+    int32_t s4 = 4, ext_slot[6], ext_pos[6];
+    assert_int_equal(model_prefill(c, 1, &s4, sa, pcu, &lg), BASE_OK);
+    for (int i = 0; i < 6; i++) ext_slot[i] = 4, ext_pos[i] = 3 + i;
+    assert_int_equal(model_decode(c, 4, ext_slot, sa + 3, ext_pos, &lg), BASE_OK);
+    assert_int_equal(model_decode(c, 2, ext_slot + 4, sa + 7, ext_pos + 4, &lg), BASE_OK);
+    for (int i = 0; i < 2; i++) {
+        double e = test_max_abs_diff((const float *)lg->data + i * V, fa + (7 + i) * V, V);
+        if (e > worst) worst = e;
+    }
     printf("batched decode: max |diff| %.3g\n", worst);
     assert_true(worst < 1e-4);
     /* limits are errors, not crashes */
@@ -428,6 +439,206 @@ static void test_checkpoint_errors(void **s) {
     free(dir), free(cfg), free(cfgp);
 }
 
+
+/* The same weights as F32 (one file), BF16, FP8 e4m3 with 128x128 block
+ * scales (quantization_config), and F32 split over two shards with an
+ * index: each loads to the values its dtype holds, bit for bit. */
+static void test_checkpoint_formats(void **s) {
+    (void)s;
+    char *src = test_shared_path("fixtures/hf-tiny-v3-a/model.safetensors");
+    char *cfgp = test_shared_path("fixtures/hf-tiny-v3-a/config.json");
+    char *cfg = NULL;
+    size_t cn;
+    assert_int_equal(base_read_file(cfgp, &cfg, &cn), BASE_OK);
+    st_file *f = NULL;
+    assert_int_equal(st_open(src, &f), BASE_OK);
+    model *ref = NULL;
+    char *fxdir = test_shared_path("fixtures/hf-tiny-v3-a");
+    assert_int_equal(model_load(fxdir, ops_cpu(), NULL, &ref), BASE_OK);
+    int64_t P = model_numel(ref);
+    for (int fmt = 0; fmt < 3; fmt++) { /* 0 BF16, 1 FP8, 2 two shards */
+        char *dir = test_tmpdir();
+        float *want = malloc(P * 4);
+        memcpy(want, model_params(ref), P * 4);
+        st_writer *w[2] = {st_writer_new(), st_writer_new()};
+        void **keep = calloc((size_t)st_count(f) * 2, sizeof(void *));
+        base_buf index = {0};
+        base_buf_puts(&index, "{\"metadata\": {}, \"weight_map\": {");
+        for (int i = 0; i < st_count(f); i++) {
+            const st_tensor *t = st_at(f, i);
+            int64_t n = (int64_t)(t->nbytes / 4);
+            const float *x = t->data;
+            const model_param *mp = model_param_find(ref, t->name);
+            assert_non_null(mp);
+            int linear = t->ndim == 2 && !strstr(t->name, "embed") && !strstr(t->name, "lm_head") && !strstr(t->name, "mlp.gate.");
+            if (fmt == 0) {
+                uint16_t *b = malloc(n * 2);
+                for (int64_t k = 0; k < n; k++) b[k] = tensor_f32_to_bf16(x[k]), want[mp->offset + k] = tensor_bf16_to_f32(b[k]);
+                st_writer_add(w[0], t->name, TENSOR_BF16, t->ndim, t->shape, b);
+                keep[2 * i] = b;
+            } else if (fmt == 1 && linear) {
+                /* one 128x128 block covers these small weights; a second
+                 * block row for tensors taller than 128 */
+                int64_t rows = t->shape[0], cols = t->shape[1], sr = (rows + 127) / 128, sc = (cols + 127) / 128;
+                float *scale = calloc((size_t)(sr * sc), 4);
+                uint8_t *q = malloc(n);
+                for (int64_t r = 0; r < rows; r++)
+                    for (int64_t c = 0; c < cols; c++) {
+                        float *a = &scale[(r / 128) * sc + c / 128];
+                        if (fabsf(x[r * cols + c]) / 448.0f > *a) *a = fabsf(x[r * cols + c]) / 448.0f;
+                    }
+                for (int64_t r = 0; r < rows; r++)
+                    for (int64_t c = 0; c < cols; c++) {
+                        float sv = scale[(r / 128) * sc + c / 128];
+                        q[r * cols + c] = tensor_f32_to_f8e4m3(sv > 0 ? x[r * cols + c] / sv : 0.0f);
+                        want[mp->offset + r * cols + c] = tensor_f8e4m3_to_f32(q[r * cols + c]) * sv;
+                    }
+                char nm[160];
+                snprintf(nm, sizeof nm, "%s_scale_inv", t->name);
+                int64_t ss[2] = {sr, sc};
+                st_writer_add(w[0], t->name, TENSOR_F8_E4M3, 2, t->shape, q);
+                st_writer_add(w[0], nm, TENSOR_F32, 2, ss, scale);
+                keep[2 * i] = q, keep[2 * i + 1] = scale;
+            } else {
+                int half = fmt == 2 && i % 2;
+                st_writer_add(w[half], t->name, t->dtype, t->ndim, t->shape, t->data);
+                if (fmt == 2)
+                    base_buf_printf(&index, "%s\"%s\": \"model-0000%d-of-00002.safetensors\"", i ? ", " : "", t->name, half + 1);
+            }
+        }
+        base_buf_puts(&index, "}}");
+        if (fmt < 2) {
+            char *out = base_path_join(dir, "model.safetensors");
+            assert_int_equal(st_writer_write(w[0], out), BASE_OK);
+            free(out);
+        } else {
+            for (int h = 0; h < 2; h++) {
+                char nm[64];
+                snprintf(nm, sizeof nm, "model-0000%d-of-00002.safetensors", h + 1);
+                char *out = base_path_join(dir, nm);
+                assert_int_equal(st_writer_write(w[h], out), BASE_OK);
+                free(out);
+            }
+            char *ip = base_path_join(dir, "model.safetensors.index.json");
+            test_write_file(ip, index.data, index.len);
+            free(ip);
+        }
+        /* config: FP8 declares its quantisation */
+        char *cp = base_path_join(dir, "config.json");
+        if (fmt == 1) {
+            base_buf c2 = {0};
+            base_buf_append(&c2, cfg, 1);
+            base_buf_puts(&c2, "\"quantization_config\": {\"activation_scheme\": \"dynamic\", \"fmt\": \"e4m3\", "
+                               "\"quant_method\": \"fp8\", \"weight_block_size\": [128, 128]}, ");
+            base_buf_append(&c2, cfg + 1, cn - 1);
+            test_write_file(cp, c2.data, c2.len);
+            base_buf_free(&c2);
+        } else {
+            test_write_file(cp, cfg, cn);
+        }
+        model *m = NULL;
+        if (model_load(dir, ops_cpu(), NULL, &m)) fail_msg("format %d: %s", fmt, base_err_msg());
+        assert_int_equal(model_numel(m), P);
+        if (fmt == 1) assert_true(model_cfg(m)->fp8);
+        assert_memory_equal(model_params(m), want, P * 4);
+        /* and it runs: logits close to the f32 model's */
+        int32_t ids[5] = {3, 7, 11, 200, 5}, cu[2] = {0, 5};
+        float *l0 = malloc(5 * 320 * 4), *l1 = malloc(5 * 320 * 4);
+        assert_int_equal(model_forward_logits(ref, 1, ids, cu, l0, NULL), BASE_OK);
+        assert_int_equal(model_forward_logits(m, 1, ids, cu, l1, NULL), BASE_OK);
+        double err = test_max_abs_diff(l1, l0, 5 * 320);
+        printf("format %s: params as stored, logits within %.3g of f32\n", fmt == 0 ? "bf16" : fmt == 1 ? "fp8" : "2 shards", err);
+        if (fmt == 2) assert_true(err == 0);
+        else assert_true(err < (fmt == 0 ? 0.05 : 0.5));
+        free(l0), free(l1);
+        model_free(m);
+        for (int i = 0; i < st_count(f) * 2; i++) free(keep[i]);
+        free(keep);
+        st_writer_free(w[0]), st_writer_free(w[1]);
+        base_buf_free(&index);
+        free(cp), free(want);
+        test_rmdir(dir);
+        free(dir);
+    }
+    model_free(ref);
+    st_close(f);
+    free(src), free(cfgp), free(cfg), free(fxdir);
+}
+
+
+/* A checkpoint with an MTP module (layer num_hidden_layers: a full decoder
+ * layer plus enorm, hnorm, eh_proj, shared_head.norm and the embed / head
+ * copies): loaded into the arena under its names, unused by the forward,
+ * skipped on request. */
+static void test_mtp_load(void **s) {
+    (void)s;
+    char *src = test_shared_path("fixtures/hf-tiny-v3-a/model.safetensors");
+    char *cfgp = test_shared_path("fixtures/hf-tiny-v3-a/config.json");
+    char *cfg = NULL;
+    size_t cn;
+    assert_int_equal(base_read_file(cfgp, &cfg, &cn), BASE_OK);
+    char *p = strstr(cfg, "\"num_nextn_predict_layers\": 0");
+    assert_non_null(p);
+    p[strlen("\"num_nextn_predict_layers\": ")] = '1';
+    st_file *f = NULL;
+    assert_int_equal(st_open(src, &f), BASE_OK);
+    st_writer *w = st_writer_new();
+    enum { MAXT = 256 };
+    char *names[MAXT];
+    int nn = 0;
+    float *extra = malloc(64 * 128 * 4), *big = malloc(320 * 64 * 4);
+    test_rand_f32(extra, 64 * 128, 5, 0.1f);
+    test_rand_f32(big, 320 * 64, 6, 0.1f);
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_at(f, i);
+        st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+        /* layer 2 (MoE) doubles as the MTP decoder layer 3 */
+        if (!strncmp(t->name, "model.layers.2.", 15)) {
+            char nm[160];
+            snprintf(nm, sizeof nm, "model.layers.3.%s", t->name + 15);
+            names[nn] = base_xstrdup(nm);
+            st_writer_add(w, names[nn++], t->dtype, t->ndim, t->shape, t->data);
+        }
+    }
+    int64_t d1[1] = {64}, eh[2] = {64, 128}, vd[2] = {320, 64};
+    st_writer_add(w, "model.layers.3.enorm.weight", TENSOR_F32, 1, d1, extra);
+    st_writer_add(w, "model.layers.3.hnorm.weight", TENSOR_F32, 1, d1, extra + 64);
+    st_writer_add(w, "model.layers.3.eh_proj.weight", TENSOR_F32, 2, eh, extra);
+    st_writer_add(w, "model.layers.3.shared_head.norm.weight", TENSOR_F32, 1, d1, extra + 128);
+    st_writer_add(w, "model.layers.3.embed_tokens.weight", TENSOR_F32, 2, vd, big);
+    st_writer_add(w, "model.layers.3.shared_head.head.weight", TENSOR_F32, 2, vd, big);
+    char *dir = test_tmpdir(), *out = base_path_join(dir, "model.safetensors"), *cp = base_path_join(dir, "config.json");
+    assert_int_equal(st_writer_write(w, out), BASE_OK);
+    test_write_file(cp, cfg, cn);
+    model *m = NULL, *m0 = NULL;
+    assert_int_equal(model_load(dir, ops_cpu(), NULL, &m), BASE_OK);
+    assert_true(model_has_mtp(m));
+    const model_param *eh_p = model_param_find(m, "model.layers.3.eh_proj.weight");
+    const model_param *hd = model_param_find(m, "model.layers.3.shared_head.head.weight");
+    const model_param *ex = model_param_find(m, "model.layers.3.mlp.experts.5.up_proj.weight");
+    const model_param *ex2 = model_param_find(m, "model.layers.2.mlp.experts.5.up_proj.weight");
+    assert_non_null(eh_p), assert_non_null(hd), assert_non_null(ex), assert_non_null(ex2);
+    assert_true(eh_p->mtp && ex->mtp && !ex2->mtp);
+    assert_memory_equal(model_params(m) + eh_p->offset, extra, 64 * 128 * 4);
+    assert_memory_equal(model_params(m) + hd->offset, big, 320 * 64 * 4);
+    assert_memory_equal(model_params(m) + ex->offset, model_params(m) + ex2->offset, ex->numel * 4);
+    model_load_opts skip = {.skip_mtp = 1};
+    assert_int_equal(model_load(dir, ops_cpu(), &skip, &m0), BASE_OK);
+    assert_false(model_has_mtp(m0));
+    assert_null(model_param_find(m0, "model.layers.3.eh_proj.weight"));
+    int32_t ids[6] = {3, 9, 27, 81, 243, 100}, cu[2] = {0, 6};
+    float *l0 = malloc(6 * 320 * 4), *l1 = malloc(6 * 320 * 4);
+    assert_int_equal(model_forward_logits(m, 1, ids, cu, l1, NULL), BASE_OK);
+    assert_int_equal(model_forward_logits(m0, 1, ids, cu, l0, NULL), BASE_OK);
+    assert_memory_equal(l0, l1, 6 * 320 * 4);
+    model_free(m), model_free(m0);
+    for (int i = 0; i < nn; i++) free(names[i]);
+    st_writer_free(w);
+    st_close(f);
+    test_rmdir(dir);
+    free(extra), free(big), free(l0), free(l1), free(dir), free(out), free(cp), free(src), free(cfgp), free(cfg);
+}
+
 /* Planned sizes: the arena of model_train_new is what model_train_bytes says,
  * and recomputation needs less. */
 static void test_memory_plan(void **s) {
@@ -448,7 +659,8 @@ int main(void) {
         cmocka_unit_test(test_config_errors),     cmocka_unit_test(test_config_fields),
         cmocka_unit_test(test_yarn_v3),           cmocka_unit_test(test_decode_equals_forward),
         cmocka_unit_test(test_batched_decode),    cmocka_unit_test(test_fd_model),
-        cmocka_unit_test(test_checkpoint_errors), cmocka_unit_test(test_memory_plan),
+        cmocka_unit_test(test_checkpoint_errors), cmocka_unit_test(test_checkpoint_formats),
+        cmocka_unit_test(test_mtp_load),          cmocka_unit_test(test_memory_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

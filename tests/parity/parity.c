@@ -30,7 +30,8 @@
  * Without a usable GPU it prints "skipped: no GPU (...)" and passes.
  * Every case prints one line (a record for bench/RESULTS.md).
  * Options: --filter OP (only cases of that op), --backend cpu (run the
- * f32/convert cases against the CPU backend itself), --selftest (prove the
+ * f32/convert cases against the CPU backend itself), --backend emu (the
+ * CUDA kernels run on the CPU by the CUDA emulator, tests/cuda), --selftest (prove the
  * harness catches broken backends: canary overrun, wrong values, NaN from
  * an ignored beta = 0, a written input).
  */
@@ -43,6 +44,9 @@
 #include <unistd.h>
 
 #include "tensor/ops.h"
+#ifdef GRPO_HAVE_CUDA_EMU
+#include "emu/cuda_emu_ops.h"
+#endif
 
 /* The model ops' cases (gather_rows .. sample) live in parity_model.c. */
 int parity_model_coverage(void);
@@ -601,7 +605,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
         else if (!strcmp(argv[i], "--selftest")) self = 1;
         else {
-            fprintf(stderr, "usage: parity [--filter OP] [--backend cuda|cpu] [--selftest]\n");
+            fprintf(stderr, "usage: parity [--filter OP] [--backend cuda|cpu|emu] [--selftest]\n");
             return 2;
         }
     }
@@ -610,7 +614,12 @@ int main(int argc, char **argv) {
     printf("parity: %d cases, seed %llu (GRPO_PARITY_SEED to repeat)\n", NCASES, (unsigned long long)g_seed);
     if (!check_coverage() || !parity_model_coverage()) return 1;
     if (self) return selftest();
-    const struct ops *dev = ops_by_name(backend);
+    const struct ops *dev = NULL;
+#ifdef GRPO_HAVE_CUDA_EMU
+    if (!strcmp(backend, "emu")) dev = ops_cuda_emu();
+    else
+#endif
+        dev = ops_by_name(backend);
     if (!dev) {
         if (!strcmp(backend, "cuda")) {
             printf("skipped: no GPU (%s)\n", base_err_msg());

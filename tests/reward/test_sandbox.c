@@ -101,7 +101,9 @@ static void check_status(const char *code, reward_run_status want, int want_pass
                 r.passed, r.message, reward_run_status_str(want), want_passed);
     assert_int_equal(r.status, want);
     assert_int_equal(r.passed, want_passed);
-    assert_true(r.seconds < 5.0);
+    /* the wall-clock kill bounds every run: its timeout plus a grace for
+     * process start and teardown on a loaded machine */
+    assert_true(r.seconds < g_timeout + 5.0);
     assert_next_run_ok(namespaces);
 }
 

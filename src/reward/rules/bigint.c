@@ -22,13 +22,13 @@ struct mq_chunk {
     _Alignas(16) unsigned char data[];
 };
 
-void mq_arena_init(mq_arena *a)
+void reward_mq_arena_init(mq_arena *a)
 {
     memset(a, 0, sizeof *a);
     a->limit = MQ_ARENA_LIMIT;
 }
 
-void *mq_alloc(mq_arena *a, size_t n)
+void *reward_mq_alloc(mq_arena *a, size_t n)
 {
     n = (n + 15) & ~(size_t)15;
     if (n == 0) n = 16;
@@ -52,16 +52,16 @@ void *mq_alloc(mq_arena *a, size_t n)
     return p;
 }
 
-char *mq_strndup(mq_arena *a, const char *s, size_t n)
+char *reward_mq_strndup(mq_arena *a, const char *s, size_t n)
 {
-    char *p = mq_alloc(a, n + 1);
+    char *p = reward_mq_alloc(a, n + 1);
     if (!p) return NULL;
     memcpy(p, s, n);
     p[n] = 0;
     return p;
 }
 
-void mq_arena_free(mq_arena *a)
+void reward_mq_arena_free(mq_arena *a)
 {
     mq_chunk *c = a->head;
     while (c) {
@@ -73,7 +73,7 @@ void mq_arena_free(mq_arena *a)
     a->total = 0;
 }
 
-int mq_work(mq_arena *a, long n)
+int reward_mq_work(mq_arena *a, long n)
 {
     a->work += n;
     if (a->work > MQ_WORK_LIMIT) {
@@ -209,7 +209,7 @@ static void mag_divmod(uint32_t *q, uint32_t *r, const uint32_t *u, int m, const
 
 static uint32_t *limbs(mq_arena *a, int n)
 {
-    return mq_alloc(a, sizeof(uint32_t) * (size_t)(n > 0 ? n : 1));
+    return reward_mq_alloc(a, sizeof(uint32_t) * (size_t)(n > 0 ? n : 1));
 }
 
 static int set_mag(mq_int *r, uint32_t *d, int n, int sign)
@@ -222,7 +222,7 @@ static int set_mag(mq_int *r, uint32_t *d, int n, int sign)
     return 0;
 }
 
-void mq_int_from_i64(mq_arena *a, mq_int *r, int64_t v)
+void reward_mq_int_from_i64(mq_arena *a, mq_int *r, int64_t v)
 {
     uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
     uint32_t *d = limbs(a, 2);
@@ -235,7 +235,7 @@ void mq_int_from_i64(mq_arena *a, mq_int *r, int64_t v)
     set_mag(r, d, 2, v < 0 ? -1 : 1);
 }
 
-int mq_int_from_dec(mq_arena *a, mq_int *r, const char *s, size_t n)
+int reward_mq_int_from_dec(mq_arena *a, mq_int *r, const char *s, size_t n)
 {
     /* 9.63 bits per decimal digit */
     if (n > (size_t)MQ_MAX_LIMBS * 9) return -1;
@@ -261,9 +261,9 @@ int mq_int_from_dec(mq_arena *a, mq_int *r, const char *s, size_t n)
     return set_mag(r, d, dn, 1);
 }
 
-int mq_int_is_zero(const mq_int *x) { return x->sign == 0; }
+int reward_mq_int_is_zero(const mq_int *x) { return x->sign == 0; }
 
-int mq_int_cmp(const mq_int *x, const mq_int *y)
+int reward_mq_int_cmp(const mq_int *x, const mq_int *y)
 {
     if (x->sign != y->sign) return x->sign < y->sign ? -1 : 1;
     int c = mag_cmp(x->d, x->n, y->d, y->n);
@@ -294,17 +294,17 @@ static int add_signed(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y, 
     return set_mag(r, d, mag_sub(d, y->d, y->n, x->d, x->n), ysign);
 }
 
-int mq_int_add(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y)
+int reward_mq_int_add(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y)
 {
     return add_signed(a, r, x, y, y->sign);
 }
 
-int mq_int_sub(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y)
+int reward_mq_int_sub(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y)
 {
     return add_signed(a, r, x, y, -y->sign);
 }
 
-int mq_int_mul(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y)
+int reward_mq_int_mul(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y)
 {
     if (x->sign == 0 || y->sign == 0) {
         r->sign = 0, r->n = 0, r->d = NULL;
@@ -316,7 +316,7 @@ int mq_int_mul(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y)
     return set_mag(r, d, mag_mul(d, x->d, x->n, y->d, y->n), x->sign * y->sign);
 }
 
-int mq_int_divmod(mq_arena *a, mq_int *q, mq_int *rem, const mq_int *x, const mq_int *y)
+int reward_mq_int_divmod(mq_arena *a, mq_int *q, mq_int *rem, const mq_int *x, const mq_int *y)
 {
     if (y->sign == 0) return -1;
     if (mag_cmp(x->d, x->n, y->d, y->n) < 0) {
@@ -334,15 +334,15 @@ int mq_int_divmod(mq_arena *a, mq_int *q, mq_int *rem, const mq_int *x, const mq
     return 0;
 }
 
-int mq_int_gcd(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y)
+int reward_mq_int_gcd(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y)
 {
     mq_int u = *x, v = *y;
     u.sign = u.n ? 1 : 0;
     v.sign = v.n ? 1 : 0;
     while (v.sign) {
         mq_int t;
-        if (!mq_work(a, (long)u.n * v.n + 1)) return -1;
-        if (mq_int_divmod(a, NULL, &t, &u, &v)) return -1;
+        if (!reward_mq_work(a, (long)u.n * v.n + 1)) return -1;
+        if (reward_mq_int_divmod(a, NULL, &t, &u, &v)) return -1;
         t.sign = t.n ? 1 : 0;
         u = v;
         v = t;
@@ -351,14 +351,14 @@ int mq_int_gcd(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y)
     return 0;
 }
 
-long double mq_int_to_ld(const mq_int *x)
+long double reward_mq_int_to_ld(const mq_int *x)
 {
     long double v = 0;
     for (int i = x->n - 1; i >= 0; i--) v = v * 4294967296.0L + x->d[i];
     return x->sign < 0 ? -v : v;
 }
 
-int mq_int_to_i64(const mq_int *x, int64_t *v)
+int reward_mq_int_to_i64(const mq_int *x, int64_t *v)
 {
     if (x->n > 2) return 0;
     uint64_t m = 0;
@@ -368,7 +368,7 @@ int mq_int_to_i64(const mq_int *x, int64_t *v)
     return 1;
 }
 
-int mq_int_to_dec(const mq_int *x, char *buf, size_t cap)
+int reward_mq_int_to_dec(const mq_int *x, char *buf, size_t cap)
 {
     if (cap < 2) return -1;
     if (x->sign == 0) {
@@ -406,18 +406,18 @@ int mq_int_to_dec(const mq_int *x, char *buf, size_t cap)
 /* ------------------------------------------------------------------------ */
 /* Rationals                                                                */
 
-int mq_rat_make(mq_arena *a, mq_rat *r, const mq_int *num, const mq_int *den)
+int reward_mq_rat_make(mq_arena *a, mq_rat *r, const mq_int *num, const mq_int *den)
 {
     if (den->sign == 0) return -1;
     if (num->sign == 0) {
-        mq_int_from_i64(a, &r->num, 0);
-        mq_int_from_i64(a, &r->den, 1);
+        reward_mq_int_from_i64(a, &r->num, 0);
+        reward_mq_int_from_i64(a, &r->den, 1);
         return 0;
     }
     mq_int g;
-    if (mq_int_gcd(a, &g, num, den)) return -1;
+    if (reward_mq_int_gcd(a, &g, num, den)) return -1;
     mq_int nn, dd;
-    if (mq_int_divmod(a, &nn, NULL, num, &g) || mq_int_divmod(a, &dd, NULL, den, &g)) return -1;
+    if (reward_mq_int_divmod(a, &nn, NULL, num, &g) || reward_mq_int_divmod(a, &dd, NULL, den, &g)) return -1;
     if (dd.sign < 0) {
         dd.sign = 1;
         nn.sign = -nn.sign;
@@ -427,134 +427,134 @@ int mq_rat_make(mq_arena *a, mq_rat *r, const mq_int *num, const mq_int *den)
     return 0;
 }
 
-int mq_rat_from_i64(mq_arena *a, mq_rat *r, int64_t num, int64_t den)
+int reward_mq_rat_from_i64(mq_arena *a, mq_rat *r, int64_t num, int64_t den)
 {
     mq_int n, d;
-    mq_int_from_i64(a, &n, num);
-    mq_int_from_i64(a, &d, den);
-    return mq_rat_make(a, r, &n, &d);
+    reward_mq_int_from_i64(a, &n, num);
+    reward_mq_int_from_i64(a, &d, den);
+    return reward_mq_rat_make(a, r, &n, &d);
 }
 
 static int pow10_int(mq_arena *a, mq_int *r, long e)
 {
     if (e < 0 || e > (long)MQ_MAX_LIMBS * 9) return -1;
-    mq_int_from_i64(a, r, 1);
+    reward_mq_int_from_i64(a, r, 1);
     mq_int ten;
-    mq_int_from_i64(a, &ten, 1000000000);
+    reward_mq_int_from_i64(a, &ten, 1000000000);
     while (e >= 9) {
-        if (mq_int_mul(a, r, r, &ten)) return -1;
+        if (reward_mq_int_mul(a, r, r, &ten)) return -1;
         e -= 9;
     }
     int64_t m = 1;
     while (e-- > 0) m *= 10;
     mq_int t;
-    mq_int_from_i64(a, &t, m);
-    return mq_int_mul(a, r, r, &t);
+    reward_mq_int_from_i64(a, &t, m);
+    return reward_mq_int_mul(a, r, r, &t);
 }
 
-int mq_rat_from_decimal(mq_arena *a, mq_rat *r, const char *ip, size_t ipn, const char *fp,
+int reward_mq_rat_from_decimal(mq_arena *a, mq_rat *r, const char *ip, size_t ipn, const char *fp,
                         size_t fpn, long exp10)
 {
     if (ipn + fpn > (size_t)MQ_MAX_LIMBS * 9) return -1;
-    char *digits = mq_alloc(a, ipn + fpn + 1);
+    char *digits = reward_mq_alloc(a, ipn + fpn + 1);
     if (!digits) return -1;
     memcpy(digits, ip, ipn);
     memcpy(digits + ipn, fp, fpn);
     mq_int num, den;
-    if (mq_int_from_dec(a, &num, digits, ipn + fpn)) return -1;
+    if (reward_mq_int_from_dec(a, &num, digits, ipn + fpn)) return -1;
     long e = exp10 - (long)fpn;
     if (e >= 0) {
         mq_int p;
-        if (pow10_int(a, &p, e) || mq_int_mul(a, &num, &num, &p)) return -1;
-        mq_int_from_i64(a, &den, 1);
+        if (pow10_int(a, &p, e) || reward_mq_int_mul(a, &num, &num, &p)) return -1;
+        reward_mq_int_from_i64(a, &den, 1);
     } else if (pow10_int(a, &den, -e)) {
         return -1;
     }
-    return mq_rat_make(a, r, &num, &den);
+    return reward_mq_rat_make(a, r, &num, &den);
 }
 
-int mq_rat_add(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y)
+int reward_mq_rat_add(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y)
 {
     mq_int t1, t2, n, d;
-    if (mq_int_mul(a, &t1, &x->num, &y->den) || mq_int_mul(a, &t2, &y->num, &x->den) ||
-        mq_int_add(a, &n, &t1, &t2) || mq_int_mul(a, &d, &x->den, &y->den))
+    if (reward_mq_int_mul(a, &t1, &x->num, &y->den) || reward_mq_int_mul(a, &t2, &y->num, &x->den) ||
+        reward_mq_int_add(a, &n, &t1, &t2) || reward_mq_int_mul(a, &d, &x->den, &y->den))
         return -1;
-    return mq_rat_make(a, r, &n, &d);
+    return reward_mq_rat_make(a, r, &n, &d);
 }
 
-void mq_rat_neg(mq_rat *r, const mq_rat *x)
+void reward_mq_rat_neg(mq_rat *r, const mq_rat *x)
 {
     *r = *x;
     r->num.sign = -r->num.sign;
 }
 
-int mq_rat_sub(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y)
+int reward_mq_rat_sub(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y)
 {
     mq_rat ny;
-    mq_rat_neg(&ny, y);
-    return mq_rat_add(a, r, x, &ny);
+    reward_mq_rat_neg(&ny, y);
+    return reward_mq_rat_add(a, r, x, &ny);
 }
 
-int mq_rat_mul(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y)
+int reward_mq_rat_mul(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y)
 {
     mq_int n, d;
-    if (mq_int_mul(a, &n, &x->num, &y->num) || mq_int_mul(a, &d, &x->den, &y->den)) return -1;
-    return mq_rat_make(a, r, &n, &d);
+    if (reward_mq_int_mul(a, &n, &x->num, &y->num) || reward_mq_int_mul(a, &d, &x->den, &y->den)) return -1;
+    return reward_mq_rat_make(a, r, &n, &d);
 }
 
-int mq_rat_div(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y)
+int reward_mq_rat_div(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y)
 {
     if (y->num.sign == 0) return -1;
     mq_int n, d;
-    if (mq_int_mul(a, &n, &x->num, &y->den) || mq_int_mul(a, &d, &x->den, &y->num)) return -1;
-    return mq_rat_make(a, r, &n, &d);
+    if (reward_mq_int_mul(a, &n, &x->num, &y->den) || reward_mq_int_mul(a, &d, &x->den, &y->num)) return -1;
+    return reward_mq_rat_make(a, r, &n, &d);
 }
 
-int mq_rat_pow(mq_arena *a, mq_rat *r, const mq_rat *x, int64_t e)
+int reward_mq_rat_pow(mq_arena *a, mq_rat *r, const mq_rat *x, int64_t e)
 {
-    if (e == 0) return mq_rat_from_i64(a, r, 1, 1);
-    if (x->num.sign == 0) return e > 0 ? mq_rat_from_i64(a, r, 0, 1) : -1;
+    if (e == 0) return reward_mq_rat_from_i64(a, r, 1, 1);
+    if (x->num.sign == 0) return e > 0 ? reward_mq_rat_from_i64(a, r, 0, 1) : -1;
     uint64_t m = e < 0 ? (uint64_t)0 - (uint64_t)e : (uint64_t)e;
     /* size check before doing the work: bits(result) ~ m * bits(x) */
     int bits = 32 * (x->num.n > x->den.n ? x->num.n : x->den.n);
     if (m > (uint64_t)(MQ_MAX_LIMBS * 32) || (uint64_t)bits * m > (uint64_t)(MQ_MAX_LIMBS * 32 + 64))
         return -1;
     mq_int bn = x->num, bd = x->den, rn, rd;
-    mq_int_from_i64(a, &rn, 1);
-    mq_int_from_i64(a, &rd, 1);
+    reward_mq_int_from_i64(a, &rn, 1);
+    reward_mq_int_from_i64(a, &rd, 1);
     while (m) {
         if (m & 1)
-            if (mq_int_mul(a, &rn, &rn, &bn) || mq_int_mul(a, &rd, &rd, &bd)) return -1;
+            if (reward_mq_int_mul(a, &rn, &rn, &bn) || reward_mq_int_mul(a, &rd, &rd, &bd)) return -1;
         m >>= 1;
         if (m)
-            if (mq_int_mul(a, &bn, &bn, &bn) || mq_int_mul(a, &bd, &bd, &bd)) return -1;
+            if (reward_mq_int_mul(a, &bn, &bn, &bn) || reward_mq_int_mul(a, &bd, &bd, &bd)) return -1;
     }
-    if (e < 0) return mq_rat_make(a, r, &rd, &rn);
+    if (e < 0) return reward_mq_rat_make(a, r, &rd, &rn);
     r->num = rn; /* already reduced: powers of coprime numbers stay coprime */
     r->den = rd;
     return 0;
 }
 
-int mq_rat_cmp(const mq_rat *x, const mq_rat *y)
+int reward_mq_rat_cmp(const mq_rat *x, const mq_rat *y)
 {
     /* reduced forms are unique */
-    if (mq_int_cmp(&x->den, &y->den) == 0) return mq_int_cmp(&x->num, &y->num);
+    if (reward_mq_int_cmp(&x->den, &y->den) == 0) return reward_mq_int_cmp(&x->num, &y->num);
     mq_arena a;
-    mq_arena_init(&a);
+    reward_mq_arena_init(&a);
     mq_int t1, t2;
     int c;
-    if (mq_int_mul(&a, &t1, &x->num, &y->den) || mq_int_mul(&a, &t2, &y->num, &x->den)) {
-        long double dx = mq_rat_to_ld(x), dy = mq_rat_to_ld(y);
+    if (reward_mq_int_mul(&a, &t1, &x->num, &y->den) || reward_mq_int_mul(&a, &t2, &y->num, &x->den)) {
+        long double dx = reward_mq_rat_to_ld(x), dy = reward_mq_rat_to_ld(y);
         c = dx < dy ? -1 : dx > dy;
     } else {
-        c = mq_int_cmp(&t1, &t2);
+        c = reward_mq_int_cmp(&t1, &t2);
     }
-    mq_arena_free(&a);
+    reward_mq_arena_free(&a);
     return c;
 }
 
-int mq_rat_is_int(const mq_rat *x) { return x->den.n == 1 && x->den.d[0] == 1; }
-int mq_rat_is_zero(const mq_rat *x) { return x->num.sign == 0; }
+int reward_mq_rat_is_int(const mq_rat *x) { return x->den.n == 1 && x->den.d[0] == 1; }
+int reward_mq_rat_is_zero(const mq_rat *x) { return x->num.sign == 0; }
 
 /* Top three limbs of a magnitude and the limb exponent of the rest. */
 static long double top_limbs(const mq_int *x, int *exp_limbs)
@@ -566,7 +566,7 @@ static long double top_limbs(const mq_int *x, int *exp_limbs)
     return t;
 }
 
-long double mq_rat_to_ld(const mq_rat *x)
+long double reward_mq_rat_to_ld(const mq_rat *x)
 {
     if (x->num.sign == 0) return 0;
     int en, ed;
@@ -575,29 +575,29 @@ long double mq_rat_to_ld(const mq_rat *x)
     return x->num.sign < 0 ? -v : v;
 }
 
-int mq_rat_round(mq_arena *a, mq_rat *r, const mq_rat *x, int digits)
+int reward_mq_rat_round(mq_arena *a, mq_rat *r, const mq_rat *x, int digits)
 {
     if (digits < 0 || digits > 60) return -1;
     mq_int p;
     if (pow10_int(a, &p, digits)) return -1;
     /* y = x * 10^d; round half to even; r = round(y) / 10^d */
     mq_int n, q, rem;
-    if (mq_int_mul(a, &n, &x->num, &p)) return -1;
-    if (mq_int_divmod(a, &q, &rem, &n, &x->den)) return -1;
+    if (reward_mq_int_mul(a, &n, &x->num, &p)) return -1;
+    if (reward_mq_int_divmod(a, &q, &rem, &n, &x->den)) return -1;
     /* compare 2|rem| with den */
     mq_int two, t;
-    mq_int_from_i64(a, &two, 2);
+    reward_mq_int_from_i64(a, &two, 2);
     mq_int arem = rem;
     arem.sign = arem.n ? 1 : 0;
-    if (mq_int_mul(a, &t, &arem, &two)) return -1;
-    int c = mq_int_cmp(&t, &x->den);
+    if (reward_mq_int_mul(a, &t, &arem, &two)) return -1;
+    int c = reward_mq_int_cmp(&t, &x->den);
     int odd = q.n > 0 && (q.d[0] & 1);
     if (c > 0 || (c == 0 && odd)) {
         mq_int one;
-        mq_int_from_i64(a, &one, x->num.sign < 0 ? -1 : 1);
-        if (mq_int_add(a, &q, &q, &one)) return -1;
+        reward_mq_int_from_i64(a, &one, x->num.sign < 0 ? -1 : 1);
+        if (reward_mq_int_add(a, &q, &q, &one)) return -1;
     }
-    return mq_rat_make(a, r, &q, &p);
+    return reward_mq_rat_make(a, r, &q, &p);
 }
 
 /* Integer square root of a non-negative int by Newton's method. */
@@ -610,7 +610,7 @@ static int int_isqrt(mq_arena *a, mq_int *r, const mq_int *x)
     /* start from a power of two above sqrt(x) */
     int bits = 32 * x->n;
     mq_int g;
-    mq_int_from_i64(a, &g, 1);
+    reward_mq_int_from_i64(a, &g, 1);
     int half = (bits + 1) / 2 + 1;
     uint32_t *d = limbs(a, half / 32 + 1);
     if (!d) return -1;
@@ -618,24 +618,24 @@ static int int_isqrt(mq_arena *a, mq_int *r, const mq_int *x)
     if (set_mag(&g, d, half / 32 + 1, 1)) return -1;
     for (int it = 0; it < 4 * bits + 8; it++) {
         mq_int q, s, two, ng;
-        mq_int_from_i64(a, &two, 2);
-        if (mq_int_divmod(a, &q, NULL, x, &g) || mq_int_add(a, &s, &g, &q) ||
-            mq_int_divmod(a, &ng, NULL, &s, &two))
+        reward_mq_int_from_i64(a, &two, 2);
+        if (reward_mq_int_divmod(a, &q, NULL, x, &g) || reward_mq_int_add(a, &s, &g, &q) ||
+            reward_mq_int_divmod(a, &ng, NULL, &s, &two))
             return -1;
-        if (mq_int_cmp(&ng, &g) >= 0) break;
+        if (reward_mq_int_cmp(&ng, &g) >= 0) break;
         g = ng;
     }
     *r = g;
     return 0;
 }
 
-int mq_rat_sqrt_exact(mq_arena *a, mq_rat *r, const mq_rat *x)
+int reward_mq_rat_sqrt_exact(mq_arena *a, mq_rat *r, const mq_rat *x)
 {
     if (x->num.sign < 0) return 0;
     mq_int sn, sd, t;
     if (int_isqrt(a, &sn, &x->num) || int_isqrt(a, &sd, &x->den)) return 0;
-    if (mq_int_mul(a, &t, &sn, &sn) || mq_int_cmp(&t, &x->num) != 0) return 0;
-    if (mq_int_mul(a, &t, &sd, &sd) || mq_int_cmp(&t, &x->den) != 0) return 0;
+    if (reward_mq_int_mul(a, &t, &sn, &sn) || reward_mq_int_cmp(&t, &x->num) != 0) return 0;
+    if (reward_mq_int_mul(a, &t, &sd, &sd) || reward_mq_int_cmp(&t, &x->den) != 0) return 0;
     r->num = sn;
     r->den = sd;
     return 1;

@@ -2,7 +2,7 @@
  * \boxed{...} scanning. Two flavours:
  *   reward_boxed        the last box only (hendrycks/verl/Qwen graders):
  *                       what a reward script asks for;
- *   mq_boxed_content    Math-Verify's extract_boxed_content (all boxes, or
+ *   reward_mq_boxed_content    Math-Verify's extract_boxed_content (all boxes, or
  *                       the last run of "connected" boxes) used inside the
  *                       normalisation of the math engine.
  * Both scan right to left with brace counting; work is linear in the text.
@@ -99,7 +99,7 @@ static int connected(const char *s, size_t content_end, size_t next_start, const
     return 0;
 }
 
-char *mq_boxed_content(mq_arena *a, const char *s, size_t n, mq_box_mode mode, size_t *out_n)
+char *reward_mq_boxed_content(mq_arena *a, const char *s, size_t n, mq_box_mode mode, size_t *out_n)
 {
     enum { MAXB = 256 };
     const char *res[MAXB];
@@ -141,11 +141,11 @@ char *mq_boxed_content(mq_arena *a, const char *s, size_t n, mq_box_mode mode, s
     }
     if (nres == 0) {
         if (out_n) *out_n = n;
-        return mq_strndup(a, s, n);
+        return reward_mq_strndup(a, s, n);
     }
     size_t tot = 0;
     for (int i = 0; i < nres; i++) tot += resn[i] + 1;
-    char *o = mq_alloc(a, tot + 1);
+    char *o = reward_mq_alloc(a, tot + 1);
     if (!o) return NULL;
     size_t k = 0;
     for (int i = nres - 1; i >= 0; i--) {

@@ -23,9 +23,9 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void compile_all(void)
 {
-    F.openr1 = mq_re_compile("^<think>\\n.*?\\n</think>\\n<answer>\\n.*?\\n</answer>$",
+    F.openr1 = reward_mq_re_compile("^<think>\\n.*?\\n</think>\\n<answer>\\n.*?\\n</answer>$",
                              PCRE2_DOTALL | PCRE2_MULTILINE | PCRE2_ANCHORED);
-    F.steps = mq_re_compile("(Step \\d+:|^\\d+\\.|\\n-|\\n\\*|First,|Second,|Next,|Finally,)", 0);
+    F.steps = reward_mq_re_compile("(Step \\d+:|^\\d+\\.|\\n-|\\n\\*|First,|Second,|Next,|Finally,)", 0);
 }
 
 /* Keep the scans bounded: only the last REWARD_MAX_TEXT bytes count. */
@@ -40,7 +40,7 @@ static void clamp(const char **text, size_t *len)
 /* Regexes need valid UTF-8: run them on a cleaned copy. */
 static char *clean(mq_arena *a, const char *s, size_t n, size_t *out_n)
 {
-    return mq_utf8_clean(a, s, n, out_n);
+    return reward_mq_utf8_clean(a, s, n, out_n);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -129,24 +129,24 @@ static int lang_ok(const char *l)
 static double openr1_format(const char *s, size_t n, const char *lang)
 {
     mq_arena a;
-    mq_arena_init(&a);
+    reward_mq_arena_init(&a);
     size_t cn;
     char *c = clean(&a, s, n, &cn);
     double r = 0.0;
     if (c) {
         size_t ov[2];
         if (!lang) {
-            r = mq_re_find(F.openr1, c, cn, 0, ov, 2) == 1 ? 1.0 : 0.0;
+            r = reward_mq_re_find(F.openr1, c, cn, 0, ov, 2) == 1 ? 1.0 : 0.0;
         } else {
             char pat[256];
             snprintf(pat, sizeof pat,
                      "^<think>\\n.*?\\n</think>\\n<answer>\\n.*?```\\Q%s\\E.*?```.*?\\n</answer>$", lang);
-            mq_re *re = mq_re_compile(pat, PCRE2_DOTALL | PCRE2_MULTILINE | PCRE2_ANCHORED);
-            r = mq_re_find(re, c, cn, 0, ov, 2) == 1 ? 1.0 : 0.0;
-            mq_re_free(re);
+            mq_re *re = reward_mq_re_compile(pat, PCRE2_DOTALL | PCRE2_MULTILINE | PCRE2_ANCHORED);
+            r = reward_mq_re_find(re, c, cn, 0, ov, 2) == 1 ? 1.0 : 0.0;
+            reward_mq_re_free(re);
         }
     }
-    mq_arena_free(&a);
+    reward_mq_arena_free(&a);
     return r;
 }
 
@@ -183,18 +183,18 @@ double reward_reasoning_steps(const char *text, size_t len)
     clamp(&text, &len);
     pthread_once(&g_once, compile_all);
     mq_arena a;
-    mq_arena_init(&a);
+    reward_mq_arena_init(&a);
     size_t cn;
     char *c = clean(&a, text, len, &cn);
     int k = 0;
     if (c) {
         size_t pos = 0, ov[4];
-        while (pos <= cn && mq_re_find(F.steps, c, cn, pos, ov, 4) == 1) {
+        while (pos <= cn && reward_mq_re_find(F.steps, c, cn, pos, ov, 4) == 1) {
             k++;
             pos = ov[1] > ov[0] ? ov[1] : ov[1] + 1;
         }
     }
-    mq_arena_free(&a);
+    reward_mq_arena_free(&a);
     return k >= 3 ? 1.0 : k / 3.0;
 }
 

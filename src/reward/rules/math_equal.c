@@ -67,26 +67,26 @@ reward_math_status reward_math_equal(const char *pred, size_t pred_len, const ch
     if (!gold) gold = "", gold_len = 0;
 
     mq_arena a;
-    mq_arena_init(&a);
+    reward_mq_arena_init(&a);
     size_t pn, gn;
-    char *p = mq_utf8_clean(&a, pred, pred_len, &pn);
-    char *g = mq_utf8_clean(&a, gold, gold_len, &gn);
+    char *p = reward_mq_utf8_clean(&a, pred, pred_len, &pn);
+    char *g = reward_mq_utf8_clean(&a, gold, gold_len, &gn);
     reward_math_status st = REWARD_MATH_LIMIT;
     if (!p || !g) goto done;
 
     mq_answer ga, pa;
     reward_math_opts go = o;
     if (o.gold_plain) go.extract_latex = go.extract_expr = 0;
-    mq_extract(&a, g, gn, &go, &ga);
+    reward_mq_extract(&a, g, gn, &go, &ga);
     if (a.failed) goto done;
-    mq_extract(&a, p, pn, &o, &pa);
+    reward_mq_extract(&a, p, pn, &o, &pa);
     if (a.failed) goto done;
 
     int equal = 0;
     if (ga.node && pa.node) {
         mq_cmp_cfg cc = {.float_rounding = o.float_rounding, .strict = o.strict,
                          .allow_set_relation_comp = o.allow_set_relation_comp, .rel_tol = o.rel_tol};
-        equal = mq_equal(&a, ga.node, pa.node, &cc);
+        equal = reward_mq_equal(&a, ga.node, pa.node, &cc);
     }
     if (!equal) equal = str_equal(ga.str, pa.str);
     if (equal) st = REWARD_MATH_EQUAL;
@@ -95,7 +95,7 @@ reward_math_status reward_math_equal(const char *pred, size_t pred_len, const ch
     else if (!pa.node) st = REWARD_MATH_NO_PRED;
     else st = REWARD_MATH_NOT_EQUAL;
 done:
-    mq_arena_free(&a);
+    reward_mq_arena_free(&a);
     return st;
 }
 
@@ -108,13 +108,13 @@ int reward_math_extract(const char *text, size_t len, const reward_math_opts *op
     if (cap) out[0] = 0;
     if (len > REWARD_MAX_TEXT || !text) return 0;
     mq_arena a;
-    mq_arena_init(&a);
+    reward_mq_arena_init(&a);
     size_t n;
-    char *t = mq_utf8_clean(&a, text, len, &n);
+    char *t = reward_mq_utf8_clean(&a, text, len, &n);
     int found = 0;
     if (t) {
         mq_answer ans;
-        mq_extract(&a, t, n, &o, &ans);
+        reward_mq_extract(&a, t, n, &o, &ans);
         const char *s = ans.node ? ans.norm : ans.str;
         found = ans.node != NULL && !a.failed;
         if (s && cap) {
@@ -124,6 +124,6 @@ int reward_math_extract(const char *text, size_t len, const reward_math_opts *op
             out[l] = 0;
         }
     }
-    mq_arena_free(&a);
+    reward_mq_arena_free(&a);
     return found;
 }

@@ -58,7 +58,7 @@ static const mq_node *last_rel(const mq_node *n) { return n->kind == MQ_AND ? n-
 
 static int is_assignment(const mq_node *n)
 {
-    return is_equation(n) && mq_only_symbols(first_rel(n)->kids[0]);
+    return is_equation(n) && reward_mq_only_symbols(first_rel(n)->kids[0]);
 }
 
 static int is_set(const mq_node *n)
@@ -95,7 +95,7 @@ static int atomic_int(const mq_node *n)
 {
     if (n->kind == MQ_PCT) n = n->kids[0];
     n = strip_neg(n);
-    return n->kind == MQ_NUM && !(n->flags & MQ_F_FLOAT) && mq_rat_is_int(&n->q);
+    return n->kind == MQ_NUM && !(n->flags & MQ_F_FLOAT) && reward_mq_rat_is_int(&n->q);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -116,8 +116,8 @@ static int rounded_equal(C *c, const mq_val *x, const mq_val *y)
     int d = c->cfg->float_rounding;
     if (x->exact && y->exact) {
         mq_rat rx, ry;
-        if (!mq_rat_round(c->a, &rx, &x->q, d) && !mq_rat_round(c->a, &ry, &y->q, d))
-            return mq_rat_cmp(&rx, &ry) == 0;
+        if (!reward_mq_rat_round(c->a, &rx, &x->q, d) && !reward_mq_rat_round(c->a, &ry, &y->q, d))
+            return reward_mq_rat_cmp(&rx, &ry) == 0;
     }
     if (x->ok != 1 || y->ok != 1) return 0;
     if (fabs(cimag(x->z)) > 1e-12 * (1 + cabs(x->z)) || fabs(cimag(y->z)) > 1e-12 * (1 + cabs(y->z)))
@@ -130,28 +130,28 @@ static int rounded_equal(C *c, const mq_val *x, const mq_val *y)
 
 static int numeric_eq(C *c, const mq_node *g, const mq_node *p)
 {
-    int gm = mq_is_matrix_expr(g), pm = mq_is_matrix_expr(p);
+    int gm = reward_mq_is_matrix_expr(g), pm = reward_mq_is_matrix_expr(p);
     if (gm || pm) {
         if (!gm || !pm) return 0;
-        const mq_node *mg = mq_matrix_value(c->a, g), *mp = mq_matrix_value(c->a, p);
+        const mq_node *mg = reward_mq_matrix_value(c->a, g), *mp = reward_mq_matrix_value(c->a, p);
         if (!mg || !mp || mg->rows != mp->rows || mg->cols != mp->cols) return 0;
         for (int i = 0; i < mg->nk; i++)
             if (!eq(c, mg->kids[i], mp->kids[i])) return 0;
         return 1;
     }
     if (!is_scalar(g) || !is_scalar(p)) return 0;
-    int gs = mq_has_symbols(g), ps = mq_has_symbols(p);
+    int gs = reward_mq_has_symbols(g), ps = reward_mq_has_symbols(p);
     if (gs || ps) return 0;
-    mq_val vg = mq_eval(c->a, g, -1), vp = mq_eval(c->a, p, -1);
+    mq_val vg = reward_mq_eval(c->a, g, -1), vp = reward_mq_eval(c->a, p, -1);
     if (atomic_float(g) || atomic_float(p)) return rounded_equal(c, &vg, &vp);
     if (atomic_int(g) && atomic_int(p)) {
         /* 9% == 9: compare the numbers without the percent */
         const mq_node *a = g->kind == MQ_PCT ? g->kids[0] : g;
         const mq_node *b = p->kind == MQ_PCT ? p->kids[0] : p;
-        mq_val va = mq_eval(c->a, a, -1), vb = mq_eval(c->a, b, -1);
-        return va.exact && vb.exact && mq_rat_cmp(&va.q, &vb.q) == 0;
+        mq_val va = reward_mq_eval(c->a, a, -1), vb = reward_mq_eval(c->a, b, -1);
+        return va.exact && vb.exact && reward_mq_rat_cmp(&va.q, &vb.q) == 0;
     }
-    if (vg.exact && vp.exact) return mq_rat_cmp(&vg.q, &vp.q) == 0;
+    if (vg.exact && vp.exact) return reward_mq_rat_cmp(&vg.q, &vp.q) == 0;
     return close_vals(c, &vg, &vp);
 }
 
@@ -159,10 +159,10 @@ static int numeric_eq(C *c, const mq_node *g, const mq_node *p)
 static int symbolic_eq(C *c, const mq_node *g, const mq_node *p)
 {
     if (!is_scalar(g) || !is_scalar(p)) return 0;
-    if (!mq_has_symbols(g) && !mq_has_symbols(p)) return 0;
+    if (!reward_mq_has_symbols(g) && !reward_mq_has_symbols(p)) return 0;
     int valid = 0;
     for (int pt = 0; pt < NPTS; pt++) {
-        mq_val vg = mq_eval(c->a, g, pt), vp = mq_eval(c->a, p, pt);
+        mq_val vg = reward_mq_eval(c->a, g, pt), vp = reward_mq_eval(c->a, p, pt);
         if (!vg.ok || !vp.ok) continue;
         if (!close_vals(c, &vg, &vp)) return 0;
         valid++;
@@ -191,7 +191,7 @@ static mq_rel inverse(mq_rel r)
 
 static mq_node *diff(C *c, const mq_node *l, const mq_node *r)
 {
-    return mq_bin(c->a, MQ_ADD, (mq_node *)l, mq_un(c->a, MQ_NEG, (mq_node *)r));
+    return reward_mq_bin(c->a, MQ_ADD, (mq_node *)l, reward_mq_un(c->a, MQ_NEG, (mq_node *)r));
 }
 
 /* "solve": d_g / d_p constant (positive for inequalities) at the points */
@@ -206,11 +206,11 @@ static int proportional(C *c, const mq_node *g, const mq_node *p)
     if (rp == MQ_GT) rp = MQ_LT;
     if (rp == MQ_GE) rp = MQ_LE;
     if (rg != rp) return 0;
-    if (!mq_has_symbols(dg) || !mq_has_symbols(dp)) return 0;
+    if (!reward_mq_has_symbols(dg) || !reward_mq_has_symbols(dp)) return 0;
     double complex ratio = 0;
     int valid = 0;
     for (int pt = 0; pt < NPTS + 2; pt++) {
-        mq_val a = mq_eval(c->a, dg, pt), b = mq_eval(c->a, dp, pt);
+        mq_val a = reward_mq_eval(c->a, dg, pt), b = reward_mq_eval(c->a, dp, pt);
         if (a.ok != 1 || b.ok != 1) continue;
         if (cabs(a.z) < 1e-12 || cabs(b.z) < 1e-12) return 0;
         double complex r = a.z / b.z;
@@ -253,7 +253,7 @@ static int cmp_relational(C *c, const mq_node *g, const mq_node *p)
 
 static int real_of(C *c, const mq_node *n, double *v)
 {
-    mq_val x = mq_eval(c->a, n, -1);
+    mq_val x = reward_mq_eval(c->a, n, -1);
     if (!x.ok || fabs(cimag(x.z)) > 1e-12 * (1 + cabs(x.z))) return 0;
     *v = creal(x.z);
     return 1;
@@ -271,7 +271,7 @@ static int rel_holds(C *c, const mq_node *r, const char *atom, double t)
         return 1;
     }
     if (r->kind != MQ_REL) return -1;
-    mq_val l = mq_eval_subst(c->a, r->kids[0], atom, t), x = mq_eval_subst(c->a, r->kids[1], atom, t);
+    mq_val l = reward_mq_eval_subst(c->a, r->kids[0], atom, t), x = reward_mq_eval_subst(c->a, r->kids[1], atom, t);
     if (!l.ok || !x.ok) return -1;
     if (fabs(cimag(l.z)) > 1e-9 * (1 + cabs(l.z)) || fabs(cimag(x.z)) > 1e-9 * (1 + cabs(x.z))) return -1;
     double a = creal(l.z), b = creal(x.z);
@@ -333,7 +333,7 @@ static int collect_points(C *c, const mq_node *s, double *v, int *n, int cap)
         for (int i = 0; i < s->nk; i++) {
             double x;
             if (!real_of(c, s->kids[i], &x)) {
-                mq_val z = mq_eval(c->a, s->kids[i], -1);
+                mq_val z = reward_mq_eval(c->a, s->kids[i], -1);
                 if (z.ok == 2) continue; /* +-infinity */
                 return -1;
             }
@@ -387,7 +387,7 @@ static int same_real_set(C *c, const mq_node *x, const mq_node *y)
         t[k++] = pts[n - 1] + 1;
     }
     for (int i = 0; i < k; i++) {
-        if (!mq_work(c->a, 4)) return -1;
+        if (!reward_mq_work(c->a, 4)) return -1;
         int a = member(c, x, t[i]), b = member(c, y, t[i]);
         if (a < 0 || b < 0) return -1;
         if (a != b) return 0;
@@ -399,7 +399,7 @@ static int same_real_set(C *c, const mq_node *x, const mq_node *y)
 static const mq_node *as_set(C *c, const mq_node *r)
 {
     const char *atoms[4];
-    int k = mq_atoms(c->a, r, atoms, 4, 1);
+    int k = reward_mq_atoms(c->a, r, atoms, 4, 1);
     if (k != 1) return r;
     /* x = value: the one-point set */
     if (r->kind == MQ_REL && r->rel == MQ_EQ) {
@@ -408,10 +408,10 @@ static const mq_node *as_set(C *c, const mq_node *r)
             const mq_node *t = l;
             l = v, v = t;
         }
-        if (l->kind == MQ_SYM && strcmp(l->name, atoms[0]) == 0 && !mq_has_symbols(v) && is_scalar(v))
-            return mq_un(c->a, MQ_SET, (mq_node *)v);
+        if (l->kind == MQ_SYM && strcmp(l->name, atoms[0]) == 0 && !reward_mq_has_symbols(v) && is_scalar(v))
+            return reward_mq_un(c->a, MQ_SET, (mq_node *)v);
     }
-    mq_node *s = mq_un(c->a, MQ_RELSET, (mq_node *)r);
+    mq_node *s = reward_mq_un(c->a, MQ_RELSET, (mq_node *)r);
     if (!s) return r;
     s->name = atoms[0];
     return s;
@@ -423,12 +423,12 @@ static const mq_node *as_set(C *c, const mq_node *r)
 static const mq_node *dedupe(C *c, const mq_node *s)
 {
     if (s->kind != MQ_SET || s->nk < 2) return s;
-    const char **cs = mq_alloc(c->a, sizeof(char *) * (size_t)s->nk);
-    mq_node *o = mq_new(c->a, MQ_SET, s->nk);
+    const char **cs = reward_mq_alloc(c->a, sizeof(char *) * (size_t)s->nk);
+    mq_node *o = reward_mq_new(c->a, MQ_SET, s->nk);
     if (!cs || !o) return s;
     int k = 0;
     for (int i = 0; i < s->nk; i++) {
-        const char *t = mq_canon(c->a, s->kids[i]);
+        const char *t = reward_mq_canon(c->a, s->kids[i]);
         if (!t) return s;
         int dup = 0;
         for (int j = 0; j < k && !dup; j++) dup = strcmp(cs[j], t) == 0;
@@ -447,13 +447,13 @@ static int deep_compare(C *c, const mq_node *g, const mq_node *p)
     p = dedupe(c, p);
     if (g->nk != p->nk) return 0;
     if (g->kind == MQ_SET) {
-        char *used = mq_alloc(c->a, (size_t)p->nk + 1);
+        char *used = reward_mq_alloc(c->a, (size_t)p->nk + 1);
         if (!used) return 0;
         for (int i = 0; i < g->nk; i++) {
             int found = 0;
             for (int j = 0; j < p->nk && !found; j++) {
                 if (used[j]) continue;
-                if (!mq_work(c->a, 2)) return 0;
+                if (!reward_mq_work(c->a, 2)) return 0;
                 if (eq(c, g->kids[i], p->kids[j])) used[j] = 1, found = 1;
             }
             if (!found) return 0;
@@ -472,13 +472,13 @@ static int open_interval(const mq_node *n)
 
 static int cmp_sets(C *c, const mq_node *g, const mq_node *p)
 {
-    const mq_node *A = is_setlike(g) ? g : mq_un(c->a, MQ_SET, (mq_node *)g);
-    const mq_node *B = is_setlike(p) ? p : mq_un(c->a, MQ_SET, (mq_node *)p);
+    const mq_node *A = is_setlike(g) ? g : reward_mq_un(c->a, MQ_SET, (mq_node *)g);
+    const mq_node *B = is_setlike(p) ? p : reward_mq_un(c->a, MQ_SET, (mq_node *)p);
     if (!A || !B) return 0;
     if (A->kind == MQ_INTERVAL && B->kind == MQ_INTERVAL)
         return (A->flags & (MQ_F_LOPEN | MQ_F_ROPEN)) == (B->flags & (MQ_F_LOPEN | MQ_F_ROPEN)) &&
                eq(c, A->kids[0], B->kids[0]) && eq(c, A->kids[1], B->kids[1]);
-    const char *ca = mq_canon(c->a, A), *cb = mq_canon(c->a, B);
+    const char *ca = reward_mq_canon(c->a, A), *cb = reward_mq_canon(c->a, B);
     if (ca && cb && strcmp(ca, cb) == 0) return 1;
     int lists = (A->kind == MQ_SET || A->kind == MQ_TUPLE) && (B->kind == MQ_SET || B->kind == MQ_TUPLE);
     if (is_set(A) && is_set(B) && !(A->kind == MQ_SET && B->kind == MQ_SET))
@@ -486,11 +486,11 @@ static int cmp_sets(C *c, const mq_node *g, const mq_node *p)
     if (lists) return deep_compare(c, A, B);
     /* (1, 2) parses as an interval; 1,2 as a set: compare as pairs */
     if (open_interval(A) && (B->kind == MQ_SET || B->kind == MQ_TUPLE) && B->nk == 2) {
-        mq_node *t = mq_bin(c->a, MQ_TUPLE, A->kids[0], A->kids[1]);
+        mq_node *t = reward_mq_bin(c->a, MQ_TUPLE, A->kids[0], A->kids[1]);
         return t && deep_compare(c, t, B);
     }
     if (open_interval(B) && (A->kind == MQ_SET || A->kind == MQ_TUPLE) && A->nk == 2) {
-        mq_node *t = mq_bin(c->a, MQ_TUPLE, B->kids[0], B->kids[1]);
+        mq_node *t = reward_mq_bin(c->a, MQ_TUPLE, B->kids[0], B->kids[1]);
         return t && deep_compare(c, A, t);
     }
     return 0;
@@ -522,10 +522,13 @@ static int concat_equal(const mq_node *sym, const mq_node *prod)
     return strcmp(buf, sym->name) == 0;
 }
 
+/* Math-Verify sympy_compare_symbols: 1 equal, 0 unequal, -1 not a symbol
+ * case (the numeric comparison decides). */
 static int cmp_symbols(const mq_node *g, const mq_node *p)
 {
-    if (g->kind == MQ_SYM && is_e_const(p)) return strcmp(g->name, "e") == 0;
-    if (p->kind == MQ_SYM && is_e_const(g)) return strcmp(p->name, "e") == 0;
+    /* \text{e} or E (a symbol) against Euler's e */
+    if (g->kind == MQ_SYM && is_e_const(p)) return strcmp(g->name, "e") == 0 ? 1 : -1;
+    if (p->kind == MQ_SYM && is_e_const(g)) return strcmp(p->name, "e") == 0 ? 1 : -1;
     if (g->kind == MQ_SYM && p->kind == MQ_SYM) return strcmp(g->name, p->name) == 0;
     if (g->kind == MQ_SYM) return concat_equal(g, p);
     if (p->kind == MQ_SYM) return concat_equal(p, g);
@@ -537,19 +540,19 @@ static int cmp_symbols(const mq_node *g, const mq_node *p)
 
 static const mq_node *make_eq(C *c, const mq_node *l, const mq_node *r)
 {
-    mq_node *n = mq_bin(c->a, MQ_REL, (mq_node *)l, (mq_node *)r);
+    mq_node *n = reward_mq_bin(c->a, MQ_REL, (mq_node *)l, (mq_node *)r);
     if (n) n->rel = MQ_EQ;
     return n;
 }
 
 static int eq(C *c, const mq_node *g, const mq_node *p)
 {
-    if (!g || !p || !mq_work(c->a, 5)) return 0;
+    if (!g || !p || !reward_mq_work(c->a, 5)) return 0;
     if (!c->cfg->strict) {
         const char *ga[16], *pa[16];
-        int gn = mq_atoms(c->a, g, ga, 16, 0), pn = mq_atoms(c->a, p, pa, 16, 0);
+        int gn = reward_mq_atoms(c->a, g, ga, 16, 0), pn = reward_mq_atoms(c->a, p, pa, 16, 0);
         if (gn == pn && gn > 0 && gn <= 16) {
-            mq_node *r = mq_rename(c->a, p, pa, ga, gn);
+            mq_node *r = reward_mq_rename(c->a, p, pa, ga, gn);
             if (r) p = r;
         }
     }
@@ -564,26 +567,19 @@ static int eq(C *c, const mq_node *g, const mq_node *p)
     if (is_relation(g) && is_set(p)) g = as_set(c, g);
     if (c->cfg->allow_set_relation_comp && is_relation(p) && is_set(g)) p = as_set(c, p);
 
-    const char *cg = mq_canon(c->a, g), *cp = mq_canon(c->a, p);
+    const char *cg = reward_mq_canon(c->a, g), *cp = reward_mq_canon(c->a, p);
     if (cg && cp && strcmp(cg, cp) == 0) return 1;
 
     if (is_relation(g) && is_relation(p)) return cmp_relational(c, g, p);
     if (is_setlike(g) || is_setlike(p)) return cmp_sets(c, g, p);
     if (g->kind == MQ_SYM || p->kind == MQ_SYM) {
         int r = cmp_symbols(g, p);
-        if (r >= 0 && (r == 1 || g->kind == MQ_SYM || p->kind == MQ_SYM)) {
-            if (r == 1) return 1;
-            /* Math-Verify stops here; a symbol against a different symbol
-             * or spelled word is unequal */
-            if ((g->kind == MQ_SYM && p->kind == MQ_SYM) || (g->kind == MQ_SYM && p->kind == MQ_MUL) ||
-                (p->kind == MQ_SYM && g->kind == MQ_MUL))
-                return 0;
-        }
+        if (r >= 0) return r;
     }
     return numeric_eq(c, g, p) || symbolic_eq(c, g, p);
 }
 
-int mq_equal(mq_arena *a, const mq_node *gold, const mq_node *pred, const mq_cmp_cfg *cfg)
+int reward_mq_equal(mq_arena *a, const mq_node *gold, const mq_node *pred, const mq_cmp_cfg *cfg)
 {
     C c = {.a = a, .cfg = cfg};
     return eq(&c, gold, pred);

@@ -107,7 +107,7 @@ static mq_val from_rat(mq_arena *a, const mq_rat *q)
 {
     (void)a;
     mq_val v = bad();
-    long double d = mq_rat_to_ld(q);
+    long double d = reward_mq_rat_to_ld(q);
     if (!isfinite((double)d)) {
         /* exact but beyond double range: exact comparisons still work */
         v.ok = V_BAD;
@@ -130,7 +130,7 @@ static mq_val add(E *e, mq_val x, mq_val y)
 {
     if (x.exact && y.exact) {
         mq_rat r;
-        if (!mq_rat_add(e->a, &r, &x.q, &y.q)) return from_rat(e->a, &r);
+        if (!reward_mq_rat_add(e->a, &r, &x.q, &y.q)) return from_rat(e->a, &r);
     }
     if (!x.ok || !y.ok) return bad();
     if (x.ok == V_INF || y.ok == V_INF) {
@@ -144,7 +144,7 @@ static mq_val add(E *e, mq_val x, mq_val y)
 
 static mq_val neg(mq_val x)
 {
-    if (x.exact) mq_rat_neg(&x.q, &x.q);
+    if (x.exact) reward_mq_rat_neg(&x.q, &x.q);
     x.z = unsigned_zero(-x.z);
     return x;
 }
@@ -153,7 +153,7 @@ static mq_val mul(E *e, mq_val x, mq_val y)
 {
     if (x.exact && y.exact) {
         mq_rat r;
-        if (!mq_rat_mul(e->a, &r, &x.q, &y.q)) return from_rat(e->a, &r);
+        if (!reward_mq_rat_mul(e->a, &r, &x.q, &y.q)) return from_rat(e->a, &r);
     }
     if (!x.ok || !y.ok) return bad();
     if (x.ok == V_INF || y.ok == V_INF) {
@@ -171,9 +171,9 @@ static mq_val mul(E *e, mq_val x, mq_val y)
 static mq_val divide(E *e, mq_val x, mq_val y)
 {
     if (x.exact && y.exact) {
-        if (mq_rat_is_zero(&y.q)) return bad();
+        if (reward_mq_rat_is_zero(&y.q)) return bad();
         mq_rat r;
-        if (!mq_rat_div(e->a, &r, &x.q, &y.q)) return from_rat(e->a, &r);
+        if (!reward_mq_rat_div(e->a, &r, &x.q, &y.q)) return from_rat(e->a, &r);
     }
     if (!x.ok || !y.ok) return bad();
     if (y.ok == V_INF) {
@@ -190,12 +190,12 @@ static mq_val power(E *e, mq_val b, mq_val x)
     if (b.exact && x.exact) {
         mq_rat r;
         int64_t k;
-        if (mq_rat_is_int(&x.q) && mq_int_to_i64(&x.q.num, &k) && k >= -100000 && k <= 100000) {
-            if (!(mq_rat_is_zero(&b.q) && k < 0) && !mq_rat_pow(e->a, &r, &b.q, k)) return from_rat(e->a, &r);
-        } else if (x.q.den.n == 1 && x.q.den.d[0] == 2 && mq_int_to_i64(&x.q.num, &k) && k > -1000 &&
+        if (reward_mq_rat_is_int(&x.q) && reward_mq_int_to_i64(&x.q.num, &k) && k >= -100000 && k <= 100000) {
+            if (!(reward_mq_rat_is_zero(&b.q) && k < 0) && !reward_mq_rat_pow(e->a, &r, &b.q, k)) return from_rat(e->a, &r);
+        } else if (x.q.den.n == 1 && x.q.den.d[0] == 2 && reward_mq_int_to_i64(&x.q.num, &k) && k > -1000 &&
                    k < 1000 && b.q.num.sign >= 0) {
             mq_rat s;
-            if (mq_rat_sqrt_exact(e->a, &s, &b.q) && !mq_rat_pow(e->a, &r, &s, k)) return from_rat(e->a, &r);
+            if (reward_mq_rat_sqrt_exact(e->a, &s, &b.q) && !reward_mq_rat_pow(e->a, &r, &s, k)) return from_rat(e->a, &r);
         }
     }
     if (!b.ok || !x.ok) return bad();
@@ -215,7 +215,7 @@ static mq_val power(E *e, mq_val b, mq_val x)
 /* exact integer argument in int64, if any */
 static int exact_i64(const mq_val *v, int64_t *k)
 {
-    return v->exact && mq_rat_is_int(&v->q) && mq_int_to_i64(&v->q.num, k);
+    return v->exact && reward_mq_rat_is_int(&v->q) && reward_mq_int_to_i64(&v->q.num, k);
 }
 
 static mq_val func(E *e, const mq_node *n)
@@ -223,7 +223,7 @@ static mq_val func(E *e, const mq_node *n)
     mq_val x = eval(e, n->kids[0]);
     if (n->fn == MQ_FN_ABS) {
         if (x.exact) {
-            if (x.q.num.sign < 0) mq_rat_neg(&x.q, &x.q);
+            if (x.q.num.sign < 0) reward_mq_rat_neg(&x.q, &x.q);
             x.z = cabs(x.z);
             return x;
         }
@@ -233,20 +233,20 @@ static mq_val func(E *e, const mq_node *n)
     }
     if ((n->fn == MQ_FN_FLOOR || n->fn == MQ_FN_CEIL) && x.exact) {
         mq_int q, r;
-        if (!mq_int_divmod(e->a, &q, &r, &x.q.num, &x.q.den)) {
+        if (!reward_mq_int_divmod(e->a, &q, &r, &x.q.num, &x.q.den)) {
             /* truncation toward zero -> floor/ceil */
             mq_int one;
-            mq_int_from_i64(e->a, &one, 1);
-            if (r.sign < 0 && n->fn == MQ_FN_FLOOR && mq_int_sub(e->a, &q, &q, &one)) return bad();
-            if (r.sign > 0 && n->fn == MQ_FN_CEIL && mq_int_add(e->a, &q, &q, &one)) return bad();
+            reward_mq_int_from_i64(e->a, &one, 1);
+            if (r.sign < 0 && n->fn == MQ_FN_FLOOR && reward_mq_int_sub(e->a, &q, &q, &one)) return bad();
+            if (r.sign > 0 && n->fn == MQ_FN_CEIL && reward_mq_int_add(e->a, &q, &q, &one)) return bad();
             mq_rat res;
-            if (!mq_rat_make(e->a, &res, &q, &one)) return from_rat(e->a, &res);
+            if (!reward_mq_rat_make(e->a, &res, &q, &one)) return from_rat(e->a, &res);
         }
     }
     if (n->fn == MQ_FN_SQRT) {
         mq_val h = bad();
         h.exact = 1;
-        if (mq_rat_from_i64(e->a, &h.q, 1, 2)) return bad();
+        if (reward_mq_rat_from_i64(e->a, &h.q, 1, 2)) return bad();
         h.ok = V_OK;
         h.z = 0.5;
         if (x.ok == V_INF && creal(x.z) > 0) return x;
@@ -256,11 +256,11 @@ static mq_val func(E *e, const mq_node *n)
         int64_t k;
         if (exact_i64(&x, &k) && k >= 0 && k <= 2000) {
             mq_rat r;
-            mq_rat_from_i64(e->a, &r, 1, 1);
+            reward_mq_rat_from_i64(e->a, &r, 1, 1);
             int okx = 1;
             for (int64_t i = 2; i <= k && okx; i++) {
                 mq_rat f;
-                if (!mq_work(e->a, 1) || mq_rat_from_i64(e->a, &f, i, 1) || mq_rat_mul(e->a, &r, &r, &f)) okx = 0;
+                if (!reward_mq_work(e->a, 1) || reward_mq_rat_from_i64(e->a, &f, i, 1) || reward_mq_rat_mul(e->a, &r, &r, &f)) okx = 0;
             }
             if (okx) return from_rat(e->a, &r);
             return bad();
@@ -269,7 +269,7 @@ static mq_val func(E *e, const mq_node *n)
         return from_complex(tgamma(creal(x.z) + 1));
     }
     if (n->fn == MQ_FN_DET) {
-        const mq_node *m = mq_matrix_value(e->a, n->kids[0]);
+        const mq_node *m = reward_mq_matrix_value(e->a, n->kids[0]);
         if (!m || m->rows != m->cols || m->rows > 4) return bad();
         /* cofactor expansion, small matrices only */
         int r = m->rows;
@@ -292,7 +292,7 @@ static mq_val func(E *e, const mq_node *n)
             mq_val y = eval(e, n->kids[i]);
             if (n->fn == MQ_FN_MAX || n->fn == MQ_FN_MIN) {
                 if (acc.exact && y.exact) {
-                    int c = mq_rat_cmp(&acc.q, &y.q);
+                    int c = reward_mq_rat_cmp(&acc.q, &y.q);
                     if ((n->fn == MQ_FN_MAX) == (c < 0)) acc = y;
                     continue;
                 }
@@ -300,24 +300,24 @@ static mq_val func(E *e, const mq_node *n)
                 if ((n->fn == MQ_FN_MAX) == (creal(acc.z) < creal(y.z))) acc = y;
                 continue;
             }
-            if (!acc.exact || !y.exact || !mq_rat_is_int(&acc.q) || !mq_rat_is_int(&y.q)) return bad();
+            if (!acc.exact || !y.exact || !reward_mq_rat_is_int(&acc.q) || !reward_mq_rat_is_int(&y.q)) return bad();
             mq_int g;
-            if (mq_int_gcd(e->a, &g, &acc.q.num, &y.q.num)) return bad();
+            if (reward_mq_int_gcd(e->a, &g, &acc.q.num, &y.q.num)) return bad();
             mq_rat res, gr;
             mq_int one;
-            mq_int_from_i64(e->a, &one, 1);
+            reward_mq_int_from_i64(e->a, &one, 1);
             if (n->fn == MQ_FN_GCD) {
-                if (mq_rat_make(e->a, &res, &g, &one)) return bad();
+                if (reward_mq_rat_make(e->a, &res, &g, &one)) return bad();
             } else {
                 mq_int prod, l;
                 if (g.sign == 0) {
-                    mq_rat_from_i64(e->a, &res, 0, 1);
-                } else if (mq_int_mul(e->a, &prod, &acc.q.num, &y.q.num) ||
-                           mq_int_divmod(e->a, &l, NULL, &prod, &g)) {
+                    reward_mq_rat_from_i64(e->a, &res, 0, 1);
+                } else if (reward_mq_int_mul(e->a, &prod, &acc.q.num, &y.q.num) ||
+                           reward_mq_int_divmod(e->a, &l, NULL, &prod, &g)) {
                     return bad();
                 } else {
                     l.sign = l.n ? 1 : 0;
-                    if (mq_rat_make(e->a, &res, &l, &one)) return bad();
+                    if (reward_mq_rat_make(e->a, &res, &l, &one)) return bad();
                 }
             }
             (void)gr;
@@ -331,16 +331,16 @@ static mq_val func(E *e, const mq_node *n)
         if (exact_i64(&x, &nn) && exact_i64(&y, &kk) && nn >= 0 && nn <= 100000) {
             if (kk < 0 || kk > nn) {
                 mq_rat z;
-                if (mq_rat_from_i64(e->a, &z, 0, 1)) return bad();
+                if (reward_mq_rat_from_i64(e->a, &z, 0, 1)) return bad();
                 return from_rat(e->a, &z);
             }
             if (kk > nn - kk) kk = nn - kk;
             mq_rat r;
-            mq_rat_from_i64(e->a, &r, 1, 1);
+            reward_mq_rat_from_i64(e->a, &r, 1, 1);
             for (int64_t i = 1; i <= kk; i++) {
                 mq_rat f;
-                if (!mq_work(e->a, 1) || mq_rat_from_i64(e->a, &f, nn - kk + i, i) ||
-                    mq_rat_mul(e->a, &r, &r, &f))
+                if (!reward_mq_work(e->a, 1) || reward_mq_rat_from_i64(e->a, &f, nn - kk + i, i) ||
+                    reward_mq_rat_mul(e->a, &r, &r, &f))
                     return bad();
             }
             return from_rat(e->a, &r);
@@ -353,7 +353,7 @@ static mq_val func(E *e, const mq_node *n)
         mq_val k = eval(e, n->kids[1]);
         mq_val one = bad();
         one.exact = 1;
-        if (mq_rat_from_i64(e->a, &one.q, 1, 1)) return bad();
+        if (reward_mq_rat_from_i64(e->a, &one.q, 1, 1)) return bad();
         one.ok = V_OK, one.z = 1;
         return power(e, x, divide(e, one, k));
     }
@@ -416,16 +416,16 @@ static mq_val bigop(E *e, const mq_node *n)
     if (exact_i64(&lo, &l) && exact_i64(&hi, &h) && h - l < 10000 && e->nbound < 8) {
         mq_val acc = bad();
         acc.exact = 1;
-        if (mq_rat_from_i64(e->a, &acc.q, is_sum ? 0 : 1, 1)) return bad();
+        if (reward_mq_rat_from_i64(e->a, &acc.q, is_sum ? 0 : 1, 1)) return bad();
         acc.ok = V_OK;
         acc.z = is_sum ? 0 : 1;
         int slot = e->nbound++;
         e->bound[slot] = n->kids[0]->name;
         for (int64_t k = l; k <= h; k++) {
-            if (!mq_work(e->a, 10)) break;
+            if (!reward_mq_work(e->a, 10)) break;
             mq_val kv = bad();
             kv.exact = 1;
-            mq_rat_from_i64(e->a, &kv.q, k, 1);
+            reward_mq_rat_from_i64(e->a, &kv.q, k, 1);
             kv.ok = V_OK;
             kv.z = (double)k;
             e->bound_val[slot] = kv;
@@ -436,7 +436,7 @@ static mq_val bigop(E *e, const mq_node *n)
         return acc;
     }
     /* symbolic bounds: a value determined by the structure and the point */
-    const char *c = mq_canon(e->a, n);
+    const char *c = reward_mq_canon(e->a, n);
     if (!c) return bad();
     uint64_t hh = fnv(c, strlen(c), 7);
     hh = fnv(&e->pt, sizeof e->pt, hh);
@@ -445,7 +445,7 @@ static mq_val bigop(E *e, const mq_node *n)
 
 static mq_val eval(E *e, const mq_node *n)
 {
-    if (!mq_work(e->a, 1)) return bad();
+    if (!reward_mq_work(e->a, 1)) return bad();
     switch (n->kind) {
     case MQ_NUM: return from_rat(e->a, &n->q);
     case MQ_SYM: {
@@ -492,14 +492,14 @@ static mq_val eval(E *e, const mq_node *n)
     case MQ_PCT: {
         mq_val x = eval(e, n->kids[0]), h = bad();
         h.exact = 1;
-        if (mq_rat_from_i64(e->a, &h.q, 100, 1)) return bad();
+        if (reward_mq_rat_from_i64(e->a, &h.q, 100, 1)) return bad();
         h.ok = V_OK, h.z = 100;
         return divide(e, x, h);
     }
     case MQ_FUNC: return func(e, n);
     case MQ_APPLY: {
         if (e->subst) {
-            const char *c = mq_canon(e->a, n);
+            const char *c = reward_mq_canon(e->a, n);
             if (c && strcmp(c, e->subst) == 0) return from_complex(e->subst_val);
         }
         uint64_t h = fnv(n->name, strlen(n->name), 11);
@@ -515,7 +515,7 @@ static mq_val eval(E *e, const mq_node *n)
     }
 }
 
-mq_val mq_eval(mq_arena *a, const mq_node *n, int pt)
+mq_val reward_mq_eval(mq_arena *a, const mq_node *n, int pt)
 {
     E e = {.a = a, .pt = pt};
     mq_val v = eval(&e, n);
@@ -523,23 +523,23 @@ mq_val mq_eval(mq_arena *a, const mq_node *n, int pt)
     return v;
 }
 
-mq_val mq_eval_subst(mq_arena *a, const mq_node *n, const char *atom, double t)
+mq_val reward_mq_eval_subst(mq_arena *a, const mq_node *n, const char *atom, double t)
 {
     E e = {.a = a, .pt = 0, .subst = atom, .subst_val = t};
     return eval(&e, n);
 }
 
-int mq_has_symbols(const mq_node *n)
+int reward_mq_has_symbols(const mq_node *n)
 {
     if (n->kind == MQ_SYM) return 1;
     if (n->kind == MQ_BIGOP) {
         /* the bound variable is not free */
         for (int i = 1; i < n->nk; i++)
-            if (i != 3 && mq_has_symbols(n->kids[i])) return 1;
+            if (i != 3 && reward_mq_has_symbols(n->kids[i])) return 1;
         return 1; /* conservatively: the body may use other symbols */
     }
     for (int i = 0; i < n->nk; i++)
-        if (mq_has_symbols(n->kids[i])) return 1;
+        if (reward_mq_has_symbols(n->kids[i])) return 1;
     return 0;
 }
 
@@ -559,14 +559,14 @@ static const char *rel_str(mq_rel r)
 
 static int canon_rec(mq_arena *a, const mq_node *n, base_buf *b, int depth)
 {
-    if (depth > MQ_MAX_DEPTH * 2 || !mq_work(a, 1) || b->len > ((size_t)4 << 20)) return -1;
+    if (depth > MQ_MAX_DEPTH * 2 || !reward_mq_work(a, 1) || b->len > ((size_t)4 << 20)) return -1;
     switch (n->kind) {
     case MQ_NUM: {
         char buf[MQ_MAX_LIMBS * 10 + 16];
-        if (mq_int_to_dec(&n->q.num, buf, sizeof buf) < 0) return -1;
+        if (reward_mq_int_to_dec(&n->q.num, buf, sizeof buf) < 0) return -1;
         base_buf_puts(b, buf);
-        if (!mq_rat_is_int(&n->q)) {
-            if (mq_int_to_dec(&n->q.den, buf, sizeof buf) < 0) return -1;
+        if (!reward_mq_rat_is_int(&n->q)) {
+            if (reward_mq_int_to_dec(&n->q.den, buf, sizeof buf) < 0) return -1;
             base_buf_printf(b, "/%s", buf);
         }
         return 0;
@@ -577,7 +577,7 @@ static int canon_rec(mq_arena *a, const mq_node *n, base_buf *b, int depth)
     default: break;
     }
     /* kids' texts */
-    const char **ks = n->nk ? mq_alloc(a, sizeof(char *) * (size_t)n->nk) : NULL;
+    const char **ks = n->nk ? reward_mq_alloc(a, sizeof(char *) * (size_t)n->nk) : NULL;
     if (n->nk && !ks) return -1;
     for (int i = 0; i < n->nk; i++) {
         base_buf kb = {0};
@@ -585,7 +585,7 @@ static int canon_rec(mq_arena *a, const mq_node *n, base_buf *b, int depth)
             base_buf_free(&kb);
             return -1;
         }
-        ks[i] = mq_strndup(a, kb.data ? kb.data : "", kb.len);
+        ks[i] = reward_mq_strndup(a, kb.data ? kb.data : "", kb.len);
         base_buf_free(&kb);
         if (!ks[i]) return -1;
     }
@@ -599,7 +599,7 @@ static int canon_rec(mq_arena *a, const mq_node *n, base_buf *b, int depth)
     case MQ_NEG: head = "neg"; break;
     case MQ_DIV: head = "div"; break;
     case MQ_POW: head = "pow"; break;
-    case MQ_FUNC: head = mq_fn_name(n->fn); break;
+    case MQ_FUNC: head = reward_mq_fn_name(n->fn); break;
     case MQ_APPLY: head = n->name; break;
     case MQ_PCT: head = "pct"; break;
     case MQ_BIGOP: head = n->name; break;
@@ -631,11 +631,11 @@ static int canon_rec(mq_arena *a, const mq_node *n, base_buf *b, int depth)
     return 0;
 }
 
-const char *mq_canon(mq_arena *a, const mq_node *n)
+const char *reward_mq_canon(mq_arena *a, const mq_node *n)
 {
     base_buf b = {0};
     const char *r = NULL;
-    if (!canon_rec(a, n, &b, 0)) r = mq_strndup(a, b.data ? b.data : "", b.len);
+    if (!canon_rec(a, n, &b, 0)) r = reward_mq_strndup(a, b.data ? b.data : "", b.len);
     base_buf_free(&b);
     return r;
 }
@@ -647,7 +647,7 @@ static void atoms_rec(mq_arena *a, const mq_node *n, const char **out, int *k, i
                       const char *bound, int fn_atoms)
 {
     if (n->kind == MQ_SYM || (fn_atoms && n->kind == MQ_APPLY)) {
-        const char *t = n->kind == MQ_SYM ? n->name : mq_canon(a, n);
+        const char *t = n->kind == MQ_SYM ? n->name : reward_mq_canon(a, n);
         if (!t || (bound && strcmp(t, bound) == 0)) return;
         for (int i = 0; i < *k; i++)
             if (strcmp(out[i], t) == 0) return;
@@ -662,7 +662,7 @@ static void atoms_rec(mq_arena *a, const mq_node *n, const char **out, int *k, i
     for (int i = 0; i < n->nk; i++) atoms_rec(a, n->kids[i], out, k, cap, bound, fn_atoms);
 }
 
-int mq_atoms(mq_arena *a, const mq_node *n, const char **out, int cap, int fn_atoms)
+int reward_mq_atoms(mq_arena *a, const mq_node *n, const char **out, int cap, int fn_atoms)
 {
     int k = 0;
     atoms_rec(a, n, out, &k, cap, NULL, fn_atoms);
@@ -671,9 +671,9 @@ int mq_atoms(mq_arena *a, const mq_node *n, const char **out, int cap, int fn_at
     return k;
 }
 
-mq_node *mq_rename(mq_arena *a, const mq_node *n, const char **from, const char **to, int k)
+mq_node *reward_mq_rename(mq_arena *a, const mq_node *n, const char **from, const char **to, int k)
 {
-    mq_node *c = mq_new(a, n->kind, n->nk);
+    mq_node *c = reward_mq_new(a, n->kind, n->nk);
     if (!c) return NULL;
     mq_node **kids = c->kids;
     *c = *n;
@@ -682,7 +682,7 @@ mq_node *mq_rename(mq_arena *a, const mq_node *n, const char **from, const char 
         for (int i = 0; i < k; i++)
             if (strcmp(n->name, from[i]) == 0) c->name = to[i];
     for (int i = 0; i < n->nk; i++) {
-        c->kids[i] = mq_rename(a, n->kids[i], from, to, k);
+        c->kids[i] = reward_mq_rename(a, n->kids[i], from, to, k);
         if (!c->kids[i]) return NULL;
     }
     return c;
@@ -691,18 +691,18 @@ mq_node *mq_rename(mq_arena *a, const mq_node *n, const char **from, const char 
 /* ------------------------------------------------------------------------ */
 /* Matrices                                                                 */
 
-int mq_is_matrix_expr(const mq_node *n)
+int reward_mq_is_matrix_expr(const mq_node *n)
 {
     switch (n->kind) {
     case MQ_MATRIX: return 1;
     case MQ_ADD:
     case MQ_MUL:
         for (int i = 0; i < n->nk; i++)
-            if (mq_is_matrix_expr(n->kids[i])) return 1;
+            if (reward_mq_is_matrix_expr(n->kids[i])) return 1;
         return 0;
     case MQ_NEG:
     case MQ_DIV:
-    case MQ_POW: return mq_is_matrix_expr(n->kids[0]);
+    case MQ_POW: return reward_mq_is_matrix_expr(n->kids[0]);
     default: return 0;
     }
 }
@@ -710,7 +710,7 @@ int mq_is_matrix_expr(const mq_node *n)
 static mq_node *mat_new(mq_arena *a, int r, int c)
 {
     if (r * c > MQ_MAX_ELEMS) return NULL;
-    mq_node *m = mq_new(a, MQ_MATRIX, r * c);
+    mq_node *m = reward_mq_new(a, MQ_MATRIX, r * c);
     if (!m) return NULL;
     m->rows = r, m->cols = c;
     return m;
@@ -723,10 +723,10 @@ static mq_node *mat_mul(mq_arena *a, const mq_node *x, const mq_node *y)
     if (!m) return NULL;
     for (int i = 0; i < x->rows; i++)
         for (int j = 0; j < y->cols; j++) {
-            mq_node *s = mq_new(a, MQ_ADD, x->cols);
+            mq_node *s = reward_mq_new(a, MQ_ADD, x->cols);
             if (!s) return NULL;
             for (int k = 0; k < x->cols; k++) {
-                s->kids[k] = mq_bin(a, MQ_MUL, x->kids[i * x->cols + k], y->kids[k * y->cols + j]);
+                s->kids[k] = reward_mq_bin(a, MQ_MUL, x->kids[i * x->cols + k], y->kids[k * y->cols + j]);
                 if (!s->kids[k]) return NULL;
             }
             m->kids[i * m->cols + j] = s;
@@ -739,29 +739,29 @@ static mq_node *mat_scale(mq_arena *a, const mq_node *x, mq_node *s, mq_kind how
     mq_node *m = mat_new(a, x->rows, x->cols);
     if (!m) return NULL;
     for (int i = 0; i < x->nk; i++) {
-        m->kids[i] = how == MQ_NEG ? mq_un(a, MQ_NEG, x->kids[i]) : mq_bin(a, how, x->kids[i], s);
+        m->kids[i] = how == MQ_NEG ? reward_mq_un(a, MQ_NEG, x->kids[i]) : reward_mq_bin(a, how, x->kids[i], s);
         if (!m->kids[i]) return NULL;
     }
     return m;
 }
 
-mq_node *mq_matrix_value(mq_arena *a, const mq_node *n)
+mq_node *reward_mq_matrix_value(mq_arena *a, const mq_node *n)
 {
     switch (n->kind) {
     case MQ_MATRIX: return (mq_node *)n;
     case MQ_NEG: {
-        mq_node *x = mq_matrix_value(a, n->kids[0]);
+        mq_node *x = reward_mq_matrix_value(a, n->kids[0]);
         return x ? mat_scale(a, x, NULL, MQ_NEG) : NULL;
     }
     case MQ_DIV: {
-        mq_node *x = mq_matrix_value(a, n->kids[0]);
-        if (!x || mq_is_matrix_expr(n->kids[1])) return NULL;
+        mq_node *x = reward_mq_matrix_value(a, n->kids[0]);
+        if (!x || reward_mq_is_matrix_expr(n->kids[1])) return NULL;
         return mat_scale(a, x, n->kids[1], MQ_DIV);
     }
     case MQ_ADD: {
         mq_node *acc = NULL;
         for (int i = 0; i < n->nk; i++) {
-            mq_node *x = mq_matrix_value(a, n->kids[i]);
+            mq_node *x = reward_mq_matrix_value(a, n->kids[i]);
             if (!x) return NULL;
             if (!acc) {
                 acc = x;
@@ -771,7 +771,7 @@ mq_node *mq_matrix_value(mq_arena *a, const mq_node *n)
             mq_node *m = mat_new(a, x->rows, x->cols);
             if (!m) return NULL;
             for (int k = 0; k < x->nk; k++) {
-                m->kids[k] = mq_bin(a, MQ_ADD, acc->kids[k], x->kids[k]);
+                m->kids[k] = reward_mq_bin(a, MQ_ADD, acc->kids[k], x->kids[k]);
                 if (!m->kids[k]) return NULL;
             }
             acc = m;
@@ -783,12 +783,12 @@ mq_node *mq_matrix_value(mq_arena *a, const mq_node *n)
         mq_node *scal[32];
         int ns = 0;
         for (int i = 0; i < n->nk; i++) {
-            if (!mq_is_matrix_expr(n->kids[i])) {
+            if (!reward_mq_is_matrix_expr(n->kids[i])) {
                 if (ns >= 32) return NULL;
                 scal[ns++] = n->kids[i];
                 continue;
             }
-            mq_node *x = mq_matrix_value(a, n->kids[i]);
+            mq_node *x = reward_mq_matrix_value(a, n->kids[i]);
             if (!x) return NULL;
             acc = acc ? mat_mul(a, acc, x) : x;
             if (!acc) return NULL;
@@ -797,10 +797,10 @@ mq_node *mq_matrix_value(mq_arena *a, const mq_node *n)
         return acc;
     }
     case MQ_POW: {
-        mq_node *x = mq_matrix_value(a, n->kids[0]);
+        mq_node *x = reward_mq_matrix_value(a, n->kids[0]);
         const mq_node *k = n->kids[1];
         int64_t e;
-        if (!x || k->kind != MQ_NUM || !mq_rat_is_int(&k->q) || !mq_int_to_i64(&k->q.num, &e) ||
+        if (!x || k->kind != MQ_NUM || !reward_mq_rat_is_int(&k->q) || !reward_mq_int_to_i64(&k->q.num, &e) ||
             e < 1 || e > 8)
             return NULL;
         mq_node *acc = x;

@@ -99,20 +99,20 @@ static void index_groups(pattern *pt)
         char name[64];
         for (int k = 0; k < N_ENV_KINDS; k++) {
             snprintf(name, sizeof name, "%s%s", k_prefixes[p], k_env_kinds[k]);
-            pt->env_group[p][k] = mq_re_group_index(pt->re, name);
+            pt->env_group[p][k] = reward_mq_re_group_index(pt->re, name);
         }
         snprintf(name, sizeof name, "%spercent", k_prefixes[p]);
-        pt->pct_group[p] = pt->is_latex ? mq_re_group_index(pt->re, name) : -1;
+        pt->pct_group[p] = pt->is_latex ? reward_mq_re_group_index(pt->re, name) : -1;
     }
     static const char *const nums[7] = {"integer1", "integer2", "integer3", "decimal1", "decimal2", "decimal3", "percent"};
-    for (int k = 0; k < 7; k++) pt->num_group[k] = pt->is_latex ? -1 : mq_re_group_index(pt->re, nums[k]);
-    pt->expr_group = pt->is_latex ? -1 : mq_re_group_index(pt->re, "expr");
+    for (int k = 0; k < 7; k++) pt->num_group[k] = pt->is_latex ? -1 : reward_mq_re_group_index(pt->re, nums[k]);
+    pt->expr_group = pt->is_latex ? -1 : reward_mq_re_group_index(pt->re, "expr");
 }
 
 static void add_pattern(pattern *arr, int *n, const char *pat, int prio, int is_latex)
 {
     pattern *pt = &arr[(*n)++];
-    pt->re = mq_re_compile(pat, is_latex ? PCRE2_DOTALL : 0);
+    pt->re = reward_mq_re_compile(pat, is_latex ? PCRE2_DOTALL : 0);
     pt->prio = prio;
     pt->is_latex = is_latex;
     index_groups(pt);
@@ -199,16 +199,16 @@ static mq_node *parse_latex(mq_arena *a, const char *s, size_t n, const reward_m
 {
     mq_norm_cfg nc = norm_cfg(o, boxed);
     char *pre = NULL;
-    char *t = mq_normalize(a, s, n, &nc, &pre);
+    char *t = reward_mq_normalize(a, s, n, &nc, &pre);
     *norm = t;
     if (!t) return NULL;
     mq_parse_cfg pc = {.ordered_lists = o->ordered_lists};
-    mq_node *r = mq_parse_with_last_eq(a, t, strlen(t), &pc);
-    if (!r && pre && !a->failed) r = mq_parse_with_last_eq(a, pre, strlen(pre), &pc);
+    mq_node *r = reward_mq_parse_with_last_eq(a, t, strlen(t), &pc);
+    if (!r && pre && !a->failed) r = reward_mq_parse_with_last_eq(a, pre, strlen(pre), &pc);
     return r;
 }
 
-static mq_node *pct(mq_arena *a, mq_node *x) { return x ? mq_un(a, MQ_PCT, x) : NULL; }
+static mq_node *pct(mq_arena *a, mq_node *x) { return x ? reward_mq_un(a, MQ_PCT, x) : NULL; }
 
 static void extract_latex(mq_arena *a, const char *s, const match *m, const reward_math_opts *o, mq_answer *out)
 {
@@ -241,7 +241,7 @@ static void extract_latex(mq_arena *a, const char *s, const match *m, const rewa
         /* "$1$, $2$ and $3$" -> {1, 2, 3} */
         int tot = 0;
         for (int i = 0; i < k; i++) tot += nodes[i]->kind == MQ_SET ? nodes[i]->nk : 1;
-        mq_node *setn = mq_new(a, MQ_SET, tot);
+        mq_node *setn = reward_mq_new(a, MQ_SET, tot);
         if (!setn) return;
         int j = 0;
         for (int i = 0; i < k; i++) {
@@ -252,7 +252,7 @@ static void extract_latex(mq_arena *a, const char *s, const match *m, const rewa
         base_buf b = {0};
         for (int i = 0; i < k; i++) base_buf_printf(&b, "%s%s", i ? " and " : "", strs[i]);
         out->node = setn;
-        out->str = mq_strndup(a, b.data, b.len);
+        out->str = reward_mq_strndup(a, b.data, b.len);
         out->norm = out->str;
         base_buf_free(&b);
         return;
@@ -291,17 +291,17 @@ static void extract_expr(mq_arena *a, const char *s, const match *m, const rewar
         while (lz < ip.len && ip.data[lz] == '0') lz++;
         const char *ipd = ip.len > lz ? ip.data + lz : "0";
         size_t ipn = ip.len > lz ? ip.len - lz : 1;
-        mq_node *num = mq_new(a, MQ_NUM, 0);
+        mq_node *num = reward_mq_new(a, MQ_NUM, 0);
         base_buf txt = {0};
         base_buf_printf(&txt, "%s%.*s%s%.*s", neg ? "-" : "", (int)ipn, ipd, gd >= 0 ? "." : "",
                         (int)fp.len, fp.data ? fp.data : "");
-        if (num && !mq_rat_from_decimal(a, &num->q, ipd, ipn, fp.data ? fp.data : "", fp.len, 0)) {
+        if (num && !reward_mq_rat_from_decimal(a, &num->q, ipd, ipn, fp.data ? fp.data : "", fp.len, 0)) {
             if (gd >= 0) num->flags |= MQ_F_FLOAT;
-            mq_node *x = neg ? mq_un(a, MQ_NEG, num) : num;
+            mq_node *x = neg ? reward_mq_un(a, MQ_NEG, num) : num;
             if (x && set(ov, pt->num_group[6])) x = pct(a, x);
             out->node = x;
         }
-        out->str = mq_strndup(a, txt.data, txt.len);
+        out->str = reward_mq_strndup(a, txt.data, txt.len);
         out->norm = out->str;
         base_buf_free(&ip);
         base_buf_free(&fp);
@@ -310,12 +310,12 @@ static void extract_expr(mq_arena *a, const char *s, const match *m, const rewar
     }
     if (set(ov, pt->expr_group)) {
         size_t st = ov[2 * pt->expr_group], en = ov[2 * pt->expr_group + 1];
-        char *e = mq_strndup(a, s + st, en - st);
+        char *e = reward_mq_strndup(a, s + st, en - st);
         if (!e) return;
         out->str = e;
         out->norm = e;
         mq_parse_cfg pc = {.plain_expr = 1};
-        out->node = mq_parse(a, e, en - st, &pc);
+        out->node = reward_mq_parse(a, e, en - st, &pc);
     }
 }
 
@@ -338,7 +338,7 @@ static void plain(mq_arena *a, const char *s, size_t n, const reward_math_opts *
     out->norm = norm;
 }
 
-void mq_extract(mq_arena *a, const char *s, size_t n, const reward_math_opts *o, mq_answer *out)
+void reward_mq_extract(mq_arena *a, const char *s, size_t n, const reward_math_opts *o, mq_answer *out)
 {
     memset(out, 0, sizeof *out);
     if (n > MQ_EXTRACT_WINDOW) {
@@ -385,15 +385,15 @@ void mq_extract(mq_arena *a, const char *s, size_t n, const reward_math_opts *o,
         int nm = 0, cap = 0, order = 0;
         for (int i = 0; i < np; i++) {
             if (prios[i] != levels[L]) continue;
-            int ng = mq_re_group_count(pats[i]->re);
+            int ng = reward_mq_re_group_count(pats[i]->re);
             size_t pos = 0;
             while (pos <= n && nm < MQ_MAX_MATCHES) {
-                size_t *ov = mq_alloc(a, sizeof(size_t) * 2 * (size_t)(ng + 1));
+                size_t *ov = reward_mq_alloc(a, sizeof(size_t) * 2 * (size_t)(ng + 1));
                 if (!ov) break;
-                if (mq_re_find(pats[i]->re, s, n, pos, ov, 2 * (ng + 1)) != 1) break;
+                if (reward_mq_re_find(pats[i]->re, s, n, pos, ov, 2 * (ng + 1)) != 1) break;
                 if (nm == cap) {
                     cap = cap ? 2 * cap : 16;
-                    match *nmv = mq_alloc(a, sizeof(match) * (size_t)cap);
+                    match *nmv = reward_mq_alloc(a, sizeof(match) * (size_t)cap);
                     if (!nmv) break;
                     if (nm) memcpy(nmv, ms, sizeof(match) * (size_t)nm);
                     ms = nmv;

@@ -92,36 +92,36 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void compile_all(void)
 {
-    R.left = mq_re_compile(
+    R.left = reward_mq_re_compile(
         "\\\\m?left(\\\\\\{|\\{|\\\\\\||\\||\\[|\\(|\\\\rbracl|\\\\lgroup|\\\\lbrace|\\\\lbrack|"
         "\\\\vert|\\\\lvert|\\\\lceil|\\\\lfloor|\\\\vert|\\\\lvert|\\\\langle|\\\\llcorner|"
         "\\\\ulcorner)",
         0);
-    R.right = mq_re_compile(
+    R.right = reward_mq_re_compile(
         "\\\\m?right(\\\\\\}|\\}|\\\\\\||\\||\\]|\\)|\\\\rbrack|\\\\rgroup|\\\\rbrace|\\\\rbrack|"
         "\\\\vert|\\\\rvert|\\\\rceil|\\\\rfloor|\\\\vert|\\\\rvert|\\\\rangle|\\\\lrcorner|"
         "\\\\urcorner)",
         0);
-    R.perm = mq_re_compile("\\(([a-zA-Z0-9+\\-*/\\\\ ]+?)\\)_\\{([a-zA-Z0-9+\\-*/\\\\ ]+?)\\}", 0);
-    R.remove = mq_re_compile("\\\\mathrm\\{th\\}|\\\\!\\s*|\\\\text\\s*\\{\\s*\\}|\\\\\\$|\\$|"
+    R.perm = reward_mq_re_compile("\\(([a-zA-Z0-9+\\-*/\\\\ ]+?)\\)_\\{([a-zA-Z0-9+\\-*/\\\\ ]+?)\\}", 0);
+    R.remove = reward_mq_re_compile("\\\\mathrm\\{th\\}|\\\\!\\s*|\\\\text\\s*\\{\\s*\\}|\\\\\\$|\\$|"
                              "(?<!\\\\)[\"']|\\\\displaystyle",
                              0);
     base_buf b = {0};
     for (int i = 0; i < N_REPL; i++) base_buf_printf(&b, "%s(%s)", i ? "|" : "", k_repl[i].pat);
-    R.repl = mq_re_compile(b.data, 0);
+    R.repl = reward_mq_re_compile(b.data, 0);
     /* group numbers of the branches: the patterns have no capture groups */
     for (int i = 0; i < N_REPL; i++) R.repl_group[i] = i + 1;
     base_buf_free(&b);
-    R.slash_fix = mq_re_compile("\\\\\\\\(?=[a-zA-Z])", 0);
-    R.unit_sup = mq_re_compile("(\\\\(?:text|mbox)\\{.*?\\})(\\^\\d|\\{\\^\\d\\})?$", 0);
+    R.slash_fix = reward_mq_re_compile("\\\\\\\\(?=[a-zA-Z])", 0);
+    R.unit_sup = reward_mq_re_compile("(\\\\(?:text|mbox)\\{.*?\\})(\\^\\d|\\{\\^\\d\\})?$", 0);
     base_buf u = {0};
     base_buf_puts(&u, "(\\d|\\}|\\s)\\s*(?:(?:");
     for (size_t i = 0; i < sizeof k_units / sizeof k_units[0]; i++)
         base_buf_printf(&u, "%s%s", i ? "|" : "", k_units[i]);
     base_buf_puts(&u, ")(?:s|es)?)\\s*$");
-    R.units = mq_re_compile(u.data, 0);
+    R.units = reward_mq_re_compile(u.data, 0);
     base_buf_free(&u);
-    for (int i = 0; i < N_MALFORMED; i++) R.malformed[i] = mq_re_compile(k_malformed[i].pat, 0);
+    for (int i = 0; i < N_MALFORMED; i++) R.malformed[i] = reward_mq_re_compile(k_malformed[i].pat, 0);
 }
 
 /* Replace every occurrence of `from` by `to`. */
@@ -137,7 +137,7 @@ static char *replace_all(mq_arena *a, const char *s, const char *from, const cha
         p = q + fl;
     }
     base_buf_puts(&b, p);
-    char *r = mq_strndup(a, b.data, b.len);
+    char *r = reward_mq_strndup(a, b.data, b.len);
     base_buf_free(&b);
     return r;
 }
@@ -145,7 +145,7 @@ static char *replace_all(mq_arena *a, const char *s, const char *from, const cha
 static char *sub(mq_arena *a, const mq_re *re, const char *s, const char *tmpl)
 {
     if (!s) return NULL;
-    return mq_re_sub(a, re, s, strlen(s), tmpl, NULL);
+    return reward_mq_re_sub(a, re, s, strlen(s), tmpl, NULL);
 }
 
 static char *do_replacements(mq_arena *a, const char *s)
@@ -154,7 +154,7 @@ static char *do_replacements(mq_arena *a, const char *s)
     base_buf b = {0};
     size_t ov[2 * (N_REPL + 1)];
     size_t pos = 0, last = 0;
-    while (pos <= n && mq_re_find(R.repl, s, n, pos, ov, 2 * (N_REPL + 1)) == 1) {
+    while (pos <= n && reward_mq_re_find(R.repl, s, n, pos, ov, 2 * (N_REPL + 1)) == 1) {
         base_buf_append(&b, s + last, ov[0] - last);
         for (int i = 0; i < N_REPL; i++) {
             int g = R.repl_group[i];
@@ -167,7 +167,7 @@ static char *do_replacements(mq_arena *a, const char *s)
         pos = ov[1] > ov[0] ? ov[1] : ov[1] + 1;
     }
     if (last < n) base_buf_append(&b, s + last, n - last);
-    char *r = mq_strndup(a, b.data ? b.data : "", b.len);
+    char *r = reward_mq_strndup(a, b.data ? b.data : "", b.len);
     base_buf_free(&b);
     return r;
 }
@@ -208,7 +208,7 @@ static char *fix_sqrt(mq_arena *a, const char *s)
         }
         p = nx;
     }
-    char *r = mq_strndup(a, b.data, b.len);
+    char *r = reward_mq_strndup(a, b.data, b.len);
     base_buf_free(&b);
     return r;
 }
@@ -242,7 +242,7 @@ static char *fix_fracs(mq_arena *a, const char *s)
         }
         p = nx;
     }
-    char *r = mq_strndup(a, b.data, b.len);
+    char *r = reward_mq_strndup(a, b.data, b.len);
     base_buf_free(&b);
     return r;
 }
@@ -271,7 +271,7 @@ static char *fix_a_slash_b(mq_arena *a, const char *s)
     base_buf_puts(&b, "}{");
     base_buf_puts(&b, sl + 1);
     base_buf_puts(&b, "}");
-    char *r = mq_strndup(a, b.data, b.len);
+    char *r = reward_mq_strndup(a, b.data, b.len);
     base_buf_free(&b);
     return r;
 }
@@ -287,7 +287,7 @@ static char *last_equation_part(mq_arena *a, const char *s)
             parts++;
             last = p + 1;
         }
-    return parts > 2 ? mq_strndup(a, last, strlen(last)) : (char *)s;
+    return parts > 2 ? reward_mq_strndup(a, last, strlen(last)) : (char *)s;
 }
 
 static char *strip_copy(mq_arena *a, const char *s)
@@ -295,7 +295,7 @@ static char *strip_copy(mq_arena *a, const char *s)
     const char *b = lstrip(s);
     size_t n = strlen(b);
     while (n && is_space(b[n - 1])) n--;
-    return mq_strndup(a, b, n);
+    return reward_mq_strndup(a, b, n);
 }
 
 /* Math-Verify's trailing unit word removal, except after a letter: in
@@ -303,7 +303,7 @@ static char *strip_copy(mq_arena *a, const char *s)
 static char *strip_unit(mq_arena *a, const char *t)
 {
     size_t n = strlen(t), ov[4];
-    if (mq_re_find(R.units, t, n, 0, ov, 4) != 1) return (char *)t;
+    if (reward_mq_re_find(R.units, t, n, 0, ov, 4) != 1) return (char *)t;
     size_t g = ov[2];
     if (g != SIZE_MAX && is_space(t[g])) {
         size_t k = g;
@@ -312,7 +312,7 @@ static char *strip_unit(mq_arena *a, const char *t)
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return (char *)t;
     }
     /* replace the match by group 1 */
-    char *r = mq_alloc(a, n + 1);
+    char *r = reward_mq_alloc(a, n + 1);
     if (!r) return NULL;
     memcpy(r, t, ov[0]);
     size_t k = ov[0];
@@ -325,13 +325,13 @@ static char *strip_unit(mq_arena *a, const char *t)
     return r;
 }
 
-char *mq_normalize(mq_arena *a, const char *s, size_t n, const mq_norm_cfg *cfg, char **pre_units)
+char *reward_mq_normalize(mq_arena *a, const char *s, size_t n, const mq_norm_cfg *cfg, char **pre_units)
 {
     pthread_once(&g_once, compile_all);
     if (pre_units) *pre_units = NULL;
     char *t;
-    if (cfg->boxed != MQ_BOX_NONE) t = mq_boxed_content(a, s, n, cfg->boxed, NULL);
-    else t = mq_strndup(a, s, n);
+    if (cfg->boxed != MQ_BOX_NONE) t = reward_mq_boxed_content(a, s, n, cfg->boxed, NULL);
+    else t = reward_mq_strndup(a, s, n);
     if (!t) return NULL;
 
     if (cfg->basic_latex) {
@@ -369,13 +369,13 @@ char *mq_normalize(mq_arena *a, const char *s, size_t n, const mq_norm_cfg *cfg,
     }
     if (cfg->nits) {
         if (t[0] == '.') {
-            char *u = mq_alloc(a, strlen(t) + 2);
+            char *u = reward_mq_alloc(a, strlen(t) + 2);
             if (!u) return NULL;
             u[0] = '0';
             strcpy(u + 1, t);
             t = u;
         }
-        if (strcmp(t, "0.5") == 0) t = mq_strndup(a, "\\frac{1}{2}", 11);
+        if (strcmp(t, "0.5") == 0) t = reward_mq_strndup(a, "\\frac{1}{2}", 11);
     }
     if (cfg->malformed_operators) {
         for (int i = 0; i < N_MALFORMED && t; i++) t = sub(a, R.malformed[i], t, k_malformed[i].tmpl);

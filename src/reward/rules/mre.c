@@ -22,7 +22,7 @@ struct mq_re {
 #define MQ_MATCH_LIMIT 2000000u
 #define MQ_DEPTH_LIMIT 20000u
 
-mq_re *mq_re_compile(const char *pattern, uint32_t flags)
+mq_re *reward_mq_re_compile(const char *pattern, uint32_t flags)
 {
     int err;
     PCRE2_SIZE off;
@@ -43,22 +43,22 @@ mq_re *mq_re_compile(const char *pattern, uint32_t flags)
     return re;
 }
 
-void mq_re_free(mq_re *re)
+void reward_mq_re_free(mq_re *re)
 {
     if (!re) return;
     pcre2_code_free(re->code);
     free(re);
 }
 
-int mq_re_group_count(const mq_re *re) { return re->groups; }
+int reward_mq_re_group_count(const mq_re *re) { return re->groups; }
 
-int mq_re_group_index(const mq_re *re, const char *name)
+int reward_mq_re_group_index(const mq_re *re, const char *name)
 {
     int n = pcre2_substring_number_from_name(re->code, (PCRE2_SPTR)name);
     return n < 0 ? -1 : n;
 }
 
-int mq_re_find(const mq_re *re, const char *s, size_t n, size_t start, size_t *ov, int ovn)
+int reward_mq_re_find(const mq_re *re, const char *s, size_t n, size_t start, size_t *ov, int ovn)
 {
     if (start > n) return 0;
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(re->code, NULL);
@@ -105,13 +105,13 @@ static void expand(base_buf *b, const char *tmpl, const char *s, const size_t *o
     }
 }
 
-char *mq_re_sub(mq_arena *a, const mq_re *re, const char *s, size_t n, const char *tmpl, size_t *out_n)
+char *reward_mq_re_sub(mq_arena *a, const mq_re *re, const char *s, size_t n, const char *tmpl, size_t *out_n)
 {
     base_buf b = {0};
     size_t ov[2 * 10];
     int ng = re->groups < 9 ? re->groups : 9;
     size_t pos = 0, last = 0;
-    while (pos <= n && mq_re_find(re, s, n, pos, ov, 2 * (ng + 1)) == 1) {
+    while (pos <= n && reward_mq_re_find(re, s, n, pos, ov, 2 * (ng + 1)) == 1) {
         base_buf_append(&b, s + last, ov[0] - last);
         expand(&b, tmpl, s, ov, ng);
         last = ov[1];
@@ -127,16 +127,16 @@ char *mq_re_sub(mq_arena *a, const mq_re *re, const char *s, size_t n, const cha
         }
     }
     if (last < n) base_buf_append(&b, s + last, n - last);
-    char *r = mq_strndup(a, b.data ? b.data : "", b.len);
+    char *r = reward_mq_strndup(a, b.data ? b.data : "", b.len);
     if (out_n) *out_n = b.len;
     base_buf_free(&b);
     return r;
 }
 
-char *mq_utf8_clean(mq_arena *a, const char *s, size_t n, size_t *out_n)
+char *reward_mq_utf8_clean(mq_arena *a, const char *s, size_t n, size_t *out_n)
 {
     /* worst case: every byte becomes U+FFFD (3 bytes) */
-    char *o = mq_alloc(a, 3 * n + 1);
+    char *o = reward_mq_alloc(a, 3 * n + 1);
     if (!o) return NULL;
     size_t k = 0;
     const unsigned char *u = (const unsigned char *)s;

@@ -1,10 +1,12 @@
 /*
  * Internal interface of the math-equivalence engine (not installed, not for
- * other modules). Pipeline, one call of reward_math_equal:
+ * other modules; functions carry the module prefix as reward_mq_*, types
+ * and constants the short mq_/MQ_). Pipeline, one call of reward_math_equal:
  *
  *   extraction (mextract.c, PCRE2)  -> answer candidates, Math-Verify order
  *   normalisation (mnorm.c)         -> cleaned LaTeX string
- *   parser (mparse.c)               -> mq_node tree (arena)
+ *   parser (mparse.c, mlex.c,       -> mq_node tree (arena)
+ *           mlatex.c)
  *   comparison (mcmp.c)             -> structural rules (sets, relations,
  *                                      tuples, intervals, matrices) over
  *   evaluation (meval.c)            -> exact rationals (bigint.c) or complex
@@ -46,13 +48,13 @@ typedef struct {
     long work;    /* work units spent */
 } mq_arena;
 
-void mq_arena_init(mq_arena *a);
+void reward_mq_arena_init(mq_arena *a);
 /* Zeroed, 16-byte aligned; NULL (and a->failed = 1) over the limit. */
-void *mq_alloc(mq_arena *a, size_t n);
-char *mq_strndup(mq_arena *a, const char *s, size_t n);
-void mq_arena_free(mq_arena *a);
+void *reward_mq_alloc(mq_arena *a, size_t n);
+char *reward_mq_strndup(mq_arena *a, const char *s, size_t n);
+void reward_mq_arena_free(mq_arena *a);
 /* Spend `n` work units; 0 when the budget is exhausted (sets failed). */
-int mq_work(mq_arena *a, long n);
+int reward_mq_work(mq_arena *a, long n);
 
 /* ------------------------------------------------------------------------ */
 /* Big integers and rationals (bigint.c). Immutable values in the arena;
@@ -70,44 +72,44 @@ typedef struct {
     mq_int den; /* > 0; gcd(num, den) == 1 */
 } mq_rat;
 
-void mq_int_from_i64(mq_arena *a, mq_int *r, int64_t v);
+void reward_mq_int_from_i64(mq_arena *a, mq_int *r, int64_t v);
 /* Decimal digits only (no sign). */
-int mq_int_from_dec(mq_arena *a, mq_int *r, const char *s, size_t n);
-int mq_int_cmp(const mq_int *x, const mq_int *y);
-int mq_int_add(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y);
-int mq_int_sub(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y);
-int mq_int_mul(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y);
+int reward_mq_int_from_dec(mq_arena *a, mq_int *r, const char *s, size_t n);
+int reward_mq_int_cmp(const mq_int *x, const mq_int *y);
+int reward_mq_int_add(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y);
+int reward_mq_int_sub(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y);
+int reward_mq_int_mul(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y);
 /* Truncating division; y != 0. q or rem may be NULL. */
-int mq_int_divmod(mq_arena *a, mq_int *q, mq_int *rem, const mq_int *x, const mq_int *y);
-int mq_int_gcd(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y);
-long double mq_int_to_ld(const mq_int *x);
-int mq_int_is_zero(const mq_int *x);
+int reward_mq_int_divmod(mq_arena *a, mq_int *q, mq_int *rem, const mq_int *x, const mq_int *y);
+int reward_mq_int_gcd(mq_arena *a, mq_int *r, const mq_int *x, const mq_int *y);
+long double reward_mq_int_to_ld(const mq_int *x);
+int reward_mq_int_is_zero(const mq_int *x);
 /* Fits in int64: 1 and *v set; else 0. */
-int mq_int_to_i64(const mq_int *x, int64_t *v);
+int reward_mq_int_to_i64(const mq_int *x, int64_t *v);
 /* Decimal text into buf (cap bytes incl. NUL); returns length or -1. */
-int mq_int_to_dec(const mq_int *x, char *buf, size_t cap);
+int reward_mq_int_to_dec(const mq_int *x, char *buf, size_t cap);
 
-int mq_rat_from_i64(mq_arena *a, mq_rat *r, int64_t num, int64_t den);
+int reward_mq_rat_from_i64(mq_arena *a, mq_rat *r, int64_t num, int64_t den);
 /* r = num / den, reduced; den != 0. */
-int mq_rat_make(mq_arena *a, mq_rat *r, const mq_int *num, const mq_int *den);
+int reward_mq_rat_make(mq_arena *a, mq_rat *r, const mq_int *num, const mq_int *den);
 /* Exact value of a decimal literal: int part, frac digits, exponent
  * (e.g. "12", "5", -3 for 12.5e-3). Digits only in ip/fp. */
-int mq_rat_from_decimal(mq_arena *a, mq_rat *r, const char *ip, size_t ipn,
+int reward_mq_rat_from_decimal(mq_arena *a, mq_rat *r, const char *ip, size_t ipn,
                         const char *fp, size_t fpn, long exp10);
-int mq_rat_add(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y);
-int mq_rat_sub(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y);
-int mq_rat_mul(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y);
-int mq_rat_div(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y); /* y != 0 */
-int mq_rat_pow(mq_arena *a, mq_rat *r, const mq_rat *x, int64_t e);
-void mq_rat_neg(mq_rat *r, const mq_rat *x);
-int mq_rat_cmp(const mq_rat *x, const mq_rat *y);
-int mq_rat_is_int(const mq_rat *x);
-int mq_rat_is_zero(const mq_rat *x);
-long double mq_rat_to_ld(const mq_rat *x);
+int reward_mq_rat_add(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y);
+int reward_mq_rat_sub(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y);
+int reward_mq_rat_mul(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y);
+int reward_mq_rat_div(mq_arena *a, mq_rat *r, const mq_rat *x, const mq_rat *y); /* y != 0 */
+int reward_mq_rat_pow(mq_arena *a, mq_rat *r, const mq_rat *x, int64_t e);
+void reward_mq_rat_neg(mq_rat *r, const mq_rat *x);
+int reward_mq_rat_cmp(const mq_rat *x, const mq_rat *y);
+int reward_mq_rat_is_int(const mq_rat *x);
+int reward_mq_rat_is_zero(const mq_rat *x);
+long double reward_mq_rat_to_ld(const mq_rat *x);
 /* Round to `digits` decimals, half to even (SymPy's Float.round). */
-int mq_rat_round(mq_arena *a, mq_rat *r, const mq_rat *x, int digits);
+int reward_mq_rat_round(mq_arena *a, mq_rat *r, const mq_rat *x, int digits);
 /* Exact square root if x is the square of a rational: 1 and *r; else 0. */
-int mq_rat_sqrt_exact(mq_arena *a, mq_rat *r, const mq_rat *x);
+int reward_mq_rat_sqrt_exact(mq_arena *a, mq_rat *r, const mq_rat *x);
 
 /* ------------------------------------------------------------------------ */
 /* Expression tree                                                          */
@@ -177,11 +179,11 @@ struct mq_node {
     mq_node **kids;
 };
 
-mq_node *mq_new(mq_arena *a, mq_kind k, int nk);
-mq_node *mq_num_i64(mq_arena *a, int64_t v);
-mq_node *mq_bin(mq_arena *a, mq_kind k, mq_node *x, mq_node *y);
-mq_node *mq_un(mq_arena *a, mq_kind k, mq_node *x);
-const char *mq_fn_name(mq_fn f);
+mq_node *reward_mq_new(mq_arena *a, mq_kind k, int nk);
+mq_node *reward_mq_num_i64(mq_arena *a, int64_t v);
+mq_node *reward_mq_bin(mq_arena *a, mq_kind k, mq_node *x, mq_node *y);
+mq_node *reward_mq_un(mq_arena *a, mq_kind k, mq_node *x);
+const char *reward_mq_fn_name(mq_fn f);
 
 /* ------------------------------------------------------------------------ */
 /* Regex helpers (mre.c): PCRE2, compiled once per process.                 */
@@ -190,18 +192,18 @@ typedef struct mq_re mq_re;
 /* pattern: PCRE2 syntax; flags: PCRE2_* compile options (UTF|UCP added).
  * Dies on a bad pattern (a bug in our sources). Thread-safe, cached by the
  * caller in a static set once (mq_re_once). */
-mq_re *mq_re_compile(const char *pattern, uint32_t flags);
+mq_re *reward_mq_re_compile(const char *pattern, uint32_t flags);
 /* Find the first match at or after `start`. Returns 1 and fills ovector
  * (2*(groups+1) offsets, unset groups = SIZE_MAX), 0 for no match, -1 on a
  * match-limit error (treated as no match by callers). */
-int mq_re_find(const mq_re *re, const char *s, size_t n, size_t start, size_t *ov, int ovn);
-int mq_re_group_count(const mq_re *re);
-void mq_re_free(mq_re *re);
+int reward_mq_re_find(const mq_re *re, const char *s, size_t n, size_t start, size_t *ov, int ovn);
+int reward_mq_re_group_count(const mq_re *re);
+void reward_mq_re_free(mq_re *re);
 /* Index of a named group, or -1. */
-int mq_re_group_index(const mq_re *re, const char *name);
+int reward_mq_re_group_index(const mq_re *re, const char *name);
 /* Global substitution (Python re.sub with a template: \1 .. \9 and literal
  * text). Result in the arena; returns NULL on arena failure. */
-char *mq_re_sub(mq_arena *a, const mq_re *re, const char *s, size_t n, const char *tmpl, size_t *out_n);
+char *reward_mq_re_sub(mq_arena *a, const mq_re *re, const char *s, size_t n, const char *tmpl, size_t *out_n);
 
 /* ------------------------------------------------------------------------ */
 /* Normalisation (mnorm.c) and \boxed scanning (boxed.c)                    */
@@ -216,16 +218,16 @@ typedef struct {
 /* Math-Verify extract_boxed_content: boxes right to left; LAST keeps a
  * run of "connected" boxes, ALL joins every box with ','. Returns the
  * text unchanged when there is no box. Result in the arena. */
-char *mq_boxed_content(mq_arena *a, const char *s, size_t n, mq_box_mode mode, size_t *out_n);
+char *reward_mq_boxed_content(mq_arena *a, const char *s, size_t n, mq_box_mode mode, size_t *out_n);
 
 /* normalize_latex. Result in the arena. When units stripping changed the
  * text, *pre_units (if not NULL) receives the text before that step so the
  * caller can retry a parse that the stripping broke. */
-char *mq_normalize(mq_arena *a, const char *s, size_t n, const mq_norm_cfg *cfg,
+char *reward_mq_normalize(mq_arena *a, const char *s, size_t n, const mq_norm_cfg *cfg,
                    char **pre_units);
 
 /* ------------------------------------------------------------------------ */
-/* Parser (mparse.c)                                                        */
+/* Parser (mparse.c; mlex.c and mlatex.c through mparse_int.h)              */
 
 typedef struct {
     int ordered_lists; /* top-level comma lists become tuples */
@@ -235,13 +237,13 @@ typedef struct {
 /* Parse a normalised answer; NULL on a syntax error or limit (see
  * arena->failed). Relations whose first lhs is symbols only and chains are
  * kept as written; +- is expanded into sets. */
-mq_node *mq_parse(mq_arena *a, const char *s, size_t n, const mq_parse_cfg *cfg);
+mq_node *reward_mq_parse(mq_arena *a, const char *s, size_t n, const mq_parse_cfg *cfg);
 /* Math-Verify is_expr_of_only_symbols: a tree whose leaves are all symbols
  * (x, AB, f(x), |AB|, A:B, (p, q)): the lhs of an "assignment". */
-int mq_only_symbols(const mq_node *n);
+int reward_mq_only_symbols(const mq_node *n);
 /* Math-Verify's fallback: parse the text after the last '=' when the whole
  * fails and there is no ',' or ';'. */
-mq_node *mq_parse_with_last_eq(mq_arena *a, const char *s, size_t n, const mq_parse_cfg *cfg);
+mq_node *reward_mq_parse_with_last_eq(mq_arena *a, const char *s, size_t n, const mq_parse_cfg *cfg);
 
 /* ------------------------------------------------------------------------ */
 /* Evaluation (meval.c)                                                     */
@@ -257,27 +259,27 @@ typedef struct {
  * on the name and pt; pt < 0 means "no symbols allowed": a symbol makes
  * ok = 0). Undefined functions and unevaluable big operators get a
  * deterministic hash of their name and argument values. */
-mq_val mq_eval(mq_arena *a, const mq_node *n, int pt);
+mq_val reward_mq_eval(mq_arena *a, const mq_node *n, int pt);
 /* Value of the symbol-free node `n` with the atom `atom` (a symbol or an
  * undefined-function application, compared by canonical text) set to t. */
-mq_val mq_eval_subst(mq_arena *a, const mq_node *n, const char *atom, double t);
-int mq_has_symbols(const mq_node *n);
+mq_val reward_mq_eval_subst(mq_arena *a, const mq_node *n, const char *atom, double t);
+int reward_mq_has_symbols(const mq_node *n);
 /* Canonical text (commutative kids sorted): structural equality and
  * hashing. Arena string. */
-const char *mq_canon(mq_arena *a, const mq_node *n);
+const char *reward_mq_canon(mq_arena *a, const mq_node *n);
 /* Free atoms, sorted and distinct: the symbols, or with fn_atoms the
  * symbols outside undefined-function applications plus the applications
  * themselves (canonical text; f(x) is then one atom, as Math-Verify's
  * unwrap_fcs makes it). Returns the count (may exceed cap: then only cap
  * are stored). */
-int mq_atoms(mq_arena *a, const mq_node *n, const char **out, int cap, int fn_atoms);
+int reward_mq_atoms(mq_arena *a, const mq_node *n, const char **out, int cap, int fn_atoms);
 /* Replace symbol names: from[i] -> to[i] (strict = 0). New tree. */
-mq_node *mq_rename(mq_arena *a, const mq_node *n, const char **from, const char **to, int k);
+mq_node *reward_mq_rename(mq_arena *a, const mq_node *n, const char **from, const char **to, int k);
 /* Evaluate a matrix expression (sums, products, scalar multiples of
  * MQ_MATRIX) into one MQ_MATRIX of scalar trees; NULL if not a matrix or
  * shapes do not fit. */
-mq_node *mq_matrix_value(mq_arena *a, const mq_node *n);
-int mq_is_matrix_expr(const mq_node *n);
+mq_node *reward_mq_matrix_value(mq_arena *a, const mq_node *n);
+int reward_mq_is_matrix_expr(const mq_node *n);
 
 /* ------------------------------------------------------------------------ */
 /* Comparison (mcmp.c)                                                      */
@@ -290,7 +292,7 @@ typedef struct {
 } mq_cmp_cfg;
 
 /* Math-Verify sympy_expr_eq(gold, pred). */
-int mq_equal(mq_arena *a, const mq_node *gold, const mq_node *pred, const mq_cmp_cfg *cfg);
+int reward_mq_equal(mq_arena *a, const mq_node *gold, const mq_node *pred, const mq_cmp_cfg *cfg);
 
 /* ------------------------------------------------------------------------ */
 /* Extraction (mextract.c)                                                  */
@@ -304,10 +306,10 @@ typedef struct {
 /* parse(text, extraction targets) with any_match extraction and the
  * first_match string fallback. `o` selects the targets; with none, the
  * whole text is normalised and parsed. */
-void mq_extract(mq_arena *a, const char *s, size_t n, const reward_math_opts *o, mq_answer *out);
+void reward_mq_extract(mq_arena *a, const char *s, size_t n, const reward_math_opts *o, mq_answer *out);
 
 /* UTF-8: replace invalid sequences by U+FFFD and NUL by a space (PCRE2
  * needs valid UTF-8). Arena copy. */
-char *mq_utf8_clean(mq_arena *a, const char *s, size_t n, size_t *out_n);
+char *reward_mq_utf8_clean(mq_arena *a, const char *s, size_t n, size_t *out_n);
 
 #endif

@@ -6,15 +6,15 @@
  * with an online softmax (running max m, running sum l), so no [T, T]
  * score matrix exists. The logsumexp m + log l is saved for the backward.
  *
- * Backward (FlashAttention-2 algebra, two race-free passes):
- *   P = exp(S - lse), dP = dO V^T, D = rowsum(dO * O), dS = P (dP - D)
- *   pass A, per (query t, head h):  dq[t,h] = scale sum_u dS[t,u] K_h[u]
- *   pass B, per key u (all heads):  dk[u,h] = scale sum_t dS[t,u] q[t,h],
- *                                   dv[u,h] = sum_t P[t,u] dO[t,h],
- *                                   dkpe[u] = sum_h (rope part of dk[u,h])
- * Each output row has one owner, and its sum runs in a fixed order, so the
- * result does not depend on the thread count. Scores are recomputed in
- * both passes instead of stored.
+ * Backward (FlashAttention-2 algebra): P = exp(S - lse), dP = dO V^T,
+ * D = rowsum(dO * O), dS = P (dP - D), scores recomputed, not stored.
+ * One task per (sequence, head) walks its (t, u <= t) pairs once:
+ *   dq[t,h] = scale sum_u dS[t,u] K_h[u],  dk[u,h] = scale sum_t dS[t,u] q[t,h],
+ *   dv[u,h] = sum_t P[t,u] dO[t,h],
+ * with the rope part of dk into a per-head partial; dkpe[u] then sums the
+ * partials in head order (k_pe is shared by the heads). Every output has
+ * one owner and every sum one order, so the result does not depend on the
+ * thread count.
  */
 #include "cpu.h"
 
@@ -43,15 +43,6 @@ static int64_t seq_start(const int32_t *cu, int64_t nseq, int64_t t) {
         else hi = mid;
     }
     return cu[lo];
-}
-static int64_t seq_end(const int32_t *cu, int64_t nseq, int64_t t) {
-    int64_t lo = 0, hi = nseq;
-    while (hi - lo > 1) {
-        int64_t mid = (lo + hi) / 2;
-        if (cu[mid] <= t) lo = mid;
-        else hi = mid;
-    }
-    return cu[lo + 1];
 }
 
 typedef struct {
@@ -161,48 +152,45 @@ void cpu_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout,
         for (int64_t h = 0; h < d.h; h++) D[t * d.h + h] = cpu_dot(cpu_at3(dout, t, h), cpu_at3(o, t, h), d.dv);
 
     int par = d.n * d.n * d.h * (d.dqk + d.dv) > (1 << 17);
-    /* pass A: dq */
-#pragma omp parallel for collapse(2) schedule(dynamic, 8) if (par)
-    for (int64_t t = 0; t < d.n; t++) {
+    /* one task per (sequence, head): it owns dq[t,h], dkv[u,h] and a
+     * per-head partial of dkpe, so every sum runs in one order */
+    float *dpe_h = cpu_scratch(5, (size_t)(d.h * d.n * d.dr));
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (par)
+    for (int64_t s = 0; s < nseq; s++) {
         for (int64_t h = 0; h < d.h; h++) {
-            const float *qt = cpu_at3(q, t, h), *gt = cpu_at3(dout, t, h);
-            float *dqt = cpu_at3(dq, t, h);
-            memset(dqt, 0, (size_t)d.dqk * sizeof(float));
-            float L = cpu_row(lse, t)[h], Dt = D[t * d.h + h];
-            for (int64_t u = seq_start(cu, nseq, t); u <= t; u++) {
-                const float *ku = cpu_at3(kv, u, h), *pe = cpu_row(kpe, u);
-                float s = scale * (cpu_dot(qt, ku, d.dn) + cpu_dot(qt + d.dn, pe, d.dr));
-                float p = expf(s - L);
-                float dp = cpu_dot(gt, ku + d.dn, d.dv);
-                float ds = scale * p * (dp - Dt);
-                cpu_axpy_row(dqt, ds, ku, d.dn);
-                cpu_axpy_row(dqt + d.dn, ds, pe, d.dr);
+            int64_t t0 = cu[s], t1 = cu[s + 1];
+            float *dph = dpe_h + h * d.n * d.dr;
+            for (int64_t t = t0; t < t1; t++) {
+                memset(cpu_at3(dq, t, h), 0, (size_t)d.dqk * sizeof(float));
+                memset(cpu_at3(dkv, t, h), 0, (size_t)(d.dn + d.dv) * sizeof(float));
+                memset(dph + t * d.dr, 0, (size_t)d.dr * sizeof(float));
+            }
+            for (int64_t t = t0; t < t1; t++) {
+                const float *qt = cpu_at3(q, t, h), *gt = cpu_at3(dout, t, h);
+                float *dqt = cpu_at3(dq, t, h);
+                float L = cpu_row(lse, t)[h], Dt = D[t * d.h + h];
+                for (int64_t u = t0; u <= t; u++) {
+                    const float *ku = cpu_at3(kv, u, h), *pe = cpu_row(kpe, u);
+                    float sc = scale * (cpu_dot(qt, ku, d.dn) + cpu_dot(qt + d.dn, pe, d.dr));
+                    float p = expf(sc - L);
+                    float dp = cpu_dot(gt, ku + d.dn, d.dv);
+                    float ds = scale * p * (dp - Dt);
+                    float *dku = cpu_at3(dkv, u, h);
+                    cpu_axpy_row(dqt, ds, ku, d.dn);
+                    cpu_axpy_row(dqt + d.dn, ds, pe, d.dr);
+                    cpu_axpy_row(dku, ds, qt, d.dn);
+                    cpu_axpy_row(dph + u * d.dr, ds, qt + d.dn, d.dr);
+                    cpu_axpy_row(dku + d.dn, p, gt, d.dv);
+                }
             }
         }
     }
-
-    /* pass B: dk_nope, dv per head, dkpe summed over heads */
-#pragma omp parallel for schedule(dynamic, 4) if (par)
+    /* dkpe[u] = sum over heads, in head order */
+#pragma omp parallel for schedule(static) if (d.n * d.h * d.dr > 65536)
     for (int64_t u = 0; u < d.n; u++) {
-        const float *pe = cpu_row(kpe, u);
         float *dpe = cpu_row(dkpe, u);
-        memset(dpe, 0, (size_t)d.dr * sizeof(float));
-        int64_t end = seq_end(cu, nseq, u);
-        for (int64_t h = 0; h < d.h; h++) {
-            const float *ku = cpu_at3(kv, u, h);
-            float *dku = cpu_at3(dkv, u, h);
-            memset(dku, 0, (size_t)(d.dn + d.dv) * sizeof(float));
-            for (int64_t t = u; t < end; t++) {
-                const float *qt = cpu_at3(q, t, h), *gt = cpu_at3(dout, t, h);
-                float s = scale * (cpu_dot(qt, ku, d.dn) + cpu_dot(qt + d.dn, pe, d.dr));
-                float p = expf(s - cpu_row(lse, t)[h]);
-                float dp = cpu_dot(gt, ku + d.dn, d.dv);
-                float ds = scale * p * (dp - D[t * d.h + h]);
-                cpu_axpy_row(dku, ds, qt, d.dn);
-                cpu_axpy_row(dpe, ds, qt + d.dn, d.dr);
-                cpu_axpy_row(dku + d.dn, p, gt, d.dv);
-            }
-        }
+        memcpy(dpe, dpe_h + u * d.dr, (size_t)d.dr * sizeof(float));
+        for (int64_t h = 1; h < d.h; h++) cpu_axpy_row(dpe, 1.0f, dpe_h + (h * d.n + u) * d.dr, d.dr);
     }
 }
 
@@ -253,7 +241,7 @@ void cpu_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, cons
                      S[i], Ln[i], (long long)cache->shape[0], (long long)cache->shape[1]);
     int64_t work = 0;
     for (int64_t i = 0; i < b; i++) work += (int64_t)Ln[i] * h * (2 * dc + dr);
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work > (1 << 17))
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work > (1 << 21))
     for (int64_t i = 0; i < b; i++) {
         for (int64_t k = 0; k < h; k++) {
             const float *ql = cpu_at3(q_lat, i, k), *qp = cpu_at3(q_pe, i, k);

@@ -268,7 +268,7 @@ void cpu_sample(tensor *ids, tensor *logp, const tensor *logits, const tensor *u
     if (v < 1) base_die("%s: empty vocabulary", op);
     int32_t *ID = ids->data;
     const float *U = u->data;
-#pragma omp parallel for schedule(dynamic, 1) if (b > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (b > 1 && b * v > (1 << 17))
     for (int64_t i = 0; i < b; i++) {
         float lp;
         ID[i] = (int32_t)sample_row(cpu_row(logits, i), v, U[i], temperature, top_k, top_p, &lp);

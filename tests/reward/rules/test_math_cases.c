@@ -20,6 +20,7 @@
 #include "base/base.h"
 #include "reward/rules/rules.h"
 #include "tests/common/test_common.h"
+#include "tests/reward/rules/math_modes.h"
 
 /* Figures reached (all cases / cases not flagged as quirks). */
 #define FLOOR_ALL 286
@@ -29,78 +30,33 @@ static int g_report = 0;
 
 typedef struct {
     char name[192];
-    int n, agree;
+    int n, agree;       /* all cases */
+    int nq, nq_agree;   /* cases not flagged as quirks */
 } tally;
 
-static void add(tally *t, int *nt, const char *name, int ok)
+static void add(tally *t, int *nt, const char *name, int ok, int quirk)
 {
-    for (int i = 0; i < *nt; i++)
-        if (strcmp(t[i].name, name) == 0) {
-            t[i].n++;
-            t[i].agree += ok;
-            return;
-        }
-    snprintf(t[*nt].name, sizeof t[*nt].name, "%s", name);
-    t[*nt].n = 1;
-    t[*nt].agree = ok;
-    (*nt)++;
+    int i;
+    for (i = 0; i < *nt && strcmp(t[i].name, name) != 0; i++) {}
+    if (i == *nt) {
+        memset(&t[i], 0, sizeof t[i]);
+        snprintf(t[i].name, sizeof t[i].name, "%s", name);
+        (*nt)++;
+    }
+    t[i].n++;
+    t[i].agree += ok;
+    if (!quirk) {
+        t[i].nq++;
+        t[i].nq_agree += ok;
+    }
 }
 
 static void print_table(const char *title, tally *t, int nt)
 {
-    printf("\n%-58s %6s %6s %7s\n", title, "cases", "agree", "%");
+    printf("\n| %s | cases | agree | non-quirk cases | agree | %% non-quirk |\n|---|---|---|---|---|---|\n", title);
     for (int i = 0; i < nt; i++)
-        printf("%-58s %6d %6d %6.1f%%\n", t[i].name, t[i].n, t[i].agree, 100.0 * t[i].agree / t[i].n);
-}
-
-static int has_match_type(const cJSON *opt, const char *what)
-{
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(opt, "match_types");
-    const cJSON *x;
-    cJSON_ArrayForEach(x, mt) if (cJSON_IsString(x) && strcmp(x->valuestring, what) == 0) return 1;
-    return 0;
-}
-
-/* The settings each source test used. Returns 0 for an unknown mode. */
-static int mode_opts(const char *mode, const cJSON *opt, reward_math_opts *o)
-{
-    reward_math_opts_default(o);
-    if (strcmp(mode, "math_verify.compare_strings") == 0) {
-        /* parse() both with LatexExtractionConfig(boxed_match_priority=0)
-         * and/or ExprExtractionConfig(), then verify(...) */
-        o->extract_latex = has_match_type(opt, "latex");
-        o->extract_expr = has_match_type(opt, "expr");
-        o->boxed_priority = 0;
-        o->float_rounding = (int)base_json_int(opt, "precision", 6, NULL);
-        o->strict = base_json_bool(opt, "strict", 1, NULL);
-        o->allow_set_relation_comp = base_json_bool(opt, "allow_set_relation_comp", 0, NULL);
-        return 1;
-    }
-    if (strcmp(mode, "math_verify.parse_default+verify_default") == 0) {
-        o->extract_latex = o->extract_expr = 1;
-        o->boxed_priority = 50;
-        return 1;
-    }
-    if (strcmp(mode, "math_verify.sympy_expr_eq") == 0) {
-        o->float_rounding = (int)base_json_int(opt, "float_rounding", 6, NULL);
-        return 1;
-    }
-    if (strcmp(mode, "hendrycks.is_equiv") == 0) {
-        o->ordered_lists = 1;
-        return 1;
-    }
-    if (strcmp(mode, "open_r1.accuracy_reward") == 0) {
-        /* pred: boxed-first LaTeX only, no malformed-operator repair */
-        o->extract_latex = 1;
-        o->boxed_priority = 0;
-        o->malformed_operators = 0;
-        o->nits = 0;
-        o->equations = 1;
-        o->gold_plain = 1;
-        return 1;
-    }
-    if (strcmp(mode, "verl.prime_math.compute_score") == 0) return 1;
-    return 0;
+        printf("| %s | %d | %d | %d | %d | %.1f%% |\n", t[i].name, t[i].n, t[i].agree, t[i].nq, t[i].nq_agree,
+               t[i].nq ? 100.0 * t[i].nq_agree / t[i].nq : 100.0);
 }
 
 static void short_source(const char *src, char *out, size_t cap)
@@ -145,9 +101,9 @@ static void run_cases(int *all_agree, int *nq_agree, int *nq_total, int *total)
         int quirk = strstr(note, "control character") || strstr(note, "counter-intuitive");
         char src[160];
         short_source(base_json_str(row, "source", "?"), src, sizeof src);
-        add(by_src, &ns, src, ok);
-        add(by_kind, &nk, kind, ok);
-        add(by_mode, &nm, mode, ok);
+        add(by_src, &ns, src, ok, quirk);
+        add(by_kind, &nk, kind, ok, quirk);
+        add(by_mode, &nm, mode, ok, quirk);
         (*total)++;
         *all_agree += ok;
         if (quirk) {

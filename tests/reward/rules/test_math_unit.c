@@ -17,66 +17,66 @@
 /* ------------------------------------------------------------------------ */
 /* big integers                                                             */
 
-static void dec(const mq_int *x, char *buf, size_t cap) { assert_true(mq_int_to_dec(x, buf, cap) >= 0); }
+static void dec(const mq_int *x, char *buf, size_t cap) { assert_true(reward_mq_int_to_dec(x, buf, cap) >= 0); }
 
 static void test_bigint(void **state)
 {
     (void)state;
     mq_arena a;
-    mq_arena_init(&a);
+    reward_mq_arena_init(&a);
     char buf[2048];
     mq_int x, y, z, q, r;
     /* 2^128 by repeated multiplication */
-    mq_int_from_i64(&a, &x, 1);
-    mq_int_from_i64(&a, &y, 2);
-    for (int i = 0; i < 128; i++) assert_int_equal(mq_int_mul(&a, &x, &x, &y), 0);
+    reward_mq_int_from_i64(&a, &x, 1);
+    reward_mq_int_from_i64(&a, &y, 2);
+    for (int i = 0; i < 128; i++) assert_int_equal(reward_mq_int_mul(&a, &x, &x, &y), 0);
     dec(&x, buf, sizeof buf);
     assert_string_equal(buf, "340282366920938463463374607431768211456");
     /* decimal round trip and division with remainder (Knuth D, multi-limb) */
     const char *big = "123456789012345678901234567890123456789012345678901234567890";
-    assert_int_equal(mq_int_from_dec(&a, &z, big, strlen(big)), 0);
+    assert_int_equal(reward_mq_int_from_dec(&a, &z, big, strlen(big)), 0);
     dec(&z, buf, sizeof buf);
     assert_string_equal(buf, big);
     const char *dv = "98765432109876543210987654321";
-    assert_int_equal(mq_int_from_dec(&a, &y, dv, strlen(dv)), 0);
-    assert_int_equal(mq_int_divmod(&a, &q, &r, &z, &y), 0);
+    assert_int_equal(reward_mq_int_from_dec(&a, &y, dv, strlen(dv)), 0);
+    assert_int_equal(reward_mq_int_divmod(&a, &q, &r, &z, &y), 0);
     dec(&q, buf, sizeof buf);
     assert_string_equal(buf, "1249999988609375000142382812499");
     dec(&r, buf, sizeof buf);
     assert_string_equal(buf, "46440971104644097110464409711");
     /* q*y + r == z */
     mq_int t;
-    assert_int_equal(mq_int_mul(&a, &t, &q, &y), 0);
-    assert_int_equal(mq_int_add(&a, &t, &t, &r), 0);
-    assert_int_equal(mq_int_cmp(&t, &z), 0);
+    assert_int_equal(reward_mq_int_mul(&a, &t, &q, &y), 0);
+    assert_int_equal(reward_mq_int_add(&a, &t, &t, &r), 0);
+    assert_int_equal(reward_mq_int_cmp(&t, &z), 0);
     /* gcd(2^64 * 3, 2^60 * 9) = 2^60 * 3 */
     mq_int g, p60, p64, three, nine;
-    mq_int_from_i64(&a, &three, 3);
-    mq_int_from_i64(&a, &nine, 9);
-    mq_int_from_i64(&a, &p60, (int64_t)1 << 60);
-    mq_int_from_i64(&a, &p64, 16);
-    assert_int_equal(mq_int_mul(&a, &p64, &p64, &p60), 0);
-    assert_int_equal(mq_int_mul(&a, &x, &p64, &three), 0);
-    assert_int_equal(mq_int_mul(&a, &y, &p60, &nine), 0);
-    assert_int_equal(mq_int_gcd(&a, &g, &x, &y), 0);
+    reward_mq_int_from_i64(&a, &three, 3);
+    reward_mq_int_from_i64(&a, &nine, 9);
+    reward_mq_int_from_i64(&a, &p60, (int64_t)1 << 60);
+    reward_mq_int_from_i64(&a, &p64, 16);
+    assert_int_equal(reward_mq_int_mul(&a, &p64, &p64, &p60), 0);
+    assert_int_equal(reward_mq_int_mul(&a, &x, &p64, &three), 0);
+    assert_int_equal(reward_mq_int_mul(&a, &y, &p60, &nine), 0);
+    assert_int_equal(reward_mq_int_gcd(&a, &g, &x, &y), 0);
     dec(&g, buf, sizeof buf);
     assert_string_equal(buf, "3458764513820540928");
     /* negative numbers */
-    mq_int_from_i64(&a, &x, -7);
-    mq_int_from_i64(&a, &y, 2);
-    assert_int_equal(mq_int_divmod(&a, &q, &r, &x, &y), 0);
+    reward_mq_int_from_i64(&a, &x, -7);
+    reward_mq_int_from_i64(&a, &y, 2);
+    assert_int_equal(reward_mq_int_divmod(&a, &q, &r, &x, &y), 0);
     dec(&q, buf, sizeof buf);
     assert_string_equal(buf, "-3");
     dec(&r, buf, sizeof buf);
     assert_string_equal(buf, "-1");
     /* the size cap refuses instead of growing: (2^4000)^2 */
-    mq_int_from_i64(&a, &x, 1);
-    mq_int_from_i64(&a, &y, (int64_t)1 << 40);
-    for (int i = 0; i < 100; i++) assert_int_equal(mq_int_mul(&a, &x, &x, &y), 0);
-    assert_int_equal(mq_int_mul(&a, &z, &x, &x), -1);
+    reward_mq_int_from_i64(&a, &x, 1);
+    reward_mq_int_from_i64(&a, &y, (int64_t)1 << 40);
+    for (int i = 0; i < 100; i++) assert_int_equal(reward_mq_int_mul(&a, &x, &x, &y), 0);
+    assert_int_equal(reward_mq_int_mul(&a, &z, &x, &x), -1);
     /* rationals: reduction and SymPy-style rounding (half to even) */
     mq_rat h, rr;
-    assert_int_equal(mq_rat_from_i64(&a, &h, 6, -4), 0); /* -3/2 */
+    assert_int_equal(reward_mq_rat_from_i64(&a, &h, 6, -4), 0); /* -3/2 */
     dec(&h.num, buf, sizeof buf);
     assert_string_equal(buf, "-3");
     dec(&h.den, buf, sizeof buf);
@@ -95,18 +95,18 @@ static void test_bigint(void **state)
     };
     for (size_t i = 0; i < sizeof rounds / sizeof rounds[0]; i++) {
         mq_rat v, want;
-        assert_int_equal(mq_rat_from_i64(&a, &v, rounds[i].n, rounds[i].d), 0);
-        assert_int_equal(mq_rat_round(&a, &rr, &v, rounds[i].digits), 0);
-        assert_int_equal(mq_rat_from_i64(&a, &want, rounds[i].rn, rounds[i].rd), 0);
-        assert_int_equal(mq_rat_cmp(&rr, &want), 0);
+        assert_int_equal(reward_mq_rat_from_i64(&a, &v, rounds[i].n, rounds[i].d), 0);
+        assert_int_equal(reward_mq_rat_round(&a, &rr, &v, rounds[i].digits), 0);
+        assert_int_equal(reward_mq_rat_from_i64(&a, &want, rounds[i].rn, rounds[i].rd), 0);
+        assert_int_equal(reward_mq_rat_cmp(&rr, &want), 0);
     }
     /* exact square roots */
     mq_rat s9, s;
-    assert_int_equal(mq_rat_from_i64(&a, &s9, 9, 16), 0);
-    assert_int_equal(mq_rat_sqrt_exact(&a, &s, &s9), 1);
-    assert_int_equal(mq_rat_from_i64(&a, &s9, 2, 1), 0);
-    assert_int_equal(mq_rat_sqrt_exact(&a, &s, &s9), 0);
-    mq_arena_free(&a);
+    assert_int_equal(reward_mq_rat_from_i64(&a, &s9, 9, 16), 0);
+    assert_int_equal(reward_mq_rat_sqrt_exact(&a, &s, &s9), 1);
+    assert_int_equal(reward_mq_rat_from_i64(&a, &s9, 2, 1), 0);
+    assert_int_equal(reward_mq_rat_sqrt_exact(&a, &s, &s9), 0);
+    reward_mq_arena_free(&a);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -280,6 +280,35 @@ static void test_options_and_status(void **state)
     assert_string_equal(buf, "x = \\frac{1}{2}");
 }
 
+/* the same verdicts from several threads at once (no shared mutable state) */
+typedef struct {
+    int *verdict;
+} par_ctx;
+
+static void par_one(void *p, int64_t i, int worker)
+{
+    (void)worker;
+    par_ctx *c = p;
+    size_t ne = sizeof k_equal / sizeof k_equal[0];
+    size_t k = (size_t)i % (ne + sizeof k_unequal / sizeof k_unequal[0]);
+    const char *const *pair = k < ne ? k_equal[k] : k_unequal[k - ne];
+    c->verdict[i] = eq(pair[0], pair[1]);
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    size_t ne = sizeof k_equal / sizeof k_equal[0], nu = sizeof k_unequal / sizeof k_unequal[0];
+    int64_t n = (int64_t)(ne + nu) * 8;
+    par_ctx c = {.verdict = calloc((size_t)n, sizeof(int))};
+    assert_non_null(c.verdict);
+    base_pool *pool = base_pool_create(4);
+    base_pool_for(pool, n, par_one, &c);
+    base_pool_destroy(pool);
+    for (int64_t i = 0; i < n; i++) assert_int_equal(c.verdict[i], (size_t)(i % (int64_t)(ne + nu)) < ne);
+    free(c.verdict);
+}
+
 /* ------------------------------------------------------------------------ */
 /* adversarial input: bounded time, no crash                                */
 
@@ -358,13 +387,77 @@ static void test_adversarial(void **state)
     assert_true(total < 60.0);
 }
 
+/* random token soup: no crash, no hang, a valid status every time */
+static void test_fuzz(void **state)
+{
+    (void)state;
+    static const char *const tok[] = {
+        "1", "23", "0.5", ".", ",", ";", "x", "y", "e", "i", "\\pi", "+", "-", "*", "/", "^", "_",
+        "(", ")", "[", "]", "{", "}", "\\{", "\\}", "|", "=", "<", ">", "\\le", "\\pm", "\\frac",
+        "\\sqrt", "\\boxed", "\\text{", "\\left(", "\\right)", "\\cup", "\\infty", "%", "\\%",
+        "$", "\\(", "\\)", "\\[", "\\]", "!", "'", " ", "\n", "\\begin{pmatrix}", "&", "\\\\",
+        "\\end{pmatrix}", "\\sum_{k=1}^{n}", "\\sin", "\\log_", "\\in", "and", "answer:",
+        "final answer is", "\\dfrac", "\\mathrm{", "\\circ", "\xE2\x88\x92", "\xFF", "\\quad",
+        "f(", "10^{", "\\binom", "\\lfloor", "\\rfloor", ":", "cm", "\\,", "\\!",
+    };
+    const int ntok = (int)(sizeof tok / sizeof tok[0]);
+    base_rng rng;
+    base_rng_init(&rng, 20250101, 0, 0, 0);
+    reward_math_opts o, ox;
+    reward_math_opts_default(&o);
+    ox = o;
+    ox.extract_latex = ox.extract_expr = 1;
+    char a[1024], b[1024];
+    double t0 = base_now(), worst = 0;
+    uint32_t draw = 0;
+    /* RULES_FUZZ_ITERS=N runs a longer campaign by hand */
+    const char *env = getenv("RULES_FUZZ_ITERS");
+    int iters = env ? atoi(env) : 1500;
+    for (int it = 0; it < iters; it++) {
+        for (int side = 0; side < 2; side++) {
+            char *buf = side ? b : a;
+            size_t k = 0;
+            uint32_t w[4];
+            base_rng_block(&rng, draw++, w);
+            int len = 1 + (int)(w[0] % 40);
+            for (int j = 0; j < len; j++) {
+                base_rng_block(&rng, draw++, w);
+                const char *t = tok[w[0] % (uint32_t)ntok];
+                size_t tl = strlen(t);
+                if (k + tl + 1 >= sizeof a) break;
+                memcpy(buf + k, t, tl);
+                k += tl;
+            }
+            buf[k] = 0;
+        }
+        double t = base_now();
+        reward_math_status s1 = eqo(a, b, &o), s2 = eqo(a, b, &ox), s3 = eqo(a, a, &o);
+        assert_true(s1 <= REWARD_MATH_LIMIT && s2 <= REWARD_MATH_LIMIT);
+        /* a text equals itself, unless normalisation leaves nothing of it
+         * (only spaces, \!, $, \quad ...) */
+        if (s3 != REWARD_MATH_EQUAL) {
+            char left[1024];
+            reward_math_extract(a, strlen(a), &o, left, sizeof left);
+            int blank = 1;
+            for (const char *q = left; *q; q++) blank &= *q == ' ';
+            if (!blank) printf("not equal to itself (%s): [%s] -> [%s]\n", reward_math_status_str(s3), a, left);
+            assert_true(blank);
+        }
+        worst = fmax(worst, base_now() - t);
+    }
+    printf("fuzz: %d pairs in %.2f s, worst %.3f s\n", iters, base_now() - t0, worst);
+    assert_true(worst < 5.0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bigint),
         cmocka_unit_test(test_equivalences),
         cmocka_unit_test(test_options_and_status),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_adversarial),
+        cmocka_unit_test(test_fuzz),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,464 @@
+/*
+ * MLA causal attention, training / prefill form (spec §3.5) and its
+ * backward (§3.11), float32, over packed sequences: FlashAttention tiling,
+ * so no [T, T] score matrix exists.
+ *
+ * Forward: block (query tile of AT_BQ rows, head); keys in tiles of AT_BK
+ * staged in shared memory with an online softmax per row; writes o and the
+ * logsumexp of the scaled scores.
+ *
+ * Backward (the CPU's two race-free passes, FlashAttention-2 algebra):
+ *   P = exp(S - lse), dP = dO V^T, D = rowsum(dO * O), dS = scale P (dP - D)
+ *   pass A, block (query tile, head): dq = dS K
+ *   pass B, block (key tile, head):   dk = dS^T q, dv = P^T dO, and the rope
+ *           part of dk into a per-head buffer; then dkpe = sum over heads
+ *           in head order (k_pe is shared by the heads).
+ * Every output element has one owner and sums in a fixed order: the same
+ * bits on every run.
+ *
+ * Shared-memory rows read by the 32 lanes of a warp at once (one row per
+ * lane) are padded by one float so that the lanes hit different banks.
+ */
+#include "cuda_common.cuh"
+
+CUDA_NS_BEGIN
+
+#define AT_BQ 32
+#define AT_BK 32
+#define AT_THREADS 128
+
+typedef struct {
+    const float *q, *kv, *kpe;
+    int64_t q0, q1, kv0, kv1, kp0; /* strides (elements) */
+    const int32_t *cu;
+    int64_t nseq, n, h, dn, dr, dv;
+    float scale;
+} attn_in;
+
+/* [start, end) of the sequence holding token t (binary search over cu). */
+__device__ __forceinline__ void seq_bounds(const int32_t *cu, int64_t nseq, int64_t t, int64_t *start, int64_t *end) {
+    int64_t lo = 0, hi = nseq; /* cu[lo] <= t < cu[hi] */
+    while (hi - lo > 1) {
+        int64_t mid = (lo + hi) / 2;
+        if (cu[mid] <= t)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    *start = cu[lo];
+    *end = cu[lo + 1];
+}
+
+/* Stage K rows [u0, u0+nb) of head h: kd = [k_nope ; k_pe] (stride dqk+1)
+ * and vd (stride dv+1). */
+__device__ __forceinline__ void load_kv(const attn_in &a, int64_t h, int64_t u0, int64_t nb, float *kd, float *vd) {
+    int64_t dqk = a.dn + a.dr;
+    for (int64_t i = threadIdx.x; i < nb * dqk; i += blockDim.x) {
+        int64_t r = i / dqk, j = i % dqk, u = u0 + r;
+        kd[r * (dqk + 1) + j] = j < a.dn ? a.kv[u * a.kv0 + h * a.kv1 + j] : a.kpe[u * a.kp0 + (j - a.dn)];
+    }
+    for (int64_t i = threadIdx.x; i < nb * a.dv; i += blockDim.x) {
+        int64_t r = i / a.dv, j = i % a.dv, u = u0 + r;
+        vd[r * (a.dv + 1) + j] = a.kv[u * a.kv0 + h * a.kv1 + a.dn + j];
+    }
+}
+
+/* Stage query rows [t0, t0+nq) of head h (stride dqk+1). */
+__device__ __forceinline__ void load_q(const attn_in &a, int64_t h, int64_t t0, int64_t nq, float *qd) {
+    int64_t dqk = a.dn + a.dr;
+    for (int64_t i = threadIdx.x; i < nq * dqk; i += blockDim.x) {
+        int64_t r = i / dqk, j = i % dqk;
+        qd[r * (dqk + 1) + j] = a.q[(t0 + r) * a.q0 + h * a.q1 + j];
+    }
+}
+
+__device__ __forceinline__ float dotf(const float *x, const float *y, int64_t n) {
+    float s = 0.0f;
+    for (int64_t j = 0; j < n; j++)
+        s += x[j] * y[j];
+    return s;
+}
+
+/* ---- forward ---------------------------------------------------------------------------- */
+
+static size_t fwd_smem(int64_t dqk, int64_t dv) {
+    return (size_t)(2 * AT_BQ * (dqk + 1) + AT_BK * (dv + 1) + AT_BQ * (AT_BK + 1) + AT_BQ * dv + 4 * AT_BQ) *
+           sizeof(float);
+}
+
+__global__ void __launch_bounds__(AT_THREADS)
+    attn_fwd_kernel(attn_in a, float *o, int64_t o0, int64_t o1, float *lse, int64_t l0) {
+    CUDA_DYN_SMEM(float, sm);
+    int64_t dqk = a.dn + a.dr, dv = a.dv, h = blockIdx.y, t0 = blockIdx.x * (int64_t)AT_BQ;
+    int64_t nq = a.n - t0 < AT_BQ ? a.n - t0 : AT_BQ;
+    float *qd = sm, *kd = qd + AT_BQ * (dqk + 1), *vd = kd + AT_BK * (dqk + 1), *sc = vd + AT_BK * (dv + 1);
+    float *od = sc + AT_BQ * (AT_BK + 1), *m = od + AT_BQ * dv, *l = m + AT_BQ, *corr = l + AT_BQ;
+    float *st = corr + AT_BQ; /* row's sequence start, as float-sized int slots */
+    int32_t *start = (int32_t *)st;
+    int tid = threadIdx.x;
+    load_q(a, h, t0, nq, qd);
+    for (int64_t i = tid; i < AT_BQ * dv; i += blockDim.x)
+        od[i] = 0.0f;
+    for (int64_t r = tid; r < AT_BQ; r += blockDim.x) {
+        m[r] = -INFINITY, l[r] = 0.0f;
+        int64_t s0 = 0, e0 = 0;
+        if (r < nq) seq_bounds(a.cu, a.nseq, t0 + r, &s0, &e0);
+        start[r] = (int32_t)s0;
+    }
+    __syncthreads();
+    int64_t ulo = start[0], uhi = t0 + nq; /* keys [ulo, uhi): starts grow with t */
+    for (int64_t u0 = ulo; u0 < uhi; u0 += AT_BK) {
+        int64_t nb = uhi - u0 < AT_BK ? uhi - u0 : AT_BK;
+        __syncthreads(); /* the previous tile is consumed */
+        load_kv(a, h, u0, nb, kd, vd);
+        __syncthreads();
+        for (int64_t p = tid; p < AT_BQ * AT_BK; p += blockDim.x) {
+            int64_t r = p / AT_BK, c = p % AT_BK, t = t0 + r, u = u0 + c;
+            float v = -INFINITY;
+            if (r < nq && c < nb && u >= start[r] && u <= t)
+                v = a.scale * dotf(qd + r * (dqk + 1), kd + c * (dqk + 1), dqk);
+            sc[r * (AT_BK + 1) + c] = v;
+        }
+        __syncthreads();
+        for (int64_t r = tid; r < AT_BQ; r += blockDim.x) {
+            float *row = sc + r * (AT_BK + 1);
+            float bm = -INFINITY;
+            for (int64_t c = 0; c < nb; c++)
+                bm = row[c] > bm ? row[c] : bm;
+            if (bm == -INFINITY) { /* no key of this tile for the row */
+                for (int64_t c = 0; c < nb; c++)
+                    row[c] = 0.0f;
+                corr[r] = 1.0f;
+                continue;
+            }
+            float mn = bm > m[r] ? bm : m[r];
+            float cr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mn);
+            float sum = 0.0f;
+            for (int64_t c = 0; c < nb; c++) {
+                float pr = row[c] == -INFINITY ? 0.0f : expf(row[c] - mn);
+                row[c] = pr;
+                sum += pr;
+            }
+            m[r] = mn;
+            l[r] = l[r] * cr + sum;
+            corr[r] = cr;
+        }
+        __syncthreads();
+        for (int64_t i = tid; i < AT_BQ * dv; i += blockDim.x) {
+            int64_t r = i / dv, c = i % dv;
+            const float *pr = sc + r * (AT_BK + 1);
+            float acc = od[i] * corr[r];
+            for (int64_t k = 0; k < nb; k++)
+                acc += pr[k] * vd[k * (dv + 1) + c];
+            od[i] = acc;
+        }
+    }
+    __syncthreads();
+    for (int64_t i = tid; i < nq * dv; i += blockDim.x) {
+        int64_t r = i / dv, c = i % dv;
+        o[(t0 + r) * o0 + h * o1 + c] = od[i] / l[r];
+    }
+    if (lse)
+        for (int64_t r = tid; r < nq; r += blockDim.x)
+            lse[(t0 + r) * l0 + h] = m[r] + logf(l[r]);
+}
+
+typedef struct {
+    int64_t n, h, dqk, dn, dr, dv;
+} attn_dims;
+
+/* Shapes as the CPU's check_attn; cu_seqlens from 0 to N is the caller's
+ * contract (the model builds it), checked here only for its length. */
+static attn_dims check_attn(const char *op, const tensor *q, const tensor *kv, const tensor *kpe, const tensor *o,
+                            const tensor *cu) {
+    cuda_need(op, "q", q, TENSOR_F32, 3);
+    cuda_need(op, "kv", kv, TENSOR_F32, 3);
+    cuda_need(op, "kpe", kpe, TENSOR_F32, 2);
+    cuda_need(op, "o", o, TENSOR_F32, 3);
+    cuda_need(op, "cu_seqlens", cu, TENSOR_I32, 1);
+    attn_dims d;
+    d.n = q->shape[0];
+    d.h = q->shape[1];
+    d.dqk = q->shape[2];
+    d.dr = kpe->shape[1];
+    d.dn = d.dqk - d.dr;
+    d.dv = o->shape[2];
+    if (d.dn < 0) base_die("cuda %s: rope dim %lld exceeds the q head dim %lld", op, (long long)d.dr, (long long)d.dqk);
+    if (cu->shape[0] < 1) base_die("cuda %s: cu_seqlens is empty", op);
+    cuda_need_dim(op, "kv", kv, 0, d.n);
+    cuda_need_dim(op, "kv", kv, 1, d.h);
+    cuda_need_dim(op, "kv", kv, 2, d.dn + d.dv);
+    cuda_need_dim(op, "kpe", kpe, 0, d.n);
+    cuda_need_dim(op, "o", o, 0, d.n);
+    cuda_need_dim(op, "o", o, 1, d.h);
+    return d;
+}
+
+static attn_in make_in(const tensor *q, const tensor *kv, const tensor *kpe, const tensor *cu, const attn_dims &d,
+                       float scale) {
+    attn_in a;
+    a.q = (const float *)q->data, a.kv = (const float *)kv->data, a.kpe = (const float *)kpe->data;
+    a.q0 = q->stride[0], a.q1 = q->stride[1], a.kv0 = kv->stride[0], a.kv1 = kv->stride[1], a.kp0 = kpe->stride[0];
+    a.cu = (const int32_t *)cu->data;
+    a.nseq = cu->shape[0] - 1;
+    a.n = d.n, a.h = d.h, a.dn = d.dn, a.dr = d.dr, a.dv = d.dv;
+    a.scale = scale;
+    return a;
+}
+
+static void smem_ok(const char *op, size_t bytes) {
+    if (bytes > 227 * 1024) base_die("cuda %s: head dims need %zu bytes of shared memory (227 KiB at most)", op, bytes);
+}
+
+void cuda_mla_attn_fwd(tensor *o, tensor *lse, const tensor *q, const tensor *kv, const tensor *kpe,
+                       const tensor *cu_seqlens, float scale) {
+    const char *op = "mla_attn_fwd";
+    attn_dims d = check_attn(op, q, kv, kpe, o, cu_seqlens);
+    if (lse) {
+        cuda_need(op, "lse", lse, TENSOR_F32, 2);
+        cuda_need_dim(op, "lse", lse, 0, d.n);
+        cuda_need_dim(op, "lse", lse, 1, d.h);
+    }
+    if (!d.n || !d.h) return;
+    attn_in a = make_in(q, kv, kpe, cu_seqlens, d, scale);
+    size_t smem = fwd_smem(d.dqk, d.dv);
+    smem_ok(op, smem);
+#ifndef GRPO_CUDA_EMU
+    CHECK_CUDA(cudaFuncSetAttribute(attn_fwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+#endif
+    dim3 grid((unsigned)((d.n + AT_BQ - 1) / AT_BQ), (unsigned)d.h);
+    CUDA_LAUNCH(attn_fwd_kernel, grid, AT_THREADS, smem, a, (float *)o->data, o->stride[0], o->stride[1],
+                lse ? (float *)lse->data : (float *)NULL, lse ? lse->stride[0] : 0);
+}
+
+/* ---- backward ------------------------------------------------------------------------------ */
+
+/* D[t, h] = dO[t, h] . O[t, h]: one warp per (t, h) */
+__global__ void attn_d_kernel(float *D, const float *dout, int64_t g0, int64_t g1, const float *o, int64_t o0,
+                              int64_t o1, int64_t n, int64_t h, int64_t dv) {
+    int64_t w = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    if (w >= n * h) return; /* whole warps */
+    int64_t t = w / h, k = w % h;
+    const float *g = dout + t * g0 + k * g1, *x = o + t * o0 + k * o1;
+    float s = 0.0f;
+    for (int64_t c = lane; c < dv; c += 32)
+        s += g[c] * x[c];
+    s = warp_sum(s);
+    if (lane == 0) D[w] = s;
+}
+
+typedef struct {
+    const float *dout, *lse, *D;
+    int64_t g0, g1, l0;
+} attn_grad_in;
+
+/* Stage dO rows [t0, t0+nq) (stride dv+1). */
+__device__ __forceinline__ void load_do(const attn_in &a, const attn_grad_in &g, int64_t h, int64_t t0, int64_t nq,
+                                        float *gd) {
+    for (int64_t i = threadIdx.x; i < nq * a.dv; i += blockDim.x) {
+        int64_t r = i / a.dv, c = i % a.dv;
+        gd[r * (a.dv + 1) + c] = g.dout[(t0 + r) * g.g0 + h * g.g1 + c];
+    }
+}
+
+static size_t bwd_q_smem(int64_t dqk, int64_t dv) {
+    return (size_t)(AT_BQ * (dqk + 1) + AT_BQ * (dv + 1) + AT_BK * (dqk + 1) + AT_BK * (dv + 1) + AT_BQ * (AT_BK + 1) +
+                    AT_BQ * dqk + 3 * AT_BQ) *
+           sizeof(float);
+}
+
+/* pass A: dq for a query tile */
+__global__ void __launch_bounds__(AT_THREADS)
+    attn_bwd_q_kernel(attn_in a, attn_grad_in g, float *dq, int64_t d0, int64_t d1) {
+    CUDA_DYN_SMEM(float, sm);
+    int64_t dqk = a.dn + a.dr, dv = a.dv, h = blockIdx.y, t0 = blockIdx.x * (int64_t)AT_BQ;
+    int64_t nq = a.n - t0 < AT_BQ ? a.n - t0 : AT_BQ;
+    float *qd = sm, *gd = qd + AT_BQ * (dqk + 1), *kd = gd + AT_BQ * (dv + 1), *vd = kd + AT_BK * (dqk + 1);
+    float *ds = vd + AT_BK * (dv + 1), *dqd = ds + AT_BQ * (AT_BK + 1), *L = dqd + AT_BQ * dqk, *Dr = L + AT_BQ;
+    int32_t *start = (int32_t *)(Dr + AT_BQ);
+    int tid = threadIdx.x;
+    load_q(a, h, t0, nq, qd);
+    load_do(a, g, h, t0, nq, gd);
+    for (int64_t i = tid; i < AT_BQ * dqk; i += blockDim.x)
+        dqd[i] = 0.0f;
+    for (int64_t r = tid; r < AT_BQ; r += blockDim.x) {
+        int64_t s0 = 0, e0 = 0;
+        if (r < nq) seq_bounds(a.cu, a.nseq, t0 + r, &s0, &e0);
+        start[r] = (int32_t)s0;
+        L[r] = r < nq ? g.lse[(t0 + r) * g.l0 + h] : 0.0f;
+        Dr[r] = r < nq ? g.D[(t0 + r) * a.h + h] : 0.0f;
+    }
+    __syncthreads();
+    int64_t ulo = start[0], uhi = t0 + nq;
+    for (int64_t u0 = ulo; u0 < uhi; u0 += AT_BK) {
+        int64_t nb = uhi - u0 < AT_BK ? uhi - u0 : AT_BK;
+        __syncthreads();
+        load_kv(a, h, u0, nb, kd, vd);
+        __syncthreads();
+        for (int64_t p = tid; p < AT_BQ * AT_BK; p += blockDim.x) {
+            int64_t r = p / AT_BK, c = p % AT_BK, t = t0 + r, u = u0 + c;
+            float v = 0.0f;
+            if (r < nq && c < nb && u >= start[r] && u <= t) {
+                float s = a.scale * dotf(qd + r * (dqk + 1), kd + c * (dqk + 1), dqk);
+                float pr = expf(s - L[r]);
+                float dp = dotf(gd + r * (dv + 1), vd + c * (dv + 1), dv);
+                v = a.scale * pr * (dp - Dr[r]);
+            }
+            ds[r * (AT_BK + 1) + c] = v;
+        }
+        __syncthreads();
+        for (int64_t i = tid; i < AT_BQ * dqk; i += blockDim.x) {
+            int64_t r = i / dqk, j = i % dqk;
+            const float *dr = ds + r * (AT_BK + 1);
+            float acc = dqd[i];
+            for (int64_t k = 0; k < nb; k++)
+                acc += dr[k] * kd[k * (dqk + 1) + j];
+            dqd[i] = acc;
+        }
+    }
+    __syncthreads();
+    for (int64_t i = tid; i < nq * dqk; i += blockDim.x) {
+        int64_t r = i / dqk, j = i % dqk;
+        dq[(t0 + r) * d0 + h * d1 + j] = dqd[i];
+    }
+}
+
+static size_t bwd_kv_smem(int64_t dqk, int64_t dv) {
+    return (size_t)(AT_BK * (dqk + 1) + AT_BK * (dv + 1) + AT_BK * dqk + AT_BK * dv + AT_BQ * (dqk + 1) +
+                    AT_BQ * (dv + 1) + 2 * AT_BQ * (AT_BK + 1) + 3 * AT_BQ) *
+           sizeof(float);
+}
+
+/* pass B: dk, dv for a key tile; the rope part of dk into dpe_h [N, H, dr] */
+__global__ void __launch_bounds__(AT_THREADS)
+    attn_bwd_kv_kernel(attn_in a, attn_grad_in g, float *dkv, int64_t k0, int64_t k1, float *dpe_h) {
+    CUDA_DYN_SMEM(float, sm);
+    int64_t dqk = a.dn + a.dr, dv = a.dv, h = blockIdx.y, u0 = blockIdx.x * (int64_t)AT_BK;
+    int64_t nk = a.n - u0 < AT_BK ? a.n - u0 : AT_BK;
+    float *kd = sm, *vd = kd + AT_BK * (dqk + 1), *dkd = vd + AT_BK * (dv + 1), *dvd = dkd + AT_BK * dqk;
+    float *qd = dvd + AT_BK * dv, *gd = qd + AT_BQ * (dqk + 1), *pp = gd + AT_BQ * (dv + 1);
+    float *ds = pp + AT_BQ * (AT_BK + 1), *L = ds + AT_BQ * (AT_BK + 1), *Dr = L + AT_BQ;
+    int32_t *qstart = (int32_t *)(Dr + AT_BQ);
+    __shared__ int64_t tend;
+    int tid = threadIdx.x;
+    load_kv(a, h, u0, nk, kd, vd);
+    for (int64_t i = tid; i < AT_BK * dqk; i += blockDim.x)
+        dkd[i] = 0.0f;
+    for (int64_t i = tid; i < AT_BK * dv; i += blockDim.x)
+        dvd[i] = 0.0f;
+    if (tid == 0) { /* queries [u0, end of the last key's sequence) */
+        int64_t s0, e0;
+        seq_bounds(a.cu, a.nseq, u0 + nk - 1, &s0, &e0);
+        tend = e0;
+    }
+    __syncthreads();
+    for (int64_t t0 = u0; t0 < tend; t0 += AT_BQ) {
+        int64_t nq = tend - t0 < AT_BQ ? tend - t0 : AT_BQ;
+        __syncthreads();
+        load_q(a, h, t0, nq, qd);
+        load_do(a, g, h, t0, nq, gd);
+        for (int64_t r = tid; r < AT_BQ; r += blockDim.x) {
+            int64_t s0 = 0, e0 = 0;
+            if (r < nq) seq_bounds(a.cu, a.nseq, t0 + r, &s0, &e0);
+            qstart[r] = (int32_t)s0;
+            L[r] = r < nq ? g.lse[(t0 + r) * g.l0 + h] : 0.0f;
+            Dr[r] = r < nq ? g.D[(t0 + r) * a.h + h] : 0.0f;
+        }
+        __syncthreads();
+        for (int64_t p = tid; p < AT_BQ * AT_BK; p += blockDim.x) {
+            int64_t r = p / AT_BK, c = p % AT_BK, t = t0 + r, u = u0 + c;
+            float pv = 0.0f, dv_ = 0.0f;
+            if (r < nq && c < nk && u >= qstart[r] && u <= t) {
+                float s = a.scale * dotf(qd + r * (dqk + 1), kd + c * (dqk + 1), dqk);
+                pv = expf(s - L[r]);
+                float dp = dotf(gd + r * (dv + 1), vd + c * (dv + 1), dv);
+                dv_ = a.scale * pv * (dp - Dr[r]);
+            }
+            pp[r * (AT_BK + 1) + c] = pv;
+            ds[r * (AT_BK + 1) + c] = dv_;
+        }
+        __syncthreads();
+        for (int64_t i = tid; i < AT_BK * dqk; i += blockDim.x) {
+            int64_t c = i / dqk, j = i % dqk;
+            float acc = dkd[i];
+            for (int64_t r = 0; r < nq; r++)
+                acc += ds[r * (AT_BK + 1) + c] * qd[r * (dqk + 1) + j];
+            dkd[i] = acc;
+        }
+        for (int64_t i = tid; i < AT_BK * dv; i += blockDim.x) {
+            int64_t c = i / dv, j = i % dv;
+            float acc = dvd[i];
+            for (int64_t r = 0; r < nq; r++)
+                acc += pp[r * (AT_BK + 1) + c] * gd[r * (dv + 1) + j];
+            dvd[i] = acc;
+        }
+    }
+    __syncthreads();
+    for (int64_t i = tid; i < nk * (a.dn + dv); i += blockDim.x) {
+        int64_t c = i / (a.dn + dv), j = i % (a.dn + dv);
+        dkv[(u0 + c) * k0 + h * k1 + j] = j < a.dn ? dkd[c * dqk + j] : dvd[c * dv + (j - a.dn)];
+    }
+    for (int64_t i = tid; i < nk * a.dr; i += blockDim.x) {
+        int64_t c = i / a.dr, j = i % a.dr;
+        dpe_h[((u0 + c) * a.h + h) * a.dr + j] = dkd[c * dqk + a.dn + j];
+    }
+}
+
+/* dkpe[u] = sum over heads, in head order */
+__global__ void attn_dkpe_kernel(float *dkpe, int64_t p0, const float *dpe_h, int64_t n, int64_t h, int64_t dr) {
+    int64_t total = n * dr;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t u = e / dr, j = e % dr;
+        float s = 0.0f;
+        for (int64_t k = 0; k < h; k++)
+            s += dpe_h[(u * h + k) * dr + j];
+        dkpe[u * p0 + j] = s;
+    }
+}
+
+void cuda_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout, const tensor *q, const tensor *kv,
+                       const tensor *kpe, const tensor *o, const tensor *lse, const tensor *cu_seqlens, float scale) {
+    const char *op = "mla_attn_bwd";
+    attn_dims d = check_attn(op, q, kv, kpe, o, cu_seqlens);
+    cuda_need(op, "dq", dq, TENSOR_F32, 3);
+    cuda_need(op, "dkv", dkv, TENSOR_F32, 3);
+    cuda_need(op, "dkpe", dkpe, TENSOR_F32, 2);
+    cuda_need(op, "dout", dout, TENSOR_F32, 3);
+    cuda_need(op, "lse", lse, TENSOR_F32, 2);
+    for (int i = 0; i < 3; i++) {
+        cuda_need_dim(op, "dq", dq, i, q->shape[i]);
+        cuda_need_dim(op, "dkv", dkv, i, kv->shape[i]);
+        cuda_need_dim(op, "dout", dout, i, o->shape[i]);
+    }
+    cuda_need_dim(op, "dkpe", dkpe, 0, d.n);
+    cuda_need_dim(op, "dkpe", dkpe, 1, d.dr);
+    cuda_need_dim(op, "lse", lse, 0, d.n);
+    cuda_need_dim(op, "lse", lse, 1, d.h);
+    if (!d.n || !d.h) return;
+    attn_in a = make_in(q, kv, kpe, cu_seqlens, d, scale);
+    size_t nh = (size_t)(d.n * d.h);
+    float *scr = (float *)cuda_scratch(SCR_ATTN, (nh + nh * (size_t)d.dr) * sizeof(float));
+    float *D = scr, *dpe_h = scr + nh;
+    CUDA_LAUNCH(attn_d_kernel, cuda_blocks((int64_t)nh * 32, 256), 256, 0, D, (const float *)dout->data,
+                dout->stride[0], dout->stride[1], (const float *)o->data, o->stride[0], o->stride[1], d.n, d.h, d.dv);
+    attn_grad_in g;
+    g.dout = (const float *)dout->data, g.lse = (const float *)lse->data, g.D = D;
+    g.g0 = dout->stride[0], g.g1 = dout->stride[1], g.l0 = lse->stride[0];
+    size_t sq = bwd_q_smem(d.dqk, d.dv), skv = bwd_kv_smem(d.dqk, d.dv);
+    smem_ok(op, sq);
+    smem_ok(op, skv);
+#ifndef GRPO_CUDA_EMU
+    CHECK_CUDA(cudaFuncSetAttribute(attn_bwd_q_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
+    CHECK_CUDA(cudaFuncSetAttribute(attn_bwd_kv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
+#endif
+    dim3 gq((unsigned)((d.n + AT_BQ - 1) / AT_BQ), (unsigned)d.h),
+        gk((unsigned)((d.n + AT_BK - 1) / AT_BK), (unsigned)d.h);
+    CUDA_LAUNCH(attn_bwd_q_kernel, gq, AT_THREADS, sq, a, g, (float *)dq->data, dq->stride[0], dq->stride[1]);
+    CUDA_LAUNCH(attn_bwd_kv_kernel, gk, AT_THREADS, skv, a, g, (float *)dkv->data, dkv->stride[0], dkv->stride[1],
+                dpe_h);
+    CUDA_LAUNCH(attn_dkpe_kernel, cuda_blocks(d.n * d.dr, 256), 256, 0, (float *)dkpe->data, dkpe->stride[0],
+                (const float *)dpe_h, d.n, d.h, d.dr);
+}
+
+CUDA_NS_END

@@ -1,0 +1,245 @@
+/*
+ * The latent KV cache on the GPU (spec §3.6): writing rows, and absorbed
+ * MLA decode attention in one kernel per layer (plus a small combine).
+ *
+ * mla_decode: block (b, split, head group) takes query b's heads
+ * [hg*DEC_HG, ...) over the positions [split*DEC_SPLIT, ...) of its slot,
+ * in tiles of DEC_TILE cache rows staged in shared memory: every row is
+ * read once for all heads of the group (the latent cache is shared by the
+ * heads, which is what makes MLA decode cheap). Scores and the online
+ * softmax are per head; the block writes its unnormalised output, running
+ * max and sum; the combine kernel merges the splits in order. Splits are
+ * fixed DEC_SPLIT positions, so a query's result depends on its own length
+ * only, never on the other queries of the batch, and is the same on every
+ * run.
+ */
+#include "cuda_common.cuh"
+
+CUDA_NS_BEGIN
+
+#define DEC_THREADS 256
+#define DEC_TILE 16
+#define DEC_HG 16
+#define DEC_SPLIT 512
+
+/* ---- cache write ------------------------------------------------------------------ */
+
+__global__ void cache_write_kernel(float *cache, int64_t cs0, int64_t cs1, int64_t nslots, int64_t npos,
+                                   const float *ckv, int64_t cld, const float *kpe, int64_t kld, const int32_t *slot,
+                                   const int32_t *pos, int64_t n, int64_t dc, int64_t dr, int *err) {
+    for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+        int32_t s = slot[i], p = pos[i];
+        if (s < 0 || s >= nslots) {
+            if (threadIdx.x == 0) cuda_flag(err, CU_OP_CACHE_WRITE, CU_WHAT_SLOT, i, s, nslots);
+            continue;
+        }
+        if (p < 0 || p >= npos) {
+            if (threadIdx.x == 0) cuda_flag(err, CU_OP_CACHE_WRITE, CU_WHAT_POSITION, i, p, npos);
+            continue;
+        }
+        float *row = cache + s * cs0 + p * cs1;
+        for (int64_t j = threadIdx.x; j < dc + dr; j += blockDim.x)
+            row[j] = j < dc ? ckv[i * cld + j] : kpe[i * kld + (j - dc)];
+    }
+}
+
+void cuda_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *slot, const tensor *pos) {
+    const char *op = "mla_cache_write";
+    cuda_need(op, "cache", cache, TENSOR_F32, 3);
+    cuda_need(op, "ckv", ckv, TENSOR_F32, 2);
+    cuda_need(op, "kpe", kpe, TENSOR_F32, 2);
+    cuda_need(op, "slot", slot, TENSOR_I32, 1);
+    cuda_need(op, "pos", pos, TENSOR_I32, 1);
+    int64_t n = ckv->shape[0], dc = ckv->shape[1], dr = kpe->shape[1];
+    cuda_need_dim(op, "kpe", kpe, 0, n);
+    cuda_need_dim(op, "slot", slot, 0, n);
+    cuda_need_dim(op, "pos", pos, 0, n);
+    cuda_need_dim(op, "cache", cache, 2, dc + dr);
+    if (!n) return;
+    CUDA_LAUNCH(cache_write_kernel, (unsigned)cu_min64(n, 65535), 128, 0, (float *)cache->data, cache->stride[0],
+                cache->stride[1], cache->shape[0], cache->shape[1], (const float *)ckv->data, ckv->stride[0],
+                (const float *)kpe->data, kpe->stride[0], (const int32_t *)slot->data, (const int32_t *)pos->data, n,
+                dc, dr, cuda_errbuf());
+}
+
+/* ---- decode ---------------------------------------------------------------------------- */
+
+typedef struct {
+    const float *ql, *qp, *cache;
+    int64_t ql0, ql1, qp0, qp1, cs0, cs1; /* strides (elements) */
+    const int32_t *slot, *len;
+    int64_t b, h, dc, dr, nslots, npos, nsplit, nhg;
+    float scale;
+    float *po, *pm, *pl; /* partials [b, nsplit, h, dc], [b, nsplit, h] x 2 */
+    int *err;
+} dec_args;
+
+/* Shared memory: q [hg][dl], tile [DEC_TILE][dl + 1] (the +1 keeps the
+ * threads of a warp, which read different rows, on different banks),
+ * o [hg][dc], scores [hg][DEC_TILE], m, l, corr [hg]. */
+static size_t dec_smem(int64_t dc, int64_t dr, int64_t hg) {
+    int64_t dl = dc + dr;
+    return (size_t)(hg * dl + DEC_TILE * (dl + 1) + hg * dc + hg * DEC_TILE + 3 * hg) * sizeof(float);
+}
+
+__global__ void __launch_bounds__(DEC_THREADS) decode_kernel(dec_args a) {
+    CUDA_DYN_SMEM(float, sm);
+    int64_t b = blockIdx.x, split = blockIdx.y, h0 = blockIdx.z * DEC_HG;
+    int64_t hg = a.h - h0 < DEC_HG ? a.h - h0 : DEC_HG;
+    int64_t dc = a.dc, dr = a.dr, dl = dc + dr;
+    float *q = sm, *tile = q + hg * dl, *o = tile + DEC_TILE * (dl + 1), *sc = o + hg * dc;
+    float *m = sc + hg * DEC_TILE, *l = m + hg, *corr = l + hg;
+    int tid = threadIdx.x, nt = blockDim.x;
+    int32_t s = a.slot[b], n = a.len[b];
+    int valid = 1;
+    if (s < 0 || s >= a.nslots) {
+        if (tid == 0 && split == 0 && blockIdx.z == 0) cuda_flag(a.err, CU_OP_DECODE, CU_WHAT_SLOT, b, s, a.nslots);
+        valid = 0;
+    }
+    if (n < 1 || n > a.npos) {
+        if (tid == 0 && split == 0 && blockIdx.z == 0) cuda_flag(a.err, CU_OP_DECODE, CU_WHAT_LENGTH, b, n, a.npos + 1);
+        valid = 0;
+    }
+    int64_t u0 = split * DEC_SPLIT, u1 = valid ? (u0 + DEC_SPLIT < n ? u0 + DEC_SPLIT : n) : u0;
+    int64_t pbase = (b * a.nsplit + split) * a.h + h0;
+    if (u0 >= u1) { /* nothing here: an empty partial */
+        for (int64_t i = tid; i < hg; i += nt)
+            a.pl[pbase + i] = 0.0f, a.pm[pbase + i] = -INFINITY;
+        return; /* whole block */
+    }
+    for (int64_t i = tid; i < hg * dl; i += nt) {
+        int64_t hh = i / dl, j = i % dl;
+        q[i] = j < dc ? a.ql[b * a.ql0 + (h0 + hh) * a.ql1 + j] : a.qp[b * a.qp0 + (h0 + hh) * a.qp1 + (j - dc)];
+    }
+    for (int64_t i = tid; i < hg * dc; i += nt)
+        o[i] = 0.0f;
+    for (int64_t i = tid; i < hg; i += nt)
+        m[i] = -INFINITY, l[i] = 0.0f;
+    const float *base = a.cache + (int64_t)s * a.cs0;
+    for (int64_t t0 = u0; t0 < u1; t0 += DEC_TILE) {
+        int64_t nb = u1 - t0 < DEC_TILE ? u1 - t0 : DEC_TILE;
+        __syncthreads(); /* the previous tile is consumed */
+        for (int64_t i = tid; i < nb * dl; i += nt) {
+            int64_t r = i / dl, j = i % dl;
+            tile[r * (dl + 1) + j] = base[(t0 + r) * a.cs1 + j];
+        }
+        __syncthreads();
+        /* scores: one (head, row) pair per thread and step */
+        for (int64_t i = tid; i < hg * DEC_TILE; i += nt) {
+            int64_t hh = i / DEC_TILE, r = i % DEC_TILE;
+            float v = -INFINITY;
+            if (r < nb) {
+                const float *qh = q + hh * dl, *row = tile + r * (dl + 1);
+                float x = 0.0f, y = 0.0f;
+                for (int64_t j = 0; j < dc; j++)
+                    x += qh[j] * row[j];
+                for (int64_t j = dc; j < dl; j++)
+                    y += qh[j] * row[j];
+                v = a.scale * (x + y);
+            }
+            sc[i] = v;
+        }
+        __syncthreads();
+        /* online softmax per head: new max, rescale factor, probabilities */
+        for (int64_t hh = tid; hh < hg; hh += nt) {
+            float bm = -INFINITY;
+            for (int64_t r = 0; r < nb; r++)
+                bm = sc[hh * DEC_TILE + r] > bm ? sc[hh * DEC_TILE + r] : bm;
+            float mo = m[hh], mn = bm > mo ? bm : mo;
+            float c = mo == -INFINITY ? 0.0f : expf(mo - mn);
+            float sum = 0.0f;
+            for (int64_t r = 0; r < nb; r++) {
+                float p = expf(sc[hh * DEC_TILE + r] - mn);
+                sc[hh * DEC_TILE + r] = p;
+                sum += p;
+            }
+            m[hh] = mn;
+            l[hh] = l[hh] * c + sum;
+            corr[hh] = c;
+        }
+        __syncthreads();
+        for (int64_t i = tid; i < hg * dc; i += nt) {
+            int64_t hh = i / dc, j = i % dc;
+            float acc = o[i] * corr[hh];
+            const float *p = sc + hh * DEC_TILE;
+            for (int64_t r = 0; r < nb; r++)
+                acc += p[r] * tile[r * (dl + 1) + j];
+            o[i] = acc;
+        }
+    }
+    __syncthreads();
+    for (int64_t i = tid; i < hg * dc; i += nt)
+        a.po[pbase * dc + i] = o[i];
+    for (int64_t i = tid; i < hg; i += nt)
+        a.pm[pbase + i] = m[i], a.pl[pbase + i] = l[i];
+}
+
+/* o_lat[b, h] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s, splits in order */
+__global__ void decode_combine_kernel(float *out, int64_t o0, int64_t o1, const float *po, const float *pm,
+                                      const float *pl, int64_t h, int64_t dc, int64_t nsplit) {
+    int64_t b = blockIdx.x, hh = blockIdx.y;
+    float mx = -INFINITY;
+    for (int64_t s = 0; s < nsplit; s++) {
+        int64_t pi = (b * nsplit + s) * h + hh;
+        if (pl[pi] > 0.0f && pm[pi] > mx) mx = pm[pi];
+    }
+    float den = 0.0f;
+    for (int64_t s = 0; s < nsplit; s++) {
+        int64_t pi = (b * nsplit + s) * h + hh;
+        if (pl[pi] > 0.0f) den += expf(pm[pi] - mx) * pl[pi];
+    }
+    for (int64_t j = threadIdx.x; j < dc; j += blockDim.x) {
+        float acc = 0.0f;
+        for (int64_t s = 0; s < nsplit; s++) {
+            int64_t pi = (b * nsplit + s) * h + hh;
+            if (pl[pi] > 0.0f) acc += expf(pm[pi] - mx) * po[pi * dc + j];
+        }
+        out[b * o0 + hh * o1 + j] = acc / den;
+    }
+}
+
+void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache, const tensor *slot,
+                     const tensor *len, float scale) {
+    const char *op = "mla_decode";
+    cuda_need(op, "o_lat", o_lat, TENSOR_F32, 3);
+    cuda_need(op, "q_lat", q_lat, TENSOR_F32, 3);
+    cuda_need(op, "q_pe", q_pe, TENSOR_F32, 3);
+    cuda_need(op, "cache", cache, TENSOR_F32, 3);
+    cuda_need(op, "slot", slot, TENSOR_I32, 1);
+    cuda_need(op, "len", len, TENSOR_I32, 1);
+    int64_t b = q_lat->shape[0], h = q_lat->shape[1], dc = q_lat->shape[2], dr = q_pe->shape[2];
+    for (int i = 0; i < 3; i++)
+        cuda_need_dim(op, "o_lat", o_lat, i, q_lat->shape[i]);
+    cuda_need_dim(op, "q_pe", q_pe, 0, b);
+    cuda_need_dim(op, "q_pe", q_pe, 1, h);
+    cuda_need_dim(op, "cache", cache, 2, dc + dr);
+    cuda_need_dim(op, "slot", slot, 0, b);
+    cuda_need_dim(op, "len", len, 0, b);
+    if (!b || !h) return;
+    int64_t npos = cache->shape[1], nsplit = (npos + DEC_SPLIT - 1) / DEC_SPLIT, nhg = (h + DEC_HG - 1) / DEC_HG;
+    int64_t hg = h < DEC_HG ? h : DEC_HG;
+    size_t smem = dec_smem(dc, dr, hg);
+    if (smem > 227 * 1024)
+        base_die("cuda %s: latent rank %lld + rope %lld needs %zu bytes of shared memory (227 KiB at most)", op,
+                 (long long)dc, (long long)dr, smem);
+    size_t np = (size_t)(b * nsplit * h);
+    float *part = (float *)cuda_scratch(SCR_DEC, (np * (size_t)dc + 2 * np) * sizeof(float));
+    dec_args a;
+    a.ql = (const float *)q_lat->data, a.qp = (const float *)q_pe->data, a.cache = (const float *)cache->data;
+    a.ql0 = q_lat->stride[0], a.ql1 = q_lat->stride[1], a.qp0 = q_pe->stride[0], a.qp1 = q_pe->stride[1];
+    a.cs0 = cache->stride[0], a.cs1 = cache->stride[1];
+    a.slot = (const int32_t *)slot->data, a.len = (const int32_t *)len->data;
+    a.b = b, a.h = h, a.dc = dc, a.dr = dr, a.nslots = cache->shape[0], a.npos = npos, a.nsplit = nsplit, a.nhg = nhg;
+    a.scale = scale;
+    a.po = part, a.pm = part + np * (size_t)dc, a.pl = a.pm + np;
+    a.err = cuda_errbuf();
+#ifndef GRPO_CUDA_EMU
+    CHECK_CUDA(cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+#endif
+    dim3 grid((unsigned)b, (unsigned)nsplit, (unsigned)nhg);
+    CUDA_LAUNCH(decode_kernel, grid, DEC_THREADS, smem, a);
+    CUDA_LAUNCH(decode_combine_kernel, dim3((unsigned)b, (unsigned)h), 128, 0, (float *)o_lat->data, o_lat->stride[0],
+                o_lat->stride[1], (const float *)a.po, (const float *)a.pm, (const float *)a.pl, h, dc, nsplit);
+}
+
+CUDA_NS_END

@@ -1,0 +1,228 @@
+/*
+ * RMSNorm (spec §3.1, §3.11), row gather and the embedding on the GPU,
+ * float32, following src/tensor/cpu/norm.c: the row sums of squares and
+ * the backward's row dot products in double, the same float expressions
+ * per element.
+ *
+ * Deterministic reductions over rows: rmsnorm_bwd's dw sums fixed chunks
+ * of NORM_ROWS rows per column, then the chunks in order; embedding_bwd
+ * groups tokens by id with a stable sort and adds each id's rows in token
+ * order (the CPU's order, so dtable gets the same bits).
+ */
+#include "cuda_common.cuh"
+
+CUDA_NS_BEGIN
+
+#define NORM_THREADS 256
+#define NORM_ROWS 64
+
+/* ---- gather / embedding forward ------------------------------------------------- */
+
+__global__ void gather_kernel(float *dst, int64_t dld, const float *src, int64_t sld, const int32_t *idx, int64_t m,
+                              int64_t d, int64_t nsrc, int *err, int op) {
+    for (int64_t r = blockIdx.x; r < m; r += gridDim.x) {
+        int32_t s = idx[r];
+        if (s < 0 || s >= nsrc) {
+            if (threadIdx.x == 0) cuda_flag(err, op, CU_WHAT_INDEX, r, s, nsrc);
+            continue;
+        }
+        const float *sr = src + s * sld;
+        float *dr = dst + r * dld;
+        for (int64_t j = threadIdx.x; j < d; j += blockDim.x)
+            dr[j] = sr[j];
+    }
+}
+
+static void gather(const char *op, int code, tensor *dst, const tensor *src, const tensor *idx) {
+    cuda_need(op, "dst", dst, TENSOR_F32, 2);
+    cuda_need(op, "src", src, TENSOR_F32, 2);
+    cuda_need(op, "idx", idx, TENSOR_I32, 1);
+    cuda_need_dim(op, "src", src, 1, dst->shape[1]);
+    cuda_need_dim(op, "idx", idx, 0, dst->shape[0]);
+    int64_t m = dst->shape[0], d = dst->shape[1];
+    if (!m || !d) return;
+    CUDA_LAUNCH(gather_kernel, (unsigned)cu_min64(m, 65535), 128, 0, (float *)dst->data, dst->stride[0],
+                (const float *)src->data, src->stride[0], (const int32_t *)idx->data, m, d, src->shape[0],
+                cuda_errbuf(), code);
+}
+
+void cuda_gather_rows(tensor *dst, const tensor *src, const tensor *idx) {
+    gather("gather_rows", CU_OP_GATHER, dst, src, idx);
+}
+void cuda_embedding_fwd(tensor *y, const tensor *table, const tensor *ids) {
+    gather("embedding_fwd", CU_OP_EMBED_FWD, y, table, ids);
+}
+
+/* ---- RMSNorm forward ------------------------------------------------------------------ */
+
+__global__ void rmsnorm_fwd_kernel(float *y, int64_t yld, float *rstd, const float *x, int64_t xld, const float *w,
+                                   int64_t n, int64_t d, float eps) {
+    __shared__ double red[32];
+    for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+        const float *xi = x + i * xld;
+        double ss = 0;
+        for (int64_t j = threadIdx.x; j < d; j += blockDim.x)
+            ss += (double)xi[j] * xi[j];
+        ss = block_sum(ss, red);
+        float r = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
+        float *yi = y + i * yld;
+        /* every thread has read its x before the block sum's barriers; y
+         * may alias x element by element */
+        for (int64_t j = threadIdx.x; j < d; j += blockDim.x)
+            yi[j] = w[j] * (xi[j] * r);
+        if (rstd && threadIdx.x == 0) rstd[i] = r;
+    }
+}
+
+void cuda_rmsnorm_fwd(tensor *y, tensor *rstd, const tensor *x, const tensor *w, float eps) {
+    const char *op = "rmsnorm_fwd";
+    cuda_need(op, "x", x, TENSOR_F32, 2);
+    cuda_need(op, "y", y, TENSOR_F32, 2);
+    cuda_need(op, "w", w, TENSOR_F32, 1);
+    int64_t n = x->shape[0], d = x->shape[1];
+    cuda_need_dim(op, "y", y, 0, n);
+    cuda_need_dim(op, "y", y, 1, d);
+    cuda_need_dim(op, "w", w, 0, d);
+    if (rstd) {
+        cuda_need(op, "rstd", rstd, TENSOR_F32, 1);
+        cuda_need_dim(op, "rstd", rstd, 0, n);
+    }
+    if (!n) return;
+    CUDA_LAUNCH(rmsnorm_fwd_kernel, (unsigned)cu_min64(n, 65535), NORM_THREADS, 0, (float *)y->data, y->stride[0],
+                rstd ? (float *)rstd->data : (float *)NULL, (const float *)x->data, x->stride[0],
+                (const float *)w->data, n, d, eps);
+}
+
+/* ---- RMSNorm backward ------------------------------------------------------------------- */
+
+/* part[c, j] = sum over rows of chunk c of dy * x * rstd (rows in order) */
+__global__ void rmsnorm_dw_part_kernel(float *part, const float *dy, int64_t gld, const float *x, int64_t xld,
+                                       const float *rstd, int64_t n, int64_t d) {
+    int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, c = blockIdx.y;
+    if (j >= d) return;
+    int64_t r0 = c * NORM_ROWS, r1 = r0 + NORM_ROWS < n ? r0 + NORM_ROWS : n;
+    float s = 0.0f;
+    for (int64_t i = r0; i < r1; i++)
+        s += dy[i * gld + j] * x[i * xld + j] * rstd[i];
+    part[c * d + j] = s;
+}
+
+/* dw[j] += chunks in order */
+__global__ void rmsnorm_dw_sum_kernel(float *dw, const float *part, int64_t nchunks, int64_t d) {
+    int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (j >= d) return;
+    float s = dw[j];
+    for (int64_t c = 0; c < nchunks; c++)
+        s += part[c * d + j];
+    dw[j] = s;
+}
+
+__global__ void rmsnorm_dx_kernel(float *dx, int64_t dld, const float *dy, int64_t gld, const float *x, int64_t xld,
+                                  const float *w, const float *rstd, int64_t n, int64_t d, int accumulate) {
+    __shared__ double red[32];
+    for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+        const float *xi = x + i * xld, *gi = dy + i * gld;
+        double dot = 0;
+        for (int64_t j = threadIdx.x; j < d; j += blockDim.x)
+            dot += (double)gi[j] * w[j] * xi[j];
+        dot = block_sum(dot, red);
+        float r = rstd[i];
+        float c = (float)(dot / (double)d) * r * r * r;
+        float *di = dx + i * dld;
+        for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+            float v = r * gi[j] * w[j] - xi[j] * c;
+            di[j] = accumulate ? di[j] + v : v;
+        }
+    }
+}
+
+void cuda_rmsnorm_bwd(tensor *dx, tensor *dw, const tensor *dy, const tensor *x, const tensor *w, const tensor *rstd,
+                      int accumulate_dx) {
+    const char *op = "rmsnorm_bwd";
+    cuda_need(op, "x", x, TENSOR_F32, 2);
+    cuda_need(op, "dy", dy, TENSOR_F32, 2);
+    cuda_need(op, "dx", dx, TENSOR_F32, 2);
+    cuda_need(op, "w", w, TENSOR_F32, 1);
+    cuda_need(op, "rstd", rstd, TENSOR_F32, 1);
+    int64_t n = x->shape[0], d = x->shape[1];
+    cuda_need_dim(op, "dy", dy, 0, n);
+    cuda_need_dim(op, "dy", dy, 1, d);
+    cuda_need_dim(op, "dx", dx, 0, n);
+    cuda_need_dim(op, "dx", dx, 1, d);
+    cuda_need_dim(op, "w", w, 0, d);
+    cuda_need_dim(op, "rstd", rstd, 0, n);
+    if (!n || !d) return;
+    if (dw) {
+        cuda_need(op, "dw", dw, TENSOR_F32, 1);
+        cuda_need_dim(op, "dw", dw, 0, d);
+        int64_t nch = (n + NORM_ROWS - 1) / NORM_ROWS;
+        float *part = (float *)cuda_scratch(SCR_NORM, (size_t)(nch * d) * sizeof(float));
+        dim3 g((unsigned)((d + NORM_THREADS - 1) / NORM_THREADS), (unsigned)nch);
+        CUDA_LAUNCH(rmsnorm_dw_part_kernel, g, NORM_THREADS, 0, part, (const float *)dy->data, dy->stride[0],
+                    (const float *)x->data, x->stride[0], (const float *)rstd->data, n, d);
+        CUDA_LAUNCH(rmsnorm_dw_sum_kernel, (unsigned)((d + NORM_THREADS - 1) / NORM_THREADS), NORM_THREADS, 0,
+                    (float *)dw->data, (const float *)part, nch, d);
+    }
+    CUDA_LAUNCH(rmsnorm_dx_kernel, (unsigned)cu_min64(n, 65535), NORM_THREADS, 0, (float *)dx->data, dx->stride[0],
+                (const float *)dy->data, dy->stride[0], (const float *)x->data, x->stride[0], (const float *)w->data,
+                (const float *)rstd->data, n, d, accumulate_dx);
+}
+
+/* ---- embedding backward ------------------------------------------------------------------ */
+
+/* keys[i] = ids[i], or v for an id outside [0, v) (flagged by the run
+ * kernel); tok[i] = i. */
+__global__ void embed_keys_kernel(uint32_t *keys, int32_t *tok, const int32_t *ids, int64_t n, int64_t v) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        int32_t id = ids[i];
+        keys[i] = id >= 0 && id < v ? (uint32_t)id : (uint32_t)v;
+        tok[i] = (int32_t)i;
+    }
+}
+
+/* Block per sorted position that starts a run of one id: adds the run's
+ * rows of dy, in token order, to the id's row. */
+__global__ void embed_bwd_kernel(float *dt, int64_t tld, const float *dy, int64_t gld, const uint32_t *keys,
+                                 const int32_t *tok, const int32_t *ids, int64_t n, int64_t d, int64_t v, int *err) {
+    for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+        uint32_t k = keys[i];
+        if (i > 0 && keys[i - 1] == k) continue;
+        if ((int64_t)k >= v) {
+            if (threadIdx.x == 0) cuda_flag(err, CU_OP_EMBED_BWD, CU_WHAT_INDEX, tok[i], ids[tok[i]], v);
+            continue;
+        }
+        float *row = dt + (int64_t)k * tld;
+        for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+            float s = row[j];
+            for (int64_t r = i; r < n && keys[r] == k; r++)
+                s += dy[tok[r] * gld + j];
+            row[j] = s;
+        }
+    }
+}
+
+void cuda_embedding_bwd(tensor *dtable, const tensor *dy, const tensor *ids) {
+    const char *op = "embedding_bwd";
+    cuda_need(op, "dtable", dtable, TENSOR_F32, 2);
+    cuda_need(op, "dy", dy, TENSOR_F32, 2);
+    cuda_need(op, "ids", ids, TENSOR_I32, 1);
+    int64_t n = dy->shape[0], d = dy->shape[1], v = dtable->shape[0];
+    cuda_need_dim(op, "dtable", dtable, 1, d);
+    cuda_need_dim(op, "ids", ids, 0, n);
+    if (!n || !d) return;
+    /* keys and token order in the sampler's scratch (not in use during a
+     * backward); the sort itself uses SCR_SORT_* */
+    char *buf = (char *)cuda_scratch(SCR_SAMPLE, (size_t)n * 8);
+    uint32_t *keys = (uint32_t *)buf;
+    int32_t *tok = (int32_t *)(buf + (size_t)n * 4);
+    CUDA_LAUNCH(embed_keys_kernel, cuda_blocks(n, 256), 256, 0, keys, tok, (const int32_t *)ids->data, n, v);
+    int bits = 1; /* keys run to v inclusive */
+    while (bits < 32 && ((int64_t)1 << bits) <= v)
+        bits++;
+    cuda_sort_pairs(keys, tok, n, bits);
+    CUDA_LAUNCH(embed_bwd_kernel, (unsigned)cu_min64(n, 65535), 128, 0, (float *)dtable->data, dtable->stride[0],
+                (const float *)dy->data, dy->stride[0], (const uint32_t *)keys, (const int32_t *)tok,
+                (const int32_t *)ids->data, n, d, v, cuda_errbuf());
+}
+
+CUDA_NS_END
