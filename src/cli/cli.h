@@ -8,9 +8,7 @@
 #ifndef GRPO_CLI_H
 #define GRPO_CLI_H
 
-/* Declared weak so main.c can list every subcommand before all of them are
- * linked into a build; main reports a missing one instead of crashing. */
-#define CLI_CMD(name) int cli_cmd_##name(int argc, char **argv) __attribute__((weak))
+#define CLI_CMD(name) int cli_cmd_##name(int argc, char **argv)
 
 CLI_CMD(info);
 CLI_CMD(tokenize);
@@ -22,7 +20,6 @@ CLI_CMD(run);
 CLI_CMD(sample);
 CLI_CMD(sft);
 CLI_CMD(eval);
-CLI_CMD(fetch);
 
 /* Print "grpo NAME: message" to stderr; returns 2 (usage errors). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,5 +1,5 @@
 /*
- * grpo forward --model DIR --in ids.jsonl --out logits.safetensors
+ * grpo forward --model DIR --in ids.jsonl --out logits.safetensors [--device D]
  *
  * Full-sequence forward of each input line {"ids": [...]} (positions from
  * 0; lines are independent). Writes, for line K (0-based):
@@ -14,15 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli_device.h"
 #include "cli/model_cli.h"
 #include "io/st.h"
 
-static const char *USAGE = "usage: grpo forward --model DIR --in ids.jsonl --out logits.safetensors\n"
+static const char *USAGE = "usage: grpo forward --model DIR --in ids.jsonl --out logits.safetensors [--device D]\n"
                            "Each input line is {\"ids\": [...]}; the output holds logits.K [T, V] and\n"
-                           "token_logprobs.K [T-1] (F32) for line K, counted from 0.\n";
+                           "token_logprobs.K [T-1] (F32) for line K, counted from 0.\n" CLI_DEVICE_USAGE;
 
 int cli_cmd_forward(int argc, char **argv) {
-    const char *dir = NULL, *in = NULL, *out = NULL;
+    const char *dir = NULL, *in = NULL, *out = NULL, *dev = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -33,11 +34,14 @@ int cli_cmd_forward(int argc, char **argv) {
         if (!strcmp(a, "--model")) dir = argv[++i];
         else if (!strcmp(a, "--in")) in = argv[++i];
         else if (!strcmp(a, "--out")) out = argv[++i];
+        else if (!strcmp(a, "--device")) dev = argv[++i];
         else return cli_usage_error("forward", "unexpected argument '%s'\n%s", a, USAGE);
     }
     if (!dir || !in || !out) return cli_usage_error("forward", "--model, --in and --out are required\n%s", USAGE);
+    const struct ops *ops = cli_device("forward", dev);
+    if (!ops) return cli_device_status(dev);
     model *m = NULL;
-    base_status st = model_load(dir, ops_cpu(), NULL, &m);
+    base_status st = model_load(dir, ops, NULL, &m);
     if (st) {
         fprintf(stderr, "grpo forward: %s\n", base_err_msg());
         return 1;

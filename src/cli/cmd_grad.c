@@ -1,5 +1,5 @@
 /*
- * grpo grad --model DIR --in ids.jsonl --out grads.safetensors [--recompute]
+ * grpo grad --model DIR --in ids.jsonl --out grads.safetensors [--recompute] [--device D]
  *
  * The gradient of the mean next-token NLL over all tokens of all input
  * lines (each line {"ids": [...]} an independent sequence; a line of T ids
@@ -16,15 +16,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli_device.h"
 #include "cli/model_cli.h"
 #include "io/st.h"
 
 static const char *USAGE = "usage: grpo grad --model DIR --in ids.jsonl --out grads.safetensors [--recompute]\n"
+                           "                 [--device D]\n"
                            "Gradient of the mean next-token NLL over all lines {\"ids\": [...]}, F32,\n"
-                           "Hugging Face tensor names. --recompute keeps one layer's activations.\n";
+                           "Hugging Face tensor names. --recompute keeps one layer's activations.\n" CLI_DEVICE_USAGE;
 
 int cli_cmd_grad(int argc, char **argv) {
-    const char *dir = NULL, *in = NULL, *out = NULL;
+    const char *dir = NULL, *in = NULL, *out = NULL, *dev = NULL;
     int recompute = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -40,11 +42,14 @@ int cli_cmd_grad(int argc, char **argv) {
         if (!strcmp(a, "--model")) dir = argv[++i];
         else if (!strcmp(a, "--in")) in = argv[++i];
         else if (!strcmp(a, "--out")) out = argv[++i];
+        else if (!strcmp(a, "--device")) dev = argv[++i];
         else return cli_usage_error("grad", "unexpected argument '%s'\n%s", a, USAGE);
     }
     if (!dir || !in || !out) return cli_usage_error("grad", "--model, --in and --out are required\n%s", USAGE);
+    const struct ops *ops = cli_device("grad", dev);
+    if (!ops) return cli_device_status(dev);
     model *m = NULL;
-    base_status st = model_load(dir, ops_cpu(), NULL, &m);
+    base_status st = model_load(dir, ops, NULL, &m);
     if (st) {
         fprintf(stderr, "grpo grad: %s\n", base_err_msg());
         return 1;
@@ -89,12 +94,19 @@ int cli_cmd_grad(int argc, char **argv) {
             model_backward(tr, g, NULL, grads);
         }
     }
+    float *host = NULL; /* the gradients on the host (the arena itself on the CPU backend) */
     if (!st) {
         loss /= (double)ntgt;
+        const struct ops *o = model_ops(m);
+        host = grads;
+        if (o->device != TENSOR_CPU) {
+            host = base_xmalloc((size_t)model_numel(m) * sizeof(float));
+            o->download(host, grads, (size_t)model_numel(m) * sizeof(float));
+        }
         st_writer *w = st_writer_new();
         for (int i = 0; i < model_nparams(m); i++) {
             const model_param *p = model_param_at(m, i);
-            if (p->trainable && !p->mtp) st_writer_add(w, p->name, TENSOR_F32, p->ndim, p->shape, grads + p->offset);
+            if (p->trainable && !p->mtp) st_writer_add(w, p->name, TENSOR_F32, p->ndim, p->shape, host + p->offset);
         }
         char ls[64];
         snprintf(ls, sizeof ls, "%.9g", loss);
@@ -105,6 +117,7 @@ int cli_cmd_grad(int argc, char **argv) {
     }
     if (st) fprintf(stderr, "grpo grad: %s\n", base_err_msg());
     else printf("loss %.9g over %lld tokens of %d sequences -> %s\n", loss, (long long)ntgt, s.n, out);
+    if (host != grads) free(host);
     if (grads) model_ops(m)->free(grads);
     free(g);
     free(lp);

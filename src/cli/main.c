@@ -29,7 +29,6 @@ static const struct {
     {"sample", cli_cmd_sample, "sample --model DIR --in prompts.jsonl --n N --rewards SPEC ..."},
     {"sft", cli_cmd_sft, "sft --model DIR --in sft.jsonl ..."},
     {"eval", cli_cmd_eval, "eval --model DIR --in test.jsonl --rewards SPEC --n K"},
-    {"fetch", cli_cmd_fetch, "fetch REPO_ID                      download a Hugging Face model"},
 };
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
@@ -46,7 +45,7 @@ static void usage(FILE *f) {
     fprintf(f, "grpo %s: GRPO post-training for DeepSeek-V3-architecture models\n\nusage:\n",
             GRPO_VERSION);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (commands[i].fn) fprintf(f, "  grpo %s\n", commands[i].synopsis);
+        fprintf(f, "  grpo %s\n", commands[i].synopsis);
     fprintf(f, "\n'grpo COMMAND --help' describes a command.\n");
 }
 
@@ -76,10 +75,6 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(argv[1], commands[i].name)) continue;
-        if (!commands[i].fn) {
-            fprintf(stderr, "grpo: '%s' is not part of this build\n", argv[1]);
-            return 2;
-        }
         return commands[i].fn(argc - 1, argv + 1);
     }
     fprintf(stderr, "grpo: unknown command '%s'\n\n", argv[1]);

@@ -298,7 +298,11 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
     int64_t maxn = 0;
     for (int i = 0; i < m->ntab; i++)
         if (m->tab[i].numel > maxn) maxn = m->tab[i].numel;
-    float *stage = NULL;
+    /* host staging for a device backend: the largest tensor, a fused
+     * experts tensor included */
+    int64_t fused = (int64_t)cfg.n_routed_experts * 2 * cfg.moe_intermediate_size * cfg.hidden_size;
+    if (fused > maxn) maxn = fused;
+    float *stage = ops->device != TENSOR_CPU ? base_xmalloc((size_t)maxn * sizeof(float)) : NULL;
     /* fused experts (transformers v5 layout): one tensor per layer */
     int nl = cfg.num_hidden_layers + n_mtp;
     for (int l = 0; l < nl && !st; l++) {
@@ -311,7 +315,6 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
         if (!st_dir_find(d, nm)) continue; /* reported below as missing per-expert tensors */
         int64_t E = cfg.n_routed_experts, ie = cfg.moe_intermediate_size, dm = cfg.hidden_size;
         int64_t gs[3] = {E, 2 * ie, dm}, ds[3] = {E, dm, ie};
-        if (!stage && ops->device != TENSOR_CPU) stage = base_xmalloc((size_t)(E * 2 * ie * dm) * sizeof(float));
         st = load_one(m, d, nm, 3, gs, (float *)w->e_gu.data - m->params, stage);
         snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.down_proj", l);
         if (!st) st = load_one(m, d, nm, 3, ds, (float *)w->e_down.data - m->params, stage);
@@ -321,7 +324,6 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
             if (!strncmp(m->tab[i].name, pre, strlen(pre))) done[i] = 1;
         m->fused_experts = 1;
     }
-    if (!stage && ops->device != TENSOR_CPU) stage = base_xmalloc((size_t)maxn * sizeof(float));
     for (int i = 0; i < m->ntab && !st; i++) {
         const model_param *p = &m->tab[i];
         if (done[i]) continue;

@@ -1,8 +1,11 @@
-/* The CPU matmul's result must not depend on the number of threads (a
- * promise of src/tensor/cpu/matmul.c: work is split by output tiles and
- * every tile sums over k in a fixed order). Bitwise comparison across
- * thread counts, on the GEMM path (large M), the GEMV path (M <= 2) and
- * both transposes, batched, with beta = 1. */
+/* Two promises of src/tensor/cpu/matmul.c, checked bitwise:
+ *   - the result does not depend on the number of threads (work is split
+ *     by output tiles and every tile sums over k in a fixed order): large
+ *     and small M, both transposes, batched, beta = 1;
+ *   - a row's result does not depend on the other rows of the call (batch
+ *     invariance, which rollout relies on): the rows of an M = 300 product
+ *     (several L2 blocks of A) and of M = 37 (one block) equal the same
+ *     rows computed alone (M = 1) and in small groups. */
 #include "common/test_common.h"
 
 #include <omp.h>
@@ -51,7 +54,34 @@ static void test_threads(void **state) {
     omp_set_num_threads(save);
 }
 
+static void test_rows_independent(void **state) {
+    (void)state;
+    const int64_t n = 333, k = 600; /* k > KC: several k blocks; n: a partial panel */
+    for (int tb = 0; tb <= 1; tb++)
+        for (int64_t m = 37; m <= 300; m += 263) {
+            float *a = malloc((size_t)(m * k) * 4), *b = malloc((size_t)(n * k) * 4);
+            float *all = malloc((size_t)(m * n) * 4), *part = malloc((size_t)(6 * n) * 4);
+            test_rand_f32(a, m * k, 21, 1.0f);
+            test_rand_f32(b, n * k, 22, 1.0f);
+            tensor A = tensor_2d(a, TENSOR_F32, m, k), C = tensor_2d(all, TENSOR_F32, m, n);
+            tensor B = tb ? tensor_2d(b, TENSOR_F32, n, k) : tensor_2d(b, TENSOR_F32, k, n);
+            ops_cpu()->matmul(&C, &A, &B, 0, tb, 1.0f, 0.0f);
+            for (int64_t r0 = 0; r0 < m;) {
+                int64_t rows = 1 + r0 % 6; /* groups of 1..6 rows */
+                if (r0 + rows > m) rows = m - r0;
+                tensor Ar = tensor_2d(a + r0 * k, TENSOR_F32, rows, k), Cr = tensor_2d(part, TENSOR_F32, rows, n);
+                ops_cpu()->matmul(&Cr, &Ar, &B, 0, tb, 1.0f, 0.0f);
+                if (memcmp(part, all + r0 * n, (size_t)(rows * n) * 4))
+                    fail_msg("tb %d, M %lld: rows [%lld, %lld) alone differ from the full product", tb,
+                             (long long)m, (long long)r0, (long long)(r0 + rows));
+                r0 += rows;
+            }
+            free(a), free(b), free(all), free(part);
+        }
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_threads)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_threads),
+                                       cmocka_unit_test(test_rows_independent)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,21 +1,26 @@
 /*
  * CPU matmul (float32): a packed, blocked GEMM in the BLIS style.
  *
- *   for jc over N by NC:            B block [KC x NC] packed into NR-wide panels
- *     for pc over K by KC:          A block [M x KC] packed into MR-tall panels
- *       for ic over M by MC:        the A panels of one L2-sized block
- *         parallel for tiles (MR x NR) of C: micro-kernel over KC
+ *   each thread takes a block of C (a range of NR-wide column panels, or of
+ *   MR-tall row panels: whichever divides evenly) and, on its own:
+ *     for jc over its columns by NC:   B block [KC x NC] packed into NR-wide panels
+ *       for pc over K by KC:
+ *         for ic over its rows by MC:  A block [MC x KC] packed into MR-tall panels (L2)
+ *           for tiles (MR x NR): micro-kernel over KC
  *
  * The micro-kernel keeps an MR x NR tile of C in vector registers (GCC vector
  * extensions: AVX-512 with -march=native on machines that have it, AVX2 or
  * SSE otherwise) and streams packed A and B. alpha is folded into A packing.
- * Work is split by tiles with a static schedule, and every tile sums over k in
- * a fixed order, so results do not depend on the thread count: determinism.
+ * Threads share no packed data and meet only at the end (no barrier inside,
+ * which matters on a machine shared with other processes), and every tile
+ * sums over k in a fixed order whichever thread owns it, so results do not
+ * depend on the thread count: determinism.
  * Small M (decode: one token) runs the same path with a micro-kernel for the
  * valid rows only, so each row's numerics never depend on the batch.
  */
 #include "tensor/ops.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,7 +46,7 @@ typedef float vfu __attribute__((vector_size(VW * 4), aligned(4))); /* unaligned
 #define MR 6
 #define NR (2 * VW)
 #define KC 256
-#define NC 3072
+#define NCP 96 /* B panels per block: 96 * NR = 3072 columns (with AVX-512) */
 #define MCP 40 /* A panels per L2 block: 40 * MR = 240 rows */
 /* Below this many FLOPs a product runs on the calling thread: a parallel
  * region costs a few microseconds on an idle machine and far more when
@@ -84,30 +89,33 @@ static inline void vstore(float *p, vf v) { *(vfu *)p = v; }
 /* Element (r, c) of op(X) where X has row stride ld. */
 #define OPX(X, trans, ld, r, c) ((trans) ? (X)[(int64_t)(c) * (ld) + (r)] : (X)[(int64_t)(r) * (ld) + (c)])
 
-/* Pack rows [0, m) x cols [p0, p0+kc) of op(A) into MR-row panels:
- * Ap[panel][k][MR], zero-padded; scaled by alpha. */
-static void pack_a(float *Ap, const float *A, int64_t lda, int ta, int64_t m, int64_t p0, int64_t kc,
-                   float alpha, int par) {
-    int64_t np = (m + MR - 1) / MR;
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t p = 0; p < np; p++) {
-        float *dst = Ap + p * kc * MR;
+/* Pack A panels [i0, i1) (rows [i0*MR, i1*MR) clipped to m) x cols
+ * [p0, p0+kc) of op(A): Ap[panel][k][MR], zero-padded, scaled by alpha. */
+static void pack_a(float *Ap, const float *A, int64_t lda, int ta, int64_t m, int64_t i0, int64_t i1,
+                   int64_t p0, int64_t kc, float alpha) {
+    for (int64_t p = i0; p < i1; p++) {
+        float *dst = Ap + (p - i0) * kc * MR;
         int64_t r0 = p * MR;
-        for (int64_t k = 0; k < kc; k++)
-            for (int r = 0; r < MR; r++)
-                dst[k * MR + r] = r0 + r < m ? alpha * OPX(A, ta, lda, r0 + r, p0 + k) : 0.0f;
+        if (!ta && r0 + MR <= m) {
+            for (int r = 0; r < MR; r++) {
+                const float *src = A + (r0 + r) * lda + p0;
+                for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = alpha * src[k];
+            }
+        } else {
+            for (int64_t k = 0; k < kc; k++)
+                for (int r = 0; r < MR; r++)
+                    dst[k * MR + r] = r0 + r < m ? alpha * OPX(A, ta, lda, r0 + r, p0 + k) : 0.0f;
+        }
     }
 }
 
-/* Pack rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into NR-col panels:
- * Bp[panel][k][NR], zero-padded. */
-static void pack_b(float *Bp, const float *B, int64_t ldb, int tb, int64_t p0, int64_t kc, int64_t j0,
-                   int64_t nc, int par) {
-    int64_t np = (nc + NR - 1) / NR;
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t p = 0; p < np; p++) {
-        float *dst = Bp + p * kc * NR;
-        int64_t c0 = j0 + p * NR, w = nc - p * NR < NR ? nc - p * NR : NR;
+/* Pack B panels [j0, j1) (cols [j0*NR, j1*NR) clipped to n) x rows
+ * [p0, p0+kc) of op(B): Bp[panel][k][NR], zero-padded. */
+static void pack_b(float *Bp, const float *B, int64_t ldb, int tb, int64_t n, int64_t j0, int64_t j1,
+                   int64_t p0, int64_t kc) {
+    for (int64_t p = j0; p < j1; p++) {
+        float *dst = Bp + (p - j0) * kc * NR;
+        int64_t c0 = p * NR, w = n - c0 < NR ? n - c0 : NR;
         if (!tb && w == NR) {
             for (int64_t k = 0; k < kc; k++)
                 memcpy(dst + k * NR, B + (p0 + k) * ldb + c0, NR * sizeof(float));
@@ -187,60 +195,122 @@ static void micro_kernel(int64_t kc, const float *a, const float *b, float *c, i
     }
 }
 
-/* Scratch for packing, grown as needed (the only allocation here; it is
- * reused across calls and freed at exit). */
+/* Scratch for packing, one per thread, grown as needed and reused across
+ * calls (the only allocation here). A thread's scratch is freed when the
+ * thread exits (OpenMP drops workers when the team shrinks), through a
+ * pthread key destructor; the live threads' buffers stay reachable through
+ * their thread-local pointers until the process ends. */
 static _Thread_local float *scratch;
 static _Thread_local size_t scratch_n;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_key_init(void) {
+    if (pthread_key_create(&scratch_key, free) != 0) base_die("pthread_key_create failed");
+}
 
 static float *get_scratch(size_t n) {
     if (n > scratch_n) {
+        pthread_once(&scratch_once, scratch_key_init);
         free(scratch);
         scratch = base_xmalloc_aligned(n * sizeof(float));
         scratch_n = n;
+        if (pthread_setspecific(scratch_key, scratch) != 0) base_die("pthread_setspecific failed");
     }
     return scratch;
 }
 
-static void gemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, int ta, const float *B,
-                 int64_t ldb, int tb, float *C, int64_t ldc, float alpha, float beta) {
-    /* beta first: C = beta * C (beta = 0 overwrites, ignoring NaN in C) */
-    if (beta == 0.0f) {
-        for (int64_t i = 0; i < m; i++) memset(C + i * ldc, 0, (size_t)n * sizeof(float));
-    } else if (beta != 1.0f) {
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++) C[i * ldc + j] *= beta;
+typedef struct {
+    int64_t m, n, k;
+    const float *A, *B;
+    float *C;
+    int64_t lda, ldb, ldc;
+    int ta, tb;
+    float alpha, beta;
+} gemm_args;
+
+/* One thread's share of C: the tiles of B panels [jp0, jp1) x A panels
+ * [ip0, ip1), over all of k. The thread applies beta to its own part, packs
+ * the B and A panels it needs into its own scratch, and meets no other
+ * thread until the end: no barrier inside, so a descheduled thread delays
+ * only itself. Each tile sums pc blocks in ascending order and k within a
+ * block in ascending order whichever thread owns it: determinism. */
+static void gemm_part(const gemm_args *g, int64_t jp0, int64_t jp1, int64_t ip0, int64_t ip1) {
+    if (jp0 >= jp1 || ip0 >= ip1) return;
+    int64_t r0 = ip0 * MR, r1 = ip1 * MR < g->m ? ip1 * MR : g->m;
+    int64_t c0 = jp0 * NR, c1 = jp1 * NR < g->n ? jp1 * NR : g->n;
+    for (int64_t i = r0; i < r1; i++) { /* C = beta * C; beta = 0 overwrites (NaN in C ignored) */
+        float *ci = g->C + i * g->ldc;
+        if (g->beta == 0.0f) memset(ci + c0, 0, (size_t)(c1 - c0) * sizeof(float));
+        else if (g->beta != 1.0f)
+            for (int64_t j = c0; j < c1; j++) ci[j] *= g->beta;
     }
-    if (k == 0 || alpha == 0.0f) return;
-    int par = 2.0 * (double)m * (double)n * (double)k >= PAR_MIN_FLOP;
-    int64_t mp = (m + MR - 1) / MR;
-    int64_t ncmax = n < NC ? n : NC;
-    int64_t kcmax = k < KC ? k : KC;
-    size_t a_sz = ((size_t)(mp * MR * kcmax) + 15) & ~(size_t)15; /* keep Bp 64-byte aligned */
-    size_t b_sz = (size_t)(((ncmax + NR - 1) / NR) * NR * kcmax);
-    float *Ap = get_scratch(a_sz + b_sz);
+    if (g->k == 0 || g->alpha == 0.0f) return;
+    int64_t kcmax = g->k < KC ? g->k : KC;
+    int64_t jpn = jp1 - jp0 < NCP ? jp1 - jp0 : NCP;
+    size_t a_sz = ((size_t)(MCP * MR * kcmax) + 15) & ~(size_t)15; /* keep Bp 64-byte aligned */
+    float *Ap = get_scratch(a_sz + (size_t)(jpn * NR * kcmax));
     float *Bp = Ap + a_sz;
-    for (int64_t jc = 0; jc < n; jc += NC) {
-        int64_t nc = n - jc < NC ? n - jc : NC;
-        int64_t np = (nc + NR - 1) / NR;
-        for (int64_t pc = 0; pc < k; pc += KC) {
-            int64_t kc = k - pc < KC ? k - pc : KC;
-            pack_b(Bp, B, ldb, tb, pc, kc, jc, nc, par);
-            pack_a(Ap, A, lda, ta, m, pc, kc, alpha, par);
-            /* MC blocks of A panels: the packed A block a B panel meets
-             * stays in L2 (MCP * MR * KC floats, ~250 KB) */
-            for (int64_t ip0 = 0; ip0 < mp; ip0 += MCP) {
-                int64_t ip1 = ip0 + MCP < mp ? ip0 + MCP : mp;
-#pragma omp parallel for collapse(2) schedule(static) if (par)
-                for (int64_t jp = 0; jp < np; jp++) {
-                    for (int64_t ip = ip0; ip < ip1; ip++) {
-                        int mr = (int)(m - ip * MR < MR ? m - ip * MR : MR);
-                        int nr = (int)(nc - jp * NR < NR ? nc - jp * NR : NR);
-                        micro_kernel(kc, Ap + ip * kc * MR, Bp + jp * kc * NR,
-                                     C + ip * MR * ldc + jc + jp * NR, ldc, mr, nr);
-                    }
+    if (ip1 - ip0 <= MCP) {
+        /* one A block (small M: decode, short prompts): pack A once per k
+         * block, then each B panel just before its micro-kernels, so B is
+         * read from memory once and its packed copy stays in L1 (B packed
+         * whole would be written out and read back: 3 passes over the
+         * weight instead of 1). Same packed values, same kernel calls:
+         * the same numerics as the path below. */
+        for (int64_t pc = 0; pc < g->k; pc += KC) {
+            int64_t kc = g->k - pc < KC ? g->k - pc : KC;
+            pack_a(Ap, g->A, g->lda, g->ta, g->m, ip0, ip1, pc, kc, g->alpha);
+            for (int64_t jp = jp0; jp < jp1; jp++) {
+                int nr = (int)(g->n - jp * NR < NR ? g->n - jp * NR : NR);
+                pack_b(Bp, g->B, g->ldb, g->tb, g->n, jp, jp + 1, pc, kc);
+                for (int64_t ip = ip0; ip < ip1; ip++) {
+                    int mr = (int)(g->m - ip * MR < MR ? g->m - ip * MR : MR);
+                    micro_kernel(kc, Ap + (ip - ip0) * kc * MR, Bp, g->C + ip * MR * g->ldc + jp * NR,
+                                 g->ldc, mr, nr);
                 }
             }
         }
+        return;
+    }
+    for (int64_t jc = jp0; jc < jp1; jc += NCP) {
+        int64_t je = jc + NCP < jp1 ? jc + NCP : jp1;
+        for (int64_t pc = 0; pc < g->k; pc += KC) {
+            int64_t kc = g->k - pc < KC ? g->k - pc : KC;
+            pack_b(Bp, g->B, g->ldb, g->tb, g->n, jc, je, pc, kc);
+            for (int64_t ic = ip0; ic < ip1; ic += MCP) {
+                int64_t ie = ic + MCP < ip1 ? ic + MCP : ip1;
+                pack_a(Ap, g->A, g->lda, g->ta, g->m, ic, ie, pc, kc, g->alpha);
+                for (int64_t jp = jc; jp < je; jp++)
+                    for (int64_t ip = ic; ip < ie; ip++) {
+                        int mr = (int)(g->m - ip * MR < MR ? g->m - ip * MR : MR);
+                        int nr = (int)(g->n - jp * NR < NR ? g->n - jp * NR : NR);
+                        micro_kernel(kc, Ap + (ip - ic) * kc * MR, Bp + (jp - jc) * kc * NR,
+                                     g->C + ip * MR * g->ldc + jp * NR, g->ldc, mr, nr);
+                    }
+            }
+        }
+    }
+}
+
+static void gemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, int ta, const float *B,
+                 int64_t ldb, int tb, float *C, int64_t ldc, float alpha, float beta) {
+    gemm_args g = {m, n, k, A, B, C, lda, ldb, ldc, ta, tb, alpha, beta};
+    int64_t mp = (m + MR - 1) / MR, np = (n + NR - 1) / NR;
+    int par = 2.0 * (double)m * (double)n * (double)k >= PAR_MIN_FLOP;
+#pragma omp parallel if (par)
+    {
+        int64_t T = 1, t = 0;
+#ifdef _OPENMP
+        T = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        /* split the dimension that divides more evenly among T threads (N
+         * on ties: the threads then share reads of A, the smaller block) */
+        double effn = (double)np / (double)(T * ((np + T - 1) / T));
+        double effm = (double)mp / (double)(T * ((mp + T - 1) / T));
+        if (effn >= effm) gemm_part(&g, np * t / T, np * (t + 1) / T, 0, mp);
+        else gemm_part(&g, 0, np, mp * t / T, mp * (t + 1) / T);
     }
 }
 
