@@ -5,7 +5,8 @@
  * per element.
  *
  * Deterministic reductions over rows: rmsnorm_bwd's dw sums fixed chunks
- * of NORM_ROWS rows per column, then the chunks in order; embedding_bwd
+ * of NORM_ROWS rows per column, then the chunks in order, in double as the
+ * CPU (so the two agree to the last bit of the float); embedding_bwd
  * groups tokens by id with a stable sort and adds each id's rows in token
  * order (the CPU's order, so dtable gets the same bits).
  */
@@ -95,26 +96,27 @@ void cuda_rmsnorm_fwd(tensor *y, tensor *rstd, const tensor *x, const tensor *w,
 
 /* ---- RMSNorm backward ------------------------------------------------------------------- */
 
-/* part[c, j] = sum over rows of chunk c of dy * x * rstd (rows in order) */
-__global__ void rmsnorm_dw_part_kernel(float *part, const float *dy, int64_t gld, const float *x, int64_t xld,
+/* part[c, j] = sum over rows of chunk c of dy * x * rstd (rows in order),
+ * each term rounded to float as on the CPU, the sum in double */
+__global__ void rmsnorm_dw_part_kernel(double *part, const float *dy, int64_t gld, const float *x, int64_t xld,
                                        const float *rstd, int64_t n, int64_t d) {
     int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, c = blockIdx.y;
     if (j >= d) return;
     int64_t r0 = c * NORM_ROWS, r1 = r0 + NORM_ROWS < n ? r0 + NORM_ROWS : n;
-    float s = 0.0f;
+    double s = 0.0;
     for (int64_t i = r0; i < r1; i++)
-        s += dy[i * gld + j] * x[i * xld + j] * rstd[i];
+        s += (double)(dy[i * gld + j] * x[i * xld + j] * rstd[i]);
     part[c * d + j] = s;
 }
 
-/* dw[j] += chunks in order */
-__global__ void rmsnorm_dw_sum_kernel(float *dw, const float *part, int64_t nchunks, int64_t d) {
+/* dw[j] += the chunks in order, in double, rounded once */
+__global__ void rmsnorm_dw_sum_kernel(float *dw, const double *part, int64_t nchunks, int64_t d) {
     int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (j >= d) return;
-    float s = dw[j];
+    double s = 0.0;
     for (int64_t c = 0; c < nchunks; c++)
         s += part[c * d + j];
-    dw[j] = s;
+    dw[j] = (float)((double)dw[j] + s);
 }
 
 __global__ void rmsnorm_dx_kernel(float *dx, int64_t dld, const float *dy, int64_t gld, const float *x, int64_t xld,
@@ -156,12 +158,12 @@ void cuda_rmsnorm_bwd(tensor *dx, tensor *dw, const tensor *dy, const tensor *x,
         cuda_need(op, "dw", dw, TENSOR_F32, 1);
         cuda_need_dim(op, "dw", dw, 0, d);
         int64_t nch = (n + NORM_ROWS - 1) / NORM_ROWS;
-        float *part = (float *)cuda_scratch(SCR_NORM, (size_t)(nch * d) * sizeof(float));
+        double *part = (double *)cuda_scratch(SCR_NORM, (size_t)(nch * d) * sizeof(double));
         dim3 g((unsigned)((d + NORM_THREADS - 1) / NORM_THREADS), (unsigned)nch);
         CUDA_LAUNCH(rmsnorm_dw_part_kernel, g, NORM_THREADS, 0, part, (const float *)dy->data, dy->stride[0],
                     (const float *)x->data, x->stride[0], (const float *)rstd->data, n, d);
         CUDA_LAUNCH(rmsnorm_dw_sum_kernel, (unsigned)((d + NORM_THREADS - 1) / NORM_THREADS), NORM_THREADS, 0,
-                    (float *)dw->data, (const float *)part, nch, d);
+                    (float *)dw->data, (const double *)part, nch, d);
     }
     CUDA_LAUNCH(rmsnorm_dx_kernel, (unsigned)cu_min64(n, 65535), NORM_THREADS, 0, (float *)dx->data, dx->stride[0],
                 (const float *)dy->data, dy->stride[0], (const float *)x->data, x->stride[0], (const float *)w->data,

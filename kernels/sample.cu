@@ -30,7 +30,7 @@
 
 CUDA_NS_BEGIN
 
-#define SMP_THREADS 1024
+#define SMP_THREADS 256
 
 typedef struct {
     double mx, lse;

@@ -57,7 +57,7 @@ enum { F_READY, F_WAIT_BLOCK, F_WAIT_WARP, F_DONE };
 /* Hopper's limits: a launch over them fails on the GPU, so it dies here. */
 const int MAX_THREADS = 1024;
 const size_t MAX_DYN_SMEM = 227 * 1024;
-const size_t STACK_BYTES = 256 * 1024;
+const size_t STACK_BYTES = 64 * 1024;
 
 struct fiber {
 #ifdef EMU_ASM_SWITCH
@@ -151,54 +151,63 @@ __attribute__((noinline)) void init_fiber(fiber *f, int i, const dim3 &block) {
     f->t.warp = i / 32;
 }
 
+/* A pseudo-random permutation of a[0..n). */
+void shuffle(int *a, int n) {
+    for (int i = n - 1; i > 0; i--) {
+        rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+        int j = (int)((rng_state >> 33) % (uint64_t)(i + 1)), x = a[i];
+        a[i] = a[j];
+        a[j] = x;
+    }
+}
+
+/* Run warp w's lanes until each has exited or waits at __syncthreads:
+ * warp-level barriers are settled inside the warp (every live lane
+ * arrived: all go on). Each interval runs the lanes in a fresh order. */
+void run_warp(int w) {
+    int lo = w * 32, hi = lo + 32 < nfib ? lo + 32 : nfib, lanes[32];
+    for (;;) {
+        int n = 0;
+        for (int i = lo; i < hi; i++)
+            lanes[n++] = i;
+        shuffle(lanes, n);
+        for (int i = 0; i < n; i++)
+            if (fibers[lanes[i]].state == F_READY) resume(&fibers[lanes[i]]);
+        int live = 0, at_warp = 0;
+        for (int i = lo; i < hi; i++) {
+            if (fibers[i].state != F_DONE) live++;
+            if (fibers[i].state == F_WAIT_WARP) at_warp++;
+        }
+        if (!at_warp) return; /* every live lane is at __syncthreads */
+        if (at_warp != live)
+            base_die("emu: divergent barrier in block (%u,%u,%u), warp %d: %d lanes in warp intrinsics, %d at "
+                     "__syncthreads",
+                     emu_block_idx.x, emu_block_idx.y, emu_block_idx.z, w, at_warp, live - at_warp);
+        for (int i = lo; i < hi; i++)
+            if (fibers[i].state == F_WAIT_WARP) fibers[i].state = F_READY;
+    }
+}
+
+/* Each barrier interval of the block runs its warps in a fresh
+ * pseudo-random order (and each warp's lanes likewise), so that a read of
+ * shared memory that another thread writes in the same interval (a missing
+ * barrier) sees the wrong value in some interval whichever of the two the
+ * hardware runs first. */
 void run_block(const dim3 &block) {
     nfib = (int)(block.x * block.y * block.z);
     for (int i = 0; i < nfib; i++)
         init_fiber(&fibers[i], i, block);
     int nwarps = (nfib + 31) / 32;
     for (;;) {
-        /* each barrier interval runs the threads in a fresh pseudo-random
-         * order, so that a read of shared memory that another thread writes
-         * in the same interval (a missing barrier) sees the wrong value in
-         * some interval whichever of the two the hardware runs first */
+        for (int w = 0; w < nwarps; w++)
+            order[w] = w;
+        shuffle(order, nwarps);
+        for (int w = 0; w < nwarps; w++)
+            run_warp(order[w]);
+        int live = 0;
         for (int i = 0; i < nfib; i++)
-            order[i] = i;
-        for (int i = nfib - 1; i > 0; i--) {
-            rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-            int j = (int)((rng_state >> 33) % (uint64_t)(i + 1)), x = order[i];
-            order[i] = order[j];
-            order[j] = x;
-        }
-        for (int i = 0; i < nfib; i++)
-            if (fibers[order[i]].state == F_READY) resume(&fibers[order[i]]);
-        int live = 0, at_block = 0;
-        for (int i = 0; i < nfib; i++) {
-            if (fibers[i].state != F_DONE) live++;
-            if (fibers[i].state == F_WAIT_BLOCK) at_block++;
-        }
+            if (fibers[i].state == F_WAIT_BLOCK) fibers[i].state = F_READY, live++;
         if (!live) break;
-        int released = 0;
-        for (int w = 0; w < nwarps; w++) {
-            int lo = w * 32, hi = lo + 32 < nfib ? lo + 32 : nfib, wl = 0, ww = 0;
-            for (int i = lo; i < hi; i++) {
-                if (fibers[i].state != F_DONE) wl++;
-                if (fibers[i].state == F_WAIT_WARP) ww++;
-            }
-            if (ww && ww == wl) {
-                for (int i = lo; i < hi; i++)
-                    if (fibers[i].state == F_WAIT_WARP) fibers[i].state = F_READY;
-                released = 1;
-            }
-        }
-        if (!released && at_block == live) {
-            for (int i = 0; i < nfib; i++)
-                if (fibers[i].state == F_WAIT_BLOCK) fibers[i].state = F_READY;
-            released = 1;
-        }
-        if (!released)
-            base_die("emu: divergent barrier in block (%u,%u,%u): %d threads at __syncthreads, %d in warp "
-                     "intrinsics, %d live",
-                     emu_block_idx.x, emu_block_idx.y, emu_block_idx.z, at_block, live - at_block, live);
     }
 }
 

@@ -2,7 +2,9 @@
  * CPU ops: RMSNorm (spec §3.1, §3.11), embedding lookup and row gather.
  * Row work is split over OpenMP threads by rows; reductions over rows (dw,
  * dtable) are split by column blocks, so every sum runs in one fixed order
- * whatever the thread count.
+ * whatever the thread count. dw's column sums run in double (rounded once
+ * into dw), so another backend that sums the rows in another order agrees
+ * to the last bit but for rare double-rounding ties.
  */
 #include "cpu.h"
 
@@ -73,11 +75,15 @@ void cpu_rmsnorm_bwd(tensor *dx, tensor *dw, const tensor *dy, const tensor *x, 
 #pragma omp parallel for schedule(static) if (n * d > 32768)
         for (int64_t b = 0; b < nb; b++) {
             int64_t j0 = b * COL_BLOCK, j1 = j0 + COL_BLOCK < d ? j0 + COL_BLOCK : d;
+            /* the column sums in double, added to dw once: a sum over many
+             * rows that nearly cancels dw's old value keeps its digits */
+            double acc[COL_BLOCK] = {0};
             for (int64_t i = 0; i < n; i++) {
                 const float *xi = cpu_row(x, i), *gi = cpu_row(dy, i);
                 float r = R[i];
-                for (int64_t j = j0; j < j1; j++) DW[j] += gi[j] * xi[j] * r;
+                for (int64_t j = j0; j < j1; j++) acc[j - j0] += (double)(gi[j] * xi[j] * r);
             }
+            for (int64_t j = j0; j < j1; j++) DW[j] = (float)((double)DW[j] + acc[j - j0]);
         }
     }
     /* dx may alias neither x nor dy when accumulating; rows are independent */
