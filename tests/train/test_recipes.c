@@ -18,6 +18,7 @@
 
 #include "recipe/recipe.h"
 #include "reward/reward.h"
+#include "train/run.h"
 
 static recipe *load(const char *rel, const char *const *sets, int n) {
     char *p = test_src_path(rel);
@@ -240,12 +241,115 @@ static void test_http_judge(void **state) {
     assert_true(isnan(v[0]) && isnan(v[1]));
 }
 
+/* ---- recipes/r1.lua on the tiny model, every stage, a few steps each ------- */
+
+static int count_stage_lines(const char *metrics, const char *stage) {
+    char *t;
+    size_t n;
+    if (base_read_file(metrics, &t, &n)) fail_msg("%s", base_err_msg());
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"stage\":\"%s\"", stage);
+    int k = 0;
+    for (char *p = t; (p = strstr(p, pat)); p++) k++;
+    free(t);
+    return k;
+}
+
+static void test_r1_tiny(void **state) {
+    (void)state;
+    char *dir = test_tmpdir(), *base = test_src_path("data/tiny/base"), *data = test_src_path("data/tiny");
+    base_buf sets_buf[64];
+    int n = 0;
+#define SET(...) (sets_buf[n] = (base_buf){0}, base_buf_printf(&sets_buf[n], __VA_ARGS__), n++)
+    SET("model=%s", base);
+    SET("output_dir=%s", dir);
+    SET("template={prompt}\n"); /* the tiny base model's prompt format */
+    SET("report=false");
+    SET("datasets.cold_start.path=%s/pretrain.jsonl", data); /* prompt/completion rows */
+    SET("datasets.cold_start.limit=16");
+    SET("datasets.train.path=%s/train.jsonl", data);
+    SET("datasets.train.prompt_column=prompt");
+    SET("datasets.train.limit=8");
+    SET("datasets.non_reasoning.path=%s/pretrain.jsonl", data);
+    SET("datasets.non_reasoning.limit=4");
+    SET("datasets.test.path=%s/test.jsonl", data);
+    SET("datasets.test.prompt_column=prompt");
+    SET("datasets.test.limit=6");
+    const char *sft[] = {"cold_start", "sft"};
+    for (int i = 0; i < 2; i++) {
+        SET("stages.%s.max_steps=2", sft[i]);
+        SET("stages.%s.per_device_train_batch_size=4", sft[i]);
+        SET("stages.%s.max_length=128", sft[i]);
+    }
+    SET("stages.sft.init_from=%s", base); /* R1: the second SFT starts from the base model */
+    const char *rl[] = {"reasoning_rl", "rl_all"};
+    for (int i = 0; i < 2; i++) {
+        SET("stages.%s.max_steps=2", rl[i]);
+        SET("stages.%s.num_generations=4", rl[i]);
+        SET("stages.%s.generation_batch_size=8", rl[i]);
+        SET("stages.%s.per_device_train_batch_size=8", rl[i]);
+        SET("stages.%s.max_prompt_length=64", rl[i]);
+        SET("stages.%s.max_completion_length=24", rl[i]);
+    }
+    const char *smp[] = {"rejection", "eval"};
+    for (int i = 0; i < 2; i++) {
+        SET("stages.%s.num_generations=4", smp[i]);
+        SET("stages.%s.max_prompt_length=64", smp[i]);
+        SET("stages.%s.max_completion_length=40", smp[i]);
+    }
+    SET("stages.rejection.merge_datasets=non_reasoning");
+#undef SET
+    const char *sets[64];
+    for (int i = 0; i < n; i++) sets[i] = sets_buf[i].data;
+    recipe *r = load("recipes/r1.lua", sets, n);
+    run_opts ro = {.quiet = 1};
+    double t0 = base_now();
+    if (run_recipe(r, &ro)) fail_msg("r1.lua on the tiny model: %s", base_err_msg());
+    printf("r1.lua, 6 stages on the tiny model: %.1f s\n", base_now() - t0);
+    recipe_free(r);
+
+    char *run = base_path_join(dir, "r1"), *metrics = base_path_join(run, "metrics.jsonl");
+    char *sum = base_path_join(run, "summary.json"), *rej = base_path_join(run, "rejection.jsonl");
+    /* the four training stages each wrote their 2 steps */
+    const char *train[] = {"cold_start", "reasoning_rl", "sft", "rl_all"};
+    for (int i = 0; i < 4; i++) assert_int_equal(count_stage_lines(metrics, train[i]), 2);
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s/checkpoints/step-8/model.safetensors", run); /* 4 stages x 2 steps */
+    assert_true(base_file_exists(ck));
+    cJSON *js;
+    if (base_json_parse_file(sum, &js)) fail_msg("%s", base_err_msg());
+    const cJSON *rs = cJSON_GetObjectItem(js, "rejection"), *ev = cJSON_GetObjectItem(js, "eval");
+    assert_non_null(rs);
+    assert_non_null(ev);
+    int kept = (int)base_json_int(rs, "kept", -1, NULL);
+    printf("rejection: kept %d of %d (pass rate %.3f), merged %d; eval accuracy %.3f\n", kept,
+           (int)base_json_int(rs, "total", -1, NULL), base_json_num(rs, "pass_rate", -1, NULL),
+           (int)base_json_int(rs, "merged", -1, NULL), base_json_num(ev, "accuracy", -1, NULL));
+    assert_int_equal(base_json_int(rs, "total", -1, NULL), 8 * 4);
+    assert_int_equal(base_json_int(rs, "merged", -1, NULL), 4);
+    /* stage 3's output (kept + merged rows) is what the sft stage read */
+    char *t;
+    size_t tn;
+    assert_int_equal(base_read_file(rej, &t, &tn), BASE_OK);
+    int lines = 0;
+    for (size_t i = 0; i < tn; i++) lines += t[i] == '\n';
+    assert_int_equal(lines, kept + 4);
+    free(t);
+    assert_int_equal(base_json_int(ev, "n_prompts", -1, NULL), 6);
+    cJSON_Delete(js);
+    for (int i = 0; i < n; i++) base_buf_free(&sets_buf[i]);
+    free(run), free(metrics), free(sum), free(rej), free(base), free(data);
+    test_rmdir(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_recipes_load),
         cmocka_unit_test(test_r1_zero_values),
         cmocka_unit_test(test_r1_stages),
         cmocka_unit_test(test_http_judge),
+        cmocka_unit_test(test_r1_tiny),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -222,11 +222,91 @@ static void test_eval_command(void **state) {
     assert_int_equal(dir_entries(g_tmp), 0);
 }
 
+/* sample -> sft -> eval with the commands on the tiny demo model: the chat
+ * data `grpo sample` writes trains with `grpo sft`, whose exported model
+ * directory `grpo eval --model` loads. */
+static void test_sample_sft_eval_chain(void **state) {
+    (void)state;
+    char *base = test_src_path("data/tiny/base"), *train = test_src_path("data/tiny/train.jsonl");
+    char *pre = test_src_path("data/tiny/pretrain.jsonl");
+    base_buf a = {0};
+    base_buf_printf(&a,
+                    "sample --model %s --in %s --rewards boxed_math --keep '(rewards.boxed_math or 0) == 1'"
+                    " --template '{prompt}\n' --n 4 --max-new-tokens 40 --limit 12 --merge %s"
+                    " --set datasets.merge_1.limit=4 --out %s/chain/sft.jsonl --quiet",
+                    base, train, pre, g_dir);
+    char *out;
+    int rc = test_run_grpo(a.data, &out);
+    if (rc) fail_msg("sample: rc %d: %s", rc, out);
+    free(out);
+    char *sft = P("chain/sft.jsonl");
+    int lines = count_lines(sft);
+    printf("chain: %d SFT rows (kept + 4 merged)\n", lines);
+    assert_true(lines >= 4);
+    base_buf_reset(&a);
+    base_buf_printf(&a,
+                    "sft --model %s --in %s --out %s/chain/model --max-steps 2 --batch-size 4 --max-length 128"
+                    " --lr 1e-4 --template '{prompt}\n' --quiet",
+                    base, sft, g_dir);
+    rc = test_run_grpo(a.data, &out);
+    if (rc) fail_msg("sft: rc %d: %s", rc, out);
+    free(out);
+    const char *files[] = {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"};
+    for (int i = 0; i < 4; i++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "chain/model/%s", files[i]);
+        char *p = P(rel);
+        if (!base_file_exists(p)) fail_msg("%s missing", p);
+        free(p);
+    }
+    base_buf_reset(&a);
+    base_buf_printf(&a,
+                    "eval --model %s/chain/model --in %s --rewards boxed_math --n 2 --limit 4 --max-new-tokens 40"
+                    " --template '{prompt}\n' --out %s/chain/eval.json --quiet",
+                    g_dir, train, g_dir);
+    rc = test_run_grpo(a.data, &out);
+    if (rc) fail_msg("eval: rc %d: %s", rc, out);
+    free(out);
+    char *ev = P("chain/eval.json");
+    cJSON *js;
+    if (base_json_parse_file(ev, &js)) fail_msg("%s", base_err_msg());
+    assert_int_equal(base_json_int(js, "n_prompts", -1, NULL), 4);
+    cJSON_Delete(js);
+    /* --resume with a kept run directory continues (here: nothing left to do) */
+    base_buf_reset(&a);
+    base_buf_printf(&a,
+                    "sft --model %s --in %s --out %s/chain/model2 --max-steps 2 --batch-size 4 --max-length 128"
+                    " --template '{prompt}\n' --run-dir %s/chain/run --quiet",
+                    base, sft, g_dir, g_dir);
+    rc = test_run_grpo(a.data, &out);
+    if (rc) fail_msg("sft --run-dir: rc %d: %s", rc, out);
+    free(out);
+    base_buf_reset(&a);
+    base_buf_printf(&a,
+                    "sft --model %s --in %s --out %s/chain/model3 --max-steps 2 --batch-size 4 --max-length 128"
+                    " --template '{prompt}\n' --run-dir %s/chain/run --resume --quiet",
+                    base, sft, g_dir, g_dir);
+    rc = test_run_grpo(a.data, &out);
+    if (rc) fail_msg("sft --resume: rc %d: %s", rc, out);
+    free(out);
+    /* the resumed run exports the same weights */
+    char *m2 = P("chain/model2/model.safetensors"), *m3 = P("chain/model3/model.safetensors"), *x, *y;
+    size_t nx, ny;
+    assert_int_equal(base_read_file(m2, &x, &nx), BASE_OK);
+    assert_int_equal(base_read_file(m3, &y, &ny), BASE_OK);
+    assert_true(nx == ny && !memcmp(x, y, nx));
+    free(x), free(y), free(m2), free(m3);
+    free(ev), free(sft), free(base), free(train), free(pre);
+    base_buf_free(&a);
+    assert_int_equal(dir_entries(g_tmp), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_sample_command),
         cmocka_unit_test(test_eval_command),
+        cmocka_unit_test(test_sample_sft_eval_chain),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
