@@ -1,6 +1,6 @@
 #!/bin/bash
 # The whole GPU session of issue 8 in one command, on the GPU machine, from
-# the repository root, after bench/gpu_prepare.sh made .gpu/bundle.tar.xz
+# the repository root, after bench/gpu_prepare.sh made .gpu/bundle.tar.gz
 # on the development machine:
 #
 #   run(command="bash bench/gpu_run.sh all", carry=[".gpu"], timeout_s=600)
@@ -29,8 +29,8 @@ OUT=${OUT:-/tmp/grpo_gpu_out}
 mkdir -p "$OUT"
 B=/tmp/grpo_gpu
 if [ ! -x "$B/bin/grpo" ]; then
-    [ -f .gpu/bundle.tar.xz ] || { echo "gpu_run: no .gpu/bundle.tar.xz (run bench/gpu_prepare.sh here, then carry .gpu)"; exit 1; }
-    mkdir -p /tmp && tar -xJf .gpu/bundle.tar.xz -C /tmp && mv /tmp/bundle "$B"
+    [ -f .gpu/bundle.tar.gz ] || { echo "gpu_run: no .gpu/bundle.tar.gz (run bench/gpu_prepare.sh here, then carry .gpu)"; exit 1; }
+    mkdir -p /tmp && tar -xzf .gpu/bundle.tar.gz -C /tmp && mv /tmp/bundle "$B"
 fi
 # CUDA libraries of this machine (toolkit, or the pip wheels torch uses)
 cudalib=""
@@ -39,6 +39,7 @@ for l in libcudart.so.13 libcublas.so.13 libcublasLt.so.13; do
     [ -n "$p" ] || p=$(find /usr /opt -name "$l*" -path '*lib*' 2>/dev/null | head -1)
     [ -n "$p" ] && cudalib="$cudalib:$(dirname "$p")"
 done
+orig_ld=${LD_LIBRARY_PATH:-}
 export LD_LIBRARY_PATH="$B/lib$cudalib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export SHARED_DIR="$B/shared" GRPO_SRC="$root" GRPO_EXE="$B/bin/grpo" OMP_WAIT_POLICY=passive
 echo "gpu_run: bundle of commit $(cat "$B/COMMIT"), repo at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -85,7 +86,9 @@ run_ours() {
 
 run_hf() {
     : > "$OUT/hf.jsonl"
-    PYTHONUNBUFFERED=1 timeout 500 python3 bench/hf_baseline.py --out "$OUT/hf.jsonl" 2>&1 | tee "$OUT/hf.log" | grep -v Warning
+    # Python and torch with the machine's own libraries, not the bundle's
+    LD_LIBRARY_PATH="$orig_ld" PYTHONUNBUFFERED=1 timeout 500 python3 bench/hf_baseline.py --out "$OUT/hf.jsonl" 2>&1 |
+        tee "$OUT/hf.log" | grep -v Warning
 }
 
 run_summary() {
