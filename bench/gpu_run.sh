@@ -14,8 +14,8 @@
 #          compute-sanitizer (memcheck on the parity harness, racecheck on
 #          the kernels with shared-memory reductions)
 #   ours   bench_gpu: peaks, sampling, training step, GRPO step, memory;
-#          again with TF32 GEMMs (peak, train) and with the cuBLAS expert
-#          path (sample)
+#          then (--variants, same model) with TF32 GEMMs (f32 GEMM peak,
+#          train) and with the cuBLAS expert path (sample)
 #   hf     bench/hf_baseline.py (transformers, same device, same run)
 #   summary  a markdown table of ours against transformers
 # Results under $OUT (at most 8 files come back): check.log, bench_gpu.jsonl,
@@ -79,9 +79,7 @@ run_ours() {
     local j="$OUT/bench_gpu.jsonl" log="$OUT/bench_gpu.log"
     : > "$j"
     : > "$log"
-    timeout 420 "$B/bin/bench_gpu" --out "$j" 2>&1 | tee -a "$log"
-    GRPO_CUDA_TF32=1 timeout 200 "$B/bin/bench_gpu" --only peak,train --out "$j" 2>&1 | sed 's/^/tf32 /' | tee -a "$log"
-    GRPO_CUDA_MOE_PATH=blas timeout 200 "$B/bin/bench_gpu" --only sample --out "$j" 2>&1 | sed 's/^/moe-blas /' | tee -a "$log"
+    timeout 540 "$B/bin/bench_gpu" --variants --out "$j" 2>&1 | tee -a "$log"
 }
 
 run_hf() {
@@ -101,7 +99,8 @@ def load(name):
 ours, hf = load("bench_gpu.jsonl"), load("hf.jsonl")
 def first(rows, section, **kv):
     for r in rows:
-        if r.get("section") == section and all(r.get(k) == v for k, v in kv.items()):
+        if r.get("section") == section and r.get("variant", "default") == kv.get("variant", "default") and \
+                all(r.get(k) == v for k, v in kv.items() if k != "variant"):
             return r
     return {}
 lines = ["| figure | ours | transformers | ratio |", "| --- | --- | --- | --- |"]
@@ -116,9 +115,13 @@ lines.append(f"| decode step (ms), share of HBM roofline | {s.get('decode_step_m
 t, h = first(ours, "train"), first(hf, "train")
 row("train fwd+bwd 8x1024 (tokens/s)", t.get("tokens_per_s"), h.get("tokens_per_s"))
 lines.append(f"| train share of bf16 GEMM peak | {t.get('share_of_bf16_peak')} | {h.get('share_of_bf16_peak')} | |")
+tt = first(ours, "train", variant="tf32")
+lines.append(f"| train with TF32 GEMMs (tokens/s) | {tt.get('tokens_per_s', '-')} | | |")
+sb = first(ours, "sample", variant="moe-blas")
+lines.append(f"| sampling, experts through cuBLAS (new tokens/s) | {sb.get('new_tokens_per_s', '-')} | | |")
 for r in ours:
     if r.get("section") in ("grpo", "memory"):
-        lines.append("| " + r["section"] + " | " + ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("section", "device", "config")) + " | | |")
+        lines.append("| " + r["section"] + " | " + ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("section", "device", "config", "variant")) + " | | |")
 dev = (ours or hf or [{}])[0].get("device", "?")
 text = f"GPU benchmarks on {dev}\n\n" + "\n".join(lines) + "\n"
 open(os.path.join(out, "summary.md"), "w").write(text)
