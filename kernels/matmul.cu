@@ -6,6 +6,8 @@
  *
  * Determinism: cuBLAS gives the same bits on every run for the same
  * problem on the same GPU model (atomics mode stays off, the default).
+ * GRPO_CUDA_TF32=1 runs f32 GEMMs on TF32 tensor cores (a speed knob for
+ * benchmarks; the parity and fixture tolerances assume true f32).
  *
  * Emulated build: the CPU backend's matmul, with 16-bit operands widened
  * to f32 and the result rounded to C's dtype (f32 accumulation, as cuBLAS
@@ -14,6 +16,8 @@
 #include "cuda_common.cuh"
 
 #include <limits.h>
+#include <stdlib.h>
+#include <string.h>
 
 CUDA_NS_BEGIN
 
@@ -69,6 +73,15 @@ void cuda_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int t
 
 #else
 
+static int cuda_tf32(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("GRPO_CUDA_TF32");
+        on = e && *e && strcmp(e, "0");
+    }
+    return on;
+}
+
 static void check_int(const char *what, int64_t v) {
     if (v > INT_MAX) base_die("cuda matmul: %s %lld exceeds cuBLAS's int range", what, (long long)v);
 }
@@ -92,8 +105,11 @@ void cuda_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int t
     if (d.m == 0 || d.n == 0) return;
     check_int("M", d.m), check_int("N", d.n), check_int("K", d.k), check_int("batch", d.batch);
     check_int("lda", d.lda), check_int("ldb", d.ldb), check_int("ldc", d.ldc);
-    /* true f32 accumulation for every input type (no TF32 shortcuts) */
-    cublasComputeType_t ct = CUBLAS_COMPUTE_32F;
+    /* f32 accumulation for every input type; f32 operands stay true f32
+     * unless GRPO_CUDA_TF32=1 asks for TF32 tensor cores (10-bit mantissa
+     * products: faster, outside the float32 mode's tolerances) */
+    cublasComputeType_t ct =
+        cuda_tf32() && a->dtype == TENSOR_F32 && b->dtype == TENSOR_F32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     CHECK_CUBLAS(cublasGemmStridedBatchedEx(
         cuda_blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, (int)d.n, (int)d.m,
         (int)d.k, &alpha, b->data, blas_type(b->dtype), (int)d.ldb, d.b_bstride, a->data, blas_type(a->dtype),

@@ -1,0 +1,138 @@
+#!/bin/bash
+# The whole GPU session of issue 8 in one command, on the GPU machine, from
+# the repository root, after bench/gpu_prepare.sh made .gpu/bundle.tar.xz
+# on the development machine:
+#
+#   run(command="bash bench/gpu_run.sh all", carry=[".gpu"], timeout_s=600)
+#
+# Phases (each can be run alone; `all` runs them in order):
+#   check  correctness on the GPU: nvidia-smi; the parity harness (every op
+#          against the CPU reference, synchronising after each op so a fault
+#          names its kernel), the grouped expert GEMM's cuBLAS path, the
+#          hf-tiny-v3-a fixtures (logits 1e-4, greedy tokens, gradients
+#          1e-3), the rollout engine, the CLI with --device cuda; then
+#          compute-sanitizer (memcheck on the parity harness, racecheck on
+#          the kernels with shared-memory reductions)
+#   ours   bench_gpu: peaks, sampling, training step, GRPO step, memory;
+#          again with TF32 GEMMs (peak, train) and with the cuBLAS expert
+#          path (sample)
+#   hf     bench/hf_baseline.py (transformers, same device, same run)
+#   summary  a markdown table of ours against transformers
+# Results under $OUT (at most 8 files come back): check.log, bench_gpu.jsonl,
+# bench_gpu.log, hf.jsonl, hf.log, summary.md. The last lines printed are
+# the summary.
+set -u
+phase=${1:-all}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+OUT=${OUT:-/tmp/grpo_gpu_out}
+mkdir -p "$OUT"
+B=/tmp/grpo_gpu
+if [ ! -x "$B/bin/grpo" ]; then
+    [ -f .gpu/bundle.tar.xz ] || { echo "gpu_run: no .gpu/bundle.tar.xz (run bench/gpu_prepare.sh here, then carry .gpu)"; exit 1; }
+    mkdir -p /tmp && tar -xJf .gpu/bundle.tar.xz -C /tmp && mv /tmp/bundle "$B"
+fi
+# CUDA libraries of this machine (toolkit, or the pip wheels torch uses)
+cudalib=""
+for l in libcudart.so.13 libcublas.so.13 libcublasLt.so.13; do
+    p=$(ls /usr/local/cuda/lib64/$l /usr/local/cuda-13*/lib64/$l /usr/local/cuda/targets/x86_64-linux/lib/$l 2>/dev/null | head -1)
+    [ -n "$p" ] || p=$(find /usr /opt -name "$l*" -path '*lib*' 2>/dev/null | head -1)
+    [ -n "$p" ] && cudalib="$cudalib:$(dirname "$p")"
+done
+export LD_LIBRARY_PATH="$B/lib$cudalib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export SHARED_DIR="$B/shared" GRPO_SRC="$root" GRPO_EXE="$B/bin/grpo" OMP_WAIT_POLICY=passive
+echo "gpu_run: bundle of commit $(cat "$B/COMMIT"), repo at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+
+run_check() {
+    local log="$OUT/check.log" fails=0
+    : > "$log"
+    step() { # name, command...
+        local name=$1
+        shift
+        echo "== $name: $*" | tee -a "$log"
+        local t0=$(date +%s)
+        timeout 300 "$@" >> "$log" 2>&1
+        local rc=$?
+        echo "== $name: exit $rc ($(($(date +%s) - t0)) s)" | tee -a "$log"
+        [ $rc -eq 0 ] || fails=$((fails + 1))
+    }
+    nvidia-smi >> "$log" 2>&1
+    ldd "$B/bin/grpo" | grep -E "not found|cuda|cublas" >> "$log" 2>&1
+    step parity env GRPO_CUDA_SYNC=1 "$B/bin/parity"
+    step parity_moe_blas env GRPO_CUDA_MOE_PATH=blas "$B/bin/parity" --filter moe_matmul
+    step parity_fast "$B/bin/parity"
+    step fixtures "$B/bin/test_cuda_fixture" cuda
+    step rollout "$B/bin/test_cuda_rollout" cuda
+    step cli "$B/bin/test_cuda_cli"
+    if command -v compute-sanitizer >/dev/null; then
+        step memcheck compute-sanitizer --tool memcheck --error-exitcode 9 "$B/bin/parity"
+        for op in mla_attn_fwd mla_attn_bwd mla_decode moe_route moe_matmul rmsnorm_bwd sample sumsq; do
+            step "racecheck_$op" compute-sanitizer --tool racecheck --error-exitcode 9 "$B/bin/parity" --filter $op
+        done
+    fi
+    grep -E "^(FAIL|parity on|skipped)|PASSED|FAILED|ERROR SUMMARY|Error|error" "$log" | head -60
+    echo "check: $fails step(s) failed (details in check.log)"
+}
+
+run_ours() {
+    local j="$OUT/bench_gpu.jsonl" log="$OUT/bench_gpu.log"
+    : > "$j"
+    : > "$log"
+    timeout 420 "$B/bin/bench_gpu" --out "$j" 2>&1 | tee -a "$log"
+    GRPO_CUDA_TF32=1 timeout 200 "$B/bin/bench_gpu" --only peak,train --out "$j" 2>&1 | sed 's/^/tf32 /' | tee -a "$log"
+    GRPO_CUDA_MOE_PATH=blas timeout 200 "$B/bin/bench_gpu" --only sample --out "$j" 2>&1 | sed 's/^/moe-blas /' | tee -a "$log"
+}
+
+run_hf() {
+    : > "$OUT/hf.jsonl"
+    PYTHONUNBUFFERED=1 timeout 500 python3 bench/hf_baseline.py --out "$OUT/hf.jsonl" 2>&1 | tee "$OUT/hf.log" | grep -v Warning
+}
+
+run_summary() {
+    python3 - "$OUT" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+def load(name):
+    p = os.path.join(out, name)
+    return [json.loads(l) for l in open(p)] if os.path.exists(p) else []
+ours, hf = load("bench_gpu.jsonl"), load("hf.jsonl")
+def first(rows, section, **kv):
+    for r in rows:
+        if r.get("section") == section and all(r.get(k) == v for k, v in kv.items()):
+            return r
+    return {}
+lines = ["| figure | ours | transformers | ratio |", "| --- | --- | --- | --- |"]
+def row(name, a, b, unit=""):
+    ratio = f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "-"
+    lines.append(f"| {name} | {a if a is not None else '-'} {unit} | {b if b is not None else '-'} {unit} | {ratio} |")
+row("copy bandwidth (GB/s)", first(ours, "peak", what="copy").get("GB_per_s"), first(hf, "peak", what="copy").get("GB_per_s"))
+row("bf16 GEMM 8192^3 (TFLOP/s)", first(ours, "peak", what="gemm_bf16").get("TFLOP_per_s"), first(hf, "peak", what="gemm_bf16").get("TFLOP_per_s"))
+s, g = first(ours, "sample"), first(hf, "generate")
+row("sampling 64x128 -> +128 (new tokens/s)", s.get("new_tokens_per_s"), g.get("new_tokens_per_s"))
+lines.append(f"| decode step (ms), share of HBM roofline | {s.get('decode_step_ms')} ms, {s.get('roofline_share')} | | |")
+t, h = first(ours, "train"), first(hf, "train")
+row("train fwd+bwd 8x1024 (tokens/s)", t.get("tokens_per_s"), h.get("tokens_per_s"))
+lines.append(f"| train share of bf16 GEMM peak | {t.get('share_of_bf16_peak')} | {h.get('share_of_bf16_peak')} | |")
+for r in ours:
+    if r.get("section") in ("grpo", "memory"):
+        lines.append("| " + r["section"] + " | " + ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("section", "device", "config")) + " | | |")
+dev = (ours or hf or [{}])[0].get("device", "?")
+text = f"GPU benchmarks on {dev}\n\n" + "\n".join(lines) + "\n"
+open(os.path.join(out, "summary.md"), "w").write(text)
+print(text)
+EOF
+}
+
+case $phase in
+check) run_check ;;
+ours) run_ours ;;
+hf) run_hf ;;
+summary) run_summary ;;
+all)
+    run_check
+    run_ours
+    run_hf
+    run_summary
+    ;;
+*) echo "usage: bash bench/gpu_run.sh [all|check|ours|hf|summary]"; exit 2 ;;
+esac
