@@ -15,7 +15,6 @@
 -- Run (GPU machine, real DeepSeek-V3 checkpoint):
 --   grpo run recipes/r1.lua \
 --     --set model=/models/DeepSeek-V3-Base \
---     --set stages.sft.init_from=/models/DeepSeek-V3-Base \
 --     --set datasets.cold_start.path=/data/cold_start.jsonl \
 --     --set datasets.train.path=/data/reasoning_prompts.jsonl
 -- Options:
@@ -121,7 +120,7 @@ return {
     },
     {
       type = "sft", name = "sft", dataset = "sft_data",
-      init_from = "models/DeepSeek-V3-Base", -- [P] §2.3.3: "fine-tune DeepSeek-V3-Base" (set with --set)
+      init_from = "model",            -- [P] §2.3.3: "fine-tune DeepSeek-V3-Base": the recipe's model again
       num_train_epochs = 2,           -- [P] "for two epochs"
       learning_rate = 2e-5, lr_scheduler_type = "cosine", warmup_ratio = 0.03, -- ops
       max_length = 32768, per_device_train_batch_size = 8, gradient_checkpointing = true, -- ops

@@ -121,7 +121,7 @@ static const recipe_key stage_common[] = {
     {"dataset", RK_STRLIST, REQ, NULL, "dataset name(s) from the recipe's datasets"},
     {"template", RK_STR, "null", NULL, "this stage's prompt template (null: the recipe's)"},
     {"init_from", RK_STR, "null", NULL,
-     "start from this checkpoint (null: the previous stage's weights)"},
+     "start from this checkpoint; \"model\": the recipe's model (null: the previous stage's weights)"},
     {NULL, 0, NULL, NULL, NULL},
 };
 

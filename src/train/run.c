@@ -182,7 +182,9 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         if (rs && (i < rs->stage_index || (i == rs->stage_index && rs->stage_done))) continue;
         const char *from = recipe_str(st, "init_from");
         if (from && !(rs && i == rs->stage_index)) {
-            char *p = recipe_resolve_path(rc, from);
+            /* "model": the recipe's model again (R1's second SFT starts from
+             * the base model, not from the RL checkpoint) */
+            char *p = recipe_resolve_path(rc, !strcmp(from, "model") ? recipe_str(c.root, "model") : from);
             s = load_policy(&c, p, 0);
             free(p);
             if (s) break;

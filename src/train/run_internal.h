@@ -105,6 +105,41 @@ void run_samples_write(run_ctx *c, cJSON *line);
 /* summary[stage] = obj (takes ownership); rewrites summary.json atomically. */
 base_status run_summary_set(run_ctx *c, const char *stage, cJSON *obj);
 
+/* ---- generate and score (run_gen.c): the eval and sample stages ---------- */
+
+typedef struct {
+    run_ctx *c;
+    const cJSON *st;
+    reward_pool *pool;     /* borrowed */
+    rollout_engine *eng;   /* owned */
+    int chunk, K;          /* prompts per call, completions per prompt */
+    int64_t max_prompt, max_new;
+    rollout_sampling sp;   /* the stage's temperature, top_p, top_k, min_p */
+    int32_t stop_ids[8];
+    int n_stop_ids;
+    const char **stop_str;
+    int n_stop_str;
+    uint32_t step_key;     /* Philox "step" of this stage's draws */
+    tok_ids *pids;         /* [chunk] prompt ids */
+    char **ptext;          /* [chunk] rendered prompts */
+    const int32_t **pp;
+    int32_t *pl;
+    /* the last chunk: np prompts x K samples, prompt-major */
+    int np;
+    cJSON **samples;       /* [chunk * K] reward samples */
+    reward_scores sc;      /* their scores */
+    rollout_result res;    /* their completions */
+    int64_t new_tokens;    /* totals over the chunks */
+    double gen_seconds;
+} run_gen;
+
+/* chunk = min(256 / K, nrows) prompts per call; sampling from the stage. */
+base_status run_gen_init(run_gen *g, run_ctx *c, const cJSON *st, reward_pool *pool, int64_t nrows,
+                         uint32_t step_key);
+/* Rows [p0, p0 + np): prompts, K completions each, reward samples, scores. */
+base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int64_t p0, int np);
+void run_gen_free(run_gen *g);
+
 /* ---- stages (stage_*.c) ------------------------------------------------- */
 
 typedef struct run_ckpt run_ckpt; /* a loaded checkpoint (ckpt.c) */

@@ -197,14 +197,12 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
     char **where = NULL;
     int64_t nrows = 0;
     reward_pool *pool = NULL;
-    rollout_engine *eng = NULL;
+    run_gen gen;
+    memset(&gen, 0, sizeof gen);
     s = run_stage_rows(c, st, &rows, &where, &nrows);
     const int64_t nrows_all = nrows;
     int64_t limit = recipe_int(st, "limit");
     if (limit > 0 && limit < nrows) nrows = limit;
-    int K = (int)recipe_int(st, "num_generations");
-    int64_t max_prompt = recipe_int(st, "max_prompt_length"), max_new = recipe_int(st, "max_completion_length");
-    if (!s && K < 1) s = base_err_set(BASE_ERR_INVALID, "num_generations must be >= 1");
     if (!s) s = run_reward_pool(c, st, &pool);
     if (!s) s = run_check_columns(pool, rows, where, nrows);
     /* the datasets to merge are loaded before any generation */
@@ -213,13 +211,8 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
         run_dataset *d;
         s = run_dataset_get(c, e->valuestring, &d);
     }
-    int chunk = K >= 256 ? 1 : 256 / K; /* prompts per rollout call */
-    if (chunk > nrows) chunk = (int)(nrows > 0 ? nrows : 1);
-    if (!s) {
-        rollout_limits lim = {.max_seqs = chunk * K, .max_prompts = chunk, .max_group = K,
-                              .max_prompt_len = max_prompt, .max_new_tokens = max_new};
-        s = rollout_new(c->policy, &lim, &eng);
-    }
+    if (!s) s = run_gen_init(&gen, c, st, pool, nrows, 0x40000000u | (uint32_t)index);
+    int K = gen.K;
     /* output files */
     char fname[300];
     const char *o = recipe_str(st, "output");
@@ -243,11 +236,6 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
     if (!s && !(fp = open_tmp(pr_path, &pr_tmp))) s = BASE_ERR_IO;
     if (!s && !(fs = open_tmp(sm_path, &sm_tmp))) s = BASE_ERR_IO;
 
-    int32_t stop_ids[8];
-    int n_stop_ids = run_stop_ids(c, stop_ids, 8), n_stop_str;
-    const char **stop_str = run_stop_strings(st, &n_stop_str);
-    rollout_sampling sp = {(float)recipe_num(st, "temperature"), (float)recipe_num(st, "top_p"),
-                           (int)recipe_int(st, "top_k"), (float)recipe_num(st, "min_p")};
     const char *prompt_col = NULL;
     {
         const cJSON *dl = cJSON_GetObjectItemCaseSensitive(st, "dataset");
@@ -260,46 +248,18 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
     for (int f = 0; f < nf; f++) fnames[f] = reward_pool_func_name(pool, f);
     double *func_sum = base_xcalloc((size_t)nf + 1, sizeof(double)), *row_scores = base_xcalloc((size_t)nf + 1, sizeof(double));
     int64_t *func_n = base_xcalloc((size_t)nf + 1, sizeof(int64_t));
-    tok_ids *pids = base_xcalloc((size_t)chunk, sizeof *pids);
-    char **ptext = base_xcalloc((size_t)chunk, sizeof *ptext);
-    const int32_t **pp = base_xcalloc((size_t)chunk, sizeof *pp);
-    int32_t *pl = base_xcalloc((size_t)chunk, sizeof *pl);
-    cJSON **samples = base_xcalloc((size_t)chunk * (size_t)K, sizeof *samples);
 
     int64_t dec_count[DEC_COUNT] = {0}, n_samples = 0, n_kept = 0, n_merged = 0, prompts_with_pass = 0;
-    int64_t new_tokens = 0, reward_n = 0;
-    double pass_rate_sum = 0, reward_sum = 0, len_sum = 0, gen_seconds = 0;
+    int64_t reward_n = 0;
+    double pass_rate_sum = 0, reward_sum = 0, len_sum = 0;
     base_progress prog;
     int prog_on = !s && !c->opts.quiet;
     if (prog_on) base_progress_start(&prog, name, nrows);
-    for (int64_t p0 = 0; p0 < nrows && !s; p0 += chunk) {
-        int np = (int)(nrows - p0 < chunk ? nrows - p0 : chunk);
-        for (int i = 0; i < np && !s; i++) {
-            free(ptext[i]);
-            s = run_prompt(c, st, rows[p0 + i], where[p0 + i], max_prompt, &pids[i], &ptext[i]);
-            pp[i] = pids[i].ids;
-            pl[i] = (int32_t)pids[i].n;
-        }
-        if (s) break;
-        rollout_request rq = {.n_prompts = np, .prompt_ids = pp, .prompt_len = pl, .G = K, .sampling = sp,
-                              .max_new_tokens = max_new, .stop_ids = stop_ids, .n_stop_ids = n_stop_ids,
-                              .stop_strings = stop_str, .n_stop_strings = n_stop_str, .tok = c->tok,
-                              .seed = c->seed, .step = 0x40000000u | (uint32_t)index,
-                              .prompt_base = (uint32_t)p0};
-        rollout_result res;
-        s = rollout_generate(eng, &rq, &res);
-        if (s) break;
-        gen_seconds += res.seconds;
-        new_tokens += res.new_tokens;
-        for (int i = 0; i < np * K; i++) {
-            const rollout_completion *co = &res.out[i];
-            char *text = run_completion_text(c, co->ids, co->len, co->finish == ROLLOUT_FINISH_STOP);
-            samples[i] = run_make_sample(rows[p0 + i / K], ptext[i / K], text, co->len,
-                                         rollout_finish_name(co->finish));
-            free(text);
-        }
-        reward_scores sc = {0};
-        s = reward_pool_score(pool, (const cJSON *const *)samples, np * K, &sc);
+    for (int64_t p0 = 0; p0 < nrows && !s; p0 += gen.chunk) {
+        int np = (int)(nrows - p0 < gen.chunk ? nrows - p0 : gen.chunk);
+        s = run_gen_chunk(&gen, rows, where, p0, np);
+        const reward_scores *sc = &gen.sc;
+        cJSON **samples = gen.samples;
         for (int i = 0; i < np && !s; i++) {
             const cJSON *row = rows[p0 + i];
             const char *row_lang = base_json_str(row, "lang", NULL);
@@ -307,8 +267,8 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
             for (int g = 0; g < K && !s; g++) {
                 int j = i * K + g, keep = 0, dec;
                 const char *comp = base_json_str(samples[j], "completion", "");
-                for (int f = 0; f < nf; f++) row_scores[f] = sc.score[(size_t)j * (size_t)nf + (size_t)f];
-                s = sample_keep_eval(cfg.keep, sc.total[j], fnames, row_scores, nf, samples[j], &keep);
+                for (int f = 0; f < nf; f++) row_scores[f] = sc->score[(size_t)j * (size_t)nf + (size_t)f];
+                s = sample_keep_eval(cfg.keep, sc->total[j], fnames, row_scores, nf, samples[j], &keep);
                 if (s) {
                     s = base_err_wrap(s, "%s (sample %d)", where[p0 + i], g);
                     break;
@@ -320,21 +280,21 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
                 else dec = DEC_KEPT, passed++, kept++;
                 dec_count[dec]++;
                 if (dec == DEC_KEPT) {
-                    char *t = chat_line(row, prompt_col, ptext[i], comp);
+                    char *t = chat_line(row, prompt_col, gen.ptext[i], comp);
                     fputs(t, fo);
                     fputc('\n', fo);
                     cJSON_free(t);
                 }
-                if (!isnan(sc.total[j])) reward_sum += sc.total[j], reward_n++;
+                if (!isnan(sc->total[j])) reward_sum += sc->total[j], reward_n++;
                 for (int f = 0; f < nf; f++)
                     if (!isnan(row_scores[f])) func_sum[f] += row_scores[f], func_n[f]++;
-                len_sum += (double)res.out[j].len;
+                len_sum += (double)gen.res.out[j].len;
                 cJSON *line = cJSON_CreateObject();
                 cJSON_AddNumberToObject(line, "prompt_index", (double)(p0 + i));
                 cJSON_AddNumberToObject(line, "sample_index", g);
                 cJSON_AddStringToObject(line, "completion", comp);
                 cJSON_AddStringToObject(line, "finish_reason", base_json_str(samples[j], "finish_reason", ""));
-                cJSON_AddItemToObject(line, "reward", num_or_null(sc.total[j]));
+                cJSON_AddItemToObject(line, "reward", num_or_null(sc->total[j]));
                 cJSON *rw = cJSON_AddObjectToObject(line, "rewards");
                 for (int f = 0; f < nf; f++) cJSON_AddItemToObject(rw, fnames[f], num_or_null(row_scores[f]));
                 cJSON_AddStringToObject(line, "decision", decision_name(dec));
@@ -356,8 +316,6 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
             n_kept += kept;
         }
         n_samples += (int64_t)np * K;
-        reward_scores_free(&sc);
-        for (int i = 0; i < np * K; i++) cJSON_Delete(samples[i]), samples[i] = NULL;
         if (!s && !c->opts.quiet)
             base_progress_update(&prog, p0 + np, "kept %lld pass %.3f", (long long)n_kept,
                                  pass_rate_sum / (double)(p0 + np));
@@ -405,7 +363,7 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
         }
         cJSON_AddNumberToObject(sum, "completion_length", n_samples ? len_sum / (double)n_samples : 0);
         cJSON_AddNumberToObject(sum, "num_generations", K);
-        cJSON_AddNumberToObject(sum, "tokens_per_s", gen_seconds > 0 ? (double)new_tokens / gen_seconds : 0);
+        cJSON_AddNumberToObject(sum, "tokens_per_s", gen.gen_seconds > 0 ? (double)gen.new_tokens / gen.gen_seconds : 0);
         cJSON_AddStringToObject(sum, "output", out_path);
         cJSON *line = cJSON_Duplicate(sum, 1);
         cJSON_AddStringToObject(line, "stage", name);
@@ -417,11 +375,9 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
                       name, (long long)n_kept, (long long)n_samples, (long long)nrows,
                       nrows ? pass_rate_sum / (double)nrows : 0, (long long)n_merged, out_path);
     }
-    for (int i = 0; i < chunk; i++) tok_ids_free(&pids[i]), free(ptext[i]);
-    free(pids), free(ptext), free(pp), free(pl), free(samples), free(fnames), free(func_sum), free(func_n);
-    free(row_scores), free(stop_str);
+    free(fnames), free(func_sum), free(func_n), free(row_scores);
     free(out_path), free(pr_path), free(sm_path), free(out_tmp), free(pr_tmp), free(sm_tmp);
-    rollout_free(eng);
+    run_gen_free(&gen);
     reward_pool_destroy(pool);
     sample_keep_free(cfg.keep);
     free(rows);

@@ -281,7 +281,6 @@ static void test_r1_tiny(void **state) {
         SET("stages.%s.per_device_train_batch_size=4", sft[i]);
         SET("stages.%s.max_length=128", sft[i]);
     }
-    SET("stages.sft.init_from=%s", base); /* R1: the second SFT starts from the base model */
     const char *rl[] = {"reasoning_rl", "rl_all"};
     for (int i = 0; i < 2; i++) {
         SET("stages.%s.max_steps=2", rl[i]);

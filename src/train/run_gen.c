@@ -1,0 +1,79 @@
+/*
+ * Generate-and-score for the stages that sample without training (eval,
+ * sample): chunks of prompts, K completions each through the rollout
+ * engine, decoded into reward samples and scored by the stage's pool.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "recipe/recipe.h"
+#include "run_internal.h"
+
+base_status run_gen_init(run_gen *g, run_ctx *c, const cJSON *st, reward_pool *pool, int64_t nrows,
+                         uint32_t step_key) {
+    memset(g, 0, sizeof *g);
+    g->c = c;
+    g->st = st;
+    g->pool = pool;
+    g->step_key = step_key;
+    g->K = (int)recipe_int(st, "num_generations");
+    g->max_prompt = recipe_int(st, "max_prompt_length");
+    g->max_new = recipe_int(st, "max_completion_length");
+    if (g->K < 1) return base_err_set(BASE_ERR_INVALID, "num_generations must be >= 1");
+    g->chunk = g->K >= 256 ? 1 : 256 / g->K; /* prompts per rollout call */
+    if (g->chunk > nrows) g->chunk = (int)(nrows > 0 ? nrows : 1);
+    g->sp = (rollout_sampling){(float)recipe_num(st, "temperature"), (float)recipe_num(st, "top_p"),
+                               (int)recipe_int(st, "top_k"), (float)recipe_num(st, "min_p")};
+    g->n_stop_ids = run_stop_ids(c, g->stop_ids, 8);
+    g->stop_str = run_stop_strings(st, &g->n_stop_str);
+    size_t n = (size_t)g->chunk;
+    g->pids = base_xcalloc(n, sizeof *g->pids);
+    g->ptext = base_xcalloc(n, sizeof *g->ptext);
+    g->pp = base_xcalloc(n, sizeof *g->pp);
+    g->pl = base_xcalloc(n, sizeof *g->pl);
+    g->samples = base_xcalloc(n * (size_t)g->K, sizeof *g->samples);
+    rollout_limits lim = {.max_seqs = g->chunk * g->K, .max_prompts = g->chunk, .max_group = g->K,
+                          .max_prompt_len = g->max_prompt, .max_new_tokens = g->max_new};
+    return rollout_new(c->policy, &lim, &g->eng);
+}
+
+base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int64_t p0, int np) {
+    run_ctx *c = g->c;
+    base_status s = BASE_OK;
+    for (int i = 0; i < g->np * g->K; i++) cJSON_Delete(g->samples[i]), g->samples[i] = NULL;
+    g->np = 0;
+    for (int i = 0; i < np && !s; i++) {
+        free(g->ptext[i]);
+        g->ptext[i] = NULL;
+        s = run_prompt(c, g->st, rows[p0 + i], where[p0 + i], g->max_prompt, &g->pids[i], &g->ptext[i]);
+        g->pp[i] = g->pids[i].ids;
+        g->pl[i] = (int32_t)g->pids[i].n;
+    }
+    if (s) return s;
+    rollout_request rq = {.n_prompts = np, .prompt_ids = g->pp, .prompt_len = g->pl, .G = g->K, .sampling = g->sp,
+                          .max_new_tokens = g->max_new, .stop_ids = g->stop_ids, .n_stop_ids = g->n_stop_ids,
+                          .stop_strings = g->stop_str, .n_stop_strings = g->n_stop_str, .tok = c->tok,
+                          .seed = c->seed, .step = g->step_key, .prompt_base = (uint32_t)p0};
+    s = rollout_generate(g->eng, &rq, &g->res);
+    if (s) return s;
+    g->gen_seconds += g->res.seconds;
+    g->new_tokens += g->res.new_tokens;
+    for (int i = 0; i < np * g->K; i++) {
+        const rollout_completion *co = &g->res.out[i];
+        char *text = run_completion_text(c, co->ids, co->len, co->finish == ROLLOUT_FINISH_STOP);
+        g->samples[i] = run_make_sample(rows[p0 + i / g->K], g->ptext[i / g->K], text, co->len,
+                                        rollout_finish_name(co->finish));
+        free(text);
+    }
+    g->np = np;
+    return reward_pool_score(g->pool, (const cJSON *const *)g->samples, (int64_t)np * g->K, &g->sc);
+}
+
+void run_gen_free(run_gen *g) {
+    for (int i = 0; i < g->np * g->K; i++) cJSON_Delete(g->samples[i]);
+    for (int i = 0; i < g->chunk; i++) tok_ids_free(&g->pids[i]), free(g->ptext[i]);
+    free(g->pids), free(g->ptext), free(g->pp), free(g->pl), free(g->samples), free(g->stop_str);
+    reward_scores_free(&g->sc);
+    rollout_free(g->eng);
+    memset(g, 0, sizeof *g);
+}
