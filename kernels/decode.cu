@@ -7,11 +7,13 @@
  * in tiles of DEC_TILE cache rows staged in shared memory: every row is
  * read once for all heads of the group (the latent cache is shared by the
  * heads, which is what makes MLA decode cheap). Scores and the online
- * softmax are per head; the block writes its unnormalised output, running
- * max and sum; the combine kernel merges the splits in order. Splits are
- * fixed DEC_SPLIT positions, so a query's result depends on its own length
- * only, never on the other queries of the batch, and is the same on every
- * run.
+ * softmax are per head. A cache of at most DEC_SPLIT positions is one
+ * split: the kernel writes o_lat itself (one kernel per layer). Longer
+ * caches are split for parallelism: each block writes its unnormalised
+ * output, running max and sum, and a combine kernel merges the splits in
+ * order. Splits are fixed DEC_SPLIT positions, so a query's result depends
+ * on its own length only, never on the other queries of the batch, and is
+ * the same on every run.
  */
 #include "cuda_common.cuh"
 
@@ -71,6 +73,8 @@ typedef struct {
     int64_t b, h, dc, dr, nslots, npos, nsplit, nhg;
     float scale;
     float *po, *pm, *pl; /* partials [b, nsplit, h, dc], [b, nsplit, h] x 2 */
+    float *out;          /* one split: o_lat written directly (no combine) */
+    int64_t o0, o1;
     int *err;
 } dec_args;
 
@@ -168,6 +172,13 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(dec_args a) {
         }
     }
     __syncthreads();
+    if (a.out) { /* the only split: normalise and write o_lat */
+        for (int64_t i = tid; i < hg * dc; i += nt) {
+            int64_t hh = i / dc, j = i % dc;
+            a.out[b * a.o0 + (h0 + hh) * a.o1 + j] = o[i] / l[hh];
+        }
+        return;
+    }
     for (int64_t i = tid; i < hg * dc; i += nt)
         a.po[pbase * dc + i] = o[i];
     for (int64_t i = tid; i < hg; i += nt)
@@ -236,10 +247,14 @@ void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, con
 #ifndef GRPO_CUDA_EMU
     CHECK_CUDA(cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
 #endif
+    a.out = nsplit == 1 ? (float *)o_lat->data : (float *)NULL;
+    a.o0 = o_lat->stride[0], a.o1 = o_lat->stride[1];
     dim3 grid((unsigned)b, (unsigned)nsplit, (unsigned)nhg);
     CUDA_LAUNCH(decode_kernel, grid, DEC_THREADS, smem, a);
-    CUDA_LAUNCH(decode_combine_kernel, dim3((unsigned)b, (unsigned)h), 128, 0, (float *)o_lat->data, o_lat->stride[0],
-                o_lat->stride[1], (const float *)a.po, (const float *)a.pm, (const float *)a.pl, h, dc, nsplit);
+    if (nsplit > 1)
+        CUDA_LAUNCH(decode_combine_kernel, dim3((unsigned)b, (unsigned)h), 128, 0, (float *)o_lat->data,
+                    o_lat->stride[0], o_lat->stride[1], (const float *)a.po, (const float *)a.pm, (const float *)a.pl,
+                    h, dc, nsplit);
 }
 
 CUDA_NS_END

@@ -279,6 +279,17 @@ static void c_decode(mrun *r) {
     r->o->mla_decode(&ol, &ql, &qpe, &cache, &ts, &tl, 0.15f);
 }
 
+/* a cache of 1100 positions: three 512-position splits on the GPU, merged
+ * by the combine kernel (lengths end inside the first, second, third) */
+static void c_decode_long(mrun *r) {
+    int32_t slot[3] = {1, 0, 1}, len[3] = {1100, 513, 7};
+    tensor cache = in_f32(r, 3, 2, 1100, 40, 1.0f), ql = in_f32(r, 3, 3, 20, 32, 1.0f);
+    tensor q = in_f32(r, 3, 3, 20, 24 + 8, 1.0f), qpe = cols(q, 24, 8);
+    tensor ts = in_i32(r, slot, 3), tl = in_i32(r, len, 3);
+    tensor ol = out_t(r, TENSOR_F32, 0, 3, 3, 20, 32);
+    r->o->mla_decode(&ol, &ql, &qpe, &cache, &ts, &tl, 0.2f);
+}
+
 static void c_route(mrun *r, int norm) {
     tensor z = in_f32(r, 2, 37, 16, 1, 3.0f), bias = in_f32(r, 1, 16, 1, 1, 0.5f);
     tensor idx = out_t(r, TENSOR_I32, 0, 2, 37, 3, 1), w = out_t(r, TENSOR_F32, 0, 2, 37, 3, 1);
@@ -433,6 +444,7 @@ static const mcase mcases[] = {
     MC(mla_attn_bwd, "3 sequences (one empty), H 4, 32+16 / 24", c_attn_bwd, T_ATTN),
     MC(mla_cache_write, "7 rows into [3,20,80]", c_cache_write, T_OP),
     MC(mla_decode, "3 queries, lengths 30/1/17, H 4, dc 64", c_decode, T_ATTN),
+    MC(mla_decode, "cache of 1100 positions, lengths 1100/513/7, H 20 (2 head groups), dc 32", c_decode_long, T_ATTN),
     MC(moe_route, "16 experts, 4 groups keep 2, top-3, normalised", c_route_n, T_OP),
     MC(moe_route, "16 experts, 4 groups keep 2, top-3, unnormalised", c_route_u, T_OP),
     MC(moe_route_bwd, "16 experts, top-3", c_route_bwd, T_OP),
