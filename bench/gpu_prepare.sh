@@ -8,7 +8,7 @@
 #   build-gpu/                 meson build with CUDA, -Dnative=false, and
 #                              without ICU (its 30 MB data library would
 #                              not fit the device tool's 64 MiB transfer)
-#   .gpu/bundle.tar.xz         the programs gpu_run.sh runs (grpo, the
+#   .gpu/bundle.tar.gz         the programs gpu_run.sh runs (grpo, the
 #                              parity harness, the CUDA tests, bench_gpu),
 #                              every shared library they load that is not
 #                              part of glibc, libstdc++ or CUDA, and the
@@ -62,7 +62,7 @@ if ldd "$build/grpo" | grep -q libicu; then echo "gpu_prepare: $build links ICU;
 cp -r "$shared/fixtures/hf-tiny-v3-a" "$b/shared/fixtures/"
 git describe --always --dirty > "$b/COMMIT" 2>/dev/null || echo unknown > "$b/COMMIT"
 mkdir -p .gpu
-tar -cJf .gpu/bundle.tar.xz -C "$tmp" bundle
-echo "gpu_prepare: .gpu/bundle.tar.xz $(du -h .gpu/bundle.tar.xz | cut -f1) (commit $(cat "$b/COMMIT")); programs: $targets"
+tar -czf .gpu/bundle.tar.gz -C "$tmp" bundle
+echo "gpu_prepare: .gpu/bundle.tar.gz $(du -h .gpu/bundle.tar.gz | cut -f1) (commit $(cat "$b/COMMIT")); programs: $targets"
 echo "gpu_prepare: libraries: $(ls "$b/lib" | tr '\n' ' ')"
 echo 'next: run(command="bash bench/gpu_run.sh all", carry=[".gpu"], timeout_s=600)'

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The whole GPU session of issue 8 in one command, on the GPU machine, from
-# the repository root, after bench/gpu_prepare.sh made .gpu/bundle.tar.xz
+# the repository root, after bench/gpu_prepare.sh made .gpu/bundle.tar.gz
 # on the development machine:
 #
 #   run(command="bash bench/gpu_run.sh all", carry=[".gpu"], timeout_s=600)
@@ -14,8 +14,8 @@
 #          compute-sanitizer (memcheck on the parity harness, racecheck on
 #          the kernels with shared-memory reductions)
 #   ours   bench_gpu: peaks, sampling, training step, GRPO step, memory;
-#          again with TF32 GEMMs (peak, train) and with the cuBLAS expert
-#          path (sample)
+#          then (--variants, same model) with TF32 GEMMs (f32 GEMM peak,
+#          train) and with the cuBLAS expert path (sample)
 #   hf     bench/hf_baseline.py (transformers, same device, same run)
 #   summary  a markdown table of ours against transformers
 # Results under $OUT (at most 8 files come back): check.log, bench_gpu.jsonl,
@@ -29,8 +29,8 @@ OUT=${OUT:-/tmp/grpo_gpu_out}
 mkdir -p "$OUT"
 B=/tmp/grpo_gpu
 if [ ! -x "$B/bin/grpo" ]; then
-    [ -f .gpu/bundle.tar.xz ] || { echo "gpu_run: no .gpu/bundle.tar.xz (run bench/gpu_prepare.sh here, then carry .gpu)"; exit 1; }
-    mkdir -p /tmp && tar -xJf .gpu/bundle.tar.xz -C /tmp && mv /tmp/bundle "$B"
+    [ -f .gpu/bundle.tar.gz ] || { echo "gpu_run: no .gpu/bundle.tar.gz (run bench/gpu_prepare.sh here, then carry .gpu)"; exit 1; }
+    mkdir -p /tmp && tar -xzf .gpu/bundle.tar.gz -C /tmp && mv /tmp/bundle "$B"
 fi
 # CUDA libraries of this machine (toolkit, or the pip wheels torch uses)
 cudalib=""
@@ -39,6 +39,7 @@ for l in libcudart.so.13 libcublas.so.13 libcublasLt.so.13; do
     [ -n "$p" ] || p=$(find /usr /opt -name "$l*" -path '*lib*' 2>/dev/null | head -1)
     [ -n "$p" ] && cudalib="$cudalib:$(dirname "$p")"
 done
+orig_ld=${LD_LIBRARY_PATH:-}
 export LD_LIBRARY_PATH="$B/lib$cudalib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export SHARED_DIR="$B/shared" GRPO_SRC="$root" GRPO_EXE="$B/bin/grpo" OMP_WAIT_POLICY=passive
 echo "gpu_run: bundle of commit $(cat "$B/COMMIT"), repo at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -78,14 +79,14 @@ run_ours() {
     local j="$OUT/bench_gpu.jsonl" log="$OUT/bench_gpu.log"
     : > "$j"
     : > "$log"
-    timeout 420 "$B/bin/bench_gpu" --out "$j" 2>&1 | tee -a "$log"
-    GRPO_CUDA_TF32=1 timeout 200 "$B/bin/bench_gpu" --only peak,train --out "$j" 2>&1 | sed 's/^/tf32 /' | tee -a "$log"
-    GRPO_CUDA_MOE_PATH=blas timeout 200 "$B/bin/bench_gpu" --only sample --out "$j" 2>&1 | sed 's/^/moe-blas /' | tee -a "$log"
+    timeout 540 "$B/bin/bench_gpu" --variants --out "$j" 2>&1 | tee -a "$log"
 }
 
 run_hf() {
     : > "$OUT/hf.jsonl"
-    PYTHONUNBUFFERED=1 timeout 500 python3 bench/hf_baseline.py --out "$OUT/hf.jsonl" 2>&1 | tee "$OUT/hf.log" | grep -v Warning
+    # Python and torch with the machine's own libraries, not the bundle's
+    LD_LIBRARY_PATH="$orig_ld" PYTHONUNBUFFERED=1 timeout 500 python3 bench/hf_baseline.py --out "$OUT/hf.jsonl" 2>&1 |
+        tee "$OUT/hf.log" | grep -v Warning
 }
 
 run_summary() {
@@ -98,7 +99,8 @@ def load(name):
 ours, hf = load("bench_gpu.jsonl"), load("hf.jsonl")
 def first(rows, section, **kv):
     for r in rows:
-        if r.get("section") == section and all(r.get(k) == v for k, v in kv.items()):
+        if r.get("section") == section and r.get("variant", "default") == kv.get("variant", "default") and \
+                all(r.get(k) == v for k, v in kv.items() if k != "variant"):
             return r
     return {}
 lines = ["| figure | ours | transformers | ratio |", "| --- | --- | --- | --- |"]
@@ -113,9 +115,13 @@ lines.append(f"| decode step (ms), share of HBM roofline | {s.get('decode_step_m
 t, h = first(ours, "train"), first(hf, "train")
 row("train fwd+bwd 8x1024 (tokens/s)", t.get("tokens_per_s"), h.get("tokens_per_s"))
 lines.append(f"| train share of bf16 GEMM peak | {t.get('share_of_bf16_peak')} | {h.get('share_of_bf16_peak')} | |")
+tt = first(ours, "train", variant="tf32")
+lines.append(f"| train with TF32 GEMMs (tokens/s) | {tt.get('tokens_per_s', '-')} | | |")
+sb = first(ours, "sample", variant="moe-blas")
+lines.append(f"| sampling, experts through cuBLAS (new tokens/s) | {sb.get('new_tokens_per_s', '-')} | | |")
 for r in ours:
     if r.get("section") in ("grpo", "memory"):
-        lines.append("| " + r["section"] + " | " + ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("section", "device", "config")) + " | | |")
+        lines.append("| " + r["section"] + " | " + ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("section", "device", "config", "variant")) + " | | |")
 dev = (ours or hf or [{}])[0].get("device", "?")
 text = f"GPU benchmarks on {dev}\n\n" + "\n".join(lines) + "\n"
 open(os.path.join(out, "summary.md"), "w").write(text)

@@ -73,13 +73,11 @@ void cuda_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int t
 
 #else
 
+/* Read at every call (a getenv is cheap next to a GEMM launch), so a
+ * program can switch it between phases (bench_gpu --variants). */
 static int cuda_tf32(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("GRPO_CUDA_TF32");
-        on = e && *e && strcmp(e, "0");
-    }
-    return on;
+    const char *e = getenv("GRPO_CUDA_TF32");
+    return e && *e && strcmp(e, "0");
 }
 
 static void check_int(const char *what, int64_t v) {

@@ -117,13 +117,11 @@ __global__ void __launch_bounds__(MG_THREADS) mg_kernel(mg_args a) {
     }
 }
 
-static int moe_path(void) { /* 0 auto, 1 kernel, 2 blas */
-    static int path = -1;
-    if (path < 0) {
-        const char *s = getenv("GRPO_CUDA_MOE_PATH");
-        path = s && !strcmp(s, "kernel") ? 1 : s && !strcmp(s, "blas") ? 2 : 0;
-    }
-    return path;
+/* 0 auto, 1 kernel, 2 blas; read at every call (bench_gpu --variants
+ * switches it between phases). */
+static int moe_path(void) {
+    const char *s = getenv("GRPO_CUDA_MOE_PATH");
+    return s && !strcmp(s, "kernel") ? 1 : s && !strcmp(s, "blas") ? 2 : 0;
 }
 
 /* Expert e's [a, b] slice of w [E, a, b]. */
