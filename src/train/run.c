@@ -8,6 +8,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static void omp_set_num_threads(int n) { (void)n; }
+#endif
+
 #include "recipe/recipe.h"
 #include "run_internal.h"
 
@@ -113,6 +119,8 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     c.name = base_xstrdup(recipe_str(c.root, "name"));
     c.seed = (uint64_t)recipe_int(c.root, "seed");
     const char *dev = c.opts.device ? c.opts.device : recipe_str(c.root, "device");
+    int64_t threads = recipe_int(c.root, "threads");
+    if (threads > 0) omp_set_num_threads((int)threads);
     base_status s = BASE_OK;
     c.ops = ops_by_name(dev);
     if (!c.ops) {

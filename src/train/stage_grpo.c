@@ -325,11 +325,22 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     if (!s && grpo_needs_ref_logp(&gc)) {
         const model_config *cfg = model_cfg(c->policy);
         s = model_init_random(cfg, c->ops, 0, 0.0f, NULL, &ref);
+        const char *ref_dir = recipe_str(c->root, "ref_model");
         if (!s) {
-            if (resume && run_ckpt_state(resume)->stage_index == index && run_ckpt_has_ref(resume))
+            if (resume && run_ckpt_state(resume)->stage_index == index && run_ckpt_has_ref(resume)) {
                 s = run_ckpt_load_ref(resume, ref);
-            else
+            } else if (ref_dir) { /* a separate reference checkpoint (same architecture) */
+                model_free(ref);
+                ref = NULL;
+                char *p = recipe_resolve_path(c->rc, ref_dir);
+                s = model_load(p, c->ops, NULL, &ref);
+                free(p);
+                if (!s && model_numel(ref) != model_numel(c->policy))
+                    s = base_err_set(BASE_ERR_INVALID, "ref_model %s: not the policy's architecture", ref_dir);
+                if (s) s = base_err_wrap(s, "ref_model");
+            } else {
                 c->ops->copy(model_params(ref), model_params(c->policy), (size_t)model_numel(c->policy) * sizeof(float));
+            }
         }
         if (!s) s = model_train_new(ref, &tl, &tr_ref);
     }
@@ -350,6 +361,10 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     int64_t keep_ckpt = recipe_int(st, "save_total_limit"), save_steps = recipe_int(st, "save_steps");
     int64_t log_every = recipe_int(st, "log_completions_steps");
     int dyn = recipe_bool(st, "dynamic_sampling");
+    int64_t logging_steps = recipe_int(st, "logging_steps");
+    int sync_ref = recipe_bool(st, "sync_ref_model") && ref;
+    int64_t sync_steps = recipe_int(st, "ref_model_sync_steps");
+    float mixup = (float)recipe_num(st, "ref_model_mixup_alpha");
     int64_t max_rounds = recipe_int(st, "max_resample_rounds");
     float *weights = base_xmalloc((size_t)(b.F > 0 ? b.F : 1) * sizeof(float));
     for (int f = 0; f < b.F; f++) weights[f] = (float)reward_pool_func_weight(pool, f);
@@ -519,7 +534,19 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
         add_num(line, "time/rollout", t_roll);
         add_num(line, "time/reward", t_rew);
         add_num(line, "time/train", t_train);
-        run_metrics_write(c, line);
+        if (logging_steps <= 1 || (step + 1) % logging_steps == 0 || step + 1 == max_steps)
+            run_metrics_write(c, line);
+        else
+            cJSON_Delete(line);
+        /* TR-DPO reference refresh (TRL sync_ref_model):
+         * ref = alpha * policy + (1 - alpha) * ref every ref_model_sync_steps */
+        if (sync_ref && sync_steps > 0 && (step + 1) % sync_steps == 0) {
+            tensor tr_ = tensor_1d(model_params(ref), TENSOR_F32, model_numel(ref));
+            tensor tp_ = tensor_1d(model_params(c->policy), TENSOR_F32, model_numel(c->policy));
+            tr_.device = tp_.device = c->ops->device;
+            c->ops->scale(&tr_, &tr_, 1.0f - mixup);
+            c->ops->axpy(&tr_, &tp_, mixup);
+        }
         if (log_every > 0 && (step + 1) % log_every == 0) {
             for (int j = 0; j < b.n; j++) {
                 cJSON *o = cJSON_CreateObject();

@@ -116,6 +116,8 @@ base_status run_stage_sft(run_ctx *c, const cJSON *st, int index, const run_ckpt
     int64_t max_len = recipe_int(st, "max_length"), bs = recipe_int(st, "per_device_train_batch_size");
     int64_t ga = recipe_int(st, "gradient_accumulation_steps"), max_steps = recipe_int(st, "max_steps");
     int packing = recipe_bool(st, "packing"), only_asst = recipe_bool(st, "assistant_only_loss");
+    int shuffle = recipe_bool(st, "shuffle");
+    int64_t logging_steps = recipe_int(st, "logging_steps");
     double epochs = recipe_num(st, "num_train_epochs");
     if (max_len < 2 || bs < 1 || ga < 1)
         return base_err_set(BASE_ERR_INVALID, "stage '%s': max_length >= 2, per_device_train_batch_size >= 1 and "
@@ -198,7 +200,9 @@ base_status run_stage_sft(run_ctx *c, const cJSON *st, int index, const run_ckpt
                 for (int64_t i = 0; i < bs; i++) {
                     int64_t v = (k * ga + m) * bs + i, epoch = v / plan.n_rows;
                     if (epoch != order_epoch) {
-                        run_shuffle(c->seed, (uint32_t)index, epoch, plan.n_rows, order);
+                        if (shuffle) run_shuffle(c->seed, (uint32_t)index, epoch, plan.n_rows, order);
+                        else
+                            for (int64_t q = 0; q < plan.n_rows; q++) order[q] = q;
                         order_epoch = epoch;
                     }
                     int64_t r = order[v % plan.n_rows];
@@ -248,7 +252,10 @@ base_status run_stage_sft(run_ctx *c, const cJSON *st, int index, const run_ckpt
                 cJSON_AddNumberToObject(line, "tokens_per_s", (double)tokens / dt);
                 cJSON_AddNumberToObject(line, "step_time", dt);
                 if (info.skipped) cJSON_AddNumberToObject(line, "update_skipped", 1);
-                run_metrics_write(c, line);
+                if (logging_steps <= 1 || (k + 1) % logging_steps == 0 || k + 1 == total)
+                    run_metrics_write(c, line);
+                else
+                    cJSON_Delete(line);
                 if (!c->opts.quiet) base_progress_update(&prog, k + 1, "loss %.4f tok/s %.0f", loss, (double)tokens / dt);
             }
         }

@@ -294,12 +294,55 @@ static void test_bad_inputs(void **state) {
     free(bad);
 }
 
+/* logging_steps thins metrics.jsonl; sync_ref_model with alpha 1 every step
+ * makes the reference the policy again, so the KL is 0 at every step, while
+ * without it the KL grows after the first update. */
+static void test_logging_and_ref_sync(void **state) {
+    (void)state;
+    const char *sets_a[] = {"stages.grpo.logging_steps=2", "stages.grpo.sync_ref_model=true",
+                            "stages.grpo.ref_model_sync_steps=1", "stages.grpo.ref_model_mixup_alpha=1.0",
+                            "name=sync", "stages.grpo.save_steps=0"};
+    const char *sets_b[] = {"name=nosync", "stages.grpo.save_steps=0"};
+    for (int run = 0; run < 2; run++) {
+        char *text = recipe_text(run ? "nosync" : "sync");
+        recipe *rc;
+        if (recipe_load_string(text, "t.lua", run ? sets_b : sets_a, run ? 2 : 6, &rc)) fail_msg("%s", base_err_msg());
+        free(text);
+        run_opts o = {.overwrite = 1, .quiet = 1};
+        if (run_recipe(rc, &o)) fail_msg("%s", base_err_msg());
+        recipe_free(rc);
+        char *m = run_file(run ? "nosync" : "sync", "metrics.jsonl");
+        int grpo_lines = 0;
+        double kl_max = 0;
+        char *save = NULL;
+        for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            cJSON *j = cJSON_Parse(line);
+            if (!strcmp(base_json_str(j, "stage", ""), "grpo")) {
+                grpo_lines++;
+                double kl = base_json_num(j, "kl", -1, NULL);
+                assert_true(kl >= 0);
+                if (kl > kl_max) kl_max = kl;
+            }
+            cJSON_Delete(j);
+        }
+        free(m);
+        if (run == 0) {
+            assert_int_equal(grpo_lines, 2); /* steps 2 and 4 of 4 */
+            assert_true(kl_max == 0.0);
+        } else {
+            assert_int_equal(grpo_lines, 4);
+            assert_true(kl_max > 0.0);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_straight_run),
         cmocka_unit_test(test_resume_bit_exact),
         cmocka_unit_test(test_kill_during_checkpoint),
         cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_logging_and_ref_sync),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
