@@ -16,8 +16,9 @@
  * Every output element has one owner and sums in a fixed order: the same
  * bits on every run.
  *
- * Shared-memory rows read by the 32 lanes of a warp at once (one row per
+ * Shared-memory rows read by the lanes of a warp at once (one row per
  * lane) are padded by one float so that the lanes hit different banks.
+ * Scores and accumulations use register micro-tiles (pair_dots, accum).
  */
 #include "cuda_common.cuh"
 
@@ -72,11 +73,64 @@ __device__ __forceinline__ void load_q(const attn_in &a, int64_t h, int64_t t0, 
     }
 }
 
-__device__ __forceinline__ float dotf(const float *x, const float *y, int64_t n) {
-    float s = 0.0f;
-    for (int64_t j = 0; j < n; j++)
-        s += x[j] * y[j];
-    return s;
+/* Register micro-tiles (AT_THREADS = 128, tiles of 32 x 32): thread t owns
+ * tile rows rg, rg + 16 (rg = t / 8) and score columns cg + 8u, u < 4
+ * (cg = t % 8), or accumulation columns cg + 8i. Every shared-memory value
+ * loaded feeds 2 to 4 multiply-adds instead of one. */
+static_assert(AT_THREADS == 128 && AT_BQ == 32 && AT_BK == 32, "micro-tiles assume 128 threads, 32 x 32 tiles");
+#define AT_CHUNK 128 /* accumulation columns per pass: 16 per thread */
+
+/* acc[i][u] = A[row rg + 16i] . B[row cg + 8u] over n (rows of A, B with
+ * leading dimensions lda, ldb) */
+__device__ __forceinline__ void pair_dots(const float *A, int64_t lda, const float *B, int64_t ldb, int64_t n,
+                                          float acc[2][4]) {
+    int rg = threadIdx.x >> 3, cg = threadIdx.x & 7;
+    const float *a0 = A + rg * lda, *a1 = A + (rg + 16) * lda;
+    const float *b0 = B + cg * ldb, *b1 = B + (cg + 8) * ldb, *b2 = B + (cg + 16) * ldb, *b3 = B + (cg + 24) * ldb;
+    for (int i = 0; i < 2; i++)
+        for (int u = 0; u < 4; u++)
+            acc[i][u] = 0.0f;
+    for (int64_t j = 0; j < n; j++) {
+        float x0 = a0[j], x1 = a1[j], y0 = b0[j], y1 = b1[j], y2 = b2[j], y3 = b3[j];
+        acc[0][0] += x0 * y0, acc[0][1] += x0 * y1, acc[0][2] += x0 * y2, acc[0][3] += x0 * y3;
+        acc[1][0] += x1 * y0, acc[1][1] += x1 * y1, acc[1][2] += x1 * y2, acc[1][3] += x1 * y3;
+    }
+}
+
+/* out[R][c] = out[R][c] * (scale ? scale[R] : 1) + sum_{k < nk} coef(R, k) src[k][c]
+ * for the thread's rows R = rg, rg + 16 and columns c = cg + 8i < ncols;
+ * coef(R, k) = coef[R * ci + k * ck]. Each output has one owner and sums
+ * k in order. */
+__device__ __forceinline__ void accum(float *out, int64_t ldo, const float *coef, int64_t ci, int64_t ck,
+                                      const float *src, int64_t lds, int64_t ncols, int64_t nk, const float *scale) {
+    int rg = threadIdx.x >> 3, cg = threadIdx.x & 7;
+    int64_t R0 = rg, R1 = rg + 16;
+    float s0 = scale ? scale[R0] : 1.0f, s1 = scale ? scale[R1] : 1.0f;
+    for (int64_t c0 = 0; c0 < ncols; c0 += AT_CHUNK) {
+        float acc0[16], acc1[16];
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int64_t c = c0 + cg + 8 * i;
+            acc0[i] = c < ncols ? out[R0 * ldo + c] * s0 : 0.0f;
+            acc1[i] = c < ncols ? out[R1 * ldo + c] * s1 : 0.0f;
+        }
+        for (int64_t k = 0; k < nk; k++) {
+            float p0 = coef[R0 * ci + k * ck], p1 = coef[R1 * ci + k * ck];
+            const float *sr = src + k * lds + c0 + cg;
+#pragma unroll
+            for (int i = 0; i < 16; i++)
+                if (c0 + cg + 8 * i < ncols) {
+                    float v = sr[8 * i];
+                    acc0[i] += p0 * v;
+                    acc1[i] += p1 * v;
+                }
+        }
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int64_t c = c0 + cg + 8 * i;
+            if (c < ncols) out[R0 * ldo + c] = acc0[i], out[R1 * ldo + c] = acc1[i];
+        }
+    }
 }
 
 /* ---- forward ---------------------------------------------------------------------------- */
@@ -112,12 +166,15 @@ __global__ void __launch_bounds__(AT_THREADS)
         __syncthreads(); /* the previous tile is consumed */
         load_kv(a, h, u0, nb, kd, vd);
         __syncthreads();
-        for (int64_t p = tid; p < AT_BQ * AT_BK; p += blockDim.x) {
-            int64_t r = p / AT_BK, c = p % AT_BK, t = t0 + r, u = u0 + c;
-            float v = -INFINITY;
-            if (r < nq && c < nb && u >= start[r] && u <= t)
-                v = a.scale * dotf(qd + r * (dqk + 1), kd + c * (dqk + 1), dqk);
-            sc[r * (AT_BK + 1) + c] = v;
+        {
+            float sc4[2][4];
+            pair_dots(qd, dqk + 1, kd, dqk + 1, dqk, sc4);
+            for (int i = 0; i < 2; i++)
+                for (int u = 0; u < 4; u++) {
+                    int64_t r = (tid >> 3) + 16 * i, c = (tid & 7) + 8 * u, t = t0 + r, uu = u0 + c;
+                    int ok = r < nq && c < nb && uu >= start[r] && uu <= t;
+                    sc[r * (AT_BK + 1) + c] = ok ? a.scale * sc4[i][u] : -INFINITY;
+                }
         }
         __syncthreads();
         for (int64_t r = tid; r < AT_BQ; r += blockDim.x) {
@@ -144,14 +201,7 @@ __global__ void __launch_bounds__(AT_THREADS)
             corr[r] = cr;
         }
         __syncthreads();
-        for (int64_t i = tid; i < AT_BQ * dv; i += blockDim.x) {
-            int64_t r = i / dv, c = i % dv;
-            const float *pr = sc + r * (AT_BK + 1);
-            float acc = od[i] * corr[r];
-            for (int64_t k = 0; k < nb; k++)
-                acc += pr[k] * vd[k * (dv + 1) + c];
-            od[i] = acc;
-        }
+        accum(od, dv, sc, AT_BK + 1, 1, vd, dv + 1, dv, nb, corr);
     }
     __syncthreads();
     for (int64_t i = tid; i < nq * dv; i += blockDim.x) {
@@ -296,26 +346,23 @@ __global__ void __launch_bounds__(AT_THREADS)
         __syncthreads();
         load_kv(a, h, u0, nb, kd, vd);
         __syncthreads();
-        for (int64_t p = tid; p < AT_BQ * AT_BK; p += blockDim.x) {
-            int64_t r = p / AT_BK, c = p % AT_BK, t = t0 + r, u = u0 + c;
-            float v = 0.0f;
-            if (r < nq && c < nb && u >= start[r] && u <= t) {
-                float s = a.scale * dotf(qd + r * (dqk + 1), kd + c * (dqk + 1), dqk);
-                float pr = expf(s - L[r]);
-                float dp = dotf(gd + r * (dv + 1), vd + c * (dv + 1), dv);
-                v = a.scale * pr * (dp - Dr[r]);
-            }
-            ds[r * (AT_BK + 1) + c] = v;
+        {
+            float s4[2][4], p4[2][4];
+            pair_dots(qd, dqk + 1, kd, dqk + 1, dqk, s4);
+            pair_dots(gd, dv + 1, vd, dv + 1, dv, p4);
+            for (int i = 0; i < 2; i++)
+                for (int u = 0; u < 4; u++) {
+                    int64_t r = (tid >> 3) + 16 * i, c = (tid & 7) + 8 * u, t = t0 + r, uu = u0 + c;
+                    float v = 0.0f;
+                    if (r < nq && c < nb && uu >= start[r] && uu <= t) {
+                        float pr = expf(a.scale * s4[i][u] - L[r]);
+                        v = a.scale * pr * (p4[i][u] - Dr[r]);
+                    }
+                    ds[r * (AT_BK + 1) + c] = v;
+                }
         }
         __syncthreads();
-        for (int64_t i = tid; i < AT_BQ * dqk; i += blockDim.x) {
-            int64_t r = i / dqk, j = i % dqk;
-            const float *dr = ds + r * (AT_BK + 1);
-            float acc = dqd[i];
-            for (int64_t k = 0; k < nb; k++)
-                acc += dr[k] * kd[k * (dqk + 1) + j];
-            dqd[i] = acc;
-        }
+        accum(dqd, dqk, ds, AT_BK + 1, 1, kd, dqk + 1, dqk, nb, NULL);
     }
     __syncthreads();
     for (int64_t i = tid; i < nq * dqk; i += blockDim.x) {
@@ -366,33 +413,26 @@ __global__ void __launch_bounds__(AT_THREADS)
             Dr[r] = r < nq ? g.D[(t0 + r) * a.h + h] : 0.0f;
         }
         __syncthreads();
-        for (int64_t p = tid; p < AT_BQ * AT_BK; p += blockDim.x) {
-            int64_t r = p / AT_BK, c = p % AT_BK, t = t0 + r, u = u0 + c;
-            float pv = 0.0f, dv_ = 0.0f;
-            if (r < nq && c < nk && u >= qstart[r] && u <= t) {
-                float s = a.scale * dotf(qd + r * (dqk + 1), kd + c * (dqk + 1), dqk);
-                pv = expf(s - L[r]);
-                float dp = dotf(gd + r * (dv + 1), vd + c * (dv + 1), dv);
-                dv_ = a.scale * pv * (dp - Dr[r]);
-            }
-            pp[r * (AT_BK + 1) + c] = pv;
-            ds[r * (AT_BK + 1) + c] = dv_;
+        {
+            float s4[2][4], p4[2][4];
+            pair_dots(qd, dqk + 1, kd, dqk + 1, dqk, s4);
+            pair_dots(gd, dv + 1, vd, dv + 1, dv, p4);
+            for (int i = 0; i < 2; i++)
+                for (int u = 0; u < 4; u++) {
+                    int64_t r = (tid >> 3) + 16 * i, c = (tid & 7) + 8 * u, t = t0 + r, uu = u0 + c;
+                    float pv = 0.0f, dsv = 0.0f;
+                    if (r < nq && c < nk && uu >= qstart[r] && uu <= t) {
+                        pv = expf(a.scale * s4[i][u] - L[r]);
+                        dsv = a.scale * pv * (p4[i][u] - Dr[r]);
+                    }
+                    pp[r * (AT_BK + 1) + c] = pv;
+                    ds[r * (AT_BK + 1) + c] = dsv;
+                }
         }
         __syncthreads();
-        for (int64_t i = tid; i < AT_BK * dqk; i += blockDim.x) {
-            int64_t c = i / dqk, j = i % dqk;
-            float acc = dkd[i];
-            for (int64_t r = 0; r < nq; r++)
-                acc += ds[r * (AT_BK + 1) + c] * qd[r * (dqk + 1) + j];
-            dkd[i] = acc;
-        }
-        for (int64_t i = tid; i < AT_BK * dv; i += blockDim.x) {
-            int64_t c = i / dv, j = i % dv;
-            float acc = dvd[i];
-            for (int64_t r = 0; r < nq; r++)
-                acc += pp[r * (AT_BK + 1) + c] * gd[r * (dv + 1) + j];
-            dvd[i] = acc;
-        }
+        /* rows of the outputs are keys: coef(key, query) = ds[query][key] */
+        accum(dkd, dqk, ds, 1, AT_BK + 1, qd, dqk + 1, dqk, nq, NULL);
+        accum(dvd, dv, pp, 1, AT_BK + 1, gd, dv + 1, dv, nq, NULL);
     }
     __syncthreads();
     for (int64_t i = tid; i < nk * (a.dn + dv); i += blockDim.x) {

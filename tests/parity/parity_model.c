@@ -262,6 +262,23 @@ static void c_attn_bwd(mrun *r) {
     r->o->mla_attn_bwd(&dq, &dkv, &dkpe, &dout, &q, &kv, &kpe, &o, &lse, &cu, 0.2f);
 }
 
+/* Wide heads (the Moonlight / V3 head dims 128 + 64 / 128, here with
+ * dv 136): 70 tokens over two sequences cross three 32-token tiles, and the
+ * GPU kernels accumulate q/k rows (192) and v rows (136) in two column
+ * passes of 128 */
+static const int32_t att_cu2[3] = {0, 45, 70};
+static void c_attn_wide(mrun *r) {
+    enum { N = 70, H = 2, DN = 128, DR = 64, DV = 136 };
+    tensor q = in_f32(r, 3, N, H, DN + DR, 0.3f), kv = in_f32(r, 3, N, H, DN + DV, 0.3f);
+    tensor kva = in_f32(r, 2, N, 64 + DR, 1, 0.3f), kpe = cols(kva, 64, DR), cu = in_i32(r, att_cu2, 3);
+    tensor dout = in_f32(r, 3, N, H, DV, 1.0f);
+    tensor o = out_t(r, TENSOR_F32, 0, 3, N, H, DV), lse = out_t(r, TENSOR_F32, 0, 2, N, H, 1);
+    r->o->mla_attn_fwd(&o, &lse, &q, &kv, &kpe, &cu, 0.07f);
+    tensor dq = out_t(r, TENSOR_F32, 0, 3, N, H, DN + DR), dkv = out_t(r, TENSOR_F32, 0, 3, N, H, DN + DV);
+    tensor dkva = out_t(r, TENSOR_F32, 1, 2, N, 64 + DR, 1), dkpe = cols(dkva, 64, DR);
+    r->o->mla_attn_bwd(&dq, &dkv, &dkpe, &dout, &q, &kv, &kpe, &o, &lse, &cu, 0.07f);
+}
+
 static void c_cache_write(mrun *r) {
     int32_t slot[7] = {2, 0, 2, 1, 2, 0, 1}, pos[7] = {0, 5, 19, 3, 7, 6, 0};
     tensor ckv = in_f32(r, 2, 7, 64, 1, 1.0f), kva = in_f32(r, 2, 7, 64 + 16, 1, 1.0f), kpe = cols(kva, 64, 16);
@@ -442,6 +459,7 @@ static const mcase mcases[] = {
     MC(rope_bwd, "[37,4,64] view of q, interleaved", c_rope_bwd_i, T_OP),
     MC(mla_attn_fwd, "3 sequences (one empty), H 4, 32+16 / 24", c_attn_fwd, T_ATTN),
     MC(mla_attn_bwd, "3 sequences (one empty), H 4, 32+16 / 24", c_attn_bwd, T_ATTN),
+    MC(mla_attn_bwd, "fwd + bwd, 2 sequences of 45 and 25, H 2, 128+64 / 136", c_attn_wide, T_ATTN),
     MC(mla_cache_write, "7 rows into [3,20,80]", c_cache_write, T_OP),
     MC(mla_decode, "3 queries, lengths 30/1/17, H 4, dc 64", c_decode, T_ATTN),
     MC(mla_decode, "cache of 1100 positions, lengths 1100/513/7, H 20 (2 head groups), dc 32", c_decode_long, T_ATTN),
