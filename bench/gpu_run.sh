@@ -10,7 +10,8 @@
 #          against the CPU reference, synchronising after each op so a fault
 #          names its kernel), the grouped expert GEMM's cuBLAS path, the
 #          hf-tiny-v3-a fixtures (logits 1e-4, greedy tokens, gradients
-#          1e-3), the rollout engine, the CLI with --device cuda; then
+#          1e-3), the rollout engine, the CLI with --device cuda, a whole
+#          GRPO run with a checkpoint resume (bit-identical); then
 #          compute-sanitizer (memcheck on the parity harness, racecheck on
 #          the kernels with shared-memory reductions)
 #   ours   bench_gpu: peaks, sampling, training step, GRPO step, memory;
@@ -65,6 +66,7 @@ run_check() {
     step fixtures "$B/bin/test_cuda_fixture" cuda
     step rollout "$B/bin/test_cuda_rollout" cuda
     step cli "$B/bin/test_cuda_cli"
+    step grpo_run "$B/bin/test_cuda_run" cuda
     if command -v compute-sanitizer >/dev/null; then
         step memcheck compute-sanitizer --tool memcheck --error-exitcode 9 "$B/bin/parity"
         for op in mla_attn_fwd mla_attn_bwd mla_decode moe_route moe_matmul rmsnorm_bwd sample sumsq; do

@@ -66,7 +66,25 @@ ops_matmul_dims ops_matmul_resolve(const tensor *c, const tensor *a, const tenso
     return d;
 }
 
+#define OPS_EXTRA 4
+static struct {
+    char name[32];
+    const struct ops *o;
+} extra[OPS_EXTRA];
+
+void ops_register(const char *name, const struct ops *o) {
+    for (int i = 0; i < OPS_EXTRA; i++)
+        if (!extra[i].o || !strcmp(extra[i].name, name)) {
+            snprintf(extra[i].name, sizeof extra[i].name, "%s", name);
+            extra[i].o = o;
+            return;
+        }
+    base_die("ops_register: more than %d extra backends", OPS_EXTRA);
+}
+
 const struct ops *ops_by_name(const char *name) {
+    for (int i = 0; i < OPS_EXTRA && extra[i].o; i++)
+        if (!strcmp(extra[i].name, name)) return extra[i].o;
     if (!strcmp(name, "cpu")) return ops_cpu();
     if (!strcmp(name, "cuda")) return ops_cuda();
     if (!strcmp(name, "auto")) {

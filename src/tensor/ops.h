@@ -232,9 +232,14 @@ const struct ops *ops_cpu(void);
 /* The CUDA backend, or NULL when grpo was built without CUDA or no GPU is
  * usable (the reason is in base_err_msg()). */
 const struct ops *ops_cuda(void);
-/* By name: "cpu", "cuda", or "auto" (cuda when usable, else cpu). NULL and
- * a message for an unknown or unusable device. */
+/* By name: "cpu", "cuda", or "auto" (cuda when usable, else cpu), or a name
+ * given to ops_register. NULL and a message for an unknown or unusable
+ * device. */
 const struct ops *ops_by_name(const char *name);
+/* Make ops_by_name accept `name` (copied; up to 4 names) for backend o:
+ * tests register the emulated CUDA backend (tests/cuda) as "cuda-emu" to
+ * drive whole pipelines through it. Not thread-safe: call at start-up. */
+void ops_register(const char *name, const struct ops *o);
 
 /* Shape checks shared by both backends (die naming both shapes). */
 void ops_check_same_shape(const char *op, const tensor *a, const tensor *b);
