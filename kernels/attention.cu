@@ -213,38 +213,7 @@ __global__ void __launch_bounds__(AT_THREADS)
             lse[(t0 + r) * l0 + h] = m[r] + logf(l[r]);
 }
 
-typedef struct {
-    int64_t n, h, dqk, dn, dr, dv;
-} attn_dims;
-
-/* Shapes as the CPU's check_attn; cu_seqlens from 0 to N is the caller's
- * contract (the model builds it), checked here only for its length. */
-static attn_dims check_attn(const char *op, const tensor *q, const tensor *kv, const tensor *kpe, const tensor *o,
-                            const tensor *cu) {
-    cuda_need(op, "q", q, TENSOR_F32, 3);
-    cuda_need(op, "kv", kv, TENSOR_F32, 3);
-    cuda_need(op, "kpe", kpe, TENSOR_F32, 2);
-    cuda_need(op, "o", o, TENSOR_F32, 3);
-    cuda_need(op, "cu_seqlens", cu, TENSOR_I32, 1);
-    attn_dims d;
-    d.n = q->shape[0];
-    d.h = q->shape[1];
-    d.dqk = q->shape[2];
-    d.dr = kpe->shape[1];
-    d.dn = d.dqk - d.dr;
-    d.dv = o->shape[2];
-    if (d.dn < 0) base_die("cuda %s: rope dim %lld exceeds the q head dim %lld", op, (long long)d.dr, (long long)d.dqk);
-    if (cu->shape[0] < 1) base_die("cuda %s: cu_seqlens is empty", op);
-    cuda_need_dim(op, "kv", kv, 0, d.n);
-    cuda_need_dim(op, "kv", kv, 1, d.h);
-    cuda_need_dim(op, "kv", kv, 2, d.dn + d.dv);
-    cuda_need_dim(op, "kpe", kpe, 0, d.n);
-    cuda_need_dim(op, "o", o, 0, d.n);
-    cuda_need_dim(op, "o", o, 1, d.h);
-    return d;
-}
-
-static attn_in make_in(const tensor *q, const tensor *kv, const tensor *kpe, const tensor *cu, const attn_dims &d,
+static attn_in make_in(const tensor *q, const tensor *kv, const tensor *kpe, const tensor *cu, const ops_attn_dims &d,
                        float scale) {
     attn_in a;
     a.q = (const float *)q->data, a.kv = (const float *)kv->data, a.kpe = (const float *)kpe->data;
@@ -263,12 +232,7 @@ static void smem_ok(const char *op, size_t bytes) {
 void cuda_mla_attn_fwd(tensor *o, tensor *lse, const tensor *q, const tensor *kv, const tensor *kpe,
                        const tensor *cu_seqlens, float scale) {
     const char *op = "mla_attn_fwd";
-    attn_dims d = check_attn(op, q, kv, kpe, o, cu_seqlens);
-    if (lse) {
-        cuda_need(op, "lse", lse, TENSOR_F32, 2);
-        cuda_need_dim(op, "lse", lse, 0, d.n);
-        cuda_need_dim(op, "lse", lse, 1, d.h);
-    }
+    ops_attn_dims d = ops_check_mla_attn_fwd("cuda", o, lse, q, kv, kpe, cu_seqlens);
     if (!d.n || !d.h) return;
     attn_in a = make_in(q, kv, kpe, cu_seqlens, d, scale);
     size_t smem = fwd_smem(d.dqk, d.dv);
@@ -460,21 +424,7 @@ __global__ void attn_dkpe_kernel(float *dkpe, int64_t p0, const float *dpe_h, in
 void cuda_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout, const tensor *q, const tensor *kv,
                        const tensor *kpe, const tensor *o, const tensor *lse, const tensor *cu_seqlens, float scale) {
     const char *op = "mla_attn_bwd";
-    attn_dims d = check_attn(op, q, kv, kpe, o, cu_seqlens);
-    cuda_need(op, "dq", dq, TENSOR_F32, 3);
-    cuda_need(op, "dkv", dkv, TENSOR_F32, 3);
-    cuda_need(op, "dkpe", dkpe, TENSOR_F32, 2);
-    cuda_need(op, "dout", dout, TENSOR_F32, 3);
-    cuda_need(op, "lse", lse, TENSOR_F32, 2);
-    for (int i = 0; i < 3; i++) {
-        cuda_need_dim(op, "dq", dq, i, q->shape[i]);
-        cuda_need_dim(op, "dkv", dkv, i, kv->shape[i]);
-        cuda_need_dim(op, "dout", dout, i, o->shape[i]);
-    }
-    cuda_need_dim(op, "dkpe", dkpe, 0, d.n);
-    cuda_need_dim(op, "dkpe", dkpe, 1, d.dr);
-    cuda_need_dim(op, "lse", lse, 0, d.n);
-    cuda_need_dim(op, "lse", lse, 1, d.h);
+    ops_attn_dims d = ops_check_mla_attn_bwd("cuda", dq, dkv, dkpe, dout, q, kv, kpe, o, lse, cu_seqlens);
     if (!d.n || !d.h) return;
     attn_in a = make_in(q, kv, kpe, cu_seqlens, d, scale);
     size_t nh = (size_t)(d.n * d.h);

@@ -186,29 +186,6 @@ void cuda_after_launch(const char *kernel) {
 
 /* ---- shape checks ------------------------------------------------------------------ */
 
-void cuda_need(const char *op, const char *arg, const tensor *t, tensor_dtype dt, int ndim) {
-    if (t->dtype != dt)
-        base_die("cuda %s: %s must be %s (got %s)", op, arg, tensor_dtype_name(dt), tensor_dtype_name(t->dtype));
-    if (t->ndim != ndim) {
-        char s[64];
-        base_die("cuda %s: %s must be %d-D (got %s)", op, arg, ndim, tensor_shape_str(t, s, sizeof s));
-    }
-    if (ndim > 0 && t->stride[ndim - 1] != 1 && t->shape[ndim - 1] > 1)
-        base_die("cuda %s: %s must have a unit last stride", op, arg);
-}
-
-void cuda_need_dim(const char *op, const char *arg, const tensor *t, int dim, int64_t n) {
-    if (dim >= t->ndim || t->shape[dim] != n) {
-        char s[64];
-        base_die("cuda %s: %s has shape %s, dim %d must be %lld", op, arg, tensor_shape_str(t, s, sizeof s), dim,
-                 (long long)n);
-    }
-}
-
-void cuda_need_contig(const char *op, const char *arg, const tensor *t) {
-    if (!tensor_is_contiguous(t)) base_die("cuda %s: %s must be contiguous", op, arg);
-}
-
 /* ---- the table ------------------------------------------------------------------------ */
 
 static struct ops cuda_table;

@@ -10,7 +10,8 @@
  *     namespace grpo_emu there, so both builds link into one test program.
  *
  * Conventions: kernels are launched with CUDA_LAUNCH (checks the launch);
- * every op validates shapes on the host (cuda_need*, dies naming the op);
+ * every op validates shapes on the host (tensor/ops_check.h, the checks the
+ * CPU backend runs too; dies naming the op);
  * index values that live on the device (token ids, expert ids, slots,
  * positions) are checked by the kernels, which record the first bad one
  * in the error buffer (cuda_errbuf()); the host reads it at the next
@@ -26,6 +27,7 @@
 #include <stdio.h>
 
 #include "tensor/ops.h"
+#include "tensor/ops_check.h"
 
 #ifdef GRPO_CUDA_EMU
 #include "emu/cuda_emu.h"
@@ -72,13 +74,10 @@ static inline unsigned cuda_blocks(int64_t n, int threads) {
 static inline int64_t cu_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t cu_max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-/* Die unless t has dtype dt, ndim dims and a unit last stride (as the CPU
- * backend's cpu_need). */
-void cuda_need(const char *op, const char *arg, const tensor *t, tensor_dtype dt, int ndim);
-/* Die unless t->shape[dim] == n. */
-void cuda_need_dim(const char *op, const char *arg, const tensor *t, int dim, int64_t n);
-/* Die unless t is contiguous. */
-void cuda_need_contig(const char *op, const char *arg, const tensor *t);
+/* Die unless t is contiguous (argument checks: tensor/ops_check.h). */
+static inline void cuda_need_contig(const char *op, const char *arg, const tensor *t) {
+    ops_need_contig("cuda", op, arg, t);
+}
 
 /* Device scratch per slot, grown on demand (the old buffer is freed after
  * the stream drains) and then reused: after the first step no op allocates.

@@ -46,17 +46,8 @@ __global__ void cache_write_kernel(float *cache, int64_t cs0, int64_t cs1, int64
 }
 
 void cuda_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *slot, const tensor *pos) {
-    const char *op = "mla_cache_write";
-    cuda_need(op, "cache", cache, TENSOR_F32, 3);
-    cuda_need(op, "ckv", ckv, TENSOR_F32, 2);
-    cuda_need(op, "kpe", kpe, TENSOR_F32, 2);
-    cuda_need(op, "slot", slot, TENSOR_I32, 1);
-    cuda_need(op, "pos", pos, TENSOR_I32, 1);
+    ops_check_mla_cache_write("cuda", cache, ckv, kpe, slot, pos);
     int64_t n = ckv->shape[0], dc = ckv->shape[1], dr = kpe->shape[1];
-    cuda_need_dim(op, "kpe", kpe, 0, n);
-    cuda_need_dim(op, "slot", slot, 0, n);
-    cuda_need_dim(op, "pos", pos, 0, n);
-    cuda_need_dim(op, "cache", cache, 2, dc + dr);
     if (!n) return;
     CUDA_LAUNCH(cache_write_kernel, (unsigned)cu_min64(n, 65535), 128, 0, (float *)cache->data, cache->stride[0],
                 cache->stride[1], cache->shape[0], cache->shape[1], (const float *)ckv->data, ckv->stride[0],
@@ -212,20 +203,8 @@ __global__ void decode_combine_kernel(float *out, int64_t o0, int64_t o1, const 
 void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache, const tensor *slot,
                      const tensor *len, float scale) {
     const char *op = "mla_decode";
-    cuda_need(op, "o_lat", o_lat, TENSOR_F32, 3);
-    cuda_need(op, "q_lat", q_lat, TENSOR_F32, 3);
-    cuda_need(op, "q_pe", q_pe, TENSOR_F32, 3);
-    cuda_need(op, "cache", cache, TENSOR_F32, 3);
-    cuda_need(op, "slot", slot, TENSOR_I32, 1);
-    cuda_need(op, "len", len, TENSOR_I32, 1);
+    ops_check_mla_decode("cuda", o_lat, q_lat, q_pe, cache, slot, len);
     int64_t b = q_lat->shape[0], h = q_lat->shape[1], dc = q_lat->shape[2], dr = q_pe->shape[2];
-    for (int i = 0; i < 3; i++)
-        cuda_need_dim(op, "o_lat", o_lat, i, q_lat->shape[i]);
-    cuda_need_dim(op, "q_pe", q_pe, 0, b);
-    cuda_need_dim(op, "q_pe", q_pe, 1, h);
-    cuda_need_dim(op, "cache", cache, 2, dc + dr);
-    cuda_need_dim(op, "slot", slot, 0, b);
-    cuda_need_dim(op, "len", len, 0, b);
     if (!b || !h) return;
     int64_t npos = cache->shape[1], nsplit = (npos + DEC_SPLIT - 1) / DEC_SPLIT, nhg = (h + DEC_HG - 1) / DEC_HG;
     int64_t hg = h < DEC_HG ? h : DEC_HG;

@@ -17,27 +17,6 @@ CUDA_NS_BEGIN
 
 #define LM_THREADS 256
 
-typedef struct {
-    int64_t n, d, v, r, c;
-} lm_dims;
-
-static lm_dims check_lm(const char *op, const tensor *x, const tensor *w, const tensor *target, const tensor *ws) {
-    cuda_need(op, "x", x, TENSOR_F32, 2);
-    cuda_need(op, "w", w, TENSOR_F32, 2);
-    cuda_need(op, "target", target, TENSOR_I32, 1);
-    cuda_need(op, "ws", ws, TENSOR_F32, 2);
-    lm_dims d = {x->shape[0], x->shape[1], w->shape[0], ws->shape[0], ws->shape[1]};
-    cuda_need_dim(op, "w", w, 1, d.d);
-    cuda_need_dim(op, "target", target, 0, d.n);
-    if (d.r < 1 || d.c < 1) base_die("cuda %s: empty workspace", op);
-    return d;
-}
-
-static void need_vec(const char *op, const char *arg, const tensor *t, int64_t n) {
-    cuda_need(op, arg, t, TENSOR_F32, 1);
-    cuda_need_dim(op, arg, t, 0, n);
-}
-
 /* ws[0:rb, 0:cb] = scale * x[r0:r0+rb] @ w[v0:v0+cb]^T */
 static tensor chunk_logits(tensor *ws, const tensor *x, const tensor *w, int64_t r0, int64_t rb, int64_t v0, int64_t cb,
                            float scale) {
@@ -107,10 +86,7 @@ __global__ void lm_final_kernel(float *logp, float *ent, float *lse, const doubl
 void cuda_lmhead_fwd(tensor *logp, tensor *ent, tensor *lse, const tensor *x, const tensor *w, const tensor *target,
                      float scale, tensor *ws) {
     const char *op = "lmhead_fwd";
-    lm_dims d = check_lm(op, x, w, target, ws);
-    need_vec(op, "logp", logp, d.n);
-    need_vec(op, "ent", ent, d.n);
-    need_vec(op, "lse", lse, d.n);
+    ops_lm_dims d = ops_check_lmhead_fwd("cuda", logp, ent, lse, x, w, target, ws);
     if (!d.n) return;
     if (d.v < 1) base_die("cuda %s: empty vocabulary", op);
     double *st = (double *)cuda_scratch(SCR_LM, (size_t)d.r * 4 * sizeof(double));
@@ -149,18 +125,7 @@ __global__ void lm_dz_kernel(float *z, int64_t zld, int64_t rb, int64_t cb, cons
 void cuda_lmhead_bwd(tensor *dx, tensor *dw, const tensor *g_logp, const tensor *g_ent, const tensor *x,
                      const tensor *w, const tensor *target, const tensor *lse, const tensor *ent, float scale,
                      tensor *ws) {
-    const char *op = "lmhead_bwd";
-    lm_dims d = check_lm(op, x, w, target, ws);
-    need_vec(op, "g_logp", g_logp, d.n);
-    need_vec(op, "g_ent", g_ent, d.n);
-    need_vec(op, "lse", lse, d.n);
-    need_vec(op, "ent", ent, d.n);
-    cuda_need(op, "dx", dx, TENSOR_F32, 2);
-    cuda_need_dim(op, "dx", dx, 0, d.n);
-    cuda_need_dim(op, "dx", dx, 1, d.d);
-    cuda_need(op, "dw", dw, TENSOR_F32, 2);
-    cuda_need_dim(op, "dw", dw, 0, d.v);
-    cuda_need_dim(op, "dw", dw, 1, d.d);
+    ops_lm_dims d = ops_check_lmhead_bwd("cuda", dx, dw, g_logp, g_ent, x, w, target, lse, ent, ws);
     if (!d.n) return;
     for (int64_t r0 = 0; r0 < d.n; r0 += d.r) {
         int64_t rb = d.n - r0 < d.r ? d.n - r0 : d.r;

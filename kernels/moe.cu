@@ -118,19 +118,10 @@ __global__ void route_kernel(int32_t *idx, float *w, const float *z, int64_t zld
 void cuda_moe_route(tensor *idx, tensor *w, const tensor *z, const tensor *bias, int n_group, int topk_group, int norm,
                     float routed_scale) {
     const char *op = "moe_route";
-    cuda_need(op, "z", z, TENSOR_F32, 2);
-    cuda_need(op, "idx", idx, TENSOR_I32, 2);
-    cuda_need(op, "w", w, TENSOR_F32, 2);
+    ops_check_moe_route("cuda", idx, w, z, bias);
+    cuda_need_contig(op, "idx", idx), cuda_need_contig(op, "w", w);
     int64_t n = z->shape[0];
     int e = (int)z->shape[1], k = (int)idx->shape[1];
-    cuda_need_dim(op, "idx", idx, 0, n);
-    cuda_need_dim(op, "w", w, 0, n);
-    cuda_need_dim(op, "w", w, 1, k);
-    cuda_need_contig(op, "idx", idx), cuda_need_contig(op, "w", w);
-    if (bias) {
-        cuda_need(op, "bias", bias, TENSOR_F32, 1);
-        cuda_need_dim(op, "bias", bias, 0, e);
-    }
     if (e > ROUTE_MAX_EXPERTS || n_group < 1 || e % n_group || topk_group < 1 || topk_group > n_group || k < 1 ||
         k > topk_group * (e / n_group))
         base_die("cuda %s: bad routing shape (experts %d of at most %d, groups %d, keep %d, top-k %d)", op, e,
@@ -175,17 +166,8 @@ __global__ void route_bwd_kernel(float *dz, int64_t dld, const float *dw, int64_
 
 void cuda_moe_route_bwd(tensor *dz, const tensor *dw, const tensor *z, const tensor *idx, int norm,
                         float routed_scale) {
-    const char *op = "moe_route_bwd";
-    cuda_need(op, "dz", dz, TENSOR_F32, 2);
-    cuda_need(op, "dw", dw, TENSOR_F32, 2);
-    cuda_need(op, "z", z, TENSOR_F32, 2);
-    cuda_need(op, "idx", idx, TENSOR_I32, 2);
+    ops_check_moe_route_bwd("cuda", dz, dw, z, idx);
     int64_t n = z->shape[0], e = z->shape[1], k = idx->shape[1];
-    cuda_need_dim(op, "dz", dz, 0, n);
-    cuda_need_dim(op, "dz", dz, 1, e);
-    cuda_need_dim(op, "dw", dw, 0, n);
-    cuda_need_dim(op, "dw", dw, 1, k);
-    cuda_need_dim(op, "idx", idx, 0, n);
     if (!n) return;
     CUDA_LAUNCH(route_bwd_kernel, (unsigned)((n + ROUTE_WARPS - 1) / ROUTE_WARPS), ROUTE_WARPS * 32, 0,
                 (float *)dz->data, dz->stride[0], (const float *)dw->data, dw->stride[0], (const float *)z->data,
@@ -215,15 +197,9 @@ __global__ void plan_rows_kernel(int32_t *row_tok, int32_t *inv, const int32_t *
 
 void cuda_moe_plan(tensor *offsets, tensor *row_tok, tensor *inv, const tensor *idx, int n_experts) {
     const char *op = "moe_plan";
-    cuda_need(op, "offsets", offsets, TENSOR_I32, 1);
-    cuda_need(op, "row_tok", row_tok, TENSOR_I32, 1);
-    cuda_need(op, "inv", inv, TENSOR_I32, 1);
-    cuda_need(op, "idx", idx, TENSOR_I32, 2);
+    ops_check_moe_plan("cuda", offsets, row_tok, inv, idx, n_experts);
     cuda_need_contig(op, "idx", idx);
     int64_t n = idx->shape[0], k = idx->shape[1], nk = n * k;
-    cuda_need_dim(op, "offsets", offsets, 0, n_experts + 1);
-    cuda_need_dim(op, "row_tok", row_tok, 0, nk);
-    cuda_need_dim(op, "inv", inv, 0, nk);
     if (n_experts < 1 || n_experts > 4096) base_die("cuda %s: %d experts (1 to 4096)", op, n_experts);
     if (nk == 0) {
 #ifdef GRPO_CUDA_EMU
@@ -265,22 +241,8 @@ __global__ void combine_kernel(float *y, int64_t yld, const float *ye, int64_t e
 }
 
 void cuda_moe_combine(tensor *y, const tensor *ye, const tensor *w, const tensor *inv) {
-    const char *op = "moe_combine";
-    cuda_need(op, "y", y, TENSOR_F32, 2);
-    cuda_need(op, "ye", ye, TENSOR_F32, 2);
-    cuda_need(op, "inv", inv, TENSOR_I32, 1);
-    int64_t n = y->shape[0], d = y->shape[1], nk = inv->shape[0];
+    int64_t k = ops_check_moe_combine("cuda", y, ye, w, inv), n = y->shape[0], d = y->shape[1];
     if (n == 0) return;
-    int64_t k = nk / n;
-    if (k * n != nk)
-        base_die("cuda %s: inv has %lld entries, not a multiple of %lld tokens", op, (long long)nk, (long long)n);
-    cuda_need_dim(op, "ye", ye, 1, d);
-    cuda_need_dim(op, "ye", ye, 0, nk);
-    if (w) {
-        cuda_need(op, "w", w, TENSOR_F32, 2);
-        cuda_need_dim(op, "w", w, 0, n);
-        cuda_need_dim(op, "w", w, 1, k);
-    }
     CUDA_LAUNCH(combine_kernel, (unsigned)cu_min64(n, 65535), 128, 0, (float *)y->data, y->stride[0],
                 (const float *)ye->data, ye->stride[0], w ? (const float *)w->data : (const float *)NULL,
                 w ? w->stride[0] : 0, (const int32_t *)inv->data, n, d, k, cuda_errbuf());
@@ -314,22 +276,8 @@ __global__ void combine_bwd_kernel(float *dye, int64_t dld, float *dw, int64_t d
 
 void cuda_moe_combine_bwd(tensor *dye, tensor *dw, const tensor *dy, const tensor *ye, const tensor *w,
                           const tensor *inv) {
-    const char *op = "moe_combine_bwd";
-    cuda_need(op, "dye", dye, TENSOR_F32, 2);
-    cuda_need(op, "dw", dw, TENSOR_F32, 2);
-    cuda_need(op, "dy", dy, TENSOR_F32, 2);
-    cuda_need(op, "ye", ye, TENSOR_F32, 2);
-    cuda_need(op, "w", w, TENSOR_F32, 2);
-    cuda_need(op, "inv", inv, TENSOR_I32, 1);
+    ops_check_moe_combine_bwd("cuda", dye, dw, dy, ye, w, inv);
     int64_t n = dy->shape[0], d = dy->shape[1], k = w->shape[1];
-    cuda_need_dim(op, "w", w, 0, n);
-    cuda_need_dim(op, "dw", dw, 0, n);
-    cuda_need_dim(op, "dw", dw, 1, k);
-    cuda_need_dim(op, "inv", inv, 0, n * k);
-    cuda_need_dim(op, "ye", ye, 0, n * k);
-    cuda_need_dim(op, "ye", ye, 1, d);
-    cuda_need_dim(op, "dye", dye, 0, n * k);
-    cuda_need_dim(op, "dye", dye, 1, d);
     if (!n) return;
     CUDA_LAUNCH(combine_bwd_kernel, (unsigned)cu_min64(n, 65535), 128, 0, (float *)dye->data, dye->stride[0],
                 (float *)dw->data, dw->stride[0], (const float *)dy->data, dy->stride[0], (const float *)ye->data,
@@ -362,25 +310,16 @@ __global__ void swiglu_bwd_kernel(float *dgu, int64_t dld, const float *dh, int6
 }
 
 void cuda_swiglu_fwd(tensor *h, const tensor *gu) {
-    cuda_need("swiglu_fwd", "h", h, TENSOR_F32, 2);
-    cuda_need("swiglu_fwd", "gu", gu, TENSOR_F32, 2);
+    ops_check_swiglu_fwd("cuda", h, gu);
     int64_t n = h->shape[0], f = h->shape[1];
-    cuda_need_dim("swiglu_fwd", "gu", gu, 0, n);
-    cuda_need_dim("swiglu_fwd", "gu", gu, 1, 2 * f);
     if (!n || !f) return;
     CUDA_LAUNCH(swiglu_fwd_kernel, cuda_blocks(n * f, 256), 256, 0, (float *)h->data, h->stride[0],
                 (const float *)gu->data, gu->stride[0], n, f);
 }
 
 void cuda_swiglu_bwd(tensor *dgu, const tensor *dh, const tensor *gu) {
-    cuda_need("swiglu_bwd", "dgu", dgu, TENSOR_F32, 2);
-    cuda_need("swiglu_bwd", "dh", dh, TENSOR_F32, 2);
-    cuda_need("swiglu_bwd", "gu", gu, TENSOR_F32, 2);
+    ops_check_swiglu_bwd("cuda", dgu, dh, gu);
     int64_t n = dh->shape[0], f = dh->shape[1];
-    cuda_need_dim("swiglu_bwd", "gu", gu, 0, n);
-    cuda_need_dim("swiglu_bwd", "gu", gu, 1, 2 * f);
-    cuda_need_dim("swiglu_bwd", "dgu", dgu, 0, n);
-    cuda_need_dim("swiglu_bwd", "dgu", dgu, 1, 2 * f);
     if (!n || !f) return;
     CUDA_LAUNCH(swiglu_bwd_kernel, cuda_blocks(n * f, 256), 256, 0, (float *)dgu->data, dgu->stride[0],
                 (const float *)dh->data, dh->stride[0], (const float *)gu->data, gu->stride[0], n, f);

@@ -162,15 +162,8 @@ static int32_t *host_offsets(const char *op, const tensor *offsets, int64_t e, i
 void cuda_moe_matmul(tensor *y, const tensor *x, const tensor *w, const tensor *offsets, int trans_w, float alpha,
                      float beta) {
     const char *op = "moe_matmul";
-    cuda_need(op, "y", y, TENSOR_F32, 2);
-    cuda_need(op, "x", x, TENSOR_F32, 2);
-    cuda_need(op, "w", w, TENSOR_F32, 3);
-    cuda_need(op, "offsets", offsets, TENSOR_I32, 1);
+    ops_check_moe_matmul("cuda", y, x, w, offsets, trans_w);
     int64_t r = x->shape[0], k = x->shape[1], e = w->shape[0], n = y->shape[1];
-    cuda_need_dim(op, "y", y, 0, r);
-    cuda_need_dim(op, "w", w, trans_w ? 1 : 2, n);
-    cuda_need_dim(op, "w", w, trans_w ? 2 : 1, k);
-    cuda_need_dim(op, "offsets", offsets, 0, e + 1);
     if (e < 1) base_die("cuda %s: no experts", op);
     if (!r || !n) return;
     int path = moe_path();
@@ -198,15 +191,8 @@ void cuda_moe_matmul(tensor *y, const tensor *x, const tensor *w, const tensor *
 
 void cuda_moe_matmul_dw(tensor *dw, const tensor *dy, const tensor *x, const tensor *offsets, float alpha) {
     const char *op = "moe_matmul_dw";
-    cuda_need(op, "dw", dw, TENSOR_F32, 3);
-    cuda_need(op, "dy", dy, TENSOR_F32, 2);
-    cuda_need(op, "x", x, TENSOR_F32, 2);
-    cuda_need(op, "offsets", offsets, TENSOR_I32, 1);
+    ops_check_moe_matmul_dw("cuda", dw, dy, x, offsets);
     int64_t r = x->shape[0], e = dw->shape[0];
-    cuda_need_dim(op, "dy", dy, 0, r);
-    cuda_need_dim(op, "dw", dw, 1, dy->shape[1]);
-    cuda_need_dim(op, "dw", dw, 2, x->shape[1]);
-    cuda_need_dim(op, "offsets", offsets, 0, e + 1);
     if (e < 1) base_die("cuda %s: no experts", op);
     if (!r) return;
     int32_t *h = host_offsets(op, offsets, e, r);

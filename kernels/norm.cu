@@ -35,11 +35,8 @@ __global__ void gather_kernel(float *dst, int64_t dld, const float *src, int64_t
 }
 
 static void gather(const char *op, int code, tensor *dst, const tensor *src, const tensor *idx) {
-    cuda_need(op, "dst", dst, TENSOR_F32, 2);
-    cuda_need(op, "src", src, TENSOR_F32, 2);
-    cuda_need(op, "idx", idx, TENSOR_I32, 1);
-    cuda_need_dim(op, "src", src, 1, dst->shape[1]);
-    cuda_need_dim(op, "idx", idx, 0, dst->shape[0]);
+    (void)op; /* errors name gather_rows, as on the CPU */
+    ops_check_gather_rows("cuda", dst, src, idx);
     int64_t m = dst->shape[0], d = dst->shape[1];
     if (!m || !d) return;
     CUDA_LAUNCH(gather_kernel, (unsigned)cu_min64(m, 65535), 128, 0, (float *)dst->data, dst->stride[0],
@@ -76,18 +73,8 @@ __global__ void rmsnorm_fwd_kernel(float *y, int64_t yld, float *rstd, const flo
 }
 
 void cuda_rmsnorm_fwd(tensor *y, tensor *rstd, const tensor *x, const tensor *w, float eps) {
-    const char *op = "rmsnorm_fwd";
-    cuda_need(op, "x", x, TENSOR_F32, 2);
-    cuda_need(op, "y", y, TENSOR_F32, 2);
-    cuda_need(op, "w", w, TENSOR_F32, 1);
+    ops_check_rmsnorm_fwd("cuda", y, rstd, x, w);
     int64_t n = x->shape[0], d = x->shape[1];
-    cuda_need_dim(op, "y", y, 0, n);
-    cuda_need_dim(op, "y", y, 1, d);
-    cuda_need_dim(op, "w", w, 0, d);
-    if (rstd) {
-        cuda_need(op, "rstd", rstd, TENSOR_F32, 1);
-        cuda_need_dim(op, "rstd", rstd, 0, n);
-    }
     if (!n) return;
     CUDA_LAUNCH(rmsnorm_fwd_kernel, (unsigned)cu_min64(n, 65535), NORM_THREADS, 0, (float *)y->data, y->stride[0],
                 rstd ? (float *)rstd->data : (float *)NULL, (const float *)x->data, x->stride[0],
@@ -140,23 +127,10 @@ __global__ void rmsnorm_dx_kernel(float *dx, int64_t dld, const float *dy, int64
 
 void cuda_rmsnorm_bwd(tensor *dx, tensor *dw, const tensor *dy, const tensor *x, const tensor *w, const tensor *rstd,
                       int accumulate_dx) {
-    const char *op = "rmsnorm_bwd";
-    cuda_need(op, "x", x, TENSOR_F32, 2);
-    cuda_need(op, "dy", dy, TENSOR_F32, 2);
-    cuda_need(op, "dx", dx, TENSOR_F32, 2);
-    cuda_need(op, "w", w, TENSOR_F32, 1);
-    cuda_need(op, "rstd", rstd, TENSOR_F32, 1);
+    ops_check_rmsnorm_bwd("cuda", dx, dw, dy, x, w, rstd);
     int64_t n = x->shape[0], d = x->shape[1];
-    cuda_need_dim(op, "dy", dy, 0, n);
-    cuda_need_dim(op, "dy", dy, 1, d);
-    cuda_need_dim(op, "dx", dx, 0, n);
-    cuda_need_dim(op, "dx", dx, 1, d);
-    cuda_need_dim(op, "w", w, 0, d);
-    cuda_need_dim(op, "rstd", rstd, 0, n);
     if (!n || !d) return;
     if (dw) {
-        cuda_need(op, "dw", dw, TENSOR_F32, 1);
-        cuda_need_dim(op, "dw", dw, 0, d);
         int64_t nch = (n + NORM_ROWS - 1) / NORM_ROWS;
         double *part = (double *)cuda_scratch(SCR_NORM, (size_t)(nch * d) * sizeof(double));
         dim3 g((unsigned)((d + NORM_THREADS - 1) / NORM_THREADS), (unsigned)nch);
@@ -204,13 +178,8 @@ __global__ void embed_bwd_kernel(float *dt, int64_t tld, const float *dy, int64_
 }
 
 void cuda_embedding_bwd(tensor *dtable, const tensor *dy, const tensor *ids) {
-    const char *op = "embedding_bwd";
-    cuda_need(op, "dtable", dtable, TENSOR_F32, 2);
-    cuda_need(op, "dy", dy, TENSOR_F32, 2);
-    cuda_need(op, "ids", ids, TENSOR_I32, 1);
+    ops_check_embedding_bwd("cuda", dtable, dy, ids);
     int64_t n = dy->shape[0], d = dy->shape[1], v = dtable->shape[0];
-    cuda_need_dim(op, "dtable", dtable, 1, d);
-    cuda_need_dim(op, "ids", ids, 0, n);
     if (!n || !d) return;
     /* keys and token order in the sampler's scratch (not in use during a
      * backward); the sort itself uses SCR_SORT_* */

@@ -30,19 +30,10 @@ __global__ void rope_kernel(float *x, int64_t s0, int64_t s1, const int32_t *pos
 
 static void rope(const char *op, tensor *x, const tensor *pos, const tensor *cos, const tensor *sin, int interleaved,
                  int inverse) {
-    if (x->ndim != 2 && x->ndim != 3) base_die("cuda %s: x must be [N, R] or [N, H, R] (got %d-D)", op, x->ndim);
-    cuda_need(op, "x", x, TENSOR_F32, x->ndim);
-    cuda_need(op, "pos", pos, TENSOR_I32, 1);
-    cuda_need(op, "cos", cos, TENSOR_F32, 2);
-    cuda_need(op, "sin", sin, TENSOR_F32, 2);
+    ops_check_rope("cuda", op, x, pos, cos, sin);
     int64_t n = x->shape[0], h = x->ndim == 3 ? x->shape[1] : 1, r = x->shape[x->ndim - 1];
     int64_t hs = x->ndim == 3 ? x->stride[1] : 0;
-    if (r % 2) base_die("cuda %s: rope dim %lld must be even", op, (long long)r);
     int64_t half = r / 2, np = cos->shape[0];
-    cuda_need_dim(op, "pos", pos, 0, n);
-    cuda_need_dim(op, "cos", cos, 1, half);
-    cuda_need_dim(op, "sin", sin, 0, np);
-    cuda_need_dim(op, "sin", sin, 1, half);
     if (cos->stride[0] != sin->stride[0]) base_die("cuda %s: cos and sin tables differ in row stride", op);
     int64_t total = n * h * half;
     if (!total) return;

@@ -238,16 +238,8 @@ __global__ void __launch_bounds__(SMP_THREADS)
 void cuda_sample(tensor *ids, tensor *logp, const tensor *logits, const tensor *u, float temperature, int top_k,
                  float top_p, float min_p) {
     const char *op = "sample";
-    cuda_need(op, "ids", ids, TENSOR_I32, 1);
-    cuda_need(op, "logits", logits, TENSOR_F32, 2);
-    cuda_need(op, "u", u, TENSOR_F32, 1);
+    ops_check_sample("cuda", ids, logp, logits, u);
     int64_t b = logits->shape[0], v = logits->shape[1];
-    cuda_need_dim(op, "ids", ids, 0, b);
-    cuda_need_dim(op, "u", u, 0, b);
-    if (logp) {
-        cuda_need(op, "logp", logp, TENSOR_F32, 1);
-        cuda_need_dim(op, "logp", logp, 0, b);
-    }
     if (v < 1) base_die("cuda %s: empty vocabulary", op);
     if (v > INT32_MAX) base_die("cuda %s: vocabulary of %lld exceeds int32 ids", op, (long long)v);
     if (!b) return;

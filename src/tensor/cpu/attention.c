@@ -24,9 +24,9 @@
 #define BLK 64
 
 
-/* Validate cu_seqlens [S+1] against N tokens. */
+/* The values of cu_seqlens [S+1] (shape checked by ops_check): 0 .. N,
+ * non-decreasing. */
 static void check_cu(const char *op, const tensor *cu, int64_t n) {
-    cpu_need(op, "cu_seqlens", cu, TENSOR_I32, 1);
     int64_t s = cu->shape[0] - 1;
     const int32_t *c = cpu_i32(cu);
     if (s < 0 || c[0] != 0 || c[s] != n) base_die("%s: cu_seqlens must run from 0 to N = %lld", op, (long long)n);
@@ -45,43 +45,11 @@ static int64_t seq_start(const int32_t *cu, int64_t nseq, int64_t t) {
     return cu[lo];
 }
 
-typedef struct {
-    int64_t n, h, dqk, dn, dr, dv;
-} attn_dims;
-
-static attn_dims check_attn(const char *op, const tensor *q, const tensor *kv, const tensor *kpe,
-                            const tensor *o) {
-    cpu_need(op, "q", q, TENSOR_F32, 3);
-    cpu_need(op, "kv", kv, TENSOR_F32, 3);
-    cpu_need(op, "kpe", kpe, TENSOR_F32, 2);
-    cpu_need(op, "o", o, TENSOR_F32, 3);
-    attn_dims d;
-    d.n = q->shape[0];
-    d.h = q->shape[1];
-    d.dqk = q->shape[2];
-    d.dr = kpe->shape[1];
-    d.dn = d.dqk - d.dr;
-    d.dv = o->shape[2];
-    if (d.dn < 0) base_die("%s: rope dim %lld exceeds the q head dim %lld", op, (long long)d.dr, (long long)d.dqk);
-    cpu_need_dim(op, "kv", kv, 0, d.n);
-    cpu_need_dim(op, "kv", kv, 1, d.h);
-    cpu_need_dim(op, "kv", kv, 2, d.dn + d.dv);
-    cpu_need_dim(op, "kpe", kpe, 0, d.n);
-    cpu_need_dim(op, "o", o, 0, d.n);
-    cpu_need_dim(op, "o", o, 1, d.h);
-    return d;
-}
-
 void cpu_mla_attn_fwd(tensor *o, tensor *lse, const tensor *q, const tensor *kv, const tensor *kpe,
                       const tensor *cu_seqlens, float scale) {
     const char *op = "mla_attn_fwd";
-    attn_dims d = check_attn(op, q, kv, kpe, o);
+    ops_attn_dims d = ops_check_mla_attn_fwd("cpu", o, lse, q, kv, kpe, cu_seqlens);
     check_cu(op, cu_seqlens, d.n);
-    if (lse) {
-        cpu_need(op, "lse", lse, TENSOR_F32, 2);
-        cpu_need_dim(op, "lse", lse, 0, d.n);
-        cpu_need_dim(op, "lse", lse, 1, d.h);
-    }
     const int32_t *cu = cpu_i32(cu_seqlens);
     int64_t nseq = cu_seqlens->shape[0] - 1;
     /* work ~ N^2 H (dqk + dv) / 2 for one sequence: stay serial when tiny */
@@ -126,22 +94,8 @@ void cpu_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout,
                       const tensor *kv, const tensor *kpe, const tensor *o, const tensor *lse,
                       const tensor *cu_seqlens, float scale) {
     const char *op = "mla_attn_bwd";
-    attn_dims d = check_attn(op, q, kv, kpe, o);
+    ops_attn_dims d = ops_check_mla_attn_bwd("cpu", dq, dkv, dkpe, dout, q, kv, kpe, o, lse, cu_seqlens);
     check_cu(op, cu_seqlens, d.n);
-    cpu_need(op, "dq", dq, TENSOR_F32, 3);
-    cpu_need(op, "dkv", dkv, TENSOR_F32, 3);
-    cpu_need(op, "dkpe", dkpe, TENSOR_F32, 2);
-    cpu_need(op, "dout", dout, TENSOR_F32, 3);
-    cpu_need(op, "lse", lse, TENSOR_F32, 2);
-    for (int i = 0; i < 3; i++) {
-        cpu_need_dim(op, "dq", dq, i, q->shape[i]);
-        cpu_need_dim(op, "dkv", dkv, i, kv->shape[i]);
-        cpu_need_dim(op, "dout", dout, i, o->shape[i]);
-    }
-    cpu_need_dim(op, "dkpe", dkpe, 0, d.n);
-    cpu_need_dim(op, "dkpe", dkpe, 1, d.dr);
-    cpu_need_dim(op, "lse", lse, 0, d.n);
-    cpu_need_dim(op, "lse", lse, 1, d.h);
     const int32_t *cu = cpu_i32(cu_seqlens);
     int64_t nseq = cu_seqlens->shape[0] - 1;
 
@@ -197,16 +151,8 @@ void cpu_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout,
 void cpu_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *slot,
                          const tensor *pos) {
     const char *op = "mla_cache_write";
-    cpu_need(op, "cache", cache, TENSOR_F32, 3);
-    cpu_need(op, "ckv", ckv, TENSOR_F32, 2);
-    cpu_need(op, "kpe", kpe, TENSOR_F32, 2);
-    cpu_need(op, "slot", slot, TENSOR_I32, 1);
-    cpu_need(op, "pos", pos, TENSOR_I32, 1);
+    ops_check_mla_cache_write("cpu", cache, ckv, kpe, slot, pos);
     int64_t n = ckv->shape[0], dc = ckv->shape[1], dr = kpe->shape[1];
-    cpu_need_dim(op, "kpe", kpe, 0, n);
-    cpu_need_dim(op, "slot", slot, 0, n);
-    cpu_need_dim(op, "pos", pos, 0, n);
-    cpu_need_dim(op, "cache", cache, 2, dc + dr);
     const int32_t *S = cpu_i32(slot), *P = cpu_i32(pos);
     for (int64_t i = 0; i < n; i++) {
         if (S[i] < 0 || S[i] >= cache->shape[0] || P[i] < 0 || P[i] >= cache->shape[1])
@@ -221,19 +167,8 @@ void cpu_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, co
 void cpu_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache,
                     const tensor *slot, const tensor *len, float scale) {
     const char *op = "mla_decode";
-    cpu_need(op, "o_lat", o_lat, TENSOR_F32, 3);
-    cpu_need(op, "q_lat", q_lat, TENSOR_F32, 3);
-    cpu_need(op, "q_pe", q_pe, TENSOR_F32, 3);
-    cpu_need(op, "cache", cache, TENSOR_F32, 3);
-    cpu_need(op, "slot", slot, TENSOR_I32, 1);
-    cpu_need(op, "len", len, TENSOR_I32, 1);
+    ops_check_mla_decode("cpu", o_lat, q_lat, q_pe, cache, slot, len);
     int64_t b = q_lat->shape[0], h = q_lat->shape[1], dc = q_lat->shape[2], dr = q_pe->shape[2];
-    for (int i = 0; i < 3; i++) cpu_need_dim(op, "o_lat", o_lat, i, q_lat->shape[i]);
-    cpu_need_dim(op, "q_pe", q_pe, 0, b);
-    cpu_need_dim(op, "q_pe", q_pe, 1, h);
-    cpu_need_dim(op, "cache", cache, 2, dc + dr);
-    cpu_need_dim(op, "slot", slot, 0, b);
-    cpu_need_dim(op, "len", len, 0, b);
     const int32_t *S = cpu_i32(slot), *Ln = cpu_i32(len);
     for (int64_t i = 0; i < b; i++)
         if (S[i] < 0 || S[i] >= cache->shape[0] || Ln[i] < 1 || Ln[i] > cache->shape[1])

@@ -7,6 +7,7 @@
 #define GRPO_TENSOR_CPU_H
 
 #include "tensor/ops.h"
+#include "tensor/ops_check.h"
 
 void cpu_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b, float alpha,
                 float beta);
@@ -58,11 +59,6 @@ void cpu_sample(tensor *ids, tensor *logp, const tensor *logits, const tensor *u
                 int top_k, float top_p, float min_p);
 
 /* ---- helpers shared by the op files ------------------------------------ */
-
-/* Die unless t has dtype dt, ndim dims and a unit last stride. */
-void cpu_need(const char *op, const char *arg, const tensor *t, tensor_dtype dt, int ndim);
-/* Die unless t->shape[dim] == n, naming the op, the argument and its shape. */
-void cpu_need_dim(const char *op, const char *arg, const tensor *t, int dim, int64_t n);
 
 /* Per-thread scratch (slot 0..7), grown on demand and then reused. */
 float *cpu_scratch(int slot, size_t n);

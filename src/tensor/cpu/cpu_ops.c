@@ -89,25 +89,6 @@ static void cpu_convert(tensor *dst, const tensor *src) {
 
 /* ---- helpers shared by the op files (cpu.h) ---- */
 
-void cpu_need(const char *op, const char *arg, const tensor *t, tensor_dtype dt, int ndim) {
-    if (t->dtype != dt)
-        base_die("cpu %s: %s must be %s (got %s)", op, arg, tensor_dtype_name(dt), tensor_dtype_name(t->dtype));
-    if (t->ndim != ndim) {
-        char s[64];
-        base_die("cpu %s: %s must be %d-D (got %s)", op, arg, ndim, tensor_shape_str(t, s, sizeof s));
-    }
-    if (ndim > 0 && t->stride[ndim - 1] != 1 && t->shape[ndim - 1] > 1)
-        base_die("cpu %s: %s must have a unit last stride", op, arg);
-}
-
-void cpu_need_dim(const char *op, const char *arg, const tensor *t, int dim, int64_t n) {
-    if (dim >= t->ndim || t->shape[dim] != n) {
-        char s[64];
-        base_die("cpu %s: %s has shape %s, dim %d must be %lld", op, arg, tensor_shape_str(t, s, sizeof s),
-                 dim, (long long)n);
-    }
-}
-
 /* Per-thread scratch buffers for ops that need temporary rows (attention
  * statistics, sampling). Grown on first use to the largest size asked and
  * then reused: after the first step no op allocates. */

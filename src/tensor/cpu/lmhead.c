@@ -16,29 +16,12 @@
 #include <string.h>
 
 
-typedef struct {
-    int64_t n, d, v, r, c;
-} lm_dims;
-
-static lm_dims check_lm(const char *op, const tensor *x, const tensor *w, const tensor *target,
-                        const tensor *ws) {
-    cpu_need(op, "x", x, TENSOR_F32, 2);
-    cpu_need(op, "w", w, TENSOR_F32, 2);
-    cpu_need(op, "target", target, TENSOR_I32, 1);
-    cpu_need(op, "ws", ws, TENSOR_F32, 2);
-    lm_dims d = {x->shape[0], x->shape[1], w->shape[0], ws->shape[0], ws->shape[1]};
-    cpu_need_dim(op, "w", w, 1, d.d);
-    cpu_need_dim(op, "target", target, 0, d.n);
-    if (d.r < 1 || d.c < 1) base_die("%s: empty workspace", op);
+/* Target ids must be inside the vocabulary (read on the host). */
+static void check_targets(const char *op, const tensor *target, const ops_lm_dims *d) {
     const int32_t *y = cpu_i32(target);
-    for (int64_t i = 0; i < d.n; i++)
-        if (y[i] >= d.v) base_die("%s: target[%lld] = %d outside the vocabulary (%lld)", op, (long long)i, y[i], (long long)d.v);
-    return d;
-}
-
-static void need_vec(const char *op, const char *arg, const tensor *t, int64_t n) {
-    cpu_need(op, arg, t, TENSOR_F32, 1);
-    cpu_need_dim(op, arg, t, 0, n);
+    for (int64_t i = 0; i < d->n; i++)
+        if (y[i] >= d->v)
+            base_die("cpu %s: target[%lld] = %d outside the vocabulary (%lld)", op, (long long)i, y[i], (long long)d->v);
 }
 
 /* ws[0:rb, 0:cb] = scale * x[r0:r0+rb] @ w[v0:v0+cb]^T */
@@ -57,11 +40,8 @@ static tensor chunk_logits(tensor *ws, const tensor *x, const tensor *w, int64_t
 
 void cpu_lmhead_fwd(tensor *logp, tensor *ent, tensor *lse, const tensor *x, const tensor *w,
                     const tensor *target, float scale, tensor *ws) {
-    const char *op = "lmhead_fwd";
-    lm_dims d = check_lm(op, x, w, target, ws);
-    need_vec(op, "logp", logp, d.n);
-    need_vec(op, "ent", ent, d.n);
-    need_vec(op, "lse", lse, d.n);
+    ops_lm_dims d = ops_check_lmhead_fwd("cpu", logp, ent, lse, x, w, target, ws);
+    check_targets("lmhead_fwd", target, &d);
     const int32_t *y = cpu_i32(target);
     float *LP = logp->data, *EN = ent->data, *LS = lse->data;
     /* per-row running statistics of the current row block */
@@ -106,18 +86,8 @@ void cpu_lmhead_fwd(tensor *logp, tensor *ent, tensor *lse, const tensor *x, con
 void cpu_lmhead_bwd(tensor *dx, tensor *dw, const tensor *g_logp, const tensor *g_ent,
                     const tensor *x, const tensor *w, const tensor *target, const tensor *lse,
                     const tensor *ent, float scale, tensor *ws) {
-    const char *op = "lmhead_bwd";
-    lm_dims d = check_lm(op, x, w, target, ws);
-    need_vec(op, "g_logp", g_logp, d.n);
-    need_vec(op, "g_ent", g_ent, d.n);
-    need_vec(op, "lse", lse, d.n);
-    need_vec(op, "ent", ent, d.n);
-    cpu_need(op, "dx", dx, TENSOR_F32, 2);
-    cpu_need_dim(op, "dx", dx, 0, d.n);
-    cpu_need_dim(op, "dx", dx, 1, d.d);
-    cpu_need(op, "dw", dw, TENSOR_F32, 2);
-    cpu_need_dim(op, "dw", dw, 0, d.v);
-    cpu_need_dim(op, "dw", dw, 1, d.d);
+    ops_lm_dims d = ops_check_lmhead_bwd("cpu", dx, dw, g_logp, g_ent, x, w, target, lse, ent, ws);
+    check_targets("lmhead_bwd", target, &d);
     const int32_t *y = cpu_i32(target);
     const float *GL = g_logp->data, *GE = g_ent->data, *LS = lse->data, *EN = ent->data;
     for (int64_t r0 = 0; r0 < d.n; r0 += d.r) {
@@ -260,15 +230,8 @@ static int64_t sample_row(const float *z, int64_t v, float u, float temperature,
 
 void cpu_sample(tensor *ids, tensor *logp, const tensor *logits, const tensor *u, float temperature,
                 int top_k, float top_p, float min_p) {
-    const char *op = "sample";
-    cpu_need(op, "ids", ids, TENSOR_I32, 1);
-    cpu_need(op, "logits", logits, TENSOR_F32, 2);
-    cpu_need(op, "u", u, TENSOR_F32, 1);
+    ops_check_sample("cpu", ids, logp, logits, u);
     int64_t b = logits->shape[0], v = logits->shape[1];
-    cpu_need_dim(op, "ids", ids, 0, b);
-    cpu_need_dim(op, "u", u, 0, b);
-    if (logp) need_vec(op, "logp", logp, b);
-    if (v < 1) base_die("%s: empty vocabulary", op);
     int32_t *ID = ids->data;
     const float *U = u->data;
 #pragma omp parallel for schedule(dynamic, 1) if (b > 1 && b * v > (1 << 17))

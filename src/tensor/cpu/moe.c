@@ -24,18 +24,9 @@ static int argmax_masked(const float *v, const unsigned char *ok, int n) {
 void cpu_moe_route(tensor *idx, tensor *w, const tensor *z, const tensor *bias, int n_group,
                    int topk_group, int norm, float routed_scale) {
     const char *op = "moe_route";
-    cpu_need(op, "z", z, TENSOR_F32, 2);
-    cpu_need(op, "idx", idx, TENSOR_I32, 2);
-    cpu_need(op, "w", w, TENSOR_F32, 2);
+    ops_check_moe_route("cpu", idx, w, z, bias);
     int64_t n = z->shape[0];
     int e = (int)z->shape[1], k = (int)idx->shape[1];
-    cpu_need_dim(op, "idx", idx, 0, n);
-    cpu_need_dim(op, "w", w, 0, n);
-    cpu_need_dim(op, "w", w, 1, k);
-    if (bias) {
-        cpu_need(op, "bias", bias, TENSOR_F32, 1);
-        cpu_need_dim(op, "bias", bias, 0, e);
-    }
     if (e > MAX_EXPERTS || n_group < 1 || e % n_group || topk_group < 1 || topk_group > n_group ||
         k < 1 || k > topk_group * (e / n_group))
         base_die("%s: bad routing shape (experts %d, groups %d, keep %d, top-k %d)", op, e, n_group,
@@ -90,17 +81,8 @@ void cpu_moe_route(tensor *idx, tensor *w, const tensor *z, const tensor *bias, 
 
 void cpu_moe_route_bwd(tensor *dz, const tensor *dw, const tensor *z, const tensor *idx, int norm,
                        float routed_scale) {
-    const char *op = "moe_route_bwd";
-    cpu_need(op, "dz", dz, TENSOR_F32, 2);
-    cpu_need(op, "dw", dw, TENSOR_F32, 2);
-    cpu_need(op, "z", z, TENSOR_F32, 2);
-    cpu_need(op, "idx", idx, TENSOR_I32, 2);
+    ops_check_moe_route_bwd("cpu", dz, dw, z, idx);
     int64_t n = z->shape[0], e = z->shape[1], k = idx->shape[1];
-    cpu_need_dim(op, "dz", dz, 0, n);
-    cpu_need_dim(op, "dz", dz, 1, e);
-    cpu_need_dim(op, "dw", dw, 0, n);
-    cpu_need_dim(op, "dw", dw, 1, k);
-    cpu_need_dim(op, "idx", idx, 0, n);
 #pragma omp parallel for schedule(static) if (n * e > 16384)
     for (int64_t t = 0; t < n; t++) {
         const float *zt = cpu_row(z, t), *gw = cpu_row(dw, t);
@@ -126,14 +108,8 @@ void cpu_moe_route_bwd(tensor *dz, const tensor *dw, const tensor *z, const tens
 
 void cpu_moe_plan(tensor *offsets, tensor *row_tok, tensor *inv, const tensor *idx, int n_experts) {
     const char *op = "moe_plan";
-    cpu_need(op, "offsets", offsets, TENSOR_I32, 1);
-    cpu_need(op, "row_tok", row_tok, TENSOR_I32, 1);
-    cpu_need(op, "inv", inv, TENSOR_I32, 1);
-    cpu_need(op, "idx", idx, TENSOR_I32, 2);
+    ops_check_moe_plan("cpu", offsets, row_tok, inv, idx, n_experts);
     int64_t n = idx->shape[0], k = idx->shape[1];
-    cpu_need_dim(op, "offsets", offsets, 0, n_experts + 1);
-    cpu_need_dim(op, "row_tok", row_tok, 0, n * k);
-    cpu_need_dim(op, "inv", inv, 0, n * k);
     int32_t *off = offsets->data, *rt = row_tok->data, *iv = inv->data;
     memset(off, 0, (size_t)(n_experts + 1) * sizeof(int32_t));
     for (int64_t t = 0; t < n; t++) {
@@ -158,21 +134,8 @@ void cpu_moe_plan(tensor *offsets, tensor *row_tok, tensor *inv, const tensor *i
 }
 
 void cpu_moe_combine(tensor *y, const tensor *ye, const tensor *w, const tensor *inv) {
-    const char *op = "moe_combine";
-    cpu_need(op, "y", y, TENSOR_F32, 2);
-    cpu_need(op, "ye", ye, TENSOR_F32, 2);
-    cpu_need(op, "inv", inv, TENSOR_I32, 1);
-    int64_t n = y->shape[0], d = y->shape[1], nk = inv->shape[0];
+    int64_t k = ops_check_moe_combine("cpu", y, ye, w, inv), n = y->shape[0], d = y->shape[1];
     if (n == 0) return;
-    int64_t k = nk / n;
-    if (k * n != nk) base_die("%s: inv has %lld entries, not a multiple of %lld tokens", op, (long long)nk, (long long)n);
-    cpu_need_dim(op, "ye", ye, 1, d);
-    cpu_need_dim(op, "ye", ye, 0, nk);
-    if (w) {
-        cpu_need(op, "w", w, TENSOR_F32, 2);
-        cpu_need_dim(op, "w", w, 0, n);
-        cpu_need_dim(op, "w", w, 1, k);
-    }
     const int32_t *iv = cpu_i32(inv);
 #pragma omp parallel for schedule(static) if (n * d > 32768)
     for (int64_t t = 0; t < n; t++) {
@@ -184,22 +147,8 @@ void cpu_moe_combine(tensor *y, const tensor *ye, const tensor *w, const tensor 
 
 void cpu_moe_combine_bwd(tensor *dye, tensor *dw, const tensor *dy, const tensor *ye,
                          const tensor *w, const tensor *inv) {
-    const char *op = "moe_combine_bwd";
-    cpu_need(op, "dye", dye, TENSOR_F32, 2);
-    cpu_need(op, "dw", dw, TENSOR_F32, 2);
-    cpu_need(op, "dy", dy, TENSOR_F32, 2);
-    cpu_need(op, "ye", ye, TENSOR_F32, 2);
-    cpu_need(op, "w", w, TENSOR_F32, 2);
-    cpu_need(op, "inv", inv, TENSOR_I32, 1);
+    ops_check_moe_combine_bwd("cpu", dye, dw, dy, ye, w, inv);
     int64_t n = dy->shape[0], d = dy->shape[1], k = w->shape[1];
-    cpu_need_dim(op, "w", w, 0, n);
-    cpu_need_dim(op, "dw", dw, 0, n);
-    cpu_need_dim(op, "dw", dw, 1, k);
-    cpu_need_dim(op, "inv", inv, 0, n * k);
-    cpu_need_dim(op, "ye", ye, 0, n * k);
-    cpu_need_dim(op, "ye", ye, 1, d);
-    cpu_need_dim(op, "dye", dye, 0, n * k);
-    cpu_need_dim(op, "dye", dye, 1, d);
     const int32_t *iv = cpu_i32(inv);
 #pragma omp parallel for schedule(static) if (n * d > 32768)
     for (int64_t t = 0; t < n; t++) {
@@ -214,10 +163,9 @@ void cpu_moe_combine_bwd(tensor *dye, tensor *dw, const tensor *dy, const tensor
     }
 }
 
-/* Validate offsets [E+1] (0 .. rows, non-decreasing) for w [E, ...]. */
+/* The values of offsets [E+1] (shape checked by ops_check): 0 .. rows,
+ * non-decreasing. */
 static const int32_t *check_offsets(const char *op, const tensor *offsets, int64_t e, int64_t rows) {
-    cpu_need(op, "offsets", offsets, TENSOR_I32, 1);
-    cpu_need_dim(op, "offsets", offsets, 0, e + 1);
     const int32_t *off = cpu_i32(offsets);
     if (off[0] != 0 || off[e] != rows)
         base_die("%s: offsets must run from 0 to the %lld rows (got %d .. %d)", op, (long long)rows, off[0], off[e]);
@@ -245,13 +193,8 @@ static tensor rows_of(const tensor *t, int64_t r0, int64_t n) {
 void cpu_moe_matmul(tensor *y, const tensor *x, const tensor *w, const tensor *offsets, int trans_w, float alpha,
                     float beta) {
     const char *op = "moe_matmul";
-    cpu_need(op, "y", y, TENSOR_F32, 2);
-    cpu_need(op, "x", x, TENSOR_F32, 2);
-    cpu_need(op, "w", w, TENSOR_F32, 3);
-    int64_t r = x->shape[0], k = x->shape[1], e = w->shape[0], n = y->shape[1];
-    cpu_need_dim(op, "y", y, 0, r);
-    cpu_need_dim(op, "w", w, trans_w ? 1 : 2, n);
-    cpu_need_dim(op, "w", w, trans_w ? 2 : 1, k);
+    ops_check_moe_matmul("cpu", y, x, w, offsets, trans_w);
+    int64_t r = x->shape[0], e = w->shape[0];
     const int32_t *off = check_offsets(op, offsets, e, r);
     for (int64_t i = 0; i < e; i++) {
         int64_t nr = off[i + 1] - off[i];
@@ -263,13 +206,8 @@ void cpu_moe_matmul(tensor *y, const tensor *x, const tensor *w, const tensor *o
 
 void cpu_moe_matmul_dw(tensor *dw, const tensor *dy, const tensor *x, const tensor *offsets, float alpha) {
     const char *op = "moe_matmul_dw";
-    cpu_need(op, "dw", dw, TENSOR_F32, 3);
-    cpu_need(op, "dy", dy, TENSOR_F32, 2);
-    cpu_need(op, "x", x, TENSOR_F32, 2);
+    ops_check_moe_matmul_dw("cpu", dw, dy, x, offsets);
     int64_t r = x->shape[0], e = dw->shape[0];
-    cpu_need_dim(op, "dy", dy, 0, r);
-    cpu_need_dim(op, "dw", dw, 1, dy->shape[1]);
-    cpu_need_dim(op, "dw", dw, 2, x->shape[1]);
     const int32_t *off = check_offsets(op, offsets, e, r);
     for (int64_t i = 0; i < e; i++) {
         int64_t nr = off[i + 1] - off[i];
@@ -280,11 +218,8 @@ void cpu_moe_matmul_dw(tensor *dw, const tensor *dy, const tensor *x, const tens
 }
 
 void cpu_swiglu_fwd(tensor *h, const tensor *gu) {
-    cpu_need("swiglu_fwd", "h", h, TENSOR_F32, 2);
-    cpu_need("swiglu_fwd", "gu", gu, TENSOR_F32, 2);
+    ops_check_swiglu_fwd("cpu", h, gu);
     int64_t n = h->shape[0], f = h->shape[1];
-    cpu_need_dim("swiglu_fwd", "gu", gu, 0, n);
-    cpu_need_dim("swiglu_fwd", "gu", gu, 1, 2 * f);
 #pragma omp parallel for schedule(static) if (n * f > 32768)
     for (int64_t t = 0; t < n; t++) {
         const float *g = cpu_row(gu, t), *u = g + f;
@@ -294,14 +229,8 @@ void cpu_swiglu_fwd(tensor *h, const tensor *gu) {
 }
 
 void cpu_swiglu_bwd(tensor *dgu, const tensor *dh, const tensor *gu) {
-    cpu_need("swiglu_bwd", "dgu", dgu, TENSOR_F32, 2);
-    cpu_need("swiglu_bwd", "dh", dh, TENSOR_F32, 2);
-    cpu_need("swiglu_bwd", "gu", gu, TENSOR_F32, 2);
+    ops_check_swiglu_bwd("cpu", dgu, dh, gu);
     int64_t n = dh->shape[0], f = dh->shape[1];
-    cpu_need_dim("swiglu_bwd", "gu", gu, 0, n);
-    cpu_need_dim("swiglu_bwd", "gu", gu, 1, 2 * f);
-    cpu_need_dim("swiglu_bwd", "dgu", dgu, 0, n);
-    cpu_need_dim("swiglu_bwd", "dgu", dgu, 1, 2 * f);
 #pragma omp parallel for schedule(static) if (n * f > 32768)
     for (int64_t t = 0; t < n; t++) {
         const float *g = cpu_row(gu, t), *u = g + f, *dy = cpu_row(dh, t);

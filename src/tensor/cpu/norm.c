@@ -14,11 +14,7 @@
 #define COL_BLOCK 256
 
 void cpu_gather_rows(tensor *dst, const tensor *src, const tensor *idx) {
-    cpu_need("gather_rows", "dst", dst, TENSOR_F32, 2);
-    cpu_need("gather_rows", "src", src, TENSOR_F32, 2);
-    cpu_need("gather_rows", "idx", idx, TENSOR_I32, 1);
-    cpu_need_dim("gather_rows", "src", src, 1, dst->shape[1]);
-    cpu_need_dim("gather_rows", "idx", idx, 0, dst->shape[0]);
+    ops_check_gather_rows("cpu", dst, src, idx);
     int64_t m = dst->shape[0], d = dst->shape[1], n = src->shape[0];
     const int32_t *ix = cpu_i32(idx);
     for (int64_t r = 0; r < m; r++)
@@ -28,17 +24,8 @@ void cpu_gather_rows(tensor *dst, const tensor *src, const tensor *idx) {
 }
 
 void cpu_rmsnorm_fwd(tensor *y, tensor *rstd, const tensor *x, const tensor *w, float eps) {
-    cpu_need("rmsnorm_fwd", "x", x, TENSOR_F32, 2);
-    cpu_need("rmsnorm_fwd", "y", y, TENSOR_F32, 2);
-    cpu_need("rmsnorm_fwd", "w", w, TENSOR_F32, 1);
+    ops_check_rmsnorm_fwd("cpu", y, rstd, x, w);
     int64_t n = x->shape[0], d = x->shape[1];
-    cpu_need_dim("rmsnorm_fwd", "y", y, 0, n);
-    cpu_need_dim("rmsnorm_fwd", "y", y, 1, d);
-    cpu_need_dim("rmsnorm_fwd", "w", w, 0, d);
-    if (rstd) {
-        cpu_need("rmsnorm_fwd", "rstd", rstd, TENSOR_F32, 1);
-        cpu_need_dim("rmsnorm_fwd", "rstd", rstd, 0, n);
-    }
     const float *W = w->data;
 #pragma omp parallel for schedule(static) if (n * d > 32768)
     for (int64_t i = 0; i < n; i++) {
@@ -54,22 +41,10 @@ void cpu_rmsnorm_fwd(tensor *y, tensor *rstd, const tensor *x, const tensor *w, 
 
 void cpu_rmsnorm_bwd(tensor *dx, tensor *dw, const tensor *dy, const tensor *x, const tensor *w,
                      const tensor *rstd, int accumulate_dx) {
-    cpu_need("rmsnorm_bwd", "x", x, TENSOR_F32, 2);
-    cpu_need("rmsnorm_bwd", "dy", dy, TENSOR_F32, 2);
-    cpu_need("rmsnorm_bwd", "dx", dx, TENSOR_F32, 2);
-    cpu_need("rmsnorm_bwd", "w", w, TENSOR_F32, 1);
-    cpu_need("rmsnorm_bwd", "rstd", rstd, TENSOR_F32, 1);
+    ops_check_rmsnorm_bwd("cpu", dx, dw, dy, x, w, rstd);
     int64_t n = x->shape[0], d = x->shape[1];
-    cpu_need_dim("rmsnorm_bwd", "dy", dy, 0, n);
-    cpu_need_dim("rmsnorm_bwd", "dy", dy, 1, d);
-    cpu_need_dim("rmsnorm_bwd", "dx", dx, 0, n);
-    cpu_need_dim("rmsnorm_bwd", "dx", dx, 1, d);
-    cpu_need_dim("rmsnorm_bwd", "w", w, 0, d);
-    cpu_need_dim("rmsnorm_bwd", "rstd", rstd, 0, n);
     const float *W = w->data, *R = rstd->data;
     if (dw) {
-        cpu_need("rmsnorm_bwd", "dw", dw, TENSOR_F32, 1);
-        cpu_need_dim("rmsnorm_bwd", "dw", dw, 0, d);
         float *DW = dw->data;
         int64_t nb = (d + COL_BLOCK - 1) / COL_BLOCK;
 #pragma omp parallel for schedule(static) if (n * d > 32768)
@@ -103,17 +78,13 @@ void cpu_rmsnorm_bwd(tensor *dx, tensor *dw, const tensor *dy, const tensor *x, 
 }
 
 void cpu_embedding_fwd(tensor *y, const tensor *table, const tensor *ids) {
-    cpu_need("embedding_fwd", "table", table, TENSOR_F32, 2);
+    ops_need("cpu", "embedding_fwd", "table", table, TENSOR_F32, 2);
     cpu_gather_rows(y, table, ids);
 }
 
 void cpu_embedding_bwd(tensor *dtable, const tensor *dy, const tensor *ids) {
-    cpu_need("embedding_bwd", "dtable", dtable, TENSOR_F32, 2);
-    cpu_need("embedding_bwd", "dy", dy, TENSOR_F32, 2);
-    cpu_need("embedding_bwd", "ids", ids, TENSOR_I32, 1);
+    ops_check_embedding_bwd("cpu", dtable, dy, ids);
     int64_t n = dy->shape[0], d = dy->shape[1], v = dtable->shape[0];
-    cpu_need_dim("embedding_bwd", "dtable", dtable, 1, d);
-    cpu_need_dim("embedding_bwd", "ids", ids, 0, n);
     const int32_t *ix = cpu_i32(ids);
     for (int64_t i = 0; i < n; i++)
         if (ix[i] < 0 || ix[i] >= v) base_die("embedding_bwd: ids[%lld] = %d outside [0, %lld)", (long long)i, ix[i], (long long)v);

@@ -12,21 +12,12 @@
 
 static void rope(const char *op, tensor *x, const tensor *pos, const tensor *cos, const tensor *sin,
                  int interleaved, int inverse) {
-    if (x->ndim != 2 && x->ndim != 3) base_die("%s: x must be [N, R] or [N, H, R] (got %d-D)", op, x->ndim);
-    cpu_need(op, "x", x, TENSOR_F32, x->ndim);
-    cpu_need(op, "pos", pos, TENSOR_I32, 1);
-    cpu_need(op, "cos", cos, TENSOR_F32, 2);
-    cpu_need(op, "sin", sin, TENSOR_F32, 2);
+    ops_check_rope("cpu", op, x, pos, cos, sin);
     int64_t n = x->shape[0];
     int64_t h = x->ndim == 3 ? x->shape[1] : 1;
     int64_t r = x->shape[x->ndim - 1];
     int64_t hs = x->ndim == 3 ? x->stride[1] : 0;
-    if (r % 2) base_die("%s: rope dim %lld must be even", op, (long long)r);
     int64_t half = r / 2, np = cos->shape[0];
-    cpu_need_dim(op, "pos", pos, 0, n);
-    cpu_need_dim(op, "cos", cos, 1, half);
-    cpu_need_dim(op, "sin", sin, 0, np);
-    cpu_need_dim(op, "sin", sin, 1, half);
     const int32_t *P = cpu_i32(pos);
     for (int64_t t = 0; t < n; t++)
         if (P[t] < 0 || P[t] >= np)
