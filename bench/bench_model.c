@@ -26,70 +26,8 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include <immintrin.h>
-
+#include "cpu_peak.h"
 #include "model/model.h"
-
-#if defined(__AVX512F__)
-#define VW 16
-#elif defined(__AVX__)
-#define VW 8
-#else
-#define VW 4
-#endif
-typedef float vf __attribute__((vector_size(VW * 4)));
-#define ACC 12
-
-static inline vf vfma(vf a, vf b, vf c) {
-#if VW == 16
-    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
-#elif VW == 8 && defined(__FMA__)
-    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
-#else
-    return a * b + c;
-#endif
-}
-
-/* ACC independent FMA chains in registers per thread (as bench_matmul). */
-static float fma_loop(long iters, float seed) {
-    vf m, a, c[ACC];
-    for (int l = 0; l < VW; l++) m[l] = 0.999999f, a[l] = 1e-7f * seed;
-    for (int i = 0; i < ACC; i++) c[i] = a + (float)i;
-    for (long it = 0; it < iters; it++)
-        for (int i = 0; i < ACC; i++) c[i] = vfma(c[i], m, a);
-    vf t = c[0];
-    for (int i = 1; i < ACC; i++) t += c[i];
-    float s = 0;
-    for (int l = 0; l < VW; l++) s += t[l];
-    return s;
-}
-
-static int nthreads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static double peak_gflops(void) {
-    long iters = 1 << 20;
-    double best = 0;
-    volatile float sink = 0;
-    for (int rep = 0; rep < 7; rep++) {
-        double t0 = base_now();
-        float s = 0;
-#pragma omp parallel reduction(+ : s)
-        s += fma_loop(iters, 1.0f + (float)rep);
-        double t = base_now() - t0;
-        sink += s;
-        double gf = 2.0 * ACC * VW * (double)iters * nthreads() / t * 1e-9;
-        if (gf > best) best = gf;
-        if (t < 0.2) iters *= 2;
-    }
-    (void)sink;
-    return best;
-}
 
 static const char *CONFIG =
     "{\"model_type\": \"deepseek_v3\", \"vocab_size\": 32000, \"hidden_size\": 512, "
@@ -143,9 +81,9 @@ int main(int argc, char **argv) {
     model *m = NULL;
     if (model_init_random(&cfg, ops_cpu(), 1, 0.02f, NULL, &m)) base_die("%s", base_err_msg());
     int64_t nparam = model_numel(m);
-    double peak = peak_gflops();
+    double peak = bench_cpu_peak(7, NULL);
     printf("bench_model: %d threads, %.1fM parameters (%d layers, d %lld, %d heads, %d experts top-%d, vocab %lld)\n",
-           nthreads(), nparam / 1e6, cfg.num_hidden_layers, (long long)cfg.hidden_size, cfg.num_attention_heads,
+           bench_threads(), nparam / 1e6, cfg.num_hidden_layers, (long long)cfg.hidden_size, cfg.num_attention_heads,
            cfg.n_routed_experts, cfg.num_experts_per_tok, (long long)cfg.vocab_size);
     printf("FMA peak: %.1f GFLOP/s\n", peak);
     int reps = quick ? 2 : 4;
