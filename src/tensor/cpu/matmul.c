@@ -109,6 +109,35 @@ static void pack_a(float *Ap, const float *A, int64_t lda, int ta, int64_t m, in
     }
 }
 
+#if VW == 16
+/* In-register transpose of a 16 x 16 float tile: r[q] becomes column q. */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+#endif
+
 /* Pack B panels [j0, j1) (cols [j0*NR, j1*NR) clipped to n) x rows
  * [p0, p0+kc) of op(B): Bp[panel][k][NR], zero-padded. */
 static void pack_b(float *Bp, const float *B, int64_t ldb, int tb, int64_t n, int64_t j0, int64_t j1,
@@ -119,13 +148,24 @@ static void pack_b(float *Bp, const float *B, int64_t ldb, int tb, int64_t n, in
         if (!tb && w == NR) {
             for (int64_t k = 0; k < kc; k++)
                 memcpy(dst + k * NR, B + (p0 + k) * ldb + c0, NR * sizeof(float));
-        } else if (tb) { /* B is [N, K]: read each row contiguously */
-            for (int c = 0; c < NR; c++) {
+        } else if (tb) { /* B is [N, K]: a transpose, 16 x 16 tiles in registers */
+            int64_t kt = 0;
+#if VW == 16
+            if (w == NR)
+                for (; kt + 16 <= kc; kt += 16)
+                    for (int h = 0; h < NR; h += 16) {
+                        __m512 r[16];
+                        for (int l = 0; l < 16; l++) r[l] = _mm512_loadu_ps(B + (c0 + h + l) * ldb + p0 + kt);
+                        transpose16(r);
+                        for (int q = 0; q < 16; q++) _mm512_storeu_ps(dst + (kt + q) * NR + h, r[q]);
+                    }
+#endif
+            for (int c = 0; c < NR; c++) { /* the rest: edge panels, a kc tail */
                 if (c < w) {
                     const float *src = B + (c0 + c) * ldb + p0;
-                    for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = src[k];
+                    for (int64_t k = kt; k < kc; k++) dst[k * NR + c] = src[k];
                 } else {
-                    for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = 0.0f;
+                    for (int64_t k = kt; k < kc; k++) dst[k * NR + c] = 0.0f;
                 }
             }
         } else {
