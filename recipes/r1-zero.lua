@@ -73,7 +73,9 @@ return {
                                      -- secondary page says 0.2: survey §3 could not resolve it)
       num_iterations = 1,            -- [N] 8,192 outputs per rollout split into 16 minibatches of
                                      -- 512: each update sees fresh samples; here one step = one
-                                     -- generation batch of 512 and one update
+                                     -- generation batch of 512 and one update (the Nature split is
+                                     -- --set stages.grpo.generation_batch_size=8192
+                                     --     --set stages.grpo.steps_per_generation=16)
       learning_rate = 1e-6,          -- [S] 1e-6 (not verified from a primary source); [T] default
       lr_scheduler_type = "constant",-- ops ([T] default)
       max_grad_norm = 1.0,           -- [T] default

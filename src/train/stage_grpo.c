@@ -45,6 +45,9 @@ typedef struct {
     int64_t *rowidx;               /* [N] dataset row of each completion */
     char **ptext, **ctext;         /* [N] rendered prompt / completion text */
     float *old_lp;                 /* [N, max_new] old log-probs (mu > 1) */
+    int *ord;                      /* [N] training order (shuffled when steps_per_generation > 1) */
+    float *adv_mb;                 /* [mb] advantages of a micro-batch, in its order */
+    uint8_t *trunc_mb;             /* [mb] */
     /* micro-batch buffers */
     int32_t *ids, *cu, *tgt;       /* [max_tok], [mb + 1], [max_tok] */
     float *lp_pos, *ent_pos, *ref_pos, *g_pos, *gent_pos; /* [max_tok] */
@@ -67,6 +70,9 @@ static void bufs_alloc(grpo_bufs *b) {
     b->ptext = base_xcalloc(N, sizeof(char *));
     b->ctext = base_xcalloc(N, sizeof(char *));
     b->old_lp = base_xmalloc(N * (size_t)b->max_new * sizeof(float));
+    b->ord = base_xmalloc(N * sizeof(int));
+    b->adv_mb = base_xmalloc((size_t)b->mb * sizeof(float));
+    b->trunc_mb = base_xmalloc((size_t)b->mb);
     b->ids = base_xmalloc(T * sizeof(int32_t));
     b->tgt = base_xmalloc(T * sizeof(int32_t));
     b->cu = base_xmalloc(((size_t)b->mb + 1) * sizeof(int32_t));
@@ -83,17 +89,17 @@ static void bufs_free(grpo_bufs *b) {
     free(b->adv), free(b->total), free(b->rowidx), free(b->ptext), free(b->ctext), free(b->old_lp);
     free(b->ids), free(b->tgt), free(b->cu), free(b->offs), free(b->lp_pos), free(b->ent_pos);
     free(b->ref_pos), free(b->g_pos), free(b->gent_pos), free(b->lp), free(b->ent), free(b->ref);
-    free(b->old), free(b->g), free(b->gent), free(b->mask);
+    free(b->old), free(b->g), free(b->gent), free(b->mask), free(b->ord), free(b->adv_mb), free(b->trunc_mb);
 }
 
-/* Pack completions [j0, j1) into the micro-batch: ids/cu/targets by position
+/* Pack completions ix[0..n) into the micro-batch: ids/cu/targets by position
  * and the completion-token layout (offs) the loss works on. */
-static void pack_micro(grpo_bufs *b, int j0, int j1, model_batch *mbatch, grpo_batch *gb) {
+static void pack_micro(grpo_bufs *b, const int *ix, int n, model_batch *mbatch, grpo_batch *gb) {
     int64_t pos = 0, tok = 0;
     b->cu[0] = 0;
     b->offs[0] = 0;
-    for (int j = j0; j < j1; j++) {
-        int k = j - j0;
+    for (int k = 0; k < n; k++) {
+        int j = ix[k];
         int32_t P = b->plen[j], L = b->clen[j];
         memcpy(b->ids + pos, b->pids + (size_t)j * (size_t)b->max_prompt, (size_t)P * sizeof(int32_t));
         memcpy(b->ids + pos + P, b->cids + (size_t)j * (size_t)b->max_new, (size_t)L * sizeof(int32_t));
@@ -103,33 +109,41 @@ static void pack_micro(grpo_bufs *b, int j0, int j1, model_batch *mbatch, grpo_b
         tok += L;
         b->cu[k + 1] = (int32_t)pos;
         b->offs[k + 1] = tok;
+        b->adv_mb[k] = b->adv[j];
+        b->trunc_mb[k] = b->trunc[j];
     }
     memset(b->mask, 1, (size_t)tok);
-    *mbatch = (model_batch){.nseq = j1 - j0, .ids = b->ids, .cu_seqlens = b->cu, .targets = b->tgt};
-    *gb = (grpo_batch){.n_seqs = j1 - j0, .offsets = b->offs, .mask = b->mask, .truncated = b->trunc + j0,
-                       .advantages = b->adv + j0};
+    *mbatch = (model_batch){.nseq = n, .ids = b->ids, .cu_seqlens = b->cu, .targets = b->tgt};
+    *gb = (grpo_batch){.n_seqs = n, .offsets = b->offs, .mask = b->mask, .truncated = b->trunc_mb,
+                       .advantages = b->adv_mb};
 }
 
-/* Per-position values -> packed completion tokens of [j0, j1). */
-static void gather(const grpo_bufs *b, int j0, int j1, const float *pos_vals, float *tok_vals) {
+/* Per-position values -> packed completion tokens of ix[0..n). */
+static void gather(const grpo_bufs *b, const int *ix, int n, const float *pos_vals, float *tok_vals) {
     int64_t pos = 0, tok = 0;
-    for (int j = j0; j < j1; j++) {
-        int32_t P = b->plen[j], L = b->clen[j];
+    for (int k = 0; k < n; k++) {
+        int32_t P = b->plen[ix[k]], L = b->clen[ix[k]];
         memcpy(tok_vals + tok, pos_vals + pos + P - 1, (size_t)L * sizeof(float));
         pos += P + L;
         tok += L;
     }
 }
 
-static void scatter(const grpo_bufs *b, int j0, int j1, const float *tok_vals, float *pos_vals) {
+static void scatter(const grpo_bufs *b, const int *ix, int n, const float *tok_vals, float *pos_vals) {
     int64_t pos = 0, tok = 0;
-    for (int j = j0; j < j1; j++) {
-        int32_t P = b->plen[j], L = b->clen[j];
+    for (int k = 0; k < n; k++) {
+        int32_t P = b->plen[ix[k]], L = b->clen[ix[k]];
         memset(pos_vals + pos, 0, (size_t)(P + L) * sizeof(float));
         memcpy(pos_vals + pos + P - 1, tok_vals + tok, (size_t)L * sizeof(float));
         pos += P + L;
         tok += L;
     }
+}
+
+/* Completions of optimizer step `part` of `spg`: ord[lo, hi). */
+static void part_range(int n, int spg, int part, int *lo, int *hi) {
+    *lo = (int)((int64_t)n * part / spg);
+    *hi = (int)((int64_t)n * (part + 1) / spg);
 }
 
 static base_status parse_config(const cJSON *st, grpo_config *g) {
@@ -148,6 +162,7 @@ static base_status parse_config(const cJSON *st, grpo_config *g) {
     g->max_completion_length = (int)recipe_int(st, "max_completion_length");
     g->mask_truncated_completions = recipe_bool(st, "mask_truncated_completions");
     g->entropy_coef = recipe_num(st, "entropy_coef");
+    g->steps_per_generation = (int)recipe_int(st, "steps_per_generation");
     return grpo_config_check(g);
 }
 
@@ -290,7 +305,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     if (b.mb <= 0 || b.mb > b.N) b.mb = b.N;
     b.max_tok = (int64_t)b.mb * (b.max_prompt + b.max_new);
     int64_t max_steps = recipe_int(st, "max_steps");
-    int mu = gc.num_iterations;
+    int mu = gc.num_iterations, spg = gc.steps_per_generation;
     float T = (float)recipe_num(st, "temperature");
     if (max_steps < 1) return base_err_set(BASE_ERR_INVALID, "stage '%s': max_steps must be >= 1", name);
     if (T <= 0) return base_err_set(BASE_ERR_INVALID, "stage '%s': GRPO samples need temperature > 0", name);
@@ -320,7 +335,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     if (!s) s = model_train_new(c->policy, &tl, &tr);
     if (!s) {
         grads = model_grads_new(c->policy);
-        s = run_optim_new(c, st, max_steps * mu, grads, &opt);
+        s = run_optim_new(c, st, max_steps * mu * spg, grads, &opt);
     }
     if (!s && grpo_needs_ref_logp(&gc)) {
         const model_config *cfg = model_cfg(c->policy);
@@ -410,34 +425,33 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
         grpo_reward_stats rst;
         s = grpo_advantages(&gc, b.rewards, b.n, b.F, weights, b.G, b.adv, b.total, &rst);
         if (s) break;
-        /* training */
+        /* training: the batch in training order (shuffled when it is split
+         * into steps_per_generation optimizer steps, as TRL shuffles) */
         double t_train0 = base_now();
-        int n_micro = (b.n + b.mb - 1) / b.mb;
-        grpo_norm norm = {.n_seqs = b.n, .n_tokens = 0, .n_micro = n_micro};
-        for (int j0 = 0; j0 < b.n; j0 += b.mb) {
-            int j1 = j0 + b.mb < b.n ? j0 + b.mb : b.n;
-            model_batch mbt;
-            grpo_batch gb;
-            pack_micro(&b, j0, j1, &mbt, &gb);
-            norm.n_tokens += grpo_count_loss_tokens(&gc, &gb);
+        for (int j = 0; j < b.n; j++) b.ord[j] = j;
+        if (spg > 1) {
+            int64_t *perm = base_xmalloc((size_t)b.n * sizeof(int64_t));
+            run_shuffle(c->seed, 0x9000u + (uint32_t)index, c->total_steps, b.n, perm);
+            for (int j = 0; j < b.n; j++) b.ord[j] = (int)perm[j];
+            free(perm);
         }
         int need_old = grpo_needs_old_logp(&gc);
         if (need_old) { /* the policy before this batch's first update */
             for (int j0 = 0; j0 < b.n && !s; j0 += b.mb) {
-                int j1 = j0 + b.mb < b.n ? j0 + b.mb : b.n;
+                int nm = j0 + b.mb < b.n ? b.mb : b.n - j0;
                 model_batch mbt;
                 grpo_batch gb;
-                pack_micro(&b, j0, j1, &mbt, &gb);
+                pack_micro(&b, b.ord + j0, nm, &mbt, &gb);
                 mbt.logit_scale = 1.0f / T;
                 s = model_forward(tr, &mbt);
                 if (s) break;
                 model_train_download(tr, b.lp_pos, NULL);
-                int64_t t = 0, pos = 0;
-                for (int j = j0; j < j1; j++) {
+                int64_t pos = 0;
+                for (int k = 0; k < nm; k++) {
+                    int j = b.ord[j0 + k];
                     memcpy(b.old_lp + (size_t)j * (size_t)b.max_new, b.lp_pos + pos + b.plen[j] - 1,
                            (size_t)b.clen[j] * sizeof(float));
                     pos += b.plen[j] + b.clen[j];
-                    t += b.clen[j];
                 }
             }
             if (s) break;
@@ -445,47 +459,61 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
         grpo_loss_stats lstats;
         grpo_loss_stats_init(&lstats);
         optim_step_info info = {0};
-        for (int it = 0; it < mu && !s; it++) {
-            optim_zero_grad(&opt);
-            for (int j0 = 0; j0 < b.n && !s; j0 += b.mb) {
-                int j1 = j0 + b.mb < b.n ? j0 + b.mb : b.n;
-                model_batch mbt;
-                grpo_batch gb;
-                pack_micro(&b, j0, j1, &mbt, &gb);
-                mbt.logit_scale = 1.0f / T;
-                s = model_forward(tr, &mbt);
-                if (s) break;
-                model_train_download(tr, b.lp_pos, b.ent_pos);
-                gather(&b, j0, j1, b.lp_pos, b.lp);
-                gather(&b, j0, j1, b.ent_pos, b.ent);
-                gb.logp = b.lp;
-                gb.entropy = b.ent;
-                if (need_old) {
-                    int64_t t = 0;
-                    for (int j = j0; j < j1; j++) {
-                        memcpy(b.old + t, b.old_lp + (size_t)j * (size_t)b.max_new, (size_t)b.clen[j] * sizeof(float));
-                        t += b.clen[j];
-                    }
-                    gb.old_logp = b.old;
+        for (int it = 0; it < mu && !s; it++)
+            for (int part = 0; part < spg && !s; part++) {
+                int lo, hi;
+                part_range(b.n, spg, part, &lo, &hi);
+                if (hi <= lo) continue;
+                /* the step-wide counts of this optimizer step */
+                grpo_norm norm = {.n_seqs = hi - lo, .n_tokens = 0, .n_micro = (hi - lo + b.mb - 1) / b.mb};
+                for (int j0 = lo; j0 < hi; j0 += b.mb) {
+                    model_batch mbt;
+                    grpo_batch gb;
+                    pack_micro(&b, b.ord + j0, j0 + b.mb < hi ? b.mb : hi - j0, &mbt, &gb);
+                    norm.n_tokens += grpo_count_loss_tokens(&gc, &gb);
                 }
-                if (tr_ref) {
-                    s = model_forward(tr_ref, &mbt);
+                optim_zero_grad(&opt);
+                for (int j0 = lo; j0 < hi && !s; j0 += b.mb) {
+                    int nm = j0 + b.mb < hi ? b.mb : hi - j0;
+                    const int *ix = b.ord + j0;
+                    model_batch mbt;
+                    grpo_batch gb;
+                    pack_micro(&b, ix, nm, &mbt, &gb);
+                    mbt.logit_scale = 1.0f / T;
+                    s = model_forward(tr, &mbt);
                     if (s) break;
-                    model_train_download(tr_ref, b.ref_pos, NULL);
-                    gather(&b, j0, j1, b.ref_pos, b.ref);
-                    gb.ref_logp = b.ref;
+                    model_train_download(tr, b.lp_pos, b.ent_pos);
+                    gather(&b, ix, nm, b.lp_pos, b.lp);
+                    gather(&b, ix, nm, b.ent_pos, b.ent);
+                    gb.logp = b.lp;
+                    gb.entropy = b.ent;
+                    if (need_old) {
+                        int64_t t = 0;
+                        for (int k = 0; k < nm; k++) {
+                            memcpy(b.old + t, b.old_lp + (size_t)ix[k] * (size_t)b.max_new,
+                                   (size_t)b.clen[ix[k]] * sizeof(float));
+                            t += b.clen[ix[k]];
+                        }
+                        gb.old_logp = b.old;
+                    }
+                    if (tr_ref) {
+                        s = model_forward(tr_ref, &mbt);
+                        if (s) break;
+                        model_train_download(tr_ref, b.ref_pos, NULL);
+                        gather(&b, ix, nm, b.ref_pos, b.ref);
+                        gb.ref_logp = b.ref;
+                    }
+                    grpo_loss_stats ls;
+                    s = grpo_loss(&gc, &gb, &norm, b.g, b.gent, &ls);
+                    if (s) break;
+                    grpo_loss_stats_merge(&lstats, &ls);
+                    scatter(&b, ix, nm, b.g, b.g_pos);
+                    scatter(&b, ix, nm, b.gent, b.gent_pos);
+                    model_backward(tr, b.g_pos, b.gent_pos, grads);
                 }
-                grpo_loss_stats ls;
-                s = grpo_loss(&gc, &gb, &norm, b.g, b.gent, &ls);
                 if (s) break;
-                grpo_loss_stats_merge(&lstats, &ls);
-                scatter(&b, j0, j1, b.g, b.g_pos);
-                scatter(&b, j0, j1, b.gent, b.gent_pos);
-                model_backward(tr, b.g_pos, b.gent_pos, grads);
+                optim_step(&opt, (step * mu + it) * spg + part, &info);
             }
-            if (s) break;
-            optim_step(&opt, step * mu + it, &info);
-        }
         if (s) break;
         c->total_steps++;
         double t_train = base_now() - t_train0, step_time = base_now() - t_step;

@@ -336,6 +336,27 @@ static void test_logging_and_ref_sync(void **state) {
     }
 }
 
+/* steps_per_generation splits each generation batch into that many
+ * optimizer steps (shuffled), with old log-probs from before the first:
+ * 2 GRPO steps x 2 = 4 applied AdamW updates. */
+static void test_steps_per_generation(void **state) {
+    (void)state;
+    const char *sets[] = {"name=spg", "stages.grpo.steps_per_generation=2", "stages.grpo.max_steps=2",
+                          "stages.grpo.save_steps=0"};
+    char *text = recipe_text("spg");
+    recipe *rc;
+    if (recipe_load_string(text, "t.lua", sets, 4, &rc)) fail_msg("%s", base_err_msg());
+    free(text);
+    run_opts o = {.overwrite = 1, .quiet = 1};
+    if (run_recipe(rc, &o)) fail_msg("%s", base_err_msg());
+    recipe_free(rc);
+    char *st = run_file("spg", "checkpoints/step-2/trainer_state.json");
+    cJSON *j = cJSON_Parse(st);
+    assert_int_equal(base_json_int(j, "optim_step", -1, NULL), 4);
+    cJSON_Delete(j);
+    free(st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_straight_run),
@@ -343,6 +364,7 @@ int main(void) {
         cmocka_unit_test(test_kill_during_checkpoint),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_logging_and_ref_sync),
+        cmocka_unit_test(test_steps_per_generation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
