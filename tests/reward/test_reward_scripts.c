@@ -465,8 +465,52 @@ static void test_math_format_lang(void **st) {
     for (int i = 0; i < n; i++) cJSON_Delete(s[i]);
 }
 
+/* countdown.lua: the expression must use only the listed numbers (each as
+ * often as listed) and equal the target. */
+static void test_countdown(void **st) {
+    (void)st;
+    reward_pool *p = builtin_pool("countdown", 1);
+    const char *row = "\"numbers\":[7,3,9,9],\"answer\":\"28\"";
+    const char *comp[] = {
+        "<think>3+7+9+9</think> \\\\boxed{3+7+9+9}",   /* right */
+        "<think>x</think> \\\\boxed{(9+9)+3+7}",         /* right, other order */
+        "<think>x</think> \\\\boxed{1+3+7+9+9}",       /* 1 is not listed */
+        "<think>x</think> \\\\boxed{7+7+9+5}",         /* 7 twice, 5 not listed */
+        "<think>x</think> \\\\boxed{28}",              /* the target itself */
+        "<think>x</think> \\\\boxed{3*9+1}",           /* wrong value */
+        "<think>x</think> \\\\boxed{9/3+7+9}",         /* division is not an operation */
+        "<think>x</think> no box",
+    };
+    double want[] = {1, 1, 0, 0, 0, 0, 0, 0};
+    int n = 8;
+    cJSON *s[8];
+    for (int i = 0; i < n; i++) {
+        base_buf b = {0};
+        base_buf_printf(&b, "{%s,\"completion\":\"%s\"}", row, comp[i]);
+        assert_non_null(s[i] = cJSON_Parse(b.data));
+        base_buf_free(&b);
+    }
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, n, &sc), BASE_OK);
+    for (int i = 0; i < n; i++) {
+        if (sc.score[i] != want[i]) fprintf(stderr, "countdown sample %d: %g\n", i, sc.score[i]);
+        assert_true(sc.score[i] == want[i]);
+    }
+    assert_true(base_json_num(sc.parts[7], "no_box", -1, NULL) == 1);
+    assert_true(base_json_num(sc.parts[2], "bad_numbers", -1, NULL) == 1);
+    /* a row without `numbers` is caught before scoring */
+    cJSON *bad = cJSON_Parse("{\"answer\":\"3\",\"completion\":\"x\"}");
+    assert_int_equal(reward_check_row(p, bad, "rows.jsonl:1"), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_err_msg(), "numbers"));
+    cJSON_Delete(bad);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < n; i++) cJSON_Delete(s[i]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_countdown),
         cmocka_unit_test(test_humaneval),
         cmocka_unit_test(test_mbpp),
         cmocka_unit_test(test_unit_tests_edges),
