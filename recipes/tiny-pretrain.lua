@@ -13,6 +13,7 @@
 -- weights bit for bit).
 return {
   name = "tiny-pretrain",
+  device = "cpu",               -- the CPU demo: same numbers on every machine class
   model = "../data/tiny",      -- config.json + byte-level tokenizer
   init_std = 0.02,             -- random N(0, 0.02^2) start (initializer_range)
   template = "{prompt}\n",

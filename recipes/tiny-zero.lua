@@ -13,6 +13,7 @@
 -- report.html the plots). Under a minute on 2 cores.
 return {
   name = "tiny-zero",
+  device = "cpu",               -- the CPU demo: same numbers on every machine class
   model = "../data/tiny/base",   -- made by recipes/tiny-pretrain.lua
   template = "{prompt}\n",       -- the base model was pre-trained on this
   datasets = {
