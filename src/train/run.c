@@ -127,35 +127,15 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         s = base_err_set(BASE_ERR_UNSUPPORTED, "device '%s': %s", dev, base_err_msg());
         goto done;
     }
-    /* the run directory: a new run needs an empty (or absent) one */
+    /* the checkpoint to resume from (read only) */
     run_ckpt *ck = NULL;
     if (c.opts.resume) {
         s = run_ckpt_latest(&c, &ck);
         if (s) goto done;
         if (!ck) base_warn("%s: no checkpoint to resume from: starting the run from the beginning", c.dir);
-    } else if (base_file_exists(c.dir) && !dir_is_empty(c.dir)) {
-        if (!c.opts.overwrite) {
-            s = base_err_set(BASE_ERR_INVALID,
-                             "run directory %s already exists: continue it with --resume, replace it with "
-                             "--overwrite, or give the run another name (--set name=...)",
-                             c.dir);
-            goto done;
-        }
-        char cmd[4200];
-        snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", c.dir);
-        if (strchr(c.dir, '\'') || system(cmd) != 0) {
-            s = base_err_set(BASE_ERR_IO, "%s: could not remove the old run directory", c.dir);
-            goto done;
-        }
     }
-    if ((s = base_mkdir_p(c.dir))) goto done;
-    {
-        char *p = base_path_join(c.dir, "config.resolved.lua");
-        s = recipe_write_resolved(rc, p);
-        free(p);
-        if (s) goto done;
-    }
-    /* weights: the recipe's model, or the checkpoint's */
+    /* weights and tokenizer first: a run that cannot start leaves an
+     * existing run directory as it was */
     char *model_dir = recipe_resolve_path(rc, recipe_str(c.root, "model"));
     s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir, !ck);
     const char *tk = recipe_str(c.root, "tokenizer");
@@ -164,6 +144,26 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     if (!s) {
         s = tok_load(c.tok_dir, &c.tok);
         if (s) s = base_err_wrap(s, "loading the tokenizer (set 'tokenizer' in the recipe)");
+    }
+    /* the run directory: a new run needs an empty (or absent) one */
+    if (!s && !c.opts.resume && base_file_exists(c.dir) && !dir_is_empty(c.dir)) {
+        if (!c.opts.overwrite) {
+            s = base_err_set(BASE_ERR_INVALID,
+                             "run directory %s already exists: continue it with --resume, replace it with "
+                             "--overwrite, or give the run another name (--set name=...)",
+                             c.dir);
+        } else {
+            char cmd[4200];
+            snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", c.dir);
+            if (strchr(c.dir, '\'') || system(cmd) != 0)
+                s = base_err_set(BASE_ERR_IO, "%s: could not remove the old run directory", c.dir);
+        }
+    }
+    if (!s) s = base_mkdir_p(c.dir);
+    if (!s) {
+        char *p = base_path_join(c.dir, "config.resolved.lua");
+        s = recipe_write_resolved(rc, p);
+        free(p);
     }
     if (s) {
         run_ckpt_free(ck);

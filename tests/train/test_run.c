@@ -284,6 +284,22 @@ static void test_bad_inputs(void **state) {
     assert_int_not_equal(run_recipe(rc, &o), BASE_OK);
     assert_non_null(strstr(base_err_msg(), "multiple of num_generations"));
     recipe_free(rc);
+    /* a run that cannot start (no such model) leaves an existing run
+     * directory as it was, even with --overwrite */
+    {
+        char *text = recipe_text("straight");
+        const char *bad_model[] = {"model=/nonexistent/model"};
+        recipe *r2;
+        assert_int_equal(recipe_load_string(text, "t.lua", bad_model, 1, &r2), BASE_OK);
+        free(text);
+        run_opts ov = {.overwrite = 1, .quiet = 1};
+        assert_int_not_equal(run_recipe(r2, &ov), BASE_OK);
+        assert_non_null(strstr(base_err_msg(), "/nonexistent/model"));
+        recipe_free(r2);
+        char *m = run_file("straight", "metrics.jsonl");
+        assert_true(strlen(m) > 0);
+        free(m);
+    }
     /* an existing run directory without --resume or --overwrite */
     o.overwrite = 0;
     assert_int_equal(recipe_load_string(r.data, "bad.lua", NULL, 0, &rc), BASE_OK);
