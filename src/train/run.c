@@ -73,6 +73,42 @@ static base_status open_outputs(run_ctx *c, int append) {
     return s;
 }
 
+/* Pre-flight: every stage still to run (from stage `first`) gets its
+ * datasets loaded and its rewards built and checked against the rows now,
+ * so a missing file, a malformed line, a broken reward script or a row
+ * lacking a column fails the run before any training. Datasets that a
+ * sample stage of this run writes ("stage:NAME") are checked when their
+ * stage comes. */
+static base_status preflight(run_ctx *c, int first) {
+    int n = recipe_nstages(c->rc);
+    const cJSON *dsets = cJSON_GetObjectItemCaseSensitive(c->root, "datasets");
+    for (int i = first; i < n; i++) {
+        const cJSON *st = recipe_stage(c->rc, i);
+        const char *type = recipe_str(st, "type"), *name = recipe_str(st, "name");
+        int produced = 0;
+        const cJSON *dl = cJSON_GetObjectItemCaseSensitive(st, "dataset");
+        for (const cJSON *e = dl->child; e; e = e->next) {
+            const char *path = recipe_str(cJSON_GetObjectItemCaseSensitive(dsets, e->valuestring), "path");
+            if (!strncmp(path, "stage:", 6)) produced = 1;
+        }
+        if (produced) continue;
+        cJSON **rows;
+        char **where;
+        int64_t nrows;
+        base_status s = run_stage_rows(c, st, &rows, &where, &nrows);
+        if (!s && strcmp(type, "sft")) {
+            reward_pool *pool = NULL;
+            s = run_reward_pool(c, st, &pool);
+            if (!s) s = run_check_columns(pool, rows, where, nrows);
+            reward_pool_destroy(pool);
+        }
+        free(rows);
+        run_where_free(where, nrows);
+        if (s) return base_err_wrap(s, "stage '%s'", name);
+    }
+    return BASE_OK;
+}
+
 /* Load the policy from a checkpoint directory, or (fresh = 1 and the recipe
  * sets init_std) make random weights from its config.json. */
 static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
@@ -144,6 +180,10 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     if (!s) {
         s = tok_load(c.tok_dir, &c.tok);
         if (s) s = base_err_wrap(s, "loading the tokenizer (set 'tokenizer' in the recipe)");
+    }
+    if (!s) {
+        const run_train_state *r0 = ck ? run_ckpt_state(ck) : NULL;
+        s = preflight(&c, r0 ? r0->stage_index + (r0->stage_done ? 1 : 0) : 0);
     }
     /* the run directory: a new run needs an empty (or absent) one */
     if (!s && !c.opts.resume && base_file_exists(c.dir) && !dir_is_empty(c.dir)) {

@@ -276,6 +276,34 @@ static void test_bad_inputs(void **state) {
     assert_non_null(strstr(base_err_msg(), "bad.jsonl:2"));
     assert_non_null(strstr(base_err_msg(), "answer"));
     recipe_free(rc);
+    /* pre-flight: the second stage's dataset lacks a column its reward
+     * needs: the run fails before the first stage runs anything */
+    {
+        char *good = base_path_join(DIR_, "data.jsonl");
+        base_buf r2 = {0};
+        base_buf_printf(&r2,
+                        "return { model = '%s/model', output_dir = '%s/runs', name = 'pre', report = false,\n"
+                        "  template = 'Q: {prompt}\\nA: ', rewards = { 'boxed_math' },\n"
+                        "  datasets = { good = '%s', bad = '%s' },\n"
+                        "  stages = { { type = 'eval', dataset = 'good', num_generations = 1, limit = 2,\n"
+                        "               max_completion_length = 4 },\n"
+                        "             { type = 'grpo', dataset = 'bad', num_generations = 2,\n"
+                        "               generation_batch_size = 2, max_steps = 1, max_completion_length = 4 } } }",
+                        DIR_, DIR_, good, bad);
+        recipe *rp;
+        assert_int_equal(recipe_load_string(r2.data, "pre.lua", NULL, 0, &rp), BASE_OK);
+        run_opts po = {.overwrite = 1, .quiet = 1};
+        assert_int_not_equal(run_recipe(rp, &po), BASE_OK);
+        assert_non_null(strstr(base_err_msg(), "stage 'grpo'"));
+        assert_non_null(strstr(base_err_msg(), "bad.jsonl:2"));
+        base_buf m = {0};
+        base_buf_printf(&m, "%s/runs/pre/metrics.jsonl", DIR_);
+        assert_false(base_file_exists(m.data)); /* nothing ran */
+        base_buf_free(&m);
+        recipe_free(rp);
+        base_buf_free(&r2);
+        free(good);
+    }
     /* generation_batch_size not a multiple of G */
     const char *sets[] = {"stages.grpo.generation_batch_size=3"};
     t = "{\"prompt\": \"a\", \"answer\": \"1\"}\n";
