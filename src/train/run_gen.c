@@ -9,19 +9,23 @@
 #include "recipe/recipe.h"
 #include "run_internal.h"
 
-base_status run_gen_init(run_gen *g, run_ctx *c, const cJSON *st, reward_pool *pool, int64_t nrows,
-                         uint32_t step_key) {
+int run_gen_chunk_size(const cJSON *st, int64_t nrows) {
+    int64_t k = recipe_int(st, "num_generations");
+    int64_t chunk = k >= 256 || k < 1 ? 1 : 256 / k; /* about 256 sequences per rollout call */
+    if (chunk > nrows) chunk = nrows > 0 ? nrows : 1;
+    return (int)chunk;
+}
+
+base_status run_gen_init(run_gen *g, run_ctx *c, const cJSON *st, reward_pool *pool, int chunk) {
     memset(g, 0, sizeof *g);
     g->c = c;
     g->st = st;
     g->pool = pool;
-    g->step_key = step_key;
     g->K = (int)recipe_int(st, "num_generations");
     g->max_prompt = recipe_int(st, "max_prompt_length");
     g->max_new = recipe_int(st, "max_completion_length");
     if (g->K < 1) return base_err_set(BASE_ERR_INVALID, "num_generations must be >= 1");
-    g->chunk = g->K >= 256 ? 1 : 256 / g->K; /* prompts per rollout call */
-    if (g->chunk > nrows) g->chunk = (int)(nrows > 0 ? nrows : 1);
+    g->chunk = chunk > 0 ? chunk : 1;
     g->sp = (rollout_sampling){(float)recipe_num(st, "temperature"), (float)recipe_num(st, "top_p"),
                                (int)recipe_int(st, "top_k"), (float)recipe_num(st, "min_p")};
     g->n_stop_ids = run_stop_ids(c, g->stop_ids, 8);
@@ -37,7 +41,8 @@ base_status run_gen_init(run_gen *g, run_ctx *c, const cJSON *st, reward_pool *p
     return rollout_new(c->policy, &lim, &g->eng);
 }
 
-base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int64_t p0, int np) {
+base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32_t step_key,
+                          uint32_t prompt_base) {
     run_ctx *c = g->c;
     base_status s = BASE_OK;
     for (int i = 0; i < g->np * g->K; i++) cJSON_Delete(g->samples[i]), g->samples[i] = NULL;
@@ -45,7 +50,7 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int64_t p0, in
     for (int i = 0; i < np && !s; i++) {
         free(g->ptext[i]);
         g->ptext[i] = NULL;
-        s = run_prompt(c, g->st, rows[p0 + i], where[p0 + i], g->max_prompt, &g->pids[i], &g->ptext[i]);
+        s = run_prompt(c, g->st, rows[i], where[i], g->max_prompt, &g->pids[i], &g->ptext[i]);
         g->pp[i] = g->pids[i].ids;
         g->pl[i] = (int32_t)g->pids[i].n;
     }
@@ -53,7 +58,7 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int64_t p0, in
     rollout_request rq = {.n_prompts = np, .prompt_ids = g->pp, .prompt_len = g->pl, .G = g->K, .sampling = g->sp,
                           .max_new_tokens = g->max_new, .stop_ids = g->stop_ids, .n_stop_ids = g->n_stop_ids,
                           .stop_strings = g->stop_str, .n_stop_strings = g->n_stop_str, .tok = c->tok,
-                          .seed = c->seed, .step = g->step_key, .prompt_base = (uint32_t)p0};
+                          .seed = c->seed, .step = step_key, .prompt_base = prompt_base};
     s = rollout_generate(g->eng, &rq, &g->res);
     if (s) return s;
     g->gen_seconds += g->res.seconds;
@@ -61,7 +66,7 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int64_t p0, in
     for (int i = 0; i < np * g->K; i++) {
         const rollout_completion *co = &g->res.out[i];
         char *text = run_completion_text(c, co->ids, co->len, co->finish == ROLLOUT_FINISH_STOP);
-        g->samples[i] = run_make_sample(rows[p0 + i / g->K], g->ptext[i / g->K], text, co->len,
+        g->samples[i] = run_make_sample(rows[i / g->K], g->ptext[i / g->K], text, co->len,
                                         rollout_finish_name(co->finish));
         free(text);
     }

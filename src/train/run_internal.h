@@ -119,7 +119,6 @@ typedef struct {
     int n_stop_ids;
     const char **stop_str;
     int n_stop_str;
-    uint32_t step_key;     /* Philox "step" of this stage's draws */
     tok_ids *pids;         /* [chunk] prompt ids */
     char **ptext;          /* [chunk] rendered prompts */
     const int32_t **pp;
@@ -133,11 +132,17 @@ typedef struct {
     double gen_seconds;
 } run_gen;
 
-/* chunk = min(256 / K, nrows) prompts per call; sampling from the stage. */
-base_status run_gen_init(run_gen *g, run_ctx *c, const cJSON *st, reward_pool *pool, int64_t nrows,
-                         uint32_t step_key);
-/* Rows [p0, p0 + np): prompts, K completions each, reward samples, scores. */
-base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int64_t p0, int np);
+/* Prompts per call for a stage without training: about 256 sequences,
+ * at most nrows prompts. */
+int run_gen_chunk_size(const cJSON *st, int64_t nrows);
+/* An engine for `chunk` prompts x K (the stage's num_generations) per
+ * call; sampling, lengths and stops from the stage's keys. */
+base_status run_gen_init(run_gen *g, run_ctx *c, const cJSON *st, reward_pool *pool, int chunk);
+/* rows[0..np) (np <= chunk): prompts, K completions each (Philox keys
+ * (seed, step_key, prompt_base + i, sample, position)), reward samples,
+ * scores. */
+base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32_t step_key,
+                          uint32_t prompt_base);
 void run_gen_free(run_gen *g);
 
 /* ---- stages (stage_*.c) ------------------------------------------------- */

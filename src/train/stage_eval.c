@@ -93,7 +93,7 @@ base_status run_stage_eval(run_ctx *c, const cJSON *st, int index) {
     memset(&gen, 0, sizeof gen);
     s = run_reward_pool(c, st, &pool);
     if (!s) s = run_check_columns(pool, rows, where, nrows);
-    if (!s) s = run_gen_init(&gen, c, st, pool, nrows, 0x80000000u | (uint32_t)index);
+    if (!s) s = run_gen_init(&gen, c, st, pool, run_gen_chunk_size(st, nrows));
     const char *answer_from = recipe_str(st, "answer_from");
     char fname[300];
     snprintf(fname, sizeof fname, "%s.samples.jsonl", name);
@@ -109,7 +109,7 @@ base_status run_stage_eval(run_ctx *c, const cJSON *st, int index) {
     if (!s && !c->opts.quiet) base_progress_start(&prog, name, nrows);
     for (int64_t p0 = 0; p0 < nrows && !s; p0 += gen.chunk) {
         int np = (int)(nrows - p0 < gen.chunk ? nrows - p0 : gen.chunk);
-        s = run_gen_chunk(&gen, rows, where, p0, np);
+        s = run_gen_chunk(&gen, rows + p0, where + p0, np, 0x80000000u | (uint32_t)index, (uint32_t)p0);
         if (s) break;
         const reward_scores *sc = &gen.sc;
         for (int i = 0; i < np; i++) {

@@ -46,6 +46,8 @@ typedef struct {
     char **ptext, **ctext;         /* [N] rendered prompt / completion text */
     float *old_lp;                 /* [N, max_new] old log-probs (mu > 1) */
     int *ord;                      /* [N] training order (shuffled when steps_per_generation > 1) */
+    cJSON **sel_rows;              /* [P] the rows of a generation round */
+    char **sel_where;              /* [P] */
     float *adv_mb;                 /* [mb] advantages of a micro-batch, in its order */
     uint8_t *trunc_mb;             /* [mb] */
     /* micro-batch buffers */
@@ -71,6 +73,8 @@ static void bufs_alloc(grpo_bufs *b) {
     b->ctext = base_xcalloc(N, sizeof(char *));
     b->old_lp = base_xmalloc(N * (size_t)b->max_new * sizeof(float));
     b->ord = base_xmalloc(N * sizeof(int));
+    b->sel_rows = base_xcalloc((size_t)b->P, sizeof *b->sel_rows);
+    b->sel_where = base_xcalloc((size_t)b->P, sizeof *b->sel_where);
     b->adv_mb = base_xmalloc((size_t)b->mb * sizeof(float));
     b->trunc_mb = base_xmalloc((size_t)b->mb);
     b->ids = base_xmalloc(T * sizeof(int32_t));
@@ -90,6 +94,7 @@ static void bufs_free(grpo_bufs *b) {
     free(b->ids), free(b->tgt), free(b->cu), free(b->offs), free(b->lp_pos), free(b->ent_pos);
     free(b->ref_pos), free(b->g_pos), free(b->gent_pos), free(b->lp), free(b->ent), free(b->ref);
     free(b->old), free(b->g), free(b->gent), free(b->mask), free(b->ord), free(b->adv_mb), free(b->trunc_mb);
+    free(b->sel_rows), free(b->sel_where);
 }
 
 /* Pack completions ix[0..n) into the micro-batch: ids/cu/targets by position
@@ -182,81 +187,46 @@ static int64_t next_row(cursor *cur, uint64_t seed, int index) {
     return cur->perm[cur->pos++];
 }
 
-/* Generate, decode and score `np` prompts x G into the bufs starting at
- * completion slot b->n (the caller keeps or drops groups afterwards). */
-static base_status generate_round(run_ctx *c, const cJSON *st, int index, grpo_bufs *b, rollout_engine *eng,
-                                  reward_pool *pool, cJSON **rows, char **where, cursor *cur, int np,
-                                  uint32_t round, int64_t *new_tokens, double *t_roll, double *t_rew) {
-    int G = b->G;
-    int base = b->n;
-    tok_ids ids = {0};
-    const int32_t **pp = base_xcalloc((size_t)np, sizeof *pp);
-    int32_t *pl = base_xcalloc((size_t)np, sizeof *pl);
-    base_status s = BASE_OK;
-    for (int i = 0; i < np && !s; i++) {
+/* Generate, decode and score `np` prompts x G (the next rows of the data
+ * cursor) into the bufs starting at completion slot b->n (the caller keeps
+ * or drops groups afterwards). */
+static base_status generate_round(run_ctx *c, int index, grpo_bufs *b, run_gen *gen, cJSON **rows, char **where,
+                                  cursor *cur, int np, uint32_t round, int64_t *new_tokens, double *t_roll,
+                                  double *t_rew) {
+    int G = b->G, base = b->n;
+    for (int i = 0; i < np; i++) {
         int64_t r = next_row(cur, c->seed, index);
-        char *text;
-        s = run_prompt(c, st, rows[r], where[r], b->max_prompt, &ids, &text);
-        if (s) break;
-        for (int g = 0; g < G; g++) {
-            int j = base + i * G + g;
-            memcpy(b->pids + (size_t)j * (size_t)b->max_prompt, ids.ids, (size_t)ids.n * sizeof(int32_t));
-            b->plen[j] = (int32_t)ids.n;
-            b->rowidx[j] = r;
-            free(b->ptext[j]);
-            b->ptext[j] = g ? base_xstrdup(text) : text;
-        }
-        pp[i] = b->pids + (size_t)(base + i * G) * (size_t)b->max_prompt;
-        pl[i] = (int32_t)ids.n;
+        b->sel_rows[i] = rows[r];
+        b->sel_where[i] = where[r];
+        for (int g = 0; g < G; g++) b->rowidx[base + i * G + g] = r;
     }
-    tok_ids_free(&ids);
-    int32_t stop_ids[8];
-    int n_stop_ids = run_stop_ids(c, stop_ids, 8), n_stop_str;
-    const char **stop_str = run_stop_strings(st, &n_stop_str);
-    double t0 = base_now();
-    rollout_result res;
-    if (!s) {
-        rollout_request rq = {
-            .n_prompts = np, .prompt_ids = pp, .prompt_len = pl, .G = G,
-            .sampling = {(float)recipe_num(st, "temperature"), (float)recipe_num(st, "top_p"),
-                         (int)recipe_int(st, "top_k"), (float)recipe_num(st, "min_p")},
-            .max_new_tokens = b->max_new, .stop_ids = stop_ids, .n_stop_ids = n_stop_ids,
-            .stop_strings = stop_str, .n_stop_strings = n_stop_str, .tok = c->tok, .seed = c->seed,
-            .step = (uint32_t)c->total_steps, .prompt_base = round * (uint32_t)b->P};
-        s = rollout_generate(eng, &rq, &res);
-    }
-    free(stop_str);
-    free(pp);
-    free(pl);
-    *t_roll += base_now() - t0;
+    double t0 = base_now(), tok0 = (double)gen->new_tokens, sec0 = gen->gen_seconds;
+    base_status s = run_gen_chunk(gen, b->sel_rows, b->sel_where, np, (uint32_t)c->total_steps,
+                                  round * (uint32_t)b->P);
+    /* the rollout's share of the time; the rest is decoding and rewards */
+    *t_roll += gen->gen_seconds - sec0;
+    *t_rew += (base_now() - t0) - (gen->gen_seconds - sec0);
+    *new_tokens += (int64_t)((double)gen->new_tokens - tok0);
     if (s) return s;
-    *new_tokens += res.new_tokens;
-    t0 = base_now();
-    cJSON **samples = base_xcalloc((size_t)np * (size_t)G, sizeof *samples);
     for (int i = 0; i < np * G; i++) {
         int j = base + i;
-        const rollout_completion *co = &res.out[i];
+        const tok_ids *p = &gen->pids[i / G];
+        const rollout_completion *co = &gen->res.out[i];
+        memcpy(b->pids + (size_t)j * (size_t)b->max_prompt, p->ids, (size_t)p->n * sizeof(int32_t));
+        b->plen[j] = (int32_t)p->n;
         memcpy(b->cids + (size_t)j * (size_t)b->max_new, co->ids, (size_t)co->len * sizeof(int32_t));
         memcpy(b->old_lp + (size_t)j * (size_t)b->max_new, co->logp, (size_t)co->len * sizeof(float));
         b->clen[j] = (int32_t)co->len;
         b->trunc[j] = co->finish == ROLLOUT_FINISH_LENGTH;
+        free(b->ptext[j]);
         free(b->ctext[j]);
-        b->ctext[j] = run_completion_text(c, co->ids, co->len, co->finish == ROLLOUT_FINISH_STOP);
-        samples[i] = run_make_sample(rows[b->rowidx[j]], b->ptext[j], b->ctext[j], co->len,
-                                     rollout_finish_name(co->finish));
-    }
-    reward_scores sc = {0};
-    s = reward_pool_score(pool, (const cJSON *const *)samples, np * G, &sc);
-    for (int i = 0; i < np * G; i++) {
+        b->ptext[j] = base_xstrdup(gen->ptext[i / G]);
+        b->ctext[j] = base_xstrdup(base_json_str(gen->samples[i], "completion", ""));
         for (int f = 0; f < b->F; f++)
-            b->rewards[(size_t)(base + i) * (size_t)b->F + (size_t)f] = (float)sc.score[(size_t)i * (size_t)b->F + (size_t)f];
-        cJSON_Delete(samples[i]);
+            b->rewards[(size_t)j * (size_t)b->F + (size_t)f] = (float)gen->sc.score[(size_t)i * (size_t)b->F + (size_t)f];
     }
-    free(samples);
-    reward_scores_free(&sc);
-    *t_rew += base_now() - t0;
-    if (!s) b->n += np * G;
-    return s;
+    b->n += np * G;
+    return BASE_OK;
 }
 
 /* Move group src (G completions) to slot dst in every per-completion buffer. */
@@ -314,7 +284,8 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     char **where = NULL;
     int64_t nrows = 0;
     reward_pool *pool = NULL;
-    rollout_engine *eng = NULL;
+    run_gen gen;
+    memset(&gen, 0, sizeof gen);
     model_train *tr = NULL, *tr_ref = NULL;
     model *ref = NULL;
     float *grads = NULL;
@@ -327,9 +298,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     if (!s) {
         b.F = reward_pool_n_funcs(pool);
         bufs_alloc(&b);
-        rollout_limits rl = {.max_seqs = b.N, .max_prompts = b.P, .max_group = b.G,
-                             .max_prompt_len = b.max_prompt, .max_new_tokens = b.max_new};
-        s = rollout_new(c->policy, &rl, &eng);
+        s = run_gen_init(&gen, c, st, pool, b.P);
     }
     model_train_limits tl = {.max_tokens = b.max_tok, .max_seqs = b.mb, .recompute = recipe_bool(st, "gradient_checkpointing")};
     if (!s) s = model_train_new(c->policy, &tl, &tr);
@@ -395,8 +364,8 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
         int64_t rounds = 0, dropped = 0;
         for (;;) {
             int need = (b.N - b.n) / b.G;
-            s = generate_round(c, st, index, &b, eng, pool, rows, where, &cur, need, (uint32_t)rounds, &new_tokens,
-                               &t_roll, &t_rew);
+            s = generate_round(c, index, &b, &gen, rows, where, &cur, need, (uint32_t)rounds, &new_tokens, &t_roll,
+                               &t_rew);
             if (s || !dyn) break;
             int first = (b.n / b.G) - need;
             int64_t n_kept, n_refill;
@@ -602,9 +571,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
             s = run_ckpt_save(c, &rs, &opt, ref, (int)keep_ckpt);
         }
     }
-    if (!c->opts.quiet && eng) base_progress_finish(&prog);
-    if (!s && step0 >= max_steps && resume) { /* nothing left: resumed at the stage's end */
-    }
+    if (!c->opts.quiet && gen.eng) base_progress_finish(&prog);
     free(weights), free(keep), free(cur.perm);
     if (b.pids) bufs_free(&b);
     optim_free(&opt);
@@ -612,7 +579,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     model_train_free(tr);
     model_train_free(tr_ref);
     model_free(ref);
-    rollout_free(eng);
+    run_gen_free(&gen);
     reward_pool_destroy(pool);
     free(rows);
     run_where_free(where, nrows);

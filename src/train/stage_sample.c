@@ -211,7 +211,7 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
         run_dataset *d;
         s = run_dataset_get(c, e->valuestring, &d);
     }
-    if (!s) s = run_gen_init(&gen, c, st, pool, nrows, 0x40000000u | (uint32_t)index);
+    if (!s) s = run_gen_init(&gen, c, st, pool, run_gen_chunk_size(st, nrows));
     int K = gen.K;
     /* output files */
     char fname[300];
@@ -257,7 +257,7 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
     if (prog_on) base_progress_start(&prog, name, nrows);
     for (int64_t p0 = 0; p0 < nrows && !s; p0 += gen.chunk) {
         int np = (int)(nrows - p0 < gen.chunk ? nrows - p0 : gen.chunk);
-        s = run_gen_chunk(&gen, rows, where, p0, np);
+        s = run_gen_chunk(&gen, rows + p0, where + p0, np, 0x40000000u | (uint32_t)index, (uint32_t)p0);
         const reward_scores *sc = &gen.sc;
         cJSON **samples = gen.samples;
         for (int i = 0; i < np && !s; i++) {
