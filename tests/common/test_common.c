@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "base/base.h"
+#include "tok/tok.h"
 
 static char *env_path(const char *var, const char *dflt, const char *rel) {
     const char *root = getenv(var);
@@ -35,6 +36,30 @@ void test_write_file(const char *path, const void *data, size_t n) {
     if (!f) base_die("%s: %s", path, base_strerror_now());
     if (n && fwrite(data, 1, n, f) != n) base_die("%s: short write", path);
     fclose(f);
+}
+
+void test_copy_shared(const char *rel, const char *dst) {
+    char *src = test_shared_path(rel), *data;
+    size_t n;
+    if (base_read_file(src, &data, &n)) base_die("%s", base_err_msg());
+    test_write_file(dst, data, n);
+    free(data), free(src);
+}
+
+void test_tiny_model(const char *dir, int tokenizer) {
+    if (base_mkdir_p(dir)) base_die("%s", base_err_msg());
+    const char *files[] = {"config.json", "model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "fixtures/hf-tiny-v3-a/%s", files[i]);
+        char *dst = base_path_join(dir, files[i]);
+        test_copy_shared(rel, dst);
+        free(dst);
+    }
+    if (tokenizer) {
+        tok_bytelevel_spec spec = tok_bytelevel_default();
+        if (tok_write_bytelevel(dir, &spec)) base_die("%s", base_err_msg());
+    }
 }
 
 void test_rand_f32(float *x, int64_t n, uint64_t seed, float scale) {

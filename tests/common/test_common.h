@@ -21,6 +21,11 @@ char *test_tmpdir(void);
 void test_rmdir(const char *dir); /* rm -r */
 /* Write a file (dies on failure). */
 void test_write_file(const char *path, const void *data, size_t n);
+/* Copy $SHARED_DIR/rel to dst (dies on failure). */
+void test_copy_shared(const char *rel, const char *dst);
+/* dir (created) holding the shared hf-tiny-v3-a fixture (config.json and
+ * model.safetensors), plus a byte-level tokenizer when tokenizer != 0. */
+void test_tiny_model(const char *dir, int tokenizer);
 /* Uniform floats in [-scale, scale) from a seed. */
 void test_rand_f32(float *x, int64_t n, uint64_t seed, float scale);
 /* max |a-b| and the relative L2 norm ||a-b|| / ||b||. */

@@ -55,19 +55,7 @@ static void test_info_fixture(void **state) {
 /* A copy of the fixture in a temporary directory. */
 static char *copy_fixture(void) {
     char *dir = test_tmpdir();
-    const char *files[] = {"config.json", "model.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        char rel[256];
-        snprintf(rel, sizeof rel, "fixtures/hf-tiny-v3-a/%s", files[i]);
-        char *src = test_shared_path(rel), *dst = base_path_join(dir, files[i]);
-        char *txt;
-        size_t n;
-        assert_int_equal(base_read_file(src, &txt, &n), BASE_OK);
-        test_write_file(dst, txt, n);
-        free(txt);
-        free(src);
-        free(dst);
-    }
+    test_tiny_model(dir, 0);
     return dir;
 }
 

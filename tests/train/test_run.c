@@ -16,34 +16,15 @@
 #include <unistd.h>
 
 #include "recipe/recipe.h"
-#include "tok/tok.h"
 #include "train/run.h"
 
 static char *DIR_;   /* temp: model/, data.jsonl, runs/ */
-
-static void copy(const char *src, const char *dst) {
-    char *t;
-    size_t n;
-    if (base_read_file(src, &t, &n)) fail_msg("%s", base_err_msg());
-    test_write_file(dst, t, n);
-    free(t);
-}
 
 static int setup(void **state) {
     (void)state;
     DIR_ = test_tmpdir();
     char *m = base_path_join(DIR_, "model");
-    base_mkdir_p(m);
-    const char *files[] = {"config.json", "model.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        char rel[128];
-        snprintf(rel, sizeof rel, "fixtures/hf-tiny-v3-a/%s", files[i]);
-        char *src = test_shared_path(rel), *dst = base_path_join(m, files[i]);
-        copy(src, dst);
-        free(src), free(dst);
-    }
-    tok_bytelevel_spec spec = tok_bytelevel_default();
-    if (tok_write_bytelevel(m, &spec)) fail_msg("%s", base_err_msg());
+    test_tiny_model(m, 1);
     /* a small arithmetic dataset */
     base_buf b = {0};
     for (int i = 0; i < 24; i++)

@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "recipe/recipe.h"
-#include "tok/tok.h"
 #include "train/run.h"
 #include "train/sample_internal.h"
 
@@ -192,23 +191,10 @@ static void write_text(const fx *f, const char *rel, const char *text) {
     free(p);
 }
 
-static void copy_in(const fx *f, const char *from_shared, const char *to) {
-    char *src = test_shared_path(from_shared), *dst = fx_path(f, to);
-    char *data;
-    size_t n;
-    if (base_read_file(src, &data, &n)) fail_msg("%s", base_err_msg());
-    test_write_file(dst, data, n);
-    free(data), free(src), free(dst);
-}
-
 static fx fx_setup(void) {
     fx f = {test_tmpdir()};
     char *m = fx_path(&f, "m");
-    assert_int_equal(base_mkdir_p(m), BASE_OK);
-    copy_in(&f, "fixtures/hf-tiny-v3-a/config.json", "m/config.json");
-    copy_in(&f, "fixtures/hf-tiny-v3-a/model.safetensors", "m/model.safetensors");
-    tok_bytelevel_spec sp = tok_bytelevel_default();
-    if (tok_write_bytelevel(m, &sp)) fail_msg("%s", base_err_msg());
+    test_tiny_model(m, 1);
     free(m);
     write_text(&f, "p.jsonl",
                "{\"prompt\": \"What is 2+2?\", \"answer\": \"4\", \"id\": \"a\"}\n"

@@ -10,19 +10,10 @@
 #include <string.h>
 
 #include "base/base.h"
-#include "tok/tok.h"
 
 static char *g_dir, *g_tmp; /* fixture dir; private TMPDIR of the commands */
 
 static char *P(const char *rel) { return base_path_join(g_dir, rel); }
-
-static void copy_in(const char *from_shared, const char *to) {
-    char *src = test_shared_path(from_shared), *dst = P(to), *data;
-    size_t n;
-    if (base_read_file(src, &data, &n)) fail_msg("%s", base_err_msg());
-    test_write_file(dst, data, n);
-    free(data), free(src), free(dst);
-}
 
 static void write_text(const char *rel, const char *text) {
     char *p = P(rel);
@@ -36,10 +27,7 @@ static int setup(void **state) {
     g_tmp = P("tmp");
     char *m = P("m");
     if (base_mkdir_p(m) || base_mkdir_p(g_tmp)) fail_msg("%s", base_err_msg());
-    copy_in("fixtures/hf-tiny-v3-a/config.json", "m/config.json");
-    copy_in("fixtures/hf-tiny-v3-a/model.safetensors", "m/model.safetensors");
-    tok_bytelevel_spec sp = tok_bytelevel_default();
-    if (tok_write_bytelevel(m, &sp)) fail_msg("%s", base_err_msg());
+    test_tiny_model(m, 1);
     free(m);
     write_text("p.jsonl", "{\"prompt\": \"What is 2+2?\", \"answer\": \"4\"}\n"
                           "{\"prompt\": \"What is 3+5?\", \"answer\": \"8\"}\n"
