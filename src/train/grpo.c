@@ -1,15 +1,17 @@
 /*
  * grpo: the options and the GRPO loss over per-token arrays, with its
  * gradient w.r.t. the policy logprobs (and entropies for the bonus).
- * Reference: TRL GRPOTrainer._compute_loss (loss_type grpo/bnpo/dr_grpo/
- * dapo, importance_sampling_level token/sequence, delta, entropy_coef) and
- * DeepSeekMath's Eq. for GRPO. The gradient is written by hand (the chain
+ * Reference: TRL GRPOTrainer._compute_loss (every loss_type,
+ * importance_sampling_level, delta, entropy_coef, top_entropy_quantile,
+ * off_policy_mask_threshold, use_bias_correction_kl) and DeepSeekMath's Eq.
+ * for GRPO; tests/train/gen/grpo_trl.py runs TRL's own code as the peer. The gradient is written by hand (the chain
  * rule through ratio, clip, min and KL) and checked against finite
  * differences in tests/train/test_grpo.c.
  */
 #include "grpo.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------ */
@@ -31,6 +33,16 @@ void grpo_config_default(grpo_config *c) {
     c->mask_truncated_completions = 0;
     c->entropy_coef = 0.0;
     c->importance_sampling_level = GRPO_IS_TOKEN;
+    c->multi_objective_aggregation = GRPO_AGG_SUM_THEN_NORMALIZE;
+    c->sapo_temperature_pos = 1.0;
+    c->sapo_temperature_neg = 1.05;
+    c->vespo_k_pos = 2.0;
+    c->vespo_lambda_pos = 3.0;
+    c->vespo_k_neg = 3.0;
+    c->vespo_lambda_neg = 2.0;
+    c->top_entropy_quantile = 1.0;
+    c->use_bias_correction_kl = 0;
+    c->off_policy_mask_threshold = NAN; /* off */
 }
 
 double grpo_epsilon_high(const grpo_config *c) {
@@ -39,7 +51,7 @@ double grpo_epsilon_high(const grpo_config *c) {
 
 base_status grpo_config_check(const grpo_config *c) {
 #define BAD(...) return base_err_set(BASE_ERR_INVALID, "grpo config: " __VA_ARGS__)
-    if ((unsigned)c->loss_type > GRPO_LOSS_DAPO) BAD("loss_type %d is unknown", (int)c->loss_type);
+    if ((unsigned)c->loss_type > GRPO_LOSS_VESPO) BAD("loss_type %d is unknown", (int)c->loss_type);
     if ((unsigned)c->scale_rewards > GRPO_SCALE_NONE)
         BAD("scale_rewards %d is unknown", (int)c->scale_rewards);
     if ((unsigned)c->kl_estimator > GRPO_KL_K2) BAD("kl_estimator %d is unknown", (int)c->kl_estimator);
@@ -57,6 +69,22 @@ base_status grpo_config_check(const grpo_config *c) {
     if (c->max_completion_length < 1)
         BAD("max_completion_length = %d (expected >= 1)", c->max_completion_length);
     if (!isfinite(c->entropy_coef)) BAD("entropy_coef = %g", c->entropy_coef);
+    if ((unsigned)c->multi_objective_aggregation > GRPO_AGG_NORMALIZE_THEN_SUM)
+        BAD("multi_objective_aggregation %d is unknown", (int)c->multi_objective_aggregation);
+    if (!(c->sapo_temperature_pos > 0) || !isfinite(c->sapo_temperature_pos) ||
+        !(c->sapo_temperature_neg > 0) || !isfinite(c->sapo_temperature_neg))
+        BAD("sapo_temperature_pos = %g, sapo_temperature_neg = %g (expected > 0)", c->sapo_temperature_pos,
+            c->sapo_temperature_neg);
+    if (!isfinite(c->vespo_k_pos) || !isfinite(c->vespo_lambda_pos) || !isfinite(c->vespo_k_neg) ||
+        !isfinite(c->vespo_lambda_neg))
+        BAD("vespo_k_pos/vespo_lambda_pos/vespo_k_neg/vespo_lambda_neg must be finite");
+    if (!(c->top_entropy_quantile >= 0 && c->top_entropy_quantile <= 1))
+        BAD("top_entropy_quantile = %g (expected in [0, 1])", c->top_entropy_quantile);
+    if (isinf(c->off_policy_mask_threshold))
+        BAD("off_policy_mask_threshold = %g (expected a number, or NaN = off)", c->off_policy_mask_threshold);
+    if (c->loss_type == GRPO_LOSS_CISPO && !(grpo_epsilon_high(c) > 0))
+        BAD("loss_type cispo caps the ratio at epsilon_high = %g (expected > 0; ScaleRL: 5.0)",
+            grpo_epsilon_high(c));
 #undef BAD
     return BASE_OK;
 }
@@ -66,10 +94,11 @@ int grpo_needs_old_logp(const grpo_config *c) {
     return c->num_iterations > 1 || c->steps_per_generation > 1;
 }
 
-static const char *const loss_names[] = {"grpo", "bnpo", "dr_grpo", "dapo"};
+static const char *const loss_names[] = {"grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"};
 static const char *const scale_names[] = {"group", "batch", "none"};
 static const char *const kl_names[] = {"k3", "k1", "k2"};
 static const char *const is_names[] = {"token", "sequence"};
+static const char *const agg_names[] = {"sum_then_normalize", "normalize_then_sum"};
 
 static base_status parse_name(const char *what, const char *s, const char *const *names, int n,
                               int *out) {
@@ -100,7 +129,36 @@ NAME_FUNCS(grpo_loss_type, grpo_loss_type, loss_names, "loss_type")
 NAME_FUNCS(grpo_scale_rewards, grpo_scale_rewards, scale_names, "scale_rewards")
 NAME_FUNCS(grpo_kl_estimator, grpo_kl_estimator, kl_names, "kl_estimator")
 NAME_FUNCS(grpo_is_level, grpo_is_level, is_names, "importance_sampling_level")
+NAME_FUNCS(grpo_reward_aggregation, grpo_reward_aggregation, agg_names, "multi_objective_aggregation")
 #undef NAME_FUNCS
+
+const char *grpo_config_warning(const grpo_config *c) {
+    int seq = c->importance_sampling_level == GRPO_IS_SEQUENCE;
+    switch (c->loss_type) {
+    case GRPO_LOSS_LUSPO:
+        if (!seq) return "loss_type luspo is meant for importance_sampling_level = 'sequence' (the paper's setup)";
+        break;
+    case GRPO_LOSS_VESPO:
+        if (seq)
+            return "loss_type vespo computes its own sequence weight; importance_sampling_level should be "
+                   "'token'";
+        break;
+    case GRPO_LOSS_CISPO:
+        if (c->epsilon_high < 0)
+            return "loss_type cispo caps the ratio at epsilon_high, which is unset: the cap is epsilon "
+                   "(TRL does the same; MiniMax-M1/ScaleRL use epsilon_high = 5.0 or so)";
+        /* fall through */
+    case GRPO_LOSS_BNPO:
+    case GRPO_LOSS_DR_GRPO:
+    case GRPO_LOSS_DAPO:
+        if (seq)
+            return "importance_sampling_level = 'sequence' with a token-sum loss_type weights each sequence "
+                   "by its length; GSPO's setup is loss_type = 'grpo'";
+        break;
+    default: break;
+    }
+    return NULL;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Statistics                                                               */
@@ -123,8 +181,14 @@ void grpo_loss_stats_merge(grpo_loss_stats *acc, const grpo_loss_stats *s) {
     acc->clip_region_sum += s->clip_region_sum;
     if (s->clip_low_min < acc->clip_low_min) acc->clip_low_min = s->clip_low_min;
     if (s->clip_high_max > acc->clip_high_max) acc->clip_high_max = s->clip_high_max;
+    acc->cispo_clip_sum += s->cispo_clip_sum;
+    acc->phi_sum += s->phi_sum;
+    acc->n_seqs += s->n_seqs;
     acc->has_kl |= s->has_kl;
     acc->has_entropy |= s->has_entropy;
+    acc->has_clip |= s->has_clip;
+    acc->has_cispo |= s->has_cispo;
+    acc->has_phi |= s->has_phi;
 }
 
 void grpo_loss_metrics_finish(const grpo_loss_stats *s, grpo_loss_metrics *m) {
@@ -134,11 +198,13 @@ void grpo_loss_metrics_finish(const grpo_loss_stats *s, grpo_loss_metrics *m) {
     m->policy_loss = s->policy_loss;
     m->kl = s->has_kl ? s->kl_sum / nt : NAN;
     m->entropy = s->has_entropy ? s->entropy_sum / nt : NAN;
-    m->clip_ratio_low_mean = s->clip_low_sum / nc;
-    m->clip_ratio_high_mean = s->clip_high_sum / nc;
-    m->clip_ratio_region_mean = s->clip_region_sum / nc;
-    m->clip_ratio_low_min = isinf(s->clip_low_min) ? NAN : s->clip_low_min;
-    m->clip_ratio_high_max = isinf(s->clip_high_max) ? NAN : s->clip_high_max;
+    m->clip_ratio_low_mean = s->has_clip ? s->clip_low_sum / nc : NAN;
+    m->clip_ratio_high_mean = s->has_clip ? s->clip_high_sum / nc : NAN;
+    m->clip_ratio_region_mean = s->has_clip ? s->clip_region_sum / nc : NAN;
+    m->clip_ratio_low_min = s->has_clip && !isinf(s->clip_low_min) ? s->clip_low_min : NAN;
+    m->clip_ratio_high_max = s->has_clip && !isinf(s->clip_high_max) ? s->clip_high_max : NAN;
+    m->cispo_clip_ratio = s->has_cispo ? s->cispo_clip_sum / nc : NAN;
+    m->vespo_phi_seq_mean = s->has_phi ? s->phi_sum / (s->n_seqs > 1 ? s->n_seqs : 1) : NAN;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -225,18 +291,128 @@ static base_status check_batch(const grpo_config *cfg, const grpo_batch *b, cons
             cfg->num_iterations, cfg->steps_per_generation);
     if (cfg->entropy_coef != 0 && (!b->entropy || !g_ent))
         BAD("entropy_coef = %g needs the entropies and a g_ent output", cfg->entropy_coef);
-    if ((cfg->loss_type == GRPO_LOSS_GRPO || cfg->loss_type == GRPO_LOSS_DR_GRPO) &&
+    if (cfg->top_entropy_quantile < 1.0 && !b->entropy)
+        BAD("top_entropy_quantile = %g needs the entropies", cfg->top_entropy_quantile);
+    const grpo_loss_type lt = cfg->loss_type;
+    if ((lt == GRPO_LOSS_GRPO || lt == GRPO_LOSS_DR_GRPO || lt == GRPO_LOSS_SAPO || lt == GRPO_LOSS_LUSPO) &&
         norm->n_seqs < b->n_seqs)
         BAD("norm.n_seqs = %lld but this micro-batch alone has %lld sequences",
             (long long)norm->n_seqs, (long long)b->n_seqs);
-    if ((cfg->loss_type == GRPO_LOSS_DAPO || cfg->entropy_coef != 0) && norm->n_tokens < n_local)
+    if ((lt == GRPO_LOSS_DAPO || lt == GRPO_LOSS_CISPO || lt == GRPO_LOSS_VESPO || cfg->entropy_coef != 0) &&
+        norm->n_tokens < n_local)
         BAD("norm.n_tokens = %lld but this micro-batch alone has %lld loss tokens",
             (long long)norm->n_tokens, (long long)n_local);
-    if (cfg->loss_type == GRPO_LOSS_BNPO && norm->n_micro < 1)
+    if (lt == GRPO_LOSS_BNPO && norm->n_micro < 1)
         BAD("norm.n_micro = %lld (expected >= 1)", (long long)norm->n_micro);
     return BASE_OK;
 }
 #undef BAD
+
+/* torch.quantile(x, q) of the loss-token entropies of b, linear
+ * interpolation, in float as TRL computes it (entropies[mask].float()).
+ * NAN when b has no loss token. scratch: [n_local] floats, clobbered. */
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static double entropy_threshold(const grpo_config *cfg, const grpo_batch *b, int64_t n_local,
+                                float *scratch) {
+    if (n_local == 0) return NAN;
+    float *v = scratch;
+    int64_t k = 0;
+    for (int64_t i = 0; i < b->n_seqs; i++)
+        for (int64_t t = b->offsets[i]; t < b->offsets[i + 1]; t++)
+            if (token_active(cfg, b, i, t)) v[k++] = b->entropy[t];
+    qsort(v, (size_t)k, sizeof(float), cmp_float);
+    /* torch: the rank from q as a float, in double; the weight and the
+     * difference as floats; lerp as one fused multiply-add (matched against
+     * torch 2.15 on 8000 random cases, tests/train/gen/grpo_trl.py) */
+    const double rank = (double)(float)(1.0 - cfg->top_entropy_quantile) * (double)(k - 1);
+    const int64_t lo = (int64_t)floor(rank), hi = (int64_t)ceil(rank);
+    const float wgt = (float)(rank - (double)lo), d = v[hi] - v[lo];
+    const float thr = fabsf(wgt) < 0.5f ? (float)fma((double)wgt, (double)d, (double)v[lo])
+                                        : (float)fma((double)(wgt - 1.0f), (double)d, (double)v[hi]);
+    return (double)thr;
+}
+
+/* vespo's gamma weight of a sequence from its summed log ratio (TRL
+ * get_gamma_weights: clamp, log space, NaN/inf -> 0). */
+static double vespo_phi(const grpo_config *cfg, double seq_log_ratio, double a) {
+    const double lower = log(1e-8);
+    double lw = seq_log_ratio < lower ? lower : (seq_log_ratio > 20.0 ? 20.0 : seq_log_ratio);
+    double k = a >= 0 ? cfg->vespo_k_pos : cfg->vespo_k_neg;
+    double lam = a >= 0 ? cfg->vespo_lambda_pos : cfg->vespo_lambda_neg;
+    if (lam < 1e-4) lam = 1e-4;
+    double phi = exp(lam + k * lw - lam * exp(lw));
+    return isfinite(phi) ? phi : 0.0;
+}
+
+/* The policy term of one ratio c (token's or sequence's) with advantage a:
+ * its value and d/dc for the ratio losses (clip family, sapo). */
+static surrogate policy_eval(const grpo_config *cfg, double c, double a, double lo, double hi) {
+    if (cfg->loss_type != GRPO_LOSS_SAPO) return surrogate_eval(c, a, lo, hi, cfg->delta);
+    surrogate s = {0};
+    double tau = a > 0 ? cfg->sapo_temperature_pos : cfg->sapo_temperature_neg;
+    double sg = 1.0 / (1.0 + exp(-tau * (c - 1.0)));
+    s.l = -sg * 4.0 / tau * a;
+    s.dl_dc = -4.0 * sg * (1.0 - sg) * a;
+    return s;
+}
+
+/* Per-sequence quantities of grpo_loss's first pass over the loss tokens. */
+typedef struct {
+    int64_t n;     /* loss tokens n_i */
+    double log_w;  /* sum of logp - old (0 when old is NULL) */
+    double lr_sum; /* vespo: sum of clamp(logp - old, +-20) */
+    double kl_old; /* OPSM: sum of old - logp, NaN terms as 0 */
+    double n_sel;  /* entropy-selected loss tokens E_i */
+    double kl_sum; /* sum of the KL estimator (sequence-level bias correction) */
+} seq_pass;
+
+static seq_pass seq_first_pass(const grpo_config *cfg, const grpo_batch *b, int64_t i, double ent_thr) {
+    seq_pass p = {0};
+    const int tq = cfg->top_entropy_quantile < 1.0;
+    for (int64_t t = b->offsets[i]; t < b->offsets[i + 1]; t++) {
+        if (!token_active(cfg, b, i, t)) continue;
+        p.n++;
+        if (b->old_logp) {
+            double d = (double)b->logp[t] - (double)b->old_logp[t];
+            p.log_w += d;
+            p.lr_sum += d < -20.0 ? -20.0 : (d > 20.0 ? 20.0 : d);
+            if (!isnan(d)) p.kl_old -= d;
+        }
+        p.n_sel += !tq || (double)b->entropy[t] >= ent_thr;
+        if (cfg->beta != 0) {
+            double dkl;
+            p.kl_sum += kl_eval(cfg->kl_estimator, b->logp[t], b->ref_logp[t], &dkl);
+        }
+    }
+    return p;
+}
+
+/* Aggregation weight of each loss token of a sequence with n_i loss tokens. */
+static double token_weight(const grpo_config *cfg, const grpo_norm *norm, int64_t n_i, int64_t n_local,
+                           double n_tok_step) {
+    switch (cfg->loss_type) {
+    case GRPO_LOSS_GRPO:
+    case GRPO_LOSS_SAPO: return n_i ? 1.0 / ((double)n_i * (double)norm->n_seqs) : 0.0;
+    case GRPO_LOSS_BNPO: return 1.0 / ((n_local > 1 ? (double)n_local : 1.0) * (double)norm->n_micro);
+    case GRPO_LOSS_DR_GRPO: return 1.0 / ((double)norm->n_seqs * (double)cfg->max_completion_length);
+    case GRPO_LOSS_LUSPO: return 1.0 / (double)norm->n_seqs;
+    case GRPO_LOSS_DAPO:
+    case GRPO_LOSS_CISPO:
+    case GRPO_LOSS_VESPO:
+    default: return 1.0 / n_tok_step;
+    }
+}
+
+static void count_clip(grpo_loss_stats *s, int low, int high) {
+    s->clip_count += 1;
+    s->clip_low_sum += low;
+    s->clip_high_sum += high;
+    s->clip_region_sum += low || high;
+}
 
 base_status grpo_loss(const grpo_config *cfg, const grpo_batch *b, const grpo_norm *norm,
                       float *g_logp, float *g_ent, grpo_loss_stats *stats) {
@@ -246,52 +422,72 @@ base_status grpo_loss(const grpo_config *cfg, const grpo_batch *b, const grpo_no
     int64_t n_local = grpo_count_loss_tokens(cfg, b);
     if ((st = check_batch(cfg, b, norm, n_local, g_ent))) return st;
 
+    const grpo_loss_type lt = cfg->loss_type;
+    const int clip_family = lt == GRPO_LOSS_GRPO || lt == GRPO_LOSS_BNPO || lt == GRPO_LOSS_DR_GRPO ||
+                            lt == GRPO_LOSS_DAPO || lt == GRPO_LOSS_LUSPO;
+    const int ratio_loss = clip_family || lt == GRPO_LOSS_SAPO; /* differentiated through the ratio */
     grpo_loss_stats s;
     grpo_loss_stats_init(&s);
     s.has_kl = grpo_needs_ref_logp(cfg);
     s.has_entropy = b->entropy != NULL;
-    const double lo = 1.0 - cfg->epsilon, hi = 1.0 + grpo_epsilon_high(cfg);
-    const double delta = cfg->delta, beta = cfg->beta;
+    s.has_clip = clip_family;
+    s.has_cispo = lt == GRPO_LOSS_CISPO;
+    s.has_phi = lt == GRPO_LOSS_VESPO;
+    const double lo = 1.0 - cfg->epsilon, eh = grpo_epsilon_high(cfg), hi = 1.0 + eh;
+    const double beta = cfg->beta;
     const double n_tok_step = norm->n_tokens > 1 ? (double)norm->n_tokens : 1.0;
     const int seq_level = cfg->importance_sampling_level == GRPO_IS_SEQUENCE;
+    const int tq = cfg->top_entropy_quantile < 1.0, opsm = !isnan(cfg->off_policy_mask_threshold);
+    const int bias = cfg->use_bias_correction_kl;
+    /* g_logp is the sort's scratch: every element is written below */
+    const double ent_thr = tq ? entropy_threshold(cfg, b, n_local, g_logp) : 0.0;
+
+    /* the entropy bonus is the mean over the entropy-selected loss tokens,
+     * scaled by this micro-batch's share of the step's loss tokens */
+    double n_sel_all = (double)n_local;
+    if (tq) {
+        n_sel_all = 0;
+        for (int64_t i = 0; i < b->n_seqs; i++) n_sel_all += seq_first_pass(cfg, b, i, ent_thr).n_sel;
+    }
+    const double ent_w = 1.0 / (n_sel_all > 1 ? n_sel_all : 1.0) * (double)n_local / n_tok_step;
+    double h_sum = 0; /* sum of the selected tokens' entropies (the bonus) */
 
     for (int64_t i = 0; i < b->n_seqs; i++) {
         const int64_t t0 = b->offsets[i], t1 = b->offsets[i + 1];
-        int64_t n_i = 0;
-        double log_w = 0; /* sum of logp - old over the sequence (sequence level) */
-        for (int64_t t = t0; t < t1; t++) {
-            if (!token_active(cfg, b, i, t)) continue;
-            n_i++;
-            if (b->old_logp) log_w += (double)b->logp[t] - (double)b->old_logp[t];
-        }
-        double w; /* aggregation weight of each loss token of this sequence */
-        switch (cfg->loss_type) {
-        case GRPO_LOSS_GRPO: w = n_i ? 1.0 / ((double)n_i * (double)norm->n_seqs) : 0.0; break;
-        case GRPO_LOSS_BNPO:
-            w = 1.0 / ((n_local > 1 ? (double)n_local : 1.0) * (double)norm->n_micro);
-            break;
-        case GRPO_LOSS_DR_GRPO:
-            w = 1.0 / ((double)norm->n_seqs * (double)cfg->max_completion_length);
-            break;
-        case GRPO_LOSS_DAPO:
-        default: w = 1.0 / n_tok_step; break;
-        }
+        const seq_pass p = seq_first_pass(cfg, b, i, ent_thr);
+        const double w = token_weight(cfg, norm, p.n, n_local, n_tok_step);
         const double a = b->advantages[i];
-        /* sequence level: one ratio for the sequence, each token's share of
-         * its gradient is c * m_t / max(n_i, 1) */
-        surrogate ss = {0};
-        double c_seq = 1.0, n_div = n_i > 1 ? (double)n_i : 1.0;
+        const double n_div = p.n > 1 ? (double)p.n : 1.0;
+        /* OPSM: keep unless A < 0 and the sequence drifted too far */
+        const double keep =
+            (!opsm || a >= 0 || p.kl_old / n_div <= cfg->off_policy_mask_threshold) ? 1.0 : 0.0;
+        const double phi = lt == GRPO_LOSS_VESPO ? vespo_phi(cfg, p.lr_sum, a) : 0.0;
+        if (lt == GRPO_LOSS_VESPO) s.phi_sum += phi;
+        s.n_seqs += 1;
+
+        /* sequence level: one ratio for the sequence; a ratio loss's value
+         * is w * keep * E_i * l(c) and reaches each loss token u through
+         * dc/dlogp_u = c / n_div */
+        const double c_seq = seq_level ? exp(p.log_w / n_div) : 1.0;
+        double g_seq = 0; /* gradient of the sequence terms (before w), to every loss token */
         if (seq_level) {
-            c_seq = exp(log_w / n_div);
-            ss = surrogate_eval(c_seq, a, lo, hi, delta);
-            s.policy_loss += w * (double)n_i * ss.l;
-            s.clip_count += 1;
-            s.clip_low_sum += ss.low;
-            s.clip_high_sum += ss.high;
-            s.clip_region_sum += ss.low || ss.high;
-            if (ss.low < s.clip_low_min) s.clip_low_min = ss.low;
-            if (ss.high > s.clip_high_max) s.clip_high_max = ss.high;
+            if (ratio_loss) {
+                surrogate ss = policy_eval(cfg, c_seq, a, lo, hi);
+                s.policy_loss += w * keep * p.n_sel * ss.l;
+                g_seq += keep * p.n_sel * ss.dl_dc * c_seq / n_div;
+                if (clip_family) {
+                    count_clip(&s, ss.low, ss.high);
+                    if (ss.low < s.clip_low_min) s.clip_low_min = ss.low;
+                    if (ss.high > s.clip_high_max) s.clip_high_max = ss.high;
+                }
+            }
+            if (lt == GRPO_LOSS_CISPO) {
+                s.clip_count += 1;
+                s.cispo_clip_sum += c_seq > eh && a > 0;
+            }
+            if (beta != 0 && bias) g_seq += beta * p.kl_sum * c_seq / n_div;
         }
+
         int64_t n_low = 0, n_high = 0;
         for (int64_t t = t0; t < t1; t++) {
             if (!token_active(cfg, b, i, t)) {
@@ -300,41 +496,58 @@ base_status grpo_loss(const grpo_config *cfg, const grpo_batch *b, const grpo_no
                 continue;
             }
             const double lp = b->logp[t];
-            double loss_t = 0, g = 0;
-            if (seq_level) {
-                g = (double)n_i * ss.dl_dc * c_seq / n_div;
-            } else {
-                double c = b->old_logp ? exp(lp - (double)b->old_logp[t]) : 1.0;
-                surrogate su = surrogate_eval(c, a, lo, hi, delta);
-                loss_t = su.l;
-                g = su.dl_dc * c; /* dc/dlogp = c, also when old = sg(logp) */
-                n_low += su.low;
-                n_high += su.high;
-                s.clip_count += 1;
-                s.clip_low_sum += su.low;
-                s.clip_high_sum += su.high;
-                s.clip_region_sum += su.low || su.high;
+            const double e_t = !tq || (double)b->entropy[t] >= ent_thr ? 1.0 : 0.0;
+            const double q = keep * e_t; /* policy-term mask */
+            /* token ratio; dc/dlogp = c, also when old = sg(logp) (c = 1) */
+            const double c_tok = b->old_logp ? exp(lp - (double)b->old_logp[t]) : 1.0;
+            const double c = seq_level ? c_seq : c_tok;
+            double loss_t = 0, g = g_seq;
+            if (lt == GRPO_LOSS_CISPO) {
+                double cc = c > eh ? eh : c; /* detached */
+                loss_t = -q * cc * a * lp;
+                g += -q * cc * a;
+                if (!seq_level) {
+                    s.clip_count += 1;
+                    s.cispo_clip_sum += c_tok > eh && a > 0;
+                }
+            } else if (lt == GRPO_LOSS_VESPO) {
+                loss_t = -q * phi * a * lp;
+                g += -q * phi * a;
+            } else if (!seq_level) {
+                surrogate su = policy_eval(cfg, c_tok, a, lo, hi);
+                loss_t = q * su.l;
+                g += q * su.dl_dc * c_tok;
+                if (clip_family) {
+                    n_low += su.low;
+                    n_high += su.high;
+                    count_clip(&s, su.low, su.high);
+                }
             }
             if (beta != 0) {
                 double dkl, kl = kl_eval(cfg->kl_estimator, lp, b->ref_logp[t], &dkl);
-                loss_t += beta * kl;
-                g += beta * dkl;
-                s.kl_sum += kl;
+                const double cb = bias ? c : 1.0; /* the ratio before the delta clamp */
+                loss_t += beta * kl * cb;
+                g += beta * dkl * cb;
+                if (bias && !seq_level) g += beta * kl * c_tok;
+                s.kl_sum += kl * cb; /* TRL logs the corrected KL */
             }
             s.policy_loss += w * loss_t;
             g_logp[t] = (float)(w * g);
-            if (b->entropy) s.entropy_sum += b->entropy[t];
-            if (g_ent) g_ent[t] = (float)(-cfg->entropy_coef / n_tok_step);
+            if (b->entropy) {
+                s.entropy_sum += b->entropy[t];
+                h_sum += e_t * (double)b->entropy[t];
+            }
+            if (g_ent) g_ent[t] = (float)(-cfg->entropy_coef * e_t * ent_w);
         }
-        if (!seq_level && n_i > 0) {
-            double fl = (double)n_low / (double)n_i, fh = (double)n_high / (double)n_i;
+        if (!seq_level && clip_family && p.n > 0) {
+            double fl = (double)n_low / (double)p.n, fh = (double)n_high / (double)p.n;
             if (fl < s.clip_low_min) s.clip_low_min = fl;
             if (fh > s.clip_high_max) s.clip_high_max = fh;
         }
-        s.n_tokens += (double)n_i;
+        s.n_tokens += (double)p.n;
     }
     s.loss = s.policy_loss;
-    if (cfg->entropy_coef != 0) s.loss -= cfg->entropy_coef * s.entropy_sum / n_tok_step;
+    if (cfg->entropy_coef != 0) s.loss -= cfg->entropy_coef * h_sum * ent_w;
     if (stats) *stats = s;
     return BASE_OK;
 }

@@ -27,10 +27,9 @@
  * averages over ranks); with unequal ones ours does not depend on how the
  * step was split, TRL's does.
  *
- * What it deliberately does not do: the loss_types cispo/sapo/luspo/vespo,
- * multi_objective_aggregation normalize_then_sum, top_entropy_quantile,
- * adaptive entropy control, the vLLM importance-sampling correction and
- * use_bias_correction_kl.
+ * What it deliberately does not do: adaptive entropy control and the vLLM
+ * importance-sampling correction (there is no separate inference engine
+ * whose logprobs differ from the trainer's).
  */
 #ifndef GRPO_TRAIN_GRPO_H
 #define GRPO_TRAIN_GRPO_H
@@ -51,6 +50,10 @@ typedef enum {
     GRPO_LOSS_BNPO,     /* sum_t l_t / (loss tokens of this micro-batch) / n_micro */
     GRPO_LOSS_DR_GRPO,  /* sum l_it / (S_step * max_completion_length) */
     GRPO_LOSS_DAPO,     /* sum l_it / (loss tokens of the whole step): global token mean */
+    GRPO_LOSS_CISPO,    /* MiniMax-M1: -sg(min(ratio, epsilon_high)) A logp; dapo's aggregation */
+    GRPO_LOSS_SAPO,     /* soft gate -sigmoid(tau (ratio - 1)) 4/tau A; grpo's aggregation */
+    GRPO_LOSS_LUSPO,    /* clipped surrogate, sum_t l_it / S_step (sequence sum, mean over sequences) */
+    GRPO_LOSS_VESPO,    /* -sg(phi(w_i)) A logp, phi the gamma weight of the sequence ratio; dapo's */
 } grpo_loss_type;
 
 typedef enum {
@@ -58,6 +61,12 @@ typedef enum {
     GRPO_SCALE_BATCH,     /* A = (r - mean_group) / (std_batch + eps) */
     GRPO_SCALE_NONE,      /* A = r - mean_group */
 } grpo_scale_rewards;
+
+typedef enum {
+    GRPO_AGG_SUM_THEN_NORMALIZE = 0, /* weighted sum, then scale_rewards (GRPO) */
+    GRPO_AGG_NORMALIZE_THEN_SUM,     /* GDPO: each function normalised per group, summed, then
+                                      * normalised over the batch (scale_rewards unused) */
+} grpo_reward_aggregation;
 
 typedef enum {
     GRPO_KL_K3 = 0, /* exp(d) - d - 1, d = ref - logp (TRL's only estimator) */
@@ -87,9 +96,19 @@ typedef struct {
     int mask_truncated_completions;    /* drop completions without EOS from the loss; 0 */
     double entropy_coef;                /* entropy bonus: loss -= entropy_coef * mean token entropy; 0 */
     grpo_is_level importance_sampling_level; /* token */
+    grpo_reward_aggregation multi_objective_aggregation; /* sum_then_normalize */
+    double sapo_temperature_pos;        /* sapo's tau for A > 0; 1.0 */
+    double sapo_temperature_neg;        /* sapo's tau for A <= 0; 1.05 */
+    double vespo_k_pos, vespo_lambda_pos; /* vespo's gamma weight for A >= 0; 2.0, 3.0 */
+    double vespo_k_neg, vespo_lambda_neg; /* for A < 0; 3.0, 2.0 */
+    double top_entropy_quantile;        /* policy loss on the top-rho tokens by entropy; 1.0 = all */
+    int use_bias_correction_kl;        /* KL term times the ratio (DeepSeek-V3.2); 0 (TRL: 1) */
+    double off_policy_mask_threshold;   /* DeepSeek-V3.2 OPSM: drop A < 0 sequences whose mean
+                                         * old - logp exceeds it; NaN = off (TRL None) */
 } grpo_config;
 
-/* TRL's defaults except loss_type (grpo). Overwrites *c. */
+/* TRL's defaults except loss_type (grpo, the paper's; TRL: dapo) and
+ * use_bias_correction_kl (0, the R1 estimator; TRL: 1). Overwrites *c. */
 void grpo_config_default(grpo_config *c);
 /* Range checks (epsilon in [0, 1), beta >= 0, mu >= 1, ...). BASE_ERR_INVALID
  * naming the option. */
@@ -109,9 +128,10 @@ int grpo_needs_ref_logp(const grpo_config *c);
  * of the policy before the first update on the batch. */
 int grpo_needs_old_logp(const grpo_config *c);
 
-/* Names as TRL spells them: "grpo" "bnpo" "dr_grpo" "dapo"; "group" "batch"
- * "none"; "k1" "k2" "k3"; "token" "sequence". Parse returns BASE_ERR_INVALID
- * listing the accepted names. */
+/* Names as TRL spells them: "grpo" "bnpo" "dr_grpo" "dapo" "cispo" "sapo"
+ * "luspo" "vespo"; "group" "batch" "none"; "k1" "k2" "k3"; "token"
+ * "sequence"; "sum_then_normalize" "normalize_then_sum". Parse returns
+ * BASE_ERR_INVALID listing the accepted names. */
 const char *grpo_loss_type_name(grpo_loss_type t);
 base_status grpo_loss_type_parse(const char *s, grpo_loss_type *out);
 const char *grpo_scale_rewards_name(grpo_scale_rewards s);
@@ -120,6 +140,11 @@ const char *grpo_kl_estimator_name(grpo_kl_estimator k);
 base_status grpo_kl_estimator_parse(const char *s, grpo_kl_estimator *out);
 const char *grpo_is_level_name(grpo_is_level l);
 base_status grpo_is_level_parse(const char *s, grpo_is_level *out);
+const char *grpo_reward_aggregation_name(grpo_reward_aggregation a);
+base_status grpo_reward_aggregation_parse(const char *s, grpo_reward_aggregation *out);
+/* Settings TRL accepts but warns about (e.g. luspo at token level, vespo at
+ * sequence level): a sentence, or NULL when there is nothing to say. */
+const char *grpo_config_warning(const grpo_config *c);
 
 /* ------------------------------------------------------------------------ */
 /* Advantages and reward statistics (grpo_adv.c)                            */
@@ -136,7 +161,8 @@ typedef struct {
     int64_t n_unscorable;          /* samples for which every function returned nil */
 } grpo_reward_stats;
 
-/* Group-relative advantages, TRL's sum_then_normalize:
+/* Group-relative advantages. multi_objective_aggregation sum_then_normalize
+ * (GRPO, the default):
  *   r_n     = nansum_f(w_f * rewards[n, f])  (nil = NaN is skipped; a sample
  *             whose every function is nil is unscorable: r_n = NaN)
  *   mean_g  = nanmean of r over the group (always per group)
@@ -146,6 +172,14 @@ typedef struct {
  *   A_n     = r_n - mean_g, divided by (std + scale_rewards_eps) unless none
  *   NaN advantages (unscorable samples, groups with < 2 scorable samples
  *   when scaled) become 0.
+ * normalize_then_sum (GDPO), scale_rewards not used:
+ *   z_nf    = (rewards[n, f] - nanmean_group_f) / (nanstd_group_f + eps)
+ *             (std 0 when G == 1; a nil reward stays NaN)
+ *   s_n     = nansum_f(w_f * z_nf), NaN for unscorable samples
+ *   A_n     = (s_n - nanmean_N(s)) / (nanstd_N(s) + eps), NaN -> 0
+ *   frac_reward_zero_std then tells whether that batch std is ~0.
+ * The logged reward metrics (reward, reward_std, rewards/<f>) are of the raw
+ * rewards in both modes.
  * rewards: [N, F] row-major, NaN = nil; weights: [F] or NULL (all 1);
  * N a multiple of G. adv: [N] overwritten. total: [N] or NULL, overwritten
  * with r (NaN for unscorable). stats: overwritten (NULL allowed).
@@ -225,7 +259,12 @@ typedef struct {
     double clip_region_sum;
     double clip_low_min;  /* min over sequences of their low-clip fraction (+inf when none) */
     double clip_high_max; /* max over sequences of their high-clip fraction (-inf when none) */
+    double cispo_clip_sum; /* cispo: ratio > epsilon_high and A > 0 (per clip_count) */
+    double phi_sum;       /* vespo: sum of the sequences' gamma weights */
+    double n_seqs;        /* sequences */
     int has_kl, has_entropy;
+    int has_clip;         /* 1: the clip-family losses (grpo bnpo dr_grpo dapo luspo) */
+    int has_cispo, has_phi;
 } grpo_loss_stats;
 
 void grpo_loss_stats_init(grpo_loss_stats *s);
@@ -242,29 +281,44 @@ typedef struct {
     double clip_ratio_high_mean;   /* "clip_ratio/high_mean" */
     double clip_ratio_high_max;    /* "clip_ratio/high_max" */
     double clip_ratio_region_mean; /* "clip_ratio/region_mean" */
+    double cispo_clip_ratio;       /* "cispo_clip_ratio" */
+    double vespo_phi_seq_mean;     /* "vespo/phi_seq_mean" */
 } grpo_loss_metrics;
 
 void grpo_loss_metrics_finish(const grpo_loss_stats *s, grpo_loss_metrics *m);
 
 /* The GRPO loss of one micro-batch and its gradient w.r.t. logp (and ent).
  *
- * Per token t of sequence i (A = advantages[i], lo/hi the clip bounds):
+ * Per loss token t of sequence i (A = advantages[i], lo/hi the clip
+ * bounds, m_t the loss-token mask, n_i its count in the sequence):
  *   ratio c  = exp(logp - old)         (token level; old = sg(logp) when NULL)
  *            = exp(sum_t m(logp - old) / max(n_i, 1))  (sequence level)
- *   l        = -min(min(c, delta) * A, clamp(c, 1 - epsilon, 1 + epsilon_high) * A)
- *              + beta * KL_t
- *   loss     = sum_t w_t l_t - entropy_coef * sum_t m_t ent_t / max(n_tokens_step, 1)
+ *   policy p = -min(min(c, delta) * A, clamp(c, lo, hi) * A)  grpo bnpo dr_grpo dapo luspo
+ *            = -sg(min(c, epsilon_high)) * A * logp            cispo
+ *            = -sigmoid(tau (c - 1)) * 4 / tau * A             sapo (tau by the sign of A)
+ *            = -sg(phi_i) * A * logp                           vespo, with
+ *              log w_i = clamp(sum_t m clamp(logp - old, +-20), log 1e-8, 20)
+ *              phi_i   = exp(lambda + k log w_i - lambda w_i) (k, lambda by the sign of A)
+ *   p       *= e_t * o_i: e_t = 1 when top_entropy_quantile = 1, else
+ *              ent_t >= the (1 - rho) quantile of the micro-batch's loss-token
+ *              entropies (torch.quantile, linear); o_i = 0 when OPSM is on,
+ *              A < 0 and mean_t m(old - logp) > off_policy_mask_threshold
+ *   l        = p + beta * KL_t * (use_bias_correction_kl ? c : 1)
+ *   loss     = sum_t w_t l_t - entropy_coef * H
+ *   H        = sum_t m e ent / max(sum_t m e, 1) * n_local / max(n_tokens_step, 1)
+ *              (the step's mean token entropy when e = 1; TRL's micro-batch
+ *              mean over the entropy-selected tokens for one micro-batch)
  * with w_t from loss_type (see grpo_loss_type, norm). Gradients follow
  * torch's rules at kinks: min() splits a tie evenly, clamp() passes the
- * gradient at its bounds.
+ * gradient at its bounds; sg() and the masks pass none.
  * g_logp: [T] overwritten (0 off the loss tokens). g_ent: [T] overwritten
  * when non-NULL (required when entropy_coef != 0). stats: overwritten.
  * Arithmetic in double. A NaN logp on a loss token gives a NaN loss and
  * gradient (the optimizer then skips the step); masked tokens are never
  * read. Errors (BASE_ERR_INVALID, nothing written): bad offsets, ref_logp
  * missing with beta != 0 or given with beta == 0, old_logp missing when
- * grpo_needs_old_logp, entropy missing with entropy_coef != 0, norm counts
- * < 1 where the loss_type needs them. */
+ * grpo_needs_old_logp, entropy missing with entropy_coef != 0 or
+ * top_entropy_quantile < 1, norm counts < 1 where the loss_type needs them. */
 base_status grpo_loss(const grpo_config *cfg, const grpo_batch *b, const grpo_norm *norm,
                       float *g_logp, float *g_ent, grpo_loss_stats *stats);
 

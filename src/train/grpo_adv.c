@@ -1,9 +1,9 @@
 /*
  * grpo_adv: from rewards to advantages, the reward metrics, dynamic
  * sampling's group filter and the completion-length metrics. Mirrors TRL's
- * GRPOTrainer._generate_and_score_completions (sum_then_normalize):
- * nansum of weighted rewards, nanmean/nanstd (unbiased) per group or batch,
- * NaN advantages forced to 0. Arithmetic in double; results stored as float.
+ * GRPOTrainer._generate_and_score_completions (sum_then_normalize:
+ * nansum of weighted rewards, nanmean/nanstd (unbiased) per group or batch;
+ * normalize_then_sum: GDPO), NaN advantages forced to 0. Arithmetic in double; results stored as float.
  */
 #include "grpo.h"
 
@@ -45,8 +45,22 @@ static double combine(const float *row, int f, const float *w) {
     return any ? s : NAN;
 }
 
-/* nanmean / unbiased nanstd of x[0], x[stride], ... (n values). The std is
+/* nanmean / unbiased nanstd of x[0], x[stride], ... (n values; the
+ * double version is contiguous). The std is
  * NaN with fewer than 2 values, as TRL's nanstd; the mean is NaN with none. */
+static void nan_mean_std_f(const float *x, int64_t n, int64_t stride, double *mean, double *std) {
+    double s = 0;
+    int64_t c = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!isnan(x[i * stride])) s += x[i * stride], c++;
+    double mu = c ? s / (double)c : NAN;
+    double q = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!isnan(x[i * stride])) q += (x[i * stride] - mu) * (x[i * stride] - mu);
+    if (mean) *mean = mu;
+    if (std) *std = c > 1 ? sqrt(q / (double)(c - 1)) : NAN;
+}
+
 static void nan_mean_std(const double *x, int64_t n, double *mean, double *std) {
     double s = 0;
     int64_t c = 0;
@@ -63,32 +77,67 @@ static void nan_mean_std(const double *x, int64_t n, double *mean, double *std) 
 /* torch.isclose(std, 0): |std| <= atol 1e-8 (NaN is not close). */
 static int std_is_zero(double s) { return !isnan(s) && fabs(s) <= 1e-8; }
 
+/* GDPO's advantages (normalize_then_sum, see grpo.h): each function
+ * normalised within its group, the weighted nansum, then normalised over the
+ * batch. r: [N] scratch (double). Returns the samples whose batch std is ~0
+ * (all or none). adv: [N] overwritten. */
+static int64_t normalize_then_sum(const grpo_config *cfg, const float *rewards, int64_t n, int nf,
+                                  const float *weights, int g, double *r, float *adv) {
+    for (int64_t i = 0; i < n; i++) r[i] = 0;
+    for (int j = 0; j < nf; j++) {
+        const double wj = weights ? (double)weights[j] : 1.0;
+        for (int64_t g0 = 0; g0 < n; g0 += g) {
+            const float *col = rewards + g0 * nf + j; /* stride nf */
+            double mean, std;
+            nan_mean_std_f(col, g, nf, &mean, &std);
+            if (g == 1) std = 0; /* TRL: no std with one generation */
+            for (int k = 0; k < g; k++) {
+                double z = ((double)col[k * nf] - mean) / (std + cfg->scale_rewards_eps);
+                if (!isnan(z)) r[g0 + k] += wj * z; /* nansum: all-NaN sums to 0 */
+            }
+        }
+    }
+    for (int64_t i = 0; i < n; i++) /* unscorable: every function nil */
+        if (isnan(combine(rewards + i * nf, nf, weights))) r[i] = NAN;
+    double mean, std = 0;
+    nan_mean_std(r, n, &mean, n > 1 ? &std : NULL);
+    for (int64_t i = 0; i < n; i++) {
+        double a = (r[i] - mean) / (std + cfg->scale_rewards_eps);
+        adv[i] = isnan(a) ? 0.0f : (float)a;
+    }
+    return std_is_zero(std) ? n : 0;
+}
+
 base_status grpo_advantages(const grpo_config *cfg, const float *rewards, int64_t n_samples,
                             int n_funcs, const float *weights, int group_size, float *adv,
                             float *total, grpo_reward_stats *stats) {
     base_status st = check_rewards(rewards, n_samples, n_funcs, weights, group_size);
     if (st) return st;
     double *r = base_xmalloc((size_t)n_samples * sizeof(double));
+    int64_t zero_std = 0;
+    if (cfg->multi_objective_aggregation == GRPO_AGG_NORMALIZE_THEN_SUM)
+        zero_std = normalize_then_sum(cfg, rewards, n_samples, n_funcs, weights, group_size, r, adv);
     int64_t unscorable = 0;
     for (int64_t i = 0; i < n_samples; i++) {
         r[i] = combine(rewards + i * n_funcs, n_funcs, weights);
         if (isnan(r[i])) unscorable++;
         if (total) total[i] = (float)r[i];
     }
-    double batch_std = 0;
-    if (cfg->scale_rewards == GRPO_SCALE_BATCH && n_samples > 1)
-        nan_mean_std(r, n_samples, NULL, &batch_std);
-    int64_t zero_std = 0;
-    for (int64_t g0 = 0; g0 < n_samples; g0 += group_size) {
-        double mean, std;
-        nan_mean_std(r + g0, group_size, &mean, &std);
-        if (cfg->scale_rewards == GRPO_SCALE_BATCH) std = batch_std;
-        else if (group_size == 1) std = 0; /* TRL: no std with one generation */
-        for (int64_t i = g0; i < g0 + group_size; i++) {
-            double a = r[i] - mean;
-            if (cfg->scale_rewards != GRPO_SCALE_NONE) a /= std + cfg->scale_rewards_eps;
-            adv[i] = isnan(a) ? 0.0f : (float)a;
-            zero_std += std_is_zero(std);
+    if (cfg->multi_objective_aggregation == GRPO_AGG_SUM_THEN_NORMALIZE) {
+        double batch_std = 0;
+        if (cfg->scale_rewards == GRPO_SCALE_BATCH && n_samples > 1)
+            nan_mean_std(r, n_samples, NULL, &batch_std);
+        for (int64_t g0 = 0; g0 < n_samples; g0 += group_size) {
+            double mean, std;
+            nan_mean_std(r + g0, group_size, &mean, &std);
+            if (cfg->scale_rewards == GRPO_SCALE_BATCH) std = batch_std;
+            else if (group_size == 1) std = 0; /* TRL: no std with one generation */
+            for (int64_t i = g0; i < g0 + group_size; i++) {
+                double a = r[i] - mean;
+                if (cfg->scale_rewards != GRPO_SCALE_NONE) a /= std + cfg->scale_rewards_eps;
+                adv[i] = isnan(a) ? 0.0f : (float)a;
+                zero_std += std_is_zero(std);
+            }
         }
     }
     if (stats) {
@@ -96,10 +145,8 @@ base_status grpo_advantages(const grpo_config *cfg, const float *rewards, int64_
         stats->n_unscorable = unscorable;
         nan_mean_std(r, n_samples, &stats->reward, &stats->reward_std);
         stats->frac_reward_zero_std = (double)zero_std / (double)n_samples;
-        for (int j = 0; j < n_funcs; j++) {
-            for (int64_t i = 0; i < n_samples; i++) r[i] = rewards[i * n_funcs + j];
-            nan_mean_std(r, n_samples, &stats->func_mean[j], &stats->func_std[j]);
-        }
+        for (int j = 0; j < n_funcs; j++)
+            nan_mean_std_f(rewards + j, n_samples, n_funcs, &stats->func_mean[j], &stats->func_std[j]);
     }
     free(r);
     return BASE_OK;

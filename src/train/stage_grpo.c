@@ -163,6 +163,23 @@ static base_status parse_config(const cJSON *st, grpo_config *g) {
     g->epsilon = recipe_num(st, "epsilon");
     const cJSON *eh = cJSON_GetObjectItemCaseSensitive(st, "epsilon_high");
     g->epsilon_high = cJSON_IsNumber(eh) ? eh->valuedouble : -1;
+    const cJSON *dl = cJSON_GetObjectItemCaseSensitive(st, "delta");
+    g->delta = cJSON_IsNumber(dl) ? dl->valuedouble : 0;
+    if (cJSON_IsNumber(dl) && !(dl->valuedouble > 0))
+        return base_err_set(BASE_ERR_INVALID, "delta = %g (expected > 0, or null = off; INTELLECT-2 uses 4)", dl->valuedouble);
+    if ((s = grpo_reward_aggregation_parse(recipe_str(st, "multi_objective_aggregation"),
+                                           &g->multi_objective_aggregation)))
+        return s;
+    g->sapo_temperature_pos = recipe_num(st, "sapo_temperature_pos");
+    g->sapo_temperature_neg = recipe_num(st, "sapo_temperature_neg");
+    g->vespo_k_pos = recipe_num(st, "vespo_k_pos");
+    g->vespo_lambda_pos = recipe_num(st, "vespo_lambda_pos");
+    g->vespo_k_neg = recipe_num(st, "vespo_k_neg");
+    g->vespo_lambda_neg = recipe_num(st, "vespo_lambda_neg");
+    g->top_entropy_quantile = recipe_num(st, "top_entropy_quantile");
+    g->use_bias_correction_kl = recipe_bool(st, "use_bias_correction_kl");
+    const cJSON *om = cJSON_GetObjectItemCaseSensitive(st, "off_policy_mask_threshold");
+    g->off_policy_mask_threshold = cJSON_IsNumber(om) ? om->valuedouble : NAN;
     g->num_iterations = (int)recipe_int(st, "num_iterations");
     g->max_completion_length = (int)recipe_int(st, "max_completion_length");
     g->mask_truncated_completions = recipe_bool(st, "mask_truncated_completions");
@@ -259,6 +276,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     grpo_config gc;
     base_status s = parse_config(st, &gc);
     if (s) return base_err_wrap(s, "stage '%s'", name);
+    if (grpo_config_warning(&gc)) base_warn("stage '%s': %s", name, grpo_config_warning(&gc));
     grpo_bufs b;
     memset(&b, 0, sizeof b);
     b.G = (int)recipe_int(st, "num_generations");
@@ -308,7 +326,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     }
     if (!s && grpo_needs_ref_logp(&gc)) {
         const model_config *cfg = model_cfg(c->policy);
-        s = model_init_random(cfg, c->ops, 0, 0.0f, NULL, &ref);
+        s = model_init_random(cfg, c->ops, 0, 0.0f, &c->load, &ref);
         const char *ref_dir = recipe_str(c->root, "ref_model");
         if (!s) {
             if (resume && run_ckpt_state(resume)->stage_index == index && run_ckpt_has_ref(resume)) {
@@ -317,7 +335,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
                 model_free(ref);
                 ref = NULL;
                 char *p = recipe_resolve_path(c->rc, ref_dir);
-                s = model_load(p, c->ops, NULL, &ref);
+                s = model_load(p, c->ops, &c->load, &ref);
                 free(p);
                 if (!s && model_numel(ref) != model_numel(c->policy))
                     s = base_err_set(BASE_ERR_INVALID, "ref_model %s: not the policy's architecture", ref_dir);
@@ -325,6 +343,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
             } else {
                 c->ops->copy(model_params(ref), model_params(c->policy), (size_t)model_numel(c->policy) * sizeof(float));
             }
+            if (!s) model_sync_compute(ref); /* bf16 mode: its compute weights from the master copy */
         }
         if (!s) s = model_train_new(ref, &tl, &tr_ref);
     }
@@ -482,6 +501,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
                 }
                 if (s) break;
                 optim_step(&opt, (step * mu + it) * spg + part, &info);
+                model_sync_compute(c->policy); /* bf16 mode: refresh the compute weights */
             }
         if (s) break;
         c->total_steps++;
@@ -516,9 +536,13 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
         add_num(line, "loss", lm.loss);
         if (gc.beta != 0) add_num(line, "kl", lm.kl);
         add_num(line, "entropy", lm.entropy);
-        add_num(line, "clip_ratio/low", lm.clip_ratio_low_mean);
-        add_num(line, "clip_ratio/high", lm.clip_ratio_high_mean);
-        add_num(line, "clip_ratio/region", lm.clip_ratio_region_mean);
+        if (!isnan(lm.clip_ratio_low_mean)) { /* the clip-family loss types */
+            add_num(line, "clip_ratio/low", lm.clip_ratio_low_mean);
+            add_num(line, "clip_ratio/high", lm.clip_ratio_high_mean);
+            add_num(line, "clip_ratio/region", lm.clip_ratio_region_mean);
+        }
+        if (!isnan(lm.cispo_clip_ratio)) add_num(line, "cispo_clip_ratio", lm.cispo_clip_ratio);
+        if (!isnan(lm.vespo_phi_seq_mean)) add_num(line, "vespo/phi_seq_mean", lm.vespo_phi_seq_mean);
         add_num(line, "grad_norm", info.grad_norm);
         add_num(line, "lr", info.lr);
         if (info.skipped) cJSON_AddNumberToObject(line, "update_skipped", 1);
@@ -543,6 +567,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
             tr_.device = tp_.device = c->ops->device;
             c->ops->scale(&tr_, &tr_, 1.0f - mixup);
             c->ops->axpy(&tr_, &tp_, mixup);
+            model_sync_compute(ref);
         }
         if (log_every > 0 && (step + 1) % log_every == 0) {
             for (int j = 0; j < b.n; j++) {

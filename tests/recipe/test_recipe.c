@@ -91,7 +91,7 @@ static void test_overrides(void **state) {
     const char *bad3[] = {"seed"};
     expect_err(base_recipe, bad3, 1, "expected key.path=value");
     const char *bad4[] = {"stages.grpo.loss_type=foo"};
-    expect_err(base_recipe, bad4, 1, "'foo' is not one of grpo|bnpo|dr_grpo|dapo");
+    expect_err(base_recipe, bad4, 1, "'foo' is not one of grpo|bnpo|dr_grpo|dapo|cispo|sapo|luspo|vespo");
 }
 
 static void test_validation_errors(void **state) {

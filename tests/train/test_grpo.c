@@ -544,7 +544,7 @@ static void test_microbatch_split(void **state) {
     test_rand_f32(ref, 10, 3, 0.3f);
     test_rand_f32(ent, 10, 4, 1.0f);
     for (int t = 0; t < 10; t++) lp[t] -= 1.5f, old[t] -= 1.5f, ref[t] -= 1.5f, ent[t] += 2.0f;
-    for (int lt = GRPO_LOSS_GRPO; lt <= GRPO_LOSS_DAPO; lt++) {
+    for (int lt = GRPO_LOSS_GRPO; lt <= GRPO_LOSS_VESPO; lt++) {
         if (lt == GRPO_LOSS_BNPO) continue; /* bnpo is a local mean by definition */
         grpo_config c;
         grpo_config_default(&c);
@@ -553,6 +553,8 @@ static void test_microbatch_split(void **state) {
         c.num_iterations = 2;
         c.entropy_coef = 0.01f;
         c.max_completion_length = 6;
+        c.use_bias_correction_kl = lt % 2;
+        if (lt == GRPO_LOSS_CISPO) c.epsilon_high = 1.1;
         grpo_norm nm = {.n_seqs = 4, .n_tokens = 10, .n_micro = 2};
         grpo_batch whole = {4, off, NULL, NULL, adv, lp, old, ref, ent};
         float g1[10], ge1[10], g2[10], ge2[10];
@@ -591,8 +593,10 @@ static double loss_of(const grpo_config *c, grpo_batch *b, const grpo_norm *nm) 
     return s.loss;
 }
 
-/* Distance of x from the loss's kinks (clip bounds, delta). */
+/* Distance of x from the loss's kinks (clip bounds, delta; cispo's cap). */
 static double kink_dist(const grpo_config *c, double x) {
+    if (c->loss_type == GRPO_LOSS_CISPO) return fabs(x - grpo_epsilon_high(c));
+    if (c->loss_type == GRPO_LOSS_SAPO || c->loss_type == GRPO_LOSS_VESPO) return 1;
     double d = fabs(x - (1 - c->epsilon));
     double d2 = fabs(x - (1 + grpo_epsilon_high(c)));
     if (d2 < d) d = d2;
@@ -613,7 +617,10 @@ static void fd_make(fd_batch *f, uint64_t seed, const grpo_config *c) {
         test_rand_f32(f->ref, f->n_tok, s + 3, 0.5f);
         test_rand_f32(f->ent, f->n_tok, s + 4, 1.0f);
         for (int64_t t = 0; t < f->n_tok; t++) {
-            f->old[t] -= 1.2f;
+            /* multiples of 2^-12: logp +- h and old +- h stay exact, so
+             * the stop-gradient check below moves no ratio by rounding */
+            u[t] = roundf(u[t] * 4096.0f) / 4096.0f;
+            f->old[t] = roundf((f->old[t] - 1.2f) * 4096.0f) / 4096.0f;
             f->ref[t] -= 1.2f;
             f->lp[t] = f->old[t] + u[t];
             f->ent[t] += 1.5f;
@@ -638,9 +645,27 @@ static void fd_make(fd_batch *f, uint64_t seed, const grpo_config *c) {
     for (int i = 0; i < 6; i++) f->trunc[i] = i == 4;
 }
 
-static void fd_check(const grpo_config *c, uint64_t seed) {
+static void fd_check(const grpo_config *c0, uint64_t seed) {
     fd_batch f;
+    grpo_config cc = *c0;
+    const grpo_config *c = &cc;
     fd_make(&f, seed, c);
+    if (!isnan(cc.off_policy_mask_threshold)) {
+        /* OPSM's keep is a step in logp: move the threshold away from every
+         * sequence's mean(old - logp) (a perturbation moves it by <= h) */
+        for (int moved = 1; moved;) {
+            moved = 0;
+            for (int i = 0; i < 6; i++) {
+                double sum = 0;
+                int n = 0;
+                for (int64_t t = f.off[i]; t < f.off[i + 1]; t++)
+                    if (f.mask[t] && !(c->mask_truncated_completions && f.trunc[i]))
+                        sum += (double)f.old[t] - (double)f.lp[t], n++;
+                if (fabs(sum / (n > 1 ? n : 1) - cc.off_policy_mask_threshold) < 0.01)
+                    cc.off_policy_mask_threshold += 0.013, moved = 1;
+            }
+        }
+    }
     grpo_batch b = {6, f.off, f.mask, f.trunc, f.adv, f.lp, f.old, NULL, f.ent};
     if (grpo_needs_ref_logp(c)) b.ref_logp = f.ref;
     int64_t ntok = grpo_count_loss_tokens(c, &b);
@@ -650,26 +675,39 @@ static void fd_check(const grpo_config *c, uint64_t seed) {
     assert_int_equal(grpo_loss(c, &b, &nm, g, ge, &s), BASE_OK);
     double gmax = 0;
     for (int64_t t = 0; t < f.n_tok; t++) gmax = fmax(gmax, fabs(g[t]));
+    const int stopgrad = c->loss_type == GRPO_LOSS_CISPO || c->loss_type == GRPO_LOSS_VESPO;
+    /* ... which also freezes the bias-corrected KL's ratio: that gradient
+     * term is checked against TRL's autograd instead (test_grpo_torch) */
+    if (stopgrad && c->beta != 0 && c->use_bias_correction_kl) return;
     for (int64_t t = 0; t < f.n_tok; t++) {
-        for (int which = 0; which < 2; which++) {
+        /* the entropy selection is a step in ent: no finite difference */
+        for (int which = 0; which < (c->top_entropy_quantile < 1 ? 1 : 2); which++) {
             float *x = which ? &f.ent[t] : &f.lp[t];
-            float x0 = *x, h = 2e-3f;
+            /* cispo and vespo stop the gradient through their weight
+             * (min(ratio, epsilon_high), phi): moving old with logp keeps
+             * the weight and leaves the derivative the gradient is of */
+            float *y = !which && stopgrad ? &f.old[t] : NULL;
+            float x0 = *x, h = 1.0f / 512, y0 = y ? *y : 0;
             float xp = x0 + h, xm = x0 - h;
             *x = xp;
+            if (y) *y = y0 + h;
             double lpl = loss_of(c, &b, &nm);
             *x = xm;
+            if (y) *y = y0 - h;
             double lmi = loss_of(c, &b, &nm);
             *x = x0;
+            if (y) *y = y0;
             double fd = (lpl - lmi) / ((double)xp - (double)xm);
             double an = which ? ge[t] : g[t];
             if (!(fabs(fd - an) <= 1e-4 * fmax(fabs(an), 0.01 * gmax) + 1e-9)) {
                 fprintf(stderr,
                         "fd mismatch: loss_type %s, is %s, kl %s, beta %g, delta %g, ent %g, "
-                        "trunc %d, token %lld %s: analytic %.9g fd %.9g\n",
+                        "trunc %d, bias %d, opsm %g, tq %g, token %lld %s: analytic %.9g fd %.9g\n",
                         grpo_loss_type_name(c->loss_type),
                         grpo_is_level_name(c->importance_sampling_level),
                         grpo_kl_estimator_name(c->kl_estimator), c->beta, c->delta,
-                        c->entropy_coef, c->mask_truncated_completions, (long long)t,
+                        c->entropy_coef, c->mask_truncated_completions, c->use_bias_correction_kl,
+                        c->off_policy_mask_threshold, c->top_entropy_quantile, (long long)t,
                         which ? "ent" : "logp", an, fd);
                 fail();
             }
@@ -680,10 +718,10 @@ static void fd_check(const grpo_config *c, uint64_t seed) {
 static void test_finite_differences(void **state) {
     (void)state;
     int n = 0;
-    for (int lt = 0; lt <= GRPO_LOSS_DAPO; lt++)
+    for (int lt = 0; lt <= GRPO_LOSS_VESPO; lt++)
         for (int is = 0; is <= GRPO_IS_SEQUENCE; is++)
             for (int kl = -1; kl <= GRPO_KL_K2; kl++)
-                for (int variant = 0; variant < 3; variant++) {
+                for (int variant = 0; variant < 5; variant++) {
                     grpo_config c;
                     grpo_config_default(&c);
                     c.loss_type = (grpo_loss_type)lt;
@@ -692,11 +730,21 @@ static void test_finite_differences(void **state) {
                     c.max_completion_length = 16;
                     if (kl >= 0) c.beta = 0.05f, c.kl_estimator = (grpo_kl_estimator)kl;
                     if (variant == 1) c.epsilon = 0.15f, c.epsilon_high = 0.28f, c.delta = 1.35f;
+                    if (variant == 1 && lt == GRPO_LOSS_CISPO) c.epsilon_high = 1.3;
                     if (variant == 2) c.entropy_coef = 0.02f, c.mask_truncated_completions = 1;
+                    if (variant == 3)
+                        c.use_bias_correction_kl = 1, c.entropy_coef = 0.02, c.top_entropy_quantile = 0.5;
+                    if (variant == 4) {
+                        c.off_policy_mask_threshold = 0.0;
+                        c.use_bias_correction_kl = 1;
+                        c.sapo_temperature_pos = 2.5, c.sapo_temperature_neg = 0.7;
+                        c.vespo_k_pos = 1.5, c.vespo_lambda_pos = 2.0, c.vespo_k_neg = 2.5;
+                        c.vespo_lambda_neg = 1.5;
+                    }
                     fd_check(&c, 100 + (uint64_t)n);
                     n++;
                 }
-    assert_int_equal(n, 4 * 2 * 4 * 3);
+    assert_int_equal(n, 8 * 2 * 4 * 5);
 }
 
 int main(void) {

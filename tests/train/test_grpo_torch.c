@@ -1,7 +1,9 @@
-/* src/train/grpo*.c against TRL's formulas restated in float64 torch, with
- * autograd's gradients: tests/train/data/grpo_torch.bin, written by
- * tests/train/gen/grpo_torch.py (96 loss cases over every option, 24
- * advantage cases). */
+/* src/train/grpo*.c against TRL: tests/train/data/grpo_torch.bin, written by
+ * tests/train/gen/grpo_torch.py: 128 loss cases computed by TRL 1.16's own
+ * GRPOTrainer._compute_loss (every loss_type and option) with autograd's
+ * gradients and TRL's logged metrics, 48 for verl's k1/k2 estimators on
+ * TRL's formula restated, 32 advantage cases (sum_then_normalize for every
+ * scale_rewards, normalize_then_sum). */
 #include "common/test_common.h"
 
 #include <math.h>
@@ -44,17 +46,17 @@ static void test_torch_fixture(void **state) {
     } while (0)
     char magic[8];
     TAKE(magic, 8);
-    assert_memory_equal(magic, "GRPOFX01", 8);
+    assert_memory_equal(magic, "GRPOFX02", 8);
     int32_t nc;
     TAKE(&nc, 4);
     double worst_loss = 0, worst_g = 0;
+    int n_metrics = 0;
     for (int ci = 0; ci < nc; ci++) {
-        int32_t h[6], bt[2];
-        double d[5];
+        int32_t h[10];
+        double d[13];
         TAKE(h, sizeof h);
         TAKE(d, sizeof d);
-        TAKE(bt, sizeof bt);
-        const int B = bt[0], T = bt[1];
+        const int B = h[7], T = h[8];
         assert_true(B > 0 && B <= 64 && T > 0 && T <= 64);
         grpo_config c;
         grpo_config_default(&c);
@@ -70,6 +72,11 @@ static void test_torch_fixture(void **state) {
         c.epsilon_high = d[2];
         c.delta = d[3];
         c.entropy_coef = d[4];
+        c.use_bias_correction_kl = h[6];
+        c.top_entropy_quantile = d[5];
+        c.off_policy_mask_threshold = d[6];
+        c.sapo_temperature_pos = d[7], c.sapo_temperature_neg = d[8];
+        c.vespo_k_pos = d[9], c.vespo_lambda_pos = d[10], c.vespo_k_neg = d[11], c.vespo_lambda_neg = d[12];
         int32_t lens[64];
         TAKE(lens, (size_t)B * 4);
         size_t nf = (size_t)B * (size_t)T;
@@ -88,6 +95,8 @@ static void test_torch_fixture(void **state) {
         double *wg = malloc(nf * 8), *we = malloc(nf * 8);
         TAKE(wg, nf * 8);
         TAKE(we, nf * 8);
+        double wm[10]; /* TRL's logged metrics, NaN = not logged (restated cases: none) */
+        TAKE(wm, sizeof wm);
         /* pack the padded rows: sequence i is lens[i] tokens of row i */
         int64_t off[65];
         float *plp = malloc(nf * 4), *pold = malloc(nf * 4), *pref = malloc(nf * 4),
@@ -119,13 +128,13 @@ static void test_torch_fixture(void **state) {
                     h[2], has_old, st.loss, want_loss);
             fail();
         }
-        double gmax = 1e-30;
-        for (size_t q = 0; q < nf; q++) gmax = fmax(gmax, fabs(wg[q]));
+        double gmax = 1e-30, emax = 1e-30; /* each gradient against its own largest */
+        for (size_t q = 0; q < nf; q++) gmax = fmax(gmax, fabs(wg[q])), emax = fmax(emax, fabs(we[q]));
         for (int i = 0; i < B; i++)
             for (int t = 0; t < T; t++) {
                 size_t q = (size_t)i * (size_t)T + (size_t)t;
                 double gl = t < lens[i] ? g[off[i] + t] : 0.0, gE = t < lens[i] ? ge[off[i] + t] : 0.0;
-                double e1 = fabs(gl - wg[q]) / gmax, e2 = fabs(gE - we[q]) / gmax;
+                double e1 = fabs(gl - wg[q]) / gmax, e2 = fabs(gE - we[q]) / emax;
                 if (e1 > worst_g) worst_g = e1;
                 if (e2 > worst_g) worst_g = e2;
                 if (e1 > 1.2e-7 || e2 > 1.2e-7) {
@@ -138,11 +147,36 @@ static void test_torch_fixture(void **state) {
                     fail();
                 }
             }
+        /* TRL's metrics: each one TRL logs equals ours, ours are NaN
+         * exactly where TRL logs none. TRL counts the clip fractions
+         * (k 2..7) in float32 (flags .float()): 1e-6, a few float32 ulps of
+         * a fraction; the rest are double on both sides */
+        grpo_loss_metrics m;
+        grpo_loss_metrics_finish(&st, &m);
+        const double gm[10] = {m.kl, m.entropy, m.clip_ratio_low_mean, m.clip_ratio_high_mean,
+                               m.clip_ratio_region_mean, m.clip_ratio_low_min, m.clip_ratio_high_max,
+                               m.cispo_clip_ratio, m.vespo_phi_seq_mean, m.policy_loss};
+        static const char *const mname[10] = {"kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean",
+                                              "clip_ratio/region_mean", "clip_ratio/low_min",
+                                              "clip_ratio/high_max", "cispo_clip_ratio", "vespo/phi_seq_mean",
+                                              "policy_loss"};
+        for (int k = 0; k < 10 && h[9]; k++) {
+            if (k == 9 && isnan(wm[k])) continue; /* TRL logs policy_loss with the entropy bonus only */
+            const double tol = k >= 2 && k <= 7 ? 1e-6 : 1e-12;
+            int ok = isnan(wm[k]) ? isnan(gm[k]) : fabs(gm[k] - wm[k]) <= tol * (1.0 + fabs(wm[k]));
+            if (!ok) {
+                fprintf(stderr, "case %d (%s, %s): metric %s = %.15g, TRL %.15g\n", ci,
+                        grpo_loss_type_name(c.loss_type), grpo_is_level_name(c.importance_sampling_level),
+                        mname[k], gm[k], wm[k]);
+                fail();
+            }
+            n_metrics++;
+        }
         free(lp), free(old), free(ref), free(ent), free(mask), free(wg), free(we);
         free(plp), free(pold), free(pref), free(pent), free(g), free(ge), free(pm);
     }
-    fprintf(stderr, "torch GRPO fixture: %d cases, loss rel err %.2g, grad err %.2g of max |g|\n",
-            nc, worst_loss, worst_g);
+    fprintf(stderr, "torch GRPO fixture: %d cases, loss rel err %.2g, grad err %.2g of max |g|, %d TRL metrics\n",
+            nc, worst_loss, worst_g, n_metrics);
 
     /* TRL's advantages and reward metrics: nil rewards, weights, every
      * scale_rewards and group size; computed in double on both sides from
@@ -151,7 +185,7 @@ static void test_torch_fixture(void **state) {
     TAKE(&na, 4);
     double worst_adv = 0;
     for (int ci = 0; ci < na; ci++) {
-        int32_t h[4];
+        int32_t h[5];
         TAKE(h, sizeof h);
         const int F = h[2], N = h[3], G = h[1];
         assert_true(F >= 1 && F <= 8 && N >= 1 && N <= 256);
@@ -166,13 +200,15 @@ static void test_torch_fixture(void **state) {
         grpo_config c;
         grpo_config_default(&c);
         c.scale_rewards = (grpo_scale_rewards)h[0];
+        c.multi_objective_aggregation = (grpo_reward_aggregation)h[4];
         grpo_reward_stats rs;
         assert_int_equal(grpo_advantages(&c, R, N, F, w, G, adv, NULL, &rs), BASE_OK);
         for (int i = 0; i < N; i++) {
             double e = fabs(adv[i] - want[i]) / fmax(1.0, fabs(want[i]));
             if (e > worst_adv) worst_adv = e;
             if (e > 1.2e-7) {
-                fprintf(stderr, "adv case %d (%s, G %d, F %d) sample %d: %.9g, torch %.9g\n", ci,
+                fprintf(stderr, "adv case %d (%s, %s, G %d, F %d) sample %d: %.9g, torch %.9g\n", ci,
+                        grpo_reward_aggregation_name(c.multi_objective_aggregation),
                         grpo_scale_rewards_name(c.scale_rewards), G, F, i, adv[i], want[i]);
                 fail();
             }

@@ -382,6 +382,80 @@ static void test_steps_per_generation(void **state) {
     free(st);
 }
 
+/* TRL's loss options reach the loss from the recipe: each one changes the
+ * trained weights against the same run without it, and the metrics line
+ * carries the loss type's own metrics (clip ratios for the clip family,
+ * cispo_clip_ratio, vespo/phi_seq_mean) and no others. Two GRPO steps of
+ * two optimizer steps each (so old logprobs exist). */
+static char *run_weights(const char *name, const char *opt, char **metrics, size_t *len) {
+    const char *sets[] = {"stages.grpo.steps_per_generation=2", "stages.grpo.max_steps=2",
+                          "stages.grpo.save_steps=0", "stages.grpo.epsilon_high=0.28", opt};
+    char nm[64];
+    snprintf(nm, sizeof nm, "name=%s", name);
+    const char *all[6] = {sets[0], sets[1], sets[2], sets[3], nm, opt};
+    char *text = recipe_text(name);
+    recipe *rc;
+    if (recipe_load_string(text, "t.lua", all, opt ? 6 : 5, &rc)) fail_msg("%s: %s", name, base_err_msg());
+    free(text);
+    run_opts o = {.overwrite = 1, .quiet = 1};
+    if (run_recipe(rc, &o)) fail_msg("%s: %s", name, base_err_msg());
+    recipe_free(rc);
+    *metrics = run_file(name, "metrics.jsonl");
+    char path[512], *w;
+    snprintf(path, sizeof path, "%s/runs/%s/checkpoints/step-2/model.safetensors", DIR_, name);
+    if (base_read_file(path, &w, len)) fail_msg("%s", base_err_msg());
+    return w;
+}
+
+static void test_loss_options(void **state) {
+    (void)state;
+    static const struct {
+        const char *name, *opt, *metric; /* metric: the one it must log (clip family: clip_ratio/low) */
+    } v[] = {
+        {"o_base", NULL, "clip_ratio/low"},
+        {"o_cispo", "stages.grpo.loss_type=cispo", "cispo_clip_ratio"},
+        {"o_sapo", "stages.grpo.loss_type=sapo", NULL},
+        {"o_luspo", "stages.grpo.loss_type=luspo", "clip_ratio/low"},
+        {"o_vespo", "stages.grpo.loss_type=vespo", "vespo/phi_seq_mean"},
+        {"o_tq", "stages.grpo.top_entropy_quantile=0.5", "clip_ratio/low"},
+        {"o_opsm", "stages.grpo.off_policy_mask_threshold=-0.001", "clip_ratio/low"},
+        {"o_bias", "stages.grpo.use_bias_correction_kl=true", "clip_ratio/low"},
+        {"o_gdpo", "stages.grpo.multi_objective_aggregation=normalize_then_sum", "clip_ratio/low"},
+    };
+    const char *per_type[] = {"clip_ratio/low", "cispo_clip_ratio", "vespo/phi_seq_mean"};
+    char *base = NULL;
+    size_t n_w = 0;
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        char *m;
+        size_t len;
+        char *w = run_weights(v[i].name, v[i].opt, &m, &len);
+        if (!base) base = w, n_w = len;
+        else {
+            assert_int_equal(len, n_w);
+            if (!memcmp(w, base, len)) fail_msg("%s: %s left the weights unchanged", v[i].name, v[i].opt);
+            free(w);
+        }
+        int grpo_lines = 0;
+        char *save = NULL;
+        for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            cJSON *j = cJSON_Parse(line);
+            if (!strcmp(base_json_str(j, "stage", ""), "grpo")) {
+                grpo_lines++;
+                for (size_t k = 0; k < 3; k++) {
+                    int want = v[i].metric && !strcmp(v[i].metric, per_type[k]);
+                    const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, per_type[k]);
+                    if (want != cJSON_IsNumber(x))
+                        fail_msg("%s: metric %s %s", v[i].name, per_type[k], want ? "missing" : "logged");
+                }
+            }
+            cJSON_Delete(j);
+        }
+        assert_int_equal(grpo_lines, 2);
+        free(m);
+    }
+    free(base);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_straight_run),
@@ -390,6 +464,7 @@ int main(void) {
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_logging_and_ref_sync),
         cmocka_unit_test(test_steps_per_generation),
+        cmocka_unit_test(test_loss_options),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

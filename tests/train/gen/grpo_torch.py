@@ -1,24 +1,38 @@
 #!/usr/bin/env python3
-"""Write tests/train/data/grpo_torch.bin: the GRPO loss of TRL's
-GRPOTrainer._compute_loss, restated here in float64 torch on padded [B, T]
-batches, and its gradients w.r.t. the per-token logprobs and entropies from
-autograd, for every loss_type x importance_sampling_level x KL estimator,
-with and without old logprobs, delta, entropy bonus and
-mask_truncated_completions; then TRL's advantages and reward metrics
-(nil rewards, weights, every scale_rewards and group size). Read by
-test_torch_fixture and test_torch_advantages in
-tests/train/test_grpo.c (one micro-batch per step, so TRL's normalisers are
-the step's: B sequences, mask.sum() tokens, one micro-batch).
+"""Write tests/train/data/grpo_torch.bin: the GRPO loss on padded [B, T]
+float64 batches with its gradients w.r.t. the per-token logprobs and
+entropies from autograd, and TRL's logged metrics:
+- TRL's own GRPOTrainer._compute_loss (trl 1.16, called unbound on a stand-in
+  trainer object) for every loss_type (grpo bnpo dr_grpo dapo cispo sapo luspo
+  vespo) x importance_sampling_level x beta {0, 0.04 k3} x 4 variants (on
+  policy; old logprobs + entropy bonus + mask_truncated_completions +
+  top_entropy_quantile; epsilon_high + delta + off_policy_mask_threshold +
+  use_bias_correction_kl; bias correction + top_entropy_quantile + non-default
+  sapo/vespo parameters + a negative OPSM threshold);
+- for verl's k1/k2 estimators (TRL has k3 only) TRL's formula restated here;
+then advantages and reward metrics (nil rewards, weights, every scale_rewards
+and group size; sum_then_normalize and GDPO's normalize_then_sum, restated
+from TRL's _generate_and_score_completions). Read by tests/train/test_grpo_torch.c
+(one micro-batch per step, so TRL's normalisers are the step's: B sequences,
+mask.sum() tokens, one micro-batch).
 
     python3 tests/train/gen/grpo_torch.py tests/train/data/grpo_torch.bin
 """
+import collections
 import itertools
+import math
 import struct
 import sys
+import types
 
 import torch
 
-LOSS_TYPES = ["grpo", "bnpo", "dr_grpo", "dapo"]
+try:
+    from trl.trainer.grpo_trainer import GRPOTrainer
+except ImportError:  # the fixture needs TRL's code; the tests only the .bin
+    sys.exit("grpo_torch.py needs trl (pip install trl) to write the fixture")
+
+LOSS_TYPES = ["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"]
 LEVELS = ["token", "sequence"]
 KLS = [None, "k3", "k1", "k2"]  # None: beta = 0
 
@@ -57,6 +71,72 @@ def trl_loss(c, logp, old, ref, ent, adv, mask):
     return loss
 
 
+class _Accel:
+    """accelerate stand-in for one process."""
+
+    num_processes = 1
+    sync_gradients = True
+
+    def gather(self, x):
+        return x
+
+    gather_for_metrics = gather
+
+    def pad_across_processes(self, x, dim=0, pad_index=0):
+        return x
+
+    def reduce(self, x, reduction="sum"):
+        return x
+
+
+METRICS = ["kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
+           "clip_ratio/low_min", "clip_ratio/high_max", "cispo_clip_ratio", "vespo/phi_seq_mean", "policy_loss"]
+
+
+def trl_call(c, logp, old, ref, ent, adv, mask):
+    """GRPOTrainer._compute_loss itself on a stand-in trainer: returns the loss
+    and TRL's logged metrics (NaN where TRL logs nothing)."""
+    t = types.SimpleNamespace()
+    t.accelerator = _Accel()
+    t.model = types.SimpleNamespace(training=True)
+    t.aux_loss_enabled = False
+    t.top_entropy_quantile = c["tq"]
+    t.get_high_entropy_mask = types.MethodType(GRPOTrainer.get_high_entropy_mask, t)
+    t.get_off_policy_mask = GRPOTrainer.get_off_policy_mask
+    t.get_gamma_weights = GRPOTrainer.get_gamma_weights
+    t.off_policy_mask_threshold = None if math.isnan(c["opsm"]) else c["opsm"]
+    t.importance_sampling_level = c["level"]
+    t.beta = c["beta"]
+    t.loss_type = c["loss_type"]
+    t.epsilon_low, t.epsilon_high = c["eps"], c["eps_high"]
+    t.args = types.SimpleNamespace(
+        use_bias_correction_kl=bool(c["bias"]), delta=c["delta"] if c["delta"] > 0 else None,
+        sapo_temperature_pos=c["sapo"][0], sapo_temperature_neg=c["sapo"][1],
+        vespo_k_pos=c["vespo"][0], vespo_lambda_pos=c["vespo"][1], vespo_k_neg=c["vespo"][2],
+        vespo_lambda_neg=c["vespo"][3], steps_per_generation=1)
+    t.use_vllm = False
+    t.current_gradient_accumulation_steps = 1
+    t.max_completion_length = c["max_len"]
+    t._entropy_bonus_enabled = c["entropy_coef"] != 0
+    t.entropy_coef = c["entropy_coef"]
+    t.use_adaptive_entropy = False
+    t._metrics = {"train": collections.defaultdict(list)}
+    t._get_per_token_logps_and_entropies = lambda *a, **k: (logp, ent, None)
+    B = logp.shape[0]
+    inputs = {
+        "prompt_ids": torch.zeros(B, 0, dtype=torch.long), "prompt_mask": torch.zeros(B, 0, dtype=torch.long),
+        "completion_ids": torch.zeros(B, logp.shape[1], dtype=torch.long), "completion_mask": mask,
+        "advantages": adv, "num_items_in_batch": mask.sum(),
+    }
+    if old is not None:
+        inputs["old_per_token_logps"] = old
+    if c["beta"] != 0:
+        inputs["ref_per_token_logps"] = ref
+    loss = GRPOTrainer._compute_loss(t, None, inputs)
+    m = t._metrics["train"]
+    return loss, [m[k][0] if k in m else float("nan") for k in METRICS]
+
+
 def nanstd(x, dim=None):
     """TRL's nanstd: unbiased, NaN with fewer than two values."""
     mean = torch.nanmean(x, dim=dim, keepdim=True)
@@ -82,34 +162,71 @@ def trl_advantages(scale, G, R, w):
         adv = adv / (std + 1e-4)
     zero = torch.isclose(std, torch.zeros_like(std)).double().mean()
     adv = torch.nan_to_num(adv, nan=0.0)
+    return adv, _reward_metrics(R, w, r, zero)
+
+
+def trl_advantages_gdpo(G, R, w):
+    """TRL's _generate_and_score_completions, normalize_then_sum (GDPO)."""
+    unscorable = torch.isnan(R).all(dim=1)
+    grouped = R.view(-1, G, R.shape[1])
+    mean_k = torch.nanmean(grouped, dim=1, keepdim=True)
+    std_k = nanstd(grouped, dim=1).unsqueeze(1) if G > 1 else torch.zeros_like(mean_k)
+    z = ((grouped - mean_k) / (std_k + 1e-4)).view(-1, R.shape[1])
+    s = (z * w.unsqueeze(0)).nansum(dim=1)
+    s[unscorable] = float("nan")
+    std = nanstd(s).expand_as(s) if s.numel() > 1 else torch.zeros_like(s)
+    adv = torch.nan_to_num((s - torch.nanmean(s)) / (std + 1e-4), nan=0.0)
+    zero = torch.isclose(std, torch.zeros_like(std)).double().mean()
+    r = (R * w.unsqueeze(0)).nansum(dim=1)
+    r[unscorable] = float("nan")
+    return adv, _reward_metrics(R, w, r, zero)
+
+
+def _reward_metrics(R, w, r, zero):
     fmean = torch.stack([torch.nanmean(R[:, i]) for i in range(R.shape[1])])
     fstd = torch.stack([nanstd(R[:, i]) for i in range(R.shape[1])])
-    return adv, (torch.nanmean(r).item(), nanstd(r).item(), zero.item(), fmean, fstd)
+    return (torch.nanmean(r).item(), nanstd(r).item(), zero.item(), fmean, fstd)
+
+
+# sapo and vespo parameters must be exact in float32: TRL builds them with
+# torch.where(cond, python float, python float), i.e. rounds them to float32
+# (sapo_temperature_neg's default 1.05 becomes 1.0499999523), we keep doubles
+DEFAULTS = {"eps": 0.2, "eps_high": 0.2, "delta": 0.0, "entropy_coef": 0.0, "mask_trunc": 0, "max_len": 12,
+            "bias": 0, "tq": 1.0, "opsm": float("nan"), "sapo": (1.0, 1.0625), "vespo": (2.0, 3.0, 3.0, 2.0)}
+
+
+def case_grid():
+    cases = []
+    # verl's k1/k2 on the restated formula (the clip family)
+    for lt, lvl, kl, variant in itertools.product(LOSS_TYPES[:4], LEVELS, ["k1", "k2"], range(3)):
+        c = dict(DEFAULTS, loss_type=lt, level=lvl, kl=kl, beta=0.04, has_old=variant != 0, trl=0)
+        if variant == 1:
+            c.update(entropy_coef=0.01, mask_trunc=1)
+        if variant == 2:
+            c.update(eps_high=0.28, delta=1.4)
+        cases.append(c)
+    # TRL's own code
+    for lt, lvl, beta, variant in itertools.product(LOSS_TYPES, LEVELS, [0.0, 0.04], range(4)):
+        c = dict(DEFAULTS, loss_type=lt, level=lvl, kl="k3" if beta else None, beta=beta,
+                 has_old=variant != 0, trl=1)
+        if variant == 1:
+            c.update(entropy_coef=0.01, mask_trunc=1, tq=0.2)
+        if variant == 2:
+            c.update(eps_high=1.3 if lt == "cispo" else 0.28, delta=1.4, opsm=0.05, bias=1)
+        if variant == 3:
+            c.update(bias=1, tq=0.5, entropy_coef=0.02, opsm=-0.02, sapo=(2.0, 0.625),
+                     vespo=(1.5, 2.5, 2.0, 1.25), eps_high=5.0 if lt == "cispo" else 0.2)
+        cases.append(c)
+    return cases
 
 
 def main(out_path):
     g = torch.Generator().manual_seed(20260601)
-    cases = []
-    for lt, lvl, kl, variant in itertools.product(LOSS_TYPES, LEVELS, KLS, range(3)):
-        cases.append(
-            {
-                "loss_type": lt,
-                "level": lvl,
-                "kl": kl,
-                "beta": 0.04 if kl else 0.0,
-                "has_old": variant != 0,  # variant 0: on-policy (ratio 1, min() ties)
-                "eps": 0.2,
-                "eps_high": 0.28 if variant == 2 else 0.2,
-                "delta": 1.4 if variant == 2 else 0.0,
-                "entropy_coef": 0.01 if variant == 1 else 0.0,
-                "mask_trunc": 1 if variant == 1 else 0,
-                "max_len": 12,
-            }
-        )
-    out = bytearray(b"GRPOFX01")
+    cases = case_grid()
+    out = bytearray(b"GRPOFX02")
     out += struct.pack("<i", len(cases))
     for c in cases:
-        B, T = 5, 12
+        B, T = 6, 12
         lens = torch.randint(1, T + 1, (B,), generator=g)
         lens[3] = 0  # an empty completion
         pad = torch.arange(T).unsqueeze(0) < lens.unsqueeze(1)
@@ -128,14 +245,18 @@ def main(out_path):
         adv = f32(torch.randn(B, generator=g))
         lp = logp.clone().requires_grad_(True)
         en = ent.clone().requires_grad_(True)
-        loss = trl_loss(c, lp, old if c["has_old"] else None, ref, en, adv, mask)
+        if c["trl"]:
+            loss, metrics = trl_call(c, lp, old if c["has_old"] else None, ref, en, adv, mask)
+        else:
+            loss, metrics = trl_loss(c, lp, old if c["has_old"] else None, ref, en, adv, mask), \
+                [float("nan")] * len(METRICS)
         loss.backward()
         out += struct.pack(
-            "<6i", LOSS_TYPES.index(c["loss_type"]), LEVELS.index(c["level"]),
+            "<10i", LOSS_TYPES.index(c["loss_type"]), LEVELS.index(c["level"]),
             -1 if c["kl"] is None else ["k3", "k1", "k2"].index(c["kl"]), int(c["has_old"]),
-            c["mask_trunc"], c["max_len"])
-        out += struct.pack("<5d", c["beta"], c["eps"], c["eps_high"], c["delta"], c["entropy_coef"])
-        out += struct.pack("<2i", B, T)
+            c["mask_trunc"], c["max_len"], c["bias"], B, T, c["trl"])
+        out += struct.pack("<13d", c["beta"], c["eps"], c["eps_high"], c["delta"], c["entropy_coef"], c["tq"],
+                           c["opsm"], *c["sapo"], *c["vespo"])
         out += struct.pack(f"<{B}i", *lens.tolist())
         for x in (logp, old, ref, ent):
             out += x.float().numpy().astype("<f4").tobytes()
@@ -146,9 +267,13 @@ def main(out_path):
         out += lp.grad.numpy().astype("<f8").tobytes()
         g_ent = en.grad if en.grad is not None else torch.zeros_like(ent)
         out += g_ent.numpy().astype("<f8").tobytes()
-    # advantages: TRL's sum_then_normalize with nil (NaN) rewards, per scale_rewards
+        out += struct.pack(f"<{len(METRICS)}d", *metrics)
+    # advantages: TRL's sum_then_normalize per scale_rewards, and GDPO's
+    # normalize_then_sum, with nil (NaN) rewards
     adv_cases = []
-    for scale, G, F in itertools.product(["group", "batch", "none"], [1, 2, 4, 8], [1, 3]):
+    for agg, scale, G, F in itertools.product([0, 1], ["group", "batch", "none"], [1, 2, 4, 8], [1, 3]):
+        if agg == 1 and scale != "group":
+            continue  # scale_rewards is not used by normalize_then_sum
         N = G * 6
         R = torch.randn(N, F, generator=g).double()
         R = R.float().double()
@@ -157,10 +282,11 @@ def main(out_path):
         if G > 1:  # one group with equal rewards
             R[G : 2 * G, :] = 1.0
         w = (torch.rand(F, generator=g) * 2).float().double()
-        adv_cases.append((scale, G, F, R, w, trl_advantages(scale, G, R, w)))
+        res = trl_advantages_gdpo(G, R, w) if agg else trl_advantages(scale, G, R, w)
+        adv_cases.append((agg, scale, G, F, R, w, res))
     out += struct.pack("<i", len(adv_cases))
-    for scale, G, F, R, w, (adv, stats) in adv_cases:
-        out += struct.pack("<4i", ["group", "batch", "none"].index(scale), G, F, R.shape[0])
+    for agg, scale, G, F, R, w, (adv, stats) in adv_cases:
+        out += struct.pack("<5i", ["group", "batch", "none"].index(scale), G, F, R.shape[0], agg)
         out += R.float().numpy().astype("<f4").tobytes()
         out += w.float().numpy().astype("<f4").tobytes()
         out += adv.numpy().astype("<f8").tobytes()
@@ -168,7 +294,10 @@ def main(out_path):
         out += stats[3].numpy().astype("<f8").tobytes() + stats[4].numpy().astype("<f8").tobytes()
     with open(out_path, "wb") as f:
         f.write(out)
-    print(f"{out_path}: {len(cases)} cases, {len(out)} bytes, torch {torch.__version__}")
+    import trl
+
+    print(f"{out_path}: {len(cases)} loss cases ({sum(c['trl'] for c in cases)} by TRL's code), "
+          f"{len(adv_cases)} advantage cases, {len(out)} bytes, torch {torch.__version__}, trl {trl.__version__}")
 
 
 if __name__ == "__main__":
