@@ -4,7 +4,9 @@
  * query LoRA, kv_lora_rank 512, 128/64/128 head dims, 64 routed experts
  * top-6, 2 shared, moe_intermediate 1408, intermediate 11264, one dense
  * layer, vocabulary 163840: about 7.2B parameters), random weights, float32
- * storage (the CUDA backend's float32 mode; docs/cuda.md).
+ * storage (the CUDA backend's float32 mode; docs/cuda.md), or with
+ * --precision bf16 the model's bf16 mode (bf16 GEMM operands and a bf16
+ * copy of the weights next to the f32 master weights; docs/cuda.md).
  *
  *   peak     device copy bandwidth (bytes read + written) and GEMM peaks
  *            (8192^3: float32, bf16 with f32 accumulation) measured here
@@ -24,8 +26,9 @@
  * Every figure is one JSON line on --out (and a line of text on stdout):
  * the GPU session's bench/gpu_run.sh collects them for bench/RESULTS.md.
  *
- *   bench_gpu [--device cuda|cpu] [--config moonlight12|tiny]
+ *   bench_gpu [--device cuda|cpu] [--config moonlight12|tiny] [--precision f32|bf16]
  *             [--only peak,sample,train,grpo,memory] [--variants] [--out FILE]
+ * Every record carries "precision".
  * --variants then repeats, on the same model, the f32 GEMM peak and the
  * training step with TF32 GEMMs (GRPO_CUDA_TF32=1) and the sampling with
  * the experts' cuBLAS path (GRPO_CUDA_MOE_PATH=blas); those records carry
@@ -55,6 +58,13 @@ static const struct ops *g_ops;
 static const char *g_config = "moonlight12";
 static double g_copy_bw, g_peak_bf16, g_peak_f32; /* from the peak section (0: not measured) */
 static const char *g_variant;                       /* set while --variants runs one */
+static model_precision g_prec;                      /* --precision */
+/* Bytes per parameter of the weights a forward reads: the bf16 copy in bf16
+ * mode (the router, norms and decode's kv_b read f32: a small share). */
+static double wbytes_per_param(void) { return g_prec == MODEL_BF16 ? 2.0 : 4.0; }
+/* Bytes per parameter held for the weights: the f32 master weights, plus
+ * the bf16 compute copy in bf16 mode. */
+static double held_per_param(void) { return g_prec == MODEL_BF16 ? 6.0 : 4.0; }
 
 /* One result: a JSON line on --out and text on stdout. */
 static void record(const char *section, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -66,8 +76,10 @@ static void record(const char *section, const char *fmt, ...) {
     va_end(ap);
     printf("%-7s %s%s%s\n", section, g_variant ? g_variant : "", g_variant ? " " : "", buf);
     if (g_out) {
-        fprintf(g_out, "{\"section\": \"%s\", \"device\": \"%s\", \"config\": \"%s\", \"variant\": \"%s\", %s}\n",
-                section, g_ops->name, g_config, g_variant ? g_variant : "default", buf);
+        fprintf(g_out,
+                "{\"section\": \"%s\", \"device\": \"%s\", \"config\": \"%s\", \"variant\": \"%s\", \"precision\": "
+                "\"%s\", %s}\n",
+                section, g_ops->name, g_config, g_variant ? g_variant : "default", model_precision_name(g_prec), buf);
         fflush(g_out);
     }
 }
@@ -291,7 +303,7 @@ static void run_sample(model *m, int tiny) {
      * of B rows; with B x top-k routes over the experts all of them are
      * touched), the latent cache (f32) at its mean length, the logits
      * written and read back by the sampler */
-    double wbytes = ((double)model_numel(m) - (double)c->vocab_size * c->hidden_size) * 4.0;
+    double wbytes = ((double)model_numel(m) - (double)c->vocab_size * c->hidden_size) * wbytes_per_param();
     double mean_len = P + NEW / 2.0;
     double cbytes = (double)B * mean_len * (c->kv_lora_rank + c->qk_rope_head_dim) * 4.0 * c->num_hidden_layers;
     double lbytes = 2.0 * B * (double)c->vocab_size * 4.0;
@@ -341,7 +353,7 @@ static double train_steps(model *m, model_train *tr, float *grads, int nseq, int
 static void run_train(model *m, int tiny) {
     const model_config *c = model_cfg(m);
     int nseq = tiny ? 2 : 8, len = tiny ? 64 : 1024;
-    double pbytes = (double)model_numel(m) * 4.0;
+    double pbytes = (double)model_numel(m) * 4.0; /* the f32 gradients */
     model_train_limits lim = {.max_tokens = nseq * len, .max_seqs = nseq, .recompute = 0};
     double need = (double)model_train_bytes(c, &lim) + pbytes; /* + gradients */
     double fr = device_free_bytes(NULL);
@@ -355,9 +367,10 @@ static void run_train(model *m, int tiny) {
     record(
         "train",
         "\"seqs\": %d, \"seq_len\": %d, \"recompute\": %d, \"step_s\": %.4f, \"tokens_per_s\": %.1f, \"TFLOP\": %.2f, "
-        "\"TFLOP_per_s\": %.2f, \"share_of_bf16_peak\": %.3f, \"share_of_f32_peak\": %.3f",
+        "\"TFLOP_per_s\": %.2f, \"share_of_bf16_peak\": %.3f, \"share_of_f32_peak\": %.3f, \"activation_arena_GB\": %.2f",
         nseq, len, lim.recompute, t, n / t, flops / 1e12, flops / t / 1e12,
-        g_peak_bf16 > 0 ? flops / t / g_peak_bf16 : 0.0, g_peak_f32 > 0 ? flops / t / g_peak_f32 : 0.0);
+        g_peak_bf16 > 0 ? flops / t / g_peak_bf16 : 0.0, g_peak_f32 > 0 ? flops / t / g_peak_f32 : 0.0,
+        (double)model_train_arena_bytes(tr) / 1e9);
     g_ops->free(grads);
     model_train_free(tr);
 }
@@ -377,7 +390,8 @@ static void run_grpo(model *m, int tiny) {
     if (fr > 0 && need > 0.97 * fr) {
         record("grpo",
                "\"fits\": false, \"needs_GB\": %.1f, \"free_GB\": %.1f, \"why\": \"float32 gradients and AdamW "
-               "moments (12 bytes per parameter, next to the 4 of the weights) plus activations and the rollout cache\"",
+               "moments (12 bytes per parameter, next to the weights' 4, or 6 with the bf16 copy) plus activations and "
+               "the rollout cache\"",
                need / 1e9, fr / 1e9);
         return;
     }
@@ -489,8 +503,9 @@ static void run_memory(const model_config *c, int64_t numel) {
     model_cache_limits two = one;
     two.slots = 2;
     double per_seq = (double)model_cache_bytes(c, &two) - (double)model_cache_bytes(c, &one);
-    double state = 16.0 * (double)numel; /* f32 weights, gradients, AdamW m and v */
-    double weights = 4.0 * (double)numel;
+    /* f32 weights, gradients, AdamW m and v (+ the bf16 copy in bf16 mode) */
+    double state = (12.0 + held_per_param()) * (double)numel;
+    double weights = held_per_param() * (double)numel;
     if (total <= 0) {
         record("memory", "\"per_seq_4k_MB\": %.1f, \"state_GB\": %.1f, \"device_GB\": null", per_seq / 1e6,
                state / 1e9);
@@ -518,8 +533,14 @@ int main(int argc, char **argv) {
             outp = argv[++i];
         else if (!strcmp(argv[i], "--variants"))
             variants = 1;
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+            if (model_precision_parse(argv[++i], &g_prec)) {
+                fprintf(stderr, "bench_gpu: %s\n", base_err_msg());
+                return 2;
+            }
+        }
         else {
-            fprintf(stderr, "usage: bench_gpu [--device cuda|cpu] [--config moonlight12|tiny] "
+            fprintf(stderr, "usage: bench_gpu [--device cuda|cpu] [--config moonlight12|tiny] [--precision f32|bf16] "
                             "[--only peak,sample,train,grpo,memory] [--variants] [--out FILE]\n");
             return 2;
         }
@@ -536,7 +557,7 @@ int main(int argc, char **argv) {
     model *m = NULL;
     if (strstr(only, "sample") || strstr(only, "train") || strstr(only, "grpo")) {
         double t0 = base_now();
-        model_load_opts lo = {.max_context = 4096};
+        model_load_opts lo = {.max_context = 4096, .precision = g_prec};
         if (model_init_random(&cfg, g_ops, 1234, 0.02f, &lo, &m)) base_die("bench_gpu: %s", base_err_msg());
         record("model", "\"params\": %lld, \"active_matmul_params\": %.0f, \"init_s\": %.1f", (long long)model_numel(m),
                active_matmul_params(&cfg), base_now() - t0);

@@ -17,6 +17,10 @@
 #   ours   bench_gpu: peaks, sampling, training step, GRPO step, memory;
 #          then (--variants, same model) with TF32 GEMMs (f32 GEMM peak,
 #          train) and with the cuBLAS expert path (sample)
+#   bf16   bench_gpu --precision bf16 (bf16 mode, docs/cuda.md): sampling,
+#          training step, GRPO step, memory, appended to bench_gpu.jsonl
+#          (records carry "precision"); a command of its own when `all`
+#          would not fit one 600 s call
 #   hf     bench/hf_baseline.py (transformers, same device, same run)
 #   summary  a markdown table of ours against transformers
 # Results under $OUT (at most 8 files come back): check.log, bench_gpu.jsonl,
@@ -67,6 +71,9 @@ run_check() {
     step rollout "$B/bin/test_cuda_rollout" cuda
     step cli "$B/bin/test_cuda_cli"
     step grpo_run "$B/bin/test_cuda_run" cuda
+    step fixtures_bf16 "$B/bin/test_cuda_fixture" cuda bf16
+    step rollout_bf16 "$B/bin/test_cuda_rollout" cuda bf16
+    step grpo_run_bf16 "$B/bin/test_cuda_run" cuda bf16
     if command -v compute-sanitizer >/dev/null; then
         step memcheck compute-sanitizer --tool memcheck --error-exitcode 9 "$B/bin/parity"
         for op in mla_attn_fwd mla_attn_bwd mla_decode moe_route moe_matmul rmsnorm_bwd sample sumsq; do
@@ -82,6 +89,11 @@ run_ours() {
     : > "$j"
     : > "$log"
     timeout 540 "$B/bin/bench_gpu" --variants --out "$j" 2>&1 | tee -a "$log"
+}
+
+run_bf16() {
+    local j="$OUT/bench_gpu.jsonl" log="$OUT/bench_gpu.log"
+    timeout 540 "$B/bin/bench_gpu" --precision bf16 --only sample,train,grpo,memory --out "$j" 2>&1 | tee -a "$log"
 }
 
 run_hf() {
@@ -102,7 +114,8 @@ ours, hf = load("bench_gpu.jsonl"), load("hf.jsonl")
 def first(rows, section, **kv):
     for r in rows:
         if r.get("section") == section and r.get("variant", "default") == kv.get("variant", "default") and \
-                all(r.get(k) == v for k, v in kv.items() if k != "variant"):
+                r.get("precision", "f32") == kv.get("precision", "f32") and \
+                all(r.get(k) == v for k, v in kv.items() if k not in ("variant", "precision")):
             return r
     return {}
 lines = ["| figure | ours | transformers | ratio |", "| --- | --- | --- | --- |"]
@@ -121,9 +134,13 @@ tt = first(ours, "train", variant="tf32")
 lines.append(f"| train with TF32 GEMMs (tokens/s) | {tt.get('tokens_per_s', '-')} | | |")
 sb = first(ours, "sample", variant="moe-blas")
 lines.append(f"| sampling, experts through cuBLAS (new tokens/s) | {sb.get('new_tokens_per_s', '-')} | | |")
+s16, t16 = first(ours, "sample", precision="bf16"), first(ours, "train", precision="bf16")
+row("bf16 mode: sampling (new tokens/s)", s16.get("new_tokens_per_s"), g.get("new_tokens_per_s"))
+lines.append(f"| bf16 mode: decode step (ms), share of HBM roofline | {s16.get('decode_step_ms')} ms, {s16.get('roofline_share')} | | |")
+row("bf16 mode: train fwd+bwd 8x1024 (tokens/s)", t16.get("tokens_per_s"), h.get("tokens_per_s"))
 for r in ours:
     if r.get("section") in ("grpo", "memory"):
-        lines.append("| " + r["section"] + " | " + ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("section", "device", "config", "variant")) + " | | |")
+        lines.append("| " + r["section"] + " " + r.get("precision", "f32") + " | " + ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("section", "device", "config", "variant")) + " | | |")
 dev = (ours or hf or [{}])[0].get("device", "?")
 text = f"GPU benchmarks on {dev}\n\n" + "\n".join(lines) + "\n"
 open(os.path.join(out, "summary.md"), "w").write(text)
@@ -134,13 +151,15 @@ EOF
 case $phase in
 check) run_check ;;
 ours) run_ours ;;
+bf16) run_bf16 ;;
 hf) run_hf ;;
 summary) run_summary ;;
 all)
     run_check
     run_ours
+    run_bf16
     run_hf
     run_summary
     ;;
-*) echo "usage: bash bench/gpu_run.sh [all|check|ours|hf|summary]"; exit 2 ;;
+*) echo "usage: bash bench/gpu_run.sh [all|check|ours|bf16|hf|summary]"; exit 2 ;;
 esac

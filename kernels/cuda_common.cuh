@@ -87,6 +87,7 @@ enum {
     SCR_ATTN,   /* attention backward: D, per-head dkpe */
     SCR_DEC,    /* decode split partials */
     SCR_LM,     /* lmhead running statistics */
+    SCR_LMB,    /* lmhead_bwd: the bf16 copy of a dz chunk (bf16 mode) */
     SCR_SORT_A, /* radix sort buffers */
     SCR_SORT_B,
     SCR_SORT_H, /* radix sort histograms */

@@ -23,9 +23,9 @@ static tensor chunk_logits(tensor *ws, const tensor *x, const tensor *w, int64_t
     tensor z = *ws, xb = *x, wb = *w;
     z.shape[0] = rb;
     z.shape[1] = cb;
-    xb.data = (float *)x->data + r0 * x->stride[0];
+    xb.data = (char *)x->data + r0 * x->stride[0] * (int64_t)tensor_dtype_size(x->dtype);
     xb.shape[0] = rb;
-    wb.data = (float *)w->data + v0 * w->stride[0];
+    wb.data = (char *)w->data + v0 * w->stride[0] * (int64_t)tensor_dtype_size(w->dtype);
     wb.shape[0] = cb;
     cuda_matmul(&z, &xb, &wb, 0, 1, scale, 0.0f);
     return z;
@@ -122,15 +122,27 @@ __global__ void lm_dz_kernel(float *z, int64_t zld, int64_t rb, int64_t cb, cons
     }
 }
 
+/* dst [rb, cb] bf16 (contiguous) = z [rb, cb] (row stride zld) rounded once */
+__global__ void lm_tobf_kernel(void *dst, const float *z, int64_t zld, int64_t rb, int64_t cb) {
+    int64_t total = rb * cb;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x)
+        cuda_store(dst, TENSOR_BF16, e, z[(e / cb) * zld + e % cb]);
+}
+
 void cuda_lmhead_bwd(tensor *dx, tensor *dw, const tensor *g_logp, const tensor *g_ent, const tensor *x,
                      const tensor *w, const tensor *target, const tensor *lse, const tensor *ent, float scale,
                      tensor *ws) {
     ops_lm_dims d = ops_check_lmhead_bwd("cuda", dx, dw, g_logp, g_ent, x, w, target, lse, ent, ws);
     if (!d.n) return;
+    /* bf16 x and w: dz is rounded to bf16 (a copy in scratch) for the two
+     * GEMMs, bf16 x bf16 products summed in f32 into the f32 dx and dw */
+    int bf = x->dtype == TENSOR_BF16;
+    size_t xs = tensor_dtype_size(x->dtype);
+    void *dzb = bf ? cuda_scratch(SCR_LMB, (size_t)(d.r * d.c) * 2) : NULL;
     for (int64_t r0 = 0; r0 < d.n; r0 += d.r) {
         int64_t rb = d.n - r0 < d.r ? d.n - r0 : d.r;
         tensor xb = *x, dxb = *dx;
-        xb.data = (float *)x->data + r0 * x->stride[0];
+        xb.data = (char *)x->data + r0 * x->stride[0] * (int64_t)xs;
         xb.shape[0] = rb;
         dxb.data = (float *)dx->data + r0 * dx->stride[0];
         dxb.shape[0] = rb;
@@ -141,10 +153,17 @@ void cuda_lmhead_bwd(tensor *dx, tensor *dw, const tensor *g_logp, const tensor 
                         (const float *)g_logp->data, (const float *)g_ent->data, (const float *)lse->data,
                         (const float *)ent->data, (const int32_t *)target->data, r0, v0);
             tensor wb = *w, dwb = *dw;
-            wb.data = (float *)w->data + v0 * w->stride[0];
+            wb.data = (char *)w->data + v0 * w->stride[0] * (int64_t)xs;
             wb.shape[0] = cb;
             dwb.data = (float *)dw->data + v0 * dw->stride[0];
             dwb.shape[0] = cb;
+            if (bf) {
+                int64_t sh[2] = {rb, cb};
+                tensor zb = tensor_make(dzb, TENSOR_BF16, z.device, 2, sh);
+                CUDA_LAUNCH(lm_tobf_kernel, cuda_blocks(rb * cb, 256), 256, 0, dzb, (const float *)z.data,
+                            z.stride[0], rb, cb);
+                z = zb;
+            }
             cuda_matmul(&dxb, &z, &wb, 0, 0, scale, v0 == 0 ? 0.0f : 1.0f);
             cuda_matmul(&dwb, &z, &xb, 1, 0, scale, 1.0f);
         }

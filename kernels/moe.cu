@@ -287,12 +287,14 @@ void cuda_moe_combine_bwd(tensor *dye, tensor *dw, const tensor *dy, const tenso
 
 /* ---- SwiGLU ------------------------------------------------------------------------------------ */
 
-__global__ void swiglu_fwd_kernel(float *h, int64_t hld, const float *gu, int64_t gld, int64_t n, int64_t f) {
+/* h in dtype HT (TENSOR_F32, or TENSOR_BF16: the f32 value rounded once) */
+template <int HT>
+__global__ void swiglu_fwd_kernel(void *h, int64_t hld, const float *gu, int64_t gld, int64_t n, int64_t f) {
     int64_t total = n * f;
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
         int64_t t = e / f, j = e % f;
         const float *g = gu + t * gld;
-        h[t * hld + j] = g[j] * sigmoid_f(g[j]) * g[f + j];
+        cuda_store(h, HT, t * hld + j, g[j] * sigmoid_f(g[j]) * g[f + j]);
     }
 }
 
@@ -313,8 +315,12 @@ void cuda_swiglu_fwd(tensor *h, const tensor *gu) {
     ops_check_swiglu_fwd("cuda", h, gu);
     int64_t n = h->shape[0], f = h->shape[1];
     if (!n || !f) return;
-    CUDA_LAUNCH(swiglu_fwd_kernel, cuda_blocks(n * f, 256), 256, 0, (float *)h->data, h->stride[0],
-                (const float *)gu->data, gu->stride[0], n, f);
+    if (h->dtype == TENSOR_BF16)
+        CUDA_LAUNCH(swiglu_fwd_kernel<TENSOR_BF16>, cuda_blocks(n * f, 256), 256, 0, h->data, h->stride[0],
+                    (const float *)gu->data, gu->stride[0], n, f);
+    else
+        CUDA_LAUNCH(swiglu_fwd_kernel<TENSOR_F32>, cuda_blocks(n * f, 256), 256, 0, h->data, h->stride[0],
+                    (const float *)gu->data, gu->stride[0], n, f);
 }
 
 void cuda_swiglu_bwd(tensor *dgu, const tensor *dh, const tensor *gu) {

@@ -56,7 +56,7 @@ __global__ void mg_tiles_kernel(int32_t *tiles, const int32_t *off, int64_t e, i
 
 typedef struct {
     float *y;
-    const float *x, *w;
+    const void *x, *w; /* both F32 or both BF16 (the kernel's template argument) */
     const int32_t *off, *tiles;
     int64_t yld, xld, ws0, ws1; /* row strides; w strides of dims 0 and 1 */
     int64_t e, n, k;
@@ -64,7 +64,9 @@ typedef struct {
     float alpha, beta;
 } mg_args;
 
-__global__ void __launch_bounds__(MG_THREADS) mg_kernel(mg_args a) {
+/* XT: the dtype of x and w (TENSOR_F32 or TENSOR_BF16), loaded as f32 into
+ * shared memory; products and sums in f32. */
+template <int XT> __global__ void __launch_bounds__(MG_THREADS) mg_kernel(mg_args a) {
     __shared__ float xs[MG_BM][MG_BK + 1];
     __shared__ float wsh[MG_BK][MG_BN + 1];
     int64_t tile = blockIdx.x, n0 = blockIdx.y * (int64_t)MG_BN;
@@ -80,14 +82,14 @@ __global__ void __launch_bounds__(MG_THREADS) mg_kernel(mg_args a) {
     int64_t ex = lo; /* tiles[ex] <= tile < tiles[ex + 1]: expert ex has rows */
     int64_t r0 = a.off[ex] + (tile - a.tiles[ex]) * MG_BM, r1 = a.off[ex + 1];
     int64_t nr = r1 - r0 < MG_BM ? r1 - r0 : MG_BM;
-    const float *w = a.w + ex * a.ws0;
+    int64_t wo = ex * a.ws0; /* expert ex's first element in w */
     int tid = threadIdx.x, tx = tid % MG_BN, ty = tid / MG_BN; /* rows ty*4 .. ty*4+3, column tx */
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int64_t k0 = 0; k0 < a.k; k0 += MG_BK) {
         int64_t kb = a.k - k0 < MG_BK ? a.k - k0 : MG_BK;
         for (int i = tid; i < MG_BM * MG_BK; i += MG_THREADS) {
             int m = i / MG_BK, kk = i % MG_BK;
-            xs[m][kk] = m < nr && kk < kb ? a.x[(r0 + m) * a.xld + k0 + kk] : 0.0f;
+            xs[m][kk] = m < nr && kk < kb ? cuda_load(a.x, XT, (r0 + m) * a.xld + k0 + kk) : 0.0f;
         }
         for (int i = tid; i < MG_BK * MG_BN; i += MG_THREADS) {
             int kk, j;
@@ -96,7 +98,8 @@ __global__ void __launch_bounds__(MG_THREADS) mg_kernel(mg_args a) {
             else
                 kk = i / MG_BN, j = i % MG_BN; /* w[e][k][n]: n fastest */
             float v = 0.0f;
-            if (kk < kb && n0 + j < a.n) v = a.trans_w ? w[(n0 + j) * a.ws1 + k0 + kk] : w[(k0 + kk) * a.ws1 + n0 + j];
+            if (kk < kb && n0 + j < a.n)
+                v = cuda_load(a.w, XT, wo + (a.trans_w ? (n0 + j) * a.ws1 + k0 + kk : (k0 + kk) * a.ws1 + n0 + j));
             wsh[kk][j] = v;
         }
         __syncthreads();
@@ -128,14 +131,14 @@ static int moe_path(void) {
 static tensor expert_w(const tensor *w, int64_t e) {
     tensor r = *w;
     r.ndim = 2;
-    r.data = (float *)w->data + e * w->stride[0];
+    r.data = (char *)w->data + e * w->stride[0] * (int64_t)tensor_dtype_size(w->dtype);
     r.shape[0] = w->shape[1], r.shape[1] = w->shape[2];
     r.stride[0] = w->stride[1], r.stride[1] = 1;
     return r;
 }
 static tensor rows_of(const tensor *t, int64_t r0, int64_t n) {
     tensor r = *t;
-    r.data = (float *)t->data + r0 * t->stride[0];
+    r.data = (char *)t->data + r0 * t->stride[0] * (int64_t)tensor_dtype_size(t->dtype);
     r.shape[0] = n;
     return r;
 }
@@ -171,12 +174,15 @@ void cuda_moe_matmul(tensor *y, const tensor *x, const tensor *w, const tensor *
         int32_t *tiles = (int32_t *)cuda_scratch(SCR_MOE, (size_t)(e + 1) * sizeof(int32_t));
         CUDA_LAUNCH(mg_tiles_kernel, 1, 32, 0, tiles, (const int32_t *)offsets->data, e, r, cuda_errbuf());
         mg_args a;
-        a.y = (float *)y->data, a.x = (const float *)x->data, a.w = (const float *)w->data;
+        a.y = (float *)y->data, a.x = x->data, a.w = w->data;
         a.off = (const int32_t *)offsets->data, a.tiles = tiles;
         a.yld = y->stride[0], a.xld = x->stride[0], a.ws0 = w->stride[0], a.ws1 = w->stride[1];
         a.e = e, a.n = n, a.k = k, a.trans_w = trans_w, a.alpha = alpha, a.beta = beta;
         dim3 grid((unsigned)((r + MG_BM - 1) / MG_BM + e), (unsigned)((n + MG_BN - 1) / MG_BN));
-        CUDA_LAUNCH(mg_kernel, grid, MG_THREADS, 0, a);
+        if (x->dtype == TENSOR_BF16)
+            CUDA_LAUNCH(mg_kernel<TENSOR_BF16>, grid, MG_THREADS, 0, a);
+        else
+            CUDA_LAUNCH(mg_kernel<TENSOR_F32>, grid, MG_THREADS, 0, a);
         return;
     }
     int32_t *h = host_offsets(op, offsets, e, r);

@@ -19,16 +19,19 @@ CUDA_NS_BEGIN
 
 /* ---- gather / embedding forward ------------------------------------------------- */
 
-__global__ void gather_kernel(float *dst, int64_t dld, const float *src, int64_t sld, const int32_t *idx, int64_t m,
-                              int64_t d, int64_t nsrc, int *err, int op) {
+/* Rows are copied as elements of T (float, or the 16-bit pattern of a
+ * bf16: a gather never changes a value). */
+template <class T>
+__global__ void gather_kernel(T *dst, int64_t dld, const T *src, int64_t sld, const int32_t *idx, int64_t m, int64_t d,
+                              int64_t nsrc, int *err, int op) {
     for (int64_t r = blockIdx.x; r < m; r += gridDim.x) {
         int32_t s = idx[r];
         if (s < 0 || s >= nsrc) {
             if (threadIdx.x == 0) cuda_flag(err, op, CU_WHAT_INDEX, r, s, nsrc);
             continue;
         }
-        const float *sr = src + s * sld;
-        float *dr = dst + r * dld;
+        const T *sr = src + s * sld;
+        T *dr = dst + r * dld;
         for (int64_t j = threadIdx.x; j < d; j += blockDim.x)
             dr[j] = sr[j];
     }
@@ -39,9 +42,14 @@ static void gather(const char *op, int code, tensor *dst, const tensor *src, con
     ops_check_gather_rows("cuda", dst, src, idx);
     int64_t m = dst->shape[0], d = dst->shape[1];
     if (!m || !d) return;
-    CUDA_LAUNCH(gather_kernel, (unsigned)cu_min64(m, 65535), 128, 0, (float *)dst->data, dst->stride[0],
-                (const float *)src->data, src->stride[0], (const int32_t *)idx->data, m, d, src->shape[0],
-                cuda_errbuf(), code);
+    if (dst->dtype == TENSOR_BF16)
+        CUDA_LAUNCH(gather_kernel<uint16_t>, (unsigned)cu_min64(m, 65535), 128, 0, (uint16_t *)dst->data,
+                    dst->stride[0], (const uint16_t *)src->data, src->stride[0], (const int32_t *)idx->data, m, d,
+                    src->shape[0], cuda_errbuf(), code);
+    else
+        CUDA_LAUNCH(gather_kernel<float>, (unsigned)cu_min64(m, 65535), 128, 0, (float *)dst->data, dst->stride[0],
+                    (const float *)src->data, src->stride[0], (const int32_t *)idx->data, m, d, src->shape[0],
+                    cuda_errbuf(), code);
 }
 
 void cuda_gather_rows(tensor *dst, const tensor *src, const tensor *idx) {
@@ -53,7 +61,9 @@ void cuda_embedding_fwd(tensor *y, const tensor *table, const tensor *ids) {
 
 /* ---- RMSNorm forward ------------------------------------------------------------------ */
 
-__global__ void rmsnorm_fwd_kernel(float *y, int64_t yld, float *rstd, const float *x, int64_t xld, const float *w,
+/* y in dtype YT (TENSOR_F32 or TENSOR_BF16: the f32 value rounded once) */
+template <int YT>
+__global__ void rmsnorm_fwd_kernel(void *y, int64_t yld, float *rstd, const float *x, int64_t xld, const float *w,
                                    int64_t n, int64_t d, float eps) {
     __shared__ double red[32];
     for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
@@ -63,11 +73,10 @@ __global__ void rmsnorm_fwd_kernel(float *y, int64_t yld, float *rstd, const flo
             ss += (double)xi[j] * xi[j];
         ss = block_sum(ss, red);
         float r = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
-        float *yi = y + i * yld;
         /* every thread has read its x before the block sum's barriers; y
-         * may alias x element by element */
+         * may alias x element by element (same dtype only: the checks) */
         for (int64_t j = threadIdx.x; j < d; j += blockDim.x)
-            yi[j] = w[j] * (xi[j] * r);
+            cuda_store(y, YT, i * yld + j, w[j] * (xi[j] * r));
         if (rstd && threadIdx.x == 0) rstd[i] = r;
     }
 }
@@ -76,9 +85,14 @@ void cuda_rmsnorm_fwd(tensor *y, tensor *rstd, const tensor *x, const tensor *w,
     ops_check_rmsnorm_fwd("cuda", y, rstd, x, w);
     int64_t n = x->shape[0], d = x->shape[1];
     if (!n) return;
-    CUDA_LAUNCH(rmsnorm_fwd_kernel, (unsigned)cu_min64(n, 65535), NORM_THREADS, 0, (float *)y->data, y->stride[0],
-                rstd ? (float *)rstd->data : (float *)NULL, (const float *)x->data, x->stride[0],
-                (const float *)w->data, n, d, eps);
+    if (y->dtype == TENSOR_BF16)
+        CUDA_LAUNCH(rmsnorm_fwd_kernel<TENSOR_BF16>, (unsigned)cu_min64(n, 65535), NORM_THREADS, 0, y->data,
+                    y->stride[0], rstd ? (float *)rstd->data : (float *)NULL, (const float *)x->data, x->stride[0],
+                    (const float *)w->data, n, d, eps);
+    else
+        CUDA_LAUNCH(rmsnorm_fwd_kernel<TENSOR_F32>, (unsigned)cu_min64(n, 65535), NORM_THREADS, 0, y->data,
+                    y->stride[0], rstd ? (float *)rstd->data : (float *)NULL, (const float *)x->data, x->stride[0],
+                    (const float *)w->data, n, d, eps);
 }
 
 /* ---- RMSNorm backward ------------------------------------------------------------------- */

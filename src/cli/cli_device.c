@@ -25,6 +25,14 @@ const struct ops *cli_device(const char *cmd, const char *name) {
     return o;
 }
 
+int cli_precision(const char *cmd, const char *name, model_load_opts *lo) {
+    if (model_precision_parse(name, &lo->precision)) {
+        fprintf(stderr, "grpo %s: --precision %s: expected f32 or bf16\n", cmd, name);
+        return 2;
+    }
+    return 0;
+}
+
 int cli_device_status(const char *name) {
     if (!name) name = cli_device_default();
     return known(name) ? 1 : 2;

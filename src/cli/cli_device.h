@@ -6,12 +6,23 @@
 #ifndef GRPO_CLI_DEVICE_H
 #define GRPO_CLI_DEVICE_H
 
+#include "model/model.h"
 #include "tensor/ops.h"
 
 /* The usage line, for the commands' help texts. */
 #define CLI_DEVICE_USAGE                                                                                               \
     "--device cpu|cuda|auto: where the model runs (default $GRPO_DEVICE, else auto: cuda when a\n"                     \
     "GPU is usable, else cpu).\n"
+
+/* --precision f32|bf16 (docs/cuda.md, "bf16 mode"): bf16 needs the cuda device. */
+#define CLI_PRECISION_USAGE                                                                                            \
+    "--precision f32|bf16: compute precision (default f32; bf16 = bf16 GEMM operands with f32\n"                      \
+    "accumulation, f32 norms, router, attention and logprobs; needs --device cuda).\n"
+
+/* Parse --precision NAME (NULL: f32) into lo->precision. On a bad name prints
+ * "grpo CMD: --precision NAME: expected f32 or bf16" and returns 2 (usage);
+ * else 0. */
+int cli_precision(const char *cmd, const char *name, model_load_opts *lo);
 
 /* The default device name ($GRPO_DEVICE or "auto"). */
 const char *cli_device_default(void);

@@ -19,11 +19,12 @@
 #include "io/st.h"
 
 static const char *USAGE = "usage: grpo forward --model DIR --in ids.jsonl --out logits.safetensors [--device D]\n"
+                           "                 [--precision f32|bf16]\n"
                            "Each input line is {\"ids\": [...]}; the output holds logits.K [T, V] and\n"
-                           "token_logprobs.K [T-1] (F32) for line K, counted from 0.\n" CLI_DEVICE_USAGE;
+                           "token_logprobs.K [T-1] (F32) for line K, counted from 0.\n" CLI_DEVICE_USAGE CLI_PRECISION_USAGE;
 
 int cli_cmd_forward(int argc, char **argv) {
-    const char *dir = NULL, *in = NULL, *out = NULL, *dev = NULL;
+    const char *dir = NULL, *in = NULL, *out = NULL, *dev = NULL, *prec = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -35,13 +36,16 @@ int cli_cmd_forward(int argc, char **argv) {
         else if (!strcmp(a, "--in")) in = argv[++i];
         else if (!strcmp(a, "--out")) out = argv[++i];
         else if (!strcmp(a, "--device")) dev = argv[++i];
+        else if (!strcmp(a, "--precision")) prec = argv[++i];
         else return cli_usage_error("forward", "unexpected argument '%s'\n%s", a, USAGE);
     }
     if (!dir || !in || !out) return cli_usage_error("forward", "--model, --in and --out are required\n%s", USAGE);
     const struct ops *ops = cli_device("forward", dev);
     if (!ops) return cli_device_status(dev);
     model *m = NULL;
-    base_status st = model_load(dir, ops, NULL, &m);
+    model_load_opts lo = {0};
+    if (cli_precision("forward", prec, &lo)) return 2;
+    base_status st = model_load(dir, ops, &lo, &m);
     if (st) {
         fprintf(stderr, "grpo forward: %s\n", base_err_msg());
         return 1;

@@ -39,10 +39,11 @@ static const char *USAGE =
     "usage: grpo generate --model DIR --in prompts.jsonl\n"
     "                     [--greedy | --temperature T --top-p P --top-k K --seed S]\n"
     "                     [--n G] [--max-new-tokens N] [--batch B] [--out FILE] [--device D]\n"
+    "                     [--precision f32|bf16]\n"
     "Input lines have \"ids\" or \"prompt\" (text; needs DIR/tokenizer.json). Output lines:\n"
     "index, sample, completion_ids, completion (with a tokenizer), logprobs, finish_reason.\n"
     "Defaults: temperature 1, top-p 1, top-k 0 (off), seed 0, n 1, max-new-tokens 256,\n"
-    "batch 64 sequences decoded together.\n" CLI_DEVICE_USAGE;
+    "batch 64 sequences decoded together.\n" CLI_DEVICE_USAGE CLI_PRECISION_USAGE;
 
 typedef struct {
     model *m;
@@ -148,7 +149,7 @@ static int parse_num(const char *cmd, const char *flag, const char *v, double lo
 }
 
 int cli_cmd_generate(int argc, char **argv) {
-    const char *dir = NULL, *in = NULL, *outp = NULL, *dev = NULL;
+    const char *dir = NULL, *in = NULL, *outp = NULL, *dev = NULL, *prec = NULL;
     double temp = 1.0, top_p = 1.0, top_k = 0, seed = 0, n = 1, max_new = 256, batch = 64;
     int greedy = 0, sampling_opt = 0;
     for (int i = 1; i < argc; i++) {
@@ -168,6 +169,7 @@ int cli_cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--in")) in = v;
         else if (!strcmp(a, "--out")) outp = v;
         else if (!strcmp(a, "--device")) dev = v;
+        else if (!strcmp(a, "--precision")) prec = v;
         else if (!strcmp(a, "--temperature")) ok = parse_num("generate", a, v, 0, 1e6, &temp), sampling_opt = 1;
         else if (!strcmp(a, "--top-p")) ok = parse_num("generate", a, v, 0, 1, &top_p), sampling_opt = 1;
         else if (!strcmp(a, "--top-k")) ok = parse_num("generate", a, v, 0, 1e9, &top_k), sampling_opt = 1;
@@ -187,7 +189,9 @@ int cli_cmd_generate(int argc, char **argv) {
     memset(&g, 0, sizeof g);
     const struct ops *ops = cli_device("generate", dev);
     if (!ops) return cli_device_status(dev);
-    base_status st = model_load(dir, ops, NULL, &g.m);
+    model_load_opts lo = {0};
+    if (cli_precision("generate", prec, &lo)) return 2;
+    base_status st = model_load(dir, ops, &lo, &g.m);
     if (st) {
         fprintf(stderr, "grpo generate: %s\n", base_err_msg());
         return 1;

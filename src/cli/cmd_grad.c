@@ -22,11 +22,12 @@
 
 static const char *USAGE = "usage: grpo grad --model DIR --in ids.jsonl --out grads.safetensors [--recompute]\n"
                            "                 [--device D]\n"
+                           "                 [--precision f32|bf16]\n"
                            "Gradient of the mean next-token NLL over all lines {\"ids\": [...]}, F32,\n"
-                           "Hugging Face tensor names. --recompute keeps one layer's activations.\n" CLI_DEVICE_USAGE;
+                           "Hugging Face tensor names. --recompute keeps one layer's activations.\n" CLI_DEVICE_USAGE CLI_PRECISION_USAGE;
 
 int cli_cmd_grad(int argc, char **argv) {
-    const char *dir = NULL, *in = NULL, *out = NULL, *dev = NULL;
+    const char *dir = NULL, *in = NULL, *out = NULL, *dev = NULL, *prec = NULL;
     int recompute = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -43,13 +44,16 @@ int cli_cmd_grad(int argc, char **argv) {
         else if (!strcmp(a, "--in")) in = argv[++i];
         else if (!strcmp(a, "--out")) out = argv[++i];
         else if (!strcmp(a, "--device")) dev = argv[++i];
+        else if (!strcmp(a, "--precision")) prec = argv[++i];
         else return cli_usage_error("grad", "unexpected argument '%s'\n%s", a, USAGE);
     }
     if (!dir || !in || !out) return cli_usage_error("grad", "--model, --in and --out are required\n%s", USAGE);
     const struct ops *ops = cli_device("grad", dev);
     if (!ops) return cli_device_status(dev);
     model *m = NULL;
-    base_status st = model_load(dir, ops, NULL, &m);
+    model_load_opts lo = {0};
+    if (cli_precision("grad", prec, &lo)) return 2;
+    base_status st = model_load(dir, ops, &lo, &m);
     if (st) {
         fprintf(stderr, "grpo grad: %s\n", base_err_msg());
         return 1;

@@ -17,12 +17,13 @@
 
 static const char *USAGE =
     "usage: grpo run RECIPE.lua [--set key.path=value ...] [--resume | --overwrite]\n"
-    "                [--device cpu|cuda|auto] [--quiet] [--max-total-steps N]\n"
+    "                [--device cpu|cuda|auto] [--precision f32|bf16] [--quiet] [--max-total-steps N]\n"
     "  --set a.b=v        override any recipe value (stages by name or 1-based index:\n"
     "                     --set stages.grpo.beta=0.01); repeatable\n"
     "  --resume           continue the run from its last checkpoint (bit-exact)\n"
     "  --overwrite        replace an existing run directory\n"
     "  --device D         backend (default: the recipe's, auto = cuda when usable)\n"
+    "  --precision P      f32 or bf16 (default: the recipe's `precision`; bf16 needs cuda)\n"
     "  --max-total-steps  stop (with a checkpoint) after N training steps of the run\n";
 
 int cli_cmd_run(int argc, char **argv) {
@@ -30,6 +31,7 @@ int cli_cmd_run(int argc, char **argv) {
         {"set", required_argument, 0, 's'},    {"resume", no_argument, 0, 'r'},
         {"overwrite", no_argument, 0, 'o'},    {"device", required_argument, 0, 'd'},
         {"quiet", no_argument, 0, 'q'},        {"max-total-steps", required_argument, 0, 'm'},
+        {"precision", required_argument, 0, 'p'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
@@ -42,6 +44,7 @@ int cli_cmd_run(int argc, char **argv) {
         case 'r': ro.resume = 1; break;
         case 'o': ro.overwrite = 1; break;
         case 'd': ro.device = optarg; break;
+        case 'p': ro.precision = optarg; break;
         case 'q': ro.quiet = 1; break;
         case 'm': ro.max_total_steps = atoll(optarg); break;
         case 'h': fputs(USAGE, stdout); free(sets); return 0;

@@ -26,7 +26,7 @@ static const char *USAGE =
     "                [--warmup-ratio R] [--weight-decay W] [--batch-size N] [--grad-accum N]\n"
     "                [--max-length N] [--no-packing] [--all-tokens] [--save-steps N]\n"
     "                [--template T] [--system TEXT] [--tokenizer DIR] [--seed S]\n"
-    "                [--run-dir DIR [--overwrite | --resume]] [--device D] [--set key=value ...]\n"
+    "                [--run-dir DIR [--overwrite | --resume]] [--device D] [--precision P] [--set key=value ...]\n"
     "                [--quiet]\n"
     "Trains on chat samples ({\"messages\": [...]}, loss on assistant turns) or prompt/completion\n"
     "rows (loss on the completion); --all-tokens puts the loss on every token. Writes the final\n"

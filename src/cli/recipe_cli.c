@@ -227,6 +227,7 @@ int cli_common_opt(cli_common *co, const char *cmd, int c, const char *arg) {
     case CLI_OPT_OVERWRITE: co->ro.overwrite = 1; return 0;
     case CLI_OPT_RESUME: co->ro.resume = 1; return 0;
     case CLI_OPT_DEVICE: co->ro.device = arg; return 0;
+    case CLI_OPT_PRECISION: co->ro.precision = arg; return 0;
     case CLI_OPT_QUIET: co->ro.quiet = 1; return 0;
     case CLI_OPT_SET: co->sets[co->nsets++] = arg; return 0;
     case CLI_OPT_OUT: co->out = arg; return 0;

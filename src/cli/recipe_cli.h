@@ -49,7 +49,7 @@ void cli_run_dir_close(cli_run_dir *rd);
 enum {
     CLI_OPT_MODEL = 1000, CLI_OPT_TOKENIZER, CLI_OPT_IN, CLI_OPT_PROMPT_COLUMN, CLI_OPT_TEMPLATE,
     CLI_OPT_SYSTEM, CLI_OPT_SEED, CLI_OPT_RUN_DIR, CLI_OPT_OVERWRITE, CLI_OPT_RESUME, CLI_OPT_DEVICE,
-    CLI_OPT_QUIET, CLI_OPT_SET, CLI_OPT_THREADS, CLI_OPT_OUT,
+    CLI_OPT_QUIET, CLI_OPT_SET, CLI_OPT_THREADS, CLI_OPT_OUT, CLI_OPT_PRECISION,
     /* sampling (sample, eval) */
     CLI_OPT_N, CLI_OPT_TEMPERATURE, CLI_OPT_TOP_P, CLI_OPT_TOP_K, CLI_OPT_MIN_P, CLI_OPT_MAX_NEW,
     CLI_OPT_MAX_PROMPT, CLI_OPT_STOP, CLI_OPT_LIMIT, CLI_OPT_REWARDS,
@@ -63,6 +63,7 @@ enum {
     {"seed", required_argument, 0, CLI_OPT_SEED}, {"run-dir", required_argument, 0, CLI_OPT_RUN_DIR},       \
     {"overwrite", no_argument, 0, CLI_OPT_OVERWRITE}, {"resume", no_argument, 0, CLI_OPT_RESUME},          \
     {"device", required_argument, 0, CLI_OPT_DEVICE}, {"quiet", no_argument, 0, CLI_OPT_QUIET},           \
+    {"precision", required_argument, 0, CLI_OPT_PRECISION},                                               \
     {"set", required_argument, 0, CLI_OPT_SET}, {"threads", required_argument, 0, CLI_OPT_THREADS},         \
     {"out", required_argument, 0, CLI_OPT_OUT}, {"help", no_argument, 0, 'h'}
 

@@ -25,6 +25,20 @@ static tensor gv(const model *m, float *grads, const tensor *p) {
     return g;
 }
 
+/* The GEMM operand form of gradient t (contiguous): t in f32 mode; in
+ * bf16 mode its bf16 copy in b->cvt (valid until the next gop: each copy
+ * feeds the GEMMs issued right after it, in stream order). Weight
+ * gradients are then bf16 x bf16 products summed in f32 into the f32
+ * gradient arena. */
+static tensor gop(const model *m, bwd_scratch *b, const tensor *t) {
+    if (model_cdt(m) == TENSOR_F32) return *t;
+    if (tensor_numel(t) > b->cvt.shape[0])
+        base_die("backward: bf16 scratch too small (%lld < %lld)", (long long)b->cvt.shape[0], (long long)tensor_numel(t));
+    tensor r = tensor_make(b->cvt.data, TENSOR_BF16, t->device, t->ndim, t->shape);
+    m->ops->convert(&r, t);
+    return r;
+}
+
 /* A contiguous [rows, cols] view of a flat scratch buffer. */
 static tensor flat2(const tensor *buf, int64_t rows, int64_t cols) {
     if (rows * cols > buf->shape[0]) base_die("backward: scratch too small (%lld < %lld)", (long long)buf->shape[0], (long long)(rows * cols));
@@ -32,37 +46,41 @@ static tensor flat2(const tensor *buf, int64_t rows, int64_t cols) {
     return tensor_make(buf->data, TENSOR_F32, buf->device, 2, s);
 }
 
-/* One SwiGLU MLP backward: weights gu [2F, d], down [d, F]; input x [n, d],
- * saved gu_out [n, 2F], act [n, F]; dy [n, d]. dx written or added. */
+/* One SwiGLU MLP backward: master weights gu [2F, d], down [d, F] (for
+ * the gradient views) and their compute views c_gu, c_down; input x
+ * [n, d], saved gu_out [n, 2F], act [n, F]; dy [n, d]. dx written or added. */
 static void mlp_bwd(const model *m, float *grads, bwd_scratch *b, const tensor *w_gu, const tensor *w_down,
-                    const tensor *x, const tensor *gu, const tensor *act, const tensor *dy, tensor *dx, int add_dx) {
+                    const tensor *c_gu, const tensor *c_down, const tensor *x, const tensor *gu, const tensor *act,
+                    const tensor *dy, tensor *dx, int add_dx) {
     const struct ops *o = m->ops;
     int64_t n = x->shape[0], f = act->shape[1];
     tensor dact = flat2(&b->dact, n, f), dgu = flat2(&b->dgu, n, 2 * f);
     tensor g_down = gv(m, grads, w_down), g_gu = gv(m, grads, w_gu);
-    o->matmul(&dact, dy, w_down, 0, 0, 1.0f, 0.0f);
-    o->matmul(&g_down, dy, act, 1, 0, 1.0f, 1.0f);
+    tensor dyc = gop(m, b, dy);
+    o->matmul(&dact, &dyc, c_down, 0, 0, 1.0f, 0.0f);
+    o->matmul(&g_down, &dyc, act, 1, 0, 1.0f, 1.0f);
     o->swiglu_bwd(&dgu, &dact, gu);
-    o->matmul(&g_gu, &dgu, x, 1, 0, 1.0f, 1.0f);
-    o->matmul(dx, &dgu, w_gu, 0, 0, 1.0f, add_dx ? 1.0f : 0.0f);
+    tensor dguc = gop(m, b, &dgu);
+    o->matmul(&g_gu, &dguc, x, 1, 0, 1.0f, 1.0f);
+    o->matmul(dx, &dguc, c_gu, 0, 0, 1.0f, add_dx ? 1.0f : 0.0f);
 }
 
 /* FFN half: dh = dL/dh_out in, dL/da out. */
 static void ffn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float *grads, int64_t n) {
     const struct ops *o = m->ops;
     const model_config *c = &m->cfg;
-    const model_layer_w *w = &m->w.layers[l];
+    const model_layer_w *w = &m->w.layers[l], *wc = &m->wc.layers[l];
     tensor dh = mv_rows(&b->dh, n), dun = mv_rows(&b->dxn, n);
     tensor un = mv_rows(&A->un, n), a = mv_rows(&A->a, n), r2 = mv_rows(&A->rstd2, n);
     if (!w->moe) {
         tensor gu = mv_rows(&A->gu, n), act = mv_rows(&A->act, n);
-        mlp_bwd(m, grads, b, &w->gu, &w->down, &un, &gu, &act, &dh, &dun, 0);
+        mlp_bwd(m, grads, b, &w->gu, &w->down, &wc->gu, &wc->down, &un, &gu, &act, &dh, &dun, 0);
     } else {
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
         int have = 0;
         if (c->n_shared_experts > 0) {
             tensor gus = mv_rows(&A->gus, n), acts = mv_rows(&A->acts, n);
-            mlp_bwd(m, grads, b, &w->s_gu, &w->s_down, &un, &gus, &acts, &dh, &dun, 0);
+            mlp_bwd(m, grads, b, &w->s_gu, &w->s_down, &wc->s_gu, &wc->s_down, &un, &gus, &acts, &dh, &dun, 0);
             have = 1;
         }
         if (!have) o->zero(dun.data, (size_t)(n * c->hidden_size) * sizeof(float));
@@ -75,17 +93,20 @@ static void ffn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float 
         tensor xe = mv_rows(&A->xe, n * K), gue = mv_rows(&A->gue, n * K), acte = mv_rows(&A->acte, n * K);
         tensor dact = flat2(&b->dact, n * K, f), dgu = flat2(&b->dgu, n * K, 2 * f);
         /* the routed experts over the rows sorted by expert, all at once */
-        o->moe_matmul(&dact, &dye, &w->e_down, &A->offsets, 0, 1.0f, 0.0f);
-        o->moe_matmul_dw(&g_edown, &dye, &acte, &A->offsets, 1.0f);
+        tensor dyec = gop(m, b, &dye);
+        o->moe_matmul(&dact, &dyec, &wc->e_down, &A->offsets, 0, 1.0f, 0.0f);
+        o->moe_matmul_dw(&g_edown, &dyec, &acte, &A->offsets, 1.0f);
         o->swiglu_bwd(&dgu, &dact, &gue);
-        o->moe_matmul_dw(&g_egu, &dgu, &xe, &A->offsets, 1.0f);
-        o->moe_matmul(&dxe, &dgu, &w->e_gu, &A->offsets, 0, 1.0f, 0.0f);
+        tensor dguc = gop(m, b, &dgu);
+        o->moe_matmul_dw(&g_egu, &dguc, &xe, &A->offsets, 1.0f);
+        o->moe_matmul(&dxe, &dguc, &wc->e_gu, &A->offsets, 0, 1.0f, 0.0f);
         o->moe_combine(&dun, &dxe, NULL, &inv); /* backward of the row gather */
         /* router: the choice is constant; the chosen sigmoid weights are not */
         tensor dz = mv_rows(&b->dz, n), z = mv_rows(&A->z, n), idx = mv_rows(&A->idx, n);
         o->moe_route_bwd(&dz, &dw, &z, &idx, c->norm_topk_prob, c->routed_scaling_factor);
         tensor g_router = gv(m, grads, &w->router);
-        o->matmul(&g_router, &dz, &un, 1, 0, 1.0f, 1.0f);
+        tensor unr = A->unf.data ? mv_rows(&A->unf, n) : un; /* the f32 router input */
+        o->matmul(&g_router, &dz, &unr, 1, 0, 1.0f, 1.0f);
         o->matmul(&dun, &dz, &w->router, 0, 0, 1.0f, 1.0f);
         (void)E;
     }
@@ -98,15 +119,17 @@ static void attn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float
                      const tensor *pos, const tensor *cu, int64_t n) {
     const struct ops *o = m->ops;
     const model_config *c = &m->cfg;
-    const model_layer_w *w = &m->w.layers[l];
+    const model_layer_w *w = &m->w.layers[l], *wc = &m->wc.layers[l];
     int64_t H = c->num_attention_heads, dc = c->kv_lora_rank, dr = c->qk_rope_head_dim, dn = c->qk_nope_head_dim;
     int64_t dv = c->v_head_dim, dqk = c->qk_head_dim;
     tensor dh = mv_rows(&b->dh, n), dxn = mv_rows(&b->dxn, n);
     /* o_proj */
     tensor o2 = mv_as2(&A->o, n, H * dv), dout2 = mv_as2(&b->dout, n, H * dv);
     tensor g_o = gv(m, grads, &w->o);
-    o->matmul(&dout2, &dh, &w->o, 0, 0, 1.0f, 0.0f);
-    o->matmul(&g_o, &dh, &o2, 1, 0, 1.0f, 1.0f);
+    tensor o2c = A->ob.data ? mv_rows(&A->ob, n) : o2; /* the forward's GEMM input */
+    tensor dhc = gop(m, b, &dh);
+    o->matmul(&dout2, &dhc, &wc->o, 0, 0, 1.0f, 0.0f);
+    o->matmul(&g_o, &dhc, &o2c, 1, 0, 1.0f, 1.0f);
     /* attention */
     tensor q3 = mv_rows(&A->q, n), kvb3 = mv_rows(&A->kvb, n), o3 = mv_rows(&A->o, n), lse = mv_rows(&A->lse, n);
     tensor kva = mv_rows(&A->kva, n), kpe = mv_cols(&kva, dc, dr);
@@ -119,29 +142,34 @@ static void attn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float
     /* kv path: kv_b, kv_a_layernorm, kv_a */
     tensor dkvb2 = mv_as2(&b->dkvb, n, H * (dn + dv)), ckvn = mv_rows(&A->ckvn, n), dckvn = mv_rows(&b->dckvn, n);
     tensor g_kvb = gv(m, grads, &w->kv_b);
-    o->matmul(&g_kvb, &dkvb2, &ckvn, 1, 0, 1.0f, 1.0f);
-    o->matmul(&dckvn, &dkvb2, &w->kv_b, 0, 0, 1.0f, 0.0f);
+    tensor ckvc = A->ckvnb.data ? mv_rows(&A->ckvnb, n) : ckvn, dkvbc = gop(m, b, &dkvb2);
+    o->matmul(&g_kvb, &dkvbc, &ckvc, 1, 0, 1.0f, 1.0f);
+    o->matmul(&dckvn, &dkvbc, &wc->kv_b, 0, 0, 1.0f, 0.0f);
     tensor dckv = mv_cols(&dkva, 0, dc), ckv = mv_cols(&kva, 0, dc), rkv = mv_rows(&A->rstd_kv, n);
     tensor g_kvn = gv(m, grads, &w->kv_a_norm);
     o->rmsnorm_bwd(&dckv, &g_kvn, &dckvn, &ckv, &w->kv_a_norm, &rkv, 0);
     tensor xn = mv_rows(&A->xn, n), g_kva = gv(m, grads, &w->kv_a);
-    o->matmul(&g_kva, &dkva, &xn, 1, 0, 1.0f, 1.0f);
-    o->matmul(&dxn, &dkva, &w->kv_a, 0, 0, 1.0f, 0.0f);
+    tensor dkvac = gop(m, b, &dkva);
+    o->matmul(&g_kva, &dkvac, &xn, 1, 0, 1.0f, 1.0f);
+    o->matmul(&dxn, &dkvac, &wc->kv_a, 0, 0, 1.0f, 0.0f);
     /* q path */
     tensor dq2 = mv_as2(&b->dq, n, H * dqk);
     if (c->q_lora_rank > 0) {
         tensor cqn = mv_rows(&A->cqn, n), cq = mv_rows(&A->cq, n), rq = mv_rows(&A->rstd_q, n);
         tensor dcqn = mv_rows(&b->dcqn, n), dcq = mv_rows(&b->dcq, n);
         tensor g_qb = gv(m, grads, &w->q_b), g_qn = gv(m, grads, &w->q_a_norm), g_qa = gv(m, grads, &w->q_a);
-        o->matmul(&g_qb, &dq2, &cqn, 1, 0, 1.0f, 1.0f);
-        o->matmul(&dcqn, &dq2, &w->q_b, 0, 0, 1.0f, 0.0f);
+        tensor dqc = gop(m, b, &dq2);
+        o->matmul(&g_qb, &dqc, &cqn, 1, 0, 1.0f, 1.0f);
+        o->matmul(&dcqn, &dqc, &wc->q_b, 0, 0, 1.0f, 0.0f);
         o->rmsnorm_bwd(&dcq, &g_qn, &dcqn, &cq, &w->q_a_norm, &rq, 0);
-        o->matmul(&g_qa, &dcq, &xn, 1, 0, 1.0f, 1.0f);
-        o->matmul(&dxn, &dcq, &w->q_a, 0, 0, 1.0f, 1.0f);
+        tensor dcqc = gop(m, b, &dcq);
+        o->matmul(&g_qa, &dcqc, &xn, 1, 0, 1.0f, 1.0f);
+        o->matmul(&dxn, &dcqc, &wc->q_a, 0, 0, 1.0f, 1.0f);
     } else {
         tensor g_q = gv(m, grads, &w->q);
-        o->matmul(&g_q, &dq2, &xn, 1, 0, 1.0f, 1.0f);
-        o->matmul(&dxn, &dq2, &w->q, 0, 0, 1.0f, 1.0f);
+        tensor dqc = gop(m, b, &dq2);
+        o->matmul(&g_q, &dqc, &xn, 1, 0, 1.0f, 1.0f);
+        o->matmul(&dxn, &dqc, &wc->q, 0, 0, 1.0f, 1.0f);
     }
     tensor r1 = mv_rows(&A->rstd1, n), g_in = gv(m, grads, &w->in_norm);
     o->rmsnorm_bwd(&dh, &g_in, &dxn, h_in, &w->in_norm, &r1, 1);
@@ -162,7 +190,7 @@ void model_backward(model_train *tr, const float *g_logp, const float *g_ent, fl
     tensor dxn = mv_rows(&b->dxn, n), dh = mv_rows(&b->dh, n);
     /* LM head + log-softmax, then the final norm */
     tensor g_head = gv(m, grads, &m->w.lm_head);
-    o->lmhead_bwd(&dxn, &g_head, &gl, &ge, &hf, &m->w.lm_head, &tgt, &lse, &ent, tr->scale, &tr->lm_ws);
+    o->lmhead_bwd(&dxn, &g_head, &gl, &ge, &hf, &m->wc.lm_head, &tgt, &lse, &ent, tr->scale, &tr->lm_ws);
     tensor hL = mv_rows(&tr->h[L], n), rf = mv_rows(&tr->rstd_f, n), g_fn = gv(m, grads, &m->w.final_norm);
     o->rmsnorm_bwd(&dh, &g_fn, &dxn, &hL, &m->w.final_norm, &rf, 0);
     tensor pos = mv_rows(&tr->pos, n), cu = mv_rows(&tr->cu, tr->nseq + 1);

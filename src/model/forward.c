@@ -26,44 +26,59 @@ void plan_layer_acts(planner *p, layer_acts *A, int64_t n, int dense, int moe, i
     int64_t d = c->hidden_size, H = c->num_attention_heads, dc = c->kv_lora_rank, dr = c->qk_rope_head_dim;
     int64_t E = c->n_routed_experts, K = c->num_experts_per_tok, ie = c->moe_intermediate_size;
     int64_t is = (int64_t)c->n_shared_experts * ie;
+    tensor_dtype cd = model_cdt(p->m); /* GEMM inputs */
+    int bf = cd == TENSOR_BF16;
     memset(A, 0, sizeof *A);
-    A->xn = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    A->xn = plan_t(p, cd, 2, n, d, 1);
     A->rstd1 = plan_t(p, TENSOR_F32, 1, n, 1, 1);
     if (c->q_lora_rank > 0) {
         A->cq = plan_t(p, TENSOR_F32, 2, n, c->q_lora_rank, 1);
         A->rstd_q = plan_t(p, TENSOR_F32, 1, n, 1, 1);
-        A->cqn = plan_t(p, TENSOR_F32, 2, n, c->q_lora_rank, 1);
+        A->cqn = plan_t(p, cd, 2, n, c->q_lora_rank, 1);
     }
     A->q = plan_t(p, TENSOR_F32, 3, n, H, c->qk_head_dim);
     A->kva = plan_t(p, TENSOR_F32, 2, n, dc + dr, 1);
     A->rstd_kv = plan_t(p, TENSOR_F32, 1, n, 1, 1);
     A->ckvn = plan_t(p, TENSOR_F32, 2, n, dc, 1);
+    if (bf) A->ckvnb = plan_t(p, cd, 2, n, dc, 1);
     A->kvb = plan_t(p, TENSOR_F32, 3, n, H, c->qk_nope_head_dim + c->v_head_dim);
     A->o = plan_t(p, TENSOR_F32, 3, n, H, c->v_head_dim);
+    if (bf) A->ob = plan_t(p, cd, 2, n, H * c->v_head_dim, 1);
     if (keep_lse) A->lse = plan_t(p, TENSOR_F32, 2, n, H, 1);
     A->a = plan_t(p, TENSOR_F32, 2, n, d, 1);
     A->rstd2 = plan_t(p, TENSOR_F32, 1, n, 1, 1);
-    A->un = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    A->un = plan_t(p, cd, 2, n, d, 1);
     if (dense) {
         A->gu = plan_t(p, TENSOR_F32, 2, n, 2 * c->intermediate_size, 1);
-        A->act = plan_t(p, TENSOR_F32, 2, n, c->intermediate_size, 1);
+        A->act = plan_t(p, cd, 2, n, c->intermediate_size, 1);
     }
     if (moe) {
+        if (bf) A->unf = plan_t(p, TENSOR_F32, 2, n, d, 1);
         A->z = plan_t(p, TENSOR_F32, 2, n, E, 1);
         A->idx = plan_t(p, TENSOR_I32, 2, n, K, 1);
         A->w = plan_t(p, TENSOR_F32, 2, n, K, 1);
         A->offsets = plan_t(p, TENSOR_I32, 1, E + 1, 1, 1);
         A->row_tok = plan_t(p, TENSOR_I32, 1, n * K, 1, 1);
         A->inv = plan_t(p, TENSOR_I32, 1, n * K, 1, 1);
-        A->xe = plan_t(p, TENSOR_F32, 2, n * K, d, 1);
+        A->xe = plan_t(p, cd, 2, n * K, d, 1);
         A->gue = plan_t(p, TENSOR_F32, 2, n * K, 2 * ie, 1);
-        A->acte = plan_t(p, TENSOR_F32, 2, n * K, ie, 1);
+        A->acte = plan_t(p, cd, 2, n * K, ie, 1);
         A->ye = plan_t(p, TENSOR_F32, 2, n * K, d, 1);
         if (is > 0) {
             A->gus = plan_t(p, TENSOR_F32, 2, n, 2 * is, 1);
-            A->acts = plan_t(p, TENSOR_F32, 2, n, is, 1);
+            A->acts = plan_t(p, cd, 2, n, is, 1);
         }
     }
+}
+
+/* The GEMM operand form of f32 activation t [rows of a contiguous buffer]:
+ * t itself in f32 mode; in bf16 mode its bf16 copy written into `copy`
+ * (same rows). */
+tensor model_gemm_in(const model *m, const tensor *t, const tensor *copy) {
+    if (model_cdt(m) == TENSOR_F32) return *t;
+    tensor r = tensor_make(copy->data, copy->dtype, copy->device, t->ndim, t->shape);
+    m->ops->convert(&r, t);
+    return r;
 }
 
 /* ---- views ----------------------------------------------------------------- */
@@ -90,18 +105,19 @@ static void attn_pre(const model *m, const model_layer_w *w, layer_acts *A, cons
     const model_config *cf = &m->cfg;
     int64_t n = c->n, H = cf->num_attention_heads, dc = cf->kv_lora_rank, dr = cf->qk_rope_head_dim;
     tensor xn = mv_rows(&A->xn, n), r1 = mv_rows(&A->rstd1, n);
+    const model_layer_w *wc = &m->wc.layers[w - m->w.layers]; /* GEMM weights (bf16 in bf16 mode) */
     o->rmsnorm_fwd(&xn, &r1, h_in, &w->in_norm, cf->rms_norm_eps);
     tensor q2 = mv_as2(&A->q, n, H * cf->qk_head_dim);
     if (cf->q_lora_rank > 0) {
         tensor cq = mv_rows(&A->cq, n), cqn = mv_rows(&A->cqn, n), rq = mv_rows(&A->rstd_q, n);
-        o->matmul(&cq, &xn, &w->q_a, 0, 1, 1.0f, 0.0f);
+        o->matmul(&cq, &xn, &wc->q_a, 0, 1, 1.0f, 0.0f);
         o->rmsnorm_fwd(&cqn, &rq, &cq, &w->q_a_norm, 1e-6f); /* HF: class default eps, spec §1 */
-        o->matmul(&q2, &cqn, &w->q_b, 0, 1, 1.0f, 0.0f);
+        o->matmul(&q2, &cqn, &wc->q_b, 0, 1, 1.0f, 0.0f);
     } else {
-        o->matmul(&q2, &xn, &w->q, 0, 1, 1.0f, 0.0f);
+        o->matmul(&q2, &xn, &wc->q, 0, 1, 1.0f, 0.0f);
     }
     tensor kva = mv_rows(&A->kva, n);
-    o->matmul(&kva, &xn, &w->kv_a, 0, 1, 1.0f, 0.0f);
+    o->matmul(&kva, &xn, &wc->kv_a, 0, 1, 1.0f, 0.0f);
     tensor ckv = mv_cols(&kva, 0, dc), kpe = mv_cols(&kva, dc, dr);
     tensor ckvn = mv_rows(&A->ckvn, n), rkv = mv_rows(&A->rstd_kv, n);
     o->rmsnorm_fwd(&ckvn, &rkv, &ckv, &w->kv_a_norm, 1e-6f);
@@ -117,8 +133,9 @@ static void attn_out(const model *m, const model_layer_w *w, layer_acts *A, cons
     const model_config *cf = &m->cfg;
     tensor a = mv_rows(&A->a, n);
     tensor o2 = mv_as2(&A->o, n, (int64_t)cf->num_attention_heads * cf->v_head_dim);
+    tensor o2c = model_gemm_in(m, &o2, &A->ob);
     copy_rows(m, &a, h_in, n);
-    m->ops->matmul(&a, &o2, &w->o, 0, 1, 1.0f, 1.0f);
+    m->ops->matmul(&a, &o2c, &m->wc.layers[w - m->w.layers].o, 0, 1, 1.0f, 1.0f);
 }
 
 void layer_fwd(const model *m, int l, layer_acts *A, const tensor *h_in, tensor *h_out, const fwd_ctx *c) {
@@ -130,7 +147,8 @@ void layer_fwd(const model *m, int l, layer_acts *A, const tensor *h_in, tensor 
     tensor ckvn = mv_rows(&A->ckvn, n), kva = mv_rows(&A->kva, n);
     tensor kpe = mv_cols(&kva, dc, dr);
     tensor kvb2 = mv_as2(&A->kvb, n, H * (cf->qk_nope_head_dim + cf->v_head_dim));
-    o->matmul(&kvb2, &ckvn, &w->kv_b, 0, 1, 1.0f, 0.0f);
+    tensor ckvc = model_gemm_in(m, &ckvn, &A->ckvnb);
+    o->matmul(&kvb2, &ckvc, &m->wc.layers[l].kv_b, 0, 1, 1.0f, 0.0f);
     tensor q3 = mv_rows(&A->q, n), kvb = mv_rows(&A->kvb, n), o3 = mv_rows(&A->o, n);
     tensor lse = A->lse.data ? mv_rows(&A->lse, n) : A->lse;
     o->mla_attn_fwd(&o3, A->lse.data ? &lse : NULL, &q3, &kvb, &kpe, c->cu, (float)cf->softmax_scale);
@@ -147,7 +165,8 @@ void layer_decode(const model *m, int l, layer_acts *A, const tensor *h_in, tens
     int64_t n = c->n, H = cf->num_attention_heads, dc = cf->kv_lora_rank, dr = cf->qk_rope_head_dim;
     int64_t dn = cf->qk_nope_head_dim, dv = cf->v_head_dim, dqk = cf->qk_head_dim;
     attn_pre(m, w, A, h_in, c);
-    /* q_lat[b, h] = W_UK[h]^T q_nope[b, h]: batched over heads, [H, n, dn] @ [H, dn, dc] */
+    /* q_lat[b, h] = W_UK[h]^T q_nope[b, h]: batched over heads, [H, n, dn] @ [H, dn, dc]
+     * (the f32 master kv_b in both modes: q and the latent cache are f32) */
     float *kvb_w = w->kv_b.data;
     tensor wuk = strided3(kvb_w, dev, H, dn, dc, (dn + dv) * dc, dc);
     tensor wuv = strided3(kvb_w + dn * dc, dev, H, dv, dc, (dn + dv) * dc, dc);
@@ -171,20 +190,28 @@ void layer_decode(const model *m, int l, layer_acts *A, const tensor *h_in, tens
 void ffn_fwd(const model *m, int l, layer_acts *A, tensor *h_out, int64_t n) {
     const struct ops *o = m->ops;
     const model_config *cf = &m->cfg;
-    const model_layer_w *w = &m->w.layers[l];
+    const model_layer_w *w = &m->w.layers[l], *wc = &m->wc.layers[l];
     tensor a = mv_rows(&A->a, n), un = mv_rows(&A->un, n), r2 = mv_rows(&A->rstd2, n);
-    o->rmsnorm_fwd(&un, &r2, &a, &w->post_norm, cf->rms_norm_eps);
+    if (A->unf.data) { /* bf16 MoE layer: the norm in f32 (the router's input), its bf16 copy for the GEMMs */
+        tensor unf = mv_rows(&A->unf, n);
+        o->rmsnorm_fwd(&unf, &r2, &a, &w->post_norm, cf->rms_norm_eps);
+        o->convert(&un, &unf);
+    } else {
+        o->rmsnorm_fwd(&un, &r2, &a, &w->post_norm, cf->rms_norm_eps);
+    }
     copy_rows(m, h_out, &a, n);
     if (!w->moe) {
         tensor gu = mv_rows(&A->gu, n), act = mv_rows(&A->act, n);
-        o->matmul(&gu, &un, &w->gu, 0, 1, 1.0f, 0.0f);
+        o->matmul(&gu, &un, &wc->gu, 0, 1, 1.0f, 0.0f);
         o->swiglu_fwd(&act, &gu);
-        o->matmul(h_out, &act, &w->down, 0, 1, 1.0f, 1.0f);
+        o->matmul(h_out, &act, &wc->down, 0, 1, 1.0f, 1.0f);
         return;
     }
     int64_t E = cf->n_routed_experts, K = cf->num_experts_per_tok;
     tensor z = mv_rows(&A->z, n), idx = mv_rows(&A->idx, n), wt = mv_rows(&A->w, n);
-    o->matmul(&z, &un, &w->router, 0, 1, 1.0f, 0.0f);
+    /* the router in f32: the f32 norm output and the f32 router weight */
+    tensor unr = A->unf.data ? mv_rows(&A->unf, n) : un;
+    o->matmul(&z, &unr, &w->router, 0, 1, 1.0f, 0.0f);
     o->moe_route(&idx, &wt, &z, &w->bias, cf->n_group, cf->topk_group, cf->norm_topk_prob, cf->routed_scaling_factor);
     tensor rt = mv_rows(&A->row_tok, n * K), inv = mv_rows(&A->inv, n * K);
     o->moe_plan(&A->offsets, &rt, &inv, &idx, (int)E);
@@ -193,14 +220,14 @@ void ffn_fwd(const model *m, int l, layer_acts *A, tensor *h_out, int64_t n) {
     o->gather_rows(&xe, &un, &rt);
     /* the routed experts over the rows sorted by expert: one grouped GEMM
      * each way (the offsets stay on the device) */
-    o->moe_matmul(&gue, &xe, &w->e_gu, &A->offsets, 1, 1.0f, 0.0f);
+    o->moe_matmul(&gue, &xe, &wc->e_gu, &A->offsets, 1, 1.0f, 0.0f);
     o->swiglu_fwd(&acte, &gue);
-    o->moe_matmul(&ye, &acte, &w->e_down, &A->offsets, 1, 1.0f, 0.0f);
+    o->moe_matmul(&ye, &acte, &wc->e_down, &A->offsets, 1, 1.0f, 0.0f);
     if (cf->n_shared_experts > 0) {
         tensor gus = mv_rows(&A->gus, n), acts = mv_rows(&A->acts, n);
-        o->matmul(&gus, &un, &w->s_gu, 0, 1, 1.0f, 0.0f);
+        o->matmul(&gus, &un, &wc->s_gu, 0, 1, 1.0f, 0.0f);
         o->swiglu_fwd(&acts, &gus);
-        o->matmul(h_out, &acts, &w->s_down, 0, 1, 1.0f, 1.0f);
+        o->matmul(h_out, &acts, &wc->s_down, 0, 1, 1.0f, 1.0f);
     }
     o->moe_combine(h_out, &ye, &wt, &inv);
 }

@@ -20,6 +20,7 @@ typedef struct {
     layer_acts A;
     tensor q_lat, o_lat; /* decode [n, H, dc] */
     tensor hlast, rstd_f, logits;
+    tensor hnorm; /* bf16 mode: the final norm's bf16 output [lrows, d] (f32 mode: hlast) */
     tensor logits_view; /* the rows of the last call */
 } infer_ws;
 
@@ -45,6 +46,7 @@ static void plan_ws(planner *p, infer_ws *w, int64_t n, int64_t s, int64_t lrows
         w->o_lat = plan_t(p, TENSOR_F32, 3, n, H, c->kv_lora_rank);
     }
     w->hlast = plan_t(p, TENSOR_F32, 2, lrows, d, 1);
+    w->hnorm = model_cdt(p->m) == TENSOR_F32 ? w->hlast : plan_t(p, TENSOR_BF16, 2, lrows, d, 1);
     w->rstd_f = plan_t(p, TENSOR_F32, 1, lrows, 1, 1);
     w->logits = plan_t(p, TENSOR_F32, 2, lrows, c->vocab_size, 1);
 }
@@ -67,15 +69,16 @@ static tensor run_layers(const model *m, infer_ws *w, fwd_ctx *ctx, const tensor
 /* Final norm and logits of rows `last` of h into w->logits [k, V]. */
 static void head(const model *m, infer_ws *w, const tensor *h, int64_t k, int gather) {
     const struct ops *o = m->ops;
-    tensor hl = mv_rows(&w->hlast, k), rf = mv_rows(&w->rstd_f, k), lg = mv_rows(&w->logits, k);
+    tensor hl = mv_rows(&w->hlast, k), hn = mv_rows(&w->hnorm, k), rf = mv_rows(&w->rstd_f, k);
+    tensor lg = mv_rows(&w->logits, k);
     if (gather) {
         tensor last = mv_rows(&w->last, k);
         o->gather_rows(&hl, h, &last);
-        o->rmsnorm_fwd(&hl, &rf, &hl, &m->w.final_norm, m->cfg.rms_norm_eps);
+        o->rmsnorm_fwd(&hn, &rf, &hl, &m->w.final_norm, m->cfg.rms_norm_eps);
     } else {
-        o->rmsnorm_fwd(&hl, &rf, h, &m->w.final_norm, m->cfg.rms_norm_eps);
+        o->rmsnorm_fwd(&hn, &rf, h, &m->w.final_norm, m->cfg.rms_norm_eps);
     }
-    o->matmul(&lg, &hl, &m->w.lm_head, 0, 1, 1.0f, 0.0f);
+    o->matmul(&lg, &hn, &m->wc.lm_head, 0, 1, 1.0f, 0.0f);
 }
 
 base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const int32_t *cu, float *logits,
@@ -121,8 +124,8 @@ base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const i
     head(m, &w, &h, n, 0);
     if (logits) o->download(logits, w.logits.data, (size_t)(n * V) * sizeof(float));
     if (token_logp) {
-        tensor hl = mv_rows(&w.hlast, n);
-        o->lmhead_fwd(&lp, &ent, &lse, &hl, &m->w.lm_head, &tgt, 1.0f, &ws);
+        tensor hn = mv_rows(&w.hnorm, n);
+        o->lmhead_fwd(&lp, &ent, &lse, &hn, &m->wc.lm_head, &tgt, 1.0f, &ws);
         o->download(token_logp, lp.data, (size_t)n * sizeof(float));
     }
     o->free(p.base);

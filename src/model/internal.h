@@ -43,7 +43,15 @@ struct model {
     int64_t numel;
     model_param *tab;      /* parameter table (host) */
     int ntab;
-    model_weights w;       /* views into params */
+    model_weights w;       /* views into params (the f32 master weights) */
+    /* bf16 mode: cdt = TENSOR_BF16, params_c the bf16 copy of the arena
+     * (same element offsets) and wc the views the GEMMs use: the GEMM
+     * weights point into params_c, norms, router and bias stay the f32
+     * views. f32 mode: cdt = TENSOR_F32, wc is w. Gradient offsets are
+     * always taken from w (the master layout). */
+    tensor_dtype cdt;
+    uint16_t *params_c;
+    model_weights wc;
     int64_t rope_len;      /* rows of the rope tables */
     float *rope_mem;       /* device: cos then sin, [rope_len, dr/2] each */
     tensor rope_cos, rope_sin;
@@ -124,7 +132,15 @@ typedef struct {
     tensor offsets, row_tok, inv; /* moe_plan: I32 [E+1], [nK], [nK] */
     tensor xe, gue, acte, ye;  /* per-row expert input [nK, d], [nK, 2Ie], [nK, Ie], output [nK, d] */
     tensor gus, acts;          /* shared experts [n, 2Is], [n, Is] */
+    /* bf16 mode only (data NULL otherwise): bf16 GEMM copies of o [n, H*dv]
+     * and ckvn [n, dc], and (MoE layers) the f32 post-attention norm output
+     * [n, d]: the router's input (un is its bf16 copy) */
+    tensor ob, ckvnb, unf;
 } layer_acts;
+
+/* The activation dtype of GEMM inputs: xn, cqn, un, act, acte, acts, xe,
+ * the final norm's output (TENSOR_F32, or TENSOR_BF16 in bf16 mode). */
+static inline tensor_dtype model_cdt(const model *m) { return m->cdt == TENSOR_BF16 ? TENSOR_BF16 : TENSOR_F32; }
 
 /* One arena, carved in two passes: with base NULL it only measures. */
 typedef struct {
@@ -136,6 +152,10 @@ typedef struct {
 tensor plan_t(planner *p, tensor_dtype dt, int ndim, int64_t a, int64_t b, int64_t c);
 /* Plan a layer_acts for n tokens. dense/moe: which parts to plan. */
 void plan_layer_acts(planner *p, layer_acts *A, int64_t n, int dense, int moe, int keep_lse);
+
+/* The GEMM operand form of an f32 activation t: t itself in f32 mode; in
+ * bf16 mode its bf16 copy, written into copy's buffer (t's shape). */
+tensor model_gemm_in(const model *m, const tensor *t, const tensor *copy);
 
 /* Inputs of one layer forward. */
 typedef struct {
@@ -176,6 +196,7 @@ typedef struct {
     tensor dact, dgu;    /* flat */
     tensor dye, dxe;     /* [nK, d] */
     tensor dw, dz;       /* [n, K], [n, E] */
+    tensor cvt;          /* bf16 mode: flat bf16 copy of the gradient fed to the next GEMMs */
 } bwd_scratch;
 
 struct model_train {

@@ -102,9 +102,23 @@ typedef struct {
     int mtp;       /* part of an MTP module (not used by the main forward) */
 } model_param;
 
+/* Compute precision (docs/cuda.md, "bf16 mode"). MODEL_F32: every tensor
+ * f32 (the CPU reference). MODEL_BF16 (CUDA backend only): the GEMMs take
+ * bf16 operands (a bf16 copy of the weights, refreshed from the f32 master
+ * weights by model_sync_compute, and bf16 GEMM inputs) with f32
+ * accumulation and f32 outputs; the residual stream, norms statistics,
+ * router, attention, LM-head statistics, logprobs, entropy, gradients and
+ * the optimizer stay f32. */
+typedef enum { MODEL_F32 = 0, MODEL_BF16 = 1 } model_precision;
+
+/* "f32" / "bf16" (NULL: f32). BASE_ERR_INVALID naming the value otherwise. */
+base_status model_precision_parse(const char *s, model_precision *out);
+const char *model_precision_name(model_precision p);
+
 typedef struct {
     int64_t max_context; /* rope table length; 0: max_position_embeddings */
     int skip_mtp;        /* do not load MTP layers even when present */
+    model_precision precision; /* MODEL_BF16 needs a device backend (ops->device != CPU) */
 } model_load_opts;
 
 /* Load DIR (config.json + safetensors in any shard layout; F32, BF16 or FP8
@@ -127,6 +141,14 @@ const model_param *model_param_find(const model *m, const char *name); /* NULL i
 float *model_params(const model *m);
 int64_t model_numel(const model *m);
 int model_has_mtp(const model *m); /* MTP modules loaded */
+model_precision model_get_precision(const model *m);
+/* bf16 mode: refresh the bf16 compute weights from the f32 master weights
+ * (one convert over the arena). Call after anything writes
+ * model_params(m) (an optimizer step, a parameter copy); a no-op in f32
+ * mode. model_load and model_init_random call it. */
+void model_sync_compute(model *m);
+/* Bytes of the bf16 compute-weight arena (0 in f32 mode). */
+size_t model_compute_bytes(const model *m);
 
 /* Gradient arena: same layout as the parameters, zero-filled device memory
  * (free with model_ops(m)->free). Backward accumulates into it. */
@@ -159,8 +181,11 @@ typedef struct model_train model_train;
 /* Plan and allocate the activation arena for these limits. */
 base_status model_train_new(model *m, const model_train_limits *lim, model_train **out);
 void model_train_free(model_train *tr);
-/* Bytes of the activation arena for a config and limits (planning). */
+/* Bytes of the activation arena for a config and limits (planning; the
+ * f32 mode's plan). */
 size_t model_train_bytes(const model_config *cfg, const model_train_limits *lim);
+/* Bytes of tr's activation arena (as planned for its model's precision). */
+size_t model_train_arena_bytes(const model_train *tr);
 
 /* Forward a batch: per-token logp[t] = log p(target[t] | tokens <= t) (0
  * where target is -1) and ent[t] = entropy of the predictive distribution

@@ -42,7 +42,7 @@ static void plan_train(planner *p, model_train *tr) {
         plan_layer_acts(p, &tr->acts[i], n, dense, moe, 1);
     }
     tr->rstd_f = plan_t(p, TENSOR_F32, 1, n, 1, 1);
-    tr->hf = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    tr->hf = plan_t(p, model_cdt(m), 2, n, d, 1); /* the LM head's input */
     tr->logp = plan_t(p, TENSOR_F32, 1, n, 1, 1);
     tr->ent = plan_t(p, TENSOR_F32, 1, n, 1, 1);
     tr->lse = plan_t(p, TENSOR_F32, 1, n, 1, 1);
@@ -73,6 +73,14 @@ static void plan_train(planner *p, model_train *tr) {
         b->dz = plan_t(p, TENSOR_F32, 2, n, E, 1);
     }
     if (tr->lim.recompute) tr->h_tmp = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    if (model_cdt(m) == TENSOR_BF16) {
+        /* the largest gradient converted for a GEMM: dh [n, d], dq, dkvb,
+         * dkva, dcq, dgu (2 act_n), dye [nK, d] */
+        int64_t cv = max3(n * d, n * H * c->qk_head_dim, n * H * (c->qk_nope_head_dim + c->v_head_dim));
+        cv = max3(cv, n * (c->kv_lora_rank + c->qk_rope_head_dim), n * (int64_t)c->q_lora_rank);
+        cv = max3(cv, 2 * act_n, any_moe ? n * K * d : 0);
+        b->cvt = plan_t(p, TENSOR_BF16, 1, cv, 1, 1);
+    }
 }
 
 static base_status check_limits(const model_train_limits *lim) {
@@ -129,6 +137,8 @@ base_status model_train_new(model *m, const model_train_limits *lim, model_train
     *out = tr;
     return BASE_OK;
 }
+
+size_t model_train_arena_bytes(const model_train *tr) { return tr->bytes; }
 
 void model_train_free(model_train *tr) {
     if (!tr) return;
@@ -211,7 +221,7 @@ base_status model_forward(model_train *tr, const model_batch *b) {
     o->rmsnorm_fwd(&hf, &rf, &hl, &m->w.final_norm, c->rms_norm_eps);
     tensor logp = mv_rows(&tr->logp, n), ent = mv_rows(&tr->ent, n), lse = mv_rows(&tr->lse, n);
     tensor tgt = mv_rows(&tr->tgt, n);
-    o->lmhead_fwd(&logp, &ent, &lse, &hf, &m->w.lm_head, &tgt, tr->scale, &tr->lm_ws);
+    o->lmhead_fwd(&logp, &ent, &lse, &hf, &m->wc.lm_head, &tgt, tr->scale, &tr->lm_ws);
     tr->out_logp = logp;
     tr->out_ent = ent;
     tr->have_fwd = 1;

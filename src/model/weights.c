@@ -221,14 +221,74 @@ void model_rope_tables(model *m, int64_t len) {
     m->rope_sin = mv_2d(m, m->rope_mem + n, TENSOR_F32, len, half);
 }
 
-static void finish(model *m, const model_load_opts *opts) {
+/* ---- precision ------------------------------------------------------------- */
+
+base_status model_precision_parse(const char *s, model_precision *out) {
+    if (!s || !strcmp(s, "f32")) *out = MODEL_F32;
+    else if (!strcmp(s, "bf16")) *out = MODEL_BF16;
+    else return base_err_set(BASE_ERR_INVALID, "precision '%s': expected f32 or bf16", s);
+    return BASE_OK;
+}
+
+const char *model_precision_name(model_precision p) { return p == MODEL_BF16 ? "bf16" : "f32"; }
+
+/* Point a GEMM weight view at its bf16 copy (same element offset). */
+static void to_compute(const model *m, tensor *t) {
+    if (!t->data) return;
+    int64_t off = (float *)t->data - m->params;
+    t->data = m->params_c + off;
+    t->dtype = TENSOR_BF16;
+}
+
+/* Build m->wc (and the bf16 arena in bf16 mode). */
+static base_status setup_precision(model *m, const model_load_opts *opts) {
+    model_precision p = opts ? opts->precision : MODEL_F32;
+    int nl = m->cfg.num_hidden_layers + m->n_mtp;
+    m->cdt = TENSOR_F32;
+    m->wc = m->w;
+    m->wc.layers = base_xmalloc((size_t)nl * sizeof(model_layer_w));
+    memcpy(m->wc.layers, m->w.layers, (size_t)nl * sizeof(model_layer_w));
+    if (p == MODEL_F32) return BASE_OK;
+    if (p != MODEL_BF16) return base_err_set(BASE_ERR_INVALID, "precision %d: expected f32 or bf16", (int)p);
+    if (m->ops->device == TENSOR_CPU)
+        return base_err_set(BASE_ERR_UNSUPPORTED,
+                            "precision bf16: the %s backend is the f32 reference and computes in f32 only; "
+                            "bf16 mode needs --device cuda (or --precision f32)",
+                            m->ops->name);
+    m->cdt = TENSOR_BF16;
+    m->params_c = m->ops->alloc((size_t)m->numel * sizeof(uint16_t));
+    for (int l = 0; l < nl; l++) {
+        model_layer_w *w = &m->wc.layers[l];
+        tensor *g[] = {&w->q_a, &w->q_b, &w->q, &w->kv_a, &w->kv_b, &w->o, &w->gu, &w->down,
+                       &w->e_gu, &w->e_down, &w->s_gu, &w->s_down, &w->eh_proj};
+        for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) to_compute(m, g[i]);
+    }
+    to_compute(m, &m->wc.lm_head);
+    model_sync_compute(m);
+    return BASE_OK;
+}
+
+void model_sync_compute(model *m) {
+    if (m->cdt != TENSOR_BF16) return;
+    tensor src = tensor_1d(m->params, TENSOR_F32, m->numel), dst = tensor_1d(m->params_c, TENSOR_BF16, m->numel);
+    src.device = dst.device = m->ops->device;
+    m->ops->convert(&dst, &src);
+}
+
+model_precision model_get_precision(const model *m) { return m->cdt == TENSOR_BF16 ? MODEL_BF16 : MODEL_F32; }
+size_t model_compute_bytes(const model *m) { return m->params_c ? (size_t)m->numel * sizeof(uint16_t) : 0; }
+
+static base_status finish(model *m, const model_load_opts *opts) {
     int64_t len = opts && opts->max_context > 0 ? opts->max_context : m->cfg.max_position_embeddings;
     model_rope_tables(m, len);
+    return setup_precision(m, opts);
 }
 
 void model_free(model *m) {
     if (!m) return;
     m->ops->free(m->params);
+    if (m->params_c) m->ops->free(m->params_c);
+    model_weights_free(&m->wc);
     m->ops->free(m->rope_mem);
     model_weights_free(&m->w);
     free(m->tab);
@@ -341,7 +401,10 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
         model_free(m);
         return st;
     }
-    finish(m, opts);
+    if ((st = finish(m, opts))) {
+        model_free(m);
+        return st;
+    }
     *out = m;
     return BASE_OK;
 }
@@ -366,7 +429,12 @@ base_status model_init_random(const model_config *cfg, const struct ops *ops, ui
         ops->upload(m->params + p->offset, host, (size_t)p->numel * sizeof(float));
     }
     free(host);
-    finish(m, opts);
+    base_status st = finish(m, opts);
+    if (st) {
+        model_free(m);
+        *out = NULL;
+        return st;
+    }
     *out = m;
     return BASE_OK;
 }

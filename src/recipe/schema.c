@@ -169,6 +169,7 @@ static const recipe_key top_keys[] = {
     {"tokenizer", RK_STR, "null", NULL, "tokenizer directory (null: the model's)"},
     {"ref_model", RK_STR, "null", NULL, "reference model (null: the policy at the stage start)"},
     {"device", RK_STR, "\"auto\"", "auto|cpu|cuda", "backend"},
+    {"precision", RK_STR, "\"f32\"", "f32|bf16", "compute precision (bf16: CUDA backend only, docs/cuda.md)"},
     {"seed", RK_INT, "42", NULL, "seed of every random draw"},
     {"output_dir", RK_STR, "\"runs\"", NULL, "runs are written to OUTPUT_DIR/NAME"},
     {"threads", RK_INT, "0", NULL, "CPU threads (0: all cores)"},

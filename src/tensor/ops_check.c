@@ -3,6 +3,8 @@
  */
 #include "ops_check.h"
 
+#include <string.h>
+
 void ops_need(const char *be, const char *op, const char *arg, const tensor *t, tensor_dtype dt, int ndim) {
     if (t->dtype != dt)
         base_die("%s %s: %s must be %s (got %s)", be, op, arg, tensor_dtype_name(dt), tensor_dtype_name(t->dtype));
@@ -29,6 +31,19 @@ void ops_need_vec(const char *be, const char *op, const char *arg, const tensor 
 
 void ops_need_contig(const char *be, const char *op, const char *arg, const tensor *t) {
     if (!tensor_is_contiguous(t)) base_die("%s %s: %s must be contiguous", be, op, arg);
+}
+
+void ops_need_fb(const char *be, const char *op, const char *arg, const tensor *t, int ndim) {
+    if (t->dtype == TENSOR_BF16 && strncmp(be, "cuda", 4))
+        base_die("%s %s: %s must be F32 (got BF16: bf16 tensors need the CUDA backend, --precision bf16)", be, op, arg);
+    ops_need(be, op, arg, t, t->dtype == TENSOR_BF16 ? TENSOR_BF16 : TENSOR_F32, ndim);
+}
+
+void ops_need_same_dtype(const char *be, const char *op, const char *an, const tensor *a, const char *bn,
+                         const tensor *b) {
+    if (a->dtype != b->dtype)
+        base_die("%s %s: %s and %s must have one dtype (got %s and %s)", be, op, an, bn, tensor_dtype_name(a->dtype),
+                 tensor_dtype_name(b->dtype));
 }
 
 /* ---- attention ------------------------------------------------------------ */
@@ -129,8 +144,9 @@ void ops_check_mla_decode(const char *be, const tensor *o_lat, const tensor *q_l
 
 static ops_lm_dims check_lm(const char *be, const char *op, const tensor *x, const tensor *w, const tensor *target,
                             const tensor *ws) {
-    ops_need(be, op, "x", x, TENSOR_F32, 2);
-    ops_need(be, op, "w", w, TENSOR_F32, 2);
+    ops_need_fb(be, op, "x", x, 2);
+    ops_need_fb(be, op, "w", w, 2);
+    ops_need_same_dtype(be, op, "x", x, "w", w);
     ops_need(be, op, "target", target, TENSOR_I32, 1);
     ops_need(be, op, "ws", ws, TENSOR_F32, 2);
     ops_lm_dims d = {x->shape[0], x->shape[1], w->shape[0], ws->shape[0], ws->shape[1]};
@@ -270,8 +286,9 @@ void ops_check_moe_matmul(const char *be, const tensor *y, const tensor *x, cons
                           int trans_w) {
     const char *op = "moe_matmul";
     ops_need(be, op, "y", y, TENSOR_F32, 2);
-    ops_need(be, op, "x", x, TENSOR_F32, 2);
-    ops_need(be, op, "w", w, TENSOR_F32, 3);
+    ops_need_fb(be, op, "x", x, 2);
+    ops_need_fb(be, op, "w", w, 3);
+    ops_need_same_dtype(be, op, "x", x, "w", w);
     ops_need(be, op, "offsets", offsets, TENSOR_I32, 1);
     int64_t r = x->shape[0], k = x->shape[1], e = w->shape[0], n = y->shape[1];
     ops_need_dim(be, op, "y", y, 0, r);
@@ -284,8 +301,9 @@ void ops_check_moe_matmul_dw(const char *be, const tensor *dw, const tensor *dy,
                              const tensor *offsets) {
     const char *op = "moe_matmul_dw";
     ops_need(be, op, "dw", dw, TENSOR_F32, 3);
-    ops_need(be, op, "dy", dy, TENSOR_F32, 2);
-    ops_need(be, op, "x", x, TENSOR_F32, 2);
+    ops_need_fb(be, op, "dy", dy, 2);
+    ops_need_fb(be, op, "x", x, 2);
+    ops_need_same_dtype(be, op, "dy", dy, "x", x);
     ops_need(be, op, "offsets", offsets, TENSOR_I32, 1);
     ops_need_dim(be, op, "dy", dy, 0, x->shape[0]);
     ops_need_dim(be, op, "dw", dw, 1, dy->shape[1]);
@@ -295,7 +313,7 @@ void ops_check_moe_matmul_dw(const char *be, const tensor *dw, const tensor *dy,
 
 void ops_check_swiglu_fwd(const char *be, const tensor *h, const tensor *gu) {
     const char *op = "swiglu_fwd";
-    ops_need(be, op, "h", h, TENSOR_F32, 2);
+    ops_need_fb(be, op, "h", h, 2);
     ops_need(be, op, "gu", gu, TENSOR_F32, 2);
     ops_need_dim(be, op, "gu", gu, 0, h->shape[0]);
     ops_need_dim(be, op, "gu", gu, 1, 2 * h->shape[1]);
@@ -334,8 +352,9 @@ void ops_check_rope(const char *be, const char *op, const tensor *x, const tenso
 
 void ops_check_gather_rows(const char *be, const tensor *dst, const tensor *src, const tensor *idx) {
     const char *op = "gather_rows";
-    ops_need(be, op, "dst", dst, TENSOR_F32, 2);
-    ops_need(be, op, "src", src, TENSOR_F32, 2);
+    ops_need_fb(be, op, "dst", dst, 2);
+    ops_need_fb(be, op, "src", src, 2);
+    ops_need_same_dtype(be, op, "dst", dst, "src", src);
     ops_need(be, op, "idx", idx, TENSOR_I32, 1);
     ops_need_dim(be, op, "src", src, 1, dst->shape[1]);
     ops_need_dim(be, op, "idx", idx, 0, dst->shape[0]);
@@ -344,7 +363,7 @@ void ops_check_gather_rows(const char *be, const tensor *dst, const tensor *src,
 void ops_check_rmsnorm_fwd(const char *be, const tensor *y, const tensor *rstd, const tensor *x, const tensor *w) {
     const char *op = "rmsnorm_fwd";
     ops_need(be, op, "x", x, TENSOR_F32, 2);
-    ops_need(be, op, "y", y, TENSOR_F32, 2);
+    ops_need_fb(be, op, "y", y, 2);
     ops_need(be, op, "w", w, TENSOR_F32, 1);
     int64_t n = x->shape[0], d = x->shape[1];
     ops_need_dim(be, op, "y", y, 0, n);

@@ -26,6 +26,14 @@ void ops_need_dim(const char *be, const char *op, const char *arg, const tensor 
 /* F32 [n] */
 void ops_need_vec(const char *be, const char *op, const char *arg, const tensor *t, int64_t n);
 void ops_need_contig(const char *be, const char *op, const char *arg, const tensor *t);
+/* bf16 mode (docs/cuda.md): an operand that the CUDA backend accepts in F32
+ * or BF16 (loaded as f32, computed in f32; a BF16 output is the f32 result
+ * rounded once). The CPU backend is the f32 reference and takes F32 only:
+ * for be "cpu" a BF16 tensor dies naming the CUDA backend. */
+void ops_need_fb(const char *be, const char *op, const char *arg, const tensor *t, int ndim);
+/* b has a's dtype (operands of one GEMM). */
+void ops_need_same_dtype(const char *be, const char *op, const char *an, const tensor *a, const char *bn,
+                         const tensor *b);
 
 typedef struct {
     int64_t n, h, dqk, dn, dr, dv; /* tokens, heads, q/k head dim = nope + rope, value dim */

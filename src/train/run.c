@@ -118,9 +118,9 @@ static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
     if (cJSON_IsNumber(init) && fresh) { /* pre-training from scratch */
         model_config cfg;
         s = model_config_load(dir, &cfg);
-        if (!s) s = model_init_random(&cfg, c->ops, c->seed, (float)init->valuedouble, NULL, &m);
+        if (!s) s = model_init_random(&cfg, c->ops, c->seed, (float)init->valuedouble, &c->load, &m);
     } else {
-        s = model_load(dir, c->ops, NULL, &m);
+        s = model_load(dir, c->ops, &c->load, &m);
     }
     if (s) return base_err_wrap(s, "loading the model");
     model_free(c->policy);
@@ -163,6 +163,9 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         s = base_err_set(BASE_ERR_UNSUPPORTED, "device '%s': %s", dev, base_err_msg());
         goto done;
     }
+    s = model_precision_parse(c.opts.precision ? c.opts.precision : recipe_str(c.root, "precision"),
+                              &c.load.precision);
+    if (s) goto done;
     /* the checkpoint to resume from (read only) */
     run_ckpt *ck = NULL;
     if (c.opts.resume) {

@@ -38,6 +38,7 @@ typedef struct {
     int overwrite;      /* replace an existing run directory (else an error) */
     int quiet;          /* no progress bars */
     const char *device; /* "cpu", "cuda", "auto"; NULL: the recipe's */
+    const char *precision; /* "f32", "bf16"; NULL: the recipe's */
     /* stop after this many training steps of the whole run (0: no limit):
      * for tests of resume ("2N straight" vs "N, resume, N") */
     int64_t max_total_steps;

@@ -32,6 +32,7 @@ typedef struct {
     char *dir;     /* run directory */
     char *name;
     const struct ops *ops;
+    model_load_opts load;  /* how models are loaded: the run's precision */
     model *policy;         /* the weights every stage starts from / updates */
     char *policy_src;      /* checkpoint directory the policy came from */
     tok_tokenizer *tok;

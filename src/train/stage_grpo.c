@@ -331,7 +331,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     }
     if (!s && grpo_needs_ref_logp(&gc)) {
         const model_config *cfg = model_cfg(c->policy);
-        s = model_init_random(cfg, c->ops, 0, 0.0f, NULL, &ref);
+        s = model_init_random(cfg, c->ops, 0, 0.0f, &c->load, &ref);
         const char *ref_dir = recipe_str(c->root, "ref_model");
         if (!s) {
             if (resume && run_ckpt_state(resume)->stage_index == index && run_ckpt_has_ref(resume)) {
@@ -340,7 +340,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
                 model_free(ref);
                 ref = NULL;
                 char *p = recipe_resolve_path(c->rc, ref_dir);
-                s = model_load(p, c->ops, NULL, &ref);
+                s = model_load(p, c->ops, &c->load, &ref);
                 free(p);
                 if (!s && model_numel(ref) != model_numel(c->policy))
                     s = base_err_set(BASE_ERR_INVALID, "ref_model %s: not the policy's architecture", ref_dir);
@@ -348,6 +348,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
             } else {
                 c->ops->copy(model_params(ref), model_params(c->policy), (size_t)model_numel(c->policy) * sizeof(float));
             }
+            if (!s) model_sync_compute(ref); /* bf16 mode: its compute weights from the master copy */
         }
         if (!s) s = model_train_new(ref, &tl, &tr_ref);
     }
@@ -514,6 +515,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
                 }
                 if (s) break;
                 optim_step(&opt, (step * mu + it) * spg + part, &info);
+                model_sync_compute(c->policy); /* bf16 mode: refresh the compute weights */
                 grpo_entropy_ctl_update(&gc, &ectl, &ostats);
             }
         if (s) break;
@@ -581,6 +583,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
             tr_.device = tp_.device = c->ops->device;
             c->ops->scale(&tr_, &tr_, 1.0f - mixup);
             c->ops->axpy(&tr_, &tp_, mixup);
+            model_sync_compute(ref);
         }
         if (log_every > 0 && (step + 1) % log_every == 0) {
             for (int j = 0; j < b.n; j++) {

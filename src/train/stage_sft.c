@@ -238,6 +238,7 @@ base_status run_stage_sft(run_ctx *c, const cJSON *st, int index, const run_ckpt
             if (pass == 1 && !s) {
                 optim_step_info info;
                 optim_step(&opt, k, &info);
+                model_sync_compute(c->policy); /* bf16 mode: refresh the compute weights */
                 c->total_steps++;
                 double dt = base_now() - t0;
                 cJSON *line = cJSON_CreateObject();

@@ -7,7 +7,11 @@
  *     run on the GPU and match the hf-tiny-v3-a references (logits and
  *     token logprobs within 1e-4, gradients within 1e-3 relative L2 with
  *     exact zeros, the 24 greedy tokens identical);
- *   - $GRPO_DEVICE sets the default.
+ *   - $GRPO_DEVICE sets the default;
+ *   - --precision: an unknown name is a usage error (2); bf16 on the CPU
+ *     backend (the f32 reference) fails with status 1 naming --device cuda;
+ *     with a GPU, `grpo forward --precision bf16` gives token logprobs
+ *     within the bf16 budget (2^-3, tests/cuda/test_cuda_fixture.c).
  */
 #include "common/test_common.h"
 
@@ -106,6 +110,45 @@ static void test_cpu_and_default(void **s) {
     st_close(ref);
 }
 
+static void test_precision(void **s) {
+    (void)s;
+    st_file *ref = open_ref("reference.safetensors");
+    char *in = base_path_join(tmp, "idsp.jsonl"), *outp = base_path_join(tmp, "p.safetensors");
+    write_ids(ref, "input_ids.0", in);
+    char *o = NULL;
+    assert_int_equal(run(&o, "forward --model '%s' --in '%s' --out '%s' --device cpu --precision fp8", fx, in, outp), 2);
+    assert_non_null(strstr(o, "--precision fp8: expected f32 or bf16"));
+    free(o);
+    const char *cmds[3] = {"forward", "grad", "generate"};
+    for (int i = 0; i < 3; i++) {
+        o = NULL;
+        int rc = i < 2 ? run(&o, "%s --model '%s' --in '%s' --out '%s' --device cpu --precision bf16", cmds[i], fx, in, outp)
+                       : run(&o, "generate --model '%s' --in '%s' --greedy --device cpu --precision bf16", fx, in);
+        assert_int_equal(rc, 1);
+        if (!strstr(o, "bf16 mode needs --device cuda")) fail_msg("grpo %s --precision bf16 on cpu: %s", cmds[i], o);
+        free(o);
+    }
+    o = NULL;
+    assert_int_equal(run(&o, "forward --model '%s' --in '%s' --out '%s' --device cpu --precision f32", fx, in, outp), 0);
+    free(o);
+    if (ops_cuda()) {
+        o = NULL;
+        int rc = run(&o, "forward --model '%s' --in '%s' --out '%s' --device cuda --precision bf16", fx, in, outp);
+        if (rc) fail_msg("grpo forward --device cuda --precision bf16: %s", o);
+        st_file *got = NULL;
+        assert_int_equal(st_open(outp, &got), BASE_OK);
+        const st_tensor *g = st_find(got, "token_logprobs.0"), *r = st_find(ref, "token_logprobs.0");
+        assert_non_null(g);
+        double err = test_max_abs_diff(g->data, r->data, (int64_t)(r->nbytes / 4));
+        printf("cuda cli bf16: token_logprobs.0 max |diff| %.3g\n", err);
+        assert_true(err < 0.125);
+        st_close(got);
+        free(o);
+    }
+    free(in), free(outp);
+    st_close(ref);
+}
+
 static void test_cuda(void **s) {
     (void)s;
     st_file *ref = open_ref("reference.safetensors"), *gref = open_ref("grads.safetensors");
@@ -185,6 +228,7 @@ int main(void) {
         cmocka_unit_test(test_bad_name),
         cmocka_unit_test(test_cpu_and_default),
         cmocka_unit_test(test_cuda),
+        cmocka_unit_test(test_precision),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

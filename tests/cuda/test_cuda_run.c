@@ -7,8 +7,11 @@
  *     the same metrics and bit-identical weights as a straight run: the
  *     device backend is deterministic, and checkpoints round-trip the
  *     weights and the optimizer state through device memory.
- * Usage: test_cuda_run [cuda|emu] ("skipped: no GPU" without one; "emu"
- * registers the emulated backend as the device "cuda-emu").
+ * Usage: test_cuda_run [cuda|emu] [f32|bf16] ("skipped: no GPU" without
+ * one; "emu" registers the emulated backend as the device "cuda-emu").
+ * bf16: the run in bf16 mode (run_opts.precision): the policy's and the
+ * reference's bf16 compute weights are refreshed after every optimizer
+ * step and every load, so the resumed run must still match bit for bit.
  */
 #include "common/test_common.h"
 
@@ -23,7 +26,7 @@
 #include "emu/cuda_emu_ops.h"
 #endif
 
-static const char *g_dev;
+static const char *g_dev, *g_prec = "f32";
 static char *DIR_;
 
 static int setup(void **state) {
@@ -72,7 +75,8 @@ static base_status run(const char *name, int resume, int64_t max_total) {
     base_status s = recipe_load_string(b.data, "test.lua", NULL, 0, &rc);
     base_buf_free(&b);
     if (s) return s;
-    run_opts o = {.resume = resume, .overwrite = !resume, .quiet = 1, .device = g_dev, .max_total_steps = max_total};
+    run_opts o = {.resume = resume, .overwrite = !resume, .quiet = 1, .device = g_dev, .precision = g_prec,
+                  .max_total_steps = max_total};
     s = run_recipe(rc, &o);
     recipe_free(rc);
     return s;
@@ -128,12 +132,14 @@ static void test_straight_and_resumed(void **state) {
     char *src = test_shared_path("fixtures/hf-tiny-v3-a/model.safetensors"), *w0;
     if (base_read_file(src, &w0, &n0)) fail_msg("%s", base_err_msg());
     assert_true(n0 != na || memcmp(w0, wa, na) != 0);
-    printf("%s: 2 GRPO steps, straight and stopped after 1 + resumed: same metrics, bit-identical weights\n", g_dev);
+    printf("%s %s: 2 GRPO steps, straight and stopped after 1 + resumed: same metrics, bit-identical weights\n", g_dev,
+           g_prec);
     free(ma), free(mb), free(wa), free(wb), free(w0), free(src);
 }
 
 int main(int argc, char **argv) {
     const char *backend = argc > 1 ? argv[1] : "cuda";
+    if (argc > 2) g_prec = argv[2];
     if (!strcmp(backend, "cuda")) {
         if (!ops_cuda()) {
             printf("skipped: no GPU (%s)\n", base_err_msg());

@@ -17,6 +17,22 @@
  * term on the output's rms); attention and the LM head sum hundreds of
  * products and exponentials: ATTN {1e-4, 1e-5}.
  *
+ * bf16 cases (bf16 mode, docs/cuda.md): the backend under test gets bf16
+ * tensors where the op accepts them, the CPU reference the same values
+ * widened to f32 (bf16 inputs are exact in f32), so an f32 output computed
+ * from bf16 inputs keeps the f32 tolerance. BF16 {2^-8 + 1e-5, 1e-6}: a
+ * bf16 output is the f32 result rounded once to 8 significant bits, which
+ * moves it by less than 2^-8 of itself (half a spacing of 2^-7 relative,
+ * at worst just above a power of two; measured err/bound reaches 0.99 of
+ * 2^-8 alone), plus the f32 op's own tolerance (T_OP) for the f32 values
+ * that are rounded. BF16_DZ {2^-8, 2^-6}: lmhead_bwd rounds dz to bf16
+ * before its two GEMMs (the CPU does not): each term of dx and dw moves by
+ * < 2^-8 of itself, random in sign, so an element moves by ~2^-8 / sqrt(3)
+ * rms(ref) (a sum of random-sign terms has the rms of its terms' root sum
+ * of squares); 4 of those (2^-6) cover a 4-sigma element, and a dropped
+ * chunk or a wrong scale is off by O(rms). Skipped when the backend under
+ * test is the CPU (it takes f32 only).
+ *
  * A backend without an op prints "skip" for its cases (the CUDA backend
  * gains these ops one by one).
  */
@@ -41,6 +57,8 @@ typedef struct {
 } mtol;
 #define T_OP ((mtol){1e-5, 1e-6})
 #define T_ATTN ((mtol){1e-4, 1e-5})
+#define T_BF16 ((mtol){1.0 / 256 + 1e-5, 1e-6})
+#define T_BF16_DZ ((mtol){1.0 / 256, 1.0 / 64})
 
 typedef struct {
     void *raw;
@@ -103,6 +121,40 @@ static tensor in_f32(mrun *r, int ndim, int64_t a, int64_t b, int64_t c, float r
 
 static tensor in_i32(mrun *r, const int32_t *v, int64_t n) {
     return mk(r, put(r, v, TENSOR_I32, n, 0), TENSOR_I32, 1, n, 1, 1);
+}
+
+/* bf16 case helpers: the dtype the side under test gets (the CPU
+ * reference gets f32). */
+static tensor_dtype bdt(const mrun *r) { return r->o->device == TENSOR_CPU ? TENSOR_F32 : TENSOR_BF16; }
+
+/* A bf16-valued input: uniform in [-range, range] rounded to bf16; bf16 on
+ * the side under test, the same values in f32 on the CPU. */
+static tensor in_bf(mrun *r, int ndim, int64_t a, int64_t b, int64_t c, float range) {
+    int64_t n = a * (ndim > 1 ? b : 1) * (ndim > 2 ? c : 1);
+    float *x = draw(r, n, range);
+    uint16_t *h = malloc((size_t)n * 2 + 2);
+    for (int64_t i = 0; i < n; i++) {
+        h[i] = tensor_f32_to_bf16(x[i]);
+        x[i] = tensor_bf16_to_f32(h[i]);
+    }
+    tensor_dtype dt = bdt(r);
+    tensor t = mk(r, put(r, dt == TENSOR_BF16 ? (void *)h : (void *)x, dt, n, 0), dt, ndim, a, b, c);
+    free(x), free(h);
+    return t;
+}
+
+/* A bf16 output (f32 on the CPU), NaN-filled: the op overwrites it. */
+static tensor out_bf(mrun *r, int ndim, int64_t a, int64_t b, int64_t c) {
+    int64_t n = a * (ndim > 1 ? b : 1) * (ndim > 2 ? c : 1);
+    tensor_dtype dt = bdt(r);
+    void *h = malloc((size_t)n * 4 + 4);
+    for (int64_t i = 0; i < n; i++) {
+        if (dt == TENSOR_BF16) ((uint16_t *)h)[i] = 0x7FC0; /* NaN */
+        else ((float *)h)[i] = NAN;
+    }
+    tensor t = mk(r, put(r, h, dt, n, 1), dt, ndim, a, b, c);
+    free(h);
+    return t;
 }
 
 /* An output: NaN-filled (overwritten) or random (accumulated / partly written). */
@@ -426,6 +478,54 @@ static void c_lmhead_bwd(mrun *r) {
     r->o->lmhead_bwd(&dx, &dw, &gl, &ge, &x, &w, &t, &ls, &en, 0.7f, &ws);
 }
 
+/* ---- bf16 cases ---------------------------------------------------------- */
+
+static void c_gather_bf(mrun *r) {
+    int32_t idx[50];
+    for (int i = 0; i < 50; i++) idx[i] = (int32_t)((i * 11 + 5) % 37);
+    tensor src = in_bf(r, 2, 37, 64, 1, 1.0f), ix = in_i32(r, idx, 50);
+    tensor dst = out_bf(r, 2, 50, 64, 1);
+    r->o->gather_rows(&dst, &src, &ix);
+}
+static void c_rmsnorm_fwd_bf(mrun *r) {
+    tensor kva = in_f32(r, 2, 37, 80, 1, 2.0f), w = in_f32(r, 1, 64, 1, 1, 1.0f);
+    tensor x = cols(kva, 0, 64);
+    tensor y = out_bf(r, 2, 37, 64, 1), rs = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1);
+    r->o->rmsnorm_fwd(&y, &rs, &x, &w, 1e-6f);
+}
+static void c_swiglu_fwd_bf(mrun *r) {
+    tensor gu = in_f32(r, 2, 37, 2 * 96, 1, 4.0f), h = out_bf(r, 2, 37, 96, 1);
+    r->o->swiglu_fwd(&h, &gu);
+}
+static void c_moe_mm_bf(mrun *r) {
+    tensor off = in_i32(r, mm_off, 7);
+    tensor x = in_bf(r, 2, 40, 70, 1, 1.0f), w = in_bf(r, 3, 6, 36, 70, 1.0f), w2 = in_bf(r, 3, 6, 70, 36, 1.0f);
+    tensor y = out_t(r, TENSOR_F32, 0, 2, 40, 36, 1), y2 = out_t(r, TENSOR_F32, 1, 2, 40, 36, 1);
+    r->o->moe_matmul(&y, &x, &w, &off, 1, 1.0f, 0.0f);
+    r->o->moe_matmul(&y2, &x, &w2, &off, 0, -0.5f, 1.0f);
+}
+static void c_moe_mm_dw_bf(mrun *r) {
+    tensor off = in_i32(r, mm_off, 7);
+    tensor dy = in_bf(r, 2, 40, 36, 1, 1.0f), x = in_bf(r, 2, 40, 70, 1, 1.0f);
+    tensor dw = out_t(r, TENSOR_F32, 1, 3, 6, 36, 70);
+    r->o->moe_matmul_dw(&dw, &dy, &x, &off, 0.75f);
+}
+static void c_lmhead_fwd_bf(mrun *r) {
+    tensor x = in_bf(r, 2, 37, 64, 1, 1.0f), w = in_bf(r, 2, 320, 64, 1, 0.5f), t = in_i32(r, lm_tgt, 37);
+    tensor lp = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1), en = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1);
+    tensor ls = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1), ws = scratch_t(r, 16, 100);
+    r->o->lmhead_fwd(&lp, &en, &ls, &x, &w, &t, 0.7f, &ws);
+}
+static void c_lmhead_bwd_bf(mrun *r) {
+    tensor x = in_bf(r, 2, 37, 64, 1, 1.0f), w = in_bf(r, 2, 320, 64, 1, 0.5f), t = in_i32(r, lm_tgt, 37);
+    tensor gl = in_f32(r, 1, 37, 1, 1, 1.0f), ge = in_f32(r, 1, 37, 1, 1, 1.0f);
+    tensor lp = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1), en = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1);
+    tensor ls = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1), ws = scratch_t(r, 16, 100);
+    r->o->lmhead_fwd(&lp, &en, &ls, &x, &w, &t, 0.7f, &ws);
+    tensor dx = out_t(r, TENSOR_F32, 0, 2, 37, 64, 1), dw = out_t(r, TENSOR_F32, 1, 2, 320, 64, 1);
+    r->o->lmhead_bwd(&dx, &dw, &gl, &ge, &x, &w, &t, &ls, &en, 0.7f, &ws);
+}
+
 static void c_sample(mrun *r) {
     tensor z = in_f32(r, 2, 6, 320, 1, 4.0f);
     float uh[6] = {0.1f, 0.5f, 0.9f, 0.33f, 0.77f, 0.01f};
@@ -447,9 +547,11 @@ typedef struct {
     const char *what;
     void (*run)(mrun *r);
     mtol tol;
+    int bf16; /* a bf16 case: not run against the CPU backend itself */
 } mcase;
 
-#define MC(name, what, fn, tol) {#name, offsetof(struct ops, name), what, fn, tol}
+#define MC(name, what, fn, tol) {#name, offsetof(struct ops, name), what, fn, tol, 0}
+#define MCB(name, what, fn, tol) {#name, offsetof(struct ops, name), "bf16: " what, fn, tol, 1}
 static const mcase mcases[] = {
     MC(gather_rows, "[37,64] -> 50 rows", c_gather, T_OP),
     MC(rmsnorm_fwd, "x a strided [37,64] view", c_rmsnorm_fwd, T_OP),
@@ -478,6 +580,14 @@ static const mcase mcases[] = {
     MC(lmhead_fwd, "[37,64] x [320,64]^T, ws 16x100, scale 0.7", c_lmhead_fwd, T_ATTN),
     MC(lmhead_bwd, "[37,64] x [320,64]^T, ws 16x100, scale 0.7", c_lmhead_bwd, T_ATTN),
     MC(sample, "6 rows of 320: greedy, T 1, top-k 20, top-p 0.9", c_sample, T_OP),
+    /* bf16 mode: the ops with bf16 operands (docs/cuda.md) */
+    MCB(gather_rows, "[37,64] -> 50 rows", c_gather_bf, T_OP),
+    MCB(rmsnorm_fwd, "bf16 y, x a strided f32 view", c_rmsnorm_fwd_bf, T_BF16),
+    MCB(swiglu_fwd, "bf16 h [37, 96]", c_swiglu_fwd_bf, T_BF16),
+    MCB(moe_matmul, "bf16 x and w, f32 y, both layouts", c_moe_mm_bf, T_ATTN),
+    MCB(moe_matmul_dw, "bf16 dy and x into f32 dw", c_moe_mm_dw_bf, T_ATTN),
+    MCB(lmhead_fwd, "bf16 x and w", c_lmhead_fwd_bf, T_ATTN),
+    MCB(lmhead_bwd, "bf16 x and w, f32 dx and dw", c_lmhead_bwd_bf, T_BF16_DZ),
 };
 #define NM ((int)(sizeof mcases / sizeof mcases[0]))
 
@@ -536,6 +646,7 @@ int parity_model_run(const struct ops *dev, const char *filter, int verbose, uin
     *nrun = 0;
     for (int i = 0; i < NM; i++) {
         if (filter && strcmp(filter, mcases[i].op)) continue;
+        if (mcases[i].bf16 && dev->device == TENSOR_CPU) continue; /* f32 only: nothing to compare */
         void (*fnp)(void);
         memcpy(&fnp, (const char *)dev + mcases[i].fn, sizeof fnp);
         if (!fnp) {
