@@ -477,6 +477,7 @@ static void run_grpo(model *m, int tiny) {
         double t2 = base_now();
         optim_step_info info;
         optim_step(&o, step, &info);
+        model_sync_compute(m); /* bf16 mode: the compute copy from the new master weights */
         g_ops->sync();
         double t3 = base_now();
         if (t3 - t0 < best_total) best_total = t3 - t0, best_gen = tg_, best_train = t2 - t1, best_opt = t3 - t2;

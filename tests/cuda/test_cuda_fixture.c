@@ -350,6 +350,34 @@ static void check_grads(const char *name) {
     fix_close(&f);
 }
 
+/* model_sync_compute: zero the master lm_head. In f32 mode the forward
+ * sees it at once; in bf16 mode only after model_sync_compute (before, the
+ * compute copy still holds the loaded weights). With zero logits every
+ * token's log p is -log V. */
+static void test_sync(void **s) {
+    (void)s;
+    fix f;
+    fix_open(&f, "hf-tiny-v3-a");
+    const model_param *p = model_param_find(f.m, "lm_head.weight");
+    assert_non_null(p);
+    int64_t n0, V = model_cfg(f.m)->vocab_size;
+    int32_t *ids = ref_ids(f.ref, "input_ids.0", &n0), cu[2] = {0, (int32_t)n0};
+    float *lp0 = malloc((size_t)n0 * sizeof(float)), *lp = malloc((size_t)n0 * sizeof(float));
+    assert_int_equal(model_forward_logits(f.m, 1, ids, cu, NULL, lp0), BASE_OK);
+    g_ops->zero(model_params(f.m) + p->offset, (size_t)p->numel * sizeof(float));
+    assert_int_equal(model_forward_logits(f.m, 1, ids, cu, NULL, lp), BASE_OK);
+    double moved = test_max_abs_diff(lp, lp0, n0 - 1);
+    if (bf()) assert_true(moved == 0.0); /* the compute copy is not refreshed yet */
+    model_sync_compute(f.m);
+    assert_int_equal(model_forward_logits(f.m, 1, ids, cu, NULL, lp), BASE_OK);
+    for (int64_t t = 0; t + 1 < n0; t++)
+        assert_true(fabs(lp[t] + log((double)V)) < 1e-5);
+    printf("%s %s: a master-weight change reaches the forward %s\n", g_ops->name, model_precision_name(g_prec),
+           bf() ? "after model_sync_compute only" : "at once");
+    free(lp0), free(lp), free(ids);
+    fix_close(&f);
+}
+
 #define FIXTURE(id, name)                                                                                              \
     static void test_logits_##id(void **s) {                                                                           \
         (void)s;                                                                                                       \
@@ -397,6 +425,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_logits_b), cmocka_unit_test(test_greedy_b), cmocka_unit_test(test_grads_b),
         cmocka_unit_test(test_logits_c), cmocka_unit_test(test_greedy_c), cmocka_unit_test(test_grads_c),
         cmocka_unit_test(test_logits_d), cmocka_unit_test(test_greedy_d), cmocka_unit_test(test_grads_d),
+        cmocka_unit_test(test_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
