@@ -259,7 +259,11 @@ void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, con
     a.po = part, a.pm = part + np * (size_t)dc, a.pl = a.pm + np;
     a.err = cuda_errbuf();
 #ifndef GRPO_CUDA_EMU
-    CHECK_CUDA(cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    static size_t smem_set; /* raised once per new size, not every step (and not inside a graph capture) */
+    if (smem > smem_set) {
+        CHECK_CUDA(cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        smem_set = smem;
+    }
 #endif
     a.out = nsplit == 1 ? (float *)o_lat->data : (float *)NULL;
     a.o0 = o_lat->stride[0], a.o1 = o_lat->stride[1];
