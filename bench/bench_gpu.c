@@ -21,7 +21,10 @@
  *            reward, advantages, forward + backward + AdamW), when the
  *            float32 weights, gradients and AdamW state fit on the device
  *   memory   concurrent sequences at 4K context that fit next to the
- *            weights, gradients and optimizer state
+ *            weights, gradients and optimizer state (or the weights only):
+ *            unshared, and in groups of G = 16 samples whose 1K or 3K-token
+ *            prompt's full cache pages are shared (the rollout engine's
+ *            paged cache)
  *
  * Every figure is one JSON line on --out (and a line of text on stdout):
  * the GPU session's bench/gpu_run.sh collects them for bench/RESULTS.md.
@@ -497,13 +500,21 @@ static void run_grpo(model *m, int tiny) {
 
 /* ---- memory --------------------------------------------------------------------------- */
 
+/* Sequences of 4096 positions that fit in `avail` bytes of paged cache
+ * (pages of MODEL_PAGE_SIZE): unshared, and in groups of G samples sharing
+ * a P-token prompt (its full pages held once, the rest per sample; the
+ * rollout engine's worst-case reservation, src/rollout/engine.c). */
+static double seqs_4k(double avail, double page, int G, int P) {
+    int64_t ps = MODEL_PAGE_SIZE, per = (4096 + ps - 1) / ps, F = P / ps;
+    double group = (double)(F + (int64_t)G * (per - F)) * page;
+    return avail > 0 ? (double)G * floor(avail / group) : 0.0;
+}
+
 static void run_memory(const model_config *c, int64_t numel) {
     double total = 0;
     device_free_bytes(&total); /* capacity: the whole device, not what is free now */
-    model_cache_limits one = {.slots = 1, .max_len = 4096, .max_batch = 1, .max_prefill = 1};
-    model_cache_limits two = one;
-    two.slots = 2;
-    double per_seq = (double)model_cache_bytes(c, &two) - (double)model_cache_bytes(c, &one);
+    double page = (double)model_cache_page_bytes(c, MODEL_PAGE_SIZE);
+    double per_seq = page * (double)((4096 + MODEL_PAGE_SIZE - 1) / MODEL_PAGE_SIZE);
     /* f32 weights, gradients, AdamW m and v (+ the bf16 copy in bf16 mode) */
     double state = (12.0 + held_per_param()) * (double)numel;
     double weights = held_per_param() * (double)numel;
@@ -515,9 +526,11 @@ static void run_memory(const model_config *c, int64_t numel) {
     double avail = total - state, avail_inf = total - weights;
     record("memory",
            "\"device_GB\": %.1f, \"per_seq_4k_MB\": %.1f, \"train_state_GB\": %.1f, \"seqs_4k_next_to_train_state\": "
-           "%.0f, \"seqs_4k_next_to_weights_only\": %.0f",
+           "%.0f, \"seqs_4k_next_to_weights_only\": %.0f, \"seqs_4k_G16_prompt1k_next_to_train_state\": %.0f, "
+           "\"seqs_4k_G16_prompt1k_next_to_weights_only\": %.0f, \"seqs_4k_G16_prompt3k_next_to_weights_only\": %.0f",
            total / 1e9, per_seq / 1e6, state / 1e9, avail > 0 ? floor(avail / per_seq) : 0.0,
-           avail_inf > 0 ? floor(avail_inf / per_seq) : 0.0);
+           avail_inf > 0 ? floor(avail_inf / per_seq) : 0.0, seqs_4k(avail, page, 16, 1024),
+           seqs_4k(avail_inf, page, 16, 1024), seqs_4k(avail_inf, page, 16, 3072));
 }
 
 int main(int argc, char **argv) {

@@ -156,6 +156,8 @@ static const char *what_name(int w) {
         return "expert";
     case CU_WHAT_TARGET:
         return "target";
+    case CU_WHAT_PAGE:
+        return "page";
     }
     return "value";
 }

@@ -101,7 +101,7 @@ void *cuda_scratch(int slot, size_t bytes);
 
 /* ---- device-side index errors ------------------------------------------- */
 
-enum { CU_WHAT_INDEX = 1, CU_WHAT_SLOT, CU_WHAT_POSITION, CU_WHAT_LENGTH, CU_WHAT_EXPERT, CU_WHAT_TARGET };
+enum { CU_WHAT_INDEX = 1, CU_WHAT_SLOT, CU_WHAT_POSITION, CU_WHAT_LENGTH, CU_WHAT_EXPERT, CU_WHAT_TARGET, CU_WHAT_PAGE };
 /* Ops that record index errors (the names in messages). */
 enum {
     CU_OP_GATHER = 1,
@@ -325,9 +325,10 @@ void cuda_mla_attn_fwd(tensor *o, tensor *lse, const tensor *q, const tensor *kv
 void cuda_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout, const tensor *q, const tensor *kv,
                        const tensor *kpe, const tensor *o, const tensor *lse, const tensor *cu_seqlens, float scale);
 /* decode.cu */
-void cuda_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *slot, const tensor *pos);
-void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache, const tensor *slot,
-                     const tensor *len, float scale);
+void cuda_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *table, const tensor *seq,
+                          const tensor *pos);
+void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache, const tensor *table,
+                     const tensor *seq, const tensor *len, float scale);
 /* moe.cu */
 void cuda_moe_route(tensor *idx, tensor *w, const tensor *z, const tensor *bias, int n_group, int topk_group, int norm,
                     float routed_scale);

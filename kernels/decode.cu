@@ -2,9 +2,15 @@
  * The latent KV cache on the GPU (spec §3.6): writing rows, and absorbed
  * MLA decode attention in one kernel per layer (plus a small combine).
  *
+ * The cache is paged (ops.h): a pool of pages [NP, PS, dc+dr] per layer and
+ * a block table [S, MB] of page ids per sequence; position p of sequence s
+ * is row p % PS of page table[s, p / PS].
+ *
  * mla_decode: block (b, split, head group) takes query b's heads
- * [hg*DEC_HG, ...) over the positions [split*DEC_SPLIT, ...) of its slot,
- * in tiles of DEC_TILE cache rows staged in shared memory: every row is
+ * [hg*DEC_HG, ...) over the positions [split*DEC_SPLIT, ...) of its
+ * sequence, in tiles of DEC_TILE cache rows staged in shared memory (each
+ * tile's row addresses looked up in the block table first, so a tile may
+ * span pages and the arithmetic is the same whatever the page size): every row is
  * read once for all heads of the group (the latent cache is shared by the
  * heads, which is what makes MLA decode cheap). Scores and the online
  * softmax are per head. A cache of at most DEC_SPLIT positions is one
@@ -26,42 +32,50 @@ CUDA_NS_BEGIN
 
 /* ---- cache write ------------------------------------------------------------------ */
 
-__global__ void cache_write_kernel(float *cache, int64_t cs0, int64_t cs1, int64_t nslots, int64_t npos,
-                                   const float *ckv, int64_t cld, const float *kpe, int64_t kld, const int32_t *slot,
-                                   const int32_t *pos, int64_t n, int64_t dc, int64_t dr, int *err) {
+/* Block per token: row (seq[i], pos[i]) through the block table. */
+__global__ void cache_write_kernel(float *cache, int64_t cs0, int64_t cs1, int64_t npages, int64_t ps,
+                                   const int32_t *table, int64_t ts0, int64_t nseq, int64_t mb, const float *ckv,
+                                   int64_t cld, const float *kpe, int64_t kld, const int32_t *seq, const int32_t *pos,
+                                   int64_t n, int64_t dc, int64_t dr, int *err) {
     for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
-        int32_t s = slot[i], p = pos[i];
-        if (s < 0 || s >= nslots) {
-            if (threadIdx.x == 0) cuda_flag(err, CU_OP_CACHE_WRITE, CU_WHAT_SLOT, i, s, nslots);
+        int32_t s = seq[i], p = pos[i];
+        if (s < 0 || s >= nseq) {
+            if (threadIdx.x == 0) cuda_flag(err, CU_OP_CACHE_WRITE, CU_WHAT_SLOT, i, s, nseq);
             continue;
         }
-        if (p < 0 || p >= npos) {
-            if (threadIdx.x == 0) cuda_flag(err, CU_OP_CACHE_WRITE, CU_WHAT_POSITION, i, p, npos);
+        if (p < 0 || p >= mb * ps) {
+            if (threadIdx.x == 0) cuda_flag(err, CU_OP_CACHE_WRITE, CU_WHAT_POSITION, i, p, mb * ps);
             continue;
         }
-        float *row = cache + s * cs0 + p * cs1;
+        int32_t pg = table[s * ts0 + p / ps];
+        if (pg < 0 || pg >= npages) {
+            if (threadIdx.x == 0) cuda_flag(err, CU_OP_CACHE_WRITE, CU_WHAT_PAGE, i, pg, npages);
+            continue;
+        }
+        float *row = cache + pg * cs0 + (p % ps) * cs1;
         for (int64_t j = threadIdx.x; j < dc + dr; j += blockDim.x)
             row[j] = j < dc ? ckv[i * cld + j] : kpe[i * kld + (j - dc)];
     }
 }
 
-void cuda_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *slot, const tensor *pos) {
-    ops_check_mla_cache_write("cuda", cache, ckv, kpe, slot, pos);
+void cuda_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *table, const tensor *seq,
+                          const tensor *pos) {
+    ops_check_mla_cache_write("cuda", cache, ckv, kpe, table, seq, pos);
     int64_t n = ckv->shape[0], dc = ckv->shape[1], dr = kpe->shape[1];
     if (!n) return;
     CUDA_LAUNCH(cache_write_kernel, (unsigned)cu_min64(n, 65535), 128, 0, (float *)cache->data, cache->stride[0],
-                cache->stride[1], cache->shape[0], cache->shape[1], (const float *)ckv->data, ckv->stride[0],
-                (const float *)kpe->data, kpe->stride[0], (const int32_t *)slot->data, (const int32_t *)pos->data, n,
-                dc, dr, cuda_errbuf());
+                cache->stride[1], cache->shape[0], cache->shape[1], (const int32_t *)table->data, table->stride[0],
+                table->shape[0], table->shape[1], (const float *)ckv->data, ckv->stride[0], (const float *)kpe->data,
+                kpe->stride[0], (const int32_t *)seq->data, (const int32_t *)pos->data, n, dc, dr, cuda_errbuf());
 }
 
 /* ---- decode ---------------------------------------------------------------------------- */
 
 typedef struct {
     const float *ql, *qp, *cache;
-    int64_t ql0, ql1, qp0, qp1, cs0, cs1; /* strides (elements) */
-    const int32_t *slot, *len;
-    int64_t b, h, dc, dr, nslots, npos, nsplit, nhg;
+    int64_t ql0, ql1, qp0, qp1, cs0, cs1, ts0; /* strides (elements) */
+    const int32_t *table, *seq, *len;
+    int64_t b, h, dc, dr, nseq, npages, ps, npos, nsplit, nhg; /* npos = MB * PS */
     float scale;
     float *po, *pm, *pl; /* partials [b, nsplit, h, dc], [b, nsplit, h] x 2 */
     float *out;          /* one split: o_lat written directly (no combine) */
@@ -84,11 +98,13 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(dec_args a) {
     int64_t dc = a.dc, dr = a.dr, dl = dc + dr;
     float *q = sm, *tile = q + hg * dl, *o = tile + DEC_TILE * (dl + 1), *sc = o + hg * dc;
     float *m = sc + hg * DEC_TILE, *l = m + hg, *corr = l + hg;
+    __shared__ int64_t roff[DEC_TILE]; /* the tile's row offsets in the pool */
+    __shared__ int bad;                 /* a page of this split is outside the pool */
     int tid = threadIdx.x, nt = blockDim.x;
-    int32_t s = a.slot[b], n = a.len[b];
+    int32_t s = a.seq[b], n = a.len[b];
     int valid = 1;
-    if (s < 0 || s >= a.nslots) {
-        if (tid == 0 && split == 0 && blockIdx.z == 0) cuda_flag(a.err, CU_OP_DECODE, CU_WHAT_SLOT, b, s, a.nslots);
+    if (s < 0 || s >= a.nseq) {
+        if (tid == 0 && split == 0 && blockIdx.z == 0) cuda_flag(a.err, CU_OP_DECODE, CU_WHAT_SLOT, b, s, a.nseq);
         valid = 0;
     }
     if (n < 1 || n > a.npos) {
@@ -97,6 +113,20 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(dec_args a) {
     }
     int64_t u0 = split * DEC_SPLIT, u1 = valid ? (u0 + DEC_SPLIT < n ? u0 + DEC_SPLIT : n) : u0;
     int64_t pbase = (b * a.nsplit + split) * a.h + h0;
+    const int32_t *trow = a.table + (valid ? (int64_t)s * a.ts0 : 0);
+    if (u0 < u1) { /* the split's pages must lie in the pool (uniform: every thread reads bad) */
+        if (tid == 0) bad = 0;
+        __syncthreads();
+        for (int64_t k = u0 / a.ps + tid; k <= (u1 - 1) / a.ps; k += nt) {
+            int32_t pg = trow[k];
+            if (pg < 0 || pg >= a.npages) {
+                if (blockIdx.z == 0) cuda_flag(a.err, CU_OP_DECODE, CU_WHAT_PAGE, b, pg, a.npages);
+                bad = 1;
+            }
+        }
+        __syncthreads();
+        if (bad) u1 = u0;
+    }
     if (u0 >= u1) { /* nothing here: an empty partial */
         for (int64_t i = tid; i < hg; i += nt)
             a.pl[pbase + i] = 0.0f, a.pm[pbase + i] = -INFINITY;
@@ -110,13 +140,17 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(dec_args a) {
         o[i] = 0.0f;
     for (int64_t i = tid; i < hg; i += nt)
         m[i] = -INFINITY, l[i] = 0.0f;
-    const float *base = a.cache + (int64_t)s * a.cs0;
     for (int64_t t0 = u0; t0 < u1; t0 += DEC_TILE) {
         int64_t nb = u1 - t0 < DEC_TILE ? u1 - t0 : DEC_TILE;
         __syncthreads(); /* the previous tile is consumed */
+        if (tid < nb) {
+            int64_t p = t0 + tid;
+            roff[tid] = (int64_t)trow[p / a.ps] * a.cs0 + (p % a.ps) * a.cs1;
+        }
+        __syncthreads();
         for (int64_t i = tid; i < nb * dl; i += nt) {
             int64_t r = i / dl, j = i % dl;
-            tile[r * (dl + 1) + j] = base[(t0 + r) * a.cs1 + j];
+            tile[r * (dl + 1) + j] = a.cache[roff[r] + j];
         }
         __syncthreads();
         /* scores: one (head, row) pair per thread and step */
@@ -200,13 +234,13 @@ __global__ void decode_combine_kernel(float *out, int64_t o0, int64_t o1, const 
     }
 }
 
-void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache, const tensor *slot,
-                     const tensor *len, float scale) {
+void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache, const tensor *table,
+                     const tensor *seq, const tensor *len, float scale) {
     const char *op = "mla_decode";
-    ops_check_mla_decode("cuda", o_lat, q_lat, q_pe, cache, slot, len);
+    ops_check_mla_decode("cuda", o_lat, q_lat, q_pe, cache, table, seq, len);
     int64_t b = q_lat->shape[0], h = q_lat->shape[1], dc = q_lat->shape[2], dr = q_pe->shape[2];
     if (!b || !h) return;
-    int64_t npos = cache->shape[1], nsplit = (npos + DEC_SPLIT - 1) / DEC_SPLIT, nhg = (h + DEC_HG - 1) / DEC_HG;
+    int64_t npos = table->shape[1] * cache->shape[1], nsplit = (npos + DEC_SPLIT - 1) / DEC_SPLIT, nhg = (h + DEC_HG - 1) / DEC_HG;
     int64_t hg = h < DEC_HG ? h : DEC_HG;
     size_t smem = dec_smem(dc, dr, hg);
     if (smem > 227 * 1024)
@@ -217,9 +251,10 @@ void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, con
     dec_args a;
     a.ql = (const float *)q_lat->data, a.qp = (const float *)q_pe->data, a.cache = (const float *)cache->data;
     a.ql0 = q_lat->stride[0], a.ql1 = q_lat->stride[1], a.qp0 = q_pe->stride[0], a.qp1 = q_pe->stride[1];
-    a.cs0 = cache->stride[0], a.cs1 = cache->stride[1];
-    a.slot = (const int32_t *)slot->data, a.len = (const int32_t *)len->data;
-    a.b = b, a.h = h, a.dc = dc, a.dr = dr, a.nslots = cache->shape[0], a.npos = npos, a.nsplit = nsplit, a.nhg = nhg;
+    a.cs0 = cache->stride[0], a.cs1 = cache->stride[1], a.ts0 = table->stride[0];
+    a.table = (const int32_t *)table->data, a.seq = (const int32_t *)seq->data, a.len = (const int32_t *)len->data;
+    a.b = b, a.h = h, a.dc = dc, a.dr = dr, a.nseq = table->shape[0], a.npages = cache->shape[0], a.ps = cache->shape[1];
+    a.npos = npos, a.nsplit = nsplit, a.nhg = nhg;
     a.scale = scale;
     a.po = part, a.pm = part + np * (size_t)dc, a.pl = a.pm + np;
     a.err = cuda_errbuf();

@@ -125,7 +125,7 @@ static void attn_pre(const model *m, const model_layer_w *w, layer_acts *A, cons
     tensor qpe = mv_cols(&q3, cf->qk_nope_head_dim, dr);
     o->rope_fwd(&qpe, c->pos, &m->rope_cos, &m->rope_sin, cf->rope_interleave);
     o->rope_fwd(&kpe, c->pos, &m->rope_cos, &m->rope_sin, cf->rope_interleave);
-    if (c->cache.data) o->mla_cache_write((tensor *)&c->cache, &ckvn, &kpe, c->slot, c->pos);
+    if (c->cache.data) o->mla_cache_write((tensor *)&c->cache, &ckvn, &kpe, c->table, c->slot, c->pos);
 }
 
 /* a = h_in + o @ Wo^T */
@@ -176,7 +176,7 @@ void layer_decode(const model *m, int l, layer_acts *A, const tensor *h_in, tens
     tensor ql3 = mv_rows(q_lat, n), ol3 = mv_rows(o_lat, n);
     tensor q3 = mv_rows(&A->q, n);
     tensor qpe = mv_cols(&q3, dn, dr);
-    o->mla_decode(&ol3, &ql3, &qpe, &c->cache, c->slot, c->len, (float)cf->softmax_scale);
+    o->mla_decode(&ol3, &ql3, &qpe, &c->cache, c->table, c->slot, c->len, (float)cf->softmax_scale);
     /* o[b, h] = W_UV[h] o_lat[b, h]: [H, n, dc] @ [H, dv, dc]^T */
     tensor olv = strided3(o_lat->data, dev, H, n, dc, dc, H * dc);
     tensor ov = strided3(A->o.data, dev, H, n, dv, dv, H * dv);

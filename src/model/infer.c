@@ -3,8 +3,11 @@
  * prefill (training form over packed prompts, writing the cache) and
  * batched one-token decode steps (absorbed form over the cache).
  *
- * Cache layout: [L, slots, max_len, dc + dr] f32, per token the normalised
- * c_kv then the roped k_pe. One workspace serves prefill and decode: one
+ * Cache layout: a pool of pages [L, pages, page_size, dc + dr] f32, per
+ * token the normalised c_kv then the roped k_pe, and a block table
+ * [slots, MB] I32 of page ids per slot (ops.h mla_cache_write), kept on the
+ * host and uploaded before the next prefill/decode after a change. One
+ * workspace serves prefill and decode: one
  * layer's activations for max(max_prefill, max_batch) tokens (the layers
  * run one after the other), two residual buffers, and the logits.
  */
@@ -137,17 +140,31 @@ base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const i
 
 struct model_cache {
     model *m;
-    model_cache_limits lim;
+    model_cache_limits lim; /* page_size and pages resolved */
+    int64_t mb;             /* block-table entries per slot */
     float *mem;
-    tensor cache; /* [L, S, P, dc+dr] */
+    tensor cache; /* [L, pages, page_size, dc+dr] */
+    int32_t *table_dev;
+    tensor table;      /* [slots, mb] on the device */
+    int32_t *table_h;  /* [slots, mb] host copy; -1: unmapped */
+    int table_dirty;   /* host copy changed since the last upload */
     char *ws_mem;
     infer_ws w;
     int32_t *host; /* staging: pos, slot, len per token, last rows */
 };
 
-static base_status check_cache_limits(const model_cache_limits *l) {
-    if (l->slots < 1 || l->max_len < 1 || l->max_batch < 1 || l->max_prefill < 1)
-        return base_err_set(BASE_ERR_INVALID, "model_cache: slots, max_len, max_batch and max_prefill must be >= 1");
+/* Fill in page_size and pages (0 = defaults); errors for bad limits. */
+static base_status resolve_limits(const model_cache_limits *in, model_cache_limits *l, int64_t *mb) {
+    *l = *in;
+    *mb = 0;
+    if (l->slots < 1 || l->max_len < 1 || l->max_batch < 1 || l->max_prefill < 1 || l->page_size < 0 || l->pages < 0)
+        return base_err_set(BASE_ERR_INVALID, "model_cache: slots, max_len, max_batch and max_prefill must be >= 1, "
+                                              "page_size and pages >= 0");
+    if (!l->page_size) l->page_size = MODEL_PAGE_SIZE;
+    *mb = (l->max_len + l->page_size - 1) / l->page_size;
+    if (!l->pages) l->pages = (int64_t)l->slots * *mb;
+    if (l->pages > INT32_MAX)
+        return base_err_set(BASE_ERR_LIMIT, "model_cache: %lld pages (page ids are int32)", (long long)l->pages);
     return BASE_OK;
 }
 
@@ -156,41 +173,56 @@ static int64_t ws_tokens(const model_cache_limits *l) {
 }
 static int64_t ws_rows(const model_cache_limits *l) { return l->slots > l->max_batch ? l->slots : l->max_batch; }
 
+size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size) {
+    return (size_t)cfg->num_hidden_layers * (size_t)page_size * (size_t)(cfg->kv_lora_rank + cfg->qk_rope_head_dim) *
+           sizeof(float);
+}
+
 size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim) {
-    if (check_cache_limits(lim)) return 0;
+    model_cache_limits l;
+    int64_t mb = 0;
+    if (resolve_limits(lim, &l, &mb)) return 0;
     model shell;
     memset(&shell, 0, sizeof shell);
     shell.cfg = *cfg;
     shell.ops = ops_cpu();
     infer_ws w;
     planner p = {&shell, NULL, 0};
-    plan_ws(&p, &w, ws_tokens(lim), lim->slots, ws_rows(lim), 1);
-    size_t cache = (size_t)cfg->num_hidden_layers * (size_t)lim->slots * (size_t)lim->max_len *
-                   (size_t)(cfg->kv_lora_rank + cfg->qk_rope_head_dim) * sizeof(float);
-    return cache + p.off;
+    plan_ws(&p, &w, ws_tokens(&l), l.slots, ws_rows(&l), 1);
+    size_t table = (size_t)l.slots * (size_t)mb * sizeof(int32_t);
+    return (size_t)l.pages * model_cache_page_bytes(cfg, l.page_size) + table + p.off;
 }
 
 base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache **out) {
     *out = NULL;
-    base_status st = check_cache_limits(lim);
+    model_cache_limits l;
+    int64_t mb = 0;
+    base_status st = resolve_limits(lim, &l, &mb);
     if (st) return st;
     const model_config *c = &m->cfg;
     model_cache *mc = base_xcalloc(1, sizeof *mc);
     mc->m = m;
-    mc->lim = *lim;
+    mc->lim = l;
+    mc->mb = mb;
     int64_t dl = c->kv_lora_rank + c->qk_rope_head_dim;
-    size_t cbytes = (size_t)c->num_hidden_layers * (size_t)lim->slots * (size_t)lim->max_len * (size_t)dl * sizeof(float);
-    mc->mem = m->ops->alloc(cbytes);
-    int64_t shape[4] = {c->num_hidden_layers, lim->slots, lim->max_len, dl};
+    mc->mem = m->ops->alloc((size_t)l.pages * model_cache_page_bytes(c, l.page_size));
+    int64_t shape[4] = {c->num_hidden_layers, l.pages, l.page_size, dl};
     mc->cache = tensor_make(mc->mem, TENSOR_F32, m->ops->device, 4, shape);
+    size_t tn = (size_t)l.slots * (size_t)mb;
+    mc->table_dev = m->ops->alloc(tn * sizeof(int32_t));
+    mc->table = tensor_make(mc->table_dev, TENSOR_I32, m->ops->device, 2, (int64_t[]){l.slots, mb});
+    mc->table_h = base_xmalloc(tn * sizeof(int32_t));
+    int identity = !lim->pages; /* the default pool: slot s owns pages s*mb .. */
+    for (size_t i = 0; i < tn; i++) mc->table_h[i] = identity ? (int32_t)i : -1;
+    mc->table_dirty = 1;
     planner p = {m, NULL, 0};
-    int64_t n = ws_tokens(lim);
-    plan_ws(&p, &mc->w, n, lim->slots, ws_rows(lim), 1);
+    int64_t n = ws_tokens(&l);
+    plan_ws(&p, &mc->w, n, l.slots, ws_rows(&l), 1);
     mc->ws_mem = m->ops->alloc(p.off + 64);
     p.base = mc->ws_mem;
     p.off = 0;
-    plan_ws(&p, &mc->w, n, lim->slots, ws_rows(lim), 1);
-    mc->host = base_xmalloc((size_t)(3 * n + ws_rows(lim)) * sizeof(int32_t));
+    plan_ws(&p, &mc->w, n, l.slots, ws_rows(&l), 1);
+    mc->host = base_xmalloc((size_t)(3 * n + ws_rows(&l)) * sizeof(int32_t));
     *out = mc;
     return BASE_OK;
 }
@@ -198,19 +230,74 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
 void model_cache_free(model_cache *mc) {
     if (!mc) return;
     mc->m->ops->free(mc->mem);
+    mc->m->ops->free(mc->table_dev);
     mc->m->ops->free(mc->ws_mem);
+    free(mc->table_h);
     free(mc->host);
     free(mc);
 }
 
+void model_cache_geometry(const model_cache *mc, int64_t *page_size, int64_t *pages, int64_t *pages_per_slot) {
+    if (page_size) *page_size = mc->lim.page_size;
+    if (pages) *pages = mc->lim.pages;
+    if (pages_per_slot) *pages_per_slot = mc->mb;
+}
+
+base_status model_cache_map(model_cache *mc, int slot, const int32_t *pages, int64_t n) {
+    if (slot < 0 || slot >= mc->lim.slots)
+        return base_err_set(BASE_ERR_INVALID, "model_cache_map: slot %d outside [0, %d)", slot, mc->lim.slots);
+    if (n < 0 || n > mc->mb)
+        return base_err_set(BASE_ERR_INVALID, "model_cache_map: %lld pages for slot %d (at most %lld)", (long long)n,
+                            slot, (long long)mc->mb);
+    for (int64_t k = 0; k < n; k++)
+        if (pages[k] < 0 || pages[k] >= mc->lim.pages)
+            return base_err_set(BASE_ERR_INVALID, "model_cache_map: page %d (entry %lld of slot %d) outside [0, %lld)",
+                                pages[k], (long long)k, slot, (long long)mc->lim.pages);
+    int32_t *row = mc->table_h + (size_t)slot * (size_t)mc->mb;
+    for (int64_t k = 0; k < mc->mb; k++) {
+        int32_t v = k < n ? pages[k] : -1;
+        if (row[k] != v) row[k] = v, mc->table_dirty = 1;
+    }
+    return BASE_OK;
+}
+
+/* The page holding position pos of slot, or -1 when unmapped. */
+static int32_t page_of(const model_cache *mc, int slot, int64_t pos) {
+    return mc->table_h[(size_t)slot * (size_t)mc->mb + (size_t)(pos / mc->lim.page_size)];
+}
+
+/* Error unless positions [0, n) of slot are mapped. */
+static base_status check_mapped(const model_cache *mc, const char *op, int slot, int64_t n) {
+    for (int64_t p = 0; p < n; p += mc->lim.page_size)
+        if (page_of(mc, slot, p) < 0)
+            return base_err_set(BASE_ERR_INVALID, "%s: position %lld of slot %d has no page (model_cache_map)", op,
+                                (long long)p, slot);
+    return BASE_OK;
+}
+
+static void upload_table(model_cache *mc) {
+    if (!mc->table_dirty) return;
+    mc->m->ops->upload(mc->table_dev, mc->table_h, (size_t)mc->lim.slots * (size_t)mc->mb * sizeof(int32_t));
+    mc->table_dirty = 0;
+}
+
 void model_cache_copy(model_cache *mc, int dst, int src, int64_t len) {
     const tensor *t = &mc->cache;
-    if (dst < 0 || src < 0 || dst >= t->shape[1] || src >= t->shape[1] || len < 0 || len > t->shape[2])
+    int64_t ps = mc->lim.page_size;
+    if (dst < 0 || src < 0 || dst >= mc->lim.slots || src >= mc->lim.slots || len < 0 || len > mc->mb * ps)
         base_die("model_cache_copy: slot %d <- %d, %lld positions outside the cache", dst, src, (long long)len);
-    if (dst == src || len == 0) return;
-    for (int64_t l = 0; l < t->shape[0]; l++) {
-        float *base = (float *)t->data + l * t->stride[0];
-        mc->m->ops->copy(base + dst * t->stride[1], base + src * t->stride[1], (size_t)(len * t->shape[3]) * sizeof(float));
+    if (dst == src) return;
+    for (int64_t p0 = 0; p0 < len; p0 += ps) {
+        int32_t pd = page_of(mc, dst, p0), pgs = page_of(mc, src, p0);
+        if (pd < 0 || pgs < 0)
+            base_die("model_cache_copy: position %lld of slot %d or %d has no page", (long long)p0, dst, src);
+        if (pd == pgs) continue; /* shared */
+        int64_t rows = len - p0 < ps ? len - p0 : ps;
+        for (int64_t l = 0; l < t->shape[0]; l++) {
+            float *base = (float *)t->data + l * t->stride[0];
+            mc->m->ops->copy(base + pd * t->stride[1], base + pgs * t->stride[1],
+                             (size_t)(rows * t->shape[3]) * sizeof(float));
+        }
     }
 }
 
@@ -232,6 +319,8 @@ base_status model_prefill(model_cache *mc, int nseq, const int32_t *slots, const
         if (len < 1 || len > mc->lim.max_len)
             return base_err_set(BASE_ERR_LIMIT, "prefill: prompt %d has %lld tokens (1 to %lld allowed)", s,
                                 (long long)len, (long long)mc->lim.max_len);
+        st = check_mapped(mc, "prefill", slots[s], len);
+        if (st) return st;
         for (int64_t t = cu[s]; t < cu[s + 1]; t++) hslot[t] = slots[s];
         hlast[s] = cu[s + 1] - 1;
     }
@@ -242,6 +331,7 @@ base_status model_prefill(model_cache *mc, int nseq, const int32_t *slots, const
     o->upload(w->slot.data, hslot, (size_t)n * sizeof(int32_t));
     o->upload(w->cu.data, cu, (size_t)(nseq + 1) * sizeof(int32_t));
     o->upload(w->last.data, hlast, (size_t)nseq * sizeof(int32_t));
+    upload_table(mc);
     tensor tids = mv_rows(&w->ids, n), tpos = mv_rows(&w->pos, n), tslot = mv_rows(&w->slot, n);
     tensor tcu = mv_rows(&w->cu, nseq + 1);
     tensor h0 = mv_rows(&w->ha, n);
@@ -251,6 +341,7 @@ base_status model_prefill(model_cache *mc, int nseq, const int32_t *slots, const
     ctx.n = n;
     ctx.pos = &tpos;
     ctx.cu = &tcu;
+    ctx.table = &mc->table;
     ctx.slot = &tslot;
     tensor h = run_layers(m, w, &ctx, &mc->cache);
     head(m, w, &h, nseq, 1);
@@ -278,6 +369,8 @@ base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return base_err_set(BASE_ERR_INVALID, "decode: token id %d outside the vocabulary [0, %lld)", tokens[i],
                                 (long long)c->vocab_size);
+        base_status st = check_mapped(mc, "decode", slots[i], (int64_t)pos[i] + 1);
+        if (st) return st;
         hlen[i] = pos[i] + 1;
     }
     (void)cap;
@@ -286,6 +379,7 @@ base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int
     o->upload(w->pos.data, pos, (size_t)n * sizeof(int32_t));
     o->upload(w->slot.data, slots, (size_t)n * sizeof(int32_t));
     o->upload(w->len.data, hlen, (size_t)n * sizeof(int32_t));
+    upload_table(mc);
     tensor tids = mv_rows(&w->ids, n), tpos = mv_rows(&w->pos, n), tslot = mv_rows(&w->slot, n);
     tensor tlen = mv_rows(&w->len, n);
     tensor cur = mv_rows(&w->ha, n), nxt = mv_rows(&w->hb, n);
@@ -294,6 +388,7 @@ base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int
     memset(&ctx, 0, sizeof ctx);
     ctx.n = n;
     ctx.pos = &tpos;
+    ctx.table = &mc->table;
     ctx.slot = &tslot;
     ctx.len = &tlen;
     for (int l = 0; l < c->num_hidden_layers; l++) {

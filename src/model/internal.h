@@ -162,8 +162,9 @@ typedef struct {
     int64_t n;          /* tokens */
     const tensor *pos;  /* I32 [n] positions */
     const tensor *cu;   /* I32 [S+1] sequence offsets (training/prefill form) */
-    tensor cache;       /* one layer of the latent cache [S, P, dc+dr]; data NULL: none */
-    const tensor *slot; /* I32 [n] cache slot per token (cache writes) */
+    tensor cache;        /* one layer of the paged latent cache [NP, PS, dc+dr]; data NULL: none */
+    const tensor *table; /* I32 [S, MB] block tables (ops.h mla_cache_write) */
+    const tensor *slot;  /* I32 [n] block-table row (sequence) per token */
     const tensor *len;  /* I32 [n] attended length per token (decode) */
 } fwd_ctx;
 

@@ -216,32 +216,66 @@ void model_backward(model_train *tr, const float *g_logp, const float *g_ent, fl
 base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const int32_t *cu_seqlens,
                                  float *logits, float *token_logp);
 
+/* Positions per page of the latent cache when model_cache_limits.page_size
+ * is 0. 16: the CUDA decode kernel stages 16 rows per tile, so a page is
+ * one tile (vLLM's default block size too); a sequence wastes at most 15
+ * positions (0.4% of a 4K context), a prompt shared by G samples copies at
+ * most 15 rows per sample (its last partial page), and a 4K sequence's
+ * block table is 256 entries. */
+#define MODEL_PAGE_SIZE 16
+
 typedef struct {
-    int slots;            /* sequences held in the cache at once */
-    int64_t max_len;      /* positions per slot (prompt + completion) */
+    int slots;            /* sequences held in the cache at once (block-table rows) */
+    int64_t max_len;      /* positions per sequence (prompt + completion) */
     int max_batch;        /* sequences per decode step */
     int64_t max_prefill;  /* prompt tokens per prefill call, all prompts together */
+    int64_t page_size;    /* positions per page; 0: MODEL_PAGE_SIZE */
+    int64_t pages;        /* pages in the pool (per layer); 0: slots * ceil(max_len / page_size),
+                           * every slot owning its own pages (the identity map below) */
 } model_cache_limits;
 
-/* Latent KV cache (spec §3.6: kv_lora_rank + qk_rope_head_dim values per
- * token per layer, slot by slot) plus the prefill and decode workspaces. */
+/* Paged latent KV cache (spec §3.6: kv_lora_rank + qk_rope_head_dim values
+ * per token per layer) plus the prefill and decode workspaces. Memory: a
+ * pool of `pages` pages of page_size positions per layer
+ * ([L, pages, page_size, dc+dr] f32), and a block table per slot:
+ * MB = ceil(max_len / page_size) page ids (ops.h mla_cache_write), held on
+ * the host and uploaded by the next prefill/decode after a change.
+ * With pages = 0 slot s starts mapped to its own pages s*MB .. s*MB+MB-1
+ * (a contiguous cache per slot, as without paging); with an explicit pool
+ * every slot starts unmapped and the caller maps pages (model_cache_map):
+ * the rollout engine shares a prompt's full pages among its G samples. */
 typedef struct model_cache model_cache;
 
 base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache **out);
 void model_cache_free(model_cache *c);
 size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim);
-/* Copy positions [0, len) of slot src to slot dst (every layer): a prompt
- * prefilled once serves G samples. */
+/* Bytes of one page over all layers (page_size positions of the latent
+ * rows of every layer). */
+size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size);
+/* The resolved geometry: positions per page, pages in the pool, block-table
+ * entries per slot (each may be NULL). */
+void model_cache_geometry(const model_cache *c, int64_t *page_size, int64_t *pages, int64_t *pages_per_slot);
+/* Slot's block table: positions [k*page_size, (k+1)*page_size) live in page
+ * pages[k] for k < n; entries from n on are unmapped. Host-side only (no
+ * device work); errors for a slot, n or page id out of range. */
+base_status model_cache_map(model_cache *c, int slot, const int32_t *pages, int64_t n);
+/* Copy positions [0, len) of slot src to slot dst (every layer) through
+ * their block tables, page by page; pages both slots map to the same page
+ * id are shared, not copied. Dies on unmapped pages or out-of-range
+ * arguments (a programming error). A prompt prefilled once serves G
+ * samples: with shared full pages only its last partial page is copied. */
 void model_cache_copy(model_cache *c, int dst_slot, int src_slot, int64_t len);
 
 /* Prefill nseq prompts (packed ids, cu_seqlens as in model_batch) into
- * cache slots slots[s], positions 0..len-1. *logits (device [nseq, V],
- * valid until the next call) gets each prompt's last-token logits. */
+ * cache slots slots[s], positions 0..len-1 (their pages mapped). *logits
+ * (device [nseq, V], valid until the next call) gets each prompt's
+ * last-token logits. */
 base_status model_prefill(model_cache *c, int nseq, const int32_t *slots, const int32_t *ids,
                           const int32_t *cu_seqlens, const tensor **logits);
 /* One decode step for n sequences: token tokens[i] at position pos[i] of
- * slot slots[i] (positions 0..pos[i]-1 already cached). Writes the cache
- * row and sets *logits (device [n, V], valid until the next call). Several
+ * slot slots[i] (positions 0..pos[i]-1 already cached, the pages of
+ * 0..pos[i] mapped). Writes the cache row and sets *logits (device [n, V],
+ * valid until the next call). Several
  * entries may name one slot at consecutive positions: every layer writes
  * all rows before attending, so such a chunk extends the sequence (chunked
  * prefill in the absorbed form; logits for each of its tokens). */

@@ -1,13 +1,31 @@
 /*
  * The rollout engine: continuous batching over the latent KV cache.
  *
- * Slots: the cache holds max_seqs sequences. A prompt is admitted when G
- * slots are free: it is prefilled once into the first slot, its cache rows
- * are copied to the other G - 1 (the prompt's compute is shared; memory is
- * per sample), and every sample's first token is drawn from the same
- * prefill logits. Then all live sequences decode together, one token per
- * step; a finished sequence frees its slot and waiting prompts are
- * admitted before the next step. Token k of sample g of prompt p (global
+ * Slots and pages: the cache has max_seqs slots (block-table rows) and a
+ * pool of pages of page_size positions (model.h). A prompt of P tokens is
+ * admitted when G slots are free and its group's worst case fits (below):
+ * its floor(P / page_size) full pages are allocated once and mapped into
+ * the G samples' block tables (reference count G), each sample gets its own
+ * page for the prompt's last partial page; the prompt is prefilled once
+ * into the first sample's slot and the partial page copied to the others
+ * (model_cache_copy skips the shared pages), and every sample's first token
+ * is drawn from the same prefill logits. Then all live sequences decode
+ * together, one token per step; a sequence about to write the first
+ * position of a page takes a fresh page first. A finished sequence drops
+ * its page references (a page returns to the free list at zero) and frees
+ * its slot; waiting prompts are admitted before the next step.
+ *
+ * Page budget without preemption: a sequence writes positions 0..T-1 at
+ * most, T = min(P + max_new_tokens - 1, max_position - 1) (the last token
+ * is never fed back), so a group needs at most F + G (ceil(T / page_size)
+ * - F) pages, F = floor(P / page_size). Admission reserves that worst case
+ * (pages allocated at admission plus pages promised for later), and frees
+ * the unused promise when a sequence finishes early. The free list always
+ * holds the promised pages, so a live sequence never waits for a page and
+ * nothing is preempted or recomputed; the price is admitting groups by
+ * their worst case rather than their expected length. Host bookkeeping
+ * only (reference counts, a free stack, block tables), all allocated in
+ * rollout_new. Token k of sample g of prompt p (global
  * index prompt_base + p) uses the draw rollout_uniform(seed, step,
  * prompt_base + p, g, k), and the model's per-row numerics do not depend
  * on which rows share a step, so a completion does not depend on batch
@@ -35,6 +53,9 @@ typedef struct {
     rollout_completion *c;
     int32_t *ids;
     float *logp;
+    int32_t *pages;     /* [mb] its block table (engine storage) */
+    int64_t npages;     /* pages mapped */
+    int64_t promised;   /* pages reserved for it, not yet taken */
 } seq;
 
 struct rollout_engine {
@@ -55,6 +76,11 @@ struct rollout_engine {
     float *lp;          /* [max_seqs] their log-probabilities */
     int64_t max_prefill; /* prompt tokens per prefill call */
     int64_t max_pos;     /* positions the model takes (rope table) */
+    int64_t ps, np, mb;  /* page size, pages in the pool, block-table entries per slot */
+    int32_t *page_ref;   /* [np] references (block tables naming the page) */
+    int32_t *free_pages; /* [np] stack of pages with no reference */
+    int64_t nfree, promised, in_use, peak_pages;
+    int32_t *table_store; /* [max_seqs * mb] */
     base_buf win_new, win_old; /* stop-string windows */
 };
 
@@ -78,6 +104,8 @@ base_status rollout_new(model *m, const rollout_limits *lim, rollout_engine **ou
                             "rollout: max_seqs (%d) must hold a whole group (G = %d)", lim->max_seqs,
                             lim->max_group);
     const model_config *cfg = model_cfg(m);
+    if (lim->page_size < 0 || lim->max_pages < 0)
+        return base_err_set(BASE_ERR_INVALID, "rollout: page_size and max_pages must be >= 0");
     model_cache_limits cl = {
         .slots = lim->max_seqs,
         .max_len = lim->max_prompt_len + lim->max_new_tokens < cfg->max_position_embeddings
@@ -85,7 +113,10 @@ base_status rollout_new(model *m, const rollout_limits *lim, rollout_engine **ou
                        : cfg->max_position_embeddings,
         .max_batch = lim->max_seqs,
         .max_prefill = lim->max_prompt_len * (lim->max_seqs / lim->max_group),
+        .page_size = lim->page_size ? lim->page_size : MODEL_PAGE_SIZE,
     };
+    int64_t mb = (cl.max_len + cl.page_size - 1) / cl.page_size;
+    cl.pages = lim->max_pages ? lim->max_pages : (int64_t)lim->max_seqs * mb;
     if (cl.max_prefill < lim->max_prompt_len) cl.max_prefill = lim->max_prompt_len;
     rollout_engine *e = base_xcalloc(1, sizeof *e);
     e->m = m;
@@ -115,6 +146,13 @@ base_status rollout_new(model *m, const rollout_limits *lim, rollout_engine **ou
     e->lp = base_xmalloc(ns * sizeof(float));
     e->max_prefill = cl.max_prefill;
     e->max_pos = cfg->max_position_embeddings;
+    e->ps = cl.page_size;
+    e->np = cl.pages;
+    e->mb = mb;
+    e->page_ref = base_xcalloc((size_t)e->np, sizeof(int32_t));
+    e->free_pages = base_xmalloc((size_t)e->np * sizeof(int32_t));
+    e->table_store = base_xmalloc(ns * (size_t)mb * sizeof(int32_t));
+    for (size_t i = 0; i < ns; i++) e->seqs[i].pages = e->table_store + i * (size_t)mb;
     *out = e;
     return BASE_OK;
 }
@@ -129,6 +167,7 @@ void rollout_free(rollout_engine *e) {
     free(e->seqs), free(e->comps), free(e->ids_store), free(e->logp_store);
     free(e->b_slots), free(e->b_tokens), free(e->b_pos);
     free(e->b_cu), free(e->b_seq), free(e->b_ids);
+    free(e->page_ref), free(e->free_pages), free(e->table_store);
     free(e);
 }
 
@@ -204,6 +243,71 @@ static void sample_rows(rollout_engine *e, const rollout_request *r, const tenso
     o->download(lp, tl.data, (size_t)n * sizeof(float));
 }
 
+/* ---- pages --------------------------------------------------------------- */
+
+/* Positions a sample of a P-token prompt writes at most (header). */
+static int64_t sample_span(const rollout_engine *e, const rollout_request *r, int64_t P) {
+    int64_t t = P + r->max_new_tokens - 1;
+    return t < e->max_pos - 1 ? t : e->max_pos - 1;
+}
+
+/* Worst-case pages of a group: F shared full pages, then each sample's own. */
+static int64_t group_pages(const rollout_engine *e, const rollout_request *r, int64_t P) {
+    int64_t F = P / e->ps, per = (sample_span(e, r, P) + e->ps - 1) / e->ps - F;
+    return F + (int64_t)r->G * per;
+}
+
+/* A page off the free stack with `refs` references. */
+static int32_t take_page(rollout_engine *e, int32_t refs) {
+    if (e->nfree == 0) base_die("rollout: page pool empty (a reservation was not kept)");
+    int32_t pg = e->free_pages[--e->nfree];
+    e->page_ref[pg] = refs;
+    if (++e->in_use > e->peak_pages) e->peak_pages = e->in_use;
+    return pg;
+}
+
+static void map_slot(rollout_engine *e, int slot) {
+    const seq *q = &e->seqs[slot];
+    if (model_cache_map(e->cache, slot, q->pages, q->npages))
+        base_die("rollout: %s", base_err_msg()); /* the engine's own page ids: a bug */
+}
+
+/* Drop slot's page references and its unused promise. */
+static void release_pages(rollout_engine *e, int slot) {
+    seq *q = &e->seqs[slot];
+    for (int64_t k = 0; k < q->npages; k++) {
+        int32_t pg = q->pages[k];
+        if (--e->page_ref[pg] == 0) {
+            e->free_pages[e->nfree++] = pg;
+            e->in_use--;
+        }
+    }
+    e->promised -= q->promised;
+    q->promised = 0;
+    if (q->npages) {
+        q->npages = 0;
+        map_slot(e, slot);
+    }
+}
+
+/* Before a decode step: the page of the position slot writes next. */
+static void grow_pages(rollout_engine *e, int slot) {
+    seq *q = &e->seqs[slot];
+    int64_t pos = q->plen + q->len - 1;
+    if (pos / e->ps < q->npages) return;
+    if (q->promised < 1) base_die("rollout: sequence at position %lld has no page promised", (long long)pos);
+    q->promised--, e->promised--;
+    q->pages[q->npages++] = take_page(e, 1);
+    map_slot(e, slot);
+}
+
+static void finish_seq(rollout_engine *e, int slot, int *free_slots, int *n_done) {
+    e->seqs[slot].active = 0;
+    release_pages(e, slot);
+    (*free_slots)++;
+    (*n_done)++;
+}
+
 static base_status check_request(const rollout_engine *e, const rollout_request *r) {
     if (r->n_prompts < 0 || r->n_prompts > e->lim.max_prompts)
         return base_err_set(BASE_ERR_INVALID, "rollout: %d prompts, at most %d", r->n_prompts,
@@ -233,6 +337,13 @@ static base_status check_request(const rollout_engine *e, const rollout_request 
     }
     if (r->n_stop_strings && !r->tok)
         return base_err_set(BASE_ERR_INVALID, "rollout: stop strings need a tokenizer");
+    for (int p = 0; p < r->n_prompts; p++)
+        if (group_pages(e, r, r->prompt_len[p]) > e->np)
+            return base_err_set(BASE_ERR_LIMIT,
+                                "rollout: prompt %d (%d tokens) with G = %d needs up to %lld cache pages of %lld "
+                                "positions; the pool has %lld (max_pages)",
+                                p, r->prompt_len[p], r->G, (long long)group_pages(e, r, r->prompt_len[p]),
+                                (long long)e->ps, (long long)e->np);
     return BASE_OK;
 }
 
@@ -242,7 +353,17 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
     if (s) return s;
     double t0 = base_now();
     int G = r->G, S = e->lim.max_seqs;
-    for (int i = 0; i < S; i++) e->seqs[i].active = 0;
+    for (int i = 0; i < S; i++) { /* a failed call may leave sequences behind */
+        seq *q = &e->seqs[i];
+        q->active = 0;
+        q->promised = 0;
+        if (q->npages) q->npages = 0, map_slot(e, i);
+    }
+    memset(e->page_ref, 0, (size_t)e->np * sizeof(int32_t));
+    for (int64_t i = 0; i < e->np; i++) e->free_pages[i] = (int32_t)(e->np - 1 - i); /* page 0 on top */
+    e->nfree = e->np;
+    e->promised = e->in_use = e->peak_pages = 0;
+    int peak_seqs = 0;
     int n_done = 0, n_total = r->n_prompts * G, next_prompt = 0, free_slots = S;
     int64_t new_tokens = 0, prefill_tokens = 0, steps = 0;
     int32_t *tok = e->tok;
@@ -254,9 +375,12 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
         int64_t ntok = 0;
         e->b_cu[0] = 0;
         while (next_prompt < r->n_prompts && free_slots >= G &&
-               ntok + r->prompt_len[next_prompt] <= e->max_prefill) {
+               ntok + r->prompt_len[next_prompt] <= e->max_prefill &&
+               e->nfree - e->promised >= group_pages(e, r, r->prompt_len[next_prompt])) {
             int p = next_prompt++;
             int taken = 0;
+            int64_t P = r->prompt_len[p], F = P / e->ps, part = P % e->ps ? 1 : 0;
+            int64_t later = (sample_span(e, r, P) + e->ps - 1) / e->ps - F - part;
             for (int slot = 0; slot < S && taken < G; slot++) {
                 seq *q = &e->seqs[slot];
                 if (q->active) continue;
@@ -275,9 +399,18 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
                 q->c->finish = ROLLOUT_FINISH_LENGTH;
                 if (taken == 0) e->b_slots[np] = slot;
                 group[np * G + taken] = slot; /* the G slots of admitted prompt np */
+                /* the F full prompt pages shared by the group, then its own partial page */
+                for (int64_t k = 0; k < F; k++)
+                    q->pages[k] = taken == 0 ? take_page(e, G) : e->seqs[group[np * G]].pages[k];
+                if (part) q->pages[F] = take_page(e, 1);
+                q->npages = F + part;
+                q->promised = later;
+                e->promised += later;
+                map_slot(e, slot);
                 taken++;
             }
             free_slots -= G;
+            if (S - free_slots > peak_seqs) peak_seqs = S - free_slots;
             memcpy(e->b_ids + ntok, r->prompt_ids[p], (size_t)r->prompt_len[p] * sizeof(int32_t));
             ntok += r->prompt_len[p];
             e->b_cu[np + 1] = (int32_t)ntok;
@@ -300,11 +433,7 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
                 for (int i = 0; i < np; i++) {
                     int slot = group[i * G + g];
                     new_tokens++;
-                    if (push_token(e, r, slot, tok[i], lp[i])) {
-                        e->seqs[slot].active = 0;
-                        free_slots++;
-                        n_done++;
-                    }
+                    if (push_token(e, r, slot, tok[i], lp[i])) finish_seq(e, slot, &free_slots, &n_done);
                 }
             }
             continue; /* admit more before decoding if slots freed */
@@ -314,6 +443,7 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
         for (int slot = 0; slot < S; slot++) {
             seq *q = &e->seqs[slot];
             if (!q->active) continue;
+            grow_pages(e, slot);
             e->b_seq[n] = slot;
             e->b_slots[n] = slot;
             e->b_tokens[n] = q->last;
@@ -321,7 +451,8 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
             n++;
         }
         if (!n) {
-            s = base_err_set(BASE_ERR_INVALID, "rollout: no sequence can be admitted (G = %d, %d slots)", G, S);
+            s = base_err_set(BASE_ERR_INVALID, "rollout: no sequence can be admitted (G = %d, %d slots, %lld pages)", G,
+                             S, (long long)e->np);
             goto fail;
         }
         const tensor *logits;
@@ -332,11 +463,7 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
         for (int i = 0; i < n; i++) {
             int slot = e->b_seq[i];
             new_tokens++;
-            if (push_token(e, r, slot, tok[i], lp[i])) {
-                e->seqs[slot].active = 0;
-                free_slots++;
-                n_done++;
-            }
+            if (push_token(e, r, slot, tok[i], lp[i])) finish_seq(e, slot, &free_slots, &n_done);
         }
     }
     res->n = n_total;
@@ -344,6 +471,8 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
     res->new_tokens = new_tokens;
     res->prefill_tokens = prefill_tokens;
     res->decode_steps = steps;
+    res->peak_seqs = peak_seqs;
+    res->peak_pages = e->peak_pages;
     res->seconds = base_now() - t0;
     return BASE_OK;
 fail:

@@ -1,6 +1,7 @@
 /*
  * rollout: batched generation for GRPO. Prompts are prefilled once into the
- * latent KV cache and their cache is shared by their G samples; every live
+ * paged latent KV cache and their full pages are shared by their G samples
+ * (only the last partial page is copied per sample); every live
  * sequence of a step decodes together (continuous batching: a finished
  * sequence's slot is refilled at once); sampling draws come from Philox
  * keyed by (seed, step, prompt index, sample index, position), so a sample
@@ -50,12 +51,17 @@ typedef struct {
     int max_group;          /* G at most */
     int64_t max_prompt_len; /* tokens */
     int64_t max_new_tokens; /* tokens per completion */
+    int64_t page_size;      /* positions per cache page; 0: MODEL_PAGE_SIZE (16) */
+    int64_t max_pages;      /* cache pages (the latent cache's memory, model_cache_page_bytes
+                             * each); 0: max_seqs * ceil((max_prompt_len + max_new_tokens) /
+                             * page_size), enough for every slot at full length unshared */
 } rollout_limits;
 
 typedef struct rollout_engine rollout_engine;
 
-/* An engine over a loaded model: latent KV cache for max_seqs sequences,
- * result buffers for max_prompts * max_group completions. */
+/* An engine over a loaded model: a paged latent KV cache of max_pages
+ * pages and max_seqs block tables, result buffers for max_prompts *
+ * max_group completions. */
 base_status rollout_new(struct model *m, const rollout_limits *lim, rollout_engine **out);
 void rollout_free(rollout_engine *e);
 
@@ -94,13 +100,20 @@ typedef struct {
     int64_t prefill_tokens;
     double seconds;
     int64_t decode_steps;
+    int peak_seqs;      /* most sequences live at once */
+    int64_t peak_pages; /* most cache pages in use at once (a shared page counts once) */
 } rollout_result;
 
 /* Generate G completions for each prompt. Continuous batching: all live
- * sequences decode together; when a sequence finishes its slot takes the
- * next waiting sample at once. Each prompt is prefilled once; its latent
- * cache serves its G samples. Errors (a prompt over max_prompt_len, G over
- * max_group, a model error) leave *res empty. */
+ * sequences decode together; when a sequence finishes its slot and pages
+ * go back and waiting prompts are admitted at once. Each prompt is
+ * prefilled once; its full cache pages serve its G samples. A prompt is
+ * admitted, in order, when G slots are free and its group's worst case
+ * (every sample reaching max_new_tokens) fits in the pages neither in use
+ * nor promised to live sequences: a live sequence always gets its next page
+ * (no preemption, no deadlock), and the tokens do not depend on the page
+ * budget. Errors (a prompt over max_prompt_len, G over max_group, a group
+ * whose worst case exceeds max_pages, a model error) leave *res empty. */
 base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollout_result *res);
 
 #endif

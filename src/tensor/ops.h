@@ -127,19 +127,30 @@ struct ops {
                          const tensor *q, const tensor *kv, const tensor *kpe, const tensor *o,
                          const tensor *lse, const tensor *cu_seqlens, float scale);
 
-    /* Latent KV cache of one layer: cache [S, P, dc+dr], per slot and
-     * position the normalised c_kv (dc) then the roped k_pe (dr).
-     * Writes row (slot[n], pos[n]) from ckv [N, dc] and kpe [N, dr]. */
-    void (*mla_cache_write)(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *slot,
-                            const tensor *pos);
+    /* Paged latent KV cache of one layer (PagedAttention's layout): a pool
+     * of pages cache [NP, PS, dc+dr], each page PS consecutive positions of
+     * one sequence, per position the normalised c_kv (dc) then the roped
+     * k_pe (dr). Sequence s's position p lives in page table[s, p / PS] at
+     * row p % PS: table I32 [S, MB] is the block table, one row per
+     * sequence, MB pages (MB * PS positions) at most. Several rows may name
+     * one page (a prompt's pages shared by its samples); the caller keeps
+     * writes off shared pages. Unused table entries are ignored (any
+     * value); an entry that is read must lie in [0, NP).
+     * mla_cache_write: token n (sequence seq[n], position pos[n]) writes
+     * its row from ckv [N, dc] and kpe [N, dr]; seq, pos I32 [N]. */
+    void (*mla_cache_write)(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *table,
+                            const tensor *seq, const tensor *pos);
     /* Absorbed MLA decode (spec §3.6): query b attends positions
-     * 0..len[b]-1 of cache slot slot[b]:
+     * 0..len[b]-1 of sequence seq[b] through its block table row:
      *   score[h,u] = scale * (q_lat[b,h] . c_u + q_pe[b,h] . pe_u),
-     *   o_lat[b,h] = sum_u softmax_u(score[h,u]) c_u.
+     *   o_lat[b,h] = sum_u softmax_u(score[h,u]) c_u,
+     * positions in ascending order whatever the pages (the result does not
+     * depend on the page size or on which pages hold the rows).
      * q_lat [B, H, dc] (= W_UK^T q_nope), q_pe [B, H, dr] (roped),
-     * slot, len I32 [B]; o_lat [B, H, dc] written. */
+     * cache and table as above, seq, len I32 [B] (1 <= len <= MB * PS);
+     * o_lat [B, H, dc] written. */
     void (*mla_decode)(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache,
-                       const tensor *slot, const tensor *len, float scale);
+                       const tensor *table, const tensor *seq, const tensor *len, float scale);
 
     /* DeepSeekMoE router (spec §3.8), f32: s = sigmoid(z); selection on
      * s + bias: n_group groups of E/n_group consecutive experts scored by the

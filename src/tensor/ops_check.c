@@ -108,35 +108,37 @@ ops_attn_dims ops_check_mla_attn_bwd(const char *be, const tensor *dq, const ten
 }
 
 void ops_check_mla_cache_write(const char *be, const tensor *cache, const tensor *ckv, const tensor *kpe,
-                               const tensor *slot, const tensor *pos) {
+                               const tensor *table, const tensor *seq, const tensor *pos) {
     const char *op = "mla_cache_write";
     ops_need(be, op, "cache", cache, TENSOR_F32, 3);
     ops_need(be, op, "ckv", ckv, TENSOR_F32, 2);
     ops_need(be, op, "kpe", kpe, TENSOR_F32, 2);
-    ops_need(be, op, "slot", slot, TENSOR_I32, 1);
+    ops_need(be, op, "table", table, TENSOR_I32, 2);
+    ops_need(be, op, "seq", seq, TENSOR_I32, 1);
     ops_need(be, op, "pos", pos, TENSOR_I32, 1);
     int64_t n = ckv->shape[0], dc = ckv->shape[1], dr = kpe->shape[1];
     ops_need_dim(be, op, "kpe", kpe, 0, n);
-    ops_need_dim(be, op, "slot", slot, 0, n);
+    ops_need_dim(be, op, "seq", seq, 0, n);
     ops_need_dim(be, op, "pos", pos, 0, n);
     ops_need_dim(be, op, "cache", cache, 2, dc + dr);
 }
 
 void ops_check_mla_decode(const char *be, const tensor *o_lat, const tensor *q_lat, const tensor *q_pe,
-                          const tensor *cache, const tensor *slot, const tensor *len) {
+                          const tensor *cache, const tensor *table, const tensor *seq, const tensor *len) {
     const char *op = "mla_decode";
     ops_need(be, op, "o_lat", o_lat, TENSOR_F32, 3);
     ops_need(be, op, "q_lat", q_lat, TENSOR_F32, 3);
     ops_need(be, op, "q_pe", q_pe, TENSOR_F32, 3);
     ops_need(be, op, "cache", cache, TENSOR_F32, 3);
-    ops_need(be, op, "slot", slot, TENSOR_I32, 1);
+    ops_need(be, op, "table", table, TENSOR_I32, 2);
+    ops_need(be, op, "seq", seq, TENSOR_I32, 1);
     ops_need(be, op, "len", len, TENSOR_I32, 1);
     int64_t b = q_lat->shape[0], h = q_lat->shape[1], dc = q_lat->shape[2], dr = q_pe->shape[2];
     for (int i = 0; i < 3; i++) ops_need_dim(be, op, "o_lat", o_lat, i, q_lat->shape[i]);
     ops_need_dim(be, op, "q_pe", q_pe, 0, b);
     ops_need_dim(be, op, "q_pe", q_pe, 1, h);
     ops_need_dim(be, op, "cache", cache, 2, dc + dr);
-    ops_need_dim(be, op, "slot", slot, 0, b);
+    ops_need_dim(be, op, "seq", seq, 0, b);
     ops_need_dim(be, op, "len", len, 0, b);
 }
 

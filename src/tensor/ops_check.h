@@ -46,9 +46,9 @@ ops_attn_dims ops_check_mla_attn_bwd(const char *be, const tensor *dq, const ten
                                      const tensor *dout, const tensor *q, const tensor *kv, const tensor *kpe,
                                      const tensor *o, const tensor *lse, const tensor *cu_seqlens);
 void ops_check_mla_cache_write(const char *be, const tensor *cache, const tensor *ckv, const tensor *kpe,
-                               const tensor *slot, const tensor *pos);
+                               const tensor *table, const tensor *seq, const tensor *pos);
 void ops_check_mla_decode(const char *be, const tensor *o_lat, const tensor *q_lat, const tensor *q_pe,
-                          const tensor *cache, const tensor *slot, const tensor *len);
+                          const tensor *cache, const tensor *table, const tensor *seq, const tensor *len);
 
 typedef struct {
     int64_t n, d, v, r, c; /* tokens, hidden, vocabulary, workspace [r, c] */

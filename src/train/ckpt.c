@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -132,6 +133,10 @@ static cJSON *state_json(const run_ctx *c, const run_train_state *st, const opti
     cJSON_AddNumberToObject(j, "total_steps", (double)st->total_steps);
     cJSON_AddNumberToObject(j, "data_epoch", (double)st->data_epoch);
     cJSON_AddNumberToObject(j, "data_pos", (double)st->data_pos);
+    /* doubles print with up to 17 digits when 15 do not round-trip (cJSON) */
+    cJSON_AddNumberToObject(j, "entropy_coef", st->entropy_coef);
+    cJSON_AddItemToObject(j, "entropy_last",
+                          isfinite(st->entropy_last) ? cJSON_CreateNumber(st->entropy_last) : cJSON_CreateNull());
     cJSON_AddNumberToObject(j, "metrics_lines", (double)c->metrics_lines);
     cJSON_AddNumberToObject(j, "samples_lines", (double)c->samples_lines);
     cJSON_AddNumberToObject(j, "seed", (double)c->seed);
@@ -264,6 +269,9 @@ base_status run_ckpt_latest(run_ctx *c, run_ckpt **out) {
             st->total_steps = base_json_int(j, "total_steps", 0, NULL);
             st->data_epoch = base_json_int(j, "data_epoch", 0, NULL);
             st->data_pos = base_json_int(j, "data_pos", 0, NULL);
+            st->entropy_coef = base_json_num(j, "entropy_coef", 0, NULL);
+            const cJSON *el = cJSON_GetObjectItemCaseSensitive(j, "entropy_last");
+            st->entropy_last = cJSON_IsNumber(el) ? el->valuedouble : INFINITY;
             st->metrics_lines = base_json_int(j, "metrics_lines", 0, NULL);
             st->samples_lines = base_json_int(j, "samples_lines", 0, NULL);
             k->optim_step = base_json_int(j, "optim_step", 0, NULL);

@@ -32,6 +32,11 @@ void grpo_config_default(grpo_config *c) {
     c->max_completion_length = 512;
     c->mask_truncated_completions = 0;
     c->entropy_coef = 0.0;
+    c->use_adaptive_entropy = 0;
+    c->entropy_coef_min = 0.0;
+    c->entropy_coef_max = 1.0;
+    c->entropy_coef_delta = 0.005;
+    c->entropy_target = 0.2;
     c->importance_sampling_level = GRPO_IS_TOKEN;
     c->multi_objective_aggregation = GRPO_AGG_SUM_THEN_NORMALIZE;
     c->sapo_temperature_pos = 1.0;
@@ -69,6 +74,12 @@ base_status grpo_config_check(const grpo_config *c) {
     if (c->max_completion_length < 1)
         BAD("max_completion_length = %d (expected >= 1)", c->max_completion_length);
     if (!isfinite(c->entropy_coef)) BAD("entropy_coef = %g", c->entropy_coef);
+    if (!isfinite(c->entropy_coef_min) || !isfinite(c->entropy_coef_max) || c->entropy_coef_min > c->entropy_coef_max)
+        BAD("entropy_coef_min = %g, entropy_coef_max = %g (expected finite, min <= max)", c->entropy_coef_min,
+            c->entropy_coef_max);
+    if (!isfinite(c->entropy_coef_delta) || c->entropy_coef_delta < 0)
+        BAD("entropy_coef_delta = %g (expected >= 0)", c->entropy_coef_delta);
+    if (!isfinite(c->entropy_target)) BAD("entropy_target = %g", c->entropy_target);
     if ((unsigned)c->multi_objective_aggregation > GRPO_AGG_NORMALIZE_THEN_SUM)
         BAD("multi_objective_aggregation %d is unknown", (int)c->multi_objective_aggregation);
     if (!(c->sapo_temperature_pos > 0) || !isfinite(c->sapo_temperature_pos) ||
@@ -181,6 +192,8 @@ void grpo_loss_stats_merge(grpo_loss_stats *acc, const grpo_loss_stats *s) {
     acc->clip_region_sum += s->clip_region_sum;
     if (s->clip_low_min < acc->clip_low_min) acc->clip_low_min = s->clip_low_min;
     if (s->clip_high_max > acc->clip_high_max) acc->clip_high_max = s->clip_high_max;
+    acc->bonus_entropy_sum += s->bonus_entropy_sum;
+    acc->bonus_tokens += s->bonus_tokens;
     acc->cispo_clip_sum += s->cispo_clip_sum;
     acc->phi_sum += s->phi_sum;
     acc->n_seqs += s->n_seqs;
@@ -291,6 +304,7 @@ static base_status check_batch(const grpo_config *cfg, const grpo_batch *b, cons
             cfg->num_iterations, cfg->steps_per_generation);
     if (cfg->entropy_coef != 0 && (!b->entropy || !g_ent))
         BAD("entropy_coef = %g needs the entropies and a g_ent output", cfg->entropy_coef);
+    if (cfg->use_adaptive_entropy && !b->entropy) BAD("use_adaptive_entropy needs the entropies");
     if (cfg->top_entropy_quantile < 1.0 && !b->entropy)
         BAD("top_entropy_quantile = %g needs the entropies", cfg->top_entropy_quantile);
     const grpo_loss_type lt = cfg->loss_type;
@@ -548,6 +562,29 @@ base_status grpo_loss(const grpo_config *cfg, const grpo_batch *b, const grpo_no
     }
     s.loss = s.policy_loss;
     if (cfg->entropy_coef != 0) s.loss -= cfg->entropy_coef * h_sum * ent_w;
+    s.bonus_entropy_sum = h_sum;
+    s.bonus_tokens = b->entropy ? n_sel_all : 0;
     if (stats) *stats = s;
     return BASE_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Adaptive entropy control                                                 */
+
+void grpo_entropy_ctl_init(const grpo_config *c, grpo_entropy_ctl *e) {
+    e->coef = c->entropy_coef;
+    e->last_entropy = INFINITY;
+}
+
+double grpo_entropy_ctl_apply(const grpo_config *c, const grpo_entropy_ctl *e) {
+    if (!c->use_adaptive_entropy) return c->entropy_coef;
+    return e->last_entropy <= c->entropy_target ? e->coef : 0.0;
+}
+
+void grpo_entropy_ctl_update(const grpo_config *c, grpo_entropy_ctl *e, const grpo_loss_stats *step) {
+    if (!c->use_adaptive_entropy) return;
+    double h = step->bonus_entropy_sum / (step->bonus_tokens > 1 ? step->bonus_tokens : 1.0);
+    if (h <= c->entropy_target) e->coef = fmin(e->coef + c->entropy_coef_delta, c->entropy_coef_max);
+    else e->coef = fmax(e->coef - c->entropy_coef_delta, c->entropy_coef_min);
+    e->last_entropy = h;
 }

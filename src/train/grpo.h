@@ -27,9 +27,9 @@
  * averages over ranks); with unequal ones ours does not depend on how the
  * step was split, TRL's does.
  *
- * What it deliberately does not do: adaptive entropy control and the vLLM
- * importance-sampling correction (there is no separate inference engine
- * whose logprobs differ from the trainer's).
+ * What it deliberately does not do: the vLLM importance-sampling
+ * correction (there is no separate inference engine whose logprobs differ
+ * from the trainer's).
  */
 #ifndef GRPO_TRAIN_GRPO_H
 #define GRPO_TRAIN_GRPO_H
@@ -94,7 +94,12 @@ typedef struct {
     int steps_per_generation;          /* optimizer steps one generation batch is split into; 1 */
     int max_completion_length;         /* dr_grpo's constant L; 512 */
     int mask_truncated_completions;    /* drop completions without EOS from the loss; 0 */
-    double entropy_coef;                /* entropy bonus: loss -= entropy_coef * mean token entropy; 0 */
+    double entropy_coef;                /* entropy bonus: loss -= entropy_coef * mean token entropy; 0
+                                         * (with use_adaptive_entropy: the initial coefficient) */
+    int use_adaptive_entropy;          /* adapt entropy_coef every optimizer step (grpo_entropy_ctl); 0 */
+    double entropy_coef_min, entropy_coef_max; /* its range; 0.0, 1.0 */
+    double entropy_coef_delta;          /* its change per optimizer step; 0.005 */
+    double entropy_target;              /* the bonus applies while the entropy is <= this; 0.2 */
     grpo_is_level importance_sampling_level; /* token */
     grpo_reward_aggregation multi_objective_aggregation; /* sum_then_normalize */
     double sapo_temperature_pos;        /* sapo's tau for A > 0; 1.0 */
@@ -259,6 +264,8 @@ typedef struct {
     double clip_region_sum;
     double clip_low_min;  /* min over sequences of their low-clip fraction (+inf when none) */
     double clip_high_max; /* max over sequences of their high-clip fraction (-inf when none) */
+    double bonus_entropy_sum; /* entropies of the entropy-selected loss tokens (the bonus's) */
+    double bonus_tokens;  /* their count */
     double cispo_clip_sum; /* cispo: ratio > epsilon_high and A > 0 (per clip_count) */
     double phi_sum;       /* vespo: sum of the sequences' gamma weights */
     double n_seqs;        /* sequences */
@@ -286,6 +293,26 @@ typedef struct {
 } grpo_loss_metrics;
 
 void grpo_loss_metrics_finish(const grpo_loss_stats *s, grpo_loss_metrics *m);
+
+/* Adaptive entropy control (TRL use_adaptive_entropy): the coefficient
+ * moves by entropy_coef_delta after every optimizer step, up (to at most
+ * entropy_coef_max) when the step's mean entropy over the bonus's tokens was
+ * <= entropy_target, else down (to at least entropy_coef_min), and the
+ * bonus applies only while the last step's entropy was <= entropy_target
+ * (none before the first step). Without use_adaptive_entropy the applied
+ * coefficient is entropy_coef, always. The state is part of a checkpoint. */
+typedef struct {
+    double coef;         /* current coefficient */
+    double last_entropy; /* last optimizer step's entropy; +inf before the first */
+} grpo_entropy_ctl;
+
+/* coef = entropy_coef, last_entropy = +inf. */
+void grpo_entropy_ctl_init(const grpo_config *c, grpo_entropy_ctl *e);
+/* The entropy_coef to run grpo_loss with during the next optimizer step. */
+double grpo_entropy_ctl_apply(const grpo_config *c, const grpo_entropy_ctl *e);
+/* After an optimizer step whose micro-batch stats were merged into step:
+ * updates e (no-op without use_adaptive_entropy). */
+void grpo_entropy_ctl_update(const grpo_config *c, grpo_entropy_ctl *e, const grpo_loss_stats *step);
 
 /* The GRPO loss of one micro-batch and its gradient w.r.t. logp (and ent).
  *
@@ -317,8 +344,9 @@ void grpo_loss_metrics_finish(const grpo_loss_stats *s, grpo_loss_metrics *m);
  * gradient (the optimizer then skips the step); masked tokens are never
  * read. Errors (BASE_ERR_INVALID, nothing written): bad offsets, ref_logp
  * missing with beta != 0 or given with beta == 0, old_logp missing when
- * grpo_needs_old_logp, entropy missing with entropy_coef != 0 or
- * top_entropy_quantile < 1, norm counts < 1 where the loss_type needs them. */
+ * grpo_needs_old_logp, entropy missing with entropy_coef != 0,
+ * use_adaptive_entropy or top_entropy_quantile < 1, norm counts < 1 where
+ * the loss_type needs them. */
 base_status grpo_loss(const grpo_config *cfg, const grpo_batch *b, const grpo_norm *norm,
                       float *g_logp, float *g_ent, grpo_loss_stats *stats);
 

@@ -171,6 +171,8 @@ typedef struct {
     int64_t data_pos;
     int64_t metrics_lines; /* metrics.jsonl / samples.jsonl lines at the save */
     int64_t samples_lines;
+    double entropy_coef;  /* grpo: adaptive entropy control state (grpo_entropy_ctl) */
+    double entropy_last;  /* +inf before the first optimizer step (saved as null) */
 } run_train_state;
 
 /* Save checkpoints/step-{total_steps}/ atomically (written under a

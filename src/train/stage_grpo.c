@@ -184,6 +184,11 @@ static base_status parse_config(const cJSON *st, grpo_config *g) {
     g->max_completion_length = (int)recipe_int(st, "max_completion_length");
     g->mask_truncated_completions = recipe_bool(st, "mask_truncated_completions");
     g->entropy_coef = recipe_num(st, "entropy_coef");
+    g->use_adaptive_entropy = recipe_bool(st, "use_adaptive_entropy");
+    g->entropy_coef_min = recipe_num(st, "entropy_coef_min");
+    g->entropy_coef_max = recipe_num(st, "entropy_coef_max");
+    g->entropy_coef_delta = recipe_num(st, "entropy_coef_delta");
+    g->entropy_target = recipe_num(st, "entropy_target");
     g->steps_per_generation = (int)recipe_int(st, "steps_per_generation");
     return grpo_config_check(g);
 }
@@ -353,6 +358,8 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     cur.perm = base_xmalloc((size_t)(nrows > 0 ? nrows : 1) * sizeof(int64_t));
     cur.epoch = 0;
     if (!s) run_shuffle(c->seed, (uint32_t)index, 0, nrows, cur.perm);
+    grpo_entropy_ctl ectl; /* adaptive entropy control (a no-op unless use_adaptive_entropy) */
+    grpo_entropy_ctl_init(&gc, &ectl);
     if (!s && resume && run_ckpt_state(resume)->stage_index == index) {
         const run_train_state *rs = run_ckpt_state(resume);
         step0 = rs->stage_step;
@@ -360,6 +367,8 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
         cur.pos = rs->data_pos;
         run_shuffle(c->seed, (uint32_t)index, cur.epoch, nrows, cur.perm);
         s = run_ckpt_load_optim(resume, &opt);
+        ectl.coef = rs->entropy_coef;
+        ectl.last_entropy = rs->entropy_last;
     }
     int64_t keep_ckpt = recipe_int(st, "save_total_limit"), save_steps = recipe_int(st, "save_steps");
     int64_t log_every = recipe_int(st, "log_completions_steps");
@@ -452,6 +461,10 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
                 int lo, hi;
                 part_range(b.n, spg, part, &lo, &hi);
                 if (hi <= lo) continue;
+                grpo_config gcs = gc; /* this optimizer step's entropy coefficient */
+                gcs.entropy_coef = grpo_entropy_ctl_apply(&gc, &ectl);
+                grpo_loss_stats ostats; /* this optimizer step's, for the entropy control */
+                grpo_loss_stats_init(&ostats);
                 /* the step-wide counts of this optimizer step */
                 grpo_norm norm = {.n_seqs = hi - lo, .n_tokens = 0, .n_micro = (hi - lo + b.mb - 1) / b.mb};
                 for (int j0 = lo; j0 < hi; j0 += b.mb) {
@@ -492,9 +505,10 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
                         gb.ref_logp = b.ref;
                     }
                     grpo_loss_stats ls;
-                    s = grpo_loss(&gc, &gb, &norm, b.g, b.gent, &ls);
+                    s = grpo_loss(&gcs, &gb, &norm, b.g, b.gent, &ls);
                     if (s) break;
                     grpo_loss_stats_merge(&lstats, &ls);
+                    grpo_loss_stats_merge(&ostats, &ls);
                     scatter(&b, ix, nm, b.g, b.g_pos);
                     scatter(&b, ix, nm, b.gent, b.gent_pos);
                     model_backward(tr, b.g_pos, b.gent_pos, grads);
@@ -502,6 +516,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
                 if (s) break;
                 optim_step(&opt, (step * mu + it) * spg + part, &info);
                 model_sync_compute(c->policy); /* bf16 mode: refresh the compute weights */
+                grpo_entropy_ctl_update(&gc, &ectl, &ostats);
             }
         if (s) break;
         c->total_steps++;
@@ -536,6 +551,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
         add_num(line, "loss", lm.loss);
         if (gc.beta != 0) add_num(line, "kl", lm.kl);
         add_num(line, "entropy", lm.entropy);
+        if (gc.entropy_coef != 0 || gc.use_adaptive_entropy) add_num(line, "entropy_coef", ectl.coef);
         if (!isnan(lm.clip_ratio_low_mean)) { /* the clip-family loss types */
             add_num(line, "clip_ratio/low", lm.clip_ratio_low_mean);
             add_num(line, "clip_ratio/high", lm.clip_ratio_high_mean);
@@ -591,7 +607,8 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
         int last = step + 1 == max_steps;
         if ((save_steps > 0 && (step + 1) % save_steps == 0) || last || c->stop_requested) {
             run_train_state rs = {.stage_index = index, .stage_done = last, .stage_step = step + 1,
-                                  .total_steps = c->total_steps, .data_epoch = cur.epoch, .data_pos = cur.pos};
+                                  .total_steps = c->total_steps, .data_epoch = cur.epoch, .data_pos = cur.pos,
+                                  .entropy_coef = ectl.coef, .entropy_last = ectl.last_entropy};
             snprintf(rs.stage_name, sizeof rs.stage_name, "%s", name);
             s = run_ckpt_save(c, &rs, &opt, ref, (int)keep_ckpt);
         }

@@ -285,6 +285,71 @@ static void test_batched_decode(void **s) {
     model_free(m);
 }
 
+/* Explicit page pool: a sequence decoded through scattered pages, two
+ * slots sharing full prompt pages (model_cache_copy copies only the partial
+ * one), and mapping errors. Logits equal the full forward's. */
+static void test_paged_cache(void **s) {
+    (void)s;
+    model *m = random_model("", 9);
+    int64_t V = model_cfg(m)->vocab_size;
+    enum { T = 14, P = 9 };
+    int32_t ids[T];
+    for (int i = 0; i < T; i++) ids[i] = (i * 13 + 2) % (int32_t)V;
+    float *full = malloc(T * V * sizeof(float));
+    int32_t fcu[2] = {0, T};
+    assert_int_equal(model_forward_logits(m, 1, ids, fcu, full, NULL), BASE_OK);
+    model_cache_limits lim = {.slots = 2, .max_len = 16, .max_batch = 2, .max_prefill = 16, .page_size = 4, .pages = 7};
+    model_cache *c = NULL;
+    assert_int_equal(model_cache_new(m, &lim, &c), BASE_OK);
+    int64_t ps, np, mb;
+    model_cache_geometry(c, &ps, &np, &mb);
+    assert_int_equal(ps, 4), assert_int_equal(np, 7), assert_int_equal(mb, 4);
+    /* nothing mapped yet: prefill refuses */
+    int32_t slot = 0, pcu[2] = {0, P};
+    const tensor *lg;
+    assert_int_equal(model_prefill(c, 1, &slot, ids, pcu, &lg), BASE_ERR_INVALID);
+    /* slot 0: pages 5, 1, 6 (positions 0..11); slot 1 shares 5 and 1, own page 3 */
+    int32_t p0[4] = {5, 1, 6, 0}, p1[3] = {5, 1, 3}, bad[1] = {7};
+    assert_int_equal(model_cache_map(c, 0, p0, 3), BASE_OK);
+    assert_int_equal(model_cache_map(c, 1, p1, 3), BASE_OK);
+    assert_int_equal(model_cache_map(c, 1, bad, 1), BASE_ERR_INVALID);  /* page outside the pool */
+    assert_int_equal(model_cache_map(c, 2, p1, 1), BASE_ERR_INVALID);   /* no slot 2 */
+    assert_int_equal(model_cache_map(c, 0, p0, 5), BASE_ERR_INVALID);   /* more than mb pages */
+    assert_int_equal(model_prefill(c, 1, &slot, ids, pcu, &lg), BASE_OK);
+    double worst = test_max_abs_diff(lg->data, full + (P - 1) * V, V);
+    model_cache_copy(c, 1, 0, P); /* copies position 8 (page 6 -> 3) only */
+    /* both slots continue with the same tokens: same logits as the forward */
+    for (int t = P; t < 12; t++) {
+        int32_t sl[2] = {0, 1}, tk[2] = {ids[t], ids[t]}, pos[2] = {t, t};
+        assert_int_equal(model_decode(c, 2, sl, tk, pos, &lg), BASE_OK);
+        for (int i = 0; i < 2; i++) {
+            double e = test_max_abs_diff((const float *)lg->data + i * V, full + t * V, V);
+            if (e > worst) worst = e;
+        }
+    }
+    /* position 12 needs a fourth page: unmapped is an error, mapped works */
+    int32_t t12 = 12;
+    assert_int_equal(model_decode(c, 1, &slot, &ids[12], &t12, &lg), BASE_ERR_INVALID);
+    p0[3] = 4;
+    assert_int_equal(model_cache_map(c, 0, p0, 4), BASE_OK);
+    for (int t = 12; t < T; t++) {
+        int32_t pos = t;
+        assert_int_equal(model_decode(c, 1, &slot, &ids[t], &pos, &lg), BASE_OK);
+        double e = test_max_abs_diff(lg->data, full + t * V, V);
+        if (e > worst) worst = e;
+    }
+    printf("paged cache: max |diff| %.3g\n", worst);
+    assert_true(worst < 1e-4);
+    /* bytes: the pool, not slots x max_len */
+    model_cache_limits one = lim, two = lim;
+    two.pages = 14;
+    assert_int_equal(model_cache_bytes(model_cfg(m), &two) - model_cache_bytes(model_cfg(m), &one),
+                     7 * model_cache_page_bytes(model_cfg(m), 4));
+    model_cache_free(c);
+    free(full);
+    model_free(m);
+}
+
 /* Whole-model backward against finite differences of
  * L = sum_t a_t logp_t + b_t ent_t along random parameter directions (each
  * tensor's direction scaled by its RMS, so every tensor moves by the same
@@ -658,7 +723,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_errors),     cmocka_unit_test(test_config_fields),
         cmocka_unit_test(test_yarn_v3),           cmocka_unit_test(test_decode_equals_forward),
-        cmocka_unit_test(test_batched_decode),    cmocka_unit_test(test_fd_model),
+        cmocka_unit_test(test_batched_decode), cmocka_unit_test(test_paged_cache),    cmocka_unit_test(test_fd_model),
         cmocka_unit_test(test_checkpoint_errors), cmocka_unit_test(test_checkpoint_formats),
         cmocka_unit_test(test_mtp_load),          cmocka_unit_test(test_memory_plan),
     };

@@ -267,13 +267,16 @@ static void test_absorbed_equals_plain(void **s) {
     tensor to = T3(o, N, H, DV), tl = T2(lse, N, H), tq = T3(q, N, H, DN + DR), tkv3 = T3(kv, N, H, DN + DV);
     tensor tpe = T2(pe, N, DR), tcu = T1(cu, TENSOR_I32, 2);
     O->mla_attn_fwd(&to, &tl, &tq, &tkv3, &tpe, &tcu, 0.3f);
-    /* cache: slot 1 of 2 */
-    float cache[2 * N * (DC + DR)];
+    /* paged cache: sequence 1 of 2, pages of 4 positions scattered over a
+     * pool of 4 (row 0 of the block table is never read) */
+    enum { PS = 4, NP = 4 };
+    float cache[NP * PS * (DC + DR)];
     memset(cache, 0, sizeof cache);
-    int32_t slot[N], pos[N], len[N];
+    int32_t slot[N], pos[N], len[N], table[2 * 3] = {-1, -1, -1, 3, 0, 2};
     for (int i = 0; i < N; i++) slot[i] = 1, pos[i] = i, len[i] = i + 1;
-    tensor tcache = T3(cache, 2, N, DC + DR), ts = T1(slot, TENSOR_I32, N), tp = T1(pos, TENSOR_I32, N);
-    O->mla_cache_write(&tcache, &tc, &tpe, &ts, &tp);
+    tensor tcache = T3(cache, NP, PS, DC + DR), ts = T1(slot, TENSOR_I32, N), tp = T1(pos, TENSOR_I32, N);
+    tensor ttab = tensor_2d(table, TENSOR_I32, 2, 3);
+    O->mla_cache_write(&tcache, &tc, &tpe, &ttab, &ts, &tp);
     float ql[N * H * DC], ol[N * H * DC], od[N * H * DV];
     for (int t = 0; t < N; t++)
         for (int h = 0; h < H; h++)
@@ -285,7 +288,7 @@ static void test_absorbed_equals_plain(void **s) {
     tensor tql = T3(ql, N, H, DC), tol = T3(ol, N, H, DC), tqpe = tq, tln = T1(len, TENSOR_I32, N);
     tqpe.data = q + DN;
     tqpe.shape[2] = DR;
-    O->mla_decode(&tol, &tql, &tqpe, &tcache, &ts, &tln, 0.3f);
+    O->mla_decode(&tol, &tql, &tqpe, &tcache, &ttab, &ts, &tln, 0.3f);
     for (int t = 0; t < N; t++)
         for (int h = 0; h < H; h++)
             for (int v = 0; v < DV; v++) {

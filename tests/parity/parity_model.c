@@ -331,32 +331,60 @@ static void c_attn_wide(mrun *r) {
     r->o->mla_attn_bwd(&dq, &dkv, &dkpe, &dout, &q, &kv, &kpe, &o, &lse, &cu, 0.07f);
 }
 
+/* A block table [rows, mb] (I32) as an input. */
+static tensor in_table(mrun *r, const int32_t *v, int64_t rows, int64_t mb) {
+    return mk(r, put(r, v, TENSOR_I32, rows * mb, 0), TENSOR_I32, 2, rows, mb, 1);
+}
+
+/* Paged writes: a pool of 6 pages of 4 positions, 3 sequences of up to 5
+ * pages; pages scattered over the pool, page 3 and the unmapped entries
+ * (-1) never touched. */
 static void c_cache_write(mrun *r) {
-    int32_t slot[7] = {2, 0, 2, 1, 2, 0, 1}, pos[7] = {0, 5, 19, 3, 7, 6, 0};
+    int32_t seq[7] = {2, 0, 2, 1, 2, 0, 1}, pos[7] = {0, 5, 19, 3, 7, 6, 0};
+    int32_t table[3 * 5] = {-1, 4, -1, -1, -1, /**/ 1, -1, -1, -1, -1, /**/ 5, 0, -1, -1, 2};
     tensor ckv = in_f32(r, 2, 7, 64, 1, 1.0f), kva = in_f32(r, 2, 7, 64 + 16, 1, 1.0f), kpe = cols(kva, 64, 16);
-    tensor ts = in_i32(r, slot, 7), tp = in_i32(r, pos, 7);
-    tensor cache = out_t(r, TENSOR_F32, 1, 3, 3, 20, 80);
-    r->o->mla_cache_write(&cache, &ckv, &kpe, &ts, &tp);
+    tensor ts = in_i32(r, seq, 7), tp = in_i32(r, pos, 7), tt = in_table(r, table, 3, 5);
+    tensor cache = out_t(r, TENSOR_F32, 1, 3, 6, 4, 80);
+    r->o->mla_cache_write(&cache, &ckv, &kpe, &tt, &ts, &tp);
 }
 
+/* Pages of 7 positions (a 16-row tile of the GPU kernel spans pages);
+ * sequence 3 shares its first two pages with sequence 2 (a prompt shared by
+ * two samples); row 1 of the table is unmapped and never read. */
 static void c_decode(mrun *r) {
-    int32_t slot[3] = {2, 0, 3}, len[3] = {30, 1, 17};
-    tensor cache = in_f32(r, 3, 4, 30, 80, 1.0f), ql = in_f32(r, 3, 3, 4, 64, 1.0f);
+    int32_t seq[3] = {2, 0, 3}, len[3] = {30, 1, 17};
+    int32_t table[4 * 5] = {4, -1, -1, -1, -1, /**/ -1, -1, -1, -1, -1, /**/ 9, 3, 11, 0, 6, /**/ 9, 3, 7, -1, -1};
+    tensor cache = in_f32(r, 3, 12, 7, 80, 1.0f), ql = in_f32(r, 3, 3, 4, 64, 1.0f);
     tensor q = in_f32(r, 3, 3, 4, 48 + 16, 1.0f), qpe = cols(q, 48, 16);
-    tensor ts = in_i32(r, slot, 3), tl = in_i32(r, len, 3);
+    tensor ts = in_i32(r, seq, 3), tl = in_i32(r, len, 3), tt = in_table(r, table, 4, 5);
     tensor ol = out_t(r, TENSOR_F32, 0, 3, 3, 4, 64);
-    r->o->mla_decode(&ol, &ql, &qpe, &cache, &ts, &tl, 0.15f);
+    r->o->mla_decode(&ol, &ql, &qpe, &cache, &tt, &ts, &tl, 0.15f);
 }
 
-/* a cache of 1100 positions: three 512-position splits on the GPU, merged
- * by the combine kernel (lengths end inside the first, second, third) */
+/* 1100 positions in pages of 48 (23 pages, 1104 positions): three
+ * 512-position splits on the GPU, merged by the combine kernel (lengths end
+ * inside the first, second, third); sequence 0 shares its first 4 pages
+ * with sequence 1, the rest of the pool is a permutation. */
 static void c_decode_long(mrun *r) {
-    int32_t slot[3] = {1, 0, 1}, len[3] = {1100, 513, 7};
-    tensor cache = in_f32(r, 3, 2, 1100, 40, 1.0f), ql = in_f32(r, 3, 3, 20, 32, 1.0f);
+    enum { PS = 48, MB = 23, NP = 36 };
+    int32_t seq[3] = {1, 0, 1}, len[3] = {1100, 513, 7}, table[2 * MB];
+    int used[NP] = {0};
+    for (int k = 0; k < MB; k++) table[MB + k] = (k * 5 + 3) % NP, used[(k * 5 + 3) % NP] = 1;
+    for (int k = 0, next = 0; k < MB; k++) {
+        if (k < 4) {
+            table[k] = table[MB + k];
+        } else if (k < 11) {
+            while (used[next]) next++;
+            table[k] = next, used[next] = 1;
+        } else {
+            table[k] = -1;
+        }
+    }
+    tensor cache = in_f32(r, 3, NP, PS, 40, 1.0f), ql = in_f32(r, 3, 3, 20, 32, 1.0f);
     tensor q = in_f32(r, 3, 3, 20, 24 + 8, 1.0f), qpe = cols(q, 24, 8);
-    tensor ts = in_i32(r, slot, 3), tl = in_i32(r, len, 3);
+    tensor ts = in_i32(r, seq, 3), tl = in_i32(r, len, 3), tt = in_table(r, table, 2, MB);
     tensor ol = out_t(r, TENSOR_F32, 0, 3, 3, 20, 32);
-    r->o->mla_decode(&ol, &ql, &qpe, &cache, &ts, &tl, 0.2f);
+    r->o->mla_decode(&ol, &ql, &qpe, &cache, &tt, &ts, &tl, 0.2f);
 }
 
 static void c_route(mrun *r, int norm) {
@@ -562,9 +590,10 @@ static const mcase mcases[] = {
     MC(mla_attn_fwd, "3 sequences (one empty), H 4, 32+16 / 24", c_attn_fwd, T_ATTN),
     MC(mla_attn_bwd, "3 sequences (one empty), H 4, 32+16 / 24", c_attn_bwd, T_ATTN),
     MC(mla_attn_bwd, "fwd + bwd, 2 sequences of 45 and 25, H 2, 128+64 / 136", c_attn_wide, T_ATTN),
-    MC(mla_cache_write, "7 rows into [3,20,80]", c_cache_write, T_OP),
-    MC(mla_decode, "3 queries, lengths 30/1/17, H 4, dc 64", c_decode, T_ATTN),
-    MC(mla_decode, "cache of 1100 positions, lengths 1100/513/7, H 20 (2 head groups), dc 32", c_decode_long, T_ATTN),
+    MC(mla_cache_write, "7 rows into a pool of 6 pages of 4, block table [3,5]", c_cache_write, T_OP),
+    MC(mla_decode, "3 queries, lengths 30/1/17, pages of 7, shared pages, H 4, dc 64", c_decode, T_ATTN),
+    MC(mla_decode, "1100 positions in pages of 48, lengths 1100/513/7, H 20 (2 head groups), dc 32", c_decode_long,
+       T_ATTN),
     MC(moe_route, "16 experts, 4 groups keep 2, top-3, normalised", c_route_n, T_OP),
     MC(moe_route, "16 experts, 4 groups keep 2, top-3, unnormalised", c_route_u, T_OP),
     MC(moe_route_bwd, "16 experts, top-3", c_route_bwd, T_OP),
@@ -673,8 +702,9 @@ static void bad_route(tensor *idx, tensor *w, const tensor *z, const tensor *bia
     ops_cpu()->moe_route(idx, w, z, NULL, ng, kg, norm, rs); /* ignores the bias */
     (void)bias;
 }
-static void bad_cache(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *slot, const tensor *pos) {
-    ops_cpu()->mla_cache_write(cache, ckv, kpe, slot, pos);
+static void bad_cache(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *table, const tensor *seq,
+                      const tensor *pos) {
+    ops_cpu()->mla_cache_write(cache, ckv, kpe, table, seq, pos);
     ((float *)cache->data)[tensor_numel(cache)] = 0.0f; /* one past the end */
 }
 

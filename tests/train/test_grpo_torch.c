@@ -1,5 +1,5 @@
 /* src/train/grpo*.c against TRL: tests/train/data/grpo_torch.bin, written by
- * tests/train/gen/grpo_torch.py: 128 loss cases computed by TRL 1.16's own
+ * tests/train/gen/grpo_torch.py: 140 loss cases computed by TRL 1.16's own
  * GRPOTrainer._compute_loss (every loss_type and option) with autograd's
  * gradients and TRL's logged metrics, 48 for verl's k1/k2 estimators on
  * TRL's formula restated, 32 advantage cases (sum_then_normalize for every
@@ -50,10 +50,11 @@ static void test_torch_fixture(void **state) {
     int32_t nc;
     TAKE(&nc, 4);
     double worst_loss = 0, worst_g = 0;
-    int n_metrics = 0;
+    int n_metrics = 0, n_adaptive = 0;
+    grpo_entropy_ctl ectl = {0};
     for (int ci = 0; ci < nc; ci++) {
-        int32_t h[10];
-        double d[13];
+        int32_t h[12];
+        double d[17];
         TAKE(h, sizeof h);
         TAKE(d, sizeof d);
         const int B = h[7], T = h[8];
@@ -77,6 +78,14 @@ static void test_torch_fixture(void **state) {
         c.off_policy_mask_threshold = d[6];
         c.sapo_temperature_pos = d[7], c.sapo_temperature_neg = d[8];
         c.vespo_k_pos = d[9], c.vespo_lambda_pos = d[10], c.vespo_k_neg = d[11], c.vespo_lambda_neg = d[12];
+        c.use_adaptive_entropy = h[10];
+        c.entropy_target = d[13], c.entropy_coef_delta = d[14];
+        c.entropy_coef_min = d[15], c.entropy_coef_max = d[16];
+        /* an adaptive trajectory: one controller over consecutive cases
+         * (optimizer steps), as TRL's trainer object carries it */
+        if (!c.use_adaptive_entropy || h[11] == 0) grpo_entropy_ctl_init(&c, &ectl);
+        grpo_config run_c = c;
+        run_c.entropy_coef = grpo_entropy_ctl_apply(&c, &ectl);
         int32_t lens[64];
         TAKE(lens, (size_t)B * 4);
         size_t nf = (size_t)B * (size_t)T;
@@ -95,7 +104,7 @@ static void test_torch_fixture(void **state) {
         double *wg = malloc(nf * 8), *we = malloc(nf * 8);
         TAKE(wg, nf * 8);
         TAKE(we, nf * 8);
-        double wm[10]; /* TRL's logged metrics, NaN = not logged (restated cases: none) */
+        double wm[11]; /* TRL's logged metrics, NaN = not logged (restated cases: none) */
         TAKE(wm, sizeof wm);
         /* pack the padded rows: sequence i is lens[i] tokens of row i */
         int64_t off[65];
@@ -116,7 +125,8 @@ static void test_torch_fixture(void **state) {
                         grpo_needs_ref_logp(&c) ? pref : NULL, pent};
         grpo_norm nm = {.n_seqs = B, .n_tokens = grpo_count_loss_tokens(&c, &b), .n_micro = 1};
         grpo_loss_stats st;
-        assert_int_equal(grpo_loss(&c, &b, &nm, g, ge, &st), BASE_OK);
+        assert_int_equal(grpo_loss(&run_c, &b, &nm, g, ge, &st), BASE_OK);
+        grpo_entropy_ctl_update(&c, &ectl, &st);
         /* both sides compute in double from the same float32 inputs: the
          * loss agrees to double rounding; our gradients are stored as float,
          * off by at most 2^-24 |g| <= 6e-8 max|g| (allowed: 2 such ulps) */
@@ -153,14 +163,17 @@ static void test_torch_fixture(void **state) {
          * a fraction; the rest are double on both sides */
         grpo_loss_metrics m;
         grpo_loss_metrics_finish(&st, &m);
-        const double gm[10] = {m.kl, m.entropy, m.clip_ratio_low_mean, m.clip_ratio_high_mean,
+        const int bonus = c.entropy_coef != 0 || c.use_adaptive_entropy;
+        const double gm[11] = {m.kl, m.entropy, m.clip_ratio_low_mean, m.clip_ratio_high_mean,
                                m.clip_ratio_region_mean, m.clip_ratio_low_min, m.clip_ratio_high_max,
-                               m.cispo_clip_ratio, m.vespo_phi_seq_mean, m.policy_loss};
-        static const char *const mname[10] = {"kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean",
+                               m.cispo_clip_ratio, m.vespo_phi_seq_mean, m.policy_loss,
+                               bonus ? ectl.coef : NAN};
+        static const char *const mname[11] = {"kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean",
                                               "clip_ratio/region_mean", "clip_ratio/low_min",
                                               "clip_ratio/high_max", "cispo_clip_ratio", "vespo/phi_seq_mean",
-                                              "policy_loss"};
-        for (int k = 0; k < 10 && h[9]; k++) {
+                                              "policy_loss", "entropy_coef"};
+        if (c.use_adaptive_entropy) n_adaptive++;
+        for (int k = 0; k < 11 && h[9]; k++) {
             if (k == 9 && isnan(wm[k])) continue; /* TRL logs policy_loss with the entropy bonus only */
             const double tol = k >= 2 && k <= 7 ? 1e-6 : 1e-12;
             int ok = isnan(wm[k]) ? isnan(gm[k]) : fabs(gm[k] - wm[k]) <= tol * (1.0 + fabs(wm[k]));
@@ -175,8 +188,11 @@ static void test_torch_fixture(void **state) {
         free(lp), free(old), free(ref), free(ent), free(mask), free(wg), free(we);
         free(plp), free(pold), free(pref), free(pent), free(g), free(ge), free(pm);
     }
-    fprintf(stderr, "torch GRPO fixture: %d cases, loss rel err %.2g, grad err %.2g of max |g|, %d TRL metrics\n",
-            nc, worst_loss, worst_g, n_metrics);
+    fprintf(stderr,
+            "torch GRPO fixture: %d cases (%d adaptive-entropy steps), loss rel err %.2g, grad err %.2g of "
+            "max |g|, %d TRL metrics\n",
+            nc, n_adaptive, worst_loss, worst_g, n_metrics);
+    assert_int_equal(n_adaptive, 12);
 
     /* TRL's advantages and reward metrics: nil rewards, weights, every
      * scale_rewards and group size; computed in double on both sides from

@@ -7,6 +7,7 @@
  * message naming the file and line. */
 #include "common/test_common.h"
 
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +51,8 @@ static int teardown(void **state) {
     return 0;
 }
 
-/* eval -> grpo (4 steps, beta 0.01, a checkpoint every step) -> eval */
+/* eval -> grpo (4 steps, beta 0.01, a checkpoint every step, adaptive
+ * entropy control whose state a resume must restore) -> eval */
 static char *recipe_text(const char *name) {
     base_buf b = {0};
     base_buf_printf(&b,
@@ -64,7 +66,8 @@ static char *recipe_text(const char *name) {
                     "      max_completion_length = 8 },\n"
                     "    { type = 'grpo', dataset = 'train', num_generations = 4, generation_batch_size = 8,\n"
                     "      max_steps = 4, max_completion_length = 10, learning_rate = 3e-3, beta = 0.01,\n"
-                    "      save_steps = 1, save_total_limit = 0, per_device_train_batch_size = 4 },\n"
+                    "      save_steps = 1, save_total_limit = 0, per_device_train_batch_size = 4,\n"
+                    "      entropy_coef = 0.001, use_adaptive_entropy = true, entropy_target = 100 },\n"
                     "    { type = 'eval', name = 'eval_after', dataset = 'train', num_generations = 2, limit = 3,\n"
                     "      max_completion_length = 8 },\n"
                     "  },\n"
@@ -154,6 +157,18 @@ static void test_straight_run(void **state) {
     assert_int_equal(lines, 1 + 4 + 1);
     assert_non_null(strstr(m, "\"clip_ratio/high\""));
     assert_non_null(strstr(m, "\"kl\""));
+    /* adaptive entropy: the entropy stays below the target 100, so the
+     * coefficient grows by entropy_coef_delta (0.005) per optimizer step */
+    double coef[4];
+    int k = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *j = cJSON_Parse(line);
+        if (!strcmp(base_json_str(j, "stage", ""), "grpo")) coef[k++] = base_json_num(j, "entropy_coef", -1, NULL);
+        cJSON_Delete(j);
+    }
+    assert_int_equal(k, 4);
+    for (int i = 0; i < 4; i++) assert_true(fabs(coef[i] - (0.001 + 0.005 * (i + 1))) < 1e-12);
     free(m);
     /* the weights moved: step 4 differs from the initial model */
     base_buf p4 = {0};

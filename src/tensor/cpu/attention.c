@@ -148,32 +148,45 @@ void cpu_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout,
     }
 }
 
-void cpu_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *slot,
+/* The cache row of (sequence s, position p) through the block table; dies
+ * naming the op when s, p or the page is outside the cache. */
+static float *paged_row(const char *op, const tensor *cache, const tensor *table, int64_t s, int64_t p) {
+    int64_t ps = cache->shape[1], mb = table->shape[1];
+    if (s < 0 || s >= table->shape[0] || p < 0 || p >= mb * ps)
+        base_die("%s: (sequence %lld, position %lld) outside the block table [%lld sequences, %lld positions]", op,
+                 (long long)s, (long long)p, (long long)table->shape[0], (long long)(mb * ps));
+    int32_t pg = cpu_i32(table)[s * table->stride[0] + p / ps];
+    if (pg < 0 || pg >= cache->shape[0])
+        base_die("%s: sequence %lld position %lld maps to page %d, outside the pool [0, %lld)", op, (long long)s,
+                 (long long)p, pg, (long long)cache->shape[0]);
+    return cpu_at3(cache, pg, p % ps);
+}
+
+void cpu_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *table, const tensor *seq,
                          const tensor *pos) {
     const char *op = "mla_cache_write";
-    ops_check_mla_cache_write("cpu", cache, ckv, kpe, slot, pos);
+    ops_check_mla_cache_write("cpu", cache, ckv, kpe, table, seq, pos);
     int64_t n = ckv->shape[0], dc = ckv->shape[1], dr = kpe->shape[1];
-    const int32_t *S = cpu_i32(slot), *P = cpu_i32(pos);
+    const int32_t *S = cpu_i32(seq), *P = cpu_i32(pos);
     for (int64_t i = 0; i < n; i++) {
-        if (S[i] < 0 || S[i] >= cache->shape[0] || P[i] < 0 || P[i] >= cache->shape[1])
-            base_die("%s: (slot %d, position %d) outside the cache [%lld slots, %lld positions]", op,
-                     S[i], P[i], (long long)cache->shape[0], (long long)cache->shape[1]);
-        float *row = cpu_at3(cache, S[i], P[i]);
+        float *row = paged_row(op, cache, table, S[i], P[i]);
         memcpy(row, cpu_row(ckv, i), (size_t)dc * sizeof(float));
         memcpy(row + dc, cpu_row(kpe, i), (size_t)dr * sizeof(float));
     }
 }
 
-void cpu_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache,
-                    const tensor *slot, const tensor *len, float scale) {
+void cpu_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache, const tensor *table,
+                    const tensor *seq, const tensor *len, float scale) {
     const char *op = "mla_decode";
-    ops_check_mla_decode("cpu", o_lat, q_lat, q_pe, cache, slot, len);
+    ops_check_mla_decode("cpu", o_lat, q_lat, q_pe, cache, table, seq, len);
     int64_t b = q_lat->shape[0], h = q_lat->shape[1], dc = q_lat->shape[2], dr = q_pe->shape[2];
-    const int32_t *S = cpu_i32(slot), *Ln = cpu_i32(len);
-    for (int64_t i = 0; i < b; i++)
-        if (S[i] < 0 || S[i] >= cache->shape[0] || Ln[i] < 1 || Ln[i] > cache->shape[1])
-            base_die("%s: (slot %d, length %d) outside the cache [%lld slots, %lld positions]", op,
-                     S[i], Ln[i], (long long)cache->shape[0], (long long)cache->shape[1]);
+    const int32_t *S = cpu_i32(seq), *Ln = cpu_i32(len);
+    for (int64_t i = 0; i < b; i++) { /* every row read below is checked here, before the parallel loop */
+        if (Ln[i] < 1)
+            base_die("%s: query %lld has length %d (at least 1)", op, (long long)i, Ln[i]);
+        for (int64_t u = 0; u < Ln[i]; u += cache->shape[1]) paged_row(op, cache, table, S[i], u);
+        paged_row(op, cache, table, S[i], Ln[i] - 1);
+    }
     int64_t work = 0;
     for (int64_t i = 0; i < b; i++) work += (int64_t)Ln[i] * h * (2 * dc + dr);
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work > (1 << 21))
@@ -188,7 +201,7 @@ void cpu_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, cons
                 int64_t nb = n - u0 < BLK ? n - u0 : BLK;
                 float bm = -INFINITY;
                 for (int64_t j = 0; j < nb; j++) {
-                    const float *row = cpu_at3(cache, S[i], u0 + j);
+                    const float *row = paged_row(op, cache, table, S[i], u0 + j);
                     s[j] = scale * (cpu_dot(ql, row, dc) + cpu_dot(qp, row + dc, dr));
                     if (s[j] > bm) bm = s[j];
                 }
@@ -202,7 +215,7 @@ void cpu_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, cons
                 for (int64_t j = 0; j < nb; j++) {
                     float p = expf(s[j] - m);
                     l += p;
-                    cpu_axpy_row(acc, p, cpu_at3(cache, S[i], u0 + j), dc);
+                    cpu_axpy_row(acc, p, paged_row(op, cache, table, S[i], u0 + j), dc);
                 }
             }
             cpu_scale_row(acc, 1.0f / l, dc);

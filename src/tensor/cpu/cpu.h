@@ -31,10 +31,10 @@ void cpu_mla_attn_fwd(tensor *o, tensor *lse, const tensor *q, const tensor *kv,
 void cpu_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout, const tensor *q,
                       const tensor *kv, const tensor *kpe, const tensor *o, const tensor *lse,
                       const tensor *cu_seqlens, float scale);
-void cpu_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *slot,
+void cpu_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, const tensor *table, const tensor *seq,
                          const tensor *pos);
-void cpu_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache,
-                    const tensor *slot, const tensor *len, float scale);
+void cpu_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, const tensor *cache, const tensor *table,
+                    const tensor *seq, const tensor *len, float scale);
 /* moe.c */
 void cpu_moe_route(tensor *idx, tensor *w, const tensor *z, const tensor *bias, int n_group,
                    int topk_group, int norm, float routed_scale);

@@ -8,7 +8,8 @@ entropies from autograd, and TRL's logged metrics:
   policy; old logprobs + entropy bonus + mask_truncated_completions +
   top_entropy_quantile; epsilon_high + delta + off_policy_mask_threshold +
   use_bias_correction_kl; bias correction + top_entropy_quantile + non-default
-  sapo/vespo parameters + a negative OPSM threshold);
+  sapo/vespo parameters + a negative OPSM threshold), and two 6-step
+  trajectories of use_adaptive_entropy on one stand-in trainer;
 - for verl's k1/k2 estimators (TRL has k3 only) TRL's formula restated here;
 then advantages and reward metrics (nil rewards, weights, every scale_rewards
 and group size; sum_then_normalize and GDPO's normalize_then_sum, restated
@@ -90,12 +91,20 @@ class _Accel:
 
 
 METRICS = ["kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
-           "clip_ratio/low_min", "clip_ratio/high_max", "cispo_clip_ratio", "vespo/phi_seq_mean", "policy_loss"]
+           "clip_ratio/low_min", "clip_ratio/high_max", "cispo_clip_ratio", "vespo/phi_seq_mean", "policy_loss",
+           "entropy_coef"]
 
 
-def trl_call(c, logp, old, ref, ent, adv, mask):
+def trl_call(c, logp, old, ref, ent, adv, mask, t=None):
     """GRPOTrainer._compute_loss itself on a stand-in trainer: returns the loss
-    and TRL's logged metrics (NaN where TRL logs nothing)."""
+    and TRL's logged metrics (NaN where TRL logs nothing). t: the stand-in of
+    the previous call of an adaptive-entropy trajectory (its controller state
+    carries over), or None for a fresh one."""
+    if t is not None:
+        t._metrics = {"train": collections.defaultdict(list)}
+        t._get_per_token_logps_and_entropies = lambda *a, **k: (logp, ent, None)
+        loss, metrics = _trl_run(t, logp, old, ref, adv, mask)
+        return loss, metrics, t
     t = types.SimpleNamespace()
     t.accelerator = _Accel()
     t.model = types.SimpleNamespace(training=True)
@@ -113,15 +122,23 @@ def trl_call(c, logp, old, ref, ent, adv, mask):
         use_bias_correction_kl=bool(c["bias"]), delta=c["delta"] if c["delta"] > 0 else None,
         sapo_temperature_pos=c["sapo"][0], sapo_temperature_neg=c["sapo"][1],
         vespo_k_pos=c["vespo"][0], vespo_lambda_pos=c["vespo"][1], vespo_k_neg=c["vespo"][2],
-        vespo_lambda_neg=c["vespo"][3], steps_per_generation=1)
+        vespo_lambda_neg=c["vespo"][3], steps_per_generation=1, entropy_target=c["ent_target"],
+        entropy_coef_delta=c["ent_delta"], entropy_coef_min=c["ent_min"], entropy_coef_max=c["ent_max"])
     t.use_vllm = False
     t.current_gradient_accumulation_steps = 1
     t.max_completion_length = c["max_len"]
-    t._entropy_bonus_enabled = c["entropy_coef"] != 0
+    t.use_adaptive_entropy = bool(c["adaptive"])
+    t._entropy_bonus_enabled = c["entropy_coef"] != 0 or t.use_adaptive_entropy
     t.entropy_coef = c["entropy_coef"]
-    t.use_adaptive_entropy = False
+    t._last_world_entropy = float("inf")
+    t._entropy_window_stats = None
     t._metrics = {"train": collections.defaultdict(list)}
     t._get_per_token_logps_and_entropies = lambda *a, **k: (logp, ent, None)
+    loss, metrics = _trl_run(t, logp, old, ref, adv, mask)
+    return loss, metrics, t
+
+
+def _trl_run(t, logp, old, ref, adv, mask):
     B = logp.shape[0]
     inputs = {
         "prompt_ids": torch.zeros(B, 0, dtype=torch.long), "prompt_mask": torch.zeros(B, 0, dtype=torch.long),
@@ -130,7 +147,7 @@ def trl_call(c, logp, old, ref, ent, adv, mask):
     }
     if old is not None:
         inputs["old_per_token_logps"] = old
-    if c["beta"] != 0:
+    if t.beta != 0:
         inputs["ref_per_token_logps"] = ref
     loss = GRPOTrainer._compute_loss(t, None, inputs)
     m = t._metrics["train"]
@@ -192,7 +209,9 @@ def _reward_metrics(R, w, r, zero):
 # torch.where(cond, python float, python float), i.e. rounds them to float32
 # (sapo_temperature_neg's default 1.05 becomes 1.0499999523), we keep doubles
 DEFAULTS = {"eps": 0.2, "eps_high": 0.2, "delta": 0.0, "entropy_coef": 0.0, "mask_trunc": 0, "max_len": 12,
-            "bias": 0, "tq": 1.0, "opsm": float("nan"), "sapo": (1.0, 1.0625), "vespo": (2.0, 3.0, 3.0, 2.0)}
+            "bias": 0, "tq": 1.0, "opsm": float("nan"), "sapo": (1.0, 1.0625), "vespo": (2.0, 3.0, 3.0, 2.0),
+            "adaptive": 0, "traj_pos": 0, "ent_target": 0.2, "ent_delta": 0.005, "ent_min": 0.0, "ent_max": 1.0,
+            "ent_scale": 1.0}
 
 
 def case_grid():
@@ -217,6 +236,18 @@ def case_grid():
             c.update(bias=1, tq=0.5, entropy_coef=0.02, opsm=-0.02, sapo=(2.0, 0.625),
                      vespo=(1.5, 2.5, 2.0, 1.25), eps_high=5.0 if lt == "cispo" else 0.2)
         cases.append(c)
+    # use_adaptive_entropy: trajectories of consecutive optimizer steps on one
+    # stand-in trainer; the entropies are scaled per step so that the step's
+    # entropy falls on both sides of the target
+    for traj in range(2):
+        for pos, scale in enumerate([0.6, 1.4, 0.8, 0.5, 1.6, 0.7]):
+            c = dict(DEFAULTS, loss_type=["grpo", "dapo"][traj], level="token", kl=None, beta=0.0, has_old=True,
+                     trl=1, adaptive=1, traj_pos=pos, ent_scale=scale)
+            if traj == 0:
+                c.update(entropy_coef=0.02, ent_target=1.5, ent_delta=0.01, ent_max=0.035)
+            else:
+                c.update(entropy_coef=0.0, ent_target=2.0, ent_delta=0.25, ent_min=0.125, tq=0.5)
+            cases.append(c)
     return cases
 
 
@@ -225,6 +256,7 @@ def main(out_path):
     cases = case_grid()
     out = bytearray(b"GRPOFX02")
     out += struct.pack("<i", len(cases))
+    stand_in = None
     for c in cases:
         B, T = 6, 12
         lens = torch.randint(1, T + 1, (B,), generator=g)
@@ -241,22 +273,25 @@ def main(out_path):
         if not c["has_old"]:
             logp = old.clone()
         ref = f32(old + (torch.rand(B, T, generator=g) - 0.5) * 0.6)
-        ent = f32(torch.rand(B, T, generator=g) * 3)
+        ent = f32(torch.rand(B, T, generator=g) * 3 * c["ent_scale"])
         adv = f32(torch.randn(B, generator=g))
         lp = logp.clone().requires_grad_(True)
         en = ent.clone().requires_grad_(True)
         if c["trl"]:
-            loss, metrics = trl_call(c, lp, old if c["has_old"] else None, ref, en, adv, mask)
+            loss, metrics, t = trl_call(c, lp, old if c["has_old"] else None, ref, en, adv, mask,
+                                        stand_in if c["traj_pos"] > 0 else None)
+            stand_in = t if c["adaptive"] else None
         else:
             loss, metrics = trl_loss(c, lp, old if c["has_old"] else None, ref, en, adv, mask), \
                 [float("nan")] * len(METRICS)
         loss.backward()
         out += struct.pack(
-            "<10i", LOSS_TYPES.index(c["loss_type"]), LEVELS.index(c["level"]),
+            "<12i", LOSS_TYPES.index(c["loss_type"]), LEVELS.index(c["level"]),
             -1 if c["kl"] is None else ["k3", "k1", "k2"].index(c["kl"]), int(c["has_old"]),
-            c["mask_trunc"], c["max_len"], c["bias"], B, T, c["trl"])
-        out += struct.pack("<13d", c["beta"], c["eps"], c["eps_high"], c["delta"], c["entropy_coef"], c["tq"],
-                           c["opsm"], *c["sapo"], *c["vespo"])
+            c["mask_trunc"], c["max_len"], c["bias"], B, T, c["trl"], c["adaptive"], c["traj_pos"])
+        out += struct.pack("<17d", c["beta"], c["eps"], c["eps_high"], c["delta"], c["entropy_coef"], c["tq"],
+                           c["opsm"], *c["sapo"], *c["vespo"], c["ent_target"], c["ent_delta"], c["ent_min"],
+                           c["ent_max"])
         out += struct.pack(f"<{B}i", *lens.tolist())
         for x in (logp, old, ref, ent):
             out += x.float().numpy().astype("<f4").tobytes()
