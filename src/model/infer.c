@@ -3,7 +3,8 @@
  * prefill (training form over packed prompts, writing the cache) and
  * batched one-token decode steps (absorbed form over the cache).
  *
- * Cache layout: a pool of pages [L, pages, page_size, dc + dr] f32, per
+ * Cache layout: a pool of pages [L, pages, page_size, dc + dr] f32 (bf16
+ * in bf16 mode: rows rounded once when written, half the bytes), per
  * token the normalised c_kv then the roped k_pe, and a block table
  * [slots, MB] I32 of page ids per slot (ops.h mla_cache_write), kept on the
  * host and uploaded before the next prefill/decode after a change. One
@@ -142,8 +143,8 @@ struct model_cache {
     model *m;
     model_cache_limits lim; /* page_size and pages resolved */
     int64_t mb;             /* block-table entries per slot */
-    float *mem;
-    tensor cache; /* [L, pages, page_size, dc+dr] */
+    void *mem;
+    tensor cache; /* [L, pages, page_size, dc+dr], f32 or bf16 (bf16 mode) */
     int32_t *table_dev;
     tensor table;      /* [slots, mb] on the device */
     int32_t *table_h;  /* [slots, mb] host copy; -1: unmapped */
@@ -173,9 +174,13 @@ static int64_t ws_tokens(const model_cache_limits *l) {
 }
 static int64_t ws_rows(const model_cache_limits *l) { return l->slots > l->max_batch ? l->slots : l->max_batch; }
 
-size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size) {
+size_t model_cache_page_bytes_p(const model_config *cfg, int64_t page_size, model_precision prec) {
     return (size_t)cfg->num_hidden_layers * (size_t)page_size * (size_t)(cfg->kv_lora_rank + cfg->qk_rope_head_dim) *
-           sizeof(float);
+           (prec == MODEL_BF16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size) {
+    return model_cache_page_bytes_p(cfg, page_size, MODEL_F32);
 }
 
 size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim) {
@@ -205,9 +210,9 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
     mc->lim = l;
     mc->mb = mb;
     int64_t dl = c->kv_lora_rank + c->qk_rope_head_dim;
-    mc->mem = m->ops->alloc((size_t)l.pages * model_cache_page_bytes(c, l.page_size));
+    mc->mem = m->ops->alloc((size_t)l.pages * model_cache_page_bytes_p(c, l.page_size, model_get_precision(m)));
     int64_t shape[4] = {c->num_hidden_layers, l.pages, l.page_size, dl};
-    mc->cache = tensor_make(mc->mem, TENSOR_F32, m->ops->device, 4, shape);
+    mc->cache = tensor_make(mc->mem, model_cdt(m), m->ops->device, 4, shape);
     size_t tn = (size_t)l.slots * (size_t)mb;
     mc->table_dev = m->ops->alloc(tn * sizeof(int32_t));
     mc->table = tensor_make(mc->table_dev, TENSOR_I32, m->ops->device, 2, (int64_t[]){l.slots, mb});
@@ -293,10 +298,11 @@ void model_cache_copy(model_cache *mc, int dst, int src, int64_t len) {
             base_die("model_cache_copy: position %lld of slot %d or %d has no page", (long long)p0, dst, src);
         if (pd == pgs) continue; /* shared */
         int64_t rows = len - p0 < ps ? len - p0 : ps;
+        size_t es = tensor_dtype_size(t->dtype);
         for (int64_t l = 0; l < t->shape[0]; l++) {
-            float *base = (float *)t->data + l * t->stride[0];
-            mc->m->ops->copy(base + pd * t->stride[1], base + pgs * t->stride[1],
-                             (size_t)(rows * t->shape[3]) * sizeof(float));
+            char *base = (char *)t->data + l * t->stride[0] * (int64_t)es;
+            mc->m->ops->copy(base + pd * t->stride[1] * (int64_t)es, base + pgs * t->stride[1] * (int64_t)es,
+                             (size_t)(rows * t->shape[3]) * es);
         }
     }
 }

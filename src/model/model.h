@@ -106,7 +106,8 @@ typedef struct {
  * f32 (the CPU reference). MODEL_BF16 (CUDA backend only): the GEMMs take
  * bf16 operands (a bf16 copy of the weights, refreshed from the f32 master
  * weights by model_sync_compute, and bf16 GEMM inputs) with f32
- * accumulation and f32 outputs; the residual stream, norms statistics,
+ * accumulation and f32 outputs, and the latent KV cache in bf16 (rows
+ * rounded once when written); the residual stream, norms statistics,
  * router, attention, LM-head statistics, logprobs, entropy, gradients and
  * the optimizer stay f32. */
 typedef enum { MODEL_F32 = 0, MODEL_BF16 = 1 } model_precision;
@@ -237,7 +238,7 @@ typedef struct {
 /* Paged latent KV cache (spec §3.6: kv_lora_rank + qk_rope_head_dim values
  * per token per layer) plus the prefill and decode workspaces. Memory: a
  * pool of `pages` pages of page_size positions per layer
- * ([L, pages, page_size, dc+dr] f32), and a block table per slot:
+ * ([L, pages, page_size, dc+dr] f32, bf16 in bf16 mode), and a block table per slot:
  * MB = ceil(max_len / page_size) page ids (ops.h mla_cache_write), held on
  * the host and uploaded by the next prefill/decode after a change.
  * With pages = 0 slot s starts mapped to its own pages s*MB .. s*MB+MB-1
@@ -250,8 +251,10 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
 void model_cache_free(model_cache *c);
 size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim);
 /* Bytes of one page over all layers (page_size positions of the latent
- * rows of every layer). */
+ * rows of every layer), f32 (model_cache_bytes plans f32 pages too). */
 size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size);
+/* The same in a precision: bf16 mode keeps the latent cache in bf16 (half). */
+size_t model_cache_page_bytes_p(const model_config *cfg, int64_t page_size, model_precision prec);
 /* The resolved geometry: positions per page, pages in the pool, block-table
  * entries per slot (each may be NULL). */
 void model_cache_geometry(const model_cache *c, int64_t *page_size, int64_t *pages, int64_t *pages_per_slot);
