@@ -64,7 +64,7 @@ static const char *g_variant;                       /* set while --variants runs
 static model_precision g_prec;                      /* --precision */
 /* Bytes per parameter of the weights a forward reads: the bf16 copy in bf16
  * mode (the router, norms and decode's kv_b read f32: a small share). */
-static double wbytes_per_param(void) { return g_prec == MODEL_BF16 ? 2.0 : 4.0; }
+static double wbytes_per_param(void) { return g_prec == MODEL_BF16 ? 2.0 : 4.0; } /* also the cache */
 /* Bytes per parameter held for the weights: the f32 master weights, plus
  * the bf16 compute copy in bf16 mode. */
 static double held_per_param(void) { return g_prec == MODEL_BF16 ? 6.0 : 4.0; }
@@ -304,11 +304,12 @@ static void run_sample(model *m, int tiny) {
     double step = (tn - t1) / (NEW - 1);
     /* bytes one decode step reads: every weight but the embedding (a gather
      * of B rows; with B x top-k routes over the experts all of them are
-     * touched), the latent cache (f32) at its mean length, the logits
+     * touched), the latent cache (f32, bf16 in bf16 mode) at its mean length, the logits
      * written and read back by the sampler */
     double wbytes = ((double)model_numel(m) - (double)c->vocab_size * c->hidden_size) * wbytes_per_param();
     double mean_len = P + NEW / 2.0;
-    double cbytes = (double)B * mean_len * (c->kv_lora_rank + c->qk_rope_head_dim) * 4.0 * c->num_hidden_layers;
+    double cbytes = (double)B * mean_len * (c->kv_lora_rank + c->qk_rope_head_dim) * (wbytes_per_param()) *
+                    c->num_hidden_layers;
     double lbytes = 2.0 * B * (double)c->vocab_size * 4.0;
     double roof = g_copy_bw > 0 ? (wbytes + cbytes + lbytes) / g_copy_bw : 0;
     record("sample",
@@ -513,7 +514,7 @@ static double seqs_4k(double avail, double page, int G, int P) {
 static void run_memory(const model_config *c, int64_t numel) {
     double total = 0;
     device_free_bytes(&total); /* capacity: the whole device, not what is free now */
-    double page = (double)model_cache_page_bytes(c, MODEL_PAGE_SIZE);
+    double page = (double)model_cache_page_bytes_p(c, MODEL_PAGE_SIZE, g_prec); /* bf16 pages in bf16 mode */
     double per_seq = page * (double)((4096 + MODEL_PAGE_SIZE - 1) / MODEL_PAGE_SIZE);
     /* f32 weights, gradients, AdamW m and v (+ the bf16 copy in bf16 mode) */
     double state = (12.0 + held_per_param()) * (double)numel;

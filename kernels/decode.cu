@@ -20,6 +20,10 @@
  * order. Splits are fixed DEC_SPLIT positions, so a query's result depends
  * on its own length only, never on the other queries of the batch, and is
  * the same on every run.
+ *
+ * The cache is F32, or BF16 in bf16 mode (docs/cuda.md): rows are stored
+ * rounded once and staged into the f32 shared tile, so decode reads half
+ * the bytes and computes as in f32 mode (kernels templated on the dtype).
  */
 #include "cuda_common.cuh"
 
@@ -32,8 +36,10 @@ CUDA_NS_BEGIN
 
 /* ---- cache write ------------------------------------------------------------------ */
 
-/* Block per token: row (seq[i], pos[i]) through the block table. */
-__global__ void cache_write_kernel(float *cache, int64_t cs0, int64_t cs1, int64_t npages, int64_t ps,
+/* Block per token: row (seq[i], pos[i]) through the block table; the
+ * cache in dtype CT (TENSOR_F32 or TENSOR_BF16). */
+template <int CT>
+__global__ void cache_write_kernel(void *cache, int64_t cs0, int64_t cs1, int64_t npages, int64_t ps,
                                    const int32_t *table, int64_t ts0, int64_t nseq, int64_t mb, const float *ckv,
                                    int64_t cld, const float *kpe, int64_t kld, const int32_t *seq, const int32_t *pos,
                                    int64_t n, int64_t dc, int64_t dr, int *err) {
@@ -52,9 +58,9 @@ __global__ void cache_write_kernel(float *cache, int64_t cs0, int64_t cs1, int64
             if (threadIdx.x == 0) cuda_flag(err, CU_OP_CACHE_WRITE, CU_WHAT_PAGE, i, pg, npages);
             continue;
         }
-        float *row = cache + pg * cs0 + (p % ps) * cs1;
+        int64_t row = pg * cs0 + (p % ps) * cs1;
         for (int64_t j = threadIdx.x; j < dc + dr; j += blockDim.x)
-            row[j] = j < dc ? ckv[i * cld + j] : kpe[i * kld + (j - dc)];
+            cuda_store(cache, CT, row + j, j < dc ? ckv[i * cld + j] : kpe[i * kld + (j - dc)]);
     }
 }
 
@@ -63,16 +69,23 @@ void cuda_mla_cache_write(tensor *cache, const tensor *ckv, const tensor *kpe, c
     ops_check_mla_cache_write("cuda", cache, ckv, kpe, table, seq, pos);
     int64_t n = ckv->shape[0], dc = ckv->shape[1], dr = kpe->shape[1];
     if (!n) return;
-    CUDA_LAUNCH(cache_write_kernel, (unsigned)cu_min64(n, 65535), 128, 0, (float *)cache->data, cache->stride[0],
-                cache->stride[1], cache->shape[0], cache->shape[1], (const int32_t *)table->data, table->stride[0],
-                table->shape[0], table->shape[1], (const float *)ckv->data, ckv->stride[0], (const float *)kpe->data,
-                kpe->stride[0], (const int32_t *)seq->data, (const int32_t *)pos->data, n, dc, dr, cuda_errbuf());
+#define CACHE_WRITE_ARGS                                                                                               \
+    cache->data, cache->stride[0], cache->stride[1], cache->shape[0], cache->shape[1], (const int32_t *)table->data,   \
+        table->stride[0], table->shape[0], table->shape[1], (const float *)ckv->data, ckv->stride[0],                  \
+        (const float *)kpe->data, kpe->stride[0], (const int32_t *)seq->data, (const int32_t *)pos->data, n, dc, dr,   \
+        cuda_errbuf()
+    if (cache->dtype == TENSOR_BF16)
+        CUDA_LAUNCH(cache_write_kernel<TENSOR_BF16>, (unsigned)cu_min64(n, 65535), 128, 0, CACHE_WRITE_ARGS);
+    else
+        CUDA_LAUNCH(cache_write_kernel<TENSOR_F32>, (unsigned)cu_min64(n, 65535), 128, 0, CACHE_WRITE_ARGS);
+#undef CACHE_WRITE_ARGS
 }
 
 /* ---- decode ---------------------------------------------------------------------------- */
 
 typedef struct {
-    const float *ql, *qp, *cache;
+    const float *ql, *qp;
+    const void *cache; /* F32 or BF16: decode_kernel's template argument */
     int64_t ql0, ql1, qp0, qp1, cs0, cs1, ts0; /* strides (elements) */
     const int32_t *table, *seq, *len;
     int64_t b, h, dc, dr, nseq, npages, ps, npos, nsplit, nhg; /* npos = MB * PS */
@@ -91,7 +104,7 @@ static size_t dec_smem(int64_t dc, int64_t dr, int64_t hg) {
     return (size_t)(hg * dl + DEC_TILE * (dl + 1) + hg * dc + hg * DEC_TILE + 3 * hg) * sizeof(float);
 }
 
-__global__ void __launch_bounds__(DEC_THREADS) decode_kernel(dec_args a) {
+template <int CT> __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(dec_args a) {
     CUDA_DYN_SMEM(float, sm);
     int64_t b = blockIdx.x, split = blockIdx.y, h0 = blockIdx.z * DEC_HG;
     int64_t hg = a.h - h0 < DEC_HG ? a.h - h0 : DEC_HG;
@@ -150,7 +163,7 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(dec_args a) {
         __syncthreads();
         for (int64_t i = tid; i < nb * dl; i += nt) {
             int64_t r = i / dl, j = i % dl;
-            tile[r * (dl + 1) + j] = a.cache[roff[r] + j];
+            tile[r * (dl + 1) + j] = cuda_load(a.cache, CT, roff[r] + j);
         }
         __syncthreads();
         /* scores: one (head, row) pair per thread and step */
@@ -249,7 +262,7 @@ void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, con
     size_t np = (size_t)(b * nsplit * h);
     float *part = (float *)cuda_scratch(SCR_DEC, (np * (size_t)dc + 2 * np) * sizeof(float));
     dec_args a;
-    a.ql = (const float *)q_lat->data, a.qp = (const float *)q_pe->data, a.cache = (const float *)cache->data;
+    a.ql = (const float *)q_lat->data, a.qp = (const float *)q_pe->data, a.cache = cache->data;
     a.ql0 = q_lat->stride[0], a.ql1 = q_lat->stride[1], a.qp0 = q_pe->stride[0], a.qp1 = q_pe->stride[1];
     a.cs0 = cache->stride[0], a.cs1 = cache->stride[1], a.ts0 = table->stride[0];
     a.table = (const int32_t *)table->data, a.seq = (const int32_t *)seq->data, a.len = (const int32_t *)len->data;
@@ -258,13 +271,26 @@ void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, con
     a.scale = scale;
     a.po = part, a.pm = part + np * (size_t)dc, a.pl = a.pm + np;
     a.err = cuda_errbuf();
+    int bf = cache->dtype == TENSOR_BF16;
 #ifndef GRPO_CUDA_EMU
-    CHECK_CUDA(cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    static size_t smem_set[2]; /* raised once per new size, not every step (and not inside a graph capture) */
+    if (smem > smem_set[bf]) {
+        if (bf)
+            CHECK_CUDA(cudaFuncSetAttribute(decode_kernel<TENSOR_BF16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)smem));
+        else
+            CHECK_CUDA(cudaFuncSetAttribute(decode_kernel<TENSOR_F32>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)smem));
+        smem_set[bf] = smem;
+    }
 #endif
     a.out = nsplit == 1 ? (float *)o_lat->data : (float *)NULL;
     a.o0 = o_lat->stride[0], a.o1 = o_lat->stride[1];
     dim3 grid((unsigned)b, (unsigned)nsplit, (unsigned)nhg);
-    CUDA_LAUNCH(decode_kernel, grid, DEC_THREADS, smem, a);
+    if (bf)
+        CUDA_LAUNCH(decode_kernel<TENSOR_BF16>, grid, DEC_THREADS, smem, a);
+    else
+        CUDA_LAUNCH(decode_kernel<TENSOR_F32>, grid, DEC_THREADS, smem, a);
     if (nsplit > 1)
         CUDA_LAUNCH(decode_combine_kernel, dim3((unsigned)b, (unsigned)h), 128, 0, (float *)o_lat->data,
                     o_lat->stride[0], o_lat->stride[1], (const float *)a.po, (const float *)a.pm, (const float *)a.pl,

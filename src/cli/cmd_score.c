@@ -6,7 +6,9 @@
  * number, ...}. Lines that are not JSON objects, lack a "completion" string
  * or lack a column a script declared are reported as FILE:LINE: why and
  * skipped. Script errors become null plus a line in the error log (stderr
- * unless --error-log). The output is written atomically (PATH.tmp.PID, then
+ * unless --error-log). Consecutive lines with the same "prompt" are one
+ * group for score_group scripts (as grpo generate --n and grpo sample write
+ * them); a batch never splits a group. The output is written atomically (PATH.tmp.PID, then
  * renamed); "-" writes to stdout.
  */
 #include "cli/cli.h"
@@ -35,17 +37,37 @@ static void usage(FILE *f) {
 typedef struct {
     cJSON **rows;
     int64_t n, cap;
+    int64_t *off; /* [cap + 1] group offsets */
 } batch;
 
-static int write_batch(FILE *out, reward_pool *pool, batch *b, reward_scores *sc) {
+static int same_prompt(const cJSON *a, const cJSON *b) {
+    const char *pa = base_json_str(a, "prompt", NULL), *pb = base_json_str(b, "prompt", NULL);
+    return pa && pb && !strcmp(pa, pb);
+}
+
+/* Score and write the rows of b; unless `final`, the last group is kept
+ * for the next batch (it may go on). Returns -1 on error. */
+static int write_batch(FILE *out, reward_pool *pool, batch *b, reward_scores *sc, int final) {
     if (b->n == 0) return 0;
-    base_status st = reward_pool_score(pool, (const cJSON *const *)b->rows, b->n, sc);
+    int64_t ng = 0;
+    b->off[0] = 0;
+    for (int64_t i = 1; i <= b->n; i++)
+        if (i == b->n || !same_prompt(b->rows[i - 1], b->rows[i])) b->off[++ng] = i;
+    if (!final && ng == 1) { /* one group fills the batch: grow it */
+        b->cap *= 2;
+        b->rows = base_xrealloc(b->rows, (size_t)b->cap * sizeof(cJSON *));
+        b->off = base_xrealloc(b->off, (size_t)(b->cap + 1) * sizeof(int64_t));
+        return 0;
+    }
+    if (!final) ng--;
+    const int64_t n = b->off[ng];
+    base_status st = reward_pool_score_groups(pool, (const cJSON *const *)b->rows, n, b->off, ng, sc);
     if (st) {
         fprintf(stderr, "grpo score: %s\n", base_err_msg());
         return -1;
     }
     int nf = reward_pool_n_funcs(pool);
-    for (int64_t i = 0; i < b->n; i++) {
+    for (int64_t i = 0; i < n; i++) {
         cJSON *row = b->rows[i];
         cJSON_DeleteItemFromObjectCaseSensitive(row, "reward");
         cJSON_DeleteItemFromObjectCaseSensitive(row, "reward_parts");
@@ -75,7 +97,8 @@ static int write_batch(FILE *out, reward_pool *pool, batch *b, reward_scores *sc
         cJSON_Delete(row);
         b->rows[i] = NULL;
     }
-    b->n = 0;
+    memmove(b->rows, b->rows + n, (size_t)(b->n - n) * sizeof(cJSON *));
+    b->n -= n;
     return 0;
 }
 
@@ -144,7 +167,8 @@ int cli_cmd_score(int argc, char **argv) {
             return 1;
         }
     }
-    batch b = {base_xcalloc((size_t)bsize, sizeof(cJSON *)), 0, bsize};
+    batch b = {base_xcalloc((size_t)bsize, sizeof(cJSON *)), 0, bsize,
+               base_xmalloc((size_t)(bsize + 1) * sizeof(int64_t))};
     reward_scores sc = {0};
     int64_t n_in = 0, n_skip = 0;
     int rc = 0;
@@ -180,14 +204,14 @@ int cli_cmd_score(int argc, char **argv) {
         }
         b.rows[b.n++] = row;
         n_in++;
-        if (b.n == b.cap && write_batch(out, pool, &b, &sc) < 0) {
+        if (b.n == b.cap && write_batch(out, pool, &b, &sc, 0) < 0) {
             rc = 1;
             break;
         }
     }
-    if (rc == 0 && write_batch(out, pool, &b, &sc) < 0) rc = 1;
+    if (rc == 0 && write_batch(out, pool, &b, &sc, 1) < 0) rc = 1;
     for (int64_t i = 0; i < b.n; i++) cJSON_Delete(b.rows[i]);
-    free(b.rows);
+    free(b.rows), free(b.off);
     reward_scores_free(&sc);
     double dt = base_now() - t0;
     int64_t n_err = reward_pool_n_errors(pool);

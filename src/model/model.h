@@ -106,7 +106,8 @@ typedef struct {
  * f32 (the CPU reference). MODEL_BF16 (CUDA backend only): the GEMMs take
  * bf16 operands (a bf16 copy of the weights, refreshed from the f32 master
  * weights by model_sync_compute, and bf16 GEMM inputs) with f32
- * accumulation and f32 outputs; the residual stream, norms statistics,
+ * accumulation and f32 outputs, and the latent KV cache in bf16 (rows
+ * rounded once when written); the residual stream, norms statistics,
  * router, attention, LM-head statistics, logprobs, entropy, gradients and
  * the optimizer stay f32. */
 typedef enum { MODEL_F32 = 0, MODEL_BF16 = 1 } model_precision;
@@ -232,12 +233,26 @@ typedef struct {
     int64_t page_size;    /* positions per page; 0: MODEL_PAGE_SIZE */
     int64_t pages;        /* pages in the pool (per layer); 0: slots * ceil(max_len / page_size),
                            * every slot owning its own pages (the identity map below) */
+    int no_graphs;        /* 1: every decode step launched op by op, even where the backend
+                           * captures graphs (ops.h graph_capture; GRPO_CUDA_GRAPHS=0 turns
+                           * graphs off for the whole CUDA backend) */
 } model_cache_limits;
+
+/* Decode graphs: on a backend with graph_capture (CUDA), model_decode pads
+ * a step of n sequences to its bucket min(2^ceil(log2 n), max_batch) rows
+ * (the padding rows use a padding slot and page of their own, allocated
+ * with the cache) and replays the bucket's graph of the whole step; the
+ * first step of a bucket, and the first after the backend's scratch
+ * buffers moved, runs op by op and captures. Steps over
+ * MODEL_GRAPH_MAX_BATCH sequences run op by op (their MoE GEMM takes the
+ * synchronising per-expert path above 4096 rows of 8 experts each). */
+#define MODEL_GRAPH_MAX_BATCH 512
+#define MODEL_GRAPH_BUCKETS 10 /* 1, 2, 4, ..., 512 */
 
 /* Paged latent KV cache (spec §3.6: kv_lora_rank + qk_rope_head_dim values
  * per token per layer) plus the prefill and decode workspaces. Memory: a
  * pool of `pages` pages of page_size positions per layer
- * ([L, pages, page_size, dc+dr] f32), and a block table per slot:
+ * ([L, pages, page_size, dc+dr] f32, bf16 in bf16 mode), and a block table per slot:
  * MB = ceil(max_len / page_size) page ids (ops.h mla_cache_write), held on
  * the host and uploaded by the next prefill/decode after a change.
  * With pages = 0 slot s starts mapped to its own pages s*MB .. s*MB+MB-1
@@ -250,8 +265,10 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
 void model_cache_free(model_cache *c);
 size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim);
 /* Bytes of one page over all layers (page_size positions of the latent
- * rows of every layer). */
+ * rows of every layer), f32 (model_cache_bytes plans f32 pages too). */
 size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size);
+/* The same in a precision: bf16 mode keeps the latent cache in bf16 (half). */
+size_t model_cache_page_bytes_p(const model_config *cfg, int64_t page_size, model_precision prec);
 /* The resolved geometry: positions per page, pages in the pool, block-table
  * entries per slot (each may be NULL). */
 void model_cache_geometry(const model_cache *c, int64_t *page_size, int64_t *pages, int64_t *pages_per_slot);
@@ -259,6 +276,9 @@ void model_cache_geometry(const model_cache *c, int64_t *page_size, int64_t *pag
  * pages[k] for k < n; entries from n on are unmapped. Host-side only (no
  * device work); errors for a slot, n or page id out of range. */
 base_status model_cache_map(model_cache *c, int slot, const int32_t *pages, int64_t n);
+/* Graphs captured and replays so far (model_decode; 0 where the backend
+ * has no graphs or no_graphs is set). */
+void model_cache_graph_stats(const model_cache *c, int64_t *captures, int64_t *replays);
 /* Copy positions [0, len) of slot src to slot dst (every layer) through
  * their block tables, page by page; pages both slots map to the same page
  * id are shared, not copied. Dies on unmapped pages or out-of-range

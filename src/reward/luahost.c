@@ -72,14 +72,14 @@ static int rh_raise_killed(lua_State *L) {
     rh_state *s = rh_of(L);
     if (s->killed == RH_KILL_MEMORY)
         return luaL_error(L, "memory cap exceeded (%d MiB)", (int)(s->limit >> 20));
-    return luaL_error(L, "instruction budget exceeded (%I instructions)", (lua_Integer)s->limits->instructions);
+    return luaL_error(L, "instruction budget exceeded (%I instructions)", (lua_Integer)s->budget);
 }
 
 static void rh_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     rh_state *s = rh_of(L);
     s->ticks += RH_HOOK_EVERY;
-    if (s->ticks > s->limits->instructions && !s->killed) s->killed = RH_KILL_BUDGET;
+    if (s->ticks > s->budget && !s->killed) s->killed = RH_KILL_BUDGET;
     if (s->killed) rh_raise_killed(L);
 }
 
@@ -525,11 +525,13 @@ void rh_close(rh_state *s) {
     for (int i = 0; i < s->n_dirs; i++) free(s->dirs[i]);
     free(s->dirs);
     free(s->fn_ref);
+    free(s->fn_group);
     free(s);
 }
 
 static void rh_begin_call(rh_state *s) {
     s->ticks = 0;
+    s->budget = s->limits->instructions;
     s->killed = RH_KILL_NONE;
     s->refused = 0;
     s->printed = 0;
@@ -539,7 +541,7 @@ static void rh_errmsg(lua_State *L, int idx, char *err, size_t cap) {
     rh_state *s = rh_of(L);
     if (s->killed == RH_KILL_MEMORY) snprintf(err, cap, "memory cap exceeded (%d MiB)", (int)(s->limit >> 20));
     else if (s->killed == RH_KILL_BUDGET)
-        snprintf(err, cap, "instruction budget exceeded (%lld instructions)", (long long)s->limits->instructions);
+        snprintf(err, cap, "instruction budget exceeded (%lld instructions)", (long long)s->budget);
     else if (lua_type(L, idx) == LUA_TSTRING) snprintf(err, cap, "%s", lua_tostring(L, idx));
     else snprintf(err, cap, "error object is a %s value", luaL_typename(L, idx));
     for (char *c = err; *c; c++)
@@ -553,6 +555,7 @@ typedef struct {
     const reward_fn_spec *f;
     char ***cols;
     int *n_cols;
+    int is_group; /* out: the table gave score_group */
     char err[512];
 } load_ctx;
 
@@ -572,8 +575,15 @@ static int rh_load_protected(lua_State *L) {
     lua_call(L, 0, 1);
     int ret = lua_gettop(L);
     if (lua_type(L, ret) == LUA_TTABLE) {
-        if (lua_getfield(L, ret, "score") != LUA_TFUNCTION)
-            return luaL_error(L, "%s: the returned table needs a function field 'score'", path);
+        int has_score = lua_getfield(L, ret, "score") != LUA_TNIL;
+        int has_group = lua_getfield(L, ret, "score_group") != LUA_TNIL;
+        if (has_score == has_group)
+            return luaL_error(L, "%s: the returned table needs one function field, 'score' (per sample) or "
+                              "'score_group' (per group of completions of one prompt)", path);
+        c->is_group = has_group;
+        if (!lua_isfunction(L, has_group ? -1 : -2))
+            return luaL_error(L, "%s: '%s' must be a function", path, has_group ? "score_group" : "score");
+        lua_remove(L, has_group ? -2 : -1);
         int fn = lua_gettop(L);
         if (lua_getfield(L, ret, "columns") != LUA_TNIL) {
             if (!lua_istable(L, -1)) return luaL_error(L, "%s: 'columns' must be a list of strings", path);
@@ -618,7 +628,7 @@ static int rh_load_protected(lua_State *L) {
             return luaL_error(L, "%s: the spec sets parameters but the script declares no 'params'", path);
         lua_pushvalue(L, ret);
     } else {
-        return luaL_error(L, "%s: must return a function or a table {score = function, ...}, got %s", path,
+        return luaL_error(L, "%s: must return a function or a table {score = function, ...} (or score_group), got %s", path,
                           luaL_typename(L, ret));
     }
     lua_pushglobaltable(L);
@@ -631,7 +641,7 @@ base_status rh_load(rh_state *s, const reward_fn_spec *f, char ***cols, int *n_c
     lua_State *L = s->L;
     lua_settop(L, 0);
     rh_begin_call(s);
-    load_ctx c = {f, cols, n_cols, {0}};
+    load_ctx c = {f, cols, n_cols, 0, {0}};
     lua_pushcfunction(L, rh_load_protected);
     lua_pushlightuserdata(L, &c);
     int st = lua_pcall(L, 1, 1, 0);
@@ -643,6 +653,8 @@ base_status rh_load(rh_state *s, const reward_fn_spec *f, char ***cols, int *n_c
         return base_err_set(bs, "reward script %s: %s", f->path, c.err);
     }
     s->fn_ref = base_xrealloc(s->fn_ref, sizeof(int) * (size_t)(s->n_funcs + 1));
+    s->fn_group = base_xrealloc(s->fn_group, (size_t)(s->n_funcs + 1));
+    s->fn_group[s->n_funcs] = (uint8_t)c.is_group;
     s->fn_ref[s->n_funcs++] = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, 0);
     lua_gc(L, LUA_GCCOLLECT);
@@ -653,85 +665,130 @@ base_status rh_load(rh_state *s, const reward_fn_spec *f, char ***cols, int *n_c
 /* Calling                                                                  */
 
 typedef struct {
-    const cJSON *sample;
+    const cJSON *const *samples; /* one sample, or a group's (pushed as a list) */
+    int n, group;
     int ref;
 } call_ctx;
 
 static int rh_call_protected(lua_State *L) {
     call_ctx *c = lua_touserdata(L, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-    rh_push_json(L, c->sample);
+    if (c->group) {
+        lua_createtable(L, c->n, 0);
+        for (int i = 0; i < c->n; i++) {
+            rh_push_json(L, c->samples[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+    } else {
+        rh_push_json(L, c->samples[0]);
+    }
     lua_call(L, 1, 2);
     return 2;
 }
 
-int rh_call(rh_state *s, int f, const cJSON *sample, uint64_t seed, double *score, cJSON **parts, char *err,
-            size_t err_cap) {
+/* Reseed math.random and run function f on c under the limits. LUA_OK
+ * leaves the two results at stack 1 and 2; otherwise err is set and the
+ * stack is empty. */
+static int rh_invoke(rh_state *s, int f, call_ctx *c, uint64_t seed, char *err, size_t err_cap) {
     lua_State *L = s->L;
-    *score = NAN;
-    *parts = NULL;
-    err[0] = 0;
     lua_settop(L, 0);
     /* a clean heap each call: the memory cap then means the same thing on
      * every worker whatever it ran before */
     lua_gc(L, LUA_GCCOLLECT);
     rh_begin_call(s);
+    s->budget = s->limits->instructions * (c->n > 1 ? c->n : 1);
     lua_getfield(L, LUA_REGISTRYINDEX, RH_SEED);
     lua_pushinteger(L, (lua_Integer)(seed >> 1));
     lua_pushinteger(L, f);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
         rh_errmsg(L, -1, err, err_cap);
         lua_settop(L, 0);
-        return REWARD_ERROR;
+        return LUA_ERRRUN;
     }
-    call_ctx c = {sample, s->fn_ref[f]};
     lua_pushcfunction(L, rh_call_protected);
-    lua_pushlightuserdata(L, &c);
+    lua_pushlightuserdata(L, c);
     int st = lua_pcall(L, 1, 2, 0);
     if (st != LUA_OK || s->killed) {
         rh_errmsg(L, -1, err, err_cap);
         lua_settop(L, 0);
+        return st != LUA_OK ? st : LUA_ERRRUN;
+    }
+    return LUA_OK;
+}
+
+/* A score (number or nil) at idx and its parts at pidx (nil or a table of
+ * named finite numbers): REWARD_OK / NIL / ERROR (message in err). */
+static int rh_take(lua_State *L, int idx, int pidx, double *score, cJSON **parts, char *err, size_t err_cap) {
+    *score = NAN;
+    *parts = NULL;
+    if (lua_isnil(L, idx)) return REWARD_NIL;
+    if (lua_type(L, idx) != LUA_TNUMBER) {
+        snprintf(err, err_cap, "returned a %s, expected a number or nil", luaL_typename(L, idx));
         return REWARD_ERROR;
     }
-    int rc = REWARD_OK;
-    if (lua_isnil(L, 1)) {
-        rc = REWARD_NIL;
-    } else if (lua_type(L, 1) != LUA_TNUMBER) {
-        snprintf(err, err_cap, "returned a %s, expected a number or nil", luaL_typename(L, 1));
-        rc = REWARD_ERROR;
-    } else {
-        double v = lua_tonumber(L, 1);
-        if (!isfinite(v)) {
-            snprintf(err, err_cap, "returned a non-finite score (%g)", v);
-            rc = REWARD_ERROR;
-        } else {
-            *score = v;
-        }
+    double v = lua_tonumber(L, idx);
+    if (!isfinite(v)) {
+        snprintf(err, err_cap, "returned a non-finite score (%g)", v);
+        return REWARD_ERROR;
     }
-    if (rc == REWARD_OK && !lua_isnil(L, 2)) {
-        if (!lua_istable(L, 2)) {
-            snprintf(err, err_cap, "parts must be a table of named numbers, got a %s", luaL_typename(L, 2));
-            rc = REWARD_ERROR;
-        } else {
-            cJSON *o = cJSON_CreateObject();
-            lua_pushnil(L);
-            while (lua_next(L, 2)) {
-                if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TNUMBER ||
-                    !isfinite(lua_tonumber(L, -1))) {
-                    snprintf(err, err_cap, "parts must map names to finite numbers (bad entry of type %s = %s)",
-                             luaL_typename(L, -2), luaL_typename(L, -1));
-                    rc = REWARD_ERROR;
-                    lua_pop(L, 2);
-                    break;
-                }
-                cJSON_AddNumberToObject(o, lua_tostring(L, -2), lua_tonumber(L, -1));
-                lua_pop(L, 1);
+    if (!lua_isnil(L, pidx)) {
+        if (!lua_istable(L, pidx)) {
+            snprintf(err, err_cap, "parts must be a table of named numbers, got a %s", luaL_typename(L, pidx));
+            return REWARD_ERROR;
+        }
+        pidx = lua_absindex(L, pidx);
+        cJSON *o = cJSON_CreateObject();
+        lua_pushnil(L);
+        while (lua_next(L, pidx)) {
+            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TNUMBER || !isfinite(lua_tonumber(L, -1))) {
+                snprintf(err, err_cap, "parts must map names to finite numbers (bad entry of type %s = %s)",
+                         luaL_typename(L, -2), luaL_typename(L, -1));
+                lua_pop(L, 2);
+                cJSON_Delete(o);
+                return REWARD_ERROR;
             }
-            if (rc == REWARD_OK) *parts = o;
-            else cJSON_Delete(o);
+            cJSON_AddNumberToObject(o, lua_tostring(L, -2), lua_tonumber(L, -1));
+            lua_pop(L, 1);
+        }
+        *parts = o;
+    }
+    *score = v;
+    return REWARD_OK;
+}
+
+int rh_call(rh_state *s, int f, const cJSON *sample, uint64_t seed, double *score, cJSON **parts, char *err,
+            size_t err_cap) {
+    *score = NAN;
+    *parts = NULL;
+    err[0] = 0;
+    call_ctx c = {&sample, 1, 0, s->fn_ref[f]};
+    if (rh_invoke(s, f, &c, seed, err, err_cap) != LUA_OK) return REWARD_ERROR;
+    int rc = rh_take(s->L, 1, 2, score, parts, err, err_cap);
+    lua_settop(s->L, 0);
+    return rc;
+}
+
+void rh_call_group(rh_state *s, int f, const cJSON *const *samples, int n, uint64_t seed, double *score,
+                   cJSON **parts, uint8_t *status, char *err, char *errs, size_t err_cap) {
+    lua_State *L = s->L;
+    err[0] = 0;
+    for (int i = 0; i < n; i++) score[i] = NAN, parts[i] = NULL, status[i] = REWARD_ERROR, errs[i * err_cap] = 0;
+    call_ctx c = {samples, n, 1, s->fn_ref[f]};
+    if (rh_invoke(s, f, &c, seed, err, err_cap) != LUA_OK) return;
+    if (!lua_istable(L, 1)) {
+        snprintf(err, err_cap, "score_group returned a %s, expected a list of %d scores", luaL_typename(L, 1), n);
+    } else if (luaL_len(L, 1) > n) {
+        snprintf(err, err_cap, "score_group returned %lld scores for a group of %d", (long long)luaL_len(L, 1), n);
+    } else if (!lua_isnil(L, 2) && !lua_istable(L, 2)) {
+        snprintf(err, err_cap, "score_group's parts must be a list of tables, got a %s", luaL_typename(L, 2));
+    } else {
+        for (int i = 0; i < n; i++) {
+            lua_geti(L, 1, i + 1);
+            if (lua_istable(L, 2)) lua_geti(L, 2, i + 1);
+            else lua_pushnil(L);
+            status[i] = (uint8_t)rh_take(L, -2, -1, &score[i], &parts[i], errs + (size_t)i * err_cap, err_cap);
+            lua_pop(L, 2);
         }
     }
-    if (rc == REWARD_ERROR) *score = NAN;
     lua_settop(L, 0);
-    return rc;
 }

@@ -5,6 +5,9 @@
  * collected heap with math.random reseeded from the sample, and globals are
  * frozen, results do not depend on the worker count or the order.
  *
+ * Group functions (score_group) run once per group of completions of one
+ * prompt, as further items of the same loop.
+ *
  * Combination (as TRL's sum over functions with nil = NaN ignored):
  * total = sum over functions with a number of weight * score; NaN when no
  * function gave a number. Errors count as nil and are logged, one line
@@ -203,21 +206,26 @@ static void log_error(reward_pool *p, const char *id, int f, const char *msg) {
 typedef struct {
     reward_pool *p;
     const cJSON *const *samples;
+    int64_t n;
+    const int64_t *group_off; /* [n_groups + 1], or NULL: groups of one */
     reward_scores *out;
 } score_job;
 
-static void score_one(void *ctx, int64_t i, int worker) {
-    score_job *j = ctx;
+static uint64_t sample_seed(const cJSON *sample) {
+    uint64_t seed = 0xcbf29ce484222325ULL;
+    seed = fnv1a(seed, base_json_str(sample, "prompt", NULL));
+    return fnv1a(seed, base_json_str(sample, "completion", NULL));
+}
+
+/* Per-sample functions on sample i. */
+static void score_sample(score_job *j, int64_t i, int worker) {
     reward_pool *p = j->p;
     rh_state *s = p->states[worker];
     const cJSON *sample = j->samples[i];
-    uint64_t seed = 0xcbf29ce484222325ULL;
-    seed = fnv1a(seed, base_json_str(sample, "prompt", NULL));
-    seed = fnv1a(seed, base_json_str(sample, "completion", NULL));
+    uint64_t seed = sample_seed(sample);
     int nf = p->spec.n;
-    double total = 0;
-    int any = 0;
     for (int f = 0; f < nf; f++) {
+        if (s->fn_group[f]) continue;
         double v;
         cJSON *parts = NULL;
         char err[600];
@@ -226,20 +234,71 @@ static void score_one(void *ctx, int64_t i, int worker) {
         j->out->status[k] = (uint8_t)rc;
         j->out->score[k] = rc == REWARD_OK ? v : NAN;
         j->out->parts[k] = parts;
-        if (rc == REWARD_OK) {
-            total += p->spec.fns[f].weight * v;
-            any = 1;
-        } else if (rc == REWARD_ERROR) {
+        if (rc == REWARD_ERROR) {
             char id[128];
             sample_id(sample, i, id, sizeof id);
             log_error(p, id, f, err);
         }
     }
-    j->out->total[i] = any ? total : NAN;
 }
 
-base_status reward_pool_score(reward_pool *p, const cJSON *const *samples, int64_t n, reward_scores *out) {
+/* Group functions on group g: samples [off[g], off[g + 1]). */
+static void score_group(score_job *j, int64_t g, int worker) {
+    reward_pool *p = j->p;
+    rh_state *s = p->states[worker];
+    const int64_t i0 = j->group_off ? j->group_off[g] : g;
+    const int G = (int)(j->group_off ? j->group_off[g + 1] - i0 : 1), nf = p->spec.n;
+    if (G == 0) return;
+    uint64_t seed = 0xcbf29ce484222325ULL;
+    for (int k = 0; k < G; k++) seed ^= sample_seed(j->samples[i0 + k]) + 0x9e3779b97f4a7c15ULL * (uint64_t)k;
+    double *v = base_xmalloc((size_t)G * sizeof(double));
+    cJSON **parts = base_xmalloc((size_t)G * sizeof(cJSON *));
+    uint8_t *st = base_xmalloc((size_t)G);
+    enum { CAP = 600 };
+    char err[CAP], *errs = base_xmalloc((size_t)G * CAP);
+    for (int f = 0; f < nf; f++) {
+        if (!s->fn_group[f]) continue;
+        rh_call_group(s, f, j->samples + i0, G, seed, v, parts, st, err, errs, CAP);
+        char id[128], id2[128];
+        if (err[0]) { /* the call failed as a whole: one line for the group */
+            sample_id(j->samples[i0], i0, id, sizeof id);
+            sample_id(j->samples[i0 + G - 1], i0 + G - 1, id2, sizeof id2);
+            char where[300];
+            snprintf(where, sizeof where, "%s .. %s (group of %d)", id, id2, G);
+            log_error(p, where, f, err);
+        }
+        for (int k = 0; k < G; k++) {
+            size_t q = (size_t)(i0 + k) * (size_t)nf + (size_t)f;
+            j->out->status[q] = st[k];
+            j->out->score[q] = v[k];
+            j->out->parts[q] = parts[k];
+            if (st[k] == REWARD_ERROR && !err[0]) {
+                sample_id(j->samples[i0 + k], i0 + k, id, sizeof id);
+                log_error(p, id, f, errs + (size_t)k * CAP);
+            }
+        }
+    }
+    free(v), free(parts), free(st), free(errs);
+}
+
+/* Items [0, n) are samples, [n, n + n_groups) groups (when a group function exists). */
+static void score_item(void *ctx, int64_t i, int worker) {
+    score_job *j = ctx;
+    if (i < j->n) score_sample(j, i, worker);
+    else score_group(j, i - j->n, worker);
+}
+
+base_status reward_pool_score_groups(reward_pool *p, const cJSON *const *samples, int64_t n,
+                                     const int64_t *group_off, int64_t n_groups, reward_scores *out) {
     reward_scores_free(out);
+    if (group_off) {
+        int ok = n_groups >= 0 && group_off[0] == 0 && group_off[n_groups] == n;
+        for (int64_t g = 0; ok && g < n_groups; g++) ok = group_off[g + 1] >= group_off[g];
+        if (!ok) return base_err_set(BASE_ERR_INVALID, "reward_pool_score: group offsets do not cover the %lld samples",
+                                     (long long)n);
+    } else {
+        n_groups = n;
+    }
     for (int64_t i = 0; i < n; i++)
         if (!cJSON_IsObject(samples[i]))
             return base_err_set(BASE_ERR_INVALID, "reward_pool_score: sample %lld is not a JSON object", (long long)i);
@@ -250,7 +309,25 @@ base_status reward_pool_score(reward_pool *p, const cJSON *const *samples, int64
     out->score = base_xcalloc(m, sizeof(double));
     out->status = base_xcalloc(m, 1);
     out->parts = base_xcalloc(m, sizeof(cJSON *));
-    score_job j = {p, samples, out};
-    base_pool_for(p->threads, n, score_one, &j);
+    int any_group = 0;
+    for (int f = 0; f < p->spec.n; f++) any_group |= p->states[0]->fn_group[f];
+    score_job j = {p, samples, n, group_off, out};
+    base_pool_for(p->threads, n + (any_group ? n_groups : 0), score_item, &j);
+    /* the totals, once every function has run */
+    for (int64_t i = 0; i < n; i++) {
+        double total = 0;
+        int any = 0;
+        for (int f = 0; f < p->spec.n; f++) {
+            size_t k = (size_t)i * (size_t)p->spec.n + (size_t)f;
+            if (out->status[k] != REWARD_OK) continue;
+            total += p->spec.fns[f].weight * out->score[k];
+            any = 1;
+        }
+        out->total[i] = any ? total : NAN;
+    }
     return BASE_OK;
+}
+
+base_status reward_pool_score(reward_pool *p, const cJSON *const *samples, int64_t n, reward_scores *out) {
+    return reward_pool_score_groups(p, samples, n, NULL, 0, out);
 }

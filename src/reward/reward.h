@@ -209,6 +209,13 @@ typedef struct {
  * scored). Not reentrant on one pool. */
 base_status reward_pool_score(reward_pool *p, const cJSON *const *samples, int64_t n,
                               reward_scores *out);
+/* The same with the samples in groups of consecutive completions of one
+ * prompt: group g is samples[group_off[g], group_off[g + 1]) (group_off
+ * [n_groups + 1], from 0 to n, non-decreasing; else BASE_ERR_INVALID).
+ * A script with score_group is called once per group with the list of its
+ * samples. group_off NULL: groups of one (= reward_pool_score). */
+base_status reward_pool_score_groups(reward_pool *p, const cJSON *const *samples, int64_t n,
+                                     const int64_t *group_off, int64_t n_groups, reward_scores *out);
 void reward_scores_free(reward_scores *s);
 
 #ifdef __cplusplus

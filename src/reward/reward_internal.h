@@ -21,6 +21,8 @@ typedef struct {
     int killed;                  /* RH_KILL_*: errors can no longer be caught */
     int n_funcs;
     int *fn_ref;                 /* registry refs of the score functions */
+    uint8_t *fn_group;           /* 1: a score_group function (one call per group) */
+    int64_t budget;              /* this call's instruction budget */
     size_t printed;              /* bytes print()ed in this call */
     char **dirs;                 /* require() search directories */
     int n_dirs;
@@ -44,6 +46,16 @@ base_status rh_load(rh_state *s, const reward_fn_spec *f, char ***cols, int *n_c
  * `seed` reseeds math.random so results do not depend on call order. */
 int rh_call(rh_state *s, int f, const cJSON *sample, uint64_t seed, double *score, cJSON **parts, char *err,
             size_t err_cap);
+
+/* Call group function f (fn_group[f]) once on samples[0..n), one prompt's
+ * completions: writes status[i] (REWARD_*), score[i] (NaN unless OK),
+ * parts[i] (object or NULL) for every i. A call that fails as a whole
+ * (error, budget, memory, not a list) gives REWARD_ERROR for all and the
+ * message in err; a bad entry gives REWARD_ERROR for that sample with
+ * its message in errs[i] (err_cap bytes each). The instruction budget is
+ * n times the per-sample one. */
+void rh_call_group(rh_state *s, int f, const cJSON *const *samples, int n, uint64_t seed, double *score,
+                   cJSON **parts, uint8_t *status, char *err, char *errs, size_t err_cap);
 
 /* JSON value -> Lua value pushed on L (objects and arrays become tables,
  * null becomes nil, integral numbers integers). May raise Lua errors. */

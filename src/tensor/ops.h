@@ -76,17 +76,21 @@ struct ops {
 
     /* ---- model ops (DeepSeek-V3; spec = shared/docs/deepseek-v3-spec.md) ----
      * Shapes: N tokens (packed over sequences), D features. Activations and
-     * weights are F32 on the CPU backend; index tensors are I32. A 2-D
+     * weights are F32 on the CPU backend; index tensors are I32. bf16 mode
+     * (docs/cuda.md): the CUDA backend also takes BF16 for the operands
+     * marked "F32 or BF16" below (loaded as f32, computed in f32, a BF16
+     * output rounded once); the CPU backend dies on a BF16 tensor. A 2-D
      * operand may be a row-strided view (stride[1] == 1, stride[0] >= cols),
      * e.g. the c_kv / k_pe halves of the kv_a_proj output. */
 
-    /* y[dst rows] = src rows: dst [M, D], src [N, D], idx I32 [M] in [0, N). */
+    /* y[dst rows] = src rows: dst [M, D], src [N, D], idx I32 [M] in [0, N).
+     * dst and src: F32 or BF16, one dtype. */
     void (*gather_rows)(tensor *dst, const tensor *src, const tensor *idx);
 
     /* RMSNorm (spec §3.1) over the last dim, in f32:
      *   rstd[n] = 1 / sqrt(mean_j x[n,j]^2 + eps),  y = w * x * rstd.
      * x, y [N, D] (y may alias x); w [D]; rstd [N] written (saved for the
-     * backward) or NULL. */
+     * backward) or NULL. y: F32 or BF16 (x, w, rstd F32). */
     void (*rmsnorm_fwd)(tensor *y, tensor *rstd, const tensor *x, const tensor *w, float eps);
     /* dx = rstd (dy*w) - x rstd^3 mean_j(dy_j w_j x_j) (written, or added
      * when accumulate_dx); dw += sum_n dy * x * rstd (accumulates). */
@@ -179,17 +183,19 @@ struct ops {
      * [offsets[e], offsets[e+1]):
      *   y[r] = alpha * x[r] @ op(w[e]) + beta * y[r]
      * x [R, K], y [R, N]; w [E, N, K] with trans_w (y = x w[e]^T, the
-     * nn.Linear layout) or [E, K, N] without; offsets I32 [E+1] from 0 to R,
+     * nn.Linear layout) or [E, K, N] without (x and w: F32 or BF16, one
+     * dtype; y F32); offsets I32 [E+1] from 0 to R,
      * non-decreasing. One call for all experts: no host loop, no
      * synchronisation needed by the caller. beta = 0 overwrites. */
     void (*moe_matmul)(tensor *y, const tensor *x, const tensor *w, const tensor *offsets, int trans_w,
                        float alpha, float beta);
     /* Its weight gradient: dw[e] += alpha * dy[rows of e]^T x[rows of e]
-     * (accumulates). dw [E, N, K], dy [R, N], x [R, K], offsets as above. */
+     * (accumulates). dw [E, N, K] F32, dy [R, N], x [R, K] (F32 or BF16, one
+     * dtype), offsets as above. */
     void (*moe_matmul_dw)(tensor *dw, const tensor *dy, const tensor *x, const tensor *offsets, float alpha);
 
     /* SwiGLU (spec §3.7): gu [N, 2I] = [gate | up] (x @ [Wg; Wu]^T),
-     * h [N, I] = silu(gate) * up. _bwd writes dgu [N, 2I]. */
+     * h [N, I] = silu(gate) * up (h: F32 or BF16). _bwd writes dgu [N, 2I]. */
     void (*swiglu_fwd)(tensor *h, const tensor *gu);
     void (*swiglu_bwd)(tensor *dgu, const tensor *dh, const tensor *gu);
 
@@ -202,12 +208,13 @@ struct ops {
      * z = scale * x @ w^T (scale = 1/temperature), p = softmax(z),
      * logp[n] = log p[target[n]] (0 where target < 0), ent[n] = -sum p log p,
      * lse[n] = logsumexp(z) (saved for the backward).
-     * x [N, D], w [V, D], target I32 [N]; ws [R, C] is workspace: R rows by
-     * C vocabulary entries per block. */
+     * x [N, D], w [V, D] (F32 or BF16, one dtype), target I32 [N]; ws [R, C]
+     * (F32) is workspace: R rows by C vocabulary entries per block. */
     void (*lmhead_fwd)(tensor *logp, tensor *ent, tensor *lse, const tensor *x, const tensor *w,
                        const tensor *target, float scale, tensor *ws);
     /* dz_v = g_logp (1[v=target] - p_v) + g_ent (-p_v (log p_v + H)), then
-     * dx = scale dz @ w (written), dw += scale dz^T x (accumulates).
+     * dx = scale dz @ w (written), dw += scale dz^T x (accumulates; dx, dw
+     * F32; with BF16 x and w, dz is rounded to bf16 for the two products).
      * g_logp, g_ent [N] (dL/dlogp, dL/dH); lse, ent from _fwd. */
     void (*lmhead_bwd)(tensor *dx, tensor *dw, const tensor *g_logp, const tensor *g_ent,
                        const tensor *x, const tensor *w, const tensor *target, const tensor *lse,
@@ -236,6 +243,24 @@ struct ops {
      * over same-shape contiguous float32 tensors; see ops_adamw_args. */
     void (*adamw)(tensor *param, tensor *m, tensor *v, const tensor *grad,
                   const struct ops_adamw_args *a);
+
+    /* ---- graphs (NULL where the backend has none: the CPU backend; the
+     * CUDA backend with GRPO_CUDA_GRAPHS=0) ----
+     * graph_capture calls fn(arg) with the device recording instead of
+     * executing: every op fn issues is recorded in order with its
+     * arguments, device pointers included, and nothing runs. fn must not
+     * synchronise or cross the host boundary (upload, download, sync,
+     * sumsq die): its inputs sit in device buffers filled beforehand, and
+     * a replay reads whatever those buffers hold then. Returns the graph,
+     * or NULL with the reason in base_err_msg() (e.g. a scratch buffer grew
+     * during the capture: run fn once before capturing).
+     * graph_launch replays the graph (asynchronous, like any op) and
+     * returns 0, or 1 without running anything when the graph is stale (the
+     * backend's scratch buffers moved since the capture): free it and
+     * capture again. graph_free frees one (NULL is a no-op). */
+    void *(*graph_capture)(void (*fn)(void *arg), void *arg);
+    int (*graph_launch)(void *graph);
+    void (*graph_free)(void *graph);
 };
 
 /* The CPU backend: always present. */

@@ -110,7 +110,7 @@ ops_attn_dims ops_check_mla_attn_bwd(const char *be, const tensor *dq, const ten
 void ops_check_mla_cache_write(const char *be, const tensor *cache, const tensor *ckv, const tensor *kpe,
                                const tensor *table, const tensor *seq, const tensor *pos) {
     const char *op = "mla_cache_write";
-    ops_need(be, op, "cache", cache, TENSOR_F32, 3);
+    ops_need_fb(be, op, "cache", cache, 3);
     ops_need(be, op, "ckv", ckv, TENSOR_F32, 2);
     ops_need(be, op, "kpe", kpe, TENSOR_F32, 2);
     ops_need(be, op, "table", table, TENSOR_I32, 2);
@@ -129,7 +129,7 @@ void ops_check_mla_decode(const char *be, const tensor *o_lat, const tensor *q_l
     ops_need(be, op, "o_lat", o_lat, TENSOR_F32, 3);
     ops_need(be, op, "q_lat", q_lat, TENSOR_F32, 3);
     ops_need(be, op, "q_pe", q_pe, TENSOR_F32, 3);
-    ops_need(be, op, "cache", cache, TENSOR_F32, 3);
+    ops_need_fb(be, op, "cache", cache, 3);
     ops_need(be, op, "table", table, TENSOR_I32, 2);
     ops_need(be, op, "seq", seq, TENSOR_I32, 1);
     ops_need(be, op, "len", len, TENSOR_I32, 1);

@@ -36,6 +36,8 @@ base_status run_gen_init(run_gen *g, run_ctx *c, const cJSON *st, reward_pool *p
     g->pp = base_xcalloc(n, sizeof *g->pp);
     g->pl = base_xcalloc(n, sizeof *g->pl);
     g->samples = base_xcalloc(n * (size_t)g->K, sizeof *g->samples);
+    g->group_off = base_xmalloc((n + 1) * sizeof *g->group_off);
+    for (size_t i = 0; i <= n; i++) g->group_off[i] = (int64_t)i * g->K;
     rollout_limits lim = {.max_seqs = g->chunk * g->K, .max_prompts = g->chunk, .max_group = g->K,
                           .max_prompt_len = g->max_prompt, .max_new_tokens = g->max_new};
     return rollout_new(c->policy, &lim, &g->eng);
@@ -71,13 +73,16 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32
         free(text);
     }
     g->np = np;
-    return reward_pool_score(g->pool, (const cJSON *const *)g->samples, (int64_t)np * g->K, &g->sc);
+    /* score_group scripts see the K samples of one prompt together */
+    return reward_pool_score_groups(g->pool, (const cJSON *const *)g->samples, (int64_t)np * g->K, g->group_off, np,
+                                    &g->sc);
 }
 
 void run_gen_free(run_gen *g) {
     for (int i = 0; i < g->np * g->K; i++) cJSON_Delete(g->samples[i]);
     for (int i = 0; i < g->chunk; i++) tok_ids_free(&g->pids[i]), free(g->ptext[i]);
     free(g->pids), free(g->ptext), free(g->pp), free(g->pl), free(g->samples), free(g->stop_str);
+    free(g->group_off);
     reward_scores_free(&g->sc);
     rollout_free(g->eng);
     memset(g, 0, sizeof *g);

@@ -127,6 +127,7 @@ typedef struct {
     /* the last chunk: np prompts x K samples, prompt-major */
     int np;
     cJSON **samples;       /* [chunk * K] reward samples */
+    int64_t *group_off;    /* [chunk + 1] i * K: the reward groups (a prompt's K samples) */
     reward_scores sc;      /* their scores */
     rollout_result res;    /* their completions */
     int64_t new_tokens;    /* totals over the chunks */

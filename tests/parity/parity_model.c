@@ -143,6 +143,22 @@ static tensor in_bf(mrun *r, int ndim, int64_t a, int64_t b, int64_t c, float ra
     return t;
 }
 
+/* A bf16 output (f32 on the CPU) holding random bf16 values: the op writes
+ * part of it (cache rows). */
+static tensor out_bf_keep(mrun *r, int ndim, int64_t a, int64_t b, int64_t c) {
+    int64_t n = a * (ndim > 1 ? b : 1) * (ndim > 2 ? c : 1);
+    float *x = draw(r, n, 1.0f);
+    uint16_t *h = malloc((size_t)n * 2 + 2);
+    for (int64_t i = 0; i < n; i++) {
+        h[i] = tensor_f32_to_bf16(x[i]);
+        x[i] = tensor_bf16_to_f32(h[i]);
+    }
+    tensor_dtype dt = bdt(r);
+    tensor t = mk(r, put(r, dt == TENSOR_BF16 ? (void *)h : (void *)x, dt, n, 1), dt, ndim, a, b, c);
+    free(x), free(h);
+    return t;
+}
+
 /* A bf16 output (f32 on the CPU), NaN-filled: the op overwrites it. */
 static tensor out_bf(mrun *r, int ndim, int64_t a, int64_t b, int64_t c) {
     int64_t n = a * (ndim > 1 ? b : 1) * (ndim > 2 ? c : 1);
@@ -365,7 +381,7 @@ static void c_decode(mrun *r) {
  * 512-position splits on the GPU, merged by the combine kernel (lengths end
  * inside the first, second, third); sequence 0 shares its first 4 pages
  * with sequence 1, the rest of the pool is a permutation. */
-static void c_decode_long(mrun *r) {
+static void decode_long(mrun *r, int bf) {
     enum { PS = 48, MB = 23, NP = 36 };
     int32_t seq[3] = {1, 0, 1}, len[3] = {1100, 513, 7}, table[2 * MB];
     int used[NP] = {0};
@@ -380,12 +396,15 @@ static void c_decode_long(mrun *r) {
             table[k] = -1;
         }
     }
-    tensor cache = in_f32(r, 3, NP, PS, 40, 1.0f), ql = in_f32(r, 3, 3, 20, 32, 1.0f);
+    tensor cache = bf ? in_bf(r, 3, NP, PS, 40, 1.0f) : in_f32(r, 3, NP, PS, 40, 1.0f);
+    tensor ql = in_f32(r, 3, 3, 20, 32, 1.0f);
     tensor q = in_f32(r, 3, 3, 20, 24 + 8, 1.0f), qpe = cols(q, 24, 8);
     tensor ts = in_i32(r, seq, 3), tl = in_i32(r, len, 3), tt = in_table(r, table, 2, MB);
     tensor ol = out_t(r, TENSOR_F32, 0, 3, 3, 20, 32);
     r->o->mla_decode(&ol, &ql, &qpe, &cache, &tt, &ts, &tl, 0.2f);
 }
+static void c_decode_long(mrun *r) { decode_long(r, 0); }
+static void c_decode_long_bf(mrun *r) { decode_long(r, 1); }
 
 static void c_route(mrun *r, int norm) {
     tensor z = in_f32(r, 2, 37, 16, 1, 3.0f), bias = in_f32(r, 1, 16, 1, 1, 0.5f);
@@ -554,6 +573,26 @@ static void c_lmhead_bwd_bf(mrun *r) {
     r->o->lmhead_bwd(&dx, &dw, &gl, &ge, &x, &w, &t, &ls, &en, 0.7f, &ws);
 }
 
+/* the bf16 latent cache (bf16 mode): rows written rounded once, read by
+ * decode as f32 (the same paged layouts as the f32 cases) */
+static void c_cache_write_bf(mrun *r) {
+    int32_t seq[7] = {2, 0, 2, 1, 2, 0, 1}, pos[7] = {0, 5, 19, 3, 7, 6, 0};
+    int32_t table[3 * 5] = {-1, 4, -1, -1, -1, /**/ 1, -1, -1, -1, -1, /**/ 5, 0, -1, -1, 2};
+    tensor ckv = in_f32(r, 2, 7, 64, 1, 1.0f), kva = in_f32(r, 2, 7, 64 + 16, 1, 1.0f), kpe = cols(kva, 64, 16);
+    tensor ts = in_i32(r, seq, 7), tp = in_i32(r, pos, 7), tt = in_table(r, table, 3, 5);
+    tensor cache = out_bf_keep(r, 3, 6, 4, 80);
+    r->o->mla_cache_write(&cache, &ckv, &kpe, &tt, &ts, &tp);
+}
+static void c_decode_bf(mrun *r) {
+    int32_t seq[3] = {2, 0, 3}, len[3] = {30, 1, 17};
+    int32_t table[4 * 5] = {4, -1, -1, -1, -1, /**/ -1, -1, -1, -1, -1, /**/ 9, 3, 11, 0, 6, /**/ 9, 3, 7, -1, -1};
+    tensor cache = in_bf(r, 3, 12, 7, 80, 1.0f), ql = in_f32(r, 3, 3, 4, 64, 1.0f);
+    tensor q = in_f32(r, 3, 3, 4, 48 + 16, 1.0f), qpe = cols(q, 48, 16);
+    tensor ts = in_i32(r, seq, 3), tl = in_i32(r, len, 3), tt = in_table(r, table, 4, 5);
+    tensor ol = out_t(r, TENSOR_F32, 0, 3, 3, 4, 64);
+    r->o->mla_decode(&ol, &ql, &qpe, &cache, &tt, &ts, &tl, 0.15f);
+}
+
 static void c_sample(mrun *r) {
     tensor z = in_f32(r, 2, 6, 320, 1, 4.0f);
     float uh[6] = {0.1f, 0.5f, 0.9f, 0.33f, 0.77f, 0.01f};
@@ -617,6 +656,9 @@ static const mcase mcases[] = {
     MCB(moe_matmul_dw, "bf16 dy and x into f32 dw", c_moe_mm_dw_bf, T_ATTN),
     MCB(lmhead_fwd, "bf16 x and w", c_lmhead_fwd_bf, T_ATTN),
     MCB(lmhead_bwd, "bf16 x and w, f32 dx and dw", c_lmhead_bwd_bf, T_BF16_DZ),
+    MCB(mla_cache_write, "bf16 pool of 6 pages of 4, block table [3,5]", c_cache_write_bf, T_BF16),
+    MCB(mla_decode, "bf16 pool, lengths 30/1/17, pages of 7, shared pages", c_decode_bf, T_ATTN),
+    MCB(mla_decode, "bf16 pool, 1100 positions in pages of 48 (split + combine)", c_decode_long_bf, T_ATTN),
 };
 #define NM ((int)(sizeof mcases / sizeof mcases[0]))
 

@@ -350,7 +350,7 @@ static void test_load_errors(void **st) {
     (void)st;
     const char *texts[] = {"return function(s) return 1 end end", "return 42", "return {columns = {'a'}}",
                            "error('at load')", "while true do end"};
-    const char *want[] = {"<eof> expected", "must return a function or a table", "needs a function field 'score'",
+    const char *want[] = {"<eof> expected", "must return a function or a table", "needs one function field, 'score'",
                           "at load", "instruction budget"};
     reward_limits lim;
     reward_limits_default(&lim);
@@ -449,8 +449,154 @@ static void test_json_helpers(void **st) {
     free(path);
 }
 
+/* score_group: one call per group of one prompt's completions, mixed with
+ * per-sample functions; whole-call failures and bad entries; len_reward. */
+static void test_group_scripts(void **st) {
+    (void)st;
+    /* rank of the completion's length within its group (0 = shortest) */
+    char *a = script("rank.lua", "return {score_group = function(ss)\n"
+                                 "  local out, parts = {}, {}\n"
+                                 "  for i, s in ipairs(ss) do\n"
+                                 "    local r = 0\n"
+                                 "    for _, t in ipairs(ss) do if #t.completion < #s.completion then r = r + 1 end end\n"
+                                 "    out[i] = r; parts[i] = {n = #ss}\n"
+                                 "  end\n"
+                                 "  if ss[1].completion == 'skip' then out[1] = nil end\n"
+                                 "  return out, parts end}\n");
+    char *b = script("one.lua", "return function(s) return 1 end\n");
+    char *log = base_path_join(g_dir, "group_errors.log");
+    base_buf spec = {0};
+    base_buf_printf(&spec, "%s:2,%s:1", a, b);
+    cJSON *s[6] = {sample("{\"id\":\"a\",\"completion\":\"xxx\"}"), sample("{\"id\":\"b\",\"completion\":\"x\"}"),
+                   sample("{\"id\":\"c\",\"completion\":\"xx\"}"), sample("{\"id\":\"d\",\"completion\":\"skip\"}"),
+                   sample("{\"id\":\"e\",\"completion\":\"yyyyyy\"}"), sample("{\"id\":\"f\",\"completion\":\"z\"}")};
+    int64_t off[4] = {0, 3, 5, 6}; /* groups of 3, 2 and 1 */
+    for (int workers = 1; workers <= 3; workers += 2) {
+        reward_pool *p = make_pool(spec.data, workers, NULL, NULL);
+        reward_scores sc = {0};
+        assert_int_equal(reward_pool_score_groups(p, (const cJSON *const *)s, 6, off, 3, &sc), BASE_OK);
+        const double rank[6] = {2, 0, 1, NAN, 1, 0}; /* d (nil) still counts as a length */
+        for (int i = 0; i < 6; i++) {
+            if (isnan(rank[i])) {
+                assert_int_equal(sc.status[i * 2], REWARD_NIL);
+                assert_true(sc.total[i] == 1.0);
+            } else {
+                assert_int_equal(sc.status[i * 2], REWARD_OK);
+                assert_true(sc.score[i * 2] == rank[i]);
+                assert_true(sc.total[i] == 2 * rank[i] + 1);
+                assert_true(base_json_num(sc.parts[i * 2], "n", -1, NULL) == (i < 3 ? 3 : i < 5 ? 2 : 1));
+            }
+        }
+        /* without groups every sample is a group of one: rank 0 */
+        assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, 3, &sc), BASE_OK);
+        for (int i = 0; i < 3; i++) assert_true(sc.score[i * 2] == 0);
+        /* offsets that do not cover the samples */
+        int64_t bad[3] = {0, 4, 5};
+        assert_int_equal(reward_pool_score_groups(p, (const cJSON *const *)s, 6, bad, 2, &sc), BASE_ERR_INVALID);
+        reward_scores_free(&sc);
+        reward_pool_destroy(p);
+    }
+    /* failures: a throw fails its whole group (one log line), too many
+     * scores fail the group, a bad entry fails that sample only */
+    char *c = script("bad.lua", "return {score_group = function(ss)\n"
+                                "  if ss[1].completion == 'throw' then error('boom') end\n"
+                                "  if ss[1].completion == 'many' then return {1, 2, 3} end\n"
+                                "  return {1, 'no'} end}\n");
+    reward_pool *p = make_pool(c, 1, NULL, log);
+    cJSON *t[6] = {sample("{\"id\":1,\"completion\":\"throw\"}"), sample("{\"id\":2,\"completion\":\"x\"}"),
+                   sample("{\"id\":3,\"completion\":\"many\"}"), sample("{\"id\":4,\"completion\":\"x\"}"),
+                   sample("{\"id\":5,\"completion\":\"ok\"}"), sample("{\"id\":6,\"completion\":\"x\"}")};
+    int64_t off2[4] = {0, 2, 4, 6};
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score_groups(p, (const cJSON *const *)t, 6, off2, 3, &sc), BASE_OK);
+    const int want[6] = {REWARD_ERROR, REWARD_ERROR, REWARD_ERROR, REWARD_ERROR, REWARD_OK, REWARD_ERROR};
+    for (int i = 0; i < 6; i++) assert_int_equal(sc.status[i], want[i]);
+    assert_true(sc.score[4] == 1.0 && isnan(sc.total[5]));
+    assert_int_equal(reward_pool_n_errors(p), 3);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    char *text;
+    size_t len;
+    assert_int_equal(base_read_file(log, &text, &len), BASE_OK);
+    assert_non_null(strstr(text, "sample 1 .. 2 (group of 2): bad"));
+    assert_non_null(strstr(text, "boom"));
+    assert_non_null(strstr(text, "returned 3 scores for a group of 2"));
+    assert_non_null(strstr(text, "sample 6: bad"));
+    assert_non_null(strstr(text, "returned a string, expected a number or nil"));
+    free(text);
+    /* the instruction budget of a group call is n times the per-sample one */
+    char *d = script("spin.lua", "return {score_group = function(ss)\n"
+                                 "  local x = 0\n"
+                                 "  for i = 1, 300000 * #ss do x = x + i end\n"
+                                 "  local out = {}\n"
+                                 "  for i = 1, #ss do out[i] = 1 end\n"
+                                 "  return out end}\n");
+    reward_limits lim;
+    reward_limits_default(&lim);
+    lim.instructions = 1000000; /* 300k loop turns (2 instructions each) per sample: over 1M, under n x 1M */
+    p = make_pool(d, 1, &lim, log);
+    assert_int_equal(reward_pool_score_groups(p, (const cJSON *const *)t, 6, off2, 3, &sc), BASE_OK);
+    for (int i = 0; i < 6; i++) assert_int_equal(sc.status[i], REWARD_OK);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    /* a table with both score and score_group, or neither, is refused */
+    char *e = script("both.lua", "return {score = function() end, score_group = function() end}\n");
+    reward_spec sp;
+    assert_int_equal(reward_spec_parse(e, &sp), BASE_OK);
+    assert_int_equal(reward_pool_create(&sp, 1, NULL, NULL, &p), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_err_msg(), "'score' (per sample) or 'score_group'"));
+    reward_spec_free(&sp);
+    for (int i = 0; i < 6; i++) cJSON_Delete(s[i]), cJSON_Delete(t[i]);
+    base_buf_free(&spec);
+    free(a), free(b), free(c), free(d), free(e), free(log);
+}
+
+/* rewards/len_reward.lua against Kimi k1.5's formula (open-r1 len_reward)
+ * computed here: lambda = 0.5 - (len - min) / (max - min) per group;
+ * correct: lambda, wrong: min(0, lambda); all 0 when the lengths agree. */
+static void test_len_reward(void **st) {
+    (void)st;
+    reward_pool *p = make_pool("len_reward", 1, NULL, NULL);
+    const char *comp[7] = {"<think>a</think> \\boxed{4}",             /* right, 25 chars */
+                           "<think>abcdefghij</think> \\boxed{4}",    /* right, 34 */
+                           "<think>ab</think> \\boxed{5}",            /* wrong, 26 */
+                           "<think>abcdefghijklmnop</think> \\boxed{5}", /* wrong, 40 */
+                           "<think>é</think> \\boxed{4}",             /* right, 25 characters, 26 bytes */
+                           "\\boxed{4}", "\\boxed{3}"};             /* a group of equal lengths */
+    cJSON *s[7];
+    double len[7];
+    for (int i = 0; i < 7; i++) {
+        s[i] = cJSON_CreateObject();
+        cJSON_AddStringToObject(s[i], "completion", comp[i]);
+        cJSON_AddStringToObject(s[i], "answer", "4");
+        len[i] = 0;
+        for (const unsigned char *c = (const unsigned char *)comp[i]; *c; c++) len[i] += (*c & 0xc0) != 0x80;
+    }
+    int64_t off[3] = {0, 5, 7};
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score_groups(p, (const cJSON *const *)s, 7, off, 2, &sc), BASE_OK);
+    const int correct[5] = {1, 1, 0, 0, 1};
+    double lo = 1e9, hi = -1;
+    for (int i = 0; i < 5; i++) lo = fmin(lo, len[i]), hi = fmax(hi, len[i]);
+    assert_true(hi > lo);
+    for (int i = 0; i < 5; i++) {
+        double lambda = 0.5 - (len[i] - lo) / (hi - lo);
+        double want = correct[i] ? lambda : fmin(0.0, lambda);
+        assert_int_equal(sc.status[i], REWARD_OK);
+        if (fabs(sc.score[i] - want) > 1e-12) fail_msg("len_reward sample %d: %.17g, want %.17g", i, sc.score[i], want);
+        assert_true(base_json_num(sc.parts[i], "correct", -1, NULL) == correct[i]);
+    }
+    assert_true(sc.score[0] == 0.5 && sc.score[4] == 0.5); /* the shortest right answers */
+    assert_true(sc.score[5] == 0.0 && sc.score[6] == 0.0);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < 7; i++) cJSON_Delete(s[i]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_group_scripts),
+        cmocka_unit_test(test_len_reward),
         cmocka_unit_test(test_spec_parse),
         cmocka_unit_test(test_scores_parts_weights),
         cmocka_unit_test(test_errors_and_limits),

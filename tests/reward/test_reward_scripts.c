@@ -337,6 +337,52 @@ static void test_score_cli(void **st) {
     free(scr);
 }
 
+/* grpo score and score_group scripts: consecutive lines with one prompt are
+ * one group, and a batch never splits one (--batch 2 with groups of 3, 1
+ * and 4: the group size each sample saw is its score). */
+static void test_score_cli_groups(void **st) {
+    (void)st;
+    char *dir = test_tmpdir();
+    char *in = base_path_join(dir, "in.jsonl");
+    char *out = base_path_join(dir, "out.jsonl");
+    char *scr = base_path_join(dir, "gsize.lua");
+    const char *lua = "return {score_group = function(ss)\n"
+                      "  local out = {}\n"
+                      "  for i = 1, #ss do out[i] = #ss end\n"
+                      "  return out end}\n";
+    test_write_file(scr, lua, strlen(lua));
+    const int size[8] = {3, 3, 3, 1, 4, 4, 4, 4};
+    const char *prompt[8] = {"p", "p", "p", "q", "p", "p", "p", "p"};
+    base_buf lines = {0};
+    for (int i = 0; i < 8; i++) base_buf_printf(&lines, "{\"prompt\":\"%s\",\"completion\":\"c%d\"}\n", prompt[i], i);
+    test_write_file(in, lines.data, lines.len);
+    base_buf args = {0};
+    base_buf_printf(&args, "score --rewards '%s' --in '%s' --out '%s' --batch 2", scr, in, out);
+    char *o = NULL;
+    int rc = test_run_grpo(args.data, &o);
+    if (rc) fprintf(stderr, "%s\n", o);
+    assert_int_equal(rc, 0);
+    free(o);
+    base_jsonl *r;
+    assert_int_equal(base_jsonl_open(out, &r), BASE_OK);
+    cJSON *row;
+    int n = 0;
+    while (base_jsonl_next(r, &row) == BASE_OK) {
+        assert_true(n < 8);
+        char want[8];
+        snprintf(want, sizeof want, "c%d", n);
+        assert_string_equal(base_json_str(row, "completion", ""), want); /* order kept */
+        assert_true(base_json_num(row, "reward", -1, NULL) == size[n]);
+        cJSON_Delete(row);
+        n++;
+    }
+    assert_int_equal(n, 8);
+    base_jsonl_close(r);
+    base_buf_free(&args), base_buf_free(&lines);
+    test_rmdir(dir);
+    free(dir), free(in), free(out), free(scr);
+}
+
 /* The open-r1 cases of reward_fn_cases.jsonl through the built-in scripts
  * (format, tag_count, reasoning_steps, repetition_penalty, soft_overlong,
  * cosine, code_format), with the case's params as spec params. The one zh
@@ -516,6 +562,7 @@ int main(void) {
         cmocka_unit_test(test_unit_tests_edges),
         cmocka_unit_test(test_code_stdio),
         cmocka_unit_test(test_score_cli),
+        cmocka_unit_test(test_score_cli_groups),
         cmocka_unit_test(test_reward_fn_cases),
         cmocka_unit_test(test_math_format_lang),
     };

@@ -11,7 +11,9 @@
  *   - with the cache memory of an unpaged engine of 4 slots, shared
  *     prompts let 8 sequences decode at once, with identical completions;
  *   - a group whose worst case exceeds the pool is an error, not a hang.
- * Usage: test_paged [cpu|emu] (emu: the CUDA kernels under the emulator).
+ * Usage: test_paged [cpu|emu] [f32|bf16] (emu: the CUDA kernels under the
+ * emulator; bf16: the model in bf16 mode, its latent cache in bf16 pages,
+ * where the same identities must hold).
  */
 #include "common/test_common.h"
 
@@ -29,6 +31,7 @@ enum { NPROMPT = 5, G = 3, MAXC = NPROMPT * G, MAX_PROMPT = 40 };
 
 static const struct ops *g_ops;
 static int g_emu;
+static model_precision g_prec;
 static model *M;
 static int32_t P0[64]; /* input_ids.0 of the reference */
 static int64_t N0;
@@ -36,7 +39,8 @@ static int64_t N0;
 static int setup(void **state) {
     (void)state;
     char *dir = test_shared_path("fixtures/hf-tiny-v3-a");
-    if (model_load(dir, g_ops, NULL, &M)) fail_msg("%s", base_err_msg());
+    model_load_opts lo = {.precision = g_prec};
+    if (model_load(dir, g_ops, &lo, &M)) fail_msg("%s", base_err_msg());
     char *ref = base_path_join(dir, "reference.safetensors");
     st_file *f;
     if (st_open(ref, &f)) fail_msg("%s", base_err_msg());
@@ -235,6 +239,10 @@ static void test_more_sequences_same_memory(void **state) {
 
 int main(int argc, char **argv) {
     const char *backend = argc > 1 ? argv[1] : "cpu";
+    if (argc > 2 && model_precision_parse(argv[2], &g_prec)) {
+        fprintf(stderr, "usage: test_paged [cpu|emu] [f32|bf16]\n");
+        return 2;
+    }
     if (!strcmp(backend, "cpu")) {
         g_ops = ops_cpu();
     } else if (!strcmp(backend, "emu")) {

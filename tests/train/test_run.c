@@ -471,6 +471,43 @@ static void test_loss_options(void **state) {
     free(base);
 }
 
+/* A score_group reward sees the num_generations completions of one prompt
+ * together: its score is the group's size and the prompt shared by all. */
+static void test_group_reward(void **state) {
+    (void)state;
+    const char *lua = "return {score_group = function(ss)\n"
+                      "  local out = {}\n"
+                      "  for i = 1, #ss do out[i] = ss[i].prompt == ss[1].prompt and #ss or -1 end\n"
+                      "  return out end}\n";
+    char *rw = base_path_join(DIR_, "gsize.lua");
+    test_write_file(rw, lua, strlen(lua));
+    base_buf b = {0};
+    base_buf_printf(&b,
+                    "return { name = 'grp', model = '%s/model', output_dir = '%s/runs', seed = 3,\n"
+                    "  template = 'Q: {prompt}\\nA: ', report = false, datasets = { train = '%s/data.jsonl' },\n"
+                    "  rewards = { '%s:1.0' },\n"
+                    "  stages = { { type = 'grpo', dataset = 'train', num_generations = 4, generation_batch_size = 12,\n"
+                    "               max_steps = 1, max_completion_length = 6, log_completions_steps = 1 } } }\n",
+                    DIR_, DIR_, DIR_, rw);
+    recipe *rc;
+    if (recipe_load_string(b.data, "t.lua", NULL, 0, &rc)) fail_msg("%s", base_err_msg());
+    run_opts o = {.overwrite = 1, .quiet = 1};
+    if (run_recipe(rc, &o)) fail_msg("%s", base_err_msg());
+    recipe_free(rc);
+    char *m = run_file("grp", "samples.jsonl");
+    int n = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *j = cJSON_Parse(line);
+        assert_true(base_json_num(cJSON_GetObjectItemCaseSensitive(j, "rewards"), "gsize", -2, NULL) == 4);
+        cJSON_Delete(j);
+        n++;
+    }
+    assert_int_equal(n, 12);
+    free(m), free(rw);
+    base_buf_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_straight_run),
@@ -480,6 +517,7 @@ int main(void) {
         cmocka_unit_test(test_logging_and_ref_sync),
         cmocka_unit_test(test_steps_per_generation),
         cmocka_unit_test(test_loss_options),
+        cmocka_unit_test(test_group_reward),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
