@@ -39,6 +39,7 @@ static void *cu_alloc(size_t n) {
 }
 static void cu_free(void *p) { free(p); }
 static void cu_upload(void *dst, const void *src, size_t n) {
+    if (cuda_capturing()) base_die("cuda upload inside a graph capture (upload synchronises)");
     if (n) memmove(dst, src, n);
 }
 static void cu_download(void *dst, const void *src, size_t n) {
@@ -46,10 +47,10 @@ static void cu_download(void *dst, const void *src, size_t n) {
     if (n) memmove(dst, src, n);
 }
 static void cu_copy(void *dst, const void *src, size_t n) {
-    if (n) memmove(dst, src, n);
+    if (n) emu_host([=] { memmove(dst, src, n); });
 }
 static void cu_zero(void *p, size_t n) {
-    if (n) memset(p, 0, n);
+    if (n) emu_host([=] { memset(p, 0, n); });
 }
 static void cu_sync(void) { cuda_check_errors(); }
 #else
@@ -69,6 +70,7 @@ static void cu_free(void *p) {
     if (p) CHECK_CUDA(cudaFree(p));
 }
 static void cu_upload(void *dst, const void *src, size_t n) {
+    if (cuda_capturing()) base_die("cuda upload inside a graph capture (upload synchronises)");
     if (!n) return;
     CHECK_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, cuda_stream));
     CHECK_CUDA(cudaStreamSynchronize(cuda_stream)); /* the host buffer may change on return */
@@ -90,11 +92,38 @@ static void cu_sync(void) { cuda_check_errors(); }
 
 static void *scr_buf[SCR_COUNT];
 static size_t scr_cap[SCR_COUNT];
+static unsigned scr_gen;                  /* bumped when a buffer moves */
+static void *scr_deferred[4 * SCR_COUNT]; /* old buffers replaced during a graph capture */
+static int scr_ndeferred;
+
+unsigned cuda_scratch_gen(void) { return scr_gen; }
+
+/* Free the buffers replaced while a graph was captured (the capture has
+ * ended: nothing recorded will run with them, its graph being stale). */
+void cuda_scratch_release_deferred(void) {
+#ifndef GRPO_CUDA_EMU
+    if (scr_ndeferred) CHECK_CUDA(cudaStreamSynchronize(cuda_stream));
+#endif
+    for (int i = 0; i < scr_ndeferred; i++) {
+#ifdef GRPO_CUDA_EMU
+        free(scr_deferred[i]);
+#else
+        CHECK_CUDA(cudaFree(scr_deferred[i]));
+#endif
+    }
+    scr_ndeferred = 0;
+}
 
 void *cuda_scratch(int slot, size_t bytes) {
     if (slot < 0 || slot >= SCR_COUNT) base_die("cuda_scratch: bad slot %d", slot);
     if (bytes > scr_cap[slot]) {
         size_t cap = bytes + bytes / 4 + 256;
+        scr_gen++;
+        if (cuda_capturing() && scr_buf[slot]) { /* no synchronisation now: free after the capture */
+            if (scr_ndeferred == 4 * SCR_COUNT) base_die("cuda_scratch: too many buffers replaced in one capture");
+            scr_deferred[scr_ndeferred++] = scr_buf[slot];
+            scr_buf[slot] = NULL;
+        }
 #ifdef GRPO_CUDA_EMU
         free(scr_buf[slot]);
         scr_buf[slot] = base_xmalloc_aligned(cap);
@@ -163,6 +192,8 @@ static const char *what_name(int w) {
 }
 
 void cuda_check_errors(void) {
+    if (cuda_capturing())
+        base_die("cuda: a synchronising call (download, sync, sumsq, a host read of offsets) inside a graph capture");
     int e[5];
 #ifdef GRPO_CUDA_EMU
     memcpy(e, err_dev, sizeof e);
@@ -174,6 +205,7 @@ void cuda_check_errors(void) {
 }
 
 void cuda_after_launch(const char *kernel) {
+    if (cuda_capturing()) return; /* recorded, not run */
 #ifdef GRPO_CUDA_EMU
     (void)kernel;
     cuda_check_errors();
@@ -242,6 +274,12 @@ static void fill_table(void) {
     cuda_table.sample = cuda_sample;
     cuda_table.sumsq = cuda_sumsq;
     cuda_table.adamw = cuda_adamw;
+    const char *g = getenv("GRPO_CUDA_GRAPHS"); /* 0: no graphs (every step launched eagerly) */
+    if (!g || strcmp(g, "0")) {
+        cuda_table.graph_capture = cuda_graph_capture;
+        cuda_table.graph_launch = cuda_graph_launch;
+        cuda_table.graph_free = cuda_graph_free;
+    }
 }
 
 static void cuda_init(void) {

@@ -33,9 +33,14 @@
 #include "emu/cuda_emu.h"
 #define CUDA_NS_BEGIN namespace grpo_emu {
 #define CUDA_NS_END }
+#include <tuple>
+/* The arguments are evaluated now and held by value, so that a launch
+ * recorded by a graph capture replays with them (as a CUDA graph does). */
 #define CUDA_LAUNCH(kernel, grid, block, smem, ...)                                                                    \
     do {                                                                                                               \
-        emu_launch((grid), (block), (smem), [&] { kernel(__VA_ARGS__); });                                             \
+        auto emu_args_ = std::make_tuple(__VA_ARGS__);                                                                 \
+        emu_launch((grid), (block), (smem),                                                                            \
+                   [emu_args_] { std::apply([](auto... a) { kernel(a...); }, emu_args_); });                           \
         cuda_after_launch(#kernel);                                                                                    \
     } while (0)
 /* Dynamic shared memory of the launch, as T*. */
@@ -122,8 +127,22 @@ int *cuda_errbuf(void);
 /* Read the error buffer (synchronising) and die when an error is recorded. */
 void cuda_check_errors(void);
 /* After every launch: in the emulator or with GRPO_CUDA_SYNC=1,
- * synchronise and check errors now. */
+ * synchronise and check errors now (not while a graph is captured). */
 void cuda_after_launch(const char *kernel);
+
+/* ---- graphs (graph.cu) --------------------------------------------------- */
+/* ops.h graph_capture / graph_launch / graph_free. */
+void *cuda_graph_capture(void (*fn)(void *), void *arg);
+int cuda_graph_launch(void *graph);
+void cuda_graph_free(void *graph);
+/* Non-zero while a graph is being captured: nothing may synchronise. */
+int cuda_capturing(void);
+/* Bumped whenever a scratch buffer moves (cuda_scratch grows): a graph
+ * captured before holds stale pointers. */
+unsigned cuda_scratch_gen(void);
+/* Free scratch buffers replaced during a capture (cuda_backend.cu; called
+ * when the capture ends). */
+void cuda_scratch_release_deferred(void);
 
 __device__ __forceinline__ void cuda_flag(int *err, int op, int what, int64_t pos, int64_t value, int64_t bound) {
     if (atomicCAS(err, 0, op) == 0) {

@@ -273,12 +273,16 @@ void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, con
     a.err = cuda_errbuf();
     int bf = cache->dtype == TENSOR_BF16;
 #ifndef GRPO_CUDA_EMU
-    if (bf)
-        CHECK_CUDA(cudaFuncSetAttribute(decode_kernel<TENSOR_BF16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)smem));
-    else
-        CHECK_CUDA(
-            cudaFuncSetAttribute(decode_kernel<TENSOR_F32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    static size_t smem_set[2]; /* raised once per new size, not every step (and not inside a graph capture) */
+    if (smem > smem_set[bf]) {
+        if (bf)
+            CHECK_CUDA(cudaFuncSetAttribute(decode_kernel<TENSOR_BF16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)smem));
+        else
+            CHECK_CUDA(cudaFuncSetAttribute(decode_kernel<TENSOR_F32>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)smem));
+        smem_set[bf] = smem;
+    }
 #endif
     a.out = nsplit == 1 ? (float *)o_lat->data : (float *)NULL;
     a.o0 = o_lat->stride[0], a.o1 = o_lat->stride[1];

@@ -48,10 +48,7 @@ static tensor widen(const tensor *t, float *buf) {
     return w;
 }
 
-void cuda_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b, float alpha, float beta) {
-    check_dtypes(c, a, b);
-    ops_matmul_dims d = ops_matmul_resolve(c, a, b, trans_a, trans_b);
-    if (d.m == 0 || d.n == 0) return;
+static void emu_gemm(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b, float alpha, float beta) {
     if (a->dtype == TENSOR_F32 && c->dtype == TENSOR_F32) {
         ops_cpu()->matmul(c, a, b, trans_a, trans_b, alpha, beta);
         return;
@@ -69,6 +66,16 @@ void cuda_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int t
         for (int64_t j = 0; j < cols; j++)
             cuda_store(c->data, c->dtype, off + j, ((float *)wc.data)[r * cols + j]);
     }
+}
+
+/* The GEMM is host work in the emulator: run now, or recorded by a graph
+ * capture with copies of the descriptors (like cuBLAS's captured launch). */
+void cuda_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b, float alpha, float beta) {
+    check_dtypes(c, a, b);
+    ops_matmul_dims d = ops_matmul_resolve(c, a, b, trans_a, trans_b);
+    if (d.m == 0 || d.n == 0) return;
+    tensor C = *c, A = *a, B = *b;
+    emu_host([=]() mutable { emu_gemm(&C, &A, &B, trans_a, trans_b, alpha, beta); });
 }
 
 #else

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include <vector>
+
 #include "base/base.h"
 
 #if defined(__x86_64__)
@@ -240,7 +242,53 @@ unsigned emu_ballot(int pred) {
     return m;
 }
 
+/* One recorded item of a graph: a launch, or host work (host != 0). */
+struct emu_item {
+    int host;
+    dim3 grid, block;
+    size_t smem;
+    std::function<void()> fn;
+};
+static std::vector<emu_item> *emu_rec; /* the capture in progress, or NULL */
+
+void emu_capture_begin(void) {
+    if (emu_rec) base_die("emu: graph capture inside a capture");
+    emu_rec = new std::vector<emu_item>();
+}
+
+void *emu_capture_end(void) {
+    if (!emu_rec) base_die("emu: graph capture ended without a begin");
+    void *g = emu_rec;
+    emu_rec = NULL;
+    return g;
+}
+
+int emu_capturing(void) { return emu_rec != NULL; }
+
+void emu_host(const std::function<void()> &fn) {
+    if (emu_rec)
+        emu_rec->push_back(emu_item{1, dim3(), dim3(), 0, fn});
+    else
+        fn();
+}
+
+void emu_graph_run(void *graph) {
+    if (emu_rec) base_die("emu: graph launch inside a capture");
+    for (const emu_item &it : *(std::vector<emu_item> *)graph) {
+        if (it.host)
+            it.fn();
+        else
+            emu_launch(it.grid, it.block, it.smem, it.fn);
+    }
+}
+
+void emu_graph_free(void *graph) { delete (std::vector<emu_item> *)graph; }
+
 void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
+    if (emu_rec) {
+        emu_rec->push_back(emu_item{0, grid, block, smem, body});
+        return;
+    }
     unsigned nt = block.x * block.y * block.z;
     if (nt == 0 || nt > (unsigned)MAX_THREADS || grid.x == 0 || grid.y == 0 || grid.z == 0)
         base_die("emu: bad launch: grid (%u,%u,%u), block (%u,%u,%u)", grid.x, grid.y, grid.z, block.x, block.y,

@@ -183,7 +183,22 @@ template <class T> static inline T __ldg(const T *p) { return *p; }
 
 /* ---- launches ----------------------------------------------------------- */
 /* Run body once per thread of every block, blocks in order. smem: bytes of
- * dynamic shared memory. Dies on a divergent barrier. */
+ * dynamic shared memory. Dies on a divergent barrier. While a graph is
+ * being captured the launch is recorded instead (body copied: it must hold
+ * its arguments by value, as CUDA_LAUNCH's does). */
 void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body);
+
+/* ---- graphs (CUDA stream capture, emulated) ------------------------------ */
+/* Device work done on the host in the emulator (copies, fills, the GEMMs
+ * that go through the CPU backend): run now, or recorded while capturing. */
+void emu_host(const std::function<void()> &fn);
+/* Between begin and end, launches and emu_host work are recorded in order,
+ * not run; end returns the recording (a graph), which emu_graph_run
+ * replays in the same order, with the same arguments. */
+void emu_capture_begin(void);
+void *emu_capture_end(void);
+int emu_capturing(void);
+void emu_graph_run(void *graph);
+void emu_graph_free(void *graph);
 
 #endif

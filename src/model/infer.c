@@ -151,7 +151,13 @@ struct model_cache {
     int table_dirty;   /* host copy changed since the last upload */
     char *ws_mem;
     infer_ws w;
-    int32_t *host; /* staging: pos, slot, len per token, last rows */
+    int32_t *host; /* staging: 4 arrays of ws_tokens, then the last rows */
+    /* decode graphs (ops.h graph_capture), one per batch bucket: bucket k
+     * runs min(2^k, max_batch) rows, the rows past the step's own reading
+     * and writing the padding slot (table row `slots`, page `pages`) */
+    void *graph[MODEL_GRAPH_BUCKETS];
+    int graph_fail[MODEL_GRAPH_BUCKETS];
+    int64_t graph_captures, graph_replays;
 };
 
 /* Fill in page_size and pages (0 = defaults); errors for bad limits. */
@@ -194,8 +200,8 @@ size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim)
     infer_ws w;
     planner p = {&shell, NULL, 0};
     plan_ws(&p, &w, ws_tokens(&l), l.slots, ws_rows(&l), 1);
-    size_t table = (size_t)l.slots * (size_t)mb * sizeof(int32_t);
-    return (size_t)l.pages * model_cache_page_bytes(cfg, l.page_size) + table + p.off;
+    size_t table = (size_t)(l.slots + 1) * (size_t)mb * sizeof(int32_t); /* + the padding slot and page */
+    return (size_t)(l.pages + 1) * model_cache_page_bytes(cfg, l.page_size) + table + p.off;
 }
 
 base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache **out) {
@@ -210,15 +216,18 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
     mc->lim = l;
     mc->mb = mb;
     int64_t dl = c->kv_lora_rank + c->qk_rope_head_dim;
-    mc->mem = m->ops->alloc((size_t)l.pages * model_cache_page_bytes_p(c, l.page_size, model_get_precision(m)));
-    int64_t shape[4] = {c->num_hidden_layers, l.pages, l.page_size, dl};
+    /* one page and one block-table row more than asked: the padding slot
+     * of bucketed decode graphs (never mapped by callers) */
+    mc->mem = m->ops->alloc((size_t)(l.pages + 1) * model_cache_page_bytes_p(c, l.page_size, model_get_precision(m)));
+    int64_t shape[4] = {c->num_hidden_layers, l.pages + 1, l.page_size, dl};
     mc->cache = tensor_make(mc->mem, model_cdt(m), m->ops->device, 4, shape);
-    size_t tn = (size_t)l.slots * (size_t)mb;
+    size_t tn = (size_t)(l.slots + 1) * (size_t)mb;
     mc->table_dev = m->ops->alloc(tn * sizeof(int32_t));
-    mc->table = tensor_make(mc->table_dev, TENSOR_I32, m->ops->device, 2, (int64_t[]){l.slots, mb});
+    mc->table = tensor_make(mc->table_dev, TENSOR_I32, m->ops->device, 2, (int64_t[]){l.slots + 1, mb});
     mc->table_h = base_xmalloc(tn * sizeof(int32_t));
     int identity = !lim->pages; /* the default pool: slot s owns pages s*mb .. */
     for (size_t i = 0; i < tn; i++) mc->table_h[i] = identity ? (int32_t)i : -1;
+    mc->table_h[(size_t)l.slots * (size_t)mb] = (int32_t)l.pages; /* the padding slot's position 0 */
     mc->table_dirty = 1;
     planner p = {m, NULL, 0};
     int64_t n = ws_tokens(&l);
@@ -227,13 +236,15 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
     p.base = mc->ws_mem;
     p.off = 0;
     plan_ws(&p, &mc->w, n, l.slots, ws_rows(&l), 1);
-    mc->host = base_xmalloc((size_t)(3 * n + ws_rows(&l)) * sizeof(int32_t));
+    mc->host = base_xmalloc((size_t)(4 * n + ws_rows(&l)) * sizeof(int32_t));
     *out = mc;
     return BASE_OK;
 }
 
 void model_cache_free(model_cache *mc) {
     if (!mc) return;
+    for (int k = 0; k < MODEL_GRAPH_BUCKETS; k++)
+        if (mc->graph[k]) mc->m->ops->graph_free(mc->graph[k]);
     mc->m->ops->free(mc->mem);
     mc->m->ops->free(mc->table_dev);
     mc->m->ops->free(mc->ws_mem);
@@ -282,7 +293,7 @@ static base_status check_mapped(const model_cache *mc, const char *op, int slot,
 
 static void upload_table(model_cache *mc) {
     if (!mc->table_dirty) return;
-    mc->m->ops->upload(mc->table_dev, mc->table_h, (size_t)mc->lim.slots * (size_t)mc->mb * sizeof(int32_t));
+    mc->m->ops->upload(mc->table_dev, mc->table_h, (size_t)(mc->lim.slots + 1) * (size_t)mc->mb * sizeof(int32_t));
     mc->table_dirty = 0;
 }
 
@@ -356,36 +367,25 @@ base_status model_prefill(model_cache *mc, int nseq, const int32_t *slots, const
     return BASE_OK;
 }
 
-base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int32_t *tokens, const int32_t *pos,
-                         const tensor **logits) {
+void model_cache_graph_stats(const model_cache *mc, int64_t *captures, int64_t *replays) {
+    if (captures) *captures = mc->graph_captures;
+    if (replays) *replays = mc->graph_replays;
+}
+
+/* One decode step over the first n rows of the workspace (inputs uploaded):
+ * everything between the uploads and the logits, the part a graph holds. */
+typedef struct {
+    model_cache *mc;
+    int64_t n;
+} decode_step;
+
+static void decode_body(void *arg) {
+    const decode_step *d = arg;
+    model_cache *mc = d->mc;
     model *m = mc->m;
     const struct ops *o = m->ops;
-    const model_config *c = &m->cfg;
-    int64_t cap = ws_tokens(&mc->lim);
-    *logits = NULL;
-    if (n < 1 || n > mc->lim.max_batch)
-        return base_err_set(BASE_ERR_LIMIT, "decode: %d sequences (limit %d)", n, mc->lim.max_batch);
-    int32_t *hlen = mc->host;
-    for (int i = 0; i < n; i++) {
-        if (slots[i] < 0 || slots[i] >= mc->lim.slots)
-            return base_err_set(BASE_ERR_INVALID, "decode: slot %d outside [0, %d)", slots[i], mc->lim.slots);
-        if (pos[i] < 0 || pos[i] >= mc->lim.max_len || pos[i] >= m->rope_len)
-            return base_err_set(BASE_ERR_LIMIT, "decode: position %d outside the cache (%lld positions) or the rope table (%lld)",
-                                pos[i], (long long)mc->lim.max_len, (long long)m->rope_len);
-        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
-            return base_err_set(BASE_ERR_INVALID, "decode: token id %d outside the vocabulary [0, %lld)", tokens[i],
-                                (long long)c->vocab_size);
-        base_status st = check_mapped(mc, "decode", slots[i], (int64_t)pos[i] + 1);
-        if (st) return st;
-        hlen[i] = pos[i] + 1;
-    }
-    (void)cap;
+    int64_t n = d->n;
     infer_ws *w = &mc->w;
-    o->upload(w->ids.data, tokens, (size_t)n * sizeof(int32_t));
-    o->upload(w->pos.data, pos, (size_t)n * sizeof(int32_t));
-    o->upload(w->slot.data, slots, (size_t)n * sizeof(int32_t));
-    o->upload(w->len.data, hlen, (size_t)n * sizeof(int32_t));
-    upload_table(mc);
     tensor tids = mv_rows(&w->ids, n), tpos = mv_rows(&w->pos, n), tslot = mv_rows(&w->slot, n);
     tensor tlen = mv_rows(&w->len, n);
     tensor cur = mv_rows(&w->ha, n), nxt = mv_rows(&w->hb, n);
@@ -397,7 +397,7 @@ base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int
     ctx.table = &mc->table;
     ctx.slot = &tslot;
     ctx.len = &tlen;
-    for (int l = 0; l < c->num_hidden_layers; l++) {
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         ctx.cache = mv_index4(&mc->cache, l);
         layer_decode(m, l, &w->A, &cur, &nxt, &ctx, &w->q_lat, &w->o_lat);
         tensor t = cur;
@@ -405,6 +405,64 @@ base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int
         nxt = t;
     }
     head(m, w, &cur, n, 0);
+}
+
+base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int32_t *tokens, const int32_t *pos,
+                         const tensor **logits) {
+    model *m = mc->m;
+    const struct ops *o = m->ops;
+    const model_config *c = &m->cfg;
+    int64_t cap = ws_tokens(&mc->lim);
+    *logits = NULL;
+    if (n < 1 || n > mc->lim.max_batch)
+        return base_err_set(BASE_ERR_LIMIT, "decode: %d sequences (limit %d)", n, mc->lim.max_batch);
+    int32_t *hlen = mc->host, *htok = hlen + cap, *hpos = htok + cap, *hslot = hpos + cap;
+    for (int i = 0; i < n; i++) {
+        if (slots[i] < 0 || slots[i] >= mc->lim.slots)
+            return base_err_set(BASE_ERR_INVALID, "decode: slot %d outside [0, %d)", slots[i], mc->lim.slots);
+        if (pos[i] < 0 || pos[i] >= mc->lim.max_len || pos[i] >= m->rope_len)
+            return base_err_set(BASE_ERR_LIMIT, "decode: position %d outside the cache (%lld positions) or the rope table (%lld)",
+                                pos[i], (long long)mc->lim.max_len, (long long)m->rope_len);
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return base_err_set(BASE_ERR_INVALID, "decode: token id %d outside the vocabulary [0, %lld)", tokens[i],
+                                (long long)c->vocab_size);
+        base_status st = check_mapped(mc, "decode", slots[i], (int64_t)pos[i] + 1);
+        if (st) return st;
+        hlen[i] = pos[i] + 1, htok[i] = tokens[i], hpos[i] = pos[i], hslot[i] = slots[i];
+    }
+    /* graphs: the batch padded to its bucket, the padding rows token 0 at
+     * position 0 of the padding slot (they write and read only its page) */
+    int graphs = o->graph_capture && !mc->lim.no_graphs && n <= MODEL_GRAPH_MAX_BATCH;
+    int64_t nb = n;
+    int bucket = 0;
+    if (graphs) {
+        for (nb = 1; nb < n; nb *= 2) bucket++;
+        if (nb > mc->lim.max_batch) nb = mc->lim.max_batch;
+        for (int64_t i = n; i < nb; i++) hlen[i] = 1, htok[i] = 0, hpos[i] = 0, hslot[i] = mc->lim.slots;
+    }
+    infer_ws *w = &mc->w;
+    o->upload(w->ids.data, htok, (size_t)nb * sizeof(int32_t));
+    o->upload(w->pos.data, hpos, (size_t)nb * sizeof(int32_t));
+    o->upload(w->slot.data, hslot, (size_t)nb * sizeof(int32_t));
+    o->upload(w->len.data, hlen, (size_t)nb * sizeof(int32_t));
+    upload_table(mc);
+    decode_step step = {mc, nb};
+    if (!graphs) {
+        decode_body(&step);
+    } else if (mc->graph[bucket] && o->graph_launch(mc->graph[bucket]) == 0) {
+        mc->graph_replays++;
+    } else {
+        if (mc->graph[bucket]) o->graph_free(mc->graph[bucket]); /* stale: the backend's scratch moved */
+        mc->graph[bucket] = NULL;
+        decode_body(&step); /* eagerly: this step's result, and the scratch sized for the capture */
+        if (mc->graph_fail[bucket] < 2) {
+            mc->graph[bucket] = o->graph_capture(decode_body, &step);
+            if (mc->graph[bucket])
+                mc->graph_captures++;
+            else
+                mc->graph_fail[bucket]++; /* stays eager after two failed captures */
+        }
+    }
     w->logits_view = mv_rows(&w->logits, n);
     *logits = &w->logits_view;
     return BASE_OK;

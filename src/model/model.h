@@ -233,7 +233,21 @@ typedef struct {
     int64_t page_size;    /* positions per page; 0: MODEL_PAGE_SIZE */
     int64_t pages;        /* pages in the pool (per layer); 0: slots * ceil(max_len / page_size),
                            * every slot owning its own pages (the identity map below) */
+    int no_graphs;        /* 1: every decode step launched op by op, even where the backend
+                           * captures graphs (ops.h graph_capture; GRPO_CUDA_GRAPHS=0 turns
+                           * graphs off for the whole CUDA backend) */
 } model_cache_limits;
+
+/* Decode graphs: on a backend with graph_capture (CUDA), model_decode pads
+ * a step of n sequences to its bucket min(2^ceil(log2 n), max_batch) rows
+ * (the padding rows use a padding slot and page of their own, allocated
+ * with the cache) and replays the bucket's graph of the whole step; the
+ * first step of a bucket, and the first after the backend's scratch
+ * buffers moved, runs op by op and captures. Steps over
+ * MODEL_GRAPH_MAX_BATCH sequences run op by op (their MoE GEMM takes the
+ * synchronising per-expert path above 4096 rows of 8 experts each). */
+#define MODEL_GRAPH_MAX_BATCH 512
+#define MODEL_GRAPH_BUCKETS 10 /* 1, 2, 4, ..., 512 */
 
 /* Paged latent KV cache (spec §3.6: kv_lora_rank + qk_rope_head_dim values
  * per token per layer) plus the prefill and decode workspaces. Memory: a
@@ -262,6 +276,9 @@ void model_cache_geometry(const model_cache *c, int64_t *page_size, int64_t *pag
  * pages[k] for k < n; entries from n on are unmapped. Host-side only (no
  * device work); errors for a slot, n or page id out of range. */
 base_status model_cache_map(model_cache *c, int slot, const int32_t *pages, int64_t n);
+/* Graphs captured and replays so far (model_decode; 0 where the backend
+ * has no graphs or no_graphs is set). */
+void model_cache_graph_stats(const model_cache *c, int64_t *captures, int64_t *replays);
 /* Copy positions [0, len) of slot src to slot dst (every layer) through
  * their block tables, page by page; pages both slots map to the same page
  * id are shared, not copied. Dies on unmapped pages or out-of-range

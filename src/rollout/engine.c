@@ -80,6 +80,7 @@ struct rollout_engine {
     int32_t *page_ref;   /* [np] references (block tables naming the page) */
     int32_t *free_pages; /* [np] stack of pages with no reference */
     int64_t nfree, promised, in_use, peak_pages;
+    int64_t graph_replays; /* the cache's count at the end of the last call */
     int32_t *table_store; /* [max_seqs * mb] */
     base_buf win_new, win_old; /* stop-string windows */
 };
@@ -114,6 +115,7 @@ base_status rollout_new(model *m, const rollout_limits *lim, rollout_engine **ou
         .max_batch = lim->max_seqs,
         .max_prefill = lim->max_prompt_len * (lim->max_seqs / lim->max_group),
         .page_size = lim->page_size ? lim->page_size : MODEL_PAGE_SIZE,
+        .no_graphs = lim->no_graphs,
     };
     int64_t mb = (cl.max_len + cl.page_size - 1) / cl.page_size;
     cl.pages = lim->max_pages ? lim->max_pages : (int64_t)lim->max_seqs * mb;
@@ -473,6 +475,9 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
     res->decode_steps = steps;
     res->peak_seqs = peak_seqs;
     res->peak_pages = e->peak_pages;
+    int64_t rep0 = e->graph_replays;
+    model_cache_graph_stats(e->cache, NULL, &e->graph_replays);
+    res->graph_replays = e->graph_replays - rep0;
     res->seconds = base_now() - t0;
     return BASE_OK;
 fail:

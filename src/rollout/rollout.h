@@ -55,6 +55,8 @@ typedef struct {
     int64_t max_pages;      /* cache pages (the latent cache's memory, model_cache_page_bytes
                              * each); 0: max_seqs * ceil((max_prompt_len + max_new_tokens) /
                              * page_size), enough for every slot at full length unshared */
+    int no_graphs;          /* 1: decode steps op by op even where the backend has graphs
+                             * (model_cache_limits.no_graphs) */
 } rollout_limits;
 
 typedef struct rollout_engine rollout_engine;
@@ -102,6 +104,7 @@ typedef struct {
     int64_t decode_steps;
     int peak_seqs;      /* most sequences live at once */
     int64_t peak_pages; /* most cache pages in use at once (a shared page counts once) */
+    int64_t graph_replays; /* decode steps replayed from a captured graph (CUDA) */
 } rollout_result;
 
 /* Generate G completions for each prompt. Continuous batching: all live

@@ -243,6 +243,24 @@ struct ops {
      * over same-shape contiguous float32 tensors; see ops_adamw_args. */
     void (*adamw)(tensor *param, tensor *m, tensor *v, const tensor *grad,
                   const struct ops_adamw_args *a);
+
+    /* ---- graphs (NULL where the backend has none: the CPU backend; the
+     * CUDA backend with GRPO_CUDA_GRAPHS=0) ----
+     * graph_capture calls fn(arg) with the device recording instead of
+     * executing: every op fn issues is recorded in order with its
+     * arguments, device pointers included, and nothing runs. fn must not
+     * synchronise or cross the host boundary (upload, download, sync,
+     * sumsq die): its inputs sit in device buffers filled beforehand, and
+     * a replay reads whatever those buffers hold then. Returns the graph,
+     * or NULL with the reason in base_err_msg() (e.g. a scratch buffer grew
+     * during the capture: run fn once before capturing).
+     * graph_launch replays the graph (asynchronous, like any op) and
+     * returns 0, or 1 without running anything when the graph is stale (the
+     * backend's scratch buffers moved since the capture): free it and
+     * capture again. graph_free frees one (NULL is a no-op). */
+    void *(*graph_capture)(void (*fn)(void *arg), void *arg);
+    int (*graph_launch)(void *graph);
+    void (*graph_free)(void *graph);
 };
 
 /* The CPU backend: always present. */
