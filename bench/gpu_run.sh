@@ -71,9 +71,13 @@ run_check() {
     step rollout "$B/bin/test_cuda_rollout" cuda
     step cli "$B/bin/test_cuda_cli"
     step grpo_run "$B/bin/test_cuda_run" cuda
+    step paged "$B/bin/test_cuda_paged" cuda
+    step graphs "$B/bin/test_cuda_graph" cuda
     step fixtures_bf16 "$B/bin/test_cuda_fixture" cuda bf16
     step rollout_bf16 "$B/bin/test_cuda_rollout" cuda bf16
     step grpo_run_bf16 "$B/bin/test_cuda_run" cuda bf16
+    step paged_bf16 "$B/bin/test_cuda_paged" cuda bf16
+    step graphs_bf16 "$B/bin/test_cuda_graph" cuda bf16
     if command -v compute-sanitizer >/dev/null; then
         step memcheck compute-sanitizer --tool memcheck --error-exitcode 9 "$B/bin/parity"
         for op in mla_attn_fwd mla_attn_bwd mla_decode moe_route moe_matmul rmsnorm_bwd sample sumsq; do

@@ -240,7 +240,21 @@ static void to_compute(const model *m, tensor *t) {
     t->dtype = TENSOR_BF16;
 }
 
-/* Build m->wc (and the bf16 arena in bf16 mode). */
+/* The precision asked for is one this backend runs (checked before any
+ * weight is read). */
+static base_status check_precision(const struct ops *ops, const model_load_opts *opts) {
+    model_precision p = opts ? opts->precision : MODEL_F32;
+    if (p != MODEL_F32 && p != MODEL_BF16)
+        return base_err_set(BASE_ERR_INVALID, "precision %d: expected f32 or bf16", (int)p);
+    if (p == MODEL_BF16 && ops->device == TENSOR_CPU)
+        return base_err_set(BASE_ERR_UNSUPPORTED,
+                            "precision bf16: the %s backend is the f32 reference and computes in f32 only; "
+                            "bf16 mode needs --device cuda (or --precision f32)",
+                            ops->name);
+    return BASE_OK;
+}
+
+/* Build m->wc (and the bf16 arena in bf16 mode; check_precision passed). */
 static base_status setup_precision(model *m, const model_load_opts *opts) {
     model_precision p = opts ? opts->precision : MODEL_F32;
     int nl = m->cfg.num_hidden_layers + m->n_mtp;
@@ -248,13 +262,8 @@ static base_status setup_precision(model *m, const model_load_opts *opts) {
     m->wc = m->w;
     m->wc.layers = base_xmalloc((size_t)nl * sizeof(model_layer_w));
     memcpy(m->wc.layers, m->w.layers, (size_t)nl * sizeof(model_layer_w));
-    if (p == MODEL_F32) return BASE_OK;
-    if (p != MODEL_BF16) return base_err_set(BASE_ERR_INVALID, "precision %d: expected f32 or bf16", (int)p);
-    if (m->ops->device == TENSOR_CPU)
-        return base_err_set(BASE_ERR_UNSUPPORTED,
-                            "precision bf16: the %s backend is the f32 reference and computes in f32 only; "
-                            "bf16 mode needs --device cuda (or --precision f32)",
-                            m->ops->name);
+    base_status st = check_precision(m->ops, opts);
+    if (st || p == MODEL_F32) return st;
     m->cdt = TENSOR_BF16;
     m->params_c = m->ops->alloc((size_t)m->numel * sizeof(uint16_t));
     for (int l = 0; l < nl; l++) {
@@ -331,7 +340,9 @@ static base_status load_one(model *m, const st_dir *d, const char *name, int ndi
 base_status model_load(const char *dir, const struct ops *ops, const model_load_opts *opts, model **out) {
     *out = NULL;
     model_config cfg;
-    base_status st = model_config_load(dir, &cfg);
+    base_status st = check_precision(ops, opts);
+    if (st) return st;
+    st = model_config_load(dir, &cfg);
     if (st) return st;
     st_dir *d = NULL;
     if ((st = st_dir_open(dir, &d))) return st;
@@ -411,6 +422,9 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
 
 base_status model_init_random(const model_config *cfg, const struct ops *ops, uint64_t seed, float std,
                               const model_load_opts *opts, model **out) {
+    *out = NULL;
+    base_status st0 = check_precision(ops, opts);
+    if (st0) return st0;
     model *m = model_alloc(cfg, ops, 0, 0);
     int64_t maxn = 0;
     for (int i = 0; i < m->ntab; i++)

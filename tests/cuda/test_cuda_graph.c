@@ -16,7 +16,8 @@
  * row's result does not depend on the padding rows). On a GPU cuBLAS picks
  * kernels by shape, so padded buckets agree within rounding only; there the
  * test checks 1e-5.
- * Usage: test_cuda_graph [cuda|emu] ("skipped: no GPU" without one).
+ * Usage: test_cuda_graph [cuda|emu] [f32|bf16] ("skipped: no GPU" without
+ * one; bf16: the model in bf16 mode, bf16 GEMM operands and cache pages).
  */
 #include "common/test_common.h"
 
@@ -33,13 +34,15 @@
 
 static const struct ops *g_ops;
 static int g_emu;
+static model_precision g_prec;
 static model *M;
 static int32_t P0[64];
 
 static int setup(void **state) {
     (void)state;
     char *dir = test_shared_path("fixtures/hf-tiny-v3-a");
-    if (model_load(dir, g_ops, NULL, &M)) fail_msg("%s", base_err_msg());
+    model_load_opts lo = {.precision = g_prec};
+    if (model_load(dir, g_ops, &lo, &M)) fail_msg("%s", base_err_msg());
     char *ref = base_path_join(dir, "reference.safetensors");
     st_file *f;
     if (st_open(ref, &f)) fail_msg("%s", base_err_msg());
@@ -196,6 +199,10 @@ static void test_rollout(void **state) {
 
 int main(int argc, char **argv) {
     const char *backend = argc > 1 ? argv[1] : "cuda";
+    if (argc > 2 && model_precision_parse(argv[2], &g_prec)) {
+        fprintf(stderr, "usage: test_cuda_graph [cuda|emu] [f32|bf16]\n");
+        return 2;
+    }
     if (!strcmp(backend, "cuda")) {
         g_ops = ops_cuda();
         if (!g_ops) {
@@ -211,7 +218,7 @@ int main(int argc, char **argv) {
         return 0;
 #endif
     } else {
-        fprintf(stderr, "usage: test_cuda_graph [cuda|emu]\n");
+        fprintf(stderr, "usage: test_cuda_graph [cuda|emu] [f32|bf16]\n");
         return 2;
     }
     if (!g_ops->graph_capture) {
