@@ -511,6 +511,12 @@ static double seqs_4k(double avail, double page, int G, int P) {
     return avail > 0 ? (double)G * floor(avail / group) : 0.0;
 }
 
+/* Bytes per sequence of 4096 positions in a group of G sharing a P-token prompt. */
+static double per_sample_4k(double page, int G, int P) {
+    int64_t ps = MODEL_PAGE_SIZE, per = (4096 + ps - 1) / ps, F = P / ps;
+    return (double)(F + (int64_t)G * (per - F)) * page / G;
+}
+
 static void run_memory(const model_config *c, int64_t numel) {
     double total = 0;
     device_free_bytes(&total); /* capacity: the whole device, not what is free now */
@@ -520,8 +526,10 @@ static void run_memory(const model_config *c, int64_t numel) {
     double state = (12.0 + held_per_param()) * (double)numel;
     double weights = held_per_param() * (double)numel;
     if (total <= 0) {
-        record("memory", "\"per_seq_4k_MB\": %.1f, \"state_GB\": %.1f, \"device_GB\": null", per_seq / 1e6,
-               state / 1e9);
+        record("memory",
+               "\"per_seq_4k_MB\": %.1f, \"per_seq_4k_G16_prompt1k_MB\": %.1f, \"per_seq_4k_G16_prompt3k_MB\": %.1f, "
+               "\"state_GB\": %.1f, \"device_GB\": null",
+               per_seq / 1e6, per_sample_4k(page, 16, 1024) / 1e6, per_sample_4k(page, 16, 3072) / 1e6, state / 1e9);
         return;
     }
     double avail = total - state, avail_inf = total - weights;

@@ -29,6 +29,7 @@ static const struct {
     {"sample", cli_cmd_sample, "sample --model DIR --in prompts.jsonl --n N --rewards SPEC ..."},
     {"sft", cli_cmd_sft, "sft --model DIR --in sft.jsonl ..."},
     {"eval", cli_cmd_eval, "eval --model DIR --in test.jsonl --rewards SPEC --n K"},
+    {"fetch", cli_cmd_fetch, "fetch REPO_ID [--out DIR] [--revision R] [--include GLOB] ..."},
 };
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
