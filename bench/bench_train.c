@@ -99,7 +99,7 @@ int main(int argc, char **argv) {
     lc.cfg.beta = 0.04;
     lc.cfg.num_iterations = 2;
     lc.cfg.entropy_coef = 0.01;
-    lc.b = (grpo_batch){S, off, NULL, NULL, adv, lp, old, ref, ent};
+    lc.b = (grpo_batch){S, off, NULL, NULL, adv, lp, old, ref, ent, NULL, NULL};
     lc.nm = (grpo_norm){S, T, 1};
     lc.g = malloc((size_t)T * 4);
     lc.ge = malloc((size_t)T * 4);

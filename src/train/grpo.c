@@ -48,6 +48,10 @@ void grpo_config_default(grpo_config *c) {
     c->top_entropy_quantile = 1.0;
     c->use_bias_correction_kl = 0;
     c->off_policy_mask_threshold = NAN; /* off */
+    c->importance_sampling_correction = 0;
+    c->importance_sampling_mode = GRPO_ISC_SEQUENCE_MASK;
+    c->importance_sampling_clip_min = NAN;
+    c->importance_sampling_clip_max = 3.0;
 }
 
 double grpo_epsilon_high(const grpo_config *c) {
@@ -93,6 +97,17 @@ base_status grpo_config_check(const grpo_config *c) {
         BAD("top_entropy_quantile = %g (expected in [0, 1])", c->top_entropy_quantile);
     if (isinf(c->off_policy_mask_threshold))
         BAD("off_policy_mask_threshold = %g (expected a number, or NaN = off)", c->off_policy_mask_threshold);
+    if ((unsigned)c->importance_sampling_mode > GRPO_ISC_SEQUENCE_MASK)
+        BAD("importance_sampling_mode %d is unknown", (int)c->importance_sampling_mode);
+    if (isinf(c->importance_sampling_clip_min) || isinf(c->importance_sampling_clip_max) ||
+        c->importance_sampling_clip_min > c->importance_sampling_clip_max)
+        BAD("importance_sampling_clip_min = %g, importance_sampling_clip_max = %g (expected numbers with min <= max, "
+            "or NaN = none)",
+            c->importance_sampling_clip_min, c->importance_sampling_clip_max);
+    if (c->importance_sampling_correction && c->loss_type == GRPO_LOSS_VESPO &&
+        c->importance_sampling_mode != GRPO_ISC_TOKEN_TRUNCATE && c->importance_sampling_mode != GRPO_ISC_TOKEN_MASK)
+        BAD("loss_type vespo takes the importance-sampling correction into its sequence weight: "
+            "importance_sampling_mode must be token_truncate or token_mask (as TRL)");
     if (c->loss_type == GRPO_LOSS_CISPO && !(grpo_epsilon_high(c) > 0))
         BAD("loss_type cispo caps the ratio at epsilon_high = %g (expected > 0; ScaleRL: 5.0)",
             grpo_epsilon_high(c));
@@ -110,6 +125,7 @@ static const char *const scale_names[] = {"group", "batch", "none"};
 static const char *const kl_names[] = {"k3", "k1", "k2"};
 static const char *const is_names[] = {"token", "sequence"};
 static const char *const agg_names[] = {"sum_then_normalize", "normalize_then_sum"};
+static const char *const isc_names[] = {"token_truncate", "token_mask", "sequence_truncate", "sequence_mask"};
 
 static base_status parse_name(const char *what, const char *s, const char *const *names, int n,
                               int *out) {
@@ -141,6 +157,7 @@ NAME_FUNCS(grpo_scale_rewards, grpo_scale_rewards, scale_names, "scale_rewards")
 NAME_FUNCS(grpo_kl_estimator, grpo_kl_estimator, kl_names, "kl_estimator")
 NAME_FUNCS(grpo_is_level, grpo_is_level, is_names, "importance_sampling_level")
 NAME_FUNCS(grpo_reward_aggregation, grpo_reward_aggregation, agg_names, "multi_objective_aggregation")
+NAME_FUNCS(grpo_is_correction_mode, grpo_is_correction_mode, isc_names, "importance_sampling_mode")
 #undef NAME_FUNCS
 
 const char *grpo_config_warning(const grpo_config *c) {
@@ -305,6 +322,10 @@ static base_status check_batch(const grpo_config *cfg, const grpo_batch *b, cons
     if (cfg->entropy_coef != 0 && (!b->entropy || !g_ent))
         BAD("entropy_coef = %g needs the entropies and a g_ent output", cfg->entropy_coef);
     if (cfg->use_adaptive_entropy && !b->entropy) BAD("use_adaptive_entropy needs the entropies");
+    if (cfg->importance_sampling_correction && !b->is_ratio)
+        BAD("importance_sampling_correction needs is_ratio (grpo_is_correction)");
+    if (!cfg->importance_sampling_correction && b->is_ratio)
+        BAD("is_ratio given but importance_sampling_correction is off");
     if (cfg->top_entropy_quantile < 1.0 && !b->entropy)
         BAD("top_entropy_quantile = %g needs the entropies", cfg->top_entropy_quantile);
     const grpo_loss_type lt = cfg->loss_type;
@@ -378,11 +399,19 @@ static surrogate policy_eval(const grpo_config *cfg, double c, double a, double 
 typedef struct {
     int64_t n;     /* loss tokens n_i */
     double log_w;  /* sum of logp - old (0 when old is NULL) */
-    double lr_sum; /* vespo: sum of clamp(logp - old, +-20) */
-    double kl_old; /* OPSM: sum of old - logp, NaN terms as 0 */
+    double lr_sum; /* vespo: sum of clamp(logp - old, +-20) (+ the clamped log is_ratio) */
+    double kl_old; /* OPSM: sum of (sampling or old) - logp, NaN terms as 0 */
     double n_sel;  /* entropy-selected loss tokens E_i */
+    double q_sel;  /* their policy weights: sum of e_t is_t (is_t = 1 without the correction) */
     double kl_sum; /* sum of the KL estimator (sequence-level bias correction) */
 } seq_pass;
+
+/* The importance-sampling correction's factor on token t's policy term
+ * (vespo takes it in its sequence weight instead). */
+static double is_factor(const grpo_config *cfg, const grpo_batch *b, int64_t t) {
+    if (!cfg->importance_sampling_correction || cfg->loss_type == GRPO_LOSS_VESPO) return 1.0;
+    return b->is_ratio[t];
+}
 
 static seq_pass seq_first_pass(const grpo_config *cfg, const grpo_batch *b, int64_t i, double ent_thr) {
     seq_pass p = {0};
@@ -394,9 +423,19 @@ static seq_pass seq_first_pass(const grpo_config *cfg, const grpo_batch *b, int6
             double d = (double)b->logp[t] - (double)b->old_logp[t];
             p.log_w += d;
             p.lr_sum += d < -20.0 ? -20.0 : (d > 20.0 ? 20.0 : d);
-            if (!isnan(d)) p.kl_old -= d;
         }
-        p.n_sel += !tq || (double)b->entropy[t] >= ent_thr;
+        const float *sref = b->sampling_logp ? b->sampling_logp : b->old_logp;
+        if (sref) {
+            double d = (double)sref[t] - (double)b->logp[t];
+            if (!isnan(d)) p.kl_old += d;
+        }
+        if (cfg->importance_sampling_correction && cfg->loss_type == GRPO_LOSS_VESPO) {
+            double l = log((double)b->is_ratio[t]), lo = log(1e-8);
+            p.lr_sum += l < lo ? lo : (l > 20.0 ? 20.0 : l);
+        }
+        const double e = !tq || (double)b->entropy[t] >= ent_thr;
+        p.n_sel += e;
+        p.q_sel += e * is_factor(cfg, b, t);
         if (cfg->beta != 0) {
             double dkl;
             p.kl_sum += kl_eval(cfg->kl_estimator, b->logp[t], b->ref_logp[t], &dkl);
@@ -487,8 +526,8 @@ base_status grpo_loss(const grpo_config *cfg, const grpo_batch *b, const grpo_no
         if (seq_level) {
             if (ratio_loss) {
                 surrogate ss = policy_eval(cfg, c_seq, a, lo, hi);
-                s.policy_loss += w * keep * p.n_sel * ss.l;
-                g_seq += keep * p.n_sel * ss.dl_dc * c_seq / n_div;
+                s.policy_loss += w * keep * p.q_sel * ss.l;
+                g_seq += keep * p.q_sel * ss.dl_dc * c_seq / n_div;
                 if (clip_family) {
                     count_clip(&s, ss.low, ss.high);
                     if (ss.low < s.clip_low_min) s.clip_low_min = ss.low;
@@ -511,7 +550,7 @@ base_status grpo_loss(const grpo_config *cfg, const grpo_batch *b, const grpo_no
             }
             const double lp = b->logp[t];
             const double e_t = !tq || (double)b->entropy[t] >= ent_thr ? 1.0 : 0.0;
-            const double q = keep * e_t; /* policy-term mask */
+            const double q = keep * e_t * is_factor(cfg, b, t); /* policy-term weight */
             /* token ratio; dc/dlogp = c, also when old = sg(logp) (c = 1) */
             const double c_tok = b->old_logp ? exp(lp - (double)b->old_logp[t]) : 1.0;
             const double c = seq_level ? c_seq : c_tok;
@@ -587,4 +626,59 @@ void grpo_entropy_ctl_update(const grpo_config *c, grpo_entropy_ctl *e, const gr
     if (h <= c->entropy_target) e->coef = fmin(e->coef + c->entropy_coef_delta, c->entropy_coef_max);
     else e->coef = fmax(e->coef - c->entropy_coef_delta, c->entropy_coef_min);
     e->last_entropy = h;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Importance-sampling correction                                           */
+
+base_status grpo_is_correction(const grpo_config *cfg, int64_t n, int64_t stride, const int32_t *len,
+                               const uint8_t *mask, const uint8_t *truncated, const float *old,
+                               const float *sampling, float *ratio, grpo_is_stats *stats) {
+    base_status st = grpo_config_check(cfg);
+    if (st) return st;
+    for (int64_t i = 0; i < n; i++)
+        if (len[i] < 0 || len[i] > stride)
+            return base_err_set(BASE_ERR_INVALID, "grpo_is_correction: completion %lld has %d tokens (row of %lld)",
+                                (long long)i, len[i], (long long)stride);
+    const grpo_is_correction_mode m = cfg->importance_sampling_mode;
+    const int seq = m == GRPO_ISC_SEQUENCE_TRUNCATE || m == GRPO_ISC_SEQUENCE_MASK;
+    const int mask_mode = m == GRPO_ISC_TOKEN_MASK || m == GRPO_ISC_SEQUENCE_MASK;
+    const double lo = isnan(cfg->importance_sampling_clip_min) ? -INFINITY : cfg->importance_sampling_clip_min;
+    const double hi = isnan(cfg->importance_sampling_clip_max) ? INFINITY : cfg->importance_sampling_clip_max;
+    grpo_is_stats z = {0, 0, INFINITY, 0, -INFINITY};
+    double diff_sum = 0, r_sum = 0, n_diff = 0, n_r = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int active = !(cfg->mask_truncated_completions && truncated && truncated[i]);
+        const float *o = old + i * stride, *sp = sampling + i * stride;
+        const uint8_t *mk = mask ? mask + i * stride : NULL;
+        float *r = ratio + i * stride;
+        double dsum = 0;
+#define LOSS_TOKEN(t) ((t) < len[i] && active && (!mk || mk[t]))
+        for (int64_t t = 0; t < stride; t++) {
+            double d = LOSS_TOKEN(t) ? (double)o[t] - (double)sp[t] : 0.0;
+            if (LOSS_TOKEN(t) && !isnan(d)) { /* the logp difference metric */
+                diff_sum += fabs(d), n_diff++;
+                if (fabs(d) > z.logp_diff_max) z.logp_diff_max = fabs(d);
+            }
+            if (!isnan(d)) dsum += d; /* no sampling logprob: no correction */
+        }
+        for (int64_t t = 0; t < stride; t++) {
+            double d = LOSS_TOKEN(t) ? (double)o[t] - (double)sp[t] : 0.0;
+            double x = exp(seq ? dsum : (isnan(d) ? 0.0 : d));
+            if (mask_mode) x = x < lo || x > hi ? 0.0 : x;
+            else x = x < lo ? lo : (x > hi ? hi : x);
+            r[t] = (float)x;
+            if ((seq && t == 0) || (!seq && LOSS_TOKEN(t))) {
+                r_sum += x, n_r++;
+                if (x < z.ratio_min) z.ratio_min = x;
+                if (x > z.ratio_max) z.ratio_max = x;
+            }
+        }
+    }
+#undef LOSS_TOKEN
+    z.logp_diff_mean = n_diff ? diff_sum / n_diff : 0.0;
+    z.ratio_mean = n_r ? r_sum / n_r : 0.0;
+    if (!n_r) z.ratio_min = z.ratio_max = 0.0;
+    if (stats) *stats = z;
+    return BASE_OK;
 }

@@ -27,9 +27,10 @@
  * averages over ranks); with unequal ones ours does not depend on how the
  * step was split, TRL's does.
  *
- * What it deliberately does not do: the vLLM importance-sampling
- * correction (there is no separate inference engine whose logprobs differ
- * from the trainer's).
+ * The sampler/trainer mismatch correction (TRL's vllm_importance_sampling_*)
+ * is importance_sampling_correction: our sampler is the rollout engine,
+ * whose decode kernels can differ from the training forward's (bf16 on a
+ * GPU).
  */
 #ifndef GRPO_TRAIN_GRPO_H
 #define GRPO_TRAIN_GRPO_H
@@ -79,6 +80,17 @@ typedef enum {
     GRPO_IS_SEQUENCE,  /* GSPO: exp(mean_t (logp - old)) per sequence */
 } grpo_is_level;
 
+/* Importance-sampling correction of the sampler/trainer mismatch (TRL
+ * vllm_importance_sampling_mode): the ratio exp(old - sampling) per token or
+ * per sequence (summed log ratios), then clamped to [clip_min, clip_max]
+ * (truncate) or set to 0 outside it (mask). */
+typedef enum {
+    GRPO_ISC_TOKEN_TRUNCATE = 0,
+    GRPO_ISC_TOKEN_MASK,
+    GRPO_ISC_SEQUENCE_TRUNCATE,
+    GRPO_ISC_SEQUENCE_MASK,
+} grpo_is_correction_mode;
+
 /* Real-valued options are double, as TRL's Python floats, so that e.g.
  * 1 - epsilon is the same number on both sides. */
 typedef struct {
@@ -110,6 +122,11 @@ typedef struct {
     int use_bias_correction_kl;        /* KL term times the ratio (DeepSeek-V3.2); 0 (TRL: 1) */
     double off_policy_mask_threshold;   /* DeepSeek-V3.2 OPSM: drop A < 0 sequences whose mean
                                          * old - logp exceeds it; NaN = off (TRL None) */
+    int importance_sampling_correction; /* weight the policy term by the sampler/trainer ratio; 0
+                                         * (TRL vllm_importance_sampling_correction, True with vLLM) */
+    grpo_is_correction_mode importance_sampling_mode; /* sequence_mask */
+    double importance_sampling_clip_min; /* NaN = none (TRL None) */
+    double importance_sampling_clip_max; /* 3.0; NaN = none */
 } grpo_config;
 
 /* TRL's defaults except loss_type (grpo, the paper's; TRL: dapo) and
@@ -147,6 +164,9 @@ const char *grpo_is_level_name(grpo_is_level l);
 base_status grpo_is_level_parse(const char *s, grpo_is_level *out);
 const char *grpo_reward_aggregation_name(grpo_reward_aggregation a);
 base_status grpo_reward_aggregation_parse(const char *s, grpo_reward_aggregation *out);
+/* "token_truncate" "token_mask" "sequence_truncate" "sequence_mask" */
+const char *grpo_is_correction_mode_name(grpo_is_correction_mode m);
+base_status grpo_is_correction_mode_parse(const char *s, grpo_is_correction_mode *out);
 /* Settings TRL accepts but warns about (e.g. luspo at token level, vespo at
  * sequence level): a sentence, or NULL when there is nothing to say. */
 const char *grpo_config_warning(const grpo_config *c);
@@ -234,6 +254,10 @@ typedef struct {
     const float *old_logp;     /* [T] or NULL = logp detached (see grpo_needs_old_logp) */
     const float *ref_logp;     /* [T] when grpo_needs_ref_logp, else NULL */
     const float *entropy;      /* [T] or NULL; required when entropy_coef != 0 */
+    const float *is_ratio;     /* [T] the importance-sampling correction (grpo_is_correction), required
+                                * when importance_sampling_correction, else NULL */
+    const float *sampling_logp; /* [T] the sampler's log-probs or NULL: what OPSM compares with
+                                 * (TRL sampling_per_token_logps; NULL = old_logp) */
 } grpo_batch;
 
 /* Step-wide counts, identical for every micro-batch of one optimizer step. */
@@ -294,6 +318,27 @@ typedef struct {
 
 void grpo_loss_metrics_finish(const grpo_loss_stats *s, grpo_loss_metrics *m);
 
+/* The importance-sampling correction of one generation batch of n
+ * completions stored in rows of `stride` floats: completion i is tokens
+ * [0, len[i]) of its row, a loss token where mask (same layout; NULL = all)
+ * is 1, unless truncated[i] and mask_truncated_completions. old: the trainer's log-probs of the sampled
+ * tokens before any update (a no-grad forward); sampling: the sampler's.
+ * ratio [n, stride] overwritten: per cfg->importance_sampling_mode (TRL's
+ * formula: d = (old - sampling) on loss tokens, NaN -> 0, 0 elsewhere;
+ * exp(d) per token, or exp(sum_t d) for the whole sequence; then truncate or
+ * mask with the clip bounds), 1 off the loss tokens in token modes. The
+ * metrics, TRL's names: sampling/sampling_logp_difference/{mean,max} over
+ * loss tokens (NaN left out; 0 when none), sampling/importance_sampling_
+ * ratio/{min,mean,max} over loss tokens (token modes) or sequences. */
+typedef struct {
+    double logp_diff_mean, logp_diff_max;
+    double ratio_min, ratio_mean, ratio_max;
+} grpo_is_stats;
+
+base_status grpo_is_correction(const grpo_config *cfg, int64_t n, int64_t stride, const int32_t *len,
+                               const uint8_t *mask, const uint8_t *truncated, const float *old,
+                               const float *sampling, float *ratio, grpo_is_stats *stats);
+
 /* Adaptive entropy control (TRL use_adaptive_entropy): the coefficient
  * moves by entropy_coef_delta after every optimizer step, up (to at most
  * entropy_coef_max) when the step's mean entropy over the bonus's tokens was
@@ -326,10 +371,14 @@ void grpo_entropy_ctl_update(const grpo_config *c, grpo_entropy_ctl *e, const gr
  *            = -sg(phi_i) * A * logp                           vespo, with
  *              log w_i = clamp(sum_t m clamp(logp - old, +-20), log 1e-8, 20)
  *              phi_i   = exp(lambda + k log w_i - lambda w_i) (k, lambda by the sign of A)
- *   p       *= e_t * o_i: e_t = 1 when top_entropy_quantile = 1, else
+ *   p       *= e_t * o_i * is_t: is_t the importance-sampling correction
+ *              (importance_sampling_correction; not for vespo, whose
+ *              log w_i adds sum_t m clamp(log is_t, log 1e-8, 20));
+ *              e_t = 1 when top_entropy_quantile = 1, else
  *              ent_t >= the (1 - rho) quantile of the micro-batch's loss-token
  *              entropies (torch.quantile, linear); o_i = 0 when OPSM is on,
- *              A < 0 and mean_t m(old - logp) > off_policy_mask_threshold
+ *              A < 0 and mean_t m(s - logp) > off_policy_mask_threshold
+ *              (s = sampling_logp, else old)
  *   l        = p + beta * KL_t * (use_bias_correction_kl ? c : 1)
  *   loss     = sum_t w_t l_t - entropy_coef * H
  *   H        = sum_t m e ent / max(sum_t m e, 1) * n_local / max(n_tokens_step, 1)

@@ -44,7 +44,9 @@ typedef struct {
     float *total;                  /* [N] */
     int64_t *rowidx;               /* [N] dataset row of each completion */
     char **ptext, **ctext;         /* [N] rendered prompt / completion text */
-    float *old_lp;                 /* [N, max_new] old log-probs (mu > 1) */
+    float *old_lp;                 /* [N, max_new] old log-probs: the policy before the batch's first update */
+    float *samp_lp;                /* [N, max_new] the sampler's log-probs */
+    float *isr;                    /* [N, max_new] importance-sampling correction (grpo_is_correction) */
     int *ord;                      /* [N] training order (shuffled when steps_per_generation > 1) */
     cJSON **sel_rows;              /* [P] the rows of a generation round */
     char **sel_where;              /* [P] */
@@ -53,7 +55,7 @@ typedef struct {
     /* micro-batch buffers */
     int32_t *ids, *cu, *tgt;       /* [max_tok], [mb + 1], [max_tok] */
     float *lp_pos, *ent_pos, *ref_pos, *g_pos, *gent_pos; /* [max_tok] */
-    float *lp, *ent, *ref, *old, *g, *gent;               /* [max_tok] packed completion tokens */
+    float *lp, *ent, *ref, *old, *g, *gent, *samp, *is;   /* [max_tok] packed completion tokens */
     uint8_t *mask;
     int64_t *offs;                 /* [mb + 1] */
 } grpo_bufs;
@@ -72,6 +74,8 @@ static void bufs_alloc(grpo_bufs *b) {
     b->ptext = base_xcalloc(N, sizeof(char *));
     b->ctext = base_xcalloc(N, sizeof(char *));
     b->old_lp = base_xmalloc(N * (size_t)b->max_new * sizeof(float));
+    b->samp_lp = base_xmalloc(N * (size_t)b->max_new * sizeof(float));
+    b->isr = base_xmalloc(N * (size_t)b->max_new * sizeof(float));
     b->ord = base_xmalloc(N * sizeof(int));
     b->sel_rows = base_xcalloc((size_t)b->P, sizeof *b->sel_rows);
     b->sel_where = base_xcalloc((size_t)b->P, sizeof *b->sel_where);
@@ -82,7 +86,7 @@ static void bufs_alloc(grpo_bufs *b) {
     b->cu = base_xmalloc(((size_t)b->mb + 1) * sizeof(int32_t));
     b->offs = base_xmalloc(((size_t)b->mb + 1) * sizeof(int64_t));
     float **f[] = {&b->lp_pos, &b->ent_pos, &b->ref_pos, &b->g_pos, &b->gent_pos,
-                   &b->lp, &b->ent, &b->ref, &b->old, &b->g, &b->gent};
+                   &b->lp, &b->ent, &b->ref, &b->old, &b->g, &b->gent, &b->samp, &b->is};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) *f[i] = base_xmalloc(T * sizeof(float));
     b->mask = base_xmalloc(T);
 }
@@ -94,7 +98,7 @@ static void bufs_free(grpo_bufs *b) {
     free(b->ids), free(b->tgt), free(b->cu), free(b->offs), free(b->lp_pos), free(b->ent_pos);
     free(b->ref_pos), free(b->g_pos), free(b->gent_pos), free(b->lp), free(b->ent), free(b->ref);
     free(b->old), free(b->g), free(b->gent), free(b->mask), free(b->ord), free(b->adv_mb), free(b->trunc_mb);
-    free(b->sel_rows), free(b->sel_where);
+    free(b->sel_rows), free(b->sel_where), free(b->samp_lp), free(b->isr), free(b->samp), free(b->is);
 }
 
 /* Pack completions ix[0..n) into the micro-batch: ids/cu/targets by position
@@ -180,6 +184,13 @@ static base_status parse_config(const cJSON *st, grpo_config *g) {
     g->use_bias_correction_kl = recipe_bool(st, "use_bias_correction_kl");
     const cJSON *om = cJSON_GetObjectItemCaseSensitive(st, "off_policy_mask_threshold");
     g->off_policy_mask_threshold = cJSON_IsNumber(om) ? om->valuedouble : NAN;
+    g->importance_sampling_correction = recipe_bool(st, "importance_sampling_correction");
+    if ((s = grpo_is_correction_mode_parse(recipe_str(st, "importance_sampling_mode"), &g->importance_sampling_mode)))
+        return s;
+    const cJSON *cmin = cJSON_GetObjectItemCaseSensitive(st, "importance_sampling_clip_min");
+    const cJSON *cmax = cJSON_GetObjectItemCaseSensitive(st, "importance_sampling_clip_max");
+    g->importance_sampling_clip_min = cJSON_IsNumber(cmin) ? cmin->valuedouble : NAN;
+    g->importance_sampling_clip_max = cJSON_IsNumber(cmax) ? cmax->valuedouble : NAN;
     g->num_iterations = (int)recipe_int(st, "num_iterations");
     g->max_completion_length = (int)recipe_int(st, "max_completion_length");
     g->mask_truncated_completions = recipe_bool(st, "mask_truncated_completions");
@@ -237,7 +248,7 @@ static base_status generate_round(run_ctx *c, int index, grpo_bufs *b, run_gen *
         memcpy(b->pids + (size_t)j * (size_t)b->max_prompt, p->ids, (size_t)p->n * sizeof(int32_t));
         b->plen[j] = (int32_t)p->n;
         memcpy(b->cids + (size_t)j * (size_t)b->max_new, co->ids, (size_t)co->len * sizeof(int32_t));
-        memcpy(b->old_lp + (size_t)j * (size_t)b->max_new, co->logp, (size_t)co->len * sizeof(float));
+        memcpy(b->samp_lp + (size_t)j * (size_t)b->max_new, co->logp, (size_t)co->len * sizeof(float));
         b->clen[j] = (int32_t)co->len;
         b->trunc[j] = co->finish == ROLLOUT_FINISH_LENGTH;
         free(b->ptext[j]);
@@ -261,7 +272,7 @@ static void move_group(grpo_bufs *b, int dst, int src) {
                (size_t)b->plen[s] * sizeof(int32_t));
         memcpy(b->cids + (size_t)d * (size_t)b->max_new, b->cids + (size_t)s * (size_t)b->max_new,
                (size_t)b->clen[s] * sizeof(int32_t));
-        memcpy(b->old_lp + (size_t)d * (size_t)b->max_new, b->old_lp + (size_t)s * (size_t)b->max_new,
+        memcpy(b->samp_lp + (size_t)d * (size_t)b->max_new, b->samp_lp + (size_t)s * (size_t)b->max_new,
                (size_t)b->clen[s] * sizeof(float));
         memcpy(b->rewards + (size_t)d * (size_t)b->F, b->rewards + (size_t)s * (size_t)b->F, (size_t)b->F * sizeof(float));
         b->plen[d] = b->plen[s], b->clen[d] = b->clen[s], b->trunc[d] = b->trunc[s], b->rowidx[d] = b->rowidx[s];
@@ -432,8 +443,11 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
             for (int j = 0; j < b.n; j++) b.ord[j] = (int)perm[j];
             free(perm);
         }
-        int need_old = grpo_needs_old_logp(&gc);
-        if (need_old) { /* the policy before this batch's first update */
+        /* the policy before this batch's first update: the ratio's old
+         * policy, and the importance-sampling correction's trainer side */
+        int need_old = grpo_needs_old_logp(&gc) || gc.importance_sampling_correction;
+        grpo_is_stats ist = {0};
+        if (need_old) {
             for (int j0 = 0; j0 < b.n && !s; j0 += b.mb) {
                 int nm = j0 + b.mb < b.n ? b.mb : b.n - j0;
                 model_batch mbt;
@@ -452,6 +466,9 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
                 }
             }
             if (s) break;
+            if (gc.importance_sampling_correction &&
+                (s = grpo_is_correction(&gc, b.n, b.max_new, b.clen, NULL, b.trunc, b.old_lp, b.samp_lp, b.isr, &ist)))
+                break;
         }
         grpo_loss_stats lstats;
         grpo_loss_stats_init(&lstats);
@@ -496,6 +513,17 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
                             t += b.clen[ix[k]];
                         }
                         gb.old_logp = b.old;
+                    }
+                    if (gc.importance_sampling_correction) {
+                        int64_t t = 0;
+                        for (int k = 0; k < nm; k++) {
+                            size_t row = (size_t)ix[k] * (size_t)b.max_new, n = (size_t)b.clen[ix[k]];
+                            memcpy(b.is + t, b.isr + row, n * sizeof(float));
+                            memcpy(b.samp + t, b.samp_lp + row, n * sizeof(float));
+                            t += b.clen[ix[k]];
+                        }
+                        gb.is_ratio = b.is;
+                        gb.sampling_logp = b.samp;
                     }
                     if (tr_ref) {
                         s = model_forward(tr_ref, &mbt);
@@ -558,6 +586,13 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
             add_num(line, "clip_ratio/region", lm.clip_ratio_region_mean);
         }
         if (!isnan(lm.cispo_clip_ratio)) add_num(line, "cispo_clip_ratio", lm.cispo_clip_ratio);
+        if (gc.importance_sampling_correction) {
+            add_num(line, "sampling/sampling_logp_difference/mean", ist.logp_diff_mean);
+            add_num(line, "sampling/sampling_logp_difference/max", ist.logp_diff_max);
+            add_num(line, "sampling/importance_sampling_ratio/min", ist.ratio_min);
+            add_num(line, "sampling/importance_sampling_ratio/mean", ist.ratio_mean);
+            add_num(line, "sampling/importance_sampling_ratio/max", ist.ratio_max);
+        }
         if (!isnan(lm.vespo_phi_seq_mean)) add_num(line, "vespo/phi_seq_mean", lm.vespo_phi_seq_mean);
         add_num(line, "grad_norm", info.grad_norm);
         add_num(line, "lr", info.lr);

@@ -100,7 +100,7 @@ static double grpo_of_model(model_train *tr, const e2e_loss *L, float *g_pos, fl
     float lp_pos[MAXN], en_pos[MAXN], lp[MAXN], en[MAXN], g[MAXN], ge[MAXN];
     model_train_download(tr, lp_pos, en_pos);
     for (int64_t k = 0; k < b->nc; k++) lp[k] = lp_pos[b->pos_of[k]], en[k] = en_pos[b->pos_of[k]];
-    grpo_batch gb = {S, b->off, NULL, NULL, b->adv, lp, L->old, L->ref, en};
+    grpo_batch gb = {S, b->off, NULL, NULL, b->adv, lp, L->old, L->ref, en, NULL, NULL};
     grpo_norm nm = {.n_seqs = S, .n_tokens = b->nc, .n_micro = 1};
     grpo_loss_stats st;
     assert_int_equal(grpo_loss(L->cfg, &gb, &nm, g, ge, &st), BASE_OK);

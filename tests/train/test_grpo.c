@@ -556,13 +556,13 @@ static void test_microbatch_split(void **state) {
         c.use_bias_correction_kl = lt % 2;
         if (lt == GRPO_LOSS_CISPO) c.epsilon_high = 1.1;
         grpo_norm nm = {.n_seqs = 4, .n_tokens = 10, .n_micro = 2};
-        grpo_batch whole = {4, off, NULL, NULL, adv, lp, old, ref, ent};
+        grpo_batch whole = {4, off, NULL, NULL, adv, lp, old, ref, ent, NULL, NULL};
         float g1[10], ge1[10], g2[10], ge2[10];
         grpo_loss_stats s1, sa, sb;
         assert_int_equal(grpo_loss(&c, &whole, &nm, g1, ge1, &s1), BASE_OK);
         int64_t offb[3] = {0, 4, 6};
-        grpo_batch a = {2, off, NULL, NULL, adv, lp, old, ref, ent};
-        grpo_batch bb = {2, offb, NULL, NULL, adv + 2, lp + 4, old + 4, ref + 4, ent + 4};
+        grpo_batch a = {2, off, NULL, NULL, adv, lp, old, ref, ent, NULL, NULL};
+        grpo_batch bb = {2, offb, NULL, NULL, adv + 2, lp + 4, old + 4, ref + 4, ent + 4, NULL, NULL};
         assert_int_equal(grpo_loss(&c, &a, &nm, g2, ge2, &sa), BASE_OK);
         assert_int_equal(grpo_loss(&c, &bb, &nm, g2 + 4, ge2 + 4, &sb), BASE_OK);
         grpo_loss_stats_merge(&sa, &sb);
@@ -666,7 +666,7 @@ static void fd_check(const grpo_config *c0, uint64_t seed) {
             }
         }
     }
-    grpo_batch b = {6, f.off, f.mask, f.trunc, f.adv, f.lp, f.old, NULL, f.ent};
+    grpo_batch b = {6, f.off, f.mask, f.trunc, f.adv, f.lp, f.old, NULL, f.ent, NULL, NULL};
     if (grpo_needs_ref_logp(c)) b.ref_logp = f.ref;
     int64_t ntok = grpo_count_loss_tokens(c, &b);
     grpo_norm nm = {.n_seqs = 9, .n_tokens = ntok + 5, .n_micro = 3}; /* a larger step */

@@ -1,5 +1,5 @@
 /* src/train/grpo*.c against TRL: tests/train/data/grpo_torch.bin, written by
- * tests/train/gen/grpo_torch.py: 140 loss cases computed by TRL 1.16's own
+ * tests/train/gen/grpo_torch.py: 172 loss cases computed by TRL 1.16's own
  * GRPOTrainer._compute_loss (every loss_type and option) with autograd's
  * gradients and TRL's logged metrics, 48 for verl's k1/k2 estimators on
  * TRL's formula restated, 32 advantage cases (sum_then_normalize for every
@@ -50,11 +50,11 @@ static void test_torch_fixture(void **state) {
     int32_t nc;
     TAKE(&nc, 4);
     double worst_loss = 0, worst_g = 0;
-    int n_metrics = 0, n_adaptive = 0;
+    int n_metrics = 0, n_adaptive = 0, n_is = 0;
     grpo_entropy_ctl ectl = {0};
     for (int ci = 0; ci < nc; ci++) {
-        int32_t h[12];
-        double d[17];
+        int32_t h[13];
+        double d[19];
         TAKE(h, sizeof h);
         TAKE(d, sizeof d);
         const int B = h[7], T = h[8];
@@ -81,6 +81,9 @@ static void test_torch_fixture(void **state) {
         c.use_adaptive_entropy = h[10];
         c.entropy_target = d[13], c.entropy_coef_delta = d[14];
         c.entropy_coef_min = d[15], c.entropy_coef_max = d[16];
+        c.importance_sampling_correction = h[12] >= 0;
+        if (h[12] >= 0) c.importance_sampling_mode = (grpo_is_correction_mode)h[12];
+        c.importance_sampling_clip_min = d[17], c.importance_sampling_clip_max = d[18];
         /* an adaptive trajectory: one controller over consecutive cases
          * (optimizer steps), as TRL's trainer object carries it */
         if (!c.use_adaptive_entropy || h[11] == 0) grpo_entropy_ctl_init(&c, &ectl);
@@ -89,13 +92,17 @@ static void test_torch_fixture(void **state) {
         int32_t lens[64];
         TAKE(lens, (size_t)B * 4);
         size_t nf = (size_t)B * (size_t)T;
-        float *lp = malloc(nf * 4), *old = malloc(nf * 4), *ref = malloc(nf * 4), *ent = malloc(nf * 4);
+        float *lp = malloc(nf * 4), *old = malloc(nf * 4), *ref = malloc(nf * 4), *ent = malloc(nf * 4),
+              *samp = malloc(nf * 4), *isr = malloc(nf * 4), *pis = malloc(nf * 4), *psamp = malloc(nf * 4);
+        double *want_isr = malloc(nf * 8);
         uint8_t *mask = malloc(nf), trunc[64];
         float adv[64];
         TAKE(lp, nf * 4);
         TAKE(old, nf * 4);
         TAKE(ref, nf * 4);
         TAKE(ent, nf * 4);
+        TAKE(samp, nf * 4);
+        TAKE(want_isr, nf * 8);
         TAKE(mask, nf);
         TAKE(trunc, (size_t)B);
         TAKE(adv, (size_t)B * 4);
@@ -106,6 +113,27 @@ static void test_torch_fixture(void **state) {
         TAKE(we, nf * 8);
         double wm[11]; /* TRL's logged metrics, NaN = not logged (restated cases: none) */
         TAKE(wm, sizeof wm);
+        double wis[5]; /* the importance-sampling metrics (TRL's generation step, restated) */
+        TAKE(wis, sizeof wis);
+        if (c.importance_sampling_correction) {
+            /* our ratio from the padded rows, against TRL's (stored as
+             * float on both sides); then the loss runs on ours */
+            grpo_is_stats ist;
+            assert_int_equal(grpo_is_correction(&c, B, T, lens, mask, trunc, old, samp, isr, &ist), BASE_OK);
+            for (int i = 0; i < B; i++)
+                for (int t = 0; t < lens[i]; t++) {
+                    size_t q = (size_t)i * (size_t)T + (size_t)t;
+                    if (fabs(isr[q] - want_isr[q]) > 1.2e-7 * fabs(want_isr[q]))
+                        fail_msg("case %d (%s) seq %d token %d: is ratio %.9g, TRL %.9g", ci,
+                                 grpo_is_correction_mode_name(c.importance_sampling_mode), i, t, isr[q], want_isr[q]);
+                }
+            const double gi[5] = {ist.logp_diff_mean, ist.logp_diff_max, ist.ratio_min, ist.ratio_mean, ist.ratio_max};
+            for (int k = 0; k < 5; k++)
+                if (fabs(gi[k] - wis[k]) > 1e-12 * (1.0 + fabs(wis[k])))
+                    fail_msg("case %d (%s): is metric %d = %.15g, TRL %.15g", ci,
+                             grpo_is_correction_mode_name(c.importance_sampling_mode), k, gi[k], wis[k]);
+            n_is++;
+        }
         /* pack the padded rows: sequence i is lens[i] tokens of row i */
         int64_t off[65];
         float *plp = malloc(nf * 4), *pold = malloc(nf * 4), *pref = malloc(nf * 4),
@@ -117,12 +145,14 @@ static void test_torch_fixture(void **state) {
                 int64_t k = off[i] + t;
                 size_t q = (size_t)i * (size_t)T + (size_t)t;
                 plp[k] = lp[q], pold[k] = old[q], pref[k] = ref[q], pent[k] = ent[q];
+                pis[k] = isr[q], psamp[k] = samp[q];
                 pm[k] = mask[q];
             }
             off[i + 1] = off[i] + lens[i];
         }
         grpo_batch b = {B, off, pm, trunc, adv, plp, has_old ? pold : NULL,
-                        grpo_needs_ref_logp(&c) ? pref : NULL, pent};
+                        grpo_needs_ref_logp(&c) ? pref : NULL, pent, NULL, NULL};
+        if (c.importance_sampling_correction) b.is_ratio = pis, b.sampling_logp = psamp;
         grpo_norm nm = {.n_seqs = B, .n_tokens = grpo_count_loss_tokens(&c, &b), .n_micro = 1};
         grpo_loss_stats st;
         assert_int_equal(grpo_loss(&run_c, &b, &nm, g, ge, &st), BASE_OK);
@@ -186,6 +216,7 @@ static void test_torch_fixture(void **state) {
             n_metrics++;
         }
         free(lp), free(old), free(ref), free(ent), free(mask), free(wg), free(we);
+        free(samp), free(isr), free(pis), free(psamp), free(want_isr);
         free(plp), free(pold), free(pref), free(pent), free(g), free(ge), free(pm);
     }
     fprintf(stderr,
@@ -193,6 +224,7 @@ static void test_torch_fixture(void **state) {
             "max |g|, %d TRL metrics\n",
             nc, n_adaptive, worst_loss, worst_g, n_metrics);
     assert_int_equal(n_adaptive, 12);
+    assert_int_equal(n_is, 32);
 
     /* TRL's advantages and reward metrics: nil rewards, weights, every
      * scale_rewards and group size; computed in double on both sides from

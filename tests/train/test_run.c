@@ -471,6 +471,54 @@ static void test_loss_options(void **state) {
     free(base);
 }
 
+/* The sampler/trainer importance-sampling correction from the recipe: on the
+ * CPU the rollout engine's log-probs agree with the training forward's
+ * (ratios ~1, the logged difference tiny); bounds that exclude 1 mask every
+ * sequence (ratio 0: the policy term is gone and the weights differ). */
+static void test_is_correction(void **state) {
+    (void)state;
+    const char *on[] = {"name=isc", "stages.grpo.max_steps=2", "stages.grpo.save_steps=0",
+                        "stages.grpo.importance_sampling_correction=true"};
+    const char *masked[] = {"name=isc0", "stages.grpo.max_steps=2", "stages.grpo.save_steps=0",
+                            "stages.grpo.importance_sampling_correction=true",
+                            "stages.grpo.importance_sampling_clip_max=0.5"};
+    char *w[2];
+    size_t n[2];
+    for (int run = 0; run < 2; run++) {
+        const char *name = run ? "isc0" : "isc";
+        char *text = recipe_text(name);
+        recipe *rc;
+        if (recipe_load_string(text, "t.lua", run ? masked : on, run ? 5 : 4, &rc)) fail_msg("%s", base_err_msg());
+        free(text);
+        run_opts o = {.overwrite = 1, .quiet = 1};
+        if (run_recipe(rc, &o)) fail_msg("%s", base_err_msg());
+        recipe_free(rc);
+        char *m = run_file(name, "metrics.jsonl"), *save = NULL;
+        int lines = 0;
+        for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            cJSON *j = cJSON_Parse(line);
+            if (!strcmp(base_json_str(j, "stage", ""), "grpo")) {
+                lines++;
+                double dmax = base_json_num(j, "sampling/sampling_logp_difference/max", -1, NULL);
+                double rmean = base_json_num(j, "sampling/importance_sampling_ratio/mean", -1, NULL);
+                double rmax = base_json_num(j, "sampling/importance_sampling_ratio/max", -1, NULL);
+                assert_true(dmax >= 0 && dmax < 1e-4);
+                if (run == 0) assert_true(fabs(rmean - 1.0) < 1e-3);
+                else assert_true(rmax == 0.0);
+            }
+            cJSON_Delete(j);
+        }
+        assert_int_equal(lines, 2);
+        free(m);
+        char path[512];
+        snprintf(path, sizeof path, "%s/runs/%s/checkpoints/step-2/model.safetensors", DIR_, name);
+        if (base_read_file(path, &w[run], &n[run])) fail_msg("%s", base_err_msg());
+    }
+    assert_int_equal(n[0], n[1]);
+    assert_true(memcmp(w[0], w[1], n[0]) != 0);
+    free(w[0]), free(w[1]);
+}
+
 /* A score_group reward sees the num_generations completions of one prompt
  * together: its score is the group's size and the prompt shared by all. */
 static void test_group_reward(void **state) {
@@ -518,6 +566,7 @@ int main(void) {
         cmocka_unit_test(test_steps_per_generation),
         cmocka_unit_test(test_loss_options),
         cmocka_unit_test(test_group_reward),
+        cmocka_unit_test(test_is_correction),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

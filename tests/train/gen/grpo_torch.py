@@ -9,7 +9,9 @@ entropies from autograd, and TRL's logged metrics:
   top_entropy_quantile; epsilon_high + delta + off_policy_mask_threshold +
   use_bias_correction_kl; bias correction + top_entropy_quantile + non-default
   sapo/vespo parameters + a negative OPSM threshold), and two 6-step
-  trajectories of use_adaptive_entropy on one stand-in trainer;
+  trajectories of use_adaptive_entropy on one stand-in trainer, and 32 cases
+  of the sampler/trainer importance-sampling correction (its ratio and
+  metrics restated from TRL's generation step, fed to TRL's loss);
 - for verl's k1/k2 estimators (TRL has k3 only) TRL's formula restated here;
 then advantages and reward metrics (nil rewards, weights, every scale_rewards
 and group size; sum_then_normalize and GDPO's normalize_then_sum, restated
@@ -93,9 +95,33 @@ class _Accel:
 METRICS = ["kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
            "clip_ratio/low_min", "clip_ratio/high_max", "cispo_clip_ratio", "vespo/phi_seq_mean", "policy_loss",
            "entropy_coef"]
+IS_METRICS = ["sampling/sampling_logp_difference/mean", "sampling/sampling_logp_difference/max",
+              "sampling/importance_sampling_ratio/min", "sampling/importance_sampling_ratio/mean",
+              "sampling/importance_sampling_ratio/max"]
+IS_MODES = ["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 
 
-def trl_call(c, logp, old, ref, ent, adv, mask, t=None):
+def trl_is_ratio(c, old, samp, mask):
+    """TRL's _generate_and_score_completions, vllm_importance_sampling_correction
+    (restated: it sits inside the generation step), and its metrics."""
+    diff = torch.nan_to_num((old - samp) * mask, nan=0.0)
+    seq = c["is_mode"] in ("sequence_mask", "sequence_truncate")
+    r = torch.exp(diff.sum(dim=-1, keepdim=True) if seq else diff)
+    lo, hi = c["is_min"], c["is_max"]
+    if c["is_mode"].endswith("truncate"):
+        r = torch.clamp(r, min=None if math.isnan(lo) else lo, max=None if math.isnan(hi) else hi)
+    else:
+        bad = (r < (-math.inf if math.isnan(lo) else lo)) | (r > (math.inf if math.isnan(hi) else hi))
+        r = r.masked_fill(bad, 0.0)
+    delta = torch.abs(old - samp)
+    mb = mask.bool()
+    delta = delta[mb & ~torch.isnan(delta)]
+    flat = r.flatten() if seq else r[mb]
+    z = lambda x, f: f(x).item() if x.numel() > 0 else 0.0
+    return r, [z(delta, torch.mean), z(delta, torch.max), z(flat, torch.min), z(flat, torch.mean), z(flat, torch.max)]
+
+
+def trl_call(c, logp, old, ref, ent, adv, mask, t=None, isr=None, samp=None):
     """GRPOTrainer._compute_loss itself on a stand-in trainer: returns the loss
     and TRL's logged metrics (NaN where TRL logs nothing). t: the stand-in of
     the previous call of an adaptive-entropy trajectory (its controller state
@@ -124,7 +150,8 @@ def trl_call(c, logp, old, ref, ent, adv, mask, t=None):
         vespo_k_pos=c["vespo"][0], vespo_lambda_pos=c["vespo"][1], vespo_k_neg=c["vespo"][2],
         vespo_lambda_neg=c["vespo"][3], steps_per_generation=1, entropy_target=c["ent_target"],
         entropy_coef_delta=c["ent_delta"], entropy_coef_min=c["ent_min"], entropy_coef_max=c["ent_max"])
-    t.use_vllm = False
+    t.use_vllm = isr is not None
+    t.vllm_importance_sampling_correction = isr is not None
     t.current_gradient_accumulation_steps = 1
     t.max_completion_length = c["max_len"]
     t.use_adaptive_entropy = bool(c["adaptive"])
@@ -134,11 +161,11 @@ def trl_call(c, logp, old, ref, ent, adv, mask, t=None):
     t._entropy_window_stats = None
     t._metrics = {"train": collections.defaultdict(list)}
     t._get_per_token_logps_and_entropies = lambda *a, **k: (logp, ent, None)
-    loss, metrics = _trl_run(t, logp, old, ref, adv, mask)
+    loss, metrics = _trl_run(t, logp, old, ref, adv, mask, isr, samp)
     return loss, metrics, t
 
 
-def _trl_run(t, logp, old, ref, adv, mask):
+def _trl_run(t, logp, old, ref, adv, mask, isr=None, samp=None):
     B = logp.shape[0]
     inputs = {
         "prompt_ids": torch.zeros(B, 0, dtype=torch.long), "prompt_mask": torch.zeros(B, 0, dtype=torch.long),
@@ -149,6 +176,9 @@ def _trl_run(t, logp, old, ref, adv, mask):
         inputs["old_per_token_logps"] = old
     if t.beta != 0:
         inputs["ref_per_token_logps"] = ref
+    if isr is not None:
+        inputs["importance_sampling_ratio"] = isr
+        inputs["sampling_per_token_logps"] = samp
     loss = GRPOTrainer._compute_loss(t, None, inputs)
     m = t._metrics["train"]
     return loss, [m[k][0] if k in m else float("nan") for k in METRICS]
@@ -211,7 +241,7 @@ def _reward_metrics(R, w, r, zero):
 DEFAULTS = {"eps": 0.2, "eps_high": 0.2, "delta": 0.0, "entropy_coef": 0.0, "mask_trunc": 0, "max_len": 12,
             "bias": 0, "tq": 1.0, "opsm": float("nan"), "sapo": (1.0, 1.0625), "vespo": (2.0, 3.0, 3.0, 2.0),
             "adaptive": 0, "traj_pos": 0, "ent_target": 0.2, "ent_delta": 0.005, "ent_min": 0.0, "ent_max": 1.0,
-            "ent_scale": 1.0}
+            "ent_scale": 1.0, "is_mode": None, "is_min": float("nan"), "is_max": float("nan")}
 
 
 def case_grid():
@@ -236,6 +266,16 @@ def case_grid():
             c.update(bias=1, tq=0.5, entropy_coef=0.02, opsm=-0.02, sapo=(2.0, 0.625),
                      vespo=(1.5, 2.5, 2.0, 1.25), eps_high=5.0 if lt == "cispo" else 0.2)
         cases.append(c)
+    # the sampler/trainer importance-sampling correction (+ OPSM on the
+    # sampler's log-probs), every mode; vespo takes token modes only
+    for k, (lt, lvl, beta) in enumerate(itertools.product(LOSS_TYPES, LEVELS, [0.0, 0.04])):
+        mode = IS_MODES[k % 4] if lt != "vespo" else IS_MODES[k % 2]
+        lo, hi = (0.8, 1.2) if mode.startswith("token") else (0.5, 3.0)
+        if k % 3 == 2:
+            lo = float("nan")  # no lower bound
+        cases.append(dict(DEFAULTS, loss_type=lt, level=lvl, kl="k3" if beta else None, beta=beta, has_old=True,
+                          trl=1, is_mode=mode, is_min=lo, is_max=hi, opsm=0.02,
+                          eps_high=1.3 if lt == "cispo" else 0.2))
     # use_adaptive_entropy: trajectories of consecutive optimizer steps on one
     # stand-in trainer; the entropies are scaled per step so that the step's
     # entropy falls on both sides of the target
@@ -275,26 +315,34 @@ def main(out_path):
         ref = f32(old + (torch.rand(B, T, generator=g) - 0.5) * 0.6)
         ent = f32(torch.rand(B, T, generator=g) * 3 * c["ent_scale"])
         adv = f32(torch.randn(B, generator=g))
+        samp = f32(old + (torch.rand(B, T, generator=g) - 0.5) * 0.6)  # the sampler's log-probs
+        samp[1, 0] = float("nan")  # a token the sampler could not score
+        isr, is_metrics = None, [float("nan")] * len(IS_METRICS)
+        if c["is_mode"]:
+            isr, is_metrics = trl_is_ratio(c, old, samp, mask)
+            isr = isr.float().double()  # as we store it
         lp = logp.clone().requires_grad_(True)
         en = ent.clone().requires_grad_(True)
         if c["trl"]:
             loss, metrics, t = trl_call(c, lp, old if c["has_old"] else None, ref, en, adv, mask,
-                                        stand_in if c["traj_pos"] > 0 else None)
+                                        stand_in if c["traj_pos"] > 0 else None, isr, samp if isr is not None else None)
             stand_in = t if c["adaptive"] else None
         else:
             loss, metrics = trl_loss(c, lp, old if c["has_old"] else None, ref, en, adv, mask), \
                 [float("nan")] * len(METRICS)
         loss.backward()
         out += struct.pack(
-            "<12i", LOSS_TYPES.index(c["loss_type"]), LEVELS.index(c["level"]),
+            "<13i", LOSS_TYPES.index(c["loss_type"]), LEVELS.index(c["level"]),
             -1 if c["kl"] is None else ["k3", "k1", "k2"].index(c["kl"]), int(c["has_old"]),
-            c["mask_trunc"], c["max_len"], c["bias"], B, T, c["trl"], c["adaptive"], c["traj_pos"])
-        out += struct.pack("<17d", c["beta"], c["eps"], c["eps_high"], c["delta"], c["entropy_coef"], c["tq"],
+            c["mask_trunc"], c["max_len"], c["bias"], B, T, c["trl"], c["adaptive"], c["traj_pos"],
+            IS_MODES.index(c["is_mode"]) if c["is_mode"] else -1)
+        out += struct.pack("<19d", c["beta"], c["eps"], c["eps_high"], c["delta"], c["entropy_coef"], c["tq"],
                            c["opsm"], *c["sapo"], *c["vespo"], c["ent_target"], c["ent_delta"], c["ent_min"],
-                           c["ent_max"])
+                           c["ent_max"], c["is_min"], c["is_max"])
         out += struct.pack(f"<{B}i", *lens.tolist())
-        for x in (logp, old, ref, ent):
+        for x in (logp, old, ref, ent, samp):
             out += x.float().numpy().astype("<f4").tobytes()
+        out += (isr.expand(B, T) if isr is not None else torch.ones(B, T)).double().numpy().astype("<f8").tobytes()
         out += (pad & ~tool).to(torch.uint8).numpy().tobytes()
         out += trunc.numpy().tobytes()
         out += adv.float().numpy().astype("<f4").tobytes()
@@ -303,6 +351,7 @@ def main(out_path):
         g_ent = en.grad if en.grad is not None else torch.zeros_like(ent)
         out += g_ent.numpy().astype("<f8").tobytes()
         out += struct.pack(f"<{len(METRICS)}d", *metrics)
+        out += struct.pack(f"<{len(IS_METRICS)}d", *is_metrics)
     # advantages: TRL's sum_then_normalize per scale_rewards, and GDPO's
     # normalize_then_sum, with nil (NaN) rewards
     adv_cases = []
