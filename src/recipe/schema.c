@@ -39,6 +39,7 @@ static const recipe_key grpo_keys[] = {
     {"steps_per_generation", RK_INT, "1", NULL,
      "optimizer steps each pass splits the (shuffled) generation batch into"},
     {"max_prompt_length", RK_INT, "512", NULL, "prompts are left-truncated to this many tokens"},
+    {"shuffle_dataset", RK_BOOL, "true", NULL, "a seeded order of the prompts per epoch (false: file order)"},
     {"max_completion_length", RK_INT, "256", NULL, "new tokens per completion"},
     {"temperature", RK_NUM, "1.0", NULL, "sampling temperature"},
     {"top_p", RK_NUM, "1.0", NULL, "nucleus sampling"},

@@ -226,13 +226,20 @@ typedef struct {
     int64_t epoch, pos; /* data cursor */
     int64_t *perm;      /* order of the current epoch */
     int64_t nrows;
+    int shuffle;        /* shuffle_dataset: a seeded permutation per epoch, else file order */
 } cursor;
+
+static void cursor_order(cursor *cur, uint64_t seed, int index) {
+    if (cur->shuffle) run_shuffle(seed, (uint32_t)index, cur->epoch, cur->nrows, cur->perm);
+    else
+        for (int64_t i = 0; i < cur->nrows; i++) cur->perm[i] = i;
+}
 
 static int64_t next_row(cursor *cur, uint64_t seed, int index) {
     if (cur->pos >= cur->nrows) {
         cur->epoch++;
         cur->pos = 0;
-        run_shuffle(seed, (uint32_t)index, cur->epoch, cur->nrows, cur->perm);
+        cursor_order(cur, seed, index);
     }
     return cur->perm[cur->pos++];
 }
@@ -379,7 +386,8 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     cur.nrows = nrows;
     cur.perm = base_xmalloc((size_t)(nrows > 0 ? nrows : 1) * sizeof(int64_t));
     cur.epoch = 0;
-    if (!s) run_shuffle(c->seed, (uint32_t)index, 0, nrows, cur.perm);
+    cur.shuffle = recipe_bool(st, "shuffle_dataset");
+    if (!s) cursor_order(&cur, c->seed, index);
     grpo_entropy_ctl ectl; /* adaptive entropy control (a no-op unless use_adaptive_entropy) */
     grpo_entropy_ctl_init(&gc, &ectl);
     if (!s && resume && run_ckpt_state(resume)->stage_index == index) {
@@ -387,7 +395,7 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
         step0 = rs->stage_step;
         cur.epoch = rs->data_epoch;
         cur.pos = rs->data_pos;
-        run_shuffle(c->seed, (uint32_t)index, cur.epoch, nrows, cur.perm);
+        cursor_order(&cur, c->seed, index);
         s = run_ckpt_load_optim(resume, &opt);
         ectl.coef = rs->entropy_coef;
         ectl.last_entropy = rs->entropy_last;

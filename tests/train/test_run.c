@@ -515,6 +515,41 @@ static void test_loss_options(void **state) {
     free(base);
 }
 
+/* shuffle_dataset: the prompts of the first steps in file order when false,
+ * in a seeded permutation (not file order) by default. */
+static void test_shuffle_dataset(void **state) {
+    (void)state;
+    for (int shuffle = 0; shuffle < 2; shuffle++) {
+        const char *name = shuffle ? "shuf1" : "shuf0";
+        char nm[32];
+        snprintf(nm, sizeof nm, "name=%s", name);
+        const char *sets[] = {nm, "stages.grpo.max_steps=2", "stages.grpo.save_steps=0",
+                              "stages.grpo.log_completions_steps=1",
+                              shuffle ? "stages.grpo.shuffle_dataset=true" : "stages.grpo.shuffle_dataset=false"};
+        char *text = recipe_text(name);
+        recipe *rc;
+        if (recipe_load_string(text, "t.lua", sets, 5, &rc)) fail_msg("%s", base_err_msg());
+        free(text);
+        run_opts o = {.overwrite = 1, .quiet = 1};
+        if (run_recipe(rc, &o)) fail_msg("%s", base_err_msg());
+        recipe_free(rc);
+        /* samples.jsonl: 2 steps x 8 completions, G = 4: prompts of rows 0..3 */
+        char *m = run_file(name, "samples.jsonl"), *save = NULL;
+        int k = 0, in_order = 1;
+        for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save), k++) {
+            cJSON *j = cJSON_Parse(line);
+            char want[64];
+            int row = k / 4;
+            snprintf(want, sizeof want, "What is %d + %d?", row, 7 * row % 13);
+            in_order &= strstr(base_json_str(j, "prompt", ""), want) != NULL;
+            cJSON_Delete(j);
+        }
+        assert_int_equal(k, 16);
+        assert_int_equal(in_order, !shuffle);
+        free(m);
+    }
+}
+
 /* The sampler/trainer importance-sampling correction from the recipe: on the
  * CPU the rollout engine's log-probs agree with the training forward's
  * (ratios ~1, the logged difference tiny); bounds that exclude 1 mask every
@@ -611,6 +646,7 @@ int main(void) {
         cmocka_unit_test(test_loss_options),
         cmocka_unit_test(test_group_reward),
         cmocka_unit_test(test_is_correction),
+        cmocka_unit_test(test_shuffle_dataset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
