@@ -50,11 +50,14 @@ typedef struct {
 static_assert(AT_BQ == AT_BK, "one tile map serves query tiles (forward, pass A) and key tiles (pass B)");
 
 /* tiles[s] = prefix of ceil(len_s / AT_BQ) over the sequences, tiles[S] the
- * total. cu_seqlens must run from 0 to N without decreasing: the first
- * value that does not is flagged (op mla_attn) and it and every later
- * sequence get no tiles, so the tiles of the others stay disjoint and
- * inside [0, N) (their rows are written, the rest are not). One thread: S
- * is small next to the attention's work. */
+ * total. cu_seqlens must run from 0 to N without decreasing; the first
+ * fault is flagged (op mla_attn): cu[0] != 0 as index cu[0] at row 0
+ * outside [0, 1), a sequence s with a negative length or one past N as
+ * length cu[s+1] - cu[s] at row s outside [0, N - cu[s] + 1), cu[S] != N as
+ * index cu[S] at row S outside [0, N + 1). The faulty sequence and every
+ * later one get no tiles, so the others' tiles stay disjoint and inside
+ * [0, N) (their rows are written, the rest are not). One thread: S is
+ * small next to the attention's work. */
 __global__ void attn_tiles_kernel(int32_t *tiles, const int32_t *cu, int64_t nseq, int64_t n, int *err) {
     if (threadIdx.x != 0 || blockIdx.x != 0) return;
     int32_t t = 0;
@@ -63,7 +66,7 @@ __global__ void attn_tiles_kernel(int32_t *tiles, const int32_t *cu, int64_t nse
     for (int64_t s = 0; s < nseq; s++) {
         tiles[s] = t;
         if (ok && (cu[s + 1] < cu[s] || cu[s + 1] > n))
-            cuda_flag(err, CU_OP_ATTN, CU_WHAT_INDEX, s + 1, cu[s + 1], n + 1), ok = 0;
+            cuda_flag(err, CU_OP_ATTN, CU_WHAT_LENGTH, s, (int64_t)cu[s + 1] - cu[s], n - cu[s] + 1), ok = 0;
         if (ok) t += (cu[s + 1] - cu[s] + AT_BQ - 1) / AT_BQ;
     }
     tiles[nseq] = t;

@@ -11,12 +11,16 @@
  * partial) takes the same inputs (q, kv, kpe, dO) in every layout; the
  * neighbours take other random values per layout. Two head shapes: small
  * (32 + 16 / 24, H 3) and the Moonlight / V3 dims (128 + 64 / 128, H 2).
+ * Also: a cu_seqlens that decreases is reported (the process dies naming
+ * it: the CUDA kernels check it on the device), never attended through.
  * Usage: attn_invariance [cpu|emu|cuda] (cuda: "skipped: no GPU" without one).
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tensor/ops.h"
 #ifdef GRPO_HAVE_CUDA_EMU
@@ -169,6 +173,48 @@ static int check(const struct ops *o, const dims *d) {
     return fails;
 }
 
+/* cu_seqlens {0, 20, 10, 40}: the child runs the forward and reads o back;
+ * it must die with a message naming the fault (`want`). 0 when it does. */
+static int check_bad_cu(const struct ops *o, const char *want) {
+    int fd[2];
+    if (pipe(fd)) return perror("pipe"), 1;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) return perror("fork"), 1;
+    if (!pid) {
+        dup2(fd[1], 2), close(fd[0]), close(fd[1]);
+        int32_t cu[4] = {0, 20, 10, 40};
+        dims d = {1, 32, 16, 24, 1.0f, 0.2f};
+        size_t f = sizeof(float);
+        void *Q = o->alloc(f * 40 * 48), *KV = o->alloc(f * 40 * 56), *KPE = o->alloc(f * 40 * 16);
+        void *O = o->alloc(f * 40 * 24), *L = o->alloc(f * 40), *CU = dev_put(o, cu, sizeof cu);
+        tensor tq = dt(o, Q, TENSOR_F32, 3, 40, 1, 48), tkv = dt(o, KV, TENSOR_F32, 3, 40, 1, 56);
+        tensor tkpe = dt(o, KPE, TENSOR_F32, 2, 40, 16, 1), tcu = dt(o, CU, TENSOR_I32, 1, 4, 1, 1);
+        tensor to = dt(o, O, TENSOR_F32, 3, 40, 1, 24), tl = dt(o, L, TENSOR_F32, 2, 40, 1, 1);
+        o->mla_attn_fwd(&to, &tl, &tq, &tkv, &tkpe, &tcu, d.scale);
+        float x;
+        o->download(&x, O, sizeof x);
+        _exit(0);
+    }
+    close(fd[1]);
+    char msg[4096];
+    size_t n = 0;
+    ssize_t k;
+    while (n < sizeof msg - 1 && (k = read(fd[0], msg + n, sizeof msg - 1 - n)) > 0) n += (size_t)k;
+    msg[n] = 0;
+    close(fd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    int died = !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    if (!died || !strstr(msg, want)) {
+        printf("FAIL %s: cu_seqlens {0, 20, 10, 40}: %s, message \"%s\" (want \"%s\")\n", o->name,
+               died ? "died" : "accepted", msg, want);
+        return 1;
+    }
+    printf("ok %s: cu_seqlens {0, 20, 10, 40} refused: %s", o->name, msg);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *backend = argc > 1 ? argv[1] : "cpu";
     const struct ops *o = NULL;
@@ -193,5 +239,7 @@ int main(int argc, char **argv) {
     dims small = {3, 32, 16, 24, 1.0f, 0.2f}, wide = {2, 128, 64, 128, 0.3f, 0.07f};
     int fails = check(o, &small) + check(o, &wide);
     printf("attn_invariance on %s: %d of %d layouts differ\n", o->name, fails, 2 * (NLAYOUT - 1));
+    /* the CPU checks cu_seqlens on the host, the CUDA kernels on the device */
+    fails += check_bad_cu(o, o->device == TENSOR_CPU ? "cu_seqlens decreases at 1" : "mla_attn: length -10 at row 1");
     return fails ? 1 : 0;
 }
