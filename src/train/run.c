@@ -76,7 +76,8 @@ static base_status open_outputs(run_ctx *c, int append) {
 /* Pre-flight: every stage still to run (from stage `first`) gets its
  * datasets loaded and its rewards built and checked against the rows now,
  * so a missing file, a malformed line, a broken reward script or a row
- * lacking a column fails the run before any training. Datasets that a
+ * lacking a column, or GRPO options that do not go together fail the run
+ * before any training. Datasets that a
  * sample stage of this run writes ("stage:NAME") are checked when their
  * stage comes. */
 static base_status preflight(run_ctx *c, int first) {
@@ -85,6 +86,10 @@ static base_status preflight(run_ctx *c, int first) {
     for (int i = first; i < n; i++) {
         const cJSON *st = recipe_stage(c->rc, i);
         const char *type = recipe_str(st, "type"), *name = recipe_str(st, "name");
+        if (!strcmp(type, "grpo")) {
+            base_status s = run_stage_grpo_check(st);
+            if (s) return base_err_wrap(s, "stage '%s'", name);
+        }
         int produced = 0;
         const cJSON *dl = cJSON_GetObjectItemCaseSensitive(st, "dataset");
         for (const cJSON *e = dl->child; e; e = e->next) {

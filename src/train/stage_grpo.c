@@ -204,6 +204,11 @@ static base_status parse_config(const cJSON *st, grpo_config *g) {
     return grpo_config_check(g);
 }
 
+base_status run_stage_grpo_check(const cJSON *st) {
+    grpo_config g;
+    return parse_config(st, &g);
+}
+
 /* State of one stage run (what a checkpoint restores). */
 typedef struct {
     int64_t epoch, pos; /* data cursor */

@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/base.h"
@@ -418,4 +419,35 @@ void srv_stop(srv *s) {
     for (int i = 0; i < s->n; i++) free(s->files[i].data);
     pthread_mutex_destroy(&s->mu);
     free(s);
+}
+
+/* ---- checks on a download ---- */
+
+/* 1 if dir/path holds exactly the server's bytes of that file. */
+int srv_same(const char *dir, srv *s, const char *path) {
+    char *p = base_path_join(dir, path);
+    char *d;
+    size_t n;
+    int ok = base_read_file(p, &d, &n) == BASE_OK;
+    free(p);
+    if (!ok) return 0;
+    srv_file *f = srv_find(s, path);
+    ok = f && n == f->len && !memcmp(d, f->data, n);
+    free(d);
+    return ok;
+}
+
+int srv_exists(const char *dir, const char *path) {
+    char *p = base_path_join(dir, path);
+    int e = base_file_exists(p);
+    free(p);
+    return e;
+}
+
+long srv_fsize(const char *dir, const char *path) {
+    char *p = base_path_join(dir, path);
+    struct stat st;
+    long n = stat(p, &st) == 0 ? (long)st.st_size : -1;
+    free(p);
+    return n;
 }

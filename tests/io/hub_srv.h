@@ -74,4 +74,9 @@ srv_file *srv_find(srv *s, const char *path);
 const char *srv_url(srv *s);
 void srv_stop(srv *s); /* joins every thread, frees */
 
+/* 1 if dir/path holds exactly the server's bytes of that file. */
+int srv_same(const char *dir, srv *s, const char *path);
+int srv_exists(const char *dir, const char *path);
+long srv_fsize(const char *dir, const char *path); /* -1 if absent */
+
 #endif

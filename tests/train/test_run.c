@@ -295,6 +295,17 @@ static void test_bad_inputs(void **state) {
         base_buf m = {0};
         base_buf_printf(&m, "%s/runs/pre/metrics.jsonl", DIR_);
         assert_false(base_file_exists(m.data)); /* nothing ran */
+        recipe_free(rp);
+        /* GRPO options that do not go together, the same: before anything runs */
+        char dpath[600];
+        snprintf(dpath, sizeof dpath, "datasets.bad=%s", good); /* the dataset is fine now */
+        const char *bad_opts[] = {dpath, "stages.grpo.loss_type=vespo",
+                                  "stages.grpo.importance_sampling_correction=true"};
+        assert_int_equal(recipe_load_string(r2.data, "pre.lua", bad_opts, 3, &rp), BASE_OK);
+        assert_int_not_equal(run_recipe(rp, &po), BASE_OK);
+        assert_non_null(strstr(base_err_msg(), "stage 'grpo'"));
+        assert_non_null(strstr(base_err_msg(), "importance_sampling_mode must be token_truncate or token_mask"));
+        assert_false(base_file_exists(m.data));
         base_buf_free(&m);
         recipe_free(rp);
         base_buf_free(&r2);
