@@ -86,10 +86,11 @@ static base_status preflight(run_ctx *c, int first) {
     for (int i = first; i < n; i++) {
         const cJSON *st = recipe_stage(c->rc, i);
         const char *type = recipe_str(st, "type"), *name = recipe_str(st, "name");
-        if (!strcmp(type, "grpo")) {
-            base_status s = run_stage_grpo_check(st);
-            if (s) return base_err_wrap(s, "stage '%s'", name);
-        }
+        base_status cs = !strcmp(type, "grpo")     ? run_stage_grpo_check(st)
+                         : !strcmp(type, "sft")    ? run_stage_sft_check(st)
+                         : !strcmp(type, "sample") ? run_stage_sample_check(st)
+                                                   : BASE_OK;
+        if (cs) return cs;
         int produced = 0;
         const cJSON *dl = cJSON_GetObjectItemCaseSensitive(st, "dataset");
         for (const cJSON *e = dl->child; e; e = e->next) {

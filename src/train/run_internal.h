@@ -152,9 +152,11 @@ void run_gen_free(run_gen *g);
 typedef struct run_ckpt run_ckpt; /* a loaded checkpoint (ckpt.c) */
 
 base_status run_stage_grpo(run_ctx *c, const cJSON *stage, int index, const run_ckpt *resume_from);
-/* The grpo stage's GRPO options (grpo_config_check and the recipe-level
- * rules) without running anything: the pre-flight's check. */
+/* A stage's options checked without running anything (the pre-flight's
+ * check; each stage runs it first too). */
 base_status run_stage_grpo_check(const cJSON *stage);
+base_status run_stage_sft_check(const cJSON *stage);
+base_status run_stage_sample_check(const cJSON *stage);
 base_status run_stage_sft(run_ctx *c, const cJSON *stage, int index, const run_ckpt *resume_from);
 base_status run_stage_eval(run_ctx *c, const cJSON *stage, int index);
 base_status run_stage_sample(run_ctx *c, const cJSON *stage, int index);

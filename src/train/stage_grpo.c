@@ -205,8 +205,20 @@ static base_status parse_config(const cJSON *st, grpo_config *g) {
 }
 
 base_status run_stage_grpo_check(const cJSON *st) {
+    const char *name = recipe_str(st, "name");
     grpo_config g;
-    return parse_config(st, &g);
+    base_status s = parse_config(st, &g);
+    if (s) return base_err_wrap(s, "stage '%s'", name);
+    int64_t G = recipe_int(st, "num_generations"), N = recipe_int(st, "generation_batch_size");
+    if (G < 2) return base_err_set(BASE_ERR_INVALID, "stage '%s': num_generations must be >= 2 (GRPO compares a group)", name);
+    if (N < G || N % G)
+        return base_err_set(BASE_ERR_INVALID,
+                            "stage '%s': generation_batch_size (%lld) must be a positive multiple of num_generations (%lld)",
+                            name, (long long)N, (long long)G);
+    if (recipe_int(st, "max_steps") < 1) return base_err_set(BASE_ERR_INVALID, "stage '%s': max_steps must be >= 1", name);
+    if (!(recipe_num(st, "temperature") > 0))
+        return base_err_set(BASE_ERR_INVALID, "stage '%s': GRPO samples need temperature > 0", name);
+    return BASE_OK;
 }
 
 /* State of one stage run (what a checkpoint restores). */
@@ -294,19 +306,15 @@ static void add_num(cJSON *o, const char *k, double v) {
 
 base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckpt *resume) {
     const char *name = recipe_str(st, "name");
+    base_status s = run_stage_grpo_check(st);
+    if (s) return s;
     grpo_config gc;
-    base_status s = parse_config(st, &gc);
-    if (s) return base_err_wrap(s, "stage '%s'", name);
+    parse_config(st, &gc); /* checked above */
     if (grpo_config_warning(&gc)) base_warn("stage '%s': %s", name, grpo_config_warning(&gc));
     grpo_bufs b;
     memset(&b, 0, sizeof b);
     b.G = (int)recipe_int(st, "num_generations");
     b.N = (int)recipe_int(st, "generation_batch_size");
-    if (b.G < 2) return base_err_set(BASE_ERR_INVALID, "stage '%s': num_generations must be >= 2 (GRPO compares a group)", name);
-    if (b.N < b.G || b.N % b.G)
-        return base_err_set(BASE_ERR_INVALID,
-                            "stage '%s': generation_batch_size (%d) must be a positive multiple of num_generations (%d)",
-                            name, b.N, b.G);
     b.P = b.N / b.G;
     b.max_prompt = recipe_int(st, "max_prompt_length");
     b.max_new = recipe_int(st, "max_completion_length");
@@ -316,8 +324,6 @@ base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckp
     int64_t max_steps = recipe_int(st, "max_steps");
     int mu = gc.num_iterations, spg = gc.steps_per_generation;
     float T = (float)recipe_num(st, "temperature");
-    if (max_steps < 1) return base_err_set(BASE_ERR_INVALID, "stage '%s': max_steps must be >= 1", name);
-    if (T <= 0) return base_err_set(BASE_ERR_INVALID, "stage '%s': GRPO samples need temperature > 0", name);
 
     cJSON **rows = NULL;
     char **where = NULL;

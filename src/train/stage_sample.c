@@ -188,6 +188,13 @@ static FILE *open_tmp(const char *path, char **tmp) {
     return f;
 }
 
+base_status run_stage_sample_check(const cJSON *st) {
+    sample_cfg cfg;
+    base_status s = parse_cfg(st, &cfg);
+    sample_keep_free(cfg.keep);
+    return s ? base_err_wrap(s, "stage '%s'", recipe_str(st, "name")) : BASE_OK;
+}
+
 base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
     const char *name = recipe_str(st, "name");
     sample_cfg cfg;

@@ -111,6 +111,14 @@ static base_status encode_row(run_ctx *c, const cJSON *st, const cJSON *row, con
     return BASE_OK;
 }
 
+base_status run_stage_sft_check(const cJSON *st) {
+    if (recipe_int(st, "max_length") < 2 || recipe_int(st, "per_device_train_batch_size") < 1 ||
+        recipe_int(st, "gradient_accumulation_steps") < 1)
+        return base_err_set(BASE_ERR_INVALID, "stage '%s': max_length >= 2, per_device_train_batch_size >= 1 and "
+                                              "gradient_accumulation_steps >= 1 are required", recipe_str(st, "name"));
+    return BASE_OK;
+}
+
 base_status run_stage_sft(run_ctx *c, const cJSON *st, int index, const run_ckpt *resume) {
     const char *name = recipe_str(st, "name");
     int64_t max_len = recipe_int(st, "max_length"), bs = recipe_int(st, "per_device_train_batch_size");
@@ -119,9 +127,8 @@ base_status run_stage_sft(run_ctx *c, const cJSON *st, int index, const run_ckpt
     int shuffle = recipe_bool(st, "shuffle");
     int64_t logging_steps = recipe_int(st, "logging_steps");
     double epochs = recipe_num(st, "num_train_epochs");
-    if (max_len < 2 || bs < 1 || ga < 1)
-        return base_err_set(BASE_ERR_INVALID, "stage '%s': max_length >= 2, per_device_train_batch_size >= 1 and "
-                                              "gradient_accumulation_steps >= 1 are required", name);
+    base_status cs = run_stage_sft_check(st);
+    if (cs) return cs;
     cJSON **rows;
     char **where;
     int64_t n;

@@ -306,8 +306,31 @@ static void test_bad_inputs(void **state) {
         assert_non_null(strstr(base_err_msg(), "stage 'grpo'"));
         assert_non_null(strstr(base_err_msg(), "importance_sampling_mode must be token_truncate or token_mask"));
         assert_false(base_file_exists(m.data));
-        base_buf_free(&m);
         recipe_free(rp);
+        /* ... and a sample or sft stage's */
+        base_buf r3 = {0};
+        base_buf_printf(&r3,
+                        "return { model = '%s/model', output_dir = '%s/runs', name = 'pre', report = false,\n"
+                        "  template = 'Q: {prompt}\\nA: ', rewards = { 'boxed_math' }, datasets = { good = '%s' },\n"
+                        "  stages = { { type = 'eval', dataset = 'good', num_generations = 1, limit = 2,\n"
+                        "               max_completion_length = 4 },\n"
+                        "             { type = 'sample', dataset = 'good', num_generations = 2, max_per_prompt = -1,\n"
+                        "               max_completion_length = 4 },\n"
+                        "             { type = 'sft', dataset = 'good', max_length = 1 } } }",
+                        DIR_, DIR_, good);
+        assert_int_equal(recipe_load_string(r3.data, "pre.lua", NULL, 0, &rp), BASE_OK);
+        assert_int_not_equal(run_recipe(rp, &po), BASE_OK);
+        assert_non_null(strstr(base_err_msg(), "max_per_prompt must be >= 0"));
+        assert_false(base_file_exists(m.data));
+        recipe_free(rp);
+        const char *fix[] = {"stages.sample.max_per_prompt=1"};
+        assert_int_equal(recipe_load_string(r3.data, "pre.lua", fix, 1, &rp), BASE_OK);
+        assert_int_not_equal(run_recipe(rp, &po), BASE_OK);
+        assert_non_null(strstr(base_err_msg(), "max_length >= 2"));
+        assert_false(base_file_exists(m.data));
+        recipe_free(rp);
+        base_buf_free(&r3);
+        base_buf_free(&m);
         base_buf_free(&r2);
         free(good);
     }
@@ -335,7 +358,17 @@ static void test_bad_inputs(void **state) {
         assert_true(strlen(m) > 0);
         free(m);
     }
-    /* an existing run directory without --resume or --overwrite */
+    /* an existing run directory without --resume or --overwrite (the
+     * failed runs above stopped before making it) */
+    {
+        base_buf d = {0};
+        base_buf_printf(&d, "%s/runs/bad", DIR_);
+        assert_false(base_file_exists(d.data));
+        assert_int_equal(base_mkdir_p(d.data), BASE_OK);
+        base_buf_printf(&d, "/metrics.jsonl");
+        test_write_file(d.data, "{}\n", 3);
+        base_buf_free(&d);
+    }
     o.overwrite = 0;
     assert_int_equal(recipe_load_string(r.data, "bad.lua", NULL, 0, &rc), BASE_OK);
     assert_int_not_equal(run_recipe(rc, &o), BASE_OK);
