@@ -106,6 +106,33 @@ int main(int argc, char **argv) {
     double t_loss = best_of(5, run_loss, &lc);
     printf("grpo_loss: %lld sequences, %lld tokens: %.2f ms, %.1f M tokens/s\n", (long long)S,
            (long long)T, t_loss * 1e3, (double)T / t_loss / 1e6);
+    /* every loss_type and the costlier options, same batch, same run:
+     * time relative to the default above */
+    float *isr = malloc((size_t)T * 4);
+    for (int64_t t = 0; t < T; t++) isr[t] = 0.8f + 0.4f * frand(&seed);
+    for (int v = 0; v < GRPO_LOSS_VESPO + 4; v++) {
+        loss_ctx lv = lc;
+        char what[64];
+        if (v <= GRPO_LOSS_VESPO) {
+            lv.cfg.loss_type = (grpo_loss_type)v;
+            if (v == GRPO_LOSS_CISPO) lv.cfg.epsilon_high = 5.0;
+            snprintf(what, sizeof what, "loss_type %s", grpo_loss_type_name(lv.cfg.loss_type));
+        } else if (v == GRPO_LOSS_VESPO + 1) {
+            lv.cfg.importance_sampling_level = GRPO_IS_SEQUENCE;
+            snprintf(what, sizeof what, "importance_sampling_level sequence");
+        } else if (v == GRPO_LOSS_VESPO + 2) {
+            lv.cfg.top_entropy_quantile = 0.2; /* a sort of the micro-batch's entropies */
+            snprintf(what, sizeof what, "top_entropy_quantile 0.2");
+        } else {
+            lv.cfg.importance_sampling_correction = 1, lv.cfg.use_bias_correction_kl = 1;
+            lv.cfg.off_policy_mask_threshold = 0.1;
+            lv.b.is_ratio = isr, lv.b.sampling_logp = old;
+            snprintf(what, sizeof what, "IS correction + bias KL + OPSM");
+        }
+        double tv = best_of(5, run_loss, &lv);
+        printf("  %-36s %.2f ms, %.2fx the default's time\n", what, tv * 1e3, tv / t_loss);
+    }
+    free(isr);
 
     /* ---- adamw / sumsq ---- */
     int64_t n = quick ? (1 << 22) : (1 << 26);

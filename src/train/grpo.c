@@ -343,14 +343,43 @@ static base_status check_batch(const grpo_config *cfg, const grpo_batch *b, cons
 }
 #undef BAD
 
-/* torch.quantile(x, q) of the loss-token entropies of b, linear
- * interpolation, in float as TRL computes it (entropies[mask].float()).
- * NAN when b has no loss token. scratch: [n_local] floats, clobbered. */
 static int cmp_float(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return (x > y) - (x < y);
 }
 
+/* Reorder v[0..n) so that v[k] is the value a sort would put there, with
+ * v[0..k) <= v[k] <= v(k..n) (Hoare quickselect, median-of-three pivots,
+ * a full sort after too many rounds: O(n) expected, O(n log n) worst). */
+static void select_kth(float *v, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1;
+    for (int rounds = 0; hi > lo; rounds++) {
+        if (rounds > 64) {
+            qsort(v + lo, (size_t)(hi - lo + 1), sizeof(float), cmp_float);
+            return;
+        }
+        int64_t mid = lo + (hi - lo) / 2;
+        float a = v[lo], b = v[mid], c = v[hi];
+        float pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] < pivot) i++;
+            while (v[j] > pivot) j--;
+            if (i <= j) {
+                float t = v[i];
+                v[i] = v[j], v[j] = t;
+                i++, j--;
+            }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else return; /* j < k < i: v[k] equals the pivot, in place */
+    }
+}
+
+/* torch.quantile(x, q) of the loss-token entropies of b, linear
+ * interpolation, in float as TRL computes it (entropies[mask].float()).
+ * NAN when b has no loss token. scratch: [n_local] floats, clobbered. */
 static double entropy_threshold(const grpo_config *cfg, const grpo_batch *b, int64_t n_local,
                                 float *scratch) {
     if (n_local == 0) return NAN;
@@ -359,15 +388,21 @@ static double entropy_threshold(const grpo_config *cfg, const grpo_batch *b, int
     for (int64_t i = 0; i < b->n_seqs; i++)
         for (int64_t t = b->offsets[i]; t < b->offsets[i + 1]; t++)
             if (token_active(cfg, b, i, t)) v[k++] = b->entropy[t];
-    qsort(v, (size_t)k, sizeof(float), cmp_float);
     /* torch: the rank from q as a float, in double; the weight and the
      * difference as floats; lerp as one fused multiply-add (matched against
      * torch 2.15 on 8000 random cases, tests/train/gen/grpo_trl.py) */
     const double rank = (double)(float)(1.0 - cfg->top_entropy_quantile) * (double)(k - 1);
     const int64_t lo = (int64_t)floor(rank), hi = (int64_t)ceil(rank);
-    const float wgt = (float)(rank - (double)lo), d = v[hi] - v[lo];
+    /* the two order statistics the interpolation needs, not a full sort */
+    select_kth(v, k, lo);
+    float vhi = v[lo];
+    if (hi > lo) {
+        vhi = v[lo + 1];
+        for (int64_t j = lo + 2; j < k; j++) vhi = v[j] < vhi ? v[j] : vhi;
+    }
+    const float wgt = (float)(rank - (double)lo), d = vhi - v[lo];
     const float thr = fabsf(wgt) < 0.5f ? (float)fma((double)wgt, (double)d, (double)v[lo])
-                                        : (float)fma((double)(wgt - 1.0f), (double)d, (double)v[hi]);
+                                        : (float)fma((double)(wgt - 1.0f), (double)d, (double)vhi);
     return (double)thr;
 }
 

@@ -575,6 +575,55 @@ static void test_microbatch_split(void **state) {
     }
 }
 
+/* ---- top_entropy_quantile on large batches with ties ------------------ */
+
+static int cmp_f(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* The loss finds the (1 - rho) quantile with a selection, not a sort: the
+ * tokens it selects (stats.bonus_tokens) are those at or above the
+ * threshold a full sort gives (torch.quantile's rule), on batches of up to
+ * 4000 tokens with many ties, a single token, and rho 0 and 1. */
+static void test_entropy_quantile_selection(void **state) {
+    (void)state;
+    enum { NMAX = 4000 };
+    static float ent[NMAX], lp[NMAX], sorted[NMAX], g[NMAX], ge[NMAX];
+    static float adv[1] = {1.0f};
+    for (int trial = 0; trial < 60; trial++) {
+        uint64_t seed = 777 + (uint64_t)trial;
+        float u[2];
+        test_rand_f32(u, 2, seed, 1.0f);
+        int64_t n = trial == 0 ? 1 : 1 + (int64_t)((u[0] + 1.0f) * 0.5f * (NMAX - 1));
+        test_rand_f32(ent, n, seed + 1, 1.0f);
+        for (int64_t t = 0; t < n; t++) {
+            if (trial % 2) ent[t] = roundf(ent[t] * 4.0f) / 4.0f; /* 9 distinct values: ties */
+            ent[t] += 2.0f;
+            lp[t] = -1.0f;
+        }
+        grpo_config c;
+        grpo_config_default(&c);
+        c.top_entropy_quantile = trial == 2 ? 0.0 : trial == 3 ? 1.0 - 1e-9 : (u[1] + 1.0) * 0.5;
+        int64_t off[2] = {0, n};
+        grpo_batch b = {1, off, NULL, NULL, adv, lp, NULL, NULL, ent, NULL, NULL};
+        grpo_norm nm = {.n_seqs = 1, .n_tokens = n, .n_micro = 1};
+        grpo_loss_stats st;
+        assert_int_equal(grpo_loss(&c, &b, &nm, g, ge, &st), BASE_OK);
+        memcpy(sorted, ent, (size_t)n * sizeof(float));
+        qsort(sorted, (size_t)n, sizeof(float), cmp_f);
+        double rank = (double)(float)(1.0 - c.top_entropy_quantile) * (double)(n - 1);
+        int64_t lo = (int64_t)floor(rank), hi = (int64_t)ceil(rank);
+        float w = (float)(rank - (double)lo), d = sorted[hi] - sorted[lo];
+        float thr = fabsf(w) < 0.5f ? (float)fma(w, d, sorted[lo]) : (float)fma(w - 1.0f, d, sorted[hi]);
+        int64_t want = 0;
+        for (int64_t t = 0; t < n; t++) want += ent[t] >= thr;
+        if (st.bonus_tokens != (double)want)
+            fail_msg("trial %d (n %lld, rho %g): %g tokens selected, a sort gives %lld", trial, (long long)n,
+                     c.top_entropy_quantile, st.bonus_tokens, (long long)want);
+    }
+}
+
 /* ---- finite differences of the whole loss ---------------------------- */
 
 typedef struct {
@@ -764,6 +813,7 @@ int main(void) {
         cmocka_unit_test(test_sequence_level),
         cmocka_unit_test(test_loss_errors),
         cmocka_unit_test(test_microbatch_split),
+        cmocka_unit_test(test_entropy_quantile_selection),
         cmocka_unit_test(test_finite_differences),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
