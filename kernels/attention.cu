@@ -7,6 +7,17 @@
  * staged in shared memory with an online softmax per row; writes o and the
  * logsumexp of the scaled scores.
  *
+ * Batch invariance: tiles never cross a sequence. Tile j of sequence s
+ * covers its tokens [cu[s] + 32 j, cu[s] + 32 (j + 1)) (the last one
+ * shorter), and every key loop starts at the sequence's own start, so a
+ * row meets the same tiles, the same columns and the same masked slots
+ * wherever its sequence sits in the packed batch and whatever its
+ * neighbours: its bits depend on its own sequence only. The grid is the
+ * bound sum_s ceil(len_s / 32) <= (N + S (32 - 1)) / 32; a block maps its
+ * index to (s, j) through a prefix of tile counts computed on the device
+ * (attn_tiles_kernel: no host synchronisation) and leaves when it is past
+ * the total.
+ *
  * Backward (the CPU's two race-free passes, FlashAttention-2 algebra):
  *   P = exp(S - lse), dP = dO V^T, D = rowsum(dO * O), dS = scale P (dP - D)
  *   pass A, block (query tile, head): dq = dS K
@@ -31,23 +42,55 @@ CUDA_NS_BEGIN
 typedef struct {
     const float *q, *kv, *kpe;
     int64_t q0, q1, kv0, kv1, kp0; /* strides (elements) */
-    const int32_t *cu;
+    const int32_t *cu, *tiles; /* tiles: attn_tiles_kernel's prefix [S+1] */
     int64_t nseq, n, h, dn, dr, dv;
     float scale;
 } attn_in;
 
-/* [start, end) of the sequence holding token t (binary search over cu). */
-__device__ __forceinline__ void seq_bounds(const int32_t *cu, int64_t nseq, int64_t t, int64_t *start, int64_t *end) {
-    int64_t lo = 0, hi = nseq; /* cu[lo] <= t < cu[hi] */
+static_assert(AT_BQ == AT_BK, "one tile map serves query tiles (forward, pass A) and key tiles (pass B)");
+
+/* tiles[s] = prefix of ceil(len_s / AT_BQ) over the sequences, tiles[S] the
+ * total. cu_seqlens must run from 0 to N without decreasing; the first
+ * fault is flagged (op mla_attn): cu[0] != 0 as index cu[0] at row 0
+ * outside [0, 1), a sequence s with a negative length or one past N as
+ * length cu[s+1] - cu[s] at row s outside [0, N - cu[s] + 1), cu[S] != N as
+ * index cu[S] at row S outside [0, N + 1). The faulty sequence and every
+ * later one get no tiles, so the others' tiles stay disjoint and inside
+ * [0, N) (their rows are written, the rest are not). One thread: S is
+ * small next to the attention's work. */
+__global__ void attn_tiles_kernel(int32_t *tiles, const int32_t *cu, int64_t nseq, int64_t n, int *err) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    int32_t t = 0;
+    int ok = 1;
+    if (cu[0] != 0) cuda_flag(err, CU_OP_ATTN, CU_WHAT_INDEX, 0, cu[0], 1), ok = 0;
+    for (int64_t s = 0; s < nseq; s++) {
+        tiles[s] = t;
+        if (ok && (cu[s + 1] < cu[s] || cu[s + 1] > n))
+            cuda_flag(err, CU_OP_ATTN, CU_WHAT_LENGTH, s, (int64_t)cu[s + 1] - cu[s], n - cu[s] + 1), ok = 0;
+        if (ok) t += (cu[s + 1] - cu[s] + AT_BQ - 1) / AT_BQ;
+    }
+    tiles[nseq] = t;
+    if (ok && cu[nseq] != n) cuda_flag(err, CU_OP_ATTN, CU_WHAT_INDEX, nseq, cu[nseq], n + 1);
+}
+
+/* The tile of block index b: tokens [*t0, *t0 + *nt) of the sequence
+ * [*s0, *end); 0 when b is past the last tile (the whole block leaves). */
+__device__ __forceinline__ int tile_of(const int32_t *tiles, const int32_t *cu, int64_t nseq, int64_t b, int64_t *s0,
+                                       int64_t *t0, int64_t *nt, int64_t *end) {
+    if (b >= tiles[nseq]) return 0;
+    int64_t lo = 0, hi = nseq; /* tiles[lo] <= b < tiles[hi]: sequence lo has tile b */
     while (hi - lo > 1) {
         int64_t mid = (lo + hi) / 2;
-        if (cu[mid] <= t)
+        if (tiles[mid] <= b)
             lo = mid;
         else
             hi = mid;
     }
-    *start = cu[lo];
     *end = cu[lo + 1];
+    *s0 = cu[lo];
+    *t0 = *s0 + (b - tiles[lo]) * AT_BQ;
+    *nt = *end - *t0 < AT_BQ ? *end - *t0 : AT_BQ;
+    return 1;
 }
 
 /* Stage K rows [u0, u0+nb) of head h: kd = [k_nope ; k_pe] (stride dqk+1)
@@ -136,32 +179,26 @@ __device__ __forceinline__ void accum(float *out, int64_t ldo, const float *coef
 /* ---- forward ---------------------------------------------------------------------------- */
 
 static size_t fwd_smem(int64_t dqk, int64_t dv) {
-    return (size_t)(2 * AT_BQ * (dqk + 1) + AT_BK * (dv + 1) + AT_BQ * (AT_BK + 1) + AT_BQ * dv + 4 * AT_BQ) *
+    return (size_t)(2 * AT_BQ * (dqk + 1) + AT_BK * (dv + 1) + AT_BQ * (AT_BK + 1) + AT_BQ * dv + 3 * AT_BQ) *
            sizeof(float);
 }
 
 __global__ void __launch_bounds__(AT_THREADS)
     attn_fwd_kernel(attn_in a, float *o, int64_t o0, int64_t o1, float *lse, int64_t l0) {
     CUDA_DYN_SMEM(float, sm);
-    int64_t dqk = a.dn + a.dr, dv = a.dv, h = blockIdx.y, t0 = blockIdx.x * (int64_t)AT_BQ;
-    int64_t nq = a.n - t0 < AT_BQ ? a.n - t0 : AT_BQ;
+    int64_t dqk = a.dn + a.dr, dv = a.dv, h = blockIdx.y, s0, t0, nq, e0;
+    if (!tile_of(a.tiles, a.cu, a.nseq, blockIdx.x, &s0, &t0, &nq, &e0)) return;
     float *qd = sm, *kd = qd + AT_BQ * (dqk + 1), *vd = kd + AT_BK * (dqk + 1), *sc = vd + AT_BK * (dv + 1);
     float *od = sc + AT_BQ * (AT_BK + 1), *m = od + AT_BQ * dv, *l = m + AT_BQ, *corr = l + AT_BQ;
-    float *st = corr + AT_BQ; /* row's sequence start, as float-sized int slots */
-    int32_t *start = (int32_t *)st;
     int tid = threadIdx.x;
     load_q(a, h, t0, nq, qd);
     for (int64_t i = tid; i < AT_BQ * dv; i += blockDim.x)
         od[i] = 0.0f;
-    for (int64_t r = tid; r < AT_BQ; r += blockDim.x) {
+    for (int64_t r = tid; r < AT_BQ; r += blockDim.x)
         m[r] = -INFINITY, l[r] = 0.0f;
-        int64_t s0 = 0, e0 = 0;
-        if (r < nq) seq_bounds(a.cu, a.nseq, t0 + r, &s0, &e0);
-        start[r] = (int32_t)s0;
-    }
     __syncthreads();
-    int64_t ulo = start[0], uhi = t0 + nq; /* keys [ulo, uhi): starts grow with t */
-    for (int64_t u0 = ulo; u0 < uhi; u0 += AT_BK) {
+    int64_t uhi = t0 + nq; /* keys [s0, uhi) of the tile's own sequence, in tiles from its start */
+    for (int64_t u0 = s0; u0 < uhi; u0 += AT_BK) {
         int64_t nb = uhi - u0 < AT_BK ? uhi - u0 : AT_BK;
         __syncthreads(); /* the previous tile is consumed */
         load_kv(a, h, u0, nb, kd, vd);
@@ -172,7 +209,7 @@ __global__ void __launch_bounds__(AT_THREADS)
             for (int i = 0; i < 2; i++)
                 for (int u = 0; u < 4; u++) {
                     int64_t r = (tid >> 3) + 16 * i, c = (tid & 7) + 8 * u, t = t0 + r, uu = u0 + c;
-                    int ok = r < nq && c < nb && uu >= start[r] && uu <= t;
+                    int ok = r < nq && c < nb && uu <= t;
                     sc[r * (AT_BK + 1) + c] = ok ? a.scale * sc4[i][u] : -INFINITY;
                 }
         }
@@ -220,6 +257,7 @@ static attn_in make_in(const tensor *q, const tensor *kv, const tensor *kpe, con
     a.q0 = q->stride[0], a.q1 = q->stride[1], a.kv0 = kv->stride[0], a.kv1 = kv->stride[1], a.kp0 = kpe->stride[0];
     a.cu = (const int32_t *)cu->data;
     a.nseq = cu->shape[0] - 1;
+    a.tiles = NULL;
     a.n = d.n, a.h = d.h, a.dn = d.dn, a.dr = d.dr, a.dv = d.dv;
     a.scale = scale;
     return a;
@@ -229,18 +267,30 @@ static void smem_ok(const char *op, size_t bytes) {
     if (bytes > 227 * 1024) base_die("cuda %s: head dims need %zu bytes of shared memory (227 KiB at most)", op, bytes);
 }
 
+/* The tile map (attn_tiles_kernel) in scratch, and the grid's tile bound
+ * (N + S (AT_BQ - 1)) / AT_BQ; blocks past the map's total leave. */
+static unsigned launch_tiles(attn_in *a) {
+    int32_t *tiles = (int32_t *)cuda_scratch(SCR_ATTN_TILES, (size_t)(a->nseq + 1) * sizeof(int32_t));
+    CUDA_LAUNCH(attn_tiles_kernel, 1, 32, 0, tiles, a->cu, a->nseq, a->n, cuda_errbuf());
+    a->tiles = tiles;
+    int64_t bound = (a->n + a->nseq * (AT_BQ - 1)) / AT_BQ;
+    if (bound > 0x7fffffff) base_die("cuda mla_attn: %lld query tiles exceed the grid", (long long)bound);
+    return (unsigned)bound;
+}
+
 void cuda_mla_attn_fwd(tensor *o, tensor *lse, const tensor *q, const tensor *kv, const tensor *kpe,
                        const tensor *cu_seqlens, float scale) {
     const char *op = "mla_attn_fwd";
     ops_attn_dims d = ops_check_mla_attn_fwd("cuda", o, lse, q, kv, kpe, cu_seqlens);
     if (!d.n || !d.h) return;
     attn_in a = make_in(q, kv, kpe, cu_seqlens, d, scale);
+    unsigned ntiles = launch_tiles(&a);
     size_t smem = fwd_smem(d.dqk, d.dv);
     smem_ok(op, smem);
 #ifndef GRPO_CUDA_EMU
     CHECK_CUDA(cudaFuncSetAttribute(attn_fwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
 #endif
-    dim3 grid((unsigned)((d.n + AT_BQ - 1) / AT_BQ), (unsigned)d.h);
+    dim3 grid(ntiles, (unsigned)d.h);
     CUDA_LAUNCH(attn_fwd_kernel, grid, AT_THREADS, smem, a, (float *)o->data, o->stride[0], o->stride[1],
                 lse ? (float *)lse->data : (float *)NULL, lse ? lse->stride[0] : 0);
 }
@@ -278,7 +328,7 @@ __device__ __forceinline__ void load_do(const attn_in &a, const attn_grad_in &g,
 
 static size_t bwd_q_smem(int64_t dqk, int64_t dv) {
     return (size_t)(AT_BQ * (dqk + 1) + AT_BQ * (dv + 1) + AT_BK * (dqk + 1) + AT_BK * (dv + 1) + AT_BQ * (AT_BK + 1) +
-                    AT_BQ * dqk + 3 * AT_BQ) *
+                    AT_BQ * dqk + 2 * AT_BQ) *
            sizeof(float);
 }
 
@@ -286,26 +336,22 @@ static size_t bwd_q_smem(int64_t dqk, int64_t dv) {
 __global__ void __launch_bounds__(AT_THREADS)
     attn_bwd_q_kernel(attn_in a, attn_grad_in g, float *dq, int64_t d0, int64_t d1) {
     CUDA_DYN_SMEM(float, sm);
-    int64_t dqk = a.dn + a.dr, dv = a.dv, h = blockIdx.y, t0 = blockIdx.x * (int64_t)AT_BQ;
-    int64_t nq = a.n - t0 < AT_BQ ? a.n - t0 : AT_BQ;
+    int64_t dqk = a.dn + a.dr, dv = a.dv, h = blockIdx.y, s0, t0, nq, e0;
+    if (!tile_of(a.tiles, a.cu, a.nseq, blockIdx.x, &s0, &t0, &nq, &e0)) return;
     float *qd = sm, *gd = qd + AT_BQ * (dqk + 1), *kd = gd + AT_BQ * (dv + 1), *vd = kd + AT_BK * (dqk + 1);
     float *ds = vd + AT_BK * (dv + 1), *dqd = ds + AT_BQ * (AT_BK + 1), *L = dqd + AT_BQ * dqk, *Dr = L + AT_BQ;
-    int32_t *start = (int32_t *)(Dr + AT_BQ);
     int tid = threadIdx.x;
     load_q(a, h, t0, nq, qd);
     load_do(a, g, h, t0, nq, gd);
     for (int64_t i = tid; i < AT_BQ * dqk; i += blockDim.x)
         dqd[i] = 0.0f;
     for (int64_t r = tid; r < AT_BQ; r += blockDim.x) {
-        int64_t s0 = 0, e0 = 0;
-        if (r < nq) seq_bounds(a.cu, a.nseq, t0 + r, &s0, &e0);
-        start[r] = (int32_t)s0;
         L[r] = r < nq ? g.lse[(t0 + r) * g.l0 + h] : 0.0f;
         Dr[r] = r < nq ? g.D[(t0 + r) * a.h + h] : 0.0f;
     }
     __syncthreads();
-    int64_t ulo = start[0], uhi = t0 + nq;
-    for (int64_t u0 = ulo; u0 < uhi; u0 += AT_BK) {
+    int64_t uhi = t0 + nq; /* keys [s0, uhi) in tiles from the sequence's start, as the forward */
+    for (int64_t u0 = s0; u0 < uhi; u0 += AT_BK) {
         int64_t nb = uhi - u0 < AT_BK ? uhi - u0 : AT_BK;
         __syncthreads();
         load_kv(a, h, u0, nb, kd, vd);
@@ -318,7 +364,7 @@ __global__ void __launch_bounds__(AT_THREADS)
                 for (int u = 0; u < 4; u++) {
                     int64_t r = (tid >> 3) + 16 * i, c = (tid & 7) + 8 * u, t = t0 + r, uu = u0 + c;
                     float v = 0.0f;
-                    if (r < nq && c < nb && uu >= start[r] && uu <= t) {
+                    if (r < nq && c < nb && uu <= t) {
                         float pr = expf(a.scale * s4[i][u] - L[r]);
                         v = a.scale * pr * (p4[i][u] - Dr[r]);
                     }
@@ -337,42 +383,35 @@ __global__ void __launch_bounds__(AT_THREADS)
 
 static size_t bwd_kv_smem(int64_t dqk, int64_t dv) {
     return (size_t)(AT_BK * (dqk + 1) + AT_BK * (dv + 1) + AT_BK * dqk + AT_BK * dv + AT_BQ * (dqk + 1) +
-                    AT_BQ * (dv + 1) + 2 * AT_BQ * (AT_BK + 1) + 3 * AT_BQ) *
+                    AT_BQ * (dv + 1) + 2 * AT_BQ * (AT_BK + 1) + 2 * AT_BQ) *
            sizeof(float);
 }
 
-/* pass B: dk, dv for a key tile; the rope part of dk into dpe_h [N, H, dr] */
+/* pass B: dk, dv for a key tile of one sequence (the tile map's tile:
+ * keys [u0, u0 + nk)); the queries [u0, end of the sequence) in tiles from
+ * u0, so from the sequence's start too; the rope part of dk into dpe_h
+ * [N, H, dr] */
 __global__ void __launch_bounds__(AT_THREADS)
     attn_bwd_kv_kernel(attn_in a, attn_grad_in g, float *dkv, int64_t k0, int64_t k1, float *dpe_h) {
     CUDA_DYN_SMEM(float, sm);
-    int64_t dqk = a.dn + a.dr, dv = a.dv, h = blockIdx.y, u0 = blockIdx.x * (int64_t)AT_BK;
-    int64_t nk = a.n - u0 < AT_BK ? a.n - u0 : AT_BK;
+    int64_t dqk = a.dn + a.dr, dv = a.dv, h = blockIdx.y, s0, u0, nk, tend;
+    if (!tile_of(a.tiles, a.cu, a.nseq, blockIdx.x, &s0, &u0, &nk, &tend)) return;
     float *kd = sm, *vd = kd + AT_BK * (dqk + 1), *dkd = vd + AT_BK * (dv + 1), *dvd = dkd + AT_BK * dqk;
     float *qd = dvd + AT_BK * dv, *gd = qd + AT_BQ * (dqk + 1), *pp = gd + AT_BQ * (dv + 1);
     float *ds = pp + AT_BQ * (AT_BK + 1), *L = ds + AT_BQ * (AT_BK + 1), *Dr = L + AT_BQ;
-    int32_t *qstart = (int32_t *)(Dr + AT_BQ);
-    __shared__ int64_t tend;
     int tid = threadIdx.x;
     load_kv(a, h, u0, nk, kd, vd);
     for (int64_t i = tid; i < AT_BK * dqk; i += blockDim.x)
         dkd[i] = 0.0f;
     for (int64_t i = tid; i < AT_BK * dv; i += blockDim.x)
         dvd[i] = 0.0f;
-    if (tid == 0) { /* queries [u0, end of the last key's sequence) */
-        int64_t s0, e0;
-        seq_bounds(a.cu, a.nseq, u0 + nk - 1, &s0, &e0);
-        tend = e0;
-    }
     __syncthreads();
-    for (int64_t t0 = u0; t0 < tend; t0 += AT_BQ) {
+    for (int64_t t0 = u0; t0 < tend; t0 += AT_BQ) { /* queries [u0, end of the sequence) */
         int64_t nq = tend - t0 < AT_BQ ? tend - t0 : AT_BQ;
         __syncthreads();
         load_q(a, h, t0, nq, qd);
         load_do(a, g, h, t0, nq, gd);
         for (int64_t r = tid; r < AT_BQ; r += blockDim.x) {
-            int64_t s0 = 0, e0 = 0;
-            if (r < nq) seq_bounds(a.cu, a.nseq, t0 + r, &s0, &e0);
-            qstart[r] = (int32_t)s0;
             L[r] = r < nq ? g.lse[(t0 + r) * g.l0 + h] : 0.0f;
             Dr[r] = r < nq ? g.D[(t0 + r) * a.h + h] : 0.0f;
         }
@@ -385,7 +424,7 @@ __global__ void __launch_bounds__(AT_THREADS)
                 for (int u = 0; u < 4; u++) {
                     int64_t r = (tid >> 3) + 16 * i, c = (tid & 7) + 8 * u, t = t0 + r, uu = u0 + c;
                     float pv = 0.0f, dsv = 0.0f;
-                    if (r < nq && c < nk && uu >= qstart[r] && uu <= t) {
+                    if (r < nq && c < nk && uu <= t) {
                         pv = expf(a.scale * s4[i][u] - L[r]);
                         dsv = a.scale * pv * (p4[i][u] - Dr[r]);
                     }
@@ -435,6 +474,7 @@ void cuda_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout
     attn_grad_in g;
     g.dout = (const float *)dout->data, g.lse = (const float *)lse->data, g.D = D;
     g.g0 = dout->stride[0], g.g1 = dout->stride[1], g.l0 = lse->stride[0];
+    unsigned ntiles = launch_tiles(&a);
     size_t sq = bwd_q_smem(d.dqk, d.dv), skv = bwd_kv_smem(d.dqk, d.dv);
     smem_ok(op, sq);
     smem_ok(op, skv);
@@ -442,8 +482,7 @@ void cuda_mla_attn_bwd(tensor *dq, tensor *dkv, tensor *dkpe, const tensor *dout
     CHECK_CUDA(cudaFuncSetAttribute(attn_bwd_q_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
     CHECK_CUDA(cudaFuncSetAttribute(attn_bwd_kv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
 #endif
-    dim3 gq((unsigned)((d.n + AT_BQ - 1) / AT_BQ), (unsigned)d.h),
-        gk((unsigned)((d.n + AT_BK - 1) / AT_BK), (unsigned)d.h);
+    dim3 gq(ntiles, (unsigned)d.h), gk(ntiles, (unsigned)d.h); /* query tiles, key tiles: one map (AT_BQ == AT_BK) */
     CUDA_LAUNCH(attn_bwd_q_kernel, gq, AT_THREADS, sq, a, g, (float *)dq->data, dq->stride[0], dq->stride[1]);
     CUDA_LAUNCH(attn_bwd_kv_kernel, gk, AT_THREADS, skv, a, g, (float *)dkv->data, dkv->stride[0], dkv->stride[1],
                 dpe_h);

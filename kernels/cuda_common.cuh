@@ -90,6 +90,7 @@ static inline void cuda_need_contig(const char *op, const char *arg, const tenso
 enum {
     SCR_NORM,   /* rmsnorm_bwd column partials */
     SCR_ATTN,   /* attention backward: D, per-head dkpe */
+    SCR_ATTN_TILES, /* attention: per-sequence tile prefix */
     SCR_DEC,    /* decode split partials */
     SCR_LM,     /* lmhead running statistics */
     SCR_LMB,    /* lmhead_bwd: the bf16 copy of a dz chunk (bf16 mode) */

@@ -7,9 +7,11 @@
  *     the sampler's sorting path) are reproducible, and every recorded log-prob equals the training
  *     forward's log-prob of the token at logit_scale 1/T within 1e-4;
  *   - under the emulator, completions do not depend on how many sequences
- *     decode together (every kernel computes a row the same way whatever
- *     the batch; on a GPU cuBLAS picks kernels by shape, so this is not
- *     claimed there).
+ *     decode together nor on how the prompts are packed into prefills
+ *     (every kernel computes a row the same way whatever the batch: three
+ *     prompts of 30, 30 and 37 tokens prefilled together, two then one, or
+ *     one at a time give the same token and log-prob bytes; on a GPU cuBLAS
+ *     picks kernels by shape, so this is not claimed there).
  * bf16 mode (second argument bf16; budgets of tests/cuda/test_cuda_fixture.c):
  *   - greedy: how many of the engine's greedy tokens equal the f32
  *     reference's is printed, not asserted (a near tie may flip under
@@ -226,6 +228,63 @@ static void test_sampled(void **state) {
     }
 }
 
+/* Prefill packing: prompts of 30, 30 and 37 tokens, G = 3, with 9 slots
+ * (one prefill of the three prompts: the third starts at token 60, inside
+ * the attention kernels' second 32-token tile), 6 slots (two prompts, then
+ * the third alone) and 3 slots (one at a time): the same completions, token
+ * and log-prob bytes (emulator only: see the top of the file). */
+static void test_prefill_packing(void **state) {
+    (void)state;
+    if (!g_emu) {
+        printf("%s: prefill packing invariance is checked under the emulator only\n", g_ops->name);
+        return;
+    }
+    int64_t n0;
+    int32_t *p0 = ref_ids("input_ids.0", &n0);
+    if (n0 < 37) fail_msg("input_ids.0 has %lld tokens, 37 needed", (long long)n0);
+    const int32_t *pp[3] = {p0, p0 + 7, p0};
+    int32_t pl[3] = {30, 30, 37};
+    static int32_t ids[3][9][12];
+    static float lp[3][9][12];
+    int64_t len[3][9];
+    const int slots[3] = {9, 6, 3};
+    for (int k = 0; k < 3; k++) {
+        rollout_engine *e = engine(slots[k], 3);
+        rollout_request r = {.n_prompts = 3,
+                             .prompt_ids = pp,
+                             .prompt_len = pl,
+                             .G = 3,
+                             .sampling = {0.7f, 1, 0, 0},
+                             .max_new_tokens = 12,
+                             .seed = 9,
+                             .step = 1,
+                             .prompt_base = 0};
+        rollout_result res;
+        if (rollout_generate(e, &r, &res)) fail_msg("%s", base_err_msg());
+        assert_int_equal(res.n, 9);
+        for (int i = 0; i < 9; i++) {
+            len[k][i] = res.out[i].len;
+            assert_true(len[k][i] <= 12);
+            memcpy(ids[k][i], res.out[i].ids, sizeof(int32_t) * (size_t)len[k][i]);
+            memcpy(lp[k][i], res.out[i].logp, sizeof(float) * (size_t)len[k][i]);
+        }
+        rollout_free(e);
+        if (!k) continue;
+        for (int i = 0; i < 9; i++) {
+            if (len[k][i] != len[0][i]) fail_msg("%d slots: completion %d has %lld tokens, 9 slots %lld", slots[k], i,
+                                                 (long long)len[k][i], (long long)len[0][i]);
+            if (memcmp(ids[k][i], ids[0][i], sizeof(int32_t) * (size_t)len[0][i]) ||
+                memcmp(lp[k][i], lp[0][i], sizeof(float) * (size_t)len[0][i])) /* bytes */
+                fail_msg("%s%s: %d slots: completion %d (prompt %d) differs from 9 slots", g_ops->name,
+                         g_bf ? " bf16" : "", slots[k], i, i / 3);
+        }
+    }
+    printf("%s%s: completions identical with 9, 6 and 3 slots (prompts of 30, 30, 37 tokens prefilled together, "
+           "2 + 1, one at a time)\n",
+           g_ops->name, g_bf ? " bf16" : "");
+    free(p0);
+}
+
 int main(int argc, char **argv) {
     const char *backend = argc > 1 ? argv[1] : "cuda";
     g_bf = argc > 2 && !strcmp(argv[2], "bf16");
@@ -247,6 +306,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: test_cuda_rollout [cuda|emu]\n");
         return 2;
     }
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_greedy), cmocka_unit_test(test_sampled)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_greedy), cmocka_unit_test(test_sampled),
+                                       cmocka_unit_test(test_prefill_packing)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }
