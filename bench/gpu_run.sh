@@ -67,6 +67,7 @@ run_check() {
     step parity env GRPO_CUDA_SYNC=1 "$B/bin/parity"
     step parity_moe_blas env GRPO_CUDA_MOE_PATH=blas "$B/bin/parity" --filter moe_matmul
     step parity_fast "$B/bin/parity"
+    step attn_invariance "$B/bin/attn_invariance" cuda
     step fixtures "$B/bin/test_cuda_fixture" cuda
     step rollout "$B/bin/test_cuda_rollout" cuda
     step cli "$B/bin/test_cuda_cli"
