@@ -33,10 +33,13 @@ cd "$root"
 OUT=${OUT:-/tmp/grpo_gpu_out}
 mkdir -p "$OUT"
 B=/tmp/grpo_gpu
-if [ ! -x "$B/bin/grpo" ]; then
-    [ -f .gpu/bundle.tar.gz ] || { echo "gpu_run: no .gpu/bundle.tar.gz (run bench/gpu_prepare.sh here, then carry .gpu)"; exit 1; }
-    mkdir -p /tmp && tar -xzf .gpu/bundle.tar.gz -C /tmp && mv /tmp/bundle "$B"
+# the carried bundle replaces any older one unpacked by an earlier call (a
+# later phase of the same session finds the same bundle and skips this)
+if [ -f .gpu/bundle.tar.gz ] && ! cmp -s .gpu/bundle.tar.gz "$B/bundle.tar.gz"; then
+    rm -rf "$B" /tmp/bundle
+    mkdir -p /tmp && tar -xzf .gpu/bundle.tar.gz -C /tmp && mv /tmp/bundle "$B" && cp .gpu/bundle.tar.gz "$B/"
 fi
+[ -x "$B/bin/grpo" ] || { echo "gpu_run: no .gpu/bundle.tar.gz (run bench/gpu_prepare.sh here, then carry .gpu)"; exit 1; }
 # CUDA libraries of this machine (toolkit, or the pip wheels torch uses)
 cudalib=""
 for l in libcudart.so.13 libcublas.so.13 libcublasLt.so.13; do
