@@ -27,7 +27,9 @@
     {"logging_steps", RK_INT, "1", NULL, "write metrics every N steps"},                           \
     {"save_steps", RK_INT, "0", NULL, "checkpoint every N steps (0: only at the end)"},            \
     {"save_total_limit", RK_INT, "2", NULL, "keep the last K checkpoints"},                        \
-    {"gradient_checkpointing", RK_BOOL, "false", NULL, "recompute activations per layer"}
+    {"gradient_checkpointing", RK_BOOL, "false", NULL, "recompute activations per layer"},              \
+    {"offload_optimizer", RK_BOOL, "false", NULL,                                                  \
+     "AdamW moments in host memory, streamed through the GPU per update (DeepSpeed's)"}
 
 static const recipe_key grpo_keys[] = {
     {"max_steps", RK_INT, "100", NULL, "GRPO steps (one generation batch each)"},

@@ -190,6 +190,27 @@ static base_status make_runs(optim *o, int check_overlap) {
     return BASE_OK;
 }
 
+/* m and v [n], zero: on the device, or in host memory with a device
+ * staging buffer of two chunks (offload_optimizer on a device backend). */
+#define OPTIM_STAGE_MAX ((int64_t)1 << 24) /* floats per chunk: 64 MB each for m and v */
+static void alloc_state(optim *o) {
+    size_t bytes = (size_t)o->n * sizeof(float);
+    o->state_on_host = o->cfg.offload_optimizer && o->ops->device != TENSOR_CPU;
+    if (!o->state_on_host) {
+        o->m = o->ops->alloc(bytes);
+        o->v = o->ops->alloc(bytes);
+        return;
+    }
+    o->m = base_xcalloc((size_t)o->n, sizeof(float));
+    o->v = base_xcalloc((size_t)o->n, sizeof(float));
+    /* GRPO_OFFLOAD_CHUNK (floats) makes the chunks small, so that a test
+     * crosses their boundaries on a tiny model */
+    const char *env = getenv("GRPO_OFFLOAD_CHUNK");
+    int64_t cap = env && atoll(env) > 0 ? atoll(env) : OPTIM_STAGE_MAX;
+    o->stage_n = o->n < cap ? o->n : cap;
+    o->stage = o->ops->alloc(2 * (size_t)o->stage_n * sizeof(float));
+}
+
 base_status optim_init(optim *o, const struct ops *ops, const optim_config *cfg,
                        const optim_param_spec *specs, int n_specs, int (*decay)(const char *name)) {
     base_status st = init_common(o, ops, cfg, specs, n_specs, decay);
@@ -214,8 +235,7 @@ base_status optim_init(optim *o, const struct ops *ops, const optim_config *cfg,
     size_t bytes = (size_t)o->n * sizeof(float);
     o->param = ops->alloc(bytes);
     o->grad = ops->alloc(bytes);
-    o->m = ops->alloc(bytes);
-    o->v = ops->alloc(bytes);
+    alloc_state(o);
     o->owns_param_grad = 1;
     return BASE_OK;
 }
@@ -243,8 +263,7 @@ base_status optim_init_arena(optim *o, const struct ops *ops, const optim_config
     o->n = n;
     o->param = param;
     o->grad = grad;
-    o->m = ops->alloc((size_t)n * sizeof(float));
-    o->v = ops->alloc((size_t)n * sizeof(float));
+    alloc_state(o);
     o->owns_param_grad = 0;
     return BASE_OK;
 }
@@ -255,8 +274,13 @@ void optim_free(optim *o) {
         o->ops->free(o->param);
         o->ops->free(o->grad);
     }
-    o->ops->free(o->m);
-    o->ops->free(o->v);
+    if (o->state_on_host) {
+        free(o->m), free(o->v);
+        o->ops->free(o->stage);
+    } else {
+        o->ops->free(o->m);
+        o->ops->free(o->v);
+    }
     free_table(o);
 }
 
@@ -278,9 +302,19 @@ static tensor pview(const optim *o, float *role, int i) {
 
 tensor optim_param_view(const optim *o, int i) { return pview(o, o->param, i); }
 tensor optim_grad_view(const optim *o, int i) { return pview(o, o->grad, i); }
-tensor optim_m_view(const optim *o, int i) { return pview(o, o->m, i); }
-tensor optim_v_view(const optim *o, int i) { return pview(o, o->v, i); }
-tensor optim_role_view(const optim *o, float *role) { return view(o, role, 0, o->n); }
+static tensor state_view(const optim *o, float *role, int i) {
+    tensor t = pview(o, role, i);
+    if (o->state_on_host) t.device = TENSOR_CPU;
+    return t;
+}
+
+tensor optim_m_view(const optim *o, int i) { return state_view(o, o->m, i); }
+tensor optim_v_view(const optim *o, int i) { return state_view(o, o->v, i); }
+tensor optim_role_view(const optim *o, float *role) {
+    tensor t = view(o, role, 0, o->n);
+    if (o->state_on_host && (role == o->m || role == o->v)) t.device = TENSOR_CPU;
+    return t;
+}
 
 void optim_zero_grad(optim *o) { o->ops->zero(o->grad, (size_t)o->n * sizeof(float)); }
 
@@ -319,10 +353,27 @@ void optim_step(optim *o, int64_t k, optim_step_info *info) {
                         .step = o->step};
     for (int i = 0; i < o->n_runs; i++) {
         const optim_run *u = &o->runs[i];
-        tensor p = view(o, o->param, u->offset, u->n), m = view(o, o->m, u->offset, u->n);
-        tensor v = view(o, o->v, u->offset, u->n), g = view(o, o->grad, u->offset, u->n);
         a.weight_decay = u->decay ? o->cfg.weight_decay : 0.0;
-        o->ops->adamw(&p, &m, &v, &g, &a);
+        if (!o->state_on_host) {
+            tensor p = view(o, o->param, u->offset, u->n), m = view(o, o->m, u->offset, u->n);
+            tensor v = view(o, o->v, u->offset, u->n), g = view(o, o->grad, u->offset, u->n);
+            o->ops->adamw(&p, &m, &v, &g, &a);
+            continue;
+        }
+        /* offloaded state: each chunk's m and v up, the same element-wise
+         * update on the device, back down (AdamW is element-wise, so the
+         * chunking changes no bit) */
+        for (int64_t c0 = u->offset; c0 < u->offset + u->n; c0 += o->stage_n) {
+            int64_t cn = u->offset + u->n - c0 < o->stage_n ? u->offset + u->n - c0 : o->stage_n;
+            size_t bytes = (size_t)cn * sizeof(float);
+            o->ops->upload(o->stage, o->m + c0, bytes);
+            o->ops->upload(o->stage + o->stage_n, o->v + c0, bytes);
+            tensor p = view(o, o->param, c0, cn), g = view(o, o->grad, c0, cn);
+            tensor m = view(o, o->stage, 0, cn), v = view(o, o->stage + o->stage_n, 0, cn);
+            o->ops->adamw(&p, &m, &v, &g, &a);
+            o->ops->download(o->m + c0, o->stage, bytes);
+            o->ops->download(o->v + c0, o->stage + o->stage_n, bytes);
+        }
     }
     if (info) *info = r;
 }

@@ -54,6 +54,10 @@ typedef struct {
     int64_t warmup_steps;          /* > 0: linear warm-up steps (wins over the ratio) */
     double warmup_ratio;           /* else ceil(max_steps * warmup_ratio) */
     int64_t max_steps;             /* training steps the schedule spans (linear, cosine) */
+    int offload_optimizer;         /* 0; 1: m and v in host memory, streamed through the device in
+                                    * chunks for each update (DeepSpeed's offload_optimizer): 8
+                                    * bytes per parameter off the device, the same bits. A no-op on
+                                    * the CPU backend. */
 } optim_config;
 
 void optim_config_default(optim_config *c);
@@ -109,8 +113,11 @@ typedef struct {
     int64_t n;           /* floats per role buffer (padding, untrained gaps included) */
     float *param;        /* device [n]: master weights (float32) */
     float *grad;         /* device [n]: gradients, accumulated by backward */
-    float *m;            /* device [n]: first moments (exp_avg) */
-    float *v;            /* device [n]: second moments (exp_avg_sq) */
+    float *m;            /* device [n] (host [n] when state_on_host): first moments (exp_avg) */
+    float *v;            /* device [n] (host [n] when state_on_host): second moments (exp_avg_sq) */
+    int state_on_host;   /* offload_optimizer on a device backend */
+    float *stage;        /* device [2 * stage_n]: an m chunk then a v chunk (state_on_host) */
+    int64_t stage_n;
     int owns_param_grad; /* 1 after optim_init, 0 after optim_init_arena */
     int64_t step;        /* applied updates (AdamW t) */
     int64_t n_skipped;   /* updates skipped for a non-finite gradient */
@@ -138,7 +145,8 @@ void optim_free(optim *o);
 
 /* Index of a parameter by name, -1 if absent. */
 int optim_find(const optim *o, const char *name);
-/* 1-D device views [numel] of parameter i in each role buffer. */
+/* 1-D views [numel] of parameter i in each role buffer (on the device; m
+ * and v on the host when state_on_host, the view's device says which). */
 tensor optim_param_view(const optim *o, int i);
 tensor optim_grad_view(const optim *o, int i);
 tensor optim_m_view(const optim *o, int i);

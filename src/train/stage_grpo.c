@@ -694,6 +694,7 @@ base_status run_optim_new(run_ctx *c, const cJSON *st, int64_t max_steps, float 
     oc.warmup_steps = recipe_int(st, "warmup_steps");
     oc.warmup_ratio = recipe_num(st, "warmup_ratio");
     oc.max_steps = max_steps;
+    oc.offload_optimizer = recipe_bool(st, "offload_optimizer");
     base_status s = optim_sched_parse(recipe_str(st, "lr_scheduler_type"), &oc.lr_scheduler_type);
     if (s) return s;
     int n = model_nparams(c->policy), k = 0;
