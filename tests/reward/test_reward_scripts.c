@@ -257,17 +257,33 @@ static void test_code_stdio(void **st) {
     for (int i = 0; i < n; i++) cJSON_Delete(s[i]);
 }
 
+/* `grpo score --rewards DIR/SCRIPT.lua[SPEC_TAIL] --in DIR/in.jsonl --out
+ * DIR/out.jsonl OPTS` with the script and the input written first; returns
+ * the exit status, the output in *log. */
+static int score_cli(const char *dir, const char *script, const char *lua, const char *spec_tail,
+                     const char *lines, const char *opts, char **log) {
+    char *scr = base_path_join(dir, script), *in = base_path_join(dir, "in.jsonl");
+    char *out = base_path_join(dir, "out.jsonl");
+    test_write_file(scr, lua, strlen(lua));
+    test_write_file(in, lines, strlen(lines));
+    base_buf args = {0};
+    base_buf_printf(&args, "score --rewards '%s%s' --in '%s' --out '%s' %s", scr, spec_tail, in, out, opts);
+    int rc = test_run_grpo(args.data, log);
+    if (rc) fprintf(stderr, "%s\n", *log);
+    base_buf_free(&args);
+    free(scr), free(in), free(out);
+    return rc;
+}
+
 static void test_score_cli(void **st) {
     (void)st;
     char *dir = test_tmpdir();
     char *in = base_path_join(dir, "in.jsonl");
     char *out = base_path_join(dir, "out.jsonl");
-    char *scr = base_path_join(dir, "eq.lua");
     const char *lua = "return {columns = {'answer'}, score = function(s)\n"
                       "  if s.answer == 'skip' then return nil end\n"
                       "  if s.answer == 'boom' then error('boom') end\n"
                       "  return s.completion == s.answer and 1 or 0, {len = #s.completion} end}\n";
-    test_write_file(scr, lua, strlen(lua));
     const char *lines = "{\"completion\":\"4\",\"answer\":\"4\"}\n"
                         "{\"completion\":\"5\",\"answer\":\"4\"}\n"
                         "{not json\n"
@@ -277,13 +293,8 @@ static void test_score_cli(void **st) {
                         "[1,2]\n"
                         "{\"answer\":\"4\"}\n"
                         "{\"id\":\"b1\",\"completion\":\"x\",\"answer\":\"boom\"}\n";
-    test_write_file(in, lines, strlen(lines));
-    base_buf args = {0};
-    base_buf_printf(&args, "score --rewards '%s:2' --in '%s' --out '%s' --workers 2", scr, in, out);
     char *o = NULL;
-    int rc = test_run_grpo(args.data, &o);
-    if (rc) fprintf(stderr, "%s\n", o);
-    assert_int_equal(rc, 0);
+    assert_int_equal(score_cli(dir, "eq.lua", lua, ":2", lines, "--workers 2", &o), 0);
     /* malformed lines named with their number */
     char want[600];
     snprintf(want, sizeof want, "%s:3:", in);
@@ -324,7 +335,7 @@ static void test_score_cli(void **st) {
     base_jsonl_close(r);
     /* usage errors and a bad spec */
     assert_int_equal(test_run_grpo("score --in x", NULL), 2);
-    base_buf_reset(&args);
+    base_buf args = {0};
     base_buf_printf(&args, "score --rewards /nonexistent.lua --in '%s' --out '%s'", in, out);
     assert_int_equal(test_run_grpo(args.data, &o), 1);
     assert_non_null(strstr(o, "/nonexistent.lua"));
@@ -334,7 +345,6 @@ static void test_score_cli(void **st) {
     free(dir);
     free(in);
     free(out);
-    free(scr);
 }
 
 /* grpo score and score_group scripts: consecutive lines with one prompt are
@@ -343,25 +353,17 @@ static void test_score_cli(void **st) {
 static void test_score_cli_groups(void **st) {
     (void)st;
     char *dir = test_tmpdir();
-    char *in = base_path_join(dir, "in.jsonl");
     char *out = base_path_join(dir, "out.jsonl");
-    char *scr = base_path_join(dir, "gsize.lua");
     const char *lua = "return {score_group = function(ss)\n"
                       "  local out = {}\n"
                       "  for i = 1, #ss do out[i] = #ss end\n"
                       "  return out end}\n";
-    test_write_file(scr, lua, strlen(lua));
     const int size[8] = {3, 3, 3, 1, 4, 4, 4, 4};
     const char *prompt[8] = {"p", "p", "p", "q", "p", "p", "p", "p"};
     base_buf lines = {0};
     for (int i = 0; i < 8; i++) base_buf_printf(&lines, "{\"prompt\":\"%s\",\"completion\":\"c%d\"}\n", prompt[i], i);
-    test_write_file(in, lines.data, lines.len);
-    base_buf args = {0};
-    base_buf_printf(&args, "score --rewards '%s' --in '%s' --out '%s' --batch 2", scr, in, out);
     char *o = NULL;
-    int rc = test_run_grpo(args.data, &o);
-    if (rc) fprintf(stderr, "%s\n", o);
-    assert_int_equal(rc, 0);
+    assert_int_equal(score_cli(dir, "gsize.lua", lua, "", lines.data, "--batch 2", &o), 0);
     free(o);
     base_jsonl *r;
     assert_int_equal(base_jsonl_open(out, &r), BASE_OK);
@@ -378,9 +380,9 @@ static void test_score_cli_groups(void **st) {
     }
     assert_int_equal(n, 8);
     base_jsonl_close(r);
-    base_buf_free(&args), base_buf_free(&lines);
+    base_buf_free(&lines);
     test_rmdir(dir);
-    free(dir), free(in), free(out), free(scr);
+    free(dir), free(out);
 }
 
 /* The open-r1 cases of reward_fn_cases.jsonl through the built-in scripts
