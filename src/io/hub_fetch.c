@@ -468,14 +468,11 @@ base_status hub_fetch(const char *repo, const char *out_dir, const hub_opts *o, 
     memset(&rs, 0, sizeof rs);
     double t0 = base_now();
     if (res) *res = rs;
-    if (!hub_repo_id_valid(repo))
-        return base_err_set(BASE_ERR_INVALID, "'%s' is not a repository id (owner/name, letters, digits, '-', '_', '.')",
-                            repo ? repo : "(null)");
     hub_ctx c;
     base_status s = hub_ctx_init(&c, repo, o);
     if (s) return s;
     hub_listing l;
-    s = hub_list(repo, o, &l);
+    s = hub_list_ctx(&c, o, &l);
     if (s) goto done_list;
     rs.n_files = l.n;
     if (l.n == 0) {
