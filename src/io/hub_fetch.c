@@ -356,14 +356,11 @@ static base_status get_file(job *j, const hub_file *f, const char *final) {
     free(rev);
     free(path);
     double wait = c->backoff_s;
-    int fails = 0, first = 1;
-    for (;;) {
-        /* a .part already whole (an earlier run stopped before the rename)
-         * needs no request; an empty file still needs one, to exist */
-        if (first && x.have == f->size && f->size > 0) {
-            first = 0;
-        } else {
-            first = 0;
+    /* a .part already whole (an earlier run stopped before the rename)
+     * needs no request; an empty file still needs one, to exist */
+    int fails = 0, need_get = !(x.have == f->size && f->size > 0);
+    for (;; need_get = 1) {
+        if (need_get) {
             int k = attempt(&x, f, url.data, part);
             if (k == TRY_STOP) {
                 s = base_err_set(BASE_ERR_IO, "%s: %s: interrupted", c->repo, f->path);
@@ -515,7 +512,7 @@ base_status hub_fetch(const char *repo, const char *out_dir, const hub_opts *o, 
     atomic_store(&j.total, total);
     if (j.progress) base_progress_start(&j.bar, "fetch", total);
     int jobs = o->jobs > 0 ? o->jobs : 4;
-    if (jobs > l.n) jobs = l.n > 0 ? l.n : 1;
+    if (jobs > l.n) jobs = l.n; /* l.n > 0 here */
     base_pool *pool = base_pool_create(jobs);
     base_pool_for(pool, l.n, task, &j);
     base_pool_destroy(pool);
