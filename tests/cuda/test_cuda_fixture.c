@@ -31,9 +31,7 @@
 
 #include "io/st.h"
 #include "model/model.h"
-#ifdef GRPO_HAVE_CUDA_EMU
-#include "emu/cuda_emu_ops.h"
-#endif
+#include "cuda/test_backend.h"
 
 static const struct ops *g_ops;
 static model_precision g_prec; /* argv[2]: f32 (default) or bf16 */
@@ -403,23 +401,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: test_cuda_fixture [cuda|emu] [f32|bf16]\n");
         return 2;
     }
-    if (!strcmp(backend, "cuda")) {
-        g_ops = ops_cuda();
-        if (!g_ops) {
-            printf("skipped: no GPU (%s)\n", base_err_msg());
-            return 0;
-        }
-    } else if (!strcmp(backend, "emu")) {
-#ifdef GRPO_HAVE_CUDA_EMU
-        g_ops = ops_cuda_emu();
-#else
-        printf("skipped: built without the CUDA emulator\n");
-        return 0;
-#endif
-    } else {
+    int have = test_backend(backend, 0, &g_ops);
+    if (have < 0) {
         fprintf(stderr, "usage: test_cuda_fixture [cuda|emu]\n");
         return 2;
     }
+    if (!have) return 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_logits_a), cmocka_unit_test(test_greedy_a), cmocka_unit_test(test_grads_a),
         cmocka_unit_test(test_logits_b), cmocka_unit_test(test_greedy_b), cmocka_unit_test(test_grads_b),

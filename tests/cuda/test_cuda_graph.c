@@ -28,9 +28,7 @@
 #include "io/st.h"
 #include "model/model.h"
 #include "rollout/rollout.h"
-#ifdef GRPO_HAVE_CUDA_EMU
-#include "emu/cuda_emu_ops.h"
-#endif
+#include "cuda/test_backend.h"
 
 static const struct ops *g_ops;
 static int g_emu;
@@ -203,24 +201,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: test_cuda_graph [cuda|emu] [f32|bf16]\n");
         return 2;
     }
-    if (!strcmp(backend, "cuda")) {
-        g_ops = ops_cuda();
-        if (!g_ops) {
-            printf("skipped: no GPU (%s)\n", base_err_msg());
-            return 0;
-        }
-    } else if (!strcmp(backend, "emu")) {
-#ifdef GRPO_HAVE_CUDA_EMU
-        g_ops = ops_cuda_emu();
-        g_emu = 1;
-#else
-        printf("skipped: built without the CUDA emulator\n");
-        return 0;
-#endif
-    } else {
+    int have = test_backend(backend, 0, &g_ops);
+    if (have < 0) {
         fprintf(stderr, "usage: test_cuda_graph [cuda|emu] [f32|bf16]\n");
         return 2;
     }
+    if (!have) return 0;
+    g_emu = !strcmp(backend, "emu");
     if (!g_ops->graph_capture) {
         printf("skipped: graphs are off (GRPO_CUDA_GRAPHS=0)\n");
         return 0;

@@ -32,9 +32,7 @@
 #include "io/st.h"
 #include "model/model.h"
 #include "rollout/rollout.h"
-#ifdef GRPO_HAVE_CUDA_EMU
-#include "emu/cuda_emu_ops.h"
-#endif
+#include "cuda/test_backend.h"
 
 static const struct ops *g_ops;
 static int g_emu, g_bf;
@@ -288,24 +286,13 @@ static void test_prefill_packing(void **state) {
 int main(int argc, char **argv) {
     const char *backend = argc > 1 ? argv[1] : "cuda";
     g_bf = argc > 2 && !strcmp(argv[2], "bf16");
-    if (!strcmp(backend, "cuda")) {
-        g_ops = ops_cuda();
-        if (!g_ops) {
-            printf("skipped: no GPU (%s)\n", base_err_msg());
-            return 0;
-        }
-    } else if (!strcmp(backend, "emu")) {
-#ifdef GRPO_HAVE_CUDA_EMU
-        g_ops = ops_cuda_emu();
-        g_emu = 1;
-#else
-        printf("skipped: built without the CUDA emulator\n");
-        return 0;
-#endif
-    } else {
+    int have = test_backend(backend, 0, &g_ops);
+    if (have < 0) {
         fprintf(stderr, "usage: test_cuda_rollout [cuda|emu]\n");
         return 2;
     }
+    if (!have) return 0;
+    g_emu = !strcmp(backend, "emu");
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_greedy), cmocka_unit_test(test_sampled),
                                        cmocka_unit_test(test_prefill_packing)};
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -22,9 +22,7 @@
 #include "recipe/recipe.h"
 #include "tensor/ops.h"
 #include "train/run.h"
-#ifdef GRPO_HAVE_CUDA_EMU
-#include "emu/cuda_emu_ops.h"
-#endif
+#include "cuda/test_backend.h"
 
 static const char *g_dev, *g_prec = "f32";
 static char *DIR_;
@@ -179,23 +177,18 @@ static void test_offload_optimizer(void **state) {
 int main(int argc, char **argv) {
     const char *backend = argc > 1 ? argv[1] : "cuda";
     if (argc > 2) g_prec = argv[2];
-    if (!strcmp(backend, "cuda")) {
-        if (!ops_cuda()) {
-            printf("skipped: no GPU (%s)\n", base_err_msg());
-            return 0;
-        }
-        g_dev = "cuda";
-    } else if (!strcmp(backend, "emu")) {
-#ifdef GRPO_HAVE_CUDA_EMU
-        ops_register("cuda-emu", ops_cuda_emu());
-        g_dev = "cuda-emu";
-#else
-        printf("skipped: built without the CUDA emulator\n");
-        return 0;
-#endif
-    } else {
+    const struct ops *ops;
+    int have = test_backend(backend, 0, &ops);
+    if (have < 0) {
         fprintf(stderr, "usage: test_cuda_run [cuda|emu]\n");
         return 2;
+    }
+    if (!have) return 0;
+    if (!strcmp(backend, "emu")) {
+        ops_register("cuda-emu", ops);
+        g_dev = "cuda-emu";
+    } else {
+        g_dev = "cuda";
     }
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_straight_and_resumed),
                                        cmocka_unit_test(test_offload_optimizer)};

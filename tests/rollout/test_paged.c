@@ -27,9 +27,7 @@
 #include "io/st.h"
 #include "model/model.h"
 #include "rollout/rollout.h"
-#ifdef GRPO_HAVE_CUDA_EMU
-#include "emu/cuda_emu_ops.h"
-#endif
+#include "cuda/test_backend.h"
 
 enum { NPROMPT = 5, G = 3, MAXC = NPROMPT * G, MAX_PROMPT = 40 };
 
@@ -252,27 +250,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: test_paged [cpu|emu|cuda] [f32|bf16]\n");
         return 2;
     }
-    if (!strcmp(backend, "cpu")) {
-        g_ops = ops_cpu();
-    } else if (!strcmp(backend, "cuda")) {
-        g_ops = ops_cuda();
-        g_gpu = 1;
-        if (!g_ops) {
-            printf("skipped: no GPU (%s)\n", base_err_msg());
-            return 0;
-        }
-    } else if (!strcmp(backend, "emu")) {
-#ifdef GRPO_HAVE_CUDA_EMU
-        g_ops = ops_cuda_emu();
-        g_emu = 1;
-#else
-        printf("skipped: built without the CUDA emulator\n");
-        return 0;
-#endif
-    } else {
+    int have = test_backend(backend, 1, &g_ops);
+    if (have < 0) {
         fprintf(stderr, "usage: test_paged [cpu|emu|cuda] [f32|bf16]\n");
         return 2;
     }
+    if (!have) return 0;
+    g_gpu = !strcmp(backend, "cuda");
+    g_emu = !strcmp(backend, "emu");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_identical_across_layouts),
         cmocka_unit_test(test_pages_shared),
