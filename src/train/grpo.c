@@ -436,9 +436,9 @@ typedef struct {
     double log_w;  /* sum of logp - old (0 when old is NULL) */
     double lr_sum; /* vespo: sum of clamp(logp - old, +-20) (+ the clamped log is_ratio) */
     double kl_old; /* OPSM: sum of (sampling or old) - logp, NaN terms as 0 */
-    double n_sel;  /* entropy-selected loss tokens E_i */
-    double q_sel;  /* their policy weights: sum of e_t is_t (is_t = 1 without the correction) */
-    double kl_sum; /* sum of the KL estimator (sequence-level bias correction) */
+    double q_sel;  /* the policy weights of its loss tokens: sum of e_t is_t (e_t the entropy
+                    * selection, is_t = 1 without the correction) */
+    double kl_sum; /* sum of the KL estimator; only for the sequence-level bias correction */
 } seq_pass;
 
 /* The importance-sampling correction's factor on token t's policy term
@@ -469,14 +469,22 @@ static seq_pass seq_first_pass(const grpo_config *cfg, const grpo_batch *b, int6
             p.lr_sum += l < lo ? lo : (l > 20.0 ? 20.0 : l);
         }
         const double e = !tq || (double)b->entropy[t] >= ent_thr;
-        p.n_sel += e;
         p.q_sel += e * is_factor(cfg, b, t);
-        if (cfg->beta != 0) {
+        if (cfg->beta != 0 && cfg->use_bias_correction_kl && cfg->importance_sampling_level == GRPO_IS_SEQUENCE) {
             double dkl;
             p.kl_sum += kl_eval(cfg->kl_estimator, b->logp[t], b->ref_logp[t], &dkl);
         }
     }
     return p;
+}
+
+/* Loss tokens of b whose entropy is at least thr. */
+static int64_t count_selected(const grpo_config *cfg, const grpo_batch *b, double thr) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < b->n_seqs; i++)
+        for (int64_t t = b->offsets[i]; t < b->offsets[i + 1]; t++)
+            n += token_active(cfg, b, i, t) && (double)b->entropy[t] >= thr;
+    return n;
 }
 
 /* Aggregation weight of each loss token of a sequence with n_i loss tokens. */
@@ -527,16 +535,12 @@ base_status grpo_loss(const grpo_config *cfg, const grpo_batch *b, const grpo_no
     const int seq_level = cfg->importance_sampling_level == GRPO_IS_SEQUENCE;
     const int tq = cfg->top_entropy_quantile < 1.0, opsm = !isnan(cfg->off_policy_mask_threshold);
     const int bias = cfg->use_bias_correction_kl;
-    /* g_logp is the sort's scratch: every element is written below */
+    /* g_logp is the selection's scratch: every element is written below */
     const double ent_thr = tq ? entropy_threshold(cfg, b, n_local, g_logp) : 0.0;
 
     /* the entropy bonus is the mean over the entropy-selected loss tokens,
      * scaled by this micro-batch's share of the step's loss tokens */
-    double n_sel_all = (double)n_local;
-    if (tq) {
-        n_sel_all = 0;
-        for (int64_t i = 0; i < b->n_seqs; i++) n_sel_all += seq_first_pass(cfg, b, i, ent_thr).n_sel;
-    }
+    const double n_sel_all = (double)(tq ? count_selected(cfg, b, ent_thr) : n_local);
     const double ent_w = 1.0 / (n_sel_all > 1 ? n_sel_all : 1.0) * (double)n_local / n_tok_step;
     double h_sum = 0; /* sum of the selected tokens' entropies (the bonus) */
 

@@ -45,33 +45,31 @@ static double combine(const float *row, int f, const float *w) {
     return any ? s : NAN;
 }
 
-/* nanmean / unbiased nanstd of x[0], x[stride], ... (n values; the
- * double version is contiguous). The std is
- * NaN with fewer than 2 values, as TRL's nanstd; the mean is NaN with none. */
-static void nan_mean_std_f(const float *x, int64_t n, int64_t stride, double *mean, double *std) {
+/* nanmean / unbiased nanstd of n values: xd[0..n) when xd is given, else
+ * xf[0], xf[stride], ... (a reward column). The std is NaN with fewer than
+ * 2 values, as TRL's nanstd; the mean is NaN with none. */
+static void nan_mean_std_at(const double *xd, const float *xf, int64_t n, int64_t stride, double *mean,
+                            double *std) {
+#define X(i) (xd ? xd[i] : (double)xf[(i) * stride])
     double s = 0;
     int64_t c = 0;
     for (int64_t i = 0; i < n; i++)
-        if (!isnan(x[i * stride])) s += x[i * stride], c++;
+        if (!isnan(X(i))) s += X(i), c++;
     double mu = c ? s / (double)c : NAN;
     double q = 0;
     for (int64_t i = 0; i < n; i++)
-        if (!isnan(x[i * stride])) q += (x[i * stride] - mu) * (x[i * stride] - mu);
+        if (!isnan(X(i))) q += (X(i) - mu) * (X(i) - mu);
+#undef X
     if (mean) *mean = mu;
     if (std) *std = c > 1 ? sqrt(q / (double)(c - 1)) : NAN;
 }
 
 static void nan_mean_std(const double *x, int64_t n, double *mean, double *std) {
-    double s = 0;
-    int64_t c = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (!isnan(x[i])) s += x[i], c++;
-    double mu = c ? s / (double)c : NAN;
-    double q = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (!isnan(x[i])) q += (x[i] - mu) * (x[i] - mu);
-    if (mean) *mean = mu;
-    if (std) *std = c > 1 ? sqrt(q / (double)(c - 1)) : NAN;
+    nan_mean_std_at(x, NULL, n, 1, mean, std);
+}
+
+static void nan_mean_std_f(const float *x, int64_t n, int64_t stride, double *mean, double *std) {
+    nan_mean_std_at(NULL, x, n, stride, mean, std);
 }
 
 /* torch.isclose(std, 0): |std| <= atol 1e-8 (NaN is not close). */

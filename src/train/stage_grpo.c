@@ -165,12 +165,12 @@ static base_status parse_config(const cJSON *st, grpo_config *g) {
         return s;
     g->beta = recipe_num(st, "beta");
     g->epsilon = recipe_num(st, "epsilon");
-    const cJSON *eh = cJSON_GetObjectItemCaseSensitive(st, "epsilon_high");
-    g->epsilon_high = cJSON_IsNumber(eh) ? eh->valuedouble : -1;
-    const cJSON *dl = cJSON_GetObjectItemCaseSensitive(st, "delta");
-    g->delta = cJSON_IsNumber(dl) ? dl->valuedouble : 0;
-    if (cJSON_IsNumber(dl) && !(dl->valuedouble > 0))
-        return base_err_set(BASE_ERR_INVALID, "delta = %g (expected > 0, or null = off; INTELLECT-2 uses 4)", dl->valuedouble);
+    /* keys whose null means "off": grpo_config's own sentinels */
+    g->epsilon_high = base_json_num(st, "epsilon_high", -1, NULL);
+    int has_delta;
+    g->delta = base_json_num(st, "delta", 0, &has_delta);
+    if (has_delta && !(g->delta > 0))
+        return base_err_set(BASE_ERR_INVALID, "delta = %g (expected > 0, or null = off; INTELLECT-2 uses 4)", g->delta);
     if ((s = grpo_reward_aggregation_parse(recipe_str(st, "multi_objective_aggregation"),
                                            &g->multi_objective_aggregation)))
         return s;
@@ -182,15 +182,12 @@ static base_status parse_config(const cJSON *st, grpo_config *g) {
     g->vespo_lambda_neg = recipe_num(st, "vespo_lambda_neg");
     g->top_entropy_quantile = recipe_num(st, "top_entropy_quantile");
     g->use_bias_correction_kl = recipe_bool(st, "use_bias_correction_kl");
-    const cJSON *om = cJSON_GetObjectItemCaseSensitive(st, "off_policy_mask_threshold");
-    g->off_policy_mask_threshold = cJSON_IsNumber(om) ? om->valuedouble : NAN;
+    g->off_policy_mask_threshold = base_json_num(st, "off_policy_mask_threshold", NAN, NULL);
     g->importance_sampling_correction = recipe_bool(st, "importance_sampling_correction");
     if ((s = grpo_is_correction_mode_parse(recipe_str(st, "importance_sampling_mode"), &g->importance_sampling_mode)))
         return s;
-    const cJSON *cmin = cJSON_GetObjectItemCaseSensitive(st, "importance_sampling_clip_min");
-    const cJSON *cmax = cJSON_GetObjectItemCaseSensitive(st, "importance_sampling_clip_max");
-    g->importance_sampling_clip_min = cJSON_IsNumber(cmin) ? cmin->valuedouble : NAN;
-    g->importance_sampling_clip_max = cJSON_IsNumber(cmax) ? cmax->valuedouble : NAN;
+    g->importance_sampling_clip_min = base_json_num(st, "importance_sampling_clip_min", NAN, NULL);
+    g->importance_sampling_clip_max = base_json_num(st, "importance_sampling_clip_max", NAN, NULL);
     g->num_iterations = (int)recipe_int(st, "num_iterations");
     g->max_completion_length = (int)recipe_int(st, "max_completion_length");
     g->mask_truncated_completions = recipe_bool(st, "mask_truncated_completions");
@@ -204,10 +201,10 @@ static base_status parse_config(const cJSON *st, grpo_config *g) {
     return grpo_config_check(g);
 }
 
-base_status run_stage_grpo_check(const cJSON *st) {
+/* run_stage_grpo_check, with the parsed options in *g. */
+static base_status check_stage(const cJSON *st, grpo_config *g) {
     const char *name = recipe_str(st, "name");
-    grpo_config g;
-    base_status s = parse_config(st, &g);
+    base_status s = parse_config(st, g);
     if (s) return base_err_wrap(s, "stage '%s'", name);
     int64_t G = recipe_int(st, "num_generations"), N = recipe_int(st, "generation_batch_size");
     if (G < 2) return base_err_set(BASE_ERR_INVALID, "stage '%s': num_generations must be >= 2 (GRPO compares a group)", name);
@@ -219,6 +216,11 @@ base_status run_stage_grpo_check(const cJSON *st) {
     if (!(recipe_num(st, "temperature") > 0))
         return base_err_set(BASE_ERR_INVALID, "stage '%s': GRPO samples need temperature > 0", name);
     return BASE_OK;
+}
+
+base_status run_stage_grpo_check(const cJSON *st) {
+    grpo_config g;
+    return check_stage(st, &g);
 }
 
 /* State of one stage run (what a checkpoint restores). */
@@ -313,10 +315,9 @@ static void add_num(cJSON *o, const char *k, double v) {
 
 base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckpt *resume) {
     const char *name = recipe_str(st, "name");
-    base_status s = run_stage_grpo_check(st);
-    if (s) return s;
     grpo_config gc;
-    parse_config(st, &gc); /* checked above */
+    base_status s = check_stage(st, &gc);
+    if (s) return s;
     if (grpo_config_warning(&gc)) base_warn("stage '%s': %s", name, grpo_config_warning(&gc));
     grpo_bufs b;
     memset(&b, 0, sizeof b);

@@ -107,6 +107,50 @@ static char *run_file(const char *name, const char *rel) {
     return t;
 }
 
+/* Load recipe text with --set overrides and run it to the end (replacing
+ * an earlier run of the name); any error fails the test. */
+static void run_text(const char *text, const char *const *sets, int n_sets) {
+    recipe *rc;
+    if (recipe_load_string(text, "t.lua", sets, n_sets, &rc)) fail_msg("%s", base_err_msg());
+    run_opts o = {.overwrite = 1, .quiet = 1};
+    if (run_recipe(rc, &o)) fail_msg("%s", base_err_msg());
+    recipe_free(rc);
+}
+
+/* The test recipe (recipe_text) under `name`, with overrides. */
+static void run_sets(const char *name, const char *const *sets, int n_sets) {
+    char *text = recipe_text(name);
+    run_text(text, sets, n_sets);
+    free(text);
+}
+
+/* The grpo stage's lines of a run's metrics.jsonl, as a cJSON array (the
+ * caller deletes it). */
+static cJSON *grpo_metrics(const char *name) {
+    char *m = run_file(name, "metrics.jsonl"), *save = NULL;
+    cJSON *out = cJSON_CreateArray();
+    for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *j = cJSON_Parse(line);
+        assert_non_null(j);
+        if (!strcmp(base_json_str(j, "stage", ""), "grpo")) cJSON_AddItemToArray(out, j);
+        else cJSON_Delete(j);
+    }
+    free(m);
+    return out;
+}
+
+/* A checkpoint's model.safetensors bytes; *len its size. */
+static char *read_weights(const char *name, int step, size_t *len) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "checkpoints/step-%d/model.safetensors", step);
+    base_buf b = {0};
+    base_buf_printf(&b, "%s/runs/%s/%s", DIR_, name, rel);
+    char *w = NULL;
+    if (base_read_file(b.data, &w, len)) fail_msg("%s", base_err_msg());
+    base_buf_free(&b);
+    return w;
+}
+
 /* metrics.jsonl without the wall-clock fields, one canonical string */
 static char *metrics_canon(const char *name) {
     char *text = run_file(name, "metrics.jsonl");
@@ -130,16 +174,11 @@ static void assert_same_run(const char *a, const char *b) {
     char *ma = metrics_canon(a), *mb = metrics_canon(b);
     assert_string_equal(ma, mb);
     free(ma), free(mb);
-    char *wa, *wb;
     size_t na, nb;
-    base_buf pa = {0}, pb = {0};
-    base_buf_printf(&pa, "%s/runs/%s/checkpoints/step-4/model.safetensors", DIR_, a);
-    base_buf_printf(&pb, "%s/runs/%s/checkpoints/step-4/model.safetensors", DIR_, b);
-    if (base_read_file(pa.data, &wa, &na) || base_read_file(pb.data, &wb, &nb)) fail_msg("%s", base_err_msg());
+    char *wa = read_weights(a, 4, &na), *wb = read_weights(b, 4, &nb);
     assert_int_equal(na, nb);
     assert_memory_equal(wa, wb, na); /* bit-identical weights */
     free(wa), free(wb);
-    base_buf_free(&pa), base_buf_free(&pb);
 }
 
 static void test_straight_run(void **state) {
@@ -159,27 +198,22 @@ static void test_straight_run(void **state) {
     assert_non_null(strstr(m, "\"kl\""));
     /* adaptive entropy: the entropy stays below the target 100, so the
      * coefficient grows by entropy_coef_delta (0.005) per optimizer step */
-    double coef[4];
-    int k = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = cJSON_Parse(line);
-        if (!strcmp(base_json_str(j, "stage", ""), "grpo")) coef[k++] = base_json_num(j, "entropy_coef", -1, NULL);
-        cJSON_Delete(j);
-    }
-    assert_int_equal(k, 4);
-    for (int i = 0; i < 4; i++) assert_true(fabs(coef[i] - (0.001 + 0.005 * (i + 1))) < 1e-12);
     free(m);
+    cJSON *g = grpo_metrics("straight"), *line;
+    assert_int_equal(cJSON_GetArraySize(g), 4);
+    int k = 0;
+    cJSON_ArrayForEach(line, g) {
+        k++;
+        assert_true(fabs(base_json_num(line, "entropy_coef", -1, NULL) - (0.001 + 0.005 * k)) < 1e-12);
+    }
+    cJSON_Delete(g);
     /* the weights moved: step 4 differs from the initial model */
-    base_buf p4 = {0};
-    base_buf_printf(&p4, "%s/runs/straight/checkpoints/step-4/model.safetensors", DIR_);
-    char *w4, *w0;
     size_t n4, n0;
+    char *w4 = read_weights("straight", 4, &n4), *w0;
     char *p0 = base_path_join(DIR_, "model/model.safetensors");
-    if (base_read_file(p4.data, &w4, &n4) || base_read_file(p0, &w0, &n0)) fail_msg("%s", base_err_msg());
+    if (base_read_file(p0, &w0, &n0)) fail_msg("%s", base_err_msg());
     assert_true(n4 != n0 || memcmp(w4, w0, n0) != 0);
     free(w4), free(w0), free(p0);
-    base_buf_free(&p4);
     char *cfg = run_file("straight", "config.resolved.lua");
     assert_non_null(strstr(cfg, "loss_type = \"grpo\""));
     free(cfg);
@@ -388,28 +422,16 @@ static void test_logging_and_ref_sync(void **state) {
                             "name=sync", "stages.grpo.save_steps=0"};
     const char *sets_b[] = {"name=nosync", "stages.grpo.save_steps=0"};
     for (int run = 0; run < 2; run++) {
-        char *text = recipe_text(run ? "nosync" : "sync");
-        recipe *rc;
-        if (recipe_load_string(text, "t.lua", run ? sets_b : sets_a, run ? 2 : 6, &rc)) fail_msg("%s", base_err_msg());
-        free(text);
-        run_opts o = {.overwrite = 1, .quiet = 1};
-        if (run_recipe(rc, &o)) fail_msg("%s", base_err_msg());
-        recipe_free(rc);
-        char *m = run_file(run ? "nosync" : "sync", "metrics.jsonl");
-        int grpo_lines = 0;
+        run_sets(run ? "nosync" : "sync", run ? sets_b : sets_a, run ? 2 : 6);
+        cJSON *g = grpo_metrics(run ? "nosync" : "sync"), *j;
+        int grpo_lines = cJSON_GetArraySize(g);
         double kl_max = 0;
-        char *save = NULL;
-        for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-            cJSON *j = cJSON_Parse(line);
-            if (!strcmp(base_json_str(j, "stage", ""), "grpo")) {
-                grpo_lines++;
-                double kl = base_json_num(j, "kl", -1, NULL);
-                assert_true(kl >= 0);
-                if (kl > kl_max) kl_max = kl;
-            }
-            cJSON_Delete(j);
+        cJSON_ArrayForEach(j, g) {
+            double kl = base_json_num(j, "kl", -1, NULL);
+            assert_true(kl >= 0);
+            if (kl > kl_max) kl_max = kl;
         }
-        free(m);
+        cJSON_Delete(g);
         if (run == 0) {
             assert_int_equal(grpo_lines, 2); /* steps 2 and 4 of 4 */
             assert_true(kl_max == 0.0);
@@ -427,13 +449,7 @@ static void test_steps_per_generation(void **state) {
     (void)state;
     const char *sets[] = {"name=spg", "stages.grpo.steps_per_generation=2", "stages.grpo.max_steps=2",
                           "stages.grpo.save_steps=0"};
-    char *text = recipe_text("spg");
-    recipe *rc;
-    if (recipe_load_string(text, "t.lua", sets, 4, &rc)) fail_msg("%s", base_err_msg());
-    free(text);
-    run_opts o = {.overwrite = 1, .quiet = 1};
-    if (run_recipe(rc, &o)) fail_msg("%s", base_err_msg());
-    recipe_free(rc);
+    run_sets("spg", sets, 4);
     char *st = run_file("spg", "checkpoints/step-2/trainer_state.json");
     cJSON *j = cJSON_Parse(st);
     assert_int_equal(base_json_int(j, "optim_step", -1, NULL), 4);
@@ -446,24 +462,13 @@ static void test_steps_per_generation(void **state) {
  * carries the loss type's own metrics (clip ratios for the clip family,
  * cispo_clip_ratio, vespo/phi_seq_mean) and no others. Two GRPO steps of
  * two optimizer steps each (so old logprobs exist). */
-static char *run_weights(const char *name, const char *opt, char **metrics, size_t *len) {
-    const char *sets[] = {"stages.grpo.steps_per_generation=2", "stages.grpo.max_steps=2",
-                          "stages.grpo.save_steps=0", "stages.grpo.epsilon_high=0.28", opt};
+static char *run_weights(const char *name, const char *opt, size_t *len) {
     char nm[64];
     snprintf(nm, sizeof nm, "name=%s", name);
-    const char *all[6] = {sets[0], sets[1], sets[2], sets[3], nm, opt};
-    char *text = recipe_text(name);
-    recipe *rc;
-    if (recipe_load_string(text, "t.lua", all, opt ? 6 : 5, &rc)) fail_msg("%s: %s", name, base_err_msg());
-    free(text);
-    run_opts o = {.overwrite = 1, .quiet = 1};
-    if (run_recipe(rc, &o)) fail_msg("%s: %s", name, base_err_msg());
-    recipe_free(rc);
-    *metrics = run_file(name, "metrics.jsonl");
-    char path[512], *w;
-    snprintf(path, sizeof path, "%s/runs/%s/checkpoints/step-2/model.safetensors", DIR_, name);
-    if (base_read_file(path, &w, len)) fail_msg("%s", base_err_msg());
-    return w;
+    const char *sets[6] = {"stages.grpo.steps_per_generation=2", "stages.grpo.max_steps=2",
+                           "stages.grpo.save_steps=0", "stages.grpo.epsilon_high=0.28", nm, opt};
+    run_sets(name, sets, opt ? 6 : 5);
+    return read_weights(name, 2, len);
 }
 
 static void test_loss_options(void **state) {
@@ -485,32 +490,25 @@ static void test_loss_options(void **state) {
     char *base = NULL;
     size_t n_w = 0;
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
-        char *m;
         size_t len;
-        char *w = run_weights(v[i].name, v[i].opt, &m, &len);
+        char *w = run_weights(v[i].name, v[i].opt, &len);
         if (!base) base = w, n_w = len;
         else {
             assert_int_equal(len, n_w);
             if (!memcmp(w, base, len)) fail_msg("%s: %s left the weights unchanged", v[i].name, v[i].opt);
             free(w);
         }
-        int grpo_lines = 0;
-        char *save = NULL;
-        for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-            cJSON *j = cJSON_Parse(line);
-            if (!strcmp(base_json_str(j, "stage", ""), "grpo")) {
-                grpo_lines++;
-                for (size_t k = 0; k < 3; k++) {
-                    int want = v[i].metric && !strcmp(v[i].metric, per_type[k]);
-                    const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, per_type[k]);
-                    if (want != cJSON_IsNumber(x))
-                        fail_msg("%s: metric %s %s", v[i].name, per_type[k], want ? "missing" : "logged");
-                }
+        cJSON *g = grpo_metrics(v[i].name), *j;
+        assert_int_equal(cJSON_GetArraySize(g), 2);
+        cJSON_ArrayForEach(j, g) {
+            for (size_t k = 0; k < 3; k++) {
+                int want = v[i].metric && !strcmp(v[i].metric, per_type[k]);
+                const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, per_type[k]);
+                if (want != cJSON_IsNumber(x))
+                    fail_msg("%s: metric %s %s", v[i].name, per_type[k], want ? "missing" : "logged");
             }
-            cJSON_Delete(j);
         }
-        assert_int_equal(grpo_lines, 2);
-        free(m);
+        cJSON_Delete(g);
     }
     free(base);
 }
@@ -526,13 +524,7 @@ static void test_shuffle_dataset(void **state) {
         const char *sets[] = {nm, "stages.grpo.max_steps=2", "stages.grpo.save_steps=0",
                               "stages.grpo.log_completions_steps=1",
                               shuffle ? "stages.grpo.shuffle_dataset=true" : "stages.grpo.shuffle_dataset=false"};
-        char *text = recipe_text(name);
-        recipe *rc;
-        if (recipe_load_string(text, "t.lua", sets, 5, &rc)) fail_msg("%s", base_err_msg());
-        free(text);
-        run_opts o = {.overwrite = 1, .quiet = 1};
-        if (run_recipe(rc, &o)) fail_msg("%s", base_err_msg());
-        recipe_free(rc);
+        run_sets(name, sets, 5);
         /* samples.jsonl: 2 steps x 8 completions, G = 4: prompts of rows 0..3 */
         char *m = run_file(name, "samples.jsonl"), *save = NULL;
         int k = 0, in_order = 1;
@@ -565,33 +557,19 @@ static void test_is_correction(void **state) {
     size_t n[2];
     for (int run = 0; run < 2; run++) {
         const char *name = run ? "isc0" : "isc";
-        char *text = recipe_text(name);
-        recipe *rc;
-        if (recipe_load_string(text, "t.lua", run ? masked : on, run ? 5 : 4, &rc)) fail_msg("%s", base_err_msg());
-        free(text);
-        run_opts o = {.overwrite = 1, .quiet = 1};
-        if (run_recipe(rc, &o)) fail_msg("%s", base_err_msg());
-        recipe_free(rc);
-        char *m = run_file(name, "metrics.jsonl"), *save = NULL;
-        int lines = 0;
-        for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-            cJSON *j = cJSON_Parse(line);
-            if (!strcmp(base_json_str(j, "stage", ""), "grpo")) {
-                lines++;
-                double dmax = base_json_num(j, "sampling/sampling_logp_difference/max", -1, NULL);
-                double rmean = base_json_num(j, "sampling/importance_sampling_ratio/mean", -1, NULL);
-                double rmax = base_json_num(j, "sampling/importance_sampling_ratio/max", -1, NULL);
-                assert_true(dmax >= 0 && dmax < 1e-4);
-                if (run == 0) assert_true(fabs(rmean - 1.0) < 1e-3);
-                else assert_true(rmax == 0.0);
-            }
-            cJSON_Delete(j);
+        run_sets(name, run ? masked : on, run ? 5 : 4);
+        cJSON *g = grpo_metrics(name), *j;
+        assert_int_equal(cJSON_GetArraySize(g), 2);
+        cJSON_ArrayForEach(j, g) {
+            double dmax = base_json_num(j, "sampling/sampling_logp_difference/max", -1, NULL);
+            double rmean = base_json_num(j, "sampling/importance_sampling_ratio/mean", -1, NULL);
+            double rmax = base_json_num(j, "sampling/importance_sampling_ratio/max", -1, NULL);
+            assert_true(dmax >= 0 && dmax < 1e-4);
+            if (run == 0) assert_true(fabs(rmean - 1.0) < 1e-3);
+            else assert_true(rmax == 0.0);
         }
-        assert_int_equal(lines, 2);
-        free(m);
-        char path[512];
-        snprintf(path, sizeof path, "%s/runs/%s/checkpoints/step-2/model.safetensors", DIR_, name);
-        if (base_read_file(path, &w[run], &n[run])) fail_msg("%s", base_err_msg());
+        cJSON_Delete(g);
+        w[run] = read_weights(name, 2, &n[run]);
     }
     assert_int_equal(n[0], n[1]);
     assert_true(memcmp(w[0], w[1], n[0]) != 0);
@@ -616,11 +594,7 @@ static void test_group_reward(void **state) {
                     "  stages = { { type = 'grpo', dataset = 'train', num_generations = 4, generation_batch_size = 12,\n"
                     "               max_steps = 1, max_completion_length = 6, log_completions_steps = 1 } } }\n",
                     DIR_, DIR_, DIR_, rw);
-    recipe *rc;
-    if (recipe_load_string(b.data, "t.lua", NULL, 0, &rc)) fail_msg("%s", base_err_msg());
-    run_opts o = {.overwrite = 1, .quiet = 1};
-    if (run_recipe(rc, &o)) fail_msg("%s", base_err_msg());
-    recipe_free(rc);
+    run_text(b.data, NULL, 0);
     char *m = run_file("grp", "samples.jsonl");
     int n = 0;
     char *save = NULL;
