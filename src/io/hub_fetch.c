@@ -105,11 +105,10 @@ typedef struct {
     const hub_listing *l;
     const char *out_dir;
     int verify;
-    int *todo; /* indices into l->files */
-    int n_todo;
-    char **err; /* per todo entry: message of a failure, or NULL */
-    int *skipped;
-    int *untried;        /* not attempted after an access error */
+    /* per file of l, by index: */
+    char **err;   /* message of a failure, or NULL */
+    int *skipped; /* already complete */
+    int *untried; /* not attempted after an access error */
     atomic_int denied;   /* a file answered 401/403: the others would too */
     atomic_llong got;   /* bytes received this run */
     atomic_llong total; /* bytes to receive (grows when a file restarts) */
@@ -141,7 +140,7 @@ static void tick(job *j, int force) {
         double el = now - j->bar.t0;
         human(el > 0 ? (double)got / el : 0, r, sizeof r);
         base_progress_update(&j->bar, got < total ? got : total, "%d/%d files, %s of %s, %s/s",
-                             atomic_load(&j->n_done), j->n_todo, a, b, r);
+                             atomic_load(&j->n_done), j->l->n, a, b, r);
     }
     pthread_mutex_unlock(&j->mu);
 }
@@ -357,14 +356,11 @@ static base_status get_file(job *j, const hub_file *f, const char *final) {
     free(rev);
     free(path);
     double wait = c->backoff_s;
-    int fails = 0, first = 1;
-    for (;;) {
-        /* a .part already whole (an earlier run stopped before the rename)
-         * needs no request; an empty file still needs one, to exist */
-        if (first && x.have == f->size && f->size > 0) {
-            first = 0;
-        } else {
-            first = 0;
+    /* a .part already whole (an earlier run stopped before the rename)
+     * needs no request; an empty file still needs one, to exist */
+    int fails = 0, need_get = !(x.have == f->size && f->size > 0);
+    for (;; need_get = 1) {
+        if (need_get) {
             int k = attempt(&x, f, url.data, part);
             if (k == TRY_STOP) {
                 s = base_err_set(BASE_ERR_IO, "%s: %s: interrupted", c->repo, f->path);
@@ -445,7 +441,7 @@ static int complete(job *j, const hub_file *f, const char *final) {
 static void task(void *ctx, int64_t i, int worker) {
     (void)worker;
     job *j = ctx;
-    const hub_file *f = &j->l->files[j->todo[i]];
+    const hub_file *f = &j->l->files[i];
     char *final = base_path_join(j->out_dir, f->path);
     base_err_clear();
     if (hub_stopped()) {
@@ -469,14 +465,11 @@ base_status hub_fetch(const char *repo, const char *out_dir, const hub_opts *o, 
     memset(&rs, 0, sizeof rs);
     double t0 = base_now();
     if (res) *res = rs;
-    if (!hub_repo_id_valid(repo))
-        return base_err_set(BASE_ERR_INVALID, "'%s' is not a repository id (owner/name, letters, digits, '-', '_', '.')",
-                            repo ? repo : "(null)");
     hub_ctx c;
     base_status s = hub_ctx_init(&c, repo, o);
     if (s) return s;
     hub_listing l;
-    s = hub_list(repo, o, &l);
+    s = hub_list_ctx(&c, o, &l);
     if (s) goto done_list;
     rs.n_files = l.n;
     if (l.n == 0) {
@@ -495,7 +488,6 @@ base_status hub_fetch(const char *repo, const char *out_dir, const hub_opts *o, 
     j.out_dir = out_dir;
     j.verify = o->verify;
     j.progress = o->progress;
-    j.todo = base_xcalloc((size_t)l.n + 1, sizeof *j.todo);
     j.err = base_xcalloc((size_t)l.n + 1, sizeof *j.err);
     j.skipped = base_xcalloc((size_t)l.n + 1, sizeof *j.skipped);
     j.untried = base_xcalloc((size_t)l.n + 1, sizeof *j.untried);
@@ -505,7 +497,6 @@ base_status hub_fetch(const char *repo, const char *out_dir, const hub_opts *o, 
     int64_t total = 0;
     for (int i = 0; i < l.n; i++) {
         const hub_file *f = &l.files[i];
-        j.todo[j.n_todo++] = i;
         char *final = base_path_join(out_dir, f->path);
         struct stat st;
         if (stat(final, &st) == 0 && (int64_t)st.st_size == f->size) {
@@ -521,9 +512,9 @@ base_status hub_fetch(const char *repo, const char *out_dir, const hub_opts *o, 
     atomic_store(&j.total, total);
     if (j.progress) base_progress_start(&j.bar, "fetch", total);
     int jobs = o->jobs > 0 ? o->jobs : 4;
-    if (jobs > l.n) jobs = l.n > 0 ? l.n : 1;
+    if (jobs > l.n) jobs = l.n; /* l.n > 0 here */
     base_pool *pool = base_pool_create(jobs);
-    base_pool_for(pool, j.n_todo, task, &j);
+    base_pool_for(pool, l.n, task, &j);
     base_pool_destroy(pool);
     if (j.progress) {
         tick(&j, 1);
@@ -532,7 +523,7 @@ base_status hub_fetch(const char *repo, const char *out_dir, const hub_opts *o, 
     rs.bytes = atomic_load(&j.got);
     base_buf msg = {0};
     int shown = 0, untried = 0;
-    for (int i = 0; i < j.n_todo; i++) {
+    for (int i = 0; i < l.n; i++) {
         if (j.skipped[i]) rs.n_skipped++;
         else if (j.untried[i]) rs.n_failed++, untried++;
         else if (j.err[i]) {
@@ -552,7 +543,6 @@ base_status hub_fetch(const char *repo, const char *out_dir, const hub_opts *o, 
     else if (rs.n_failed)
         s = base_err_set(BASE_ERR_IO, "%s: %d of %d files failed:%s", repo, rs.n_failed, rs.n_files, msg.data);
     base_buf_free(&msg);
-    free(j.todo);
     free(j.err);
     free(j.skipped);
     free(j.untried);

@@ -91,6 +91,9 @@ static base_status find_token(const hub_opts *o, char **out) {
 
 base_status hub_ctx_init(hub_ctx *c, const char *repo, const hub_opts *o) {
     memset(c, 0, sizeof *c);
+    if (!hub_repo_id_valid(repo))
+        return base_err_set(BASE_ERR_INVALID, "'%s' is not a repository id (owner/name, letters, digits, '-', '_', '.')",
+                            repo ? repo : "(null)");
     c->repo = repo;
     c->revision = o->revision && *o->revision ? o->revision : "main";
     const char *ep = o->endpoint ? o->endpoint : getenv("HF_ENDPOINT");

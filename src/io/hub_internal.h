@@ -20,9 +20,14 @@ typedef struct {
     long timeout_s;
 } hub_ctx;
 
-/* Resolve endpoint, token and limits from o and the environment. */
+/* Check the repository id, then resolve endpoint, token and limits from o
+ * and the environment. */
 base_status hub_ctx_init(hub_ctx *c, const char *repo, const hub_opts *o);
 void hub_ctx_free(hub_ctx *c);
+
+/* hub_list with a resolved ctx (hub_fetch lists and downloads with one).
+ * Overwrites *out (free with hub_listing_free, also after an error). */
+base_status hub_list_ctx(const hub_ctx *c, const hub_opts *o, hub_listing *out);
 
 /* Headers of the final response that the hub code reads. */
 typedef struct {

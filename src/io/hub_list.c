@@ -235,7 +235,8 @@ static int cmp_file(const void *a, const void *b) {
     return strcmp(((const hub_file *)a)->path, ((const hub_file *)b)->path);
 }
 
-static base_status list_ctx(const hub_ctx *c, const hub_opts *o, hub_listing *out) {
+base_status hub_list_ctx(const hub_ctx *c, const hub_opts *o, hub_listing *out) {
+    memset(out, 0, sizeof *out);
     char *rev = hub_escape(c->revision, 0);
     base_buf url = {0};
     base_buf_printf(&url, "%s/api/models/%s/revision/%s", c->endpoint, c->repo, rev);
@@ -295,13 +296,10 @@ static base_status list_ctx(const hub_ctx *c, const hub_opts *o, hub_listing *ou
 
 base_status hub_list(const char *repo, const hub_opts *o, hub_listing *out) {
     memset(out, 0, sizeof *out);
-    if (!hub_repo_id_valid(repo))
-        return base_err_set(BASE_ERR_INVALID, "'%s' is not a repository id (owner/name, letters, digits, '-', '_', '.')",
-                            repo ? repo : "(null)");
     hub_ctx c;
     base_status s = hub_ctx_init(&c, repo, o);
     if (s) return s;
-    s = list_ctx(&c, o, out);
+    s = hub_list_ctx(&c, o, out);
     hub_ctx_free(&c);
     return s;
 }

@@ -274,6 +274,15 @@ static void test_fetch_all(void **st) {
     free(dir);
 }
 
+/* Drop dir/weights.bin and leave a weights.bin.part of the n bytes d, as an
+ * earlier run stopped midway would. */
+static void restart_from(const char *dir, const void *d, size_t n) {
+    char *p = join(dir, "weights.bin");
+    unlink(p);
+    free(p);
+    put(dir, "weights.bin.part", d, n);
+}
+
 /* A .part from an earlier run resumes with a Range request. */
 static void test_resume(void **st) {
     (void)st;
@@ -290,10 +299,7 @@ static void test_resume(void **st) {
     assert_true(same(dir, s, "weights.bin"));
 
     /* a server that ignores Range (200): start over, still right */
-    char *p = join(dir, "weights.bin");
-    unlink(p);
-    free(p);
-    put(dir, "weights.bin.part", w->data, 5000);
+    restart_from(dir, w->data, 5000);
     w->ignore_range = 1;
     if (hub_fetch("org/tiny", dir, &o, &r)) fail_msg("%s", base_err_msg());
     assert_int_equal(w->range_requests, 2);
@@ -302,10 +308,7 @@ static void test_resume(void **st) {
     w->ignore_range = 0;
 
     /* a 206 that starts elsewhere than asked: drop the .part, start over */
-    p = join(dir, "weights.bin");
-    unlink(p);
-    free(p);
-    put(dir, "weights.bin.part", w->data, 2000);
+    restart_from(dir, w->data, 2000);
     w->bad_offset = 1;
     int req0 = w->requests;
     if (hub_fetch("org/tiny", dir, &o, &r)) fail_msg("%s", base_err_msg());
@@ -313,10 +316,7 @@ static void test_resume(void **st) {
     assert_true(same(dir, s, "weights.bin"));
 
     /* 416 to the range: drop the .part, start over */
-    p = join(dir, "weights.bin");
-    unlink(p);
-    free(p);
-    put(dir, "weights.bin.part", w->data, 3000);
+    restart_from(dir, w->data, 3000);
     w->refuse_range = 1;
     req0 = w->requests;
     if (hub_fetch("org/tiny", dir, &o, &r)) fail_msg("%s", base_err_msg());
@@ -325,11 +325,8 @@ static void test_resume(void **st) {
 
     /* a .part whose bytes are from another version: the checksum fails after
      * resuming, and one fresh download from zero fixes it */
-    p = join(dir, "weights.bin");
-    unlink(p);
-    free(p);
     unsigned char *other = pattern(4000, 3);
-    put(dir, "weights.bin.part", other, 4000);
+    restart_from(dir, other, 4000);
     free(other);
     int req = w->requests;
     if (hub_fetch("org/tiny", dir, &o, &r)) fail_msg("%s", base_err_msg());
@@ -337,10 +334,7 @@ static void test_resume(void **st) {
     assert_true(same(dir, s, "weights.bin"));
 
     /* a .part already whole (stopped before the rename): no request at all */
-    p = join(dir, "weights.bin");
-    unlink(p);
-    free(p);
-    put(dir, "weights.bin.part", w->data, w->len);
+    restart_from(dir, w->data, w->len);
     req = w->requests;
     if (hub_fetch("org/tiny", dir, &o, &r)) fail_msg("%s", base_err_msg());
     assert_int_equal(w->requests, req);

@@ -509,21 +509,21 @@ static void c_embed_bwd(mrun *r) {
 
 static const int32_t lm_tgt[37] = {5, 319, 0, -1, 17, 17, 200, 3, 99, 100, 101, 250, 1, 2, 3, 4, 5, 6, 7,
                                    -1, 8, 9, 310, 311, 0, 0, 0, 44, 45, 46, 47, 48, 160, 161, 162, 163, 1};
-static void c_lmhead_fwd(mrun *r) {
-    tensor x = in_f32(r, 2, 37, 64, 1, 1.0f), w = in_f32(r, 2, 320, 64, 1, 0.5f), t = in_i32(r, lm_tgt, 37);
+/* the lm head forward, and with bwd its backward after it; x and w in f32
+ * or, with bf, in bf16 (the gradients in and out stay f32) */
+static void lmhead_case(mrun *r, int bf, int bwd) {
+    tensor (*in)(mrun *, int, int64_t, int64_t, int64_t, float) = bf ? in_bf : in_f32;
+    tensor x = in(r, 2, 37, 64, 1, 1.0f), w = in(r, 2, 320, 64, 1, 0.5f), t = in_i32(r, lm_tgt, 37), gl, ge;
+    if (bwd) gl = in_f32(r, 1, 37, 1, 1, 1.0f), ge = in_f32(r, 1, 37, 1, 1, 1.0f);
     tensor lp = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1), en = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1);
     tensor ls = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1), ws = scratch_t(r, 16, 100);
     r->o->lmhead_fwd(&lp, &en, &ls, &x, &w, &t, 0.7f, &ws);
-}
-static void c_lmhead_bwd(mrun *r) {
-    tensor x = in_f32(r, 2, 37, 64, 1, 1.0f), w = in_f32(r, 2, 320, 64, 1, 0.5f), t = in_i32(r, lm_tgt, 37);
-    tensor gl = in_f32(r, 1, 37, 1, 1, 1.0f), ge = in_f32(r, 1, 37, 1, 1, 1.0f);
-    tensor lp = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1), en = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1);
-    tensor ls = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1), ws = scratch_t(r, 16, 100);
-    r->o->lmhead_fwd(&lp, &en, &ls, &x, &w, &t, 0.7f, &ws);
+    if (!bwd) return;
     tensor dx = out_t(r, TENSOR_F32, 0, 2, 37, 64, 1), dw = out_t(r, TENSOR_F32, 1, 2, 320, 64, 1);
     r->o->lmhead_bwd(&dx, &dw, &gl, &ge, &x, &w, &t, &ls, &en, 0.7f, &ws);
 }
+static void c_lmhead_fwd(mrun *r) { lmhead_case(r, 0, 0); }
+static void c_lmhead_bwd(mrun *r) { lmhead_case(r, 0, 1); }
 
 /* ---- bf16 cases ---------------------------------------------------------- */
 
@@ -557,21 +557,8 @@ static void c_moe_mm_dw_bf(mrun *r) {
     tensor dw = out_t(r, TENSOR_F32, 1, 3, 6, 36, 70);
     r->o->moe_matmul_dw(&dw, &dy, &x, &off, 0.75f);
 }
-static void c_lmhead_fwd_bf(mrun *r) {
-    tensor x = in_bf(r, 2, 37, 64, 1, 1.0f), w = in_bf(r, 2, 320, 64, 1, 0.5f), t = in_i32(r, lm_tgt, 37);
-    tensor lp = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1), en = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1);
-    tensor ls = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1), ws = scratch_t(r, 16, 100);
-    r->o->lmhead_fwd(&lp, &en, &ls, &x, &w, &t, 0.7f, &ws);
-}
-static void c_lmhead_bwd_bf(mrun *r) {
-    tensor x = in_bf(r, 2, 37, 64, 1, 1.0f), w = in_bf(r, 2, 320, 64, 1, 0.5f), t = in_i32(r, lm_tgt, 37);
-    tensor gl = in_f32(r, 1, 37, 1, 1, 1.0f), ge = in_f32(r, 1, 37, 1, 1, 1.0f);
-    tensor lp = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1), en = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1);
-    tensor ls = out_t(r, TENSOR_F32, 0, 1, 37, 1, 1), ws = scratch_t(r, 16, 100);
-    r->o->lmhead_fwd(&lp, &en, &ls, &x, &w, &t, 0.7f, &ws);
-    tensor dx = out_t(r, TENSOR_F32, 0, 2, 37, 64, 1), dw = out_t(r, TENSOR_F32, 1, 2, 320, 64, 1);
-    r->o->lmhead_bwd(&dx, &dw, &gl, &ge, &x, &w, &t, &ls, &en, 0.7f, &ws);
-}
+static void c_lmhead_fwd_bf(mrun *r) { lmhead_case(r, 1, 0); }
+static void c_lmhead_bwd_bf(mrun *r) { lmhead_case(r, 1, 1); }
 
 /* the bf16 latent cache (bf16 mode): rows written rounded once, read by
  * decode as f32 (the same paged layouts as the f32 cases) */

@@ -9,6 +9,10 @@
 #include "tensor/ops.h"
 #include "tensor/ops_check.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 void cpu_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b, float alpha,
                 float beta);
 void cpu_matmul_naive(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b,
@@ -89,6 +93,20 @@ static inline cpu_vf cpu_vset(float x) {
     cpu_vf v;
     for (int i = 0; i < CPU_VW; i++) v[i] = x;
     return v;
+}
+
+/* a * b + c as one fused instruction. Written with intrinsics because ISO
+ * C11 mode (-std=c11) turns off GCC's contraction of a * b + c into an FMA
+ * (half the matmul micro-kernel's throughput). bench/cpu_peak.c measures
+ * the machine's peak with this same instruction. */
+static inline cpu_vf cpu_vfma(cpu_vf a, cpu_vf b, cpu_vf c) {
+#if CPU_VW == 16
+    return (cpu_vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif CPU_VW == 8 && defined(__FMA__)
+    return (cpu_vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    return a * b + c;
+#endif
 }
 
 /* Dot product in f32 with vector partial sums (a fixed order: the result

@@ -18,7 +18,7 @@
  * Small M (decode: one token) runs the same path with a micro-kernel for the
  * valid rows only, so each row's numerics never depend on the batch.
  */
-#include "tensor/ops.h"
+#include "tensor/cpu/cpu.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -28,23 +28,8 @@
 #include <omp.h>
 #endif
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
-#if defined(__AVX512F__)
-#define VW 16
-#elif defined(__AVX__)
-#define VW 8
-#else
-#define VW 4
-#endif
-
-typedef float vf __attribute__((vector_size(VW * 4)));
-typedef float vfu __attribute__((vector_size(VW * 4), aligned(4))); /* unaligned access */
-
 #define MR 6
-#define NR (2 * VW)
+#define NR (2 * CPU_VW)
 #define KC 256
 #define NCP 96 /* B panels per block: 96 * NR = 3072 columns (with AVX-512) */
 #define MCP 40 /* A panels per L2 block: 40 * MR = 240 rows */
@@ -54,37 +39,21 @@ typedef float vfu __attribute__((vector_size(VW * 4), aligned(4))); /* unaligned
  * 4 MFLOP take ~40 us on one AVX-512 core. */
 #define PAR_MIN_FLOP 4.0e6
 
-/* a * b + c as one fused instruction, and a broadcast as one instruction.
- * Written with intrinsics because ISO C11 mode (-std=c11) turns off GCC's
- * contraction of a * b + c into an FMA (half the micro-kernel's
- * throughput), and GCC builds an element-by-element vector initialiser
- * through the stack (a store and reload per broadcast). */
-static inline vf vfma(vf a, vf b, vf c) {
-#if VW == 16
-    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
-#elif VW == 8 && defined(__FMA__)
-    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
-#else
-    return a * b + c;
-#endif
-}
-
-static inline vf vbcast(float x) {
-#if VW == 16
-    return (vf)_mm512_set1_ps(x);
-#elif VW == 8
-    return (vf)_mm256_set1_ps(x);
+/* A broadcast as one instruction: GCC builds an element-by-element vector
+ * initialiser through the stack (a store and reload per broadcast). */
+static inline cpu_vf vbcast(float x) {
+#if CPU_VW == 16
+    return (cpu_vf)_mm512_set1_ps(x);
+#elif CPU_VW == 8
+    return (cpu_vf)_mm256_set1_ps(x);
 #elif defined(__SSE__)
-    return (vf)_mm_set1_ps(x);
+    return (cpu_vf)_mm_set1_ps(x);
 #else
-    vf v;
-    for (int i = 0; i < VW; i++) v[i] = x;
+    cpu_vf v;
+    for (int i = 0; i < CPU_VW; i++) v[i] = x;
     return v;
 #endif
 }
-
-static inline vf vload(const float *p) { return *(const vfu *)p; }
-static inline void vstore(float *p, vf v) { *(vfu *)p = v; }
 
 /* Element (r, c) of op(X) where X has row stride ld. */
 #define OPX(X, trans, ld, r, c) ((trans) ? (X)[(int64_t)(c) * (ld) + (r)] : (X)[(int64_t)(r) * (ld) + (c)])
@@ -109,7 +78,7 @@ static void pack_a(float *Ap, const float *A, int64_t lda, int ta, int64_t m, in
     }
 }
 
-#if VW == 16
+#if CPU_VW == 16
 /* In-register transpose of a 16 x 16 float tile: r[q] becomes column q. */
 static inline void transpose16(__m512 r[16]) {
     __m512 t[16];
@@ -150,7 +119,7 @@ static void pack_b(float *Bp, const float *B, int64_t ldb, int tb, int64_t n, in
                 memcpy(dst + k * NR, B + (p0 + k) * ldb + c0, NR * sizeof(float));
         } else if (tb) { /* B is [N, K]: a transpose, 16 x 16 tiles in registers */
             int64_t kt = 0;
-#if VW == 16
+#if CPU_VW == 16
             if (w == NR)
                 for (; kt + 16 <= kc; kt += 16)
                     for (int h = 0; h < NR; h += 16) {
@@ -186,29 +155,29 @@ static void pack_b(float *Bp, const float *B, int64_t ldb, int tb, int64_t n, in
 #define DEFINE_MICRO_KERNEL(ROWS)                                                                  \
     static void micro_kernel_##ROWS(int64_t kc, const float *restrict a, const float *restrict b,  \
                                     float *c, int64_t ldc, int nr) {                               \
-        vf acc[ROWS][2];                                                                           \
+        cpu_vf acc[ROWS][2];                                                                       \
         for (int i = 0; i < ROWS; i++) acc[i][0] = acc[i][1] = vbcast(0.0f);                       \
         for (int64_t k = 0; k < kc; k++) {                                                         \
-            vf b0 = *(const vf *)(b + k * NR);                                                     \
-            vf b1 = *(const vf *)(b + k * NR + VW);                                                \
+            cpu_vf b0 = *(const cpu_vf *)(b + k * NR);                                             \
+            cpu_vf b1 = *(const cpu_vf *)(b + k * NR + CPU_VW);                                    \
             const float *ak = a + k * MR;                                                          \
             for (int i = 0; i < ROWS; i++) {                                                       \
-                vf ai = vbcast(ak[i]);                                                             \
-                acc[i][0] = vfma(ai, b0, acc[i][0]);                                               \
-                acc[i][1] = vfma(ai, b1, acc[i][1]);                                               \
+                cpu_vf ai = vbcast(ak[i]);                                                         \
+                acc[i][0] = cpu_vfma(ai, b0, acc[i][0]);                                           \
+                acc[i][1] = cpu_vfma(ai, b1, acc[i][1]);                                           \
             }                                                                                      \
         }                                                                                          \
         if (nr == NR) {                                                                            \
             for (int i = 0; i < ROWS; i++) {                                                       \
                 float *ci = c + i * ldc;                                                           \
-                vstore(ci, vload(ci) + acc[i][0]);                                                 \
-                vstore(ci + VW, vload(ci + VW) + acc[i][1]);                                       \
+                cpu_vstore(ci, cpu_vload(ci) + acc[i][0]);                                         \
+                cpu_vstore(ci + CPU_VW, cpu_vload(ci + CPU_VW) + acc[i][1]);                       \
             }                                                                                      \
         } else {                                                                                   \
             float tile[ROWS][NR] __attribute__((aligned(64)));                                     \
             for (int i = 0; i < ROWS; i++) {                                                       \
-                *(vf *)&tile[i][0] = acc[i][0];                                                    \
-                *(vf *)&tile[i][VW] = acc[i][1];                                                   \
+                *(cpu_vf *)&tile[i][0] = acc[i][0];                                                \
+                *(cpu_vf *)&tile[i][CPU_VW] = acc[i][1];                                           \
             }                                                                                      \
             for (int i = 0; i < ROWS; i++)                                                         \
                 for (int j = 0; j < nr; j++) c[i * ldc + j] += tile[i][j];                         \
