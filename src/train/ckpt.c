@@ -102,10 +102,8 @@ base_status run_save_model(run_ctx *c, const model *m, const char *dir) {
 }
 
 static base_status write_optim(const optim *o, const char *path) {
-    float *own_m, *own_v;
-    const float *m = o->m, *v = o->v; /* host memory when offloaded */
-    own_m = own_v = NULL;
-    if (!o->state_on_host) m = host_view(o->ops, o->m, o->n, &own_m), v = host_view(o->ops, o->v, o->n, &own_v);
+    float *m = base_xmalloc((size_t)o->n * sizeof(float)), *v = base_xmalloc((size_t)o->n * sizeof(float));
+    optim_state_download(o, m, v);
     st_writer *w = st_writer_new();
     char **names = base_xcalloc((size_t)o->n_params * 2, sizeof *names);
     for (int i = 0; i < o->n_params; i++) {
@@ -121,7 +119,7 @@ static base_status write_optim(const optim *o, const char *path) {
     base_status s = st_writer_write(w, path);
     st_writer_free(w);
     for (int i = 0; i < 2 * o->n_params; i++) free(names[i]);
-    free(names), free(own_m), free(own_v);
+    free(names), free(m), free(v);
     return s;
 }
 
@@ -308,13 +306,7 @@ base_status run_ckpt_load_optim(const run_ckpt *k, optim *o) {
     free(p);
     if (s) return s;
     float *m = base_xmalloc((size_t)o->n * sizeof(float)), *v = base_xcalloc((size_t)o->n, sizeof(float));
-    if (o->state_on_host) { /* offloaded: the state is host memory already */
-        memcpy(m, o->m, (size_t)o->n * sizeof(float));
-        memcpy(v, o->v, (size_t)o->n * sizeof(float));
-    } else {
-        o->ops->download(m, o->m, (size_t)o->n * sizeof(float));
-        o->ops->download(v, o->v, (size_t)o->n * sizeof(float));
-    }
+    optim_state_download(o, m, v); /* keeps what the file does not name */
     for (int i = 0; i < o->n_params && !s; i++) {
         const optim_param *pp = &o->params[i];
         base_buf a = {0}, b = {0};
@@ -325,13 +317,7 @@ base_status run_ckpt_load_optim(const run_ckpt *k, optim *o) {
         base_buf_free(&a), base_buf_free(&b);
     }
     if (!s) {
-        if (o->state_on_host) {
-            memcpy(o->m, m, (size_t)o->n * sizeof(float));
-            memcpy(o->v, v, (size_t)o->n * sizeof(float));
-        } else {
-            o->ops->upload(o->m, m, (size_t)o->n * sizeof(float));
-            o->ops->upload(o->v, v, (size_t)o->n * sizeof(float));
-        }
+        optim_state_upload(o, m, v);
         s = optim_counters_set(o, (optim_counters){k->optim_step, k->optim_skipped});
     }
     free(m), free(v);

@@ -378,6 +378,28 @@ void optim_step(optim *o, int64_t k, optim_step_info *info) {
     if (info) *info = r;
 }
 
+void optim_state_download(const optim *o, float *m, float *v) {
+    size_t bytes = (size_t)o->n * sizeof(float);
+    if (o->state_on_host) {
+        memcpy(m, o->m, bytes);
+        memcpy(v, o->v, bytes);
+    } else {
+        o->ops->download(m, o->m, bytes);
+        o->ops->download(v, o->v, bytes);
+    }
+}
+
+void optim_state_upload(optim *o, const float *m, const float *v) {
+    size_t bytes = (size_t)o->n * sizeof(float);
+    if (o->state_on_host) {
+        memcpy(o->m, m, bytes);
+        memcpy(o->v, v, bytes);
+    } else {
+        o->ops->upload(o->m, m, bytes);
+        o->ops->upload(o->v, v, bytes);
+    }
+}
+
 optim_counters optim_counters_get(const optim *o) {
     optim_counters c = {o->step, o->n_skipped};
     return c;

@@ -184,6 +184,10 @@ typedef struct {
 } optim_counters;
 
 optim_counters optim_counters_get(const optim *o);
+/* m and v copied into host arrays [n], or set from them, wherever the state
+ * lives (device, or host when state_on_host). */
+void optim_state_download(const optim *o, float *m, float *v);
+void optim_state_upload(optim *o, const float *m, const float *v);
 base_status optim_counters_set(optim *o, optim_counters c);
 
 #ifdef __cplusplus
