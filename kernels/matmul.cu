@@ -34,13 +34,19 @@ static void check_dtypes(const tensor *c, const tensor *a, const tensor *b) {
 
 #ifdef GRPO_CUDA_EMU
 
+/* Rows of a 2-D or 3-D operand (its leading dims flattened), and the
+ * element offset of row r. */
+static int64_t n_rows(const tensor *t) { return t->ndim == 3 ? t->shape[0] * t->shape[1] : t->shape[0]; }
+static int64_t row_off(const tensor *t, int64_t r) {
+    if (t->ndim != 3) return r * t->stride[0];
+    return r / t->shape[1] * t->stride[0] + r % t->shape[1] * t->stride[1];
+}
+
 /* A dense f32 copy of a (possibly strided, possibly 16-bit) operand. */
 static tensor widen(const tensor *t, float *buf) {
-    int64_t rows = t->ndim == 3 ? t->shape[0] * t->shape[1] : t->shape[0];
-    int64_t cols = t->shape[t->ndim - 1], inner = t->ndim == 3 ? t->shape[1] : rows;
+    int64_t rows = n_rows(t), cols = t->shape[t->ndim - 1];
     for (int64_t r = 0; r < rows; r++) {
-        int64_t b = r / inner, i = r % inner;
-        int64_t off = t->ndim == 3 ? b * t->stride[0] + i * t->stride[1] : r * t->stride[0];
+        int64_t off = row_off(t, r);
         for (int64_t j = 0; j < cols; j++)
             buf[r * cols + j] = cuda_load(t->data, t->dtype, off + j);
     }
@@ -58,11 +64,9 @@ static void emu_gemm(tensor *c, const tensor *a, const tensor *b, int trans_a, i
     tensor wa = widen(a, buf), wb = widen(b, buf + na), wc = widen(c, buf + na + nb);
     if (beta == 0.0f) memset(wc.data, 0, (size_t)nc * sizeof(float)); /* NaN in C does not propagate */
     ops_cpu()->matmul(&wc, &wa, &wb, trans_a, trans_b, alpha, beta);
-    int64_t rows = c->ndim == 3 ? c->shape[0] * c->shape[1] : c->shape[0];
-    int64_t cols = c->shape[c->ndim - 1], inner = c->ndim == 3 ? c->shape[1] : rows;
+    int64_t rows = n_rows(c), cols = c->shape[c->ndim - 1];
     for (int64_t r = 0; r < rows; r++) {
-        int64_t bi = r / inner, i = r % inner;
-        int64_t off = c->ndim == 3 ? bi * c->stride[0] + i * c->stride[1] : r * c->stride[0];
+        int64_t off = row_off(c, r);
         for (int64_t j = 0; j < cols; j++)
             cuda_store(c->data, c->dtype, off + j, ((float *)wc.data)[r * cols + j]);
     }

@@ -31,6 +31,7 @@
 
 #include "io/st.h"
 #include "model/model.h"
+#include "model/fixture_ref.h"
 #include "cuda/test_backend.h"
 
 static const struct ops *g_ops;
@@ -64,43 +65,11 @@ static int bf(void) { return g_prec == MODEL_BF16; }
  * teacher-forced greedy log p within BF16_LOGP_ABS of the f32 run. */
 static int routing_flips(const char *name) { return bf() && !strcmp(name, "tiny-v3-c"); }
 
-static float *ref_f32(st_file *f, const char *name, int64_t *n) {
-    const st_tensor *t = st_find(f, name);
-    if (!t) fail_msg("reference: no tensor %s", name);
-    int64_t k = 1;
-    for (int i = 0; i < t->ndim; i++)
-        k *= t->shape[i];
-    float *x = malloc((size_t)k * sizeof(float) + 1);
-    assert_int_equal(st_file_load(f, name, TENSOR_F32, x, k), BASE_OK);
-    if (n) *n = k;
-    return x;
-}
-
-static int32_t *ref_ids(st_file *f, const char *name, int64_t *n) {
-    const st_tensor *t = st_find(f, name);
-    if (!t) fail_msg("reference: no tensor %s", name);
-    assert_int_equal(t->dtype, TENSOR_I64);
-    int64_t k = t->shape[0];
-    int32_t *x = malloc((size_t)k * sizeof(int32_t) + 1);
-    const int64_t *src = t->data;
-    for (int64_t i = 0; i < k; i++)
-        x[i] = (int32_t)src[i];
-    *n = k;
-    return x;
-}
-
 typedef struct {
     char *dir;
     model *m;
     st_file *ref;
 } fix;
-
-static char *fixture_dir(const char *name) {
-    if (!strcmp(name, "hf-tiny-v3-a")) return test_shared_path("fixtures/hf-tiny-v3-a");
-    char rel[256];
-    snprintf(rel, sizeof rel, "tests/model/data/%s", name);
-    return test_src_path(rel);
-}
 
 static void fix_open(fix *f, const char *name) {
     f->dir = fixture_dir(name);
