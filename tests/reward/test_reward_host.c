@@ -467,7 +467,7 @@ static void test_group_scripts(void **st) {
     char *log = base_path_join(g_dir, "group_errors.log");
     base_buf spec = {0};
     base_buf_printf(&spec, "%s:2,%s:1", a, b);
-    cJSON *s[6] = {sample("{\"id\":\"a\",\"completion\":\"xxx\"}"), sample("{\"id\":\"b\",\"completion\":\"x\"}"),
+    cJSON *s[6] = {sample("{\"id\":\"a\",\"completion\":\"aaa\"}"), sample("{\"id\":\"b\",\"completion\":\"x\"}"),
                    sample("{\"id\":\"c\",\"completion\":\"xx\"}"), sample("{\"id\":\"d\",\"completion\":\"skip\"}"),
                    sample("{\"id\":\"e\",\"completion\":\"yyyyyy\"}"), sample("{\"id\":\"f\",\"completion\":\"z\"}")};
     int64_t off[4] = {0, 3, 5, 6}; /* groups of 3, 2 and 1 */
