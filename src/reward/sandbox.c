@@ -326,26 +326,21 @@ typedef struct {
 } run_state;
 
 /* Feed, drain and watch both sides until the verifier exits, the deadline
- * passes or an output cap is hit. In serial mode the runner starts once
- * the verifier has said it is ready (and so undumpable). */
-static void watch(side *T, side *U, int ev_fd, int *rpc_u, int serial, const char *nonce, const reward_sandbox_limits *lim,
-                  char *const *uargv, double deadline, run_state *rs, char *msg, size_t cap, int *u_failed) {
+ * passes or an output cap is hit. */
+static void watch(side *T, side *U, int ev_fd, const reward_sandbox_limits *lim, double deadline, run_state *rs) {
     int open_ev = 1;
-    char ready_tag[48];
-    snprintf(ready_tag, sizeof ready_tag, "%s R ", nonce);
+    side *sides[2] = {T, U};
+    enum { W_IN, W_OUT, W_ERR, W_PID, W_EV };
     for (;;) {
         struct pollfd pf[10];
-        int np = 0;
-        side *sides[2] = {T, U};
-        enum { W_IN, W_OUT, W_ERR, W_PID, W_EV };
-        int what[10], who[10];
+        int np = 0, what[10], who[10];
         for (int k = 0; k < 2; k++) {
             side *s = sides[k];
-            if (!s->started) continue;
             if (s->in_fd >= 0) pf[np] = (struct pollfd){s->in_fd, POLLOUT, 0}, what[np] = W_IN, who[np++] = k;
             if (s->open_out) pf[np] = (struct pollfd){s->out_fd, POLLIN, 0}, what[np] = W_OUT, who[np++] = k;
             if (s->open_err) pf[np] = (struct pollfd){s->err_fd, POLLIN, 0}, what[np] = W_ERR, who[np++] = k;
-            if (s->pidfd >= 0 && !s->exited) pf[np] = (struct pollfd){s->pidfd, POLLIN, 0}, what[np] = W_PID, who[np++] = k;
+            if (s->pidfd >= 0 && !s->exited)
+                pf[np] = (struct pollfd){s->pidfd, POLLIN, 0}, what[np] = W_PID, who[np++] = k;
         }
         if (open_ev) pf[np] = (struct pollfd){ev_fd, POLLIN, 0}, what[np] = W_EV, who[np++] = 0;
         double left = deadline - base_now();
@@ -354,7 +349,7 @@ static void watch(side *T, side *U, int ev_fd, int *rpc_u, int serial, const cha
             return;
         }
         int wait_ms = (int)(left * 1000) + 1;
-        if ((T->pidfd < 0 || (U->started && U->pidfd < 0)) && wait_ms > 20) wait_ms = 20;
+        if ((T->pidfd < 0 || U->pidfd < 0) && wait_ms > 20) wait_ms = 20; /* no pidfd: poll for the exits */
         int r = poll(pf, (nfds_t)np, wait_ms);
         if (r < 0 && errno != EINTR) base_die("poll: %s", base_strerror_now());
         for (int i = 0; i < np && r > 0; i++) {
@@ -362,8 +357,9 @@ static void watch(side *T, side *U, int ev_fd, int *rpc_u, int serial, const cha
             side *s = sides[who[i]];
             switch (what[i]) {
             case W_IN:
-                if (pf[i].revents & POLLOUT) side_send(s);
-                else {
+                if (pf[i].revents & POLLOUT) {
+                    side_send(s);
+                } else {
                     close(s->in_fd);
                     s->in_fd = -1;
                 }
@@ -375,22 +371,14 @@ static void watch(side *T, side *U, int ev_fd, int *rpc_u, int serial, const cha
             }
         }
         for (int k = 0; k < 2; k++)
-            if (sides[k]->started && sides[k]->pidfd < 0 && !sides[k]->exited && side_gone(sides[k]))
-                sides[k]->exited = 1;
+            if (sides[k]->pidfd < 0 && !sides[k]->exited && side_gone(sides[k])) sides[k]->exited = 1;
         if (T->out_over || T->err_over || U->out_over || U->err_over || rs->ev_over) {
             rs->killed_output = 1;
             return;
         }
-        if (serial && !U->started && *rpc_u >= 0 && rs->ev.len &&
-            memmem(rs->ev.data, rs->ev.len, ready_tag, strlen(ready_tag))) {
-            if (side_start(U, lim, 0, uargv, rpc_u, 1, msg, cap) < 0) *u_failed = 1;
-            close(*rpc_u);
-            *rpc_u = -1;
-            if (*u_failed) return;
-        }
-        if (U->started && U->exited && !U->exited_early) U->exited_early = 1;
+        if (U->exited) U->exited_early = 1;
         if (T->exited) {
-            if (U->started && !U->exited && side_gone(U)) U->exited_early = 1;
+            if (!U->exited && side_gone(U)) U->exited_early = 1;
             return;
         }
     }
@@ -464,14 +452,13 @@ base_status reward_sandbox_run_tests(const char *code, const char *const *tests,
     if (!(lim.timeout_s > 0)) return base_err_set(BASE_ERR_INVALID, "run_tests: timeout must be > 0");
     double t0 = base_now();
     int is_root = geteuid() == 0, use_ns = lim.namespaces != 0;
-    int serial = !use_ns && !is_root; /* same uid on both sides: the verifier hides itself first */
     if (!use_ns) {
         int expect = 0;
         if (atomic_compare_exchange_strong(&g_warned_unisolated, &expect, 1))
             base_warn("sandbox: namespaces=false: model code runs WITHOUT PID, mount and network namespaces and "
-                      "can read every host file its uid can (datasets, the checkout, /etc/passwd)%s; use it "
-                      "only on a machine with nothing to protect",
-                      is_root ? "" : " and signal the trainer's processes");
+                      "can read every host file its uid can (datasets with their answers, the checkout)%s; use "
+                      "it only where there is nothing to protect",
+                      is_root ? "" : ", the trainer's memory, and signal the trainer");
     }
 
     unsigned char rnd[16];
@@ -484,7 +471,6 @@ base_status reward_sandbox_run_tests(const char *code, const char *const *tests,
     cJSON *arr = cJSON_AddArrayToObject(tq, "tests");
     for (int i = 0; i < n_tests; i++) cJSON_AddItemToArray(arr, cJSON_CreateString(tests[i] ? tests[i] : ""));
     cJSON_AddNumberToObject(tq, "cap", SBX_RPC_CAP);
-    cJSON_AddBoolToObject(tq, "nodump", serial);
     cJSON_AddStringToObject(uq, "setup", setup ? setup : "");
     cJSON_AddStringToObject(uq, "code", code);
     cJSON_AddNumberToObject(uq, "cap", SBX_RPC_CAP);
@@ -508,17 +494,12 @@ base_status reward_sandbox_run_tests(const char *code, const char *const *tests,
     if (side_start(&T, &lim, use_ns, targv, tfds, 2, msg, sizeof msg) < 0) failed = 1;
     close(rpc[0]);
     close(evp[1]);
-    if (!failed && !serial) {
-        if (side_start(&U, &lim, use_ns, uargv, &rpc[1], 1, msg, sizeof msg) < 0) failed = 1;
-        close(rpc[1]);
-        rpc[1] = -1;
-    }
+    if (!failed && side_start(&U, &lim, use_ns, uargv, &rpc[1], 1, msg, sizeof msg) < 0) failed = 1;
+    close(rpc[1]);
     run_state rs;
     memset(&rs, 0, sizeof rs);
     set_nonblock(evp[0]);
-    if (!failed) watch(&T, &U, evp[0], &rpc[1], serial, nonce, &lim, uargv, t0 + lim.timeout_s, &rs, msg,
-                       sizeof msg, &failed);
-    if (rpc[1] >= 0) close(rpc[1]);
+    if (!failed) watch(&T, &U, evp[0], &lim, t0 + lim.timeout_s, &rs);
     side_kill_reap(&T);
     side_kill_reap(&U);
     if (is_root && !use_ns) {

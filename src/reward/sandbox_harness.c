@@ -2,7 +2,7 @@
  * The Python of the sandbox's two sides (python3 -c TEXT), see sandbox.c.
  *
  * Verifier (trusted; python3 -I -B): reads {"nonce", "setup", "tests",
- * "cap", "nodump"} from stdin, runs the setup, compiles the tests, writes
+ * "cap"} from stdin, runs the setup, compiles the tests, writes
  * evidence records to fd 4 (a pipe only the parent reads):
  *     NONCE R <n>           ready: setup ran, n tests compiled
  *     NONCE B <i> <msg>     test i (-1: the setup) does not compile or fails
@@ -26,7 +26,7 @@
  * ASCII JSON, at most "cap" bytes. Requests: {"op": "get", "n": NAME},
  * {"op": "call", "h": H, "a": [V...], "k": [[NAME, V]...], "wb": [KEY...]}
  * and attr, setattr, delattr, iter, next, len, getitem, setitem, delitem,
- * str, repr, int, index, float, complex on a handle H. Replies: {"v": V},
+ * bool, str, repr, int, index, float, complex on a handle H. Replies: {"v": V},
  * {"absent": 1} or {"x": [KIND, TYPE, MESSAGE]}; a call's reply carries
  * {"wb": [[KEY, V]...]} for list/dict/set/bytearray arguments it changed.
  * A value V is JSON null/true/false/number/string/array (list), or one of
@@ -38,8 +38,10 @@
  * {"h": [H, TYPENAME, MODULE]} (an object kept by the runner). Subclasses
  * of these types cross as their base type; anything else as a handle. The
  * verifier decodes with type checks and a depth limit, never eval; a
- * handle's comparison, hash, truth value, membership test and arithmetic
- * raise AssertionError, so no object of the solution decides an assert.
+ * handle's comparison, hash, membership test and arithmetic
+ * raise AssertionError (its truth value, len, str... are asked of the runner:
+ * they carry nothing of the test), so no object of the solution is compared
+ * with an expected value.
  */
 #include "reward/sandbox_internal.h"
 
@@ -64,16 +66,6 @@ const char reward_sandbox_verifier_py[] =
     "    def rep(kind, i=-1, msg=''):\n"
     "        msg = msg.replace('\\n', ' ').replace('\\r', ' ')[:300]\n"
     "        _write(EV, tag + (' %s %d %s\\n' % (kind, i, msg)).encode('utf-8', 'replace'))\n"
-    "    if req.get('nodump'):\n"
-    "        # same uid as the solution's process (no namespaces, non-root\n"
-    "        # caller): no /proc/PID/mem, ptrace or /proc/PID/fd for it\n"
-    "        try:\n"
-    "            import ctypes\n"
-    "            if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:\n"
-    "                raise OSError(ctypes.get_errno(), 'prctl(PR_SET_DUMPABLE, 0)')\n"
-    "        except BaseException as e:\n"
-    "            rep('B', -1, 'verifier: %s' % e)\n"
-    "            _exit(0)\n"
     "    setup, tests, cap = req.get('setup') or '', req['tests'], req['cap']\n"
     "    del req\n"
     "    from fractions import Fraction\n"
@@ -224,8 +216,9 @@ const char reward_sandbox_verifier_py[] =
     "            return exact(rpc('float', self)[0], float)\n"
     "        def __complex__(self):\n"
     "            return exact(rpc('complex', self)[0], complex)\n"
+    "        def __bool__(self):\n"
+    "            return exact(rpc('bool', self)[0], bool)\n"
     "        __hash__ = untrusted('the hash')\n"
-    "        __bool__ = untrusted('the truth value')\n"
     "        __contains__ = untrusted('a membership test')\n"
     "    for n in ('eq', 'ne', 'lt', 'le', 'gt', 'ge'):\n"
     "        setattr(Remote, '__%s__' % n, untrusted('a comparison'))\n"
@@ -277,7 +270,7 @@ const char reward_sandbox_verifier_py[] =
     "        t = _type(v)\n"
     "        if v is None or t is bool or t is int or t is float or t is str:\n"
     "            return v\n"
-    "        if d > DEPTH:\n"
+    "        if d > DEPTH + 2:\n"
     "            raise Protocol('value nested deeper than %d levels' % DEPTH)\n"
     "        d += 1\n"
     "        if t is list:\n"
@@ -599,7 +592,11 @@ const char reward_sandbox_runner_py[] =
     "        m = _modules.get(module)\n"
     "        return _getattr(m, name, None) if m is not None else None\n"
     "\n"
+    "    budget = [0]\n"
     "    def enc(v, d):\n"
+    "        budget[0] -= 1\n"
+    "        if budget[0] < 0:\n"
+    "            raise ValueError('answer over %d values' % (cap // 2))\n"
     "        t = _type(v)\n"
     "        if v is None or t is bool or t is str or t is float:\n"
     "            return v\n"
@@ -725,6 +722,7 @@ const char reward_sandbox_runner_py[] =
     "        return [kind, name, msg]\n"
     "\n"
     "    def serve(m):\n"
+    "        budget[0] = cap // 2\n"
     "        op = m['op']\n"
     "        if op == 'get':\n"
     "            n = m['n']\n"
@@ -762,6 +760,8 @@ const char reward_sandbox_runner_py[] =
     "            return {'v': enc(next(o), 0)}\n"
     "        if op == 'len':\n"
     "            return {'v': len(o)}\n"
+    "        if op == 'bool':\n"
+    "            return {'v': True if o else False}\n"
     "        if op == 'getitem':\n"
     "            return {'v': enc(o[dec(m['k'])], 0)}\n"
     "        if op == 'setitem':\n"
