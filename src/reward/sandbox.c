@@ -157,13 +157,11 @@ static int side_start(side *s, const reward_sandbox_limits *lim, int use_ns, cha
             return -1;
         }
     }
+    /* fd exhaustion in the trainer is a bug: these die */
     int sv[2], po[2], pe[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        snprintf(msg, cap, "sandbox: socketpair: %s", base_strerror_now());
-        return -1;
-    }
-    if (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0)
-        base_die("pipe2: %s", base_strerror_now()); /* fd exhaustion in the trainer is a bug */
+    CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    CHECK_SYS(pipe2(po, O_CLOEXEC));
+    CHECK_SYS(pipe2(pe, O_CLOEXEC));
     sbx_child_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.lim = lim;
@@ -486,9 +484,8 @@ base_status reward_sandbox_run_tests(const char *code, const char *const *tests,
     char *targv[] = {(char *)lim.python, "-I", "-B", "-c", (char *)reward_sandbox_verifier_py, NULL};
     char *uargv[] = {(char *)lim.python, "-s", "-B", "-c", (char *)reward_sandbox_runner_py, NULL};
     int rpc[2], evp[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rpc) < 0)
-        base_die("socketpair: %s", base_strerror_now()); /* fd exhaustion in the trainer is a bug */
-    if (pipe2(evp, O_CLOEXEC) < 0) base_die("pipe2: %s", base_strerror_now());
+    CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rpc));
+    CHECK_SYS(pipe2(evp, O_CLOEXEC));
     char msg[400] = "";
     int failed = 0, tfds[2] = {rpc[0], evp[1]};
     if (side_start(&T, &lim, use_ns, targv, tfds, 2, msg, sizeof msg) < 0) failed = 1;

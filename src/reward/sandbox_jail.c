@@ -607,7 +607,7 @@ int sbx_child_start(const sbx_child_cfg *c, sbx_child *out, char *msg, size_t ca
         a.rl[i].rlim_max = i == 0 ? vals[i] + 1 : vals[i]; /* SIGXCPU first, SIGKILL 1 s later */
     }
     int ps[2];
-    if (pipe2(ps, O_CLOEXEC) < 0) base_die("pipe2: %s", base_strerror_now()); /* fd exhaustion in the trainer is a bug */
+    CHECK_SYS(pipe2(ps, O_CLOEXEC)); /* fd exhaustion in the trainer is a bug */
     a.status_fd = ps[1];
     int flags = 0;
     if (c->use_ns)

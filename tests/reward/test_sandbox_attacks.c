@@ -325,15 +325,16 @@ static void test_channels(void **st) {
                 "print('END')\n"
                 "def f(x):\n    print('P 0')\n    return 0\n",
                 1);
-    /* frames written ahead on the channel to the verifier: answers given
-     * without seeing the question (here: wrong ones, and a handle) */
+    /* frames written ahead on the channel to the verifier are answers given
+     * without seeing the question, no more (here: wrong ones, and a handle;
+     * a forged True would pass `assert f(-1) == 1` as `return True` does) */
     scores_zero("forged frames on fd 3",
                 "import os, json\n"
                 "def fr(o):\n"
                 "    b = json.dumps(o).encode()\n"
                 "    return len(b).to_bytes(4, 'big') + b\n"
                 "os.write(3, fr({'hello': 1}) + fr({'v': {'h': [0, 'function', None]}}) +\n"
-                "         b''.join(fr({'v': True}) + fr({'v': {'h': [1, 'E', None]}}) for _ in range(3)))\n"
+                "         b''.join(fr({'v': 0}) + fr({'v': {'h': [1, 'E', None]}}) for _ in range(3)))\n"
                 "os.write(4, b'P 0 \\n')\n"
                 "def f(x):\n    return 0\n",
                 1);
