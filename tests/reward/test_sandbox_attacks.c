@@ -310,6 +310,11 @@ static void test_exits_and_exceptions(void **st) {
                 "class Stop(BaseException):\n    pass\ndef f(x):\n    raise Stop()\n", 1);
     scores_zero("os._exit from the call", "import os\ndef f(x):\n    os._exit(0)\n", 1);
     scores_zero("re-exec with -O", "import os, sys\ndef f(x):\n    os.execv(sys.executable, [sys.executable, '-O', '-c', 'pass'])\n", 1);
+    /* StopIteration from a call does not end the test's map() early (as
+     * PEP 479 in generators) */
+    const char *ts[] = {"assert all(map(f, [2, 3, -1]))", "assert not list(map(f, [2]))",
+                        "assert [y for y in map(f, [3])] == []"};
+    scores_zero_tests("StopIteration from the call", "def f(x):\n    raise StopIteration\n", ts, 3, 1, 5.0);
     /* a test that catches Exception around the call still fails */
     const char *t[] = {"try:\n    v = f(2)\nexcept Exception:\n    v = 4\nassert v == 4"};
     scores_zero_tests("BaseException past `except Exception`", "def f(x):\n    raise SystemExit(0)\n", t, 1, 1, 5.0);
