@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -71,6 +72,19 @@ void reward_sandbox_limits_default(reward_sandbox_limits *lim) {
 
 static atomic_int g_warned_unisolated;
 static atomic_uint g_slot;
+static char *g_text[2]; /* the verifier's and the runner's -c text, codec first */
+static pthread_once_t g_text_once = PTHREAD_ONCE_INIT;
+
+static void text_build(void) {
+    const char *side[2] = {reward_sandbox_verifier_py, reward_sandbox_runner_py};
+    size_t nj = strlen(reward_sandbox_json_py);
+    for (int i = 0; i < 2; i++) {
+        size_t n = strlen(side[i]);
+        g_text[i] = base_xmalloc(nj + n + 1);
+        memcpy(g_text[i], reward_sandbox_json_py, nj);
+        memcpy(g_text[i] + nj, side[i], n + 1);
+    }
+}
 
 /* Remove a directory tree without following links; directories are made
  * writable first (the code may have chmod-ed them). Depth-limited. */
@@ -481,8 +495,9 @@ base_status reward_sandbox_run_tests(const char *code, const char *const *tests,
     side T, U;
     side_init(&T, base_uid + slot % 64u, treq);
     side_init(&U, base_uid + (slot + 1) % 64u, ureq);
-    char *targv[] = {(char *)lim.python, "-I", "-B", "-c", (char *)reward_sandbox_verifier_py, NULL};
-    char *uargv[] = {(char *)lim.python, "-s", "-B", "-c", (char *)reward_sandbox_runner_py, NULL};
+    pthread_once(&g_text_once, text_build);
+    char *targv[] = {(char *)lim.python, "-I", "-B", "-c", g_text[0], NULL};
+    char *uargv[] = {(char *)lim.python, "-s", "-B", "-c", g_text[1], NULL};
     int rpc[2], evp[2];
     CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rpc));
     CHECK_SYS(pipe2(evp, O_CLOEXEC));

@@ -3,7 +3,8 @@
  *   sandbox.c          one run: the two processes, the wall clock, the verdict
  *   sandbox_jail.c     starting one jailed interpreter (namespaces, minimal
  *                      root, seccomp, rlimits, uid)
- *   sandbox_harness.c  the Python of the two sides
+ *   sandbox_harness.c  the protocol, the JSON codec and the runner (Python)
+ *   sandbox_verifier.c the verifier (Python)
  */
 #ifndef GRPO_REWARD_SANDBOX_INTERNAL_H
 #define GRPO_REWARD_SANDBOX_INTERNAL_H
@@ -13,6 +14,8 @@
 
 #include "reward/reward.h"
 
+/* Both sides start with this JSON codec (_grpo_dumps, _grpo_loads). */
+extern const char reward_sandbox_json_py[];
 /* The trusted side: runs the setup and the tests, never the solution, and
  * writes the verdict records. */
 extern const char reward_sandbox_verifier_py[];
