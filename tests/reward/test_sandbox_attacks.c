@@ -51,6 +51,9 @@ static void next_run_ok(int ns) {
 /* A wrong solution with an attack: no test may pass, in both modes. */
 static void scores_zero_tests(const char *what, const char *code, const char *const *tests, int n, int both,
                               double timeout) {
+    /* without namespaces a non-root caller's code runs as its uid and may
+     * signal and read it (docs/rewards.md): that mode is attacked as root */
+    if (geteuid() != 0) both = 0;
     for (int ns = 1; ns >= (both ? 0 : 1); ns--) {
         reward_run_result r = run_with(code, tests, n, NULL, ns, timeout);
         if (r.passed != 0 || r.status == REWARD_RUN_PASSED || r.status == REWARD_RUN_SANDBOX_ERROR)
