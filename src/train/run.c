@@ -17,6 +17,10 @@ static void omp_set_num_threads(int n) { (void)n; }
 #include "recipe/recipe.h"
 #include "run_internal.h"
 
+/* The file grpo writes into every run directory it creates: --overwrite
+ * removes only a directory holding it. */
+#define RUN_MARKER ".grpo-run"
+
 char *run_dir_of(const recipe *rc) {
     const cJSON *root = recipe_root(rc);
     return base_path_join(recipe_str(root, "output_dir"), recipe_str(root, "name"));
@@ -44,6 +48,42 @@ static base_status truncate_lines(const char *path, int64_t lines) {
     }
     s = base_write_file_atomic(path, text, cut);
     free(text);
+    return s;
+}
+
+/* The run name is one directory under output_dir, and --overwrite removes
+ * it: never empty, ".", "..", a path or a name with control characters. */
+static base_status check_name(const recipe *rc, const char *name) {
+    const char *why = NULL;
+    if (!name || !*name) why = "is empty";
+    else if (!strcmp(name, ".") || !strcmp(name, "..")) why = "is '.' or '..'";
+    else if (strchr(name, '/')) why = "contains '/'";
+    else if (strlen(name) > 200) why = "is longer than 200 bytes";
+    for (const char *p = name; p && *p && !why; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) why = "contains a control character";
+    if (!why) return BASE_OK;
+    return base_err_set(BASE_ERR_INVALID,
+                        "%s: 'name' %s: the run name is one directory under output_dir (letters, digits, '-', "
+                        "'_', '.'; put the run elsewhere with output_dir)",
+                        recipe_path(rc), why);
+}
+
+static int has_marker(const char *dir) {
+    char *p = base_path_join(dir, RUN_MARKER);
+    struct stat st;
+    int ok = lstat(p, &st) == 0 && S_ISREG(st.st_mode);
+    free(p);
+    return ok;
+}
+
+static base_status write_marker(const char *dir, const char *name) {
+    if (has_marker(dir)) return BASE_OK;
+    char *p = base_path_join(dir, RUN_MARKER);
+    base_buf b = {0};
+    base_buf_printf(&b, "grpo run directory of run '%s': grpo run --overwrite may remove this directory\n", name);
+    base_status s = base_write_file_atomic(p, b.data, b.len);
+    base_buf_free(&b);
+    free(p);
     return s;
 }
 
@@ -115,6 +155,21 @@ static base_status preflight(run_ctx *c, int first) {
     return BASE_OK;
 }
 
+/* The resumed GRPO stage's data cursor inside its datasets as they are now. */
+static base_status check_cursor(run_ctx *c, const run_ckpt *ck) {
+    const run_train_state *rs = run_ckpt_state(ck);
+    const cJSON *st = recipe_stage(c->rc, rs->stage_index);
+    if (rs->stage_done || strcmp(recipe_str(st, "type"), "grpo")) return BASE_OK;
+    cJSON **rows;
+    char **where;
+    int64_t n;
+    base_status s = run_stage_rows(c, st, &rows, &where, &n);
+    if (!s) s = run_ckpt_check_cursor(ck, n);
+    free(rows);
+    run_where_free(where, n);
+    return s;
+}
+
 /* Load the policy from a checkpoint directory, or (fresh = 1 and the recipe
  * sets init_std) make random weights from its config.json. */
 static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
@@ -128,7 +183,11 @@ static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
     } else {
         s = model_load(dir, c->ops, &c->load, &m);
     }
-    if (s) return base_err_wrap(s, "loading the model");
+    if (!s) s = run_keep_files(c, dir, NULL);
+    if (s) {
+        model_free(m);
+        return base_err_wrap(s, "loading the model");
+    }
     model_free(c->policy);
     c->policy = m;
     free(c->policy_src);
@@ -149,6 +208,7 @@ static void ctx_free(run_ctx *c) {
     tok_free(c->tok);
     cJSON_Delete(c->summary);
     free(c->dir), free(c->name), free(c->policy_src), free(c->tok_dir), free(c->reward_log);
+    run_keep_files_free(c);
 }
 
 base_status run_recipe(const recipe *rc, const run_opts *opts) {
@@ -157,13 +217,14 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     c.rc = rc;
     c.root = recipe_root(rc);
     if (opts) c.opts = *opts;
+    base_status s = check_name(rc, recipe_str(c.root, "name"));
+    if (s) return s;
     c.dir = run_dir_of(rc);
     c.name = base_xstrdup(recipe_str(c.root, "name"));
     c.seed = (uint64_t)recipe_int(c.root, "seed");
     const char *dev = c.opts.device ? c.opts.device : recipe_str(c.root, "device");
     int64_t threads = recipe_int(c.root, "threads");
     if (threads > 0) omp_set_num_threads((int)threads);
-    base_status s = BASE_OK;
     c.ops = ops_by_name(dev);
     if (!c.ops) {
         s = base_err_set(BASE_ERR_UNSUPPORTED, "device '%s': %s", dev, base_err_msg());
@@ -188,27 +249,41 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     free(model_dir);
     if (!s) {
         s = tok_load(c.tok_dir, &c.tok);
+        if (!s) s = run_keep_files(&c, NULL, c.tok_dir);
         if (s) s = base_err_wrap(s, "loading the tokenizer (set 'tokenizer' in the recipe)");
     }
     if (!s) {
         const run_train_state *r0 = ck ? run_ckpt_state(ck) : NULL;
         s = preflight(&c, r0 ? r0->stage_index + (r0->stage_done ? 1 : 0) : 0);
     }
-    /* the run directory: a new run needs an empty (or absent) one */
-    if (!s && !c.opts.resume && base_file_exists(c.dir) && !dir_is_empty(c.dir)) {
-        if (!c.opts.overwrite) {
+    if (!s && ck) s = check_cursor(&c, ck);
+    /* the run directory: a new run needs an empty (or absent) one; a resume
+     * one with a checkpoint or grpo's marker */
+    if (!s && base_file_exists(c.dir) && !dir_is_empty(c.dir) && !ck) {
+        int marked = has_marker(c.dir);
+        if (c.opts.resume && !marked) {
+            s = base_err_set(BASE_ERR_INVALID,
+                             "run directory %s has no checkpoint and no %s marker: not a grpo run directory, so "
+                             "grpo does not write into it (give the run another name with --set name=...)",
+                             c.dir, RUN_MARKER);
+        } else if (!c.opts.resume && !c.opts.overwrite) {
             s = base_err_set(BASE_ERR_INVALID,
                              "run directory %s already exists: continue it with --resume, replace it with "
                              "--overwrite, or give the run another name (--set name=...)",
                              c.dir);
-        } else {
-            char cmd[4200];
-            snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", c.dir);
-            if (strchr(c.dir, '\'') || system(cmd) != 0)
-                s = base_err_set(BASE_ERR_IO, "%s: could not remove the old run directory", c.dir);
+        } else if (!c.opts.resume && !marked) {
+            s = base_err_set(BASE_ERR_INVALID,
+                             "run directory %s: --overwrite refuses to remove it: it has no %s marker, so grpo did "
+                             "not create it (or an older grpo did); check it and remove it yourself (rm -r '%s'), or "
+                             "give the run another name (--set name=...)",
+                             c.dir, RUN_MARKER, c.dir);
+        } else if (!c.opts.resume) {
+            s = base_remove_tree(c.dir);
+            if (s) s = base_err_wrap(s, "--overwrite: removing the old run directory");
         }
     }
     if (!s) s = base_mkdir_p(c.dir);
+    if (!s) s = write_marker(c.dir, c.name);
     if (!s) {
         char *p = base_path_join(c.dir, "config.resolved.lua");
         s = recipe_write_resolved(rc, p);

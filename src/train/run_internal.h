@@ -37,6 +37,11 @@ typedef struct {
     char *policy_src;      /* checkpoint directory the policy came from */
     tok_tokenizer *tok;
     char *tok_dir;
+    /* what every checkpoint carries besides the weights (RUN_KEEP_*),
+     * read when the policy and the tokenizer were loaded, so a save never
+     * depends on a directory that checkpoint rotation may have removed;
+     * data NULL: the source had no such file */
+    base_buf keep_files[4];
     uint64_t seed;
     run_dataset *datasets; /* [n_datasets], loaded on first use */
     int n_datasets;
@@ -188,9 +193,23 @@ typedef struct {
  * Keeps the last `keep` checkpoints (0: all). */
 base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *opt, const model *ref,
                           int keep);
-/* The newest complete checkpoint of the run directory, or NULL (no error)
- * when there is none. */
+/* The checkpoint to resume from: the newest complete one of the run
+ * directory that verifies (trainer_state.json parses and agrees with the
+ * recipe, config.json parses, the safetensors files open). When the newest
+ * does not verify: an error naming it, why, and the newest one that does,
+ * unless c->opts.resume_last_good, which renames each bad one to
+ * checkpoints/corrupt-step-N (kept, never used or rotated) and takes the
+ * newest good one. *out NULL (no error) when there is no checkpoint. */
 base_status run_ckpt_latest(run_ctx *c, run_ckpt **out);
+/* trainer_state.json's text (`dir` is its checkpoint, named in errors)
+ * parsed and checked against the recipe: every field present with its type,
+ * counters in range and consistent (stage_step >= 0 and <= the stage's
+ * max_steps, total_steps >= stage_step, ...), the stage name and the seed
+ * the recipe's. Errors name the file and the key. */
+base_status run_ckpt_parse_state(const recipe *rc, const char *dir, const char *text, size_t len, run_ckpt **out);
+/* BASE_ERR_INVALID naming trainer_state.json's data_pos when the data
+ * cursor is outside a dataset of nrows rows. */
+base_status run_ckpt_check_cursor(const run_ckpt *k, int64_t nrows);
 const run_train_state *run_ckpt_state(const run_ckpt *k);
 const char *run_ckpt_dir(const run_ckpt *k);
 /* Restore optimizer moments and counters (opt planned from the same model). */
@@ -203,6 +222,11 @@ cJSON *run_ckpt_summary(const run_ckpt *k);
 void run_ckpt_free(run_ckpt *k);
 /* Write the policy weights (HF names) + config.json + tokenizer files into dir. */
 base_status run_save_model(run_ctx *c, const model *m, const char *dir);
+/* Read the files run_save_model copies into c->keep_files: config.json and
+ * generation_config.json from policy_dir, tokenizer.json and
+ * tokenizer_config.json from tok_dir (either may be NULL: kept as is). */
+base_status run_keep_files(run_ctx *c, const char *policy_dir, const char *tok_dir);
+void run_keep_files_free(run_ctx *c);
 
 /* ---- report (report.c) -------------------------------------------------- */
 
