@@ -441,7 +441,7 @@ static base_status set_aside(const char *root, int64_t step) {
     }
     base_status s = BASE_OK;
     if (rename(from, to) < 0) s = base_err_set(BASE_ERR_IO, "rename %s to %s: %s", from, to, base_strerror_now());
-    else base_warn("%s does not verify: set aside as %s", from, to);
+    else base_warn("%s set aside as %s (it does not verify)", from, to);
     free(from), free(to);
     return s;
 }
@@ -481,7 +481,7 @@ base_status run_ckpt_latest(run_ctx *c, run_ckpt **out) {
         s = base_err_set(BASE_ERR_INVALID, "%s/step-%lld does not verify (%s), and no older checkpoint does", root,
                          (long long)all[bad], why);
     } else if (why) { /* --resume-from-last-good: the newer bad ones out of the way */
-        base_warn("%s", why);
+        base_warn("%s/step-%lld does not verify: %s", root, (long long)all[bad], why);
         for (int i = n - 1; i > good && !s; i--) s = set_aside(root, all[i]);
         if (s) {
             run_ckpt_free(k);
