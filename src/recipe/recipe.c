@@ -7,11 +7,11 @@
 #include <lauxlib.h>
 #include <libgen.h>
 #include <lua.h>
-#include <lualib.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "reward/reward.h"
 #include "schema.h"
 
 struct recipe {
@@ -22,118 +22,142 @@ struct recipe {
 
 /* ---- Lua value -> JSON ------------------------------------------------- */
 
-static base_status lua_to_json(lua_State *L, int idx, base_buf *path, cJSON **out, int depth) {
-    *out = NULL;
-    if (depth > 32) return base_err_set(BASE_ERR_INVALID, "%s: tables nested too deeply", path->data);
+/* A recipe is configuration: it runs in the reward scripts' sandbox (no
+ * processes, no file writes) with these limits, generous for building a
+ * table (the shipped recipes use well under 0.1% of either). */
+#define RECIPE_LUA_INSTRUCTIONS 100000000
+#define RECIPE_LUA_MEMORY ((size_t)64 << 20)
+/* and the converted tree is bounded too: a table can reach the same
+ * sub-table many times (t = {t, t} nested 32 deep is 2^32 values) */
+#define RECIPE_MAX_VALUES 1000000
+#define RECIPE_MAX_TEXT ((size_t)64 << 20)
+
+/* The conversion runs inside the Lua protected call, where the memory cap
+ * can end it at any Lua call: everything it allocates is reachable from
+ * here (the tree is built top-down, each value attached as it is made). */
+typedef struct {
+    const char *chunkname;
+    cJSON *root;
+    base_buf path; /* key path of the value being converted */
+    int64_t values;
+    size_t text;
+} conv_ctx;
+
+static const char *conv_where(const conv_ctx *cx) { return cx->path.len ? cx->path.data : "recipe"; }
+
+/* Convert the value at idx and attach it to parent (an array when key is
+ * NULL, else an object) or make it the root. */
+static base_status lua_to_json(lua_State *L, int idx, conv_ctx *cx, cJSON *parent, const char *key, int depth) {
+    if (depth > 32) return base_err_set(BASE_ERR_INVALID, "%s: tables nested too deeply", conv_where(cx));
+    if (++cx->values > RECIPE_MAX_VALUES)
+        return base_err_set(BASE_ERR_INVALID, "%s: the recipe's table holds more than %d values", conv_where(cx),
+                            RECIPE_MAX_VALUES);
     idx = lua_absindex(L, idx);
-    switch (lua_type(L, idx)) {
-    case LUA_TNUMBER: *out = cJSON_CreateNumber(lua_tonumber(L, idx)); return BASE_OK;
-    case LUA_TBOOLEAN: *out = cJSON_CreateBool(lua_toboolean(L, idx)); return BASE_OK;
-    case LUA_TSTRING: *out = cJSON_CreateString(lua_tostring(L, idx)); return BASE_OK;
-    case LUA_TTABLE: break;
+    cJSON *v;
+    int t = lua_type(L, idx);
+    switch (t) {
+    case LUA_TNUMBER: v = cJSON_CreateNumber(lua_tonumber(L, idx)); break;
+    case LUA_TBOOLEAN: v = cJSON_CreateBool(lua_toboolean(L, idx)); break;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *str = lua_tolstring(L, idx, &n);
+        cx->text += n;
+        if (cx->text > RECIPE_MAX_TEXT)
+            return base_err_set(BASE_ERR_INVALID, "%s: the recipe's table holds more than %d MiB of text",
+                                conv_where(cx), (int)(RECIPE_MAX_TEXT >> 20));
+        v = cJSON_CreateString(str);
+        break;
+    }
+    case LUA_TTABLE: v = NULL; break;
     default:
         return base_err_set(BASE_ERR_INVALID,
-                            "%s: a recipe value must be a number, string, boolean or table (got %s)",
-                            path->len ? path->data : "recipe", luaL_typename(L, idx));
+                            "%s: a recipe value must be a number, string, boolean or table (got %s)", conv_where(cx),
+                            luaL_typename(L, idx));
     }
     /* array when the keys are exactly 1..n */
-    lua_Integer n = (lua_Integer)lua_rawlen(L, idx), count = 0;
+    lua_Integer n = 0, count = 0;
     int all_int = 1;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        count++;
-        if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n) all_int = 0;
-        else if (lua_type(L, -2) != LUA_TNUMBER) all_int = 0;
-        lua_pop(L, 1);
-    }
-    size_t plen = path->len;
-    if (all_int && count == n) {
-        cJSON *arr = cJSON_CreateArray();
-        for (lua_Integer i = 1; i <= n; i++) {
-            base_buf_printf(path, "[%lld]", (long long)i);
-            lua_rawgeti(L, idx, i);
-            cJSON *v;
-            base_status s = lua_to_json(L, -1, path, &v, depth + 1);
+    if (t == LUA_TTABLE) {
+        luaL_checkstack(L, 4, "recipe tables");
+        n = (lua_Integer)lua_rawlen(L, idx);
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            count++;
+            if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n) all_int = 0;
             lua_pop(L, 1);
-            path->len = plen;
-            path->data[plen] = 0;
-            if (s) {
-                cJSON_Delete(arr);
-                return s;
-            }
-            cJSON_AddItemToArray(arr, v);
         }
-        *out = arr;
-        return BASE_OK;
+        v = all_int && count == n ? cJSON_CreateArray() : cJSON_CreateObject();
     }
-    /* object: string keys only, in a stable (sorted) order */
-    int nk = 0;
-    char **keys = base_xcalloc((size_t)count, sizeof *keys);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING) {
-            for (int i = 0; i < nk; i++) free(keys[i]);
-            free(keys);
-            lua_pop(L, 1);
-            return base_err_set(BASE_ERR_INVALID,
-                                "%s: a table mixes list items and named keys (or has a non-string key)",
-                                path->len ? path->data : "recipe");
-        }
-        keys[nk++] = base_xstrdup(lua_tostring(L, -1));
-    }
-    for (int i = 1; i < nk; i++) /* insertion sort: recipes are small */
-        for (int j = i; j > 0 && strcmp(keys[j - 1], keys[j]) > 0; j--) {
-            char *t = keys[j];
-            keys[j] = keys[j - 1];
-            keys[j - 1] = t;
-        }
-    cJSON *obj = cJSON_CreateObject();
+    if (!parent) cx->root = v;
+    else if (key) cJSON_AddItemToObject(parent, key, v);
+    else cJSON_AddItemToArray(parent, v);
+    if (t != LUA_TTABLE) return BASE_OK;
+    size_t plen = cx->path.len;
     base_status s = BASE_OK;
-    for (int i = 0; i < nk; i++) {
-        if (!s) {
-            base_buf_printf(path, "%s%s", plen ? "." : "", keys[i]);
-            lua_getfield(L, idx, keys[i]);
-            cJSON *v;
-            s = lua_to_json(L, -1, path, &v, depth + 1);
+    if (cJSON_IsArray(v)) {
+        for (lua_Integer i = 1; i <= n && !s; i++) {
+            base_buf_printf(&cx->path, "[%lld]", (long long)i);
+            lua_rawgeti(L, idx, i);
+            s = lua_to_json(L, -1, cx, v, NULL, depth + 1);
             lua_pop(L, 1);
-            path->len = plen;
-            if (path->data) path->data[plen] = 0;
-            if (!s) cJSON_AddItemToObject(obj, keys[i], v);
+            cx->path.len = plen;
+            cx->path.data[plen] = 0;
         }
-        free(keys[i]);
-    }
-    free(keys);
-    if (s) {
-        cJSON_Delete(obj);
         return s;
     }
-    *out = obj;
-    return BASE_OK;
+    /* object: string keys only (recipe_load sorts them afterwards) */
+    lua_pushnil(L);
+    while (!s && lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            return base_err_set(BASE_ERR_INVALID,
+                                "%s: a table mixes list items and named keys (or has a non-string key)",
+                                conv_where(cx));
+        }
+        const char *k = lua_tostring(L, -2);
+        base_buf_printf(&cx->path, "%s%s", plen ? "." : "", k);
+        s = lua_to_json(L, -1, cx, v, k, depth + 1);
+        lua_pop(L, 1);
+        cx->path.len = plen;
+        if (cx->path.data) cx->path.data[plen] = 0;
+    }
+    if (s) lua_pop(L, 1); /* the key lua_next left */
+    return s;
 }
 
+static base_status convert_result(lua_State *L, void *ud) {
+    conv_ctx *cx = ud;
+    if (!lua_istable(L, -1))
+        return base_err_set(BASE_ERR_INVALID, "%s: a recipe must return a table (got %s)", cx->chunkname,
+                            luaL_typename(L, -1));
+    base_status s = lua_to_json(L, -1, cx, NULL, NULL, 0);
+    if (s) base_err_wrap(s, "%s", cx->chunkname);
+    return s;
+}
+
+static void sort_keys(cJSON *v);
+
+/* Run the recipe's Lua in the sandbox (reward_lua_run_config); *out is the
+ * returned table as JSON, keys sorted. require() reads Lua files next to
+ * the recipe. */
 static base_status run_lua(const char *src, const char *chunkname, cJSON **out) {
     *out = NULL;
-    lua_State *L = luaL_newstate();
-    if (!L) return base_err_set(BASE_ERR_NOMEM, "%s: cannot create a Lua state", chunkname);
-    luaL_openlibs(L);
-    char name[1024];
-    snprintf(name, sizeof name, "@%s", chunkname);
-    base_status s = BASE_OK;
-    if (luaL_loadbufferx(L, src, strlen(src), name, "t") != LUA_OK ||
-        lua_pcall(L, 0, 1, 0) != LUA_OK) {
-        s = base_err_set(BASE_ERR_PARSE, "%s", lua_tostring(L, -1));
-    } else if (!lua_istable(L, -1)) {
-        s = base_err_set(BASE_ERR_INVALID, "%s: a recipe must return a table (got %s)", chunkname,
-                         luaL_typename(L, -1));
-    } else {
-        base_buf path = {0};
-        s = lua_to_json(L, -1, &path, out, 0);
-        if (s) base_err_wrap(s, "%s", chunkname);
-        base_buf_free(&path);
+    reward_limits lim;
+    reward_limits_default(&lim);
+    lim.instructions = RECIPE_LUA_INSTRUCTIONS;
+    lim.memory_bytes = RECIPE_LUA_MEMORY;
+    char *tmp = base_xstrdup(chunkname);
+    conv_ctx cx = {.chunkname = chunkname};
+    base_status s = reward_lua_run_config(src, strlen(src), chunkname, dirname(tmp), &lim, convert_result, &cx);
+    base_buf_free(&cx.path);
+    free(tmp);
+    if (s) {
+        cJSON_Delete(cx.root);
+        return s;
     }
-    lua_close(L);
-    return s;
+    sort_keys(cx.root);
+    *out = cx.root;
+    return BASE_OK;
 }
 
 /* ---- schema validation ------------------------------------------------- */

@@ -218,6 +218,31 @@ base_status reward_pool_score_groups(reward_pool *p, const cJSON *const *samples
                                      const int64_t *group_off, int64_t n_groups, reward_scores *out);
 void reward_scores_free(reward_scores *s);
 
+/* ------------------------------------------------------------------------ */
+/* Lua configuration files (recipes)                                        */
+
+struct lua_State;
+/* Called with the chunk's first result at the top of L's stack, inside the
+ * protected call and under the limits; use raw access (lua_next,
+ * lua_rawget*) and keep every C allocation reachable from ud: a Lua error
+ * (the memory cap) ends it without returning. */
+typedef base_status (*reward_config_fn)(struct lua_State *L, void *ud);
+
+/* Run Lua text src[0..len) (text only; `chunkname` names it in errors) as a
+ * configuration file in the reward scripts' sandbox: an instruction budget
+ * and a heap cap (`lim`: instructions and memory_bytes), base (no dofile or
+ * loadfile; load takes text), string, table, math, utf8, coroutine,
+ * os = {clock, time, date, difftime, getenv}, io = {open (read modes),
+ * lines (of a named file)}, require (NAME.lua from `dir`). No processes,
+ * no file writes, no `grpo` module: calling a removed function raises
+ * "os.execute is not available in recipes ...". Globals the chunk sets are
+ * its own. Then fn(L, ud) converts the result, and the state is closed.
+ * Errors: BASE_ERR_PARSE "chunk:LINE: message" (syntax, runtime, "memory cap
+ * exceeded (N MiB)", "instruction budget exceeded (N instructions)"), or
+ * fn's own status. */
+base_status reward_lua_run_config(const char *src, size_t len, const char *chunkname, const char *dir,
+                                  const reward_limits *lim, reward_config_fn fn, void *ud);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,5 +1,6 @@
 /* Tests of src/recipe: Lua recipes, overrides, validation, defaults,
- * suggestions for unknown keys, and the resolved Lua round trip. */
+ * suggestions for unknown keys, the resolved Lua round trip, and the
+ * sandbox a recipe's Lua runs in (limits, library). */
 #include "common/test_common.h"
 
 #include <stdlib.h>
@@ -143,6 +144,103 @@ static void test_resolved_round_trip(void **state) {
     recipe_free(r2);
 }
 
+/* A recipe is configuration (issue 12): its Lua runs with an instruction
+ * budget, a memory cap and no process or file-writing functions; each ends
+ * with an error naming the file and line, quickly. */
+static void expect_quick_err(const char *src, const char *needle) {
+    double t0 = base_now();
+    expect_err(src, NULL, 0, needle);
+    double dt = base_now() - t0;
+    if (dt > 20) fail_msg("'%s' took %.1f s", needle, dt);
+}
+
+static void test_sandbox_limits(void **state) {
+    (void)state;
+    expect_quick_err("while true do end", "t.lua:1: instruction budget exceeded (100000000 instructions)");
+    expect_quick_err("local function f()\n  local x = 0\n  while true do x = x + 1 end\nend\nf()",
+                     "t.lua:3: instruction budget exceeded");
+    /* pcall cannot swallow the kill */
+    expect_quick_err("pcall(function() while true do end end)\nreturn { model = 'm' }", "instruction budget exceeded");
+    expect_quick_err("local t = {}\nfor i = 1, 1e9 do t[i] = ('x'):rep(64) .. i end", "memory cap exceeded (64 MiB)");
+    expect_quick_err("local t = {}\nfor i = 1, 1e9 do t[i] = ('x'):rep(64) .. i end", "t.lua:2: memory cap");
+    expect_quick_err("local s = string.rep('x', 1 << 30)", "t.lua: memory cap exceeded");
+    /* the converted tree is bounded: shared sub-tables and strings */
+    expect_quick_err("local t = {1}\nfor i = 1, 25 do t = {t, t} end\nreturn { model = 'm', x = t }",
+                     "more than 1000000 values");
+    expect_quick_err("local t = {1}\nfor i = 1, 40 do t = {t, t} end\nreturn { model = 'm', x = t }",
+                     "tables nested too deeply");
+    expect_quick_err("local s, t = ('x'):rep(1 << 20), {}\nfor i = 1, 100 do t[i] = s end\n"
+                     "return { model = 'm', x = t }",
+                     "MiB of text");
+    expect_err("error({})", NULL, 0, "t.lua: error object is a table value");
+}
+
+static void test_sandbox_library(void **state) {
+    (void)state;
+    char *dir = test_tmpdir();
+    char *victim = base_path_join(dir, "victim"), *made = base_path_join(dir, "made");
+    test_write_file(victim, "data\n", 5);
+    const char *calls[][2] = {
+        {"os.execute('touch %s')", "os.execute is not available in recipes"},
+        {"io.popen('touch %s')", "io.popen is not available in recipes"},
+        {"io.open('%s', 'w')", "io.open: only read modes are allowed in recipes (got 'w')"},
+        {"io.open('%s', 'a+')", "only read modes"},
+        {"io.open('%s', 'r+')", "only read modes"},
+        {"io.output('%s')", "io.output is not available"},
+        {"os.remove('%s')", "os.remove is not available"},
+        {"os.rename('%s', '%s.x')", "os.rename is not available"},
+        {"os.exit(0, '%s')", "os.exit is not available"},
+        {"dofile('%s')", "dofile is not available"},
+        {"loadfile('%s')", "loadfile is not available"},
+        {"package.loadlib('%s', 'f')", "global 'package'"},
+        {"debug.sethook(print, '%s')", "global 'debug'"},
+        {"grpo.run_tests('%s')", "global 'grpo'"},
+        {"require('grpo') -- %s", "module 'grpo' not found"},
+    };
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        const char *target = i == 6 || i == 7 ? victim : made;
+        base_buf src = {0};
+        base_buf_puts(&src, "local x = 1\n");
+        base_buf_printf(&src, calls[i][0], target, target);
+        base_buf_puts(&src, "\nreturn { model = 'm' }\n");
+        expect_err(src.data, NULL, 0, calls[i][1]);
+        if (i < 12) assert_non_null(strstr(base_err_msg(), "t.lua:2:"));
+        base_buf_free(&src);
+        assert_false(base_file_exists(made));
+    }
+    char *text;
+    size_t n;
+    assert_int_equal(base_read_file(victim, &text, &n), BASE_OK);
+    assert_string_equal(text, "data\n");
+    free(text);
+    /* what configuration may do: read files, the environment, modules next
+     * to the recipe, global helpers */
+    char *helper = base_path_join(dir, "paths.lua"), *rp = base_path_join(dir, "r.lua");
+    const char *h = "return { model = function(n) return 'models/' .. n end }\n";
+    test_write_file(helper, h, strlen(h));
+    base_buf src = {0};
+    base_buf_printf(&src,
+                    "local paths = require('paths')\n"
+                    "function steps(n) return n * 2 end\n"
+                    "local f = io.open('%s', 'r')\n"
+                    "local line = f:read('l')\n"
+                    "f:close()\n"
+                    "local home = os.getenv('PATH') and 'env' or 'noenv'\n"
+                    "return { model = paths.model(line), name = home, datasets = { a = 'x' },\n"
+                    "  stages = { { type = 'grpo', dataset = 'a', max_steps = steps(5) } } }\n",
+                    victim);
+    test_write_file(rp, src.data, src.len);
+    recipe *r = NULL;
+    if (recipe_load(rp, NULL, 0, &r)) fail_msg("%s", base_err_msg());
+    assert_string_equal(recipe_str(recipe_root(r), "model"), "models/data");
+    assert_string_equal(recipe_str(recipe_root(r), "name"), "env");
+    assert_int_equal(recipe_int(recipe_stage(r, 0), "max_steps"), 10);
+    recipe_free(r);
+    base_buf_free(&src);
+    test_rmdir(dir);
+    free(dir), free(victim), free(made), free(helper), free(rp);
+}
+
 static void test_edit_distance(void **state) {
     (void)state;
     assert_int_equal(recipe_edit_distance("beta", "beta"), 0);
@@ -155,7 +253,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_and_names), cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_validation_errors),  cmocka_unit_test(test_resolved_round_trip),
-        cmocka_unit_test(test_edit_distance),
+        cmocka_unit_test(test_edit_distance),      cmocka_unit_test(test_sandbox_limits),
+        cmocka_unit_test(test_sandbox_library),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
