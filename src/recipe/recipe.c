@@ -56,7 +56,12 @@ static base_status lua_to_json(lua_State *L, int idx, conv_ctx *cx, cJSON *paren
     cJSON *v;
     int t = lua_type(L, idx);
     switch (t) {
-    case LUA_TNUMBER: v = cJSON_CreateNumber(lua_tonumber(L, idx)); break;
+    case LUA_TNUMBER:
+        if (!isfinite(lua_tonumber(L, idx))) /* JSON and config.resolved.lua have no inf or nan */
+            return base_err_set(BASE_ERR_INVALID, "%s: %s is not a finite number", conv_where(cx),
+                                lua_tonumber(L, idx) != lua_tonumber(L, idx) ? "nan" : "inf");
+        v = cJSON_CreateNumber(lua_tonumber(L, idx));
+        break;
     case LUA_TBOOLEAN: v = cJSON_CreateBool(lua_toboolean(L, idx)); break;
     case LUA_TSTRING: {
         size_t n;

@@ -173,6 +173,8 @@ static void test_sandbox_limits(void **state) {
                      "return { model = 'm', x = t }",
                      "MiB of text");
     expect_err("error({})", NULL, 0, "t.lua: error object is a table value");
+    expect_err("return { model = 'm', x = { 1, 0/0 } }", NULL, 0, "t.lua: x[2]: nan is not a finite number");
+    expect_err("return { model = 'm', x = math.huge }", NULL, 0, "t.lua: x: inf is not a finite number");
 }
 
 static void test_sandbox_library(void **state) {
