@@ -156,7 +156,7 @@ static void expect_quick_err(const char *src, const char *needle) {
 
 static void test_sandbox_limits(void **state) {
     (void)state;
-    expect_quick_err("while true do end", "t.lua:1: instruction budget exceeded (100000000 instructions)");
+    expect_quick_err("while true do end", "t.lua:1: instruction budget exceeded (10000000 instructions)");
     expect_quick_err("local function f()\n  local x = 0\n  while true do x = x + 1 end\nend\nf()",
                      "t.lua:3: instruction budget exceeded");
     /* pcall cannot swallow the kill */
