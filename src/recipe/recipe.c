@@ -26,7 +26,7 @@ struct recipe {
  * processes, no file writes) with these limits, generous for building a
  * table: the shipped recipes run under 1000 instructions in 50 KB. */
 #define RECIPE_LUA_INSTRUCTIONS 10000000
-#define RECIPE_LUA_MEMORY ((size_t)64 << 20)
+#define RECIPE_LUA_MEMORY ((size_t)32 << 20)
 /* and the converted tree is bounded too: a table can reach the same
  * sub-table many times (t = {t, t} nested 32 deep is 2^32 values) */
 #define RECIPE_MAX_VALUES 1000000
@@ -156,9 +156,17 @@ static base_status run_lua(const char *src, const char *chunkname, cJSON **out) 
     base_status s = reward_lua_run_config(src, strlen(src), chunkname, dirname(tmp), &lim, convert_result, &cx);
     base_buf_free(&cx.path);
     free(tmp);
+    if (!s && cJSON_IsArray(cx.root) && cx.root->child)
+        s = base_err_set(BASE_ERR_INVALID,
+                         "%s: a recipe must return a table of named values ({ model = ..., stages = ... }), not a list",
+                         chunkname);
     if (s) {
         cJSON_Delete(cx.root);
         return s;
+    }
+    if (cJSON_IsArray(cx.root)) { /* Lua's {}: no keys yet */
+        cJSON_Delete(cx.root);
+        cx.root = cJSON_CreateObject();
     }
     sort_keys(cx.root);
     *out = cx.root;

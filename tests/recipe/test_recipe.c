@@ -113,6 +113,8 @@ static void test_validation_errors(void **state) {
                "beta = 0.1 } } }",
                NULL, 0, "unknown key 'stages.sft.beta'");
     expect_err("return 5", NULL, 0, "must return a table");
+    expect_err("return { model == 4 }", NULL, 0, "t.lua: a recipe must return a table of named values");
+    expect_err("return {}", NULL, 0, "missing required key 'model'");
     expect_err("return { model = print }", NULL, 0, "got function");
     expect_err("return { model = 'm', { 1 }, x = 2 }", NULL, 0, "mixes list items");
     expect_err("error('boom')", NULL, 0, "boom");
@@ -161,7 +163,7 @@ static void test_sandbox_limits(void **state) {
                      "t.lua:3: instruction budget exceeded");
     /* pcall cannot swallow the kill */
     expect_quick_err("pcall(function() while true do end end)\nreturn { model = 'm' }", "instruction budget exceeded");
-    expect_quick_err("local t = {}\nfor i = 1, 1e9 do t[i] = ('x'):rep(64) .. i end", "memory cap exceeded (64 MiB)");
+    expect_quick_err("local t = {}\nfor i = 1, 1e9 do t[i] = ('x'):rep(64) .. i end", "memory cap exceeded (32 MiB)");
     expect_quick_err("local t = {}\nfor i = 1, 1e9 do t[i] = ('x'):rep(64) .. i end", "t.lua:2: memory cap");
     expect_quick_err("local s = string.rep('x', 1 << 30)", "t.lua: memory cap exceeded");
     /* the converted tree is bounded: shared sub-tables and strings */
