@@ -18,21 +18,26 @@ local code = require("lib_code")
 local P = { timeout = 10, memory_mb = 1024, binary = false }
 local LANGS = { python = true, py = true, python3 = true }
 
-local SETUP = [[
-def _grpo_stdio(src, inp):
+-- The program runs on the solution's side of the sandbox (in `code`, never
+-- in the tests or the setup, which the verifier runs); the verifier
+-- compares the lines it prints with the expected ones.
+local RUNNER = [[
+def _grpo_stdio(inp):
     import io, sys
     out = io.StringIO()
     saved = sys.stdin, sys.stdout
     sys.stdin, sys.stdout = io.StringIO(inp), out
     try:
         try:
-            exec(compile(src, '<program>', 'exec'), {'__name__': '__main__'})
+            exec(compile(_grpo_program, '<program>', 'exec'), {'__name__': '__main__'})
         except SystemExit as e:
             if e.code not in (None, 0):
                 raise
     finally:
         sys.stdin, sys.stdout = saved
     return out.getvalue()
+]]
+local SETUP = [[
 def _grpo_lines(text):
     lines = [l.strip() for l in text.split('\n')]
     while lines and lines[-1] == '':
@@ -54,12 +59,12 @@ local function score(s)
   local src = code.last_block(code.answer_region(s.completion), LANGS)
   if not src then return 0, { passed = 0, total = #cases } end
   local tests = {}
-  local lit = code.pystr(src)
   for i, c in ipairs(cases) do
-    tests[i] = ("assert _grpo_lines(_grpo_stdio(%s, %s)) == _grpo_lines(%s)"):format(
-      lit, code.pystr(tostring(c.input or "")), code.pystr(tostring(c.output or "")))
+    tests[i] = ("assert _grpo_lines(_grpo_stdio(%s)) == _grpo_lines(%s)"):format(
+      code.pystr(tostring(c.input or "")), code.pystr(tostring(c.output or "")))
   end
-  local passed, total, status, msg = grpo.run_tests("", tests, {
+  local program = "_grpo_program = " .. code.pystr(src) .. "\n" .. RUNNER
+  local passed, total, status, msg = grpo.run_tests(program, tests, {
     timeout = P.timeout, memory_mb = P.memory_mb, setup = SETUP })
   if status == "sandbox_error" then error("sandbox: " .. msg) end
   local rate = passed / total

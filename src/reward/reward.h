@@ -71,27 +71,33 @@ const char *reward_builtin_dir(void);
 /* Code sandbox (C side of grpo.run_tests)                                  */
 
 typedef enum {
-    REWARD_RUN_PASSED = 0,     /* the harness reported every test passed */
-    REWARD_RUN_FAILED,         /* the harness finished; some test failed */
-    REWARD_RUN_RUNTIME_ERROR,  /* the solution raised, or the process died
-                                  (signal, os._exit) before the harness
-                                  finished */
+    REWARD_RUN_PASSED = 0,     /* the verifier saw every test pass */
+    REWARD_RUN_FAILED,         /* the verifier finished; some test failed */
+    REWARD_RUN_RUNTIME_ERROR,  /* the solution raised or its process died
+                                  (signal, os._exit) before the tests, or
+                                  a test's call found it gone, or a test
+                                  ended the verifier */
     REWARD_RUN_TIMEOUT,        /* wall clock or CPU time limit */
     REWARD_RUN_MEMORY,         /* MemoryError under the address-space cap */
     REWARD_RUN_OUTPUT_LIMIT,   /* stdout/stderr/evidence over the cap */
-    REWARD_RUN_SANDBOX_ERROR,  /* could not run (no python, bad test text) */
+    REWARD_RUN_SANDBOX_ERROR,  /* could not run (no python, bad test text,
+                                  namespaces refused) */
 } reward_run_status;
 
 const char *reward_run_status_str(reward_run_status s); /* "passed", ... */
 
-/* Isolation actually applied to a run (bit mask). */
+/* Isolation actually applied to the solution's process (bit mask). */
 enum {
     REWARD_ISO_USERNS = 1 << 0,  /* user namespace (non-root callers) */
     REWARD_ISO_PIDNS = 1 << 1,   /* PID namespace: killing PID 1 kills all */
-    REWARD_ISO_MOUNTNS = 1 << 2, /* read-only root, tmpfs /tmp, hidden homes */
+    REWARD_ISO_MOUNTNS = 1 << 2, /* own mount namespace */
     REWARD_ISO_NETNS = 1 << 3,   /* empty network namespace */
     REWARD_ISO_UID = 1 << 4,     /* ran under a throw-away uid (root callers) */
     REWARD_ISO_PROC = 1 << 5,    /* own /proc (only the sandbox's processes) */
+    REWARD_ISO_ROOTFS = 1 << 6,  /* minimal read-only root: /usr, /dev basics,
+                                    private /tmp; no host file else */
+    REWARD_ISO_SECCOMP = 1 << 7, /* seccomp filter (no ptrace, mounts,
+                                    namespaces, non-AF_UNIX sockets ...) */
 };
 
 typedef struct {
@@ -104,8 +110,11 @@ typedef struct {
     int nproc;            /* RLIMIT_NPROC (processes + threads); default 32 */
     int nofile;           /* RLIMIT_NOFILE; default 64 */
     const char *python;   /* interpreter; default "/usr/bin/python3" */
-    int namespaces;       /* 1: use namespaces where the kernel allows
-                             (default); 0: never (fallback path only) */
+    int namespaces;       /* 1 (default): required; where the kernel
+                             refuses them the run is a sandbox_error, never
+                             silently weaker. 0: never use them: the code
+                             sees the host's files (warned once per
+                             process; docs/rewards.md says what it costs) */
 } reward_sandbox_limits;
 
 /* Defaults (every field set). */
@@ -114,19 +123,22 @@ void reward_sandbox_limits_default(reward_sandbox_limits *lim);
 typedef struct {
     reward_run_status status;
     int passed, total;
-    int isolation;      /* REWARD_ISO_* bits applied */
+    int isolation;      /* REWARD_ISO_* bits applied to the solution */
     double seconds;     /* wall time of the run */
     char message[512];  /* one line: first failure or the error; "" if none */
 } reward_run_result;
 
-/* Run Python `code` then the `n_tests` test snippets (each usually one
- * assert; a HumanEval test is one snippet ending in `check(f)`), after
- * `setup` (imports for the tests; may be NULL), in a fresh sandboxed
- * python3. A test passes only if the harness reports it after running it
- * (with a per-run secret on a private pipe); exit codes are ignored. Asserts
- * in the tests compare only trusted values, so an object whose __eq__ is
- * always True does not pass. Returns BASE_ERR_INVALID for bad arguments
- * only; every other outcome is in res->status. Thread-safe. */
+/* Run Python `code` against the `n_tests` test snippets (each usually one
+ * assert; a HumanEval test is one snippet ending in `check(f)`), with
+ * `setup` (imports for the tests; may be NULL) run first on both sides.
+ * Two sandboxed python3 processes: the solution's runs `setup` and `code`
+ * and then only answers requests; the verifier runs `setup` and the tests,
+ * never `code`, reaching the solution's names through a channel that
+ * carries plain data (and handles of objects the solution keeps), so
+ * expected values and the verdict never enter the solution's process.
+ * Tests and setup are trusted text: never put model output in them.
+ * Returns BASE_ERR_INVALID for bad arguments only; every other outcome is
+ * in res->status. Thread-safe. */
 base_status reward_sandbox_run_tests(const char *code, const char *const *tests, int n_tests,
                                      const char *setup, const reward_sandbox_limits *lim,
                                      reward_run_result *res);

@@ -1,32 +1,23 @@
 /*
- * The code sandbox: run model-written Python against tests in a child
- * process that cannot harm the machine, the trainer or the next run.
+ * The code sandbox: run model-written Python against tests so that the code
+ * can neither fool the verdict nor reach the machine (docs/rewards.md, "The
+ * sandbox").
  *
- * Design (see docs/rewards.md, "Sandbox"):
- *   child   clone(CLONE_VM|CLONE_VFORK) like posix_spawn, so a trainer with
- *           a large heap is not copied; the child only makes system calls
- *           until execve. Where the kernel allows: new PID, mount, network,
- *           IPC and UTS namespaces (plus a user namespace for non-root
- *           callers, mapping only the caller's own uid). In the mount
- *           namespace the whole tree is made read-only (mount_setattr,
- *           recursive), /root, /home and $HOME are covered by empty
- *           read-only tmpfs, /tmp is a fresh size-capped tmpfs (the work
- *           dir; it vanishes with the namespace) and /proc is remounted for
- *           the new PID namespace. Always: setsid (own session and process
- *           group), rlimits (CPU, address space, file size, processes,
- *           open files, no core), no-new-privileges, a fixed minimal
- *           environment (nothing inherited), stdin a socket that the
- *           harness drains and replaces by /dev/null. Root callers run the
- *           code under a throw-away uid/gid: 2000000000 + (pid % 15625)
- *           * 64 + (run % 64).
- *   parent  feeds the request, reads stdout/stderr (capped) and the
- *           evidence pipe, enforces the wall clock, and kills the whole
- *           process group (and in a PID namespace PID 1, which takes every
- *           process of the namespace with it).
- * Fallback: when namespaces are refused (EPERM, no user namespaces) the run
- * goes on with everything in "Always" plus a fresh mkdtemp work directory
- * that is removed afterwards; one warning line says so, once per process.
- * After a root fallback run every process of the throw-away uid is killed.
+ * One run is two jailed interpreters (sandbox_jail.c), each with its own
+ * namespaces and minimal root, and for root callers its own throw-away uid:
+ *   runner    untrusted: runs the setup and the solution, then answers
+ *             requests on fd 3 (look up a name, call, iterate ...). It is
+ *             sent call arguments only, never a test or an expected value.
+ *   verifier  trusted: runs the setup and the tests, never the solution.
+ *             Names the tests use that neither it nor the builtins define
+ *             are looked up in the runner; what comes back is plain data
+ *             (size-capped JSON decoded without eval) or a handle whose
+ *             comparison, truth value and arithmetic fail. It writes the
+ *             verdict records to fd 4, a pipe only this process reads.
+ * The two share nothing but the socketpair of fd 3. The parent feeds both
+ * requests, reads their stdout/stderr (capped) and the evidence, enforces
+ * the wall clock, and kills both (in a PID namespace PID 1 takes every
+ * process of the namespace with it).
  */
 #include "reward/reward.h"
 #include "reward/sandbox_internal.h"
@@ -34,17 +25,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -55,7 +42,7 @@
 
 #define SBX_UID_BASE 2000000000u
 #define SBX_EVIDENCE_CAP (1u << 20)
-#define SBX_STACK (128 * 1024)
+#define SBX_RPC_CAP (8u << 20) /* one message between verifier and runner */
 
 const char *reward_run_status_str(reward_run_status s) {
     switch (s) {
@@ -83,208 +70,20 @@ void reward_sandbox_limits_default(reward_sandbox_limits *lim) {
     lim->namespaces = 1;
 }
 
-/* ------------------------------------------------------------------------ */
-/* The child: system calls only, on its own stack, sharing the parent's
- * memory (CLONE_VM) while the calling thread waits (CLONE_VFORK).          */
-
-enum {
-    ST_SETSID = 1, ST_MAPS, ST_PRIVATE, ST_READONLY, ST_TMPFS, /* fatal: namespace setup */
-    ST_HIDE, ST_PROC,                                         /* warnings */
-    ST_CHDIR, ST_FDS, ST_RLIMIT, ST_CREDS, ST_PRCTL, ST_EXEC,  /* fatal */
-};
-#define ST_NS_FATAL(s) ((s) >= ST_MAPS && (s) <= ST_TMPFS)
-#define ST_WARNING(s) ((s) == ST_HIDE || (s) == ST_PROC)
-
-typedef struct {
-    int stage, err;
-} child_report;
-
-typedef struct {
-    int use_ns, userns, drop_uid, mount_proc;
-    uid_t uid;
-    gid_t gid;
-    char uid_map[64], gid_map[64];
-    char tmpfs_opts[160];
-    char workdir[256];
-    const char *hide[3];
-    int n_hide;
-    struct rlimit rl[6];
-    int rl_res[6];
-    int fd[5]; /* child ends: stdin, stdout, stderr, evidence, status */
-    const char *python;
-    char *const *argv;
-    char *const *envp;
-} child_args;
-
-static void child_report_at(int fd, int stage) {
-    child_report r = {stage, errno};
-    ssize_t w = write(fd, &r, sizeof r);
-    (void)w;
-}
-
-static int write_proc_file(const char *path, const char *text) {
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    ssize_t n = (ssize_t)strlen(text);
-    ssize_t w = write(fd, text, (size_t)n);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return w == n ? 0 : -1;
-}
-
-static int child_main(void *arg) {
-    const child_args *a = arg;
-    int st = a->fd[4];
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; s++)
-        if (s != SIGKILL && s != SIGSTOP) sigaction(s, &dfl, NULL); /* glibc-internal ones fail: fine */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-
-    if (setsid() < 0) goto fail_setsid;
-    if (a->use_ns) {
-        if (a->userns) {
-            if (write_proc_file("/proc/self/setgroups", "deny") < 0 ||
-                write_proc_file("/proc/self/uid_map", a->uid_map) < 0 ||
-                write_proc_file("/proc/self/gid_map", a->gid_map) < 0) {
-                child_report_at(st, ST_MAPS);
-                _exit(127);
-            }
-        }
-        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-            child_report_at(st, ST_PRIVATE);
-            _exit(127);
-        }
-        struct mount_attr attr;
-        memset(&attr, 0, sizeof attr);
-        attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID;
-        if (syscall(SYS_mount_setattr, AT_FDCWD, "/", AT_RECURSIVE, &attr, sizeof attr) < 0) {
-            child_report_at(st, ST_READONLY);
-            _exit(127);
-        }
-        for (int i = 0; i < a->n_hide; i++)
-            if (mount("tmpfs", a->hide[i], "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                      "size=4k,nr_inodes=4,mode=0755") < 0)
-                child_report_at(st, ST_HIDE);
-        if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, a->tmpfs_opts) < 0) {
-            child_report_at(st, ST_TMPFS);
-            _exit(127);
-        }
-        if (a->mount_proc &&
-            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-            child_report_at(st, ST_PROC);
-    }
-    if (chdir(a->workdir) < 0) {
-        child_report_at(st, ST_CHDIR);
-        _exit(127);
-    }
-    /* Move the five ends to 0..4 via fds >= 10 (an end may already sit on
-     * a target number). dup2 clears close-on-exec; fd 4 gets it back. */
-    int tmp[5];
-    for (int i = 0; i < 5; i++) {
-        tmp[i] = fcntl(a->fd[i], F_DUPFD_CLOEXEC, 10);
-        if (tmp[i] < 0) {
-            child_report_at(st, ST_FDS);
-            _exit(127);
-        }
-    }
-    for (int i = 0; i < 5; i++) {
-        if (dup2(tmp[i], i) < 0) {
-            child_report_at(tmp[4], ST_FDS);
-            _exit(127);
-        }
-    }
-    st = 4;
-    if (fcntl(4, F_SETFD, FD_CLOEXEC) < 0 || syscall(SYS_close_range, 5u, ~0u, 0u) < 0) {
-        child_report_at(st, ST_FDS);
-        _exit(127);
-    }
-    for (int i = 0; i < 6; i++) {
-        if (setrlimit(a->rl_res[i], &a->rl[i]) < 0) {
-            child_report_at(st, ST_RLIMIT);
-            _exit(127);
-        }
-    }
-    if (a->drop_uid) {
-        /* raw system calls: glibc's setuid would try to signal threads that
-         * exist only in the parent */
-        if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, a->gid, a->gid, a->gid) < 0 ||
-            syscall(SYS_setresuid, a->uid, a->uid, a->uid) < 0) {
-            child_report_at(st, ST_CREDS);
-            _exit(127);
-        }
-    }
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
-        child_report_at(st, ST_PRCTL);
-        _exit(127);
-    }
-    execve(a->python, a->argv, a->envp);
-    child_report_at(st, ST_EXEC);
-    _exit(127);
-fail_setsid:
-    child_report_at(st, ST_SETSID);
-    _exit(127);
-}
-
-/* clone like posix_spawn; returns the pid or -1 (errno set). */
-static pid_t spawn_vm(int (*fn)(void *), void *arg, int ns_flags) {
-    char *stack = malloc(SBX_STACK);
-    if (!stack) return -1;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    pid_t pid = clone(fn, stack + SBX_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD | ns_flags, arg);
-    int e = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    free(stack);
-    errno = e;
-    return pid;
-}
-
-typedef struct {
-    uid_t uid;
-} sweep_args;
-
-static int sweep_main(void *arg) {
-    const sweep_args *s = arg;
-    if (syscall(SYS_setresuid, s->uid, s->uid, s->uid) < 0) _exit(1);
-    kill(-1, SIGKILL); /* every process of the throw-away uid, never ourselves */
-    _exit(0);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Parent side                                                              */
-
-static atomic_int g_ns_state;   /* 0 untried, 1 works, -1 refused */
-static atomic_int g_warned_fallback, g_warned_proc, g_warned_hide;
+static atomic_int g_warned_unisolated;
 static atomic_uint g_slot;
+static char *g_text[2]; /* the verifier's and the runner's -c text, codec first */
+static pthread_once_t g_text_once = PTHREAD_ONCE_INIT;
 
-static void warn_once(atomic_int *flag, const char *fmt, const char *what, int err) {
-    int expect = 0;
-    if (atomic_compare_exchange_strong(flag, &expect, 1)) base_warn(fmt, what, strerrordesc_np(err));
-}
-
-static const char *stage_name(int s) {
-    switch (s) {
-    case ST_SETSID: return "setsid";
-    case ST_MAPS: return "writing uid_map/gid_map";
-    case ST_PRIVATE: return "making mounts private";
-    case ST_READONLY: return "read-only remount of /";
-    case ST_TMPFS: return "tmpfs on /tmp";
-    case ST_HIDE: return "hiding home directories";
-    case ST_PROC: return "mounting /proc";
-    case ST_CHDIR: return "chdir to the work dir";
-    case ST_FDS: return "setting up file descriptors";
-    case ST_RLIMIT: return "setrlimit";
-    case ST_CREDS: return "dropping to the sandbox uid";
-    case ST_PRCTL: return "prctl";
-    case ST_EXEC: return "execve of the interpreter";
+static void text_build(void) {
+    const char *side[2] = {reward_sandbox_verifier_py, reward_sandbox_runner_py};
+    size_t nj = strlen(reward_sandbox_json_py);
+    for (int i = 0; i < 2; i++) {
+        size_t n = strlen(side[i]);
+        g_text[i] = base_xmalloc(nj + n + 1);
+        memcpy(g_text[i], reward_sandbox_json_py, nj);
+        memcpy(g_text[i] + nj, side[i], n + 1);
     }
-    return "?";
 }
 
 /* Remove a directory tree without following links; directories are made
@@ -309,13 +108,6 @@ static void rm_tree_at(int dfd, const char *name, int depth) {
     unlinkat(dfd, name, AT_REMOVEDIR);
 }
 
-static void rm_tree(const char *path) { rm_tree_at(AT_FDCWD, path, 0); }
-
-typedef struct {
-    base_buf out, err, ev;
-    int out_over, err_over, ev_over;
-} captured;
-
 /* Read what is available; returns 0 at EOF, 1 if more may come. */
 static int drain(int fd, base_buf *b, size_t cap, int *over) {
     char tmp[16384];
@@ -338,229 +130,183 @@ static void set_nonblock(int fd) {
     if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-static int dir_exists(const char *p) {
-    struct stat s;
-    return p && stat(p, &s) == 0 && S_ISDIR(s.st_mode);
-}
-
-static int is_prefix_dir(const char *dir, const char *path) {
-    size_t n = strlen(dir);
-    return !strncmp(dir, path, n) && (path[n] == '/' || path[n] == 0);
-}
-
+/* One of the two interpreters of a run. */
 typedef struct {
-    int stdin_fd, out_fd, err_fd, ev_fd;
-    pid_t pid;
-    int isolation;
-    char workdir[256]; /* fallback work dir to remove; "" in ns mode */
-    uid_t sweep_uid;   /* root fallback: uid to sweep; 0 = none */
-} launched;
+    sbx_child ch;
+    int started, exited, exited_early;
+    int in_fd, out_fd, err_fd, pidfd;
+    int open_out, open_err;
+    char *req;
+    size_t req_len, sent;
+    base_buf out, err;
+    int out_over, err_over;
+    int wst;
+    struct rusage ru;
+    uid_t uid;
+    char workdir[256]; /* without namespaces: the host work dir to remove */
+} side;
 
-/* Start the interpreter. Returns 0 and fills *l, or -1 with a message in
- * res (sandbox error). Retries without namespaces when they are refused. */
-static int launch(const reward_sandbox_limits *lim, launched *l, reward_run_result *res) {
-    static char *const envp[] = {"PYTHONHASHSEED=0", "PYTHONDONTWRITEBYTECODE=1", "PYTHONIOENCODING=utf-8",
-                                 "LC_ALL=C.UTF-8", "PATH=/usr/bin:/bin", "HOME=/tmp", NULL};
-    char *argv[] = {(char *)lim->python, "-s", "-B", "-c", (char *)reward_sandbox_harness_py, NULL};
-    int is_root = geteuid() == 0;
-    unsigned slot = atomic_fetch_add(&g_slot, 1);
-    /* 64 uids per process, cycled: concurrent runs of one process differ,
-     * processes differ unless their pids agree modulo 15625 */
-    uid_t uid = SBX_UID_BASE + (uid_t)(((unsigned)getpid() % 15625u) * 64u + slot % 64u);
-
-    for (int attempt = 0; attempt < 2; attempt++) {
-        int use_ns = lim->namespaces && atomic_load(&g_ns_state) >= 0;
-        child_args a;
-        memset(&a, 0, sizeof a);
-        a.use_ns = use_ns;
-        a.userns = use_ns && !is_root;
-        a.drop_uid = is_root;
-        a.mount_proc = use_ns;
-        a.uid = uid;
-        a.gid = (gid_t)uid;
-        a.python = lim->python;
-        a.argv = argv;
-        a.envp = envp;
-        snprintf(a.uid_map, sizeof a.uid_map, "%u %u 1", (unsigned)geteuid(), (unsigned)geteuid());
-        snprintf(a.gid_map, sizeof a.gid_map, "%u %u 1", (unsigned)getegid(), (unsigned)getegid());
-        unsigned tuid = is_root ? uid : geteuid(), tgid = is_root ? uid : getegid();
-        snprintf(a.tmpfs_opts, sizeof a.tmpfs_opts, "size=%zu,nr_inodes=4096,mode=0700,uid=%u,gid=%u",
-                 lim->disk_bytes, tuid, tgid);
-        if (use_ns) {
-            const char *home = getenv("HOME");
-            const char *cand[3] = {"/root", "/home", home};
-            for (int i = 0; i < 3; i++) {
-                const char *c = cand[i];
-                if (!dir_exists(c) || !strcmp(c, "/") || is_prefix_dir(c, "/tmp") || is_prefix_dir("/tmp", c) ||
-                    is_prefix_dir(c, lim->python))
-                    continue;
-                int dup = 0;
-                for (int j = 0; j < a.n_hide; j++) dup |= !strcmp(a.hide[j], c);
-                if (!dup) a.hide[a.n_hide++] = c;
-            }
-            snprintf(a.workdir, sizeof a.workdir, "/tmp");
-            l->workdir[0] = 0;
-        } else {
-            const char *t = getenv("TMPDIR");
-            snprintf(l->workdir, sizeof l->workdir, "%s/grpo-sbx-XXXXXX", t && *t ? t : "/tmp");
-            if (!mkdtemp(l->workdir)) {
-                snprintf(res->message, sizeof res->message, "sandbox: mkdtemp %s: %s", l->workdir,
-                         base_strerror_now());
-                return -1;
-            }
-            if (is_root && chown(l->workdir, uid, (gid_t)uid) < 0) {
-                snprintf(res->message, sizeof res->message, "sandbox: chown %s: %s", l->workdir,
-                         base_strerror_now());
-                rm_tree(l->workdir);
-                return -1;
-            }
-            snprintf(a.workdir, sizeof a.workdir, "%s", l->workdir);
-        }
-        double cpu = lim->cpu_s > 0 ? lim->cpu_s : lim->timeout_s;
-        rlim_t cpus = (rlim_t)ceil(cpu < 1 ? 1 : cpu);
-        int res_ids[6] = {RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_CORE};
-        rlim_t vals[6] = {cpus, lim->memory_bytes, lim->file_bytes, (rlim_t)lim->nproc, (rlim_t)lim->nofile, 0};
-        for (int i = 0; i < 6; i++) {
-            a.rl_res[i] = res_ids[i];
-            a.rl[i].rlim_cur = vals[i];
-            a.rl[i].rlim_max = i == 0 ? vals[i] + 1 : vals[i]; /* SIGXCPU first, SIGKILL 1 s later */
-        }
-
-        int sv[2], po[2], pe[2], pv[2], ps[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-            snprintf(res->message, sizeof res->message, "sandbox: socketpair: %s", base_strerror_now());
-            if (l->workdir[0]) rm_tree(l->workdir);
-            return -1;
-        }
-        if (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0 || pipe2(pv, O_CLOEXEC) < 0 ||
-            pipe2(ps, O_CLOEXEC) < 0)
-            base_die("pipe2: %s", base_strerror_now()); /* fd exhaustion in the trainer is a bug */
-        a.fd[0] = sv[1];
-        a.fd[1] = po[1];
-        a.fd[2] = pe[1];
-        a.fd[3] = pv[1];
-        a.fd[4] = ps[1];
-        int flags = 0;
-        if (use_ns) flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-                            (a.userns ? CLONE_NEWUSER : 0);
-        pid_t pid = spawn_vm(child_main, &a, flags);
-        int clone_err = errno;
-        close(sv[1]);
-        close(po[1]);
-        close(pe[1]);
-        close(pv[1]);
-        close(ps[1]);
-        /* The child has exec'd or exited: its reports are in the pipe. */
-        child_report rep[8];
-        int n_rep = 0;
-        if (pid > 0) {
-            set_nonblock(ps[0]);
-            ssize_t n;
-            while (n_rep < 8 && (n = read(ps[0], &rep[n_rep], sizeof rep[0])) == (ssize_t)sizeof rep[0]) n_rep++;
-        }
-        close(ps[0]);
-        int fatal = -1, fatal_err = 0;
-        for (int i = 0; i < n_rep; i++) {
-            if (ST_WARNING(rep[i].stage)) {
-                warn_once(rep[i].stage == ST_PROC ? &g_warned_proc : &g_warned_hide,
-                          "sandbox: %s failed (%s); the host's entries stay visible to the code",
-                          stage_name(rep[i].stage), rep[i].err);
-            } else if (fatal < 0) {
-                fatal = rep[i].stage;
-                fatal_err = rep[i].err;
-            }
-        }
-        int proc_ok = 1;
-        for (int i = 0; i < n_rep; i++) proc_ok &= rep[i].stage != ST_PROC;
-        if (pid < 0 || fatal >= 0) {
-            if (pid > 0) waitpid(pid, NULL, 0);
-            close(sv[0]);
-            close(po[0]);
-            close(pe[0]);
-            close(pv[0]);
-            int ns_problem = use_ns && (pid < 0 || ST_NS_FATAL(fatal));
-            if (ns_problem && attempt == 0) {
-                atomic_store(&g_ns_state, -1);
-                char what[160];
-                snprintf(what, sizeof what, "%s", pid < 0 ? "clone with namespaces" : stage_name(fatal));
-                warn_once(&g_warned_fallback,
-                          "sandbox: namespaces unavailable (%s: %s); falling back to rlimits, a private "
-                          "session, an empty environment and a temporary directory (no PID, mount or "
-                          "network isolation)",
-                          what, pid < 0 ? clone_err : fatal_err);
-                continue;
-            }
-            if (l->workdir[0]) rm_tree(l->workdir);
-            snprintf(res->message, sizeof res->message, "sandbox: %s failed: %s",
-                     pid < 0 ? "clone" : stage_name(fatal), strerrordesc_np(pid < 0 ? clone_err : fatal_err));
-            return -1;
-        }
-        if (use_ns) atomic_store(&g_ns_state, 1);
-        l->pid = pid;
-        l->stdin_fd = sv[0];
-        l->out_fd = po[0];
-        l->err_fd = pe[0];
-        l->ev_fd = pv[0];
-        l->isolation = (a.drop_uid ? REWARD_ISO_UID : 0) |
-                       (use_ns ? REWARD_ISO_PIDNS | REWARD_ISO_MOUNTNS | REWARD_ISO_NETNS : 0) |
-                       (a.userns ? REWARD_ISO_USERNS : 0) | (use_ns && proc_ok ? REWARD_ISO_PROC : 0);
-        l->sweep_uid = (!use_ns && is_root) ? uid : 0;
-        return 0;
-    }
-    snprintf(res->message, sizeof res->message, "sandbox: could not start");
-    return -1;
+static void side_init(side *s, uid_t uid, char *req) {
+    memset(s, 0, sizeof *s);
+    s->in_fd = s->out_fd = s->err_fd = s->pidfd = -1;
+    s->uid = uid;
+    s->req = req;
+    s->req_len = strlen(req);
 }
 
-static void kill_all(pid_t pid) {
-    kill(-pid, SIGKILL);
-    kill(pid, SIGKILL);
+/* Start one side with its stdin/stdout/stderr plus `extra` as fds 3.. */
+static int side_start(side *s, const reward_sandbox_limits *lim, int use_ns, char *const *argv, const int *extra,
+                      int n_extra, char *msg, size_t cap) {
+    int is_root = geteuid() == 0;
+    if (!use_ns) {
+        const char *t = getenv("TMPDIR");
+        snprintf(s->workdir, sizeof s->workdir, "%s/grpo-sbx-XXXXXX", t && *t ? t : "/tmp");
+        if (!mkdtemp(s->workdir)) {
+            snprintf(msg, cap, "sandbox: mkdtemp %s: %s", s->workdir, base_strerror_now());
+            s->workdir[0] = 0;
+            return -1;
+        }
+        if (is_root && chown(s->workdir, s->uid, (gid_t)s->uid) < 0) {
+            snprintf(msg, cap, "sandbox: chown %s: %s", s->workdir, base_strerror_now());
+            return -1;
+        }
+    }
+    /* fd exhaustion in the trainer is a bug: these die */
+    int sv[2], po[2], pe[2];
+    CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    CHECK_SYS(pipe2(po, O_CLOEXEC));
+    CHECK_SYS(pipe2(pe, O_CLOEXEC));
+    sbx_child_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.lim = lim;
+    cfg.argv = argv;
+    cfg.use_ns = use_ns;
+    cfg.drop_uid = is_root;
+    cfg.uid = s->uid;
+    cfg.gid = (gid_t)s->uid;
+    cfg.workdir = s->workdir;
+    cfg.fds[0] = sv[1];
+    cfg.fds[1] = po[1];
+    cfg.fds[2] = pe[1];
+    for (int i = 0; i < n_extra; i++) cfg.fds[3 + i] = extra[i];
+    cfg.n_fds = 3 + n_extra;
+    int r = sbx_child_start(&cfg, &s->ch, msg, cap);
+    close(sv[1]);
+    close(po[1]);
+    close(pe[1]);
+    if (r < 0) {
+        close(sv[0]);
+        close(po[0]);
+        close(pe[0]);
+        return -1;
+    }
+    s->started = 1;
+    s->in_fd = sv[0];
+    s->out_fd = po[0];
+    s->err_fd = pe[0];
+    s->open_out = s->open_err = 1;
+    set_nonblock(s->in_fd);
+    set_nonblock(s->out_fd);
+    set_nonblock(s->err_fd);
+    s->pidfd = (int)syscall(SYS_pidfd_open, s->ch.pid, 0);
+    return 0;
+}
+
+/* Has the side's process exited (without reaping it)? */
+static int side_gone(const side *s) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    return waitid(P_PID, (id_t)s->ch.pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == s->ch.pid;
+}
+
+static void side_send(side *s) {
+    ssize_t w = send(s->in_fd, s->req + s->sent, s->req_len - s->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) s->sent += (size_t)w;
+    if ((w < 0 && errno != EAGAIN && errno != EINTR) || s->sent == s->req_len) {
+        close(s->in_fd);
+        s->in_fd = -1;
+    }
+}
+
+static void side_kill_reap(side *s) {
+    if (!s->started) return;
+    kill(-s->ch.pid, SIGKILL);
+    kill(s->ch.pid, SIGKILL);
+    while (wait4(s->ch.pid, &s->wst, 0, &s->ru) < 0 && errno == EINTR) {
+    }
+}
+
+static void side_close(side *s, size_t out_cap) {
+    if (s->started) {
+        drain(s->out_fd, &s->out, out_cap, &s->out_over);
+        drain(s->err_fd, &s->err, out_cap, &s->err_over);
+    }
+    if (s->in_fd >= 0) close(s->in_fd);
+    if (s->out_fd >= 0) close(s->out_fd);
+    if (s->err_fd >= 0) close(s->err_fd);
+    if (s->pidfd >= 0) close(s->pidfd);
+    s->in_fd = s->out_fd = s->err_fd = s->pidfd = -1;
+    if (s->workdir[0]) rm_tree_at(AT_FDCWD, s->workdir, 0);
+    s->workdir[0] = 0;
+}
+
+static double side_cpu(const side *s) {
+    return (double)s->ru.ru_utime.tv_sec + s->ru.ru_utime.tv_usec * 1e-6 + (double)s->ru.ru_stime.tv_sec +
+           s->ru.ru_stime.tv_usec * 1e-6;
 }
 
 /* Evidence records: "NONCE KIND I [MSG]". */
-static void parse_evidence(const char *text, size_t len, const char *nonce, int n_tests, unsigned char *seen,
-                           int *ready, int *end, int *memory, int *solution_err, int *bad, int *passed,
-                           char *msg, size_t msg_cap) {
+typedef struct {
+    int ready, end, memory, sol_err, died, bad, passed;
+    char msg[400];
+} evidence;
+
+static void parse_evidence(const char *text, size_t len, const char *nonce, int n_tests, evidence *ev) {
+    unsigned char *seen = base_xcalloc((size_t)(n_tests > 0 ? n_tests : 1), 1);
     size_t nl = strlen(nonce);
     const char *p = text, *stop = text + len;
     while (p < stop) {
         const char *e = memchr(p, '\n', (size_t)(stop - p));
         if (!e) break; /* a record is complete only with its newline */
         size_t L = (size_t)(e - p);
+        char line[512];
         if (L > nl + 2 && !memcmp(p, nonce, nl) && p[nl] == ' ') {
             char kind[8] = {0};
             int i = -1, off = 0;
-            char line[512];
             size_t ll = L < sizeof line - 1 ? L : sizeof line - 1;
             memcpy(line, p, ll);
             line[ll] = 0;
             if (sscanf(line + nl + 1, "%7s %d %n", kind, &i, &off) >= 2) {
                 const char *m = off ? line + nl + 1 + off : "";
-                if (!strcmp(kind, "R")) *ready = 1;
-                else if (!strcmp(kind, "END")) *end = 1;
+                const char *text_m = m[0] && m[1] == ' ' ? m + 2 : m;
+                if (!strcmp(kind, "R")) ev->ready = 1;
+                else if (!strcmp(kind, "END")) ev->end = 1;
                 else if (!strcmp(kind, "P")) {
                     if (i >= 0 && i < n_tests && !seen[i]) {
                         seen[i] = 1;
-                        (*passed)++;
+                        ev->passed++;
                     }
                 } else if (!strcmp(kind, "F") || !strcmp(kind, "S") || !strcmp(kind, "B")) {
-                    if (m[0] == 'M' && m[1] == ' ') *memory = 1;
-                    if (kind[0] == 'S') *solution_err = 1;
-                    if (kind[0] == 'B') *bad = 1;
-                    if (!msg[0]) {
-                        if (kind[0] == 'F') snprintf(msg, msg_cap, "test %d: %s", i, m[1] == ' ' ? m + 2 : m);
-                        else if (kind[0] == 'S') snprintf(msg, msg_cap, "solution: %s", m[1] == ' ' ? m + 2 : m);
-                        else snprintf(msg, msg_cap, "bad test %d: %s", i, m);
+                    if (kind[0] != 'B' && m[0] == 'M' && m[1] == ' ') ev->memory = 1;
+                    if (kind[0] != 'B' && m[0] == 'D' && m[1] == ' ') ev->died = 1;
+                    if (kind[0] == 'S') ev->sol_err = 1;
+                    if (kind[0] == 'B') ev->bad = 1;
+                    if (!ev->msg[0]) {
+                        if (kind[0] == 'F') snprintf(ev->msg, sizeof ev->msg, "test %d: %s", i, text_m);
+                        else if (kind[0] == 'S') snprintf(ev->msg, sizeof ev->msg, "solution: %s", text_m);
+                        else snprintf(ev->msg, sizeof ev->msg, "bad test %d: %s", i, m);
                     }
                 }
             }
         }
         p = e + 1;
     }
+    free(seen);
 }
 
 static void tail_line(const base_buf *b, char *out, size_t cap) {
     if (!b->len) return;
-    /* last non-empty line of stderr, flattened */
+    /* last non-empty line, flattened */
     size_t end = b->len;
     while (end > 0 && (b->data[end - 1] == '\n' || b->data[end - 1] == ' ')) end--;
     size_t start = end;
@@ -568,6 +314,141 @@ static void tail_line(const base_buf *b, char *out, size_t cap) {
     size_t n = end - start < cap - 1 ? end - start : cap - 1;
     memcpy(out, b->data + start, n);
     out[n] = 0;
+}
+
+static void describe_end(const side *s, char *out, size_t cap) {
+    if (WIFSIGNALED(s->wst)) {
+        int sig = WTERMSIG(s->wst);
+        snprintf(out, cap, "killed by signal %d (%s)", sig, sigabbrev_np(sig) ? sigabbrev_np(sig) : "?");
+    } else {
+        snprintf(out, cap, "exit status %d", WIFEXITED(s->wst) ? WEXITSTATUS(s->wst) : -1);
+    }
+}
+
+static char *request_json(cJSON *req) {
+    char *s = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    if (!s) base_die("cJSON_PrintUnformatted: out of memory");
+    return s;
+}
+
+typedef struct {
+    int killed_time, killed_output, ev_over;
+    base_buf ev;
+} run_state;
+
+/* Feed, drain and watch both sides until the verifier exits, the deadline
+ * passes or an output cap is hit. */
+static void watch(side *T, side *U, int ev_fd, const reward_sandbox_limits *lim, double deadline, run_state *rs) {
+    int open_ev = 1;
+    side *sides[2] = {T, U};
+    enum { W_IN, W_OUT, W_ERR, W_PID, W_EV };
+    for (;;) {
+        struct pollfd pf[10];
+        int np = 0, what[10], who[10];
+        for (int k = 0; k < 2; k++) {
+            side *s = sides[k];
+            if (s->in_fd >= 0) pf[np] = (struct pollfd){s->in_fd, POLLOUT, 0}, what[np] = W_IN, who[np++] = k;
+            if (s->open_out) pf[np] = (struct pollfd){s->out_fd, POLLIN, 0}, what[np] = W_OUT, who[np++] = k;
+            if (s->open_err) pf[np] = (struct pollfd){s->err_fd, POLLIN, 0}, what[np] = W_ERR, who[np++] = k;
+            if (s->pidfd >= 0 && !s->exited)
+                pf[np] = (struct pollfd){s->pidfd, POLLIN, 0}, what[np] = W_PID, who[np++] = k;
+        }
+        if (open_ev) pf[np] = (struct pollfd){ev_fd, POLLIN, 0}, what[np] = W_EV, who[np++] = 0;
+        double left = deadline - base_now();
+        if (left <= 0) {
+            rs->killed_time = 1;
+            return;
+        }
+        int wait_ms = (int)(left * 1000) + 1;
+        if ((T->pidfd < 0 || U->pidfd < 0) && wait_ms > 20) wait_ms = 20; /* no pidfd: poll for the exits */
+        int r = poll(pf, (nfds_t)np, wait_ms);
+        if (r < 0 && errno != EINTR) base_die("poll: %s", base_strerror_now());
+        for (int i = 0; i < np && r > 0; i++) {
+            if (!pf[i].revents) continue;
+            side *s = sides[who[i]];
+            switch (what[i]) {
+            case W_IN:
+                if (pf[i].revents & POLLOUT) {
+                    side_send(s);
+                } else {
+                    close(s->in_fd);
+                    s->in_fd = -1;
+                }
+                break;
+            case W_OUT: s->open_out = drain(s->out_fd, &s->out, lim->output_bytes, &s->out_over); break;
+            case W_ERR: s->open_err = drain(s->err_fd, &s->err, lim->output_bytes, &s->err_over); break;
+            case W_PID: s->exited = 1; break;
+            case W_EV: open_ev = drain(ev_fd, &rs->ev, SBX_EVIDENCE_CAP, &rs->ev_over); break;
+            }
+        }
+        for (int k = 0; k < 2; k++)
+            if (sides[k]->pidfd < 0 && !sides[k]->exited && side_gone(sides[k])) sides[k]->exited = 1;
+        if (T->out_over || T->err_over || U->out_over || U->err_over || rs->ev_over) {
+            rs->killed_output = 1;
+            return;
+        }
+        if (U->exited) U->exited_early = 1;
+        if (T->exited) {
+            if (!U->exited && side_gone(U)) U->exited_early = 1;
+            return;
+        }
+    }
+}
+
+static void classify(reward_run_result *res, const side *T, const side *U, const run_state *rs, const evidence *ev,
+                     int n_tests, const reward_sandbox_limits *lim) {
+    double cpu_lim = lim->cpu_s > 0 ? lim->cpu_s : lim->timeout_s;
+    int sig_t = WIFSIGNALED(T->wst) ? WTERMSIG(T->wst) : 0;
+    int sig_u = U->exited_early && WIFSIGNALED(U->wst) ? WTERMSIG(U->wst) : 0;
+    int cpu_t = sig_t == SIGXCPU || (sig_t == SIGKILL && side_cpu(T) >= cpu_lim - 0.05);
+    int cpu_u = sig_u == SIGXCPU || (sig_u == SIGKILL && side_cpu(U) >= cpu_lim - 0.05);
+    int u_memory = U->err.data && memmem(U->err.data, U->err.len, "MemoryError", 11) != NULL;
+    char u_end[80] = "", errline[200] = "";
+    if (U->exited_early) describe_end(U, u_end, sizeof u_end);
+    tail_line(&T->err, errline, sizeof errline);
+    res->passed = ev->passed;
+    if (rs->killed_output) {
+        res->status = REWARD_RUN_OUTPUT_LIMIT;
+        snprintf(res->message, sizeof res->message, "output over %zu bytes",
+                 rs->ev_over ? (size_t)SBX_EVIDENCE_CAP : lim->output_bytes);
+    } else if (rs->killed_time || cpu_t || cpu_u) {
+        res->status = REWARD_RUN_TIMEOUT;
+        snprintf(res->message, sizeof res->message, "%s limit (%.3g s) after %d of %d tests",
+                 rs->killed_time ? "wall clock" : "CPU time", rs->killed_time ? lim->timeout_s : cpu_lim, ev->passed,
+                 n_tests);
+    } else if (ev->bad) {
+        res->status = REWARD_RUN_SANDBOX_ERROR;
+        snprintf(res->message, sizeof res->message, "%s", ev->msg);
+    } else if (!ev->ready) {
+        char how[80];
+        describe_end(T, how, sizeof how);
+        res->status = REWARD_RUN_SANDBOX_ERROR;
+        snprintf(res->message, sizeof res->message, "verifier did not start (%s): %s", how, errline);
+    } else if (ev->memory || ((ev->died || ev->sol_err) && u_memory)) {
+        res->status = REWARD_RUN_MEMORY;
+        snprintf(res->message, sizeof res->message, "%s", ev->msg[0] ? ev->msg : "MemoryError");
+    } else if (ev->sol_err) {
+        res->status = REWARD_RUN_RUNTIME_ERROR;
+        int say = ev->died && u_end[0];
+        snprintf(res->message, sizeof res->message, "%s%s%s%s", ev->msg, say ? " [" : "", say ? u_end : "",
+                 say ? "]" : "");
+    } else if (!ev->end) {
+        char how[80];
+        describe_end(T, how, sizeof how);
+        res->status = REWARD_RUN_RUNTIME_ERROR;
+        snprintf(res->message, sizeof res->message, "a test ended the verifier (%s) after %d of %d tests", how,
+                 ev->passed, n_tests);
+    } else if (ev->passed == n_tests) {
+        res->status = REWARD_RUN_PASSED;
+    } else if (ev->died) {
+        res->status = REWARD_RUN_RUNTIME_ERROR;
+        snprintf(res->message, sizeof res->message, "the solution's process ended%s%s after %d of %d tests: %s",
+                 u_end[0] ? " by " : "", u_end, ev->passed, n_tests, ev->msg);
+    } else {
+        res->status = REWARD_RUN_FAILED;
+        snprintf(res->message, sizeof res->message, "%s", ev->msg);
+    }
 }
 
 base_status reward_sandbox_run_tests(const char *code, const char *const *tests, int n_tests, const char *setup,
@@ -582,166 +463,90 @@ base_status reward_sandbox_run_tests(const char *code, const char *const *tests,
     if (!lim.python || !lim.python[0]) lim.python = "/usr/bin/python3";
     if (!(lim.timeout_s > 0)) return base_err_set(BASE_ERR_INVALID, "run_tests: timeout must be > 0");
     double t0 = base_now();
+    int is_root = geteuid() == 0, use_ns = lim.namespaces != 0;
+    if (!use_ns) {
+        int expect = 0;
+        if (atomic_compare_exchange_strong(&g_warned_unisolated, &expect, 1))
+            base_warn("sandbox: namespaces=false: model code runs WITHOUT PID, mount and network namespaces and "
+                      "can read every host file its uid can (datasets with their answers, the checkout)%s; use "
+                      "it only where there is nothing to protect",
+                      is_root ? "" : ", the trainer's memory, and signal the trainer");
+    }
 
-    /* request */
     unsigned char rnd[16];
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) base_die("getrandom: %s", base_strerror_now());
     char nonce[33];
     for (int i = 0; i < 16; i++) snprintf(nonce + 2 * i, 3, "%02x", rnd[i]);
-    cJSON *req = cJSON_CreateObject();
-    cJSON_AddStringToObject(req, "nonce", nonce);
-    cJSON_AddStringToObject(req, "code", code);
-    cJSON_AddStringToObject(req, "setup", setup ? setup : "");
-    cJSON *arr = cJSON_AddArrayToObject(req, "tests");
+    cJSON *tq = cJSON_CreateObject(), *uq = cJSON_CreateObject();
+    cJSON_AddStringToObject(tq, "nonce", nonce);
+    cJSON_AddStringToObject(tq, "setup", setup ? setup : "");
+    cJSON *arr = cJSON_AddArrayToObject(tq, "tests");
     for (int i = 0; i < n_tests; i++) cJSON_AddItemToArray(arr, cJSON_CreateString(tests[i] ? tests[i] : ""));
-    char *payload = cJSON_PrintUnformatted(req);
-    cJSON_Delete(req);
-    if (!payload) base_die("cJSON_PrintUnformatted: out of memory");
-    size_t payload_len = strlen(payload), sent = 0;
+    cJSON_AddNumberToObject(tq, "cap", SBX_RPC_CAP);
+    cJSON_AddStringToObject(uq, "setup", setup ? setup : "");
+    cJSON_AddStringToObject(uq, "code", code);
+    cJSON_AddNumberToObject(uq, "cap", SBX_RPC_CAP);
+    char *treq = request_json(tq), *ureq = request_json(uq);
 
-    launched l;
-    memset(&l, 0, sizeof l);
-    if (launch(&lim, &l, res) < 0) {
-        free(payload);
+    /* 64 uids per process, cycled, two per run: concurrent runs of one
+     * process differ, processes differ unless their pids agree modulo 15625 */
+    unsigned slot = atomic_fetch_add(&g_slot, 2);
+    uid_t base_uid = SBX_UID_BASE + (uid_t)(((unsigned)getpid() % 15625u) * 64u);
+    side T, U;
+    side_init(&T, base_uid + slot % 64u, treq);
+    side_init(&U, base_uid + (slot + 1) % 64u, ureq);
+    pthread_once(&g_text_once, text_build);
+    char *targv[] = {(char *)lim.python, "-I", "-B", "-c", g_text[0], NULL};
+    char *uargv[] = {(char *)lim.python, "-s", "-B", "-c", g_text[1], NULL};
+    int rpc[2], evp[2];
+    CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rpc));
+    CHECK_SYS(pipe2(evp, O_CLOEXEC));
+    char msg[400] = "";
+    int failed = 0, tfds[2] = {rpc[0], evp[1]};
+    if (side_start(&T, &lim, use_ns, targv, tfds, 2, msg, sizeof msg) < 0) failed = 1;
+    close(rpc[0]);
+    close(evp[1]);
+    if (!failed && side_start(&U, &lim, use_ns, uargv, &rpc[1], 1, msg, sizeof msg) < 0) failed = 1;
+    close(rpc[1]);
+    run_state rs;
+    memset(&rs, 0, sizeof rs);
+    set_nonblock(evp[0]);
+    if (!failed) watch(&T, &U, evp[0], &lim, t0 + lim.timeout_s, &rs);
+    side_kill_reap(&T);
+    side_kill_reap(&U);
+    if (is_root && !use_ns) {
+        if (T.started) sbx_sweep_uid(T.uid);
+        if (U.started) sbx_sweep_uid(U.uid);
+    }
+    if (!rs.killed_output) {
+        drain(evp[0], &rs.ev, SBX_EVIDENCE_CAP, &rs.ev_over);
+        if (rs.ev_over) rs.killed_output = 1;
+    }
+    close(evp[0]);
+    side_close(&T, lim.output_bytes);
+    side_close(&U, lim.output_bytes);
+    if (!rs.killed_output && (T.out_over || T.err_over || U.out_over || U.err_over)) rs.killed_output = 1;
+    res->isolation = U.started ? U.ch.isolation : T.ch.isolation;
+    if (failed) {
         res->status = REWARD_RUN_SANDBOX_ERROR;
-        res->seconds = base_now() - t0;
-        return BASE_OK;
-    }
-    res->isolation = l.isolation;
-    set_nonblock(l.stdin_fd);
-    set_nonblock(l.out_fd);
-    set_nonblock(l.err_fd);
-    set_nonblock(l.ev_fd);
-    int pidfd = (int)syscall(SYS_pidfd_open, l.pid, 0);
-
-    captured c;
-    memset(&c, 0, sizeof c);
-    int open_out = 1, open_err = 1, open_ev = 1, exited = 0, killed_time = 0, killed_output = 0;
-    double deadline = t0 + lim.timeout_s;
-    while (!exited) {
-        struct pollfd pf[5];
-        int np = 0, i_in = -1, i_out = -1, i_err = -1, i_ev = -1, i_pid = -1;
-        if (l.stdin_fd >= 0) pf[i_in = np++] = (struct pollfd){l.stdin_fd, POLLOUT, 0};
-        if (open_out) pf[i_out = np++] = (struct pollfd){l.out_fd, POLLIN, 0};
-        if (open_err) pf[i_err = np++] = (struct pollfd){l.err_fd, POLLIN, 0};
-        if (open_ev) pf[i_ev = np++] = (struct pollfd){l.ev_fd, POLLIN, 0};
-        if (pidfd >= 0) pf[i_pid = np++] = (struct pollfd){pidfd, POLLIN, 0};
-        double left = deadline - base_now();
-        if (left <= 0) {
-            killed_time = 1;
-            break;
-        }
-        int wait_ms = (int)(left * 1000) + 1;
-        if (pidfd < 0 && wait_ms > 20) wait_ms = 20;
-        int r = poll(pf, (nfds_t)np, wait_ms);
-        if (r < 0 && errno != EINTR) base_die("poll: %s", base_strerror_now());
-        if (i_in >= 0 && pf[i_in].revents) {
-            if (pf[i_in].revents & POLLOUT) {
-                ssize_t w = send(l.stdin_fd, payload + sent, payload_len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-                if (w > 0) sent += (size_t)w;
-                if ((w < 0 && errno != EAGAIN && errno != EINTR) || sent == payload_len) {
-                    close(l.stdin_fd);
-                    l.stdin_fd = -1;
-                }
-            } else {
-                close(l.stdin_fd);
-                l.stdin_fd = -1;
-            }
-        }
-        if (i_out >= 0 && pf[i_out].revents) open_out = drain(l.out_fd, &c.out, lim.output_bytes, &c.out_over);
-        if (i_err >= 0 && pf[i_err].revents) open_err = drain(l.err_fd, &c.err, lim.output_bytes, &c.err_over);
-        if (i_ev >= 0 && pf[i_ev].revents) open_ev = drain(l.ev_fd, &c.ev, SBX_EVIDENCE_CAP, &c.ev_over);
-        if (c.out_over || c.err_over || c.ev_over) {
-            killed_output = 1;
-            break;
-        }
-        if (i_pid >= 0 && (pf[i_pid].revents & POLLIN)) exited = 1;
-        if (pidfd < 0) {
-            siginfo_t si;
-            memset(&si, 0, sizeof si);
-            if (waitid(P_PID, (id_t)l.pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == l.pid)
-                exited = 1;
-        }
-    }
-    /* Kill whatever is left of the group (in a PID namespace, PID 1's
-     * death already took the rest), then collect the last bytes. */
-    kill_all(l.pid);
-    int wst = 0;
-    struct rusage ru;
-    memset(&ru, 0, sizeof ru);
-    while (wait4(l.pid, &wst, 0, &ru) < 0 && errno == EINTR) {
-    }
-    if (l.sweep_uid) {
-        sweep_args sa = {l.sweep_uid};
-        pid_t sp = spawn_vm(sweep_main, &sa, 0);
-        if (sp > 0) waitpid(sp, NULL, 0);
-    }
-    if (!killed_output) {
-        drain(l.out_fd, &c.out, lim.output_bytes, &c.out_over);
-        drain(l.err_fd, &c.err, lim.output_bytes, &c.err_over);
-        drain(l.ev_fd, &c.ev, SBX_EVIDENCE_CAP, &c.ev_over);
-        if (c.out_over || c.err_over || c.ev_over) killed_output = 1;
-    }
-    if (l.stdin_fd >= 0) close(l.stdin_fd);
-    close(l.out_fd);
-    close(l.err_fd);
-    close(l.ev_fd);
-    if (pidfd >= 0) close(pidfd);
-    if (l.workdir[0]) rm_tree(l.workdir);
-    free(payload);
-
-    /* classify */
-    unsigned char *seen = base_xcalloc((size_t)(n_tests > 0 ? n_tests : 1), 1);
-    int ready = 0, end = 0, memory = 0, sol_err = 0, bad = 0, passed = 0;
-    char fmsg[400] = {0};
-    parse_evidence(c.ev.data ? c.ev.data : "", c.ev.len, nonce, n_tests, seen, &ready, &end, &memory, &sol_err,
-                   &bad, &passed, fmsg, sizeof fmsg);
-    free(seen);
-    res->passed = passed;
-    double cpu_used = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
-                      ru.ru_stime.tv_usec * 1e-6;
-    double cpu_lim = lim.cpu_s > 0 ? lim.cpu_s : lim.timeout_s;
-    int sig = WIFSIGNALED(wst) ? WTERMSIG(wst) : 0;
-    int err_mentions_memory = c.err.data && strstr(c.err.data, "MemoryError") != NULL;
-    char errline[200] = {0};
-    tail_line(&c.err, errline, sizeof errline);
-
-    if (killed_output) {
-        res->status = REWARD_RUN_OUTPUT_LIMIT;
-        snprintf(res->message, sizeof res->message, "output over %zu bytes", c.ev_over ? (size_t)SBX_EVIDENCE_CAP
-                                                                                        : lim.output_bytes);
-    } else if (killed_time || sig == SIGXCPU || (sig == SIGKILL && cpu_used >= cpu_lim - 0.05)) {
-        res->status = REWARD_RUN_TIMEOUT;
-        snprintf(res->message, sizeof res->message, "%s limit (%.3g s) after %d of %d tests",
-                 killed_time ? "wall clock" : "CPU time", killed_time ? lim.timeout_s : cpu_lim, passed, n_tests);
-    } else if (bad) {
-        res->status = REWARD_RUN_SANDBOX_ERROR;
-        snprintf(res->message, sizeof res->message, "%s", fmsg);
-    } else if (!ready) {
-        res->status = REWARD_RUN_SANDBOX_ERROR;
-        snprintf(res->message, sizeof res->message, "harness did not start (%s %d): %s",
-                 sig ? "signal" : "exit status", sig ? sig : WEXITSTATUS(wst), errline);
-    } else if (memory || (!end && err_mentions_memory)) {
-        res->status = REWARD_RUN_MEMORY;
-        snprintf(res->message, sizeof res->message, "%s", fmsg[0] ? fmsg : "MemoryError");
-    } else if (sol_err) {
-        res->status = REWARD_RUN_RUNTIME_ERROR;
-        snprintf(res->message, sizeof res->message, "%s", fmsg);
-    } else if (!end) {
-        res->status = REWARD_RUN_RUNTIME_ERROR;
-        if (sig) snprintf(res->message, sizeof res->message, "killed by signal %d (%s) after %d of %d tests",
-                          sig, sigabbrev_np(sig) ? sigabbrev_np(sig) : "?", passed, n_tests);
-        else snprintf(res->message, sizeof res->message, "exited (status %d) before the tests finished",
-                      WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
-    } else if (passed == n_tests) {
-        res->status = REWARD_RUN_PASSED;
+        int refused = T.ch.ns_refused || U.ch.ns_refused;
+        snprintf(res->message, sizeof res->message, "%s%s", msg,
+                 refused ? " (the sandbox needs these namespaces; the run_tests option namespaces=false runs "
+                           "without them, exposing the host's files to the code)"
+                         : "");
     } else {
-        res->status = REWARD_RUN_FAILED;
-        snprintf(res->message, sizeof res->message, "%s", fmsg);
+        evidence ev;
+        memset(&ev, 0, sizeof ev);
+        parse_evidence(rs.ev.data ? rs.ev.data : "", rs.ev.len, nonce, n_tests, &ev);
+        classify(res, &T, &U, &rs, &ev, n_tests, &lim);
     }
-    base_buf_free(&c.out);
-    base_buf_free(&c.err);
-    base_buf_free(&c.ev);
+    base_buf_free(&T.out);
+    base_buf_free(&T.err);
+    base_buf_free(&U.out);
+    base_buf_free(&U.err);
+    base_buf_free(&rs.ev);
+    free(treq);
+    free(ureq);
     res->seconds = base_now() - t0;
     return BASE_OK;
 }

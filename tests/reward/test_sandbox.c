@@ -1,6 +1,7 @@
 /*
  * The code sandbox (reward_sandbox_run_tests): classification of outcomes
- * and the attack suite of issue #5 §4. Every attack must be contained,
+ * and the attack suite of issue #5 §4 (test_sandbox_attacks.c has the
+ * verdict attacks of issue 12). Every attack must be contained,
  * classified, leave the machine unharmed (canary files outside the work
  * directory intact, no stray processes) and leave the next run unaffected
  * (a normal run right after still passes). Limits are small so each case
@@ -116,6 +117,8 @@ static void test_pass_fail_partial(void **st) {
     assert_int_equal(r.passed, 3);
     assert_int_equal(r.total, 3);
     assert_true(r.isolation & REWARD_ISO_MOUNTNS); /* this machine allows namespaces */
+    assert_true(r.isolation & REWARD_ISO_ROOTFS);
+    assert_true(r.isolation & REWARD_ISO_SECCOMP);
     r = run("def f(x):\n    return x * 2\n", TESTS3, 3, 1);
     assert_int_equal(r.status, REWARD_RUN_FAILED);
     assert_int_equal(r.passed, 1); /* f(2) == 4 only */
@@ -175,9 +178,10 @@ static void test_eq_always_true(void **st) {
                        "    def __hash__(s): return 0\n"
                        "def f(x):\n    return E()\n";
     check_status(evil, REWARD_RUN_FAILED, 0, 1);
-    /* the same object hidden in a container, as a subclass of int, and
-     * behind truth tests */
-    const char *t[] = {"assert [f(1)] == [1]", "assert f(1)", "assert not (f(1) != 1)", "assert g(1) == 1",
+    /* the same object hidden in a container, as a subclass of int, behind
+     * `not` and `in` (its truth value alone is the solution's answer, as a
+     * returned True would be: `assert f(1)` passes) */
+    const char *t[] = {"assert [f(1)] == [1]", "assert 1 in [f(1)]", "assert not (f(1) != 1)", "assert g(1) == 1",
                        "assert f(1) == f(2)"};
     const char *code = "class E:\n    def __eq__(s, o): return True\n    def __bool__(s): return True\n"
                        "    def __ne__(s, o): return False\n"
@@ -266,15 +270,18 @@ static void test_output_and_disk(void **st) {
     (void)st;
     check_status("print('x' * 10 ** 7)\n", REWARD_RUN_OUTPUT_LIMIT, 0, 1);
     check_status("import sys\nwhile True:\n    sys.stderr.write('y' * 1000)\n", REWARD_RUN_OUTPUT_LIMIT, 0, 1);
-    check_status("import os\nwhile True:\n    os.write(3, b'z' * 65536)\n", REWARD_RUN_OUTPUT_LIMIT, 0, 1);
+    /* junk on the channel to the verifier ends the solution's side */
+    check_status("import os\nwhile True:\n    os.write(3, b'z' * 65536)\n", REWARD_RUN_RUNTIME_ERROR, 0, 1);
     /* one big file hits RLIMIT_FSIZE, many files the tmpfs size and inode
      * caps; either way the write fails inside the sandbox */
     check_status("f = open('big', 'wb')\nwhile True:\n    f.write(b'x' * 65536)\n", REWARD_RUN_RUNTIME_ERROR, 0, 1);
     check_status("i = 0\nwhile True:\n    open('f%d' % i, 'wb').write(b'x' * 500000)\n    i += 1\n",
                  REWARD_RUN_RUNTIME_ERROR, 0, 1);
-    /* files may be used inside the work dir */
-    const char *t[] = {"assert open('data.txt').read() == 'hello'"};
-    reward_run_result r = run("open('data.txt', 'w').write('hello')\n", t, 1, 1);
+    /* files may be used inside the work dir (the solution's: the tests run
+     * in the verifier, which has its own) */
+    const char *t[] = {"assert rd() == 'hello'"};
+    reward_run_result r = run("open('data.txt', 'w').write('hello')\ndef rd():\n    return open('data.txt').read()\n",
+                              t, 1, 1);
     assert_int_equal(r.status, REWARD_RUN_PASSED);
 }
 
@@ -394,7 +401,11 @@ static void test_as_non_root(void **st) {
         if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
             _exit(3);
         /* a process that changed uid is not dumpable and so may not write its
-         * own /proc files; a user's process started by exec is. */
+         * own /proc files (the user namespace's uid_map): namespaces are
+         * refused, and the run is a sandbox error, never silently weaker */
+        reward_run_result refused = run(SQUARE, TESTS3, 3, 1);
+        int out0[3] = {refused.status, refused.passed, strstr(refused.message, "namespaces=false") != NULL};
+        /* a user's process started by exec is dumpable */
         if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0) _exit(3);
         char code[1024];
         snprintf(code, sizeof code,
@@ -411,19 +422,24 @@ static void test_as_non_root(void **st) {
             out[i][1] = r.passed;
             out[i][2] = r.isolation;
         }
-        ssize_t w = write(p[1], out, sizeof out);
-        _exit(w == (ssize_t)sizeof out ? 0 : 4);
+        ssize_t w = write(p[1], out, sizeof out), w0 = write(p[1], out0, sizeof out0);
+        _exit(w == (ssize_t)sizeof out && w0 == (ssize_t)sizeof out0 ? 0 : 4);
     }
     close(p[1]);
-    int out[4][3];
-    ssize_t n = read(p[0], out, sizeof out);
+    int out[4][3], out0[3];
+    ssize_t n = read(p[0], out, sizeof out), n0 = read(p[0], out0, sizeof out0);
     close(p[0]);
     int wst;
     waitpid(pid, &wst, 0);
     assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
     assert_int_equal(n, (ssize_t)sizeof out);
+    assert_int_equal(n0, (ssize_t)sizeof out0);
+    assert_int_equal(out0[0], REWARD_RUN_SANDBOX_ERROR);
+    assert_int_equal(out0[1], 0);
+    assert_true(out0[2]); /* the message names the explicit way out */
     fprintf(stderr, "  non-root isolation bits: %#x (%s)\n", out[0][2],
             out[0][2] & REWARD_ISO_USERNS ? "user namespace" : "fallback");
+    assert_true(out[0][2] & REWARD_ISO_USERNS);
     assert_int_equal(out[0][0], REWARD_RUN_PASSED);
     assert_int_equal(out[1][0], REWARD_RUN_PASSED);
     assert_true(out[2][0] == REWARD_RUN_TIMEOUT || out[2][0] == REWARD_RUN_RUNTIME_ERROR);
