@@ -9,6 +9,18 @@
 #include <stdio.h>
 #include <string.h>
 
+/* What a configuration file calls instead of a function it may not use. */
+static int rh_forbidden(lua_State *L) {
+    return luaL_error(L, "%s is not available in recipes: a recipe is configuration (no processes, no file "
+                      "writes; io.open reads files)", lua_tostring(L, lua_upvalueindex(1)));
+}
+
+void rh_forbid(lua_State *L, int t, const char *lib, const char *name) {
+    lua_pushfstring(L, "%s%s%s", lib ? lib : "", lib ? "." : "", name);
+    lua_pushcclosure(L, rh_forbidden, 1);
+    lua_setfield(L, t, name);
+}
+
 typedef struct {
     const char *src;
     size_t len;

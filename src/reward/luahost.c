@@ -422,19 +422,6 @@ static void rh_copy_fields(lua_State *L, int lib, const char *const *keep) {
     }
 }
 
-/* What a configuration file calls instead of a function it may not use. */
-static int rh_forbidden(lua_State *L) {
-    return luaL_error(L, "%s is not available in recipes: a recipe is configuration (no processes, no file "
-                      "writes; io.open reads files)", lua_tostring(L, lua_upvalueindex(1)));
-}
-
-/* t[name] = rh_forbidden naming lib.name */
-static void rh_forbid(lua_State *L, int t, const char *lib, const char *name) {
-    lua_pushfstring(L, "%s%s%s", lib ? lib : "", lib ? "." : "", name);
-    lua_pushcclosure(L, rh_forbidden, 1);
-    lua_setfield(L, t, name);
-}
-
 rh_state *rh_open(const reward_limits *lim, const char *const *dirs, int n_dirs) {
     return rh_open_profile(lim, dirs, n_dirs, RH_REWARD);
 }

@@ -45,6 +45,9 @@ rh_state *rh_of(lua_State *L);
 rh_state *rh_open(const reward_limits *lim, const char *const *dirs, int n_dirs);
 /* The same for a profile (RH_REWARD: rh_open). */
 rh_state *rh_open_profile(const reward_limits *lim, const char *const *dirs, int n_dirs, int profile);
+/* RH_CONFIG (luaconf.c): t[name] = a function raising "LIB.NAME is not
+ * available in recipes ..." (lib NULL: a global). */
+void rh_forbid(lua_State *L, int t, const char *lib, const char *name);
 /* Start a call: the instruction count and the kill state reset, the budget
  * limits->instructions. */
 void rh_begin_call(rh_state *s);
