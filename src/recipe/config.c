@@ -258,8 +258,8 @@ base_status recipe_config_build(recipe_vctx *c, recipe *r) {
     for (i = 0; i < ns; i++)
         for (int j = 0; j < i; j++)
             if (!strcmp(stages[i].name, stages[j].name))
-                return stage_error(c, stj[i], i, "name", "stages[%d] has the same name (stage names are unique)",
-                                   j + 1);
+                return stage_error(c, stj[i], i, "name", "two stages are named '%s' (stages[%d] too)",
+                                   stages[i].name, j + 1);
     for (i = 0; i < nd; i++) {
         if (strncmp(dsets[i].path, "stage:", 6)) continue;
         const recipe_stage_cfg *p = recipe_stage_by_name(cfg, dsets[i].path + 6);

@@ -29,7 +29,6 @@
 #define IN(a, b) {(a), (b), RR_MIN | RR_MAX}
 #define IN_OC(a, b) {(a), (b), RR_MIN | RR_MIN_OPEN | RR_MAX}
 #define IN_CO(a, b) {(a), (b), RR_MIN | RR_MAX | RR_MAX_OPEN}
-#define IN_OO(a, b) {(a), (b), RR_MIN | RR_MIN_OPEN | RR_MAX | RR_MAX_OPEN}
 #define GE(a) {(a), 0, RR_MIN}
 #define GT(a) {(a), 0, RR_MIN | RR_MIN_OPEN}
 
@@ -103,7 +102,7 @@ static const recipe_key grpo_keys[] = {
      G_ST(shuffle_dataset), ANY},
     {"beta", RK_NUM, "0.0", NULL, "KL coefficient (0: no reference model)", G_ST(beta), GE(0)},
     {"kl_estimator", RK_STR, "\"k3\"", "k1|k2|k3", "per-token KL estimator", G_ST(kl_estimator), ANY},
-    {"epsilon", RK_NUM, "0.2", NULL, "lower clip of the ratio", G_ST(epsilon), IN_OO(0, 1)},
+    {"epsilon", RK_NUM, "0.2", NULL, "lower clip of the ratio (>= 1: no lower clip; R1: 10)", G_ST(epsilon), GT(0)},
     {"epsilon_high", RK_NUM, "null", NULL, "upper clip (null: epsilon; DAPO 0.28)", G_ST(epsilon_high), GE(0)},
     {"delta", RK_NUM, "null", NULL, "two-sided clip: ratio capped at delta (INTELLECT-2: 4; null: off)",
      G_ST(delta), GT(0)},
