@@ -90,7 +90,7 @@ static const recipe_key grpo_keys[] = {
     GEN_KEYS(grpo, "8", 2, "G: completions per prompt (a group; GRPO compares at least 2)", "1.0", GT(0),
              "sampling temperature", "1.0", "nucleus sampling (1: off)"),
     {"generation_batch_size", RK_INT, "64", NULL, "completions per step (prompts x G; a multiple of G)",
-     G_ST(generation_batch_size), IN(1, LEN_MAX)},
+     G_ST(generation_batch_size), IN(2, LEN_MAX)},
     {"per_device_train_batch_size", RK_INT, "0", NULL,
      "completions per micro-batch (0: the whole generation batch at once)", G_ST(per_device_train_batch_size),
      IN(0, LEN_MAX)},
