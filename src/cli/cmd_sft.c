@@ -112,8 +112,12 @@ int cli_cmd_sft(int argc, char **argv) {
         case OPT_SCHED: cli_flag_str(&co, "--scheduler", 1, "lr_scheduler_type", optarg); break;
         case OPT_WARMUP: rc = cli_flag_num(&co, "sft", "--warmup-ratio", 1, "warmup_ratio", optarg, 0); break;
         case OPT_WD: rc = cli_flag_num(&co, "sft", "--weight-decay", 1, "weight_decay", optarg, 0); break;
-        case OPT_BATCH: rc = cli_flag_num(&co, "sft", "--batch-size", 1, "per_device_train_batch_size", optarg, 1); break;
-        case OPT_ACCUM: rc = cli_flag_num(&co, "sft", "--grad-accum", 1, "gradient_accumulation_steps", optarg, 1); break;
+        case OPT_BATCH:
+            rc = cli_flag_num(&co, "sft", "--batch-size", 1, "per_device_train_batch_size", optarg, 1);
+            break;
+        case OPT_ACCUM:
+            rc = cli_flag_num(&co, "sft", "--grad-accum", 1, "gradient_accumulation_steps", optarg, 1);
+            break;
         case OPT_MAX_LEN: rc = cli_flag_num(&co, "sft", "--max-length", 1, "max_length", optarg, 1); break;
         case OPT_NO_PACKING: base_buf_puts(st, "packing = false,\n"); break;
         case OPT_ALL_TOKENS: base_buf_puts(st, "assistant_only_loss = false,\n"); break;

@@ -4,7 +4,8 @@
  * that must agree with each other (one place, after every single key was
  * checked against its range):
  *
- *   stage names unique; every dataset a stage names exists, and a dataset
+ *   stage names unique and usable as file names; a stage names at least
+ *   one dataset; every dataset a stage names exists, and a dataset
  *   "stage:NAME" is the output of a sample stage NAME that runs earlier
  *   grpo    generation_batch_size a multiple of num_generations,
  *           entropy_coef_min <= entropy_coef_max, the importance-sampling
@@ -102,8 +103,9 @@ static base_status dataset_ref(recipe_vctx *c, const recipe_cfg *cfg, const reci
         base_buf names = {0};
         for (int i = 0; i < cfg->n_datasets; i++)
             base_buf_printf(&names, "%s%s", names.len ? ", " : "", cfg->datasets[i].name);
-        base_status s = recipe_value_error(c, path, cJSON_GetArrayItem(list, item), "no dataset named '%s' (datasets: %s)",
-                                           name, names.len ? names.data : "none");
+        base_status s = recipe_value_error(c, path, cJSON_GetArrayItem(list, item),
+                                           "no dataset named '%s' (datasets: %s)", name,
+                                           names.len ? names.data : "none");
         base_buf_free(&names);
         return s;
     }
@@ -255,6 +257,17 @@ base_status recipe_config_build(recipe_vctx *c, recipe *r) {
     cfg->stages = stages;
     cfg->n_stages = ns;
     /* names and references */
+    for (i = 0; i < ns; i++) {
+        const char *nm = stages[i].name;
+        int bad = !*nm || !strcmp(nm, ".") || !strcmp(nm, "..") || strlen(nm) > 100;
+        for (const unsigned char *p = (const unsigned char *)nm; *p; p++) bad |= *p == '/' || *p < 0x20 || *p == 0x7f;
+        if (bad)
+            return stage_error(c, stj[i], i, "name",
+                               "must be 1 to 100 characters without '/' or control characters, not '.' or '..' "
+                               "(it names files in the run directory)");
+        if (stages[i].dataset.n == 0)
+            return stage_error(c, stj[i], i, "dataset", "must name at least one dataset");
+    }
     for (i = 0; i < ns; i++)
         for (int j = 0; j < i; j++)
             if (!strcmp(stages[i].name, stages[j].name))
@@ -266,7 +279,8 @@ base_status recipe_config_build(recipe_vctx *c, recipe *r) {
         if (!p || p->type != RECIPE_STAGE_SAMPLE) {
             char path[300];
             snprintf(path, sizeof path, "datasets.%s.path", dsets[i].name);
-            const cJSON *pv = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ds, dsets[i].name), "path");
+            const cJSON *dj = cJSON_GetObjectItemCaseSensitive(ds, dsets[i].name);
+            const cJSON *pv = cJSON_GetObjectItemCaseSensitive(dj, "path");
             return recipe_value_error(c, path, pv, "%s", p ? "names a stage that is not a sample stage"
                                                           : "no stage of this recipe has that name");
         }

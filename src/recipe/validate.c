@@ -276,7 +276,8 @@ static base_status check_value(recipe_vctx *c, cJSON *obj, cJSON *v, const recip
                 cJSON_ReplaceItemInArray(v, i, item);
                 r = item;
             }
-            if (!cJSON_IsObject(r)) return recipe_value_error(c, rpath, r, "expected a reward table or \"script:weight\"");
+            if (!cJSON_IsObject(r))
+                return recipe_value_error(c, rpath, r, "expected a reward table or \"script:weight\"");
             base_status s = validate_object(c, r, recipe_schema_reward(), NULL, rpath);
             if (s) return s;
         }

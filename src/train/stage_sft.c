@@ -43,8 +43,8 @@ static base_status count_chat(void *ctx, const sft_message *msgs, int n, int gen
 }
 
 /* Tokens and loss mask of one row. */
-static base_status encode_row(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row, const char *where, int only_assistant,
-                              int64_t max_len, sample_buf *out) {
+static base_status encode_row(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row, const char *where,
+                              int only_assistant, int64_t max_len, sample_buf *out) {
     tok_ids ids = {0};
     uint8_t *mask = NULL;
     base_status s = BASE_OK;

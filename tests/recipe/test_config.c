@@ -283,6 +283,19 @@ static void test_cross_checks(void **state) {
     expect_grpo("name = 'eval'", NULL, 0,
                 "recipe.lua: stages[2].name = \"eval\": two stages are named 'eval' (stages[1] too)");
     expect_grpo("type = 'rl'", NULL, 0, "recipe.lua: stages[2].type = \"rl\": must be one of sft|grpo|sample|eval");
+    expect_grpo("dataset = {}", NULL, 0, "recipe.lua: stages[2].dataset = {...}: must name at least one dataset");
+    const char *names[] = {"''", "'../x'", "'a/b'", "'..'", "'a\\nb'"};
+    for (int i = 0; i < 5; i++) {
+        char field[64];
+        snprintf(field, sizeof field, "name = %s", names[i]);
+        base_buf b = {0};
+        base_buf_printf(&b, two_stages, field);
+        recipe *r = NULL;
+        assert_int_not_equal(recipe_load_string(b.data, "recipe.lua", NULL, 0, &r), BASE_OK);
+        assert_non_null(strstr(base_err_msg(), "recipe.lua: stages[2].name = "));
+        assert_non_null(strstr(base_err_msg(), "(it names files in the run directory)"));
+        base_buf_free(&b);
+    }
     /* "stage:NAME" datasets: a sample stage that runs before the reader */
     const char *produced =
         "return { model = 'm', datasets = { p = 'p.jsonl', kept = 'stage:%s' },\n"
@@ -290,7 +303,8 @@ static void test_cross_checks(void **state) {
         "             { type = 'sft', name = 'sft2', dataset = 'kept' } } }\n";
     base_buf b = {0};
     base_buf_printf(&b, produced, "sft2", "p");
-    expect_msg(b.data, NULL, 0, "recipe.lua: datasets.kept.path = \"stage:sft2\": names a stage that is not a sample stage");
+    expect_msg(b.data, NULL, 0,
+               "recipe.lua: datasets.kept.path = \"stage:sft2\": names a stage that is not a sample stage");
     b.len = 0;
     base_buf_printf(&b, produced, "nope", "p");
     expect_msg(b.data, NULL, 0,
@@ -337,7 +351,8 @@ static int setup(void **state) {
     test_tiny_model(m, 1);
     free(m);
     char *p = base_path_join(g_dir, "p.jsonl");
-    const char *rows = "{\"prompt\": \"What is 2+2?\", \"answer\": \"4\"}\n{\"prompt\": \"What is 3+5?\", \"answer\": \"8\"}\n";
+    const char *rows = "{\"prompt\": \"What is 2+2?\", \"answer\": \"4\"}\n"
+                       "{\"prompt\": \"What is 3+5?\", \"answer\": \"8\"}\n";
     test_write_file(p, rows, strlen(rows));
     free(p);
     p = base_path_join(g_dir, "parity.lua");
