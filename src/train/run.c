@@ -76,9 +76,10 @@ static base_status open_outputs(run_ctx *c, int append) {
 
 /* Pre-flight: every stage still to run (from stage `first`) gets its
  * datasets loaded and its rewards built and checked against the rows now,
- * so a missing file, a malformed line, a broken reward script or a row
- * lacking a column, or GRPO options that do not go together fail the run
- * before any training. Datasets that a
+ * so a missing file, a malformed line, a broken reward script, a row
+ * lacking a column or a sample stage's keep expression that does not
+ * compile fail the run before any training (the options themselves were
+ * checked when the recipe loaded). Datasets that a
  * sample stage of this run writes ("stage:NAME") are checked when their
  * stage comes. */
 static base_status preflight(run_ctx *c, int first) {
