@@ -326,6 +326,25 @@ static void test_cross_checks(void **state) {
     base_buf_free(&b);
 }
 
+/* config.resolved.lua holds every value exactly, -0.0 too (Lua reads "-0"
+ * as the integer 0). */
+static void test_resolved_negative_zero(void **state) {
+    (void)state;
+    recipe *r = NULL, *again = NULL;
+    char *src = recipe_src(NULL, "", "limit = -0.0,", "weight = -0.0,", "beta = -0.0,");
+    assert_int_equal(recipe_load_string(src, "t.lua", NULL, 0, &r), BASE_OK);
+    char *lua = recipe_to_lua(r);
+    assert_int_equal(recipe_load_string(lua, "t.lua", NULL, 0, &again), BASE_OK);
+    assert_true(signbit(recipe_config(again)->rewards.items[0].weight));
+    assert_true(signbit(recipe_config(again)->stages[0].grpo.beta));
+    char *a = cJSON_PrintUnformatted(recipe_root(r)), *b = cJSON_PrintUnformatted(recipe_root(again));
+    assert_string_equal(a, b);
+    cJSON_free(a), cJSON_free(b);
+    free(lua), free(src);
+    recipe_free(again);
+    recipe_free(r);
+}
+
 static void test_check_number(void **state) {
     (void)state;
     assert_int_equal(recipe_check_number("eval", "top_p", 1.0, "--top-p 1"), BASE_OK);
@@ -445,6 +464,7 @@ int main(void) {
         cmocka_unit_test(test_ranges_from_schema), cmocka_unit_test(test_types_from_schema),
         cmocka_unit_test(test_issue_examples),     cmocka_unit_test(test_override_origin),
         cmocka_unit_test(test_cross_checks),       cmocka_unit_test(test_check_number),
+        cmocka_unit_test(test_resolved_negative_zero),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
