@@ -222,8 +222,6 @@ static base_status check_sample(recipe_vctx *c, const recipe_cfg *cfg, const cJS
 
 /* ---- the whole config -------------------------------------------------------- */
 
-static const char *const stage_types[] = {"sft", "grpo", "sample", "eval"}; /* recipe_stage_type order */
-
 base_status recipe_config_build(recipe_vctx *c, recipe *r) {
     recipe_cfg *cfg = &r->cfg;
     const cJSON *root = r->root;
@@ -249,8 +247,9 @@ base_status recipe_config_build(recipe_vctx *c, recipe *r) {
         stj[i] = e;
         st->index = i;
         fill(r, recipe_schema_stage_common(), e, st);
-        for (int t = 0; t < 4; t++)
-            if (!strcmp(st->type_name, stage_types[t])) st->type = (recipe_stage_type)t;
+        const char *const *types = recipe_schema_stage_types(); /* in recipe_stage_type order */
+        for (int t = 0; types[t]; t++)
+            if (!strcmp(st->type_name, types[t])) st->type = (recipe_stage_type)t;
         fill(r, recipe_schema_stage(st->type_name), e, st);
         st->rewards = st->own_rewards.items ? st->own_rewards : cfg->rewards;
     }

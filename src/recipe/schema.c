@@ -293,7 +293,10 @@ const recipe_key *recipe_schema_stage(const char *type) {
 }
 
 const char *const *recipe_schema_stage_types(void) {
-    static const char *const types[] = {"sft", "grpo", "sample", "eval", NULL};
+    static const char *const types[] = {"sft", "grpo", "sample", "eval", NULL}; /* recipe_stage_type order */
+    _Static_assert(RECIPE_STAGE_SFT == 0 && RECIPE_STAGE_GRPO == 1 && RECIPE_STAGE_SAMPLE == 2 &&
+                       RECIPE_STAGE_EVAL == 3,
+                   "recipe_stage_type and this list agree");
     return types;
 }
 

@@ -59,7 +59,8 @@ const recipe_key *recipe_schema_dataset(void);
 const recipe_key *recipe_schema_reward(void);
 const recipe_key *recipe_schema_stage_common(void);
 const recipe_key *recipe_schema_stage(const char *type); /* NULL for an unknown type */
-/* The stage types in documentation order, NULL-terminated. */
+/* The stage types, NULL-terminated, in recipe_stage_type order (recipe.h):
+ * sft, grpo, sample, eval. */
 const char *const *recipe_schema_stage_types(void);
 
 /* 1 when v is inside the key's range (any finite v when it has none). */
