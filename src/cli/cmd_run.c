@@ -52,7 +52,16 @@ int cli_cmd_run(int argc, char **argv) {
         case 'd': ro.device = optarg; break;
         case 'p': ro.precision = optarg; break;
         case 'q': ro.quiet = 1; break;
-        case 'm': ro.max_total_steps = atoll(optarg); break;
+        case 'm': {
+            char *end;
+            long long v = strtoll(optarg, &end, 10);
+            if (!*optarg || *end || v < 0) {
+                free(sets);
+                return cli_usage_error("run", "--max-total-steps %s: must be an integer >= 0 (0: no limit)", optarg);
+            }
+            ro.max_total_steps = v;
+            break;
+        }
         case 'h': fputs(USAGE, stdout); free(sets); return 0;
         default: fputs(USAGE, stderr); free(sets); return 2;
         }

@@ -26,12 +26,13 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: grpo score --rewards SPEC --in samples.jsonl --out scored.jsonl [options]\n"
             "  --rewards SPEC        e.g. rewards/boxed_math.lua:1.0,think_format:0.2\n"
-            "  --workers N           reward worker threads (default: all cores)\n"
+            "  --workers N           reward worker threads, at most %d (default 0: all cores)\n"
             "  --batch N             samples scored together (default 256)\n"
             "  --error-log PATH      reward error log (default stderr)\n"
             "  --instructions N      Lua instruction budget per call (default 50000000)\n"
-            "  --memory-mb N         Lua heap cap per worker (default 64)\n"
-            "  --sandbox-timeout S   default wall clock for grpo.run_tests (default 10)\n");
+            "  --memory-mb N         Lua heap cap per worker, %d to %d (default 64)\n"
+            "  --sandbox-timeout S   default wall clock for grpo.run_tests (default 10)\n",
+            REWARD_MAX_WORKERS, REWARD_MIN_MEMORY_MB, REWARD_MAX_MEMORY_MB);
 }
 
 typedef struct {
@@ -121,17 +122,30 @@ int cli_cmd_score(int argc, char **argv) {
         else if (!strcmp(a, "--in")) in = v;
         else if (!strcmp(a, "--out")) outp = v;
         else if (!strcmp(a, "--error-log")) errlog = v;
-        else if (!strcmp(a, "--workers")) workers = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--workers")) {
+            long w = strtol(v, &end, 10); /* as a recipe's reward_workers */
+            if (*end || end == v || w < 0 || w > REWARD_MAX_WORKERS)
+                return cli_usage_error("score", "--workers %s: must be an integer in [0, %d] (0: all cores)", v,
+                                       REWARD_MAX_WORKERS);
+            workers = (int)w;
+        }
         else if (!strcmp(a, "--batch")) bsize = strtoll(v, &end, 10);
         else if (!strcmp(a, "--instructions")) lim.instructions = strtoll(v, &end, 10);
-        else if (!strcmp(a, "--memory-mb")) lim.memory_bytes = (size_t)strtoull(v, &end, 10) << 20;
+        else if (!strcmp(a, "--memory-mb")) {
+            long long mb = strtoll(v, &end, 10); /* as a recipe's reward_memory_mb */
+            if (*end || end == v || mb < REWARD_MIN_MEMORY_MB || mb > REWARD_MAX_MEMORY_MB)
+                return cli_usage_error("score", "--memory-mb %s: must be an integer in [%d, %d]", v,
+                                       REWARD_MIN_MEMORY_MB, REWARD_MAX_MEMORY_MB);
+            lim.memory_bytes = (size_t)mb << 20;
+        }
         else if (!strcmp(a, "--sandbox-timeout")) lim.sandbox.timeout_s = strtod(v, &end);
         else return cli_usage_error("score", "unknown option '%s' (see --help)", a);
         if (end && (*end || end == v)) return cli_usage_error("score", "%s: '%s' is not a number", a, v);
     }
     if (!spec_text || !in || !outp) return cli_usage_error("score", "--rewards, --in and --out are required");
-    if (bsize < 1 || lim.instructions < 1000 || lim.memory_bytes < ((size_t)1 << 20) || !(lim.sandbox.timeout_s > 0))
-        return cli_usage_error("score", "--batch >= 1, --instructions >= 1000, --memory-mb >= 1, --sandbox-timeout > 0");
+    if (bsize < 1 || lim.instructions < REWARD_MIN_INSTRUCTIONS || !(lim.sandbox.timeout_s > 0))
+        return cli_usage_error("score", "--batch >= 1, --instructions >= %d, --sandbox-timeout > 0",
+                               REWARD_MIN_INSTRUCTIONS);
 
     reward_spec spec;
     if (reward_spec_parse(spec_text, &spec) != BASE_OK) {

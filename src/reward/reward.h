@@ -175,10 +175,19 @@ typedef struct {
 
 void reward_limits_default(reward_limits *l);
 
+/* The limits a user may set (recipes' reward_workers, reward_memory_mb and
+ * reward_instructions; grpo score's --workers, --memory-mb, --instructions):
+ * a Lua state with the grpo module needs a few MiB, thread creation fails
+ * long before a million workers. reward_pool_create rejects values outside. */
+#define REWARD_MAX_WORKERS 256
+#define REWARD_MIN_MEMORY_MB 16
+#define REWARD_MAX_MEMORY_MB 65536
+#define REWARD_MIN_INSTRUCTIONS 1000
+
 typedef struct reward_pool reward_pool;
 
-/* Load every script of `spec` into n_workers lua_States (n_workers <= 0:
- * all cores). `limits` NULL = defaults. `error_log_path` NULL = stderr;
+/* Load every script of `spec` into n_workers lua_States (n_workers 0: all
+ * cores; at most REWARD_MAX_WORKERS). `limits` NULL = defaults. `error_log_path` NULL = stderr;
  * otherwise the file is appended to. Errors (missing file, syntax error,
  * bad return value, unknown param) are BASE_ERR_* with a message naming the
  * script; *out is NULL then. */

@@ -308,12 +308,12 @@ static base_status parse_state(const recipe *rc, const cJSON *j, const char *fil
     if (!cJSON_IsObject(j)) return base_err_set(BASE_ERR_INVALID, "%s: not a JSON object", file);
     int64_t v, step, total;
     base_status s = state_int(j, file, "version", 1, 1, &v);
-    int n = recipe_nstages(rc);
-    if (!s) s = state_int(j, file, "stage_index", 0, n - 1, &v);
+    const recipe_cfg *cfg = recipe_config(rc);
+    if (!s) s = state_int(j, file, "stage_index", 0, cfg->n_stages - 1, &v);
     if (s) return s;
     st->stage_index = (int)v;
-    const cJSON *stage = recipe_stage(rc, st->stage_index);
-    const char *want = recipe_str(stage, "name"), *type = recipe_str(stage, "type");
+    const recipe_stage_cfg *stage = &cfg->stages[st->stage_index];
+    const char *want = stage->name, *type = stage->type_name;
     const char *name = base_json_str(j, "stage_name", NULL);
     if (!name) return base_err_set(BASE_ERR_INVALID, "%s: 'stage_name' must be a string", file);
     if (strcmp(name, want))
@@ -321,12 +321,12 @@ static base_status parse_state(const recipe *rc, const cJSON *j, const char *fil
                             "%s: 'stage_name' is '%s' but the recipe's stage %d is '%s' (a checkpoint of another "
                             "recipe?)",
                             file, name, st->stage_index + 1, want);
-    if (strcmp(type, "grpo") && strcmp(type, "sft"))
+    if (stage->type != RECIPE_STAGE_GRPO && stage->type != RECIPE_STAGE_SFT)
         return base_err_set(BASE_ERR_INVALID, "%s: stage '%s' is a %s stage, which saves no checkpoints", file,
                             name, type);
     snprintf(st->stage_name, sizeof st->stage_name, "%s", name);
     /* max_steps <= 0 (sft): the epochs decide; the stage checks the count */
-    int64_t max_steps = recipe_int(stage, "max_steps");
+    int64_t max_steps = stage->type == RECIPE_STAGE_GRPO ? stage->grpo.max_steps : stage->sft.max_steps;
     s = state_bool(j, file, "stage_done", &st->stage_done);
     if (!s) s = state_int(j, file, "stage_step", 0, max_steps > 0 ? max_steps : BIG, &step);
     if (!s) s = state_int(j, file, "total_steps", step, BIG, &total);
@@ -357,7 +357,7 @@ static base_status parse_state(const recipe *rc, const cJSON *j, const char *fil
         return base_err_set(BASE_ERR_INVALID, "%s: 'entropy_last' must be a finite number or null", file);
     st->entropy_last = cJSON_IsNumber(el) ? el->valuedouble : INFINITY;
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(j, "seed");
-    double want_seed = (double)(uint64_t)recipe_int(recipe_root(rc), "seed");
+    double want_seed = (double)(uint64_t)cfg->seed;
     if (!cJSON_IsNumber(seed) || seed->valuedouble != want_seed)
         return base_err_set(BASE_ERR_INVALID, "%s: 'seed' is not the recipe's seed (%.17g): a checkpoint of another run",
                             file, want_seed);

@@ -3,6 +3,7 @@
  * resume. See run.h.
  */
 #include <dirent.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -22,8 +23,8 @@ static void omp_set_num_threads(int n) { (void)n; }
 #define RUN_MARKER ".grpo-run"
 
 char *run_dir_of(const recipe *rc) {
-    const cJSON *root = recipe_root(rc);
-    return base_path_join(recipe_str(root, "output_dir"), recipe_str(root, "name"));
+    const recipe_cfg *cfg = recipe_config(rc);
+    return base_path_join(cfg->output_dir, cfg->name);
 }
 
 /* Keep the first `lines` lines of a JSONL file (resume drops what was
@@ -115,34 +116,29 @@ static base_status open_outputs(run_ctx *c, int append) {
 
 /* Pre-flight: every stage still to run (from stage `first`) gets its
  * datasets loaded and its rewards built and checked against the rows now,
- * so a missing file, a malformed line, a broken reward script or a row
- * lacking a column, or GRPO options that do not go together fail the run
- * before any training. Datasets that a
+ * so a missing file, a malformed line, a broken reward script, a row
+ * lacking a column or a sample stage's keep expression that does not
+ * compile fail the run before any training (the options themselves were
+ * checked when the recipe loaded). Datasets that a
  * sample stage of this run writes ("stage:NAME") are checked when their
  * stage comes. */
 static base_status preflight(run_ctx *c, int first) {
-    int n = recipe_nstages(c->rc);
-    const cJSON *dsets = cJSON_GetObjectItemCaseSensitive(c->root, "datasets");
+    int n = c->cfg->n_stages;
     for (int i = first; i < n; i++) {
-        const cJSON *st = recipe_stage(c->rc, i);
-        const char *type = recipe_str(st, "type"), *name = recipe_str(st, "name");
-        base_status cs = !strcmp(type, "grpo")     ? run_stage_grpo_check(st)
-                         : !strcmp(type, "sft")    ? run_stage_sft_check(st)
-                         : !strcmp(type, "sample") ? run_stage_sample_check(st)
-                                                   : BASE_OK;
+        const recipe_stage_cfg *st = &c->cfg->stages[i];
+        const char *name = st->name;
+        /* the recipe checked every option; the keep expression compiles here */
+        base_status cs = st->type == RECIPE_STAGE_SAMPLE ? run_stage_sample_check(st) : BASE_OK;
         if (cs) return cs;
         int produced = 0;
-        const cJSON *dl = cJSON_GetObjectItemCaseSensitive(st, "dataset");
-        for (const cJSON *e = dl->child; e; e = e->next) {
-            const char *path = recipe_str(cJSON_GetObjectItemCaseSensitive(dsets, e->valuestring), "path");
-            if (!strncmp(path, "stage:", 6)) produced = 1;
-        }
+        for (int k = 0; k < st->dataset.n; k++)
+            if (st->datasets[k]->producer) produced = 1;
         if (produced) continue;
         cJSON **rows;
         char **where;
         int64_t nrows;
         base_status s = run_stage_rows(c, st, &rows, &where, &nrows);
-        if (!s && strcmp(type, "sft")) {
+        if (!s && st->type != RECIPE_STAGE_SFT) {
             reward_pool *pool = NULL;
             s = run_reward_pool(c, st, &pool);
             if (!s) s = run_check_columns(pool, rows, where, nrows);
@@ -158,8 +154,8 @@ static base_status preflight(run_ctx *c, int first) {
 /* The resumed GRPO stage's data cursor inside its datasets as they are now. */
 static base_status check_cursor(run_ctx *c, const run_ckpt *ck) {
     const run_train_state *rs = run_ckpt_state(ck);
-    const cJSON *st = recipe_stage(c->rc, rs->stage_index);
-    if (rs->stage_done || strcmp(recipe_str(st, "type"), "grpo")) return BASE_OK;
+    const recipe_stage_cfg *st = &c->cfg->stages[rs->stage_index];
+    if (rs->stage_done || st->type != RECIPE_STAGE_GRPO) return BASE_OK;
     cJSON **rows;
     char **where;
     int64_t n;
@@ -175,11 +171,11 @@ static base_status check_cursor(run_ctx *c, const run_ckpt *ck) {
 static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
     model *m = NULL;
     base_status s;
-    const cJSON *init = cJSON_GetObjectItemCaseSensitive(c->root, "init_std");
-    if (cJSON_IsNumber(init) && fresh) { /* pre-training from scratch */
+    double init_std = c->cfg->init_std; /* NaN: not set */
+    if (!isnan(init_std) && fresh) { /* pre-training from scratch */
         model_config cfg;
         s = model_config_load(dir, &cfg);
-        if (!s) s = model_init_random(&cfg, c->ops, c->seed, (float)init->valuedouble, &c->load, &m);
+        if (!s) s = model_init_random(&cfg, c->ops, c->seed, (float)init_std, &c->load, &m);
     } else {
         s = model_load(dir, c->ops, &c->load, &m);
     }
@@ -215,22 +211,22 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     run_ctx c;
     memset(&c, 0, sizeof c);
     c.rc = rc;
-    c.root = recipe_root(rc);
+    c.cfg = recipe_config(rc);
     if (opts) c.opts = *opts;
-    base_status s = check_name(rc, recipe_str(c.root, "name"));
+    base_status s = check_name(rc, c.cfg->name);
     if (s) return s;
     c.dir = run_dir_of(rc);
-    c.name = base_xstrdup(recipe_str(c.root, "name"));
-    c.seed = (uint64_t)recipe_int(c.root, "seed");
-    const char *dev = c.opts.device ? c.opts.device : recipe_str(c.root, "device");
-    int64_t threads = recipe_int(c.root, "threads");
+    c.name = base_xstrdup(c.cfg->name);
+    c.seed = (uint64_t)c.cfg->seed;
+    const char *dev = c.opts.device ? c.opts.device : c.cfg->device;
+    int64_t threads = c.cfg->threads;
     if (threads > 0) omp_set_num_threads((int)threads);
     c.ops = ops_by_name(dev);
     if (!c.ops) {
         s = base_err_set(BASE_ERR_UNSUPPORTED, "device '%s': %s", dev, base_err_msg());
         goto done;
     }
-    s = model_precision_parse(c.opts.precision ? c.opts.precision : recipe_str(c.root, "precision"),
+    s = model_precision_parse(c.opts.precision ? c.opts.precision : c.cfg->precision,
                               &c.load.precision);
     if (s) goto done;
     /* the checkpoint to resume from (read only) */
@@ -242,9 +238,9 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     }
     /* weights and tokenizer first: a run that cannot start leaves an
      * existing run directory as it was */
-    char *model_dir = recipe_resolve_path(rc, recipe_str(c.root, "model"));
+    char *model_dir = recipe_resolve_path(rc, c.cfg->model);
     s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir, !ck);
-    const char *tk = recipe_str(c.root, "tokenizer");
+    const char *tk = c.cfg->tokenizer;
     c.tok_dir = tk ? recipe_resolve_path(rc, tk) : base_xstrdup(model_dir);
     free(model_dir);
     if (!s) {
@@ -307,30 +303,29 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     }
     if (!c.summary) c.summary = cJSON_CreateObject();
     if (!s) s = open_outputs(&c, ck != NULL);
-    int n = recipe_nstages(rc);
+    int n = c.cfg->n_stages;
     const run_train_state *rs = ck ? run_ckpt_state(ck) : NULL;
     for (int i = 0; i < n && !s && !c.stop_requested; i++) {
-        const cJSON *st = recipe_stage(rc, i);
+        const recipe_stage_cfg *st = &c.cfg->stages[i];
         if (rs && (i < rs->stage_index || (i == rs->stage_index && rs->stage_done))) continue;
-        const char *from = recipe_str(st, "init_from");
+        const char *from = st->init_from;
         if (from && !(rs && i == rs->stage_index)) {
             /* "model": the recipe's model again (R1's second SFT starts from
              * the base model, not from the RL checkpoint) */
-            char *p = recipe_resolve_path(rc, !strcmp(from, "model") ? recipe_str(c.root, "model") : from);
+            char *p = recipe_resolve_path(rc, !strcmp(from, "model") ? c.cfg->model : from);
             s = load_policy(&c, p, 0);
             free(p);
             if (s) break;
         }
-        const char *type = recipe_str(st, "type");
         const run_ckpt *res = rs && i == rs->stage_index ? ck : NULL;
-        if (!c.opts.quiet) base_info("stage %d/%d: %s (%s)", i + 1, n, recipe_str(st, "name"), type);
-        if (!strcmp(type, "grpo")) s = run_stage_grpo(&c, st, i, res);
-        else if (!strcmp(type, "sft")) s = run_stage_sft(&c, st, i, res);
-        else if (!strcmp(type, "eval")) s = run_stage_eval(&c, st, i);
-        else s = run_stage_sample(&c, st, i);
+        if (!c.opts.quiet) base_info("stage %d/%d: %s (%s)", i + 1, n, st->name, st->type_name);
+        if (st->type == RECIPE_STAGE_GRPO) s = run_stage_grpo(&c, st, res);
+        else if (st->type == RECIPE_STAGE_SFT) s = run_stage_sft(&c, st, res);
+        else if (st->type == RECIPE_STAGE_EVAL) s = run_stage_eval(&c, st);
+        else s = run_stage_sample(&c, st);
     }
     run_ckpt_free(ck);
-    if (!s && !c.stop_requested && recipe_bool(c.root, "report")) {
+    if (!s && !c.stop_requested && c.cfg->report) {
         fflush(c.metrics);
         base_status r = run_report_write(c.dir);
         if (r) base_warn("report: %s", base_err_msg());

@@ -27,7 +27,7 @@ typedef struct {
 
 typedef struct {
     const recipe *rc;
-    const cJSON *root;
+    const recipe_cfg *cfg; /* the recipe's typed config */
     run_opts opts;
     char *dir;     /* run directory */
     char *name;
@@ -57,14 +57,14 @@ typedef struct {
 
 /* ---- datasets and prompts (run_data.c) ---------------------------------- */
 
-/* The dataset named `name` in the recipe, loaded on first use. A path of
- * the form "stage:NAME" is the output file of sample stage NAME. Malformed
- * lines are errors naming file:line (nothing has been trained yet). */
-base_status run_dataset_get(run_ctx *c, const char *name, run_dataset **out);
+/* The recipe's dataset ds, loaded on first use. A path of the form
+ * "stage:NAME" is the output file of sample stage NAME. Malformed lines are
+ * errors naming file:line (nothing has been trained yet). */
+base_status run_dataset_get(run_ctx *c, const recipe_dataset *ds, run_dataset **out);
 /* All rows of a stage's datasets (the list in `dataset`), concatenated:
  * *rows borrows the datasets' rows, *where gets "file:line" strings
  * (malloc'd array of malloc'd strings; free with run_where_free). */
-base_status run_stage_rows(run_ctx *c, const cJSON *stage, cJSON ***rows, char ***where, int64_t *n);
+base_status run_stage_rows(run_ctx *c, const recipe_stage_cfg *stage, cJSON ***rows, char ***where, int64_t *n);
 void run_where_free(char **where, int64_t n);
 
 /* Encode the prompt of a row with the stage's template (or the recipe's):
@@ -74,7 +74,7 @@ void run_where_free(char **where, int64_t n);
  * {system}. A row whose prompt column is a list of messages is encoded as
  * a chat. ids gets the tokens (overwritten), *text the rendered prompt
  * (malloc'd). Prompts longer than max_len keep their last max_len tokens. */
-base_status run_prompt(run_ctx *c, const cJSON *stage, const cJSON *row, const char *where,
+base_status run_prompt(run_ctx *c, const recipe_stage_cfg *stage, const cJSON *row, const char *where,
                        int64_t max_len, tok_ids *ids, char **text);
 
 /* The completion's text: ids decoded with added tokens kept, without the
@@ -88,13 +88,11 @@ cJSON *run_make_sample(const cJSON *row, const char *prompt, const char *complet
 
 /* Stop tokens of generation: the tokenizer's EOS and the config's eos ids. */
 int run_stop_ids(run_ctx *c, int32_t *ids, int max);
-/* Stop strings of a stage ("stop" list), as a NULL-terminated borrowed array. */
-const char **run_stop_strings(const cJSON *stage, int *n);
 
 /* ---- rewards ------------------------------------------------------------ */
 
-/* A reward pool for the stage's rewards (or the recipe's). */
-base_status run_reward_pool(run_ctx *c, const cJSON *stage, reward_pool **out);
+/* A reward pool for the stage's rewards (its own, else the recipe's). */
+base_status run_reward_pool(run_ctx *c, const recipe_stage_cfg *stage, reward_pool **out);
 /* Every row must have the columns the reward scripts declare. */
 base_status run_check_columns(reward_pool *p, cJSON **rows, char **where, int64_t n);
 
@@ -115,7 +113,7 @@ base_status run_summary_set(run_ctx *c, const char *stage, cJSON *obj);
 
 typedef struct {
     run_ctx *c;
-    const cJSON *st;
+    const recipe_stage_cfg *st;
     reward_pool *pool;     /* borrowed */
     rollout_engine *eng;   /* owned */
     int chunk, K;          /* prompts per call, completions per prompt */
@@ -123,8 +121,7 @@ typedef struct {
     rollout_sampling sp;   /* the stage's temperature, top_p, top_k, min_p */
     int32_t stop_ids[8];
     int n_stop_ids;
-    const char **stop_str;
-    int n_stop_str;
+    recipe_strlist stop;   /* the stage's stop strings (borrowed) */
     tok_ids *pids;         /* [chunk] prompt ids */
     char **ptext;          /* [chunk] rendered prompts */
     const int32_t **pp;
@@ -141,10 +138,11 @@ typedef struct {
 
 /* Prompts per call for a stage without training: about 256 sequences,
  * at most nrows prompts. */
-int run_gen_chunk_size(const cJSON *st, int64_t nrows);
-/* An engine for `chunk` prompts x K (the stage's num_generations) per
- * call; sampling, lengths and stops from the stage's keys. */
-base_status run_gen_init(run_gen *g, run_ctx *c, const cJSON *st, reward_pool *pool, int chunk);
+int run_gen_chunk_size(const recipe_gen_cfg *gen, int64_t nrows);
+/* An engine for `chunk` prompts x K (gen's num_generations) per call;
+ * sampling, lengths and stops from gen (the stage's generation settings). */
+base_status run_gen_init(run_gen *g, run_ctx *c, const recipe_stage_cfg *st, const recipe_gen_cfg *gen,
+                         reward_pool *pool, int chunk);
 /* rows[0..np) (np <= chunk): prompts, K completions each (Philox keys
  * (seed, step_key, prompt_base + i, sample, position)), reward samples,
  * scores. */
@@ -156,18 +154,19 @@ void run_gen_free(run_gen *g);
 
 typedef struct run_ckpt run_ckpt; /* a loaded checkpoint (ckpt.c) */
 
-base_status run_stage_grpo(run_ctx *c, const cJSON *stage, int index, const run_ckpt *resume_from);
-/* A stage's options checked without running anything (the pre-flight's
- * check; each stage runs it first too). */
-base_status run_stage_grpo_check(const cJSON *stage);
-base_status run_stage_sft_check(const cJSON *stage);
-base_status run_stage_sample_check(const cJSON *stage);
-base_status run_stage_sft(run_ctx *c, const cJSON *stage, int index, const run_ckpt *resume_from);
-base_status run_stage_eval(run_ctx *c, const cJSON *stage, int index);
-base_status run_stage_sample(run_ctx *c, const cJSON *stage, int index);
+/* The stages, over their typed config (the recipe checked every option;
+ * stage->index is the stage's position). */
+base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *stage, const run_ckpt *resume_from);
+base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *stage, const run_ckpt *resume_from);
+base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *stage);
+base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *stage);
+/* The sample stage's keep expression compiled without running anything
+ * (the pre-flight's check; the stage compiles it first too). */
+base_status run_stage_sample_check(const recipe_stage_cfg *stage);
 
-/* Build an optim over the policy's trainable parameters (MTP excluded). */
-base_status run_optim_new(run_ctx *c, const cJSON *stage, int64_t max_steps, float *grads, optim *o);
+/* Build an optim over the policy's trainable parameters (MTP excluded):
+ * the stage's optimizer settings, a schedule over max_steps. */
+base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max_steps, float *grads, optim *o);
 
 /* ---- checkpoints (ckpt.c) ----------------------------------------------- */
 

@@ -40,8 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     const run_train_state *st = run_ckpt_state(k);
     if (st->stage_index != 1 && st->stage_index != 3) abort(); /* grpo or sft: the stages that save */
-    const cJSON *stage = recipe_stage(rc, st->stage_index);
-    if (strcmp(st->stage_name, recipe_str(stage, "name"))) abort();
+    if (strcmp(st->stage_name, recipe_config(rc)->stages[st->stage_index].name)) abort();
     if (st->stage_step < 0 || (st->stage_index == 1 && st->stage_step > 4)) abort();
     if (st->total_steps < st->stage_step || st->data_epoch < 0 || st->data_pos < 0) abort();
     if (st->metrics_lines < 0 || st->samples_lines < 0) abort();
