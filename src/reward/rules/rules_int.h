@@ -125,7 +125,8 @@ typedef enum {
     MQ_DIV,      /* kids[0] / kids[1] */
     MQ_POW,      /* kids[0] ^ kids[1] */
     MQ_FUNC,     /* builtin `fn` (mq_fn) of kids */
-    MQ_APPLY,    /* undefined function `name`(kids) */
+    MQ_APPLY,    /* undefined function `name`(kids); the name keeps its
+                    case (P(x) != p(x)), its arguments are lower-cased */
     MQ_PCT,      /* kids[0] percent */
     MQ_BIGOP,    /* \sum / \prod: name "sum"/"prod", kids = var, lo, hi, body */
     MQ_PM,       /* kids[0] +- kids[1] (nk==1: +-kids[0]); expanded away */
