@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/base.h"
 #include "reward/reward.h"
@@ -292,7 +293,11 @@ static void test_score_cli(void **st) {
                         "{\"completion\":\"x\"}\n"
                         "[1,2]\n"
                         "{\"answer\":\"4\"}\n"
-                        "{\"id\":\"b1\",\"completion\":\"x\",\"answer\":\"boom\"}\n";
+                        "{\"id\":\"b1\",\"completion\":\"x\",\"answer\":\"boom\"}\n"
+                        /* invalid UTF-8 anywhere: rejected, not copied to the output */
+                        "{\"completion\":\"4 \xff\",\"answer\":\"4\"}\n"
+                        "{\"completion\":\"4\",\"answer\":\"4\",\"meta\":{\"k\":[\"ok\",\"\xc3\"]}}\n"
+                        "{\"completion\":\"4\",\"answer\":\"4\",\"\xfe\":1}\n";
     char *o = NULL;
     assert_int_equal(score_cli(dir, "eq.lua", lua, ":2", lines, "--workers 2", &o), 0);
     /* malformed lines named with their number */
@@ -306,7 +311,13 @@ static void test_score_cli(void **st) {
     snprintf(want, sizeof want, "%s:8: no \"completion\"", in);
     assert_non_null(strstr(o, want));
     assert_non_null(strstr(o, "sample b1: eq ("));
-    assert_non_null(strstr(o, "4 lines skipped"));
+    snprintf(want, sizeof want, "%s:10: \"completion\": invalid UTF-8 at byte 2 (skipped)", in);
+    assert_non_null(strstr(o, want));
+    snprintf(want, sizeof want, "%s:11: \"meta.k[1]\": invalid UTF-8 at byte 0 (skipped)", in);
+    assert_non_null(strstr(o, want));
+    snprintf(want, sizeof want, "%s:12: a key: invalid UTF-8 at byte 0 (skipped)", in);
+    assert_non_null(strstr(o, want));
+    assert_non_null(strstr(o, "4 samples scored, 7 lines skipped"));
     free(o);
     base_jsonl *r;
     assert_int_equal(base_jsonl_open(out, &r), BASE_OK);
@@ -333,6 +344,16 @@ static void test_score_cli(void **st) {
     }
     assert_int_equal(n, 4);
     base_jsonl_close(r);
+    /* no line scored (every one skipped, or an empty file): exit 1, and no
+     * output file */
+    unlink(out);
+    const char *none[] = {"{\"completion\":\"\xff\",\"answer\":\"4\"}\n{not json\n", ""};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(score_cli(dir, "eq.lua", lua, "", none[i], "", &o), 1);
+        assert_non_null(strstr(o, "no sample scored"));
+        assert_int_equal(access(out, F_OK), -1);
+        free(o);
+    }
     /* usage errors and a bad spec */
     assert_int_equal(test_run_grpo("score --in x", NULL), 2);
     base_buf args = {0};
