@@ -4,12 +4,8 @@
  * hang, leak or read out of bounds under ASan/UBSan); when it accepts, every
  * tensor it reports must lie inside the image and load without faults.
  *
- * Built only with -Dfuzz=true and clang (docs/safetensors.md):
- *   CC=clang meson setup build-fuzz -Dfuzz=true -Dcuda=disabled -Dtests=false \
- *       -Db_sanitize=address,undefined -Db_lundef=false
- *   ninja -C build-fuzz tests/fuzz/fuzz_st_header
- *   build-fuzz/tests/fuzz/fuzz_st_header -dict=tests/fuzz/st.dict \
- *       -max_len=4096 corpus-dir tests/fuzz/corpus
+ * Fuzz with `make fuzz FUZZ_TARGET=st_header` (docs/fuzzing.md); `make test`
+ * replays tests/fuzz/corpus/st_header/.
  */
 #include <stdint.h>
 #include <stdlib.h>

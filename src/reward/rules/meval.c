@@ -22,6 +22,10 @@
 #include "base/base.h"
 #include "reward/rules/rules_int.h"
 
+#ifndef CMPLX /* C11 7.3.9.3; clang 14's <complex.h> (the fuzz build) lacks it */
+#define CMPLX(x, y) __builtin_complex((double)(x), (double)(y))
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* Hashing                                                                  */
 
