@@ -271,8 +271,9 @@ const char *reward_mq_canon(mq_arena *a, const mq_node *n);
 /* Free atoms, sorted and distinct: the symbols, or with fn_atoms the
  * symbols outside undefined-function applications plus the applications
  * themselves (canonical text; f(x) is then one atom, as Math-Verify's
- * unwrap_fcs makes it). Returns the count (may exceed cap: then only cap
- * are stored). */
+ * unwrap_fcs makes it). Returns the count; over cap, only cap are stored
+ * and the count is only known to exceed cap (atoms past cap are not
+ * deduplicated). */
 int reward_mq_atoms(mq_arena *a, const mq_node *n, const char **out, int cap, int fn_atoms);
 /* Replace symbol names: from[i] -> to[i] (strict = 0). New tree. */
 mq_node *reward_mq_rename(mq_arena *a, const mq_node *n, const char **from, const char **to, int k);
