@@ -418,6 +418,19 @@ static int int_exponent_at(const P *p)
     return !braced || (i < p->n && p->s[i] == '}');
 }
 
+/* Is the "(...)" at p->i free of nested parentheses? Only then can all its
+ * arguments be simple (symbols, numbers, powers of them), so only then is
+ * f(x) tried as a function: trying every "a(" of a(b(c(d(...)))) both as a
+ * function and as a product took time exponential in the nesting. */
+static int flat_parens_at(const P *p)
+{
+    for (size_t i = p->i + 1; i < p->n; i++) {
+        if (p->s[i] == ')') return 1;
+        if (p->s[i] == '(') return 0;
+    }
+    return 0;
+}
+
 /* A letter: a variable (lower-cased: Math-Verify reads X and x as one
  * symbol) or, before simple arguments, an undefined function whose name
  * keeps its case (Math-Verify: P(x) and p(x) differ). */
@@ -459,7 +472,7 @@ mq_node *reward_mqp_parse_letter(P *p)
         }
         reward_mqp_ws(&q);
     }
-    if (ch(&q) == '(') {
+    if (ch(&q) == '(' && flat_parens_at(&q)) {
         q.i++;
         nvec g = {0};
         if (!reward_mqp_parse_groups(&q, &g) && reward_mqp_eat(&q, ')') && g.n == 1 && g.v[0]->nk >= 1) {

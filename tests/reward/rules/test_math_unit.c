@@ -422,6 +422,14 @@ static void test_adversarial(void **state)
     loose.strict = 0;
     const char *many = "a+b+c+d+f+g+h+j+k+l+m+n+p+q+r+s+t+u+v+w = 1";
     assert_int_equal(eqo(many, many, &loose), REWARD_MATH_EQUAL);
+    /* a(b(a(b(...)))): each "a(" was tried as a function and, its argument
+     * not being simple, parsed again as a product: 2^depth work until the
+     * arena ran out (status limit, seconds under ASan; fuzz finding,
+     * tests/fuzz/corpus/math_answer/slow-nested-letter-parens) */
+    char *nest = repeat("a(b(", 10, "", "x");
+    char *close = repeat("))", 10, nest, "");
+    assert_int_equal(eqo(close, "1", &o), REWARD_MATH_NOT_EQUAL);
+    free(nest), free(close);
     /* deep nesting: parentheses, braces, fractions, sqrt, exponents */
     const char *units[][3] = {
         {"(", "(", "1"}, {"{", "{", "1"}, {"\\frac{1}{", "\\frac{1}{", "2"},
