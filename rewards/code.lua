@@ -11,7 +11,7 @@
 -- is above 0.99 else 0 (open-r1 binary_code_reward). No code block: 0.
 -- Column: verification_info (a table or its JSON text) =
 --   {language = "python", test_cases = {{input = "...", output = "..."}, ...}}
--- A language other than python gives nil (logged).
+-- A language other than python gives nil (logged); no test cases: nil.
 -- Params: timeout (s, whole run), memory_mb, binary.
 local code = require("lib_code")
 

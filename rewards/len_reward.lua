@@ -7,7 +7,8 @@
 -- wrong answer is never rewarded for being short. All 0 when every
 -- completion of the group has the same length. Correctness as
 -- boxed_math.lua (the last \boxed answer after "</think>" equals `answer`);
--- a gold answer that cannot be parsed counts as correct, as in open-r1.
+-- a gold answer that cannot be parsed counts as correct, box or no box, as
+-- in open-r1.
 -- Min and max are per prompt, as in the Kimi k1.5 paper (open-r1 takes them
 -- over whatever batch TRL passes, i.e. the whole generation batch).
 -- Column: answer.
@@ -15,7 +16,6 @@ local code = require("lib_code")
 
 local function is_correct(s)
   local pred = grpo.boxed(code.answer_region(s.completion))
-  if not pred then return false end
   local eq, status = grpo.math_equal(pred, tostring(s.answer), { gold_plain = true })
   if status == "no_gold" then return true end
   return eq

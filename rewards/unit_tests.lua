@@ -2,7 +2,8 @@
 -- the sandbox (grpo.run_tests) and scores the fraction of tests passed.
 --
 -- Code: the last fenced block (```python, ```py, ```python3 or a bare ```)
--- after the last "</think>"; no block scores 0 (parts.no_code = 1).
+-- after the last "</think>"; no block scores 0 (parts.no_code = 1). A row
+-- with an empty list of tests: nil (nothing to judge).
 -- Score: passed / total in [0, 1]; nil (logged) when the sandbox could not
 -- judge (status sandbox_error: a test that does not compile, no python3).
 -- Timeouts, crashes, memory and output overruns score what passed before.

@@ -199,6 +199,11 @@ base_status base_mkdir_p(const char *path);
 /* Join a directory and a file name into a malloc'd string. */
 char *base_path_join(const char *dir, const char *name);
 int base_file_exists(const char *path);
+/* rm -r without a shell: remove a file, a symbolic link or a directory tree.
+ * Links are removed, never followed (a link inside the tree to a directory
+ * outside it leaves that directory alone); a mount point inside the tree is
+ * an error. An absent path is BASE_OK. Errors name the path. */
+base_status base_remove_tree(const char *path);
 
 /* ------------------------------------------------------------------------ */
 /* JSON (cJSON) helpers                                                     */

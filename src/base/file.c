@@ -1,9 +1,11 @@
 /*
  * Whole-file reads, atomic writes (temporary file, fsync, rename, fsync of
- * the directory: a crash leaves either the old file or the new one), mkdir -p.
+ * the directory: a crash leaves either the old file or the new one), mkdir -p,
+ * removal of a directory tree without a shell and without following links.
  */
 #include "base.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -141,4 +143,51 @@ char *base_path_join(const char *dir, const char *name) {
 int base_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+/* Remove `name` in the directory dirfd (path: its full name, for messages).
+ * Directories are opened with O_NOFOLLOW relative to their parent's fd, so
+ * a symbolic link is removed as a link and never followed, even if one is
+ * swapped in during the walk; a directory on another filesystem (a mount
+ * point) is not entered. */
+static base_status rm_at(int dirfd, const char *name, const char *path, dev_t dev, int depth) {
+    if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT) return BASE_OK;
+    if (errno != EISDIR && errno != EPERM)
+        return base_err_set(BASE_ERR_IO, "%s: cannot remove: %s", path, base_strerror_now());
+    if (depth > 64) return base_err_set(BASE_ERR_IO, "%s: cannot remove: directories nested too deeply", path);
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return base_err_set(BASE_ERR_IO, "%s: cannot remove: %s", path, base_strerror_now());
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_dev != dev) {
+        close(fd);
+        return base_err_set(BASE_ERR_IO, "%s: cannot remove: another filesystem is mounted there", path);
+    }
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        base_err_set(BASE_ERR_IO, "%s: cannot remove: %s", path, base_strerror_now());
+        close(fd);
+        return BASE_ERR_IO;
+    }
+    base_status s = BASE_OK;
+    struct dirent *e;
+    while (!s && (errno = 0, e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *sub = base_path_join(path, e->d_name);
+        s = rm_at(fd, e->d_name, sub, dev, depth + 1);
+        free(sub);
+    }
+    if (!s && errno) s = base_err_set(BASE_ERR_IO, "%s: cannot list: %s", path, base_strerror_now());
+    closedir(d);
+    if (!s && unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+        s = base_err_set(BASE_ERR_IO, "%s: cannot remove: %s", path, base_strerror_now());
+    return s;
+}
+
+base_status base_remove_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT) return BASE_OK;
+        return base_err_set(BASE_ERR_IO, "%s: %s", path, base_strerror_now());
+    }
+    return rm_at(AT_FDCWD, path, path, st.st_dev, 0);
 }

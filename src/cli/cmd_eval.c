@@ -51,7 +51,7 @@ int cli_cmd_eval(int argc, char **argv) {
             continue;
         }
         switch (c) {
-        case OPT_ANSWER_FROM: cli_lua_kv_str(&co.stage, "answer_from", optarg); break;
+        case OPT_ANSWER_FROM: cli_flag_str(&co, "--answer-from", 1, "answer_from", optarg); break;
         case 'h': fputs(USAGE, stdout); rc = -1; break;
         default: fputs(USAGE, stderr); rc = 2; break;
         }
@@ -74,7 +74,7 @@ int cli_cmd_eval(int argc, char **argv) {
     }
     if (!rc) {
         cli_recipe_stage(&src, &co, "eval", NULL);
-        rc = cli_run_recipe_src("eval", src.data, co.sets, co.nsets, &co.ro);
+        rc = cli_run_recipe_src("eval", src.data, &co);
     }
     cJSON *summary = NULL;
     if (!rc) {

@@ -32,6 +32,7 @@
 
 #include "cli/cli_device.h"
 #include "cli/model_cli.h"
+#include "recipe/recipe.h"
 #include "rollout/rollout.h"
 #include "tok/tok.h"
 
@@ -137,6 +138,25 @@ static base_status read_prompts(gen *g, const char *path, cli_seqs *ps) {
     return st;
 }
 
+/* A flag that takes the value of the eval stage's recipe key `key`
+ * (temperature, top_p, top_k, num_generations, max_completion_length):
+ * checked against that key's range, as a recipe value is. */
+static int parse_key(const char *flag, const char *key, const char *v, double *out) {
+    char *end, what[160];
+    double x = strtod(v, &end);
+    if (*v == 0 || *end || !isfinite(x)) {
+        cli_usage_error("generate", "%s: '%s' is not a number", flag, v);
+        return 0;
+    }
+    snprintf(what, sizeof what, "%s %s", flag, v);
+    if (recipe_check_number("eval", key, x, what)) {
+        cli_usage_error("generate", "%s", base_err_msg());
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
 static int parse_num(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out) {
     char *end;
     double x = strtod(v, &end);
@@ -170,12 +190,12 @@ int cli_cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--out")) outp = v;
         else if (!strcmp(a, "--device")) dev = v;
         else if (!strcmp(a, "--precision")) prec = v;
-        else if (!strcmp(a, "--temperature")) ok = parse_num("generate", a, v, 0, 1e6, &temp), sampling_opt = 1;
-        else if (!strcmp(a, "--top-p")) ok = parse_num("generate", a, v, 0, 1, &top_p), sampling_opt = 1;
-        else if (!strcmp(a, "--top-k")) ok = parse_num("generate", a, v, 0, 1e9, &top_k), sampling_opt = 1;
+        else if (!strcmp(a, "--temperature")) ok = parse_key(a, "temperature", v, &temp), sampling_opt = 1;
+        else if (!strcmp(a, "--top-p")) ok = parse_key(a, "top_p", v, &top_p), sampling_opt = 1;
+        else if (!strcmp(a, "--top-k")) ok = parse_key(a, "top_k", v, &top_k), sampling_opt = 1;
         else if (!strcmp(a, "--seed")) ok = parse_num("generate", a, v, 0, 1.8e19, &seed), sampling_opt = 1;
-        else if (!strcmp(a, "--n")) ok = parse_num("generate", a, v, 1, 1e6, &n);
-        else if (!strcmp(a, "--max-new-tokens")) ok = parse_num("generate", a, v, 1, 1e9, &max_new);
+        else if (!strcmp(a, "--n")) ok = parse_key(a, "num_generations", v, &n);
+        else if (!strcmp(a, "--max-new-tokens")) ok = parse_key(a, "max_completion_length", v, &max_new);
         else if (!strcmp(a, "--batch")) ok = parse_num("generate", a, v, 1, 1e6, &batch);
         else return cli_usage_error("generate", "unexpected argument '%s'\n%s", a, USAGE);
         if (!ok) return 2;

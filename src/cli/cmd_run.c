@@ -1,5 +1,5 @@
 /*
- * grpo run RECIPE.lua [--set key.path=value ...] [--resume | --overwrite]
+ * grpo run RECIPE.lua [--set key.path=value ...] [--resume | --resume-from-last-good | --overwrite]
  *                     [--device cpu|cuda|auto] [--quiet] [--max-total-steps N]
  *
  * Runs every stage of a Lua recipe (see src/train/run.h and docs/recipes.md).
@@ -16,12 +16,16 @@
 #include "train/run.h"
 
 static const char *USAGE =
-    "usage: grpo run RECIPE.lua [--set key.path=value ...] [--resume | --overwrite]\n"
+    "usage: grpo run RECIPE.lua [--set key.path=value ...] [--resume | --resume-from-last-good | --overwrite]\n"
     "                [--device cpu|cuda|auto] [--precision f32|bf16] [--quiet] [--max-total-steps N]\n"
     "  --set a.b=v        override any recipe value (stages by name or 1-based index:\n"
     "                     --set stages.grpo.beta=0.01); repeatable\n"
     "  --resume           continue the run from its last checkpoint (bit-exact)\n"
-    "  --overwrite        replace an existing run directory\n"
+    "  --resume-from-last-good\n"
+    "                     --resume from the newest checkpoint that verifies; newer\n"
+    "                     corrupt ones are renamed checkpoints/corrupt-step-N\n"
+    "  --overwrite        replace an existing run directory (one grpo created: it\n"
+    "                     holds a .grpo-run marker)\n"
     "  --device D         backend (default: the recipe's, auto = cuda when usable)\n"
     "  --precision P      f32 or bf16 (default: the recipe's `precision`; bf16 needs cuda)\n"
     "  --max-total-steps  stop (with a checkpoint) after N training steps of the run\n";
@@ -32,6 +36,7 @@ int cli_cmd_run(int argc, char **argv) {
         {"overwrite", no_argument, 0, 'o'},    {"device", required_argument, 0, 'd'},
         {"quiet", no_argument, 0, 'q'},        {"max-total-steps", required_argument, 0, 'm'},
         {"precision", required_argument, 0, 'p'},
+        {"resume-from-last-good", no_argument, 0, 'g'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
@@ -42,11 +47,21 @@ int cli_cmd_run(int argc, char **argv) {
         switch (c) {
         case 's': sets[nsets++] = optarg; break;
         case 'r': ro.resume = 1; break;
+        case 'g': ro.resume = ro.resume_last_good = 1; break;
         case 'o': ro.overwrite = 1; break;
         case 'd': ro.device = optarg; break;
         case 'p': ro.precision = optarg; break;
         case 'q': ro.quiet = 1; break;
-        case 'm': ro.max_total_steps = atoll(optarg); break;
+        case 'm': {
+            char *end;
+            long long v = strtoll(optarg, &end, 10);
+            if (!*optarg || *end || v < 0) {
+                free(sets);
+                return cli_usage_error("run", "--max-total-steps %s: must be an integer >= 0 (0: no limit)", optarg);
+            }
+            ro.max_total_steps = v;
+            break;
+        }
         case 'h': fputs(USAGE, stdout); free(sets); return 0;
         default: fputs(USAGE, stderr); free(sets); return 2;
         }

@@ -75,13 +75,13 @@ int cli_cmd_sample(int argc, char **argv) {
         }
         switch (c) {
         case OPT_KEEP: cli_lua_kv_str(&co.stage, "keep", optarg); break;
-        case OPT_FILTERS: cli_lua_kv_list(&co.stage, "filters", optarg); break;
-        case OPT_LANG: cli_lua_kv_str(&co.stage, "lang", optarg); break;
-        case OPT_MIN_LANG: rc = cli_lua_kv_num(&co.stage, "sample", "--min-lang-ratio", "min_lang_ratio", optarg); break;
+        case OPT_FILTERS: cli_flag_list(&co, "--filters", 1, "filters", optarg); break;
+        case OPT_LANG: cli_flag_str(&co, "--lang", 1, "lang", optarg); break;
+        case OPT_MIN_LANG: rc = cli_flag_num(&co, "sample", "--min-lang-ratio", 1, "min_lang_ratio", optarg, 0); break;
         case OPT_MAX_PARA:
-            rc = cli_lua_kv_int(&co.stage, "sample", "--max-paragraph-chars", "max_paragraph_chars", optarg);
+            rc = cli_flag_num(&co, "sample", "--max-paragraph-chars", 1, "max_paragraph_chars", optarg, 1);
             break;
-        case OPT_MAX_PER: rc = cli_lua_kv_int(&co.stage, "sample", "--max-per-prompt", "max_per_prompt", optarg); break;
+        case OPT_MAX_PER: rc = cli_flag_num(&co, "sample", "--max-per-prompt", 1, "max_per_prompt", optarg, 1); break;
         case OPT_MERGE:
             base_buf_printf(&merges, "  merge_%d = { path = ", ++n_merge);
             cli_lua_str(&merges, optarg);
@@ -115,7 +115,7 @@ int cli_cmd_sample(int argc, char **argv) {
         if (n_merge) base_buf_printf(&extra, "merge_datasets = { %s},\n", merge_names.data);
         cli_recipe_stage(&src, &co, "sample", extra.data);
         base_buf_free(&extra);
-        rc = cli_run_recipe_src("sample", src.data, co.sets, co.nsets, &co.ro);
+        rc = cli_run_recipe_src("sample", src.data, &co);
     }
     if (!rc) { /* the pass rates beside the output */
         char *from = base_path_join(rd.path, "sample.pass_rates.jsonl"), *to = pass_rates_path(co.out);

@@ -3,9 +3,12 @@
  *
  * Adds to every line "reward" (the weighted total; null when every function
  * returned nil) and "reward_parts": {"NAME": score or null, "NAME/PART":
- * number, ...}. Lines that are not JSON objects, lack a "completion" string
- * or lack a column a script declared are reported as FILE:LINE: why and
- * skipped. Script errors become null plus a line in the error log (stderr
+ * number, ...}. Lines that are not JSON objects, lack a "completion" string,
+ * hold a string (key or value, at any depth) that is not valid UTF-8 (as
+ * grpo tokenize rejects it; it would pass into the output otherwise) or
+ * lack a column a script declared are reported as FILE:LINE: why and
+ * skipped; a summary line on stderr counts them, and the exit status is 1
+ * when no line was scored at all (every line skipped, or none). Script errors become null plus a line in the error log (stderr
  * unless --error-log). Consecutive lines with the same "prompt" are one
  * group for score_group scripts (as grpo generate --n and grpo sample write
  * them); a batch never splits a group. The output is written atomically (PATH.tmp.PID, then
@@ -21,17 +24,48 @@
 
 #include "base/base.h"
 #include "reward/reward.h"
+#include "tok/tok.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: grpo score --rewards SPEC --in samples.jsonl --out scored.jsonl [options]\n"
             "  --rewards SPEC        e.g. rewards/boxed_math.lua:1.0,think_format:0.2\n"
-            "  --workers N           reward worker threads (default: all cores)\n"
+            "  --workers N           reward worker threads, at most %d (default 0: all cores)\n"
             "  --batch N             samples scored together (default 256)\n"
             "  --error-log PATH      reward error log (default stderr)\n"
             "  --instructions N      Lua instruction budget per call (default 50000000)\n"
-            "  --memory-mb N         Lua heap cap per worker (default 64)\n"
-            "  --sandbox-timeout S   default wall clock for grpo.run_tests (default 10)\n");
+            "  --memory-mb N         Lua heap cap per worker, %d to %d (default 64)\n"
+            "  --sandbox-timeout S   default wall clock for grpo.run_tests (default 10)\n",
+            REWARD_MAX_WORKERS, REWARD_MIN_MEMORY_MB, REWARD_MAX_MEMORY_MB);
+}
+
+/* The first string of v (a value or an object key) that is not valid
+ * UTF-8: 1, with *at its byte offset and *path where it is ("completion",
+ * "info.cases[2].input"; for a key, the object holding it, "" at the top,
+ * and *is_key = 1); 0 when all are valid. cJSON caps the nesting depth, so
+ * the recursion is bounded. */
+static int bad_utf8(const cJSON *v, base_buf *path, size_t *at, int *is_key) {
+    if (cJSON_IsString(v)) {
+        size_t n = strlen(v->valuestring);
+        *at = tok_utf8_check(v->valuestring, n);
+        return *at != n;
+    }
+    const size_t mark = path->len;
+    int idx = 0;
+    for (const cJSON *c = v->child; c; c = c->next, idx++) {
+        if (cJSON_IsObject(v)) {
+            size_t n = strlen(c->string);
+            *at = tok_utf8_check(c->string, n);
+            if (*at != n) return *is_key = 1;
+            base_buf_printf(path, "%s%s", mark ? "." : "", c->string);
+        } else {
+            base_buf_printf(path, "[%d]", idx);
+        }
+        if (bad_utf8(c, path, at, is_key)) return 1;
+        path->len = mark; /* drop this child's name again */
+        if (path->data) path->data[mark] = 0;
+    }
+    return 0;
 }
 
 typedef struct {
@@ -121,17 +155,30 @@ int cli_cmd_score(int argc, char **argv) {
         else if (!strcmp(a, "--in")) in = v;
         else if (!strcmp(a, "--out")) outp = v;
         else if (!strcmp(a, "--error-log")) errlog = v;
-        else if (!strcmp(a, "--workers")) workers = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--workers")) {
+            long w = strtol(v, &end, 10); /* as a recipe's reward_workers */
+            if (*end || end == v || w < 0 || w > REWARD_MAX_WORKERS)
+                return cli_usage_error("score", "--workers %s: must be an integer in [0, %d] (0: all cores)", v,
+                                       REWARD_MAX_WORKERS);
+            workers = (int)w;
+        }
         else if (!strcmp(a, "--batch")) bsize = strtoll(v, &end, 10);
         else if (!strcmp(a, "--instructions")) lim.instructions = strtoll(v, &end, 10);
-        else if (!strcmp(a, "--memory-mb")) lim.memory_bytes = (size_t)strtoull(v, &end, 10) << 20;
+        else if (!strcmp(a, "--memory-mb")) {
+            long long mb = strtoll(v, &end, 10); /* as a recipe's reward_memory_mb */
+            if (*end || end == v || mb < REWARD_MIN_MEMORY_MB || mb > REWARD_MAX_MEMORY_MB)
+                return cli_usage_error("score", "--memory-mb %s: must be an integer in [%d, %d]", v,
+                                       REWARD_MIN_MEMORY_MB, REWARD_MAX_MEMORY_MB);
+            lim.memory_bytes = (size_t)mb << 20;
+        }
         else if (!strcmp(a, "--sandbox-timeout")) lim.sandbox.timeout_s = strtod(v, &end);
         else return cli_usage_error("score", "unknown option '%s' (see --help)", a);
         if (end && (*end || end == v)) return cli_usage_error("score", "%s: '%s' is not a number", a, v);
     }
     if (!spec_text || !in || !outp) return cli_usage_error("score", "--rewards, --in and --out are required");
-    if (bsize < 1 || lim.instructions < 1000 || lim.memory_bytes < ((size_t)1 << 20) || !(lim.sandbox.timeout_s > 0))
-        return cli_usage_error("score", "--batch >= 1, --instructions >= 1000, --memory-mb >= 1, --sandbox-timeout > 0");
+    if (bsize < 1 || lim.instructions < REWARD_MIN_INSTRUCTIONS || !(lim.sandbox.timeout_s > 0))
+        return cli_usage_error("score", "--batch >= 1, --instructions >= %d, --sandbox-timeout > 0",
+                               REWARD_MIN_INSTRUCTIONS);
 
     reward_spec spec;
     if (reward_spec_parse(spec_text, &spec) != BASE_OK) {
@@ -196,6 +243,20 @@ int cli_cmd_score(int argc, char **argv) {
             n_skip++;
             continue;
         }
+        base_buf path = {0};
+        size_t at = 0;
+        int is_key = 0;
+        if (bad_utf8(row, &path, &at, &is_key)) {
+            const char *p = path.data ? path.data : "";
+            if (!is_key) fprintf(stderr, "grpo score: %s: \"%s\": invalid UTF-8 at byte %zu (skipped)\n", where, p, at);
+            else if (*p) fprintf(stderr, "grpo score: %s: a key in \"%s\": invalid UTF-8 at byte %zu (skipped)\n", where, p, at);
+            else fprintf(stderr, "grpo score: %s: a key: invalid UTF-8 at byte %zu (skipped)\n", where, at);
+            base_buf_free(&path);
+            cJSON_Delete(row);
+            n_skip++;
+            continue;
+        }
+        base_buf_free(&path);
         if (reward_check_row(pool, row, where) != BASE_OK) {
             fprintf(stderr, "grpo score: %s (skipped)\n", base_err_msg());
             cJSON_Delete(row);
@@ -217,6 +278,8 @@ int cli_cmd_score(int argc, char **argv) {
     int64_t n_err = reward_pool_n_errors(pool);
     base_jsonl_close(r);
     reward_pool_destroy(pool);
+    int none = rc == 0 && n_in == 0; /* nothing to write: a failure, not an empty output */
+    if (none) rc = 1;
     if (!to_stdout) {
         if (fflush(out) != 0 || fsync(fileno(out)) != 0) rc = 1;
         if (fclose(out) != 0) rc = 1;
@@ -231,5 +294,6 @@ int cli_cmd_score(int argc, char **argv) {
     }
     fprintf(stderr, "grpo score: %lld samples scored, %lld lines skipped, %lld reward errors, %.2f s (%.1f samples/s)\n",
             (long long)n_in, (long long)n_skip, (long long)n_err, dt, dt > 0 ? (double)n_in / dt : 0.0);
+    if (none) fprintf(stderr, "grpo score: %s: no sample scored (%lld line(s) skipped)\n", in, (long long)n_skip);
     return rc;
 }

@@ -106,18 +106,22 @@ int cli_cmd_sft(int argc, char **argv) {
             continue;
         }
         switch (c) {
-        case OPT_EPOCHS: rc = cli_lua_kv_num(st, "sft", "--epochs", "num_train_epochs", optarg); break;
-        case OPT_MAX_STEPS: rc = cli_lua_kv_int(st, "sft", "--max-steps", "max_steps", optarg); break;
-        case OPT_LR: rc = cli_lua_kv_num(st, "sft", "--lr", "learning_rate", optarg); break;
-        case OPT_SCHED: cli_lua_kv_str(st, "lr_scheduler_type", optarg); break;
-        case OPT_WARMUP: rc = cli_lua_kv_num(st, "sft", "--warmup-ratio", "warmup_ratio", optarg); break;
-        case OPT_WD: rc = cli_lua_kv_num(st, "sft", "--weight-decay", "weight_decay", optarg); break;
-        case OPT_BATCH: rc = cli_lua_kv_int(st, "sft", "--batch-size", "per_device_train_batch_size", optarg); break;
-        case OPT_ACCUM: rc = cli_lua_kv_int(st, "sft", "--grad-accum", "gradient_accumulation_steps", optarg); break;
-        case OPT_MAX_LEN: rc = cli_lua_kv_int(st, "sft", "--max-length", "max_length", optarg); break;
+        case OPT_EPOCHS: rc = cli_flag_num(&co, "sft", "--epochs", 1, "num_train_epochs", optarg, 0); break;
+        case OPT_MAX_STEPS: rc = cli_flag_num(&co, "sft", "--max-steps", 1, "max_steps", optarg, 1); break;
+        case OPT_LR: rc = cli_flag_num(&co, "sft", "--lr", 1, "learning_rate", optarg, 0); break;
+        case OPT_SCHED: cli_flag_str(&co, "--scheduler", 1, "lr_scheduler_type", optarg); break;
+        case OPT_WARMUP: rc = cli_flag_num(&co, "sft", "--warmup-ratio", 1, "warmup_ratio", optarg, 0); break;
+        case OPT_WD: rc = cli_flag_num(&co, "sft", "--weight-decay", 1, "weight_decay", optarg, 0); break;
+        case OPT_BATCH:
+            rc = cli_flag_num(&co, "sft", "--batch-size", 1, "per_device_train_batch_size", optarg, 1);
+            break;
+        case OPT_ACCUM:
+            rc = cli_flag_num(&co, "sft", "--grad-accum", 1, "gradient_accumulation_steps", optarg, 1);
+            break;
+        case OPT_MAX_LEN: rc = cli_flag_num(&co, "sft", "--max-length", 1, "max_length", optarg, 1); break;
         case OPT_NO_PACKING: base_buf_puts(st, "packing = false,\n"); break;
         case OPT_ALL_TOKENS: base_buf_puts(st, "assistant_only_loss = false,\n"); break;
-        case OPT_SAVE_STEPS: rc = cli_lua_kv_int(st, "sft", "--save-steps", "save_steps", optarg); break;
+        case OPT_SAVE_STEPS: rc = cli_flag_num(&co, "sft", "--save-steps", 1, "save_steps", optarg, 1); break;
         case 'h': fputs(USAGE, stdout); rc = -1; break;
         default: fputs(USAGE, stderr); rc = 2; break;
         }
@@ -139,7 +143,7 @@ int cli_cmd_sft(int argc, char **argv) {
     } else {
         cli_recipe_begin(&src, &co, &rd, NULL); /* no rewards: cannot fail */
         cli_recipe_stage(&src, &co, "sft", NULL);
-        rc = cli_run_recipe_src("sft", src.data, co.sets, co.nsets, &co.ro);
+        rc = cli_run_recipe_src("sft", src.data, &co);
     }
     if (!rc) {
         char *ck = latest_checkpoint(rd.path);

@@ -33,39 +33,6 @@ void cli_lua_kv_str(base_buf *b, const char *key, const char *val) {
     base_buf_puts(b, ",\n");
 }
 
-int cli_lua_kv_num(base_buf *b, const char *cmd, const char *opt, const char *key, const char *val) {
-    char *end;
-    errno = 0;
-    double d = strtod(val, &end);
-    if (!*val || *end || errno || !isfinite(d)) return cli_usage_error(cmd, "%s: '%s' is not a number", opt, val);
-    base_buf_printf(b, "%s = %.17g,\n", key, d);
-    return 0;
-}
-
-int cli_lua_kv_int(base_buf *b, const char *cmd, const char *opt, const char *key, const char *val) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(val, &end, 10);
-    if (!*val || *end || errno) return cli_usage_error(cmd, "%s: '%s' is not an integer", opt, val);
-    base_buf_printf(b, "%s = %lld,\n", key, v);
-    return 0;
-}
-
-void cli_lua_kv_list(base_buf *b, const char *key, const char *csv) {
-    base_buf_printf(b, "%s = {", key);
-    char *copy = base_xstrdup(csv), *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ') t++;
-        size_t n = strlen(t);
-        while (n && t[n - 1] == ' ') t[--n] = 0;
-        if (!n) continue;
-        cli_lua_str(b, t);
-        base_buf_puts(b, ", ");
-    }
-    free(copy);
-    base_buf_puts(b, "},\n");
-}
-
 /* A JSON scalar (reward params are scalars in the text form) as Lua. */
 static void lua_scalar(base_buf *b, const cJSON *v) {
     if (cJSON_IsNumber(v)) base_buf_printf(b, "%.17g", v->valuedouble);
@@ -151,16 +118,18 @@ void cli_run_dir_close(cli_run_dir *rd) {
     memset(rd, 0, sizeof *rd);
 }
 
-int cli_run_recipe_src(const char *cmd, const char *src, const char *const *sets, int nsets, const run_opts *ro) {
+int cli_run_recipe_src(const char *cmd, const char *src, cli_common *co) {
     char chunk[64];
     snprintf(chunk, sizeof chunk, "(grpo %s)", cmd);
+    for (int i = 0; i < co->n_user_sets; i++) co->sets[co->nsets++] = (recipe_set){co->user_sets[i], NULL};
+    co->n_user_sets = 0;
     recipe *rc;
-    if (recipe_load_string(src, chunk, sets, nsets, &rc)) {
+    if (recipe_load_string_sets(src, chunk, co->sets, co->nsets, &rc)) {
         fprintf(stderr, "grpo %s: %s\n", cmd, base_err_msg());
-        return 1;
+        return 2;
     }
     int r = 0;
-    if (run_recipe(rc, ro)) {
+    if (run_recipe(rc, &co->ro)) {
         fprintf(stderr, "grpo %s: %s\n", cmd, base_err_msg());
         r = 1;
     }
@@ -203,17 +172,73 @@ base_status cli_copy_file(const char *src, const char *dst) {
 void cli_common_init(cli_common *co, int argc) {
     memset(co, 0, sizeof *co);
     co->sets = base_xcalloc((size_t)argc + 1, sizeof *co->sets);
+    co->user_sets = base_xcalloc((size_t)argc + 1, sizeof *co->user_sets);
+    co->owned = base_xcalloc(2 * (size_t)argc + 1, sizeof *co->owned);
 }
 
 void cli_common_free(cli_common *co) {
     base_buf_free(&co->top);
     base_buf_free(&co->stage);
     base_buf_free(&co->stops);
-    free(co->sets);
+    for (int i = 0; i < co->n_owned; i++) free(co->owned[i]);
+    free(co->owned), free(co->sets), free(co->user_sets);
+}
+
+/* The override "PATH=JSON" of option `opt` given `arg` (origin "OPT ARG"). */
+static void flag_set(cli_common *co, const char *opt, const char *arg, int stage, const char *key, const char *json) {
+    base_buf set = {0}, origin = {0};
+    base_buf_printf(&set, "%s%s=%s", stage ? "stages.1." : "", key, json);
+    base_buf_printf(&origin, "%s %s", opt, arg);
+    co->owned[co->n_owned++] = set.data;
+    co->owned[co->n_owned++] = origin.data;
+    co->sets[co->nsets++] = (recipe_set){set.data, origin.data};
+}
+
+int cli_flag_num(cli_common *co, const char *cmd, const char *opt, int stage, const char *key, const char *arg,
+                 int integer) {
+    char *end, json[64];
+    errno = 0;
+    if (integer) {
+        long long v = strtoll(arg, &end, 10);
+        if (!*arg || *end || errno) return cli_usage_error(cmd, "%s: '%s' is not an integer", opt, arg);
+        snprintf(json, sizeof json, "%lld", v);
+    } else {
+        double d = strtod(arg, &end);
+        if (!*arg || *end || errno || !isfinite(d)) return cli_usage_error(cmd, "%s: '%s' is not a number", opt, arg);
+        snprintf(json, sizeof json, "%.17g", d);
+    }
+    flag_set(co, opt, arg, stage, key, json);
+    return 0;
+}
+
+void cli_flag_str(cli_common *co, const char *opt, int stage, const char *key, const char *arg) {
+    cJSON *v = cJSON_CreateString(arg);
+    char *json = cJSON_PrintUnformatted(v);
+    if (!json) base_die("cJSON_PrintUnformatted: out of memory");
+    flag_set(co, opt, arg, stage, key, json);
+    cJSON_free(json);
+    cJSON_Delete(v);
+}
+
+void cli_flag_list(cli_common *co, const char *opt, int stage, const char *key, const char *csv) {
+    cJSON *v = cJSON_CreateArray();
+    char *copy = base_xstrdup(csv), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ') t++;
+        size_t n = strlen(t);
+        while (n && t[n - 1] == ' ') t[--n] = 0;
+        if (n) cJSON_AddItemToArray(v, cJSON_CreateString(t));
+    }
+    free(copy);
+    char *json = cJSON_PrintUnformatted(v);
+    if (!json) base_die("cJSON_PrintUnformatted: out of memory");
+    flag_set(co, opt, csv, stage, key, json);
+    cJSON_free(json);
+    cJSON_Delete(v);
 }
 
 int cli_common_opt(cli_common *co, const char *cmd, int c, const char *arg) {
-    base_buf *t = &co->top, *st = &co->stage;
+    base_buf *t = &co->top;
     switch (c) {
     case CLI_OPT_MODEL: co->model = arg; cli_lua_kv_str(t, "model", arg); return 0;
     case CLI_OPT_TOKENIZER: cli_lua_kv_str(t, "tokenizer", arg); return 0;
@@ -221,25 +246,25 @@ int cli_common_opt(cli_common *co, const char *cmd, int c, const char *arg) {
     case CLI_OPT_PROMPT_COLUMN: co->prompt_column = arg; return 0;
     case CLI_OPT_TEMPLATE: cli_lua_kv_str(t, "template", arg); return 0;
     case CLI_OPT_SYSTEM: cli_lua_kv_str(t, "system_prompt", arg); return 0;
-    case CLI_OPT_SEED: return cli_lua_kv_int(t, cmd, "--seed", "seed", arg);
-    case CLI_OPT_THREADS: return cli_lua_kv_int(t, cmd, "--threads", "threads", arg);
+    case CLI_OPT_SEED: return cli_flag_num(co, cmd, "--seed", 0, "seed", arg, 1);
+    case CLI_OPT_THREADS: return cli_flag_num(co, cmd, "--threads", 0, "threads", arg, 1);
     case CLI_OPT_RUN_DIR: co->run_dir = arg; return 0;
     case CLI_OPT_OVERWRITE: co->ro.overwrite = 1; return 0;
     case CLI_OPT_RESUME: co->ro.resume = 1; return 0;
     case CLI_OPT_DEVICE: co->ro.device = arg; return 0;
     case CLI_OPT_PRECISION: co->ro.precision = arg; return 0;
     case CLI_OPT_QUIET: co->ro.quiet = 1; return 0;
-    case CLI_OPT_SET: co->sets[co->nsets++] = arg; return 0;
+    case CLI_OPT_SET: co->user_sets[co->n_user_sets++] = arg; return 0;
     case CLI_OPT_OUT: co->out = arg; return 0;
     case CLI_OPT_REWARDS: co->rewards = arg; return 0;
-    case CLI_OPT_N: return cli_lua_kv_int(st, cmd, "--n", "num_generations", arg);
-    case CLI_OPT_TEMPERATURE: return cli_lua_kv_num(st, cmd, "--temperature", "temperature", arg);
-    case CLI_OPT_TOP_P: return cli_lua_kv_num(st, cmd, "--top-p", "top_p", arg);
-    case CLI_OPT_TOP_K: return cli_lua_kv_int(st, cmd, "--top-k", "top_k", arg);
-    case CLI_OPT_MIN_P: return cli_lua_kv_num(st, cmd, "--min-p", "min_p", arg);
-    case CLI_OPT_MAX_NEW: return cli_lua_kv_int(st, cmd, "--max-new-tokens", "max_completion_length", arg);
-    case CLI_OPT_MAX_PROMPT: return cli_lua_kv_int(st, cmd, "--max-prompt-length", "max_prompt_length", arg);
-    case CLI_OPT_LIMIT: return cli_lua_kv_int(st, cmd, "--limit", "limit", arg);
+    case CLI_OPT_N: return cli_flag_num(co, cmd, "--n", 1, "num_generations", arg, 1);
+    case CLI_OPT_TEMPERATURE: return cli_flag_num(co, cmd, "--temperature", 1, "temperature", arg, 0);
+    case CLI_OPT_TOP_P: return cli_flag_num(co, cmd, "--top-p", 1, "top_p", arg, 0);
+    case CLI_OPT_TOP_K: return cli_flag_num(co, cmd, "--top-k", 1, "top_k", arg, 1);
+    case CLI_OPT_MIN_P: return cli_flag_num(co, cmd, "--min-p", 1, "min_p", arg, 0);
+    case CLI_OPT_MAX_NEW: return cli_flag_num(co, cmd, "--max-new-tokens", 1, "max_completion_length", arg, 1);
+    case CLI_OPT_MAX_PROMPT: return cli_flag_num(co, cmd, "--max-prompt-length", 1, "max_prompt_length", arg, 1);
+    case CLI_OPT_LIMIT: return cli_flag_num(co, cmd, "--limit", 1, "limit", arg, 1);
     case CLI_OPT_STOP:
         cli_lua_str(&co->stops, arg);
         base_buf_puts(&co->stops, ", ");

@@ -5,8 +5,10 @@
  * path. Private to src/cli/cmd_{sample,eval,sft}.c.
  *
  * The recipe text is built in a base_buf with the cli_lua_* appenders
- * (values quoted for Lua); option values are checked here so that a bad
- * number is a usage error naming the option.
+ * (values quoted for Lua). An option that sets a checked recipe key (a
+ * number, a choice) becomes an override of that key instead (cli_flag_*),
+ * so the recipe's validation checks it as it checks a recipe value, and
+ * its error names the option: "grpo eval: --top-p 2: must be in (0, 1]".
  */
 #ifndef GRPO_CLI_RECIPE_CLI_H
 #define GRPO_CLI_RECIPE_CLI_H
@@ -14,17 +16,13 @@
 #include <getopt.h>
 
 #include "base/base.h"
+#include "recipe/recipe.h"
 #include "train/run.h"
 
 /* Append s as a Lua string literal (any bytes; escapes as needed). */
 void cli_lua_str(base_buf *b, const char *s);
-/* Append `key = "val",\n` / `key = NUMBER,\n` / `key = {"a", "b"},\n` (a
- * comma-separated list). The number forms check `val` and return 2 after
- * printing "grpo CMD: OPT: 'val' is not a number|an integer", else 0. */
+/* Append `key = "val",\n`. */
 void cli_lua_kv_str(base_buf *b, const char *key, const char *val);
-int cli_lua_kv_num(base_buf *b, const char *cmd, const char *opt, const char *key, const char *val);
-int cli_lua_kv_int(base_buf *b, const char *cmd, const char *opt, const char *key, const char *val);
-void cli_lua_kv_list(base_buf *b, const char *key, const char *csv);
 /* Append `rewards = {{script = ..., weight = ..., name = ..., params = {...}}, ...},\n`
  * from a reward spec in the text form of reward.h (NAME=PATH:WEIGHT{K=V;...}).
  * Parse errors: message set, BASE_ERR_PARSE. */
@@ -76,15 +74,30 @@ enum {
     {"rewards", required_argument, 0, CLI_OPT_REWARDS}
 
 /* What the shared options collected. `top` holds the recipe's top-level
- * entries (Lua text), `stage` the stage's; the rest is for the command. */
+ * entries (Lua text), `stage` the stage's; `sets` the overrides: the
+ * options' (cli_flag_*) first, then --set's, so --set wins; the rest is for
+ * the command. */
 typedef struct {
     base_buf top, stage;
     const char *model, *in, *prompt_column, *run_dir, *out, *rewards;
-    const char **sets; /* [argc] */
+    recipe_set *sets;  /* [argc] */
     int nsets;
+    const char **user_sets; /* [argc] --set values, appended to sets by cli_run_recipe_src */
+    int n_user_sets;
+    char **owned;      /* [argc] the strings sets point to */
+    int n_owned;
     run_opts ro;
     base_buf stops; /* Lua list items of --stop */
 } cli_common;
+
+/* Option `opt` with argument `arg` sets the stage key `key` (stage: 1) or
+ * the top-level key (stage: 0): a number (integer: 1 for integer keys;
+ * returns 2 after "grpo CMD: OPT: 'arg' is not a number|an integer"), a
+ * string, or a comma-separated list of strings. Return 0 when recorded. */
+int cli_flag_num(cli_common *co, const char *cmd, const char *opt, int stage, const char *key, const char *arg,
+                 int integer);
+void cli_flag_str(cli_common *co, const char *opt, int stage, const char *key, const char *arg);
+void cli_flag_list(cli_common *co, const char *opt, int stage, const char *key, const char *csv);
 
 void cli_common_init(cli_common *co, int argc);
 void cli_common_free(cli_common *co);
@@ -103,9 +116,11 @@ void cli_recipe_stage(base_buf *b, const cli_common *co, const char *type, const
 
 
 /* Load the recipe source (chunk name "(grpo CMD)", paths relative to the
- * current directory) with the --set overrides, and run it. Prints
- * "grpo CMD: message" on failure. Returns 0 or 1. */
-int cli_run_recipe_src(const char *cmd, const char *src, const char *const *sets, int nsets, const run_opts *ro);
+ * current directory) with the options' and --set's overrides, and run it.
+ * Prints "grpo CMD: message" on failure. Returns 0; 2 when the recipe does
+ * not load (everything in it came from the command line: bad usage); 1
+ * when the run fails. */
+int cli_run_recipe_src(const char *cmd, const char *src, cli_common *co);
 
 /* Copy a file (streamed; written to DST.tmp-PID, synced, renamed). */
 base_status cli_copy_file(const char *src, const char *dst);

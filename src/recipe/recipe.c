@@ -1,388 +1,170 @@
 /*
  * Recipe loading: Lua table -> JSON tree -> overrides -> schema validation
- * with defaults filled in. See recipe.h.
+ * with defaults filled in (validate.c) -> the typed config (config.c). See
+ * recipe.h.
  */
 #include "recipe.h"
 
 #include <lauxlib.h>
 #include <libgen.h>
 #include <lua.h>
-#include <lualib.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "schema.h"
-
-struct recipe {
-    char *path;
-    char *dir;
-    cJSON *root;
-};
+#include "internal.h"
+#include "reward/reward.h"
 
 /* ---- Lua value -> JSON ------------------------------------------------- */
 
-static base_status lua_to_json(lua_State *L, int idx, base_buf *path, cJSON **out, int depth) {
-    *out = NULL;
-    if (depth > 32) return base_err_set(BASE_ERR_INVALID, "%s: tables nested too deeply", path->data);
+/* A recipe is configuration: it runs in the reward scripts' sandbox (no
+ * processes, no file writes) with these limits, generous for building a
+ * table: the shipped recipes run under 1000 instructions in 50 KB. */
+#define RECIPE_LUA_INSTRUCTIONS 10000000
+#define RECIPE_LUA_MEMORY ((size_t)32 << 20)
+/* and the converted tree is bounded too: a table can reach the same
+ * sub-table many times (t = {t, t} nested 32 deep is 2^32 values) */
+#define RECIPE_MAX_VALUES 1000000
+#define RECIPE_MAX_TEXT ((size_t)64 << 20)
+
+/* The conversion runs inside the Lua protected call, where the memory cap
+ * can end it at any Lua call: everything it allocates is reachable from
+ * here (the tree is built top-down, each value attached as it is made). */
+typedef struct {
+    const char *chunkname;
+    cJSON *root;
+    base_buf path; /* key path of the value being converted */
+    int64_t values;
+    size_t text;
+} conv_ctx;
+
+static const char *conv_where(const conv_ctx *cx) { return cx->path.len ? cx->path.data : "recipe"; }
+
+/* Convert the value at idx and attach it to parent (an array when key is
+ * NULL, else an object) or make it the root. */
+static base_status lua_to_json(lua_State *L, int idx, conv_ctx *cx, cJSON *parent, const char *key, int depth) {
+    if (depth > 32) return base_err_set(BASE_ERR_INVALID, "%s: tables nested too deeply", conv_where(cx));
+    if (++cx->values > RECIPE_MAX_VALUES)
+        return base_err_set(BASE_ERR_INVALID, "%s: the recipe's table holds more than %d values", conv_where(cx),
+                            RECIPE_MAX_VALUES);
     idx = lua_absindex(L, idx);
-    switch (lua_type(L, idx)) {
-    case LUA_TNUMBER: *out = cJSON_CreateNumber(lua_tonumber(L, idx)); return BASE_OK;
-    case LUA_TBOOLEAN: *out = cJSON_CreateBool(lua_toboolean(L, idx)); return BASE_OK;
-    case LUA_TSTRING: *out = cJSON_CreateString(lua_tostring(L, idx)); return BASE_OK;
-    case LUA_TTABLE: break;
+    cJSON *v;
+    int t = lua_type(L, idx);
+    switch (t) {
+    case LUA_TNUMBER:
+        if (!isfinite(lua_tonumber(L, idx))) /* JSON and config.resolved.lua have no inf or nan */
+            return base_err_set(BASE_ERR_INVALID, "%s: %s is not a finite number", conv_where(cx),
+                                lua_tonumber(L, idx) != lua_tonumber(L, idx) ? "nan" : "inf");
+        v = cJSON_CreateNumber(lua_tonumber(L, idx));
+        break;
+    case LUA_TBOOLEAN: v = cJSON_CreateBool(lua_toboolean(L, idx)); break;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *str = lua_tolstring(L, idx, &n);
+        cx->text += n;
+        if (cx->text > RECIPE_MAX_TEXT)
+            return base_err_set(BASE_ERR_INVALID, "%s: the recipe's table holds more than %d MiB of text",
+                                conv_where(cx), (int)(RECIPE_MAX_TEXT >> 20));
+        v = cJSON_CreateString(str);
+        break;
+    }
+    case LUA_TTABLE: v = NULL; break;
     default:
         return base_err_set(BASE_ERR_INVALID,
-                            "%s: a recipe value must be a number, string, boolean or table (got %s)",
-                            path->len ? path->data : "recipe", luaL_typename(L, idx));
+                            "%s: a recipe value must be a number, string, boolean or table (got %s)", conv_where(cx),
+                            luaL_typename(L, idx));
     }
     /* array when the keys are exactly 1..n */
-    lua_Integer n = (lua_Integer)lua_rawlen(L, idx), count = 0;
+    lua_Integer n = 0, count = 0;
     int all_int = 1;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        count++;
-        if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n) all_int = 0;
-        else if (lua_type(L, -2) != LUA_TNUMBER) all_int = 0;
-        lua_pop(L, 1);
-    }
-    size_t plen = path->len;
-    if (all_int && count == n) {
-        cJSON *arr = cJSON_CreateArray();
-        for (lua_Integer i = 1; i <= n; i++) {
-            base_buf_printf(path, "[%lld]", (long long)i);
-            lua_rawgeti(L, idx, i);
-            cJSON *v;
-            base_status s = lua_to_json(L, -1, path, &v, depth + 1);
+    if (t == LUA_TTABLE) {
+        luaL_checkstack(L, 4, "recipe tables");
+        n = (lua_Integer)lua_rawlen(L, idx);
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            count++;
+            if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n) all_int = 0;
             lua_pop(L, 1);
-            path->len = plen;
-            path->data[plen] = 0;
-            if (s) {
-                cJSON_Delete(arr);
-                return s;
-            }
-            cJSON_AddItemToArray(arr, v);
         }
-        *out = arr;
-        return BASE_OK;
+        v = all_int && count == n ? cJSON_CreateArray() : cJSON_CreateObject();
     }
-    /* object: string keys only, in a stable (sorted) order */
-    int nk = 0;
-    char **keys = base_xcalloc((size_t)count, sizeof *keys);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING) {
-            for (int i = 0; i < nk; i++) free(keys[i]);
-            free(keys);
-            lua_pop(L, 1);
-            return base_err_set(BASE_ERR_INVALID,
-                                "%s: a table mixes list items and named keys (or has a non-string key)",
-                                path->len ? path->data : "recipe");
-        }
-        keys[nk++] = base_xstrdup(lua_tostring(L, -1));
-    }
-    for (int i = 1; i < nk; i++) /* insertion sort: recipes are small */
-        for (int j = i; j > 0 && strcmp(keys[j - 1], keys[j]) > 0; j--) {
-            char *t = keys[j];
-            keys[j] = keys[j - 1];
-            keys[j - 1] = t;
-        }
-    cJSON *obj = cJSON_CreateObject();
+    if (!parent) cx->root = v;
+    else if (key) cJSON_AddItemToObject(parent, key, v);
+    else cJSON_AddItemToArray(parent, v);
+    if (t != LUA_TTABLE) return BASE_OK;
+    size_t plen = cx->path.len;
     base_status s = BASE_OK;
-    for (int i = 0; i < nk; i++) {
-        if (!s) {
-            base_buf_printf(path, "%s%s", plen ? "." : "", keys[i]);
-            lua_getfield(L, idx, keys[i]);
-            cJSON *v;
-            s = lua_to_json(L, -1, path, &v, depth + 1);
+    if (cJSON_IsArray(v)) {
+        for (lua_Integer i = 1; i <= n && !s; i++) {
+            base_buf_printf(&cx->path, "[%lld]", (long long)i);
+            lua_rawgeti(L, idx, i);
+            s = lua_to_json(L, -1, cx, v, NULL, depth + 1);
             lua_pop(L, 1);
-            path->len = plen;
-            if (path->data) path->data[plen] = 0;
-            if (!s) cJSON_AddItemToObject(obj, keys[i], v);
+            cx->path.len = plen;
+            cx->path.data[plen] = 0;
         }
-        free(keys[i]);
-    }
-    free(keys);
-    if (s) {
-        cJSON_Delete(obj);
         return s;
     }
-    *out = obj;
-    return BASE_OK;
-}
-
-static base_status run_lua(const char *src, const char *chunkname, cJSON **out) {
-    *out = NULL;
-    lua_State *L = luaL_newstate();
-    if (!L) return base_err_set(BASE_ERR_NOMEM, "%s: cannot create a Lua state", chunkname);
-    luaL_openlibs(L);
-    char name[1024];
-    snprintf(name, sizeof name, "@%s", chunkname);
-    base_status s = BASE_OK;
-    if (luaL_loadbufferx(L, src, strlen(src), name, "t") != LUA_OK ||
-        lua_pcall(L, 0, 1, 0) != LUA_OK) {
-        s = base_err_set(BASE_ERR_PARSE, "%s", lua_tostring(L, -1));
-    } else if (!lua_istable(L, -1)) {
-        s = base_err_set(BASE_ERR_INVALID, "%s: a recipe must return a table (got %s)", chunkname,
-                         luaL_typename(L, -1));
-    } else {
-        base_buf path = {0};
-        s = lua_to_json(L, -1, &path, out, 0);
-        if (s) base_err_wrap(s, "%s", chunkname);
-        base_buf_free(&path);
+    /* object: string keys only (recipe_load sorts them afterwards) */
+    lua_pushnil(L);
+    while (!s && lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            return base_err_set(BASE_ERR_INVALID,
+                                "%s: a table mixes list items and named keys (or has a non-string key)",
+                                conv_where(cx));
+        }
+        const char *k = lua_tostring(L, -2);
+        base_buf_printf(&cx->path, "%s%s", plen ? "." : "", k);
+        s = lua_to_json(L, -1, cx, v, k, depth + 1);
+        lua_pop(L, 1);
+        cx->path.len = plen;
+        if (cx->path.data) cx->path.data[plen] = 0;
     }
-    lua_close(L);
+    if (s) lua_pop(L, 1); /* the key lua_next left */
     return s;
 }
 
-/* ---- schema validation ------------------------------------------------- */
-
-int recipe_edit_distance(const char *a, const char *b) {
-    size_t n = strlen(a), m = strlen(b);
-    if (n > 64 || m > 64) return 99;
-    int d[65][65];
-    for (size_t i = 0; i <= n; i++) d[i][0] = (int)i;
-    for (size_t j = 0; j <= m; j++) d[0][j] = (int)j;
-    for (size_t i = 1; i <= n; i++)
-        for (size_t j = 1; j <= m; j++) {
-            int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < c)
-                c = d[i - 2][j - 2] + 1; /* transposition */
-            d[i][j] = c;
-        }
-    return d[n][m];
+static base_status convert_result(lua_State *L, void *ud) {
+    conv_ctx *cx = ud;
+    if (!lua_istable(L, -1))
+        return base_err_set(BASE_ERR_INVALID, "%s: a recipe must return a table (got %s)", cx->chunkname,
+                            luaL_typename(L, -1));
+    base_status s = lua_to_json(L, -1, cx, NULL, NULL, 0);
+    if (s) base_err_wrap(s, "%s", cx->chunkname);
+    return s;
 }
 
-static const recipe_key *find_key(const recipe_key *a, const recipe_key *b, const char *k) {
-    for (const recipe_key *s = a; s && s->key; s++)
-        if (!strcmp(s->key, k)) return s;
-    for (const recipe_key *s = b; s && s->key; s++)
-        if (!strcmp(s->key, k)) return s;
-    return NULL;
-}
+static void sort_keys(cJSON *v);
 
-static const char *suggest(const recipe_key *a, const recipe_key *b, const char *k) {
-    const char *best = NULL;
-    int bd = 1 << 30;
-    const recipe_key *tabs[2] = {a, b};
-    for (int t = 0; t < 2; t++)
-        for (const recipe_key *s = tabs[t]; s && s->key; s++) {
-            int d = recipe_edit_distance(k, s->key);
-            if (d < bd) {
-                bd = d;
-                best = s->key;
-            }
-        }
-    int lim = (int)strlen(k) / 3;
-    if (lim < 2) lim = 2;
-    return bd <= lim ? best : NULL;
-}
-
-static int in_choices(const char *choices, const char *v) {
-    size_t n = strlen(v);
-    for (const char *p = choices; *p;) {
-        const char *e = strchr(p, '|');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len == n && !strncmp(p, v, n)) return 1;
-        if (!e) break;
-        p = e + 1;
+/* Run the recipe's Lua in the sandbox (reward_lua_run_config); *out is the
+ * returned table as JSON, keys sorted. require() reads Lua files next to
+ * the recipe. */
+static base_status run_lua(const char *src, const char *chunkname, cJSON **out) {
+    *out = NULL;
+    reward_limits lim;
+    reward_limits_default(&lim);
+    lim.instructions = RECIPE_LUA_INSTRUCTIONS;
+    lim.memory_bytes = RECIPE_LUA_MEMORY;
+    char *tmp = base_xstrdup(chunkname);
+    conv_ctx cx = {.chunkname = chunkname};
+    base_status s = reward_lua_run_config(src, strlen(src), chunkname, dirname(tmp), &lim, convert_result, &cx);
+    base_buf_free(&cx.path);
+    free(tmp);
+    if (!s && cJSON_IsArray(cx.root) && cx.root->child)
+        s = base_err_set(BASE_ERR_INVALID,
+                         "%s: a recipe must return a table of named values ({ model = ..., stages = ... }), not a list",
+                         chunkname);
+    if (s) {
+        cJSON_Delete(cx.root);
+        return s;
     }
-    return 0;
-}
-
-typedef struct {
-    const char *file;
-} vctx;
-
-static base_status validate_object(vctx *c, cJSON *obj, const recipe_key *schema,
-                                   const recipe_key *extra, const char *path);
-
-static base_status bad(vctx *c, const char *path, const char *key, const char *fmt, const char *what) {
-    char full[512];
-    snprintf(full, sizeof full, "%s%s%s", path, *path ? "." : "", key);
-    return base_err_set(BASE_ERR_INVALID, "%s: '%s': %s%s", c->file, full, fmt, what ? what : "");
-}
-
-/* "a.lua:1.0,b.lua:0.2" -> [{script, weight}] */
-static cJSON *parse_reward_spec(const char *spec) {
-    cJSON *arr = cJSON_CreateArray();
-    char *copy = base_xstrdup(spec), *save = NULL;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ') tok++;
-        cJSON *r = cJSON_CreateObject();
-        char *colon = strrchr(tok, ':');
-        char *end = NULL;
-        double w = colon ? strtod(colon + 1, &end) : 1.0;
-        if (colon && end && *end == 0 && end != colon + 1) {
-            *colon = 0;
-        } else {
-            w = 1.0;
-        }
-        cJSON_AddStringToObject(r, "script", tok);
-        cJSON_AddNumberToObject(r, "weight", w);
-        cJSON_AddItemToArray(arr, r);
+    if (cJSON_IsArray(cx.root)) { /* Lua's {}: no keys yet */
+        cJSON_Delete(cx.root);
+        cx.root = cJSON_CreateObject();
     }
-    free(copy);
-    return arr;
-}
-
-static base_status check_value(vctx *c, cJSON *obj, cJSON *v, const recipe_key *k, const char *path) {
-    char sub[512];
-    snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", k->key);
-    if (cJSON_IsNull(v) && k->dflt && !strcmp(k->dflt, "null")) return BASE_OK; /* "not set" */
-    switch (k->type) {
-    case RK_NUM:
-        if (!cJSON_IsNumber(v)) return bad(c, path, k->key, "expected a number", NULL);
-        return BASE_OK;
-    case RK_INT:
-        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 9e15)
-            return bad(c, path, k->key, "expected an integer", NULL);
-        return BASE_OK;
-    case RK_BOOL:
-        if (!cJSON_IsBool(v)) return bad(c, path, k->key, "expected true or false", NULL);
-        return BASE_OK;
-    case RK_STR:
-        if (!cJSON_IsString(v)) return bad(c, path, k->key, "expected a string", NULL);
-        if (k->choices && !in_choices(k->choices, v->valuestring)) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "'%s' is not one of %s", v->valuestring, k->choices);
-            return bad(c, path, k->key, msg, NULL);
-        }
-        return BASE_OK;
-    case RK_STRLIST:
-        if (cJSON_IsString(v)) {
-            cJSON *arr = cJSON_CreateArray();
-            cJSON_AddItemToArray(arr, cJSON_CreateString(v->valuestring));
-            cJSON_ReplaceItemInObjectCaseSensitive(obj, k->key, arr);
-            return BASE_OK;
-        }
-        if (!cJSON_IsArray(v)) return bad(c, path, k->key, "expected a string or a list of strings", NULL);
-        for (cJSON *e = v->child; e; e = e->next)
-            if (!cJSON_IsString(e)) return bad(c, path, k->key, "expected a list of strings", NULL);
-        return BASE_OK;
-    case RK_DATASETS: {
-        if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0) {
-            cJSON_ReplaceItemInObjectCaseSensitive(obj, k->key, cJSON_CreateObject());
-            return BASE_OK;
-        }
-        if (!cJSON_IsObject(v)) return bad(c, path, k->key, "expected a table of named datasets", NULL);
-        for (cJSON *d = v->child; d; d = d->next) {
-            if (cJSON_IsString(d)) {
-                cJSON *t = cJSON_CreateObject();
-                cJSON_AddStringToObject(t, "path", d->valuestring);
-                char *name = base_xstrdup(d->string);
-                cJSON_ReplaceItemInObjectCaseSensitive(v, name, t);
-                free(name);
-                d = t;
-            }
-            char dpath[600];
-            snprintf(dpath, sizeof dpath, "%s.%s", sub, d->string);
-            if (!cJSON_IsObject(d))
-                return base_err_set(BASE_ERR_INVALID, "%s: '%s': expected a dataset table or a path",
-                                    c->file, dpath);
-            base_status s = validate_object(c, d, recipe_schema_dataset(), NULL, dpath);
-            if (s) return s;
-        }
-        return BASE_OK;
-    }
-    case RK_REWARDS: {
-        if (cJSON_IsString(v)) {
-            v = parse_reward_spec(v->valuestring);
-            cJSON_ReplaceItemInObjectCaseSensitive(obj, k->key, v);
-        }
-        if (!cJSON_IsArray(v)) return bad(c, path, k->key, "expected a list of rewards", NULL);
-        int i = 0;
-        for (cJSON *r = v->child; r; r = r->next, i++) {
-            if (cJSON_IsString(r)) {
-                cJSON *one = parse_reward_spec(r->valuestring);
-                cJSON *item = cJSON_DetachItemFromArray(one, 0);
-                cJSON_Delete(one);
-                cJSON_ReplaceItemInArray(v, i, item);
-                r = item;
-            }
-            char rpath[600];
-            snprintf(rpath, sizeof rpath, "%s[%d]", sub, i + 1);
-            if (!cJSON_IsObject(r))
-                return base_err_set(BASE_ERR_INVALID, "%s: '%s': expected a reward table or \"script:weight\"",
-                                    c->file, rpath);
-            base_status s = validate_object(c, r, recipe_schema_reward(), NULL, rpath);
-            if (s) return s;
-        }
-        return BASE_OK;
-    }
-    case RK_TABLE:
-        if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0) { /* Lua's {} */
-            cJSON_ReplaceItemInObjectCaseSensitive(obj, k->key, cJSON_CreateObject());
-            return BASE_OK;
-        }
-        if (!cJSON_IsObject(v)) return bad(c, path, k->key, "expected a table of named values", NULL);
-        return BASE_OK;
-    case RK_STAGES: {
-        if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
-            return bad(c, path, k->key, "expected a non-empty list of stages", NULL);
-        int i = 0;
-        for (cJSON *st = v->child; st; st = st->next, i++) {
-            const char *name = base_json_str(st, "name", NULL);
-            char spath[600];
-            if (name) snprintf(spath, sizeof spath, "%s.%s", sub, name);
-            else snprintf(spath, sizeof spath, "%s[%d]", sub, i + 1);
-            if (!cJSON_IsObject(st))
-                return base_err_set(BASE_ERR_INVALID, "%s: '%s': expected a stage table", c->file, spath);
-            const char *type = base_json_str(st, "type", NULL);
-            const recipe_key *ks = recipe_schema_stage(type);
-            if (!ks) {
-                if (!type)
-                    return base_err_set(BASE_ERR_INVALID, "%s: '%s': missing 'type' (sft, grpo, sample or eval)",
-                                        c->file, spath);
-                return base_err_set(BASE_ERR_INVALID,
-                                    "%s: '%s.type': unknown stage type '%s' (sft, grpo, sample or eval)",
-                                    c->file, spath, type);
-            }
-            base_status s = validate_object(c, st, ks, recipe_schema_stage_common(), spath);
-            if (s) return s;
-        }
-        return BASE_OK;
-    }
-    }
-    return BASE_OK;
-}
-
-static base_status validate_object(vctx *c, cJSON *obj, const recipe_key *schema,
-                                   const recipe_key *extra, const char *path) {
-    for (cJSON *v = obj->child; v; v = v->next) {
-        const recipe_key *k = find_key(schema, extra, v->string);
-        if (!k) {
-            const char *sg = suggest(schema, extra, v->string);
-            char full[600];
-            snprintf(full, sizeof full, "%s%s%s", path, *path ? "." : "", v->string);
-            if (sg)
-                return base_err_set(BASE_ERR_INVALID, "%s: unknown key '%s' (did you mean '%s'?)",
-                                    c->file, full, sg);
-            return base_err_set(BASE_ERR_INVALID, "%s: unknown key '%s'", c->file, full);
-        }
-    }
-    const recipe_key *tabs[2] = {extra, schema};
-    for (int t = 0; t < 2; t++)
-        for (const recipe_key *k = tabs[t]; k && k->key; k++) {
-            cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, k->key);
-            if (!v) {
-                if (!k->dflt) {
-                    char full[600];
-                    snprintf(full, sizeof full, "%s%s%s", path, *path ? "." : "", k->key);
-                    return base_err_set(BASE_ERR_INVALID, "%s: missing required key '%s' (%s)", c->file,
-                                        full, k->doc);
-                }
-                v = cJSON_Parse(k->dflt);
-                if (!v) base_die("recipe schema: bad default for %s: %s", k->key, k->dflt);
-                cJSON_AddItemToObject(obj, k->key, v);
-            }
-            v = cJSON_GetObjectItemCaseSensitive(obj, k->key);
-            base_status s = check_value(c, obj, v, k, path);
-            if (s) return s;
-        }
+    sort_keys(cx.root);
+    *out = cx.root;
     return BASE_OK;
 }
 
@@ -412,7 +194,9 @@ static char *strndup_x(const char *s, size_t n) {
     return d;
 }
 
-static base_status apply_set(cJSON *root, const char *file, const char *set) {
+/* Apply override i of c (its value goes to c->set_items[i]). */
+static base_status apply_set(recipe_vctx *c, cJSON *root, int i) {
+    const char *set = c->sets[i].set, *file = c->file;
     const char *eq = strchr(set, '=');
     if (!eq || eq == set)
         return base_err_set(BASE_ERR_INVALID, "--set '%s': expected key.path=value", set);
@@ -445,8 +229,13 @@ static base_status apply_set(cJSON *root, const char *file, const char *set) {
             if (!next) {
                 cJSON *v = cJSON_Parse(val);
                 if (!v) v = cJSON_CreateString(val);
-                if (child) cJSON_ReplaceItemInObjectCaseSensitive(node, seg, v);
-                else cJSON_AddItemToObject(node, seg, v);
+                if (child) {
+                    recipe_vctx_replaced(c, child, NULL);
+                    cJSON_ReplaceItemInObjectCaseSensitive(node, seg, v);
+                } else {
+                    cJSON_AddItemToObject(node, seg, v);
+                }
+                c->set_items[i] = v;
                 break;
             }
             if (!child) {
@@ -462,29 +251,6 @@ static base_status apply_set(cJSON *root, const char *file, const char *set) {
     }
     free(keypath);
     return s;
-}
-
-static base_status check_stage_refs(const char *file, cJSON *root) {
-    cJSON *ds = cJSON_GetObjectItemCaseSensitive(root, "datasets");
-    cJSON *stages = cJSON_GetObjectItemCaseSensitive(root, "stages");
-    for (cJSON *st = stages->child; st; st = st->next) {
-        const char *name = base_json_str(st, "name", "?");
-        for (cJSON *o = stages->child; o != st; o = o->next)
-            if (!strcmp(base_json_str(o, "name", ""), name))
-                return base_err_set(BASE_ERR_INVALID, "%s: two stages are named '%s'", file, name);
-        cJSON *dl = cJSON_GetObjectItemCaseSensitive(st, "dataset");
-        for (cJSON *d = dl->child; d; d = d->next)
-            if (!cJSON_GetObjectItemCaseSensitive(ds, d->valuestring)) {
-                base_buf names = {0};
-                for (cJSON *x = ds->child; x; x = x->next) base_buf_printf(&names, "%s%s", names.len ? ", " : "", x->string);
-                base_status s = base_err_set(BASE_ERR_INVALID,
-                                             "%s: 'stages.%s.dataset': no dataset named '%s' (datasets: %s)",
-                                             file, name, d->valuestring, names.len ? names.data : "none");
-                base_buf_free(&names);
-                return s;
-            }
-    }
-    return BASE_OK;
 }
 
 /* Sort object keys recursively: the resolved tree has one canonical order,
@@ -513,41 +279,53 @@ static void sort_keys(cJSON *v) {
     free(items);
 }
 
-base_status recipe_load_string(const char *src, const char *chunkname, const char *const *sets,
-                               int nsets, recipe **out) {
+base_status recipe_load_string_sets(const char *src, const char *chunkname, const recipe_set *sets, int nsets,
+                                    recipe **out) {
     *out = NULL;
     cJSON *root;
     base_status s = run_lua(src, chunkname, &root);
     if (s) return s;
+    recipe_vctx c = {chunkname, sets, nsets, base_xcalloc((size_t)nsets + 1, sizeof(cJSON *))};
     name_stages(root);
-    for (int i = 0; i < nsets && !s; i++) s = apply_set(root, chunkname, sets[i]);
-    vctx c = {chunkname};
-    if (!s) s = validate_object(&c, root, recipe_schema_top(), NULL, "");
+    for (int i = 0; i < nsets && !s; i++) s = apply_set(&c, root, i);
+    if (!s) s = recipe_validate_tree(&c, root);
+    recipe *r = NULL;
     if (!s) {
         name_stages(root); /* stages added by --set */
-        s = check_stage_refs(chunkname, root);
+        r = base_xcalloc(1, sizeof *r);
+        r->root = root;
+        r->path = base_xstrdup(chunkname);
+        char *tmp = base_xstrdup(chunkname);
+        r->dir = base_xstrdup(dirname(tmp));
+        free(tmp);
+        if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "name"))) {
+            char *b = base_xstrdup(chunkname);
+            char *base = basename(b);
+            char *dot = strrchr(base, '.');
+            if (dot && !strcmp(dot, ".lua")) *dot = 0;
+            cJSON_ReplaceItemInObjectCaseSensitive(root, "name", cJSON_CreateString(base));
+            free(b);
+        }
+        sort_keys(root);
+        s = recipe_config_build(&c, r);
     }
+    free(c.set_items);
     if (s) {
-        cJSON_Delete(root);
+        if (r) recipe_free(r);
+        else cJSON_Delete(root);
         return s;
     }
-    recipe *r = base_xcalloc(1, sizeof *r);
-    r->root = root;
-    r->path = base_xstrdup(chunkname);
-    char *tmp = base_xstrdup(chunkname);
-    r->dir = base_xstrdup(dirname(tmp));
-    free(tmp);
-    if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "name"))) {
-        char *b = base_xstrdup(chunkname);
-        char *base = basename(b);
-        char *dot = strrchr(base, '.');
-        if (dot && !strcmp(dot, ".lua")) *dot = 0;
-        cJSON_ReplaceItemInObjectCaseSensitive(root, "name", cJSON_CreateString(base));
-        free(b);
-    }
-    sort_keys(root);
     *out = r;
     return BASE_OK;
+}
+
+base_status recipe_load_string(const char *src, const char *chunkname, const char *const *sets, int nsets,
+                               recipe **out) {
+    recipe_set *rs = base_xcalloc((size_t)nsets + 1, sizeof *rs);
+    for (int i = 0; i < nsets; i++) rs[i].set = sets[i];
+    base_status s = recipe_load_string_sets(src, chunkname, rs, nsets, out);
+    free(rs);
+    return s;
 }
 
 base_status recipe_load(const char *path, const char *const *sets, int nsets, recipe **out) {
@@ -567,6 +345,7 @@ base_status recipe_load(const char *path, const char *const *sets, int nsets, re
 
 void recipe_free(recipe *r) {
     if (!r) return;
+    recipe_config_free(r);
     cJSON_Delete(r->root);
     free(r->path);
     free(r->dir);
@@ -575,43 +354,7 @@ void recipe_free(recipe *r) {
 
 const cJSON *recipe_root(const recipe *r) { return r->root; }
 const char *recipe_path(const recipe *r) { return r->path; }
-
-int recipe_nstages(const recipe *r) {
-    return cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r->root, "stages"));
-}
-
-const cJSON *recipe_stage(const recipe *r, int i) {
-    return cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r->root, "stages"), i);
-}
-
-const cJSON *recipe_stage_by_name(const recipe *r, const char *name) {
-    const cJSON *st = cJSON_GetObjectItemCaseSensitive(r->root, "stages");
-    for (const cJSON *e = st->child; e; e = e->next)
-        if (!strcmp(base_json_str(e, "name", ""), name)) return e;
-    return NULL;
-}
-
-static const cJSON *need(const cJSON *obj, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!v) base_die("recipe: key '%s' missing from a resolved recipe", key);
-    return v;
-}
-
-double recipe_num(const cJSON *obj, const char *key) {
-    const cJSON *v = need(obj, key);
-    if (!cJSON_IsNumber(v)) base_die("recipe: key '%s' is not a number", key);
-    return v->valuedouble;
-}
-int64_t recipe_int(const cJSON *obj, const char *key) { return (int64_t)recipe_num(obj, key); }
-int recipe_bool(const cJSON *obj, const char *key) {
-    const cJSON *v = need(obj, key);
-    if (!cJSON_IsBool(v)) base_die("recipe: key '%s' is not a boolean", key);
-    return cJSON_IsTrue(v);
-}
-const char *recipe_str(const cJSON *obj, const char *key) {
-    const cJSON *v = need(obj, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
+const recipe_cfg *recipe_config(const recipe *r) { return &r->cfg; }
 
 char *recipe_resolve_path(const recipe *r, const char *p) {
     /* relative to the recipe file first (a recipe's own paths), then to the

@@ -41,7 +41,8 @@ static int is_ident(const char *s) {
 static void put_value(base_buf *b, const cJSON *v, int indent) {
     if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
-        if (d == floor(d) && fabs(d) < 1e15) base_buf_printf(b, "%.0f", d);
+        if (d == 0 && signbit(d)) base_buf_puts(b, "-0.0"); /* Lua reads -0 as the integer 0 */
+        else if (d == floor(d) && fabs(d) < 1e15) base_buf_printf(b, "%.0f", d);
         else base_buf_printf(b, "%.17g", d);
     } else if (cJSON_IsBool(v)) {
         base_buf_puts(b, cJSON_IsTrue(v) ? "true" : "false");

@@ -20,6 +20,12 @@
  * require (Lua files from the script directories only), grpo. No package,
  * debug, os.execute/exit/remove/rename/getenv, io.popen/write.
  *
+ * The RH_CONFIG profile is the same sandbox for configuration files
+ * (recipes, luaconf.c): no grpo module (its helpers start processes and
+ * connections), os.getenv allowed, and the removed functions replaced by
+ * ones raising a message that says why; the hook notes the position every
+ * tick so a kill names the line.
+ *
  * Determinism: every library table is a read-only proxy, the globals of
  * the state and of each script are frozen after loading (assigning a
  * global in a call is an error), math.random is reseeded before every call
@@ -76,8 +82,9 @@ static int rh_raise_killed(lua_State *L) {
 }
 
 static void rh_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
     rh_state *s = rh_of(L);
+    if (s->config && lua_getinfo(L, "Sl", ar)) /* where a kill happens, for the message */
+        snprintf(s->where, sizeof s->where, "%s:%d", ar->short_src, ar->currentline);
     s->ticks += RH_HOOK_EVERY;
     if (s->ticks > s->budget && !s->killed) s->killed = RH_KILL_BUDGET;
     if (s->killed) rh_raise_killed(L);
@@ -148,7 +155,7 @@ static int rh_setmetatable(lua_State *L) {
         lua_pushliteral(L, "__gc");
         int t = lua_rawget(L, 2);
         lua_pop(L, 1);
-        if (t != LUA_TNIL) return luaL_error(L, "__gc metamethods are not allowed in reward scripts");
+        if (t != LUA_TNIL) return luaL_error(L, "__gc metamethods are not allowed in %s", rh_of(L)->what);
     }
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
@@ -178,7 +185,7 @@ static int rh_rawset(lua_State *L) {
 static int rh_collectgarbage(lua_State *L) {
     const char *opt = luaL_optstring(L, 1, "collect");
     if (strcmp(opt, "count") && strcmp(opt, "collect") && strcmp(opt, "step") && strcmp(opt, "isrunning"))
-        return luaL_error(L, "collectgarbage('%s') is not allowed in reward scripts", opt);
+        return luaL_error(L, "collectgarbage('%s') is not allowed in %s", opt, rh_of(L)->what);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
@@ -190,7 +197,7 @@ static int rh_print(lua_State *L) {
     int n = lua_gettop(L);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    luaL_addstring(&b, "[reward] ");
+    luaL_addstring(&b, s->config ? "[recipe] " : "[reward] ");
     for (int i = 1; i <= n; i++) {
         if (i > 1) luaL_addchar(&b, '\t');
         luaL_tolstring(L, i, NULL);
@@ -211,7 +218,7 @@ static int rh_print(lua_State *L) {
 static int rh_io_open(lua_State *L) {
     const char *mode = luaL_optstring(L, 2, "r");
     if (mode[0] != 'r' || strchr(mode, '+'))
-        return luaL_error(L, "io.open: only read modes are allowed in reward scripts (got '%s')", mode);
+        return luaL_error(L, "io.open: only read modes are allowed in %s (got '%s')", rh_of(L)->what, mode);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
@@ -341,7 +348,7 @@ static int rh_require(lua_State *L) {
     lua_getfield(L, LUA_REGISTRYINDEX, RH_MODS);
     if (lua_getfield(L, -1, name) != LUA_TNIL) return 1;
     lua_pop(L, 1);
-    if (!strcmp(name, "grpo")) {
+    if (!strcmp(name, "grpo") && !rh_of(L)->config) {
         lua_getglobal(L, "grpo");
         return 1;
     }
@@ -381,7 +388,8 @@ static int rh_require(lua_State *L) {
         lua_setfield(L, 2, name); /* cache */
         return 1;
     }
-    return luaL_error(L, "module '%s' not found in the reward script directories", name);
+    return luaL_error(L, "module '%s' not found in the %s", name,
+                      rh_of(L)->config ? "recipe's directory" : "reward script directories");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -415,7 +423,13 @@ static void rh_copy_fields(lua_State *L, int lib, const char *const *keep) {
 }
 
 rh_state *rh_open(const reward_limits *lim, const char *const *dirs, int n_dirs) {
+    return rh_open_profile(lim, dirs, n_dirs, RH_REWARD);
+}
+
+rh_state *rh_open_profile(const reward_limits *lim, const char *const *dirs, int n_dirs, int profile) {
     rh_state *s = base_xcalloc(1, sizeof *s);
+    s->config = profile == RH_CONFIG;
+    s->what = s->config ? "recipes" : "reward scripts";
     s->limits = lim;
     s->limit = lim->memory_bytes;
     s->n_dirs = n_dirs;
@@ -452,6 +466,10 @@ rh_state *rh_open(const reward_limits *lim, const char *const *dirs, int n_dirs)
         lua_pushnil(L);
         lua_setfield(L, g, drop[i]);
     }
+    if (s->config) {
+        rh_forbid(L, g, NULL, "dofile");
+        rh_forbid(L, g, NULL, "loadfile");
+    }
     rh_wrap(L, g, "load", rh_load_text);
     rh_wrap(L, g, "setmetatable", rh_setmetatable);
     rh_wrap(L, g, "collectgarbage", rh_collectgarbage);
@@ -484,12 +502,17 @@ rh_state *rh_open(const reward_limits *lim, const char *const *dirs, int n_dirs)
 
     /* library tables -> read-only proxies over (restricted) copies */
     static const char *const os_keep[] = {"clock", "time", "date", "difftime", NULL};
+    static const char *const os_keep_config[] = {"clock", "time", "date", "difftime", "getenv", NULL};
+    static const char *const os_forbid[] = {"execute", "exit", "remove", "rename", "tmpname", "setlocale", NULL};
+    static const char *const io_forbid[] = {"popen", "write", "output", "input", "read", "close", "tmpfile", NULL};
     static const char *const io_keep[] = {"open", "lines", NULL};
     static const char *const proxied[] = {"string", "table", "math", "utf8", "coroutine", "os", "io", NULL};
     for (int i = 0; proxied[i]; i++) {
         const char *name = proxied[i];
         lua_getfield(L, g, name);
-        const char *const *keep = !strcmp(name, "os") ? os_keep : !strcmp(name, "io") ? io_keep : NULL;
+        const char *const *keep = !strcmp(name, "os")   ? (s->config ? os_keep_config : os_keep)
+                                  : !strcmp(name, "io") ? io_keep
+                                                        : NULL;
         rh_copy_fields(L, -1, keep);
         lua_remove(L, -2);
         int t = lua_gettop(L);
@@ -500,17 +523,21 @@ rh_state *rh_open(const reward_limits *lim, const char *const *dirs, int n_dirs)
             rh_wrap(L, t, "open", rh_io_open);
             rh_wrap(L, t, "lines", rh_io_lines);
         }
+        const char *const *forbid = !strcmp(name, "os") ? os_forbid : !strcmp(name, "io") ? io_forbid : NULL;
+        for (int k = 0; s->config && forbid && forbid[k]; k++) rh_forbid(L, t, name, forbid[k]);
         rh_make_proxy(L, rh_readonly_write);
         lua_setfield(L, g, name);
     }
-    rh_push_grpo_module(L);
-    rh_make_proxy(L, rh_readonly_write);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, g, "grpo");
-    lua_getfield(L, LUA_REGISTRYINDEX, RH_MODS);
-    lua_insert(L, -2);
-    lua_setfield(L, -2, "grpo");
-    lua_pop(L, 1);
+    if (!s->config) {
+        rh_push_grpo_module(L);
+        rh_make_proxy(L, rh_readonly_write);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, g, "grpo");
+        lua_getfield(L, LUA_REGISTRYINDEX, RH_MODS);
+        lua_insert(L, -2);
+        lua_setfield(L, -2, "grpo");
+        lua_pop(L, 1);
+    }
     /* freeze the globals themselves; _G keeps pointing at them */
     rh_freeze_env(L, g, 0);
     lua_pop(L, 1);
@@ -529,7 +556,7 @@ void rh_close(rh_state *s) {
     free(s);
 }
 
-static void rh_begin_call(rh_state *s) {
+void rh_begin_call(rh_state *s) {
     s->ticks = 0;
     s->budget = s->limits->instructions;
     s->killed = RH_KILL_NONE;

@@ -63,6 +63,17 @@ base_status reward_pool_create(const reward_spec *spec, int n_workers, const rew
                                const char *error_log_path, reward_pool **out) {
     *out = NULL;
     if (!spec || spec->n <= 0) return base_err_set(BASE_ERR_INVALID, "reward pool: empty spec");
+    if (n_workers < 0 || n_workers > REWARD_MAX_WORKERS)
+        return base_err_set(BASE_ERR_INVALID, "reward pool: %d workers (expected 0 = all cores, or 1 to %d)",
+                            n_workers, REWARD_MAX_WORKERS);
+    if (limits && (limits->memory_bytes < ((size_t)REWARD_MIN_MEMORY_MB << 20) ||
+                   limits->memory_bytes > ((size_t)REWARD_MAX_MEMORY_MB << 20) ||
+                   limits->instructions < REWARD_MIN_INSTRUCTIONS))
+        return base_err_set(BASE_ERR_INVALID,
+                            "reward pool: limits of %zu MiB and %lld instructions per call (expected %d to %d MiB, "
+                            "at least %d instructions)",
+                            limits->memory_bytes >> 20, (long long)limits->instructions, REWARD_MIN_MEMORY_MB,
+                            REWARD_MAX_MEMORY_MB, REWARD_MIN_INSTRUCTIONS);
     reward_pool *p = base_xcalloc(1, sizeof *p);
     if (limits) p->limits = *limits;
     else reward_limits_default(&p->limits);

@@ -175,10 +175,19 @@ typedef struct {
 
 void reward_limits_default(reward_limits *l);
 
+/* The limits a user may set (recipes' reward_workers, reward_memory_mb and
+ * reward_instructions; grpo score's --workers, --memory-mb, --instructions):
+ * a Lua state with the grpo module needs a few MiB, thread creation fails
+ * long before a million workers. reward_pool_create rejects values outside. */
+#define REWARD_MAX_WORKERS 256
+#define REWARD_MIN_MEMORY_MB 16
+#define REWARD_MAX_MEMORY_MB 65536
+#define REWARD_MIN_INSTRUCTIONS 1000
+
 typedef struct reward_pool reward_pool;
 
-/* Load every script of `spec` into n_workers lua_States (n_workers <= 0:
- * all cores). `limits` NULL = defaults. `error_log_path` NULL = stderr;
+/* Load every script of `spec` into n_workers lua_States (n_workers 0: all
+ * cores; at most REWARD_MAX_WORKERS). `limits` NULL = defaults. `error_log_path` NULL = stderr;
  * otherwise the file is appended to. Errors (missing file, syntax error,
  * bad return value, unknown param) are BASE_ERR_* with a message naming the
  * script; *out is NULL then. */
@@ -229,6 +238,31 @@ base_status reward_pool_score(reward_pool *p, const cJSON *const *samples, int64
 base_status reward_pool_score_groups(reward_pool *p, const cJSON *const *samples, int64_t n,
                                      const int64_t *group_off, int64_t n_groups, reward_scores *out);
 void reward_scores_free(reward_scores *s);
+
+/* ------------------------------------------------------------------------ */
+/* Lua configuration files (recipes)                                        */
+
+struct lua_State;
+/* Called with the chunk's first result at the top of L's stack, inside the
+ * protected call and under the limits; use raw access (lua_next,
+ * lua_rawget*) and keep every C allocation reachable from ud: a Lua error
+ * (the memory cap) ends it without returning. */
+typedef base_status (*reward_config_fn)(struct lua_State *L, void *ud);
+
+/* Run Lua text src[0..len) (text only; `chunkname` names it in errors) as a
+ * configuration file in the reward scripts' sandbox: an instruction budget
+ * and a heap cap (`lim`: instructions and memory_bytes), base (no dofile or
+ * loadfile; load takes text), string, table, math, utf8, coroutine,
+ * os = {clock, time, date, difftime, getenv}, io = {open (read modes),
+ * lines (of a named file)}, require (NAME.lua from `dir`). No processes,
+ * no file writes, no `grpo` module: calling a removed function raises
+ * "os.execute is not available in recipes ...". Globals the chunk sets are
+ * its own. Then fn(L, ud) converts the result, and the state is closed.
+ * Errors: BASE_ERR_PARSE "chunk:LINE: message" (syntax, runtime, "memory cap
+ * exceeded (N MiB)", "instruction budget exceeded (N instructions)"), or
+ * fn's own status. */
+base_status reward_lua_run_config(const char *src, size_t len, const char *chunkname, const char *dir,
+                                  const reward_limits *lim, reward_config_fn fn, void *ud);
 
 #ifdef __cplusplus
 }

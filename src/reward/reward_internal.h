@@ -26,7 +26,16 @@ typedef struct {
     size_t printed;              /* bytes print()ed in this call */
     char **dirs;                 /* require() search directories */
     int n_dirs;
+    int config;                  /* RH_CONFIG profile (a recipe), else a reward script's */
+    const char *what;            /* "reward scripts" / "recipes", for messages */
+    char where[96];              /* config: "chunk:line" at the last hook tick */
 } rh_state;
+
+/* The two uses of the sandbox: reward scripts (the `grpo` module, no
+ * os.getenv) and configuration files (recipes: no `grpo` module, whose
+ * run_tests and http_post start processes and connections, but os.getenv;
+ * the removed functions raise a message saying why). */
+enum { RH_REWARD = 0, RH_CONFIG = 1 };
 
 /* The state that owns L (also for coroutines). */
 rh_state *rh_of(lua_State *L);
@@ -34,6 +43,14 @@ rh_state *rh_of(lua_State *L);
 /* A fresh restricted state; dies only on malloc failure. `dirs` (copied)
  * are where require() looks for NAME.lua. */
 rh_state *rh_open(const reward_limits *lim, const char *const *dirs, int n_dirs);
+/* The same for a profile (RH_REWARD: rh_open). */
+rh_state *rh_open_profile(const reward_limits *lim, const char *const *dirs, int n_dirs, int profile);
+/* RH_CONFIG (luaconf.c): t[name] = a function raising "LIB.NAME is not
+ * available in recipes ..." (lib NULL: a global). */
+void rh_forbid(lua_State *L, int t, const char *lib, const char *name);
+/* Start a call: the instruction count and the kill state reset, the budget
+ * limits->instructions. */
+void rh_begin_call(rh_state *s);
 void rh_close(rh_state *s);
 
 /* Load script f into the state (appends to fn_ref). On success the

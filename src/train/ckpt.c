@@ -34,24 +34,6 @@ struct run_ckpt {
     cJSON *summary;
 };
 
-static base_status rm_rf(const char *path) {
-    if (strchr(path, '\'')) return base_err_set(BASE_ERR_IO, "%s: refusing a path with a quote", path);
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", path);
-    if (system(cmd) != 0) return base_err_set(BASE_ERR_IO, "%s: could not remove", path);
-    return BASE_OK;
-}
-
-static base_status copy_file(const char *src, const char *dst) {
-    char *text;
-    size_t n;
-    base_status s = base_read_file(src, &text, &n);
-    if (s) return s;
-    s = base_write_file_atomic(dst, text, n);
-    free(text);
-    return s;
-}
-
 static void fsync_dir(const char *path) {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
@@ -84,19 +66,51 @@ static base_status write_weights(const model *m, const char *path) {
     return s;
 }
 
+/* The files a checkpoint carries besides the weights (c->keep_files, in
+ * this order); the first of each source is required. */
+static const char *const KEEP_FILES[4] = {"config.json", "generation_config.json", "tokenizer.json",
+                                          "tokenizer_config.json"};
+
+base_status run_keep_files(run_ctx *c, const char *policy_dir, const char *tok_dir) {
+    for (int i = 0; i < 4; i++) {
+        const char *dir = i < 2 ? policy_dir : tok_dir;
+        if (!dir) continue;
+        char *p = base_path_join(dir, KEEP_FILES[i]);
+        base_buf_free(&c->keep_files[i]);
+        base_status s = BASE_OK;
+        if (base_file_exists(p)) {
+            char *text;
+            size_t n;
+            s = base_read_file(p, &text, &n);
+            if (!s) c->keep_files[i] = (base_buf){.data = text, .len = n, .cap = n + 1};
+        }
+        free(p);
+        if (s) return s;
+    }
+    return BASE_OK;
+}
+
+void run_keep_files_free(run_ctx *c) {
+    for (int i = 0; i < 4; i++) base_buf_free(&c->keep_files[i]);
+}
+
 base_status run_save_model(run_ctx *c, const model *m, const char *dir) {
     base_status s = base_mkdir_p(dir);
     if (s) return s;
     char *p = base_path_join(dir, "model.safetensors");
     s = write_weights(m, p);
     free(p);
-    const char *files[] = {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"};
-    const char *from[] = {c->policy_src, c->tok_dir, c->tok_dir, c->policy_src};
     for (int i = 0; i < 4 && !s; i++) {
-        char *src = base_path_join(from[i], files[i]), *dst = base_path_join(dir, files[i]);
-        if (base_file_exists(src)) s = copy_file(src, dst);
-        else if (i < 2) s = base_err_set(BASE_ERR_IO, "%s: missing (needed in every checkpoint)", src);
-        free(src), free(dst);
+        const base_buf *f = &c->keep_files[i];
+        if (!f->data) {
+            if (i == 0 || i == 2)
+                s = base_err_set(BASE_ERR_IO, "%s: missing from %s (needed in every checkpoint)", KEEP_FILES[i],
+                                 i == 0 ? c->policy_src : c->tok_dir);
+            continue;
+        }
+        char *dst = base_path_join(dir, KEEP_FILES[i]);
+        s = base_write_file_atomic(dst, f->data, f->len);
+        free(dst);
     }
     return s;
 }
@@ -183,6 +197,24 @@ static int64_t *list_ckpts(const char *root, int complete, int *n) {
     return v;
 }
 
+/* Leftovers of a save that a crash interrupted: .tmp-step-N (an unfinished
+ * checkpoint) and .old-step (a replaced one), whatever their N. Only this
+ * process writes the run directory, so none of them is in use. */
+static base_status remove_stale(const char *root) {
+    DIR *d = opendir(root);
+    if (!d) return base_err_set(BASE_ERR_IO, "%s: %s", root, base_strerror_now());
+    base_status s = BASE_OK;
+    struct dirent *e;
+    while (!s && (e = readdir(d))) {
+        if (strncmp(e->d_name, ".tmp-step-", 10) && strcmp(e->d_name, ".old-step")) continue;
+        char *p = base_path_join(root, e->d_name);
+        s = base_remove_tree(p);
+        free(p);
+    }
+    closedir(d);
+    return s;
+}
+
 base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *opt, const model *ref, int keep) {
     char *root = base_path_join(c->dir, "checkpoints");
     char name[64], tmpname[64];
@@ -190,7 +222,7 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
     snprintf(tmpname, sizeof tmpname, ".tmp-step-%lld", (long long)st->total_steps);
     char *dir = base_path_join(root, name), *tmp = base_path_join(root, tmpname);
     base_status s = base_mkdir_p(root);
-    if (!s && base_file_exists(tmp)) s = rm_rf(tmp);
+    if (!s) s = remove_stale(root);
     if (!s) s = run_save_model(c, c->policy, tmp);
     /* Test hook: GRPO_TEST_CKPT_DELAY_MS widens the window between the
      * first and the last file of a checkpoint so tests can kill -9 the
@@ -219,10 +251,10 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
         fsync_dir(tmp);
         if (base_file_exists(dir)) { /* same step saved again (stage end): replace */
             char *old = base_path_join(root, ".old-step");
-            if (base_file_exists(old)) rm_rf(old);
-            if (rename(dir, old) < 0) s = base_err_set(BASE_ERR_IO, "rename %s: %s", dir, base_strerror_now());
+            s = base_remove_tree(old);
+            if (!s && rename(dir, old) < 0) s = base_err_set(BASE_ERR_IO, "rename %s: %s", dir, base_strerror_now());
             if (!s && rename(tmp, dir) < 0) s = base_err_set(BASE_ERR_IO, "rename %s: %s", tmp, base_strerror_now());
-            if (!s) rm_rf(old);
+            if (!s) s = base_remove_tree(old);
             free(old);
         } else if (rename(tmp, dir) < 0) {
             s = base_err_set(BASE_ERR_IO, "rename %s: %s", tmp, base_strerror_now());
@@ -236,7 +268,8 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
             char nm[64];
             snprintf(nm, sizeof nm, "step-%lld", (long long)all[i]);
             char *p = base_path_join(root, nm);
-            rm_rf(p);
+            base_status r = base_remove_tree(p);
+            if (r) base_warn("checkpoint rotation (save_total_limit): %s", base_err_msg());
             free(p);
         }
         free(all);
@@ -245,51 +278,220 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
     return s ? base_err_wrap(s, "checkpoint %s", name) : BASE_OK;
 }
 
+/* ---- reading a checkpoint back -------------------------------------------- */
+
+/* An integer field of trainer_state.json in [lo, hi]. */
+static base_status state_int(const cJSON *j, const char *file, const char *key, int64_t lo, int64_t hi,
+                             int64_t *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!v) return base_err_set(BASE_ERR_INVALID, "%s: '%s' is missing", file, key);
+    double d = v->valuedouble;
+    if (!cJSON_IsNumber(v) || d != floor(d) || fabs(d) > 9007199254740992.0)
+        return base_err_set(BASE_ERR_INVALID, "%s: '%s' must be an integer", file, key);
+    if (d < (double)lo || d > (double)hi)
+        return base_err_set(BASE_ERR_INVALID, "%s: '%s' = %lld is out of range [%lld, %lld]", file, key,
+                            (long long)d, (long long)lo, (long long)hi);
+    *out = (int64_t)d;
+    return BASE_OK;
+}
+
+static base_status state_bool(const cJSON *j, const char *file, const char *key, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!cJSON_IsBool(v)) return base_err_set(BASE_ERR_INVALID, "%s: '%s' must be true or false", file, key);
+    *out = cJSON_IsTrue(v);
+    return BASE_OK;
+}
+
+static base_status parse_state(const recipe *rc, const cJSON *j, const char *file, run_ckpt *k) {
+    const int64_t BIG = (int64_t)1 << 53;
+    run_train_state *st = &k->st;
+    if (!cJSON_IsObject(j)) return base_err_set(BASE_ERR_INVALID, "%s: not a JSON object", file);
+    int64_t v, step, total;
+    base_status s = state_int(j, file, "version", 1, 1, &v);
+    const recipe_cfg *cfg = recipe_config(rc);
+    if (!s) s = state_int(j, file, "stage_index", 0, cfg->n_stages - 1, &v);
+    if (s) return s;
+    st->stage_index = (int)v;
+    const recipe_stage_cfg *stage = &cfg->stages[st->stage_index];
+    const char *want = stage->name, *type = stage->type_name;
+    const char *name = base_json_str(j, "stage_name", NULL);
+    if (!name) return base_err_set(BASE_ERR_INVALID, "%s: 'stage_name' must be a string", file);
+    if (strcmp(name, want))
+        return base_err_set(BASE_ERR_INVALID,
+                            "%s: 'stage_name' is '%s' but the recipe's stage %d is '%s' (a checkpoint of another "
+                            "recipe?)",
+                            file, name, st->stage_index + 1, want);
+    if (stage->type != RECIPE_STAGE_GRPO && stage->type != RECIPE_STAGE_SFT)
+        return base_err_set(BASE_ERR_INVALID, "%s: stage '%s' is a %s stage, which saves no checkpoints", file,
+                            name, type);
+    snprintf(st->stage_name, sizeof st->stage_name, "%s", name);
+    /* max_steps <= 0 (sft): the epochs decide; the stage checks the count */
+    int64_t max_steps = stage->type == RECIPE_STAGE_GRPO ? stage->grpo.max_steps : stage->sft.max_steps;
+    s = state_bool(j, file, "stage_done", &st->stage_done);
+    if (!s) s = state_int(j, file, "stage_step", 0, max_steps > 0 ? max_steps : BIG, &step);
+    if (!s) s = state_int(j, file, "total_steps", step, BIG, &total);
+    if (!s) s = state_int(j, file, "data_epoch", 0, BIG, &st->data_epoch);
+    if (!s) s = state_int(j, file, "data_pos", 0, BIG, &st->data_pos);
+    if (!s) s = state_int(j, file, "metrics_lines", 0, BIG, &st->metrics_lines);
+    if (!s) s = state_int(j, file, "samples_lines", 0, BIG, &st->samples_lines);
+    if (!s) s = state_bool(j, file, "has_optimizer", &k->has_optim);
+    if (!s) s = state_bool(j, file, "has_ref", &k->has_ref);
+    if (s) return s;
+    st->stage_step = step;
+    st->total_steps = total;
+    if (!st->stage_done && !k->has_optim)
+        return base_err_set(BASE_ERR_INVALID,
+                            "%s: 'has_optimizer' is false inside stage '%s': no optimizer state to resume from", file,
+                            name);
+    if (k->has_optim) {
+        s = state_int(j, file, "optim_step", 0, BIG, &k->optim_step);
+        if (!s) s = state_int(j, file, "optim_skipped", 0, k->optim_step, &k->optim_skipped);
+        if (s) return s;
+    }
+    const cJSON *ec = cJSON_GetObjectItemCaseSensitive(j, "entropy_coef");
+    if (!cJSON_IsNumber(ec) || !isfinite(ec->valuedouble))
+        return base_err_set(BASE_ERR_INVALID, "%s: 'entropy_coef' must be a finite number", file);
+    st->entropy_coef = ec->valuedouble;
+    const cJSON *el = cJSON_GetObjectItemCaseSensitive(j, "entropy_last");
+    if (!cJSON_IsNull(el) && !(cJSON_IsNumber(el) && isfinite(el->valuedouble)))
+        return base_err_set(BASE_ERR_INVALID, "%s: 'entropy_last' must be a finite number or null", file);
+    st->entropy_last = cJSON_IsNumber(el) ? el->valuedouble : INFINITY;
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(j, "seed");
+    double want_seed = (double)(uint64_t)cfg->seed;
+    if (!cJSON_IsNumber(seed) || seed->valuedouble != want_seed)
+        return base_err_set(BASE_ERR_INVALID, "%s: 'seed' is not the recipe's seed (%.17g): a checkpoint of another run",
+                            file, want_seed);
+    const cJSON *sum = cJSON_GetObjectItemCaseSensitive(j, "summary");
+    if (!cJSON_IsObject(sum)) return base_err_set(BASE_ERR_INVALID, "%s: 'summary' must be an object", file);
+    k->summary = cJSON_Duplicate(sum, 1);
+    return BASE_OK;
+}
+
+base_status run_ckpt_parse_state(const recipe *rc, const char *dir, const char *text, size_t len, run_ckpt **out) {
+    *out = NULL;
+    char *file = base_path_join(dir, "trainer_state.json");
+    cJSON *j;
+    base_status s = base_json_parse(text, len, file, &j);
+    if (!s) {
+        run_ckpt *k = base_xcalloc(1, sizeof *k);
+        k->dir = base_xstrdup(dir);
+        s = parse_state(rc, j, file, k);
+        cJSON_Delete(j);
+        if (s) run_ckpt_free(k);
+        else *out = k;
+    }
+    free(file);
+    return s;
+}
+
+base_status run_ckpt_check_cursor(const run_ckpt *k, int64_t nrows) {
+    if (k->st.data_pos <= nrows) return BASE_OK;
+    return base_err_set(BASE_ERR_INVALID,
+                        "%s/trainer_state.json: 'data_pos' = %lld is past the end of stage '%s''s data (%lld rows): "
+                        "did the dataset change since the checkpoint?",
+                        k->dir, (long long)k->st.data_pos, k->st.stage_name, (long long)nrows);
+}
+
+/* A safetensors file of a checkpoint opens (header, sizes). */
+static base_status verify_st(const char *dir, const char *name) {
+    char *p = base_path_join(dir, name);
+    st_file *f;
+    base_status s = st_open(p, &f);
+    if (!s) st_close(f);
+    free(p);
+    return s;
+}
+
+/* Everything a resume reads from the checkpoint dir, checked up front. */
+static base_status open_ckpt(const recipe *rc, const char *dir, run_ckpt **out) {
+    *out = NULL;
+    char *p = base_path_join(dir, "trainer_state.json"), *text;
+    size_t n;
+    base_status s = base_read_file(p, &text, &n);
+    free(p);
+    if (s) return s;
+    run_ckpt *k;
+    s = run_ckpt_parse_state(rc, dir, text, n, &k);
+    free(text);
+    if (s) return s;
+    p = base_path_join(dir, "config.json");
+    cJSON *cfg;
+    s = base_json_parse_file(p, &cfg);
+    if (!s && !cJSON_IsObject(cfg)) s = base_err_set(BASE_ERR_PARSE, "%s: not a JSON object", p);
+    if (!s) cJSON_Delete(cfg);
+    free(p);
+    if (!s) s = verify_st(dir, "model.safetensors");
+    if (!s && k->has_optim) s = verify_st(dir, "optimizer.safetensors");
+    if (!s && k->has_ref) s = verify_st(dir, "ref.safetensors");
+    if (s) run_ckpt_free(k);
+    else *out = k;
+    return s;
+}
+
+/* checkpoints/corrupt-step-N (or .2, .3, ... when that exists). */
+static base_status set_aside(const char *root, int64_t step) {
+    char nm[64], bad[96];
+    snprintf(nm, sizeof nm, "step-%lld", (long long)step);
+    char *from = base_path_join(root, nm), *to = NULL;
+    for (int i = 1; !to || base_file_exists(to); i++) {
+        free(to);
+        if (i == 1) snprintf(bad, sizeof bad, "corrupt-%s", nm);
+        else snprintf(bad, sizeof bad, "corrupt-%s.%d", nm, i);
+        to = base_path_join(root, bad);
+    }
+    base_status s = BASE_OK;
+    if (rename(from, to) < 0) s = base_err_set(BASE_ERR_IO, "rename %s to %s: %s", from, to, base_strerror_now());
+    else base_warn("%s set aside as %s (it does not verify)", from, to);
+    free(from), free(to);
+    return s;
+}
+
 base_status run_ckpt_latest(run_ctx *c, run_ckpt **out) {
     *out = NULL;
     char *root = base_path_join(c->dir, "checkpoints");
     int n;
     int64_t *all = list_ckpts(root, 1, &n);
     base_status s = BASE_OK;
-    if (n > 0) {
+    char *why = NULL; /* why the newest one does not verify */
+    int bad = -1, good = -1; /* indices of the newest one that does not / that does */
+    run_ckpt *k = NULL;
+    for (int i = n - 1; i >= 0 && !k; i--) {
         char nm[64];
-        snprintf(nm, sizeof nm, "step-%lld", (long long)all[n - 1]);
-        run_ckpt *k = base_xcalloc(1, sizeof *k);
-        k->dir = base_path_join(root, nm);
-        char *p = base_path_join(k->dir, "trainer_state.json");
-        cJSON *j;
-        s = base_json_parse_file(p, &j);
-        free(p);
-        if (!s) {
-            run_train_state *st = &k->st;
-            st->stage_index = (int)base_json_int(j, "stage_index", -1, NULL);
-            snprintf(st->stage_name, sizeof st->stage_name, "%s", base_json_str(j, "stage_name", ""));
-            st->stage_done = base_json_bool(j, "stage_done", 0, NULL);
-            st->stage_step = base_json_int(j, "stage_step", 0, NULL);
-            st->total_steps = base_json_int(j, "total_steps", 0, NULL);
-            st->data_epoch = base_json_int(j, "data_epoch", 0, NULL);
-            st->data_pos = base_json_int(j, "data_pos", 0, NULL);
-            st->entropy_coef = base_json_num(j, "entropy_coef", 0, NULL);
-            const cJSON *el = cJSON_GetObjectItemCaseSensitive(j, "entropy_last");
-            st->entropy_last = cJSON_IsNumber(el) ? el->valuedouble : INFINITY;
-            st->metrics_lines = base_json_int(j, "metrics_lines", 0, NULL);
-            st->samples_lines = base_json_int(j, "samples_lines", 0, NULL);
-            k->optim_step = base_json_int(j, "optim_step", 0, NULL);
-            k->optim_skipped = base_json_int(j, "optim_skipped", 0, NULL);
-            k->has_optim = base_json_bool(j, "has_optimizer", 0, NULL);
-            k->has_ref = base_json_bool(j, "has_ref", 0, NULL);
-            const cJSON *sum = cJSON_GetObjectItemCaseSensitive(j, "summary");
-            k->summary = cJSON_IsObject(sum) ? cJSON_Duplicate(sum, 1) : cJSON_CreateObject();
-            if (st->stage_index < 0 || (uint64_t)base_json_int(j, "seed", -1, NULL) != c->seed)
-                s = base_err_set(BASE_ERR_INVALID, "%s: trainer_state.json is from another run (seed or stage differ)",
-                                 k->dir);
-            cJSON_Delete(j);
+        snprintf(nm, sizeof nm, "step-%lld", (long long)all[i]);
+        char *dir = base_path_join(root, nm);
+        if (open_ckpt(c->rc, dir, &k)) {
+            if (!why) why = base_xstrdup(base_err_msg()), bad = i;
+        } else {
+            good = i;
         }
-        if (s) run_ckpt_free(k);
-        else *out = k;
+        free(dir);
     }
+    if (why && !c->opts.resume_last_good) {
+        base_buf b = {0};
+        base_buf_printf(&b, "%s/step-%lld does not verify: %s; ", root, (long long)all[bad], why);
+        if (k)
+            base_buf_printf(&b, "the newest checkpoint that does is %s: resume from it with --resume-from-last-good",
+                            k->dir);
+        else base_buf_puts(&b, "no older checkpoint verifies either");
+        s = base_err_set(BASE_ERR_INVALID, "%s", b.data);
+        base_buf_free(&b);
+        run_ckpt_free(k);
+        k = NULL;
+    } else if (why && !k) {
+        s = base_err_set(BASE_ERR_INVALID, "%s/step-%lld does not verify (%s), and no older checkpoint does", root,
+                         (long long)all[bad], why);
+    } else if (why) { /* --resume-from-last-good: the newer bad ones out of the way */
+        base_warn("%s/step-%lld does not verify: %s", root, (long long)all[bad], why);
+        for (int i = n - 1; i > good && !s; i--) s = set_aside(root, all[i]);
+        if (s) {
+            run_ckpt_free(k);
+            k = NULL;
+        }
+    }
+    free(why);
     free(all);
     free(root);
+    *out = k;
     return s;
 }
 

@@ -3,6 +3,7 @@
  * resume. See run.h.
  */
 #include <dirent.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,9 +18,13 @@ static void omp_set_num_threads(int n) { (void)n; }
 #include "recipe/recipe.h"
 #include "run_internal.h"
 
+/* The file grpo writes into every run directory it creates: --overwrite
+ * removes only a directory holding it. */
+#define RUN_MARKER ".grpo-run"
+
 char *run_dir_of(const recipe *rc) {
-    const cJSON *root = recipe_root(rc);
-    return base_path_join(recipe_str(root, "output_dir"), recipe_str(root, "name"));
+    const recipe_cfg *cfg = recipe_config(rc);
+    return base_path_join(cfg->output_dir, cfg->name);
 }
 
 /* Keep the first `lines` lines of a JSONL file (resume drops what was
@@ -44,6 +49,42 @@ static base_status truncate_lines(const char *path, int64_t lines) {
     }
     s = base_write_file_atomic(path, text, cut);
     free(text);
+    return s;
+}
+
+/* The run name is one directory under output_dir, and --overwrite removes
+ * it: never empty, ".", "..", a path or a name with control characters. */
+static base_status check_name(const recipe *rc, const char *name) {
+    const char *why = NULL;
+    if (!name || !*name) why = "is empty";
+    else if (!strcmp(name, ".") || !strcmp(name, "..")) why = "is '.' or '..'";
+    else if (strchr(name, '/')) why = "contains '/'";
+    else if (strlen(name) > 200) why = "is longer than 200 bytes";
+    for (const char *p = name; p && *p && !why; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) why = "contains a control character";
+    if (!why) return BASE_OK;
+    return base_err_set(BASE_ERR_INVALID,
+                        "%s: 'name' %s: the run name is one directory under output_dir (letters, digits, '-', "
+                        "'_', '.'; put the run elsewhere with output_dir)",
+                        recipe_path(rc), why);
+}
+
+static int has_marker(const char *dir) {
+    char *p = base_path_join(dir, RUN_MARKER);
+    struct stat st;
+    int ok = lstat(p, &st) == 0 && S_ISREG(st.st_mode);
+    free(p);
+    return ok;
+}
+
+static base_status write_marker(const char *dir, const char *name) {
+    if (has_marker(dir)) return BASE_OK;
+    char *p = base_path_join(dir, RUN_MARKER);
+    base_buf b = {0};
+    base_buf_printf(&b, "grpo run directory of run '%s': grpo run --overwrite may remove this directory\n", name);
+    base_status s = base_write_file_atomic(p, b.data, b.len);
+    base_buf_free(&b);
+    free(p);
     return s;
 }
 
@@ -75,34 +116,29 @@ static base_status open_outputs(run_ctx *c, int append) {
 
 /* Pre-flight: every stage still to run (from stage `first`) gets its
  * datasets loaded and its rewards built and checked against the rows now,
- * so a missing file, a malformed line, a broken reward script or a row
- * lacking a column, or GRPO options that do not go together fail the run
- * before any training. Datasets that a
+ * so a missing file, a malformed line, a broken reward script, a row
+ * lacking a column or a sample stage's keep expression that does not
+ * compile fail the run before any training (the options themselves were
+ * checked when the recipe loaded). Datasets that a
  * sample stage of this run writes ("stage:NAME") are checked when their
  * stage comes. */
 static base_status preflight(run_ctx *c, int first) {
-    int n = recipe_nstages(c->rc);
-    const cJSON *dsets = cJSON_GetObjectItemCaseSensitive(c->root, "datasets");
+    int n = c->cfg->n_stages;
     for (int i = first; i < n; i++) {
-        const cJSON *st = recipe_stage(c->rc, i);
-        const char *type = recipe_str(st, "type"), *name = recipe_str(st, "name");
-        base_status cs = !strcmp(type, "grpo")     ? run_stage_grpo_check(st)
-                         : !strcmp(type, "sft")    ? run_stage_sft_check(st)
-                         : !strcmp(type, "sample") ? run_stage_sample_check(st)
-                                                   : BASE_OK;
+        const recipe_stage_cfg *st = &c->cfg->stages[i];
+        const char *name = st->name;
+        /* the recipe checked every option; the keep expression compiles here */
+        base_status cs = st->type == RECIPE_STAGE_SAMPLE ? run_stage_sample_check(st) : BASE_OK;
         if (cs) return cs;
         int produced = 0;
-        const cJSON *dl = cJSON_GetObjectItemCaseSensitive(st, "dataset");
-        for (const cJSON *e = dl->child; e; e = e->next) {
-            const char *path = recipe_str(cJSON_GetObjectItemCaseSensitive(dsets, e->valuestring), "path");
-            if (!strncmp(path, "stage:", 6)) produced = 1;
-        }
+        for (int k = 0; k < st->dataset.n; k++)
+            if (st->datasets[k]->producer) produced = 1;
         if (produced) continue;
         cJSON **rows;
         char **where;
         int64_t nrows;
         base_status s = run_stage_rows(c, st, &rows, &where, &nrows);
-        if (!s && strcmp(type, "sft")) {
+        if (!s && st->type != RECIPE_STAGE_SFT) {
             reward_pool *pool = NULL;
             s = run_reward_pool(c, st, &pool);
             if (!s) s = run_check_columns(pool, rows, where, nrows);
@@ -115,20 +151,39 @@ static base_status preflight(run_ctx *c, int first) {
     return BASE_OK;
 }
 
+/* The resumed GRPO stage's data cursor inside its datasets as they are now. */
+static base_status check_cursor(run_ctx *c, const run_ckpt *ck) {
+    const run_train_state *rs = run_ckpt_state(ck);
+    const recipe_stage_cfg *st = &c->cfg->stages[rs->stage_index];
+    if (rs->stage_done || st->type != RECIPE_STAGE_GRPO) return BASE_OK;
+    cJSON **rows;
+    char **where;
+    int64_t n;
+    base_status s = run_stage_rows(c, st, &rows, &where, &n);
+    if (!s) s = run_ckpt_check_cursor(ck, n);
+    free(rows);
+    run_where_free(where, n);
+    return s;
+}
+
 /* Load the policy from a checkpoint directory, or (fresh = 1 and the recipe
  * sets init_std) make random weights from its config.json. */
 static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
     model *m = NULL;
     base_status s;
-    const cJSON *init = cJSON_GetObjectItemCaseSensitive(c->root, "init_std");
-    if (cJSON_IsNumber(init) && fresh) { /* pre-training from scratch */
+    double init_std = c->cfg->init_std; /* NaN: not set */
+    if (!isnan(init_std) && fresh) { /* pre-training from scratch */
         model_config cfg;
         s = model_config_load(dir, &cfg);
-        if (!s) s = model_init_random(&cfg, c->ops, c->seed, (float)init->valuedouble, &c->load, &m);
+        if (!s) s = model_init_random(&cfg, c->ops, c->seed, (float)init_std, &c->load, &m);
     } else {
         s = model_load(dir, c->ops, &c->load, &m);
     }
-    if (s) return base_err_wrap(s, "loading the model");
+    if (!s) s = run_keep_files(c, dir, NULL);
+    if (s) {
+        model_free(m);
+        return base_err_wrap(s, "loading the model");
+    }
     model_free(c->policy);
     c->policy = m;
     free(c->policy_src);
@@ -149,27 +204,29 @@ static void ctx_free(run_ctx *c) {
     tok_free(c->tok);
     cJSON_Delete(c->summary);
     free(c->dir), free(c->name), free(c->policy_src), free(c->tok_dir), free(c->reward_log);
+    run_keep_files_free(c);
 }
 
 base_status run_recipe(const recipe *rc, const run_opts *opts) {
     run_ctx c;
     memset(&c, 0, sizeof c);
     c.rc = rc;
-    c.root = recipe_root(rc);
+    c.cfg = recipe_config(rc);
     if (opts) c.opts = *opts;
+    base_status s = check_name(rc, c.cfg->name);
+    if (s) return s;
     c.dir = run_dir_of(rc);
-    c.name = base_xstrdup(recipe_str(c.root, "name"));
-    c.seed = (uint64_t)recipe_int(c.root, "seed");
-    const char *dev = c.opts.device ? c.opts.device : recipe_str(c.root, "device");
-    int64_t threads = recipe_int(c.root, "threads");
+    c.name = base_xstrdup(c.cfg->name);
+    c.seed = (uint64_t)c.cfg->seed;
+    const char *dev = c.opts.device ? c.opts.device : c.cfg->device;
+    int64_t threads = c.cfg->threads;
     if (threads > 0) omp_set_num_threads((int)threads);
-    base_status s = BASE_OK;
     c.ops = ops_by_name(dev);
     if (!c.ops) {
         s = base_err_set(BASE_ERR_UNSUPPORTED, "device '%s': %s", dev, base_err_msg());
         goto done;
     }
-    s = model_precision_parse(c.opts.precision ? c.opts.precision : recipe_str(c.root, "precision"),
+    s = model_precision_parse(c.opts.precision ? c.opts.precision : c.cfg->precision,
                               &c.load.precision);
     if (s) goto done;
     /* the checkpoint to resume from (read only) */
@@ -181,34 +238,48 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     }
     /* weights and tokenizer first: a run that cannot start leaves an
      * existing run directory as it was */
-    char *model_dir = recipe_resolve_path(rc, recipe_str(c.root, "model"));
+    char *model_dir = recipe_resolve_path(rc, c.cfg->model);
     s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir, !ck);
-    const char *tk = recipe_str(c.root, "tokenizer");
+    const char *tk = c.cfg->tokenizer;
     c.tok_dir = tk ? recipe_resolve_path(rc, tk) : base_xstrdup(model_dir);
     free(model_dir);
     if (!s) {
         s = tok_load(c.tok_dir, &c.tok);
+        if (!s) s = run_keep_files(&c, NULL, c.tok_dir);
         if (s) s = base_err_wrap(s, "loading the tokenizer (set 'tokenizer' in the recipe)");
     }
     if (!s) {
         const run_train_state *r0 = ck ? run_ckpt_state(ck) : NULL;
         s = preflight(&c, r0 ? r0->stage_index + (r0->stage_done ? 1 : 0) : 0);
     }
-    /* the run directory: a new run needs an empty (or absent) one */
-    if (!s && !c.opts.resume && base_file_exists(c.dir) && !dir_is_empty(c.dir)) {
-        if (!c.opts.overwrite) {
+    if (!s && ck) s = check_cursor(&c, ck);
+    /* the run directory: a new run needs an empty (or absent) one; a resume
+     * one with a checkpoint or grpo's marker */
+    if (!s && base_file_exists(c.dir) && !dir_is_empty(c.dir) && !ck) {
+        int marked = has_marker(c.dir);
+        if (c.opts.resume && !marked) {
+            s = base_err_set(BASE_ERR_INVALID,
+                             "run directory %s has no checkpoint and no %s marker: not a grpo run directory, so "
+                             "grpo does not write into it (give the run another name with --set name=...)",
+                             c.dir, RUN_MARKER);
+        } else if (!c.opts.resume && !c.opts.overwrite) {
             s = base_err_set(BASE_ERR_INVALID,
                              "run directory %s already exists: continue it with --resume, replace it with "
                              "--overwrite, or give the run another name (--set name=...)",
                              c.dir);
-        } else {
-            char cmd[4200];
-            snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", c.dir);
-            if (strchr(c.dir, '\'') || system(cmd) != 0)
-                s = base_err_set(BASE_ERR_IO, "%s: could not remove the old run directory", c.dir);
+        } else if (!c.opts.resume && !marked) {
+            s = base_err_set(BASE_ERR_INVALID,
+                             "run directory %s: --overwrite refuses to remove it: it has no %s marker, so grpo did "
+                             "not create it (or an older grpo did); check it and remove it yourself (rm -r '%s'), or "
+                             "give the run another name (--set name=...)",
+                             c.dir, RUN_MARKER, c.dir);
+        } else if (!c.opts.resume) {
+            s = base_remove_tree(c.dir);
+            if (s) s = base_err_wrap(s, "--overwrite: removing the old run directory");
         }
     }
     if (!s) s = base_mkdir_p(c.dir);
+    if (!s) s = write_marker(c.dir, c.name);
     if (!s) {
         char *p = base_path_join(c.dir, "config.resolved.lua");
         s = recipe_write_resolved(rc, p);
@@ -232,30 +303,29 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     }
     if (!c.summary) c.summary = cJSON_CreateObject();
     if (!s) s = open_outputs(&c, ck != NULL);
-    int n = recipe_nstages(rc);
+    int n = c.cfg->n_stages;
     const run_train_state *rs = ck ? run_ckpt_state(ck) : NULL;
     for (int i = 0; i < n && !s && !c.stop_requested; i++) {
-        const cJSON *st = recipe_stage(rc, i);
+        const recipe_stage_cfg *st = &c.cfg->stages[i];
         if (rs && (i < rs->stage_index || (i == rs->stage_index && rs->stage_done))) continue;
-        const char *from = recipe_str(st, "init_from");
+        const char *from = st->init_from;
         if (from && !(rs && i == rs->stage_index)) {
             /* "model": the recipe's model again (R1's second SFT starts from
              * the base model, not from the RL checkpoint) */
-            char *p = recipe_resolve_path(rc, !strcmp(from, "model") ? recipe_str(c.root, "model") : from);
+            char *p = recipe_resolve_path(rc, !strcmp(from, "model") ? c.cfg->model : from);
             s = load_policy(&c, p, 0);
             free(p);
             if (s) break;
         }
-        const char *type = recipe_str(st, "type");
         const run_ckpt *res = rs && i == rs->stage_index ? ck : NULL;
-        if (!c.opts.quiet) base_info("stage %d/%d: %s (%s)", i + 1, n, recipe_str(st, "name"), type);
-        if (!strcmp(type, "grpo")) s = run_stage_grpo(&c, st, i, res);
-        else if (!strcmp(type, "sft")) s = run_stage_sft(&c, st, i, res);
-        else if (!strcmp(type, "eval")) s = run_stage_eval(&c, st, i);
-        else s = run_stage_sample(&c, st, i);
+        if (!c.opts.quiet) base_info("stage %d/%d: %s (%s)", i + 1, n, st->name, st->type_name);
+        if (st->type == RECIPE_STAGE_GRPO) s = run_stage_grpo(&c, st, res);
+        else if (st->type == RECIPE_STAGE_SFT) s = run_stage_sft(&c, st, res);
+        else if (st->type == RECIPE_STAGE_EVAL) s = run_stage_eval(&c, st);
+        else s = run_stage_sample(&c, st);
     }
     run_ckpt_free(ck);
-    if (!s && !c.stop_requested && recipe_bool(c.root, "report")) {
+    if (!s && !c.stop_requested && c.cfg->report) {
         fflush(c.metrics);
         base_status r = run_report_write(c.dir);
         if (r) base_warn("report: %s", base_err_msg());

@@ -35,6 +35,8 @@ extern "C" {
 
 typedef struct {
     int resume;         /* continue from the run directory's last checkpoint */
+    int resume_last_good; /* with resume: the newest checkpoint that verifies,
+                           * setting aside newer corrupt ones (else an error) */
     int overwrite;      /* replace an existing run directory (else an error) */
     int quiet;          /* no progress bars */
     const char *device; /* "cpu", "cuda", "auto"; NULL: the recipe's */

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "recipe/recipe.h"
 #include "run_internal.h"
 
 /* ---- datasets ----------------------------------------------------------- */
@@ -43,35 +42,32 @@ static base_status load_jsonl(const char *path, int64_t limit, run_dataset *d) {
     return BASE_OK;
 }
 
-base_status run_dataset_get(run_ctx *c, const char *name, run_dataset **out) {
+base_status run_dataset_get(run_ctx *c, const recipe_dataset *ds, run_dataset **out) {
     *out = NULL;
+    const char *name = ds->name;
     for (int i = 0; i < c->n_datasets; i++)
         if (!strcmp(c->datasets[i].name, name)) {
             if (!c->datasets[i].rows) break;
             *out = &c->datasets[i];
             return BASE_OK;
         }
-    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c->root, "datasets"), name);
-    if (!ds) return base_err_set(BASE_ERR_INVALID, "%s: no dataset named '%s'", recipe_path(c->rc), name);
-    const char *path = recipe_str(ds, "path");
     char *resolved;
-    if (!strncmp(path, "stage:", 6)) {
-        char fname[300];
-        snprintf(fname, sizeof fname, "%s.jsonl", path + 6);
-        resolved = base_path_join(c->dir, fname);
-        const cJSON *st = recipe_stage_by_name(c->rc, path + 6);
-        const char *o = st ? recipe_str(st, "output") : NULL;
+    if (ds->producer) { /* "stage:NAME": that sample stage's output */
+        const char *o = ds->producer->sample.output;
         if (o) {
-            free(resolved);
             resolved = recipe_resolve_path(c->rc, o);
+        } else {
+            char fname[300];
+            snprintf(fname, sizeof fname, "%s.jsonl", ds->producer->name);
+            resolved = base_path_join(c->dir, fname);
         }
     } else {
-        resolved = recipe_resolve_path(c->rc, path);
+        resolved = recipe_resolve_path(c->rc, ds->path);
     }
     c->datasets = base_xrealloc(c->datasets, (size_t)(c->n_datasets + 1) * sizeof *c->datasets);
     run_dataset *d = &c->datasets[c->n_datasets];
     memset(d, 0, sizeof *d);
-    base_status s = load_jsonl(resolved, recipe_int(ds, "limit"), d);
+    base_status s = load_jsonl(resolved, ds->limit, d);
     if (s) {
         for (int64_t i = 0; i < d->n; i++) cJSON_Delete(d->rows[i]);
         free(d->rows), free(d->lines), free(resolved);
@@ -80,21 +76,20 @@ base_status run_dataset_get(run_ctx *c, const char *name, run_dataset **out) {
     }
     d->name = base_xstrdup(name);
     d->path = resolved;
-    d->prompt_column = base_xstrdup(recipe_str(ds, "prompt_column"));
+    d->prompt_column = base_xstrdup(ds->prompt_column);
     c->n_datasets++;
     *out = d;
     return BASE_OK;
 }
 
-base_status run_stage_rows(run_ctx *c, const cJSON *stage, cJSON ***rows, char ***where, int64_t *n) {
+base_status run_stage_rows(run_ctx *c, const recipe_stage_cfg *stage, cJSON ***rows, char ***where, int64_t *n) {
     *rows = NULL;
     *where = NULL;
     *n = 0;
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(stage, "dataset");
     int64_t total = 0;
-    for (const cJSON *e = list->child; e; e = e->next) {
+    for (int k = 0; k < stage->dataset.n; k++) {
         run_dataset *d;
-        base_status s = run_dataset_get(c, e->valuestring, &d);
+        base_status s = run_dataset_get(c, stage->datasets[k], &d);
         if (s) {
             free(*rows);
             run_where_free(*where, total);
@@ -123,21 +118,13 @@ void run_where_free(char **where, int64_t n) {
 
 /* ---- prompts ------------------------------------------------------------ */
 
-static const char *prompt_column_of(run_ctx *c, const cJSON *stage) {
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(stage, "dataset");
-    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c->root, "datasets"),
-                                                      list->child->valuestring);
-    return recipe_str(ds, "prompt_column");
-}
-
-base_status run_prompt(run_ctx *c, const cJSON *stage, const cJSON *row, const char *where,
+base_status run_prompt(run_ctx *c, const recipe_stage_cfg *stage, const cJSON *row, const char *where,
                        int64_t max_len, tok_ids *ids, char **text) {
     ids->n = 0;
     *text = NULL;
-    const char *tmpl = recipe_str(stage, "template");
-    if (!tmpl) tmpl = recipe_str(c->root, "template");
-    const char *system = recipe_str(c->root, "system_prompt");
-    const char *col = prompt_column_of(c, stage);
+    const char *tmpl = stage->template_name ? stage->template_name : c->cfg->template_name;
+    const char *system = c->cfg->system_prompt;
+    const char *col = stage->datasets[0]->prompt_column; /* the first dataset's */
     const cJSON *pv = cJSON_GetObjectItemCaseSensitive(row, col);
     base_status s;
     if (cJSON_IsArray(pv)) { /* conversational prompt: a list of messages */
@@ -240,43 +227,31 @@ int run_stop_ids(run_ctx *c, int32_t *ids, int max) {
     return n;
 }
 
-const char **run_stop_strings(const cJSON *stage, int *n) {
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(stage, "stop");
-    int k = cJSON_GetArraySize(list), i = 0;
-    const char **out = base_xcalloc((size_t)k + 1, sizeof *out);
-    for (const cJSON *e = list ? list->child : NULL; e; e = e->next) out[i++] = e->valuestring;
-    *n = k;
-    return out;
-}
-
 /* ---- rewards ------------------------------------------------------------ */
 
-base_status run_reward_pool(run_ctx *c, const cJSON *stage, reward_pool **out) {
+base_status run_reward_pool(run_ctx *c, const recipe_stage_cfg *stage, reward_pool **out) {
     *out = NULL;
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(stage, "rewards");
-    if (!cJSON_IsArray(list)) list = cJSON_GetObjectItemCaseSensitive(c->root, "rewards");
-    if (!cJSON_GetArraySize(list))
+    if (stage->rewards.n == 0)
         return base_err_set(BASE_ERR_INVALID, "%s: stage '%s' needs rewards (none in the stage or the recipe)",
-                            recipe_path(c->rc), recipe_str(stage, "name"));
+                            recipe_path(c->rc), stage->name);
     reward_spec spec = {0};
     base_status s = BASE_OK;
-    for (const cJSON *r = list->child; r && !s; r = r->next) {
-        const char *script = recipe_str(r, "script");
+    for (int i = 0; i < stage->rewards.n && !s; i++) {
+        const recipe_reward *r = &stage->rewards.items[i];
         char *path;
         /* a bare name is a built-in script; otherwise relative to the recipe */
-        if (strchr(script, '/') || strstr(script, ".lua")) path = recipe_resolve_path(c->rc, script);
-        else path = base_xstrdup(script);
-        const cJSON *params = cJSON_GetObjectItemCaseSensitive(r, "params");
-        s = reward_spec_add(&spec, path, recipe_num(r, "weight"), recipe_str(r, "name"),
-                            cJSON_IsObject(params) ? params : NULL);
+        if (strchr(r->script, '/') || strstr(r->script, ".lua")) path = recipe_resolve_path(c->rc, r->script);
+        else path = base_xstrdup(r->script);
+        /* params: free-form, the script's own table (reward_spec_add checks it against the script) */
+        s = reward_spec_add(&spec, path, r->weight, r->name, r->params);
         free(path);
     }
     if (!s) {
         reward_limits lim;
         reward_limits_default(&lim);
-        lim.instructions = recipe_int(c->root, "reward_instructions");
-        lim.memory_bytes = (size_t)recipe_int(c->root, "reward_memory_mb") << 20;
-        s = reward_pool_create(&spec, (int)recipe_int(c->root, "reward_workers"), &lim, c->reward_log, out);
+        lim.instructions = c->cfg->reward_instructions;
+        lim.memory_bytes = (size_t)c->cfg->reward_memory_mb << 20;
+        s = reward_pool_create(&spec, (int)c->cfg->reward_workers, &lim, c->reward_log, out);
     }
     reward_spec_free(&spec);
     return s;

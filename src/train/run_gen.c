@@ -6,30 +6,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "recipe/recipe.h"
 #include "run_internal.h"
 
-int run_gen_chunk_size(const cJSON *st, int64_t nrows) {
-    int64_t k = recipe_int(st, "num_generations");
+int run_gen_chunk_size(const recipe_gen_cfg *gen, int64_t nrows) {
+    int64_t k = gen->num_generations;
     int64_t chunk = k >= 256 || k < 1 ? 1 : 256 / k; /* about 256 sequences per rollout call */
     if (chunk > nrows) chunk = nrows > 0 ? nrows : 1;
     return (int)chunk;
 }
 
-base_status run_gen_init(run_gen *g, run_ctx *c, const cJSON *st, reward_pool *pool, int chunk) {
+base_status run_gen_init(run_gen *g, run_ctx *c, const recipe_stage_cfg *st, const recipe_gen_cfg *gen,
+                         reward_pool *pool, int chunk) {
     memset(g, 0, sizeof *g);
     g->c = c;
     g->st = st;
     g->pool = pool;
-    g->K = (int)recipe_int(st, "num_generations");
-    g->max_prompt = recipe_int(st, "max_prompt_length");
-    g->max_new = recipe_int(st, "max_completion_length");
-    if (g->K < 1) return base_err_set(BASE_ERR_INVALID, "num_generations must be >= 1");
+    g->K = (int)gen->num_generations; /* the recipe checked the ranges of these */
+    g->max_prompt = gen->max_prompt_length;
+    g->max_new = gen->max_completion_length;
     g->chunk = chunk > 0 ? chunk : 1;
-    g->sp = (rollout_sampling){(float)recipe_num(st, "temperature"), (float)recipe_num(st, "top_p"),
-                               (int)recipe_int(st, "top_k"), (float)recipe_num(st, "min_p")};
+    g->sp = (rollout_sampling){(float)gen->temperature, (float)gen->top_p, (int)gen->top_k, (float)gen->min_p};
     g->n_stop_ids = run_stop_ids(c, g->stop_ids, 8);
-    g->stop_str = run_stop_strings(st, &g->n_stop_str);
+    g->stop = gen->stop;
     size_t n = (size_t)g->chunk;
     g->pids = base_xcalloc(n, sizeof *g->pids);
     g->ptext = base_xcalloc(n, sizeof *g->ptext);
@@ -59,7 +57,7 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32
     if (s) return s;
     rollout_request rq = {.n_prompts = np, .prompt_ids = g->pp, .prompt_len = g->pl, .G = g->K, .sampling = g->sp,
                           .max_new_tokens = g->max_new, .stop_ids = g->stop_ids, .n_stop_ids = g->n_stop_ids,
-                          .stop_strings = g->stop_str, .n_stop_strings = g->n_stop_str, .tok = c->tok,
+                          .stop_strings = g->stop.items, .n_stop_strings = g->stop.n, .tok = c->tok,
                           .seed = c->seed, .step = step_key, .prompt_base = prompt_base};
     s = rollout_generate(g->eng, &rq, &g->res);
     if (s) return s;
@@ -81,7 +79,7 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32
 void run_gen_free(run_gen *g) {
     for (int i = 0; i < g->np * g->K; i++) cJSON_Delete(g->samples[i]);
     for (int i = 0; i < g->chunk; i++) tok_ids_free(&g->pids[i]), free(g->ptext[i]);
-    free(g->pids), free(g->ptext), free(g->pp), free(g->pl), free(g->samples), free(g->stop_str);
+    free(g->pids), free(g->ptext), free(g->pp), free(g->pl), free(g->samples);
     free(g->group_off);
     reward_scores_free(&g->sc);
     rollout_free(g->eng);

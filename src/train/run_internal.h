@@ -27,7 +27,7 @@ typedef struct {
 
 typedef struct {
     const recipe *rc;
-    const cJSON *root;
+    const recipe_cfg *cfg; /* the recipe's typed config */
     run_opts opts;
     char *dir;     /* run directory */
     char *name;
@@ -37,6 +37,11 @@ typedef struct {
     char *policy_src;      /* checkpoint directory the policy came from */
     tok_tokenizer *tok;
     char *tok_dir;
+    /* what every checkpoint carries besides the weights (RUN_KEEP_*),
+     * read when the policy and the tokenizer were loaded, so a save never
+     * depends on a directory that checkpoint rotation may have removed;
+     * data NULL: the source had no such file */
+    base_buf keep_files[4];
     uint64_t seed;
     run_dataset *datasets; /* [n_datasets], loaded on first use */
     int n_datasets;
@@ -52,14 +57,14 @@ typedef struct {
 
 /* ---- datasets and prompts (run_data.c) ---------------------------------- */
 
-/* The dataset named `name` in the recipe, loaded on first use. A path of
- * the form "stage:NAME" is the output file of sample stage NAME. Malformed
- * lines are errors naming file:line (nothing has been trained yet). */
-base_status run_dataset_get(run_ctx *c, const char *name, run_dataset **out);
+/* The recipe's dataset ds, loaded on first use. A path of the form
+ * "stage:NAME" is the output file of sample stage NAME. Malformed lines are
+ * errors naming file:line (nothing has been trained yet). */
+base_status run_dataset_get(run_ctx *c, const recipe_dataset *ds, run_dataset **out);
 /* All rows of a stage's datasets (the list in `dataset`), concatenated:
  * *rows borrows the datasets' rows, *where gets "file:line" strings
  * (malloc'd array of malloc'd strings; free with run_where_free). */
-base_status run_stage_rows(run_ctx *c, const cJSON *stage, cJSON ***rows, char ***where, int64_t *n);
+base_status run_stage_rows(run_ctx *c, const recipe_stage_cfg *stage, cJSON ***rows, char ***where, int64_t *n);
 void run_where_free(char **where, int64_t n);
 
 /* Encode the prompt of a row with the stage's template (or the recipe's):
@@ -69,7 +74,7 @@ void run_where_free(char **where, int64_t n);
  * {system}. A row whose prompt column is a list of messages is encoded as
  * a chat. ids gets the tokens (overwritten), *text the rendered prompt
  * (malloc'd). Prompts longer than max_len keep their last max_len tokens. */
-base_status run_prompt(run_ctx *c, const cJSON *stage, const cJSON *row, const char *where,
+base_status run_prompt(run_ctx *c, const recipe_stage_cfg *stage, const cJSON *row, const char *where,
                        int64_t max_len, tok_ids *ids, char **text);
 
 /* The completion's text: ids decoded with added tokens kept, without the
@@ -83,13 +88,11 @@ cJSON *run_make_sample(const cJSON *row, const char *prompt, const char *complet
 
 /* Stop tokens of generation: the tokenizer's EOS and the config's eos ids. */
 int run_stop_ids(run_ctx *c, int32_t *ids, int max);
-/* Stop strings of a stage ("stop" list), as a NULL-terminated borrowed array. */
-const char **run_stop_strings(const cJSON *stage, int *n);
 
 /* ---- rewards ------------------------------------------------------------ */
 
-/* A reward pool for the stage's rewards (or the recipe's). */
-base_status run_reward_pool(run_ctx *c, const cJSON *stage, reward_pool **out);
+/* A reward pool for the stage's rewards (its own, else the recipe's). */
+base_status run_reward_pool(run_ctx *c, const recipe_stage_cfg *stage, reward_pool **out);
 /* Every row must have the columns the reward scripts declare. */
 base_status run_check_columns(reward_pool *p, cJSON **rows, char **where, int64_t n);
 
@@ -110,7 +113,7 @@ base_status run_summary_set(run_ctx *c, const char *stage, cJSON *obj);
 
 typedef struct {
     run_ctx *c;
-    const cJSON *st;
+    const recipe_stage_cfg *st;
     reward_pool *pool;     /* borrowed */
     rollout_engine *eng;   /* owned */
     int chunk, K;          /* prompts per call, completions per prompt */
@@ -118,8 +121,7 @@ typedef struct {
     rollout_sampling sp;   /* the stage's temperature, top_p, top_k, min_p */
     int32_t stop_ids[8];
     int n_stop_ids;
-    const char **stop_str;
-    int n_stop_str;
+    recipe_strlist stop;   /* the stage's stop strings (borrowed) */
     tok_ids *pids;         /* [chunk] prompt ids */
     char **ptext;          /* [chunk] rendered prompts */
     const int32_t **pp;
@@ -136,10 +138,11 @@ typedef struct {
 
 /* Prompts per call for a stage without training: about 256 sequences,
  * at most nrows prompts. */
-int run_gen_chunk_size(const cJSON *st, int64_t nrows);
-/* An engine for `chunk` prompts x K (the stage's num_generations) per
- * call; sampling, lengths and stops from the stage's keys. */
-base_status run_gen_init(run_gen *g, run_ctx *c, const cJSON *st, reward_pool *pool, int chunk);
+int run_gen_chunk_size(const recipe_gen_cfg *gen, int64_t nrows);
+/* An engine for `chunk` prompts x K (gen's num_generations) per call;
+ * sampling, lengths and stops from gen (the stage's generation settings). */
+base_status run_gen_init(run_gen *g, run_ctx *c, const recipe_stage_cfg *st, const recipe_gen_cfg *gen,
+                         reward_pool *pool, int chunk);
 /* rows[0..np) (np <= chunk): prompts, K completions each (Philox keys
  * (seed, step_key, prompt_base + i, sample, position)), reward samples,
  * scores. */
@@ -151,18 +154,19 @@ void run_gen_free(run_gen *g);
 
 typedef struct run_ckpt run_ckpt; /* a loaded checkpoint (ckpt.c) */
 
-base_status run_stage_grpo(run_ctx *c, const cJSON *stage, int index, const run_ckpt *resume_from);
-/* A stage's options checked without running anything (the pre-flight's
- * check; each stage runs it first too). */
-base_status run_stage_grpo_check(const cJSON *stage);
-base_status run_stage_sft_check(const cJSON *stage);
-base_status run_stage_sample_check(const cJSON *stage);
-base_status run_stage_sft(run_ctx *c, const cJSON *stage, int index, const run_ckpt *resume_from);
-base_status run_stage_eval(run_ctx *c, const cJSON *stage, int index);
-base_status run_stage_sample(run_ctx *c, const cJSON *stage, int index);
+/* The stages, over their typed config (the recipe checked every option;
+ * stage->index is the stage's position). */
+base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *stage, const run_ckpt *resume_from);
+base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *stage, const run_ckpt *resume_from);
+base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *stage);
+base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *stage);
+/* The sample stage's keep expression compiled without running anything
+ * (the pre-flight's check; the stage compiles it first too). */
+base_status run_stage_sample_check(const recipe_stage_cfg *stage);
 
-/* Build an optim over the policy's trainable parameters (MTP excluded). */
-base_status run_optim_new(run_ctx *c, const cJSON *stage, int64_t max_steps, float *grads, optim *o);
+/* Build an optim over the policy's trainable parameters (MTP excluded):
+ * the stage's optimizer settings, a schedule over max_steps. */
+base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max_steps, float *grads, optim *o);
 
 /* ---- checkpoints (ckpt.c) ----------------------------------------------- */
 
@@ -188,9 +192,23 @@ typedef struct {
  * Keeps the last `keep` checkpoints (0: all). */
 base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *opt, const model *ref,
                           int keep);
-/* The newest complete checkpoint of the run directory, or NULL (no error)
- * when there is none. */
+/* The checkpoint to resume from: the newest complete one of the run
+ * directory that verifies (trainer_state.json parses and agrees with the
+ * recipe, config.json parses, the safetensors files open). When the newest
+ * does not verify: an error naming it, why, and the newest one that does,
+ * unless c->opts.resume_last_good, which renames each bad one to
+ * checkpoints/corrupt-step-N (kept, never used or rotated) and takes the
+ * newest good one. *out NULL (no error) when there is no checkpoint. */
 base_status run_ckpt_latest(run_ctx *c, run_ckpt **out);
+/* trainer_state.json's text (`dir` is its checkpoint, named in errors)
+ * parsed and checked against the recipe: every field present with its type,
+ * counters in range and consistent (stage_step >= 0 and <= the stage's
+ * max_steps, total_steps >= stage_step, ...), the stage name and the seed
+ * the recipe's. Errors name the file and the key. */
+base_status run_ckpt_parse_state(const recipe *rc, const char *dir, const char *text, size_t len, run_ckpt **out);
+/* BASE_ERR_INVALID naming trainer_state.json's data_pos when the data
+ * cursor is outside a dataset of nrows rows. */
+base_status run_ckpt_check_cursor(const run_ckpt *k, int64_t nrows);
 const run_train_state *run_ckpt_state(const run_ckpt *k);
 const char *run_ckpt_dir(const run_ckpt *k);
 /* Restore optimizer moments and counters (opt planned from the same model). */
@@ -203,6 +221,11 @@ cJSON *run_ckpt_summary(const run_ckpt *k);
 void run_ckpt_free(run_ckpt *k);
 /* Write the policy weights (HF names) + config.json + tokenizer files into dir. */
 base_status run_save_model(run_ctx *c, const model *m, const char *dir);
+/* Read the files run_save_model copies into c->keep_files: config.json and
+ * generation_config.json from policy_dir, tokenizer.json and
+ * tokenizer_config.json from tok_dir (either may be NULL: kept as is). */
+base_status run_keep_files(run_ctx *c, const char *policy_dir, const char *tok_dir);
+void run_keep_files_free(run_ctx *c);
 
 /* ---- report (report.c) -------------------------------------------------- */
 

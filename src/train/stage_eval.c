@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "recipe/recipe.h"
 #include "reward/rules/rules.h"
 #include "run_internal.h"
 
@@ -78,23 +77,24 @@ static const char *vote(char **ans, int k) {
     return best;
 }
 
-base_status run_stage_eval(run_ctx *c, const cJSON *st, int index) {
-    const char *name = recipe_str(st, "name");
+base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
+    const recipe_eval_cfg *ev = &st->eval;
+    const char *name = st->name;
+    const int index = st->index;
     cJSON **rows;
     char **where;
     int64_t nrows, nall;
     base_status s = run_stage_rows(c, st, &rows, &where, &nall);
     if (s) return base_err_wrap(s, "stage '%s'", name);
     nrows = nall;
-    int64_t limit = recipe_int(st, "limit");
-    if (limit > 0 && limit < nrows) nrows = limit;
+    if (ev->limit > 0 && ev->limit < nrows) nrows = ev->limit;
     reward_pool *pool = NULL;
     run_gen gen;
     memset(&gen, 0, sizeof gen);
     s = run_reward_pool(c, st, &pool);
     if (!s) s = run_check_columns(pool, rows, where, nrows);
-    if (!s) s = run_gen_init(&gen, c, st, pool, run_gen_chunk_size(st, nrows));
-    const char *answer_from = recipe_str(st, "answer_from");
+    if (!s) s = run_gen_init(&gen, c, st, &ev->gen, pool, run_gen_chunk_size(&ev->gen, nrows));
+    const char *answer_from = ev->answer_from;
     char fname[300];
     snprintf(fname, sizeof fname, "%s.samples.jsonl", name);
     char *spath = base_path_join(c->dir, fname);

@@ -1,18 +1,23 @@
 /*
- * The GRPO stage. One step:
+ * The GRPO stage, a loop of steps over the stage's typed options
+ * (recipe_grpo_cfg, checked by the recipe). One step:
  *
- *   P = generation_batch_size / G prompts from the shuffled dataset
- *   --rollout--> G completions each (sampling log-probs recorded)
- *   --reward pool--> rewards [N, F] (nil = NaN)
- *   (dynamic sampling: drop groups whose rewards are all equal, generate
- *    more groups, up to max_resample_rounds)
- *   --grpo_advantages--> A [N]
- *   num_iterations times: per micro-batch of completions, the policy's
- *   training forward (logits / temperature, as the sampler), the
- *   reference's forward when beta != 0, grpo_loss, backward; then one
- *   AdamW step.
- *   --> a metrics.jsonl line; samples.jsonl every log_completions_steps;
- *   a checkpoint every save_steps and at the end of the stage.
+ *   generate_and_score
+ *     P = generation_batch_size / G prompts from the shuffled dataset
+ *     --rollout--> G completions each (sampling log-probs recorded)
+ *     --reward pool--> rewards [N, F] (nil = NaN)
+ *     (dynamic sampling: drop groups whose rewards are all equal, generate
+ *      more groups, up to max_resample_rounds)
+ *   advantages   --grpo_advantages--> A [N]
+ *   train        num_iterations times, steps_per_generation optimizer
+ *                steps: per micro-batch of completions, the policy's
+ *                training forward (logits / temperature, as the sampler),
+ *                the reference's forward when beta != 0, grpo_loss,
+ *                backward; then one AdamW step
+ *   log          a metrics.jsonl line; samples.jsonl every
+ *                log_completions_steps; the reference refresh
+ *                (sync_ref_model); a checkpoint every save_steps and at the
+ *                end of the stage.
  *
  * Sequence j of a micro-batch is its prompt followed by its completion;
  * completion token k of j is predicted at position P_j - 1 + k, so the
@@ -22,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "recipe/recipe.h"
 #include "run_internal.h"
 
 typedef struct {
@@ -155,74 +159,6 @@ static void part_range(int n, int spg, int part, int *lo, int *hi) {
     *hi = (int)((int64_t)n * (part + 1) / spg);
 }
 
-static base_status parse_config(const cJSON *st, grpo_config *g) {
-    grpo_config_default(g);
-    base_status s;
-    if ((s = grpo_loss_type_parse(recipe_str(st, "loss_type"), &g->loss_type))) return s;
-    if ((s = grpo_scale_rewards_parse(recipe_str(st, "scale_rewards"), &g->scale_rewards))) return s;
-    if ((s = grpo_kl_estimator_parse(recipe_str(st, "kl_estimator"), &g->kl_estimator))) return s;
-    if ((s = grpo_is_level_parse(recipe_str(st, "importance_sampling_level"), &g->importance_sampling_level)))
-        return s;
-    g->beta = recipe_num(st, "beta");
-    g->epsilon = recipe_num(st, "epsilon");
-    /* keys whose null means "off": grpo_config's own sentinels */
-    g->epsilon_high = base_json_num(st, "epsilon_high", -1, NULL);
-    int has_delta;
-    g->delta = base_json_num(st, "delta", 0, &has_delta);
-    if (has_delta && !(g->delta > 0))
-        return base_err_set(BASE_ERR_INVALID, "delta = %g (expected > 0, or null = off; INTELLECT-2 uses 4)", g->delta);
-    if ((s = grpo_reward_aggregation_parse(recipe_str(st, "multi_objective_aggregation"),
-                                           &g->multi_objective_aggregation)))
-        return s;
-    g->sapo_temperature_pos = recipe_num(st, "sapo_temperature_pos");
-    g->sapo_temperature_neg = recipe_num(st, "sapo_temperature_neg");
-    g->vespo_k_pos = recipe_num(st, "vespo_k_pos");
-    g->vespo_lambda_pos = recipe_num(st, "vespo_lambda_pos");
-    g->vespo_k_neg = recipe_num(st, "vespo_k_neg");
-    g->vespo_lambda_neg = recipe_num(st, "vespo_lambda_neg");
-    g->top_entropy_quantile = recipe_num(st, "top_entropy_quantile");
-    g->use_bias_correction_kl = recipe_bool(st, "use_bias_correction_kl");
-    g->off_policy_mask_threshold = base_json_num(st, "off_policy_mask_threshold", NAN, NULL);
-    g->importance_sampling_correction = recipe_bool(st, "importance_sampling_correction");
-    if ((s = grpo_is_correction_mode_parse(recipe_str(st, "importance_sampling_mode"), &g->importance_sampling_mode)))
-        return s;
-    g->importance_sampling_clip_min = base_json_num(st, "importance_sampling_clip_min", NAN, NULL);
-    g->importance_sampling_clip_max = base_json_num(st, "importance_sampling_clip_max", NAN, NULL);
-    g->num_iterations = (int)recipe_int(st, "num_iterations");
-    g->max_completion_length = (int)recipe_int(st, "max_completion_length");
-    g->mask_truncated_completions = recipe_bool(st, "mask_truncated_completions");
-    g->entropy_coef = recipe_num(st, "entropy_coef");
-    g->use_adaptive_entropy = recipe_bool(st, "use_adaptive_entropy");
-    g->entropy_coef_min = recipe_num(st, "entropy_coef_min");
-    g->entropy_coef_max = recipe_num(st, "entropy_coef_max");
-    g->entropy_coef_delta = recipe_num(st, "entropy_coef_delta");
-    g->entropy_target = recipe_num(st, "entropy_target");
-    g->steps_per_generation = (int)recipe_int(st, "steps_per_generation");
-    return grpo_config_check(g);
-}
-
-/* run_stage_grpo_check, with the parsed options in *g. */
-static base_status check_stage(const cJSON *st, grpo_config *g) {
-    const char *name = recipe_str(st, "name");
-    base_status s = parse_config(st, g);
-    if (s) return base_err_wrap(s, "stage '%s'", name);
-    int64_t G = recipe_int(st, "num_generations"), N = recipe_int(st, "generation_batch_size");
-    if (G < 2) return base_err_set(BASE_ERR_INVALID, "stage '%s': num_generations must be >= 2 (GRPO compares a group)", name);
-    if (N < G || N % G)
-        return base_err_set(BASE_ERR_INVALID,
-                            "stage '%s': generation_batch_size (%lld) must be a positive multiple of num_generations (%lld)",
-                            name, (long long)N, (long long)G);
-    if (recipe_int(st, "max_steps") < 1) return base_err_set(BASE_ERR_INVALID, "stage '%s': max_steps must be >= 1", name);
-    if (!(recipe_num(st, "temperature") > 0))
-        return base_err_set(BASE_ERR_INVALID, "stage '%s': GRPO samples need temperature > 0", name);
-    return BASE_OK;
-}
-
-base_status run_stage_grpo_check(const cJSON *st) {
-    grpo_config g;
-    return check_stage(st, &g);
-}
-
 /* State of one stage run (what a checkpoint restores). */
 typedef struct {
     int64_t epoch, pos; /* data cursor */
@@ -313,391 +249,479 @@ static void add_num(cJSON *o, const char *k, double v) {
     cJSON_AddItemToObject(o, k, isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull());
 }
 
-base_status run_stage_grpo(run_ctx *c, const cJSON *st, int index, const run_ckpt *resume) {
-    const char *name = recipe_str(st, "name");
-    grpo_config gc;
-    base_status s = check_stage(st, &gc);
-    if (s) return s;
-    if (grpo_config_warning(&gc)) base_warn("stage '%s': %s", name, grpo_config_warning(&gc));
-    grpo_bufs b;
-    memset(&b, 0, sizeof b);
-    b.G = (int)recipe_int(st, "num_generations");
-    b.N = (int)recipe_int(st, "generation_batch_size");
-    b.P = b.N / b.G;
-    b.max_prompt = recipe_int(st, "max_prompt_length");
-    b.max_new = recipe_int(st, "max_completion_length");
-    b.mb = (int)recipe_int(st, "per_device_train_batch_size");
-    if (b.mb <= 0 || b.mb > b.N) b.mb = b.N;
-    b.max_tok = (int64_t)b.mb * (b.max_prompt + b.max_new);
-    int64_t max_steps = recipe_int(st, "max_steps");
-    int mu = gc.num_iterations, spg = gc.steps_per_generation;
-    float T = (float)recipe_num(st, "temperature");
+/* ---- the stage ------------------------------------------------------------ */
 
-    cJSON **rows = NULL;
-    char **where = NULL;
-    int64_t nrows = 0;
-    reward_pool *pool = NULL;
+/* Everything one run of the stage holds, set up by stage_open. */
+typedef struct {
+    run_ctx *c;
+    const recipe_stage_cfg *st;
+    const recipe_grpo_cfg *cfg; /* the stage's options (checked by the recipe) */
+    const grpo_config *gc;      /* cfg->loss: the loss configuration */
+    int index;                  /* the stage's position */
+    int mu, spg;                /* num_iterations, steps_per_generation */
+    float T;                    /* temperature: the training forward scales logits by 1/T, as the sampler */
+    grpo_bufs b;
+    cJSON **rows;               /* the stage's prompts (borrowed from the datasets) */
+    char **where;
+    int64_t nrows;
+    reward_pool *pool;
     run_gen gen;
-    memset(&gen, 0, sizeof gen);
-    model_train *tr = NULL, *tr_ref = NULL;
-    model *ref = NULL;
-    float *grads = NULL;
+    model_train *tr, *tr_ref;   /* policy / reference (beta != 0) training passes */
+    model *ref;
+    float *grads;
     optim opt;
-    memset(&opt, 0, sizeof opt);
-    cursor cur = {0};
-    s = run_stage_rows(c, st, &rows, &where, &nrows);
-    if (!s) s = run_reward_pool(c, st, &pool);
-    if (!s) s = run_check_columns(pool, rows, where, nrows);
-    if (!s) {
-        b.F = reward_pool_n_funcs(pool);
-        bufs_alloc(&b);
-        s = run_gen_init(&gen, c, st, pool, b.P);
-    }
-    model_train_limits tl = {.max_tokens = b.max_tok, .max_seqs = b.mb, .recompute = recipe_bool(st, "gradient_checkpointing")};
-    if (!s) s = model_train_new(c->policy, &tl, &tr);
-    if (!s) {
-        grads = model_grads_new(c->policy);
-        s = run_optim_new(c, st, max_steps * mu * spg, grads, &opt);
-    }
-    if (!s && grpo_needs_ref_logp(&gc)) {
-        const model_config *cfg = model_cfg(c->policy);
-        s = model_init_random(cfg, c->ops, 0, 0.0f, &c->load, &ref);
-        const char *ref_dir = recipe_str(c->root, "ref_model");
-        if (!s) {
-            if (resume && run_ckpt_state(resume)->stage_index == index && run_ckpt_has_ref(resume)) {
-                s = run_ckpt_load_ref(resume, ref);
-            } else if (ref_dir) { /* a separate reference checkpoint (same architecture) */
-                model_free(ref);
-                ref = NULL;
-                char *p = recipe_resolve_path(c->rc, ref_dir);
-                s = model_load(p, c->ops, &c->load, &ref);
-                free(p);
-                if (!s && model_numel(ref) != model_numel(c->policy))
-                    s = base_err_set(BASE_ERR_INVALID, "ref_model %s: not the policy's architecture", ref_dir);
-                if (s) s = base_err_wrap(s, "ref_model");
-            } else {
-                c->ops->copy(model_params(ref), model_params(c->policy), (size_t)model_numel(c->policy) * sizeof(float));
-            }
-            if (!s) model_sync_compute(ref); /* bf16 mode: its compute weights from the master copy */
-        }
-        if (!s) s = model_train_new(ref, &tl, &tr_ref);
-    }
-    /* resume inside this stage */
-    int64_t step0 = 0;
-    cur.nrows = nrows;
-    cur.perm = base_xmalloc((size_t)(nrows > 0 ? nrows : 1) * sizeof(int64_t));
-    cur.epoch = 0;
-    cur.shuffle = recipe_bool(st, "shuffle_dataset");
-    if (!s) cursor_order(&cur, c->seed, index);
-    grpo_entropy_ctl ectl; /* adaptive entropy control (a no-op unless use_adaptive_entropy) */
-    grpo_entropy_ctl_init(&gc, &ectl);
-    if (!s && resume && run_ckpt_state(resume)->stage_index == index) {
-        const run_train_state *rs = run_ckpt_state(resume);
-        step0 = rs->stage_step;
-        cur.epoch = rs->data_epoch;
-        cur.pos = rs->data_pos;
-        cursor_order(&cur, c->seed, index);
-        s = run_ckpt_load_optim(resume, &opt);
-        ectl.coef = rs->entropy_coef;
-        ectl.last_entropy = rs->entropy_last;
-    }
-    int64_t keep_ckpt = recipe_int(st, "save_total_limit"), save_steps = recipe_int(st, "save_steps");
-    int64_t log_every = recipe_int(st, "log_completions_steps");
-    int dyn = recipe_bool(st, "dynamic_sampling");
-    int64_t logging_steps = recipe_int(st, "logging_steps");
-    int sync_ref = recipe_bool(st, "sync_ref_model") && ref;
-    int64_t sync_steps = recipe_int(st, "ref_model_sync_steps");
-    float mixup = (float)recipe_num(st, "ref_model_mixup_alpha");
-    int64_t max_rounds = recipe_int(st, "max_resample_rounds");
-    float *weights = base_xmalloc((size_t)(b.F > 0 ? b.F : 1) * sizeof(float));
-    for (int f = 0; f < b.F; f++) weights[f] = (float)reward_pool_func_weight(pool, f);
-    uint8_t *keep = base_xmalloc((size_t)b.P + 1);
+    cursor cur;
+    grpo_entropy_ctl ectl;      /* adaptive entropy control (a no-op unless use_adaptive_entropy) */
+    float *weights;             /* [F] reward weights */
+    uint8_t *keep;              /* [P] dynamic sampling: groups kept */
+    int64_t step0;              /* first step to run (resume) */
     base_progress prog;
-    if (!s && !c->opts.quiet) base_progress_start(&prog, name, max_steps);
-    int64_t step = step0;
-    for (; step < max_steps && !s && !c->stop_requested; step++) {
-        double t_step = base_now(), t_roll = 0, t_rew = 0;
-        int64_t new_tokens = 0;
-        b.n = 0;
-        /* generation (with dynamic sampling: keep only informative groups) */
-        int64_t rounds = 0, dropped = 0;
-        for (;;) {
-            int need = (b.N - b.n) / b.G;
-            s = generate_round(c, index, &b, &gen, rows, where, &cur, need, (uint32_t)rounds, &new_tokens, &t_roll,
-                               &t_rew);
-            if (s || !dyn) break;
-            int first = (b.n / b.G) - need;
-            int64_t n_kept, n_refill;
-            s = grpo_filter_groups(b.rewards + (size_t)first * b.G * b.F, (int64_t)need * b.G, b.F, weights, b.G, -1,
-                                   need, keep, &n_kept, &n_refill);
-            if (s) break;
-            int k = first;
-            for (int gi = 0; gi < need; gi++)
-                if (keep[gi]) move_group(&b, k++, first + gi);
-            dropped += need - (k - first);
-            b.n = k * b.G;
-            rounds++;
-            if (b.n == b.N || rounds > max_rounds) break;
+    int prog_on;
+} grpo_stage;
+
+/* What one step measured, for its metrics line. */
+typedef struct {
+    double t_step, t_roll, t_rew, t_train; /* start time; seconds rolling out, scoring, training */
+    int64_t new_tokens;
+    int64_t rounds, dropped;               /* dynamic sampling: generation rounds, groups dropped */
+    grpo_reward_stats rst;
+    grpo_loss_stats lstats;
+    grpo_is_stats ist;
+    optim_step_info info;
+} grpo_step;
+
+/* The reference model: the checkpoint's when resuming inside this stage,
+ * else ref_model, else a copy of the policy. */
+static base_status open_ref(grpo_stage *g, const run_ckpt *resume, const model_train_limits *tl) {
+    run_ctx *c = g->c;
+    const model_config *mc = model_cfg(c->policy);
+    base_status s = model_init_random(mc, c->ops, 0, 0.0f, &c->load, &g->ref);
+    const char *ref_dir = c->cfg->ref_model;
+    if (!s) {
+        if (resume && run_ckpt_state(resume)->stage_index == g->index && run_ckpt_has_ref(resume)) {
+            s = run_ckpt_load_ref(resume, g->ref);
+        } else if (ref_dir) { /* a separate reference checkpoint (same architecture) */
+            model_free(g->ref);
+            g->ref = NULL;
+            char *p = recipe_resolve_path(c->rc, ref_dir);
+            s = model_load(p, c->ops, &c->load, &g->ref);
+            free(p);
+            if (!s && model_numel(g->ref) != model_numel(c->policy))
+                s = base_err_set(BASE_ERR_INVALID, "ref_model %s: not the policy's architecture", ref_dir);
+            if (s) s = base_err_wrap(s, "ref_model");
+        } else {
+            c->ops->copy(model_params(g->ref), model_params(c->policy), (size_t)model_numel(c->policy) * sizeof(float));
         }
+        if (!s) model_sync_compute(g->ref); /* bf16 mode: its compute weights from the master copy */
+    }
+    if (!s) s = model_train_new(g->ref, tl, &g->tr_ref);
+    return s;
+}
+
+/* Data, rewards, buffers, rollout engine, trainer, optimizer, reference and
+ * (resuming inside this stage) the saved state. On error the caller still
+ * calls stage_close. */
+static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg *st, const run_ckpt *resume) {
+    memset(g, 0, sizeof *g);
+    g->c = c;
+    g->st = st;
+    g->cfg = &st->grpo;
+    g->gc = &st->grpo.loss;
+    g->index = st->index;
+    g->mu = g->gc->num_iterations;
+    g->spg = g->gc->steps_per_generation;
+    g->T = (float)g->cfg->gen.temperature;
+    if (grpo_config_warning(g->gc)) base_warn("stage '%s': %s", st->name, grpo_config_warning(g->gc));
+    grpo_bufs *b = &g->b;
+    b->G = (int)g->cfg->gen.num_generations;
+    b->N = (int)g->cfg->generation_batch_size;
+    b->P = b->N / b->G;
+    b->max_prompt = g->cfg->gen.max_prompt_length;
+    b->max_new = g->cfg->gen.max_completion_length;
+    b->mb = (int)g->cfg->per_device_train_batch_size;
+    if (b->mb <= 0 || b->mb > b->N) b->mb = b->N;
+    b->max_tok = (int64_t)b->mb * (b->max_prompt + b->max_new);
+
+    base_status s = run_stage_rows(c, st, &g->rows, &g->where, &g->nrows);
+    if (!s) s = run_reward_pool(c, st, &g->pool);
+    if (!s) s = run_check_columns(g->pool, g->rows, g->where, g->nrows);
+    if (!s) {
+        b->F = reward_pool_n_funcs(g->pool);
+        bufs_alloc(b);
+        s = run_gen_init(&g->gen, c, st, &g->cfg->gen, g->pool, b->P);
+    }
+    model_train_limits tl = {.max_tokens = b->max_tok, .max_seqs = b->mb,
+                             .recompute = g->cfg->train.gradient_checkpointing};
+    if (!s) s = model_train_new(c->policy, &tl, &g->tr);
+    if (!s) {
+        g->grads = model_grads_new(c->policy);
+        s = run_optim_new(c, &g->cfg->train, g->cfg->max_steps * g->mu * g->spg, g->grads, &g->opt);
+    }
+    if (!s && grpo_needs_ref_logp(g->gc)) s = open_ref(g, resume, &tl);
+    /* the data cursor, and the state a checkpoint of this stage restores */
+    cursor *cur = &g->cur;
+    cur->nrows = g->nrows;
+    cur->perm = base_xmalloc((size_t)(g->nrows > 0 ? g->nrows : 1) * sizeof(int64_t));
+    cur->shuffle = g->cfg->shuffle_dataset;
+    if (!s) cursor_order(cur, c->seed, g->index);
+    grpo_entropy_ctl_init(g->gc, &g->ectl);
+    if (!s && resume && run_ckpt_state(resume)->stage_index == g->index) {
+        const run_train_state *rs = run_ckpt_state(resume);
+        g->step0 = rs->stage_step;
+        cur->epoch = rs->data_epoch;
+        cur->pos = rs->data_pos;
+        cursor_order(cur, c->seed, g->index);
+        s = run_ckpt_load_optim(resume, &g->opt);
+        g->ectl.coef = rs->entropy_coef;
+        g->ectl.last_entropy = rs->entropy_last;
+    }
+    g->weights = base_xmalloc((size_t)(b->F > 0 ? b->F : 1) * sizeof(float));
+    for (int f = 0; f < b->F; f++) g->weights[f] = (float)reward_pool_func_weight(g->pool, f);
+    g->keep = base_xmalloc((size_t)b->P + 1);
+    if (!s && !c->opts.quiet) {
+        base_progress_start(&g->prog, st->name, g->cfg->max_steps);
+        g->prog_on = 1;
+    }
+    return s;
+}
+
+static void stage_close(grpo_stage *g) {
+    if (g->prog_on) base_progress_finish(&g->prog);
+    free(g->weights), free(g->keep), free(g->cur.perm);
+    if (g->b.pids) bufs_free(&g->b);
+    optim_free(&g->opt);
+    if (g->grads) g->c->ops->free(g->grads);
+    model_train_free(g->tr);
+    model_train_free(g->tr_ref);
+    model_free(g->ref);
+    run_gen_free(&g->gen);
+    reward_pool_destroy(g->pool);
+    free(g->rows);
+    run_where_free(g->where, g->nrows);
+}
+
+/* generate -> score: the step's N completions with their rewards in the
+ * bufs (b.n of them). With dynamic sampling, groups whose rewards are all
+ * equal are dropped and more are generated, up to max_resample_rounds
+ * extra rounds; b.n may end below N, or 0. */
+static base_status generate_and_score(grpo_stage *g, grpo_step *ss) {
+    grpo_bufs *b = &g->b;
+    int dyn = g->cfg->dynamic_sampling;
+    base_status s = BASE_OK;
+    b->n = 0;
+    for (;;) {
+        int need = (b->N - b->n) / b->G;
+        s = generate_round(g->c, g->index, b, &g->gen, g->rows, g->where, &g->cur, need, (uint32_t)ss->rounds,
+                           &ss->new_tokens, &ss->t_roll, &ss->t_rew);
+        if (s || !dyn) break;
+        int first = (b->n / b->G) - need;
+        int64_t n_kept, n_refill;
+        s = grpo_filter_groups(b->rewards + (size_t)first * b->G * b->F, (int64_t)need * b->G, b->F, g->weights, b->G,
+                               -1, need, g->keep, &n_kept, &n_refill);
         if (s) break;
-        if (b.n == 0) { /* dynamic sampling found nothing to learn from */
-            cJSON *line = cJSON_CreateObject();
-            cJSON_AddStringToObject(line, "stage", name);
-            cJSON_AddNumberToObject(line, "step", (double)(step + 1));
-            cJSON_AddNumberToObject(line, "skipped", 1);
-            cJSON_AddNumberToObject(line, "frac_reward_zero_std", 1);
-            run_metrics_write(c, line);
+        int k = first;
+        for (int gi = 0; gi < need; gi++)
+            if (g->keep[gi]) move_group(b, k++, first + gi);
+        ss->dropped += need - (k - first);
+        b->n = k * b->G;
+        ss->rounds++;
+        if (b->n == b->N || ss->rounds > g->cfg->max_resample_rounds) break;
+    }
+    return s;
+}
+
+/* The policy's per-token log-probs of every completion before the batch's
+ * first update (the ratio's old policy, the importance-sampling
+ * correction's trainer side), and that correction. */
+static base_status old_logprobs(grpo_stage *g, grpo_step *ss) {
+    grpo_bufs *b = &g->b;
+    base_status s = BASE_OK;
+    for (int j0 = 0; j0 < b->n && !s; j0 += b->mb) {
+        int nm = j0 + b->mb < b->n ? b->mb : b->n - j0;
+        model_batch mbt;
+        grpo_batch gb;
+        pack_micro(b, b->ord + j0, nm, &mbt, &gb);
+        mbt.logit_scale = 1.0f / g->T;
+        s = model_forward(g->tr, &mbt);
+        if (s) break;
+        model_train_download(g->tr, b->lp_pos, NULL);
+        int64_t pos = 0;
+        for (int k = 0; k < nm; k++) {
+            int j = b->ord[j0 + k];
+            memcpy(b->old_lp + (size_t)j * (size_t)b->max_new, b->lp_pos + pos + b->plen[j] - 1,
+                   (size_t)b->clen[j] * sizeof(float));
+            pos += b->plen[j] + b->clen[j];
+        }
+    }
+    if (!s && g->gc->importance_sampling_correction)
+        s = grpo_is_correction(g->gc, b->n, b->max_new, b->clen, NULL, b->trunc, b->old_lp, b->samp_lp, b->isr,
+                               &ss->ist);
+    return s;
+}
+
+/* One micro-batch ix[0..nm) of an optimizer step: forward(s), GRPO loss,
+ * backward (gradients accumulate). */
+static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo_norm *norm, const int *ix, int nm,
+                               int need_old, grpo_loss_stats *lstats, grpo_loss_stats *ostats) {
+    grpo_bufs *b = &g->b;
+    model_batch mbt;
+    grpo_batch gb;
+    pack_micro(b, ix, nm, &mbt, &gb);
+    mbt.logit_scale = 1.0f / g->T;
+    base_status s = model_forward(g->tr, &mbt);
+    if (s) return s;
+    model_train_download(g->tr, b->lp_pos, b->ent_pos);
+    gather(b, ix, nm, b->lp_pos, b->lp);
+    gather(b, ix, nm, b->ent_pos, b->ent);
+    gb.logp = b->lp;
+    gb.entropy = b->ent;
+    if (need_old) {
+        int64_t t = 0;
+        for (int k = 0; k < nm; k++) {
+            memcpy(b->old + t, b->old_lp + (size_t)ix[k] * (size_t)b->max_new, (size_t)b->clen[ix[k]] * sizeof(float));
+            t += b->clen[ix[k]];
+        }
+        gb.old_logp = b->old;
+    }
+    if (g->gc->importance_sampling_correction) {
+        int64_t t = 0;
+        for (int k = 0; k < nm; k++) {
+            size_t row = (size_t)ix[k] * (size_t)b->max_new, n = (size_t)b->clen[ix[k]];
+            memcpy(b->is + t, b->isr + row, n * sizeof(float));
+            memcpy(b->samp + t, b->samp_lp + row, n * sizeof(float));
+            t += b->clen[ix[k]];
+        }
+        gb.is_ratio = b->is;
+        gb.sampling_logp = b->samp;
+    }
+    if (g->tr_ref) {
+        s = model_forward(g->tr_ref, &mbt);
+        if (s) return s;
+        model_train_download(g->tr_ref, b->ref_pos, NULL);
+        gather(b, ix, nm, b->ref_pos, b->ref);
+        gb.ref_logp = b->ref;
+    }
+    grpo_loss_stats ls;
+    s = grpo_loss(gcs, &gb, norm, b->g, b->gent, &ls);
+    if (s) return s;
+    grpo_loss_stats_merge(lstats, &ls);
+    grpo_loss_stats_merge(ostats, &ls);
+    scatter(b, ix, nm, b->g, b->g_pos);
+    scatter(b, ix, nm, b->gent, b->gent_pos);
+    model_backward(g->tr, b->g_pos, b->gent_pos, g->grads);
+    return BASE_OK;
+}
+
+/* train: num_iterations passes over the batch, each split into
+ * steps_per_generation optimizer steps (the batch shuffled when it is
+ * split, as TRL shuffles). */
+static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
+    run_ctx *c = g->c;
+    grpo_bufs *b = &g->b;
+    const int mu = g->mu, spg = g->spg;
+    base_status s = BASE_OK;
+    double t_train0 = base_now();
+    for (int j = 0; j < b->n; j++) b->ord[j] = j;
+    if (spg > 1) {
+        int64_t *perm = base_xmalloc((size_t)b->n * sizeof(int64_t));
+        run_shuffle(c->seed, 0x9000u + (uint32_t)g->index, c->total_steps, b->n, perm);
+        for (int j = 0; j < b->n; j++) b->ord[j] = (int)perm[j];
+        free(perm);
+    }
+    int need_old = grpo_needs_old_logp(g->gc) || g->gc->importance_sampling_correction;
+    if (need_old && (s = old_logprobs(g, ss))) return s;
+    grpo_loss_stats_init(&ss->lstats);
+    for (int it = 0; it < mu && !s; it++)
+        for (int part = 0; part < spg && !s; part++) {
+            int lo, hi;
+            part_range(b->n, spg, part, &lo, &hi);
+            if (hi <= lo) continue;
+            grpo_config gcs = *g->gc; /* this optimizer step's entropy coefficient */
+            gcs.entropy_coef = grpo_entropy_ctl_apply(g->gc, &g->ectl);
+            grpo_loss_stats ostats; /* this optimizer step's, for the entropy control */
+            grpo_loss_stats_init(&ostats);
+            /* the step-wide counts of this optimizer step */
+            grpo_norm norm = {.n_seqs = hi - lo, .n_tokens = 0, .n_micro = (hi - lo + b->mb - 1) / b->mb};
+            for (int j0 = lo; j0 < hi; j0 += b->mb) {
+                model_batch mbt;
+                grpo_batch gb;
+                pack_micro(b, b->ord + j0, j0 + b->mb < hi ? b->mb : hi - j0, &mbt, &gb);
+                norm.n_tokens += grpo_count_loss_tokens(g->gc, &gb);
+            }
+            optim_zero_grad(&g->opt);
+            for (int j0 = lo; j0 < hi && !s; j0 += b->mb)
+                s = train_micro(g, &gcs, &norm, b->ord + j0, j0 + b->mb < hi ? b->mb : hi - j0, need_old, &ss->lstats,
+                                &ostats);
+            if (s) break;
+            optim_step(&g->opt, (step * mu + it) * spg + part, &ss->info);
+            model_sync_compute(c->policy); /* bf16 mode: refresh the compute weights */
+            grpo_entropy_ctl_update(g->gc, &g->ectl, &ostats);
+        }
+    ss->t_train = base_now() - t_train0;
+    return s;
+}
+
+/* log: the step's metrics.jsonl line (every logging_steps steps and the
+ * last); returns the completion statistics for the progress line. */
+static grpo_completion_stats log_metrics(grpo_stage *g, int64_t step, const grpo_step *ss) {
+    run_ctx *c = g->c;
+    const grpo_bufs *b = &g->b;
+    const grpo_config *gc = g->gc;
+    double step_time = base_now() - ss->t_step;
+    grpo_loss_metrics lm;
+    grpo_loss_metrics_finish(&ss->lstats, &lm);
+    int64_t lens[1024];
+    int64_t *lenp = b->n <= 1024 ? lens : base_xmalloc((size_t)b->n * sizeof(int64_t));
+    for (int j = 0; j < b->n; j++) lenp[j] = b->clen[j];
+    grpo_completion_stats cs;
+    grpo_completion_stats_compute(lenp, b->trunc, b->n, &cs);
+    if (lenp != lens) free(lenp);
+    const grpo_reward_stats *rst = &ss->rst;
+    cJSON *line = cJSON_CreateObject();
+    cJSON_AddStringToObject(line, "stage", g->st->name);
+    cJSON_AddNumberToObject(line, "step", (double)(step + 1));
+    cJSON_AddNumberToObject(line, "global_step", (double)c->total_steps);
+    add_num(line, "reward", rst->reward);
+    add_num(line, "reward_std", rst->reward_std);
+    for (int f = 0; f < b->F; f++) {
+        char key[200];
+        snprintf(key, sizeof key, "rewards/%s", reward_pool_func_name(g->pool, f));
+        add_num(line, key, rst->func_mean[f]);
+        snprintf(key, sizeof key, "rewards/%s/std", reward_pool_func_name(g->pool, f));
+        add_num(line, key, rst->func_std[f]);
+    }
+    add_num(line, "frac_reward_zero_std", rst->frac_reward_zero_std);
+    add_num(line, "completion_length", cs.mean_length);
+    add_num(line, "completions/min_length", cs.min_length);
+    add_num(line, "completions/max_length", cs.max_length);
+    add_num(line, "completions/clipped_ratio", cs.clipped_ratio);
+    add_num(line, "loss", lm.loss);
+    if (gc->beta != 0) add_num(line, "kl", lm.kl);
+    add_num(line, "entropy", lm.entropy);
+    if (gc->entropy_coef != 0 || gc->use_adaptive_entropy) add_num(line, "entropy_coef", g->ectl.coef);
+    if (!isnan(lm.clip_ratio_low_mean)) { /* the clip-family loss types */
+        add_num(line, "clip_ratio/low", lm.clip_ratio_low_mean);
+        add_num(line, "clip_ratio/high", lm.clip_ratio_high_mean);
+        add_num(line, "clip_ratio/region", lm.clip_ratio_region_mean);
+    }
+    if (!isnan(lm.cispo_clip_ratio)) add_num(line, "cispo_clip_ratio", lm.cispo_clip_ratio);
+    if (gc->importance_sampling_correction) {
+        add_num(line, "sampling/sampling_logp_difference/mean", ss->ist.logp_diff_mean);
+        add_num(line, "sampling/sampling_logp_difference/max", ss->ist.logp_diff_max);
+        add_num(line, "sampling/importance_sampling_ratio/min", ss->ist.ratio_min);
+        add_num(line, "sampling/importance_sampling_ratio/mean", ss->ist.ratio_mean);
+        add_num(line, "sampling/importance_sampling_ratio/max", ss->ist.ratio_max);
+    }
+    if (!isnan(lm.vespo_phi_seq_mean)) add_num(line, "vespo/phi_seq_mean", lm.vespo_phi_seq_mean);
+    add_num(line, "grad_norm", ss->info.grad_norm);
+    add_num(line, "lr", ss->info.lr);
+    if (ss->info.skipped) cJSON_AddNumberToObject(line, "update_skipped", 1);
+    if (g->cfg->dynamic_sampling) {
+        cJSON_AddNumberToObject(line, "dynamic_sampling/rounds", (double)ss->rounds);
+        cJSON_AddNumberToObject(line, "dynamic_sampling/dropped_groups", (double)ss->dropped);
+    }
+    add_num(line, "tokens_per_s", ss->t_roll > 0 ? (double)ss->new_tokens / ss->t_roll : 0);
+    add_num(line, "step_time", step_time);
+    add_num(line, "time/rollout", ss->t_roll);
+    add_num(line, "time/reward", ss->t_rew);
+    add_num(line, "time/train", ss->t_train);
+    int64_t every = g->cfg->train.logging_steps;
+    if (every <= 1 || (step + 1) % every == 0 || step + 1 == g->cfg->max_steps) run_metrics_write(c, line);
+    else cJSON_Delete(line);
+    return cs;
+}
+
+/* A step whose dynamic sampling found no group to learn from. */
+static void log_skipped(grpo_stage *g, int64_t step) {
+    cJSON *line = cJSON_CreateObject();
+    cJSON_AddStringToObject(line, "stage", g->st->name);
+    cJSON_AddNumberToObject(line, "step", (double)(step + 1));
+    cJSON_AddNumberToObject(line, "skipped", 1);
+    cJSON_AddNumberToObject(line, "frac_reward_zero_std", 1);
+    run_metrics_write(g->c, line);
+}
+
+/* samples.jsonl: every completion of the step, every log_completions_steps. */
+static void log_samples(grpo_stage *g, int64_t step) {
+    const grpo_bufs *b = &g->b;
+    int64_t every = g->cfg->log_completions_steps;
+    if (!(every > 0 && (step + 1) % every == 0)) return;
+    for (int j = 0; j < b->n; j++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "stage", g->st->name);
+        cJSON_AddNumberToObject(o, "step", (double)(step + 1));
+        cJSON_AddStringToObject(o, "prompt", b->ptext[j]);
+        cJSON_AddStringToObject(o, "completion", b->ctext[j]);
+        add_num(o, "reward", b->total[j]);
+        cJSON *rw = cJSON_AddObjectToObject(o, "rewards");
+        for (int f = 0; f < b->F; f++) add_num(rw, reward_pool_func_name(g->pool, f), b->rewards[(size_t)j * b->F + f]);
+        add_num(o, "advantage", b->adv[j]);
+        cJSON_AddStringToObject(o, "finish_reason", b->trunc[j] ? "length" : "stop");
+        run_samples_write(g->c, o);
+    }
+}
+
+/* TR-DPO reference refresh (TRL sync_ref_model): every ref_model_sync_steps
+ * steps, ref = alpha * policy + (1 - alpha) * ref. */
+static void sync_ref(grpo_stage *g, int64_t step) {
+    run_ctx *c = g->c;
+    int64_t every = g->cfg->ref_model_sync_steps;
+    if (!(g->cfg->sync_ref_model && g->ref && every > 0 && (step + 1) % every == 0)) return;
+    float mixup = (float)g->cfg->ref_model_mixup_alpha;
+    tensor tr_ = tensor_1d(model_params(g->ref), TENSOR_F32, model_numel(g->ref));
+    tensor tp_ = tensor_1d(model_params(c->policy), TENSOR_F32, model_numel(c->policy));
+    tr_.device = tp_.device = c->ops->device;
+    c->ops->scale(&tr_, &tr_, 1.0f - mixup);
+    c->ops->axpy(&tr_, &tp_, mixup);
+    model_sync_compute(g->ref);
+}
+
+/* A checkpoint every save_steps steps, at the end of the stage, and when
+ * the run stops early (--max-total-steps). */
+static base_status checkpoint(grpo_stage *g, int64_t step) {
+    run_ctx *c = g->c;
+    const recipe_train_cfg *t = &g->cfg->train;
+    int last = step + 1 == g->cfg->max_steps;
+    if (!((t->save_steps > 0 && (step + 1) % t->save_steps == 0) || last || c->stop_requested)) return BASE_OK;
+    run_train_state rs = {.stage_index = g->index, .stage_done = last, .stage_step = step + 1,
+                          .total_steps = c->total_steps, .data_epoch = g->cur.epoch, .data_pos = g->cur.pos,
+                          .entropy_coef = g->ectl.coef, .entropy_last = g->ectl.last_entropy};
+    snprintf(rs.stage_name, sizeof rs.stage_name, "%s", g->st->name);
+    return run_ckpt_save(c, &rs, &g->opt, g->ref, (int)t->save_total_limit);
+}
+
+base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt *resume) {
+    grpo_stage g;
+    base_status s = stage_open(&g, c, st, resume);
+    for (int64_t step = g.step0; step < g.cfg->max_steps && !s && !c->stop_requested; step++) {
+        grpo_step ss = {.t_step = base_now()};
+        s = generate_and_score(&g, &ss);
+        if (s) break;
+        if (g.b.n == 0) { /* dynamic sampling found nothing to learn from */
+            log_skipped(&g, step);
             c->total_steps++;
             continue;
         }
-        grpo_reward_stats rst;
-        s = grpo_advantages(&gc, b.rewards, b.n, b.F, weights, b.G, b.adv, b.total, &rst);
-        if (s) break;
-        /* training: the batch in training order (shuffled when it is split
-         * into steps_per_generation optimizer steps, as TRL shuffles) */
-        double t_train0 = base_now();
-        for (int j = 0; j < b.n; j++) b.ord[j] = j;
-        if (spg > 1) {
-            int64_t *perm = base_xmalloc((size_t)b.n * sizeof(int64_t));
-            run_shuffle(c->seed, 0x9000u + (uint32_t)index, c->total_steps, b.n, perm);
-            for (int j = 0; j < b.n; j++) b.ord[j] = (int)perm[j];
-            free(perm);
-        }
-        /* the policy before this batch's first update: the ratio's old
-         * policy, and the importance-sampling correction's trainer side */
-        int need_old = grpo_needs_old_logp(&gc) || gc.importance_sampling_correction;
-        grpo_is_stats ist = {0};
-        if (need_old) {
-            for (int j0 = 0; j0 < b.n && !s; j0 += b.mb) {
-                int nm = j0 + b.mb < b.n ? b.mb : b.n - j0;
-                model_batch mbt;
-                grpo_batch gb;
-                pack_micro(&b, b.ord + j0, nm, &mbt, &gb);
-                mbt.logit_scale = 1.0f / T;
-                s = model_forward(tr, &mbt);
-                if (s) break;
-                model_train_download(tr, b.lp_pos, NULL);
-                int64_t pos = 0;
-                for (int k = 0; k < nm; k++) {
-                    int j = b.ord[j0 + k];
-                    memcpy(b.old_lp + (size_t)j * (size_t)b.max_new, b.lp_pos + pos + b.plen[j] - 1,
-                           (size_t)b.clen[j] * sizeof(float));
-                    pos += b.plen[j] + b.clen[j];
-                }
-            }
-            if (s) break;
-            if (gc.importance_sampling_correction &&
-                (s = grpo_is_correction(&gc, b.n, b.max_new, b.clen, NULL, b.trunc, b.old_lp, b.samp_lp, b.isr, &ist)))
-                break;
-        }
-        grpo_loss_stats lstats;
-        grpo_loss_stats_init(&lstats);
-        optim_step_info info = {0};
-        for (int it = 0; it < mu && !s; it++)
-            for (int part = 0; part < spg && !s; part++) {
-                int lo, hi;
-                part_range(b.n, spg, part, &lo, &hi);
-                if (hi <= lo) continue;
-                grpo_config gcs = gc; /* this optimizer step's entropy coefficient */
-                gcs.entropy_coef = grpo_entropy_ctl_apply(&gc, &ectl);
-                grpo_loss_stats ostats; /* this optimizer step's, for the entropy control */
-                grpo_loss_stats_init(&ostats);
-                /* the step-wide counts of this optimizer step */
-                grpo_norm norm = {.n_seqs = hi - lo, .n_tokens = 0, .n_micro = (hi - lo + b.mb - 1) / b.mb};
-                for (int j0 = lo; j0 < hi; j0 += b.mb) {
-                    model_batch mbt;
-                    grpo_batch gb;
-                    pack_micro(&b, b.ord + j0, j0 + b.mb < hi ? b.mb : hi - j0, &mbt, &gb);
-                    norm.n_tokens += grpo_count_loss_tokens(&gc, &gb);
-                }
-                optim_zero_grad(&opt);
-                for (int j0 = lo; j0 < hi && !s; j0 += b.mb) {
-                    int nm = j0 + b.mb < hi ? b.mb : hi - j0;
-                    const int *ix = b.ord + j0;
-                    model_batch mbt;
-                    grpo_batch gb;
-                    pack_micro(&b, ix, nm, &mbt, &gb);
-                    mbt.logit_scale = 1.0f / T;
-                    s = model_forward(tr, &mbt);
-                    if (s) break;
-                    model_train_download(tr, b.lp_pos, b.ent_pos);
-                    gather(&b, ix, nm, b.lp_pos, b.lp);
-                    gather(&b, ix, nm, b.ent_pos, b.ent);
-                    gb.logp = b.lp;
-                    gb.entropy = b.ent;
-                    if (need_old) {
-                        int64_t t = 0;
-                        for (int k = 0; k < nm; k++) {
-                            memcpy(b.old + t, b.old_lp + (size_t)ix[k] * (size_t)b.max_new,
-                                   (size_t)b.clen[ix[k]] * sizeof(float));
-                            t += b.clen[ix[k]];
-                        }
-                        gb.old_logp = b.old;
-                    }
-                    if (gc.importance_sampling_correction) {
-                        int64_t t = 0;
-                        for (int k = 0; k < nm; k++) {
-                            size_t row = (size_t)ix[k] * (size_t)b.max_new, n = (size_t)b.clen[ix[k]];
-                            memcpy(b.is + t, b.isr + row, n * sizeof(float));
-                            memcpy(b.samp + t, b.samp_lp + row, n * sizeof(float));
-                            t += b.clen[ix[k]];
-                        }
-                        gb.is_ratio = b.is;
-                        gb.sampling_logp = b.samp;
-                    }
-                    if (tr_ref) {
-                        s = model_forward(tr_ref, &mbt);
-                        if (s) break;
-                        model_train_download(tr_ref, b.ref_pos, NULL);
-                        gather(&b, ix, nm, b.ref_pos, b.ref);
-                        gb.ref_logp = b.ref;
-                    }
-                    grpo_loss_stats ls;
-                    s = grpo_loss(&gcs, &gb, &norm, b.g, b.gent, &ls);
-                    if (s) break;
-                    grpo_loss_stats_merge(&lstats, &ls);
-                    grpo_loss_stats_merge(&ostats, &ls);
-                    scatter(&b, ix, nm, b.g, b.g_pos);
-                    scatter(&b, ix, nm, b.gent, b.gent_pos);
-                    model_backward(tr, b.g_pos, b.gent_pos, grads);
-                }
-                if (s) break;
-                optim_step(&opt, (step * mu + it) * spg + part, &info);
-                model_sync_compute(c->policy); /* bf16 mode: refresh the compute weights */
-                grpo_entropy_ctl_update(&gc, &ectl, &ostats);
-            }
+        s = grpo_advantages(g.gc, g.b.rewards, g.b.n, g.b.F, g.weights, g.b.G, g.b.adv, g.b.total, &ss.rst);
+        if (!s) s = train(&g, step, &ss);
         if (s) break;
         c->total_steps++;
-        double t_train = base_now() - t_train0, step_time = base_now() - t_step;
-        /* metrics */
-        grpo_loss_metrics lm;
-        grpo_loss_metrics_finish(&lstats, &lm);
-        int64_t lens[1024];
-        int64_t *lenp = b.n <= 1024 ? lens : base_xmalloc((size_t)b.n * sizeof(int64_t));
-        for (int j = 0; j < b.n; j++) lenp[j] = b.clen[j];
-        grpo_completion_stats cs;
-        grpo_completion_stats_compute(lenp, b.trunc, b.n, &cs);
-        if (lenp != lens) free(lenp);
-        cJSON *line = cJSON_CreateObject();
-        cJSON_AddStringToObject(line, "stage", name);
-        cJSON_AddNumberToObject(line, "step", (double)(step + 1));
-        cJSON_AddNumberToObject(line, "global_step", (double)c->total_steps);
-        add_num(line, "reward", rst.reward);
-        add_num(line, "reward_std", rst.reward_std);
-        for (int f = 0; f < b.F; f++) {
-            char key[200];
-            snprintf(key, sizeof key, "rewards/%s", reward_pool_func_name(pool, f));
-            add_num(line, key, rst.func_mean[f]);
-            snprintf(key, sizeof key, "rewards/%s/std", reward_pool_func_name(pool, f));
-            add_num(line, key, rst.func_std[f]);
-        }
-        add_num(line, "frac_reward_zero_std", rst.frac_reward_zero_std);
-        add_num(line, "completion_length", cs.mean_length);
-        add_num(line, "completions/min_length", cs.min_length);
-        add_num(line, "completions/max_length", cs.max_length);
-        add_num(line, "completions/clipped_ratio", cs.clipped_ratio);
-        add_num(line, "loss", lm.loss);
-        if (gc.beta != 0) add_num(line, "kl", lm.kl);
-        add_num(line, "entropy", lm.entropy);
-        if (gc.entropy_coef != 0 || gc.use_adaptive_entropy) add_num(line, "entropy_coef", ectl.coef);
-        if (!isnan(lm.clip_ratio_low_mean)) { /* the clip-family loss types */
-            add_num(line, "clip_ratio/low", lm.clip_ratio_low_mean);
-            add_num(line, "clip_ratio/high", lm.clip_ratio_high_mean);
-            add_num(line, "clip_ratio/region", lm.clip_ratio_region_mean);
-        }
-        if (!isnan(lm.cispo_clip_ratio)) add_num(line, "cispo_clip_ratio", lm.cispo_clip_ratio);
-        if (gc.importance_sampling_correction) {
-            add_num(line, "sampling/sampling_logp_difference/mean", ist.logp_diff_mean);
-            add_num(line, "sampling/sampling_logp_difference/max", ist.logp_diff_max);
-            add_num(line, "sampling/importance_sampling_ratio/min", ist.ratio_min);
-            add_num(line, "sampling/importance_sampling_ratio/mean", ist.ratio_mean);
-            add_num(line, "sampling/importance_sampling_ratio/max", ist.ratio_max);
-        }
-        if (!isnan(lm.vespo_phi_seq_mean)) add_num(line, "vespo/phi_seq_mean", lm.vespo_phi_seq_mean);
-        add_num(line, "grad_norm", info.grad_norm);
-        add_num(line, "lr", info.lr);
-        if (info.skipped) cJSON_AddNumberToObject(line, "update_skipped", 1);
-        if (dyn) {
-            cJSON_AddNumberToObject(line, "dynamic_sampling/rounds", (double)rounds);
-            cJSON_AddNumberToObject(line, "dynamic_sampling/dropped_groups", (double)dropped);
-        }
-        add_num(line, "tokens_per_s", t_roll > 0 ? (double)new_tokens / t_roll : 0);
-        add_num(line, "step_time", step_time);
-        add_num(line, "time/rollout", t_roll);
-        add_num(line, "time/reward", t_rew);
-        add_num(line, "time/train", t_train);
-        if (logging_steps <= 1 || (step + 1) % logging_steps == 0 || step + 1 == max_steps)
-            run_metrics_write(c, line);
-        else
-            cJSON_Delete(line);
-        /* TR-DPO reference refresh (TRL sync_ref_model):
-         * ref = alpha * policy + (1 - alpha) * ref every ref_model_sync_steps */
-        if (sync_ref && sync_steps > 0 && (step + 1) % sync_steps == 0) {
-            tensor tr_ = tensor_1d(model_params(ref), TENSOR_F32, model_numel(ref));
-            tensor tp_ = tensor_1d(model_params(c->policy), TENSOR_F32, model_numel(c->policy));
-            tr_.device = tp_.device = c->ops->device;
-            c->ops->scale(&tr_, &tr_, 1.0f - mixup);
-            c->ops->axpy(&tr_, &tp_, mixup);
-            model_sync_compute(ref);
-        }
-        if (log_every > 0 && (step + 1) % log_every == 0) {
-            for (int j = 0; j < b.n; j++) {
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "stage", name);
-                cJSON_AddNumberToObject(o, "step", (double)(step + 1));
-                cJSON_AddStringToObject(o, "prompt", b.ptext[j]);
-                cJSON_AddStringToObject(o, "completion", b.ctext[j]);
-                add_num(o, "reward", b.total[j]);
-                cJSON *rw = cJSON_AddObjectToObject(o, "rewards");
-                for (int f = 0; f < b.F; f++) add_num(rw, reward_pool_func_name(pool, f), b.rewards[(size_t)j * b.F + f]);
-                add_num(o, "advantage", b.adv[j]);
-                cJSON_AddStringToObject(o, "finish_reason", b.trunc[j] ? "length" : "stop");
-                run_samples_write(c, o);
-            }
-        }
-        if (!c->opts.quiet)
-            base_progress_update(&prog, step + 1, "reward %.3f len %.1f tok/s %.0f", rst.reward, cs.mean_length,
-                                 t_roll > 0 ? (double)new_tokens / t_roll : 0);
+        grpo_completion_stats cs = log_metrics(&g, step, &ss);
+        sync_ref(&g, step);
+        log_samples(&g, step);
+        if (g.prog_on)
+            base_progress_update(&g.prog, step + 1, "reward %.3f len %.1f tok/s %.0f", ss.rst.reward, cs.mean_length,
+                                 ss.t_roll > 0 ? (double)ss.new_tokens / ss.t_roll : 0);
         if (c->opts.max_total_steps > 0 && c->total_steps >= c->opts.max_total_steps) c->stop_requested = 1;
-        int last = step + 1 == max_steps;
-        if ((save_steps > 0 && (step + 1) % save_steps == 0) || last || c->stop_requested) {
-            run_train_state rs = {.stage_index = index, .stage_done = last, .stage_step = step + 1,
-                                  .total_steps = c->total_steps, .data_epoch = cur.epoch, .data_pos = cur.pos,
-                                  .entropy_coef = ectl.coef, .entropy_last = ectl.last_entropy};
-            snprintf(rs.stage_name, sizeof rs.stage_name, "%s", name);
-            s = run_ckpt_save(c, &rs, &opt, ref, (int)keep_ckpt);
-        }
+        s = checkpoint(&g, step);
     }
-    if (!c->opts.quiet && gen.eng) base_progress_finish(&prog);
-    free(weights), free(keep), free(cur.perm);
-    if (b.pids) bufs_free(&b);
-    optim_free(&opt);
-    if (grads) c->ops->free(grads);
-    model_train_free(tr);
-    model_train_free(tr_ref);
-    model_free(ref);
-    run_gen_free(&gen);
-    reward_pool_destroy(pool);
-    free(rows);
-    run_where_free(where, nrows);
-    return s ? base_err_wrap(s, "stage '%s'", name) : BASE_OK;
+    stage_close(&g);
+    return s ? base_err_wrap(s, "stage '%s'", st->name) : BASE_OK;
 }
 
-base_status run_optim_new(run_ctx *c, const cJSON *st, int64_t max_steps, float *grads, optim *o) {
-    optim_config oc;
-    optim_config_default(&oc);
-    oc.learning_rate = recipe_num(st, "learning_rate");
-    oc.adam_beta1 = recipe_num(st, "adam_beta1");
-    oc.adam_beta2 = recipe_num(st, "adam_beta2");
-    oc.adam_epsilon = recipe_num(st, "adam_epsilon");
-    oc.weight_decay = recipe_num(st, "weight_decay");
-    oc.max_grad_norm = recipe_num(st, "max_grad_norm");
-    oc.warmup_steps = recipe_int(st, "warmup_steps");
-    oc.warmup_ratio = recipe_num(st, "warmup_ratio");
+base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max_steps, float *grads, optim *o) {
+    optim_config oc = train->optim;
     oc.max_steps = max_steps;
-    oc.offload_optimizer = recipe_bool(st, "offload_optimizer");
-    base_status s = optim_sched_parse(recipe_str(st, "lr_scheduler_type"), &oc.lr_scheduler_type);
-    if (s) return s;
     int n = model_nparams(c->policy), k = 0;
     optim_param_spec *specs = base_xcalloc((size_t)n, sizeof *specs);
     for (int i = 0; i < n; i++) {
@@ -705,7 +729,8 @@ base_status run_optim_new(run_ctx *c, const cJSON *st, int64_t max_steps, float 
         if (!p->trainable || p->mtp) continue;
         specs[k++] = (optim_param_spec){p->name, p->numel, p->offset};
     }
-    s = optim_init_arena(o, c->ops, &oc, specs, k, NULL, model_params(c->policy), grads, model_numel(c->policy));
+    base_status s = optim_init_arena(o, c->ops, &oc, specs, k, NULL, model_params(c->policy), grads,
+                                     model_numel(c->policy));
     free(specs);
     return s;
 }

@@ -45,7 +45,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "recipe/recipe.h"
 #include "reward/rules/rules.h"
 #include "run_internal.h"
 #include "sample_internal.h"
@@ -68,30 +67,25 @@ typedef struct {
     sample_keep *keep;
 } sample_cfg;
 
-static base_status parse_cfg(const cJSON *st, sample_cfg *g) {
+/* The stage's filters as sample_filter values and its keep expression
+ * compiled (the recipe checked the filter names, lang and the ranges). */
+static base_status parse_cfg(const recipe_stage_cfg *st, sample_cfg *g) {
+    const recipe_sample_cfg *sa = &st->sample;
     memset(g, 0, sizeof *g);
-    g->name = recipe_str(st, "name");
-    const cJSON *fl = cJSON_GetObjectItemCaseSensitive(st, "filters");
-    for (const cJSON *e = fl ? fl->child : NULL; e; e = e->next) {
-        int f = sample_filter_parse(e->valuestring);
+    g->name = st->name;
+    for (int i = 0; i < sa->filters.n && g->n_filters < SAMPLE_FILTER_COUNT; i++) {
+        int f = sample_filter_parse(sa->filters.items[i]);
         if (f < 0)
             return base_err_set(BASE_ERR_INVALID,
                                 "filters: unknown filter '%s' (mixed_language, long_paragraphs, code_blocks)",
-                                e->valuestring);
-        for (int i = 0; i < g->n_filters; i++)
-            if (g->filters[i] == f) return base_err_set(BASE_ERR_INVALID, "filters: '%s' is listed twice", e->valuestring);
+                                sa->filters.items[i]);
         g->filters[g->n_filters++] = f;
     }
-    g->lang = recipe_str(st, "lang");
-    g->min_lang_ratio = recipe_num(st, "min_lang_ratio");
-    g->max_paragraph_chars = recipe_int(st, "max_paragraph_chars");
-    int64_t mpp = recipe_int(st, "max_per_prompt");
-    if (mpp < 0 || mpp > 1000000) return base_err_set(BASE_ERR_INVALID, "max_per_prompt must be >= 0 (0: all)");
-    g->max_per_prompt = (int)mpp;
-    if (!g->lang || !reward_lang_known(g->lang))
-        return base_err_set(BASE_ERR_INVALID, "lang: unknown language code '%s' (ISO 639-1: en, zh, fr, ...)",
-                            g->lang ? g->lang : "null");
-    return sample_keep_new(recipe_str(st, "keep"), &g->keep);
+    g->lang = sa->lang;
+    g->min_lang_ratio = sa->min_lang_ratio;
+    g->max_paragraph_chars = sa->max_paragraph_chars;
+    g->max_per_prompt = (int)sa->max_per_prompt;
+    return sample_keep_new(sa->keep, &g->keep);
 }
 
 /* The first filter that drops the completion, or -1. lang may be NULL (the
@@ -188,15 +182,17 @@ static FILE *open_tmp(const char *path, char **tmp) {
     return f;
 }
 
-base_status run_stage_sample_check(const cJSON *st) {
+base_status run_stage_sample_check(const recipe_stage_cfg *st) {
     sample_cfg cfg;
     base_status s = parse_cfg(st, &cfg);
     sample_keep_free(cfg.keep);
-    return s ? base_err_wrap(s, "stage '%s'", recipe_str(st, "name")) : BASE_OK;
+    return s ? base_err_wrap(s, "stage '%s'", st->name) : BASE_OK;
 }
 
-base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
-    const char *name = recipe_str(st, "name");
+base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
+    const recipe_sample_cfg *sa = &st->sample;
+    const char *name = st->name;
+    const int index = st->index;
     sample_cfg cfg;
     base_status s = parse_cfg(st, &cfg);
     if (s) return base_err_wrap(s, "stage '%s'", name);
@@ -208,21 +204,19 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
     memset(&gen, 0, sizeof gen);
     s = run_stage_rows(c, st, &rows, &where, &nrows);
     const int64_t nrows_all = nrows;
-    int64_t limit = recipe_int(st, "limit");
-    if (limit > 0 && limit < nrows) nrows = limit;
+    if (sa->limit > 0 && sa->limit < nrows) nrows = sa->limit;
     if (!s) s = run_reward_pool(c, st, &pool);
     if (!s) s = run_check_columns(pool, rows, where, nrows);
     /* the datasets to merge are loaded before any generation */
-    const cJSON *merge = cJSON_GetObjectItemCaseSensitive(st, "merge_datasets");
-    for (const cJSON *e = merge ? merge->child : NULL; e && !s; e = e->next) {
+    for (int i = 0; i < sa->merge_datasets.n && !s; i++) {
         run_dataset *d;
-        s = run_dataset_get(c, e->valuestring, &d);
+        s = run_dataset_get(c, sa->merge[i], &d);
     }
-    if (!s) s = run_gen_init(&gen, c, st, pool, run_gen_chunk_size(st, nrows));
+    if (!s) s = run_gen_init(&gen, c, st, &sa->gen, pool, run_gen_chunk_size(&sa->gen, nrows));
     int K = gen.K;
     /* output files */
     char fname[300];
-    const char *o = recipe_str(st, "output");
+    const char *o = sa->output;
     snprintf(fname, sizeof fname, "%s.jsonl", name);
     char *out_path = o ? recipe_resolve_path(c->rc, o) : base_path_join(c->dir, fname);
     snprintf(fname, sizeof fname, "%s.pass_rates.jsonl", name);
@@ -243,13 +237,7 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
     if (!s && !(fp = open_tmp(pr_path, &pr_tmp))) s = BASE_ERR_IO;
     if (!s && !(fs = open_tmp(sm_path, &sm_tmp))) s = BASE_ERR_IO;
 
-    const char *prompt_col = NULL;
-    {
-        const cJSON *dl = cJSON_GetObjectItemCaseSensitive(st, "dataset");
-        const cJSON *ds = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c->root, "datasets"),
-                                                          dl->child->valuestring);
-        prompt_col = recipe_str(ds, "prompt_column");
-    }
+    const char *prompt_col = st->datasets[0]->prompt_column;
     int nf = pool ? reward_pool_n_funcs(pool) : 0;
     const char **fnames = base_xcalloc((size_t)nf + 1, sizeof *fnames);
     for (int f = 0; f < nf; f++) fnames[f] = reward_pool_func_name(pool, f);
@@ -329,9 +317,9 @@ base_status run_stage_sample(run_ctx *c, const cJSON *st, int index) {
     }
     if (prog_on) base_progress_finish(&prog);
     /* merged datasets, as they are */
-    for (const cJSON *e = merge ? merge->child : NULL; e && !s; e = e->next) {
+    for (int i = 0; i < sa->merge_datasets.n && !s; i++) {
         run_dataset *d;
-        s = run_dataset_get(c, e->valuestring, &d);
+        s = run_dataset_get(c, sa->merge[i], &d);
         for (int64_t i = 0; i < (s ? 0 : d->n); i++) {
             char *t = cJSON_PrintUnformatted(d->rows[i]);
             fputs(t, fo);

@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "recipe/recipe.h"
 #include "run_internal.h"
 #include "train/sft.h"
 
@@ -44,8 +43,8 @@ static base_status count_chat(void *ctx, const sft_message *msgs, int n, int gen
 }
 
 /* Tokens and loss mask of one row. */
-static base_status encode_row(run_ctx *c, const cJSON *st, const cJSON *row, const char *where, int only_assistant,
-                              int64_t max_len, sample_buf *out) {
+static base_status encode_row(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row, const char *where,
+                              int only_assistant, int64_t max_len, sample_buf *out) {
     tok_ids ids = {0};
     uint8_t *mask = NULL;
     base_status s = BASE_OK;
@@ -111,24 +110,16 @@ static base_status encode_row(run_ctx *c, const cJSON *st, const cJSON *row, con
     return BASE_OK;
 }
 
-base_status run_stage_sft_check(const cJSON *st) {
-    if (recipe_int(st, "max_length") < 2 || recipe_int(st, "per_device_train_batch_size") < 1 ||
-        recipe_int(st, "gradient_accumulation_steps") < 1)
-        return base_err_set(BASE_ERR_INVALID, "stage '%s': max_length >= 2, per_device_train_batch_size >= 1 and "
-                                              "gradient_accumulation_steps >= 1 are required", recipe_str(st, "name"));
-    return BASE_OK;
-}
-
-base_status run_stage_sft(run_ctx *c, const cJSON *st, int index, const run_ckpt *resume) {
-    const char *name = recipe_str(st, "name");
-    int64_t max_len = recipe_int(st, "max_length"), bs = recipe_int(st, "per_device_train_batch_size");
-    int64_t ga = recipe_int(st, "gradient_accumulation_steps"), max_steps = recipe_int(st, "max_steps");
-    int packing = recipe_bool(st, "packing"), only_asst = recipe_bool(st, "assistant_only_loss");
-    int shuffle = recipe_bool(st, "shuffle");
-    int64_t logging_steps = recipe_int(st, "logging_steps");
-    double epochs = recipe_num(st, "num_train_epochs");
-    base_status cs = run_stage_sft_check(st);
-    if (cs) return cs;
+base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt *resume) {
+    const recipe_sft_cfg *sf = &st->sft; /* ranges checked by the recipe: max_length >= 2, bs, ga >= 1 */
+    const char *name = st->name;
+    const int index = st->index;
+    int64_t max_len = sf->max_length, bs = sf->per_device_train_batch_size;
+    int64_t ga = sf->gradient_accumulation_steps, max_steps = sf->max_steps;
+    int packing = sf->packing, only_asst = sf->assistant_only_loss;
+    int shuffle = sf->shuffle;
+    int64_t logging_steps = sf->train.logging_steps;
+    double epochs = sf->num_train_epochs;
     cJSON **rows;
     char **where;
     int64_t n;
@@ -170,11 +161,11 @@ base_status run_stage_sft(run_ctx *c, const cJSON *st, int index, const run_ckpt
     optim opt;
     memset(&opt, 0, sizeof opt);
     model_train_limits tl = {.max_tokens = bs * max_len, .max_seqs = (int)(bs * max_segs),
-                             .recompute = recipe_bool(st, "gradient_checkpointing")};
+                             .recompute = sf->train.gradient_checkpointing};
     if (!s) s = model_train_new(c->policy, &tl, &tr);
     if (!s) {
         grads = model_grads_new(c->policy);
-        s = run_optim_new(c, st, total, grads, &opt);
+        s = run_optim_new(c, &sf->train, total, grads, &opt);
     }
     int64_t step0 = 0;
     if (!s && resume && run_ckpt_state(resume)->stage_index == index) {
@@ -190,7 +181,7 @@ base_status run_stage_sft(run_ctx *c, const cJSON *st, int index, const run_ckpt
     int64_t *order = base_xmalloc((size_t)(plan.n_rows > 0 ? plan.n_rows : 1) * sizeof(int64_t));
     int64_t order_epoch = -1;
     int32_t pad = tok_pad_id(c->tok) >= 0 ? tok_pad_id(c->tok) : 0;
-    int64_t save_steps = recipe_int(st, "save_steps"), keep = recipe_int(st, "save_total_limit");
+    int64_t save_steps = sf->train.save_steps, keep = sf->train.save_total_limit;
     base_progress prog;
     if (!s && !c->opts.quiet) base_progress_start(&prog, name, total);
     int64_t k = step0;

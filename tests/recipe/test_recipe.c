@@ -1,7 +1,9 @@
 /* Tests of src/recipe: Lua recipes, overrides, validation, defaults,
- * suggestions for unknown keys, and the resolved Lua round trip. */
+ * suggestions for unknown keys, the resolved Lua round trip, and the
+ * sandbox a recipe's Lua runs in (limits, library). */
 #include "common/test_common.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,35 +41,47 @@ static void expect_err(const char *src, const char *const *sets, int n, const ch
 static void test_defaults_and_names(void **state) {
     (void)state;
     recipe *r = load_ok(base_recipe, NULL, 0);
-    const cJSON *root = recipe_root(r);
-    assert_string_equal(recipe_str(root, "name"), "t");
-    assert_int_equal(recipe_int(root, "seed"), 42);
-    assert_string_equal(recipe_str(root, "template"), "r1-zero");
-    assert_int_equal(recipe_nstages(r), 3);
-    assert_string_equal(recipe_str(recipe_stage(r, 0), "name"), "eval");
-    assert_string_equal(recipe_str(recipe_stage(r, 2), "name"), "eval_2");
-    const cJSON *g = recipe_stage_by_name(r, "grpo");
-    assert_non_null(g);
-    assert_int_equal(recipe_int(g, "num_generations"), 4);
-    assert_int_equal(recipe_int(g, "generation_batch_size"), 16);
-    assert_true(recipe_num(g, "learning_rate") == 1e-4);
-    assert_true(recipe_num(g, "epsilon") == 0.2);
-    assert_string_equal(recipe_str(g, "loss_type"), "grpo");
-    assert_null(recipe_str(g, "template")); /* null: the recipe's */
+    const recipe_cfg *c = recipe_config(r);
+    assert_string_equal(c->name, "t");
+    assert_int_equal(c->seed, 42);
+    assert_string_equal(c->template_name, "r1-zero");
+    assert_true(isnan(c->init_std)); /* null: load the model's weights */
+    assert_null(c->tokenizer);
+    assert_int_equal(c->reward_memory_mb, 64);
+    assert_int_equal(c->n_stages, 3);
+    assert_string_equal(c->stages[0].name, "eval");
+    assert_int_equal(c->stages[0].type, RECIPE_STAGE_EVAL);
+    assert_string_equal(c->stages[2].name, "eval_2");
+    assert_true(c->stages[2].eval.gen.temperature == 0.0); /* greedy */
+    const recipe_stage_cfg *st = recipe_stage_by_name(c, "grpo");
+    assert_non_null(st);
+    assert_ptr_equal(st, &c->stages[1]);
+    const recipe_grpo_cfg *g = &st->grpo;
+    assert_int_equal(g->gen.num_generations, 4);
+    assert_int_equal(g->generation_batch_size, 16);
+    assert_true(g->train.learning_rate == 1e-4 && g->train.optim.learning_rate == 1e-4);
+    assert_true(g->epsilon == 0.2 && g->loss.epsilon == 0.2);
+    assert_true(isnan(g->epsilon_high) && g->loss.epsilon_high < 0); /* null: epsilon */
+    assert_string_equal(g->loss_type, "grpo");
+    assert_int_equal(g->loss.loss_type, GRPO_LOSS_GRPO);
+    assert_null(st->template_name); /* null: the recipe's */
     /* a single string became a one-element list */
-    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(g, "stop");
-    assert_int_equal(cJSON_GetArraySize(stop), 1);
-    assert_string_equal(cJSON_GetArrayItem(stop, 0)->valuestring, "</answer>");
+    assert_int_equal(g->gen.stop.n, 1);
+    assert_string_equal(g->gen.stop.items[0], "</answer>");
     /* dataset path string became a table with defaults */
-    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(root, "datasets");
-    const cJSON *train = cJSON_GetObjectItemCaseSensitive(ds, "train");
-    assert_string_equal(recipe_str(train, "path"), "train.jsonl");
-    assert_string_equal(recipe_str(train, "prompt_column"), "prompt");
-    /* "script:weight" reward strings */
-    const cJSON *rw = cJSON_GetObjectItemCaseSensitive(root, "rewards");
-    assert_int_equal(cJSON_GetArraySize(rw), 2);
-    assert_string_equal(recipe_str(cJSON_GetArrayItem(rw, 1), "script"), "rewards/think_format.lua");
-    assert_true(recipe_num(cJSON_GetArrayItem(rw, 1), "weight") == 0.2);
+    const recipe_dataset *train = recipe_dataset_by_name(c, "train");
+    assert_non_null(train);
+    assert_string_equal(train->path, "train.jsonl");
+    assert_string_equal(train->prompt_column, "prompt");
+    assert_int_equal(train->limit, 0);
+    assert_ptr_equal(st->datasets[0], train);
+    assert_int_equal(recipe_dataset_by_name(c, "test")->limit, 50);
+    /* "script:weight" reward strings; stages without rewards use the recipe's */
+    assert_int_equal(c->rewards.n, 2);
+    assert_string_equal(c->rewards.items[1].script, "rewards/think_format.lua");
+    assert_true(c->rewards.items[1].weight == 0.2);
+    assert_ptr_equal(st->rewards.items, c->rewards.items);
+    assert_null(st->own_rewards.items);
     recipe_free(r);
 }
 
@@ -77,12 +91,14 @@ static void test_overrides(void **state) {
                           "model=other/dir", "stages.grpo.stop=[\"a\",\"b\"]",
                           "datasets.test.limit=5"};
     recipe *r = load_ok(base_recipe, sets, 6);
-    const cJSON *g = recipe_stage_by_name(r, "grpo");
-    assert_true(recipe_num(g, "beta") == 0.01);
-    assert_true(recipe_num(recipe_stage(r, 2), "temperature") == 0.5);
-    assert_int_equal(recipe_int(recipe_root(r), "seed"), 7);
-    assert_string_equal(recipe_str(recipe_root(r), "model"), "other/dir");
-    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(g, "stop")), 2);
+    const recipe_cfg *c = recipe_config(r);
+    const recipe_grpo_cfg *g = &recipe_stage_by_name(c, "grpo")->grpo;
+    assert_true(g->beta == 0.01 && g->loss.beta == 0.01);
+    assert_true(c->stages[2].eval.gen.temperature == 0.5);
+    assert_int_equal(c->seed, 7);
+    assert_string_equal(c->model, "other/dir");
+    assert_int_equal(g->gen.stop.n, 2);
+    assert_int_equal(recipe_dataset_by_name(c, "test")->limit, 5);
     recipe_free(r);
     const char *bad1[] = {"stages.grpo.learnig_rate=1"};
     expect_err(base_recipe, bad1, 1, "did you mean 'learning_rate'");
@@ -91,7 +107,9 @@ static void test_overrides(void **state) {
     const char *bad3[] = {"seed"};
     expect_err(base_recipe, bad3, 1, "expected key.path=value");
     const char *bad4[] = {"stages.grpo.loss_type=foo"};
-    expect_err(base_recipe, bad4, 1, "'foo' is not one of grpo|bnpo|dr_grpo|dapo|cispo|sapo|luspo|vespo");
+    expect_err(base_recipe, bad4, 1,
+               "t.lua: stages[2].loss_type = \"foo\": must be one of grpo|bnpo|dr_grpo|dapo|cispo|sapo|luspo|vespo "
+               "(--set stages.grpo.loss_type=foo)");
 }
 
 static void test_validation_errors(void **state) {
@@ -101,17 +119,19 @@ static void test_validation_errors(void **state) {
     expect_err("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'grpo', dataset = 'b' } } }",
                NULL, 0, "no dataset named 'b'");
     expect_err("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'rl', dataset = 'a' } } }",
-               NULL, 0, "unknown stage type 'rl'");
+               NULL, 0, "t.lua: stages[1].type = \"rl\": must be one of sft|grpo|sample|eval");
     expect_err("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'grpo', dataset = 'a', "
                "num_generations = 2.5 } } }",
-               NULL, 0, "'stages.grpo.num_generations': expected an integer");
+               NULL, 0, "t.lua: stages[1].num_generations = 2.5: expected an integer");
     expect_err("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'grpo', dataset = 'a', "
                "max_steps = 'ten' } } }",
                NULL, 0, "expected an integer");
     expect_err("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'sft', dataset = 'a', "
                "beta = 0.1 } } }",
-               NULL, 0, "unknown key 'stages.sft.beta'");
+               NULL, 0, "unknown key 'stages[1].beta'");
     expect_err("return 5", NULL, 0, "must return a table");
+    expect_err("return { model == 4 }", NULL, 0, "t.lua: a recipe must return a table of named values");
+    expect_err("return {}", NULL, 0, "missing required key 'model'");
     expect_err("return { model = print }", NULL, 0, "got function");
     expect_err("return { model = 'm', { 1 }, x = 2 }", NULL, 0, "mixes list items");
     expect_err("error('boom')", NULL, 0, "boom");
@@ -135,12 +155,111 @@ static void test_resolved_round_trip(void **state) {
     assert_int_equal(recipe_write_resolved(r, p), BASE_OK);
     recipe *r3 = NULL;
     assert_int_equal(recipe_load(p, NULL, 0, &r3), BASE_OK);
-    assert_string_equal(recipe_str(recipe_root(r3), "name"), "weird \"name\"\n");
+    assert_string_equal(recipe_config(r3)->name, "weird \"name\"\n");
     recipe_free(r3);
     test_rmdir(dir);
     free(p), free(dir);
     recipe_free(r);
     recipe_free(r2);
+}
+
+/* A recipe is configuration (issue 12): its Lua runs with an instruction
+ * budget, a memory cap and no process or file-writing functions; each ends
+ * with an error naming the file and line, quickly. */
+static void expect_quick_err(const char *src, const char *needle) {
+    double t0 = base_now();
+    expect_err(src, NULL, 0, needle);
+    double dt = base_now() - t0;
+    if (dt > 20) fail_msg("'%s' took %.1f s", needle, dt);
+}
+
+static void test_sandbox_limits(void **state) {
+    (void)state;
+    expect_quick_err("while true do end", "t.lua:1: instruction budget exceeded (10000000 instructions)");
+    expect_quick_err("local function f()\n  local x = 0\n  while true do x = x + 1 end\nend\nf()",
+                     "t.lua:3: instruction budget exceeded");
+    /* pcall cannot swallow the kill */
+    expect_quick_err("pcall(function() while true do end end)\nreturn { model = 'm' }", "instruction budget exceeded");
+    expect_quick_err("local t = {}\nfor i = 1, 1e9 do t[i] = ('x'):rep(64) .. i end", "memory cap exceeded (32 MiB)");
+    expect_quick_err("local t = {}\nfor i = 1, 1e9 do t[i] = ('x'):rep(64) .. i end", "t.lua:2: memory cap");
+    expect_quick_err("local s = string.rep('x', 1 << 30)", "t.lua: memory cap exceeded");
+    /* the converted tree is bounded: shared sub-tables and strings */
+    expect_quick_err("local t = {1}\nfor i = 1, 25 do t = {t, t} end\nreturn { model = 'm', x = t }",
+                     "more than 1000000 values");
+    expect_quick_err("local t = {1}\nfor i = 1, 40 do t = {t, t} end\nreturn { model = 'm', x = t }",
+                     "tables nested too deeply");
+    expect_quick_err("local s, t = ('x'):rep(1 << 20), {}\nfor i = 1, 100 do t[i] = s end\n"
+                     "return { model = 'm', x = t }",
+                     "MiB of text");
+    expect_err("error({})", NULL, 0, "t.lua: error object is a table value");
+    expect_err("return { model = 'm', x = { 1, 0/0 } }", NULL, 0, "t.lua: x[2]: nan is not a finite number");
+    expect_err("return { model = 'm', x = math.huge }", NULL, 0, "t.lua: x: inf is not a finite number");
+}
+
+static void test_sandbox_library(void **state) {
+    (void)state;
+    char *dir = test_tmpdir();
+    char *victim = base_path_join(dir, "victim"), *made = base_path_join(dir, "made");
+    test_write_file(victim, "data\n", 5);
+    const char *calls[][2] = {
+        {"os.execute('touch %s')", "os.execute is not available in recipes"},
+        {"io.popen('touch %s')", "io.popen is not available in recipes"},
+        {"io.open('%s', 'w')", "io.open: only read modes are allowed in recipes (got 'w')"},
+        {"io.open('%s', 'a+')", "only read modes"},
+        {"io.open('%s', 'r+')", "only read modes"},
+        {"io.output('%s')", "io.output is not available"},
+        {"os.remove('%s')", "os.remove is not available"},
+        {"os.rename('%s', '%s.x')", "os.rename is not available"},
+        {"os.exit(0, '%s')", "os.exit is not available"},
+        {"dofile('%s')", "dofile is not available"},
+        {"loadfile('%s')", "loadfile is not available"},
+        {"package.loadlib('%s', 'f')", "global 'package'"},
+        {"debug.sethook(print, '%s')", "global 'debug'"},
+        {"grpo.run_tests('%s')", "global 'grpo'"},
+        {"require('grpo') -- %s", "module 'grpo' not found"},
+    };
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        const char *target = i == 6 || i == 7 ? victim : made;
+        base_buf src = {0};
+        base_buf_puts(&src, "local x = 1\n");
+        base_buf_printf(&src, calls[i][0], target, target);
+        base_buf_puts(&src, "\nreturn { model = 'm' }\n");
+        expect_err(src.data, NULL, 0, calls[i][1]);
+        if (i < 12) assert_non_null(strstr(base_err_msg(), "t.lua:2:"));
+        base_buf_free(&src);
+        assert_false(base_file_exists(made));
+    }
+    char *text;
+    size_t n;
+    assert_int_equal(base_read_file(victim, &text, &n), BASE_OK);
+    assert_string_equal(text, "data\n");
+    free(text);
+    /* what configuration may do: read files, the environment, modules next
+     * to the recipe, global helpers */
+    char *helper = base_path_join(dir, "paths.lua"), *rp = base_path_join(dir, "r.lua");
+    const char *h = "return { model = function(n) return 'models/' .. n end }\n";
+    test_write_file(helper, h, strlen(h));
+    base_buf src = {0};
+    base_buf_printf(&src,
+                    "local paths = require('paths')\n"
+                    "function steps(n) return n * 2 end\n"
+                    "local f = io.open('%s', 'r')\n"
+                    "local line = f:read('l')\n"
+                    "f:close()\n"
+                    "local home = os.getenv('PATH') and 'env' or 'noenv'\n"
+                    "return { model = paths.model(line), name = home, datasets = { a = 'x' },\n"
+                    "  stages = { { type = 'grpo', dataset = 'a', max_steps = steps(5) } } }\n",
+                    victim);
+    test_write_file(rp, src.data, src.len);
+    recipe *r = NULL;
+    if (recipe_load(rp, NULL, 0, &r)) fail_msg("%s", base_err_msg());
+    assert_string_equal(recipe_config(r)->model, "models/data");
+    assert_string_equal(recipe_config(r)->name, "env");
+    assert_int_equal(recipe_config(r)->stages[0].grpo.max_steps, 10);
+    recipe_free(r);
+    base_buf_free(&src);
+    test_rmdir(dir);
+    free(dir), free(victim), free(made), free(helper), free(rp);
 }
 
 static void test_edit_distance(void **state) {
@@ -155,7 +274,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_and_names), cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_validation_errors),  cmocka_unit_test(test_resolved_round_trip),
-        cmocka_unit_test(test_edit_distance),
+        cmocka_unit_test(test_edit_distance),      cmocka_unit_test(test_sandbox_limits),
+        cmocka_unit_test(test_sandbox_library),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

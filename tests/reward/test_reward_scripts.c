@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/base.h"
 #include "reward/reward.h"
@@ -292,7 +293,11 @@ static void test_score_cli(void **st) {
                         "{\"completion\":\"x\"}\n"
                         "[1,2]\n"
                         "{\"answer\":\"4\"}\n"
-                        "{\"id\":\"b1\",\"completion\":\"x\",\"answer\":\"boom\"}\n";
+                        "{\"id\":\"b1\",\"completion\":\"x\",\"answer\":\"boom\"}\n"
+                        /* invalid UTF-8 anywhere: rejected, not copied to the output */
+                        "{\"completion\":\"4 \xff\",\"answer\":\"4\"}\n"
+                        "{\"completion\":\"4\",\"answer\":\"4\",\"meta\":{\"k\":[\"ok\",\"\xc3\"]}}\n"
+                        "{\"completion\":\"4\",\"answer\":\"4\",\"\xfe\":1}\n";
     char *o = NULL;
     assert_int_equal(score_cli(dir, "eq.lua", lua, ":2", lines, "--workers 2", &o), 0);
     /* malformed lines named with their number */
@@ -306,7 +311,13 @@ static void test_score_cli(void **st) {
     snprintf(want, sizeof want, "%s:8: no \"completion\"", in);
     assert_non_null(strstr(o, want));
     assert_non_null(strstr(o, "sample b1: eq ("));
-    assert_non_null(strstr(o, "4 lines skipped"));
+    snprintf(want, sizeof want, "%s:10: \"completion\": invalid UTF-8 at byte 2 (skipped)", in);
+    assert_non_null(strstr(o, want));
+    snprintf(want, sizeof want, "%s:11: \"meta.k[1]\": invalid UTF-8 at byte 0 (skipped)", in);
+    assert_non_null(strstr(o, want));
+    snprintf(want, sizeof want, "%s:12: a key: invalid UTF-8 at byte 0 (skipped)", in);
+    assert_non_null(strstr(o, want));
+    assert_non_null(strstr(o, "4 samples scored, 7 lines skipped"));
     free(o);
     base_jsonl *r;
     assert_int_equal(base_jsonl_open(out, &r), BASE_OK);
@@ -333,6 +344,16 @@ static void test_score_cli(void **st) {
     }
     assert_int_equal(n, 4);
     base_jsonl_close(r);
+    /* no line scored (every one skipped, or an empty file): exit 1, and no
+     * output file */
+    unlink(out);
+    const char *none[] = {"{\"completion\":\"\xff\",\"answer\":\"4\"}\n{not json\n", ""};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(score_cli(dir, "eq.lua", lua, "", none[i], "", &o), 1);
+        assert_non_null(strstr(o, "no sample scored"));
+        assert_int_equal(access(out, F_OK), -1);
+        free(o);
+    }
     /* usage errors and a bad spec */
     assert_int_equal(test_run_grpo("score --in x", NULL), 2);
     base_buf args = {0};
@@ -513,6 +534,94 @@ static void test_math_format_lang(void **st) {
     for (int i = 0; i < n; i++) cJSON_Delete(s[i]);
 }
 
+/* A gold answer that cannot be parsed skips the sample (nil) in every math
+ * script, whether or not the completion has a box (TRL and open-r1 return
+ * None before looking at the completion); len_reward counts it as correct
+ * (open-r1). cosine clamps lengths past max_len by default (TRL);
+ * clamp = false is open-r1's periodic cosine. */
+static void test_math_no_gold_and_clamp(void **st) {
+    (void)st;
+    const char *bad = "\"answer\":\"\\\\undefinedcommand{2}\"";
+    reward_pool *p = builtin_pool("boxed_math,cosine,cos_r1=cosine{clamp=false}", 1);
+    base_buf long_right = {0}, long_wrong = {0};
+    base_buf_puts(&long_right, "{\"answer\":\"3\",\"completion\":\"");
+    for (int i = 0; i < 1991; i++) base_buf_puts(&long_right, "a");
+    base_buf_puts(&long_right, "\\\\boxed{3}\"}"); /* 1991 + 9 = 2000 characters */
+    base_buf_puts(&long_wrong, "{\"answer\":\"3\",\"completion\":\"");
+    for (int i = 0; i < 1491; i++) base_buf_puts(&long_wrong, "a");
+    base_buf_puts(&long_wrong, "\\\\boxed{4}\"}"); /* 1500 characters */
+    char nobox[128], boxed[128];
+    snprintf(nobox, sizeof nobox, "{%s,\"completion\":\"I do not know.\"}", bad);
+    snprintf(boxed, sizeof boxed, "{%s,\"completion\":\"so \\\\boxed{3}\"}", bad);
+    const char *js[] = {nobox, boxed, "{\"answer\":\"3\",\"completion\":\"I do not know.\"}", long_right.data,
+                        long_wrong.data};
+    enum { N = 5 };
+    cJSON *s[N];
+    for (int i = 0; i < N; i++) assert_non_null(s[i] = cJSON_Parse(js[i]));
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, N, &sc), BASE_OK);
+    for (int i = 0; i < 2; i++) /* unparsable gold: nil everywhere, box or not */
+        for (int f = 0; f < 3; f++) {
+            if (sc.status[i * 3 + f] != REWARD_NIL) fprintf(stderr, "sample %d function %d: %g\n", i, f, sc.score[i * 3 + f]);
+            assert_int_equal(sc.status[i * 3 + f], REWARD_NIL);
+        }
+    assert_true(isnan(sc.total[0]) && isnan(sc.total[1]));
+    /* a good gold without a box: 0, and cosine's shortest-wrong value */
+    assert_true(sc.score[2 * 3] == 0.0);
+    assert_true(base_json_num(sc.parts[2 * 3], "no_box", -1, NULL) == 1);
+    /* right at 2 * max_len: clamped 0.5; unclamped cos(2 pi) = 1 -> 1.0 */
+    assert_true(sc.score[3 * 3] == 1.0);
+    assert_true(fabs(sc.score[3 * 3 + 1] - 0.5) < 1e-12);
+    assert_true(fabs(sc.score[3 * 3 + 2] - 1.0) < 1e-12);
+    /* wrong at 1.5 * max_len: clamped -0.5; unclamped cos(1.5 pi) = 0 -> -0.75 */
+    assert_true(fabs(sc.score[4 * 3 + 1] - -0.5) < 1e-12);
+    assert_true(fabs(sc.score[4 * 3 + 2] - -0.75) < 1e-12);
+    assert_int_equal(reward_pool_n_errors(p), 0);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < N; i++) cJSON_Delete(s[i]);
+    base_buf_free(&long_right), base_buf_free(&long_wrong);
+
+    /* countdown: an unparsable target skips the sample */
+    p = builtin_pool("countdown", 1);
+    const char *cd[] = {"{\"numbers\":[3,7,9,9],%s,\"completion\":\"\\\\boxed{3+7+9+9}\"}",
+                        "{\"numbers\":[3,7,9,9],%s,\"completion\":\"no box\"}"};
+    for (int i = 0; i < 2; i++) {
+        char b[256];
+        snprintf(b, sizeof b, cd[i], bad);
+        assert_non_null(s[i] = cJSON_Parse(b));
+    }
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, 2, &sc), BASE_OK);
+    assert_int_equal(sc.status[0], REWARD_NIL);
+    assert_int_equal(sc.status[1], REWARD_NIL);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < 2; i++) cJSON_Delete(s[i]);
+
+    /* len_reward: one group of three, the gold unparsable: all correct, so
+     * lambda = 0.5 - (len - min) / (max - min) for each, box or not */
+    p = builtin_pool("len_reward", 1);
+    const char *lr[] = {"{\"prompt\":\"q\",%s,\"completion\":\"no\"}",
+                        "{\"prompt\":\"q\",%s,\"completion\":\"x \\\\boxed{5}\"}",
+                        "{\"prompt\":\"q\",%s,\"completion\":\"a longer one\"}"};
+    for (int i = 0; i < 3; i++) {
+        char b[256];
+        snprintf(b, sizeof b, lr[i], bad);
+        assert_non_null(s[i] = cJSON_Parse(b));
+    }
+    int64_t off[2] = {0, 3};
+    assert_int_equal(reward_pool_score_groups(p, (const cJSON *const *)s, 3, off, 1, &sc), BASE_OK);
+    double want[3] = {0.5, 0.5 - 9.0 / 10.0, -0.5}; /* lengths 2, 11, 12 */
+    for (int i = 0; i < 3; i++) {
+        if (fabs(sc.score[i] - want[i]) > 1e-12) fprintf(stderr, "len_reward %d: %g want %g\n", i, sc.score[i], want[i]);
+        assert_true(fabs(sc.score[i] - want[i]) < 1e-12);
+        assert_true(base_json_num(sc.parts[i], "correct", -1, NULL) == 1);
+    }
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < 3; i++) cJSON_Delete(s[i]);
+}
+
 /* countdown.lua: the expression must use only the listed numbers (each as
  * often as listed) and equal the target. */
 static void test_countdown(void **st) {
@@ -567,6 +676,7 @@ int main(void) {
         cmocka_unit_test(test_score_cli_groups),
         cmocka_unit_test(test_reward_fn_cases),
         cmocka_unit_test(test_math_format_lang),
+        cmocka_unit_test(test_math_no_gold_and_clamp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,8 +41,8 @@ static void test_all_recipes_load(void **state) {
         char rel[300];
         snprintf(rel, sizeof rel, "recipes/%s", e->d_name);
         recipe *r = load(rel, NULL, 0);
-        printf("%s: %d stages\n", rel, recipe_nstages(r));
-        assert_true(recipe_nstages(r) >= 1);
+        printf("%s: %d stages\n", rel, recipe_config(r)->n_stages);
+        assert_true(recipe_config(r)->n_stages >= 1);
         /* the resolved form loads again to the same tree */
         char *lua = recipe_to_lua(r), *again_lua;
         recipe *again;
@@ -62,20 +62,22 @@ static void test_all_recipes_load(void **state) {
 static void test_r1_zero_values(void **state) {
     (void)state;
     recipe *r = load("recipes/r1-zero.lua", NULL, 0);
-    const cJSON *g = recipe_stage_by_name(r, "grpo");
-    assert_non_null(g);
-    assert_string_equal(recipe_str(recipe_root(r), "template"), "r1-zero");
-    assert_int_equal(recipe_int(g, "num_generations"), 16);
-    assert_int_equal(recipe_int(g, "generation_batch_size"), 512); /* 32 prompts x 16 */
-    assert_true(recipe_num(g, "beta") == 0.001);
-    assert_true(recipe_num(g, "temperature") == 1.0);
-    assert_int_equal(recipe_int(g, "max_completion_length"), 32768);
-    const cJSON *rw = cJSON_GetObjectItem(recipe_root(r), "rewards");
-    assert_int_equal(cJSON_GetArraySize(rw), 2);
-    assert_string_equal(recipe_str(cJSON_GetArrayItem(rw, 0), "script"), "boxed_math");
-    assert_string_equal(recipe_str(cJSON_GetArrayItem(rw, 1), "script"), "think_format");
-    const cJSON *ev = recipe_stage_by_name(r, "eval_after");
-    assert_true(recipe_num(ev, "temperature") == 0.6 && recipe_num(ev, "top_p") == 0.95);
+    const recipe_cfg *cfg = recipe_config(r);
+    const recipe_stage_cfg *st = recipe_stage_by_name(cfg, "grpo");
+    assert_non_null(st);
+    assert_int_equal(st->type, RECIPE_STAGE_GRPO);
+    const recipe_grpo_cfg *g = &st->grpo;
+    assert_string_equal(cfg->template_name, "r1-zero");
+    assert_int_equal(g->gen.num_generations, 16);
+    assert_int_equal(g->generation_batch_size, 512); /* 32 prompts x 16 */
+    assert_true(g->beta == 0.001 && g->loss.beta == 0.001);
+    assert_true(g->gen.temperature == 1.0);
+    assert_int_equal(g->gen.max_completion_length, 32768);
+    assert_int_equal(cfg->rewards.n, 2);
+    assert_string_equal(cfg->rewards.items[0].script, "boxed_math");
+    assert_string_equal(cfg->rewards.items[1].script, "think_format");
+    const recipe_stage_cfg *ev = recipe_stage_by_name(cfg, "eval_after");
+    assert_true(ev->eval.gen.temperature == 0.6 && ev->eval.gen.top_p == 0.95);
     recipe_free(r);
 }
 
@@ -85,27 +87,28 @@ static void test_r1_stages(void **state) {
     recipe *r = load("recipes/r1.lua", sets, 1);
     const char *want[][2] = {{"cold_start", "sft"}, {"reasoning_rl", "grpo"}, {"rejection", "sample"},
                              {"sft", "sft"},         {"rl_all", "grpo"},       {"eval", "eval"}};
-    assert_int_equal(recipe_nstages(r), 6);
+    const recipe_cfg *cfg = recipe_config(r);
+    assert_int_equal(cfg->n_stages, 6);
     for (int i = 0; i < 6; i++) {
-        assert_string_equal(recipe_str(recipe_stage(r, i), "name"), want[i][0]);
-        assert_string_equal(recipe_str(recipe_stage(r, i), "type"), want[i][1]);
+        assert_string_equal(cfg->stages[i].name, want[i][0]);
+        assert_string_equal(cfg->stages[i].type_name, want[i][1]);
+        assert_int_equal(cfg->stages[i].index, i);
     }
-    const cJSON *rl = recipe_stage_by_name(r, "reasoning_rl");
-    const cJSON *rw = cJSON_GetObjectItem(rl, "rewards");
-    assert_int_equal(cJSON_GetArraySize(rw), 3);
-    assert_string_equal(recipe_str(cJSON_GetArrayItem(rw, 2), "script"), "lang_consistency");
-    const cJSON *rs = recipe_stage_by_name(r, "rejection");
-    const cJSON *f = cJSON_GetObjectItem(rs, "filters");
-    assert_int_equal(cJSON_GetArraySize(f), 3);
-    assert_non_null(strstr(recipe_str(rs, "keep"), "rewards.accuracy"));
+    const recipe_stage_cfg *rl = recipe_stage_by_name(cfg, "reasoning_rl");
+    assert_int_equal(rl->rewards.n, 3);
+    assert_string_equal(rl->rewards.items[2].script, "lang_consistency");
+    const recipe_stage_cfg *rs = recipe_stage_by_name(cfg, "rejection");
+    assert_int_equal(rs->sample.filters.n, 3);
+    assert_non_null(strstr(rs->sample.keep, "rewards.accuracy"));
     /* the SFT stage reads the rejection stage's output */
-    const cJSON *ds = cJSON_GetObjectItem(cJSON_GetObjectItem(recipe_root(r), "datasets"), "sft_data");
-    assert_string_equal(recipe_str(ds, "path"), "stage:rejection");
+    const recipe_dataset *ds = recipe_dataset_by_name(cfg, "sft_data");
+    assert_string_equal(ds->path, "stage:rejection");
+    assert_ptr_equal(ds->producer, rs);
     /* the judge's url reached its params through --set */
-    const cJSON *all = cJSON_GetObjectItem(recipe_stage_by_name(r, "rl_all"), "rewards");
-    const cJSON *judge = cJSON_GetArrayItem(all, 3);
-    assert_string_equal(recipe_str(judge, "script"), "http_judge");
-    assert_string_equal(base_json_str(cJSON_GetObjectItem(judge, "params"), "url", ""), "http://127.0.0.1:9/score");
+    const recipe_stage_cfg *all = recipe_stage_by_name(cfg, "rl_all");
+    const recipe_reward *judge = &all->rewards.items[3];
+    assert_string_equal(judge->script, "http_judge");
+    assert_string_equal(base_json_str(judge->params, "url", ""), "http://127.0.0.1:9/score");
     recipe_free(r);
     /* a reward param that is not a table is refused */
     const char *bad[] = {"rewards.1.params=3"};

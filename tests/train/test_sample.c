@@ -416,16 +416,40 @@ static void stage_error(fx *f, const char *stage_keys, const char *want1, const 
     base_buf_free(&r);
 }
 
+/* The stage's options are checked when the recipe loads: the message names
+ * the file, the key and its value. */
+static void option_error(fx *f, const char *stage_keys, const char *want) {
+    base_buf r = {0};
+    base_buf_printf(&r,
+                    "return {\n"
+                    "  model = 'm', datasets = { p = 'p.jsonl' }, rewards = { 'parity.lua' },\n"
+                    "  stages = { { type = 'sample', name = 'rs', dataset = 'p', %s } },\n"
+                    "}\n",
+                    stage_keys);
+    char *chunk = fx_path(f, "e.lua");
+    recipe *rc = NULL;
+    assert_int_not_equal(recipe_load_string(r.data, chunk, NULL, 0, &rc), BASE_OK);
+    assert_null(rc);
+    const char *m = base_err_msg();
+    printf("error: %s\n", m);
+    assert_non_null(strstr(m, "e.lua: stages[1]."));
+    assert_non_null(strstr(m, want));
+    free(chunk);
+    base_buf_free(&r);
+}
+
 static void test_stage_errors(void **state) {
     (void)state;
     fx f = fx_setup();
     stage_error(&f, "keep = 'rewards.parity =='", "syntax error", "keep:1:");
     stage_error(&f, "keep = 'rewards.accuracy > 0'", "p.jsonl:1 (sample 0)", "attempt to compare");
     stage_error(&f, "keep = '1'", "gave a number", NULL);
-    stage_error(&f, "filters = { 'code_block' }", "unknown filter 'code_block'", NULL);
-    stage_error(&f, "filters = { 'mixed_language' }, lang = 'xx'", "unknown language code 'xx'", NULL);
-    stage_error(&f, "max_per_prompt = -1", "max_per_prompt", NULL);
-    stage_error(&f, "merge_datasets = { 'nope' }", "no dataset named 'nope'", NULL);
+    option_error(&f, "filters = { 'code_block' }",
+                 "filters[1] = \"code_block\": must be one of mixed_language|long_paragraphs|code_blocks");
+    option_error(&f, "filters = { 'code_blocks', 'code_blocks' }", "filters[2] = \"code_blocks\": listed twice");
+    option_error(&f, "filters = { 'mixed_language' }, lang = 'xx'", "lang = \"xx\": must be a known language code");
+    option_error(&f, "max_per_prompt = -1", "max_per_prompt = -1: must be in [0, 1000000]");
+    option_error(&f, "merge_datasets = { 'nope' }", "merge_datasets[1] = \"nope\": no dataset named 'nope'");
     fx_free(&f);
 }
 

@@ -111,8 +111,10 @@ static void test_usage_errors(void **state) {
     snprintf(buf, sizeof buf, "sample %s --rewards %%s/parity.lua --out %%s/o.jsonl --keep 'reward >' --template raw",
              M);
     expect(1, buf, "stage 'sample': keep expression 'reward >': syntax error");
+    /* an option value outside its key's allowed values: bad usage, named by the option */
     snprintf(buf, sizeof buf, "sample %s --rewards %%s/parity.lua --out %%s/o.jsonl --filters code_blocks,nope", M);
-    expect(1, buf, "unknown filter 'nope'");
+    expect(2, buf,
+           "grpo sample: --filters code_blocks,nope: must be one of mixed_language|long_paragraphs|code_blocks");
     expect(1, "eval --model /nonexistent --in /nonexistent.jsonl --rewards parity", "grpo eval:");
     /* no temporary run directory is left behind, failed runs included */
     assert_int_equal(dir_entries(g_tmp), 0);

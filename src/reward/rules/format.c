@@ -376,6 +376,7 @@ void reward_cosine_opts_default(reward_cosine_opts *o)
     o->min_value_correct = 0.5;
     o->max_value_correct = 1.0;
     o->max_len = 1000;
+    o->clamp = 1;
 }
 
 double reward_cosine_scaled(double gen_len, int correct, const reward_cosine_opts *opts)
@@ -384,6 +385,7 @@ double reward_cosine_scaled(double gen_len, int correct, const reward_cosine_opt
     if (opts) o = *opts;
     else reward_cosine_opts_default(&o);
     if (!(o.max_len > 0) || !(gen_len >= 0)) return NAN;
+    if (o.clamp && gen_len > o.max_len) gen_len = o.max_len;
     double c = cos(M_PI * gen_len / o.max_len);
     double lo, hi;
     if (correct) {

@@ -158,7 +158,9 @@ static void math_opts(lua_State *L, int idx, const char *fn, reward_math_opts *o
 }
 
 /* math_equal(pred, gold [, opts]) -> boolean, status. pred may be nil
- * (no extracted answer): false, "no_pred". */
+ * (no extracted answer): false and "no_pred", or "no_gold" when the gold
+ * cannot be parsed either, so a script can skip that sample whether or not
+ * the completion had an answer (TRL/open-r1 accuracy_reward: None). */
 static int l_math_equal(lua_State *L)
 {
     size_t pn = 0, gn;
@@ -168,11 +170,7 @@ static int l_math_equal(lua_State *L)
     const char *gold = luaL_checklstring(L, 2, &gn);
     reward_math_opts o;
     math_opts(L, 3, "math_equal", &o);
-    if (!pred) {
-        lua_pushboolean(L, 0);
-        lua_pushstring(L, reward_math_status_str(REWARD_MATH_NO_PRED));
-        return 2;
-    }
+    /* a NULL pred is an empty one: never equal, NO_GOLD before NO_PRED */
     reward_math_status st = reward_math_equal(pred, pn, gold, gn, &o);
     lua_pushboolean(L, st == REWARD_MATH_EQUAL);
     lua_pushstring(L, reward_math_status_str(st));
@@ -305,7 +303,7 @@ static int l_cosine_scaled(lua_State *L)
     luaL_checktype(L, 2, LUA_TBOOLEAN);
     int correct = lua_toboolean(L, 2);
     static const char *const keys[] = {"min_value_wrong", "max_value_wrong", "min_value_correct",
-                                       "max_value_correct", "max_len", NULL};
+                                       "max_value_correct", "max_len", "clamp", NULL};
     reward_cosine_opts o;
     reward_cosine_opts_default(&o);
     if (opts_table(L, 3, "cosine_scaled", keys)) {
@@ -314,6 +312,7 @@ static int l_cosine_scaled(lua_State *L)
         o.min_value_correct = opt_num(L, 3, "cosine_scaled", "min_value_correct", o.min_value_correct);
         o.max_value_correct = opt_num(L, 3, "cosine_scaled", "max_value_correct", o.max_value_correct);
         o.max_len = opt_num(L, 3, "cosine_scaled", "max_len", o.max_len);
+        o.clamp = opt_bool(L, 3, "cosine_scaled", "clamp", o.clamp);
     }
     if (!(o.max_len > 0)) luaL_error(L, "cosine_scaled: opts.max_len must be > 0");
     lua_pushnumber(L, reward_cosine_scaled(len, correct, &o));

@@ -382,7 +382,7 @@ mq_node *reward_mqp_parse_command(P *p)
                 const char *sub;
                 size_t sn;
                 if (!reward_mqp_subscript_text(p, &sub, &sn)) FAIL(p);
-                name = reward_mqp_sub_name(p, c, l, sub, sn);
+                name = reward_mqp_sub_name(p, c, l, sub, sn, 1);
             }
             if (!name) FAIL(p);
             return reward_mqp_make_sym(p, name);
@@ -401,18 +401,20 @@ mq_node *reward_mqp_parse_command(P *p)
         for (int k = 0; k < N_FUNCS; k++)
             if (strlen(k_funcs[k].cmd) == tn && memcmp(t, k_funcs[k].cmd, tn) == 0)
                 return parse_function(p, k_funcs[k].fn, k_funcs[k].inv);
-        const char *name = reward_mqp_lower_dup(p->a, t, tn);
         reward_mqp_ws(p);
-        if (ch(p) == '(') {
+        if (ch(p) == '(') { /* a function: its name keeps its case, as for f(x) */
             p->i++;
             nvec g = {0};
             if (reward_mqp_parse_groups(p, &g) || !reward_mqp_eat(p, ')') || g.n != 1) FAIL(p);
             mq_node *n = reward_mq_new(p->a, MQ_APPLY, g.v[0]->nk);
             if (!n) FAIL(p);
-            n->name = name;
+            n->name = reward_mq_strndup(p->a, t, tn);
+            if (!n->name) FAIL(p);
             for (int k = 0; k < g.v[0]->nk; k++) n->kids[k] = g.v[0]->kids[k];
             return n;
         }
+        const char *name = reward_mqp_lower_dup(p->a, t, tn);
+        if (!name) FAIL(p);
         return reward_mqp_make_sym(p, name);
     }
     if (IS("mathbb") || IS("Bbb")) {

@@ -298,7 +298,7 @@ mq_node *reward_mqp_parse_arg(P *p)
 }
 
 /* exponent after '^': {group}, a whole number, a letter, a command, -x */
-mq_node *reward_mqp_parse_exponent(P *p)
+static mq_node *exponent_body(P *p)
 {
     reward_mqp_ws(p);
     int c = ch(p);
@@ -317,6 +317,16 @@ mq_node *reward_mqp_parse_exponent(P *p)
     }
     if (isalpha(c) || c == '\\' || c == '(') return reward_mqp_parse_primary(p);
     FAIL(p);
+}
+
+/* x^2, x^{...}, x^-1, x^--+1 (signs recurse: a level each) */
+mq_node *reward_mqp_parse_exponent(P *p)
+{
+    if (!reward_mqp_enter(p)) FAIL(p);
+    mq_node *r = exponent_body(p);
+    p->depth--;
+    if (!r) FAIL(p);
+    return r;
 }
 
 /* Subscript text for a symbol name: "_1", "_{n-1}" -> "1", "n-1". */
@@ -339,20 +349,22 @@ int reward_mqp_subscript_text(P *p, const char **out, size_t *outn)
     return 1;
 }
 
-/* name + "_" + subscript with spaces removed, lower-cased */
-char *reward_mqp_sub_name(P *p, const char *base, size_t bn, const char *sub, size_t sn)
+/* name + "_" + subscript with spaces removed; lower-cased with `fold`
+ * (variables: latex2sympy's lowercase_symbols), as written without it
+ * (undefined function names: Math-Verify keeps their case) */
+char *reward_mqp_sub_name(P *p, const char *base, size_t bn, const char *sub, size_t sn, int fold)
 {
     char *r = reward_mq_alloc(p->a, bn + sn + 4);
     if (!r) return NULL;
     size_t k = 0;
-    for (size_t i = 0; i < bn; i++) r[k++] = (char)tolower((unsigned char)base[i]);
+    for (size_t i = 0; i < bn; i++) r[k++] = fold ? (char)tolower((unsigned char)base[i]) : base[i];
     r[k++] = '_';
     int braces = 0;
     for (size_t i = 0; i < sn; i++)
         if (!isspace((unsigned char)sub[i])) braces++;
     if (braces > 1) r[k++] = '{';
     for (size_t i = 0; i < sn; i++)
-        if (!isspace((unsigned char)sub[i])) r[k++] = (char)tolower((unsigned char)sub[i]);
+        if (!isspace((unsigned char)sub[i])) r[k++] = fold ? (char)tolower((unsigned char)sub[i]) : sub[i];
     if (braces > 1) r[k++] = '}';
     r[k] = 0;
     return r;
@@ -389,11 +401,44 @@ static int simple_arg(const mq_node *n)
     }
 }
 
+/* At '^' followed by an integer exponent (^2, ^{2}, ^-1, ^{-1}): only
+ * these make f^n(x) a power of a function, so the exponent is never a
+ * large expression parsed twice. */
+static int int_exponent_at(const P *p)
+{
+    size_t i = p->i;
+    if (ch_at(p, 0) != '^') return 0;
+    i++;
+    int braced = i < p->n && p->s[i] == '{';
+    i += (size_t)braced;
+    if (i < p->n && p->s[i] == '-') i++;
+    size_t d = i;
+    while (i < p->n && isdigit((unsigned char)p->s[i])) i++;
+    if (i == d || i - d > 3) return 0;
+    return !braced || (i < p->n && p->s[i] == '}');
+}
+
+/* Is the "(...)" at p->i free of nested parentheses? Only then can all its
+ * arguments be simple (symbols, numbers, powers of them), so only then is
+ * f(x) tried as a function: trying every "a(" of a(b(c(d(...)))) both as a
+ * function and as a product took time exponential in the nesting. */
+static int flat_parens_at(const P *p)
+{
+    for (size_t i = p->i + 1; i < p->n; i++) {
+        if (p->s[i] == ')') return 1;
+        if (p->s[i] == '(') return 0;
+    }
+    return 0;
+}
+
+/* A letter: a variable (lower-cased: Math-Verify reads X and x as one
+ * symbol) or, before simple arguments, an undefined function whose name
+ * keeps its case (Math-Verify: P(x) and p(x) differ). */
 mq_node *reward_mqp_parse_letter(P *p)
 {
     const char *base = p->s + p->i;
     p->i++;
-    const char *name;
+    const char *name, *fname;
     size_t save = p->i;
     reward_mqp_ws(p);
     if (ch(p) == '_') {
@@ -401,20 +446,33 @@ mq_node *reward_mqp_parse_letter(P *p)
         const char *sub;
         size_t sn;
         if (!reward_mqp_subscript_text(p, &sub, &sn)) FAIL(p);
-        name = reward_mqp_sub_name(p, base, 1, sub, sn);
+        name = reward_mqp_sub_name(p, base, 1, sub, sn, 1);
+        fname = reward_mqp_sub_name(p, base, 1, sub, sn, 0);
     } else {
         p->i = save;
         char c = (char)tolower((unsigned char)*base);
         if (*base == 'e') return reward_mqp_make_const(p, "e");
         if (*base == 'i') return reward_mqp_make_const(p, "i");
         name = reward_mq_strndup(p->a, &c, 1);
+        fname = reward_mq_strndup(p->a, base, 1);
     }
-    if (!name) FAIL(p);
-    /* f(x): an undefined function when the arguments are simple */
+    if (!name || !fname) FAIL(p);
+    /* f(x): an undefined function when the arguments are simple; f^{2}(x)
+     * and f^{-1}(x) are f(x)^2 and f(x)^{-1} (latex2sympy) */
     save = p->i;
     reward_mqp_ws(p);
-    if (ch(p) == '(') {
-        P q = *p;
+    P q = *p;
+    mq_node *pw = NULL;
+    if (int_exponent_at(&q)) {
+        q.i++;
+        pw = reward_mqp_parse_exponent(&q);
+        if (!pw) {
+            if (q.a->failed) FAIL(p);
+            q.i = q.n; /* not a function power after all */
+        }
+        reward_mqp_ws(&q);
+    }
+    if (ch(&q) == '(' && flat_parens_at(&q)) {
         q.i++;
         nvec g = {0};
         if (!reward_mqp_parse_groups(&q, &g) && reward_mqp_eat(&q, ')') && g.n == 1 && g.v[0]->nk >= 1) {
@@ -425,9 +483,12 @@ mq_node *reward_mqp_parse_letter(P *p)
             if (ok) {
                 mq_node *n = reward_mq_new(p->a, MQ_APPLY, grp->nk);
                 if (!n) FAIL(p);
-                n->name = name;
+                n->name = fname;
                 for (int k = 0; k < grp->nk; k++) n->kids[k] = grp->kids[k];
                 p->i = q.i;
+                if (!pw) return n;
+                n = reward_mq_bin(p->a, MQ_POW, n, pw);
+                if (!n) FAIL(p);
                 return n;
             }
         }

@@ -4,9 +4,10 @@
  * where that matters for Math-Verify agreement:
  *   - implicit multiplication binds tighter than '/' ("2/3x" = 2/(3x)),
  *     '^' is left-associative, "2\frac{1}{2}" is the mixed number 5/2;
- *   - single letters are separate symbols ("ab" = a*b), names lower-cased,
- *     "e" is Euler's number, "f(x)" with a simple argument is an undefined
- *     function and "x(x+1)" a product;
+ *   - single letters are separate symbols ("ab" = a*b), variable names
+ *     lower-cased (X = x), "e" is Euler's number, "f(x)" with a simple
+ *     argument is an undefined function whose name keeps its case
+ *     (P(x) != p(x), as in Math-Verify) and "x(x+1)" a product;
  *   - "(a,b)" is an open interval unless b <= a (then a tuple), "[a,b]" a
  *     closed interval, "{a,b}" and "\{a,b\}" sets, a top-level "a, b" a set
  *     (or a tuple with ordered_lists), ';' separates tuples;
@@ -131,14 +132,30 @@ no:
     return 0;
 }
 
+/* Operator chains are built by loops, not recursion (x^2^2, 5!!, a/b/c),
+ * yet each link deepens the tree that every later pass walks recursively.
+ * So each link counts as one level against MQ_MAX_DEPTH (reward_mqp_enter)
+ * and the caller gives the levels back with p->depth -= links when the
+ * chain ends: a chain of thousands of operators does not parse instead of
+ * overflowing the stack in has_pm, eval or the comparison. */
+static int chain_link(P *p, int *links)
+{
+    if (!reward_mqp_enter(p)) return 0;
+    (*links)++;
+    return 1;
+}
+
 static mq_node *parse_postfix(P *p)
 {
     mq_node *x = reward_mqp_parse_primary(p);
     if (!x) FAIL(p);
+    int links = 0;
     for (;;) {
         size_t save = p->i;
         reward_mqp_ws(p);
         int c = ch(p);
+        if ((c == '!' && ch_at(p, 1) != '=') || c == '%' || (c == '\\' && ch_at(p, 1) == '%'))
+            if (!chain_link(p, &links)) FAIL(p);
         if (c == '!' && ch_at(p, 1) != '=') {
             p->i++;
             mq_node *f = reward_mq_un(p->a, MQ_FUNC, x);
@@ -161,6 +178,7 @@ static mq_node *parse_postfix(P *p)
             p->i += reward_mqp_is_cmd(p, "circ") ? 5 : 7;
         } else {
             p->i = save;
+            p->depth -= links;
             return x;
         }
     }
@@ -170,11 +188,13 @@ mq_node *reward_mqp_parse_power(P *p)
 {
     if (!reward_mqp_enter(p)) FAIL(p);
     mq_node *b = parse_postfix(p);
+    int links = 0;
     while (b) {
         if (eat_degree(p)) continue;
         size_t save = p->i;
         reward_mqp_ws(p);
         if (ch(p) == '^' || (p->cfg->plain_expr && ch(p) == '*' && ch_at(p, 1) == '*')) {
+            if (!chain_link(p, &links)) FAIL(p);
             p->i += ch(p) == '^' ? 1 : 2;
             mq_node *e = reward_mqp_parse_exponent(p);
             b = reward_mq_bin(p->a, MQ_POW, b, e);
@@ -192,7 +212,7 @@ mq_node *reward_mqp_parse_power(P *p)
         p->i = save;
         break;
     }
-    p->depth--;
+    p->depth -= 1 + links;
     if (!b) FAIL(p);
     return b;
 }
@@ -277,6 +297,7 @@ static mq_node *parse_unary(P *p)
 static mq_node *parse_term(P *p)
 {
     mq_node *l = parse_unary(p);
+    int links = 0;
     while (l) {
         reward_mqp_ws(p);
         int c = ch(p);
@@ -296,7 +317,9 @@ static mq_node *parse_term(P *p)
         } else {
             break;
         }
+        if (!chain_link(p, &links)) FAIL(p);
     }
+    p->depth -= links;
     if (!l) FAIL(p);
     return l;
 }
@@ -305,6 +328,7 @@ mq_node *reward_mqp_parse_additive(P *p)
 {
     if (!reward_mqp_enter(p)) FAIL(p);
     nvec terms = {0};
+    int links = 0;
     mq_node *t = parse_term(p);
     if (!t || reward_mqp_nv_push(p->a, &terms, t)) FAIL(p);
     for (;;) {
@@ -317,6 +341,7 @@ mq_node *reward_mqp_parse_additive(P *p)
             p->i++;
             if (reward_mqp_nv_push(p->a, &terms, reward_mq_un(p->a, MQ_NEG, parse_term(p)))) FAIL(p);
         } else if (reward_mqp_is_cmd(p, "pm") || reward_mqp_is_cmd(p, "mp")) {
+            if (!chain_link(p, &links)) FAIL(p);
             int mp = reward_mqp_is_cmd(p, "mp");
             p->i += 3;
             mq_node *r = parse_term(p);
@@ -328,7 +353,7 @@ mq_node *reward_mqp_parse_additive(P *p)
             break;
         }
     }
-    p->depth--;
+    p->depth -= 1 + links;
     if (terms.n == 1) return terms.v[0];
     return reward_mqp_from_vec(p->a, MQ_ADD, &terms);
 }
@@ -347,6 +372,7 @@ static mq_node *tuple_to_set(P *p, mq_node *x)
 static mq_node *parse_setexpr(P *p)
 {
     mq_node *l = reward_mqp_parse_additive(p);
+    int links = 0;
     while (l) {
         mq_kind k;
         reward_mqp_ws(p);
@@ -356,7 +382,9 @@ static mq_node *parse_setexpr(P *p)
         else break;
         mq_node *r = reward_mqp_parse_additive(p);
         l = reward_mq_bin(p->a, k, tuple_to_set(p, l), tuple_to_set(p, r));
+        if (!chain_link(p, &links)) FAIL(p);
     }
+    p->depth -= links;
     if (!l) FAIL(p);
     return l;
 }

@@ -58,7 +58,7 @@ mq_node *reward_mqp_parse_group_content(P *p, int close);
 mq_node *reward_mqp_parse_arg(P *p);      /* TeX argument: {group}, digit, letter, command */
 mq_node *reward_mqp_parse_exponent(P *p); /* after ^ */
 int reward_mqp_subscript_text(P *p, const char **out, size_t *outn);
-char *reward_mqp_sub_name(P *p, const char *base, size_t bn, const char *sub, size_t sn);
+char *reward_mqp_sub_name(P *p, const char *base, size_t bn, const char *sub, size_t sn, int fold);
 mq_node *reward_mqp_make_sym(P *p, const char *name);
 mq_node *reward_mqp_make_const(P *p, const char *name);
 mq_node *reward_mqp_parse_letter(P *p);

@@ -117,7 +117,7 @@ static void atoms_rec(mq_arena *a, const mq_node *n, const char **out, int *k, i
     if (n->kind == MQ_SYM || (fn_atoms && n->kind == MQ_APPLY)) {
         const char *t = n->kind == MQ_SYM ? n->name : reward_mq_canon(a, n);
         if (!t || (bound && strcmp(t, bound) == 0)) return;
-        for (int i = 0; i < *k; i++)
+        for (int i = 0; i < *k && i < cap; i++) /* only the stored ones */
             if (strcmp(out[i], t) == 0) return;
         if (*k < cap) out[(*k)++] = t;
         else (*k)++;

@@ -103,7 +103,9 @@ void reward_math_opts_default(reward_math_opts *o);
  * inequality gold accepts an interval pred, not the reverse (see
  * allow_set_relation_comp). Never hangs: inputs over REWARD_MAX_TEXT give
  * LIMIT, nesting over 200 levels or numbers over 4096 bits make that part
- * unparsable or non-exact. `o` may be NULL (defaults). */
+ * unparsable or non-exact. `o` may be NULL (defaults). `pred` may be NULL
+ * (no answer): NO_GOLD when gold cannot be parsed, else NO_PRED, so a caller
+ * learns whether to skip the sample without a prediction. */
 reward_math_status reward_math_equal(const char *pred, size_t pred_len,
                                      const char *gold, size_t gold_len,
                                      const reward_math_opts *o);
@@ -198,14 +200,20 @@ typedef struct {
     double min_value_correct; /*  0.5 */
     double max_value_correct; /*  1.0 */
     double max_len;           /* 1000 */
+    int clamp;                /* 1 (default, TRL): a completion longer than
+                                 max_len scores as one of max_len; 0
+                                 (open-r1): the cosine rises again past
+                                 max_len, so very long completions regain
+                                 reward */
 } reward_cosine_opts;
 
 void reward_cosine_opts_default(reward_cosine_opts *o);
 
 /* get_cosine_scaled_reward for a completion of `gen_len` characters:
- * c = cos(pi * gen_len / max_len); correct: min_c + (max_c - min_c)(1+c)/2;
- * wrong: max_w + (min_w - max_w)(1+c)/2 (longer wrong answers are
- * penalised less). NaN if max_len <= 0. */
+ * c = cos(pi * min(gen_len, max_len) / max_len) (without clamp: gen_len);
+ * correct: min_c + (max_c - min_c)(1+c)/2; wrong: max_w + (min_w -
+ * max_w)(1+c)/2 (longer wrong answers are penalised less). NaN if
+ * max_len <= 0. */
 double reward_cosine_scaled(double gen_len, int correct, const reward_cosine_opts *o);
 
 /* DAPO soft overlong punishment on a token count L: 0 if L <= max - cache,

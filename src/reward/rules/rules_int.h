@@ -125,7 +125,8 @@ typedef enum {
     MQ_DIV,      /* kids[0] / kids[1] */
     MQ_POW,      /* kids[0] ^ kids[1] */
     MQ_FUNC,     /* builtin `fn` (mq_fn) of kids */
-    MQ_APPLY,    /* undefined function `name`(kids) */
+    MQ_APPLY,    /* undefined function `name`(kids); the name keeps its
+                    case (P(x) != p(x)), its arguments are lower-cased */
     MQ_PCT,      /* kids[0] percent */
     MQ_BIGOP,    /* \sum / \prod: name "sum"/"prod", kids = var, lo, hi, body */
     MQ_PM,       /* kids[0] +- kids[1] (nk==1: +-kids[0]); expanded away */
@@ -270,8 +271,9 @@ const char *reward_mq_canon(mq_arena *a, const mq_node *n);
 /* Free atoms, sorted and distinct: the symbols, or with fn_atoms the
  * symbols outside undefined-function applications plus the applications
  * themselves (canonical text; f(x) is then one atom, as Math-Verify's
- * unwrap_fcs makes it). Returns the count (may exceed cap: then only cap
- * are stored). */
+ * unwrap_fcs makes it). Returns the count; over cap, only cap are stored
+ * and the count is only known to exceed cap (atoms past cap are not
+ * deduplicated). */
 int reward_mq_atoms(mq_arena *a, const mq_node *n, const char **out, int cap, int fn_atoms);
 /* Replace symbol names: from[i] -> to[i] (strict = 0). New tree. */
 mq_node *reward_mq_rename(mq_arena *a, const mq_node *n, const char **from, const char **to, int k);

@@ -63,6 +63,8 @@ static void test_functions(void **state)
            "assert(ok == false and st == 'not_equal')\n"
            "ok, st = grpo.math_equal(nil, '4')\n"
            "assert(ok == false and st == 'no_pred')\n"
+           "ok, st = grpo.math_equal(nil, '\\\\undefinedcommand{2}')\n" /* no answer, bad gold: skip */
+           "assert(ok == false and st == 'no_gold')\n"
            "ok = grpo.math_equal('The answer is $\\\\boxed{28\\\\%}$.', '0.28', {extract='latex', gold_plain=true})\n"
            "assert(ok)\n"
            "ok = grpo.math_equal('0.333', '1/3', {float_rounding=3})\n"
@@ -93,6 +95,8 @@ static void test_functions(void **state)
            "local c = grpo.cosine_scaled(string.rep('a', 22), true, {max_len=100})\n"
            "assert(math.abs(c - 0.9426) < 1e-3)\n"
            "assert(math.abs(grpo.cosine_scaled(22, false, {max_len=100}) + 0.9426) < 1e-3)\n"
+           "assert(grpo.cosine_scaled(200, true, {max_len=100}) == 0.5)\n" /* clamped (TRL) */
+           "assert(grpo.cosine_scaled(200, true, {max_len=100, clamp=false}) == 1.0)\n"
            "assert(grpo.soft_overlong(90, 100, 20) == -0.5)\n"
            "assert(grpo.utf8_length('h\\u{e9}llo') == 5)");
     lua_close(L);
@@ -120,6 +124,7 @@ static void test_errors(void **state)
     run_error(L, "grpo.cosine_scaled({}, true)", "argument 1 must be the completion text or its length");
     run_error(L, "grpo.cosine_scaled(1, 'yes')", "bad argument #2 to 'cosine_scaled'");
     run_error(L, "grpo.cosine_scaled(1, true, {max_len=0})", "max_len must be > 0");
+    run_error(L, "grpo.cosine_scaled(1, true, {clamp=1})", "opts.clamp must be a boolean");
     run_error(L, "grpo.soft_overlong(1, 10, 20)", "soft_punish_cache <= max_completion_len");
     run_error(L, "grpo.soft_overlong('a', 10, 2)", "bad argument #1 to 'soft_overlong'");
     /* the state is still usable after errors */

@@ -231,6 +231,75 @@ static void test_equivalences(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* Letter case, as Math-Verify 0.9.0 (math-verify and latex2sympy2_extended
+ * 1.11.0 from PyPI) decides each pair below, run as verify(parse("$gold$"),
+ * parse("$pred$")): variables are one symbol whatever their case (X = x,
+ * latex2sympy's lowercase_symbols), undefined function names keep theirs
+ * (P(x) != p(x)), f^{n}(x) is f(x)^n. The last two rows are ours, not
+ * Math-Verify's: it calls any two equations without free symbols equal
+ * (its solve() of both is empty), so f(2)=3 would equal f(2)=4 there. */
+static const struct {
+    const char *gold, *pred;
+    int equal;
+} k_case[] = {
+    {"x", "X", 1},
+    {"2X+1", "2x+1", 1},
+    {"A", "a", 1},
+    {"AB", "ab", 1},
+    {"x_A", "x_a", 1},
+    {"X_1", "x_1", 1},
+    {"\\text{Yes}", "\\text{yes}", 1},
+    {"x=1", "X=1", 1},
+    {"y = 2x", "Y = 2X", 1},
+    {"f(x)", "f(X)", 1},
+    {"P(X)", "P(x)", 1},
+    {"f(X,Y)", "f(x,y)", 1},
+    {"\\sin(x)", "\\sin(X)", 1},
+    {"E", "e", 1},
+    {"\\Delta", "\\delta", 1},
+    {"\\{A, B\\}", "\\{a, b\\}", 1},
+    {"P(A)=\\frac{1}{2}", "\\frac{1}{2}", 1},
+    {"f(x) = 2x", "2x", 1},
+    {"F(x) = 2x", "2x", 1},
+    {"P(x)=x^2+1", "P(x)=x^2+1", 1},
+    {"P(x) = 1", "p(x) = 1", 0},
+    {"P(x)", "p(x)", 0},
+    {"f(x)", "F(x)", 0},
+    {"g(x)=x^2", "G(x)=x^2", 0},
+    {"P(1)", "p(1)", 0},
+    {"f(x,y)", "F(x,y)", 0},
+    {"P(x)+1", "p(x)+1", 0},
+    {"2P(x)", "2p(x)", 0},
+    {"N(3)", "n(3)", 0},
+    {"A(1,2)", "a(1,2)", 0},
+    {"\\{P(1), 2\\}", "\\{p(1), 2\\}", 0},
+    {"f_1(x)", "F_1(x)", 0},
+    {"f_A(x)", "f_a(x)", 0},
+    {"\\operatorname{Foo}(x)", "\\operatorname{foo}(x)", 0},
+    {"f^{-1}(x)", "F^{-1}(x)", 0},
+    {"f'(x)", "F'(x)", 0},
+    {"f(x) = 2x", "F(x) = 2x", 0},
+    {"f^{-1}(x)", "\\frac{1}{f(x)}", 1},
+    {"f^{2}(x)", "f(x)^2", 1},
+    {"f^{-1}(x)", "\\frac{x}{f}", 0},
+    {"x^2(y)", "x^2 y", 0},
+    {"f(2)=3", "F(2)=3", 0},
+    {"f(2)=3", "f(2)=4", 0},
+};
+
+static void test_letter_case(void **state)
+{
+    (void)state;
+    int bad = 0;
+    for (size_t i = 0; i < sizeof k_case / sizeof k_case[0]; i++)
+        if (eq(k_case[i].pred, k_case[i].gold) != k_case[i].equal) {
+            printf("expected %s: gold %s pred %s\n", k_case[i].equal ? "equal" : "unequal", k_case[i].gold,
+                   k_case[i].pred);
+            bad++;
+        }
+    assert_int_equal(bad, 0);
+}
+
 static void test_options_and_status(void **state)
 {
     (void)state;
@@ -345,6 +414,22 @@ static void test_adversarial(void **state)
         assert_true(s != REWARD_MATH_EQUAL);
         worst = fmax(worst, base_now() - t);
     }
+    /* more free symbols than the atom list holds (as_set keeps 4, the
+     * renaming 16): the duplicate check read past the list (fuzz finding,
+     * tests/fuzz/corpus/math_answer/crash-atoms-over-cap) */
+    assert_int_equal(eqo("[0, 2]", "a+b+c+d+e+f+g < 1", &o), REWARD_MATH_NOT_EQUAL);
+    reward_math_opts loose = o;
+    loose.strict = 0;
+    const char *many = "a+b+c+d+f+g+h+j+k+l+m+n+p+q+r+s+t+u+v+w = 1";
+    assert_int_equal(eqo(many, many, &loose), REWARD_MATH_EQUAL);
+    /* a(b(a(b(...)))): each "a(" was tried as a function and, its argument
+     * not being simple, parsed again as a product: 2^depth work until the
+     * arena ran out (status limit, seconds under ASan; fuzz finding,
+     * tests/fuzz/corpus/math_answer/slow-nested-letter-parens) */
+    char *nest = repeat("a(b(", 10, "", "x");
+    char *close = repeat("))", 10, nest, "");
+    assert_int_equal(eqo(close, "1", &o), REWARD_MATH_NOT_EQUAL);
+    free(nest), free(close);
     /* deep nesting: parentheses, braces, fractions, sqrt, exponents */
     const char *units[][3] = {
         {"(", "(", "1"}, {"{", "{", "1"}, {"\\frac{1}{", "\\frac{1}{", "2"},
@@ -357,6 +442,26 @@ static void test_adversarial(void **state)
             double t = base_now();
             eqo(s, "1", &o);
             eqo(s, s, &ox);
+            worst = fmax(worst, base_now() - t);
+            free(s);
+        }
+    /* operator chains built by loops (x^2^2^..., 5!!!..., 2/2/2...) and
+     * exponent signs (x^---1): each link is a tree level, so thousands of
+     * them must be refused like deep nesting, not overflow the stack in a
+     * later recursive pass (these crashed with SIGSEGV before) */
+    const char *chains[][3] = {
+        {"x", "^2", ""},         {"5", "!", ""},        {"5", "\\%", ""},     {"2", "\\cdot 2", ""},
+        {"2", "/2", ""},         {"2", "*2", ""},       {"2", "\\div 2", ""}, {"x^", "-", "1"},
+        {"x^", "+", "1"},        {"\\{1\\}", "\\cup\\{2\\}", ""}, {"1", "\\pm 1", ""},
+        {"(1, x", "^2", ")"},    {"f(x", "^2", ")"},
+    };
+    for (size_t i = 0; i < sizeof chains / sizeof chains[0]; i++)
+        for (size_t len = 10; len <= 100000; len *= 100) {
+            char *s = repeat(chains[i][1], len, chains[i][0], chains[i][2]);
+            double t = base_now();
+            assert_true(eqo(s, "1", &o) <= REWARD_MATH_LIMIT);
+            assert_true(eqo("1", s, &o) <= REWARD_MATH_LIMIT);
+            assert_true(eqo(s, s, &ox) <= REWARD_MATH_LIMIT);
             worst = fmax(worst, base_now() - t);
             free(s);
         }
@@ -454,6 +559,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bigint),
         cmocka_unit_test(test_equivalences),
+        cmocka_unit_test(test_letter_case),
         cmocka_unit_test(test_options_and_status),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_adversarial),

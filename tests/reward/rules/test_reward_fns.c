@@ -71,6 +71,7 @@ static double evaluate(const cJSON *row, int *jieba)
         m.nits = 0;
         int correct = reward_math_equal(text, n, sol, strlen(sol), &m) == REWARD_MATH_EQUAL;
         reward_cosine_opts o;
+        reward_cosine_opts_default(&o);
         o.min_value_wrong = base_json_num(prm, "min_value_wrong", -1.0, NULL);
         o.max_value_wrong = base_json_num(prm, "max_value_wrong", -0.5, NULL);
         o.min_value_correct = base_json_num(prm, "min_value_correct", 0.5, NULL);

@@ -213,6 +213,12 @@ static void test_length_shaping(void **state)
     assert_true(fabs(reward_cosine_scaled(1000, 1, &o) - 0.5) < 1e-12);
     assert_true(fabs(reward_cosine_scaled(0, 0, &o) - -1.0) < 1e-12);
     assert_true(fabs(reward_cosine_scaled(1000, 0, &o) - -0.5) < 1e-12);
+    /* past max_len: clamped by default (TRL); open-r1's cosine comes back */
+    assert_true(fabs(reward_cosine_scaled(2000, 1, &o) - 0.5) < 1e-12);
+    assert_true(fabs(reward_cosine_scaled(1500, 0, &o) - -0.5) < 1e-12);
+    o.clamp = 0;
+    assert_true(fabs(reward_cosine_scaled(2000, 1, &o) - 1.0) < 1e-12);
+    assert_true(fabs(reward_cosine_scaled(1500, 0, &o) - -0.75) < 1e-12);
     o.max_len = 0;
     assert_true(isnan(reward_cosine_scaled(1, 1, &o)));
     assert_true(reward_soft_overlong(80, 100, 20) == 0.0);

@@ -38,8 +38,25 @@ static void cell(base_buf *b, const char *s) {
     }
 }
 
+/* What a value may be: the numeric range ("(0, 1]", ">= 0") or the
+ * choices ("a, b, c"); "" when anything of the type goes. */
+static void allowed(base_buf *b, const recipe_key *k) {
+    if (k->choices) {
+        for (const char *p = k->choices; *p; p++) {
+            if (*p == '|') base_buf_puts(b, ", ");
+            else base_buf_append(b, p, 1);
+        }
+        if (k->type == RK_STRLIST) base_buf_puts(b, " (each)");
+        return;
+    }
+    char r[96];
+    recipe_range_text(k, r, sizeof r);
+    if (!r[0] && (k->type == RK_NUM || k->type == RK_INT)) base_buf_puts(b, "any");
+    else cell(b, !strncmp(r, "in ", 3) ? r + 3 : r);
+}
+
 static void table(base_buf *b, const char *title, const recipe_key *keys) {
-    base_buf_printf(b, "\n#### %s\n\n| key | type | default | meaning |\n|---|---|---|---|\n", title);
+    base_buf_printf(b, "\n#### %s\n\n| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n", title);
     for (const recipe_key *k = keys; k->key; k++) {
         base_buf_printf(b, "| `%s` | %s | ", k->key, type_name(k->type));
         if (!k->dflt) base_buf_puts(b, "required");
@@ -50,12 +67,9 @@ static void table(base_buf *b, const char *title, const recipe_key *keys) {
             base_buf_puts(b, "`");
         }
         base_buf_puts(b, " | ");
+        allowed(b, k);
+        base_buf_puts(b, " | ");
         cell(b, k->doc);
-        if (k->choices) {
-            base_buf_puts(b, " (one of: ");
-            cell(b, k->choices);
-            base_buf_puts(b, ")");
-        }
         base_buf_puts(b, " |\n");
     }
 }
@@ -67,11 +81,10 @@ static char *tables(void) {
     table(&b, "A dataset (`datasets.NAME`)", recipe_schema_dataset());
     table(&b, "A reward (`rewards[i]`, also a stage's `rewards`)", recipe_schema_reward());
     table(&b, "Every stage", recipe_schema_stage_common());
-    const char *types[] = {"sft", "grpo", "sample", "eval"};
-    for (int i = 0; i < 4; i++) {
+    for (const char *const *t = recipe_schema_stage_types(); *t; t++) {
         char title[64];
-        snprintf(title, sizeof title, "Stage `type = \"%s\"`", types[i]);
-        table(&b, title, recipe_schema_stage(types[i]));
+        snprintf(title, sizeof title, "Stage `type = \"%s\"`", *t);
+        table(&b, title, recipe_schema_stage(*t));
     }
     base_buf_puts(&b, "\n");
     return b.data;

@@ -1,0 +1,3 @@
+local t = {1}
+for y = 1, 25 do t = {t, t} end
+return { model == 4 }

@@ -1,0 +1,4 @@
+os.execute('true')
+io.popen('true')
+io.open('/tmp/x', 'w')
+return {}

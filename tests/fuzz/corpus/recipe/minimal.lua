@@ -1,0 +1,1 @@
+return { model = 'm', datasets = { a = 'x.jsonl' }, stages = { { type = 'eval', dataset = 'a' } } }

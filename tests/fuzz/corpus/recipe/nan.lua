@@ -1,0 +1,1 @@
+return { model = 'm', datasets = {}, stages = { { type = 'grpo', dataset = 'a', beta = 0/0 } } }
