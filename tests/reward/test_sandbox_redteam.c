@@ -421,12 +421,25 @@ static void test_escape_attempts(void **st) {
         "    except OSError:\n"
         "        pass\n"
         "others = [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]\n"
+        /* the interpreter's prefix and site-packages: a module, a .pth or a
+         * .pyc planted there would run in the verifier */
+        "import sys, site, sysconfig\n"
+        "planted = []\n"
+        "dirs = sys.path + site.getsitepackages() + [sys.prefix, sysconfig.get_paths()['purelib']]\n"
+        "for d in set(p for p in dirs if p and os.path.isdir(p) and os.getcwd() == '/tmp'):\n" /* not the host's */
+        "    for n in ('grpo_evil.pth', 'grpo_evil.py', '__pycache__/grpo_evil.cpython-3.pyc'):\n"
+        "        try:\n"
+        "            open(os.path.join(d, n), 'w').write('import os\\n')\n"
+        "            planted.append(os.path.join(d, n))\n"
+        "        except OSError:\n"
+        "            pass\n"
         "def f(x):\n"
         "    return x * x\n";
     /* fds: 0-3 and the one listdir used */
-    const char *t_ns[] = {"assert calls == []", "assert paths == []", "assert socks == []",
-                          "assert fds == [0, 1, 2, 3, 4]", "assert others == []", "assert f(3) == 9"};
-    all_pass("escape attempts (namespaces)", code, t_ns, 6, NULL, 1);
+    const char *t_ns[] = {"assert calls == []",     "assert paths == []",   "assert socks == []",
+                          "assert fds == [0, 1, 2, 3, 4]", "assert others == []", "assert planted == []",
+                          "assert f(3) == 9"};
+    all_pass("escape attempts (namespaces)", code, t_ns, 7, NULL, 1);
     const char *t_host[] = {"assert calls == []", "assert [s for s in socks if type(s) is int] == []",
                             "assert fds == [0, 1, 2, 3, 4]", "assert f(3) == 9"};
     all_pass("escape attempts (namespaces=false)", code, t_host, 4, NULL, 0);
