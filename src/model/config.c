@@ -190,7 +190,10 @@ static base_status parse_quant(reader *r, const cJSON *j, model_config *c) {
 static base_status parse_eos(reader *r, const cJSON *j, model_config *c) {
     const cJSON *e = item(j, "eos_token_id");
     c->n_eos = 0;
-    if (!e) {
+    if (!e) { /* the DeepseekV3Config default, an id like any other */
+        if (c->vocab_size < 2)
+            return base_err_set(BASE_ERR_INVALID, "%s: eos_token_id is absent and its default 1 is not an id of "
+                                "the vocabulary (vocab_size %lld)", r->what, (long long)c->vocab_size);
         c->eos_token_id[c->n_eos++] = 1;
         return BASE_OK;
     }

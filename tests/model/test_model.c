@@ -85,6 +85,9 @@ static void test_config_limits(void **s) {
     expect_err("\"eos_token_id\": 61", BASE_ERR_INVALID, "eos_token_id must be an id of the vocabulary");
     expect_err("\"eos_token_id\": [1, -1]", BASE_ERR_INVALID, "eos_token_id entries must be an id of the vocabulary");
     expect_err("\"eos_token_id\": \"1\"", BASE_ERR_INVALID, "eos_token_id must be an integer or a list");
+    /* the default (1) is checked too (found by the model_config fuzz target) */
+    expect_err("\"vocab_size\": 1", BASE_ERR_INVALID,
+               "config.json: eos_token_id is absent and its default 1 is not an id of the vocabulary (vocab_size 1)");
     expect_err("\"num_attention_heads\": 2147483648, \"num_key_value_heads\": 2147483648", BASE_ERR_INVALID,
                "config.json: num_attention_heads must be an integer in [1, 16384] (got 2147483648)");
     expect_err("\"hidden_size\": 1e12", BASE_ERR_INVALID, "config.json: hidden_size must be an integer in [1, 1048576] (got 1000000000000)");
