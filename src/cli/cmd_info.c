@@ -287,8 +287,9 @@ static void usage(FILE *f) {
     fprintf(f, "usage: grpo info MODEL_DIR\n"
                "  Architecture and key config values (config.json), parameter count, tensors by\n"
                "  dtype, bytes and files of a Hugging Face checkpoint directory (model.safetensors,\n"
-               "  or shards through model.safetensors.index.json). Every safetensors header is\n"
-               "  validated; a missing, truncated or corrupt file exits 1 and names it.\n");
+               "  or shards through model.safetensors.index.json). config.json is validated as\n"
+               "  `grpo forward` validates it, and every safetensors header; a missing, truncated\n"
+               "  or corrupt file, or a config forward refuses, exits 1 and names it.\n");
 }
 
 int cli_cmd_info(int argc, char **argv) {

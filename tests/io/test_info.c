@@ -2,7 +2,8 @@
  * Tests of `grpo info`: the fixture's figures, an FP8 checkpoint (scales are
  * not parameters), and every kind of broken checkpoint exits 1 with a
  * message naming the file (truncated shard, corrupt header, missing shard,
- * bad config.json, FP8 weight without its scale).
+ * bad config.json, FP8 weight without its scale), and config.json is
+ * validated exactly as `grpo forward` validates it.
  */
 #include "common/test_common.h"
 
