@@ -168,6 +168,7 @@ void reward_pool_destroy(reward_pool *p) {
 
 int reward_pool_n_funcs(const reward_pool *p) { return p->spec.n; }
 const char *reward_pool_func_name(const reward_pool *p, int f) { return p->spec.fns[f].name; }
+const char *reward_pool_func_path(const reward_pool *p, int f) { return p->spec.fns[f].path; }
 double reward_pool_func_weight(const reward_pool *p, int f) { return p->spec.fns[f].weight; }
 int reward_pool_n_workers(const reward_pool *p) { return p->n_workers; }
 int64_t reward_pool_n_errors(const reward_pool *p) { return atomic_load(&((reward_pool *)p)->n_errors); }

@@ -202,6 +202,7 @@ void reward_pool_destroy(reward_pool *p);
 
 int reward_pool_n_funcs(const reward_pool *p);
 const char *reward_pool_func_name(const reward_pool *p, int f);
+const char *reward_pool_func_path(const reward_pool *p, int f); /* the script */
 double reward_pool_func_weight(const reward_pool *p, int f);
 int reward_pool_n_workers(const reward_pool *p);
 /* Lines written to the error log so far. */
