@@ -382,6 +382,17 @@ static void test_score_cli(void **st) {
         fail_msg("unexpected output: %s", o);
     assert_int_equal(access(out, F_OK), -1);
     free(o);
+    /* unit_tests.lua's check: one trivial sandbox run must pass (here it
+     * cannot: a wall clock of a microsecond), else nothing is scored */
+    const char *ut = "{\"completion\":\"x\",\"tests\":[\"assert True\"]}\n";
+    test_write_file(in, ut, strlen(ut));
+    base_buf_reset(&args);
+    base_buf_printf(&args, "score --rewards 'unit_tests{timeout=0.000001}' --in '%s' --out '%s'", in, out);
+    assert_int_equal(test_run_grpo(args.data, &o), 1);
+    if (!strstr(o, "reward 'unit_tests'") || !strstr(o, "check failed: sandbox: timeout"))
+        fail_msg("unexpected output: %s", o);
+    assert_int_equal(access(out, F_OK), -1);
+    free(o);
     base_buf_free(&args);
     base_buf_free(&eopt);
     free(elog);
