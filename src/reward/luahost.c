@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define RH_HOOK_EVERY 1000
 #define RH_PRINT_CAP 8192
@@ -215,10 +216,21 @@ static int rh_print(lua_State *L) {
     return 0;
 }
 
+/* Only regular files: reading a FIFO, a terminal or /dev/stdin would block
+ * where no instruction budget runs, /dev/zero never ends. */
+static void rh_check_regular(lua_State *L, const char *fn) {
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        luaL_error(L, "%s: '%s' is not a regular file (only regular files can be read in %s)", fn, path,
+                   rh_of(L)->what);
+}
+
 static int rh_io_open(lua_State *L) {
     const char *mode = luaL_optstring(L, 2, "r");
     if (mode[0] != 'r' || strchr(mode, '+'))
         return luaL_error(L, "io.open: only read modes are allowed in %s (got '%s')", rh_of(L)->what, mode);
+    rh_check_regular(L, "io.open");
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
@@ -227,6 +239,7 @@ static int rh_io_open(lua_State *L) {
 
 static int rh_io_lines(lua_State *L) {
     luaL_checkstring(L, 1); /* io.lines() without a file would read the trainer's stdin */
+    rh_check_regular(L, "io.lines");
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
