@@ -404,6 +404,14 @@ static void stage_close(grpo_stage *g) {
     run_where_free(g->where, g->nrows);
 }
 
+/* The reward parts of the round's groups [0, n) that the step keeps
+ * (keep NULL: all), for the step's means. */
+static void add_parts(grpo_stage *g, int n, const uint8_t *keep) {
+    for (int gi = 0; gi < n; gi++)
+        for (int k = 0; k < g->b.G && (!keep || keep[gi]); k++)
+            run_reward_parts_add(&g->parts, &g->gen.sc, (int64_t)gi * g->b.G + k);
+}
+
 /* generate -> score: the step's N completions with their rewards in the
  * bufs (b.n of them). With dynamic sampling, groups whose rewards are all
  * equal are dropped and more are generated, up to max_resample_rounds
@@ -419,24 +427,23 @@ static base_status generate_and_score(grpo_stage *g, grpo_step *ss) {
         s = generate_round(g->c, g->index, b, &g->gen, g->rows, g->where, &g->cur, need, (uint32_t)ss->rounds,
                            &ss->new_tokens, &ss->t_roll, &ss->t_rew);
         if (s) break;
-        if (dyn) {
-            int first = (b->n / b->G) - need;
-            int64_t n_kept, n_refill;
-            s = grpo_filter_groups(b->rewards + (size_t)first * b->G * b->F, (int64_t)need * b->G, b->F, g->weights,
-                                   b->G, -1, need, g->keep, &n_kept, &n_refill);
-            if (s) break;
-            int k = first;
-            for (int gi = 0; gi < need; gi++)
-                if (g->keep[gi]) move_group(b, k++, first + gi);
-            ss->dropped += need - (k - first);
-            b->n = k * b->G;
-            ss->rounds++;
+        if (!dyn) {
+            add_parts(g, need, NULL);
+            break;
         }
-        /* the parts of the completions the step keeps, for their means */
+        int first = (b->n / b->G) - need;
+        int64_t n_kept, n_refill;
+        s = grpo_filter_groups(b->rewards + (size_t)first * b->G * b->F, (int64_t)need * b->G, b->F, g->weights, b->G,
+                               -1, need, g->keep, &n_kept, &n_refill);
+        if (s) break;
+        add_parts(g, need, g->keep);
+        int k = first;
         for (int gi = 0; gi < need; gi++)
-            for (int k = 0; k < b->G && (!dyn || g->keep[gi]); k++)
-                run_reward_parts_add(&g->parts, &g->gen.sc, (int64_t)gi * b->G + k);
-        if (!dyn || b->n == b->N || ss->rounds > g->cfg->max_resample_rounds) break;
+            if (g->keep[gi]) move_group(b, k++, first + gi);
+        ss->dropped += need - (k - first);
+        b->n = k * b->G;
+        ss->rounds++;
+        if (b->n == b->N || ss->rounds > g->cfg->max_resample_rounds) break;
     }
     /* every completion scored in the step (dropped groups included) counts
      * for the reward error policy, before anything is trained on them */
