@@ -87,11 +87,16 @@ static int rh_load_protected(lua_State *L) {
             lua_setfield(L, -2, it->string);
         }
         lua_pop(L, 1);
+        int ctype = lua_getfield(L, ret, "check");
+        if (ctype != LUA_TNIL && ctype != LUA_TFUNCTION) return luaL_error(L, "%s: 'check' must be a function", path);
+        int check = lua_gettop(L);
         lua_pushvalue(L, fn);
+        lua_pushvalue(L, check);
     } else if (lua_type(L, ret) == LUA_TFUNCTION) {
         if (c->f->params && cJSON_GetArraySize(c->f->params) > 0)
             return luaL_error(L, "%s: the spec sets parameters but the script declares no 'params'", path);
         lua_pushvalue(L, ret);
+        lua_pushnil(L);
     } else {
         return luaL_error(L, "%s: must return a function or a table {score = function, ...} (or score_group), got %s", path,
                           luaL_typename(L, ret));
@@ -99,7 +104,7 @@ static int rh_load_protected(lua_State *L) {
     lua_pushglobaltable(L);
     rh_freeze_env(L, env, -1);
     lua_pop(L, 1);
-    return 1; /* the score function */
+    return 2; /* the score function, the check function or nil */
 }
 
 base_status rh_load(rh_state *s, const reward_fn_spec *f, char ***cols, int *n_cols) {
@@ -109,7 +114,7 @@ base_status rh_load(rh_state *s, const reward_fn_spec *f, char ***cols, int *n_c
     load_ctx c = {f, cols, n_cols, 0, {0}};
     lua_pushcfunction(L, rh_load_protected);
     lua_pushlightuserdata(L, &c);
-    int st = lua_pcall(L, 1, 1, 0);
+    int st = lua_pcall(L, 1, 2, 0);
     if (st != LUA_OK) {
         rh_errmsg(L, -1, c.err, sizeof c.err);
         lua_settop(L, 0);
@@ -119,7 +124,9 @@ base_status rh_load(rh_state *s, const reward_fn_spec *f, char ***cols, int *n_c
     }
     s->fn_ref = base_xrealloc(s->fn_ref, sizeof(int) * (size_t)(s->n_funcs + 1));
     s->fn_group = base_xrealloc(s->fn_group, (size_t)(s->n_funcs + 1));
+    s->fn_check = base_xrealloc(s->fn_check, sizeof(int) * (size_t)(s->n_funcs + 1));
     s->fn_group[s->n_funcs] = (uint8_t)c.is_group;
+    s->fn_check[s->n_funcs] = lua_isfunction(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
     s->fn_ref[s->n_funcs++] = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, 0);
     lua_gc(L, LUA_GCCOLLECT);
@@ -181,6 +188,32 @@ static int rh_invoke(rh_state *s, int f, call_ctx *c, uint64_t seed, char *err, 
     return LUA_OK;
 }
 
+static int rh_check_protected(lua_State *L) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, *(int *)lua_touserdata(L, 1));
+    lua_call(L, 0, 0);
+    return 0;
+}
+
+int rh_check(rh_state *s, int f, char *err, size_t err_cap) {
+    err[0] = 0;
+    if (s->fn_check[f] == LUA_NOREF) return 0;
+    lua_State *L = s->L;
+    lua_settop(L, 0);
+    lua_gc(L, LUA_GCCOLLECT);
+    rh_begin_call(s);
+    int ref = s->fn_check[f];
+    lua_pushcfunction(L, rh_check_protected);
+    lua_pushlightuserdata(L, &ref);
+    int st = lua_pcall(L, 1, 0, 0);
+    if (st != LUA_OK || s->killed) {
+        rh_errmsg(L, -1, err, err_cap);
+        lua_settop(L, 0);
+        return -1;
+    }
+    lua_settop(L, 0);
+    return 0;
+}
+
 /* A score (number or nil) at idx and its parts at pidx (nil or a table of
  * named finite numbers): REWARD_OK / NIL / ERROR (message in err). */
 static int rh_take(lua_State *L, int idx, int pidx, double *score, cJSON **parts, char *err, size_t err_cap) {
@@ -212,7 +245,15 @@ static int rh_take(lua_State *L, int idx, int pidx, double *score, cJSON **parts
                 cJSON_Delete(o);
                 return REWARD_ERROR;
             }
-            cJSON_AddNumberToObject(o, lua_tostring(L, -2), lua_tonumber(L, -1));
+            const char *key = lua_tostring(L, -2);
+            if (!strcmp(key, "std") || !strcmp(key, "scored")) { /* rewards/NAME/std, /scored are the trainer's */
+                snprintf(err, err_cap, "part '%s' is a reserved name (grpo logs rewards/NAME/%s itself): rename it",
+                         key, key);
+                lua_pop(L, 2);
+                cJSON_Delete(o);
+                return REWARD_ERROR;
+            }
+            cJSON_AddNumberToObject(o, key, lua_tonumber(L, -1));
             lua_pop(L, 1);
         }
         *parts = o;

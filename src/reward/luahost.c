@@ -566,6 +566,7 @@ void rh_close(rh_state *s) {
     free(s->dirs);
     free(s->fn_ref);
     free(s->fn_group);
+    free(s->fn_check);
     free(s);
 }
 

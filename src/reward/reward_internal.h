@@ -22,6 +22,7 @@ typedef struct {
     int n_funcs;
     int *fn_ref;                 /* registry refs of the score functions */
     uint8_t *fn_group;           /* 1: a score_group function (one call per group) */
+    int *fn_check;               /* registry refs of the scripts' check functions (LUA_NOREF: none) */
     int64_t budget;              /* this call's instruction budget */
     size_t printed;              /* bytes print()ed in this call */
     char **dirs;                 /* require() search directories */
@@ -71,6 +72,10 @@ base_status rh_load(rh_state *s, const reward_fn_spec *f, char ***cols, int *n_c
  * `seed` reseeds math.random so results do not depend on call order. */
 int rh_call(rh_state *s, int f, const cJSON *sample, uint64_t seed, double *score, cJSON **parts, char *err,
             size_t err_cap);
+
+/* Run script f's `check` function (none: nothing to do) under the
+ * per-call limits: 0, or -1 with the error (one line) in err. */
+int rh_check(rh_state *s, int f, char *err, size_t err_cap);
 
 /* Call group function f (fn_group[f]) once on samples[0..n), one prompt's
  * completions: writes status[i] (REWARD_*), score[i] (NaN unless OK),

@@ -169,6 +169,15 @@ typedef struct {
  * other braces are literal text. Returns a malloc'd string. */
 char *tok_template_render(const tok_tokenizer *tk, const char *tmpl, const tok_template_vars *v);
 
+/* A template typed on the command line, read with the escapes of a Lua
+ * string literal, so '{prompt}\n' means what it means in a recipe: \n \t
+ * \r \\ \" \' \xXX \ddd \u{XXX} \z and backslash-newline. \a \b \f \v
+ * (control characters no template wants; "\boxed", "\frac" and "\vec"
+ * typed with one backslash) and escapes Lua does not know are errors:
+ * BASE_ERR_PARSE "byte N: why" (*out NULL). *out is malloc'd. The result
+ * may hold a NUL only when \0 was written, which then ends it. */
+base_status tok_template_unescape(const char *s, char **out);
+
 /* Encode a rendered template and APPEND the ids to *out. Added-token strings
  * in the template text (e.g. "<｜User｜>", "<think>" where the vocabulary has
  * it) become their ids; the prompt and system values are encoded as plain

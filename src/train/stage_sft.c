@@ -130,6 +130,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
     int64_t *lens = base_xcalloc((size_t)n, sizeof *lens);
     for (int64_t i = 0; i < n && !s; i++) {
         s = encode_row(c, st, rows[i], where[i], only_asst, max_len, &sb[i]);
+        if (!s) s = run_check_positions(c, st, rows[i], where[i], sb[i].len, "sample", 0);
         ss[i] = (sft_sample){sb[i].ids, sb[i].mask, sb[i].len};
         lens[i] = sb[i].len;
     }

@@ -356,9 +356,22 @@ static void test_score_cli(void **st) {
                         "{\"completion\":\"4\",\"answer\":\"4\",\"meta\":{\"k\":[\"ok\",\"\xc3\"]}}\n"
                         "{\"completion\":\"4\",\"answer\":\"4\",\"\xfe\":1}\n";
     char *o = NULL;
-    assert_int_equal(score_cli(dir, "eq.lua", lua, ":2", lines, "--workers 2", &o), 0);
-    /* malformed lines named with their number */
+    /* a sample whose script failed (b1): exit 1 and no output, naming the
+     * script, the first error and the log; nil (line 5) is not an error */
+    char *elog = base_path_join(dir, "errors.log");
+    base_buf eopt = {0};
+    base_buf_printf(&eopt, "--workers 2 --error-log '%s'", elog);
+    assert_int_equal(score_cli(dir, "eq.lua", lua, ":2", lines, eopt.data, &o), 1);
+    assert_int_equal(access(out, F_OK), -1);
     char want[600];
+    snprintf(want, sizeof want, "1 of 4 samples had a reward error (first: eq: sample b1: %s/eq.lua:3: boom; all in %s)",
+             dir, elog);
+    if (!strstr(o, want)) fail_msg("wanted '%s' in:\n%s", want, o);
+    assert_non_null(strstr(o, "--allow-partial"));
+    free(o);
+    /* --allow-partial: the scores, null where the script failed */
+    assert_int_equal(score_cli(dir, "eq.lua", lua, ":2", lines, "--workers 2 --allow-partial", &o), 0);
+    /* malformed lines named with their number */
     snprintf(want, sizeof want, "%s:3:", in);
     assert_non_null(strstr(o, want));
     snprintf(want, sizeof want, "%s:6: missing column 'answer'", in);
@@ -411,9 +424,37 @@ static void test_score_cli(void **st) {
         assert_int_equal(access(out, F_OK), -1);
         free(o);
     }
+    /* nil everywhere is "not scored", not an error: exit 0 without the flag */
+    assert_int_equal(score_cli(dir, "eq.lua", lua, "", "{\"completion\":\"x\",\"answer\":\"skip\"}\n", "", &o), 0);
+    assert_non_null(strstr(o, "1 samples scored, 0 lines skipped, 0 reward errors"));
+    free(o);
+    /* a script whose check fails (http_judge at a URL nobody answers):
+     * exit 1 before any line, naming the URL */
+    unlink(out);
+    base_buf args = {0};
+    base_buf_printf(&args, "score --rewards 'http_judge{url=http://127.0.0.1:1/x;retries=0}' --in '%s' --out '%s'", in,
+                    out);
+    assert_int_equal(test_run_grpo(args.data, &o), 1);
+    if (!strstr(o, "reward 'http_judge'") || !strstr(o, "check failed") || !strstr(o, "http://127.0.0.1:1/x"))
+        fail_msg("unexpected output: %s", o);
+    assert_int_equal(access(out, F_OK), -1);
+    free(o);
+    /* unit_tests.lua's check: one trivial sandbox run must pass (here it
+     * cannot: a wall clock of a microsecond), else nothing is scored */
+    const char *ut = "{\"completion\":\"x\",\"tests\":[\"assert True\"]}\n";
+    test_write_file(in, ut, strlen(ut));
+    base_buf_reset(&args);
+    base_buf_printf(&args, "score --rewards 'unit_tests{timeout=0.000001}' --in '%s' --out '%s'", in, out);
+    assert_int_equal(test_run_grpo(args.data, &o), 1);
+    if (!strstr(o, "reward 'unit_tests'") || !strstr(o, "check failed: sandbox: timeout"))
+        fail_msg("unexpected output: %s", o);
+    assert_int_equal(access(out, F_OK), -1);
+    free(o);
+    base_buf_free(&args);
+    base_buf_free(&eopt);
+    free(elog);
     /* usage errors and a bad spec */
     assert_int_equal(test_run_grpo("score --in x", NULL), 2);
-    base_buf args = {0};
     base_buf_printf(&args, "score --rewards /nonexistent.lua --in '%s' --out '%s'", in, out);
     assert_int_equal(test_run_grpo(args.data, &o), 1);
     assert_non_null(strstr(o, "/nonexistent.lua"));
