@@ -129,7 +129,15 @@ int cli_run_recipe_src(const char *cmd, const char *src, cli_common *co) {
         return 2;
     }
     int r = 0;
-    if (run_recipe(rc, &co->ro)) {
+    co->ro.stop_signal = cli_catch_stop_signals();
+    base_status s = run_recipe(rc, &co->ro);
+    if (s == BASE_ERR_INTERRUPTED && *co->ro.stop_signal) {
+        r = 128 + *co->ro.stop_signal;
+        if (co->run_dir) fprintf(stderr, "grpo %s: %s\n", cmd, base_err_msg());
+        else /* the temporary run directory goes: nothing to resume */
+            fprintf(stderr, "grpo %s: interrupted (its temporary run directory is removed; --run-dir DIR keeps a run "
+                            "that --resume continues)\n", cmd);
+    } else if (s) {
         fprintf(stderr, "grpo %s: %s\n", cmd, base_err_msg());
         r = 1;
     }
@@ -251,6 +259,7 @@ int cli_common_opt(cli_common *co, const char *cmd, int c, const char *arg) {
     case CLI_OPT_RUN_DIR: co->run_dir = arg; return 0;
     case CLI_OPT_OVERWRITE: co->ro.overwrite = 1; return 0;
     case CLI_OPT_RESUME: co->ro.resume = 1; return 0;
+    case CLI_OPT_ALLOW_CHANGES: co->ro.allow_changes = 1; return 0;
     case CLI_OPT_DEVICE: co->ro.device = arg; return 0;
     case CLI_OPT_PRECISION: co->ro.precision = arg; return 0;
     case CLI_OPT_QUIET: co->ro.quiet = 1; return 0;

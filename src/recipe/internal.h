@@ -25,6 +25,8 @@ typedef struct {
     const recipe_set *sets; /* [nsets] the overrides */
     int nsets;
     cJSON **set_items;      /* [nsets] the value each override put into the tree (NULL: none left) */
+    const char *dir;        /* the recipe file's directory, absolute (its relative paths start there) */
+    const char *cwd;        /* the current directory (overrides', flags' and defaults' relative paths) */
 } recipe_vctx;
 
 /* The override whose value is v or holds v, or -1. */
@@ -50,6 +52,16 @@ char *recipe_value_text(const cJSON *v, char *buf, size_t n);
  * normalise the short forms (a string for a list, "script:weight" rewards,
  * a bare dataset path) and add the defaults. */
 base_status recipe_validate_tree(recipe_vctx *c, cJSON *root);
+
+/* p made absolute against the absolute directory base, with "." segments
+ * dropped and "NAME/.." folded where NAME is a directory and no symbolic
+ * link (malloc'd). */
+char *recipe_abs_path(const char *base, const char *p);
+/* The RF_PATH key k of obj (at `path`) made absolute in place (paths.c):
+ * against c->dir when the recipe file named it, else (an override, a flag,
+ * dflt: the default) against c->cwd; "stage:NAME" datasets and init_from
+ * "model" stay; a bare reward script name must be a built-in script. */
+base_status recipe_resolve_value(recipe_vctx *c, cJSON *obj, const recipe_key *k, const char *path, int dflt);
 
 /* Fill r->cfg from the validated tree and check the keys that depend on
  * each other (dataset references, divisibility, ordered pairs, the GRPO

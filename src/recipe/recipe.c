@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "reward/reward.h"
@@ -282,10 +283,18 @@ static void sort_keys(cJSON *v) {
 base_status recipe_load_string_sets(const char *src, const char *chunkname, const recipe_set *sets, int nsets,
                                     recipe **out) {
     *out = NULL;
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd) return base_err_set(BASE_ERR_IO, "%s: getcwd: %s", chunkname, base_strerror_now());
+    char *tmp = base_xstrdup(chunkname);
+    char *dir = recipe_abs_path(cwd, dirname(tmp)); /* the recipe file's directory */
+    free(tmp);
     cJSON *root;
     base_status s = run_lua(src, chunkname, &root);
-    if (s) return s;
-    recipe_vctx c = {chunkname, sets, nsets, base_xcalloc((size_t)nsets + 1, sizeof(cJSON *))};
+    if (s) {
+        free(cwd), free(dir);
+        return s;
+    }
+    recipe_vctx c = {chunkname, sets, nsets, base_xcalloc((size_t)nsets + 1, sizeof(cJSON *)), dir, cwd};
     name_stages(root);
     for (int i = 0; i < nsets && !s; i++) s = apply_set(&c, root, i);
     if (!s) s = recipe_validate_tree(&c, root);
@@ -295,9 +304,7 @@ base_status recipe_load_string_sets(const char *src, const char *chunkname, cons
         r = base_xcalloc(1, sizeof *r);
         r->root = root;
         r->path = base_xstrdup(chunkname);
-        char *tmp = base_xstrdup(chunkname);
-        r->dir = base_xstrdup(dirname(tmp));
-        free(tmp);
+        r->dir = base_xstrdup(dir);
         if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "name"))) {
             char *b = base_xstrdup(chunkname);
             char *base = basename(b);
@@ -310,6 +317,7 @@ base_status recipe_load_string_sets(const char *src, const char *chunkname, cons
         s = recipe_config_build(&c, r);
     }
     free(c.set_items);
+    free(cwd), free(dir);
     if (s) {
         if (r) recipe_free(r);
         else cJSON_Delete(root);
@@ -357,11 +365,6 @@ const char *recipe_path(const recipe *r) { return r->path; }
 const recipe_cfg *recipe_config(const recipe *r) { return &r->cfg; }
 
 char *recipe_resolve_path(const recipe *r, const char *p) {
-    /* relative to the recipe file first (a recipe's own paths), then to the
-     * current directory (paths given with --set) */
-    if (p[0] == '/') return base_xstrdup(p);
-    char *j = base_path_join(r->dir, p);
-    if (base_file_exists(j)) return j;
-    free(j);
-    return base_xstrdup(p);
+    /* the tree's paths are absolute already (paths.c) */
+    return p[0] == '/' ? base_xstrdup(p) : recipe_abs_path(r->dir, p);
 }

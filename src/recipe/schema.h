@@ -41,6 +41,18 @@ typedef struct {
     unsigned flags; /* RR_* */
 } recipe_range;
 
+/* What a key is besides its type. */
+enum {
+    /* does not alter the trained result (where outputs go, logging,
+     * checkpoint cadence, threads): `--resume` accepts a change to it
+     * without --allow-changes */
+    RF_NEUTRAL = 1,
+    /* a file or directory (RK_STR): a relative path is made absolute when
+     * the recipe loads, against the directory of the recipe file that
+     * names it (a default or an override: the current directory) */
+    RF_PATH = 2,
+};
+
 typedef struct {
     const char *key;
     recipe_ktype type;
@@ -49,6 +61,7 @@ typedef struct {
     const char *doc;
     size_t offset;       /* of the value in the table's typed struct (recipe.h) */
     recipe_range range;  /* RK_NUM, RK_INT: allowed values (flags 0: any finite number) */
+    unsigned flags;      /* RF_* */
 } recipe_key;
 
 /* The tables, each ended by a row with key NULL. Offsets: top level into

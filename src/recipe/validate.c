@@ -332,6 +332,7 @@ static base_status validate_object(recipe_vctx *c, cJSON *obj, const recipe_key 
     for (int t = 0; t < 2; t++)
         for (const recipe_key *k = tabs[t]; k && k->key; k++) {
             cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, k->key);
+            int dflt = !v;
             if (!v) {
                 if (!k->dflt) {
                     char full[600];
@@ -344,6 +345,7 @@ static base_status validate_object(recipe_vctx *c, cJSON *obj, const recipe_key 
             }
             v = cJSON_GetObjectItemCaseSensitive(obj, k->key);
             base_status s = check_value(c, obj, v, k, path);
+            if (!s && (k->flags & RF_PATH)) s = recipe_resolve_value(c, obj, k, path, dflt);
             if (s) return s;
         }
     return BASE_OK;

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "recipe/recipe.h"
 
@@ -22,6 +23,16 @@ static const char *base_recipe =
     "    { type = 'eval', dataset = 'test', temperature = 0.0 },\n"
     "  },\n"
     "}\n";
+
+/* rel against the current directory: recipe_load_string's chunk "t.lua"
+ * is there, and overrides are taken there too */
+static char *cwd_path(const char *rel) {
+    char *cwd = getcwd(NULL, 0);
+    assert_non_null(cwd);
+    char *p = base_path_join(cwd, rel);
+    free(cwd);
+    return p;
+}
 
 static recipe *load_ok(const char *src, const char *const *sets, int n) {
     recipe *r = NULL;
@@ -71,14 +82,18 @@ static void test_defaults_and_names(void **state) {
     /* dataset path string became a table with defaults */
     const recipe_dataset *train = recipe_dataset_by_name(c, "train");
     assert_non_null(train);
-    assert_string_equal(train->path, "train.jsonl");
+    char *want = cwd_path("train.jsonl"); /* paths are absolute once loaded */
+    assert_string_equal(train->path, want);
+    free(want);
     assert_string_equal(train->prompt_column, "prompt");
     assert_int_equal(train->limit, 0);
     assert_ptr_equal(st->datasets[0], train);
     assert_int_equal(recipe_dataset_by_name(c, "test")->limit, 50);
     /* "script:weight" reward strings; stages without rewards use the recipe's */
     assert_int_equal(c->rewards.n, 2);
-    assert_string_equal(c->rewards.items[1].script, "rewards/think_format.lua");
+    want = cwd_path("rewards/think_format.lua");
+    assert_string_equal(c->rewards.items[1].script, want);
+    free(want);
     assert_true(c->rewards.items[1].weight == 0.2);
     assert_ptr_equal(st->rewards.items, c->rewards.items);
     assert_null(st->own_rewards.items);
@@ -96,7 +111,9 @@ static void test_overrides(void **state) {
     assert_true(g->beta == 0.01 && g->loss.beta == 0.01);
     assert_true(c->stages[2].eval.gen.temperature == 0.5);
     assert_int_equal(c->seed, 7);
-    assert_string_equal(c->model, "other/dir");
+    char *want = cwd_path("other/dir");
+    assert_string_equal(c->model, want);
+    free(want);
     assert_int_equal(g->gen.stop.n, 2);
     assert_int_equal(recipe_dataset_by_name(c, "test")->limit, 5);
     recipe_free(r);
@@ -253,7 +270,9 @@ static void test_sandbox_library(void **state) {
     test_write_file(rp, src.data, src.len);
     recipe *r = NULL;
     if (recipe_load(rp, NULL, 0, &r)) fail_msg("%s", base_err_msg());
-    assert_string_equal(recipe_config(r)->model, "models/data");
+    char *want = base_path_join(dir, "models/data"); /* against the recipe's directory */
+    assert_string_equal(recipe_config(r)->model, want);
+    free(want);
     assert_string_equal(recipe_config(r)->name, "env");
     assert_int_equal(recipe_config(r)->stages[0].grpo.max_steps, 10);
     recipe_free(r);
