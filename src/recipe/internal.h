@@ -48,6 +48,22 @@ base_status recipe_key_error(const recipe_vctx *c, const cJSON *v, const char *f
  * false, nil, {...}. Returns buf. */
 char *recipe_value_text(const cJSON *v, char *buf, size_t n);
 
+/* "a.lua:1.0,b:0.2" rewards as their list [{script, weight}, ...]; one
+ * "script:weight" string as its table {script, weight} (NULL when the
+ * string holds no entry). */
+cJSON *recipe_reward_spec_list(const char *spec);
+cJSON *recipe_reward_spec_table(const char *spec);
+
+/* Suggestions (suggest.c). For an unknown key k (value v) of a table with
+ * the keys of a and b: " (did you mean 'beta'? 'kl_coef' is verl's and
+ * OpenRLHF's name for it)", " ('beta' is a key of grpo stages)", ... or
+ * "" into buf. For a string v that is none of choices ("a|b|c";
+ * stage_type: the stage types, with their other names): " (did you mean
+ * 'x'?)" or "". */
+void recipe_unknown_key_hint(const recipe_key *a, const recipe_key *b, const char *k, const cJSON *v, char *buf,
+                             size_t n);
+void recipe_choice_hint(const char *choices, const char *v, int stage_type, char *buf, size_t n);
+
 /* Check the tree against the schema (unknown keys, types, choices, ranges),
  * normalise the short forms (a string for a list, "script:weight" rewards,
  * a bare dataset path) and add the defaults. */

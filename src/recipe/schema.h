@@ -76,6 +76,11 @@ const recipe_key *recipe_schema_stage(const char *type); /* NULL for an unknown 
  * sft, grpo, sample, eval. */
 const char *const *recipe_schema_stage_types(void);
 
+/* Alias i (0, 1, ...; NULL past the last) of the suggestions for unknown
+ * keys (suggest.c): another tool's name (TRL, verl, OpenRLHF, vLLM,
+ * transformers; "rollout.n" for a nested one) for the key *key. */
+const char *recipe_alias_of(int i, const char **key);
+
 /* 1 when v is inside the key's range (any finite v when it has none). */
 int recipe_range_ok(const recipe_key *k, double v);
 /* The range as a condition: "in (0, 1]", ">= 0", "> 0", "<= 5"; "" when the
