@@ -233,16 +233,12 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     /* the checkpoint to resume from (read only) */
     run_ckpt *ck = NULL;
     if (c.opts.resume) {
-        s = run_ckpt_latest(&c, &ck);
+        /* a changed recipe: shown, and refused where it alters the result */
+        s = run_check_changes(&c);
+        if (!s) s = run_ckpt_latest(&c, &ck);
         if (s) goto done;
         if (!ck) base_warn("%s: no checkpoint to resume from: starting the run from the beginning", c.dir);
         if (ck) c.saved_step = run_ckpt_state(ck)->total_steps;
-        /* a changed recipe: shown, and refused where it alters the result */
-        if (ck) s = run_check_changes(&c);
-        if (s) {
-            run_ckpt_free(ck);
-            goto done;
-        }
     }
     /* weights and tokenizer first: a run that cannot start leaves an
      * existing run directory as it was */

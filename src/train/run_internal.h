@@ -72,9 +72,11 @@ base_status run_stage_interrupted(run_ctx *c, int64_t done, int64_t total);
  * "interrupted at step N by SIGINT: checkpoint DIR/checkpoints/step-N;
  * --resume continues". */
 base_status run_stop_status(run_ctx *c, base_status s);
-/* --resume: the recipe against the run's config.resolved.lua, every
- * change printed key by key; changes that alter the trained result are an
- * error naming them unless opts.allow_changes. */
+/* --resume into a run directory with a checkpoint: the recipe against the
+ * run's config.resolved.lua, every change printed key by key; changes that
+ * alter the trained result are an error naming them unless
+ * opts.allow_changes. (Before the checkpoints are verified: a changed seed
+ * is named here, not as "a checkpoint of another run".) */
 base_status run_check_changes(run_ctx *c);
 /* --resume: keep the run's config.resolved.lua as
  * config.history/config.resolved.K.lua (K = 1, 2, ...: the next free one)

@@ -5,6 +5,7 @@
  * by key; a change that alters the trained result refused unless
  * --allow-changes; the earlier config kept in config.history/). See run.h.
  */
+#include <dirent.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,9 +54,22 @@ base_status run_stop_status(run_ctx *c, base_status s) {
 
 /* ---- resuming with a changed recipe ------------------------------------------ */
 
+/* The run directory has a checkpoint (complete or not): something was
+ * trained that a resume continues. */
+static int has_checkpoints(const char *dir) {
+    char *root = base_path_join(dir, "checkpoints");
+    DIR *d = opendir(root);
+    int any = 0;
+    struct dirent *e;
+    while (d && !any && (e = readdir(d))) any = !strncmp(e->d_name, "step-", 5);
+    if (d) closedir(d);
+    free(root);
+    return any;
+}
+
 base_status run_check_changes(run_ctx *c) {
     char *path = base_path_join(c->dir, "config.resolved.lua");
-    if (!base_file_exists(path)) { /* nothing to compare with */
+    if (!base_file_exists(path) || !has_checkpoints(c->dir)) { /* nothing to compare with, or nothing trained */
         free(path);
         return BASE_OK;
     }
