@@ -18,6 +18,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "reward/rules/rules.h"
 #include "run_internal.h"
@@ -163,6 +164,7 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
     }
     if (!c->opts.quiet && gen.eng) base_progress_finish(&prog);
     if (sf) fclose(sf);
+    if (s == BASE_ERR_INTERRUPTED) unlink(spath); /* nothing of a stopped stage stays */
     if (!s) {
         double acc = acc_sum / (double)nrows;
         cJSON *sum = cJSON_CreateObject();

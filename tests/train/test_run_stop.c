@@ -333,6 +333,8 @@ static void test_sigint_in_eval_and_sample(void **state) {
         assert_false(exists_rel(rel)); /* no result of the stage */
         snprintf(rel, sizeof rel, "proj/runs/big_%s/eval_before.jsonl", stage[t]);
         assert_false(exists_rel(rel)); /* the sample stage's output was never written */
+        snprintf(rel, sizeof rel, "proj/runs/big_%s/eval_before.samples.jsonl", stage[t]);
+        assert_false(exists_rel(rel)); /* nor the samples the eval had written */
         snprintf(rel, sizeof rel, "proj/runs/big_%s/metrics.jsonl", stage[t]);
         assert_int_equal(count_lines(rel, "eval_before"), 0);
     }
