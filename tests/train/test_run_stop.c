@@ -141,9 +141,9 @@ static pid_t spawn(const char *cwd, const char *err_name, const char *env, const
         if (chdir(cwd) != 0) _exit(125);
         if (env) putenv((char *)env);
         if (!freopen(err, "w", stderr)) _exit(126);
-        const char *argv[16] = {exe, "run"};
+        const char *argv[32] = {exe, "run"};
         int n = 2;
-        for (; args[n - 2]; n++) argv[n] = args[n - 2];
+        for (; args[n - 2] && n < 31; n++) argv[n] = args[n - 2];
         argv[n] = NULL;
         execv(exe, (char *const *)argv);
         _exit(127);
