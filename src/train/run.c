@@ -257,6 +257,12 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         s = preflight(&c, r0 ? r0->stage_index + (r0->stage_done ? 1 : 0) : 0);
     }
     if (!s && ck) s = check_cursor(&c, ck);
+    if (!s && run_poll_signal(&c)) { /* stopped while loading: the run directory stays as it was */
+        c.total_steps = ck ? run_ckpt_state(ck)->total_steps : 0;
+        run_ckpt_free(ck);
+        s = run_stop_status(&c, BASE_OK);
+        goto done;
+    }
     /* the run directory: a new run needs an empty (or absent) one; a resume
      * one with a checkpoint or grpo's marker */
     if (!s && base_file_exists(c.dir) && !dir_is_empty(c.dir) && !ck) {

@@ -401,7 +401,25 @@ static void test_resume_changes(void **state) {
         fail_msg("output:\n%s", out);
     free(out);
     base_buf_free(&cmd);
-    free(cfg0), free(m0), free(h1), free(h2), free(cfg2);
+    /* a stop signal while the run loads: nothing of the run directory is
+     * touched (no history, no new config), the checkpoint is named */
+    volatile sig_atomic_t flag = SIGTERM;
+    run_opts st = {.resume = 1, .quiet = 1, .allow_changes = 1, .stop_signal = &flag};
+    char *cfg3 = read_rel("proj/runs/chg/config.resolved.lua");
+    assert_int_equal(run_in_process("chg", NULL, 0, &st), BASE_ERR_INTERRUPTED);
+    char stop_msg[600];
+    snprintf(stop_msg, sizeof stop_msg, "interrupted at step 4 by SIGTERM: checkpoint %s/runs/chg/checkpoints/step-4; --resume "
+             "continues", PROJ);
+    assert_string_equal(base_err_msg(), stop_msg);
+    assert_false(exists_rel("proj/runs/chg/config.history/config.resolved.3.lua"));
+    char *cfg4 = read_rel("proj/runs/chg/config.resolved.lua");
+    assert_string_equal(cfg3, cfg4);
+    run_opts fresh = {.overwrite = 1, .quiet = 1, .stop_signal = &flag};
+    assert_int_equal(run_in_process("never", NULL, 0, &fresh), BASE_ERR_INTERRUPTED);
+    assert_string_equal(base_err_msg(), "interrupted at step 0 by SIGTERM, before the run's first checkpoint: --resume "
+                                        "starts the run again");
+    assert_false(exists_rel("proj/runs/never"));
+    free(cfg0), free(m0), free(h1), free(h2), free(cfg2), free(cfg3), free(cfg4);
 }
 
 /* config.resolved.lua runs as it is: in its run directory (--resume) and
