@@ -56,8 +56,8 @@ static void on_stop_signal(int sig) {
         _exit(128 + sig);
     }
     stop_signal = sig;
-    static const char first[] = "\ngrpo: stop signal: finishing the current step, then a checkpoint (send it again "
-                                "to exit at once)\n";
+    static const char first[] = "\ngrpo: stop signal: stopping when the current step is done (a training step then "
+                                "writes a checkpoint); send it again to exit at once\n";
     ssize_t w = write(STDERR_FILENO, first, sizeof first - 1);
     (void)w;
 }

@@ -24,7 +24,6 @@ char *recipe_abs_path(const char *base, const char *p) {
      * directory: after a symbolic link (or a name that does not exist) the
      * rest stays as written, since ".." then means what the kernel says */
     base_buf out = {0};
-    base_buf_puts(&out, "");
     int literal = 0;
     char *save = NULL;
     for (char *seg = strtok_r(in.data, "/", &save); seg; seg = strtok_r(NULL, "/", &save)) {

@@ -33,8 +33,10 @@
  * "interrupted at step N ...; --resume continues".
  *
  * Resuming with a changed recipe: the recipe is compared key by key with
- * the run directory's config.resolved.lua; a change to a key that alters
- * the trained result (recipe_key_changes, schema.h) is refused unless
+ * the run directory's config.resolved.lua (recipe_changes) and every
+ * difference printed; a change to a key that alters the trained result
+ * (every key but those marked RF_NEUTRAL in the schema: output paths,
+ * logging, checkpoint cadence, threads, the report) is refused unless
  * opts.allow_changes; the previous config is kept as
  * config.history/config.resolved.K.lua before the new one is written.
  */

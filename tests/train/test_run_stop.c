@@ -138,6 +138,8 @@ static pid_t spawn(const char *cwd, const char *err_name, const char *env, const
     char *err = path_of(err_name);
     pid_t pid = fork();
     if (pid == 0) {
+        signal(SIGINT, SIG_DFL); /* what grpo finds when started from a terminal, even if the */
+        signal(SIGTERM, SIG_DFL); /* tests run where these are ignored (a background job) */
         if (chdir(cwd) != 0) _exit(125);
         if (env) putenv((char *)env);
         if (!freopen(err, "w", stderr)) _exit(126);
