@@ -45,6 +45,7 @@ typedef enum {
     BASE_ERR_NOMEM,       /* a capped allocation refused (not malloc failure) */
     BASE_ERR_LIMIT,       /* a budget ran out (time, instructions, size) */
     BASE_ERR_EOF,         /* end of a stream (not an error for readers) */
+    BASE_ERR_INTERRUPTED, /* stopped on request (a signal) with its work saved */
 } base_status;
 
 /* Human name of a status ("parse error", ...). Never NULL. */

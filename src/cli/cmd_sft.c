@@ -26,8 +26,8 @@ static const char *USAGE =
     "                [--warmup-ratio R] [--weight-decay W] [--batch-size N] [--grad-accum N]\n"
     "                [--max-length N] [--no-packing] [--all-tokens] [--save-steps N]\n"
     "                [--template T] [--system TEXT] [--tokenizer DIR] [--seed S]\n"
-    "                [--run-dir DIR [--overwrite | --resume]] [--device D] [--precision P] [--set key=value ...]\n"
-    "                [--quiet]\n"
+    "                [--run-dir DIR [--overwrite | --resume [--allow-changes]]] [--device D] [--precision P]\n"
+    "                [--set key=value ...] [--quiet]\n"
     "Trains on chat samples ({\"messages\": [...]}, loss on assistant turns) or prompt/completion\n"
     "rows (loss on the completion); --all-tokens puts the loss on every token. Writes the final\n"
     "model (Hugging Face layout) to CKPT_DIR. Defaults are the sft stage's (docs/recipes.md):\n"
@@ -133,6 +133,7 @@ int cli_cmd_sft(int argc, char **argv) {
         rc = cli_usage_error("sft", "--model, --in and --out are required (--help)");
     if (!rc && co.ro.resume && co.ro.overwrite) rc = cli_usage_error("sft", "--resume and --overwrite exclude each other");
     if (!rc && co.ro.resume && !co.run_dir) rc = cli_usage_error("sft", "--resume needs --run-dir");
+    if (!rc && co.ro.allow_changes && !co.ro.resume) rc = cli_usage_error("sft", "--allow-changes goes with --resume");
     if (rc) {
         cli_common_free(&co);
         return rc < 0 ? 0 : rc;

@@ -5,7 +5,6 @@
 #include "cli/recipe_cli.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <libgen.h>
 #include <math.h>
 #include <stdio.h>
@@ -108,11 +107,6 @@ base_status cli_run_dir_open(const char *cmd, const char *run_dir, cli_run_dir *
     return BASE_OK;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p) != 0 && errno != ENOENT;
-}
-
 /* Lines of the run's reward error log (0 when it has none). */
 static int64_t reward_log_lines(const char *dir) {
     char *p = base_path_join(dir, "reward_errors.log");
@@ -131,8 +125,8 @@ void cli_run_dir_close(cli_run_dir *rd) {
     if (errs > 0) /* the messages pointed there: keep it */
         fprintf(stderr, "grpo %s: %lld reward error(s): kept the run directory %s for its reward_errors.log "
                 "(remove it when done)\n", rd->cmd, (long long)errs, rd->tmp);
-    else if (rd->tmp && nftw(rd->tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        base_warn("%s: could not remove the temporary run directory", rd->tmp);
+    else if (rd->tmp && base_remove_tree(rd->tmp))
+        base_warn("could not remove the temporary run directory: %s", base_err_msg());
     free(rd->output_dir), free(rd->name), free(rd->path), free(rd->tmp);
     memset(rd, 0, sizeof *rd);
 }
@@ -150,7 +144,15 @@ int cli_run_recipe_src(const char *cmd, const char *src, cli_common *co, const c
         return 2;
     }
     int r = 0;
-    if (run_recipe(rc, &co->ro)) {
+    co->ro.stop_signal = cli_catch_stop_signals();
+    base_status s = run_recipe(rc, &co->ro);
+    if (s == BASE_ERR_INTERRUPTED && *co->ro.stop_signal) {
+        r = 128 + *co->ro.stop_signal;
+        if (co->run_dir) fprintf(stderr, "grpo %s: %s\n", cmd, base_err_msg());
+        else /* the temporary run directory goes: nothing to resume */
+            fprintf(stderr, "grpo %s: interrupted (its temporary run directory is removed; --run-dir DIR keeps a run "
+                            "that --resume continues)\n", cmd);
+    } else if (s) {
         fprintf(stderr, "grpo %s: %s\n", cmd, base_err_msg());
         r = 1;
     }
@@ -280,6 +282,7 @@ int cli_common_opt(cli_common *co, const char *cmd, int c, const char *arg) {
     case CLI_OPT_RUN_DIR: co->run_dir = arg; return 0;
     case CLI_OPT_OVERWRITE: co->ro.overwrite = 1; return 0;
     case CLI_OPT_RESUME: co->ro.resume = 1; return 0;
+    case CLI_OPT_ALLOW_CHANGES: co->ro.allow_changes = 1; return 0;
     case CLI_OPT_DEVICE: co->ro.device = arg; return 0;
     case CLI_OPT_PRECISION: co->ro.precision = arg; return 0;
     case CLI_OPT_QUIET: co->ro.quiet = 1; return 0;

@@ -274,6 +274,7 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
         }
         free(all);
     }
+    if (!s) c->saved_step = st->total_steps;
     free(root), free(dir), free(tmp);
     return s ? base_err_wrap(s, "checkpoint %s", name) : BASE_OK;
 }

@@ -218,6 +218,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     c.dir = run_dir_of(rc);
     c.name = base_xstrdup(c.cfg->name);
     c.seed = (uint64_t)c.cfg->seed;
+    c.saved_step = -1;
     const char *dev = c.opts.device ? c.opts.device : c.cfg->device;
     int64_t threads = c.cfg->threads;
     if (threads > 0) omp_set_num_threads((int)threads);
@@ -232,9 +233,12 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     /* the checkpoint to resume from (read only) */
     run_ckpt *ck = NULL;
     if (c.opts.resume) {
-        s = run_ckpt_latest(&c, &ck);
+        /* a changed recipe: shown, and refused where it alters the result */
+        s = run_check_changes(&c);
+        if (!s) s = run_ckpt_latest(&c, &ck);
         if (s) goto done;
         if (!ck) base_warn("%s: no checkpoint to resume from: starting the run from the beginning", c.dir);
+        if (ck) c.saved_step = run_ckpt_state(ck)->total_steps;
     }
     /* weights and tokenizer first: a run that cannot start leaves an
      * existing run directory as it was */
@@ -253,6 +257,12 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         s = preflight(&c, r0 ? r0->stage_index + (r0->stage_done ? 1 : 0) : 0);
     }
     if (!s && ck) s = check_cursor(&c, ck);
+    if (!s && run_poll_signal(&c)) { /* stopped while loading: the run directory stays as it was */
+        c.total_steps = ck ? run_ckpt_state(ck)->total_steps : 0;
+        run_ckpt_free(ck);
+        s = run_stop_status(&c, BASE_OK);
+        goto done;
+    }
     /* the run directory: a new run needs an empty (or absent) one; a resume
      * one with a checkpoint or grpo's marker */
     if (!s && base_file_exists(c.dir) && !dir_is_empty(c.dir) && !ck) {
@@ -280,6 +290,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     }
     if (!s) s = base_mkdir_p(c.dir);
     if (!s) s = write_marker(c.dir, c.name);
+    if (!s && c.opts.resume) s = run_keep_config_history(&c, ck ? run_ckpt_state(ck)->total_steps : -1);
     if (!s) {
         char *p = base_path_join(c.dir, "config.resolved.lua");
         s = recipe_write_resolved(rc, p);
@@ -308,6 +319,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     for (int i = 0; i < n && !s && !c.stop_requested; i++) {
         const recipe_stage_cfg *st = &c.cfg->stages[i];
         if (rs && (i < rs->stage_index || (i == rs->stage_index && rs->stage_done))) continue;
+        if (run_poll_signal(&c)) break; /* no stage starts after a stop signal */
         const char *from = st->init_from;
         if (from && !(rs && i == rs->stage_index)) {
             /* "model": the recipe's model again (R1's second SFT starts from
@@ -325,6 +337,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         else s = run_stage_sample(&c, st);
     }
     run_ckpt_free(ck);
+    if (c.stop_signal && (!s || s == BASE_ERR_INTERRUPTED)) s = run_stop_status(&c, s);
     if (!s && !c.stop_requested && c.cfg->report) {
         fflush(c.metrics);
         base_status r = run_report_write(c.dir);

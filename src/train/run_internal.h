@@ -52,8 +52,36 @@ typedef struct {
     int64_t total_steps;   /* training steps of the run so far (all stages) */
     int64_t metrics_lines; /* lines written to metrics.jsonl / samples.jsonl */
     int64_t samples_lines;
-    int stop_requested;    /* opts.max_total_steps reached */
+    int stop_requested;    /* opts.max_total_steps reached, or a stop signal */
+    int stop_signal;       /* the stop signal that arrived (run_poll_signal), else 0 */
+    int64_t saved_step;    /* total_steps of the newest checkpoint of the run, -1: none */
 } run_ctx;
+
+/* A stop signal (opts.stop_signal), polled where a stage can stop cleanly:
+ * at the end of a training step (the stage then writes a checkpoint, as
+ * for max_total_steps), between the chunks of eval and sample stages and
+ * before a stage starts. Sets c->stop_signal and c->stop_requested and
+ * returns the signal number; 0 when none arrived. (The one place where the
+ * ranks of a multi-process run will agree to stop at the same step.) */
+int run_poll_signal(run_ctx *c);
+/* The status of an eval or sample stage stopped by a signal between two
+ * chunks (done of total prompts): BASE_ERR_INTERRUPTED. */
+base_status run_stage_interrupted(run_ctx *c, int64_t done, int64_t total);
+/* The run's status once a stop signal stopped it (s: BASE_OK, or a stage's
+ * BASE_ERR_INTERRUPTED, whose message becomes the detail): BASE_ERR_INTERRUPTED
+ * "interrupted at step N by SIGINT: checkpoint DIR/checkpoints/step-N;
+ * --resume continues". */
+base_status run_stop_status(run_ctx *c, base_status s);
+/* --resume into a run directory with a checkpoint: the recipe against the
+ * run's config.resolved.lua, every change printed key by key; changes that
+ * alter the trained result are an error naming them unless
+ * opts.allow_changes. (Before the checkpoints are verified: a changed seed
+ * is named here, not as "a checkpoint of another run".) */
+base_status run_check_changes(run_ctx *c);
+/* --resume: keep the run's config.resolved.lua as
+ * config.history/config.resolved.K.lua (K = 1, 2, ...: the next free one)
+ * before it is replaced (from_step: the checkpoint resumed from, -1: none). */
+base_status run_keep_config_history(run_ctx *c, int64_t from_step);
 
 /* ---- datasets and prompts (run_data.c) ---------------------------------- */
 

@@ -26,6 +26,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "reward/rules/rules.h"
 #include "run_internal.h"
@@ -123,6 +124,10 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
     base_progress prog;
     if (!s && !c->opts.quiet) base_progress_start(&prog, name, nrows);
     for (int64_t p0 = 0; p0 < nrows && !s; p0 += gen.chunk) {
+        if (run_poll_signal(c)) { /* an eval keeps no partial results: it runs again on resume */
+            s = run_stage_interrupted(c, p0, nrows);
+            break;
+        }
         int np = (int)(nrows - p0 < gen.chunk ? nrows - p0 : gen.chunk);
         s = run_gen_chunk(&gen, rows + p0, where + p0, np, 0x80000000u | (uint32_t)index, (uint32_t)p0);
         if (s) break;
@@ -181,6 +186,7 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
     }
     if (!c->opts.quiet && gen.eng) base_progress_finish(&prog);
     if (sf) fclose(sf);
+    if (s == BASE_ERR_INTERRUPTED) unlink(spath); /* nothing of a stopped stage stays */
     if (!s) {
         double acc = acc_prompts ? acc_sum / (double)acc_prompts : NAN;
         cJSON *sum = cJSON_CreateObject();

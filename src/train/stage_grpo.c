@@ -701,7 +701,7 @@ static void sync_ref(grpo_stage *g, int64_t step) {
 }
 
 /* A checkpoint every save_steps steps, at the end of the stage, and when
- * the run stops early (--max-total-steps). */
+ * the run stops early (--max-total-steps, a stop signal). */
 static base_status checkpoint(grpo_stage *g, int64_t step) {
     run_ctx *c = g->c;
     const recipe_train_cfg *t = &g->cfg->train;
@@ -724,23 +724,24 @@ base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *st, const run_ckp
         if (g.b.n == 0) { /* dynamic sampling found nothing to learn from */
             log_skipped(&g, step);
             c->total_steps++;
-            continue;
-        }
-        s = grpo_advantages(g.gc, g.b.rewards, g.b.n, g.b.F, g.weights, g.b.G, g.b.adv, g.b.total, &ss.rst);
-        if (!s) s = train(&g, step, &ss);
-        if (s) break;
-        c->total_steps++;
-        grpo_completion_stats cs = log_metrics(&g, step, &ss);
-        sync_ref(&g, step);
-        log_samples(&g, step);
-        if (g.prog_on) {
-            char errs[48] = "";
-            if (g.gen.errs.last_errors > 0)
-                snprintf(errs, sizeof errs, " reward_errors %lld", (long long)g.gen.errs.last_errors);
-            base_progress_update(&g.prog, step + 1, "reward %.3f len %.1f tok/s %.0f%s", ss.rst.reward, cs.mean_length,
-                                 ss.t_roll > 0 ? (double)ss.new_tokens / ss.t_roll : 0, errs);
+        } else {
+            s = grpo_advantages(g.gc, g.b.rewards, g.b.n, g.b.F, g.weights, g.b.G, g.b.adv, g.b.total, &ss.rst);
+            if (!s) s = train(&g, step, &ss);
+            if (s) break;
+            c->total_steps++;
+            grpo_completion_stats cs = log_metrics(&g, step, &ss);
+            sync_ref(&g, step);
+            log_samples(&g, step);
+            if (g.prog_on) {
+                char errs[48] = "";
+                if (g.gen.errs.last_errors > 0)
+                    snprintf(errs, sizeof errs, " reward_errors %lld", (long long)g.gen.errs.last_errors);
+                base_progress_update(&g.prog, step + 1, "reward %.3f len %.1f tok/s %.0f%s", ss.rst.reward,
+                                     cs.mean_length, ss.t_roll > 0 ? (double)ss.new_tokens / ss.t_roll : 0, errs);
+            }
         }
         if (c->opts.max_total_steps > 0 && c->total_steps >= c->opts.max_total_steps) c->stop_requested = 1;
+        run_poll_signal(c); /* a stop signal: this step's checkpoint, then stop */
         s = checkpoint(&g, step);
     }
     stage_close(&g);

@@ -251,6 +251,10 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
     int prog_on = !s && !c->opts.quiet;
     if (prog_on) base_progress_start(&prog, name, nrows);
     for (int64_t p0 = 0; p0 < nrows && !s; p0 += gen.chunk) {
+        if (run_poll_signal(c)) { /* the outputs stay temporary (removed): the stage runs again on resume */
+            s = run_stage_interrupted(c, p0, nrows);
+            break;
+        }
         int np = (int)(nrows - p0 < gen.chunk ? nrows - p0 : gen.chunk);
         s = run_gen_chunk(&gen, rows + p0, where + p0, np, 0x40000000u | (uint32_t)index, (uint32_t)p0);
         const reward_scores *sc = &gen.sc;

@@ -261,6 +261,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
         }
         if (s) break;
         if (c->opts.max_total_steps > 0 && c->total_steps >= c->opts.max_total_steps) c->stop_requested = 1;
+        run_poll_signal(c); /* a stop signal: this step's checkpoint, then stop */
         int last = k + 1 == total;
         if ((save_steps > 0 && (k + 1) % save_steps == 0) || last || c->stop_requested) {
             run_train_state rs = {.stage_index = index, .stage_done = last, .stage_step = k + 1,
