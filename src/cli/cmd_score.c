@@ -120,8 +120,8 @@ static int write_batch(FILE *out, reward_pool *pool, batch *b, reward_scores *sc
                 base_buf_free(&key);
             }
         }
-        char *line = cJSON_PrintUnformatted(row);
-        if (!line) base_die("cJSON_PrintUnformatted: out of memory");
+        char *line = base_json_print(row, 0);
+        if (!line) base_die("base_json_print: an invalid JSON item");
         int bad = fputs(line, out) < 0 || fputc('\n', out) < 0;
         free(line);
         if (bad) {

@@ -204,6 +204,7 @@ static void ctx_free(run_ctx *c) {
     tok_free(c->tok);
     cJSON_Delete(c->summary);
     free(c->dir), free(c->name), free(c->policy_src), free(c->tok_dir), free(c->reward_log);
+    free(c->prompt_tokens);
     run_keep_files_free(c);
 }
 

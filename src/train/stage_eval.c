@@ -101,9 +101,10 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
     FILE *sf = s ? NULL : fopen(spath, "w");
     if (!s && !sf) s = base_err_set(BASE_ERR_IO, "%s: %s", spath, base_strerror_now());
     int K = gen.K, nf = pool ? reward_pool_n_funcs(pool) : 0;
-    double acc_sum = 0, reward_sum = 0, len_sum = 0, cons_hits = 0;
+    double acc_sum = 0, len_sum = 0, cons_hits = 0;
+    run_sum reward_sum = {0, 0};
     int64_t n_samples = 0, cons_n = 0;
-    double *func_sum = base_xcalloc((size_t)nf + 1, sizeof(double));
+    run_sum *func_sum = base_xcalloc((size_t)nf + 1, sizeof *func_sum);
     char **answers = base_xcalloc((size_t)K + 1, sizeof *answers);
     base_progress prog;
     if (!s && !c->opts.quiet) base_progress_start(&prog, name, nrows);
@@ -118,10 +119,10 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
                 int j = i * K + g;
                 double a = sc->score[(size_t)j * (size_t)nf];
                 prompt_acc += isnan(a) ? 0 : a;
-                if (!isnan(sc->total[j])) reward_sum += sc->total[j];
+                if (!isnan(sc->total[j])) run_sum_add(&reward_sum, sc->total[j]);
                 for (int f = 0; f < nf; f++) {
                     double v = sc->score[(size_t)j * (size_t)nf + (size_t)f];
-                    if (!isnan(v)) func_sum[f] += v;
+                    if (!isnan(v)) run_sum_add(&func_sum[f], v);
                 }
                 len_sum += (double)gen.res.out[j].len;
                 const char *comp = base_json_str(gen.samples[j], "completion", "");
@@ -136,9 +137,9 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
                     cJSON_AddItemToObject(rw, reward_pool_func_name(pool, f), isnan(v) ? cJSON_CreateNull() : cJSON_CreateNumber(v));
                 }
                 if (answers[g]) cJSON_AddStringToObject(line, "extracted", answers[g]);
-                char *t = cJSON_PrintUnformatted(line);
+                char *t = base_json_print(line, 0);
                 fprintf(sf, "%s\n", t);
-                cJSON_free(t);
+                free(t);
                 cJSON_Delete(line);
             }
             acc_sum += prompt_acc / K;
@@ -169,11 +170,11 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
             snprintf(key, sizeof key, "cons@%d", K);
             cJSON_AddNumberToObject(sum, key, cons_hits / (double)cons_n);
         }
-        cJSON_AddNumberToObject(sum, "reward", reward_sum / (double)n_samples);
+        cJSON_AddNumberToObject(sum, "reward", run_sum_get(&reward_sum) / (double)n_samples);
         for (int f = 0; f < nf; f++) {
             char key[160];
             snprintf(key, sizeof key, "rewards/%s", reward_pool_func_name(pool, f));
-            cJSON_AddNumberToObject(sum, key, func_sum[f] / (double)n_samples);
+            cJSON_AddNumberToObject(sum, key, run_sum_get(&func_sum[f]) / (double)n_samples);
         }
         cJSON_AddNumberToObject(sum, "completion_length", len_sum / (double)n_samples);
         cJSON_AddNumberToObject(sum, "n_prompts", (double)nrows);

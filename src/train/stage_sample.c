@@ -145,16 +145,16 @@ static char *chat_line(const cJSON *row, const char *prompt_col, const char *pro
     for (const cJSON *e = row->child; e; e = e->next)
         if (strcmp(e->string, prompt_col) && strcmp(e->string, "messages"))
             cJSON_AddItemToObject(out, e->string, cJSON_Duplicate(e, 1));
-    char *t = cJSON_PrintUnformatted(out);
+    char *t = base_json_print(out, 0);
     cJSON_Delete(out);
     return t;
 }
 
 static void put_line(FILE *f, cJSON *line) {
-    char *t = cJSON_PrintUnformatted(line);
+    char *t = base_json_print(line, 0);
     fputs(t, f);
     fputc('\n', f);
-    cJSON_free(t);
+    free(t);
     cJSON_Delete(line);
 }
 
@@ -278,7 +278,7 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
                     char *t = chat_line(row, prompt_col, gen.ptext[i], comp);
                     fputs(t, fo);
                     fputc('\n', fo);
-                    cJSON_free(t);
+                    free(t);
                 }
                 if (!isnan(sc->total[j])) reward_sum += sc->total[j], reward_n++;
                 for (int f = 0; f < nf; f++)
@@ -321,10 +321,10 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
         run_dataset *d;
         s = run_dataset_get(c, sa->merge[i], &d);
         for (int64_t i = 0; i < (s ? 0 : d->n); i++) {
-            char *t = cJSON_PrintUnformatted(d->rows[i]);
+            char *t = base_json_print(d->rows[i], 0);
             fputs(t, fo);
             fputc('\n', fo);
-            cJSON_free(t);
+            free(t);
             n_merged++;
         }
     }
