@@ -294,6 +294,7 @@ static void write_line(FILE *f, cJSON *line) {
 }
 
 void run_metrics_write(run_ctx *c, cJSON *line) {
+    run_tb_metrics(c, line);
     write_line(c->metrics, line);
     c->metrics_lines++;
 }

@@ -55,6 +55,7 @@ typedef struct {
     int64_t samples_lines;
     int stop_requested;    /* opts.max_total_steps reached */
     int64_t *prompt_tokens; /* [n_stages] longest prompt of each stage's data (run_plan.c); 0: not yet */
+    struct run_tb *tb;      /* RUN/tb/ TensorBoard events (tb.c); NULL: none */
 } run_ctx;
 
 /* ---- datasets and prompts (run_data.c) ---------------------------------- */
@@ -127,6 +128,23 @@ static inline double run_sum_get(const run_sum *k) { return k->s + k->c; }
 /* Append one line to metrics.jsonl (takes ownership of line). */
 void run_metrics_write(run_ctx *c, cJSON *line);
 void run_samples_write(run_ctx *c, cJSON *line);
+/* TensorBoard event files (tb.c): RUN/tb/events.out.tfevents.*, one per
+ * process, every metrics line as scalars tagged "train/", "eval/" or
+ * "sample/" + the TRL name, at the run's global step. */
+typedef struct run_tb run_tb;
+base_status run_tb_open(const char *run_dir, int64_t resume_step, run_tb **out);
+/* One Event of the numeric keys of a metrics line (step and global_step
+ * excepted) as simple_value scalars. */
+base_status run_tb_scalars(run_tb *tb, const char *prefix, const cJSON *line, int64_t step);
+void run_tb_close(run_tb *tb);
+/* The tag of a metrics key: prefix + "/" + its TRL name. */
+void run_tb_tag(const char *prefix, const char *key, char *tag, size_t n);
+/* c->tb for this process; resume_step >= 0: a resumed run, whose events
+ * from that step on replace the earlier ones (SessionLog START). */
+base_status run_tb_start(run_ctx *c, int64_t resume_step);
+/* The line's scalars into c->tb (run_metrics_write calls it); a write
+ * error warns once and stops the events, never the run. */
+void run_tb_metrics(run_ctx *c, const cJSON *line);
 /* summary[stage] = obj (takes ownership); rewrites summary.json atomically. */
 base_status run_summary_set(run_ctx *c, const char *stage, cJSON *obj);
 
