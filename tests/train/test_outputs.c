@@ -4,7 +4,8 @@
  *
  *   - the short demo (recipes/tiny-zero.lua, 2 GRPO steps, 20 eval
  *     prompts) peaks under 300 MB RSS (normal builds: sanitizers inflate
- *     RSS), measured by getrusage(RUSAGE_CHILDREN) around the grpo process
+ *     RSS), measured by wait4 on the grpo process; `grpo info` under 64 MB
+ *     (no CUDA library mapped: a CUDA build loads them on first GPU use)
  *   - every number in summary.json and metrics.jsonl is in its shortest
  *     round-trip form; the eval's mean reward is the correctly rounded
  *     mean of its samples' rewards (0.3925, not 0.39249999999999424)
@@ -23,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "base/base.h"
 
@@ -38,6 +41,7 @@
 #endif
 
 #define RSS_LIMIT_KB (300 * 1024) /* the target for the demo */
+#define INFO_RSS_LIMIT_KB (64 * 1024) /* grpo info reads headers: no model, no CUDA libraries */
 
 static char *demo_dir; /* the short demo's working directory (setup) */
 static long demo_rss_kb;
@@ -67,6 +71,30 @@ static void run_in(const char *dir, const char *args) {
     base_buf_free(&cmd);
 }
 
+/* Run grpo in dir (2 OpenMP threads, output in dir/grpo.log); fails the
+ * test unless it exits 0. Returns its peak RSS in KiB (wait4: grpo's own,
+ * or its children's when larger: gnuplot, sandboxes). */
+static long run_rss(const char *dir, const char *args) {
+    base_buf cmd = {0};
+    base_buf_printf(&cmd, "OMP_NUM_THREADS=2 exec '%s' %s > grpo.log 2>&1", getenv("GRPO_EXE"), args);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (chdir(dir) != 0) _exit(127);
+        execl("/bin/sh", "sh", "-c", cmd.data, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    struct rusage ru;
+    assert_int_equal(wait4(pid, &st, 0, &ru), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        char *log = read_text(dir, "grpo.log");
+        fail_msg("%s failed:\n%s", cmd.data, log);
+    }
+    base_buf_free(&cmd);
+    return ru.ru_maxrss;
+}
+
 static int setup_demo(void **state) {
     (void)state;
     demo_dir = test_tmpdir();
@@ -75,10 +103,7 @@ static int setup_demo(void **state) {
     base_buf_printf(&a, "run '%s' --quiet --set stages.grpo.max_steps=2 --set stages.grpo.log_completions_steps=1 "
                         "--set stages.eval_before.limit=20 --set stages.eval_after.limit=20",
                     recipe);
-    run_in(demo_dir, a.data);
-    struct rusage ru;
-    assert_int_equal(getrusage(RUSAGE_CHILDREN, &ru), 0);
-    demo_rss_kb = ru.ru_maxrss; /* the largest child waited for: grpo (gnuplot, sandboxes are smaller) */
+    demo_rss_kb = run_rss(demo_dir, a.data);
     base_buf_free(&a);
     free(recipe);
     return 0;
@@ -100,6 +125,25 @@ static void test_demo_rss(void **state) {
     }
     assert_true(demo_rss_kb > 0);
     assert_true(demo_rss_kb < RSS_LIMIT_KB);
+}
+
+/* grpo info maps no CUDA library (a CUDA build loads them only when a
+ * model runs on the GPU) and allocates nothing model-sized. */
+static void test_info_rss(void **state) {
+    (void)state;
+    char *model = test_src_path("data/tiny/base"), *dir = test_tmpdir();
+    base_buf a = {0};
+    base_buf_printf(&a, "info '%s'", model);
+    long kb = run_rss(dir, a.data);
+    print_message("grpo info: peak RSS %ld KiB (limit %d KiB)\n", kb, INFO_RSS_LIMIT_KB);
+    base_buf_free(&a);
+    test_rmdir(dir);
+    free(dir), free(model);
+    if (SANITIZED) {
+        print_message("skipped: the sanitizers' shadow memory inflates RSS\n");
+        skip();
+    }
+    assert_true(kb < INFO_RSS_LIMIT_KB);
 }
 
 /* ---- numbers -------------------------------------------------------------- */
@@ -516,11 +560,11 @@ int main(void) {
         cmocka_unit_test(test_tensorboard), cmocka_unit_test(test_report),
     };
     const struct CMUnitTest other[] = {
+        cmocka_unit_test(test_info_rss),
         cmocka_unit_test(test_json_number),
         cmocka_unit_test(test_json_print),
         cmocka_unit_test(test_report_sample_sft),
     };
-    /* the demo first: RUSAGE_CHILDREN's peak is then the demo's */
     int fails = cmocka_run_group_tests_name("short demo", demo, setup_demo, teardown_demo);
     fails += cmocka_run_group_tests_name("unit", other, NULL, NULL);
     return fails;
