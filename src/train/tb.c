@@ -8,7 +8,7 @@
  *     CRC32C of the data; masked(c) = ((c >> 15) | (c << 17)) + 0xa282ead8
  *   - each record is a serialized tensorflow.Event: wall_time (field 1,
  *     double), step (2, varint), then one of file_version (3, string:
- *     "brain.Event:2", the first record), summary (5) or session_log (6)
+ *     "brain.Event:2", the first record), summary (5) or session_log (7)
  *   - a Summary holds repeated Value (field 1): tag (1, string),
  *     simple_value (2, float)
  *   - a resumed run starts its new file with SessionLog{status: START}
@@ -146,7 +146,7 @@ base_status run_tb_open(const char *run_dir, int64_t resume_step, run_tb **out) 
     if (!s && resume_step >= 0) { /* SessionLog{status: START (1)} */
         base_buf_reset(&tb->rec);
         put_event_head(&tb->rec, wall, resume_step);
-        put_bytes(&tb->rec, 6, "\x08\x01", 2);
+        put_bytes(&tb->rec, 7, "\x08\x01", 2);
         s = write_record(tb, &tb->rec);
     }
     if (s) {

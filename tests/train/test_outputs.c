@@ -309,9 +309,12 @@ typedef struct {
     float value;
 } scalar;
 
-/* Decode one Event; appends its scalars; *version set from file_version. */
-static void decode_event(const unsigned char *p, const unsigned char *end, scalar **out, int *n, char *version) {
+/* Decode one Event; appends its scalars; *version set from file_version,
+ * *start to the step of a SessionLog{status: START}. */
+static void decode_event(const unsigned char *p, const unsigned char *end, scalar **out, int *n, char *version,
+                         int64_t *start) {
     int64_t step = 0;
+    int session_start = 0;
     const unsigned char *summary = NULL, *summary_end = NULL;
     while (p < end) {
         uint64_t key = varint(&p, end);
@@ -328,11 +331,13 @@ static void decode_event(const unsigned char *p, const unsigned char *end, scala
             assert_true(len <= (uint64_t)(end - p));
             if (field == 3) snprintf(version, 32, "%.*s", (int)len, (const char *)p);
             if (field == 5) summary = p, summary_end = p + len;
+            if (field == 7) session_start = len == 2 && p[0] == 0x08 && p[1] == 1; /* status = START */
             p += len;
         } else {
             fail_msg("wire type %d", wt);
         }
     }
+    if (session_start) *start = step;
     while (summary && summary < summary_end) { /* Summary: repeated Value value = 1 */
         uint64_t key = varint(&summary, summary_end), len = varint(&summary, summary_end);
         assert_int_equal(key, 1 << 3 | 2);
@@ -358,42 +363,42 @@ static void decode_event(const unsigned char *p, const unsigned char *end, scala
     }
 }
 
-/* Every record of the run's one events file, CRCs checked. */
-static scalar *read_events(const char *run, int *n) {
+/* Every record of the run's events files (nfiles of them), CRCs checked;
+ * *start: the step of a SessionLog START (-1: none). */
+static scalar *read_events(const char *run, int nfiles, int *n, int64_t *start) {
     char *tb = base_path_join(run, "tb");
     base_buf cmd = {0};
-    base_buf_printf(&cmd, "ls '%s' | grep -c '^events.out.tfevents.'", tb);
+    base_buf_printf(&cmd, "ls -1 '%s'/events.out.tfevents.*", tb);
     FILE *ls = popen(cmd.data, "r");
-    char cnt[16] = "";
-    assert_non_null(fgets(cnt, sizeof cnt, ls));
-    pclose(ls);
-    assert_int_equal(atoi(cnt), 1);
-    base_buf_reset(&cmd);
-    base_buf_printf(&cmd, "ls '%s'/events.out.tfevents.*", tb);
-    ls = popen(cmd.data, "r");
-    char path[4096] = "";
-    assert_non_null(fgets(path, sizeof path, ls));
-    pclose(ls);
-    path[strcspn(path, "\n")] = 0;
-    char *data;
-    size_t len;
-    assert_int_equal(base_read_file(path, &data, &len), BASE_OK);
-    const unsigned char *p = (const unsigned char *)data, *end = p + len;
+    assert_non_null(ls);
     scalar *out = NULL;
     *n = 0;
-    int records = 0;
-    while (p < end) {
-        assert_true(end - p >= 12);
-        uint64_t l = le(p, 8);
-        assert_int_equal(le(p + 8, 4), masked(crc32c(p, 8)));
-        assert_true(l + 16 <= (uint64_t)(end - p));
-        assert_int_equal(le(p + 12 + l, 4), masked(crc32c(p + 12, l)));
-        char v[32] = "";
-        decode_event(p + 12, p + 12 + l, &out, n, v);
-        if (records++ == 0) assert_string_equal(v, "brain.Event:2");
-        p += 16 + l;
+    *start = -1;
+    int files = 0;
+    char path[4096];
+    while (fgets(path, sizeof path, ls)) {
+        path[strcspn(path, "\n")] = 0;
+        files++;
+        char *data;
+        size_t len;
+        assert_int_equal(base_read_file(path, &data, &len), BASE_OK);
+        const unsigned char *p = (const unsigned char *)data, *end = p + len;
+        int records = 0;
+        while (p < end) {
+            assert_true(end - p >= 12);
+            uint64_t l = le(p, 8);
+            assert_int_equal(le(p + 8, 4), masked(crc32c(p, 8)));
+            assert_true(l + 16 <= (uint64_t)(end - p));
+            assert_int_equal(le(p + 12 + l, 4), masked(crc32c(p + 12, l)));
+            char v[32] = "";
+            decode_event(p + 12, p + 12 + l, &out, n, v, start);
+            if (records++ == 0) assert_string_equal(v, "brain.Event:2");
+            p += 16 + l;
+        }
+        free(data);
     }
-    free(data);
+    pclose(ls);
+    assert_int_equal(files, nfiles);
     base_buf_free(&cmd);
     free(tb);
     return out;
@@ -409,7 +414,9 @@ static void test_tensorboard(void **state) {
     (void)state;
     char *run = base_path_join(demo_dir, "runs/tiny-zero");
     int n;
-    scalar *s = read_events(run, &n);
+    int64_t start;
+    scalar *s = read_events(run, 1, &n, &start);
+    assert_int_equal(start, -1); /* a fresh run: no restart */
     /* every GRPO metrics line's numbers, under their TRL names */
     char *mp = base_path_join(run, "metrics.jsonl");
     base_jsonl *r;
@@ -449,6 +456,35 @@ static void test_tensorboard(void **state) {
     assert_int_equal(grpo_lines, 2);
     assert_non_null(find(s, n, "eval/accuracy", 0));
     free(s), free(mp), free(run);
+}
+
+/* A run stopped after step 1 (checkpoint) and resumed: a second events
+ * file that starts with SessionLog START at step 2, so TensorBoard drops
+ * whatever the first process logged after its checkpoint. */
+static void test_tensorboard_resume(void **state) {
+    (void)state;
+    char *dir = test_tmpdir(), *recipe = test_src_path("recipes/tiny-zero.lua");
+    base_buf a = {0};
+    base_buf_printf(&a, "run '%s' --quiet --set stages.grpo.max_steps=2 --set stages.eval_before.limit=4 "
+                        "--set stages.eval_after.limit=4",
+                    recipe);
+    base_buf first = {0};
+    base_buf_printf(&first, "%s --max-total-steps 1", a.data);
+    run_in(dir, first.data);
+    base_buf_puts(&a, " --resume");
+    run_in(dir, a.data);
+    char *run = base_path_join(dir, "runs/tiny-zero");
+    int n;
+    int64_t start;
+    scalar *s = read_events(run, 2, &n, &start);
+    assert_int_equal(start, 2);
+    assert_non_null(find(s, n, "train/reward", 1));
+    assert_non_null(find(s, n, "train/reward", 2));
+    assert_non_null(find(s, n, "eval/accuracy", 2));
+    free(s), free(run), free(recipe);
+    base_buf_free(&a), base_buf_free(&first);
+    test_rmdir(dir);
+    free(dir);
 }
 
 /* ---- report.html ---------------------------------------------------------- */
@@ -543,7 +579,8 @@ static void test_report_sample_sft(void **state) {
         assert_non_null(strstr(sft, "plots/sft_loss.png"));
     }
     int n;
-    scalar *s = read_events(run, &n);
+    int64_t start;
+    scalar *s = read_events(run, 1, &n, &start);
     assert_non_null(find(s, n, "sample/kept", 0));
     assert_non_null(find(s, n, "sample/dropped/keep", 0));
     assert_non_null(find(s, n, "train/loss", 3));
@@ -561,6 +598,7 @@ int main(void) {
     };
     const struct CMUnitTest other[] = {
         cmocka_unit_test(test_info_rss),
+        cmocka_unit_test(test_tensorboard_resume),
         cmocka_unit_test(test_json_number),
         cmocka_unit_test(test_json_print),
         cmocka_unit_test(test_report_sample_sft),
