@@ -223,8 +223,8 @@ int64_t base_json_int(const cJSON *obj, const char *key, int64_t dflt, int *foun
 int base_json_bool(const cJSON *obj, const char *key, int dflt, int *found);
 const char *base_json_str(const cJSON *obj, const char *key, const char *dflt);
 
-/* Print a JSON value (malloc'd, free with free(); NULL for an invalid
- * item): one line when pretty is 0, else indented by two spaces with a
+/* Print a JSON value (malloc'd, free with free(); never NULL: out of
+ * memory is fatal, NULL or an invalid item prints null): one line when pretty is 0, else indented by two spaces with a
  * final newline. Numbers in their shortest round-trip form (the fewest
  * %.Ng digits that strtod reads back to the same double; integers below
  * 2^53 in full); NaN and infinities print null (as cJSON). Strings are

@@ -111,21 +111,17 @@ static void indent(base_buf *b, int depth) {
 }
 
 /* depth < 0: one line */
-static int print_value(base_buf *b, const cJSON *v, int depth) {
+static void print_value(base_buf *b, const cJSON *v, int depth) {
     char num[40];
     switch (v->type & 0xff) {
-    case cJSON_NULL: base_buf_puts(b, "null"); return 1;
-    case cJSON_False: base_buf_puts(b, "false"); return 1;
-    case cJSON_True: base_buf_puts(b, "true"); return 1;
+    case cJSON_False: base_buf_puts(b, "false"); return;
+    case cJSON_True: base_buf_puts(b, "true"); return;
     case cJSON_Number:
         base_json_number(num, sizeof num, v->valuedouble);
         base_buf_puts(b, num);
-        return 1;
-    case cJSON_String: print_string(b, v->valuestring); return 1;
-    case cJSON_Raw:
-        if (!v->valuestring) return 0;
-        base_buf_puts(b, v->valuestring);
-        return 1;
+        return;
+    case cJSON_String: print_string(b, v->valuestring); return;
+    case cJSON_Raw: base_buf_puts(b, v->valuestring ? v->valuestring : "null"); return;
     case cJSON_Array:
     case cJSON_Object: {
         int obj = (v->type & 0xff) == cJSON_Object;
@@ -136,23 +132,21 @@ static int print_value(base_buf *b, const cJSON *v, int depth) {
                 print_string(b, e->string);
                 base_buf_puts(b, depth >= 0 ? ": " : ":");
             }
-            if (!print_value(b, e, depth >= 0 ? depth + 1 : -1)) return 0;
+            print_value(b, e, depth >= 0 ? depth + 1 : -1);
             if (e->next) base_buf_puts(b, ",");
         }
         if (depth >= 0 && v->child) indent(b, depth);
         base_buf_puts(b, obj ? "}" : "]");
-        return 1;
+        return;
     }
-    default: return 0;
+    default: base_buf_puts(b, "null"); return; /* cJSON_NULL (and an invalid item) */
     }
 }
 
 char *base_json_print(const cJSON *v, int pretty) {
     base_buf b = {0};
-    if (!v || !print_value(&b, v, pretty ? 0 : -1)) {
-        base_buf_free(&b);
-        return NULL;
-    }
+    if (v) print_value(&b, v, pretty ? 0 : -1);
+    else base_buf_puts(&b, "null");
     if (pretty) base_buf_puts(&b, "\n");
     return b.data;
 }

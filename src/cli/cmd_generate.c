@@ -68,7 +68,6 @@ static void emit(const gen *g, int prompt, int sample, const rollout_completion 
     for (int64_t i = 0; i < c->len; i++) cJSON_AddItemToArray(lps, cJSON_CreateNumber(c->logp[i]));
     cJSON_AddStringToObject(o, "finish_reason", rollout_finish_name(c->finish));
     char *line = base_json_print(o, 0);
-    if (!line) base_die("base_json_print: an invalid JSON item");
     base_buf_puts(outb, line);
     base_buf_puts(outb, "\n");
     free(line);

@@ -117,7 +117,6 @@ static int l_json_encode(lua_State *L) {
     if (!j) return luaL_error(L, "grpo.json_encode: %s", err);
     char *s = base_json_print(j, 0);
     cJSON_Delete(j);
-    if (!s) return luaL_error(L, "grpo.json_encode: out of memory");
     lua_pushstring(L, s);
     free(s);
     return 1;
