@@ -51,6 +51,14 @@ void rh_forbid(lua_State *L, int t, const char *lib, const char *name);
 /* Start a call: the instruction count and the kill state reset, the budget
  * limits->instructions. */
 void rh_begin_call(rh_state *s);
+/* The message of the error at idx (or of the limit that killed the call)
+ * into err[cap], on one line. */
+void rh_errmsg(lua_State *L, int idx, char *err, size_t cap);
+/* Freeze the environment table at idx in place (reads keep working, writes
+ * raise); parent_idx: the table its unknown names come from, or 0. */
+void rh_freeze_env(lua_State *L, int idx, int parent_idx);
+/* Registry key of the real math.randomseed (the scripts' one is wrapped). */
+#define RH_SEED "grpo.randomseed"
 void rh_close(rh_state *s);
 
 /* Load script f into the state (appends to fn_ref). On success the

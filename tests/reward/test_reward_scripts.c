@@ -126,6 +126,7 @@ static void test_humaneval(void **st) {
                 cJSON_AddStringToObject(s, "id", base_json_str(row, "task_id", "?"));
                 cJSON_AddStringToObject(s, "tests", base_json_str(row, "test", ""));
                 cJSON_AddStringToObject(s, "entry_point", base_json_str(row, "entry_point", ""));
+                cJSON_AddStringToObject(s, "prompt", base_json_str(row, "prompt", ""));
                 int changed = 1;
                 char *c = kind == 0 ? base_xstrdup(code.data)
                         : kind == 1 ? break_returns(code.data, &changed)
@@ -141,6 +142,62 @@ static void test_humaneval(void **st) {
     base_jsonl_close(r);
     free(path);
     check_set(&ss, "HumanEval");
+}
+
+/* HumanEval's prompt helpers (/32 poly, /38 encode_cyclic, /50 encode_shift)
+ * are the verifier's: a solution that replaces a helper and the function
+ * together (an identity pair passes a round-trip test, poly = 0 makes any
+ * root a zero) scores 0, while the canonical solution, which redefines the
+ * helpers faithfully, still scores 1. With prompt_helpers = false the
+ * replaced pair passes: what the script option guards against. */
+static void test_humaneval_helpers(void **st) {
+    (void)st;
+    static const struct {
+        const char *id, *fake;
+    } cases[] = {
+        {"HumanEval/32", "def poly(xs, x):\n    return 0\n\ndef find_zero(xs):\n    return 0.0\n"},
+        {"HumanEval/38", "def encode_cyclic(s):\n    return s\n\ndef decode_cyclic(s):\n    return s\n"},
+        {"HumanEval/50", "def encode_shift(s):\n    return s\n\ndef decode_shift(s):\n    return s\n"},
+    };
+    char *path = test_shared_path("data/humaneval.jsonl");
+    base_jsonl *r;
+    assert_int_equal(base_jsonl_open(path, &r), BASE_OK);
+    cJSON *s[6];
+    int n = 0;
+    cJSON *row;
+    while (base_jsonl_next(r, &row) == BASE_OK) {
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+            if (strcmp(base_json_str(row, "task_id", ""), cases[k].id)) continue;
+            base_buf canon = {0};
+            base_buf_printf(&canon, "%s%s", base_json_str(row, "prompt", ""),
+                            base_json_str(row, "canonical_solution", ""));
+            for (int kind = 0; kind < 2; kind++) { /* canonical, fake pair */
+                cJSON *x = cJSON_CreateObject();
+                cJSON_AddStringToObject(x, "tests", base_json_str(row, "test", ""));
+                cJSON_AddStringToObject(x, "entry_point", base_json_str(row, "entry_point", ""));
+                cJSON_AddStringToObject(x, "prompt", base_json_str(row, "prompt", ""));
+                s[n++] = fenced(x, kind == 0 ? canon.data : cases[k].fake);
+            }
+            base_buf_free(&canon);
+        }
+        cJSON_Delete(row);
+    }
+    base_jsonl_close(r);
+    free(path);
+    assert_int_equal(n, 6);
+    reward_pool *p = builtin_pool("on=unit_tests:1,off=unit_tests:1{prompt_helpers=false}", 2);
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, n, &sc), BASE_OK);
+    for (int i = 0; i < n; i++) {
+        int kind = i % 2;
+        double on = sc.score[i * sc.n_funcs + 0], off = sc.score[i * sc.n_funcs + 1];
+        fprintf(stderr, "  %s kind %d: on %g off %g\n", cases[i / 2].id, kind, on, off);
+        if (kind == 0) assert_true(on == 1.0 && off == 1.0); /* canonical */
+        else assert_true(on == 0.0 && off == 1.0);                       /* fake pair */
+    }
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < n; i++) cJSON_Delete(s[i]);
 }
 
 static void test_mbpp(void **st) {
@@ -669,6 +726,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_countdown),
         cmocka_unit_test(test_humaneval),
+        cmocka_unit_test(test_humaneval_helpers),
         cmocka_unit_test(test_mbpp),
         cmocka_unit_test(test_unit_tests_edges),
         cmocka_unit_test(test_code_stdio),
