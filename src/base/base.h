@@ -247,6 +247,15 @@ base_status base_json_int_range(const cJSON *obj, const char *key, int64_t lo, i
                                 int64_t dflt, const char *what, int64_t *out);
 /* "3.5", "1e+30", "a string", "an object", ...: a value for messages. */
 const char *base_json_describe(const cJSON *item, char *buf, size_t n);
+/* Print a JSON value (malloc'd, free with free(); never NULL: out of
+ * memory is fatal, NULL or an invalid item prints null): one line when pretty is 0, else indented by two spaces with a
+ * final newline. Numbers in their shortest round-trip form (the fewest
+ * %.Ng digits that strtod reads back to the same double; integers below
+ * 2^53 in full); NaN and infinities print null (as cJSON). Strings are
+ * escaped as cJSON does. Every file grpo writes uses this, not cJSON_Print. */
+char *base_json_print(const cJSON *v, int pretty);
+/* The number v as base_json_print writes it, into buf (snprintf's result). */
+int base_json_number(char *buf, size_t n, double v);
 
 /* ------------------------------------------------------------------------ */
 /* JSONL streaming reader: one JSON value per line; blank lines are skipped.

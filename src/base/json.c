@@ -1,6 +1,9 @@
 /*
  * JSON through cJSON, plus a streaming JSONL reader that knows its line
- * numbers so every bad line can be reported as "file:line: why".
+ * numbers so every bad line can be reported as "file:line: why", and the
+ * printer every output file uses: numbers in their shortest round-trip
+ * form (cJSON prints %1.15g, else %1.17g: 0.85850000000000648 where
+ * 0.8585000000000065 reads back the same).
  *
  * cJSON strings are C strings: a decoded U+0000 would cut a string short
  * without a word. Both parsers refuse text with a raw NUL byte or a \u0000
@@ -12,6 +15,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -151,6 +155,85 @@ int base_json_bool(const cJSON *obj, const char *key, int dflt, int *found) {
 const char *base_json_str(const cJSON *obj, const char *key, const char *dflt) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
     return it && cJSON_IsString(it) ? it->valuestring : dflt;
+}
+
+/* ---- printing --------------------------------------------------------- */
+
+int base_json_number(char *buf, size_t n, double v) {
+    if (!isfinite(v)) return snprintf(buf, n, "null"); /* JSON has no NaN or infinities (as cJSON) */
+    if (v == floor(v) && fabs(v) < 9007199254740992.0) /* integers below 2^53: all digits, no exponent */
+        return snprintf(buf, n, "%.0f", v);
+    char tmp[40];
+    for (int p = 1; p <= 17; p++) {
+        snprintf(tmp, sizeof tmp, "%.*g", p, v);
+        if (strtod(tmp, NULL) == v) break;
+    }
+    return snprintf(buf, n, "%s", tmp);
+}
+
+static void print_string(base_buf *b, const char *s) {
+    base_buf_puts(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        switch (*p) {
+        case '"': base_buf_puts(b, "\\\""); break;
+        case '\\': base_buf_puts(b, "\\\\"); break;
+        case '\b': base_buf_puts(b, "\\b"); break;
+        case '\f': base_buf_puts(b, "\\f"); break;
+        case '\n': base_buf_puts(b, "\\n"); break;
+        case '\r': base_buf_puts(b, "\\r"); break;
+        case '\t': base_buf_puts(b, "\\t"); break;
+        default:
+            if (*p < 0x20) base_buf_printf(b, "\\u%04x", *p);
+            else base_buf_append(b, p, 1);
+        }
+    }
+    base_buf_puts(b, "\"");
+}
+
+static void indent(base_buf *b, int depth) {
+    base_buf_puts(b, "\n");
+    for (int i = 0; i < depth; i++) base_buf_puts(b, "  ");
+}
+
+/* depth < 0: one line */
+static void print_value(base_buf *b, const cJSON *v, int depth) {
+    char num[40];
+    switch (v->type & 0xff) {
+    case cJSON_False: base_buf_puts(b, "false"); return;
+    case cJSON_True: base_buf_puts(b, "true"); return;
+    case cJSON_Number:
+        base_json_number(num, sizeof num, v->valuedouble);
+        base_buf_puts(b, num);
+        return;
+    case cJSON_String: print_string(b, v->valuestring); return;
+    case cJSON_Raw: base_buf_puts(b, v->valuestring ? v->valuestring : "null"); return;
+    case cJSON_Array:
+    case cJSON_Object: {
+        int obj = (v->type & 0xff) == cJSON_Object;
+        base_buf_puts(b, obj ? "{" : "[");
+        for (const cJSON *e = v->child; e; e = e->next) {
+            if (depth >= 0) indent(b, depth + 1);
+            if (obj) {
+                print_string(b, e->string);
+                base_buf_puts(b, depth >= 0 ? ": " : ":");
+            }
+            print_value(b, e, depth >= 0 ? depth + 1 : -1);
+            if (e->next) base_buf_puts(b, ",");
+        }
+        if (depth >= 0 && v->child) indent(b, depth);
+        base_buf_puts(b, obj ? "}" : "]");
+        return;
+    }
+    default: base_buf_puts(b, "null"); return; /* cJSON_NULL (and an invalid item) */
+    }
+}
+
+char *base_json_print(const cJSON *v, int pretty) {
+    base_buf b = {0};
+    if (v) print_value(&b, v, pretty ? 0 : -1);
+    else base_buf_puts(&b, "null");
+    if (pretty) base_buf_puts(&b, "\n");
+    return b.data;
 }
 
 struct base_jsonl {

@@ -102,19 +102,19 @@ int cli_cmd_eval(int argc, char **argv) {
             if (!strncmp(e->string, "cons@", 5)) fprintf(hf, "  %s %.4f", e->string, e->valuedouble);
         fprintf(hf, "  (%g prompts x %g samples)\n", base_json_num(ev, "n_prompts", 0, NULL),
                 base_json_num(ev, "num_generations", 0, NULL));
-        char *text = cJSON_Print(ev);
+        char *text = base_json_print(ev, 1);
         if (co.out) {
             base_buf b = {0};
-            base_buf_printf(&b, "%s\n", text);
+            base_buf_puts(&b, text);
             if (base_write_file_atomic(co.out, b.data, b.len)) {
                 fprintf(stderr, "grpo eval: %s\n", base_err_msg());
                 rc = 1;
             }
             base_buf_free(&b);
         } else {
-            printf("%s\n", text);
+            fputs(text, stdout);
         }
-        cJSON_free(text);
+        free(text);
     }
     cJSON_Delete(summary);
     if (rd.path) cli_run_dir_close(&rd);

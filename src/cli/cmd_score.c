@@ -132,8 +132,7 @@ static int write_batch(FILE *out, reward_pool *pool, batch *b, reward_scores *sc
             }
         }
         *n_err_samples += errored;
-        char *line = cJSON_PrintUnformatted(row);
-        if (!line) base_die("cJSON_PrintUnformatted: out of memory");
+        char *line = base_json_print(row, 0);
         int bad = fputs(line, out) < 0 || fputc('\n', out) < 0;
         free(line);
         if (bad) {

@@ -51,8 +51,7 @@ typedef struct {
 } job;
 
 static void write_obj(job *j, cJSON *o) {
-    char *s = cJSON_PrintUnformatted(o);
-    if (!s) base_die("cJSON_PrintUnformatted: out of memory");
+    char *s = base_json_print(o, 0);
     fputs(s, j->out);
     fputc('\n', j->out);
     free(s);

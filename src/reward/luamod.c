@@ -115,9 +115,8 @@ static int l_json_encode(lua_State *L) {
     char err[200];
     cJSON *j = rh_to_json(L, 1, err, sizeof err);
     if (!j) return luaL_error(L, "grpo.json_encode: %s", err);
-    char *s = cJSON_PrintUnformatted(j);
+    char *s = base_json_print(j, 0);
     cJSON_Delete(j);
-    if (!s) return luaL_error(L, "grpo.json_encode: out of memory");
     lua_pushstring(L, s);
     free(s);
     return 1;

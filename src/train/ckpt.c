@@ -241,9 +241,9 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
     }
     if (!s) { /* the completion marker, last */
         cJSON *j = state_json(c, st, opt, ref != NULL);
-        char *text = cJSON_Print(j), *p = base_path_join(tmp, "trainer_state.json");
+        char *text = base_json_print(j, 1), *p = base_path_join(tmp, "trainer_state.json");
         s = base_write_file_atomic(p, text, strlen(text));
-        cJSON_free(text);
+        free(text);
         cJSON_Delete(j);
         free(p);
     }

@@ -204,6 +204,8 @@ static void ctx_free(run_ctx *c) {
     tok_free(c->tok);
     cJSON_Delete(c->summary);
     free(c->dir), free(c->name), free(c->policy_src), free(c->tok_dir), free(c->reward_log);
+    free(c->prompt_tokens);
+    run_tb_close(c->tb);
     run_keep_files_free(c);
 }
 
@@ -314,6 +316,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     }
     if (!c.summary) c.summary = cJSON_CreateObject();
     if (!s) s = open_outputs(&c, ck != NULL);
+    if (!s) s = run_tb_start(&c, ck ? run_ckpt_state(ck)->total_steps + 1 : -1);
     int n = c.cfg->n_stages;
     const run_train_state *rs = ck ? run_ckpt_state(ck) : NULL;
     for (int i = 0; i < n && !s && !c.stop_requested; i++) {

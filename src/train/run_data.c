@@ -285,15 +285,16 @@ void run_shuffle(uint64_t seed, uint32_t stage, int64_t epoch, int64_t n, int64_
 /* ---- output files -------------------------------------------------------- */
 
 static void write_line(FILE *f, cJSON *line) {
-    char *s = cJSON_PrintUnformatted(line);
+    char *s = base_json_print(line, 0);
     fputs(s, f);
     fputc('\n', f);
     fflush(f);
-    cJSON_free(s);
+    free(s);
     cJSON_Delete(line);
 }
 
 void run_metrics_write(run_ctx *c, cJSON *line) {
+    run_tb_metrics(c, line);
     write_line(c->metrics, line);
     c->metrics_lines++;
 }
@@ -307,10 +308,10 @@ base_status run_summary_set(run_ctx *c, const char *stage, cJSON *obj) {
         cJSON_ReplaceItemInObjectCaseSensitive(c->summary, stage, obj);
     else
         cJSON_AddItemToObject(c->summary, stage, obj);
-    char *text = cJSON_Print(c->summary);
+    char *text = base_json_print(c->summary, 1);
     char *path = base_path_join(c->dir, "summary.json");
     base_status s = base_write_file_atomic(path, text, strlen(text));
     free(path);
-    cJSON_free(text);
+    free(text);
     return s;
 }

@@ -188,7 +188,10 @@ base_status run_gen_init(run_gen *g, run_ctx *c, const recipe_stage_cfg *st, con
     g->st = st;
     g->pool = pool;
     g->K = (int)gen->num_generations; /* the recipe checked the ranges of these */
-    g->max_prompt = gen->max_prompt_length;
+    /* planned by the longest prompt of the stage's data (truncation to it
+     * changes no prompt) */
+    base_status ps = run_stage_prompt_tokens(c, st, gen->max_prompt_length, &g->max_prompt);
+    if (ps) return ps;
     g->max_new = gen->max_completion_length;
     g->chunk = chunk > 0 ? chunk : 1;
     g->sp = (rollout_sampling){(float)gen->temperature, (float)gen->top_p, (int)gen->top_k, (float)gen->min_p};

@@ -6,6 +6,7 @@
 #ifndef GRPO_TRAIN_RUN_INTERNAL_H
 #define GRPO_TRAIN_RUN_INTERNAL_H
 
+#include <math.h>
 #include <stdio.h>
 
 #include "model/model.h"
@@ -55,6 +56,8 @@ typedef struct {
     int stop_requested;    /* opts.max_total_steps reached, or a stop signal */
     int stop_signal;       /* the stop signal that arrived (run_poll_signal), else 0 */
     int64_t saved_step;    /* total_steps of the newest checkpoint of the run, -1: none */
+    int64_t *prompt_tokens; /* [n_stages] longest prompt of each stage's data (run_plan.c); 0: not yet */
+    struct run_tb *tb;      /* RUN/tb/ TensorBoard events (tb.c); NULL: none */
 } run_ctx;
 
 /* A stop signal (opts.stop_signal), polled where a stage can stop cleanly:
@@ -117,6 +120,12 @@ cJSON *run_make_sample(const cJSON *row, const char *prompt, const char *complet
 /* Stop tokens of generation: the tokenizer's EOS and the config's eos ids. */
 int run_stop_ids(run_ctx *c, int32_t *ids, int max);
 
+/* The longest prompt, in tokens, of the stage's rows encoded with its
+ * template and left-truncated to cap (max_prompt_length): what the stage's
+ * rollout engine and trainer are planned with (run_plan.c). Computed once
+ * per stage; errors are run_prompt's (a row without a usable prompt). */
+base_status run_stage_prompt_tokens(run_ctx *c, const recipe_stage_cfg *st, int64_t cap, int64_t *out);
+
 /* ---- rewards ------------------------------------------------------------ */
 
 /* A reward pool for the stage's rewards (its own, else the recipe's). */
@@ -131,9 +140,39 @@ void run_shuffle(uint64_t seed, uint32_t stage, int64_t epoch, int64_t n, int64_
 
 /* ---- output ------------------------------------------------------------- */
 
+/* A compensated (Neumaier) sum: the means a summary reports come out as
+ * the correctly rounded mean of their terms (800 rewards of 1.2 and 0.2
+ * average to 0.3925, not 0.39249999999999424). */
+typedef struct {
+    double s, c;
+} run_sum;
+static inline void run_sum_add(run_sum *k, double v) {
+    double t = k->s + v;
+    k->c += fabs(k->s) >= fabs(v) ? (k->s - t) + v : (v - t) + k->s;
+    k->s = t;
+}
+static inline double run_sum_get(const run_sum *k) { return k->s + k->c; }
+
 /* Append one line to metrics.jsonl (takes ownership of line). */
 void run_metrics_write(run_ctx *c, cJSON *line);
 void run_samples_write(run_ctx *c, cJSON *line);
+/* TensorBoard event files (tb.c): RUN/tb/events.out.tfevents.*, one per
+ * process, every metrics line as scalars tagged "train/", "eval/" or
+ * "sample/" + the TRL name, at the run's global step. */
+typedef struct run_tb run_tb;
+base_status run_tb_open(const char *run_dir, int64_t resume_step, run_tb **out);
+/* One Event of the numeric keys of a metrics line (step and global_step
+ * excepted) as simple_value scalars. */
+base_status run_tb_scalars(run_tb *tb, const char *prefix, const cJSON *line, int64_t step);
+void run_tb_close(run_tb *tb);
+/* The tag of a metrics key: prefix + "/" + its TRL name. */
+void run_tb_tag(const char *prefix, const char *key, char *tag, size_t n);
+/* c->tb for this process; resume_step >= 0: a resumed run, whose events
+ * from that step on replace the earlier ones (SessionLog START). */
+base_status run_tb_start(run_ctx *c, int64_t resume_step);
+/* The line's scalars into c->tb (run_metrics_write calls it); a write
+ * error warns once and stops the events, never the run. */
+void run_tb_metrics(run_ctx *c, const cJSON *line);
 /* summary[stage] = obj (takes ownership); rewrites summary.json atomically. */
 base_status run_summary_set(run_ctx *c, const char *stage, cJSON *obj);
 

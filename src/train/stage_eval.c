@@ -114,9 +114,10 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
     FILE *sf = s ? NULL : fopen(spath, "w");
     if (!s && !sf) s = base_err_set(BASE_ERR_IO, "%s: %s", spath, base_strerror_now());
     int K = gen.K, nf = pool ? reward_pool_n_funcs(pool) : 0;
-    double acc_sum = 0, reward_sum = 0, len_sum = 0, cons_hits = 0;
+    double acc_sum = 0, len_sum = 0, cons_hits = 0;
+    run_sum reward_sum = {0, 0};
     int64_t n_samples = 0, cons_n = 0, acc_prompts = 0, reward_n = 0;
-    double *func_sum = base_xcalloc((size_t)nf + 1, sizeof(double));
+    run_sum *func_sum = base_xcalloc((size_t)nf + 1, sizeof *func_sum);
     int64_t *func_n = base_xcalloc((size_t)nf + 1, sizeof(int64_t));
     run_reward_parts parts;
     run_reward_parts_init(&parts, nf);
@@ -139,10 +140,10 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
                 int j = i * K + g;
                 double a = sc->score[(size_t)j * (size_t)nf];
                 if (!isnan(a)) prompt_acc += a, prompt_scored++;
-                if (!isnan(sc->total[j])) reward_sum += sc->total[j], reward_n++;
+                if (!isnan(sc->total[j])) run_sum_add(&reward_sum, sc->total[j]), reward_n++;
                 for (int f = 0; f < nf; f++) {
                     double v = sc->score[(size_t)j * (size_t)nf + (size_t)f];
-                    if (!isnan(v)) func_sum[f] += v, func_n[f]++;
+                    if (!isnan(v)) run_sum_add(&func_sum[f], v), func_n[f]++;
                 }
                 run_reward_parts_add(&parts, sc, j);
                 len_sum += (double)gen.res.out[j].len;
@@ -158,9 +159,9 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
                     cJSON_AddItemToObject(rw, reward_pool_func_name(pool, f), isnan(v) ? cJSON_CreateNull() : cJSON_CreateNumber(v));
                 }
                 if (answers[g]) cJSON_AddStringToObject(line, "extracted", answers[g]);
-                char *t = cJSON_PrintUnformatted(line);
+                char *t = base_json_print(line, 0);
                 fprintf(sf, "%s\n", t);
-                cJSON_free(t);
+                free(t);
                 cJSON_Delete(line);
             }
             if (prompt_scored) acc_sum += prompt_acc / prompt_scored, acc_prompts++;
@@ -197,11 +198,11 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
             snprintf(key, sizeof key, "cons@%d", K);
             cJSON_AddNumberToObject(sum, key, cons_hits / (double)cons_n);
         }
-        add_num(sum, "reward", reward_n ? reward_sum / (double)reward_n : NAN);
+        add_num(sum, "reward", reward_n ? run_sum_get(&reward_sum) / (double)reward_n : NAN);
         for (int f = 0; f < nf; f++) {
             char key[160];
             snprintf(key, sizeof key, "rewards/%s", reward_pool_func_name(pool, f));
-            add_num(sum, key, func_n[f] ? func_sum[f] / (double)func_n[f] : NAN);
+            add_num(sum, key, func_n[f] ? run_sum_get(&func_sum[f]) / (double)func_n[f] : NAN);
             snprintf(key, sizeof key, "rewards/%s/scored", reward_pool_func_name(pool, f));
             cJSON_AddNumberToObject(sum, key, (double)func_n[f]);
         }

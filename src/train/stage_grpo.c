@@ -344,6 +344,9 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
     b->max_tok = (int64_t)b->mb * (b->max_prompt + b->max_new);
 
     base_status s = run_stage_rows(c, st, &g->rows, &g->where, &g->nrows);
+    /* buffers and the trainer planned by the longest prompt of the data */
+    if (!s) s = run_stage_prompt_tokens(c, st, b->max_prompt, &b->max_prompt);
+    b->max_tok = (int64_t)b->mb * (b->max_prompt + b->max_new);
     if (!s) s = run_reward_pool(c, st, &g->pool);
     if (!s) s = run_check_columns(g->pool, g->rows, g->where, g->nrows);
     if (!s) {

@@ -145,16 +145,16 @@ static char *chat_line(const cJSON *row, const char *prompt_col, const char *pro
     for (const cJSON *e = row->child; e; e = e->next)
         if (strcmp(e->string, prompt_col) && strcmp(e->string, "messages"))
             cJSON_AddItemToObject(out, e->string, cJSON_Duplicate(e, 1));
-    char *t = cJSON_PrintUnformatted(out);
+    char *t = base_json_print(out, 0);
     cJSON_Delete(out);
     return t;
 }
 
 static void put_line(FILE *f, cJSON *line) {
-    char *t = cJSON_PrintUnformatted(line);
+    char *t = base_json_print(line, 0);
     fputs(t, f);
     fputc('\n', f);
-    cJSON_free(t);
+    free(t);
     cJSON_Delete(line);
 }
 
@@ -241,12 +241,14 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
     int nf = pool ? reward_pool_n_funcs(pool) : 0;
     const char **fnames = base_xcalloc((size_t)nf + 1, sizeof *fnames);
     for (int f = 0; f < nf; f++) fnames[f] = reward_pool_func_name(pool, f);
-    double *func_sum = base_xcalloc((size_t)nf + 1, sizeof(double)), *row_scores = base_xcalloc((size_t)nf + 1, sizeof(double));
+    run_sum *func_sum = base_xcalloc((size_t)nf + 1, sizeof *func_sum);
+    double *row_scores = base_xcalloc((size_t)nf + 1, sizeof(double));
     int64_t *func_n = base_xcalloc((size_t)nf + 1, sizeof(int64_t));
 
     int64_t dec_count[DEC_COUNT] = {0}, n_samples = 0, n_kept = 0, n_merged = 0, prompts_with_pass = 0;
     int64_t reward_n = 0;
-    double pass_rate_sum = 0, reward_sum = 0, len_sum = 0;
+    double pass_rate_sum = 0, len_sum = 0;
+    run_sum reward_sum = {0, 0};
     base_progress prog;
     int prog_on = !s && !c->opts.quiet;
     if (prog_on) base_progress_start(&prog, name, nrows);
@@ -282,11 +284,11 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
                     char *t = chat_line(row, prompt_col, gen.ptext[i], comp);
                     fputs(t, fo);
                     fputc('\n', fo);
-                    cJSON_free(t);
+                    free(t);
                 }
-                if (!isnan(sc->total[j])) reward_sum += sc->total[j], reward_n++;
+                if (!isnan(sc->total[j])) run_sum_add(&reward_sum, sc->total[j]), reward_n++;
                 for (int f = 0; f < nf; f++)
-                    if (!isnan(row_scores[f])) func_sum[f] += row_scores[f], func_n[f]++;
+                    if (!isnan(row_scores[f])) run_sum_add(&func_sum[f], row_scores[f]), func_n[f]++;
                 len_sum += (double)gen.res.out[j].len;
                 cJSON *line = cJSON_CreateObject();
                 cJSON_AddNumberToObject(line, "prompt_index", (double)(p0 + i));
@@ -325,10 +327,10 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
         run_dataset *d;
         s = run_dataset_get(c, sa->merge[i], &d);
         for (int64_t i = 0; i < (s ? 0 : d->n); i++) {
-            char *t = cJSON_PrintUnformatted(d->rows[i]);
+            char *t = base_json_print(d->rows[i], 0);
             fputs(t, fo);
             fputc('\n', fo);
-            cJSON_free(t);
+            free(t);
             n_merged++;
         }
     }
@@ -354,11 +356,11 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
         for (int f = 0; f < SAMPLE_FILTER_COUNT; f++)
             cJSON_AddNumberToObject(dr, sample_filter_name((sample_filter)f), (double)dec_count[f]);
         cJSON_AddNumberToObject(dr, "max_per_prompt", (double)dec_count[DEC_CAP]);
-        cJSON_AddNumberToObject(sum, "reward", reward_n ? reward_sum / (double)reward_n : 0);
+        cJSON_AddNumberToObject(sum, "reward", reward_n ? run_sum_get(&reward_sum) / (double)reward_n : 0);
         for (int f = 0; f < nf; f++) {
             char key[160];
             snprintf(key, sizeof key, "rewards/%s", fnames[f]);
-            cJSON_AddNumberToObject(sum, key, func_n[f] ? func_sum[f] / (double)func_n[f] : 0);
+            cJSON_AddNumberToObject(sum, key, func_n[f] ? run_sum_get(&func_sum[f]) / (double)func_n[f] : 0);
         }
         cJSON_AddNumberToObject(sum, "completion_length", n_samples ? len_sum / (double)n_samples : 0);
         cJSON_AddNumberToObject(sum, "num_generations", K);

@@ -152,16 +152,17 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
     int64_t total = max_steps > 0 ? max_steps : (int64_t)ceil(epochs * (double)steps_per_epoch);
     if (!s && total < 1) s = base_err_set(BASE_ERR_INVALID, "stage '%s': no training steps (empty data?)", name);
     /* the biggest micro-batch: bs rows, their segments */
-    int64_t max_segs = 1;
+    int64_t max_segs = 1, row_max = 1; /* and its tokens: bs rows of at most row_max */
     for (int64_t r = 0; r < plan.n_rows; r++) {
         int64_t k = plan.row_first[r + 1] - plan.row_first[r];
         if (k > max_segs) max_segs = k;
+        if (plan.row_used[r] > row_max) row_max = plan.row_used[r];
     }
     model_train *tr = NULL;
     float *grads = NULL;
     optim opt;
     memset(&opt, 0, sizeof opt);
-    model_train_limits tl = {.max_tokens = bs * max_len, .max_seqs = (int)(bs * max_segs),
+    model_train_limits tl = {.max_tokens = bs * row_max, .max_seqs = (int)(bs * max_segs),
                              .recompute = sf->train.gradient_checkpointing};
     if (!s) s = model_train_new(c->policy, &tl, &tr);
     if (!s) {
