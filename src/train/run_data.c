@@ -118,6 +118,13 @@ void run_where_free(char **where, int64_t n) {
 
 /* ---- prompts ------------------------------------------------------------ */
 
+char *run_quote(const char *s) {
+    cJSON *j = cJSON_CreateString(s ? s : "");
+    char *t = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return t;
+}
+
 const char *run_template(const run_ctx *c, const recipe_stage_cfg *stage) {
     return stage->template_name ? stage->template_name : c->cfg->template_name;
 }
@@ -152,11 +159,13 @@ static base_status render_string(run_ctx *c, const char *tmpl, const tok_msg *ms
     if (users != 1 || !order_ok) {
         base_buf r = {0};
         role_list(msgs, n, &r);
+        char *q = run_quote(tmpl);
         base_status s = base_err_set(BASE_ERR_INVALID,
-                                     "%s: template '%s' renders one question (a user message as {prompt}, after an "
+                                     "%s: template %s renders one question (a user message as {prompt}, after an "
                                      "optional system message as {system}), not this conversation (%s): use a chat "
                                      "template ('chat' or 'r1') with a model that has one, or prompt/completion rows",
-                                     where, tmpl, r.data ? r.data : "no messages");
+                                     where, q, r.data ? r.data : "no messages");
+        cJSON_free(q);
         base_buf_free(&r);
         return s;
     }
@@ -169,11 +178,14 @@ static base_status render_string(run_ctx *c, const char *tmpl, const tok_msg *ms
             continue;
         }
         if (!strstr(t, "{system}")) {
+            char *q = run_quote(tmpl);
+            base_status s = base_err_set(BASE_ERR_INVALID,
+                                         "%s: the conversation has a system message but template %s has no "
+                                         "{system}: it would be dropped",
+                                         where, q);
+            cJSON_free(q);
             base_buf_free(&sys);
-            return base_err_set(BASE_ERR_INVALID,
-                                "%s: the conversation has a system message but template '%s' has no {system}: "
-                                "it would be dropped",
-                                where, tmpl);
+            return s;
         }
         if (sys.len) base_buf_puts(&sys, "\n\n");
         base_buf_puts(&sys, msgs[i].content);
@@ -216,12 +228,16 @@ base_status run_render_messages(run_ctx *c, const recipe_stage_cfg *stage, const
 static base_status recorded_prompt(run_ctx *c, const recipe_stage_cfg *stage, const cJSON *row, const char *where,
                                    const char *recorded, tok_ids *ids, char **text) {
     const char *tmpl = run_template(c, stage), *prompt = base_json_str(row, "prompt", "");
-    if (strcmp(recorded, tmpl))
-        return base_err_set(BASE_ERR_INVALID,
-                            "%s: the prompt was rendered with template '%s' when it was sampled, but this stage's "
-                            "template is '%s': set the stage's template to '%s' (the data and the template must "
-                            "agree)",
-                            where, recorded, tmpl, recorded);
+    if (strcmp(recorded, tmpl)) {
+        char *r = run_quote(recorded), *t = run_quote(tmpl);
+        base_status s = base_err_set(BASE_ERR_INVALID,
+                                     "%s: the prompt was rendered with template %s when it was sampled, but this "
+                                     "stage's template is %s: set the stage's template to %s (the data and the "
+                                     "template must agree)",
+                                     where, r, t, r);
+        cJSON_free(r), cJSON_free(t);
+        return s;
+    }
     *text = base_xstrdup(prompt);
     base_status s = tok_encode(c->tok, prompt, strlen(prompt), 0, ids);
     return s ? base_err_wrap(s, "%s: prompt", where) : BASE_OK;

@@ -67,6 +67,9 @@ base_status run_dataset_get(run_ctx *c, const recipe_dataset *ds, run_dataset **
 base_status run_stage_rows(run_ctx *c, const recipe_stage_cfg *stage, cJSON ***rows, char ***where, int64_t *n);
 void run_where_free(char **where, int64_t n);
 
+/* s as a JSON string literal ("{prompt}\n" shows its newline), for
+ * messages; free with cJSON_free. */
+char *run_quote(const char *s);
 /* The stage's template key: its own, else the recipe's. */
 const char *run_template(const run_ctx *c, const recipe_stage_cfg *stage);
 /* 1 for the DeepSeek chat format keys "chat" and "r1". */

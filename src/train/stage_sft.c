@@ -34,14 +34,6 @@ typedef struct {
 enum { ROW_SAMPLED, ROW_CHAT, ROW_PROMPT, ROW_TEXT, ROW_KINDS };
 static const char *const row_kind_name[ROW_KINDS] = {"sampled", "chat", "prompt_completion", "text"};
 
-/* s as a JSON string literal, for messages ("{prompt}\n" shows its newline). */
-static char *quoted(const char *s) {
-    cJSON *j = cJSON_CreateString(s);
-    char *t = cJSON_PrintUnformatted(j);
-    cJSON_Delete(j);
-    return t;
-}
-
 /* The DeepSeek chat format's token count of a chat prefix (the "chat"
  * template: prefixes encode as prefixes). */
 static base_status count_chat(void *ctx, const sft_message *msgs, int n, int gen, int64_t *out) {
@@ -120,11 +112,14 @@ static base_status encode_chat(run_ctx *c, const recipe_stage_cfg *st, const cJS
     }
     const sft_message *last = &chat.msgs[chat.n - 1];
     if (strcmp(last->role, "assistant")) {
+        char *q = run_quote(tmpl);
+        s = base_err_set(BASE_ERR_INVALID,
+                         "%s: the last message is the %s's: with template %s a chat row is a prompt and its answer, "
+                         "the last message an assistant turn",
+                         where, last->role, q);
+        cJSON_free(q);
         sft_chat_free(&chat);
-        return base_err_set(BASE_ERR_INVALID,
-                            "%s: the last message is the %s's: with template '%s' a chat row is a prompt and its "
-                            "answer, the last message an assistant turn",
-                            where, last->role, tmpl);
+        return s;
     }
     tok_msg *m = base_xcalloc((size_t)chat.n, sizeof *m);
     for (int i = 0; i + 1 < chat.n; i++) m[i] = (tok_msg){chat.msgs[i].role, chat.msgs[i].content};
@@ -136,12 +131,12 @@ static base_status encode_chat(run_ctx *c, const recipe_stage_cfg *st, const cJS
         const char *tail = run_open_think_tail(text);
         size_t nt = strlen(tail);
         if (strncmp(answer, tail, nt)) {
-            char *shown = quoted(tail);
+            char *shown = run_quote(tail), *q = run_quote(tmpl);
             s = base_err_set(BASE_ERR_INVALID,
-                             "%s: template '%s' ends the prompt with %s, so the assistant message must start with "
+                             "%s: template %s ends the prompt with %s, so the assistant message must start with "
                              "it (an answer without reasoning is written \"<think>\\n\\n</think>\\n\\n...\")",
-                             where, tmpl, shown);
-            cJSON_free(shown);
+                             where, q, shown);
+            cJSON_free(shown), cJSON_free(q);
         } else {
             s = append_answer(c, answer + nt, where, only_assistant, ids, mask);
         }
@@ -217,7 +212,7 @@ static base_status report_rows(run_ctx *c, const recipe_stage_cfg *st, const int
         if (kinds[k]) base_buf_printf(&line, "%s%lld %s", line.len ? ", " : "", (long long)kinds[k], row_kind_name[k]);
     }
     if (!c->opts.quiet) {
-        char *esc = quoted(tmpl);
+        char *esc = run_quote(tmpl);
         base_info("%s: template %s (%s; the tokenizer's chat template: %s): %s rows", st->name, esc,
                   st->template_name ? "the stage's" : "the recipe's", ct, line.data ? line.data : "no");
         cJSON_free(esc);
