@@ -159,13 +159,13 @@ static base_status render_string(run_ctx *c, const char *tmpl, const tok_msg *ms
     if (users != 1 || !order_ok) {
         base_buf r = {0};
         role_list(msgs, n, &r);
-        char *q = run_quote(tmpl);
+        char *shown = run_quote(tmpl);
         base_status s = base_err_set(BASE_ERR_INVALID,
                                      "%s: template %s renders one question (a user message as {prompt}, after an "
                                      "optional system message as {system}), not this conversation (%s): use a chat "
                                      "template ('chat' or 'r1') with a model that has one, or prompt/completion rows",
-                                     where, q, r.data ? r.data : "no messages");
-        cJSON_free(q);
+                                     where, shown, r.data ? r.data : "no messages");
+        cJSON_free(shown);
         base_buf_free(&r);
         return s;
     }
@@ -178,12 +178,12 @@ static base_status render_string(run_ctx *c, const char *tmpl, const tok_msg *ms
             continue;
         }
         if (!strstr(t, "{system}")) {
-            char *q = run_quote(tmpl);
+            char *shown = run_quote(tmpl);
             base_status s = base_err_set(BASE_ERR_INVALID,
                                          "%s: the conversation has a system message but template %s has no "
                                          "{system}: it would be dropped",
-                                         where, q);
-            cJSON_free(q);
+                                         where, shown);
+            cJSON_free(shown);
             base_buf_free(&sys);
             return s;
         }

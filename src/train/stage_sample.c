@@ -18,16 +18,17 @@
  *
  * Outputs (all deterministic):
  *   `output` (default RUN/NAME.jsonl; the dataset path "stage:NAME" reads
- *     it): one chat sample per kept completion,
- *       {"messages": [{"role": "user", "content": QUESTION},
- *                     {"role": "assistant", "content": COMPLETION}],
+ *     it): one SFT row per kept completion (sft_line),
+ *       {"prompt": TEXT THE MODEL SAW, "completion": COMPLETION,
+ *        "prompt_template": TEMPLATE, "messages": [user..., assistant],
  *        ...the row's other columns}
- *     (a row whose prompt column is a list of messages keeps them and gets
- *     the assistant turn appended; when the rendered prompt ends inside an
- *     opened "<think>", as the r1 template does, that opening is put back
- *     in front of the completion so the SFT data holds the whole answer),
- *     then the rows of `merge_datasets` as they are. Written to OUTPUT.tmp
- *     and renamed at the end: a failed stage leaves no partial file.
+ *     so that SFT trains on exactly the prompt the model answered, with
+ *     the template that rendered it (stage_sft.c); `messages` is the chat
+ *     form for export (when the prompt ends inside an opened "<think>", as
+ *     the r1 template's does, the assistant turn starts with it and holds
+ *     the whole answer). Then the rows of `merge_datasets` as they are.
+ *     Written to OUTPUT.tmp and renamed at the end: a failed stage leaves
+ *     no partial file.
  *   RUN/NAME.pass_rates.jsonl: per prompt {index, where, passed, total,
  *     pass_rate, kept} (+ the row's id when it has one).
  *   RUN/NAME.samples.jsonl: every completion with its rewards and the
@@ -37,7 +38,9 @@
  *     pass_rate (mean over prompts), prompts_with_pass, dropped.{keep,
  *     mixed_language, long_paragraphs, code_blocks, max_per_prompt} (each
  *     completion counts once, for the first test it fails), reward,
- *     rewards/NAME, completion_length, tokens_per_s.
+ *     rewards/NAME, completion_length, tokens_per_s, prompt_template,
+ *     inexact_prompts (recorded prompts that do not encode back to the
+ *     ids the model saw).
  */
 #include <math.h>
 #include <stdio.h>

@@ -2,14 +2,25 @@
  * The SFT stage: masked next-token NLL, several samples packed per row
  * without attention across them (TRL SFTTrainer with packing "bfd").
  *
- * A row of the dataset is one of
- *   {"messages": [{"role": ..., "content": ...}, ...]}   DeepSeek-V3 chat format;
- *        with assistant_only_loss only the assistant turns (content and
- *        end-of-turn token) are targets
- *   {"prompt": ..., "completion": ...}   prompt through the stage's template,
- *        completion + EOS; with assistant_only_loss only the completion
- *   {"text": ...}                        every token (BOS added)
- * Samples longer than max_length keep their first max_length tokens.
+ * A row is rendered with the stage's template (its own, else the recipe's),
+ * the one generation uses (run_render_messages), never a format the model
+ * was not prompted with. The first kind that fits:
+ *   sampled  {"prompt", "completion", "prompt_template"} (a sample stage's
+ *        output): the prompt as the model saw it, then the completion +
+ *        EOS; the stage's template must be prompt_template
+ *   chat     {"messages": [...]}: template "chat": the DeepSeek-V3 format,
+ *        every assistant turn a target (content and end-of-turn token);
+ *        any other template: the messages before the last are the
+ *        generation prompt, the last (an assistant turn) the answer + EOS
+ *        (encode_chat); what cannot be rendered faithfully is an error
+ *   prompt/completion  {"prompt", "completion"}: the prompt through the
+ *        template, completion + EOS
+ *   text     {"text"}: every token (BOS added)
+ * With assistant_only_loss only the answer tokens are targets. Answers are
+ * encoded as HF encodes the text (added tokens such as "<think>" matched,
+ * as the model writes them). Samples longer than max_length keep their
+ * first max_length tokens. The stage logs the template and the rows of
+ * each kind and puts them in summary.json[NAME].
  *
  * The packing plan is made once; each epoch visits its rows in a shuffled
  * order (seed, stage, epoch). One optimizer step = gradient_accumulation_
