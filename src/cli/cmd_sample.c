@@ -36,7 +36,9 @@ static const char *USAGE =
     "saw it), \"completion\", \"prompt_template\", \"messages\" (chat form), ...row} (train them with\n"
     "the same --template), followed by the rows of the --merge files. Pass rates per prompt go to\n"
     "OUT.pass_rates.jsonl. The run directory is temporary unless --run-dir DIR keeps it.\n"
-    "--set stages.sample.KEY=VALUE sets any other key of the sample stage (docs/recipes.md).\n";
+    "--set stages.sample.KEY=VALUE sets any other key of the sample stage (docs/recipes.md).\n"
+    "--template T: r1-zero (the default), chat, r1, raw, or text with {prompt} and {system}, read\n"
+    "as a recipe's Lua string: '{prompt}\\n' ends in a newline, '\\\\' is one backslash.\n";
 
 enum { OPT_KEEP = CLI_OPT_FIRST_OWN, OPT_FILTERS, OPT_LANG, OPT_MIN_LANG, OPT_MAX_PARA, OPT_MAX_PER, OPT_MERGE };
 
@@ -116,7 +118,7 @@ int cli_cmd_sample(int argc, char **argv) {
         if (n_merge) base_buf_printf(&extra, "merge_datasets = { %s},\n", merge_names.data);
         cli_recipe_stage(&src, &co, "sample", extra.data);
         base_buf_free(&extra);
-        rc = cli_run_recipe_src("sample", src.data, &co);
+        rc = cli_run_recipe_src("sample", src.data, &co, &rd);
     }
     if (!rc) { /* the pass rates beside the output */
         char *from = base_path_join(rd.path, "sample.pass_rates.jsonl"), *to = pass_rates_path(co.out);

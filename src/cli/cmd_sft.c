@@ -33,7 +33,9 @@ static const char *USAGE =
     "loss on assistant turns) or prompt/completion rows (loss on the completion), all rendered\n"
     "with --template; --all-tokens puts the loss on every token. Writes the final\n"
     "model (Hugging Face layout) to CKPT_DIR. Defaults are the sft stage's (docs/recipes.md):\n"
-    "1 epoch, lr 2e-5 linear, batch 8, max length 1024, packing on.\n";
+    "1 epoch, lr 2e-5 linear, batch 8, max length 1024, packing on.\n"
+    "--template T: r1-zero (the default), chat, r1, raw, or text with {prompt} and {system}, read\n"
+    "as a recipe's Lua string: '{prompt}\\n' ends in a newline, '\\\\' is one backslash.\n";
 
 enum {
     OPT_EPOCHS = CLI_OPT_FIRST_OWN, OPT_MAX_STEPS, OPT_LR, OPT_SCHED, OPT_WARMUP, OPT_WD, OPT_BATCH, OPT_ACCUM,
@@ -145,7 +147,7 @@ int cli_cmd_sft(int argc, char **argv) {
     } else {
         cli_recipe_begin(&src, &co, &rd, NULL); /* no rewards: cannot fail */
         cli_recipe_stage(&src, &co, "sft", NULL);
-        rc = cli_run_recipe_src("sft", src.data, &co);
+        rc = cli_run_recipe_src("sft", src.data, &co, &rd);
     }
     if (!rc) {
         char *ck = latest_checkpoint(rd.path);
@@ -155,8 +157,9 @@ int cli_cmd_sft(int argc, char **argv) {
         } else if (export_model(ck, co.out)) {
             fprintf(stderr, "grpo sft: %s\n", base_err_msg());
             rc = 1;
-        } else if (!co.ro.quiet) {
-            fprintf(stderr, "grpo sft: wrote the model to %s (from %s)\n", co.out, ck);
+        } else if (!co.ro.quiet) { /* a temporary run directory is gone when this is read */
+            if (rd.tmp) fprintf(stderr, "grpo sft: wrote the model to %s\n", co.out);
+            else fprintf(stderr, "grpo sft: wrote the model to %s (from %s)\n", co.out, ck);
         }
         free(ck);
     }

@@ -30,12 +30,14 @@ base_status cli_lua_rewards(base_buf *b, const char *spec);
 
 /* The run directory of a command: `run_dir` when given (kept; relative to
  * the current directory), else a fresh directory under $TMPDIR (or /tmp)
- * named grpo-CMD-XXXXXX, removed by cli_run_dir_close. */
+ * named grpo-CMD-XXXXXX, removed by cli_run_dir_close unless its
+ * reward_errors.log has lines (then it is kept, and a message says where). */
 typedef struct {
     char *output_dir; /* the recipe's output_dir */
     char *name;       /* the recipe's name */
     char *path;       /* output_dir/name */
     char *tmp;        /* the temporary directory to remove, or NULL */
+    char cmd[16];     /* the command, for messages */
 } cli_run_dir;
 
 base_status cli_run_dir_open(const char *cmd, const char *run_dir, cli_run_dir *rd);
@@ -116,11 +118,12 @@ void cli_recipe_stage(base_buf *b, const cli_common *co, const char *type, const
 
 
 /* Load the recipe source (chunk name "(grpo CMD)", paths relative to the
- * current directory) with the options' and --set's overrides, and run it.
+ * current directory) with the options' and --set's overrides, and run it
+ * in rd (the command prints the results; a temporary rd is named nowhere).
  * Prints "grpo CMD: message" on failure. Returns 0; 2 when the recipe does
  * not load (everything in it came from the command line: bad usage); 1
  * when the run fails. */
-int cli_run_recipe_src(const char *cmd, const char *src, cli_common *co);
+int cli_run_recipe_src(const char *cmd, const char *src, cli_common *co, const cli_run_dir *rd);
 
 /* Copy a file (streamed; written to DST.tmp-PID, synced, renamed). */
 base_status cli_copy_file(const char *src, const char *dst);

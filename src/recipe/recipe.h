@@ -200,6 +200,8 @@ typedef struct {
     int n_datasets;
     recipe_rewards rewards;
     int64_t reward_workers, reward_instructions, reward_memory_mb;
+    double max_reward_error_rate;  /* a stage stops past this share of failed reward calls ... */
+    int64_t reward_error_window;   /* ... over its last this many steps (run_gen.c) */
     const recipe_stage_cfg *stages;
     int n_stages;
     int report;

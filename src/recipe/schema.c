@@ -273,6 +273,13 @@ static const recipe_key top_keys[] = {
      TOP(reward_instructions), GE(REWARD_MIN_INSTRUCTIONS)},
     {"reward_memory_mb", RK_INT, "64", NULL, "Lua memory cap per reward worker", TOP(reward_memory_mb),
      IN(REWARD_MIN_MEMORY_MB, REWARD_MAX_MEMORY_MB)},
+    {"max_reward_error_rate", RK_NUM, "0.5", NULL,
+     "stop the stage when a reward function fails on more than this share of the samples of the last "
+     "reward_error_window steps (1: never stop; docs/rewards.md)",
+     TOP(max_reward_error_rate), IN(0, 1)},
+    {"reward_error_window", RK_INT, "10", NULL,
+     "steps (eval/sample: generation batches) that max_reward_error_rate looks back over", TOP(reward_error_window),
+     IN(1, 1000000)},
     {"stages", RK_STAGES, REQ, NULL, "the pipeline", TOP(stages), ANY},
     {"report", RK_BOOL, "true", NULL, "write report.html with plots at the end", TOP(report), ANY},
     END,

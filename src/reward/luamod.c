@@ -143,6 +143,12 @@ static int push_parsed(lua_State *L, const char *text, size_t len) {
     lua_pushcfunction(L, json_box_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
+    size_t nul = base_json_find_nul(text, len);
+    if (nul < len) { /* cJSON would cut the string there */
+        lua_pushnil(L);
+        lua_pushfstring(L, "invalid JSON at byte %d: U+0000 (NUL) in a string is not supported", (int)nul);
+        return 2;
+    }
     const char *end = NULL;
     b->j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     int trailing = 0;

@@ -99,6 +99,111 @@ base_status tok_template_encode(const tok_tokenizer *tk, const char *tmpl,
 }
 
 /* ------------------------------------------------------------------------ */
+/* Lua string escapes (templates given on the command line)                 */
+
+static int hexval(int c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Code point u as UTF-8 (Lua 5.4 accepts up to 2^31 - 1: up to 6 bytes). */
+static void put_utf8(base_buf *b, unsigned long u) {
+    unsigned char t[8];
+    int n = 0;
+    if (u < 0x80) {
+        t[n++] = (unsigned char)u;
+    } else {
+        unsigned long mfb = 0x3f; /* the most the first byte can hold */
+        unsigned char rev[8];
+        int k = 0;
+        do {
+            rev[k++] = (unsigned char)(0x80 | (u & 0x3f));
+            u >>= 6;
+            mfb >>= 1;
+        } while (u > mfb);
+        t[n++] = (unsigned char)((~mfb << 1) | u);
+        while (k) t[n++] = rev[--k];
+    }
+    base_buf_append(b, t, (size_t)n);
+}
+
+base_status tok_template_unescape(const char *s, char **out) {
+    *out = NULL;
+    base_buf b = {0};
+    base_buf_puts(&b, "");
+    for (size_t i = 0; s[i];) {
+        if (s[i] != '\\') {
+            base_buf_append(&b, s + i, 1);
+            i++;
+            continue;
+        }
+        size_t at = i++;
+        int c = (unsigned char)s[i];
+        const char *simple = strchr("ntr\\\"'", c);
+        if (c && simple) {
+            static const char map[] = "\n\t\r\\\"'";
+            base_buf_append(&b, map + (simple - "ntr\\\"'"), 1);
+            i++;
+        } else if (c == '\n') { /* backslash-newline: a newline */
+            base_buf_puts(&b, "\n");
+            i++;
+        } else if (c == 'z') { /* skip the following white space */
+            i++;
+            while (s[i] == ' ' || (s[i] >= '\t' && s[i] <= '\r')) i++;
+        } else if (c == 'x') {
+            int h = s[i + 1] ? hexval((unsigned char)s[i + 1]) : -1;
+            int l = h >= 0 && s[i + 2] ? hexval((unsigned char)s[i + 2]) : -1;
+            if (l < 0) {
+                base_buf_free(&b);
+                return base_err_set(BASE_ERR_PARSE, "byte %zu: '\\x' needs two hexadecimal digits", at);
+            }
+            char ch = (char)(h * 16 + l);
+            base_buf_append(&b, &ch, 1);
+            i += 3;
+        } else if (c >= '0' && c <= '9') {
+            int v = 0, k = 0;
+            while (k < 3 && s[i] >= '0' && s[i] <= '9') v = v * 10 + (s[i++] - '0'), k++;
+            if (v > 255) {
+                base_buf_free(&b);
+                return base_err_set(BASE_ERR_PARSE, "byte %zu: decimal escape too large (%d > 255)", at, v);
+            }
+            char ch = (char)v;
+            base_buf_append(&b, &ch, 1);
+        } else if (c == 'u') {
+            unsigned long u = 0;
+            size_t k = i + 1, digits = 0;
+            int ok = s[k] == '{';
+            for (k++; ok && hexval((unsigned char)s[k]) >= 0; k++, digits++) {
+                u = u * 16 + (unsigned long)hexval((unsigned char)s[k]);
+                if (u > 0x7fffffffUL) ok = 0;
+            }
+            if (!ok || digits == 0 || s[k] != '}') {
+                base_buf_free(&b);
+                return base_err_set(BASE_ERR_PARSE, "byte %zu: '\\u' needs {HEX} with a code point below 2^31", at);
+            }
+            put_utf8(&b, u);
+            i = k + 1;
+        } else if (c && strchr("abfv", c)) {
+            base_buf_free(&b);
+            return base_err_set(BASE_ERR_PARSE,
+                                "byte %zu: '\\%c' is a control character in a Lua string; write '\\\\%c' for a "
+                                "backslash and '%c' (as in \\\\boxed, \\\\frac)",
+                                at, c, c, c);
+        } else {
+            base_buf_free(&b);
+            if (!c) return base_err_set(BASE_ERR_PARSE, "byte %zu: a lone backslash at the end (write '\\\\')", at);
+            return base_err_set(BASE_ERR_PARSE,
+                                "byte %zu: '\\%c' is not an escape of a Lua string; write '\\\\' for a backslash", at,
+                                c);
+        }
+    }
+    *out = b.data;
+    return BASE_OK;
+}
+
+/* ------------------------------------------------------------------------ */
 /* DeepSeek chat format                                                     */
 
 static base_status chat_build(const tok_tokenizer *tk, const tok_msg *msgs, int n, int flags,

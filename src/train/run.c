@@ -115,13 +115,13 @@ static base_status open_outputs(run_ctx *c, int append) {
 }
 
 /* Pre-flight: every stage still to run (from stage `first`) gets its
- * datasets loaded and its rewards built and checked against the rows now,
- * so a missing file, a malformed line, a broken reward script, a row
- * lacking a column or a sample stage's keep expression that does not
- * compile fail the run before any training (the options themselves were
- * checked when the recipe loaded). Datasets that a
- * sample stage of this run writes ("stage:NAME") are checked when their
- * stage comes. */
+ * datasets loaded and its rewards built, checked against the rows and
+ * their scripts' check functions run now, so a missing file, a malformed
+ * line, a broken reward script, a row lacking a column, an unreachable
+ * reward server or a sample stage's keep expression that does not compile
+ * fail the run before any training (the options themselves were checked
+ * when the recipe loaded). Datasets that a sample stage of this run writes
+ * ("stage:NAME") are checked when their stage comes. */
 static base_status preflight(run_ctx *c, int first) {
     int n = c->cfg->n_stages;
     for (int i = first; i < n; i++) {
@@ -133,15 +133,15 @@ static base_status preflight(run_ctx *c, int first) {
         int produced = 0;
         for (int k = 0; k < st->dataset.n; k++)
             if (st->datasets[k]->producer) produced = 1;
-        if (produced) continue;
-        cJSON **rows;
-        char **where;
-        int64_t nrows;
-        base_status s = run_stage_rows(c, st, &rows, &where, &nrows);
+        cJSON **rows = NULL;
+        char **where = NULL;
+        int64_t nrows = 0;
+        base_status s = produced ? BASE_OK : run_stage_rows(c, st, &rows, &where, &nrows);
         if (!s && st->type != RECIPE_STAGE_SFT) {
             reward_pool *pool = NULL;
             s = run_reward_pool(c, st, &pool);
-            if (!s) s = run_check_columns(pool, rows, where, nrows);
+            if (!s && !produced) s = run_check_columns(pool, rows, where, nrows);
+            if (!s) s = reward_pool_check(pool); /* e.g. http_judge.lua's server answers */
             reward_pool_destroy(pool);
         }
         free(rows);
@@ -330,7 +330,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         base_status r = run_report_write(c.dir);
         if (r) base_warn("report: %s", base_err_msg());
     }
-    if (!s && !c.stop_requested) {
+    if (!s && !c.stop_requested && !c.opts.no_results) {
         /* the eval results, on stdout */
         int any = 0;
         for (const cJSON *e = c.summary->child; e; e = e->next) {
@@ -344,7 +344,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         }
         fflush(stdout);
     }
-    if (!s && !c.opts.quiet) base_info("run %s: done (%s)", c.name, c.dir);
+    if (!s && !c.opts.quiet && !c.opts.temporary_dir) base_info("run %s: done (%s)", c.name, c.dir);
 done:
     ctx_free(&c);
     return s;

@@ -45,6 +45,11 @@ typedef struct {
     /* stop after this many training steps of the whole run (0: no limit):
      * for tests of resume ("2N straight" vs "N, resume, N") */
     int64_t max_total_steps;
+    /* for the one-stage commands (grpo eval, sample, sft): no_results, they
+     * print the results themselves (their stdout stays theirs); temporary_dir,
+     * they remove the run directory afterwards, so no message names it */
+    int no_results;
+    int temporary_dir;
 } run_opts;
 
 /* Run every stage of the recipe. Errors name the stage, the file and the

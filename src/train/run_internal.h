@@ -140,6 +140,61 @@ void run_samples_write(run_ctx *c, cJSON *line);
 /* summary[stage] = obj (takes ownership); rewrites summary.json atomically. */
 base_status run_summary_set(run_ctx *c, const char *stage, cJSON *obj);
 
+/* ---- reward errors and parts (run_gen.c) -------------------------------- */
+
+/* The reward error policy: a reward function that fails (raises, overruns
+ * its budget or memory, returns a bad value; nil is "not scored", not an
+ * error) on more than max_reward_error_rate of the samples scored in the
+ * last reward_error_window batches (training steps; in eval and sample
+ * stages, generation batches), fewer at the start of a stage, stops the
+ * stage with an error naming the function, its script, the first error
+ * and the error log. */
+typedef struct {
+    double max_rate;
+    int window, F;
+    int64_t *n, *err;      /* ring of the last `window` batches: samples [window], failed calls [window * F] */
+    int next, filled;
+    int64_t cur_n, *cur_err; /* the batch being collected: samples, failed calls [F] */
+    int64_t last_errors;   /* failed calls (all functions) of the last closed batch */
+    int64_t total_errors;  /* of the stage */
+} run_reward_errors;
+
+void run_reward_errors_init(run_reward_errors *e, const run_ctx *c, int F);
+/* Count the failed calls of sc (all its samples) into the current batch. */
+void run_reward_errors_add(run_reward_errors *e, const reward_scores *sc);
+/* Close the current batch and apply the policy (unit: "step" or "batch",
+ * for the message). */
+base_status run_reward_errors_close(run_reward_errors *e, reward_pool *pool, const char *unit);
+void run_reward_errors_free(run_reward_errors *e);
+
+/* Means of the reward parts: part P of function f averaged over the
+ * samples that returned it, logged as "rewards/NAME/P". */
+typedef struct {
+    int F;
+    int *n;            /* [F] parts seen */
+    char ***name;      /* [F][n] */
+    double **sum;
+    int64_t **cnt;
+} run_reward_parts;
+
+void run_reward_parts_init(run_reward_parts *a, int F);
+/* Add sample i's parts of sc. */
+void run_reward_parts_add(run_reward_parts *a, const reward_scores *sc, int64_t i);
+/* Add "rewards/NAME/PART": mean to obj. */
+void run_reward_parts_put(const run_reward_parts *a, const reward_pool *pool, cJSON *obj);
+void run_reward_parts_reset(run_reward_parts *a);
+void run_reward_parts_free(run_reward_parts *a);
+
+/* How a row's prompt is rendered, for messages: "template 'r1-zero'",
+ * "template 'r1' (a list of messages)", "template '{prompt}\n' (the prompt
+ * as it was sampled)" ("" for a row without a prompt). */
+void run_prompt_format(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row, base_buf *out);
+/* BASE_ERR_LIMIT "WHERE: the WHAT has N tokens with FORMAT; the model takes
+ * only M positions (max_position_embeddings): HINT" when n tokens do not
+ * fit: n >= M for a prompt (room for one new token), n > M else. */
+base_status run_check_positions(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row, const char *where,
+                                int64_t n, const char *what, int prompt);
+
 /* ---- generate and score (run_gen.c): the eval and sample stages ---------- */
 
 typedef struct {
@@ -165,6 +220,8 @@ typedef struct {
     rollout_result res;    /* their completions */
     int64_t new_tokens;    /* totals over the chunks */
     double gen_seconds;
+    run_reward_errors errs; /* the error policy; each chunk is a batch unless step_batches */
+    int step_batches;      /* 1: the caller closes batches (grpo: one per step) */
 } run_gen;
 
 /* Prompts per call for a stage without training: about 256 sequences,
@@ -176,7 +233,9 @@ base_status run_gen_init(run_gen *g, run_ctx *c, const recipe_stage_cfg *st, con
                          reward_pool *pool, int chunk);
 /* rows[0..np) (np <= chunk): prompts, K completions each (Philox keys
  * (seed, step_key, prompt_base + i, sample, position)), reward samples,
- * scores. */
+ * scores; a prompt that leaves the model no position to generate into is an
+ * error naming its row and the template. The reward errors are counted
+ * (g->errs) and, unless step_batches, the policy applied to the chunk. */
 base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32_t step_key,
                           uint32_t prompt_base);
 void run_gen_free(run_gen *g);

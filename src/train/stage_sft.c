@@ -254,6 +254,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
     for (int64_t i = 0; i < n && !s; i++) {
         int kind = ROW_TEXT;
         s = encode_row(c, st, rows[i], where[i], only_asst, max_len, &sb[i], &kind);
+        if (!s) s = run_check_positions(c, st, rows[i], where[i], sb[i].len, "sample", 0);
         ss[i] = (sft_sample){sb[i].ids, sb[i].mask, sb[i].len};
         lens[i] = sb[i].len;
         kinds[kind] += !s;

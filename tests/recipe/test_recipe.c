@@ -217,6 +217,9 @@ static void test_sandbox_library(void **state) {
         {"debug.sethook(print, '%s')", "global 'debug'"},
         {"grpo.run_tests('%s')", "global 'grpo'"},
         {"require('grpo') -- %s", "module 'grpo' not found"},
+        {"io.open('/dev/stdin') -- %s", "io.open: '/dev/stdin' is not a regular file"},
+        {"io.lines('/dev/zero') -- %s", "io.lines: '/dev/zero' is not a regular file"},
+        {"io.open('/tmp') -- %s", "io.open: '/tmp' is not a regular file"},
     };
     for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
         const char *target = i == 6 || i == 7 ? victim : made;

@@ -477,6 +477,50 @@ static void test_utf8(void **state) {
     base_buf_free(&b);
 }
 
+/* Templates typed on the command line are read as Lua string literals: the
+ * same bytes Lua makes of the same text in a recipe. */
+static void test_template_unescape(void **state) {
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } ok[] = {
+        {"{prompt}\\n", "{prompt}\n"},
+        {"Q: {prompt}\\nA:\\t\\r", "Q: {prompt}\nA:\t\r"},
+        {"a\\\\b \\\"q\\\" \\'", "a\\b \"q\" '"},
+        {"\\x41\\x7a|\\65\\0667|\\u{48}\\u{e9}\\u{20AC}\\u{1F600}", "Az|AB7|H\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"},
+        {"a\\z  \n\t b", "ab"},
+        {"line\\\nnext", "line\nnext"},
+        {"{ not a variable } {system}", "{ not a variable } {system}"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char *o;
+        if (tok_template_unescape(ok[i].in, &o)) fail_msg("'%s': %s", ok[i].in, base_err_msg());
+        if (strcmp(o, ok[i].out)) fail_msg("'%s' -> '%s', want '%s'", ok[i].in, o, ok[i].out);
+        free(o);
+    }
+    static const struct {
+        const char *in, *msg;
+    } bad[] = {
+        {"{prompt} \\boxed{}", "byte 9: '\\b' is a control character"},
+        {"\\frac", "byte 0: '\\f' is a control character"},
+        {"\\a \\v", "'\\a' is a control character"},
+        {"x\\q", "byte 1: '\\q' is not an escape"},
+        {"x\\", "a lone backslash"},
+        {"\\x4", "two hexadecimal digits"},
+        {"\\256", "too large (256 > 255)"},
+        {"\\u{}", "'\\u' needs {HEX}"},
+        {"\\u{110000000}", "below 2^31"},
+        {"\\u41", "'\\u' needs {HEX}"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *o = (char *)1;
+        assert_int_equal(tok_template_unescape(bad[i].in, &o), BASE_ERR_PARSE);
+        assert_null(o);
+        if (!strstr(base_err_msg(), bad[i].msg)) fail_msg("'%s': '%s', wanted '%s'", bad[i].in, base_err_msg(), bad[i].msg);
+    }
+}
+
 static void test_cli(void **state) {
     (void)state;
     char *dir = test_tmpdir();
@@ -557,6 +601,7 @@ int main(void) {
         cmocka_unit_test(test_chat_template_kind),
         cmocka_unit_test(test_writer),      cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_utf8),        cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_template_unescape),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
