@@ -5,8 +5,9 @@
  * (src/train/stage_sft.c), then the newest checkpoint's model files
  * (model.safetensors, config.json, tokenizer files, generation_config.json
  * when present) are copied to CKPT_DIR, a Hugging Face-layout model that
- * `grpo sample/eval --model` and `transformers` load. Rows are chat samples
- * ({"messages": [...]}, as `grpo sample` writes) or prompt/completion. The
+ * `grpo sample/eval --model` and `transformers` load. Rows are those
+ * `grpo sample` writes (train them with its --template), chat samples
+ * ({"messages": [...]}) or prompt/completion (docs/recipes.md). The
  * run directory (metrics.jsonl, checkpoints with optimizer state) is
  * temporary unless --run-dir names one; with --run-dir, --resume continues
  * an interrupted run from its last checkpoint.
@@ -28,8 +29,9 @@ static const char *USAGE =
     "                [--template T] [--system TEXT] [--tokenizer DIR] [--seed S]\n"
     "                [--run-dir DIR [--overwrite | --resume [--allow-changes]]] [--device D] [--precision P]\n"
     "                [--set key=value ...] [--quiet]\n"
-    "Trains on chat samples ({\"messages\": [...]}, loss on assistant turns) or prompt/completion\n"
-    "rows (loss on the completion); --all-tokens puts the loss on every token. Writes the final\n"
+    "Trains on the rows grpo sample writes (give its --template), chat samples ({\"messages\": [...]},\n"
+    "loss on assistant turns) or prompt/completion rows (loss on the completion), all rendered\n"
+    "with --template; --all-tokens puts the loss on every token. Writes the final\n"
     "model (Hugging Face layout) to CKPT_DIR. Defaults are the sft stage's (docs/recipes.md):\n"
     "1 epoch, lr 2e-5 linear, batch 8, max length 1024, packing on.\n"
     "--template T: r1-zero (the default), chat, r1, raw, or text with {prompt} and {system}, read\n"

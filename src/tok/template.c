@@ -235,7 +235,8 @@ static base_status chat_build(const tok_tokenizer *tk, const tok_msg *msgs, int 
                     c = t + strlen("</think>");
             }
             put_plain(o, ASSISTANT_TAG, strlen(ASSISTANT_TAG));
-            put_value(o, c, strlen(c));
+            if (flags & TOK_CHAT_ASSISTANT_TOKENS) put_plain(o, c, strlen(c)); /* the model's own text */
+            else put_value(o, c, strlen(c));
             put_plain(o, EOS_TAG, strlen(EOS_TAG));
         }
     }
@@ -270,4 +271,58 @@ base_status tok_chat_encode(const tok_tokenizer *tk, const tok_msg *msgs, int n,
     }
     rendered_free(&o);
     return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The tokenizer's chat template                                            */
+
+static int has(const char *s, const char *pat) { return strstr(s, pat) != NULL; }
+
+tok_chat_template_kind tok_chat_template_classify(const char *j) {
+    if (!j || !*j) return TOK_CHAT_TEMPLATE_NONE;
+    /* what the DeepSeek templates emit for a user and an assistant message */
+    int user = has(j, "'" USER_TAG "' + message['content']");
+    int asst_v3 = has(j, "'" ASSISTANT_TAG "' + message['content'] + '" EOS_TAG "'");
+    int asst_r1 = has(j, "'" ASSISTANT_TAG "' + content + '" EOS_TAG "'") && has(j, "content.split('</think>')[-1]");
+    /* their generation prompts ("\\n": the two characters backslash n of
+     * the Jinja string literal) */
+    int gen_v3 = has(j, "{{'" ASSISTANT_TAG "'}}"), gen_r1 = has(j, "{{'" ASSISTANT_TAG "<think>\\n'}}");
+    /* later variants render differently (a thinking switch, a last-user rule) */
+    int variant = has(j, "thinking") || has(j, "is_last_user");
+    if (user && !variant) {
+        if (asst_v3 && gen_v3 && !gen_r1 && !asst_r1) return TOK_CHAT_TEMPLATE_DEEPSEEK_V3;
+        if (asst_r1 && gen_r1 && !gen_v3) return TOK_CHAT_TEMPLATE_DEEPSEEK_R1;
+    }
+    return TOK_CHAT_TEMPLATE_OTHER;
+}
+
+tok_chat_template_kind tok_chat_template(const tok_tokenizer *tk) { return (tok_chat_template_kind)tk->chat_template; }
+
+const char *tok_chat_template_name(tok_chat_template_kind k) {
+    switch (k) {
+    case TOK_CHAT_TEMPLATE_NONE: return "none";
+    case TOK_CHAT_TEMPLATE_DEEPSEEK_V3: return "DeepSeek-V3";
+    case TOK_CHAT_TEMPLATE_DEEPSEEK_R1: return "DeepSeek-R1";
+    default: return "other";
+    }
+}
+
+base_status tok_chat_check(const tok_tokenizer *tk) {
+    switch (tok_chat_template(tk)) {
+    case TOK_CHAT_TEMPLATE_DEEPSEEK_V3:
+    case TOK_CHAT_TEMPLATE_DEEPSEEK_R1: return BASE_OK;
+    case TOK_CHAT_TEMPLATE_NONE:
+        if (tok_token_id(tk, USER_TAG) >= 0 && tok_token_id(tk, ASSISTANT_TAG) >= 0) return BASE_OK;
+        return base_err_set(BASE_ERR_UNSUPPORTED,
+                            "the tokenizer %s has no chat template (no chat_template in tokenizer_config.json) "
+                            "and no " USER_TAG " / " ASSISTANT_TAG " tokens: the DeepSeek chat format would reach "
+                            "the model as plain text it was never trained on",
+                            tk->path);
+    default:
+        return base_err_set(BASE_ERR_UNSUPPORTED,
+                            "the chat_template of the tokenizer %s (tokenizer_config.json) is neither "
+                            "DeepSeek-V3's nor DeepSeek-R1's, the only chat templates grpo renders (it has no "
+                            "Jinja engine)",
+                            tk->path);
+    }
 }

@@ -199,6 +199,12 @@ enum {
      * their last "</think>", and the generation prompt ends in
      * "<｜Assistant｜><think>\n". */
     TOK_CHAT_R1 = 2,
+    /* Assistant contents may hold added tokens ("<think>", "</think>"): they
+     * are encoded as HF encodes the rendered text, the way the model wrote
+     * them, instead of as plain text. For training data (SFT), where the
+     * assistant turns are model output; user and system contents stay
+     * plain text. */
+    TOK_CHAT_ASSISTANT_TOKENS = 4,
 };
 
 /* DeepSeek-V3 chat format (the tokenizer_config.json chat_template without
@@ -211,6 +217,35 @@ base_status tok_chat_render(const tok_tokenizer *tk, const tok_msg *msgs, int n,
                             char **text);
 base_status tok_chat_encode(const tok_tokenizer *tk, const tok_msg *msgs, int n, int flags,
                             tok_ids *out);
+
+/* The tokenizer's own chat template (tokenizer_config.json "chat_template",
+ * a Jinja text, or the entry named "default" of a list of templates), as
+ * far as grpo can tell without a Jinja engine: the DeepSeek-V3 and
+ * DeepSeek-R1 templates are recognised by the text they emit (the role
+ * markers around message['content'], R1's content.split('</think>')[-1]
+ * and its generation prompt "<｜Assistant｜><think>\n"); any other
+ * template, DeepSeek-style variants with thinking switches included, is
+ * TOK_CHAT_TEMPLATE_OTHER. */
+typedef enum {
+    TOK_CHAT_TEMPLATE_NONE = 0,    /* no chat_template (HF: apply_chat_template refuses) */
+    TOK_CHAT_TEMPLATE_DEEPSEEK_V3, /* tok_chat_* with flags 0 renders it */
+    TOK_CHAT_TEMPLATE_DEEPSEEK_R1, /* tok_chat_* with TOK_CHAT_R1 renders it */
+    TOK_CHAT_TEMPLATE_OTHER,       /* not renderable here */
+} tok_chat_template_kind;
+
+/* Classify a chat_template text (NULL or "" = NONE). */
+tok_chat_template_kind tok_chat_template_classify(const char *jinja);
+/* The loaded tokenizer's chat template kind. */
+tok_chat_template_kind tok_chat_template(const tok_tokenizer *tk);
+/* "none", "DeepSeek-V3", "DeepSeek-R1", "other". */
+const char *tok_chat_template_name(tok_chat_template_kind k);
+/* Whether the DeepSeek chat format (tok_chat_*) is this model's own chat
+ * format: BASE_OK when its chat template is DeepSeek-V3's or R1's, or when
+ * it has no chat template but "<｜User｜>" and "<｜Assistant｜>" are added
+ * tokens of its vocabulary. Otherwise BASE_ERR_UNSUPPORTED with a message
+ * naming the tokenizer and why (the role markers would reach the model as
+ * plain text it never saw, or its template is another one). */
+base_status tok_chat_check(const tok_tokenizer *tk);
 
 /* ------------------------------------------------------------------------ */
 /* Writer for tiny byte-level tokenizers (tok_write.c)                      */

@@ -158,6 +158,7 @@ struct tok_tokenizer {
     int32_t *prefix_ids, *suffix_ids;
     int n_prefix_ids, n_suffix_ids;
     int32_t bos_id, eos_id, pad_id;
+    int chat_template;     /* tok_chat_template_kind of tokenizer_config.json */
 
     /* \w and \s helpers for single_word/lstrip/rstrip (Rust regex classes) */
     pcre2_code *re_word;

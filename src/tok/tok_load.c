@@ -432,6 +432,19 @@ static const char *config_token(const cJSON *cfg, const char *key) {
     return NULL;
 }
 
+/* chat_template: a string, or a list of {"name", "template"} whose
+ * "default" entry is the one apply_chat_template uses. */
+static const char *config_chat_template(const cJSON *cfg) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
+    if (cJSON_IsString(v)) return v->valuestring;
+    if (cJSON_IsArray(v))
+        for (const cJSON *e = v->child; e; e = e->next) {
+            const char *name = base_json_str(e, "name", NULL);
+            if (name && !strcmp(name, "default")) return base_json_str(e, "template", NULL);
+        }
+    return NULL;
+}
+
 static base_status load_config(tok_tokenizer *tk, const char *text, size_t len, const char *path) {
     cJSON *cfg = NULL;
     base_status st = base_json_parse(text, len, path, &cfg);
@@ -476,6 +489,7 @@ static base_status load_config(tok_tokenizer *tk, const char *text, size_t len, 
         }
     }
     if (tk->pad_id < 0) tk->pad_id = tk->eos_id;
+    tk->chat_template = (int)tok_chat_template_classify(config_chat_template(cfg));
     cJSON_Delete(cfg);
     return st;
 }

@@ -6,7 +6,8 @@
  *   sft     masked next-token NLL on completion / assistant tokens, packed
  *   grpo    rollout -> rewards -> group advantages -> GRPO loss -> AdamW
  *   sample  rejection sampling: G completions per prompt, rewards, a keep
- *           expression and R1's filters, written as chat SFT data
+ *           expression and R1's filters, written as SFT rows (the prompt as
+ *           the model saw it, the completion, the template, chat messages)
  *   eval    pass@1 over K samples and cons@K (majority vote)
  *
  * Everything a run writes goes to OUTPUT_DIR/NAME/ (the run directory):

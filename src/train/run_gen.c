@@ -134,12 +134,10 @@ void run_reward_parts_free(run_reward_parts *a) {
 void run_prompt_format(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row, base_buf *out) {
     const char *col = st->datasets[0]->prompt_column;
     const cJSON *pv = cJSON_GetObjectItemCaseSensitive(row, col);
-    if (cJSON_IsArray(pv) || cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(row, "messages"))) {
-        base_buf_puts(out, "the chat format (a list of messages)");
-        return;
-    }
-    if (!cJSON_IsString(pv)) return;
-    const char *t = st->template_name ? st->template_name : c->cfg->template_name;
+    int list = cJSON_IsArray(pv) || cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(row, "messages"));
+    if (!list && !cJSON_IsString(pv)) return;
+    /* every prompt is rendered with the stage's template (run_render_messages) */
+    const char *t = run_template(c, st);
     base_buf_puts(out, "template '");
     size_t n = 0;
     for (const unsigned char *p = (const unsigned char *)t; *p && n < 80; p++, n++) {
@@ -150,7 +148,10 @@ void run_prompt_format(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row,
         else base_buf_append(out, p, 1);
     }
     base_buf_puts(out, n < strlen(t) ? "...'" : "'");
-    if (!strcmp(t, "r1-zero")) base_buf_puts(out, " (the R1-Zero paper's instructions around the question)");
+    if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(row, "prompt_template")))
+        base_buf_puts(out, " (the prompt as it was sampled)");
+    else if (list) base_buf_puts(out, " (a list of messages)");
+    else if (!strcmp(t, "r1-zero")) base_buf_puts(out, " (the R1-Zero paper's instructions around the question)");
 }
 
 base_status run_check_positions(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row, const char *where,

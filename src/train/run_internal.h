@@ -98,15 +98,46 @@ base_status run_dataset_get(run_ctx *c, const recipe_dataset *ds, run_dataset **
 base_status run_stage_rows(run_ctx *c, const recipe_stage_cfg *stage, cJSON ***rows, char ***where, int64_t *n);
 void run_where_free(char **where, int64_t n);
 
-/* Encode the prompt of a row with the stage's template (or the recipe's):
- * "r1-zero" (the R1-Zero paper template), "chat" (DeepSeek-V3 chat with the
- * generation prompt), "r1" (chat, generation prompt ends "<think>\n"),
- * "raw" (the prompt text as is), or a template string with {prompt} and
- * {system}. A row whose prompt column is a list of messages is encoded as
- * a chat. ids gets the tokens (overwritten), *text the rendered prompt
- * (malloc'd). Prompts longer than max_len keep their last max_len tokens. */
+/* s as a JSON string literal ("{prompt}\n" shows its newline), for
+ * messages; free with cJSON_free. */
+char *run_quote(const char *s);
+/* The stage's template key: its own, else the recipe's. */
+const char *run_template(const run_ctx *c, const recipe_stage_cfg *stage);
+/* 1 for the DeepSeek chat format keys "chat" and "r1". */
+int run_template_is_chat(const char *tmpl);
+
+/* Render and encode a conversation (the messages before the answer) as the
+ * generation prompt, with the stage's template; the one rule generation and
+ * SFT share:
+ *   "chat", "r1"  the DeepSeek-V3 chat format (r1: the R1 variant, prompt
+ *                 ending "<｜Assistant｜><think>\n"), the recipe's
+ *                 system_prompt first; only when it is the model's own
+ *                 (tok_chat_check), else an error
+ *   "r1-zero" (the R1-Zero paper template), "raw" ("{prompt}"), or a text
+ *                 with {prompt} and {system}: one question, i.e. a user
+ *                 message after at most a system message (into {system},
+ *                 after the recipe's system_prompt); any other
+ *                 conversation is an error naming its roles
+ * ids gets the tokens (overwritten), *text the rendered prompt (malloc'd,
+ * NULL on error). Errors name `where`. */
+base_status run_render_messages(run_ctx *c, const recipe_stage_cfg *stage, const tok_msg *msgs, int n,
+                                const char *where, tok_ids *ids, char **text);
+
+/* Encode the prompt of a row: its prompt column (the first dataset's) is a
+ * question (a string) or a conversation (a list of messages), rendered by
+ * run_render_messages. A row written by a sample stage, whose "prompt" is
+ * the text the model saw and "prompt_template" the template that rendered
+ * it, is used as is when the prompt column is "prompt" (encoded as HF
+ * encodes the text, added tokens matched, nothing added); an error when
+ * the stage's template is another one. Prompts longer than max_len keep
+ * their last max_len tokens. */
 base_status run_prompt(run_ctx *c, const recipe_stage_cfg *stage, const cJSON *row, const char *where,
                        int64_t max_len, tok_ids *ids, char **text);
+
+/* When a rendered prompt ends with an opened "<think>" (plus whitespace),
+ * as the r1 template's does, that tail (a pointer into prompt); else "".
+ * The answer to such a prompt starts inside the reasoning. */
+const char *run_open_think_tail(const char *prompt);
 
 /* The completion's text: ids decoded with added tokens kept, without the
  * final stop token (EOS). malloc'd. */
@@ -221,8 +252,9 @@ void run_reward_parts_put(const run_reward_parts *a, const reward_pool *pool, cJ
 void run_reward_parts_reset(run_reward_parts *a);
 void run_reward_parts_free(run_reward_parts *a);
 
-/* How a row's prompt is rendered, for messages: "template 'r1-zero'", "the
- * chat format (a list of messages)" ("" for a row without a prompt). */
+/* How a row's prompt is rendered, for messages: "template 'r1-zero'",
+ * "template 'r1' (a list of messages)", "template '{prompt}\n' (the prompt
+ * as it was sampled)" ("" for a row without a prompt). */
 void run_prompt_format(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row, base_buf *out);
 /* BASE_ERR_LIMIT "WHERE: the WHAT has N tokens with FORMAT; the model takes
  * only M positions (max_position_embeddings): HINT" when n tokens do not

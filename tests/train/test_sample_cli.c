@@ -163,9 +163,18 @@ static void test_sample_command(void **state) {
     /* built-in scripts with params in the spec (the distill.lua example):
      * the random model gets nothing right, so nothing is kept */
     rc = run("sample --model %s/m --in %s/p.jsonl --rewards 'accuracy=boxed_math,format=think_format{prefilled=true}'"
-             " --keep '(rewards.accuracy or 0) == 1' --n 2 --max-new-tokens 4 --template r1 --out %s/o/acc.jsonl",
+             " --keep '(rewards.accuracy or 0) == 1' --n 2 --max-new-tokens 4 --template '{prompt}<think>'"
+             " --out %s/o/acc.jsonl",
              &out);
     if (rc) fail_msg("rc %d: %s", rc, out);
+    free(out);
+    /* the DeepSeek chat format (r1) is not this byte-level model's: refused */
+    rc = run("sample --model %s/m --in %s/p.jsonl --rewards boxed_math --n 2 --max-new-tokens 4 --template r1"
+             " --out %s/o/r1.jsonl",
+             &out);
+    assert_int_equal(rc, 1);
+    if (!strstr(out, "template 'r1' is the DeepSeek chat format, not this model's") || !strstr(out, "no chat template"))
+        fail_msg("%s", out);
     free(out);
     char *acc = P("o/acc.jsonl");
     assert_int_equal(count_lines(acc), 0);
