@@ -7,6 +7,7 @@
  * whether a step failed somewhere.
  */
 #include <limits.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,4 +92,13 @@ base_status run_share_rows(run_ctx *c, float *buf, int64_t stride, const int32_t
     }
     free(counts), free(mine), free(all);
     return s ? base_err_wrap(s, "sharing per-token values over %d ranks", W) : BASE_OK;
+}
+
+base_status run_test_fault(run_ctx *c) {
+    const char *e = getenv("GRPO_TEST_FAIL_RANK");
+    int r = -1;
+    long long step = -1;
+    if (!e || sscanf(e, "%d:%lld", &r, &step) != 2 || r != c->rank || step != c->total_steps + 1) return BASE_OK;
+    return base_err_set(BASE_ERR_IO, "GRPO_TEST_FAIL_RANK=%s: rank %d fails training step %lld (a test of faults)", e,
+                        c->rank, step);
 }

@@ -118,6 +118,10 @@ base_status run_reduce_loss_stats(run_ctx *c, grpo_loss_stats *s);
  * stride) was computed by rank owner(j) = the rank whose run_split range of
  * [0, n) holds k, for j = ord[k]; afterwards every rank has every row. */
 base_status run_share_rows(run_ctx *c, float *buf, int64_t stride, const int32_t *len, const int *ord, int n);
+/* Test hook (tests/dist): GRPO_TEST_FAIL_RANK=R:S makes rank R fail the
+ * run's training step S (1-based) with an error, as a rank-local failure
+ * would (a file it cannot read, memory it cannot get); BASE_OK otherwise. */
+base_status run_test_fault(run_ctx *c);
 
 /* ---- datasets and prompts (run_data.c) ---------------------------------- */
 

@@ -596,6 +596,7 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
             for (int j0 = (int)mlo; j0 < mhi && !s; j0 += b->mb)
                 s = train_micro(g, &gcs, &norm, b->ord + j0, j0 + b->mb < mhi ? b->mb : (int)mhi - j0, need_old,
                                 &ss->lstats, &ostats);
+            if (!s) s = run_test_fault(c);
             s = run_agree(c, s, "the training step");
             if (!s) s = run_reduce_grads(c, g->grads, model_numel(c->policy));
             if (!s) s = run_reduce_loss_stats(c, &ostats); /* the entropy control sees the whole step */
