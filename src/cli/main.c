@@ -107,10 +107,11 @@ static void omp_passive(char **argv) {
 
 /* A command as one rank of an MPI job (mpirun, srun; docs/distributed.md),
  * or as the only process. Every rank runs the command; rank 0 shows
- * progress and writes the run. A rank whose command fails ends the whole
- * job (dist_abort: mpirun then names it), so no rank waits for it in a
- * collective; a stop signal (exit 128 + N) is agreed by every rank, which
- * all leave normally. */
+ * progress and writes the run. A rank whose command fails alone ends the
+ * whole job (dist_abort: mpirun then names it), so no rank waits for it in
+ * a collective; a failure the ranks agreed on (a failed step: every rank
+ * names the rank that failed) and a stop signal (exit 128 + N) end every
+ * rank in step, through MPI_Finalize. */
 static int run_command(size_t i, int argc, char **argv) {
     if (dist_init(&argc, &argv)) {
         fprintf(stderr, "grpo: %s\n", base_err_msg());
@@ -125,7 +126,7 @@ static int run_command(size_t i, int argc, char **argv) {
     }
     int rc = commands[i].fn(argc - 1, argv + 1);
     fflush(stdout);
-    if (rc != 0 && rc < 128 && dist_world_size() > 1) {
+    if (rc != 0 && rc < 128 && dist_world_size() > 1 && !dist_failure_agreed()) {
         fprintf(stderr, "%s: failed (exit %d): ending every rank of the job\n", base_log_tag(), rc);
         dist_abort(rc);
     }

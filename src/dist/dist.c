@@ -124,6 +124,10 @@ int dist_local_rank(void) { return P.local_rank; }
 int dist_local_size(void) { return P.local_size; }
 const char *dist_runtime_name(void) { return P.launched ? dist_rt_name() : "none"; }
 
+static int agreed_failure;
+void dist_note_agreed_failure(void) { agreed_failure = 1; }
+int dist_failure_agreed(void) { return agreed_failure; }
+
 BASE_NORETURN void dist_abort(int code) {
     fflush(stdout);
     fflush(stderr);

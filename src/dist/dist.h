@@ -91,6 +91,13 @@ const char *dist_runtime_name(void);
  * without MPI). Every other rank exits non-zero; mpirun names this one.
  * stderr has the reason already (the caller prints it first). */
 BASE_NORETURN void dist_abort(int code);
+/* A failure every rank learned of through a collective (the trainer's
+ * agreement on a failed step): the ranks then leave in step, each with a
+ * non-zero status and MPI_Finalize, with no dist_abort (whose SIGTERM /
+ * SIGKILL to the others would cut their messages short). Once noted it
+ * stays noted. */
+void dist_note_agreed_failure(void);
+int dist_failure_agreed(void);
 
 /* ---- communicators ------------------------------------------------------ */
 

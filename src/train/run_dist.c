@@ -25,8 +25,9 @@ base_status run_agree(run_ctx *c, base_status s, const char *what) {
     int32_t any = v[0], first = v[1];
     base_status e = dist_allreduce(c->host, &any, 1, DIST_I32, DIST_MAX);
     if (!e) e = dist_allreduce(c->host, &first, 1, DIST_I32, DIST_MIN);
+    if (e) return s ? s : base_err_wrap(e, "%s", what); /* no agreement: main ends the job (dist_abort) */
+    if (any) dist_note_agreed_failure(); /* every rank fails here: they leave in step */
     if (s) return s; /* this rank's own message */
-    if (e) return base_err_wrap(e, "%s", what);
     if (any)
         return base_err_set(BASE_ERR_IO, "%s: rank %d failed (its own message says why)", what, (int)first);
     return BASE_OK;
