@@ -483,10 +483,23 @@ static void test_stop_signal(void **state) {
     assert_true(exists_rel(rel));
 }
 
-int main(void) {
-    const struct CMUnitTest tests[] = {
+/* Arguments: the names of the tests to run (all without); the sanitizer
+ * build runs the world sizes and the failed rank only (tests/dist/meson.build). */
+int main(int argc, char **argv) {
+    const struct CMUnitTest all[] = {
         cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_resume),     cmocka_unit_test(test_fault_error),
         cmocka_unit_test(test_fault_kill),  cmocka_unit_test(test_stop_signal),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    struct CMUnitTest tests[sizeof all / sizeof all[0]];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        int want = argc < 2;
+        for (int a = 1; a < argc; a++) want |= !strcmp(argv[a], all[i].name);
+        if (want) tests[n++] = all[i];
+    }
+    if (n == 0) {
+        fprintf(stderr, "test_dp: no test named by the arguments\n");
+        return 2;
+    }
+    return _cmocka_run_group_tests("test_dp", tests, n, setup, teardown);
 }
