@@ -247,45 +247,64 @@ static int64_t max_numel(const model *m) {
     return n;
 }
 
-/* One architecture: the same parameter table. */
-static int same_layout(const model *a, const model *b) {
-    if (a->numel != b->numel || a->ntab != b->ntab) return 0;
-    for (int i = 0; i < a->ntab; i++)
-        if (a->tab[i].offset != b->tab[i].offset || strcmp(a->tab[i].name, b->tab[i].name)) return 0;
-    return 1;
+/* The parameter of src that each parameter of dst is (by name; src may
+ * hold more: the MTP layers a trainable policy loads and a frozen model
+ * leaves out). Both tables are in arena order, so dst's names are a
+ * subsequence of src's. NULL with an error when dst has a name src lacks
+ * or a shape differs. */
+static int *match_params(const model *dst, const model *src, const char *what) {
+    int *map = base_xmalloc((size_t)(dst->ntab > 0 ? dst->ntab : 1) * sizeof(int));
+    int j = 0;
+    for (int i = 0; i < dst->ntab; i++) {
+        while (j < src->ntab && strcmp(src->tab[j].name, dst->tab[i].name)) j++;
+        if (j == src->ntab || src->tab[j].numel != dst->tab[i].numel) {
+            base_err_set(BASE_ERR_INVALID, "%s: the models differ in architecture (%s %s)", what, dst->tab[i].name,
+                         j == src->ntab ? "is missing" : "has another shape");
+            free(map);
+            return NULL;
+        }
+        map[i] = j++;
+    }
+    return map;
 }
 
 base_status model_copy_weights(model *dst, const model *src) {
-    if (!same_layout(dst, src))
-        return base_err_set(BASE_ERR_INVALID, "model_copy_weights: the models differ in architecture (%lld and %lld parameters)",
-                            (long long)dst->numel, (long long)src->numel);
+    int *map = match_params(dst, src, "model_copy_weights");
+    if (!map) return BASE_ERR_INVALID;
     if (dst->params && src->params && dst->ops == src->ops) {
-        dst->ops->copy(dst->params, src->params, (size_t)dst->numel * sizeof(float));
+        for (int i = 0; i < dst->ntab; i++)
+            dst->ops->copy(dst->params + dst->tab[i].offset, src->params + src->tab[map[i]].offset,
+                           (size_t)dst->tab[i].numel * sizeof(float));
     } else {
         float *x = base_xmalloc((size_t)max_numel(dst) * sizeof(float));
         for (int i = 0; i < dst->ntab; i++) {
-            param_get(src, i, x);
+            param_get(src, map[i], x);
             param_set(dst, i, x);
         }
         free(x);
     }
+    free(map);
     model_sync_compute(dst);
     return BASE_OK;
 }
 
 void model_mix_weights(model *dst, const model *src, float alpha) {
-    if (!same_layout(dst, src)) base_die("model_mix_weights: the models differ in architecture");
+    int *map = match_params(dst, src, "model_mix_weights");
+    if (!map) base_die("%s", base_err_msg());
     if (dst->params && src->params && dst->ops == src->ops) {
-        tensor td = tensor_1d(dst->params, TENSOR_F32, dst->numel), ts = tensor_1d(src->params, TENSOR_F32, src->numel);
-        td.device = ts.device = dst->ops->device;
-        dst->ops->scale(&td, &td, 1.0f - alpha);
-        dst->ops->axpy(&td, &ts, alpha);
+        for (int i = 0; i < dst->ntab; i++) {
+            tensor td = tensor_1d(dst->params + dst->tab[i].offset, TENSOR_F32, dst->tab[i].numel);
+            tensor ts = tensor_1d(src->params + src->tab[map[i]].offset, TENSOR_F32, dst->tab[i].numel);
+            td.device = ts.device = dst->ops->device;
+            dst->ops->scale(&td, &td, 1.0f - alpha);
+            dst->ops->axpy(&td, &ts, alpha);
+        }
     } else {
         int64_t n = max_numel(dst);
         float *x = base_xmalloc((size_t)n * sizeof(float)), *y = base_xmalloc((size_t)n * sizeof(float));
         for (int i = 0; i < dst->ntab; i++) {
             param_get(dst, i, x);
-            param_get(src, i, y);
+            param_get(src, map[i], y);
             /* the device ops' two steps: scale, then axpy, each rounded to f32 */
             for (int64_t k = 0; k < dst->tab[i].numel; k++) x[k] = (1.0f - alpha) * x[k];
             for (int64_t k = 0; k < dst->tab[i].numel; k++) x[k] += alpha * y[k];
@@ -293,5 +312,6 @@ void model_mix_weights(model *dst, const model *src, float alpha) {
         }
         free(x), free(y);
     }
+    free(map);
     model_sync_compute(dst);
 }

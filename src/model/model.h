@@ -190,11 +190,14 @@ void model_weights_to_host(const model *m, float *host);
  * master weights (then model_sync_compute), or a frozen model's storage
  * (rounded to bf16, or quantised to fp8 blocks). */
 void model_weights_from_host(model *m, const float *host);
-/* dst's weights = src's (one architecture; BASE_ERR_INVALID otherwise), in
- * dst's storage: a device copy when both hold f32, else converted through
- * the host. The GRPO reference model starts so from the policy. */
+/* dst's weights = src's, parameter by parameter by name (src may hold more:
+ * the MTP layers of a policy, which a frozen model leaves out; a name dst
+ * has and src lacks, or another shape, is BASE_ERR_INVALID), in dst's
+ * storage: device copies when both hold f32, else converted through the
+ * host. The GRPO reference model starts so from the policy. */
 base_status model_copy_weights(model *dst, const model *src);
-/* TR-DPO's reference refresh: dst = alpha * src + (1 - alpha) * dst, in
+/* TR-DPO's reference refresh (parameters matched as above; dies when they
+ * do not match): dst = alpha * src + (1 - alpha) * dst, in
  * f32 (dst scaled, then src added: torch's two ops), stored in dst's
  * storage (a frozen bf16 dst rounds the result once). */
 void model_mix_weights(model *dst, const model *src, float alpha);
