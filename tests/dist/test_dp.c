@@ -392,6 +392,9 @@ static void test_fault_error(void **state) {
     assert_true(dt < 60);
     assert_non_null(strstr(e, "rank 1 fails training step 2"));       /* rank 1's own message */
     assert_non_null(strstr(e, "grpo[rank 0] run: stage 'grpo': the training step: rank 1 failed")); /* rank 0's */
+    /* a failure every rank agreed on: they leave in step, no MPI_Abort
+     * cutting the others' messages short */
+    if (strstr(e, "MPI_ABORT")) fail_msg("an agreed failure ended the job with MPI_Abort:\n%s", e);
     free(e);
     assert_true(exists_rel("runs/fe/checkpoints/step-1/model.safetensors"));
     assert_false(exists_rel("runs/fe/checkpoints/step-2"));
