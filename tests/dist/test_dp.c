@@ -200,6 +200,17 @@ static void wait_metrics(pid_t pid, const char *name, const char *needle) {
     fail_msg("run %s: metrics never had %s", name, needle);
 }
 
+/* Wait (at most 60 s) until rel exists while mpirun (pid) runs. */
+static void wait_exists(pid_t pid, const char *rel) {
+    for (int i = 0; i < 12000; i++) {
+        if (exists_rel(rel)) return;
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) fail_msg("the run ended before %s existed", rel);
+        usleep(5000);
+    }
+    fail_msg("%s never existed", rel);
+}
+
 /* The lines of rel that hold needle, concatenated. */
 static char *lines_with(const char *rel, const char *needle) {
     char *t = read_rel(rel), *save = NULL;
@@ -435,7 +446,9 @@ static void test_fault_kill(void **state) {
     (void)state;
     const char *more[] = {"--set", "stages.grpo.max_steps=400", NULL};
     pid_t pid = spawn(2, "fk", NULL, more);
-    wait_metrics(pid, "fk", "\"global_step\":2,");
+    /* step 2's checkpoint complete (renamed into place): rank 1 dies in a
+     * later step or in a later checkpoint's write */
+    wait_exists(pid, "runs/fk/checkpoints/step-2");
     pid_t r1 = rank_pid(pid, 1);
     assert_true(r1 > 0);
     assert_int_equal(kill(r1, SIGKILL), 0);
@@ -449,7 +462,7 @@ static void test_fault_kill(void **state) {
     if (!strstr(e, "rank 1 with PID")) fail_msg("the message does not name rank 1:\n%s", e);
     free(e);
     assert_true(exists_rel("runs/fk/checkpoints/step-2/model.safetensors"));
-    /* the last complete checkpoint resumes */
+    /* the last complete checkpoint resumes (a half-written one is set aside) */
     const char *resume[] = {"--set", "stages.grpo.max_steps=400", "--resume", "--max-total-steps", "5", NULL};
     expect_ok(run_np(2, "fk", NULL, resume), "fk");
     assert_true(exists_rel("runs/fk/checkpoints/step-5/model.safetensors"));
