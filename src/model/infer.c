@@ -23,6 +23,7 @@ typedef struct {
     tensor ha, hb; /* residual ping-pong [n, d] */
     layer_acts A;
     tensor q_lat, o_lat; /* decode [n, H, dc] */
+    tensor lora_hv;      /* decode with an adapter on kv_b_proj: [n * H * r] */
     tensor hlast, rstd_f, logits;
     tensor hnorm; /* bf16 mode: the final norm's bf16 output [lrows, d] (f32 mode: hlast) */
     tensor logits_view; /* the rows of the last call */
@@ -48,6 +49,9 @@ static void plan_ws(planner *p, infer_ws *w, int64_t n, int64_t s, int64_t lrows
     if (decode) {
         w->q_lat = plan_t(p, TENSOR_F32, 3, n, H, c->kv_lora_rank);
         w->o_lat = plan_t(p, TENSOR_F32, 3, n, H, c->kv_lora_rank);
+        w->lora_hv.data = NULL;
+        if (p->lora && (p->lora->targets & (1u << MODEL_LORA_KV_B_PROJ)))
+            w->lora_hv = plan_t(p, TENSOR_F32, 1, n * H * p->lora->r, 1, 1);
     }
     w->hlast = plan_t(p, TENSOR_F32, 2, lrows, d, 1);
     w->hnorm = model_cdt(p->m) == TENSOR_F32 ? w->hlast : plan_t(p, TENSOR_BF16, 2, lrows, d, 1);
@@ -98,7 +102,7 @@ base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const i
         return st;
     }
     infer_ws w;
-    planner p = {m, NULL, 0};
+    planner p = {m, NULL, 0, m->lora ? &m->lora->cfg : NULL};
     plan_ws(&p, &w, n, nseq, n, 0);
     /* token logprobs by the chunked head */
     int64_t V = c->vocab_size, rows = n < MODEL_LM_ROWS ? n : MODEL_LM_ROWS, cols = V < MODEL_LM_COLS ? V : MODEL_LM_COLS;
@@ -189,7 +193,8 @@ size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size) {
     return model_cache_page_bytes_p(cfg, page_size, MODEL_F32);
 }
 
-size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim) {
+size_t model_cache_bytes_p(const model_config *cfg, const model_cache_limits *lim, const model_lora_config *lc,
+                           model_precision prec) {
     model_cache_limits l;
     int64_t mb = 0;
     if (resolve_limits(lim, &l, &mb)) return 0;
@@ -197,11 +202,16 @@ size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim)
     memset(&shell, 0, sizeof shell);
     shell.cfg = *cfg;
     shell.ops = ops_cpu();
+    shell.cdt = prec == MODEL_BF16 ? TENSOR_BF16 : TENSOR_F32;
     infer_ws w;
-    planner p = {&shell, NULL, 0};
+    planner p = {&shell, NULL, 0, lc};
     plan_ws(&p, &w, ws_tokens(&l), l.slots, ws_rows(&l), 1);
     size_t table = (size_t)(l.slots + 1) * (size_t)mb * sizeof(int32_t); /* + the padding slot and page */
-    return (size_t)(l.pages + 1) * model_cache_page_bytes(cfg, l.page_size) + table + p.off;
+    return (size_t)(l.pages + 1) * model_cache_page_bytes_p(cfg, l.page_size, prec) + table + p.off;
+}
+
+size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim) {
+    return model_cache_bytes_p(cfg, lim, NULL, MODEL_F32);
 }
 
 base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache **out) {
@@ -229,7 +239,7 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
     for (size_t i = 0; i < tn; i++) mc->table_h[i] = identity ? (int32_t)i : -1;
     mc->table_h[(size_t)l.slots * (size_t)mb] = (int32_t)l.pages; /* the padding slot's position 0 */
     mc->table_dirty = 1;
-    planner p = {m, NULL, 0};
+    planner p = {m, NULL, 0, m->lora ? &m->lora->cfg : NULL};
     int64_t n = ws_tokens(&l);
     plan_ws(&p, &mc->w, n, l.slots, ws_rows(&l), 1);
     mc->ws_mem = m->ops->alloc(p.off + 64);
@@ -397,6 +407,7 @@ static void decode_body(void *arg) {
     ctx.table = &mc->table;
     ctx.slot = &tslot;
     ctx.len = &tlen;
+    ctx.lora_hv = w->lora_hv;
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         ctx.cache = mv_index4(&mc->cache, l);
         layer_decode(m, l, &w->A, &cur, &nxt, &ctx, &w->q_lat, &w->o_lat);

@@ -278,6 +278,7 @@ static base_status setup_precision(model *m, const model_load_opts *opts) {
 }
 
 void model_sync_compute(model *m) {
+    if (m->lora) model_lora_sync_compute(m->lora); /* the adapter's bf16 copy too */
     if (m->cdt != TENSOR_BF16) return;
     tensor src = tensor_1d(m->params, TENSOR_F32, m->numel), dst = tensor_1d(m->params_c, TENSOR_BF16, m->numel);
     src.device = dst.device = m->ops->device;
@@ -295,6 +296,7 @@ static base_status finish(model *m, const model_load_opts *opts) {
 
 void model_free(model *m) {
     if (!m) return;
+    model_lora_free(m->lora); /* an attached adapter goes with its model */
     m->ops->free(m->params);
     if (m->params_c) m->ops->free(m->params_c);
     model_weights_free(&m->wc);
