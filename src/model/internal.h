@@ -219,10 +219,9 @@ void lora_decode_o(const model *m, int l, const layer_acts *A, tensor *ov, const
 /* Plan A's LoRA tensors for n tokens (K experts per token) under p->lora,
  * for the slots of dense and/or MoE layers. */
 void lora_plan_acts(planner *p, layer_acts *A, int64_t n, int dense, int moe);
-/* lora.c, for lora_io.c and weights.c: an adapter of config lc on m with
- * zero weights, attached; the bf16 copy refreshed from the f32 masters. */
+/* lora.c, for lora_io.c: an adapter of config lc on m with zero weights,
+ * attached. */
 base_status lora_new_zero(model *m, const model_lora_config *lc, model_lora **out);
-void model_lora_sync_compute(model_lora *a);
 /* Rows of the largest LoRA gradient scratch (bwd_scratch.ldt) for n tokens. */
 int64_t lora_scratch_rows(const model_config *c, const model_lora_config *lc, int64_t n);
 

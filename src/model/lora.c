@@ -222,7 +222,7 @@ static void lora_sync(model_lora *a) {
     a->m->ops->convert(&dst, &src);
 }
 
-void model_lora_sync_compute(model_lora *a) { lora_sync(a); }
+void model_lora_sync(model_lora *a) { lora_sync(a); }
 
 static base_status attach(model *m, model_lora *a) {
     if (m->lora) return base_err_set(BASE_ERR_INVALID, "lora: the model already has an adapter");

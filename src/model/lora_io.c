@@ -189,7 +189,7 @@ base_status model_lora_load_weights(model_lora *a, const char *dir) {
                                                "configured)", p, st_at(f, i)->name, a->cfg.r);
     if (!s) {
         a->m->ops->upload(a->params, host, (size_t)a->numel * sizeof(float));
-        model_lora_sync_compute(a);
+        model_lora_sync(a);
     }
     free(host);
     st_close(f);

@@ -404,6 +404,10 @@ int64_t model_lora_numel(const model_lora *a);
  * made), allocated by the first call and owned by the adapter: the
  * backward of a pass that runs the adapter accumulates (+=) into it. */
 float *model_lora_grads(model_lora *a);
+/* bf16 mode: refresh the adapter's bf16 copy from its f32 parameters
+ * (after an optimizer step; the frozen base needs no refresh). A no-op in
+ * f32 mode. model_sync_compute does it too. */
+void model_lora_sync(model_lora *a);
 /* Bytes of the adapter's parameters (f32) for a config, and of its bf16
  * compute copy in a precision (0 in f32 mode). */
 size_t model_lora_param_bytes(const model_config *mc, const model_lora_config *lc);

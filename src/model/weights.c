@@ -278,7 +278,7 @@ static base_status setup_precision(model *m, const model_load_opts *opts) {
 }
 
 void model_sync_compute(model *m) {
-    if (m->lora) model_lora_sync_compute(m->lora); /* the adapter's bf16 copy too */
+    if (m->lora) model_lora_sync(m->lora); /* the adapter's bf16 copy too */
     if (m->cdt != TENSOR_BF16) return;
     tensor src = tensor_1d(m->params, TENSOR_F32, m->numel), dst = tensor_1d(m->params_c, TENSOR_BF16, m->numel);
     src.device = dst.device = m->ops->device;

@@ -191,6 +191,14 @@ static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
     return BASE_OK;
 }
 
+/* The recipe's lora table: a new adapter on the policy (A drawn from the
+ * run's seed, B = 0), or the adapter of checkpoint dir (resume). */
+static base_status attach_adapter(run_ctx *c, const char *dir) {
+    base_status s = model_lora_new(c->policy, &c->cfg->lora.model, c->seed, &c->lora);
+    if (!s && dir) s = run_ckpt_load_adapter(c, dir);
+    return s ? base_err_wrap(s, "lora") : BASE_OK;
+}
+
 static void ctx_free(run_ctx *c) {
     if (c->metrics) fclose(c->metrics);
     if (c->samples) fclose(c->samples);
@@ -245,7 +253,12 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     /* weights and tokenizer first: a run that cannot start leaves an
      * existing run directory as it was */
     char *model_dir = recipe_resolve_path(rc, c.cfg->model);
-    s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir, !ck);
+    if (c.cfg->lora.set) { /* the frozen base is the recipe's model; the adapter new or the checkpoint's */
+        s = load_policy(&c, model_dir, 1);
+        if (!s) s = attach_adapter(&c, ck ? run_ckpt_dir(ck) : NULL);
+    } else {
+        s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir, !ck);
+    }
     const char *tk = c.cfg->tokenizer;
     c.tok_dir = tk ? recipe_resolve_path(rc, tk) : base_xstrdup(model_dir);
     free(model_dir);

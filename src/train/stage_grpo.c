@@ -360,10 +360,18 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
                              .recompute = g->cfg->train.gradient_checkpointing};
     if (!s) s = model_train_new(c->policy, &tl, &g->tr);
     if (!s) {
-        g->grads = model_grads_new(c->policy);
+        g->grads = run_policy_grads(c);
         s = run_optim_new(c, &g->cfg->train, g->cfg->max_steps * g->mu * g->spg, g->grads, &g->opt);
     }
-    if (!s && grpo_needs_ref_logp(g->gc)) s = open_ref(g, resume, &tl);
+    if (!s && grpo_needs_ref_logp(g->gc)) {
+        if (c->lora) { /* the reference is the base: the policy's model with the adapter off (no second model) */
+            model_train_limits rl = tl;
+            rl.no_adapter = 1;
+            s = model_train_new(c->policy, &rl, &g->tr_ref);
+        } else {
+            s = open_ref(g, resume, &tl);
+        }
+    }
     /* the data cursor, and the state a checkpoint of this stage restores */
     cursor *cur = &g->cur;
     cur->nrows = g->nrows;
@@ -578,7 +586,7 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
                                 &ostats);
             if (s) break;
             optim_step(&g->opt, (step * mu + it) * spg + part, &ss->info);
-            model_sync_compute(c->policy); /* bf16 mode: refresh the compute weights */
+            run_sync_policy(c); /* bf16 mode: refresh the compute weights */
             grpo_entropy_ctl_update(g->gc, &g->ectl, &ostats);
         }
     ss->t_train = base_now() - t_train0;
@@ -751,9 +759,29 @@ base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *st, const run_ckp
     return s ? base_err_wrap(s, "stage '%s'", st->name) : BASE_OK;
 }
 
+float *run_policy_grads(run_ctx *c) { return c->lora ? NULL : model_grads_new(c->policy); }
+
+void run_sync_policy(run_ctx *c) {
+    if (c->lora) model_lora_sync(c->lora);
+    else model_sync_compute(c->policy);
+}
+
 base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max_steps, float *grads, optim *o) {
     optim_config oc = train->optim;
     oc.max_steps = max_steps;
+    if (c->lora) { /* the adapter's A and B, in its arena */
+        model_lora *a = c->lora;
+        int n = model_lora_nparams(a);
+        optim_param_spec *specs = base_xcalloc((size_t)n, sizeof *specs);
+        for (int i = 0; i < n; i++) {
+            const model_param *p = model_lora_param_at(a, i);
+            specs[i] = (optim_param_spec){p->name, p->numel, p->offset};
+        }
+        base_status s = optim_init_arena(o, c->ops, &oc, specs, n, NULL, model_lora_params(a), model_lora_grads(a),
+                                         model_lora_numel(a));
+        free(specs);
+        return s;
+    }
     int n = model_nparams(c->policy), k = 0;
     optim_param_spec *specs = base_xcalloc((size_t)n, sizeof *specs);
     for (int i = 0; i < n; i++) {

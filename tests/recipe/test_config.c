@@ -375,14 +375,14 @@ static void test_lora_table(void **state) {
         const char *fields, *want, *also;
     } bad[] = {
         {"lora = { target_modules = {'q_a_proj', 'k_proj'} },",
-         "recipe.lua: lora.target_modules[2] = \"k_proj\": must be one of " MODEL_LORA_TARGET_NAMES "|all-linear"},
-        {"lora = { target_modules = {} },", "recipe.lua: lora.target_modules = {...}: must name at least one module"},
-        {"lora = { lora_dropout = 0.05 },", "recipe.lua: lora.lora_dropout = 0.05: only 0 is supported"},
-        {"lora = { r = 0 },", "recipe.lua: lora.r = 0: must be in [1, 4096]"},
-        {"lora = { rank = 8 },", "recipe.lua: unknown key 'lora.rank'"},
-        {"lora = 8,", "recipe.lua: lora = 8: expected a table"},
+         "recipe.lua: lora.target_modules[2] = \"k_proj\": must be one of " MODEL_LORA_TARGET_NAMES "|all-linear", NULL},
+        {"lora = { target_modules = {} },", "recipe.lua: lora.target_modules = {...}: must name at least one module", NULL},
+        {"lora = { lora_dropout = 0.05 },", "recipe.lua: lora.lora_dropout = 0.05: only 0 is supported", NULL},
+        {"lora = { r = 0 },", "recipe.lua: lora.r = 0: must be in [1, 4096]", NULL},
+        {"lora = { rank = 8 },", "recipe.lua: unknown key 'lora.rank'", NULL},
+        {"lora = 8,", "recipe.lua: lora = 8: expected a table", NULL},
         {"lora = {}, ref_model = 'ref',", "recipe.lua: ref_model = \"/", "ref\": not with lora: the reference is the base"},
-        {"lora = {}, init_std = 0.02,", "recipe.lua: init_std = 0.02: not with lora"},
+        {"lora = {}, init_std = 0.02,", "recipe.lua: init_std = 0.02: not with lora", NULL},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         base_buf_printf(&b, src, bad[i].fields);
