@@ -17,6 +17,9 @@
 
 #include "model/internal.h"
 
+/* The slack allocated past the planned workspace of a cache. */
+#define WS_SLACK 64
+
 /* Workspace for n tokens over up to s sequences with `lrows` logits rows. */
 typedef struct {
     tensor ids, pos, cu, slot, len, last;
@@ -207,11 +210,11 @@ size_t model_cache_bytes_p(const model_config *cfg, const model_cache_limits *li
     planner p = {&shell, NULL, 0, lc};
     plan_ws(&p, &w, ws_tokens(&l), l.slots, ws_rows(&l), 1);
     size_t table = (size_t)(l.slots + 1) * (size_t)mb * sizeof(int32_t); /* + the padding slot and page */
-    return (size_t)(l.pages + 1) * model_cache_page_bytes_p(cfg, l.page_size, prec) + table + p.off;
+    return (size_t)(l.pages + 1) * model_cache_page_bytes_p(cfg, l.page_size, prec) + table + p.off + WS_SLACK;
 }
 
 size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim) {
-    return model_cache_bytes_p(cfg, lim, NULL, MODEL_F32);
+    return model_cache_bytes_p(cfg, lim, NULL, MODEL_F32) - WS_SLACK;
 }
 
 base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache **out) {
@@ -242,7 +245,7 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
     planner p = {m, NULL, 0, m->lora ? &m->lora->cfg : NULL};
     int64_t n = ws_tokens(&l);
     plan_ws(&p, &mc->w, n, l.slots, ws_rows(&l), 1);
-    mc->ws_mem = m->ops->alloc(p.off + 64);
+    mc->ws_mem = m->ops->alloc(p.off + WS_SLACK);
     p.base = mc->ws_mem;
     p.off = 0;
     plan_ws(&p, &mc->w, n, l.slots, ws_rows(&l), 1);

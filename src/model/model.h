@@ -159,6 +159,10 @@ model_precision model_get_precision(const model *m);
 void model_sync_compute(model *m);
 /* Bytes of the bf16 compute-weight arena (0 in f32 mode). */
 size_t model_compute_bytes(const model *m);
+/* Device bytes model_load allocates for a config loaded with these options
+ * (NULL: f32, the config's context) and n_mtp MTP modules: the parameter
+ * arena (+ the bf16 compute copy in bf16 mode) and the rope tables. */
+size_t model_weights_bytes(const model_config *cfg, const model_load_opts *opts, int n_mtp);
 
 /* Gradient arena: same layout as the parameters, zero-filled device memory
  * (free with model_ops(m)->free). Backward accumulates into it. */
@@ -196,11 +200,16 @@ void model_train_free(model_train *tr);
 /* Bytes of the activation arena for a config and limits (planning; the
  * f32 mode's plan). */
 size_t model_train_bytes(const model_config *cfg, const model_train_limits *lim);
-/* The same with a LoRA adapter of config lc attached (NULL: none), in a
- * precision: what model_train_new allocates for such a model. */
+/* The device bytes model_train_new allocates for a config and limits with
+ * a LoRA adapter of config lc attached (NULL: none), in a precision: the
+ * planned arena (model_train_plan_bytes) and 64 bytes of slack. The
+ * adapter's gradient arena, which model_train_new makes once, is not
+ * counted (model_lora_param_bytes). */
 struct model_lora_config;
 size_t model_train_bytes_p(const model_config *cfg, const model_train_limits *lim,
                            const struct model_lora_config *lc, model_precision prec);
+size_t model_train_plan_bytes(const model_config *cfg, const model_train_limits *lim,
+                              const struct model_lora_config *lc, model_precision prec);
 /* Bytes of tr's activation arena (as planned for its model's precision). */
 size_t model_train_arena_bytes(const model_train *tr);
 
@@ -283,8 +292,9 @@ typedef struct model_cache model_cache;
 base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache **out);
 void model_cache_free(model_cache *c);
 size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim);
-/* The same with a LoRA adapter of config lc (NULL: none), in a precision:
- * what model_cache_new allocates for such a model. */
+/* The device bytes model_cache_new allocates for such a cache with a LoRA
+ * adapter of config lc (NULL: none), in a precision: the page pool, the
+ * block tables, the workspace and its 64 bytes of slack. */
 size_t model_cache_bytes_p(const model_config *cfg, const model_cache_limits *lim,
                            const struct model_lora_config *lc, model_precision prec);
 /* Bytes of one page over all layers (page_size positions of the latent

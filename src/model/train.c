@@ -112,8 +112,16 @@ static void train_shell_free(model_train *tr) {
     free(tr);
 }
 
+/* The slack model_train_new allocates past the planned arena. */
+#define ARENA_SLACK 64
+
 size_t model_train_bytes_p(const model_config *cfg, const model_train_limits *lim, const model_lora_config *lc,
                            model_precision prec) {
+    return model_train_plan_bytes(cfg, lim, lc, prec) + ARENA_SLACK;
+}
+
+size_t model_train_plan_bytes(const model_config *cfg, const model_train_limits *lim, const model_lora_config *lc,
+                              model_precision prec) {
     if (check_limits(lim)) return 0;
     model shell;
     memset(&shell, 0, sizeof shell);
@@ -128,7 +136,7 @@ size_t model_train_bytes_p(const model_config *cfg, const model_train_limits *li
 }
 
 size_t model_train_bytes(const model_config *cfg, const model_train_limits *lim) {
-    return model_train_bytes_p(cfg, lim, NULL, MODEL_F32);
+    return model_train_plan_bytes(cfg, lim, NULL, MODEL_F32);
 }
 
 base_status model_train_new(model *m, const model_train_limits *lim, model_train **out) {
@@ -142,7 +150,7 @@ base_status model_train_new(model *m, const model_train_limits *lim, model_train
     plan_train(&p, tr);
     tr->bytes = p.off;
     if (lc) model_lora_grads(m->lora); /* the adapter's gradient arena, made once */
-    tr->mem = m->ops->alloc(tr->bytes + 64);
+    tr->mem = m->ops->alloc(tr->bytes + ARENA_SLACK);
     p.base = tr->mem;
     p.off = 0;
     plan_train(&p, tr);

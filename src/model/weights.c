@@ -198,13 +198,18 @@ static model *model_alloc(const model_config *cfg, const struct ops *ops, int n_
     return m;
 }
 
+/* The rope tables' bytes (model_rope_tables): cos and sin [len, dr/2] f32, + 1. */
+static size_t rope_bytes(const model_config *c, int64_t len) {
+    return 2 * (size_t)len * (size_t)(c->qk_rope_head_dim / 2) * sizeof(float) + 1;
+}
+
 void model_rope_tables(model *m, int64_t len) {
     const model_config *c = &m->cfg;
     int half = c->qk_rope_head_dim / 2;
     float inv[half];
     model_rope_inv_freq(c, inv);
     size_t n = (size_t)len * (size_t)half;
-    float *host = base_xmalloc(2 * n * sizeof(float) + 1);
+    float *host = base_xmalloc(rope_bytes(c, len));
     for (int64_t p = 0; p < len; p++)
         for (int i = 0; i < half; i++) {
             /* HF: angle = float(position) * inv_freq in f32, then cos/sin
@@ -214,7 +219,7 @@ void model_rope_tables(model *m, int64_t len) {
             host[n + p * half + i] = (float)(sin((double)ang) * c->attention_factor);
         }
     m->rope_len = len;
-    m->rope_mem = m->ops->alloc(2 * n * sizeof(float) + 1);
+    m->rope_mem = m->ops->alloc(rope_bytes(c, len));
     m->ops->upload(m->rope_mem, host, 2 * n * sizeof(float));
     free(host);
     m->rope_cos = mv_2d(m, m->rope_mem, TENSOR_F32, len, half);
@@ -283,6 +288,14 @@ void model_sync_compute(model *m) {
     tensor src = tensor_1d(m->params, TENSOR_F32, m->numel), dst = tensor_1d(m->params_c, TENSOR_BF16, m->numel);
     src.device = dst.device = m->ops->device;
     m->ops->convert(&dst, &src);
+}
+
+size_t model_weights_bytes(const model_config *cfg, const model_load_opts *opts, int n_mtp) {
+    int64_t mtp = 0, n = model_config_param_count(cfg, &mtp);
+    if (n_mtp > 0 && cfg->num_nextn_predict_layers > 0) n += mtp / cfg->num_nextn_predict_layers * n_mtp;
+    size_t per = sizeof(float) + (opts && opts->precision == MODEL_BF16 ? sizeof(uint16_t) : 0);
+    int64_t len = opts && opts->max_context > 0 ? opts->max_context : cfg->max_position_embeddings;
+    return (size_t)n * per + rope_bytes(cfg, len);
 }
 
 model_precision model_get_precision(const model *m) { return m->cdt == TENSOR_BF16 ? MODEL_BF16 : MODEL_F32; }

@@ -389,6 +389,17 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
         g->ectl.coef = rs->entropy_coef;
         g->ectl.last_entropy = rs->entropy_last;
     }
+    if (!s) { /* the device memory of this stage by role, from the sizing it was allocated with */
+        run_grpo_shape sh = {.precision = c->load.precision, .lora = c->lora ? model_lora_cfg(c->lora) : NULL,
+                             .num_generations = b->G, .prompts = b->P, .max_prompt = b->max_prompt,
+                             .max_completion = b->max_new, .micro_batch = b->mb, .recompute = tl.recompute,
+                             .ref = grpo_needs_ref_logp(g->gc), .max_context = c->load.max_context};
+        run_grpo_mem mem;
+        run_grpo_memory(model_cfg(c->policy), &sh, &mem);
+        cJSON *sum = cJSON_CreateObject();
+        cJSON_AddItemToObject(sum, "memory_plan", run_grpo_memory_json(&mem));
+        s = run_summary_set(c, st->name, sum);
+    }
     g->weights = base_xmalloc((size_t)(b->F > 0 ? b->F : 1) * sizeof(float));
     for (int f = 0; f < b->F; f++) g->weights[f] = (float)reward_pool_func_weight(g->pool, f);
     g->keep = base_xmalloc((size_t)b->P + 1);
