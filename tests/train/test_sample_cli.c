@@ -17,11 +17,7 @@ static char *g_dir, *g_tmp; /* fixture dir; private TMPDIR of the commands */
 
 static char *P(const char *rel) { return base_path_join(g_dir, rel); }
 
-static void write_text(const char *rel, const char *text) {
-    char *p = P(rel);
-    test_write_file(p, text, strlen(text));
-    free(p);
-}
+static void write_text(const char *rel, const char *text) { test_write_text(g_dir, rel, text); }
 
 static int setup(void **state) {
     (void)state;
