@@ -15,7 +15,10 @@
  * LoRA (the recipe's lora table, every module): the adapter on the frozen
  * base trains on the device; step 1's KL to the reference (the base, the
  * adapter off) is exactly 0; stopped + resumed gives the same metrics and
- * bit-identical adapters; the base's bytes are never written.
+ * bit-identical adapters; the base's bytes are never written. Under the
+ * emulator the backend's alloc and free are counted: the GRPO stage's
+ * memory plan (summary.json grpo.memory_plan, bf16 sizes in bf16 mode)
+ * equals the peak of live device bytes of the run.
  */
 #include "common/test_common.h"
 
@@ -31,6 +34,39 @@
 
 static const char *g_dev, *g_prec = "f32";
 static const char *g_top = ""; /* top-level recipe keys (the lora table) */
+
+/* The emulated backend with its allocations counted (live and peak bytes). */
+#define MAX_LIVE 4096
+static const struct ops *g_inner;
+static struct ops g_counting;
+static struct {
+    void *p;
+    size_t n;
+} g_live[MAX_LIVE];
+static size_t g_live_bytes, g_peak_bytes;
+
+static void *count_alloc(size_t n) {
+    void *p = g_inner->alloc(n);
+    int i = 0;
+    while (i < MAX_LIVE && g_live[i].p) i++;
+    if (i == MAX_LIVE) fail_msg("more than %d live device allocations", MAX_LIVE);
+    g_live[i].p = p, g_live[i].n = n;
+    g_live_bytes += n;
+    if (g_live_bytes > g_peak_bytes) g_peak_bytes = g_live_bytes;
+    return p;
+}
+
+static void count_free(void *p) {
+    if (!p) return;
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (g_live[i].p == p) {
+            g_live_bytes -= g_live[i].n;
+            g_live[i].p = NULL;
+            g_inner->free(p);
+            return;
+        }
+    fail_msg("freeing %p: not a live device allocation", p);
+}
 static char *DIR_;
 
 static int setup(void **state) {
@@ -190,7 +226,20 @@ static void test_offload_optimizer(void **state) {
 
 static void test_lora(void **state) {
     (void)state;
+    g_peak_bytes = g_live_bytes;
     if (run_lora("lora", 0, 0)) fail_msg("%s: %s", g_dev, base_err_msg());
+    if (g_inner) { /* the memory plan == the device bytes the run allocated */
+        char *text = read_run("lora", "summary.json", NULL);
+        cJSON *j = cJSON_Parse(text);
+        const cJSON *plan = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "grpo"), "memory_plan");
+        double total = base_json_num(plan, "total", -1, NULL);
+        printf("%s %s: LoRA GRPO stage: planned %.0f device bytes, peak allocated %zu\n", g_dev, g_prec, total,
+               g_peak_bytes);
+        assert_true(total == (double)g_peak_bytes);
+        assert_int_equal(g_live_bytes, 0);
+        cJSON_Delete(j);
+        free(text);
+    }
     if (run_lora("lora_res", 0, 1)) fail_msg("%s: %s", g_dev, base_err_msg());
     if (run_lora("lora_res", 1, 0)) fail_msg("%s (resume): %s", g_dev, base_err_msg());
     char *ma = metrics_canon("lora"), *mb = metrics_canon("lora_res");
@@ -238,7 +287,11 @@ int main(int argc, char **argv) {
     }
     if (!have) return 0;
     if (!strcmp(backend, "emu")) {
-        ops_register("cuda-emu", ops);
+        g_inner = ops;
+        g_counting = *ops;
+        g_counting.alloc = count_alloc;
+        g_counting.free = count_free;
+        ops_register("cuda-emu", &g_counting);
         g_dev = "cuda-emu";
     } else {
         g_dev = "cuda";
