@@ -78,13 +78,14 @@ typedef struct {
 
 /* ---- memory by role (run_mem.c) --------------------------------------------
  * The device bytes a GRPO stage holds, by role, from the sizing functions
- * the run allocates with (model_weights_bytes, model_lora_param_bytes,
+ * the run allocates with (model_memory_plan, model_lora_param_bytes,
  * model_train_bytes_p, rollout_bytes): the stage records them in
  * summary.json ("memory_plan"), tests/train/test_lora_run.c checks them
  * against what a run allocates, and bench/mem_plan.c prints them for
  * large configs (docs/model.md). */
 typedef struct {
-    model_precision precision;
+    model_load_opts load;          /* the policy's load options (precision, max_context, ...) */
+    tensor_device device;          /* the backend's (TENSOR_CPU, TENSOR_CUDA) */
     const model_lora_config *lora; /* NULL: full fine-tuning */
     int64_t num_generations;       /* G */
     int64_t prompts;               /* per step: generation_batch_size / G */
@@ -92,7 +93,6 @@ typedef struct {
     int64_t micro_batch;           /* completions per micro-batch (per_device_train_batch_size; 0: all) */
     int recompute;                 /* gradient_checkpointing */
     int ref;                       /* beta != 0: a reference pass */
-    int64_t max_context;           /* the rope tables' length (0: max_position_embeddings) */
 } run_grpo_shape;
 
 typedef struct {
@@ -100,15 +100,17 @@ typedef struct {
     size_t adapter;         /* LoRA A and B (f32, + the bf16 copy in bf16 mode); 0 without */
     size_t grads;           /* the gradient arena: the model's, or only the adapter's */
     size_t optimizer;       /* AdamW m and v over what trains */
-    size_t ref_weights;     /* the reference model (full fine-tuning with beta != 0); LoRA: 0, the
-                             * base with the adapter off */
+    size_t ref_weights;     /* the reference model (full fine-tuning with beta != 0: frozen,
+                             * compute weights only); LoRA: 0, the base with the adapter off */
     size_t activations;     /* the trainer's activation arena */
     size_t ref_activations; /* the reference pass's arena (beta != 0) */
     size_t rollout;         /* latent cache pages, block tables, prefill/decode workspace */
     size_t total;
 } run_grpo_mem;
 
-void run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, run_grpo_mem *out);
+/* BASE_ERR_INVALID / UNSUPPORTED: the load options' precision checks
+ * (model_memory_plan). */
+base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, run_grpo_mem *out);
 /* out as a JSON object of byte counts, the role names above (and "total"). */
 cJSON *run_grpo_memory_json(const run_grpo_mem *m);
 

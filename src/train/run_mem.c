@@ -10,46 +10,54 @@
  *                  sequences, P prompts, groups of G (rollout_bytes)
  *   full           the policy's f32 masters (+ bf16 copy), its gradient
  *                  arena, AdamW m and v over it, and with beta != 0 a
- *                  second model, the reference
+ *                  second model, the reference (frozen: compute weights)
  *   LoRA           the base as loaded, the adapter (f32 + bf16 copy), the
  *                  adapter's gradients and m, v; no reference model
  */
 #include "run_internal.h"
 
-void run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, run_grpo_mem *out) {
+base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, run_grpo_mem *out) {
     memset(out, 0, sizeof *out);
-    model_load_opts lo = {.max_context = sh->max_context, .precision = sh->precision};
+    model_precision prec = sh->load.precision;
     int64_t n_seqs = sh->prompts * sh->num_generations, mb = sh->micro_batch;
     if (mb <= 0 || mb > n_seqs) mb = n_seqs;
     model_train_limits tl = {.max_tokens = mb * (sh->max_prompt + sh->max_completion), .max_seqs = (int)mb,
                              .recompute = sh->recompute};
-    out->weights = model_weights_bytes(mc, &lo, 0);
-    out->activations = model_train_bytes_p(mc, &tl, sh->lora, sh->precision);
+    model_mem pm;
+    base_status s = model_memory_plan(mc, &sh->load, sh->device, &pm);
+    if (s) return s;
+    out->weights = model_mem_total(&pm);
+    out->activations = model_train_bytes_p(mc, &tl, sh->lora, prec);
     if (sh->lora) {
         size_t p = model_lora_param_bytes(mc, sh->lora);
-        out->adapter = p + model_lora_compute_bytes(mc, sh->lora, sh->precision);
+        out->adapter = p + model_lora_compute_bytes(mc, sh->lora, prec);
         out->grads = p;
         out->optimizer = 2 * p;
         if (sh->ref) {
             model_train_limits rl = tl;
             rl.no_adapter = 1;
-            out->ref_activations = model_train_bytes_p(mc, &rl, NULL, sh->precision);
+            out->ref_activations = model_train_bytes_p(mc, &rl, NULL, prec);
         }
     } else {
-        int64_t n = model_config_param_count(mc, NULL);
-        out->grads = (size_t)n * sizeof(float);
-        out->optimizer = 2 * (size_t)n * sizeof(float);
-        if (sh->ref) {
-            out->ref_weights = out->weights;
+        out->grads = (size_t)pm.params * sizeof(float); /* the policy's layout, MTP layers included */
+        out->optimizer = 2 * out->grads;
+        if (sh->ref) { /* frozen: compute weights only (stage_grpo.c open_ref) */
+            model_load_opts ro = sh->load;
+            ro.frozen = 1;
+            model_mem rm;
+            s = model_memory_plan(mc, &ro, sh->device, &rm);
+            if (s) return s;
+            out->ref_weights = model_mem_total(&rm);
             out->ref_activations = out->activations;
         }
     }
     rollout_limits rl = {.max_seqs = (int)n_seqs, .max_prompts = (int)sh->prompts,
                          .max_group = (int)sh->num_generations, .max_prompt_len = sh->max_prompt,
                          .max_new_tokens = sh->max_completion};
-    out->rollout = rollout_bytes(mc, &rl, sh->lora, sh->precision);
+    out->rollout = rollout_bytes(mc, &rl, sh->lora, prec);
     out->total = out->weights + out->adapter + out->grads + out->optimizer + out->ref_weights + out->activations +
                  out->ref_activations + out->rollout;
+    return BASE_OK;
 }
 
 cJSON *run_grpo_memory_json(const run_grpo_mem *m) {
