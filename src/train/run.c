@@ -245,6 +245,9 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     c.load.frozen = 1;
     for (int i = 0; i < c.cfg->n_stages; i++)
         if (c.cfg->stages[i].type == RECIPE_STAGE_SFT || c.cfg->stages[i].type == RECIPE_STAGE_GRPO) c.load.frozen = 0;
+    /* with a lora table the model is the adapters' frozen base: compute
+     * weights only too (bf16 / fp8 allowed on the CPU) */
+    if (c.cfg->lora.set) c.load.frozen = 1;
     /* the checkpoint to resume from (read only) */
     run_ckpt *ck = NULL;
     if (c.opts.resume) {

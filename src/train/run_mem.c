@@ -18,7 +18,9 @@
 
 base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, run_grpo_mem *out) {
     memset(out, 0, sizeof *out);
-    model_precision prec = sh->load.precision;
+    /* the activations' precision: bf16 on a device backend in bf16 / fp8
+     * (the policy's compute dtype), f32 on the CPU whatever the storage */
+    model_precision prec = sh->device != TENSOR_CPU && sh->load.precision != MODEL_F32 ? MODEL_BF16 : MODEL_F32;
     int64_t n_seqs = sh->prompts * sh->num_generations, mb = sh->micro_batch;
     if (mb <= 0 || mb > n_seqs) mb = n_seqs;
     model_train_limits tl = {.max_tokens = mb * (sh->max_prompt + sh->max_completion), .max_seqs = (int)mb,

@@ -6,7 +6,8 @@
  * fine-tuning, with and without a reference pass, with a micro-batch below
  * the generation batch and with gradient checkpointing. The roles are
  * checked too: LoRA holds no reference model, no base gradients and
- * optimizer state of the adapter's size only. */
+ * optimizer state of the adapter's size only; its base is frozen (compute
+ * weights only), stored in bf16 or fp8 with the recipe's precision. */
 #include "common/test_common.h"
 
 #include <stdio.h>
@@ -88,6 +89,7 @@ typedef struct {
     const char *lora; /* the recipe's lora table, or "" */
     double beta;
     int mb, recompute;
+    const char *precision; /* the recipe's (LoRA: the frozen base's storage on the CPU) */
 } mem_case;
 
 /* Runs one GRPO stage of 2 steps on the counting backend; returns the
@@ -97,7 +99,7 @@ static cJSON *run_case(const mem_case *k, size_t *peak) {
     base_buf_printf(&b,
                     "return {\n"
                     "  name = '%s', model = '%s/model', output_dir = '%s/runs', seed = 3,\n"
-                    "  template = 'Q: {prompt}\\nA: ', report = false,\n"
+                    "  template = 'Q: {prompt}\\nA: ', report = false, precision = '%s',\n"
                     "  datasets = { train = '%s/data.jsonl' }, rewards = { '%s/len.lua:1.0' },\n"
                     "  %s\n"
                     "  stages = {\n"
@@ -106,7 +108,7 @@ static cJSON *run_case(const mem_case *k, size_t *peak) {
                     "      per_device_train_batch_size = %d, gradient_checkpointing = %s, save_steps = 2 },\n"
                     "  },\n"
                     "}\n",
-                    k->name, DIR_, DIR_, DIR_, DIR_, k->lora, k->beta, k->mb, k->recompute ? "true" : "false");
+                    k->name, DIR_, DIR_, k->precision ? k->precision : "f32", DIR_, DIR_, k->lora, k->beta, k->mb, k->recompute ? "true" : "false");
     recipe *rc;
     if (recipe_load_string(b.data, "mem.lua", NULL, 0, &rc)) fail_msg("%s", base_err_msg());
     base_buf_free(&b);
@@ -151,10 +153,15 @@ static void test_plan_equals_allocated(void **state) {
     const char *attn = "lora = { r = 2, lora_alpha = 4, target_modules = { 'q_proj', 'q_a_proj', 'q_b_proj', "
                        "'kv_a_proj_with_mqa', 'kv_b_proj', 'o_proj' } },";
     const mem_case cases[] = {
-        {"lora_ref", lora, 0.04, 6, 0},  {"lora_noref", lora, 0.0, 2, 0}, {"lora_attn_rc", attn, 0.04, 3, 1},
-        {"full_ref", "", 0.04, 6, 0},    {"full_noref_rc", "", 0.0, 2, 1},
+        {"lora_ref", lora, 0.04, 6, 0, NULL},
+        {"lora_noref", lora, 0.0, 2, 0, NULL},
+        {"lora_attn_rc", attn, 0.04, 3, 1, NULL},
+        {"lora_bf16_base", lora, 0.04, 3, 0, "bf16"},
+        {"lora_fp8_base", lora, 0.04, 6, 1, "fp8"},
+        {"full_ref", "", 0.04, 6, 0, NULL},
+        {"full_noref_rc", "", 0.0, 2, 1, NULL},
     };
-    size_t lora_total = 0, full_total = 0;
+    size_t lora_total = 0, full_total = 0, lora_f32_weights = 0, lora_bf16_weights = 0, lora_fp8_weights = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const mem_case *k = &cases[i];
         size_t peak;
@@ -173,7 +180,9 @@ static void test_plan_equals_allocated(void **state) {
             assert_int_equal(role(plan, "ref_weights"), 0); /* the base with the adapter off */
             assert_true(role(plan, "grads") < role(plan, "weights") / 4);
             assert_true((k->beta != 0) == (role(plan, "ref_activations") > 0));
-            if (!strcmp(k->name, "lora_ref")) lora_total = role(plan, "total");
+            if (!strcmp(k->name, "lora_ref")) lora_total = role(plan, "total"), lora_f32_weights = role(plan, "weights");
+            if (!strcmp(k->name, "lora_bf16_base")) lora_bf16_weights = role(plan, "weights");
+            if (!strcmp(k->name, "lora_fp8_base")) lora_fp8_weights = role(plan, "weights");
         } else {
             assert_int_equal(role(plan, "adapter"), 0);
             assert_true(role(plan, "grads") >= role(plan, "weights") * 9 / 10);
@@ -187,6 +196,10 @@ static void test_plan_equals_allocated(void **state) {
      * full fine-tuning with a reference model (on this tiny model the
      * activations dominate both) */
     assert_true(lora_total < full_total);
+    /* the frozen base in its storage: bf16 about half of f32, fp8 below bf16 */
+    printf("LoRA base: f32 %zu, bf16 %zu, fp8 %zu bytes\n", lora_f32_weights, lora_bf16_weights, lora_fp8_weights);
+    assert_true(lora_bf16_weights < lora_f32_weights * 6 / 10);
+    assert_true(lora_fp8_weights < lora_bf16_weights);
 }
 
 int main(void) {
