@@ -11,12 +11,11 @@
  *            [--recompute 0|1] [--beta B] [--r 16] [--alpha 32]
  *            [--targets attention|attention+mlp|all] [--gpu-gb 80]
  *
- * The LoRA rows: the base as a run loads it today (a trainable model: the
- * f32 masters and, in bf16 mode, the bf16 copy), then the same with a
- * frozen base holding compute weights only (model_memory_plan with
- * model_load_opts.frozen, as `grpo info --memory` plans sampling): bf16
- * (2 bytes per parameter) and FP8 (e4m3 GEMM weights with one f32 scale per
- * 128 x 128 block, the embedding and LM head bf16).
+ * The LoRA rows: the base frozen, as a LoRA run loads it (compute weights
+ * only, model_load_opts.frozen): bf16 (2 bytes per parameter) and FP8
+ * (e4m3 GEMM weights with one f32 scale per 128 x 128 block, the embedding
+ * and LM head bf16); and for comparison the base held as a trainable model
+ * (f32 masters + the bf16 copy), as before the base was frozen.
  * "targets": attention = q_proj / q_a_proj / q_b_proj, kv_a_proj_with_mqa,
  * kv_b_proj, o_proj; attention+mlp adds gate/up/down_proj of the dense
  * MLP and the shared experts (the issue's "attention + shared experts");
@@ -34,8 +33,8 @@
 
 /* ---- one table ------------------------------------------------------------ */
 
-static void row(const char *what, const run_grpo_mem *m, size_t weights, double gpu) {
-    size_t total = m->total - m->weights + weights;
+static void row(const char *what, const run_grpo_mem *m, double gpu) {
+    size_t weights = m->weights, total = m->total;
     printf("| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %s |\n", what, weights / GIB,
            m->adapter / GIB, m->grads / GIB, m->optimizer / GIB, m->ref_weights / GIB, m->activations / GIB,
            m->ref_activations / GIB, m->rollout / GIB, total / GIB, total <= gpu ? "yes" : "no");
@@ -94,33 +93,32 @@ int main(int argc, char **argv) {
     if (model_config_parse(j, argv[1], &cfg)) base_die("%s", base_err_msg());
     cJSON_Delete(j);
     sh.load.max_context = sh.max_prompt + sh.max_completion;
-    run_grpo_mem full, lora;
+    model_precision prec0 = sh.load.precision; /* full GRPO's and the trainable base's */
+    run_grpo_mem full, lora_tr, lora_bf, lora_f8;
     if (run_grpo_memory(&cfg, &sh, &full)) base_die("%s", base_err_msg());
     sh.lora = &lc;
-    if (run_grpo_memory(&cfg, &sh, &lora)) base_die("%s", base_err_msg());
-    model_mem fb, f8;
-    model_load_opts fo = sh.load;
-    fo.frozen = 1;
-    fo.precision = MODEL_BF16;
-    if (model_memory_plan(&cfg, &fo, sh.device, &fb)) base_die("%s", base_err_msg());
-    fo.precision = MODEL_FP8;
-    if (model_memory_plan(&cfg, &fo, sh.device, &f8)) base_die("%s", base_err_msg());
+    if (run_grpo_memory(&cfg, &sh, &lora_tr)) base_die("%s", base_err_msg());
+    sh.load.frozen = 1;
+    sh.load.precision = MODEL_BF16;
+    if (run_grpo_memory(&cfg, &sh, &lora_bf)) base_die("%s", base_err_msg());
+    sh.load.precision = MODEL_FP8;
+    if (run_grpo_memory(&cfg, &sh, &lora_f8)) base_die("%s", base_err_msg());
     double n = (double)model_config_param_count(&cfg, NULL);
     double gpu = gpu_gb * 1e9;
 
     printf("%s: %.0f parameters; %s; G = %lld, %lld prompt(s) "
            "per step, prompt %lld + completion %lld tokens, micro-batch %lld, gradient_checkpointing %d, beta %g; "
            "LoRA r = %d, alpha %g, %s (%lld adapter parameters)\n\n",
-           argv[1], n, model_precision_name(sh.load.precision),
+           argv[1], n, model_precision_name(prec0),
            (long long)sh.num_generations, (long long)sh.prompts, (long long)sh.max_prompt,
            (long long)sh.max_completion, (long long)sh.micro_batch, sh.recompute, beta, lc.r, lc.lora_alpha, targets,
            (long long)model_lora_param_count(&cfg, &lc));
     printf("| GiB | weights | adapter | grads | AdamW m, v | reference model | activations | reference pass | "
            "rollout | total | fits %.0f GB |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
            gpu_gb);
-    row("full GRPO", &full, full.weights, gpu);
-    row("LoRA GRPO, base as loaded today", &lora, lora.weights, gpu);
-    row("LoRA GRPO, frozen bf16 base", &lora, model_mem_total(&fb), gpu);
-    row("LoRA GRPO, frozen FP8 base", &lora, model_mem_total(&f8), gpu);
+    row("full GRPO", &full, gpu);
+    row("LoRA GRPO, base held trainable (f32 + bf16 copy)", &lora_tr, gpu);
+    row("LoRA GRPO, frozen bf16 base", &lora_bf, gpu);
+    row("LoRA GRPO, frozen FP8 base", &lora_f8, gpu);
     return 0;
 }

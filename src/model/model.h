@@ -143,8 +143,10 @@ typedef struct {
      * scales). FP8 checkpoint weights are kept as stored (no dequantise /
      * requantise); f32 or bf16 ones are quantised on load (amax / 448 per
      * block, as DeepGEMM). MTP layers are not loaded. model_params() is
-     * NULL for a frozen bf16/fp8 model, model_backward refuses it (a LoRA
-     * base's backward will need dx only), and model_sync_compute is a no-op. */
+     * NULL for a frozen bf16/fp8 model, model_backward refuses it unless it
+     * is a LoRA base (an attached adapter, grads NULL: dx through the stored
+     * weights, the adapter's gradients only), and model_sync_compute only
+     * refreshes an attached adapter's bf16 copy. */
     int frozen;
 } model_load_opts;
 

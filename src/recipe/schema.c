@@ -280,7 +280,8 @@ static const recipe_key top_keys[] = {
      RF_PATH},
     {"device", RK_STR, "\"auto\"", "auto|cpu|cuda", "backend", TOP(device), ANY},
     {"precision", RK_STR, "\"f32\"", "f32|bf16|fp8",
-     "weights and compute precision (training in bf16: CUDA only; fp8: runs that train nothing; docs/model.md)",
+     "weights and compute precision (training in bf16: CUDA only; fp8: runs that train nothing, or a LoRA "
+     "run's frozen base; docs/model.md)",
      TOP(precision), ANY},
     {"seed", RK_INT, "42", NULL, "seed of every random draw", TOP(seed), GE(0)},
     {"output_dir", RK_STR, "\"runs\"", NULL, "runs are written to OUTPUT_DIR/NAME", TOP(output_dir), ANY,
