@@ -203,6 +203,7 @@ static void attn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float
 
 void model_backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads) {
     if (!tr->have_fwd) base_die("model_backward: no forward to differentiate");
+    if (tr->adapter_off) base_die("model_backward: the last forward ran with the adapter off");
     model *m = tr->m;
     /* a frozen bf16/fp8 model differentiates only as a LoRA base: dx through
      * its stored weights, gradients for the adapter alone (grads NULL) */

@@ -352,6 +352,8 @@ struct model_train {
     float scale;
     int have_fwd;
     tensor out_logp, out_ent;
+    const model_lora *lora_planned; /* the adapter the arena was planned for (NULL: none) */
+    int adapter_off;                /* model_train_set_adapter(tr, 0): forwards run the base */
 };
 
 /* Validate packed sequences (limits, ids in the vocabulary, targets in

@@ -270,6 +270,11 @@ size_t model_train_plan_bytes(const model_config *cfg, const model_train_limits 
                               const struct model_lora_config *lc, model_precision prec);
 /* Bytes of tr's activation arena (as planned for its model's precision). */
 size_t model_train_arena_bytes(const model_train *tr);
+/* on = 0: tr's forwards run the base alone (an attached adapter planned
+ * into tr is skipped: the GRPO reference of a LoRA policy in the policy's
+ * own arena, no second one); on = 1: the adapter again. model_backward
+ * refuses a forward run with the adapter off. */
+void model_train_set_adapter(model_train *tr, int on);
 
 /* Forward a batch: per-token logp[t] = log p(target[t] | tokens <= t) (0
  * where target is -1) and ent[t] = entropy of the predictive distribution

@@ -154,6 +154,7 @@ base_status model_train_new(model *m, const model_train_limits *lim, model_train
     p.base = tr->mem;
     p.off = 0;
     plan_train(&p, tr);
+    tr->lora_planned = lc ? m->lora : NULL;
     tr->host_i32 = base_xmalloc((size_t)lim->max_tokens * 2 * sizeof(int32_t));
     tr->host_f32 = base_xcalloc((size_t)lim->max_tokens, sizeof(float));
     *out = tr;
@@ -161,6 +162,13 @@ base_status model_train_new(model *m, const model_train_limits *lim, model_train
 }
 
 size_t model_train_arena_bytes(const model_train *tr) { return tr->bytes; }
+
+void model_train_set_adapter(model_train *tr, int on) {
+    const model_lora *a = on ? tr->lora_planned : NULL;
+    for (int i = 0; i < tr->nacts; i++) tr->acts[i].lora = a;
+    tr->adapter_off = !on && tr->lora_planned;
+    tr->have_fwd = 0; /* the next backward needs a forward in this state */
+}
 
 void model_train_free(model_train *tr) {
     if (!tr) return;

@@ -103,7 +103,7 @@ typedef struct {
     size_t ref_weights;     /* the reference model (full fine-tuning with beta != 0: frozen,
                              * compute weights only); LoRA: 0, the base with the adapter off */
     size_t activations;     /* the trainer's activation arena */
-    size_t ref_activations; /* the reference pass's arena (beta != 0) */
+    size_t ref_activations; /* the reference pass's arena (full fine-tuning, beta != 0; LoRA: 0) */
     size_t rollout;         /* latent cache pages, block tables, prefill/decode workspace */
     size_t total;
 } run_grpo_mem;

@@ -5,7 +5,9 @@
  *
  *   trainer        model_train_limits {mb * (max_prompt + max_completion)
  *                  tokens, mb sequences, recompute}, planned with the
- *                  adapter; the reference pass (beta != 0) without it
+ *                  adapter; full fine-tuning's reference pass (beta != 0)
+ *                  another arena of the same size (LoRA's runs in the
+ *                  trainer's, the adapter off)
  *   rollout        run_gen's engine for one step's prompts: P * G
  *                  sequences, P prompts, groups of G (rollout_bytes)
  *   full           the policy's f32 masters (+ bf16 copy), its gradient
@@ -34,12 +36,7 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
         size_t p = model_lora_param_bytes(mc, sh->lora);
         out->adapter = p + model_lora_compute_bytes(mc, sh->lora, prec);
         out->grads = p;
-        out->optimizer = 2 * p;
-        if (sh->ref) {
-            model_train_limits rl = tl;
-            rl.no_adapter = 1;
-            out->ref_activations = model_train_bytes_p(mc, &rl, NULL, prec);
-        }
+        out->optimizer = 2 * p; /* the reference pass: the trainer's arena with the adapter off */
     } else {
         out->grads = (size_t)pm.params * sizeof(float); /* the policy's layout, MTP layers included */
         out->optimizer = 2 * out->grads;

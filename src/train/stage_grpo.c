@@ -267,6 +267,7 @@ typedef struct {
     reward_pool *pool;
     run_gen gen;
     model_train *tr, *tr_ref;   /* policy / reference (beta != 0) training passes */
+    int ref_in_policy;          /* LoRA with beta != 0: the reference pass is tr with the adapter off */
     model *ref;
     float *grads;
     optim opt;
@@ -367,10 +368,8 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
         s = run_optim_new(c, &g->cfg->train, g->cfg->max_steps * g->mu * g->spg, g->grads, &g->opt);
     }
     if (!s && grpo_needs_ref_logp(g->gc)) {
-        if (c->lora) { /* the reference is the base: the policy's model with the adapter off (no second model) */
-            model_train_limits rl = tl;
-            rl.no_adapter = 1;
-            s = model_train_new(c->policy, &rl, &g->tr_ref);
+        if (c->lora) { /* the reference is the base: the policy's model and arena with the adapter off */
+            g->ref_in_policy = 1;
         } else {
             s = open_ref(g, resume, &tl);
         }
@@ -517,7 +516,16 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
     grpo_batch gb;
     pack_micro(b, ix, nm, &mbt, &gb);
     mbt.logit_scale = 1.0f / g->T;
-    base_status s = model_forward(g->tr, &mbt);
+    base_status s = BASE_OK;
+    if (g->ref_in_policy) { /* LoRA: the reference is the base, in the policy's arena, before its forward */
+        model_train_set_adapter(g->tr, 0);
+        s = model_forward(g->tr, &mbt);
+        if (!s) model_train_download(g->tr, b->ref_pos, NULL);
+        model_train_set_adapter(g->tr, 1);
+        if (s) return s;
+        gather(b, ix, nm, b->ref_pos, b->ref);
+    }
+    s = model_forward(g->tr, &mbt);
     if (s) return s;
     model_train_download(g->tr, b->lp_pos, b->ent_pos);
     gather(b, ix, nm, b->lp_pos, b->lp);
@@ -548,8 +556,8 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
         if (s) return s;
         model_train_download(g->tr_ref, b->ref_pos, NULL);
         gather(b, ix, nm, b->ref_pos, b->ref);
-        gb.ref_logp = b->ref;
     }
+    if (g->tr_ref || g->ref_in_policy) gb.ref_logp = b->ref;
     grpo_loss_stats ls;
     s = grpo_loss(gcs, &gb, norm, b->g, b->gent, &ls);
     if (s) return s;

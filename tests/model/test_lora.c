@@ -2,6 +2,9 @@
  * LoRA adapters (src/model/lora.c, lora_io.c) on random tiny configs:
  *   - a fresh adapter (B = 0) leaves every output of the base bit for bit
  *     (full logits, training logp and entropy, prefill + decode logits);
+ *   - a trainer's arena with its adapter switched off computes the base
+ *     bit for bit (the GRPO reference of a LoRA policy), on again the
+ *     adapter;
  *   - the adapter's gradients against finite differences of the model's
  *     loss (base frozen: no base gradient arena), and against the base
  *     weight gradient of the same backward: dL/dB = s dW A^T,
@@ -115,6 +118,48 @@ static void train_fwd(model *m, const int32_t *ids, float *lp, float *en, int no
 static void assert_same(const float *a, const float *b, int64_t n, const char *what) {
     for (int64_t i = 0; i < n; i++)
         if (!(a[i] == b[i])) fail_msg("%s: element %lld differs: %.9g vs %.9g", what, (long long)i, a[i], b[i]);
+}
+
+/* model_train_set_adapter: with B != 0, a forward of the adapter's own
+ * arena with the adapter off gives the base's logp and entropy bit for bit
+ * (as an arena planned without it), on again the adapter's. With
+ * recompute (one shared activation set) and without. */
+static void test_adapter_toggle(void **s) {
+    (void)s;
+    for (int rc = 0; rc < 2; rc++) {
+        model *m = random_model("", 5, 0.3f);
+        int32_t ids[T];
+        ids_of(m, ids, T, 1);
+        float lp0[T], en0[T];
+        train_fwd(m, ids, lp0, en0, 0); /* the base, no adapter attached yet */
+        model_lora_config lc = lora_cfg(4, 8, all_targets(), 1);
+        model_lora *a = NULL;
+        assert_int_equal(model_lora_new(m, &lc, 42, &a), BASE_OK);
+        randomise_b(a, 9, 0.2f);
+        float lp1[T], en1[T];
+        train_fwd(m, ids, lp1, en1, 0); /* the adapter */
+        model_train_limits lim = {.max_tokens = T, .max_seqs = 1, .recompute = rc};
+        model_train *tr = NULL;
+        assert_int_equal(model_train_new(m, &lim, &tr), BASE_OK);
+        int32_t cu[2] = {0, T};
+        model_batch b = {.nseq = 1, .ids = ids, .cu_seqlens = cu, .logit_scale = 0.9f};
+        float lp[T], en[T];
+        model_train_set_adapter(tr, 0);
+        assert_int_equal(model_forward(tr, &b), BASE_OK);
+        model_train_download(tr, lp, en);
+        assert_same(lp, lp0, T, "adapter off: logp");
+        assert_same(en, en0, T, "adapter off: entropy");
+        model_train_set_adapter(tr, 1);
+        assert_int_equal(model_forward(tr, &b), BASE_OK);
+        model_train_download(tr, lp, en);
+        assert_same(lp, lp1, T, "adapter on again: logp");
+        assert_same(en, en1, T, "adapter on again: entropy");
+        int moved = 0;
+        for (int t = 0; t < T; t++) moved += lp1[t] != lp0[t];
+        assert_true(moved > 0);
+        model_train_free(tr);
+        model_free(m);
+    }
 }
 
 /* ---- step 0: a fresh adapter changes nothing ------------------------------ */
@@ -526,6 +571,7 @@ static void test_config_errors(void **s) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_adapter_toggle),
         cmocka_unit_test(test_step0_is_base), cmocka_unit_test(test_decode_with_adapter),
         cmocka_unit_test(test_fd_lora),       cmocka_unit_test(test_grad_vs_dw),
         cmocka_unit_test(test_merge),         cmocka_unit_test(test_peft_files),
