@@ -26,6 +26,7 @@
 #define GRPO_RECIPE_H
 
 #include "base/base.h"
+#include "model/model.h"
 #include "train/grpo.h"
 #include "train/optim.h"
 
@@ -186,6 +187,18 @@ struct recipe_stage_cfg {
     };
 };
 
+/* LoRA adapters (the top-level `lora` table, PEFT's LoraConfig names):
+ * every training stage trains them on the frozen model; eval and sample
+ * stages generate with base + adapters. */
+typedef struct {
+    int set;                       /* 0: no lora table (full fine-tuning) */
+    int64_t r;
+    double lora_alpha, lora_dropout;
+    recipe_strlist target_modules; /* module names, or "all-linear" */
+    int use_rslora, routed_experts;
+    model_lora_config model;       /* the keys above as the model takes them (checked) */
+} recipe_lora_cfg;
+
 typedef struct {
     const char *name, *model;
     double init_std;               /* NaN: load the model's weights */
@@ -205,6 +218,7 @@ typedef struct {
     const recipe_stage_cfg *stages;
     int n_stages;
     int report;
+    recipe_lora_cfg lora;
 } recipe_cfg;
 
 /* The typed config (owned by the recipe). */
