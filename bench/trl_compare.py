@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""grpo against TRL's GRPOTrainer on the demo, seed by seed (issue 13, part 2).
+
+For each seed, runs
+
+  grpo    build/grpo run recipes/tiny-zero.lua --set seed=S ...   (eval_before, 30 GRPO steps, eval_after)
+  TRL     PEER_PYTHON ../shared/peers/trl_tiny_zero.py --steps 30 --eval --seed S ...
+
+(the same model, data, G = 8, 8 prompts x 8, lr 5e-4 constant, beta 0, epsilon 0.2, loss_type grpo,
+scale_rewards group, max_grad_norm 1; held-out pass@1 over 4 samples at T 0.6 / top-p 0.95), keeps each
+run's figures in OUT_DIR/results.jsonl (a rerun skips the seeds it already has, so a long campaign can
+be stopped and continued) and prints the side-by-side table: held-out pass@1 after training per seed,
+each trainer's mean, standard deviation, standard error, range, and the difference of the means with
+Welch's 95% interval. Run from the project root:
+
+  python3 bench/trl_compare.py --seeds 42,1,2 [--trainers grpo,trl] [--grpo build/grpo]
+      [--peer-python /work/peer-venv/bin/python] [--peer ../shared/peers/trl_tiny_zero.py]
+      [--out-dir /tmp/trl_compare] [--table-only]
+
+Set OMP_WAIT_POLICY=passive OMP_NUM_THREADS=2 for TRL (../shared/peers/README.md); this script sets
+them for both trainers when they are unset.
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def run_grpo(args, seed, out):
+    d = os.path.join(out, f"grpo-s{seed}")
+    cmd = [args.grpo, "run", "recipes/tiny-zero.lua", "--set", f"seed={seed}", "--set", f"output_dir={d}",
+           "--overwrite", "--quiet"]
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode:
+        sys.exit(f"grpo seed {seed}: exit {p.returncode}\n{p.stderr[-2000:]}")
+    s = json.load(open(os.path.join(d, "tiny-zero", "summary.json")))
+    rewards = [json.loads(l) for l in open(os.path.join(d, "tiny-zero", "metrics.jsonl"))]
+    rewards = [r["reward"] for r in rewards if r.get("stage") == "grpo" and "reward" in r]
+    return {"eval_before": s["eval_before"]["accuracy"], "eval_after": s["eval_after"]["accuracy"],
+            "train_reward_mean": statistics.fmean(rewards), "wall_s": time.perf_counter() - t}
+
+
+def run_trl(args, seed, out):
+    res = os.path.join(out, f"trl-s{seed}.json")
+    cmd = [args.peer_python, args.peer, "--steps", "30", "--eval", "--seed", str(seed), "--out", res,
+           "--out-dir", os.path.join(out, f"trl-s{seed}")]
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode:
+        sys.exit(f"TRL seed {seed}: exit {p.returncode}\n{p.stderr[-2000:]}")
+    r = json.load(open(res))
+    return {"eval_before": r["eval_before"]["accuracy"], "eval_after": r["eval_after"]["accuracy"],
+            "train_reward_mean": statistics.fmean(r["rewards"]), "wall_s": time.perf_counter() - t}
+
+
+def summary(xs):
+    n = len(xs)
+    m = statistics.fmean(xs)
+    sd = statistics.stdev(xs) if n > 1 else float("nan")
+    return n, m, sd, sd / math.sqrt(n) if n > 1 else float("nan")
+
+
+def t_quantile_975(df):
+    """Student's t 0.975 quantile (Cornish-Fisher expansion; within 1% of the tables for df >= 3)."""
+    if df <= 1:
+        return 12.706
+    z = 1.959963984540054
+    g1 = (z ** 3 + z) / 4
+    g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
+    g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
+    return z + g1 / df + g2 / df ** 2 + g3 / df ** 3
+
+
+def table(rows, trainers, seeds):
+    by = {(r["trainer"], r["seed"]): r for r in rows}
+    seeds = [s for s in seeds if any((t, s) in by for t in trainers)]
+    print("| seed | " + " | ".join(f"{t} eval_before -> eval_after" for t in trainers) + " |")
+    print("|---|" + "---|" * len(trainers))
+    for s in seeds:
+        cells = []
+        for t in trainers:
+            r = by.get((t, s))
+            cells.append(f"{r['eval_before']:.4g} -> {r['eval_after']:.4g}" if r else "")
+        print(f"| {s} | " + " | ".join(cells) + " |")
+    print()
+    print("| trainer | runs | mean pass@1 | sd | se | min | max | mean eval_before | mean training reward |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    stats = {}
+    for t in trainers:
+        rs = [by[(t, s)] for s in seeds if (t, s) in by]
+        if not rs:
+            continue
+        xs = [r["eval_after"] for r in rs]
+        n, m, sd, se = summary(xs)
+        stats[t] = (n, m, sd)
+        print(f"| {t} | {n} | {m:.4f} | {sd:.4f} | {se:.4f} | {min(xs):.4f} | {max(xs):.4f} | "
+              f"{statistics.fmean(r['eval_before'] for r in rs):.4f} | "
+              f"{statistics.fmean(r['train_reward_mean'] for r in rs):.4f} |")
+    if len(stats) == 2 and all(v[0] > 1 for v in stats.values()):
+        (na, ma, sa), (nb, mb, sb) = stats[trainers[0]], stats[trainers[1]]
+        va, vb = sa * sa / na, sb * sb / nb
+        se = math.sqrt(va + vb)
+        df = (va + vb) ** 2 / (va * va / (na - 1) + vb * vb / (nb - 1)) if va + vb > 0 else float("inf")
+        h = t_quantile_975(df) * se
+        d = ma - mb
+        print(f"\n{trainers[0]} - {trainers[1]}: {d:+.4f} (Welch 95% interval {d - h:+.4f} .. {d + h:+.4f}, "
+              f"df {df:.1f})")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="42,1,2", help="comma-separated seeds, or A-B for a range")
+    ap.add_argument("--trainers", default="grpo,trl")
+    ap.add_argument("--grpo", default="build/grpo")
+    ap.add_argument("--peer-python", default="/work/peer-venv/bin/python")
+    ap.add_argument("--peer", default="../shared/peers/trl_tiny_zero.py")
+    ap.add_argument("--out-dir", default="/tmp/trl_compare")
+    ap.add_argument("--table-only", action="store_true", help="print the table of the results kept so far")
+    args = ap.parse_args()
+    seeds = []
+    for part in args.seeds.split(","):
+        a, _, b = part.partition("-")
+        seeds += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    trainers = args.trainers.split(",")
+    for t in trainers:
+        if t not in ("grpo", "trl"):
+            sys.exit(f"--trainers: unknown trainer '{t}' (expected grpo, trl)")
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    os.makedirs(args.out_dir, exist_ok=True)
+    path = os.path.join(args.out_dir, "results.jsonl")
+    rows = [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+    done = {(r["trainer"], r["seed"]) for r in rows}
+    if not args.table_only:
+        for s in seeds:
+            for t in trainers:
+                if (t, s) in done:
+                    continue
+                r = (run_grpo if t == "grpo" else run_trl)(args, s, args.out_dir)
+                r.update(trainer=t, seed=s)
+                rows.append(r)
+                with open(path, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+                print(f"{t} seed {s}: eval_before {r['eval_before']:.4f} eval_after {r['eval_after']:.4f} "
+                      f"({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+    table(rows, trainers, seeds)
+
+
+if __name__ == "__main__":
+    main()
