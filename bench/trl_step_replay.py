@@ -10,7 +10,9 @@ torch.nn.utils.clip_grad_norm_(max_norm 1) over all parameters, torch.optim.Adam
 (lr 5e-4, betas 0.9/0.999, eps 1e-8, weight decay 0). Prints each step's gradient norm in
 both and, per tensor, the relative L2 difference of the total update (w_N - w_0) between
 grpo's checkpoint and the replay. The sampling is grpo's in both, so what is compared is
-everything after it: log-probs, loss, gradient, clipping and AdamW. Run from the project
+everything after it: log-probs, loss, gradient, clipping and AdamW. It also scores every logged
+completion with the peer's Python rewards (../shared/peers/rewards_py.py, what TRL's side trains
+on) and counts the samples whose scores differ from grpo's Lua rewards. Run from the project
 root with a Python that has torch, transformers and safetensors:
 
   /work/peer-venv/bin/python bench/trl_step_replay.py [--steps 30] [--seed 42] [--grpo build/grpo]
@@ -35,7 +37,11 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--base", default="data/tiny/base")
     ap.add_argument("--out-dir", default="/tmp/trl_step_replay")
+    ap.add_argument("--peers", default="../shared/peers", help="folder of rewards_py.py")
+    ap.add_argument("--data", default="data/tiny/train.jsonl")
     args = ap.parse_args()
+    sys.path.insert(0, args.peers)
+    from rewards_py import accuracy, think_format  # noqa: E402 (the peers folder is an argument)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     d = os.path.join(args.out_dir, f"s{args.seed}")
     cmd = [args.grpo, "run", "recipes/tiny-zero.lua", "--set", f"seed={args.seed}", "--set", f"output_dir={d}",
@@ -49,6 +55,15 @@ def main():
     metrics = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
     gnorm = {m["step"]: m["grad_norm"] for m in metrics if m.get("stage") == "grpo" and "grad_norm" in m}
     rows = [json.loads(l) for l in open(os.path.join(run, "samples.jsonl"))]
+    answer = {}
+    for line in open(args.data):
+        r = json.loads(line)
+        answer[r["prompt"] + "\n"] = r["answer"]
+    differ = 0
+    for r in rows:
+        py = (accuracy(r["completion"], answer[r["prompt"]]), think_format(r["completion"]))
+        differ += py != (r["rewards"]["boxed_math"], r["rewards"]["think_format"])
+    print(f"rewards: {len(rows)} completions, {differ} scored differently by rewards_py.py\n")
 
     model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float64, experts_implementation="eager")
     model.train()
