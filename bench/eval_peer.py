@@ -5,11 +5,12 @@ Pass@1 on data/tiny/test.jsonl exactly as ../shared/peers/trl_tiny_zero.py evalu
 (model.generate, K samples per prompt, 64 new tokens, prompts "{prompt}\\n" with the tokenizer's BOS,
 left-padded batches of 64 prompts, the Python rewards of ../shared/peers/rewards_py.py), once per
 torch seed: the peer script always evaluates with torch.manual_seed(0), so its eval_before is one draw
-of this distribution. The grpo side is `grpo eval --seed S` (bench/RESULTS.md has both). One JSON line
-per seed, then the mean and standard deviation. Run from the project root with a Python that has
-torch and transformers:
+of this distribution. The grpo side is `grpo eval --seed S` (bench/RESULTS.md has both). --model
+may be repeated (e.g. grpo's checkpoints, to evaluate them exactly as TRL's side is evaluated). One
+JSON line per model and seed, then per model the mean and standard deviation over the seeds. Run from
+the project root with a Python that has torch and transformers:
 
-  /work/peer-venv/bin/python bench/eval_peer.py [--model data/tiny/base] [--seeds 0-19] [--k 4]
+  /work/peer-venv/bin/python bench/eval_peer.py [--model data/tiny/base ...] [--seeds 0-19] [--k 4]
       [--temperature 0.6] [--top-p 0.95]
 """
 import argparse
@@ -25,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="data/tiny/base")
+    ap.add_argument("--model", action="append", help="model folder (repeatable; default data/tiny/base)")
     ap.add_argument("--data", default="data/tiny/test.jsonl")
     ap.add_argument("--peers", default="../shared/peers", help="folder of rewards_py.py")
     ap.add_argument("--seeds", default="0-19", help="comma-separated seeds, or A-B for a range")
@@ -41,11 +42,16 @@ def main():
         a, _, b = part.partition("-")
         seeds += list(range(int(a), int(b) + 1)) if b else [int(a)]
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    tok = AutoTokenizer.from_pretrained(args.model)
+    rows = [json.loads(line) for line in open(args.data)]
+    for model_dir in args.model or ["data/tiny/base"]:
+        evaluate(model_dir, rows, seeds, args, accuracy)
+
+
+def evaluate(model_dir, rows, seeds, args, accuracy):
+    tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = "left"
     eos, pad = tok.eos_token_id, tok.pad_token_id
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
-    rows = [json.loads(line) for line in open(args.data)]
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
     def text_of(ids):  # as the peer script: pads dropped, then the stop token
         ids = [x for x in ids if x != pad]
@@ -72,11 +78,12 @@ def main():
                 hits.append(accuracy(text_of(ids[:n]), chunk[j // args.k]["answer"]))
         acc = sum(hits) / len(hits)
         accs.append(acc)
-        print(json.dumps({"seed": seed, "k": args.k, "temperature": args.temperature, "top_p": args.top_p,
-                          "accuracy": acc, "wall_s": round(time.perf_counter() - t, 1)}), flush=True)
+        print(json.dumps({"model": model_dir, "seed": seed, "k": args.k, "temperature": args.temperature,
+                          "top_p": args.top_p, "accuracy": acc, "wall_s": round(time.perf_counter() - t, 1)}),
+              flush=True)
     if len(accs) > 1:
-        print(f"{len(accs)} seeds: mean {statistics.fmean(accs):.4f}, sd {statistics.stdev(accs):.4f}, "
-              f"min {min(accs):.4f}, max {max(accs):.4f}")
+        print(f"{model_dir}: {len(accs)} seeds: mean {statistics.fmean(accs):.4f}, sd {statistics.stdev(accs):.4f}, "
+              f"min {min(accs):.4f}, max {max(accs):.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,11 @@ both and, per tensor, the relative L2 difference of the total update (w_N - w_0)
 grpo's checkpoint and the replay. The sampling is grpo's in both, so what is compared is
 everything after it: log-probs, loss, gradient, clipping and AdamW. It also scores every logged
 completion with the peer's Python rewards (../shared/peers/rewards_py.py, what TRL's side trains
-on) and counts the samples whose scores differ from grpo's Lua rewards. Run from the project
+on) and counts the samples whose scores differ from grpo's Lua rewards. --trl-advantages replays
+with the advantages TRL computes from the logged rewards (float32: nanmean, nanstd, + 1e-4) instead
+of grpo's (double), which differ where a group's rewards are all equal: TRL's float32 mean misses
+the common value by an ulp, so such a group gets a small advantage of one sign (about +1.2e-3 for
+8 x 1.2, -1.5e-4 for 8 x 0.2) where grpo's is 0. Run from the project
 root with a Python that has torch, transformers and safetensors:
 
   /work/peer-venv/bin/python bench/trl_step_replay.py [--steps 30] [--seed 42] [--grpo build/grpo]
@@ -22,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -39,6 +44,9 @@ def main():
     ap.add_argument("--out-dir", default="/tmp/trl_step_replay")
     ap.add_argument("--peers", default="../shared/peers", help="folder of rewards_py.py")
     ap.add_argument("--data", default="data/tiny/train.jsonl")
+    ap.add_argument("--trl-advantages", action="store_true",
+                    help="TRL's float32 advantages from the logged rewards instead of grpo's")
+    ap.add_argument("--save", default=None, help="save the replayed model here (HF layout, float32)")
     args = ap.parse_args()
     sys.path.insert(0, args.peers)
     from rewards_py import accuracy, think_format  # noqa: E402 (the peers folder is an argument)
@@ -68,11 +76,23 @@ def main():
     model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float64, experts_implementation="eager")
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    adv_changed = 0
     print("| step | grad_norm grpo | grad_norm replay | relative difference |")
     print("|---|---|---|---|")
     worst_gn = 0.0
     for step in range(1, args.steps + 1):
         batch = [r for r in rows if r["step"] == step]
+        if args.trl_advantages:  # GRPOTrainer._generate_and_score_completions, sum_then_normalize, group
+            from trl.trainer.utils import nanstd
+            per_func = torch.tensor([[r["rewards"]["boxed_math"], r["rewards"]["think_format"]] for r in batch],
+                                    dtype=torch.float32)
+            rew = (per_func * torch.tensor([1.0, 0.2])).nansum(dim=1)
+            mean = torch.nanmean(rew.view(-1, 8), dim=1).repeat_interleave(8)
+            std = nanstd(rew.view(-1, 8), dim=1).repeat_interleave(8)
+            adv = ((rew - mean) / (std + 1e-4)).tolist()
+            for r, a in zip(batch, adv):
+                adv_changed += r["advantage"] == 0 and a != 0
+                r["advantage"] = a
         loss = 0
         for r in batch:
             p, c = r["prompt_ids"], r["completion_ids"]
@@ -116,6 +136,12 @@ def main():
         worst = max(worst, (rel, name))
     print(f"\nafter {args.steps} steps: update (w_N - w_0) relative L2 difference {(total_diff / total_ref) ** 0.5:.2e} "
           f"over all tensors, worst tensor {worst[1]} {worst[0]:.2e}; worst step grad_norm difference {worst_gn:.1e}")
+    if args.save:
+        model.to(torch.float32).save_pretrained(args.save)
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(os.path.join(args.base, f), args.save)
+    if args.trl_advantages:
+        print(f"TRL's advantages: {adv_changed} of {len(rows)} completions have a nonzero advantage where grpo's is 0")
 
 
 if __name__ == "__main__":
