@@ -40,7 +40,7 @@ done
 if [ ! -f "$build/build.ninja" ]; then
     PKG_CONFIG_LIBDIR="$tmp/pc" meson setup "$build" -Dnative=false -Dbuildtype=release -Dcuda=enabled
 fi
-targets="grpo tests/parity/parity tests/parity/attn_invariance tests/cuda/test_cuda_fixture tests/cuda/test_cuda_rollout tests/cuda/test_cuda_cli tests/cuda/test_cuda_run tests/cuda/test_cuda_paged tests/cuda/test_cuda_graph bench/bench_gpu"
+targets="grpo grpo-cuda.so tests/parity/parity tests/parity/attn_invariance tests/cuda/test_cuda_fixture tests/cuda/test_cuda_rollout tests/cuda/test_cuda_cli tests/cuda/test_cuda_run tests/cuda/test_cuda_paged tests/cuda/test_cuda_graph bench/bench_gpu"
 ninja -C "$build" $targets
 [ -f "$build/kernels/cuda_backend.o" ] || { echo "gpu_prepare: $build has no CUDA objects" >&2; exit 1; }
 

@@ -321,7 +321,9 @@ extern "C" const struct ops *ops_cuda_emu(void) {
     return &grpo_emu::cuda_table;
 }
 #else
-extern "C" const struct ops *ops_cuda(void) {
+/* The module's entry (grpo-cuda.so): src/tensor/ops_cuda_load.c's
+ * ops_cuda() loads the module and calls it. */
+extern "C" const struct ops *ops_cuda_module(void) {
     pthread_once(&cuda_once, cuda_init);
     if (cuda_state != 1) {
         base_err_set(BASE_ERR_UNSUPPORTED, "%s", cuda_why);

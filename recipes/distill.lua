@@ -6,6 +6,10 @@
 --   2. student_sft      SFT of the student (init_from) on the kept samples
 --   3. eval             the student's pass@1 / cons@K
 --
+-- Its tiny twin, recipes/tiny-distill.lua, runs as it is on a CPU (the tiny
+-- demo model as teacher and student, about 2 minutes) and meets its target
+-- in the slow suite: try that first.
+--
 -- Run:
 --   grpo run recipes/distill.lua \
 --     --set model=/models/teacher \
@@ -18,9 +22,15 @@
 --     --rewards 'accuracy=boxed_math,format=think_format{prefilled=true}' \
 --     --keep '(rewards.accuracy or 0) == 1' --filters mixed_language,code_blocks \
 --     --out distilled.jsonl
---   grpo sft --model /models/student --in distilled.jsonl --out /models/student-distilled --epochs 2
+--   grpo sft --model /models/student --in distilled.jsonl --out /models/student-distilled --epochs 2 \
+--     --template r1
+-- (the rows record each prompt as the teacher saw it and the template that
+-- rendered it; SFT refuses another template, so train and evaluate the
+-- student with the same one)
 -- Prompt rows need `answer` (gold final answer, no \boxed) and should ask
--- for a boxed answer. The kept data (RUN/teacher_samples.jsonl, chat form)
+-- for a boxed answer. The template "r1" is the DeepSeek chat format: the
+-- teacher's tokenizer must have that chat template (docs/recipes.md). The
+-- kept data (RUN/teacher_samples.jsonl: prompt as seen, completion, chat form)
 -- and its pass rates (RUN/teacher_samples.pass_rates.jsonl) stay in the run
 -- directory.
 --

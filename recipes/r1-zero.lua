@@ -2,6 +2,9 @@
 -- base model, rule rewards only (accuracy + format), no SFT, no critic, no
 -- reward model. Evaluates MATH-500 before and after.
 --
+-- Its tiny twin, recipes/tiny-zero.lua (the demo, `make demo`), runs as it
+-- is on a CPU in under a minute: try that first.
+--
 -- Run (on a GPU machine with a real DeepSeek-V3 checkpoint; the values below
 -- are the paper's, far beyond a CPU):
 --   grpo run recipes/r1-zero.lua \

@@ -12,6 +12,12 @@
 --                    HTTP reward model (§2.3.4)
 --   eval             pass@1 / cons@K on MATH-500
 --
+-- Its tiny twin, recipes/tiny-r1.lua, runs every stage as it is on a CPU
+-- (the tiny demo model, about 3 minutes) and meets its targets in the slow
+-- suite: try that first. The template here, "r1", is the DeepSeek chat
+-- format: the model's tokenizer must have that chat template
+-- (docs/recipes.md); the tiny model has none and uses "{prompt}\n".
+--
 -- Run (GPU machine, real DeepSeek-V3 checkpoint):
 --   grpo run recipes/r1.lua \
 --     --set model=/models/DeepSeek-V3-Base \

@@ -72,4 +72,12 @@ local function score(s)
   return rate, { passed = passed, total = total }
 end
 
-return { columns = { "verification_info" }, params = P, score = score }
+-- Pre-flight: one trivial run, so a machine where the sandbox cannot run
+-- (no python3, namespaces refused) stops the run before training rather
+-- than failing on every sample.
+local function check()
+  local _, _, status, msg = grpo.run_tests("x = 1", { "assert x == 1" }, { timeout = P.timeout, memory_mb = P.memory_mb })
+  if status ~= "passed" then error("sandbox: " .. status .. ": " .. msg, 0) end
+end
+
+return { columns = { "verification_info" }, params = P, score = score, check = check }

@@ -7,10 +7,16 @@
 -- final summary; R1 judges helpfulness on the summary only), `answer` the
 -- row's answer column when it has one (null otherwise).
 --
--- Never breaks a run: nil (the sample is skipped by this function, the
--- others still count) when `url` is empty (the default, so a recipe can list
--- the judge and switch it on with --set), when the server cannot be reached
--- or answers with an error status, or when the reply has no number there.
+-- nil (this function does not score the sample; the others still count)
+-- when `url` is empty (the default, so a recipe can list the judge and
+-- switch it on with --set) or when the reply's field is missing or null
+-- (the judge abstains). An error (logged and counted against
+-- max_reward_error_rate, docs/rewards.md) when the server cannot be reached
+-- or answers with an error status, the reply is not a JSON object, or the
+-- field holds something other than a number.
+--
+-- Pre-flight (`check`, before any training): one POST of a small sample;
+-- the run stops there unless the server answers with a number in `field`.
 --
 -- Params: url (string, "" = off), field (string), timeout (seconds per
 -- attempt), retries (extra attempts on connect errors/429/5xx).
@@ -29,20 +35,37 @@ local function final_summary(text)
   return text
 end
 
+local function post(body)
+  local reply, err = grpo.http_post_json(P.url, body, { timeout = P.timeout, retries = P.retries })
+  if reply == nil then error("http_judge: " .. tostring(err), 0) end
+  if type(reply) ~= "table" then
+    error("http_judge: " .. P.url .. " replied with a JSON " .. type(reply) .. ", expected an object", 0)
+  end
+  local v = reply[P.field]
+  if v == nil then return nil end
+  if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then
+    error("http_judge: " .. P.url .. ": '" .. P.field .. "' in the reply is " .. tostring(v) .. ", not a number", 0)
+  end
+  return v
+end
+
 return {
   params = P,
+  check = function()
+    if P.url == "" then return end
+    local v = post({ prompt = "What is 1 + 1?", completion = "<think>1 + 1 = 2</think> 2", response = " 2",
+                     answer = "2" })
+    if v == nil then
+      error("http_judge: " .. P.url .. ": the reply to a test sample has no number in '" .. P.field .. "'", 0)
+    end
+  end,
   score = function(s)
     if P.url == "" then return nil end
-    local body = {
+    return post({
       prompt = s.prompt,
       completion = s.completion,
       response = final_summary(s.completion),
       answer = s.answer,
-    }
-    local reply = grpo.http_post_json(P.url, body, { timeout = P.timeout, retries = P.retries })
-    if type(reply) ~= "table" then return nil end
-    local v = reply[P.field]
-    if type(v) ~= "number" or v ~= v then return nil end
-    return v
+    })
   end,
 }

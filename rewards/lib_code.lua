@@ -7,6 +7,14 @@
 --                           "" = no language given), or nil.
 --   M.pystr(s)              a Python string literal for s (JSON escapes are
 --                           a subset of Python's).
+--   M.prompt_helpers(prompt, entry_point)  the prompt's top-level imports and
+--                           function definitions other than entry_point's
+--                           (HumanEval's helpers: /32 poly, /38 encode_cyclic,
+--                           /50 encode_shift), or nil when there are none. Given
+--                           to the tests as setup they are the verifier's own,
+--                           so a solution that redefines them (an identity
+--                           encode_shift with an identity decode_shift) does
+--                           not change what the tests call.
 local M = {}
 
 function M.answer_region(text)
@@ -33,6 +41,22 @@ function M.last_block(text, langs)
     pos = close + 3
   end
   return found
+end
+
+function M.prompt_helpers(prompt, entry_point)
+  local out, keep = {}, false
+  local skip = "^def%s+" .. entry_point:gsub("%W", "%%%0") .. "%s*%("
+  for line in (prompt .. "\n"):gmatch("([^\n]*)\n") do
+    if line:find("^%S") then -- a top-level line starts or ends a block
+      keep = (line:find("^def%s+[%a_][%w_]*%s*%(") and not line:find(skip))
+          or line:find("^async%s+def%s")
+          or line:find("^import%s") or line:find("^from%s+[%w_.]+%s+import%s")
+      keep = keep and true or false
+    end
+    if keep then out[#out + 1] = line end
+  end
+  if #out == 0 then return nil end
+  return table.concat(out, "\n") .. "\n"
 end
 
 function M.pystr(s)

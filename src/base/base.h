@@ -45,6 +45,7 @@ typedef enum {
     BASE_ERR_NOMEM,       /* a capped allocation refused (not malloc failure) */
     BASE_ERR_LIMIT,       /* a budget ran out (time, instructions, size) */
     BASE_ERR_EOF,         /* end of a stream (not an error for readers) */
+    BASE_ERR_INTERRUPTED, /* stopped on request (a signal) with its work saved */
 } base_status;
 
 /* Human name of a status ("parse error", ...). Never NULL. */
@@ -207,34 +208,70 @@ base_status base_remove_tree(const char *path);
 
 /* ------------------------------------------------------------------------ */
 /* JSON (cJSON) helpers                                                     */
+/* cJSON strings are NUL-terminated, so a string holding U+0000 would be
+ * silently cut there. Both parsers below refuse such text instead: a raw NUL
+ * byte anywhere, or a \u0000 escape in any string (keys included), is a
+ * BASE_ERR_PARSE "WHAT:LINE:COL: U+0000 (NUL) in a string: not supported".
+ * Every string grpo reads from JSON is therefore whole. */
 
 /* Parse a JSON file. On error BASE_ERR_IO/PARSE with "path: ..." (the
  * parse message gives line and column of the first bad byte). */
 base_status base_json_parse_file(const char *path, cJSON **out);
-/* Parse a string; `what` names it in the message (e.g. "config.json"). */
+/* Parse a string; `what` names it in the message (e.g. "config.json").
+ * Text after the value other than whitespace is an error. */
 base_status base_json_parse(const char *text, size_t len, const char *what, cJSON **out);
+/* Offset of the first U+0000 (a raw NUL byte, or a \u0000 escape inside a
+ * string) in JSON text[0, len), len when there is none: what cJSON would
+ * silently cut a string at. For callers that parse with cJSON directly. */
+size_t base_json_find_nul(const char *text, size_t len);
 /* Line and column (1-based) of byte offset `off` in text. */
 void base_text_linecol(const char *text, size_t off, int *line, int *col);
 
 /* Typed getters with defaults; `found` (may be NULL) says if the key exists
- * with a usable type. */
+ * with a usable type. base_json_int's usable type is a number that is an
+ * integer within int64 (not 2.5, not 1e999); any other value gives dflt
+ * with *found = 0. cJSON keeps numbers as doubles: integers above 2^53
+ * arrive rounded. */
 double base_json_num(const cJSON *obj, const char *key, double dflt, int *found);
 int64_t base_json_int(const cJSON *obj, const char *key, int64_t dflt, int *found);
 int base_json_bool(const cJSON *obj, const char *key, int dflt, int *found);
 const char *base_json_str(const cJSON *obj, const char *key, const char *dflt);
 
+/* 1 and *out when `item` is a JSON number that is finite, integral and in
+ * [lo, hi]; 0 otherwise (*out untouched). Defined for every input. */
+int base_json_to_int(const cJSON *item, int64_t lo, int64_t hi, int64_t *out);
+/* A range-checked integer key: absent or null gives *out = dflt; an integer
+ * in [lo, hi] gives its value; anything else gives *out = dflt and
+ * BASE_ERR_INVALID "WHAT: KEY must be an integer in [LO, HI] (got V)". */
+base_status base_json_int_range(const cJSON *obj, const char *key, int64_t lo, int64_t hi,
+                                int64_t dflt, const char *what, int64_t *out);
+/* "3.5", "1e+30", "a string", "an object", ...: a value for messages. */
+const char *base_json_describe(const cJSON *item, char *buf, size_t n);
+/* Print a JSON value (malloc'd, free with free(); never NULL: out of
+ * memory is fatal, NULL or an invalid item prints null): one line when pretty is 0, else indented by two spaces with a
+ * final newline. Numbers in their shortest round-trip form (the fewest
+ * %.Ng digits that strtod reads back to the same double; integers below
+ * 2^53 in full); NaN and infinities print null (as cJSON). Strings are
+ * escaped as cJSON does. Every file grpo writes uses this, not cJSON_Print. */
+char *base_json_print(const cJSON *v, int pretty);
+/* The number v as base_json_print writes it, into buf (snprintf's result). */
+int base_json_number(char *buf, size_t n, double v);
+
 /* ------------------------------------------------------------------------ */
 /* JSONL streaming reader: one JSON value per line; blank lines are skipped.
  * Lines of any length. `base_jsonl_next` returns:
  *   BASE_OK          *out is the parsed value (caller owns, cJSON_Delete)
- *   BASE_ERR_PARSE   this line is bad; message "path:LINE: ..."; the reader
- *                    has moved past it, so the caller may skip or stop
+ *   BASE_ERR_PARSE   this line is bad (malformed, extra text, a NUL byte or
+ *                    \u0000: see above); message "path:LINE[:COL]: ..."; the
+ *                    reader has moved past it, so the caller may skip or stop
  *   BASE_ERR_EOF     no more lines
  *   BASE_ERR_IO      read error                                            */
 
 typedef struct base_jsonl base_jsonl;
 
 base_status base_jsonl_open(const char *path, base_jsonl **out); /* "-" = stdin */
+/* Read from a copy of len bytes of memory; `name` stands for the path. */
+base_status base_jsonl_open_mem(const char *data, size_t len, const char *name, base_jsonl **out);
 base_status base_jsonl_next(base_jsonl *r, cJSON **out);
 long base_jsonl_line(const base_jsonl *r); /* line number of the last value */
 const char *base_jsonl_path(const base_jsonl *r);

@@ -23,6 +23,7 @@ const char *base_status_str(base_status s) {
     case BASE_ERR_NOMEM: return "out of memory";
     case BASE_ERR_LIMIT: return "limit exceeded";
     case BASE_ERR_EOF: return "end of input";
+    case BASE_ERR_INTERRUPTED: return "interrupted";
     }
     return "unknown status";
 }

@@ -8,6 +8,8 @@
 #ifndef GRPO_CLI_H
 #define GRPO_CLI_H
 
+#include <signal.h>
+
 #define CLI_CMD(name) int cli_cmd_##name(int argc, char **argv)
 
 CLI_CMD(info);
@@ -24,5 +26,13 @@ CLI_CMD(fetch);
 
 /* Print "grpo NAME: message" to stderr; returns 2 (usage errors). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* For the commands that run a recipe (run, sample, eval, sft): catch
+ * SIGINT and SIGTERM (main.c). The first sets the flag returned (to the
+ * signal number; run_opts.stop_signal: the run finishes its current step,
+ * writes a checkpoint and stops; the command then exits 128 + N: 130 for
+ * SIGINT, 143 for SIGTERM); a second exits at once with that status. A
+ * signal ignored when grpo started (nohup, a background job) stays ignored. */
+volatile sig_atomic_t *cli_catch_stop_signals(void);
 
 #endif

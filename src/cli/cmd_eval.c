@@ -29,7 +29,9 @@ static const char *USAGE =
     "pass@1 over K samples per prompt (default K = 4, temperature 0.6, top-p 0.95: the R1\n"
     "paper's settings) with the FIRST reward of the spec as the accuracy, and cons@K (majority\n"
     "vote of the answers extracted with --answer-from, default boxed) against the rows'\n"
-    "`answer` column. The JSON summary goes to --out, else to stdout.\n";
+    "`answer` column. The JSON summary goes to --out, else to stdout.\n"
+    "--template T: r1-zero (the default), chat, r1, raw, or text with {prompt} and {system}, read\n"
+    "as a recipe's Lua string: '{prompt}\\n' ends in a newline, '\\\\' is one backslash.\n";
 
 enum { OPT_ANSWER_FROM = CLI_OPT_FIRST_OWN };
 
@@ -74,7 +76,7 @@ int cli_cmd_eval(int argc, char **argv) {
     }
     if (!rc) {
         cli_recipe_stage(&src, &co, "eval", NULL);
-        rc = cli_run_recipe_src("eval", src.data, &co);
+        rc = cli_run_recipe_src("eval", src.data, &co, &rd);
     }
     cJSON *summary = NULL;
     if (!rc) {
@@ -93,24 +95,26 @@ int cli_cmd_eval(int argc, char **argv) {
     if (!rc) {
         /* the human line: stdout when the JSON goes to a file */
         FILE *hf = co.out ? stdout : stderr;
-        fprintf(hf, "pass@1 %.4f", base_json_num(ev, "pass@1", 0, NULL));
+        const cJSON *p1 = cJSON_GetObjectItemCaseSensitive(ev, "pass@1");
+        if (cJSON_IsNumber(p1)) fprintf(hf, "pass@1 %.4f", p1->valuedouble);
+        else fprintf(hf, "pass@1 null (no sample scored)");
         for (const cJSON *e = ev->child; e; e = e->next)
             if (!strncmp(e->string, "cons@", 5)) fprintf(hf, "  %s %.4f", e->string, e->valuedouble);
         fprintf(hf, "  (%g prompts x %g samples)\n", base_json_num(ev, "n_prompts", 0, NULL),
                 base_json_num(ev, "num_generations", 0, NULL));
-        char *text = cJSON_Print(ev);
+        char *text = base_json_print(ev, 1);
         if (co.out) {
             base_buf b = {0};
-            base_buf_printf(&b, "%s\n", text);
+            base_buf_puts(&b, text);
             if (base_write_file_atomic(co.out, b.data, b.len)) {
                 fprintf(stderr, "grpo eval: %s\n", base_err_msg());
                 rc = 1;
             }
             base_buf_free(&b);
         } else {
-            printf("%s\n", text);
+            fputs(text, stdout);
         }
-        cJSON_free(text);
+        free(text);
     }
     cJSON_Delete(summary);
     if (rd.path) cli_run_dir_close(&rd);

@@ -67,8 +67,7 @@ static void emit(const gen *g, int prompt, int sample, const rollout_completion 
     cJSON *lps = cJSON_AddArrayToObject(o, "logprobs");
     for (int64_t i = 0; i < c->len; i++) cJSON_AddItemToArray(lps, cJSON_CreateNumber(c->logp[i]));
     cJSON_AddStringToObject(o, "finish_reason", rollout_finish_name(c->finish));
-    char *line = cJSON_PrintUnformatted(o);
-    if (!line) base_die("cJSON_PrintUnformatted: out of memory");
+    char *line = base_json_print(o, 0);
     base_buf_puts(outb, line);
     base_buf_puts(outb, "\n");
     free(line);

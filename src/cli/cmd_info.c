@@ -1,7 +1,9 @@
 /*
  * grpo info MODEL_DIR: what a checkpoint is, without loading it.
  *
- * Reads MODEL_DIR/config.json and opens the safetensors (single file or
+ * Reads MODEL_DIR/config.json, validated exactly as `forward` / `generate`
+ * validate it (model_config_parse: a config they refuse is refused here with
+ * the same message), and opens the safetensors (single file or
  * sharded through the index; every header validated, nothing converted),
  * then prints the architecture and its key config values, the parameter
  * count, tensors by dtype, total bytes and files. It also checks that the
@@ -24,6 +26,7 @@
 
 #include "base/base.h"
 #include "io/st.h"
+#include "model/model.h"
 
 /* "1,234,567" */
 static const char *commas(int64_t v, char *buf, size_t n) {
@@ -94,19 +97,15 @@ static void print_num(const char *label, int64_t v) {
     if (v >= 0) printf("  %-26s %lld\n", label, (long long)v);
 }
 
-static base_status read_config(const char *dir, cJSON **root, cfg *m) {
+static base_status read_config(const char *dir, cJSON **root, cfg *m, model_config *mc) {
     char *p = base_path_join(dir, "config.json");
     base_status s = base_json_parse_file(p, root);
+    if (!s) s = model_config_parse(*root, p, mc); /* the validation `forward` runs */
     if (s) {
         free(p);
         return s;
     }
     cfgr c = {p, *root, BASE_OK};
-    if (!cJSON_IsObject(*root)) {
-        s = base_err_set(BASE_ERR_PARSE, "%s: not a JSON object", p);
-        free(p);
-        return s;
-    }
     m->vocab = cfg_req(&c, "vocab_size");
     m->hidden = cfg_req(&c, "hidden_size");
     m->layers = cfg_req(&c, "num_hidden_layers");
@@ -136,32 +135,16 @@ static base_status read_config(const char *dir, cJSON **root, cfg *m) {
 }
 
 /* Parameters the config predicts for the HF DeepSeek-V3 layout
- * (deepseek-v3-spec.md §2): main model, and the MTP layers on top.
- * -1 when the config lacks what the formula needs. */
-static void predict(const cfg *m, int64_t *main_params, int64_t *mtp_params) {
+ * (deepseek-v3-spec.md §2, model_config_param_count): main model, and the
+ * MTP layers on top. -1 when config.json lacks what the formula needs (the
+ * count would rest on DeepseekV3Config defaults). */
+static void predict(const cfg *m, const model_config *mc, int64_t *main_params, int64_t *mtp_params) {
     *main_params = *mtp_params = -1;
     if (m->kv_lora < 0 || m->nope < 0 || m->rope < 0 || m->vdim < 0) return;
-    int64_t d = m->hidden, H = m->heads, qk = m->nope + m->rope;
-    int64_t attn = 2 * d; /* input_layernorm, post_attention_layernorm */
-    if (m->q_lora > 0) attn += m->q_lora * d + m->q_lora + H * qk * m->q_lora;
-    else attn += H * qk * d;
-    attn += (m->kv_lora + m->rope) * d + m->kv_lora + H * (m->nope + m->vdim) * m->kv_lora;
-    attn += d * H * m->vdim;
-    int64_t dense_ffn = m->inter > 0 ? 3 * d * m->inter : -1;
-    int64_t moe_ffn = -1;
-    if (m->experts > 0 && m->moe_inter > 0)
-        moe_ffn = m->experts * d + (m->has_bias ? m->experts : 0) + m->experts * 3 * d * m->moe_inter +
-                  (m->shared > 0 ? 3 * d * m->shared * m->moe_inter : 0);
-    int64_t ndense = m->experts > 0 ? (m->dense < 0 ? 0 : m->dense) : m->layers;
-    if (ndense > m->layers) ndense = m->layers;
-    if ((ndense && dense_ffn < 0) || (m->layers - ndense && moe_ffn < 0)) return;
-    int64_t p = m->vocab * d * (m->tied ? 1 : 2) + d;
-    p += m->layers * attn + ndense * dense_ffn + (m->layers - ndense) * moe_ffn;
-    *main_params = p;
-    /* an MTP module: a MoE decoder layer, embed and head copies, enorm,
-     * hnorm, eh_proj [d, 2d], shared_head.norm */
-    int64_t k = m->mtp < 0 ? 0 : m->mtp;
-    *mtp_params = k && moe_ffn >= 0 ? k * (attn + moe_ffn + 2 * m->vocab * d + 3 * d + 2 * d * d) : 0;
+    for (int l = 0; l < mc->num_hidden_layers + mc->num_nextn_predict_layers; l++) {
+        if (model_layer_is_moe(mc, l) ? m->experts < 0 || m->moe_inter < 0 : m->inter < 0) return;
+    }
+    *main_params = model_config_param_count(mc, mtp_params);
 }
 
 static void print_config(const cJSON *root, const cfg *m) {
@@ -304,8 +287,9 @@ static void usage(FILE *f) {
     fprintf(f, "usage: grpo info MODEL_DIR\n"
                "  Architecture and key config values (config.json), parameter count, tensors by\n"
                "  dtype, bytes and files of a Hugging Face checkpoint directory (model.safetensors,\n"
-               "  or shards through model.safetensors.index.json). Every safetensors header is\n"
-               "  validated; a missing, truncated or corrupt file exits 1 and names it.\n");
+               "  or shards through model.safetensors.index.json). config.json is validated as\n"
+               "  `grpo forward` validates it, and every safetensors header; a missing, truncated\n"
+               "  or corrupt file, or a config forward refuses, exits 1 and names it.\n");
 }
 
 int cli_cmd_info(int argc, char **argv) {
@@ -327,8 +311,9 @@ int cli_cmd_info(int argc, char **argv) {
     cJSON *root = NULL;
     cfg m;
     memset(&m, 0, sizeof m);
+    model_config mc;
     st_dir *d = NULL;
-    base_status s = read_config(dir, &root, &m);
+    base_status s = read_config(dir, &root, &m, &mc);
     if (!s) s = st_dir_open(dir, &d);
     if (!s) s = check_fp8(d);
     if (s) {
@@ -341,7 +326,7 @@ int cli_cmd_info(int argc, char **argv) {
     print_config(root, &m);
     int64_t params, want, want_mtp;
     print_tensors(d, &params);
-    predict(&m, &want, &want_mtp);
+    predict(&m, &mc, &want, &want_mtp);
     char b1[32], b2[32];
     if (want < 0) printf("config check: config.json lacks the fields to predict the parameter count\n");
     else if (params == want)

@@ -1,10 +1,11 @@
 /*
- * grpo run RECIPE.lua [--set key.path=value ...] [--resume | --resume-from-last-good | --overwrite]
+ * grpo run RECIPE.lua [--set key.path=value ...] [--resume [--allow-changes] | --resume-from-last-good | --overwrite]
  *                     [--device cpu|cuda|auto] [--quiet] [--max-total-steps N]
  *
  * Runs every stage of a Lua recipe (see src/train/run.h and docs/recipes.md).
  * Exit status: 0 done; 1 bad input or a failed stage (the message names the
- * stage, file and line); 2 bad usage.
+ * stage, file and line); 2 bad usage; 128 + N stopped by signal N (130
+ * SIGINT, 143 SIGTERM) after the current step and its checkpoint.
  */
 #include "cli/cli.h"
 
@@ -17,10 +18,15 @@
 
 static const char *USAGE =
     "usage: grpo run RECIPE.lua [--set key.path=value ...] [--resume | --resume-from-last-good | --overwrite]\n"
-    "                [--device cpu|cuda|auto] [--precision f32|bf16] [--quiet] [--max-total-steps N]\n"
+    "                [--allow-changes] [--device cpu|cuda|auto] [--precision f32|bf16] [--quiet]\n"
+    "                [--max-total-steps N]\n"
     "  --set a.b=v        override any recipe value (stages by name or 1-based index:\n"
     "                     --set stages.grpo.beta=0.01); repeatable\n"
-    "  --resume           continue the run from its last checkpoint (bit-exact)\n"
+    "  --resume           continue the run from its last checkpoint (bit-exact); the\n"
+    "                     recipe must not change what the run trains (the changes are\n"
+    "                     listed against the run's config.resolved.lua)\n"
+    "  --allow-changes    with --resume: accept such changes (the earlier config is kept\n"
+    "                     in config.history/)\n"
     "  --resume-from-last-good\n"
     "                     --resume from the newest checkpoint that verifies; newer\n"
     "                     corrupt ones are renamed checkpoints/corrupt-step-N\n"
@@ -28,7 +34,9 @@ static const char *USAGE =
     "                     holds a .grpo-run marker)\n"
     "  --device D         backend (default: the recipe's, auto = cuda when usable)\n"
     "  --precision P      f32 or bf16 (default: the recipe's `precision`; bf16 needs cuda)\n"
-    "  --max-total-steps  stop (with a checkpoint) after N training steps of the run\n";
+    "  --max-total-steps  stop (with a checkpoint) after N training steps of the run\n"
+    "Ctrl-C (SIGINT) or SIGTERM: finish the current step, write a checkpoint, exit 130\n"
+    "(143); a second one exits at once. --resume continues.\n";
 
 int cli_cmd_run(int argc, char **argv) {
     static struct option opts[] = {
@@ -37,6 +45,7 @@ int cli_cmd_run(int argc, char **argv) {
         {"quiet", no_argument, 0, 'q'},        {"max-total-steps", required_argument, 0, 'm'},
         {"precision", required_argument, 0, 'p'},
         {"resume-from-last-good", no_argument, 0, 'g'},
+        {"allow-changes", no_argument, 0, 'a'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
@@ -49,6 +58,7 @@ int cli_cmd_run(int argc, char **argv) {
         case 'r': ro.resume = 1; break;
         case 'g': ro.resume = ro.resume_last_good = 1; break;
         case 'o': ro.overwrite = 1; break;
+        case 'a': ro.allow_changes = 1; break;
         case 'd': ro.device = optarg; break;
         case 'p': ro.precision = optarg; break;
         case 'q': ro.quiet = 1; break;
@@ -71,6 +81,10 @@ int cli_cmd_run(int argc, char **argv) {
         free(sets);
         return 2;
     }
+    if (ro.allow_changes && !ro.resume) {
+        free(sets);
+        return cli_usage_error("run", "--allow-changes goes with --resume (a new run takes the recipe as it is)");
+    }
     recipe *rc;
     if (recipe_load(argv[optind], sets, nsets, &rc)) {
         fprintf(stderr, "grpo run: %s\n", base_err_msg());
@@ -79,9 +93,11 @@ int cli_cmd_run(int argc, char **argv) {
     }
     free(sets);
     int rcode = 0;
-    if (run_recipe(rc, &ro)) {
+    ro.stop_signal = cli_catch_stop_signals();
+    base_status s = run_recipe(rc, &ro);
+    if (s) {
         fprintf(stderr, "grpo run: %s\n", base_err_msg());
-        rcode = 1;
+        rcode = s == BASE_ERR_INTERRUPTED && *ro.stop_signal ? 128 + *ro.stop_signal : 1;
     }
     recipe_free(rc);
     return rcode;

@@ -4,7 +4,7 @@
  *
  * Rejection sampling (DeepSeek-R1 §2.3.3) as one command: builds a recipe
  * with one `sample` stage (src/train/stage_sample.c documents it) and runs
- * it. Writes the kept samples in chat form to --out and the per-prompt pass
+ * it. Writes the kept samples as SFT rows to --out and the per-prompt pass
  * rates beside it (OUT without ".jsonl" + ".pass_rates.jsonl"). The run
  * directory (metrics, every completion with its decision, summary.json) is
  * temporary unless --run-dir names one.
@@ -32,10 +32,13 @@ static const char *USAGE =
     "scripts), keeps those for which the Lua expression --keep is true (default 'reward > 0';\n"
     "globals: reward, rewards.NAME, sample, completion, finish_reason) and that pass the\n"
     "filters (mixed_language, long_paragraphs, code_blocks; on the reasoning), at most K per\n"
-    "prompt (default 1; 0 = all), and writes them as {\"messages\": [user, assistant], ...row}\n"
-    "to --out, followed by the rows of the --merge files. Pass rates per prompt go to\n"
+    "prompt (default 1; 0 = all), and writes them to --out as SFT rows {\"prompt\" (as the model\n"
+    "saw it), \"completion\", \"prompt_template\", \"messages\" (chat form), ...row} (train them with\n"
+    "the same --template), followed by the rows of the --merge files. Pass rates per prompt go to\n"
     "OUT.pass_rates.jsonl. The run directory is temporary unless --run-dir DIR keeps it.\n"
-    "--set stages.sample.KEY=VALUE sets any other key of the sample stage (docs/recipes.md).\n";
+    "--set stages.sample.KEY=VALUE sets any other key of the sample stage (docs/recipes.md).\n"
+    "--template T: r1-zero (the default), chat, r1, raw, or text with {prompt} and {system}, read\n"
+    "as a recipe's Lua string: '{prompt}\\n' ends in a newline, '\\\\' is one backslash.\n";
 
 enum { OPT_KEEP = CLI_OPT_FIRST_OWN, OPT_FILTERS, OPT_LANG, OPT_MIN_LANG, OPT_MAX_PARA, OPT_MAX_PER, OPT_MERGE };
 
@@ -115,7 +118,7 @@ int cli_cmd_sample(int argc, char **argv) {
         if (n_merge) base_buf_printf(&extra, "merge_datasets = { %s},\n", merge_names.data);
         cli_recipe_stage(&src, &co, "sample", extra.data);
         base_buf_free(&extra);
-        rc = cli_run_recipe_src("sample", src.data, &co);
+        rc = cli_run_recipe_src("sample", src.data, &co, &rd);
     }
     if (!rc) { /* the pass rates beside the output */
         char *from = base_path_join(rd.path, "sample.pass_rates.jsonl"), *to = pass_rates_path(co.out);

@@ -7,9 +7,15 @@
  * hold a string (key or value, at any depth) that is not valid UTF-8 (as
  * grpo tokenize rejects it; it would pass into the output otherwise) or
  * lack a column a script declared are reported as FILE:LINE: why and
- * skipped; a summary line on stderr counts them, and the exit status is 1
- * when no line was scored at all (every line skipped, or none). Script errors become null plus a line in the error log (stderr
- * unless --error-log). Consecutive lines with the same "prompt" are one
+ * skipped; a summary line on stderr counts them. Script errors (a script
+ * that raises, overruns its budget or memory, or returns a bad value) become
+ * null plus a line in the error log (stderr unless --error-log); nil is "not
+ * scored", not an error. Exit status 1, and no output file, when no line was
+ * scored at all (every line skipped, or none) or when any sample had a
+ * reward error, unless --allow-partial (then the output is written, errors
+ * as null, and only "nothing scored" fails). Before reading the input each
+ * script's `check` runs (http_judge.lua: its server must answer), and a
+ * failing check is exit 1. Consecutive lines with the same "prompt" are one
  * group for score_group scripts (as grpo generate --n and grpo sample write
  * them); a batch never splits a group. The output is written atomically (PATH.tmp.PID, then
  * renamed); "-" writes to stdout.
@@ -35,7 +41,9 @@ static void usage(FILE *f) {
             "  --error-log PATH      reward error log (default stderr)\n"
             "  --instructions N      Lua instruction budget per call (default 50000000)\n"
             "  --memory-mb N         Lua heap cap per worker, %d to %d (default 64)\n"
-            "  --sandbox-timeout S   default wall clock for grpo.run_tests (default 10)\n",
+            "  --sandbox-timeout S   default wall clock for grpo.run_tests (default 10)\n"
+            "  --allow-partial       write the output even when some samples had reward errors\n"
+            "                        (null there) and exit 0 (default: exit 1, no output)\n",
             REWARD_MAX_WORKERS, REWARD_MIN_MEMORY_MB, REWARD_MAX_MEMORY_MB);
 }
 
@@ -80,8 +88,9 @@ static int same_prompt(const cJSON *a, const cJSON *b) {
 }
 
 /* Score and write the rows of b; unless `final`, the last group is kept
- * for the next batch (it may go on). Returns -1 on error. */
-static int write_batch(FILE *out, reward_pool *pool, batch *b, reward_scores *sc, int final) {
+ * for the next batch (it may go on). Adds the samples with a reward error
+ * to *n_err_samples. Returns -1 on error. */
+static int write_batch(FILE *out, reward_pool *pool, batch *b, reward_scores *sc, int final, int64_t *n_err_samples) {
     if (b->n == 0) return 0;
     int64_t ng = 0;
     b->off[0] = 0;
@@ -108,8 +117,10 @@ static int write_batch(FILE *out, reward_pool *pool, batch *b, reward_scores *sc
         if (isnan(sc->total[i])) cJSON_AddNullToObject(row, "reward");
         else cJSON_AddNumberToObject(row, "reward", sc->total[i]);
         cJSON *parts = cJSON_AddObjectToObject(row, "reward_parts");
+        int errored = 0;
         for (int f = 0; f < nf; f++) {
             size_t k = (size_t)i * (size_t)nf + (size_t)f;
+            errored |= sc->status[k] == REWARD_ERROR;
             const char *name = reward_pool_func_name(pool, f);
             if (sc->status[k] == REWARD_OK) cJSON_AddNumberToObject(parts, name, sc->score[k]);
             else cJSON_AddNullToObject(parts, name);
@@ -120,8 +131,8 @@ static int write_batch(FILE *out, reward_pool *pool, batch *b, reward_scores *sc
                 base_buf_free(&key);
             }
         }
-        char *line = cJSON_PrintUnformatted(row);
-        if (!line) base_die("cJSON_PrintUnformatted: out of memory");
+        *n_err_samples += errored;
+        char *line = base_json_print(row, 0);
         int bad = fputs(line, out) < 0 || fputc('\n', out) < 0;
         free(line);
         if (bad) {
@@ -138,7 +149,7 @@ static int write_batch(FILE *out, reward_pool *pool, batch *b, reward_scores *sc
 
 int cli_cmd_score(int argc, char **argv) {
     const char *spec_text = NULL, *in = NULL, *outp = NULL, *errlog = NULL;
-    int workers = 0;
+    int workers = 0, allow_partial = 0;
     int64_t bsize = 256;
     reward_limits lim;
     reward_limits_default(&lim);
@@ -147,6 +158,10 @@ int cli_cmd_score(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
+        }
+        if (!strcmp(a, "--allow-partial")) {
+            allow_partial = 1;
+            continue;
         }
         if (i + 1 >= argc) return cli_usage_error("score", "%s needs a value (see --help)", a);
         const char *v = argv[++i];
@@ -188,8 +203,10 @@ int cli_cmd_score(int argc, char **argv) {
     reward_pool *pool = NULL;
     base_status st = reward_pool_create(&spec, workers, &lim, errlog, &pool);
     reward_spec_free(&spec);
+    if (!st) st = reward_pool_check(pool);
     if (st) {
         fprintf(stderr, "grpo score: %s\n", base_err_msg());
+        reward_pool_destroy(pool);
         return 1;
     }
     base_jsonl *r = NULL;
@@ -217,7 +234,7 @@ int cli_cmd_score(int argc, char **argv) {
     batch b = {base_xcalloc((size_t)bsize, sizeof(cJSON *)), 0, bsize,
                base_xmalloc((size_t)(bsize + 1) * sizeof(int64_t))};
     reward_scores sc = {0};
-    int64_t n_in = 0, n_skip = 0;
+    int64_t n_in = 0, n_skip = 0, n_err_samples = 0;
     int rc = 0;
     double t0 = base_now();
     for (;;) {
@@ -265,21 +282,27 @@ int cli_cmd_score(int argc, char **argv) {
         }
         b.rows[b.n++] = row;
         n_in++;
-        if (b.n == b.cap && write_batch(out, pool, &b, &sc, 0) < 0) {
+        if (b.n == b.cap && write_batch(out, pool, &b, &sc, 0, &n_err_samples) < 0) {
             rc = 1;
             break;
         }
     }
-    if (rc == 0 && write_batch(out, pool, &b, &sc, 1) < 0) rc = 1;
+    if (rc == 0 && write_batch(out, pool, &b, &sc, 1, &n_err_samples) < 0) rc = 1;
     for (int64_t i = 0; i < b.n; i++) cJSON_Delete(b.rows[i]);
     free(b.rows), free(b.off);
     reward_scores_free(&sc);
     double dt = base_now() - t0;
     int64_t n_err = reward_pool_n_errors(pool);
+    /* the first error of the first function that has one, for the message */
+    char *first = NULL;
+    const char *first_name = NULL;
+    for (int f = 0; f < reward_pool_n_funcs(pool) && !first; f++)
+        if ((first = reward_pool_first_error(pool, f))) first_name = reward_pool_func_name(pool, f);
     base_jsonl_close(r);
-    reward_pool_destroy(pool);
     int none = rc == 0 && n_in == 0; /* nothing to write: a failure, not an empty output */
     if (none) rc = 1;
+    int partial = rc == 0 && n_err_samples > 0 && !allow_partial; /* scores with holes: not a success */
+    if (partial) rc = 1;
     if (!to_stdout) {
         if (fflush(out) != 0 || fsync(fileno(out)) != 0) rc = 1;
         if (fclose(out) != 0) rc = 1;
@@ -295,5 +318,16 @@ int cli_cmd_score(int argc, char **argv) {
     fprintf(stderr, "grpo score: %lld samples scored, %lld lines skipped, %lld reward errors, %.2f s (%.1f samples/s)\n",
             (long long)n_in, (long long)n_skip, (long long)n_err, dt, dt > 0 ? (double)n_in / dt : 0.0);
     if (none) fprintf(stderr, "grpo score: %s: no sample scored (%lld line(s) skipped)\n", in, (long long)n_skip);
+    if (partial || (n_err_samples > 0 && allow_partial)) {
+        const char *log = reward_pool_error_log(pool);
+        fprintf(stderr, "grpo score: %lld of %lld samples had a reward error (first: %s: %s; all in %s)%s\n",
+                (long long)n_err_samples, (long long)n_in, first_name, first ? first : "?", log ? log : "stderr above",
+                partial ? (to_stdout ? "; exit 1 (--allow-partial accepts partial scores)"
+                                     : "; no output written (--allow-partial writes the scores, null where a reward "
+                                       "failed)")
+                        : "; written as null (--allow-partial)");
+    }
+    free(first);
+    reward_pool_destroy(pool);
     return rc;
 }

@@ -5,8 +5,9 @@
  * (src/train/stage_sft.c), then the newest checkpoint's model files
  * (model.safetensors, config.json, tokenizer files, generation_config.json
  * when present) are copied to CKPT_DIR, a Hugging Face-layout model that
- * `grpo sample/eval --model` and `transformers` load. Rows are chat samples
- * ({"messages": [...]}, as `grpo sample` writes) or prompt/completion. The
+ * `grpo sample/eval --model` and `transformers` load. Rows are those
+ * `grpo sample` writes (train them with its --template), chat samples
+ * ({"messages": [...]}) or prompt/completion (docs/recipes.md). The
  * run directory (metrics.jsonl, checkpoints with optimizer state) is
  * temporary unless --run-dir names one; with --run-dir, --resume continues
  * an interrupted run from its last checkpoint.
@@ -26,12 +27,15 @@ static const char *USAGE =
     "                [--warmup-ratio R] [--weight-decay W] [--batch-size N] [--grad-accum N]\n"
     "                [--max-length N] [--no-packing] [--all-tokens] [--save-steps N]\n"
     "                [--template T] [--system TEXT] [--tokenizer DIR] [--seed S]\n"
-    "                [--run-dir DIR [--overwrite | --resume]] [--device D] [--precision P] [--set key=value ...]\n"
-    "                [--quiet]\n"
-    "Trains on chat samples ({\"messages\": [...]}, loss on assistant turns) or prompt/completion\n"
-    "rows (loss on the completion); --all-tokens puts the loss on every token. Writes the final\n"
+    "                [--run-dir DIR [--overwrite | --resume [--allow-changes]]] [--device D] [--precision P]\n"
+    "                [--set key=value ...] [--quiet]\n"
+    "Trains on the rows grpo sample writes (give its --template), chat samples ({\"messages\": [...]},\n"
+    "loss on assistant turns) or prompt/completion rows (loss on the completion), all rendered\n"
+    "with --template; --all-tokens puts the loss on every token. Writes the final\n"
     "model (Hugging Face layout) to CKPT_DIR. Defaults are the sft stage's (docs/recipes.md):\n"
-    "1 epoch, lr 2e-5 linear, batch 8, max length 1024, packing on.\n";
+    "1 epoch, lr 2e-5 linear, batch 8, max length 1024, packing on.\n"
+    "--template T: r1-zero (the default), chat, r1, raw, or text with {prompt} and {system}, read\n"
+    "as a recipe's Lua string: '{prompt}\\n' ends in a newline, '\\\\' is one backslash.\n";
 
 enum {
     OPT_EPOCHS = CLI_OPT_FIRST_OWN, OPT_MAX_STEPS, OPT_LR, OPT_SCHED, OPT_WARMUP, OPT_WD, OPT_BATCH, OPT_ACCUM,
@@ -131,6 +135,7 @@ int cli_cmd_sft(int argc, char **argv) {
         rc = cli_usage_error("sft", "--model, --in and --out are required (--help)");
     if (!rc && co.ro.resume && co.ro.overwrite) rc = cli_usage_error("sft", "--resume and --overwrite exclude each other");
     if (!rc && co.ro.resume && !co.run_dir) rc = cli_usage_error("sft", "--resume needs --run-dir");
+    if (!rc && co.ro.allow_changes && !co.ro.resume) rc = cli_usage_error("sft", "--allow-changes goes with --resume");
     if (rc) {
         cli_common_free(&co);
         return rc < 0 ? 0 : rc;
@@ -143,7 +148,7 @@ int cli_cmd_sft(int argc, char **argv) {
     } else {
         cli_recipe_begin(&src, &co, &rd, NULL); /* no rewards: cannot fail */
         cli_recipe_stage(&src, &co, "sft", NULL);
-        rc = cli_run_recipe_src("sft", src.data, &co);
+        rc = cli_run_recipe_src("sft", src.data, &co, &rd);
     }
     if (!rc) {
         char *ck = latest_checkpoint(rd.path);
@@ -153,8 +158,9 @@ int cli_cmd_sft(int argc, char **argv) {
         } else if (export_model(ck, co.out)) {
             fprintf(stderr, "grpo sft: %s\n", base_err_msg());
             rc = 1;
-        } else if (!co.ro.quiet) {
-            fprintf(stderr, "grpo sft: wrote the model to %s (from %s)\n", co.out, ck);
+        } else if (!co.ro.quiet) { /* a temporary run directory is gone when this is read */
+            if (rd.tmp) fprintf(stderr, "grpo sft: wrote the model to %s\n", co.out);
+            else fprintf(stderr, "grpo sft: wrote the model to %s (from %s)\n", co.out, ck);
         }
         free(ck);
     }

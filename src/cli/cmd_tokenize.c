@@ -10,8 +10,10 @@
  *
  * Encoding: each line {"text": ...} is written back with "ids" added (other
  * fields kept). Decoding (--decode): each line {"ids": [...]} gets "text".
- * A malformed line (bad JSON, no text/ids, invalid UTF-8) is reported as
- * FILE:LINE on stderr and skipped; the exit status is then 1.
+ * A malformed line (bad JSON, no text/ids, invalid UTF-8, U+0000 in a
+ * string: docs/tokenizer.md) is reported as FILE:LINE on stderr and
+ * skipped; the exit status is then 1. Decoded text holds no NUL (a byte-0
+ * token decodes to U+FFFD, tok.h), so no output string is cut short.
  */
 #include "cli/cli.h"
 
@@ -49,8 +51,7 @@ typedef struct {
 } job;
 
 static void write_obj(job *j, cJSON *o) {
-    char *s = cJSON_PrintUnformatted(o);
-    if (!s) base_die("cJSON_PrintUnformatted: out of memory");
+    char *s = base_json_print(o, 0);
     fputs(s, j->out);
     fputc('\n', j->out);
     free(s);
@@ -87,11 +88,12 @@ static int read_ids(const cJSON *arr, tok_ids *ids, char *why, size_t whylen) {
     }
     int k = 0;
     for (const cJSON *e = arr->child; e; e = e->next, k++) {
-        if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int32_t)e->valuedouble) {
+        int64_t id;
+        if (!base_json_to_int(e, INT32_MIN, INT32_MAX, &id)) {
             snprintf(why, whylen, "ids[%d] is not a 32-bit integer", k);
             return -1;
         }
-        tok_ids_push(ids, (int32_t)e->valuedouble);
+        tok_ids_push(ids, (int32_t)id);
     }
     return 0;
 }

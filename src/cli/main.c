@@ -4,6 +4,7 @@
  */
 #include "cli/cli.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,42 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     fputc('\n', stderr);
     va_end(ap);
     return 2;
+}
+
+/* ---- stop signals (cli.h) ------------------------------------------------ */
+
+static volatile sig_atomic_t stop_signal;
+
+/* Async-signal-safe: a flag, write(2) and _exit(2) only. */
+static void on_stop_signal(int sig) {
+    if (stop_signal) {
+        static const char now[] = "\ngrpo: second stop signal: exiting now (the last complete checkpoint stays)\n";
+        ssize_t w = write(STDERR_FILENO, now, sizeof now - 1);
+        (void)w;
+        _exit(128 + sig);
+    }
+    stop_signal = sig;
+    static const char first[] = "\ngrpo: stop signal: stopping when the current step is done (a training step then "
+                                "writes a checkpoint); send it again to exit at once\n";
+    ssize_t w = write(STDERR_FILENO, first, sizeof first - 1);
+    (void)w;
+}
+
+volatile sig_atomic_t *cli_catch_stop_signals(void) {
+    const int sigs[] = {SIGINT, SIGTERM};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction sa, old;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_stop_signal;
+        sa.sa_flags = SA_RESTART; /* reads and writes carry on */
+        sigemptyset(&sa.sa_mask);
+        sigaddset(&sa.sa_mask, SIGINT); /* one handler at a time */
+        sigaddset(&sa.sa_mask, SIGTERM);
+        if (sigaction(sigs[i], NULL, &old) != 0 || (old.sa_handler != SIG_IGN && sigaction(sigs[i], &sa, NULL) != 0))
+            base_warn("sigaction(%s): %s: that signal stops grpo at once, without a checkpoint",
+                      sigs[i] == SIGINT ? "SIGINT" : "SIGTERM", base_strerror_now());
+    }
+    return &stop_signal;
 }
 
 static void usage(FILE *f) {

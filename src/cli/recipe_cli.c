@@ -5,7 +5,6 @@
 #include "cli/recipe_cli.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <libgen.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +15,7 @@
 #include "cli/cli.h"
 #include "recipe/recipe.h"
 #include "reward/reward.h"
+#include "tok/tok.h"
 
 void cli_lua_str(base_buf *b, const char *s) {
     base_buf_puts(b, "\"");
@@ -74,6 +74,7 @@ base_status cli_lua_rewards(base_buf *b, const char *spec) {
 
 base_status cli_run_dir_open(const char *cmd, const char *run_dir, cli_run_dir *rd) {
     memset(rd, 0, sizeof *rd);
+    snprintf(rd->cmd, sizeof rd->cmd, "%s", cmd);
     char *path;
     if (run_dir) {
         if (!*run_dir) return base_err_set(BASE_ERR_INVALID, "--run-dir: empty path");
@@ -106,19 +107,33 @@ base_status cli_run_dir_open(const char *cmd, const char *run_dir, cli_run_dir *
     return BASE_OK;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p) != 0 && errno != ENOENT;
+/* Lines of the run's reward error log (0 when it has none). */
+static int64_t reward_log_lines(const char *dir) {
+    char *p = base_path_join(dir, "reward_errors.log");
+    FILE *f = fopen(p, "r");
+    free(p);
+    if (!f) return 0;
+    int64_t n = 0;
+    int ch;
+    while ((ch = getc(f)) != EOF) n += ch == '\n';
+    fclose(f);
+    return n;
 }
 
 void cli_run_dir_close(cli_run_dir *rd) {
-    if (rd->tmp && nftw(rd->tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        base_warn("%s: could not remove the temporary run directory", rd->tmp);
+    int64_t errs = rd->tmp ? reward_log_lines(rd->tmp) : 0;
+    if (errs > 0) /* the messages pointed there: keep it */
+        fprintf(stderr, "grpo %s: %lld reward error(s): kept the run directory %s for its reward_errors.log "
+                "(remove it when done)\n", rd->cmd, (long long)errs, rd->tmp);
+    else if (rd->tmp && base_remove_tree(rd->tmp))
+        base_warn("could not remove the temporary run directory: %s", base_err_msg());
     free(rd->output_dir), free(rd->name), free(rd->path), free(rd->tmp);
     memset(rd, 0, sizeof *rd);
 }
 
-int cli_run_recipe_src(const char *cmd, const char *src, cli_common *co) {
+int cli_run_recipe_src(const char *cmd, const char *src, cli_common *co, const cli_run_dir *rd) {
+    co->ro.no_results = 1;
+    co->ro.temporary_dir = rd->tmp != NULL;
     char chunk[64];
     snprintf(chunk, sizeof chunk, "(grpo %s)", cmd);
     for (int i = 0; i < co->n_user_sets; i++) co->sets[co->nsets++] = (recipe_set){co->user_sets[i], NULL};
@@ -129,7 +144,15 @@ int cli_run_recipe_src(const char *cmd, const char *src, cli_common *co) {
         return 2;
     }
     int r = 0;
-    if (run_recipe(rc, &co->ro)) {
+    co->ro.stop_signal = cli_catch_stop_signals();
+    base_status s = run_recipe(rc, &co->ro);
+    if (s == BASE_ERR_INTERRUPTED && *co->ro.stop_signal) {
+        r = 128 + *co->ro.stop_signal;
+        if (co->run_dir) fprintf(stderr, "grpo %s: %s\n", cmd, base_err_msg());
+        else /* the temporary run directory goes: nothing to resume */
+            fprintf(stderr, "grpo %s: interrupted (its temporary run directory is removed; --run-dir DIR keeps a run "
+                            "that --resume continues)\n", cmd);
+    } else if (s) {
         fprintf(stderr, "grpo %s: %s\n", cmd, base_err_msg());
         r = 1;
     }
@@ -244,13 +267,22 @@ int cli_common_opt(cli_common *co, const char *cmd, int c, const char *arg) {
     case CLI_OPT_TOKENIZER: cli_lua_kv_str(t, "tokenizer", arg); return 0;
     case CLI_OPT_IN: co->in = arg; return 0;
     case CLI_OPT_PROMPT_COLUMN: co->prompt_column = arg; return 0;
-    case CLI_OPT_TEMPLATE: cli_lua_kv_str(t, "template", arg); return 0;
+    case CLI_OPT_TEMPLATE: { /* as the recipe's template key reads it: '{prompt}\n' ends in a newline */
+        char *tmpl;
+        if (tok_template_unescape(arg, &tmpl))
+            return cli_usage_error(cmd, "--template '%s': %s (the template is read as a Lua string)", arg,
+                                   base_err_msg());
+        cli_lua_kv_str(t, "template", tmpl);
+        free(tmpl);
+        return 0;
+    }
     case CLI_OPT_SYSTEM: cli_lua_kv_str(t, "system_prompt", arg); return 0;
     case CLI_OPT_SEED: return cli_flag_num(co, cmd, "--seed", 0, "seed", arg, 1);
     case CLI_OPT_THREADS: return cli_flag_num(co, cmd, "--threads", 0, "threads", arg, 1);
     case CLI_OPT_RUN_DIR: co->run_dir = arg; return 0;
     case CLI_OPT_OVERWRITE: co->ro.overwrite = 1; return 0;
     case CLI_OPT_RESUME: co->ro.resume = 1; return 0;
+    case CLI_OPT_ALLOW_CHANGES: co->ro.allow_changes = 1; return 0;
     case CLI_OPT_DEVICE: co->ro.device = arg; return 0;
     case CLI_OPT_PRECISION: co->ro.precision = arg; return 0;
     case CLI_OPT_QUIET: co->ro.quiet = 1; return 0;

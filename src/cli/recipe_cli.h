@@ -30,12 +30,14 @@ base_status cli_lua_rewards(base_buf *b, const char *spec);
 
 /* The run directory of a command: `run_dir` when given (kept; relative to
  * the current directory), else a fresh directory under $TMPDIR (or /tmp)
- * named grpo-CMD-XXXXXX, removed by cli_run_dir_close. */
+ * named grpo-CMD-XXXXXX, removed by cli_run_dir_close unless its
+ * reward_errors.log has lines (then it is kept, and a message says where). */
 typedef struct {
     char *output_dir; /* the recipe's output_dir */
     char *name;       /* the recipe's name */
     char *path;       /* output_dir/name */
     char *tmp;        /* the temporary directory to remove, or NULL */
+    char cmd[16];     /* the command, for messages */
 } cli_run_dir;
 
 base_status cli_run_dir_open(const char *cmd, const char *run_dir, cli_run_dir *rd);
@@ -47,7 +49,7 @@ void cli_run_dir_close(cli_run_dir *rd);
 enum {
     CLI_OPT_MODEL = 1000, CLI_OPT_TOKENIZER, CLI_OPT_IN, CLI_OPT_PROMPT_COLUMN, CLI_OPT_TEMPLATE,
     CLI_OPT_SYSTEM, CLI_OPT_SEED, CLI_OPT_RUN_DIR, CLI_OPT_OVERWRITE, CLI_OPT_RESUME, CLI_OPT_DEVICE,
-    CLI_OPT_QUIET, CLI_OPT_SET, CLI_OPT_THREADS, CLI_OPT_OUT, CLI_OPT_PRECISION,
+    CLI_OPT_QUIET, CLI_OPT_SET, CLI_OPT_THREADS, CLI_OPT_OUT, CLI_OPT_PRECISION, CLI_OPT_ALLOW_CHANGES,
     /* sampling (sample, eval) */
     CLI_OPT_N, CLI_OPT_TEMPERATURE, CLI_OPT_TOP_P, CLI_OPT_TOP_K, CLI_OPT_MIN_P, CLI_OPT_MAX_NEW,
     CLI_OPT_MAX_PROMPT, CLI_OPT_STOP, CLI_OPT_LIMIT, CLI_OPT_REWARDS,
@@ -62,6 +64,7 @@ enum {
     {"overwrite", no_argument, 0, CLI_OPT_OVERWRITE}, {"resume", no_argument, 0, CLI_OPT_RESUME},          \
     {"device", required_argument, 0, CLI_OPT_DEVICE}, {"quiet", no_argument, 0, CLI_OPT_QUIET},           \
     {"precision", required_argument, 0, CLI_OPT_PRECISION},                                               \
+    {"allow-changes", no_argument, 0, CLI_OPT_ALLOW_CHANGES},                                             \
     {"set", required_argument, 0, CLI_OPT_SET}, {"threads", required_argument, 0, CLI_OPT_THREADS},         \
     {"out", required_argument, 0, CLI_OPT_OUT}, {"help", no_argument, 0, 'h'}
 
@@ -116,11 +119,13 @@ void cli_recipe_stage(base_buf *b, const cli_common *co, const char *type, const
 
 
 /* Load the recipe source (chunk name "(grpo CMD)", paths relative to the
- * current directory) with the options' and --set's overrides, and run it.
+ * current directory) with the options' and --set's overrides, and run it
+ * in rd (the command prints the results; a temporary rd is named nowhere).
+ * SIGINT / SIGTERM stop it after the current step (cli.h).
  * Prints "grpo CMD: message" on failure. Returns 0; 2 when the recipe does
  * not load (everything in it came from the command line: bad usage); 1
- * when the run fails. */
-int cli_run_recipe_src(const char *cmd, const char *src, cli_common *co);
+ * when the run fails; 128 + N when signal N stopped it. */
+int cli_run_recipe_src(const char *cmd, const char *src, cli_common *co, const cli_run_dir *rd);
 
 /* Copy a file (streamed; written to DST.tmp-PID, synced, renamed). */
 base_status cli_copy_file(const char *src, const char *dst);

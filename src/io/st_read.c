@@ -242,6 +242,10 @@ static base_status parse_image(st_file *f, const uint8_t *buf, size_t len) {
     f->data = buf + 8 + n;
     f->data_len = len - 8 - n;
 
+    size_t nul = base_json_find_nul(h, n);
+    if (nul < n)
+        return base_err_set(BASE_ERR_PARSE, "%s: header has U+0000 (NUL) in a string (byte %zu): not supported", P,
+                            nul + 8);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(h, n, &end, 0);
     if (!root) {

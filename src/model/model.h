@@ -76,10 +76,19 @@ typedef struct model_config {
  * Missing keys take the Hugging Face DeepseekV3Config defaults. Errors:
  * BASE_ERR_UNSUPPORTED (model_type, scoring_func, topk_method, hidden_act,
  * rope type, quantization, attention_bias), BASE_ERR_INVALID (experts not
- * divisible by groups, bad sizes). */
+ * divisible by groups, a size outside its range (docs/model.md), a
+ * non-finite number, an eos_token_id outside the vocabulary, more than
+ * MODEL_MAX_PARAMS parameters). Every message names `what` and the key. */
 base_status model_config_parse(const cJSON *json, const char *what, model_config *cfg);
 /* DIR/config.json (or a path to a .json file). */
 base_status model_config_load(const char *dir, model_config *cfg);
+/* Parameters of the Hugging Face layout a config describes (spec §2): the
+ * main model, and in *mtp (may be NULL) its num_nextn_predict_layers MTP
+ * modules (each with its embedding and head copies). Saturates at
+ * INT64_MAX. model_config_parse refuses a config whose total exceeds
+ * MODEL_MAX_PARAMS, before anything is allocated. */
+int64_t model_config_param_count(const model_config *cfg, int64_t *mtp);
+#define MODEL_MAX_PARAMS ((int64_t)1 << 40)
 /* MoE layer? (layer >= first_k_dense_replace and layer % moe_layer_freq == 0) */
 int model_layer_is_moe(const model_config *cfg, int layer);
 /* Rope inverse frequencies [qk_rope_head_dim / 2] in f32 as HF computes them

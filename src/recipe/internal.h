@@ -25,6 +25,8 @@ typedef struct {
     const recipe_set *sets; /* [nsets] the overrides */
     int nsets;
     cJSON **set_items;      /* [nsets] the value each override put into the tree (NULL: none left) */
+    const char *dir;        /* the recipe file's directory, absolute (its relative paths start there) */
+    const char *cwd;        /* the current directory (overrides', flags' and defaults' relative paths) */
 } recipe_vctx;
 
 /* The override whose value is v or holds v, or -1. */
@@ -46,10 +48,36 @@ base_status recipe_key_error(const recipe_vctx *c, const cJSON *v, const char *f
  * false, nil, {...}. Returns buf. */
 char *recipe_value_text(const cJSON *v, char *buf, size_t n);
 
+/* "a.lua:1.0,b:0.2" rewards as their list [{script, weight}, ...]; one
+ * "script:weight" string as its table {script, weight} (NULL when the
+ * string holds no entry). */
+cJSON *recipe_reward_spec_list(const char *spec);
+cJSON *recipe_reward_spec_table(const char *spec);
+
+/* Suggestions (suggest.c). For an unknown key k (value v) of a table with
+ * the keys of a and b: " (did you mean 'beta'? 'kl_coef' is verl's and
+ * OpenRLHF's name for it)", " ('beta' is a key of grpo stages)", ... or
+ * "" into buf. For a string v that is none of choices ("a|b|c";
+ * stage_type: the stage types, with their other names): " (did you mean
+ * 'x'?)" or "". */
+void recipe_unknown_key_hint(const recipe_key *a, const recipe_key *b, const char *k, const cJSON *v, char *buf,
+                             size_t n);
+void recipe_choice_hint(const char *choices, const char *v, int stage_type, char *buf, size_t n);
+
 /* Check the tree against the schema (unknown keys, types, choices, ranges),
  * normalise the short forms (a string for a list, "script:weight" rewards,
  * a bare dataset path) and add the defaults. */
 base_status recipe_validate_tree(recipe_vctx *c, cJSON *root);
+
+/* p made absolute against the absolute directory base, with "." segments
+ * dropped and "NAME/.." folded where NAME is a directory and no symbolic
+ * link (malloc'd). */
+char *recipe_abs_path(const char *base, const char *p);
+/* The RF_PATH key k of obj (at `path`) made absolute in place (paths.c):
+ * against c->dir when the recipe file named it, else (an override, a flag,
+ * dflt: the default) against c->cwd; "stage:NAME" datasets and init_from
+ * "model" stay; a bare reward script name must be a built-in script. */
+base_status recipe_resolve_value(recipe_vctx *c, cJSON *obj, const recipe_key *k, const char *path, int dflt);
 
 /* Fill r->cfg from the validated tree and check the keys that depend on
  * each other (dataset references, divisibility, ordered pairs, the GRPO

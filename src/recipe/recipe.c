@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "reward/reward.h"
@@ -194,6 +195,49 @@ static char *strndup_x(const char *s, size_t n) {
     return d;
 }
 
+/* "no list item named or numbered 'seg'", with the names the list has. */
+static base_status no_item(const recipe_vctx *c, const char *set, const char *seg, const cJSON *list) {
+    base_buf names = {0};
+    const char *best = NULL;
+    int bd = 1 << 30;
+    for (const cJSON *e = list->child; e; e = e->next) {
+        const char *nm = cJSON_IsObject(e) ? base_json_str(e, "name", NULL) : NULL;
+        if (!nm) continue;
+        base_buf_printf(&names, "%s%s", names.len ? ", " : "", nm);
+        int d = recipe_edit_distance(seg, nm);
+        if (d < bd) bd = d, best = nm;
+    }
+    int lim = (int)strlen(seg) / 3 < 2 ? 2 : (int)strlen(seg) / 3;
+    char hint[200] = "";
+    if (best && bd <= lim) snprintf(hint, sizeof hint, " (did you mean '%s'?)", best);
+    base_status s = base_err_set(BASE_ERR_INVALID,
+                                 "--set %s: no list item named or numbered '%s' in %s%s; the list has %d item%s%s%s",
+                                 set, seg, c->file, hint, cJSON_GetArraySize(list),
+                                 cJSON_GetArraySize(list) == 1 ? "" : "s", names.len ? ", named " : "",
+                                 names.len ? names.data : "");
+    base_buf_free(&names);
+    return s;
+}
+
+/* A short form that an override reaches into (`--set datasets.train.path=`
+ * on `train = "a.jsonl"`, `--set rewards.2.weight=` on "script:weight",
+ * `--set rewards.1.weight=` on rewards = "a:1,b:2"), as the table it stands
+ * for; NULL when v is no short form. v is node[seg]; node is under the key
+ * `key` of its parent (NULL: node is the root) at depth `depth`. */
+static cJSON *short_form_table(const cJSON *node, const char *key, int depth, const char *seg, const cJSON *v) {
+    if (!cJSON_IsString(v)) return NULL;
+    if (!strcmp(seg, "rewards") && (depth == 0 || (depth == 2 && cJSON_IsObject(node)))) /* the recipe's, a stage's */
+        return recipe_reward_spec_list(v->valuestring);
+    if (!key) return NULL;
+    if (depth == 1 && !strcmp(key, "datasets") && cJSON_IsObject(node)) {
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddStringToObject(t, "path", v->valuestring);
+        return t;
+    }
+    if (!strcmp(key, "rewards") && cJSON_IsArray(node)) return recipe_reward_spec_table(v->valuestring);
+    return NULL;
+}
+
 /* Apply override i of c (its value goes to c->set_items[i]). */
 static base_status apply_set(recipe_vctx *c, cJSON *root, int i) {
     const char *set = c->sets[i].set, *file = c->file;
@@ -203,6 +247,8 @@ static base_status apply_set(recipe_vctx *c, cJSON *root, int i) {
     char *keypath = strndup_x(set, (size_t)(eq - set));
     const char *val = eq + 1;
     cJSON *node = root;
+    const char *node_key = NULL; /* the key node is under (NULL: the root) */
+    int depth = 0;
     char *save = NULL, *seg = strtok_r(keypath, ".", &save);
     base_status s = BASE_OK;
     while (seg) {
@@ -216,8 +262,7 @@ static base_status apply_set(recipe_vctx *c, cJSON *root, int i) {
             if (!child && *end == 0 && idx >= 1 && idx <= cJSON_GetArraySize(node))
                 child = cJSON_GetArrayItem(node, (int)idx - 1);
             if (!child) {
-                s = base_err_set(BASE_ERR_INVALID, "--set %s: no list item named or numbered '%s' in %s",
-                                 set, seg, file);
+                s = no_item(c, set, seg, node);
                 break;
             }
             if (!next) {
@@ -242,10 +287,28 @@ static base_status apply_set(recipe_vctx *c, cJSON *root, int i) {
                 child = cJSON_CreateObject();
                 cJSON_AddItemToObject(node, seg, child);
             }
-        } else {
-            s = base_err_set(BASE_ERR_INVALID, "--set %s: '%s' is not a table in %s", set, seg, file);
-            break;
         }
+        if (next && !cJSON_IsObject(child) && !cJSON_IsArray(child)) {
+            cJSON *t = short_form_table(node, node_key, depth, seg, child);
+            if (!t) { /* a value, not a table: say what to write */
+                char val_text[128];
+                char *prefix = strndup_x(set, (size_t)(seg - keypath) + strlen(seg));
+                s = base_err_set(BASE_ERR_INVALID,
+                                 "--set %s: '%s' is %s in %s, not a table, so it has no '%s': set it whole "
+                                 "(--set %s=VALUE)",
+                                 set, prefix, recipe_value_text(child, val_text, sizeof val_text), file, next, prefix);
+                free(prefix);
+                break;
+            }
+            /* overrides that gave the short form now give what it stands for */
+            cJSON *path = cJSON_IsObject(t) ? cJSON_GetObjectItemCaseSensitive(t, "path") : NULL;
+            recipe_vctx_replaced(c, child, path ? path : t);
+            if (cJSON_IsObject(node)) cJSON_ReplaceItemInObjectCaseSensitive(node, seg, t); /* keeps the key */
+            else cJSON_ReplaceItemViaPointer(node, child, t);
+            child = t;
+        }
+        node_key = seg;
+        depth++;
         node = child;
         seg = next;
     }
@@ -282,10 +345,18 @@ static void sort_keys(cJSON *v) {
 base_status recipe_load_string_sets(const char *src, const char *chunkname, const recipe_set *sets, int nsets,
                                     recipe **out) {
     *out = NULL;
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd) return base_err_set(BASE_ERR_IO, "%s: getcwd: %s", chunkname, base_strerror_now());
+    char *tmp = base_xstrdup(chunkname);
+    char *dir = recipe_abs_path(cwd, dirname(tmp)); /* the recipe file's directory */
+    free(tmp);
     cJSON *root;
     base_status s = run_lua(src, chunkname, &root);
-    if (s) return s;
-    recipe_vctx c = {chunkname, sets, nsets, base_xcalloc((size_t)nsets + 1, sizeof(cJSON *))};
+    if (s) {
+        free(cwd), free(dir);
+        return s;
+    }
+    recipe_vctx c = {chunkname, sets, nsets, base_xcalloc((size_t)nsets + 1, sizeof(cJSON *)), dir, cwd};
     name_stages(root);
     for (int i = 0; i < nsets && !s; i++) s = apply_set(&c, root, i);
     if (!s) s = recipe_validate_tree(&c, root);
@@ -295,9 +366,7 @@ base_status recipe_load_string_sets(const char *src, const char *chunkname, cons
         r = base_xcalloc(1, sizeof *r);
         r->root = root;
         r->path = base_xstrdup(chunkname);
-        char *tmp = base_xstrdup(chunkname);
-        r->dir = base_xstrdup(dirname(tmp));
-        free(tmp);
+        r->dir = base_xstrdup(dir);
         if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "name"))) {
             char *b = base_xstrdup(chunkname);
             char *base = basename(b);
@@ -310,6 +379,7 @@ base_status recipe_load_string_sets(const char *src, const char *chunkname, cons
         s = recipe_config_build(&c, r);
     }
     free(c.set_items);
+    free(cwd), free(dir);
     if (s) {
         if (r) recipe_free(r);
         else cJSON_Delete(root);
@@ -357,11 +427,6 @@ const char *recipe_path(const recipe *r) { return r->path; }
 const recipe_cfg *recipe_config(const recipe *r) { return &r->cfg; }
 
 char *recipe_resolve_path(const recipe *r, const char *p) {
-    /* relative to the recipe file first (a recipe's own paths), then to the
-     * current directory (paths given with --set) */
-    if (p[0] == '/') return base_xstrdup(p);
-    char *j = base_path_join(r->dir, p);
-    if (base_file_exists(j)) return j;
-    free(j);
-    return base_xstrdup(p);
+    /* the tree's paths are absolute already (paths.c) */
+    return p[0] == '/' ? base_xstrdup(p) : recipe_abs_path(r->dir, p);
 }

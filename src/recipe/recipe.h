@@ -201,6 +201,8 @@ typedef struct {
     int n_datasets;
     recipe_rewards rewards;
     int64_t reward_workers, reward_instructions, reward_memory_mb;
+    double max_reward_error_rate;  /* a stage stops past this share of failed reward calls ... */
+    int64_t reward_error_window;   /* ... over its last this many steps (run_gen.c) */
     const recipe_stage_cfg *stages;
     int n_stages;
     int report;
@@ -230,9 +232,31 @@ char *recipe_to_lua(const recipe *r);
 /* Write it atomically to `path`. */
 base_status recipe_write_resolved(const recipe *r, const char *path);
 
-/* Resolve a relative path: against the recipe file's directory when it
- * exists there, else as given (relative to the current directory). */
+/* A path of the recipe as the run opens it (malloc'd). Every file and
+ * directory key (model, tokenizer, ref_model, output_dir, datasets.*.path,
+ * a reward's script, init_from, a sample stage's output) is made absolute
+ * when the recipe loads: a relative path named in a recipe file against
+ * that file's directory, one from an override, a flag or a default against
+ * the current directory. So config.resolved.lua holds absolute paths and
+ * runs as it is from any directory. A relative p (not from the tree) is
+ * taken against the recipe file's directory. */
 char *recipe_resolve_path(const recipe *r, const char *p);
+
+/* ---- comparing with an earlier run's config (--resume) ------------------ */
+
+typedef struct {
+    char *key;            /* as errors name keys: "stages[2].learning_rate" */
+    char *before, *after; /* the values as messages show them ("(unset)": none) */
+    int alters;           /* 1: the key alters the trained result (its schema row lacks RF_NEUTRAL) */
+} recipe_change;
+
+/* The keys whose values differ between the recipe in the file `path` (an
+ * earlier config.resolved.lua, loaded as a recipe) and r, in schema order;
+ * a dataset, reward or stage added, removed or of another type is one
+ * change. *out is malloc'd (recipe_changes_free). Errors: the file does
+ * not load (the message names it). */
+base_status recipe_changes(const recipe *r, const char *path, recipe_change **out, int *n);
+void recipe_changes_free(recipe_change *c, int n);
 
 /* Edit distance (for "did you mean" suggestions). */
 int recipe_edit_distance(const char *a, const char *b);

@@ -24,6 +24,9 @@
 
 #define REQ NULL
 
+/* A row leaves out its last field, flags (RF_*), when it has none: a zero. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
 /* ranges: [a, b], (a, b], [a, b), >= a, > a */
 #define ANY {0, 0, 0}
 #define IN(a, b) {(a), (b), RR_MIN | RR_MAX}
@@ -36,7 +39,7 @@
 #define LEN_MAX 1048576.0 /* tokens of a prompt, a completion, an SFT row; rows of a batch */
 #define G_MAX 65536.0     /* completions per prompt */
 
-#define END {NULL, 0, NULL, NULL, NULL, 0, ANY}
+#define END {NULL, 0, NULL, NULL, NULL, 0, ANY, 0}
 
 /* offsets */
 #define TOP(f) offsetof(recipe_cfg, f)
@@ -59,11 +62,12 @@
     {"adam_beta2", RK_NUM, "0.999", NULL, "AdamW beta2", ST(S.train.adam_beta2), IN_CO(0, 1)},                       \
     {"adam_epsilon", RK_NUM, "1e-8", NULL, "AdamW epsilon", ST(S.train.adam_epsilon), GE(0)},                        \
     {"max_grad_norm", RK_NUM, "1.0", NULL, "global gradient-norm clip (0 = off)", ST(S.train.max_grad_norm), GE(0)}, \
-    {"logging_steps", RK_INT, "1", NULL, "write metrics every N steps", ST(S.train.logging_steps), GE(1)},           \
+    {"logging_steps", RK_INT, "1", NULL, "write metrics every N steps", ST(S.train.logging_steps), GE(1),           \
+     RF_NEUTRAL},                                                                                                     \
     {"save_steps", RK_INT, "0", NULL, "checkpoint every N steps (0: only at the end)", ST(S.train.save_steps),       \
-     GE(0)},                                                                                                          \
+     GE(0), RF_NEUTRAL},                                                                                              \
     {"save_total_limit", RK_INT, "2", NULL, "keep the last K checkpoints (0: all)", ST(S.train.save_total_limit),    \
-     IN(0, I32)},                                                                                                     \
+     IN(0, I32), RF_NEUTRAL},                                                                                         \
     {"gradient_checkpointing", RK_BOOL, "false", NULL, "recompute activations per layer",                            \
      ST(S.train.gradient_checkpointing), ANY},                                                                        \
     {"offload_optimizer", RK_BOOL, "false", NULL,                                                                     \
@@ -164,10 +168,10 @@ static const recipe_key grpo_keys[] = {
     {"ref_model_mixup_alpha", RK_NUM, "0.6", NULL, "ref = alpha * policy + (1 - alpha) * ref",
      G_ST(ref_model_mixup_alpha), IN(0, 1)},
     {"log_completions_steps", RK_INT, "10", NULL, "write samples.jsonl every N steps (0: never)",
-     G_ST(log_completions_steps), GE(0)},
+     G_ST(log_completions_steps), GE(0), RF_NEUTRAL},
     {"log_completion_ids", RK_BOOL, "false", NULL,
      "samples.jsonl lines also carry prompt_ids and completion_ids: the token ids trained on",
-     G_ST(log_completion_ids), ANY},
+     G_ST(log_completion_ids), ANY, RF_NEUTRAL},
     {"rewards", RK_REWARDS, "null", NULL, "this stage's rewards (null: the recipe's)", ST(own_rewards), ANY},
     TRAIN_KEYS(grpo, "1e-6", "\"constant\""),
     END,
@@ -209,7 +213,7 @@ static const recipe_key sample_keys[] = {
     {"limit", RK_INT, "0", NULL, "sample from the first N prompts only (0: all)", SA_ST(limit), GE(0)},
     {"merge_datasets", RK_STRLIST, "[]", NULL, "datasets (names) whose rows are appended to the output",
      SA_ST(merge_datasets), ANY},
-    {"output", RK_STR, "null", NULL, "output JSONL (null: RUN/NAME.jsonl)", SA_ST(output), ANY},
+    {"output", RK_STR, "null", NULL, "output JSONL (null: RUN/NAME.jsonl)", SA_ST(output), ANY, RF_PATH},
     {"rewards", RK_REWARDS, "null", NULL, "this stage's rewards (null: the recipe's)", ST(own_rewards), ANY},
     END,
 };
@@ -232,20 +236,21 @@ static const recipe_key stage_common[] = {
     {"template", RK_STR, "null", NULL, "this stage's prompt template (null: the recipe's)", ST(template_name), ANY},
     {"init_from", RK_STR, "null", NULL,
      "start from this checkpoint; \"model\": the recipe's model (null: the previous stage's weights)", ST(init_from),
-     ANY},
+     ANY, RF_PATH},
     END,
 };
 
 static const recipe_key dataset_keys[] = {
     {"path", RK_STR, REQ, NULL, "JSONL file, or \"stage:NAME\" (the output of an earlier sample stage)", DS(path),
-     ANY},
+     ANY, RF_PATH},
     {"prompt_column", RK_STR, "\"prompt\"", NULL, "column holding the question", DS(prompt_column), ANY},
     {"limit", RK_INT, "0", NULL, "use the first N rows (0: all)", DS(limit), GE(0)},
     END,
 };
 
 static const recipe_key reward_keys[] = {
-    {"script", RK_STR, REQ, NULL, "Lua reward script", RW(script), ANY},
+    {"script", RK_STR, REQ, NULL, "Lua reward script: a built-in name (boxed_math) or a file (a '/' or '.lua')",
+     RW(script), ANY, RF_PATH},
     {"weight", RK_NUM, "1.0", NULL, "weight in the total reward", RW(weight), ANY},
     {"name", RK_STR, "null", NULL, "metric name (default: the script's base name)", RW(name), ANY},
     {"params", RK_TABLE, "null", NULL, "values for the script's params table (e.g. {url = ...})", RW(params), ANY},
@@ -253,31 +258,40 @@ static const recipe_key reward_keys[] = {
 };
 
 static const recipe_key top_keys[] = {
-    {"name", RK_STR, "null", NULL, "run name (default: the recipe file's base name)", TOP(name), ANY},
-    {"model", RK_STR, REQ, NULL, "policy checkpoint directory (Hugging Face layout)", TOP(model), ANY},
+    {"name", RK_STR, "null", NULL, "run name (default: the recipe file's base name)", TOP(name), ANY, RF_NEUTRAL},
+    {"model", RK_STR, REQ, NULL, "policy checkpoint directory (Hugging Face layout)", TOP(model), ANY, RF_PATH},
     {"init_std", RK_NUM, "null", NULL,
      "start from random weights N(0, init_std^2) with the model's config.json (pre-training)", TOP(init_std), GT(0)},
-    {"tokenizer", RK_STR, "null", NULL, "tokenizer directory (null: the model's)", TOP(tokenizer), ANY},
-    {"ref_model", RK_STR, "null", NULL, "reference model (null: the policy at the stage start)", TOP(ref_model), ANY},
+    {"tokenizer", RK_STR, "null", NULL, "tokenizer directory (null: the model's)", TOP(tokenizer), ANY, RF_PATH},
+    {"ref_model", RK_STR, "null", NULL, "reference model (null: the policy at the stage start)", TOP(ref_model), ANY,
+     RF_PATH},
     {"device", RK_STR, "\"auto\"", "auto|cpu|cuda", "backend", TOP(device), ANY},
     {"precision", RK_STR, "\"f32\"", "f32|bf16", "compute precision (bf16: CUDA backend only, docs/cuda.md)",
      TOP(precision), ANY},
     {"seed", RK_INT, "42", NULL, "seed of every random draw", TOP(seed), GE(0)},
-    {"output_dir", RK_STR, "\"runs\"", NULL, "runs are written to OUTPUT_DIR/NAME", TOP(output_dir), ANY},
-    {"threads", RK_INT, "0", NULL, "CPU threads (0: all cores)", TOP(threads), IN(0, 1024)},
+    {"output_dir", RK_STR, "\"runs\"", NULL, "runs are written to OUTPUT_DIR/NAME", TOP(output_dir), ANY,
+     RF_PATH | RF_NEUTRAL},
+    {"threads", RK_INT, "0", NULL, "CPU threads (0: all cores)", TOP(threads), IN(0, 1024), RF_NEUTRAL},
     {"template", RK_STR, "\"r1-zero\"", NULL,
      "prompt template: r1-zero, chat, r1, raw, or a string with {prompt} and {system}", TOP(template_name), ANY},
     {"system_prompt", RK_STR, "null", NULL, "system prompt for chat templates", TOP(system_prompt), ANY},
     {"datasets", RK_DATASETS, REQ, NULL, "named datasets", TOP(datasets), ANY},
     {"rewards", RK_REWARDS, "[]", NULL, "reward scripts with weights", TOP(rewards), ANY},
     {"reward_workers", RK_INT, "0", NULL, "reward threads (0: all cores)", TOP(reward_workers),
-     IN(0, REWARD_MAX_WORKERS)},
+     IN(0, REWARD_MAX_WORKERS), RF_NEUTRAL},
     {"reward_instructions", RK_INT, "50000000", NULL, "Lua instruction budget per reward call",
      TOP(reward_instructions), GE(REWARD_MIN_INSTRUCTIONS)},
     {"reward_memory_mb", RK_INT, "64", NULL, "Lua memory cap per reward worker", TOP(reward_memory_mb),
      IN(REWARD_MIN_MEMORY_MB, REWARD_MAX_MEMORY_MB)},
+    {"max_reward_error_rate", RK_NUM, "0.5", NULL,
+     "stop the stage when a reward function fails on more than this share of the samples of the last "
+     "reward_error_window steps (1: never stop; docs/rewards.md)",
+     TOP(max_reward_error_rate), IN(0, 1)},
+    {"reward_error_window", RK_INT, "10", NULL,
+     "steps (eval/sample: generation batches) that max_reward_error_rate looks back over", TOP(reward_error_window),
+     IN(1, 1000000)},
     {"stages", RK_STAGES, REQ, NULL, "the pipeline", TOP(stages), ANY},
-    {"report", RK_BOOL, "true", NULL, "write report.html with plots at the end", TOP(report), ANY},
+    {"report", RK_BOOL, "true", NULL, "write report.html with plots at the end", TOP(report), ANY, RF_NEUTRAL},
     END,
 };
 

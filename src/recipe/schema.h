@@ -41,6 +41,18 @@ typedef struct {
     unsigned flags; /* RR_* */
 } recipe_range;
 
+/* What a key is besides its type. */
+enum {
+    /* does not alter the trained result (where outputs go, logging,
+     * checkpoint cadence, threads): `--resume` accepts a change to it
+     * without --allow-changes */
+    RF_NEUTRAL = 1,
+    /* a file or directory (RK_STR): a relative path is made absolute when
+     * the recipe loads, against the directory of the recipe file that
+     * names it (a default or an override: the current directory) */
+    RF_PATH = 2,
+};
+
 typedef struct {
     const char *key;
     recipe_ktype type;
@@ -49,6 +61,7 @@ typedef struct {
     const char *doc;
     size_t offset;       /* of the value in the table's typed struct (recipe.h) */
     recipe_range range;  /* RK_NUM, RK_INT: allowed values (flags 0: any finite number) */
+    unsigned flags;      /* RF_* */
 } recipe_key;
 
 /* The tables, each ended by a row with key NULL. Offsets: top level into
@@ -62,6 +75,11 @@ const recipe_key *recipe_schema_stage(const char *type); /* NULL for an unknown 
 /* The stage types, NULL-terminated, in recipe_stage_type order (recipe.h):
  * sft, grpo, sample, eval. */
 const char *const *recipe_schema_stage_types(void);
+
+/* Alias i (0, 1, ...; NULL past the last) of the suggestions for unknown
+ * keys (suggest.c): another tool's name (TRL, verl, OpenRLHF, vLLM,
+ * transformers; "rollout.n" for a nested one) for the key *key. */
+const char *recipe_alias_of(int i, const char **key);
 
 /* 1 when v is inside the key's range (any finite v when it has none). */
 int recipe_range_ok(const recipe_key *k, double v);

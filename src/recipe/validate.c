@@ -123,23 +123,6 @@ static const recipe_key *find_key(const recipe_key *a, const recipe_key *b, cons
     return NULL;
 }
 
-static const char *suggest(const recipe_key *a, const recipe_key *b, const char *k) {
-    const char *best = NULL;
-    int bd = 1 << 30;
-    const recipe_key *tabs[2] = {a, b};
-    for (int t = 0; t < 2; t++)
-        for (const recipe_key *s = tabs[t]; s && s->key; s++) {
-            int d = recipe_edit_distance(k, s->key);
-            if (d < bd) {
-                bd = d;
-                best = s->key;
-            }
-        }
-    int lim = (int)strlen(k) / 3;
-    if (lim < 2) lim = 2;
-    return bd <= lim ? best : NULL;
-}
-
 static int in_choices(const char *choices, const char *v) {
     size_t n = strlen(v);
     for (const char *p = choices; *p;) {
@@ -180,6 +163,15 @@ static cJSON *parse_reward_spec(const char *spec) {
     return arr;
 }
 
+cJSON *recipe_reward_spec_list(const char *spec) { return parse_reward_spec(spec); }
+
+cJSON *recipe_reward_spec_table(const char *spec) {
+    cJSON *one = parse_reward_spec(spec);
+    cJSON *item = cJSON_DetachItemFromArray(one, 0);
+    cJSON_Delete(one);
+    return item;
+}
+
 /* obj.key = nv in place of v (overrides that gave v now point at nv). */
 static void replace_key(recipe_vctx *c, cJSON *obj, cJSON *v, const char *key, cJSON *nv) {
     recipe_vctx_replaced(c, v, nv);
@@ -211,8 +203,11 @@ static base_status check_value(recipe_vctx *c, cJSON *obj, cJSON *v, const recip
         return BASE_OK;
     case RK_STR:
         if (!cJSON_IsString(v)) return recipe_value_error(c, sub, v, "expected a string");
-        if (k->choices && !in_choices(k->choices, v->valuestring))
-            return recipe_value_error(c, sub, v, "must be one of %s", k->choices);
+        if (k->choices && !in_choices(k->choices, v->valuestring)) {
+            char hint[128];
+            recipe_choice_hint(k->choices, v->valuestring, 0, hint, sizeof hint);
+            return recipe_value_error(c, sub, v, "must be one of %s%s", k->choices, hint);
+        }
         return BASE_OK;
     case RK_STRLIST: {
         if (cJSON_IsString(v)) {
@@ -227,8 +222,11 @@ static base_status check_value(recipe_vctx *c, cJSON *obj, cJSON *v, const recip
             char item[600];
             snprintf(item, sizeof item, "%s[%d]", sub, i);
             if (!cJSON_IsString(e)) return recipe_value_error(c, item, e, "expected a string");
-            if (k->choices && !in_choices(k->choices, e->valuestring))
-                return recipe_value_error(c, item, e, "must be one of %s", k->choices);
+            if (k->choices && !in_choices(k->choices, e->valuestring)) {
+                char hint[128];
+                recipe_choice_hint(k->choices, e->valuestring, 0, hint, sizeof hint);
+                return recipe_value_error(c, item, e, "must be one of %s%s", k->choices, hint);
+            }
         }
         return BASE_OK;
     }
@@ -303,9 +301,10 @@ static base_status check_value(recipe_vctx *c, cJSON *obj, cJSON *v, const recip
             const recipe_key *ks = recipe_schema_stage(type);
             if (!ks) {
                 if (!tv) return recipe_key_error(c, NULL, "%s: missing 'type' (sft, grpo, sample or eval)", spath);
-                char tpath[640];
+                char tpath[640], hint[128] = "";
                 snprintf(tpath, sizeof tpath, "%s.type", spath);
-                return recipe_value_error(c, tpath, tv, "must be one of sft|grpo|sample|eval");
+                if (type) recipe_choice_hint("sft|grpo|sample|eval", type, 1, hint, sizeof hint);
+                return recipe_value_error(c, tpath, tv, "must be one of sft|grpo|sample|eval%s", hint);
             }
             base_status s = validate_object(c, st, ks, recipe_schema_stage_common(), spath);
             if (s) return s;
@@ -321,17 +320,17 @@ static base_status validate_object(recipe_vctx *c, cJSON *obj, const recipe_key 
     for (cJSON *v = obj->child; v; v = v->next) {
         const recipe_key *k = find_key(schema, extra, v->string);
         if (!k) {
-            const char *sg = suggest(schema, extra, v->string);
-            char full[600];
+            char full[600], hint[400];
             snprintf(full, sizeof full, "%s%s%s", path, *path ? "." : "", v->string);
-            if (sg) return recipe_key_error(c, v, "unknown key '%s' (did you mean '%s'?)", full, sg);
-            return recipe_key_error(c, v, "unknown key '%s'", full);
+            recipe_unknown_key_hint(schema, extra, v->string, v, hint, sizeof hint);
+            return recipe_key_error(c, v, "unknown key '%s'%s", full, hint);
         }
     }
     const recipe_key *tabs[2] = {extra, schema};
     for (int t = 0; t < 2; t++)
         for (const recipe_key *k = tabs[t]; k && k->key; k++) {
             cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, k->key);
+            int dflt = !v;
             if (!v) {
                 if (!k->dflt) {
                     char full[600];
@@ -344,6 +343,7 @@ static base_status validate_object(recipe_vctx *c, cJSON *obj, const recipe_key 
             }
             v = cJSON_GetObjectItemCaseSensitive(obj, k->key);
             base_status s = check_value(c, obj, v, k, path);
+            if (!s && (k->flags & RF_PATH)) s = recipe_resolve_value(c, obj, k, path, dflt);
             if (s) return s;
         }
     return BASE_OK;

@@ -1,5 +1,6 @@
 /*
- * One restricted lua_State for reward scripts.
+ * One restricted lua_State for reward scripts (building it; luacall.c loads
+ * scripts into it and calls them).
  *
  * Limits per call:
  *   - instructions: a count hook every RH_HOOK_EVERY VM instructions adds
@@ -16,7 +17,7 @@
  * Library: base (no dofile/loadfile; load is text-only; setmetatable
  * refuses __gc, whose finalizers would run outside the hook), string,
  * table, math, utf8, coroutine, os = {clock, time, date, difftime},
- * io = {open (read modes only), lines (a file name is required)},
+ * io = {open (read modes, regular files only), lines (a named regular file)},
  * require (Lua files from the script directories only), grpo. No package,
  * debug, os.execute/exit/remove/rename/getenv, io.popen/write.
  *
@@ -41,12 +42,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define RH_HOOK_EVERY 1000
 #define RH_PRINT_CAP 8192
 
 static const char *const RH_FROZEN = "grpo.frozen";   /* registry: weak set of frozen tables */
-static const char *const RH_SEED = "grpo.randomseed"; /* registry: the real math.randomseed */
 static const char *const RH_MODS = "grpo.modules";    /* registry: require() cache */
 
 rh_state *rh_of(lua_State *L) { return *(rh_state **)lua_getextraspace(L); }
@@ -215,10 +216,21 @@ static int rh_print(lua_State *L) {
     return 0;
 }
 
+/* Only regular files: reading a FIFO, a terminal or /dev/stdin would block
+ * where no instruction budget runs, /dev/zero never ends. */
+static void rh_check_regular(lua_State *L, const char *fn) {
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        luaL_error(L, "%s: '%s' is not a regular file (only regular files can be read in %s)", fn, path,
+                   rh_of(L)->what);
+}
+
 static int rh_io_open(lua_State *L) {
     const char *mode = luaL_optstring(L, 2, "r");
     if (mode[0] != 'r' || strchr(mode, '+'))
         return luaL_error(L, "io.open: only read modes are allowed in %s (got '%s')", rh_of(L)->what, mode);
+    rh_check_regular(L, "io.open");
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
@@ -227,6 +239,7 @@ static int rh_io_open(lua_State *L) {
 
 static int rh_io_lines(lua_State *L) {
     luaL_checkstring(L, 1); /* io.lines() without a file would read the trainer's stdin */
+    rh_check_regular(L, "io.lines");
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
@@ -287,7 +300,7 @@ static void rh_make_proxy(lua_State *L, lua_CFunction newindex) {
 /* Freeze an environment table in place: its contents move to a hidden
  * table (which inherits the old metatable's __index), it keeps reading
  * them, and writes raise. */
-static void rh_freeze_env(lua_State *L, int idx, int parent_idx) {
+void rh_freeze_env(lua_State *L, int idx, int parent_idx) {
     idx = lua_absindex(L, idx);
     if (parent_idx) parent_idx = lua_absindex(L, parent_idx);
     lua_newtable(L); /* hidden */
@@ -553,6 +566,7 @@ void rh_close(rh_state *s) {
     free(s->dirs);
     free(s->fn_ref);
     free(s->fn_group);
+    free(s->fn_check);
     free(s);
 }
 
@@ -564,7 +578,7 @@ void rh_begin_call(rh_state *s) {
     s->printed = 0;
 }
 
-static void rh_errmsg(lua_State *L, int idx, char *err, size_t cap) {
+void rh_errmsg(lua_State *L, int idx, char *err, size_t cap) {
     rh_state *s = rh_of(L);
     if (s->killed == RH_KILL_MEMORY) snprintf(err, cap, "memory cap exceeded (%d MiB)", (int)(s->limit >> 20));
     else if (s->killed == RH_KILL_BUDGET)
@@ -573,249 +587,4 @@ static void rh_errmsg(lua_State *L, int idx, char *err, size_t cap) {
     else snprintf(err, cap, "error object is a %s value", luaL_typename(L, idx));
     for (char *c = err; *c; c++)
         if (*c == '\n' || *c == '\r' || *c == '\t') *c = ' ';
-}
-
-/* ------------------------------------------------------------------------ */
-/* Loading a script                                                         */
-
-typedef struct {
-    const reward_fn_spec *f;
-    char ***cols;
-    int *n_cols;
-    int is_group; /* out: the table gave score_group */
-    char err[512];
-} load_ctx;
-
-static int rh_load_protected(lua_State *L) {
-    load_ctx *c = lua_touserdata(L, 1);
-    const char *path = c->f->path;
-    if (luaL_loadfilex(L, path, "t") != LUA_OK) return lua_error(L);
-    lua_newtable(L); /* the script's globals */
-    lua_createtable(L, 0, 1);
-    lua_pushglobaltable(L);
-    lua_setfield(L, -2, "__index");
-    lua_setmetatable(L, -2);
-    int env = lua_gettop(L);
-    lua_pushvalue(L, env);
-    lua_setupvalue(L, env - 1, 1);
-    lua_pushvalue(L, env - 1);
-    lua_call(L, 0, 1);
-    int ret = lua_gettop(L);
-    if (lua_type(L, ret) == LUA_TTABLE) {
-        int has_score = lua_getfield(L, ret, "score") != LUA_TNIL;
-        int has_group = lua_getfield(L, ret, "score_group") != LUA_TNIL;
-        if (has_score == has_group)
-            return luaL_error(L, "%s: the returned table needs one function field, 'score' (per sample) or "
-                              "'score_group' (per group of completions of one prompt)", path);
-        c->is_group = has_group;
-        if (!lua_isfunction(L, has_group ? -1 : -2))
-            return luaL_error(L, "%s: '%s' must be a function", path, has_group ? "score_group" : "score");
-        lua_remove(L, has_group ? -2 : -1);
-        int fn = lua_gettop(L);
-        if (lua_getfield(L, ret, "columns") != LUA_TNIL) {
-            if (!lua_istable(L, -1)) return luaL_error(L, "%s: 'columns' must be a list of strings", path);
-            lua_Integer n = luaL_len(L, -1);
-            for (lua_Integer i = 1; i <= n; i++) {
-                if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
-                    return luaL_error(L, "%s: columns[%d] is not a string", path, (int)i);
-                if (c->cols) {
-                    *c->cols = base_xrealloc(*c->cols, sizeof(char *) * (size_t)(*c->n_cols + 1));
-                    (*c->cols)[(*c->n_cols)++] = base_xstrdup(lua_tostring(L, -1));
-                }
-                lua_pop(L, 1);
-            }
-        }
-        lua_pop(L, 1);
-        int ptype = lua_getfield(L, ret, "params");
-        if (ptype != LUA_TNIL && ptype != LUA_TTABLE) return luaL_error(L, "%s: 'params' must be a table", path);
-        const cJSON *ov = c->f->params;
-        if (ov && cJSON_GetArraySize(ov) > 0 && ptype != LUA_TTABLE)
-            return luaL_error(L, "%s: the spec sets parameters but the script declares no 'params'", path);
-        for (const cJSON *it = ov ? ov->child : NULL; it; it = it->next) {
-            int t = lua_getfield(L, -1, it->string);
-            lua_pop(L, 1);
-            if (t == LUA_TNIL) return luaL_error(L, "%s: unknown parameter '%s'", path, it->string);
-            if (cJSON_IsNumber(it) && t == LUA_TNUMBER) {
-                double d = it->valuedouble;
-                if (d == floor(d) && fabs(d) < 9e15) lua_pushinteger(L, (lua_Integer)d);
-                else lua_pushnumber(L, d);
-            } else if (cJSON_IsString(it) && t == LUA_TSTRING) {
-                lua_pushstring(L, it->valuestring);
-            } else if (cJSON_IsBool(it) && t == LUA_TBOOLEAN) {
-                lua_pushboolean(L, cJSON_IsTrue(it));
-            } else {
-                return luaL_error(L, "%s: parameter '%s' must be a %s", path, it->string, lua_typename(L, t));
-            }
-            lua_setfield(L, -2, it->string);
-        }
-        lua_pop(L, 1);
-        lua_pushvalue(L, fn);
-    } else if (lua_type(L, ret) == LUA_TFUNCTION) {
-        if (c->f->params && cJSON_GetArraySize(c->f->params) > 0)
-            return luaL_error(L, "%s: the spec sets parameters but the script declares no 'params'", path);
-        lua_pushvalue(L, ret);
-    } else {
-        return luaL_error(L, "%s: must return a function or a table {score = function, ...} (or score_group), got %s", path,
-                          luaL_typename(L, ret));
-    }
-    lua_pushglobaltable(L);
-    rh_freeze_env(L, env, -1);
-    lua_pop(L, 1);
-    return 1; /* the score function */
-}
-
-base_status rh_load(rh_state *s, const reward_fn_spec *f, char ***cols, int *n_cols) {
-    lua_State *L = s->L;
-    lua_settop(L, 0);
-    rh_begin_call(s);
-    load_ctx c = {f, cols, n_cols, 0, {0}};
-    lua_pushcfunction(L, rh_load_protected);
-    lua_pushlightuserdata(L, &c);
-    int st = lua_pcall(L, 1, 1, 0);
-    if (st != LUA_OK) {
-        rh_errmsg(L, -1, c.err, sizeof c.err);
-        lua_settop(L, 0);
-        base_status bs = st == LUA_ERRSYNTAX || st == LUA_ERRFILE ? BASE_ERR_PARSE : BASE_ERR_INVALID;
-        if (strstr(c.err, f->path)) return base_err_set(bs, "reward script %s", c.err);
-        return base_err_set(bs, "reward script %s: %s", f->path, c.err);
-    }
-    s->fn_ref = base_xrealloc(s->fn_ref, sizeof(int) * (size_t)(s->n_funcs + 1));
-    s->fn_group = base_xrealloc(s->fn_group, (size_t)(s->n_funcs + 1));
-    s->fn_group[s->n_funcs] = (uint8_t)c.is_group;
-    s->fn_ref[s->n_funcs++] = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_settop(L, 0);
-    lua_gc(L, LUA_GCCOLLECT);
-    return BASE_OK;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Calling                                                                  */
-
-typedef struct {
-    const cJSON *const *samples; /* one sample, or a group's (pushed as a list) */
-    int n, group;
-    int ref;
-} call_ctx;
-
-static int rh_call_protected(lua_State *L) {
-    call_ctx *c = lua_touserdata(L, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-    if (c->group) {
-        lua_createtable(L, c->n, 0);
-        for (int i = 0; i < c->n; i++) {
-            rh_push_json(L, c->samples[i]);
-            lua_rawseti(L, -2, i + 1);
-        }
-    } else {
-        rh_push_json(L, c->samples[0]);
-    }
-    lua_call(L, 1, 2);
-    return 2;
-}
-
-/* Reseed math.random and run function f on c under the limits. LUA_OK
- * leaves the two results at stack 1 and 2; otherwise err is set and the
- * stack is empty. */
-static int rh_invoke(rh_state *s, int f, call_ctx *c, uint64_t seed, char *err, size_t err_cap) {
-    lua_State *L = s->L;
-    lua_settop(L, 0);
-    /* a clean heap each call: the memory cap then means the same thing on
-     * every worker whatever it ran before */
-    lua_gc(L, LUA_GCCOLLECT);
-    rh_begin_call(s);
-    s->budget = s->limits->instructions * (c->n > 1 ? c->n : 1);
-    lua_getfield(L, LUA_REGISTRYINDEX, RH_SEED);
-    lua_pushinteger(L, (lua_Integer)(seed >> 1));
-    lua_pushinteger(L, f);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-        rh_errmsg(L, -1, err, err_cap);
-        lua_settop(L, 0);
-        return LUA_ERRRUN;
-    }
-    lua_pushcfunction(L, rh_call_protected);
-    lua_pushlightuserdata(L, c);
-    int st = lua_pcall(L, 1, 2, 0);
-    if (st != LUA_OK || s->killed) {
-        rh_errmsg(L, -1, err, err_cap);
-        lua_settop(L, 0);
-        return st != LUA_OK ? st : LUA_ERRRUN;
-    }
-    return LUA_OK;
-}
-
-/* A score (number or nil) at idx and its parts at pidx (nil or a table of
- * named finite numbers): REWARD_OK / NIL / ERROR (message in err). */
-static int rh_take(lua_State *L, int idx, int pidx, double *score, cJSON **parts, char *err, size_t err_cap) {
-    *score = NAN;
-    *parts = NULL;
-    if (lua_isnil(L, idx)) return REWARD_NIL;
-    if (lua_type(L, idx) != LUA_TNUMBER) {
-        snprintf(err, err_cap, "returned a %s, expected a number or nil", luaL_typename(L, idx));
-        return REWARD_ERROR;
-    }
-    double v = lua_tonumber(L, idx);
-    if (!isfinite(v)) {
-        snprintf(err, err_cap, "returned a non-finite score (%g)", v);
-        return REWARD_ERROR;
-    }
-    if (!lua_isnil(L, pidx)) {
-        if (!lua_istable(L, pidx)) {
-            snprintf(err, err_cap, "parts must be a table of named numbers, got a %s", luaL_typename(L, pidx));
-            return REWARD_ERROR;
-        }
-        pidx = lua_absindex(L, pidx);
-        cJSON *o = cJSON_CreateObject();
-        lua_pushnil(L);
-        while (lua_next(L, pidx)) {
-            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TNUMBER || !isfinite(lua_tonumber(L, -1))) {
-                snprintf(err, err_cap, "parts must map names to finite numbers (bad entry of type %s = %s)",
-                         luaL_typename(L, -2), luaL_typename(L, -1));
-                lua_pop(L, 2);
-                cJSON_Delete(o);
-                return REWARD_ERROR;
-            }
-            cJSON_AddNumberToObject(o, lua_tostring(L, -2), lua_tonumber(L, -1));
-            lua_pop(L, 1);
-        }
-        *parts = o;
-    }
-    *score = v;
-    return REWARD_OK;
-}
-
-int rh_call(rh_state *s, int f, const cJSON *sample, uint64_t seed, double *score, cJSON **parts, char *err,
-            size_t err_cap) {
-    *score = NAN;
-    *parts = NULL;
-    err[0] = 0;
-    call_ctx c = {&sample, 1, 0, s->fn_ref[f]};
-    if (rh_invoke(s, f, &c, seed, err, err_cap) != LUA_OK) return REWARD_ERROR;
-    int rc = rh_take(s->L, 1, 2, score, parts, err, err_cap);
-    lua_settop(s->L, 0);
-    return rc;
-}
-
-void rh_call_group(rh_state *s, int f, const cJSON *const *samples, int n, uint64_t seed, double *score,
-                   cJSON **parts, uint8_t *status, char *err, char *errs, size_t err_cap) {
-    lua_State *L = s->L;
-    err[0] = 0;
-    for (int i = 0; i < n; i++) score[i] = NAN, parts[i] = NULL, status[i] = REWARD_ERROR, errs[i * err_cap] = 0;
-    call_ctx c = {samples, n, 1, s->fn_ref[f]};
-    if (rh_invoke(s, f, &c, seed, err, err_cap) != LUA_OK) return;
-    if (!lua_istable(L, 1)) {
-        snprintf(err, err_cap, "score_group returned a %s, expected a list of %d scores", luaL_typename(L, 1), n);
-    } else if (luaL_len(L, 1) > n) {
-        snprintf(err, err_cap, "score_group returned %lld scores for a group of %d", (long long)luaL_len(L, 1), n);
-    } else if (!lua_isnil(L, 2) && !lua_istable(L, 2)) {
-        snprintf(err, err_cap, "score_group's parts must be a list of tables, got a %s", luaL_typename(L, 2));
-    } else {
-        for (int i = 0; i < n; i++) {
-            lua_geti(L, 1, i + 1);
-            if (lua_istable(L, 2)) lua_geti(L, 2, i + 1);
-            else lua_pushnil(L);
-            status[i] = (uint8_t)rh_take(L, -2, -1, &score[i], &parts[i], errs + (size_t)i * err_cap, err_cap);
-            lua_pop(L, 2);
-        }
-    }
-    lua_settop(L, 0);
 }

@@ -115,9 +115,8 @@ static int l_json_encode(lua_State *L) {
     char err[200];
     cJSON *j = rh_to_json(L, 1, err, sizeof err);
     if (!j) return luaL_error(L, "grpo.json_encode: %s", err);
-    char *s = cJSON_PrintUnformatted(j);
+    char *s = base_json_print(j, 0);
     cJSON_Delete(j);
-    if (!s) return luaL_error(L, "grpo.json_encode: out of memory");
     lua_pushstring(L, s);
     free(s);
     return 1;
@@ -143,6 +142,12 @@ static int push_parsed(lua_State *L, const char *text, size_t len) {
     lua_pushcfunction(L, json_box_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
+    size_t nul = base_json_find_nul(text, len);
+    if (nul < len) { /* cJSON would cut the string there */
+        lua_pushnil(L);
+        lua_pushfstring(L, "invalid JSON at byte %d: U+0000 (NUL) in a string is not supported", (int)nul);
+        return 2;
+    }
     const char *end = NULL;
     b->j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     int trailing = 0;

@@ -33,8 +33,10 @@ struct reward_pool {
     char **col_owner;   /* [n_columns] path of the first script needing it */
     FILE *log;
     int own_log;
+    char *log_path;     /* NULL: stderr */
     pthread_mutex_t log_mu;
     atomic_llong n_errors;
+    char **first_error; /* [spec.n] the first error line of each function, or NULL (under log_mu) */
 };
 
 void reward_limits_default(reward_limits *l) {
@@ -96,6 +98,7 @@ base_status reward_pool_create(const reward_spec *spec, int n_workers, const rew
             return st;
         }
         p->own_log = 1;
+        p->log_path = base_xstrdup(error_log_path);
     } else {
         p->log = stderr;
     }
@@ -109,6 +112,7 @@ base_status reward_pool_create(const reward_spec *spec, int n_workers, const rew
         if (dup) free(d);
         else dirs[n_dirs++] = d;
     }
+    p->first_error = base_xcalloc((size_t)spec->n, sizeof(char *));
     p->threads = base_pool_create(n_workers);
     p->n_workers = base_pool_size(p->threads);
     p->states = base_xcalloc((size_t)p->n_workers, sizeof *p->states);
@@ -155,15 +159,38 @@ void reward_pool_destroy(reward_pool *p) {
     if (p->own_log) fclose(p->log);
     else fflush(p->log);
     pthread_mutex_destroy(&p->log_mu);
+    for (int f = 0; p->first_error && f < p->spec.n; f++) free(p->first_error[f]);
+    free(p->first_error);
+    free(p->log_path);
     reward_spec_free(&p->spec);
     free(p);
 }
 
 int reward_pool_n_funcs(const reward_pool *p) { return p->spec.n; }
 const char *reward_pool_func_name(const reward_pool *p, int f) { return p->spec.fns[f].name; }
+const char *reward_pool_func_path(const reward_pool *p, int f) { return p->spec.fns[f].path; }
 double reward_pool_func_weight(const reward_pool *p, int f) { return p->spec.fns[f].weight; }
 int reward_pool_n_workers(const reward_pool *p) { return p->n_workers; }
 int64_t reward_pool_n_errors(const reward_pool *p) { return atomic_load(&((reward_pool *)p)->n_errors); }
+const char *reward_pool_error_log(const reward_pool *p) { return p->log_path; }
+
+char *reward_pool_first_error(reward_pool *p, int f) {
+    if (f < 0 || f >= p->spec.n) return NULL;
+    pthread_mutex_lock(&p->log_mu);
+    char *e = p->first_error[f] ? base_xstrdup(p->first_error[f]) : NULL;
+    pthread_mutex_unlock(&p->log_mu);
+    return e;
+}
+
+base_status reward_pool_check(reward_pool *p) {
+    for (int f = 0; f < p->spec.n; f++) {
+        char err[600];
+        if (rh_check(p->states[0], f, err, sizeof err))
+            return base_err_set(BASE_ERR_INVALID, "reward '%s' (%s): check failed: %s", p->spec.fns[f].name,
+                                p->spec.fns[f].path, err);
+    }
+    return BASE_OK;
+}
 
 const char *const *reward_required_columns(const reward_pool *p, int *n) {
     *n = p->n_columns;
@@ -211,6 +238,11 @@ static void log_error(reward_pool *p, const char *id, int f, const char *msg) {
     pthread_mutex_lock(&p->log_mu);
     fprintf(p->log, "sample %s: %s (%s): %s\n", id, p->spec.fns[f].name, p->spec.fns[f].path, msg);
     fflush(p->log);
+    if (!p->first_error[f]) {
+        base_buf b = {0};
+        base_buf_printf(&b, "sample %s: %s", id, msg);
+        p->first_error[f] = b.data;
+    }
     pthread_mutex_unlock(&p->log_mu);
 }
 

@@ -6,10 +6,13 @@
  * or a table
  *     { score = function(sample) ... end,
  *       columns = {"answer", ...},        -- dataset columns it needs
- *       params  = { key = default, ... } } -- tunable from the reward spec
+ *       params  = { key = default, ... }, -- tunable from the reward spec
+ *       check   = function() ... end }    -- optional pre-flight: raises an
+ *                                         -- error when the script cannot work
  * `sample` is the dataset row plus `prompt`, `completion`,
  * `completion_tokens` and `finish_reason`. `score` is a number, or nil to
- * skip the sample; `parts` is a table of named numbers that are logged.
+ * skip the sample ("not scored"); `parts` is a table of named numbers that
+ * are logged (the names "std" and "scored" are reserved).
  *
  * A reward spec combines scripts with weights. Text form (command line):
  *     rewards/boxed_math.lua:1.0,rewards/think_format.lua:0.2
@@ -19,9 +22,11 @@
  *
  * The pool runs N workers, each with one lua_State made once and reused.
  * Every call has an instruction budget and a memory cap; a script error, an
- * overrun or a bad return value gives nil for that function plus one line in
- * the reward error log, and never stops the run. Results depend only on the
- * scripts and the sample, never on the number of workers.
+ * overrun or a bad return value is an error for that function and sample
+ * (status REWARD_ERROR, score NaN) plus one line in the reward error log.
+ * The pool never stops on one; its callers decide (the trainer's
+ * max_reward_error_rate, grpo score's exit status). Results depend only on
+ * the scripts and the sample, never on the number of workers.
  *
  * The `grpo` Lua module gives scripts C helpers: run_tests (the code
  * sandbox, also usable from C below), http_post_json, json_encode/decode,
@@ -197,10 +202,21 @@ void reward_pool_destroy(reward_pool *p);
 
 int reward_pool_n_funcs(const reward_pool *p);
 const char *reward_pool_func_name(const reward_pool *p, int f);
+const char *reward_pool_func_path(const reward_pool *p, int f); /* the script */
 double reward_pool_func_weight(const reward_pool *p, int f);
 int reward_pool_n_workers(const reward_pool *p);
 /* Lines written to the error log so far. */
 int64_t reward_pool_n_errors(const reward_pool *p);
+/* The error log's path as given to reward_pool_create (NULL: stderr). */
+const char *reward_pool_error_log(const reward_pool *p);
+/* The first error logged for function f, "sample ID: message" (malloc'd;
+ * NULL when it has none). */
+char *reward_pool_first_error(reward_pool *p, int f);
+/* Pre-flight: run every script's optional `check` function once (worker
+ * 0, the per-call limits), for scripts that depend on something outside
+ * the sample (http_judge.lua: its server answers). BASE_ERR_INVALID
+ * "reward 'NAME' (PATH): check failed: message" on the first that raises. */
+base_status reward_pool_check(reward_pool *p);
 
 /* Dataset columns the scripts declared (union, in spec order, without
  * duplicates and without the four fields the pipeline adds). Owned by the

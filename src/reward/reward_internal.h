@@ -22,6 +22,7 @@ typedef struct {
     int n_funcs;
     int *fn_ref;                 /* registry refs of the score functions */
     uint8_t *fn_group;           /* 1: a score_group function (one call per group) */
+    int *fn_check;               /* registry refs of the scripts' check functions (LUA_NOREF: none) */
     int64_t budget;              /* this call's instruction budget */
     size_t printed;              /* bytes print()ed in this call */
     char **dirs;                 /* require() search directories */
@@ -51,6 +52,14 @@ void rh_forbid(lua_State *L, int t, const char *lib, const char *name);
 /* Start a call: the instruction count and the kill state reset, the budget
  * limits->instructions. */
 void rh_begin_call(rh_state *s);
+/* The message of the error at idx (or of the limit that killed the call)
+ * into err[cap], on one line. */
+void rh_errmsg(lua_State *L, int idx, char *err, size_t cap);
+/* Freeze the environment table at idx in place (reads keep working, writes
+ * raise); parent_idx: the table its unknown names come from, or 0. */
+void rh_freeze_env(lua_State *L, int idx, int parent_idx);
+/* Registry key of the real math.randomseed (the scripts' one is wrapped). */
+#define RH_SEED "grpo.randomseed"
 void rh_close(rh_state *s);
 
 /* Load script f into the state (appends to fn_ref). On success the
@@ -63,6 +72,10 @@ base_status rh_load(rh_state *s, const reward_fn_spec *f, char ***cols, int *n_c
  * `seed` reseeds math.random so results do not depend on call order. */
 int rh_call(rh_state *s, int f, const cJSON *sample, uint64_t seed, double *score, cJSON **parts, char *err,
             size_t err_cap);
+
+/* Run script f's `check` function (none: nothing to do) under the
+ * per-call limits: 0, or -1 with the error (one line) in err. */
+int rh_check(rh_state *s, int f, char *err, size_t err_cap);
 
 /* Call group function f (fn_group[f]) once on samples[0..n), one prompt's
  * completions: writes status[i] (REWARD_*), score[i] (NaN unless OK),

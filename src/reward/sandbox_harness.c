@@ -8,8 +8,10 @@
  * evidence records to fd 4 (a pipe only the parent reads):
  *     NONCE R <n>           ready: setup ran, n tests compiled
  *     NONCE B <i> <msg>     test i (-1: the setup) does not compile or fails
- *     NONCE S -1 <K> <msg>  the solution raised or its process ended before
- *                           the tests (K: M MemoryError, D ended, E other)
+ *                           here (never on the runner's word)
+ *     NONCE S -1 <K> <msg>  the solution raised, its process ended or it
+ *                           says the setup failed there, before the tests
+ *                           (K: M MemoryError, D ended, E other)
  *     NONCE P <i>           test i ran to its end
  *     NONCE F <i> <K> <msg> test i raised (K: A assert, M memory, D the
  *                           solution's process ended, E other)

@@ -190,15 +190,23 @@ static int plan_build(jail_plan *p, const char *interp) {
 #endif
 
 #ifdef SBX_AUDIT_ARCH
-#define SBX_FILTER_MAX 160
+#define SBX_FILTER_MAX 256
 static struct sock_filter g_filter[SBX_FILTER_MAX];
 static unsigned short g_filter_len;
 static pthread_once_t g_filter_once = PTHREAD_ONCE_INIT;
 
 /* Denied with EPERM: other processes' memory, new namespaces and mounts,
  * kernel keyrings, BPF, perf, userfaultfd, io_uring, modules, reboot,
- * clocks, file handles, and the like. */
+ * clocks, file handles, and the like; and memory that RLIMIT_AS does not
+ * count: memfd (written, never mapped) and System V / POSIX IPC objects,
+ * which without namespaces also outlive the run in the host's IPC
+ * namespace. */
 static const int g_denied[] = {
+    SYS_memfd_create, SYS_shmget, SYS_shmat, SYS_shmctl, SYS_shmdt, SYS_msgget, SYS_msgsnd, SYS_msgrcv, SYS_msgctl,
+    SYS_semget, SYS_semop, SYS_semtimedop, SYS_semctl, SYS_mq_open,
+#ifdef SYS_memfd_secret
+    SYS_memfd_secret,
+#endif
     SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_kcmp, SYS_mount, SYS_umount2,
     SYS_pivot_root, SYS_chroot, SYS_unshare, SYS_setns, SYS_keyctl, SYS_add_key, SYS_request_key, SYS_bpf,
     SYS_perf_event_open, SYS_userfaultfd, SYS_kexec_load, SYS_init_module, SYS_finit_module,
@@ -567,8 +575,14 @@ static void warn_proc_once(int err) {
 }
 
 int sbx_child_start(const sbx_child_cfg *c, sbx_child *out, char *msg, size_t cap) {
-    static char *const envp[] = {"PYTHONHASHSEED=0", "PYTHONDONTWRITEBYTECODE=1", "PYTHONIOENCODING=utf-8",
-                                 "LC_ALL=C.UTF-8", "PATH=/usr/bin:/bin", "HOME=/tmp", NULL};
+    /* HOME and TMPDIR: the work directory (without namespaces /tmp is the
+     * host's, and what is written there outlives the run) */
+    char home[JAIL_PATH + 8], tmpdir[JAIL_PATH + 8];
+    const char *wd = c->use_ns ? "/tmp" : c->workdir;
+    snprintf(home, sizeof home, "HOME=%s", wd);
+    snprintf(tmpdir, sizeof tmpdir, "TMPDIR=%s", wd);
+    char *const envp[] = {"PYTHONHASHSEED=0", "PYTHONDONTWRITEBYTECODE=1", "PYTHONIOENCODING=utf-8",
+                          "LC_ALL=C.UTF-8", "PATH=/usr/bin:/bin", home, tmpdir, NULL};
     const reward_sandbox_limits *lim = c->lim;
     memset(out, 0, sizeof *out);
     if (c->n_fds < 0 || c->n_fds > SBX_MAX_FDS) base_die("sbx_child_start: %d fds", c->n_fds);

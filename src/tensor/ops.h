@@ -266,7 +266,10 @@ struct ops {
 /* The CPU backend: always present. */
 const struct ops *ops_cpu(void);
 /* The CUDA backend, or NULL when grpo was built without CUDA or no GPU is
- * usable (the reason is in base_err_msg()). */
+ * usable (the reason is in base_err_msg()). In a CUDA build the kernels
+ * and the CUDA libraries are the module grpo-cuda.so, loaded by the first
+ * call (src/tensor/ops_cuda_load.c): a process that never asks for the
+ * GPU never maps them. */
 const struct ops *ops_cuda(void);
 /* By name: "cpu", "cuda", or "auto" (cuda when usable, else cpu), or a name
  * given to ops_register. NULL and a message for an unknown or unusable

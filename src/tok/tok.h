@@ -20,6 +20,16 @@
  * `truncation` and `padding` in tokenizer.json are ignored: callers get all
  * ids and pad/cut themselves.
  *
+ * Untrusted files (tokenizers come from the Hub): tokenizer.json must be
+ * valid UTF-8 JSON (as HF requires); every vocabulary id must be below the
+ * number of entries the file defines (model.vocab + added_tokens) plus
+ * 65536, so the per-id tables are proportional to the file (an id of 2e9
+ * in a 6 KB file is refused, naming the token); TemplateProcessing ids must
+ * be ids of the tokenizer. Added tokens get their ids as HF assigns them
+ * (the file's "id" is only compared); a content listed twice with other
+ * flags takes the later flags under the same id and stays special once
+ * listed as special, as HF's AddedVocabulary does.
+ *
  * Thread safety: a loaded tokenizer is read-only. tok_encode, tok_decode and
  * the template functions may run concurrently on one tokenizer from any
  * number of threads (each call borrows a private scratch with its own word
@@ -63,6 +73,10 @@ void tok_ids_free(tok_ids *v);
 base_status tok_load(const char *dir, tok_tokenizer **out);
 /* Same, from explicit paths; config_path may be NULL. */
 base_status tok_load_files(const char *json_path, const char *config_path, tok_tokenizer **out);
+/* Same, from memory: the text of tokenizer.json (`what` names it in
+ * messages) and of tokenizer_config.json (config may be NULL). */
+base_status tok_load_mem(const char *json, size_t len, const char *config, size_t config_len,
+                         const char *what, tok_tokenizer **out);
 void tok_free(tok_tokenizer *tk);
 
 /* Number of ids: max id + 1 over the model vocabulary and added tokens
@@ -73,7 +87,8 @@ int32_t tok_vocab_size(const tok_tokenizer *tk);
 int32_t tok_token_id(const tok_tokenizer *tk, const char *token);
 /* The vocabulary string of an id (NUL-terminated, owned by tk), or NULL. */
 const char *tok_token_str(const tok_tokenizer *tk, int32_t id);
-/* 1 if id is an added token marked special (skipped by TOK_DEC_SKIP_SPECIAL). */
+/* 1 if id is an added token whose content is special (in HF's
+ * special_tokens_set; skipped by TOK_DEC_SKIP_SPECIAL). */
 int tok_is_special(const tok_tokenizer *tk, int32_t id);
 /* bos/eos/pad ids from tokenizer_config.json (pad falls back to eos when the
  * config names none), -1 when absent. */
@@ -120,7 +135,10 @@ enum {
 
 /* Decode ids and APPEND the text to *out (NUL-terminated). Unknown ids are
  * dropped and byte sequences that are not UTF-8 become U+FFFD, as HF does.
- * Thread-safe; never fails. */
+ * One difference from HF: a decoded byte 0 (the byte-level token "Ā" of
+ * byte 0x00, which a model can sample) becomes U+FFFD too, so the text
+ * never holds a NUL and every C-string consumer (JSON, Lua, stop strings)
+ * sees all of it. Thread-safe; never fails. */
 void tok_decode(const tok_tokenizer *tk, const int32_t *ids, int64_t n, int flags, base_buf *out);
 /* Convenience: a malloc'd NUL-terminated string; *len (may be NULL) its length. */
 char *tok_decode_str(const tok_tokenizer *tk, const int32_t *ids, int64_t n, int flags,
@@ -151,6 +169,15 @@ typedef struct {
  * other braces are literal text. Returns a malloc'd string. */
 char *tok_template_render(const tok_tokenizer *tk, const char *tmpl, const tok_template_vars *v);
 
+/* A template typed on the command line, read with the escapes of a Lua
+ * string literal, so '{prompt}\n' means what it means in a recipe: \n \t
+ * \r \\ \" \' \xXX \ddd \u{XXX} \z and backslash-newline. \a \b \f \v
+ * (control characters no template wants; "\boxed", "\frac" and "\vec"
+ * typed with one backslash) and escapes Lua does not know are errors:
+ * BASE_ERR_PARSE "byte N: why" (*out NULL). *out is malloc'd. The result
+ * may hold a NUL only when \0 was written, which then ends it. */
+base_status tok_template_unescape(const char *s, char **out);
+
 /* Encode a rendered template and APPEND the ids to *out. Added-token strings
  * in the template text (e.g. "<｜User｜>", "<think>" where the vocabulary has
  * it) become their ids; the prompt and system values are encoded as plain
@@ -172,6 +199,12 @@ enum {
      * their last "</think>", and the generation prompt ends in
      * "<｜Assistant｜><think>\n". */
     TOK_CHAT_R1 = 2,
+    /* Assistant contents may hold added tokens ("<think>", "</think>"): they
+     * are encoded as HF encodes the rendered text, the way the model wrote
+     * them, instead of as plain text. For training data (SFT), where the
+     * assistant turns are model output; user and system contents stay
+     * plain text. */
+    TOK_CHAT_ASSISTANT_TOKENS = 4,
 };
 
 /* DeepSeek-V3 chat format (the tokenizer_config.json chat_template without
@@ -184,6 +217,35 @@ base_status tok_chat_render(const tok_tokenizer *tk, const tok_msg *msgs, int n,
                             char **text);
 base_status tok_chat_encode(const tok_tokenizer *tk, const tok_msg *msgs, int n, int flags,
                             tok_ids *out);
+
+/* The tokenizer's own chat template (tokenizer_config.json "chat_template",
+ * a Jinja text, or the entry named "default" of a list of templates), as
+ * far as grpo can tell without a Jinja engine: the DeepSeek-V3 and
+ * DeepSeek-R1 templates are recognised by the text they emit (the role
+ * markers around message['content'], R1's content.split('</think>')[-1]
+ * and its generation prompt "<｜Assistant｜><think>\n"); any other
+ * template, DeepSeek-style variants with thinking switches included, is
+ * TOK_CHAT_TEMPLATE_OTHER. */
+typedef enum {
+    TOK_CHAT_TEMPLATE_NONE = 0,    /* no chat_template (HF: apply_chat_template refuses) */
+    TOK_CHAT_TEMPLATE_DEEPSEEK_V3, /* tok_chat_* with flags 0 renders it */
+    TOK_CHAT_TEMPLATE_DEEPSEEK_R1, /* tok_chat_* with TOK_CHAT_R1 renders it */
+    TOK_CHAT_TEMPLATE_OTHER,       /* not renderable here */
+} tok_chat_template_kind;
+
+/* Classify a chat_template text (NULL or "" = NONE). */
+tok_chat_template_kind tok_chat_template_classify(const char *jinja);
+/* The loaded tokenizer's chat template kind. */
+tok_chat_template_kind tok_chat_template(const tok_tokenizer *tk);
+/* "none", "DeepSeek-V3", "DeepSeek-R1", "other". */
+const char *tok_chat_template_name(tok_chat_template_kind k);
+/* Whether the DeepSeek chat format (tok_chat_*) is this model's own chat
+ * format: BASE_OK when its chat template is DeepSeek-V3's or R1's, or when
+ * it has no chat template but "<｜User｜>" and "<｜Assistant｜>" are added
+ * tokens of its vocabulary. Otherwise BASE_ERR_UNSUPPORTED with a message
+ * naming the tokenizer and why (the role markers would reach the model as
+ * plain text it never saw, or its template is another one). */
+base_status tok_chat_check(const tok_tokenizer *tk);
 
 /* ------------------------------------------------------------------------ */
 /* Writer for tiny byte-level tokenizers (tok_write.c)                      */

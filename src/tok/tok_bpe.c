@@ -229,7 +229,7 @@ static void cache_put(tok_scratch *s, uint32_t slot, const char *k, size_t n, ui
     c->ids_off = s->cache_ids_n;
     c->n_ids = n_ids;
     base_buf_append(&s->cache_keys, k, n);
-    memcpy(s->cache_ids + s->cache_ids_n, ids, n_ids * sizeof *ids);
+    if (n_ids) memcpy(s->cache_ids + s->cache_ids_n, ids, n_ids * sizeof *ids);
     s->cache_ids_n += n_ids;
     s->cache_n++;
 }
@@ -280,6 +280,7 @@ void tok_bpe_word(const tok_tokenizer *tk, tok_scratch *s, const char *w, size_t
             cache_clear(s);
             cache_find(s, w, n, h, &slot);
         }
-        cache_put(s, slot, w, n, h, out->ids + first, (uint32_t)(out->n - first));
+        cache_put(s, slot, w, n, h, out->n > first ? out->ids + first : NULL,
+                  (uint32_t)(out->n - first));
     }
 }

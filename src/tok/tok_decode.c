@@ -5,7 +5,8 @@
  * turns each token whose characters are all in the byte-level alphabet into
  * those bytes (any other token contributes its UTF-8 as is). The bytes are
  * then made valid UTF-8 with U+FFFD for each maximal invalid subpart
- * (String::from_utf8_lossy). Without a decoder, tokens are joined by " ".
+ * (String::from_utf8_lossy), and a 0 byte becomes U+FFFD as well (tok.h:
+ * grpo's text is NUL-terminated). Without a decoder, tokens are joined by " ".
  * The per-id bytes are precomputed at load (tok_load.c).
  */
 #include "tok/tok_int.h"
@@ -23,7 +24,7 @@ void tok_decode(const tok_tokenizer *tk, const int32_t *ids, int64_t n, int flag
         base_buf_append(&raw, tk->id_dec[id], tk->id_dec_len[id]);
         first = 0;
     }
-    tok_utf8_lossy(raw.data ? raw.data : "", raw.len, out);
+    tok_utf8_lossy_at(raw.data ? raw.data : "", raw.len, 1, out);
     base_buf_free(&raw);
 }
 

@@ -110,27 +110,33 @@ size_t tok_utf8_check(const char *str, size_t len) {
     return len;
 }
 
-void tok_utf8_lossy(const char *str, size_t len, base_buf *out) {
+void tok_utf8_lossy_at(const char *str, size_t len, int nul, base_buf *out) {
     const uint8_t *s = (const uint8_t *)str;
     size_t i = 0, run = 0; /* [run, i) is valid and not yet copied */
     while (i < len) {
+        size_t need = 0, k = 0;
         if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need, k = utf8_prefix(s + i, len - i, &need);
-        if (need && k == need) {
-            i += need;
-            continue;
+            if (s[i] || !nul) {
+                i++;
+                continue;
+            }
+        } else {
+            k = utf8_prefix(s + i, len - i, &need);
+            if (need && k == need) {
+                i += need;
+                continue;
+            }
         }
         base_buf_append(out, str + run, i - run);
         base_buf_puts(out, "\xEF\xBF\xBD");
         i += k ? k : 1;
         run = i;
     }
-    base_buf_append(out, str + run, len - run);
+    if (len > run) base_buf_append(out, str + run, len - run);
     if (!out->data) base_buf_puts(out, "");
 }
+
+void tok_utf8_lossy(const char *str, size_t len, base_buf *out) { tok_utf8_lossy_at(str, len, 0, out); }
 
 /* ------------------------------------------------------------------------ */
 /* Pipeline                                                                 */
@@ -216,8 +222,10 @@ base_status tok_encode_ranges(const tok_tokenizer *tk, const char *text, size_t 
             continue;
         }
         seg g = segs[gi++];
+        if (!g.n) continue; /* (s->norm.data and s->prot may be NULL: no NULL + 0) */
         const char *base = (tk->norm ? s->norm.data : text) + g.off;
-        tok_added_split(tk, &tk->trie_norm, base, g.n, s->prot + g.prot_i, g.prot_n, flags, &s->a);
+        tok_added_split(tk, &tk->trie_norm, base, g.n, g.prot_n ? s->prot + g.prot_i : NULL,
+                        g.prot_n, flags, &s->a);
     }
     free(segs);
 

@@ -100,12 +100,22 @@ typedef enum { TOK_NORM_NONE, TOK_NORM_NFC, TOK_NORM_NFKC, TOK_NORM_NFD, TOK_NOR
 /* ------------------------------------------------------------------------ */
 /* The tokenizer                                                            */
 
+/* One added token, as Hugging Face's AddedVocabulary keeps it per id. The
+ * strings are borrowed from tk->strs. */
 typedef struct {
     int32_t id;
-    int special, lstrip, rstrip, single_word, normalized;
-    char *content;    /* as in the file */
-    char *match;      /* the string matched: content, or its normal form */
+    int special; /* the content is in HF's special_tokens_set (any entry for it was special) */
+    int lstrip, rstrip, single_word, normalized; /* of the last entry for this id */
+    const char *content; /* as in the file */
+    const char *cache;   /* HF normalized_cache of this id (normalized form != content), or NULL */
+    const char *match;   /* the trie pattern: cache when normalized and cached, else content */
+    const char *dec;     /* the decoding string: cache when cached, else content */
 } tok_added;
+
+/* Ids are dense-ish: every vocabulary id must be below the number of
+ * entries the file defines (model.vocab + added_tokens) plus this gap, so
+ * the per-id tables stay proportional to the file (tok.h, docs/tokenizer.md). */
+#define TOK_ID_GAP 65536
 
 struct tok_tokenizer {
     char *path; /* tokenizer.json path, for messages */
@@ -128,9 +138,12 @@ struct tok_tokenizer {
     int32_t fallback_id[256]; /* "<0xAB>" -> id, or -1 (byte_fallback) */
 
     /* added tokens */
-    tok_added *added;
+    tok_added *added;      /* one per id (HF added_tokens_map_r) */
     int32_t n_added;
-    tok_strmap added_map;  /* content -> id */
+    tok_strmap added_map;  /* content -> id (HF added_tokens_map; every content seen) */
+    tok_strmap special_set; /* contents of special tokens -> 1 (HF special_tokens_set) */
+    char **strs;           /* every added-token string; the maps and added[] borrow them */
+    int32_t n_strs, cap_strs;
     tok_trie trie_raw;     /* normalized = false, matched on the raw text */
     tok_trie trie_norm;    /* normalized = true, matched on normalized text */
     int32_t *added_of_id;  /* [n_ids] index into added[] or -1 */
@@ -145,6 +158,7 @@ struct tok_tokenizer {
     int32_t *prefix_ids, *suffix_ids;
     int n_prefix_ids, n_suffix_ids;
     int32_t bos_id, eos_id, pad_id;
+    int chat_template;     /* tok_chat_template_kind of tokenizer_config.json */
 
     /* \w and \s helpers for single_word/lstrip/rstrip (Rust regex classes) */
     pcre2_code *re_word;
@@ -229,11 +243,19 @@ void tok_bpe_word(const tok_tokenizer *tk, tok_scratch *s, const char *bytes, si
 base_status tok_normalize(tok_norm_form form, const char *src, size_t n, base_buf *dst);
 int tok_norm_available(void);
 
+/* Load the added_tokens list (may be NULL) as HF AddedVocabulary::add_tokens
+ * does: ids, duplicates, special_tokens_set, normalized forms, the tries.
+ * Needs the model vocabulary and the normalizer loaded. */
+base_status tok_added_load(tok_tokenizer *tk, const cJSON *list);
+
 /* Added-token matching on one segment (HF AddedVocabulary::find_matches):
  * splits [p, p+n) into pieces appended to *outp. prot: protected ranges
  * relative to p (sorted), may be NULL. */
 void tok_added_split(const tok_tokenizer *tk, const tok_trie *trie, const char *p, size_t n,
                      const size_t *prot, size_t n_prot, int flags, tok_pieces *outp);
+
+/* tok_utf8_lossy; with nul != 0 a 0 byte becomes U+FFFD as well (decoding). */
+void tok_utf8_lossy_at(const char *s, size_t len, int nul, base_buf *out);
 
 /* GPT-2 byte-level alphabet: byte -> code point, and code point -> byte (-1). */
 uint32_t tok_byte_to_cp(uint8_t b);

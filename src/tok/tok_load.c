@@ -20,6 +20,7 @@ typedef struct {
     const char *path; /* tokenizer.json */
     char *pool;       /* vocabulary strings */
     size_t pool_len, pool_cap;
+    int n_added_list; /* entries of "added_tokens" (bounds the ids) */
 } loader;
 
 static const char *type_of(const cJSON *o) {
@@ -42,15 +43,26 @@ static base_status load_vocab(loader *L, const cJSON *vocab) {
     if (!cJSON_IsObject(vocab))
         return base_err_set(BASE_ERR_PARSE, "%s: model.vocab is not an object", L->path);
     size_t total = 0;
-    int32_t n = 0, max_id = -1;
+    int64_t n = cJSON_GetArraySize(vocab), max_id = -1;
+    /* ids are bounded by what the file defines, so the per-id tables
+     * (build_id_tables) stay proportional to the file */
+    int64_t bound = n + L->n_added_list + TOK_ID_GAP;
+    if (bound > INT32_MAX) bound = INT32_MAX;
     for (const cJSON *e = vocab->child; e; e = e->next) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 2147483646.0 ||
-            e->valuedouble != (double)(int64_t)e->valuedouble)
-            return base_err_set(BASE_ERR_PARSE, "%s: model.vocab[\"%s\"] is not a valid id",
-                                L->path, e->string);
+        int64_t id;
+        if (!base_json_to_int(e, 0, INT64_MAX, &id)) {
+            char got[64];
+            return base_err_set(BASE_ERR_PARSE, "%s: model.vocab[\"%s\"] is not a valid id (got %s)",
+                                L->path, e->string, base_json_describe(e, got, sizeof got));
+        }
+        if (id >= bound)
+            return base_err_set(BASE_ERR_INVALID,
+                                "%s: model.vocab[\"%s\"] has id %lld, but the file defines %lld "
+                                "tokens (model.vocab + added_tokens): ids must be below %lld "
+                                "(entries + %d)", L->path, e->string, (long long)id,
+                                (long long)(n + L->n_added_list), (long long)bound, TOK_ID_GAP);
         total += strlen(e->string) + 1;
-        n++;
-        if ((int32_t)e->valuedouble > max_id) max_id = (int32_t)e->valuedouble;
+        if (id > max_id) max_id = id;
     }
     L->pool = base_xmalloc(total ? total : 1);
     L->pool_cap = total;
@@ -65,7 +77,7 @@ static base_status load_vocab(loader *L, const cJSON *vocab) {
         if (tok_strmap_put(&tk->vocab, s, (uint32_t)len, (int32_t)e->valuedouble) < 0)
             tk->n_model++;
     }
-    tk->n_ids = max_id + 1;
+    tk->n_ids = (int32_t)(max_id + 1);
     return BASE_OK;
 }
 
@@ -308,8 +320,13 @@ static base_status load_template(loader *L, const cJSON *pp) {
         for (const cJSON *id = ids->child; id; id = id->next) {
             int32_t **v = seen_seq ? &tk->suffix_ids : &tk->prefix_ids;
             int *n = seen_seq ? &tk->n_suffix_ids : &tk->n_prefix_ids;
+            int64_t x;
+            /* checked against the ids the tokenizer has in build_id_tables */
+            if (!base_json_to_int(id, 0, INT32_MAX, &x))
+                return base_err_set(BASE_ERR_PARSE, "%s: TemplateProcessing special token \"%s\" "
+                                    "has an id that is not an integer in [0, 2^31)", L->path, name);
             *v = base_xrealloc(*v, (size_t)(*n + 1) * sizeof **v);
-            (*v)[(*n)++] = (int32_t)id->valuedouble;
+            (*v)[(*n)++] = (int32_t)x;
         }
     }
     return BASE_OK;
@@ -346,99 +363,18 @@ static base_status load_decoder(loader *L, const cJSON *d) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* Added tokens (AddedVocabulary::add_tokens, then refresh_added_tokens)    */
-
-static base_status load_added(loader *L, const cJSON *list) {
-    tok_tokenizer *tk = L->tk;
-    if (list && !cJSON_IsArray(list))
-        return base_err_set(BASE_ERR_PARSE, "%s: added_tokens is not an array", L->path);
-    int n = list ? cJSON_GetArraySize(list) : 0;
-    tk->added = base_xcalloc((size_t)(n ? n : 1), sizeof *tk->added);
-    tok_strmap_init(&tk->added_map, (uint32_t)n);
-    int32_t next_id = tk->n_model;
-    int idx = 0;
-    for (const cJSON *e = list ? list->child : NULL; e; e = e->next, idx++) {
-        const char *content = base_json_str(e, "content", NULL);
-        int found;
-        int64_t file_id = base_json_int(e, "id", -1, &found);
-        if (!content || !found || file_id < 0)
-            return base_err_set(BASE_ERR_PARSE, "%s: added_tokens[%d] needs \"id\" and "
-                                "\"content\"", L->path, idx);
-        if (!*content) continue;
-        tok_added a = {
-            .special = base_json_bool(e, "special", 0, NULL),
-            .lstrip = base_json_bool(e, "lstrip", 0, NULL),
-            .rstrip = base_json_bool(e, "rstrip", 0, NULL),
-            .single_word = base_json_bool(e, "single_word", 0, NULL),
-        };
-        /* HF requires every flag; a missing one takes AddedToken::from's default */
-        a.normalized = base_json_bool(e, "normalized", !a.special, NULL);
-        size_t clen = strlen(content);
-        int32_t id = tok_strmap_get(&tk->added_map, content, clen);
-        if (id >= 0) {
-            /* same content again: identical flags are ignored, else it
-             * replaces the entry under the same id */
-            for (int32_t k = 0; k < tk->n_added; k++) {
-                tok_added *o = &tk->added[k];
-                if (o->id != id) continue;
-                if (o->special == a.special && o->lstrip == a.lstrip && o->rstrip == a.rstrip &&
-                    o->single_word == a.single_word && o->normalized == a.normalized)
-                    goto next;
-            }
-        }
-        if (id < 0) id = tok_strmap_get(&tk->vocab, content, clen);
-        if (id < 0) id = next_id++;
-        if (id != file_id)
-            base_warn("%s: added token \"%s\" has id %lld in the file but gets %d, as in "
-                      "Hugging Face tokenizers", L->path, content, (long long)file_id, id);
-        a.id = id;
-        a.content = base_xstrdup(content);
-        if (a.normalized && tk->norm != TOK_NORM_NONE) {
-            base_buf nb = {0};
-            if (tok_normalize(tk->norm, content, clen, &nb) == BASE_OK && nb.len) {
-                a.match = nb.data;
-            } else {
-                base_buf_free(&nb);
-                a.match = base_xstrdup(content);
-            }
-        } else {
-            a.match = base_xstrdup(content);
-        }
-        /* replace an earlier token with this id, else append */
-        int32_t k = 0;
-        while (k < tk->n_added && tk->added[k].id != id) k++;
-        if (k < tk->n_added) {
-            free(tk->added[k].content);
-            free(tk->added[k].match);
-        } else {
-            tk->n_added++;
-        }
-        tk->added[k] = a;
-        tok_strmap_put(&tk->added_map, tk->added[k].content, (uint32_t)clen, id);
-    next:;
-    }
-    /* the map's keys must point at live strings: re-point after moves */
-    tok_strmap_free(&tk->added_map);
-    tok_strmap_init(&tk->added_map, (uint32_t)tk->n_added);
-    for (int32_t k = 0; k < tk->n_added; k++)
-        tok_strmap_put(&tk->added_map, tk->added[k].content, (uint32_t)strlen(tk->added[k].content),
-                       tk->added[k].id);
-    tok_trie_init(&tk->trie_raw);
-    tok_trie_init(&tk->trie_norm);
-    for (int32_t k = 0; k < tk->n_added; k++) {
-        tok_added *a = &tk->added[k];
-        if (a->id + 1 > tk->n_ids) tk->n_ids = a->id + 1;
-        tok_trie_add(a->normalized ? &tk->trie_norm : &tk->trie_raw, a->match, strlen(a->match),
-                     k);
-    }
-    return BASE_OK;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Per-id tables                                                            */
 
-static void build_id_tables(tok_tokenizer *tk) {
+static base_status build_id_tables(tok_tokenizer *tk) {
     int32_t n = tk->n_ids;
+    const int32_t *fix[2] = {tk->prefix_ids, tk->suffix_ids};
+    int nfix[2] = {tk->n_prefix_ids, tk->n_suffix_ids};
+    for (int w = 0; w < 2; w++)
+        for (int i = 0; i < nfix[w]; i++)
+            if (fix[w][i] >= n)
+                return base_err_set(BASE_ERR_INVALID, "%s: post_processor: TemplateProcessing "
+                                    "id %d is not a token (the tokenizer has ids 0..%d)",
+                                    tk->path, fix[w][i], n - 1);
     tk->id_str = base_xcalloc((size_t)n, sizeof *tk->id_str);
     tk->id_len = base_xcalloc((size_t)n, sizeof *tk->id_len);
     tk->id_dec = base_xcalloc((size_t)n, sizeof *tk->id_dec);
@@ -448,27 +384,24 @@ static void build_id_tables(tok_tokenizer *tk) {
     for (int32_t i = 0; i < n; i++) tk->added_of_id[i] = -1;
     for (uint32_t j = 0; j < tk->vocab.cap; j++) {
         const tok_strmap_slot *s = &tk->vocab.slots[j];
-        if (!s->key) continue;
+        /* two strings with one id: the first in the file (the pool keeps
+         * file order), so the choice does not depend on hashing */
+        if (!s->key || (tk->id_str[s->val] && tk->id_str[s->val] < s->key)) continue;
         tk->id_str[s->val] = (char *)s->key;
         tk->id_len[s->val] = s->len;
     }
-    tok_strmap special = {0};
-    tok_strmap_init(&special, (uint32_t)tk->n_added);
-    for (int32_t k = 0; k < tk->n_added; k++) {
-        tok_added *a = &tk->added[k];
-        tk->added_of_id[a->id] = k;
-        if (a->special) tok_strmap_put(&special, a->content, (uint32_t)strlen(a->content), 1);
-    }
+    for (int32_t k = 0; k < tk->n_added; k++) tk->added_of_id[tk->added[k].id] = k;
     for (int32_t i = 0; i < n; i++) {
-        /* decode string: an added token's (normalized) form, else the vocab's */
+        /* decode string: an added token's (HF simple_id_to_token), else the vocab's */
         const char *s = tk->id_str[i];
         size_t len = tk->id_len[i];
         if (tk->added_of_id[i] >= 0) {
-            s = tk->added[tk->added_of_id[i]].match;
+            s = tk->added[tk->added_of_id[i]].dec;
             len = strlen(s);
         }
         if (!s) continue;
-        tk->id_skip[i] = tok_strmap_get(&special, s, len) >= 0;
+        /* HF decode skips a token whose string is in special_tokens_set */
+        tk->id_skip[i] = tok_strmap_get(&tk->special_set, s, len) >= 0;
         uint8_t *d = base_xmalloc(len + 1);
         size_t dn = 0;
         int all = tk->decoder_bytelevel;
@@ -480,13 +413,13 @@ static void build_id_tables(tok_tokenizer *tk) {
             p += (size_t)adv;
         }
         if (!all) {
-            memcpy(d, s, len);
+            if (len) memcpy(d, s, len);
             dn = len;
         }
         tk->id_dec[i] = d;
         tk->id_dec_len[i] = (uint32_t)dn;
     }
-    tok_strmap_free(&special);
+    return BASE_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -499,10 +432,27 @@ static const char *config_token(const cJSON *cfg, const char *key) {
     return NULL;
 }
 
-static base_status load_config(tok_tokenizer *tk, const char *path) {
+/* chat_template: a string, or a list of {"name", "template"} whose
+ * "default" entry is the one apply_chat_template uses. */
+static const char *config_chat_template(const cJSON *cfg) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
+    if (cJSON_IsString(v)) return v->valuestring;
+    if (cJSON_IsArray(v))
+        for (const cJSON *e = v->child; e; e = e->next) {
+            const char *name = base_json_str(e, "name", NULL);
+            if (name && !strcmp(name, "default")) return base_json_str(e, "template", NULL);
+        }
+    return NULL;
+}
+
+static base_status load_config(tok_tokenizer *tk, const char *text, size_t len, const char *path) {
     cJSON *cfg = NULL;
-    base_status st = base_json_parse_file(path, &cfg);
+    base_status st = base_json_parse(text, len, path, &cfg);
     if (st) return st;
+    if (!cJSON_IsObject(cfg)) {
+        cJSON_Delete(cfg);
+        return base_err_set(BASE_ERR_PARSE, "%s: not a JSON object", path);
+    }
     const char *names[3] = {config_token(cfg, "bos_token"), config_token(cfg, "eos_token"),
                             config_token(cfg, "pad_token")};
     int32_t *ids[3] = {&tk->bos_id, &tk->eos_id, &tk->pad_id};
@@ -539,48 +489,79 @@ static base_status load_config(tok_tokenizer *tk, const char *path) {
         }
     }
     if (tk->pad_id < 0) tk->pad_id = tk->eos_id;
+    tk->chat_template = (int)tok_chat_template_classify(config_chat_template(cfg));
     cJSON_Delete(cfg);
     return st;
 }
 
 /* ------------------------------------------------------------------------ */
 
-base_status tok_load_files(const char *json_path, const char *config_path, tok_tokenizer **out) {
+/* tokenizer.json text (named `what`) and, when cfg != NULL, the text of
+ * tokenizer_config.json (named `cfg_what`). */
+static base_status load_text(const char *text, size_t len, const char *what, const char *cfg,
+                             size_t cfg_len, const char *cfg_what, tok_tokenizer **out) {
     *out = NULL;
+    /* serde reads tokenizer.json as a UTF-8 string: HF refuses it too */
+    size_t bad = tok_utf8_check(text, len);
+    if (bad < len) {
+        int line, col;
+        base_text_linecol(text, bad, &line, &col);
+        return base_err_set(BASE_ERR_PARSE, "%s:%d:%d: invalid UTF-8", what, line, col);
+    }
     cJSON *root = NULL;
-    base_status st = base_json_parse_file(json_path, &root);
+    base_status st = base_json_parse(text, len, what, &root);
     if (st) return st;
     tok_tokenizer *tk = base_xcalloc(1, sizeof *tk);
     pthread_mutex_init(&tk->mu, NULL);
-    tk->path = base_xstrdup(json_path);
+    tk->path = base_xstrdup(what);
     tk->bos_id = tk->eos_id = tk->pad_id = tk->unk_id = -1;
-    loader L = {.tk = tk, .path = json_path};
+    loader L = {.tk = tk, .path = what};
     if (!cJSON_IsObject(root))
-        st = base_err_set(BASE_ERR_PARSE, "%s: not a JSON object", json_path);
+        st = base_err_set(BASE_ERR_PARSE, "%s: not a JSON object", what);
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    L.n_added_list = cJSON_IsArray(added) ? cJSON_GetArraySize(added) : 0;
     /* the normalizer first: normalized added tokens need it */
     if (!st) st = load_normalizer(&L, cJSON_GetObjectItemCaseSensitive(root, "normalizer"));
     if (!st) st = load_model(&L, cJSON_GetObjectItemCaseSensitive(root, "model"));
     if (!st) st = load_pre(&L, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"));
     if (!st) st = load_post(&L, cJSON_GetObjectItemCaseSensitive(root, "post_processor"));
     if (!st) st = load_decoder(&L, cJSON_GetObjectItemCaseSensitive(root, "decoder"));
-    if (!st) st = load_added(&L, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"));
+    if (!st) st = tok_added_load(tk, added);
     cJSON_Delete(root);
     /* the vocabulary strings live in L.pool: hand it to the tokenizer */
     tk->vocab_pool = L.pool;
+    if (!st) st = build_id_tables(tk);
     if (!st) {
-        build_id_tables(tk);
         const char *wre = "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]";
         int jit;
         tk->re_word = tok_regex_compile(wre, 0, "single_word class", &jit);
         if (!tk->re_word) st = BASE_ERR_INVALID;
     }
-    if (!st && config_path && base_file_exists(config_path)) st = load_config(tk, config_path);
+    if (!st && cfg) st = load_config(tk, cfg, cfg_len, cfg_what);
     if (st) {
         tok_free(tk);
         return st;
     }
     *out = tk;
     return BASE_OK;
+}
+
+base_status tok_load_mem(const char *json, size_t len, const char *config, size_t config_len,
+                         const char *what, tok_tokenizer **out) {
+    return load_text(json, len, what, config, config_len, "tokenizer_config.json", out);
+}
+
+base_status tok_load_files(const char *json_path, const char *config_path, tok_tokenizer **out) {
+    *out = NULL;
+    char *text = NULL, *cfg = NULL;
+    size_t len = 0, cfg_len = 0;
+    base_status st = base_read_file(json_path, &text, &len);
+    if (!st && config_path && base_file_exists(config_path))
+        st = base_read_file(config_path, &cfg, &cfg_len);
+    if (!st) st = load_text(text, len, json_path, cfg, cfg_len, config_path, out);
+    free(text);
+    free(cfg);
+    return st;
 }
 
 base_status tok_load(const char *dir, tok_tokenizer **out) {
@@ -597,13 +578,12 @@ void tok_free(tok_tokenizer *tk) {
     tok_strmap_free(&tk->vocab);
     tok_pairmap_free(&tk->merges);
     tok_strmap_free(&tk->added_map);
+    tok_strmap_free(&tk->special_set);
     tok_trie_free(&tk->trie_raw);
     tok_trie_free(&tk->trie_norm);
-    for (int32_t k = 0; k < tk->n_added; k++) {
-        free(tk->added[k].content);
-        free(tk->added[k].match);
-    }
     free(tk->added);
+    for (int32_t i = 0; i < tk->n_strs; i++) free(tk->strs[i]);
+    free(tk->strs);
     if (tk->id_dec)
         for (int32_t i = 0; i < tk->n_ids; i++) free(tk->id_dec[i]);
     free(tk->id_dec);

@@ -196,7 +196,7 @@ static void apply_behavior(tok_split_behavior b, spans *v) {
             else v->v[--w] = (span){cur.s, cur.e, 0};
             prev_match = cur.m;
         }
-        memmove(v->v, v->v + w, (v->n - w) * sizeof *v->v);
+        if (w < v->n) memmove(v->v, v->v + w, (v->n - w) * sizeof *v->v);
         v->n -= w;
         return;
     }

@@ -241,9 +241,9 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
     }
     if (!s) { /* the completion marker, last */
         cJSON *j = state_json(c, st, opt, ref != NULL);
-        char *text = cJSON_Print(j), *p = base_path_join(tmp, "trainer_state.json");
+        char *text = base_json_print(j, 1), *p = base_path_join(tmp, "trainer_state.json");
         s = base_write_file_atomic(p, text, strlen(text));
-        cJSON_free(text);
+        free(text);
         cJSON_Delete(j);
         free(p);
     }
@@ -274,6 +274,7 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
         }
         free(all);
     }
+    if (!s) c->saved_step = st->total_steps;
     free(root), free(dir), free(tmp);
     return s ? base_err_wrap(s, "checkpoint %s", name) : BASE_OK;
 }

@@ -115,13 +115,13 @@ static base_status open_outputs(run_ctx *c, int append) {
 }
 
 /* Pre-flight: every stage still to run (from stage `first`) gets its
- * datasets loaded and its rewards built and checked against the rows now,
- * so a missing file, a malformed line, a broken reward script, a row
- * lacking a column or a sample stage's keep expression that does not
- * compile fail the run before any training (the options themselves were
- * checked when the recipe loaded). Datasets that a
- * sample stage of this run writes ("stage:NAME") are checked when their
- * stage comes. */
+ * datasets loaded and its rewards built, checked against the rows and
+ * their scripts' check functions run now, so a missing file, a malformed
+ * line, a broken reward script, a row lacking a column, an unreachable
+ * reward server or a sample stage's keep expression that does not compile
+ * fail the run before any training (the options themselves were checked
+ * when the recipe loaded). Datasets that a sample stage of this run writes
+ * ("stage:NAME") are checked when their stage comes. */
 static base_status preflight(run_ctx *c, int first) {
     int n = c->cfg->n_stages;
     for (int i = first; i < n; i++) {
@@ -133,15 +133,15 @@ static base_status preflight(run_ctx *c, int first) {
         int produced = 0;
         for (int k = 0; k < st->dataset.n; k++)
             if (st->datasets[k]->producer) produced = 1;
-        if (produced) continue;
-        cJSON **rows;
-        char **where;
-        int64_t nrows;
-        base_status s = run_stage_rows(c, st, &rows, &where, &nrows);
+        cJSON **rows = NULL;
+        char **where = NULL;
+        int64_t nrows = 0;
+        base_status s = produced ? BASE_OK : run_stage_rows(c, st, &rows, &where, &nrows);
         if (!s && st->type != RECIPE_STAGE_SFT) {
             reward_pool *pool = NULL;
             s = run_reward_pool(c, st, &pool);
-            if (!s) s = run_check_columns(pool, rows, where, nrows);
+            if (!s && !produced) s = run_check_columns(pool, rows, where, nrows);
+            if (!s) s = reward_pool_check(pool); /* e.g. http_judge.lua's server answers */
             reward_pool_destroy(pool);
         }
         free(rows);
@@ -204,6 +204,8 @@ static void ctx_free(run_ctx *c) {
     tok_free(c->tok);
     cJSON_Delete(c->summary);
     free(c->dir), free(c->name), free(c->policy_src), free(c->tok_dir), free(c->reward_log);
+    free(c->prompt_tokens);
+    run_tb_close(c->tb);
     run_keep_files_free(c);
 }
 
@@ -218,6 +220,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     c.dir = run_dir_of(rc);
     c.name = base_xstrdup(c.cfg->name);
     c.seed = (uint64_t)c.cfg->seed;
+    c.saved_step = -1;
     const char *dev = c.opts.device ? c.opts.device : c.cfg->device;
     int64_t threads = c.cfg->threads;
     if (threads > 0) omp_set_num_threads((int)threads);
@@ -232,9 +235,12 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     /* the checkpoint to resume from (read only) */
     run_ckpt *ck = NULL;
     if (c.opts.resume) {
-        s = run_ckpt_latest(&c, &ck);
+        /* a changed recipe: shown, and refused where it alters the result */
+        s = run_check_changes(&c);
+        if (!s) s = run_ckpt_latest(&c, &ck);
         if (s) goto done;
         if (!ck) base_warn("%s: no checkpoint to resume from: starting the run from the beginning", c.dir);
+        if (ck) c.saved_step = run_ckpt_state(ck)->total_steps;
     }
     /* weights and tokenizer first: a run that cannot start leaves an
      * existing run directory as it was */
@@ -253,6 +259,12 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         s = preflight(&c, r0 ? r0->stage_index + (r0->stage_done ? 1 : 0) : 0);
     }
     if (!s && ck) s = check_cursor(&c, ck);
+    if (!s && run_poll_signal(&c)) { /* stopped while loading: the run directory stays as it was */
+        c.total_steps = ck ? run_ckpt_state(ck)->total_steps : 0;
+        run_ckpt_free(ck);
+        s = run_stop_status(&c, BASE_OK);
+        goto done;
+    }
     /* the run directory: a new run needs an empty (or absent) one; a resume
      * one with a checkpoint or grpo's marker */
     if (!s && base_file_exists(c.dir) && !dir_is_empty(c.dir) && !ck) {
@@ -280,6 +292,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     }
     if (!s) s = base_mkdir_p(c.dir);
     if (!s) s = write_marker(c.dir, c.name);
+    if (!s && c.opts.resume) s = run_keep_config_history(&c, ck ? run_ckpt_state(ck)->total_steps : -1);
     if (!s) {
         char *p = base_path_join(c.dir, "config.resolved.lua");
         s = recipe_write_resolved(rc, p);
@@ -303,11 +316,13 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     }
     if (!c.summary) c.summary = cJSON_CreateObject();
     if (!s) s = open_outputs(&c, ck != NULL);
+    if (!s) s = run_tb_start(&c, ck ? run_ckpt_state(ck)->total_steps + 1 : -1);
     int n = c.cfg->n_stages;
     const run_train_state *rs = ck ? run_ckpt_state(ck) : NULL;
     for (int i = 0; i < n && !s && !c.stop_requested; i++) {
         const recipe_stage_cfg *st = &c.cfg->stages[i];
         if (rs && (i < rs->stage_index || (i == rs->stage_index && rs->stage_done))) continue;
+        if (run_poll_signal(&c)) break; /* no stage starts after a stop signal */
         const char *from = st->init_from;
         if (from && !(rs && i == rs->stage_index)) {
             /* "model": the recipe's model again (R1's second SFT starts from
@@ -325,12 +340,13 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         else s = run_stage_sample(&c, st);
     }
     run_ckpt_free(ck);
+    if (c.stop_signal && (!s || s == BASE_ERR_INTERRUPTED)) s = run_stop_status(&c, s);
     if (!s && !c.stop_requested && c.cfg->report) {
         fflush(c.metrics);
         base_status r = run_report_write(c.dir);
         if (r) base_warn("report: %s", base_err_msg());
     }
-    if (!s && !c.stop_requested) {
+    if (!s && !c.stop_requested && !c.opts.no_results) {
         /* the eval results, on stdout */
         int any = 0;
         for (const cJSON *e = c.summary->child; e; e = e->next) {
@@ -344,7 +360,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         }
         fflush(stdout);
     }
-    if (!s && !c.opts.quiet) base_info("run %s: done (%s)", c.name, c.dir);
+    if (!s && !c.opts.quiet && !c.opts.temporary_dir) base_info("run %s: done (%s)", c.name, c.dir);
 done:
     ctx_free(&c);
     return s;

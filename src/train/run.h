@@ -6,7 +6,8 @@
  *   sft     masked next-token NLL on completion / assistant tokens, packed
  *   grpo    rollout -> rewards -> group advantages -> GRPO loss -> AdamW
  *   sample  rejection sampling: G completions per prompt, rewards, a keep
- *           expression and R1's filters, written as chat SFT data
+ *           expression and R1's filters, written as SFT rows (the prompt as
+ *           the model saw it, the completion, the template, chat messages)
  *   eval    pass@1 over K samples and cons@K (majority vote)
  *
  * Everything a run writes goes to OUTPUT_DIR/NAME/ (the run directory):
@@ -22,9 +23,28 @@
  * Determinism: every random draw is keyed by (seed, stage, step, ...), the
  * CPU numerics do not depend on thread count or batch composition, and a
  * checkpoint holds everything else, so `--resume` continues bit-exactly.
+ *
+ * Stopping: a stop request (opts.stop_signal, set by the command's SIGINT /
+ * SIGTERM handler) is honoured where a stage can stop cleanly: a training
+ * stage finishes its current step and writes a checkpoint; an eval or
+ * sample stage finishes its current chunk of prompts and keeps nothing of
+ * the stage (they keep no partial results; a resume runs them again from
+ * their start, with the same results: they are deterministic); no new
+ * stage starts. run_recipe then returns BASE_ERR_INTERRUPTED with
+ * "interrupted at step N ...; --resume continues".
+ *
+ * Resuming with a changed recipe: the recipe is compared key by key with
+ * the run directory's config.resolved.lua (recipe_changes) and every
+ * difference printed; a change to a key that alters the trained result
+ * (every key but those marked RF_NEUTRAL in the schema: output paths,
+ * logging, checkpoint cadence, threads, the report) is refused unless
+ * opts.allow_changes; the previous config is kept as
+ * config.history/config.resolved.K.lua before the new one is written.
  */
 #ifndef GRPO_TRAIN_RUN_H
 #define GRPO_TRAIN_RUN_H
+
+#include <signal.h>
 
 #include "base/base.h"
 #include "recipe/recipe.h"
@@ -44,6 +64,16 @@ typedef struct {
     /* stop after this many training steps of the whole run (0: no limit):
      * for tests of resume ("2N straight" vs "N, resume, N") */
     int64_t max_total_steps;
+    /* for the one-stage commands (grpo eval, sample, sft): no_results, they
+     * print the results themselves (their stdout stays theirs); temporary_dir,
+     * they remove the run directory afterwards, so no message names it */
+    int no_results;
+    int temporary_dir;
+    /* stop request: NULL, or a flag a signal handler sets to the signal
+     * number (0: none); read at the end of every training step and between
+     * the chunks of eval and sample stages (see "Stopping" above) */
+    volatile sig_atomic_t *stop_signal;
+    int allow_changes; /* resume: accept a recipe whose changes alter the trained result */
 } run_opts;
 
 /* Run every stage of the recipe. Errors name the stage, the file and the

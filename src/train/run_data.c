@@ -118,55 +118,164 @@ void run_where_free(char **where, int64_t n) {
 
 /* ---- prompts ------------------------------------------------------------ */
 
+char *run_quote(const char *s) {
+    cJSON *j = cJSON_CreateString(s ? s : "");
+    char *t = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return t;
+}
+
+const char *run_template(const run_ctx *c, const recipe_stage_cfg *stage) {
+    return stage->template_name ? stage->template_name : c->cfg->template_name;
+}
+
+int run_template_is_chat(const char *tmpl) { return !strcmp(tmpl, "chat") || !strcmp(tmpl, "r1"); }
+
+const char *run_open_think_tail(const char *prompt) {
+    const char *last = NULL, *p = prompt, *q;
+    while ((q = strstr(p, "<think>"))) last = q, p = q + 1;
+    if (!last || strstr(last, "</think>")) return "";
+    for (const char *r = last + 7; *r; r++)
+        if (*r != ' ' && *r != '\n' && *r != '\r' && *r != '\t') return "";
+    return last;
+}
+
+/* The role list of a conversation, for messages ("system, user, user"). */
+static void role_list(const tok_msg *msgs, int n, base_buf *b) {
+    for (int i = 0; i < n; i++) base_buf_printf(b, "%s%s", i ? ", " : "", msgs[i].role ? msgs[i].role : "?");
+}
+
+/* A string template renders one question: [system] user, the system text
+ * into {system} (the recipe's system_prompt and the row's joined by a blank
+ * line, as the DeepSeek format joins system prompts). */
+static base_status render_string(run_ctx *c, const char *tmpl, const tok_msg *msgs, int n, const char *where,
+                                 tok_ids *ids, char **text) {
+    int users = 0, order_ok = 1;
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(msgs[i].role, "user")) users++;
+        else if (strcmp(msgs[i].role, "system") || users) order_ok = 0;
+    }
+    const char *t = !strcmp(tmpl, "r1-zero") ? tok_template_r1zero : !strcmp(tmpl, "raw") ? "{prompt}" : tmpl;
+    if (users != 1 || !order_ok) {
+        base_buf r = {0};
+        role_list(msgs, n, &r);
+        char *shown = run_quote(tmpl);
+        base_status s = base_err_set(BASE_ERR_INVALID,
+                                     "%s: template %s renders one question (a user message as {prompt}, after an "
+                                     "optional system message as {system}), not this conversation (%s): use a chat "
+                                     "template ('chat' or 'r1') with a model that has one, or prompt/completion rows",
+                                     where, shown, r.data ? r.data : "no messages");
+        cJSON_free(shown);
+        base_buf_free(&r);
+        return s;
+    }
+    base_buf sys = {0};
+    if (c->cfg->system_prompt) base_buf_puts(&sys, c->cfg->system_prompt);
+    const char *q = NULL;
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(msgs[i].role, "user")) {
+            q = msgs[i].content;
+            continue;
+        }
+        if (!strstr(t, "{system}")) {
+            char *shown = run_quote(tmpl);
+            base_status s = base_err_set(BASE_ERR_INVALID,
+                                         "%s: the conversation has a system message but template %s has no "
+                                         "{system}: it would be dropped",
+                                         where, shown);
+            cJSON_free(shown);
+            base_buf_free(&sys);
+            return s;
+        }
+        if (sys.len) base_buf_puts(&sys, "\n\n");
+        base_buf_puts(&sys, msgs[i].content);
+    }
+    tok_template_vars v = {q, sys.data};
+    *text = tok_template_render(c->tok, t, &v);
+    base_status s = tok_template_encode(c->tok, t, &v, TOK_ENC_ADD_SPECIAL, ids);
+    base_buf_free(&sys);
+    return s ? base_err_wrap(s, "%s", where) : BASE_OK;
+}
+
+base_status run_render_messages(run_ctx *c, const recipe_stage_cfg *stage, const tok_msg *msgs, int n,
+                                const char *where, tok_ids *ids, char **text) {
+    const char *tmpl = run_template(c, stage);
+    ids->n = 0;
+    *text = NULL;
+    for (int i = 0; i < n; i++)
+        if (!msgs[i].role || !msgs[i].content)
+            return base_err_set(BASE_ERR_INVALID, "%s: message %d needs string role and content", where, i);
+    if (!run_template_is_chat(tmpl)) return render_string(c, tmpl, msgs, n, where, ids, text);
+    base_status s = tok_chat_check(c->tok);
+    if (s)
+        return base_err_wrap(s, "%s: template '%s' is the DeepSeek chat format, not this model's: use the template "
+                                "the model was trained with (for data/tiny: '{prompt}\\n')", where, tmpl);
+    const char *system = c->cfg->system_prompt;
+    tok_msg *m = base_xcalloc((size_t)n + 1, sizeof *m);
+    int k = 0;
+    if (system) m[k++] = (tok_msg){"system", system};
+    for (int i = 0; i < n; i++) m[k++] = msgs[i];
+    int flags = TOK_CHAT_GENERATION_PROMPT | (!strcmp(tmpl, "r1") ? TOK_CHAT_R1 : 0);
+    s = tok_chat_render(c->tok, m, k, flags, text);
+    if (!s) s = tok_chat_encode(c->tok, m, k, flags, ids);
+    free(m);
+    return s ? base_err_wrap(s, "%s", where) : BASE_OK;
+}
+
+/* A row written by a sample stage: its "prompt" is the text the model saw
+ * (rendered, BOS included), "prompt_template" the template that rendered
+ * it. Used as is when the stage's template is the same. */
+static base_status recorded_prompt(run_ctx *c, const recipe_stage_cfg *stage, const cJSON *row, const char *where,
+                                   const char *recorded, tok_ids *ids, char **text) {
+    const char *tmpl = run_template(c, stage), *prompt = base_json_str(row, "prompt", "");
+    if (strcmp(recorded, tmpl)) {
+        char *r = run_quote(recorded), *t = run_quote(tmpl);
+        base_status s = base_err_set(BASE_ERR_INVALID,
+                                     "%s: the prompt was rendered with template %s when it was sampled, but this "
+                                     "stage's template is %s: set the stage's template to %s (the data and the "
+                                     "template must agree)",
+                                     where, r, t, r);
+        cJSON_free(r), cJSON_free(t);
+        return s;
+    }
+    *text = base_xstrdup(prompt);
+    base_status s = tok_encode(c->tok, prompt, strlen(prompt), 0, ids);
+    return s ? base_err_wrap(s, "%s: prompt", where) : BASE_OK;
+}
+
 base_status run_prompt(run_ctx *c, const recipe_stage_cfg *stage, const cJSON *row, const char *where,
                        int64_t max_len, tok_ids *ids, char **text) {
     ids->n = 0;
     *text = NULL;
-    const char *tmpl = stage->template_name ? stage->template_name : c->cfg->template_name;
-    const char *system = c->cfg->system_prompt;
     const char *col = stage->datasets[0]->prompt_column; /* the first dataset's */
     const cJSON *pv = cJSON_GetObjectItemCaseSensitive(row, col);
+    const char *recorded = base_json_str(row, "prompt_template", NULL);
     base_status s;
-    if (cJSON_IsArray(pv)) { /* conversational prompt: a list of messages */
+    if (cJSON_IsString(pv) && recorded && !strcmp(col, "prompt")) {
+        s = recorded_prompt(c, stage, row, where, recorded, ids, text);
+    } else if (cJSON_IsArray(pv)) { /* conversational prompt: a list of messages */
         int n = cJSON_GetArraySize(pv), k = 0;
         tok_msg *msgs = base_xcalloc((size_t)n + 1, sizeof *msgs);
-        if (system) msgs[k++] = (tok_msg){"system", system};
-        for (const cJSON *m = pv->child; m; m = m->next) {
-            const char *role = base_json_str(m, "role", NULL), *content = base_json_str(m, "content", NULL);
-            if (!role || !content) {
+        for (const cJSON *m = pv->child; m; m = m->next, k++) {
+            msgs[k] = (tok_msg){base_json_str(m, "role", NULL), base_json_str(m, "content", NULL)};
+            if (!msgs[k].role || !msgs[k].content) {
                 free(msgs);
                 return base_err_set(BASE_ERR_INVALID, "%s: '%s' messages need string role and content", where, col);
             }
-            msgs[k++] = (tok_msg){role, content};
         }
-        int flags = TOK_CHAT_GENERATION_PROMPT | (!strcmp(tmpl, "r1") ? TOK_CHAT_R1 : 0);
-        s = tok_chat_render(c->tok, msgs, k, flags, text);
-        if (!s) s = tok_chat_encode(c->tok, msgs, k, flags, ids);
+        s = run_render_messages(c, stage, msgs, k, where, ids, text);
         free(msgs);
     } else if (cJSON_IsString(pv)) {
-        const char *q = pv->valuestring;
-        if (!strcmp(tmpl, "chat") || !strcmp(tmpl, "r1")) {
-            tok_msg msgs[2];
-            int k = 0;
-            if (system) msgs[k++] = (tok_msg){"system", system};
-            msgs[k++] = (tok_msg){"user", q};
-            int flags = TOK_CHAT_GENERATION_PROMPT | (!strcmp(tmpl, "r1") ? TOK_CHAT_R1 : 0);
-            s = tok_chat_render(c->tok, msgs, k, flags, text);
-            if (!s) s = tok_chat_encode(c->tok, msgs, k, flags, ids);
-        } else {
-            const char *t = !strcmp(tmpl, "r1-zero") ? tok_template_r1zero : !strcmp(tmpl, "raw") ? "{prompt}" : tmpl;
-            tok_template_vars v = {q, system};
-            *text = tok_template_render(c->tok, t, &v);
-            s = tok_template_encode(c->tok, t, &v, TOK_ENC_ADD_SPECIAL, ids);
-        }
+        tok_msg q = {"user", pv->valuestring};
+        s = run_render_messages(c, stage, &q, 1, where, ids, text);
     } else {
         return base_err_set(BASE_ERR_INVALID, "%s: missing prompt column '%s' (a string or a list of messages)",
                             where, col);
     }
-    if (s) {
+    if (s) { /* the message names the row */
         free(*text);
         *text = NULL;
-        return base_err_wrap(s, "%s", where);
+        return s;
     }
     if (ids->n == 0) {
         free(*text);
@@ -285,15 +394,16 @@ void run_shuffle(uint64_t seed, uint32_t stage, int64_t epoch, int64_t n, int64_
 /* ---- output files -------------------------------------------------------- */
 
 static void write_line(FILE *f, cJSON *line) {
-    char *s = cJSON_PrintUnformatted(line);
+    char *s = base_json_print(line, 0);
     fputs(s, f);
     fputc('\n', f);
     fflush(f);
-    cJSON_free(s);
+    free(s);
     cJSON_Delete(line);
 }
 
 void run_metrics_write(run_ctx *c, cJSON *line) {
+    run_tb_metrics(c, line);
     write_line(c->metrics, line);
     c->metrics_lines++;
 }
@@ -307,10 +417,10 @@ base_status run_summary_set(run_ctx *c, const char *stage, cJSON *obj) {
         cJSON_ReplaceItemInObjectCaseSensitive(c->summary, stage, obj);
     else
         cJSON_AddItemToObject(c->summary, stage, obj);
-    char *text = cJSON_Print(c->summary);
+    char *text = base_json_print(c->summary, 1);
     char *path = base_path_join(c->dir, "summary.json");
     base_status s = base_write_file_atomic(path, text, strlen(text));
     free(path);
-    cJSON_free(text);
+    free(text);
     return s;
 }

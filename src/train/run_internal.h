@@ -6,6 +6,7 @@
 #ifndef GRPO_TRAIN_RUN_INTERNAL_H
 #define GRPO_TRAIN_RUN_INTERNAL_H
 
+#include <math.h>
 #include <stdio.h>
 
 #include "model/model.h"
@@ -52,8 +53,38 @@ typedef struct {
     int64_t total_steps;   /* training steps of the run so far (all stages) */
     int64_t metrics_lines; /* lines written to metrics.jsonl / samples.jsonl */
     int64_t samples_lines;
-    int stop_requested;    /* opts.max_total_steps reached */
+    int stop_requested;    /* opts.max_total_steps reached, or a stop signal */
+    int stop_signal;       /* the stop signal that arrived (run_poll_signal), else 0 */
+    int64_t saved_step;    /* total_steps of the newest checkpoint of the run, -1: none */
+    int64_t *prompt_tokens; /* [n_stages] longest prompt of each stage's data (run_plan.c); 0: not yet */
+    struct run_tb *tb;      /* RUN/tb/ TensorBoard events (tb.c); NULL: none */
 } run_ctx;
+
+/* A stop signal (opts.stop_signal), polled where a stage can stop cleanly:
+ * at the end of a training step (the stage then writes a checkpoint, as
+ * for max_total_steps), between the chunks of eval and sample stages and
+ * before a stage starts. Sets c->stop_signal and c->stop_requested and
+ * returns the signal number; 0 when none arrived. (The one place where the
+ * ranks of a multi-process run will agree to stop at the same step.) */
+int run_poll_signal(run_ctx *c);
+/* The status of an eval or sample stage stopped by a signal between two
+ * chunks (done of total prompts): BASE_ERR_INTERRUPTED. */
+base_status run_stage_interrupted(run_ctx *c, int64_t done, int64_t total);
+/* The run's status once a stop signal stopped it (s: BASE_OK, or a stage's
+ * BASE_ERR_INTERRUPTED, whose message becomes the detail): BASE_ERR_INTERRUPTED
+ * "interrupted at step N by SIGINT: checkpoint DIR/checkpoints/step-N;
+ * --resume continues". */
+base_status run_stop_status(run_ctx *c, base_status s);
+/* --resume into a run directory with a checkpoint: the recipe against the
+ * run's config.resolved.lua, every change printed key by key; changes that
+ * alter the trained result are an error naming them unless
+ * opts.allow_changes. (Before the checkpoints are verified: a changed seed
+ * is named here, not as "a checkpoint of another run".) */
+base_status run_check_changes(run_ctx *c);
+/* --resume: keep the run's config.resolved.lua as
+ * config.history/config.resolved.K.lua (K = 1, 2, ...: the next free one)
+ * before it is replaced (from_step: the checkpoint resumed from, -1: none). */
+base_status run_keep_config_history(run_ctx *c, int64_t from_step);
 
 /* ---- datasets and prompts (run_data.c) ---------------------------------- */
 
@@ -67,15 +98,46 @@ base_status run_dataset_get(run_ctx *c, const recipe_dataset *ds, run_dataset **
 base_status run_stage_rows(run_ctx *c, const recipe_stage_cfg *stage, cJSON ***rows, char ***where, int64_t *n);
 void run_where_free(char **where, int64_t n);
 
-/* Encode the prompt of a row with the stage's template (or the recipe's):
- * "r1-zero" (the R1-Zero paper template), "chat" (DeepSeek-V3 chat with the
- * generation prompt), "r1" (chat, generation prompt ends "<think>\n"),
- * "raw" (the prompt text as is), or a template string with {prompt} and
- * {system}. A row whose prompt column is a list of messages is encoded as
- * a chat. ids gets the tokens (overwritten), *text the rendered prompt
- * (malloc'd). Prompts longer than max_len keep their last max_len tokens. */
+/* s as a JSON string literal ("{prompt}\n" shows its newline), for
+ * messages; free with cJSON_free. */
+char *run_quote(const char *s);
+/* The stage's template key: its own, else the recipe's. */
+const char *run_template(const run_ctx *c, const recipe_stage_cfg *stage);
+/* 1 for the DeepSeek chat format keys "chat" and "r1". */
+int run_template_is_chat(const char *tmpl);
+
+/* Render and encode a conversation (the messages before the answer) as the
+ * generation prompt, with the stage's template; the one rule generation and
+ * SFT share:
+ *   "chat", "r1"  the DeepSeek-V3 chat format (r1: the R1 variant, prompt
+ *                 ending "<｜Assistant｜><think>\n"), the recipe's
+ *                 system_prompt first; only when it is the model's own
+ *                 (tok_chat_check), else an error
+ *   "r1-zero" (the R1-Zero paper template), "raw" ("{prompt}"), or a text
+ *                 with {prompt} and {system}: one question, i.e. a user
+ *                 message after at most a system message (into {system},
+ *                 after the recipe's system_prompt); any other
+ *                 conversation is an error naming its roles
+ * ids gets the tokens (overwritten), *text the rendered prompt (malloc'd,
+ * NULL on error). Errors name `where`. */
+base_status run_render_messages(run_ctx *c, const recipe_stage_cfg *stage, const tok_msg *msgs, int n,
+                                const char *where, tok_ids *ids, char **text);
+
+/* Encode the prompt of a row: its prompt column (the first dataset's) is a
+ * question (a string) or a conversation (a list of messages), rendered by
+ * run_render_messages. A row written by a sample stage, whose "prompt" is
+ * the text the model saw and "prompt_template" the template that rendered
+ * it, is used as is when the prompt column is "prompt" (encoded as HF
+ * encodes the text, added tokens matched, nothing added); an error when
+ * the stage's template is another one. Prompts longer than max_len keep
+ * their last max_len tokens. */
 base_status run_prompt(run_ctx *c, const recipe_stage_cfg *stage, const cJSON *row, const char *where,
                        int64_t max_len, tok_ids *ids, char **text);
+
+/* When a rendered prompt ends with an opened "<think>" (plus whitespace),
+ * as the r1 template's does, that tail (a pointer into prompt); else "".
+ * The answer to such a prompt starts inside the reasoning. */
+const char *run_open_think_tail(const char *prompt);
 
 /* The completion's text: ids decoded with added tokens kept, without the
  * final stop token (EOS). malloc'd. */
@@ -88,6 +150,12 @@ cJSON *run_make_sample(const cJSON *row, const char *prompt, const char *complet
 
 /* Stop tokens of generation: the tokenizer's EOS and the config's eos ids. */
 int run_stop_ids(run_ctx *c, int32_t *ids, int max);
+
+/* The longest prompt, in tokens, of the stage's rows encoded with its
+ * template and left-truncated to cap (max_prompt_length): what the stage's
+ * rollout engine and trainer are planned with (run_plan.c). Computed once
+ * per stage; errors are run_prompt's (a row without a usable prompt). */
+base_status run_stage_prompt_tokens(run_ctx *c, const recipe_stage_cfg *st, int64_t cap, int64_t *out);
 
 /* ---- rewards ------------------------------------------------------------ */
 
@@ -103,11 +171,96 @@ void run_shuffle(uint64_t seed, uint32_t stage, int64_t epoch, int64_t n, int64_
 
 /* ---- output ------------------------------------------------------------- */
 
+/* A compensated (Neumaier) sum: the means a summary reports come out as
+ * the correctly rounded mean of their terms (800 rewards of 1.2 and 0.2
+ * average to 0.3925, not 0.39249999999999424). */
+typedef struct {
+    double s, c;
+} run_sum;
+static inline void run_sum_add(run_sum *k, double v) {
+    double t = k->s + v;
+    k->c += fabs(k->s) >= fabs(v) ? (k->s - t) + v : (v - t) + k->s;
+    k->s = t;
+}
+static inline double run_sum_get(const run_sum *k) { return k->s + k->c; }
+
 /* Append one line to metrics.jsonl (takes ownership of line). */
 void run_metrics_write(run_ctx *c, cJSON *line);
 void run_samples_write(run_ctx *c, cJSON *line);
+/* TensorBoard event files (tb.c): RUN/tb/events.out.tfevents.*, one per
+ * process, every metrics line as scalars tagged "train/", "eval/" or
+ * "sample/" + the TRL name, at the run's global step. */
+typedef struct run_tb run_tb;
+base_status run_tb_open(const char *run_dir, int64_t resume_step, run_tb **out);
+/* One Event of the numeric keys of a metrics line (step and global_step
+ * excepted) as simple_value scalars. */
+base_status run_tb_scalars(run_tb *tb, const char *prefix, const cJSON *line, int64_t step);
+void run_tb_close(run_tb *tb);
+/* The tag of a metrics key: prefix + "/" + its TRL name. */
+void run_tb_tag(const char *prefix, const char *key, char *tag, size_t n);
+/* c->tb for this process; resume_step >= 0: a resumed run, whose events
+ * from that step on replace the earlier ones (SessionLog START). */
+base_status run_tb_start(run_ctx *c, int64_t resume_step);
+/* The line's scalars into c->tb (run_metrics_write calls it); a write
+ * error warns once and stops the events, never the run. */
+void run_tb_metrics(run_ctx *c, const cJSON *line);
 /* summary[stage] = obj (takes ownership); rewrites summary.json atomically. */
 base_status run_summary_set(run_ctx *c, const char *stage, cJSON *obj);
+
+/* ---- reward errors and parts (run_gen.c) -------------------------------- */
+
+/* The reward error policy: a reward function that fails (raises, overruns
+ * its budget or memory, returns a bad value; nil is "not scored", not an
+ * error) on more than max_reward_error_rate of the samples scored in the
+ * last reward_error_window batches (training steps; in eval and sample
+ * stages, generation batches), fewer at the start of a stage, stops the
+ * stage with an error naming the function, its script, the first error
+ * and the error log. */
+typedef struct {
+    double max_rate;
+    int window, F;
+    int64_t *n, *err;      /* ring of the last `window` batches: samples [window], failed calls [window * F] */
+    int next, filled;
+    int64_t cur_n, *cur_err; /* the batch being collected: samples, failed calls [F] */
+    int64_t last_errors;   /* failed calls (all functions) of the last closed batch */
+    int64_t total_errors;  /* of the stage */
+} run_reward_errors;
+
+void run_reward_errors_init(run_reward_errors *e, const run_ctx *c, int F);
+/* Count the failed calls of sc (all its samples) into the current batch. */
+void run_reward_errors_add(run_reward_errors *e, const reward_scores *sc);
+/* Close the current batch and apply the policy (unit: "step" or "batch",
+ * for the message). */
+base_status run_reward_errors_close(run_reward_errors *e, reward_pool *pool, const char *unit);
+void run_reward_errors_free(run_reward_errors *e);
+
+/* Means of the reward parts: part P of function f averaged over the
+ * samples that returned it, logged as "rewards/NAME/P". */
+typedef struct {
+    int F;
+    int *n;            /* [F] parts seen */
+    char ***name;      /* [F][n] */
+    double **sum;
+    int64_t **cnt;
+} run_reward_parts;
+
+void run_reward_parts_init(run_reward_parts *a, int F);
+/* Add sample i's parts of sc. */
+void run_reward_parts_add(run_reward_parts *a, const reward_scores *sc, int64_t i);
+/* Add "rewards/NAME/PART": mean to obj. */
+void run_reward_parts_put(const run_reward_parts *a, const reward_pool *pool, cJSON *obj);
+void run_reward_parts_reset(run_reward_parts *a);
+void run_reward_parts_free(run_reward_parts *a);
+
+/* How a row's prompt is rendered, for messages: "template 'r1-zero'",
+ * "template 'r1' (a list of messages)", "template '{prompt}\n' (the prompt
+ * as it was sampled)" ("" for a row without a prompt). */
+void run_prompt_format(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row, base_buf *out);
+/* BASE_ERR_LIMIT "WHERE: the WHAT has N tokens with FORMAT; the model takes
+ * only M positions (max_position_embeddings): HINT" when n tokens do not
+ * fit: n >= M for a prompt (room for one new token), n > M else. */
+base_status run_check_positions(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row, const char *where,
+                                int64_t n, const char *what, int prompt);
 
 /* ---- generate and score (run_gen.c): the eval and sample stages ---------- */
 
@@ -134,6 +287,8 @@ typedef struct {
     rollout_result res;    /* their completions */
     int64_t new_tokens;    /* totals over the chunks */
     double gen_seconds;
+    run_reward_errors errs; /* the error policy; each chunk is a batch unless step_batches */
+    int step_batches;      /* 1: the caller closes batches (grpo: one per step) */
 } run_gen;
 
 /* Prompts per call for a stage without training: about 256 sequences,
@@ -145,7 +300,9 @@ base_status run_gen_init(run_gen *g, run_ctx *c, const recipe_stage_cfg *st, con
                          reward_pool *pool, int chunk);
 /* rows[0..np) (np <= chunk): prompts, K completions each (Philox keys
  * (seed, step_key, prompt_base + i, sample, position)), reward samples,
- * scores. */
+ * scores; a prompt that leaves the model no position to generate into is an
+ * error naming its row and the template. The reward errors are counted
+ * (g->errs) and, unless step_batches, the policy applied to the chunk. */
 base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32_t step_key,
                           uint32_t prompt_base);
 void run_gen_free(run_gen *g);

@@ -5,7 +5,15 @@
  *
  *   accuracy = pass@1 averaged over K samples: the mean over prompts of the
  *              mean over their K samples of the FIRST reward function's
- *              score (nil counts 0). Recipes list the accuracy reward first.
+ *              score. Recipes list the accuracy reward first. A nil (or a
+ *              failed call) is "not scored", as in training: left out of
+ *              the means, never counted as 0; a prompt none of whose
+ *              samples was scored is left out of the accuracy, and
+ *              rewards/NAME/scored says how many samples each function
+ *              scored (accuracy is null when the first scored none).
+ *   reward, rewards/NAME, rewards/NAME/PART: means over the samples that
+ *              have them; reward_errors: failed reward calls (the error
+ *              policy, max_reward_error_rate, applies per generation batch).
  *   cons@K   = majority vote: per prompt the most frequent extracted answer
  *              (answer_from: boxed, answer_tag, last_number; ties go to the
  *              answer seen first) compared with the row's `answer` column by
@@ -18,6 +26,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "reward/rules/rules.h"
 #include "run_internal.h"
@@ -64,6 +73,10 @@ static char *extract_answer(const char *text, const char *how) {
     return a;
 }
 
+static void add_num(cJSON *o, const char *k, double v) {
+    cJSON_AddItemToObject(o, k, isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull());
+}
+
 /* Majority vote over k answers (NULL = abstain); ties: first seen. */
 static const char *vote(char **ans, int k) {
     const char *best = NULL;
@@ -101,28 +114,38 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
     FILE *sf = s ? NULL : fopen(spath, "w");
     if (!s && !sf) s = base_err_set(BASE_ERR_IO, "%s: %s", spath, base_strerror_now());
     int K = gen.K, nf = pool ? reward_pool_n_funcs(pool) : 0;
-    double acc_sum = 0, reward_sum = 0, len_sum = 0, cons_hits = 0;
-    int64_t n_samples = 0, cons_n = 0;
-    double *func_sum = base_xcalloc((size_t)nf + 1, sizeof(double));
+    double acc_sum = 0, len_sum = 0, cons_hits = 0;
+    run_sum reward_sum = {0, 0};
+    int64_t n_samples = 0, cons_n = 0, acc_prompts = 0, reward_n = 0;
+    run_sum *func_sum = base_xcalloc((size_t)nf + 1, sizeof *func_sum);
+    int64_t *func_n = base_xcalloc((size_t)nf + 1, sizeof(int64_t));
+    run_reward_parts parts;
+    run_reward_parts_init(&parts, nf);
     char **answers = base_xcalloc((size_t)K + 1, sizeof *answers);
     base_progress prog;
     if (!s && !c->opts.quiet) base_progress_start(&prog, name, nrows);
     for (int64_t p0 = 0; p0 < nrows && !s; p0 += gen.chunk) {
+        if (run_poll_signal(c)) { /* an eval keeps no partial results: it runs again on resume */
+            s = run_stage_interrupted(c, p0, nrows);
+            break;
+        }
         int np = (int)(nrows - p0 < gen.chunk ? nrows - p0 : gen.chunk);
         s = run_gen_chunk(&gen, rows + p0, where + p0, np, 0x80000000u | (uint32_t)index, (uint32_t)p0);
         if (s) break;
         const reward_scores *sc = &gen.sc;
         for (int i = 0; i < np; i++) {
             double prompt_acc = 0;
+            int prompt_scored = 0;
             for (int g = 0; g < K; g++) {
                 int j = i * K + g;
                 double a = sc->score[(size_t)j * (size_t)nf];
-                prompt_acc += isnan(a) ? 0 : a;
-                if (!isnan(sc->total[j])) reward_sum += sc->total[j];
+                if (!isnan(a)) prompt_acc += a, prompt_scored++;
+                if (!isnan(sc->total[j])) run_sum_add(&reward_sum, sc->total[j]), reward_n++;
                 for (int f = 0; f < nf; f++) {
                     double v = sc->score[(size_t)j * (size_t)nf + (size_t)f];
-                    if (!isnan(v)) func_sum[f] += v;
+                    if (!isnan(v)) run_sum_add(&func_sum[f], v), func_n[f]++;
                 }
+                run_reward_parts_add(&parts, sc, j);
                 len_sum += (double)gen.res.out[j].len;
                 const char *comp = base_json_str(gen.samples[j], "completion", "");
                 answers[g] = extract_answer(comp, answer_from);
@@ -136,12 +159,12 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
                     cJSON_AddItemToObject(rw, reward_pool_func_name(pool, f), isnan(v) ? cJSON_CreateNull() : cJSON_CreateNumber(v));
                 }
                 if (answers[g]) cJSON_AddStringToObject(line, "extracted", answers[g]);
-                char *t = cJSON_PrintUnformatted(line);
+                char *t = base_json_print(line, 0);
                 fprintf(sf, "%s\n", t);
-                cJSON_free(t);
+                free(t);
                 cJSON_Delete(line);
             }
-            acc_sum += prompt_acc / K;
+            if (prompt_scored) acc_sum += prompt_acc / prompt_scored, acc_prompts++;
             const char *gold = base_json_str(rows[p0 + i], "answer", NULL);
             if (gold) {
                 const char *v = vote(answers, K);
@@ -154,27 +177,38 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
             for (int g = 0; g < K; g++) free(answers[g]), answers[g] = NULL;
         }
         n_samples += (int64_t)np * K;
-        if (!c->opts.quiet)
-            base_progress_update(&prog, p0 + np, "accuracy %.3f", acc_sum / (double)(p0 + np));
+        if (!c->opts.quiet) {
+            char errs[48] = "";
+            if (gen.errs.total_errors > 0)
+                snprintf(errs, sizeof errs, " reward_errors %lld", (long long)gen.errs.total_errors);
+            base_progress_update(&prog, p0 + np, "accuracy %.3f%s", acc_prompts ? acc_sum / (double)acc_prompts : NAN,
+                                 errs);
+        }
     }
     if (!c->opts.quiet && gen.eng) base_progress_finish(&prog);
     if (sf) fclose(sf);
+    if (s == BASE_ERR_INTERRUPTED) unlink(spath); /* nothing of a stopped stage stays */
     if (!s) {
-        double acc = acc_sum / (double)nrows;
+        double acc = acc_prompts ? acc_sum / (double)acc_prompts : NAN;
         cJSON *sum = cJSON_CreateObject();
-        cJSON_AddNumberToObject(sum, "accuracy", acc);
-        cJSON_AddNumberToObject(sum, "pass@1", acc);
+        add_num(sum, "accuracy", acc);
+        add_num(sum, "pass@1", acc);
         if (cons_n) {
             char key[32];
             snprintf(key, sizeof key, "cons@%d", K);
             cJSON_AddNumberToObject(sum, key, cons_hits / (double)cons_n);
         }
-        cJSON_AddNumberToObject(sum, "reward", reward_sum / (double)n_samples);
+        add_num(sum, "reward", reward_n ? run_sum_get(&reward_sum) / (double)reward_n : NAN);
         for (int f = 0; f < nf; f++) {
             char key[160];
             snprintf(key, sizeof key, "rewards/%s", reward_pool_func_name(pool, f));
-            cJSON_AddNumberToObject(sum, key, func_sum[f] / (double)n_samples);
+            add_num(sum, key, func_n[f] ? run_sum_get(&func_sum[f]) / (double)func_n[f] : NAN);
+            snprintf(key, sizeof key, "rewards/%s/scored", reward_pool_func_name(pool, f));
+            cJSON_AddNumberToObject(sum, key, (double)func_n[f]);
         }
+        run_reward_parts_put(&parts, pool, sum);
+        cJSON_AddNumberToObject(sum, "reward_errors", (double)gen.errs.total_errors);
+        cJSON_AddNumberToObject(sum, "n_samples", (double)n_samples);
         cJSON_AddNumberToObject(sum, "completion_length", len_sum / (double)n_samples);
         cJSON_AddNumberToObject(sum, "n_prompts", (double)nrows);
         cJSON_AddNumberToObject(sum, "num_generations", K);
@@ -185,11 +219,19 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
         run_metrics_write(c, line);
         s = run_summary_set(c, name, sum);
         if (!c->opts.quiet) {
-            base_info("%s: accuracy %.3f (pass@1 over %d samples, %lld prompts)%s", name, acc, K, (long long)nrows,
+            char errs[64] = "";
+            if (gen.errs.total_errors > 0)
+                snprintf(errs, sizeof errs, ", %lld reward errors", (long long)gen.errs.total_errors);
+            base_info("%s: accuracy %.3f (pass@1 over %d samples, %lld prompts; %lld of %lld samples scored%s)%s", name,
+                      acc, K, (long long)nrows, (long long)func_n[0], (long long)n_samples, errs,
                       cons_n ? "" : "; no 'answer' column: no cons@K");
         }
+        if (func_n[0] == 0)
+            base_warn("%s: the accuracy reward '%s' (the first) scored none of the %lld samples (nil for every one): "
+                      "accuracy is null", name, reward_pool_func_name(pool, 0), (long long)n_samples);
     }
-    free(answers), free(func_sum), free(spath);
+    run_reward_parts_free(&parts);
+    free(answers), free(func_sum), free(func_n), free(spath);
     run_gen_free(&gen);
     reward_pool_destroy(pool);
     free(rows);

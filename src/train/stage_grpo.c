@@ -272,6 +272,7 @@ typedef struct {
     optim opt;
     cursor cur;
     grpo_entropy_ctl ectl;      /* adaptive entropy control (a no-op unless use_adaptive_entropy) */
+    run_reward_parts parts;     /* the step's reward parts (kept completions) */
     float *weights;             /* [F] reward weights */
     uint8_t *keep;              /* [P] dynamic sampling: groups kept */
     int64_t step0;              /* first step to run (resume) */
@@ -343,12 +344,17 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
     b->max_tok = (int64_t)b->mb * (b->max_prompt + b->max_new);
 
     base_status s = run_stage_rows(c, st, &g->rows, &g->where, &g->nrows);
+    /* buffers and the trainer planned by the longest prompt of the data */
+    if (!s) s = run_stage_prompt_tokens(c, st, b->max_prompt, &b->max_prompt);
+    b->max_tok = (int64_t)b->mb * (b->max_prompt + b->max_new);
     if (!s) s = run_reward_pool(c, st, &g->pool);
     if (!s) s = run_check_columns(g->pool, g->rows, g->where, g->nrows);
     if (!s) {
         b->F = reward_pool_n_funcs(g->pool);
         bufs_alloc(b);
         s = run_gen_init(&g->gen, c, st, &g->cfg->gen, g->pool, b->P);
+        g->gen.step_batches = 1; /* the error policy's batch is the step (generate_and_score) */
+        run_reward_parts_init(&g->parts, b->F);
     }
     model_train_limits tl = {.max_tokens = b->max_tok, .max_seqs = b->mb,
                              .recompute = g->cfg->train.gradient_checkpointing};
@@ -395,9 +401,18 @@ static void stage_close(grpo_stage *g) {
     model_train_free(g->tr_ref);
     model_free(g->ref);
     run_gen_free(&g->gen);
+    run_reward_parts_free(&g->parts);
     reward_pool_destroy(g->pool);
     free(g->rows);
     run_where_free(g->where, g->nrows);
+}
+
+/* The reward parts of the round's groups [0, n) that the step keeps
+ * (keep NULL: all), for the step's means. */
+static void add_parts(grpo_stage *g, int n, const uint8_t *keep) {
+    for (int gi = 0; gi < n; gi++)
+        for (int k = 0; k < g->b.G && (!keep || keep[gi]); k++)
+            run_reward_parts_add(&g->parts, &g->gen.sc, (int64_t)gi * g->b.G + k);
 }
 
 /* generate -> score: the step's N completions with their rewards in the
@@ -409,16 +424,22 @@ static base_status generate_and_score(grpo_stage *g, grpo_step *ss) {
     int dyn = g->cfg->dynamic_sampling;
     base_status s = BASE_OK;
     b->n = 0;
+    run_reward_parts_reset(&g->parts);
     for (;;) {
         int need = (b->N - b->n) / b->G;
         s = generate_round(g->c, g->index, b, &g->gen, g->rows, g->where, &g->cur, need, (uint32_t)ss->rounds,
                            &ss->new_tokens, &ss->t_roll, &ss->t_rew);
-        if (s || !dyn) break;
+        if (s) break;
+        if (!dyn) {
+            add_parts(g, need, NULL);
+            break;
+        }
         int first = (b->n / b->G) - need;
         int64_t n_kept, n_refill;
         s = grpo_filter_groups(b->rewards + (size_t)first * b->G * b->F, (int64_t)need * b->G, b->F, g->weights, b->G,
                                -1, need, g->keep, &n_kept, &n_refill);
         if (s) break;
+        add_parts(g, need, g->keep);
         int k = first;
         for (int gi = 0; gi < need; gi++)
             if (g->keep[gi]) move_group(b, k++, first + gi);
@@ -427,6 +448,9 @@ static base_status generate_and_score(grpo_stage *g, grpo_step *ss) {
         ss->rounds++;
         if (b->n == b->N || ss->rounds > g->cfg->max_resample_rounds) break;
     }
+    /* every completion scored in the step (dropped groups included) counts
+     * for the reward error policy, before anything is trained on them */
+    if (!s) s = run_reward_errors_close(&g->gen.errs, g->pool, "step");
     return s;
 }
 
@@ -590,6 +614,8 @@ static grpo_completion_stats log_metrics(grpo_stage *g, int64_t step, const grpo
         snprintf(key, sizeof key, "rewards/%s/std", reward_pool_func_name(g->pool, f));
         add_num(line, key, rst->func_std[f]);
     }
+    run_reward_parts_put(&g->parts, g->pool, line);
+    cJSON_AddNumberToObject(line, "reward_errors", (double)g->gen.errs.last_errors);
     add_num(line, "frac_reward_zero_std", rst->frac_reward_zero_std);
     add_num(line, "completion_length", cs.mean_length);
     add_num(line, "completions/min_length", cs.min_length);
@@ -638,6 +664,7 @@ static void log_skipped(grpo_stage *g, int64_t step) {
     cJSON_AddNumberToObject(line, "step", (double)(step + 1));
     cJSON_AddNumberToObject(line, "skipped", 1);
     cJSON_AddNumberToObject(line, "frac_reward_zero_std", 1);
+    cJSON_AddNumberToObject(line, "reward_errors", (double)g->gen.errs.last_errors);
     run_metrics_write(g->c, line);
 }
 
@@ -683,7 +710,7 @@ static void sync_ref(grpo_stage *g, int64_t step) {
 }
 
 /* A checkpoint every save_steps steps, at the end of the stage, and when
- * the run stops early (--max-total-steps). */
+ * the run stops early (--max-total-steps, a stop signal). */
 static base_status checkpoint(grpo_stage *g, int64_t step) {
     run_ctx *c = g->c;
     const recipe_train_cfg *t = &g->cfg->train;
@@ -706,19 +733,24 @@ base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *st, const run_ckp
         if (g.b.n == 0) { /* dynamic sampling found nothing to learn from */
             log_skipped(&g, step);
             c->total_steps++;
-            continue;
+        } else {
+            s = grpo_advantages(g.gc, g.b.rewards, g.b.n, g.b.F, g.weights, g.b.G, g.b.adv, g.b.total, &ss.rst);
+            if (!s) s = train(&g, step, &ss);
+            if (s) break;
+            c->total_steps++;
+            grpo_completion_stats cs = log_metrics(&g, step, &ss);
+            sync_ref(&g, step);
+            log_samples(&g, step);
+            if (g.prog_on) {
+                char errs[48] = "";
+                if (g.gen.errs.last_errors > 0)
+                    snprintf(errs, sizeof errs, " reward_errors %lld", (long long)g.gen.errs.last_errors);
+                base_progress_update(&g.prog, step + 1, "reward %.3f len %.1f tok/s %.0f%s", ss.rst.reward,
+                                     cs.mean_length, ss.t_roll > 0 ? (double)ss.new_tokens / ss.t_roll : 0, errs);
+            }
         }
-        s = grpo_advantages(g.gc, g.b.rewards, g.b.n, g.b.F, g.weights, g.b.G, g.b.adv, g.b.total, &ss.rst);
-        if (!s) s = train(&g, step, &ss);
-        if (s) break;
-        c->total_steps++;
-        grpo_completion_stats cs = log_metrics(&g, step, &ss);
-        sync_ref(&g, step);
-        log_samples(&g, step);
-        if (g.prog_on)
-            base_progress_update(&g.prog, step + 1, "reward %.3f len %.1f tok/s %.0f", ss.rst.reward, cs.mean_length,
-                                 ss.t_roll > 0 ? (double)ss.new_tokens / ss.t_roll : 0);
         if (c->opts.max_total_steps > 0 && c->total_steps >= c->opts.max_total_steps) c->stop_requested = 1;
+        run_poll_signal(c); /* a stop signal: this step's checkpoint, then stop */
         s = checkpoint(&g, step);
     }
     stage_close(&g);

@@ -18,16 +18,17 @@
  *
  * Outputs (all deterministic):
  *   `output` (default RUN/NAME.jsonl; the dataset path "stage:NAME" reads
- *     it): one chat sample per kept completion,
- *       {"messages": [{"role": "user", "content": QUESTION},
- *                     {"role": "assistant", "content": COMPLETION}],
+ *     it): one SFT row per kept completion (sft_line),
+ *       {"prompt": TEXT THE MODEL SAW, "completion": COMPLETION,
+ *        "prompt_template": TEMPLATE, "messages": [user..., assistant],
  *        ...the row's other columns}
- *     (a row whose prompt column is a list of messages keeps them and gets
- *     the assistant turn appended; when the rendered prompt ends inside an
- *     opened "<think>", as the r1 template does, that opening is put back
- *     in front of the completion so the SFT data holds the whole answer),
- *     then the rows of `merge_datasets` as they are. Written to OUTPUT.tmp
- *     and renamed at the end: a failed stage leaves no partial file.
+ *     so that SFT trains on exactly the prompt the model answered, with
+ *     the template that rendered it (stage_sft.c); `messages` is the chat
+ *     form for export (when the prompt ends inside an opened "<think>", as
+ *     the r1 template's does, the assistant turn starts with it and holds
+ *     the whole answer). Then the rows of `merge_datasets` as they are.
+ *     Written to OUTPUT.tmp and renamed at the end: a failed stage leaves
+ *     no partial file.
  *   RUN/NAME.pass_rates.jsonl: per prompt {index, where, passed, total,
  *     pass_rate, kept} (+ the row's id when it has one).
  *   RUN/NAME.samples.jsonl: every completion with its rewards and the
@@ -37,7 +38,9 @@
  *     pass_rate (mean over prompts), prompts_with_pass, dropped.{keep,
  *     mixed_language, long_paragraphs, code_blocks, max_per_prompt} (each
  *     completion counts once, for the first test it fails), reward,
- *     rewards/NAME, completion_length, tokens_per_s.
+ *     rewards/NAME, completion_length, tokens_per_s, prompt_template,
+ *     inexact_prompts (recorded prompts that do not encode back to the
+ *     ids the model saw).
  */
 #include <math.h>
 #include <stdio.h>
@@ -110,20 +113,20 @@ static int run_filters(const sample_cfg *g, const char *text, const char *row_la
     return -1;
 }
 
-/* When the rendered prompt ends with an opened "<think>" (plus whitespace),
- * that tail; else "". Borrowed from `prompt`. */
-static const char *open_think_tail(const char *prompt) {
-    const char *last = NULL, *p = prompt, *q;
-    while ((q = strstr(p, "<think>"))) last = q, p = q + 1;
-    if (!last || strstr(last, "</think>")) return "";
-    for (const char *r = last + 7; *r; r++)
-        if (*r != ' ' && *r != '\n' && *r != '\r' && *r != '\t') return "";
-    return last;
-}
-
-/* One SFT line for a kept completion (malloc'd JSON text). */
-static char *chat_line(const cJSON *row, const char *prompt_col, const char *prompt_text, const char *completion) {
+/* One SFT line for a kept completion (malloc'd JSON text):
+ *   prompt           the prompt exactly as the model saw it (its ids
+ *                    decoded, added tokens and BOS as text)
+ *   completion       the completion (without the stop token)
+ *   prompt_template  the template that rendered the prompt
+ *   messages         the chat for export: the question (or the row's
+ *                    conversation) and the answer as an assistant turn
+ *   ...              the row's other columns */
+static char *sft_line(const cJSON *row, const char *prompt_col, const char *tmpl, const char *seen,
+                      const char *prompt_text, const char *completion) {
     cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "prompt", seen);
+    cJSON_AddStringToObject(out, "completion", completion);
+    cJSON_AddStringToObject(out, "prompt_template", tmpl);
     cJSON *msgs = cJSON_AddArrayToObject(out, "messages");
     const cJSON *pv = cJSON_GetObjectItemCaseSensitive(row, prompt_col);
     if (cJSON_IsArray(pv)) {
@@ -134,27 +137,44 @@ static char *chat_line(const cJSON *row, const char *prompt_col, const char *pro
         cJSON_AddStringToObject(u, "content", cJSON_IsString(pv) ? pv->valuestring : "");
         cJSON_AddItemToArray(msgs, u);
     }
+    /* the answer of an r1 prompt starts inside the "<think>" the prompt
+     * opened: the chat turn holds the whole answer */
     base_buf content = {0};
-    base_buf_puts(&content, open_think_tail(prompt_text));
+    base_buf_puts(&content, run_open_think_tail(prompt_text));
     base_buf_puts(&content, completion);
     cJSON *a = cJSON_CreateObject();
     cJSON_AddStringToObject(a, "role", "assistant");
     cJSON_AddStringToObject(a, "content", content.data ? content.data : "");
     cJSON_AddItemToArray(msgs, a);
     base_buf_free(&content);
-    for (const cJSON *e = row->child; e; e = e->next)
-        if (strcmp(e->string, prompt_col) && strcmp(e->string, "messages"))
-            cJSON_AddItemToObject(out, e->string, cJSON_Duplicate(e, 1));
-    char *t = cJSON_PrintUnformatted(out);
+    static const char *const ours[] = {"prompt", "completion", "prompt_template", "messages"};
+    for (const cJSON *e = row->child; e; e = e->next) {
+        int skip = !strcmp(e->string, prompt_col);
+        for (size_t k = 0; k < sizeof ours / sizeof ours[0]; k++) skip |= !strcmp(e->string, ours[k]);
+        if (!skip) cJSON_AddItemToObject(out, e->string, cJSON_Duplicate(e, 1));
+    }
+    char *t = base_json_print(out, 0);
     cJSON_Delete(out);
     return t;
 }
 
+/* The prompt the model saw, as text (malloc'd); *exact = 0 when encoding
+ * that text does not give the same ids back (a question holding an added
+ * token's string, or a prompt cut inside a character). */
+static char *seen_prompt(run_ctx *c, const tok_ids *ids, int *exact) {
+    char *t = tok_decode_str(c->tok, ids->ids, ids->n, 0, NULL);
+    tok_ids back = {0};
+    *exact = !tok_encode(c->tok, t, strlen(t), 0, &back) && back.n == ids->n &&
+             !memcmp(back.ids, ids->ids, (size_t)ids->n * sizeof(int32_t));
+    tok_ids_free(&back);
+    return t;
+}
+
 static void put_line(FILE *f, cJSON *line) {
-    char *t = cJSON_PrintUnformatted(line);
+    char *t = base_json_print(line, 0);
     fputs(t, f);
     fputc('\n', f);
-    cJSON_free(t);
+    free(t);
     cJSON_Delete(line);
 }
 
@@ -237,20 +257,27 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
     if (!s && !(fp = open_tmp(pr_path, &pr_tmp))) s = BASE_ERR_IO;
     if (!s && !(fs = open_tmp(sm_path, &sm_tmp))) s = BASE_ERR_IO;
 
-    const char *prompt_col = st->datasets[0]->prompt_column;
+    const char *prompt_col = st->datasets[0]->prompt_column, *tmpl = run_template(c, st);
+    int64_t n_inexact = 0; /* recorded prompts that do not encode back to the ids the model saw */
     int nf = pool ? reward_pool_n_funcs(pool) : 0;
     const char **fnames = base_xcalloc((size_t)nf + 1, sizeof *fnames);
     for (int f = 0; f < nf; f++) fnames[f] = reward_pool_func_name(pool, f);
-    double *func_sum = base_xcalloc((size_t)nf + 1, sizeof(double)), *row_scores = base_xcalloc((size_t)nf + 1, sizeof(double));
+    run_sum *func_sum = base_xcalloc((size_t)nf + 1, sizeof *func_sum);
+    double *row_scores = base_xcalloc((size_t)nf + 1, sizeof(double));
     int64_t *func_n = base_xcalloc((size_t)nf + 1, sizeof(int64_t));
 
     int64_t dec_count[DEC_COUNT] = {0}, n_samples = 0, n_kept = 0, n_merged = 0, prompts_with_pass = 0;
     int64_t reward_n = 0;
-    double pass_rate_sum = 0, reward_sum = 0, len_sum = 0;
+    double pass_rate_sum = 0, len_sum = 0;
+    run_sum reward_sum = {0, 0};
     base_progress prog;
     int prog_on = !s && !c->opts.quiet;
     if (prog_on) base_progress_start(&prog, name, nrows);
     for (int64_t p0 = 0; p0 < nrows && !s; p0 += gen.chunk) {
+        if (run_poll_signal(c)) { /* the outputs stay temporary (removed): the stage runs again on resume */
+            s = run_stage_interrupted(c, p0, nrows);
+            break;
+        }
         int np = (int)(nrows - p0 < gen.chunk ? nrows - p0 : gen.chunk);
         s = run_gen_chunk(&gen, rows + p0, where + p0, np, 0x40000000u | (uint32_t)index, (uint32_t)p0);
         const reward_scores *sc = &gen.sc;
@@ -259,6 +286,7 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
             const cJSON *row = rows[p0 + i];
             const char *row_lang = base_json_str(row, "lang", NULL);
             int passed = 0, kept = 0;
+            char *seen = NULL; /* the prompt as the model saw it, made for the first kept completion */
             for (int g = 0; g < K && !s; g++) {
                 int j = i * K + g, keep = 0, dec;
                 const char *comp = base_json_str(samples[j], "completion", "");
@@ -275,14 +303,19 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
                 else dec = DEC_KEPT, passed++, kept++;
                 dec_count[dec]++;
                 if (dec == DEC_KEPT) {
-                    char *t = chat_line(row, prompt_col, gen.ptext[i], comp);
+                    if (!seen) {
+                        int exact;
+                        seen = seen_prompt(c, &gen.pids[i], &exact);
+                        n_inexact += !exact;
+                    }
+                    char *t = sft_line(row, prompt_col, tmpl, seen, gen.ptext[i], comp);
                     fputs(t, fo);
                     fputc('\n', fo);
-                    cJSON_free(t);
+                    free(t);
                 }
-                if (!isnan(sc->total[j])) reward_sum += sc->total[j], reward_n++;
+                if (!isnan(sc->total[j])) run_sum_add(&reward_sum, sc->total[j]), reward_n++;
                 for (int f = 0; f < nf; f++)
-                    if (!isnan(row_scores[f])) func_sum[f] += row_scores[f], func_n[f]++;
+                    if (!isnan(row_scores[f])) run_sum_add(&func_sum[f], row_scores[f]), func_n[f]++;
                 len_sum += (double)gen.res.out[j].len;
                 cJSON *line = cJSON_CreateObject();
                 cJSON_AddNumberToObject(line, "prompt_index", (double)(p0 + i));
@@ -295,6 +328,7 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
                 cJSON_AddStringToObject(line, "decision", decision_name(dec));
                 put_line(fs, line);
             }
+            free(seen);
             if (s) break;
             cJSON *line = cJSON_CreateObject();
             cJSON_AddNumberToObject(line, "index", (double)(p0 + i));
@@ -321,10 +355,10 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
         run_dataset *d;
         s = run_dataset_get(c, sa->merge[i], &d);
         for (int64_t i = 0; i < (s ? 0 : d->n); i++) {
-            char *t = cJSON_PrintUnformatted(d->rows[i]);
+            char *t = base_json_print(d->rows[i], 0);
             fputs(t, fo);
             fputc('\n', fo);
-            cJSON_free(t);
+            free(t);
             n_merged++;
         }
     }
@@ -337,9 +371,16 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
     else if (fs) fclose(fs), unlink(sm_tmp);
     if (!s && n_kept + n_merged == 0)
         base_warn("stage '%s': no sample was kept and nothing merged: %s is empty", name, out_path);
+    if (!s && n_inexact)
+        base_warn("stage '%s': %lld recorded prompts do not encode back to the ids the model saw (a question "
+                  "holding an added token's text such as \"<think>\", or a prompt cut inside a character by "
+                  "max_prompt_length); SFT reads them as the text encodes",
+                  name, (long long)n_inexact);
     if (!s) {
         cJSON *sum = cJSON_CreateObject();
         cJSON_AddNumberToObject(sum, "kept", (double)n_kept);
+        cJSON_AddStringToObject(sum, "prompt_template", tmpl);
+        cJSON_AddNumberToObject(sum, "inexact_prompts", (double)n_inexact);
         cJSON_AddNumberToObject(sum, "merged", (double)n_merged);
         cJSON_AddNumberToObject(sum, "total", (double)n_samples);
         cJSON_AddNumberToObject(sum, "prompts", (double)nrows);
@@ -350,11 +391,11 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
         for (int f = 0; f < SAMPLE_FILTER_COUNT; f++)
             cJSON_AddNumberToObject(dr, sample_filter_name((sample_filter)f), (double)dec_count[f]);
         cJSON_AddNumberToObject(dr, "max_per_prompt", (double)dec_count[DEC_CAP]);
-        cJSON_AddNumberToObject(sum, "reward", reward_n ? reward_sum / (double)reward_n : 0);
+        cJSON_AddNumberToObject(sum, "reward", reward_n ? run_sum_get(&reward_sum) / (double)reward_n : 0);
         for (int f = 0; f < nf; f++) {
             char key[160];
             snprintf(key, sizeof key, "rewards/%s", fnames[f]);
-            cJSON_AddNumberToObject(sum, key, func_n[f] ? func_sum[f] / (double)func_n[f] : 0);
+            cJSON_AddNumberToObject(sum, key, func_n[f] ? run_sum_get(&func_sum[f]) / (double)func_n[f] : 0);
         }
         cJSON_AddNumberToObject(sum, "completion_length", n_samples ? len_sum / (double)n_samples : 0);
         cJSON_AddNumberToObject(sum, "num_generations", K);

@@ -2,14 +2,25 @@
  * The SFT stage: masked next-token NLL, several samples packed per row
  * without attention across them (TRL SFTTrainer with packing "bfd").
  *
- * A row of the dataset is one of
- *   {"messages": [{"role": ..., "content": ...}, ...]}   DeepSeek-V3 chat format;
- *        with assistant_only_loss only the assistant turns (content and
- *        end-of-turn token) are targets
- *   {"prompt": ..., "completion": ...}   prompt through the stage's template,
- *        completion + EOS; with assistant_only_loss only the completion
- *   {"text": ...}                        every token (BOS added)
- * Samples longer than max_length keep their first max_length tokens.
+ * A row is rendered with the stage's template (its own, else the recipe's),
+ * the one generation uses (run_render_messages), never a format the model
+ * was not prompted with. The first kind that fits:
+ *   sampled  {"prompt", "completion", "prompt_template"} (a sample stage's
+ *        output): the prompt as the model saw it, then the completion +
+ *        EOS; the stage's template must be prompt_template
+ *   chat     {"messages": [...]}: template "chat": the DeepSeek-V3 format,
+ *        every assistant turn a target (content and end-of-turn token);
+ *        any other template: the messages before the last are the
+ *        generation prompt, the last (an assistant turn) the answer + EOS
+ *        (encode_chat); what cannot be rendered faithfully is an error
+ *   prompt/completion  {"prompt", "completion"}: the prompt through the
+ *        template, completion + EOS
+ *   text     {"text"}: every token (BOS added)
+ * With assistant_only_loss only the answer tokens are targets. Answers are
+ * encoded as HF encodes the text (added tokens such as "<think>" matched,
+ * as the model writes them). Samples longer than max_length keep their
+ * first max_length tokens. The stage logs the template and the rows of
+ * each kind and puts them in summary.json[NAME].
  *
  * The packing plan is made once; each epoch visits its rows in a shuffled
  * order (seed, stage, epoch). One optimizer step = gradient_accumulation_
@@ -30,63 +41,150 @@ typedef struct {
     int64_t len;
 } sample_buf;
 
+/* How a row was rendered (counted for the log line and summary.json). */
+enum { ROW_SAMPLED, ROW_CHAT, ROW_PROMPT, ROW_TEXT, ROW_KINDS };
+static const char *const row_kind_name[ROW_KINDS] = {"sampled", "chat", "prompt_completion", "text"};
+
+/* The DeepSeek chat format's token count of a chat prefix (the "chat"
+ * template: prefixes encode as prefixes). */
 static base_status count_chat(void *ctx, const sft_message *msgs, int n, int gen, int64_t *out) {
     const tok_tokenizer *tk = ctx;
     tok_msg *m = base_xcalloc((size_t)n + 1, sizeof *m);
     for (int i = 0; i < n; i++) m[i] = (tok_msg){msgs[i].role, msgs[i].content};
     tok_ids ids = {0};
-    base_status s = tok_chat_encode(tk, m, n, gen ? TOK_CHAT_GENERATION_PROMPT : 0, &ids);
+    base_status s = tok_chat_encode(tk, m, n, TOK_CHAT_ASSISTANT_TOKENS | (gen ? TOK_CHAT_GENERATION_PROMPT : 0), &ids);
     *out = ids.n;
     tok_ids_free(&ids);
     free(m);
     return s;
 }
 
-/* Tokens and loss mask of one row. */
+/* ids = the prompt's ids, then the answer and EOS; mask on the answer (and
+ * EOS) only when only_answer, else everywhere. The answer is encoded as HF
+ * encodes text, added tokens matched: the way the model wrote it. */
+static base_status append_answer(run_ctx *c, const char *answer, const char *where, int only_answer, tok_ids *ids,
+                                 uint8_t **mask) {
+    int64_t np = ids->n;
+    base_status s = tok_encode(c->tok, answer, strlen(answer), 0, ids);
+    if (s) return base_err_wrap(s, "%s: completion", where);
+    int32_t stop[8];
+    if (run_stop_ids(c, stop, 8) > 0) tok_ids_push(ids, stop[0]);
+    *mask = base_xmalloc((size_t)ids->n + 1);
+    for (int64_t i = 0; i < ids->n; i++) (*mask)[i] = !only_answer || i >= np;
+    return BASE_OK;
+}
+
+/* A chat row ({"messages": [...]}) with the stage's template. "chat": the
+ * whole conversation in the DeepSeek-V3 format (the recipe's system prompt
+ * first), every assistant turn a target. Any other template renders the
+ * messages before the last one as the generation prompt (run_render_messages:
+ * "r1" drops earlier turns' reasoning as its chat template does; a string
+ * template takes one question only) and the last one, an assistant turn, is
+ * the answer. When that prompt ends inside an opened "<think>" (r1), the
+ * answer must start with the same text, which the prompt already holds. */
+static base_status encode_chat(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row, const char *where,
+                               int only_assistant, tok_ids *ids, uint8_t **mask) {
+    const char *tmpl = run_template(c, st);
+    sft_chat chat;
+    base_status s = sft_chat_parse(row, where, &chat);
+    if (s) return s;
+    if (!strcmp(tmpl, "chat")) {
+        s = tok_chat_check(c->tok);
+        if (s) {
+            sft_chat_free(&chat);
+            return base_err_wrap(s, "%s: template 'chat' renders chat rows in the DeepSeek chat format, not this "
+                                    "model's: set the template the model was trained with, or write "
+                                    "prompt/completion rows", where);
+        }
+        /* the conversation as generation renders it: the system prompt first */
+        const char *system = c->cfg->system_prompt;
+        sft_chat full = {0, base_xcalloc((size_t)chat.n + 1, sizeof(sft_message))};
+        if (system) full.msgs[full.n++] = (sft_message){"system", system};
+        for (int i = 0; i < chat.n; i++) full.msgs[full.n++] = chat.msgs[i];
+        tok_msg *m = base_xcalloc((size_t)full.n, sizeof *m);
+        for (int i = 0; i < full.n; i++) m[i] = (tok_msg){full.msgs[i].role, full.msgs[i].content};
+        s = tok_chat_encode(c->tok, m, full.n, TOK_CHAT_ASSISTANT_TOKENS, ids);
+        free(m);
+        if (!s) {
+            *mask = base_xmalloc((size_t)ids->n + 1);
+            if (only_assistant) {
+                sft_span *spans = base_xcalloc((size_t)full.n + 1, sizeof *spans);
+                int nsp = 0;
+                s = sft_chat_assistant_spans(&full, count_chat, c->tok, spans, &nsp);
+                if (!s) sft_mask_from_spans(ids->n, spans, nsp, *mask);
+                free(spans);
+            } else {
+                memset(*mask, 1, (size_t)ids->n);
+            }
+        }
+        free(full.msgs);
+        sft_chat_free(&chat);
+        return s ? base_err_wrap(s, "%s", where) : BASE_OK;
+    }
+    const sft_message *last = &chat.msgs[chat.n - 1];
+    if (strcmp(last->role, "assistant")) {
+        char *q = run_quote(tmpl);
+        s = base_err_set(BASE_ERR_INVALID,
+                         "%s: the last message is the %s's: with template %s a chat row is a prompt and its answer, "
+                         "the last message an assistant turn",
+                         where, last->role, q);
+        cJSON_free(q);
+        sft_chat_free(&chat);
+        return s;
+    }
+    tok_msg *m = base_xcalloc((size_t)chat.n, sizeof *m);
+    for (int i = 0; i + 1 < chat.n; i++) m[i] = (tok_msg){chat.msgs[i].role, chat.msgs[i].content};
+    char *text = NULL;
+    s = run_render_messages(c, st, m, chat.n - 1, where, ids, &text);
+    free(m);
+    const char *answer = last->content;
+    if (!s) {
+        const char *tail = run_open_think_tail(text);
+        size_t nt = strlen(tail);
+        if (strncmp(answer, tail, nt)) {
+            char *shown = run_quote(tail), *q = run_quote(tmpl);
+            s = base_err_set(BASE_ERR_INVALID,
+                             "%s: template %s ends the prompt with %s, so the assistant message must start with "
+                             "it (an answer without reasoning is written \"<think>\\n\\n</think>\\n\\n...\")",
+                             where, q, shown);
+            cJSON_free(shown), cJSON_free(q);
+        } else {
+            s = append_answer(c, answer + nt, where, only_assistant, ids, mask);
+        }
+    }
+    free(text);
+    sft_chat_free(&chat);
+    return s;
+}
+
+/* Tokens and loss mask of one row; *kind says how it was rendered. */
 static base_status encode_row(run_ctx *c, const recipe_stage_cfg *st, const cJSON *row, const char *where,
-                              int only_assistant, int64_t max_len, sample_buf *out) {
+                              int only_assistant, int64_t max_len, sample_buf *out, int *kind) {
     tok_ids ids = {0};
     uint8_t *mask = NULL;
     base_status s = BASE_OK;
-    if (cJSON_GetObjectItemCaseSensitive(row, "messages")) {
-        sft_chat chat;
-        s = sft_chat_parse(row, where, &chat);
-        if (s) return s;
-        tok_msg *m = base_xcalloc((size_t)chat.n + 1, sizeof *m);
-        for (int i = 0; i < chat.n; i++) m[i] = (tok_msg){chat.msgs[i].role, chat.msgs[i].content};
-        s = tok_chat_encode(c->tok, m, chat.n, 0, &ids);
-        free(m);
-        if (!s) {
-            mask = base_xmalloc((size_t)ids.n + 1);
-            if (only_assistant) {
-                sft_span *spans = base_xcalloc((size_t)chat.n + 1, sizeof *spans);
-                int nsp = 0;
-                s = sft_chat_assistant_spans(&chat, count_chat, c->tok, spans, &nsp);
-                if (!s) sft_mask_from_spans(ids.n, spans, nsp, mask);
-                free(spans);
-            } else {
-                memset(mask, 1, (size_t)ids.n);
-            }
-        }
-        sft_chat_free(&chat);
-        if (s) s = base_err_wrap(s, "%s", where);
-    } else if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(row, "completion"))) {
-        char *ptext;
+    int sampled = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(row, "prompt_template"));
+    int completion = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(row, "completion"));
+    if (sampled && completion && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(row, "prompt"))) {
+        /* a sample stage's row: the prompt as the model saw it (run_prompt
+         * checks the template) */
+        char *ptext = NULL;
+        *kind = ROW_SAMPLED;
         s = run_prompt(c, st, row, where, 0, &ids, &ptext);
         free(ptext);
-        int64_t np = ids.n;
-        const char *comp = base_json_str(row, "completion", "");
-        if (!s) s = tok_encode(c->tok, comp, strlen(comp), 0, &ids);
-        if (!s) {
-            int32_t stop[8];
-            if (run_stop_ids(c, stop, 8) > 0) tok_ids_push(&ids, stop[0]);
-            mask = base_xmalloc((size_t)ids.n + 1);
-            for (int64_t i = 0; i < ids.n; i++) mask[i] = !only_assistant || i >= np;
-        } else {
-            s = base_err_wrap(s, "%s: completion", where);
-        }
+        if (!s) s = append_answer(c, base_json_str(row, "completion", ""), where, only_assistant, &ids, &mask);
+    } else if (cJSON_GetObjectItemCaseSensitive(row, "messages")) {
+        *kind = ROW_CHAT;
+        s = encode_chat(c, st, row, where, only_assistant, &ids, &mask);
+    } else if (completion) {
+        char *ptext = NULL;
+        *kind = ROW_PROMPT;
+        s = run_prompt(c, st, row, where, 0, &ids, &ptext);
+        free(ptext);
+        if (!s) s = append_answer(c, base_json_str(row, "completion", ""), where, only_assistant, &ids, &mask);
     } else if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(row, "text"))) {
         const char *t = base_json_str(row, "text", "");
+        *kind = ROW_TEXT;
         s = tok_encode(c->tok, t, strlen(t), TOK_ENC_ADD_SPECIAL, &ids);
         if (!s) {
             mask = base_xmalloc((size_t)ids.n + 1);
@@ -110,6 +208,30 @@ static base_status encode_row(run_ctx *c, const recipe_stage_cfg *st, const cJSO
     return BASE_OK;
 }
 
+/* Say which template rendered the rows: one log line and summary.json
+ * [stage] = {"template", "chat_template" (the tokenizer's), "rows": {kind: n}}. */
+static base_status report_rows(run_ctx *c, const recipe_stage_cfg *st, const int64_t *kinds) {
+    const char *tmpl = run_template(c, st);
+    const char *ct = tok_chat_template_name(tok_chat_template(c->tok));
+    cJSON *sum = cJSON_CreateObject();
+    cJSON_AddStringToObject(sum, "template", tmpl);
+    cJSON_AddStringToObject(sum, "chat_template", ct);
+    cJSON *rows = cJSON_AddObjectToObject(sum, "rows");
+    base_buf line = {0};
+    for (int k = 0; k < ROW_KINDS; k++) {
+        cJSON_AddNumberToObject(rows, row_kind_name[k], (double)kinds[k]);
+        if (kinds[k]) base_buf_printf(&line, "%s%lld %s", line.len ? ", " : "", (long long)kinds[k], row_kind_name[k]);
+    }
+    if (!c->opts.quiet) {
+        char *esc = run_quote(tmpl);
+        base_info("%s: template %s (%s; the tokenizer's chat template: %s): %s rows", st->name, esc,
+                  st->template_name ? "the stage's" : "the recipe's", ct, line.data ? line.data : "no");
+        cJSON_free(esc);
+    }
+    base_buf_free(&line);
+    return run_summary_set(c, st->name, sum);
+}
+
 base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt *resume) {
     const recipe_sft_cfg *sf = &st->sft; /* ranges checked by the recipe: max_length >= 2, bs, ga >= 1 */
     const char *name = st->name;
@@ -128,11 +250,16 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
     sample_buf *sb = base_xcalloc((size_t)n, sizeof *sb);
     sft_sample *ss = base_xcalloc((size_t)n, sizeof *ss);
     int64_t *lens = base_xcalloc((size_t)n, sizeof *lens);
+    int64_t kinds[ROW_KINDS] = {0};
     for (int64_t i = 0; i < n && !s; i++) {
-        s = encode_row(c, st, rows[i], where[i], only_asst, max_len, &sb[i]);
+        int kind = ROW_TEXT;
+        s = encode_row(c, st, rows[i], where[i], only_asst, max_len, &sb[i], &kind);
+        if (!s) s = run_check_positions(c, st, rows[i], where[i], sb[i].len, "sample", 0);
         ss[i] = (sft_sample){sb[i].ids, sb[i].mask, sb[i].len};
         lens[i] = sb[i].len;
+        kinds[kind] += !s;
     }
+    if (!s) s = report_rows(c, st, kinds);
     sft_pack plan;
     memset(&plan, 0, sizeof plan);
     if (!s) {
@@ -151,16 +278,17 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
     int64_t total = max_steps > 0 ? max_steps : (int64_t)ceil(epochs * (double)steps_per_epoch);
     if (!s && total < 1) s = base_err_set(BASE_ERR_INVALID, "stage '%s': no training steps (empty data?)", name);
     /* the biggest micro-batch: bs rows, their segments */
-    int64_t max_segs = 1;
+    int64_t max_segs = 1, row_max = 1; /* and its tokens: bs rows of at most row_max */
     for (int64_t r = 0; r < plan.n_rows; r++) {
         int64_t k = plan.row_first[r + 1] - plan.row_first[r];
         if (k > max_segs) max_segs = k;
+        if (plan.row_used[r] > row_max) row_max = plan.row_used[r];
     }
     model_train *tr = NULL;
     float *grads = NULL;
     optim opt;
     memset(&opt, 0, sizeof opt);
-    model_train_limits tl = {.max_tokens = bs * max_len, .max_seqs = (int)(bs * max_segs),
+    model_train_limits tl = {.max_tokens = bs * row_max, .max_seqs = (int)(bs * max_segs),
                              .recompute = sf->train.gradient_checkpointing};
     if (!s) s = model_train_new(c->policy, &tl, &tr);
     if (!s) {
@@ -260,6 +388,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
         }
         if (s) break;
         if (c->opts.max_total_steps > 0 && c->total_steps >= c->opts.max_total_steps) c->stop_requested = 1;
+        run_poll_signal(c); /* a stop signal: this step's checkpoint, then stop */
         int last = k + 1 == total;
         if ((save_steps > 0 && (k + 1) % save_steps == 0) || last || c->stop_requested) {
             run_train_state rs = {.stage_index = index, .stage_done = last, .stage_step = k + 1,

@@ -93,6 +93,97 @@ static void test_json(void **state) {
     assert_non_null(strstr(base_err_msg(), "t.json:3:"));
 }
 
+/* Integers: only finite, integral, in-range numbers convert (a cast of
+ * 1e30 or 1e999 to int64 is undefined behaviour); the range getter names
+ * the key and the value. */
+static void test_json_int(void **state) {
+    (void)state;
+    cJSON *j;
+    const char *t = "{\"a\": -3, \"big\": 1e30, \"inf\": 1e999, \"frac\": 2.5, \"max\": "
+                    "9223372036854775807, \"min\": -9223372036854775808, \"s\": \"7\", \"n\": null}";
+    assert_int_equal(base_json_parse(t, strlen(t), "t.json", &j), BASE_OK);
+    int found;
+    assert_int_equal(base_json_int(j, "a", 0, &found), -3);
+    assert_true(found);
+    const char *bad[] = {"big", "inf", "frac", "max", "s", "n", "absent"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        found = -1;
+        assert_int_equal(base_json_int(j, bad[i], 42, &found), 42);
+        assert_int_equal(found, 0);
+    }
+    assert_int_equal(base_json_int(j, "min", 0, &found), INT64_MIN); /* -2^63 is exact */
+    assert_true(found);
+    int64_t v;
+    assert_int_equal(base_json_int_range(j, "a", -5, 5, 0, "t.json", &v), BASE_OK);
+    assert_int_equal(v, -3);
+    assert_int_equal(base_json_int_range(j, "absent", 0, 5, 4, "t.json", &v), BASE_OK);
+    assert_int_equal(v, 4);
+    assert_int_equal(base_json_int_range(j, "n", 0, 5, 4, "t.json", &v), BASE_OK);
+    assert_int_equal(v, 4);
+    assert_int_equal(base_json_int_range(j, "a", 0, 5, 1, "t.json", &v), BASE_ERR_INVALID);
+    assert_int_equal(v, 1);
+    assert_string_equal(base_err_msg(), "t.json: a must be an integer in [0, 5] (got -3)");
+    assert_int_equal(base_json_int_range(j, "big", 0, INT64_MAX, 1, "t.json", &v), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_err_msg(), "t.json: big must be an integer in [0, "));
+    assert_non_null(strstr(base_err_msg(), "(got 1e+30)"));
+    assert_int_equal(base_json_int_range(j, "s", 0, 9, 1, "t.json", &v), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_err_msg(), "(got a string)"));
+    cJSON_Delete(j);
+}
+
+/* U+0000 cannot live in a cJSON string: text holding one is refused with
+ * its position, never cut short. An escaped backslash before "u0000" is
+ * ordinary text. Also: text after the value is an error. */
+static void test_json_nul(void **state) {
+    (void)state;
+    cJSON *j;
+    struct {
+        const char *text;
+        size_t len;
+        const char *where; /* NULL: accepted */
+    } cases[] = {
+        {"{\"text\": \"a\\u0000b\"}", 0, "t.json:1:12: U+0000 (NUL) in a string: not supported"},
+        {"{\n \"k\\u0000\": 1}", 0, "t.json:2:4: U+0000 (NUL) in a string: not supported"},
+        {"[\"\\\\\\u0000\"]", 0, "t.json:1:5: U+0000 (NUL)"},
+        {"{\"text\": \"a\0b\"}", 15, "t.json:1:12: U+0000 (NUL)"},
+        {"{\"a\": 1} x", 0, "t.json:1:10: extra text after the JSON value"},
+        {"{\"a\": 1}\0", 9, "t.json:1:9: U+0000 (NUL)"},
+        {"{\"text\": \"a\\\\u0000b\", \"u\": \"\\u0001\\\"\\u0000\"}", 0, "t.json:1:37: U+0000"},
+        {"{\"text\": \"a\\\\u0000b\"} \n\t", 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t len = cases[i].len ? cases[i].len : strlen(cases[i].text);
+        base_status st = base_json_parse(cases[i].text, len, "t.json", &j);
+        if (!cases[i].where) {
+            assert_int_equal(st, BASE_OK);
+            assert_string_equal(base_json_str(j, "text", ""), "a\\u0000b");
+            cJSON_Delete(j);
+            continue;
+        }
+        if (st != BASE_ERR_PARSE || !strstr(base_err_msg(), cases[i].where))
+            fail_msg("case %zu: status %d, message \"%s\"", i, st, base_err_msg());
+        assert_null(j);
+    }
+    /* the same through the JSONL reader: the bad line is reported, the
+     * others are read */
+    const char *lines = "{\"text\": \"a\"}\n{\"text\": \"a\\u0000b\"}\n{\"text\": \"a\\\\u0000b\"}\n"
+                        "{\"text\": \"c\0\"}\n";
+    base_jsonl *r;
+    assert_int_equal(base_jsonl_open_mem(lines, strlen(lines) + 4, "m.jsonl", &r), BASE_OK);
+    assert_int_equal(base_jsonl_next(r, &j), BASE_OK);
+    cJSON_Delete(j);
+    assert_int_equal(base_jsonl_next(r, &j), BASE_ERR_PARSE);
+    assert_string_equal(base_err_msg(), "m.jsonl:2:12: U+0000 (NUL) in a string: not supported");
+    assert_int_equal(base_jsonl_next(r, &j), BASE_OK);
+    assert_string_equal(base_json_str(j, "text", ""), "a\\u0000b");
+    cJSON_Delete(j);
+    assert_int_equal(base_jsonl_next(r, &j), BASE_ERR_PARSE);
+    assert_string_equal(base_err_msg(), "m.jsonl:4:12: NUL byte in line");
+    assert_int_equal(base_jsonl_next(r, &j), BASE_ERR_EOF);
+    assert_int_equal(base_jsonl_line(r), 4);
+    base_jsonl_close(r);
+}
+
 static void test_jsonl(void **state) {
     (void)state;
     char *dir = test_tmpdir();
@@ -196,7 +287,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_err_messages), cmocka_unit_test(test_arena),
         cmocka_unit_test(test_buf),          cmocka_unit_test(test_files),
-        cmocka_unit_test(test_json),         cmocka_unit_test(test_jsonl),
+        cmocka_unit_test(test_json),         cmocka_unit_test(test_json_int), cmocka_unit_test(test_json_nul),
+        cmocka_unit_test(test_jsonl),
         cmocka_unit_test(test_philox_kat),   cmocka_unit_test(test_rng_streams),
         cmocka_unit_test(test_pool),
     };

@@ -2,7 +2,8 @@
  * Tests of `grpo info`: the fixture's figures, an FP8 checkpoint (scales are
  * not parameters), and every kind of broken checkpoint exits 1 with a
  * message naming the file (truncated shard, corrupt header, missing shard,
- * bad config.json, FP8 weight without its scale).
+ * bad config.json, FP8 weight without its scale), and config.json is
+ * validated exactly as `grpo forward` validates it.
  */
 #include "common/test_common.h"
 
@@ -103,11 +104,12 @@ static void test_info_broken(void **state) {
     assert_int_equal(base_read_file(cfg, &ctxt, &cn), BASE_OK);
     test_write_file(cfg, ctxt, cn / 2);
     expect_fail(dir, cfg, "malformed JSON");
-    const char *wrong = "{\"vocab_size\":320,\"hidden_size\":\"64\",\"num_hidden_layers\":3,"
-                        "\"num_attention_heads\":4}";
+    const char *wrong = "{\"model_type\":\"deepseek_v3\",\"vocab_size\":320,\"hidden_size\":\"64\","
+                        "\"num_hidden_layers\":3,\"num_attention_heads\":4}";
     test_write_file(cfg, wrong, strlen(wrong));
-    expect_fail(dir, cfg, "\"hidden_size\" must be a non-negative integer");
-    const char *missing = "{\"vocab_size\":320,\"hidden_size\":64,\"num_attention_heads\":4}";
+    expect_fail(dir, cfg, "hidden_size must be an integer in [1, 1048576] (got a string)");
+    const char *missing = "{\"model_type\":\"deepseek_v3\",\"vocab_size\":320,\"hidden_size\":64,"
+                          "\"num_attention_heads\":4}";
     test_write_file(cfg, missing, strlen(missing));
     expect_fail(dir, cfg, "\"num_hidden_layers\" is missing");
     unlink(cfg);
@@ -128,6 +130,59 @@ static void test_info_broken(void **state) {
     free(txt);
     free(cfg);
     free(st);
+    test_rmdir(dir);
+    free(dir);
+}
+
+/* The line of `out` that starts with `prefix`, without it (malloc'd). */
+static char *line_after(const char *out, const char *prefix) {
+    const char *p = strstr(out, prefix);
+    if (!p) fail_msg("no \"%s\" in:\n%s", prefix, out);
+    p += strlen(prefix);
+    return strndup(p, strcspn(p, "\n"));
+}
+
+/* `grpo info` validates config.json as `grpo forward` does: a config that
+ * forward refuses is refused by info with the same message (info used to
+ * print num_attention_heads 2^31 as -2147483648 and accept eos_token_id
+ * 1e30 and configs forward cannot build). */
+static void test_info_validates_as_forward(void **state) {
+    (void)state;
+    char *dir = copy_fixture();
+    char *cfg = base_path_join(dir, "config.json");
+    char *ctxt;
+    size_t cn;
+    assert_int_equal(base_read_file(cfg, &ctxt, &cn), BASE_OK);
+    struct {
+        const char *key, *value, *msg;
+    } cases[] = {
+        {"num_attention_heads", "2147483648", "num_attention_heads must be an integer in [1, 16384] (got 2147483648)"},
+        {"eos_token_id", "1e30", "eos_token_id must be an id of the vocabulary, an integer in [0, 319]"},
+        {"hidden_size", "1e12", "hidden_size must be an integer in [1, 1048576] (got 1000000000000)"},
+        {"n_routed_experts", "10", "n_routed_experts 10 is not divisible by n_group 4"},
+        {"max_position_embeddings", "-5", "max_position_embeddings must be an integer in [1, 16777216] (got -5)"},
+    };
+    char *in = base_path_join(dir, "in.jsonl"), *outp = base_path_join(dir, "out.safetensors");
+    test_write_file(in, "{\"ids\": [1, 2]}\n", 16);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cJSON *j = cJSON_Parse(ctxt);
+        assert_non_null(j);
+        cJSON_ReplaceItemInObjectCaseSensitive(j, cases[i].key, cJSON_Parse(cases[i].value));
+        char *txt = cJSON_Print(j);
+        test_write_file(cfg, txt, strlen(txt));
+        char *oi, *of, args[4096];
+        int ri = info(dir, &oi);
+        snprintf(args, sizeof args, "forward --model '%s' --in '%s' --out '%s' --device cpu", dir, in, outp);
+        int rf = test_run_grpo(args, &of);
+        if (ri != 1 || rf != 1) fail_msg("%s: info rc %d, forward rc %d:\n%s\n%s", cases[i].key, ri, rf, oi, of);
+        char *mi = line_after(oi, "grpo info: "), *mf = line_after(of, "grpo forward: ");
+        assert_string_equal(mi, mf);
+        has(mi, cfg);
+        has(mi, cases[i].msg);
+        free(mi), free(mf), free(oi), free(of), free(txt);
+        cJSON_Delete(j);
+    }
+    free(in), free(outp), free(ctxt), free(cfg);
     test_rmdir(dir);
     free(dir);
 }
@@ -189,6 +244,7 @@ int main(void) {
         cmocka_unit_test(test_info_fixture),
         cmocka_unit_test(test_info_broken),
         cmocka_unit_test(test_info_fp8),
+        cmocka_unit_test(test_info_validates_as_forward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

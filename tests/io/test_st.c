@@ -160,6 +160,9 @@ static void test_reject_json(void **state) {
     b[8 + 3] = 0; /* NUL inside the header */
     reject_img(b, len, BASE_ERR_PARSE, "NUL byte");
     free(b);
+    /* cJSON would cut the name at the NUL: "a\u0000b" would load as "a" */
+    reject("{\"a\\u0000b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, BASE_ERR_PARSE,
+           "U+0000 (NUL) in a string");
     reject("{\"w\":[1,2]}", 0, BASE_ERR_PARSE, "'w': entry is not a JSON object");
     reject("{\"__metadata__\":{\"k\":1}}", 0, BASE_ERR_PARSE, "__metadata__ value 'k'");
     reject("{\"__metadata__\":[]}", 0, BASE_ERR_PARSE, "__metadata__ is not an object");

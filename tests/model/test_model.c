@@ -63,7 +63,7 @@ static void test_config_errors(void **s) {
     expect_err("\"topk_group\": 5", BASE_ERR_INVALID, "topk_group 5 exceeds n_group 4");
     expect_err("\"num_experts_per_tok\": 5", BASE_ERR_INVALID, "num_experts_per_tok 5");
     expect_err("\"hidden_size\": \"big\"", BASE_ERR_INVALID, "hidden_size must be an integer");
-    expect_err("\"hidden_size\": 0", BASE_ERR_INVALID, "hidden_size must be >= 1");
+    expect_err("\"hidden_size\": 0", BASE_ERR_INVALID, "config.json: hidden_size must be an integer in [1, 1048576] (got 0)");
     expect_err("\"qk_rope_head_dim\": 7", BASE_ERR_INVALID, "qk_rope_head_dim 7 must be even");
     expect_err("\"num_key_value_heads\": 1", BASE_ERR_UNSUPPORTED, "num_key_value_heads");
     expect_err("\"attention_bias\": true", BASE_ERR_UNSUPPORTED, "attention_bias");
@@ -72,6 +72,54 @@ static void test_config_errors(void **s) {
     expect_err("\"quantization_config\": {\"quant_method\": \"fp8\", \"weight_block_size\": [64, 64]}",
                BASE_ERR_UNSUPPORTED, "weight_block_size");
     expect_err("\"norm_topk_prob\": 1", BASE_ERR_INVALID, "norm_topk_prob must be true or false");
+}
+
+/* config.json is untrusted: every integer has a range (no float->int UB,
+ * no int truncation), numbers are finite, eos ids are vocabulary ids, and
+ * a config describing more than 2^40 parameters is refused before any
+ * allocation. Each message names the file and the key. */
+static void test_config_limits(void **s) {
+    (void)s;
+    expect_err("\"eos_token_id\": 1e30", BASE_ERR_INVALID,
+               "config.json: eos_token_id must be an id of the vocabulary, an integer in [0, 60] (vocab_size 61) (got 1e+30)");
+    expect_err("\"eos_token_id\": 61", BASE_ERR_INVALID, "eos_token_id must be an id of the vocabulary");
+    expect_err("\"eos_token_id\": [1, -1]", BASE_ERR_INVALID, "eos_token_id entries must be an id of the vocabulary");
+    expect_err("\"eos_token_id\": \"1\"", BASE_ERR_INVALID, "eos_token_id must be an integer or a list");
+    /* the default (1) is checked too (found by the model_config fuzz target) */
+    expect_err("\"vocab_size\": 1", BASE_ERR_INVALID,
+               "config.json: eos_token_id is absent and its default 1 is not an id of the vocabulary (vocab_size 1)");
+    expect_err("\"num_attention_heads\": 2147483648, \"num_key_value_heads\": 2147483648", BASE_ERR_INVALID,
+               "config.json: num_attention_heads must be an integer in [1, 16384] (got 2147483648)");
+    expect_err("\"hidden_size\": 1e12", BASE_ERR_INVALID, "config.json: hidden_size must be an integer in [1, 1048576] (got 1000000000000)");
+    expect_err("\"hidden_size\": 2.5", BASE_ERR_INVALID, "hidden_size must be an integer in [1, 1048576] (got 2.5)");
+    expect_err("\"vocab_size\": 1e999", BASE_ERR_INVALID, "vocab_size must be an integer in [1, 16777216] (got inf)");
+    expect_err("\"bos_token_id\": 1e30", BASE_ERR_INVALID, "bos_token_id must be an integer in [-1, 2147483647]");
+    expect_err("\"rms_norm_eps\": 1e999", BASE_ERR_INVALID, "config.json: rms_norm_eps must be a finite number");
+    expect_err("\"routed_scaling_factor\": 1e300", BASE_ERR_INVALID, "routed_scaling_factor 1e+300 is out of float range");
+    expect_err("\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4, \"beta_fast\": -1}", BASE_ERR_INVALID,
+               "YaRN beta_fast and beta_slow must be > 0");
+    expect_err("\"max_position_embeddings\": 16777216, \"qk_rope_head_dim\": 512", BASE_ERR_INVALID,
+               "max_position_embeddings 16777216 x qk_rope_head_dim 512 exceeds 2^32 (the rope tables)");
+    /* each size within its range, together over the budget (2^20 x 2^20 x
+     * 2 for the embedding and head alone) */
+    double t0 = base_now();
+    expect_err("\"vocab_size\": 1048576, \"hidden_size\": 1048576", BASE_ERR_INVALID,
+               "config.json: the config describes 2.2e+12 parameters (hidden_size 1048576, num_hidden_layers 3, "
+               "vocab_size 1048576");
+    expect_err("\"num_hidden_layers\": 16384, \"moe_intermediate_size\": 4194304, \"n_routed_experts\": 4096, "
+               "\"n_group\": 4, \"hidden_size\": 1048576", BASE_ERR_INVALID, "more than the limit of 2^40");
+    assert_true(base_now() - t0 < 5);
+    /* the count is the layout's: model_init_random allocates exactly it */
+    char *js = tiny("\"num_nextn_predict_layers\": 1");
+    model_config c;
+    assert_int_equal(parse(js, &c), BASE_OK);
+    int64_t mtp, n = model_config_param_count(&c, &mtp);
+    model *m;
+    assert_int_equal(model_init_random(&c, ops_cpu(), 1, 0.02f, NULL, &m), BASE_OK);
+    assert_int_equal(model_numel(m), n);
+    assert_true(mtp > 0);
+    model_free(m);
+    free(js);
 }
 
 static void test_config_fields(void **s) {
@@ -721,7 +769,7 @@ static void test_memory_plan(void **s) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_errors),     cmocka_unit_test(test_config_fields),
+        cmocka_unit_test(test_config_errors),     cmocka_unit_test(test_config_limits), cmocka_unit_test(test_config_fields),
         cmocka_unit_test(test_yarn_v3),           cmocka_unit_test(test_decode_equals_forward),
         cmocka_unit_test(test_batched_decode), cmocka_unit_test(test_paged_cache),    cmocka_unit_test(test_fd_model),
         cmocka_unit_test(test_checkpoint_errors), cmocka_unit_test(test_checkpoint_formats),

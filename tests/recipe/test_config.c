@@ -284,7 +284,8 @@ static void test_cross_checks(void **state) {
                 "recipe.lua: stages[2].dataset[1] = \"nope\": no dataset named 'nope' (datasets: test, train)");
     expect_grpo("name = 'eval'", NULL, 0,
                 "recipe.lua: stages[2].name = \"eval\": two stages are named 'eval' (stages[1] too)");
-    expect_grpo("type = 'rl'", NULL, 0, "recipe.lua: stages[2].type = \"rl\": must be one of sft|grpo|sample|eval");
+    expect_grpo("type = 'rl'", NULL, 0,
+                "recipe.lua: stages[2].type = \"rl\": must be one of sft|grpo|sample|eval (did you mean 'grpo'?)");
     expect_grpo("dataset = {}", NULL, 0, "recipe.lua: stages[2].dataset = {...}: must name at least one dataset");
     const char *names[] = {"''", "'../x'", "'a/b'", "'..'", "'a\\nb'"};
     for (int i = 0; i < 5; i++) {

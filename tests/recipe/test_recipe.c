@@ -6,8 +6,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "recipe/recipe.h"
+#include "recipe/schema.h"
 
 static const char *base_recipe =
     "local G = 4\n"
@@ -22,6 +24,16 @@ static const char *base_recipe =
     "    { type = 'eval', dataset = 'test', temperature = 0.0 },\n"
     "  },\n"
     "}\n";
+
+/* rel against the current directory: recipe_load_string's chunk "t.lua"
+ * is there, and overrides are taken there too */
+static char *cwd_path(const char *rel) {
+    char *cwd = getcwd(NULL, 0);
+    assert_non_null(cwd);
+    char *p = base_path_join(cwd, rel);
+    free(cwd);
+    return p;
+}
 
 static recipe *load_ok(const char *src, const char *const *sets, int n) {
     recipe *r = NULL;
@@ -71,14 +83,18 @@ static void test_defaults_and_names(void **state) {
     /* dataset path string became a table with defaults */
     const recipe_dataset *train = recipe_dataset_by_name(c, "train");
     assert_non_null(train);
-    assert_string_equal(train->path, "train.jsonl");
+    char *want = cwd_path("train.jsonl"); /* paths are absolute once loaded */
+    assert_string_equal(train->path, want);
+    free(want);
     assert_string_equal(train->prompt_column, "prompt");
     assert_int_equal(train->limit, 0);
     assert_ptr_equal(st->datasets[0], train);
     assert_int_equal(recipe_dataset_by_name(c, "test")->limit, 50);
     /* "script:weight" reward strings; stages without rewards use the recipe's */
     assert_int_equal(c->rewards.n, 2);
-    assert_string_equal(c->rewards.items[1].script, "rewards/think_format.lua");
+    want = cwd_path("rewards/think_format.lua");
+    assert_string_equal(c->rewards.items[1].script, want);
+    free(want);
     assert_true(c->rewards.items[1].weight == 0.2);
     assert_ptr_equal(st->rewards.items, c->rewards.items);
     assert_null(st->own_rewards.items);
@@ -96,7 +112,9 @@ static void test_overrides(void **state) {
     assert_true(g->beta == 0.01 && g->loss.beta == 0.01);
     assert_true(c->stages[2].eval.gen.temperature == 0.5);
     assert_int_equal(c->seed, 7);
-    assert_string_equal(c->model, "other/dir");
+    char *want = cwd_path("other/dir");
+    assert_string_equal(c->model, want);
+    free(want);
     assert_int_equal(g->gen.stop.n, 2);
     assert_int_equal(recipe_dataset_by_name(c, "test")->limit, 5);
     recipe_free(r);
@@ -217,6 +235,9 @@ static void test_sandbox_library(void **state) {
         {"debug.sethook(print, '%s')", "global 'debug'"},
         {"grpo.run_tests('%s')", "global 'grpo'"},
         {"require('grpo') -- %s", "module 'grpo' not found"},
+        {"io.open('/dev/stdin') -- %s", "io.open: '/dev/stdin' is not a regular file"},
+        {"io.lines('/dev/zero') -- %s", "io.lines: '/dev/zero' is not a regular file"},
+        {"io.open('/tmp') -- %s", "io.open: '/tmp' is not a regular file"},
     };
     for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
         const char *target = i == 6 || i == 7 ? victim : made;
@@ -253,13 +274,172 @@ static void test_sandbox_library(void **state) {
     test_write_file(rp, src.data, src.len);
     recipe *r = NULL;
     if (recipe_load(rp, NULL, 0, &r)) fail_msg("%s", base_err_msg());
-    assert_string_equal(recipe_config(r)->model, "models/data");
+    char *want = base_path_join(dir, "models/data"); /* against the recipe's directory */
+    assert_string_equal(recipe_config(r)->model, want);
+    free(want);
     assert_string_equal(recipe_config(r)->name, "env");
     assert_int_equal(recipe_config(r)->stages[0].grpo.max_steps, 10);
     recipe_free(r);
     base_buf_free(&src);
     test_rmdir(dir);
     free(dir), free(victim), free(made), free(helper), free(rp);
+}
+
+
+/* Paths (issue 13): every file and directory key is absolute once loaded;
+ * a relative one named in a recipe file is taken against that file's
+ * directory, one from an override or a default against the current
+ * directory; "stage:NAME", init_from "model" and built-in reward names
+ * stay; "NAME/.." folds only where NAME is a directory, not a link. */
+static void test_paths(void **state) {
+    (void)state;
+    char *dir = test_tmpdir(), *sub = base_path_join(dir, "sub"), *x = base_path_join(dir, "sub/x");
+    char *link = base_path_join(dir, "sub/link"), *rp = base_path_join(dir, "sub/r.lua");
+    if (base_mkdir_p(x)) fail_msg("%s", base_err_msg());
+    assert_int_equal(symlink("/tmp", link), 0);
+    const char *src =
+        "return { model = '../m', tokenizer = './x/../tok', output_dir = 'out', ref_model = 'link/../ref',\n"
+        "  datasets = { a = 'a.jsonl', s = 'stage:smp', b = { path = '/abs/b.jsonl' } },\n"
+        "  rewards = { 'think_format:0.5', { script = '../rw/my.lua' } },\n"
+        "  stages = { { type = 'sample', name = 'smp', dataset = 'a', output = 'o.jsonl' },\n"
+        "             { type = 'sft', dataset = 's', init_from = 'model' } } }\n";
+    test_write_file(rp, src, strlen(src));
+    recipe *r = NULL;
+    if (recipe_load(rp, NULL, 0, &r)) fail_msg("%s", base_err_msg());
+    const recipe_cfg *c = recipe_config(r);
+    char want[600];
+    snprintf(want, sizeof want, "%s/m", dir);
+    assert_string_equal(c->model, want);
+    snprintf(want, sizeof want, "%s/sub/tok", dir); /* x is a directory: x/.. folds */
+    assert_string_equal(c->tokenizer, want);
+    snprintf(want, sizeof want, "%s/sub/link/../ref", dir); /* after a link, ".." is the kernel's */
+    assert_string_equal(c->ref_model, want);
+    snprintf(want, sizeof want, "%s/sub/out", dir);
+    assert_string_equal(c->output_dir, want);
+    snprintf(want, sizeof want, "%s/sub/a.jsonl", dir);
+    assert_string_equal(recipe_dataset_by_name(c, "a")->path, want);
+    assert_string_equal(recipe_dataset_by_name(c, "s")->path, "stage:smp");
+    assert_string_equal(recipe_dataset_by_name(c, "b")->path, "/abs/b.jsonl");
+    assert_string_equal(c->rewards.items[0].script, "think_format");
+    snprintf(want, sizeof want, "%s/rw/my.lua", dir);
+    assert_string_equal(c->rewards.items[1].script, want);
+    snprintf(want, sizeof want, "%s/sub/o.jsonl", dir);
+    assert_string_equal(c->stages[0].sample.output, want);
+    assert_string_equal(c->stages[1].init_from, "model");
+    /* config.resolved.lua holds them as they are now */
+    char *lua = recipe_to_lua(r);
+    snprintf(want, sizeof want, "model = \"%s/m\"", dir);
+    assert_non_null(strstr(lua, want));
+    free(lua);
+    recipe_free(r);
+    /* overrides and defaults: the current directory */
+    const char *sets[] = {"datasets.a.path=y.jsonl", "output_dir=null"};
+    if (recipe_load(rp, sets, 1, &r)) fail_msg("%s", base_err_msg());
+    char *y = cwd_path("y.jsonl");
+    assert_string_equal(recipe_dataset_by_name(recipe_config(r), "a")->path, y);
+    free(y);
+    recipe_free(r);
+    const char *plain = "return { model = 'm', datasets = { a = 'a.jsonl' }, stages = { { type = 'sft', dataset = 'a' } } }";
+    r = load_ok(plain, NULL, 0);
+    char *runs = cwd_path("runs");
+    assert_string_equal(recipe_config(r)->output_dir, runs); /* the default */
+    free(runs);
+    recipe_free(r);
+    /* an empty path is no path */
+    expect_err("return { model = '', datasets = { a = 'a.jsonl' }, stages = { { type = 'sft', dataset = 'a' } } }",
+               NULL, 0, "t.lua: model = \"\": expected a path");
+    test_rmdir(dir);
+    free(dir), free(sub), free(x), free(link), free(rp);
+}
+
+/* --set into the short forms (issue 13): a bare dataset path and a
+ * "script:weight" reward take their keys; a value that is no table says
+ * what to write; a stage that is not there lists those that are. */
+static void test_set_short_forms(void **state) {
+    (void)state;
+    const char *sets[] = {"datasets.train.path=other.jsonl", "datasets.train.limit=3", "rewards.2.weight=0.7"};
+    recipe *r = load_ok(base_recipe, sets, 3);
+    const recipe_cfg *c = recipe_config(r);
+    char *want = cwd_path("other.jsonl");
+    assert_string_equal(recipe_dataset_by_name(c, "train")->path, want);
+    free(want);
+    assert_int_equal(recipe_dataset_by_name(c, "train")->limit, 3);
+    assert_true(c->rewards.items[1].weight == 0.7);
+    want = cwd_path("rewards/think_format.lua");
+    assert_string_equal(c->rewards.items[1].script, want);
+    free(want);
+    recipe_free(r);
+    /* rewards as one "a:1,b:2" string */
+    const char *one = "return { model = 'm', datasets = { a = 'a.jsonl' }, rewards = 'think_format:1,boxed_math:2',\n"
+                      "  stages = { { type = 'eval', dataset = 'a' } } }";
+    const char *w[] = {"rewards.1.weight=3"};
+    r = load_ok(one, w, 1);
+    assert_true(recipe_config(r)->rewards.items[0].weight == 3 && recipe_config(r)->rewards.items[1].weight == 2);
+    recipe_free(r);
+    const char *bad[] = {"model.path=x"};
+    expect_err(base_recipe, bad, 1,
+               "--set model.path=x: 'model' is \"data/tiny/base\" in t.lua, not a table, so it has no 'path': set it "
+               "whole (--set model=VALUE)");
+    const char *bad2[] = {"stages.grop.beta=1"};
+    expect_err(base_recipe, bad2, 1,
+               "--set stages.grop.beta=1: no list item named or numbered 'grop' in t.lua (did you mean 'grpo'?); "
+               "the list has 3 items, named eval, grpo, eval_2");
+}
+
+/* The suggestions (issue 13): other tools' names, keys of another table,
+ * stage types, choices, built-in reward names. */
+static void test_suggestions(void **state) {
+    (void)state;
+    static const struct {
+        const char *set, *msg;
+    } cases[] = {
+        {"stages.grpo.lr=1", "unknown key 'stages[2].lr' (did you mean 'learning_rate'?)"},
+        {"stages.grpo.kl_coef=0.1",
+         "unknown key 'stages[2].kl_coef' (did you mean 'beta'? verl and OpenRLHF call it 'kl_coef')"},
+        {"stages.grpo.init_kl_coef=0.1", "(did you mean 'beta'? OpenRLHF calls it 'init_kl_coef')"},
+        {"stages.grpo.n_samples_per_prompt=8",
+         "(did you mean 'num_generations'? OpenRLHF calls it 'n_samples_per_prompt')"},
+        {"stages.grpo.rollout.n=8",
+         "unknown key 'stages[2].rollout' (did you mean 'num_generations'? verl calls it 'rollout.n' "
+         "(actor_rollout_ref.rollout.n))"},
+        {"stages.grpo.clip_ratio=0.2", "(did you mean 'epsilon'? verl calls it 'clip_ratio')"},
+        {"stages.grpo.eps_clip=0.2", "(did you mean 'epsilon'? OpenRLHF calls it 'eps_clip')"},
+        {"stages.grpo.max_new_tokens=64", "(did you mean 'max_completion_length'? transformers calls it"},
+        {"lr=1", "unknown key 'lr' (did you mean 'learning_rate'? 'learning_rate' is a stage key: set it in the "
+                 "stage (stages[N].learning_rate))"},
+        {"beta=0.1", "unknown key 'beta' ('beta' is a stage key: set it in the stage (stages[N].beta))"},
+        {"stages.grpo.num_train_epochs=2", "unknown key 'stages[2].num_train_epochs' ('num_train_epochs' is a key "
+                                           "of sft stages)"},
+        {"stages.grpo.rollout.temperature=0.7",
+         "(did you mean 'temperature'? keys are not nested here: rollout.temperature is 'temperature')"},
+        {"stages.grpo.betta=1", "unknown key 'stages[2].betta' (did you mean 'beta'?)"},
+        {"stages.grpo.type=ppo", "stages[2].type = \"ppo\": must be one of sft|grpo|sample|eval (did you mean "
+                                 "'grpo'?)"},
+        {"stages.grpo.loss_type=dr-grpo", "must be one of grpo|bnpo|dr_grpo|dapo|cispo|sapo|luspo|vespo (did you "
+                                          "mean 'dr_grpo'?)"},
+        {"rewards.1.script=boxed_maths",
+         "rewards[1].script = \"boxed_maths\": no built-in reward script of that name (did you mean "
+         "'boxed_math'?); the built-in ones ("},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_err(base_recipe, &cases[i].set, 1, cases[i].msg);
+    /* the built-in list names the scripts, not the modules */
+    const char *bm[] = {"rewards.1.script=nope"};
+    expect_err(base_recipe, bm, 1, "boxed_math, code, code_format, ");
+    assert_null(strstr(base_err_msg(), "lib_code"));
+    /* every alias names a key some table has */
+    int n = 0;
+    const char *key;
+    for (const char *a; (a = recipe_alias_of(n, &key)); n++) {
+        int found = 0;
+        const recipe_key *tabs[] = {recipe_schema_top(), recipe_schema_dataset(), recipe_schema_reward(),
+                                    recipe_schema_stage_common(), recipe_schema_stage("sft"),
+                                    recipe_schema_stage("grpo"), recipe_schema_stage("sample"),
+                                    recipe_schema_stage("eval")};
+        for (size_t t = 0; t < sizeof tabs / sizeof tabs[0]; t++)
+            for (const recipe_key *k = tabs[t]; k->key; k++) found |= !strcmp(k->key, key);
+        if (!found) fail_msg("alias '%s' -> '%s': no such key", a, key);
+    }
+    assert_true(n > 50);
 }
 
 static void test_edit_distance(void **state) {
@@ -275,7 +455,8 @@ int main(void) {
         cmocka_unit_test(test_defaults_and_names), cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_validation_errors),  cmocka_unit_test(test_resolved_round_trip),
         cmocka_unit_test(test_edit_distance),      cmocka_unit_test(test_sandbox_limits),
-        cmocka_unit_test(test_sandbox_library),
+        cmocka_unit_test(test_sandbox_library),    cmocka_unit_test(test_paths),
+        cmocka_unit_test(test_set_short_forms),    cmocka_unit_test(test_suggestions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

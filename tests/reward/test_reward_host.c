@@ -431,6 +431,9 @@ static void test_json_helpers(void **st) {
                         "  assert(grpo.json_encode({}) == '{}' and grpo.json_encode({1, 2}) == '[1,2]')\n"
                         "  local bad, msg = grpo.json_decode('{x')\n"
                         "  assert(bad == nil and msg:find('invalid JSON'))\n"
+                        "  bad, msg = grpo.json_decode('[\"a\\\\u0000b\"]')\n"
+                        "  assert(bad == nil and msg:find('U+0000', 1, true))\n"
+                        "  assert(grpo.json_decode('[\"a\\\\\\\\u0000b\"]')[1] == 'a\\\\u0000b')\n"
                         "  assert(not pcall(grpo.json_encode, {f = print}))\n"
                         "  local cyc = {}; cyc.self = cyc\n"
                         "  assert(not pcall(grpo.json_encode, cyc))\n"
@@ -593,6 +596,67 @@ static void test_len_reward(void **st) {
     for (int i = 0; i < 7; i++) cJSON_Delete(s[i]);
 }
 
+/* A script's optional check() runs only when asked (reward_pool_check,
+ * the pre-flight), under the per-call limits; an error there names the
+ * script. A check that is not a function is a load error. The first error
+ * of each function and the log path are kept for messages. */
+static void test_check_and_first_error(void **st) {
+    (void)st;
+    char *ok = script("chk_ok.lua", "local n = 0\nreturn { score = function(s) return 1 end,\n"
+                                    "  check = function() assert(grpo ~= nil) end }\n");
+    char *bad = script("chk_bad.lua", "return { score = function(s) if s.completion == 'x' then error('no x') end\n"
+                                      "  return nil end, check = function() error('server down', 0) end }\n");
+    char *loop = script("chk_loop.lua", "return { score = function(s) return 1 end,\n"
+                                        "  check = function() while true do end end }\n");
+    char *notfn = script("chk_notfn.lua", "return { score = function(s) return 1 end, check = 1 }\n");
+    char *log = base_path_join(g_dir, "chk.log");
+    base_buf spec = {0};
+    base_buf_printf(&spec, "%s,%s", ok, bad);
+    reward_pool *p = make_pool(spec.data, 2, NULL, log);
+    assert_int_equal(reward_pool_check(p), BASE_ERR_INVALID);
+    char want[600];
+    snprintf(want, sizeof want, "reward 'chk_bad' (%s): check failed: server down", bad);
+    assert_string_equal(base_err_msg(), want);
+    assert_string_equal(reward_pool_error_log(p), log);
+    assert_null(reward_pool_first_error(p, 1));
+    cJSON *s[3] = {sample("{\"id\":\"a\",\"completion\":\"y\"}"), sample("{\"id\":\"b\",\"completion\":\"x\"}"),
+                   sample("{\"id\":\"c\",\"completion\":\"x\"}")};
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, 3, &sc), BASE_OK);
+    assert_int_equal(sc.status[0 * 2 + 1], REWARD_NIL); /* nil: not an error */
+    assert_int_equal(sc.status[1 * 2 + 1], REWARD_ERROR);
+    assert_int_equal(reward_pool_n_errors(p), 2);
+    assert_null(reward_pool_first_error(p, 0));
+    char *first = reward_pool_first_error(p, 1);
+    assert_non_null(first);
+    if (strncmp(first, "sample b: ", 10) && strncmp(first, "sample c: ", 10)) fail_msg("first error: %s", first);
+    assert_non_null(strstr(first, "no x"));
+    free(first);
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    base_buf_reset(&spec);
+    base_buf_printf(&spec, "%s", ok);
+    p = make_pool(spec.data, 1, NULL, NULL);
+    assert_int_equal(reward_pool_check(p), BASE_OK);
+    assert_null(reward_pool_error_log(p));
+    reward_pool_destroy(p);
+    reward_limits lim;
+    reward_limits_default(&lim);
+    lim.instructions = 100000;
+    p = make_pool(loop, 1, &lim, NULL);
+    assert_int_equal(reward_pool_check(p), BASE_ERR_INVALID);
+    assert_non_null(strstr(base_err_msg(), "check failed: instruction budget exceeded"));
+    reward_pool_destroy(p);
+    reward_spec rs;
+    assert_int_equal(reward_spec_parse(notfn, &rs), BASE_OK);
+    assert_int_not_equal(reward_pool_create(&rs, 1, NULL, NULL, &p), BASE_OK);
+    assert_non_null(strstr(base_err_msg(), "'check' must be a function"));
+    reward_spec_free(&rs);
+    for (int i = 0; i < 3; i++) cJSON_Delete(s[i]);
+    base_buf_free(&spec);
+    free(ok), free(bad), free(loop), free(notfn), free(log);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_group_scripts),
@@ -605,6 +669,7 @@ int main(void) {
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_json_helpers),
+        cmocka_unit_test(test_check_and_first_error),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -126,6 +126,7 @@ static void test_humaneval(void **st) {
                 cJSON_AddStringToObject(s, "id", base_json_str(row, "task_id", "?"));
                 cJSON_AddStringToObject(s, "tests", base_json_str(row, "test", ""));
                 cJSON_AddStringToObject(s, "entry_point", base_json_str(row, "entry_point", ""));
+                cJSON_AddStringToObject(s, "prompt", base_json_str(row, "prompt", ""));
                 int changed = 1;
                 char *c = kind == 0 ? base_xstrdup(code.data)
                         : kind == 1 ? break_returns(code.data, &changed)
@@ -141,6 +142,62 @@ static void test_humaneval(void **st) {
     base_jsonl_close(r);
     free(path);
     check_set(&ss, "HumanEval");
+}
+
+/* HumanEval's prompt helpers (/32 poly, /38 encode_cyclic, /50 encode_shift)
+ * are the verifier's: a solution that replaces a helper and the function
+ * together (an identity pair passes a round-trip test, poly = 0 makes any
+ * root a zero) scores 0, while the canonical solution, which redefines the
+ * helpers faithfully, still scores 1. With prompt_helpers = false the
+ * replaced pair passes: what the script option guards against. */
+static void test_humaneval_helpers(void **st) {
+    (void)st;
+    static const struct {
+        const char *id, *fake;
+    } cases[] = {
+        {"HumanEval/32", "def poly(xs, x):\n    return 0\n\ndef find_zero(xs):\n    return 0.0\n"},
+        {"HumanEval/38", "def encode_cyclic(s):\n    return s\n\ndef decode_cyclic(s):\n    return s\n"},
+        {"HumanEval/50", "def encode_shift(s):\n    return s\n\ndef decode_shift(s):\n    return s\n"},
+    };
+    char *path = test_shared_path("data/humaneval.jsonl");
+    base_jsonl *r;
+    assert_int_equal(base_jsonl_open(path, &r), BASE_OK);
+    cJSON *s[6];
+    int n = 0;
+    cJSON *row;
+    while (base_jsonl_next(r, &row) == BASE_OK) {
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+            if (strcmp(base_json_str(row, "task_id", ""), cases[k].id)) continue;
+            base_buf canon = {0};
+            base_buf_printf(&canon, "%s%s", base_json_str(row, "prompt", ""),
+                            base_json_str(row, "canonical_solution", ""));
+            for (int kind = 0; kind < 2; kind++) { /* canonical, fake pair */
+                cJSON *x = cJSON_CreateObject();
+                cJSON_AddStringToObject(x, "tests", base_json_str(row, "test", ""));
+                cJSON_AddStringToObject(x, "entry_point", base_json_str(row, "entry_point", ""));
+                cJSON_AddStringToObject(x, "prompt", base_json_str(row, "prompt", ""));
+                s[n++] = fenced(x, kind == 0 ? canon.data : cases[k].fake);
+            }
+            base_buf_free(&canon);
+        }
+        cJSON_Delete(row);
+    }
+    base_jsonl_close(r);
+    free(path);
+    assert_int_equal(n, 6);
+    reward_pool *p = builtin_pool("on=unit_tests:1,off=unit_tests:1{prompt_helpers=false}", 2);
+    reward_scores sc = {0};
+    assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, n, &sc), BASE_OK);
+    for (int i = 0; i < n; i++) {
+        int kind = i % 2;
+        double on = sc.score[i * sc.n_funcs + 0], off = sc.score[i * sc.n_funcs + 1];
+        fprintf(stderr, "  %s kind %d: on %g off %g\n", cases[i / 2].id, kind, on, off);
+        if (kind == 0) assert_true(on == 1.0 && off == 1.0); /* canonical */
+        else assert_true(on == 0.0 && off == 1.0);                       /* fake pair */
+    }
+    reward_scores_free(&sc);
+    reward_pool_destroy(p);
+    for (int i = 0; i < n; i++) cJSON_Delete(s[i]);
 }
 
 static void test_mbpp(void **st) {
@@ -299,9 +356,22 @@ static void test_score_cli(void **st) {
                         "{\"completion\":\"4\",\"answer\":\"4\",\"meta\":{\"k\":[\"ok\",\"\xc3\"]}}\n"
                         "{\"completion\":\"4\",\"answer\":\"4\",\"\xfe\":1}\n";
     char *o = NULL;
-    assert_int_equal(score_cli(dir, "eq.lua", lua, ":2", lines, "--workers 2", &o), 0);
-    /* malformed lines named with their number */
+    /* a sample whose script failed (b1): exit 1 and no output, naming the
+     * script, the first error and the log; nil (line 5) is not an error */
+    char *elog = base_path_join(dir, "errors.log");
+    base_buf eopt = {0};
+    base_buf_printf(&eopt, "--workers 2 --error-log '%s'", elog);
+    assert_int_equal(score_cli(dir, "eq.lua", lua, ":2", lines, eopt.data, &o), 1);
+    assert_int_equal(access(out, F_OK), -1);
     char want[600];
+    snprintf(want, sizeof want, "1 of 4 samples had a reward error (first: eq: sample b1: %s/eq.lua:3: boom; all in %s)",
+             dir, elog);
+    if (!strstr(o, want)) fail_msg("wanted '%s' in:\n%s", want, o);
+    assert_non_null(strstr(o, "--allow-partial"));
+    free(o);
+    /* --allow-partial: the scores, null where the script failed */
+    assert_int_equal(score_cli(dir, "eq.lua", lua, ":2", lines, "--workers 2 --allow-partial", &o), 0);
+    /* malformed lines named with their number */
     snprintf(want, sizeof want, "%s:3:", in);
     assert_non_null(strstr(o, want));
     snprintf(want, sizeof want, "%s:6: missing column 'answer'", in);
@@ -354,9 +424,37 @@ static void test_score_cli(void **st) {
         assert_int_equal(access(out, F_OK), -1);
         free(o);
     }
+    /* nil everywhere is "not scored", not an error: exit 0 without the flag */
+    assert_int_equal(score_cli(dir, "eq.lua", lua, "", "{\"completion\":\"x\",\"answer\":\"skip\"}\n", "", &o), 0);
+    assert_non_null(strstr(o, "1 samples scored, 0 lines skipped, 0 reward errors"));
+    free(o);
+    /* a script whose check fails (http_judge at a URL nobody answers):
+     * exit 1 before any line, naming the URL */
+    unlink(out);
+    base_buf args = {0};
+    base_buf_printf(&args, "score --rewards 'http_judge{url=http://127.0.0.1:1/x;retries=0}' --in '%s' --out '%s'", in,
+                    out);
+    assert_int_equal(test_run_grpo(args.data, &o), 1);
+    if (!strstr(o, "reward 'http_judge'") || !strstr(o, "check failed") || !strstr(o, "http://127.0.0.1:1/x"))
+        fail_msg("unexpected output: %s", o);
+    assert_int_equal(access(out, F_OK), -1);
+    free(o);
+    /* unit_tests.lua's check: one trivial sandbox run must pass (here it
+     * cannot: a wall clock of a microsecond), else nothing is scored */
+    const char *ut = "{\"completion\":\"x\",\"tests\":[\"assert True\"]}\n";
+    test_write_file(in, ut, strlen(ut));
+    base_buf_reset(&args);
+    base_buf_printf(&args, "score --rewards 'unit_tests{timeout=0.000001}' --in '%s' --out '%s'", in, out);
+    assert_int_equal(test_run_grpo(args.data, &o), 1);
+    if (!strstr(o, "reward 'unit_tests'") || !strstr(o, "check failed: sandbox: timeout"))
+        fail_msg("unexpected output: %s", o);
+    assert_int_equal(access(out, F_OK), -1);
+    free(o);
+    base_buf_free(&args);
+    base_buf_free(&eopt);
+    free(elog);
     /* usage errors and a bad spec */
     assert_int_equal(test_run_grpo("score --in x", NULL), 2);
-    base_buf args = {0};
     base_buf_printf(&args, "score --rewards /nonexistent.lua --in '%s' --out '%s'", in, out);
     assert_int_equal(test_run_grpo(args.data, &o), 1);
     assert_non_null(strstr(o, "/nonexistent.lua"));
@@ -669,6 +767,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_countdown),
         cmocka_unit_test(test_humaneval),
+        cmocka_unit_test(test_humaneval_helpers),
         cmocka_unit_test(test_mbpp),
         cmocka_unit_test(test_unit_tests_edges),
         cmocka_unit_test(test_code_stdio),

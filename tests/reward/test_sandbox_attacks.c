@@ -51,13 +51,17 @@ static void next_run_ok(int ns) {
 /* A wrong solution with an attack: no test may pass, in both modes. */
 static void scores_zero_tests(const char *what, const char *code, const char *const *tests, int n, int both,
                               double timeout) {
+    /* without namespaces a non-root caller's code runs as its uid and may
+     * signal and read it (docs/rewards.md): that mode is attacked as root */
+    if (geteuid() != 0) both = 0;
     for (int ns = 1; ns >= (both ? 0 : 1); ns--) {
         reward_run_result r = run_with(code, tests, n, NULL, ns, timeout);
-        if (r.passed != 0 || r.status == REWARD_RUN_PASSED)
+        if (r.passed != 0 || r.status == REWARD_RUN_PASSED || r.status == REWARD_RUN_SANDBOX_ERROR)
             fprintf(stderr, "attack '%s' (namespaces=%d) scored %d/%d: %s %s\n", what, ns, r.passed, r.total,
                     reward_run_status_str(r.status), r.message);
         assert_int_equal(r.passed, 0);
         assert_true(r.status != REWARD_RUN_PASSED);
+        assert_true(r.status != REWARD_RUN_SANDBOX_ERROR); /* the scripts' nil: a 0 escaped */
         next_run_ok(ns);
     }
 }
@@ -369,7 +373,10 @@ static void test_planted_modules(void **st) {
     scores_zero("planted math.py / sitecustomize.py",
                 "import os\n"
                 "evil = 'import os\\nfor i in range(3):\\n    os.write(4, b\"P %d \\\\n\" % i)\\n'\n"
-                "for d in ('.', '/tmp', os.path.expanduser('~')):\n"
+                /* only into the work directory: without namespaces /tmp is
+                 * the host's, and what is planted there outlives the run */
+                "wd = os.getcwd()\n"
+                "for d in set(d for d in ('.', '/tmp', os.path.expanduser('~')) if os.path.realpath(d) == wd):\n"
                 "    for m in ('math', 'json', 'ast', 'fractions', 'sitecustomize', 'usercustomize'):\n"
                 "        try:\n"
                 "            open(os.path.join(d, m + '.py'), 'w').write(evil)\n"

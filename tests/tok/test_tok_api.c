@@ -210,6 +210,126 @@ static void test_chat_r1(void **state) {
     tok_ids_free(&tail);
 }
 
+/* s with every `from` replaced by `to` (malloc'd); `from` must occur. */
+static char *replace_all(const char *s, const char *from, const char *to) {
+    base_buf b = {0};
+    const char *p = s, *q;
+    int n = 0;
+    while ((q = strstr(p, from))) {
+        base_buf_append(&b, p, (size_t)(q - p));
+        base_buf_puts(&b, to);
+        p = q + strlen(from);
+        n++;
+    }
+    base_buf_puts(&b, p);
+    assert_true(n > 0);
+    return b.data;
+}
+
+/* A byte-level tokenizer in dir with the given specials and, when not
+ * NULL, tokenizer_config.json's chat_template set to `ct` (JSON text). */
+static tok_tokenizer *bytelevel_with(const char *dir, const char *const *specials, int n, const char *ct) {
+    tok_bytelevel_spec sp = {specials, n, specials[0], specials[1], NULL, 1, 0};
+    if (tok_write_bytelevel(dir, &sp)) fail_msg("%s", base_err_msg());
+    if (ct) {
+        char *path = base_path_join(dir, "tokenizer_config.json");
+        cJSON *cfg;
+        assert_int_equal(base_json_parse_file(path, &cfg), BASE_OK);
+        cJSON_AddItemToObject(cfg, "chat_template", cJSON_Parse(ct));
+        char *t = cJSON_Print(cfg);
+        test_write_file(path, t, strlen(t));
+        cJSON_free(t), cJSON_Delete(cfg), free(path);
+    }
+    tok_tokenizer *tk;
+    if (tok_load(dir, &tk)) fail_msg("%s", base_err_msg());
+    return tk;
+}
+
+/* The tokenizer's chat template: DeepSeek-V3's (the fixture) and R1's are
+ * recognised by what they emit; variants, other templates and none are
+ * told apart, and tok_chat_check says when the DeepSeek format is the
+ * model's own. */
+static void test_chat_template_kind(void **state) {
+    (void)state;
+    assert_int_equal(tok_chat_template(ds), TOK_CHAT_TEMPLATE_DEEPSEEK_V3);
+    assert_int_equal(tok_chat_check(ds), BASE_OK);
+    char *cfg_path = test_shared_path("fixtures/deepseek-v3-tokenizer/tokenizer_config.json");
+    cJSON *cfg;
+    assert_int_equal(base_json_parse_file(cfg_path, &cfg), BASE_OK);
+    const char *v3 = base_json_str(cfg, "chat_template", NULL);
+    assert_non_null(v3);
+    assert_int_equal(tok_chat_template_classify(v3), TOK_CHAT_TEMPLATE_DEEPSEEK_V3);
+    /* R1's: the assistant turn keeps the text after </think>, the
+     * generation prompt opens the reasoning */
+    char *a = replace_all(v3, "{{'" ASSISTANT "' + message['content'] + '<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>'}}",
+                          "{% set content = message['content'] %}{% if '</think>' in content %}{% set content = "
+                          "content.split('</think>')[-1] %}{% endif %}{{'" ASSISTANT "' + content + '<\xef\xbd\x9c"
+                          "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>'}}");
+    char *r1 = replace_all(a, "{{'" ASSISTANT "'}}", "{{'" ASSISTANT "<think>\\n'}}");
+    assert_int_equal(tok_chat_template_classify(r1), TOK_CHAT_TEMPLATE_DEEPSEEK_R1);
+    /* half-way (R1's prompt, V3's turns), a thinking switch, ChatML: other */
+    char *half = replace_all(v3, "{{'" ASSISTANT "'}}", "{{'" ASSISTANT "<think>\\n'}}");
+    assert_int_equal(tok_chat_template_classify(half), TOK_CHAT_TEMPLATE_OTHER);
+    char *sw = replace_all(r1, "{{'" ASSISTANT "<think>\\n'}}",
+                           "{{'" ASSISTANT "<think>\\n'}}{% if not enable_thinking %}{{'</think>'}}{% endif %}");
+    assert_int_equal(tok_chat_template_classify(sw), TOK_CHAT_TEMPLATE_OTHER);
+    assert_int_equal(tok_chat_template_classify("{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+                                                "{{ m['content'] }}<|im_end|>\n{% endfor %}"),
+                     TOK_CHAT_TEMPLATE_OTHER);
+    assert_int_equal(tok_chat_template_classify(NULL), TOK_CHAT_TEMPLATE_NONE);
+    assert_int_equal(tok_chat_template_classify(""), TOK_CHAT_TEMPLATE_NONE);
+
+    /* loaded from tokenizer_config.json: a string, or the "default" entry
+     * of a list; without one, the DeepSeek format is the model's only when
+     * its role markers are tokens */
+    char *dir = test_tmpdir(), *d1 = base_path_join(dir, "a"), *d2 = base_path_join(dir, "b"),
+         *d3 = base_path_join(dir, "c"), *d4 = base_path_join(dir, "d");
+    static const char *const plain[] = {"<|bos|>", "<|eos|>", "<think>", "</think>"};
+    static const char *const roles[] = {"<|bos|>", "<|eos|>", USER, ASSISTANT};
+    tok_tokenizer *tk = bytelevel_with(d1, plain, 4, NULL);
+    assert_int_equal(tok_chat_template(tk), TOK_CHAT_TEMPLATE_NONE);
+    assert_int_equal(tok_chat_check(tk), BASE_ERR_UNSUPPORTED);
+    assert_non_null(strstr(base_err_msg(), "has no chat template"));
+    assert_non_null(strstr(base_err_msg(), d1));
+    /* model output keeps its tokens in the assistant turn; user text stays text */
+    tok_msg m[] = {{"user", "<think>"}, {"assistant", "<think>x</think>"}};
+    tok_ids as_text = {0}, as_tokens = {0};
+    assert_int_equal(tok_chat_encode(tk, m, 2, 0, &as_text), BASE_OK);
+    assert_int_equal(tok_chat_encode(tk, m, 2, TOK_CHAT_ASSISTANT_TOKENS, &as_tokens), BASE_OK);
+    int32_t think = tok_token_id(tk, "<think>"), end = tok_token_id(tk, "</think>");
+    int n_think[2] = {0, 0};
+    for (int64_t i = 0; i < as_text.n; i++) n_think[0] += as_text.ids[i] == think || as_text.ids[i] == end;
+    for (int64_t i = 0; i < as_tokens.n; i++) n_think[1] += as_tokens.ids[i] == think || as_tokens.ids[i] == end;
+    assert_int_equal(n_think[0], 0);
+    assert_int_equal(n_think[1], 2);
+    tok_ids_free(&as_text), tok_ids_free(&as_tokens);
+    tok_free(tk);
+    tk = bytelevel_with(d2, roles, 4, NULL);
+    assert_int_equal(tok_chat_template(tk), TOK_CHAT_TEMPLATE_NONE);
+    assert_int_equal(tok_chat_check(tk), BASE_OK);
+    tok_free(tk);
+    cJSON *list = cJSON_CreateArray(), *e1 = cJSON_CreateObject(), *e2 = cJSON_CreateObject();
+    cJSON_AddStringToObject(e1, "name", "tool_use"), cJSON_AddStringToObject(e1, "template", "{{ x }}");
+    cJSON_AddStringToObject(e2, "name", "default"), cJSON_AddStringToObject(e2, "template", r1);
+    cJSON_AddItemToArray(list, e1), cJSON_AddItemToArray(list, e2);
+    char *lt = cJSON_PrintUnformatted(list);
+    tk = bytelevel_with(d3, roles, 4, lt);
+    assert_int_equal(tok_chat_template(tk), TOK_CHAT_TEMPLATE_DEEPSEEK_R1);
+    assert_int_equal(tok_chat_check(tk), BASE_OK);
+    tok_free(tk);
+    tk = bytelevel_with(d4, roles, 4, "\"{% for m in messages %}{{ m['content'] }}{% endfor %}\"");
+    assert_int_equal(tok_chat_template(tk), TOK_CHAT_TEMPLATE_OTHER);
+    assert_int_equal(tok_chat_check(tk), BASE_ERR_UNSUPPORTED);
+    assert_non_null(strstr(base_err_msg(), "neither DeepSeek-V3's nor DeepSeek-R1's"));
+    assert_string_equal(tok_chat_template_name(tok_chat_template(tk)), "other");
+    tok_free(tk);
+    cJSON_free(lt), cJSON_Delete(list);
+    test_rmdir(dir);
+    free(dir), free(d1), free(d2), free(d3), free(d4);
+    free(a), free(r1), free(half), free(sw), free(cfg_path);
+    cJSON_Delete(cfg);
+}
+
 /* The writer's output equals the committed data/bytelevel files (which HF
  * tokenizers and transformers were checked against by gen_cases.py), and
  * loads here with the expected ids. */
@@ -357,6 +477,50 @@ static void test_utf8(void **state) {
     base_buf_free(&b);
 }
 
+/* Templates typed on the command line are read as Lua string literals: the
+ * same bytes Lua makes of the same text in a recipe. */
+static void test_template_unescape(void **state) {
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } ok[] = {
+        {"{prompt}\\n", "{prompt}\n"},
+        {"Q: {prompt}\\nA:\\t\\r", "Q: {prompt}\nA:\t\r"},
+        {"a\\\\b \\\"q\\\" \\'", "a\\b \"q\" '"},
+        {"\\x41\\x7a|\\65\\0667|\\u{48}\\u{e9}\\u{20AC}\\u{1F600}", "Az|AB7|H\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"},
+        {"a\\z  \n\t b", "ab"},
+        {"line\\\nnext", "line\nnext"},
+        {"{ not a variable } {system}", "{ not a variable } {system}"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char *o;
+        if (tok_template_unescape(ok[i].in, &o)) fail_msg("'%s': %s", ok[i].in, base_err_msg());
+        if (strcmp(o, ok[i].out)) fail_msg("'%s' -> '%s', want '%s'", ok[i].in, o, ok[i].out);
+        free(o);
+    }
+    static const struct {
+        const char *in, *msg;
+    } bad[] = {
+        {"{prompt} \\boxed{}", "byte 9: '\\b' is a control character"},
+        {"\\frac", "byte 0: '\\f' is a control character"},
+        {"\\a \\v", "'\\a' is a control character"},
+        {"x\\q", "byte 1: '\\q' is not an escape"},
+        {"x\\", "a lone backslash"},
+        {"\\x4", "two hexadecimal digits"},
+        {"\\256", "too large (256 > 255)"},
+        {"\\u{}", "'\\u' needs {HEX}"},
+        {"\\u{110000000}", "below 2^31"},
+        {"\\u41", "'\\u' needs {HEX}"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *o = (char *)1;
+        assert_int_equal(tok_template_unescape(bad[i].in, &o), BASE_ERR_PARSE);
+        assert_null(o);
+        if (!strstr(base_err_msg(), bad[i].msg)) fail_msg("'%s': '%s', wanted '%s'", bad[i].in, base_err_msg(), bad[i].msg);
+    }
+}
+
 static void test_cli(void **state) {
     (void)state;
     char *dir = test_tmpdir();
@@ -434,8 +598,10 @@ int main(void) {
         cmocka_unit_test(test_r1zero),      cmocka_unit_test(test_template_protects_values),
         cmocka_unit_test(test_template_normalized),
         cmocka_unit_test(test_chat_v3),     cmocka_unit_test(test_chat_r1),
+        cmocka_unit_test(test_chat_template_kind),
         cmocka_unit_test(test_writer),      cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_utf8),        cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_template_unescape),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

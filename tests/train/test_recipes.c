@@ -194,8 +194,9 @@ static void server_down(void) {
 }
 
 /* Score two samples with http_judge at `url` (NULL: no params); out[i] is
- * the score or NaN for nil. */
-static void judge(const char *url, double out[2]) {
+ * the score or NaN, st[i] the status; returns the pre-flight check's
+ * status (message in base_err_msg). */
+static base_status judge(const char *url, double out[2], uint8_t st[2]) {
     reward_spec spec = {0};
     cJSON *params = NULL;
     if (url) {
@@ -211,37 +212,44 @@ static void judge(const char *url, double out[2]) {
                    cJSON_Parse("{\"prompt\": \"q\", \"completion\": \"no think tags\"}")};
     reward_scores sc = {0};
     assert_int_equal(reward_pool_score(p, (const cJSON *const *)s, 2, &sc), BASE_OK);
-    for (int i = 0; i < 2; i++) {
-        assert_int_not_equal(sc.status[i], REWARD_ERROR); /* never an error */
-        out[i] = sc.score[i];
-    }
+    for (int i = 0; i < 2; i++) out[i] = sc.score[i], st[i] = sc.status[i];
+    base_status check = reward_pool_check(p);
     reward_scores_free(&sc);
     cJSON_Delete(s[0]), cJSON_Delete(s[1]), cJSON_Delete(params);
     reward_pool_destroy(p);
     reward_spec_free(&spec);
+    return check;
 }
 
+/* An unreachable judge, an error status or a reply without a number are
+ * errors (counted against max_reward_error_rate), never silent nils, and
+ * the pre-flight check (reward_pool_check) fails on them naming the URL. */
 static void test_http_judge(void **state) {
     (void)state;
     double v[2];
-    judge(NULL, v); /* url empty: off */
+    uint8_t st[2];
+    assert_int_equal(judge(NULL, v, st), BASE_OK); /* url empty: off, nothing to check */
     assert_true(isnan(v[0]) && isnan(v[1]));
+    assert_true(st[0] == REWARD_NIL && st[1] == REWARD_NIL);
     assert_int_equal(server_up(), 0);
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/score", g_port);
-    judge(url, v);
+    assert_int_equal(judge(url, v, st), BASE_OK);
     assert_true(v[0] == 0.75); /* the judge saw the summary after </think> */
     assert_true(v[1] == 0.25);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/words", g_port);
-    judge(url, v); /* no number in the reply */
-    assert_true(isnan(v[0]) && isnan(v[1]));
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/fail", g_port);
-    judge(url, v); /* HTTP 500 */
-    assert_true(isnan(v[0]) && isnan(v[1]));
+    const char *bad[] = {"words", "fail"}; /* no number in the reply; HTTP 500 */
+    for (int k = 0; k < 2; k++) {
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/%s", g_port, bad[k]);
+        assert_int_equal(judge(url, v, st), BASE_ERR_INVALID);
+        assert_non_null(strstr(base_err_msg(), "check failed"));
+        assert_non_null(strstr(base_err_msg(), url));
+        assert_true(st[0] == REWARD_ERROR && st[1] == REWARD_ERROR);
+    }
     server_down();
     snprintf(url, sizeof url, "http://127.0.0.1:%d/score", g_port);
-    judge(url, v); /* nobody listens any more */
-    assert_true(isnan(v[0]) && isnan(v[1]));
+    assert_int_equal(judge(url, v, st), BASE_ERR_INVALID); /* nobody listens any more */
+    assert_non_null(strstr(base_err_msg(), url));
+    assert_true(st[0] == REWARD_ERROR && st[1] == REWARD_ERROR);
 }
 
 /* ---- recipes/r1.lua on the tiny model, every stage, a few steps each ------- */
@@ -345,12 +353,55 @@ static void test_r1_tiny(void **state) {
     free(dir);
 }
 
+/* recipes/r1.lua with its HTTP judge switched on at a URL nobody answers:
+ * the run stops at pre-flight, before any stage ran (no run directory),
+ * naming the judge and the URL; it does not train on silent nils. */
+static void test_r1_judge_preflight(void **state) {
+    (void)state;
+    char *dir = test_tmpdir(), *base = test_src_path("data/tiny/base"), *data = test_src_path("data/tiny");
+    assert_int_equal(server_up(), 0); /* a free port: bound, then closed */
+    int port = g_port;
+    server_down();
+    base_buf b[12];
+    int n = 0;
+#define SET(...) (b[n] = (base_buf){0}, base_buf_printf(&b[n], __VA_ARGS__), n++)
+    SET("model=%s", base);
+    SET("output_dir=%s", dir);
+    SET("template={prompt}\n");
+    const char *ds[] = {"cold_start", "train", "non_reasoning", "test"};
+    const char *file[] = {"pretrain", "train", "pretrain", "test"};
+    for (int i = 0; i < 4; i++) SET("datasets.%s.path=%s/%s.jsonl", ds[i], data, file[i]);
+    SET("datasets.train.prompt_column=prompt");
+    SET("datasets.test.prompt_column=prompt");
+    SET("stages.rl_all.rewards.4.params.url=http://127.0.0.1:%d/score", port);
+    SET("stages.rl_all.rewards.4.params.retries=0");
+#undef SET
+    const char *sets[12];
+    for (int i = 0; i < n; i++) sets[i] = b[i].data;
+    recipe *r = load("recipes/r1.lua", sets, n);
+    run_opts ro = {.quiet = 1};
+    assert_int_not_equal(run_recipe(r, &ro), BASE_OK);
+    char want[64];
+    snprintf(want, sizeof want, "http://127.0.0.1:%d/score", port);
+    if (!strstr(base_err_msg(), "stage 'rl_all': reward 'judge'") || !strstr(base_err_msg(), "check failed") ||
+        !strstr(base_err_msg(), want))
+        fail_msg("unexpected error: %s", base_err_msg());
+    char *run = base_path_join(dir, "r1");
+    assert_false(base_file_exists(run)); /* nothing ran */
+    recipe_free(r);
+    for (int i = 0; i < n; i++) base_buf_free(&b[i]);
+    free(run), free(base), free(data);
+    test_rmdir(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_recipes_load),
         cmocka_unit_test(test_r1_zero_values),
         cmocka_unit_test(test_r1_stages),
         cmocka_unit_test(test_http_judge),
+        cmocka_unit_test(test_r1_judge_preflight),
         cmocka_unit_test(test_r1_tiny),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -253,12 +253,12 @@ static void free_rows(cJSON **v, int n) {
 static const char *RECIPE =
     "return {\n"
     "  model = '%s/m', template = 'raw', output_dir = '%s/runs', seed = 3, report = false,\n"
-    "  datasets = { p = '%s/p.jsonl', extra = '%s/extra.jsonl', sft = { path = 'stage:sample', prompt_column = 'messages' } },\n"
+    "  datasets = { p = '%s/p.jsonl', extra = '%s/extra.jsonl', sft = 'stage:sample' },\n"
     "  rewards = { '%s/parity.lua' },\n"
     "  stages = {\n"
     "    { type = 'sample', dataset = 'p', num_generations = 5, max_completion_length = 10, temperature = 1.0,\n"
     "      top_p = 1.0, keep = 'rewards.parity == 1', max_per_prompt = 2, merge_datasets = 'extra' },\n"
-    "    { type = 'eval', dataset = 'sft', num_generations = 1, max_completion_length = 4 },\n"
+    "    { type = 'sft', dataset = 'sft', max_steps = 1, max_length = 64 },\n"
     "  },\n"
     "}\n";
 
@@ -302,8 +302,15 @@ static void test_stage(void **state) {
             }
             assert_string_equal(dec, "kept");
             n_kept++;
-            /* the output line, in order, in chat form with the row's columns */
+            /* the output line, in order: the prompt as the model saw it
+             * (template 'raw': the question after BOS), the completion, the
+             * template, the chat form, the row's columns */
             assert_true(o < no);
+            char seen[64];
+            snprintf(seen, sizeof seen, "<|bos|>%s", questions[p]);
+            assert_string_equal(base_json_str(out[o], "prompt", ""), seen);
+            assert_string_equal(base_json_str(out[o], "completion", ""), comp);
+            assert_string_equal(base_json_str(out[o], "prompt_template", ""), "raw");
             const cJSON *msgs = cJSON_GetObjectItem(out[o], "messages");
             assert_int_equal(cJSON_GetArraySize(msgs), 2);
             assert_string_equal(base_json_str(cJSON_GetArrayItem(msgs, 0), "role", ""), "user");
@@ -312,7 +319,6 @@ static void test_stage(void **state) {
             assert_string_equal(base_json_str(cJSON_GetArrayItem(msgs, 1), "content", ""), comp);
             assert_string_equal(base_json_str(out[o], "id", ""), ids[p]);
             assert_non_null(cJSON_GetObjectItem(out[o], "answer"));
-            assert_null(cJSON_GetObjectItem(out[o], "prompt"));
             o++;
         }
         assert_int_equal(base_json_int(pr[p], "index", -1, NULL), p);
@@ -339,8 +345,14 @@ static void test_stage(void **state) {
     double rate = 0;
     for (int p = 0; p < 4; p++) rate += base_json_num(pr[p], "pass_rate", 0, NULL) / 4;
     assert_true(fabs(base_json_num(ss, "pass_rate", -1, NULL) - rate) < 1e-12);
-    /* "stage:sample" is the output: the eval stage read every line of it */
-    assert_int_equal(base_json_int(cJSON_GetObjectItem(js, "eval"), "n_prompts", -1, NULL), no);
+    assert_string_equal(base_json_str(ss, "prompt_template", ""), "raw");
+    assert_int_equal(base_json_int(ss, "inexact_prompts", -1, NULL), 0);
+    /* "stage:sample" is the output: the sft stage read every line of it,
+     * the kept ones as sampled and the merged chat row with the template */
+    const cJSON *rows = cJSON_GetObjectItem(cJSON_GetObjectItem(js, "sft"), "rows");
+    assert_int_equal(base_json_int(rows, "sampled", -1, NULL), n_kept);
+    assert_int_equal(base_json_int(rows, "chat", -1, NULL), 1);
+    assert_string_equal(base_json_str(cJSON_GetObjectItem(js, "sft"), "template", ""), "raw");
     cJSON_Delete(js);
 
     /* deterministic: the same recipe under another name writes the same bytes */

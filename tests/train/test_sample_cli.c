@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "base/base.h"
 
@@ -161,9 +163,18 @@ static void test_sample_command(void **state) {
     /* built-in scripts with params in the spec (the distill.lua example):
      * the random model gets nothing right, so nothing is kept */
     rc = run("sample --model %s/m --in %s/p.jsonl --rewards 'accuracy=boxed_math,format=think_format{prefilled=true}'"
-             " --keep '(rewards.accuracy or 0) == 1' --n 2 --max-new-tokens 4 --template r1 --out %s/o/acc.jsonl",
+             " --keep '(rewards.accuracy or 0) == 1' --n 2 --max-new-tokens 4 --template '{prompt}<think>'"
+             " --out %s/o/acc.jsonl",
              &out);
     if (rc) fail_msg("rc %d: %s", rc, out);
+    free(out);
+    /* the DeepSeek chat format (r1) is not this byte-level model's: refused */
+    rc = run("sample --model %s/m --in %s/p.jsonl --rewards boxed_math --n 2 --max-new-tokens 4 --template r1"
+             " --out %s/o/r1.jsonl",
+             &out);
+    assert_int_equal(rc, 1);
+    if (!strstr(out, "template 'r1' is the DeepSeek chat format, not this model's") || !strstr(out, "no chat template"))
+        fail_msg("%s", out);
     free(out);
     char *acc = P("o/acc.jsonl");
     assert_int_equal(count_lines(acc), 0);
@@ -291,12 +302,139 @@ static void test_sample_sft_eval_chain(void **state) {
     assert_int_equal(dir_entries(g_tmp), 0);
 }
 
+/* `grpo ARGS` with stdout and stderr apart (each malloc'd); the exit status. */
+static int run_split(const char *args, char **out, char **err) {
+    char *o = P("split.out"), *e = P("split.err");
+    base_buf cmd = {0};
+    const char *exe = getenv("GRPO_EXE");
+    base_buf_printf(&cmd, "'%s' %s >'%s' 2>'%s'", exe ? exe : "./grpo", args, o, e);
+    int st = system(cmd.data);
+    size_t n;
+    if (base_read_file(o, out, &n) || base_read_file(e, err, &n)) fail_msg("%s", base_err_msg());
+    base_buf_free(&cmd);
+    unlink(o), unlink(e);
+    free(o), free(e);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* The one-stage commands name no path inside a temporary run directory
+ * they have removed (no "results (DIR/summary.json)", no "done (DIR)", no
+ * checkpoint it came from), and grpo eval's stdout is its JSON summary
+ * alone. When the run's reward_errors.log has lines, the directory is kept
+ * and said so (the error message points into it). */
+static void test_no_deleted_paths(void **state) {
+    (void)state;
+    write_text("sft.jsonl", "{\"prompt\": \"What is 2+2?\", \"completion\": \"4\"}\n"
+                            "{\"prompt\": \"What is 3+5?\", \"completion\": \"8\"}\n");
+    base_buf a = {0};
+    base_buf_printf(&a, "eval --model %s/m --in %s/p.jsonl --rewards %s/parity.lua --n 2 --max-new-tokens 4 --template raw",
+                    g_dir, g_dir, g_dir);
+    char *out, *err;
+    int rc = run_split(a.data, &out, &err);
+    if (rc) fail_msg("rc %d: %s", rc, err);
+    cJSON *js = cJSON_Parse(out); /* the whole of stdout */
+    if (!js) fail_msg("stdout is not the JSON summary:\n%s", out);
+    assert_int_equal(base_json_int(js, "n_prompts", -1, NULL), 3);
+    cJSON_Delete(js);
+    if (strstr(out, g_tmp) || strstr(err, g_tmp)) fail_msg("names the removed run directory:\n%s%s", out, err);
+    free(out), free(err);
+    const char *cmds[] = {
+        "sample --model %s/m --in %s/p.jsonl --rewards %s/parity.lua --n 2 --max-new-tokens 4 --template raw"
+        " --out %s/o/np.jsonl",
+        "sft --model %s/m --in %s/sft.jsonl --out %s/o/np_model --max-steps 1 --batch-size 2 --max-length 64"
+        " --template raw"};
+    for (int i = 0; i < 2; i++) {
+        rc = run(cmds[i], &out);
+        if (rc) fail_msg("rc %d: %s", rc, out);
+        if (strstr(out, g_tmp)) fail_msg("names the removed run directory:\n%s", out);
+        assert_non_null(strstr(out, "grpo: stage 1/1")); /* not quiet: the messages were there to check */
+        free(out);
+    }
+    assert_int_equal(dir_entries(g_tmp), 0);
+    /* a reward that fails everywhere: exit 1, the message names the log in
+     * the run directory, which is kept */
+    write_text("down.lua", "return function(s) error('down') end\n");
+    rc = run("eval --model %s/m --in %s/p.jsonl --rewards %s/down.lua --n 2 --max-new-tokens 4 --template raw", &out);
+    assert_int_equal(rc, 1);
+    assert_int_equal(dir_entries(g_tmp), 1);
+    char *log = strstr(out, "every error is in ");
+    assert_non_null(log);
+    log += strlen("every error is in ");
+    char path[600];
+    size_t n = strcspn(log, "\n");
+    snprintf(path, sizeof path, "%.*s", (int)n, log);
+    if (strncmp(path, g_tmp, strlen(g_tmp)) || !base_file_exists(path)) fail_msg("log %s is gone:\n%s", path, out);
+    assert_non_null(strstr(out, "kept the run directory"));
+    free(out);
+    test_rmdir(g_tmp);
+    base_mkdir_p(g_tmp);
+    base_buf_free(&a);
+}
+
+/* --template is read as the recipe reads it: '{prompt}\n' (backslash, n:
+ * as copied from a recipe) ends in a newline; an escape Lua does not know,
+ * or a control character (\b of an unescaped \boxed), is a usage error.
+ * A prompt the template makes too long for the model names the template
+ * (eval: the default r1-zero on the 256-position tiny model; sft too). */
+static void test_template_cli(void **state) {
+    (void)state;
+    char *out;
+    int rc = run("eval --model %s/m --in %s/p.jsonl --rewards %s/parity.lua --n 1 --max-new-tokens 2"
+                 " --template 'Q: {prompt}\\n' --run-dir %s/esc --quiet",
+                 &out);
+    if (rc) fail_msg("rc %d: %s", rc, out);
+    free(out);
+    char *smp = P("esc/eval.samples.jsonl");
+    base_jsonl *r;
+    assert_int_equal(base_jsonl_open(smp, &r), BASE_OK);
+    cJSON *row;
+    int n = 0;
+    while (base_jsonl_next(r, &row) == BASE_OK) {
+        const char *pr = base_json_str(row, "prompt", "");
+        size_t len = strlen(pr);
+        if (len < 4 || strncmp(pr, "Q: ", 3) || pr[len - 1] != '\n' || pr[len - 2] == '\\')
+            fail_msg("prompt '%s': not 'Q: ...' ending in a newline", pr);
+        cJSON_Delete(row);
+        n++;
+    }
+    base_jsonl_close(r);
+    assert_int_equal(n, 3);
+    free(smp);
+    expect(2, "eval --model %s/m --in %s/p.jsonl --rewards %s/parity.lua --template '{prompt} \\boxed{}'",
+           "grpo eval: --template '{prompt} \\boxed{}': byte 9: '\\b' is a control character");
+    expect(2, "eval --model %s/m --in %s/p.jsonl --rewards %s/parity.lua --template '{prompt}\\q'",
+           "'\\q' is not an escape of a Lua string");
+    /* too long with the template: named */
+    char *base = test_src_path("data/tiny/base"), *test = test_src_path("data/tiny/test.jsonl");
+    base_buf a = {0};
+    base_buf_printf(&a, "eval --model %s --in %s --rewards boxed_math --limit 2 --quiet", base, test);
+    rc = test_run_grpo(a.data, &out);
+    assert_int_equal(rc, 1);
+    if (!strstr(out, "test.jsonl:1: the prompt has ") || !strstr(out, "tokens with template 'r1-zero'") ||
+        !strstr(out, "the model takes only 256 positions") || !strstr(out, "--template"))
+        fail_msg("unexpected output: %s", out);
+    free(out);
+    base_buf_reset(&a);
+    base_buf_printf(&a, "sft --model %s --in %s --out %s/o/long --max-steps 1 --quiet", base, test, g_dir);
+    rc = test_run_grpo(a.data, &out);
+    assert_int_equal(rc, 1);
+    if (!strstr(out, "test.jsonl:1: the sample has ") || !strstr(out, "tokens with template 'r1-zero'") ||
+        !strstr(out, "256 positions"))
+        fail_msg("unexpected output: %s", out);
+    free(out);
+    base_buf_free(&a);
+    free(base), free(test);
+    assert_int_equal(dir_entries(g_tmp), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_sample_command),
         cmocka_unit_test(test_eval_command),
         cmocka_unit_test(test_sample_sft_eval_chain),
+        cmocka_unit_test(test_no_deleted_paths),
+        cmocka_unit_test(test_template_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

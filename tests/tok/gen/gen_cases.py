@@ -11,6 +11,12 @@ Writes:
                              (a BPE trained on a few KB of text, then the
                              pipeline of each family or feature), each with
                              tokenizer.json, tokenizer_config.json, cases.jsonl
+  data/dup_added/            data/added's tokenizer.json with added tokens
+                             listed twice (other flags, other ids, identical,
+                             empty), written as is: HF's AddedVocabulary
+                             semantics for duplicates (later flags, the same
+                             id, special once special, the normalized form of
+                             an id kept)
   data/bytelevel/            the output of `grpo tokenize --write-bytelevel`
                              (when GRPO_EXE is given) with the ids HF gives
 
@@ -337,6 +343,48 @@ def families():
     save_family("prefix_suffix", with_json(tk, chars_model(False, False, "##", "</w>")), {})
 
 
+def dup_added():
+    """Duplicate added_tokens entries, written without HF's re-serialization
+    (which would merge them), then the cases HF gives for that file."""
+    j = json.load(open(os.path.join(DATA, "added", "tokenizer.json"), encoding="utf-8"))
+
+    def t(i, content, **flags):
+        d = {"id": i, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": True, "special": False}
+        d.update(flags)
+        return d
+
+    j["added_tokens"] += [
+        t(606, "<sp>", normalized=True, lstrip=True),             # flags replaced, stays special
+        t(603, "cat", special=True),                              # now special, not single_word
+        t(900, "<both>", lstrip=True, rstrip=True, normalized=False),  # identical: ignored
+        t(608, "<dup>", special=True, lstrip=True, normalized=False),
+        t(608, "<dup>", rstrip=True, normalized=False),           # later flags win
+        t(609, "\uff31\uff5a", normalized=True),                  # NFKC "Qz": cached form
+        t(609, "\uff31\uff5a", normalized=False),                 # raw match, cached decode
+        t(607, "<sp>x", normalized=False),                        # identical: ignored
+        t(5, "ing", normalized=True),                             # a vocabulary string
+        t(5, "ing", special=True, single_word=True, normalized=False),
+        t(610, "", special=True),                                 # empty: ignored
+        t(168, "\u00e9", special=True, normalized=False),
+        t(611, "<dup>", special=True, lstrip=True, normalized=False),  # back to the first flags
+    ]
+    d = os.path.join(DATA, "dup_added")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "tokenizer.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(j, f, ensure_ascii=False)
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump({}, f)
+    tk = Tokenizer.from_file(path)
+    extra = ["a <sp> b<sp>c <sp>x cat concat cats <dup> x<dup>y  <dup>  end",
+             "\uff31\uff5a Qz \uff31\uff3a qz", "ing sing ing. (ing) singing",
+             "\u00e9 caf\u00e9 e\u0301 x\u00e9", "<lst> <rst> <both>  <both> \ufb01ne"]
+    write_jsonl(os.path.join(d, "cases.jsonl"), cases_for(tk, extra + random_texts(40, "dup"),
+                                                          stress=False))
+    print("dup_added", tk.get_vocab_size(), "ids")
+
+
 def r1zero_template():
     """The R1-Zero template as grpo-survey.md section 3 quotes it (one
     paragraph; the survey wraps it over lines), with {prompt} for the question."""
@@ -391,4 +439,5 @@ if __name__ == "__main__":
     os.makedirs(DATA, exist_ok=True)
     deepseek()
     families()
+    dup_added()
     bytelevel()

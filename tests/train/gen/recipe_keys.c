@@ -70,6 +70,7 @@ static void table(base_buf *b, const char *title, const recipe_key *keys) {
         allowed(b, k);
         base_buf_puts(b, " | ");
         cell(b, k->doc);
+        if (k->flags & RF_NEUTRAL) base_buf_puts(b, " (may change on `--resume`)");
         base_buf_puts(b, " |\n");
     }
 }
