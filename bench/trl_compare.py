@@ -10,8 +10,9 @@ For each seed, runs
 scale_rewards group, max_grad_norm 1; held-out pass@1 over 4 samples at T 0.6 / top-p 0.95), keeps each
 run's figures in OUT_DIR/results.jsonl (a rerun skips the seeds it already has, so a long campaign can
 be stopped and continued) and prints the side-by-side table: held-out pass@1 after training per seed,
-each trainer's mean, standard deviation, standard error, range, and the difference of the means with
-Welch's 95% interval. Run from the project root:
+each trainer's mean, standard deviation, standard error, range, the difference of the means with
+Welch's 95% interval, and two tests of equal spread (the F-test, and Brown-Forsythe's median-centred
+Levene test, which does not assume normal scores). Run from the project root:
 
   python3 bench/trl_compare.py --seeds 42,1,2 [--trainers grpo,trl] [--grpo build/grpo]
       [--peer-python /work/peer-venv/bin/python] [--peer ../shared/peers/trl_tiny_zero.py]
@@ -101,6 +102,51 @@ def t_quantile_975(df):
     return z + g1 / df + g2 / df ** 2 + g3 / df ** 3
 
 
+def betainc(a, b, x):
+    """Regularized incomplete beta I_x(a, b) (continued fraction, modified Lentz)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - betainc(b, a, 1.0 - x)
+    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 1000):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(lbeta) * f / a
+
+
+def f_sf(f, d1, d2):
+    """P(F > f) for Fisher's F distribution with (d1, d2) degrees of freedom."""
+    return betainc(d2 / 2, d1 / 2, d2 / (d2 + d1 * f)) if f > 0 else 1.0
+
+
+def variance_tests(a, b):
+    """(F = var a / var b, two-sided F-test p, Brown-Forsythe (median-centred Levene) p)."""
+    na, nb = len(a), len(b)
+    f = statistics.variance(a) / statistics.variance(b)
+    p_f = min(1.0, 2 * min(f_sf(f, na - 1, nb - 1), 1 - f_sf(f, na - 1, nb - 1)))
+    za = [abs(x - statistics.median(a)) for x in a]
+    zb = [abs(x - statistics.median(b)) for x in b]
+    ma, mb, mz = statistics.fmean(za), statistics.fmean(zb), statistics.fmean(za + zb)
+    between = na * (ma - mz) ** 2 + nb * (mb - mz) ** 2
+    within = sum((z - ma) ** 2 for z in za) + sum((z - mb) ** 2 for z in zb)
+    w = (na + nb - 2) * between / within
+    return f, p_f, f_sf(w, 1, na + nb - 2)
+
+
 def table(rows, trainers, seeds):
     by = {(r["trainer"], r["seed"]): r for r in rows}
     seeds = [s for s in seeds if any((t, s) in by for t in trainers)]
@@ -135,6 +181,10 @@ def table(rows, trainers, seeds):
         d = ma - mb
         print(f"\n{trainers[0]} - {trainers[1]}: {d:+.4f} (Welch 95% interval {d - h:+.4f} .. {d + h:+.4f}, "
               f"df {df:.1f})")
+        xs = [[by[(t, s)]["eval_after"] for s in seeds if (t, s) in by] for t in trainers]
+        f, p_f, p_bf = variance_tests(xs[0], xs[1])
+        print(f"spread: variance ratio {trainers[0]}/{trainers[1]} {f:.3f} (sd ratio {math.sqrt(f):.3f}); "
+              f"F-test p {p_f:.3f}, Brown-Forsythe (Levene, median) p {p_bf:.3f}")
 
 
 def main():
