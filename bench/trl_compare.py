@@ -12,11 +12,12 @@ run's figures in OUT_DIR/results.jsonl (a rerun skips the seeds it already has, 
 be stopped and continued) and prints the side-by-side table: held-out pass@1 after training per seed,
 each trainer's mean, standard deviation, standard error, range, the difference of the means with
 Welch's 95% interval, and two tests of equal spread (the F-test, and Brown-Forsythe's median-centred
-Levene test, which does not assume normal scores). Run from the project root:
+Levene test, which does not assume normal scores); --curves adds each trainer's training reward per
+GRPO step (mean over the seeds, from each run's metrics.jsonl or the peer's result file in OUT_DIR). Run from the project root:
 
   python3 bench/trl_compare.py --seeds 42,1,2 [--trainers grpo,trl] [--grpo build/grpo]
       [--peer-python /work/peer-venv/bin/python] [--peer ../shared/peers/trl_tiny_zero.py]
-      [--out-dir /tmp/trl_compare] [--table-only]
+      [--out-dir /tmp/trl_compare] [--table-only] [--compact N] [--curves]
 
 Set OMP_WAIT_POLICY=passive OMP_NUM_THREADS=2 for TRL (../shared/peers/README.md); this script sets
 them for both trainers when they are unset.
@@ -147,17 +148,26 @@ def variance_tests(a, b):
     return f, p_f, f_sf(w, 1, na + nb - 2)
 
 
-def table(rows, trainers, seeds):
+def table(rows, trainers, seeds, compact=0):
     by = {(r["trainer"], r["seed"]): r for r in rows}
     seeds = [s for s in seeds if any((t, s) in by for t in trainers)]
-    print("| seed | " + " | ".join(f"{t} eval_before -> eval_after" for t in trainers) + " |")
-    print("|---|" + "---|" * len(trainers))
-    for s in seeds:
-        cells = []
-        for t in trainers:
-            r = by.get((t, s))
-            cells.append(f"{r['eval_before']:.4g} -> {r['eval_after']:.4g}" if r else "")
-        print(f"| {s} | " + " | ".join(cells) + " |")
+    if compact:  # eval_after only, `compact` seeds a row
+        print("| seeds | " + " | ".join(f"{t} eval_after" for t in trainers) + " |")
+        print("|---|" + "---|" * len(trainers))
+        for i in range(0, len(seeds), compact):
+            part = seeds[i:i + compact]
+            cells = [" ".join(f"{by[(t, s)]['eval_after']:.4g}" if (t, s) in by else "-" for s in part)
+                     for t in trainers]
+            print(f"| {part[0]}..{part[-1]} | " + " | ".join(cells) + " |")
+    else:
+        print("| seed | " + " | ".join(f"{t} eval_before -> eval_after" for t in trainers) + " |")
+        print("|---|" + "---|" * len(trainers))
+        for s in seeds:
+            cells = []
+            for t in trainers:
+                r = by.get((t, s))
+                cells.append(f"{r['eval_before']:.4g} -> {r['eval_after']:.4g}" if r else "")
+            print(f"| {s} | " + " | ".join(cells) + " |")
     print()
     print("| trainer | runs | mean pass@1 | sd | se | min | max | mean eval_before | mean training reward |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -187,6 +197,34 @@ def table(rows, trainers, seeds):
               f"F-test p {p_f:.3f}, Brown-Forsythe (Levene, median) p {p_bf:.3f}")
 
 
+def step_rewards(out, trainer, seed):
+    """The mean training reward of each GRPO step of one run (None when its files are gone)."""
+    if trainer == "grpo":
+        path = os.path.join(out, f"grpo-s{seed}", "tiny-zero", "metrics.jsonl")
+        if not os.path.exists(path):
+            return None
+        ms = [json.loads(l) for l in open(path)]
+        return [m["reward"] for m in ms if m.get("stage") == "grpo" and "reward" in m]
+    path = os.path.join(out, f"trl-s{seed}.json")
+    return json.load(open(path))["rewards"] if os.path.exists(path) else None
+
+
+def curves(out, trainers, seeds):
+    """Per GRPO step, each trainer's training reward: mean over the seeds and its standard error."""
+    runs = {t: [r for r in (step_rewards(out, t, s) for s in seeds) if r] for t in trainers}
+    steps = min((len(r) for rs in runs.values() for r in rs), default=0)
+    print("| step | " + " | ".join(f"{t} reward (mean, se, runs)" for t in trainers) + " |")
+    print("|---|" + "---|" * len(trainers))
+    for k in range(steps):
+        cells = []
+        for t in trainers:
+            xs = [r[k] for r in runs[t]]
+            n, m, _, se = summary(xs)
+            cells.append(f"{m:.4f} ({se:.4f}, {n})")
+        print(f"| {k + 1} | " + " | ".join(cells) + " |")
+    print()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="42,1,2", help="comma-separated seeds, or A-B for a range")
@@ -196,6 +234,10 @@ def main():
     ap.add_argument("--peer", default="../shared/peers/trl_tiny_zero.py")
     ap.add_argument("--out-dir", default="/tmp/trl_compare")
     ap.add_argument("--table-only", action="store_true", help="print the table of the results kept so far")
+    ap.add_argument("--curves", action="store_true",
+                    help="with the table, each trainer's training reward per step (mean over the seeds)")
+    ap.add_argument("--compact", type=int, default=0, metavar="N",
+                    help="per-seed table of eval_after only, N seeds a row (0: a row per seed)")
     args = ap.parse_args()
     seeds = []
     for part in args.seeds.split(","):
@@ -228,7 +270,9 @@ def main():
             for s, r in run_trl(args, todo, args.out_dir).items():
                 if r:
                     keep("trl", s, r)
-    table(rows, trainers, seeds)
+    if args.curves:
+        curves(args.out_dir, trainers, seeds)
+    table(rows, trainers, seeds, args.compact)
 
 
 if __name__ == "__main__":
