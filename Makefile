@@ -69,6 +69,8 @@ bench: build
 FUZZ_BUILD ?= build-fuzz
 FUZZ_TARGET ?= st_header
 FUZZ_SECONDS ?= 600
+# Seed folders outside tests/fuzz/corpus (as fuzz_seeds in tests/fuzz/meson.build).
+FUZZ_SEEDS_recipe = recipes
 FUZZ_ARGS ?=
 FUZZ_DEBS := clang libclang-rt-14-dev
 
@@ -97,7 +99,7 @@ fuzz: fuzz-deps $(FUZZ_BUILD)/build.ninja
 	  $$([ -f tests/fuzz/$(FUZZ_TARGET).dict ] && echo -dict=tests/fuzz/$(FUZZ_TARGET).dict) \
 	  -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_BUILD)/artifacts/$(FUZZ_TARGET)/ $(FUZZ_ARGS) \
-	  $(FUZZ_BUILD)/corpus/$(FUZZ_TARGET) tests/fuzz/corpus/$(FUZZ_TARGET)
+	  $(FUZZ_BUILD)/corpus/$(FUZZ_TARGET) tests/fuzz/corpus/$(FUZZ_TARGET) $(FUZZ_SEEDS_$(FUZZ_TARGET))
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

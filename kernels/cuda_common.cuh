@@ -101,6 +101,7 @@ enum {
     SCR_RED,    /* sumsq partials */
     SCR_MOE,    /* grouped expert GEMM tile prefix */
     SCR_EMU,    /* emulated GEMM widening (emulator only) */
+    SCR_WQ,     /* matmul: a stored (fp8 / mixed-dtype) B operand made dense in A's dtype */
     SCR_COUNT
 };
 void *cuda_scratch(int slot, size_t bytes);
@@ -244,6 +245,45 @@ __device__ __forceinline__ void cuda_store(void *p, int dt, int64_t i, float x) 
     }
 }
 #endif
+
+/* ---- stored weights (a frozen model's bf16 / fp8 compute weights) ---------------
+ * An F8_E4M3 weight carries its 128 x 128 block scales (tensor.h
+ * tensor_qblock); kernels get them by value. The device computes with
+ * bf16(e4m3(q) * scale): the dequantised weight rounded once to bf16, as
+ * DeepSeek-V3's weight_dequant kernel makes it for bf16 GEMMs ("bf16 tiles
+ * through cuBLAS with the scales applied"), so a frozen fp8 model on the
+ * GPU computes exactly as the frozen bf16 model of its dequantised
+ * checkpoint. (The CPU keeps the f32 product: its arithmetic is f32.) */
+typedef struct {
+    const float *scale; /* NULL: no scales (bf16, f32, or plain e4m3) */
+    int64_t off0;       /* elements from the region's base to the tensor's data */
+    int64_t rows, cols, br, bc;
+} cu_qb;
+
+static inline cu_qb cuda_qb(const tensor *t) {
+    cu_qb q;
+    memset(&q, 0, sizeof q);
+    if (t->dtype != TENSOR_F8_E4M3 || !t->qb) return q;
+    q.scale = t->qb->scale;
+    q.off0 = (const unsigned char *)t->data - (const unsigned char *)t->qb->base;
+    q.rows = t->qb->rows, q.cols = t->qb->cols;
+    q.br = (q.rows + TENSOR_QBLOCK - 1) / TENSOR_QBLOCK, q.bc = (q.cols + TENSOR_QBLOCK - 1) / TENSOR_QBLOCK;
+    return q;
+}
+
+/* Element i (from the tensor's data) of a stored weight, as the device
+ * GEMMs use it. */
+__device__ __forceinline__ float cuda_load_w(const void *p, int dt, int64_t i, const cu_qb &q) {
+    float v = cuda_load(p, dt, i);
+    if (dt != TENSOR_F8_E4M3 || !q.scale) return v;
+    int64_t k = q.off0 + i, per = q.rows * q.cols, in = k % per;
+    v *= q.scale[k / per * q.br * q.bc + in / q.cols / TENSOR_QBLOCK * q.bc + in % q.cols / TENSOR_QBLOCK];
+#ifdef GRPO_CUDA_EMU
+    return tensor_bf16_to_f32(tensor_f32_to_bf16(v));
+#else
+    return __bfloat162float(__float2bfloat16(v));
+#endif
+}
 
 /* ---- deterministic reductions ------------------------------------------------
  * A fixed tree over a fixed block size: the same inputs give the same bits

@@ -153,7 +153,7 @@ void cuda_lmhead_bwd(tensor *dx, tensor *dw, const tensor *g_logp, const tensor 
                         (const float *)g_logp->data, (const float *)g_ent->data, (const float *)lse->data,
                         (const float *)ent->data, (const int32_t *)target->data, r0, v0);
             tensor wb = *w, dwb = *dw;
-            wb.data = (char *)w->data + v0 * w->stride[0] * (int64_t)xs;
+            wb.data = (char *)w->data + v0 * w->stride[0] * (int64_t)tensor_dtype_size(w->dtype);
             wb.shape[0] = cb;
             dwb.data = (float *)dw->data + v0 * dw->stride[0];
             dwb.shape[0] = cb;

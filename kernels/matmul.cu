@@ -12,6 +12,13 @@
  * Emulated build: the CPU backend's matmul, with 16-bit operands widened
  * to f32 and the result rounded to C's dtype (f32 accumulation, as cuBLAS
  * with CUBLAS_COMPUTE_32F).
+ *
+ * A stored weight as B (a frozen model: ops.h matmul): an F8_E4M3 B, or a
+ * B whose dtype is not A's (bf16 weights under the f32 queries of the
+ * absorbed decode), is first made a dense copy in A's dtype by one kernel
+ * (wq_dense_kernel: e4m3 dequantised with its block scales and rounded to
+ * bf16, cuda_common.cuh cuda_load_w), then multiplied as any B. The copy
+ * lives in scratch (SCR_WQ), reused by the next GEMM in stream order.
  */
 #include "cuda_common.cuh"
 
@@ -30,6 +37,31 @@ static void check_dtypes(const tensor *c, const tensor *a, const tensor *b) {
         if (t->dtype != TENSOR_F32 && t->dtype != TENSOR_BF16 && t->dtype != TENSOR_F16)
             base_die("cuda matmul: unsupported dtype %s", tensor_dtype_name(t->dtype));
     }
+}
+
+/* dst [nb, rows, cols] dense in dtype ddt = the stored weight src (strides
+ * s0 between batches, s1 between rows, unit columns). */
+__global__ void wq_dense_kernel(void *dst, int ddt, const void *src, int sdt, cu_qb q, int64_t nb, int64_t rows,
+                                int64_t cols, int64_t s0, int64_t s1) {
+    int64_t n = nb * rows * cols;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t c = i % cols, r = i / cols % rows, b = i / cols / rows;
+        cuda_store(dst, ddt, i, cuda_load_w(src, sdt, b * s0 + r * s1 + c, q));
+    }
+}
+
+/* b as a dense tensor of dtype dt (same shape) in SCR_WQ. */
+static tensor stored_dense(const tensor *b, tensor_dtype dt) {
+    if (b->ndim != 2 && b->ndim != 3) base_die("cuda matmul: a stored weight B must be 2-D or 3-D");
+    if (b->stride[b->ndim - 1] != 1) base_die("cuda matmul: a stored weight B must have unit column stride");
+    int64_t nb = b->ndim == 3 ? b->shape[0] : 1, rows = b->shape[b->ndim - 2], cols = b->shape[b->ndim - 1];
+    int64_t s0 = b->ndim == 3 ? b->stride[0] : 0, s1 = b->stride[b->ndim - 2];
+    void *buf = cuda_scratch(SCR_WQ, (size_t)(nb * rows * cols) * tensor_dtype_size(dt) + 16);
+    tensor d = tensor_make(buf, dt, b->device, b->ndim, b->shape);
+    if (nb * rows * cols > 0)
+        CUDA_LAUNCH(wq_dense_kernel, cuda_blocks(nb * rows * cols, 256), 256, 0, buf, (int)dt, (const void *)b->data,
+                    (int)b->dtype, cuda_qb(b), nb, rows, cols, s0, s1);
+    return d;
 }
 
 #ifdef GRPO_CUDA_EMU
@@ -75,6 +107,12 @@ static void emu_gemm(tensor *c, const tensor *a, const tensor *b, int trans_a, i
 /* The GEMM is host work in the emulator: run now, or recorded by a graph
  * capture with copies of the descriptors (like cuBLAS's captured launch). */
 void cuda_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b, float alpha, float beta) {
+    tensor bd;
+    if (b->dtype == TENSOR_F8_E4M3 || (b->dtype != a->dtype && b->dtype == TENSOR_BF16)) {
+        ops_matmul_resolve(c, a, b, trans_a, trans_b); /* shapes first: die naming them */
+        bd = stored_dense(b, a->dtype);
+        b = &bd;
+    }
     check_dtypes(c, a, b);
     ops_matmul_dims d = ops_matmul_resolve(c, a, b, trans_a, trans_b);
     if (d.m == 0 || d.n == 0) return;
@@ -109,6 +147,12 @@ static cudaDataType_t blas_type(tensor_dtype t) {
 }
 
 void cuda_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b, float alpha, float beta) {
+    tensor bd;
+    if (b->dtype == TENSOR_F8_E4M3 || (b->dtype != a->dtype && b->dtype == TENSOR_BF16)) {
+        ops_matmul_resolve(c, a, b, trans_a, trans_b); /* shapes first: die naming them */
+        bd = stored_dense(b, a->dtype);
+        b = &bd;
+    }
     check_dtypes(c, a, b);
     ops_matmul_dims d = ops_matmul_resolve(c, a, b, trans_a, trans_b);
     if (d.m == 0 || d.n == 0) return;

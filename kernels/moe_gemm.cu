@@ -56,7 +56,8 @@ __global__ void mg_tiles_kernel(int32_t *tiles, const int32_t *off, int64_t e, i
 
 typedef struct {
     float *y;
-    const void *x, *w; /* both F32 or both BF16 (the kernel's template argument) */
+    const void *x, *w; /* x: F32 or BF16 (XT); w: XT, or a stored BF16 / F8 weight (WT) */
+    cu_qb wq;          /* w's block scales (F8) */
     const int32_t *off, *tiles;
     int64_t yld, xld, ws0, ws1; /* row strides; w strides of dims 0 and 1 */
     int64_t e, n, k;
@@ -64,9 +65,10 @@ typedef struct {
     float alpha, beta;
 } mg_args;
 
-/* XT: the dtype of x and w (TENSOR_F32 or TENSOR_BF16), loaded as f32 into
- * shared memory; products and sums in f32. */
-template <int XT> __global__ void __launch_bounds__(MG_THREADS) mg_kernel(mg_args a) {
+/* XT: the dtype of x (TENSOR_F32 or TENSOR_BF16), WT: w's (XT, or a stored
+ * BF16 / F8_E4M3 weight: cuda_load_w), loaded as f32 into shared memory;
+ * products and sums in f32. */
+template <int XT, int WT> __global__ void __launch_bounds__(MG_THREADS) mg_kernel(mg_args a) {
     __shared__ float xs[MG_BM][MG_BK + 1];
     __shared__ float wsh[MG_BK][MG_BN + 1];
     int64_t tile = blockIdx.x, n0 = blockIdx.y * (int64_t)MG_BN;
@@ -99,7 +101,7 @@ template <int XT> __global__ void __launch_bounds__(MG_THREADS) mg_kernel(mg_arg
                 kk = i / MG_BN, j = i % MG_BN; /* w[e][k][n]: n fastest */
             float v = 0.0f;
             if (kk < kb && n0 + j < a.n)
-                v = cuda_load(a.w, XT, wo + (a.trans_w ? (n0 + j) * a.ws1 + k0 + kk : (k0 + kk) * a.ws1 + n0 + j));
+                v = cuda_load_w(a.w, WT, wo + (a.trans_w ? (n0 + j) * a.ws1 + k0 + kk : (k0 + kk) * a.ws1 + n0 + j), a.wq);
             wsh[kk][j] = v;
         }
         __syncthreads();
@@ -174,15 +176,24 @@ void cuda_moe_matmul(tensor *y, const tensor *x, const tensor *w, const tensor *
         int32_t *tiles = (int32_t *)cuda_scratch(SCR_MOE, (size_t)(e + 1) * sizeof(int32_t));
         CUDA_LAUNCH(mg_tiles_kernel, 1, 32, 0, tiles, (const int32_t *)offsets->data, e, r, cuda_errbuf());
         mg_args a;
-        a.y = (float *)y->data, a.x = x->data, a.w = w->data;
+        a.y = (float *)y->data, a.x = x->data, a.w = w->data, a.wq = cuda_qb(w);
         a.off = (const int32_t *)offsets->data, a.tiles = tiles;
         a.yld = y->stride[0], a.xld = x->stride[0], a.ws0 = w->stride[0], a.ws1 = w->stride[1];
         a.e = e, a.n = n, a.k = k, a.trans_w = trans_w, a.alpha = alpha, a.beta = beta;
         dim3 grid((unsigned)((r + MG_BM - 1) / MG_BM + e), (unsigned)((n + MG_BN - 1) / MG_BN));
-        if (x->dtype == TENSOR_BF16)
-            CUDA_LAUNCH(mg_kernel<TENSOR_BF16>, grid, MG_THREADS, 0, a);
-        else
-            CUDA_LAUNCH(mg_kernel<TENSOR_F32>, grid, MG_THREADS, 0, a);
+        int xb = x->dtype == TENSOR_BF16;
+#define MG_KERNEL(X, W) mg_kernel<X, W>
+        if (w->dtype == TENSOR_F8_E4M3) {
+            if (xb) CUDA_LAUNCH(MG_KERNEL(TENSOR_BF16, TENSOR_F8_E4M3), grid, MG_THREADS, 0, a);
+            else CUDA_LAUNCH(MG_KERNEL(TENSOR_F32, TENSOR_F8_E4M3), grid, MG_THREADS, 0, a);
+        } else if (xb) {
+            CUDA_LAUNCH(MG_KERNEL(TENSOR_BF16, TENSOR_BF16), grid, MG_THREADS, 0, a);
+        } else if (w->dtype == TENSOR_BF16) {
+            CUDA_LAUNCH(MG_KERNEL(TENSOR_F32, TENSOR_BF16), grid, MG_THREADS, 0, a);
+        } else {
+            CUDA_LAUNCH(MG_KERNEL(TENSOR_F32, TENSOR_F32), grid, MG_THREADS, 0, a);
+        }
+#undef MG_KERNEL
         return;
     }
     int32_t *h = host_offsets(op, offsets, e, r);

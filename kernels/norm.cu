@@ -55,8 +55,31 @@ static void gather(const char *op, int code, tensor *dst, const tensor *src, con
 void cuda_gather_rows(tensor *dst, const tensor *src, const tensor *idx) {
     gather("gather_rows", CU_OP_GATHER, dst, src, idx);
 }
+/* A stored BF16 table into an f32 y (a frozen model's embedding): rows widened. */
+__global__ void gather_widen_kernel(float *dst, int64_t dld, const uint16_t *src, int64_t sld, const int32_t *idx,
+                                    int64_t m, int64_t d, int64_t nsrc, int *err, int op) {
+    for (int64_t r = blockIdx.x; r < m; r += gridDim.x) {
+        int32_t s = idx[r];
+        if (s < 0 || s >= nsrc) {
+            if (threadIdx.x == 0) cuda_flag(err, op, CU_WHAT_INDEX, r, s, nsrc);
+            continue;
+        }
+        for (int64_t j = threadIdx.x; j < d; j += blockDim.x)
+            dst[r * dld + j] = cuda_load(src, TENSOR_BF16, s * sld + j);
+    }
+}
+
 void cuda_embedding_fwd(tensor *y, const tensor *table, const tensor *ids) {
-    gather("embedding_fwd", CU_OP_EMBED_FWD, y, table, ids);
+    if (table->dtype == y->dtype) {
+        gather("embedding_fwd", CU_OP_EMBED_FWD, y, table, ids);
+        return;
+    }
+    ops_check_embedding_fwd("cuda", y, table, ids);
+    int64_t m = y->shape[0], d = y->shape[1];
+    if (!m || !d) return;
+    CUDA_LAUNCH(gather_widen_kernel, (unsigned)cu_min64(m, 65535), 128, 0, (float *)y->data, y->stride[0],
+                (const uint16_t *)table->data, table->stride[0], (const int32_t *)ids->data, m, d, table->shape[0],
+                cuda_errbuf(), CU_OP_EMBED_FWD);
 }
 
 /* ---- RMSNorm forward ------------------------------------------------------------------ */

@@ -27,7 +27,7 @@ const struct ops *cli_device(const char *cmd, const char *name) {
 
 int cli_precision(const char *cmd, const char *name, model_load_opts *lo) {
     if (model_precision_parse(name, &lo->precision)) {
-        fprintf(stderr, "grpo %s: --precision %s: expected f32 or bf16\n", cmd, name);
+        fprintf(stderr, "grpo %s: --precision %s: expected f32, bf16 or fp8\n", cmd, name);
         return 2;
     }
     return 0;

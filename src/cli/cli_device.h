@@ -14,13 +14,16 @@
     "--device cpu|cuda|auto: where the model runs (default $GRPO_DEVICE, else auto: cuda when a\n"                     \
     "GPU is usable, else cpu).\n"
 
-/* --precision f32|bf16 (docs/cuda.md, "bf16 mode"): bf16 needs the cuda device. */
+/* --precision f32|bf16|fp8 (docs/cuda.md, "bf16 mode"; docs/model.md, "Frozen
+ * models"). */
 #define CLI_PRECISION_USAGE                                                                                            \
-    "--precision f32|bf16: compute precision (default f32; bf16 = bf16 GEMM operands with f32\n"                      \
-    "accumulation, f32 norms, router, attention and logprobs; needs --device cuda).\n"
+    "--precision f32|bf16|fp8: weights and compute (default f32). bf16: bf16 GEMM operands with f32\n"               \
+    "accumulation, f32 norms, router, attention and logprobs (training: --device cuda). fp8: frozen\n"              \
+    "models only, e4m3 weights with 128x128 block scales (an FP8 checkpoint stays FP8). On the cpu\n"               \
+    "bf16 and fp8 store a frozen model's weights so and compute in f32.\n"
 
 /* Parse --precision NAME (NULL: f32) into lo->precision. On a bad name prints
- * "grpo CMD: --precision NAME: expected f32 or bf16" and returns 2 (usage);
+ * "grpo CMD: --precision NAME: expected f32, bf16 or fp8" and returns 2 (usage);
  * else 0. */
 int cli_precision(const char *cmd, const char *name, model_load_opts *lo);
 

@@ -25,7 +25,7 @@ static const char *USAGE =
     "                 [--top-k K] [--min-p P] [--max-new-tokens N] [--max-prompt-length N]\n"
     "                 [--stop STR ...] [--template T] [--system TEXT] [--prompt-column COL]\n"
     "                 [--tokenizer DIR] [--seed S] [--limit N] [--run-dir DIR [--overwrite]]\n"
-    "                 [--device D] [--precision f32|bf16] [--set key=value ...] [--quiet]\n"
+    "                 [--device D] [--precision f32|bf16|fp8] [--set key=value ...] [--quiet]\n"
     "pass@1 over K samples per prompt (default K = 4, temperature 0.6, top-p 0.95: the R1\n"
     "paper's settings) with the FIRST reward of the spec as the accuracy, and cons@K (majority\n"
     "vote of the answers extracted with --answer-from, default boxed) against the rows'\n"

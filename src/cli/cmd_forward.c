@@ -19,7 +19,7 @@
 #include "io/st.h"
 
 static const char *USAGE = "usage: grpo forward --model DIR --in ids.jsonl --out logits.safetensors [--device D]\n"
-                           "                 [--precision f32|bf16]\n"
+                           "                 [--precision f32|bf16|fp8]\n"
                            "Each input line is {\"ids\": [...]}; the output holds logits.K [T, V] and\n"
                            "token_logprobs.K [T-1] (F32) for line K, counted from 0.\n" CLI_DEVICE_USAGE CLI_PRECISION_USAGE;
 
@@ -43,7 +43,7 @@ int cli_cmd_forward(int argc, char **argv) {
     const struct ops *ops = cli_device("forward", dev);
     if (!ops) return cli_device_status(dev);
     model *m = NULL;
-    model_load_opts lo = {0};
+    model_load_opts lo = {.frozen = 1}; /* nothing trains: compute weights only */
     if (cli_precision("forward", prec, &lo)) return 2;
     base_status st = model_load(dir, ops, &lo, &m);
     if (st) {

@@ -40,7 +40,7 @@ static const char *USAGE =
     "usage: grpo generate --model DIR --in prompts.jsonl\n"
     "                     [--greedy | --temperature T --top-p P --top-k K --seed S]\n"
     "                     [--n G] [--max-new-tokens N] [--batch B] [--out FILE] [--device D]\n"
-    "                     [--precision f32|bf16]\n"
+    "                     [--precision f32|bf16|fp8]\n"
     "Input lines have \"ids\" or \"prompt\" (text; needs DIR/tokenizer.json). Output lines:\n"
     "index, sample, completion_ids, completion (with a tokenizer), logprobs, finish_reason.\n"
     "Defaults: temperature 1, top-p 1, top-k 0 (off), seed 0, n 1, max-new-tokens 256,\n"
@@ -208,7 +208,7 @@ int cli_cmd_generate(int argc, char **argv) {
     memset(&g, 0, sizeof g);
     const struct ops *ops = cli_device("generate", dev);
     if (!ops) return cli_device_status(dev);
-    model_load_opts lo = {0};
+    model_load_opts lo = {.frozen = 1}; /* nothing trains: compute weights only */
     if (cli_precision("generate", prec, &lo)) return 2;
     base_status st = model_load(dir, ops, &lo, &g.m);
     if (st) {

@@ -13,6 +13,16 @@
  * Parameters are the elements of every tensor except the FP8 block scales
  * (`*_scale_inv`): those are storage detail, not weights.
  *
+ * --memory adds the bytes a run allocates to sample from the model, by
+ * role, from the sizing code model_load and model_cache_new allocate with
+ * (model_memory_plan, model_cache_plan): the frozen weights in the
+ * precision asked (f32, bf16, fp8), the latent KV cache of N sequences of
+ * T positions, block tables, the prefill/decode workspace, and how many
+ * such sequences fit beside the weights in a device of B GB; and, to
+ * compare, the weights of a trained model (f32 master copy, plus the bf16
+ * copy in bf16 mode). With CONFIG.json instead of a directory it sizes a
+ * config alone (no checkpoint: configs of models not downloaded).
+ *
  * Exit status: 0 fine; 1 a missing, truncated or corrupt file (the message
  * names it and the tensor or key); 2 bad usage.
  */
@@ -284,12 +294,97 @@ static void print_files(const st_dir *d) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: grpo info MODEL_DIR\n"
+    fprintf(f, "usage: grpo info MODEL_DIR|CONFIG.json [--memory [--precision f32|bf16|fp8] [--device cpu|cuda]\n"
+               "                 [--sequences N] [--max-len T] [--budget-gb B]]\n"
                "  Architecture and key config values (config.json), parameter count, tensors by\n"
                "  dtype, bytes and files of a Hugging Face checkpoint directory (model.safetensors,\n"
                "  or shards through model.safetensors.index.json). config.json is validated as\n"
                "  `grpo forward` validates it, and every safetensors header; a missing, truncated\n"
-               "  or corrupt file, or a config forward refuses, exits 1 and names it.\n");
+               "  or corrupt file, or a config forward refuses, exits 1 and names it.\n"
+               "  --memory: bytes by role to sample from the model (frozen weights in --precision,\n"
+               "  default f32; the latent KV cache of N sequences of T positions, default 16 x 4096;\n"
+               "  block tables; workspace) on --device (default cuda: a plan, no GPU needed), from\n"
+               "  the sizing code the run allocates with, and the sequences of T positions that fit\n"
+               "  beside the weights in B GB (default 80). A CONFIG.json sizes a config alone.\n");
+}
+
+/* ---- memory ------------------------------------------------------------------ */
+
+typedef struct {
+    model_precision prec;
+    tensor_device dev;
+    int64_t seqs, max_len;
+    double budget_gb;
+} mem_opts;
+
+static void mem_line(const char *role, size_t b, const char *note) {
+    char b1[32], b2[32];
+    printf("  %-36s %18s bytes %12s%s%s\n", role, commas((int64_t)b, b1, sizeof b1), human((double)b, b2, sizeof b2),
+           note ? "  " : "", note ? note : "");
+}
+
+static base_status print_memory(const model_config *mc, const mem_opts *o) {
+    model_load_opts lo = {.precision = o->prec, .frozen = 1, .max_context = o->max_len};
+    model_mem w, t;
+    base_status s = model_memory_plan(mc, &lo, o->dev, &w);
+    if (s) return s;
+    model_cache_limits cl = {.slots = (int)o->seqs, .max_len = o->max_len, .max_batch = (int)o->seqs,
+                             .max_prefill = o->max_len};
+    model_cache_mem c, c1;
+    if ((s = model_cache_plan(mc, &cl, o->prec, o->dev, &c))) return s;
+    model_cache_limits one = cl;
+    one.slots = one.max_batch = 1;
+    if ((s = model_cache_plan(mc, &one, o->prec, o->dev, &c1))) return s;
+    char note[160];
+    const char *dn = o->dev == TENSOR_CPU ? "cpu" : "cuda";
+    printf("memory to sample (frozen %s weights on %s; planned by model_load / model_cache_new's sizing code):\n",
+           model_precision_name(o->prec), dn);
+    snprintf(note, sizeof note, "%.3f bytes per parameter (%lld parameters)",
+             (double)(w.master + w.compute + w.scales) / (double)w.params, (long long)w.params);
+    mem_line(o->prec == MODEL_F32 ? "weights (f32)" : o->prec == MODEL_BF16 ? "weights (bf16; norms, router f32)"
+                                                                            : "weights (e4m3; embedding, head bf16)",
+             w.master + w.compute, note);
+    if (w.scales) mem_line("fp8 block scales", w.scales, "f32, one per 128 x 128 block");
+    mem_line("rope tables", w.rope, NULL);
+    int bf = o->prec != MODEL_F32 && o->dev != TENSOR_CPU; /* the cache's dtype: the activations' */
+    size_t per_tok = model_cache_page_bytes_p(mc, 1, bf ? MODEL_BF16 : MODEL_F32);
+    snprintf(note, sizeof note, "%lld sequences x %lld positions, %zu bytes per token (%s)", (long long)o->seqs,
+             (long long)o->max_len, per_tok, bf ? "bf16" : "f32");
+    mem_line("latent KV cache", c.pages, note);
+    mem_line("block tables", c.table, NULL);
+    snprintf(note, sizeof note, "prefill of %lld tokens, decode of %lld sequences, logits", (long long)o->max_len,
+             (long long)o->seqs);
+    mem_line("workspace", c.workspace, note);
+    size_t total = model_mem_total(&w) + c.pages + c.table + c.workspace;
+    mem_line("total", total, NULL);
+    /* sequences that fit: the weights and the workspace of one decode
+     * batch are fixed, each sequence adds its pages */
+    double budget = o->budget_gb * 1e9;
+    size_t per_seq = (c.pages - c1.pages) / (size_t)(o->seqs - 1 > 0 ? o->seqs - 1 : 1);
+    double fixed = (double)model_mem_total(&w) + (double)c.workspace;
+    if (o->seqs > 1 && per_seq > 0) {
+        double fit = (budget - fixed) / (double)per_seq;
+        printf("  in %g GB (%.0f bytes): %s the weights and this workspace; %.0f sequences of %lld positions fit "
+               "beside them (%s per sequence)\n",
+               o->budget_gb, budget, fixed <= budget ? "room for" : "NOT room for", fit > 0 ? floor(fit) : 0.0,
+               (long long)o->max_len, human((double)per_seq, note, sizeof note));
+    }
+    model_load_opts tl = {.precision = o->prec == MODEL_FP8 ? MODEL_BF16 : o->prec, .max_context = o->max_len};
+    if (o->dev == TENSOR_CPU) tl.precision = MODEL_F32;
+    if ((s = model_memory_plan(mc, &tl, o->dev, &t))) return s;
+    printf("weights of a trained model (%s mode on %s; gradients and optimizer state not included):\n",
+           model_precision_name(tl.precision), dn);
+    mem_line("master weights (f32)", t.master, NULL);
+    if (t.compute) mem_line("compute copy (bf16)", t.compute, NULL);
+    return BASE_OK;
+}
+
+static int parse_i64(const char *v, int64_t lo, int64_t *out) {
+    char *end;
+    long long x = v ? strtoll(v, &end, 10) : 0;
+    if (!v || *end || x < lo) return -1;
+    *out = x;
+    return 0;
 }
 
 int cli_cmd_info(int argc, char **argv) {
@@ -297,16 +392,63 @@ int cli_cmd_info(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    if (argc != 2 || argv[1][0] == '-') {
+    const char *dir = NULL;
+    int memory = 0;
+    mem_opts mo = {MODEL_F32, TENSOR_CUDA, 16, 4096, 80.0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0;
+        if (!strcmp(a, "--memory")) {
+            memory = 1;
+            continue;
+        } else if (!strcmp(a, "--precision")) {
+            bad = !v || model_precision_parse(v, &mo.prec);
+        } else if (!strcmp(a, "--device")) {
+            bad = !v || (strcmp(v, "cpu") && strcmp(v, "cuda"));
+            if (!bad) mo.dev = strcmp(v, "cpu") ? TENSOR_CUDA : TENSOR_CPU;
+        } else if (!strcmp(a, "--sequences")) {
+            bad = parse_i64(v, 1, &mo.seqs) || mo.seqs > 1 << 20;
+        } else if (!strcmp(a, "--max-len")) {
+            bad = parse_i64(v, 1, &mo.max_len) || mo.max_len > 1 << 24;
+        } else if (!strcmp(a, "--budget-gb")) {
+            char *end;
+            mo.budget_gb = v ? strtod(v, &end) : 0;
+            bad = !v || *end || !(mo.budget_gb > 0 && mo.budget_gb < 1e6);
+        } else if (a[0] != '-' && !dir) {
+            dir = a;
+            continue;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+        if (bad) {
+            fprintf(stderr, "grpo info: %s %s: bad value\n", a, v ? v : "(missing)");
+            return 2;
+        }
+        i++;
+    }
+    if (!dir) {
         usage(stderr);
         return 2;
     }
-    const char *dir = argv[1];
     struct stat sb;
-    if (stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "grpo info: %s: %s\n", dir,
-                stat(dir, &sb) < 0 ? base_strerror_now() : "not a directory");
+    if (stat(dir, &sb) < 0) {
+        fprintf(stderr, "grpo info: %s: %s\n", dir, base_strerror_now());
         return 1;
+    }
+    if (!S_ISDIR(sb.st_mode)) { /* CONFIG.json: the config and its memory, no checkpoint */
+        model_config mc;
+        base_status s = model_config_load(dir, &mc);
+        if (!s) {
+            printf("config: %s\n", dir);
+            if (memory) s = print_memory(&mc, &mo);
+            else printf("parameters: %lld (config)\n", (long long)model_config_param_count(&mc, NULL));
+        }
+        if (s) {
+            fprintf(stderr, "grpo info: %s\n", base_err_msg());
+            return 1;
+        }
+        return 0;
     }
     cJSON *root = NULL;
     cfg m;
@@ -342,5 +484,9 @@ int cli_cmd_info(int argc, char **argv) {
     print_files(d);
     st_dir_close(d);
     cJSON_Delete(root);
+    if (memory && (s = print_memory(&mc, &mo))) {
+        fprintf(stderr, "grpo info: %s\n", base_err_msg());
+        return 1;
+    }
     return 0;
 }

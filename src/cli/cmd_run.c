@@ -18,7 +18,7 @@
 
 static const char *USAGE =
     "usage: grpo run RECIPE.lua [--set key.path=value ...] [--resume | --resume-from-last-good | --overwrite]\n"
-    "                [--allow-changes] [--device cpu|cuda|auto] [--precision f32|bf16] [--quiet]\n"
+    "                [--allow-changes] [--device cpu|cuda|auto] [--precision f32|bf16|fp8] [--quiet]\n"
     "                [--max-total-steps N]\n"
     "  --set a.b=v        override any recipe value (stages by name or 1-based index:\n"
     "                     --set stages.grpo.beta=0.01); repeatable\n"
@@ -33,7 +33,8 @@ static const char *USAGE =
     "  --overwrite        replace an existing run directory (one grpo created: it\n"
     "                     holds a .grpo-run marker)\n"
     "  --device D         backend (default: the recipe's, auto = cuda when usable)\n"
-    "  --precision P      f32 or bf16 (default: the recipe's `precision`; bf16 needs cuda)\n"
+    "  --precision P      f32, bf16 or fp8 (default: the recipe's `precision`; training in bf16 needs\n"
+    "                     cuda; fp8 only for runs that train nothing: sample and eval stages)\n"
     "  --max-total-steps  stop (with a checkpoint) after N training steps of the run\n"
     "Ctrl-C (SIGINT) or SIGTERM: finish the current step, write a checkpoint, exit 130\n"
     "(143); a second one exits at once. --resume continues.\n";

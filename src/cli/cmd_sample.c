@@ -25,7 +25,7 @@ static const char *USAGE =
     "                   [--min-p P] [--max-new-tokens N] [--max-prompt-length N] [--stop STR ...]\n"
     "                   [--template T] [--system TEXT] [--prompt-column COL] [--tokenizer DIR]\n"
     "                   [--seed S] [--limit N] [--run-dir DIR [--overwrite]] [--device D]\n"
-    "                   [--precision f32|bf16]\n"
+    "                   [--precision f32|bf16|fp8]\n"
     "                   [--set key=value ...] [--quiet]\n"
     "Samples N completions per prompt (default 4, temperature 0.6, top-p 0.95), scores them with\n"
     "the reward spec (NAME=PATH:WEIGHT{K=V;...}, comma-separated; bare names are built-in\n"

@@ -178,6 +178,8 @@ static void attn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float
 void model_backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads) {
     if (!tr->have_fwd) base_die("model_backward: no forward to differentiate");
     model *m = tr->m;
+    if (!m->params) base_die("model_backward: a frozen %s model holds no master weights to differentiate",
+                             model_precision_name(m->prec));
     const struct ops *o = m->ops;
     const model_config *c = &m->cfg;
     int64_t n = tr->n;

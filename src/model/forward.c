@@ -92,6 +92,16 @@ static tensor strided3(void *data, tensor_device dev, int64_t a, int64_t b, int6
     return t;
 }
 
+/* The same over a weight w, from `off` elements after its start, in w's
+ * dtype (an f32 master, or a frozen model's stored bf16 / fp8 weight with
+ * its block scales). */
+static tensor strided3_w(const tensor *w, int64_t off, int64_t a, int64_t b, int64_t c, int64_t s0, int64_t s1) {
+    tensor t = strided3((char *)w->data + off * (int64_t)tensor_dtype_size(w->dtype), w->device, a, b, c, s0, s1);
+    t.dtype = w->dtype;
+    t.qb = w->qb;
+    return t;
+}
+
 static void copy_rows(const model *m, tensor *dst, const tensor *src, int64_t n) {
     m->ops->copy(dst->data, src->data, (size_t)(n * src->shape[1]) * sizeof(float));
 }
@@ -166,10 +176,10 @@ void layer_decode(const model *m, int l, layer_acts *A, const tensor *h_in, tens
     int64_t dn = cf->qk_nope_head_dim, dv = cf->v_head_dim, dqk = cf->qk_head_dim;
     attn_pre(m, w, A, h_in, c);
     /* q_lat[b, h] = W_UK[h]^T q_nope[b, h]: batched over heads, [H, n, dn] @ [H, dn, dc]
-     * (the f32 master kv_b in both modes: q and the latent cache are f32) */
-    float *kvb_w = w->kv_b.data;
-    tensor wuk = strided3(kvb_w, dev, H, dn, dc, (dn + dv) * dc, dc);
-    tensor wuv = strided3(kvb_w + dn * dc, dev, H, dv, dc, (dn + dv) * dc, dc);
+     * (the f32 master kv_b in both modes: q and the latent cache are f32; a
+     * frozen model's stored kv_b, widened by the GEMM) */
+    tensor wuk = strided3_w(&w->kv_b, 0, H, dn, dc, (dn + dv) * dc, dc);
+    tensor wuv = strided3_w(&w->kv_b, dn * dc, H, dv, dc, (dn + dv) * dc, dc);
     tensor qn = strided3(A->q.data, dev, H, n, dn, dqk, H * dqk);
     tensor ql = strided3(q_lat->data, dev, H, n, dc, dc, H * dc);
     o->matmul(&ql, &qn, &wuk, 0, 0, 1.0f, 0.0f);

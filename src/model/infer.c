@@ -158,6 +158,7 @@ struct model_cache {
     void *graph[MODEL_GRAPH_BUCKETS];
     int graph_fail[MODEL_GRAPH_BUCKETS];
     int64_t graph_captures, graph_replays;
+    model_cache_mem alloc; /* bytes allocated per role */
 };
 
 /* Fill in page_size and pages (0 = defaults); errors for bad limits. */
@@ -180,29 +181,55 @@ static int64_t ws_tokens(const model_cache_limits *l) {
 }
 static int64_t ws_rows(const model_cache_limits *l) { return l->slots > l->max_batch ? l->slots : l->max_batch; }
 
-size_t model_cache_page_bytes_p(const model_config *cfg, int64_t page_size, model_precision prec) {
+/* One page over all layers in the cache's dtype (the model's activation
+ * dtype: bf16 on a device backend in bf16 / fp8, else f32). */
+static size_t page_bytes_dt(const model_config *cfg, int64_t page_size, tensor_dtype dt) {
     return (size_t)cfg->num_hidden_layers * (size_t)page_size * (size_t)(cfg->kv_lora_rank + cfg->qk_rope_head_dim) *
-           (prec == MODEL_BF16 ? sizeof(uint16_t) : sizeof(float));
+           tensor_dtype_size(dt);
+}
+
+size_t model_cache_page_bytes_p(const model_config *cfg, int64_t page_size, model_precision prec) {
+    return page_bytes_dt(cfg, page_size, prec == MODEL_F32 ? TENSOR_F32 : TENSOR_BF16);
 }
 
 size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size) {
     return model_cache_page_bytes_p(cfg, page_size, MODEL_F32);
 }
 
-size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim) {
-    model_cache_limits l;
-    int64_t mb = 0;
-    if (resolve_limits(lim, &l, &mb)) return 0;
+/* The cache's allocations: pages, block table, workspace (cdt: the
+ * model's activation dtype). */
+static void cache_sizes(const model_config *cfg, const model_cache_limits *l, int64_t mb, tensor_dtype cdt,
+                        model_cache_mem *out) {
     model shell;
     memset(&shell, 0, sizeof shell);
     shell.cfg = *cfg;
     shell.ops = ops_cpu();
+    shell.cdt = cdt;
     infer_ws w;
     planner p = {&shell, NULL, 0};
-    plan_ws(&p, &w, ws_tokens(&l), l.slots, ws_rows(&l), 1);
-    size_t table = (size_t)(l.slots + 1) * (size_t)mb * sizeof(int32_t); /* + the padding slot and page */
-    return (size_t)(l.pages + 1) * model_cache_page_bytes(cfg, l.page_size) + table + p.off;
+    plan_ws(&p, &w, ws_tokens(l), l->slots, ws_rows(l), 1);
+    out->pages = (size_t)(l->pages + 1) * page_bytes_dt(cfg, l->page_size, cdt); /* + the padding page */
+    out->table = (size_t)(l->slots + 1) * (size_t)mb * sizeof(int32_t);     /* + the padding slot */
+    out->workspace = p.off + 64;
 }
+
+size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim) {
+    model_cache_mem mm;
+    return model_cache_plan(cfg, lim, MODEL_F32, TENSOR_CPU, &mm) ? 0 : mm.pages + mm.table + mm.workspace - 64;
+}
+
+base_status model_cache_plan(const model_config *cfg, const model_cache_limits *lim, model_precision prec,
+                             tensor_device dev, model_cache_mem *out) {
+    memset(out, 0, sizeof *out);
+    model_cache_limits l;
+    int64_t mb = 0;
+    base_status st = resolve_limits(lim, &l, &mb);
+    if (st) return st;
+    cache_sizes(cfg, &l, mb, prec != MODEL_F32 && dev != TENSOR_CPU ? TENSOR_BF16 : TENSOR_F32, out);
+    return BASE_OK;
+}
+
+void model_cache_memory(const model_cache *mc, model_cache_mem *out) { *out = mc->alloc; }
 
 base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache **out) {
     *out = NULL;
@@ -218,11 +245,12 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
     int64_t dl = c->kv_lora_rank + c->qk_rope_head_dim;
     /* one page and one block-table row more than asked: the padding slot
      * of bucketed decode graphs (never mapped by callers) */
-    mc->mem = m->ops->alloc((size_t)(l.pages + 1) * model_cache_page_bytes_p(c, l.page_size, model_get_precision(m)));
+    cache_sizes(c, &l, mb, model_cdt(m), &mc->alloc);
+    mc->mem = m->ops->alloc(mc->alloc.pages);
     int64_t shape[4] = {c->num_hidden_layers, l.pages + 1, l.page_size, dl};
     mc->cache = tensor_make(mc->mem, model_cdt(m), m->ops->device, 4, shape);
     size_t tn = (size_t)(l.slots + 1) * (size_t)mb;
-    mc->table_dev = m->ops->alloc(tn * sizeof(int32_t));
+    mc->table_dev = m->ops->alloc(mc->alloc.table);
     mc->table = tensor_make(mc->table_dev, TENSOR_I32, m->ops->device, 2, (int64_t[]){l.slots + 1, mb});
     mc->table_h = base_xmalloc(tn * sizeof(int32_t));
     int identity = !lim->pages; /* the default pool: slot s owns pages s*mb .. */
@@ -232,7 +260,8 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
     planner p = {m, NULL, 0};
     int64_t n = ws_tokens(&l);
     plan_ws(&p, &mc->w, n, l.slots, ws_rows(&l), 1);
-    mc->ws_mem = m->ops->alloc(p.off + 64);
+    if (p.off + 64 != mc->alloc.workspace) base_die("model_cache_new: workspace %zu, planned %zu", p.off + 64, mc->alloc.workspace);
+    mc->ws_mem = m->ops->alloc(mc->alloc.workspace);
     p.base = mc->ws_mem;
     p.off = 0;
     plan_ws(&p, &mc->w, n, l.slots, ws_rows(&l), 1);

@@ -33,6 +33,25 @@ typedef struct {
     model_layer_w *layers; /* num_hidden_layers + n_mtp */
 } model_weights;
 
+/* The storage plan of a frozen bf16/fp8 model (frozen.c): the parameter
+ * table's tensors in runs of one storage class, each run contiguous in the
+ * arena in its dtype (so a view spanning several tensors of a run, e.g.
+ * [gate; up] or all experts, is one linear view). */
+typedef struct {
+    int64_t e0, e1;  /* element range of the master layout */
+    size_t b0;       /* byte offset in the arena */
+    tensor_dtype dt; /* F32 (norms, router, bias), BF16 (embedding, heads), wdt (GEMM weights) */
+} frozen_region;
+
+typedef struct {
+    frozen_region *reg;
+    int nreg;
+    int64_t *soff;  /* per parameter: its first block scale (fp8 GEMM weights), -1 otherwise */
+    size_t bytes;   /* the arena */
+    int64_t nscale; /* block scales */
+    int ngemm;      /* GEMM weight tensors (bounds the block-scaled views) */
+} frozen_plan;
+
 struct model {
     model_config cfg;
     const struct ops *ops;
@@ -52,6 +71,20 @@ struct model {
     tensor_dtype cdt;
     uint16_t *params_c;
     model_weights wc;
+    /* precision and frozen storage (frozen.c). wdt: the GEMM weights' dtype
+     * (F32, BF16, F8_E4M3). A frozen bf16/fp8 model has no params: its
+     * weights live in cmem (laid out by fz), its block scales in scales,
+     * and w and wc are the same views into cmem (f32 norms, router, bias;
+     * bf16 embedding and head; GEMM weights in wdt with their qb). */
+    model_precision prec;
+    int frozen;
+    tensor_dtype wdt;
+    frozen_plan fz;
+    char *cmem;
+    float *scales;
+    tensor_qblock *qbs; /* one per block-scaled GEMM view */
+    int nqb, qbcap;
+    model_mem alloc;    /* bytes allocated per role */
     int64_t rope_len;      /* rows of the rope tables */
     float *rope_mem;       /* device: cos then sin, [rope_len, dr/2] each */
     tensor rope_cos, rope_sin;
@@ -60,7 +93,28 @@ struct model {
 /* weights.c: build the parameter table (tab may be NULL: count only) and
  * bind views of an arena at `base` (NULL: offsets only). Returns numel. */
 int64_t model_layout(model *m, float *base, model_weights *w, model_param *tab, int *ntab);
+/* The same views bound into a frozen model's arena (frozen_view). */
+void model_layout_frozen(model *m, model_weights *w);
 void model_weights_free(model_weights *w);
+
+/* frozen.c */
+/* Plan m->fz for m->tab and GEMM weights of dtype wdt (BF16 or F8_E4M3). */
+void frozen_plan_build(model *m, tensor_dtype wdt);
+void frozen_plan_free(frozen_plan *fz);
+/* The view of the parameters at element offset off with this shape, in the
+ * frozen arena (dtype by storage class; F8 views get their block scales). */
+tensor frozen_view(model *m, int64_t off, int ndim, const int64_t *shape);
+/* Store n f32 host values of the parameters from element offset off (whole
+ * tensors) into the frozen arena: converted to the tensor's storage dtype,
+ * fp8 GEMM weights quantised per tensor (tensor_quantize_fp8_block). */
+void frozen_store(model *m, int64_t off, const float *host, int64_t n);
+/* Store one fp8 GEMM weight (parameter index i) as given: e4m3 codes and
+ * its f32 block scales (a checkpoint's FP8 tensor, kept bit for bit). */
+void frozen_store_fp8(model *m, int i, const uint8_t *q, const float *scale);
+/* n f32 values from element offset off (whole tensors), widened to the host. */
+void frozen_fetch(const model *m, int64_t off, float *host, int64_t n);
+/* The storage dtype of parameter i in the frozen arena. */
+tensor_dtype frozen_param_dtype(const model *m, int i);
 
 /* Contiguous device tensor view helpers. */
 static inline tensor mv_1d(const model *m, void *p, tensor_dtype dt, int64_t a) {

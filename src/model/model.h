@@ -111,29 +111,48 @@ typedef struct {
     int mtp;       /* part of an MTP module (not used by the main forward) */
 } model_param;
 
-/* Compute precision (docs/cuda.md, "bf16 mode"). MODEL_F32: every tensor
- * f32 (the CPU reference). MODEL_BF16 (CUDA backend only): the GEMMs take
- * bf16 operands (a bf16 copy of the weights, refreshed from the f32 master
- * weights by model_sync_compute, and bf16 GEMM inputs) with f32
- * accumulation and f32 outputs, and the latent KV cache in bf16 (rows
- * rounded once when written); the residual stream, norms statistics,
- * router, attention, LM-head statistics, logprobs, entropy, gradients and
- * the optimizer stay f32. */
-typedef enum { MODEL_F32 = 0, MODEL_BF16 = 1 } model_precision;
+/* Compute precision (docs/cuda.md, "bf16 mode"; docs/model.md, "Frozen
+ * models"). MODEL_F32: every tensor f32 (the CPU reference). MODEL_BF16:
+ * on the CUDA backend the GEMMs take bf16 operands (a bf16 copy of the
+ * weights, refreshed from the f32 master weights by model_sync_compute,
+ * and bf16 GEMM inputs) with f32 accumulation and f32 outputs, and the
+ * latent KV cache in bf16 (rows rounded once when written); the residual
+ * stream, norms statistics, router, attention, LM-head statistics,
+ * logprobs, entropy, gradients and the optimizer stay f32. MODEL_FP8
+ * (frozen models only): the GEMM weights in e4m3 with 128 x 128 block
+ * scales (DeepSeek-V3's checkpoint format), everything else as MODEL_BF16.
+ * On the CPU backend bf16 and fp8 are for frozen models: the weights are
+ * stored so and widened to f32 while the GEMM packs them, so activations,
+ * cache and arithmetic stay f32. */
+typedef enum { MODEL_F32 = 0, MODEL_BF16 = 1, MODEL_FP8 = 2 } model_precision;
 
-/* "f32" / "bf16" (NULL: f32). BASE_ERR_INVALID naming the value otherwise. */
+/* "f32" / "bf16" / "fp8" (NULL: f32). BASE_ERR_INVALID naming the value otherwise. */
 base_status model_precision_parse(const char *s, model_precision *out);
 const char *model_precision_name(model_precision p);
 
 typedef struct {
     int64_t max_context; /* rope table length; 0: max_position_embeddings */
     int skip_mtp;        /* do not load MTP layers even when present */
-    model_precision precision; /* MODEL_BF16 needs a device backend (ops->device != CPU) */
+    model_precision precision; /* MODEL_BF16 / MODEL_FP8: see model_precision */
+    /* A frozen model (sampling, eval, the GRPO reference, a distillation
+     * teacher, a LoRA base) holds compute weights only: no f32 master copy.
+     * f32: the f32 weights; bf16: one arena of bf16 GEMM weights, bf16
+     * embedding and LM head, f32 norms, router and routing bias (2 bytes
+     * per parameter); fp8: the same with the GEMM weights in e4m3 plus one
+     * f32 scale per 128 x 128 block (1 byte per parameter and 1/4096 of
+     * scales). FP8 checkpoint weights are kept as stored (no dequantise /
+     * requantise); f32 or bf16 ones are quantised on load (amax / 448 per
+     * block, as DeepGEMM). MTP layers are not loaded. model_params() is
+     * NULL for a frozen bf16/fp8 model, model_backward refuses it (a LoRA
+     * base's backward will need dx only), and model_sync_compute is a no-op. */
+    int frozen;
 } model_load_opts;
 
 /* Load DIR (config.json + safetensors in any shard layout; F32, BF16 or FP8
- * blocks, dequantised to f32). MTP layer tensors are loaded when the
- * checkpoint has them. Errors name the missing tensor or both shapes. */
+ * blocks, dequantised to f32, or kept / converted to the frozen model's
+ * storage: model_load_opts.frozen). MTP layer tensors are loaded when the
+ * checkpoint has them (not for frozen models). Errors name the missing
+ * tensor or both shapes. */
 base_status model_load(const char *dir, const struct ops *ops, const model_load_opts *opts,
                        model **out);
 /* A model with random weights N(0, std^2) (norm weights 1 + N(0, std^2),
@@ -147,7 +166,8 @@ const struct ops *model_ops(const model *m);
 int model_nparams(const model *m);
 const model_param *model_param_at(const model *m, int i);
 const model_param *model_param_find(const model *m, const char *name); /* NULL if absent */
-/* The parameter arena (device memory), model_numel(m) f32 values. */
+/* The parameter arena (device memory), model_numel(m) f32 values; NULL for
+ * a frozen bf16/fp8 model (use model_weights_to_host / _from_host). */
 float *model_params(const model *m);
 int64_t model_numel(const model *m);
 int model_has_mtp(const model *m); /* MTP modules loaded */
@@ -157,8 +177,48 @@ model_precision model_get_precision(const model *m);
  * model_params(m) (an optimizer step, a parameter copy); a no-op in f32
  * mode. model_load and model_init_random call it. */
 void model_sync_compute(model *m);
-/* Bytes of the bf16 compute-weight arena (0 in f32 mode). */
+/* Bytes of the low-precision compute-weight arena: the bf16 copy in bf16
+ * mode, a frozen bf16/fp8 model's weights (0 in f32 mode). */
 size_t model_compute_bytes(const model *m);
+int model_is_frozen(const model *m);
+
+/* Every parameter as f32 on the host, at its model_param offset
+ * (host [model_numel(m)]): the master weights, or a frozen model's stored
+ * weights widened (bf16 exactly, fp8 dequantised). */
+void model_weights_to_host(const model *m, float *host);
+/* Set every parameter from f32 host values (model_param layout): the
+ * master weights (then model_sync_compute), or a frozen model's storage
+ * (rounded to bf16, or quantised to fp8 blocks). */
+void model_weights_from_host(model *m, const float *host);
+/* dst's weights = src's, parameter by parameter by name (src may hold more:
+ * the MTP layers of a policy, which a frozen model leaves out; a name dst
+ * has and src lacks, or another shape, is BASE_ERR_INVALID), in dst's
+ * storage: device copies when both hold f32, else converted through the
+ * host. The GRPO reference model starts so from the policy. */
+base_status model_copy_weights(model *dst, const model *src);
+/* TR-DPO's reference refresh (parameters matched as above; dies when they
+ * do not match): dst = alpha * src + (1 - alpha) * dst, in
+ * f32 (dst scaled, then src added: torch's two ops), stored in dst's
+ * storage (a frozen bf16 dst rounds the result once). */
+void model_mix_weights(model *dst, const model *src, float alpha);
+
+/* Bytes of a model's weights by role: planned from a config
+ * (model_memory_plan) or what a model allocated (model_memory), from the
+ * same sizing code (model_load allocates what the plan says). */
+typedef struct {
+    size_t master;  /* f32 weights: a trainable model's master copy, a frozen f32 model's weights */
+    size_t compute; /* the bf16 copy of bf16 mode, or a frozen bf16/fp8 model's weight arena */
+    size_t scales;  /* fp8: the f32 block scales (inside no other role) */
+    size_t rope;    /* the rope cos / sin tables */
+    int64_t params; /* parameters held (MTP layers included when loaded) */
+} model_mem;
+size_t model_mem_total(const model_mem *mm);
+/* Plan for cfg loaded with opts on a backend (TENSOR_CPU or TENSOR_CUDA):
+ * MTP layers counted when the model would load them (not frozen, not
+ * skip_mtp; with their embedding and head copies, as DeepSeek-V3 ships
+ * them). Errors: the precision checks of model_load. */
+base_status model_memory_plan(const model_config *cfg, const model_load_opts *opts, tensor_device dev, model_mem *out);
+void model_memory(const model *m, model_mem *out);
 
 /* Gradient arena: same layout as the parameters, zero-filled device memory
  * (free with model_ops(m)->free). Backward accumulates into it. */
@@ -273,6 +333,17 @@ typedef struct model_cache model_cache;
 base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache **out);
 void model_cache_free(model_cache *c);
 size_t model_cache_bytes(const model_config *cfg, const model_cache_limits *lim);
+/* Bytes of a cache by role: planned (model_cache_plan, for a precision on a
+ * backend: the cache is bf16 on a device backend in bf16 / fp8, else f32)
+ * or allocated (model_cache_memory); the same sizing code. */
+typedef struct {
+    size_t pages;     /* the latent KV pages (one padding page included) */
+    size_t table;     /* block tables (one padding slot included) */
+    size_t workspace; /* prefill / decode activations and logits */
+} model_cache_mem;
+base_status model_cache_plan(const model_config *cfg, const model_cache_limits *lim, model_precision prec,
+                             tensor_device dev, model_cache_mem *out);
+void model_cache_memory(const model_cache *c, model_cache_mem *out);
 /* Bytes of one page over all layers (page_size positions of the latent
  * rows of every layer), f32 (model_cache_bytes plans f32 pages too). */
 size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size);

@@ -24,7 +24,18 @@ typedef struct {
     model_param *tab;
     int n;
     int64_t off;
+    int frozen; /* bind views into the frozen arena (frozen_view) instead of base */
 } lay;
+
+/* The view of a tensor at element offset `at`: into the f32 arena at base,
+ * or the frozen arena; data NULL when only counting. */
+static tensor bind(lay *L, int64_t at, int ndim, const int64_t *shape) {
+    tensor t;
+    memset(&t, 0, sizeof t);
+    if (L->frozen) t = frozen_view(L->m, at, ndim, shape);
+    else if (L->base) t = tensor_make(L->base + at, TENSOR_F32, L->m->ops->device, ndim, shape);
+    return t;
+}
 
 static tensor add(lay *L, int trainable, int mtp, int ndim, int64_t a, int64_t b, int64_t c, const char *fmt, ...)
     __attribute__((format(printf, 8, 9)));
@@ -46,9 +57,7 @@ static tensor add(lay *L, int trainable, int mtp, int ndim, int64_t a, int64_t b
         p->trainable = trainable;
         p->mtp = mtp;
     }
-    tensor t;
-    memset(&t, 0, sizeof t);
-    if (L->base) t = tensor_make(L->base + L->off, TENSOR_F32, L->m->ops->device, ndim, shape);
+    tensor t = bind(L, L->off, ndim, shape);
     L->n++;
     L->off += numel;
     return t;
@@ -72,10 +81,7 @@ static void add_at(lay *L, int64_t at, int mtp, int64_t rows, int64_t cols, cons
 
 static tensor view_at(lay *L, int64_t at, int ndim, int64_t a, int64_t b, int64_t c) {
     int64_t shape[3] = {a, b, c};
-    tensor t;
-    memset(&t, 0, sizeof t);
-    if (L->base) t = tensor_make(L->base + at, TENSOR_F32, L->m->ops->device, ndim, shape);
-    return t;
+    return bind(L, at, ndim, shape);
 }
 
 /* An MLP's [gate; up] pair and down projection under prefix P. */
@@ -158,9 +164,9 @@ static void add_layer(lay *L, int l, model_layer_w *w) {
     }
 }
 
-int64_t model_layout(model *m, float *base, model_weights *w, model_param *tab, int *ntab) {
+static int64_t layout(model *m, float *base, model_weights *w, model_param *tab, int *ntab, int frozen) {
     const model_config *c = &m->cfg;
-    lay L = {m, base, tab, 0, 0};
+    lay L = {m, base, tab, 0, 0, frozen};
     int nl = c->num_hidden_layers + m->n_mtp;
     model_weights tmp;
     if (!w) w = &tmp;
@@ -176,6 +182,12 @@ int64_t model_layout(model *m, float *base, model_weights *w, model_param *tab, 
     return L.off;
 }
 
+int64_t model_layout(model *m, float *base, model_weights *w, model_param *tab, int *ntab) {
+    return layout(m, base, w, tab, ntab, 0);
+}
+
+void model_layout_frozen(model *m, model_weights *w) { layout(m, NULL, w, NULL, NULL, 1); }
+
 void model_weights_free(model_weights *w) {
     free(w->layers);
     w->layers = NULL;
@@ -183,18 +195,65 @@ void model_weights_free(model_weights *w) {
 
 /* ---- construction --------------------------------------------------------- */
 
-static model *model_alloc(const model_config *cfg, const struct ops *ops, int n_mtp, int copies) {
+/* The storage a precision asks for: frozen bf16/fp8 models hold one
+ * compute arena (frozen.c), every other model the f32 parameter arena. */
+static int frozen_arena(model_precision p, int frozen) { return frozen && p != MODEL_F32; }
+
+/* The parameter table of cfg (n_mtp MTP layers, with embedding / head
+ * copies or not) and, for a frozen bf16/fp8 model, its storage plan:
+ * everything the sizes depend on, nothing allocated. */
+static model *model_shell(const model_config *cfg, const struct ops *ops, int n_mtp, int copies,
+                          model_precision prec, int frozen) {
     model *m = base_xcalloc(1, sizeof *m);
     m->cfg = *cfg;
     m->ops = ops;
     m->n_mtp = n_mtp;
     m->mtp_copies = copies;
+    m->prec = prec;
+    m->frozen = frozen;
+    m->wdt = prec == MODEL_FP8 ? TENSOR_F8_E4M3 : prec == MODEL_BF16 && frozen ? TENSOR_BF16 : TENSOR_F32;
     int n = 0;
     m->numel = model_layout(m, NULL, NULL, NULL, &n);
     m->tab = base_xcalloc((size_t)n, sizeof(model_param));
     model_layout(m, NULL, NULL, m->tab, &m->ntab);
-    m->params = ops->alloc((size_t)m->numel * sizeof(float));
-    model_layout(m, m->params, &m->w, NULL, NULL);
+    if (frozen_arena(prec, frozen)) frozen_plan_build(m, m->wdt);
+    return m;
+}
+
+/* Bytes per role of a shell (model_memory_plan) or a model being built:
+ * the sizes model_alloc / finish allocate. */
+static void sizes(const model *m, tensor_device dev, int64_t rope_len, model_mem *mm) {
+    memset(mm, 0, sizeof *mm);
+    mm->params = m->numel;
+    if (frozen_arena(m->prec, m->frozen)) {
+        mm->compute = m->fz.bytes;
+        mm->scales = (size_t)m->fz.nscale * sizeof(float);
+    } else {
+        mm->master = (size_t)m->numel * sizeof(float);
+        /* bf16 mode's copy (a trainable model on a device backend) */
+        if (m->prec == MODEL_BF16 && dev != TENSOR_CPU) mm->compute = (size_t)m->numel * sizeof(uint16_t);
+    }
+    mm->rope = 2 * (size_t)rope_len * (size_t)(m->cfg.qk_rope_head_dim / 2) * sizeof(float) + 1;
+}
+
+static model *model_alloc(const model_config *cfg, const struct ops *ops, int n_mtp, int copies, model_precision prec,
+                          int frozen) {
+    model *m = model_shell(cfg, ops, n_mtp, copies, prec, frozen);
+    model_mem mm;
+    sizes(m, ops->device, 0, &mm);
+    if (frozen_arena(prec, frozen)) {
+        m->cmem = ops->alloc(mm.compute);
+        if (mm.scales) m->scales = ops->alloc(mm.scales);
+        m->qbcap = m->fz.ngemm;
+        m->qbs = base_xcalloc((size_t)(m->qbcap > 0 ? m->qbcap : 1), sizeof(tensor_qblock));
+        model_layout_frozen(m, &m->w);
+    } else {
+        m->params = ops->alloc(mm.master);
+        model_layout(m, m->params, &m->w, NULL, NULL);
+    }
+    m->alloc = mm;
+    m->alloc.compute = frozen_arena(prec, frozen) ? mm.compute : 0; /* bf16 mode's copy: setup_precision */
+    m->alloc.rope = 0;                                              /* model_rope_tables */
     return m;
 }
 
@@ -214,7 +273,8 @@ void model_rope_tables(model *m, int64_t len) {
             host[n + p * half + i] = (float)(sin((double)ang) * c->attention_factor);
         }
     m->rope_len = len;
-    m->rope_mem = m->ops->alloc(2 * n * sizeof(float) + 1);
+    m->alloc.rope = 2 * n * sizeof(float) + 1;
+    m->rope_mem = m->ops->alloc(m->alloc.rope);
     m->ops->upload(m->rope_mem, host, 2 * n * sizeof(float));
     free(host);
     m->rope_cos = mv_2d(m, m->rope_mem, TENSOR_F32, len, half);
@@ -226,11 +286,14 @@ void model_rope_tables(model *m, int64_t len) {
 base_status model_precision_parse(const char *s, model_precision *out) {
     if (!s || !strcmp(s, "f32")) *out = MODEL_F32;
     else if (!strcmp(s, "bf16")) *out = MODEL_BF16;
-    else return base_err_set(BASE_ERR_INVALID, "precision '%s': expected f32 or bf16", s);
+    else if (!strcmp(s, "fp8")) *out = MODEL_FP8;
+    else return base_err_set(BASE_ERR_INVALID, "precision '%s': expected f32, bf16 or fp8", s);
     return BASE_OK;
 }
 
-const char *model_precision_name(model_precision p) { return p == MODEL_BF16 ? "bf16" : "f32"; }
+const char *model_precision_name(model_precision p) {
+    return p == MODEL_BF16 ? "bf16" : p == MODEL_FP8 ? "fp8" : "f32";
+}
 
 /* Point a GEMM weight view at its bf16 copy (same element offset). */
 static void to_compute(const model *m, tensor *t) {
@@ -240,16 +303,22 @@ static void to_compute(const model *m, tensor *t) {
     t->dtype = TENSOR_BF16;
 }
 
-/* The precision asked for is one this backend runs (checked before any
- * weight is read). */
+/* The precision asked for is one this backend runs for this model (checked
+ * before any weight is read). */
 static base_status check_precision(const struct ops *ops, const model_load_opts *opts) {
     model_precision p = opts ? opts->precision : MODEL_F32;
-    if (p != MODEL_F32 && p != MODEL_BF16)
-        return base_err_set(BASE_ERR_INVALID, "precision %d: expected f32 or bf16", (int)p);
-    if (p == MODEL_BF16 && ops->device == TENSOR_CPU)
+    int frozen = opts && opts->frozen;
+    if (p != MODEL_F32 && p != MODEL_BF16 && p != MODEL_FP8)
+        return base_err_set(BASE_ERR_INVALID, "precision %d: expected f32, bf16 or fp8", (int)p);
+    if (p == MODEL_FP8 && !frozen)
         return base_err_set(BASE_ERR_UNSUPPORTED,
-                            "precision bf16: the %s backend is the f32 reference and computes in f32 only; "
-                            "bf16 mode needs --device cuda (or --precision f32)",
+                            "precision fp8: for frozen models only (generate, eval, sample, forward); a "
+                            "trained model keeps f32 master weights: use bf16 or f32");
+    if (p == MODEL_BF16 && ops->device == TENSOR_CPU && !frozen)
+        return base_err_set(BASE_ERR_UNSUPPORTED,
+                            "precision bf16: the %s backend is the f32 reference and trains in f32 only (bf16 "
+                            "there is for frozen models: generate, eval, sample, forward); bf16 training needs "
+                            "--device cuda (or --precision f32)",
                             ops->name);
     return BASE_OK;
 }
@@ -258,14 +327,15 @@ static base_status check_precision(const struct ops *ops, const model_load_opts 
 static base_status setup_precision(model *m, const model_load_opts *opts) {
     model_precision p = opts ? opts->precision : MODEL_F32;
     int nl = m->cfg.num_hidden_layers + m->n_mtp;
-    m->cdt = TENSOR_F32;
+    /* activations: bf16 GEMM inputs and cache on a device backend in bf16
+     * and fp8; the CPU keeps f32 (stored weights widened in the GEMM) */
+    m->cdt = p != MODEL_F32 && m->ops->device != TENSOR_CPU ? TENSOR_BF16 : TENSOR_F32;
     m->wc = m->w;
     m->wc.layers = base_xmalloc((size_t)nl * sizeof(model_layer_w));
     memcpy(m->wc.layers, m->w.layers, (size_t)nl * sizeof(model_layer_w));
-    base_status st = check_precision(m->ops, opts);
-    if (st || p == MODEL_F32) return st;
-    m->cdt = TENSOR_BF16;
-    m->params_c = m->ops->alloc((size_t)m->numel * sizeof(uint16_t));
+    if (m->cmem || p == MODEL_F32) return BASE_OK; /* frozen: w is the compute weights */
+    m->alloc.compute = (size_t)m->numel * sizeof(uint16_t);
+    m->params_c = m->ops->alloc(m->alloc.compute);
     for (int l = 0; l < nl; l++) {
         model_layer_w *w = &m->wc.layers[l];
         tensor *g[] = {&w->q_a, &w->q_b, &w->q, &w->kv_a, &w->kv_b, &w->o, &w->gu, &w->down,
@@ -278,14 +348,34 @@ static base_status setup_precision(model *m, const model_load_opts *opts) {
 }
 
 void model_sync_compute(model *m) {
-    if (m->cdt != TENSOR_BF16) return;
+    if (!m->params_c) return; /* f32 mode, or a frozen model: no master copy */
     tensor src = tensor_1d(m->params, TENSOR_F32, m->numel), dst = tensor_1d(m->params_c, TENSOR_BF16, m->numel);
     src.device = dst.device = m->ops->device;
     m->ops->convert(&dst, &src);
 }
 
-model_precision model_get_precision(const model *m) { return m->cdt == TENSOR_BF16 ? MODEL_BF16 : MODEL_F32; }
-size_t model_compute_bytes(const model *m) { return m->params_c ? (size_t)m->numel * sizeof(uint16_t) : 0; }
+model_precision model_get_precision(const model *m) { return m->prec; }
+size_t model_compute_bytes(const model *m) { return m->alloc.compute; }
+int model_is_frozen(const model *m) { return m->frozen; }
+void model_memory(const model *m, model_mem *out) { *out = m->alloc; }
+size_t model_mem_total(const model_mem *mm) { return mm->master + mm->compute + mm->scales + mm->rope; }
+
+base_status model_memory_plan(const model_config *cfg, const model_load_opts *opts, tensor_device dev, model_mem *out) {
+    memset(out, 0, sizeof *out);
+    const struct ops *shell_ops = ops_cpu(); /* sizes only: device named by dev */
+    struct ops o = *shell_ops;
+    o.device = dev;
+    base_status st = check_precision(&o, opts);
+    if (st) return st;
+    int frozen = opts && opts->frozen, mtp = frozen || (opts && opts->skip_mtp) ? 0 : cfg->num_nextn_predict_layers;
+    model *m = model_shell(cfg, shell_ops, mtp, mtp > 0, opts ? opts->precision : MODEL_F32, frozen);
+    int64_t len = opts && opts->max_context > 0 ? opts->max_context : cfg->max_position_embeddings;
+    sizes(m, dev, len, out);
+    frozen_plan_free(&m->fz);
+    free(m->tab);
+    free(m);
+    return BASE_OK;
+}
 
 static base_status finish(model *m, const model_load_opts *opts) {
     int64_t len = opts && opts->max_context > 0 ? opts->max_context : m->cfg.max_position_embeddings;
@@ -295,8 +385,12 @@ static base_status finish(model *m, const model_load_opts *opts) {
 
 void model_free(model *m) {
     if (!m) return;
-    m->ops->free(m->params);
+    if (m->params) m->ops->free(m->params);
     if (m->params_c) m->ops->free(m->params_c);
+    if (m->cmem) m->ops->free(m->cmem);
+    if (m->scales) m->ops->free(m->scales);
+    free(m->qbs);
+    frozen_plan_free(&m->fz);
     model_weights_free(&m->wc);
     m->ops->free(m->rope_mem);
     model_weights_free(&m->w);
@@ -314,9 +408,44 @@ static const char *shape_str(int ndim, const int64_t *s, char *buf, size_t n) {
     return buf;
 }
 
-/* Load tensor `name` of expected shape into the arena at `off`. */
+/* Host staging of a load: f32 values of the largest tensor (a device
+ * backend, or a frozen arena), and for fp8 storage its e4m3 codes and
+ * block scales as the checkpoint has them. */
+typedef struct {
+    float *f32;
+    uint8_t *q;
+    float *scale;
+} stage_bufs;
+
+/* An FP8 checkpoint weight kept as stored: codes and its `_scale_inv`
+ * [ceil(rows/128), ceil(cols/128)] (F32 or BF16 in the file) checked, then
+ * stored bit for bit. */
+static base_status load_fp8_raw(model *m, const st_dir *d, const st_tensor *t, int pi, const stage_bufs *sb) {
+    const model_param *p = &m->tab[pi];
+    char sn[160];
+    snprintf(sn, sizeof sn, "%s_scale_inv", t->name);
+    const st_tensor *sc = st_dir_find(d, sn);
+    int64_t br = (p->shape[0] + TENSOR_QBLOCK - 1) / TENSOR_QBLOCK, bc = (p->shape[1] + TENSOR_QBLOCK - 1) / TENSOR_QBLOCK;
+    if (!sc)
+        return base_err_set(BASE_ERR_INVALID, "%s: tensor '%s': F8_E4M3 weight without its '%s' block scales",
+                            st_dir_file_of(d, t), t->name, sn);
+    if (sc->ndim != 2 || sc->shape[0] != br || sc->shape[1] != bc ||
+        (sc->dtype != TENSOR_F32 && sc->dtype != TENSOR_BF16)) {
+        char a[96];
+        return base_err_set(BASE_ERR_INVALID, "%s: tensor '%s': scale is %s %s, expected F32 [%lld, %lld] (128x128 blocks)",
+                            st_dir_file_of(d, sc), sn, tensor_dtype_name(sc->dtype),
+                            shape_str(sc->ndim, sc->shape, a, sizeof a), (long long)br, (long long)bc);
+    }
+    base_status st = st_dir_load(d, t->name, TENSOR_F8_E4M3, sb->q, p->numel);
+    if (!st) st = st_dir_load(d, sn, TENSOR_F32, sb->scale, br * bc);
+    if (!st) frozen_store_fp8(m, pi, sb->q, sb->scale);
+    return st;
+}
+
+/* Load tensor `name` of expected shape into the parameters at `off` (pi:
+ * its parameter index when it is one parameter, -1 for a fused tensor). */
 static base_status load_one(model *m, const st_dir *d, const char *name, int ndim, const int64_t *shape,
-                            int64_t off, float *stage) {
+                            int64_t off, int pi, const stage_bufs *sb) {
     const st_tensor *t = st_dir_find(d, name);
     if (!t) return base_err_set(BASE_ERR_INVALID, "checkpoint: missing tensor %s", name);
     int ok = t->ndim == ndim;
@@ -330,10 +459,13 @@ static base_status load_one(model *m, const st_dir *d, const char *name, int ndi
         return base_err_set(BASE_ERR_INVALID, "%s: tensor %s has shape %s, the config needs %s", st_dir_file_of(d, t),
                             name, shape_str(t->ndim, t->shape, a, sizeof a), shape_str(ndim, shape, b, sizeof b));
     }
-    float *dst = m->ops->device == TENSOR_CPU ? m->params + off : stage;
+    if (m->cmem && pi >= 0 && t->dtype == TENSOR_F8_E4M3 && frozen_param_dtype(m, pi) == TENSOR_F8_E4M3)
+        return load_fp8_raw(m, d, t, pi, sb); /* FP8 stays FP8 */
+    float *dst = m->params && m->ops->device == TENSOR_CPU ? m->params + off : sb->f32;
     base_status st = st_dir_load(d, name, TENSOR_F32, dst, numel);
     if (st) return st;
-    if (dst != m->params + off) m->ops->upload(m->params + off, dst, (size_t)numel * sizeof(float));
+    if (m->cmem) frozen_store(m, off, dst, numel);
+    else if (dst != m->params + off) m->ops->upload(m->params + off, dst, (size_t)numel * sizeof(float));
     return BASE_OK;
 }
 
@@ -348,7 +480,7 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
     if ((st = st_dir_open(dir, &d))) return st;
     /* MTP modules: loaded when the checkpoint has them */
     int n_mtp = 0, copies = 0;
-    if (!(opts && opts->skip_mtp)) {
+    if (!(opts && (opts->skip_mtp || opts->frozen))) {
         for (int k = 0; k < cfg.num_nextn_predict_layers; k++) {
             char nm[96];
             snprintf(nm, sizeof nm, "model.layers.%d.eh_proj.weight", cfg.num_hidden_layers + k);
@@ -364,7 +496,8 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
             base_info("%s: %d of %d MTP layers present in the checkpoint; loading %d", dir, n_mtp,
                       cfg.num_nextn_predict_layers, n_mtp);
     }
-    model *m = model_alloc(&cfg, ops, n_mtp, copies);
+    model_precision prec = opts ? opts->precision : MODEL_F32;
+    model *m = model_alloc(&cfg, ops, n_mtp, copies, prec, opts && opts->frozen);
     unsigned char *done = base_xcalloc((size_t)m->ntab, 1);
     int64_t maxn = 0;
     for (int i = 0; i < m->ntab; i++)
@@ -373,7 +506,13 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
      * experts tensor included */
     int64_t fused = (int64_t)cfg.n_routed_experts * 2 * cfg.moe_intermediate_size * cfg.hidden_size;
     if (fused > maxn) maxn = fused;
-    float *stage = ops->device != TENSOR_CPU ? base_xmalloc((size_t)maxn * sizeof(float)) : NULL;
+    stage_bufs sb = {NULL, NULL, NULL};
+    if (ops->device != TENSOR_CPU || m->cmem) sb.f32 = base_xmalloc((size_t)maxn * sizeof(float));
+    if (m->wdt == TENSOR_F8_E4M3) {
+        sb.q = base_xmalloc((size_t)maxn);
+        sb.scale = base_xmalloc((size_t)(maxn / (TENSOR_QBLOCK * TENSOR_QBLOCK) + 2 * maxn / TENSOR_QBLOCK + 1) *
+                                sizeof(float)); /* ceil(r/128) ceil(c/128) <= rc/128^2 + (r+c)/128 + 1 */
+    }
     /* fused experts (transformers v5 layout): one tensor per layer */
     int nl = cfg.num_hidden_layers + n_mtp;
     for (int l = 0; l < nl && !st; l++) {
@@ -386,9 +525,12 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
         if (!st_dir_find(d, nm)) continue; /* reported below as missing per-expert tensors */
         int64_t E = cfg.n_routed_experts, ie = cfg.moe_intermediate_size, dm = cfg.hidden_size;
         int64_t gs[3] = {E, 2 * ie, dm}, ds[3] = {E, dm, ie};
-        st = load_one(m, d, nm, 3, gs, (float *)w->e_gu.data - m->params, stage);
+        char e0[128];
+        snprintf(e0, sizeof e0, "model.layers.%d.mlp.experts.0.gate_proj.weight", l);
+        st = load_one(m, d, nm, 3, gs, model_param_find(m, e0)->offset, -1, &sb);
         snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.down_proj", l);
-        if (!st) st = load_one(m, d, nm, 3, ds, (float *)w->e_down.data - m->params, stage);
+        snprintf(e0, sizeof e0, "model.layers.%d.mlp.experts.0.down_proj.weight", l);
+        if (!st) st = load_one(m, d, nm, 3, ds, model_param_find(m, e0)->offset, -1, &sb);
         char pre[64];
         snprintf(pre, sizeof pre, "model.layers.%d.mlp.experts.", l);
         for (int i = 0; i < m->ntab; i++)
@@ -403,9 +545,9 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
             base_warn("%s: no %s; using zeros", dir, p->name);
             continue;
         }
-        st = load_one(m, d, p->name, p->ndim, p->shape, p->offset, stage);
+        st = load_one(m, d, p->name, p->ndim, p->shape, p->offset, i, &sb);
     }
-    free(stage);
+    free(sb.f32), free(sb.q), free(sb.scale);
     free(done);
     st_dir_close(d);
     if (st) {
@@ -425,7 +567,7 @@ base_status model_init_random(const model_config *cfg, const struct ops *ops, ui
     *out = NULL;
     base_status st0 = check_precision(ops, opts);
     if (st0) return st0;
-    model *m = model_alloc(cfg, ops, 0, 0);
+    model *m = model_alloc(cfg, ops, 0, 0, opts ? opts->precision : MODEL_F32, opts && opts->frozen);
     int64_t maxn = 0;
     for (int i = 0; i < m->ntab; i++)
         if (m->tab[i].numel > maxn) maxn = m->tab[i].numel;
@@ -440,7 +582,8 @@ base_status model_init_random(const model_config *cfg, const struct ops *ops, ui
             float x = std * base_rng_normal(&r, (uint32_t)k);
             host[k] = is_norm ? 1.0f + x : x;
         }
-        ops->upload(m->params + p->offset, host, (size_t)p->numel * sizeof(float));
+        if (m->cmem) frozen_store(m, p->offset, host, p->numel);
+        else ops->upload(m->params + p->offset, host, (size_t)p->numel * sizeof(float));
     }
     free(host);
     base_status st = finish(m, opts);

@@ -61,7 +61,13 @@ struct ops {
      *   C is [M, N].
      * Batched when any operand is 3-D: [Bt, rows, cols]; a 2-D operand or a
      * batch of 1 is broadcast over the batch. beta = 0 overwrites C (NaN in
-     * C is not propagated); beta = 1 accumulates. Accumulation in f32. */
+     * C is not propagated); beta = 1 accumulates. Accumulation in f32.
+     * B may be a stored weight of a frozen model (ops_need_weight): BF16, or
+     * F8_E4M3 with its block scales (tensor.qb), whatever A's dtype; the op
+     * computes with B's dequantised values in A's dtype (the CPU widens each
+     * panel to f32 while packing it: bit for bit the product with an f32
+     * copy of the dequantised B; CUDA dequantises into a scratch copy in
+     * A's dtype for cuBLAS). */
     void (*matmul)(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b,
                    float alpha, float beta);
 
@@ -184,7 +190,8 @@ struct ops {
      *   y[r] = alpha * x[r] @ op(w[e]) + beta * y[r]
      * x [R, K], y [R, N]; w [E, N, K] with trans_w (y = x w[e]^T, the
      * nn.Linear layout) or [E, K, N] without (x and w: F32 or BF16, one
-     * dtype; y F32); offsets I32 [E+1] from 0 to R,
+     * dtype, or w a stored BF16 / block-scaled F8_E4M3 weight as for
+     * matmul; y F32); offsets I32 [E+1] from 0 to R,
      * non-decreasing. One call for all experts: no host loop, no
      * synchronisation needed by the caller. beta = 0 overwrites. */
     void (*moe_matmul)(tensor *y, const tensor *x, const tensor *w, const tensor *offsets, int trans_w,
@@ -200,7 +207,8 @@ struct ops {
     void (*swiglu_bwd)(tensor *dgu, const tensor *dh, const tensor *gu);
 
     /* y [N, D] = table[ids] (table [V, D], ids I32 [N]); _bwd:
-     * dtable[ids[n]] += dy[n] (accumulates). */
+     * dtable[ids[n]] += dy[n] (accumulates). The forward's table may be a
+     * stored BF16 weight with an F32 y (rows widened). */
     void (*embedding_fwd)(tensor *y, const tensor *table, const tensor *ids);
     void (*embedding_bwd)(tensor *dtable, const tensor *dy, const tensor *ids);
 
@@ -208,7 +216,8 @@ struct ops {
      * z = scale * x @ w^T (scale = 1/temperature), p = softmax(z),
      * logp[n] = log p[target[n]] (0 where target < 0), ent[n] = -sum p log p,
      * lse[n] = logsumexp(z) (saved for the backward).
-     * x [N, D], w [V, D] (F32 or BF16, one dtype), target I32 [N]; ws [R, C]
+     * x [N, D], w [V, D] (F32 or BF16, one dtype, or w a stored weight:
+     * ops_need_weight), target I32 [N]; ws [R, C]
      * (F32) is workspace: R rows by C vocabulary entries per block. */
     void (*lmhead_fwd)(tensor *logp, tensor *ent, tensor *lse, const tensor *x, const tensor *w,
                        const tensor *target, float scale, tensor *ws);

@@ -39,6 +39,13 @@ void ops_need_fb(const char *be, const char *op, const char *arg, const tensor *
     ops_need(be, op, arg, t, t->dtype == TENSOR_BF16 ? TENSOR_BF16 : TENSOR_F32, ndim);
 }
 
+void ops_need_weight(const char *be, const char *op, const char *arg, const tensor *w, const tensor *x, int ndim) {
+    if (w->dtype != x->dtype && w->dtype != TENSOR_BF16 && w->dtype != TENSOR_F8_E4M3)
+        base_die("%s %s: %s must be %s or a stored weight (BF16, F8_E4M3) (got %s)", be, op, arg,
+                 tensor_dtype_name(x->dtype), tensor_dtype_name(w->dtype));
+    ops_need(be, op, arg, w, w->dtype, ndim);
+}
+
 void ops_need_same_dtype(const char *be, const char *op, const char *an, const tensor *a, const char *bn,
                          const tensor *b) {
     if (a->dtype != b->dtype)
@@ -147,8 +154,7 @@ void ops_check_mla_decode(const char *be, const tensor *o_lat, const tensor *q_l
 static ops_lm_dims check_lm(const char *be, const char *op, const tensor *x, const tensor *w, const tensor *target,
                             const tensor *ws) {
     ops_need_fb(be, op, "x", x, 2);
-    ops_need_fb(be, op, "w", w, 2);
-    ops_need_same_dtype(be, op, "x", x, "w", w);
+    ops_need_weight(be, op, "w", w, x, 2);
     ops_need(be, op, "target", target, TENSOR_I32, 1);
     ops_need(be, op, "ws", ws, TENSOR_F32, 2);
     ops_lm_dims d = {x->shape[0], x->shape[1], w->shape[0], ws->shape[0], ws->shape[1]};
@@ -289,8 +295,7 @@ void ops_check_moe_matmul(const char *be, const tensor *y, const tensor *x, cons
     const char *op = "moe_matmul";
     ops_need(be, op, "y", y, TENSOR_F32, 2);
     ops_need_fb(be, op, "x", x, 2);
-    ops_need_fb(be, op, "w", w, 3);
-    ops_need_same_dtype(be, op, "x", x, "w", w);
+    ops_need_weight(be, op, "w", w, x, 3);
     ops_need(be, op, "offsets", offsets, TENSOR_I32, 1);
     int64_t r = x->shape[0], k = x->shape[1], e = w->shape[0], n = y->shape[1];
     ops_need_dim(be, op, "y", y, 0, r);
@@ -389,6 +394,18 @@ void ops_check_rmsnorm_bwd(const char *be, const tensor *dx, const tensor *dw, c
     ops_need_dim(be, op, "w", w, 0, d);
     ops_need_vec(be, op, "rstd", rstd, n);
     if (dw) ops_need_vec(be, op, "dw", dw, d);
+}
+
+void ops_check_embedding_fwd(const char *be, const tensor *y, const tensor *table, const tensor *ids) {
+    const char *op = "embedding_fwd";
+    if (table->dtype != TENSOR_BF16) ops_need(be, op, "table", table, TENSOR_F32, 2);
+    else ops_need(be, op, "table", table, TENSOR_BF16, 2);
+    if (y->dtype != TENSOR_F32) ops_need_fb(be, op, "y", y, 2);
+    else ops_need(be, op, "y", y, TENSOR_F32, 2);
+    if (y->dtype != TENSOR_F32) ops_need_same_dtype(be, op, "y", y, "table", table);
+    ops_need(be, op, "ids", ids, TENSOR_I32, 1);
+    ops_need_dim(be, op, "table", table, 1, y->shape[1]);
+    ops_need_dim(be, op, "ids", ids, 0, y->shape[0]);
 }
 
 void ops_check_embedding_bwd(const char *be, const tensor *dtable, const tensor *dy, const tensor *ids) {

@@ -31,6 +31,11 @@ void ops_need_contig(const char *be, const char *op, const char *arg, const tens
  * rounded once). The CPU backend is the f32 reference and takes F32 only:
  * for be "cpu" a BF16 tensor dies naming the CUDA backend. */
 void ops_need_fb(const char *be, const char *op, const char *arg, const tensor *t, int ndim);
+/* A weight operand w of a GEMM whose other operand is x: x's dtype, or a
+ * stored weight's dtype (BF16, F8_E4M3: a frozen model's compute weights,
+ * widened to x's dtype by the op; F8 with its block scales, tensor.h
+ * tensor_qblock). x itself obeys ops_need_fb (the CPU: F32). */
+void ops_need_weight(const char *be, const char *op, const char *arg, const tensor *w, const tensor *x, int ndim);
 /* b has a's dtype (operands of one GEMM). */
 void ops_need_same_dtype(const char *be, const char *op, const char *an, const tensor *a, const char *bn,
                          const tensor *b);
@@ -87,6 +92,9 @@ void ops_check_gather_rows(const char *be, const tensor *dst, const tensor *src,
 void ops_check_rmsnorm_fwd(const char *be, const tensor *y, const tensor *rstd, const tensor *x, const tensor *w);
 void ops_check_rmsnorm_bwd(const char *be, const tensor *dx, const tensor *dw, const tensor *dy, const tensor *x,
                            const tensor *w, const tensor *rstd);
+/* y [N, D] F32 (or the table's dtype on the CUDA backend), table [V, D]
+ * F32 or BF16 (a stored weight, widened into an F32 y), ids I32 [N]. */
+void ops_check_embedding_fwd(const char *be, const tensor *y, const tensor *table, const tensor *ids);
 void ops_check_embedding_bwd(const char *be, const tensor *dtable, const tensor *dy, const tensor *ids);
 
 #ifdef __cplusplus

@@ -127,19 +127,70 @@ uint8_t tensor_f32_to_f8e4m3(float f) {
     if (isnan(f)) return 0x7f;
     uint8_t sign = signbit(f) ? 0x80 : 0;
     float a = fabsf(f);
-    if (a >= 448.0f) return sign | 0x7e;
-    /* brute force nearest (ties to even code) over the 127 finite codes:
-     * this is a test/fixture helper, not a hot path */
-    uint8_t best = 0;
-    float bd = INFINITY;
-    for (int c = 0; c <= 0x7e; c++) {
-        float d = fabsf(tensor_f8e4m3_to_f32((uint8_t)c) - a);
-        if (d < bd || (d == bd && (c & 1) == 0)) {
-            bd = d;
-            best = (uint8_t)c;
-        }
+    if (a >= 448.0f) return sign | 0x7e; /* saturate (e4m3fn has no infinity) */
+    if (a < 0.015625f) {                  /* below 2^-6: subnormal codes, multiples of 2^-9 */
+        /* a * 512 is exact (a power of two); nearbyintf rounds to nearest
+         * even; 8 is code 0x08 = 2^-6, the smallest normal */
+        return sign | (uint8_t)nearbyintf(a * 512.0f);
     }
-    return sign | best;
+    uint32_t u;
+    memcpy(&u, &a, 4);
+    /* round the 23-bit mantissa to 3 bits, nearest even (a carry moves
+     * into the exponent); a < 448 rounds to at most 448 = 1.75 * 2^8 */
+    u += 0x7ffffu + ((u >> 20) & 1u);
+    int e = (int)(u >> 23) - 127;
+    return sign | (uint8_t)(((e + 7) << 3) | ((u >> 20) & 7u));
+}
+
+void tensor_widen(float *dst, const tensor *t, int64_t off, int64_t n) {
+    size_t es = tensor_dtype_size(t->dtype);
+    const void *src = (const char *)t->data + off * (int64_t)es;
+    if (t->dtype != TENSOR_F8_E4M3 || !t->qb) {
+        tensor_to_f32(dst, src, t->dtype, n);
+        return;
+    }
+    static float lut[256];
+    static int lut_done;
+    if (!__atomic_load_n(&lut_done, __ATOMIC_ACQUIRE)) {
+        for (int i = 0; i < 256; i++) lut[i] = tensor_f8e4m3_to_f32((uint8_t)i);
+        __atomic_store_n(&lut_done, 1, __ATOMIC_RELEASE);
+    }
+    const tensor_qblock *qb = t->qb;
+    const uint8_t *q = src;
+    int64_t k = (const uint8_t *)src - (const uint8_t *)qb->base;
+    if (k < 0 || k + n > qb->rows * qb->cols * qb->count)
+        base_die("tensor_widen: F8 elements [%lld, %lld) outside their block-scaled region of %lld",
+                 (long long)k, (long long)(k + n), (long long)(qb->rows * qb->cols * qb->count));
+    for (int64_t i = 0; i < n;) {
+        /* a run inside one scale block of one row */
+        int64_t col = (k + i) % qb->cols, run = TENSOR_QBLOCK - col % TENSOR_QBLOCK;
+        if (run > qb->cols - col) run = qb->cols - col;
+        if (run > n - i) run = n - i;
+        float s = qb->scale[tensor_qblock_index(qb, k + i)];
+        for (int64_t j = 0; j < run; j++) dst[i + j] = lut[q[i + j]] * s;
+        i += run;
+    }
+}
+
+void tensor_quantize_fp8_block(uint8_t *q, float *scale, const float *w, int64_t rows, int64_t cols) {
+    int64_t br = (rows + TENSOR_QBLOCK - 1) / TENSOR_QBLOCK, bc = (cols + TENSOR_QBLOCK - 1) / TENSOR_QBLOCK;
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+    for (int64_t b = 0; b < br * bc; b++) {
+        int64_t r0 = b / bc * TENSOR_QBLOCK, c0 = b % bc * TENSOR_QBLOCK;
+        int64_t r1 = r0 + TENSOR_QBLOCK < rows ? r0 + TENSOR_QBLOCK : rows;
+        int64_t c1 = c0 + TENSOR_QBLOCK < cols ? c0 + TENSOR_QBLOCK : cols;
+        float amax = 0.0f;
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t c = c0; c < c1; c++) {
+                float a = fabsf(w[r * cols + c]);
+                if (a > amax || isnan(a)) amax = a; /* NaN propagates, as torch's amax */
+            }
+        if (amax < 1e-4f) amax = 1e-4f; /* DeepGEMM: amax.clamp(1e-4) */
+        float inv = 448.0f / amax;
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t c = c0; c < c1; c++) q[r * cols + c] = tensor_f32_to_f8e4m3(w[r * cols + c] * inv);
+        scale[b] = amax / 448.0f;
+    }
 }
 
 void tensor_to_f32(float *dst, const void *src, tensor_dtype st, int64_t n) {

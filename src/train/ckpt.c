@@ -52,8 +52,15 @@ static float *host_view(const struct ops *ops, const float *dev, int64_t n, floa
 }
 
 static base_status write_weights(const model *m, const char *path) {
-    float *own;
-    const float *host = host_view(model_ops(m), model_params(m), model_numel(m), &own);
+    float *own = NULL;
+    const float *host;
+    if (model_params(m)) {
+        host = host_view(model_ops(m), model_params(m), model_numel(m), &own);
+    } else { /* a frozen bf16 reference: its stored values, exact in f32 */
+        own = base_xmalloc((size_t)model_numel(m) * sizeof(float));
+        model_weights_to_host(m, own);
+        host = own;
+    }
     st_writer *w = st_writer_new();
     for (int i = 0; i < model_nparams(m); i++) {
         const model_param *p = model_param_at(m, i);
@@ -540,7 +547,7 @@ base_status run_ckpt_load_ref(const run_ckpt *k, model *ref) {
         const model_param *pp = model_param_at(ref, i);
         s = st_file_load(f, pp->name, TENSOR_F32, host + pp->offset, pp->numel);
     }
-    if (!s) model_ops(ref)->upload(model_params(ref), host, (size_t)n * sizeof(float));
+    if (!s) model_weights_from_host(ref, host);
     free(host);
     st_close(f);
     return s;

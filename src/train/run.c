@@ -232,6 +232,11 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     s = model_precision_parse(c.opts.precision ? c.opts.precision : c.cfg->precision,
                               &c.load.precision);
     if (s) goto done;
+    /* a run that trains nothing (sample and eval stages only) holds the
+     * policy frozen: compute weights only (bf16 / fp8 allowed on the CPU) */
+    c.load.frozen = 1;
+    for (int i = 0; i < c.cfg->n_stages; i++)
+        if (c.cfg->stages[i].type == RECIPE_STAGE_SFT || c.cfg->stages[i].type == RECIPE_STAGE_GRPO) c.load.frozen = 0;
     /* the checkpoint to resume from (read only) */
     run_ckpt *ck = NULL;
     if (c.opts.resume) {

@@ -296,7 +296,11 @@ typedef struct {
 static base_status open_ref(grpo_stage *g, const run_ckpt *resume, const model_train_limits *tl) {
     run_ctx *c = g->c;
     const model_config *mc = model_cfg(c->policy);
-    base_status s = model_init_random(mc, c->ops, 0, 0.0f, &c->load, &g->ref);
+    /* frozen: compute weights only (no f32 master copy in bf16 mode; in f32
+     * the f32 weights, as before) */
+    model_load_opts lo = c->load;
+    lo.frozen = 1;
+    base_status s = model_init_random(mc, c->ops, 0, 0.0f, &lo, &g->ref);
     const char *ref_dir = c->cfg->ref_model;
     if (!s) {
         if (resume && run_ckpt_state(resume)->stage_index == g->index && run_ckpt_has_ref(resume)) {
@@ -305,15 +309,14 @@ static base_status open_ref(grpo_stage *g, const run_ckpt *resume, const model_t
             model_free(g->ref);
             g->ref = NULL;
             char *p = recipe_resolve_path(c->rc, ref_dir);
-            s = model_load(p, c->ops, &c->load, &g->ref);
+            s = model_load(p, c->ops, &lo, &g->ref);
             free(p);
             if (!s && model_numel(g->ref) != model_numel(c->policy))
                 s = base_err_set(BASE_ERR_INVALID, "ref_model %s: not the policy's architecture", ref_dir);
             if (s) s = base_err_wrap(s, "ref_model");
         } else {
-            c->ops->copy(model_params(g->ref), model_params(c->policy), (size_t)model_numel(c->policy) * sizeof(float));
+            s = model_copy_weights(g->ref, c->policy);
         }
-        if (!s) model_sync_compute(g->ref); /* bf16 mode: its compute weights from the master copy */
     }
     if (!s) s = model_train_new(g->ref, tl, &g->tr_ref);
     return s;
@@ -700,13 +703,7 @@ static void sync_ref(grpo_stage *g, int64_t step) {
     run_ctx *c = g->c;
     int64_t every = g->cfg->ref_model_sync_steps;
     if (!(g->cfg->sync_ref_model && g->ref && every > 0 && (step + 1) % every == 0)) return;
-    float mixup = (float)g->cfg->ref_model_mixup_alpha;
-    tensor tr_ = tensor_1d(model_params(g->ref), TENSOR_F32, model_numel(g->ref));
-    tensor tp_ = tensor_1d(model_params(c->policy), TENSOR_F32, model_numel(c->policy));
-    tr_.device = tp_.device = c->ops->device;
-    c->ops->scale(&tr_, &tr_, 1.0f - mixup);
-    c->ops->axpy(&tr_, &tp_, mixup);
-    model_sync_compute(g->ref);
+    model_mix_weights(g->ref, c->policy, (float)g->cfg->ref_model_mixup_alpha);
 }
 
 /* A checkpoint every save_steps steps, at the end of the stage, and when

@@ -62,6 +62,26 @@ void test_tiny_model(const char *dir, int tokenizer) {
     }
 }
 
+void test_write_text(const char *dir, const char *rel, const char *text) {
+    char *p = base_path_join(dir, rel);
+    test_write_file(p, text, strlen(text));
+    free(p);
+}
+
+void test_run_fixture(const char *dir) {
+    char *m = base_path_join(dir, "model");
+    test_tiny_model(m, 1);
+    free(m);
+    base_buf b = {0};
+    for (int i = 0; i < 24; i++)
+        base_buf_printf(&b, "{\"id\": %d, \"prompt\": \"What is %d + %d?\", \"answer\": \"%d\"}\n", i, i, 7 * i % 13,
+                        i + 7 * i % 13);
+    test_write_text(dir, "data.jsonl", b.data);
+    base_buf_free(&b);
+    test_write_text(dir, "vary.lua",
+                    "return function(s) return (#s.completion % 5) / 4 + (s.completion:find('1') and 0.5 or 0) end\n");
+}
+
 void test_rand_f32(float *x, int64_t n, uint64_t seed, float scale) {
     base_rng r;
     base_rng_init(&r, seed, 0x7e57, 0, 0);

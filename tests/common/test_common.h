@@ -26,6 +26,14 @@ void test_copy_shared(const char *rel, const char *dst);
 /* dir (created) holding the shared hf-tiny-v3-a fixture (config.json and
  * model.safetensors), plus a byte-level tokenizer when tokenizer != 0. */
 void test_tiny_model(const char *dir, int tokenizer);
+/* dir (created) holding what the run tests train on: model/ (test_tiny_model
+ * with its tokenizer), data.jsonl (24 addition prompts "What is a + b?" with
+ * ids 0..23 and answers) and vary.lua (a reward that varies between the
+ * samples of a group, so every GRPO step has non-zero advantages and the
+ * weights really move). */
+void test_run_fixture(const char *dir);
+/* Write text into dir/rel (dies on failure). */
+void test_write_text(const char *dir, const char *rel, const char *text);
 /* Uniform floats in [-scale, scale) from a seed. */
 void test_rand_f32(float *x, int64_t n, uint64_t seed, float scale);
 /* max |a-b| and the relative L2 norm ||a-b|| / ||b||. */

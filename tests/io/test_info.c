@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "io/st.h"
+#include "model/model.h"
 
 #define has(msg, s)                                                                                \
     do {                                                                                           \
@@ -239,8 +240,67 @@ static void test_info_fp8(void **state) {
     free(dir);
 }
 
+/* The number printed on the line of `role`, commas removed. */
+static long long printed(const char *out, const char *role) {
+    const char *p = strstr(out, role);
+    if (!p) fail_msg("no '%s' in:\n%s", role, out);
+    p += strlen(role);
+    while (*p == ' ') p++;
+    long long v = 0;
+    for (; (*p >= '0' && *p <= '9') || *p == ','; p++)
+        if (*p != ',') v = v * 10 + (*p - '0');
+    return v;
+}
+
+/* --memory prints the bytes model_memory_plan / model_cache_plan give (the
+ * sizes model_load and model_cache_new allocate: tests/model/test_frozen.c
+ * counts them), for a checkpoint and for a config file alone. */
+static void test_info_memory(void **state) {
+    (void)state;
+    char *fp8 = test_src_path("tests/model/data/tiny-v3-a-fp8"), *cfgp = base_path_join(fp8, "config.json");
+    model_config mc;
+    assert_int_equal(model_config_load(fp8, &mc), BASE_OK);
+    const char *precs[3] = {"f32", "bf16", "fp8"};
+    for (int k = 0; k < 3; k++)
+        for (int dev = 0; dev < 2; dev++)
+            for (int form = 0; form < 2; form++) {
+                char args[1024], *out;
+                snprintf(args, sizeof args, "info '%s' --memory --precision %s --device %s --sequences 4 --max-len 64",
+                         form ? cfgp : fp8, precs[k], dev ? "cuda" : "cpu");
+                int rc = test_run_grpo(args, &out);
+                if (rc) fail_msg("%s: rc %d\n%s", args, rc, out);
+                model_load_opts lo = {.frozen = 1, .max_context = 64};
+                assert_int_equal(model_precision_parse(precs[k], &lo.precision), BASE_OK);
+                model_mem w;
+                assert_int_equal(model_memory_plan(&mc, &lo, dev ? TENSOR_CUDA : TENSOR_CPU, &w), BASE_OK);
+                model_cache_limits cl = {.slots = 4, .max_len = 64, .max_batch = 4, .max_prefill = 64};
+                model_cache_mem c;
+                assert_int_equal(model_cache_plan(&mc, &cl, lo.precision, dev ? TENSOR_CUDA : TENSOR_CPU, &c), BASE_OK);
+                const char *wrole = k == 0 ? "weights (f32)" : k == 1 ? "weights (bf16; norms, router f32)"
+                                                                      : "weights (e4m3; embedding, head bf16)";
+                assert_int_equal(printed(out, wrole), (long long)(w.master + w.compute));
+                if (k == 2) assert_int_equal(printed(out, "fp8 block scales"), (long long)w.scales);
+                assert_int_equal(printed(out, "latent KV cache"), (long long)c.pages);
+                assert_int_equal(printed(out, "workspace"), (long long)c.workspace);
+                assert_int_equal(printed(out, "  total"), (long long)(model_mem_total(&w) + c.pages + c.table + c.workspace));
+                has(out, dev && k ? "(bf16)" : "(f32)"); /* the cache's dtype */
+                free(out);
+            }
+    char *out;
+    char args[512];
+    snprintf(args, sizeof args, "info '%s' --memory --sequences 0", fp8);
+    assert_int_equal(test_run_grpo(args, &out), 2);
+    has(out, "--sequences 0: bad value");
+    free(out);
+    snprintf(args, sizeof args, "info '%s' --memory --precision fp4", fp8);
+    assert_int_equal(test_run_grpo(args, &out), 2);
+    free(out);
+    free(fp8), free(cfgp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_info_memory),
         cmocka_unit_test(test_info_fixture),
         cmocka_unit_test(test_info_broken),
         cmocka_unit_test(test_info_fp8),

@@ -219,6 +219,49 @@ static void test_generate_sampling(void **s) {
     free(o1), free(o2), free(o3), free(o4), free(o5), free(file), free(in), free(in2), free(outf);
 }
 
+/* An FP8 checkpoint on the cpu: `--precision fp8` keeps the e4m3 weights
+ * (1 byte per parameter) and gives the bytes of the default load, which
+ * dequantises them to f32 (the GEMM widens e4m3 x scale while packing: the
+ * same f32 values, the same arithmetic): forward's logits and sampled
+ * generations with their logprobs. */
+static void test_fp8_cli(void **s) {
+    (void)s;
+    char *fp8 = test_src_path("tests/model/data/tiny-v3-a-fp8"), *in = tp("fp8ids.jsonl"), *pin = tp("fp8p.jsonl");
+    char *o32 = tp("fp8_f32.safetensors"), *o8 = tp("fp8_fp8.safetensors");
+    FILE *f = fopen(in, "w");
+    fprintf(f, "{\"ids\": [0, 5, 9, 13, 200, 31, 7]}\n{\"ids\": [0, 77, 3]}\n");
+    fclose(f);
+    f = fopen(pin, "w");
+    fprintf(f, "{\"ids\": [0, 5, 9, 13]}\n{\"ids\": [0, 77, 3]}\n");
+    fclose(f);
+    char *o = NULL;
+    if (run(&o, "forward --model '%s' --in '%s' --out '%s' --device cpu", fp8, in, o32)) fail_msg("forward: %s", o);
+    free(o), o = NULL;
+    if (run(&o, "forward --model '%s' --in '%s' --out '%s' --device cpu --precision fp8", fp8, in, o8)) fail_msg("forward fp8: %s", o);
+    free(o), o = NULL;
+    st_file *a = NULL, *b = NULL;
+    assert_int_equal(st_open(o32, &a), BASE_OK);
+    assert_int_equal(st_open(o8, &b), BASE_OK);
+    assert_int_equal(st_count(a), st_count(b));
+    for (int i = 0; i < st_count(a); i++) {
+        const st_tensor *x = st_at(a, i), *y = st_find(b, x->name);
+        assert_non_null(y);
+        assert_int_equal(x->nbytes, y->nbytes);
+        assert_memory_equal(x->data, y->data, x->nbytes);
+    }
+    st_close(a), st_close(b);
+    const char *opt = "--n 3 --temperature 0.9 --top-p 0.95 --seed 5 --max-new-tokens 10 --device cpu";
+    char *g32 = NULL, *g8 = NULL, *g16 = NULL;
+    assert_int_equal(run(&g32, "generate --model '%s' --in '%s' %s", fp8, pin, opt), 0);
+    assert_int_equal(run(&g8, "generate --model '%s' --in '%s' %s --precision fp8", fp8, pin, opt), 0);
+    assert_string_equal(g32, g8);
+    /* bf16 frozen weights on the cpu: a run of its own (other weights: no equality) */
+    assert_int_equal(run(&g16, "generate --model '%s' --in '%s' %s --precision bf16", fx, pin, opt), 0);
+    assert_non_null(strstr(g16, "\"completion_ids\""));
+    printf("fp8 forward bytes and sampled generations identical to the f32 load\n");
+    free(g32), free(g8), free(g16), free(fp8), free(in), free(pin), free(o32), free(o8);
+}
+
 /* A model directory with a tokenizer: text prompts in, text out, EOS stops. */
 static void test_generate_text(void **s) {
     (void)s;
@@ -296,6 +339,7 @@ int main(void) {
         cmocka_unit_test(test_forward),           cmocka_unit_test(test_grad),
         cmocka_unit_test(test_generate_greedy),   cmocka_unit_test(test_generate_sampling),
         cmocka_unit_test(test_generate_text),     cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_fp8_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -744,6 +744,19 @@ static void test_mtp_load(void **s) {
     assert_int_equal(model_forward_logits(m, 1, ids, cu, l1, NULL), BASE_OK);
     assert_int_equal(model_forward_logits(m0, 1, ids, cu, l0, NULL), BASE_OK);
     assert_memory_equal(l0, l1, 6 * 320 * 4);
+    /* a frozen model leaves the MTP layers out; it takes the policy's
+     * weights by name (the GRPO reference copied from an MTP policy) */
+    model_load_opts fz = {.frozen = 1};
+    model *r = NULL;
+    assert_int_equal(model_init_random(model_cfg(m), ops_cpu(), 3, 0.1f, &fz, &r), BASE_OK);
+    assert_false(model_has_mtp(r));
+    assert_true(model_numel(r) < model_numel(m));
+    assert_int_equal(model_copy_weights(r, m), BASE_OK);
+    assert_int_equal(model_forward_logits(r, 1, ids, cu, l0, NULL), BASE_OK);
+    assert_memory_equal(l0, l1, 6 * 320 * 4);
+    assert_int_equal(model_copy_weights(m, r), BASE_ERR_INVALID); /* the MTP layers have no source */
+    assert_non_null(strstr(base_err_msg(), "model.layers.3.enorm.weight is missing"));
+    model_free(r);
     model_free(m), model_free(m0);
     for (int i = 0; i < nn; i++) free(names[i]);
     st_writer_free(w);

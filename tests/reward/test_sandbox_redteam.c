@@ -18,35 +18,9 @@
 
 #include "base/base.h"
 #include "reward/reward.h"
+#include "sandbox_attack.h"
 #include "test_common.h"
 
-static const char *SQUARE = "def f(x):\n    return x * x\n";
-static const char *TESTS3[] = {"assert f(2) == 4", "assert f(3) == 9", "assert f(-1) == 1"};
-
-static reward_run_result run_with(const char *code, const char *const *tests, int n, const char *setup, int ns,
-                                  double timeout) {
-    reward_sandbox_limits l;
-    reward_sandbox_limits_default(&l);
-    l.timeout_s = timeout;
-    l.memory_bytes = (size_t)256 << 20;
-    l.output_bytes = 16 << 10;
-    l.file_bytes = 1 << 20;
-    l.disk_bytes = 4 << 20;
-    l.nproc = 16;
-    l.namespaces = ns;
-    reward_run_result r;
-    assert_int_equal(reward_sandbox_run_tests(code, tests, n, setup, &l, &r), BASE_OK);
-    if (getenv("GRPO_TEST_VERBOSE"))
-        fprintf(stderr, "  ns=%d -> %s %d/%d %.2fs %s\n", ns, reward_run_status_str(r.status), r.passed, r.total,
-                r.seconds, r.message);
-    return r;
-}
-
-static void next_run_ok(int ns) {
-    reward_run_result r = run_with(SQUARE, TESTS3, 3, NULL, ns, 5.0);
-    assert_int_equal(r.status, REWARD_RUN_PASSED);
-    assert_int_equal(r.passed, 3);
-}
 
 /* A wrong solution with an attack: no test passes, and the run is judged
  * (not sandbox_error, which the reward scripts turn into "no score"). */

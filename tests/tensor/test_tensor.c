@@ -39,6 +39,187 @@ static void test_fp8_decode(void **state) {
     assert_int_equal(tensor_f32_to_f8e4m3(1000.0f), 0x7e); /* saturates */
 }
 
+/* The oracle: nearest of the 127 finite positive codes by distance, ties
+ * to the even code, saturating at 448 (the definition RNE implements). */
+static uint8_t f8_nearest(float f) {
+    if (isnan(f)) return 0x7f;
+    uint8_t sign = signbit(f) ? 0x80 : 0;
+    float a = fabsf(f);
+    if (a >= 448.0f) return sign | 0x7e;
+    uint8_t best = 0;
+    float bd = INFINITY;
+    for (int c = 0; c <= 0x7e; c++) {
+        float d = fabsf(tensor_f8e4m3_to_f32((uint8_t)c) - a);
+        if (d < bd || (d == bd && (c & 1) == 0)) bd = d, best = (uint8_t)c;
+    }
+    return sign | best;
+}
+
+/* tensor_f32_to_f8e4m3 (bit arithmetic) against the oracle: every
+ * midpoint between neighbouring codes and the floats next to it, and a
+ * sweep over bit patterns of every exponent. */
+static void test_fp8_encode(void **state) {
+    (void)state;
+    for (int c = 0; c < 0x7e; c++) {
+        float lo = tensor_f8e4m3_to_f32((uint8_t)c), hi = tensor_f8e4m3_to_f32((uint8_t)(c + 1));
+        float mid = lo + (hi - lo) / 2, xs[5] = {mid, nextafterf(mid, 0), nextafterf(mid, INFINITY), lo, hi};
+        for (int i = 0; i < 5; i++) {
+            assert_int_equal(tensor_f32_to_f8e4m3(xs[i]), f8_nearest(xs[i]));
+            assert_int_equal(tensor_f32_to_f8e4m3(-xs[i]), f8_nearest(-xs[i]));
+        }
+    }
+    for (uint64_t u = 0; u < 0x100000000ull; u += 7919) {
+        uint32_t b = (uint32_t)u;
+        float f;
+        memcpy(&f, &b, 4);
+        if (isnan(f)) continue;
+        if (tensor_f32_to_f8e4m3(f) != f8_nearest(f)) fail_msg("f8 of %a: %#x, nearest %#x", (double)f, tensor_f32_to_f8e4m3(f), f8_nearest(f));
+    }
+    assert_int_equal(tensor_f32_to_f8e4m3(464.0f), 0x7e);
+    assert_int_equal(tensor_f32_to_f8e4m3(-INFINITY), 0xfe);
+    assert_int_equal(tensor_f32_to_f8e4m3(NAN), 0x7f);
+}
+
+/* Block quantisation (DeepGEMM's per_block_cast_to_fp8): scales amax/448,
+ * every value within half an e4m3 step of the original. */
+static void test_fp8_quantize(void **state) {
+    (void)state;
+    int64_t rows = 200, cols = 300;
+    float *w = malloc(sizeof(float) * rows * cols), *back = malloc(sizeof(float) * rows * cols);
+    uint8_t *q = malloc((size_t)(rows * cols));
+    float sc[6];
+    test_rand_f32(w, rows * cols, 11, 1.0f);
+    w[5 * cols + 7] = 3.0f;               /* block (0, 0)'s amax */
+    for (int64_t c = 256; c < cols; c++) /* block (1, 2): all zero (amax clamped to 1e-4) */
+        for (int64_t r = 128; r < rows; r++) w[r * cols + c] = 0.0f;
+    assert_int_equal(tensor_qblock_nscale(rows, cols), 6);
+    tensor_quantize_fp8_block(q, sc, w, rows, cols);
+    assert_true(sc[0] == 3.0f / 448.0f);
+    assert_true(sc[5] == 1e-4f / 448.0f);
+    assert_int_equal(q[5 * cols + 7], 0x7e); /* the amax maps to 448 */
+    tensor_qblock qb = {q, sc, rows, cols, 1};
+    tensor t = tensor_2d(q, TENSOR_F8_E4M3, rows, cols);
+    t.qb = &qb;
+    tensor_widen(back, &t, 0, rows * cols);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            float s = sc[r / 128 * 3 + c / 128], x = w[r * cols + c], y = back[r * cols + c];
+            assert_true(y == tensor_f8e4m3_to_f32(q[r * cols + c]) * s);
+            /* 3 mantissa bits: within 2^-4 relative (normals), 2^-10 s absolute (subnormals) */
+            double tol = fmax(fabs(x) * 0.0625, ldexp(s, -10)) * 1.000001;
+            if (fabs((double)x - y) > tol) fail_msg("(%lld, %lld): %g -> %g", (long long)r, (long long)c, x, y);
+        }
+    free(w), free(back), free(q);
+}
+
+/* An f32 copy of a stored weight region (tensor_widen over all of it). */
+static float *widened(const tensor *t, int64_t n) {
+    float *f = malloc(sizeof(float) * (size_t)n);
+    tensor_widen(f, t, 0, n);
+    return f;
+}
+
+/* matmul with a stored B (BF16, block-scaled F8) equals, bit for bit, the
+ * matmul with the f32 copy of its values: the panel is widened while
+ * packed. Views inside a region: a batch of experts (3-D), one expert,
+ * rows and columns of a matrix whose sizes are not multiples of 128. */
+static void test_matmul_stored(void **state) {
+    (void)state;
+    const struct ops *o = ops_cpu();
+    int64_t E = 3, R = 130, K = 200, n = E * 2 * R * K; /* E x [gate; up] of [R, K] each */
+    float *w = malloc(sizeof(float) * (size_t)n);
+    test_rand_f32(w, n, 21, 0.5f);
+    uint8_t *q = malloc((size_t)n);
+    int64_t ns = tensor_qblock_nscale(R, K);
+    float *sc = malloc(sizeof(float) * (size_t)(2 * E * ns));
+    for (int64_t m = 0; m < 2 * E; m++) tensor_quantize_fp8_block(q + m * R * K, sc + m * ns, w + m * R * K, R, K);
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)n);
+    tensor_from_f32(h, TENSOR_BF16, w, n);
+    tensor_qblock qb = {q, sc, R, K, 2 * E};
+    for (int kind = 0; kind < 2; kind++) {
+        tensor st = tensor_3d(kind ? (void *)q : (void *)h, kind ? TENSOR_F8_E4M3 : TENSOR_BF16, E, 2 * R, K);
+        if (kind) st.qb = &qb;
+        float *wf = widened(&st, n);
+        tensor wt = tensor_3d(wf, TENSOR_F32, E, 2 * R, K);
+        for (int64_t m = 1; m <= 14; m += 13) {
+            int64_t xn = m * K;
+            float *x = malloc(sizeof(float) * (size_t)(E * 2 * R * K)), *c1 = malloc(sizeof(float) * (size_t)(E * m * 2 * R)),
+                  *c2 = malloc(sizeof(float) * (size_t)(E * m * 2 * R));
+            test_rand_f32(x, E * xn, 22 + m, 1.0f);
+            /* batched x [E, m, K] @ w[e]^T */
+            tensor tx = tensor_3d(x, TENSOR_F32, E, m, K), y1 = tensor_3d(c1, TENSOR_F32, E, m, 2 * R),
+                   y2 = tensor_3d(c2, TENSOR_F32, E, m, 2 * R);
+            o->matmul(&y1, &tx, &st, 0, 1, 1.0f, 0.0f);
+            o->matmul(&y2, &tx, &wt, 0, 1, 1.0f, 0.0f);
+            assert_memory_equal(c1, c2, sizeof(float) * (size_t)(E * m * 2 * R));
+            /* expert 1's up half, columns [70, 200) as a strided view, both transposes */
+            tensor sv = st, fv = wt;
+            int64_t off = (1 * 2 * R + R) * K + 70;
+            sv.ndim = fv.ndim = 2;
+            sv.shape[0] = fv.shape[0] = R, sv.shape[1] = fv.shape[1] = K - 70;
+            sv.stride[0] = fv.stride[0] = K, sv.stride[1] = fv.stride[1] = 1;
+            sv.data = (char *)st.data + off * (int64_t)tensor_dtype_size(st.dtype);
+            fv.data = wf + off;
+            tensor x2 = tensor_2d(x, TENSOR_F32, m, K - 70), z1 = tensor_2d(c1, TENSOR_F32, m, R),
+                   z2 = tensor_2d(c2, TENSOR_F32, m, R);
+            o->matmul(&z1, &x2, &sv, 0, 1, 0.5f, 0.0f);
+            o->matmul(&z2, &x2, &fv, 0, 1, 0.5f, 0.0f);
+            assert_memory_equal(c1, c2, sizeof(float) * (size_t)(m * R));
+            tensor x3 = tensor_2d(x, TENSOR_F32, m, R), u1 = tensor_2d(c1, TENSOR_F32, m, K - 70),
+                   u2 = tensor_2d(c2, TENSOR_F32, m, K - 70);
+            o->matmul(&u1, &x3, &sv, 0, 0, 1.0f, 0.0f); /* dx = dy W */
+            o->matmul(&u2, &x3, &fv, 0, 0, 1.0f, 0.0f);
+            assert_memory_equal(c1, c2, sizeof(float) * (size_t)(m * (K - 70)));
+            /* the naive oracle widens the same way */
+            cpu_matmul_naive(&u2, &x3, &fv, 0, 0, 1.0f, 0.0f);
+            cpu_matmul_naive(&u1, &x3, &sv, 0, 0, 1.0f, 0.0f);
+            assert_memory_equal(c1, c2, sizeof(float) * (size_t)(m * (K - 70)));
+            free(x), free(c1), free(c2);
+        }
+        /* the grouped expert GEMM: rows 0-4 expert 0, none for 1, 5-8 expert 2 */
+        int32_t offs[4] = {0, 5, 5, 9};
+        float *x = malloc(sizeof(float) * 9 * K), *y1 = malloc(sizeof(float) * 9 * 2 * R),
+              *y2 = malloc(sizeof(float) * 9 * 2 * R);
+        test_rand_f32(x, 9 * K, 31, 1.0f);
+        tensor tx = tensor_2d(x, TENSOR_F32, 9, K), to = tensor_1d(offs, TENSOR_I32, 4);
+        tensor ty1 = tensor_2d(y1, TENSOR_F32, 9, 2 * R), ty2 = tensor_2d(y2, TENSOR_F32, 9, 2 * R);
+        o->moe_matmul(&ty1, &tx, &st, &to, 1, 1.0f, 0.0f);
+        o->moe_matmul(&ty2, &tx, &wt, &to, 1, 1.0f, 0.0f);
+        assert_memory_equal(y1, y2, sizeof(float) * 9 * 2 * R);
+        free(x), free(y1), free(y2), free(wf);
+    }
+    free(w), free(q), free(sc), free(h);
+}
+
+/* A stored BF16 embedding table and LM head: rows widened, the same
+ * results as their f32 copies. */
+static void test_stored_lookup(void **state) {
+    (void)state;
+    const struct ops *o = ops_cpu();
+    int64_t V = 300, D = 40, N = 7;
+    float *wf = malloc(sizeof(float) * V * D);
+    uint16_t *wb = malloc(sizeof(uint16_t) * V * D);
+    test_rand_f32(wf, V * D, 41, 1.0f);
+    tensor_from_f32(wb, TENSOR_BF16, wf, V * D);
+    tensor_to_f32(wf, wb, TENSOR_BF16, V * D);
+    int32_t ids[7] = {0, 299, 5, 5, 100, 7, 1};
+    float y1[7 * 40], y2[7 * 40];
+    tensor tb = tensor_2d(wb, TENSOR_BF16, V, D), tf = tensor_2d(wf, TENSOR_F32, V, D);
+    tensor ti = tensor_1d(ids, TENSOR_I32, N), t1 = tensor_2d(y1, TENSOR_F32, N, D), t2 = tensor_2d(y2, TENSOR_F32, N, D);
+    o->embedding_fwd(&t1, &tb, &ti);
+    o->embedding_fwd(&t2, &tf, &ti);
+    assert_memory_equal(y1, y2, sizeof y1);
+    float lp[2][7], en[2][7], ls[2][7], ws[4 * 64];
+    tensor tws = tensor_2d(ws, TENSOR_F32, 4, 64); /* 2 row blocks, 5 vocabulary chunks */
+    for (int k = 0; k < 2; k++) {
+        tensor l = tensor_1d(lp[k], TENSOR_F32, N), e = tensor_1d(en[k], TENSOR_F32, N), s = tensor_1d(ls[k], TENSOR_F32, N);
+        o->lmhead_fwd(&l, &e, &s, &t2, k ? &tf : &tb, &ti, 0.7f, &tws);
+    }
+    assert_memory_equal(lp[0], lp[1], sizeof lp[0]);
+    assert_memory_equal(en[0], en[1], sizeof en[0]);
+    free(wf), free(wb);
+}
+
 static void test_bf16_f16(void **state) {
     (void)state;
     assert_true(tensor_bf16_to_f32(tensor_f32_to_bf16(1.0f)) == 1.0f);
@@ -133,7 +314,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dtype_names),  cmocka_unit_test(test_fp8_decode),
         cmocka_unit_test(test_bf16_f16),     cmocka_unit_test(test_matmul_shapes),
-        cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_elementwise),  cmocka_unit_test(test_fp8_encode),
+        cmocka_unit_test(test_fp8_quantize), cmocka_unit_test(test_matmul_stored),
+        cmocka_unit_test(test_stored_lookup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,11 +18,7 @@ static char *DIR_; /* model/, data.jsonl, *.lua, *.recipe.lua, runs/ */
 
 static char *P(const char *rel) { return base_path_join(DIR_, rel); }
 
-static void write_text(const char *rel, const char *text) {
-    char *p = P(rel);
-    test_write_file(p, text, strlen(text));
-    free(p);
-}
+static void write_text(const char *rel, const char *text) { test_write_text(DIR_, rel, text); }
 
 static int setup(void **state) {
     (void)state;

@@ -25,23 +25,7 @@ static char *DIR_;   /* temp: model/, data.jsonl, runs/ */
 static int setup(void **state) {
     (void)state;
     DIR_ = test_tmpdir();
-    char *m = base_path_join(DIR_, "model");
-    test_tiny_model(m, 1);
-    /* a small arithmetic dataset */
-    base_buf b = {0};
-    for (int i = 0; i < 24; i++)
-        base_buf_printf(&b, "{\"id\": %d, \"prompt\": \"What is %d + %d?\", \"answer\": \"%d\"}\n", i, i, 7 * i % 13,
-                        i + 7 * i % 13);
-    char *d = base_path_join(DIR_, "data.jsonl");
-    test_write_file(d, b.data, b.len);
-    /* a reward that varies between samples of a group, so every step has
-     * non-zero advantages and the weights really move */
-    const char *lua = "return function(s) return (#s.completion % 5) / 4 + (s.completion:find('1') and 0.5 or 0) end\n";
-    char *rw = base_path_join(DIR_, "vary.lua");
-    test_write_file(rw, lua, strlen(lua));
-    free(rw);
-    base_buf_free(&b);
-    free(d), free(m);
+    test_run_fixture(DIR_);
     return 0;
 }
 

@@ -25,19 +25,7 @@ static char *DIR_; /* temp: model/, data.jsonl, vary.lua, runs/, victim/ */
 static int setup(void **state) {
     (void)state;
     DIR_ = test_tmpdir();
-    char *m = base_path_join(DIR_, "model");
-    test_tiny_model(m, 1);
-    base_buf b = {0};
-    for (int i = 0; i < 24; i++)
-        base_buf_printf(&b, "{\"id\": %d, \"prompt\": \"What is %d + %d?\", \"answer\": \"%d\"}\n", i, i, 7 * i % 13,
-                        i + 7 * i % 13);
-    char *d = base_path_join(DIR_, "data.jsonl");
-    test_write_file(d, b.data, b.len);
-    const char *lua = "return function(s) return (#s.completion % 5) / 4 + (s.completion:find('1') and 0.5 or 0) end\n";
-    char *rw = base_path_join(DIR_, "vary.lua");
-    test_write_file(rw, lua, strlen(lua));
-    free(rw), free(d), free(m);
-    base_buf_free(&b);
+    test_run_fixture(DIR_);
     return 0;
 }
 

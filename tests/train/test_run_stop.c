@@ -59,33 +59,21 @@ static int exists_rel(const char *rel) {
     return ok;
 }
 
-static void write_rel(const char *rel, const char *text) {
-    char *p = path_of(rel);
-    test_write_file(p, text, strlen(text));
-    free(p);
-}
+static void write_rel(const char *rel, const char *text) { test_write_text(DIR_, rel, text); }
 
 static int setup(void **state) {
     (void)state;
     DIR_ = test_tmpdir();
     PROJ = path_of("proj");
     RECIPE = path_of("proj/recipes/r.lua");
-    char *m = path_of("proj/model"), *r = path_of("proj/recipes"), *e = path_of("elsewhere");
-    test_tiny_model(m, 1);
+    char *r = path_of("proj/recipes"), *e = path_of("elsewhere");
+    test_run_fixture(PROJ); /* proj/{model, data.jsonl, vary.lua} */
     if (base_mkdir_p(r) || base_mkdir_p(e)) fail_msg("%s", base_err_msg());
     base_buf b = {0};
-    for (int i = 0; i < 24; i++)
-        base_buf_printf(&b, "{\"id\": %d, \"prompt\": \"What is %d + %d?\", \"answer\": \"%d\"}\n", i, i, 7 * i % 13,
-                        i + 7 * i % 13);
-    write_rel("proj/data.jsonl", b.data);
-    base_buf_reset(&b);
     for (int i = 0; i < 6000; i++) /* an eval or sample stage of many chunks */
         base_buf_printf(&b, "{\"prompt\": \"%d + %d\", \"answer\": \"%d\"}\n", i, i % 7, i + i % 7);
     write_rel("proj/big.jsonl", b.data);
     base_buf_free(&b);
-    /* a reward that varies within a group: the weights really move */
-    write_rel("proj/vary.lua",
-              "return function(s) return (#s.completion % 5) / 4 + (s.completion:find('1') and 0.5 or 0) end\n");
     /* every path relative to the recipe's directory */
     write_rel("proj/recipes/r.lua",
               "return {\n"
@@ -103,7 +91,7 @@ static int setup(void **state) {
               "      max_completion_length = 8 },\n"
               "  },\n"
               "}\n");
-    free(m), free(r), free(e);
+    free(r), free(e);
     return 0;
 }
 

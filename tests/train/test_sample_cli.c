@@ -12,16 +12,13 @@
 #include <unistd.h>
 
 #include "base/base.h"
+#include "tok/tok.h"
 
 static char *g_dir, *g_tmp; /* fixture dir; private TMPDIR of the commands */
 
 static char *P(const char *rel) { return base_path_join(g_dir, rel); }
 
-static void write_text(const char *rel, const char *text) {
-    char *p = P(rel);
-    test_write_file(p, text, strlen(text));
-    free(p);
-}
+static void write_text(const char *rel, const char *text) { test_write_text(g_dir, rel, text); }
 
 static int setup(void **state) {
     (void)state;
@@ -185,6 +182,74 @@ static void test_sample_command(void **state) {
     free(out);
     cJSON_Delete(js);
     free(a), free(b), free(o), free(o2), free(pr), free(sum);
+    assert_int_equal(dir_entries(g_tmp), 0);
+}
+
+/* Rejection sampling and eval from an FP8 checkpoint (tests/model/data/
+ * tiny-v3-a-fp8): --precision fp8 keeps its e4m3 weights and block scales
+ * (a run that trains nothing holds its model frozen) and writes the bytes
+ * the default f32 load (dequantised) writes; a command that trains refuses
+ * fp8 naming why. */
+static void test_fp8_sample_eval(void **state) {
+    (void)state;
+    char *m8 = P("m8"), *src = test_src_path("tests/model/data/tiny-v3-a-fp8");
+    if (base_mkdir_p(m8)) fail_msg("%s", base_err_msg());
+    const char *files[] = {"config.json", "model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char *a = base_path_join(src, files[i]), *b = base_path_join(m8, files[i]), *t;
+        size_t n;
+        if (base_read_file(a, &t, &n)) fail_msg("%s", base_err_msg());
+        test_write_file(b, t, n);
+        free(t), free(a), free(b);
+    }
+    tok_bytelevel_spec spec = tok_bytelevel_default();
+    if (tok_write_bytelevel(m8, &spec)) fail_msg("%s", base_err_msg());
+    const char *prec[2] = {"f32", "fp8"};
+    char *out, *txt[2][3];
+    size_t len[2][3];
+    for (int k = 0; k < 2; k++) {
+        base_buf a = {0};
+        base_buf_printf(&a, "sample --model %s --in %s/p.jsonl --rewards %s/parity.lua --n 4 --max-new-tokens 8"
+                            " --temperature 1 --template raw --seed 3 --device cpu --precision %s --out %s/o8/s_%s.jsonl",
+                        m8, g_dir, g_dir, prec[k], g_dir, prec[k]);
+        int rc = test_run_grpo(a.data, &out);
+        if (rc) fail_msg("%s: rc %d: %s", a.data, rc, out);
+        free(out);
+        base_buf_reset(&a);
+        base_buf_printf(&a, "eval --model %s --in %s/p.jsonl --rewards %s/parity.lua --n 3 --max-new-tokens 6"
+                            " --template raw --device cpu --precision %s --out %s/o8/e_%s.json",
+                        m8, g_dir, g_dir, prec[k], g_dir, prec[k]);
+        rc = test_run_grpo(a.data, &out);
+        if (rc) fail_msg("%s: rc %d: %s", a.data, rc, out);
+        free(out);
+        base_buf_free(&a);
+        char nm[3][64];
+        snprintf(nm[0], sizeof nm[0], "o8/s_%s.jsonl", prec[k]);
+        snprintf(nm[1], sizeof nm[1], "o8/s_%s.pass_rates.jsonl", prec[k]);
+        snprintf(nm[2], sizeof nm[2], "o8/e_%s.json", prec[k]);
+        for (int j = 0; j < 3; j++) {
+            char *p = P(nm[j]);
+            if (base_read_file(p, &txt[k][j], &len[k][j])) fail_msg("%s", base_err_msg());
+            free(p);
+        }
+        /* eval's summary: everything but its speed */
+        cJSON *e = cJSON_Parse(txt[k][2]);
+        assert_non_null(e);
+        cJSON_DeleteItemFromObject(e, "tokens_per_s");
+        free(txt[k][2]);
+        txt[k][2] = cJSON_PrintUnformatted(e);
+        len[k][2] = strlen(txt[k][2]);
+        cJSON_Delete(e);
+    }
+    for (int j = 0; j < 3; j++) {
+        if (len[0][j] != len[1][j] || memcmp(txt[0][j], txt[1][j], len[0][j]))
+            fail_msg("f32 and fp8 outputs differ:\n%.*s\n%.*s", (int)len[0][j], txt[0][j], (int)len[1][j], txt[1][j]);
+        free(txt[0][j]), free(txt[1][j]);
+    }
+    char buf[512];
+    snprintf(buf, sizeof buf, "sft --model %s --in %%s/p.jsonl --out %%s/o8/sft --precision fp8 --device cpu", m8);
+    expect(1, buf, "fp8: for frozen models only");
+    free(m8), free(src);
     assert_int_equal(dir_entries(g_tmp), 0);
 }
 
@@ -432,6 +497,7 @@ int main(void) {
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_sample_command),
         cmocka_unit_test(test_eval_command),
+        cmocka_unit_test(test_fp8_sample_eval),
         cmocka_unit_test(test_sample_sft_eval_chain),
         cmocka_unit_test(test_no_deleted_paths),
         cmocka_unit_test(test_template_cli),

@@ -71,6 +71,10 @@ float *cpu_scratch(int slot, size_t n);
 static inline float *cpu_row(const tensor *t, int64_t r) {
     return (float *)t->data + r * t->stride[0];
 }
+/* The element `off` places after t->data, whatever t's dtype. */
+static inline void *cpu_elem(const tensor *t, int64_t off) {
+    return (char *)t->data + off * (int64_t)tensor_dtype_size(t->dtype);
+}
 /* Element [a, b, 0] of a 3-D tensor. */
 static inline float *cpu_at3(const tensor *t, int64_t a, int64_t b) {
     return (float *)t->data + a * t->stride[0] + b * t->stride[1];

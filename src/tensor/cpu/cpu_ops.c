@@ -73,7 +73,16 @@ static void cpu_convert(tensor *dst, const tensor *src) {
     if (!tensor_is_contiguous(dst) || !tensor_is_contiguous(src))
         base_die("cpu convert: contiguous tensors only");
     int64_t n = tensor_numel(dst);
-    if (dst->dtype == src->dtype) {
+    if (dst->dtype == TENSOR_F8_E4M3 && dst->qb)
+        base_die("cpu convert: to block-scaled F8 (the scales come from the values: tensor_quantize_fp8_block)");
+    if (src->dtype == TENSOR_F8_E4M3 && src->qb) { /* dequantise with the block scales */
+        float *tmp = dst->dtype == TENSOR_F32 ? dst->data : base_xmalloc((size_t)n * sizeof(float));
+        tensor_widen(tmp, src, 0, n);
+        if (tmp != dst->data) {
+            tensor_from_f32(dst->data, dst->dtype, tmp, n);
+            free(tmp);
+        }
+    } else if (dst->dtype == src->dtype) {
         memmove(dst->data, src->data, tensor_nbytes(dst));
     } else if (dst->dtype == TENSOR_F32) {
         tensor_to_f32(dst->data, src->data, src->dtype, n);

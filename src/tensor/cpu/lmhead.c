@@ -32,7 +32,7 @@ static tensor chunk_logits(tensor *ws, const tensor *x, const tensor *w, int64_t
     z.shape[1] = cb;
     xb.data = cpu_row(x, r0);
     xb.shape[0] = rb;
-    wb.data = cpu_row(w, v0);
+    wb.data = cpu_elem(w, v0 * w->stride[0]); /* w may be a stored BF16 weight */
     wb.shape[0] = cb;
     cpu_matmul(&z, &xb, &wb, 0, 1, scale, 0.0f);
     return z;
@@ -112,7 +112,7 @@ void cpu_lmhead_bwd(tensor *dx, tensor *dw, const tensor *g_logp, const tensor *
                 if (y[n] >= v0 && y[n] < v0 + cb) zi[y[n] - v0] += gl;
             }
             tensor wb = *w, dwb = *dw;
-            wb.data = cpu_row(w, v0);
+            wb.data = cpu_elem(w, v0 * w->stride[0]);
             wb.shape[0] = cb;
             dwb.data = cpu_row(dw, v0);
             dwb.shape[0] = cb;

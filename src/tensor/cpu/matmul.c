@@ -17,6 +17,14 @@
  * depend on the thread count: determinism.
  * Small M (decode: one token) runs the same path with a micro-kernel for the
  * valid rows only, so each row's numerics never depend on the batch.
+ *
+ * Stored weights: B may be BF16 or F8_E4M3 (with its block scales, tensor.h
+ * tensor_qblock): a frozen model's compute weights. Each B panel is widened
+ * to f32 (tensor_widen: exact for bf16, e4m3(q) * scale for fp8) just
+ * before it is packed, so the packed panel holds the values an f32 copy of
+ * the dequantised weight would give, the micro-kernels are unchanged and
+ * the arithmetic stays f32: C equals, bit for bit, the product with that
+ * f32 copy.
  */
 #include "tensor/cpu/cpu.h"
 
@@ -236,7 +244,52 @@ typedef struct {
     int64_t lda, ldb, ldc;
     int ta, tb;
     float alpha, beta;
+    const tensor *bq; /* B stored as BF16 / F8 (B is then NULL): widened panel by panel */
+    int64_t bq_off;   /* element offset of this batch's B from bq->data */
 } gemm_args;
+
+/* A second per-thread buffer: one B panel widened to f32 before packing. */
+static _Thread_local float *widen_buf;
+static _Thread_local size_t widen_n;
+static pthread_key_t widen_key;
+static pthread_once_t widen_once = PTHREAD_ONCE_INIT;
+
+static void widen_key_init(void) {
+    if (pthread_key_create(&widen_key, free) != 0) base_die("pthread_key_create failed");
+}
+
+static float *get_widen(size_t n) {
+    if (n > widen_n) {
+        pthread_once(&widen_once, widen_key_init);
+        free(widen_buf);
+        widen_buf = base_xmalloc_aligned(n * sizeof(float));
+        widen_n = n;
+        if (pthread_setspecific(widen_key, widen_buf) != 0) base_die("pthread_setspecific failed");
+    }
+    return widen_buf;
+}
+
+/* pack_b for B panels [j0, j1) of either an f32 B or a stored (BF16 / F8)
+ * one: a stored panel is widened into f32 (its NR columns of op(B) over
+ * the kc rows) and packed from there, the same packed values as from an
+ * f32 copy. */
+static void pack_b_any(float *Bp, const gemm_args *g, int64_t j0, int64_t j1, int64_t p0, int64_t kc) {
+    if (!g->bq) {
+        pack_b(Bp, g->B, g->ldb, g->tb, g->n, j0, j1, p0, kc);
+        return;
+    }
+    float *t = get_widen((size_t)(NR * kc));
+    for (int64_t p = j0; p < j1; p++) {
+        int64_t c0 = p * NR, w = g->n - c0 < NR ? g->n - c0 : NR;
+        if (g->tb) { /* B [N, K]: w rows of kc */
+            for (int64_t c = 0; c < w; c++) tensor_widen(t + c * kc, g->bq, g->bq_off + (c0 + c) * g->ldb + p0, kc);
+            pack_b(Bp + (p - j0) * kc * NR, t, kc, 1, w, 0, 1, 0, kc);
+        } else { /* B [K, N]: kc rows of w */
+            for (int64_t k = 0; k < kc; k++) tensor_widen(t + k * w, g->bq, g->bq_off + (p0 + k) * g->ldb + c0, w);
+            pack_b(Bp + (p - j0) * kc * NR, t, w, 0, w, 0, 1, 0, kc);
+        }
+    }
+}
 
 /* One thread's share of C: the tiles of B panels [jp0, jp1) x A panels
  * [ip0, ip1), over all of k. The thread applies beta to its own part, packs
@@ -272,7 +325,7 @@ static void gemm_part(const gemm_args *g, int64_t jp0, int64_t jp1, int64_t ip0,
             pack_a(Ap, g->A, g->lda, g->ta, g->m, ip0, ip1, pc, kc, g->alpha);
             for (int64_t jp = jp0; jp < jp1; jp++) {
                 int nr = (int)(g->n - jp * NR < NR ? g->n - jp * NR : NR);
-                pack_b(Bp, g->B, g->ldb, g->tb, g->n, jp, jp + 1, pc, kc);
+                pack_b_any(Bp, g, jp, jp + 1, pc, kc);
                 for (int64_t ip = ip0; ip < ip1; ip++) {
                     int mr = (int)(g->m - ip * MR < MR ? g->m - ip * MR : MR);
                     micro_kernel(kc, Ap + (ip - ip0) * kc * MR, Bp, g->C + ip * MR * g->ldc + jp * NR,
@@ -286,7 +339,7 @@ static void gemm_part(const gemm_args *g, int64_t jp0, int64_t jp1, int64_t ip0,
         int64_t je = jc + NCP < jp1 ? jc + NCP : jp1;
         for (int64_t pc = 0; pc < g->k; pc += KC) {
             int64_t kc = g->k - pc < KC ? g->k - pc : KC;
-            pack_b(Bp, g->B, g->ldb, g->tb, g->n, jc, je, pc, kc);
+            pack_b_any(Bp, g, jc, je, pc, kc);
             for (int64_t ic = ip0; ic < ip1; ic += MCP) {
                 int64_t ie = ic + MCP < ip1 ? ic + MCP : ip1;
                 pack_a(Ap, g->A, g->lda, g->ta, g->m, ic, ie, pc, kc, g->alpha);
@@ -303,8 +356,9 @@ static void gemm_part(const gemm_args *g, int64_t jp0, int64_t jp1, int64_t ip0,
 }
 
 static void gemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, int ta, const float *B,
-                 int64_t ldb, int tb, float *C, int64_t ldc, float alpha, float beta) {
-    gemm_args g = {m, n, k, A, B, C, lda, ldb, ldc, ta, tb, alpha, beta};
+                 int64_t ldb, int tb, float *C, int64_t ldc, float alpha, float beta, const tensor *bq,
+                 int64_t bq_off) {
+    gemm_args g = {m, n, k, A, B, C, lda, ldb, ldc, ta, tb, alpha, beta, bq, bq_off};
     int64_t mp = (m + MR - 1) / MR, np = (n + NR - 1) / NR;
     int par = 2.0 * (double)m * (double)n * (double)k >= PAR_MIN_FLOP;
 #pragma omp parallel if (par)
@@ -325,15 +379,17 @@ static void gemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda, i
 
 void cpu_matmul(tensor *c, const tensor *a, const tensor *b, int trans_a, int trans_b, float alpha,
                 float beta) {
-    if (a->dtype != TENSOR_F32 || b->dtype != TENSOR_F32 || c->dtype != TENSOR_F32)
-        base_die("cpu matmul: float32 only (got %s, %s -> %s)", tensor_dtype_name(a->dtype),
-                 tensor_dtype_name(b->dtype), tensor_dtype_name(c->dtype));
+    int stored = b->dtype == TENSOR_BF16 || b->dtype == TENSOR_F8_E4M3;
+    if (a->dtype != TENSOR_F32 || (b->dtype != TENSOR_F32 && !stored) || c->dtype != TENSOR_F32)
+        base_die("cpu matmul: float32 operands (B may be a stored BF16 or F8_E4M3 weight; got %s, %s -> %s)",
+                 tensor_dtype_name(a->dtype), tensor_dtype_name(b->dtype), tensor_dtype_name(c->dtype));
     ops_matmul_dims d = ops_matmul_resolve(c, a, b, trans_a, trans_b);
     for (int64_t bt = 0; bt < d.batch; bt++) {
         const float *A = (const float *)a->data + bt * d.a_bstride;
-        const float *B = (const float *)b->data + bt * d.b_bstride;
+        const float *B = stored ? NULL : (const float *)b->data + bt * d.b_bstride;
         float *C = (float *)c->data + bt * d.c_bstride;
-        gemm(d.m, d.n, d.k, A, d.lda, trans_a, B, d.ldb, trans_b, C, d.ldc, alpha, beta);
+        gemm(d.m, d.n, d.k, A, d.lda, trans_a, B, d.ldb, trans_b, C, d.ldc, alpha, beta, stored ? b : NULL,
+             bt * d.b_bstride);
     }
 }
 
@@ -343,13 +399,17 @@ void cpu_matmul_naive(tensor *c, const tensor *a, const tensor *b, int trans_a, 
     ops_matmul_dims d = ops_matmul_resolve(c, a, b, trans_a, trans_b);
     for (int64_t bt = 0; bt < d.batch; bt++) {
         const float *A = (const float *)a->data + bt * d.a_bstride;
-        const float *B = (const float *)b->data + bt * d.b_bstride;
         float *C = (float *)c->data + bt * d.c_bstride;
         for (int64_t i = 0; i < d.m; i++)
             for (int64_t j = 0; j < d.n; j++) {
                 double s = 0;
-                for (int64_t p = 0; p < d.k; p++)
-                    s += (double)OPX(A, trans_a, d.lda, i, p) * OPX(B, trans_b, d.ldb, p, j);
+                for (int64_t p = 0; p < d.k; p++) {
+                    int64_t bo = bt * d.b_bstride + (trans_b ? j * d.ldb + p : p * d.ldb + j);
+                    float bv;
+                    if (b->dtype == TENSOR_F32) bv = ((const float *)b->data)[bo];
+                    else tensor_widen(&bv, b, bo, 1);
+                    s += (double)OPX(A, trans_a, d.lda, i, p) * bv;
+                }
                 float old = beta == 0.0f ? 0.0f : beta * C[i * d.ldc + j];
                 C[i * d.ldc + j] = (float)(alpha * s) + old;
             }

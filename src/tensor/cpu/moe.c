@@ -177,15 +177,16 @@ static const int32_t *check_offsets(const char *op, const tensor *offsets, int64
 /* Expert e's weight [N, K] or [K, N] as a 2-D view of w [E, a, b]. */
 static tensor expert_w(const tensor *w, int64_t e) {
     int64_t s[2] = {w->shape[1], w->shape[2]};
-    tensor r = tensor_make((float *)w->data + e * w->stride[0], TENSOR_F32, w->device, 2, s);
+    tensor r = tensor_make(cpu_elem(w, e * w->stride[0]), w->dtype, w->device, 2, s);
     r.stride[0] = w->stride[1];
+    r.qb = w->qb;
     return r;
 }
 
 /* Rows [r0, r0 + n) of a 2-D tensor. */
 static tensor rows_of(const tensor *t, int64_t r0, int64_t n) {
     tensor r = *t;
-    r.data = cpu_row(t, r0);
+    r.data = cpu_elem(t, r0 * t->stride[0]);
     r.shape[0] = n;
     return r;
 }

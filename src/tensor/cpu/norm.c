@@ -78,8 +78,18 @@ void cpu_rmsnorm_bwd(tensor *dx, tensor *dw, const tensor *dy, const tensor *x, 
 }
 
 void cpu_embedding_fwd(tensor *y, const tensor *table, const tensor *ids) {
-    ops_need("cpu", "embedding_fwd", "table", table, TENSOR_F32, 2);
-    cpu_gather_rows(y, table, ids);
+    ops_check_embedding_fwd("cpu", y, table, ids);
+    if (table->dtype == TENSOR_F32) {
+        cpu_gather_rows(y, table, ids);
+        return;
+    }
+    /* a stored BF16 table (a frozen model): rows widened into f32 */
+    int64_t m = y->shape[0], d = y->shape[1], n = table->shape[0];
+    const int32_t *ix = cpu_i32(ids);
+    for (int64_t r = 0; r < m; r++)
+        if (ix[r] < 0 || ix[r] >= n) base_die("gather_rows: idx[%lld] = %d outside [0, %lld)", (long long)r, ix[r], (long long)n);
+#pragma omp parallel for schedule(static) if (m * d > 65536)
+    for (int64_t r = 0; r < m; r++) tensor_widen(cpu_row(y, r), table, ix[r] * table->stride[0], d);
 }
 
 void cpu_embedding_bwd(tensor *dtable, const tensor *dy, const tensor *ids) {
