@@ -137,6 +137,7 @@ typedef struct {
     int64_t ref_model_sync_steps;
     double ref_model_mixup_alpha;
     int64_t log_completions_steps;
+    int log_completion_ids;        /* samples.jsonl lines carry prompt_ids and completion_ids */
     grpo_config loss;              /* the keys above as the GRPO loss takes them (checked) */
 } recipe_grpo_cfg;
 

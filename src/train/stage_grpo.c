@@ -717,6 +717,12 @@ static void log_samples(grpo_stage *g, int64_t step) {
         for (int f = 0; f < b->F; f++) add_num(rw, reward_pool_func_name(g->pool, f), b->rewards[(size_t)j * b->F + f]);
         add_num(o, "advantage", b->adv[j]);
         cJSON_AddStringToObject(o, "finish_reason", b->trunc[j] ? "length" : "stop");
+        if (g->cfg->log_completion_ids) {
+            cJSON_AddItemToObject(o, "prompt_ids", cJSON_CreateIntArray(b->pids + (size_t)j * (size_t)b->max_prompt,
+                                                                        b->plen[j]));
+            cJSON_AddItemToObject(o, "completion_ids",
+                                  cJSON_CreateIntArray(b->cids + (size_t)j * (size_t)b->max_new, b->clen[j]));
+        }
         run_samples_write(g->c, o);
     }
 }
