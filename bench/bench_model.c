@@ -156,7 +156,7 @@ int main(int argc, char **argv) {
            S, P, bf, best, ntok / best, 3 * tfl / best * 1e-9);
     printf("memory: activations %.1f MiB (%.1f MiB with recompute), cache %.1f MiB\n",
            model_train_bytes(&cfg, &tl) / 1048576.0,
-           model_train_bytes(&cfg, &(model_train_limits){tl.max_tokens, tl.max_seqs, 1}) / 1048576.0,
+           model_train_bytes(&cfg, &(model_train_limits){.max_tokens = tl.max_tokens, .max_seqs = tl.max_seqs, .recompute = 1}) / 1048576.0,
            model_cache_bytes(&cfg, &lim) / 1048576.0);
     model_ops(m)->free(grads);
     free(g);

@@ -152,11 +152,9 @@ void cuda_lmhead_bwd(tensor *dx, tensor *dw, const tensor *g_logp, const tensor 
             CUDA_LAUNCH(lm_dz_kernel, cuda_blocks(rb * cb, 256), 256, 0, (float *)z.data, z.stride[0], rb, cb,
                         (const float *)g_logp->data, (const float *)g_ent->data, (const float *)lse->data,
                         (const float *)ent->data, (const int32_t *)target->data, r0, v0);
-            tensor wb = *w, dwb = *dw;
+            tensor wb = *w;
             wb.data = (char *)w->data + v0 * w->stride[0] * (int64_t)tensor_dtype_size(w->dtype);
             wb.shape[0] = cb;
-            dwb.data = (float *)dw->data + v0 * dw->stride[0];
-            dwb.shape[0] = cb;
             if (bf) {
                 int64_t sh[2] = {rb, cb};
                 tensor zb = tensor_make(dzb, TENSOR_BF16, z.device, 2, sh);
@@ -165,7 +163,12 @@ void cuda_lmhead_bwd(tensor *dx, tensor *dw, const tensor *g_logp, const tensor 
                 z = zb;
             }
             cuda_matmul(&dxb, &z, &wb, 0, 0, scale, v0 == 0 ? 0.0f : 1.0f);
-            cuda_matmul(&dwb, &z, &xb, 1, 0, scale, 1.0f);
+            if (dw) { /* NULL: a frozen head */
+                tensor dwb = *dw;
+                dwb.data = (float *)dw->data + v0 * dw->stride[0];
+                dwb.shape[0] = cb;
+                cuda_matmul(&dwb, &z, &xb, 1, 0, scale, 1.0f);
+            }
         }
     }
 }

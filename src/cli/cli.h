@@ -16,6 +16,7 @@ CLI_CMD(info);
 CLI_CMD(tokenize);
 CLI_CMD(forward);
 CLI_CMD(grad);
+CLI_CMD(merge);
 CLI_CMD(generate);
 CLI_CMD(score);
 CLI_CMD(run);

@@ -1,10 +1,12 @@
 /*
- * grpo forward --model DIR --in ids.jsonl --out logits.safetensors [--device D]
+ * grpo forward --model DIR [--adapter DIR] --in ids.jsonl --out logits.safetensors [--device D]
  *
  * Full-sequence forward of each input line {"ids": [...]} (positions from
  * 0; lines are independent). Writes, for line K (0-based):
  *   logits.K          F32 [T, V]  the logits at every position
  *   token_logprobs.K  F32 [T-1]   log p(ids[t+1] | ids[..t])
+ * --adapter runs the model with a LoRA adapter in PEFT's format (a LoRA
+ * run's checkpoint) over its frozen weights.
  * Exit status: 0 done; 1 bad input (the message names the file and line,
  * or the tensor); 2 bad usage.
  */
@@ -19,12 +21,12 @@
 #include "io/st.h"
 
 static const char *USAGE = "usage: grpo forward --model DIR --in ids.jsonl --out logits.safetensors [--device D]\n"
-                           "                 [--precision f32|bf16|fp8]\n"
+                           "                 [--precision f32|bf16|fp8] [--adapter LORA_DIR]\n"
                            "Each input line is {\"ids\": [...]}; the output holds logits.K [T, V] and\n"
                            "token_logprobs.K [T-1] (F32) for line K, counted from 0.\n" CLI_DEVICE_USAGE CLI_PRECISION_USAGE;
 
 int cli_cmd_forward(int argc, char **argv) {
-    const char *dir = NULL, *in = NULL, *out = NULL, *dev = NULL, *prec = NULL;
+    const char *dir = NULL, *in = NULL, *out = NULL, *dev = NULL, *prec = NULL, *adapter = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -37,6 +39,7 @@ int cli_cmd_forward(int argc, char **argv) {
         else if (!strcmp(a, "--out")) out = argv[++i];
         else if (!strcmp(a, "--device")) dev = argv[++i];
         else if (!strcmp(a, "--precision")) prec = argv[++i];
+        else if (!strcmp(a, "--adapter")) adapter = argv[++i];
         else return cli_usage_error("forward", "unexpected argument '%s'\n%s", a, USAGE);
     }
     if (!dir || !in || !out) return cli_usage_error("forward", "--model, --in and --out are required\n%s", USAGE);
@@ -46,8 +49,11 @@ int cli_cmd_forward(int argc, char **argv) {
     model_load_opts lo = {.frozen = 1}; /* nothing trains: compute weights only */
     if (cli_precision("forward", prec, &lo)) return 2;
     base_status st = model_load(dir, ops, &lo, &m);
+    model_lora *ad = NULL;
+    if (!st && adapter) st = model_lora_load(m, adapter, &ad); /* attached: freed with the model */
     if (st) {
         fprintf(stderr, "grpo forward: %s\n", base_err_msg());
+        model_free(m);
         return 1;
     }
     int64_t V = model_cfg(m)->vocab_size;

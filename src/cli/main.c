@@ -25,6 +25,7 @@ static const struct {
     {"tokenize", cli_cmd_tokenize, "tokenize --tokenizer DIR --in texts.jsonl [--out ids.jsonl]"},
     {"forward", cli_cmd_forward, "forward --model DIR --in ids.jsonl --out logits.safetensors"},
     {"grad", cli_cmd_grad, "grad --model DIR --in ids.jsonl --out grads.safetensors"},
+    {"merge", cli_cmd_merge, "merge --model BASE --adapter LORA_DIR --out DIR   LoRA adapter into its base"},
     {"generate", cli_cmd_generate, "generate --model DIR --in prompts.jsonl [--n G] [--greedy] ..."},
     {"score", cli_cmd_score, "score --rewards SPEC --in samples.jsonl --out scored.jsonl"},
     {"run", cli_cmd_run, "run RECIPE.lua [--set key=value ...] [--resume]"},

@@ -18,12 +18,22 @@
 
 #include "model/internal.h"
 
-/* The gradient view of a parameter view. */
+/* The gradient view of a parameter view (grads NULL: frozen base weights,
+ * a view with data NULL that no weight-gradient product is run for). */
 static tensor gv(const model *m, float *grads, const tensor *p) {
     tensor g = *p;
-    g.data = grads + ((float *)p->data - m->params);
+    g.data = grads ? grads + ((float *)p->data - m->params) : NULL;
     return g;
 }
+
+/* dW += alpha op(a) op(b): the weight-gradient products, skipped for a
+ * frozen base (g.data NULL). */
+static void wgrad(const model *m, tensor *g, const tensor *a, const tensor *b) {
+    if (g->data) m->ops->matmul(g, a, b, 1, 0, 1.0f, 1.0f);
+}
+
+/* NULL for a frozen base's gradient view (the norm ops skip dw then). */
+static tensor *gp(tensor *g) { return g->data ? g : NULL; }
 
 /* The GEMM operand form of gradient t (contiguous): t in f32 mode; in
  * bf16 mode its bf16 copy in b->cvt (valid until the next gop: each copy
@@ -46,23 +56,28 @@ static tensor flat2(const tensor *buf, int64_t rows, int64_t cols) {
     return tensor_make(buf->data, TENSOR_F32, buf->device, 2, s);
 }
 
-/* One SwiGLU MLP backward: master weights gu [2F, d], down [d, F] (for
- * the gradient views) and their compute views c_gu, c_down; input x
+/* One SwiGLU MLP backward (the dense MLP or the shared experts of layer
+ * l, LoRA slots LORA_GATE/UP/DOWN): master weights gu [2F, d], down [d, F]
+ * (for the gradient views) and their compute views c_gu, c_down; input x
  * [n, d], saved gu_out [n, 2F], act [n, F]; dy [n, d]. dx written or added. */
-static void mlp_bwd(const model *m, float *grads, bwd_scratch *b, const tensor *w_gu, const tensor *w_down,
-                    const tensor *c_gu, const tensor *c_down, const tensor *x, const tensor *gu, const tensor *act,
-                    const tensor *dy, tensor *dx, int add_dx) {
+static void mlp_bwd(const model *m, int l, const layer_acts *A, float *grads, bwd_scratch *b, const tensor *w_gu,
+                    const tensor *w_down, const tensor *c_gu, const tensor *c_down, const tensor *x, const tensor *gu,
+                    const tensor *act, const tensor *dy, tensor *dx, int add_dx) {
     const struct ops *o = m->ops;
     int64_t n = x->shape[0], f = act->shape[1];
     tensor dact = flat2(&b->dact, n, f), dgu = flat2(&b->dgu, n, 2 * f);
     tensor g_down = gv(m, grads, w_down), g_gu = gv(m, grads, w_gu);
     tensor dyc = gop(m, b, dy);
     o->matmul(&dact, &dyc, c_down, 0, 0, 1.0f, 0.0f);
-    o->matmul(&g_down, &dyc, act, 1, 0, 1.0f, 1.0f);
+    lora_bwd(m, l, LORA_DOWN, A, b, act, &dyc, &dact, n);
+    wgrad(m, &g_down, &dyc, act);
     o->swiglu_bwd(&dgu, &dact, gu);
     tensor dguc = gop(m, b, &dgu);
-    o->matmul(&g_gu, &dguc, x, 1, 0, 1.0f, 1.0f);
+    wgrad(m, &g_gu, &dguc, x);
     o->matmul(dx, &dguc, c_gu, 0, 0, 1.0f, add_dx ? 1.0f : 0.0f);
+    tensor dg = mv_cols(&dguc, 0, f), du = mv_cols(&dguc, f, f);
+    lora_bwd(m, l, LORA_GATE, A, b, x, &dg, dx, n);
+    lora_bwd(m, l, LORA_UP, A, b, x, &du, dx, n);
 }
 
 /* FFN half: dh = dL/dh_out in, dL/da out. */
@@ -74,13 +89,14 @@ static void ffn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float 
     tensor un = mv_rows(&A->un, n), a = mv_rows(&A->a, n), r2 = mv_rows(&A->rstd2, n);
     if (!w->moe) {
         tensor gu = mv_rows(&A->gu, n), act = mv_rows(&A->act, n);
-        mlp_bwd(m, grads, b, &w->gu, &w->down, &wc->gu, &wc->down, &un, &gu, &act, &dh, &dun, 0);
+        mlp_bwd(m, l, A, grads, b, &w->gu, &w->down, &wc->gu, &wc->down, &un, &gu, &act, &dh, &dun, 0);
     } else {
         int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
         int have = 0;
         if (c->n_shared_experts > 0) {
             tensor gus = mv_rows(&A->gus, n), acts = mv_rows(&A->acts, n);
-            mlp_bwd(m, grads, b, &w->s_gu, &w->s_down, &wc->s_gu, &wc->s_down, &un, &gus, &acts, &dh, &dun, 0);
+            mlp_bwd(m, l, A, grads, b, &w->s_gu, &w->s_down, &wc->s_gu, &wc->s_down, &un, &gus, &acts, &dh, &dun,
+                    0);
             have = 1;
         }
         if (!have) o->zero(dun.data, (size_t)(n * c->hidden_size) * sizeof(float));
@@ -95,23 +111,27 @@ static void ffn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float 
         /* the routed experts over the rows sorted by expert, all at once */
         tensor dyec = gop(m, b, &dye);
         o->moe_matmul(&dact, &dyec, &wc->e_down, &A->offsets, 0, 1.0f, 0.0f);
-        o->moe_matmul_dw(&g_edown, &dyec, &acte, &A->offsets, 1.0f);
+        lora_bwd(m, l, LORA_EDOWN, A, b, &acte, &dyec, &dact, n * K);
+        if (g_edown.data) o->moe_matmul_dw(&g_edown, &dyec, &acte, &A->offsets, 1.0f);
         o->swiglu_bwd(&dgu, &dact, &gue);
         tensor dguc = gop(m, b, &dgu);
-        o->moe_matmul_dw(&g_egu, &dguc, &xe, &A->offsets, 1.0f);
+        if (g_egu.data) o->moe_matmul_dw(&g_egu, &dguc, &xe, &A->offsets, 1.0f);
         o->moe_matmul(&dxe, &dguc, &wc->e_gu, &A->offsets, 0, 1.0f, 0.0f);
+        tensor dge = mv_cols(&dguc, 0, f), due = mv_cols(&dguc, f, f);
+        lora_bwd(m, l, LORA_EGATE, A, b, &xe, &dge, &dxe, n * K);
+        lora_bwd(m, l, LORA_EUP, A, b, &xe, &due, &dxe, n * K);
         o->moe_combine(&dun, &dxe, NULL, &inv); /* backward of the row gather */
         /* router: the choice is constant; the chosen sigmoid weights are not */
         tensor dz = mv_rows(&b->dz, n), z = mv_rows(&A->z, n), idx = mv_rows(&A->idx, n);
         o->moe_route_bwd(&dz, &dw, &z, &idx, c->norm_topk_prob, c->routed_scaling_factor);
         tensor g_router = gv(m, grads, &w->router);
         tensor unr = A->unf.data ? mv_rows(&A->unf, n) : un; /* the f32 router input */
-        o->matmul(&g_router, &dz, &unr, 1, 0, 1.0f, 1.0f);
+        wgrad(m, &g_router, &dz, &unr);
         o->matmul(&dun, &dz, &w->router, 0, 0, 1.0f, 1.0f);
         (void)E;
     }
     tensor g_post = gv(m, grads, &w->post_norm);
-    o->rmsnorm_bwd(&dh, &g_post, &dun, &a, &w->post_norm, &r2, 1);
+    o->rmsnorm_bwd(&dh, gp(&g_post), &dun, &a, &w->post_norm, &r2, 1);
 }
 
 /* Attention half: dh = dL/da in, dL/dh_in out. */
@@ -129,7 +149,8 @@ static void attn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float
     tensor o2c = A->ob.data ? mv_rows(&A->ob, n) : o2; /* the forward's GEMM input */
     tensor dhc = gop(m, b, &dh);
     o->matmul(&dout2, &dhc, &wc->o, 0, 0, 1.0f, 0.0f);
-    o->matmul(&g_o, &dhc, &o2c, 1, 0, 1.0f, 1.0f);
+    lora_bwd(m, l, LORA_O, A, b, &o2c, &dhc, &dout2, n);
+    wgrad(m, &g_o, &dhc, &o2c);
     /* attention */
     tensor q3 = mv_rows(&A->q, n), kvb3 = mv_rows(&A->kvb, n), o3 = mv_rows(&A->o, n), lse = mv_rows(&A->lse, n);
     tensor kva = mv_rows(&A->kva, n), kpe = mv_cols(&kva, dc, dr);
@@ -143,15 +164,17 @@ static void attn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float
     tensor dkvb2 = mv_as2(&b->dkvb, n, H * (dn + dv)), ckvn = mv_rows(&A->ckvn, n), dckvn = mv_rows(&b->dckvn, n);
     tensor g_kvb = gv(m, grads, &w->kv_b);
     tensor ckvc = A->ckvnb.data ? mv_rows(&A->ckvnb, n) : ckvn, dkvbc = gop(m, b, &dkvb2);
-    o->matmul(&g_kvb, &dkvbc, &ckvc, 1, 0, 1.0f, 1.0f);
+    wgrad(m, &g_kvb, &dkvbc, &ckvc);
     o->matmul(&dckvn, &dkvbc, &wc->kv_b, 0, 0, 1.0f, 0.0f);
+    lora_bwd(m, l, LORA_KVB, A, b, &ckvc, &dkvbc, &dckvn, n);
     tensor dckv = mv_cols(&dkva, 0, dc), ckv = mv_cols(&kva, 0, dc), rkv = mv_rows(&A->rstd_kv, n);
     tensor g_kvn = gv(m, grads, &w->kv_a_norm);
-    o->rmsnorm_bwd(&dckv, &g_kvn, &dckvn, &ckv, &w->kv_a_norm, &rkv, 0);
+    o->rmsnorm_bwd(&dckv, gp(&g_kvn), &dckvn, &ckv, &w->kv_a_norm, &rkv, 0);
     tensor xn = mv_rows(&A->xn, n), g_kva = gv(m, grads, &w->kv_a);
     tensor dkvac = gop(m, b, &dkva);
-    o->matmul(&g_kva, &dkvac, &xn, 1, 0, 1.0f, 1.0f);
+    wgrad(m, &g_kva, &dkvac, &xn);
     o->matmul(&dxn, &dkvac, &wc->kv_a, 0, 0, 1.0f, 0.0f);
+    lora_bwd(m, l, LORA_KVA, A, b, &xn, &dkvac, &dxn, n);
     /* q path */
     tensor dq2 = mv_as2(&b->dq, n, H * dqk);
     if (c->q_lora_rank > 0) {
@@ -159,27 +182,34 @@ static void attn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float
         tensor dcqn = mv_rows(&b->dcqn, n), dcq = mv_rows(&b->dcq, n);
         tensor g_qb = gv(m, grads, &w->q_b), g_qn = gv(m, grads, &w->q_a_norm), g_qa = gv(m, grads, &w->q_a);
         tensor dqc = gop(m, b, &dq2);
-        o->matmul(&g_qb, &dqc, &cqn, 1, 0, 1.0f, 1.0f);
+        wgrad(m, &g_qb, &dqc, &cqn);
         o->matmul(&dcqn, &dqc, &wc->q_b, 0, 0, 1.0f, 0.0f);
-        o->rmsnorm_bwd(&dcq, &g_qn, &dcqn, &cq, &w->q_a_norm, &rq, 0);
+        lora_bwd(m, l, LORA_QB, A, b, &cqn, &dqc, &dcqn, n);
+        o->rmsnorm_bwd(&dcq, gp(&g_qn), &dcqn, &cq, &w->q_a_norm, &rq, 0);
         tensor dcqc = gop(m, b, &dcq);
-        o->matmul(&g_qa, &dcqc, &xn, 1, 0, 1.0f, 1.0f);
+        wgrad(m, &g_qa, &dcqc, &xn);
         o->matmul(&dxn, &dcqc, &wc->q_a, 0, 0, 1.0f, 1.0f);
+        lora_bwd(m, l, LORA_QA, A, b, &xn, &dcqc, &dxn, n);
     } else {
         tensor g_q = gv(m, grads, &w->q);
         tensor dqc = gop(m, b, &dq2);
-        o->matmul(&g_q, &dqc, &xn, 1, 0, 1.0f, 1.0f);
+        wgrad(m, &g_q, &dqc, &xn);
         o->matmul(&dxn, &dqc, &wc->q, 0, 0, 1.0f, 1.0f);
+        lora_bwd(m, l, LORA_Q, A, b, &xn, &dqc, &dxn, n);
     }
     tensor r1 = mv_rows(&A->rstd1, n), g_in = gv(m, grads, &w->in_norm);
-    o->rmsnorm_bwd(&dh, &g_in, &dxn, h_in, &w->in_norm, &r1, 1);
+    o->rmsnorm_bwd(&dh, gp(&g_in), &dxn, h_in, &w->in_norm, &r1, 1);
 }
 
 void model_backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads) {
     if (!tr->have_fwd) base_die("model_backward: no forward to differentiate");
+    if (tr->adapter_off) base_die("model_backward: the last forward ran with the adapter off");
     model *m = tr->m;
-    if (!m->params) base_die("model_backward: a frozen %s model holds no master weights to differentiate",
-                             model_precision_name(m->prec));
+    /* a frozen bf16/fp8 model differentiates only as a LoRA base: dx through
+     * its stored weights, gradients for the adapter alone (grads NULL) */
+    if (!m->params && !(m->lora && !grads && !tr->lim.no_adapter))
+        base_die("model_backward: a frozen %s model holds no master weights to differentiate",
+                 model_precision_name(m->prec));
     const struct ops *o = m->ops;
     const model_config *c = &m->cfg;
     int64_t n = tr->n;
@@ -192,9 +222,9 @@ void model_backward(model_train *tr, const float *g_logp, const float *g_ent, fl
     tensor dxn = mv_rows(&b->dxn, n), dh = mv_rows(&b->dh, n);
     /* LM head + log-softmax, then the final norm */
     tensor g_head = gv(m, grads, &m->w.lm_head);
-    o->lmhead_bwd(&dxn, &g_head, &gl, &ge, &hf, &m->wc.lm_head, &tgt, &lse, &ent, tr->scale, &tr->lm_ws);
+    o->lmhead_bwd(&dxn, gp(&g_head), &gl, &ge, &hf, &m->wc.lm_head, &tgt, &lse, &ent, tr->scale, &tr->lm_ws);
     tensor hL = mv_rows(&tr->h[L], n), rf = mv_rows(&tr->rstd_f, n), g_fn = gv(m, grads, &m->w.final_norm);
-    o->rmsnorm_bwd(&dh, &g_fn, &dxn, &hL, &m->w.final_norm, &rf, 0);
+    o->rmsnorm_bwd(&dh, gp(&g_fn), &dxn, &hL, &m->w.final_norm, &rf, 0);
     tensor pos = mv_rows(&tr->pos, n), cu = mv_rows(&tr->cu, tr->nseq + 1);
     fwd_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
@@ -212,5 +242,5 @@ void model_backward(model_train *tr, const float *g_logp, const float *g_ent, fl
         attn_bwd(m, l, A, b, grads, &hi, &pos, &cu, n);
     }
     tensor ids = mv_rows(&tr->ids, n), g_emb = gv(m, grads, &m->w.embed);
-    o->embedding_bwd(&g_emb, &dh, &ids);
+    if (g_emb.data) o->embedding_bwd(&g_emb, &dh, &ids);
 }

@@ -69,6 +69,7 @@ void plan_layer_acts(planner *p, layer_acts *A, int64_t n, int dense, int moe, i
             A->acts = plan_t(p, cd, 2, n, is, 1);
         }
     }
+    lora_plan_acts(p, A, n, dense, moe);
 }
 
 /* The GEMM operand form of f32 activation t [rows of a contiguous buffer]:
@@ -115,19 +116,24 @@ static void attn_pre(const model *m, const model_layer_w *w, layer_acts *A, cons
     const model_config *cf = &m->cfg;
     int64_t n = c->n, H = cf->num_attention_heads, dc = cf->kv_lora_rank, dr = cf->qk_rope_head_dim;
     tensor xn = mv_rows(&A->xn, n), r1 = mv_rows(&A->rstd1, n);
-    const model_layer_w *wc = &m->wc.layers[w - m->w.layers]; /* GEMM weights (bf16 in bf16 mode) */
+    int l = (int)(w - m->w.layers);
+    const model_layer_w *wc = &m->wc.layers[l]; /* GEMM weights (bf16 in bf16 mode) */
     o->rmsnorm_fwd(&xn, &r1, h_in, &w->in_norm, cf->rms_norm_eps);
     tensor q2 = mv_as2(&A->q, n, H * cf->qk_head_dim);
     if (cf->q_lora_rank > 0) {
         tensor cq = mv_rows(&A->cq, n), cqn = mv_rows(&A->cqn, n), rq = mv_rows(&A->rstd_q, n);
         o->matmul(&cq, &xn, &wc->q_a, 0, 1, 1.0f, 0.0f);
+        lora_fwd(m, l, LORA_QA, A, &xn, &cq, n);
         o->rmsnorm_fwd(&cqn, &rq, &cq, &w->q_a_norm, 1e-6f); /* HF: class default eps, spec §1 */
         o->matmul(&q2, &cqn, &wc->q_b, 0, 1, 1.0f, 0.0f);
+        lora_fwd(m, l, LORA_QB, A, &cqn, &q2, n);
     } else {
         o->matmul(&q2, &xn, &wc->q, 0, 1, 1.0f, 0.0f);
+        lora_fwd(m, l, LORA_Q, A, &xn, &q2, n);
     }
     tensor kva = mv_rows(&A->kva, n);
     o->matmul(&kva, &xn, &wc->kv_a, 0, 1, 1.0f, 0.0f);
+    lora_fwd(m, l, LORA_KVA, A, &xn, &kva, n);
     tensor ckv = mv_cols(&kva, 0, dc), kpe = mv_cols(&kva, dc, dr);
     tensor ckvn = mv_rows(&A->ckvn, n), rkv = mv_rows(&A->rstd_kv, n);
     o->rmsnorm_fwd(&ckvn, &rkv, &ckv, &w->kv_a_norm, 1e-6f);
@@ -145,7 +151,9 @@ static void attn_out(const model *m, const model_layer_w *w, layer_acts *A, cons
     tensor o2 = mv_as2(&A->o, n, (int64_t)cf->num_attention_heads * cf->v_head_dim);
     tensor o2c = model_gemm_in(m, &o2, &A->ob);
     copy_rows(m, &a, h_in, n);
-    m->ops->matmul(&a, &o2c, &m->wc.layers[w - m->w.layers].o, 0, 1, 1.0f, 1.0f);
+    int l = (int)(w - m->w.layers);
+    m->ops->matmul(&a, &o2c, &m->wc.layers[l].o, 0, 1, 1.0f, 1.0f);
+    lora_fwd(m, l, LORA_O, A, &o2c, &a, n);
 }
 
 void layer_fwd(const model *m, int l, layer_acts *A, const tensor *h_in, tensor *h_out, const fwd_ctx *c) {
@@ -159,6 +167,7 @@ void layer_fwd(const model *m, int l, layer_acts *A, const tensor *h_in, tensor 
     tensor kvb2 = mv_as2(&A->kvb, n, H * (cf->qk_nope_head_dim + cf->v_head_dim));
     tensor ckvc = model_gemm_in(m, &ckvn, &A->ckvnb);
     o->matmul(&kvb2, &ckvc, &m->wc.layers[l].kv_b, 0, 1, 1.0f, 0.0f);
+    lora_fwd(m, l, LORA_KVB, A, &ckvc, &kvb2, n);
     tensor q3 = mv_rows(&A->q, n), kvb = mv_rows(&A->kvb, n), o3 = mv_rows(&A->o, n);
     tensor lse = A->lse.data ? mv_rows(&A->lse, n) : A->lse;
     o->mla_attn_fwd(&o3, A->lse.data ? &lse : NULL, &q3, &kvb, &kpe, c->cu, (float)cf->softmax_scale);
@@ -183,6 +192,7 @@ void layer_decode(const model *m, int l, layer_acts *A, const tensor *h_in, tens
     tensor qn = strided3(A->q.data, dev, H, n, dn, dqk, H * dqk);
     tensor ql = strided3(q_lat->data, dev, H, n, dc, dc, H * dc);
     o->matmul(&ql, &qn, &wuk, 0, 0, 1.0f, 0.0f);
+    lora_decode_q(m, l, A, &ql, &qn, &c->lora_hv);
     tensor ql3 = mv_rows(q_lat, n), ol3 = mv_rows(o_lat, n);
     tensor q3 = mv_rows(&A->q, n);
     tensor qpe = mv_cols(&q3, dn, dr);
@@ -191,6 +201,7 @@ void layer_decode(const model *m, int l, layer_acts *A, const tensor *h_in, tens
     tensor olv = strided3(o_lat->data, dev, H, n, dc, dc, H * dc);
     tensor ov = strided3(A->o.data, dev, H, n, dv, dv, H * dv);
     o->matmul(&ov, &olv, &wuv, 0, 1, 1.0f, 0.0f);
+    lora_decode_o(m, l, A, &ov, &olv, &c->lora_hv);
     attn_out(m, w, A, h_in, n);
     ffn_fwd(m, l, A, h_out, n);
 }
@@ -212,9 +223,14 @@ void ffn_fwd(const model *m, int l, layer_acts *A, tensor *h_out, int64_t n) {
     copy_rows(m, h_out, &a, n);
     if (!w->moe) {
         tensor gu = mv_rows(&A->gu, n), act = mv_rows(&A->act, n);
+        int64_t I = cf->intermediate_size;
         o->matmul(&gu, &un, &wc->gu, 0, 1, 1.0f, 0.0f);
+        tensor g_half = mv_cols(&gu, 0, I), u_half = mv_cols(&gu, I, I);
+        lora_fwd(m, l, LORA_GATE, A, &un, &g_half, n);
+        lora_fwd(m, l, LORA_UP, A, &un, &u_half, n);
         o->swiglu_fwd(&act, &gu);
         o->matmul(h_out, &act, &wc->down, 0, 1, 1.0f, 1.0f);
+        lora_fwd(m, l, LORA_DOWN, A, &act, h_out, n);
         return;
     }
     int64_t E = cf->n_routed_experts, K = cf->num_experts_per_tok;
@@ -231,13 +247,23 @@ void ffn_fwd(const model *m, int l, layer_acts *A, tensor *h_out, int64_t n) {
     /* the routed experts over the rows sorted by expert: one grouped GEMM
      * each way (the offsets stay on the device) */
     o->moe_matmul(&gue, &xe, &wc->e_gu, &A->offsets, 1, 1.0f, 0.0f);
+    int64_t ie = cf->moe_intermediate_size;
+    tensor ge_half = mv_cols(&gue, 0, ie), ue_half = mv_cols(&gue, ie, ie);
+    lora_fwd(m, l, LORA_EGATE, A, &xe, &ge_half, n * K);
+    lora_fwd(m, l, LORA_EUP, A, &xe, &ue_half, n * K);
     o->swiglu_fwd(&acte, &gue);
     o->moe_matmul(&ye, &acte, &wc->e_down, &A->offsets, 1, 1.0f, 0.0f);
+    lora_fwd(m, l, LORA_EDOWN, A, &acte, &ye, n * K);
     if (cf->n_shared_experts > 0) {
         tensor gus = mv_rows(&A->gus, n), acts = mv_rows(&A->acts, n);
+        int64_t is = (int64_t)cf->n_shared_experts * ie;
         o->matmul(&gus, &un, &wc->s_gu, 0, 1, 1.0f, 0.0f);
+        tensor gs_half = mv_cols(&gus, 0, is), us_half = mv_cols(&gus, is, is);
+        lora_fwd(m, l, LORA_GATE, A, &un, &gs_half, n);
+        lora_fwd(m, l, LORA_UP, A, &un, &us_half, n);
         o->swiglu_fwd(&acts, &gus);
         o->matmul(h_out, &acts, &wc->s_down, 0, 1, 1.0f, 1.0f);
+        lora_fwd(m, l, LORA_DOWN, A, &acts, h_out, n);
     }
     o->moe_combine(h_out, &ye, &wt, &inv);
 }

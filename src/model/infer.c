@@ -23,6 +23,7 @@ typedef struct {
     tensor ha, hb; /* residual ping-pong [n, d] */
     layer_acts A;
     tensor q_lat, o_lat; /* decode [n, H, dc] */
+    tensor lora_hv;      /* decode with an adapter on kv_b_proj: [n * H * r] */
     tensor hlast, rstd_f, logits;
     tensor hnorm; /* bf16 mode: the final norm's bf16 output [lrows, d] (f32 mode: hlast) */
     tensor logits_view; /* the rows of the last call */
@@ -48,6 +49,9 @@ static void plan_ws(planner *p, infer_ws *w, int64_t n, int64_t s, int64_t lrows
     if (decode) {
         w->q_lat = plan_t(p, TENSOR_F32, 3, n, H, c->kv_lora_rank);
         w->o_lat = plan_t(p, TENSOR_F32, 3, n, H, c->kv_lora_rank);
+        w->lora_hv.data = NULL;
+        if (p->lora && (p->lora->targets & (1u << MODEL_LORA_KV_B_PROJ)))
+            w->lora_hv = plan_t(p, TENSOR_F32, 1, n * H * p->lora->r, 1, 1);
     }
     w->hlast = plan_t(p, TENSOR_F32, 2, lrows, d, 1);
     w->hnorm = model_cdt(p->m) == TENSOR_F32 ? w->hlast : plan_t(p, TENSOR_BF16, 2, lrows, d, 1);
@@ -98,7 +102,7 @@ base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const i
         return st;
     }
     infer_ws w;
-    planner p = {m, NULL, 0};
+    planner p = {m, NULL, 0, m->lora ? &m->lora->cfg : NULL};
     plan_ws(&p, &w, n, nseq, n, 0);
     /* token logprobs by the chunked head */
     int64_t V = c->vocab_size, rows = n < MODEL_LM_ROWS ? n : MODEL_LM_ROWS, cols = V < MODEL_LM_COLS ? V : MODEL_LM_COLS;
@@ -197,16 +201,16 @@ size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size) {
 }
 
 /* The cache's allocations: pages, block table, workspace (cdt: the
- * model's activation dtype). */
+ * model's activation dtype; lc: the attached adapter's config or NULL). */
 static void cache_sizes(const model_config *cfg, const model_cache_limits *l, int64_t mb, tensor_dtype cdt,
-                        model_cache_mem *out) {
+                        const model_lora_config *lc, model_cache_mem *out) {
     model shell;
     memset(&shell, 0, sizeof shell);
     shell.cfg = *cfg;
     shell.ops = ops_cpu();
     shell.cdt = cdt;
     infer_ws w;
-    planner p = {&shell, NULL, 0};
+    planner p = {&shell, NULL, 0, lc};
     plan_ws(&p, &w, ws_tokens(l), l->slots, ws_rows(l), 1);
     out->pages = (size_t)(l->pages + 1) * page_bytes_dt(cfg, l->page_size, cdt); /* + the padding page */
     out->table = (size_t)(l->slots + 1) * (size_t)mb * sizeof(int32_t);     /* + the padding slot */
@@ -225,8 +229,18 @@ base_status model_cache_plan(const model_config *cfg, const model_cache_limits *
     int64_t mb = 0;
     base_status st = resolve_limits(lim, &l, &mb);
     if (st) return st;
-    cache_sizes(cfg, &l, mb, prec != MODEL_F32 && dev != TENSOR_CPU ? TENSOR_BF16 : TENSOR_F32, out);
+    cache_sizes(cfg, &l, mb, prec != MODEL_F32 && dev != TENSOR_CPU ? TENSOR_BF16 : TENSOR_F32, NULL, out);
     return BASE_OK;
+}
+
+size_t model_cache_bytes_p(const model_config *cfg, const model_cache_limits *lim, const model_lora_config *lc,
+                           model_precision prec) {
+    model_cache_limits l;
+    int64_t mb = 0;
+    if (resolve_limits(lim, &l, &mb)) return 0;
+    model_cache_mem mm;
+    cache_sizes(cfg, &l, mb, prec == MODEL_BF16 ? TENSOR_BF16 : TENSOR_F32, lc, &mm);
+    return mm.pages + mm.table + mm.workspace;
 }
 
 void model_cache_memory(const model_cache *mc, model_cache_mem *out) { *out = mc->alloc; }
@@ -245,7 +259,7 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
     int64_t dl = c->kv_lora_rank + c->qk_rope_head_dim;
     /* one page and one block-table row more than asked: the padding slot
      * of bucketed decode graphs (never mapped by callers) */
-    cache_sizes(c, &l, mb, model_cdt(m), &mc->alloc);
+    cache_sizes(c, &l, mb, model_cdt(m), m->lora ? &m->lora->cfg : NULL, &mc->alloc);
     mc->mem = m->ops->alloc(mc->alloc.pages);
     int64_t shape[4] = {c->num_hidden_layers, l.pages + 1, l.page_size, dl};
     mc->cache = tensor_make(mc->mem, model_cdt(m), m->ops->device, 4, shape);
@@ -257,7 +271,7 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
     for (size_t i = 0; i < tn; i++) mc->table_h[i] = identity ? (int32_t)i : -1;
     mc->table_h[(size_t)l.slots * (size_t)mb] = (int32_t)l.pages; /* the padding slot's position 0 */
     mc->table_dirty = 1;
-    planner p = {m, NULL, 0};
+    planner p = {m, NULL, 0, m->lora ? &m->lora->cfg : NULL};
     int64_t n = ws_tokens(&l);
     plan_ws(&p, &mc->w, n, l.slots, ws_rows(&l), 1);
     if (p.off + 64 != mc->alloc.workspace) base_die("model_cache_new: workspace %zu, planned %zu", p.off + 64, mc->alloc.workspace);
@@ -426,6 +440,7 @@ static void decode_body(void *arg) {
     ctx.table = &mc->table;
     ctx.slot = &tslot;
     ctx.len = &tlen;
+    ctx.lora_hv = w->lora_hv;
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         ctx.cache = mv_index4(&mc->cache, l);
         layer_decode(m, l, &w->A, &cur, &nxt, &ctx, &w->q_lat, &w->o_lat);

@@ -71,6 +71,7 @@ struct model {
     tensor_dtype cdt;
     uint16_t *params_c;
     model_weights wc;
+    model_lora *lora;      /* the attached LoRA adapter (lora.c), or NULL */
     /* precision and frozen storage (frozen.c). wdt: the GEMM weights' dtype
      * (F32, BF16, F8_E4M3). A frozen bf16/fp8 model has no params: its
      * weights live in cmem (laid out by fz), its block scales in scales,
@@ -168,6 +169,47 @@ static inline tensor mv_index(const tensor *t, int64_t i) {
 }
 
 
+/* ---- LoRA (lora.c) -------------------------------------------------------- */
+
+/* Adapter slots of a layer: the attention projections, then gate/up/down
+ * of the dense MLP (dense layers) or of the shared experts (MoE layers),
+ * then the routed experts' (MoE layers, routed_experts). */
+enum {
+    LORA_Q = 0, LORA_QA, LORA_QB, LORA_KVA, LORA_KVB, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN,
+    LORA_EGATE, LORA_EUP, LORA_EDOWN, LORA_NSLOT
+};
+
+/* One adapted module: a [r, in] and b [out, r] (routed experts: [E, r, in]
+ * and [E, out, r]) in the f32 arena, ac/bc the GEMM operands (bf16 copies
+ * in bf16 mode, else a/b). a.data NULL: the module is not adapted. */
+typedef struct {
+    tensor a, b, ac, bc;
+    int64_t in, out, experts; /* experts 0: a plain linear */
+} lora_mod;
+
+struct model_lora {
+    model *m;
+    model_lora_config cfg;
+    float scale;          /* s */
+    lora_mod *mods;       /* [num_hidden_layers * LORA_NSLOT] */
+    float *params;        /* device arena, numel f32 */
+    int64_t numel;
+    uint16_t *params_c;   /* bf16 mode: the bf16 copy (same offsets) */
+    float *grads;         /* model_lora_grads: lazily allocated */
+    model_param *tab;     /* PEFT names, arena offsets */
+    int ntab;
+};
+
+/* in/out features and expert count of slot k of layer l under lc (0 in and
+ * out when the slot is not adapted by lc or the layer has no such module). */
+void lora_slot_dims(const model_config *c, const model_lora_config *lc, int l, int k, int64_t *in, int64_t *out,
+                    int64_t *experts);
+/* The slot of layer l, or NULL when the adapter does not adapt it. */
+static inline const lora_mod *lora_at(const model_lora *a, int l, int k) {
+    const lora_mod *md = a ? &a->mods[(size_t)l * LORA_NSLOT + (size_t)k] : NULL;
+    return md && md->a.data ? md : NULL;
+}
+
 /* ---- activations (forward.c) ------------------------------------------- */
 
 /* What one layer's forward writes, sized for up to n tokens (views are
@@ -190,6 +232,11 @@ typedef struct {
      * and ckvn [n, dc], and (MoE layers) the f32 post-attention norm output
      * [n, d]: the router's input (un is its bf16 copy) */
     tensor ob, ckvnb, unf;
+    /* LoRA: the adapter this pass runs (NULL: the base alone) and per
+     * adapted slot t = x A^T [n, r] ([nK, r] for routed experts), kept for
+     * the backward, with its bf16 GEMM copy ltb in bf16 mode */
+    const model_lora *lora;
+    tensor lt[LORA_NSLOT], ltb[LORA_NSLOT];
 } layer_acts;
 
 /* The activation dtype of GEMM inputs: xn, cqn, un, act, acte, acts, xe,
@@ -201,6 +248,7 @@ typedef struct {
     const model *m;
     char *base;
     size_t off;
+    const model_lora_config *lora; /* plan the LoRA activations of this adapter config (NULL: none) */
 } planner;
 
 tensor plan_t(planner *p, tensor_dtype dt, int ndim, int64_t a, int64_t b, int64_t c);
@@ -211,6 +259,26 @@ void plan_layer_acts(planner *p, layer_acts *A, int64_t n, int dense, int moe, i
  * bf16 mode its bf16 copy, written into copy's buffer (t's shape). */
 tensor model_gemm_in(const model *m, const tensor *t, const tensor *copy);
 
+/* LoRA in the forward (lora.c): for slot k of layer l, when A->lora adapts
+ * it, t = x A^T into A->lt[k] and y += s t B^T (y may be a column view:
+ * the gate or up half of a [gate | up] output). x: the GEMM operand of the
+ * base product, n rows. Routed experts (LORA_EGATE..) run over the rows
+ * grouped by expert (offsets: A->offsets). */
+void lora_fwd(const model *m, int l, int k, layer_acts *A, const tensor *x, tensor *y, int64_t n);
+/* The absorbed decode's kv_b terms (layer_decode): q_lat [H, n, dc] view
+ * += s A^T (B_UK^T q_nope) and o [H, n, dv] view += s B_UV (A o_lat), with
+ * hv [n * H * r] scratch. No-ops when kv_b is not adapted. */
+void lora_decode_q(const model *m, int l, const layer_acts *A, tensor *ql, const tensor *qn, const tensor *hv);
+void lora_decode_o(const model *m, int l, const layer_acts *A, tensor *ov, const tensor *olv, const tensor *hv);
+/* Plan A's LoRA tensors for n tokens (K experts per token) under p->lora,
+ * for the slots of dense and/or MoE layers. */
+void lora_plan_acts(planner *p, layer_acts *A, int64_t n, int dense, int moe);
+/* lora.c, for lora_io.c: an adapter of config lc on m with zero weights,
+ * attached. */
+base_status lora_new_zero(model *m, const model_lora_config *lc, model_lora **out);
+/* Rows of the largest LoRA gradient scratch (bwd_scratch.ldt) for n tokens. */
+int64_t lora_scratch_rows(const model_config *c, const model_lora_config *lc, int64_t n);
+
 /* Inputs of one layer forward. */
 typedef struct {
     int64_t n;          /* tokens */
@@ -220,6 +288,7 @@ typedef struct {
     const tensor *table; /* I32 [S, MB] block tables (ops.h mla_cache_write) */
     const tensor *slot;  /* I32 [n] block-table row (sequence) per token */
     const tensor *len;  /* I32 [n] attended length per token (decode) */
+    tensor lora_hv;     /* decode with an adapter on kv_b_proj: scratch [n * H * r] */
 } fwd_ctx;
 
 /* Layer l forward (training/prefill form): writes A and h_out = h_in +
@@ -252,7 +321,15 @@ typedef struct {
     tensor dye, dxe;     /* [nK, d] */
     tensor dw, dz;       /* [n, K], [n, E] */
     tensor cvt;          /* bf16 mode: flat bf16 copy of the gradient fed to the next GEMMs */
+    tensor ldt, ldtb;    /* LoRA: dL/dt [rows, r] (lora_scratch_rows) and its bf16 copy */
 } bwd_scratch;
+
+/* LoRA in the backward (lora.c) of y = x W^T (+ s (x A^T) B^T), slot k of
+ * layer l, with dyc the GEMM operand of dL/dy (n rows): dB += s dy^T t,
+ * dt = s dy B, dA += dt^T x, dx += dt A (dx written by the base product
+ * before). Gradients into the adapter's arena. No-op when not adapted. */
+void lora_bwd(const model *m, int l, int k, const layer_acts *A, const bwd_scratch *b, const tensor *x,
+              const tensor *dyc, tensor *dx, int64_t n);
 
 struct model_train {
     model *m;
@@ -275,6 +352,8 @@ struct model_train {
     float scale;
     int have_fwd;
     tensor out_logp, out_ent;
+    const model_lora *lora_planned; /* the adapter the arena was planned for (NULL: none) */
+    int adapter_off;                /* model_train_set_adapter(tr, 0): forwards run the base */
 };
 
 /* Validate packed sequences (limits, ids in the vocabulary, targets in

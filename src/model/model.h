@@ -143,8 +143,10 @@ typedef struct {
      * scales). FP8 checkpoint weights are kept as stored (no dequantise /
      * requantise); f32 or bf16 ones are quantised on load (amax / 448 per
      * block, as DeepGEMM). MTP layers are not loaded. model_params() is
-     * NULL for a frozen bf16/fp8 model, model_backward refuses it (a LoRA
-     * base's backward will need dx only), and model_sync_compute is a no-op. */
+     * NULL for a frozen bf16/fp8 model, model_backward refuses it unless it
+     * is a LoRA base (an attached adapter, grads NULL: dx through the stored
+     * weights, the adapter's gradients only), and model_sync_compute only
+     * refreshes an attached adapter's bf16 copy. */
     int frozen;
 } model_load_opts;
 
@@ -232,6 +234,8 @@ typedef struct {
     int64_t max_tokens; /* tokens per batch, all sequences together */
     int max_seqs;       /* sequences per batch */
     int recompute;      /* keep each layer's input only; recompute it in backward */
+    int no_adapter;     /* 1: the base alone even when a LoRA adapter is attached
+                         * (the GRPO reference of a LoRA policy, as TRL with PEFT) */
 } model_train_limits;
 
 /* A batch of packed full sequences (positions restart at 0 in each; no
@@ -254,8 +258,23 @@ void model_train_free(model_train *tr);
 /* Bytes of the activation arena for a config and limits (planning; the
  * f32 mode's plan). */
 size_t model_train_bytes(const model_config *cfg, const model_train_limits *lim);
+/* The device bytes model_train_new allocates for a config and limits with
+ * a LoRA adapter of config lc attached (NULL: none), in a precision: the
+ * planned arena (model_train_plan_bytes) and 64 bytes of slack. The
+ * adapter's gradient arena, which model_train_new makes once, is not
+ * counted (model_lora_param_bytes). */
+struct model_lora_config;
+size_t model_train_bytes_p(const model_config *cfg, const model_train_limits *lim,
+                           const struct model_lora_config *lc, model_precision prec);
+size_t model_train_plan_bytes(const model_config *cfg, const model_train_limits *lim,
+                              const struct model_lora_config *lc, model_precision prec);
 /* Bytes of tr's activation arena (as planned for its model's precision). */
 size_t model_train_arena_bytes(const model_train *tr);
+/* on = 0: tr's forwards run the base alone (an attached adapter planned
+ * into tr is skipped: the GRPO reference of a LoRA policy in the policy's
+ * own arena, no second one); on = 1: the adapter again. model_backward
+ * refuses a forward run with the adapter off. */
+void model_train_set_adapter(model_train *tr, int on);
 
 /* Forward a batch: per-token logp[t] = log p(target[t] | tokens <= t) (0
  * where target is -1) and ent[t] = entropy of the predictive distribution
@@ -272,7 +291,10 @@ void model_train_download(const model_train *tr, float *logp, float *ent);
 /* Backward of the last forward for per-token upstream gradients (host
  * arrays [N]): g_logp[t] = dL/dlogp[t], g_ent[t] = dL/dent[t] (NULL: 0).
  * At the LM head dz_v = g_logp (1[v=y] - p_v) + g_ent (-p_v (log p_v + H)).
- * Accumulates (+=) into grads (model_grads_new layout). The top-k expert
+ * Accumulates (+=) into grads (model_grads_new layout); grads NULL: the
+ * base weights are frozen and get no gradient (no weight-gradient GEMM
+ * runs). A pass planned with the model's LoRA adapter also accumulates
+ * into the adapter's gradients (model_lora_grads). The top-k expert
  * choice is not differentiated; e_score_correction_bias gets no gradient. */
 void model_backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads);
 
@@ -344,6 +366,12 @@ typedef struct {
 base_status model_cache_plan(const model_config *cfg, const model_cache_limits *lim, model_precision prec,
                              tensor_device dev, model_cache_mem *out);
 void model_cache_memory(const model_cache *c, model_cache_mem *out);
+/* The device bytes model_cache_new allocates for a cache of a model with a
+ * LoRA adapter of config lc attached (NULL: none) in a precision, on a
+ * device backend (bf16 pages in bf16 mode): pages + table + workspace of
+ * the same sizing code. */
+size_t model_cache_bytes_p(const model_config *cfg, const model_cache_limits *lim,
+                           const struct model_lora_config *lc, model_precision prec);
 /* Bytes of one page over all layers (page_size positions of the latent
  * rows of every layer), f32 (model_cache_bytes plans f32 pages too). */
 size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size);
@@ -381,6 +409,122 @@ base_status model_prefill(model_cache *c, int nseq, const int32_t *slots, const 
  * prefill in the absorbed form; logits for each of its tokens). */
 base_status model_decode(model_cache *c, int n, const int32_t *slots, const int32_t *tokens,
                          const int32_t *pos, const tensor **logits);
+
+/* ------------------------------------------------------------------------ */
+/* LoRA adapters (lora.c, lora_io.c), PEFT's LoraConfig semantics           */
+
+/* Target modules by PEFT's module names. In a MoE layer gate_proj, up_proj
+ * and down_proj name the shared experts' projections, and the routed
+ * experts' too when routed_experts is set. */
+typedef enum {
+    MODEL_LORA_Q_PROJ = 0, /* self_attn.q_proj (q_lora_rank = 0) */
+    MODEL_LORA_Q_A_PROJ,
+    MODEL_LORA_Q_B_PROJ,
+    MODEL_LORA_KV_A_PROJ, /* self_attn.kv_a_proj_with_mqa */
+    MODEL_LORA_KV_B_PROJ,
+    MODEL_LORA_O_PROJ,
+    MODEL_LORA_GATE_PROJ,
+    MODEL_LORA_UP_PROJ,
+    MODEL_LORA_DOWN_PROJ,
+    MODEL_LORA_NTARGETS
+} model_lora_target;
+
+#define MODEL_LORA_TARGET_NAMES "q_proj|q_a_proj|q_b_proj|kv_a_proj_with_mqa|kv_b_proj|o_proj|gate_proj|up_proj|down_proj"
+#define MODEL_LORA_MAX_RANK 4096
+
+/* PEFT's module name of a target; -1 for an unknown name. */
+const char *model_lora_target_name(model_lora_target t);
+int model_lora_target_parse(const char *name);
+
+typedef struct model_lora_config {
+    int r;               /* rank, 1 .. MODEL_LORA_MAX_RANK */
+    double lora_alpha;   /* > 0 */
+    int use_rslora;      /* scaling alpha / sqrt(r) instead of alpha / r */
+    unsigned targets;    /* bit (1u << model_lora_target) per targeted module name */
+    int routed_experts;  /* the routed experts' projections too (gate/up/down_proj targeted) */
+} model_lora_config;
+
+/* s = lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora (PEFT). */
+double model_lora_scaling(const model_lora_config *c);
+
+/* A LoRA adapter over a model's frozen weights: for every targeted linear
+ * y = x W^T of layers 0 .. num_hidden_layers-1 (MTP layers are not
+ * adapted, as PEFT on the HF model, which has none),
+ *   y = x W^T + s (x A^T) B^T,  A [r, in], B [out, r]
+ * in f32 (A and B are the trainable parameters), never merged into W: the
+ * training forward, prefill, decode (the absorbed kv_b form takes the
+ * adapter per step: W_UK^T q + s A^T (B_UK^T q), W_UV o + s B_UV (A o))
+ * and model_forward_logits all run base + adapter. Attaching an adapter to
+ * a model makes every pass planned afterwards (model_train_new,
+ * model_cache_new) run it; passes planned before it was attached, and
+ * those planned with model_train_limits.no_adapter, run the base alone.
+ * One adapter per model; model_lora_free detaches it.
+ *
+ * The parameter arena holds, per layer in order, each adapted module's A
+ * then B (routed experts: A [E, r, in] then B [E, out, r]), named as PEFT
+ * saves them: base_model.model.model.layers.L.self_attn.o_proj.lora_A.weight,
+ * ...mlp.shared_experts.gate_proj.lora_B.weight,
+ * ...mlp.experts.E.down_proj.lora_A.weight. bf16 mode keeps bf16 copies
+ * for the GEMMs (model_sync_compute refreshes them with the base's). */
+typedef struct model_lora model_lora;
+
+/* A new adapter, attached to m: A as PEFT initialises it (kaiming_uniform
+ * with a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in))), drawn from seed, and B = 0,
+ * so the model computes exactly what its base computes until B moves.
+ * Errors (BASE_ERR_INVALID): r or lora_alpha out of range, no target, no
+ * module of the model matches the targets, an adapter already attached. */
+base_status model_lora_new(model *m, const model_lora_config *cfg, uint64_t seed, model_lora **out);
+/* Detach from the model and free (NULL is a no-op). model_free frees the
+ * adapter attached to the model it frees. */
+void model_lora_free(model_lora *a);
+const model_lora_config *model_lora_cfg(const model_lora *a);
+model *model_lora_model(const model_lora *a);
+int model_lora_nparams(const model_lora *a);
+const model_param *model_lora_param_at(const model_lora *a, int i);
+const model_param *model_lora_param_find(const model_lora *a, const char *name);
+/* The parameter arena (device), model_lora_numel(a) f32 values. */
+float *model_lora_params(const model_lora *a);
+int64_t model_lora_numel(const model_lora *a);
+/* The gradient arena (device, the parameters' layout, zero-filled when
+ * made), allocated by the first call and owned by the adapter: the
+ * backward of a pass that runs the adapter accumulates (+=) into it. */
+float *model_lora_grads(model_lora *a);
+/* bf16 mode: refresh the adapter's bf16 copy from its f32 parameters
+ * (after an optimizer step; the frozen base needs no refresh). A no-op in
+ * f32 mode. model_sync_compute does it too. */
+void model_lora_sync(model_lora *a);
+/* Bytes of the adapter's parameters (f32) for a config, and of its bf16
+ * compute copy in a precision (0 in f32 mode). */
+size_t model_lora_param_bytes(const model_config *mc, const model_lora_config *lc);
+size_t model_lora_compute_bytes(const model_config *mc, const model_lora_config *lc, model_precision prec);
+/* Parameters of the adapter a config gives (saturates like
+ * model_config_param_count). */
+int64_t model_lora_param_count(const model_config *mc, const model_lora_config *lc);
+
+/* PEFT format (lora_io.c): DIR/adapter_config.json (peft_type LORA, r,
+ * lora_alpha, lora_dropout 0, target_modules, use_rslora, bias "none",
+ * base_model_name_or_path = base, task_type CAUSAL_LM) and
+ * DIR/adapter_model.safetensors (F32, the names above). Written atomically
+ * file by file; dir must exist. */
+base_status model_lora_save(const model_lora *a, const char *dir, const char *base);
+/* Read DIR's adapter_config.json into *cfg (r, lora_alpha, use_rslora,
+ * target_modules as a list of names or a single name, and which modules
+ * the safetensors file adapts: routed experts when it holds their
+ * tensors). Errors name the file and key (a target this model type does
+ * not have, peft_type other than LORA, lora_dropout ignored: it only acts
+ * in training). */
+base_status model_lora_read_config(const char *dir, const model_config *mc, model_lora_config *cfg);
+/* Load DIR into a new adapter attached to m (model_lora_read_config, then
+ * every tensor checked by name and shape). */
+base_status model_lora_load(model *m, const char *dir, model_lora **out);
+/* Copy A and B of DIR's adapter_model.safetensors into a (same config):
+ * resuming. Errors name the missing tensor or the shape. */
+base_status model_lora_load_weights(model_lora *a, const char *dir);
+/* W += s B A for every adapted module (the base's f32 weights; then
+ * model_sync_compute): the merged model computes what base + adapter
+ * computes, up to rounding. The adapter stays attached: detach it
+ * (model_lora_free) before using the merged model alone. */
+void model_lora_merge(model_lora *a);
 
 #ifdef __cplusplus
 }

@@ -73,6 +73,11 @@ static void plan_train(planner *p, model_train *tr) {
         b->dz = plan_t(p, TENSOR_F32, 2, n, E, 1);
     }
     if (tr->lim.recompute) tr->h_tmp = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    if (p->lora) { /* dL/dt of one adapted module at a time */
+        int64_t rows = lora_scratch_rows(c, p->lora, n);
+        b->ldt = plan_t(p, TENSOR_F32, 2, rows, p->lora->r, 1);
+        if (model_cdt(m) == TENSOR_BF16) b->ldtb = plan_t(p, TENSOR_BF16, 2, rows, p->lora->r, 1);
+    }
     if (model_cdt(m) == TENSOR_BF16) {
         /* the largest gradient converted for a GEMM: dh [n, d], dq, dkvb,
          * dkva, dcq, dgu (2 act_n), dye [nK, d] */
@@ -107,17 +112,31 @@ static void train_shell_free(model_train *tr) {
     free(tr);
 }
 
-size_t model_train_bytes(const model_config *cfg, const model_train_limits *lim) {
+/* The slack model_train_new allocates past the planned arena. */
+#define ARENA_SLACK 64
+
+size_t model_train_bytes_p(const model_config *cfg, const model_train_limits *lim, const model_lora_config *lc,
+                           model_precision prec) {
+    return model_train_plan_bytes(cfg, lim, lc, prec) + ARENA_SLACK;
+}
+
+size_t model_train_plan_bytes(const model_config *cfg, const model_train_limits *lim, const model_lora_config *lc,
+                              model_precision prec) {
     if (check_limits(lim)) return 0;
     model shell;
     memset(&shell, 0, sizeof shell);
     shell.cfg = *cfg;
     shell.ops = ops_cpu();
+    shell.cdt = prec == MODEL_BF16 ? TENSOR_BF16 : TENSOR_F32;
     model_train *tr = train_shell(&shell, lim);
-    planner p = {&shell, NULL, 0};
+    planner p = {&shell, NULL, 0, lim->no_adapter ? NULL : lc};
     plan_train(&p, tr);
     train_shell_free(tr);
     return p.off;
+}
+
+size_t model_train_bytes(const model_config *cfg, const model_train_limits *lim) {
+    return model_train_plan_bytes(cfg, lim, NULL, MODEL_F32);
 }
 
 base_status model_train_new(model *m, const model_train_limits *lim, model_train **out) {
@@ -125,13 +144,17 @@ base_status model_train_new(model *m, const model_train_limits *lim, model_train
     base_status st = check_limits(lim);
     if (st) return st;
     model_train *tr = train_shell(m, lim);
-    planner p = {m, NULL, 0};
+    /* a LoRA adapter attached now runs in this pass unless no_adapter */
+    const model_lora_config *lc = m->lora && !lim->no_adapter ? &m->lora->cfg : NULL;
+    planner p = {m, NULL, 0, lc};
     plan_train(&p, tr);
     tr->bytes = p.off;
-    tr->mem = m->ops->alloc(tr->bytes + 64);
+    if (lc) model_lora_grads(m->lora); /* the adapter's gradient arena, made once */
+    tr->mem = m->ops->alloc(tr->bytes + ARENA_SLACK);
     p.base = tr->mem;
     p.off = 0;
     plan_train(&p, tr);
+    tr->lora_planned = lc ? m->lora : NULL;
     tr->host_i32 = base_xmalloc((size_t)lim->max_tokens * 2 * sizeof(int32_t));
     tr->host_f32 = base_xcalloc((size_t)lim->max_tokens, sizeof(float));
     *out = tr;
@@ -139,6 +162,13 @@ base_status model_train_new(model *m, const model_train_limits *lim, model_train
 }
 
 size_t model_train_arena_bytes(const model_train *tr) { return tr->bytes; }
+
+void model_train_set_adapter(model_train *tr, int on) {
+    const model_lora *a = on ? tr->lora_planned : NULL;
+    for (int i = 0; i < tr->nacts; i++) tr->acts[i].lora = a;
+    tr->adapter_off = !on && tr->lora_planned;
+    tr->have_fwd = 0; /* the next backward needs a forward in this state */
+}
 
 void model_train_free(model_train *tr) {
     if (!tr) return;

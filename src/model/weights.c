@@ -257,13 +257,18 @@ static model *model_alloc(const model_config *cfg, const struct ops *ops, int n_
     return m;
 }
 
+/* The rope tables' bytes (model_rope_tables): cos and sin [len, dr/2] f32, + 1. */
+static size_t rope_bytes(const model_config *c, int64_t len) {
+    return 2 * (size_t)len * (size_t)(c->qk_rope_head_dim / 2) * sizeof(float) + 1;
+}
+
 void model_rope_tables(model *m, int64_t len) {
     const model_config *c = &m->cfg;
     int half = c->qk_rope_head_dim / 2;
     float inv[half];
     model_rope_inv_freq(c, inv);
     size_t n = (size_t)len * (size_t)half;
-    float *host = base_xmalloc(2 * n * sizeof(float) + 1);
+    float *host = base_xmalloc(rope_bytes(c, len));
     for (int64_t p = 0; p < len; p++)
         for (int i = 0; i < half; i++) {
             /* HF: angle = float(position) * inv_freq in f32, then cos/sin
@@ -348,6 +353,7 @@ static base_status setup_precision(model *m, const model_load_opts *opts) {
 }
 
 void model_sync_compute(model *m) {
+    if (m->lora) model_lora_sync(m->lora); /* the adapter's bf16 copy too */
     if (!m->params_c) return; /* f32 mode, or a frozen model: no master copy */
     tensor src = tensor_1d(m->params, TENSOR_F32, m->numel), dst = tensor_1d(m->params_c, TENSOR_BF16, m->numel);
     src.device = dst.device = m->ops->device;
@@ -385,6 +391,7 @@ static base_status finish(model *m, const model_load_opts *opts) {
 
 void model_free(model *m) {
     if (!m) return;
+    model_lora_free(m->lora); /* an attached adapter goes with its model */
     if (m->params) m->ops->free(m->params);
     if (m->params_c) m->ops->free(m->params_c);
     if (m->cmem) m->ops->free(m->cmem);

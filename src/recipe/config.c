@@ -71,6 +71,10 @@ static void fill(recipe *r, const recipe_key *tab, const cJSON *obj, void *base)
         case RK_STRLIST: *(recipe_strlist *)f = strlist(r, v); break;
         case RK_REWARDS: *(recipe_rewards *)f = rewards(r, v); break;
         case RK_TABLE: *(const cJSON **)f = cJSON_IsObject(v) ? v : NULL; break;
+        case RK_SUB:
+            *(int *)f = cJSON_IsObject(v);
+            if (cJSON_IsObject(v)) fill(r, k->sub, v, f);
+            break;
         case RK_DATASETS:
         case RK_STAGES: break;
         }
@@ -220,6 +224,52 @@ static base_status check_sample(recipe_vctx *c, const recipe_cfg *cfg, const cJS
     return BASE_OK;
 }
 
+/* The lora table as the model takes it, and what does not go with it: a
+ * reference other than the base (ref_model, sync_ref_model), a stage that
+ * starts from other weights (init_from), random weights (init_std). */
+static base_status check_lora(recipe_vctx *c, recipe_cfg *cfg, const cJSON *root) {
+    recipe_lora_cfg *lo = &cfg->lora;
+    if (!lo->set) return BASE_OK;
+    const cJSON *lj = cJSON_GetObjectItemCaseSensitive(root, "lora");
+    if (lo->lora_dropout != 0)
+        return recipe_value_error(c, "lora.lora_dropout", cJSON_GetObjectItemCaseSensitive(lj, "lora_dropout"),
+                                  "only 0 is supported: grpo does not implement LoRA dropout (PEFT's default is 0)");
+    if (lo->target_modules.n == 0)
+        return recipe_value_error(c, "lora.target_modules", cJSON_GetObjectItemCaseSensitive(lj, "target_modules"),
+                                  "must name at least one module (%s, or all-linear)", MODEL_LORA_TARGET_NAMES);
+    model_lora_config *m = &lo->model;
+    memset(m, 0, sizeof *m);
+    m->r = (int)lo->r;
+    m->lora_alpha = lo->lora_alpha;
+    m->use_rslora = lo->use_rslora;
+    m->routed_experts = lo->routed_experts;
+    for (int i = 0; i < lo->target_modules.n; i++) {
+        const char *t = lo->target_modules.items[i];
+        int k = model_lora_target_parse(t);
+        m->targets |= !strcmp(t, "all-linear") ? (1u << MODEL_LORA_NTARGETS) - 1 : 1u << k; /* the schema checked t */
+    }
+    if (cfg->ref_model)
+        return recipe_value_error(c, "ref_model", cJSON_GetObjectItemCaseSensitive(root, "ref_model"),
+                                  "not with lora: the reference is the base model (the adapters off, as TRL with "
+                                  "PEFT); remove ref_model or the lora table");
+    if (!isnan(cfg->init_std))
+        return recipe_value_error(c, "init_std", cJSON_GetObjectItemCaseSensitive(root, "init_std"),
+                                  "not with lora: the adapters train on the loaded model's weights");
+    const cJSON *sl = cJSON_GetObjectItemCaseSensitive(root, "stages");
+    for (int i = 0; i < cfg->n_stages; i++) {
+        const recipe_stage_cfg *st = &cfg->stages[i];
+        const cJSON *stj = cJSON_GetArrayItem(sl, i);
+        if (st->init_from)
+            return stage_error(c, stj, i, "init_from",
+                               "not with lora: every stage trains the one adapter on the recipe's model (merge it "
+                               "with grpo merge and start a recipe from the merged model instead)");
+        if (st->type == RECIPE_STAGE_GRPO && st->grpo.sync_ref_model)
+            return stage_error(c, stj, i, "sync_ref_model",
+                               "not with lora: the reference is the base model (the adapters off)");
+    }
+    return BASE_OK;
+}
+
 /* ---- the whole config -------------------------------------------------------- */
 
 base_status recipe_config_build(recipe_vctx *c, recipe *r) {
@@ -309,7 +359,7 @@ base_status recipe_config_build(recipe_vctx *c, recipe *r) {
         }
         if (s) return s;
     }
-    return BASE_OK;
+    return check_lora(c, cfg, root);
 }
 
 const recipe_dataset *recipe_dataset_by_name(const recipe_cfg *c, const char *name) {

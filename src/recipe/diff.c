@@ -68,6 +68,10 @@ static void diff_value(diff_list *d, const cJSON *a, const cJSON *b, const recip
             }
         return;
     }
+    if (k->type == RK_SUB && cJSON_IsObject(a) && cJSON_IsObject(b)) {
+        diff_object(d, a, b, k->sub, NULL, sub);
+        return;
+    }
     if ((k->type == RK_REWARDS || k->type == RK_STAGES) && cJSON_IsArray(a) && cJSON_IsArray(b)) {
         int na = cJSON_GetArraySize(a), nb = cJSON_GetArraySize(b);
         for (int i = 0; i < (na > nb ? na : nb); i++) {

@@ -26,6 +26,7 @@
 #define GRPO_RECIPE_H
 
 #include "base/base.h"
+#include "model/model.h"
 #include "train/grpo.h"
 #include "train/optim.h"
 
@@ -136,6 +137,7 @@ typedef struct {
     int64_t ref_model_sync_steps;
     double ref_model_mixup_alpha;
     int64_t log_completions_steps;
+    int log_completion_ids;        /* samples.jsonl lines carry prompt_ids and completion_ids */
     grpo_config loss;              /* the keys above as the GRPO loss takes them (checked) */
 } recipe_grpo_cfg;
 
@@ -186,6 +188,18 @@ struct recipe_stage_cfg {
     };
 };
 
+/* LoRA adapters (the top-level `lora` table, PEFT's LoraConfig names):
+ * every training stage trains them on the frozen model; eval and sample
+ * stages generate with base + adapters. */
+typedef struct {
+    int set;                       /* 0: no lora table (full fine-tuning) */
+    int64_t r;
+    double lora_alpha, lora_dropout;
+    recipe_strlist target_modules; /* module names, or "all-linear" */
+    int use_rslora, routed_experts;
+    model_lora_config model;       /* the keys above as the model takes them (checked) */
+} recipe_lora_cfg;
+
 typedef struct {
     const char *name, *model;
     double init_std;               /* NaN: load the model's weights */
@@ -205,6 +219,7 @@ typedef struct {
     const recipe_stage_cfg *stages;
     int n_stages;
     int report;
+    recipe_lora_cfg lora;
 } recipe_cfg;
 
 /* The typed config (owned by the recipe). */

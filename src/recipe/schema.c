@@ -169,6 +169,9 @@ static const recipe_key grpo_keys[] = {
      G_ST(ref_model_mixup_alpha), IN(0, 1)},
     {"log_completions_steps", RK_INT, "10", NULL, "write samples.jsonl every N steps (0: never)",
      G_ST(log_completions_steps), GE(0), RF_NEUTRAL},
+    {"log_completion_ids", RK_BOOL, "false", NULL,
+     "samples.jsonl lines also carry prompt_ids and completion_ids: the token ids trained on",
+     G_ST(log_completion_ids), ANY, RF_NEUTRAL},
     {"rewards", RK_REWARDS, "null", NULL, "this stage's rewards (null: the recipe's)", ST(own_rewards), ANY},
     TRAIN_KEYS(grpo, "1e-6", "\"constant\""),
     END,
@@ -254,6 +257,22 @@ static const recipe_key reward_keys[] = {
     END,
 };
 
+#define LO(f) offsetof(recipe_lora_cfg, f)
+static const recipe_key lora_keys[] = {
+    {"r", RK_INT, "8", NULL, "LoRA rank", LO(r), IN(1, MODEL_LORA_MAX_RANK)},
+    {"lora_alpha", RK_NUM, "8", NULL, "scaling: s = lora_alpha / r (use_rslora: lora_alpha / sqrt(r))", LO(lora_alpha),
+     GT(0)},
+    {"lora_dropout", RK_NUM, "0", NULL, "dropout on the adapters' input: only 0 (not implemented)", LO(lora_dropout),
+     IN_CO(0, 1)},
+    {"target_modules", RK_STRLIST, "[\"all-linear\"]", MODEL_LORA_TARGET_NAMES "|all-linear",
+     "modules to adapt by name; all-linear: every one (not lm_head); gate/up/down_proj are the dense MLP's and the "
+     "shared experts'", LO(target_modules), ANY},
+    {"use_rslora", RK_BOOL, "false", NULL, "rank-stabilised scaling lora_alpha / sqrt(r)", LO(use_rslora), ANY},
+    {"routed_experts", RK_BOOL, "false", NULL, "adapt every routed expert's gate/up/down_proj too (its own A and B)",
+     LO(routed_experts), ANY},
+    END,
+};
+
 static const recipe_key top_keys[] = {
     {"name", RK_STR, "null", NULL, "run name (default: the recipe file's base name)", TOP(name), ANY, RF_NEUTRAL},
     {"model", RK_STR, REQ, NULL, "policy checkpoint directory (Hugging Face layout)", TOP(model), ANY, RF_PATH},
@@ -264,7 +283,8 @@ static const recipe_key top_keys[] = {
      RF_PATH},
     {"device", RK_STR, "\"auto\"", "auto|cpu|cuda", "backend", TOP(device), ANY},
     {"precision", RK_STR, "\"f32\"", "f32|bf16|fp8",
-     "weights and compute precision (training in bf16: CUDA only; fp8: runs that train nothing; docs/model.md)",
+     "weights and compute precision (training in bf16: CUDA only; fp8: runs that train nothing, or a LoRA "
+     "run's frozen base; docs/model.md)",
      TOP(precision), ANY},
     {"seed", RK_INT, "42", NULL, "seed of every random draw", TOP(seed), GE(0)},
     {"output_dir", RK_STR, "\"runs\"", NULL, "runs are written to OUTPUT_DIR/NAME", TOP(output_dir), ANY,
@@ -290,6 +310,10 @@ static const recipe_key top_keys[] = {
      IN(1, 1000000)},
     {"stages", RK_STAGES, REQ, NULL, "the pipeline", TOP(stages), ANY},
     {"report", RK_BOOL, "true", NULL, "write report.html with plots at the end", TOP(report), ANY, RF_NEUTRAL},
+    {"lora", RK_SUB, "null", NULL,
+     "LoRA adapters (PEFT's LoraConfig, the keys below) on the frozen model: every training stage trains them, "
+     "checkpoints hold them in PEFT's format (null: full fine-tuning)",
+     TOP(lora), ANY, 0, lora_keys},
     END,
 };
 
@@ -297,6 +321,7 @@ const recipe_key *recipe_schema_top(void) { return top_keys; }
 const recipe_key *recipe_schema_dataset(void) { return dataset_keys; }
 const recipe_key *recipe_schema_reward(void) { return reward_keys; }
 const recipe_key *recipe_schema_stage_common(void) { return stage_common; }
+const recipe_key *recipe_schema_lora(void) { return lora_keys; }
 
 const recipe_key *recipe_schema_stage(const char *type) {
     if (!type) return NULL;

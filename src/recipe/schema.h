@@ -24,6 +24,8 @@ typedef enum {
     RK_REWARDS,  /* list of reward tables (or "script:weight" strings) -> recipe_rewards */
     RK_STAGES,   /* list of stage tables */
     RK_TABLE,    /* table of named values (free-form; {} allowed) -> const cJSON * */
+    RK_SUB,      /* a table of the keys of the row's `sub` schema (null: not set) -> a struct whose first
+                  * member is `int set` (1 when the table is there), then the sub schema's fields */
 } recipe_ktype;
 
 /* The values a number may take: an interval with closed or open ends, each
@@ -53,7 +55,7 @@ enum {
     RF_PATH = 2,
 };
 
-typedef struct {
+typedef struct recipe_key {
     const char *key;
     recipe_ktype type;
     const char *dflt;    /* JSON text; NULL = required */
@@ -62,6 +64,7 @@ typedef struct {
     size_t offset;       /* of the value in the table's typed struct (recipe.h) */
     recipe_range range;  /* RK_NUM, RK_INT: allowed values (flags 0: any finite number) */
     unsigned flags;      /* RF_* */
+    const struct recipe_key *sub; /* RK_SUB: the table's keys (offsets into the row's struct) */
 } recipe_key;
 
 /* The tables, each ended by a row with key NULL. Offsets: top level into
@@ -72,6 +75,7 @@ const recipe_key *recipe_schema_dataset(void);
 const recipe_key *recipe_schema_reward(void);
 const recipe_key *recipe_schema_stage_common(void);
 const recipe_key *recipe_schema_stage(const char *type); /* NULL for an unknown type */
+const recipe_key *recipe_schema_lora(void);               /* the top-level `lora` table */
 /* The stage types, NULL-terminated, in recipe_stage_type order (recipe.h):
  * sft, grpo, sample, eval. */
 const char *const *recipe_schema_stage_types(void);

@@ -288,6 +288,14 @@ static base_status check_value(recipe_vctx *c, cJSON *obj, cJSON *v, const recip
         }
         if (!cJSON_IsObject(v)) return recipe_value_error(c, sub, v, "expected a table of named values");
         return BASE_OK;
+    case RK_SUB:
+        if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0) { /* Lua's {}: every key at its default */
+            cJSON *t = cJSON_CreateObject();
+            replace_key(c, obj, v, k->key, t);
+            v = t;
+        }
+        if (!cJSON_IsObject(v)) return recipe_value_error(c, sub, v, "expected a table (keys: see docs/recipes.md)");
+        return validate_object(c, v, k->sub, NULL, sub);
     case RK_STAGES: {
         if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
             return recipe_value_error(c, sub, v, "expected a non-empty list of stages");

@@ -95,6 +95,34 @@ const char *rollout_finish_name(rollout_finish f) {
     return f == ROLLOUT_FINISH_LENGTH ? "length" : "stop";
 }
 
+void rollout_cache_limits(const model_config *cfg, const rollout_limits *lim, model_cache_limits *out) {
+    model_cache_limits cl = {
+        .slots = lim->max_seqs,
+        .max_len = lim->max_prompt_len + lim->max_new_tokens < cfg->max_position_embeddings
+                       ? lim->max_prompt_len + lim->max_new_tokens
+                       : cfg->max_position_embeddings,
+        .max_batch = lim->max_seqs,
+        .max_prefill = lim->max_prompt_len * (lim->max_seqs / (lim->max_group > 0 ? lim->max_group : 1)),
+        .page_size = lim->page_size ? lim->page_size : MODEL_PAGE_SIZE,
+        .no_graphs = lim->no_graphs,
+    };
+    int64_t mb = (cl.max_len + cl.page_size - 1) / cl.page_size;
+    cl.pages = lim->max_pages ? lim->max_pages : (int64_t)lim->max_seqs * mb;
+    if (cl.max_prefill < lim->max_prompt_len) cl.max_prefill = lim->max_prompt_len;
+    *out = cl;
+}
+
+/* The sampler's device buffer: per sequence a uniform (f32), the sampled
+ * token (i32) and its logprob (f32). */
+#define SAMPLER_BYTES_PER_SEQ 12
+
+size_t rollout_bytes(const model_config *cfg, const rollout_limits *lim, const model_lora_config *lc,
+                     model_precision prec) {
+    model_cache_limits cl;
+    rollout_cache_limits(cfg, lim, &cl);
+    return model_cache_bytes_p(cfg, &cl, lc, prec) + (size_t)lim->max_seqs * SAMPLER_BYTES_PER_SEQ;
+}
+
 base_status rollout_new(model *m, const rollout_limits *lim, rollout_engine **out) {
     *out = NULL;
     if (lim->max_seqs < 1 || lim->max_group < 1 || lim->max_prompts < 1 || lim->max_prompt_len < 1 ||
@@ -107,19 +135,9 @@ base_status rollout_new(model *m, const rollout_limits *lim, rollout_engine **ou
     const model_config *cfg = model_cfg(m);
     if (lim->page_size < 0 || lim->max_pages < 0)
         return base_err_set(BASE_ERR_INVALID, "rollout: page_size and max_pages must be >= 0");
-    model_cache_limits cl = {
-        .slots = lim->max_seqs,
-        .max_len = lim->max_prompt_len + lim->max_new_tokens < cfg->max_position_embeddings
-                       ? lim->max_prompt_len + lim->max_new_tokens
-                       : cfg->max_position_embeddings,
-        .max_batch = lim->max_seqs,
-        .max_prefill = lim->max_prompt_len * (lim->max_seqs / lim->max_group),
-        .page_size = lim->page_size ? lim->page_size : MODEL_PAGE_SIZE,
-        .no_graphs = lim->no_graphs,
-    };
+    model_cache_limits cl;
+    rollout_cache_limits(cfg, lim, &cl);
     int64_t mb = (cl.max_len + cl.page_size - 1) / cl.page_size;
-    cl.pages = lim->max_pages ? lim->max_pages : (int64_t)lim->max_seqs * mb;
-    if (cl.max_prefill < lim->max_prompt_len) cl.max_prefill = lim->max_prompt_len;
     rollout_engine *e = base_xcalloc(1, sizeof *e);
     e->m = m;
     e->ops = model_ops(m);
@@ -135,7 +153,7 @@ base_status rollout_new(model *m, const rollout_limits *lim, rollout_engine **ou
     e->comps = base_xcalloc(nc, sizeof *e->comps);
     e->ids_store = base_xmalloc(nc * (size_t)lim->max_new_tokens * sizeof(int32_t));
     e->logp_store = base_xmalloc(nc * (size_t)lim->max_new_tokens * sizeof(float));
-    e->dev = e->ops->alloc(ns * 12);
+    e->dev = e->ops->alloc(ns * SAMPLER_BYTES_PER_SEQ);
     e->u = base_xmalloc(ns * sizeof(float));
     e->b_slots = base_xmalloc(ns * sizeof(int32_t));
     e->b_tokens = base_xmalloc(ns * sizeof(int32_t));

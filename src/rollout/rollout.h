@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "base/base.h"
+#include "model/model.h"
 
 struct model;
 struct tok_tokenizer;
@@ -60,6 +61,14 @@ typedef struct {
 } rollout_limits;
 
 typedef struct rollout_engine rollout_engine;
+
+/* The latent cache rollout_new plans for a config and these limits, and
+ * the device bytes the engine allocates (model_cache_bytes_p: the page
+ * pool, the block tables, the prefill/decode workspace; and the sampler's
+ * buffer) with an adapter of config lc (NULL: none) in a precision. */
+void rollout_cache_limits(const model_config *cfg, const rollout_limits *lim, model_cache_limits *out);
+size_t rollout_bytes(const model_config *cfg, const rollout_limits *lim, const model_lora_config *lc,
+                     model_precision prec);
 
 /* An engine over a loaded model: a paged latent KV cache of max_pages
  * pages and max_seqs block tables, result buffers for max_prompts *

@@ -99,7 +99,8 @@ struct ops {
      * backward) or NULL. y: F32 or BF16 (x, w, rstd F32). */
     void (*rmsnorm_fwd)(tensor *y, tensor *rstd, const tensor *x, const tensor *w, float eps);
     /* dx = rstd (dy*w) - x rstd^3 mean_j(dy_j w_j x_j) (written, or added
-     * when accumulate_dx); dw += sum_n dy * x * rstd (accumulates). */
+     * when accumulate_dx); dw += sum_n dy * x * rstd (accumulates; NULL:
+     * no weight gradient). */
     void (*rmsnorm_bwd)(tensor *dx, tensor *dw, const tensor *dy, const tensor *x, const tensor *w,
                         const tensor *rstd, int accumulate_dx);
 
@@ -224,6 +225,7 @@ struct ops {
     /* dz_v = g_logp (1[v=target] - p_v) + g_ent (-p_v (log p_v + H)), then
      * dx = scale dz @ w (written), dw += scale dz^T x (accumulates; dx, dw
      * F32; with BF16 x and w, dz is rounded to bf16 for the two products).
+     * dw NULL: a frozen head, dx only.
      * g_logp, g_ent [N] (dL/dlogp, dL/dH); lse, ent from _fwd. */
     void (*lmhead_bwd)(tensor *dx, tensor *dw, const tensor *g_logp, const tensor *g_ent,
                        const tensor *x, const tensor *w, const tensor *target, const tensor *lse,

@@ -186,9 +186,11 @@ ops_lm_dims ops_check_lmhead_bwd(const char *be, const tensor *dx, const tensor 
     ops_need(be, op, "dx", dx, TENSOR_F32, 2);
     ops_need_dim(be, op, "dx", dx, 0, d.n);
     ops_need_dim(be, op, "dx", dx, 1, d.d);
-    ops_need(be, op, "dw", dw, TENSOR_F32, 2);
-    ops_need_dim(be, op, "dw", dw, 0, d.v);
-    ops_need_dim(be, op, "dw", dw, 1, d.d);
+    if (dw) { /* NULL: a frozen head, no weight gradient */
+        ops_need(be, op, "dw", dw, TENSOR_F32, 2);
+        ops_need_dim(be, op, "dw", dw, 0, d.v);
+        ops_need_dim(be, op, "dw", dw, 1, d.d);
+    }
     return d;
 }
 

@@ -2,6 +2,9 @@
  * Checkpoints: RUN/checkpoints/step-N/
  *   model.safetensors       policy weights, Hugging Face names, float32
  *   config.json             the model's config (loadable by transformers)
+ *   (with the recipe's lora table, instead of those two: the adapter as
+ *   PEFT saves it, adapter_config.json and adapter_model.safetensors; the
+ *   frozen base is the recipe's model)
  *   tokenizer.json, tokenizer_config.json
  *   optimizer.safetensors   AdamW moments "m.NAME", "v.NAME" (float32)
  *   ref.safetensors         the reference model (GRPO with beta != 0)
@@ -30,7 +33,7 @@ struct run_ckpt {
     char *dir;
     run_train_state st;
     int64_t optim_step, optim_skipped;
-    int has_ref, has_optim;
+    int has_ref, has_optim, adapter;
     cJSON *summary;
 };
 
@@ -122,6 +125,36 @@ base_status run_save_model(run_ctx *c, const model *m, const char *dir) {
     return s;
 }
 
+base_status run_save_adapter(run_ctx *c, const char *dir) {
+    base_status s = base_mkdir_p(dir);
+    if (!s) s = model_lora_save(c->lora, dir, c->policy_src);
+    for (int i = 2; i < 4 && !s; i++) { /* the tokenizer files (PEFT checkpoints of TRL carry them too) */
+        const base_buf *f = &c->keep_files[i];
+        if (!f->data) {
+            if (i == 2) s = base_err_set(BASE_ERR_IO, "%s: missing from %s (needed in every checkpoint)", KEEP_FILES[i], c->tok_dir);
+            continue;
+        }
+        char *dst = base_path_join(dir, KEEP_FILES[i]);
+        s = base_write_file_atomic(dst, f->data, f->len);
+        free(dst);
+    }
+    return s;
+}
+
+base_status run_ckpt_load_adapter(run_ctx *c, const char *dir) {
+    model_lora_config have;
+    const model_lora_config *want = model_lora_cfg(c->lora);
+    base_status s = model_lora_read_config(dir, model_cfg(c->policy), &have);
+    if (!s && (have.r != want->r || have.lora_alpha != want->lora_alpha || have.use_rslora != want->use_rslora))
+        s = base_err_set(BASE_ERR_INVALID,
+                         "%s/adapter_config.json: the checkpoint's adapter (r = %d, lora_alpha = %.15g, use_rslora = "
+                         "%s) is not the recipe's lora table (r = %d, lora_alpha = %.15g, use_rslora = %s)",
+                         dir, have.r, have.lora_alpha, have.use_rslora ? "true" : "false", want->r, want->lora_alpha,
+                         want->use_rslora ? "true" : "false");
+    if (!s) s = model_lora_load_weights(c->lora, dir);
+    return s;
+}
+
 static base_status write_optim(const optim *o, const char *path) {
     float *m = base_xmalloc((size_t)o->n * sizeof(float)), *v = base_xmalloc((size_t)o->n * sizeof(float));
     optim_state_download(o, m, v);
@@ -164,6 +197,7 @@ static cJSON *state_json(const run_ctx *c, const run_train_state *st, const opti
     cJSON_AddNumberToObject(j, "seed", (double)c->seed);
     cJSON_AddBoolToObject(j, "has_optimizer", o != NULL);
     cJSON_AddBoolToObject(j, "has_ref", has_ref);
+    cJSON_AddBoolToObject(j, "adapter", c->lora != NULL);
     if (o) {
         optim_counters oc = optim_counters_get(o);
         cJSON_AddNumberToObject(j, "optim_step", (double)oc.step);
@@ -243,7 +277,7 @@ static base_status ckpt_write(run_ctx *c, const run_train_state *st, const optim
     char *dir = base_path_join(root, name), *tmp = base_path_join(root, tmpname);
     base_status s = base_mkdir_p(root);
     if (!s) s = remove_stale(root);
-    if (!s) s = run_save_model(c, c->policy, tmp);
+    if (!s) s = c->lora ? run_save_adapter(c, tmp) : run_save_model(c, c->policy, tmp);
     /* Test hook: GRPO_TEST_CKPT_DELAY_MS widens the window between the
      * first and the last file of a checkpoint so tests can kill -9 the
      * process inside a checkpoint write (tests/train/test_run.c). */
@@ -357,6 +391,16 @@ static base_status parse_state(const recipe *rc, const cJSON *j, const char *fil
     if (!s) s = state_bool(j, file, "has_optimizer", &k->has_optim);
     if (!s) s = state_bool(j, file, "has_ref", &k->has_ref);
     if (s) return s;
+    /* "adapter" (a LoRA checkpoint) is absent from checkpoints of older grpo: false */
+    const cJSON *ad = cJSON_GetObjectItemCaseSensitive(j, "adapter");
+    if (ad && !cJSON_IsBool(ad)) return base_err_set(BASE_ERR_INVALID, "%s: 'adapter' must be true or false", file);
+    k->adapter = cJSON_IsTrue(ad);
+    if (k->adapter != cfg->lora.set)
+        return base_err_set(BASE_ERR_INVALID,
+                            k->adapter ? "%s: a checkpoint of a LoRA run (the adapter only), but the recipe has no lora "
+                                         "table"
+                                       : "%s: a checkpoint of a full fine-tuning run, but the recipe has a lora table",
+                            file);
     st->stage_step = step;
     st->total_steps = total;
     if (!st->stage_done && !k->has_optim)
@@ -434,13 +478,13 @@ static base_status open_ckpt(const recipe *rc, const char *dir, run_ckpt **out) 
     s = run_ckpt_parse_state(rc, dir, text, n, &k);
     free(text);
     if (s) return s;
-    p = base_path_join(dir, "config.json");
+    p = base_path_join(dir, k->adapter ? "adapter_config.json" : "config.json");
     cJSON *cfg;
     s = base_json_parse_file(p, &cfg);
     if (!s && !cJSON_IsObject(cfg)) s = base_err_set(BASE_ERR_PARSE, "%s: not a JSON object", p);
     if (!s) cJSON_Delete(cfg);
     free(p);
-    if (!s) s = verify_st(dir, "model.safetensors");
+    if (!s) s = verify_st(dir, k->adapter ? "adapter_model.safetensors" : "model.safetensors");
     if (!s && k->has_optim) s = verify_st(dir, "optimizer.safetensors");
     if (!s && k->has_ref) s = verify_st(dir, "ref.safetensors");
     if (s) run_ckpt_free(k);

@@ -212,6 +212,14 @@ static base_status same_checkpoint(run_ctx *c, const run_ckpt *ck) {
     return BASE_OK;
 }
 
+/* The recipe's lora table: a new adapter on the policy (A drawn from the
+ * run's seed, B = 0), or the adapter of checkpoint dir (resume). */
+static base_status attach_adapter(run_ctx *c, const char *dir) {
+    base_status s = model_lora_new(c->policy, &c->cfg->lora.model, c->seed, &c->lora);
+    if (!s && dir) s = run_ckpt_load_adapter(c, dir);
+    return s ? base_err_wrap(s, "lora") : BASE_OK;
+}
+
 static void ctx_free(run_ctx *c) {
     if (c->metrics) fclose(c->metrics);
     if (c->samples) fclose(c->samples);
@@ -268,6 +276,9 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     c.load.frozen = 1;
     for (int i = 0; i < c.cfg->n_stages; i++)
         if (c.cfg->stages[i].type == RECIPE_STAGE_SFT || c.cfg->stages[i].type == RECIPE_STAGE_GRPO) c.load.frozen = 0;
+    /* with a lora table the model is the adapters' frozen base: compute
+     * weights only too (bf16 / fp8 allowed on the CPU) */
+    if (c.cfg->lora.set) c.load.frozen = 1;
     /* the checkpoint to resume from (read only) */
     run_ckpt *ck = NULL;
     if (c.opts.resume) {
@@ -289,7 +300,12 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     /* weights and tokenizer first: a run that cannot start leaves an
      * existing run directory as it was */
     char *model_dir = recipe_resolve_path(rc, c.cfg->model);
-    s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir, !ck);
+    if (c.cfg->lora.set) { /* the frozen base is the recipe's model; the adapter new or the checkpoint's */
+        s = load_policy(&c, model_dir, 1);
+        if (!s) s = attach_adapter(&c, ck ? run_ckpt_dir(ck) : NULL);
+    } else {
+        s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir, !ck);
+    }
     const char *tk = c.cfg->tokenizer;
     c.tok_dir = tk ? recipe_resolve_path(rc, tk) : base_xstrdup(model_dir);
     free(model_dir);

@@ -76,6 +76,44 @@ typedef struct {
     int allow_changes; /* resume: accept a recipe whose changes alter the trained result */
 } run_opts;
 
+/* ---- memory by role (run_mem.c) --------------------------------------------
+ * The device bytes a GRPO stage holds, by role, from the sizing functions
+ * the run allocates with (model_memory_plan, model_lora_param_bytes,
+ * model_train_bytes_p, rollout_bytes): the stage records them in
+ * summary.json ("memory_plan"), tests/train/test_lora_run.c checks them
+ * against what a run allocates, and bench/mem_plan.c prints them for
+ * large configs (docs/model.md). */
+typedef struct {
+    model_load_opts load;          /* the policy's load options (precision, max_context, ...) */
+    tensor_device device;          /* the backend's (TENSOR_CPU, TENSOR_CUDA) */
+    const model_lora_config *lora; /* NULL: full fine-tuning */
+    int64_t num_generations;       /* G */
+    int64_t prompts;               /* per step: generation_batch_size / G */
+    int64_t max_prompt, max_completion; /* tokens (the longest prompt of the data, max_completion_length) */
+    int64_t micro_batch;           /* completions per micro-batch (per_device_train_batch_size; 0: all) */
+    int recompute;                 /* gradient_checkpointing */
+    int ref;                       /* beta != 0: a reference pass */
+} run_grpo_shape;
+
+typedef struct {
+    size_t weights;         /* the policy model as loaded (with LoRA: the frozen base) */
+    size_t adapter;         /* LoRA A and B (f32, + the bf16 copy in bf16 mode); 0 without */
+    size_t grads;           /* the gradient arena: the model's, or only the adapter's */
+    size_t optimizer;       /* AdamW m and v over what trains */
+    size_t ref_weights;     /* the reference model (full fine-tuning with beta != 0: frozen,
+                             * compute weights only); LoRA: 0, the base with the adapter off */
+    size_t activations;     /* the trainer's activation arena */
+    size_t ref_activations; /* the reference pass's arena (full fine-tuning, beta != 0; LoRA: 0) */
+    size_t rollout;         /* latent cache pages, block tables, prefill/decode workspace */
+    size_t total;
+} run_grpo_mem;
+
+/* BASE_ERR_INVALID / UNSUPPORTED: the load options' precision checks
+ * (model_memory_plan). */
+base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, run_grpo_mem *out);
+/* out as a JSON object of byte counts, the role names above (and "total"). */
+cJSON *run_grpo_memory_json(const run_grpo_mem *m);
+
 /* Run every stage of the recipe. Errors name the stage, the file and the
  * line; a failure leaves the run directory consistent (the last complete
  * checkpoint stays valid). */

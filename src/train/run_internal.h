@@ -36,7 +36,8 @@ typedef struct {
     const struct ops *ops;
     model_load_opts load;  /* how models are loaded: the run's precision */
     model *policy;         /* the weights every stage starts from / updates */
-    char *policy_src;      /* checkpoint directory the policy came from */
+    model_lora *lora;      /* recipe lora table: the adapter attached to policy (owned by it); NULL: none */
+    char *policy_src;      /* checkpoint directory the policy came from (with lora: the base model's) */
     tok_tokenizer *tok;
     char *tok_dir;
     /* what every checkpoint carries besides the weights (RUN_KEEP_*),
@@ -372,8 +373,16 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *stage);
 base_status run_stage_sample_check(const recipe_stage_cfg *stage);
 
 /* Build an optim over the policy's trainable parameters (MTP excluded):
- * the stage's optimizer settings, a schedule over max_steps. */
+ * the stage's optimizer settings, a schedule over max_steps. With a LoRA
+ * adapter (c->lora) the trainable parameters are the adapter's (its own
+ * gradient arena; grads is not used: pass NULL, the base is frozen). */
 base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max_steps, float *grads, optim *o);
+/* The base's gradient arena for a training stage: NULL with a LoRA adapter
+ * (frozen base: model_backward skips its weight gradients). */
+float *run_policy_grads(run_ctx *c);
+/* After an optimizer step: the compute weights of what it updated (the
+ * adapter's bf16 copy with LoRA, else the policy's; bf16 mode). */
+void run_sync_policy(run_ctx *c);
 
 /* ---- checkpoints (ckpt.c) ----------------------------------------------- */
 
@@ -394,9 +403,11 @@ typedef struct {
 
 /* Save checkpoints/step-{total_steps}/ atomically (written under a
  * temporary name, fsynced, renamed): the policy as HF safetensors with
- * config.json and the tokenizer files, the optimizer (m, v, counters) when
- * opt != NULL, the reference model when ref != NULL, trainer_state.json.
- * Keeps the last `keep` checkpoints (0: all). */
+ * config.json and the tokenizer files (with LoRA: the adapter in PEFT's
+ * format, adapter_config.json and adapter_model.safetensors, and the
+ * tokenizer files; the base is the recipe's model), the optimizer (m, v,
+ * counters) when opt != NULL, the reference model when ref != NULL,
+ * trainer_state.json. Keeps the last `keep` checkpoints (0: all). */
 base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *opt, const model *ref,
                           int keep);
 /* The checkpoint to resume from: the newest complete one of the run
@@ -428,6 +439,12 @@ cJSON *run_ckpt_summary(const run_ckpt *k);
 void run_ckpt_free(run_ckpt *k);
 /* Write the policy weights (HF names) + config.json + tokenizer files into dir. */
 base_status run_save_model(run_ctx *c, const model *m, const char *dir);
+/* With LoRA: the adapter (PEFT format) + tokenizer files into dir. */
+base_status run_save_adapter(run_ctx *c, const char *dir);
+/* Load the checkpoint's adapter weights into c->lora (resume); errors
+ * when the checkpoint's adapter_config.json disagrees with the recipe's
+ * lora table. */
+base_status run_ckpt_load_adapter(run_ctx *c, const char *dir);
 /* Read the files run_save_model copies into c->keep_files: config.json and
  * generation_config.json from policy_dir, tokenizer.json and
  * tokenizer_config.json from tok_dir (either may be NULL: kept as is). */

@@ -267,6 +267,7 @@ typedef struct {
     reward_pool *pool;
     run_gen gen;
     model_train *tr, *tr_ref;   /* policy / reference (beta != 0) training passes */
+    int ref_in_policy;          /* LoRA with beta != 0: the reference pass is tr with the adapter off */
     model *ref;
     float *grads;
     optim opt;
@@ -363,10 +364,16 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
                              .recompute = g->cfg->train.gradient_checkpointing};
     if (!s) s = model_train_new(c->policy, &tl, &g->tr);
     if (!s) {
-        g->grads = model_grads_new(c->policy);
+        g->grads = run_policy_grads(c);
         s = run_optim_new(c, &g->cfg->train, g->cfg->max_steps * g->mu * g->spg, g->grads, &g->opt);
     }
-    if (!s && grpo_needs_ref_logp(g->gc)) s = open_ref(g, resume, &tl);
+    if (!s && grpo_needs_ref_logp(g->gc)) {
+        if (c->lora) { /* the reference is the base: the policy's model and arena with the adapter off */
+            g->ref_in_policy = 1;
+        } else {
+            s = open_ref(g, resume, &tl);
+        }
+    }
     /* the data cursor, and the state a checkpoint of this stage restores */
     cursor *cur = &g->cur;
     cur->nrows = g->nrows;
@@ -383,6 +390,20 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
         s = run_ckpt_load_optim(resume, &g->opt);
         g->ectl.coef = rs->entropy_coef;
         g->ectl.last_entropy = rs->entropy_last;
+    }
+    if (!s) { /* the device memory of this stage by role, from the sizing it was allocated with */
+        run_grpo_shape sh = {.load = c->load, .device = c->ops->device,
+                             .lora = c->lora ? model_lora_cfg(c->lora) : NULL,
+                             .num_generations = b->G, .prompts = b->P, .max_prompt = b->max_prompt,
+                             .max_completion = b->max_new, .micro_batch = b->mb, .recompute = tl.recompute,
+                             .ref = grpo_needs_ref_logp(g->gc)};
+        run_grpo_mem mem;
+        s = run_grpo_memory(model_cfg(c->policy), &sh, &mem);
+        if (!s) {
+            cJSON *sum = cJSON_CreateObject();
+            cJSON_AddItemToObject(sum, "memory_plan", run_grpo_memory_json(&mem));
+            s = run_summary_set(c, st->name, sum);
+        }
     }
     g->weights = base_xmalloc((size_t)(b->F > 0 ? b->F : 1) * sizeof(float));
     for (int f = 0; f < b->F; f++) g->weights[f] = (float)reward_pool_func_weight(g->pool, f);
@@ -502,7 +523,16 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
     grpo_batch gb;
     pack_micro(b, ix, nm, &mbt, &gb);
     mbt.logit_scale = 1.0f / g->T;
-    base_status s = model_forward(g->tr, &mbt);
+    base_status s = BASE_OK;
+    if (g->ref_in_policy) { /* LoRA: the reference is the base, in the policy's arena, before its forward */
+        model_train_set_adapter(g->tr, 0);
+        s = model_forward(g->tr, &mbt);
+        if (!s) model_train_download(g->tr, b->ref_pos, NULL);
+        model_train_set_adapter(g->tr, 1);
+        if (s) return s;
+        gather(b, ix, nm, b->ref_pos, b->ref);
+    }
+    s = model_forward(g->tr, &mbt);
     if (s) return s;
     model_train_download(g->tr, b->lp_pos, b->ent_pos);
     gather(b, ix, nm, b->lp_pos, b->lp);
@@ -533,8 +563,8 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
         if (s) return s;
         model_train_download(g->tr_ref, b->ref_pos, NULL);
         gather(b, ix, nm, b->ref_pos, b->ref);
-        gb.ref_logp = b->ref;
     }
+    if (g->tr_ref || g->ref_in_policy) gb.ref_logp = b->ref;
     grpo_loss_stats ls;
     s = grpo_loss(gcs, &gb, norm, b->g, b->gent, &ls);
     if (s) return s;
@@ -605,7 +635,7 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
             if (!s) s = run_reduce_loss_stats(c, &ostats); /* the entropy control sees the whole step */
             if (s) break;
             optim_step(&g->opt, (step * mu + it) * spg + part, &ss->info);
-            model_sync_compute(c->policy); /* bf16 mode: refresh the compute weights */
+            run_sync_policy(c); /* bf16 mode: refresh the compute weights */
             grpo_entropy_ctl_update(g->gc, &g->ectl, &ostats);
         }
     if (!s) s = run_reduce_loss_stats(c, &ss->lstats); /* the step's metrics, every rank's tokens */
@@ -712,6 +742,12 @@ static void log_samples(grpo_stage *g, int64_t step) {
         for (int f = 0; f < b->F; f++) add_num(rw, reward_pool_func_name(g->pool, f), b->rewards[(size_t)j * b->F + f]);
         add_num(o, "advantage", b->adv[j]);
         cJSON_AddStringToObject(o, "finish_reason", b->trunc[j] ? "length" : "stop");
+        if (g->cfg->log_completion_ids) {
+            cJSON_AddItemToObject(o, "prompt_ids", cJSON_CreateIntArray(b->pids + (size_t)j * (size_t)b->max_prompt,
+                                                                        b->plen[j]));
+            cJSON_AddItemToObject(o, "completion_ids",
+                                  cJSON_CreateIntArray(b->cids + (size_t)j * (size_t)b->max_new, b->clen[j]));
+        }
         run_samples_write(g->c, o);
     }
 }
@@ -771,20 +807,4 @@ base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *st, const run_ckp
     }
     stage_close(&g);
     return s ? base_err_wrap(s, "stage '%s'", st->name) : BASE_OK;
-}
-
-base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max_steps, float *grads, optim *o) {
-    optim_config oc = train->optim;
-    oc.max_steps = max_steps;
-    int n = model_nparams(c->policy), k = 0;
-    optim_param_spec *specs = base_xcalloc((size_t)n, sizeof *specs);
-    for (int i = 0; i < n; i++) {
-        const model_param *p = model_param_at(c->policy, i);
-        if (!p->trainable || p->mtp) continue;
-        specs[k++] = (optim_param_spec){p->name, p->numel, p->offset};
-    }
-    base_status s = optim_init_arena(o, c->ops, &oc, specs, k, NULL, model_params(c->policy), grads,
-                                     model_numel(c->policy));
-    free(specs);
-    return s;
 }

@@ -292,7 +292,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
                              .recompute = sf->train.gradient_checkpointing};
     if (!s) s = model_train_new(c->policy, &tl, &tr);
     if (!s) {
-        grads = model_grads_new(c->policy);
+        grads = run_policy_grads(c);
         s = run_optim_new(c, &sf->train, total, grads, &opt);
     }
     int64_t step0 = 0;
@@ -376,7 +376,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
             if (pass == 1 && !s) {
                 optim_step_info info;
                 optim_step(&opt, k, &info);
-                model_sync_compute(c->policy); /* bf16 mode: refresh the compute weights */
+                run_sync_policy(c); /* bf16 mode: refresh the compute weights */
                 c->total_steps++;
                 double dt = base_now() - t0;
                 cJSON *line = cJSON_CreateObject();

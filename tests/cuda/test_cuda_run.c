@@ -12,6 +12,13 @@
  * bf16: the run in bf16 mode (run_opts.precision): the policy's and the
  * reference's bf16 compute weights are refreshed after every optimizer
  * step and every load, so the resumed run must still match bit for bit.
+ * LoRA (the recipe's lora table, every module): the adapter on the frozen
+ * base trains on the device; step 1's KL to the reference (the base, the
+ * adapter off) is exactly 0; stopped + resumed gives the same metrics and
+ * bit-identical adapters; the base's bytes are never written. Under the
+ * emulator the backend's alloc and free are counted: the GRPO stage's
+ * memory plan (summary.json grpo.memory_plan, bf16 sizes in bf16 mode)
+ * equals the peak of live device bytes of the run.
  */
 #include "common/test_common.h"
 
@@ -19,12 +26,47 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/st.h"
 #include "recipe/recipe.h"
 #include "tensor/ops.h"
 #include "train/run.h"
 #include "cuda/test_backend.h"
 
 static const char *g_dev, *g_prec = "f32";
+static const char *g_top = ""; /* top-level recipe keys (the lora table) */
+
+/* The emulated backend with its allocations counted (live and peak bytes). */
+#define MAX_LIVE 4096
+static const struct ops *g_inner;
+static struct ops g_counting;
+static struct {
+    void *p;
+    size_t n;
+} g_live[MAX_LIVE];
+static size_t g_live_bytes, g_peak_bytes;
+
+static void *count_alloc(size_t n) {
+    void *p = g_inner->alloc(n);
+    int i = 0;
+    while (i < MAX_LIVE && g_live[i].p) i++;
+    if (i == MAX_LIVE) fail_msg("more than %d live device allocations", MAX_LIVE);
+    g_live[i].p = p, g_live[i].n = n;
+    g_live_bytes += n;
+    if (g_live_bytes > g_peak_bytes) g_peak_bytes = g_live_bytes;
+    return p;
+}
+
+static void count_free(void *p) {
+    if (!p) return;
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (g_live[i].p == p) {
+            g_live_bytes -= g_live[i].n;
+            g_live[i].p = NULL;
+            g_inner->free(p);
+            return;
+        }
+    fail_msg("freeing %p: not a live device allocation", p);
+}
 static char *DIR_;
 
 static int setup(void **state) {
@@ -62,13 +104,14 @@ static base_status run_opt(const char *name, int resume, int64_t max_total, cons
                     "  template = 'Q: {prompt}\\nA: ', report = false,\n"
                     "  datasets = { train = '%s/data.jsonl' },\n"
                     "  rewards = { '%s/vary.lua:1.0' },\n"
+                    "  %s\n"
                     "  stages = {\n"
                     "    { type = 'grpo', dataset = 'train', num_generations = 4, generation_batch_size = 8,\n"
                     "      max_steps = 2, max_completion_length = 8, learning_rate = 3e-3, beta = 0.01,\n"
                     "      save_steps = 1, save_total_limit = 0, per_device_train_batch_size = 4%s },\n"
                     "  },\n"
                     "}\n",
-                    name, DIR_, DIR_, DIR_, DIR_, extra);
+                    name, DIR_, DIR_, DIR_, DIR_, g_top, extra);
     recipe *rc;
     base_status s = recipe_load_string(b.data, "test.lua", NULL, 0, &rc);
     base_buf_free(&b);
@@ -77,6 +120,13 @@ static base_status run_opt(const char *name, int resume, int64_t max_total, cons
                   .max_total_steps = max_total};
     s = run_recipe(rc, &o);
     recipe_free(rc);
+    return s;
+}
+
+static base_status run_lora(const char *name, int resume, int64_t max_total) {
+    g_top = "lora = { r = 4, lora_alpha = 8, target_modules = 'all-linear' },";
+    base_status s = run_opt(name, resume, max_total, "");
+    g_top = "";
     return s;
 }
 
@@ -174,6 +224,58 @@ static void test_offload_optimizer(void **state) {
     free(ma), free(wa), free(oa);
 }
 
+static void test_lora(void **state) {
+    (void)state;
+    g_peak_bytes = g_live_bytes;
+    if (run_lora("lora", 0, 0)) fail_msg("%s: %s", g_dev, base_err_msg());
+    if (g_inner) { /* the memory plan == the device bytes the run allocated */
+        char *text = read_run("lora", "summary.json", NULL);
+        cJSON *j = cJSON_Parse(text);
+        const cJSON *plan = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "grpo"), "memory_plan");
+        double total = base_json_num(plan, "total", -1, NULL);
+        printf("%s %s: LoRA GRPO stage: planned %.0f device bytes, peak allocated %zu\n", g_dev, g_prec, total,
+               g_peak_bytes);
+        assert_true(total == (double)g_peak_bytes);
+        assert_int_equal(g_live_bytes, 0);
+        cJSON_Delete(j);
+        free(text);
+    }
+    if (run_lora("lora_res", 0, 1)) fail_msg("%s: %s", g_dev, base_err_msg());
+    if (run_lora("lora_res", 1, 0)) fail_msg("%s (resume): %s", g_dev, base_err_msg());
+    char *ma = metrics_canon("lora"), *mb = metrics_canon("lora_res");
+    assert_string_equal(ma, mb);
+    cJSON *first = cJSON_Parse(ma); /* the first line: step 1 */
+    assert_non_null(first);
+    assert_true(base_json_num(first, "kl", -1, NULL) == 0.0);
+    cJSON_Delete(first);
+    size_t na, nb;
+    char *wa = read_run("lora", "checkpoints/step-2/adapter_model.safetensors", &na);
+    char *wb = read_run("lora_res", "checkpoints/step-2/adapter_model.safetensors", &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(wa, wb, na);
+    base_buf p = {0};
+    base_buf_printf(&p, "%s/runs/lora/checkpoints/step-2/model.safetensors", DIR_);
+    assert_false(base_file_exists(p.data)); /* the adapter only */
+    base_buf_free(&p);
+    /* B moved from 0: some lora_B byte is not zero */
+    st_file *f;
+    base_buf_printf(&p, "%s/runs/lora/checkpoints/step-2/adapter_model.safetensors", DIR_);
+    assert_int_equal(st_open(p.data, &f), BASE_OK);
+    double ss = 0;
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_at(f, i);
+        if (!strstr(t->name, ".lora_B.weight")) continue;
+        for (int64_t k = 0; k < st_numel(t); k++) ss += (double)((const float *)t->data)[k] * ((const float *)t->data)[k];
+    }
+    st_close(f);
+    base_buf_free(&p);
+    assert_true(ss > 0);
+    printf("%s %s: LoRA GRPO, 2 steps: KL 0 at step 1, B moved (sum of squares %.3g), resumed: same metrics, "
+           "bit-identical adapter\n",
+           g_dev, g_prec, ss);
+    free(ma), free(mb), free(wa), free(wb);
+}
+
 int main(int argc, char **argv) {
     const char *backend = argc > 1 ? argv[1] : "cuda";
     if (argc > 2) g_prec = argv[2];
@@ -185,12 +287,16 @@ int main(int argc, char **argv) {
     }
     if (!have) return 0;
     if (!strcmp(backend, "emu")) {
-        ops_register("cuda-emu", ops);
+        g_inner = ops;
+        g_counting = *ops;
+        g_counting.alloc = count_alloc;
+        g_counting.free = count_free;
+        ops_register("cuda-emu", &g_counting);
         g_dev = "cuda-emu";
     } else {
         g_dev = "cuda";
     }
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_straight_and_resumed),
-                                       cmocka_unit_test(test_offload_optimizer)};
+                                       cmocka_unit_test(test_offload_optimizer), cmocka_unit_test(test_lora)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }

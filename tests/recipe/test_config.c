@@ -21,7 +21,7 @@
 
 /* Where a key of a schema table lives in the test recipe, and its path in
  * messages. */
-typedef enum { AT_TOP, AT_DATASET, AT_REWARD, AT_STAGE } place;
+typedef enum { AT_TOP, AT_DATASET, AT_REWARD, AT_STAGE, AT_LORA } place;
 
 /* A valid recipe with one stage of `type` (NULL: grpo), plus `extra_top`,
  * `extra_ds`, `extra_rw`, `extra_stage` Lua fields at each place. */
@@ -43,7 +43,9 @@ static char *recipe_src(const char *type, const char *extra_top, const char *ext
 }
 
 static base_status load_at(place at, const char *type, const char *field, recipe **out) {
-    char *src = recipe_src(type, at == AT_TOP ? field : "", at == AT_DATASET ? field : "",
+    char lora[300];
+    snprintf(lora, sizeof lora, "lora = { %s },", field); /* AT_LORA: inside the top-level lora table */
+    char *src = recipe_src(type, at == AT_TOP ? field : at == AT_LORA ? lora : "", at == AT_DATASET ? field : "",
                            at == AT_REWARD ? field : "", at == AT_STAGE ? field : "");
     base_status s = recipe_load_string(src, "t.lua", NULL, 0, out);
     free(src);
@@ -51,7 +53,7 @@ static base_status load_at(place at, const char *type, const char *field, recipe
 }
 
 static void path_of(place at, const char *key, char *buf, size_t n) {
-    static const char *const prefix[] = {"", "datasets.d.", "rewards[1].", "stages[1]."};
+    static const char *const prefix[] = {"", "datasets.d.", "rewards[1].", "stages[1].", "lora."};
     snprintf(buf, n, "%s%s", prefix[at], key);
 }
 
@@ -109,6 +111,7 @@ static void expect_edge(place at, const char *type, const recipe_key *k, double 
     const char *base = at == AT_TOP       ? (const char *)c
                        : at == AT_DATASET ? (const char *)&c->datasets[0]
                        : at == AT_REWARD  ? (const char *)&c->rewards.items[0]
+                       : at == AT_LORA    ? (const char *)&c->lora
                                           : (const char *)&c->stages[0];
     double got = k->type == RK_INT ? (double)*(const int64_t *)(base + k->offset) : *(const double *)(base + k->offset);
     if (got != v) fail_msg("%s = %.17g: the typed config holds %.17g", k->key, v, got);
@@ -130,7 +133,9 @@ static void range_cases(place at, const char *type, const recipe_key *tab) {
             expect_outside(at, type, k, open ? r->min : below(k, r->min));
             expect_edge(at, type, k, open ? above(k, r->min) : r->min);
         }
-        if (r->flags & RR_MAX) {
+        /* lora_dropout's schema range is [0, 1) as PEFT's, but grpo takes only
+         * 0 (test_lora_table checks that refusal): no upper edge to accept */
+        if ((r->flags & RR_MAX) && !(at == AT_LORA && !strcmp(k->key, "lora_dropout"))) {
             int open = r->flags & RR_MAX_OPEN;
             expect_outside(at, type, k, open ? r->max : above(k, r->max));
             expect_edge(at, type, k, open ? below(k, r->max) : r->max);
@@ -153,6 +158,7 @@ static void range_cases(place at, const char *type, const recipe_key *tab) {
 static void test_ranges_from_schema(void **state) {
     (void)state;
     range_cases(AT_TOP, NULL, recipe_schema_top());
+    range_cases(AT_LORA, NULL, recipe_schema_lora());
     range_cases(AT_DATASET, NULL, recipe_schema_dataset());
     range_cases(AT_REWARD, NULL, recipe_schema_reward());
     for (const char *const *t = recipe_schema_stage_types(); *t; t++) {
@@ -183,6 +189,7 @@ static void type_cases(place at, const char *type, const recipe_key *tab) {
 static void test_types_from_schema(void **state) {
     (void)state;
     type_cases(AT_TOP, NULL, recipe_schema_top());
+    type_cases(AT_LORA, NULL, recipe_schema_lora());
     type_cases(AT_DATASET, NULL, recipe_schema_dataset());
     type_cases(AT_REWARD, NULL, recipe_schema_reward());
     for (const char *const *t = recipe_schema_stage_types(); *t; t++) {
@@ -329,6 +336,73 @@ static void test_cross_checks(void **state) {
 
 /* config.resolved.lua holds every value exactly, -0.0 too (Lua reads "-0"
  * as the integer 0). */
+/* The lora table: defaults, the names as the model takes them, overrides
+ * that create it, and what does not go with it. */
+static void test_lora_table(void **state) {
+    (void)state;
+    const char *src = "return { model = 'm', datasets = { train = 't.jsonl' },\n"
+                      "  stages = { { type = 'grpo', dataset = 'train' } }, %s }\n";
+    base_buf b = {0};
+    base_buf_printf(&b, src, "");
+    recipe *r = NULL;
+    assert_int_equal(recipe_load_string(b.data, "recipe.lua", NULL, 0, &r), BASE_OK);
+    assert_int_equal(recipe_config(r)->lora.set, 0); /* no table: full fine-tuning */
+    recipe_free(r);
+    /* --set creates the table, the other keys take their defaults */
+    const char *sets[] = {"lora.r=16", "lora.lora_alpha=32", "lora.target_modules=[\"q_a_proj\",\"kv_a_proj_with_mqa\"]"};
+    assert_int_equal(recipe_load_string(b.data, "recipe.lua", sets, 3, &r), BASE_OK);
+    const recipe_lora_cfg *lo = &recipe_config(r)->lora;
+    assert_int_equal(lo->set, 1);
+    assert_int_equal(lo->model.r, 16);
+    assert_true(lo->model.lora_alpha == 32);
+    assert_int_equal(lo->model.targets, 1u << MODEL_LORA_Q_A_PROJ | 1u << MODEL_LORA_KV_A_PROJ);
+    assert_int_equal(lo->model.routed_experts, 0);
+    char *lua = recipe_to_lua(r);
+    assert_non_null(strstr(lua, "lora = {"));
+    free(lua);
+    recipe_free(r);
+    /* lora = {} : every default, all-linear */
+    base_buf_free(&b);
+    base_buf_printf(&b, src, "lora = {},");
+    assert_int_equal(recipe_load_string(b.data, "recipe.lua", NULL, 0, &r), BASE_OK);
+    lo = &recipe_config(r)->lora;
+    assert_int_equal(lo->set, 1);
+    assert_int_equal(lo->model.r, 8);
+    assert_int_equal(lo->model.targets, (1u << MODEL_LORA_NTARGETS) - 1);
+    recipe_free(r);
+    base_buf_free(&b);
+    struct {
+        const char *fields, *want, *also;
+    } bad[] = {
+        {"lora = { target_modules = {'q_a_proj', 'k_proj'} },",
+         "recipe.lua: lora.target_modules[2] = \"k_proj\": must be one of " MODEL_LORA_TARGET_NAMES "|all-linear", NULL},
+        {"lora = { target_modules = {} },", "recipe.lua: lora.target_modules = {...}: must name at least one module", NULL},
+        {"lora = { lora_dropout = 0.05 },", "recipe.lua: lora.lora_dropout = 0.05: only 0 is supported", NULL},
+        {"lora = { r = 0 },", "recipe.lua: lora.r = 0: must be in [1, 4096]", NULL},
+        {"lora = { rank = 8 },", "recipe.lua: unknown key 'lora.rank'", NULL},
+        {"lora = 8,", "recipe.lua: lora = 8: expected a table", NULL},
+        {"lora = {}, ref_model = 'ref',", "recipe.lua: ref_model = \"/", "ref\": not with lora: the reference is the base"},
+        {"lora = {}, init_std = 0.02,", "recipe.lua: init_std = 0.02: not with lora", NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        base_buf_printf(&b, src, bad[i].fields);
+        assert_int_not_equal(recipe_load_string(b.data, "recipe.lua", NULL, 0, &r), BASE_OK);
+        if (strncmp(base_err_msg(), bad[i].want, strlen(bad[i].want)) || (bad[i].also && !strstr(base_err_msg(), bad[i].also)))
+            fail_msg("%s: '%s', want '%s...'", bad[i].fields, base_err_msg(), bad[i].want);
+        base_buf_free(&b);
+    }
+    const char *src2 = "return { model = 'm', datasets = { train = 't.jsonl' }, lora = {},\n"
+                       "  stages = { { type = 'grpo', dataset = 'train', %s } } }\n";
+    base_buf_printf(&b, src2, "sync_ref_model = true");
+    assert_int_not_equal(recipe_load_string(b.data, "recipe.lua", NULL, 0, &r), BASE_OK);
+    assert_non_null(strstr(base_err_msg(), "stages[1].sync_ref_model = true: not with lora"));
+    base_buf_free(&b);
+    base_buf_printf(&b, src2, "init_from = 'model'");
+    assert_int_not_equal(recipe_load_string(b.data, "recipe.lua", NULL, 0, &r), BASE_OK);
+    assert_non_null(strstr(base_err_msg(), "stages[1].init_from = \"model\": not with lora"));
+    base_buf_free(&b);
+}
+
 static void test_resolved_negative_zero(void **state) {
     (void)state;
     recipe *r = NULL, *again = NULL;
@@ -465,7 +539,7 @@ int main(void) {
         cmocka_unit_test(test_ranges_from_schema), cmocka_unit_test(test_types_from_schema),
         cmocka_unit_test(test_issue_examples),     cmocka_unit_test(test_override_origin),
         cmocka_unit_test(test_cross_checks),       cmocka_unit_test(test_check_number),
-        cmocka_unit_test(test_resolved_negative_zero),
+        cmocka_unit_test(test_resolved_negative_zero), cmocka_unit_test(test_lora_table),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

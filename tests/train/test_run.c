@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "recipe/recipe.h"
+#include "tok/tok.h"
 #include "train/run.h"
 
 static char *DIR_;   /* temp: model/, data.jsonl, runs/ */
@@ -517,6 +518,69 @@ static void test_shuffle_dataset(void **state) {
     }
 }
 
+/* Decode a JSON array of at most 256 token ids (the last left out with
+ * drop_last); *n_out: the array's length. */
+static char *decode_ids(const tok_tokenizer *tk, const cJSON *arr, int drop_last, int flags, int *n_out) {
+    int32_t ids[256];
+    int n = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, arr) {
+        assert_true(cJSON_IsNumber(x) && n < 256);
+        ids[n++] = (int32_t)x->valuedouble;
+    }
+    *n_out = n;
+    if (drop_last && n > 0) n--;
+    return tok_decode_str(tk, ids, n, flags, NULL);
+}
+
+/* log_completion_ids: every samples.jsonl line carries the token ids the
+ * step trained on; they decode to the logged prompt (the template after the
+ * tokenizer's special tokens) and completion (a stop token, when the
+ * completion stopped on one, last in completion_ids and not in the text),
+ * and a completion has at most max_completion_length ids. Off by default. */
+static void test_completion_ids(void **state) {
+    (void)state;
+    char *mdir = base_path_join(DIR_, "model");
+    tok_tokenizer *tk = NULL;
+    if (tok_load(mdir, &tk)) fail_msg("%s", base_err_msg());
+    free(mdir);
+    for (int on = 0; on < 2; on++) {
+        const char *name = on ? "ids1" : "ids0";
+        char nm[32];
+        snprintf(nm, sizeof nm, "name=%s", name);
+        const char *sets[] = {nm, "stages.grpo.max_steps=2", "stages.grpo.save_steps=0",
+                              "stages.grpo.log_completions_steps=1", "stages.grpo.log_completion_ids=true"};
+        run_sets(name, sets, on ? 5 : 4);
+        char *m = run_file(name, "samples.jsonl"), *save = NULL;
+        int k = 0;
+        for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save), k++) {
+            cJSON *j = cJSON_Parse(line);
+            const cJSON *pi = cJSON_GetObjectItemCaseSensitive(j, "prompt_ids");
+            const cJSON *ci = cJSON_GetObjectItemCaseSensitive(j, "completion_ids");
+            if (!on) {
+                assert_null(pi);
+                assert_null(ci);
+                cJSON_Delete(j);
+                continue;
+            }
+            assert_true(cJSON_IsArray(pi) && cJSON_IsArray(ci));
+            int np, nc;
+            char *p = decode_ids(tk, pi, 0, TOK_DEC_SKIP_SPECIAL, &np);
+            assert_string_equal(p, base_json_str(j, "prompt", ""));
+            int stopped = !strcmp(base_json_str(j, "finish_reason", ""), "stop");
+            char *c = decode_ids(tk, ci, stopped, 0, &nc);
+            assert_string_equal(c, base_json_str(j, "completion", ""));
+            assert_true(nc >= 1 && nc <= 10);
+            assert_true(np > 0);
+            free(p), free(c);
+            cJSON_Delete(j);
+        }
+        assert_int_equal(k, 16);
+        free(m);
+    }
+    tok_free(tk);
+}
+
 /* The sampler/trainer importance-sampling correction from the recipe: on the
  * CPU the rollout engine's log-probs agree with the training forward's
  * (ratios ~1, the logged difference tiny); bounds that exclude 1 mask every
@@ -596,6 +660,7 @@ int main(void) {
         cmocka_unit_test(test_group_reward),
         cmocka_unit_test(test_is_correction),
         cmocka_unit_test(test_shuffle_dataset),
+        cmocka_unit_test(test_completion_ids),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -111,13 +111,16 @@ void cpu_lmhead_bwd(tensor *dx, tensor *dw, const tensor *g_logp, const tensor *
                 }
                 if (y[n] >= v0 && y[n] < v0 + cb) zi[y[n] - v0] += gl;
             }
-            tensor wb = *w, dwb = *dw;
+            tensor wb = *w;
             wb.data = cpu_elem(w, v0 * w->stride[0]);
             wb.shape[0] = cb;
-            dwb.data = cpu_row(dw, v0);
-            dwb.shape[0] = cb;
             cpu_matmul(&dxb, &z, &wb, 0, 0, scale, v0 == 0 ? 0.0f : 1.0f);
-            cpu_matmul(&dwb, &z, &xb, 1, 0, scale, 1.0f);
+            if (dw) {
+                tensor dwb = *dw;
+                dwb.data = cpu_row(dw, v0);
+                dwb.shape[0] = cb;
+                cpu_matmul(&dwb, &z, &xb, 1, 0, scale, 1.0f);
+            }
         }
     }
 }

@@ -26,6 +26,7 @@ static const char *type_name(recipe_ktype t) {
     case RK_REWARDS: return "list of rewards";
     case RK_STAGES: return "list of stages";
     case RK_TABLE: return "table";
+    case RK_SUB: return "table (below)";
     }
     return "?";
 }
@@ -81,6 +82,7 @@ static char *tables(void) {
     table(&b, "Top level", recipe_schema_top());
     table(&b, "A dataset (`datasets.NAME`)", recipe_schema_dataset());
     table(&b, "A reward (`rewards[i]`, also a stage's `rewards`)", recipe_schema_reward());
+    table(&b, "LoRA (`lora`, top level)", recipe_schema_lora());
     table(&b, "Every stage", recipe_schema_stage_common());
     for (const char *const *t = recipe_schema_stage_types(); *t; t++) {
         char title[64];

@@ -1,0 +1,74 @@
+/*
+ * Memory of a GRPO stage by role, from the sizing functions its buffers are
+ * allocated with (run.h). The shape is the stage's (stage_grpo.c builds
+ * the same one and records the result in summary.json):
+ *
+ *   trainer        model_train_limits {mb * (max_prompt + max_completion)
+ *                  tokens, mb sequences, recompute}, planned with the
+ *                  adapter; full fine-tuning's reference pass (beta != 0)
+ *                  another arena of the same size (LoRA's runs in the
+ *                  trainer's, the adapter off)
+ *   rollout        run_gen's engine for one step's prompts: P * G
+ *                  sequences, P prompts, groups of G (rollout_bytes)
+ *   full           the policy's f32 masters (+ bf16 copy), its gradient
+ *                  arena, AdamW m and v over it, and with beta != 0 a
+ *                  second model, the reference (frozen: compute weights)
+ *   LoRA           the base as loaded, the adapter (f32 + bf16 copy), the
+ *                  adapter's gradients and m, v; no reference model
+ */
+#include "run_internal.h"
+
+base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, run_grpo_mem *out) {
+    memset(out, 0, sizeof *out);
+    /* the activations' precision: bf16 on a device backend in bf16 / fp8
+     * (the policy's compute dtype), f32 on the CPU whatever the storage */
+    model_precision prec = sh->device != TENSOR_CPU && sh->load.precision != MODEL_F32 ? MODEL_BF16 : MODEL_F32;
+    int64_t n_seqs = sh->prompts * sh->num_generations, mb = sh->micro_batch;
+    if (mb <= 0 || mb > n_seqs) mb = n_seqs;
+    model_train_limits tl = {.max_tokens = mb * (sh->max_prompt + sh->max_completion), .max_seqs = (int)mb,
+                             .recompute = sh->recompute};
+    model_mem pm;
+    base_status s = model_memory_plan(mc, &sh->load, sh->device, &pm);
+    if (s) return s;
+    out->weights = model_mem_total(&pm);
+    out->activations = model_train_bytes_p(mc, &tl, sh->lora, prec);
+    if (sh->lora) {
+        size_t p = model_lora_param_bytes(mc, sh->lora);
+        out->adapter = p + model_lora_compute_bytes(mc, sh->lora, prec);
+        out->grads = p;
+        out->optimizer = 2 * p; /* the reference pass: the trainer's arena with the adapter off */
+    } else {
+        out->grads = (size_t)pm.params * sizeof(float); /* the policy's layout, MTP layers included */
+        out->optimizer = 2 * out->grads;
+        if (sh->ref) { /* frozen: compute weights only (stage_grpo.c open_ref) */
+            model_load_opts ro = sh->load;
+            ro.frozen = 1;
+            model_mem rm;
+            s = model_memory_plan(mc, &ro, sh->device, &rm);
+            if (s) return s;
+            out->ref_weights = model_mem_total(&rm);
+            out->ref_activations = out->activations;
+        }
+    }
+    rollout_limits rl = {.max_seqs = (int)n_seqs, .max_prompts = (int)sh->prompts,
+                         .max_group = (int)sh->num_generations, .max_prompt_len = sh->max_prompt,
+                         .max_new_tokens = sh->max_completion};
+    out->rollout = rollout_bytes(mc, &rl, sh->lora, prec);
+    out->total = out->weights + out->adapter + out->grads + out->optimizer + out->ref_weights + out->activations +
+                 out->ref_activations + out->rollout;
+    return BASE_OK;
+}
+
+cJSON *run_grpo_memory_json(const run_grpo_mem *m) {
+    cJSON *j = cJSON_CreateObject();
+    const struct {
+        const char *k;
+        size_t v;
+    } f[] = {{"weights", m->weights},       {"adapter", m->adapter},
+             {"grads", m->grads},           {"optimizer", m->optimizer},
+             {"ref_weights", m->ref_weights}, {"activations", m->activations},
+             {"ref_activations", m->ref_activations}, {"rollout", m->rollout},
+             {"total", m->total}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) cJSON_AddNumberToObject(j, f[i].k, (double)f[i].v);
+    return j;
+}

@@ -1,0 +1,47 @@
+/*
+ * What trains in a run: the policy's parameters (full fine-tuning: the
+ * model's trainable, non-MTP parameters and a gradient arena of the
+ * model's layout) or, with the recipe's lora table, the adapter's A and B
+ * (their gradient arena is the adapter's own): the optimizer over them and
+ * the refresh of the compute weights after a step. Shared by the GRPO and
+ * SFT stages.
+ */
+#include <stdlib.h>
+
+#include "run_internal.h"
+
+float *run_policy_grads(run_ctx *c) { return c->lora ? NULL : model_grads_new(c->policy); }
+
+void run_sync_policy(run_ctx *c) {
+    if (c->lora) model_lora_sync(c->lora);
+    else model_sync_compute(c->policy);
+}
+
+base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max_steps, float *grads, optim *o) {
+    optim_config oc = train->optim;
+    oc.max_steps = max_steps;
+    if (c->lora) { /* the adapter's A and B, in its arena */
+        model_lora *a = c->lora;
+        int n = model_lora_nparams(a);
+        optim_param_spec *specs = base_xcalloc((size_t)n, sizeof *specs);
+        for (int i = 0; i < n; i++) {
+            const model_param *p = model_lora_param_at(a, i);
+            specs[i] = (optim_param_spec){p->name, p->numel, p->offset};
+        }
+        base_status s = optim_init_arena(o, c->ops, &oc, specs, n, NULL, model_lora_params(a), model_lora_grads(a),
+                                         model_lora_numel(a));
+        free(specs);
+        return s;
+    }
+    int n = model_nparams(c->policy), k = 0;
+    optim_param_spec *specs = base_xcalloc((size_t)n, sizeof *specs);
+    for (int i = 0; i < n; i++) {
+        const model_param *p = model_param_at(c->policy, i);
+        if (!p->trainable || p->mtp) continue;
+        specs[k++] = (optim_param_spec){p->name, p->numel, p->offset};
+    }
+    base_status s = optim_init_arena(o, c->ops, &oc, specs, k, NULL, model_params(c->policy), grads,
+                                     model_numel(c->policy));
+    free(specs);
+    return s;
+}
