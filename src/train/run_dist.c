@@ -33,8 +33,10 @@ base_status run_agree(run_ctx *c, base_status s, const char *what) {
     return BASE_OK;
 }
 
-base_status run_reduce_grads(run_ctx *c, float *grads, int64_t n) {
+base_status run_reduce_grads(run_ctx *c, float *grads) {
     if (c->world <= 1) return BASE_OK;
+    int64_t n = c->lora ? model_lora_numel(c->lora) : model_numel(c->policy);
+    if (c->lora) grads = model_lora_grads(c->lora); /* the adapter's own arena */
     base_status s = dist_allreduce(c->dev, grads, (size_t)n, DIST_F32, DIST_SUM);
     return s ? base_err_wrap(s, "summing the gradients over %d ranks", c->world) : BASE_OK;
 }

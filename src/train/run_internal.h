@@ -109,9 +109,11 @@ void run_split(int64_t n, int r, int w, int64_t *lo, int64_t *hi);
  * any: s on a rank where it failed; BASE_ERR_IO "WHAT: rank R failed (its
  * own message says why)" on the others; BASE_OK when none did. */
 base_status run_agree(run_ctx *c, base_status s, const char *what);
-/* Gradients [n] (on the op table's device) summed over the ranks, in place
- * (dist_allreduce on c->dev: rank-ordered on the host backend). */
-base_status run_reduce_grads(run_ctx *c, float *grads, int64_t n);
+/* The trained parameters' gradients (on the op table's device) summed over
+ * the ranks, in place (dist_allreduce on c->dev: rank-ordered on the host
+ * backend): `grads`, the policy's arena of model_numel values, or with
+ * LoRA the adapter's own arena (model_lora_grads; `grads` is then NULL). */
+base_status run_reduce_grads(run_ctx *c, float *grads);
 /* Loss statistics merged over the ranks (sums added, extremes min / max,
  * flags or'ed), in place: every rank gets the step's. */
 base_status run_reduce_loss_stats(run_ctx *c, grpo_loss_stats *s);

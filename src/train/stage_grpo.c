@@ -631,7 +631,7 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
                                 &ss->lstats, &ostats);
             if (!s) s = run_test_fault(c);
             s = run_agree(c, s, "the training step");
-            if (!s) s = run_reduce_grads(c, g->grads, model_numel(c->policy));
+            if (!s) s = run_reduce_grads(c, g->grads);
             if (!s) s = run_reduce_loss_stats(c, &ostats); /* the entropy control sees the whole step */
             if (s) break;
             optim_step(&g->opt, (step * mu + it) * spg + part, &ss->info);

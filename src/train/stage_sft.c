@@ -368,7 +368,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
             }
             if (pass == 1) { /* every rank's share */
                 s = run_agree(c, s, "the training step");
-                if (!s) s = run_reduce_grads(c, grads, model_numel(c->policy));
+                if (!s) s = run_reduce_grads(c, grads);
                 double sums[2] = {loss, (double)tokens};
                 if (!s && c->world > 1) s = dist_allreduce(c->host, sums, 2, DIST_F64, DIST_SUM);
                 loss = sums[0], tokens = (int64_t)sums[1];

@@ -1,6 +1,7 @@
 /* Data-parallel runs as MPI ranks on the CPU (issue 14): `mpirun -np N grpo
  * run` of one recipe (a sample stage, an eval stage, 3 GRPO steps, 3 SFT
  * steps) on the hf-tiny-v3-a weights with a byte-level tokenizer:
+ *   - LoRA on 2 ranks against 1 (the adapter's gradients are summed);
  *   - world sizes 1, 2, 4: what comes before the first update (the sample
  *     stage's rows, the eval's samples, the GRPO step-1 completions) is byte
  *     for byte the same; the losses and gradient norms of every step and the
@@ -367,6 +368,46 @@ static void test_world_sizes(void **state) {
     free(l1), free(l4);
 }
 
+/* LoRA (the adapter's own gradient arena is what the ranks sum): 2 ranks
+ * against 1, step-1 completions byte for byte, the losses and adapter
+ * weights within TOL. */
+static void test_lora(void **state) {
+    (void)state;
+    const char *lora[] = {"--set", "lora.r=4", "--set", "lora.lora_alpha=8", "--set", "lora.target_modules=all-linear",
+                          NULL};
+    expect_ok(run_np(1, "l1", NULL, lora), "l1");
+    expect_ok(run_np(2, "l2", NULL, lora), "l2");
+    char *s1 = lines_with("runs/l1/samples.jsonl", "\"step\":1,"), *s2 = lines_with("runs/l2/samples.jsonl", "\"step\":1,");
+    assert_true(strlen(s1) > 0);
+    if (strcmp(s1, s2)) fail_msg("LoRA: GRPO step-1 completions of 2 ranks differ from world size 1");
+    free(s1), free(s2);
+    metrics_close("l2", "l1");
+    char *pa = path_of("runs/l2/checkpoints/step-6/adapter_model.safetensors");
+    char *pb = path_of("runs/l1/checkpoints/step-6/adapter_model.safetensors");
+    st_file *fa, *fb;
+    if (st_open(pa, &fa) || st_open(pb, &fb)) fail_msg("%s", base_err_msg());
+    assert_int_equal(st_count(fa), st_count(fb));
+    double worst = 0;
+    for (int i = 0; i < st_count(fa); i++) {
+        const st_tensor *x = st_at(fa, i), *y = st_find(fb, x->name);
+        assert_non_null(y);
+        int64_t n = st_numel(x);
+        assert_int_equal(n, st_numel(y));
+        float *u = base_xmalloc((size_t)n * sizeof(float)), *v = base_xmalloc((size_t)n * sizeof(float));
+        if (st_file_load(fa, x->name, TENSOR_F32, u, n) || st_file_load(fb, x->name, TENSOR_F32, v, n))
+            fail_msg("%s", base_err_msg());
+        for (int64_t k = 0; k < n; k++) {
+            double d = fabs((double)u[k] - v[k]) / (fabs(v[k]) > 1 ? fabs(v[k]) : 1);
+            if (d > worst) worst = d;
+        }
+        free(u), free(v);
+    }
+    printf("# LoRA adapter, 2 ranks vs 1: largest difference %.3g (relative)\n", worst);
+    if (worst > TOL) fail_msg("LoRA: adapter weights of 2 ranks differ from 1 by %.3g", worst);
+    st_close(fa), st_close(fb);
+    free(pa), free(pb);
+}
+
 /* ---- resume --------------------------------------------------------------- */
 
 static void test_resume(void **state) {
@@ -503,8 +544,8 @@ static void test_stop_signal(void **state) {
  * build runs the world sizes and the failed rank only (tests/dist/meson.build). */
 int main(int argc, char **argv) {
     const struct CMUnitTest all[] = {
-        cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_resume),     cmocka_unit_test(test_fault_error),
-        cmocka_unit_test(test_fault_kill),  cmocka_unit_test(test_stop_signal),
+        cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_lora),        cmocka_unit_test(test_resume),
+        cmocka_unit_test(test_fault_error), cmocka_unit_test(test_fault_kill),  cmocka_unit_test(test_stop_signal),
     };
     struct CMUnitTest tests[sizeof all / sizeof all[0]];
     size_t n = 0;
