@@ -541,7 +541,7 @@ static void test_stop_signal(void **state) {
 }
 
 /* Arguments: the names of the tests to run (all without); the sanitizer
- * build runs the world sizes and the failed rank only (tests/dist/meson.build). */
+ * build runs the world sizes, LoRA and the failed rank (tests/dist/meson.build). */
 int main(int argc, char **argv) {
     const struct CMUnitTest all[] = {
         cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_lora),        cmocka_unit_test(test_resume),
