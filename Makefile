@@ -7,7 +7,8 @@
 
 # Debian packages the build needs (README lists why each is there).
 DEBS := gcc libc6-dev make pkg-config meson ninja-build liblua5.4-dev libcmocka-dev \
-        libcurl4-openssl-dev libssl-dev libpcre2-dev libcjson-dev libicu-dev gnuplot-nox python3
+        libcurl4-openssl-dev libssl-dev libpcre2-dev libcjson-dev libicu-dev gnuplot-nox python3 \
+        libopenmpi-dev openmpi-bin
 
 BUILD ?= build
 ASAN_BUILD ?= build-asan

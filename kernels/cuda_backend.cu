@@ -297,7 +297,20 @@ static void cuda_init(void) {
         cuda_state = -1;
         return;
     }
-    CHECK_CUDA(cudaSetDevice(0));
+    /* one process per GPU: the local rank of an MPI job picks its device
+     * (src/dist exports GRPO_LOCAL_RANK); a process that sees one device
+     * (CUDA_VISIBLE_DEVICES set per rank, srun --gpus-per-task=1) uses it */
+    const char *lr = getenv("GRPO_LOCAL_RANK");
+    int dev = lr ? atoi(lr) : 0;
+    if (n == 1) dev = 0;
+    if (dev < 0 || dev >= n) {
+        snprintf(cuda_why, sizeof cuda_why,
+                 "local rank %d has no GPU of its own: this node shows %d devices (start at most %d processes per "
+                 "node, one per GPU)", dev, n, n);
+        cuda_state = -1;
+        return;
+    }
+    CHECK_CUDA(cudaSetDevice(dev));
     CHECK_CUDA(cudaStreamCreateWithFlags(&cuda_stream, cudaStreamNonBlocking));
     CHECK_CUBLAS(cublasCreate(&cuda_blas));
     CHECK_CUBLAS(cublasSetStream(cuda_blas, cuda_stream));

@@ -70,6 +70,11 @@ enum { BASE_LOG_DEBUG = 0, BASE_LOG_INFO, BASE_LOG_WARN, BASE_LOG_ERROR };
 /* Messages below the level are dropped. Default INFO; env GRPO_LOG=debug. */
 void base_log_set_level(int level);
 int base_log_level(void);
+/* The name messages start with: "grpo" (default), or e.g. "grpo[rank 3]"
+ * in a multi-process run, so every line says which process wrote it.
+ * Copied (at most 47 bytes). */
+void base_log_set_tag(const char *tag);
+const char *base_log_tag(void);
 void base_log_at(int level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

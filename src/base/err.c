@@ -81,6 +81,11 @@ static void log_init(void) {
 }
 
 void base_log_set_level(int level) { log_level = level; }
+
+/* "grpo", or "grpo[rank R]" in a multi-process run (base_log_set_tag) */
+static char log_tag[48] = "grpo";
+void base_log_set_tag(const char *tag) { snprintf(log_tag, sizeof log_tag, "%s", tag && *tag ? tag : "grpo"); }
+const char *base_log_tag(void) { return log_tag; }
 int base_log_level(void) {
     log_init();
     return log_level;
@@ -96,11 +101,11 @@ void base_log_at(int level, const char *file, int line, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (level == BASE_LOG_DEBUG)
-        fprintf(stderr, "grpo [%s] %s:%d: %s\n", names[level], file, line, msg);
+        fprintf(stderr, "%s [%s] %s:%d: %s\n", log_tag, names[level], file, line, msg);
     else if (level == BASE_LOG_INFO)
-        fprintf(stderr, "grpo: %s\n", msg);
+        fprintf(stderr, "%s: %s\n", log_tag, msg);
     else
-        fprintf(stderr, "grpo [%s]: %s\n", names[level], msg);
+        fprintf(stderr, "%s [%s]: %s\n", log_tag, names[level], msg);
 }
 
 BASE_NORETURN void base_die_at(const char *file, int line, const char *fmt, ...) {
@@ -110,7 +115,7 @@ BASE_NORETURN void base_die_at(const char *file, int line, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     fflush(stdout);
-    fprintf(stderr, "grpo: fatal: %s:%d: %s\n", file, line, msg);
+    fprintf(stderr, "%s: fatal: %s:%d: %s\n", log_tag, file, line, msg);
     exit(1);
 }
 

@@ -5,7 +5,8 @@
  * Runs every stage of a Lua recipe (see src/train/run.h and docs/recipes.md).
  * Exit status: 0 done; 1 bad input or a failed stage (the message names the
  * stage, file and line); 2 bad usage; 128 + N stopped by signal N (130
- * SIGINT, 143 SIGTERM) after the current step and its checkpoint.
+ * SIGINT, 143 SIGTERM, 138 SIGUSR1) after the current step and its
+ * checkpoint. Under mpirun / srun every rank runs it (docs/distributed.md).
  */
 #include "cli/cli.h"
 
@@ -36,8 +37,10 @@ static const char *USAGE =
     "  --precision P      f32, bf16 or fp8 (default: the recipe's `precision`; training in bf16 needs\n"
     "                     cuda; fp8 only for runs that train nothing: sample and eval stages)\n"
     "  --max-total-steps  stop (with a checkpoint) after N training steps of the run\n"
-    "Ctrl-C (SIGINT) or SIGTERM: finish the current step, write a checkpoint, exit 130\n"
-    "(143); a second one exits at once. --resume continues.\n";
+    "Ctrl-C (SIGINT), SIGTERM or SIGUSR1: finish the current step, write a checkpoint,\n"
+    "exit 130 (143, 138); a second one exits at once. --resume continues.\n"
+    "Several processes: mpirun -np N grpo run RECIPE.lua (one per GPU; batch sizes are\n"
+    "global); kill -USR1 <mpirun's pid> stops every rank at the same step.\n";
 
 int cli_cmd_run(int argc, char **argv) {
     static struct option opts[] = {
@@ -97,7 +100,7 @@ int cli_cmd_run(int argc, char **argv) {
     ro.stop_signal = cli_catch_stop_signals();
     base_status s = run_recipe(rc, &ro);
     if (s) {
-        fprintf(stderr, "grpo run: %s\n", base_err_msg());
+        fprintf(stderr, "%s run: %s\n", base_log_tag(), base_err_msg());
         rcode = s == BASE_ERR_INTERRUPTED && *ro.stop_signal ? 128 + *ro.stop_signal : 1;
     }
     recipe_free(rc);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/base.h"
+#include "dist/dist.h"
 
 #define GRPO_VERSION "0.1.0"
 
@@ -64,7 +65,9 @@ static void on_stop_signal(int sig) {
 }
 
 volatile sig_atomic_t *cli_catch_stop_signals(void) {
-    const int sigs[] = {SIGINT, SIGTERM};
+    /* SIGUSR1 too: mpirun forwards it to every rank (kill -USR1 MPIRUN_PID),
+     * while it turns SIGINT / SIGTERM into a SIGKILL a second later */
+    const int sigs[] = {SIGINT, SIGTERM, SIGUSR1};
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
         struct sigaction sa, old;
         memset(&sa, 0, sizeof sa);
@@ -73,9 +76,10 @@ volatile sig_atomic_t *cli_catch_stop_signals(void) {
         sigemptyset(&sa.sa_mask);
         sigaddset(&sa.sa_mask, SIGINT); /* one handler at a time */
         sigaddset(&sa.sa_mask, SIGTERM);
+        sigaddset(&sa.sa_mask, SIGUSR1);
         if (sigaction(sigs[i], NULL, &old) != 0 || (old.sa_handler != SIG_IGN && sigaction(sigs[i], &sa, NULL) != 0))
             base_warn("sigaction(%s): %s: that signal stops grpo at once, without a checkpoint",
-                      sigs[i] == SIGINT ? "SIGINT" : "SIGTERM", base_strerror_now());
+                      sigs[i] == SIGINT ? "SIGINT" : sigs[i] == SIGTERM ? "SIGTERM" : "SIGUSR1", base_strerror_now());
     }
     return &stop_signal;
 }
@@ -102,6 +106,35 @@ static void omp_passive(char **argv) {
     /* exec failed (no /proc): carry on with the default policy */
 }
 
+/* A command as one rank of an MPI job (mpirun, srun; docs/distributed.md),
+ * or as the only process. Every rank runs the command; rank 0 shows
+ * progress and writes the run. A rank whose command fails alone ends the
+ * whole job (dist_abort: mpirun then names it), so no rank waits for it in
+ * a collective; a failure the ranks agreed on (a failed step: every rank
+ * names the rank that failed) and a stop signal (exit 128 + N) end every
+ * rank in step, through MPI_Finalize. */
+static int run_command(size_t i, int argc, char **argv) {
+    if (dist_init(&argc, &argv)) {
+        fprintf(stderr, "grpo: %s\n", base_err_msg());
+        return 1;
+    }
+    if (dist_world_size() > 1) {
+        char tag[48];
+        snprintf(tag, sizeof tag, "grpo[rank %d]", dist_rank());
+        base_log_set_tag(tag);
+        /* the ranks do the same things: rank 0 tells them; the others warn */
+        if (dist_rank() != 0 && !getenv("GRPO_LOG")) base_log_set_level(BASE_LOG_WARN);
+    }
+    int rc = commands[i].fn(argc - 1, argv + 1);
+    fflush(stdout);
+    if (rc != 0 && rc < 128 && dist_world_size() > 1 && !dist_failure_agreed()) {
+        fprintf(stderr, "%s: failed (exit %d): ending every rank of the job\n", base_log_tag(), rc);
+        dist_abort(rc);
+    }
+    dist_finalize();
+    return rc;
+}
+
 int main(int argc, char **argv) {
     omp_passive(argv);
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
@@ -114,7 +147,7 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(argv[1], commands[i].name)) continue;
-        return commands[i].fn(argc - 1, argv + 1);
+        return run_command(i, argc, argv);
     }
     fprintf(stderr, "grpo: unknown command '%s'\n\n", argv[1]);
     usage(stderr);

@@ -34,6 +34,7 @@ struct reward_pool {
     FILE *log;
     int own_log;
     char *log_path;     /* NULL: stderr */
+    char log_tag[32];   /* "rank R: " before each line (reward_pool_set_log_tag), else "" */
     pthread_mutex_t log_mu;
     atomic_llong n_errors;
     char **first_error; /* [spec.n] the first error line of each function, or NULL (under log_mu) */
@@ -98,6 +99,9 @@ base_status reward_pool_create(const reward_spec *spec, int n_workers, const rew
             return st;
         }
         p->own_log = 1;
+        /* one write(2) per line (O_APPEND): the ranks of a multi-process
+         * run append to one log without mixing their lines */
+        setvbuf(p->log, NULL, _IOFBF, 1 << 16);
         p->log_path = base_xstrdup(error_log_path);
     } else {
         p->log = stderr;
@@ -174,6 +178,12 @@ int reward_pool_n_workers(const reward_pool *p) { return p->n_workers; }
 int64_t reward_pool_n_errors(const reward_pool *p) { return atomic_load(&((reward_pool *)p)->n_errors); }
 const char *reward_pool_error_log(const reward_pool *p) { return p->log_path; }
 
+void reward_pool_set_log_tag(reward_pool *p, const char *tag) {
+    pthread_mutex_lock(&p->log_mu);
+    snprintf(p->log_tag, sizeof p->log_tag, "%s%s", tag ? tag : "", tag && *tag ? ": " : "");
+    pthread_mutex_unlock(&p->log_mu);
+}
+
 char *reward_pool_first_error(reward_pool *p, int f) {
     if (f < 0 || f >= p->spec.n) return NULL;
     pthread_mutex_lock(&p->log_mu);
@@ -236,7 +246,7 @@ static void sample_id(const cJSON *s, int64_t i, char *out, size_t cap) {
 static void log_error(reward_pool *p, const char *id, int f, const char *msg) {
     atomic_fetch_add(&p->n_errors, 1);
     pthread_mutex_lock(&p->log_mu);
-    fprintf(p->log, "sample %s: %s (%s): %s\n", id, p->spec.fns[f].name, p->spec.fns[f].path, msg);
+    fprintf(p->log, "%ssample %s: %s (%s): %s\n", p->log_tag, id, p->spec.fns[f].name, p->spec.fns[f].path, msg);
     fflush(p->log);
     if (!p->first_error[f]) {
         base_buf b = {0};

@@ -209,6 +209,9 @@ int reward_pool_n_workers(const reward_pool *p);
 int64_t reward_pool_n_errors(const reward_pool *p);
 /* The error log's path as given to reward_pool_create (NULL: stderr). */
 const char *reward_pool_error_log(const reward_pool *p);
+/* Start every error log line with "TAG: " (a multi-process run: "rank 3");
+ * NULL or "": nothing. */
+void reward_pool_set_log_tag(reward_pool *p, const char *tag);
 /* The first error logged for function f, "sample ID: message" (malloc'd;
  * NULL when it has none). */
 char *reward_pool_first_error(reward_pool *p, int f);

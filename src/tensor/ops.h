@@ -282,6 +282,10 @@ const struct ops *ops_cpu(void);
  * call (src/tensor/ops_cuda_load.c): a process that never asks for the
  * GPU never maps them. */
 const struct ops *ops_cuda(void);
+/* A symbol the loaded CUDA module exports besides its op table (src/dist
+ * takes its NCCL table, cuda_dist_nccl, from it), after ops_cuda()
+ * succeeded; NULL with a message otherwise. */
+void *ops_cuda_module_symbol(const char *name);
 /* By name: "cpu", "cuda", or "auto" (cuda when usable, else cpu), or a name
  * given to ops_register. NULL and a message for an unknown or unusable
  * device. */

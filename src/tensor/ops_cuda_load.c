@@ -48,6 +48,7 @@ __attribute__((used)) static void *const host_symbols[] = {
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static const struct ops *(*entry)(void);
+static void *module; /* the loaded grpo-cuda.so */
 static char why[2048];
 
 /* 1 when the driver reports a device; else 0 with the reason in why. */
@@ -105,6 +106,7 @@ static void load(void) {
         if (!h) h = try_open(GRPO_CUDA_MODULE_INSTALL, &tried);
     }
     if (h) {
+        module = h;
         entry = (const struct ops *(*)(void))dlsym(h, "ops_cuda_module");
         if (!entry) base_buf_printf(&tried, "%s: no ops_cuda_module", env && *env ? env : MODULE_NAME);
     }
@@ -121,4 +123,15 @@ const struct ops *ops_cuda(void) {
         return NULL;
     }
     return entry(); /* NULL and its own message when the device does not initialise */
+}
+
+void *ops_cuda_module_symbol(const char *name) {
+    pthread_once(&once, load);
+    if (!entry) {
+        base_err_set(BASE_ERR_UNSUPPORTED, "%s", why);
+        return NULL;
+    }
+    void *p = dlsym(module, name);
+    if (!p) base_err_set(BASE_ERR_UNSUPPORTED, "the CUDA module has no symbol %s: %s", name, dlerror());
+    return p;
 }

@@ -192,6 +192,7 @@ static cJSON *state_json(const run_ctx *c, const run_train_state *st, const opti
     cJSON_AddItemToObject(j, "entropy_last",
                           isfinite(st->entropy_last) ? cJSON_CreateNumber(st->entropy_last) : cJSON_CreateNull());
     cJSON_AddNumberToObject(j, "metrics_lines", (double)c->metrics_lines);
+    cJSON_AddNumberToObject(j, "world_size", c->world); /* for the record: any world size resumes it */
     cJSON_AddNumberToObject(j, "samples_lines", (double)c->samples_lines);
     cJSON_AddNumberToObject(j, "seed", (double)c->seed);
     cJSON_AddBoolToObject(j, "has_optimizer", o != NULL);
@@ -256,7 +257,19 @@ static base_status remove_stale(const char *root) {
     return s;
 }
 
+static base_status ckpt_write(run_ctx *c, const run_train_state *st, const optim *opt, const model *ref, int keep);
+
+/* ZeRO stage 0: every rank holds the same weights and optimizer state, so
+ * rank 0 writes the checkpoint and the others wait for it (a checkpoint
+ * that failed on rank 0 fails the step on every rank). */
 base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *opt, const model *ref, int keep) {
+    base_status s = run_writes(c) ? ckpt_write(c, st, opt, ref, keep) : BASE_OK;
+    s = run_agree(c, s, "writing the checkpoint");
+    if (!s) c->saved_step = st->total_steps;
+    return s;
+}
+
+static base_status ckpt_write(run_ctx *c, const run_train_state *st, const optim *opt, const model *ref, int keep) {
     char *root = base_path_join(c->dir, "checkpoints");
     char name[64], tmpname[64];
     snprintf(name, sizeof name, "step-%lld", (long long)st->total_steps);
@@ -315,7 +328,6 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
         }
         free(all);
     }
-    if (!s) c->saved_step = st->total_steps;
     free(root), free(dir), free(tmp);
     return s ? base_err_wrap(s, "checkpoint %s", name) : BASE_OK;
 }

@@ -99,14 +99,17 @@ static int dir_is_empty(const char *path) {
     return empty;
 }
 
+/* metrics.jsonl, samples.jsonl and reward_errors.log: rank 0 opens and
+ * truncates them (every rank appends to the reward error log). */
 static base_status open_outputs(run_ctx *c, int append) {
+    c->reward_log = base_path_join(c->dir, "reward_errors.log");
+    if (!run_writes(c)) return BASE_OK;
     char *m = base_path_join(c->dir, "metrics.jsonl"), *sp = base_path_join(c->dir, "samples.jsonl");
     c->metrics = fopen(m, append ? "a" : "w");
     c->samples = c->metrics ? fopen(sp, append ? "a" : "w") : NULL;
     base_status s = BASE_OK;
     if (!c->metrics || !c->samples) s = base_err_set(BASE_ERR_IO, "%s: %s", c->dir, base_strerror_now());
     free(m), free(sp);
-    c->reward_log = base_path_join(c->dir, "reward_errors.log");
     if (!append) {
         FILE *f = fopen(c->reward_log, "w");
         if (f) fclose(f);
@@ -191,6 +194,24 @@ static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
     return BASE_OK;
 }
 
+/* Every rank resumes from the checkpoint rank 0 chose (a run directory on a
+ * file system every node shares). */
+static base_status same_checkpoint(run_ctx *c, const run_ckpt *ck) {
+    if (c->world <= 1) return BASE_OK;
+    int64_t mine = ck ? run_ckpt_state(ck)->total_steps : -1, r0 = mine;
+    base_status s = dist_broadcast(c->host, &r0, 1, DIST_I64, 0);
+    int32_t bad = !s && r0 != mine, any = bad;
+    if (!s) s = dist_allreduce(c->host, &any, 1, DIST_I32, DIST_MAX);
+    if (s) return s;
+    if (bad)
+        return base_err_set(BASE_ERR_INVALID,
+                            "--resume: rank %d finds checkpoint step %lld in %s, rank 0 step %lld: every rank must see "
+                            "the same run directory (put output_dir on a file system all nodes share)",
+                            c->rank, (long long)mine, c->dir, (long long)r0);
+    if (any) return base_err_set(BASE_ERR_INVALID, "--resume: the ranks see different checkpoints in %s", c->dir);
+    return BASE_OK;
+}
+
 /* The recipe's lora table: a new adapter on the policy (A drawn from the
  * run's seed, B = 0), or the adapter of checkpoint dir (resume). */
 static base_status attach_adapter(run_ctx *c, const char *dir) {
@@ -229,14 +250,24 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     c.name = base_xstrdup(c.cfg->name);
     c.seed = (uint64_t)c.cfg->seed;
     c.saved_step = -1;
+    /* data parallel: every rank runs this function; rank 0 alone shows
+     * progress and results and writes the run directory (run_writes) */
+    c.host = dist_world();
+    c.rank = dist_comm_rank(c.host);
+    c.world = dist_comm_size(c.host);
+    if (c.rank != 0) c.opts.quiet = 1, c.opts.no_results = 1;
     const char *dev = c.opts.device ? c.opts.device : c.cfg->device;
     int64_t threads = c.cfg->threads;
     if (threads > 0) omp_set_num_threads((int)threads);
+    else if (dist_local_size() > 1) /* the ranks of a node share its cores */
+        omp_set_num_threads(base_ncpu() / dist_local_size() > 1 ? base_ncpu() / dist_local_size() : 1);
     c.ops = ops_by_name(dev);
     if (!c.ops) {
         s = base_err_set(BASE_ERR_UNSUPPORTED, "device '%s': %s", dev, base_err_msg());
         goto done;
     }
+    s = dist_comm_for(c.ops, &c.dev);
+    if (s) goto done;
     s = model_precision_parse(c.opts.precision ? c.opts.precision : c.cfg->precision,
                               &c.load.precision);
     if (s) goto done;
@@ -253,8 +284,16 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     if (c.opts.resume) {
         /* a changed recipe: shown, and refused where it alters the result */
         s = run_check_changes(&c);
-        if (!s) s = run_ckpt_latest(&c, &ck);
-        if (s) goto done;
+        /* rank 0 first: with --resume-last-good it sets bad checkpoints aside */
+        if (!s && c.rank == 0) s = run_ckpt_latest(&c, &ck);
+        s = run_agree(&c, s, "--resume: the checkpoint to resume from");
+        if (!s && c.rank != 0) s = run_ckpt_latest(&c, &ck);
+        if (!s) s = run_agree(&c, s, "--resume: the checkpoint to resume from");
+        if (!s) s = same_checkpoint(&c, ck);
+        if (s) {
+            run_ckpt_free(ck);
+            goto done;
+        }
         if (!ck) base_warn("%s: no checkpoint to resume from: starting the run from the beginning", c.dir);
         if (ck) c.saved_step = run_ckpt_state(ck)->total_steps;
     }
@@ -280,6 +319,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         s = preflight(&c, r0 ? r0->stage_index + (r0->stage_done ? 1 : 0) : 0);
     }
     if (!s && ck) s = check_cursor(&c, ck);
+    s = run_agree(&c, s, "starting the run"); /* a file one node lacks, ... */
     if (!s && run_poll_signal(&c)) { /* stopped while loading: the run directory stays as it was */
         c.total_steps = ck ? run_ckpt_state(ck)->total_steps : 0;
         run_ckpt_free(ck);
@@ -287,8 +327,8 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         goto done;
     }
     /* the run directory: a new run needs an empty (or absent) one; a resume
-     * one with a checkpoint or grpo's marker */
-    if (!s && base_file_exists(c.dir) && !dir_is_empty(c.dir) && !ck) {
+     * one with a checkpoint or grpo's marker (rank 0 alone writes it) */
+    if (!s && run_writes(&c) && base_file_exists(c.dir) && !dir_is_empty(c.dir) && !ck) {
         int marked = has_marker(c.dir);
         if (c.opts.resume && !marked) {
             s = base_err_set(BASE_ERR_INVALID,
@@ -311,14 +351,17 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
             if (s) s = base_err_wrap(s, "--overwrite: removing the old run directory");
         }
     }
-    if (!s) s = base_mkdir_p(c.dir);
-    if (!s) s = write_marker(c.dir, c.name);
-    if (!s && c.opts.resume) s = run_keep_config_history(&c, ck ? run_ckpt_state(ck)->total_steps : -1);
-    if (!s) {
-        char *p = base_path_join(c.dir, "config.resolved.lua");
-        s = recipe_write_resolved(rc, p);
-        free(p);
+    if (!s && run_writes(&c)) {
+        s = base_mkdir_p(c.dir);
+        if (!s) s = write_marker(c.dir, c.name);
+        if (!s && c.opts.resume) s = run_keep_config_history(&c, ck ? run_ckpt_state(ck)->total_steps : -1);
+        if (!s) {
+            char *p = base_path_join(c.dir, "config.resolved.lua");
+            s = recipe_write_resolved(rc, p);
+            free(p);
+        }
     }
+    s = run_agree(&c, s, "preparing the run directory");
     if (s) {
         run_ckpt_free(ck);
         goto done;
@@ -329,15 +372,19 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         c.total_steps = rs->total_steps;
         c.metrics_lines = rs->metrics_lines;
         c.samples_lines = rs->samples_lines;
-        char *m = base_path_join(c.dir, "metrics.jsonl"), *sp = base_path_join(c.dir, "samples.jsonl");
-        s = truncate_lines(m, rs->metrics_lines);
-        if (!s) s = truncate_lines(sp, rs->samples_lines);
-        free(m), free(sp);
+        if (run_writes(&c)) {
+            char *m = base_path_join(c.dir, "metrics.jsonl"), *sp = base_path_join(c.dir, "samples.jsonl");
+            s = truncate_lines(m, rs->metrics_lines);
+            if (!s) s = truncate_lines(sp, rs->samples_lines);
+            free(m), free(sp);
+        }
         c.summary = run_ckpt_summary(ck);
     }
     if (!c.summary) c.summary = cJSON_CreateObject();
     if (!s) s = open_outputs(&c, ck != NULL);
-    if (!s) s = run_tb_start(&c, ck ? run_ckpt_state(ck)->total_steps + 1 : -1);
+    if (!s && run_writes(&c)) s = run_tb_start(&c, ck ? run_ckpt_state(ck)->total_steps + 1 : -1);
+    /* the other ranks open the reward error log once rank 0 made it */
+    s = run_agree(&c, s, "opening the run's outputs");
     int n = c.cfg->n_stages;
     const run_train_state *rs = ck ? run_ckpt_state(ck) : NULL;
     for (int i = 0; i < n && !s && !c.stop_requested; i++) {
@@ -359,10 +406,12 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         else if (st->type == RECIPE_STAGE_SFT) s = run_stage_sft(&c, st, res);
         else if (st->type == RECIPE_STAGE_EVAL) s = run_stage_eval(&c, st);
         else s = run_stage_sample(&c, st);
+        /* the next stage may read what rank 0 wrote (a sample stage's rows) */
+        if (!s && c.world > 1) s = dist_barrier(c.host);
     }
     run_ckpt_free(ck);
     if (c.stop_signal && (!s || s == BASE_ERR_INTERRUPTED)) s = run_stop_status(&c, s);
-    if (!s && !c.stop_requested && c.cfg->report) {
+    if (!s && !c.stop_requested && c.cfg->report && run_writes(&c)) {
         fflush(c.metrics);
         base_status r = run_report_write(c.dir);
         if (r) base_warn("report: %s", base_err_msg());

@@ -360,7 +360,15 @@ base_status run_reward_pool(run_ctx *c, const recipe_stage_cfg *stage, reward_po
         reward_limits_default(&lim);
         lim.instructions = c->cfg->reward_instructions;
         lim.memory_bytes = (size_t)c->cfg->reward_memory_mb << 20;
-        s = reward_pool_create(&spec, (int)c->cfg->reward_workers, &lim, c->reward_log, out);
+        int workers = (int)c->cfg->reward_workers; /* 0: the cores, shared by the ranks of a node */
+        if (workers == 0 && dist_local_size() > 1)
+            workers = base_ncpu() / dist_local_size() > 1 ? base_ncpu() / dist_local_size() : 1;
+        s = reward_pool_create(&spec, workers, &lim, c->reward_log, out);
+        if (!s && c->world > 1) { /* every rank appends to reward_errors.log */
+            char tag[32];
+            snprintf(tag, sizeof tag, "rank %d", c->rank);
+            reward_pool_set_log_tag(*out, tag);
+        }
     }
     reward_spec_free(&spec);
     return s;
@@ -393,7 +401,12 @@ void run_shuffle(uint64_t seed, uint32_t stage, int64_t epoch, int64_t n, int64_
 
 /* ---- output files -------------------------------------------------------- */
 
+/* Rank 0 has the files; the other ranks count the lines and drop them. */
 static void write_line(FILE *f, cJSON *line) {
+    if (!f) {
+        cJSON_Delete(line);
+        return;
+    }
     char *s = base_json_print(line, 0);
     fputs(s, f);
     fputc('\n', f);
@@ -417,6 +430,7 @@ base_status run_summary_set(run_ctx *c, const char *stage, cJSON *obj) {
         cJSON_ReplaceItemInObjectCaseSensitive(c->summary, stage, obj);
     else
         cJSON_AddItemToObject(c->summary, stage, obj);
+    if (!run_writes(c)) return BASE_OK; /* every rank keeps the summary; rank 0 writes it */
     char *text = base_json_print(c->summary, 1);
     char *path = base_path_join(c->dir, "summary.json");
     base_status s = base_write_file_atomic(path, text, strlen(text));

@@ -207,9 +207,155 @@ base_status run_gen_init(run_gen *g, run_ctx *c, const recipe_stage_cfg *st, con
     g->group_off = base_xmalloc((n + 1) * sizeof *g->group_off);
     for (size_t i = 0; i <= n; i++) g->group_off[i] = (int64_t)i * g->K;
     run_reward_errors_init(&g->errs, c, reward_pool_n_funcs(pool));
-    rollout_limits lim = {.max_seqs = g->chunk * g->K, .max_prompts = g->chunk, .max_group = g->K,
+    /* the largest run_split share of a chunk: ceil(chunk / world) */
+    g->local_chunk = (g->chunk + c->world - 1) / c->world;
+    if (c->world > 1) {
+        size_t nk = n * (size_t)g->K;
+        g->all = base_xcalloc(nk, sizeof *g->all);
+        g->all_ids = base_xmalloc(nk * (size_t)g->max_new * sizeof(int32_t) + 1);
+        g->all_logp = base_xmalloc(nk * (size_t)g->max_new * sizeof(float) + 1);
+        g->local_samples = base_xcalloc((size_t)g->local_chunk * (size_t)g->K, sizeof *g->local_samples);
+    }
+    rollout_limits lim = {.max_seqs = g->local_chunk * g->K, .max_prompts = g->local_chunk, .max_group = g->K,
                           .max_prompt_len = g->max_prompt, .max_new_tokens = g->max_new};
     return rollout_new(c->policy, &lim, &g->eng);
+}
+
+/* ---- sharing a chunk between ranks ------------------------------------------ */
+
+/* One completion as it travels between ranks (native byte order: the ranks
+ * of a job run the same program on the same architecture):
+ *   int64 len, int32 finish, int32 ids[len], float logp[len],
+ *   double total, per function {double score, uint8 status, parts},
+ *   parts = uint32 count (UINT32_MAX: none), per part {uint32 n, name, double},
+ *   uint32 n, completion text. */
+static void put(base_buf *b, const void *p, size_t n) { base_buf_append(b, p, n); }
+
+static void pack_completion(base_buf *b, const rollout_completion *co, const reward_scores *sc, int64_t i,
+                            const char *text) {
+    int64_t len = co->len;
+    int32_t fin = (int32_t)co->finish;
+    put(b, &len, sizeof len);
+    put(b, &fin, sizeof fin);
+    put(b, co->ids, (size_t)len * sizeof(int32_t));
+    put(b, co->logp, (size_t)len * sizeof(float));
+    put(b, &sc->total[i], sizeof(double));
+    for (int f = 0; f < sc->n_funcs; f++) {
+        size_t k = (size_t)i * (size_t)sc->n_funcs + (size_t)f;
+        put(b, &sc->score[k], sizeof(double));
+        put(b, &sc->status[k], 1);
+        const cJSON *parts = sc->parts ? sc->parts[k] : NULL;
+        uint32_t np = parts ? 0 : UINT32_MAX;
+        for (const cJSON *it = parts ? parts->child : NULL; it; it = it->next) np++;
+        put(b, &np, sizeof np);
+        for (const cJSON *it = parts ? parts->child : NULL; it; it = it->next) {
+            uint32_t nl = (uint32_t)strlen(it->string);
+            put(b, &nl, sizeof nl);
+            put(b, it->string, nl);
+            put(b, &it->valuedouble, sizeof(double));
+        }
+    }
+    uint32_t nt = (uint32_t)strlen(text);
+    put(b, &nt, sizeof nt);
+    put(b, text, nt);
+}
+
+typedef struct {
+    const char *p, *end;
+} reader;
+
+static void get(reader *r, void *dst, size_t n) {
+    if ((size_t)(r->end - r->p) < n) base_die("run_gen: a rank's rollout record is truncated (a bug)");
+    memcpy(dst, r->p, n);
+    r->p += n;
+}
+
+/* Completion i of the chunk from r into g (out, samples, sc). */
+static void unpack_completion(run_gen *g, reader *r, cJSON **rows, int64_t i) {
+    run_ctx *c = g->c;
+    int F = g->sc.n_funcs;
+    int64_t len;
+    int32_t fin;
+    get(r, &len, sizeof len);
+    get(r, &fin, sizeof fin);
+    if (len < 0 || len > g->max_new) base_die("run_gen: a completion of %lld tokens from a rank (a bug)", (long long)len);
+    int32_t *ids = g->all_ids + (size_t)i * (size_t)g->max_new;
+    float *lp = g->all_logp + (size_t)i * (size_t)g->max_new;
+    get(r, ids, (size_t)len * sizeof(int32_t));
+    get(r, lp, (size_t)len * sizeof(float));
+    g->all[i] = (rollout_completion){ids, lp, len, (rollout_finish)fin};
+    get(r, &g->sc.total[i], sizeof(double));
+    for (int f = 0; f < F; f++) {
+        size_t k = (size_t)i * (size_t)F + (size_t)f;
+        get(r, &g->sc.score[k], sizeof(double));
+        get(r, &g->sc.status[k], 1);
+        uint32_t np;
+        get(r, &np, sizeof np);
+        g->sc.parts[k] = np == UINT32_MAX ? NULL : cJSON_CreateObject();
+        for (uint32_t q = 0; q < (np == UINT32_MAX ? 0 : np); q++) {
+            uint32_t nl;
+            get(r, &nl, sizeof nl);
+            char *name = base_xmalloc((size_t)nl + 1);
+            get(r, name, nl);
+            name[nl] = 0;
+            double v;
+            get(r, &v, sizeof v);
+            cJSON_AddNumberToObject(g->sc.parts[k], name, v);
+            free(name);
+        }
+    }
+    uint32_t nt;
+    get(r, &nt, sizeof nt);
+    char *text = base_xmalloc((size_t)nt + 1);
+    get(r, text, nt);
+    text[nt] = 0;
+    (void)c;
+    g->samples[i] = run_make_sample(rows[i / g->K], g->ptext[i / g->K], text, len, rollout_finish_name(g->all[i].finish));
+    free(text);
+}
+
+/* Every rank's share of the chunk (np prompts; this rank's [lo, hi)) to
+ * every rank: g->out, g->samples and g->sc for all np * K completions. */
+static base_status share_chunk(run_gen *g, cJSON **rows, int np, int64_t lo, int64_t hi) {
+    run_ctx *c = g->c;
+    int K = g->K, W = c->world, F = reward_pool_n_funcs(g->pool);
+    base_buf mine = {0};
+    for (int64_t i = 0; i < (hi - lo) * K; i++) {
+        const char *text = base_json_str(g->local_samples[i], "completion", "");
+        pack_completion(&mine, &g->res.out[i], &g->sc_local, i, text);
+    }
+    int64_t nb = (int64_t)mine.len;
+    int64_t *sizes = base_xmalloc((size_t)W * sizeof *sizes);
+    base_status s = dist_allgather(c->host, &nb, sizes, 1, DIST_I64);
+    size_t *counts = base_xmalloc((size_t)W * sizeof *counts), total = 0;
+    for (int r = 0; r < W && !s; r++) counts[r] = (size_t)sizes[r], total += counts[r];
+    char *all = s ? NULL : base_xmalloc(total + 1);
+    if (!s) s = dist_allgatherv(c->host, mine.data ? mine.data : "", all, counts, DIST_U8);
+    /* new tokens of every rank; the rollout time of the slowest */
+    int64_t tok = g->res.new_tokens;
+    double sec = g->res.seconds;
+    if (!s) s = dist_allreduce(c->host, &tok, 1, DIST_I64, DIST_SUM);
+    if (!s) s = dist_allreduce(c->host, &sec, 1, DIST_F64, DIST_MAX);
+    if (!s) {
+        reward_scores_free(&g->sc);
+        int64_t n = (int64_t)np * K;
+        g->sc.n = n;
+        g->sc.n_funcs = F;
+        g->sc.total = base_xmalloc((size_t)n * sizeof(double) + 1);
+        g->sc.score = base_xmalloc((size_t)n * (size_t)F * sizeof(double) + 1);
+        g->sc.status = base_xmalloc((size_t)n * (size_t)F + 1);
+        g->sc.parts = base_xcalloc((size_t)n * (size_t)F + 1, sizeof(cJSON *));
+        reader rd = {all, all + total};
+        for (int64_t i = 0; i < n; i++) unpack_completion(g, &rd, rows, i);
+        if (rd.p != rd.end) base_die("run_gen: %lld bytes left over from the ranks' records (a bug)",
+                                     (long long)(rd.end - rd.p));
+        g->out = g->all;
+        g->gen_seconds += sec;
+        g->new_tokens += tok;
+    }
+    base_buf_free(&mine);
+    free(sizes), free(counts), free(all);
+    return s ? base_err_wrap(s, "sharing the rollout results of %d ranks", W) : BASE_OK;
 }
 
 base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32_t step_key,
@@ -218,6 +364,8 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32
     base_status s = BASE_OK;
     for (int i = 0; i < g->np * g->K; i++) cJSON_Delete(g->samples[i]), g->samples[i] = NULL;
     g->np = 0;
+    g->out = NULL;
+    /* every rank renders every prompt of the chunk (its samples carry them) */
     for (int i = 0; i < np && !s; i++) {
         free(g->ptext[i]);
         g->ptext[i] = NULL;
@@ -227,26 +375,44 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32
         if (!s) s = run_check_positions(c, g->st, rows[i], where[i], g->pids[i].n, "prompt", 1);
     }
     if (s) return s;
-    rollout_request rq = {.n_prompts = np, .prompt_ids = g->pp, .prompt_len = g->pl, .G = g->K, .sampling = g->sp,
-                          .max_new_tokens = g->max_new, .stop_ids = g->stop_ids, .n_stop_ids = g->n_stop_ids,
-                          .stop_strings = g->stop.items, .n_stop_strings = g->stop.n, .tok = c->tok,
-                          .seed = c->seed, .step = step_key, .prompt_base = prompt_base};
-    s = rollout_generate(g->eng, &rq, &g->res);
-    if (s) return s;
-    g->gen_seconds += g->res.seconds;
-    g->new_tokens += g->res.new_tokens;
-    for (int i = 0; i < np * g->K; i++) {
-        const rollout_completion *co = &g->res.out[i];
-        char *text = run_completion_text(c, co->ids, co->len, co->finish == ROLLOUT_FINISH_STOP);
-        g->samples[i] = run_make_sample(rows[i / g->K], g->ptext[i / g->K], text, co->len,
-                                        rollout_finish_name(co->finish));
-        free(text);
+    /* this rank's share: prompts [lo, hi), keyed by their chunk index */
+    int64_t lo = 0, hi = np;
+    if (c->world > 1) run_split(np, c->rank, c->world, &lo, &hi);
+    int nloc = (int)(hi - lo), K = g->K;
+    cJSON **samples = c->world > 1 ? g->local_samples : g->samples;
+    reward_scores *sc = c->world > 1 ? &g->sc_local : &g->sc;
+    memset(&g->res, 0, sizeof g->res);
+    if (nloc > 0) {
+        rollout_request rq = {.n_prompts = nloc, .prompt_ids = g->pp + lo, .prompt_len = g->pl + lo, .G = K,
+                              .sampling = g->sp, .max_new_tokens = g->max_new, .stop_ids = g->stop_ids,
+                              .n_stop_ids = g->n_stop_ids, .stop_strings = g->stop.items, .n_stop_strings = g->stop.n,
+                              .tok = c->tok, .seed = c->seed, .step = step_key,
+                              .prompt_base = prompt_base + (uint32_t)lo};
+        s = rollout_generate(g->eng, &rq, &g->res);
+        for (int i = 0; i < nloc * K && !s; i++) {
+            const rollout_completion *co = &g->res.out[i];
+            char *text = run_completion_text(c, co->ids, co->len, co->finish == ROLLOUT_FINISH_STOP);
+            cJSON_Delete(samples[i]);
+            samples[i] = run_make_sample(rows[lo + i / K], g->ptext[lo + i / K], text, co->len,
+                                         rollout_finish_name(co->finish));
+            free(text);
+        }
+        /* score_group scripts see the K samples of one prompt together */
+        if (!s)
+            s = reward_pool_score_groups(g->pool, (const cJSON *const *)samples, (int64_t)nloc * K, g->group_off, nloc,
+                                         sc);
     }
-    g->np = np;
-    /* score_group scripts see the K samples of one prompt together */
-    s = reward_pool_score_groups(g->pool, (const cJSON *const *)g->samples, (int64_t)np * g->K, g->group_off, np,
-                                 &g->sc);
+    if (c->world > 1) {
+        s = run_agree(c, s, "generating and scoring a chunk");
+        if (!s) s = share_chunk(g, rows, np, lo, hi);
+        for (int i = 0; i < nloc * K; i++) cJSON_Delete(samples[i]), samples[i] = NULL;
+    } else if (!s) {
+        g->out = g->res.out;
+        g->gen_seconds += g->res.seconds;
+        g->new_tokens += g->res.new_tokens;
+    }
     if (s) return s;
+    g->np = np;
     run_reward_errors_add(&g->errs, &g->sc);
     return g->step_batches ? BASE_OK : run_reward_errors_close(&g->errs, g->pool, "generation batch");
 }
@@ -257,6 +423,8 @@ void run_gen_free(run_gen *g) {
     free(g->pids), free(g->ptext), free(g->pp), free(g->pl), free(g->samples);
     free(g->group_off);
     reward_scores_free(&g->sc);
+    reward_scores_free(&g->sc_local);
+    free(g->all), free(g->all_ids), free(g->all_logp), free(g->local_samples);
     run_reward_errors_free(&g->errs);
     rollout_free(g->eng);
     memset(g, 0, sizeof *g);

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "dist/dist.h"
 #include "model/model.h"
 #include "reward/reward.h"
 #include "rollout/rollout.h"
@@ -59,6 +60,11 @@ typedef struct {
     int64_t saved_step;    /* total_steps of the newest checkpoint of the run, -1: none */
     int64_t *prompt_tokens; /* [n_stages] longest prompt of each stage's data (run_plan.c); 0: not yet */
     struct run_tb *tb;      /* RUN/tb/ TensorBoard events (tb.c); NULL: none */
+    /* data parallel (run_dist.c, docs/distributed.md): this process is rank
+     * `rank` of `world`; host: the host communicator (metadata, rollout
+     * results), dev: the communicator of the op table's buffers (gradients) */
+    int rank, world;
+    dist_comm *host, *dev;
 } run_ctx;
 
 /* A stop signal (opts.stop_signal), polled where a stage can stop cleanly:
@@ -86,6 +92,39 @@ base_status run_check_changes(run_ctx *c);
  * config.history/config.resolved.K.lua (K = 1, 2, ...: the next free one)
  * before it is replaced (from_step: the checkpoint resumed from, -1: none). */
 base_status run_keep_config_history(run_ctx *c, int64_t from_step);
+
+/* ---- data parallel (run_dist.c) ------------------------------------------ */
+/* The ranks of a multi-process run hold the same state (weights, optimizer,
+ * data cursors: ZeRO stage 0) and make the same decisions from the same
+ * gathered data; rank 0 alone writes the run directory. Every helper here is
+ * a collective: every rank calls it at the same point. */
+
+/* Rank 0 writes the run directory's files (metrics, samples, summary,
+ * checkpoints, report); the other ranks write nothing there. */
+static inline int run_writes(const run_ctx *c) { return c->rank == 0; }
+/* [lo, hi) of n items for rank r of w: contiguous, in rank order, sizes
+ * differing by at most one. */
+void run_split(int64_t n, int r, int w, int64_t *lo, int64_t *hi);
+/* Every rank learns whether a step that may fail on some ranks failed on
+ * any: s on a rank where it failed; BASE_ERR_IO "WHAT: rank R failed (its
+ * own message says why)" on the others; BASE_OK when none did. */
+base_status run_agree(run_ctx *c, base_status s, const char *what);
+/* The trained parameters' gradients (on the op table's device) summed over
+ * the ranks, in place (dist_allreduce on c->dev: rank-ordered on the host
+ * backend): `grads`, the policy's arena of model_numel values, or with
+ * LoRA the adapter's own arena (model_lora_grads; `grads` is then NULL). */
+base_status run_reduce_grads(run_ctx *c, float *grads);
+/* Loss statistics merged over the ranks (sums added, extremes min / max,
+ * flags or'ed), in place: every rank gets the step's. */
+base_status run_reduce_loss_stats(run_ctx *c, grpo_loss_stats *s);
+/* Rows of a per-completion table shared: row j (len[j] floats at buf + j *
+ * stride) was computed by rank owner(j) = the rank whose run_split range of
+ * [0, n) holds k, for j = ord[k]; afterwards every rank has every row. */
+base_status run_share_rows(run_ctx *c, float *buf, int64_t stride, const int32_t *len, const int *ord, int n);
+/* Test hook (tests/dist): GRPO_TEST_FAIL_RANK=R:S makes rank R fail the
+ * run's training step S (1-based) with an error, as a rank-local failure
+ * would (a file it cannot read, memory it cannot get); BASE_OK otherwise. */
+base_status run_test_fault(run_ctx *c);
 
 /* ---- datasets and prompts (run_data.c) ---------------------------------- */
 
@@ -280,12 +319,21 @@ typedef struct {
     char **ptext;          /* [chunk] rendered prompts */
     const int32_t **pp;
     int32_t *pl;
-    /* the last chunk: np prompts x K samples, prompt-major */
+    /* the last chunk: np prompts x K samples, prompt-major, every rank's */
     int np;
     cJSON **samples;       /* [chunk * K] reward samples */
     int64_t *group_off;    /* [chunk + 1] i * K: the reward groups (a prompt's K samples) */
     reward_scores sc;      /* their scores */
-    rollout_result res;    /* their completions */
+    const rollout_completion *out; /* [np * K] their completions */
+    rollout_result res;    /* this rank's share of them (all of them at world size 1) */
+    /* several ranks: each generates and scores its run_split share of a
+     * chunk, then every rank gets every completion, sample and score */
+    int local_chunk;       /* prompts this rank generates per call at most */
+    rollout_completion *all; /* [chunk * K] `out` (world > 1) */
+    int32_t *all_ids;      /* [chunk * K * max_new] their tokens */
+    float *all_logp;       /* [chunk * K * max_new] their sampling log-probs */
+    reward_scores sc_local; /* this rank's share's scores (world > 1) */
+    cJSON **local_samples; /* [local_chunk * K] its reward samples (world > 1) */
     int64_t new_tokens;    /* totals over the chunks */
     double gen_seconds;
     run_reward_errors errs; /* the error policy; each chunk is a batch unless step_batches */
@@ -295,15 +343,19 @@ typedef struct {
 /* Prompts per call for a stage without training: about 256 sequences,
  * at most nrows prompts. */
 int run_gen_chunk_size(const recipe_gen_cfg *gen, int64_t nrows);
-/* An engine for `chunk` prompts x K (gen's num_generations) per call;
- * sampling, lengths and stops from gen (the stage's generation settings). */
+/* An engine for `chunk` prompts x K (gen's num_generations) per call (its
+ * run_split share of them per rank); sampling, lengths and stops from gen
+ * (the stage's generation settings). */
 base_status run_gen_init(run_gen *g, run_ctx *c, const recipe_stage_cfg *st, const recipe_gen_cfg *gen,
                          reward_pool *pool, int chunk);
 /* rows[0..np) (np <= chunk): prompts, K completions each (Philox keys
  * (seed, step_key, prompt_base + i, sample, position)), reward samples,
  * scores; a prompt that leaves the model no position to generate into is an
  * error naming its row and the template. The reward errors are counted
- * (g->errs) and, unless step_batches, the policy applied to the chunk. */
+ * (g->errs) and, unless step_batches, the policy applied to the chunk.
+ * Several ranks: a collective; rank r generates and scores prompts
+ * run_split(np, r) and every rank gets the whole chunk (g->out, samples,
+ * sc), the same bytes as one process would have made. */
 base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32_t step_key,
                           uint32_t prompt_base);
 void run_gen_free(run_gen *g);

@@ -14,11 +14,20 @@
 #include "recipe/recipe.h"
 #include "run_internal.h"
 
+/* Several ranks: a signal that reached any rank (the launcher forwards
+ * it to all, or one process got it) stops every rank at the same poll: the
+ * ranks agree on the largest signal number polled. A failing all-reduce
+ * here leaves the flag as it is; the next collective reports it. */
 int run_poll_signal(run_ctx *c) {
     volatile sig_atomic_t *f = c->opts.stop_signal;
-    if (!c->stop_signal && f && *f) {
-        c->stop_signal = (int)*f;
+    if (c->stop_signal) return c->stop_signal; /* every rank agreed already */
+    int32_t sig = f ? (int32_t)*f : 0;
+    if (c->world > 1 && dist_allreduce(c->host, &sig, 1, DIST_I32, DIST_MAX))
+        base_warn("stop signal: the ranks could not agree: %s", base_err_msg());
+    if (sig) {
+        c->stop_signal = (int)sig;
         c->stop_requested = 1;
+        if (f && !*f) *f = (sig_atomic_t)sig; /* the command's exit status (128 + signal) on every rank */
     }
     return c->stop_signal;
 }
@@ -34,6 +43,7 @@ base_status run_stage_interrupted(run_ctx *c, int64_t done, int64_t total) {
 static const char *signal_name(int sig, char *buf, size_t n) {
     if (sig == SIGINT) return "SIGINT";
     if (sig == SIGTERM) return "SIGTERM";
+    if (sig == SIGUSR1) return "SIGUSR1";
     snprintf(buf, n, "signal %d", sig);
     return buf;
 }

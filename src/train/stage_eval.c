@@ -106,13 +106,16 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
     memset(&gen, 0, sizeof gen);
     s = run_reward_pool(c, st, &pool);
     if (!s) s = run_check_columns(pool, rows, where, nrows);
-    if (!s) s = run_gen_init(&gen, c, st, &ev->gen, pool, run_gen_chunk_size(&ev->gen, nrows));
+    /* several ranks: each call's prompts are split over them (run_gen_chunk) */
+    int64_t chunk = (int64_t)run_gen_chunk_size(&ev->gen, nrows) * c->world;
+    if (chunk > nrows) chunk = nrows > 0 ? nrows : 1;
+    if (!s) s = run_gen_init(&gen, c, st, &ev->gen, pool, (int)chunk);
     const char *answer_from = ev->answer_from;
     char fname[300];
     snprintf(fname, sizeof fname, "%s.samples.jsonl", name);
     char *spath = base_path_join(c->dir, fname);
-    FILE *sf = s ? NULL : fopen(spath, "w");
-    if (!s && !sf) s = base_err_set(BASE_ERR_IO, "%s: %s", spath, base_strerror_now());
+    FILE *sf = s || !run_writes(c) ? NULL : fopen(spath, "w"); /* rank 0 writes */
+    if (!s && run_writes(c) && !sf) s = base_err_set(BASE_ERR_IO, "%s: %s", spath, base_strerror_now());
     int K = gen.K, nf = pool ? reward_pool_n_funcs(pool) : 0;
     double acc_sum = 0, len_sum = 0, cons_hits = 0;
     run_sum reward_sum = {0, 0};
@@ -146,7 +149,7 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
                     if (!isnan(v)) run_sum_add(&func_sum[f], v), func_n[f]++;
                 }
                 run_reward_parts_add(&parts, sc, j);
-                len_sum += (double)gen.res.out[j].len;
+                len_sum += (double)gen.out[j].len;
                 const char *comp = base_json_str(gen.samples[j], "completion", "");
                 answers[g] = extract_answer(comp, answer_from);
                 cJSON *line = cJSON_CreateObject();
@@ -160,7 +163,7 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
                 }
                 if (answers[g]) cJSON_AddStringToObject(line, "extracted", answers[g]);
                 char *t = base_json_print(line, 0);
-                fprintf(sf, "%s\n", t);
+                if (sf) fprintf(sf, "%s\n", t);
                 free(t);
                 cJSON_Delete(line);
             }
@@ -187,7 +190,7 @@ base_status run_stage_eval(run_ctx *c, const recipe_stage_cfg *st) {
     }
     if (!c->opts.quiet && gen.eng) base_progress_finish(&prog);
     if (sf) fclose(sf);
-    if (s == BASE_ERR_INTERRUPTED) unlink(spath); /* nothing of a stopped stage stays */
+    if (s == BASE_ERR_INTERRUPTED && run_writes(c)) unlink(spath); /* nothing of a stopped stage stays */
     if (!s) {
         double acc = acc_prompts ? acc_sum / (double)acc_prompts : NAN;
         cJSON *sum = cJSON_CreateObject();

@@ -206,7 +206,7 @@ static base_status generate_round(run_ctx *c, int index, grpo_bufs *b, run_gen *
     for (int i = 0; i < np * G; i++) {
         int j = base + i;
         const tok_ids *p = &gen->pids[i / G];
-        const rollout_completion *co = &gen->res.out[i];
+        const rollout_completion *co = &gen->out[i];
         memcpy(b->pids + (size_t)j * (size_t)b->max_prompt, p->ids, (size_t)p->n * sizeof(int32_t));
         b->plen[j] = (int32_t)p->n;
         memcpy(b->cids + (size_t)j * (size_t)b->max_new, co->ids, (size_t)co->len * sizeof(int32_t));
@@ -483,9 +483,14 @@ static base_status generate_and_score(grpo_stage *g, grpo_step *ss) {
  * correction's trainer side), and that correction. */
 static base_status old_logprobs(grpo_stage *g, grpo_step *ss) {
     grpo_bufs *b = &g->b;
+    run_ctx *c = g->c;
     base_status s = BASE_OK;
-    for (int j0 = 0; j0 < b->n && !s; j0 += b->mb) {
-        int nm = j0 + b->mb < b->n ? b->mb : b->n - j0;
+    /* this rank's share of the batch (in training order), then every
+     * rank's shared, so the correction below sees the whole batch */
+    int64_t lo, hi;
+    run_split(b->n, c->rank, c->world, &lo, &hi);
+    for (int j0 = (int)lo; j0 < hi && !s; j0 += b->mb) {
+        int nm = j0 + b->mb < hi ? b->mb : (int)hi - j0;
         model_batch mbt;
         grpo_batch gb;
         pack_micro(b, b->ord + j0, nm, &mbt, &gb);
@@ -501,6 +506,8 @@ static base_status old_logprobs(grpo_stage *g, grpo_step *ss) {
             pos += b->plen[j] + b->clen[j];
         }
     }
+    s = run_agree(c, s, "the old policy's log-probs");
+    if (!s) s = run_share_rows(c, b->old_lp, b->max_new, b->clen, b->ord, b->n);
     if (!s && g->gc->importance_sampling_correction)
         s = grpo_is_correction(g->gc, b->n, b->max_new, b->clen, NULL, b->trunc, b->old_lp, b->samp_lp, b->isr,
                                &ss->ist);
@@ -571,7 +578,12 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
 
 /* train: num_iterations passes over the batch, each split into
  * steps_per_generation optimizer steps (the batch shuffled when it is
- * split, as TRL shuffles). */
+ * split, as TRL shuffles). Several ranks: every rank holds the whole batch;
+ * each trains its run_split share of every optimizer step's completions,
+ * the gradients are summed over the ranks, and the loss normalisers count
+ * the whole step (grpo.h: the loss is a sum over micro-batches and ranks),
+ * so the step is the one a single process takes, up to the order of
+ * floating-point additions. */
 static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
     run_ctx *c = g->c;
     grpo_bufs *b = &g->b;
@@ -597,23 +609,36 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
             gcs.entropy_coef = grpo_entropy_ctl_apply(g->gc, &g->ectl);
             grpo_loss_stats ostats; /* this optimizer step's, for the entropy control */
             grpo_loss_stats_init(&ostats);
-            /* the step-wide counts of this optimizer step */
-            grpo_norm norm = {.n_seqs = hi - lo, .n_tokens = 0, .n_micro = (hi - lo + b->mb - 1) / b->mb};
+            /* the step-wide counts of this optimizer step, over every rank's
+             * share: sequences, loss tokens, micro-batches */
+            grpo_norm norm = {.n_seqs = hi - lo, .n_tokens = 0, .n_micro = 0};
             for (int j0 = lo; j0 < hi; j0 += b->mb) {
                 model_batch mbt;
                 grpo_batch gb;
                 pack_micro(b, b->ord + j0, j0 + b->mb < hi ? b->mb : hi - j0, &mbt, &gb);
                 norm.n_tokens += grpo_count_loss_tokens(g->gc, &gb);
             }
+            int64_t mlo = 0, mhi = 0;
+            for (int r = 0; r < c->world; r++) {
+                int64_t a, z;
+                run_split(hi - lo, r, c->world, &a, &z);
+                norm.n_micro += (z - a + b->mb - 1) / b->mb;
+                if (r == c->rank) mlo = lo + a, mhi = lo + z;
+            }
             optim_zero_grad(&g->opt);
-            for (int j0 = lo; j0 < hi && !s; j0 += b->mb)
-                s = train_micro(g, &gcs, &norm, b->ord + j0, j0 + b->mb < hi ? b->mb : hi - j0, need_old, &ss->lstats,
-                                &ostats);
+            for (int j0 = (int)mlo; j0 < mhi && !s; j0 += b->mb)
+                s = train_micro(g, &gcs, &norm, b->ord + j0, j0 + b->mb < mhi ? b->mb : (int)mhi - j0, need_old,
+                                &ss->lstats, &ostats);
+            if (!s) s = run_test_fault(c);
+            s = run_agree(c, s, "the training step");
+            if (!s) s = run_reduce_grads(c, g->grads);
+            if (!s) s = run_reduce_loss_stats(c, &ostats); /* the entropy control sees the whole step */
             if (s) break;
             optim_step(&g->opt, (step * mu + it) * spg + part, &ss->info);
             run_sync_policy(c); /* bf16 mode: refresh the compute weights */
             grpo_entropy_ctl_update(g->gc, &g->ectl, &ostats);
         }
+    if (!s) s = run_reduce_loss_stats(c, &ss->lstats); /* the step's metrics, every rank's tokens */
     ss->t_train = base_now() - t_train0;
     return s;
 }

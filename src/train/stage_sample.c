@@ -171,6 +171,10 @@ static char *seen_prompt(run_ctx *c, const tok_ids *ids, int *exact) {
 }
 
 static void put_line(FILE *f, cJSON *line) {
+    if (!f) { /* a rank that does not write */
+        cJSON_Delete(line);
+        return;
+    }
     char *t = base_json_print(line, 0);
     fputs(t, f);
     fputc('\n', f);
@@ -232,7 +236,10 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
         run_dataset *d;
         s = run_dataset_get(c, sa->merge[i], &d);
     }
-    if (!s) s = run_gen_init(&gen, c, st, &sa->gen, pool, run_gen_chunk_size(&sa->gen, nrows));
+    /* several ranks: each call's prompts are split over them (run_gen_chunk) */
+    int64_t chunk = (int64_t)run_gen_chunk_size(&sa->gen, nrows) * c->world;
+    if (chunk > nrows) chunk = nrows > 0 ? nrows : 1;
+    if (!s) s = run_gen_init(&gen, c, st, &sa->gen, pool, (int)chunk);
     int K = gen.K;
     /* output files */
     char fname[300];
@@ -245,7 +252,8 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
     char *sm_path = base_path_join(c->dir, fname);
     char *out_tmp = NULL, *pr_tmp = NULL, *sm_tmp = NULL;
     FILE *fo = NULL, *fp = NULL, *fs = NULL;
-    if (!s) {
+    int w = run_writes(c); /* rank 0 writes the outputs; the other ranks decide the same and write nothing */
+    if (!s && w) {
         char *slash = strrchr(out_path, '/');
         if (slash && slash != out_path) { /* the output's directory may be new */
             *slash = 0;
@@ -253,9 +261,10 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
             *slash = '/';
         }
     }
-    if (!s && !(fo = open_tmp(out_path, &out_tmp))) s = BASE_ERR_IO;
-    if (!s && !(fp = open_tmp(pr_path, &pr_tmp))) s = BASE_ERR_IO;
-    if (!s && !(fs = open_tmp(sm_path, &sm_tmp))) s = BASE_ERR_IO;
+    if (!s && w && !(fo = open_tmp(out_path, &out_tmp))) s = BASE_ERR_IO;
+    if (!s && w && !(fp = open_tmp(pr_path, &pr_tmp))) s = BASE_ERR_IO;
+    if (!s && w && !(fs = open_tmp(sm_path, &sm_tmp))) s = BASE_ERR_IO;
+    s = run_agree(c, s, "opening the sample stage's outputs");
 
     const char *prompt_col = st->datasets[0]->prompt_column, *tmpl = run_template(c, st);
     int64_t n_inexact = 0; /* recorded prompts that do not encode back to the ids the model saw */
@@ -309,14 +318,13 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
                         n_inexact += !exact;
                     }
                     char *t = sft_line(row, prompt_col, tmpl, seen, gen.ptext[i], comp);
-                    fputs(t, fo);
-                    fputc('\n', fo);
+                    if (fo) fputs(t, fo), fputc('\n', fo);
                     free(t);
                 }
                 if (!isnan(sc->total[j])) run_sum_add(&reward_sum, sc->total[j]), reward_n++;
                 for (int f = 0; f < nf; f++)
                     if (!isnan(row_scores[f])) run_sum_add(&func_sum[f], row_scores[f]), func_n[f]++;
-                len_sum += (double)gen.res.out[j].len;
+                len_sum += (double)gen.out[j].len;
                 cJSON *line = cJSON_CreateObject();
                 cJSON_AddNumberToObject(line, "prompt_index", (double)(p0 + i));
                 cJSON_AddNumberToObject(line, "sample_index", g);
@@ -326,7 +334,7 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
                 cJSON *rw = cJSON_AddObjectToObject(line, "rewards");
                 for (int f = 0; f < nf; f++) cJSON_AddItemToObject(rw, fnames[f], num_or_null(row_scores[f]));
                 cJSON_AddStringToObject(line, "decision", decision_name(dec));
-                put_line(fs, line);
+                put_line(fs, line); /* (fs NULL: dropped) */
             }
             free(seen);
             if (s) break;
@@ -339,7 +347,7 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
             cJSON_AddNumberToObject(line, "total", K);
             cJSON_AddNumberToObject(line, "pass_rate", (double)passed / K);
             cJSON_AddNumberToObject(line, "kept", kept);
-            put_line(fp, line);
+            put_line(fp, line); /* (fp NULL: dropped) */
             pass_rate_sum += (double)passed / K;
             prompts_with_pass += passed > 0;
             n_kept += kept;
@@ -355,19 +363,21 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
         run_dataset *d;
         s = run_dataset_get(c, sa->merge[i], &d);
         for (int64_t i = 0; i < (s ? 0 : d->n); i++) {
-            char *t = base_json_print(d->rows[i], 0);
-            fputs(t, fo);
-            fputc('\n', fo);
-            free(t);
+            if (fo) {
+                char *t = base_json_print(d->rows[i], 0);
+                fputs(t, fo);
+                fputc('\n', fo);
+                free(t);
+            }
             n_merged++;
         }
     }
-    if (!s) s = finish_file(fo, out_tmp, out_path);
+    if (!s && fo) s = finish_file(fo, out_tmp, out_path);
     else if (fo) fclose(fo), unlink(out_tmp);
     fo = NULL;
-    if (!s) s = finish_file(fp, pr_tmp, pr_path);
+    if (!s && fp) s = finish_file(fp, pr_tmp, pr_path);
     else if (fp) fclose(fp), unlink(pr_tmp);
-    if (!s) s = finish_file(fs, sm_tmp, sm_path);
+    if (!s && fs) s = finish_file(fs, sm_tmp, sm_path);
     else if (fs) fclose(fs), unlink(sm_tmp);
     if (!s && n_kept + n_merged == 0)
         base_warn("stage '%s': no sample was kept and nothing merged: %s is empty", name, out_path);

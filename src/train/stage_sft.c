@@ -316,15 +316,20 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
     for (; k < total && !s && !c->stop_requested; k++) {
         double t0 = base_now();
         optim_zero_grad(&opt);
-        /* the step's micro-batches: rows (k*ga + m)*bs + i of the visit order */
-        int64_t n_tok_step = 0, tokens = 0;
+        /* the step's rows: k*ga*bs + t of the visit order, t in [0, ga*bs);
+         * micro-batches of bs rows. Several ranks: the loss tokens are
+         * counted over all of them; each rank trains its run_split share
+         * of t, and the gradients and losses are summed over the ranks */
+        int64_t n_tok_step = 0, tokens = 0, R = ga * bs, mine_lo, mine_hi;
+        run_split(R, c->rank, c->world, &mine_lo, &mine_hi);
         for (int pass = 0; pass < 2 && !s; pass++) { /* pass 0 counts loss tokens, pass 1 trains */
             double loss = 0;
-            for (int64_t m = 0; m < ga && !s; m++) {
+            int64_t t_lo = pass == 0 ? 0 : mine_lo, t_hi = pass == 0 ? R : mine_hi;
+            for (int64_t t0 = t_lo; t0 < t_hi && !s; t0 += bs) {
                 int64_t nt = 0, nseg = 0;
                 cu[0] = 0;
-                for (int64_t i = 0; i < bs; i++) {
-                    int64_t v = (k * ga + m) * bs + i, epoch = v / plan.n_rows;
+                for (int64_t i = 0; i < bs && t0 + i < t_hi; i++) {
+                    int64_t v = k * R + t0 + i, epoch = v / plan.n_rows;
                     if (epoch != order_epoch) {
                         if (shuffle) run_shuffle(c->seed, (uint32_t)index, epoch, plan.n_rows, order);
                         else
@@ -360,6 +365,13 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
                 if (s) break;
                 loss += ls.loss;
                 model_backward(tr, g, NULL, grads);
+            }
+            if (pass == 1) { /* every rank's share */
+                s = run_agree(c, s, "the training step");
+                if (!s) s = run_reduce_grads(c, grads);
+                double sums[2] = {loss, (double)tokens};
+                if (!s && c->world > 1) s = dist_allreduce(c->host, sums, 2, DIST_F64, DIST_SUM);
+                loss = sums[0], tokens = (int64_t)sums[1];
             }
             if (pass == 1 && !s) {
                 optim_step_info info;

@@ -1,0 +1,562 @@
+/* Data-parallel runs as MPI ranks on the CPU (issue 14): `mpirun -np N grpo
+ * run` of one recipe (a sample stage, an eval stage, 3 GRPO steps, 3 SFT
+ * steps) on the hf-tiny-v3-a weights with a byte-level tokenizer:
+ *   - LoRA on 2 ranks against 1 (the adapter's gradients are summed);
+ *   - world sizes 1, 2, 4: what comes before the first update (the sample
+ *     stage's rows, the eval's samples, the GRPO step-1 completions) is byte
+ *     for byte the same; the losses and gradient norms of every step and the
+ *     final weights agree with world size 1 within TOL (the gradients are
+ *     summed in rank order, in double: the same bits on every run of a
+ *     world size, but partial sums grouped differently from one process's);
+ *     rank 0 alone writes the run; reward errors of every rank reach
+ *     reward_errors.log tagged with their rank;
+ *   - resume: stopped after 2 steps (--max-total-steps) and resumed on the
+ *     same world size: bit-identical weights and optimizer state; resumed
+ *     on another (2 -> 1, 1 -> 2): the run completes, within TOL;
+ *   - faults: an error on rank 1 (GRPO_TEST_FAIL_RANK) and rank 1 killed
+ *     with SIGKILL mid-run: every rank gone within 60 s, exit non-zero,
+ *     the message names rank 1, the last checkpoint resumes (bit-identical
+ *     to the uninterrupted run after the error);
+ *   - SIGUSR1 to mpirun: every rank stops at the same step (exit 138), with
+ *     a checkpoint that resumes.
+ * MPIRUN (tests/dist/meson.build) is the launcher; OMPI_* in the test
+ * environment let Open MPI run as root and oversubscribe CI's cores. */
+#include "common/test_common.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/base.h"
+#include "io/st.h"
+
+static char *DIR_;   /* temp: model/, data.jsonl, vary.lua, flaky.lua, r.lua, runs/ */
+static char *RECIPE; /* DIR_/r.lua */
+
+/* Agreement with world size 1 of the losses, gradient norms and weights:
+ * |a - b| <= TOL * max(1, |b|). Measured: 1.3e-6 relative on the gradient
+ * norm, 1e-7 on the losses (float partial sums added in another grouping). */
+#define TOL 1e-4
+
+static char *path_of(const char *rel) {
+    base_buf b = {0};
+    base_buf_printf(&b, "%s/%s", DIR_, rel);
+    return b.data;
+}
+
+__attribute__((noinline)) static char *read_rel(const char *rel) {
+    char *p = path_of(rel), *t = NULL;
+    size_t n;
+    if (base_read_file(p, &t, &n)) fail_msg("%s", base_err_msg());
+    free(p);
+    return t;
+}
+
+static int exists_rel(const char *rel) {
+    char *p = path_of(rel);
+    int ok = base_file_exists(p);
+    free(p);
+    return ok;
+}
+
+static void write_rel(const char *rel, const char *text) {
+    char *p = path_of(rel);
+    test_write_file(p, text, strlen(text));
+    free(p);
+}
+
+static int setup(void **state) {
+    (void)state;
+    DIR_ = test_tmpdir();
+    RECIPE = path_of("r.lua");
+    char *m = path_of("model");
+    test_tiny_model(m, 1);
+    free(m);
+    base_buf b = {0};
+    for (int i = 0; i < 40; i++)
+        base_buf_printf(&b, "{\"prompt\": \"What is %d + %d?\", \"answer\": \"%d\", \"completion\": \"%d\"}\n", i,
+                        7 * i % 13, i + 7 * i % 13, i + 7 * i % 13);
+    write_rel("data.jsonl", b.data);
+    /* a reward that varies within a group (the weights move); one that
+     * fails on the prompts with a 3 in them (reward_errors.log) */
+    write_rel("vary.lua",
+              "return function(s) return (#s.completion % 5) / 4 + (s.completion:find('1') and 0.5 or 0) end\n");
+    write_rel("flaky.lua", "return function(s) if s.prompt:find('3') then error('no threes') end return 0 end\n");
+    base_buf_reset(&b);
+    base_buf_printf(&b,
+                    "return {\n"
+                    "  name = 'dp', model = '%s/model', output_dir = '%s/runs', seed = 5, device = 'cpu',\n"
+                    "  template = 'Q: {prompt}\\nA: ', report = false, threads = 1,\n"
+                    "  datasets = { train = '%s/data.jsonl' },\n"
+                    "  rewards = { '%s/vary.lua:1.0', '%s/flaky.lua:0.1' },\n"
+                    "  stages = {\n"
+                    "    { type = 'sample', name = 'rows', dataset = 'train', limit = 10, num_generations = 2,\n"
+                    "      max_completion_length = 8 },\n"
+                    "    { type = 'eval', name = 'eval_before', dataset = 'train', limit = 6, num_generations = 2,\n"
+                    "      max_completion_length = 8 },\n"
+                    "    { type = 'grpo', dataset = 'train', num_generations = 4, generation_batch_size = 16,\n"
+                    "      max_steps = 3, max_completion_length = 10, learning_rate = 3e-3, beta = 0.01,\n"
+                    "      save_steps = 1, per_device_train_batch_size = 2, log_completions_steps = 1 },\n"
+                    "    { type = 'sft', dataset = 'train', max_steps = 3, per_device_train_batch_size = 2,\n"
+                    "      learning_rate = 1e-3, save_steps = 1 },\n"
+                    "  },\n"
+                    "}\n",
+                    DIR_, DIR_, DIR_, DIR_, DIR_);
+    write_rel("r.lua", b.data);
+    base_buf_free(&b);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    test_rmdir(DIR_);
+    free(DIR_), free(RECIPE);
+    return 0;
+}
+
+/* `mpirun -np NP grpo run RECIPE --quiet --set name=NAME ARGS...` with its
+ * stderr in DIR_/NAME.err (appended), env (NAME=VALUE) set when not NULL;
+ * returns the pid of mpirun. */
+static pid_t spawn(int np, const char *name, const char *env, const char *const *args) {
+    const char *exe = getenv("GRPO_EXE"), *mpirun = getenv("MPIRUN");
+    assert_non_null(exe);
+    assert_non_null(mpirun);
+    char errf[64], nps[16], set[96];
+    snprintf(errf, sizeof errf, "%s.err", name);
+    snprintf(nps, sizeof nps, "%d", np);
+    snprintf(set, sizeof set, "name=%s", name);
+    char *err = path_of(errf);
+    fflush(stdout), fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        if (env) putenv((char *)env);
+        if (!freopen(err, "a", stderr)) _exit(126);
+        if (!freopen("/dev/null", "w", stdout)) _exit(126);
+        const char *argv[40] = {mpirun, "--oversubscribe", "-np", nps, exe, "run", RECIPE, "--quiet", "--set", set};
+        int n = 10;
+        for (int i = 0; args && args[i] && n < 39; i++) argv[n++] = args[i];
+        argv[n] = NULL;
+        execv(mpirun, (char *const *)argv);
+        _exit(127);
+    }
+    free(err);
+    return pid;
+}
+
+/* The exit status of pid (mpirun), failing when a signal ended it. */
+static int wait_exit(pid_t pid) {
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st)) fail_msg("mpirun did not exit (signal %d)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    return WEXITSTATUS(st);
+}
+
+static int run_np(int np, const char *name, const char *env, const char *const *args) {
+    return wait_exit(spawn(np, name, env, args));
+}
+
+static char *err_of(const char *name) {
+    char rel[96];
+    snprintf(rel, sizeof rel, "%s.err", name);
+    return read_rel(rel);
+}
+
+static void expect_ok(int rc, const char *name) {
+    if (rc != 0) {
+        char *e = err_of(name);
+        fail_msg("run %s: exit %d:\n%s", name, rc, e);
+    }
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Wait (at most 60 s) until runs/NAME/metrics.jsonl has a line with needle
+ * while mpirun (pid) runs. */
+static void wait_metrics(pid_t pid, const char *name, const char *needle) {
+    char rel[128];
+    snprintf(rel, sizeof rel, "runs/%s/metrics.jsonl", name);
+    for (int i = 0; i < 12000; i++) {
+        if (exists_rel(rel)) {
+            char *t = read_rel(rel);
+            int hit = strstr(t, needle) != NULL;
+            free(t);
+            if (hit) return;
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) fail_msg("run %s ended before its metrics had %s", name, needle);
+        usleep(5000);
+    }
+    fail_msg("run %s: metrics never had %s", name, needle);
+}
+
+/* Wait (at most 60 s) until rel exists while mpirun (pid) runs. */
+static void wait_exists(pid_t pid, const char *rel) {
+    for (int i = 0; i < 12000; i++) {
+        if (exists_rel(rel)) return;
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) fail_msg("the run ended before %s existed", rel);
+        usleep(5000);
+    }
+    fail_msg("%s never existed", rel);
+}
+
+/* The lines of rel that hold needle, concatenated. */
+static char *lines_with(const char *rel, const char *needle) {
+    char *t = read_rel(rel), *save = NULL;
+    base_buf b = {0};
+    base_buf_printf(&b, "%s", "");
+    for (char *l = strtok_r(t, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+        if (strstr(l, needle)) base_buf_printf(&b, "%s\n", l);
+    free(t);
+    return b.data;
+}
+
+static void same_file(const char *a, const char *b) {
+    char *x = read_rel(a), *y = read_rel(b);
+    if (strcmp(x, y)) fail_msg("%s and %s differ", a, b);
+    free(x), free(y);
+}
+
+static int close_enough(double a, double b) { return fabs(a - b) <= TOL * (fabs(b) > 1 ? fabs(b) : 1); }
+
+/* metrics.jsonl of run a against run b: the same lines, each key of
+ * `keys` within TOL. */
+static void metrics_close(const char *a, const char *b) {
+    const char *keys[] = {"loss", "grad_norm", "reward", "kl", "entropy"};
+    char ra[128], rb[128];
+    snprintf(ra, sizeof ra, "runs/%s/metrics.jsonl", a);
+    snprintf(rb, sizeof rb, "runs/%s/metrics.jsonl", b);
+    char *ta = read_rel(ra), *tb = read_rel(rb), *sa = NULL, *sb = NULL;
+    char *la = strtok_r(ta, "\n", &sa), *lb = strtok_r(tb, "\n", &sb);
+    int lines = 0, compared = 0;
+    for (; la && lb; la = strtok_r(NULL, "\n", &sa), lb = strtok_r(NULL, "\n", &sb), lines++) {
+        cJSON *ja = cJSON_Parse(la), *jb = cJSON_Parse(lb);
+        assert_non_null(ja);
+        assert_non_null(jb);
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+            const cJSON *x = cJSON_GetObjectItemCaseSensitive(ja, keys[k]);
+            const cJSON *y = cJSON_GetObjectItemCaseSensitive(jb, keys[k]);
+            if (!y) continue;
+            if (!x || !cJSON_IsNumber(x) || !cJSON_IsNumber(y)) fail_msg("%s line %d: %s missing", ra, lines + 1, keys[k]);
+            if (!close_enough(x->valuedouble, y->valuedouble))
+                fail_msg("%s line %d: %s = %.17g, %s has %.17g", ra, lines + 1, keys[k], x->valuedouble, rb,
+                         y->valuedouble);
+            compared++;
+        }
+        cJSON_Delete(ja), cJSON_Delete(jb);
+    }
+    if (la || lb) fail_msg("%s and %s have different numbers of lines", ra, rb);
+    assert_true(lines >= 6); /* 3 GRPO + 3 SFT steps (and a line per eval / sample stage) */
+    assert_true(compared >= 12);
+    free(ta), free(tb);
+}
+
+/* The weights of two checkpoints (rel paths of model.safetensors): the same
+ * tensors, max |a - b| <= TOL * max(1, |b|) element by element, and some
+ * weight moved from the base model (the test trains). */
+static void weights_close(const char *a, const char *b) {
+    char *pa = path_of(a), *pb = path_of(b), *p0 = path_of("model/model.safetensors");
+    st_file *fa, *fb, *f0;
+    if (st_open(pa, &fa) || st_open(pb, &fb) || st_open(p0, &f0)) fail_msg("%s", base_err_msg());
+    assert_int_equal(st_count(fa), st_count(fb));
+    double worst = 0;
+    int moved = 0;
+    for (int i = 0; i < st_count(fa); i++) {
+        const st_tensor *x = st_at(fa, i), *y = st_find(fb, x->name), *z = st_find(f0, x->name);
+        assert_non_null(y);
+        assert_int_equal(x->nbytes, y->nbytes);
+        int64_t n = st_numel(x);
+        float *u = base_xmalloc((size_t)n * sizeof(float)), *v = base_xmalloc((size_t)n * sizeof(float));
+        float *w = base_xmalloc((size_t)n * sizeof(float));
+        if (st_file_load(fa, x->name, TENSOR_F32, u, n) || st_file_load(fb, x->name, TENSOR_F32, v, n))
+            fail_msg("%s", base_err_msg());
+        if (z && !st_file_load(f0, x->name, TENSOR_F32, w, n) && memcmp(u, w, (size_t)n * sizeof(float))) moved = 1;
+        for (int64_t k = 0; k < n; k++) {
+            double d = fabs((double)u[k] - v[k]) / (fabs(v[k]) > 1 ? fabs(v[k]) : 1);
+            if (d > worst) worst = d;
+        }
+        free(u), free(v), free(w);
+    }
+    printf("# %s vs %s: largest weight difference %.3g (relative)\n", a, b, worst);
+    if (worst > TOL) fail_msg("%s vs %s: weights differ by %.3g (relative), above %g", a, b, worst, TOL);
+    assert_true(moved);
+    st_close(fa), st_close(fb), st_close(f0);
+    free(pa), free(pb), free(p0);
+}
+
+static void same_bytes(const char *a, const char *b) {
+    char *pa = path_of(a), *pb = path_of(b), *x = NULL, *y = NULL;
+    size_t nx, ny;
+    if (base_read_file(pa, &x, &nx) || base_read_file(pb, &y, &ny)) fail_msg("%s", base_err_msg());
+    if (nx != ny || memcmp(x, y, nx)) fail_msg("%s and %s differ", a, b);
+    free(x), free(y), free(pa), free(pb);
+}
+
+/* Files of the run's tb/ directory. */
+static int tb_files(const char *name) {
+    char rel[96];
+    snprintf(rel, sizeof rel, "runs/%s/tb", name);
+    char *p = path_of(rel);
+    DIR *d = opendir(p);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (e->d_name[0] != '.') n++;
+    if (d) closedir(d);
+    free(p);
+    return n;
+}
+
+/* ---- world sizes ---------------------------------------------------------- */
+
+static void test_world_sizes(void **state) {
+    (void)state;
+    double t0 = now_s();
+    expect_ok(run_np(1, "w1", NULL, NULL), "w1");
+    double t1 = now_s();
+    expect_ok(run_np(2, "w2", NULL, NULL), "w2");
+    double t2 = now_s();
+    expect_ok(run_np(4, "w4", NULL, NULL), "w4");
+    printf("# seconds: np 1 %.2f, np 2 %.2f, np 4 %.2f\n", t1 - t0, t2 - t1, now_s() - t2);
+    const char *ws[] = {"w2", "w4"};
+    for (int i = 0; i < 2; i++) {
+        char a[128], b[128];
+        /* before any update: byte for byte */
+        snprintf(a, sizeof a, "runs/%s/rows.jsonl", ws[i]);
+        same_file("runs/w1/rows.jsonl", a);
+        snprintf(a, sizeof a, "runs/%s/eval_before.samples.jsonl", ws[i]);
+        same_file("runs/w1/eval_before.samples.jsonl", a);
+        snprintf(a, sizeof a, "runs/%s/samples.jsonl", ws[i]);
+        char *s1 = lines_with("runs/w1/samples.jsonl", "\"step\":1,"), *sn = lines_with(a, "\"step\":1,");
+        assert_true(strlen(s1) > 0);
+        if (strcmp(s1, sn)) fail_msg("GRPO step-1 completions of %s differ from world size 1", ws[i]);
+        free(s1), free(sn);
+        /* after the updates: within TOL */
+        metrics_close(ws[i], "w1");
+        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", ws[i]);
+        snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/optimizer.safetensors", ws[i]);
+        weights_close(a, "runs/w1/checkpoints/step-6/model.safetensors");
+        /* rank 0 alone writes the run (one TensorBoard file) */
+        assert_int_equal(tb_files(ws[i]), 1);
+        assert_true(exists_rel(b));
+    }
+    /* reward errors: every prompt with a 3 fails `flaky`, on whichever rank
+     * scored it; each line names its rank */
+    char *l1 = read_rel("runs/w1/reward_errors.log"), *l4 = read_rel("runs/w4/reward_errors.log");
+    assert_non_null(strstr(l1, "no threes"));
+    assert_null(strstr(l1, "rank "));
+    for (int r = 0; r < 4; r++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "rank %d: sample", r);
+        if (!strstr(l4, tag)) fail_msg("reward_errors.log of 4 ranks has no line of rank %d:\n%s", r, l4);
+    }
+    int n1 = 0, n4 = 0;
+    for (char *q = l1; (q = strstr(q, "no threes")); q++) n1++;
+    for (char *q = l4; (q = strstr(q, "no threes")); q++) n4++;
+    assert_int_equal(n1, n4);
+    free(l1), free(l4);
+}
+
+/* LoRA (the adapter's own gradient arena is what the ranks sum): 2 ranks
+ * against 1, step-1 completions byte for byte, the losses and adapter
+ * weights within TOL. */
+static void test_lora(void **state) {
+    (void)state;
+    const char *lora[] = {"--set", "lora.r=4", "--set", "lora.lora_alpha=8", "--set", "lora.target_modules=all-linear",
+                          NULL};
+    expect_ok(run_np(1, "l1", NULL, lora), "l1");
+    expect_ok(run_np(2, "l2", NULL, lora), "l2");
+    char *s1 = lines_with("runs/l1/samples.jsonl", "\"step\":1,"), *s2 = lines_with("runs/l2/samples.jsonl", "\"step\":1,");
+    assert_true(strlen(s1) > 0);
+    if (strcmp(s1, s2)) fail_msg("LoRA: GRPO step-1 completions of 2 ranks differ from world size 1");
+    free(s1), free(s2);
+    metrics_close("l2", "l1");
+    char *pa = path_of("runs/l2/checkpoints/step-6/adapter_model.safetensors");
+    char *pb = path_of("runs/l1/checkpoints/step-6/adapter_model.safetensors");
+    st_file *fa, *fb;
+    if (st_open(pa, &fa) || st_open(pb, &fb)) fail_msg("%s", base_err_msg());
+    assert_int_equal(st_count(fa), st_count(fb));
+    double worst = 0;
+    for (int i = 0; i < st_count(fa); i++) {
+        const st_tensor *x = st_at(fa, i), *y = st_find(fb, x->name);
+        assert_non_null(y);
+        int64_t n = st_numel(x);
+        assert_int_equal(n, st_numel(y));
+        float *u = base_xmalloc((size_t)n * sizeof(float)), *v = base_xmalloc((size_t)n * sizeof(float));
+        if (st_file_load(fa, x->name, TENSOR_F32, u, n) || st_file_load(fb, x->name, TENSOR_F32, v, n))
+            fail_msg("%s", base_err_msg());
+        for (int64_t k = 0; k < n; k++) {
+            double d = fabs((double)u[k] - v[k]) / (fabs(v[k]) > 1 ? fabs(v[k]) : 1);
+            if (d > worst) worst = d;
+        }
+        free(u), free(v);
+    }
+    printf("# LoRA adapter, 2 ranks vs 1: largest difference %.3g (relative)\n", worst);
+    if (worst > TOL) fail_msg("LoRA: adapter weights of 2 ranks differ from 1 by %.3g", worst);
+    st_close(fa), st_close(fb);
+    free(pa), free(pb);
+}
+
+/* ---- resume --------------------------------------------------------------- */
+
+static void test_resume(void **state) {
+    (void)state;
+    const char *stop2[] = {"--max-total-steps", "2", NULL};
+    const char *resume[] = {"--resume", NULL};
+    /* the same world size: bit for bit */
+    expect_ok(run_np(2, "r22", NULL, stop2), "r22");
+    assert_true(exists_rel("runs/r22/checkpoints/step-2/model.safetensors"));
+    assert_false(exists_rel("runs/r22/checkpoints/step-3"));
+    expect_ok(run_np(2, "r22", NULL, resume), "r22");
+    same_bytes("runs/r22/checkpoints/step-6/model.safetensors", "runs/w2/checkpoints/step-6/model.safetensors");
+    same_bytes("runs/r22/checkpoints/step-6/optimizer.safetensors",
+               "runs/w2/checkpoints/step-6/optimizer.safetensors");
+    /* 2 ranks -> 1 and 1 -> 2: the state is replicated, any world size resumes it */
+    expect_ok(run_np(2, "r21", NULL, stop2), "r21");
+    expect_ok(run_np(1, "r21", NULL, resume), "r21");
+    weights_close("runs/r21/checkpoints/step-6/model.safetensors", "runs/w1/checkpoints/step-6/model.safetensors");
+    expect_ok(run_np(1, "r12", NULL, stop2), "r12");
+    expect_ok(run_np(2, "r12", NULL, resume), "r12");
+    weights_close("runs/r12/checkpoints/step-6/model.safetensors", "runs/w1/checkpoints/step-6/model.safetensors");
+    metrics_close("r12", "w1");
+}
+
+/* ---- faults --------------------------------------------------------------- */
+
+static void test_fault_error(void **state) {
+    (void)state;
+    double t0 = now_s();
+    int rc = run_np(2, "fe", "GRPO_TEST_FAIL_RANK=1:2", NULL);
+    double dt = now_s() - t0;
+    char *e = err_of("fe");
+    if (rc == 0) fail_msg("a failing rank: the job exited 0:\n%s", e);
+    assert_true(dt < 60);
+    assert_non_null(strstr(e, "rank 1 fails training step 2"));       /* rank 1's own message */
+    assert_non_null(strstr(e, "grpo[rank 0] run: stage 'grpo': the training step: rank 1 failed")); /* rank 0's */
+    /* a failure every rank agreed on: they leave in step, no MPI_Abort
+     * cutting the others' messages short */
+    if (strstr(e, "MPI_ABORT")) fail_msg("an agreed failure ended the job with MPI_Abort:\n%s", e);
+    free(e);
+    assert_true(exists_rel("runs/fe/checkpoints/step-1/model.safetensors"));
+    assert_false(exists_rel("runs/fe/checkpoints/step-2"));
+    const char *resume[] = {"--resume", NULL};
+    expect_ok(run_np(2, "fe", NULL, resume), "fe");
+    same_bytes("runs/fe/checkpoints/step-6/model.safetensors", "runs/w2/checkpoints/step-6/model.safetensors");
+}
+
+/* The pid of rank `rank` among mpirun's children (0 if none). */
+static pid_t rank_pid(pid_t mpirun, int rank) {
+    DIR *d = opendir("/proc");
+    pid_t found = 0;
+    char want[48];
+    snprintf(want, sizeof want, "OMPI_COMM_WORLD_RANK=%d", rank);
+    for (struct dirent *e; d && !found && (e = readdir(d));) {
+        pid_t p = (pid_t)atoi(e->d_name);
+        if (p <= 0) continue;
+        char path[64], *t = NULL;
+        size_t n;
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)p);
+        if (base_read_file(path, &t, &n)) continue;
+        const char *rp = strrchr(t, ')');
+        int ppid = 0;
+        if (rp) sscanf(rp + 1, " %*c %d", &ppid);
+        free(t), t = NULL;
+        if (ppid != mpirun) continue;
+        snprintf(path, sizeof path, "/proc/%d/environ", (int)p);
+        if (base_read_file(path, &t, &n)) continue;
+        for (size_t o = 0; o < n; o += strlen(t + o) + 1)
+            if (!strcmp(t + o, want)) found = p;
+        free(t);
+    }
+    if (d) closedir(d);
+    return found;
+}
+
+static void test_fault_kill(void **state) {
+    (void)state;
+    const char *more[] = {"--set", "stages.grpo.max_steps=400", NULL};
+    pid_t pid = spawn(2, "fk", NULL, more);
+    /* step 2's checkpoint complete (renamed into place): rank 1 dies in a
+     * later step or in a later checkpoint's write */
+    wait_exists(pid, "runs/fk/checkpoints/step-2");
+    pid_t r1 = rank_pid(pid, 1);
+    assert_true(r1 > 0);
+    assert_int_equal(kill(r1, SIGKILL), 0);
+    double t0 = now_s();
+    int rc = wait_exit(pid);
+    double dt = now_s() - t0;
+    printf("# rank 1 killed: mpirun exited %d after %.2f s\n", rc, dt);
+    assert_true(rc != 0);
+    assert_true(dt < 60);
+    char *e = err_of("fk");
+    if (!strstr(e, "rank 1 with PID")) fail_msg("the message does not name rank 1:\n%s", e);
+    free(e);
+    assert_true(exists_rel("runs/fk/checkpoints/step-2/model.safetensors"));
+    /* the last complete checkpoint resumes (a half-written one is set aside) */
+    const char *resume[] = {"--set", "stages.grpo.max_steps=400", "--resume", "--max-total-steps", "5", NULL};
+    expect_ok(run_np(2, "fk", NULL, resume), "fk");
+    assert_true(exists_rel("runs/fk/checkpoints/step-5/model.safetensors"));
+}
+
+/* SIGUSR1 to mpirun (it forwards it to every rank): every rank stops after
+ * the same step, with a checkpoint; --resume continues. */
+static void test_stop_signal(void **state) {
+    (void)state;
+    const char *more[] = {"--set", "stages.grpo.max_steps=400", NULL};
+    pid_t pid = spawn(2, "ss", NULL, more);
+    wait_metrics(pid, "ss", "\"global_step\":2,");
+    assert_int_equal(kill(pid, SIGUSR1), 0);
+    int rc = wait_exit(pid);
+    char *e = err_of("ss");
+    if (rc != 128 + SIGUSR1) fail_msg("SIGUSR1: mpirun exited %d:\n%s", rc, e);
+    /* both ranks name the same step */
+    const char *p0 = strstr(e, "grpo[rank 0] run: "), *p1 = strstr(e, "grpo[rank 1] run: ");
+    if (!p0 || !p1) fail_msg("a rank did not report the stop:\n%s", e);
+    const char *s0 = strstr(p0, "at step "), *s1 = strstr(p1, "at step ");
+    assert_non_null(s0);
+    assert_non_null(s1);
+    long long k0 = atoll(s0 + 8), k1 = atoll(s1 + 8);
+    assert_int_equal(k0, k1);
+    free(e);
+    char rel[128];
+    snprintf(rel, sizeof rel, "runs/ss/checkpoints/step-%lld/model.safetensors", k0);
+    assert_true(exists_rel(rel));
+    char until[32];
+    snprintf(until, sizeof until, "%lld", k0 + 1);
+    const char *resume[] = {"--set", "stages.grpo.max_steps=400", "--resume", "--max-total-steps", until, NULL};
+    expect_ok(run_np(2, "ss", NULL, resume), "ss");
+    snprintf(rel, sizeof rel, "runs/ss/checkpoints/step-%lld/model.safetensors", k0 + 1);
+    assert_true(exists_rel(rel));
+}
+
+/* Arguments: the names of the tests to run (all without); the sanitizer
+ * build runs the world sizes, LoRA and the failed rank (tests/dist/meson.build). */
+int main(int argc, char **argv) {
+    const struct CMUnitTest all[] = {
+        cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_lora),        cmocka_unit_test(test_resume),
+        cmocka_unit_test(test_fault_error), cmocka_unit_test(test_fault_kill),  cmocka_unit_test(test_stop_signal),
+    };
+    struct CMUnitTest tests[sizeof all / sizeof all[0]];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        int want = argc < 2;
+        for (int a = 1; a < argc; a++) want |= !strcmp(argv[a], all[i].name);
+        if (want) tests[n++] = all[i];
+    }
+    if (n == 0) {
+        fprintf(stderr, "test_dp: no test named by the arguments\n");
+        return 2;
+    }
+    return _cmocka_run_group_tests("test_dp", tests, n, setup, teardown);
+}
