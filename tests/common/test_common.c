@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "base/base.h"
 #include "tok/tok.h"
 
@@ -60,6 +62,26 @@ void test_tiny_model(const char *dir, int tokenizer) {
         tok_bytelevel_spec spec = tok_bytelevel_default();
         if (tok_write_bytelevel(dir, &spec)) base_die("%s", base_err_msg());
     }
+}
+
+char *test_metrics_canon(const char *path) {
+    char *text = NULL, *save = NULL;
+    size_t n;
+    if (base_read_file(path, &text, &n)) fail_msg("%s", base_err_msg());
+    base_buf out = {0};
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *j = cJSON_Parse(line);
+        if (!j) fail_msg("%s: a line is not JSON: %.80s", path, line);
+        const char *drop[] = {"step_time", "time/rollout", "time/reward", "time/train", "tokens_per_s"};
+        for (size_t k = 0; k < sizeof drop / sizeof drop[0]; k++) cJSON_DeleteItemFromObjectCaseSensitive(j, drop[k]);
+        char *p = cJSON_PrintUnformatted(j);
+        base_buf_printf(&out, "%s\n", p);
+        cJSON_free(p);
+        cJSON_Delete(j);
+    }
+    free(text);
+    if (!out.data) base_buf_printf(&out, "%s", "");
+    return out.data;
 }
 
 void test_write_text(const char *dir, const char *rel, const char *text) {

@@ -32,6 +32,12 @@ void test_tiny_model(const char *dir, int tokenizer);
  * samples of a group, so every GRPO step has non-zero advantages and the
  * weights really move). */
 void test_run_fixture(const char *dir);
+/* A run's metrics.jsonl at `path` as one canonical string: every line
+ * re-printed without its wall-clock fields (step_time, time/rollout,
+ * time/reward, time/train, tokens_per_s), so two runs that computed the same
+ * thing compare equal; malloc'd. Fails the test on a missing file or a line
+ * that is not JSON. */
+char *test_metrics_canon(const char *path);
 /* Write text into dir/rel (dies on failure). */
 void test_write_text(const char *dir, const char *rel, const char *text);
 /* Uniform floats in [-scale, scale) from a seed. */

@@ -118,21 +118,10 @@ static int exists(const char *name, const char *rel) {
 
 /* metrics.jsonl without the wall-clock fields */
 static char *metrics_canon(const char *name) {
-    char *text = read_rel(name, "metrics.jsonl", NULL);
-    base_buf out = {0};
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = cJSON_Parse(line);
-        assert_non_null(j);
-        const char *drop[] = {"step_time", "time/rollout", "time/reward", "time/train", "tokens_per_s"};
-        for (size_t k = 0; k < sizeof drop / sizeof drop[0]; k++) cJSON_DeleteItemFromObjectCaseSensitive(j, drop[k]);
-        char *p = cJSON_PrintUnformatted(j);
-        base_buf_printf(&out, "%s\n", p);
-        cJSON_free(p);
-        cJSON_Delete(j);
-    }
-    free(text);
-    return out.data;
+    char *p = path_of(name, "metrics.jsonl");
+    char *m = test_metrics_canon(p);
+    free(p);
+    return m;
 }
 
 static void assert_same_run(const char *a, const char *b) {

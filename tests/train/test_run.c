@@ -138,21 +138,11 @@ static char *read_weights(const char *name, int step, size_t *len) {
 
 /* metrics.jsonl without the wall-clock fields, one canonical string */
 static char *metrics_canon(const char *name) {
-    char *text = run_file(name, "metrics.jsonl");
-    base_buf out = {0};
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = cJSON_Parse(line);
-        assert_non_null(j);
-        const char *drop[] = {"step_time", "time/rollout", "time/reward", "time/train", "tokens_per_s"};
-        for (size_t k = 0; k < sizeof drop / sizeof drop[0]; k++) cJSON_DeleteItemFromObjectCaseSensitive(j, drop[k]);
-        char *p = cJSON_PrintUnformatted(j);
-        base_buf_printf(&out, "%s\n", p);
-        cJSON_free(p);
-        cJSON_Delete(j);
-    }
-    free(text);
-    return out.data;
+    base_buf b = {0};
+    base_buf_printf(&b, "%s/runs/%s/metrics.jsonl", DIR_, name);
+    char *m = test_metrics_canon(b.data);
+    base_buf_free(&b);
+    return m;
 }
 
 static void assert_same_run(const char *a, const char *b) {

@@ -177,22 +177,11 @@ static int wait_exit(pid_t pid) {
 
 /* metrics.jsonl without the wall-clock fields, one canonical string */
 static char *metrics_canon(const char *name) {
-    char rel[128];
-    snprintf(rel, sizeof rel, "proj/runs/%s/metrics.jsonl", name);
-    char *text = read_rel(rel), *save = NULL;
-    base_buf out = {0};
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = cJSON_Parse(line);
-        assert_non_null(j);
-        const char *drop[] = {"step_time", "time/rollout", "time/reward", "time/train", "tokens_per_s"};
-        for (size_t k = 0; k < sizeof drop / sizeof drop[0]; k++) cJSON_DeleteItemFromObjectCaseSensitive(j, drop[k]);
-        char *p = cJSON_PrintUnformatted(j);
-        base_buf_printf(&out, "%s\n", p);
-        cJSON_free(p);
-        cJSON_Delete(j);
-    }
-    free(text);
-    return out.data;
+    base_buf b = {0};
+    base_buf_printf(&b, "%s/proj/runs/%s/metrics.jsonl", DIR_, name);
+    char *m = test_metrics_canon(b.data);
+    base_buf_free(&b);
+    return m;
 }
 
 /* The same metrics and bit-identical final weights as the straight run. */
