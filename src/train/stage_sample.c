@@ -394,20 +394,24 @@ base_status run_stage_sample(run_ctx *c, const recipe_stage_cfg *st) {
         cJSON_AddNumberToObject(sum, "merged", (double)n_merged);
         cJSON_AddNumberToObject(sum, "total", (double)n_samples);
         cJSON_AddNumberToObject(sum, "prompts", (double)nrows);
-        cJSON_AddNumberToObject(sum, "pass_rate", nrows ? pass_rate_sum / (double)nrows : 0);
+        /* nil is "not scored", as in eval and training: a mean over nothing is
+         * null, never 0, and rewards/NAME/scored says how many were scored */
+        cJSON_AddItemToObject(sum, "pass_rate", num_or_null(nrows ? pass_rate_sum / (double)nrows : NAN));
         cJSON_AddNumberToObject(sum, "prompts_with_pass", (double)prompts_with_pass);
         cJSON *dr = cJSON_AddObjectToObject(sum, "dropped");
         cJSON_AddNumberToObject(dr, "keep", (double)dec_count[DEC_KEEP]);
         for (int f = 0; f < SAMPLE_FILTER_COUNT; f++)
             cJSON_AddNumberToObject(dr, sample_filter_name((sample_filter)f), (double)dec_count[f]);
         cJSON_AddNumberToObject(dr, "max_per_prompt", (double)dec_count[DEC_CAP]);
-        cJSON_AddNumberToObject(sum, "reward", reward_n ? run_sum_get(&reward_sum) / (double)reward_n : 0);
+        cJSON_AddItemToObject(sum, "reward", num_or_null(reward_n ? run_sum_get(&reward_sum) / (double)reward_n : NAN));
         for (int f = 0; f < nf; f++) {
             char key[160];
             snprintf(key, sizeof key, "rewards/%s", fnames[f]);
-            cJSON_AddNumberToObject(sum, key, func_n[f] ? run_sum_get(&func_sum[f]) / (double)func_n[f] : 0);
+            cJSON_AddItemToObject(sum, key, num_or_null(func_n[f] ? run_sum_get(&func_sum[f]) / (double)func_n[f] : NAN));
+            snprintf(key, sizeof key, "rewards/%s/scored", fnames[f]);
+            cJSON_AddNumberToObject(sum, key, (double)func_n[f]);
         }
-        cJSON_AddNumberToObject(sum, "completion_length", n_samples ? len_sum / (double)n_samples : 0);
+        cJSON_AddItemToObject(sum, "completion_length", num_or_null(n_samples ? len_sum / (double)n_samples : NAN));
         cJSON_AddNumberToObject(sum, "num_generations", K);
         cJSON_AddNumberToObject(sum, "tokens_per_s", gen.gen_seconds > 0 ? (double)gen.new_tokens / gen.gen_seconds : 0);
         cJSON_AddStringToObject(sum, "output", out_path);

@@ -450,6 +450,37 @@ static void option_error(fx *f, const char *stage_keys, const char *want) {
     base_buf_free(&r);
 }
 
+/* A reward that scores nothing ("not scored" everywhere): the summary's
+ * means over nothing are null, not 0, and rewards/NAME/scored counts. */
+static void test_stage_not_scored(void **state) {
+    (void)state;
+    fx f = fx_setup();
+    write_text(&f, "never.lua", "return function(s) return nil end\n");
+    const char *recipe =
+        "return {\n"
+        "  model = '%s/m', template = 'raw', output_dir = '%s/runs', seed = 3, report = false,\n"
+        "  datasets = { p = '%s/p.jsonl' },\n"
+        "  rewards = { '%s/parity.lua', '%s/never.lua' },\n"
+        "  stages = {\n"
+        "    { type = 'sample', dataset = 'p', num_generations = 2, max_completion_length = 6, keep = 'true' },\n"
+        "  },\n"
+        "}\n";
+    if (run_src(&f, recipe, "n.lua")) fail_msg("%s", base_err_msg());
+    char *sum = fx_path(&f, "runs/n/summary.json"), *text = NULL;
+    size_t n;
+    if (base_read_file(sum, &text, &n)) fail_msg("%s", base_err_msg());
+    cJSON *j = cJSON_Parse(text), *st = cJSON_GetObjectItemCaseSensitive(j, "sample");
+    assert_non_null(st);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(st, "rewards/never")));
+    assert_int_equal(base_json_int(st, "rewards/never/scored", -1, NULL), 0);
+    assert_int_equal(base_json_int(st, "rewards/parity/scored", -1, NULL), 8);
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(st, "rewards/parity")));
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(st, "reward")));
+    cJSON_Delete(j);
+    free(text), free(sum);
+    fx_free(&f);
+}
+
 static void test_stage_errors(void **state) {
     (void)state;
     fx f = fx_setup();
@@ -471,7 +502,7 @@ int main(void) {
         cmocka_unit_test(test_long_paragraphs), cmocka_unit_test(test_code_blocks),
         cmocka_unit_test(test_keep_environment), cmocka_unit_test(test_keep_errors),
         cmocka_unit_test(test_stage),           cmocka_unit_test(test_stage_filters),
-        cmocka_unit_test(test_stage_errors),
+        cmocka_unit_test(test_stage_errors),  cmocka_unit_test(test_stage_not_scored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
