@@ -214,6 +214,11 @@ typedef struct {
 base_status grpo_advantages(const grpo_config *cfg, const float *rewards, int64_t n_samples,
                             int n_funcs, const float *weights, int group_size, float *adv,
                             float *total, grpo_reward_stats *stats);
+/* grpo_advantages with the caller's workspace ws: [N] doubles, overwritten
+ * (the trainer's step loop allocates nothing; grpo_advantages allocates it). */
+base_status grpo_advantages_ws(const grpo_config *cfg, const float *rewards, int64_t n_samples,
+                               int n_funcs, const float *weights, int group_size, float *adv,
+                               float *total, grpo_reward_stats *stats, double *ws);
 
 /* Dynamic sampling (DAPO; verl filter_groups): keep[g] = 1 when group g has
  * at least two distinct scorable values of the metric, the only groups whose

@@ -109,9 +109,17 @@ static int64_t normalize_then_sum(const grpo_config *cfg, const float *rewards, 
 base_status grpo_advantages(const grpo_config *cfg, const float *rewards, int64_t n_samples,
                             int n_funcs, const float *weights, int group_size, float *adv,
                             float *total, grpo_reward_stats *stats) {
+    double *ws = base_xmalloc((size_t)(n_samples > 0 ? n_samples : 1) * sizeof(double));
+    base_status st = grpo_advantages_ws(cfg, rewards, n_samples, n_funcs, weights, group_size, adv, total, stats, ws);
+    free(ws);
+    return st;
+}
+
+base_status grpo_advantages_ws(const grpo_config *cfg, const float *rewards, int64_t n_samples,
+                               int n_funcs, const float *weights, int group_size, float *adv,
+                               float *total, grpo_reward_stats *stats, double *r) {
     base_status st = check_rewards(rewards, n_samples, n_funcs, weights, group_size);
     if (st) return st;
-    double *r = base_xmalloc((size_t)n_samples * sizeof(double));
     int64_t zero_std = 0;
     if (cfg->multi_objective_aggregation == GRPO_AGG_NORMALIZE_THEN_SUM)
         zero_std = normalize_then_sum(cfg, rewards, n_samples, n_funcs, weights, group_size, r, adv);
@@ -146,7 +154,6 @@ base_status grpo_advantages(const grpo_config *cfg, const float *rewards, int64_
         for (int j = 0; j < n_funcs; j++)
             nan_mean_std_f(rewards + j, n_samples, n_funcs, &stats->func_mean[j], &stats->func_std[j]);
     }
-    free(r);
     return BASE_OK;
 }
 

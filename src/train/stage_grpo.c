@@ -52,6 +52,8 @@ typedef struct {
     float *samp_lp;                /* [N, max_new] the sampler's log-probs */
     float *isr;                    /* [N, max_new] importance-sampling correction (grpo_is_correction) */
     int *ord;                      /* [N] training order (shuffled when steps_per_generation > 1) */
+    int64_t *perm;                 /* [N] the shuffle behind ord */
+    double *adv_ws;                /* [N] grpo_advantages_ws's workspace */
     cJSON **sel_rows;              /* [P] the rows of a generation round */
     char **sel_where;              /* [P] */
     float *adv_mb;                 /* [mb] advantages of a micro-batch, in its order */
@@ -81,6 +83,8 @@ static void bufs_alloc(grpo_bufs *b) {
     b->samp_lp = base_xmalloc(N * (size_t)b->max_new * sizeof(float));
     b->isr = base_xmalloc(N * (size_t)b->max_new * sizeof(float));
     b->ord = base_xmalloc(N * sizeof(int));
+    b->perm = base_xmalloc(N * sizeof(int64_t));
+    b->adv_ws = base_xmalloc(N * sizeof(double));
     b->sel_rows = base_xcalloc((size_t)b->P, sizeof *b->sel_rows);
     b->sel_where = base_xcalloc((size_t)b->P, sizeof *b->sel_where);
     b->adv_mb = base_xmalloc((size_t)b->mb * sizeof(float));
@@ -101,7 +105,7 @@ static void bufs_free(grpo_bufs *b) {
     free(b->adv), free(b->total), free(b->rowidx), free(b->ptext), free(b->ctext), free(b->old_lp);
     free(b->ids), free(b->tgt), free(b->cu), free(b->offs), free(b->lp_pos), free(b->ent_pos);
     free(b->ref_pos), free(b->g_pos), free(b->gent_pos), free(b->lp), free(b->ent), free(b->ref);
-    free(b->old), free(b->g), free(b->gent), free(b->mask), free(b->ord), free(b->adv_mb), free(b->trunc_mb);
+    free(b->old), free(b->g), free(b->gent), free(b->mask), free(b->ord), free(b->perm), free(b->adv_ws), free(b->adv_mb), free(b->trunc_mb);
     free(b->sel_rows), free(b->sel_where), free(b->samp_lp), free(b->isr), free(b->samp), free(b->is);
 }
 
@@ -592,10 +596,8 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
     double t_train0 = base_now();
     for (int j = 0; j < b->n; j++) b->ord[j] = j;
     if (spg > 1) {
-        int64_t *perm = base_xmalloc((size_t)b->n * sizeof(int64_t));
-        run_shuffle(c->seed, 0x9000u + (uint32_t)g->index, c->total_steps, b->n, perm);
-        for (int j = 0; j < b->n; j++) b->ord[j] = (int)perm[j];
-        free(perm);
+        run_shuffle(c->seed, 0x9000u + (uint32_t)g->index, c->total_steps, b->n, b->perm);
+        for (int j = 0; j < b->n; j++) b->ord[j] = (int)b->perm[j];
     }
     int need_old = grpo_needs_old_logp(g->gc) || g->gc->importance_sampling_correction;
     if (need_old && (s = old_logprobs(g, ss))) return s;
@@ -786,7 +788,8 @@ base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *st, const run_ckp
             log_skipped(&g, step);
             c->total_steps++;
         } else {
-            s = grpo_advantages(g.gc, g.b.rewards, g.b.n, g.b.F, g.weights, g.b.G, g.b.adv, g.b.total, &ss.rst);
+            s = grpo_advantages_ws(g.gc, g.b.rewards, g.b.n, g.b.F, g.weights, g.b.G, g.b.adv, g.b.total, &ss.rst,
+                                   g.b.adv_ws);
             if (!s) s = train(&g, step, &ss);
             if (s) break;
             c->total_steps++;
