@@ -13,6 +13,10 @@
  *   - resume: stopped after 2 steps (--max-total-steps) and resumed on the
  *     same world size: bit-identical weights and optimizer state; resumed
  *     on another (2 -> 1, 1 -> 2): the run completes, within TOL;
+ *   - ZeRO stage 1 (AdamW state sharded) on 1, 2, 4 ranks: bit-identical to
+ *     ZeRO 0 (metrics, samples, weights), one balanced optimizer shard file
+ *     per rank; resume at the same world size bit for bit, ZeRO 0 <-> 1, and
+ *     2 -> 1, 1 -> 2, 4 -> 2 re-sharded on load;
  *   - faults: an error on rank 1 (GRPO_TEST_FAIL_RANK) and rank 1 killed
  *     with SIGKILL mid-run: every rank gone within 60 s, exit non-zero,
  *     the message names rank 1, the last checkpoint resumes (bit-identical
@@ -688,7 +692,8 @@ static void test_stop_signal(void **state) {
 }
 
 /* Arguments: the names of the tests to run (all without); the sanitizer
- * build runs the world sizes, LoRA and the failed rank (tests/dist/meson.build). */
+ * build runs the world sizes, LoRA, ZeRO 1 and the failed rank
+ * (tests/dist/meson.build). */
 int main(int argc, char **argv) {
     const struct CMUnitTest all[] = {
         cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_lora),        cmocka_unit_test(test_resume),
