@@ -197,11 +197,6 @@ static base_status train_config(recipe_vctx *c, const recipe_stage_cfg *st, reci
     o->warmup_ratio = t->warmup_ratio;
     o->max_steps = 0; /* the stage's */
     o->offload_optimizer = t->offload_optimizer;
-    if (t->zero_stage > 1)
-        return recipe_key_error(c, NULL,
-                                "stages[%d].zero_stage = %lld: ZeRO stages 2 and 3 are not built yet (0: replicated, "
-                                "1: AdamW state sharded over the ranks)",
-                                st->index + 1, (long long)t->zero_stage);
     if (optim_sched_parse(t->lr_scheduler_type, &o->lr_scheduler_type))
         return recipe_key_error(c, NULL, "stages[%d]: %s", st->index + 1, base_err_msg());
     return BASE_OK;
