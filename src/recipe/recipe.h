@@ -106,6 +106,7 @@ typedef struct {
     double weight_decay, adam_beta1, adam_beta2, adam_epsilon, max_grad_norm;
     int64_t logging_steps, save_steps, save_total_limit;
     int gradient_checkpointing, offload_optimizer;
+    int64_t zero_stage;            /* 0 replicated; 1: AdamW m and v sharded over the ranks (docs/distributed.md) */
     optim_config optim;            /* the keys above as the optimizer takes them; max_steps 0: the stage sets it */
 } recipe_train_cfg;
 

@@ -6,7 +6,9 @@
  *   PEFT saves it, adapter_config.json and adapter_model.safetensors; the
  *   frozen base is the recipe's model)
  *   tokenizer.json, tokenizer_config.json
- *   optimizer.safetensors   AdamW moments "m.NAME", "v.NAME" (float32)
+ *   optimizer.safetensors   AdamW moments "m.NAME", "v.NAME" (float32); at ZeRO 1
+ *                           instead optimizer-rank-R-of-W.safetensors, each
+ *                           rank's shard (ckpt_optim.c)
  *   ref.safetensors         the reference model (GRPO with beta != 0)
  *   trainer_state.json      stage, steps, data cursor, optimizer counters,
  *                           output line counts, summary.json at the save
@@ -34,6 +36,7 @@ struct run_ckpt {
     run_train_state st;
     int64_t optim_step, optim_skipped;
     int has_ref, has_optim, adapter;
+    int64_t optim_shards, optim_numel; /* ZeRO 1: the shard files' count and arena size; 0: optimizer.safetensors */
     cJSON *summary;
 };
 
@@ -202,6 +205,11 @@ static cJSON *state_json(const run_ctx *c, const run_train_state *st, const opti
         optim_counters oc = optim_counters_get(o);
         cJSON_AddNumberToObject(j, "optim_step", (double)oc.step);
         cJSON_AddNumberToObject(j, "optim_skipped", (double)oc.n_skipped);
+        cJSON_AddNumberToObject(j, "zero_stage", o->zero_shards ? 1 : 0); /* the record; the next two decide */
+        if (o->zero_shards) {
+            cJSON_AddNumberToObject(j, "optimizer_shards", o->zero_shards);
+            cJSON_AddNumberToObject(j, "optimizer_numel", (double)o->n);
+        }
     }
     cJSON_AddItemToObject(j, "summary", cJSON_Duplicate(c->summary, 1));
     return j;
@@ -261,9 +269,28 @@ static base_status ckpt_write(run_ctx *c, const run_train_state *st, const optim
 
 /* ZeRO stage 0: every rank holds the same weights and optimizer state, so
  * rank 0 writes the checkpoint and the others wait for it (a checkpoint
- * that failed on rank 0 fails the step on every rank). */
+ * that failed on rank 0 fails the step on every rank). ZeRO 1: rank 0
+ * makes the temporary directory, every rank writes its optimizer shard
+ * into it, then rank 0 writes the rest and renames it into place (each
+ * phase agreed, so a failure anywhere fails the step everywhere and leaves
+ * no step-N). */
 base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *opt, const model *ref, int keep) {
-    base_status s = run_writes(c) ? ckpt_write(c, st, opt, ref, keep) : BASE_OK;
+    base_status s = BASE_OK;
+    if (opt && opt->zero_shards) {
+        char *root = base_path_join(c->dir, "checkpoints"), tmpname[64];
+        snprintf(tmpname, sizeof tmpname, ".tmp-step-%lld", (long long)st->total_steps);
+        char *tmp = base_path_join(root, tmpname);
+        if (run_writes(c)) {
+            s = base_mkdir_p(root);
+            if (!s) s = remove_stale(root);
+            if (!s) s = base_mkdir_p(tmp);
+        }
+        s = run_agree(c, s, "writing the checkpoint");
+        if (!s) s = run_agree(c, run_ckpt_write_optim_shard(opt, tmp), "writing the checkpoint's optimizer shards");
+        free(root), free(tmp);
+        if (s) return s;
+    }
+    s = run_writes(c) ? ckpt_write(c, st, opt, ref, keep) : BASE_OK;
     s = run_agree(c, s, "writing the checkpoint");
     if (!s) c->saved_step = st->total_steps;
     return s;
@@ -276,14 +303,14 @@ static base_status ckpt_write(run_ctx *c, const run_train_state *st, const optim
     snprintf(tmpname, sizeof tmpname, ".tmp-step-%lld", (long long)st->total_steps);
     char *dir = base_path_join(root, name), *tmp = base_path_join(root, tmpname);
     base_status s = base_mkdir_p(root);
-    if (!s) s = remove_stale(root);
+    if (!s && !(opt && opt->zero_shards)) s = remove_stale(root); /* ZeRO 1: done, the shards are in tmp */
     if (!s) s = c->lora ? run_save_adapter(c, tmp) : run_save_model(c, c->policy, tmp);
     /* Test hook: GRPO_TEST_CKPT_DELAY_MS widens the window between the
      * first and the last file of a checkpoint so tests can kill -9 the
      * process inside a checkpoint write (tests/train/test_run.c). */
     const char *delay = getenv("GRPO_TEST_CKPT_DELAY_MS");
     if (delay) usleep((useconds_t)atoi(delay) * 1000);
-    if (!s && opt) {
+    if (!s && opt && !opt->zero_shards) {
         char *p = base_path_join(tmp, "optimizer.safetensors");
         s = write_optim(opt, p);
         free(p);
@@ -410,6 +437,11 @@ static base_status parse_state(const recipe *rc, const cJSON *j, const char *fil
     if (k->has_optim) {
         s = state_int(j, file, "optim_step", 0, BIG, &k->optim_step);
         if (!s) s = state_int(j, file, "optim_skipped", 0, k->optim_step, &k->optim_skipped);
+        /* "optimizer_shards" (ZeRO 1, absent in ZeRO 0 checkpoints and older grpo's) */
+        if (!s && cJSON_GetObjectItemCaseSensitive(j, "optimizer_shards")) {
+            s = state_int(j, file, "optimizer_shards", 1, 1 << 20, &k->optim_shards);
+            if (!s) s = state_int(j, file, "optimizer_numel", 1, BIG, &k->optim_numel);
+        }
         if (s) return s;
     }
     const cJSON *ec = cJSON_GetObjectItemCaseSensitive(j, "entropy_coef");
@@ -485,7 +517,12 @@ static base_status open_ckpt(const recipe *rc, const char *dir, run_ckpt **out) 
     if (!s) cJSON_Delete(cfg);
     free(p);
     if (!s) s = verify_st(dir, k->adapter ? "adapter_model.safetensors" : "model.safetensors");
-    if (!s && k->has_optim) s = verify_st(dir, "optimizer.safetensors");
+    if (!s && k->has_optim && !k->optim_shards) s = verify_st(dir, "optimizer.safetensors");
+    for (int64_t r = 0; !s && k->has_optim && r < k->optim_shards; r++) { /* every shard is there and sound */
+        char *nm = run_ckpt_optim_shard_name((int)r, (int)k->optim_shards);
+        s = verify_st(dir, nm);
+        free(nm);
+    }
     if (!s && k->has_ref) s = verify_st(dir, "ref.safetensors");
     if (s) run_ckpt_free(k);
     else *out = k;
@@ -566,28 +603,8 @@ cJSON *run_ckpt_summary(const run_ckpt *k) { return cJSON_Duplicate(k->summary, 
 
 base_status run_ckpt_load_optim(const run_ckpt *k, optim *o) {
     if (!k->has_optim) return base_err_set(BASE_ERR_INVALID, "%s: no optimizer state to resume from", k->dir);
-    char *p = base_path_join(k->dir, "optimizer.safetensors");
-    st_file *f;
-    base_status s = st_open(p, &f);
-    free(p);
-    if (s) return s;
-    float *m = base_xmalloc((size_t)o->n * sizeof(float)), *v = base_xcalloc((size_t)o->n, sizeof(float));
-    optim_state_download(o, m, v); /* keeps what the file does not name */
-    for (int i = 0; i < o->n_params && !s; i++) {
-        const optim_param *pp = &o->params[i];
-        base_buf a = {0}, b = {0};
-        base_buf_printf(&a, "m.%s", pp->name);
-        base_buf_printf(&b, "v.%s", pp->name);
-        s = st_file_load(f, a.data, TENSOR_F32, m + pp->offset, pp->numel);
-        if (!s) s = st_file_load(f, b.data, TENSOR_F32, v + pp->offset, pp->numel);
-        base_buf_free(&a), base_buf_free(&b);
-    }
-    if (!s) {
-        optim_state_upload(o, m, v);
-        s = optim_counters_set(o, (optim_counters){k->optim_step, k->optim_skipped});
-    }
-    free(m), free(v);
-    st_close(f);
+    base_status s = run_ckpt_read_optim(k->dir, (int)k->optim_shards, k->optim_numel, o);
+    if (!s) s = optim_counters_set(o, (optim_counters){k->optim_step, k->optim_skipped});
     return s;
 }
 

@@ -194,20 +194,20 @@ static base_status make_runs(optim *o, int check_overlap) {
  * staging buffer of two chunks (offload_optimizer on a device backend). */
 #define OPTIM_STAGE_MAX ((int64_t)1 << 24) /* floats per chunk: 64 MB each for m and v */
 static void alloc_state(optim *o) {
-    size_t bytes = (size_t)o->n * sizeof(float);
+    size_t bytes = (size_t)o->state_n * sizeof(float);
     o->state_on_host = o->cfg.offload_optimizer && o->ops->device != TENSOR_CPU;
     if (!o->state_on_host) {
         o->m = o->ops->alloc(bytes);
         o->v = o->ops->alloc(bytes);
         return;
     }
-    o->m = base_xcalloc((size_t)o->n, sizeof(float));
-    o->v = base_xcalloc((size_t)o->n, sizeof(float));
+    o->m = base_xcalloc((size_t)o->state_n, sizeof(float));
+    o->v = base_xcalloc((size_t)o->state_n, sizeof(float));
     /* GRPO_OFFLOAD_CHUNK (floats) makes the chunks small, so that a test
      * crosses their boundaries on a tiny model */
     const char *env = getenv("GRPO_OFFLOAD_CHUNK");
     int64_t cap = env && atoll(env) > 0 ? atoll(env) : OPTIM_STAGE_MAX;
-    o->stage_n = o->n < cap ? o->n : cap;
+    o->stage_n = o->state_n < cap ? o->state_n : cap;
     o->stage = o->ops->alloc(2 * (size_t)o->stage_n * sizeof(float));
 }
 
@@ -235,6 +235,7 @@ base_status optim_init(optim *o, const struct ops *ops, const optim_config *cfg,
     size_t bytes = (size_t)o->n * sizeof(float);
     o->param = ops->alloc(bytes);
     o->grad = ops->alloc(bytes);
+    o->state_lo = 0, o->state_n = o->n;
     alloc_state(o);
     o->owns_param_grad = 1;
     return BASE_OK;
@@ -243,6 +244,15 @@ base_status optim_init(optim *o, const struct ops *ops, const optim_config *cfg,
 base_status optim_init_arena(optim *o, const struct ops *ops, const optim_config *cfg,
                              const optim_param_spec *specs, int n_specs,
                              int (*decay)(const char *name), float *param, float *grad, int64_t n) {
+    return optim_init_arena_shard(o, ops, cfg, specs, n_specs, decay, param, grad, n, 0, n);
+}
+
+base_status optim_init_arena_shard(optim *o, const struct ops *ops, const optim_config *cfg,
+                                   const optim_param_spec *specs, int n_specs, int (*decay)(const char *name),
+                                   float *param, float *grad, int64_t n, int64_t lo, int64_t hi) {
+    if (lo < 0 || hi < lo || hi > n)
+        return base_err_set(BASE_ERR_INVALID, "optimizer: shard [%lld, %lld) is not inside the arena of %lld",
+                            (long long)lo, (long long)hi, (long long)n);
     base_status st = init_common(o, ops, cfg, specs, n_specs, decay);
     if (st) return st;
     for (int i = 0; i < n_specs; i++) {
@@ -263,6 +273,7 @@ base_status optim_init_arena(optim *o, const struct ops *ops, const optim_config
     o->n = n;
     o->param = param;
     o->grad = grad;
+    o->state_lo = lo, o->state_n = hi - lo;
     alloc_state(o);
     o->owns_param_grad = 0;
     return BASE_OK;
@@ -303,7 +314,12 @@ static tensor pview(const optim *o, float *role, int i) {
 tensor optim_param_view(const optim *o, int i) { return pview(o, o->param, i); }
 tensor optim_grad_view(const optim *o, int i) { return pview(o, o->grad, i); }
 static tensor state_view(const optim *o, float *role, int i) {
-    tensor t = pview(o, role, i);
+    if (i < 0 || i >= o->n_params) base_die("optimizer: parameter index %d of %d", i, o->n_params);
+    const optim_param *p = &o->params[i];
+    if (p->offset < o->state_lo || p->offset + p->numel > o->state_lo + o->state_n)
+        base_die("optimizer: parameter %s is not inside this rank's state shard [%lld, %lld)", p->name,
+                 (long long)o->state_lo, (long long)(o->state_lo + o->state_n));
+    tensor t = view(o, role, p->offset - o->state_lo, p->numel);
     if (o->state_on_host) t.device = TENSOR_CPU;
     return t;
 }
@@ -311,8 +327,9 @@ static tensor state_view(const optim *o, float *role, int i) {
 tensor optim_m_view(const optim *o, int i) { return state_view(o, o->m, i); }
 tensor optim_v_view(const optim *o, int i) { return state_view(o, o->v, i); }
 tensor optim_role_view(const optim *o, float *role) {
-    tensor t = view(o, role, 0, o->n);
-    if (o->state_on_host && (role == o->m || role == o->v)) t.device = TENSOR_CPU;
+    int state = role == o->m || role == o->v;
+    tensor t = view(o, role, 0, state ? o->state_n : o->n);
+    if (o->state_on_host && state) t.device = TENSOR_CPU;
     return t;
 }
 
@@ -351,12 +368,18 @@ void optim_step(optim *o, int64_t k, optim_step_info *info) {
                         .eps = o->cfg.adam_epsilon,
                         .grad_scale = r.clip_coef,
                         .step = o->step};
+    const int64_t slo = o->state_lo, shi = o->state_lo + o->state_n;
     for (int i = 0; i < o->n_runs; i++) {
-        const optim_run *u = &o->runs[i];
+        /* the part of the run inside this rank's state shard (all of it
+         * unless sharded: ZeRO 1); m and v are indexed from state_lo */
+        int64_t r0 = o->runs[i].offset > slo ? o->runs[i].offset : slo;
+        int64_t r1 = o->runs[i].offset + o->runs[i].n < shi ? o->runs[i].offset + o->runs[i].n : shi;
+        if (r1 <= r0) continue;
+        const optim_run run = {r0, r1 - r0, o->runs[i].decay}, *u = &run;
         a.weight_decay = u->decay ? o->cfg.weight_decay : 0.0;
         if (!o->state_on_host) {
-            tensor p = view(o, o->param, u->offset, u->n), m = view(o, o->m, u->offset, u->n);
-            tensor v = view(o, o->v, u->offset, u->n), g = view(o, o->grad, u->offset, u->n);
+            tensor p = view(o, o->param, u->offset, u->n), m = view(o, o->m, u->offset - slo, u->n);
+            tensor v = view(o, o->v, u->offset - slo, u->n), g = view(o, o->grad, u->offset, u->n);
             o->ops->adamw(&p, &m, &v, &g, &a);
             continue;
         }
@@ -366,20 +389,20 @@ void optim_step(optim *o, int64_t k, optim_step_info *info) {
         for (int64_t c0 = u->offset; c0 < u->offset + u->n; c0 += o->stage_n) {
             int64_t cn = u->offset + u->n - c0 < o->stage_n ? u->offset + u->n - c0 : o->stage_n;
             size_t bytes = (size_t)cn * sizeof(float);
-            o->ops->upload(o->stage, o->m + c0, bytes);
-            o->ops->upload(o->stage + o->stage_n, o->v + c0, bytes);
+            o->ops->upload(o->stage, o->m + (c0 - slo), bytes);
+            o->ops->upload(o->stage + o->stage_n, o->v + (c0 - slo), bytes);
             tensor p = view(o, o->param, c0, cn), g = view(o, o->grad, c0, cn);
             tensor m = view(o, o->stage, 0, cn), v = view(o, o->stage + o->stage_n, 0, cn);
             o->ops->adamw(&p, &m, &v, &g, &a);
-            o->ops->download(o->m + c0, o->stage, bytes);
-            o->ops->download(o->v + c0, o->stage + o->stage_n, bytes);
+            o->ops->download(o->m + (c0 - slo), o->stage, bytes);
+            o->ops->download(o->v + (c0 - slo), o->stage + o->stage_n, bytes);
         }
     }
     if (info) *info = r;
 }
 
 void optim_state_download(const optim *o, float *m, float *v) {
-    size_t bytes = (size_t)o->n * sizeof(float);
+    size_t bytes = (size_t)o->state_n * sizeof(float);
     if (o->state_on_host) {
         memcpy(m, o->m, bytes);
         memcpy(v, o->v, bytes);
@@ -390,7 +413,7 @@ void optim_state_download(const optim *o, float *m, float *v) {
 }
 
 void optim_state_upload(optim *o, const float *m, const float *v) {
-    size_t bytes = (size_t)o->n * sizeof(float);
+    size_t bytes = (size_t)o->state_n * sizeof(float);
     if (o->state_on_host) {
         memcpy(o->m, m, bytes);
         memcpy(o->v, v, bytes);

@@ -113,12 +113,17 @@ typedef struct {
     int64_t n;           /* floats per role buffer (padding, untrained gaps included) */
     float *param;        /* device [n]: master weights (float32) */
     float *grad;         /* device [n]: gradients, accumulated by backward */
-    float *m;            /* device [n] (host [n] when state_on_host): first moments (exp_avg) */
-    float *v;            /* device [n] (host [n] when state_on_host): second moments (exp_avg_sq) */
+    float *m;            /* device [state_n] (host when state_on_host): first moments (exp_avg) of
+                          * arena elements [state_lo, state_lo + state_n) */
+    float *v;            /* likewise: second moments (exp_avg_sq) */
+    int64_t state_lo, state_n; /* the range whose state this optimizer holds and updates: [0, n)
+                                * unless sharded (ZeRO 1: this rank's shard, optim_init_arena_shard) */
     int state_on_host;   /* offload_optimizer on a device backend */
     float *stage;        /* device [2 * stage_n]: an m chunk then a v chunk (state_on_host) */
     int64_t stage_n;
     int owns_param_grad; /* 1 after optim_init, 0 after optim_init_arena */
+    int zero_shards;     /* the caller's record: ZeRO 1 over this many ranks (0: state not sharded) */
+    int zero_rank;       /* and this rank's shard among them */
     int64_t step;        /* applied updates (AdamW t) */
     int64_t n_skipped;   /* updates skipped for a non-finite gradient */
 } optim;
@@ -141,6 +146,18 @@ base_status optim_init(optim *o, const struct ops *ops, const optim_config *cfg,
 base_status optim_init_arena(optim *o, const struct ops *ops, const optim_config *cfg,
                              const optim_param_spec *specs, int n_specs,
                              int (*decay)(const char *name), float *param, float *grad, int64_t n);
+/* ZeRO stage 1: the same, but m and v are allocated for the arena range
+ * [lo, hi) only (8 bytes per element of the range), and optim_step updates
+ * only the parameters' elements inside it (the rest of the arena is left
+ * for the ranks that own it; the caller all-gathers the updated shards).
+ * The gradient norm is still the whole arena's (grad must hold the summed
+ * gradient of every element), so clipping and skipping are global.
+ * optim_m_view / optim_v_view die for a parameter not wholly inside
+ * [lo, hi); use optim_role_view / optim_state_download. Extra error: [lo,
+ * hi) not inside [0, n). */
+base_status optim_init_arena_shard(optim *o, const struct ops *ops, const optim_config *cfg,
+                                   const optim_param_spec *specs, int n_specs, int (*decay)(const char *name),
+                                   float *param, float *grad, int64_t n, int64_t lo, int64_t hi);
 void optim_free(optim *o);
 
 /* Index of a parameter by name, -1 if absent. */
@@ -152,7 +169,7 @@ tensor optim_grad_view(const optim *o, int i);
 tensor optim_m_view(const optim *o, int i);
 tensor optim_v_view(const optim *o, int i);
 /* The whole role buffers as 1-D [n] tensors (checkpoints, all-reduce). */
-tensor optim_role_view(const optim *o, float *role);
+tensor optim_role_view(const optim *o, float *role); /* m, v: [state_n] */
 
 /* grad = 0 (the whole buffer, arena included). */
 void optim_zero_grad(optim *o);
@@ -184,8 +201,9 @@ typedef struct {
 } optim_counters;
 
 optim_counters optim_counters_get(const optim *o);
-/* m and v copied into host arrays [n], or set from them, wherever the state
- * lives (device, or host when state_on_host). */
+/* m and v copied into host arrays [state_n] (arena elements [state_lo,
+ * state_lo + state_n): [0, n) unless sharded), or set from them, wherever
+ * the state lives (device, or host when state_on_host). */
 void optim_state_download(const optim *o, float *m, float *v);
 void optim_state_upload(optim *o, const float *m, const float *v);
 base_status optim_counters_set(optim *o, optim_counters c);

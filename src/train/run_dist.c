@@ -105,3 +105,28 @@ base_status run_test_fault(run_ctx *c) {
     return base_err_set(BASE_ERR_IO, "GRPO_TEST_FAIL_RANK=%s: rank %d fails training step %lld (a test of faults)", e,
                         c->rank, step);
 }
+
+void run_zero_shard(const run_ctx *c, const recipe_train_cfg *train, int64_t n, int64_t *lo, int64_t *hi) {
+    if (train->zero_stage == 1) run_split(n, c->rank, c->world, lo, hi);
+    else *lo = 0, *hi = n;
+}
+
+base_status run_gather_params(run_ctx *c, const optim *o) {
+    if (!o->zero_shards || c->world <= 1) return BASE_OK;
+    int W = c->world;
+    size_t *counts = base_xcalloc((size_t)W, sizeof *counts);
+    for (int r = 0; r < W; r++) {
+        int64_t lo, hi;
+        run_split(o->n, r, W, &lo, &hi);
+        counts[r] = (size_t)(hi - lo);
+    }
+    /* the send buffer may not alias the receive buffer: this rank's shard
+     * goes through a copy (4 bytes x shard, freed at once) */
+    size_t bytes = counts[c->rank] * sizeof(float);
+    float *mine = c->ops->alloc(bytes ? bytes : sizeof(float));
+    c->ops->copy(mine, o->param + o->state_lo, bytes);
+    base_status s = dist_allgatherv(c->dev, mine, o->param, counts, DIST_F32);
+    c->ops->free(mine);
+    free(counts);
+    return s ? base_err_wrap(s, "gathering the updated parameter shards of %d ranks (ZeRO 1)", W) : BASE_OK;
+}

@@ -114,6 +114,14 @@ base_status run_agree(run_ctx *c, base_status s, const char *what);
  * backend): `grads`, the policy's arena of model_numel values, or with
  * LoRA the adapter's own arena (model_lora_grads; `grads` is then NULL). */
 base_status run_reduce_grads(run_ctx *c, float *grads);
+/* ZeRO stage 1 (docs/distributed.md): the range [lo, hi) of an arena of n
+ * elements whose AdamW state this rank holds: run_split(n, rank, world)
+ * when train->zero_stage is 1, else all of it. */
+void run_zero_shard(const run_ctx *c, const recipe_train_cfg *train, int64_t n, int64_t *lo, int64_t *hi);
+/* After an optimizer step of a sharded optimizer (o->zero_shards): every
+ * rank's updated shard of the parameter arena all-gathered (on c->dev), so
+ * every rank holds the whole updated weights. A no-op otherwise. */
+base_status run_gather_params(run_ctx *c, const optim *o);
 /* Loss statistics merged over the ranks (sums added, extremes min / max,
  * flags or'ed), in place: every rank gets the step's. */
 base_status run_reduce_loss_stats(run_ctx *c, grpo_loss_stats *s);
@@ -433,6 +441,16 @@ const run_train_state *run_ckpt_state(const run_ckpt *k);
 const char *run_ckpt_dir(const run_ckpt *k);
 /* Restore optimizer moments and counters (opt planned from the same model). */
 base_status run_ckpt_load_optim(const run_ckpt *k, optim *opt);
+/* ckpt_optim.c: the optimizer state of a checkpoint in either layout
+ * (optimizer.safetensors; ZeRO 1: one file per rank of the run that wrote
+ * it). "optimizer-rank-R-of-W.safetensors" (caller frees). */
+char *run_ckpt_optim_shard_name(int rank, int world);
+/* This rank's shard (o->zero_rank of o->zero_shards) into DIR. */
+base_status run_ckpt_write_optim_shard(const optim *o, const char *dir);
+/* m and v of o's range [state_lo, state_lo + state_n) from DIR's
+ * optimizer.safetensors (shards 0) or its `shards` shard files of an arena
+ * of `numel` elements: re-sharded to any world size and ZeRO stage. */
+base_status run_ckpt_read_optim(const char *dir, int shards, int64_t numel, optim *o);
 /* Load the saved reference weights into ref (same config). */
 base_status run_ckpt_load_ref(const run_ckpt *k, model *ref);
 int run_ckpt_has_ref(const run_ckpt *k);

@@ -28,9 +28,12 @@ base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max
             const model_param *p = model_lora_param_at(a, i);
             specs[i] = (optim_param_spec){p->name, p->numel, p->offset};
         }
-        base_status s = optim_init_arena(o, c->ops, &oc, specs, n, NULL, model_lora_params(a), model_lora_grads(a),
-                                         model_lora_numel(a));
+        int64_t lo, hi, na = model_lora_numel(a);
+        run_zero_shard(c, train, na, &lo, &hi);
+        base_status s = optim_init_arena_shard(o, c->ops, &oc, specs, n, NULL, model_lora_params(a),
+                                               model_lora_grads(a), na, lo, hi);
         free(specs);
+        if (!s && train->zero_stage == 1) o->zero_shards = c->world, o->zero_rank = c->rank;
         return s;
     }
     int n = model_nparams(c->policy), k = 0;
@@ -40,8 +43,10 @@ base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max
         if (!p->trainable || p->mtp) continue;
         specs[k++] = (optim_param_spec){p->name, p->numel, p->offset};
     }
-    base_status s = optim_init_arena(o, c->ops, &oc, specs, k, NULL, model_params(c->policy), grads,
-                                     model_numel(c->policy));
+    int64_t lo, hi, na = model_numel(c->policy);
+    run_zero_shard(c, train, na, &lo, &hi);
+    base_status s = optim_init_arena_shard(o, c->ops, &oc, specs, k, NULL, model_params(c->policy), grads, na, lo, hi);
     free(specs);
+    if (!s && train->zero_stage == 1) o->zero_shards = c->world, o->zero_rank = c->rank;
     return s;
 }

@@ -637,6 +637,7 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
             if (!s) s = run_reduce_loss_stats(c, &ostats); /* the entropy control sees the whole step */
             if (s) break;
             optim_step(&g->opt, (step * mu + it) * spg + part, &ss->info);
+            if ((s = run_gather_params(c, &g->opt))) break; /* ZeRO 1: every rank's updated shard */
             run_sync_policy(c); /* bf16 mode: refresh the compute weights */
             grpo_entropy_ctl_update(g->gc, &g->ectl, &ostats);
         }

@@ -376,6 +376,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
             if (pass == 1 && !s) {
                 optim_step_info info;
                 optim_step(&opt, k, &info);
+                if ((s = run_gather_params(c, &opt))) break; /* ZeRO 1: every rank's updated shard */
                 run_sync_policy(c); /* bf16 mode: refresh the compute weights */
                 c->total_steps++;
                 double dt = base_now() - t0;

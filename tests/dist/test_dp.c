@@ -13,6 +13,10 @@
  *   - resume: stopped after 2 steps (--max-total-steps) and resumed on the
  *     same world size: bit-identical weights and optimizer state; resumed
  *     on another (2 -> 1, 1 -> 2): the run completes, within TOL;
+ *   - ZeRO stage 1 (AdamW state sharded) on 1, 2, 4 ranks: bit-identical to
+ *     ZeRO 0 (metrics, samples, weights), one balanced optimizer shard file
+ *     per rank; resume at the same world size bit for bit, ZeRO 0 <-> 1, and
+ *     2 -> 1, 1 -> 2, 4 -> 2 re-sharded on load;
  *   - faults: an error on rank 1 (GRPO_TEST_FAIL_RANK) and rank 1 killed
  *     with SIGKILL mid-run: every rank gone within 60 s, exit non-zero,
  *     the message names rank 1, the last checkpoint resumes (bit-identical
@@ -229,11 +233,11 @@ static void same_file(const char *a, const char *b) {
     free(x), free(y);
 }
 
-static int close_enough(double a, double b) { return fabs(a - b) <= TOL * (fabs(b) > 1 ? fabs(b) : 1); }
+static int close_enough(double a, double b, double tol) { return fabs(a - b) <= tol * (fabs(b) > 1 ? fabs(b) : 1); }
 
 /* metrics.jsonl of run a against run b: the same lines, each key of
- * `keys` within TOL. */
-static void metrics_close(const char *a, const char *b) {
+ * `keys` within tol (0: the same double). */
+static void metrics_within(const char *a, const char *b, double tol) {
     const char *keys[] = {"loss", "grad_norm", "reward", "kl", "entropy"};
     char ra[128], rb[128];
     snprintf(ra, sizeof ra, "runs/%s/metrics.jsonl", a);
@@ -250,7 +254,7 @@ static void metrics_close(const char *a, const char *b) {
             const cJSON *y = cJSON_GetObjectItemCaseSensitive(jb, keys[k]);
             if (!y) continue;
             if (!x || !cJSON_IsNumber(x) || !cJSON_IsNumber(y)) fail_msg("%s line %d: %s missing", ra, lines + 1, keys[k]);
-            if (!close_enough(x->valuedouble, y->valuedouble))
+            if (!close_enough(x->valuedouble, y->valuedouble, tol))
                 fail_msg("%s line %d: %s = %.17g, %s has %.17g", ra, lines + 1, keys[k], x->valuedouble, rb,
                          y->valuedouble);
             compared++;
@@ -262,6 +266,8 @@ static void metrics_close(const char *a, const char *b) {
     assert_true(compared >= 12);
     free(ta), free(tb);
 }
+
+static void metrics_close(const char *a, const char *b) { metrics_within(a, b, TOL); }
 
 /* The weights of two checkpoints (rel paths of model.safetensors): the same
  * tensors, max |a - b| <= TOL * max(1, |b|) element by element, and some
@@ -432,6 +438,151 @@ static void test_resume(void **state) {
     metrics_close("r12", "w1");
 }
 
+/* ---- ZeRO stage 1 ---------------------------------------------------------- */
+
+static const char *const ZERO1[] = {"--set", "stages.grpo.zero_stage=1", "--set", "stages.sft.zero_stage=1", NULL};
+
+/* ARGS followed by ZERO1 when zero (a NULL-terminated list of at most 12). */
+static void with_zero(const char **out, const char *const *args, int zero) {
+    int n = 0;
+    for (int i = 0; args && args[i]; i++) out[n++] = args[i];
+    for (int i = 0; zero && ZERO1[i]; i++) out[n++] = ZERO1[i];
+    out[n] = NULL;
+}
+
+/* Run NAME on np ranks (ZeRO 1 when zero) unless it ran already in this
+ * process (the world-size runs above, when run together). */
+static void ensure_run(int np, const char *name, const char *const *args, int zero) {
+    char rel[128];
+    snprintf(rel, sizeof rel, "runs/%s/checkpoints/step-6/model.safetensors", name);
+    if (exists_rel(rel)) return;
+    const char *a[16];
+    with_zero(a, args, zero);
+    expect_ok(run_np(np, name, NULL, a), name);
+}
+
+/* Stop a run after 2 steps on np1 ranks at ZeRO z1, resume it on np2 at
+ * ZeRO z2. */
+static void stop_resume(const char *name, int np1, int z1, int np2, int z2) {
+    const char *stop2[] = {"--max-total-steps", "2", NULL}, *resume[] = {"--resume", NULL}, *a[16];
+    with_zero(a, stop2, z1);
+    expect_ok(run_np(np1, name, NULL, a), name);
+    with_zero(a, resume, z2);
+    expect_ok(run_np(np2, name, NULL, a), name);
+}
+
+/* The optimizer shards of checkpoint rel (a step-N dir) of a ZeRO-1 run on
+ * w ranks: one file per rank, no optimizer.safetensors, each rank's m and
+ * v the balanced range [n r / w, n (r + 1) / w) of the arena (8 bytes x
+ * its elements, not 8 x n), the ranges tiling the arena. */
+static void check_shards(const char *rel, int w) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/optimizer.safetensors", rel);
+    assert_false(exists_rel(p));
+    snprintf(p, sizeof p, "%s/trainer_state.json", rel);
+    char *text = read_rel(p);
+    cJSON *j = cJSON_Parse(text);
+    assert_non_null(j);
+    const cJSON *zs = cJSON_GetObjectItemCaseSensitive(j, "zero_stage");
+    const cJSON *ns = cJSON_GetObjectItemCaseSensitive(j, "optimizer_shards");
+    const cJSON *nn = cJSON_GetObjectItemCaseSensitive(j, "optimizer_numel");
+    assert_true(cJSON_IsNumber(zs) && zs->valueint == 1);
+    assert_true(cJSON_IsNumber(ns) && ns->valueint == w);
+    assert_true(cJSON_IsNumber(nn));
+    int64_t n = (int64_t)nn->valuedouble, next = 0;
+    for (int r = 0; r < w; r++) {
+        snprintf(p, sizeof p, "%s/optimizer-rank-%d-of-%d.safetensors", rel, r, w);
+        char *fp = path_of(p);
+        st_file *f;
+        if (st_open(fp, &f)) fail_msg("%s", base_err_msg());
+        const st_tensor *m = st_find(f, "m"), *v = st_find(f, "v");
+        assert_non_null(m);
+        assert_non_null(v);
+        int64_t lo = n * r / w, hi = n * (r + 1) / w;
+        assert_int_equal(lo, next);
+        assert_int_equal(st_numel(m), hi - lo);
+        assert_int_equal(m->nbytes + v->nbytes, 8 * (size_t)(hi - lo));
+        assert_int_equal(st_numel(v), hi - lo);
+        const cJSON *off = cJSON_GetObjectItemCaseSensitive(st_metadata(f), "offset");
+        assert_true(cJSON_IsString(off) && atoll(off->valuestring) == lo);
+        next = hi;
+        st_close(f);
+        free(fp);
+    }
+    assert_int_equal(next, n);
+    cJSON_Delete(j);
+    free(text);
+}
+
+/* ZeRO 1 against ZeRO 0 on 1, 2 and 4 ranks: the same gradient sum, the
+ * whole arena's norm on every rank, and AdamW element by element, so the
+ * losses, gradient norms, rewards and the weights after the 3 GRPO and 3
+ * SFT steps are bit-identical; each rank's optimizer state is its shard. */
+static void test_zero1(void **state) {
+    (void)state;
+    const int nps[] = {1, 2, 4};
+    for (int i = 0; i < 3; i++) {
+        char w[16], z[16], a[160], b[160];
+        snprintf(w, sizeof w, "w%d", nps[i]);
+        snprintf(z, sizeof z, "z%d", nps[i]);
+        ensure_run(nps[i], w, NULL, 0);
+        double t0 = now_s();
+        ensure_run(nps[i], z, NULL, 1);
+        printf("# ZeRO 1 on %d ranks: %.2f s\n", nps[i], now_s() - t0);
+        metrics_within(z, w, 0);
+        snprintf(a, sizeof a, "runs/%s/samples.jsonl", z);
+        snprintf(b, sizeof b, "runs/%s/samples.jsonl", w);
+        same_file(a, b);
+        for (int step = 5; step <= 6; step++) { /* the two kept (save_total_limit) */
+            snprintf(a, sizeof a, "runs/%s/checkpoints/step-%d/model.safetensors", z, step);
+            snprintf(b, sizeof b, "runs/%s/checkpoints/step-%d/model.safetensors", w, step);
+            same_bytes(a, b);
+            snprintf(a, sizeof a, "runs/%s/checkpoints/step-%d", z, step);
+            check_shards(a, nps[i]);
+        }
+    }
+}
+
+/* Resume at ZeRO 1: on the same world size bit for bit (weights and every
+ * shard); across world sizes (2 -> 1, 1 -> 2, 4 -> 2) and ZeRO stages
+ * (0 -> 1, 1 -> 0) the optimizer state is re-sharded on load: each resumed
+ * run is bit-identical to the same resume from a ZeRO-0 checkpoint, or to
+ * the uninterrupted run on the same world size. The ZeRO-0 reference of
+ * a world-size change is the path test_resume covers. */
+static void test_zero1_resume(void **state) {
+    (void)state;
+    char a[160], b[160];
+    ensure_run(2, "w2", NULL, 0);
+    ensure_run(2, "z2", NULL, 1);
+    stop_resume("zr22", 2, 1, 2, 1);
+    same_bytes("runs/zr22/checkpoints/step-6/model.safetensors", "runs/z2/checkpoints/step-6/model.safetensors");
+    for (int r = 0; r < 2; r++) {
+        snprintf(a, sizeof a, "runs/zr22/checkpoints/step-6/optimizer-rank-%d-of-2.safetensors", r);
+        snprintf(b, sizeof b, "runs/z2/checkpoints/step-6/optimizer-rank-%d-of-2.safetensors", r);
+        same_bytes(a, b);
+    }
+    /* ZeRO 0 <-> 1 on 2 ranks: the uninterrupted run's bits */
+    stop_resume("z01", 2, 0, 2, 1);
+    same_bytes("runs/z01/checkpoints/step-6/model.safetensors", "runs/w2/checkpoints/step-6/model.safetensors");
+    check_shards("runs/z01/checkpoints/step-6", 2);
+    stop_resume("z10", 2, 1, 2, 0);
+    same_bytes("runs/z10/checkpoints/step-6/model.safetensors", "runs/w2/checkpoints/step-6/model.safetensors");
+    same_bytes("runs/z10/checkpoints/step-6/optimizer.safetensors", "runs/w2/checkpoints/step-6/optimizer.safetensors");
+    /* across world sizes: the resume of a ZeRO-1 checkpoint equals the
+     * resume of the ZeRO-0 checkpoint of the same steps (the same state) */
+    const struct { const char *z, *ref; int np1, np2; } cross[] = {
+        {"zr21", "rr21", 2, 1}, {"zr12", "rr12", 1, 2}, {"zr42", "rr42", 4, 2}};
+    for (int i = 0; i < 3; i++) {
+        stop_resume(cross[i].z, cross[i].np1, 1, cross[i].np2, 1);
+        stop_resume(cross[i].ref, cross[i].np1, 0, cross[i].np2, 0);
+        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", cross[i].z);
+        snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", cross[i].ref);
+        same_bytes(a, b);
+        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6", cross[i].z);
+        check_shards(a, cross[i].np2);
+    }
+}
+
 /* ---- faults --------------------------------------------------------------- */
 
 static void test_fault_error(void **state) {
@@ -541,10 +692,12 @@ static void test_stop_signal(void **state) {
 }
 
 /* Arguments: the names of the tests to run (all without); the sanitizer
- * build runs the world sizes, LoRA and the failed rank (tests/dist/meson.build). */
+ * build runs the world sizes, LoRA, ZeRO 1 and the failed rank
+ * (tests/dist/meson.build). */
 int main(int argc, char **argv) {
     const struct CMUnitTest all[] = {
         cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_lora),        cmocka_unit_test(test_resume),
+        cmocka_unit_test(test_zero1),       cmocka_unit_test(test_zero1_resume),
         cmocka_unit_test(test_fault_error), cmocka_unit_test(test_fault_kill),  cmocka_unit_test(test_stop_signal),
     };
     struct CMUnitTest tests[sizeof all / sizeof all[0]];

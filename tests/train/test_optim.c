@@ -394,6 +394,80 @@ static void test_arena(void **state) {
     assert_non_null(strstr(base_err_msg(), "overlap"));
 }
 
+/* ZeRO stage 1 (optim_init_arena_shard): 3 ranks' shards of one arena,
+ * each over its own copy of the weights and the same (summed) gradient:
+ * every shard allocates m and v for its range only (8 bytes x its
+ * elements, counted through the op table), takes the whole arena's norm
+ * (clipping active), updates exactly its range bit for bit like the
+ * unsharded optimizer and leaves the rest alone; its state is the
+ * unsharded state's slice. */
+static size_t counted_bytes;
+static void *counting_alloc(size_t bytes) {
+    counted_bytes += bytes;
+    return ops_cpu()->alloc(bytes);
+}
+
+static void test_zero_shard(void **state) {
+    (void)state;
+    /* a.weight [0,10) | frozen [10,12) | b.norm.weight [12,30) | c.weight [30,37) */
+    enum { N = 37, W = 3, STEPS = 3 };
+    const optim_param_spec specs[3] = {{"a.weight", 10, 0}, {"b.norm.weight", 18, 12}, {"c.weight", 7, 30}};
+    struct ops counting = *ops_cpu();
+    counting.alloc = counting_alloc;
+    optim_config c;
+    optim_config_default(&c);
+    c.learning_rate = 0.05;
+    c.weight_decay = 0.1;
+    c.max_grad_norm = 0.5; /* the norm of these gradients is above it: clipped */
+    c.lr_scheduler_type = OPTIM_SCHED_CONSTANT;
+    float p0[N], ref_p[N], grad[N], shard_p[W][N];
+    test_rand_f32(p0, N, 7, 1.0f);
+    memcpy(ref_p, p0, sizeof p0);
+    optim ref, sh[W];
+    int64_t lo[W], hi[W];
+    assert_int_equal(optim_init_arena(&ref, ops_cpu(), &c, specs, 3, NULL, ref_p, grad, N), BASE_OK);
+    for (int r = 0; r < W; r++) {
+        lo[r] = (int64_t)N * r / W, hi[r] = (int64_t)N * (r + 1) / W;
+        memcpy(shard_p[r], p0, sizeof p0);
+        counted_bytes = 0;
+        assert_int_equal(
+            optim_init_arena_shard(&sh[r], &counting, &c, specs, 3, NULL, shard_p[r], grad, N, lo[r], hi[r]),
+            BASE_OK);
+        assert_int_equal(counted_bytes, 8 * (size_t)(hi[r] - lo[r])); /* m and v: the shard's, not the arena's */
+        assert_int_equal(sh[r].state_lo, lo[r]);
+        assert_int_equal(sh[r].state_n, hi[r] - lo[r]);
+    }
+    for (int s = 0; s < STEPS; s++) {
+        test_rand_f32(grad, N, 90 + (uint64_t)s, 0.4f);
+        optim_step_info ir, is;
+        optim_step(&ref, s, &ir);
+        assert_true(ir.clip_coef < 1.0f);
+        for (int r = 0; r < W; r++) {
+            optim_step(&sh[r], s, &is);
+            assert_true(is.grad_norm == ir.grad_norm); /* the whole arena's norm */
+            assert_true(is.clip_coef == ir.clip_coef);
+        }
+    }
+    float *m = base_xmalloc(N * sizeof(float)), *v = base_xmalloc(N * sizeof(float));
+    optim_state_download(&ref, m, v);
+    for (int r = 0; r < W; r++) {
+        assert_memory_equal(shard_p[r] + lo[r], ref_p + lo[r], (size_t)(hi[r] - lo[r]) * 4);
+        for (int64_t j = 0; j < N; j++)
+            if (j < lo[r] || j >= hi[r]) assert_true(shard_p[r][j] == p0[j]); /* another rank's: untouched */
+        float *sm = base_xmalloc((size_t)(hi[r] - lo[r]) * 4), *sv = base_xmalloc((size_t)(hi[r] - lo[r]) * 4);
+        optim_state_download(&sh[r], sm, sv);
+        assert_memory_equal(sm, m + lo[r], (size_t)(hi[r] - lo[r]) * 4);
+        assert_memory_equal(sv, v + lo[r], (size_t)(hi[r] - lo[r]) * 4);
+        free(sm), free(sv);
+        optim_free(&sh[r]);
+    }
+    free(m), free(v);
+    optim_free(&ref);
+    assert_int_equal(optim_init_arena_shard(&sh[0], ops_cpu(), &c, specs, 3, NULL, p0, grad, N, 20, 40),
+                     BASE_ERR_INVALID);
+    assert_non_null(strstr(base_err_msg(), "shard"));
+}
+
 /* The torch fixture: tests/train/data/adamw_torch.bin written by
  * tests/train/gen/adamw_torch.py (torch.optim.AdamW + clip_grad_norm_ +
  * transformers' cosine schedule with warm-up). Layout (little-endian):
@@ -506,7 +580,7 @@ int main(void) {
         cmocka_unit_test(test_adamw_three_steps), cmocka_unit_test(test_clipping),
         cmocka_unit_test(test_schedules),         cmocka_unit_test(test_skip_non_finite),
         cmocka_unit_test(test_determinism),       cmocka_unit_test(test_state_restore),
-        cmocka_unit_test(test_layout_and_decay),  cmocka_unit_test(test_arena),
+        cmocka_unit_test(test_layout_and_decay),  cmocka_unit_test(test_arena), cmocka_unit_test(test_zero_shard),
         cmocka_unit_test(test_torch_fixture),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
