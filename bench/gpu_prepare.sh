@@ -40,7 +40,7 @@ done
 if [ ! -f "$build/build.ninja" ]; then
     PKG_CONFIG_LIBDIR="$tmp/pc" meson setup "$build" -Dnative=false -Dbuildtype=release -Dcuda=enabled
 fi
-targets="grpo grpo-cuda.so tests/parity/parity tests/parity/attn_invariance tests/cuda/test_cuda_fixture tests/cuda/test_cuda_rollout tests/cuda/test_cuda_cli tests/cuda/test_cuda_run tests/cuda/test_cuda_paged tests/cuda/test_cuda_graph bench/bench_gpu"
+targets="grpo grpo-cuda.so tests/parity/parity tests/parity/attn_invariance tests/cuda/test_cuda_fixture tests/cuda/test_cuda_rollout tests/cuda/test_cuda_cli tests/cuda/test_cuda_run tests/cuda/test_cuda_paged tests/cuda/test_cuda_graph tests/cuda/test_cuda_frozen bench/bench_gpu"
 ninja -C "$build" $targets
 [ -f "$build/kernels/cuda_backend.o" ] || { echo "gpu_prepare: $build has no CUDA objects" >&2; exit 1; }
 
@@ -65,4 +65,4 @@ mkdir -p .gpu
 tar -czf .gpu/bundle.tar.gz -C "$tmp" bundle
 echo "gpu_prepare: .gpu/bundle.tar.gz $(du -h .gpu/bundle.tar.gz | cut -f1) (commit $(cat "$b/COMMIT")); programs: $targets"
 echo "gpu_prepare: libraries: $(ls "$b/lib" | tr '\n' ' ')"
-echo 'next: run(command="bash bench/gpu_run.sh all", carry=[".gpu"], timeout_s=600)'
+echo 'next: run(command="bash bench/gpu_run.sh quick", carry=[".gpu"], timeout_s=540) (then `all` phases if time is left)'

@@ -23,6 +23,28 @@
 #          would not fit one 600 s call
 #   hf     bench/hf_baseline.py (transformers, same device, same run)
 #   summary  a markdown table of ours against transformers
+#   quick  the short-window check (issue 17): about 7 minutes on the GPU,
+#          every step under its own timeout, each result written under $OUT
+#          as soon as it exists (quick.log, quick_status.txt, then
+#          bench_gpu.jsonl, hf.jsonl, summary.md), so a timeout keeps what
+#          finished: (1) the parity harness (every op, f32 and bf16 cases,
+#          synchronising after each) and compute-sanitizer memcheck on it,
+#          (2) the hf-tiny-v3-a fixtures in f32 (1e-4) and bf16 (the
+#          emulator's budgets), the frozen fp8/bf16 weights, (3) a GRPO run
+#          with resume (bit-exact), (4) bf16 sampling (64 prompts x 128 + 128
+#          tokens) and the training step (8 x 1024) on the 12-layer
+#          Moonlight-shaped config, (5) transformers' generate and training
+#          step on the same config and device, (6) the summary table.
+#          `bash bench/gpu_run.sh quick` again (same warm machine) reruns
+#          only the steps that did not pass (quick_status.txt, kept beside
+#          the unpacked bundle and copied to $OUT, says which).
+#
+# Rehearsal without a GPU (the development machine, after `ninja -C build`):
+#   GRPO_GPU_REHEARSE=1 bash bench/gpu_run.sh quick
+# runs the same steps with the same timeouts against build/'s programs on
+# the CUDA emulator ("emu"), bench_gpu and transformers on the CPU with
+# their tiny configs, and no compute-sanitizer: it checks the script, not
+# the GPU.
 # Results under $OUT (at most 8 files come back): check.log, bench_gpu.jsonl,
 # bench_gpu.log, hf.jsonl, hf.log, summary.md. The last lines printed are
 # the summary.
@@ -33,13 +55,19 @@ cd "$root"
 OUT=${OUT:-/tmp/grpo_gpu_out}
 mkdir -p "$OUT"
 B=/tmp/grpo_gpu
+if [ -n "${GRPO_GPU_REHEARSE:-}" ]; then
+    [ "$phase" = quick ] || { echo "gpu_run: GRPO_GPU_REHEARSE rehearses the quick phase only"; exit 2; }
+    [ -x build/grpo ] || { echo "gpu_run: rehearsal needs build/ (ninja -C build)"; exit 1; }
+    export SHARED_DIR=${SHARED_DIR:-$root/../shared} GRPO_SRC="$root" GRPO_EXE="$root/build/grpo" OMP_WAIT_POLICY=passive
+    echo "gpu_run: rehearsal on the emulator with build/ ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+fi
 # the carried bundle replaces any older one unpacked by an earlier call (a
 # later phase of the same session finds the same bundle and skips this)
 if [ -f .gpu/bundle.tar.gz ] && ! cmp -s .gpu/bundle.tar.gz "$B/bundle.tar.gz"; then
     rm -rf "$B" /tmp/bundle
     mkdir -p /tmp && tar -xzf .gpu/bundle.tar.gz -C /tmp && mv /tmp/bundle "$B" && cp .gpu/bundle.tar.gz "$B/"
 fi
-[ -x "$B/bin/grpo" ] || { echo "gpu_run: no .gpu/bundle.tar.gz (run bench/gpu_prepare.sh here, then carry .gpu)"; exit 1; }
+[ -n "${GRPO_GPU_REHEARSE:-}" ] || [ -x "$B/bin/grpo" ] || { echo "gpu_run: no .gpu/bundle.tar.gz (run bench/gpu_prepare.sh here, then carry .gpu)"; exit 1; }
 # CUDA libraries of this machine (toolkit, or the pip wheels torch uses)
 cudalib=""
 for l in libcudart.so.13 libcublas.so.13 libcublasLt.so.13; do
@@ -48,9 +76,11 @@ for l in libcudart.so.13 libcublas.so.13 libcublasLt.so.13; do
     [ -n "$p" ] && cudalib="$cudalib:$(dirname "$p")"
 done
 orig_ld=${LD_LIBRARY_PATH:-}
-export LD_LIBRARY_PATH="$B/lib$cudalib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export SHARED_DIR="$B/shared" GRPO_SRC="$root" GRPO_EXE="$B/bin/grpo" OMP_WAIT_POLICY=passive
-echo "gpu_run: bundle of commit $(cat "$B/COMMIT"), repo at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ -z "${GRPO_GPU_REHEARSE:-}" ]; then
+    export LD_LIBRARY_PATH="$B/lib$cudalib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export SHARED_DIR="$B/shared" GRPO_SRC="$root" GRPO_EXE="$B/bin/grpo" OMP_WAIT_POLICY=passive
+    echo "gpu_run: bundle of commit $(cat "$B/COMMIT"), repo at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+fi
 
 run_check() {
     local log="$OUT/check.log" fails=0
@@ -156,8 +186,65 @@ print(text)
 EOF
 }
 
+
+# The short-window check (header). qstep NAME SECONDS COMMAND...: skipped
+# when quick_status.txt already records NAME as passed (a rerun redoes only
+# what failed or did not finish); its status line is appended at once.
+run_quick() {
+    # the status lives beside the unpacked bundle, which stays while the
+    # machine is warm ($OUT is empty at every call), and is copied to $OUT
+    local log="$OUT/quick.log" st="$B/quick_status.txt" fails=0 t_all=$(date +%s)
+    [ -n "${GRPO_GPU_REHEARSE:-}" ] && st="$OUT/quick_status.txt"
+    local dev=cuda bin="$B/bin" bcfg=moonlight12 hfargs="" bdev=cuda bprec=bf16 py=${GRPO_GPU_PYTHON:-python3}
+    if [ -n "${GRPO_GPU_REHEARSE:-}" ]; then
+        dev=emu bin="$root/build/tests" bcfg=tiny hfargs="--tiny --device cpu" bdev=cpu bprec=f32 # (bf16 training needs a GPU)
+    fi
+    touch "$st" "$log"
+    qstep() {
+        local name=$1 secs=$2
+        shift 2
+        if grep -qx "$name ok" "$st"; then echo "== $name: passed earlier (quick_status.txt)"; return; fi
+        echo "== $name (timeout ${secs}s): $*" | tee -a "$log"
+        local t0=$(date +%s)
+        timeout "$secs" "$@" >> "$log" 2>&1
+        local rc=$? dt=$(($(date +%s) - t0))
+        if [ $rc -eq 0 ]; then echo "$name ok" >> "$st"; else echo "$name failed rc=$rc ${dt}s" >> "$st"; fails=$((fails + 1)); fi
+        echo "== $name: exit $rc (${dt} s)" | tee -a "$log"
+        [ "$st" = "$OUT/quick_status.txt" ] || cp "$st" "$OUT/"
+    }
+    local parity=$bin/parity fixture=$bin/test_cuda_fixture run=$bin/test_cuda_run frozen=$bin/test_cuda_frozen
+    local bench=$bin/bench_gpu pargs=""
+    if [ -n "${GRPO_GPU_REHEARSE:-}" ]; then
+        parity=$bin/parity/parity pargs="--backend emu" fixture=$bin/cuda/test_cuda_fixture
+        run=$bin/cuda/test_cuda_run frozen=$bin/cuda/test_cuda_frozen bench=$root/build/bench/bench_gpu
+    fi
+    [ -z "${GRPO_GPU_REHEARSE:-}" ] && nvidia-smi >> "$log" 2>&1
+    # (1) every op against the CPU, then memcheck on the same harness
+    qstep parity 120 env GRPO_CUDA_SYNC=1 "$parity" $pargs
+    if [ -z "${GRPO_GPU_REHEARSE:-}" ] && command -v compute-sanitizer >/dev/null; then
+        qstep memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$parity"
+    fi
+    # (2) the fixtures, f32 then bf16, and the frozen stored weights
+    qstep fixtures 60 "$fixture" $dev
+    qstep fixtures_bf16 60 "$fixture" $dev bf16
+    qstep frozen 60 "$frozen" $dev
+    # (3) a GRPO run with a resume, bit-exact
+    qstep grpo_run 120 "$run" $dev
+    # (4) grpo: bf16 sampling and training step (appended as they finish)
+    qstep ours_bf16 120 "$bench" --device $bdev --config $bcfg --precision $bprec --only sample,train --out "$OUT/bench_gpu.jsonl"
+    # (5) transformers on the same config and device
+    qstep hf 150 env LD_LIBRARY_PATH="$orig_ld" PYTHONUNBUFFERED=1 "$py" bench/hf_baseline.py --only generate,train $hfargs --out "$OUT/hf.jsonl"
+    # (6) the table
+    run_summary > /dev/null
+    echo "quick: $fails step(s) failed, $(($(date +%s) - t_all)) s; status:"
+    cat "$st"
+    grep -E "^(FAIL|parity on)|FAILED|ERROR SUMMARY" "$log" | head -30
+    [ -s "$OUT/summary.md" ] && cat "$OUT/summary.md"
+}
+
 case $phase in
 check) run_check ;;
+quick) run_quick ;;
 ours) run_ours ;;
 bf16) run_bf16 ;;
 hf) run_hf ;;
@@ -169,5 +256,5 @@ all)
     run_hf
     run_summary
     ;;
-*) echo "usage: bash bench/gpu_run.sh [all|check|ours|bf16|hf|summary]"; exit 2 ;;
+*) echo "usage: bash bench/gpu_run.sh [all|quick|check|ours|bf16|hf|summary]"; exit 2 ;;
 esac
