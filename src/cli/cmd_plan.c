@@ -157,7 +157,7 @@ int cli_cmd_plan(int argc, char **argv) {
     }
     if (zero >= 0) zs = (int)zero;
     in.sh.zero_stage = zs;
-    if (lora_r || (rc && recipe_config(rc)->lora.set)) in.sh.lora = &lc, in.sh.load.frozen = 1, in.sh.ref = 0;
+    if (lora_r || (rc && recipe_config(rc)->lora.set)) in.sh.lora = &lc, in.sh.load.frozen = 1;
     in.sh.load.max_context = in.sh.max_prompt + in.sh.max_completion;
     double budget = gpu_gb * 1e9;
 
@@ -178,7 +178,8 @@ int cli_cmd_plan(int argc, char **argv) {
            gpus, zs, model_precision_name(in.sh.load.precision), in.sh.lora ? " (LoRA: the base frozen)" : "", src,
            (long long)sh.num_generations, (long long)(sh.prompts * sh.num_generations), (long long)sh.prompts,
            (long long)((sh.prompts + gpus - 1) / gpus), (long long)sh.max_prompt, (long long)sh.max_completion,
-           (long long)sh.micro_batch, sh.recompute ? "on" : "off", sh.ref ? "yes (beta != 0)" : "no");
+           (long long)sh.micro_batch, sh.recompute ? "on" : "off",
+           sh.lora ? (sh.ref ? "the base, adapter off" : "no") : sh.ref ? "yes (beta != 0)" : "no");
     if (in.sh.lora)
         printf("LoRA: r %d, lora_alpha %g, %lld adapter parameters\n", lc.r, lc.lora_alpha,
                (long long)model_lora_param_count(&mc, &lc));
