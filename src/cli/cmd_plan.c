@@ -198,13 +198,16 @@ int cli_cmd_plan(int argc, char **argv) {
     line("total", m0.total, ml.total);
     printf("fits in %g GB: %s (largest rank %.2f GB)\n", gpu_gb, ml.total <= budget ? "yes" : "NO",
            ml.total / 1e9);
-    int fit_at = 0;
-    for (int W = 1; W <= 4096 && !fit_at; W++) {
+    /* a rank's bytes never grow with W (its prompts ceil(P / W), its ZeRO
+     * shard ceil(n / W)): the smallest W in [1, 4096] that fits, by bisection */
+    int fit_at = 0, lo = 1, hi = 4096;
+    while (lo <= hi && !s) {
+        int W = lo + (hi - lo) / 2;
         run_grpo_shape t = shape_at(&in, W);
         run_grpo_mem mm;
         largest_rank(&mc, &t, &mm, &s);
-        if (s) break;
-        if (mm.total <= budget) fit_at = W;
+        if (!s && mm.total <= budget) fit_at = W, hi = W - 1;
+        else lo = W + 1;
     }
     if (s) {
         fprintf(stderr, "grpo plan: %s\n", base_err_msg());
