@@ -24,6 +24,7 @@ CLI_CMD(sample);
 CLI_CMD(sft);
 CLI_CMD(eval);
 CLI_CMD(fetch);
+CLI_CMD(plan);
 
 /* Print "grpo NAME: message" to stderr; returns 2 (usage errors). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -29,6 +29,7 @@ static const struct {
     {"generate", cli_cmd_generate, "generate --model DIR --in prompts.jsonl [--n G] [--greedy] ..."},
     {"score", cli_cmd_score, "score --rewards SPEC --in samples.jsonl --out scored.jsonl"},
     {"run", cli_cmd_run, "run RECIPE.lua [--set key=value ...] [--resume]"},
+    {"plan", cli_cmd_plan, "plan --model DIR --gpus N [--zero 0|1] [--recipe R.lua]   memory per rank, communication"},
     {"sample", cli_cmd_sample, "sample --model DIR --in prompts.jsonl --n N --rewards SPEC ..."},
     {"sft", cli_cmd_sft, "sft --model DIR --in sft.jsonl ..."},
     {"eval", cli_cmd_eval, "eval --model DIR --in test.jsonl --rewards SPEC --n K"},

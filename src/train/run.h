@@ -93,6 +93,8 @@ typedef struct {
     int64_t micro_batch;           /* completions per micro-batch (per_device_train_batch_size; 0: all) */
     int recompute;                 /* gradient_checkpointing */
     int ref;                       /* beta != 0: a reference pass */
+    int world, rank;               /* data-parallel ranks (0: 1) and the one planned */
+    int zero_stage;                /* 0: replicated; 1: AdamW m, v sharded by run_split range */
 } run_grpo_shape;
 
 typedef struct {
@@ -104,7 +106,10 @@ typedef struct {
                              * compute weights only); LoRA: 0, the base with the adapter off */
     size_t activations;     /* the trainer's activation arena */
     size_t ref_activations; /* the reference pass's arena (full fine-tuning, beta != 0; LoRA: 0) */
-    size_t rollout;         /* latent cache pages, block tables, prefill/decode workspace */
+    size_t rollout;         /* latent cache pages, block tables, prefill/decode workspace, for
+                             * the rank's share of a step's prompts: ceil(prompts / world) groups */
+    size_t gather;          /* ZeRO 1 on several ranks: the copy of the rank's parameter shard its
+                             * all-gather sends (held while the gathered weights arrive) */
     size_t total;
 } run_grpo_mem;
 
@@ -113,6 +118,16 @@ typedef struct {
 base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, run_grpo_mem *out);
 /* out as a JSON object of byte counts, the role names above (and "total"). */
 cJSON *run_grpo_memory_json(const run_grpo_mem *m);
+
+/* Bytes each collective moves per rank per optimizer step (sent; a ring
+ * receives as much): the gradient all-reduce 2 (W-1)/W x the gradient
+ * arena, ZeRO 1's parameter all-gather (W-1)/W x the parameter arena, and
+ * the small reductions of the loss statistics and step agreement. All 0
+ * on one rank. */
+typedef struct {
+    double grad_allreduce, param_allgather, metrics;
+} run_grpo_comm;
+void run_grpo_comm_volume(const model_config *mc, const run_grpo_shape *sh, run_grpo_comm *out);
 
 /* Run every stage of the recipe. Errors name the stage, the file and the
  * line; a failure leaves the run directory consistent (the last complete

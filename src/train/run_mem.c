@@ -15,6 +15,12 @@
  *                  second model, the reference (frozen: compute weights)
  *   LoRA           the base as loaded, the adapter (f32 + bf16 copy), the
  *                  adapter's gradients and m, v; no reference model
+ *
+ * Per rank of W (run_dist.c): the rollout engine holds ceil(P / W) groups
+ * (run_gen.c's local chunk); weights, gradients and activations are
+ * replicated; at ZeRO 1, m and v cover the rank's run_split range of the
+ * trained arena, and the parameter all-gather after each optimizer step
+ * sends a copy of that range (run_gather_params), live on top of the rest.
  */
 #include "run_internal.h"
 
@@ -23,6 +29,8 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
     /* the activations' precision: bf16 on a device backend in bf16 / fp8
      * (the policy's compute dtype), f32 on the CPU whatever the storage */
     model_precision prec = sh->device != TENSOR_CPU && sh->load.precision != MODEL_F32 ? MODEL_BF16 : MODEL_F32;
+    int W = sh->world > 1 ? sh->world : 1, rank = sh->world > 1 ? sh->rank : 0;
+    int64_t local = (sh->prompts + W - 1) / W; /* prompts the rank's rollout engine is sized for */
     int64_t n_seqs = sh->prompts * sh->num_generations, mb = sh->micro_batch;
     if (mb <= 0 || mb > n_seqs) mb = n_seqs;
     model_train_limits tl = {.max_tokens = mb * (sh->max_prompt + sh->max_completion), .max_seqs = (int)mb,
@@ -32,14 +40,15 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
     if (s) return s;
     out->weights = model_mem_total(&pm);
     out->activations = model_train_bytes_p(mc, &tl, sh->lora, prec);
+    int64_t numel; /* the trained arena */
     if (sh->lora) {
         size_t p = model_lora_param_bytes(mc, sh->lora);
         out->adapter = p + model_lora_compute_bytes(mc, sh->lora, prec);
-        out->grads = p;
-        out->optimizer = 2 * p; /* the reference pass: the trainer's arena with the adapter off */
+        out->grads = p; /* the reference pass: the trainer's arena with the adapter off */
+        numel = (int64_t)(p / sizeof(float));
     } else {
         out->grads = (size_t)pm.params * sizeof(float); /* the policy's layout, MTP layers included */
-        out->optimizer = 2 * out->grads;
+        numel = pm.params;
         if (sh->ref) { /* frozen: compute weights only (stage_grpo.c open_ref) */
             model_load_opts ro = sh->load;
             ro.frozen = 1;
@@ -50,12 +59,16 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
             out->ref_activations = out->activations;
         }
     }
-    rollout_limits rl = {.max_seqs = (int)n_seqs, .max_prompts = (int)sh->prompts,
+    int64_t lo = 0, hi = numel;
+    if (sh->zero_stage == 1) run_split(numel, rank, W, &lo, &hi);
+    out->optimizer = 2 * (size_t)(hi - lo) * sizeof(float);
+    if (sh->zero_stage == 1 && W > 1) out->gather = hi > lo ? (size_t)(hi - lo) * sizeof(float) : sizeof(float);
+    rollout_limits rl = {.max_seqs = (int)(local * sh->num_generations), .max_prompts = (int)local,
                          .max_group = (int)sh->num_generations, .max_prompt_len = sh->max_prompt,
                          .max_new_tokens = sh->max_completion};
     out->rollout = rollout_bytes(mc, &rl, sh->lora, prec);
     out->total = out->weights + out->adapter + out->grads + out->optimizer + out->ref_weights + out->activations +
-                 out->ref_activations + out->rollout;
+                 out->ref_activations + out->rollout + out->gather;
     return BASE_OK;
 }
 
@@ -68,7 +81,24 @@ cJSON *run_grpo_memory_json(const run_grpo_mem *m) {
              {"grads", m->grads},           {"optimizer", m->optimizer},
              {"ref_weights", m->ref_weights}, {"activations", m->activations},
              {"ref_activations", m->ref_activations}, {"rollout", m->rollout},
+             {"gather", m->gather},
              {"total", m->total}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) cJSON_AddNumberToObject(j, f[i].k, (double)f[i].v);
     return j;
+}
+
+void run_grpo_comm_volume(const model_config *mc, const run_grpo_shape *sh, run_grpo_comm *out) {
+    memset(out, 0, sizeof *out);
+    int W = sh->world > 1 ? sh->world : 1;
+    if (W == 1) return;
+    model_mem pm;
+    double bytes; /* the trained arena, f32 */
+    if (sh->lora) bytes = (double)model_lora_param_bytes(mc, sh->lora);
+    else if (!model_memory_plan(mc, &sh->load, sh->device, &pm)) bytes = (double)pm.params * sizeof(float);
+    else bytes = 0;
+    out->grad_allreduce = 2.0 * (W - 1) / W * bytes;
+    if (sh->zero_stage == 1) out->param_allgather = (double)(W - 1) / W * bytes;
+    /* run_reduce_loss_stats: 14 + 2 doubles and 5 int32, each all-reduced
+     * (ring: 2 (W-1)/W of the payload) */
+    out->metrics = 2.0 * (W - 1) / W * (16 * sizeof(double) + 5 * sizeof(int32_t));
 }

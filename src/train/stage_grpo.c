@@ -335,6 +335,7 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
     g->c = c;
     g->st = st;
     g->cfg = &st->grpo;
+    if (c->ops->device == TENSOR_CPU) ops_cpu_reset_peak(); /* this stage's peak (record_peak) */
     g->gc = &st->grpo.loss;
     g->index = st->index;
     g->mu = g->gc->num_iterations;
@@ -400,14 +401,19 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
                              .lora = c->lora ? model_lora_cfg(c->lora) : NULL,
                              .num_generations = b->G, .prompts = b->P, .max_prompt = b->max_prompt,
                              .max_completion = b->max_new, .micro_batch = b->mb, .recompute = tl.recompute,
-                             .ref = grpo_needs_ref_logp(g->gc)};
-        run_grpo_mem mem;
-        s = run_grpo_memory(model_cfg(c->policy), &sh, &mem);
-        if (!s) {
-            cJSON *sum = cJSON_CreateObject();
-            cJSON_AddItemToObject(sum, "memory_plan", run_grpo_memory_json(&mem));
-            s = run_summary_set(c, st->name, sum);
+                             .ref = grpo_needs_ref_logp(g->gc), .world = c->world,
+                             .zero_stage = (int)g->cfg->train.zero_stage};
+        /* rank 0's, and every rank's (they differ by the ZeRO shard) */
+        cJSON *sum = cJSON_CreateObject(), *ranks = cJSON_AddArrayToObject(sum, "memory_plan_ranks");
+        for (int r = 0; r < c->world && !s; r++) {
+            run_grpo_mem mem;
+            sh.rank = r;
+            s = run_grpo_memory(model_cfg(c->policy), &sh, &mem);
+            if (!s) cJSON_AddItemToArray(ranks, run_grpo_memory_json(&mem));
+            if (!s && r == 0) cJSON_AddItemToObject(sum, "memory_plan", run_grpo_memory_json(&mem));
         }
+        if (!s) s = run_summary_set(c, st->name, sum);
+        else cJSON_Delete(sum);
     }
     g->weights = base_xmalloc((size_t)(b->F > 0 ? b->F : 1) * sizeof(float));
     for (int f = 0; f < b->F; f++) g->weights[f] = (float)reward_pool_func_weight(g->pool, f);
@@ -778,6 +784,28 @@ static base_status checkpoint(grpo_stage *g, int64_t step) {
     return run_ckpt_save(c, &rs, &g->opt, g->ref, (int)t->save_total_limit);
 }
 
+/* On the CPU: every rank's peak of allocated device bytes over the stage
+ * (ops_cpu_peak_allocated), gathered to the summary beside the plan as
+ * "memory_peak_allocated", one number per rank. */
+static base_status record_peak(grpo_stage *g) {
+    run_ctx *c = g->c;
+    if (c->ops->device != TENSOR_CPU) return BASE_OK;
+    int64_t mine = (int64_t)ops_cpu_peak_allocated();
+    int64_t *all = base_xcalloc((size_t)c->world, sizeof *all);
+    all[0] = mine;
+    base_status s = c->world > 1 ? dist_allgather(c->host, &mine, all, 1, DIST_I64) : BASE_OK;
+    const cJSON *old = cJSON_GetObjectItemCaseSensitive(c->summary, g->st->name);
+    if (!s) {
+        cJSON *sum = old ? cJSON_Duplicate(old, 1) : cJSON_CreateObject(), *a = cJSON_CreateArray();
+        for (int r = 0; r < c->world; r++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)all[r]));
+        cJSON_DeleteItemFromObjectCaseSensitive(sum, "memory_peak_allocated");
+        cJSON_AddItemToObject(sum, "memory_peak_allocated", a);
+        s = run_summary_set(c, g->st->name, sum);
+    }
+    free(all);
+    return s ? base_err_wrap(s, "gathering the ranks' peak allocated memory") : BASE_OK;
+}
+
 base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt *resume) {
     grpo_stage g;
     base_status s = stage_open(&g, c, st, resume);
@@ -809,6 +837,7 @@ base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *st, const run_ckp
         run_poll_signal(c); /* a stop signal: this step's checkpoint, then stop */
         s = checkpoint(&g, step);
     }
+    if (!s) s = record_peak(&g);
     stage_close(&g);
     return s ? base_err_wrap(s, "stage '%s'", st->name) : BASE_OK;
 }

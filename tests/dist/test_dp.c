@@ -691,6 +691,85 @@ static void test_stop_signal(void **state) {
     assert_true(exists_rel(rel));
 }
 
+/* ---- memory: plan against what each rank allocated ------------------------ */
+
+/* The GRPO stage of run NAME on np ranks: summary.json's plan of every rank
+ * (memory_plan_ranks, run_grpo_memory) against the peak of device bytes
+ * that rank's CPU backend counted over the stage (memory_peak_allocated),
+ * byte for byte; the plans' roles add up to their totals, rank 0's is
+ * memory_plan, and at ZeRO 1 the optimizer state of the ranks tiles the
+ * whole arena (m and v: 8 bytes per element of the gradient arena). */
+static void plan_equals_peak(const char *name, int np, int zero) {
+    char rel[128];
+    snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
+    char *text = read_rel(rel);
+    cJSON *j = cJSON_Parse(text);
+    assert_non_null(j);
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(j, "grpo");
+    const cJSON *plans = cJSON_GetObjectItemCaseSensitive(g, "memory_plan_ranks");
+    const cJSON *peaks = cJSON_GetObjectItemCaseSensitive(g, "memory_peak_allocated");
+    if (!cJSON_IsArray(plans) || !cJSON_IsArray(peaks)) fail_msg("%s: no per-rank memory plan and peak", name);
+    assert_int_equal(cJSON_GetArraySize(plans), np);
+    assert_int_equal(cJSON_GetArraySize(peaks), np);
+    const char *roles[] = {"weights",     "adapter",         "grads",   "optimizer", "ref_weights",
+                           "activations", "ref_activations", "rollout", "gather"};
+    double opt_sum = 0, grads = -1;
+    for (int r = 0; r < np; r++) {
+        const cJSON *p = cJSON_GetArrayItem(plans, r);
+        double sum = 0;
+        for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, roles[i]);
+            if (!cJSON_IsNumber(v)) fail_msg("%s rank %d: memory plan has no %s", name, r, roles[i]);
+            sum += v->valuedouble;
+        }
+        double total = cJSON_GetObjectItemCaseSensitive(p, "total")->valuedouble;
+        double peak = cJSON_GetArrayItem(peaks, r)->valuedouble;
+        printf("# %s rank %d of %d (ZeRO %d): planned %.0f, peak allocated %.0f bytes\n", name, r, np, zero, total,
+               peak);
+        assert_true(sum == total);
+        if (total != peak)
+            fail_msg("%s rank %d of %d: planned %.0f bytes, allocated at most %.0f", name, r, np, total, peak);
+        opt_sum += cJSON_GetObjectItemCaseSensitive(p, "optimizer")->valuedouble;
+        double gr = cJSON_GetObjectItemCaseSensitive(p, "grads")->valuedouble;
+        if (grads >= 0) assert_true(gr == grads); /* replicated */
+        grads = gr;
+        if (r == 0) {
+            const cJSON *p0 = cJSON_GetObjectItemCaseSensitive(g, "memory_plan");
+            assert_true(cJSON_IsObject(p0));
+            assert_true(cJSON_GetObjectItemCaseSensitive(p0, "total")->valuedouble == total);
+        }
+    }
+    assert_true(opt_sum == (zero ? 2 : 2 * np) * grads);
+    cJSON_Delete(j);
+    free(text);
+}
+
+static void test_memory_plan(void **state) {
+    (void)state;
+    const char *lora[] = {"--set", "lora.r=4", "--set", "lora.lora_alpha=8", "--set", "lora.target_modules=all-linear",
+                          NULL};
+    const int nps[] = {1, 2, 4};
+    for (int i = 0; i < 3; i++)
+        for (int zero = 0; zero <= 1; zero++) {
+            char name[16];
+            snprintf(name, sizeof name, "%s%d", zero ? "z" : "w", nps[i]);
+            ensure_run(nps[i], name, NULL, zero);
+            plan_equals_peak(name, nps[i], zero);
+        }
+    /* LoRA: 2 ranks at ZeRO 0 (test_lora's run, when it ran), 4 at ZeRO 1 */
+    const char *const lnames[2] = {"l2", "lz4"};
+    for (int zero = 0; zero <= 1; zero++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "runs/%s/checkpoints/step-6/adapter_model.safetensors", lnames[zero]);
+        if (!exists_rel(rel)) {
+            const char *a[16];
+            with_zero(a, lora, zero);
+            expect_ok(run_np(zero ? 4 : 2, lnames[zero], NULL, a), lnames[zero]);
+        }
+        plan_equals_peak(lnames[zero], zero ? 4 : 2, zero);
+    }
+}
+
 /* Arguments: the names of the tests to run (all without); the sanitizer
  * build runs the world sizes, LoRA, ZeRO 1 and the failed rank
  * (tests/dist/meson.build). */
@@ -699,6 +778,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_lora),        cmocka_unit_test(test_resume),
         cmocka_unit_test(test_zero1),       cmocka_unit_test(test_zero1_resume),
         cmocka_unit_test(test_fault_error), cmocka_unit_test(test_fault_kill),  cmocka_unit_test(test_stop_signal),
+        cmocka_unit_test(test_memory_plan),
     };
     struct CMUnitTest tests[sizeof all / sizeof all[0]];
     size_t n = 0;

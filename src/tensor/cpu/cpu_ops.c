@@ -4,15 +4,39 @@
  */
 #include "cpu.h"
 
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Live and peak bytes allocated (ops_cpu_allocated): each block carries
+ * its size in a 64-byte header before the pointer handed out (which stays
+ * 64-byte aligned). */
+#define CPU_HDR 64
+static _Atomic size_t cpu_live, cpu_peak;
+
 static void *cpu_alloc(size_t n) {
-    void *p = base_xmalloc_aligned(n);
-    memset(p, 0, n);
-    return p;
+    if (n > SIZE_MAX - CPU_HDR) base_die("cpu_alloc: %zu bytes is too many", n);
+    unsigned char *h = base_xmalloc_aligned(n + CPU_HDR);
+    memcpy(h, &n, sizeof n);
+    memset(h + CPU_HDR, 0, n);
+    size_t live = atomic_fetch_add(&cpu_live, n) + n, peak = atomic_load(&cpu_peak);
+    while (live > peak && !atomic_compare_exchange_weak(&cpu_peak, &peak, live)) {
+    }
+    return h + CPU_HDR;
 }
-static void cpu_free(void *p) { free(p); }
+static void cpu_free(void *p) {
+    if (!p) return;
+    unsigned char *h = (unsigned char *)p - CPU_HDR;
+    size_t n;
+    memcpy(&n, h, sizeof n);
+    atomic_fetch_sub(&cpu_live, n);
+    free(h);
+}
+
+size_t ops_cpu_allocated(void) { return atomic_load(&cpu_live); }
+size_t ops_cpu_peak_allocated(void) { return atomic_load(&cpu_peak); }
+void ops_cpu_reset_peak(void) { atomic_store(&cpu_peak, atomic_load(&cpu_live)); }
 static void cpu_memcpy(void *dst, const void *src, size_t n) {
     if (n) memmove(dst, src, n);
 }

@@ -1,0 +1,102 @@
+/* `grpo plan` (src/cli/cmd_plan.c): the bytes it prints per role are
+ * run_grpo_memory's for the shape it prints (the planner tests/dist/
+ * test_dp.c checks against every rank's allocations), for rank 0 and the
+ * rank with the largest ZeRO-1 shard (3 ranks: the shards are uneven),
+ * full and LoRA; the communication volume is the ring's 2 (W-1)/W of the
+ * gradient arena (and (W-1)/W for ZeRO 1's all-gather); ZeRO 2 and 3 and
+ * bad values are refused. */
+#include "common/test_common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "train/run.h"
+
+/* The first number after `role` in out. */
+static long long printed(const char *out, const char *role) {
+    const char *p = strstr(out, role);
+    if (!p) fail_msg("no '%s' in:\n%s", role, out);
+    p += strlen(role);
+    while (*p == ' ') p++;
+    long long v = 0;
+    for (; *p >= '0' && *p <= '9'; p++) v = v * 10 + (*p - '0');
+    return v;
+}
+
+/* The second number after `role` (the largest rank's column). */
+static long long printed2(const char *out, const char *role) {
+    const char *p = strstr(out, role);
+    if (!p) fail_msg("no '%s' in:\n%s", role, out);
+    p = strstr(p, "GiB");
+    assert_non_null(p);
+    return printed(p, "GiB");
+}
+
+static void test_plan_roles(void **state) {
+    (void)state;
+    char *cfgp = test_src_path("tests/model/data/tiny-v3-a-fp8/config.json");
+    model_config mc;
+    assert_int_equal(model_config_load(cfgp, &mc), BASE_OK);
+    model_lora_config lc = {.r = 4, .lora_alpha = 8, .targets = (1u << MODEL_LORA_NTARGETS) - 1};
+    for (int lora = 0; lora < 2; lora++)
+        for (int zero = 0; zero < 2; zero++) {
+            char args[1024], *out;
+            const int W = 3;
+            snprintf(args, sizeof args, "plan --model '%s' --gpus %d --zero %d --precision bf16 %s", cfgp, W, zero,
+                     lora ? "--lora-r 4" : "");
+            int rc = test_run_grpo(args, &out);
+            if (rc) fail_msg("%s: rc %d\n%s", args, rc, out);
+            /* the printed TRL-like defaults */
+            run_grpo_shape sh = {.load = {.precision = MODEL_BF16, .max_context = 512 + 256, .frozen = lora},
+                                 .device = TENSOR_CUDA, .lora = lora ? &lc : NULL, .num_generations = 8,
+                                 .prompts = W, .max_prompt = 512, .max_completion = 256, .micro_batch = 8,
+                                 .recompute = 1, .world = W, .zero_stage = zero};
+            run_grpo_mem m[3];
+            for (int r = 0; r < W; r++) {
+                sh.rank = r;
+                assert_int_equal(run_grpo_memory(&mc, &sh, &m[r]), BASE_OK);
+            }
+            int big = 0;
+            for (int r = 1; r < W; r++)
+                if (m[r].total > m[big].total) big = r;
+            if (zero) assert_true(m[big].total > m[0].total || big == 0);
+            assert_int_equal(printed(out, "  weights"), (long long)m[0].weights);
+            assert_int_equal(printed(out, "  gradients"), (long long)m[0].grads);
+            assert_int_equal(printed(out, "  AdamW m, v"), (long long)m[0].optimizer);
+            assert_int_equal(printed(out, "  activations"), (long long)m[0].activations);
+            assert_int_equal(printed(out, "  rollout (KV cache, tables, workspace)"), (long long)m[0].rollout);
+            assert_int_equal(printed(out, "  ZeRO 1 all-gather copy"), (long long)m[0].gather);
+            assert_int_equal(printed(out, "  total"), (long long)m[0].total);
+            assert_int_equal(printed2(out, "  AdamW m, v"), (long long)m[big].optimizer);
+            assert_int_equal(printed2(out, "  total"), (long long)m[big].total);
+            if (lora) assert_int_equal(printed(out, "  LoRA adapter"), (long long)m[0].adapter);
+            /* ZeRO 1: each rank's m and v its share; ZeRO 0: the whole arena's */
+            size_t sum = 0;
+            for (int r = 0; r < W; r++) sum += m[r].optimizer;
+            assert_int_equal(sum, (zero ? 2 : 2 * W) * m[0].grads);
+            double g = (double)m[0].grads;
+            assert_int_equal(printed(out, "gradient all-reduce"), (long long)(2.0 * (W - 1) / W * g + 0.5));
+            assert_int_equal(printed(out, "ZeRO 1 parameter all-gather"),
+                             zero ? (long long)((double)(W - 1) / W * g + 0.5) : 0);
+            assert_non_null(strstr(out, "fits in 80 GB: yes"));
+            assert_non_null(strstr(out, "smallest GPU count it fits on (ZeRO"));
+            free(out);
+        }
+    const char *bad[] = {"--zero 2", "--zero 3", "--gpus 0", "--precision fp4", "--gpu-memory 80TB"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char args[1024], *out;
+        snprintf(args, sizeof args, "plan --model '%s' --gpus 2 %s", cfgp, bad[i]);
+        int rc = test_run_grpo(args, &out);
+        if (rc != 2 && rc != 1) fail_msg("%s: rc %d\n%s", args, rc, out);
+        if (i < 2) assert_non_null(strstr(out, "ZeRO stages 2 and 3 are not built"));
+        free(out);
+    }
+    free(cfgp);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_plan_roles)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
