@@ -27,23 +27,13 @@ static char *DIR_;
 static int setup(void **state) {
     (void)state;
     DIR_ = test_tmpdir();
-    char *m = base_path_join(DIR_, "model");
-    test_tiny_model(m, 1);
-    base_buf b = {0}, sft = {0};
-    for (int i = 0; i < 24; i++) {
-        base_buf_printf(&b, "{\"id\": %d, \"prompt\": \"What is %d + %d?\", \"answer\": \"%d\"}\n", i, i, 7 * i % 13,
-                        i + 7 * i % 13);
+    test_run_fixture(DIR_); /* model/, data.jsonl, vary.lua */
+    base_buf sft = {0};
+    for (int i = 0; i < 24; i++)
         base_buf_printf(&sft, "{\"prompt\": \"What is %d + %d?\", \"completion\": \" %d\"}\n", i, 3 * i % 11,
                         i + 3 * i % 11);
-    }
-    char *d = base_path_join(DIR_, "data.jsonl"), *s = base_path_join(DIR_, "sft.jsonl");
-    test_write_file(d, b.data, b.len);
-    test_write_file(s, sft.data, sft.len);
-    const char *lua = "return function(s) return (#s.completion % 5) / 4 + (s.completion:find('1') and 0.5 or 0) end\n";
-    char *rw = base_path_join(DIR_, "vary.lua");
-    test_write_file(rw, lua, strlen(lua));
-    free(rw), free(d), free(s), free(m);
-    base_buf_free(&b), base_buf_free(&sft);
+    test_write_text(DIR_, "sft.jsonl", sft.data);
+    base_buf_free(&sft);
     return 0;
 }
 
