@@ -152,8 +152,18 @@ static void serve_file_(srv *s, int fd, srv_file *f, const char *range);
 static void serve_file(srv *s, int fd, srv_file *f, const char *range) {
     pthread_mutex_lock(&s->mu);
     if (++s->in_flight > s->max_in_flight) s->max_in_flight = s->in_flight;
-    int delay = f->delay_ms;
+    int delay = f->delay_ms, hold = s->hold_in_flight;
     pthread_mutex_unlock(&s->mu);
+    /* hold: proves overlap without depending on the machine's load (a fixed
+     * delay does not when the client's threads start late) */
+    for (double t0 = base_now(); hold > 0 && !atomic_load(&s->stop) && base_now() - t0 < 10.0;) {
+        pthread_mutex_lock(&s->mu);
+        int now = s->in_flight;
+        pthread_mutex_unlock(&s->mu);
+        if (now >= hold) break;
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     if (delay) {
         struct timespec ts = {delay / 1000, (long)(delay % 1000) * 1000000L};
         nanosleep(&ts, NULL);

@@ -62,6 +62,7 @@ typedef struct {
     int foreign_next;     /* the first page's next link points to another host */
     /* what the server saw */
     int in_flight, max_in_flight; /* file answers under way at once */
+    int hold_in_flight;           /* > 0: a file answer waits (up to 10 s) until this many are under way */
     int cdn_requests, cdn_with_auth, auth_ok_requests, tree_pages, revision_requests, resolve_other_rev;
 } srv;
 

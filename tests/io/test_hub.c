@@ -612,19 +612,26 @@ static void test_disk(void **st) {
     free(dir);
 }
 
-/* Several files at once: with jobs 3, three slow answers overlap. */
+/* Several files at once: with jobs 3, three answers are under way at once
+ * (the server holds each until three are, at most 10 s: a client that
+ * fetched one at a time would show 1); with jobs 1, slow answers never
+ * overlap. */
 static void test_jobs(void **st) {
     (void)st;
     srv *s = three();
-    for (int i = 0; i < s->n; i++) s->files[i].delay_ms = 400;
     char *dir = test_tmpdir(), *a = join(dir, "a"), *b = join(dir, "b");
     hub_opts o = quick();
     hub_result r;
     o.jobs = 3;
+    o.timeout_s = 15; /* the held answers wait for the slowest thread to start */
+    s->hold_in_flight = 3;
     if (hub_fetch("org/tiny", a, &o, &r)) fail_msg("%s", base_err_msg());
-    assert_int_equal(s->max_in_flight, 3); /* each answer takes 0.4 s: they overlapped */
+    assert_int_equal(s->max_in_flight, 3);
+    s->hold_in_flight = 0;
+    for (int i = 0; i < s->n; i++) s->files[i].delay_ms = 400;
     s->max_in_flight = 0;
     o.jobs = 1;
+    o.timeout_s = 2;
     if (hub_fetch("org/tiny", b, &o, &r)) fail_msg("%s", base_err_msg());
     assert_int_equal(s->max_in_flight, 1);
     srv_stop(s);
