@@ -27,135 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grpo_bufs.h"
 #include "run_internal.h"
-
-typedef struct {
-    /* sizes */
-    int G, P, N;           /* group size, prompts per round, completions per round */
-    int64_t max_prompt, max_new;
-    int mb;                /* completions per micro-batch */
-    int64_t max_tok;       /* tokens per micro-batch */
-    int F;                 /* reward functions */
-    /* the step's kept completions (up to N): host buffers, one per role */
-    int n;                         /* kept completions */
-    int32_t *pids;                 /* [N, max_prompt] prompt ids */
-    int32_t *plen;                 /* [N] */
-    int32_t *cids;                 /* [N, max_new] completion ids */
-    int32_t *clen;                 /* [N] */
-    uint8_t *trunc;                /* [N] finish == length */
-    float *rewards;                /* [N, F] */
-    float *adv;                    /* [N] */
-    float *total;                  /* [N] */
-    int64_t *rowidx;               /* [N] dataset row of each completion */
-    char **ptext, **ctext;         /* [N] rendered prompt / completion text */
-    float *old_lp;                 /* [N, max_new] old log-probs: the policy before the batch's first update */
-    float *samp_lp;                /* [N, max_new] the sampler's log-probs */
-    float *isr;                    /* [N, max_new] importance-sampling correction (grpo_is_correction) */
-    int *ord;                      /* [N] training order (shuffled when steps_per_generation > 1) */
-    int64_t *perm;                 /* [N] the shuffle behind ord */
-    double *adv_ws;                /* [N] grpo_advantages_ws's workspace */
-    cJSON **sel_rows;              /* [P] the rows of a generation round */
-    char **sel_where;              /* [P] */
-    float *adv_mb;                 /* [mb] advantages of a micro-batch, in its order */
-    uint8_t *trunc_mb;             /* [mb] */
-    /* micro-batch buffers */
-    int32_t *ids, *cu, *tgt;       /* [max_tok], [mb + 1], [max_tok] */
-    float *lp_pos, *ent_pos, *ref_pos, *g_pos, *gent_pos; /* [max_tok] */
-    float *lp, *ent, *ref, *old, *g, *gent, *samp, *is;   /* [max_tok] packed completion tokens */
-    uint8_t *mask;
-    int64_t *offs;                 /* [mb + 1] */
-} grpo_bufs;
-
-static void bufs_alloc(grpo_bufs *b) {
-    size_t N = (size_t)b->N, T = (size_t)b->max_tok;
-    b->pids = base_xmalloc(N * (size_t)b->max_prompt * sizeof(int32_t));
-    b->plen = base_xcalloc(N, sizeof(int32_t));
-    b->cids = base_xmalloc(N * (size_t)b->max_new * sizeof(int32_t));
-    b->clen = base_xcalloc(N, sizeof(int32_t));
-    b->trunc = base_xcalloc(N, 1);
-    b->rewards = base_xmalloc(N * (size_t)b->F * sizeof(float));
-    b->adv = base_xmalloc(N * sizeof(float));
-    b->total = base_xmalloc(N * sizeof(float));
-    b->rowidx = base_xmalloc(N * sizeof(int64_t));
-    b->ptext = base_xcalloc(N, sizeof(char *));
-    b->ctext = base_xcalloc(N, sizeof(char *));
-    b->old_lp = base_xmalloc(N * (size_t)b->max_new * sizeof(float));
-    b->samp_lp = base_xmalloc(N * (size_t)b->max_new * sizeof(float));
-    b->isr = base_xmalloc(N * (size_t)b->max_new * sizeof(float));
-    b->ord = base_xmalloc(N * sizeof(int));
-    b->perm = base_xmalloc(N * sizeof(int64_t));
-    b->adv_ws = base_xmalloc(N * sizeof(double));
-    b->sel_rows = base_xcalloc((size_t)b->P, sizeof *b->sel_rows);
-    b->sel_where = base_xcalloc((size_t)b->P, sizeof *b->sel_where);
-    b->adv_mb = base_xmalloc((size_t)b->mb * sizeof(float));
-    b->trunc_mb = base_xmalloc((size_t)b->mb);
-    b->ids = base_xmalloc(T * sizeof(int32_t));
-    b->tgt = base_xmalloc(T * sizeof(int32_t));
-    b->cu = base_xmalloc(((size_t)b->mb + 1) * sizeof(int32_t));
-    b->offs = base_xmalloc(((size_t)b->mb + 1) * sizeof(int64_t));
-    float **f[] = {&b->lp_pos, &b->ent_pos, &b->ref_pos, &b->g_pos, &b->gent_pos,
-                   &b->lp, &b->ent, &b->ref, &b->old, &b->g, &b->gent, &b->samp, &b->is};
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) *f[i] = base_xmalloc(T * sizeof(float));
-    b->mask = base_xmalloc(T);
-}
-
-static void bufs_free(grpo_bufs *b) {
-    for (int i = 0; i < b->N; i++) free(b->ptext[i]), free(b->ctext[i]);
-    free(b->pids), free(b->plen), free(b->cids), free(b->clen), free(b->trunc), free(b->rewards);
-    free(b->adv), free(b->total), free(b->rowidx), free(b->ptext), free(b->ctext), free(b->old_lp);
-    free(b->ids), free(b->tgt), free(b->cu), free(b->offs), free(b->lp_pos), free(b->ent_pos);
-    free(b->ref_pos), free(b->g_pos), free(b->gent_pos), free(b->lp), free(b->ent), free(b->ref);
-    free(b->old), free(b->g), free(b->gent), free(b->mask), free(b->ord), free(b->perm), free(b->adv_ws), free(b->adv_mb), free(b->trunc_mb);
-    free(b->sel_rows), free(b->sel_where), free(b->samp_lp), free(b->isr), free(b->samp), free(b->is);
-}
-
-/* Pack completions ix[0..n) into the micro-batch: ids/cu/targets by position
- * and the completion-token layout (offs) the loss works on. */
-static void pack_micro(grpo_bufs *b, const int *ix, int n, model_batch *mbatch, grpo_batch *gb) {
-    int64_t pos = 0, tok = 0;
-    b->cu[0] = 0;
-    b->offs[0] = 0;
-    for (int k = 0; k < n; k++) {
-        int j = ix[k];
-        int32_t P = b->plen[j], L = b->clen[j];
-        memcpy(b->ids + pos, b->pids + (size_t)j * (size_t)b->max_prompt, (size_t)P * sizeof(int32_t));
-        memcpy(b->ids + pos + P, b->cids + (size_t)j * (size_t)b->max_new, (size_t)L * sizeof(int32_t));
-        for (int64_t t = 0; t < P + L; t++) b->tgt[pos + t] = -1;
-        for (int32_t t = 0; t < L; t++) b->tgt[pos + P - 1 + t] = b->cids[(size_t)j * (size_t)b->max_new + (size_t)t];
-        pos += P + L;
-        tok += L;
-        b->cu[k + 1] = (int32_t)pos;
-        b->offs[k + 1] = tok;
-        b->adv_mb[k] = b->adv[j];
-        b->trunc_mb[k] = b->trunc[j];
-    }
-    memset(b->mask, 1, (size_t)tok);
-    *mbatch = (model_batch){.nseq = n, .ids = b->ids, .cu_seqlens = b->cu, .targets = b->tgt};
-    *gb = (grpo_batch){.n_seqs = n, .offsets = b->offs, .mask = b->mask, .truncated = b->trunc_mb,
-                       .advantages = b->adv_mb};
-}
-
-/* Per-position values -> packed completion tokens of ix[0..n). */
-static void gather(const grpo_bufs *b, const int *ix, int n, const float *pos_vals, float *tok_vals) {
-    int64_t pos = 0, tok = 0;
-    for (int k = 0; k < n; k++) {
-        int32_t P = b->plen[ix[k]], L = b->clen[ix[k]];
-        memcpy(tok_vals + tok, pos_vals + pos + P - 1, (size_t)L * sizeof(float));
-        pos += P + L;
-        tok += L;
-    }
-}
-
-static void scatter(const grpo_bufs *b, const int *ix, int n, const float *tok_vals, float *pos_vals) {
-    int64_t pos = 0, tok = 0;
-    for (int k = 0; k < n; k++) {
-        int32_t P = b->plen[ix[k]], L = b->clen[ix[k]];
-        memset(pos_vals + pos, 0, (size_t)(P + L) * sizeof(float));
-        memcpy(pos_vals + pos + P - 1, tok_vals + tok, (size_t)L * sizeof(float));
-        pos += P + L;
-        tok += L;
-    }
-}
 
 /* Completions of optimizer step `part` of `spg`: ord[lo, hi). */
 static void part_range(int n, int spg, int part, int *lo, int *hi) {
@@ -226,27 +99,6 @@ static base_status generate_round(run_ctx *c, int index, grpo_bufs *b, run_gen *
     }
     b->n += np * G;
     return BASE_OK;
-}
-
-/* Move group src (G completions) to slot dst in every per-completion buffer. */
-static void move_group(grpo_bufs *b, int dst, int src) {
-    if (dst == src) return;
-    int G = b->G;
-    for (int g = 0; g < G; g++) {
-        int d = dst * G + g, s = src * G + g;
-        memcpy(b->pids + (size_t)d * (size_t)b->max_prompt, b->pids + (size_t)s * (size_t)b->max_prompt,
-               (size_t)b->plen[s] * sizeof(int32_t));
-        memcpy(b->cids + (size_t)d * (size_t)b->max_new, b->cids + (size_t)s * (size_t)b->max_new,
-               (size_t)b->clen[s] * sizeof(int32_t));
-        memcpy(b->samp_lp + (size_t)d * (size_t)b->max_new, b->samp_lp + (size_t)s * (size_t)b->max_new,
-               (size_t)b->clen[s] * sizeof(float));
-        memcpy(b->rewards + (size_t)d * (size_t)b->F, b->rewards + (size_t)s * (size_t)b->F, (size_t)b->F * sizeof(float));
-        b->plen[d] = b->plen[s], b->clen[d] = b->clen[s], b->trunc[d] = b->trunc[s], b->rowidx[d] = b->rowidx[s];
-        char *t = b->ptext[d];
-        b->ptext[d] = b->ptext[s], b->ptext[s] = t;
-        t = b->ctext[d];
-        b->ctext[d] = b->ctext[s], b->ctext[s] = t;
-    }
 }
 
 static void add_num(cJSON *o, const char *k, double v) {
@@ -360,7 +212,7 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
     if (!s) s = run_check_columns(g->pool, g->rows, g->where, g->nrows);
     if (!s) {
         b->F = reward_pool_n_funcs(g->pool);
-        bufs_alloc(b);
+        grpo_bufs_alloc(b);
         s = run_gen_init(&g->gen, c, st, &g->cfg->gen, g->pool, b->P);
         g->gen.step_batches = 1; /* the error policy's batch is the step (generate_and_score) */
         run_reward_parts_init(&g->parts, b->F);
@@ -428,7 +280,7 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
 static void stage_close(grpo_stage *g) {
     if (g->prog_on) base_progress_finish(&g->prog);
     free(g->weights), free(g->keep), free(g->cur.perm);
-    if (g->b.pids) bufs_free(&g->b);
+    if (g->b.pids) grpo_bufs_free(&g->b);
     optim_free(&g->opt);
     if (g->grads) g->c->ops->free(g->grads);
     model_train_free(g->tr);
@@ -476,7 +328,7 @@ static base_status generate_and_score(grpo_stage *g, grpo_step *ss) {
         add_parts(g, need, g->keep);
         int k = first;
         for (int gi = 0; gi < need; gi++)
-            if (g->keep[gi]) move_group(b, k++, first + gi);
+            if (g->keep[gi]) grpo_bufs_move_group(b, k++, first + gi);
         ss->dropped += need - (k - first);
         b->n = k * b->G;
         ss->rounds++;
@@ -503,7 +355,7 @@ static base_status old_logprobs(grpo_stage *g, grpo_step *ss) {
         int nm = j0 + b->mb < hi ? b->mb : (int)hi - j0;
         model_batch mbt;
         grpo_batch gb;
-        pack_micro(b, b->ord + j0, nm, &mbt, &gb);
+        grpo_bufs_pack(b, b->ord + j0, nm, &mbt, &gb);
         mbt.logit_scale = 1.0f / g->T;
         s = model_forward(g->tr, &mbt);
         if (s) break;
@@ -531,7 +383,7 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
     grpo_bufs *b = &g->b;
     model_batch mbt;
     grpo_batch gb;
-    pack_micro(b, ix, nm, &mbt, &gb);
+    grpo_bufs_pack(b, ix, nm, &mbt, &gb);
     mbt.logit_scale = 1.0f / g->T;
     base_status s = BASE_OK;
     if (g->ref_in_policy) { /* LoRA: the reference is the base, in the policy's arena, before its forward */
@@ -540,13 +392,13 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
         if (!s) model_train_download(g->tr, b->ref_pos, NULL);
         model_train_set_adapter(g->tr, 1);
         if (s) return s;
-        gather(b, ix, nm, b->ref_pos, b->ref);
+        grpo_bufs_gather(b, ix, nm, b->ref_pos, b->ref);
     }
     s = model_forward(g->tr, &mbt);
     if (s) return s;
     model_train_download(g->tr, b->lp_pos, b->ent_pos);
-    gather(b, ix, nm, b->lp_pos, b->lp);
-    gather(b, ix, nm, b->ent_pos, b->ent);
+    grpo_bufs_gather(b, ix, nm, b->lp_pos, b->lp);
+    grpo_bufs_gather(b, ix, nm, b->ent_pos, b->ent);
     gb.logp = b->lp;
     gb.entropy = b->ent;
     if (need_old) {
@@ -572,7 +424,7 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
         s = model_forward(g->tr_ref, &mbt);
         if (s) return s;
         model_train_download(g->tr_ref, b->ref_pos, NULL);
-        gather(b, ix, nm, b->ref_pos, b->ref);
+        grpo_bufs_gather(b, ix, nm, b->ref_pos, b->ref);
     }
     if (g->tr_ref || g->ref_in_policy) gb.ref_logp = b->ref;
     grpo_loss_stats ls;
@@ -580,8 +432,8 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
     if (s) return s;
     grpo_loss_stats_merge(lstats, &ls);
     grpo_loss_stats_merge(ostats, &ls);
-    scatter(b, ix, nm, b->g, b->g_pos);
-    scatter(b, ix, nm, b->gent, b->gent_pos);
+    grpo_bufs_scatter(b, ix, nm, b->g, b->g_pos);
+    grpo_bufs_scatter(b, ix, nm, b->gent, b->gent_pos);
     model_backward(g->tr, b->g_pos, b->gent_pos, g->grads);
     return BASE_OK;
 }
@@ -623,7 +475,7 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
             for (int j0 = lo; j0 < hi; j0 += b->mb) {
                 model_batch mbt;
                 grpo_batch gb;
-                pack_micro(b, b->ord + j0, j0 + b->mb < hi ? b->mb : hi - j0, &mbt, &gb);
+                grpo_bufs_pack(b, b->ord + j0, j0 + b->mb < hi ? b->mb : hi - j0, &mbt, &gb);
                 norm.n_tokens += grpo_count_loss_tokens(g->gc, &gb);
             }
             int64_t mlo = 0, mhi = 0;
