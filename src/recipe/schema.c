@@ -265,7 +265,7 @@ static const recipe_key lora_keys[] = {
     {"r", RK_INT, "8", NULL, "LoRA rank", LO(r), IN(1, MODEL_LORA_MAX_RANK)},
     {"lora_alpha", RK_NUM, "8", NULL, "scaling: s = lora_alpha / r (use_rslora: lora_alpha / sqrt(r))", LO(lora_alpha),
      GT(0)},
-    {"lora_dropout", RK_NUM, "0", NULL, "dropout on the adapters' input: only 0 (not implemented)", LO(lora_dropout),
+    {"lora_dropout", RK_NUM, "0", NULL, "PEFT's dropout on the adapters' input; grpo trains the adapters without it: any value but 0 is refused", LO(lora_dropout),
      IN_CO(0, 1)},
     {"target_modules", RK_STRLIST, "[\"all-linear\"]", MODEL_LORA_TARGET_NAMES "|all-linear",
      "modules to adapt by name; all-linear: every one (not lm_head); gate/up/down_proj are the dense MLP's and the "

@@ -8,7 +8,6 @@
 
 #include "base/base.h"
 
-
 void grpo_bufs_alloc(grpo_bufs *b) {
     size_t N = (size_t)b->N, T = (size_t)b->max_tok;
     b->pids = base_xmalloc(N * (size_t)b->max_prompt * sizeof(int32_t));

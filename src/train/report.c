@@ -175,7 +175,7 @@ typedef struct {
 } report;
 
 /* A figure: the image when gnuplot drew it, else the data file. The
- * placeholder "@@FIG n@@" is resolved after gnuplot ran. */
+ * marker "@@FIG n@@" in the page is replaced by the figure once gnuplot ran. */
 static void figure(report *r, const char *base, const char *title) {
     r->pngs = base_xrealloc(r->pngs, (size_t)(r->npng + 1) * sizeof *r->pngs);
     r->alts = base_xrealloc(r->alts, (size_t)(r->npng + 1) * sizeof *r->alts);
