@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "base/base.h"
+#include "model/model.h"
 #include "tok/tok.h"
 
 static char *env_path(const char *var, const char *dflt, const char *rel) {
@@ -103,6 +104,45 @@ void test_run_fixture(const char *dir) {
     test_write_text(dir, "vary.lua",
                     "return function(s) return (#s.completion % 5) / 4 + (s.completion:find('1') and 0.5 or 0) end\n");
 }
+
+void test_model_outputs_run(model *m, test_model_outputs *o) {
+    const struct ops *op = model_ops(m);
+    int64_t V = model_cfg(m)->vocab_size;
+    enum { T0 = 29, T1 = 17, TD = 21, PD = 6 };
+    int32_t ids[T0 + T1];
+    for (int i = 0; i < T0 + T1; i++) ids[i] = (int32_t)((i * 37 + 11) % V);
+    int32_t cu[3] = {0, T0, T0 + T1};
+    o->nfull = (T0 + T1) * V;
+    o->full = malloc((size_t)o->nfull * sizeof(float));
+    assert_int_equal(model_forward_logits(m, 2, ids, cu, o->full, NULL), BASE_OK);
+    model_train_limits tl = {.max_tokens = T0 + T1, .max_seqs = 2};
+    model_train *tr = NULL;
+    assert_int_equal(model_train_new(m, &tl, &tr), BASE_OK);
+    model_batch b = {.nseq = 2, .ids = ids, .cu_seqlens = cu};
+    assert_int_equal(model_forward(tr, &b), BASE_OK);
+    o->nlogp = T0 + T1;
+    o->logp = malloc((size_t)o->nlogp * sizeof(float));
+    model_train_download(tr, o->logp, NULL);
+    model_train_free(tr);
+    model_cache_limits cl = {.slots = 2, .max_len = TD, .max_batch = 2, .max_prefill = TD};
+    model_cache *c = NULL;
+    assert_int_equal(model_cache_new(m, &cl, &c), BASE_OK);
+    o->ndec = (TD - PD + 1) * V;
+    o->dec = malloc((size_t)o->ndec * sizeof(float));
+    int32_t slot = 1, pcu[2] = {0, PD};
+    const tensor *lg;
+    assert_int_equal(model_prefill(c, 1, &slot, ids, pcu, &lg), BASE_OK);
+    op->download(o->dec, lg->data, (size_t)V * sizeof(float));
+    for (int t = PD; t < TD; t++) {
+        int32_t pos = t;
+        assert_int_equal(model_decode(c, 1, &slot, &ids[t], &pos, &lg), BASE_OK);
+        op->download(o->dec + (t - PD + 1) * V, lg->data, (size_t)V * sizeof(float));
+    }
+    model_cache_free(c);
+}
+
+
+void test_model_outputs_free(test_model_outputs *o) { free(o->full), free(o->logp), free(o->dec); }
 
 void test_rand_f32(float *x, int64_t n, uint64_t seed, float scale) {
     base_rng r;

@@ -40,6 +40,17 @@ void test_run_fixture(const char *dir);
 char *test_metrics_canon(const char *path);
 /* Write text into dir/rel (dies on failure). */
 void test_write_text(const char *dir, const char *rel, const char *text);
+/* What a model computes for one fixed input: full-forward logits [2 x 46 x V]
+ * of two packed sequences, the training forward's log-probs [46], and the
+ * logits of a prefill of 6 tokens then 15 decode steps [16 x V]; on any
+ * backend (downloaded). test_model_outputs_free releases them. */
+typedef struct model model;
+typedef struct {
+    float *full, *logp, *dec;
+    int64_t nfull, nlogp, ndec;
+} test_model_outputs;
+void test_model_outputs_run(model *m, test_model_outputs *o);
+void test_model_outputs_free(test_model_outputs *o);
 /* Uniform floats in [-scale, scale) from a seed. */
 void test_rand_f32(float *x, int64_t n, uint64_t seed, float scale);
 /* max |a-b| and the relative L2 norm ||a-b|| / ||b||. */

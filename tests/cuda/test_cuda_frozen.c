@@ -282,49 +282,6 @@ static void test_embedding_bf16(void **st) {
 
 /* ---- the model ------------------------------------------------------------------ */
 
-typedef struct {
-    float *full, *logp, *dec;
-    int64_t nfull, nlogp, ndec;
-} outputs;
-
-enum { T0 = 29, T1 = 17, TD = 21, PD = 6 };
-
-static void run_outputs(model *m, outputs *o) {
-    const struct ops *op = model_ops(m);
-    int64_t V = model_cfg(m)->vocab_size;
-    int32_t ids[T0 + T1];
-    for (int i = 0; i < T0 + T1; i++) ids[i] = (int32_t)((i * 37 + 11) % V);
-    int32_t cu[3] = {0, T0, T0 + T1};
-    o->nfull = (T0 + T1) * V;
-    o->full = malloc((size_t)o->nfull * sizeof(float));
-    assert_int_equal(model_forward_logits(m, 2, ids, cu, o->full, NULL), BASE_OK);
-    model_train_limits tl = {.max_tokens = T0 + T1, .max_seqs = 2};
-    model_train *tr = NULL;
-    assert_int_equal(model_train_new(m, &tl, &tr), BASE_OK);
-    model_batch b = {.nseq = 2, .ids = ids, .cu_seqlens = cu};
-    assert_int_equal(model_forward(tr, &b), BASE_OK);
-    o->nlogp = T0 + T1;
-    o->logp = malloc((size_t)o->nlogp * sizeof(float));
-    model_train_download(tr, o->logp, NULL);
-    model_train_free(tr);
-    model_cache_limits cl = {.slots = 2, .max_len = TD, .max_batch = 2, .max_prefill = TD};
-    model_cache *c = NULL;
-    assert_int_equal(model_cache_new(m, &cl, &c), BASE_OK);
-    o->ndec = (TD - PD + 1) * V;
-    o->dec = malloc((size_t)o->ndec * sizeof(float));
-    int32_t slot = 1, pcu[2] = {0, PD};
-    const tensor *lg;
-    assert_int_equal(model_prefill(c, 1, &slot, ids, pcu, &lg), BASE_OK);
-    op->download(o->dec, lg->data, (size_t)V * sizeof(float));
-    for (int t = PD; t < TD; t++) {
-        int32_t pos = t;
-        assert_int_equal(model_decode(c, 1, &slot, &ids[t], &pos, &lg), BASE_OK);
-        op->download(o->dec + (t - PD + 1) * V, lg->data, (size_t)V * sizeof(float));
-    }
-    model_cache_free(c);
-}
-
-static void free_outputs(outputs *o) { free(o->full), free(o->logp), free(o->dec); }
 
 static model *load(const char *dir, const struct ops *o, model_precision p) {
     model_load_opts lo = {.precision = p, .frozen = 1};
@@ -343,10 +300,10 @@ static void test_model_fp8(void **st) {
     assert_true(mq.master == 0 && mq.scales > 0 && mq.compute < (size_t)(2 * model_numel(q)));
     printf("%s tiny-v3-a-fp8 frozen fp8: %zu bytes of weights + %zu of scales, no master (%lld parameters)\n",
            g_ops->name, mq.compute, mq.scales, (long long)model_numel(q));
-    outputs x, y, z;
-    run_outputs(q, &x);
-    run_outputs(b, &y);
-    run_outputs(c, &z);
+    test_model_outputs x, y, z;
+    test_model_outputs_run(q, &x);
+    test_model_outputs_run(b, &y);
+    test_model_outputs_run(c, &z);
     same("tiny-v3-a-fp8 fp8 vs bf16 of the dequantised checkpoint: logits", x.full, y.full, x.nfull, 1e-5);
     same("tiny-v3-a-fp8 fp8 vs bf16 of the dequantised checkpoint: training logp", x.logp, y.logp, x.nlogp, 1e-5);
     same("tiny-v3-a-fp8 fp8 vs bf16 of the dequantised checkpoint: decode logits", x.dec, y.dec, x.ndec, 1e-5);
@@ -357,7 +314,7 @@ static void test_model_fp8(void **st) {
     printf("%s tiny-v3-a-fp8 fp8 vs the cpu's fp8 model: logits relative L2 %.3g, decode logits %.3g\n", g_ops->name,
            r1, r2);
     assert_true(r1 < 1.0 / 16 && r2 < 1.0 / 16);
-    free_outputs(&x), free_outputs(&y), free_outputs(&z);
+    test_model_outputs_free(&x), test_model_outputs_free(&y), test_model_outputs_free(&z);
     model_free(q), model_free(b), model_free(c);
     free(dir);
 }

@@ -34,53 +34,11 @@
 
 /* ---- outputs ------------------------------------------------------------- */
 
-typedef struct {
-    float *full, *logp, *dec;
-    int64_t nfull, nlogp, ndec;
-} outputs;
-
-enum { T0 = 29, T1 = 17, TD = 21, PD = 6 };
-
-static void run_outputs(model *m, outputs *o) {
-    int64_t V = model_cfg(m)->vocab_size;
-    int32_t ids[T0 + T1];
-    for (int i = 0; i < T0 + T1; i++) ids[i] = (int32_t)((i * 37 + 11) % V);
-    int32_t cu[3] = {0, T0, T0 + T1};
-    o->nfull = (T0 + T1) * V;
-    o->full = malloc((size_t)o->nfull * sizeof(float));
-    assert_int_equal(model_forward_logits(m, 2, ids, cu, o->full, NULL), BASE_OK);
-    model_train_limits tl = {.max_tokens = T0 + T1, .max_seqs = 2};
-    model_train *tr = NULL;
-    assert_int_equal(model_train_new(m, &tl, &tr), BASE_OK);
-    model_batch b = {.nseq = 2, .ids = ids, .cu_seqlens = cu};
-    assert_int_equal(model_forward(tr, &b), BASE_OK);
-    o->nlogp = T0 + T1;
-    o->logp = malloc((size_t)o->nlogp * sizeof(float));
-    model_train_download(tr, o->logp, NULL);
-    model_train_free(tr);
-    model_cache_limits cl = {.slots = 2, .max_len = TD, .max_batch = 2, .max_prefill = TD};
-    model_cache *c = NULL;
-    assert_int_equal(model_cache_new(m, &cl, &c), BASE_OK);
-    o->ndec = (TD - PD + 1) * V;
-    o->dec = malloc((size_t)o->ndec * sizeof(float));
-    int32_t slot = 1, pcu[2] = {0, PD};
-    const tensor *lg;
-    assert_int_equal(model_prefill(c, 1, &slot, ids, pcu, &lg), BASE_OK);
-    memcpy(o->dec, lg->data, (size_t)V * sizeof(float));
-    for (int t = PD; t < TD; t++) {
-        int32_t pos = t;
-        assert_int_equal(model_decode(c, 1, &slot, &ids[t], &pos, &lg), BASE_OK);
-        memcpy(o->dec + (t - PD + 1) * V, lg->data, (size_t)V * sizeof(float));
-    }
-    model_cache_free(c);
-}
-
-static void free_outputs(outputs *o) { free(o->full), free(o->logp), free(o->dec); }
 
 static void same_outputs(const char *what, model *a, model *b) {
-    outputs x, y;
-    run_outputs(a, &x);
-    run_outputs(b, &y);
+    test_model_outputs x, y;
+    test_model_outputs_run(a, &x);
+    test_model_outputs_run(b, &y);
     if (memcmp(x.full, y.full, (size_t)x.nfull * sizeof(float)))
         fail_msg("%s: logits differ (max |diff| %g)", what, test_max_abs_diff(x.full, y.full, x.nfull));
     if (memcmp(x.logp, y.logp, (size_t)x.nlogp * sizeof(float)))
@@ -88,7 +46,7 @@ static void same_outputs(const char *what, model *a, model *b) {
     if (memcmp(x.dec, y.dec, (size_t)x.ndec * sizeof(float)))
         fail_msg("%s: decode logits differ (max |diff| %g)", what, test_max_abs_diff(x.dec, y.dec, x.ndec));
     printf("%s: logits, training logp and decode logits bit-identical\n", what);
-    free_outputs(&x), free_outputs(&y);
+    test_model_outputs_free(&x), test_model_outputs_free(&y);
 }
 
 static model *load(const char *dir, model_precision p, int frozen) {
