@@ -10,6 +10,7 @@
 
 #include "base/base.h"
 #include "model/model.h"
+#include "tensor/ops.h"
 #include "tok/tok.h"
 
 static char *env_path(const char *var, const char *dflt, const char *rel) {
@@ -143,6 +144,51 @@ void test_model_outputs_run(model *m, test_model_outputs *o) {
 
 
 void test_model_outputs_free(test_model_outputs *o) { free(o->full), free(o->logp), free(o->dec); }
+
+#define COUNT_MAX_LIVE 4096
+static const struct ops *count_inner;
+static struct ops count_table;
+static struct {
+    void *p;
+    size_t n;
+} count_live[COUNT_MAX_LIVE];
+static size_t count_live_bytes, count_peak_bytes;
+
+static void *count_alloc(size_t n) {
+    void *p = count_inner->alloc(n);
+    int i = 0;
+    while (i < COUNT_MAX_LIVE && count_live[i].p) i++;
+    if (i == COUNT_MAX_LIVE) fail_msg("more than %d live device allocations", COUNT_MAX_LIVE);
+    count_live[i].p = p, count_live[i].n = n;
+    count_live_bytes += n;
+    if (count_live_bytes > count_peak_bytes) count_peak_bytes = count_live_bytes;
+    return p;
+}
+
+static void count_free(void *p) {
+    if (!p) return;
+    for (int i = 0; i < COUNT_MAX_LIVE; i++)
+        if (count_live[i].p == p) {
+            count_live_bytes -= count_live[i].n;
+            count_live[i].p = NULL;
+            count_inner->free(p);
+            return;
+        }
+    fail_msg("freeing %p: not a live device allocation", p);
+}
+
+const struct ops *test_counting_ops(const struct ops *inner, const char *name) {
+    count_inner = inner;
+    count_table = *inner;
+    count_table.name = name;
+    count_table.alloc = count_alloc;
+    count_table.free = count_free;
+    return &count_table;
+}
+
+size_t test_counting_live(void) { return count_live_bytes; }
+size_t test_counting_peak(void) { return count_peak_bytes; }
+void test_counting_reset_peak(void) { count_peak_bytes = count_live_bytes; }
 
 void test_rand_f32(float *x, int64_t n, uint64_t seed, float scale) {
     base_rng r;

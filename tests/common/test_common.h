@@ -51,6 +51,15 @@ typedef struct {
 } test_model_outputs;
 void test_model_outputs_run(model *m, test_model_outputs *o);
 void test_model_outputs_free(test_model_outputs *o);
+/* A copy of `inner`'s op table whose alloc and free count the live and
+ * peak bytes of device allocations (one set of counters per process; at
+ * most 4096 live allocations); register it with ops_register to run on it.
+ * test_counting_reset_peak sets the peak to the live bytes. */
+struct ops;
+const struct ops *test_counting_ops(const struct ops *inner, const char *name);
+size_t test_counting_live(void);
+size_t test_counting_peak(void);
+void test_counting_reset_peak(void);
 /* Uniform floats in [-scale, scale) from a seed. */
 void test_rand_f32(float *x, int64_t n, uint64_t seed, float scale);
 /* max |a-b| and the relative L2 norm ||a-b|| / ||b||. */

@@ -35,38 +35,7 @@
 static const char *g_dev, *g_prec = "f32";
 static const char *g_top = ""; /* top-level recipe keys (the lora table) */
 
-/* The emulated backend with its allocations counted (live and peak bytes). */
-#define MAX_LIVE 4096
-static const struct ops *g_inner;
-static struct ops g_counting;
-static struct {
-    void *p;
-    size_t n;
-} g_live[MAX_LIVE];
-static size_t g_live_bytes, g_peak_bytes;
-
-static void *count_alloc(size_t n) {
-    void *p = g_inner->alloc(n);
-    int i = 0;
-    while (i < MAX_LIVE && g_live[i].p) i++;
-    if (i == MAX_LIVE) fail_msg("more than %d live device allocations", MAX_LIVE);
-    g_live[i].p = p, g_live[i].n = n;
-    g_live_bytes += n;
-    if (g_live_bytes > g_peak_bytes) g_peak_bytes = g_live_bytes;
-    return p;
-}
-
-static void count_free(void *p) {
-    if (!p) return;
-    for (int i = 0; i < MAX_LIVE; i++)
-        if (g_live[i].p == p) {
-            g_live_bytes -= g_live[i].n;
-            g_live[i].p = NULL;
-            g_inner->free(p);
-            return;
-        }
-    fail_msg("freeing %p: not a live device allocation", p);
-}
+static int g_counted; /* the emulated backend with its allocations counted */
 static char *DIR_;
 
 static int setup(void **state) {
@@ -217,17 +186,17 @@ static void test_offload_optimizer(void **state) {
 
 static void test_lora(void **state) {
     (void)state;
-    g_peak_bytes = g_live_bytes;
+    test_counting_reset_peak();
     if (run_lora("lora", 0, 0)) fail_msg("%s: %s", g_dev, base_err_msg());
-    if (g_inner) { /* the memory plan == the device bytes the run allocated */
+    if (g_counted) { /* the memory plan == the device bytes the run allocated */
         char *text = read_run("lora", "summary.json", NULL);
         cJSON *j = cJSON_Parse(text);
         const cJSON *plan = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "grpo"), "memory_plan");
         double total = base_json_num(plan, "total", -1, NULL);
         printf("%s %s: LoRA GRPO stage: planned %.0f device bytes, peak allocated %zu\n", g_dev, g_prec, total,
-               g_peak_bytes);
-        assert_true(total == (double)g_peak_bytes);
-        assert_int_equal(g_live_bytes, 0);
+               test_counting_peak());
+        assert_true(total == (double)test_counting_peak());
+        assert_int_equal(test_counting_live(), 0);
         cJSON_Delete(j);
         free(text);
     }
@@ -278,11 +247,8 @@ int main(int argc, char **argv) {
     }
     if (!have) return 0;
     if (!strcmp(backend, "emu")) {
-        g_inner = ops;
-        g_counting = *ops;
-        g_counting.alloc = count_alloc;
-        g_counting.free = count_free;
-        ops_register("cuda-emu", &g_counting);
+        g_counted = 1;
+        ops_register("cuda-emu", test_counting_ops(ops, ops->name));
         g_dev = "cuda-emu";
     } else {
         g_dev = "cuda";

@@ -19,39 +19,6 @@
 #include "tensor/ops.h"
 #include "train/run.h"
 
-/* ---- a counting CPU backend -------------------------------------------------- */
-
-#define MAX_LIVE 4096
-static struct {
-    void *p;
-    size_t n;
-} live[MAX_LIVE];
-static size_t live_bytes, peak_bytes;
-static struct ops counting;
-
-static void *count_alloc(size_t n) {
-    void *p = ops_cpu()->alloc(n);
-    int i = 0;
-    while (i < MAX_LIVE && live[i].p) i++;
-    if (i == MAX_LIVE) fail_msg("more than %d live device allocations", MAX_LIVE);
-    live[i].p = p, live[i].n = n;
-    live_bytes += n;
-    if (live_bytes > peak_bytes) peak_bytes = live_bytes;
-    return p;
-}
-
-static void count_free(void *p) {
-    if (!p) return;
-    for (int i = 0; i < MAX_LIVE; i++)
-        if (live[i].p == p) {
-            live_bytes -= live[i].n;
-            live[i].p = NULL;
-            ops_cpu()->free(p);
-            return;
-        }
-    fail_msg("freeing %p: not a live device allocation", p);
-}
-
 static char *DIR_;
 
 static int setup(void **state) {
@@ -69,11 +36,7 @@ static int setup(void **state) {
     test_write_file(rw, lua, strlen(lua));
     free(rw), free(d), free(m);
     base_buf_free(&b);
-    counting = *ops_cpu();
-    counting.name = "cpu-count";
-    counting.alloc = count_alloc;
-    counting.free = count_free;
-    ops_register("cpu-count", &counting);
+    ops_register("cpu-count", test_counting_ops(ops_cpu(), "cpu-count"));
     return 0;
 }
 
@@ -113,11 +76,11 @@ static cJSON *run_case(const mem_case *k, size_t *peak) {
     if (recipe_load_string(b.data, "mem.lua", NULL, 0, &rc)) fail_msg("%s", base_err_msg());
     base_buf_free(&b);
     run_opts o = {.overwrite = 1, .quiet = 1, .device = "cpu-count"};
-    live_bytes = peak_bytes = 0;
+    test_counting_reset_peak();
     if (run_recipe(rc, &o)) fail_msg("%s: %s", k->name, base_err_msg());
     recipe_free(rc);
-    assert_int_equal(live_bytes, 0); /* everything allocated was freed */
-    *peak = peak_bytes;
+    assert_int_equal(test_counting_live(), 0); /* everything allocated was freed */
+    *peak = test_counting_peak();
     base_buf_printf(&b, "%s/runs/%s/summary.json", DIR_, k->name);
     char *text;
     size_t n;
