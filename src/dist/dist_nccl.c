@@ -17,6 +17,7 @@
 typedef struct {
     const dist_nccl_abi *abi;
     void *comm;
+    const struct ops *ops; /* the device's op table: scratch and the rank-ordered sums */
 } nccl_impl;
 
 /* Check one call of the module's table: BASE_ERR_IO naming the call (the
@@ -63,6 +64,44 @@ static base_status n_barrier(dist_comm *c) {
     return BASE_OK;
 }
 
+/* dist_ireduce_scatterv on NCCL: the all-to-all of the blocks (on the
+ * stream, waited for by the module like every collective), then the size
+ * blocks for this rank added into recv in rank order with the op table's
+ * axpy (f32; the sum is f32 here, not double as on the host). Completes
+ * before it returns: the request is NULL. */
+static base_status n_ireduce_scatterv(dist_comm *c, const void *send, void *recv, const size_t *counts, dist_dtype t,
+                                      int accumulate, dist_request **req) {
+    *req = NULL;
+    if (t != DIST_F32)
+        return base_err_set(BASE_ERR_UNSUPPORTED, "dist reduce_scatter on '%s' (NCCL): sums of f32 only", c->name);
+    const struct ops *o = IMPL(c)->ops;
+    size_t mine = counts[c->rank], *rc = base_xmalloc((size_t)c->size * sizeof *rc);
+    for (int r = 0; r < c->size; r++) rc[r] = mine;
+    float *scratch = o->alloc(mine * (size_t)c->size * sizeof(float) + sizeof(float));
+    char err_[1024] = "";
+    int r_ = IMPL(c)->abi->all_to_allv(IMPL(c)->comm, send, counts, scratch, rc, (int)t, ERR);
+    free(rc);
+    if (r_ != 0) {
+        o->free(scratch);
+        return base_err_set(BASE_ERR_IO, "%s:%d: all_to_allv of a reduce_scatter failed on rank %d of communicator "
+                            "'%s' (%d ranks): %s", __FILE__, __LINE__, c->rank, c->name, c->size, err_);
+    }
+    int64_t shape[1] = {(int64_t)mine};
+    tensor y = tensor_make(recv, TENSOR_F32, o->device, 1, shape);
+    for (int r = 0; r < c->size && mine > 0; r++) {
+        tensor x = tensor_make(scratch + (size_t)r * mine, TENSOR_F32, o->device, 1, shape);
+        if (r == 0 && !accumulate) o->copy(recv, x.data, mine * sizeof(float));
+        else o->axpy(&y, &x, 1.0f);
+    }
+    o->free(scratch);
+    return BASE_OK;
+}
+
+static base_status n_wait(dist_request *req) {
+    (void)req; /* never made: n_ireduce_scatterv completes before it returns */
+    return BASE_OK;
+}
+
 static void n_destroy(dist_comm *c) {
     nccl_impl *m = IMPL(c);
     if (m) m->abi->comm_destroy(m->comm);
@@ -70,8 +109,9 @@ static void n_destroy(dist_comm *c) {
     c->impl = NULL;
 }
 
-static const dist_backend nccl_backend = {"nccl",      n_allreduce, n_reduce_scatter, n_allgatherv,
-                                          n_broadcast, n_alltoallv, n_barrier,        n_destroy};
+static const dist_backend nccl_backend = {"nccl",      n_allreduce, n_reduce_scatter,   n_allgatherv,
+                                          n_broadcast, n_alltoallv, n_barrier,          n_ireduce_scatterv,
+                                          n_wait,      n_destroy};
 
 /* The unique id: drawn on rank 0 (its error travels with it, so every rank
  * fails together rather than waiting) and broadcast over host. */
@@ -125,6 +165,7 @@ base_status dist_nccl_new(const struct ops *ops, dist_comm *host, const char *na
     if (!s) {
         m = base_xcalloc(1, sizeof *m);
         m->abi = abi;
+        m->ops = ops;
         char err[1024] = "";
         if (abi->comm_init(&m->comm, id, c->size, c->rank, err, sizeof err) != 0)
             s = base_err_set(BASE_ERR_IO, "%s:%d: ncclCommInitRank failed on rank %d of communicator '%s' (%d ranks): %s",

@@ -322,6 +322,12 @@ typedef struct {
     tensor dw, dz;       /* [n, K], [n, E] */
     tensor cvt;          /* bf16 mode: flat bf16 copy of the gradient fed to the next GEMMs */
     tensor ldt, ldtb;    /* LoRA: dL/dt [rows, r] (lora_scratch_rows) and its bf16 copy */
+    /* model_backward_units: the gradient windows in use (gw NULL: the
+     * whole arena, model_backward); arena elements [gw_lo, gw_hi) live in
+     * gw, [emb_lo, emb_hi) in gw_emb while the embedding's window is open
+     * ahead of its turn (tied embeddings: the LM head writes into it) */
+    float *gw, *gw_emb;
+    int64_t gw_lo, gw_hi, emb_lo, emb_hi;
 } bwd_scratch;
 
 /* LoRA in the backward (lora.c) of y = x W^T (+ s (x A^T) B^T), slot k of

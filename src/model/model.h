@@ -213,6 +213,8 @@ typedef struct {
     size_t scales;  /* fp8: the f32 block scales (inside no other role) */
     size_t rope;    /* the rope cos / sin tables */
     int64_t params; /* parameters held (MTP layers included when loaded) */
+    /* ZeRO 2's gradient windows (model_grad_windows; 0 for a frozen model) */
+    int64_t grad_window, grad_window_emb;
 } model_mem;
 size_t model_mem_total(const model_mem *mm);
 /* Plan for cfg loaded with opts on a backend (TENSOR_CPU or TENSOR_CUDA):
@@ -297,6 +299,36 @@ void model_train_download(const model_train *tr, float *logp, float *ent);
  * into the adapter's gradients (model_lora_grads). The top-k expert
  * choice is not differentiated; e_score_correction_bias gets no gradient. */
 void model_backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads);
+
+/* Gradients by unit (ZeRO 2, docs/distributed.md): the arena cut into
+ * model_grad_units(m) = L + 2 units in arena order: unit 0 the embedding,
+ * unit 1 + l decoder layer l, unit L + 1 the final norm and lm_head (the
+ * final norm alone with tied embeddings). MTP layers and the gaps between
+ * tensors belong to no unit (they get no gradient). lo, hi [L + 2]: each
+ * unit's arena range [lo, hi) (over its tensors, in elements). */
+int model_grad_units(const model *m);
+void model_grad_unit_ranges(const model *m, int64_t *lo, int64_t *hi);
+/* The windows a unit-wise backward needs (elements): *win the largest unit
+ * but a tied embedding (two such windows alternate), *emb a tied
+ * embedding's unit (its own window, open through the whole pass), else 0. */
+void model_grad_windows(const model *m, int64_t *win, int64_t *emb);
+typedef struct {
+    /* unit u's gradient window [hi - lo] floats (arena element lo + i at
+     * i), zero-filled by the callee: called before the backward writes
+     * any gradient of the unit */
+    float *(*begin)(void *ctx, int unit);
+    /* after the last write into the unit's window: the callee may post its
+     * reduction; the window is not touched again in this pass */
+    void (*end)(void *ctx, int unit);
+    void *ctx;
+} model_grad_hooks;
+/* model_backward into per-unit windows instead of a whole gradient arena
+ * (the windows' values are this pass's gradients alone). The calls, in
+ * order: unit L + 1, then L, ..., 1, then 0; with tied embeddings unit 0
+ * begins first (the LM head's gradient goes into it) and ends last. Full
+ * fine-tuning only (no LoRA adapter in the pass, a model with master
+ * weights): dies otherwise, as model_backward does for a bad state. */
+void model_backward_units(model_train *tr, const float *g_logp, const float *g_ent, const model_grad_hooks *h);
 
 /* ------------------------------------------------------------------------ */
 /* Inference                                                                */

@@ -205,7 +205,7 @@ static cJSON *state_json(const run_ctx *c, const run_train_state *st, const opti
         optim_counters oc = optim_counters_get(o);
         cJSON_AddNumberToObject(j, "optim_step", (double)oc.step);
         cJSON_AddNumberToObject(j, "optim_skipped", (double)oc.n_skipped);
-        cJSON_AddNumberToObject(j, "zero_stage", o->zero_shards ? 1 : 0); /* the record; the next two decide */
+        cJSON_AddNumberToObject(j, "zero_stage", o->zero_shards ? o->zero_stage : 0); /* the record; the next two decide */
         if (o->zero_shards) {
             cJSON_AddNumberToObject(j, "optimizer_shards", o->zero_shards);
             cJSON_AddNumberToObject(j, "optimizer_numel", (double)o->n);

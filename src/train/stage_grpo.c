@@ -221,7 +221,7 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
                              .recompute = g->cfg->train.gradient_checkpointing};
     if (!s) s = model_train_new(c->policy, &tl, &g->tr);
     if (!s) {
-        g->grads = run_policy_grads(c);
+        g->grads = run_policy_grads(c, &g->cfg->train);
         s = run_optim_new(c, &g->cfg->train, g->cfg->max_steps * g->mu * g->spg, g->grads, &g->opt);
     }
     if (!s && grpo_needs_ref_logp(g->gc)) {
@@ -281,7 +281,7 @@ static void stage_close(grpo_stage *g) {
     if (g->prog_on) base_progress_finish(&g->prog);
     free(g->weights), free(g->keep), free(g->cur.perm);
     if (g->b.pids) grpo_bufs_free(&g->b);
-    optim_free(&g->opt);
+    run_optim_free(g->c, &g->opt);
     if (g->grads) g->c->ops->free(g->grads);
     model_train_free(g->tr);
     model_train_free(g->tr_ref);
@@ -434,8 +434,7 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
     grpo_loss_stats_merge(ostats, &ls);
     grpo_bufs_scatter(b, ix, nm, b->g, b->g_pos);
     grpo_bufs_scatter(b, ix, nm, b->gent, b->gent_pos);
-    model_backward(g->tr, b->g_pos, b->gent_pos, g->grads);
-    return BASE_OK;
+    return run_backward(g->c, g->tr, b->g_pos, b->gent_pos, g->grads);
 }
 
 /* train: num_iterations passes over the batch, each split into
@@ -478,23 +477,30 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
                 grpo_bufs_pack(b, b->ord + j0, j0 + b->mb < hi ? b->mb : hi - j0, &mbt, &gb);
                 norm.n_tokens += grpo_count_loss_tokens(g->gc, &gb);
             }
-            int64_t mlo = 0, mhi = 0;
+            int64_t mlo = 0, mhi = 0, rounds = 0, done = 0; /* the most micro-batches of a rank, this rank's backwards */
             for (int r = 0; r < c->world; r++) {
                 int64_t a, z;
                 run_split(hi - lo, r, c->world, &a, &z);
                 norm.n_micro += (z - a + b->mb - 1) / b->mb;
+                if ((z - a + b->mb - 1) / b->mb > rounds) rounds = (z - a + b->mb - 1) / b->mb;
                 if (r == c->rank) mlo = lo + a, mhi = lo + z;
             }
             optim_zero_grad(&g->opt);
-            for (int j0 = (int)mlo; j0 < mhi && !s; j0 += b->mb)
+            for (int j0 = (int)mlo; j0 < mhi && !s; j0 += b->mb) {
                 s = train_micro(g, &gcs, &norm, b->ord + j0, j0 + b->mb < mhi ? b->mb : (int)mhi - j0, need_old,
                                 &ss->lstats, &ostats);
+                if (!s) done++;
+            }
+            if (c->z2) { /* ZeRO 2: the other ranks' remaining micro-batch reductions */
+                base_status p = run_zero2_pad(c, rounds - done);
+                if (!s) s = p;
+            }
             if (!s) s = run_test_fault(c);
             s = run_agree(c, s, "the training step");
             if (!s) s = run_reduce_grads(c, g->grads);
             if (!s) s = run_reduce_loss_stats(c, &ostats); /* the entropy control sees the whole step */
             if (s) break;
-            optim_step(&g->opt, (step * mu + it) * spg + part, &ss->info);
+            if ((s = run_optim_step(c, &g->opt, (step * mu + it) * spg + part, &ss->info))) break;
             if ((s = run_gather_params(c, &g->opt))) break; /* ZeRO 1: every rank's updated shard */
             run_sync_policy(c); /* bf16 mode: refresh the compute weights */
             grpo_entropy_ctl_update(g->gc, &g->ectl, &ostats);
