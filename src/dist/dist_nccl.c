@@ -64,37 +64,57 @@ static base_status n_barrier(dist_comm *c) {
     return BASE_OK;
 }
 
-/* dist_ireduce_scatterv on NCCL: the all-to-all of the blocks (on the
- * stream, waited for by the module like every collective), then the size
- * blocks for this rank added into recv in rank order with the op table's
- * axpy (f32; the sum is f32 here, not double as on the host). Completes
- * before it returns: the request is NULL. */
+/* dist_ireduce_scatterv on NCCL, from the module's all-to-all (the ABI has
+ * no reduce with counts): in steps of `chunk` elements of every rank's
+ * block, each step packing this rank's pieces back to back (send scratch),
+ * exchanging them (waited for by the module like every collective) and
+ * adding the size pieces received into recv in rank order with the op
+ * table's axpy (f32 sums here, not double as on the host). chunk =
+ * ceil(largest block / size), so the two scratch buffers hold about one
+ * block each, not size blocks. Completes before it returns (*req NULL). */
 static base_status n_ireduce_scatterv(dist_comm *c, const void *send, void *recv, const size_t *counts, dist_dtype t,
                                       int accumulate, dist_request **req) {
     *req = NULL;
     if (t != DIST_F32)
         return base_err_set(BASE_ERR_UNSUPPORTED, "dist reduce_scatter on '%s' (NCCL): sums of f32 only", c->name);
     const struct ops *o = IMPL(c)->ops;
-    size_t mine = counts[c->rank], *rc = base_xmalloc((size_t)c->size * sizeof *rc);
-    for (int r = 0; r < c->size; r++) rc[r] = mine;
-    float *scratch = o->alloc(mine * (size_t)c->size * sizeof(float) + sizeof(float));
-    char err_[1024] = "";
-    int r_ = IMPL(c)->abi->all_to_allv(IMPL(c)->comm, send, counts, scratch, rc, (int)t, ERR);
-    free(rc);
-    if (r_ != 0) {
-        o->free(scratch);
-        return base_err_set(BASE_ERR_IO, "%s:%d: all_to_allv of a reduce_scatter failed on rank %d of communicator "
-                            "'%s' (%d ranks): %s", __FILE__, __LINE__, c->rank, c->name, c->size, err_);
+    int W = c->size;
+    size_t maxc = 0, mine = counts[c->rank];
+    for (int r = 0; r < W; r++) maxc = counts[r] > maxc ? counts[r] : maxc;
+    if (maxc == 0) return BASE_OK;
+    size_t chunk = (maxc + (size_t)W - 1) / (size_t)W, *v = base_xmalloc(3 * (size_t)W * sizeof *v);
+    size_t *off = v, *sc = v + W, *rc = v + 2 * W;
+    off[0] = 0;
+    for (int r = 1; r < W; r++) off[r] = off[r - 1] + counts[r - 1];
+    float *sbuf = o->alloc(chunk * (size_t)W * sizeof(float)), *rbuf = o->alloc(chunk * (size_t)W * sizeof(float));
+    base_status s = BASE_OK;
+    for (size_t k0 = 0; k0 < maxc && !s; k0 += chunk) {
+        size_t so = 0, got = mine > k0 ? (mine - k0 < chunk ? mine - k0 : chunk) : 0;
+        for (int r = 0; r < W; r++) { /* this rank's piece for r, packed */
+            sc[r] = counts[r] > k0 ? (counts[r] - k0 < chunk ? counts[r] - k0 : chunk) : 0;
+            rc[r] = got;
+            if (sc[r]) o->copy(sbuf + so, (const float *)send + off[r] + k0, sc[r] * sizeof(float));
+            so += sc[r];
+        }
+        char err_[1024] = "";
+        if (IMPL(c)->abi->all_to_allv(IMPL(c)->comm, sbuf, sc, rbuf, rc, (int)t, ERR) != 0) {
+            s = base_err_set(BASE_ERR_IO, "%s:%d: all_to_allv of a reduce_scatter failed on rank %d of communicator "
+                             "'%s' (%d ranks): %s", __FILE__, __LINE__, c->rank, c->name, c->size, err_);
+            break;
+        }
+        if (!got) continue;
+        int64_t shape[1] = {(int64_t)got};
+        float *dst = (float *)recv + k0;
+        tensor y = tensor_make(dst, TENSOR_F32, o->device, 1, shape);
+        for (int r = 0; r < W; r++) {
+            tensor x = tensor_make(rbuf + (size_t)r * got, TENSOR_F32, o->device, 1, shape);
+            if (r == 0 && !accumulate) o->copy(dst, x.data, got * sizeof(float));
+            else o->axpy(&y, &x, 1.0f);
+        }
     }
-    int64_t shape[1] = {(int64_t)mine};
-    tensor y = tensor_make(recv, TENSOR_F32, o->device, 1, shape);
-    for (int r = 0; r < c->size && mine > 0; r++) {
-        tensor x = tensor_make(scratch + (size_t)r * mine, TENSOR_F32, o->device, 1, shape);
-        if (r == 0 && !accumulate) o->copy(recv, x.data, mine * sizeof(float));
-        else o->axpy(&y, &x, 1.0f);
-    }
-    o->free(scratch);
-    return BASE_OK;
+    o->free(sbuf), o->free(rbuf);
+    free(v);
+    return s;
 }
 
 static base_status n_wait(dist_request *req) {
