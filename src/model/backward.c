@@ -238,13 +238,16 @@ void model_grad_unit_ranges(const model *m, int64_t *lo, int64_t *hi) {
         if (lo[u] < hi[u - 1]) base_die("model_grad_unit_ranges: units %d and %d overlap", u - 1, u);
 }
 
-void model_grad_windows(const model *m, int64_t *win, int64_t *emb) {
+void model_grad_windows(const model *m, int64_t *win, int64_t *emb, int64_t *units) {
     int U = model_grad_units(m), tied = m->cfg.tie_word_embeddings;
     int64_t *lo = base_xmalloc(2 * (size_t)U * sizeof(int64_t)), *hi = lo + U;
     model_grad_unit_ranges(m, lo, hi);
     *win = 0, *emb = tied ? hi[0] - lo[0] : 0;
+    int64_t all = 0;
+    for (int u = 0; u < U; u++) all += hi[u] - lo[u];
     for (int u = tied ? 1 : 0; u < U; u++)
         if (hi[u] - lo[u] > *win) *win = hi[u] - lo[u];
+    if (units) *units = all;
     free(lo);
 }
 

@@ -213,8 +213,9 @@ typedef struct {
     size_t scales;  /* fp8: the f32 block scales (inside no other role) */
     size_t rope;    /* the rope cos / sin tables */
     int64_t params; /* parameters held (MTP layers included when loaded) */
-    /* ZeRO 2's gradient windows (model_grad_windows; 0 for a frozen model) */
-    int64_t grad_window, grad_window_emb;
+    /* ZeRO 2's gradient windows and the units' elements together
+     * (model_grad_windows; 0 for a frozen model) */
+    int64_t grad_window, grad_window_emb, grad_units;
 } model_mem;
 size_t model_mem_total(const model_mem *mm);
 /* Plan for cfg loaded with opts on a backend (TENSOR_CPU or TENSOR_CUDA):
@@ -310,8 +311,10 @@ int model_grad_units(const model *m);
 void model_grad_unit_ranges(const model *m, int64_t *lo, int64_t *hi);
 /* The windows a unit-wise backward needs (elements): *win the largest unit
  * but a tied embedding (two such windows alternate), *emb a tied
- * embedding's unit (its own window, open through the whole pass), else 0. */
-void model_grad_windows(const model *m, int64_t *win, int64_t *emb);
+ * embedding's unit (its own window, open through the whole pass), else 0;
+ * *units (may be NULL) the elements of every unit together (what a pass
+ * reduces). */
+void model_grad_windows(const model *m, int64_t *win, int64_t *emb, int64_t *units);
 typedef struct {
     /* unit u's gradient window [hi - lo] floats (arena element lo + i at
      * i), zero-filled by the callee: called before the backward writes

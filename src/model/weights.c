@@ -232,7 +232,7 @@ static void sizes(const model *m, tensor_device dev, int64_t rope_len, model_mem
         mm->master = (size_t)m->numel * sizeof(float);
         /* bf16 mode's copy (a trainable model on a device backend) */
         if (m->prec == MODEL_BF16 && dev != TENSOR_CPU) mm->compute = (size_t)m->numel * sizeof(uint16_t);
-        model_grad_windows(m, &mm->grad_window, &mm->grad_window_emb);
+        model_grad_windows(m, &mm->grad_window, &mm->grad_window_emb, &mm->grad_units);
     }
     mm->rope = 2 * (size_t)rope_len * (size_t)(m->cfg.qk_rope_head_dim / 2) * sizeof(float) + 1;
 }

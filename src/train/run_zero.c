@@ -91,7 +91,7 @@ base_status run_zero2_new(run_ctx *c, optim *o, run_zero2 **out) {
     for (int r = 0; r < W; r++) run_split(o->n, r, W, &z->slo[r], &z->shi[r]);
     z->counts = base_xmalloc((size_t)W * sizeof(size_t));
     int64_t emb;
-    model_grad_windows(m, &z->win_n, &emb);
+    model_grad_windows(m, &z->win_n, &emb, NULL);
     const struct ops *ops = c->ops;
     for (int k = 0; k < 2; k++) z->win[k] = ops->alloc((size_t)z->win_n * sizeof(float));
     if (emb) z->emb = ops->alloc((size_t)emb * sizeof(float));

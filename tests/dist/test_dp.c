@@ -640,6 +640,48 @@ static void test_zero2(void **state) {
     }
 }
 
+/* Resume with ZeRO 2: on the same world size bit for bit (weights and every
+ * optimizer shard); from a ZeRO-1 checkpoint of 4 ranks on 2 at ZeRO 2,
+ * and from ZeRO 2 on 2 ranks to ZeRO 1 on 4 (re-sharded on load): each
+ * within TOL_Z2 of the same world-size change at ZeRO 0. A rank failing a
+ * step at ZeRO 2 fails every rank, and the run resumes bit-identical. */
+static void test_zero2_resume(void **state) {
+    (void)state;
+    char a[160], b[160];
+    ensure_run(2, "y2", NULL, 2);
+    stop_resume("yr22", 2, 2, 2, 2);
+    same_bytes("runs/yr22/checkpoints/step-6/model.safetensors", "runs/y2/checkpoints/step-6/model.safetensors");
+    for (int r = 0; r < 2; r++) {
+        snprintf(a, sizeof a, "runs/yr22/checkpoints/step-6/optimizer-rank-%d-of-2.safetensors", r);
+        snprintf(b, sizeof b, "runs/y2/checkpoints/step-6/optimizer-rank-%d-of-2.safetensors", r);
+        same_bytes(a, b);
+    }
+    const struct { const char *y, *ref; int np1, z1, np2, z2; } cross[] = {
+        {"yr42", "rr42", 4, 1, 2, 2}, {"yr24", "rr24", 2, 2, 4, 1}};
+    for (int i = 0; i < 2; i++) {
+        stop_resume(cross[i].y, cross[i].np1, cross[i].z1, cross[i].np2, cross[i].z2);
+        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", cross[i].ref);
+        if (!exists_rel(a)) stop_resume(cross[i].ref, cross[i].np1, 0, cross[i].np2, 0);
+        snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", cross[i].y);
+        weights_within(b, a, TOL_Z2);
+        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6", cross[i].y);
+        check_shards_at(a, cross[i].np2, cross[i].z2);
+    }
+    /* a failed rank */
+    const char *z2[16];
+    with_zero(z2, NULL, 2);
+    int rc = run_np(2, "yfe", "GRPO_TEST_FAIL_RANK=1:2", z2);
+    char *e = err_of("yfe");
+    if (rc == 0) fail_msg("a failing rank at ZeRO 2: the job exited 0:\n%s", e);
+    assert_non_null(strstr(e, "grpo[rank 0] run: stage 'grpo': the training step: rank 1 failed"));
+    free(e);
+    assert_false(exists_rel("runs/yfe/checkpoints/step-2"));
+    const char *resume[] = {"--resume", NULL}, *ra[16];
+    with_zero(ra, resume, 2);
+    expect_ok(run_np(2, "yfe", NULL, ra), "yfe");
+    same_bytes("runs/yfe/checkpoints/step-6/model.safetensors", "runs/y2/checkpoints/step-6/model.safetensors");
+}
+
 /* ---- faults --------------------------------------------------------------- */
 
 static void test_fault_error(void **state) {
@@ -755,7 +797,10 @@ static void test_stop_signal(void **state) {
  * that rank's CPU backend counted over the stage (memory_peak_allocated),
  * byte for byte; the plans' roles add up to their totals, rank 0's is
  * memory_plan, and at ZeRO 1 the optimizer state of the ranks tiles the
- * whole arena (m and v: 8 bytes per element of the gradient arena). */
+ * whole arena (m and v: 8 bytes per element of the gradient arena). At
+ * ZeRO 2 a rank's gradients are its shard (4 bytes per element of its m)
+ * plus the unit windows, the same on every rank and smaller than the
+ * arena; the shards tile the arena (trainer_state.json's numel). */
 static void plan_equals_peak(const char *name, int np, int zero) {
     char rel[128];
     snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
@@ -770,7 +815,7 @@ static void plan_equals_peak(const char *name, int np, int zero) {
     assert_int_equal(cJSON_GetArraySize(peaks), np);
     const char *roles[] = {"weights",     "adapter",         "grads",   "optimizer", "ref_weights",
                            "activations", "ref_activations", "rollout", "gather"};
-    double opt_sum = 0, grads = -1;
+    double opt_sum = 0, grads = -1, win = -1, grad_sum = 0;
     for (int r = 0; r < np; r++) {
         const cJSON *p = cJSON_GetArrayItem(plans, r);
         double sum = 0;
@@ -788,15 +833,40 @@ static void plan_equals_peak(const char *name, int np, int zero) {
             fail_msg("%s rank %d of %d: planned %.0f bytes, allocated at most %.0f", name, r, np, total, peak);
         opt_sum += cJSON_GetObjectItemCaseSensitive(p, "optimizer")->valuedouble;
         double gr = cJSON_GetObjectItemCaseSensitive(p, "grads")->valuedouble;
-        if (grads >= 0) assert_true(gr == grads); /* replicated */
-        grads = gr;
+        double op = cJSON_GetObjectItemCaseSensitive(p, "optimizer")->valuedouble;
+        grad_sum += gr;
+        if (zero == 2) { /* shard + windows; the windows replicated */
+            double w = gr - op / 2;
+            if (win >= 0) assert_true(w == win);
+            win = w;
+            assert_true(w > 0);
+        } else {
+            if (grads >= 0) assert_true(gr == grads); /* replicated */
+            grads = gr;
+        }
         if (r == 0) {
             const cJSON *p0 = cJSON_GetObjectItemCaseSensitive(g, "memory_plan");
             assert_true(cJSON_IsObject(p0));
             assert_true(cJSON_GetObjectItemCaseSensitive(p0, "total")->valuedouble == total);
         }
     }
-    assert_true(opt_sum == (zero ? 2 : 2 * np) * grads);
+    if (zero == 2) {
+        snprintf(rel, sizeof rel, "runs/%s/checkpoints/step-6/trainer_state.json", name);
+        char *st = read_rel(rel);
+        cJSON *sj = cJSON_Parse(st);
+        const cJSON *nn = cJSON_GetObjectItemCaseSensitive(sj, "optimizer_numel");
+        assert_true(cJSON_IsNumber(nn));
+        double arena = 4 * nn->valuedouble;
+        printf("# %s: gradient arena %.0f bytes; ZeRO 2 windows %.0f, rank 0's gradients %.0f\n", name, arena, win,
+               grad_sum / np);
+        assert_true(opt_sum == 2 * arena);        /* the shards tile the arena */
+        assert_true(grad_sum - np * win == arena); /* and so do the gradient shards */
+        assert_true(win < arena);
+        cJSON_Delete(sj);
+        free(st);
+    } else {
+        assert_true(opt_sum == (zero ? 2 : 2 * np) * grads);
+    }
     cJSON_Delete(j);
     free(text);
 }
@@ -807,9 +877,9 @@ static void test_memory_plan(void **state) {
                           NULL};
     const int nps[] = {1, 2, 4};
     for (int i = 0; i < 3; i++)
-        for (int zero = 0; zero <= 1; zero++) {
+        for (int zero = 0; zero <= 2; zero++) {
             char name[16];
-            snprintf(name, sizeof name, "%s%d", zero ? "z" : "w", nps[i]);
+            snprintf(name, sizeof name, "%s%d", zero == 2 ? "y" : zero ? "z" : "w", nps[i]);
             ensure_run(nps[i], name, NULL, zero);
             plan_equals_peak(name, nps[i], zero);
         }
@@ -834,6 +904,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest all[] = {
         cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_lora),        cmocka_unit_test(test_resume),
         cmocka_unit_test(test_zero1),       cmocka_unit_test(test_zero1_resume), cmocka_unit_test(test_zero2),
+        cmocka_unit_test(test_zero2_resume),
         cmocka_unit_test(test_fault_error), cmocka_unit_test(test_fault_kill),  cmocka_unit_test(test_stop_signal),
         cmocka_unit_test(test_memory_plan),
     };
