@@ -638,6 +638,13 @@ static void test_zero2(void **state) {
         snprintf(a, sizeof a, "runs/%s/checkpoints/step-6", y);
         check_shards_at(a, nps[i], 2);
     }
+    /* LoRA: refused, named (the adapter's gradient arena is not sharded) */
+    const char *lora[] = {"--set", "lora.r=4", NULL}, *la[16];
+    with_zero(la, lora, 2);
+    assert_int_not_equal(run_np(2, "ly2", NULL, la), 0);
+    char *e = err_of("ly2");
+    if (!strstr(e, "zero_stage = 2 with a LoRA adapter")) fail_msg("LoRA at ZeRO 2 was not refused by name:\n%s", e);
+    free(e);
 }
 
 /* Resume with ZeRO 2: on the same world size bit for bit (weights and every
