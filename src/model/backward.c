@@ -14,6 +14,7 @@
  *         kv_a; q_b, q_a_layernorm, q_a (or q_proj) -> dxn;
  *         dh += RMSNorm_in backward of dxn                   (dh = dL/dh_in)
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,14 +26,24 @@
  * unit windows (b->gw) the element goes to the open window holding it. */
 static tensor gv(const model *m, const bwd_scratch *b, float *grads, const tensor *p) {
     tensor g = *p;
-    int64_t off = (float *)p->data - m->params;
-    if (!grads) g.data = NULL;
-    else if (!b->gw && !b->gw_emb) g.data = grads + off;
-    else if (b->gw_emb && off >= b->emb_lo && off < b->emb_hi) g.data = b->gw_emb + (off - b->emb_lo);
-    else if (b->gw && off >= b->gw_lo && off + tensor_numel(p) <= b->gw_hi) g.data = b->gw + (off - b->gw_lo);
+    if (!grads) {
+        g.data = NULL;
+        return g;
+    }
+    if (!b->gw && !b->gw_emb) {
+        g.data = grads + ((float *)p->data - m->params);
+        return g;
+    }
+    /* the element's place in the open units' weights, by address */
+    uintptr_t d = (uintptr_t)p->data, pe = (uintptr_t)b->pw_emb, pw = (uintptr_t)b->pw;
+    size_t es = sizeof(float);
+    if (b->gw_emb && d >= pe && d < pe + (size_t)(b->emb_hi - b->emb_lo) * es)
+        g.data = b->gw_emb + (d - pe) / es;
+    else if (b->gw && d >= pw && d + (size_t)tensor_numel(p) * es <= pw + (size_t)(b->gw_hi - b->gw_lo) * es)
+        g.data = b->gw + (d - pw) / es;
     else
-        base_die("backward: the gradient of arena element %lld is outside the open unit window [%lld, %lld)",
-                 (long long)off, (long long)b->gw_lo, (long long)b->gw_hi);
+        base_die("backward: a weight outside the open unit windows (unit [%lld, %lld))", (long long)b->gw_lo,
+                 (long long)b->gw_hi);
     return g;
 }
 
@@ -251,11 +262,18 @@ void model_grad_windows(const model *m, int64_t *win, int64_t *emb, int64_t *uni
     free(lo);
 }
 
+/* Where unit u's weights are: the arena, or its ZeRO 3 window. */
+static const float *unit_weights(const model *m, const int64_t *lo, int u) {
+    return m->released ? model_unit_base(m, u) : m->params + lo[u];
+}
+
 /* Unit windows: open unit u's (begin) as the current window, or close it. */
-static void unit_open(bwd_scratch *b, const model_grad_hooks *h, const int64_t *lo, const int64_t *hi, int u) {
+static void unit_open(bwd_scratch *b, const model_grad_hooks *h, const model *m, const int64_t *lo,
+                      const int64_t *hi, int u) {
     if (!h) return;
     b->gw = h->begin(h->ctx, u);
     b->gw_lo = lo[u], b->gw_hi = hi[u];
+    b->pw = unit_weights(m, lo, u);
 }
 
 static void unit_close(bwd_scratch *b, const model_grad_hooks *h, int u) {
@@ -266,12 +284,13 @@ static void unit_close(bwd_scratch *b, const model_grad_hooks *h, int u) {
 
 static void backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads,
                      const model_grad_hooks *h) {
+    static float windowed; /* grads with unit windows: a flag, never written (gv picks the window) */
     if (!tr->have_fwd) base_die("model_backward: no forward to differentiate");
     if (tr->adapter_off) base_die("model_backward: the last forward ran with the adapter off");
     model *m = tr->m;
     /* a frozen bf16/fp8 model differentiates only as a LoRA base: dx through
      * its stored weights, gradients for the adapter alone (grads NULL) */
-    if (!m->params && !(m->lora && !grads && !tr->lim.no_adapter))
+    if (!m->params && !m->released && !(m->lora && !grads && !tr->lim.no_adapter))
         base_die("model_backward: a frozen %s model holds no master weights to differentiate",
                  model_precision_name(m->prec));
     const struct ops *o = m->ops;
@@ -289,15 +308,19 @@ static void backward(model_train *tr, const float *g_logp, const float *g_ent, f
     if (h) {
         ulo = base_xmalloc(2 * (size_t)(L + 2) * sizeof(int64_t)), uhi = ulo + L + 2;
         model_grad_unit_ranges(m, ulo, uhi);
-        grads = m->params; /* non-NULL: every gradient goes to a window (gv) */
+        if (uhi[0] - ulo[0] != c->vocab_size * c->hidden_size) base_die("backward: unit 0 is not the embedding");
+        grads = &windowed; /* non-NULL: every gradient goes to a window (gv) */
         b->gw_emb = NULL;
         if (tied) { /* the embedding's window, open from the LM head to the end */
+            model_unit_use(m, 0);
             b->gw_emb = h->begin(h->ctx, 0);
             b->emb_lo = ulo[0], b->emb_hi = uhi[0];
+            b->pw_emb = unit_weights(m, ulo, 0);
         }
     }
     /* LM head + log-softmax, then the final norm */
-    unit_open(b, h, ulo, uhi, L + 1);
+    model_unit_use(m, L + 1);
+    unit_open(b, h, m, ulo, uhi, L + 1);
     tensor g_head = gv(m, b, grads, &m->w.lm_head);
     o->lmhead_bwd(&dxn, gp(&g_head), &gl, &ge, &hf, &m->wc.lm_head, &tgt, &lse, &ent, tr->scale, &tr->lm_ws);
     tensor hL = mv_rows(&tr->h[L], n), rf = mv_rows(&tr->rstd_f, n), g_fn = gv(m, b, grads, &m->w.final_norm);
@@ -312,17 +335,28 @@ static void backward(model_train *tr, const float *g_logp, const float *g_ent, f
     for (int l = L - 1; l >= 0; l--) {
         layer_acts *A = &tr->acts[tr->nacts == 1 ? 0 : l];
         tensor hi = mv_rows(&tr->h[l], n);
+        model_unit_use(m, 1 + l);
         if (tr->lim.recompute) {
             tensor ho = mv_rows(&tr->h_tmp, n);
             layer_fwd(m, l, A, &hi, &ho, &ctx);
         }
-        unit_open(b, h, ulo, uhi, 1 + l);
+        unit_open(b, h, m, ulo, uhi, 1 + l);
         ffn_bwd(m, l, A, b, grads, n);
         attn_bwd(m, l, A, b, grads, &hi, &pos, &cu, n);
         unit_close(b, h, 1 + l);
     }
-    if (h && !tied) unit_open(b, h, ulo, uhi, 0);
-    tensor ids = mv_rows(&tr->ids, n), g_emb = gv(m, b, grads, &m->w.embed);
+    if (h && !tied) { /* the embedding's gradient needs no weights: its grad window alone */
+        b->gw = h->begin(h->ctx, 0);
+        b->gw_lo = ulo[0], b->gw_hi = uhi[0];
+        b->pw = m->released ? NULL : m->params + ulo[0];
+    }
+    tensor ids = mv_rows(&tr->ids, n), g_emb;
+    if (h) { /* unit 0 is the embedding alone: its window is the table's gradient */
+        int64_t es[2] = {c->vocab_size, c->hidden_size};
+        g_emb = tensor_make(tied ? b->gw_emb : b->gw, TENSOR_F32, o->device, 2, es);
+    } else {
+        g_emb = gv(m, b, grads, &m->w.embed);
+    }
     if (g_emb.data) o->embedding_bwd(&g_emb, &dh, &ids);
     if (h) {
         h->end(h->ctx, 0);
@@ -337,7 +371,7 @@ void model_backward(model_train *tr, const float *g_logp, const float *g_ent, fl
 
 void model_backward_units(model_train *tr, const float *g_logp, const float *g_ent, const model_grad_hooks *h) {
     if (!h || !h->begin || !h->end) base_die("model_backward_units: no hooks");
-    if (!tr->m->params) base_die("model_backward_units: the model holds no master weights");
+    if (!tr->m->params && !tr->m->released) base_die("model_backward_units: the model holds no master weights");
     if (tr->lora_planned && !tr->adapter_off)
         base_die("model_backward_units: a pass with a LoRA adapter (its gradients are the adapter's arena)");
     backward(tr, g_logp, g_ent, NULL, h);

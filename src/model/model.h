@@ -333,6 +333,28 @@ typedef struct {
  * weights): dies otherwise, as model_backward does for a bad state. */
 void model_backward_units(model_train *tr, const float *g_logp, const float *g_ent, const model_grad_hooks *h);
 
+/* ZeRO 3 (shard.c, docs/distributed.md): parameters sharded over ranks.
+ * model_arena_release frees the parameter arena (and bf16 mode's compute
+ * copy) of a trainable model without an adapter; from then on every pass
+ * (model_forward, model_backward_units, prefill, decode,
+ * model_forward_logits) calls hook(ctx, u) before it uses unit u's weights
+ * (the units of model_grad_unit_ranges; the embedding again for a tied LM
+ * head), and the hook binds them with model_unit_bind. Decode graphs are
+ * not captured meanwhile (the hook's gathers are host calls). Nothing else
+ * may read the weights of a released model (model_weights_to_host,
+ * model_copy_weights, ... die). model_arena_restore allocates the arena
+ * again (zero: the caller fills it, then model_sync_compute) and drops the
+ * hook. */
+base_status model_arena_release(model *m, void (*hook)(void *ctx, int unit), void *ctx);
+void model_arena_restore(model *m);
+int model_arena_released(const model *m);
+/* Bind unit u's weight views to win [hi - lo] f32 values of arena range
+ * [lo, hi) (model_grad_unit_ranges); in bf16 mode win_c [hi - lo] bf16
+ * receives their compute copy and the GEMM views point into it (win_c may
+ * be NULL in f32 mode). The views stay bound until the unit is bound
+ * again; the caller keeps the windows' values valid while they are used. */
+void model_unit_bind(model *m, int u, float *win, uint16_t *win_c);
+
 /* ------------------------------------------------------------------------ */
 /* Inference                                                                */
 
