@@ -74,8 +74,8 @@
      "AdamW moments in host memory, streamed through the GPU per update (DeepSpeed's)",                               \
      ST(S.train.offload_optimizer), ANY},                                                                             \
     {"zero_stage", RK_INT, "0", NULL,                                                                                 \
-     "DeepSpeed ZeRO stage over ranks: 0 replicated, 1 AdamW state sharded, 2 gradients too (3: not built yet)",     \
-     ST(S.train.zero_stage), IN(0, 2), RF_NEUTRAL}
+     "DeepSpeed ZeRO stage over ranks: 0 replicated, 1 AdamW state sharded, 2 gradients too, 3 parameters too",     \
+     ST(S.train.zero_stage), IN(0, 3), RF_NEUTRAL}
 
 /* Generation keys (S: the stage's member; defaults differ per stage). */
 #define GEN_KEYS(S, G, g_min, g_doc, temp, temp_range, temp_doc, p_dflt, p_doc)                                   \

@@ -57,10 +57,13 @@ static float *host_view(const struct ops *ops, const float *dev, int64_t n, floa
     return *owned;
 }
 
-static base_status write_weights(const model *m, const char *path) {
+/* host: the weights gathered on the host (ZeRO 3), else NULL: the model's. */
+static base_status write_weights_from(const model *m, const float *gathered, const char *path) {
     float *own = NULL;
     const float *host;
-    if (model_params(m)) {
+    if (gathered) {
+        host = gathered;
+    } else if (model_params(m)) {
         host = host_view(model_ops(m), model_params(m), model_numel(m), &own);
     } else { /* a frozen bf16 reference: its stored values, exact in f32 */
         own = base_xmalloc((size_t)model_numel(m) * sizeof(float));
@@ -78,6 +81,8 @@ static base_status write_weights(const model *m, const char *path) {
     free(own);
     return s;
 }
+
+static base_status write_weights(const model *m, const char *path) { return write_weights_from(m, NULL, path); }
 
 /* The files a checkpoint carries besides the weights (c->keep_files, in
  * this order); the first of each source is required. */
@@ -111,7 +116,7 @@ base_status run_save_model(run_ctx *c, const model *m, const char *dir) {
     base_status s = base_mkdir_p(dir);
     if (s) return s;
     char *p = base_path_join(dir, "model.safetensors");
-    s = write_weights(m, p);
+    s = write_weights_from(m, m == c->policy ? c->policy_host : NULL, p); /* ZeRO 3: gathered on rank 0 */
     free(p);
     for (int i = 0; i < 4 && !s; i++) {
         const base_buf *f = &c->keep_files[i];
@@ -290,7 +295,10 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
         free(root), free(tmp);
         if (s) return s;
     }
+    s = run_zero3_gather_host(c); /* ZeRO 3: the weights to rank 0's host memory */
+    if (s) return s;
     s = run_writes(c) ? ckpt_write(c, st, opt, ref, keep) : BASE_OK;
+    free(c->policy_host), c->policy_host = NULL;
     s = run_agree(c, s, "writing the checkpoint");
     if (!s) c->saved_step = st->total_steps;
     return s;

@@ -311,8 +311,15 @@ static tensor pview(const optim *o, float *role, int i) {
     return view(o, role, o->params[i].offset, o->params[i].numel);
 }
 
-tensor optim_param_view(const optim *o, int i) { return pview(o, o->param, i); }
 static tensor state_view(const optim *o, float *role, int i);
+tensor optim_param_view(const optim *o, int i) {
+    if (o->param_sharded) {
+        tensor t = state_view(o, o->param, i);
+        t.device = o->ops->device;
+        return t;
+    }
+    return pview(o, o->param, i);
+}
 tensor optim_grad_view(const optim *o, int i) {
     if (o->grad_sharded) {
         tensor t = state_view(o, o->grad, i);
@@ -339,6 +346,11 @@ tensor optim_role_view(const optim *o, float *role) {
     tensor t = view(o, role, 0, state ? o->state_n : o->n);
     if (o->state_on_host && state) t.device = TENSOR_CPU;
     return t;
+}
+
+void optim_set_param_shard(optim *o, float *param) {
+    o->param = param;
+    o->param_sharded = 1;
 }
 
 void optim_set_grad_shard(optim *o, float *grad) {
@@ -398,6 +410,7 @@ void optim_step_sumsq(optim *o, int64_t k, double sumsq, optim_step_info *info) 
                         .step = o->step};
     const int64_t slo = o->state_lo, shi = o->state_lo + o->state_n;
     const int64_t glo = o->grad_sharded ? slo : 0; /* the gradient buffer's first arena element */
+    const int64_t plo = o->param_sharded ? slo : 0; /* the parameter buffer's */
     for (int i = 0; i < o->n_runs; i++) {
         /* the part of the run inside this rank's state shard (all of it
          * unless sharded: ZeRO 1); m and v are indexed from state_lo */
@@ -407,7 +420,7 @@ void optim_step_sumsq(optim *o, int64_t k, double sumsq, optim_step_info *info) 
         const optim_run run = {r0, r1 - r0, o->runs[i].decay}, *u = &run;
         a.weight_decay = u->decay ? o->cfg.weight_decay : 0.0;
         if (!o->state_on_host) {
-            tensor p = view(o, o->param, u->offset, u->n), m = view(o, o->m, u->offset - slo, u->n);
+            tensor p = view(o, o->param, u->offset - plo, u->n), m = view(o, o->m, u->offset - slo, u->n);
             tensor v = view(o, o->v, u->offset - slo, u->n), g = view(o, o->grad, u->offset - glo, u->n);
             o->ops->adamw(&p, &m, &v, &g, &a);
             continue;
@@ -420,7 +433,7 @@ void optim_step_sumsq(optim *o, int64_t k, double sumsq, optim_step_info *info) 
             size_t bytes = (size_t)cn * sizeof(float);
             o->ops->upload(o->stage, o->m + (c0 - slo), bytes);
             o->ops->upload(o->stage + o->stage_n, o->v + (c0 - slo), bytes);
-            tensor p = view(o, o->param, c0, cn), g = view(o, o->grad, c0 - glo, cn);
+            tensor p = view(o, o->param, c0 - plo, cn), g = view(o, o->grad, c0 - glo, cn);
             tensor m = view(o, o->stage, 0, cn), v = view(o, o->stage + o->stage_n, 0, cn);
             o->ops->adamw(&p, &m, &v, &g, &a);
             o->ops->download(o->m + (c0 - slo), o->stage, bytes);

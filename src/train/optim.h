@@ -124,7 +124,9 @@ typedef struct {
     int owns_param_grad; /* 1 after optim_init, 0 after optim_init_arena */
     int grad_sharded;    /* 1: grad holds only [state_lo, state_lo + state_n) like m and v (ZeRO 2,
                           * optim_set_grad_shard); 0: grad is the whole arena [n] */
-    int zero_stage;      /* the caller's record: 1 or 2 with zero_shards, else 0 */
+    int param_sharded;   /* 1: param holds only [state_lo, state_lo + state_n) (ZeRO 3,
+                          * optim_set_param_shard) */
+    int zero_stage;      /* the caller's record: 1, 2 or 3 with zero_shards, else 0 */
     int zero_shards;     /* the caller's record: ZeRO 1 / 2 over this many ranks (0: state not sharded) */
     int zero_rank;       /* and this rank's shard among them */
     int64_t step;        /* applied updates (AdamW t) */
@@ -181,6 +183,9 @@ tensor optim_role_view(const optim *o, float *role); /* m, v: [state_n] */
  * over the ranks and steps with optim_step_sumsq. optim_grad_view dies for
  * a parameter not wholly inside the shard. */
 void optim_set_grad_shard(optim *o, float *grad);
+/* ZeRO 3: the master parameters are param [state_n] too (the caller's
+ * shard of the arena); optim_step updates it in place. */
+void optim_set_param_shard(optim *o, float *param);
 
 /* grad = 0 (the whole buffer, arena included). */
 void optim_zero_grad(optim *o);

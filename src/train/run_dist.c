@@ -107,12 +107,12 @@ base_status run_test_fault(run_ctx *c) {
 }
 
 void run_zero_shard(const run_ctx *c, const recipe_train_cfg *train, int64_t n, int64_t *lo, int64_t *hi) {
-    if (train->zero_stage == 1 || train->zero_stage == 2) run_split(n, c->rank, c->world, lo, hi);
+    if (train->zero_stage >= 1) run_split(n, c->rank, c->world, lo, hi);
     else *lo = 0, *hi = n;
 }
 
 base_status run_gather_params(run_ctx *c, const optim *o) {
-    if (!o->zero_shards || c->world <= 1) return BASE_OK;
+    if (!o->zero_shards || c->world <= 1 || o->param_sharded) return BASE_OK; /* ZeRO 3: no whole copy */
     int W = c->world;
     size_t *counts = base_xcalloc((size_t)W, sizeof *counts);
     for (int r = 0; r < W; r++) {

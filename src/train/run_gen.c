@@ -402,6 +402,11 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32
             s = reward_pool_score_groups(g->pool, (const cJSON *const *)samples, (int64_t)nloc * K, g->group_off, nloc,
                                          sc);
     }
+    { /* ZeRO 3: the ranks' prefill / decode passes gather weights together: the
+       * rank with fewer passes (shorter completions, fewer prompts) pads */
+        base_status z = run_zero3_sync(c);
+        if (!s) s = z;
+    }
     if (c->world > 1) {
         s = run_agree(c, s, "generating and scoring a chunk");
         if (!s) s = share_chunk(g, rows, np, lo, hi);

@@ -65,7 +65,8 @@ typedef struct {
      * results), dev: the communicator of the op table's buffers (gradients) */
     int rank, world;
     dist_comm *host, *dev;
-    struct run_zero2 *z2;   /* the training stage's ZeRO 2 gradient shard and windows (run_zero.c), else NULL */
+    struct run_zero2 *z2;   /* the training stage's ZeRO 2 / 3 state (run_zero.c), else NULL */
+    float *policy_host;     /* ZeRO 3, during a checkpoint: the policy's weights gathered on rank 0's host */
 } run_ctx;
 
 /* A stop signal (opts.stop_signal), polled where a stage can stop cleanly:
@@ -147,6 +148,27 @@ base_status run_zero2_pad(run_ctx *c, int64_t passes);
  * norm from every rank's shard (sums of squares added in rank order)
  * then optim_step_sumsq. A collective at ZeRO 2. */
 base_status run_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *info);
+/* ZeRO 3 (run_zero.c): run_zero3_begin, once the stage has what needs the
+ * whole policy (the reference copy, the rollout engine, the resumed
+ * optimizer state): the rank's shard of the master parameters copied out,
+ * the policy's arena released (model_arena_release) with the unit hook
+ * that all-gathers a unit into a parameter window. run_zero3_end, at the
+ * stage's successful end: the arena back, every rank's shard gathered
+ * into it. run_zero3_gather_host (run_ckpt_save): rank 0's host copy of
+ * the weights in c->policy_host. No-ops below stage 3. Collectives. */
+base_status run_zero3_begin(run_ctx *c);
+base_status run_zero3_end(run_ctx *c);
+base_status run_zero3_gather_host(run_ctx *c);
+/* ZeRO 3: after a phase of forward-only passes of the policy (the rollout's
+ * prefills and decode steps, the old log-probs), in which ranks make
+ * different numbers of passes: every unit gather is a collective, so the
+ * ranks with fewer passes make the others' remaining gathers (the same
+ * unit sequence as a forward). A no-op below stage 3. A collective. */
+base_status run_zero3_sync(run_ctx *c);
+/* run_param_update of a released policy: the tensor gathered from the
+ * shards, fn applied on every rank, each rank's part written back. */
+base_status run_zero3_param_update(run_ctx *c, const model_param *p, void (*fn)(float *, int64_t, void *),
+                                   void *ctx);
 
 /* Loss statistics merged over the ranks (sums added, extremes min / max,
  * flags or'ed), in place: every rank gets the step's. */
@@ -423,7 +445,9 @@ float *run_policy_grads(run_ctx *c, const recipe_train_cfg *train);
  * by name (the MoE router bias after a step, ...): fn(vals, numel, ctx) on
  * the host copy of the tensor, written back and the compute copy
  * refreshed. Every rank calls it with the same fn (the weights are
- * replicated at ZeRO 0, 1 and 2: each rank updates its copy the same way).
+ * replicated at ZeRO 0, 1 and 2: each rank updates its copy the same way;
+ * at ZeRO 3 the tensor is gathered from the shards and each rank writes
+ * its part back: run_zero3_param_update). A collective at ZeRO 3.
  * Errors: no such parameter (BASE_ERR_INVALID naming it), a frozen model
  * without master weights (BASE_ERR_UNSUPPORTED). */
 base_status run_param_update(run_ctx *c, const char *name, void (*fn)(float *vals, int64_t numel, void *ctx),

@@ -29,11 +29,11 @@
 
 base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, run_grpo_mem *out) {
     memset(out, 0, sizeof *out);
-    if (sh->zero_stage < 0 || sh->zero_stage > 2)
-        return base_err_set(BASE_ERR_UNSUPPORTED, "ZeRO stage %d: stages 0, 1 and 2 are built", sh->zero_stage);
-    if (sh->zero_stage == 2 && sh->lora)
-        return base_err_set(BASE_ERR_UNSUPPORTED, "ZeRO 2 with a LoRA adapter: its gradients are not sharded "
-                            "(zero_stage 0 or 1)");
+    if (sh->zero_stage < 0 || sh->zero_stage > 3)
+        return base_err_set(BASE_ERR_INVALID, "ZeRO stage %d: expected 0, 1, 2 or 3", sh->zero_stage);
+    if (sh->zero_stage >= 2 && sh->lora)
+        return base_err_set(BASE_ERR_UNSUPPORTED, "ZeRO %d with a LoRA adapter: its gradients are not sharded "
+                            "(zero_stage 0 or 1)", sh->zero_stage);
     /* the activations' precision: bf16 on a device backend in bf16 / fp8
      * (the policy's compute dtype), f32 on the CPU whatever the storage */
     model_precision prec = sh->device != TENSOR_CPU && sh->load.precision != MODEL_F32 ? MODEL_BF16 : MODEL_F32;
@@ -71,8 +71,15 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
     if (sh->zero_stage >= 1) run_split(numel, rank, W, &lo, &hi);
     out->numel = numel;
     out->optimizer = 2 * (size_t)(hi - lo) * sizeof(float);
-    if (sh->zero_stage >= 1 && W > 1) out->gather = hi > lo ? (size_t)(hi - lo) * sizeof(float) : sizeof(float);
-    if (sh->zero_stage == 2) /* run_zero2_new: the shard, two windows, a tied embedding's */
+    if ((sh->zero_stage == 1 || sh->zero_stage == 2) && W > 1)
+        out->gather = hi > lo ? (size_t)(hi - lo) * sizeof(float) : sizeof(float);
+    if (sh->zero_stage == 3) { /* the arena released: the master shard and the parameter windows instead */
+        int bf16 = sh->device != TENSOR_CPU && sh->load.precision == MODEL_BF16;
+        size_t win = 2 * (size_t)pm.grad_window + (size_t)pm.grad_window_emb;
+        out->weights = out->weights - pm.master - pm.compute + (hi > lo ? (size_t)(hi - lo) : 1) * sizeof(float) +
+                       win * sizeof(float) + (bf16 ? win * sizeof(uint16_t) : 0);
+    }
+    if (sh->zero_stage >= 2) /* run_zero2_new: the shard, two windows, a tied embedding's */
         out->grads = (hi > lo ? (size_t)(hi - lo) : 1) * sizeof(float) +
                      (2 * (size_t)pm.grad_window + (size_t)pm.grad_window_emb) * sizeof(float);
     rollout_limits rl = {.max_seqs = (int)(local * sh->num_generations), .max_prompts = (int)local,

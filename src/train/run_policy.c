@@ -25,6 +25,7 @@ base_status run_param_update(run_ctx *c, const char *name, void (*fn)(float *val
                              void *ctx) {
     const model_param *p = model_param_find(c->policy, name);
     if (!p) return base_err_set(BASE_ERR_INVALID, "parameter update: the policy has no parameter '%s'", name);
+    if (model_arena_released(c->policy)) return run_zero3_param_update(c, p, fn, ctx); /* ZeRO 3: sharded */
     float *arena = model_params(c->policy);
     if (!arena)
         return base_err_set(BASE_ERR_UNSUPPORTED, "parameter update of '%s': the policy is frozen (%s, no master "
@@ -49,8 +50,8 @@ base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max
     oc.max_steps = max_steps;
     if (train->zero_stage >= 2 && c->lora)
         return base_err_set(BASE_ERR_UNSUPPORTED,
-                            "zero_stage = %lld with a LoRA adapter: the adapter's gradients are not sharded (its "
-                            "arena is %lld parameters); use zero_stage = 1 (AdamW state sharded) or 0",
+                            "zero_stage = %lld with a LoRA adapter: the adapter's gradients and parameters are not "
+                            "sharded (its arena is %lld parameters); use zero_stage = 1 (AdamW state sharded) or 0",
                             (long long)train->zero_stage, (long long)model_lora_numel(c->lora));
     if (c->lora) { /* the adapter's A and B, in its arena */
         model_lora *a = c->lora;
@@ -81,6 +82,6 @@ base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max
     free(specs);
     if (!s && train->zero_stage >= 1)
         o->zero_shards = c->world, o->zero_rank = c->rank, o->zero_stage = (int)train->zero_stage;
-    if (!s && train->zero_stage == 2) s = run_zero2_new(c, o, &c->z2);
+    if (!s && train->zero_stage >= 2) s = run_zero2_new(c, o, &c->z2);
     return s;
 }

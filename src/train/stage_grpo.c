@@ -267,6 +267,13 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
         if (!s) s = run_summary_set(c, st->name, sum);
         else cJSON_Delete(sum);
     }
+    if (!s && g->cfg->train.zero_stage == 3 && g->cfg->sync_ref_model)
+        s = base_err_set(BASE_ERR_UNSUPPORTED, "sync_ref_model with zero_stage = 3: the reference mix reads the whole "
+                         "policy, which stage 3 shards (zero_stage <= 2)");
+    if (!s && g->cfg->train.zero_stage == 3) { /* the policy's arena released: each rank keeps its shard */
+        s = run_zero3_begin(c);
+        if (!s && c->ops->device == TENSOR_CPU) ops_cpu_reset_peak(); /* the stage's peak, without the arena */
+    }
     g->weights = base_xmalloc((size_t)(b->F > 0 ? b->F : 1) * sizeof(float));
     for (int f = 0; f < b->F; f++) g->weights[f] = (float)reward_pool_func_weight(g->pool, f);
     g->keep = base_xmalloc((size_t)b->P + 1);
@@ -368,6 +375,8 @@ static base_status old_logprobs(grpo_stage *g, grpo_step *ss) {
             pos += b->plen[j] + b->clen[j];
         }
     }
+    base_status zs = run_zero3_sync(c); /* ZeRO 3: forwards of ranks with fewer rows padded */
+    if (!s) s = zs;
     s = run_agree(c, s, "the old policy's log-probs");
     if (!s) s = run_share_rows(c, b->old_lp, b->max_new, b->clen, b->ord, b->n);
     if (!s && g->gc->importance_sampling_correction)
@@ -696,6 +705,7 @@ base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *st, const run_ckp
         s = checkpoint(&g, step);
     }
     if (!s) s = record_peak(&g);
+    if (!s) s = run_zero3_end(c); /* ZeRO 3: the trained weights whole again for what follows */
     stage_close(&g);
     return s ? base_err_wrap(s, "stage '%s'", st->name) : BASE_OK;
 }

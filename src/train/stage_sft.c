@@ -300,6 +300,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
         step0 = run_ckpt_state(resume)->stage_step;
         s = run_ckpt_load_optim(resume, &opt);
     }
+    if (!s) s = run_zero3_begin(c); /* ZeRO 3: the policy's arena released, each rank keeps its shard */
     size_t T = (size_t)(bs * max_len);
     int32_t *ids = base_xmalloc(T * sizeof(int32_t)), *tgt = base_xmalloc(T * sizeof(int32_t));
     int32_t *rid = base_xmalloc((size_t)max_len * sizeof(int32_t)), *rtg = base_xmalloc((size_t)max_len * sizeof(int32_t));
@@ -420,6 +421,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
             s = run_ckpt_save(c, &rs, &opt, NULL, (int)keep);
         }
     }
+    if (!s) s = run_zero3_end(c); /* ZeRO 3: the trained weights whole again for what follows */
     if (!c->opts.quiet && tr && step0 < total) base_progress_finish(&prog);
     free(ids), free(tgt), free(rid), free(rtg), free(cu), free(rcu), free(mask), free(rmask), free(lp), free(g), free(order);
     run_optim_free(c, &opt);

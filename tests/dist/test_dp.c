@@ -610,17 +610,16 @@ static void test_zero1_resume(void **state) {
  * completions), the losses, gradient norms, rewards and the weights after
  * 3 GRPO and 3 SFT steps within TOL_Z2; the optimizer shard files are
  * ZeRO 1's, recorded as stage 2. */
-static void test_zero2(void **state) {
-    (void)state;
+static void against_zero0(int stage, char prefix) {
     const int nps[] = {1, 2, 4};
     for (int i = 0; i < 3; i++) {
         char w[16], y[16], a[160], b[160];
         snprintf(w, sizeof w, "w%d", nps[i]);
-        snprintf(y, sizeof y, "y%d", nps[i]);
+        snprintf(y, sizeof y, "%c%d", prefix, nps[i]);
         ensure_run(nps[i], w, NULL, 0);
         double t0 = now_s();
-        ensure_run(nps[i], y, NULL, 2);
-        printf("# ZeRO 2 on %d ranks: %.2f s\n", nps[i], now_s() - t0);
+        ensure_run(nps[i], y, NULL, stage);
+        printf("# ZeRO %d on %d ranks: %.2f s\n", stage, nps[i], now_s() - t0);
         snprintf(a, sizeof a, "runs/%s/rows.jsonl", y);
         same_file("runs/w1/rows.jsonl", a);
         snprintf(a, sizeof a, "runs/%s/eval_before.samples.jsonl", y);
@@ -636,8 +635,13 @@ static void test_zero2(void **state) {
         snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", w);
         weights_within(a, b, TOL_Z2);
         snprintf(a, sizeof a, "runs/%s/checkpoints/step-6", y);
-        check_shards_at(a, nps[i], 2);
+        check_shards_at(a, nps[i], stage);
     }
+}
+
+static void test_zero2(void **state) {
+    (void)state;
+    against_zero0(2, 'y');
     /* LoRA: refused, named (the adapter's gradient arena is not sharded) */
     const char *lora[] = {"--set", "lora.r=4", NULL}, *la[16];
     with_zero(la, lora, 2);
@@ -687,6 +691,37 @@ static void test_zero2_resume(void **state) {
     with_zero(ra, resume, 2);
     expect_ok(run_np(2, "yfe", NULL, ra), "yfe");
     same_bytes("runs/yfe/checkpoints/step-6/model.safetensors", "runs/y2/checkpoints/step-6/model.safetensors");
+}
+
+/* ---- ZeRO stage 3 ---------------------------------------------------------- */
+
+/* ZeRO 3 against ZeRO 0 on 1, 2 and 4 ranks, as ZeRO 2 (the same gradient
+ * path; the weights gathered unit by unit are the same values): before the
+ * first update byte for byte, after it within TOL_Z2; and bit for bit the
+ * ZeRO 2 run of the same world size (every logged value, the samples, the
+ * checkpoint's weights and optimizer shards). */
+static void test_zero3(void **state) {
+    (void)state;
+    against_zero0(3, 'x');
+    const int nps[] = {1, 2, 4};
+    for (int i = 0; i < 3; i++) {
+        char x[16], y[16], a[160], b[160];
+        snprintf(x, sizeof x, "x%d", nps[i]);
+        snprintf(y, sizeof y, "y%d", nps[i]);
+        ensure_run(nps[i], y, NULL, 2);
+        metrics_within(x, y, 0);
+        snprintf(a, sizeof a, "runs/%s/samples.jsonl", x);
+        snprintf(b, sizeof b, "runs/%s/samples.jsonl", y);
+        same_file(a, b);
+        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", x);
+        snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", y);
+        same_bytes(a, b);
+        for (int r = 0; r < nps[i]; r++) {
+            snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/optimizer-rank-%d-of-%d.safetensors", x, r, nps[i]);
+            snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/optimizer-rank-%d-of-%d.safetensors", y, r, nps[i]);
+            same_bytes(a, b);
+        }
+    }
 }
 
 /* ---- faults --------------------------------------------------------------- */
@@ -911,7 +946,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest all[] = {
         cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_lora),        cmocka_unit_test(test_resume),
         cmocka_unit_test(test_zero1),       cmocka_unit_test(test_zero1_resume), cmocka_unit_test(test_zero2),
-        cmocka_unit_test(test_zero2_resume),
+        cmocka_unit_test(test_zero2_resume), cmocka_unit_test(test_zero3),
         cmocka_unit_test(test_fault_error), cmocka_unit_test(test_fault_kill),  cmocka_unit_test(test_stop_signal),
         cmocka_unit_test(test_memory_plan),
     };
