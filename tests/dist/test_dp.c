@@ -724,6 +724,54 @@ static void test_zero3(void **state) {
     }
 }
 
+/* Resume with ZeRO 3: on the same world size bit for bit; from a ZeRO-1
+ * checkpoint written by 4 ranks onto 2 ranks at ZeRO 3, and from ZeRO 3 on
+ * 2 ranks onto 4 at ZeRO 1, each within TOL_Z2 of the same change at ZeRO
+ * 0 (the weights are loaded whole, then sharded; the optimizer state is
+ * re-sharded on load). A rank failing step 2 at ZeRO 3 fails every rank
+ * (no rank left waiting in a unit gather), and the resumed run ends
+ * bit-identical to the uninterrupted one. */
+static void test_zero3_resume(void **state) {
+    (void)state;
+    char a[160], b[160];
+    ensure_run(2, "x2", NULL, 3);
+    stop_resume("xr22", 2, 3, 2, 3);
+    same_bytes("runs/xr22/checkpoints/step-6/model.safetensors", "runs/x2/checkpoints/step-6/model.safetensors");
+    for (int r = 0; r < 2; r++) {
+        snprintf(a, sizeof a, "runs/xr22/checkpoints/step-6/optimizer-rank-%d-of-2.safetensors", r);
+        snprintf(b, sizeof b, "runs/x2/checkpoints/step-6/optimizer-rank-%d-of-2.safetensors", r);
+        same_bytes(a, b);
+    }
+    const struct { const char *x, *ref; int np1, z1, np2, z2; } cross[] = {
+        {"xr42", "rr42", 4, 1, 2, 3}, {"xr24", "rr24", 2, 3, 4, 1}};
+    for (int i = 0; i < 2; i++) {
+        stop_resume(cross[i].x, cross[i].np1, cross[i].z1, cross[i].np2, cross[i].z2);
+        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", cross[i].ref);
+        if (!exists_rel(a)) stop_resume(cross[i].ref, cross[i].np1, 0, cross[i].np2, 0);
+        snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", cross[i].x);
+        weights_within(b, a, TOL_Z2);
+        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6", cross[i].x);
+        check_shards_at(a, cross[i].np2, cross[i].z2);
+    }
+    const char *z3[16];
+    with_zero(z3, NULL, 3);
+    double t0 = now_s();
+    int rc = run_np(2, "xfe", "GRPO_TEST_FAIL_RANK=1:2", z3);
+    double dt = now_s() - t0;
+    char *e = err_of("xfe");
+    if (rc == 0) fail_msg("a failing rank at ZeRO 3: the job exited 0:\n%s", e);
+    assert_true(dt < 60);
+    assert_non_null(strstr(e, "rank 1 fails training step 2"));
+    assert_non_null(strstr(e, "grpo[rank 0] run: stage 'grpo': the training step: rank 1 failed"));
+    free(e);
+    assert_true(exists_rel("runs/xfe/checkpoints/step-1/model.safetensors"));
+    assert_false(exists_rel("runs/xfe/checkpoints/step-2"));
+    const char *resume[] = {"--resume", NULL}, *ra[16];
+    with_zero(ra, resume, 3);
+    expect_ok(run_np(2, "xfe", NULL, ra), "xfe");
+    same_bytes("runs/xfe/checkpoints/step-6/model.safetensors", "runs/x2/checkpoints/step-6/model.safetensors");
+}
+
 /* ---- faults --------------------------------------------------------------- */
 
 static void test_fault_error(void **state) {
@@ -840,9 +888,11 @@ static void test_stop_signal(void **state) {
  * byte for byte; the plans' roles add up to their totals, rank 0's is
  * memory_plan, and at ZeRO 1 the optimizer state of the ranks tiles the
  * whole arena (m and v: 8 bytes per element of the gradient arena). At
- * ZeRO 2 a rank's gradients are its shard (4 bytes per element of its m)
- * plus the unit windows, the same on every rank and smaller than the
- * arena; the shards tile the arena (trainer_state.json's numel). */
+ * ZeRO 2 and 3 a rank's gradients are its shard (4 bytes per element of
+ * its m) plus the unit windows, the same on every rank and smaller than
+ * the arena; the shards tile the arena (trainer_state.json's numel). At
+ * ZeRO 3 the weights are the parameter shard and windows (the plan's
+ * weights role, checked with the rest against the peak). */
 static void plan_equals_peak(const char *name, int np, int zero) {
     char rel[128];
     snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
@@ -877,7 +927,7 @@ static void plan_equals_peak(const char *name, int np, int zero) {
         double gr = cJSON_GetObjectItemCaseSensitive(p, "grads")->valuedouble;
         double op = cJSON_GetObjectItemCaseSensitive(p, "optimizer")->valuedouble;
         grad_sum += gr;
-        if (zero == 2) { /* shard + windows; the windows replicated */
+        if (zero >= 2) { /* shard + windows; the windows replicated */
             double w = gr - op / 2;
             if (win >= 0) assert_true(w == win);
             win = w;
@@ -892,15 +942,15 @@ static void plan_equals_peak(const char *name, int np, int zero) {
             assert_true(cJSON_GetObjectItemCaseSensitive(p0, "total")->valuedouble == total);
         }
     }
-    if (zero == 2) {
+    if (zero >= 2) {
         snprintf(rel, sizeof rel, "runs/%s/checkpoints/step-6/trainer_state.json", name);
         char *st = read_rel(rel);
         cJSON *sj = cJSON_Parse(st);
         const cJSON *nn = cJSON_GetObjectItemCaseSensitive(sj, "optimizer_numel");
         assert_true(cJSON_IsNumber(nn));
         double arena = 4 * nn->valuedouble;
-        printf("# %s: gradient arena %.0f bytes; ZeRO 2 windows %.0f, rank 0's gradients %.0f\n", name, arena, win,
-               grad_sum / np);
+        printf("# %s: gradient arena %.0f bytes; ZeRO %d windows %.0f, rank 0's gradients %.0f\n", name, arena, zero,
+               win, grad_sum / np);
         assert_true(opt_sum == 2 * arena);        /* the shards tile the arena */
         assert_true(grad_sum - np * win == arena); /* and so do the gradient shards */
         assert_true(win < arena);
@@ -919,9 +969,9 @@ static void test_memory_plan(void **state) {
                           NULL};
     const int nps[] = {1, 2, 4};
     for (int i = 0; i < 3; i++)
-        for (int zero = 0; zero <= 2; zero++) {
+        for (int zero = 0; zero <= 3; zero++) {
             char name[16];
-            snprintf(name, sizeof name, "%s%d", zero == 2 ? "y" : zero ? "z" : "w", nps[i]);
+            snprintf(name, sizeof name, "%c%d", "wzyx"[zero], nps[i]);
             ensure_run(nps[i], name, NULL, zero);
             plan_equals_peak(name, nps[i], zero);
         }
@@ -947,6 +997,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_lora),        cmocka_unit_test(test_resume),
         cmocka_unit_test(test_zero1),       cmocka_unit_test(test_zero1_resume), cmocka_unit_test(test_zero2),
         cmocka_unit_test(test_zero2_resume), cmocka_unit_test(test_zero3),
+        cmocka_unit_test(test_zero3_resume),
         cmocka_unit_test(test_fault_error), cmocka_unit_test(test_fault_kill),  cmocka_unit_test(test_stop_signal),
         cmocka_unit_test(test_memory_plan),
     };
