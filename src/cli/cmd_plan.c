@@ -19,7 +19,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: grpo plan --model DIR|CONFIG.json --gpus N [--zero 0|1|2] [--precision f32|bf16|fp8]\n"
+            "usage: grpo plan --model DIR|CONFIG.json --gpus N [--zero 0|1|2|3] [--precision f32|bf16|fp8]\n"
             "                 [--gpu-memory 80GB] [--recipe R.lua [--stage NAME]] [--lora-r R]\n"
             "  The device memory of a GRPO stage on each of N data-parallel ranks, by role\n"
             "  (weights, LoRA adapter, gradients, AdamW m and v, reference model, activations,\n"
@@ -29,7 +29,7 @@ static void usage(FILE *f) {
             "  the recipe's GRPO stage (the first, or --stage NAME), else TRL-like defaults\n"
             "  (printed). --precision: bf16 by default (or the recipe's); LoRA (--lora-r, or the\n"
             "  recipe's lora table) holds its base frozen in it (fp8: LoRA only). ZeRO 2 shards\n"
-            "  the gradients (full fine-tuning); ZeRO 3 is not built.\n");
+            "  the gradients, ZeRO 3 the parameters too (full fine-tuning).\n");
 }
 
 typedef struct {
@@ -94,8 +94,6 @@ int cli_cmd_plan(int argc, char **argv) {
         else if (!strcmp(a, "--gpus")) bad = parse_int(v, 1, 1 << 20, &gpus);
         else if (!strcmp(a, "--zero")) {
             bad = parse_int(v, 0, 3, &zero);
-            if (!bad && zero > 2)
-                return cli_usage_error("plan", "--zero %ld: ZeRO stage 3 is not built (0, 1 or 2)", zero);
         } else if (!strcmp(a, "--lora-r")) bad = parse_int(v, 1, MODEL_LORA_MAX_RANK, &lora_r);
         else if (!strcmp(a, "--gpu-memory")) {
             char *end;
@@ -217,13 +215,15 @@ int cli_cmd_plan(int argc, char **argv) {
     if (fit_at)
         printf("smallest GPU count it fits on (ZeRO %d, these shapes): %d\n", zs, fit_at);
     else
-        printf("fits on no GPU count up to 4096 at ZeRO %d: the replicated weights%s and activations alone "
-               "exceed %g GB (needs ZeRO 3 or expert / tensor parallelism, not built)\n",
-               zs, zs < 2 ? ", gradients" : "", gpu_gb);
+        printf("fits on no GPU count up to 4096 at ZeRO %d: %s alone exceed %g GB (%s)\n", zs,
+               zs < 2 ? "the replicated weights, gradients and activations"
+               : zs == 2 ? "the replicated weights and activations" : "the unit windows, activations and rollout",
+               gpu_gb, zs < 3 ? "needs ZeRO 3 or expert / tensor parallelism" : "needs expert / tensor parallelism, "
+               "not built");
     run_grpo_comm cv;
     run_grpo_comm_volume(&mc, &sh, &cv);
     printf("communication per optimizer step per rank (bytes sent, ring algorithms; computed):\n");
-    if (zs == 2) {
+    if (zs >= 2) {
         char what[64];
         snprintf(what, sizeof what, "gradient reduce-scatters (%lld mb)", (long long)cv.micro_batches);
         printf("  %-34s %20.0f %10.2f GiB\n", what, cv.grad_reduce_scatter, cv.grad_reduce_scatter / 1073741824.0);
@@ -231,8 +231,15 @@ int cli_cmd_plan(int argc, char **argv) {
         printf("  %-34s %20.0f %10.2f GiB\n", "gradient all-reduce", cv.grad_allreduce,
                cv.grad_allreduce / 1073741824.0);
     }
-    printf("  %-34s %20.0f %10.2f GiB\n", "ZeRO 1/2 parameter all-gather", cv.param_allgather,
-           cv.param_allgather / 1073741824.0);
+    if (zs == 3) {
+        printf("  %-34s %20.0f %10.2f GiB\n", "ZeRO 3 unit gathers, training", cv.train_allgather,
+               cv.train_allgather / 1073741824.0);
+        printf("  %-34s %20.0f %10.2f GiB\n", "ZeRO 3 unit gathers, rollout", cv.rollout_allgather,
+               cv.rollout_allgather / 1073741824.0);
+    } else {
+        printf("  %-34s %20.0f %10.2f GiB\n", "ZeRO 1/2 parameter all-gather", cv.param_allgather,
+               cv.param_allgather / 1073741824.0);
+    }
     printf("  %-34s %20.0f\n", "loss statistics all-reduces", cv.metrics);
     recipe_free(rc);
     return 0;

@@ -95,7 +95,7 @@ typedef struct {
     int ref;                       /* beta != 0: a reference pass */
     int world, rank;               /* data-parallel ranks (0: 1) and the one planned */
     int zero_stage;                /* 0: replicated; 1: AdamW m, v sharded by run_split range;
-                                    * 2: gradients too (a shard + unit windows) */
+                                    * 2: gradients too (a shard + unit windows); 3: parameters too */
 } run_grpo_shape;
 
 typedef struct {
@@ -134,6 +134,11 @@ typedef struct {
      * rank trains per optimizer step), and the norm's one double */
     double grad_reduce_scatter;
     int64_t micro_batches;
+    /* ZeRO 3 instead of param_allgather: the unit gathers of every training
+     * micro-batch's forward and backward (2 x (W-1)/W x the units' bytes
+     * each), and of the rollout's passes per generation step (a prefill and
+     * max_completion - 1 decode steps, (W-1)/W x the units' bytes each) */
+    double train_allgather, rollout_allgather;
 } run_grpo_comm;
 void run_grpo_comm_volume(const model_config *mc, const run_grpo_shape *sh, run_grpo_comm *out);
 

@@ -116,7 +116,7 @@ void run_grpo_comm_volume(const model_config *mc, const run_grpo_shape *sh, run_
     if (sh->lora) bytes = (double)model_lora_param_bytes(mc, sh->lora);
     else if (!model_memory_plan(mc, &sh->load, sh->device, &pm)) bytes = (double)pm.params * sizeof(float);
     else bytes = 0;
-    if (sh->zero_stage == 2 && !sh->lora) { /* a reduce-scatter of every unit per micro-batch */
+    if (sh->zero_stage >= 2 && !sh->lora) { /* a reduce-scatter of every unit per micro-batch */
         double units = (double)pm.grad_units * sizeof(float);
         int64_t rows = sh->prompts * sh->num_generations, mb = sh->micro_batch > 0 ? sh->micro_batch : rows;
         int64_t mine = (rows + W - 1) / W;
@@ -125,7 +125,12 @@ void run_grpo_comm_volume(const model_config *mc, const run_grpo_shape *sh, run_
     } else {
         out->grad_allreduce = 2.0 * (W - 1) / W * bytes;
     }
-    if (sh->zero_stage >= 1) out->param_allgather = (double)(W - 1) / W * bytes;
+    if (sh->zero_stage == 1 || sh->zero_stage == 2) out->param_allgather = (double)(W - 1) / W * bytes;
+    if (sh->zero_stage == 3 && !sh->lora) {
+        double units = (double)pm.grad_units * sizeof(float) * (W - 1) / W;
+        out->train_allgather = 2.0 * (double)out->micro_batches * units;
+        out->rollout_allgather = (double)(sh->max_completion > 0 ? sh->max_completion : 1) * units;
+    }
     /* run_reduce_loss_stats: 14 + 2 doubles and 5 int32, each all-reduced
      * (ring: 2 (W-1)/W of the payload) */
     out->metrics = 2.0 * (W - 1) / W * (16 * sizeof(double) + 5 * sizeof(int32_t));
