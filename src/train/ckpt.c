@@ -81,7 +81,7 @@ base_status run_ckpt_write_weights(const model *m, const char *dir, const char *
     base_status s = run_ckpt_weights_plan(model_param_at(m, 0), model_nparams(m), stem, shard_bytes, &p);
     if (s) return s;
     weights_src src = {m};
-    s = st_plan_write(p, dir, buf_bytes, fill_weights, &src, peak);
+    s = st_plan_write(p, dir, run_ckpt_f32_buf(buf_bytes), fill_weights, &src, peak);
     st_plan_free(p);
     return s;
 }

@@ -64,7 +64,7 @@ base_status run_ckpt_write_range(run_ctx *c, const run_ckpt_range *r, const char
     if (run_writes(c)) s = st_plan_create(p, dir);
     s = run_agree(c, s, "creating the checkpoint's weight files");
     if (!s) {
-        st_part *w = st_part_open(p, dir, r->buf_bytes);
+        st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(r->buf_bytes));
         range_src src = {r};
         for (int i = 0; i < r->nparams && !s; i++) {
             int64_t a, b;

@@ -470,6 +470,11 @@ base_status run_ckpt_weights_plan(const model_param *params, int nparams, const 
  * *peak (may be NULL): the largest piece held, the host high-water mark. */
 base_status run_ckpt_write_weights(const model *m, const char *dir, const char *stem, size_t buf_bytes,
                                    uint64_t shard_bytes, size_t *peak);
+/* A host buffer size for f32 pieces: buf_bytes rounded down to whole
+ * floats (at least one); 0 stays 0 (the default). */
+static inline size_t run_ckpt_f32_buf(size_t buf_bytes) {
+    return buf_bytes && buf_bytes < sizeof(float) ? sizeof(float) : buf_bytes / sizeof(float) * sizeof(float);
+}
 
 /* ZeRO 3 (parameters sharded): each rank holds the arena elements [lo, hi)
  * of the flat f32 parameter arena (run_split ranges; the arena may have
