@@ -1,6 +1,12 @@
 /*
  * Checkpoints: RUN/checkpoints/step-N/
- *   model.safetensors       policy weights, Hugging Face names, float32
+ *   model.safetensors       policy weights, Hugging Face names, float32; past
+ *                           5 GB (ST_SHARD_DEFAULT) Hugging Face's shards
+ *                           model-0000i-of-0000N.safetensors and
+ *                           model.safetensors.index.json instead. Streamed
+ *                           tensor piece by tensor piece from the device
+ *                           through one 64 MiB host buffer (st_plan): no
+ *                           host copy of the model (docs/checkpoints.md)
  *   config.json             the model's config (loadable by transformers)
  *   (with the recipe's lora table, instead of those two: the adapter as
  *   PEFT saves it, adapter_config.json and adapter_model.safetensors; the
@@ -9,7 +15,8 @@
  *   optimizer.safetensors   AdamW moments "m.NAME", "v.NAME" (float32); at ZeRO 1
  *                           instead optimizer-rank-R-of-W.safetensors, each
  *                           rank's shard (ckpt_optim.c)
- *   ref.safetensors         the reference model (GRPO with beta != 0)
+ *   ref.safetensors         the reference model (GRPO with beta != 0), float32,
+ *                           streamed and sharded the same way (ref-0000i-...)
  *   trainer_state.json      stage, steps, data cursor, optimizer counters,
  *                           output line counts, summary.json at the save
  *
