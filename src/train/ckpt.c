@@ -93,6 +93,16 @@ base_status run_ckpt_write_weights(const model *m, const char *dir, const char *
     return s;
 }
 
+/* The shard size of checkpoint weights: ST_SHARD_DEFAULT. Test hook:
+ * GRPO_TEST_CKPT_SHARD_BYTES=N shards the tiny test models
+ * (tests/train/test_ckpt_stream.c). */
+static uint64_t ckpt_shard_bytes(void) {
+    const char *e = getenv("GRPO_TEST_CKPT_SHARD_BYTES");
+    char *end;
+    unsigned long long v = e ? strtoull(e, &end, 10) : 0;
+    return e && *e && !*end && v > 0 ? (uint64_t)v : ST_SHARD_DEFAULT;
+}
+
 /* The files a checkpoint carries besides the weights (c->keep_files, in
  * this order); the first of each source is required. */
 static const char *const KEEP_FILES[4] = {"config.json", "generation_config.json", "tokenizer.json",
@@ -124,7 +134,7 @@ void run_keep_files_free(run_ctx *c) {
 base_status run_save_model(run_ctx *c, const model *m, const char *dir) {
     base_status s = base_mkdir_p(dir);
     if (s) return s;
-    s = run_ckpt_write_weights(m, dir, "model", ST_BUF_DEFAULT, ST_SHARD_DEFAULT, NULL);
+    s = run_ckpt_write_weights(m, dir, "model", ST_BUF_DEFAULT, ckpt_shard_bytes(), NULL);
     for (int i = 0; i < 4 && !s; i++) {
         const base_buf *f = &c->keep_files[i];
         if (!f->data) {
@@ -328,7 +338,7 @@ static base_status ckpt_write(run_ctx *c, const run_train_state *st, const optim
         free(p);
     }
     if (!s && ref) {
-        s = run_ckpt_write_weights(ref, tmp, "ref", ST_BUF_DEFAULT, ST_SHARD_DEFAULT, NULL);
+        s = run_ckpt_write_weights(ref, tmp, "ref", ST_BUF_DEFAULT, ckpt_shard_bytes(), NULL);
     }
     if (!s) { /* the completion marker, last */
         cJSON *j = state_json(c, st, opt, ref != NULL);
