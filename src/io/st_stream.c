@@ -259,6 +259,7 @@ static int pwrite_all(int fd, const char *c, size_t n, uint64_t pos) {
 
 base_status st_part_put(st_part *w, int i, uint64_t off, uint64_t n, st_fill_fn fill, void *ctx) {
     const st_plan *p = w->p;
+    if (!p->nfiles) return base_err_set(BASE_ERR_INVALID, "st_part_put: the plan is not laid out");
     if (i < 0 || i >= p->n || off > p->t[i].nbytes || n > p->t[i].nbytes - off)
         return base_err_set(BASE_ERR_INVALID, "st_part_put: bytes [%" PRIu64 ", +%" PRIu64 ") outside tensor %d", off,
                             n, i);
