@@ -60,7 +60,10 @@ base_status run_ckpt_write_range(run_ctx *c, const run_ckpt_range *r, const char
     base_status s = check_range(r);
     if (!s) s = run_ckpt_weights_plan(r->params, r->nparams, stem, limit == UINT64_MAX ? 0 : limit, &p);
     s = run_agree(c, s, "laying out the checkpoint's weight files");
-    if (s) return s;
+    if (s) {
+        st_plan_free(p); /* laid out here, failed on another rank */
+        return s;
+    }
     if (run_writes(c)) s = st_plan_create(p, dir);
     s = run_agree(c, s, "creating the checkpoint's weight files");
     if (!s) {

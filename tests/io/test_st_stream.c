@@ -310,7 +310,7 @@ static void test_load_range(void **state) {
     (void)state;
     char *dir = test_tmpdir();
     enum { R = 130, C = 200 }; /* 2 x 2 blocks, partial at the edges */
-    float *w = malloc(R * C * sizeof(float)), *full = malloc(R * C * sizeof(float)), *got = malloc(R * C * sizeof(float));
+    float *w = malloc(R * C * sizeof(float)), *full = malloc(R * C * sizeof(float)), *got = malloc((R * C + 1) * sizeof(float));
     test_rand_f32(w, R * C, 9, 1.0f);
     uint16_t *bf = malloc(R * C * sizeof(uint16_t));
     uint8_t *q = malloc(R * C);
