@@ -273,7 +273,13 @@ base_status st_part_put(st_part *w, int i, uint64_t off, uint64_t n, st_fill_fn 
         free(tmp);
         if (s) return s;
     }
-    if (!w->buf) w->buf = base_xmalloc(w->cap);
+    if (!w->buf) { /* no larger than the largest tensor: small models stay small */
+        uint64_t most = 0;
+        for (int k = 0; k < p->n; k++)
+            if (p->t[k].nbytes > most) most = p->t[k].nbytes;
+        if (most < w->cap) w->cap = (size_t)most;
+        w->buf = base_xmalloc(w->cap);
+    }
     while (n) {
         size_t k = n < w->cap ? (size_t)n : w->cap;
         if (k > w->peak) w->peak = k;

@@ -95,7 +95,10 @@ base_status run_ckpt_read_range(const char *dir, const char *stem, const run_ckp
     if (s) return s;
     int on_host = !r->ops || r->ops->device == TENSOR_CPU;
     size_t cap = r->buf_bytes ? r->buf_bytes : ST_BUF_DEFAULT;
-    int64_t step = (int64_t)(cap / sizeof(float));
+    int64_t step = (int64_t)(cap / sizeof(float)), most = 1;
+    for (int i = 0; i < r->nparams; i++)
+        if (r->params[i].numel > most) most = r->params[i].numel;
+    if (step > most) step = most; /* no larger than the largest tensor */
     if (step < 1) step = 1;
     float *buf = NULL;
     for (int i = 0; i < r->nparams && !s; i++) {

@@ -10,6 +10,8 @@
  *     reads them back bit for bit; run_ckpt_read_range fills ranges of
  *     1, 2, 4 ranks (and odd ones) from single-file and sharded checkpoints
  *     bit for bit, through the op table (a buffer) and into host memory.
+ *   - a checkpoint stored in BF16 with the linear weights in FP8 blocks:
+ *     the ranges read equal what model_load dequantises, bit for bit;
  *   - a GRPO run (beta != 0: a reference model is saved) whose checkpoints
  *     are sharded (GRPO_TEST_CKPT_SHARD_BYTES) stopped after 2 steps and
  *     resumed: the checkpoints verify, the policy and the reference load
@@ -219,6 +221,60 @@ static void test_sharded_and_ranges(void **state) {
     model_free(m);
 }
 
+static void test_read_range_bf16_fp8(void **state) {
+    (void)state;
+    char *src = base_path_join(DIR_, "model/model.safetensors"), *dir = sub("lowp");
+    st_file *f;
+    assert_int_equal(st_open(src, &f), BASE_OK);
+    st_writer *w = st_writer_new();
+    void **keep = calloc((size_t)st_count(f) * 2, sizeof(void *));
+    int nfp8 = 0;
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_at(f, i);
+        assert_int_equal(t->dtype, TENSOR_F32);
+        int64_t n = st_numel(t);
+        const float *x = t->data;
+        if (t->ndim == 2 && strstr(t->name, "proj.weight")) { /* FP8, 128 x 128 block scales */
+            int64_t ns = tensor_qblock_nscale(t->shape[0], t->shape[1]);
+            uint8_t *q = malloc((size_t)n);
+            float *scale = malloc((size_t)ns * sizeof(float));
+            tensor_quantize_fp8_block(q, scale, x, t->shape[0], t->shape[1]);
+            char nm[160];
+            snprintf(nm, sizeof nm, "%s_scale_inv", t->name);
+            st_writer_add(w, t->name, TENSOR_F8_E4M3, 2, t->shape, q);
+            st_writer_add(w, nm, TENSOR_F32, 2, (int64_t[]){(t->shape[0] + 127) / 128, (t->shape[1] + 127) / 128},
+                          scale);
+            keep[2 * i] = q, keep[2 * i + 1] = scale;
+            nfp8++;
+        } else {
+            uint16_t *b = malloc((size_t)n * 2);
+            for (int64_t k = 0; k < n; k++) b[k] = tensor_f32_to_bf16(x[k]);
+            st_writer_add(w, t->name, TENSOR_BF16, t->ndim, t->shape, b);
+            keep[2 * i] = b;
+        }
+    }
+    assert_true(nfp8 > 4);
+    char *out = base_path_join(dir, "model.safetensors"), *cfg = base_path_join(dir, "config.json");
+    assert_int_equal(st_writer_write(w, out), BASE_OK);
+    st_writer_free(w);
+    for (int i = 0; i < 2 * st_count(f); i++) free(keep[i]);
+    free(keep);
+    st_close(f);
+    test_copy_shared("fixtures/hf-tiny-v3-a/config.json", cfg);
+    model *m = NULL;
+    model_load_opts o = {0};
+    assert_int_equal(model_load(dir, ops_cpu(), &o, &m), BASE_OK);
+    int64_t numel = model_numel(m);
+    float *want = malloc((size_t)numel * sizeof(float));
+    model_weights_to_host(m, want);
+    for (int w2 = 1; w2 <= 4; w2 *= 2) {
+        check_range_read(dir, m, want, w2, 0);
+        check_range_read(dir, m, want, w2, 1);
+    }
+    free(want), free(out), free(cfg), free(src), free(dir);
+    model_free(m);
+}
+
 static base_status run_grpo(const char *name, int resume, int64_t max_total) {
     base_buf b = {0};
     base_buf_printf(&b,
@@ -299,6 +355,7 @@ int main(void) {
         cmocka_unit_test(test_policy_streamed),
         cmocka_unit_test(test_frozen_ref_streamed),
         cmocka_unit_test(test_sharded_and_ranges),
+        cmocka_unit_test(test_read_range_bf16_fp8),
         cmocka_unit_test(test_run_sharded_resume),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
