@@ -296,6 +296,11 @@ void model_weights_to_host(const model *m, float *host) {
     for (int i = 0; i < m->ntab; i++) param_get(m, i, host + m->tab[i].offset);
 }
 
+void model_param_from_host(model *m, int i, const float *x) {
+    if (i < 0 || i >= m->ntab) base_die("model_param_from_host: parameter %d of %d", i, m->ntab);
+    param_set(m, i, x);
+}
+
 void model_weights_from_host(model *m, const float *host) {
     for (int i = 0; i < m->ntab; i++) param_set(m, i, host + m->tab[i].offset);
     model_sync_compute(m);

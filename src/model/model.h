@@ -198,6 +198,10 @@ void model_weights_range_to_host(const model *m, int64_t off, int64_t n, float *
  * master weights (then model_sync_compute), or a frozen model's storage
  * (rounded to bf16, or quantised to fp8 blocks). */
 void model_weights_from_host(model *m, const float *host);
+/* Parameter i (model_param_at order) from f32 host values x[numel], as
+ * model_weights_from_host sets it, without the final model_sync_compute:
+ * call that after the last parameter (loading one tensor at a time). */
+void model_param_from_host(model *m, int i, const float *x);
 /* dst's weights = src's, parameter by parameter by name (src may hold more:
  * the MTP layers of a policy, which a frozen model leaves out; a name dst
  * has and src lacks, or another shape, is BASE_ERR_INVALID), in dst's

@@ -641,13 +641,16 @@ base_status run_ckpt_load_ref(const run_ckpt *k, model *ref) {
     st_dir *d;
     base_status s = st_dir_open_stem(k->dir, "ref", &d);
     if (s) return s;
-    int64_t n = model_numel(ref);
-    float *host = base_xcalloc((size_t)n, sizeof(float));
+    int64_t most = 1; /* one tensor at a time, as model_load */
+    for (int i = 0; i < model_nparams(ref); i++)
+        if (model_param_at(ref, i)->numel > most) most = model_param_at(ref, i)->numel;
+    float *host = base_xmalloc((size_t)most * sizeof(float));
     for (int i = 0; i < model_nparams(ref) && !s; i++) {
         const model_param *pp = model_param_at(ref, i);
-        s = st_dir_load(d, pp->name, TENSOR_F32, host + pp->offset, pp->numel);
+        s = st_dir_load(d, pp->name, TENSOR_F32, host, pp->numel);
+        if (!s) model_param_from_host(ref, i, host);
     }
-    if (!s) model_weights_from_host(ref, host);
+    if (!s) model_sync_compute(ref);
     free(host);
     st_dir_close(d);
     return s;
