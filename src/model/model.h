@@ -188,10 +188,20 @@ int model_is_frozen(const model *m);
  * (host [model_numel(m)]): the master weights, or a frozen model's stored
  * weights widened (bf16 exactly, fp8 dequantised). */
 void model_weights_to_host(const model *m, float *host);
+/* Arena elements [off, off + n) as f32 into host[n] (dies outside the
+ * arena): the master weights downloaded, or a frozen model's stored weights
+ * widened piece by piece (bf16 exactly, fp8 dequantised) through a bounce
+ * buffer of at most 256 KiB; elements of no parameter (gaps) are 0. What
+ * the streaming checkpoint writer downloads tensor piece by tensor piece. */
+void model_weights_range_to_host(const model *m, int64_t off, int64_t n, float *host);
 /* Set every parameter from f32 host values (model_param layout): the
  * master weights (then model_sync_compute), or a frozen model's storage
  * (rounded to bf16, or quantised to fp8 blocks). */
 void model_weights_from_host(model *m, const float *host);
+/* Parameter i (model_param_at order) from f32 host values x[numel], as
+ * model_weights_from_host sets it, without the final model_sync_compute:
+ * call that after the last parameter (loading one tensor at a time). */
+void model_param_from_host(model *m, int i, const float *x);
 /* dst's weights = src's, parameter by parameter by name (src may hold more:
  * the MTP layers of a policy, which a frozen model leaves out; a name dst
  * has and src lacks, or another shape, is BASE_ERR_INVALID), in dst's

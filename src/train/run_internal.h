@@ -457,6 +457,58 @@ int run_ckpt_has_ref(const run_ckpt *k);
 /* summary.json as it was at the save (a new object, caller owns). */
 cJSON *run_ckpt_summary(const run_ckpt *k);
 void run_ckpt_free(run_ckpt *k);
+/* ---- streamed weights (ckpt.c, ckpt_shard.c; docs/checkpoints.md) -------- */
+typedef struct st_plan st_plan;
+/* The float32 Hugging Face layout of a parameter table (arena order):
+ * STEM.safetensors, or its shards past shard_bytes (0: never) with
+ * STEM.safetensors.index.json, metadata {"format": "pt"} (io/st.h). */
+base_status run_ckpt_weights_plan(const model_param *params, int nparams, const char *stem, uint64_t shard_bytes,
+                                  st_plan **out);
+/* m's weights into DIR (stem "model" or "ref"), one process, tensor piece
+ * by tensor piece from the device through one host buffer of buf_bytes
+ * (0: ST_BUF_DEFAULT, 64 MiB); shard_bytes: ST_SHARD_DEFAULT in checkpoints.
+ * *peak (may be NULL): the largest piece held, the host high-water mark. */
+base_status run_ckpt_write_weights(const model *m, const char *dir, const char *stem, size_t buf_bytes,
+                                   uint64_t shard_bytes, size_t *peak);
+/* A host buffer size for f32 pieces: buf_bytes rounded down to whole
+ * floats (at least one); 0 stays 0 (the default). */
+static inline size_t run_ckpt_f32_buf(size_t buf_bytes) {
+    return buf_bytes && buf_bytes < sizeof(float) ? sizeof(float) : buf_bytes / sizeof(float) * sizeof(float);
+}
+
+/* ZeRO 3 (parameters sharded): each rank holds the arena elements [lo, hi)
+ * of the flat f32 parameter arena (run_split ranges; the arena may have
+ * gaps between tensors). */
+typedef struct {
+    const model_param *params; /* every tensor written / read, arena order (model_param_at(m, 0)) */
+    int nparams;
+    int64_t lo, hi;       /* this rank's range */
+    float *shard;         /* its hi - lo elements: element e of the arena at shard[e - lo] */
+    const struct ops *ops; /* the backend whose memory shard is; NULL: host memory */
+    size_t buf_bytes;     /* host buffer bound (0: ST_BUF_DEFAULT) */
+    uint64_t shard_bytes; /* Hugging Face file size limit (0: ST_SHARD_DEFAULT; UINT64_MAX: one file) */
+} run_ckpt_range;
+/* Collective (every rank of c, each with its range; the ranges together
+ * cover every tensor): the consolidated DIR/STEM.safetensors (or its
+ * shards and index), byte for byte what run_ckpt_write_weights writes for
+ * the whole arena. Rank 0 creates the files (headers written, sizes set),
+ * every rank pwrites its range's bytes at their file offsets through its
+ * bounded buffer, rank 0 renames them into place; each step agreed
+ * (run_agree), so a failure on any rank fails it on every rank and leaves
+ * no file under its final name. DIR must be one directory every rank sees
+ * (a shared filesystem, as ZeRO 1's optimizer shards assume). *peak: this
+ * rank's largest piece (may be NULL). */
+base_status run_ckpt_write_range(run_ctx *c, const run_ckpt_range *r, const char *dir, const char *stem,
+                                 size_t *peak);
+/* One rank, no communication: fill r->shard's range [lo, hi) from DIR's
+ * weights (stem "model": any layout st_dir_open reads; else STEM.safetensors
+ * or its index), F32 / BF16 / F16 / FP8 blocks converted to f32, reading
+ * only the tensors that overlap the range, each in pieces through a host
+ * buffer of r->buf_bytes (none when the shard is host memory). Arena gaps
+ * are left as they are. Errors: a tensor missing or of another size
+ * (named), the files' errors. */
+base_status run_ckpt_read_range(const char *dir, const char *stem, const run_ckpt_range *r, size_t *peak);
+
 /* Write the policy weights (HF names) + config.json + tokenizer files into dir. */
 base_status run_save_model(run_ctx *c, const model *m, const char *dir);
 /* With LoRA: the adapter (PEFT format) + tokenizer files into dir. */
