@@ -344,6 +344,8 @@ struct model_train {
     tensor logp, ent, lse, g_logp, g_ent, lm_ws;
     bwd_scratch b;
     tensor h_tmp;       /* recompute: the discarded layer output */
+    tensor moe_off;     /* I32 [L, E + 1]: each MoE layer's expert offsets of the last forward */
+    int32_t *host_off;  /* staging for moe_off (model_train_expert_load) */
     int32_t *host_i32;  /* staging: positions, targets */
     float *host_f32;    /* staging: zeros for an absent g_ent */
     /* the last forward */

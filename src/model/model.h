@@ -287,6 +287,17 @@ base_status model_forward(model_train *tr, const model_batch *b);
 const tensor *model_train_logp(const model_train *tr);
 const tensor *model_train_entropy(const model_train *tr);
 void model_train_download(const model_train *tr, float *logp, float *ent);
+/* The routed experts' load of the last forward, added (+=) to the caller's
+ * tallies (issue 15, docs/model.md "Expert load"): counts[l * E + i] +=
+ * the tokens layer l sent to routed expert i (E = n_routed_experts, l over
+ * num_hidden_layers; dense layers add nothing), from the forward's own
+ * expert plan (moe_plan's offsets, copied aside per layer, so it holds with
+ * recompute); *routed += N K per MoE layer (the (token, expert) pairs the
+ * router chose, N tokens, K experts each) and *processed += the rows the
+ * experts' grouped GEMMs ran over. No capacity limit drops a pair, so the
+ * two are equal; a trainer reports routed - processed as dropped tokens.
+ * One download of L (E + 1) integers; nothing is allocated. */
+void model_train_expert_load(const model_train *tr, int64_t *counts, int64_t *routed, int64_t *processed);
 
 /* Backward of the last forward for per-token upstream gradients (host
  * arrays [N]): g_logp[t] = dL/dlogp[t], g_ent[t] = dL/dent[t] (NULL: 0).
