@@ -28,41 +28,6 @@ static char *DIR_;
 
 #define BIAS_NAME "model.layers.%d.mlp.gate.e_score_correction_bias"
 
-/* DIR_/unbal: the tiny model with experts 0 and 1 favoured by +0.3 in every
- * MoE layer's routing bias. */
-static void write_unbalanced(void) {
-    char *dir = base_path_join(DIR_, "unbal");
-    test_tiny_model(dir, 1);
-    char *path = base_path_join(dir, "model.safetensors");
-    char *buf = NULL;
-    size_t len;
-    if (base_read_file(path, &buf, &len)) fail_msg("%s", base_err_msg());
-    st_file *f = NULL;
-    assert_int_equal(st_open_memory(buf, len, path, &f), BASE_OK);
-    st_writer *w = st_writer_new();
-    int moved = 0;
-    float *bias[8] = {0};
-    for (int i = 0; i < st_count(f); i++) {
-        const st_tensor *t = st_at(f, i);
-        const void *data = t->data;
-        if (strstr(t->name, "e_score_correction_bias")) {
-            assert_int_equal(t->dtype, TENSOR_F32);
-            float *b = malloc(t->nbytes);
-            memcpy(b, t->data, t->nbytes);
-            b[0] += 0.3f, b[1] += 0.3f;
-            bias[moved++] = b;
-            data = b;
-        }
-        st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, data);
-    }
-    assert_int_equal(moved, 2);
-    assert_int_equal(st_writer_write(w, path), BASE_OK);
-    st_writer_free(w);
-    st_close(f);
-    for (int i = 0; i < moved; i++) free(bias[i]);
-    free(buf), free(path), free(dir);
-}
-
 static int setup(void **state) {
     (void)state;
     DIR_ = test_tmpdir();
@@ -73,7 +38,9 @@ static int setup(void **state) {
                         i + 7 * i % 13);
     test_write_text(DIR_, "sft.jsonl", b.data);
     base_buf_free(&b);
-    write_unbalanced();
+    char *unbal = base_path_join(DIR_, "unbal");
+    test_tiny_model_unbalanced(unbal, 1, 0.3f);
+    free(unbal);
     return 0;
 }
 
