@@ -3,7 +3,7 @@
  * (issue 15) on the hf-tiny-v3-a weights (layers 1 and 2 are MoE, 8
  * experts in 4 groups, 2 per token):
  *   - the moe/ metrics of every GRPO and SFT step: per layer and worst
- *     load_max_over_mean, dropped_tokens 0;
+ *     load_max_over_mean, dropped_tokens 0; their plots in the report;
  *   - a deliberately unbalanced init (experts 0 and 1 of group 0 favoured
  *     by +0.3 in e_score_correction_bias, so they take every token: load
  *     max/mean 4) with learning_rate 0: router_bias_update_speed > 0 brings
@@ -134,8 +134,18 @@ static void check_moe_keys(const cJSON *lines) {
 static void test_metrics(void **state) {
     (void)state;
     char *text = recipe_text("metrics", "model", 2, 2, 1e-3, 0);
+    memcpy(strstr(text, "report = false"), "report = true ", 14); /* the report's plots */
     if (run_in_process(text, 0, 0)) fail_msg("%s", base_err_msg());
     free(text);
+    /* the report plots the loads of both stages (worst layer, layers 1 and 2) and the dropped tokens */
+    const char *dats[] = {"plots/grpo_moe_load.dat", "plots/sft_moe_load.dat", "plots/grpo_moe_dropped.dat"};
+    for (int i = 0; i < 3; i++) {
+        char *p = run_path("metrics", dats[i]), *d = NULL;
+        size_t n;
+        if (base_read_file(p, &d, &n)) fail_msg("%s", base_err_msg());
+        assert_non_null(strstr(d, i < 2 ? "moe/load_max_over_mean/layer_2" : "moe/dropped_tokens"));
+        free(p), free(d);
+    }
     cJSON *g = stage_metrics("metrics", "grpo"), *s = stage_metrics("metrics", "sft");
     assert_int_equal(cJSON_GetArraySize(g), 2);
     assert_int_equal(cJSON_GetArraySize(s), 2);
