@@ -298,6 +298,18 @@ void model_train_download(const model_train *tr, float *logp, float *ent);
  * two are equal; a trainer reports routed - processed as dropped tokens.
  * One download of L (E + 1) integers; nothing is allocated. */
 void model_train_expert_load(const model_train *tr, int64_t *counts, int64_t *routed, int64_t *processed);
+/* DeepSeek-V3's complementary sequence-wise balance loss (tech report
+ * §2.1.2; docs/model.md "Expert load"): coef != 0 makes the following
+ * forwards compute, per MoE layer and sequence of the batch,
+ * L_s = sum_i f_i P_i (f_i = E / (K T) times the tokens of the sequence
+ * routed to expert i, P_i the sequence's mean of s_i / sum_j s_j, s the
+ * sigmoid scores without the bias), and their backwards add the gradient
+ * of coef * sum_(layers, sequences) L_s through the router's scores (the
+ * top-k choice constant). 0 (the default): neither. */
+void model_train_set_aux_coef(model_train *tr, float coef);
+/* sum over MoE layers and sequences of the last forward's L_s (without
+ * coef); 0 when that forward ran with coef 0. */
+double model_train_aux_loss(const model_train *tr);
 
 /* Backward of the last forward for per-token upstream gradients (host
  * arrays [N]): g_logp[t] = dL/dlogp[t], g_ent[t] = dL/dent[t] (NULL: 0).
