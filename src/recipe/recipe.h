@@ -108,6 +108,7 @@ typedef struct {
     int gradient_checkpointing, offload_optimizer;
     int64_t zero_stage;            /* 0 replicated; 1: AdamW m and v sharded over the ranks (docs/distributed.md) */
     double router_bias_update_speed; /* MoE aux-loss-free balancing step (0: off; docs/training.md) */
+    double router_aux_loss_coef;     /* MoE sequence-wise balance loss weight (0: off) */
     optim_config optim;            /* the keys above as the optimizer takes them; max_steps 0: the stage sets it */
 } recipe_train_cfg;
 

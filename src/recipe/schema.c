@@ -79,7 +79,11 @@
     {"router_bias_update_speed", RK_NUM, "0", NULL,                                                                   \
      "MoE: DeepSeek-V3's aux-loss-free balancing, e_score_correction_bias += speed * sign(mean load - load) per "      \
      "expert after each update (V3: 0.001; 0: off)",                                                                  \
-     ST(S.train.router_bias_update_speed), IN(0, 1)}
+     ST(S.train.router_bias_update_speed), IN(0, 1)},                                                                 \
+    {"router_aux_loss_coef", RK_NUM, "0", NULL,                                                                       \
+     "MoE: weight of DeepSeek-V3's sequence-wise balance loss, summed over MoE layers, mean over sequences "          \
+     "(V3: 0.0001; 0: off)",                                                                                          \
+     ST(S.train.router_aux_loss_coef), IN(0, 1)}
 
 /* Generation keys (S: the stage's member; defaults differ per stage). */
 #define GEN_KEYS(S, G, g_min, g_doc, temp, temp_range, temp_doc, p_dflt, p_doc)                                   \

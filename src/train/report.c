@@ -60,6 +60,8 @@ static const plot_spec plots[] = {
     {"moe_load", "MoE expert load: max / mean tokens per expert (worst layer, per layer)",
      "moe/load_max_over_mean|moe/load_max_over_mean/*", K_GRPO | K_SFT},
     {"moe_dropped", "MoE tokens dropped (routed - processed)", "moe/dropped_tokens", K_GRPO | K_SFT},
+    {"moe_aux_loss", "MoE sequence-wise balance loss (router_aux_loss_coef x its mean)", "moe/aux_loss",
+     K_GRPO | K_SFT},
 };
 
 #define SMOOTH_WEIGHT 0.6

@@ -18,6 +18,7 @@ base_status run_moe_init(run_ctx *c, const recipe_train_cfg *train, run_moe *mo)
     int L = mc->num_hidden_layers, any = 0;
     for (int l = 0; l < L; l++) any |= model_layer_is_moe(mc, l);
     mo->speed = train->router_bias_update_speed;
+    mo->aux_coef = train->router_aux_loss_coef;
     if (!any) return BASE_OK;
     if (mo->speed > 0 && (c->lora || !model_params(c->policy)))
         return base_err_set(BASE_ERR_UNSUPPORTED,
@@ -45,10 +46,20 @@ void run_moe_step_reset(run_moe *mo) {
     if (!mo->L) return;
     memset(mo->step, 0, (size_t)mo->L * (size_t)mo->E * sizeof(int64_t));
     mo->step_pairs[0] = mo->step_pairs[1] = 0;
+    mo->step_aux[0] = mo->step_aux[1] = 0;
 }
 
-void run_moe_add(run_moe *mo, const model_train *tr) {
-    if (mo->L) model_train_expert_load(tr, mo->opt, &mo->opt_pairs[0], &mo->opt_pairs[1]);
+void run_moe_aux_begin(run_moe *mo, model_train *tr, int64_t n_seqs) {
+    if (mo->L && mo->aux_coef > 0 && n_seqs > 0) model_train_set_aux_coef(tr, (float)(mo->aux_coef / (double)n_seqs));
+}
+
+void run_moe_add(run_moe *mo, const model_train *tr, int nseq) {
+    if (!mo->L) return;
+    model_train_expert_load(tr, mo->opt, &mo->opt_pairs[0], &mo->opt_pairs[1]);
+    if (mo->aux_coef > 0) {
+        mo->opt_aux[0] += model_train_aux_loss(tr);
+        mo->opt_aux[1] += nseq;
+    }
 }
 
 /* The bias step of MoE layer l from its global loads. */
@@ -73,11 +84,15 @@ base_status run_moe_update(run_ctx *c, run_moe *mo, int applied) {
     if (c->world > 1) {
         s = dist_allreduce(c->host, mo->opt, n, DIST_I64, DIST_SUM);
         if (!s) s = dist_allreduce(c->host, mo->opt_pairs, 2, DIST_I64, DIST_SUM);
+        if (!s && mo->aux_coef > 0) s = dist_allreduce(c->host, mo->opt_aux, 2, DIST_F64, DIST_SUM);
         if (s) return base_err_wrap(s, "summing the expert loads of %d ranks", c->world);
     }
     for (size_t k = 0; k < n; k++) mo->step[k] += mo->opt[k];
     mo->step_pairs[0] += mo->opt_pairs[0];
     mo->step_pairs[1] += mo->opt_pairs[1];
+    mo->step_aux[0] += mo->opt_aux[0];
+    mo->step_aux[1] += mo->opt_aux[1];
+    mo->opt_aux[0] = mo->opt_aux[1] = 0;
     if (applied && mo->speed > 0)
         for (int l = 0; l < mo->L && !s; l++)
             if (mo->moe[l]) s = bias_step(c, mo, l);
@@ -116,4 +131,6 @@ void run_moe_put(const run_moe *mo, cJSON *line) {
         put_num(line, key, layer_ratio(mo, l));
     }
     cJSON_AddNumberToObject(line, "moe/dropped_tokens", (double)(mo->step_pairs[0] - mo->step_pairs[1]));
+    if (mo->aux_coef > 0)
+        put_num(line, "moe/aux_loss", mo->step_aux[1] > 0 ? mo->aux_coef * mo->step_aux[0] / mo->step_aux[1] : NAN);
 }

@@ -399,7 +399,7 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
     }
     s = model_forward(g->tr, &mbt);
     if (s) return s;
-    run_moe_add(&g->moe, g->tr);
+    run_moe_add(&g->moe, g->tr, nm);
     model_train_download(g->tr, b->lp_pos, b->ent_pos);
     grpo_bufs_gather(b, ix, nm, b->lp_pos, b->lp);
     grpo_bufs_gather(b, ix, nm, b->ent_pos, b->ent);
@@ -491,6 +491,7 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
                 if (r == c->rank) mlo = lo + a, mhi = lo + z;
             }
             optim_zero_grad(&g->opt);
+            run_moe_aux_begin(&g->moe, g->tr, norm.n_seqs); /* the balance loss: a mean over the step's sequences */
             for (int j0 = (int)mlo; j0 < mhi && !s; j0 += b->mb)
                 s = train_micro(g, &gcs, &norm, b->ord + j0, j0 + b->mb < mhi ? b->mb : (int)mhi - j0, need_old,
                                 &ss->lstats, &ostats);

@@ -324,11 +324,12 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
          * micro-batches of bs rows. Several ranks: the loss tokens are
          * counted over all of them; each rank trains its run_split share
          * of t, and the gradients and losses are summed over the ranks */
-        int64_t n_tok_step = 0, tokens = 0, R = ga * bs, mine_lo, mine_hi;
+        int64_t n_tok_step = 0, seq_step = 0, tokens = 0, R = ga * bs, mine_lo, mine_hi;
         run_split(R, c->rank, c->world, &mine_lo, &mine_hi);
         for (int pass = 0; pass < 2 && !s; pass++) { /* pass 0 counts loss tokens, pass 1 trains */
             double loss = 0;
             int64_t t_lo = pass == 0 ? 0 : mine_lo, t_hi = pass == 0 ? R : mine_hi;
+            if (pass == 1) run_moe_aux_begin(&moe, tr, seq_step); /* the balance loss: a mean over the step's sequences */
             for (int64_t t0 = t_lo; t0 < t_hi && !s; t0 += bs) {
                 int64_t nt = 0, nseg = 0;
                 cu[0] = 0;
@@ -357,13 +358,14 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
                 if (s) break;
                 if (pass == 0) {
                     n_tok_step += sft_count_loss_tokens(mask, nt);
+                    seq_step += nseg;
                     continue;
                 }
                 tokens += nt;
                 model_batch mb = {.nseq = (int)nseg, .ids = ids, .cu_seqlens = cu, .targets = tgt};
                 s = model_forward(tr, &mb);
                 if (s) break;
-                run_moe_add(&moe, tr);
+                run_moe_add(&moe, tr, (int)nseg);
                 model_train_download(tr, lp, NULL);
                 sft_loss_stats ls;
                 s = sft_loss(lp, mask, nt, n_tok_step, g, &ls);

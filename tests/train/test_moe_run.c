@@ -52,9 +52,10 @@ static int teardown(void **state) {
 }
 
 /* A recipe `name` on model dir `model`: a GRPO stage of grpo_steps (none
- * when 0) then an SFT stage of sft_steps, both with learning rate lr and
- * router_bias_update_speed speed. */
-static char *recipe_text(const char *name, const char *model, int grpo_steps, int sft_steps, double lr, double speed) {
+ * when 0) then an SFT stage of sft_steps, both with learning rate lr,
+ * router_bias_update_speed speed and router_aux_loss_coef aux. */
+static char *recipe_text_aux(const char *name, const char *model, int grpo_steps, int sft_steps, double lr,
+                             double speed, double aux) {
     base_buf b = {0};
     base_buf_printf(&b,
                     "return {\n"
@@ -69,15 +70,20 @@ static char *recipe_text(const char *name, const char *model, int grpo_steps, in
                         "    { type = 'grpo', dataset = 'train', num_generations = 4, generation_batch_size = 8,\n"
                         "      max_steps = %d, max_completion_length = 8, learning_rate = %g, save_steps = 1,\n"
                         "      save_total_limit = 0, per_device_train_batch_size = 4,\n"
-                        "      router_bias_update_speed = %g },\n",
-                        grpo_steps, lr, speed);
+                        "      router_bias_update_speed = %g, router_aux_loss_coef = %g },\n",
+                        grpo_steps, lr, speed, aux);
     base_buf_printf(&b,
                     "    { type = 'sft', dataset = 'sft', max_steps = %d, per_device_train_batch_size = 4,\n"
-                    "      learning_rate = %g, save_steps = 1, save_total_limit = 0, router_bias_update_speed = %g },\n"
+                    "      learning_rate = %g, save_steps = 1, save_total_limit = 0, router_bias_update_speed = %g,\n"
+                    "      router_aux_loss_coef = %g },\n"
                     "  },\n"
                     "}\n",
-                    sft_steps, lr, speed);
+                    sft_steps, lr, speed, aux);
     return b.data;
+}
+
+static char *recipe_text(const char *name, const char *model, int grpo_steps, int sft_steps, double lr, double speed) {
+    return recipe_text_aux(name, model, grpo_steps, sft_steps, lr, speed, 0);
 }
 
 static base_status run_in_process(const char *text, int resume, int64_t max_total) {
@@ -236,11 +242,68 @@ static void test_resume_with_bias(void **state) {
     free(w0), free(wa), free(wb);
 }
 
+/* A checkpoint's tensor `name` (n floats into v). */
+static void read_tensor(const char *path, const char *name, float *v, int64_t n) {
+    st_file *f = NULL;
+    if (st_open(path, &f)) fail_msg("%s", base_err_msg());
+    const st_tensor *t = st_find(f, name);
+    assert_non_null(t);
+    assert_int_equal(t->dtype, TENSOR_F32);
+    assert_int_equal(st_numel(t), n);
+    memcpy(v, t->data, (size_t)n * sizeof(float));
+    st_close(f);
+}
+
+/* moe/aux_loss of each line of a stage (n lines into v). */
+static void aux_values(const char *name, const char *stage, double *v, int n) {
+    cJSON *s = stage_metrics(name, stage);
+    assert_int_equal(cJSON_GetArraySize(s), n);
+    for (int k = 0; k < n; k++) v[k] = num(cJSON_GetArrayItem(s, k), "moe/aux_loss");
+    cJSON_Delete(s);
+}
+
+/* router_aux_loss_coef: moe/aux_loss in GRPO and SFT lines, alpha times
+ * the same mean (learning rate 0: doubling alpha doubles it), absent at
+ * 0; with learning rate > 0 the balance loss's gradient changes the
+ * router's training (its weights differ from a run without it). */
+static void test_aux_loss(void **state) {
+    (void)state;
+    double a1[4], a2[4];
+    char *t1 = recipe_text_aux("aux1", "unbal", 2, 2, 0.0, 0, 0.01), *t2 = recipe_text_aux("aux2", "unbal", 2, 2, 0.0, 0, 0.02);
+    if (run_in_process(t1, 0, 0) || run_in_process(t2, 0, 0)) fail_msg("%s", base_err_msg());
+    free(t1), free(t2);
+    aux_values("aux1", "grpo", a1, 2), aux_values("aux1", "sft", a1 + 2, 2);
+    aux_values("aux2", "grpo", a2, 2), aux_values("aux2", "sft", a2 + 2, 2);
+    for (int k = 0; k < 4; k++) {
+        printf("moe/aux_loss line %d: %.9g (alpha 0.01), %.9g (alpha 0.02)\n", k, a1[k], a2[k]);
+        /* two MoE layers; each sequence's L = 4 (P_0 + P_1) here (experts 0
+         * and 1 take every choice, f = 4), about 1 with scores near 1/2;
+         * at most E = 8 */
+        assert_true(a1[k] > 0.01 * 2 * 0.5 && a1[k] < 0.01 * 2 * 8);
+        assert_true(fabs(a2[k] - 2 * a1[k]) <= 1e-12 * a2[k]);
+    }
+    cJSON *m = stage_metrics("bal_off", "sft"); /* a run with alpha 0 */
+    assert_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(m, 0), "moe/aux_loss"));
+    cJSON_Delete(m);
+    char *t3 = recipe_text_aux("aux_train0", "unbal", 0, 2, 1e-2, 0, 0), *t4 = recipe_text_aux("aux_train1", "unbal", 0, 2, 1e-2, 0, 0.5);
+    if (run_in_process(t3, 0, 0) || run_in_process(t4, 0, 0)) fail_msg("%s", base_err_msg());
+    free(t3), free(t4);
+    char *w3 = run_path("aux_train0", "checkpoints/step-2/model.safetensors");
+    char *w4 = run_path("aux_train1", "checkpoints/step-2/model.safetensors");
+    enum { RN = 8 * 64 };
+    float *r3 = malloc(RN * sizeof(float)), *r4 = malloc(RN * sizeof(float));
+    read_tensor(w3, "model.layers.1.mlp.gate.weight", r3, RN);
+    read_tensor(w4, "model.layers.1.mlp.gate.weight", r4, RN);
+    assert_true(memcmp(r3, r4, RN * sizeof(float)) != 0);
+    free(r3), free(r4), free(w3), free(w4);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_bias_balances),
         cmocka_unit_test(test_resume_with_bias),
+        cmocka_unit_test(test_aux_loss),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
