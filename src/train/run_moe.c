@@ -1,6 +1,7 @@
 /*
- * MoE expert load and DeepSeek-V3's auxiliary-loss-free balancing
- * (run_internal.h, docs/training.md "MoE expert load and balancing").
+ * MoE expert load, DeepSeek-V3's auxiliary-loss-free balancing and its
+ * sequence-wise balance loss's bookkeeping (run_internal.h,
+ * docs/training.md "MoE expert load and balancing").
  *
  * The counts are integers from the forward's own expert plan, so their sum
  * over the ranks is exact: every rank gets the same global loads and makes

@@ -298,12 +298,28 @@ static void test_aux_loss(void **state) {
     free(r3), free(r4), free(w3), free(w4);
 }
 
+/* The bias update moves a base weight: refused with a LoRA adapter (the
+ * run saves only the adapter), naming the key. */
+static void test_lora_refused(void **state) {
+    (void)state;
+    char *text = recipe_text_aux("lora", "model", 0, 1, 1e-3, 0.001, 0);
+    base_buf b = {0};
+    const char *at = strstr(text, "  datasets");
+    base_buf_printf(&b, "%.*s  lora = { r = 4, lora_alpha = 8 },\n%s", (int)(at - text), text, at);
+    base_status s = run_in_process(b.data, 0, 0);
+    assert_int_equal(s, BASE_ERR_UNSUPPORTED);
+    assert_non_null(strstr(base_err_msg(), "router_bias_update_speed"));
+    free(text);
+    base_buf_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_bias_balances),
         cmocka_unit_test(test_resume_with_bias),
         cmocka_unit_test(test_aux_loss),
+        cmocka_unit_test(test_lora_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
