@@ -329,7 +329,8 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
         for (int pass = 0; pass < 2 && !s; pass++) { /* pass 0 counts loss tokens, pass 1 trains */
             double loss = 0;
             int64_t t_lo = pass == 0 ? 0 : mine_lo, t_hi = pass == 0 ? R : mine_hi;
-            if (pass == 1) run_moe_aux_begin(&moe, tr, seq_step); /* the balance loss: a mean over the step's sequences */
+            if (pass == 1) /* the balance loss: a mean over the step's sequences */
+                run_moe_aux_begin(&moe, tr, seq_step);
             for (int64_t t0 = t_lo; t0 < t_hi && !s; t0 += bs) {
                 int64_t nt = 0, nseg = 0;
                 cu[0] = 0;

@@ -179,7 +179,8 @@ static void test_bias_balances(void **state) {
     double on[STEPS], off[STEPS], late = 0;
     balance_run("bal_on", 0.05, on, STEPS);
     balance_run("bal_off", 0.0, off, STEPS);
-    for (int k = 0; k < STEPS; k++) printf("step %d: load max/mean %.4f (speed 0.05), %.4f (speed 0)\n", k + 1, on[k], off[k]);
+    for (int k = 0; k < STEPS; k++)
+        printf("step %d: load max/mean %.4f (speed 0.05), %.4f (speed 0)\n", k + 1, on[k], off[k]);
     /* experts 0 and 1 take every token at first: max/mean = 8 / 2 */
     assert_true(on[0] == 4.0 && off[0] == 4.0);
     for (int k = 1; k < STEPS; k++) assert_true(off[k] == off[0]); /* nothing else moves the routing */
@@ -269,7 +270,8 @@ static void aux_values(const char *name, const char *stage, double *v, int n) {
 static void test_aux_loss(void **state) {
     (void)state;
     double a1[4], a2[4];
-    char *t1 = recipe_text_aux("aux1", "unbal", 2, 2, 0.0, 0, 0.01), *t2 = recipe_text_aux("aux2", "unbal", 2, 2, 0.0, 0, 0.02);
+    char *t1 = recipe_text_aux("aux1", "unbal", 2, 2, 0.0, 0, 0.01);
+    char *t2 = recipe_text_aux("aux2", "unbal", 2, 2, 0.0, 0, 0.02);
     if (run_in_process(t1, 0, 0) || run_in_process(t2, 0, 0)) fail_msg("%s", base_err_msg());
     free(t1), free(t2);
     aux_values("aux1", "grpo", a1, 2), aux_values("aux1", "sft", a1 + 2, 2);
@@ -285,7 +287,8 @@ static void test_aux_loss(void **state) {
     cJSON *m = stage_metrics("bal_off", "sft"); /* a run with alpha 0 */
     assert_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(m, 0), "moe/aux_loss"));
     cJSON_Delete(m);
-    char *t3 = recipe_text_aux("aux_train0", "unbal", 0, 2, 1e-2, 0, 0), *t4 = recipe_text_aux("aux_train1", "unbal", 0, 2, 1e-2, 0, 0.5);
+    char *t3 = recipe_text_aux("aux_train0", "unbal", 0, 2, 1e-2, 0, 0);
+    char *t4 = recipe_text_aux("aux_train1", "unbal", 0, 2, 1e-2, 0, 0.5);
     if (run_in_process(t3, 0, 0) || run_in_process(t4, 0, 0)) fail_msg("%s", base_err_msg());
     free(t3), free(t4);
     char *w3 = run_path("aux_train0", "checkpoints/step-2/model.safetensors");
