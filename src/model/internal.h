@@ -322,6 +322,8 @@ typedef struct {
     tensor dw, dz;       /* [n, K], [n, E] */
     tensor cvt;          /* bf16 mode: flat bf16 copy of the gradient fed to the next GEMMs */
     tensor ldt, ldtb;    /* LoRA: dL/dt [rows, r] (lora_scratch_rows) and its bf16 copy */
+    float aux_coef;      /* the balance loss's weight in this backward (0: none; model_train_set_aux_coef) */
+    tensor aux_cu;       /* its sequences: the batch's cu_seqlens */
 } bwd_scratch;
 
 /* LoRA in the backward (lora.c) of y = x W^T (+ s (x A^T) B^T), slot k of
@@ -344,6 +346,12 @@ struct model_train {
     tensor logp, ent, lse, g_logp, g_ent, lm_ws;
     bwd_scratch b;
     tensor h_tmp;       /* recompute: the discarded layer output */
+    tensor moe_off;     /* I32 [L, E + 1]: each MoE layer's expert offsets of the last forward */
+    int32_t *host_off;  /* staging for moe_off (model_train_expert_load) */
+    tensor aux;         /* F32 [L, max_seqs]: each MoE layer's balance loss per sequence of the last forward */
+    float *host_aux;    /* staging for aux */
+    float aux_coef;     /* model_train_set_aux_coef */
+    int aux_fwd;        /* the last forward computed aux */
     int32_t *host_i32;  /* staging: positions, targets */
     float *host_f32;    /* staging: zeros for an absent g_ent */
     /* the last forward */

@@ -393,6 +393,56 @@ float *run_policy_grads(run_ctx *c);
 /* After an optimizer step: the compute weights of what it updated (the
  * adapter's bf16 copy with LoRA, else the policy's; bf16 mode). */
 void run_sync_policy(run_ctx *c);
+/* Add a host-side delta to one of the policy's parameters, by its Hugging
+ * Face name (n values): what moves e_score_correction_bias (run_moe.c).
+ * scratch: host [n]. At ZeRO 0 and 1 every rank holds the whole arena and
+ * applies the same delta. BASE_ERR_INVALID for an unknown name or another
+ * size, BASE_ERR_UNSUPPORTED when the base weights are frozen (LoRA). */
+base_status run_param_add(run_ctx *c, const char *name, const float *delta, float *scratch, int64_t n);
+
+/* ---- MoE expert load and aux-loss-free balancing (run_moe.c) ------------ */
+/* Per layer and routed expert, the tokens the training forwards of an
+ * optimizer step sent there (model_train_expert_load), summed over the
+ * ranks at the step's end (exact integer sums); after an applied update,
+ * DeepSeek-V3's bias step e_score_correction_bias[l][i] +=
+ * speed * sign(mean_l - load_l,i) from those global loads; the logged
+ * step's totals for metrics.jsonl (docs/training.md, "MoE expert load"). */
+typedef struct {
+    int L, E;       /* layers, routed experts; L = 0: the model has no MoE layer (all no-ops) */
+    uint8_t *moe;   /* [L] MoE layers */
+    int64_t *opt;   /* [L E] this optimizer step's counts (this rank's until run_moe_update) */
+    int64_t *step;  /* [L E] the logged step's global counts */
+    int64_t opt_pairs[2], step_pairs[2]; /* (token, expert) pairs routed, processed */
+    double speed;   /* router_bias_update_speed */
+    float *delta, *scratch; /* host [E] */
+    double aux_coef; /* router_aux_loss_coef */
+    double opt_aux[2], step_aux[2]; /* balance loss summed over layers and sequences; sequences */
+} run_moe;
+/* Sized for the policy; refuses a bias speed > 0 on a frozen base (LoRA). */
+base_status run_moe_init(run_ctx *c, const recipe_train_cfg *train, run_moe *mo);
+void run_moe_free(run_moe *mo);
+/* A new logged step: its totals to zero. */
+void run_moe_step_reset(run_moe *mo);
+/* Before an optimizer step's micro-batches: with router_aux_loss_coef
+ * alpha > 0, tr's forwards compute the sequence-wise balance loss and its
+ * backwards add the gradient of alpha / n_seqs times its sum over the
+ * sequences (n_seqs: the optimizer step's, over every rank: the mean). */
+void run_moe_aux_begin(run_moe *mo, model_train *tr, int64_t n_seqs);
+/* After a training forward of tr over nseq sequences (whose backward the
+ * step applies): its expert loads and balance loss. */
+void run_moe_add(run_moe *mo, const model_train *tr, int nseq);
+/* At the end of an optimizer step, on every rank (a collective): the
+ * step's counts summed over the ranks into the logged step's totals, then,
+ * when applied (the update was not skipped) and speed > 0, the bias step
+ * of every MoE layer. */
+base_status run_moe_update(run_ctx *c, run_moe *mo, int applied);
+/* The logged step's moe/ metrics into line: moe/load_max_over_mean (the
+ * worst layer), moe/load_max_over_mean/layer_L per MoE layer,
+ * moe/dropped_tokens, and with router_aux_loss_coef alpha > 0
+ * moe/aux_loss (alpha times the mean over the step's sequences of the
+ * balance loss summed over layers: the term the training loss gets).
+ * Nothing when the model has no MoE layer. */
+void run_moe_put(const run_moe *mo, cJSON *line);
 
 /* ---- checkpoints (ckpt.c) ----------------------------------------------- */
 
