@@ -261,6 +261,8 @@ static void fill_table(void) {
     cuda_table.moe_route = cuda_moe_route;
     cuda_table.moe_route_bwd = cuda_moe_route_bwd;
     cuda_table.moe_plan = cuda_moe_plan;
+    cuda_table.moe_aux_fwd = cuda_moe_aux_fwd;
+    cuda_table.moe_aux_bwd = cuda_moe_aux_bwd;
     cuda_table.moe_combine = cuda_moe_combine;
     cuda_table.moe_combine_bwd = cuda_moe_combine_bwd;
     cuda_table.moe_matmul = cuda_moe_matmul;

@@ -393,6 +393,8 @@ void cuda_mla_decode(tensor *o_lat, const tensor *q_lat, const tensor *q_pe, con
 void cuda_moe_route(tensor *idx, tensor *w, const tensor *z, const tensor *bias, int n_group, int topk_group, int norm,
                     float routed_scale);
 void cuda_moe_route_bwd(tensor *dz, const tensor *dw, const tensor *z, const tensor *idx, int norm, float routed_scale);
+void cuda_moe_aux_fwd(tensor *loss, const tensor *z, const tensor *idx, const tensor *cu);
+void cuda_moe_aux_bwd(tensor *dz, const tensor *z, const tensor *idx, const tensor *cu, float coef);
 void cuda_moe_plan(tensor *offsets, tensor *row_tok, tensor *inv, const tensor *idx, int n_experts);
 void cuda_moe_combine(tensor *y, const tensor *ye, const tensor *w, const tensor *inv);
 void cuda_moe_combine_bwd(tensor *dye, tensor *dw, const tensor *dy, const tensor *ye, const tensor *w,

@@ -174,6 +174,100 @@ void cuda_moe_route_bwd(tensor *dz, const tensor *dw, const tensor *z, const ten
                 z->stride[0], (const int32_t *)idx->data, idx->stride[0], n, e, k, norm, routed_scale);
 }
 
+/* ---- the sequence-wise balance loss ------------------------------------------------------ */
+/* One block per sequence, following the CPU expression by expression: a
+ * token's score sum in double (experts in order), each expert's P_i and
+ * choice count by one thread over the tokens in order (no atomics: the
+ * same bits every run). */
+
+#define AUX_THREADS 128
+#define AUX_MAX_EXPERTS 2048
+
+__global__ void aux_fwd_kernel(float *loss, const float *z, int64_t zld, const int32_t *idx, int64_t ild,
+                               const int32_t *cu, int64_t e, int64_t k) {
+    CUDA_DYN_SMEM(double, smem); /* P [e], the chunk's score sums [AUX_THREADS], counts [e] (int64) */
+    double *P = smem, *sum = smem + e;
+    int64_t *cnt = (int64_t *)(sum + AUX_THREADS);
+    int64_t s = blockIdx.x, t0 = cu[s], t1 = cu[s + 1];
+    for (int64_t i = threadIdx.x; i < e; i += blockDim.x) P[i] = 0.0, cnt[i] = 0;
+    __syncthreads();
+    for (int64_t c0 = t0; c0 < t1; c0 += AUX_THREADS) {
+        int64_t t = c0 + threadIdx.x, nc = t1 - c0 < AUX_THREADS ? t1 - c0 : AUX_THREADS;
+        if (t < t1) {
+            double v = 0;
+            for (int64_t j = 0; j < e; j++) v += sigmoid_f(z[t * zld + j]);
+            sum[threadIdx.x] = v;
+        }
+        __syncthreads();
+        for (int64_t i = threadIdx.x; i < e; i += blockDim.x) {
+            double p = P[i];
+            int64_t c = cnt[i];
+            for (int64_t u = 0; u < nc; u++) {
+                p += (double)sigmoid_f(z[(c0 + u) * zld + i]) / sum[u];
+                for (int64_t j = 0; j < k; j++) c += idx[(c0 + u) * ild + j] == i;
+            }
+            P[i] = p, cnt[i] = c;
+        }
+        __syncthreads(); /* the chunk's sums are consumed */
+    }
+    if (threadIdx.x == 0) {
+        double acc = 0, T = (double)(t1 - t0);
+        for (int64_t i = 0; i < e; i++) acc += (double)cnt[i] * P[i];
+        loss[s] = t1 > t0 ? (float)(acc * (double)e / ((double)k * T * T)) : 0.0f;
+    }
+}
+
+__global__ void aux_bwd_kernel(float *dz, int64_t dld, const float *z, int64_t zld, const int32_t *idx, int64_t ild,
+                               const int32_t *cu, int64_t e, int64_t k, float coef) {
+    CUDA_DYN_SMEM(double, ci); /* c_i = f_i / T [e] */
+    int64_t s = blockIdx.x, t0 = cu[s], t1 = cu[s + 1];
+    if (t1 <= t0) return; /* uniform across the block */
+    double T = (double)(t1 - t0);
+    for (int64_t i = threadIdx.x; i < e; i += blockDim.x) {
+        int64_t c = 0;
+        for (int64_t t = t0; t < t1; t++)
+            for (int64_t j = 0; j < k; j++) c += idx[t * ild + j] == i;
+        ci[i] = (double)e * (double)c / ((double)k * T * T);
+    }
+    __syncthreads();
+    for (int64_t t = t0 + threadIdx.x; t < t1; t += blockDim.x) {
+        const float *zt = z + t * zld;
+        float *dzt = dz + t * dld;
+        double sum = 0, a = 0;
+        for (int64_t j = 0; j < e; j++) {
+            float sj = sigmoid_f(zt[j]);
+            sum += sj;
+            a += ci[j] * sj;
+        }
+        a /= sum;
+        for (int64_t j = 0; j < e; j++) {
+            float sj = sigmoid_f(zt[j]);
+            dzt[j] += (float)((double)coef * sj * (1.0f - sj) * (ci[j] - a) / sum);
+        }
+    }
+}
+
+void cuda_moe_aux_fwd(tensor *loss, const tensor *z, const tensor *idx, const tensor *cu) {
+    ops_check_moe_aux("cuda", loss, NULL, z, idx, cu);
+    int64_t e = z->shape[1], S = cu->shape[0] - 1;
+    if (e > AUX_MAX_EXPERTS) base_die("moe_aux_fwd (cuda): %lld experts (limit %d)", (long long)e, AUX_MAX_EXPERTS);
+    if (S < 1) return;
+    size_t smem = (size_t)(2 * e + AUX_THREADS) * sizeof(double);
+    CUDA_LAUNCH(aux_fwd_kernel, (unsigned)S, AUX_THREADS, smem, (float *)loss->data, (const float *)z->data,
+                z->stride[0], (const int32_t *)idx->data, idx->stride[0], (const int32_t *)cu->data, e,
+                idx->shape[1]);
+}
+
+void cuda_moe_aux_bwd(tensor *dz, const tensor *z, const tensor *idx, const tensor *cu, float coef) {
+    ops_check_moe_aux("cuda", NULL, dz, z, idx, cu);
+    int64_t e = z->shape[1], S = cu->shape[0] - 1;
+    if (e > AUX_MAX_EXPERTS) base_die("moe_aux_bwd (cuda): %lld experts (limit %d)", (long long)e, AUX_MAX_EXPERTS);
+    if (S < 1) return;
+    CUDA_LAUNCH(aux_bwd_kernel, (unsigned)S, AUX_THREADS, (size_t)e * sizeof(double), (float *)dz->data,
+                dz->stride[0], (const float *)z->data, z->stride[0], (const int32_t *)idx->data, idx->stride[0],
+                (const int32_t *)cu->data, e, idx->shape[1], coef);
+}
+
 /* ---- plan ----------------------------------------------------------------------------- */
 
 /* offsets[0] = 0, offsets[i+1] = offsets[i] + counts[i] (one thread: E is small) */

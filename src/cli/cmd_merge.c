@@ -5,11 +5,13 @@
  * base model, as PEFT's merge_and_unload: W += s B A for every adapted
  * module (s = lora_alpha / r, or / sqrt(r) with use_rslora). Writes a
  * Hugging Face checkpoint: DIR/model.safetensors (every tensor of the base
- * under its hub name, in --dtype, f32 by default), config.json (the base's,
+ * under its hub name, in --dtype, f32 by default; past 5 GB save_pretrained's
+ * shards model-0000i-of-0000N.safetensors and model.safetensors.index.json,
+ * written piece by piece through one 64 MiB buffer), config.json (the base's,
  * without quantization_config: the merged weights are not FP8),
  * generation_config.json and the tokenizer files when the base has them.
  * The merge runs on the CPU in f32 (the base's weights widened as on load:
- * 4 bytes per parameter of host memory, plus the output in bf16).
+ * 4 bytes per parameter of host memory).
  * Exit status: 0 done; 1 bad input (the message names the file, key or
  * tensor); 2 bad usage.
  */
@@ -71,6 +73,26 @@ static base_status check_out(const char *out) {
                  : base_err_set(BASE_ERR_INVALID, "--out %s: the directory exists and is not empty (give a new one)", out);
 }
 
+/* The merged weights (host f32, the CPU model's arena) piece by piece, in
+ * bf16 when asked: no second copy of the model. */
+typedef struct {
+    const model *m;
+    int bf16;
+} merged_src;
+
+static base_status fill_merged(void *ctx, int i, uint64_t off, void *dst, size_t n) {
+    const merged_src *ms = ctx;
+    const model_param *p = model_param_at(ms->m, i);
+    if (!ms->bf16) {
+        memcpy(dst, model_params(ms->m) + p->offset + off / sizeof(float), n);
+        return BASE_OK;
+    }
+    const float *w = model_params(ms->m) + p->offset + off / sizeof(uint16_t);
+    uint16_t *h = dst;
+    for (size_t k = 0; k < n / sizeof(uint16_t); k++) h[k] = tensor_f32_to_bf16(w[k]);
+    return BASE_OK;
+}
+
 static base_status merge(const char *base, const char *adapter, const char *out, int bf16) {
     base_status s0 = check_out(out);
     if (s0) return s0;
@@ -89,24 +111,17 @@ static base_status merge(const char *base, const char *adapter, const char *out,
     char *cfg = NULL;
     s = merged_config(base, &cfg);
     if (!s) s = base_mkdir_p(out);
-    const float *w = model_params(m);
-    uint16_t *half = NULL;
-    if (!s && bf16) {
-        half = base_xmalloc((size_t)model_numel(m) * sizeof(uint16_t) + 2);
-        for (int64_t k = 0; k < model_numel(m); k++) half[k] = tensor_f32_to_bf16(w[k]);
-    }
-    st_writer *wr = st_writer_new();
+    /* model.safetensors, or save_pretrained's shards past 5 GB */
+    st_plan *plan = st_plan_new();
     for (int i = 0; i < model_nparams(m); i++) {
         const model_param *p = model_param_at(m, i);
-        if (bf16) st_writer_add(wr, p->name, TENSOR_BF16, p->ndim, p->shape, half + p->offset);
-        else st_writer_add(wr, p->name, TENSOR_F32, p->ndim, p->shape, w + p->offset);
+        st_plan_add(plan, p->name, bf16 ? TENSOR_BF16 : TENSOR_F32, p->ndim, p->shape);
     }
-    st_writer_meta(wr, "format", "pt");
-    char *mp = base_path_join(out, "model.safetensors");
-    if (!s) s = st_writer_write(wr, mp);
-    free(mp);
-    st_writer_free(wr);
-    free(half);
+    st_plan_meta(plan, "format", "pt");
+    if (!s) s = st_plan_layout(plan, "model", ST_SHARD_DEFAULT);
+    merged_src src = {m, bf16};
+    if (!s) s = st_plan_write(plan, out, 0, fill_merged, &src, NULL); /* 64 MiB pieces: whole elements */
+    st_plan_free(plan);
     if (!s) {
         char *cp = base_path_join(out, "config.json");
         s = base_write_file_atomic(cp, cfg, strlen(cfg));

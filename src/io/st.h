@@ -64,6 +64,10 @@ int64_t st_numel(const st_tensor *t); /* product of the shape (1 for a scalar) *
 typedef struct st_dir st_dir;
 
 base_status st_dir_open(const char *dir, st_dir **out);
+/* The files of one stem only: DIR/STEM.safetensors.index.json when present,
+ * else DIR/STEM.safetensors (e.g. stem "ref" for a checkpoint's reference
+ * model, written by st_plan_write with that stem). */
+base_status st_dir_open_stem(const char *dir, const char *stem, st_dir **out);
 int st_dir_count(const st_dir *d);
 const st_tensor *st_dir_at(const st_dir *d, int i); /* sorted by name */
 const st_tensor *st_dir_find(const st_dir *d, const char *name);
@@ -83,6 +87,12 @@ void st_dir_close(st_dir *d);
  * tensor, numel mismatch, missing or mis-shaped scale) name the tensor and
  * file. */
 base_status st_dir_load(const st_dir *d, const char *name, tensor_dtype dt, void *dst, int64_t numel);
+/* Elements [off, off + n) (row-major) of tensor `name` converted to f32
+ * into dst[n]: F32 copied, BF16 / F16 widened, F8_E4M3 times its block
+ * scale as st_dir_load dequantises. Only those bytes of the mapping are
+ * read. Errors: absent tensor, a range outside it, a dtype that is not a
+ * float, a missing or mis-shaped scale (named). */
+base_status st_dir_load_f32_range(const st_dir *d, const char *name, int64_t off, int64_t n, float *dst);
 /* Same for one tensor of one file (scale looked up in the same file). */
 base_status st_file_load(const st_file *f, const char *name, tensor_dtype dt, void *dst, int64_t numel);
 
@@ -98,6 +108,70 @@ void st_writer_add(st_writer *w, const char *name, tensor_dtype dt, int ndim, co
 void st_writer_meta(st_writer *w, const char *key, const char *value);
 base_status st_writer_write(st_writer *w, const char *path);
 void st_writer_free(st_writer *w);
+
+/* ---- streaming writing (st_plan) ----
+ * The layout is computed from the tensor list first (names, dtypes, shapes,
+ * each file's header and every tensor's file offset); the bytes are then
+ * supplied piece by piece by a callback through one host buffer of at most
+ * `buf_bytes`, so no more than that is ever held. The files are those
+ * Hugging Face's save_pretrained writes: STEM.safetensors when the data fit
+ * max_shard_bytes (or max_shard_bytes is 0), else the tensors in order
+ * grouped into STEM-0000i-of-0000N.safetensors (a group closed when the next
+ * tensor would pass the limit; a tensor alone over it is a shard of its
+ * own, as huggingface_hub's split_state_dict_into_shards) plus
+ * STEM.safetensors.index.json {"metadata": {"total_size": data bytes},
+ * "weight_map": {name: file}} (sorted keys, indent 2, as json.dumps).
+ * A one-file plan writes exactly the bytes st_writer writes for the same
+ * tensors and metadata. Every file is written as DIR/NAME.tmp, fsynced and
+ * renamed (the index last), then the directory is fsynced.
+ *
+ * The steps are public for writers in several processes (the ZeRO 3
+ * checkpoint, src/train/ckpt_shard.c): one process creates the temporary
+ * files (header written, size set), every process writes its pieces into
+ * them at their offsets (st_part_*: pwrite; the directory must be one
+ * filesystem every process sees), then one process commits. */
+#define ST_BUF_DEFAULT ((size_t)64 << 20)
+/* transformers' save_pretrained max_shard_size "5GB" (4.35 to 4.57; 5.0
+ * raised it to "50GB"): decimal gigabytes, as huggingface_hub parses them */
+#define ST_SHARD_DEFAULT ((uint64_t)5000000000)
+
+typedef struct st_plan st_plan;
+
+/* Bytes [off, off + n) of tensor i's data (in the order added) into dst. */
+typedef base_status (*st_fill_fn)(void *ctx, int i, uint64_t off, void *dst, size_t n);
+
+st_plan *st_plan_new(void);
+void st_plan_add(st_plan *p, const char *name, tensor_dtype dt, int ndim, const int64_t *shape);
+void st_plan_meta(st_plan *p, const char *key, const char *value);
+/* Fix the files of stem `stem` (e.g. "model"). Errors: a bad tensor (as
+ * st_writer), duplicate or reserved names, a bad stem. */
+base_status st_plan_layout(st_plan *p, const char *stem, uint64_t max_shard_bytes);
+int st_plan_count(const st_plan *p);
+int st_plan_nfiles(const st_plan *p);                   /* after layout */
+const char *st_plan_file_name(const st_plan *p, int f); /* "model-00001-of-00002.safetensors" */
+int st_plan_file_of(const st_plan *p, int i);           /* the file of tensor i */
+uint64_t st_plan_nbytes(const st_plan *p, int i);       /* tensor i's data bytes */
+uint64_t st_plan_total_bytes(const st_plan *p);         /* all tensors' data bytes */
+/* One process: every tensor through fill (peak: the largest piece, NULL
+ * allowed). buf_bytes 0: ST_BUF_DEFAULT. */
+base_status st_plan_write(const st_plan *p, const char *dir, size_t buf_bytes, st_fill_fn fill, void *ctx,
+                          size_t *peak);
+void st_plan_free(st_plan *p);
+
+/* The steps of st_plan_write for several processes. */
+base_status st_plan_create(const st_plan *p, const char *dir); /* DIR/NAME.tmp: header, size */
+typedef struct st_part st_part;
+st_part *st_part_open(const st_plan *p, const char *dir, size_t buf_bytes);
+/* Bytes [off, off + n) of tensor i through fill, pwritten at their place. */
+base_status st_part_put(st_part *w, int i, uint64_t off, uint64_t n, st_fill_fn fill, void *ctx);
+/* fsync and close the files written; the peak piece in *peak (may be NULL).
+ * Frees w, also after an error (which it returns). */
+base_status st_part_close(st_part *w, size_t *peak);
+/* Rename DIR/NAME.tmp to DIR/NAME, write the index (sharded) or remove a
+ * stale one (one file), fsync the directory. */
+base_status st_plan_commit(const st_plan *p, const char *dir);
+/* Remove the temporary files after a failure (never fails). */
+void st_plan_abandon(const st_plan *p, const char *dir);
 
 #ifdef __cplusplus
 }

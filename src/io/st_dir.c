@@ -183,7 +183,9 @@ static int is_st_name(const struct dirent *e) {
     return n > 12 && !strcmp(e->d_name + n - 12, ".safetensors") && e->d_name[0] != '.';
 }
 
-base_status st_dir_open(const char *dir, st_dir **out) {
+/* DIR/STEM.safetensors.index.json, else DIR/STEM.safetensors, else (any)
+ * every *.safetensors file of DIR. */
+static base_status open_stem(const char *dir, const char *stem, int any, st_dir **out) {
     *out = NULL;
     struct stat sb;
     if (stat(dir, &sb) < 0) return base_err_set(BASE_ERR_IO, "%s: %s", dir, base_strerror_now());
@@ -191,16 +193,20 @@ base_status st_dir_open(const char *dir, st_dir **out) {
     st_dir *d = base_xcalloc(1, sizeof *d);
     d->path = base_xstrdup(dir);
     base_status s;
-    char *p = base_path_join(dir, ST_INDEX);
+    base_buf iname = {0}, one = {0};
+    base_buf_printf(&iname, "%s.safetensors.index.json", stem);
+    base_buf_printf(&one, "%s.safetensors", stem);
+    char *p = base_path_join(dir, iname.data);
     if (base_file_exists(p)) {
         d->index = p;
         s = open_indexed(d);
     } else {
         free(p);
-        p = base_path_join(dir, "model.safetensors");
+        p = base_path_join(dir, one.data);
         if (base_file_exists(p)) {
-            char *one = "model.safetensors";
-            s = open_files(d, &one, 1);
+            s = open_files(d, &one.data, 1);
+        } else if (!any) {
+            s = base_err_set(BASE_ERR_IO, "%s: no %s or %s", dir, iname.data, one.data);
         } else {
             struct dirent **ents = NULL;
             int n = scandir(dir, &ents, is_st_name, alphasort);
@@ -220,12 +226,23 @@ base_status st_dir_open(const char *dir, st_dir **out) {
         }
         free(p);
     }
+    base_buf_free(&iname), base_buf_free(&one);
     if (s) {
         st_dir_close(d);
         return s;
     }
     *out = d;
     return BASE_OK;
+}
+
+base_status st_dir_open(const char *dir, st_dir **out) { return open_stem(dir, "model", 1, out); }
+
+base_status st_dir_open_stem(const char *dir, const char *stem, st_dir **out) {
+    if (!stem || !*stem || strchr(stem, '/')) {
+        *out = NULL;
+        return base_err_set(BASE_ERR_INVALID, "%s: bad file stem '%s'", dir, stem ? stem : "(null)");
+    }
+    return open_stem(dir, stem, 0, out);
 }
 
 int st_dir_count(const st_dir *d) { return d->n; }

@@ -49,9 +49,8 @@ static void convert_range(void *dst, tensor_dtype dt, const uint8_t *src, tensor
     }
 }
 
-/* Dequantise the FP8 [rows, cols] weight t with scale sc into dst. */
-static base_status dequant_fp8(const st_tensor *t, const char *file, const st_tensor *sc,
-                               const char *scfile, tensor_dtype dt, void *dst) {
+/* The FP8 weight t has a 2-D shape and its scale sc is [ceil(rows/128), ceil(cols/128)]. */
+static base_status check_fp8(const st_tensor *t, const char *file, const st_tensor *sc, const char *scfile) {
     char sb[96], sb2[96];
     if (t->ndim != 2) {
         shape_str(t, sb, sizeof sb);
@@ -59,8 +58,7 @@ static base_status dequant_fp8(const st_tensor *t, const char *file, const st_te
                             "%s: tensor '%s': F8_E4M3 with shape %s: block scales need a 2-D weight",
                             file, t->name, sb);
     }
-    int64_t rows = t->shape[0], cols = t->shape[1];
-    int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+    int64_t br = (t->shape[0] + 127) / 128, bc = (t->shape[1] + 127) / 128;
     if (!sc)
         return base_err_set(BASE_ERR_INVALID,
                             "%s: tensor '%s': F8_E4M3 weight without its '%s_scale_inv' block scales",
@@ -75,6 +73,16 @@ static base_status dequant_fp8(const st_tensor *t, const char *file, const st_te
                             scfile, sc->name, tensor_dtype_name(sc->dtype), sb2, (long long)br,
                             (long long)bc, sb, t->name, file);
     }
+    return BASE_OK;
+}
+
+/* Dequantise the FP8 [rows, cols] weight t with scale sc into dst. */
+static base_status dequant_fp8(const st_tensor *t, const char *file, const st_tensor *sc,
+                               const char *scfile, tensor_dtype dt, void *dst) {
+    base_status st = check_fp8(t, file, sc, scfile);
+    if (st) return st;
+    int64_t rows = t->shape[0], cols = t->shape[1];
+    int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
     float *s = base_xmalloc((size_t)(br * bc > 0 ? br * bc : 1) * sizeof(float));
     convert_range(s, TENSOR_F32, sc->data, sc->dtype, br * bc);
     float lut[256];
@@ -155,4 +163,48 @@ base_status st_dir_load(const st_dir *d, const char *name, tensor_dtype dt, void
         free(sn);
     }
     return load(t, st_dir_file_of(d, t), sc, sc ? st_dir_file_of(d, sc) : NULL, dt, dst, numel);
+}
+
+base_status st_dir_load_f32_range(const st_dir *d, const char *name, int64_t off, int64_t n, float *dst) {
+    const st_tensor *t = st_dir_find(d, name);
+    if (!t) {
+        const char *ip = st_dir_index_path(d);
+        return base_err_set(BASE_ERR_INVALID, "%s: no tensor '%s'",
+                            ip ? ip : st_dir_nfiles(d) == 1 ? st_path(st_dir_file(d, 0)) : st_dir_path(d),
+                            name);
+    }
+    const char *file = st_dir_file_of(d, t);
+    int64_t numel = st_numel(t);
+    if (off < 0 || n < 0 || off > numel || n > numel - off)
+        return base_err_set(BASE_ERR_INVALID, "%s: tensor '%s': elements [%lld, %lld) outside its %lld", file, name,
+                            (long long)off, (long long)(off + n), (long long)numel);
+    if (t->dtype == TENSOR_F32 || t->dtype == TENSOR_BF16 || t->dtype == TENSOR_F16) {
+        convert_range(dst, TENSOR_F32, (const uint8_t *)t->data + (size_t)off * tensor_dtype_size(t->dtype), t->dtype,
+                      n);
+        return BASE_OK;
+    }
+    if (t->dtype != TENSOR_F8_E4M3)
+        return base_err_set(BASE_ERR_UNSUPPORTED, "%s: tensor '%s': %s is not a floating-point weight", file, name,
+                            tensor_dtype_name(t->dtype));
+    char *sn = scale_name(name);
+    const st_tensor *sc = st_dir_find(d, sn);
+    free(sn);
+    base_status s = check_fp8(t, file, sc, sc ? st_dir_file_of(d, sc) : NULL);
+    if (s) return s;
+    const int64_t cols = t->shape[1], bc = (cols + 127) / 128;
+    const size_t ss = tensor_dtype_size(sc->dtype);
+    const uint8_t *q = (const uint8_t *)t->data + off;
+    for (int64_t i = 0; i < n;) { /* a run inside one scale block of one row */
+        int64_t k = off + i, row = k / cols, col = k % cols;
+        int64_t run = 128 - col % 128;
+        if (run > cols - col) run = cols - col;
+        if (run > n - i) run = n - i;
+        uint32_t raw = 0; /* the scale, read through a copy (any alignment) */
+        memcpy(&raw, (const uint8_t *)sc->data + (size_t)((row / 128) * bc + col / 128) * ss, ss);
+        float scale;
+        tensor_to_f32(&scale, &raw, sc->dtype, 1);
+        for (int64_t j = 0; j < run; j++) dst[i + j] = tensor_f8e4m3_to_f32(q[i + j]) * scale;
+        i += run;
+    }
+    return BASE_OK;
 }

@@ -12,7 +12,7 @@
  * and the directory fsynced, so a crash leaves the old file or the new one.
  * A failure removes the temporary file and leaves PATH untouched.
  */
-#include "io/st.h"
+#include "io/st_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -58,19 +58,26 @@ static void note_err(st_writer *w, const char *name, const char *why) {
     w->err = b.data;
 }
 
+const char *st_tensor_check(const char *name, tensor_dtype dt, int ndim, const int64_t *shape, uint64_t *nbytes) {
+    uint64_t numel = 1;
+    *nbytes = 0;
+    if (!name) return "no name";
+    if ((unsigned)dt >= TENSOR_DTYPE_COUNT) return "bad dtype";
+    if (ndim < 0 || ndim > ST_MAX_DIMS) return "more than 4 dims";
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return "negative dim";
+        if (shape[i] && numel > (UINT64_C(1) << 53) / (uint64_t)shape[i]) return "too many elements";
+        numel *= (uint64_t)shape[i];
+    }
+    *nbytes = numel * tensor_dtype_size(dt);
+    return NULL;
+}
+
 void st_writer_add(st_writer *w, const char *name, tensor_dtype dt, int ndim, const int64_t *shape,
                    const void *data) {
-    const char *why = NULL;
-    uint64_t numel = 1;
-    if (!name) why = "no name";
-    else if ((unsigned)dt >= TENSOR_DTYPE_COUNT) why = "bad dtype";
-    else if (ndim < 0 || ndim > ST_MAX_DIMS) why = "more than 4 dims";
-    for (int i = 0; !why && i < ndim; i++) {
-        if (shape[i] < 0) why = "negative dim";
-        else if (shape[i] && numel > (UINT64_C(1) << 53) / (uint64_t)shape[i]) why = "too many elements";
-        else numel *= (uint64_t)shape[i];
-    }
-    size_t nbytes = why ? 0 : (size_t)numel * tensor_dtype_size(dt);
+    uint64_t nb;
+    const char *why = st_tensor_check(name, dt, ndim, shape, &nb);
+    size_t nbytes = (size_t)nb;
     if (!why && nbytes && !data) why = "NULL data";
     if (why) {
         note_err(w, name, why);
@@ -124,13 +131,12 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The names must be unique and not the reserved key. */
-static base_status check_names(const st_writer *w, const char *path) {
-    const char **v = base_xmalloc((size_t)(w->n ? w->n : 1) * sizeof *v);
-    for (int i = 0; i < w->n; i++) v[i] = w->t[i].name;
-    qsort(v, (size_t)w->n, sizeof *v, cmp_str);
+base_status st_check_names(const char *const *names, int n, const char *path) {
+    const char **v = base_xmalloc((size_t)(n ? n : 1) * sizeof *v);
+    memcpy(v, names, (size_t)n * sizeof *v);
+    qsort(v, (size_t)n, sizeof *v, cmp_str);
     base_status s = BASE_OK;
-    for (int i = 0; i < w->n && !s; i++) {
+    for (int i = 0; i < n && !s; i++) {
         if (!strcmp(v[i], "__metadata__"))
             s = base_err_set(BASE_ERR_INVALID, "%s: tensor name '__metadata__' is reserved", path);
         else if (i && !strcmp(v[i], v[i - 1]))
@@ -140,7 +146,7 @@ static base_status check_names(const st_writer *w, const char *path) {
     return s;
 }
 
-static int write_all(int fd, const void *p, size_t n) {
+int st_write_all(int fd, const void *p, size_t n) {
     const char *c = p;
     while (n) {
         ssize_t r = write(fd, c, n > (1u << 30) ? (1u << 30) : n);
@@ -154,38 +160,57 @@ static int write_all(int fd, const void *p, size_t n) {
     return 0;
 }
 
-base_status st_writer_write(st_writer *w, const char *path) {
-    if (w->err) return base_err_set(BASE_ERR_INVALID, "%s: %s", path, w->err);
-    base_status s = check_names(w, path);
-    if (s) return s;
-    base_buf h = {0};
-    base_buf_append(&h, "\0\0\0\0\0\0\0\0", 8); /* length, filled in below */
-    base_buf_puts(&h, "{");
-    if (w->nmeta) {
-        base_buf_puts(&h, "\"__metadata__\":{");
-        for (int i = 0; i < w->nmeta; i++) {
-            if (i) base_buf_puts(&h, ",");
-            json_str(&h, w->mkey[i]);
-            base_buf_puts(&h, ":");
-            json_str(&h, w->mval[i]);
+void st_fsync_dir(const char *dir) {
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+}
+
+void st_header_build(base_buf *h, int nmeta, char *const *mkey, char *const *mval, int n, const st_hdr_tensor *t) {
+    size_t start = h->len;
+    base_buf_append(h, "\0\0\0\0\0\0\0\0", 8); /* length, filled in below */
+    base_buf_puts(h, "{");
+    if (nmeta) {
+        base_buf_puts(h, "\"__metadata__\":{");
+        for (int i = 0; i < nmeta; i++) {
+            if (i) base_buf_puts(h, ",");
+            json_str(h, mkey[i]);
+            base_buf_puts(h, ":");
+            json_str(h, mval[i]);
         }
-        base_buf_puts(&h, "}");
+        base_buf_puts(h, "}");
     }
     uint64_t off = 0;
-    for (int i = 0; i < w->n; i++) {
-        const wtensor *t = &w->t[i];
-        if (i || w->nmeta) base_buf_puts(&h, ",");
-        json_str(&h, t->name);
-        base_buf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", tensor_dtype_name(t->dt));
-        for (int k = 0; k < t->ndim; k++) base_buf_printf(&h, "%s%lld", k ? "," : "", (long long)t->shape[k]);
-        base_buf_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
-                        (unsigned long long)(off + t->nbytes));
-        off += t->nbytes;
+    for (int i = 0; i < n; i++) {
+        if (i || nmeta) base_buf_puts(h, ",");
+        json_str(h, t[i].name);
+        base_buf_printf(h, ":{\"dtype\":\"%s\",\"shape\":[", tensor_dtype_name(t[i].dt));
+        for (int k = 0; k < t[i].ndim; k++) base_buf_printf(h, "%s%lld", k ? "," : "", (long long)t[i].shape[k]);
+        base_buf_printf(h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+                        (unsigned long long)(off + t[i].nbytes));
+        off += t[i].nbytes;
     }
-    base_buf_puts(&h, "}");
-    while (h.len % 8) base_buf_puts(&h, " ");
-    uint64_t hn = h.len - 8;
-    for (int i = 0; i < 8; i++) h.data[i] = (char)(hn >> (8 * i));
+    base_buf_puts(h, "}");
+    while ((h->len - start) % 8) base_buf_puts(h, " ");
+    uint64_t hn = h->len - start - 8;
+    for (int i = 0; i < 8; i++) h->data[start + (size_t)i] = (char)(hn >> (8 * i));
+}
+
+base_status st_writer_write(st_writer *w, const char *path) {
+    if (w->err) return base_err_set(BASE_ERR_INVALID, "%s: %s", path, w->err);
+    const char **names = base_xmalloc((size_t)(w->n ? w->n : 1) * sizeof *names);
+    st_hdr_tensor *ht = base_xmalloc((size_t)(w->n ? w->n : 1) * sizeof *ht);
+    for (int i = 0; i < w->n; i++) {
+        names[i] = w->t[i].name;
+        ht[i] = (st_hdr_tensor){w->t[i].name, w->t[i].dt, w->t[i].ndim, w->t[i].shape, w->t[i].nbytes};
+    }
+    base_status s = st_check_names(names, w->n, path);
+    base_buf h = {0};
+    if (!s) st_header_build(&h, w->nmeta, w->mkey, w->mval, w->n, ht);
+    free(names), free(ht);
+    if (s) return s;
 
     size_t tl = strlen(path) + 32;
     char *tmp = base_xmalloc(tl);
@@ -195,12 +220,12 @@ base_status st_writer_write(st_writer *w, const char *path) {
         s = base_err_set(BASE_ERR_IO, "%s: %s", tmp, base_strerror_now());
         goto done;
     }
-    if (write_all(fd, h.data, h.len) < 0) {
+    if (st_write_all(fd, h.data, h.len) < 0) {
         s = base_err_set(BASE_ERR_IO, "%s: writing the header: %s", tmp, base_strerror_now());
         goto fail;
     }
     for (int i = 0; i < w->n; i++)
-        if (w->t[i].nbytes && write_all(fd, w->t[i].data, w->t[i].nbytes) < 0) {
+        if (w->t[i].nbytes && st_write_all(fd, w->t[i].data, w->t[i].nbytes) < 0) {
             s = base_err_set(BASE_ERR_IO, "%s: writing tensor '%s': %s", tmp, w->t[i].name,
                              base_strerror_now());
             goto fail;
@@ -220,14 +245,9 @@ base_status st_writer_write(st_writer *w, const char *path) {
         goto fail;
     }
     {
-        /* make the rename durable; some filesystems refuse fsync on a
-         * directory, which leaves the rename as durable as they allow */
+        /* make the rename durable */
         char *dcopy = base_xstrdup(path);
-        int dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
+        st_fsync_dir(dirname(dcopy));
         free(dcopy);
     }
     goto done;

@@ -145,6 +145,7 @@ static void ffn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float 
         /* router: the choice is constant; the chosen sigmoid weights are not */
         tensor dz = mv_rows(&b->dz, n), z = mv_rows(&A->z, n), idx = mv_rows(&A->idx, n);
         o->moe_route_bwd(&dz, &dw, &z, &idx, c->norm_topk_prob, c->routed_scaling_factor);
+        if (b->aux_coef != 0.0f) o->moe_aux_bwd(&dz, &z, &idx, &b->aux_cu, b->aux_coef); /* the balance loss */
         tensor g_router = gv(m, b, grads, &w->router);
         tensor unr = A->unf.data ? mv_rows(&A->unf, n) : un; /* the f32 router input */
         wgrad(m, &g_router, &dz, &unr);
@@ -327,6 +328,8 @@ static void backward(model_train *tr, const float *g_logp, const float *g_ent, f
     o->rmsnorm_bwd(&dh, gp(&g_fn), &dxn, &hL, &m->w.final_norm, &rf, 0);
     unit_close(b, h, L + 1);
     tensor pos = mv_rows(&tr->pos, n), cu = mv_rows(&tr->cu, tr->nseq + 1);
+    b->aux_coef = tr->aux_fwd ? tr->aux_coef : 0.0f; /* the balance loss of the forward's setting */
+    b->aux_cu = cu;
     fwd_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.n = n;

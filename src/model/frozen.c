@@ -233,8 +233,75 @@ static void param_set(model *m, int i, const float *x) {
     else store_param(m, i, x);
 }
 
+/* Elements [a, a + n) of parameter i (a from its start) widened to f32
+ * into x[n], downloaded through a bounded bounce buffer (never the whole
+ * parameter). */
+static void fetch_piece(const model *m, int i, int64_t a, int64_t n, float *x) {
+    const model_param *p = &m->tab[i];
+    const struct ops *o = m->ops;
+    if (m->released) base_die("model: %s: the weights are sharded over ranks (ZeRO 3): gather them first", p->name);
+    if (m->params) {
+        o->download(x, m->params + p->offset + a, (size_t)n * sizeof(float));
+        return;
+    }
+    const frozen_region *r = region_of(m, p->offset);
+    if (r->dt == TENSOR_F32) {
+        o->download(x, (const float *)arena_at(m, r, p->offset) + a, (size_t)n * sizeof(float));
+        return;
+    }
+    enum { BOUNCE = 1 << 16 }; /* elements per download */
+    size_t es = tensor_dtype_size(r->dt);
+    const uint8_t *src = (const uint8_t *)arena_at(m, r, p->offset) + (size_t)a * es;
+    uint8_t *raw = base_xmalloc(BOUNCE * es);
+    float *scale = NULL;
+    int64_t cols = 0, bc = 0;
+    if (r->dt == TENSOR_F8_E4M3) {
+        int64_t ns = tensor_qblock_nscale(p->shape[0], p->shape[1]);
+        scale = base_xmalloc((size_t)ns * sizeof(float));
+        o->download(scale, m->scales + m->fz.soff[i], (size_t)ns * sizeof(float));
+        cols = p->shape[1], bc = (cols + TENSOR_QBLOCK - 1) / TENSOR_QBLOCK;
+    }
+    for (int64_t d = 0; d < n; d += BOUNCE) {
+        int64_t k = n - d < BOUNCE ? n - d : BOUNCE;
+        o->download(raw, src + (size_t)d * es, (size_t)k * es);
+        if (!scale) {
+            tensor_to_f32(x + d, raw, r->dt, k);
+            continue;
+        }
+        for (int64_t j = 0; j < k; j++) {
+            int64_t e = a + d + j;
+            x[d + j] = tensor_f8e4m3_to_f32(raw[j]) * scale[(e / cols / TENSOR_QBLOCK) * bc + (e % cols) / TENSOR_QBLOCK];
+        }
+    }
+    free(raw), free(scale);
+}
+
+void model_weights_range_to_host(const model *m, int64_t off, int64_t n, float *host) {
+    if (off < 0 || n < 0 || off + n > m->numel)
+        base_die("model_weights_range_to_host: elements [%lld, %lld) outside the arena of %lld", (long long)off,
+                 (long long)(off + n), (long long)m->numel);
+    memset(host, 0, (size_t)n * sizeof(float)); /* the arena's gaps */
+    int lo = 0, hi = m->ntab; /* the first parameter ending after off */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (m->tab[mid].offset + m->tab[mid].numel <= off) lo = mid + 1;
+        else hi = mid;
+    }
+    for (int i = lo; i < m->ntab && m->tab[i].offset < off + n; i++) {
+        const model_param *p = &m->tab[i];
+        int64_t a = p->offset > off ? p->offset : off;
+        int64_t b = p->offset + p->numel < off + n ? p->offset + p->numel : off + n;
+        if (b > a) fetch_piece(m, i, a - p->offset, b - a, host + (a - off));
+    }
+}
+
 void model_weights_to_host(const model *m, float *host) {
     for (int i = 0; i < m->ntab; i++) param_get(m, i, host + m->tab[i].offset);
+}
+
+void model_param_from_host(model *m, int i, const float *x) {
+    if (i < 0 || i >= m->ntab) base_die("model_param_from_host: parameter %d of %d", i, m->ntab);
+    param_set(m, i, x);
 }
 
 void model_weights_from_host(model *m, const float *host) {

@@ -351,6 +351,8 @@ typedef struct {
     int64_t gw_lo, gw_hi, emb_lo, emb_hi;
     const float *pw, *pw_emb; /* where the open units' weights are: the arena at gw_lo / emb_lo, or
                                * their ZeRO 3 windows (model_unit_base) */
+    float aux_coef;      /* the balance loss's weight in this backward (0: none; model_train_set_aux_coef) */
+    tensor aux_cu;       /* its sequences: the batch's cu_seqlens */
 } bwd_scratch;
 
 /* LoRA in the backward (lora.c) of y = x W^T (+ s (x A^T) B^T), slot k of
@@ -373,6 +375,12 @@ struct model_train {
     tensor logp, ent, lse, g_logp, g_ent, lm_ws;
     bwd_scratch b;
     tensor h_tmp;       /* recompute: the discarded layer output */
+    tensor moe_off;     /* I32 [L, E + 1]: each MoE layer's expert offsets of the last forward */
+    int32_t *host_off;  /* staging for moe_off (model_train_expert_load) */
+    tensor aux;         /* F32 [L, max_seqs]: each MoE layer's balance loss per sequence of the last forward */
+    float *host_aux;    /* staging for aux */
+    float aux_coef;     /* model_train_set_aux_coef */
+    int aux_fwd;        /* the last forward computed aux */
     int32_t *host_i32;  /* staging: positions, targets */
     float *host_f32;    /* staging: zeros for an absent g_ent */
     /* the last forward */

@@ -188,10 +188,20 @@ int model_is_frozen(const model *m);
  * (host [model_numel(m)]): the master weights, or a frozen model's stored
  * weights widened (bf16 exactly, fp8 dequantised). */
 void model_weights_to_host(const model *m, float *host);
+/* Arena elements [off, off + n) as f32 into host[n] (dies outside the
+ * arena): the master weights downloaded, or a frozen model's stored weights
+ * widened piece by piece (bf16 exactly, fp8 dequantised) through a bounce
+ * buffer of at most 256 KiB; elements of no parameter (gaps) are 0. What
+ * the streaming checkpoint writer downloads tensor piece by tensor piece. */
+void model_weights_range_to_host(const model *m, int64_t off, int64_t n, float *host);
 /* Set every parameter from f32 host values (model_param layout): the
  * master weights (then model_sync_compute), or a frozen model's storage
  * (rounded to bf16, or quantised to fp8 blocks). */
 void model_weights_from_host(model *m, const float *host);
+/* Parameter i (model_param_at order) from f32 host values x[numel], as
+ * model_weights_from_host sets it, without the final model_sync_compute:
+ * call that after the last parameter (loading one tensor at a time). */
+void model_param_from_host(model *m, int i, const float *x);
 /* dst's weights = src's, parameter by parameter by name (src may hold more:
  * the MTP layers of a policy, which a frozen model leaves out; a name dst
  * has and src lacks, or another shape, is BASE_ERR_INVALID), in dst's
@@ -290,6 +300,29 @@ base_status model_forward(model_train *tr, const model_batch *b);
 const tensor *model_train_logp(const model_train *tr);
 const tensor *model_train_entropy(const model_train *tr);
 void model_train_download(const model_train *tr, float *logp, float *ent);
+/* The routed experts' load of the last forward, added (+=) to the caller's
+ * tallies (issue 15, docs/model.md "Expert load"): counts[l * E + i] +=
+ * the tokens layer l sent to routed expert i (E = n_routed_experts, l over
+ * num_hidden_layers; dense layers add nothing), from the forward's own
+ * expert plan (moe_plan's offsets, copied aside per layer, so it holds with
+ * recompute); *routed += N K per MoE layer (the (token, expert) pairs the
+ * router chose, N tokens, K experts each) and *processed += the rows the
+ * experts' grouped GEMMs ran over. No capacity limit drops a pair, so the
+ * two are equal; a trainer reports routed - processed as dropped tokens.
+ * One download of L (E + 1) integers; nothing is allocated. */
+void model_train_expert_load(const model_train *tr, int64_t *counts, int64_t *routed, int64_t *processed);
+/* DeepSeek-V3's complementary sequence-wise balance loss (tech report
+ * §2.1.2; docs/model.md "Expert load"): coef != 0 makes the following
+ * forwards compute, per MoE layer and sequence of the batch,
+ * L_s = sum_i f_i P_i (f_i = E / (K T) times the tokens of the sequence
+ * routed to expert i, P_i the sequence's mean of s_i / sum_j s_j, s the
+ * sigmoid scores without the bias), and their backwards add the gradient
+ * of coef * sum_(layers, sequences) L_s through the router's scores (the
+ * top-k choice constant). 0 (the default): neither. */
+void model_train_set_aux_coef(model_train *tr, float coef);
+/* sum over MoE layers and sequences of the last forward's L_s (without
+ * coef); 0 when that forward ran with coef 0. */
+double model_train_aux_loss(const model_train *tr);
 
 /* Backward of the last forward for per-token upstream gradients (host
  * arrays [N]): g_logp[t] = dL/dlogp[t], g_ent[t] = dL/dent[t] (NULL: 0).

@@ -73,6 +73,8 @@ static void plan_train(planner *p, model_train *tr) {
         b->dz = plan_t(p, TENSOR_F32, 2, n, E, 1);
     }
     if (tr->lim.recompute) tr->h_tmp = plan_t(p, TENSOR_F32, 2, n, d, 1);
+    if (any_moe) tr->moe_off = plan_t(p, TENSOR_I32, 1, L * (E + 1), 1, 1);
+    if (any_moe) tr->aux = plan_t(p, TENSOR_F32, 1, L * tr->lim.max_seqs, 1, 1);
     if (p->lora) { /* dL/dt of one adapted module at a time */
         int64_t rows = lora_scratch_rows(c, p->lora, n);
         b->ldt = plan_t(p, TENSOR_F32, 2, rows, p->lora->r, 1);
@@ -157,6 +159,9 @@ base_status model_train_new(model *m, const model_train_limits *lim, model_train
     tr->lora_planned = lc ? m->lora : NULL;
     tr->host_i32 = base_xmalloc((size_t)lim->max_tokens * 2 * sizeof(int32_t));
     tr->host_f32 = base_xcalloc((size_t)lim->max_tokens, sizeof(float));
+    if (tr->moe_off.data)
+        tr->host_off = base_xmalloc((size_t)tensor_numel(&tr->moe_off) * sizeof(int32_t));
+    if (tr->aux.data) tr->host_aux = base_xmalloc((size_t)tensor_numel(&tr->aux) * sizeof(float));
     *out = tr;
     return BASE_OK;
 }
@@ -175,6 +180,8 @@ void model_train_free(model_train *tr) {
     tr->m->ops->free(tr->mem);
     free(tr->host_i32);
     free(tr->host_f32);
+    free(tr->host_off);
+    free(tr->host_aux);
     train_shell_free(tr);
 }
 
@@ -246,8 +253,18 @@ base_status model_forward(model_train *tr, const model_batch *b) {
     int L = c->num_hidden_layers;
     for (int l = 0; l < L; l++) {
         tensor hi = mv_rows(&tr->h[l], n), ho = mv_rows(&tr->h[l + 1], n);
+        layer_acts *A = &tr->acts[tr->nacts == 1 ? 0 : l];
         model_unit_use(m, 1 + l);
-        layer_fwd(m, l, &tr->acts[tr->nacts == 1 ? 0 : l], &hi, &ho, &ctx);
+        layer_fwd(m, l, A, &hi, &ho, &ctx);
+        if (!m->w.layers[l].moe) continue;
+        /* the layer's expert plan, kept for model_train_expert_load */
+        o->copy((int32_t *)tr->moe_off.data + (int64_t)l * (c->n_routed_experts + 1), A->offsets.data,
+                (size_t)(c->n_routed_experts + 1) * sizeof(int32_t));
+        if (tr->aux_coef != 0.0f) { /* the balance loss per sequence (model_train_aux_loss) */
+            tensor row = mv_slice(&tr->aux, (int64_t)l * tr->lim.max_seqs, b->nseq);
+            tensor z = mv_rows(&A->z, n), idx = mv_rows(&A->idx, n);
+            o->moe_aux_fwd(&row, &z, &idx, &cu);
+        }
     }
     tensor hl = mv_rows(&tr->h[L], n), hf = mv_rows(&tr->hf, n), rf = mv_rows(&tr->rstd_f, n);
     model_unit_use(m, L + 1);
@@ -258,6 +275,7 @@ base_status model_forward(model_train *tr, const model_batch *b) {
     o->lmhead_fwd(&logp, &ent, &lse, &hf, &m->wc.lm_head, &tgt, tr->scale, &tr->lm_ws);
     tr->out_logp = logp;
     tr->out_ent = ent;
+    tr->aux_fwd = tr->aux_coef != 0.0f && tr->aux.data;
     tr->have_fwd = 1;
     return BASE_OK;
 }
@@ -270,4 +288,34 @@ void model_train_download(const model_train *tr, float *logp, float *ent) {
     const struct ops *o = tr->m->ops;
     if (logp) o->download(logp, tr->logp.data, (size_t)tr->n * sizeof(float));
     if (ent) o->download(ent, tr->ent.data, (size_t)tr->n * sizeof(float));
+}
+
+void model_train_set_aux_coef(model_train *tr, float coef) { tr->aux_coef = coef; }
+
+double model_train_aux_loss(const model_train *tr) {
+    if (!tr->have_fwd) base_die("model_train_aux_loss: no forward");
+    if (!tr->aux_fwd) return 0.0;
+    const model *m = tr->m;
+    m->ops->download(tr->host_aux, tr->aux.data, (size_t)tensor_numel(&tr->aux) * sizeof(float));
+    double sum = 0;
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        if (m->w.layers[l].moe)
+            for (int s = 0; s < tr->nseq; s++) sum += tr->host_aux[(int64_t)l * tr->lim.max_seqs + s];
+    return sum;
+}
+
+void model_train_expert_load(const model_train *tr, int64_t *counts, int64_t *routed, int64_t *processed) {
+    if (!tr->have_fwd) base_die("model_train_expert_load: no forward");
+    const model *m = tr->m;
+    const model_config *c = &m->cfg;
+    if (!tr->moe_off.data) return; /* no MoE layer */
+    int64_t E = c->n_routed_experts, K = c->num_experts_per_tok;
+    m->ops->download(tr->host_off, tr->moe_off.data, (size_t)tensor_numel(&tr->moe_off) * sizeof(int32_t));
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        if (!m->w.layers[l].moe) continue;
+        const int32_t *off = tr->host_off + (int64_t)l * (E + 1);
+        for (int64_t i = 0; i < E; i++) counts[l * E + i] += off[i + 1] - off[i];
+        *routed += tr->n * K;
+        *processed += off[E] - off[0];
+    }
 }

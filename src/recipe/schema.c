@@ -75,7 +75,15 @@
      ST(S.train.offload_optimizer), ANY},                                                                             \
     {"zero_stage", RK_INT, "0", NULL,                                                                                 \
      "DeepSpeed ZeRO stage over ranks: 0 replicated, 1 AdamW state sharded, 2 gradients too, 3 parameters too",     \
-     ST(S.train.zero_stage), IN(0, 3), RF_NEUTRAL}
+     ST(S.train.zero_stage), IN(0, 3), RF_NEUTRAL},                                                                    \
+    {"router_bias_update_speed", RK_NUM, "0", NULL,                                                                   \
+     "MoE: DeepSeek-V3's aux-loss-free balancing, e_score_correction_bias += speed * sign(mean load - load) per "      \
+     "expert after each update (V3: 0.001; 0: off)",                                                                  \
+     ST(S.train.router_bias_update_speed), IN(0, 1)},                                                                 \
+    {"router_aux_loss_coef", RK_NUM, "0", NULL,                                                                       \
+     "MoE: weight of DeepSeek-V3's sequence-wise balance loss, summed over MoE layers, mean over sequences "          \
+     "(V3: 0.0001; 0: off)",                                                                                          \
+     ST(S.train.router_aux_loss_coef), IN(0, 1)}
 
 /* Generation keys (S: the stage's member; defaults differ per stage). */
 #define GEN_KEYS(S, G, g_min, g_doc, temp, temp_range, temp_doc, p_dflt, p_doc)                                   \

@@ -177,6 +177,19 @@ struct ops {
      * offsets[e]..offsets[e+1]-1), row_tok I32 [N*K] (token of each row),
      * inv I32 [N*K] (row of pair (n, k) at n*K+k). */
     void (*moe_plan)(tensor *offsets, tensor *row_tok, tensor *inv, const tensor *idx, int n_experts);
+    /* DeepSeek-V3's complementary sequence-wise balance loss of one MoE
+     * layer (tech report eq. 17-20) over packed sequences cu I32 [S+1]:
+     * for sequence s of T tokens loss[s] = sum_i f_i P_i, with
+     * f_i = E / (K T) #{(t, k): idx[t, k] = i} and
+     * P_i = 1/T sum_t s_ti / sum_j s_tj, s = sigmoid(z) (the scores
+     * without the bias); 0 for an empty sequence. z [N, E] f32, idx I32
+     * [N, K] (the routing's choice; an entry outside [0, E) counts for no
+     * expert), loss [S] f32 written. Sums in double, tokens in order. */
+    void (*moe_aux_fwd)(tensor *loss, const tensor *z, const tensor *idx, const tensor *cu);
+    /* Its gradient times coef for every sequence, the choice constant,
+     * added to dz [N, E]: with c_i = f_i / T and S_t = sum_j s_tj,
+     * dz_ti += coef s_ti (1 - s_ti) (c_i - sum_j c_j s_tj / S_t) / S_t. */
+    void (*moe_aux_bwd)(tensor *dz, const tensor *z, const tensor *idx, const tensor *cu, float coef);
     /* y[n] += sum_k w[n,k] * ye[inv[n*K+k]] (accumulates; w NULL means 1,
      * which makes it the backward of gather_rows by row_tok).
      * y [N, D], ye [N*K, D], w [N, K], inv I32 [N*K]. */

@@ -238,6 +238,25 @@ void ops_check_moe_route_bwd(const char *be, const tensor *dz, const tensor *dw,
     ops_need_dim(be, op, "idx", idx, 0, n);
 }
 
+void ops_check_moe_aux(const char *be, const tensor *loss, const tensor *dz, const tensor *z, const tensor *idx,
+                       const tensor *cu) {
+    const char *op = loss ? "moe_aux_fwd" : "moe_aux_bwd";
+    ops_need(be, op, "z", z, TENSOR_F32, 2);
+    ops_need(be, op, "idx", idx, TENSOR_I32, 2);
+    ops_need(be, op, "cu", cu, TENSOR_I32, 1);
+    int64_t n = z->shape[0], e = z->shape[1];
+    ops_need_dim(be, op, "idx", idx, 0, n);
+    if (cu->shape[0] < 1) base_die("%s (%s): cu has no entry", op, be);
+    if (loss) {
+        ops_need(be, op, "loss", loss, TENSOR_F32, 1);
+        ops_need_dim(be, op, "loss", loss, 0, cu->shape[0] - 1);
+    } else {
+        ops_need(be, op, "dz", dz, TENSOR_F32, 2);
+        ops_need_dim(be, op, "dz", dz, 0, n);
+        ops_need_dim(be, op, "dz", dz, 1, e);
+    }
+}
+
 void ops_check_moe_plan(const char *be, const tensor *offsets, const tensor *row_tok, const tensor *inv,
                         const tensor *idx, int n_experts) {
     const char *op = "moe_plan";

@@ -69,6 +69,9 @@ void ops_check_sample(const char *be, const tensor *ids, const tensor *logp, con
 void ops_check_moe_route(const char *be, const tensor *idx, const tensor *w, const tensor *z, const tensor *bias);
 void ops_check_moe_route_bwd(const char *be, const tensor *dz, const tensor *dw, const tensor *z,
                              const tensor *idx);
+/* moe_aux_fwd (loss non-NULL) and moe_aux_bwd (dz non-NULL). */
+void ops_check_moe_aux(const char *be, const tensor *loss, const tensor *dz, const tensor *z, const tensor *idx,
+                       const tensor *cu);
 void ops_check_moe_plan(const char *be, const tensor *offsets, const tensor *row_tok, const tensor *inv,
                         const tensor *idx, int n_experts);
 /* Returns K (inv holds N * K entries); 0 when N = 0. */

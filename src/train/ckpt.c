@@ -1,6 +1,12 @@
 /*
  * Checkpoints: RUN/checkpoints/step-N/
- *   model.safetensors       policy weights, Hugging Face names, float32
+ *   model.safetensors       policy weights, Hugging Face names, float32; past
+ *                           5 GB (ST_SHARD_DEFAULT) Hugging Face's shards
+ *                           model-0000i-of-0000N.safetensors and
+ *                           model.safetensors.index.json instead. Streamed
+ *                           tensor piece by tensor piece from the device
+ *                           through one 64 MiB host buffer (st_plan): no
+ *                           host copy of the model (docs/checkpoints.md)
  *   config.json             the model's config (loadable by transformers)
  *   (with the recipe's lora table, instead of those two: the adapter as
  *   PEFT saves it, adapter_config.json and adapter_model.safetensors; the
@@ -9,7 +15,8 @@
  *   optimizer.safetensors   AdamW moments "m.NAME", "v.NAME" (float32); at ZeRO 1
  *                           instead optimizer-rank-R-of-W.safetensors, each
  *                           rank's shard (ckpt_optim.c)
- *   ref.safetensors         the reference model (GRPO with beta != 0)
+ *   ref.safetensors         the reference model (GRPO with beta != 0), float32,
+ *                           streamed and sharded the same way (ref-0000i-...)
  *   trainer_state.json      stage, steps, data cursor, optimizer counters,
  *                           output line counts, summary.json at the save
  *
@@ -48,41 +55,53 @@ static void fsync_dir(const char *path) {
     }
 }
 
-/* Host copy of a device buffer (the CPU backend's pointer as is). */
-static float *host_view(const struct ops *ops, const float *dev, int64_t n, float **owned) {
-    *owned = NULL;
-    if (ops->device == TENSOR_CPU) return (float *)dev;
-    *owned = base_xmalloc((size_t)n * sizeof(float));
-    ops->download(*owned, dev, (size_t)n * sizeof(float));
-    return *owned;
+/* A model's weights as float32 safetensors, streamed (run_internal.h). */
+typedef struct {
+    const model *m;
+} weights_src;
+
+static base_status fill_weights(void *ctx, int i, uint64_t off, void *dst, size_t n) {
+    const weights_src *w = ctx;
+    const model_param *p = model_param_at(w->m, i);
+    model_weights_range_to_host(w->m, p->offset + (int64_t)(off / sizeof(float)), (int64_t)(n / sizeof(float)), dst);
+    return BASE_OK;
 }
 
-/* host: the weights gathered on the host (ZeRO 3), else NULL: the model's. */
-static base_status write_weights_from(const model *m, const float *gathered, const char *path) {
-    float *own = NULL;
-    const float *host;
-    if (gathered) {
-        host = gathered;
-    } else if (model_params(m)) {
-        host = host_view(model_ops(m), model_params(m), model_numel(m), &own);
-    } else { /* a frozen bf16 reference: its stored values, exact in f32 */
-        own = base_xmalloc((size_t)model_numel(m) * sizeof(float));
-        model_weights_to_host(m, own);
-        host = own;
+base_status run_ckpt_weights_plan(const model_param *params, int nparams, const char *stem, uint64_t shard_bytes,
+                                  st_plan **out) {
+    st_plan *p = st_plan_new();
+    for (int i = 0; i < nparams; i++) st_plan_add(p, params[i].name, TENSOR_F32, params[i].ndim, params[i].shape);
+    st_plan_meta(p, "format", "pt");
+    base_status s = st_plan_layout(p, stem, shard_bytes);
+    if (s) {
+        st_plan_free(p);
+        p = NULL;
     }
-    st_writer *w = st_writer_new();
-    for (int i = 0; i < model_nparams(m); i++) {
-        const model_param *p = model_param_at(m, i);
-        st_writer_add(w, p->name, TENSOR_F32, p->ndim, p->shape, host + p->offset);
-    }
-    st_writer_meta(w, "format", "pt");
-    base_status s = st_writer_write(w, path);
-    st_writer_free(w);
-    free(own);
+    *out = p;
     return s;
 }
 
-static base_status write_weights(const model *m, const char *path) { return write_weights_from(m, NULL, path); }
+base_status run_ckpt_write_weights(const model *m, const char *dir, const char *stem, size_t buf_bytes,
+                                   uint64_t shard_bytes, size_t *peak) {
+    if (peak) *peak = 0;
+    st_plan *p;
+    base_status s = run_ckpt_weights_plan(model_param_at(m, 0), model_nparams(m), stem, shard_bytes, &p);
+    if (s) return s;
+    weights_src src = {m};
+    s = st_plan_write(p, dir, run_ckpt_f32_buf(buf_bytes), fill_weights, &src, peak);
+    st_plan_free(p);
+    return s;
+}
+
+/* The shard size of checkpoint weights: ST_SHARD_DEFAULT. Test hook:
+ * GRPO_TEST_CKPT_SHARD_BYTES=N shards the tiny test models
+ * (tests/train/test_ckpt_stream.c). */
+static uint64_t ckpt_shard_bytes(void) {
+    const char *e = getenv("GRPO_TEST_CKPT_SHARD_BYTES");
+    char *end;
+    unsigned long long v = e ? strtoull(e, &end, 10) : 0;
+    return e && *e && !*end && v > 0 ? (uint64_t)v : ST_SHARD_DEFAULT;
+}
 
 /* The files a checkpoint carries besides the weights (c->keep_files, in
  * this order); the first of each source is required. */
@@ -115,9 +134,8 @@ void run_keep_files_free(run_ctx *c) {
 base_status run_save_model(run_ctx *c, const model *m, const char *dir) {
     base_status s = base_mkdir_p(dir);
     if (s) return s;
-    char *p = base_path_join(dir, "model.safetensors");
-    s = write_weights_from(m, m == c->policy ? c->policy_host : NULL, p); /* ZeRO 3: gathered on rank 0 */
-    free(p);
+    /* ZeRO 3: every rank wrote its range of the weights already (run_ckpt_save) */
+    if (!model_arena_released(m)) s = run_ckpt_write_weights(m, dir, "model", ST_BUF_DEFAULT, ckpt_shard_bytes(), NULL);
     for (int i = 0; i < 4 && !s; i++) {
         const base_buf *f = &c->keep_files[i];
         if (!f->data) {
@@ -292,13 +310,12 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
         }
         s = run_agree(c, s, "writing the checkpoint");
         if (!s) s = run_agree(c, run_ckpt_write_optim_shard(opt, tmp), "writing the checkpoint's optimizer shards");
+        /* ZeRO 3: each rank writes its range of the consolidated weights (agreed inside) */
+        if (!s) s = run_zero3_write_weights(c, tmp, ckpt_shard_bytes());
         free(root), free(tmp);
         if (s) return s;
     }
-    s = run_zero3_gather_host(c); /* ZeRO 3: the weights to rank 0's host memory */
-    if (s) return s;
     s = run_writes(c) ? ckpt_write(c, st, opt, ref, keep) : BASE_OK;
-    free(c->policy_host), c->policy_host = NULL;
     s = run_agree(c, s, "writing the checkpoint");
     if (!s) c->saved_step = st->total_steps;
     return s;
@@ -324,9 +341,7 @@ static base_status ckpt_write(run_ctx *c, const run_train_state *st, const optim
         free(p);
     }
     if (!s && ref) {
-        char *p = base_path_join(tmp, "ref.safetensors");
-        s = write_weights(ref, p);
-        free(p);
+        s = run_ckpt_write_weights(ref, tmp, "ref", ST_BUF_DEFAULT, ckpt_shard_bytes(), NULL);
     }
     if (!s) { /* the completion marker, last */
         cJSON *j = state_json(c, st, opt, ref != NULL);
@@ -506,6 +521,15 @@ static base_status verify_st(const char *dir, const char *name) {
     return s;
 }
 
+/* A weights file set of a checkpoint (STEM.safetensors or its shards and
+ * index) opens. */
+static base_status verify_weights(const char *dir, const char *stem) {
+    st_dir *d;
+    base_status s = st_dir_open_stem(dir, stem, &d);
+    if (!s) st_dir_close(d);
+    return s;
+}
+
 /* Everything a resume reads from the checkpoint dir, checked up front. */
 static base_status open_ckpt(const recipe *rc, const char *dir, run_ckpt **out) {
     *out = NULL;
@@ -524,14 +548,14 @@ static base_status open_ckpt(const recipe *rc, const char *dir, run_ckpt **out) 
     if (!s && !cJSON_IsObject(cfg)) s = base_err_set(BASE_ERR_PARSE, "%s: not a JSON object", p);
     if (!s) cJSON_Delete(cfg);
     free(p);
-    if (!s) s = verify_st(dir, k->adapter ? "adapter_model.safetensors" : "model.safetensors");
+    if (!s) s = k->adapter ? verify_st(dir, "adapter_model.safetensors") : verify_weights(dir, "model");
     if (!s && k->has_optim && !k->optim_shards) s = verify_st(dir, "optimizer.safetensors");
     for (int64_t r = 0; !s && k->has_optim && r < k->optim_shards; r++) { /* every shard is there and sound */
         char *nm = run_ckpt_optim_shard_name((int)r, (int)k->optim_shards);
         s = verify_st(dir, nm);
         free(nm);
     }
-    if (!s && k->has_ref) s = verify_st(dir, "ref.safetensors");
+    if (!s && k->has_ref) s = verify_weights(dir, "ref");
     if (s) run_ckpt_free(k);
     else *out = k;
     return s;
@@ -617,20 +641,21 @@ base_status run_ckpt_load_optim(const run_ckpt *k, optim *o) {
 }
 
 base_status run_ckpt_load_ref(const run_ckpt *k, model *ref) {
-    char *p = base_path_join(k->dir, "ref.safetensors");
-    st_file *f;
-    base_status s = st_open(p, &f);
-    free(p);
+    st_dir *d;
+    base_status s = st_dir_open_stem(k->dir, "ref", &d);
     if (s) return s;
-    int64_t n = model_numel(ref);
-    float *host = base_xcalloc((size_t)n, sizeof(float));
+    int64_t most = 1; /* one tensor at a time, as model_load */
+    for (int i = 0; i < model_nparams(ref); i++)
+        if (model_param_at(ref, i)->numel > most) most = model_param_at(ref, i)->numel;
+    float *host = base_xmalloc((size_t)most * sizeof(float));
     for (int i = 0; i < model_nparams(ref) && !s; i++) {
         const model_param *pp = model_param_at(ref, i);
-        s = st_file_load(f, pp->name, TENSOR_F32, host + pp->offset, pp->numel);
+        s = st_dir_load(d, pp->name, TENSOR_F32, host, pp->numel);
+        if (!s) model_param_from_host(ref, i, host);
     }
-    if (!s) model_weights_from_host(ref, host);
+    if (!s) model_sync_compute(ref);
     free(host);
-    st_close(f);
+    st_dir_close(d);
     return s;
 }
 

@@ -56,6 +56,12 @@ static const plot_spec plots[] = {
     {"step_time", "seconds per step (rollout, reward, train)", "step_time|time/*", K_GRPO},
     {"num_tokens", "loss tokens per step", "num_tokens", K_SFT},
     {"train_throughput", "training tokens per second", "tokens_per_s", K_SFT},
+    /* MoE models (issue 15): the worst layer first, then up to 15 layers */
+    {"moe_load", "MoE expert load: max / mean tokens per expert (worst layer, per layer)",
+     "moe/load_max_over_mean|moe/load_max_over_mean/*", K_GRPO | K_SFT},
+    {"moe_dropped", "MoE tokens dropped (routed - processed)", "moe/dropped_tokens", K_GRPO | K_SFT},
+    {"moe_aux_loss", "MoE sequence-wise balance loss (router_aux_loss_coef x its mean)", "moe/aux_loss",
+     K_GRPO | K_SFT},
 };
 
 #define SMOOTH_WEIGHT 0.6

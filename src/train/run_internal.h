@@ -66,7 +66,6 @@ typedef struct {
     int rank, world;
     dist_comm *host, *dev;
     struct run_zero2 *z2;   /* the training stage's ZeRO 2 / 3 state (run_zero.c), else NULL */
-    float *policy_host;     /* ZeRO 3, during a checkpoint: the policy's weights gathered on rank 0's host */
 } run_ctx;
 
 /* A stop signal (opts.stop_signal), polled where a stage can stop cleanly:
@@ -154,11 +153,13 @@ base_status run_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *inf
  * the policy's arena released (model_arena_release) with the unit hook
  * that all-gathers a unit into a parameter window. run_zero3_end, at the
  * stage's successful end: the arena back, every rank's shard gathered
- * into it. run_zero3_gather_host (run_ckpt_save): rank 0's host copy of
- * the weights in c->policy_host. No-ops below stage 3. Collectives. */
+ * into it. run_zero3_write_weights (run_ckpt_save, into the checkpoint's
+ * temporary directory): every rank writes its shard's part of the
+ * consolidated model.safetensors (run_ckpt_write_range; shard_bytes as
+ * run_ckpt_write_weights). No-ops below stage 3. Collectives. */
 base_status run_zero3_begin(run_ctx *c);
 base_status run_zero3_end(run_ctx *c);
-base_status run_zero3_gather_host(run_ctx *c);
+base_status run_zero3_write_weights(run_ctx *c, const char *dir, uint64_t shard_bytes);
 /* ZeRO 3: after a phase of forward-only passes of the policy (the rollout's
  * prefills and decode steps, the old log-probs), in which ranks make
  * different numbers of passes: every unit gather is a collective, so the
@@ -455,6 +456,56 @@ base_status run_param_update(run_ctx *c, const char *name, void (*fn)(float *val
 /* After an optimizer step: the compute weights of what it updated (the
  * adapter's bf16 copy with LoRA, else the policy's; bf16 mode). */
 void run_sync_policy(run_ctx *c);
+/* Add a host-side delta to one of the policy's parameters, by its Hugging
+ * Face name (n values): what moves e_score_correction_bias (run_moe.c).
+ * scratch: host [n]. At ZeRO 0 and 1 every rank holds the whole arena and
+ * applies the same delta. BASE_ERR_INVALID for an unknown name or another
+ * size, BASE_ERR_UNSUPPORTED when the base weights are frozen (LoRA). */
+base_status run_param_add(run_ctx *c, const char *name, const float *delta, float *scratch, int64_t n);
+
+/* ---- MoE expert load and aux-loss-free balancing (run_moe.c) ------------ */
+/* Per layer and routed expert, the tokens the training forwards of an
+ * optimizer step sent there (model_train_expert_load), summed over the
+ * ranks at the step's end (exact integer sums); after an applied update,
+ * DeepSeek-V3's bias step e_score_correction_bias[l][i] +=
+ * speed * sign(mean_l - load_l,i) from those global loads; the logged
+ * step's totals for metrics.jsonl (docs/training.md, "MoE expert load"). */
+typedef struct {
+    int L, E;       /* layers, routed experts; L = 0: the model has no MoE layer (all no-ops) */
+    uint8_t *moe;   /* [L] MoE layers */
+    int64_t *opt;   /* [L E] this optimizer step's counts (this rank's until run_moe_update) */
+    int64_t *step;  /* [L E] the logged step's global counts */
+    int64_t opt_pairs[2], step_pairs[2]; /* (token, expert) pairs routed, processed */
+    double speed;   /* router_bias_update_speed */
+    float *delta, *scratch; /* host [E] */
+    double aux_coef; /* router_aux_loss_coef */
+    double opt_aux[2], step_aux[2]; /* balance loss summed over layers and sequences; sequences */
+} run_moe;
+/* Sized for the policy; refuses a bias speed > 0 on a frozen base (LoRA). */
+base_status run_moe_init(run_ctx *c, const recipe_train_cfg *train, run_moe *mo);
+void run_moe_free(run_moe *mo);
+/* A new logged step: its totals to zero. */
+void run_moe_step_reset(run_moe *mo);
+/* Before an optimizer step's micro-batches: with router_aux_loss_coef
+ * alpha > 0, tr's forwards compute the sequence-wise balance loss and its
+ * backwards add the gradient of alpha / n_seqs times its sum over the
+ * sequences (n_seqs: the optimizer step's, over every rank: the mean). */
+void run_moe_aux_begin(run_moe *mo, model_train *tr, int64_t n_seqs);
+/* After a training forward of tr over nseq sequences (whose backward the
+ * step applies): its expert loads and balance loss. */
+void run_moe_add(run_moe *mo, const model_train *tr, int nseq);
+/* At the end of an optimizer step, on every rank (a collective): the
+ * step's counts summed over the ranks into the logged step's totals, then,
+ * when applied (the update was not skipped) and speed > 0, the bias step
+ * of every MoE layer. */
+base_status run_moe_update(run_ctx *c, run_moe *mo, int applied);
+/* The logged step's moe/ metrics into line: moe/load_max_over_mean (the
+ * worst layer), moe/load_max_over_mean/layer_L per MoE layer,
+ * moe/dropped_tokens, and with router_aux_loss_coef alpha > 0
+ * moe/aux_loss (alpha times the mean over the step's sequences of the
+ * balance loss summed over layers: the term the training loss gets).
+ * Nothing when the model has no MoE layer. */
+void run_moe_put(const run_moe *mo, cJSON *line);
 
 /* ---- checkpoints (ckpt.c) ----------------------------------------------- */
 
@@ -519,6 +570,58 @@ int run_ckpt_has_ref(const run_ckpt *k);
 /* summary.json as it was at the save (a new object, caller owns). */
 cJSON *run_ckpt_summary(const run_ckpt *k);
 void run_ckpt_free(run_ckpt *k);
+/* ---- streamed weights (ckpt.c, ckpt_shard.c; docs/checkpoints.md) -------- */
+typedef struct st_plan st_plan;
+/* The float32 Hugging Face layout of a parameter table (arena order):
+ * STEM.safetensors, or its shards past shard_bytes (0: never) with
+ * STEM.safetensors.index.json, metadata {"format": "pt"} (io/st.h). */
+base_status run_ckpt_weights_plan(const model_param *params, int nparams, const char *stem, uint64_t shard_bytes,
+                                  st_plan **out);
+/* m's weights into DIR (stem "model" or "ref"), one process, tensor piece
+ * by tensor piece from the device through one host buffer of buf_bytes
+ * (0: ST_BUF_DEFAULT, 64 MiB); shard_bytes: ST_SHARD_DEFAULT in checkpoints.
+ * *peak (may be NULL): the largest piece held, the host high-water mark. */
+base_status run_ckpt_write_weights(const model *m, const char *dir, const char *stem, size_t buf_bytes,
+                                   uint64_t shard_bytes, size_t *peak);
+/* A host buffer size for f32 pieces: buf_bytes rounded down to whole
+ * floats (at least one); 0 stays 0 (the default). */
+static inline size_t run_ckpt_f32_buf(size_t buf_bytes) {
+    return buf_bytes && buf_bytes < sizeof(float) ? sizeof(float) : buf_bytes / sizeof(float) * sizeof(float);
+}
+
+/* ZeRO 3 (parameters sharded): each rank holds the arena elements [lo, hi)
+ * of the flat f32 parameter arena (run_split ranges; the arena may have
+ * gaps between tensors). */
+typedef struct {
+    const model_param *params; /* every tensor written / read, arena order (model_param_at(m, 0)) */
+    int nparams;
+    int64_t lo, hi;       /* this rank's range */
+    float *shard;         /* its hi - lo elements: element e of the arena at shard[e - lo] */
+    const struct ops *ops; /* the backend whose memory shard is; NULL: host memory */
+    size_t buf_bytes;     /* host buffer bound (0: ST_BUF_DEFAULT) */
+    uint64_t shard_bytes; /* Hugging Face file size limit (0: ST_SHARD_DEFAULT; UINT64_MAX: one file) */
+} run_ckpt_range;
+/* Collective (every rank of c, each with its range; the ranges together
+ * cover every tensor): the consolidated DIR/STEM.safetensors (or its
+ * shards and index), byte for byte what run_ckpt_write_weights writes for
+ * the whole arena. Rank 0 creates the files (headers written, sizes set),
+ * every rank pwrites its range's bytes at their file offsets through its
+ * bounded buffer, rank 0 renames them into place; each step agreed
+ * (run_agree), so a failure on any rank fails it on every rank and leaves
+ * no file under its final name. DIR must be one directory every rank sees
+ * (a shared filesystem, as ZeRO 1's optimizer shards assume). *peak: this
+ * rank's largest piece (may be NULL). */
+base_status run_ckpt_write_range(run_ctx *c, const run_ckpt_range *r, const char *dir, const char *stem,
+                                 size_t *peak);
+/* One rank, no communication: fill r->shard's range [lo, hi) from DIR's
+ * weights (stem "model": any layout st_dir_open reads; else STEM.safetensors
+ * or its index), F32 / BF16 / F16 / FP8 blocks converted to f32, reading
+ * only the tensors that overlap the range, each in pieces through a host
+ * buffer of r->buf_bytes (none when the shard is host memory). Arena gaps
+ * are left as they are. Errors: a tensor missing or of another size
+ * (named), the files' errors. */
+base_status run_ckpt_read_range(const char *dir, const char *stem, const run_ckpt_range *r, size_t *peak);
+
 /* Write the policy weights (HF names) + config.json + tokenizer files into dir. */
 base_status run_save_model(run_ctx *c, const model *m, const char *dir);
 /* With LoRA: the adapter (PEFT format) + tokenizer files into dir. */

@@ -85,3 +85,32 @@ base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max
     if (!s && train->zero_stage >= 2) s = run_zero2_new(c, o, &c->z2);
     return s;
 }
+
+/* run_param_add at ZeRO 3: values += delta on the gathered tensor. */
+typedef struct {
+    const float *delta;
+} add_ctx;
+
+static void add_delta(float *vals, int64_t n, void *ctx) {
+    const add_ctx *a = ctx;
+    for (int64_t i = 0; i < n; i++) vals[i] += a->delta[i];
+}
+
+base_status run_param_add(run_ctx *c, const char *name, const float *delta, float *scratch, int64_t n) {
+    const model_param *p = model_param_find(c->policy, name);
+    if (!p) return base_err_set(BASE_ERR_INVALID, "the policy has no parameter %s", name);
+    if (p->numel != n)
+        return base_err_set(BASE_ERR_INVALID, "%s has %lld values, not %lld", name, (long long)p->numel, (long long)n);
+    if (model_arena_released(c->policy)) { /* ZeRO 3: the tensor lives in the ranks' shards */
+        add_ctx a = {delta};
+        return run_zero3_param_update(c, p, add_delta, &a);
+    }
+    float *arena = model_params(c->policy);
+    if (!arena || c->lora)
+        return base_err_set(BASE_ERR_UNSUPPORTED, "%s: the policy's weights are frozen (LoRA or a frozen %s model)",
+                            name, model_precision_name(model_get_precision(c->policy)));
+    c->ops->download(scratch, arena + p->offset, (size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) scratch[i] += delta[i];
+    c->ops->upload(arena + p->offset, scratch, (size_t)n * sizeof(float));
+    return BASE_OK;
+}

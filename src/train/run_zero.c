@@ -299,26 +299,14 @@ base_status run_zero3_end(run_ctx *c) {
     return BASE_OK;
 }
 
-base_status run_zero3_gather_host(run_ctx *c) {
+base_status run_zero3_write_weights(run_ctx *c, const char *dir, uint64_t shard_bytes) {
     run_zero2 *z = c->z2;
     if (!z || z->stage != 3 || !model_arena_released(c->policy)) return BASE_OK;
-    int W = c->world, me = c->rank;
-    size_t mine = (size_t)(z->shi[me] - z->slo[me]);
-    float *send = base_xmalloc((mine + 1) * sizeof(float));
-    c->ops->download(send, z->pshard, mine * sizeof(float));
-    size_t *sc = base_xcalloc(2 * (size_t)W, sizeof *sc), *rc = sc + W;
-    sc[0] = mine; /* to rank 0 only */
-    if (me == 0)
-        for (int r = 0; r < W; r++) rc[r] = (size_t)(z->shi[r] - z->slo[r]);
-    float *all = me == 0 ? base_xmalloc(((size_t)z->o->n + 1) * sizeof(float)) : NULL;
-    base_status s = dist_alltoallv(c->host, send, sc, all ? all : send, rc, DIST_F32);
-    free(send), free(sc);
-    if (s) {
-        free(all);
-        return base_err_wrap(s, "gathering the weights on rank 0 for the checkpoint (ZeRO 3)");
-    }
-    c->policy_host = all;
-    return BASE_OK;
+    model *m = c->policy;
+    run_ckpt_range r = {.params = model_param_at(m, 0), .nparams = model_nparams(m), .lo = z->slo[c->rank],
+                        .hi = z->shi[c->rank], .shard = z->pshard, .ops = c->ops, .shard_bytes = shard_bytes};
+    base_status s = run_ckpt_write_range(c, &r, dir, "model", NULL);
+    return s ? base_err_wrap(s, "writing the weights' ranges of %d ranks (ZeRO 3)", c->world) : BASE_OK;
 }
 
 base_status run_zero3_param_update(run_ctx *c, const model_param *p, void (*fn)(float *, int64_t, void *),

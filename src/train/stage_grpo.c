@@ -127,6 +127,7 @@ typedef struct {
     model *ref;
     float *grads;
     optim opt;
+    run_moe moe;                /* expert loads and the router bias step (run_moe.c) */
     cursor cur;
     grpo_entropy_ctl ectl;      /* adaptive entropy control (a no-op unless use_adaptive_entropy) */
     run_reward_parts parts;     /* the step's reward parts (kept completions) */
@@ -224,6 +225,7 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
         g->grads = run_policy_grads(c, &g->cfg->train);
         s = run_optim_new(c, &g->cfg->train, g->cfg->max_steps * g->mu * g->spg, g->grads, &g->opt);
     }
+    if (!s) s = run_moe_init(c, &g->cfg->train, &g->moe);
     if (!s && grpo_needs_ref_logp(g->gc)) {
         if (c->lora) { /* the reference is the base: the policy's model and arena with the adapter off */
             g->ref_in_policy = 1;
@@ -289,6 +291,7 @@ static void stage_close(grpo_stage *g) {
     free(g->weights), free(g->keep), free(g->cur.perm);
     if (g->b.pids) grpo_bufs_free(&g->b);
     run_optim_free(g->c, &g->opt);
+    run_moe_free(&g->moe);
     if (g->grads) g->c->ops->free(g->grads);
     model_train_free(g->tr);
     model_train_free(g->tr_ref);
@@ -405,6 +408,7 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
     }
     s = model_forward(g->tr, &mbt);
     if (s) return s;
+    run_moe_add(&g->moe, g->tr, nm);
     model_train_download(g->tr, b->lp_pos, b->ent_pos);
     grpo_bufs_gather(b, ix, nm, b->lp_pos, b->lp);
     grpo_bufs_gather(b, ix, nm, b->ent_pos, b->ent);
@@ -468,6 +472,7 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
     int need_old = grpo_needs_old_logp(g->gc) || g->gc->importance_sampling_correction;
     if (need_old && (s = old_logprobs(g, ss))) return s;
     grpo_loss_stats_init(&ss->lstats);
+    run_moe_step_reset(&g->moe);
     for (int it = 0; it < mu && !s; it++)
         for (int part = 0; part < spg && !s; part++) {
             int lo, hi;
@@ -495,6 +500,7 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
                 if (r == c->rank) mlo = lo + a, mhi = lo + z;
             }
             optim_zero_grad(&g->opt);
+            run_moe_aux_begin(&g->moe, g->tr, norm.n_seqs); /* the balance loss: a mean over the step's sequences */
             for (int j0 = (int)mlo; j0 < mhi && !s; j0 += b->mb) {
                 s = train_micro(g, &gcs, &norm, b->ord + j0, j0 + b->mb < mhi ? b->mb : (int)mhi - j0, need_old,
                                 &ss->lstats, &ostats);
@@ -511,6 +517,7 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
             if (s) break;
             if ((s = run_optim_step(c, &g->opt, (step * mu + it) * spg + part, &ss->info))) break;
             if ((s = run_gather_params(c, &g->opt))) break; /* ZeRO 1: every rank's updated shard */
+            if ((s = run_moe_update(c, &g->moe, !ss->info.skipped))) break; /* global loads, the bias step */
             run_sync_policy(c); /* bf16 mode: refresh the compute weights */
             grpo_entropy_ctl_update(g->gc, &g->ectl, &ostats);
         }
@@ -576,6 +583,7 @@ static grpo_completion_stats log_metrics(grpo_stage *g, int64_t step, const grpo
     add_num(line, "grad_norm", ss->info.grad_norm);
     add_num(line, "lr", ss->info.lr);
     if (ss->info.skipped) cJSON_AddNumberToObject(line, "update_skipped", 1);
+    run_moe_put(&g->moe, line);
     if (g->cfg->dynamic_sampling) {
         cJSON_AddNumberToObject(line, "dynamic_sampling/rounds", (double)ss->rounds);
         cJSON_AddNumberToObject(line, "dynamic_sampling/dropped_groups", (double)ss->dropped);

@@ -295,6 +295,9 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
         grads = run_policy_grads(c, &sf->train);
         s = run_optim_new(c, &sf->train, total, grads, &opt);
     }
+    run_moe moe; /* expert loads and the router bias step (run_moe.c) */
+    base_status ms = run_moe_init(c, &sf->train, &moe);
+    if (!s) s = ms;
     int64_t step0 = 0;
     if (!s && resume && run_ckpt_state(resume)->stage_index == index) {
         step0 = run_ckpt_state(resume)->stage_step;
@@ -317,11 +320,12 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
     for (; k < total && !s && !c->stop_requested; k++) {
         double t0 = base_now();
         optim_zero_grad(&opt);
+        run_moe_step_reset(&moe);
         /* the step's rows: k*ga*bs + t of the visit order, t in [0, ga*bs);
          * micro-batches of bs rows. Several ranks: the loss tokens are
          * counted over all of them; each rank trains its run_split share
          * of t, and the gradients and losses are summed over the ranks */
-        int64_t n_tok_step = 0, tokens = 0, R = ga * bs, mine_lo, mine_hi, rounds = 0, done = 0;
+        int64_t n_tok_step = 0, seq_step = 0, tokens = 0, R = ga * bs, mine_lo, mine_hi, rounds = 0, done = 0;
         run_split(R, c->rank, c->world, &mine_lo, &mine_hi);
         for (int r = 0; r < c->world; r++) { /* the most micro-batches of a rank (ZeRO 2's reductions) */
             int64_t a, z;
@@ -331,6 +335,8 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
         for (int pass = 0; pass < 2 && !s; pass++) { /* pass 0 counts loss tokens, pass 1 trains */
             double loss = 0;
             int64_t t_lo = pass == 0 ? 0 : mine_lo, t_hi = pass == 0 ? R : mine_hi;
+            if (pass == 1) /* the balance loss: a mean over the step's sequences */
+                run_moe_aux_begin(&moe, tr, seq_step);
             for (int64_t t0 = t_lo; t0 < t_hi && !s; t0 += bs) {
                 int64_t nt = 0, nseg = 0;
                 cu[0] = 0;
@@ -359,12 +365,14 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
                 if (s) break;
                 if (pass == 0) {
                     n_tok_step += sft_count_loss_tokens(mask, nt);
+                    seq_step += nseg;
                     continue;
                 }
                 tokens += nt;
                 model_batch mb = {.nseq = (int)nseg, .ids = ids, .cu_seqlens = cu, .targets = tgt};
                 s = model_forward(tr, &mb);
                 if (s) break;
+                run_moe_add(&moe, tr, (int)nseg);
                 model_train_download(tr, lp, NULL);
                 sft_loss_stats ls;
                 s = sft_loss(lp, mask, nt, n_tok_step, g, &ls);
@@ -388,6 +396,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
                 optim_step_info info;
                 if ((s = run_optim_step(c, &opt, k, &info))) break;
                 if ((s = run_gather_params(c, &opt))) break; /* ZeRO 1: every rank's updated shard */
+                if ((s = run_moe_update(c, &moe, !info.skipped))) break; /* global loads, the bias step */
                 run_sync_policy(c); /* bf16 mode: refresh the compute weights */
                 c->total_steps++;
                 double dt = base_now() - t0;
@@ -403,6 +412,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
                 cJSON_AddNumberToObject(line, "tokens_per_s", (double)tokens / dt);
                 cJSON_AddNumberToObject(line, "step_time", dt);
                 if (info.skipped) cJSON_AddNumberToObject(line, "update_skipped", 1);
+                run_moe_put(&moe, line);
                 if (logging_steps <= 1 || (k + 1) % logging_steps == 0 || k + 1 == total)
                     run_metrics_write(c, line);
                 else
@@ -425,6 +435,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
     if (!c->opts.quiet && tr && step0 < total) base_progress_finish(&prog);
     free(ids), free(tgt), free(rid), free(rtg), free(cu), free(rcu), free(mask), free(rmask), free(lp), free(g), free(order);
     run_optim_free(c, &opt);
+    run_moe_free(&moe);
     if (grads) c->ops->free(grads);
     model_train_free(tr);
     sft_pack_free(&plan);

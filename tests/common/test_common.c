@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "base/base.h"
+#include "io/st.h"
 #include "model/model.h"
 #include "tensor/ops.h"
 #include "tok/tok.h"
@@ -64,6 +65,33 @@ void test_tiny_model(const char *dir, int tokenizer) {
         tok_bytelevel_spec spec = tok_bytelevel_default();
         if (tok_write_bytelevel(dir, &spec)) base_die("%s", base_err_msg());
     }
+}
+
+void test_tiny_model_unbalanced(const char *dir, int tokenizer, float boost) {
+    test_tiny_model(dir, tokenizer);
+    char *path = base_path_join(dir, "model.safetensors"), *buf = NULL;
+    size_t len;
+    st_file *f = NULL;
+    if (base_read_file(path, &buf, &len) || st_open_memory(buf, len, path, &f)) base_die("%s", base_err_msg());
+    st_writer *w = st_writer_new();
+    float *moved[64];
+    int n = 0;
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_at(f, i);
+        const void *data = t->data;
+        if (strstr(t->name, "e_score_correction_bias") && t->dtype == TENSOR_F32 && n < 64) {
+            float *b = base_xmalloc(t->nbytes);
+            memcpy(b, t->data, t->nbytes);
+            b[0] += boost, b[1] += boost;
+            data = moved[n++] = b;
+        }
+        st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, data);
+    }
+    if (!n || st_writer_write(w, path)) base_die("%s: no routing bias to move, or %s", path, base_err_msg());
+    st_writer_free(w);
+    st_close(f);
+    for (int i = 0; i < n; i++) free(moved[i]);
+    free(buf), free(path);
 }
 
 char *test_metrics_canon(const char *path) {

@@ -26,6 +26,10 @@ void test_copy_shared(const char *rel, const char *dst);
 /* dir (created) holding the shared hf-tiny-v3-a fixture (config.json and
  * model.safetensors), plus a byte-level tokenizer when tokenizer != 0. */
 void test_tiny_model(const char *dir, int tokenizer);
+/* test_tiny_model with routed experts 0 and 1 (group 0) favoured by
+ * `boost` in every MoE layer's e_score_correction_bias: a deliberately
+ * unbalanced router (with 0.3 they take every token: load max/mean 4). */
+void test_tiny_model_unbalanced(const char *dir, int tokenizer, float boost);
 /* dir (created) holding what the run tests train on: model/ (test_tiny_model
  * with its tokenizer), data.jsonl (24 addition prompts "What is a + b?" with
  * ids 0..23 and answers) and vary.lua (a reward that varies between the

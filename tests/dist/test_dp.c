@@ -39,6 +39,34 @@
 
 #include "io/st.h"
 
+/* The moe/ metrics (expert loads, integer sums over the ranks) of the
+ * metrics lines of stage `stage` in rel, printed exactly, one line per
+ * step; fails when a line has none. */
+static char *moe_metrics(const char *rel, const char *stage) {
+    char *t = read_rel(rel), *save = NULL;
+    base_buf b = {0};
+    base_buf_printf(&b, "%s", "");
+    for (char *l = strtok_r(t, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        cJSON *j = cJSON_Parse(l), *it;
+        assert_non_null(j);
+        if (strcmp(base_json_str(j, "stage", ""), stage)) {
+            cJSON_Delete(j);
+            continue;
+        }
+        int n = 0;
+        cJSON_ArrayForEach(it, j) if (!strncmp(it->string, "moe/", 4)) {
+            assert_true(cJSON_IsNumber(it));
+            base_buf_printf(&b, "%s=%.17g ", it->string, it->valuedouble);
+            n++;
+        }
+        if (n < 4) fail_msg("%s: a %s line has %d moe/ metrics", rel, stage, n);
+        base_buf_printf(&b, "%s", "\n");
+        cJSON_Delete(j);
+    }
+    free(t);
+    return b.data;
+}
+
 /* ---- world sizes ---------------------------------------------------------- */
 
 static void test_world_sizes(void **state) {
@@ -63,6 +91,16 @@ static void test_world_sizes(void **state) {
         assert_true(strlen(s1) > 0);
         if (strcmp(s1, sn)) fail_msg("GRPO step-1 completions of %s differ from world size 1", ws[i]);
         free(s1), free(sn);
+        /* the expert loads of GRPO step 1 (the same completions, the same
+         * weights): integer sums, bit for bit */
+        snprintf(a, sizeof a, "runs/%s/metrics.jsonl", ws[i]);
+        char *m1 = moe_metrics("runs/w1/metrics.jsonl", "grpo"), *mn = moe_metrics(a, "grpo");
+        char *e1 = strchr(m1, '\n'), *en = strchr(mn, '\n');
+        assert_non_null(e1);
+        assert_non_null(en);
+        if (e1 - m1 != en - mn || memcmp(m1, mn, (size_t)(e1 - m1)))
+            fail_msg("GRPO step-1 expert loads of %s differ from world size 1:\n%s\n%s", ws[i], m1, mn);
+        free(m1), free(mn);
         /* after the updates: within TOL */
         metrics_close(ws[i], "w1");
         snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", ws[i]);
@@ -87,6 +125,63 @@ static void test_world_sizes(void **state) {
     for (char *q = l4; (q = strstr(q, "no threes")); q++) n4++;
     assert_int_equal(n1, n4);
     free(l1), free(l4);
+}
+
+/* DeepSeek-V3's aux-loss-free bias update on 1 and 2 ranks: an SFT stage
+ * with learning rate 0 from a router that sends every token to experts 0
+ * and 1, router_bias_update_speed 0.05, 3 steps: the same expert loads
+ * every step (bit for bit) and the same bias trajectory (the checkpoints
+ * byte for byte; the bias moved). */
+static void test_moe_bias(void **state) {
+    (void)state;
+    char *m = path_of("unbal");
+    test_tiny_model_unbalanced(m, 1, 0.3f);
+    free(m);
+    base_buf b = {0};
+    base_buf_printf(&b,
+                    "return {\n"
+                    "  name = 'moe', model = '%s/unbal', output_dir = '%s/runs', seed = 5, device = 'cpu',\n"
+                    "  template = 'Q: {prompt}\\nA: ', report = false, threads = 1,\n"
+                    "  datasets = { train = '%s/data.jsonl' },\n"
+                    "  stages = {\n"
+                    "    { type = 'sft', dataset = 'train', max_steps = 3, per_device_train_batch_size = 2,\n"
+                    "      learning_rate = 0, save_steps = 1, save_total_limit = 0, router_bias_update_speed = 0.05 },\n"
+                    "  },\n"
+                    "}\n",
+                    DIR_, DIR_, DIR_);
+    write_rel("moe.lua", b.data);
+    base_buf_free(&b);
+    char *keep = RECIPE;
+    RECIPE = path_of("moe.lua");
+    expect_ok(run_np(1, "moe1", NULL, NULL), "moe1");
+    expect_ok(run_np(2, "moe2", NULL, NULL), "moe2");
+    free(RECIPE);
+    RECIPE = keep;
+    char *m1 = moe_metrics("runs/moe1/metrics.jsonl", "sft"), *m2 = moe_metrics("runs/moe2/metrics.jsonl", "sft");
+    printf("# expert loads, 1 rank:\n%s", m1);
+    int lines = 0;
+    for (char *q = m1; *q; q++) lines += *q == '\n';
+    assert_int_equal(lines, 3);
+    if (strcmp(m1, m2)) fail_msg("expert loads of 2 ranks differ from 1:\n%s\n%s", m1, m2);
+    free(m1), free(m2);
+    for (int k = 1; k <= 3; k++) {
+        char a[96], c[96];
+        snprintf(a, sizeof a, "runs/moe1/checkpoints/step-%d/model.safetensors", k);
+        snprintf(c, sizeof c, "runs/moe2/checkpoints/step-%d/model.safetensors", k);
+        same_file(a, c);
+    }
+    char *p0 = path_of("unbal/model.safetensors"), *p3 = path_of("runs/moe1/checkpoints/step-3/model.safetensors");
+    st_file *f0, *f3;
+    if (st_open(p0, &f0) || st_open(p3, &f3)) fail_msg("%s", base_err_msg());
+    const st_tensor *b0 = st_find(f0, "model.layers.1.mlp.gate.e_score_correction_bias");
+    const st_tensor *b3 = st_find(f3, "model.layers.1.mlp.gate.e_score_correction_bias");
+    assert_non_null(b0);
+    assert_non_null(b3);
+    float x0[8], x3[8];
+    memcpy(x0, b0->data, sizeof x0), memcpy(x3, b3->data, sizeof x3);
+    assert_true(x3[0] < x0[0] && x3[1] < x0[1] && x3[7] > x0[7]); /* the overloaded down, the idle up */
+    st_close(f0), st_close(f3);
+    free(p0), free(p3);
 }
 
 /* LoRA (the adapter's own gradient arena is what the ranks sum): 2 ranks
@@ -368,7 +463,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_lora),        cmocka_unit_test(test_resume),
         cmocka_unit_test(test_zero1),       cmocka_unit_test(test_zero1_resume),
         cmocka_unit_test(test_fault_error), cmocka_unit_test(test_fault_kill),  cmocka_unit_test(test_stop_signal),
-        cmocka_unit_test(test_memory_plan),
+        cmocka_unit_test(test_memory_plan), cmocka_unit_test(test_moe_bias),
     };
     return dp_run("test_dp", all, sizeof all / sizeof all[0], argc, argv);
 }

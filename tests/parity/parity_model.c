@@ -425,6 +425,28 @@ static void c_route_bwd(mrun *r) {
     r->o->moe_route_bwd(&dz2, &dw, &z, &ti, 0, 2.5f);
 }
 
+/* The sequence-wise balance loss: 3 sequences (one empty, one over a
+ * CUDA block's 128-token chunk), 16 experts, top-3 choices as a router
+ * would make them (distinct per token), loss and dz (accumulated). */
+static void aux_case(mrun *r, int bwd) {
+    enum { AN = 200, AE = 16, AK = 3 };
+    static int32_t idx[AN * AK];
+    for (int t = 0; t < AN; t++)
+        for (int k = 0; k < AK; k++) idx[t * AK + k] = (int32_t)((t * 7 + k * (1 + t % 5)) % AE);
+    int32_t cu[4] = {0, 150, 150, AN};
+    tensor z = in_f32(r, 2, AN, AE, 1, 3.0f), tc = in_i32(r, cu, 4);
+    tensor ti = mk(r, put(r, idx, TENSOR_I32, AN * AK, 0), TENSOR_I32, 2, AN, AK, 1);
+    if (!bwd) {
+        tensor loss = out_t(r, TENSOR_F32, 0, 1, 3, 1, 1);
+        r->o->moe_aux_fwd(&loss, &z, &ti, &tc);
+    } else {
+        tensor dz = out_t(r, TENSOR_F32, 1, 2, AN, AE, 1);
+        r->o->moe_aux_bwd(&dz, &z, &ti, &tc, 0.37f);
+    }
+}
+static void c_aux_fwd(mrun *r) { aux_case(r, 0); }
+static void c_aux_bwd(mrun *r) { aux_case(r, 1); }
+
 static int32_t plan_idx[37 * 3];
 static void make_idx(void) {
     for (int t = 0; t < 37; t++)
@@ -624,6 +646,8 @@ static const mcase mcases[] = {
     MC(moe_route, "16 experts, 4 groups keep 2, top-3, unnormalised", c_route_u, T_OP),
     MC(moe_route_bwd, "16 experts, top-3", c_route_bwd, T_OP),
     MC(moe_plan, "37 tokens x 3 over 10 experts", c_plan, T_OP),
+    MC(moe_aux_fwd, "3 sequences (one empty, one of 150), 16 experts, top-3", c_aux_fwd, T_OP),
+    MC(moe_aux_bwd, "3 sequences (one empty, one of 150), 16 experts, top-3, dz added", c_aux_bwd, T_OP),
     MC(moe_combine, "weighted and unweighted", c_combine, T_OP),
     MC(moe_combine_bwd, "37 x 3 rows of 48", c_combine_bwd, T_OP),
     MC(moe_matmul, "6 experts (2 empty) x 40 rows, K 70, N 36, both layouts", c_moe_mm, T_ATTN),

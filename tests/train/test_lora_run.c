@@ -279,6 +279,33 @@ static void test_forward_and_merge(void **state) {
     char *cj = base_path_join(out, "config.json"), *tk = base_path_join(out, "tokenizer.json");
     assert_true(base_file_exists(cj) && base_file_exists(tk));
     free(cj), free(tk);
+    /* --dtype bf16: every tensor the f32 merge's rounded to bf16 */
+    char *out16 = base_path_join(DIR_, "merged16");
+    base_buf_printf(&cmd, "merge --model %s/model --adapter %s --out %s --dtype bf16", DIR_, ad, out16);
+    if (test_run_grpo(cmd.data, &log)) fail_msg("%s", log);
+    free(log);
+    base_buf_free(&cmd);
+    st_dir *d32, *d16;
+    assert_int_equal(st_dir_open(out, &d32), BASE_OK);
+    assert_int_equal(st_dir_open(out16, &d16), BASE_OK);
+    assert_int_equal(st_dir_count(d32), st_dir_count(d16));
+    for (int i = 0; i < st_dir_count(d32); i++) {
+        const st_tensor *a = st_dir_at(d32, i), *b = st_dir_find(d16, a->name);
+        assert_non_null(b);
+        assert_int_equal(a->dtype, TENSOR_F32);
+        assert_int_equal(b->dtype, TENSOR_BF16);
+        int64_t k = st_numel(a);
+        assert_int_equal(st_numel(b), k);
+        for (int64_t e = 0; e < k; e++) {
+            float f;
+            uint16_t h;
+            memcpy(&f, (const char *)a->data + 4 * e, 4);
+            memcpy(&h, (const char *)b->data + 2 * e, 2);
+            if (h != tensor_f32_to_bf16(f)) fail_msg("%s[%lld]: bf16 %#x, f32 %.9g", a->name, (long long)e, h, f);
+        }
+    }
+    st_dir_close(d32), st_dir_close(d16);
+    free(out16);
     for (int i = 0; i < 3; i++) free(lg[i]);
     free(ad), free(ids), free(out);
 }

@@ -106,6 +106,72 @@ void cpu_moe_route_bwd(tensor *dz, const tensor *dw, const tensor *z, const tens
     }
 }
 
+/* ---- the sequence-wise balance loss ---- */
+
+/* Choices of sequence [t0, t1) per expert into cnt [e] (zeroed first). */
+static void aux_counts(int64_t *cnt, const tensor *idx, int64_t t0, int64_t t1, int64_t e) {
+    memset(cnt, 0, (size_t)e * sizeof(int64_t));
+    for (int64_t t = t0; t < t1; t++) {
+        const int32_t *it = (const int32_t *)cpu_row(idx, t);
+        for (int64_t j = 0; j < idx->shape[1]; j++)
+            if (it[j] >= 0 && it[j] < e) cnt[it[j]]++;
+    }
+}
+
+void cpu_moe_aux_fwd(tensor *loss, const tensor *z, const tensor *idx, const tensor *cu) {
+    ops_check_moe_aux("cpu", loss, NULL, z, idx, cu);
+    int64_t e = z->shape[1], k = idx->shape[1], S = cu->shape[0] - 1;
+    const int32_t *c = cu->data;
+    if (e > MAX_EXPERTS) base_die("moe_aux_fwd: %lld experts (limit %d)", (long long)e, MAX_EXPERTS);
+    int64_t cnt[MAX_EXPERTS];
+    double P[MAX_EXPERTS];
+    for (int64_t s = 0; s < S; s++) {
+        int64_t t0 = c[s], t1 = c[s + 1], T = t1 - t0;
+        aux_counts(cnt, idx, t0, t1, e);
+        for (int64_t i = 0; i < e; i++) P[i] = 0;
+        for (int64_t t = t0; t < t1; t++) {
+            const float *zt = cpu_row(z, t);
+            double sum = 0;
+            for (int64_t j = 0; j < e; j++) sum += sigmoidf(zt[j]);
+            for (int64_t i = 0; i < e; i++) P[i] += (double)sigmoidf(zt[i]) / sum;
+        }
+        double acc = 0;
+        for (int64_t i = 0; i < e; i++) acc += (double)cnt[i] * P[i];
+        ((float *)loss->data)[s] = T > 0 ? (float)(acc * (double)e / ((double)k * (double)T * (double)T)) : 0.0f;
+    }
+}
+
+void cpu_moe_aux_bwd(tensor *dz, const tensor *z, const tensor *idx, const tensor *cu, float coef) {
+    ops_check_moe_aux("cpu", NULL, dz, z, idx, cu);
+    int64_t e = z->shape[1], k = idx->shape[1], S = cu->shape[0] - 1;
+    const int32_t *c = cu->data;
+    if (e > MAX_EXPERTS) base_die("moe_aux_bwd: %lld experts (limit %d)", (long long)e, MAX_EXPERTS);
+    int64_t cnt[MAX_EXPERTS];
+    double ci[MAX_EXPERTS];
+    for (int64_t s = 0; s < S; s++) {
+        int64_t t0 = c[s], t1 = c[s + 1], T = t1 - t0;
+        if (T <= 0) continue;
+        aux_counts(cnt, idx, t0, t1, e);
+        for (int64_t i = 0; i < e; i++) ci[i] = (double)e * (double)cnt[i] / ((double)k * (double)T * (double)T);
+#pragma omp parallel for schedule(static) if (T * e > 16384)
+        for (int64_t t = t0; t < t1; t++) {
+            const float *zt = cpu_row(z, t);
+            float *dzt = cpu_row(dz, t);
+            double sum = 0, a = 0;
+            for (int64_t j = 0; j < e; j++) {
+                float sj = sigmoidf(zt[j]);
+                sum += sj;
+                a += ci[j] * sj;
+            }
+            a /= sum;
+            for (int64_t j = 0; j < e; j++) {
+                float sj = sigmoidf(zt[j]);
+                dzt[j] += (float)((double)coef * sj * (1.0f - sj) * (ci[j] - a) / sum);
+            }
+        }
+    }
+}
+
 void cpu_moe_plan(tensor *offsets, tensor *row_tok, tensor *inv, const tensor *idx, int n_experts) {
     const char *op = "moe_plan";
     ops_check_moe_plan("cpu", offsets, row_tok, inv, idx, n_experts);

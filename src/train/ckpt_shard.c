@@ -1,0 +1,130 @@
+/*
+ * The consolidated Hugging Face weights of a ZeRO 3 run, whose ranks each
+ * hold a contiguous range [lo, hi) of the flat f32 parameter arena:
+ *
+ *   write  every rank lays out the same files from the parameter table
+ *          (run_ckpt_weights_plan: the headers and every tensor's file
+ *          offset follow from names and shapes alone); rank 0 creates them
+ *          at their full size; every rank pwrites the bytes of the tensors'
+ *          parts inside its range, downloaded piece by piece into one
+ *          bounded host buffer; rank 0 renames them into place. Three
+ *          agreed steps (run_agree): no rank goes on after a failure
+ *          anywhere, and no file is left under its final name.
+ *   read   one rank fills its range from any layout, tensor by tensor
+ *          (only those overlapping it), converting to f32 piece by piece.
+ *
+ * The files are the ones one process writes for the whole arena
+ * (run_ckpt_write_weights), byte for byte.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/st.h"
+#include "run_internal.h"
+
+typedef struct {
+    const run_ckpt_range *r;
+} range_src;
+
+/* Bytes [off, off + n) of tensor i, all inside the range (st_part_put is
+ * only asked for those). */
+static base_status fill_range(void *ctx, int i, uint64_t off, void *dst, size_t n) {
+    const run_ckpt_range *r = ((const range_src *)ctx)->r;
+    int64_t e = r->params[i].offset + (int64_t)(off / sizeof(float));
+    const float *src = r->shard + (e - r->lo);
+    if (r->ops && r->ops->device != TENSOR_CPU) r->ops->download(dst, src, n);
+    else memcpy(dst, src, n);
+    return BASE_OK;
+}
+
+/* The part [a, b) of parameter p inside [lo, hi); 0 when none. */
+static int overlap(const model_param *p, int64_t lo, int64_t hi, int64_t *a, int64_t *b) {
+    *a = p->offset > lo ? p->offset : lo;
+    *b = p->offset + p->numel < hi ? p->offset + p->numel : hi;
+    return *b > *a;
+}
+
+static base_status check_range(const run_ckpt_range *r) {
+    if (r->lo < 0 || r->hi < r->lo || (r->hi > r->lo && !r->shard) || r->nparams < 0 || (r->nparams && !r->params))
+        return base_err_set(BASE_ERR_INVALID, "checkpoint range [%lld, %lld): bad range, shard or parameter table",
+                            (long long)r->lo, (long long)r->hi);
+    return BASE_OK;
+}
+
+base_status run_ckpt_write_range(run_ctx *c, const run_ckpt_range *r, const char *dir, const char *stem,
+                                 size_t *peak) {
+    if (peak) *peak = 0;
+    st_plan *p = NULL;
+    uint64_t limit = r->shard_bytes ? r->shard_bytes : ST_SHARD_DEFAULT;
+    base_status s = check_range(r);
+    if (!s) s = run_ckpt_weights_plan(r->params, r->nparams, stem, limit == UINT64_MAX ? 0 : limit, &p);
+    s = run_agree(c, s, "laying out the checkpoint's weight files");
+    if (s) {
+        st_plan_free(p); /* laid out here, failed on another rank */
+        return s;
+    }
+    if (run_writes(c)) s = st_plan_create(p, dir);
+    s = run_agree(c, s, "creating the checkpoint's weight files");
+    if (!s) {
+        st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(r->buf_bytes));
+        range_src src = {r};
+        for (int i = 0; i < r->nparams && !s; i++) {
+            int64_t a, b;
+            if (overlap(&r->params[i], r->lo, r->hi, &a, &b))
+                s = st_part_put(w, i, (uint64_t)(a - r->params[i].offset) * sizeof(float),
+                                (uint64_t)(b - a) * sizeof(float), fill_range, &src);
+        }
+        base_status e = st_part_close(w, peak);
+        if (!s) s = e;
+        s = run_agree(c, s, "writing this rank's range of the checkpoint's weights");
+        if (!s && run_writes(c)) s = st_plan_commit(p, dir);
+        s = run_agree(c, s, "renaming the checkpoint's weight files into place");
+        if (s && run_writes(c)) st_plan_abandon(p, dir);
+    }
+    st_plan_free(p);
+    return s;
+}
+
+base_status run_ckpt_read_range(const char *dir, const char *stem, const run_ckpt_range *r, size_t *peak) {
+    if (peak) *peak = 0;
+    base_status s = check_range(r);
+    if (s) return s;
+    st_dir *d;
+    s = !strcmp(stem, "model") ? st_dir_open(dir, &d) : st_dir_open_stem(dir, stem, &d);
+    if (s) return s;
+    int on_host = !r->ops || r->ops->device == TENSOR_CPU;
+    size_t cap = r->buf_bytes ? r->buf_bytes : ST_BUF_DEFAULT;
+    int64_t step = (int64_t)(cap / sizeof(float)), most = 1;
+    for (int i = 0; i < r->nparams; i++)
+        if (r->params[i].numel > most) most = r->params[i].numel;
+    if (step > most) step = most; /* no larger than the largest tensor */
+    if (step < 1) step = 1;
+    float *buf = NULL;
+    for (int i = 0; i < r->nparams && !s; i++) {
+        const model_param *pp = &r->params[i];
+        int64_t a, b;
+        if (!overlap(pp, r->lo, r->hi, &a, &b)) continue; /* another rank's: not read */
+        const st_tensor *t = st_dir_find(d, pp->name);
+        if (t && st_numel(t) != pp->numel) {
+            s = base_err_set(BASE_ERR_INVALID, "%s: tensor '%s' has %lld elements, the model's has %lld",
+                             st_dir_file_of(d, t), pp->name, (long long)st_numel(t), (long long)pp->numel);
+            break;
+        }
+        for (int64_t e = a; e < b && !s; e += step) {
+            int64_t n = b - e < step ? b - e : step;
+            float *dst = r->shard + (e - r->lo);
+            if (on_host) {
+                s = st_dir_load_f32_range(d, pp->name, e - pp->offset, n, dst);
+                continue;
+            }
+            if (!buf) buf = base_xmalloc((size_t)step * sizeof(float));
+            if (peak && (size_t)n * sizeof(float) > *peak) *peak = (size_t)n * sizeof(float);
+            s = st_dir_load_f32_range(d, pp->name, e - pp->offset, n, buf);
+            if (!s) r->ops->upload(dst, buf, (size_t)n * sizeof(float));
+        }
+    }
+    free(buf);
+    st_dir_close(d);
+    return s;
+}
