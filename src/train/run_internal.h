@@ -160,11 +160,16 @@ base_status run_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *inf
 base_status run_zero3_begin(run_ctx *c);
 base_status run_zero3_end(run_ctx *c);
 base_status run_zero3_write_weights(run_ctx *c, const char *dir, uint64_t shard_bytes);
-/* ZeRO 3: after a phase of forward-only passes of the policy (the rollout's
- * prefills and decode steps, the old log-probs), in which ranks make
- * different numbers of passes: every unit gather is a collective, so the
- * ranks with fewer passes make the others' remaining gathers (the same
- * unit sequence as a forward). A no-op below stage 3. A collective. */
+/* ZeRO 3: a phase of forward-only passes of the policy whose number differs
+ * by rank (the rollout's prefills and decode steps, the old log-probs).
+ * Every unit gather is a collective, so within a phase (run_zero3_phase,
+ * then the passes, then run_zero3_sync on every rank, whatever failed)
+ * each pass starts with a one-integer agreement, and a rank that has
+ * finished (in run_zero3_sync) makes the gathers of every pass the others
+ * still make, until none does. run_zero3_phase returns 1 when a phase
+ * started (stage 3), 0 otherwise; run_zero3_sync is a no-op outside a
+ * phase. Collectives. */
+int run_zero3_phase(run_ctx *c);
 base_status run_zero3_sync(run_ctx *c);
 /* run_param_update of a released policy: the tensor gathered from the
  * shards, fn applied on every rank, each rank's part written back. */

@@ -55,7 +55,11 @@ struct run_zero2 {
     uint16_t *pwin_c[3]; /* bf16 mode: their compute copies */
     int bound[3];        /* the unit each parameter window holds (-1: none or stale) */
     size_t *pcounts;     /* [W] scratch of the gathers */
-    int64_t uses;        /* param_use calls (the passes' unit sequences, for run_zero3_sync) */
+    /* a phase of forward-only passes whose count differs by rank (run_zero3_phase) */
+    int phase;           /* 1: every pass starts with an agreement (1: a pass follows) */
+    int padding;         /* 1: run_zero3_sync's own passes (no agreement of their own) */
+    int64_t phase_uses;  /* param_use calls in the phase (the position in a pass's sequence) */
+    base_status phase_err; /* the first failed agreement of the phase */
     int64_t emb_n;       /* a tied embedding's elements (0: untied) */
 };
 
@@ -210,17 +214,41 @@ base_status run_zero2_pad(run_ctx *c, int64_t passes) {
     return BASE_OK;
 }
 
+/* The agreement that starts every pass of a phase: `more` 1 from a rank
+ * making a pass, 0 from one that has finished (run_zero3_sync); the
+ * maximum over the ranks says whether a pass follows. */
+static int agree_pass(run_zero2 *z, int more) {
+    int32_t v = more;
+    base_status s = z->c->world > 1 ? dist_allreduce(z->c->host, &v, 1, DIST_I32, DIST_MAX) : BASE_OK;
+    if (s) {
+        if (!z->phase_err) z->phase_err = base_err_wrap(s, "agreeing on a forward pass of %d ranks (ZeRO 3)", z->c->world);
+        return 0;
+    }
+    return v != 0;
+}
+
+int run_zero3_phase(run_ctx *c) {
+    run_zero2 *z = c->z2;
+    if (!z || z->stage != 3 || !model_arena_released(c->policy)) return 0;
+    z->phase = 1, z->phase_uses = 0, z->phase_err = BASE_OK;
+    return 1;
+}
+
 base_status run_zero3_sync(run_ctx *c) {
     run_zero2 *z = c->z2;
-    if (!z || z->stage != 3 || !model_arena_released(c->policy)) return BASE_OK;
-    int64_t most = z->uses, per = z->U + (z->emb_n ? 1 : 0);
-    base_status s = c->world > 1 ? dist_allreduce(c->host, &most, 1, DIST_I64, DIST_MAX) : BASE_OK;
-    if (s) return base_err_wrap(s, "agreeing on the forward passes of %d ranks (ZeRO 3)", c->world);
-    if ((most - z->uses) % per)
-        return base_err_set(BASE_ERR_INVALID, "ZeRO 3: %lld unit uses on rank %d, %lld on another: not whole passes",
-                            (long long)z->uses, c->rank, (long long)most);
-    while (z->uses < most) forward_uses(z);
-    return BASE_OK;
+    if (!z || !z->phase) return BASE_OK;
+    int per = z->U + (z->emb_n ? 1 : 0);
+    base_status s = BASE_OK;
+    if (z->phase_uses % per)
+        s = base_err_set(BASE_ERR_INVALID, "ZeRO 3: rank %d ended a phase inside a pass (%lld unit uses)", c->rank,
+                         (long long)z->phase_uses);
+    /* this rank is done: it makes the gathers of every pass another rank still
+     * makes (each announced by that rank's agreement), until none does */
+    z->padding = 1;
+    while (!s && agree_pass(z, 0)) forward_uses(z);
+    z->padding = 0, z->phase = 0;
+    if (!s) s = z->phase_err;
+    return s;
 }
 
 base_status run_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *info) {
@@ -247,7 +275,8 @@ static void param_use(void *ctx, int u) {
     run_zero2 *z = ctx;
     run_ctx *c = z->c;
     int k = u == 0 && z->emb_n ? 2 : u % 2, W = c->world, me = c->rank;
-    z->uses++;
+    if (z->phase && !z->padding && z->phase_uses++ % (z->U + (z->emb_n ? 1 : 0)) == 0)
+        agree_pass(z, 1); /* a pass starts: the ranks that have finished make its gathers too */
     if (z->bound[k] == u) return;
     int64_t lo = z->ulo[u], hi = z->uhi[u];
     for (int r = 0; r < W; r++) {

@@ -361,6 +361,7 @@ static base_status old_logprobs(grpo_stage *g, grpo_step *ss) {
      * rank's shared, so the correction below sees the whole batch */
     int64_t lo, hi;
     run_split(b->n, c->rank, c->world, &lo, &hi);
+    run_zero3_phase(c); /* ZeRO 3: the ranks' forwards differ in number (run_zero3_sync below) */
     for (int j0 = (int)lo; j0 < hi && !s; j0 += b->mb) {
         int nm = j0 + b->mb < hi ? b->mb : (int)hi - j0;
         model_batch mbt;

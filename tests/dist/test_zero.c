@@ -8,12 +8,17 @@
  *   - resume at the same world size bit for bit, and across world sizes
  *     and stages (ZeRO 1 on 4 ranks -> ZeRO 2 / 3 on 2, and back);
  *   - a rank failing a step fails every rank, the run resumes;
+ *   - ranks making different numbers of forward passes at ZeRO 3 (the
+ *     demo's rollout and old log-probs) end together, as ZeRO 0;
  *   - LoRA at ZeRO 2 refused by name. */
 #include "dp_common.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* ---- ZeRO stage 2 ---------------------------------------------------------- */
 
@@ -190,11 +195,80 @@ static void test_zero3_resume(void **state) {
     same_bytes("runs/xfe/checkpoints/step-6/model.safetensors", "runs/x2/checkpoints/step-6/model.safetensors");
 }
 
+/* `mpirun -np np` of NAME (spawn) within `seconds`, else killed and failed:
+ * a collective one rank never makes would leave the others waiting. */
+static void run_within(int np, const char *name, const char *const *args, double seconds) {
+    pid_t pid = spawn(np, name, NULL, args);
+    double t0 = now_s();
+    int st = 0;
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (now_s() - t0 > seconds) {
+            kill(pid, SIGTERM);
+            sleep(2);
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            char *e = err_of(name);
+            fail_msg("%s on %d ranks did not end within %.0f s (ranks waiting in a collective?):\n%s", name, np,
+                     seconds, e);
+        }
+        usleep(20000);
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        char *e = err_of(name);
+        fail_msg("%s on %d ranks failed (status %d):\n%s", name, np, st, e);
+    }
+}
+
+/* ZeRO 3 when the ranks make different numbers of forward passes (the
+ * demo's rollout: completions of 1 to 64 tokens, each rank decoding until
+ * its own are done; the old log-probs): every unit gather is a collective,
+ * so a rank that has finished makes the others' remaining passes' gathers
+ * (run_zero3_sync); the run ends, and its GRPO steps equal ZeRO 0's on the
+ * same world size (step 1 bit for bit, the next within TOL_Z2). */
+static void test_zero3_uneven(void **state) {
+    (void)state;
+    char *src = getenv("GRPO_SRC"), recipe[1024], out[1024];
+    assert_non_null(src);
+    snprintf(recipe, sizeof recipe, "%s/recipes/tiny-zero.lua", src);
+    snprintf(out, sizeof out, "output_dir=%s/runs", DIR_);
+    char *keep = RECIPE;
+    RECIPE = recipe;
+    const char *a3[] = {"--set", out, "--max-total-steps", "3", "--set", "stages.eval_before.limit=8",
+                        "--set", "stages.grpo.zero_stage=3", "--set", "stages.grpo.num_iterations=2", NULL};
+    const char *a0i[] = {"--set", out, "--max-total-steps", "3", "--set", "stages.eval_before.limit=8",
+                         "--set", "stages.grpo.num_iterations=2", NULL};
+    run_within(2, "demo0", a0i, 120);
+    run_within(2, "demo3", a3, 120);
+    RECIPE = keep;
+    char *m0 = read_rel("runs/demo0/metrics.jsonl"), *m3 = read_rel("runs/demo3/metrics.jsonl");
+    char *s0 = NULL, *s3 = NULL;
+    int steps = 0;
+    for (char *l0 = strtok_r(m0, "\n", &s0), *l3 = strtok_r(m3, "\n", &s3); l0 && l3;
+         l0 = strtok_r(NULL, "\n", &s0), l3 = strtok_r(NULL, "\n", &s3)) {
+        cJSON *j0 = cJSON_Parse(l0), *j3 = cJSON_Parse(l3);
+        assert_non_null(j0);
+        assert_non_null(j3);
+        if (!strcmp(base_json_str(j0, "stage", ""), "grpo")) {
+            const char *keys[] = {"reward", "loss", "grad_norm", "completion_length"};
+            for (int k = 0; k < 4; k++) {
+                double x = cJSON_GetObjectItemCaseSensitive(j0, keys[k])->valuedouble;
+                double y = cJSON_GetObjectItemCaseSensitive(j3, keys[k])->valuedouble;
+                if (steps == 0 && k != 1 && k != 2 && x != y) fail_msg("step 1 %s: ZeRO 0 %.17g, ZeRO 3 %.17g", keys[k], x, y);
+                if (!close_enough(y, x, TOL_Z2)) fail_msg("step %d %s: ZeRO 0 %.17g, ZeRO 3 %.17g", steps + 1, keys[k], x, y);
+            }
+            steps++;
+        }
+        cJSON_Delete(j0), cJSON_Delete(j3);
+    }
+    assert_int_equal(steps, 3);
+    free(m0), free(m3);
+}
+
 /* Arguments: the names of the tests to run (all without). */
 int main(int argc, char **argv) {
     const struct CMUnitTest all[] = {
         cmocka_unit_test(test_zero2), cmocka_unit_test(test_zero2_resume),
-        cmocka_unit_test(test_zero3), cmocka_unit_test(test_zero3_resume),
+        cmocka_unit_test(test_zero3), cmocka_unit_test(test_zero3_resume), cmocka_unit_test(test_zero3_uneven),
     };
     return dp_run("test_zero", all, sizeof all / sizeof all[0], argc, argv);
 }
