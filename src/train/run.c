@@ -187,6 +187,7 @@ static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
         model_free(m);
         return base_err_wrap(s, "loading the model");
     }
+    run_zero3_drop(c); /* a released policy's shards go with it */
     model_free(c->policy);
     c->policy = m;
     free(c->policy_src);
@@ -229,6 +230,7 @@ static void ctx_free(run_ctx *c) {
         free(d->rows), free(d->lines), free(d->name), free(d->path), free(d->prompt_column);
     }
     free(c->datasets);
+    run_zero3_drop(c);
     model_free(c->policy);
     tok_free(c->tok);
     cJSON_Delete(c->summary);
@@ -236,6 +238,24 @@ static void ctx_free(run_ctx *c) {
     free(c->prompt_tokens);
     run_tb_close(c->tb);
     run_keep_files_free(c);
+}
+
+/* On the CPU: every rank's most allocated device bytes over the whole run
+ * (load, every stage, the stages' ends: ops_cpu_peak_allocated_all), in
+ * summary.json as run_memory.peak_allocated, one number per rank. */
+static base_status record_run_peak(run_ctx *c) {
+    if (c->ops->device != TENSOR_CPU) return BASE_OK;
+    int64_t mine = (int64_t)ops_cpu_peak_allocated_all();
+    int64_t *all = base_xcalloc((size_t)c->world, sizeof *all);
+    all[0] = mine;
+    base_status s = c->world > 1 ? dist_allgather(c->host, &mine, all, 1, DIST_I64) : BASE_OK;
+    if (!s) {
+        cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "peak_allocated");
+        for (int r = 0; r < c->world; r++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)all[r]));
+        s = run_summary_set(c, "run_memory", o);
+    }
+    free(all);
+    return s ? base_err_wrap(s, "gathering the ranks' peak allocated memory over the run") : BASE_OK;
 }
 
 base_status run_recipe(const recipe *rc, const run_opts *opts) {
@@ -402,6 +422,13 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         }
         const run_ckpt *res = rs && i == rs->stage_index ? ck : NULL;
         if (!c.opts.quiet) base_info("stage %d/%d: %s (%s)", i + 1, n, st->name, st->type_name);
+        if (st->type == RECIPE_STAGE_GRPO || st->type == RECIPE_STAGE_SFT) {
+            /* a policy a stage-3 stage left released: training reads its whole arena */
+            char why[192];
+            snprintf(why, sizeof why, "stage '%s' trains it", st->name);
+            s = run_zero3_gather(&c, why);
+            if (s) break;
+        }
         if (st->type == RECIPE_STAGE_GRPO) s = run_stage_grpo(&c, st, res);
         else if (st->type == RECIPE_STAGE_SFT) s = run_stage_sft(&c, st, res);
         else if (st->type == RECIPE_STAGE_EVAL) s = run_stage_eval(&c, st);
@@ -409,6 +436,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         /* the next stage may read what rank 0 wrote (a sample stage's rows) */
         if (!s && c.world > 1) s = dist_barrier(c.host);
     }
+    if (!s) s = record_run_peak(&c);
     run_ckpt_free(ck);
     if (c.stop_signal && (!s || s == BASE_ERR_INTERRUPTED)) s = run_stop_status(&c, s);
     if (!s && !c.stop_requested && c.cfg->report && run_writes(&c)) {

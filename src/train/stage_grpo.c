@@ -214,13 +214,10 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
     if (!s) {
         b->F = reward_pool_n_funcs(g->pool);
         grpo_bufs_alloc(b);
-        s = run_gen_init(&g->gen, c, st, &g->cfg->gen, g->pool, b->P);
-        g->gen.step_batches = 1; /* the error policy's batch is the step (generate_and_score) */
         run_reward_parts_init(&g->parts, b->F);
     }
     model_train_limits tl = {.max_tokens = b->max_tok, .max_seqs = b->mb,
                              .recompute = g->cfg->train.gradient_checkpointing};
-    if (!s) s = model_train_new(c->policy, &tl, &g->tr);
     if (!s) {
         g->grads = run_policy_grads(c, &g->cfg->train);
         s = run_optim_new(c, &g->cfg->train, g->cfg->max_steps * g->mu * g->spg, g->grads, &g->opt);
@@ -276,6 +273,13 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
         s = run_zero3_begin(c);
         if (!s && c->ops->device == TENSOR_CPU) ops_cpu_reset_peak(); /* the stage's peak, without the arena */
     }
+    /* the rollout engine and the trainer read the policy's layout only: made
+     * after a stage-3 release, they are never allocated beside the arena */
+    if (!s) {
+        s = run_gen_init(&g->gen, c, st, &g->cfg->gen, g->pool, b->P);
+        g->gen.step_batches = 1; /* the error policy's batch is the step (generate_and_score) */
+    }
+    if (!s) s = model_train_new(c->policy, &tl, &g->tr);
     g->weights = base_xmalloc((size_t)(b->F > 0 ? b->F : 1) * sizeof(float));
     for (int f = 0; f < b->F; f++) g->weights[f] = (float)reward_pool_func_weight(g->pool, f);
     g->keep = base_xmalloc((size_t)b->P + 1);
