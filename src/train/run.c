@@ -240,6 +240,26 @@ static void ctx_free(run_ctx *c) {
     run_keep_files_free(c);
 }
 
+/* ZeRO 2 and 3 with a LoRA adapter, refused before the first stage: every
+ * rank finds it in the recipe at the same point, so the refusal is agreed
+ * (run_agree below) and the ranks leave through MPI_Finalize rather than
+ * each ending the job at once (dist_abort from every rank). */
+static base_status check_zero_lora(const run_ctx *c) {
+    if (!c->lora) return BASE_OK;
+    for (int i = 0; i < c->cfg->n_stages; i++) {
+        const recipe_stage_cfg *st = &c->cfg->stages[i];
+        const recipe_train_cfg *t = st->type == RECIPE_STAGE_GRPO ? &st->grpo.train
+                                    : st->type == RECIPE_STAGE_SFT ? &st->sft.train : NULL;
+        if (t && t->zero_stage >= 2)
+            return base_err_set(BASE_ERR_UNSUPPORTED,
+                                "stage '%s': zero_stage = %lld with a LoRA adapter: the adapter's gradients and "
+                                "parameters are not sharded (its arena is %lld parameters); use zero_stage = 1 "
+                                "(AdamW state sharded) or 0", st->name, (long long)t->zero_stage,
+                                (long long)model_lora_numel(c->lora));
+    }
+    return BASE_OK;
+}
+
 /* On the CPU: every rank's most allocated device bytes over the whole run
  * (load, every stage, the stages' ends: ops_cpu_peak_allocated_all), in
  * summary.json as run_memory.peak_allocated, one number per rank. */
@@ -401,6 +421,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         c.summary = run_ckpt_summary(ck);
     }
     if (!c.summary) c.summary = cJSON_CreateObject();
+    if (!s) s = check_zero_lora(&c);
     if (!s) s = open_outputs(&c, ck != NULL);
     if (!s && run_writes(&c)) s = run_tb_start(&c, ck ? run_ckpt_state(ck)->total_steps + 1 : -1);
     /* the other ranks open the reward error log once rank 0 made it */
