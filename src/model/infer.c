@@ -266,11 +266,20 @@ base_status model_cache_plan(const model_config *cfg, const model_cache_limits *
 
 size_t model_cache_bytes_p(const model_config *cfg, const model_cache_limits *lim, const model_lora_config *lc,
                            model_precision prec) {
+    return model_cache_bytes_ep(cfg, lim, lc, prec, 1);
+}
+
+size_t model_cache_bytes_ep(const model_config *cfg, const model_cache_limits *lim, const model_lora_config *lc,
+                            model_precision prec, int ep_size) {
     model_cache_limits l;
     int64_t mb = 0;
     if (resolve_limits(lim, &l, &mb)) return 0;
     model_cache_mem mm;
-    cache_sizes(cfg, &l, mb, prec == MODEL_BF16 ? TENSOR_BF16 : TENSOR_F32, lc, NULL, &mm);
+    model epm;
+    memset(&epm, 0, sizeof epm);
+    epm.cfg = *cfg;
+    model_ep_shell(&epm, ep_size);
+    cache_sizes(cfg, &l, mb, prec == MODEL_BF16 ? TENSOR_BF16 : TENSOR_F32, lc, &epm, &mm);
     return mm.pages + mm.table + mm.workspace;
 }
 

@@ -362,6 +362,9 @@ void lora_bwd(const model *m, int l, int k, const layer_acts *A, const bwd_scrat
 
 /* ---- expert parallelism (ep.c) -------------------------------------------- */
 
+/* A sizing shell's EP fields for a group of ep_size (rank 0; sizes do not
+ * depend on the rank). */
+void model_ep_shell(model *m, int ep_size);
 /* Rows one source may send this rank for a pass of n tokens per rank. */
 int64_t ep_cap(const model *m, int64_t n);
 /* Plan A's EP tensors for n tokens (no-op without EP). */

@@ -714,3 +714,11 @@ base_status model_ep_check(const model_config *cfg, const model_ep *ep) {
 }
 
 const model_ep *model_get_ep(const model *m) { return m->has_ep ? &m->ep : NULL; }
+
+void model_ep_shell(model *m, int ep_size) {
+    m->ep.size = ep_size > 1 ? ep_size : 1;
+    m->ep.rank = 0;
+    m->has_ep = ep_size > 1;
+    model_ep_local_experts(&m->cfg, m->ep.size, 0, &m->e0, &m->el);
+    m->el -= m->e0;
+}
