@@ -74,8 +74,8 @@
      "AdamW moments in host memory, streamed through the GPU per update (DeepSpeed's)",                               \
      ST(S.train.offload_optimizer), ANY},                                                                             \
     {"zero_stage", RK_INT, "0", NULL,                                                                                 \
-     "DeepSpeed ZeRO stage over ranks: 0 replicated, 1 AdamW state sharded (2, 3: not built yet)",                   \
-     ST(S.train.zero_stage), IN(0, 1), RF_NEUTRAL},                                                                    \
+     "DeepSpeed ZeRO stage over ranks: 0 replicated, 1 AdamW state sharded, 2 gradients too, 3 parameters too",     \
+     ST(S.train.zero_stage), IN(0, 3), RF_NEUTRAL},                                                                    \
     {"router_bias_update_speed", RK_NUM, "0", NULL,                                                                   \
      "MoE: DeepSeek-V3's aux-loss-free balancing, e_score_correction_bias += speed * sign(mean load - load) per "      \
      "expert after each update (V3: 0.001; 0: off)",                                                                  \
