@@ -13,6 +13,7 @@
  *   - model_forward_logits logits and log-probs, the training forward's
  *     log-probs and entropies, the expert load counts: bit-identical
  *     (the CPU GEMMs are batch-invariant, the combine runs in slot order);
+ *   - the balance loss (model_train_set_aux_coef) bit-identical;
  *   - backward: every non-expert gradient bit-identical to the rank's own
  *     reference gradient; the routed experts' gradients summed over the
  *     ranks holding each expert against the reference summed over all
@@ -195,9 +196,15 @@ static double check_train(const char *what, model *ref, model *m, const batch *b
     int ep = model_get_ep(m) ? model_get_ep(m)->size : 1;
     assert_int_equal(model_train_arena_bytes(t1), model_train_plan_bytes_ep(c, &lim, NULL, MODEL_F32, ep));
     if (ep > 1) assert_true(model_train_arena_bytes(t1) > model_train_arena_bytes(t0));
+    /* the balance loss (router side) in the recomputing pass */
+    model_train_set_aux_coef(t0, recompute ? 0.01f : 0.0f);
+    model_train_set_aux_coef(t1, recompute ? 0.01f : 0.0f);
     model_batch mb = {.nseq = 2, .ids = b->ids, .cu_seqlens = b->cu};
     assert_int_equal(model_forward(t0, &mb), BASE_OK);
     if (model_forward(t1, &mb)) fail_msg("%s: %s", what, base_err_msg());
+    double aux0 = model_train_aux_loss(t0), aux1 = model_train_aux_loss(t1);
+    assert_memory_equal(&aux0, &aux1, sizeof aux0);
+    assert_true(recompute ? aux0 > 0 : aux0 == 0);
     float lp0[64], lp1[64], en0[64], en1[64];
     model_train_download(t0, lp0, en0);
     model_train_download(t1, lp1, en1);
