@@ -506,10 +506,18 @@ static void test_zero3_run_peak(void **state) {
         if (!cJSON_IsArray(plans) || !cJSON_IsArray(peaks)) fail_msg("%s: no per-rank plan and run peak", name);
         assert_int_equal(cJSON_GetArraySize(peaks), np);
         for (int r = 0; r < np; r++) {
-            double plan = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(plans, r), "total")->valuedouble;
+            const cJSON *pr = cJSON_GetArrayItem(plans, r);
+            double plan = cJSON_GetObjectItemCaseSensitive(pr, "total")->valuedouble;
+            double rel = cJSON_GetObjectItemCaseSensitive(pr, "release_peak")->valuedouble;
             double peak = cJSON_GetArrayItem(peaks, r)->valuedouble;
-            printf("# %s rank %d of %d (ZeRO 3): planned %.0f, whole arena %.0f, run peak %.0f bytes\n", name, r, np,
-                   plan, arena, peak);
+            printf("# %s rank %d of %d (ZeRO 3): planned %.0f, at the release %.0f, whole arena %.0f, run peak %.0f "
+                   "bytes\n", name, r, np, plan, rel, arena, peak);
+            double at = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "grpo"),
+                                                                             "memory_peak_release"), r)->valuedouble;
+            if (at != rel) fail_msg("%s rank %d: %.0f bytes at the release, planned %.0f", name, r, at, rel);
+            /* the plan's run peak: the steps' plan or the opening's (the whole model loaded) */
+            if (peak != (rel > plan ? rel : plan))
+                fail_msg("%s rank %d: the run's peak %.0f, planned max(%.0f, %.0f)", name, r, peak, plan, rel);
             if (peak >= plan + arena)
                 fail_msg("%s rank %d: the run's peak %.0f >= the plan %.0f + the whole arena %.0f", name, r, peak, plan,
                          arena);
