@@ -150,8 +150,8 @@ base_status run_zero2_pad(run_ctx *c, int64_t passes);
  * then optim_step_sumsq. A collective at ZeRO 2. */
 base_status run_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *info);
 /* ZeRO 3 (run_zero.c): run_zero3_begin, once the stage has what needs the
- * whole policy (the reference copy, the rollout engine, the resumed
- * optimizer state): the rank's shard of the master parameters copied out,
+ * whole policy (the reference copy, the resumed optimizer state; the
+ * rollout engine and the trainer need only its layout): the rank's shard of the master parameters copied out,
  * the policy's arena released (model_arena_release) with the unit hook
  * that all-gathers a unit into a parameter window. run_zero3_end, at the
  * stage's successful end: the gradient side freed, the policy left

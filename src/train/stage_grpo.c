@@ -728,7 +728,7 @@ base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *st, const run_ckp
         s = checkpoint(&g, step);
     }
     if (!s) s = record_peak(&g);
-    if (!s) s = run_zero3_end(c); /* ZeRO 3: the trained weights whole again for what follows */
+    if (!s) s = run_zero3_end(c); /* ZeRO 3: the policy stays released, its shards kept by the run */
     stage_close(&g);
     return s ? base_err_wrap(s, "stage '%s'", st->name) : BASE_OK;
 }
