@@ -130,6 +130,58 @@ typedef enum { MODEL_F32 = 0, MODEL_BF16 = 1, MODEL_FP8 = 2 } model_precision;
 base_status model_precision_parse(const char *s, model_precision *out);
 const char *model_precision_name(model_precision p);
 
+/* Expert parallelism (issue 15; docs/model.md "Expert parallelism").
+ * An expert-parallel (EP) group of `size` ranks splits the routed experts
+ * of every MoE layer (MTP layers included) evenly: the rank of index
+ * `rank` holds experts [rank * E / size, (rank + 1) * E / size) (E =
+ * n_routed_experts; size divides E). Its parameter arena holds only those
+ * (weights, and so gradients and optimizer state), named with their GLOBAL
+ * expert index (model.layers.L.mlp.experts.<global>.*); everything else is
+ * held whole on every rank. The model does not know MPI: the caller fills
+ * the exchange functions (src/dist calls over the EP group) and passes the
+ * struct in model_load_opts.ep (it must outlive the model). Each returns
+ * BASE_OK, or an error that the model's call passes back (the model's
+ * state is then undefined until the next forward). Every rank of the group
+ * must make the same sequence of model calls that exchange: every forward,
+ * backward, model_forward_logits, prefill and decode step (with zero rows
+ * when it has nothing to run: model_decode with n = 0), so that each MoE
+ * layer's exchanges pair up. Buffers are host memory on the CPU backend
+ * and device memory (the backend's dist_comm_for) otherwise; counts are
+ * host arrays. */
+typedef struct model_ep {
+    int size; /* ranks in the EP group (1: no expert parallelism) */
+    int rank; /* this rank's index in the group, 0 .. size - 1 */
+    void *ctx; /* passed to the functions */
+    /* recv[p * n + i] = peer p's send[rank * n + i] (i < n): n int64
+     * counts to every peer of the group (this rank included), in peer order */
+    base_status (*alltoall_counts)(void *ctx, const int64_t *send, int64_t *recv, int n);
+    /* Rows: send holds send_bytes[p] bytes for peer p back to back in peer
+     * order; recv receives recv_bytes[p] bytes from peer p back to back
+     * (send_bytes[q] on this rank = recv_bytes[rank] on peer q). */
+    base_status (*alltoallv)(void *ctx, const void *send, const int64_t *send_bytes, void *recv,
+                             const int64_t *recv_bytes);
+    /* *any = 1 when some rank of the group passes local != 0, else 0: the
+     * decode lockstep agreement (the rollout engine keeps stepping, with
+     * zero-row steps, until no rank of the group is active). The model
+     * itself does not call it. */
+    base_status (*any_active)(void *ctx, int local, int *any);
+} model_ep;
+
+/* Experts held by EP index `rank` of a group of ep_size ranks: [*e0, *e1). */
+void model_ep_local_experts(const model_config *cfg, int ep_size, int rank, int *e0, int *e1);
+/* The EP index (0 .. ep_size - 1) holding the tensor named `name` (global
+ * expert index, either HF layout: model.layers.L.mlp.experts.<e>.* or
+ * LoRA's ...mlp.experts.<e>....), or -1 when the tensor is not a routed
+ * expert's (held by every rank). */
+int model_ep_owner(const model_config *cfg, int ep_size, const char *name);
+/* Check an EP setting against a config: size >= 1, size divides
+ * n_routed_experts (or the model has no MoE layer), 0 <= rank < size, the
+ * exchange functions set when size > 1. BASE_ERR_INVALID naming
+ * expert_parallel_size and the value otherwise. */
+base_status model_ep_check(const model_config *cfg, const model_ep *ep);
+/* The model's EP setting (NULL when loaded without one, i.e. size 1). */
+const model_ep *model_get_ep(const model *m);
+
 typedef struct {
     int64_t max_context; /* rope table length; 0: max_position_embeddings */
     int skip_mtp;        /* do not load MTP layers even when present */
@@ -148,6 +200,14 @@ typedef struct {
      * weights, the adapter's gradients only), and model_sync_compute only
      * refreshes an attached adapter's bf16 copy. */
     int frozen;
+    /* Expert parallelism (model_ep above): NULL or size 1 holds every
+     * expert. With size > 1 the arena, model_params(), the parameter list,
+     * model_weights_to_host and the gradient arena cover this rank's
+     * experts only; model_load reads only their tensors; model_init_random
+     * gives each held tensor the values the whole model (same seed) gives
+     * it; model_memory_plan plans the local arena. LoRA on routed experts
+     * (model_lora_config.routed_experts) is refused with size > 1. */
+    const model_ep *ep;
 } model_load_opts;
 
 /* Load DIR (config.json + safetensors in any shard layout; F32, BF16 or FP8
@@ -306,7 +366,10 @@ void model_train_download(const model_train *tr, float *logp, float *ent);
  * router chose, N tokens, K experts each) and *processed += the rows the
  * experts' grouped GEMMs ran over. No capacity limit drops a pair, so the
  * two are equal; a trainer reports routed - processed as dropped tokens.
- * One download of L (E + 1) integers; nothing is allocated. */
+ * One download of L (E + 1) integers; nothing is allocated. With expert
+ * parallelism the counts are still per GLOBAL expert and cover this
+ * rank's own tokens (its routing, before the dispatch): sum them over
+ * every rank for the global load, as without EP. */
 void model_train_expert_load(const model_train *tr, int64_t *counts, int64_t *routed, int64_t *processed);
 /* DeepSeek-V3's complementary sequence-wise balance loss (tech report
  * §2.1.2; docs/model.md "Expert load"): coef != 0 makes the following
@@ -439,7 +502,10 @@ base_status model_prefill(model_cache *c, int nseq, const int32_t *slots, const 
  * valid until the next call). Several
  * entries may name one slot at consecutive positions: every layer writes
  * all rows before attending, so such a chunk extends the sequence (chunked
- * prefill in the absorbed form; logits for each of its tokens). */
+ * prefill in the absorbed form; logits for each of its tokens). With
+ * expert parallelism n may be 0 (slots, tokens, pos may then be NULL): a
+ * step that only joins the group's MoE exchanges (*logits gets a [0, V]
+ * view). */
 base_status model_decode(model_cache *c, int n, const int32_t *slots, const int32_t *tokens,
                          const int32_t *pos, const tensor **logits);
 
