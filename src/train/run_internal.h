@@ -65,6 +65,12 @@ typedef struct {
      * results), dev: the communicator of the op table's buffers (gradients) */
     int rank, world;
     dist_comm *host, *dev;
+    /* expert parallelism (run_ep.c): EP (0 or 1: off), the EP group and the
+     * expert-data-parallel group (host and device communicators: the same
+     * on the CPU backend), and the exchange functions the model calls */
+    int ep;
+    dist_comm *ep_host, *ep_dev, *edp_host, *edp_dev;
+    model_ep ep_x;
 } run_ctx;
 
 /* A stop signal (opts.stop_signal), polled where a stage can stop cleanly:
@@ -92,6 +98,21 @@ base_status run_check_changes(run_ctx *c);
  * config.history/config.resolved.K.lua (K = 1, 2, ...: the next free one)
  * before it is replaced (from_step: the checkpoint resumed from, -1: none). */
 base_status run_keep_config_history(run_ctx *c, int64_t from_step);
+
+/* ---- expert parallelism (run_ep.c, docs/distributed.md) ------------------ */
+/* The run's expert_parallel_size: the training stages' (they must agree:
+ * BASE_ERR_INVALID naming the key otherwise); 1 without training stages. */
+base_status run_ep_size(const recipe_cfg *cfg, int64_t *ep);
+/* EP against the world size, the model's n_routed_experts, the ZeRO stage
+ * (2 and 3 refused with EP > 1) and LoRA (refused with EP > 1): errors name
+ * expert_parallel_size and the value. */
+base_status run_ep_check(const model_config *mc, int64_t ep, int world, int zero_stage, int lora);
+/* Before the policy loads (model_dir: where its config.json is): with EP >
+ * 1 checks it (run_ep_check), splits the world into the EP and
+ * expert-data-parallel groups and sets c->load.ep, so the policy holds its
+ * EP index's experts. A no-op at EP 1. A collective. */
+base_status run_ep_open(run_ctx *c, const char *model_dir);
+void run_ep_close(run_ctx *c);
 
 /* ---- data parallel (run_dist.c) ------------------------------------------ */
 /* The ranks of a multi-process run hold the same state (weights, optimizer,
