@@ -19,17 +19,17 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: grpo plan --model DIR|CONFIG.json --gpus N [--zero 0|1] [--precision f32|bf16|fp8]\n"
+            "usage: grpo plan --model DIR|CONFIG.json --gpus N [--zero 0|1|2|3] [--precision f32|bf16|fp8]\n"
             "                 [--gpu-memory 80GB] [--recipe R.lua [--stage NAME]] [--lora-r R]\n"
             "  The device memory of a GRPO stage on each of N data-parallel ranks, by role\n"
             "  (weights, LoRA adapter, gradients, AdamW m and v, reference model, activations,\n"
-            "  reference pass, rollout engine, ZeRO 1's all-gather copy), whether it fits in\n"
+            "  reference pass, rollout engine, ZeRO 1/2's all-gather copy), whether it fits in\n"
             "  --gpu-memory (decimal GB, default 80GB), the smallest GPU count it fits on, and\n"
             "  the bytes each collective moves per optimizer step per rank. Shapes come from\n"
             "  the recipe's GRPO stage (the first, or --stage NAME), else TRL-like defaults\n"
             "  (printed). --precision: bf16 by default (or the recipe's); LoRA (--lora-r, or the\n"
-            "  recipe's lora table) holds its base frozen in it (fp8: LoRA only). ZeRO 2 and 3\n"
-            "  are not built.\n");
+            "  recipe's lora table) holds its base frozen in it (fp8: LoRA only). ZeRO 2 shards\n"
+            "  the gradients, ZeRO 3 the parameters too (full fine-tuning).\n");
 }
 
 typedef struct {
@@ -53,8 +53,8 @@ static int largest_rank(const model_config *mc, const run_grpo_shape *sh0, run_g
     run_grpo_shape sh = *sh0;
     sh.rank = 0;
     if ((*s = run_grpo_memory(mc, &sh, out))) return 0;
-    if (sh.zero_stage != 1 || sh.world <= 1) return 0;
-    int64_t n = (int64_t)(out->grads / sizeof(float)), W = sh.world, best = 0, bsz = -1;
+    if (sh.zero_stage < 1 || sh.world <= 1) return 0;
+    int64_t n = out->numel, W = sh.world, best = 0, bsz = -1;
     for (int64_t r = 0; r < W; r++) { /* run_split(n, r, W) */
         int64_t sz = n * (r + 1) / W - n * r / W;
         if (sz > bsz) bsz = sz, best = r;
@@ -94,8 +94,6 @@ int cli_cmd_plan(int argc, char **argv) {
         else if (!strcmp(a, "--gpus")) bad = parse_int(v, 1, 1 << 20, &gpus);
         else if (!strcmp(a, "--zero")) {
             bad = parse_int(v, 0, 3, &zero);
-            if (!bad && zero > 1)
-                return cli_usage_error("plan", "--zero %ld: ZeRO stages 2 and 3 are not built (0 or 1)", zero);
         } else if (!strcmp(a, "--lora-r")) bad = parse_int(v, 1, MODEL_LORA_MAX_RANK, &lora_r);
         else if (!strcmp(a, "--gpu-memory")) {
             char *end;
@@ -194,7 +192,7 @@ int cli_cmd_plan(int argc, char **argv) {
     line("activations", m0.activations, ml.activations);
     line("reference pass activations", m0.ref_activations, ml.ref_activations);
     line("rollout (KV cache, tables, workspace)", m0.rollout, ml.rollout);
-    line("ZeRO 1 all-gather copy", m0.gather, ml.gather);
+    line("ZeRO 1/2 all-gather copy", m0.gather, ml.gather);
     line("total", m0.total, ml.total);
     printf("fits in %g GB: %s (largest rank %.2f GB)\n", gpu_gb, ml.total <= budget ? "yes" : "NO",
            ml.total / 1e9);
@@ -217,15 +215,31 @@ int cli_cmd_plan(int argc, char **argv) {
     if (fit_at)
         printf("smallest GPU count it fits on (ZeRO %d, these shapes): %d\n", zs, fit_at);
     else
-        printf("fits on no GPU count up to 4096 at ZeRO %d: the replicated weights, gradients and activations alone "
-               "exceed %g GB (needs ZeRO 3 or expert / tensor parallelism, not built)\n",
-               zs, gpu_gb);
+        printf("fits on no GPU count up to 4096 at ZeRO %d: %s alone exceed %g GB (%s)\n", zs,
+               zs < 2 ? "the replicated weights, gradients and activations"
+               : zs == 2 ? "the replicated weights and activations" : "the unit windows, activations and rollout",
+               gpu_gb, zs < 3 ? "needs ZeRO 3 or expert / tensor parallelism" : "needs expert / tensor parallelism, "
+               "not built");
     run_grpo_comm cv;
     run_grpo_comm_volume(&mc, &sh, &cv);
     printf("communication per optimizer step per rank (bytes sent, ring algorithms; computed):\n");
-    printf("  %-34s %20.0f %10.2f GiB\n", "gradient all-reduce", cv.grad_allreduce, cv.grad_allreduce / 1073741824.0);
-    printf("  %-34s %20.0f %10.2f GiB\n", "ZeRO 1 parameter all-gather", cv.param_allgather,
-           cv.param_allgather / 1073741824.0);
+    if (zs >= 2) {
+        char what[64];
+        snprintf(what, sizeof what, "gradient reduce-scatters (%lld mb)", (long long)cv.micro_batches);
+        printf("  %-34s %20.0f %10.2f GiB\n", what, cv.grad_reduce_scatter, cv.grad_reduce_scatter / 1073741824.0);
+    } else {
+        printf("  %-34s %20.0f %10.2f GiB\n", "gradient all-reduce", cv.grad_allreduce,
+               cv.grad_allreduce / 1073741824.0);
+    }
+    if (zs == 3) {
+        printf("  %-34s %20.0f %10.2f GiB\n", "ZeRO 3 unit gathers, training", cv.train_allgather,
+               cv.train_allgather / 1073741824.0);
+        printf("  %-34s %20.0f %10.2f GiB\n", "ZeRO 3 unit gathers, rollout", cv.rollout_allgather,
+               cv.rollout_allgather / 1073741824.0);
+    } else {
+        printf("  %-34s %20.0f %10.2f GiB\n", "ZeRO 1/2 parameter all-gather", cv.param_allgather,
+               cv.param_allgather / 1073741824.0);
+    }
     printf("  %-34s %20.0f\n", "loss statistics all-reduces", cv.metrics);
     recipe_free(rc);
     return 0;

@@ -71,10 +71,60 @@ static base_status self_barrier(dist_comm *c) {
     return BASE_OK;
 }
 
+void dist_add_rows(const void *blocks, size_t n, int size, dist_dtype t, int accumulate, void *recv) {
+    if (t == DIST_F32) {
+        const float *r = blocks;
+        float *o = recv;
+        for (size_t i = 0; i < n; i++) {
+            double acc = r[i];
+            for (int k = 1; k < size; k++) acc += r[(size_t)k * n + i];
+            o[i] = accumulate ? (float)((double)o[i] + acc) : (float)acc;
+        }
+    } else {
+        const double *r = blocks;
+        double *o = recv;
+        for (size_t i = 0; i < n; i++) {
+            double acc = r[i];
+            for (int k = 1; k < size; k++) acc += r[(size_t)k * n + i];
+            o[i] = accumulate ? o[i] + acc : acc;
+        }
+    }
+}
+
+/* One rank: recv (+)= send, now. On a device (c->ops) through the op
+ * table: a copy, or axpy (f32 only). */
+static base_status self_ireduce_scatterv(dist_comm *c, const void *send, void *recv, const size_t *counts,
+                                         dist_dtype t, int accumulate, dist_request **req) {
+    *req = NULL;
+    size_t n = counts[0];
+    if (n == 0) return BASE_OK;
+    if (!c->ops) {
+        dist_add_rows(send, n, 1, t, accumulate, recv);
+        return BASE_OK;
+    }
+    if (!accumulate) {
+        self_copy(c, recv, send, n * dist_dtype_size(t));
+        return BASE_OK;
+    }
+    if (t != DIST_F32)
+        return base_err_set(BASE_ERR_UNSUPPORTED, "dist reduce_scatter on '%s': device sums of f32 only", c->name);
+    int64_t shape[1] = {(int64_t)n};
+    tensor y = tensor_make(recv, TENSOR_F32, c->ops->device, 1, shape);
+    tensor x = tensor_make((void *)send, TENSOR_F32, c->ops->device, 1, shape);
+    c->ops->axpy(&y, &x, 1.0f);
+    return BASE_OK;
+}
+
+static base_status self_wait(dist_request *req) {
+    (void)req; /* never made: every self operation completes at once */
+    return BASE_OK;
+}
+
 static void self_destroy(dist_comm *c) { (void)c; }
 
 const dist_backend dist_self_backend = {"self",         self_allreduce, self_reduce_scatter, self_allgatherv,
-                                        self_broadcast, self_alltoallv, self_barrier,        self_destroy};
+                                        self_broadcast, self_alltoallv, self_barrier,        self_ireduce_scatterv,
+                                        self_wait,      self_destroy};
 
 /* ---- the process ---------------------------------------------------------- */
 
@@ -307,4 +357,25 @@ void dist_comm_free(dist_comm *c) {
     if (!c || c == P.world || c == P.device) return;
     c->be->destroy(c);
     free(c);
+}
+
+base_status dist_ireduce_scatterv(dist_comm *c, const void *send, void *recv, const size_t *counts, dist_dtype t,
+                                  int accumulate, dist_request **req) {
+    *req = NULL;
+    base_status s = check_args(c, "reduce_scatter", t, DIST_SUM);
+    if (s) return s;
+    if (t != DIST_F32 && t != DIST_F64)
+        return base_err_set(BASE_ERR_INVALID, "dist reduce_scatter on '%s': a sum of f32 or f64, not dtype %d",
+                            c->name, (int)t);
+    size_t n = 0;
+    for (int r = 0; r < c->size; r++) n += counts[r];
+    count(c, DIST_REDUCE_SCATTER, n, t);
+    s = c->be->ireduce_scatterv(c, send, recv, counts, t, accumulate != 0, req);
+    if (*req) (*req)->c = c;
+    return s;
+}
+
+base_status dist_wait(dist_request *req) {
+    if (!req) return BASE_OK;
+    return req->c->be->wait(req);
 }

@@ -64,6 +64,9 @@ typedef enum {
 } dist_coll;
 
 typedef struct dist_comm dist_comm;
+/* A non-blocking collective in flight (dist_ireduce_scatterv), completed
+ * by dist_wait. */
+typedef struct dist_request dist_request;
 
 /* ---- the process --------------------------------------------------------- */
 
@@ -174,6 +177,24 @@ base_status dist_broadcast(dist_comm *c, void *buf, size_t count, dist_dtype t, 
 base_status dist_alltoallv(dist_comm *c, const void *send, const size_t *send_counts, void *recv,
                            const size_t *recv_counts, dist_dtype t);
 base_status dist_barrier(dist_comm *c);
+
+/* Non-blocking reduce-scatter with counts, a sum of DIST_F32 or DIST_F64
+ * (ZeRO 2's gradient windows): send holds counts[r] elements for rank r,
+ * back to back in rank order (counts [size], the same on every rank); recv
+ * [counts[rank]] receives the sum over the ranks of their blocks for this
+ * rank, added in rank order in double (the same bits on every rank and
+ * run), written (accumulate 0) or added to recv's values (accumulate 1:
+ * recv + (rank-ordered sum), rounded once). *req is the operation in
+ * flight: send and recv stay untouched until dist_wait(*req) returns. The
+ * host backend posts MPI_Ialltoallv and adds at the wait (MPI progresses it
+ * inside MPI calls); NCCL runs it on the stream at once (the wait only
+ * frees the request); one rank adds at once. Every rank posts the same
+ * requests in the same order. */
+base_status dist_ireduce_scatterv(dist_comm *c, const void *send, void *recv, const size_t *counts, dist_dtype t,
+                                  int accumulate, dist_request **req);
+/* Complete a request (NULL: nothing) and free it; the error of the
+ * operation, named. The request is freed on error too. */
+base_status dist_wait(dist_request *req);
 
 #ifdef __cplusplus
 }

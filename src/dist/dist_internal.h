@@ -18,6 +18,11 @@ typedef struct {
     base_status (*alltoallv)(dist_comm *c, const void *send, const size_t *send_counts, void *recv,
                              const size_t *recv_counts, dist_dtype t);
     base_status (*barrier)(dist_comm *c);
+    /* dist_ireduce_scatterv (F32 / F64 sums; counts checked by dist.c):
+     * *req NULL when it completed at once */
+    base_status (*ireduce_scatterv)(dist_comm *c, const void *send, void *recv, const size_t *counts, dist_dtype t,
+                                    int accumulate, dist_request **req);
+    base_status (*wait)(dist_request *req); /* completes and frees a request of this backend */
     void (*destroy)(dist_comm *c); /* frees impl */
 } dist_backend;
 
@@ -29,6 +34,16 @@ struct dist_comm {
     const struct ops *ops;    /* self backend on a device: copies go through it; else NULL */
     dist_stats stats;
 };
+
+/* A request in flight: its communicator, and the backend's own data. */
+struct dist_request {
+    dist_comm *c;
+    void *impl;
+};
+
+/* recv [n] = (accumulate ? recv + : ) the size rows of blocks [size][n]
+ * added in rank order in double (the host backends' sum). */
+void dist_add_rows(const void *blocks, size_t n, int size, dist_dtype t, int accumulate, void *recv);
 
 /* ---- the runtime (dist_mpi.c, or dist_nompi.c in a build without MPI) ---- */
 

@@ -222,6 +222,60 @@ static base_status mpi_barrier(dist_comm *c) {
     return BASE_OK;
 }
 
+/* dist_ireduce_scatterv in flight: MPI_Ialltoallv of the blocks, every
+ * rank's block for this one landing in scratch [size][mine]; the wait adds
+ * them in rank order into recv. The count and displacement arrays stay
+ * alive until the completion (MPI's rule for non-blocking collectives). */
+typedef struct {
+    MPI_Request mreq;
+    void *scratch, *recv;
+    size_t mine;
+    dist_dtype t;
+    int accumulate;
+    int *ints; /* sc, sd, rc, rd [size] each */
+} mpi_rs_req;
+
+static base_status mpi_ireduce_scatterv(dist_comm *c, const void *send, void *recv, const size_t *counts,
+                                        dist_dtype t, int accumulate, dist_request **req) {
+    *req = NULL;
+    int size = c->size;
+    size_t total = 0, mine = counts[c->rank], es = dist_dtype_size(t);
+    for (int r = 0; r < size; r++) total += counts[r];
+    base_status s = check_count(c, "reduce_scatter", total > mine * (size_t)size ? total : mine * (size_t)size);
+    if (s) return s;
+    mpi_rs_req *q = base_xcalloc(1, sizeof *q);
+    q->ints = base_xmalloc(4 * (size_t)size * sizeof(int));
+    q->scratch = base_xmalloc(mine * (size_t)size * es + 1);
+    q->recv = recv, q->mine = mine, q->t = t, q->accumulate = accumulate;
+    int *sc = q->ints, *sd = sc + size, *rc = sd + size, *rd = rc + size;
+    size_t off = 0;
+    for (int r = 0; r < size; r++) {
+        sc[r] = (int)counts[r], sd[r] = (int)off, off += counts[r];
+        rc[r] = (int)mine, rd[r] = (int)((size_t)r * mine);
+    }
+    int rc_ = MPI_Ialltoallv(send, sc, sd, mpi_type(t), q->scratch, rc, rd, mpi_type(t), comm_of(c), &q->mreq);
+    if (rc_ != MPI_SUCCESS) {
+        free(q->scratch), free(q->ints), free(q);
+        return mpi_fail(c, __FILE__, __LINE__, "MPI_Ialltoallv(send, sc, sd, type, scratch, rc, rd, type, comm, &req)",
+                        rc_);
+    }
+    dist_request *d = base_xcalloc(1, sizeof *d);
+    d->c = c, d->impl = q;
+    *req = d;
+    return BASE_OK;
+}
+
+static base_status mpi_wait(dist_request *req) {
+    mpi_rs_req *q = req->impl;
+    dist_comm *c = req->c;
+    base_status s = BASE_OK;
+    int rc_ = MPI_Wait(&q->mreq, MPI_STATUS_IGNORE);
+    if (rc_ == MPI_SUCCESS) dist_add_rows(q->scratch, q->mine, c->size, q->t, q->accumulate, q->recv);
+    else s = mpi_fail(c, __FILE__, __LINE__, "MPI_Wait(&req, MPI_STATUS_IGNORE) of a reduce_scatter", rc_);
+    free(q->scratch), free(q->ints), free(q), free(req);
+    return s;
+}
+
 static void mpi_destroy(dist_comm *c) {
     MPI_Comm *m = c->impl;
     if (m && *m != MPI_COMM_WORLD && *m != MPI_COMM_NULL) MPI_Comm_free(m);
@@ -230,7 +284,8 @@ static void mpi_destroy(dist_comm *c) {
 }
 
 static const dist_backend mpi_backend = {"mpi",         mpi_allreduce, mpi_reduce_scatter, mpi_allgatherv,
-                                         mpi_broadcast, mpi_alltoallv, mpi_barrier,        mpi_destroy};
+                                         mpi_broadcast, mpi_alltoallv, mpi_barrier,        mpi_ireduce_scatterv,
+                                         mpi_wait,      mpi_destroy};
 
 /* ---- the runtime -------------------------------------------------------------- */
 

@@ -17,6 +17,7 @@
 typedef struct {
     const dist_nccl_abi *abi;
     void *comm;
+    const struct ops *ops; /* the device's op table: scratch and the rank-ordered sums */
 } nccl_impl;
 
 /* Check one call of the module's table: BASE_ERR_IO naming the call (the
@@ -63,6 +64,64 @@ static base_status n_barrier(dist_comm *c) {
     return BASE_OK;
 }
 
+/* dist_ireduce_scatterv on NCCL, from the module's all-to-all (the ABI has
+ * no reduce with counts): in steps of `chunk` elements of every rank's
+ * block, each step packing this rank's pieces back to back (send scratch),
+ * exchanging them (waited for by the module like every collective) and
+ * adding the size pieces received into recv in rank order with the op
+ * table's axpy (f32 sums here, not double as on the host). chunk =
+ * ceil(largest block / size), so the two scratch buffers hold about one
+ * block each, not size blocks. Completes before it returns (*req NULL). */
+static base_status n_ireduce_scatterv(dist_comm *c, const void *send, void *recv, const size_t *counts, dist_dtype t,
+                                      int accumulate, dist_request **req) {
+    *req = NULL;
+    if (t != DIST_F32)
+        return base_err_set(BASE_ERR_UNSUPPORTED, "dist reduce_scatter on '%s' (NCCL): sums of f32 only", c->name);
+    const struct ops *o = IMPL(c)->ops;
+    int W = c->size;
+    size_t maxc = 0, mine = counts[c->rank];
+    for (int r = 0; r < W; r++) maxc = counts[r] > maxc ? counts[r] : maxc;
+    if (maxc == 0) return BASE_OK;
+    size_t chunk = (maxc + (size_t)W - 1) / (size_t)W, *v = base_xmalloc(3 * (size_t)W * sizeof *v);
+    size_t *off = v, *sc = v + W, *rc = v + 2 * W;
+    off[0] = 0;
+    for (int r = 1; r < W; r++) off[r] = off[r - 1] + counts[r - 1];
+    float *sbuf = o->alloc(chunk * (size_t)W * sizeof(float)), *rbuf = o->alloc(chunk * (size_t)W * sizeof(float));
+    base_status s = BASE_OK;
+    for (size_t k0 = 0; k0 < maxc && !s; k0 += chunk) {
+        size_t so = 0, got = mine > k0 ? (mine - k0 < chunk ? mine - k0 : chunk) : 0;
+        for (int r = 0; r < W; r++) { /* this rank's piece for r, packed */
+            sc[r] = counts[r] > k0 ? (counts[r] - k0 < chunk ? counts[r] - k0 : chunk) : 0;
+            rc[r] = got;
+            if (sc[r]) o->copy(sbuf + so, (const float *)send + off[r] + k0, sc[r] * sizeof(float));
+            so += sc[r];
+        }
+        char err_[1024] = "";
+        if (IMPL(c)->abi->all_to_allv(IMPL(c)->comm, sbuf, sc, rbuf, rc, (int)t, ERR) != 0) {
+            s = base_err_set(BASE_ERR_IO, "%s:%d: all_to_allv of a reduce_scatter failed on rank %d of communicator "
+                             "'%s' (%d ranks): %s", __FILE__, __LINE__, c->rank, c->name, c->size, err_);
+            break;
+        }
+        if (!got) continue;
+        int64_t shape[1] = {(int64_t)got};
+        float *dst = (float *)recv + k0;
+        tensor y = tensor_make(dst, TENSOR_F32, o->device, 1, shape);
+        for (int r = 0; r < W; r++) {
+            tensor x = tensor_make(rbuf + (size_t)r * got, TENSOR_F32, o->device, 1, shape);
+            if (r == 0 && !accumulate) o->copy(dst, x.data, got * sizeof(float));
+            else o->axpy(&y, &x, 1.0f);
+        }
+    }
+    o->free(sbuf), o->free(rbuf);
+    free(v);
+    return s;
+}
+
+static base_status n_wait(dist_request *req) {
+    (void)req; /* never made: n_ireduce_scatterv completes before it returns */
+    return BASE_OK;
+}
+
 static void n_destroy(dist_comm *c) {
     nccl_impl *m = IMPL(c);
     if (m) m->abi->comm_destroy(m->comm);
@@ -70,8 +129,9 @@ static void n_destroy(dist_comm *c) {
     c->impl = NULL;
 }
 
-static const dist_backend nccl_backend = {"nccl",      n_allreduce, n_reduce_scatter, n_allgatherv,
-                                          n_broadcast, n_alltoallv, n_barrier,        n_destroy};
+static const dist_backend nccl_backend = {"nccl",      n_allreduce, n_reduce_scatter,   n_allgatherv,
+                                          n_broadcast, n_alltoallv, n_barrier,          n_ireduce_scatterv,
+                                          n_wait,      n_destroy};
 
 /* The unique id: drawn on rank 0 (its error travels with it, so every rank
  * fails together rather than waiting) and broadcast over host. */
@@ -125,6 +185,7 @@ base_status dist_nccl_new(const struct ops *ops, dist_comm *host, const char *na
     if (!s) {
         m = base_xcalloc(1, sizeof *m);
         m->abi = abi;
+        m->ops = ops;
         char err[1024] = "";
         if (abi->comm_init(&m->comm, id, c->size, c->rank, err, sizeof err) != 0)
             s = base_err_set(BASE_ERR_IO, "%s:%d: ncclCommInitRank failed on rank %d of communicator '%s' (%d ranks): %s",

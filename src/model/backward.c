@@ -14,15 +14,36 @@
  *         kv_a; q_b, q_a_layernorm, q_a (or q_proj) -> dxn;
  *         dh += RMSNorm_in backward of dxn                   (dh = dL/dh_in)
  */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "model/internal.h"
 
 /* The gradient view of a parameter view (grads NULL: frozen base weights,
- * a view with data NULL that no weight-gradient product is run for). */
-static tensor gv(const model *m, float *grads, const tensor *p) {
+ * a view with data NULL that no weight-gradient product is run for). With
+ * unit windows (b->gw) the element goes to the open window holding it. */
+static tensor gv(const model *m, const bwd_scratch *b, float *grads, const tensor *p) {
     tensor g = *p;
-    g.data = grads ? grads + ((float *)p->data - m->params) : NULL;
+    if (!grads) {
+        g.data = NULL;
+        return g;
+    }
+    if (!b->gw && !b->gw_emb) {
+        g.data = grads + ((float *)p->data - m->params);
+        return g;
+    }
+    /* the element's place in the open units' weights, by address */
+    uintptr_t d = (uintptr_t)p->data, pe = (uintptr_t)b->pw_emb, pw = (uintptr_t)b->pw;
+    size_t es = sizeof(float);
+    if (b->gw_emb && d >= pe && d < pe + (size_t)(b->emb_hi - b->emb_lo) * es)
+        g.data = b->gw_emb + (d - pe) / es;
+    else if (b->gw && d >= pw && d + (size_t)tensor_numel(p) * es <= pw + (size_t)(b->gw_hi - b->gw_lo) * es)
+        g.data = b->gw + (d - pw) / es;
+    else
+        base_die("backward: a weight outside the open unit windows (unit [%lld, %lld))", (long long)b->gw_lo,
+                 (long long)b->gw_hi);
     return g;
 }
 
@@ -66,7 +87,7 @@ static void mlp_bwd(const model *m, int l, const layer_acts *A, float *grads, bw
     const struct ops *o = m->ops;
     int64_t n = x->shape[0], f = act->shape[1];
     tensor dact = flat2(&b->dact, n, f), dgu = flat2(&b->dgu, n, 2 * f);
-    tensor g_down = gv(m, grads, w_down), g_gu = gv(m, grads, w_gu);
+    tensor g_down = gv(m, b, grads, w_down), g_gu = gv(m, b, grads, w_gu);
     tensor dyc = gop(m, b, dy);
     o->matmul(&dact, &dyc, c_down, 0, 0, 1.0f, 0.0f);
     lora_bwd(m, l, LORA_DOWN, A, b, act, &dyc, &dact, n);
@@ -104,7 +125,7 @@ static void ffn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float 
         tensor dye = mv_rows(&b->dye, n * K), dxe = mv_rows(&b->dxe, n * K), dw = mv_rows(&b->dw, n);
         tensor ye = mv_rows(&A->ye, n * K), wt = mv_rows(&A->w, n), inv = mv_rows(&A->inv, n * K);
         o->moe_combine_bwd(&dye, &dw, &dh, &ye, &wt, &inv);
-        tensor g_egu = gv(m, grads, &w->e_gu), g_edown = gv(m, grads, &w->e_down);
+        tensor g_egu = gv(m, b, grads, &w->e_gu), g_edown = gv(m, b, grads, &w->e_down);
         int64_t f = c->moe_intermediate_size;
         tensor xe = mv_rows(&A->xe, n * K), gue = mv_rows(&A->gue, n * K), acte = mv_rows(&A->acte, n * K);
         tensor dact = flat2(&b->dact, n * K, f), dgu = flat2(&b->dgu, n * K, 2 * f);
@@ -125,13 +146,13 @@ static void ffn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float 
         tensor dz = mv_rows(&b->dz, n), z = mv_rows(&A->z, n), idx = mv_rows(&A->idx, n);
         o->moe_route_bwd(&dz, &dw, &z, &idx, c->norm_topk_prob, c->routed_scaling_factor);
         if (b->aux_coef != 0.0f) o->moe_aux_bwd(&dz, &z, &idx, &b->aux_cu, b->aux_coef); /* the balance loss */
-        tensor g_router = gv(m, grads, &w->router);
+        tensor g_router = gv(m, b, grads, &w->router);
         tensor unr = A->unf.data ? mv_rows(&A->unf, n) : un; /* the f32 router input */
         wgrad(m, &g_router, &dz, &unr);
         o->matmul(&dun, &dz, &w->router, 0, 0, 1.0f, 1.0f);
         (void)E;
     }
-    tensor g_post = gv(m, grads, &w->post_norm);
+    tensor g_post = gv(m, b, grads, &w->post_norm);
     o->rmsnorm_bwd(&dh, gp(&g_post), &dun, &a, &w->post_norm, &r2, 1);
 }
 
@@ -146,7 +167,7 @@ static void attn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float
     tensor dh = mv_rows(&b->dh, n), dxn = mv_rows(&b->dxn, n);
     /* o_proj */
     tensor o2 = mv_as2(&A->o, n, H * dv), dout2 = mv_as2(&b->dout, n, H * dv);
-    tensor g_o = gv(m, grads, &w->o);
+    tensor g_o = gv(m, b, grads, &w->o);
     tensor o2c = A->ob.data ? mv_rows(&A->ob, n) : o2; /* the forward's GEMM input */
     tensor dhc = gop(m, b, &dh);
     o->matmul(&dout2, &dhc, &wc->o, 0, 0, 1.0f, 0.0f);
@@ -163,15 +184,15 @@ static void attn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float
     o->rope_bwd(&dkpe, pos, &m->rope_cos, &m->rope_sin, c->rope_interleave);
     /* kv path: kv_b, kv_a_layernorm, kv_a */
     tensor dkvb2 = mv_as2(&b->dkvb, n, H * (dn + dv)), ckvn = mv_rows(&A->ckvn, n), dckvn = mv_rows(&b->dckvn, n);
-    tensor g_kvb = gv(m, grads, &w->kv_b);
+    tensor g_kvb = gv(m, b, grads, &w->kv_b);
     tensor ckvc = A->ckvnb.data ? mv_rows(&A->ckvnb, n) : ckvn, dkvbc = gop(m, b, &dkvb2);
     wgrad(m, &g_kvb, &dkvbc, &ckvc);
     o->matmul(&dckvn, &dkvbc, &wc->kv_b, 0, 0, 1.0f, 0.0f);
     lora_bwd(m, l, LORA_KVB, A, b, &ckvc, &dkvbc, &dckvn, n);
     tensor dckv = mv_cols(&dkva, 0, dc), ckv = mv_cols(&kva, 0, dc), rkv = mv_rows(&A->rstd_kv, n);
-    tensor g_kvn = gv(m, grads, &w->kv_a_norm);
+    tensor g_kvn = gv(m, b, grads, &w->kv_a_norm);
     o->rmsnorm_bwd(&dckv, gp(&g_kvn), &dckvn, &ckv, &w->kv_a_norm, &rkv, 0);
-    tensor xn = mv_rows(&A->xn, n), g_kva = gv(m, grads, &w->kv_a);
+    tensor xn = mv_rows(&A->xn, n), g_kva = gv(m, b, grads, &w->kv_a);
     tensor dkvac = gop(m, b, &dkva);
     wgrad(m, &g_kva, &dkvac, &xn);
     o->matmul(&dxn, &dkvac, &wc->kv_a, 0, 0, 1.0f, 0.0f);
@@ -181,7 +202,7 @@ static void attn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float
     if (c->q_lora_rank > 0) {
         tensor cqn = mv_rows(&A->cqn, n), cq = mv_rows(&A->cq, n), rq = mv_rows(&A->rstd_q, n);
         tensor dcqn = mv_rows(&b->dcqn, n), dcq = mv_rows(&b->dcq, n);
-        tensor g_qb = gv(m, grads, &w->q_b), g_qn = gv(m, grads, &w->q_a_norm), g_qa = gv(m, grads, &w->q_a);
+        tensor g_qb = gv(m, b, grads, &w->q_b), g_qn = gv(m, b, grads, &w->q_a_norm), g_qa = gv(m, b, grads, &w->q_a);
         tensor dqc = gop(m, b, &dq2);
         wgrad(m, &g_qb, &dqc, &cqn);
         o->matmul(&dcqn, &dqc, &wc->q_b, 0, 0, 1.0f, 0.0f);
@@ -192,23 +213,85 @@ static void attn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float
         o->matmul(&dxn, &dcqc, &wc->q_a, 0, 0, 1.0f, 1.0f);
         lora_bwd(m, l, LORA_QA, A, b, &xn, &dcqc, &dxn, n);
     } else {
-        tensor g_q = gv(m, grads, &w->q);
+        tensor g_q = gv(m, b, grads, &w->q);
         tensor dqc = gop(m, b, &dq2);
         wgrad(m, &g_q, &dqc, &xn);
         o->matmul(&dxn, &dqc, &wc->q, 0, 0, 1.0f, 1.0f);
         lora_bwd(m, l, LORA_Q, A, b, &xn, &dqc, &dxn, n);
     }
-    tensor r1 = mv_rows(&A->rstd1, n), g_in = gv(m, grads, &w->in_norm);
+    tensor r1 = mv_rows(&A->rstd1, n), g_in = gv(m, b, grads, &w->in_norm);
     o->rmsnorm_bwd(&dh, gp(&g_in), &dxn, h_in, &w->in_norm, &r1, 1);
 }
 
-void model_backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads) {
+/* The unit of a parameter (model_grad_units), -1 for none (MTP). */
+static int unit_of(const model *m, const model_param *p) {
+    int L = m->cfg.num_hidden_layers, l;
+    if (p->mtp) return -1;
+    if (!strcmp(p->name, "model.embed_tokens.weight")) return 0;
+    if (sscanf(p->name, "model.layers.%d.", &l) == 1) return l >= 0 && l < L ? 1 + l : -1;
+    return L + 1;
+}
+
+int model_grad_units(const model *m) { return m->cfg.num_hidden_layers + 2; }
+
+void model_grad_unit_ranges(const model *m, int64_t *lo, int64_t *hi) {
+    int U = model_grad_units(m);
+    for (int u = 0; u < U; u++) lo[u] = INT64_MAX, hi[u] = INT64_MIN;
+    for (int i = 0; i < model_nparams(m); i++) {
+        const model_param *p = model_param_at(m, i);
+        int u = unit_of(m, p);
+        if (u < 0) continue;
+        if (p->offset < lo[u]) lo[u] = p->offset;
+        if (p->offset + p->numel > hi[u]) hi[u] = p->offset + p->numel;
+    }
+    for (int u = 0; u < U; u++)
+        if (lo[u] > hi[u]) base_die("model_grad_unit_ranges: unit %d has no tensor", u);
+    for (int u = 1; u < U; u++)
+        if (lo[u] < hi[u - 1]) base_die("model_grad_unit_ranges: units %d and %d overlap", u - 1, u);
+}
+
+void model_grad_windows(const model *m, int64_t *win, int64_t *emb, int64_t *units) {
+    int U = model_grad_units(m), tied = m->cfg.tie_word_embeddings;
+    int64_t *lo = base_xmalloc(2 * (size_t)U * sizeof(int64_t)), *hi = lo + U;
+    model_grad_unit_ranges(m, lo, hi);
+    *win = 0, *emb = tied ? hi[0] - lo[0] : 0;
+    int64_t all = 0;
+    for (int u = 0; u < U; u++) all += hi[u] - lo[u];
+    for (int u = tied ? 1 : 0; u < U; u++)
+        if (hi[u] - lo[u] > *win) *win = hi[u] - lo[u];
+    if (units) *units = all;
+    free(lo);
+}
+
+/* Where unit u's weights are: the arena, or its ZeRO 3 window. */
+static const float *unit_weights(const model *m, const int64_t *lo, int u) {
+    return m->released ? model_unit_base(m, u) : m->params + lo[u];
+}
+
+/* Unit windows: open unit u's (begin) as the current window, or close it. */
+static void unit_open(bwd_scratch *b, const model_grad_hooks *h, const model *m, const int64_t *lo,
+                      const int64_t *hi, int u) {
+    if (!h) return;
+    b->gw = h->begin(h->ctx, u);
+    b->gw_lo = lo[u], b->gw_hi = hi[u];
+    b->pw = unit_weights(m, lo, u);
+}
+
+static void unit_close(bwd_scratch *b, const model_grad_hooks *h, int u) {
+    if (!h) return;
+    h->end(h->ctx, u);
+    b->gw = NULL;
+}
+
+static void backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads,
+                     const model_grad_hooks *h) {
+    static float windowed; /* grads with unit windows: a flag, never written (gv picks the window) */
     if (!tr->have_fwd) base_die("model_backward: no forward to differentiate");
     if (tr->adapter_off) base_die("model_backward: the last forward ran with the adapter off");
     model *m = tr->m;
     /* a frozen bf16/fp8 model differentiates only as a LoRA base: dx through
      * its stored weights, gradients for the adapter alone (grads NULL) */
-    if (!m->params && !(m->lora && !grads && !tr->lim.no_adapter))
+    if (!m->params && !m->released && !(m->lora && !grads && !tr->lim.no_adapter))
         base_die("model_backward: a frozen %s model holds no master weights to differentiate",
                  model_precision_name(m->prec));
     const struct ops *o = m->ops;
@@ -221,11 +304,29 @@ void model_backward(model_train *tr, const float *g_logp, const float *g_ent, fl
     tensor gl = mv_rows(&tr->g_logp, n), ge = mv_rows(&tr->g_ent, n);
     tensor hf = mv_rows(&tr->hf, n), tgt = mv_rows(&tr->tgt, n), lse = mv_rows(&tr->lse, n), ent = mv_rows(&tr->ent, n);
     tensor dxn = mv_rows(&b->dxn, n), dh = mv_rows(&b->dh, n);
+    int tied = c->tie_word_embeddings;
+    int64_t *ulo = NULL, *uhi = NULL;
+    if (h) {
+        ulo = base_xmalloc(2 * (size_t)(L + 2) * sizeof(int64_t)), uhi = ulo + L + 2;
+        model_grad_unit_ranges(m, ulo, uhi);
+        if (uhi[0] - ulo[0] != c->vocab_size * c->hidden_size) base_die("backward: unit 0 is not the embedding");
+        grads = &windowed; /* non-NULL: every gradient goes to a window (gv) */
+        b->gw_emb = NULL;
+        if (tied) { /* the embedding's window, open from the LM head to the end */
+            model_unit_use(m, 0);
+            b->gw_emb = h->begin(h->ctx, 0);
+            b->emb_lo = ulo[0], b->emb_hi = uhi[0];
+            b->pw_emb = unit_weights(m, ulo, 0);
+        }
+    }
     /* LM head + log-softmax, then the final norm */
-    tensor g_head = gv(m, grads, &m->w.lm_head);
+    model_unit_use(m, L + 1);
+    unit_open(b, h, m, ulo, uhi, L + 1);
+    tensor g_head = gv(m, b, grads, &m->w.lm_head);
     o->lmhead_bwd(&dxn, gp(&g_head), &gl, &ge, &hf, &m->wc.lm_head, &tgt, &lse, &ent, tr->scale, &tr->lm_ws);
-    tensor hL = mv_rows(&tr->h[L], n), rf = mv_rows(&tr->rstd_f, n), g_fn = gv(m, grads, &m->w.final_norm);
+    tensor hL = mv_rows(&tr->h[L], n), rf = mv_rows(&tr->rstd_f, n), g_fn = gv(m, b, grads, &m->w.final_norm);
     o->rmsnorm_bwd(&dh, gp(&g_fn), &dxn, &hL, &m->w.final_norm, &rf, 0);
+    unit_close(b, h, L + 1);
     tensor pos = mv_rows(&tr->pos, n), cu = mv_rows(&tr->cu, tr->nseq + 1);
     b->aux_coef = tr->aux_fwd ? tr->aux_coef : 0.0f; /* the balance loss of the forward's setting */
     b->aux_cu = cu;
@@ -237,13 +338,44 @@ void model_backward(model_train *tr, const float *g_logp, const float *g_ent, fl
     for (int l = L - 1; l >= 0; l--) {
         layer_acts *A = &tr->acts[tr->nacts == 1 ? 0 : l];
         tensor hi = mv_rows(&tr->h[l], n);
+        model_unit_use(m, 1 + l);
         if (tr->lim.recompute) {
             tensor ho = mv_rows(&tr->h_tmp, n);
             layer_fwd(m, l, A, &hi, &ho, &ctx);
         }
+        unit_open(b, h, m, ulo, uhi, 1 + l);
         ffn_bwd(m, l, A, b, grads, n);
         attn_bwd(m, l, A, b, grads, &hi, &pos, &cu, n);
+        unit_close(b, h, 1 + l);
     }
-    tensor ids = mv_rows(&tr->ids, n), g_emb = gv(m, grads, &m->w.embed);
+    if (h && !tied) { /* the embedding's gradient needs no weights: its grad window alone */
+        b->gw = h->begin(h->ctx, 0);
+        b->gw_lo = ulo[0], b->gw_hi = uhi[0];
+        b->pw = m->released ? NULL : m->params + ulo[0];
+    }
+    tensor ids = mv_rows(&tr->ids, n), g_emb;
+    if (h) { /* unit 0 is the embedding alone: its window is the table's gradient */
+        int64_t es[2] = {c->vocab_size, c->hidden_size};
+        g_emb = tensor_make(tied ? b->gw_emb : b->gw, TENSOR_F32, o->device, 2, es);
+    } else {
+        g_emb = gv(m, b, grads, &m->w.embed);
+    }
     if (g_emb.data) o->embedding_bwd(&g_emb, &dh, &ids);
+    if (h) {
+        h->end(h->ctx, 0);
+        b->gw = b->gw_emb = NULL;
+        free(ulo);
+    }
+}
+
+void model_backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads) {
+    backward(tr, g_logp, g_ent, grads, NULL);
+}
+
+void model_backward_units(model_train *tr, const float *g_logp, const float *g_ent, const model_grad_hooks *h) {
+    if (!h || !h->begin || !h->end) base_die("model_backward_units: no hooks");
+    if (!tr->m->params && !tr->m->released) base_die("model_backward_units: the model holds no master weights");
+    if (tr->lora_planned && !tr->adapter_off)
+        base_die("model_backward_units: a pass with a LoRA adapter (its gradients are the adapter's arena)");
+    backward(tr, g_logp, g_ent, NULL, h);
 }

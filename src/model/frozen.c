@@ -221,12 +221,14 @@ void frozen_fetch(const model *m, int64_t off, float *host, int64_t n) {
  * model's storage. */
 static void param_get(const model *m, int i, float *x) {
     const model_param *p = &m->tab[i];
+    if (m->released) base_die("model: %s: the weights are sharded over ranks (ZeRO 3): gather them first", p->name);
     if (m->params) m->ops->download(x, m->params + p->offset, (size_t)p->numel * sizeof(float));
     else fetch_param(m, i, x);
 }
 
 static void param_set(model *m, int i, const float *x) {
     const model_param *p = &m->tab[i];
+    if (m->released) base_die("model: %s: the weights are sharded over ranks (ZeRO 3): gather them first", p->name);
     if (m->params) m->ops->upload(m->params + p->offset, x, (size_t)p->numel * sizeof(float));
     else store_param(m, i, x);
 }
@@ -237,6 +239,7 @@ static void param_set(model *m, int i, const float *x) {
 static void fetch_piece(const model *m, int i, int64_t a, int64_t n, float *x) {
     const model_param *p = &m->tab[i];
     const struct ops *o = m->ops;
+    if (m->released) base_die("model: %s: the weights are sharded over ranks (ZeRO 3): gather them first", p->name);
     if (m->params) {
         o->download(x, m->params + p->offset + a, (size_t)n * sizeof(float));
         return;

@@ -66,6 +66,7 @@ static tensor run_layers(const model *m, infer_ws *w, fwd_ctx *ctx, const tensor
     tensor cur = mv_rows(&w->ha, n), nxt = mv_rows(&w->hb, n);
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         if (cache_all) ctx->cache = mv_index4(cache_all, l);
+        model_unit_use(m, 1 + l);
         layer_fwd(m, l, &w->A, &cur, &nxt, ctx);
         tensor t = cur;
         cur = nxt;
@@ -79,6 +80,8 @@ static void head(const model *m, infer_ws *w, const tensor *h, int64_t k, int ga
     const struct ops *o = m->ops;
     tensor hl = mv_rows(&w->hlast, k), hn = mv_rows(&w->hnorm, k), rf = mv_rows(&w->rstd_f, k);
     tensor lg = mv_rows(&w->logits, k);
+    model_unit_use(m, m->cfg.num_hidden_layers + 1);
+    if (m->cfg.tie_word_embeddings) model_unit_use(m, 0);
     if (gather) {
         tensor last = mv_rows(&w->last, k);
         o->gather_rows(&hl, h, &last);
@@ -122,6 +125,7 @@ base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const i
     o->upload(tgt.data, htgt, (size_t)n * sizeof(int32_t));
     tensor tids = mv_rows(&w.ids, n), tpos = mv_rows(&w.pos, n), tcu = mv_rows(&w.cu, nseq + 1);
     tensor h0 = mv_rows(&w.ha, n);
+    model_unit_use(m, 0); /* ZeRO 3: each unit's weights bound before use */
     o->embedding_fwd(&h0, &m->w.embed, &tids);
     fwd_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
@@ -395,6 +399,7 @@ base_status model_prefill(model_cache *mc, int nseq, const int32_t *slots, const
     tensor tids = mv_rows(&w->ids, n), tpos = mv_rows(&w->pos, n), tslot = mv_rows(&w->slot, n);
     tensor tcu = mv_rows(&w->cu, nseq + 1);
     tensor h0 = mv_rows(&w->ha, n);
+    model_unit_use(m, 0); /* ZeRO 3: each unit's weights bound before use */
     o->embedding_fwd(&h0, &m->w.embed, &tids);
     fwd_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
@@ -432,6 +437,7 @@ static void decode_body(void *arg) {
     tensor tids = mv_rows(&w->ids, n), tpos = mv_rows(&w->pos, n), tslot = mv_rows(&w->slot, n);
     tensor tlen = mv_rows(&w->len, n);
     tensor cur = mv_rows(&w->ha, n), nxt = mv_rows(&w->hb, n);
+    model_unit_use(m, 0); /* ZeRO 3: each unit's weights bound before use */
     o->embedding_fwd(&cur, &m->w.embed, &tids);
     fwd_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
@@ -443,6 +449,7 @@ static void decode_body(void *arg) {
     ctx.lora_hv = w->lora_hv;
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         ctx.cache = mv_index4(&mc->cache, l);
+        model_unit_use(m, 1 + l);
         layer_decode(m, l, &w->A, &cur, &nxt, &ctx, &w->q_lat, &w->o_lat);
         tensor t = cur;
         cur = nxt;
@@ -476,7 +483,8 @@ base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int
     }
     /* graphs: the batch padded to its bucket, the padding rows token 0 at
      * position 0 of the padding slot (they write and read only its page) */
-    int graphs = o->graph_capture && !mc->lim.no_graphs && n <= MODEL_GRAPH_MAX_BATCH;
+    /* not with ZeRO 3's unit hook: its gathers are host calls a graph would not replay */
+    int graphs = o->graph_capture && !mc->lim.no_graphs && !m->uhook && n <= MODEL_GRAPH_MAX_BATCH;
     int64_t nb = n;
     int bucket = 0;
     if (graphs) {

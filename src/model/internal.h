@@ -89,11 +89,32 @@ struct model {
     int64_t rope_len;      /* rows of the rope tables */
     float *rope_mem;       /* device: cos then sin, [rope_len, dr/2] each */
     tensor rope_cos, rope_sin;
+    /* ZeRO 3 (shard.c): the arena released (params, params_c NULL); every
+     * pass calls the unit hook before it uses a unit's weights
+     * (model_unit_use), which binds them to a window (model_unit_bind) */
+    int released;
+    float **ubase;         /* [units] the f32 window unit u is bound to (NULL: none) */
+    int64_t *ulo, *uhi;    /* [units] the units' arena ranges */
+    void (*uhook)(void *ctx, int unit);
+    void *uhook_ctx;
 };
+
+/* shard.c: before a pass uses unit u's weights (ZeRO 3: the hook binds
+ * them); a no-op for a model holding its arena. */
+void model_unit_use(const model *m, int u);
+/* The f32 window a released model's unit u is bound to (dies when it is
+ * not bound). */
+const float *model_unit_base(const model *m, int u);
 
 /* weights.c: build the parameter table (tab may be NULL: count only) and
  * bind views of an arena at `base` (NULL: offsets only). Returns numel. */
 int64_t model_layout(model *m, float *base, model_weights *w, model_param *tab, int *ntab);
+/* Views of the tensors inside arena range [lo, hi) bound to a window at
+ * base (element lo at base), every other view data NULL. */
+void model_layout_window(model *m, float *base, int64_t lo, int64_t hi, model_weights *w);
+/* Build m->wc from m->w (bf16 mode: params_c allocated, GEMM views into
+ * it); weights.c. */
+void model_build_compute_views(model *m);
 /* The same views bound into a frozen model's arena (frozen_view). */
 void model_layout_frozen(model *m, model_weights *w);
 void model_weights_free(model_weights *w);
@@ -322,6 +343,14 @@ typedef struct {
     tensor dw, dz;       /* [n, K], [n, E] */
     tensor cvt;          /* bf16 mode: flat bf16 copy of the gradient fed to the next GEMMs */
     tensor ldt, ldtb;    /* LoRA: dL/dt [rows, r] (lora_scratch_rows) and its bf16 copy */
+    /* model_backward_units: the gradient windows in use (gw NULL: the
+     * whole arena, model_backward); arena elements [gw_lo, gw_hi) live in
+     * gw, [emb_lo, emb_hi) in gw_emb while the embedding's window is open
+     * ahead of its turn (tied embeddings: the LM head writes into it) */
+    float *gw, *gw_emb;
+    int64_t gw_lo, gw_hi, emb_lo, emb_hi;
+    const float *pw, *pw_emb; /* where the open units' weights are: the arena at gw_lo / emb_lo, or
+                               * their ZeRO 3 windows (model_unit_base) */
     float aux_coef;      /* the balance loss's weight in this backward (0: none; model_train_set_aux_coef) */
     tensor aux_cu;       /* its sequences: the batch's cu_seqlens */
 } bwd_scratch;

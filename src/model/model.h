@@ -283,6 +283,9 @@ typedef struct {
     size_t scales;  /* fp8: the f32 block scales (inside no other role) */
     size_t rope;    /* the rope cos / sin tables */
     int64_t params; /* parameters held (MTP layers included when loaded) */
+    /* ZeRO 2's gradient windows and the units' elements together
+     * (model_grad_windows; 0 for a frozen model) */
+    int64_t grad_window, grad_window_emb, grad_units;
 } model_mem;
 size_t model_mem_total(const model_mem *mm);
 /* Plan for cfg loaded with opts on a backend (TENSOR_CPU or TENSOR_CUDA):
@@ -393,6 +396,60 @@ double model_train_aux_loss(const model_train *tr);
  * into the adapter's gradients (model_lora_grads). The top-k expert
  * choice is not differentiated; e_score_correction_bias gets no gradient. */
 void model_backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads);
+
+/* Gradients by unit (ZeRO 2, docs/distributed.md): the arena cut into
+ * model_grad_units(m) = L + 2 units in arena order: unit 0 the embedding,
+ * unit 1 + l decoder layer l, unit L + 1 the final norm and lm_head (the
+ * final norm alone with tied embeddings). MTP layers and the gaps between
+ * tensors belong to no unit (they get no gradient). lo, hi [L + 2]: each
+ * unit's arena range [lo, hi) (over its tensors, in elements). */
+int model_grad_units(const model *m);
+void model_grad_unit_ranges(const model *m, int64_t *lo, int64_t *hi);
+/* The windows a unit-wise backward needs (elements): *win the largest unit
+ * but a tied embedding (two such windows alternate), *emb a tied
+ * embedding's unit (its own window, open through the whole pass), else 0;
+ * *units (may be NULL) the elements of every unit together (what a pass
+ * reduces). */
+void model_grad_windows(const model *m, int64_t *win, int64_t *emb, int64_t *units);
+typedef struct {
+    /* unit u's gradient window [hi - lo] floats (arena element lo + i at
+     * i), zero-filled by the callee: called before the backward writes
+     * any gradient of the unit */
+    float *(*begin)(void *ctx, int unit);
+    /* after the last write into the unit's window: the callee may post its
+     * reduction; the window is not touched again in this pass */
+    void (*end)(void *ctx, int unit);
+    void *ctx;
+} model_grad_hooks;
+/* model_backward into per-unit windows instead of a whole gradient arena
+ * (the windows' values are this pass's gradients alone). The calls, in
+ * order: unit L + 1, then L, ..., 1, then 0; with tied embeddings unit 0
+ * begins first (the LM head's gradient goes into it) and ends last. Full
+ * fine-tuning only (no LoRA adapter in the pass, a model with master
+ * weights): dies otherwise, as model_backward does for a bad state. */
+void model_backward_units(model_train *tr, const float *g_logp, const float *g_ent, const model_grad_hooks *h);
+
+/* ZeRO 3 (shard.c, docs/distributed.md): parameters sharded over ranks.
+ * model_arena_release frees the parameter arena (and bf16 mode's compute
+ * copy) of a trainable model without an adapter; from then on every pass
+ * (model_forward, model_backward_units, prefill, decode,
+ * model_forward_logits) calls hook(ctx, u) before it uses unit u's weights
+ * (the units of model_grad_unit_ranges; the embedding again for a tied LM
+ * head), and the hook binds them with model_unit_bind. Decode graphs are
+ * not captured meanwhile (the hook's gathers are host calls). Nothing else
+ * may read the weights of a released model (model_weights_to_host,
+ * model_copy_weights, ... die). model_arena_restore allocates the arena
+ * again (zero: the caller fills it, then model_sync_compute) and drops the
+ * hook. */
+base_status model_arena_release(model *m, void (*hook)(void *ctx, int unit), void *ctx);
+void model_arena_restore(model *m);
+int model_arena_released(const model *m);
+/* Bind unit u's weight views to win [hi - lo] f32 values of arena range
+ * [lo, hi) (model_grad_unit_ranges); in bf16 mode win_c [hi - lo] bf16
+ * receives their compute copy and the GEMM views point into it (win_c may
+ * be NULL in f32 mode). The views stay bound until the unit is bound
+ * again; the caller keeps the windows' values valid while they are used. */
+void model_unit_bind(model *m, int u, float *win, uint16_t *win_c);
 
 /* ------------------------------------------------------------------------ */
 /* Inference                                                                */

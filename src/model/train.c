@@ -243,6 +243,7 @@ base_status model_forward(model_train *tr, const model_batch *b) {
     o->upload(tr->cu.data, b->cu_seqlens, (size_t)(b->nseq + 1) * sizeof(int32_t));
     tensor ids = mv_rows(&tr->ids, n), pos = mv_rows(&tr->pos, n), cu = mv_rows(&tr->cu, b->nseq + 1);
     tensor h0 = mv_rows(&tr->h[0], n);
+    model_unit_use(m, 0); /* ZeRO 3: each unit's weights bound before use */
     o->embedding_fwd(&h0, &m->w.embed, &ids);
     fwd_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
@@ -253,6 +254,7 @@ base_status model_forward(model_train *tr, const model_batch *b) {
     for (int l = 0; l < L; l++) {
         tensor hi = mv_rows(&tr->h[l], n), ho = mv_rows(&tr->h[l + 1], n);
         layer_acts *A = &tr->acts[tr->nacts == 1 ? 0 : l];
+        model_unit_use(m, 1 + l);
         layer_fwd(m, l, A, &hi, &ho, &ctx);
         if (!m->w.layers[l].moe) continue;
         /* the layer's expert plan, kept for model_train_expert_load */
@@ -265,6 +267,8 @@ base_status model_forward(model_train *tr, const model_batch *b) {
         }
     }
     tensor hl = mv_rows(&tr->h[L], n), hf = mv_rows(&tr->hf, n), rf = mv_rows(&tr->rstd_f, n);
+    model_unit_use(m, L + 1);
+    if (c->tie_word_embeddings) model_unit_use(m, 0);
     o->rmsnorm_fwd(&hf, &rf, &hl, &m->w.final_norm, c->rms_norm_eps);
     tensor logp = mv_rows(&tr->logp, n), ent = mv_rows(&tr->ent, n), lse = mv_rows(&tr->lse, n);
     tensor tgt = mv_rows(&tr->tgt, n);

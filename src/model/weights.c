@@ -25,6 +25,7 @@ typedef struct {
     int n;
     int64_t off;
     int frozen; /* bind views into the frozen arena (frozen_view) instead of base */
+    int64_t wlo, whi; /* whi > 0: a window, elements [wlo, whi) at base, the rest unbound */
 } lay;
 
 /* The view of a tensor at element offset `at`: into the f32 arena at base,
@@ -33,7 +34,9 @@ static tensor bind(lay *L, int64_t at, int ndim, const int64_t *shape) {
     tensor t;
     memset(&t, 0, sizeof t);
     if (L->frozen) t = frozen_view(L->m, at, ndim, shape);
-    else if (L->base) t = tensor_make(L->base + at, TENSOR_F32, L->m->ops->device, ndim, shape);
+    else if (L->base && L->whi > 0) {
+        if (at >= L->wlo && at < L->whi) t = tensor_make(L->base + (at - L->wlo), TENSOR_F32, L->m->ops->device, ndim, shape);
+    } else if (L->base) t = tensor_make(L->base + at, TENSOR_F32, L->m->ops->device, ndim, shape);
     return t;
 }
 
@@ -164,9 +167,10 @@ static void add_layer(lay *L, int l, model_layer_w *w) {
     }
 }
 
-static int64_t layout(model *m, float *base, model_weights *w, model_param *tab, int *ntab, int frozen) {
+static int64_t layout_w(model *m, float *base, model_weights *w, model_param *tab, int *ntab, int frozen,
+                        int64_t wlo, int64_t whi) {
     const model_config *c = &m->cfg;
-    lay L = {m, base, tab, 0, 0, frozen};
+    lay L = {m, base, tab, 0, 0, frozen, wlo, whi};
     int nl = c->num_hidden_layers + m->n_mtp;
     model_weights tmp;
     if (!w) w = &tmp;
@@ -182,8 +186,16 @@ static int64_t layout(model *m, float *base, model_weights *w, model_param *tab,
     return L.off;
 }
 
+static int64_t layout(model *m, float *base, model_weights *w, model_param *tab, int *ntab, int frozen) {
+    return layout_w(m, base, w, tab, ntab, frozen, 0, 0);
+}
+
 int64_t model_layout(model *m, float *base, model_weights *w, model_param *tab, int *ntab) {
     return layout(m, base, w, tab, ntab, 0);
+}
+
+void model_layout_window(model *m, float *base, int64_t lo, int64_t hi, model_weights *w) {
+    layout_w(m, base, w, NULL, NULL, 0, lo, hi > lo ? hi : lo + 1);
 }
 
 void model_layout_frozen(model *m, model_weights *w) { layout(m, NULL, w, NULL, NULL, 1); }
@@ -232,6 +244,7 @@ static void sizes(const model *m, tensor_device dev, int64_t rope_len, model_mem
         mm->master = (size_t)m->numel * sizeof(float);
         /* bf16 mode's copy (a trainable model on a device backend) */
         if (m->prec == MODEL_BF16 && dev != TENSOR_CPU) mm->compute = (size_t)m->numel * sizeof(uint16_t);
+        model_grad_windows(m, &mm->grad_window, &mm->grad_window_emb, &mm->grad_units);
     }
     mm->rope = 2 * (size_t)rope_len * (size_t)(m->cfg.qk_rope_head_dim / 2) * sizeof(float) + 1;
 }
@@ -335,10 +348,18 @@ static base_status setup_precision(model *m, const model_load_opts *opts) {
     /* activations: bf16 GEMM inputs and cache on a device backend in bf16
      * and fp8; the CPU keeps f32 (stored weights widened in the GEMM) */
     m->cdt = p != MODEL_F32 && m->ops->device != TENSOR_CPU ? TENSOR_BF16 : TENSOR_F32;
+    (void)nl;
+    model_build_compute_views(m);
+    if (m->params_c) model_sync_compute(m);
+    return BASE_OK;
+}
+
+void model_build_compute_views(model *m) {
+    int nl = m->cfg.num_hidden_layers + m->n_mtp;
     m->wc = m->w;
     m->wc.layers = base_xmalloc((size_t)nl * sizeof(model_layer_w));
     memcpy(m->wc.layers, m->w.layers, (size_t)nl * sizeof(model_layer_w));
-    if (m->cmem || p == MODEL_F32) return BASE_OK; /* frozen: w is the compute weights */
+    if (m->cmem || m->prec == MODEL_F32) return; /* frozen: w is the compute weights */
     m->alloc.compute = (size_t)m->numel * sizeof(uint16_t);
     m->params_c = m->ops->alloc(m->alloc.compute);
     for (int l = 0; l < nl; l++) {
@@ -348,8 +369,6 @@ static base_status setup_precision(model *m, const model_load_opts *opts) {
         for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) to_compute(m, g[i]);
     }
     to_compute(m, &m->wc.lm_head);
-    model_sync_compute(m);
-    return BASE_OK;
 }
 
 void model_sync_compute(model *m) {
@@ -394,6 +413,7 @@ void model_free(model *m) {
     model_lora_free(m->lora); /* an attached adapter goes with its model */
     if (m->params) m->ops->free(m->params);
     if (m->params_c) m->ops->free(m->params_c);
+    free(m->ulo), free(m->ubase);
     if (m->cmem) m->ops->free(m->cmem);
     if (m->scales) m->ops->free(m->scales);
     free(m->qbs);

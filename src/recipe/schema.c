@@ -74,8 +74,8 @@
      "AdamW moments in host memory, streamed through the GPU per update (DeepSpeed's)",                               \
      ST(S.train.offload_optimizer), ANY},                                                                             \
     {"zero_stage", RK_INT, "0", NULL,                                                                                 \
-     "DeepSpeed ZeRO stage over ranks: 0 replicated, 1 AdamW state sharded (2, 3: not built yet)",                   \
-     ST(S.train.zero_stage), IN(0, 1), RF_NEUTRAL},                                                                    \
+     "DeepSpeed ZeRO stage over ranks: 0 replicated, 1 AdamW state sharded, 2 gradients too, 3 parameters too",     \
+     ST(S.train.zero_stage), IN(0, 3), RF_NEUTRAL},                                                                    \
     {"expert_parallel_size", RK_INT, "1", NULL,                                                                      \
      "EP: ranks that split the routed experts of every MoE layer (consecutive ranks; divides the world size and "   \
      "n_routed_experts; 1: every rank holds every expert)",                                                          \

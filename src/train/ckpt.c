@@ -134,7 +134,8 @@ void run_keep_files_free(run_ctx *c) {
 base_status run_save_model(run_ctx *c, const model *m, const char *dir) {
     base_status s = base_mkdir_p(dir);
     if (s) return s;
-    s = run_ckpt_write_weights(m, dir, "model", ST_BUF_DEFAULT, ckpt_shard_bytes(), NULL);
+    /* ZeRO 3: every rank wrote its range of the weights already (run_ckpt_save) */
+    if (!model_arena_released(m)) s = run_ckpt_write_weights(m, dir, "model", ST_BUF_DEFAULT, ckpt_shard_bytes(), NULL);
     for (int i = 0; i < 4 && !s; i++) {
         const base_buf *f = &c->keep_files[i];
         if (!f->data) {
@@ -227,7 +228,7 @@ static cJSON *state_json(const run_ctx *c, const run_train_state *st, const opti
         optim_counters oc = optim_counters_get(o);
         cJSON_AddNumberToObject(j, "optim_step", (double)oc.step);
         cJSON_AddNumberToObject(j, "optim_skipped", (double)oc.n_skipped);
-        cJSON_AddNumberToObject(j, "zero_stage", o->zero_shards ? 1 : 0); /* the record; the next two decide */
+        cJSON_AddNumberToObject(j, "zero_stage", o->zero_shards ? o->zero_stage : 0); /* the record; the next two decide */
         if (o->zero_shards) {
             cJSON_AddNumberToObject(j, "optimizer_shards", o->zero_shards);
             cJSON_AddNumberToObject(j, "optimizer_numel", (double)o->n);
@@ -309,6 +310,8 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
         }
         s = run_agree(c, s, "writing the checkpoint");
         if (!s) s = run_agree(c, run_ckpt_write_optim_shard(opt, tmp), "writing the checkpoint's optimizer shards");
+        /* ZeRO 3: each rank writes its range of the consolidated weights (agreed inside) */
+        if (!s) s = run_zero3_write_weights(c, tmp, ckpt_shard_bytes());
         free(root), free(tmp);
         if (s) return s;
     }

@@ -311,8 +311,23 @@ static tensor pview(const optim *o, float *role, int i) {
     return view(o, role, o->params[i].offset, o->params[i].numel);
 }
 
-tensor optim_param_view(const optim *o, int i) { return pview(o, o->param, i); }
-tensor optim_grad_view(const optim *o, int i) { return pview(o, o->grad, i); }
+static tensor state_view(const optim *o, float *role, int i);
+tensor optim_param_view(const optim *o, int i) {
+    if (o->param_sharded) {
+        tensor t = state_view(o, o->param, i);
+        t.device = o->ops->device;
+        return t;
+    }
+    return pview(o, o->param, i);
+}
+tensor optim_grad_view(const optim *o, int i) {
+    if (o->grad_sharded) {
+        tensor t = state_view(o, o->grad, i);
+        t.device = o->ops->device; /* the gradient shard is always on the device */
+        return t;
+    }
+    return pview(o, o->grad, i);
+}
 static tensor state_view(const optim *o, float *role, int i) {
     if (i < 0 || i >= o->n_params) base_die("optimizer: parameter index %d of %d", i, o->n_params);
     const optim_param *p = &o->params[i];
@@ -333,15 +348,40 @@ tensor optim_role_view(const optim *o, float *role) {
     return t;
 }
 
-void optim_zero_grad(optim *o) { o->ops->zero(o->grad, (size_t)o->n * sizeof(float)); }
+void optim_set_param_shard(optim *o, float *param) {
+    o->param = param;
+    o->param_sharded = 1;
+}
 
-void optim_step(optim *o, int64_t k, optim_step_info *info) {
-    optim_step_info r = {0};
+void optim_set_grad_shard(optim *o, float *grad) {
+    o->grad = grad;
+    o->grad_sharded = 1;
+}
+
+void optim_zero_grad(optim *o) {
+    o->ops->zero(o->grad, (size_t)(o->grad_sharded ? o->state_n : o->n) * sizeof(float));
+}
+
+double optim_grad_sumsq(const optim *o) {
     double sumsq = 0;
+    const int64_t slo = o->state_lo, shi = o->state_lo + o->state_n;
     for (int i = 0; i < o->n_runs; i++) { /* fixed order: deterministic */
-        tensor g = view(o, o->grad, o->runs[i].offset, o->runs[i].n);
+        int64_t r0 = o->runs[i].offset, r1 = o->runs[i].offset + o->runs[i].n;
+        if (o->grad_sharded) { /* the run's part in the shard, indexed from state_lo */
+            r0 = r0 > slo ? r0 : slo, r1 = r1 < shi ? r1 : shi;
+            if (r1 <= r0) continue;
+            r0 -= slo, r1 -= slo;
+        }
+        tensor g = view(o, o->grad, r0, r1 - r0);
         sumsq += o->ops->sumsq(&g);
     }
+    return sumsq;
+}
+
+void optim_step(optim *o, int64_t k, optim_step_info *info) { optim_step_sumsq(o, k, optim_grad_sumsq(o), info); }
+
+void optim_step_sumsq(optim *o, int64_t k, double sumsq, optim_step_info *info) {
+    optim_step_info r = {0};
     r.grad_norm = sqrt(sumsq);
     r.clip_coef = 1.0f;
     if (!isfinite(r.grad_norm)) {
@@ -369,6 +409,8 @@ void optim_step(optim *o, int64_t k, optim_step_info *info) {
                         .grad_scale = r.clip_coef,
                         .step = o->step};
     const int64_t slo = o->state_lo, shi = o->state_lo + o->state_n;
+    const int64_t glo = o->grad_sharded ? slo : 0; /* the gradient buffer's first arena element */
+    const int64_t plo = o->param_sharded ? slo : 0; /* the parameter buffer's */
     for (int i = 0; i < o->n_runs; i++) {
         /* the part of the run inside this rank's state shard (all of it
          * unless sharded: ZeRO 1); m and v are indexed from state_lo */
@@ -378,8 +420,8 @@ void optim_step(optim *o, int64_t k, optim_step_info *info) {
         const optim_run run = {r0, r1 - r0, o->runs[i].decay}, *u = &run;
         a.weight_decay = u->decay ? o->cfg.weight_decay : 0.0;
         if (!o->state_on_host) {
-            tensor p = view(o, o->param, u->offset, u->n), m = view(o, o->m, u->offset - slo, u->n);
-            tensor v = view(o, o->v, u->offset - slo, u->n), g = view(o, o->grad, u->offset, u->n);
+            tensor p = view(o, o->param, u->offset - plo, u->n), m = view(o, o->m, u->offset - slo, u->n);
+            tensor v = view(o, o->v, u->offset - slo, u->n), g = view(o, o->grad, u->offset - glo, u->n);
             o->ops->adamw(&p, &m, &v, &g, &a);
             continue;
         }
@@ -391,7 +433,7 @@ void optim_step(optim *o, int64_t k, optim_step_info *info) {
             size_t bytes = (size_t)cn * sizeof(float);
             o->ops->upload(o->stage, o->m + (c0 - slo), bytes);
             o->ops->upload(o->stage + o->stage_n, o->v + (c0 - slo), bytes);
-            tensor p = view(o, o->param, c0, cn), g = view(o, o->grad, c0, cn);
+            tensor p = view(o, o->param, c0 - plo, cn), g = view(o, o->grad, c0 - glo, cn);
             tensor m = view(o, o->stage, 0, cn), v = view(o, o->stage + o->stage_n, 0, cn);
             o->ops->adamw(&p, &m, &v, &g, &a);
             o->ops->download(o->m + (c0 - slo), o->stage, bytes);

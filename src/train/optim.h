@@ -122,7 +122,12 @@ typedef struct {
     float *stage;        /* device [2 * stage_n]: an m chunk then a v chunk (state_on_host) */
     int64_t stage_n;
     int owns_param_grad; /* 1 after optim_init, 0 after optim_init_arena */
-    int zero_shards;     /* the caller's record: ZeRO 1 over this many ranks (0: state not sharded) */
+    int grad_sharded;    /* 1: grad holds only [state_lo, state_lo + state_n) like m and v (ZeRO 2,
+                          * optim_set_grad_shard); 0: grad is the whole arena [n] */
+    int param_sharded;   /* 1: param holds only [state_lo, state_lo + state_n) (ZeRO 3,
+                          * optim_set_param_shard) */
+    int zero_stage;      /* the caller's record: 1, 2 or 3 with zero_shards, else 0 */
+    int zero_shards;     /* the caller's record: ZeRO 1 / 2 over this many ranks (0: state not sharded) */
     int zero_rank;       /* and this rank's shard among them */
     int64_t step;        /* applied updates (AdamW t) */
     int64_t n_skipped;   /* updates skipped for a non-finite gradient */
@@ -171,6 +176,17 @@ tensor optim_v_view(const optim *o, int i);
 /* The whole role buffers as 1-D [n] tensors (checkpoints, all-reduce). */
 tensor optim_role_view(const optim *o, float *role); /* m, v: [state_n] */
 
+/* ZeRO 2: from now on the gradients are grad [state_n], the elements
+ * [state_lo, state_lo + state_n) of the arena (the caller's buffer, as
+ * large; the caller reduces every rank's gradients into it). The norm is
+ * then this shard's part (optim_grad_sumsq): the caller sums the shards'
+ * over the ranks and steps with optim_step_sumsq. optim_grad_view dies for
+ * a parameter not wholly inside the shard. */
+void optim_set_grad_shard(optim *o, float *grad);
+/* ZeRO 3: the master parameters are param [state_n] too (the caller's
+ * shard of the arena); optim_step updates it in place. */
+void optim_set_param_shard(optim *o, float *param);
+
 /* grad = 0 (the whole buffer, arena included). */
 void optim_zero_grad(optim *o);
 
@@ -189,6 +205,13 @@ typedef struct {
  * 0 on the others). The gradient buffer is read, not modified (clipping is
  * folded into the update). info may be NULL. */
 void optim_step(optim *o, int64_t k, optim_step_info *info);
+/* The sum of squares of the gradients optim_step's norm is the root of: the
+ * runs' sumsq in run order, summed in double; with sharded gradients only
+ * the parts of the runs inside the shard. */
+double optim_grad_sumsq(const optim *o);
+/* optim_step with the norm sqrt(sumsq) given (ZeRO 2: the ranks' shard
+ * sums added in rank order), the same decisions and update otherwise. */
+void optim_step_sumsq(optim *o, int64_t k, double sumsq, optim_step_info *info);
 
 /* Optimizer state for checkpoints: the m and v buffers (optim_role_view,
  * or per parameter optim_m_view / optim_v_view) and these counters. The

@@ -94,13 +94,15 @@ typedef struct {
     int recompute;                 /* gradient_checkpointing */
     int ref;                       /* beta != 0: a reference pass */
     int world, rank;               /* data-parallel ranks (0: 1) and the one planned */
-    int zero_stage;                /* 0: replicated; 1: AdamW m, v sharded by run_split range */
+    int zero_stage;                /* 0: replicated; 1: AdamW m, v sharded by run_split range;
+                                    * 2: gradients too (a shard + unit windows); 3: parameters too */
 } run_grpo_shape;
 
 typedef struct {
     size_t weights;         /* the policy model as loaded (with LoRA: the frozen base) */
     size_t adapter;         /* LoRA A and B (f32, + the bf16 copy in bf16 mode); 0 without */
-    size_t grads;           /* the gradient arena: the model's, or only the adapter's */
+    size_t grads;           /* the gradient arena: the model's, or only the adapter's; ZeRO 2:
+                             * the rank's shard + the unit windows (model_grad_windows) */
     size_t optimizer;       /* AdamW m and v over what trains */
     size_t ref_weights;     /* the reference model (full fine-tuning with beta != 0: frozen,
                              * compute weights only); LoRA: 0, the base with the adapter off */
@@ -108,13 +110,14 @@ typedef struct {
     size_t ref_activations; /* the reference pass's arena (full fine-tuning, beta != 0; LoRA: 0) */
     size_t rollout;         /* latent cache pages, block tables, prefill/decode workspace, for
                              * the rank's share of a step's prompts: ceil(prompts / world) groups */
-    size_t gather;          /* ZeRO 1 on several ranks: the copy of the rank's parameter shard its
+    size_t gather;          /* ZeRO 1 / 2 on several ranks: the copy of the rank's parameter shard its
                              * all-gather sends (held while the gathered weights arrive) */
     size_t total;
+    int64_t numel;          /* elements of the trained arena (what the ZeRO shards split) */
 } run_grpo_mem;
 
 /* BASE_ERR_INVALID / UNSUPPORTED: the load options' precision checks
- * (model_memory_plan). */
+ * (model_memory_plan); ZeRO 2 with LoRA, ZeRO 3 (as the run refuses them). */
 base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, run_grpo_mem *out);
 /* out as a JSON object of byte counts, the role names above (and "total"). */
 cJSON *run_grpo_memory_json(const run_grpo_mem *m);
@@ -126,6 +129,16 @@ cJSON *run_grpo_memory_json(const run_grpo_mem *m);
  * on one rank. */
 typedef struct {
     double grad_allreduce, param_allgather, metrics;
+    /* ZeRO 2 instead of grad_allreduce: the window reduce-scatters, (W-1)/W
+     * x the units' bytes per micro-batch, over micro_batches (the most a
+     * rank trains per optimizer step), and the norm's one double */
+    double grad_reduce_scatter;
+    int64_t micro_batches;
+    /* ZeRO 3 instead of param_allgather: the unit gathers of every training
+     * micro-batch's forward and backward (2 x (W-1)/W x the units' bytes
+     * each), and of the rollout's passes per generation step (a prefill and
+     * max_completion - 1 decode steps, (W-1)/W x the units' bytes each) */
+    double train_allgather, rollout_allgather;
 } run_grpo_comm;
 void run_grpo_comm_volume(const model_config *mc, const run_grpo_shape *sh, run_grpo_comm *out);
 

@@ -34,7 +34,7 @@ base_status run_agree(run_ctx *c, base_status s, const char *what) {
 }
 
 base_status run_reduce_grads(run_ctx *c, float *grads) {
-    if (c->world <= 1) return BASE_OK;
+    if (c->world <= 1 || c->z2) return BASE_OK; /* ZeRO 2: reduced by run_backward */
     int64_t n = c->lora ? model_lora_numel(c->lora) : model_numel(c->policy);
     if (c->lora) grads = model_lora_grads(c->lora); /* the adapter's own arena */
     base_status s = dist_allreduce(c->dev, grads, (size_t)n, DIST_F32, DIST_SUM);
@@ -107,12 +107,12 @@ base_status run_test_fault(run_ctx *c) {
 }
 
 void run_zero_shard(const run_ctx *c, const recipe_train_cfg *train, int64_t n, int64_t *lo, int64_t *hi) {
-    if (train->zero_stage == 1) run_split(n, c->rank, c->world, lo, hi);
+    if (train->zero_stage >= 1) run_split(n, c->rank, c->world, lo, hi);
     else *lo = 0, *hi = n;
 }
 
 base_status run_gather_params(run_ctx *c, const optim *o) {
-    if (!o->zero_shards || c->world <= 1) return BASE_OK;
+    if (!o->zero_shards || c->world <= 1 || o->param_sharded) return BASE_OK; /* ZeRO 3: no whole copy */
     int W = c->world;
     size_t *counts = base_xcalloc((size_t)W, sizeof *counts);
     for (int r = 0; r < W; r++) {
@@ -128,5 +128,6 @@ base_status run_gather_params(run_ctx *c, const optim *o) {
     base_status s = dist_allgatherv(c->dev, mine, o->param, counts, DIST_F32);
     c->ops->free(mine);
     free(counts);
-    return s ? base_err_wrap(s, "gathering the updated parameter shards of %d ranks (ZeRO 1)", W) : BASE_OK;
+    return s ? base_err_wrap(s, "gathering the updated parameter shards of %d ranks (ZeRO %d)", W, o->zero_stage)
+             : BASE_OK;
 }

@@ -382,6 +382,7 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32
     cJSON **samples = c->world > 1 ? g->local_samples : g->samples;
     reward_scores *sc = c->world > 1 ? &g->sc_local : &g->sc;
     memset(&g->res, 0, sizeof g->res);
+    run_zero3_phase(c); /* ZeRO 3: ranks generate different numbers of passes (run_zero3_sync below) */
     if (nloc > 0) {
         rollout_request rq = {.n_prompts = nloc, .prompt_ids = g->pp + lo, .prompt_len = g->pl + lo, .G = K,
                               .sampling = g->sp, .max_new_tokens = g->max_new, .stop_ids = g->stop_ids,
@@ -401,6 +402,11 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32
         if (!s)
             s = reward_pool_score_groups(g->pool, (const cJSON *const *)samples, (int64_t)nloc * K, g->group_off, nloc,
                                          sc);
+    }
+    { /* ZeRO 3: the ranks' prefill / decode passes gather weights together: a
+       * rank with fewer passes (shorter completions, fewer prompts) pads */
+        base_status z = run_zero3_sync(c);
+        if (!s) s = z;
     }
     if (c->world > 1) {
         s = run_agree(c, s, "generating and scoring a chunk");

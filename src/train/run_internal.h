@@ -71,6 +71,7 @@ typedef struct {
     int ep;
     dist_comm *ep_host, *ep_dev, *edp_host, *edp_dev;
     model_ep ep_x;
+    struct run_zero2 *z2;   /* the training stage's ZeRO 2 / 3 state (run_zero.c), else NULL */
 } run_ctx;
 
 /* A stop signal (opts.stop_signal), polled where a stage can stop cleanly:
@@ -135,14 +136,67 @@ base_status run_agree(run_ctx *c, base_status s, const char *what);
  * backend): `grads`, the policy's arena of model_numel values, or with
  * LoRA the adapter's own arena (model_lora_grads; `grads` is then NULL). */
 base_status run_reduce_grads(run_ctx *c, float *grads);
-/* ZeRO stage 1 (docs/distributed.md): the range [lo, hi) of an arena of n
- * elements whose AdamW state this rank holds: run_split(n, rank, world)
- * when train->zero_stage is 1, else all of it. */
+/* ZeRO stages 1 and 2 (docs/distributed.md): the range [lo, hi) of an
+ * arena of n elements whose AdamW state (and at stage 2 gradients) this rank
+ * holds: run_split(n, rank, world) when train->zero_stage is 1 or 2, else
+ * all of it. */
 void run_zero_shard(const run_ctx *c, const recipe_train_cfg *train, int64_t n, int64_t *lo, int64_t *hi);
 /* After an optimizer step of a sharded optimizer (o->zero_shards): every
  * rank's updated shard of the parameter arena all-gathered (on c->dev), so
  * every rank holds the whole updated weights. A no-op otherwise. */
 base_status run_gather_params(run_ctx *c, const optim *o);
+/* ---- ZeRO 2 (run_zero.c) ---- */
+typedef struct run_zero2 run_zero2;
+/* The gradient shard (4 bytes x the optimizer's state range) and the unit
+ * windows (model_grad_windows: two alternating, and a tied embedding's)
+ * on the device; the optimizer's gradients become the shard
+ * (optim_set_grad_shard). Freed by run_zero2_free (waits for what is in
+ * flight). */
+base_status run_zero2_new(run_ctx *c, optim *o, run_zero2 **out);
+void run_zero2_free(run_zero2 *z);
+/* One micro-batch's backward: model_backward into grads, or with c->z2 the
+ * unit-wise backward whose windows are reduce-scattered (+=) into the
+ * shard, every reduction completed before it returns. A collective: at
+ * ZeRO 2 every rank makes the same number of calls per optimizer step
+ * (run_zero2_pad for the micro-batches a rank lacks). */
+base_status run_backward(run_ctx *c, model_train *tr, const float *g_logp, const float *g_ent, float *grads);
+/* ZeRO 2: `passes` backward passes' reductions with zero windows (a rank
+ * with fewer micro-batches, or one whose micro-batch failed before its
+ * backward, so that no rank waits for it); a no-op otherwise. */
+base_status run_zero2_pad(run_ctx *c, int64_t passes);
+/* The optimizer step: optim_step, or with sharded gradients the global
+ * norm from every rank's shard (sums of squares added in rank order)
+ * then optim_step_sumsq. A collective at ZeRO 2. */
+base_status run_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *info);
+/* ZeRO 3 (run_zero.c): run_zero3_begin, once the stage has what needs the
+ * whole policy (the reference copy, the rollout engine, the resumed
+ * optimizer state): the rank's shard of the master parameters copied out,
+ * the policy's arena released (model_arena_release) with the unit hook
+ * that all-gathers a unit into a parameter window. run_zero3_end, at the
+ * stage's successful end: the arena back, every rank's shard gathered
+ * into it. run_zero3_write_weights (run_ckpt_save, into the checkpoint's
+ * temporary directory): every rank writes its shard's part of the
+ * consolidated model.safetensors (run_ckpt_write_range; shard_bytes as
+ * run_ckpt_write_weights). No-ops below stage 3. Collectives. */
+base_status run_zero3_begin(run_ctx *c);
+base_status run_zero3_end(run_ctx *c);
+base_status run_zero3_write_weights(run_ctx *c, const char *dir, uint64_t shard_bytes);
+/* ZeRO 3: a phase of forward-only passes of the policy whose number differs
+ * by rank (the rollout's prefills and decode steps, the old log-probs).
+ * Every unit gather is a collective, so within a phase (run_zero3_phase,
+ * then the passes, then run_zero3_sync on every rank, whatever failed)
+ * each pass starts with a one-integer agreement, and a rank that has
+ * finished (in run_zero3_sync) makes the gathers of every pass the others
+ * still make, until none does. run_zero3_phase returns 1 when a phase
+ * started (stage 3), 0 otherwise; run_zero3_sync is a no-op outside a
+ * phase. Collectives. */
+int run_zero3_phase(run_ctx *c);
+base_status run_zero3_sync(run_ctx *c);
+/* run_param_update of a released policy: the tensor gathered from the
+ * shards, fn applied on every rank, each rank's part written back. */
+base_status run_zero3_param_update(run_ctx *c, const model_param *p, void (*fn)(float *, int64_t, void *),
+                                   void *ctx);
+
 /* Loss statistics merged over the ranks (sums added, extremes min / max,
  * flags or'ed), in place: every rank gets the step's. */
 base_status run_reduce_loss_stats(run_ctx *c, grpo_loss_stats *s);
@@ -408,9 +462,23 @@ base_status run_stage_sample_check(const recipe_stage_cfg *stage);
  * adapter (c->lora) the trainable parameters are the adapter's (its own
  * gradient arena; grads is not used: pass NULL, the base is frozen). */
 base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max_steps, float *grads, optim *o);
+/* optim_free, and the stage's ZeRO 2 state (c->z2). */
+void run_optim_free(run_ctx *c, optim *o);
 /* The base's gradient arena for a training stage: NULL with a LoRA adapter
- * (frozen base: model_backward skips its weight gradients). */
-float *run_policy_grads(run_ctx *c);
+ * (frozen base: model_backward skips its weight gradients) and at ZeRO 2
+ * (the gradients are run_optim_new's shard). */
+float *run_policy_grads(run_ctx *c, const recipe_train_cfg *train);
+/* Apply a host-side update to the policy's master values of one parameter
+ * by name (the MoE router bias after a step, ...): fn(vals, numel, ctx) on
+ * the host copy of the tensor, written back and the compute copy
+ * refreshed. Every rank calls it with the same fn (the weights are
+ * replicated at ZeRO 0, 1 and 2: each rank updates its copy the same way;
+ * at ZeRO 3 the tensor is gathered from the shards and each rank writes
+ * its part back: run_zero3_param_update). A collective at ZeRO 3.
+ * Errors: no such parameter (BASE_ERR_INVALID naming it), a frozen model
+ * without master weights (BASE_ERR_UNSUPPORTED). */
+base_status run_param_update(run_ctx *c, const char *name, void (*fn)(float *vals, int64_t numel, void *ctx),
+                             void *ctx);
 /* After an optimizer step: the compute weights of what it updated (the
  * adapter's bf16 copy with LoRA, else the policy's; bf16 mode). */
 void run_sync_policy(run_ctx *c);

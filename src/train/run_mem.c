@@ -21,11 +21,19 @@
  * replicated; at ZeRO 1, m and v cover the rank's run_split range of the
  * trained arena, and the parameter all-gather after each optimizer step
  * sends a copy of that range (run_gather_params), live on top of the rest.
+ * At ZeRO 2 the gradient arena is replaced by the rank's shard of the same
+ * range and the unit windows (two of the largest unit, and a tied
+ * embedding's: model_grad_windows), all held through the stage (run_zero.c).
  */
 #include "run_internal.h"
 
 base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, run_grpo_mem *out) {
     memset(out, 0, sizeof *out);
+    if (sh->zero_stage < 0 || sh->zero_stage > 3)
+        return base_err_set(BASE_ERR_INVALID, "ZeRO stage %d: expected 0, 1, 2 or 3", sh->zero_stage);
+    if (sh->zero_stage >= 2 && sh->lora)
+        return base_err_set(BASE_ERR_UNSUPPORTED, "ZeRO %d with a LoRA adapter: its gradients are not sharded "
+                            "(zero_stage 0 or 1)", sh->zero_stage);
     /* the activations' precision: bf16 on a device backend in bf16 / fp8
      * (the policy's compute dtype), f32 on the CPU whatever the storage */
     model_precision prec = sh->device != TENSOR_CPU && sh->load.precision != MODEL_F32 ? MODEL_BF16 : MODEL_F32;
@@ -60,9 +68,20 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
         }
     }
     int64_t lo = 0, hi = numel;
-    if (sh->zero_stage == 1) run_split(numel, rank, W, &lo, &hi);
+    if (sh->zero_stage >= 1) run_split(numel, rank, W, &lo, &hi);
+    out->numel = numel;
     out->optimizer = 2 * (size_t)(hi - lo) * sizeof(float);
-    if (sh->zero_stage == 1 && W > 1) out->gather = hi > lo ? (size_t)(hi - lo) * sizeof(float) : sizeof(float);
+    if ((sh->zero_stage == 1 || sh->zero_stage == 2) && W > 1)
+        out->gather = hi > lo ? (size_t)(hi - lo) * sizeof(float) : sizeof(float);
+    if (sh->zero_stage == 3) { /* the arena released: the master shard and the parameter windows instead */
+        int bf16 = sh->device != TENSOR_CPU && sh->load.precision == MODEL_BF16;
+        size_t win = 2 * (size_t)pm.grad_window + (size_t)pm.grad_window_emb;
+        out->weights = out->weights - pm.master - pm.compute + (hi > lo ? (size_t)(hi - lo) : 1) * sizeof(float) +
+                       win * sizeof(float) + (bf16 ? win * sizeof(uint16_t) : 0);
+    }
+    if (sh->zero_stage >= 2) /* run_zero2_new: the shard, two windows, a tied embedding's */
+        out->grads = (hi > lo ? (size_t)(hi - lo) : 1) * sizeof(float) +
+                     (2 * (size_t)pm.grad_window + (size_t)pm.grad_window_emb) * sizeof(float);
     rollout_limits rl = {.max_seqs = (int)(local * sh->num_generations), .max_prompts = (int)local,
                          .max_group = (int)sh->num_generations, .max_prompt_len = sh->max_prompt,
                          .max_new_tokens = sh->max_completion};
@@ -92,12 +111,26 @@ void run_grpo_comm_volume(const model_config *mc, const run_grpo_shape *sh, run_
     int W = sh->world > 1 ? sh->world : 1;
     if (W == 1) return;
     model_mem pm;
+    memset(&pm, 0, sizeof pm);
     double bytes; /* the trained arena, f32 */
     if (sh->lora) bytes = (double)model_lora_param_bytes(mc, sh->lora);
     else if (!model_memory_plan(mc, &sh->load, sh->device, &pm)) bytes = (double)pm.params * sizeof(float);
     else bytes = 0;
-    out->grad_allreduce = 2.0 * (W - 1) / W * bytes;
-    if (sh->zero_stage == 1) out->param_allgather = (double)(W - 1) / W * bytes;
+    if (sh->zero_stage >= 2 && !sh->lora) { /* a reduce-scatter of every unit per micro-batch */
+        double units = (double)pm.grad_units * sizeof(float);
+        int64_t rows = sh->prompts * sh->num_generations, mb = sh->micro_batch > 0 ? sh->micro_batch : rows;
+        int64_t mine = (rows + W - 1) / W;
+        out->micro_batches = (mine + mb - 1) / mb;
+        out->grad_reduce_scatter = (double)out->micro_batches * (W - 1) / W * units + 2.0 * (W - 1) / W * 8;
+    } else {
+        out->grad_allreduce = 2.0 * (W - 1) / W * bytes;
+    }
+    if (sh->zero_stage == 1 || sh->zero_stage == 2) out->param_allgather = (double)(W - 1) / W * bytes;
+    if (sh->zero_stage == 3 && !sh->lora) {
+        double units = (double)pm.grad_units * sizeof(float) * (W - 1) / W;
+        out->train_allgather = 2.0 * (double)out->micro_batches * units;
+        out->rollout_allgather = (double)(sh->max_completion > 0 ? sh->max_completion : 1) * units;
+    }
     /* run_reduce_loss_stats: 14 + 2 doubles and 5 int32, each all-reduced
      * (ring: 2 (W-1)/W of the payload) */
     out->metrics = 2.0 * (W - 1) / W * (16 * sizeof(double) + 5 * sizeof(int32_t));

@@ -222,7 +222,7 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
                              .recompute = g->cfg->train.gradient_checkpointing};
     if (!s) s = model_train_new(c->policy, &tl, &g->tr);
     if (!s) {
-        g->grads = run_policy_grads(c);
+        g->grads = run_policy_grads(c, &g->cfg->train);
         s = run_optim_new(c, &g->cfg->train, g->cfg->max_steps * g->mu * g->spg, g->grads, &g->opt);
     }
     if (!s) s = run_moe_init(c, &g->cfg->train, &g->moe);
@@ -269,6 +269,13 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
         if (!s) s = run_summary_set(c, st->name, sum);
         else cJSON_Delete(sum);
     }
+    if (!s && g->cfg->train.zero_stage == 3 && g->cfg->sync_ref_model)
+        s = base_err_set(BASE_ERR_UNSUPPORTED, "sync_ref_model with zero_stage = 3: the reference mix reads the whole "
+                         "policy, which stage 3 shards (zero_stage <= 2)");
+    if (!s && g->cfg->train.zero_stage == 3) { /* the policy's arena released: each rank keeps its shard */
+        s = run_zero3_begin(c);
+        if (!s && c->ops->device == TENSOR_CPU) ops_cpu_reset_peak(); /* the stage's peak, without the arena */
+    }
     g->weights = base_xmalloc((size_t)(b->F > 0 ? b->F : 1) * sizeof(float));
     for (int f = 0; f < b->F; f++) g->weights[f] = (float)reward_pool_func_weight(g->pool, f);
     g->keep = base_xmalloc((size_t)b->P + 1);
@@ -283,7 +290,7 @@ static void stage_close(grpo_stage *g) {
     if (g->prog_on) base_progress_finish(&g->prog);
     free(g->weights), free(g->keep), free(g->cur.perm);
     if (g->b.pids) grpo_bufs_free(&g->b);
-    optim_free(&g->opt);
+    run_optim_free(g->c, &g->opt);
     run_moe_free(&g->moe);
     if (g->grads) g->c->ops->free(g->grads);
     model_train_free(g->tr);
@@ -354,6 +361,7 @@ static base_status old_logprobs(grpo_stage *g, grpo_step *ss) {
      * rank's shared, so the correction below sees the whole batch */
     int64_t lo, hi;
     run_split(b->n, c->rank, c->world, &lo, &hi);
+    run_zero3_phase(c); /* ZeRO 3: the ranks' forwards differ in number (run_zero3_sync below) */
     for (int j0 = (int)lo; j0 < hi && !s; j0 += b->mb) {
         int nm = j0 + b->mb < hi ? b->mb : (int)hi - j0;
         model_batch mbt;
@@ -371,6 +379,8 @@ static base_status old_logprobs(grpo_stage *g, grpo_step *ss) {
             pos += b->plen[j] + b->clen[j];
         }
     }
+    base_status zs = run_zero3_sync(c); /* ZeRO 3: forwards of ranks with fewer rows padded */
+    if (!s) s = zs;
     s = run_agree(c, s, "the old policy's log-probs");
     if (!s) s = run_share_rows(c, b->old_lp, b->max_new, b->clen, b->ord, b->n);
     if (!s && g->gc->importance_sampling_correction)
@@ -438,8 +448,7 @@ static base_status train_micro(grpo_stage *g, const grpo_config *gcs, const grpo
     grpo_loss_stats_merge(ostats, &ls);
     grpo_bufs_scatter(b, ix, nm, b->g, b->g_pos);
     grpo_bufs_scatter(b, ix, nm, b->gent, b->gent_pos);
-    model_backward(g->tr, b->g_pos, b->gent_pos, g->grads);
-    return BASE_OK;
+    return run_backward(g->c, g->tr, b->g_pos, b->gent_pos, g->grads);
 }
 
 /* train: num_iterations passes over the batch, each split into
@@ -483,24 +492,31 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
                 grpo_bufs_pack(b, b->ord + j0, j0 + b->mb < hi ? b->mb : hi - j0, &mbt, &gb);
                 norm.n_tokens += grpo_count_loss_tokens(g->gc, &gb);
             }
-            int64_t mlo = 0, mhi = 0;
+            int64_t mlo = 0, mhi = 0, rounds = 0, done = 0; /* the most micro-batches of a rank, this rank's backwards */
             for (int r = 0; r < c->world; r++) {
                 int64_t a, z;
                 run_split(hi - lo, r, c->world, &a, &z);
                 norm.n_micro += (z - a + b->mb - 1) / b->mb;
+                if ((z - a + b->mb - 1) / b->mb > rounds) rounds = (z - a + b->mb - 1) / b->mb;
                 if (r == c->rank) mlo = lo + a, mhi = lo + z;
             }
             optim_zero_grad(&g->opt);
             run_moe_aux_begin(&g->moe, g->tr, norm.n_seqs); /* the balance loss: a mean over the step's sequences */
-            for (int j0 = (int)mlo; j0 < mhi && !s; j0 += b->mb)
+            for (int j0 = (int)mlo; j0 < mhi && !s; j0 += b->mb) {
                 s = train_micro(g, &gcs, &norm, b->ord + j0, j0 + b->mb < mhi ? b->mb : (int)mhi - j0, need_old,
                                 &ss->lstats, &ostats);
+                if (!s) done++;
+            }
+            if (c->z2) { /* ZeRO 2: the other ranks' remaining micro-batch reductions */
+                base_status p = run_zero2_pad(c, rounds - done);
+                if (!s) s = p;
+            }
             if (!s) s = run_test_fault(c);
             s = run_agree(c, s, "the training step");
             if (!s) s = run_reduce_grads(c, g->grads);
             if (!s) s = run_reduce_loss_stats(c, &ostats); /* the entropy control sees the whole step */
             if (s) break;
-            optim_step(&g->opt, (step * mu + it) * spg + part, &ss->info);
+            if ((s = run_optim_step(c, &g->opt, (step * mu + it) * spg + part, &ss->info))) break;
             if ((s = run_gather_params(c, &g->opt))) break; /* ZeRO 1: every rank's updated shard */
             if ((s = run_moe_update(c, &g->moe, !ss->info.skipped))) break; /* global loads, the bias step */
             run_sync_policy(c); /* bf16 mode: refresh the compute weights */
@@ -698,6 +714,7 @@ base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *st, const run_ckp
         s = checkpoint(&g, step);
     }
     if (!s) s = record_peak(&g);
+    if (!s) s = run_zero3_end(c); /* ZeRO 3: the trained weights whole again for what follows */
     stage_close(&g);
     return s ? base_err_wrap(s, "stage '%s'", st->name) : BASE_OK;
 }

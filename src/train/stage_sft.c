@@ -292,7 +292,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
                              .recompute = sf->train.gradient_checkpointing};
     if (!s) s = model_train_new(c->policy, &tl, &tr);
     if (!s) {
-        grads = run_policy_grads(c);
+        grads = run_policy_grads(c, &sf->train);
         s = run_optim_new(c, &sf->train, total, grads, &opt);
     }
     run_moe moe; /* expert loads and the router bias step (run_moe.c) */
@@ -303,6 +303,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
         step0 = run_ckpt_state(resume)->stage_step;
         s = run_ckpt_load_optim(resume, &opt);
     }
+    if (!s) s = run_zero3_begin(c); /* ZeRO 3: the policy's arena released, each rank keeps its shard */
     size_t T = (size_t)(bs * max_len);
     int32_t *ids = base_xmalloc(T * sizeof(int32_t)), *tgt = base_xmalloc(T * sizeof(int32_t));
     int32_t *rid = base_xmalloc((size_t)max_len * sizeof(int32_t)), *rtg = base_xmalloc((size_t)max_len * sizeof(int32_t));
@@ -324,8 +325,13 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
          * micro-batches of bs rows. Several ranks: the loss tokens are
          * counted over all of them; each rank trains its run_split share
          * of t, and the gradients and losses are summed over the ranks */
-        int64_t n_tok_step = 0, seq_step = 0, tokens = 0, R = ga * bs, mine_lo, mine_hi;
+        int64_t n_tok_step = 0, seq_step = 0, tokens = 0, R = ga * bs, mine_lo, mine_hi, rounds = 0, done = 0;
         run_split(R, c->rank, c->world, &mine_lo, &mine_hi);
+        for (int r = 0; r < c->world; r++) { /* the most micro-batches of a rank (ZeRO 2's reductions) */
+            int64_t a, z;
+            run_split(R, r, c->world, &a, &z);
+            if ((z - a + bs - 1) / bs > rounds) rounds = (z - a + bs - 1) / bs;
+        }
         for (int pass = 0; pass < 2 && !s; pass++) { /* pass 0 counts loss tokens, pass 1 trains */
             double loss = 0;
             int64_t t_lo = pass == 0 ? 0 : mine_lo, t_hi = pass == 0 ? R : mine_hi;
@@ -372,7 +378,12 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
                 s = sft_loss(lp, mask, nt, n_tok_step, g, &ls);
                 if (s) break;
                 loss += ls.loss;
-                model_backward(tr, g, NULL, grads);
+                s = run_backward(c, tr, g, NULL, grads);
+                if (!s) done++;
+            }
+            if (pass == 1 && c->z2) { /* ZeRO 2: the other ranks' remaining micro-batch reductions */
+                base_status p = run_zero2_pad(c, rounds - done);
+                if (!s) s = p;
             }
             if (pass == 1) { /* every rank's share */
                 s = run_agree(c, s, "the training step");
@@ -383,7 +394,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
             }
             if (pass == 1 && !s) {
                 optim_step_info info;
-                optim_step(&opt, k, &info);
+                if ((s = run_optim_step(c, &opt, k, &info))) break;
                 if ((s = run_gather_params(c, &opt))) break; /* ZeRO 1: every rank's updated shard */
                 if ((s = run_moe_update(c, &moe, !info.skipped))) break; /* global loads, the bias step */
                 run_sync_policy(c); /* bf16 mode: refresh the compute weights */
@@ -420,9 +431,10 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
             s = run_ckpt_save(c, &rs, &opt, NULL, (int)keep);
         }
     }
+    if (!s) s = run_zero3_end(c); /* ZeRO 3: the trained weights whole again for what follows */
     if (!c->opts.quiet && tr && step0 < total) base_progress_finish(&prog);
     free(ids), free(tgt), free(rid), free(rtg), free(cu), free(rcu), free(mask), free(rmask), free(lp), free(g), free(order);
-    optim_free(&opt);
+    run_optim_free(c, &opt);
     run_moe_free(&moe);
     if (grads) c->ops->free(grads);
     model_train_free(tr);

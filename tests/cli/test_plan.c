@@ -2,9 +2,10 @@
  * run_grpo_memory's for the shape it prints (the planner tests/dist/
  * test_dp.c checks against every rank's allocations), for rank 0 and the
  * rank with the largest ZeRO-1 shard (3 ranks: the shards are uneven),
- * full and LoRA; the communication volume is the ring's 2 (W-1)/W of the
- * gradient arena (and (W-1)/W for ZeRO 1's all-gather); ZeRO 2 and 3 and
- * bad values are refused. */
+ * full at ZeRO 0-3 and LoRA at ZeRO 0-1; the communication volume is the
+ * ring's 2 (W-1)/W of the gradient arena (and (W-1)/W for ZeRO 1's
+ * all-gather), at ZeRO 2 and 3 run_grpo_comm_volume's reduce-scatters and
+ * gathers; LoRA at ZeRO 2 and bad values are refused. */
 #include "common/test_common.h"
 
 #include <stdio.h>
@@ -41,7 +42,7 @@ static void test_plan_roles(void **state) {
     assert_int_equal(model_config_load(cfgp, &mc), BASE_OK);
     model_lora_config lc = {.r = 4, .lora_alpha = 8, .targets = (1u << MODEL_LORA_NTARGETS) - 1};
     for (int lora = 0; lora < 2; lora++)
-        for (int zero = 0; zero < 2; zero++) {
+        for (int zero = 0; zero < (lora ? 2 : 4); zero++) {
             char args[1024], *out;
             const int W = 3;
             snprintf(args, sizeof args, "plan --model '%s' --gpus %d --zero %d --precision bf16 %s", cfgp, W, zero,
@@ -67,30 +68,48 @@ static void test_plan_roles(void **state) {
             assert_int_equal(printed(out, "  AdamW m, v"), (long long)m[0].optimizer);
             assert_int_equal(printed(out, "  activations"), (long long)m[0].activations);
             assert_int_equal(printed(out, "  rollout (KV cache, tables, workspace)"), (long long)m[0].rollout);
-            assert_int_equal(printed(out, "  ZeRO 1 all-gather copy"), (long long)m[0].gather);
+            assert_int_equal(printed(out, "  ZeRO 1/2 all-gather copy"), (long long)m[0].gather);
+            if (zero == 3) assert_int_equal(m[0].gather, 0);
             assert_int_equal(printed(out, "  total"), (long long)m[0].total);
             assert_int_equal(printed2(out, "  AdamW m, v"), (long long)m[big].optimizer);
             assert_int_equal(printed2(out, "  total"), (long long)m[big].total);
             if (lora) assert_int_equal(printed(out, "  LoRA adapter"), (long long)m[0].adapter);
-            /* ZeRO 1: each rank's m and v its share; ZeRO 0: the whole arena's */
-            size_t sum = 0;
+            /* ZeRO >= 1: each rank's m and v its share; ZeRO 0: the whole arena's */
+            size_t sum = 0, arena = (size_t)m[0].numel * sizeof(float);
             for (int r = 0; r < W; r++) sum += m[r].optimizer;
-            assert_int_equal(sum, (zero ? 2 : 2 * W) * m[0].grads);
-            double g = (double)m[0].grads;
-            assert_int_equal(printed(out, "gradient all-reduce"), (long long)(2.0 * (W - 1) / W * g + 0.5));
-            assert_int_equal(printed(out, "ZeRO 1 parameter all-gather"),
-                             zero ? (long long)((double)(W - 1) / W * g + 0.5) : 0);
+            assert_int_equal(sum, (zero ? 2 : 2 * W) * arena);
+            if (zero < 2) assert_int_equal(m[0].grads, arena);
+            else assert_true(m[0].grads < arena); /* the shard and the unit windows */
+            double g = (double)arena;
+            run_grpo_comm cv;
+            run_grpo_comm_volume(&mc, &sh, &cv);
+            if (zero < 2) {
+                assert_int_equal(printed(out, "gradient all-reduce"), (long long)(2.0 * (W - 1) / W * g + 0.5));
+            } else {
+                char label[64];
+                snprintf(label, sizeof label, "gradient reduce-scatters (%lld mb)", (long long)cv.micro_batches);
+                assert_int_equal(printed(out, label), (long long)(cv.grad_reduce_scatter + 0.5));
+                assert_true(cv.grad_allreduce == 0 && cv.micro_batches >= 1);
+            }
+            if (zero < 3) {
+                assert_int_equal(printed(out, "ZeRO 1/2 parameter all-gather"),
+                                 zero ? (long long)((double)(W - 1) / W * g + 0.5) : 0);
+            } else {
+                assert_int_equal(printed(out, "ZeRO 3 unit gathers, training"), (long long)(cv.train_allgather + 0.5));
+                assert_int_equal(printed(out, "ZeRO 3 unit gathers, rollout"), (long long)(cv.rollout_allgather + 0.5));
+                assert_true(cv.param_allgather == 0 && cv.train_allgather > 0);
+            }
             assert_non_null(strstr(out, "fits in 80 GB: yes"));
             assert_non_null(strstr(out, "smallest GPU count it fits on (ZeRO"));
             free(out);
         }
-    const char *bad[] = {"--zero 2", "--zero 3", "--gpus 0", "--precision fp4", "--gpu-memory 80TB"};
+    const char *bad[] = {"--zero 2 --lora-r 4", "--zero 4", "--gpus 0", "--precision fp4", "--gpu-memory 80TB"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char args[1024], *out;
         snprintf(args, sizeof args, "plan --model '%s' --gpus 2 %s", cfgp, bad[i]);
         int rc = test_run_grpo(args, &out);
         if (rc != 2 && rc != 1) fail_msg("%s: rc %d\n%s", args, rc, out);
-        if (i < 2) assert_non_null(strstr(out, "ZeRO stages 2 and 3 are not built"));
+        if (i == 0) assert_non_null(strstr(out, "ZeRO 2 with a LoRA adapter"));
         free(out);
     }
     free(cfgp);

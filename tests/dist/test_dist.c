@@ -8,6 +8,9 @@
  *     (one segment and several), integers exact, MAX / MIN;
  *   - reduce_scatter, all_gather, all_gather with counts, broadcast,
  *     all_to_all with counts, barrier;
+ *   - the non-blocking reduce-scatter with counts (ZeRO 2): two requests
+ *     in flight at once, uneven and empty blocks, written and added (+=),
+ *     each element the rank-ordered double sum, bit for bit;
  *   - statistics count calls and bytes;
  *   - split communicators (expert parallelism's groups);
  *   - bad arguments and a failing MPI call are errors naming the call, the
@@ -137,6 +140,50 @@ static void test_reduce_scatter(void **state) {
     assert_int_equal(ri[0], (W - 1) * 100 + 2 * R);
     assert_int_equal(ri[1], (W - 1) * 100 + 2 * R + 1);
     free(send), free(recv);
+}
+
+/* Block sizes of the non-blocking reduce-scatter: uneven, some empty. */
+static size_t rs_count(int r, int pass) { return (size_t)((r * 7 + pass * 3) % 5) * (pass ? 1000 : 3); }
+
+static void test_ireduce_scatterv(void **state) {
+    (void)state;
+    size_t counts[2][64], total[2] = {0, 0};
+    assert_true(W <= 64);
+    for (int p = 0; p < 2; p++)
+        for (int r = 0; r < W; r++) counts[p][r] = rs_count(r, p), total[p] += counts[p][r];
+    float *send[2], *recv[2];
+    for (int p = 0; p < 2; p++) { /* every rank's blocks: rank R's value at the element's global index */
+        send[p] = malloc((total[p] + 1) * sizeof(float));
+        recv[p] = malloc((counts[p][R] + 1) * sizeof(float));
+        for (size_t i = 0; i < total[p]; i++) send[p][i] = val_f32(R, i + 17 * (size_t)p);
+        for (size_t i = 0; i < counts[p][R]; i++) recv[p][i] = val_f32(W + 5, i); /* what += adds to */
+    }
+    dist_request *q[2];
+    for (int p = 0; p < 2; p++) /* both in flight, written (pass 0) and added (pass 1) */
+        assert_int_equal(dist_ireduce_scatterv(dist_world(), send[p], recv[p], counts[p], DIST_F32, p, &q[p]),
+                         BASE_OK);
+    assert_int_equal(dist_wait(q[1]), BASE_OK);
+    assert_int_equal(dist_wait(q[0]), BASE_OK);
+    for (int p = 0; p < 2; p++) {
+        size_t off = 0, bad = 0;
+        for (int r = 0; r < R; r++) off += counts[p][r];
+        for (size_t i = 0; i < counts[p][R]; i++) {
+            double acc = val_f32(0, off + i + 17 * (size_t)p);
+            for (int r = 1; r < W; r++) acc += val_f32(r, off + i + 17 * (size_t)p);
+            float want = p ? (float)((double)val_f32(W + 5, i) + acc) : (float)acc;
+            if (memcmp(&want, &recv[p][i], sizeof want)) bad++;
+        }
+        assert_int_equal(bad, 0);
+        free(send[p]), free(recv[p]);
+    }
+    /* f32 / f64 sums only; NULL waits */
+    dist_request *none = NULL;
+    int32_t i32 = 0;
+    size_t one[64];
+    for (int r = 0; r < W; r++) one[r] = 0;
+    assert_int_equal(dist_ireduce_scatterv(dist_world(), &i32, &i32, one, DIST_I32, 0, &none), BASE_ERR_INVALID);
+    assert_null(none);
+    assert_int_equal(dist_wait(NULL), BASE_OK);
 }
 
 static void test_gather_broadcast(void **state) {
@@ -278,7 +325,7 @@ int main(int argc, char **argv) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_runtime),     cmocka_unit_test(test_allreduce_f32),    cmocka_unit_test(test_allreduce_other),
-        cmocka_unit_test(test_reduce_scatter), cmocka_unit_test(test_gather_broadcast), cmocka_unit_test(test_alltoallv),
+        cmocka_unit_test(test_reduce_scatter), cmocka_unit_test(test_ireduce_scatterv), cmocka_unit_test(test_gather_broadcast), cmocka_unit_test(test_alltoallv),
         cmocka_unit_test(test_stats),       cmocka_unit_test(test_errors),
         cmocka_unit_test(test_split),
     };

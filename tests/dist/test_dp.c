@@ -25,7 +25,7 @@
  *     a checkpoint that resumes.
  * MPIRUN (tests/dist/meson.build) is the launcher; OMPI_* in the test
  * environment let Open MPI run as root and oversubscribe CI's cores. */
-#include "common/test_common.h"
+#include "dp_common.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -37,201 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "base/base.h"
 #include "io/st.h"
-
-static char *DIR_;   /* temp: model/, data.jsonl, vary.lua, flaky.lua, r.lua, runs/ */
-static char *RECIPE; /* DIR_/r.lua */
-
-/* Agreement with world size 1 of the losses, gradient norms and weights:
- * |a - b| <= TOL * max(1, |b|). Measured: 1.3e-6 relative on the gradient
- * norm, 1e-7 on the losses (float partial sums added in another grouping). */
-#define TOL 1e-4
-
-static char *path_of(const char *rel) {
-    base_buf b = {0};
-    base_buf_printf(&b, "%s/%s", DIR_, rel);
-    return b.data;
-}
-
-__attribute__((noinline)) static char *read_rel(const char *rel) {
-    char *p = path_of(rel), *t = NULL;
-    size_t n;
-    if (base_read_file(p, &t, &n)) fail_msg("%s", base_err_msg());
-    free(p);
-    return t;
-}
-
-static int exists_rel(const char *rel) {
-    char *p = path_of(rel);
-    int ok = base_file_exists(p);
-    free(p);
-    return ok;
-}
-
-static void write_rel(const char *rel, const char *text) {
-    char *p = path_of(rel);
-    test_write_file(p, text, strlen(text));
-    free(p);
-}
-
-static int setup(void **state) {
-    (void)state;
-    DIR_ = test_tmpdir();
-    RECIPE = path_of("r.lua");
-    char *m = path_of("model");
-    test_tiny_model(m, 1);
-    free(m);
-    base_buf b = {0};
-    for (int i = 0; i < 40; i++)
-        base_buf_printf(&b, "{\"prompt\": \"What is %d + %d?\", \"answer\": \"%d\", \"completion\": \"%d\"}\n", i,
-                        7 * i % 13, i + 7 * i % 13, i + 7 * i % 13);
-    write_rel("data.jsonl", b.data);
-    /* a reward that varies within a group (the weights move); one that
-     * fails on the prompts with a 3 in them (reward_errors.log) */
-    write_rel("vary.lua",
-              "return function(s) return (#s.completion % 5) / 4 + (s.completion:find('1') and 0.5 or 0) end\n");
-    write_rel("flaky.lua", "return function(s) if s.prompt:find('3') then error('no threes') end return 0 end\n");
-    base_buf_reset(&b);
-    base_buf_printf(&b,
-                    "return {\n"
-                    "  name = 'dp', model = '%s/model', output_dir = '%s/runs', seed = 5, device = 'cpu',\n"
-                    "  template = 'Q: {prompt}\\nA: ', report = false, threads = 1,\n"
-                    "  datasets = { train = '%s/data.jsonl' },\n"
-                    "  rewards = { '%s/vary.lua:1.0', '%s/flaky.lua:0.1' },\n"
-                    "  stages = {\n"
-                    "    { type = 'sample', name = 'rows', dataset = 'train', limit = 10, num_generations = 2,\n"
-                    "      max_completion_length = 8 },\n"
-                    "    { type = 'eval', name = 'eval_before', dataset = 'train', limit = 6, num_generations = 2,\n"
-                    "      max_completion_length = 8 },\n"
-                    "    { type = 'grpo', dataset = 'train', num_generations = 4, generation_batch_size = 16,\n"
-                    "      max_steps = 3, max_completion_length = 10, learning_rate = 3e-3, beta = 0.01,\n"
-                    "      save_steps = 1, per_device_train_batch_size = 2, log_completions_steps = 1 },\n"
-                    "    { type = 'sft', dataset = 'train', max_steps = 3, per_device_train_batch_size = 2,\n"
-                    "      learning_rate = 1e-3, save_steps = 1 },\n"
-                    "  },\n"
-                    "}\n",
-                    DIR_, DIR_, DIR_, DIR_, DIR_);
-    write_rel("r.lua", b.data);
-    base_buf_free(&b);
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    test_rmdir(DIR_);
-    free(DIR_), free(RECIPE);
-    return 0;
-}
-
-/* `mpirun -np NP grpo run RECIPE --quiet --set name=NAME ARGS...` with its
- * stderr in DIR_/NAME.err (appended), env (NAME=VALUE) set when not NULL;
- * returns the pid of mpirun. */
-static pid_t spawn(int np, const char *name, const char *env, const char *const *args) {
-    const char *exe = getenv("GRPO_EXE"), *mpirun = getenv("MPIRUN");
-    assert_non_null(exe);
-    assert_non_null(mpirun);
-    char errf[64], nps[16], set[96];
-    snprintf(errf, sizeof errf, "%s.err", name);
-    snprintf(nps, sizeof nps, "%d", np);
-    snprintf(set, sizeof set, "name=%s", name);
-    char *err = path_of(errf);
-    fflush(stdout), fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        if (env) putenv((char *)env);
-        if (!freopen(err, "a", stderr)) _exit(126);
-        if (!freopen("/dev/null", "w", stdout)) _exit(126);
-        const char *argv[40] = {mpirun, "--oversubscribe", "-np", nps, exe, "run", RECIPE, "--quiet", "--set", set};
-        int n = 10;
-        for (int i = 0; args && args[i] && n < 39; i++) argv[n++] = args[i];
-        argv[n] = NULL;
-        execv(mpirun, (char *const *)argv);
-        _exit(127);
-    }
-    free(err);
-    return pid;
-}
-
-/* The exit status of pid (mpirun), failing when a signal ended it. */
-static int wait_exit(pid_t pid) {
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    if (!WIFEXITED(st)) fail_msg("mpirun did not exit (signal %d)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    return WEXITSTATUS(st);
-}
-
-static int run_np(int np, const char *name, const char *env, const char *const *args) {
-    return wait_exit(spawn(np, name, env, args));
-}
-
-static char *err_of(const char *name) {
-    char rel[96];
-    snprintf(rel, sizeof rel, "%s.err", name);
-    return read_rel(rel);
-}
-
-static void expect_ok(int rc, const char *name) {
-    if (rc != 0) {
-        char *e = err_of(name);
-        fail_msg("run %s: exit %d:\n%s", name, rc, e);
-    }
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* Wait (at most 60 s) until runs/NAME/metrics.jsonl has a line with needle
- * while mpirun (pid) runs. */
-static void wait_metrics(pid_t pid, const char *name, const char *needle) {
-    char rel[128];
-    snprintf(rel, sizeof rel, "runs/%s/metrics.jsonl", name);
-    for (int i = 0; i < 12000; i++) {
-        if (exists_rel(rel)) {
-            char *t = read_rel(rel);
-            int hit = strstr(t, needle) != NULL;
-            free(t);
-            if (hit) return;
-        }
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) fail_msg("run %s ended before its metrics had %s", name, needle);
-        usleep(5000);
-    }
-    fail_msg("run %s: metrics never had %s", name, needle);
-}
-
-/* Wait (at most 60 s) until rel exists while mpirun (pid) runs. */
-static void wait_exists(pid_t pid, const char *rel) {
-    for (int i = 0; i < 12000; i++) {
-        if (exists_rel(rel)) return;
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) fail_msg("the run ended before %s existed", rel);
-        usleep(5000);
-    }
-    fail_msg("%s never existed", rel);
-}
-
-/* The lines of rel that hold needle, concatenated. */
-static char *lines_with(const char *rel, const char *needle) {
-    char *t = read_rel(rel), *save = NULL;
-    base_buf b = {0};
-    base_buf_printf(&b, "%s", "");
-    for (char *l = strtok_r(t, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
-        if (strstr(l, needle)) base_buf_printf(&b, "%s\n", l);
-    free(t);
-    return b.data;
-}
-
-static void same_file(const char *a, const char *b) {
-    char *x = read_rel(a), *y = read_rel(b);
-    if (strcmp(x, y)) fail_msg("%s and %s differ", a, b);
-    free(x), free(y);
-}
 
 /* The moe/ metrics (expert loads, integer sums over the ranks) of the
  * metrics lines of stage `stage` in rel, printed exactly, one line per
@@ -259,97 +65,6 @@ static char *moe_metrics(const char *rel, const char *stage) {
     }
     free(t);
     return b.data;
-}
-
-static int close_enough(double a, double b, double tol) { return fabs(a - b) <= tol * (fabs(b) > 1 ? fabs(b) : 1); }
-
-/* metrics.jsonl of run a against run b: the same lines, each key of
- * `keys` within tol (0: the same double). */
-static void metrics_within(const char *a, const char *b, double tol) {
-    const char *keys[] = {"loss", "grad_norm", "reward", "kl", "entropy"};
-    char ra[128], rb[128];
-    snprintf(ra, sizeof ra, "runs/%s/metrics.jsonl", a);
-    snprintf(rb, sizeof rb, "runs/%s/metrics.jsonl", b);
-    char *ta = read_rel(ra), *tb = read_rel(rb), *sa = NULL, *sb = NULL;
-    char *la = strtok_r(ta, "\n", &sa), *lb = strtok_r(tb, "\n", &sb);
-    int lines = 0, compared = 0;
-    for (; la && lb; la = strtok_r(NULL, "\n", &sa), lb = strtok_r(NULL, "\n", &sb), lines++) {
-        cJSON *ja = cJSON_Parse(la), *jb = cJSON_Parse(lb);
-        assert_non_null(ja);
-        assert_non_null(jb);
-        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-            const cJSON *x = cJSON_GetObjectItemCaseSensitive(ja, keys[k]);
-            const cJSON *y = cJSON_GetObjectItemCaseSensitive(jb, keys[k]);
-            if (!y) continue;
-            if (!x || !cJSON_IsNumber(x) || !cJSON_IsNumber(y)) fail_msg("%s line %d: %s missing", ra, lines + 1, keys[k]);
-            if (!close_enough(x->valuedouble, y->valuedouble, tol))
-                fail_msg("%s line %d: %s = %.17g, %s has %.17g", ra, lines + 1, keys[k], x->valuedouble, rb,
-                         y->valuedouble);
-            compared++;
-        }
-        cJSON_Delete(ja), cJSON_Delete(jb);
-    }
-    if (la || lb) fail_msg("%s and %s have different numbers of lines", ra, rb);
-    assert_true(lines >= 6); /* 3 GRPO + 3 SFT steps (and a line per eval / sample stage) */
-    assert_true(compared >= 12);
-    free(ta), free(tb);
-}
-
-static void metrics_close(const char *a, const char *b) { metrics_within(a, b, TOL); }
-
-/* The weights of two checkpoints (rel paths of model.safetensors): the same
- * tensors, max |a - b| <= TOL * max(1, |b|) element by element, and some
- * weight moved from the base model (the test trains). */
-static void weights_close(const char *a, const char *b) {
-    char *pa = path_of(a), *pb = path_of(b), *p0 = path_of("model/model.safetensors");
-    st_file *fa, *fb, *f0;
-    if (st_open(pa, &fa) || st_open(pb, &fb) || st_open(p0, &f0)) fail_msg("%s", base_err_msg());
-    assert_int_equal(st_count(fa), st_count(fb));
-    double worst = 0;
-    int moved = 0;
-    for (int i = 0; i < st_count(fa); i++) {
-        const st_tensor *x = st_at(fa, i), *y = st_find(fb, x->name), *z = st_find(f0, x->name);
-        assert_non_null(y);
-        assert_int_equal(x->nbytes, y->nbytes);
-        int64_t n = st_numel(x);
-        float *u = base_xmalloc((size_t)n * sizeof(float)), *v = base_xmalloc((size_t)n * sizeof(float));
-        float *w = base_xmalloc((size_t)n * sizeof(float));
-        if (st_file_load(fa, x->name, TENSOR_F32, u, n) || st_file_load(fb, x->name, TENSOR_F32, v, n))
-            fail_msg("%s", base_err_msg());
-        if (z && !st_file_load(f0, x->name, TENSOR_F32, w, n) && memcmp(u, w, (size_t)n * sizeof(float))) moved = 1;
-        for (int64_t k = 0; k < n; k++) {
-            double d = fabs((double)u[k] - v[k]) / (fabs(v[k]) > 1 ? fabs(v[k]) : 1);
-            if (d > worst) worst = d;
-        }
-        free(u), free(v), free(w);
-    }
-    printf("# %s vs %s: largest weight difference %.3g (relative)\n", a, b, worst);
-    if (worst > TOL) fail_msg("%s vs %s: weights differ by %.3g (relative), above %g", a, b, worst, TOL);
-    assert_true(moved);
-    st_close(fa), st_close(fb), st_close(f0);
-    free(pa), free(pb), free(p0);
-}
-
-static void same_bytes(const char *a, const char *b) {
-    char *pa = path_of(a), *pb = path_of(b), *x = NULL, *y = NULL;
-    size_t nx, ny;
-    if (base_read_file(pa, &x, &nx) || base_read_file(pb, &y, &ny)) fail_msg("%s", base_err_msg());
-    if (nx != ny || memcmp(x, y, nx)) fail_msg("%s and %s differ", a, b);
-    free(x), free(y), free(pa), free(pb);
-}
-
-/* Files of the run's tb/ directory. */
-static int tb_files(const char *name) {
-    char rel[96];
-    snprintf(rel, sizeof rel, "runs/%s/tb", name);
-    char *p = path_of(rel);
-    DIR *d = opendir(p);
-    int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));)
-        if (e->d_name[0] != '.') n++;
-    if (d) closedir(d);
-    free(p);
-    return n;
 }
 
 /* ---- world sizes ---------------------------------------------------------- */
@@ -412,11 +127,12 @@ static void test_world_sizes(void **state) {
     free(l1), free(l4);
 }
 
-/* DeepSeek-V3's aux-loss-free bias update on 1 and 2 ranks: an SFT stage
- * with learning rate 0 from a router that sends every token to experts 0
- * and 1, router_bias_update_speed 0.05, 3 steps: the same expert loads
- * every step (bit for bit) and the same bias trajectory (the checkpoints
- * byte for byte; the bias moved). */
+/* DeepSeek-V3's aux-loss-free bias update on 1 and 2 ranks (and 2 ranks at
+ * ZeRO 3, the bias in the ranks' parameter shards): an SFT stage with
+ * learning rate 0 from a router that sends every token to experts 0 and 1,
+ * router_bias_update_speed 0.05, 3 steps: the same expert loads every step
+ * (bit for bit) and the same bias trajectory (the checkpoints byte for
+ * byte; the bias moved). */
 static void test_moe_bias(void **state) {
     (void)state;
     char *m = path_of("unbal");
@@ -440,9 +156,15 @@ static void test_moe_bias(void **state) {
     RECIPE = path_of("moe.lua");
     expect_ok(run_np(1, "moe1", NULL, NULL), "moe1");
     expect_ok(run_np(2, "moe2", NULL, NULL), "moe2");
+    /* ZeRO 3: the bias lives in the ranks' shards (run_param_add gathers it, each rank writes its part back) */
+    const char *z3[] = {"--set", "stages.sft.zero_stage=3", NULL};
+    expect_ok(run_np(2, "moe3", NULL, z3), "moe3");
     free(RECIPE);
     RECIPE = keep;
     char *m1 = moe_metrics("runs/moe1/metrics.jsonl", "sft"), *m2 = moe_metrics("runs/moe2/metrics.jsonl", "sft");
+    char *m3 = moe_metrics("runs/moe3/metrics.jsonl", "sft");
+    if (strcmp(m1, m3)) fail_msg("expert loads at ZeRO 3 differ from 1 rank:\n%s\n%s", m1, m3);
+    free(m3);
     printf("# expert loads, 1 rank:\n%s", m1);
     int lines = 0;
     for (char *q = m1; *q; q++) lines += *q == '\n';
@@ -453,6 +175,8 @@ static void test_moe_bias(void **state) {
         char a[96], c[96];
         snprintf(a, sizeof a, "runs/moe1/checkpoints/step-%d/model.safetensors", k);
         snprintf(c, sizeof c, "runs/moe2/checkpoints/step-%d/model.safetensors", k);
+        same_file(a, c);
+        snprintf(c, sizeof c, "runs/moe3/checkpoints/step-%d/model.safetensors", k);
         same_file(a, c);
     }
     char *p0 = path_of("unbal/model.safetensors"), *p3 = path_of("runs/moe1/checkpoints/step-3/model.safetensors");
@@ -533,81 +257,6 @@ static void test_resume(void **state) {
     metrics_close("r12", "w1");
 }
 
-/* ---- ZeRO stage 1 ---------------------------------------------------------- */
-
-static const char *const ZERO1[] = {"--set", "stages.grpo.zero_stage=1", "--set", "stages.sft.zero_stage=1", NULL};
-
-/* ARGS followed by ZERO1 when zero (a NULL-terminated list of at most 12). */
-static void with_zero(const char **out, const char *const *args, int zero) {
-    int n = 0;
-    for (int i = 0; args && args[i]; i++) out[n++] = args[i];
-    for (int i = 0; zero && ZERO1[i]; i++) out[n++] = ZERO1[i];
-    out[n] = NULL;
-}
-
-/* Run NAME on np ranks (ZeRO 1 when zero) unless it ran already in this
- * process (the world-size runs above, when run together). */
-static void ensure_run(int np, const char *name, const char *const *args, int zero) {
-    char rel[128];
-    snprintf(rel, sizeof rel, "runs/%s/checkpoints/step-6/model.safetensors", name);
-    if (exists_rel(rel)) return;
-    const char *a[16];
-    with_zero(a, args, zero);
-    expect_ok(run_np(np, name, NULL, a), name);
-}
-
-/* Stop a run after 2 steps on np1 ranks at ZeRO z1, resume it on np2 at
- * ZeRO z2. */
-static void stop_resume(const char *name, int np1, int z1, int np2, int z2) {
-    const char *stop2[] = {"--max-total-steps", "2", NULL}, *resume[] = {"--resume", NULL}, *a[16];
-    with_zero(a, stop2, z1);
-    expect_ok(run_np(np1, name, NULL, a), name);
-    with_zero(a, resume, z2);
-    expect_ok(run_np(np2, name, NULL, a), name);
-}
-
-/* The optimizer shards of checkpoint rel (a step-N dir) of a ZeRO-1 run on
- * w ranks: one file per rank, no optimizer.safetensors, each rank's m and
- * v the balanced range [n r / w, n (r + 1) / w) of the arena (8 bytes x
- * its elements, not 8 x n), the ranges tiling the arena. */
-static void check_shards(const char *rel, int w) {
-    char p[256];
-    snprintf(p, sizeof p, "%s/optimizer.safetensors", rel);
-    assert_false(exists_rel(p));
-    snprintf(p, sizeof p, "%s/trainer_state.json", rel);
-    char *text = read_rel(p);
-    cJSON *j = cJSON_Parse(text);
-    assert_non_null(j);
-    const cJSON *zs = cJSON_GetObjectItemCaseSensitive(j, "zero_stage");
-    const cJSON *ns = cJSON_GetObjectItemCaseSensitive(j, "optimizer_shards");
-    const cJSON *nn = cJSON_GetObjectItemCaseSensitive(j, "optimizer_numel");
-    assert_true(cJSON_IsNumber(zs) && zs->valueint == 1);
-    assert_true(cJSON_IsNumber(ns) && ns->valueint == w);
-    assert_true(cJSON_IsNumber(nn));
-    int64_t n = (int64_t)nn->valuedouble, next = 0;
-    for (int r = 0; r < w; r++) {
-        snprintf(p, sizeof p, "%s/optimizer-rank-%d-of-%d.safetensors", rel, r, w);
-        char *fp = path_of(p);
-        st_file *f;
-        if (st_open(fp, &f)) fail_msg("%s", base_err_msg());
-        const st_tensor *m = st_find(f, "m"), *v = st_find(f, "v");
-        assert_non_null(m);
-        assert_non_null(v);
-        int64_t lo = n * r / w, hi = n * (r + 1) / w;
-        assert_int_equal(lo, next);
-        assert_int_equal(st_numel(m), hi - lo);
-        assert_int_equal(m->nbytes + v->nbytes, 8 * (size_t)(hi - lo));
-        assert_int_equal(st_numel(v), hi - lo);
-        const cJSON *off = cJSON_GetObjectItemCaseSensitive(st_metadata(f), "offset");
-        assert_true(cJSON_IsString(off) && atoll(off->valuestring) == lo);
-        next = hi;
-        st_close(f);
-        free(fp);
-    }
-    assert_int_equal(next, n);
-    cJSON_Delete(j);
-    free(text);
-}
 
 /* ZeRO 1 against ZeRO 0 on 1, 2 and 4 ranks: the same gradient sum, the
  * whole arena's norm on every rank, and AdamW element by element, so the
@@ -786,68 +435,15 @@ static void test_stop_signal(void **state) {
     assert_true(exists_rel(rel));
 }
 
-/* ---- memory: plan against what each rank allocated ------------------------ */
-
-/* The GRPO stage of run NAME on np ranks: summary.json's plan of every rank
- * (memory_plan_ranks, run_grpo_memory) against the peak of device bytes
- * that rank's CPU backend counted over the stage (memory_peak_allocated),
- * byte for byte; the plans' roles add up to their totals, rank 0's is
- * memory_plan, and at ZeRO 1 the optimizer state of the ranks tiles the
- * whole arena (m and v: 8 bytes per element of the gradient arena). */
-static void plan_equals_peak(const char *name, int np, int zero) {
-    char rel[128];
-    snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
-    char *text = read_rel(rel);
-    cJSON *j = cJSON_Parse(text);
-    assert_non_null(j);
-    const cJSON *g = cJSON_GetObjectItemCaseSensitive(j, "grpo");
-    const cJSON *plans = cJSON_GetObjectItemCaseSensitive(g, "memory_plan_ranks");
-    const cJSON *peaks = cJSON_GetObjectItemCaseSensitive(g, "memory_peak_allocated");
-    if (!cJSON_IsArray(plans) || !cJSON_IsArray(peaks)) fail_msg("%s: no per-rank memory plan and peak", name);
-    assert_int_equal(cJSON_GetArraySize(plans), np);
-    assert_int_equal(cJSON_GetArraySize(peaks), np);
-    const char *roles[] = {"weights",     "adapter",         "grads",   "optimizer", "ref_weights",
-                           "activations", "ref_activations", "rollout", "gather"};
-    double opt_sum = 0, grads = -1;
-    for (int r = 0; r < np; r++) {
-        const cJSON *p = cJSON_GetArrayItem(plans, r);
-        double sum = 0;
-        for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, roles[i]);
-            if (!cJSON_IsNumber(v)) fail_msg("%s rank %d: memory plan has no %s", name, r, roles[i]);
-            sum += v->valuedouble;
-        }
-        double total = cJSON_GetObjectItemCaseSensitive(p, "total")->valuedouble;
-        double peak = cJSON_GetArrayItem(peaks, r)->valuedouble;
-        printf("# %s rank %d of %d (ZeRO %d): planned %.0f, peak allocated %.0f bytes\n", name, r, np, zero, total,
-               peak);
-        assert_true(sum == total);
-        if (total != peak)
-            fail_msg("%s rank %d of %d: planned %.0f bytes, allocated at most %.0f", name, r, np, total, peak);
-        opt_sum += cJSON_GetObjectItemCaseSensitive(p, "optimizer")->valuedouble;
-        double gr = cJSON_GetObjectItemCaseSensitive(p, "grads")->valuedouble;
-        if (grads >= 0) assert_true(gr == grads); /* replicated */
-        grads = gr;
-        if (r == 0) {
-            const cJSON *p0 = cJSON_GetObjectItemCaseSensitive(g, "memory_plan");
-            assert_true(cJSON_IsObject(p0));
-            assert_true(cJSON_GetObjectItemCaseSensitive(p0, "total")->valuedouble == total);
-        }
-    }
-    assert_true(opt_sum == (zero ? 2 : 2 * np) * grads);
-    cJSON_Delete(j);
-    free(text);
-}
-
 static void test_memory_plan(void **state) {
     (void)state;
     const char *lora[] = {"--set", "lora.r=4", "--set", "lora.lora_alpha=8", "--set", "lora.target_modules=all-linear",
                           NULL};
     const int nps[] = {1, 2, 4};
     for (int i = 0; i < 3; i++)
-        for (int zero = 0; zero <= 1; zero++) {
+        for (int zero = 0; zero <= 3; zero++) {
             char name[16];
-            snprintf(name, sizeof name, "%s%d", zero ? "z" : "w", nps[i]);
+            snprintf(name, sizeof name, "%c%d", "wzyx"[zero], nps[i]);
             ensure_run(nps[i], name, NULL, zero);
             plan_equals_peak(name, nps[i], zero);
         }
@@ -868,6 +464,9 @@ static void test_memory_plan(void **state) {
 /* Arguments: the names of the tests to run (all without); the sanitizer
  * build runs the world sizes, LoRA, ZeRO 1 and the failed rank
  * (tests/dist/meson.build). */
+/* Arguments: the names of the tests to run (all without); the sanitizer
+ * build runs the world sizes, LoRA, ZeRO 1, the failed rank and the memory
+ * plans (tests/dist/meson.build). */
 int main(int argc, char **argv) {
     const struct CMUnitTest all[] = {
         cmocka_unit_test(test_world_sizes), cmocka_unit_test(test_lora),        cmocka_unit_test(test_resume),
@@ -875,16 +474,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_fault_error), cmocka_unit_test(test_fault_kill),  cmocka_unit_test(test_stop_signal),
         cmocka_unit_test(test_memory_plan), cmocka_unit_test(test_moe_bias),
     };
-    struct CMUnitTest tests[sizeof all / sizeof all[0]];
-    size_t n = 0;
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        int want = argc < 2;
-        for (int a = 1; a < argc; a++) want |= !strcmp(argv[a], all[i].name);
-        if (want) tests[n++] = all[i];
-    }
-    if (n == 0) {
-        fprintf(stderr, "test_dp: no test named by the arguments\n");
-        return 2;
-    }
-    return _cmocka_run_group_tests("test_dp", tests, n, setup, teardown);
+    return dp_run("test_dp", all, sizeof all / sizeof all[0], argc, argv);
 }

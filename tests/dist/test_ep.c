@@ -3,8 +3,8 @@
  * routed experts) with expert_parallel_size set:
  *   - refusals, on every rank, before anything is written: an EP that does
  *     not divide the world size, one that does not divide n_routed_experts,
- *     training stages with different EPs, LoRA with EP > 1; each message
- *     names expert_parallel_size and the value.
+ *     training stages with different EPs, LoRA or ZeRO 2 with EP > 1; each
+ *     message names expert_parallel_size and the value.
  * MPIRUN (tests/dist/meson.build) is the launcher; OMPI_* in the test
  * environment let Open MPI run as root and oversubscribe CI's cores. */
 #include "common/test_common.h"
@@ -145,6 +145,9 @@ static void test_refused(void **state) {
     const char *lora[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
                           "--set", "lora.r=4", NULL};
     expect_refused(2, "ep_lora", lora, "expert_parallel_size = 2 with a lora table");
+    const char *zero[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                          "--set", "stages.sft.zero_stage=2", NULL};
+    expect_refused(2, "ep_zero", zero, "zero_stage = 2 with expert_parallel_size = 2");
 }
 
 int main(void) {

@@ -157,21 +157,27 @@ static void test_validation_errors(void **state) {
     expect_err("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'eval', dataset = 'a', "
                "name = 'x' }, { type = 'eval', dataset = 'a', name = 'x' } } }",
                NULL, 0, "two stages are named 'x'");
-    /* ZeRO: 0 and 1 built, 2 and 3 (not built yet) refused naming the key */
-    for (int z = 2; z <= 3; z++) {
+    /* ZeRO: stages 0 to 3; others refused naming the key */
+    const int bad_zero[] = {-1, 4};
+    for (int i = 0; i < 2; i++) {
         char src[160], want[64];
         snprintf(src, sizeof src,
                  "return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'sft', dataset = 'a', "
                  "zero_stage = %d } } }",
-                 z);
-        snprintf(want, sizeof want, "t.lua: stages[1].zero_stage = %d: must be in [0, 1]", z);
+                 bad_zero[i]);
+        snprintf(want, sizeof want, "t.lua: stages[1].zero_stage = %d: must be in [0, 3]", bad_zero[i]);
         expect_err(src, NULL, 0, want);
     }
-    recipe *r = load_ok("return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'grpo', dataset = 'a', "
-                        "zero_stage = 1 } } }",
-                        NULL, 0);
-    assert_int_equal(recipe_config(r)->stages[0].grpo.train.zero_stage, 1);
-    recipe_free(r);
+    for (int z = 1; z <= 3; z++) {
+        char src[160];
+        snprintf(src, sizeof src,
+                 "return { model = 'm', datasets = { a = 'x' }, stages = { { type = 'grpo', dataset = 'a', "
+                 "zero_stage = %d } } }",
+                 z);
+        recipe *r = load_ok(src, NULL, 0);
+        assert_int_equal(recipe_config(r)->stages[0].grpo.train.zero_stage, z);
+        recipe_free(r);
+    }
 }
 
 static void test_resolved_round_trip(void **state) {

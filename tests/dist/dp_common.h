@@ -1,0 +1,53 @@
+/* Shared by tests/dist/test_dp.c and test_zero.c (dp_common.c). */
+#ifndef GRPO_TESTS_DIST_DP_COMMON_H
+#define GRPO_TESTS_DIST_DP_COMMON_H
+
+#include "common/test_common.h"
+
+#include <sys/types.h>
+
+#include "base/base.h"
+
+/* Agreement with world size 1 of the losses, gradient norms and weights:
+ * |a - b| <= TOL * max(1, |b|). Measured: 1.3e-6 relative on the gradient
+ * norm, 1e-7 on the losses (float partial sums added in another grouping). */
+#define TOL 1e-4
+
+extern char *DIR_;   /* temp: model/, data.jsonl, vary.lua, flaky.lua, r.lua, runs/ */
+extern char *RECIPE; /* DIR_/r.lua */
+/* The --set of ZeRO stage s for both training stages (none for 0). */
+extern const char *const ZERO[4][5];
+
+char *path_of(const char *rel);
+char *read_rel(const char *rel);
+int exists_rel(const char *rel);
+void write_rel(const char *rel, const char *text);
+int setup(void **state);
+int teardown(void **state);
+pid_t spawn(int np, const char *name, const char *env, const char *const *args);
+int wait_exit(pid_t pid);
+int run_np(int np, const char *name, const char *env, const char *const *args);
+char *err_of(const char *name);
+void expect_ok(int rc, const char *name);
+double now_s(void);
+void wait_metrics(pid_t pid, const char *name, const char *needle);
+void wait_exists(pid_t pid, const char *rel);
+char *lines_with(const char *rel, const char *needle);
+void same_file(const char *a, const char *b);
+int close_enough(double a, double b, double tol);
+void metrics_within(const char *a, const char *b, double tol);
+void metrics_close(const char *a, const char *b);
+double weights_within(const char *a, const char *b, double tol);
+void weights_close(const char *a, const char *b);
+void same_bytes(const char *a, const char *b);
+int tb_files(const char *name);
+void with_zero(const char **out, const char *const *args, int zero);
+void ensure_run(int np, const char *name, const char *const *args, int zero);
+void stop_resume(const char *name, int np1, int z1, int np2, int z2);
+void check_shards_at(const char *rel, int w, int stage);
+void check_shards(const char *rel, int w);
+void plan_equals_peak(const char *name, int np, int zero);
+/* Run the tests of `all` named by argv (all without) with setup/teardown. */
+int dp_run(const char *group, const struct CMUnitTest *all, size_t n_all, int argc, char **argv);
+
+#endif
