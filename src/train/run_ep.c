@@ -139,3 +139,85 @@ void run_ep_close(run_ctx *c) {
     c->load.ep = NULL;
     c->ep = 0;
 }
+
+/* ---- plans (run_mem.c's roles with EP > 1) ------------------------------- */
+
+/* Routed-expert parameters of the whole model as held with `params`
+ * parameters: every MoE layer of the main model, and the MTP layers' when
+ * the arena holds them (params above the main model's count). */
+static int64_t expert_numel(const model_config *mc, int64_t params, int *moe_layers) {
+    int64_t per = (int64_t)mc->n_routed_experts * 3 * mc->hidden_size * mc->moe_intermediate_size, n = 0;
+    int main_moe = 0;
+    for (int l = 0; l < mc->num_hidden_layers; l++)
+        if (model_layer_is_moe(mc, l)) main_moe++;
+    n = per * main_moe;
+    int64_t mtp = 0, main = model_config_param_count(mc, &mtp);
+    if (params > main)
+        for (int k = 0; k < mc->num_nextn_predict_layers; k++)
+            if (model_layer_is_moe(mc, mc->num_hidden_layers + k)) n += per;
+    if (moe_layers) *moe_layers = main_moe;
+    return n;
+}
+
+/* [lo, hi) sizes of rank r's ZeRO 1 shard with EP: the non-expert elements
+ * split over the W ranks, its EP index's experts over the W / EP ranks of
+ * its expert-data-parallel group. */
+static int64_t ep_shard(int64_t numel, int64_t experts, int ep, int W, int r) {
+    int64_t lo, hi, elo, ehi;
+    run_split(numel - experts, r, W, &lo, &hi);
+    run_split(experts / ep, r / ep, W / ep, &elo, &ehi);
+    return (hi - lo) + (ehi - elo);
+}
+
+int run_ep_plan_largest_rank(const model_config *mc, const run_grpo_shape *sh, int64_t params) {
+    int W = sh->world > 1 ? sh->world : 1, ep = sh->ep > 1 ? sh->ep : 1, best = 0;
+    int64_t x = expert_numel(mc, params, NULL), bsz = -1;
+    for (int r = 0; r < W; r++) {
+        int64_t z = ep_shard(params, x, ep, W, r);
+        if (z > bsz) bsz = z, best = r;
+    }
+    return best;
+}
+
+base_status run_ep_plan_memory(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm,
+                               const model_mem *rm, run_grpo_mem *out) {
+    int W = sh->world > 1 ? sh->world : 1, rank = sh->world > 1 ? sh->rank : 0;
+    base_status s = run_ep_check(mc, sh->ep, W, sh->zero_stage, sh->lora != NULL);
+    if (s) return s;
+    int ep = sh->ep;
+    int64_t x = expert_numel(mc, pm->params, NULL), drop = x - x / ep, held = pm->params - drop;
+    /* weights: the experts' share of the weight bytes, in proportion to their parameters */
+    double per = (double)(pm->master + pm->compute + pm->scales) / (double)pm->params;
+    out->weights -= (size_t)(per * (double)drop);
+    if (out->ref_weights && rm->params > 0) {
+        int64_t rx = expert_numel(mc, rm->params, NULL);
+        double rper = (double)(rm->master + rm->compute + rm->scales) / (double)rm->params;
+        out->ref_weights -= (size_t)(rper * (double)(rx - rx / ep));
+    }
+    out->grads = (size_t)held * sizeof(float);
+    int64_t state = sh->zero_stage == 1 ? ep_shard(pm->params, x, ep, W, rank) : held;
+    out->optimizer = 2 * (size_t)state * sizeof(float);
+    out->gather = sh->zero_stage == 1 && W > 1 ? (state > 0 ? (size_t)state : 1) * sizeof(float) : 0;
+    out->numel = held;
+    out->expert_numel = x / ep;
+    return BASE_OK;
+}
+
+void run_ep_plan_comm(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm, run_grpo_comm *out) {
+    int W = sh->world > 1 ? sh->world : 1, ep = sh->ep, D = W / ep, layers = 0;
+    int64_t x = expert_numel(mc, pm->params, &layers);
+    double nonexp = (double)(pm->params - x) * sizeof(float), mine = (double)(x / ep) * sizeof(float);
+    out->grad_allreduce = 2.0 * (W - 1) / W * nonexp + 2.0 * (D - 1) / D * mine;
+    out->param_allgather = sh->zero_stage == 1 ? (double)(W - 1) / W * nonexp + (double)(D - 1) / D * mine : 0;
+    /* one exchange of `rows` rows: a dispatch and a combine per MoE layer, and the counts */
+    double away = (double)(ep - 1) / ep, row = (double)mc->hidden_size * sizeof(float);
+    double counts = (double)(ep - 1) * (double)(mc->n_routed_experts / ep) * sizeof(int64_t);
+    int64_t seqs = (sh->prompts + W - 1) / W * sh->num_generations, k = mc->num_experts_per_tok;
+#define A2A(rows) ((double)layers * (2.0 * away * (double)(rows) * row + counts))
+    out->a2a_decode_step = A2A(seqs * k);
+    out->a2a_prefill = A2A(seqs * sh->max_prompt * k);
+    int64_t rows = (sh->prompts * sh->num_generations + W - 1) / W;
+    double train = A2A(rows * (sh->max_prompt + sh->max_completion) * k); /* one forward */
+    out->a2a_train = train * (2.0 + (sh->recompute ? 1 : 0) + (sh->ref ? 1 : 0));
+#undef A2A
+}

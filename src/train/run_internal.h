@@ -114,6 +114,16 @@ base_status run_ep_check(const model_config *mc, int64_t ep, int world, int zero
  * EP index's experts. A no-op at EP 1. A collective. */
 base_status run_ep_open(run_ctx *c, const char *model_dir);
 void run_ep_close(run_ctx *c);
+/* run_grpo_memory's roles with sh->ep > 1 (run_ep_check's refusals
+ * first): the weights, reference weights, gradients, AdamW state and ZeRO
+ * 1 copy of a rank holding 1 / EP of the routed experts (ZeRO 1: the
+ * non-expert elements split over the W ranks, its experts over its W / EP
+ * expert-data-parallel ranks). pm, rm: the whole policy's and reference's
+ * plans (rm->params 0: none). */
+base_status run_ep_plan_memory(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm,
+                               const model_mem *rm, run_grpo_mem *out);
+/* run_grpo_comm's EP parts (run.h) with sh->ep > 1. */
+void run_ep_plan_comm(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm, run_grpo_comm *out);
 
 /* ---- data parallel (run_dist.c) ------------------------------------------ */
 /* The ranks of a multi-process run hold the same state (weights, optimizer,
