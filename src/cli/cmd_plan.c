@@ -231,7 +231,8 @@ int cli_cmd_plan(int argc, char **argv) {
         printf("smallest GPU count it fits on (ZeRO %d, EP %d, these shapes): %d\n", zs, ep, fit_at);
     else
         printf("fits on no GPU count up to 4096 at ZeRO %d: %s alone exceed %g GB (%s)\n", zs,
-               zs < 2 ? "the replicated weights, gradients and activations"
+               ep > 1 ? "the non-expert weights and gradients, 1 / EP of the experts' and the activations"
+               : zs < 2 ? "the replicated weights, gradients and activations"
                : zs == 2 ? "the replicated weights and activations" : "the unit windows, activations and rollout",
                gpu_gb, zs < 3 ? "needs ZeRO 3 or expert / tensor parallelism" : "needs expert / tensor parallelism, "
                "not built");

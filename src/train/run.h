@@ -142,9 +142,10 @@ typedef struct {
      * each), and of the rollout's passes per generation step (a prefill and
      * max_completion - 1 decode steps, (W-1)/W x the units' bytes each) */
     double train_allgather, rollout_allgather;
-    /* expert parallelism (EP > 1): grad_allreduce and param_allgather sum
-     * the non-expert arena over the W ranks and the rank's experts over its
-     * W / EP expert-data-parallel ranks; the MoE all-to-alls inside the EP
+    /* expert parallelism (EP > 1): grad_allreduce sums the non-expert
+     * arena over the W ranks and the rank's experts over its W / EP
+     * expert-data-parallel ranks; ZeRO 1's param_allgather gathers the
+     * rank's arena over those W / EP ranks; the MoE all-to-alls inside the EP
      * group, bytes this rank sends (uniform routing: (EP - 1) / EP of its
      * rows leave it; rows of hidden_size f32; every MoE layer of the main
      * model a dispatch and a combine, plus the (EP - 1) E / EP int64
@@ -156,8 +157,8 @@ typedef struct {
 } run_grpo_comm;
 void run_grpo_comm_volume(const model_config *mc, const run_grpo_shape *sh, run_grpo_comm *out);
 /* With sh->ep > 1 at ZeRO 1: the rank whose AdamW shard is the largest
- * (the non-expert elements split over W, each EP index's experts over W /
- * EP; params: the whole policy arena, every expert). run_ep.c. */
+ * (each rank's arena split over its W / EP expert-data-parallel ranks;
+ * params: the whole policy arena, every expert). run_ep.c. */
 int run_ep_plan_largest_rank(const model_config *mc, const run_grpo_shape *sh, int64_t params);
 
 /* Run every stage of the recipe. Errors name the stage, the file and the

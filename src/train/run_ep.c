@@ -159,14 +159,14 @@ static int64_t expert_numel(const model_config *mc, int64_t params, int *moe_lay
     return n;
 }
 
-/* [lo, hi) sizes of rank r's ZeRO 1 shard with EP: the non-expert elements
- * split over the W ranks, its EP index's experts over the W / EP ranks of
- * its expert-data-parallel group. */
+/* Elements of rank r's ZeRO 1 shard with EP: its arena (the non-expert
+ * elements and its EP index's experts, numel - experts + experts / EP)
+ * split over the W / EP ranks of its expert-data-parallel group, which
+ * hold the same arena (run_ep_zero_shard). */
 static int64_t ep_shard(int64_t numel, int64_t experts, int ep, int W, int r) {
-    int64_t lo, hi, elo, ehi;
-    run_split(numel - experts, r, W, &lo, &hi);
-    run_split(experts / ep, r / ep, W / ep, &elo, &ehi);
-    return (hi - lo) + (ehi - elo);
+    int64_t lo, hi;
+    run_split(numel - experts + experts / ep, r / ep, W / ep, &lo, &hi);
+    return hi - lo;
 }
 
 int run_ep_plan_largest_rank(const model_config *mc, const run_grpo_shape *sh, int64_t params) {
@@ -208,7 +208,7 @@ void run_ep_plan_comm(const model_config *mc, const run_grpo_shape *sh, const mo
     int64_t x = expert_numel(mc, pm->params, &layers);
     double nonexp = (double)(pm->params - x) * sizeof(float), mine = (double)(x / ep) * sizeof(float);
     out->grad_allreduce = 2.0 * (W - 1) / W * nonexp + 2.0 * (D - 1) / D * mine;
-    out->param_allgather = sh->zero_stage == 1 ? (double)(W - 1) / W * nonexp + (double)(D - 1) / D * mine : 0;
+    out->param_allgather = sh->zero_stage == 1 ? (double)(D - 1) / D * (nonexp + mine) : 0;
     /* one exchange of `rows` rows: a dispatch and a combine per MoE layer, and the counts */
     double away = (double)(ep - 1) / ep, row = (double)mc->hidden_size * sizeof(float);
     double counts = (double)(ep - 1) * (double)(mc->n_routed_experts / ep) * sizeof(int64_t);

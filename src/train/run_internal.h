@@ -116,9 +116,9 @@ base_status run_ep_open(run_ctx *c, const char *model_dir);
 void run_ep_close(run_ctx *c);
 /* run_grpo_memory's roles with sh->ep > 1 (run_ep_check's refusals
  * first): the weights, reference weights, gradients, AdamW state and ZeRO
- * 1 copy of a rank holding 1 / EP of the routed experts (ZeRO 1: the
- * non-expert elements split over the W ranks, its experts over its W / EP
- * expert-data-parallel ranks). pm, rm: the whole policy's and reference's
+ * 1 copy of a rank holding 1 / EP of the routed experts (ZeRO 1: its
+ * arena split over its W / EP expert-data-parallel ranks, which hold the
+ * same arena). pm, rm: the whole policy's and reference's
  * plans (rm->params 0: none). */
 base_status run_ep_plan_memory(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm,
                                const model_mem *rm, run_grpo_mem *out);

@@ -118,9 +118,9 @@ static void test_plan_roles(void **state) {
 /* --ep E: the roles of a rank holding 1 / E of the routed experts, checked
  * against a plain count on tiny-v3-a (8 experts of 3 x 64 x 32 in each of
  * its 2 MoE layers) in f32 (4 bytes a parameter): weights and gradients
- * lose (E - 1) / E of the experts; at ZeRO 1 the ranks' AdamW shards add
- * up to the arena once (non-expert elements over 4 ranks, each EP index's
- * experts over its 4 / E ranks); the gradient all-reduce is the ring's
+ * lose (E - 1) / E of the experts; at ZeRO 1 the AdamW shards of each
+ * expert-data-parallel group (4 / E ranks) add up to its ranks' arena once;
+ * the gradient all-reduce is the ring's
  * over the world for the non-expert bytes and over the expert-data-
  * parallel group for the rank's experts; the all-to-all per decode step
  * is a dispatch and a combine of (E - 1) / E of the rank's rows per MoE
@@ -162,9 +162,12 @@ static void test_plan_ep(void **state) {
                 sum += (long long)m.optimizer;
                 if (r == 0) assert_int_equal(printed(out, "  AdamW m, v"), (long long)m.optimizer);
             }
-            assert_int_equal(sum, zero ? 8 * P : 8 * W * held);
+            /* ZeRO 1: each expert-data-parallel group (EP of them) splits its arena once */
+            assert_int_equal(sum, zero ? 8 * ep * held : 8 * W * held);
             double ar = 2.0 * (W - 1) / W * (double)N * 4 + 2.0 * (double)(D - 1) / (double)D * (double)(X / ep) * 4;
             assert_int_equal(printed(out, "gradient all-reduce"), (long long)(ar + 0.5));
+            assert_int_equal(printed(out, "ZeRO 1/2 parameter all-gather"),
+                             zero ? (long long)((double)(D - 1) / (double)D * (double)held * 4 + 0.5) : 0);
             double rows = (double)G * K; /* one prompt per rank (prompts = W), G completions, K experts each */
             double a2a = layers * (2.0 * (ep - 1) / ep * rows * H * 4 + (double)(ep - 1) * (E / ep) * 8);
             assert_int_equal(printed(out, "per decode step"), (long long)(a2a + 0.5));
