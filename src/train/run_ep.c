@@ -197,7 +197,8 @@ base_status run_ep_plan_memory(const model_config *mc, const run_grpo_shape *sh,
     out->grads = (size_t)held * sizeof(float);
     int64_t state = sh->zero_stage == 1 ? ep_shard(pm->params, x, ep, W, rank) : held;
     out->optimizer = 2 * (size_t)state * sizeof(float);
-    out->gather = sh->zero_stage == 1 && W > 1 ? (state > 0 ? (size_t)state : 1) * sizeof(float) : 0;
+    /* ZeRO 1's all-gather runs over the W / EP ranks of the expert-DP group: none when it is one rank */
+    out->gather = sh->zero_stage == 1 && W / ep > 1 ? (state > 0 ? (size_t)state : 1) * sizeof(float) : 0;
     out->numel = held;
     out->expert_numel = x / ep;
     return BASE_OK;
