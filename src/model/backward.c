@@ -77,6 +77,32 @@ static tensor flat2(const tensor *buf, int64_t rows, int64_t cols) {
     return tensor_make(buf->data, TENSOR_F32, buf->device, 2, s);
 }
 
+/* The routed experts' backward over `rows` rows grouped by expert
+ * (offsets; the model's expert weights): dyc the GEMM operand of dL/dy,
+ * x / gu / act the forward's rows; dx written, the local experts' weight
+ * gradients accumulated. */
+static void routed_bwd(const model *m, int l, const layer_acts *A, bwd_scratch *b, float *grads, int64_t rows,
+                       const tensor *x_, const tensor *gu_, const tensor *act_, const tensor *offsets,
+                       const tensor *dyc, tensor *dx) {
+    const struct ops *o = m->ops;
+    const model_layer_w *w = &m->w.layers[l], *wc = &m->wc.layers[l];
+    int64_t f = m->cfg.moe_intermediate_size;
+    tensor x = mv_rows(x_, rows), gue = mv_rows(gu_, rows), acte = mv_rows(act_, rows);
+    tensor g_egu = gv(m, b, grads, &w->e_gu), g_edown = gv(m, b, grads, &w->e_down);
+    tensor dact = flat2(&b->dact, rows, f), dgu = flat2(&b->dgu, rows, 2 * f);
+    /* the routed experts over the rows sorted by expert, all at once */
+    o->moe_matmul(&dact, dyc, &wc->e_down, offsets, 0, 1.0f, 0.0f);
+    lora_bwd(m, l, LORA_EDOWN, A, b, &acte, dyc, &dact, rows);
+    if (g_edown.data) o->moe_matmul_dw(&g_edown, dyc, &acte, offsets, 1.0f);
+    o->swiglu_bwd(&dgu, &dact, &gue);
+    tensor dguc = gop(m, b, &dgu);
+    if (g_egu.data) o->moe_matmul_dw(&g_egu, &dguc, &x, offsets, 1.0f);
+    o->moe_matmul(dx, &dguc, &wc->e_gu, offsets, 0, 1.0f, 0.0f);
+    tensor dge = mv_cols(&dguc, 0, f), due = mv_cols(&dguc, f, f);
+    lora_bwd(m, l, LORA_EGATE, A, b, &x, &dge, dx, rows);
+    lora_bwd(m, l, LORA_EUP, A, b, &x, &due, dx, rows);
+}
+
 /* One SwiGLU MLP backward (the dense MLP or the shared experts of layer
  * l, LoRA slots LORA_GATE/UP/DOWN): master weights gu [2F, d], down [d, F]
  * (for the gradient views) and their compute views c_gu, c_down; input x
@@ -125,22 +151,13 @@ static void ffn_bwd(const model *m, int l, layer_acts *A, bwd_scratch *b, float 
         tensor dye = mv_rows(&b->dye, n * K), dxe = mv_rows(&b->dxe, n * K), dw = mv_rows(&b->dw, n);
         tensor ye = mv_rows(&A->ye, n * K), wt = mv_rows(&A->w, n), inv = mv_rows(&A->inv, n * K);
         o->moe_combine_bwd(&dye, &dw, &dh, &ye, &wt, &inv);
-        tensor g_egu = gv(m, b, grads, &w->e_gu), g_edown = gv(m, b, grads, &w->e_down);
-        int64_t f = c->moe_intermediate_size;
-        tensor xe = mv_rows(&A->xe, n * K), gue = mv_rows(&A->gue, n * K), acte = mv_rows(&A->acte, n * K);
-        tensor dact = flat2(&b->dact, n * K, f), dgu = flat2(&b->dgu, n * K, 2 * f);
-        /* the routed experts over the rows sorted by expert, all at once */
         tensor dyec = gop(m, b, &dye);
-        o->moe_matmul(&dact, &dyec, &wc->e_down, &A->offsets, 0, 1.0f, 0.0f);
-        lora_bwd(m, l, LORA_EDOWN, A, b, &acte, &dyec, &dact, n * K);
-        if (g_edown.data) o->moe_matmul_dw(&g_edown, &dyec, &acte, &A->offsets, 1.0f);
-        o->swiglu_bwd(&dgu, &dact, &gue);
-        tensor dguc = gop(m, b, &dgu);
-        if (g_egu.data) o->moe_matmul_dw(&g_egu, &dguc, &xe, &A->offsets, 1.0f);
-        o->moe_matmul(&dxe, &dguc, &wc->e_gu, &A->offsets, 0, 1.0f, 0.0f);
-        tensor dge = mv_cols(&dguc, 0, f), due = mv_cols(&dguc, f, f);
-        lora_bwd(m, l, LORA_EGATE, A, b, &xe, &dge, &dxe, n * K);
-        lora_bwd(m, l, LORA_EUP, A, b, &xe, &due, &dxe, n * K);
+        if (m->has_ep) {
+            ep_routed_bwd(m, l, A, b, grads, &dyec, &dxe, routed_bwd);
+        } else {
+            tensor xe = mv_rows(&A->xe, n * K), gue = mv_rows(&A->gue, n * K), acte = mv_rows(&A->acte, n * K);
+            routed_bwd(m, l, A, b, grads, n * K, &xe, &gue, &acte, &A->offsets, &dyec, &dxe);
+        }
         o->moe_combine(&dun, &dxe, NULL, &inv); /* backward of the row gather */
         /* router: the choice is constant; the chosen sigmoid weights are not */
         tensor dz = mv_rows(&b->dz, n), z = mv_rows(&A->z, n), idx = mv_rows(&A->idx, n);

@@ -68,6 +68,7 @@ void plan_layer_acts(planner *p, layer_acts *A, int64_t n, int dense, int moe, i
             A->gus = plan_t(p, TENSOR_F32, 2, n, 2 * is, 1);
             A->acts = plan_t(p, cd, 2, n, is, 1);
         }
+        ep_plan_acts(p, A, n);
     }
     lora_plan_acts(p, A, n, dense, moe);
 }
@@ -208,6 +209,8 @@ void layer_decode(const model *m, int l, layer_acts *A, const tensor *h_in, tens
 
 /* ---- FFN ---------------------------------------------------------------------- */
 
+static void shared_and_combine(const model *m, int l, layer_acts *A, tensor *h_out, int64_t n);
+
 void ffn_fwd(const model *m, int l, layer_acts *A, tensor *h_out, int64_t n) {
     const struct ops *o = m->ops;
     const model_config *cf = &m->cfg;
@@ -244,16 +247,32 @@ void ffn_fwd(const model *m, int l, layer_acts *A, tensor *h_out, int64_t n) {
     tensor xe = mv_rows(&A->xe, n * K), ye = mv_rows(&A->ye, n * K);
     tensor gue = mv_rows(&A->gue, n * K), acte = mv_rows(&A->acte, n * K);
     o->gather_rows(&xe, &un, &rt);
+    int64_t ie = cf->moe_intermediate_size;
+    if (m->has_ep) { /* the routed experts on their owners (ep.c) */
+        ep_routed_fwd(m, l, A, &xe, &ye);
+        shared_and_combine(m, l, A, h_out, n);
+        return;
+    }
     /* the routed experts over the rows sorted by expert: one grouped GEMM
      * each way (the offsets stay on the device) */
     o->moe_matmul(&gue, &xe, &wc->e_gu, &A->offsets, 1, 1.0f, 0.0f);
-    int64_t ie = cf->moe_intermediate_size;
     tensor ge_half = mv_cols(&gue, 0, ie), ue_half = mv_cols(&gue, ie, ie);
     lora_fwd(m, l, LORA_EGATE, A, &xe, &ge_half, n * K);
     lora_fwd(m, l, LORA_EUP, A, &xe, &ue_half, n * K);
     o->swiglu_fwd(&acte, &gue);
     o->moe_matmul(&ye, &acte, &wc->e_down, &A->offsets, 1, 1.0f, 0.0f);
     lora_fwd(m, l, LORA_EDOWN, A, &acte, &ye, n * K);
+    shared_and_combine(m, l, A, h_out, n);
+}
+
+/* The shared experts into h_out, then the routed rows ye combined in slot order. */
+static void shared_and_combine(const model *m, int l, layer_acts *A, tensor *h_out, int64_t n) {
+    const struct ops *o = m->ops;
+    const model_config *cf = &m->cfg;
+    const model_layer_w *wc = &m->wc.layers[l];
+    int64_t K = cf->num_experts_per_tok, ie = cf->moe_intermediate_size;
+    tensor un = mv_rows(&A->un, n), wt = mv_rows(&A->w, n), inv = mv_rows(&A->inv, n * K);
+    tensor ye = mv_rows(&A->ye, n * K);
     if (cf->n_shared_experts > 0) {
         tensor gus = mv_rows(&A->gus, n), acts = mv_rows(&A->acts, n);
         int64_t is = (int64_t)cf->n_shared_experts * ie;

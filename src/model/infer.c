@@ -104,9 +104,27 @@ base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const i
         free(hpos);
         return st;
     }
+    /* expert parallelism: every rank plans for the group's largest batch
+     * (the rows a peer may send are bounded by its token count) */
+    int64_t nplan = n;
+    ep_host eh;
+    memset(&eh, 0, sizeof eh);
+    if (m->has_ep) {
+        int64_t P = m->ep.size, *nb = base_xmalloc((size_t)(2 * P) * sizeof(int64_t));
+        for (int64_t q = 0; q < P; q++) nb[q] = n;
+        st = m->ep.alltoall_counts(m->ep.ctx, nb, nb + P, 1);
+        for (int64_t q = 0; q < P && !st; q++)
+            if (nb[P + q] > nplan) nplan = nb[P + q];
+        free(nb);
+        if (st) {
+            free(hpos);
+            return st;
+        }
+        ep_host_init(&eh, m, nplan);
+    }
     infer_ws w;
     planner p = {m, NULL, 0, m->lora ? &m->lora->cfg : NULL};
-    plan_ws(&p, &w, n, nseq, n, 0);
+    plan_ws(&p, &w, nplan, nseq, n, 0);
     /* token logprobs by the chunked head */
     int64_t V = c->vocab_size, rows = n < MODEL_LM_ROWS ? n : MODEL_LM_ROWS, cols = V < MODEL_LM_COLS ? V : MODEL_LM_COLS;
     tensor tgt = plan_t(&p, TENSOR_I32, 1, n, 1, 1), lp = plan_t(&p, TENSOR_F32, 1, n, 1, 1);
@@ -115,7 +133,8 @@ base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const i
     size_t bytes = p.off;
     p.base = o->alloc(bytes + 64);
     p.off = 0;
-    plan_ws(&p, &w, n, nseq, n, 0);
+    plan_ws(&p, &w, nplan, nseq, n, 0);
+    w.A.eh = &eh;
     tgt = plan_t(&p, TENSOR_I32, 1, n, 1, 1), lp = plan_t(&p, TENSOR_F32, 1, n, 1, 1);
     ent = plan_t(&p, TENSOR_F32, 1, n, 1, 1), lse = plan_t(&p, TENSOR_F32, 1, n, 1, 1);
     ws = plan_t(&p, TENSOR_F32, 2, rows, cols, 1);
@@ -133,6 +152,14 @@ base_status model_forward_logits(model *m, int nseq, const int32_t *ids, const i
     ctx.pos = &tpos;
     ctx.cu = &tcu;
     tensor h = run_layers(m, &w, &ctx, NULL);
+    if (eh.err) {
+        st = base_err_set(eh.err, "forward: %s", eh.msg);
+        ep_host_free(&eh);
+        o->free(p.base);
+        free(hpos);
+        return st;
+    }
+    ep_host_free(&eh);
     head(m, &w, &h, n, 0);
     if (logits) o->download(logits, w.logits.data, (size_t)(n * V) * sizeof(float));
     if (token_logp) {
@@ -167,6 +194,7 @@ struct model_cache {
     int graph_fail[MODEL_GRAPH_BUCKETS];
     int64_t graph_captures, graph_replays;
     model_cache_mem alloc; /* bytes allocated per role */
+    ep_host eh;            /* expert parallelism's host staging */
 };
 
 /* Fill in page_size and pages (0 = defaults); errors for bad limits. */
@@ -207,10 +235,13 @@ size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size) {
 /* The cache's allocations: pages, block table, workspace (cdt: the
  * model's activation dtype; lc: the attached adapter's config or NULL). */
 static void cache_sizes(const model_config *cfg, const model_cache_limits *l, int64_t mb, tensor_dtype cdt,
-                        const model_lora_config *lc, model_cache_mem *out) {
+                        const model_lora_config *lc, const model *epm, model_cache_mem *out) {
     model shell;
     memset(&shell, 0, sizeof shell);
     shell.cfg = *cfg;
+    if (epm) { /* the expert-parallel workspace of a model */
+        shell.ep = epm->ep, shell.has_ep = epm->has_ep, shell.e0 = epm->e0, shell.el = epm->el;
+    }
     shell.ops = ops_cpu();
     shell.cdt = cdt;
     infer_ws w;
@@ -233,7 +264,7 @@ base_status model_cache_plan(const model_config *cfg, const model_cache_limits *
     int64_t mb = 0;
     base_status st = resolve_limits(lim, &l, &mb);
     if (st) return st;
-    cache_sizes(cfg, &l, mb, prec != MODEL_F32 && dev != TENSOR_CPU ? TENSOR_BF16 : TENSOR_F32, NULL, out);
+    cache_sizes(cfg, &l, mb, prec != MODEL_F32 && dev != TENSOR_CPU ? TENSOR_BF16 : TENSOR_F32, NULL, NULL, out);
     return BASE_OK;
 }
 
@@ -243,7 +274,7 @@ size_t model_cache_bytes_p(const model_config *cfg, const model_cache_limits *li
     int64_t mb = 0;
     if (resolve_limits(lim, &l, &mb)) return 0;
     model_cache_mem mm;
-    cache_sizes(cfg, &l, mb, prec == MODEL_BF16 ? TENSOR_BF16 : TENSOR_F32, lc, &mm);
+    cache_sizes(cfg, &l, mb, prec == MODEL_BF16 ? TENSOR_BF16 : TENSOR_F32, lc, NULL, &mm);
     return mm.pages + mm.table + mm.workspace;
 }
 
@@ -263,7 +294,7 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
     int64_t dl = c->kv_lora_rank + c->qk_rope_head_dim;
     /* one page and one block-table row more than asked: the padding slot
      * of bucketed decode graphs (never mapped by callers) */
-    cache_sizes(c, &l, mb, model_cdt(m), m->lora ? &m->lora->cfg : NULL, &mc->alloc);
+    cache_sizes(c, &l, mb, model_cdt(m), m->lora ? &m->lora->cfg : NULL, m, &mc->alloc);
     mc->mem = m->ops->alloc(mc->alloc.pages);
     int64_t shape[4] = {c->num_hidden_layers, l.pages + 1, l.page_size, dl};
     mc->cache = tensor_make(mc->mem, model_cdt(m), m->ops->device, 4, shape);
@@ -284,6 +315,8 @@ base_status model_cache_new(model *m, const model_cache_limits *lim, model_cache
     p.off = 0;
     plan_ws(&p, &mc->w, n, l.slots, ws_rows(&l), 1);
     mc->host = base_xmalloc((size_t)(4 * n + ws_rows(&l)) * sizeof(int32_t));
+    ep_host_init(&mc->eh, m, n);
+    mc->w.A.eh = &mc->eh;
     *out = mc;
     return BASE_OK;
 }
@@ -297,6 +330,7 @@ void model_cache_free(model_cache *mc) {
     mc->m->ops->free(mc->ws_mem);
     free(mc->table_h);
     free(mc->host);
+    ep_host_free(&mc->eh);
     free(mc);
 }
 
@@ -408,7 +442,9 @@ base_status model_prefill(model_cache *mc, int nseq, const int32_t *slots, const
     ctx.cu = &tcu;
     ctx.table = &mc->table;
     ctx.slot = &tslot;
+    mc->eh.err = BASE_OK;
     tensor h = run_layers(m, w, &ctx, &mc->cache);
+    if (mc->eh.err) return base_err_set(mc->eh.err, "prefill: %s", mc->eh.msg);
     head(m, w, &h, nseq, 1);
     w->logits_view = mv_rows(&w->logits, nseq);
     *logits = &w->logits_view;
@@ -458,6 +494,30 @@ static void decode_body(void *arg) {
     head(m, w, &cur, n, 0);
 }
 
+/* A zero-row step with expert parallelism: each MoE layer's exchange with
+ * nothing sent (the peers' rows for this rank's experts still run here),
+ * in the order of a forward pass's layers. */
+static base_status decode_join(model_cache *mc, const tensor **logits) {
+    model *m = mc->m;
+    infer_ws *w = &mc->w;
+    int64_t E = m->cfg.n_routed_experts;
+    int32_t *zero = mc->host; /* E + 1 zeros: no rows for any expert */
+    int64_t cap = ws_tokens(&mc->lim);
+    if (E + 1 > 4 * cap + ws_rows(&mc->lim)) base_die("decode: staging too small for %lld offsets", (long long)E + 1);
+    memset(zero, 0, (size_t)(E + 1) * sizeof(int32_t));
+    mc->eh.err = BASE_OK;
+    tensor xe = mv_rows(&w->A.xe, 0), ye = mv_rows(&w->A.ye, 0);
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        if (!m->w.layers[l].moe) continue;
+        m->ops->upload(w->A.offsets.data, zero, (size_t)(E + 1) * sizeof(int32_t));
+        ep_routed_fwd(m, l, &w->A, &xe, &ye);
+    }
+    if (mc->eh.err) return base_err_set(mc->eh.err, "decode: %s", mc->eh.msg);
+    w->logits_view = mv_rows(&w->logits, 0);
+    *logits = &w->logits_view;
+    return BASE_OK;
+}
+
 base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int32_t *tokens, const int32_t *pos,
                          const tensor **logits) {
     model *m = mc->m;
@@ -465,6 +525,7 @@ base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int
     const model_config *c = &m->cfg;
     int64_t cap = ws_tokens(&mc->lim);
     *logits = NULL;
+    if (n == 0 && m->has_ep) return decode_join(mc, logits);
     if (n < 1 || n > mc->lim.max_batch)
         return base_err_set(BASE_ERR_LIMIT, "decode: %d sequences (limit %d)", n, mc->lim.max_batch);
     int32_t *hlen = mc->host, *htok = hlen + cap, *hpos = htok + cap, *hslot = hpos + cap;
@@ -483,8 +544,9 @@ base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int
     }
     /* graphs: the batch padded to its bucket, the padding rows token 0 at
      * position 0 of the padding slot (they write and read only its page) */
-    /* not with ZeRO 3's unit hook: its gathers are host calls a graph would not replay */
-    int graphs = o->graph_capture && !mc->lim.no_graphs && !m->uhook && n <= MODEL_GRAPH_MAX_BATCH;
+    /* not with ZeRO 3's unit hook (its gathers are host calls a graph would not replay), nor with
+     * expert parallelism (each MoE layer's exchange plans on the host) */
+    int graphs = o->graph_capture && !mc->lim.no_graphs && !m->uhook && n <= MODEL_GRAPH_MAX_BATCH && !m->has_ep;
     int64_t nb = n;
     int bucket = 0;
     if (graphs) {
@@ -499,6 +561,7 @@ base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int
     o->upload(w->len.data, hlen, (size_t)nb * sizeof(int32_t));
     upload_table(mc);
     decode_step step = {mc, nb};
+    mc->eh.err = BASE_OK;
     if (!graphs) {
         decode_body(&step);
     } else if (mc->graph[bucket] && o->graph_launch(mc->graph[bucket]) == 0) {
@@ -515,6 +578,7 @@ base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int
                 mc->graph_fail[bucket]++; /* stays eager after two failed captures */
         }
     }
+    if (mc->eh.err) return base_err_set(mc->eh.err, "decode: %s", mc->eh.msg);
     w->logits_view = mv_rows(&w->logits, n);
     *logits = &w->logits_view;
     return BASE_OK;

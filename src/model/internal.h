@@ -58,6 +58,12 @@ struct model {
     int n_mtp;             /* MTP modules in the arena */
     int mtp_copies;        /* MTP layers store embed_tokens / shared_head.head copies */
     int fused_experts;     /* checkpoint uses mlp.experts.gate_up_proj / down_proj */
+    /* expert parallelism (model.h model_ep): ep.size 1 without; the arena
+     * holds routed experts [e0, e0 + el) of every MoE layer (el = E / size) */
+    model_ep ep;
+    int has_ep;            /* loaded with an ep of size > 1 */
+    int e0, el;
+    int *gidx;             /* per parameter: its index in the whole model's table (random init streams) */
     float *params;         /* device arena */
     int64_t numel;
     model_param *tab;      /* parameter table (host) */
@@ -258,7 +264,27 @@ typedef struct {
      * the backward, with its bf16 GEMM copy ltb in bf16 mode */
     const model_lora *lora;
     tensor lt[LORA_NSLOT], ltb[LORA_NSLOT];
+    /* expert parallelism (ep.c; data NULL without): per-peer counts I32
+     * [2, P, el + 1] (sent, received; the last of each el + 1 the capacity),
+     * local offsets I32 [el + 1], the received -> local row order and back
+     * I32 [Rmax], a bounce buffer [Rmax, d] f32, and the expert side's rows
+     * in local order: input, gate|up, activation, output */
+    tensor ep_cnt, ep_loff, ep_perm, ep_iperm, ep_buf;
+    tensor xr, gur, actr, yr;
+    int64_t ep_cap;          /* rows this rank accepts from one source */
+    struct ep_host *eh;      /* host staging of the pass (set by its owner) */
 } layer_acts;
+
+/* Host staging of one pass's EP exchanges (ep.c) and its first error. */
+typedef struct ep_host {
+    int64_t *cnt;   /* [2 P (el + 1)] counts sent, received */
+    int32_t *ci;    /* the same as I32 */
+    int64_t *bs;    /* [2 P] bytes sent, received per peer */
+    int32_t *off;   /* [E + 1] the global expert offsets */
+    int32_t *perm;  /* perm [R], iperm [R], local offsets [el + 1] */
+    base_status err;
+    char msg[256];
+} ep_host;
 
 /* The activation dtype of GEMM inputs: xn, cqn, un, act, acte, acts, xe,
  * the final norm's output (TENSOR_F32, or TENSOR_BF16 in bf16 mode). */
@@ -351,6 +377,7 @@ typedef struct {
     int64_t gw_lo, gw_hi, emb_lo, emb_hi;
     const float *pw, *pw_emb; /* where the open units' weights are: the arena at gw_lo / emb_lo, or
                                * their ZeRO 3 windows (model_unit_base) */
+    tensor ep_dy, ep_dx; /* expert parallelism: received row gradients, their dx [Rmax, d] */
     float aux_coef;      /* the balance loss's weight in this backward (0: none; model_train_set_aux_coef) */
     tensor aux_cu;       /* its sequences: the batch's cu_seqlens */
 } bwd_scratch;
@@ -361,6 +388,28 @@ typedef struct {
  * before). Gradients into the adapter's arena. No-op when not adapted. */
 void lora_bwd(const model *m, int l, int k, const layer_acts *A, const bwd_scratch *b, const tensor *x,
               const tensor *dyc, tensor *dx, int64_t n);
+
+/* ---- expert parallelism (ep.c) -------------------------------------------- */
+
+/* Rows one source may send this rank for a pass of n tokens per rank. */
+int64_t ep_cap(const model *m, int64_t n);
+/* Plan A's EP tensors for n tokens (no-op without EP). */
+void ep_plan_acts(planner *p, layer_acts *A, int64_t n);
+void ep_host_init(ep_host *h, const model *m, int64_t n);
+void ep_host_free(ep_host *h);
+/* Forward of layer l's routed experts with EP: xe [nK, d] (sorted by
+ * global expert, A->offsets) -> ye [nK, d], through the owners. Errors
+ * go to A->eh (the pass returns them). */
+void ep_routed_fwd(const model *m, int l, layer_acts *A, const tensor *xe, tensor *ye);
+/* The routed experts' backward over rows grouped by (local) expert:
+ * backward.c's, called for the received rows. */
+typedef void (*ep_grad_fn)(const model *m, int l, const layer_acts *A, bwd_scratch *b, float *grads, int64_t rows,
+                           const tensor *x, const tensor *gu, const tensor *act, const tensor *offsets,
+                           const tensor *dyc, tensor *dx);
+/* Backward with EP: dyec (the GEMM operand of dye) to the owners, fn over
+ * the received rows, dxe back. Dies on an exchange error (naming it). */
+void ep_routed_bwd(const model *m, int l, const layer_acts *A, bwd_scratch *b, float *grads, const tensor *dyec,
+                   tensor *dxe, ep_grad_fn fn);
 
 struct model_train {
     model *m;
@@ -390,6 +439,7 @@ struct model_train {
     int have_fwd;
     tensor out_logp, out_ent;
     const model_lora *lora_planned; /* the adapter the arena was planned for (NULL: none) */
+    ep_host eh;                     /* expert parallelism's host staging */
     int adapter_off;                /* model_train_set_adapter(tr, 0): forwards run the base */
 };
 

@@ -235,6 +235,11 @@ base_status model_lora_new(model *m, const model_lora_config *lc, uint64_t seed,
     base_status s = check_cfg(&m->cfg, lc);
     if (s) return s;
     if (m->lora) return base_err_set(BASE_ERR_INVALID, "lora: the model already has an adapter");
+    if (lc->routed_experts && m->has_ep)
+        return base_err_set(BASE_ERR_UNSUPPORTED,
+                            "lora: routed_experts (adapting the routed experts) with expert_parallel_size %d: "
+                            "not supported; adapt attention and shared experts only, or expert_parallel_size 1",
+                            m->ep.size);
     model_lora *a = lora_alloc(m, lc);
     int64_t maxn = 1;
     for (int i = 0; i < a->ntab; i++)
@@ -263,6 +268,11 @@ base_status lora_new_zero(model *m, const model_lora_config *lc, model_lora **ou
     base_status s = check_cfg(&m->cfg, lc);
     if (s) return s;
     if (m->lora) return base_err_set(BASE_ERR_INVALID, "lora: the model already has an adapter");
+    if (lc->routed_experts && m->has_ep)
+        return base_err_set(BASE_ERR_UNSUPPORTED,
+                            "lora: routed_experts (adapting the routed experts) with expert_parallel_size %d: "
+                            "not supported; adapt attention and shared experts only, or expert_parallel_size 1",
+                            m->ep.size);
     model_lora *a = lora_alloc(m, lc);
     attach(m, a);
     *out = a;

@@ -63,7 +63,10 @@ static void plan_train(planner *p, model_train *tr) {
     b->dckvn = plan_t(p, TENSOR_F32, 2, n, c->kv_lora_rank, 1);
     b->dkvb = plan_t(p, TENSOR_F32, 3, n, H, c->qk_nope_head_dim + c->v_head_dim);
     b->dout = plan_t(p, TENSOR_F32, 3, n, H, c->v_head_dim);
+    /* expert parallelism: the expert side's rows received from the group */
+    int64_t R = m->has_ep && any_moe ? m->ep.size * ep_cap(m, n) : 0;
     int64_t act_n = max3(any_dense ? n * I : 0, any_moe ? n * K * ie : 0, any_moe ? n * is : 0);
+    if (R * ie > act_n) act_n = R * ie;
     b->dact = plan_t(p, TENSOR_F32, 1, act_n > 0 ? act_n : 1, 1, 1);
     b->dgu = plan_t(p, TENSOR_F32, 1, act_n > 0 ? 2 * act_n : 1, 1, 1);
     if (any_moe) {
@@ -71,6 +74,10 @@ static void plan_train(planner *p, model_train *tr) {
         b->dxe = plan_t(p, TENSOR_F32, 2, n * K, d, 1);
         b->dw = plan_t(p, TENSOR_F32, 2, n, K, 1);
         b->dz = plan_t(p, TENSOR_F32, 2, n, E, 1);
+        if (R > 0) {
+            b->ep_dy = plan_t(p, TENSOR_F32, 2, R, d, 1);
+            b->ep_dx = plan_t(p, TENSOR_F32, 2, R, d, 1);
+        }
     }
     if (tr->lim.recompute) tr->h_tmp = plan_t(p, TENSOR_F32, 2, n, d, 1);
     if (any_moe) tr->moe_off = plan_t(p, TENSOR_I32, 1, L * (E + 1), 1, 1);
@@ -85,7 +92,7 @@ static void plan_train(planner *p, model_train *tr) {
          * dkva, dcq, dgu (2 act_n), dye [nK, d] */
         int64_t cv = max3(n * d, n * H * c->qk_head_dim, n * H * (c->qk_nope_head_dim + c->v_head_dim));
         cv = max3(cv, n * (c->kv_lora_rank + c->qk_rope_head_dim), n * (int64_t)c->q_lora_rank);
-        cv = max3(cv, 2 * act_n, any_moe ? n * K * d : 0);
+        cv = max3(cv, 2 * act_n, any_moe ? (n * K > R ? n * K : R) * d : 0);
         b->cvt = plan_t(p, TENSOR_BF16, 1, cv, 1, 1);
     }
 }
@@ -157,6 +164,8 @@ base_status model_train_new(model *m, const model_train_limits *lim, model_train
     p.off = 0;
     plan_train(&p, tr);
     tr->lora_planned = lc ? m->lora : NULL;
+    ep_host_init(&tr->eh, m, lim->max_tokens);
+    for (int i = 0; i < tr->nacts; i++) tr->acts[i].eh = &tr->eh;
     tr->host_i32 = base_xmalloc((size_t)lim->max_tokens * 2 * sizeof(int32_t));
     tr->host_f32 = base_xcalloc((size_t)lim->max_tokens, sizeof(float));
     if (tr->moe_off.data)
@@ -182,6 +191,7 @@ void model_train_free(model_train *tr) {
     free(tr->host_f32);
     free(tr->host_off);
     free(tr->host_aux);
+    ep_host_free(&tr->eh);
     train_shell_free(tr);
 }
 
@@ -251,6 +261,7 @@ base_status model_forward(model_train *tr, const model_batch *b) {
     ctx.pos = &pos;
     ctx.cu = &cu;
     int L = c->num_hidden_layers;
+    tr->eh.err = BASE_OK;
     for (int l = 0; l < L; l++) {
         tensor hi = mv_rows(&tr->h[l], n), ho = mv_rows(&tr->h[l + 1], n);
         layer_acts *A = &tr->acts[tr->nacts == 1 ? 0 : l];
@@ -266,6 +277,7 @@ base_status model_forward(model_train *tr, const model_batch *b) {
             o->moe_aux_fwd(&row, &z, &idx, &cu);
         }
     }
+    if (tr->eh.err) return base_err_set(tr->eh.err, "forward: %s", tr->eh.msg);
     tensor hl = mv_rows(&tr->h[L], n), hf = mv_rows(&tr->hf, n), rf = mv_rows(&tr->rstd_f, n);
     model_unit_use(m, L + 1);
     if (c->tie_word_embeddings) model_unit_use(m, 0);

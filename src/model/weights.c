@@ -26,6 +26,8 @@ typedef struct {
     int64_t off;
     int frozen; /* bind views into the frozen arena (frozen_view) instead of base */
     int64_t wlo, whi; /* whi > 0: a window, elements [wlo, whi) at base, the rest unbound */
+    int g;      /* index of the next tensor in the whole model's table (EP skips others' experts) */
+    int *gtab;  /* per table entry: g (may be NULL) */
 } lay;
 
 /* The view of a tensor at element offset `at`: into the f32 arena at base,
@@ -60,6 +62,8 @@ static tensor add(lay *L, int trainable, int mtp, int ndim, int64_t a, int64_t b
         p->trainable = trainable;
         p->mtp = mtp;
     }
+    if (L->gtab) L->gtab[L->n] = L->g;
+    L->g++;
     tensor t = bind(L, L->off, ndim, shape);
     L->n++;
     L->off += numel;
@@ -79,6 +83,8 @@ static void add_at(lay *L, int64_t at, int mtp, int64_t rows, int64_t cols, cons
         p->trainable = 1;
         p->mtp = mtp;
     }
+    if (L->gtab) L->gtab[L->n] = L->g;
+    L->g++;
     L->n++;
 }
 
@@ -134,25 +140,34 @@ static void add_layer(lay *L, int l, model_layer_w *w) {
         add_mlp(L, mtp, Q, c->intermediate_size, &w->gu, &w->down);
     } else {
         int64_t E = c->n_routed_experts, ie = c->moe_intermediate_size;
+        int64_t e0 = L->m->e0, el = L->m->el; /* the experts this rank holds */
         w->router = add(L, 1, mtp, 2, E, d, 1, "%s.mlp.gate.weight", P);
         w->bias = add(L, 0, mtp, 1, E, 1, 1, "%s.mlp.gate.e_score_correction_bias", P);
         int64_t at = L->off;
         char nm[128];
         for (int64_t e = 0; e < E; e++) {
+            if (e < e0 || e >= e0 + el) {
+                L->g += 2;
+                continue;
+            }
             snprintf(nm, sizeof nm, "%s.mlp.experts.%lld.gate_proj.weight", P, (long long)e);
-            add_at(L, at + e * 2 * ie * d, mtp, ie, d, nm);
+            add_at(L, at + (e - e0) * 2 * ie * d, mtp, ie, d, nm);
             snprintf(nm, sizeof nm, "%s.mlp.experts.%lld.up_proj.weight", P, (long long)e);
-            add_at(L, at + e * 2 * ie * d + ie * d, mtp, ie, d, nm);
+            add_at(L, at + (e - e0) * 2 * ie * d + ie * d, mtp, ie, d, nm);
         }
-        w->e_gu = view_at(L, at, 3, E, 2 * ie, d);
-        L->off += E * 2 * ie * d;
+        w->e_gu = view_at(L, at, 3, el, 2 * ie, d);
+        L->off += el * 2 * ie * d;
         at = L->off;
         for (int64_t e = 0; e < E; e++) {
+            if (e < e0 || e >= e0 + el) {
+                L->g++;
+                continue;
+            }
             snprintf(nm, sizeof nm, "%s.mlp.experts.%lld.down_proj.weight", P, (long long)e);
-            add_at(L, at + e * d * ie, mtp, d, ie, nm);
+            add_at(L, at + (e - e0) * d * ie, mtp, d, ie, nm);
         }
-        w->e_down = view_at(L, at, 3, E, d, ie);
-        L->off += E * d * ie;
+        w->e_down = view_at(L, at, 3, el, d, ie);
+        L->off += el * d * ie;
         if (c->n_shared_experts > 0) {
             snprintf(Q, sizeof Q, "%s.mlp.shared_experts", P);
             add_mlp(L, mtp, Q, (int64_t)c->n_shared_experts * ie, &w->s_gu, &w->s_down);
@@ -170,7 +185,7 @@ static void add_layer(lay *L, int l, model_layer_w *w) {
 static int64_t layout_w(model *m, float *base, model_weights *w, model_param *tab, int *ntab, int frozen,
                         int64_t wlo, int64_t whi) {
     const model_config *c = &m->cfg;
-    lay L = {m, base, tab, 0, 0, frozen, wlo, whi};
+    lay L = {m, base, tab, 0, 0, frozen, wlo, whi, 0, tab ? m->gidx : NULL};
     int nl = c->num_hidden_layers + m->n_mtp;
     model_weights tmp;
     if (!w) w = &tmp;
@@ -215,10 +230,17 @@ static int frozen_arena(model_precision p, int frozen) { return frozen && p != M
  * copies or not) and, for a frozen bf16/fp8 model, its storage plan:
  * everything the sizes depend on, nothing allocated. */
 static model *model_shell(const model_config *cfg, const struct ops *ops, int n_mtp, int copies,
-                          model_precision prec, int frozen) {
+                          model_precision prec, int frozen, const model_ep *ep) {
     model *m = base_xcalloc(1, sizeof *m);
     m->cfg = *cfg;
     m->ops = ops;
+    m->ep.size = 1;
+    if (ep && ep->size > 1) {
+        m->ep = *ep;
+        m->has_ep = 1;
+    }
+    model_ep_local_experts(cfg, m->ep.size, m->ep.rank, &m->e0, &m->el);
+    m->el -= m->e0;
     m->n_mtp = n_mtp;
     m->mtp_copies = copies;
     m->prec = prec;
@@ -227,6 +249,7 @@ static model *model_shell(const model_config *cfg, const struct ops *ops, int n_
     int n = 0;
     m->numel = model_layout(m, NULL, NULL, NULL, &n);
     m->tab = base_xcalloc((size_t)n, sizeof(model_param));
+    m->gidx = base_xcalloc((size_t)n, sizeof(int));
     model_layout(m, NULL, NULL, m->tab, &m->ntab);
     if (frozen_arena(prec, frozen)) frozen_plan_build(m, m->wdt);
     return m;
@@ -250,8 +273,8 @@ static void sizes(const model *m, tensor_device dev, int64_t rope_len, model_mem
 }
 
 static model *model_alloc(const model_config *cfg, const struct ops *ops, int n_mtp, int copies, model_precision prec,
-                          int frozen) {
-    model *m = model_shell(cfg, ops, n_mtp, copies, prec, frozen);
+                          int frozen, const model_ep *ep) {
+    model *m = model_shell(cfg, ops, n_mtp, copies, prec, frozen, ep);
     model_mem mm;
     sizes(m, ops->device, 0, &mm);
     if (frozen_arena(prec, frozen)) {
@@ -393,11 +416,14 @@ base_status model_memory_plan(const model_config *cfg, const model_load_opts *op
     base_status st = check_precision(&o, opts);
     if (st) return st;
     int frozen = opts && opts->frozen, mtp = frozen || (opts && opts->skip_mtp) ? 0 : cfg->num_nextn_predict_layers;
-    model *m = model_shell(cfg, shell_ops, mtp, mtp > 0, opts ? opts->precision : MODEL_F32, frozen);
+    if (opts && opts->ep && (st = model_ep_check(cfg, opts->ep))) return st;
+    model *m = model_shell(cfg, shell_ops, mtp, mtp > 0, opts ? opts->precision : MODEL_F32, frozen,
+                           opts ? opts->ep : NULL);
     int64_t len = opts && opts->max_context > 0 ? opts->max_context : cfg->max_position_embeddings;
     sizes(m, dev, len, out);
     frozen_plan_free(&m->fz);
     free(m->tab);
+    free(m->gidx);
     free(m);
     return BASE_OK;
 }
@@ -422,6 +448,7 @@ void model_free(model *m) {
     m->ops->free(m->rope_mem);
     model_weights_free(&m->w);
     free(m->tab);
+    free(m->gidx);
     free(m);
 }
 
@@ -496,6 +523,27 @@ static base_status load_one(model *m, const st_dir *d, const char *name, int ndi
     return BASE_OK;
 }
 
+/* A fused experts tensor [E, a, b]: whole without EP; with EP read whole
+ * into the staging buffer and this rank's experts [e0, e0 + el) stored. */
+static base_status load_fused(model *m, const st_dir *d, const char *name, const int64_t *shape, int64_t off,
+                              const stage_bufs *sb) {
+    if (!m->has_ep) return load_one(m, d, name, 3, shape, off, -1, sb);
+    const st_tensor *t = st_dir_find(d, name);
+    if (!t) return base_err_set(BASE_ERR_INVALID, "checkpoint: missing tensor %s", name);
+    if (t->ndim != 3 || t->shape[0] != shape[0] || t->shape[1] != shape[1] || t->shape[2] != shape[2]) {
+        char a[96], b[96];
+        return base_err_set(BASE_ERR_INVALID, "%s: tensor %s has shape %s, the config needs %s", st_dir_file_of(d, t),
+                            name, shape_str(t->ndim, t->shape, a, sizeof a), shape_str(3, shape, b, sizeof b));
+    }
+    int64_t per = shape[1] * shape[2];
+    base_status st = st_dir_load(d, name, TENSOR_F32, sb->f32, shape[0] * per);
+    if (st) return st;
+    const float *src = sb->f32 + (int64_t)m->e0 * per;
+    if (m->cmem) frozen_store(m, off, src, m->el * per);
+    else m->ops->upload(m->params + off, src, (size_t)(m->el * per) * sizeof(float));
+    return BASE_OK;
+}
+
 base_status model_load(const char *dir, const struct ops *ops, const model_load_opts *opts, model **out) {
     *out = NULL;
     model_config cfg;
@@ -524,7 +572,11 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
                       cfg.num_nextn_predict_layers, n_mtp);
     }
     model_precision prec = opts ? opts->precision : MODEL_F32;
-    model *m = model_alloc(&cfg, ops, n_mtp, copies, prec, opts && opts->frozen);
+    if (opts && opts->ep && (st = model_ep_check(&cfg, opts->ep))) {
+        st_dir_close(d);
+        return st;
+    }
+    model *m = model_alloc(&cfg, ops, n_mtp, copies, prec, opts && opts->frozen, opts ? opts->ep : NULL);
     unsigned char *done = base_xcalloc((size_t)m->ntab, 1);
     int64_t maxn = 0;
     for (int i = 0; i < m->ntab; i++)
@@ -534,7 +586,7 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
     int64_t fused = (int64_t)cfg.n_routed_experts * 2 * cfg.moe_intermediate_size * cfg.hidden_size;
     if (fused > maxn) maxn = fused;
     stage_bufs sb = {NULL, NULL, NULL};
-    if (ops->device != TENSOR_CPU || m->cmem) sb.f32 = base_xmalloc((size_t)maxn * sizeof(float));
+    if (ops->device != TENSOR_CPU || m->cmem || m->has_ep) sb.f32 = base_xmalloc((size_t)maxn * sizeof(float));
     if (m->wdt == TENSOR_F8_E4M3) {
         sb.q = base_xmalloc((size_t)maxn);
         sb.scale = base_xmalloc((size_t)(maxn / (TENSOR_QBLOCK * TENSOR_QBLOCK) + 2 * maxn / TENSOR_QBLOCK + 1) *
@@ -553,11 +605,11 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
         int64_t E = cfg.n_routed_experts, ie = cfg.moe_intermediate_size, dm = cfg.hidden_size;
         int64_t gs[3] = {E, 2 * ie, dm}, ds[3] = {E, dm, ie};
         char e0[128];
-        snprintf(e0, sizeof e0, "model.layers.%d.mlp.experts.0.gate_proj.weight", l);
-        st = load_one(m, d, nm, 3, gs, model_param_find(m, e0)->offset, -1, &sb);
+        snprintf(e0, sizeof e0, "model.layers.%d.mlp.experts.%d.gate_proj.weight", l, m->e0);
+        st = load_fused(m, d, nm, gs, model_param_find(m, e0)->offset, &sb);
         snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.down_proj", l);
-        snprintf(e0, sizeof e0, "model.layers.%d.mlp.experts.0.down_proj.weight", l);
-        if (!st) st = load_one(m, d, nm, 3, ds, model_param_find(m, e0)->offset, -1, &sb);
+        snprintf(e0, sizeof e0, "model.layers.%d.mlp.experts.%d.down_proj.weight", l, m->e0);
+        if (!st) st = load_fused(m, d, nm, ds, model_param_find(m, e0)->offset, &sb);
         char pre[64];
         snprintf(pre, sizeof pre, "model.layers.%d.mlp.experts.", l);
         for (int i = 0; i < m->ntab; i++)
@@ -594,7 +646,9 @@ base_status model_init_random(const model_config *cfg, const struct ops *ops, ui
     *out = NULL;
     base_status st0 = check_precision(ops, opts);
     if (st0) return st0;
-    model *m = model_alloc(cfg, ops, 0, 0, opts ? opts->precision : MODEL_F32, opts && opts->frozen);
+    if (opts && opts->ep && (st0 = model_ep_check(cfg, opts->ep))) return st0;
+    model *m = model_alloc(cfg, ops, 0, 0, opts ? opts->precision : MODEL_F32, opts && opts->frozen,
+                           opts ? opts->ep : NULL);
     int64_t maxn = 0;
     for (int i = 0; i < m->ntab; i++)
         if (m->tab[i].numel > maxn) maxn = m->tab[i].numel;
@@ -602,7 +656,7 @@ base_status model_init_random(const model_config *cfg, const struct ops *ops, ui
     for (int i = 0; i < m->ntab; i++) {
         const model_param *p = &m->tab[i];
         base_rng r;
-        base_rng_init(&r, seed, 0x4d4f44u, (uint32_t)i, 0);
+        base_rng_init(&r, seed, 0x4d4f44u, (uint32_t)m->gidx[i], 0); /* the whole model's stream */
         int is_norm = p->ndim == 1 && strstr(p->name, "bias") == NULL;
 #pragma omp parallel for schedule(static) if (p->numel > 65536)
         for (int64_t k = 0; k < p->numel; k++) {
@@ -640,3 +694,43 @@ int model_has_mtp(const model *m) { return m->n_mtp > 0; }
 
 float *model_grads_new(const model *m) { return m->ops->alloc((size_t)m->numel * sizeof(float)); }
 void model_grads_zero(const model *m, float *grads) { m->ops->zero(grads, (size_t)m->numel * sizeof(float)); }
+
+/* ---- expert parallelism ------------------------------------------------------ */
+
+void model_ep_local_experts(const model_config *cfg, int ep_size, int rank, int *e0, int *e1) {
+    int E = cfg->n_routed_experts, n = ep_size > 0 ? ep_size : 1;
+    *e0 = (int)((int64_t)rank * E / n);
+    *e1 = (int)((int64_t)(rank + 1) * E / n);
+}
+
+int model_ep_owner(const model_config *cfg, int ep_size, const char *name) {
+    const char *p = strstr(name, "mlp.experts.");
+    if (!p || ep_size <= 1) return p && ep_size == 1 ? 0 : -1;
+    p += strlen("mlp.experts.");
+    if (*p < '0' || *p > '9') return -1; /* the fused gate_up_proj / down_proj: every expert */
+    char *end;
+    long e = strtol(p, &end, 10);
+    if (*end != '.' || e < 0 || e >= cfg->n_routed_experts) return -1;
+    return (int)(e / (cfg->n_routed_experts / ep_size));
+}
+
+base_status model_ep_check(const model_config *cfg, const model_ep *ep) {
+    if (!ep) return BASE_OK;
+    if (ep->size < 1)
+        return base_err_set(BASE_ERR_INVALID, "expert_parallel_size %d: must be at least 1", ep->size);
+    if (ep->size == 1) return BASE_OK;
+    int any_moe = 0;
+    for (int l = 0; l < cfg->num_hidden_layers; l++) any_moe |= model_layer_is_moe(cfg, l);
+    if (!any_moe || cfg->n_routed_experts % ep->size)
+        return base_err_set(BASE_ERR_INVALID,
+                            "expert_parallel_size %d: must divide n_routed_experts (%d) of a model with MoE layers",
+                            ep->size, any_moe ? cfg->n_routed_experts : 0);
+    if (ep->rank < 0 || ep->rank >= ep->size)
+        return base_err_set(BASE_ERR_INVALID, "expert_parallel_size %d: rank %d outside the group", ep->size,
+                            ep->rank);
+    if (!ep->alltoall_counts || !ep->alltoallv)
+        return base_err_set(BASE_ERR_INVALID, "expert_parallel_size %d: exchange functions not set", ep->size);
+    return BASE_OK;
+}
+
+const model_ep *model_get_ep(const model *m) { return m->has_ep ? &m->ep : NULL; }
