@@ -1,8 +1,11 @@
 /*
  * Expert parallelism on the trainer's side (docs/distributed.md, "Expert
  * parallelism"): the recipe key expert_parallel_size (EP) checked against
- * the world size and the model, the two groups it makes, and the exchange
- * functions the model's MoE layers call (model_ep, model.h).
+ * the world size and the model, and the plans of grpo plan --ep. Runs with
+ * EP > 1 are refused at start after these checks: the trainer does not yet
+ * make the groups (dist_comm_split), fill the model's exchange functions
+ * (model_ep), sum expert gradients over the expert-data-parallel group or
+ * write every rank's experts into checkpoints.
  *
  * EP groups are consecutive ranks: group g = ranks [g EP, (g + 1) EP);
  * rank r's EP index is r % EP and holds the routed experts
@@ -69,36 +72,6 @@ base_status run_ep_check(const model_config *mc, int64_t ep, int world, int zero
     return BASE_OK;
 }
 
-/* ---- the exchange functions (model_ep) over the EP group ---------------- */
-
-static base_status ex_counts(void *ctx, const int64_t *send, int64_t *recv, int n) {
-    run_ctx *c = ctx;
-    size_t *k = base_xmalloc((size_t)c->ep * sizeof *k);
-    for (int p = 0; p < c->ep; p++) k[p] = (size_t)n;
-    base_status s = dist_alltoallv(c->ep_host, send, k, recv, k, DIST_I64);
-    free(k);
-    return s ? base_err_wrap(s, "expert parallelism: the all-to-all of the MoE row counts") : BASE_OK;
-}
-
-static base_status ex_rows(void *ctx, const void *send, const int64_t *send_bytes, void *recv,
-                           const int64_t *recv_bytes) {
-    run_ctx *c = ctx;
-    size_t *sc = base_xmalloc(2 * (size_t)c->ep * sizeof *sc), *rc = sc + c->ep;
-    for (int p = 0; p < c->ep; p++) sc[p] = (size_t)send_bytes[p], rc[p] = (size_t)recv_bytes[p];
-    base_status s = dist_alltoallv(c->ep_dev, send, sc, recv, rc, DIST_U8);
-    free(sc);
-    return s ? base_err_wrap(s, "expert parallelism: the all-to-all of the MoE rows") : BASE_OK;
-}
-
-static base_status ex_any(void *ctx, int local, int *any) {
-    run_ctx *c = ctx;
-    int32_t v = local != 0;
-    base_status s = dist_allreduce(c->ep_host, &v, 1, DIST_I32, DIST_MAX);
-    if (s) return base_err_wrap(s, "expert parallelism: the decode agreement of the EP group");
-    *any = v != 0;
-    return BASE_OK;
-}
-
 base_status run_ep_open(run_ctx *c, const char *model_dir) {
     int64_t ep;
     base_status s = run_ep_size(c->cfg, &ep);
@@ -118,26 +91,15 @@ base_status run_ep_open(run_ctx *c, const char *model_dir) {
     }
     s = run_ep_check(&mc, ep, c->world, zero, c->cfg->lora.set);
     if (s) return s;
-    c->ep = (int)ep;
-    s = dist_comm_split(c->host, c->rank / c->ep, c->rank, "ep", &c->ep_host);
-    if (!s) s = dist_comm_split(c->host, c->rank % c->ep, c->rank, "expert_dp", &c->edp_host);
-    if (!s) s = dist_comm_device(c->ops, c->ep_host, "ep/device", &c->ep_dev);
-    if (!s) s = dist_comm_device(c->ops, c->edp_host, "expert_dp/device", &c->edp_dev);
-    if (s) return base_err_wrap(s, "expert_parallel_size = %d: the EP and expert-data-parallel groups", c->ep);
-    c->ep_x = (model_ep){.size = c->ep, .rank = c->rank % c->ep, .ctx = c, .alltoall_counts = ex_counts,
-                         .alltoallv = ex_rows, .any_active = ex_any};
-    c->load.ep = &c->ep_x;
-    return BASE_OK;
-}
-
-void run_ep_close(run_ctx *c) {
-    if (c->ep_dev != c->ep_host) dist_comm_free(c->ep_dev);
-    if (c->edp_dev != c->edp_host) dist_comm_free(c->edp_dev);
-    dist_comm_free(c->ep_host);
-    dist_comm_free(c->edp_host);
-    c->ep_dev = c->ep_host = c->edp_dev = c->edp_host = NULL;
-    c->load.ep = NULL;
-    c->ep = 0;
+    /* the model holds its experts and exchanges rows (model_ep), but the
+     * trainer does not yet sum expert gradients over the expert-DP group,
+     * take the global gradient norm, or write the experts of every rank into
+     * checkpoints: refused rather than trained wrongly */
+    return base_err_set(BASE_ERR_UNSUPPORTED,
+                        "expert_parallel_size = %lld: training with expert parallelism is not built on the trainer's "
+                        "side yet (expert gradients over the expert-data-parallel group, checkpoints of every rank's "
+                        "experts); expert_parallel_size = 1 runs, and `grpo plan --ep` plans EP > 1",
+                        (long long)ep);
 }
 
 /* ---- plans (run_mem.c's roles with EP > 1) ------------------------------- */
@@ -162,7 +124,7 @@ static int64_t expert_numel(const model_config *mc, int64_t params, int *moe_lay
 /* Elements of rank r's ZeRO 1 shard with EP: its arena (the non-expert
  * elements and its EP index's experts, numel - experts + experts / EP)
  * split over the W / EP ranks of its expert-data-parallel group, which
- * hold the same arena (run_ep_zero_shard). */
+ * hold the same arena. */
 static int64_t ep_shard(int64_t numel, int64_t experts, int ep, int W, int r) {
     int64_t lo, hi;
     run_split(numel - experts + experts / ep, r / ep, W / ep, &lo, &hi);

@@ -65,12 +65,6 @@ typedef struct {
      * results), dev: the communicator of the op table's buffers (gradients) */
     int rank, world;
     dist_comm *host, *dev;
-    /* expert parallelism (run_ep.c): EP (0 or 1: off), the EP group and the
-     * expert-data-parallel group (host and device communicators: the same
-     * on the CPU backend), and the exchange functions the model calls */
-    int ep;
-    dist_comm *ep_host, *ep_dev, *edp_host, *edp_dev;
-    model_ep ep_x;
     struct run_zero2 *z2;   /* the training stage's ZeRO 2 / 3 state (run_zero.c), else NULL */
 } run_ctx;
 
@@ -109,11 +103,10 @@ base_status run_ep_size(const recipe_cfg *cfg, int64_t *ep);
  * expert_parallel_size and the value. */
 base_status run_ep_check(const model_config *mc, int64_t ep, int world, int zero_stage, int lora);
 /* Before the policy loads (model_dir: where its config.json is): with EP >
- * 1 checks it (run_ep_check), splits the world into the EP and
- * expert-data-parallel groups and sets c->load.ep, so the policy holds its
- * EP index's experts. A no-op at EP 1. A collective. */
+ * 1 checks it (run_ep_check; the config read agreed over the ranks), then
+ * refuses the run (BASE_ERR_UNSUPPORTED naming expert_parallel_size: the
+ * trainer's side of EP > 1 is not built). A no-op at EP 1. A collective. */
 base_status run_ep_open(run_ctx *c, const char *model_dir);
-void run_ep_close(run_ctx *c);
 /* run_grpo_memory's roles with sh->ep > 1 (run_ep_check's refusals
  * first): the weights, reference weights, gradients, AdamW state and ZeRO
  * 1 copy of a rank holding 1 / EP of the routed experts (ZeRO 1: its

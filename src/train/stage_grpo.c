@@ -256,7 +256,7 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
                              .num_generations = b->G, .prompts = b->P, .max_prompt = b->max_prompt,
                              .max_completion = b->max_new, .micro_batch = b->mb, .recompute = tl.recompute,
                              .ref = grpo_needs_ref_logp(g->gc), .world = c->world,
-                             .zero_stage = (int)g->cfg->train.zero_stage, .ep = c->ep};
+                             .zero_stage = (int)g->cfg->train.zero_stage};
         /* rank 0's, and every rank's (they differ by the ZeRO shard) */
         cJSON *sum = cJSON_CreateObject(), *ranks = cJSON_AddArrayToObject(sum, "memory_plan_ranks");
         for (int r = 0; r < c->world && !s; r++) {

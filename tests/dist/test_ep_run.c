@@ -4,7 +4,9 @@
  *   - refusals, on every rank, before anything is written: an EP that does
  *     not divide the world size, one that does not divide n_routed_experts,
  *     training stages with different EPs, LoRA or ZeRO 2 with EP > 1; each
- *     message names expert_parallel_size and the value.
+ *     message names expert_parallel_size and the value;
+ *   - an EP that passes every check: refused (the trainer's side of EP > 1
+ *     is not built); expert_parallel_size = 1 runs to the end.
  * MPIRUN (tests/dist/meson.build) is the launcher; OMPI_* in the test
  * environment let Open MPI run as root and oversubscribe CI's cores. */
 #include "common/test_common.h"
@@ -148,6 +150,19 @@ static void test_refused(void **state) {
     const char *zero[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
                           "--set", "stages.sft.zero_stage=2", NULL};
     expect_refused(2, "ep_zero", zero, "zero_stage = 2 with expert_parallel_size = 2");
+    /* every check passed: the trainer's side of EP > 1 is not built, so the run is refused */
+    const char *ok[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                        NULL};
+    expect_refused(2, "ep_unbuilt", ok, "expert_parallel_size = 2: training with expert parallelism is not built");
+    /* expert_parallel_size = 1 (the default, and set) runs */
+    const char *one[] = {"--set", "stages.grpo.expert_parallel_size=1", "--set", "stages.sft.expert_parallel_size=1",
+                         NULL};
+    int rc = run_np(2, "ep_one", one);
+    if (rc) {
+        char *e = read_rel("ep_one.err");
+        fail_msg("run ep_one: exit %d:\n%s", rc, e);
+    }
+    assert_true(exists_rel("runs/ep_one/checkpoints/step-4/model.safetensors"));
 }
 
 int main(void) {
