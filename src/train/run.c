@@ -236,6 +236,7 @@ static void ctx_free(run_ctx *c) {
     free(c->prompt_tokens);
     run_tb_close(c->tb);
     run_keep_files_free(c);
+    run_ep_close(c);
 }
 
 base_status run_recipe(const recipe *rc, const run_opts *opts) {
@@ -300,7 +301,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     /* weights and tokenizer first: a run that cannot start leaves an
      * existing run directory as it was */
     char *model_dir = recipe_resolve_path(rc, c.cfg->model);
-    /* expert parallelism: checked (and, EP > 1, refused) before the policy loads */
+    /* expert parallelism: the groups, and the policy's local experts */
     s = run_ep_open(&c, ck && !c.cfg->lora.set ? run_ckpt_dir(ck) : model_dir);
     if (!s && c.cfg->lora.set) { /* the frozen base is the recipe's model; the adapter new or the checkpoint's */
         s = load_policy(&c, model_dir, 1);

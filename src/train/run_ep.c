@@ -1,11 +1,8 @@
 /*
  * Expert parallelism on the trainer's side (docs/distributed.md, "Expert
  * parallelism"): the recipe key expert_parallel_size (EP) checked against
- * the world size and the model, and the plans of grpo plan --ep. Runs with
- * EP > 1 are refused at start after these checks: the trainer does not yet
- * make the groups (dist_comm_split), fill the model's exchange functions
- * (model_ep), sum expert gradients over the expert-data-parallel group or
- * write every rank's experts into checkpoints.
+ * the world size and the model, the two groups it makes, and the exchange
+ * functions the model's MoE layers call (model_ep, model.h).
  *
  * EP groups are consecutive ranks: group g = ranks [g EP, (g + 1) EP);
  * rank r's EP index is r % EP and holds the routed experts
@@ -21,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/st.h"
 #include "run_internal.h"
 
 base_status run_ep_size(const recipe_cfg *cfg, int64_t *ep) {
@@ -72,6 +70,36 @@ base_status run_ep_check(const model_config *mc, int64_t ep, int world, int zero
     return BASE_OK;
 }
 
+/* ---- the exchange functions (model_ep) over the EP group ---------------- */
+
+static base_status ex_counts(void *ctx, const int64_t *send, int64_t *recv, int n) {
+    run_ctx *c = ctx;
+    size_t *k = base_xmalloc((size_t)c->ep * sizeof *k);
+    for (int p = 0; p < c->ep; p++) k[p] = (size_t)n;
+    base_status s = dist_alltoallv(c->ep_host, send, k, recv, k, DIST_I64);
+    free(k);
+    return s ? base_err_wrap(s, "expert parallelism: the all-to-all of the MoE row counts") : BASE_OK;
+}
+
+static base_status ex_rows(void *ctx, const void *send, const int64_t *send_bytes, void *recv,
+                           const int64_t *recv_bytes) {
+    run_ctx *c = ctx;
+    size_t *sc = base_xmalloc(2 * (size_t)c->ep * sizeof *sc), *rc = sc + c->ep;
+    for (int p = 0; p < c->ep; p++) sc[p] = (size_t)send_bytes[p], rc[p] = (size_t)recv_bytes[p];
+    base_status s = dist_alltoallv(c->ep_dev, send, sc, recv, rc, DIST_U8);
+    free(sc);
+    return s ? base_err_wrap(s, "expert parallelism: the all-to-all of the MoE rows") : BASE_OK;
+}
+
+static base_status ex_any(void *ctx, int local, int *any) {
+    run_ctx *c = ctx;
+    int32_t v = local != 0;
+    base_status s = dist_allreduce(c->ep_host, &v, 1, DIST_I32, DIST_MAX);
+    if (s) return base_err_wrap(s, "expert parallelism: the decode agreement of the EP group");
+    *any = v != 0;
+    return BASE_OK;
+}
+
 base_status run_ep_open(run_ctx *c, const char *model_dir) {
     int64_t ep;
     base_status s = run_ep_size(c->cfg, &ep);
@@ -91,15 +119,36 @@ base_status run_ep_open(run_ctx *c, const char *model_dir) {
     }
     s = run_ep_check(&mc, ep, c->world, zero, c->cfg->lora.set);
     if (s) return s;
-    /* the model holds its experts and exchanges rows (model_ep), but the
-     * trainer does not yet sum expert gradients over the expert-DP group,
-     * take the global gradient norm, or write the experts of every rank into
-     * checkpoints: refused rather than trained wrongly */
-    return base_err_set(BASE_ERR_UNSUPPORTED,
-                        "expert_parallel_size = %lld: training with expert parallelism is not built on the trainer's "
-                        "side yet (expert gradients over the expert-data-parallel group, checkpoints of every rank's "
-                        "experts); expert_parallel_size = 1 runs, and `grpo plan --ep` plans EP > 1",
-                        (long long)ep);
+    if (zero == 1)
+        return base_err_set(BASE_ERR_UNSUPPORTED,
+                            "zero_stage = 1 with expert_parallel_size = %lld: not built for runs yet (grpo plan plans "
+                            "it); zero_stage = 0",
+                            (long long)ep);
+    if (c->opts.resume)
+        return base_err_set(BASE_ERR_UNSUPPORTED,
+                            "--resume with expert_parallel_size = %lld: not built (a checkpoint's model.safetensors "
+                            "is complete: start a new run from it)",
+                            (long long)ep);
+    c->ep = (int)ep;
+    s = dist_comm_split(c->host, c->rank / c->ep, c->rank, "ep", &c->ep_host);
+    if (!s) s = dist_comm_split(c->host, c->rank % c->ep, c->rank, "expert_dp", &c->edp_host);
+    if (!s) s = dist_comm_device(c->ops, c->ep_host, "ep/device", &c->ep_dev);
+    if (!s) s = dist_comm_device(c->ops, c->edp_host, "expert_dp/device", &c->edp_dev);
+    if (s) return base_err_wrap(s, "expert_parallel_size = %d: the EP and expert-data-parallel groups", c->ep);
+    c->ep_x = (model_ep){.size = c->ep, .rank = c->rank % c->ep, .ctx = c, .alltoall_counts = ex_counts,
+                         .alltoallv = ex_rows, .any_active = ex_any};
+    c->load.ep = &c->ep_x;
+    return BASE_OK;
+}
+
+void run_ep_close(run_ctx *c) {
+    if (c->ep_dev != c->ep_host) dist_comm_free(c->ep_dev);
+    if (c->edp_dev != c->edp_host) dist_comm_free(c->edp_dev);
+    dist_comm_free(c->ep_host);
+    dist_comm_free(c->edp_host);
+    c->ep_dev = c->ep_host = c->edp_dev = c->edp_host = NULL;
+    c->load.ep = NULL;
+    c->ep = 0;
 }
 
 /* ---- plans (run_mem.c's roles with EP > 1) ------------------------------- */
@@ -183,4 +232,141 @@ void run_ep_plan_comm(const model_config *mc, const run_grpo_shape *sh, const mo
     double train = A2A(rows * (sh->max_prompt + sh->max_completion) * k); /* one forward */
     out->a2a_train = train * (2.0 + (sh->recompute ? 1 : 0) + (sh->ref ? 1 : 0));
 #undef A2A
+}
+
+/* ---- training with EP > 1 ---------------------------------------------------- */
+
+static int is_expert(const char *name) { return strstr(name, ".mlp.experts.") != NULL; }
+
+base_status run_ep_reduce_grads(run_ctx *c, float *grads) {
+    const model *m = c->policy;
+    int n = model_nparams(m);
+    int64_t total = model_numel(m), lo = 0, end = 0;
+    int cls = n ? is_expert(model_param_at(m, 0)->name) : 0;
+    base_status s = BASE_OK;
+    /* runs of one class in arena order: experts over the expert-data-parallel
+     * group, the rest (arena gaps included) over the world */
+    for (int i = 0; i <= n && !s; i++) {
+        const model_param *p = i < n ? model_param_at(m, i) : NULL;
+        if (p && p->offset < end)
+            return base_err_set(BASE_ERR_INVALID, "expert parallelism: parameter %s at %lld before the end %lld of "
+                                "the previous one (the arena is not in table order)",
+                                p->name, (long long)p->offset, (long long)end);
+        int k = p ? is_expert(p->name) : !cls;
+        int64_t at = p ? p->offset : total;
+        if (k != cls) {
+            if (at > lo) s = dist_allreduce(cls ? c->edp_dev : c->dev, grads + lo, (size_t)(at - lo), DIST_F32, DIST_SUM);
+            lo = at, cls = k;
+        }
+        if (p) end = p->offset + p->numel;
+    }
+    return s ? base_err_wrap(s, "summing the gradients (experts over the %d ranks of the expert-data-parallel group, the "
+                             "rest over %d)", dist_comm_size(c->edp_host), c->world)
+             : BASE_OK;
+}
+
+base_status run_ep_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *info) {
+    double part[2] = {0, 0}; /* non-expert, this rank's experts */
+    for (int i = 0; i < o->n_params; i++) {
+        tensor g = optim_grad_view(o, i);
+        part[is_expert(o->params[i].name)] += o->ops->sumsq(&g);
+    }
+    /* every expert counted once: summed over the EP group, each holding its own */
+    base_status s = dist_allreduce(c->ep_host, &part[1], 1, DIST_F64, DIST_SUM);
+    if (s) return base_err_wrap(s, "summing the experts' gradient norm over the EP group");
+    optim_step_sumsq(o, k, part[0] + part[1], info);
+    return BASE_OK;
+}
+
+/* The whole model's parameter table from this rank's (the EP model's holds
+ * its experts only, in the whole table's order): each MoE layer's block of
+ * local gate/up (then down) entries replaced by every expert's, named with
+ * its global index; gidx[i] = the local entry of global entry i, -1 for
+ * another rank's expert. */
+static int whole_table(const model *m, int e0, int el, model_param **out, int **gidx) {
+    const model_config *mc = model_cfg(m);
+    int n = model_nparams(m), E = mc->n_routed_experts, cap = n + 3 * E * (mc->num_hidden_layers + 1) + 16, ng = 0;
+    model_param *t = base_xcalloc((size_t)cap, sizeof *t);
+    int *g = base_xcalloc((size_t)cap, sizeof *g);
+    for (int i = 0; i < n;) {
+        const model_param *p = model_param_at(m, i);
+        const char *x = strstr(p->name, ".mlp.experts.");
+        if (!x) {
+            t[ng] = *p, g[ng++] = i++;
+            continue;
+        }
+        int per = strstr(x, ".down_proj.") ? 1 : 2; /* entries per expert in this block */
+        const char *sfx[2] = {per == 1 ? "down_proj" : "gate_proj", "up_proj"};
+        int plen = (int)(x - p->name);
+        for (int e = 0; e < E && ng + per <= cap; e++)
+            for (int k = 0; k < per; k++) {
+                int li = i + (e - e0) * per + k;
+                t[ng] = e >= e0 && e < e0 + el ? *model_param_at(m, li) : *p;
+                snprintf(t[ng].name, sizeof t[ng].name, "%.*s.mlp.experts.%d.%s.weight", plen, p->name, e, sfx[k]);
+                g[ng++] = e >= e0 && e < e0 + el ? li : -1;
+            }
+        i += el * per;
+    }
+    *out = t, *gidx = g;
+    return ng;
+}
+
+typedef struct {
+    const model *m;
+    const model_param *t;
+    const int *g;
+} ep_src;
+
+static base_status fill_local(void *ctx, int i, uint64_t off, void *dst, size_t n) {
+    const ep_src *src = ctx;
+    int64_t at = model_param_at(src->m, src->g[i])->offset + (int64_t)(off / sizeof(float));
+    model_weights_range_to_host(src->m, at, (int64_t)(n / sizeof(float)), dst); /* a frozen model's too */
+    return BASE_OK;
+}
+
+base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, const char *stem, uint64_t shard_bytes) {
+    int e0, e1;
+    model_ep_local_experts(model_cfg(m), c->ep, c->rank % c->ep, &e0, &e1);
+    model_param *t;
+    int *g, ng = whole_table(m, e0, e1 - e0, &t, &g);
+    st_plan *p = NULL;
+    base_status s = run_ckpt_weights_plan(t, ng, stem, shard_bytes == UINT64_MAX ? 0 : shard_bytes, &p);
+    s = run_agree(c, s, "laying out the checkpoint's weight files");
+    if (!s && run_writes(c)) s = st_plan_create(p, dir);
+    s = run_agree(c, s, "creating the checkpoint's weight files");
+    if (!s) {
+        /* rank 0 writes the non-expert tensors, EP group 0 (ranks 0 .. EP - 1) its experts */
+        st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(0));
+        ep_src src = {m, t, g};
+        for (int i = 0; i < ng && !s; i++) {
+            int mine = g[i] >= 0 && (is_expert(t[i].name) ? c->rank < c->ep : c->rank == 0);
+            if (mine) s = st_part_put(w, i, 0, (uint64_t)t[i].numel * sizeof(float), fill_local, &src);
+        }
+        base_status e = st_part_close(w, NULL);
+        if (!s) s = e;
+        s = run_agree(c, s, "writing this rank's tensors of the checkpoint's weights");
+        if (!s && run_writes(c)) s = st_plan_commit(p, dir);
+        s = run_agree(c, s, "renaming the checkpoint's weight files into place");
+        if (s && run_writes(c)) st_plan_abandon(p, dir);
+    }
+    st_plan_free(p);
+    free(t), free(g);
+    return s;
+}
+
+base_status run_ep_check_rounds(const run_ctx *c, int64_t n, int64_t mb, const char *what) {
+    if (c->ep <= 1 || mb <= 0) return BASE_OK;
+    int64_t most = 0, least = INT64_MAX;
+    for (int r = 0; r < c->world; r++) {
+        int64_t a, z;
+        run_split(n, r, c->world, &a, &z);
+        int64_t k = (z - a + mb - 1) / mb;
+        most = k > most ? k : most, least = k < least ? k : least;
+    }
+    if (most == least) return BASE_OK;
+    return base_err_set(BASE_ERR_UNSUPPORTED,
+                        "expert_parallel_size = %d: %s: %lld rows over %d ranks give %lld to %lld micro-batches of "
+                        "at most %lld per rank; with expert parallelism every rank makes the same passes (its EP "
+                        "group exchanges rows in each): make the rows per step a multiple of %d x the micro-batch",
+                        c->ep, what, (long long)n, c->world, (long long)least, (long long)most, (long long)mb, c->world);
 }

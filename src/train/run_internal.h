@@ -65,6 +65,12 @@ typedef struct {
      * results), dev: the communicator of the op table's buffers (gradients) */
     int rank, world;
     dist_comm *host, *dev;
+    /* expert parallelism (run_ep.c): EP (0 or 1: off), the EP group and the
+     * expert-data-parallel group (host and device communicators: the same
+     * on the CPU backend), and the exchange functions the model calls */
+    int ep;
+    dist_comm *ep_host, *ep_dev, *edp_host, *edp_dev;
+    model_ep ep_x;
     struct run_zero2 *z2;   /* the training stage's ZeRO 2 / 3 state (run_zero.c), else NULL */
 } run_ctx;
 
@@ -103,10 +109,32 @@ base_status run_ep_size(const recipe_cfg *cfg, int64_t *ep);
  * expert_parallel_size and the value. */
 base_status run_ep_check(const model_config *mc, int64_t ep, int world, int zero_stage, int lora);
 /* Before the policy loads (model_dir: where its config.json is): with EP >
- * 1 checks it (run_ep_check; the config read agreed over the ranks), then
- * refuses the run (BASE_ERR_UNSUPPORTED naming expert_parallel_size: the
- * trainer's side of EP > 1 is not built). A no-op at EP 1. A collective. */
+ * 1 checks it (run_ep_check), splits the world into the EP and
+ * expert-data-parallel groups and sets c->load.ep, so the policy holds its
+ * EP index's experts. A no-op at EP 1. A collective. */
 base_status run_ep_open(run_ctx *c, const char *model_dir);
+void run_ep_close(run_ctx *c);
+/* EP > 1 (every rank, in step): the gradient arena summed in place, the
+ * routed experts' elements over the expert-data-parallel group and the rest
+ * over the world (rank-ordered sums, per run of one kind in arena order). */
+base_status run_ep_reduce_grads(run_ctx *c, float *grads);
+/* The optimizer step with the global gradient norm: the non-expert sum of
+ * squares (the same on every rank) plus the experts' summed over the EP
+ * group (each expert counted once). */
+base_status run_ep_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *info);
+/* EP > 1: n rows split over the ranks (run_split) in micro-batches of mb
+ * must give every rank the same number of passes (each pass exchanges rows
+ * within the EP group); BASE_ERR_UNSUPPORTED naming expert_parallel_size
+ * and `what` otherwise. The same answer on every rank. */
+base_status run_ep_check_rounds(const run_ctx *c, int64_t n, int64_t mb, const char *what);
+/* The consolidated DIR/STEM.safetensors (or shards) of an EP > 1 model (the
+ * policy, or a frozen reference), byte for byte what one process holding
+ * every expert writes: every rank
+ * lays out the whole model's table, rank 0 creates the files and writes
+ * the non-expert tensors, ranks 0 .. EP - 1 their experts (pwrite into the
+ * shared files), rank 0 renames them into place; each step agreed. */
+base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, const char *stem,
+                                 uint64_t shard_bytes);
 /* run_grpo_memory's roles with sh->ep > 1 (run_ep_check's refusals
  * first): the weights, reference weights, gradients, AdamW state and ZeRO
  * 1 copy of a rank holding 1 / EP of the routed experts (ZeRO 1: its

@@ -5,8 +5,10 @@
  *     not divide the world size, one that does not divide n_routed_experts,
  *     training stages with different EPs, LoRA or ZeRO 2 with EP > 1; each
  *     message names expert_parallel_size and the value;
- *   - an EP that passes every check: refused (the trainer's side of EP > 1
- *     is not built); expert_parallel_size = 1 runs to the end.
+ *   - ZeRO 1 with EP > 1 refused (planned by grpo plan, not run);
+ *   - expert_parallel_size = 1 and 2 run; an EP 2 checkpoint records its EP
+ *     and per-EP-index optimizer files, and --resume of it (with EP 2, or
+ *     EP 1) is refused by name.
  * MPIRUN (tests/dist/meson.build) is the launcher; OMPI_* in the test
  * environment let Open MPI run as root and oversubscribe CI's cores. */
 #include "common/test_common.h"
@@ -150,10 +152,9 @@ static void test_refused(void **state) {
     const char *zero[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
                           "--set", "stages.sft.zero_stage=2", NULL};
     expect_refused(2, "ep_zero", zero, "zero_stage = 2 with expert_parallel_size = 2");
-    /* every check passed: the trainer's side of EP > 1 is not built, so the run is refused */
-    const char *ok[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
-                        NULL};
-    expect_refused(2, "ep_unbuilt", ok, "expert_parallel_size = 2: training with expert parallelism is not built");
+    const char *z1[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                        "--set", "stages.grpo.zero_stage=1", NULL};
+    expect_refused(2, "ep_zero1", z1, "zero_stage = 1 with expert_parallel_size = 2: not built for runs yet");
     /* expert_parallel_size = 1 (the default, and set) runs */
     const char *one[] = {"--set", "stages.grpo.expert_parallel_size=1", "--set", "stages.sft.expert_parallel_size=1",
                          NULL};
@@ -163,6 +164,31 @@ static void test_refused(void **state) {
         fail_msg("run ep_one: exit %d:\n%s", rc, e);
     }
     assert_true(exists_rel("runs/ep_one/checkpoints/step-4/model.safetensors"));
+    /* an EP 2 run to the end; its checkpoint records the EP and is not resumed (with EP 2 or 1) */
+    const char *two[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                         "--max-total-steps", "2", NULL};
+    rc = run_np(2, "ep_two", two);
+    if (rc) {
+        char *e = read_rel("ep_two.err");
+        fail_msg("run ep_two: exit %d:\n%s", rc, e);
+    }
+    char *st = read_rel("runs/ep_two/checkpoints/step-2/trainer_state.json");
+    assert_non_null(strstr(st, "\"expert_parallel_size\": 2"));
+    free(st);
+    assert_true(exists_rel("runs/ep_two/checkpoints/step-2/optimizer-ep-00001-of-00002.safetensors"));
+    const char *again[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                           "--resume", NULL};
+    rc = run_np(2, "ep_two", again);
+    char *e = read_rel("ep_two.err");
+    if (rc == 0 || !strstr(e, "a checkpoint of a run with expert_parallel_size = 2: resuming it is not built"))
+        fail_msg("resume with EP 2: exit %d:\n%s", rc, e);
+    free(e);
+    const char *as1[] = {"--resume", NULL};
+    rc = run_np(2, "ep_two", as1);
+    e = read_rel("ep_two.err");
+    if (rc == 0 || !strstr(e, "a checkpoint of a run with expert_parallel_size = 2: resuming it is not built"))
+        fail_msg("resume of an EP 2 checkpoint with EP 1: exit %d:\n%s", rc, e);
+    free(e);
 }
 
 int main(void) {
