@@ -395,18 +395,24 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
      * until the group agrees that no rank has work left */
     const model_ep *ep = model_get_ep(e->m);
     int64_t join_steps = 0;
+    double join_s = 0;
     for (;;) {
         int mine = n_done < n_total;
         if (ep && ep->size > 1) {
             int any = 0;
+            double tj = mine ? 0 : base_now();
             s = ep->any_active(ep->ctx, mine, &any);
             if (s) goto fail;
-            if (!any) break;
+            if (!any) {
+                if (!mine) join_s += base_now() - tj;
+                break;
+            }
             if (!mine) {
                 const tensor *none;
                 s = model_decode(e->cache, 0, NULL, NULL, NULL, &none);
                 if (s) goto fail;
                 join_steps++;
+                join_s += base_now() - tj;
                 continue;
             }
         } else if (!mine) {
@@ -514,6 +520,7 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
     res->prefill_tokens = prefill_tokens;
     res->decode_steps = steps;
     res->join_steps = join_steps;
+    res->join_seconds = join_s;
     res->peak_seqs = peak_seqs;
     res->peak_pages = e->peak_pages;
     int64_t rep0 = e->graph_replays;

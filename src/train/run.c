@@ -409,6 +409,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         else if (st->type == RECIPE_STAGE_SFT) s = run_stage_sft(&c, st, res);
         else if (st->type == RECIPE_STAGE_EVAL) s = run_stage_eval(&c, st);
         else s = run_stage_sample(&c, st);
+        if (!s && c.ep > 1) s = run_ep_summary(&c, st->name);
         /* the next stage may read what rank 0 wrote (a sample stage's rows) */
         if (!s && c.world > 1) s = dist_barrier(c.host);
     }

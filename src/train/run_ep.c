@@ -15,6 +15,7 @@
  * stage that differs is refused naming the key); sample and eval stages
  * run with the run's.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -369,4 +370,23 @@ base_status run_ep_check_rounds(const run_ctx *c, int64_t n, int64_t mb, const c
                         "at most %lld per rank; with expert parallelism every rank makes the same passes (its EP "
                         "group exchanges rows in each): make the rows per step a multiple of %d x the micro-batch",
                         c->ep, what, (long long)n, c->world, (long long)least, (long long)most, (long long)mb, c->world);
+}
+
+base_status run_ep_summary(run_ctx *c, const char *stage) {
+    double mine[4] = {(double)c->ep_decode_steps, (double)c->ep_join_steps, c->ep_join_seconds, c->ep_gen_seconds};
+    double *all = base_xmalloc((size_t)c->world * 4 * sizeof *all);
+    base_status s = dist_allgather(c->host, mine, all, 4, DIST_F64);
+    if (!s) {
+        const char *keys[4] = {"decode_steps", "join_steps", "join_seconds", "generate_seconds"};
+        cJSON *o = cJSON_CreateObject();
+        for (int k = 0; k < 4; k++) {
+            cJSON *a = cJSON_AddArrayToObject(o, keys[k]);
+            for (int r = 0; r < c->world; r++) cJSON_AddItemToArray(a, cJSON_CreateNumber(all[r * 4 + k]));
+        }
+        char key[160];
+        snprintf(key, sizeof key, "%s.expert_parallel_rollout", stage);
+        s = run_summary_set(c, key, o);
+    }
+    free(all);
+    return s;
 }

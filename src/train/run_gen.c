@@ -392,6 +392,10 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32
                               .tok = c->tok, .seed = c->seed, .step = step_key,
                               .prompt_base = prompt_base + (uint32_t)lo};
         s = rollout_generate(g->eng, &rq, &g->res);
+        if (!s && c->ep > 1) {
+            c->ep_decode_steps += g->res.decode_steps, c->ep_join_steps += g->res.join_steps;
+            c->ep_join_seconds += g->res.join_seconds, c->ep_gen_seconds += g->res.seconds;
+        }
         for (int i = 0; i < nloc * K && !s; i++) {
             const rollout_completion *co = &g->res.out[i];
             char *text = run_completion_text(c, co->ids, co->len, co->finish == ROLLOUT_FINISH_STOP);

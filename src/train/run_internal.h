@@ -71,6 +71,10 @@ typedef struct {
     int ep;
     dist_comm *ep_host, *ep_dev, *edp_host, *edp_dev;
     model_ep ep_x;
+    /* this rank's rollout steps over the run (EP > 1): decode steps with
+     * its own sequences, zero-row steps joining its group, their seconds */
+    int64_t ep_decode_steps, ep_join_steps;
+    double ep_join_seconds, ep_gen_seconds;
     struct run_zero2 *z2;   /* the training stage's ZeRO 2 / 3 state (run_zero.c), else NULL */
 } run_ctx;
 
@@ -127,6 +131,10 @@ base_status run_ep_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *
  * within the EP group); BASE_ERR_UNSUPPORTED naming expert_parallel_size
  * and `what` otherwise. The same answer on every rank. */
 base_status run_ep_check_rounds(const run_ctx *c, int64_t n, int64_t mb, const char *what);
+/* EP > 1, after a stage (a collective): every rank's rollout step counts
+ * and seconds so far (decode steps, zero-row join steps, join seconds,
+ * generation seconds) into summary.json as STAGE.expert_parallel_rollout. */
+base_status run_ep_summary(run_ctx *c, const char *stage);
 /* The consolidated DIR/STEM.safetensors (or shards) of an EP > 1 model (the
  * policy, or a frozen reference), byte for byte what one process holding
  * every expert writes: every rank

@@ -21,19 +21,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+
 /* Agreement with EP 1 after updates. Measured: see the test's output. */
 #define TOL_EP 1e-4
 
 /* SFT steps of 4 x 2 rows: on 4 ranks every rank trains one micro-batch
  * (the recipe's 2 rows per step would leave two ranks without one) */
 #define SFT4 "--set", "stages.sft.gradient_accumulation_steps=4"
-static const char *const EP_ARGS[2][3][7] = {
-    {{NULL},
-     {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2", NULL},
+/* a stop string the tiny model emits now and then (its "<think>", "<|bos|>"
+ * tokens): completions of uneven lengths, so ranks finish at different steps */
+#define STOP "--set", "stages.rows.stop=[\">\"]", "--set", "stages.eval_before.stop=[\">\"]", "--set", \
+             "stages.grpo.stop=[\">\"]"
+static const char *const EP_ARGS[2][3][14] = {
+    {{STOP, NULL},
+     {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2", STOP, NULL},
      {NULL}},
-    {{SFT4, NULL},
-     {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2", SFT4, NULL},
-     {"--set", "stages.grpo.expert_parallel_size=4", "--set", "stages.sft.expert_parallel_size=4", SFT4, NULL}},
+    {{SFT4, STOP, NULL},
+     {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2", SFT4, STOP, NULL},
+     {"--set", "stages.grpo.expert_parallel_size=4", "--set", "stages.sft.expert_parallel_size=4", SFT4, STOP, NULL}},
 };
 
 static void against_ep1(int np, int ep) {
@@ -64,6 +69,33 @@ static void against_ep1(int np, int ep) {
     printf("# EP %d on %d ranks: weights within %.3g of EP 1\n", ep, np, d);
     snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/optimizer-ep-%05d-of-%05d.safetensors", y, ep - 1, ep);
     assert_true(exists_rel(a));
+    /* the rollout's lockstep: the ranks' own decode steps and the zero-row
+     * steps of those done first (uneven completion lengths), per rank */
+    snprintf(a, sizeof a, "runs/%s/summary.json", y);
+    char *text = read_rel(a);
+    cJSON *j = cJSON_Parse(text);
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "sft.expert_parallel_rollout"); /* the run's totals */
+    assert_non_null(r);
+    double joins = 0;
+    printf("# EP %d on %d ranks, rollout steps per rank (own decode / zero-row join / join s / generate s):", ep, np);
+    for (int k = 0; k < np; k++) {
+        double v[4];
+        const char *keys[4] = {"decode_steps", "join_steps", "join_seconds", "generate_seconds"};
+        for (int q = 0; q < 4; q++) {
+            const cJSON *arr = cJSON_GetObjectItemCaseSensitive(r, keys[q]);
+            assert_int_equal(cJSON_GetArraySize(arr), np);
+            v[q] = cJSON_GetArrayItem(arr, k)->valuedouble;
+        }
+        printf(" %.0f/%.0f/%.3f/%.3f", v[0], v[1], v[2], v[3]);
+        joins += v[1];
+        assert_true(v[0] > 0);
+    }
+    printf("\n");
+    /* on 4 ranks rank 0's completions stop 3 steps earlier than the others'
+     * (the stop string): it kept joining their exchanges, and nothing hung */
+    if (np == 4) assert_true(joins > 0);
+    cJSON_Delete(j);
+    free(text);
 }
 
 static void test_ep2_world2(void **state) {
@@ -77,7 +109,9 @@ static void test_ep_world4(void **state) {
     against_ep1(4, 4);
     /* the recipe's SFT steps of 2 rows on 4 ranks: refused by name on every
      * rank (ranks without a micro-batch would leave their EP group waiting) */
-    assert_int_not_equal(run_np(4, "ep_uneven", NULL, EP_ARGS[0][1]), 0);
+    const char *uneven[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                            NULL};
+    assert_int_not_equal(run_np(4, "ep_uneven", NULL, uneven), 0);
     char *e = err_of("ep_uneven");
     if (!strstr(e, "expert_parallel_size = 2: per_device_train_batch_size x gradient_accumulation_steps: 2 rows over "
                    "4 ranks give 0 to 1 micro-batches"))
