@@ -14,7 +14,8 @@
  *     with zero-row decode steps (the eval and sample stages' uneven
  *     completion lengths: no hang, the same samples);
  *   - a step whose rows give the ranks different numbers of micro-batches
- *     is refused by name on every rank (no hang). */
+ *     is refused by name on every rank (no hang);
+ *   - a rank failing a training step ends every rank, named. */
 #include "dp_common.h"
 
 #include <stdio.h>
@@ -101,6 +102,14 @@ static void against_ep1(int np, int ep) {
 static void test_ep2_world2(void **state) {
     (void)state;
     against_ep1(2, 2);
+    /* rank 1 failing GRPO step 2 ends both ranks (agreed after the step's
+     * passes, so its EP peer is not left in an exchange), naming rank 1 */
+    double t0 = now_s();
+    int rc = run_np(2, "ep_fault", "GRPO_TEST_FAIL_RANK=1:2", EP_ARGS[0][1]);
+    char *e = err_of("ep_fault");
+    if (rc == 0 || !strstr(e, "rank 1 fails training step 2")) fail_msg("a failing rank with EP 2: exit %d:\n%s", rc, e);
+    free(e);
+    printf("# EP 2, rank 1 failing step 2: every rank ended in %.2f s\n", now_s() - t0);
 }
 
 static void test_ep_world4(void **state) {
