@@ -1,8 +1,10 @@
 /*
  * Expert parallelism on the trainer's side (docs/distributed.md, "Expert
  * parallelism"): the recipe key expert_parallel_size (EP) checked against
- * the world size and the model, the two groups it makes, and the exchange
- * functions the model's MoE layers call (model_ep, model.h).
+ * the world size and the model, the two groups it makes, the exchange
+ * functions the model's MoE layers call (model_ep, model.h), the gradient
+ * sums and norm, the consolidated checkpoint written by every rank, and
+ * the plans of grpo plan --ep.
  *
  * EP groups are consecutive ranks: group g = ranks [g EP, (g + 1) EP);
  * rank r's EP index is r % EP and holds the routed experts
