@@ -270,11 +270,20 @@ base_status model_cache_plan(const model_config *cfg, const model_cache_limits *
 
 size_t model_cache_bytes_p(const model_config *cfg, const model_cache_limits *lim, const model_lora_config *lc,
                            model_precision prec) {
+    return model_cache_bytes_ep(cfg, lim, lc, prec, 1);
+}
+
+size_t model_cache_bytes_ep(const model_config *cfg, const model_cache_limits *lim, const model_lora_config *lc,
+                            model_precision prec, int ep_size) {
     model_cache_limits l;
     int64_t mb = 0;
     if (resolve_limits(lim, &l, &mb)) return 0;
     model_cache_mem mm;
-    cache_sizes(cfg, &l, mb, prec == MODEL_BF16 ? TENSOR_BF16 : TENSOR_F32, lc, NULL, &mm);
+    model epm;
+    memset(&epm, 0, sizeof epm);
+    epm.cfg = *cfg;
+    model_ep_shell(&epm, ep_size);
+    cache_sizes(cfg, &l, mb, prec == MODEL_BF16 ? TENSOR_BF16 : TENSOR_F32, lc, &epm, &mm);
     return mm.pages + mm.table + mm.workspace;
 }
 
@@ -544,9 +553,10 @@ base_status model_decode(model_cache *mc, int n, const int32_t *slots, const int
     }
     /* graphs: the batch padded to its bucket, the padding rows token 0 at
      * position 0 of the padding slot (they write and read only its page) */
-    /* not with ZeRO 3's unit hook (its gathers are host calls a graph would not replay), nor with
-     * expert parallelism (each MoE layer's exchange plans on the host) */
-    int graphs = o->graph_capture && !mc->lim.no_graphs && !m->uhook && n <= MODEL_GRAPH_MAX_BATCH && !m->has_ep;
+    /* not with ZeRO 3's unit hook: its gathers are host calls a graph would
+     * not replay; not with expert parallelism: each MoE layer's exchange
+     * plans on the host */
+    int graphs = o->graph_capture && !mc->lim.no_graphs && !m->uhook && !m->has_ep && n <= MODEL_GRAPH_MAX_BATCH;
     int64_t nb = n;
     int bucket = 0;
     if (graphs) {

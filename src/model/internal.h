@@ -369,6 +369,7 @@ typedef struct {
     tensor dw, dz;       /* [n, K], [n, E] */
     tensor cvt;          /* bf16 mode: flat bf16 copy of the gradient fed to the next GEMMs */
     tensor ldt, ldtb;    /* LoRA: dL/dt [rows, r] (lora_scratch_rows) and its bf16 copy */
+    tensor ep_dy, ep_dx; /* expert parallelism: received row gradients, their dx [Rmax, d] */
     /* model_backward_units: the gradient windows in use (gw NULL: the
      * whole arena, model_backward); arena elements [gw_lo, gw_hi) live in
      * gw, [emb_lo, emb_hi) in gw_emb while the embedding's window is open
@@ -377,7 +378,6 @@ typedef struct {
     int64_t gw_lo, gw_hi, emb_lo, emb_hi;
     const float *pw, *pw_emb; /* where the open units' weights are: the arena at gw_lo / emb_lo, or
                                * their ZeRO 3 windows (model_unit_base) */
-    tensor ep_dy, ep_dx; /* expert parallelism: received row gradients, their dx [Rmax, d] */
     float aux_coef;      /* the balance loss's weight in this backward (0: none; model_train_set_aux_coef) */
     tensor aux_cu;       /* its sequences: the batch's cu_seqlens */
 } bwd_scratch;
@@ -391,6 +391,9 @@ void lora_bwd(const model *m, int l, int k, const layer_acts *A, const bwd_scrat
 
 /* ---- expert parallelism (ep.c) -------------------------------------------- */
 
+/* A sizing shell's EP fields for a group of ep_size (rank 0; sizes do not
+ * depend on the rank). */
+void model_ep_shell(model *m, int ep_size);
 /* Rows one source may send this rank for a pass of n tokens per rank. */
 int64_t ep_cap(const model *m, int64_t n);
 /* Plan A's EP tensors for n tokens (no-op without EP). */

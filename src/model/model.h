@@ -341,6 +341,14 @@ size_t model_train_bytes_p(const model_config *cfg, const model_train_limits *li
                            const struct model_lora_config *lc, model_precision prec);
 size_t model_train_plan_bytes(const model_config *cfg, const model_train_limits *lim,
                               const struct model_lora_config *lc, model_precision prec);
+/* The same for a model loaded with expert parallelism of ep_size ranks
+ * (1: as above): the expert side's buffers for the rows the group may send
+ * (ep_size * max_tokens * min(K, E / ep_size) rows per MoE layer; every
+ * rank of the group must use the same limits). */
+size_t model_train_bytes_ep(const model_config *cfg, const model_train_limits *lim,
+                            const struct model_lora_config *lc, model_precision prec, int ep_size);
+size_t model_train_plan_bytes_ep(const model_config *cfg, const model_train_limits *lim,
+                                 const struct model_lora_config *lc, model_precision prec, int ep_size);
 /* Bytes of tr's activation arena (as planned for its model's precision). */
 size_t model_train_arena_bytes(const model_train *tr);
 /* on = 0: tr's forwards run the base alone (an attached adapter planned
@@ -525,6 +533,11 @@ void model_cache_memory(const model_cache *c, model_cache_mem *out);
  * the same sizing code. */
 size_t model_cache_bytes_p(const model_config *cfg, const model_cache_limits *lim,
                            const struct model_lora_config *lc, model_precision prec);
+/* The same for a model loaded with expert parallelism of ep_size ranks
+ * (the workspace's expert side for ep_size * max(max_prefill, max_batch) *
+ * min(K, E / ep_size) rows). */
+size_t model_cache_bytes_ep(const model_config *cfg, const model_cache_limits *lim,
+                            const struct model_lora_config *lc, model_precision prec, int ep_size);
 /* Bytes of one page over all layers (page_size positions of the latent
  * rows of every layer), f32 (model_cache_bytes plans f32 pages too). */
 size_t model_cache_page_bytes(const model_config *cfg, int64_t page_size);

@@ -131,10 +131,21 @@ size_t model_train_bytes_p(const model_config *cfg, const model_train_limits *li
 
 size_t model_train_plan_bytes(const model_config *cfg, const model_train_limits *lim, const model_lora_config *lc,
                               model_precision prec) {
+    return model_train_plan_bytes_ep(cfg, lim, lc, prec, 1);
+}
+
+size_t model_train_bytes_ep(const model_config *cfg, const model_train_limits *lim, const model_lora_config *lc,
+                            model_precision prec, int ep_size) {
+    return model_train_plan_bytes_ep(cfg, lim, lc, prec, ep_size) + ARENA_SLACK;
+}
+
+size_t model_train_plan_bytes_ep(const model_config *cfg, const model_train_limits *lim, const model_lora_config *lc,
+                                 model_precision prec, int ep_size) {
     if (check_limits(lim)) return 0;
     model shell;
     memset(&shell, 0, sizeof shell);
     shell.cfg = *cfg;
+    model_ep_shell(&shell, ep_size);
     shell.ops = ops_cpu();
     shell.cdt = prec == MODEL_BF16 ? TENSOR_BF16 : TENSOR_F32;
     model_train *tr = train_shell(&shell, lim);

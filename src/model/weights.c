@@ -25,9 +25,9 @@ typedef struct {
     int n;
     int64_t off;
     int frozen; /* bind views into the frozen arena (frozen_view) instead of base */
-    int64_t wlo, whi; /* whi > 0: a window, elements [wlo, whi) at base, the rest unbound */
     int g;      /* index of the next tensor in the whole model's table (EP skips others' experts) */
     int *gtab;  /* per table entry: g (may be NULL) */
+    int64_t wlo, whi; /* whi > 0: a window, elements [wlo, whi) at base, the rest unbound */
 } lay;
 
 /* The view of a tensor at element offset `at`: into the f32 arena at base,
@@ -185,7 +185,7 @@ static void add_layer(lay *L, int l, model_layer_w *w) {
 static int64_t layout_w(model *m, float *base, model_weights *w, model_param *tab, int *ntab, int frozen,
                         int64_t wlo, int64_t whi) {
     const model_config *c = &m->cfg;
-    lay L = {m, base, tab, 0, 0, frozen, wlo, whi, 0, tab ? m->gidx : NULL};
+    lay L = {m, base, tab, 0, 0, frozen, 0, tab ? m->gidx : NULL, wlo, whi};
     int nl = c->num_hidden_layers + m->n_mtp;
     model_weights tmp;
     if (!w) w = &tmp;
@@ -734,3 +734,11 @@ base_status model_ep_check(const model_config *cfg, const model_ep *ep) {
 }
 
 const model_ep *model_get_ep(const model *m) { return m->has_ep ? &m->ep : NULL; }
+
+void model_ep_shell(model *m, int ep_size) {
+    m->ep.size = ep_size > 1 ? ep_size : 1;
+    m->ep.rank = 0;
+    m->has_ep = ep_size > 1;
+    model_ep_local_experts(&m->cfg, m->ep.size, 0, &m->e0, &m->el);
+    m->el -= m->e0;
+}
