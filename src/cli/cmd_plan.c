@@ -19,7 +19,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: grpo plan --model DIR|CONFIG.json --gpus N [--zero 0|1|2|3] [--precision f32|bf16|fp8]\n"
+            "usage: grpo plan --model DIR|CONFIG.json --gpus N [--zero 0|1|2|3] [--ep E] [--precision f32|bf16|fp8]\n"
             "                 [--gpu-memory 80GB] [--recipe R.lua [--stage NAME]] [--lora-r R]\n"
             "  The device memory of a GRPO stage on each of N data-parallel ranks, by role\n"
             "  (weights, LoRA adapter, gradients, AdamW m and v, reference model, activations,\n"
@@ -29,7 +29,10 @@ static void usage(FILE *f) {
             "  the recipe's GRPO stage (the first, or --stage NAME), else TRL-like defaults\n"
             "  (printed). --precision: bf16 by default (or the recipe's); LoRA (--lora-r, or the\n"
             "  recipe's lora table) holds its base frozen in it (fp8: LoRA only). ZeRO 2 shards\n"
-            "  the gradients, ZeRO 3 the parameters too (full fine-tuning).\n");
+            "  the gradients, ZeRO 3 the parameters too (full fine-tuning). --ep E (or the\n"
+            "  recipe's expert_parallel_size): the routed experts split over E consecutive ranks\n"
+            "  (E divides N and n_routed_experts; ZeRO 0 or 1), with the MoE all-to-all bytes\n"
+            "  per decode step, prefill and training step.\n");
 }
 
 typedef struct {
@@ -54,6 +57,13 @@ static int largest_rank(const model_config *mc, const run_grpo_shape *sh0, run_g
     sh.rank = 0;
     if ((*s = run_grpo_memory(mc, &sh, out))) return 0;
     if (sh.zero_stage < 1 || sh.world <= 1) return 0;
+    if (sh.ep > 1) { /* non-expert shards over W, expert shards over W / EP */
+        model_mem pm;
+        if ((*s = model_memory_plan(mc, &sh.load, sh.device, &pm))) return 0;
+        sh.rank = run_ep_plan_largest_rank(mc, &sh, pm.params);
+        *s = run_grpo_memory(mc, &sh, out);
+        return sh.rank;
+    }
     int64_t n = out->numel, W = sh.world, best = 0, bsz = -1;
     for (int64_t r = 0; r < W; r++) { /* run_split(n, r, W) */
         int64_t sz = n * (r + 1) / W - n * r / W;
@@ -86,7 +96,7 @@ int cli_cmd_plan(int argc, char **argv) {
         return 0;
     }
     const char *model_path = NULL, *recipe_path = NULL, *stage_name = NULL, *prec_name = NULL;
-    long gpus = 0, zero = -1, lora_r = 0;
+    long gpus = 0, zero = -1, lora_r = 0, ep_opt = 0;
     double gpu_gb = 80;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -96,6 +106,7 @@ int cli_cmd_plan(int argc, char **argv) {
         else if (!strcmp(a, "--stage")) stage_name = v, bad = !v;
         else if (!strcmp(a, "--precision")) prec_name = v, bad = !v;
         else if (!strcmp(a, "--gpus")) bad = parse_int(v, 1, 1 << 20, &gpus);
+        else if (!strcmp(a, "--ep")) bad = parse_int(v, 1, 4096, &ep_opt);
         else if (!strcmp(a, "--zero")) {
             bad = parse_int(v, 0, 3, &zero);
         } else if (!strcmp(a, "--lora-r")) bad = parse_int(v, 1, MODEL_LORA_MAX_RANK, &lora_r);
@@ -146,6 +157,7 @@ int cli_cmd_plan(int argc, char **argv) {
             in.gen_batch = g->generation_batch_size;
             in.beta = g->beta;
             zs = (int)g->train.zero_stage;
+            in.sh.ep = (int)g->train.expert_parallel_size;
             if (!prec_name) s = model_precision_parse(c->precision, &in.sh.load.precision);
             if (c->lora.set && !lora_r) lc = c->lora.model;
             src = st->name;
@@ -159,6 +171,8 @@ int cli_cmd_plan(int argc, char **argv) {
     }
     if (zero >= 0) zs = (int)zero;
     in.sh.zero_stage = zs;
+    if (ep_opt) in.sh.ep = (int)ep_opt;
+    int ep = in.sh.ep > 1 ? in.sh.ep : 1;
     if (lora_r || (rc && recipe_config(rc)->lora.set)) in.sh.lora = &lc, in.sh.load.frozen = 1;
     in.sh.load.max_context = in.sh.max_prompt + in.sh.max_completion;
     double budget = gpu_gb * 1e9;
@@ -174,10 +188,10 @@ int cli_cmd_plan(int argc, char **argv) {
         return 1;
     }
     printf("model: %s (%lld parameters)\n", model_path, (long long)model_config_param_count(&mc, NULL));
-    printf("GRPO on %ld GPUs, ZeRO %d, %s%s; shapes from %s: num_generations %lld, generation_batch_size %lld "
+    printf("GRPO on %ld GPUs, ZeRO %d, expert_parallel_size %d, %s%s; shapes from %s: num_generations %lld, generation_batch_size %lld "
            "(%lld prompts per step, at most %lld per rank), max_prompt_length %lld, max_completion_length %lld, "
            "per_device_train_batch_size %lld, gradient_checkpointing %s, reference model %s\n",
-           gpus, zs, model_precision_name(in.sh.load.precision), in.sh.lora ? " (LoRA: the base frozen)" : "", src,
+           gpus, zs, ep, model_precision_name(in.sh.load.precision), in.sh.lora ? " (LoRA: the base frozen)" : "", src,
            (long long)sh.num_generations, (long long)(sh.prompts * sh.num_generations), (long long)sh.prompts,
            (long long)((sh.prompts + gpus - 1) / gpus), (long long)sh.max_prompt, (long long)sh.max_completion,
            (long long)sh.micro_batch, sh.recompute ? "on" : "off",
@@ -205,15 +219,16 @@ int cli_cmd_plan(int argc, char **argv) {
            need > ml.total ? ": the whole model at load, beside the buffers made before the release (ZeRO 3 "
            "shards the steps, not the load)" : "");
     /* a rank's bytes never grow with W (its prompts ceil(P / W), its ZeRO
-     * shard ceil(n / W)): the smallest W in [1, 4096] that fits, by bisection */
-    int fit_at = 0, lo = 1, hi = 4096;
+     * shard ceil(n / W)): the smallest W in [1, 4096] that fits (a multiple
+     * of EP), by bisection */
+    int fit_at = 0, lo = 1, hi = 4096 / ep;
     while (lo <= hi && !s) {
-        int W = lo + (hi - lo) / 2;
+        int W = (lo + (hi - lo) / 2) * ep;
         run_grpo_shape t = shape_at(&in, W);
         run_grpo_mem mm;
         largest_rank(&mc, &t, &mm, &s);
-        if (!s && run_peak(&mm) <= budget) fit_at = W, hi = W - 1;
-        else lo = W + 1;
+        if (!s && run_peak(&mm) <= budget) fit_at = W, hi = W / ep - 1;
+        else lo = W / ep + 1;
     }
     if (s) {
         fprintf(stderr, "grpo plan: %s\n", base_err_msg());
@@ -221,10 +236,11 @@ int cli_cmd_plan(int argc, char **argv) {
         return 1;
     }
     if (fit_at)
-        printf("smallest GPU count it fits on (ZeRO %d, these shapes): %d\n", zs, fit_at);
+        printf("smallest GPU count it fits on (ZeRO %d, EP %d, these shapes): %d\n", zs, ep, fit_at);
     else
         printf("fits on no GPU count up to 4096 at ZeRO %d: %s alone exceed %g GB (%s)\n", zs,
-               zs < 2 ? "the replicated weights, gradients and activations"
+               ep > 1 ? "the non-expert weights and gradients, 1 / EP of the experts' and the activations"
+               : zs < 2 ? "the replicated weights, gradients and activations"
                : zs == 2 ? "the replicated weights and activations"
                          : "the whole model at load (or the unit windows, activations and rollout)",
                gpu_gb, zs < 3 ? "needs ZeRO 3 or expert / tensor parallelism"
@@ -251,6 +267,14 @@ int cli_cmd_plan(int argc, char **argv) {
                cv.param_allgather / 1073741824.0);
     }
     printf("  %-34s %20.0f\n", "loss statistics all-reduces", cv.metrics);
+    if (ep > 1) {
+        printf("expert-parallel all-to-alls per rank (bytes sent in the EP group of %d; uniform routing, f32 rows; "
+               "computed):\n", ep);
+        printf("  %-34s %20.0f %10.2f MiB\n", "per decode step", cv.a2a_decode_step, cv.a2a_decode_step / 1048576.0);
+        printf("  %-34s %20.0f %10.2f MiB\n", "per prefill (one per step)", cv.a2a_prefill,
+               cv.a2a_prefill / 1048576.0);
+        printf("  %-34s %20.0f %10.2f GiB\n", "per training step", cv.a2a_train, cv.a2a_train / 1073741824.0);
+    }
     recipe_free(rc);
     return 0;
 }

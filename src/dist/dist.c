@@ -302,6 +302,63 @@ base_status dist_barrier(dist_comm *c) {
     return c->size == 1 ? BASE_OK : c->be->barrier(c);
 }
 
+/* ---- communicators made by the caller --------------------------------------- */
+
+base_status dist_comm_split(dist_comm *parent, int color, int key, const char *name, dist_comm **out) {
+    ensure_ready();
+    *out = NULL;
+    if (!parent) return base_err_set(BASE_ERR_INVALID, "dist split '%s': no parent communicator", name);
+    if (color < 0)
+        return base_err_set(BASE_ERR_INVALID, "dist split '%s' of '%s' (rank %d): color %d is negative", name,
+                            parent->name, parent->rank, color);
+    if (parent->ops || (parent->be != &dist_self_backend && strcmp(parent->be->name, "mpi") != 0))
+        return base_err_set(BASE_ERR_INVALID,
+                            "dist split '%s': '%s' is a device communicator; split its host communicator and "
+                            "make the device one with dist_comm_device",
+                            name, parent->name);
+    dist_comm *c = base_xcalloc(1, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    if (parent->be == &dist_self_backend) { /* one rank: a group of one */
+        c->be = &dist_self_backend;
+        c->rank = 0, c->size = 1;
+    } else {
+        base_status s = dist_rt_split(parent, color, key, c);
+        if (s) {
+            free(c);
+            return base_err_wrap(s, "splitting '%s' into '%s' (color %d)", parent->name, name, color);
+        }
+    }
+    *out = c;
+    return BASE_OK;
+}
+
+base_status dist_comm_device(const struct ops *ops, dist_comm *host, const char *name, dist_comm **out) {
+    ensure_ready();
+    *out = NULL;
+    if (!ops || ops->device == TENSOR_CPU) {
+        *out = host;
+        return BASE_OK;
+    }
+    const char *force = getenv("GRPO_DIST_NCCL");
+    if (host->size > 1 || (force && !strcmp(force, "1"))) {
+        base_status s = dist_nccl_new(ops, host, name, out);
+        return s ? base_err_wrap(s, "rank %d of '%s': its device communicator", host->rank, host->name) : BASE_OK;
+    }
+    dist_comm *c = base_xcalloc(1, sizeof *c);
+    c->be = &dist_self_backend;
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->rank = 0, c->size = 1;
+    c->ops = ops;
+    *out = c;
+    return BASE_OK;
+}
+
+void dist_comm_free(dist_comm *c) {
+    if (!c || c == P.world || c == P.device) return;
+    c->be->destroy(c);
+    free(c);
+}
+
 base_status dist_ireduce_scatterv(dist_comm *c, const void *send, void *recv, const size_t *counts, dist_dtype t,
                                   int accumulate, dist_request **req) {
     *req = NULL;

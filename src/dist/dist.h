@@ -115,6 +115,27 @@ dist_comm *dist_world(void);
  * Owned by dist (freed by dist_finalize). */
 base_status dist_comm_for(const struct ops *ops, dist_comm **out);
 
+/* Split `parent` (a host communicator: the world or one made here) into
+ * groups: the ranks passing the same color form one new communicator,
+ * ordered by key (ties: their rank in parent), named `name` ("ep",
+ * "expert_dp"). A collective: every rank of parent calls it, in the same
+ * order. The caller owns *out (dist_comm_free). Expert parallelism's
+ * groups (docs/distributed.md): the EP group of rank r, color r / EP; its
+ * expert-data-parallel group, color r % EP. Errors: BASE_ERR_INVALID for a
+ * negative color, a parent on a device (split the host communicator and
+ * make its device twin with dist_comm_device); BASE_ERR_IO from MPI, named. */
+base_status dist_comm_split(dist_comm *parent, int color, int key, const char *name, dist_comm **out);
+/* The device twin of a host communicator made by dist_comm_split, for
+ * buffers on the device of `ops`: the host communicator itself for the CPU
+ * backend, an NCCL communicator over its ranks (the unique id broadcast
+ * over `host`) on a GPU, or at size 1 a communicator that needs no library.
+ * The caller owns *out (dist_comm_free; when it is `host` itself, free it
+ * once). Errors: NCCL cannot be loaded or initialised (named). */
+base_status dist_comm_device(const struct ops *ops, dist_comm *host, const char *name, dist_comm **out);
+/* Free a communicator from dist_comm_split or dist_comm_device (NULL: nothing);
+ * never the world or dist_comm_for's. */
+void dist_comm_free(dist_comm *c);
+
 int dist_comm_rank(const dist_comm *c);
 int dist_comm_size(const dist_comm *c);
 const char *dist_comm_name(const dist_comm *c);    /* "world", "world/nccl" */

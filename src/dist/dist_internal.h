@@ -56,6 +56,11 @@ void dist_rt_finalize(void);
 BASE_NORETURN void dist_rt_abort(int code);
 const char *dist_rt_name(void);
 
+/* MPI_Comm_split of a host (MPI) communicator: fills the new
+ * communicator's impl, backend, rank and size (dist_mpi.c; without MPI
+ * BASE_ERR_UNSUPPORTED, never reached: every communicator is a self one). */
+base_status dist_rt_split(dist_comm *parent, int color, int key, dist_comm *out);
+
 /* The self backend (one rank; dist.c): copies send to recv. */
 extern const dist_backend dist_self_backend;
 

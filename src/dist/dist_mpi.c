@@ -363,3 +363,20 @@ BASE_NORETURN void dist_rt_abort(int code) {
 }
 
 const char *dist_rt_name(void) { return "mpi"; }
+
+base_status dist_rt_split(dist_comm *parent, int color, int key, dist_comm *out) {
+    MPI_Comm *m = base_xmalloc(sizeof *m);
+    *m = MPI_COMM_NULL;
+    base_status s = BASE_OK;
+    DIST_TRY_MPI(parent, MPI_Comm_split(comm_of(parent), color, key, m), s, fail);
+    DIST_TRY_MPI(parent, MPI_Comm_set_errhandler(*m, MPI_ERRORS_RETURN), s, fail);
+    DIST_TRY_MPI(parent, MPI_Comm_rank(*m, &out->rank), s, fail);
+    DIST_TRY_MPI(parent, MPI_Comm_size(*m, &out->size), s, fail);
+    out->impl = m;
+    out->be = &mpi_backend;
+    return BASE_OK;
+fail:
+    if (*m != MPI_COMM_NULL) MPI_Comm_free(m);
+    free(m);
+    return s;
+}

@@ -39,3 +39,8 @@ void dist_rt_finalize(void) {
 BASE_NORETURN void dist_rt_abort(int code) { exit(code); }
 
 const char *dist_rt_name(void) { return "none"; }
+
+base_status dist_rt_split(dist_comm *parent, int color, int key, dist_comm *out) {
+    (void)color, (void)key, (void)out;
+    return base_err_set(BASE_ERR_UNSUPPORTED, "dist: splitting '%s': this build has no MPI", parent->name);
+}

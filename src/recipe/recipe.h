@@ -107,6 +107,7 @@ typedef struct {
     int64_t logging_steps, save_steps, save_total_limit;
     int gradient_checkpointing, offload_optimizer;
     int64_t zero_stage;            /* 0 replicated; 1: AdamW m and v sharded over the ranks (docs/distributed.md) */
+    int64_t expert_parallel_size;  /* EP: ranks splitting the routed experts (1: none; docs/distributed.md) */
     double router_bias_update_speed; /* MoE aux-loss-free balancing step (0: off; docs/training.md) */
     double router_aux_loss_coef;     /* MoE sequence-wise balance loss weight (0: off) */
     optim_config optim;            /* the keys above as the optimizer takes them; max_steps 0: the stage sets it */

@@ -76,6 +76,10 @@
     {"zero_stage", RK_INT, "0", NULL,                                                                                 \
      "DeepSpeed ZeRO stage over ranks: 0 replicated, 1 AdamW state sharded, 2 gradients too, 3 parameters too",     \
      ST(S.train.zero_stage), IN(0, 3), RF_NEUTRAL},                                                                    \
+    {"expert_parallel_size", RK_INT, "1", NULL,                                                                      \
+     "EP: ranks that split the routed experts of every MoE layer (consecutive ranks; divides the world size and "   \
+     "n_routed_experts; 1: every rank holds every expert)",                                                          \
+     ST(S.train.expert_parallel_size), IN(1, 4096), RF_NEUTRAL},                                                     \
     {"router_bias_update_speed", RK_NUM, "0", NULL,                                                                   \
      "MoE: DeepSeek-V3's aux-loss-free balancing, e_score_correction_bias += speed * sign(mean load - load) per "      \
      "expert after each update (V3: 0.001; 0: off)",                                                                  \

@@ -389,7 +389,35 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
     int32_t *tok = e->tok;
     float *lp = e->lp;
     int *group = e->group;
-    while (n_done < n_total) {
+    /* expert parallelism: every rank of the EP group makes one model call
+     * per iteration (a prefill, a decode step, or, once its own sequences
+     * are done, a zero-row decode step that only joins the MoE exchanges)
+     * until the group agrees that no rank has work left */
+    const model_ep *ep = model_get_ep(e->m);
+    int64_t join_steps = 0;
+    double join_s = 0;
+    for (;;) {
+        int mine = n_done < n_total;
+        if (ep && ep->size > 1) {
+            int any = 0;
+            double tj = mine ? 0 : base_now();
+            s = ep->any_active(ep->ctx, mine, &any);
+            if (s) goto fail;
+            if (!any) {
+                if (!mine) join_s += base_now() - tj;
+                break;
+            }
+            if (!mine) {
+                const tensor *none;
+                s = model_decode(e->cache, 0, NULL, NULL, NULL, &none);
+                if (s) goto fail;
+                join_steps++;
+                join_s += base_now() - tj;
+                continue;
+            }
+        } else if (!mine) {
+            break;
+        }
         /* admit waiting prompts into free slots, one prefill for all */
         int np = 0;
         int64_t ntok = 0;
@@ -491,6 +519,8 @@ base_status rollout_generate(rollout_engine *e, const rollout_request *r, rollou
     res->new_tokens = new_tokens;
     res->prefill_tokens = prefill_tokens;
     res->decode_steps = steps;
+    res->join_steps = join_steps;
+    res->join_seconds = join_s;
     res->peak_seqs = peak_seqs;
     res->peak_pages = e->peak_pages;
     int64_t rep0 = e->graph_replays;

@@ -111,6 +111,9 @@ typedef struct {
     int64_t prefill_tokens;
     double seconds;
     int64_t decode_steps;
+    int64_t join_steps; /* expert parallelism: zero-row decode steps taken after this rank's own
+                         * sequences were done, until its EP group agreed all were (0 without) */
+    double join_seconds; /* the time those steps and the per-step agreements took */
     int peak_seqs;      /* most sequences live at once */
     int64_t peak_pages; /* most cache pages in use at once (a shared page counts once) */
     int64_t graph_replays; /* decode steps replayed from a captured graph (CUDA) */

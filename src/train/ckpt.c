@@ -135,7 +135,9 @@ base_status run_save_model(run_ctx *c, const model *m, const char *dir) {
     base_status s = base_mkdir_p(dir);
     if (s) return s;
     /* ZeRO 3: every rank wrote its range of the weights already (run_ckpt_save) */
-    if (!model_arena_released(m)) s = run_ckpt_write_weights(m, dir, "model", ST_BUF_DEFAULT, ckpt_shard_bytes(), NULL);
+    /* EP > 1: every rank wrote its experts already (run_ckpt_save) */
+    if (!model_arena_released(m) && !model_get_ep(m))
+        s = run_ckpt_write_weights(m, dir, "model", ST_BUF_DEFAULT, ckpt_shard_bytes(), NULL);
     for (int i = 0; i < 4 && !s; i++) {
         const base_buf *f = &c->keep_files[i];
         if (!f->data) {
@@ -223,6 +225,8 @@ static cJSON *state_json(const run_ctx *c, const run_train_state *st, const opti
     cJSON_AddNumberToObject(j, "seed", (double)c->seed);
     cJSON_AddBoolToObject(j, "has_optimizer", o != NULL);
     cJSON_AddBoolToObject(j, "has_ref", has_ref);
+    /* expert parallelism: the optimizer state is per EP index (optimizer-ep-J-of-EP.safetensors) */
+    cJSON_AddNumberToObject(j, "expert_parallel_size", c->ep > 1 ? c->ep : 1);
     cJSON_AddBoolToObject(j, "adapter", c->lora != NULL);
     if (o) {
         optim_counters oc = optim_counters_get(o);
@@ -314,6 +318,28 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
         if (!s) s = run_zero3_write_weights(c, tmp, ckpt_shard_bytes());
         free(root), free(tmp);
         if (s) return s;
+    } else if (c->ep > 1) { /* expert parallelism: every rank's experts into the shared files */
+        char *root = base_path_join(c->dir, "checkpoints"), tmpname[64];
+        snprintf(tmpname, sizeof tmpname, ".tmp-step-%lld", (long long)st->total_steps);
+        char *tmp = base_path_join(root, tmpname);
+        if (run_writes(c)) {
+            s = base_mkdir_p(root);
+            if (!s) s = remove_stale(root);
+            if (!s) s = base_mkdir_p(tmp);
+        }
+        s = run_agree(c, s, "writing the checkpoint");
+        if (!s) s = run_ep_write_weights(c, c->policy, tmp, "model", ckpt_shard_bytes());
+        if (!s && ref) s = run_ep_write_weights(c, ref, tmp, "ref", ckpt_shard_bytes());
+        if (!s && opt) { /* the AdamW state of each EP index's arena, by EP group 0 */
+            char name[80];
+            snprintf(name, sizeof name, "optimizer-ep-%05d-of-%05d.safetensors", c->rank % c->ep, c->ep);
+            char *p = base_path_join(tmp, name);
+            s = run_agree(c, c->rank < c->ep ? write_optim(opt, p) : BASE_OK,
+                          "writing the checkpoint's optimizer state per EP index");
+            free(p);
+        }
+        free(root), free(tmp);
+        if (s) return s;
     }
     s = run_writes(c) ? ckpt_write(c, st, opt, ref, keep) : BASE_OK;
     s = run_agree(c, s, "writing the checkpoint");
@@ -328,19 +354,19 @@ static base_status ckpt_write(run_ctx *c, const run_train_state *st, const optim
     snprintf(tmpname, sizeof tmpname, ".tmp-step-%lld", (long long)st->total_steps);
     char *dir = base_path_join(root, name), *tmp = base_path_join(root, tmpname);
     base_status s = base_mkdir_p(root);
-    if (!s && !(opt && opt->zero_shards)) s = remove_stale(root); /* ZeRO 1: done, the shards are in tmp */
+    if (!s && !(opt && opt->zero_shards) && c->ep <= 1) s = remove_stale(root); /* ZeRO 1: done, the shards are in tmp */
     if (!s) s = c->lora ? run_save_adapter(c, tmp) : run_save_model(c, c->policy, tmp);
     /* Test hook: GRPO_TEST_CKPT_DELAY_MS widens the window between the
      * first and the last file of a checkpoint so tests can kill -9 the
      * process inside a checkpoint write (tests/train/test_run.c). */
     const char *delay = getenv("GRPO_TEST_CKPT_DELAY_MS");
     if (delay) usleep((useconds_t)atoi(delay) * 1000);
-    if (!s && opt && !opt->zero_shards) {
+    if (!s && opt && !opt->zero_shards && c->ep <= 1) {
         char *p = base_path_join(tmp, "optimizer.safetensors");
         s = write_optim(opt, p);
         free(p);
     }
-    if (!s && ref) {
+    if (!s && ref && c->ep <= 1) {
         s = run_ckpt_write_weights(ref, tmp, "ref", ST_BUF_DEFAULT, ckpt_shard_bytes(), NULL);
     }
     if (!s) { /* the completion marker, last */
@@ -457,6 +483,12 @@ static base_status parse_state(const recipe *rc, const cJSON *j, const char *fil
         return base_err_set(BASE_ERR_INVALID,
                             "%s: 'has_optimizer' is false inside stage '%s': no optimizer state to resume from", file,
                             name);
+    const cJSON *epj = cJSON_GetObjectItemCaseSensitive(j, "expert_parallel_size");
+    if (cJSON_IsNumber(epj) && epj->valuedouble > 1)
+        return base_err_set(BASE_ERR_UNSUPPORTED,
+                            "%s: a checkpoint of a run with expert_parallel_size = %g: resuming it is not built (its "
+                            "model.safetensors is complete: start a new run from it with model = its directory)",
+                            file, epj->valuedouble);
     if (k->has_optim) {
         s = state_int(j, file, "optim_step", 0, BIG, &k->optim_step);
         if (!s) s = state_int(j, file, "optim_skipped", 0, k->optim_step, &k->optim_skipped);

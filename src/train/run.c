@@ -238,6 +238,7 @@ static void ctx_free(run_ctx *c) {
     free(c->prompt_tokens);
     run_tb_close(c->tb);
     run_keep_files_free(c);
+    run_ep_close(c);
 }
 
 /* ZeRO 2 and 3 with a LoRA adapter, refused before the first stage: every
@@ -340,10 +341,12 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     /* weights and tokenizer first: a run that cannot start leaves an
      * existing run directory as it was */
     char *model_dir = recipe_resolve_path(rc, c.cfg->model);
-    if (c.cfg->lora.set) { /* the frozen base is the recipe's model; the adapter new or the checkpoint's */
+    /* expert parallelism: the groups, and the policy's local experts */
+    s = run_ep_open(&c, ck && !c.cfg->lora.set ? run_ckpt_dir(ck) : model_dir);
+    if (!s && c.cfg->lora.set) { /* the frozen base is the recipe's model; the adapter new or the checkpoint's */
         s = load_policy(&c, model_dir, 1);
         if (!s) s = attach_adapter(&c, ck ? run_ckpt_dir(ck) : NULL);
-    } else {
+    } else if (!s) {
         s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir, !ck);
     }
     const char *tk = c.cfg->tokenizer;
@@ -454,6 +457,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         else if (st->type == RECIPE_STAGE_SFT) s = run_stage_sft(&c, st, res);
         else if (st->type == RECIPE_STAGE_EVAL) s = run_stage_eval(&c, st);
         else s = run_stage_sample(&c, st);
+        if (!s && c.ep > 1) s = run_ep_summary(&c, st->name);
         /* the next stage may read what rank 0 wrote (a sample stage's rows) */
         if (!s && c.world > 1) s = dist_barrier(c.host);
     }

@@ -96,6 +96,8 @@ typedef struct {
     int world, rank;               /* data-parallel ranks (0: 1) and the one planned */
     int zero_stage;                /* 0: replicated; 1: AdamW m, v sharded by run_split range;
                                     * 2: gradients too (a shard + unit windows); 3: parameters too */
+    int ep;                        /* expert_parallel_size (0: 1): the routed experts split over EP
+                                    * consecutive ranks; needs zero_stage <= 1 and no LoRA */
 } run_grpo_shape;
 
 typedef struct {
@@ -118,6 +120,7 @@ typedef struct {
                              * allocates before it (all of total but the activations and the
                              * rollout); 0 below stage 3. A rank peaks at max(total, this) */
     int64_t numel;          /* elements of the trained arena (what the ZeRO shards split) */
+    int64_t expert_numel;   /* of which routed experts held by this rank (EP: 1 / EP of them) */
 } run_grpo_mem;
 
 /* BASE_ERR_INVALID / UNSUPPORTED: the load options' precision checks
@@ -143,8 +146,24 @@ typedef struct {
      * each), and of the rollout's passes per generation step (a prefill and
      * max_completion - 1 decode steps, (W-1)/W x the units' bytes each) */
     double train_allgather, rollout_allgather;
+    /* expert parallelism (EP > 1): grad_allreduce sums the non-expert
+     * arena over the W ranks and the rank's experts over its W / EP
+     * expert-data-parallel ranks; ZeRO 1's param_allgather gathers the
+     * rank's arena over those W / EP ranks; the MoE all-to-alls inside the EP
+     * group, bytes this rank sends (uniform routing: (EP - 1) / EP of its
+     * rows leave it; rows of hidden_size f32; every MoE layer of the main
+     * model a dispatch and a combine, plus the (EP - 1) E / EP int64
+     * counts): per decode step of the rollout, per prefill (one per
+     * generation step), and per optimizer step of training (forward and
+     * backward, the recomputation with gradient_checkpointing and the
+     * reference pass with beta != 0; one pass over the generation batch) */
+    double a2a_decode_step, a2a_prefill, a2a_train;
 } run_grpo_comm;
 void run_grpo_comm_volume(const model_config *mc, const run_grpo_shape *sh, run_grpo_comm *out);
+/* With sh->ep > 1 at ZeRO 1: the rank whose AdamW shard is the largest
+ * (each rank's arena split over its W / EP expert-data-parallel ranks;
+ * params: the whole policy arena, every expert). run_ep.c. */
+int run_ep_plan_largest_rank(const model_config *mc, const run_grpo_shape *sh, int64_t params);
 
 /* Run every stage of the recipe. Errors name the stage, the file and the
  * line; a failure leaves the run directory consistent (the last complete

@@ -35,6 +35,7 @@ base_status run_agree(run_ctx *c, base_status s, const char *what) {
 
 base_status run_reduce_grads(run_ctx *c, float *grads) {
     if (c->world <= 1 || c->z2) return BASE_OK; /* ZeRO 2: reduced by run_backward */
+    if (c->ep > 1) return run_ep_reduce_grads(c, grads);
     int64_t n = c->lora ? model_lora_numel(c->lora) : model_numel(c->policy);
     if (c->lora) grads = model_lora_grads(c->lora); /* the adapter's own arena */
     base_status s = dist_allreduce(c->dev, grads, (size_t)n, DIST_F32, DIST_SUM);

@@ -383,13 +383,19 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32
     reward_scores *sc = c->world > 1 ? &g->sc_local : &g->sc;
     memset(&g->res, 0, sizeof g->res);
     run_zero3_phase(c); /* ZeRO 3: ranks generate different numbers of passes (run_zero3_sync below) */
-    if (nloc > 0) {
+    /* expert parallelism: a rank without prompts still joins its EP group's
+     * MoE exchanges until every rank of the group is done (rollout_generate) */
+    if (nloc > 0 || c->ep > 1) {
         rollout_request rq = {.n_prompts = nloc, .prompt_ids = g->pp + lo, .prompt_len = g->pl + lo, .G = K,
                               .sampling = g->sp, .max_new_tokens = g->max_new, .stop_ids = g->stop_ids,
                               .n_stop_ids = g->n_stop_ids, .stop_strings = g->stop.items, .n_stop_strings = g->stop.n,
                               .tok = c->tok, .seed = c->seed, .step = step_key,
                               .prompt_base = prompt_base + (uint32_t)lo};
         s = rollout_generate(g->eng, &rq, &g->res);
+        if (!s && c->ep > 1) {
+            c->ep_decode_steps += g->res.decode_steps, c->ep_join_steps += g->res.join_steps;
+            c->ep_join_seconds += g->res.join_seconds, c->ep_gen_seconds += g->res.seconds;
+        }
         for (int i = 0; i < nloc * K && !s; i++) {
             const rollout_completion *co = &g->res.out[i];
             char *text = run_completion_text(c, co->ids, co->len, co->finish == ROLLOUT_FINISH_STOP);

@@ -65,6 +65,16 @@ typedef struct {
      * results), dev: the communicator of the op table's buffers (gradients) */
     int rank, world;
     dist_comm *host, *dev;
+    /* expert parallelism (run_ep.c): EP (0 or 1: off), the EP group and the
+     * expert-data-parallel group (host and device communicators: the same
+     * on the CPU backend), and the exchange functions the model calls */
+    int ep;
+    dist_comm *ep_host, *ep_dev, *edp_host, *edp_dev;
+    model_ep ep_x;
+    /* this rank's rollout steps over the run (EP > 1): decode steps with
+     * its own sequences, zero-row steps joining its group, their seconds */
+    int64_t ep_decode_steps, ep_join_steps;
+    double ep_join_seconds, ep_gen_seconds;
     struct run_zero2 *z2;   /* the training stage's ZeRO 2 / 3 state (run_zero.c), else NULL */
     struct run_zero2 *z3;   /* after a stage-3 stage: the released policy's shard, windows and unit hook, kept
                                for the stages that follow (run_zero3_end), else NULL */
@@ -95,6 +105,56 @@ base_status run_check_changes(run_ctx *c);
  * config.history/config.resolved.K.lua (K = 1, 2, ...: the next free one)
  * before it is replaced (from_step: the checkpoint resumed from, -1: none). */
 base_status run_keep_config_history(run_ctx *c, int64_t from_step);
+
+/* ---- expert parallelism (run_ep.c, docs/distributed.md) ------------------ */
+/* The run's expert_parallel_size: the training stages' (they must agree:
+ * BASE_ERR_INVALID naming the key otherwise); 1 without training stages. */
+base_status run_ep_size(const recipe_cfg *cfg, int64_t *ep);
+/* EP against the world size, the model's n_routed_experts, the ZeRO stage
+ * (2 and 3 refused with EP > 1) and LoRA (refused with EP > 1): errors name
+ * expert_parallel_size and the value. */
+base_status run_ep_check(const model_config *mc, int64_t ep, int world, int zero_stage, int lora);
+/* Before the policy loads (model_dir: where its config.json is): with EP >
+ * 1 checks it (run_ep_check), splits the world into the EP and
+ * expert-data-parallel groups and sets c->load.ep, so the policy holds its
+ * EP index's experts. A no-op at EP 1. A collective. */
+base_status run_ep_open(run_ctx *c, const char *model_dir);
+void run_ep_close(run_ctx *c);
+/* EP > 1 (every rank, in step): the gradient arena summed in place, the
+ * routed experts' elements over the expert-data-parallel group and the rest
+ * over the world (rank-ordered sums, per run of one kind in arena order). */
+base_status run_ep_reduce_grads(run_ctx *c, float *grads);
+/* The optimizer step with the global gradient norm: the non-expert sum of
+ * squares (the same on every rank) plus the experts' summed over the EP
+ * group (each expert counted once). */
+base_status run_ep_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *info);
+/* EP > 1: n rows split over the ranks (run_split) in micro-batches of mb
+ * must give every rank the same number of passes (each pass exchanges rows
+ * within the EP group); BASE_ERR_UNSUPPORTED naming expert_parallel_size
+ * and `what` otherwise. The same answer on every rank. */
+base_status run_ep_check_rounds(const run_ctx *c, int64_t n, int64_t mb, const char *what);
+/* EP > 1, after a stage (a collective): every rank's rollout step counts
+ * and seconds so far (decode steps, zero-row join steps, join seconds,
+ * generation seconds) into summary.json as STAGE.expert_parallel_rollout. */
+base_status run_ep_summary(run_ctx *c, const char *stage);
+/* The consolidated DIR/STEM.safetensors (or shards) of an EP > 1 model (the
+ * policy, or a frozen reference), byte for byte what one process holding
+ * every expert writes: every rank
+ * lays out the whole model's table, rank 0 creates the files and writes
+ * the non-expert tensors, ranks 0 .. EP - 1 their experts (pwrite into the
+ * shared files), rank 0 renames them into place; each step agreed. */
+base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, const char *stem,
+                                 uint64_t shard_bytes);
+/* run_grpo_memory's roles with sh->ep > 1 (run_ep_check's refusals
+ * first): the weights, reference weights, gradients, AdamW state and ZeRO
+ * 1 copy of a rank holding 1 / EP of the routed experts (ZeRO 1: its
+ * arena split over its W / EP expert-data-parallel ranks, which hold the
+ * same arena). pm, rm: the whole policy's and reference's
+ * plans (rm->params 0: none). */
+base_status run_ep_plan_memory(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm,
+                               const model_mem *rm, run_grpo_mem *out);
+/* run_grpo_comm's EP parts (run.h) with sh->ep > 1. */
+void run_ep_plan_comm(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm, run_grpo_comm *out);
 
 /* ---- data parallel (run_dist.c) ------------------------------------------ */
 /* The ranks of a multi-process run hold the same state (weights, optimizer,

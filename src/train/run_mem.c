@@ -24,6 +24,9 @@
  * At ZeRO 2 the gradient arena is replaced by the rank's shard of the same
  * range and the unit windows (two of the largest unit, and a tied
  * embedding's: model_grad_windows), all held through the stage (run_zero.c).
+ * With expert parallelism (sh->ep > 1) the rank holds 1 / EP of the routed
+ * experts: its weights, gradients and AdamW state shrink by the others'
+ * (run_ep_plan_memory, run_ep.c); activations and the rollout as without.
  */
 #include "run_internal.h"
 
@@ -43,8 +46,10 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
     if (mb <= 0 || mb > n_seqs) mb = n_seqs;
     model_train_limits tl = {.max_tokens = mb * (sh->max_prompt + sh->max_completion), .max_seqs = (int)mb,
                              .recompute = sh->recompute};
-    model_mem pm;
-    base_status s = model_memory_plan(mc, &sh->load, sh->device, &pm);
+    model_mem pm, rm = {0};
+    model_load_opts whole = sh->load; /* every expert: sh->ep says how many this rank holds */
+    whole.ep = NULL;
+    base_status s = model_memory_plan(mc, &whole, sh->device, &pm);
     if (s) return s;
     out->weights = model_mem_total(&pm);
     out->activations = model_train_bytes_p(mc, &tl, sh->lora, prec);
@@ -58,9 +63,8 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
         out->grads = (size_t)pm.params * sizeof(float); /* the policy's layout, MTP layers included */
         numel = pm.params;
         if (sh->ref) { /* frozen: compute weights only (stage_grpo.c open_ref) */
-            model_load_opts ro = sh->load;
+            model_load_opts ro = whole;
             ro.frozen = 1;
-            model_mem rm;
             s = model_memory_plan(mc, &ro, sh->device, &rm);
             if (s) return s;
             out->ref_weights = model_mem_total(&rm);
@@ -82,6 +86,7 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
     if (sh->zero_stage >= 2) /* run_zero2_new: the shard, two windows, a tied embedding's */
         out->grads = (hi > lo ? (size_t)(hi - lo) : 1) * sizeof(float) +
                      (2 * (size_t)pm.grad_window + (size_t)pm.grad_window_emb) * sizeof(float);
+    if (sh->ep > 1 && (s = run_ep_plan_memory(mc, sh, &pm, &rm, out))) return s;
     rollout_limits rl = {.max_seqs = (int)(local * sh->num_generations), .max_prompts = (int)local,
                          .max_group = (int)sh->num_generations, .max_prompt_len = sh->max_prompt,
                          .max_new_tokens = sh->max_completion};
@@ -114,9 +119,11 @@ void run_grpo_comm_volume(const model_config *mc, const run_grpo_shape *sh, run_
     if (W == 1) return;
     model_mem pm;
     memset(&pm, 0, sizeof pm);
+    model_load_opts whole = sh->load;
+    whole.ep = NULL;
     double bytes; /* the trained arena, f32 */
     if (sh->lora) bytes = (double)model_lora_param_bytes(mc, sh->lora);
-    else if (!model_memory_plan(mc, &sh->load, sh->device, &pm)) bytes = (double)pm.params * sizeof(float);
+    else if (!model_memory_plan(mc, &whole, sh->device, &pm)) bytes = (double)pm.params * sizeof(float);
     else bytes = 0;
     if (sh->zero_stage >= 2 && !sh->lora) { /* a reduce-scatter of every unit per micro-batch */
         double units = (double)pm.grad_units * sizeof(float);
@@ -136,4 +143,5 @@ void run_grpo_comm_volume(const model_config *mc, const run_grpo_shape *sh, run_
     /* run_reduce_loss_stats: 14 + 2 doubles and 5 int32, each all-reduced
      * (ring: 2 (W-1)/W of the payload) */
     out->metrics = 2.0 * (W - 1) / W * (16 * sizeof(double) + 5 * sizeof(int32_t));
+    if (sh->ep > 1 && !sh->lora && sh->zero_stage <= 1 && pm.params > 0) run_ep_plan_comm(mc, sh, &pm, out);
 }

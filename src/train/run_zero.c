@@ -262,6 +262,7 @@ base_status run_zero3_sync(run_ctx *c) {
 }
 
 base_status run_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *info) {
+    if (c->ep > 1) return run_ep_optim_step(c, o, k, info);
     if (!o->grad_sharded) {
         optim_step(o, k, info);
         return BASE_OK;

@@ -254,7 +254,7 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
                              .num_generations = b->G, .prompts = b->P, .max_prompt = b->max_prompt,
                              .max_completion = b->max_new, .micro_batch = b->mb, .recompute = tl.recompute,
                              .ref = grpo_needs_ref_logp(g->gc), .world = c->world,
-                             .zero_stage = (int)g->cfg->train.zero_stage};
+                             .zero_stage = (int)g->cfg->train.zero_stage, .ep = c->ep};
         /* rank 0's, and every rank's (they differ by the ZeRO shard) */
         cJSON *sum = cJSON_CreateObject(), *ranks = cJSON_AddArrayToObject(sum, "memory_plan_ranks");
         for (int r = 0; r < c->world && !s; r++) {
@@ -366,6 +366,7 @@ static base_status old_logprobs(grpo_stage *g, grpo_step *ss) {
     /* this rank's share of the batch (in training order), then every
      * rank's shared, so the correction below sees the whole batch */
     int64_t lo, hi;
+    if ((s = run_ep_check_rounds(c, b->n, b->mb, "the old policy's log-probs"))) return s;
     run_split(b->n, c->rank, c->world, &lo, &hi);
     run_zero3_phase(c); /* ZeRO 3: the ranks' forwards differ in number (run_zero3_sync below) */
     for (int j0 = (int)lo; j0 < hi && !s; j0 += b->mb) {
@@ -498,6 +499,7 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
                 grpo_bufs_pack(b, b->ord + j0, j0 + b->mb < hi ? b->mb : hi - j0, &mbt, &gb);
                 norm.n_tokens += grpo_count_loss_tokens(g->gc, &gb);
             }
+            if ((s = run_ep_check_rounds(c, hi - lo, b->mb, "the training step's micro-batches"))) break;
             int64_t mlo = 0, mhi = 0, rounds = 0, done = 0; /* the most micro-batches of a rank, this rank's backwards */
             for (int r = 0; r < c->world; r++) {
                 int64_t a, z;

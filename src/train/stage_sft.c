@@ -326,6 +326,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
          * counted over all of them; each rank trains its run_split share
          * of t, and the gradients and losses are summed over the ranks */
         int64_t n_tok_step = 0, seq_step = 0, tokens = 0, R = ga * bs, mine_lo, mine_hi, rounds = 0, done = 0;
+        if ((s = run_ep_check_rounds(c, R, bs, "per_device_train_batch_size x gradient_accumulation_steps"))) break;
         run_split(R, c->rank, c->world, &mine_lo, &mine_hi);
         for (int r = 0; r < c->world; r++) { /* the most micro-batches of a rank (ZeRO 2's reductions) */
             int64_t a, z;

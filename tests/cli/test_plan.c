@@ -121,7 +121,81 @@ static void test_plan_roles(void **state) {
     free(cfgp);
 }
 
+/* --ep E: the roles of a rank holding 1 / E of the routed experts, checked
+ * against a plain count on tiny-v3-a (8 experts of 3 x 64 x 32 in each of
+ * its 2 MoE layers) in f32 (4 bytes a parameter): weights and gradients
+ * lose (E - 1) / E of the experts; at ZeRO 1 the AdamW shards of each
+ * expert-data-parallel group (4 / E ranks) add up to its ranks' arena once;
+ * the gradient all-reduce is the ring's
+ * over the world for the non-expert bytes and over the expert-data-
+ * parallel group for the rank's experts; the all-to-all per decode step
+ * is a dispatch and a combine of (E - 1) / E of the rank's rows per MoE
+ * layer plus the counts. A world or expert count E does not divide is
+ * refused naming expert_parallel_size. */
+static void test_plan_ep(void **state) {
+    (void)state;
+    char *cfgp = test_src_path("tests/model/data/tiny-v3-a-fp8/config.json");
+    model_config mc;
+    assert_int_equal(model_config_load(cfgp, &mc), BASE_OK);
+    const int W = 4, G = 8, layers = 2, E = 8, H = 64, K = 2;
+    const long long X = (long long)E * 3 * H * 32 * layers; /* routed expert parameters */
+    model_load_opts lo = {.precision = MODEL_F32, .max_context = 512 + 256};
+    model_mem pm;
+    assert_int_equal(model_memory_plan(&mc, &lo, TENSOR_CUDA, &pm), BASE_OK);
+    const long long P = pm.params, N = P - X;
+    char *base_out;
+    char args[1024];
+    snprintf(args, sizeof args, "plan --model '%s' --gpus %d --zero 0 --precision f32", cfgp, W);
+    assert_int_equal(test_run_grpo(args, &base_out), 0);
+    for (int ep = 2; ep <= 4; ep += 2)
+        for (int zero = 0; zero < 2; zero++) {
+            char *out;
+            snprintf(args, sizeof args, "plan --model '%s' --gpus %d --zero %d --ep %d --precision f32", cfgp, W,
+                     zero, ep);
+            int rc = test_run_grpo(args, &out);
+            if (rc) fail_msg("%s: rc %d\n%s", args, rc, out);
+            long long held = N + X / ep, D = W / ep;
+            assert_int_equal(printed(out, "  gradients"), held * 4);
+            assert_int_equal(printed(base_out, "  weights") - printed(out, "  weights"), (X - X / ep) * 4);
+            run_grpo_shape sh = {.load = lo, .device = TENSOR_CUDA, .num_generations = G, .prompts = W,
+                                 .max_prompt = 512, .max_completion = 256, .micro_batch = 8, .recompute = 1,
+                                 .world = W, .zero_stage = zero, .ep = ep};
+            long long sum = 0;
+            for (int r = 0; r < W; r++) {
+                run_grpo_mem m;
+                sh.rank = r;
+                assert_int_equal(run_grpo_memory(&mc, &sh, &m), BASE_OK);
+                sum += (long long)m.optimizer;
+                if (r == 0) assert_int_equal(printed(out, "  AdamW m, v"), (long long)m.optimizer);
+            }
+            /* ZeRO 1: each expert-data-parallel group (EP of them) splits its arena once */
+            assert_int_equal(sum, zero ? 8 * ep * held : 8 * W * held);
+            double ar = 2.0 * (W - 1) / W * (double)N * 4 + 2.0 * (double)(D - 1) / (double)D * (double)(X / ep) * 4;
+            assert_int_equal(printed(out, "gradient all-reduce"), (long long)(ar + 0.5));
+            assert_int_equal(printed(out, "ZeRO 1/2 parameter all-gather"),
+                             zero ? (long long)((double)(D - 1) / (double)D * (double)held * 4 + 0.5) : 0);
+            double rows = (double)G * K; /* one prompt per rank (prompts = W), G completions, K experts each */
+            double a2a = layers * (2.0 * (ep - 1) / ep * rows * H * 4 + (double)(ep - 1) * (E / ep) * 8);
+            assert_int_equal(printed(out, "per decode step"), (long long)(a2a + 0.5));
+            assert_non_null(strstr(out, "expert_parallel_size"));
+            free(out);
+        }
+    free(base_out);
+    const char *bad[] = {"--gpus 3 --ep 2", "--gpus 3 --ep 3", "--gpus 2 --ep 2 --zero 2"};
+    const char *want[] = {"expert_parallel_size = 2 does not divide the world size 3",
+                          "expert_parallel_size = 3 does not divide the model's n_routed_experts 8",
+                          "zero_stage = 2 with expert_parallel_size = 2"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *out;
+        snprintf(args, sizeof args, "plan --model '%s' %s", cfgp, bad[i]);
+        int rc = test_run_grpo(args, &out);
+        if (rc != 1 || !strstr(out, want[i])) fail_msg("%s: rc %d, expected '%s':\n%s", args, rc, want[i], out);
+        free(out);
+    }
+    free(cfgp);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_plan_roles)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_plan_roles), cmocka_unit_test(test_plan_ep)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

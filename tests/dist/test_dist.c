@@ -12,6 +12,7 @@
  *     in flight at once, uneven and empty blocks, written and added (+=),
  *     each element the rank-ordered double sum, bit for bit;
  *   - statistics count calls and bytes;
+ *   - split communicators (expert parallelism's groups);
  *   - bad arguments and a failing MPI call are errors naming the call, the
  *     rank and the communicator. */
 #include "common/test_common.h"
@@ -266,6 +267,52 @@ static void test_errors(void **state) {
 #endif
 }
 
+/* Expert parallelism's groups (dist_comm_split): for every EP dividing
+ * the world, the EP group of rank R (color R / EP: consecutive ranks) and
+ * its expert-data-parallel group (color R % EP): sizes, ranks, an integer
+ * sum, an all-gather in group order and an all-to-all inside each group. */
+static void test_split(void **state) {
+    (void)state;
+    for (int ep = 1; ep <= W; ep++) {
+        if (W % ep) continue;
+        dist_comm *g = NULL, *d = NULL, *gd = NULL;
+        assert_int_equal(dist_comm_split(dist_world(), R / ep, R, "ep", &g), BASE_OK);
+        assert_int_equal(dist_comm_split(dist_world(), R % ep, R, "expert_dp", &d), BASE_OK);
+        assert_int_equal(dist_comm_size(g), ep);
+        assert_int_equal(dist_comm_rank(g), R % ep);
+        assert_int_equal(dist_comm_size(d), W / ep);
+        assert_int_equal(dist_comm_rank(d), R / ep);
+        assert_string_equal(dist_comm_name(g), "ep");
+        assert_string_equal(dist_comm_name(d), "expert_dp");
+        assert_string_equal(dist_comm_backend(g), W > 1 || dist_launched() ? "mpi" : "self");
+        int32_t x = R;
+        assert_int_equal(dist_allreduce(g, &x, 1, DIST_I32, DIST_SUM), BASE_OK);
+        int32_t want = 0;
+        for (int k = 0; k < ep; k++) want += (R / ep) * ep + k;
+        assert_int_equal(x, want);
+        int32_t mine = R, all[4] = {-1, -1, -1, -1};
+        assert_int_equal(dist_allgather(d, &mine, all, 1, DIST_I32), BASE_OK);
+        for (int k = 0; k < W / ep; k++) assert_int_equal(all[k], k * ep + R % ep);
+        size_t sc[4], rc[4];
+        int32_t send[4], recv[4];
+        for (int k = 0; k < ep; k++) sc[k] = rc[k] = 1, send[k] = R * 10 + k;
+        assert_int_equal(dist_alltoallv(g, send, sc, recv, rc, DIST_I32), BASE_OK);
+        for (int k = 0; k < ep; k++) assert_int_equal(recv[k], ((R / ep) * ep + k) * 10 + R % ep);
+        /* the CPU backend's device twin is the host communicator itself */
+        assert_int_equal(dist_comm_device(ops_cpu(), g, "ep/device", &gd), BASE_OK);
+        assert_ptr_equal(gd, g);
+        dist_comm_free(d);
+        dist_comm_free(g);
+    }
+    dist_comm *bad = (dist_comm *)1;
+    assert_int_equal(dist_comm_split(dist_world(), -1, R, "ep", &bad), BASE_ERR_INVALID);
+    assert_null(bad);
+    assert_non_null(strstr(base_err_msg(), "color -1"));
+    dist_comm_free(NULL);
+    dist_comm_free(dist_world()); /* never freed: still usable */
+    assert_int_equal(dist_barrier(dist_world()), BASE_OK);
+}
+
 int main(int argc, char **argv) {
     if (dist_init(&argc, &argv)) {
         fprintf(stderr, "dist_init: %s\n", base_err_msg());
@@ -280,6 +327,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_runtime),     cmocka_unit_test(test_allreduce_f32),    cmocka_unit_test(test_allreduce_other),
         cmocka_unit_test(test_reduce_scatter), cmocka_unit_test(test_ireduce_scatterv), cmocka_unit_test(test_gather_broadcast), cmocka_unit_test(test_alltoallv),
         cmocka_unit_test(test_stats),       cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_split),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     /* a rank whose test failed must not leave the others in a collective */

@@ -1,0 +1,199 @@
+/* Expert parallelism on MPI ranks on the CPU (issue 15): `mpirun -np N
+ * grpo run` of a GRPO and an SFT stage on the hf-tiny-v3-a weights (8
+ * routed experts) with expert_parallel_size set:
+ *   - refusals, on every rank, before anything is written: an EP that does
+ *     not divide the world size, one that does not divide n_routed_experts,
+ *     training stages with different EPs, LoRA or ZeRO 2 with EP > 1; each
+ *     message names expert_parallel_size and the value;
+ *   - ZeRO 1 with EP > 1 refused (planned by grpo plan, not run);
+ *   - expert_parallel_size = 1 and 2 run; an EP 2 checkpoint records its EP
+ *     and per-EP-index optimizer files, and --resume of it (with EP 2, or
+ *     EP 1) is refused by name.
+ * MPIRUN (tests/dist/meson.build) is the launcher; OMPI_* in the test
+ * environment let Open MPI run as root and oversubscribe CI's cores. */
+#include "common/test_common.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/base.h"
+
+static char *DIR_;   /* temp: model/, data.jsonl, r.lua, runs/ */
+static char *RECIPE; /* DIR_/r.lua */
+
+static char *path_of(const char *rel) {
+    base_buf b = {0};
+    base_buf_printf(&b, "%s/%s", DIR_, rel);
+    return b.data;
+}
+
+static char *read_rel(const char *rel) {
+    char *p = path_of(rel), *t = NULL;
+    size_t n;
+    if (base_read_file(p, &t, &n)) fail_msg("%s", base_err_msg());
+    free(p);
+    return t;
+}
+
+static int exists_rel(const char *rel) {
+    char *p = path_of(rel);
+    int ok = base_file_exists(p);
+    free(p);
+    return ok;
+}
+
+static void write_rel(const char *rel, const char *text) {
+    char *p = path_of(rel);
+    test_write_file(p, text, strlen(text));
+    free(p);
+}
+
+static int setup(void **state) {
+    (void)state;
+    DIR_ = test_tmpdir();
+    RECIPE = path_of("r.lua");
+    char *m = path_of("model");
+    test_tiny_model(m, 1);
+    free(m);
+    base_buf b = {0};
+    for (int i = 0; i < 24; i++)
+        base_buf_printf(&b, "{\"prompt\": \"What is %d + %d?\", \"completion\": \"%d\"}\n", i, 7 * i % 13,
+                        i + 7 * i % 13);
+    write_rel("data.jsonl", b.data);
+    write_rel("vary.lua", "return function(s) return (#s.completion % 5) / 4 end\n");
+    base_buf_reset(&b);
+    base_buf_printf(&b,
+                    "return {\n"
+                    "  name = 'ep', model = '%s/model', output_dir = '%s/runs', seed = 5, device = 'cpu',\n"
+                    "  template = 'Q: {prompt}\\nA: ', report = false, threads = 1,\n"
+                    "  datasets = { train = '%s/data.jsonl' },\n"
+                    "  rewards = { '%s/vary.lua:1.0' },\n"
+                    "  stages = {\n"
+                    "    { type = 'grpo', dataset = 'train', num_generations = 4, generation_batch_size = 8,\n"
+                    "      max_steps = 2, max_completion_length = 6, learning_rate = 3e-3 },\n"
+                    "    { type = 'sft', dataset = 'train', max_steps = 2, per_device_train_batch_size = 2,\n"
+                    "      learning_rate = 1e-3 },\n"
+                    "  },\n"
+                    "}\n",
+                    DIR_, DIR_, DIR_, DIR_);
+    write_rel("r.lua", b.data);
+    base_buf_free(&b);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    test_rmdir(DIR_);
+    free(DIR_), free(RECIPE);
+    return 0;
+}
+
+/* `mpirun -np NP grpo run RECIPE --quiet --set name=NAME ARGS...` with its
+ * stderr in DIR_/NAME.err; its exit status. */
+static int run_np(int np, const char *name, const char *const *args) {
+    const char *exe = getenv("GRPO_EXE"), *mpirun = getenv("MPIRUN");
+    assert_non_null(exe);
+    assert_non_null(mpirun);
+    char errf[64], nps[16], set[96];
+    snprintf(errf, sizeof errf, "%s.err", name);
+    snprintf(nps, sizeof nps, "%d", np);
+    snprintf(set, sizeof set, "name=%s", name);
+    char *err = path_of(errf);
+    fflush(stdout), fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(err, "w", stderr)) _exit(126);
+        if (!freopen("/dev/null", "w", stdout)) _exit(126);
+        const char *argv[40] = {mpirun, "--oversubscribe", "-np", nps, exe, "run", RECIPE, "--quiet", "--set", set};
+        int n = 10;
+        for (int i = 0; args && args[i] && n < 39; i++) argv[n++] = args[i];
+        argv[n] = NULL;
+        execv(mpirun, (char *const *)argv);
+        _exit(127);
+    }
+    free(err);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st)) fail_msg("mpirun did not exit (signal %d)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    return WEXITSTATUS(st);
+}
+
+/* A run refused at start: non-zero exit, want in its stderr, no run directory. */
+static void expect_refused(int np, const char *name, const char *const *args, const char *want) {
+    int rc = run_np(np, name, args);
+    char rel[96];
+    snprintf(rel, sizeof rel, "%s.err", name);
+    char *e = read_rel(rel);
+    if (rc == 0 || !strstr(e, want)) fail_msg("run %s: exit %d, expected an error with '%s':\n%s", name, rc, want, e);
+    free(e);
+    snprintf(rel, sizeof rel, "runs/%s", name);
+    assert_false(exists_rel(rel));
+}
+
+static void test_refused(void **state) {
+    (void)state;
+    const char *world[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                           NULL};
+    expect_refused(3, "ep_world", world, "expert_parallel_size = 2 does not divide the world size 3");
+    const char *experts[] = {"--set", "stages.grpo.expert_parallel_size=3", "--set",
+                             "stages.sft.expert_parallel_size=3", NULL};
+    expect_refused(3, "ep_experts", experts,
+                   "expert_parallel_size = 3 does not divide the model's n_routed_experts 8");
+    const char *differ[] = {"--set", "stages.grpo.expert_parallel_size=2", NULL};
+    expect_refused(2, "ep_differ", differ,
+                   "stages[2].expert_parallel_size = 1 differs from stages[1]'s 2: one expert_parallel_size per run");
+    const char *lora[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                          "--set", "lora.r=4", NULL};
+    expect_refused(2, "ep_lora", lora, "expert_parallel_size = 2 with a lora table");
+    const char *zero[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                          "--set", "stages.sft.zero_stage=2", NULL};
+    expect_refused(2, "ep_zero", zero, "zero_stage = 2 with expert_parallel_size = 2");
+    const char *z1[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                        "--set", "stages.grpo.zero_stage=1", NULL};
+    expect_refused(2, "ep_zero1", z1, "zero_stage = 1 with expert_parallel_size = 2: not built for runs yet");
+    /* expert_parallel_size = 1 (the default, and set) runs */
+    const char *one[] = {"--set", "stages.grpo.expert_parallel_size=1", "--set", "stages.sft.expert_parallel_size=1",
+                         NULL};
+    int rc = run_np(2, "ep_one", one);
+    if (rc) {
+        char *e = read_rel("ep_one.err");
+        fail_msg("run ep_one: exit %d:\n%s", rc, e);
+    }
+    assert_true(exists_rel("runs/ep_one/checkpoints/step-4/model.safetensors"));
+    /* an EP 2 run to the end; its checkpoint records the EP and is not resumed (with EP 2 or 1) */
+    const char *two[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                         "--max-total-steps", "2", NULL};
+    rc = run_np(2, "ep_two", two);
+    if (rc) {
+        char *e = read_rel("ep_two.err");
+        fail_msg("run ep_two: exit %d:\n%s", rc, e);
+    }
+    char *st = read_rel("runs/ep_two/checkpoints/step-2/trainer_state.json");
+    assert_non_null(strstr(st, "\"expert_parallel_size\": 2"));
+    free(st);
+    assert_true(exists_rel("runs/ep_two/checkpoints/step-2/optimizer-ep-00001-of-00002.safetensors"));
+    const char *again[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                           "--resume", NULL};
+    rc = run_np(2, "ep_two", again);
+    char *e = read_rel("ep_two.err");
+    if (rc == 0 || !strstr(e, "a checkpoint of a run with expert_parallel_size = 2: resuming it is not built"))
+        fail_msg("resume with EP 2: exit %d:\n%s", rc, e);
+    free(e);
+    const char *as1[] = {"--resume", NULL};
+    rc = run_np(2, "ep_two", as1);
+    e = read_rel("ep_two.err");
+    if (rc == 0 || !strstr(e, "a checkpoint of a run with expert_parallel_size = 2: resuming it is not built"))
+        fail_msg("resume of an EP 2 checkpoint with EP 1: exit %d:\n%s", rc, e);
+    free(e);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_refused),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
