@@ -74,6 +74,10 @@ static int largest_rank(const model_config *mc, const run_grpo_shape *sh0, run_g
     return (int)best;
 }
 
+/* A rank's peak: the stage's plan, or at ZeRO 3 the opening with the whole
+ * model loaded when that is more. */
+static size_t run_peak(const run_grpo_mem *m) { return m->release_peak > m->total ? m->release_peak : m->total; }
+
 static void line(const char *role, size_t r0, size_t rl) {
     printf("  %-34s %20zu %10.2f GiB %20zu %10.2f GiB\n", role, r0, r0 / 1073741824.0, rl, rl / 1073741824.0);
 }
@@ -208,8 +212,12 @@ int cli_cmd_plan(int argc, char **argv) {
     line("rollout (KV cache, tables, workspace)", m0.rollout, ml.rollout);
     line("ZeRO 1/2 all-gather copy", m0.gather, ml.gather);
     line("total", m0.total, ml.total);
-    printf("fits in %g GB: %s (largest rank %.2f GB)\n", gpu_gb, ml.total <= budget ? "yes" : "NO",
-           ml.total / 1e9);
+    if (zs == 3 && !in.sh.lora) /* the whole model loaded, before the stage releases it */
+        line("ZeRO 3 peak at the release", m0.release_peak, ml.release_peak);
+    size_t need = run_peak(&ml);
+    printf("fits in %g GB: %s (largest rank %.2f GB%s)\n", gpu_gb, need <= budget ? "yes" : "NO", need / 1e9,
+           need > ml.total ? ": the whole model at load, beside the buffers made before the release (ZeRO 3 "
+           "shards the steps, not the load)" : "");
     /* a rank's bytes never grow with W (its prompts ceil(P / W), its ZeRO
      * shard ceil(n / W)): the smallest W in [1, 4096] that fits (a multiple
      * of EP), by bisection */
@@ -219,7 +227,7 @@ int cli_cmd_plan(int argc, char **argv) {
         run_grpo_shape t = shape_at(&in, W);
         run_grpo_mem mm;
         largest_rank(&mc, &t, &mm, &s);
-        if (!s && mm.total <= budget) fit_at = W, hi = W / ep - 1;
+        if (!s && run_peak(&mm) <= budget) fit_at = W, hi = W / ep - 1;
         else lo = W / ep + 1;
     }
     if (s) {
@@ -233,9 +241,11 @@ int cli_cmd_plan(int argc, char **argv) {
         printf("fits on no GPU count up to 4096 at ZeRO %d: %s alone exceed %g GB (%s)\n", zs,
                ep > 1 ? "the non-expert weights and gradients, 1 / EP of the experts' and the activations"
                : zs < 2 ? "the replicated weights, gradients and activations"
-               : zs == 2 ? "the replicated weights and activations" : "the unit windows, activations and rollout",
-               gpu_gb, zs < 3 ? "needs ZeRO 3 or expert / tensor parallelism" : "needs expert / tensor parallelism, "
-               "not built");
+               : zs == 2 ? "the replicated weights and activations"
+                         : "the whole model at load (or the unit windows, activations and rollout)",
+               gpu_gb, zs < 3 ? "needs ZeRO 3 or expert / tensor parallelism"
+                               : "needs a sharded load (each rank reading its range) or expert / tensor parallelism, "
+                                 "not built");
     run_grpo_comm cv;
     run_grpo_comm_volume(&mc, &sh, &cv);
     printf("communication per optimizer step per rank (bytes sent, ring algorithms; computed):\n");

@@ -291,9 +291,12 @@ struct ops {
 const struct ops *ops_cpu(void);
 /* The CPU backend's device bytes: allocated now (alloc minus free), and the
  * most allocated at once since the process started or the last
- * ops_cpu_reset_peak (which sets the peak to what is allocated now). */
+ * ops_cpu_reset_peak (which sets the peak to what is allocated now);
+ * ops_cpu_peak_allocated_all: the most since the process started (never
+ * reset). */
 size_t ops_cpu_allocated(void);
 size_t ops_cpu_peak_allocated(void);
+size_t ops_cpu_peak_allocated_all(void);
 void ops_cpu_reset_peak(void);
 /* The CUDA backend, or NULL when grpo was built without CUDA or no GPU is
  * usable (the reason is in base_err_msg()). In a CUDA build the kernels

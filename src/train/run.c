@@ -187,6 +187,7 @@ static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
         model_free(m);
         return base_err_wrap(s, "loading the model");
     }
+    run_zero3_drop(c); /* a released policy's shards go with it */
     model_free(c->policy);
     c->policy = m;
     free(c->policy_src);
@@ -229,6 +230,7 @@ static void ctx_free(run_ctx *c) {
         free(d->rows), free(d->lines), free(d->name), free(d->path), free(d->prompt_column);
     }
     free(c->datasets);
+    run_zero3_drop(c);
     model_free(c->policy);
     tok_free(c->tok);
     cJSON_Delete(c->summary);
@@ -237,6 +239,44 @@ static void ctx_free(run_ctx *c) {
     run_tb_close(c->tb);
     run_keep_files_free(c);
     run_ep_close(c);
+}
+
+/* ZeRO 2 and 3 with a LoRA adapter, refused before the first stage: every
+ * rank finds it in the recipe at the same point, so the refusal is agreed
+ * (run_agree below) and the ranks leave through MPI_Finalize rather than
+ * each ending the job at once (dist_abort from every rank). */
+static base_status check_zero_lora(const run_ctx *c) {
+    if (!c->lora) return BASE_OK;
+    for (int i = 0; i < c->cfg->n_stages; i++) {
+        const recipe_stage_cfg *st = &c->cfg->stages[i];
+        const recipe_train_cfg *t = st->type == RECIPE_STAGE_GRPO ? &st->grpo.train
+                                    : st->type == RECIPE_STAGE_SFT ? &st->sft.train : NULL;
+        if (t && t->zero_stage >= 2)
+            return base_err_set(BASE_ERR_UNSUPPORTED,
+                                "stage '%s': zero_stage = %lld with a LoRA adapter: the adapter's gradients and "
+                                "parameters are not sharded (its arena is %lld parameters); use zero_stage = 1 "
+                                "(AdamW state sharded) or 0", st->name, (long long)t->zero_stage,
+                                (long long)model_lora_numel(c->lora));
+    }
+    return BASE_OK;
+}
+
+/* On the CPU: every rank's most allocated device bytes over the whole run
+ * (load, every stage, the stages' ends: ops_cpu_peak_allocated_all), in
+ * summary.json as run_memory.peak_allocated, one number per rank. */
+static base_status record_run_peak(run_ctx *c) {
+    if (c->ops->device != TENSOR_CPU) return BASE_OK;
+    int64_t mine = (int64_t)ops_cpu_peak_allocated_all();
+    int64_t *all = base_xcalloc((size_t)c->world, sizeof *all);
+    all[0] = mine;
+    base_status s = c->world > 1 ? dist_allgather(c->host, &mine, all, 1, DIST_I64) : BASE_OK;
+    if (!s) {
+        cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "peak_allocated");
+        for (int r = 0; r < c->world; r++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)all[r]));
+        s = run_summary_set(c, "run_memory", o);
+    }
+    free(all);
+    return s ? base_err_wrap(s, "gathering the ranks' peak allocated memory over the run") : BASE_OK;
 }
 
 base_status run_recipe(const recipe *rc, const run_opts *opts) {
@@ -384,6 +424,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         c.summary = run_ckpt_summary(ck);
     }
     if (!c.summary) c.summary = cJSON_CreateObject();
+    if (!s) s = check_zero_lora(&c);
     if (!s) s = open_outputs(&c, ck != NULL);
     if (!s && run_writes(&c)) s = run_tb_start(&c, ck ? run_ckpt_state(ck)->total_steps + 1 : -1);
     /* the other ranks open the reward error log once rank 0 made it */
@@ -405,6 +446,13 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         }
         const run_ckpt *res = rs && i == rs->stage_index ? ck : NULL;
         if (!c.opts.quiet) base_info("stage %d/%d: %s (%s)", i + 1, n, st->name, st->type_name);
+        if (st->type == RECIPE_STAGE_GRPO || st->type == RECIPE_STAGE_SFT) {
+            /* a policy a stage-3 stage left released: training reads its whole arena */
+            char why[192];
+            snprintf(why, sizeof why, "stage '%s' trains it", st->name);
+            s = run_zero3_gather(&c, why);
+            if (s) break;
+        }
         if (st->type == RECIPE_STAGE_GRPO) s = run_stage_grpo(&c, st, res);
         else if (st->type == RECIPE_STAGE_SFT) s = run_stage_sft(&c, st, res);
         else if (st->type == RECIPE_STAGE_EVAL) s = run_stage_eval(&c, st);
@@ -413,6 +461,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         /* the next stage may read what rank 0 wrote (a sample stage's rows) */
         if (!s && c.world > 1) s = dist_barrier(c.host);
     }
+    if (!s) s = record_run_peak(&c);
     run_ckpt_free(ck);
     if (c.stop_signal && (!s || s == BASE_ERR_INTERRUPTED)) s = run_stop_status(&c, s);
     if (!s && !c.stop_requested && c.cfg->report && run_writes(&c)) {

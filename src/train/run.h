@@ -115,6 +115,10 @@ typedef struct {
     size_t gather;          /* ZeRO 1 / 2 on several ranks: the copy of the rank's parameter shard its
                              * all-gather sends (held while the gathered weights arrive) */
     size_t total;
+    size_t release_peak;    /* ZeRO 3: the stage's opening before the arena's release: the loaded
+                             * model whole (its f32 arena + bf16 copy) beside what the stage
+                             * allocates before it (all of total but the activations and the
+                             * rollout); 0 below stage 3. A rank peaks at max(total, this) */
     int64_t numel;          /* elements of the trained arena (what the ZeRO shards split) */
     int64_t expert_numel;   /* of which routed experts held by this rank (EP: 1 / EP of them) */
 } run_grpo_mem;

@@ -76,6 +76,8 @@ typedef struct {
     int64_t ep_decode_steps, ep_join_steps;
     double ep_join_seconds, ep_gen_seconds;
     struct run_zero2 *z2;   /* the training stage's ZeRO 2 / 3 state (run_zero.c), else NULL */
+    struct run_zero2 *z3;   /* after a stage-3 stage: the released policy's shard, windows and unit hook, kept
+                               for the stages that follow (run_zero3_end), else NULL */
 } run_ctx;
 
 /* A stop signal (opts.stop_signal), polled where a stage can stop cleanly:
@@ -208,17 +210,25 @@ base_status run_zero2_pad(run_ctx *c, int64_t passes);
  * then optim_step_sumsq. A collective at ZeRO 2. */
 base_status run_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *info);
 /* ZeRO 3 (run_zero.c): run_zero3_begin, once the stage has what needs the
- * whole policy (the reference copy, the rollout engine, the resumed
- * optimizer state): the rank's shard of the master parameters copied out,
+ * whole policy (the reference copy, the resumed optimizer state; the
+ * rollout engine and the trainer need only its layout): the rank's shard of the master parameters copied out,
  * the policy's arena released (model_arena_release) with the unit hook
  * that all-gathers a unit into a parameter window. run_zero3_end, at the
- * stage's successful end: the arena back, every rank's shard gathered
- * into it. run_zero3_write_weights (run_ckpt_save, into the checkpoint's
+ * stage's successful end: the gradient side freed, the policy left
+ * released (below). run_zero3_write_weights (run_ckpt_save, into the checkpoint's
  * temporary directory): every rank writes its shard's part of the
  * consolidated model.safetensors (run_ckpt_write_range; shard_bytes as
  * run_ckpt_write_weights). No-ops below stage 3. Collectives. */
 base_status run_zero3_begin(run_ctx *c);
 base_status run_zero3_end(run_ctx *c);
+/* After a stage-3 stage the policy stays released (run_zero3_end hands its
+ * shard, windows and hook to the run, c->z3): eval and sample stages run on
+ * it unit by unit. run_zero3_gather, before a stage that needs the whole
+ * arena (a training stage), gathers every rank's shard into it, says so
+ * (why) and frees c->z3; a no-op without c->z3. run_zero3_drop frees c->z3
+ * without a gather (the policy is replaced or freed). */
+base_status run_zero3_gather(run_ctx *c, const char *why);
+void run_zero3_drop(run_ctx *c);
 base_status run_zero3_write_weights(run_ctx *c, const char *dir, uint64_t shard_bytes);
 /* ZeRO 3: a phase of forward-only passes of the policy whose number differs
  * by rank (the rollout's prefills and decode steps, the old log-probs).

@@ -93,6 +93,8 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
     out->rollout = rollout_bytes(mc, &rl, sh->lora, prec);
     out->total = out->weights + out->adapter + out->grads + out->optimizer + out->ref_weights + out->activations +
                  out->ref_activations + out->rollout + out->gather;
+    if (sh->zero_stage == 3) /* stage_grpo.c: the trainer and rollout engine are made after the release */
+        out->release_peak = out->total - out->activations - out->rollout + pm.master + pm.compute;
     return BASE_OK;
 }
 
@@ -106,7 +108,7 @@ cJSON *run_grpo_memory_json(const run_grpo_mem *m) {
              {"ref_weights", m->ref_weights}, {"activations", m->activations},
              {"ref_activations", m->ref_activations}, {"rollout", m->rollout},
              {"gather", m->gather},
-             {"total", m->total}};
+             {"total", m->total},           {"release_peak", m->release_peak}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) cJSON_AddNumberToObject(j, f[i].k, (double)f[i].v);
     return j;
 }

@@ -147,14 +147,14 @@ base_status run_zero2_new(run_ctx *c, optim *o, run_zero2 **out) {
     return BASE_OK;
 }
 
-void run_zero2_free(run_zero2 *z) {
+/* restore: a released policy gets its arena back (unfilled: a failed
+ * stage, whose run ends); 0 when the policy goes too (run_zero3_drop). */
+static void zero_free(run_zero2 *z, int restore) {
     if (!z) return;
     finish_all(z);
     const struct ops *ops = z->c->ops;
     if (z->stage == 3) {
-        /* a stage that failed before run_zero3_end: the hook goes with z (the
-         * run ends; its last checkpoint holds the weights) */
-        if (model_arena_released(z->c->policy)) model_arena_restore(z->c->policy);
+        if (restore && model_arena_released(z->c->policy)) model_arena_restore(z->c->policy);
         ops->free(z->pshard);
         for (int k = 0; k < 3; k++) {
             if (z->pwin[k]) ops->free(z->pwin[k]);
@@ -162,10 +162,16 @@ void run_zero2_free(run_zero2 *z) {
         }
         free(z->pcounts);
     }
-    ops->free(z->win[0]), ops->free(z->win[1]);
+    if (z->win[0]) ops->free(z->win[0]), ops->free(z->win[1]);
     if (z->emb) ops->free(z->emb);
-    ops->free(z->grad);
+    if (z->grad) ops->free(z->grad);
     free(z->ulo), free(z->slo), free(z->counts), free(z);
+}
+
+void run_zero2_free(run_zero2 *z) {
+    /* a stage that failed before run_zero3_end: the hook goes with z (the
+     * run ends; its last checkpoint holds the weights) */
+    zero_free(z, 1);
 }
 
 base_status run_backward(run_ctx *c, model_train *tr, const float *g_logp, const float *g_ent, float *grads) {
@@ -179,6 +185,10 @@ base_status run_backward(run_ctx *c, model_train *tr, const float *g_logp, const
 }
 
 static void param_use(void *ctx, int u);
+
+/* The released policy's state: the training stage's, or the one a stage-3
+ * stage left (c->z3, run_zero3_end). */
+static run_zero2 *z3_of(run_ctx *c) { return c->z2 ? c->z2 : c->z3; }
 
 /* ZeRO 3: the unit sequence of one forward (model_forward, prefill,
  * decode): the embedding, the layers, the head (the embedding again when
@@ -228,14 +238,14 @@ static int agree_pass(run_zero2 *z, int more) {
 }
 
 int run_zero3_phase(run_ctx *c) {
-    run_zero2 *z = c->z2;
+    run_zero2 *z = z3_of(c);
     if (!z || z->stage != 3 || !model_arena_released(c->policy)) return 0;
     z->phase = 1, z->phase_uses = 0, z->phase_err = BASE_OK;
     return 1;
 }
 
 base_status run_zero3_sync(run_ctx *c) {
-    run_zero2 *z = c->z2;
+    run_zero2 *z = z3_of(c);
     if (!z || !z->phase) return BASE_OK;
     int per = z->U + (z->emb_n ? 1 : 0);
     base_status s = BASE_OK;
@@ -320,13 +330,39 @@ static base_status gather_all(run_zero2 *z, float *dst, dist_comm *comm, const f
 base_status run_zero3_end(run_ctx *c) {
     run_zero2 *z = c->z2;
     if (!z || z->stage != 3 || !model_arena_released(c->policy)) return BASE_OK;
+    base_status s = finish_all(z);
+    if (s) return s;
+    /* the policy stays released: its shard, windows and hook go to the run
+     * (c->z3); the gradient side goes with the stage */
+    const struct ops *ops = c->ops;
+    ops->free(z->win[0]), ops->free(z->win[1]);
+    if (z->emb) ops->free(z->emb);
+    ops->free(z->grad);
+    z->win[0] = z->win[1] = z->emb = z->grad = NULL;
+    z->o = NULL;
+    c->z3 = z, c->z2 = NULL;
+    return BASE_OK;
+}
+
+base_status run_zero3_gather(run_ctx *c, const char *why) {
+    run_zero2 *z = c->z3;
+    if (!z) return BASE_OK;
     model *m = c->policy;
+    if (!c->opts.quiet)
+        base_info("the policy gathered whole from %d ranks' ZeRO 3 shards (%lld parameters): %s", c->world,
+                  (long long)model_numel(m), why);
     model_arena_restore(m);
     base_status s = gather_all(z, model_params(m), c->dev, z->pshard);
     if (s) return base_err_wrap(s, "gathering the trained weights over %d ranks (ZeRO 3)", c->world);
     model_sync_compute(m);
-    z->o->param = model_params(m), z->o->param_sharded = 0; /* the optimizer's view of the whole arena again */
+    zero_free(z, 0);
+    c->z3 = NULL;
     return BASE_OK;
+}
+
+void run_zero3_drop(run_ctx *c) {
+    zero_free(c->z3, 0);
+    c->z3 = NULL;
 }
 
 base_status run_zero3_write_weights(run_ctx *c, const char *dir, uint64_t shard_bytes) {
@@ -341,7 +377,7 @@ base_status run_zero3_write_weights(run_ctx *c, const char *dir, uint64_t shard_
 
 base_status run_zero3_param_update(run_ctx *c, const model_param *p, void (*fn)(float *, int64_t, void *),
                                    void *ctx) {
-    run_zero2 *z = c->z2;
+    run_zero2 *z = z3_of(c);
     int W = c->world, me = c->rank;
     int64_t lo = p->offset, hi = p->offset + p->numel;
     for (int r = 0; r < W; r++) { /* every rank's part of the tensor, gathered whole on every rank */

@@ -124,6 +124,7 @@ typedef struct {
     run_gen gen;
     model_train *tr, *tr_ref;   /* policy / reference (beta != 0) training passes */
     int ref_in_policy;          /* LoRA with beta != 0: the reference pass is tr with the adapter off */
+    int64_t peak_release;       /* ZeRO 3 on the CPU: the peak from the opening to the arena's release */
     model *ref;
     float *grads;
     optim opt;
@@ -214,13 +215,10 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
     if (!s) {
         b->F = reward_pool_n_funcs(g->pool);
         grpo_bufs_alloc(b);
-        s = run_gen_init(&g->gen, c, st, &g->cfg->gen, g->pool, b->P);
-        g->gen.step_batches = 1; /* the error policy's batch is the step (generate_and_score) */
         run_reward_parts_init(&g->parts, b->F);
     }
     model_train_limits tl = {.max_tokens = b->max_tok, .max_seqs = b->mb,
                              .recompute = g->cfg->train.gradient_checkpointing};
-    if (!s) s = model_train_new(c->policy, &tl, &g->tr);
     if (!s) {
         g->grads = run_policy_grads(c, &g->cfg->train);
         s = run_optim_new(c, &g->cfg->train, g->cfg->max_steps * g->mu * g->spg, g->grads, &g->opt);
@@ -273,9 +271,17 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
         s = base_err_set(BASE_ERR_UNSUPPORTED, "sync_ref_model with zero_stage = 3: the reference mix reads the whole "
                          "policy, which stage 3 shards (zero_stage <= 2)");
     if (!s && g->cfg->train.zero_stage == 3) { /* the policy's arena released: each rank keeps its shard */
+        if (c->ops->device == TENSOR_CPU) g->peak_release = (int64_t)ops_cpu_peak_allocated(); /* the whole model */
         s = run_zero3_begin(c);
         if (!s && c->ops->device == TENSOR_CPU) ops_cpu_reset_peak(); /* the stage's peak, without the arena */
     }
+    /* the rollout engine and the trainer read the policy's layout only: made
+     * after a stage-3 release, they are never allocated beside the arena */
+    if (!s) {
+        s = run_gen_init(&g->gen, c, st, &g->cfg->gen, g->pool, b->P);
+        g->gen.step_batches = 1; /* the error policy's batch is the step (generate_and_score) */
+    }
+    if (!s) s = model_train_new(c->policy, &tl, &g->tr);
     g->weights = base_xmalloc((size_t)(b->F > 0 ? b->F : 1) * sizeof(float));
     for (int f = 0; f < b->F; f++) g->weights[f] = (float)reward_pool_func_weight(g->pool, f);
     g->keep = base_xmalloc((size_t)b->P + 1);
@@ -664,20 +670,28 @@ static base_status checkpoint(grpo_stage *g, int64_t step) {
 
 /* On the CPU: every rank's peak of allocated device bytes over the stage
  * (ops_cpu_peak_allocated), gathered to the summary beside the plan as
- * "memory_peak_allocated", one number per rank. */
+ * "memory_peak_allocated", one number per rank; at ZeRO 3 also the peak
+ * from the opening to the release (the whole model loaded) as
+ * "memory_peak_release" (the plan's release_peak). */
 static base_status record_peak(grpo_stage *g) {
     run_ctx *c = g->c;
     if (c->ops->device != TENSOR_CPU) return BASE_OK;
-    int64_t mine = (int64_t)ops_cpu_peak_allocated();
-    int64_t *all = base_xcalloc((size_t)c->world, sizeof *all);
-    all[0] = mine;
-    base_status s = c->world > 1 ? dist_allgather(c->host, &mine, all, 1, DIST_I64) : BASE_OK;
+    int64_t mine[2] = {(int64_t)ops_cpu_peak_allocated(), g->peak_release};
+    int64_t *all = base_xcalloc(2 * (size_t)c->world, sizeof *all);
+    all[0] = mine[0], all[1] = mine[1];
+    base_status s = c->world > 1 ? dist_allgather(c->host, mine, all, 2, DIST_I64) : BASE_OK;
     const cJSON *old = cJSON_GetObjectItemCaseSensitive(c->summary, g->st->name);
     if (!s) {
         cJSON *sum = old ? cJSON_Duplicate(old, 1) : cJSON_CreateObject(), *a = cJSON_CreateArray();
-        for (int r = 0; r < c->world; r++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)all[r]));
+        for (int r = 0; r < c->world; r++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)all[2 * r]));
         cJSON_DeleteItemFromObjectCaseSensitive(sum, "memory_peak_allocated");
         cJSON_AddItemToObject(sum, "memory_peak_allocated", a);
+        if (g->cfg->train.zero_stage == 3) { /* the opening's peak, the whole model loaded (release_peak) */
+            cJSON *b = cJSON_CreateArray();
+            for (int r = 0; r < c->world; r++) cJSON_AddItemToArray(b, cJSON_CreateNumber((double)all[2 * r + 1]));
+            cJSON_DeleteItemFromObjectCaseSensitive(sum, "memory_peak_release");
+            cJSON_AddItemToObject(sum, "memory_peak_release", b);
+        }
         s = run_summary_set(c, g->st->name, sum);
     }
     free(all);
@@ -716,7 +730,7 @@ base_status run_stage_grpo(run_ctx *c, const recipe_stage_cfg *st, const run_ckp
         s = checkpoint(&g, step);
     }
     if (!s) s = record_peak(&g);
-    if (!s) s = run_zero3_end(c); /* ZeRO 3: the trained weights whole again for what follows */
+    if (!s) s = run_zero3_end(c); /* ZeRO 3: the policy stays released, its shards kept by the run */
     stage_close(&g);
     return s ? base_err_wrap(s, "stage '%s'", st->name) : BASE_OK;
 }

@@ -432,7 +432,7 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
             s = run_ckpt_save(c, &rs, &opt, NULL, (int)keep);
         }
     }
-    if (!s) s = run_zero3_end(c); /* ZeRO 3: the trained weights whole again for what follows */
+    if (!s) s = run_zero3_end(c); /* ZeRO 3: the policy stays released, its shards kept by the run */
     if (!c->opts.quiet && tr && step0 < total) base_progress_finish(&prog);
     free(ids), free(tgt), free(rid), free(rtg), free(cu), free(rcu), free(mask), free(rmask), free(lp), free(g), free(order);
     run_optim_free(c, &opt);

@@ -98,7 +98,13 @@ static void test_plan_roles(void **state) {
                 assert_int_equal(printed(out, "ZeRO 3 unit gathers, training"), (long long)(cv.train_allgather + 0.5));
                 assert_int_equal(printed(out, "ZeRO 3 unit gathers, rollout"), (long long)(cv.rollout_allgather + 0.5));
                 assert_true(cv.param_allgather == 0 && cv.train_allgather > 0);
+                /* the opening with the whole model loaded: the plan but the activations and rollout, + the
+                 * f32 arena (and bf16 copy) */
+                assert_int_equal(printed(out, "  ZeRO 3 peak at the release"), (long long)m[0].release_peak);
+                assert_true(m[0].release_peak > m[0].total - m[0].activations - m[0].rollout + arena - 1);
             }
+            if (zero < 3) assert_null(strstr(out, "ZeRO 3 peak at the release"));
+            if (zero < 3) assert_int_equal(m[0].release_peak, 0);
             assert_non_null(strstr(out, "fits in 80 GB: yes"));
             assert_non_null(strstr(out, "smallest GPU count it fits on (ZeRO"));
             free(out);

@@ -461,6 +461,72 @@ static void test_memory_plan(void **state) {
     }
 }
 
+/* The bytes of a safetensors file's tensor data (its size less the 8-byte
+ * header length and the header). */
+static double tensor_bytes(const char *rel) {
+    char *p = path_of(rel);
+    FILE *f = fopen(p, "rb");
+    if (!f) fail_msg("%s: cannot open", p);
+    uint64_t h = 0;
+    assert_int_equal(fread(&h, sizeof h, 1, f), 1);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long size = ftell(f);
+    fclose(f);
+    free(p);
+    return (double)size - 8.0 - (double)h;
+}
+
+/* ZeRO 3 over the whole run (the counters never reset: load, every stage,
+ * each stage's end; summary.json's run_memory): a GRPO run at stage 3 on 1,
+ * 2 and 4 ranks that ends after its GRPO stage (--max-total-steps) never holds the
+ * whole f32 arena on top of everything the stage's plan counts: its end
+ * leaves the policy released (no gather of the whole arena), and the
+ * rollout engine and the trainer are made after the release. The arena:
+ * the f32 weights of the stage's last checkpoint. */
+static void test_zero3_run_peak(void **state) {
+    (void)state;
+    const int nps[] = {1, 2, 4};
+    for (int i = 0; i < 3; i++) {
+        int np = nps[i];
+        char name[16], rel[128];
+        snprintf(name, sizeof name, "xrp%d", np);
+        const char *stop[] = {"--max-total-steps", "3", NULL}, *a[16];
+        with_zero(a, stop, 3);
+        expect_ok(run_np(np, name, NULL, a), name);
+        snprintf(rel, sizeof rel, "runs/%s/checkpoints/step-3/model.safetensors", name);
+        double arena = tensor_bytes(rel);
+        snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
+        char *t = read_rel(rel);
+        cJSON *j = cJSON_Parse(t);
+        assert_non_null(j);
+        const cJSON *plans = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "grpo"),
+                                                              "memory_plan_ranks");
+        const cJSON *peaks = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "run_memory"),
+                                                              "peak_allocated");
+        if (!cJSON_IsArray(plans) || !cJSON_IsArray(peaks)) fail_msg("%s: no per-rank plan and run peak", name);
+        assert_int_equal(cJSON_GetArraySize(peaks), np);
+        for (int r = 0; r < np; r++) {
+            const cJSON *pr = cJSON_GetArrayItem(plans, r);
+            double plan = cJSON_GetObjectItemCaseSensitive(pr, "total")->valuedouble;
+            double rel = cJSON_GetObjectItemCaseSensitive(pr, "release_peak")->valuedouble;
+            double peak = cJSON_GetArrayItem(peaks, r)->valuedouble;
+            printf("# %s rank %d of %d (ZeRO 3): planned %.0f, at the release %.0f, whole arena %.0f, run peak %.0f "
+                   "bytes\n", name, r, np, plan, rel, arena, peak);
+            double at = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "grpo"),
+                                                                             "memory_peak_release"), r)->valuedouble;
+            if (at != rel) fail_msg("%s rank %d: %.0f bytes at the release, planned %.0f", name, r, at, rel);
+            /* the plan's run peak: the steps' plan or the opening's (the whole model loaded) */
+            if (peak != (rel > plan ? rel : plan))
+                fail_msg("%s rank %d: the run's peak %.0f, planned max(%.0f, %.0f)", name, r, peak, plan, rel);
+            if (peak >= plan + arena)
+                fail_msg("%s rank %d: the run's peak %.0f >= the plan %.0f + the whole arena %.0f", name, r, peak, plan,
+                         arena);
+        }
+        cJSON_Delete(j);
+        free(t);
+    }
+}
+
 /* Arguments: the names of the tests to run (all without); the sanitizer
  * build runs the world sizes, LoRA, ZeRO 1 and the failed rank
  * (tests/dist/meson.build). */
@@ -473,6 +539,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_zero1),       cmocka_unit_test(test_zero1_resume),
         cmocka_unit_test(test_fault_error), cmocka_unit_test(test_fault_kill),  cmocka_unit_test(test_stop_signal),
         cmocka_unit_test(test_memory_plan), cmocka_unit_test(test_moe_bias),
+        cmocka_unit_test(test_zero3_run_peak),
     };
     return dp_run("test_dp", all, sizeof all / sizeof all[0], argc, argv);
 }

@@ -13,7 +13,7 @@
  * its size in a 64-byte header before the pointer handed out (which stays
  * 64-byte aligned). */
 #define CPU_HDR 64
-static _Atomic size_t cpu_live, cpu_peak;
+static _Atomic size_t cpu_live, cpu_peak, cpu_peak_all;
 
 static void *cpu_alloc(size_t n) {
     if (n > SIZE_MAX - CPU_HDR) base_die("cpu_alloc: %zu bytes is too many", n);
@@ -22,6 +22,9 @@ static void *cpu_alloc(size_t n) {
     memset(h + CPU_HDR, 0, n);
     size_t live = atomic_fetch_add(&cpu_live, n) + n, peak = atomic_load(&cpu_peak);
     while (live > peak && !atomic_compare_exchange_weak(&cpu_peak, &peak, live)) {
+    }
+    size_t all = atomic_load(&cpu_peak_all);
+    while (live > all && !atomic_compare_exchange_weak(&cpu_peak_all, &all, live)) {
     }
     return h + CPU_HDR;
 }
@@ -36,6 +39,7 @@ static void cpu_free(void *p) {
 
 size_t ops_cpu_allocated(void) { return atomic_load(&cpu_live); }
 size_t ops_cpu_peak_allocated(void) { return atomic_load(&cpu_peak); }
+size_t ops_cpu_peak_allocated_all(void) { return atomic_load(&cpu_peak_all); }
 void ops_cpu_reset_peak(void) { atomic_store(&cpu_peak, atomic_load(&cpu_live)); }
 static void cpu_memcpy(void *dst, const void *src, size_t n) {
     if (n) memmove(dst, src, n);
