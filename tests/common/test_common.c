@@ -263,3 +263,18 @@ int test_run_grpo(const char *args, char **out) {
     else base_buf_free(&o);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
+
+char *test_tiny_config(const char *over) {
+    static const char *base =
+        "\"model_type\": \"deepseek_v3\", \"vocab_size\": 61, \"hidden_size\": 32, "
+        "\"intermediate_size\": 40, \"moe_intermediate_size\": 12, \"num_hidden_layers\": 3, "
+        "\"num_attention_heads\": 3, \"num_key_value_heads\": 3, \"n_shared_experts\": 1, "
+        "\"n_routed_experts\": 8, \"num_experts_per_tok\": 3, \"n_group\": 4, \"topk_group\": 2, "
+        "\"routed_scaling_factor\": 2.5, \"kv_lora_rank\": 16, \"q_lora_rank\": 24, "
+        "\"qk_nope_head_dim\": 8, \"qk_rope_head_dim\": 8, \"v_head_dim\": 10, "
+        "\"first_k_dense_replace\": 1, \"norm_topk_prob\": true, \"max_position_embeddings\": 256, "
+        "\"rms_norm_eps\": 1e-6, \"rope_theta\": 10000";
+    base_buf b = {0};
+    base_buf_printf(&b, "{%s%s%s}", over, *over ? ", " : "", base);
+    return b.data;
+}

@@ -23,6 +23,12 @@ void test_rmdir(const char *dir); /* rm -r */
 void test_write_file(const char *path, const void *data, size_t n);
 /* Copy $SHARED_DIR/rel to dst (dies on failure). */
 void test_copy_shared(const char *rel, const char *dst);
+/* A tiny DeepSeek-V3 config.json text (free it): `over`'s keys (may be "")
+ * first, so they replace the defaults (a cJSON lookup takes the first of
+ * duplicate keys), then vocab 61, hidden 32, 3 layers (the first dense), 8
+ * routed experts and 1 shared, 3 per token from 2 of 4 groups, MLA ranks
+ * kv 16 / q 24; no rope_scaling, no MTP layer. */
+char *test_tiny_config(const char *over);
 /* dir (created) holding the shared hf-tiny-v3-a fixture (config.json and
  * model.safetensors), plus a byte-level tokenizer when tokenizer != 0. */
 void test_tiny_model(const char *dir, int tokenizer);

@@ -288,6 +288,45 @@ void same_bytes(const char *a, const char *b) {
     free(x), free(y), free(pa), free(pb);
 }
 
+void same_before_update(const char *y, const char *rows_ref, const char *ref, const char *what) {
+    char a[160], b[160];
+    snprintf(a, sizeof a, "runs/%s/rows.jsonl", y);
+    snprintf(b, sizeof b, "runs/%s/rows.jsonl", rows_ref);
+    same_file(b, a);
+    snprintf(a, sizeof a, "runs/%s/eval_before.samples.jsonl", y);
+    snprintf(b, sizeof b, "runs/%s/eval_before.samples.jsonl", rows_ref);
+    same_file(b, a);
+    snprintf(a, sizeof a, "runs/%s/samples.jsonl", y);
+    snprintf(b, sizeof b, "runs/%s/samples.jsonl", ref);
+    char *s0 = lines_with(b, "\"step\":1,"), *s1 = lines_with(a, "\"step\":1,");
+    assert_true(strlen(s0) > 0);
+    if (strcmp(s0, s1)) fail_msg("GRPO step-1 completions of %s differ from %s", y, what);
+    free(s0), free(s1);
+}
+
+void same_step6(const char *a, const char *b, int np) {
+    char x[160], y[160];
+    snprintf(x, sizeof x, "runs/%s/checkpoints/step-6/model.safetensors", a);
+    snprintf(y, sizeof y, "runs/%s/checkpoints/step-6/model.safetensors", b);
+    same_bytes(x, y);
+    for (int r = 0; r < np; r++) {
+        snprintf(x, sizeof x, "runs/%s/checkpoints/step-6/optimizer-rank-%d-of-%d.safetensors", a, r, np);
+        snprintf(y, sizeof y, "runs/%s/checkpoints/step-6/optimizer-rank-%d-of-%d.safetensors", b, r, np);
+        same_bytes(x, y);
+    }
+}
+
+void resume_within_zero0(const char *name, const char *ref, int np1, int z1, int np2, int z2, double tol) {
+    char a[160], b[160];
+    stop_resume(name, np1, z1, np2, z2);
+    snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", ref);
+    if (!exists_rel(a)) stop_resume(ref, np1, 0, np2, 0);
+    snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", name);
+    weights_within(b, a, tol);
+    snprintf(a, sizeof a, "runs/%s/checkpoints/step-6", name);
+    check_shards_at(a, np2, z2);
+}
+
 /* Files of the run's tb/ directory. */
 int tb_files(const char *name) {
     char rel[96];

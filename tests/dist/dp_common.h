@@ -1,4 +1,4 @@
-/* Shared by tests/dist/test_dp.c and test_zero.c (dp_common.c). */
+/* Shared by tests/dist/test_dp.c, test_zero.c, test_ep_dp.c and test_ep_run.c (dp_common.c). */
 #ifndef GRPO_TESTS_DIST_DP_COMMON_H
 #define GRPO_TESTS_DIST_DP_COMMON_H
 
@@ -41,6 +41,17 @@ double weights_within(const char *a, const char *b, double tol);
 void weights_close(const char *a, const char *b);
 void same_bytes(const char *a, const char *b);
 int tb_files(const char *name);
+/* Run y before its first update against references: its sample rows and
+ * eval samples byte for byte those of run rows_ref, its GRPO step-1
+ * completions those of run ref (what: the reference, in the message). */
+void same_before_update(const char *y, const char *rows_ref, const char *ref, const char *what);
+/* Runs a and b's step-6 checkpoints byte for byte: the weights and the
+ * optimizer shards of np ranks. */
+void same_step6(const char *a, const char *b, int np);
+/* stop_resume(name, np1, z1, np2, z2) within tol of the same resume at
+ * ZeRO 0 (run ref, made when absent) in its step-6 weights, and its
+ * optimizer shards those of np2 ranks at stage z2. */
+void resume_within_zero0(const char *name, const char *ref, int np1, int z1, int np2, int z2, double tol);
 void with_zero(const char **out, const char *const *args, int zero);
 void ensure_run(int np, const char *name, const char *const *args, int zero);
 void stop_resume(const char *name, int np1, int z1, int np2, int z2);

@@ -82,15 +82,7 @@ static void test_world_sizes(void **state) {
     for (int i = 0; i < 2; i++) {
         char a[128], b[128];
         /* before any update: byte for byte */
-        snprintf(a, sizeof a, "runs/%s/rows.jsonl", ws[i]);
-        same_file("runs/w1/rows.jsonl", a);
-        snprintf(a, sizeof a, "runs/%s/eval_before.samples.jsonl", ws[i]);
-        same_file("runs/w1/eval_before.samples.jsonl", a);
-        snprintf(a, sizeof a, "runs/%s/samples.jsonl", ws[i]);
-        char *s1 = lines_with("runs/w1/samples.jsonl", "\"step\":1,"), *sn = lines_with(a, "\"step\":1,");
-        assert_true(strlen(s1) > 0);
-        if (strcmp(s1, sn)) fail_msg("GRPO step-1 completions of %s differ from world size 1", ws[i]);
-        free(s1), free(sn);
+        same_before_update(ws[i], "w1", "w1", "world size 1");
         /* the expert loads of GRPO step 1 (the same completions, the same
          * weights): integer sums, bit for bit */
         snprintf(a, sizeof a, "runs/%s/metrics.jsonl", ws[i]);
@@ -299,12 +291,7 @@ static void test_zero1_resume(void **state) {
     ensure_run(2, "w2", NULL, 0);
     ensure_run(2, "z2", NULL, 1);
     stop_resume("zr22", 2, 1, 2, 1);
-    same_bytes("runs/zr22/checkpoints/step-6/model.safetensors", "runs/z2/checkpoints/step-6/model.safetensors");
-    for (int r = 0; r < 2; r++) {
-        snprintf(a, sizeof a, "runs/zr22/checkpoints/step-6/optimizer-rank-%d-of-2.safetensors", r);
-        snprintf(b, sizeof b, "runs/z2/checkpoints/step-6/optimizer-rank-%d-of-2.safetensors", r);
-        same_bytes(a, b);
-    }
+    same_step6("zr22", "z2", 2);
     /* ZeRO 0 <-> 1 on 2 ranks: the uninterrupted run's bits */
     stop_resume("z01", 2, 0, 2, 1);
     same_bytes("runs/z01/checkpoints/step-6/model.safetensors", "runs/w2/checkpoints/step-6/model.safetensors");

@@ -11,54 +11,16 @@
  *     EP 1) is refused by name.
  * MPIRUN (tests/dist/meson.build) is the launcher; OMPI_* in the test
  * environment let Open MPI run as root and oversubscribe CI's cores. */
-#include "common/test_common.h"
+#include "dp_common.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include "base/base.h"
-
-static char *DIR_;   /* temp: model/, data.jsonl, r.lua, runs/ */
-static char *RECIPE; /* DIR_/r.lua */
-
-static char *path_of(const char *rel) {
-    base_buf b = {0};
-    base_buf_printf(&b, "%s/%s", DIR_, rel);
-    return b.data;
-}
-
-static char *read_rel(const char *rel) {
-    char *p = path_of(rel), *t = NULL;
-    size_t n;
-    if (base_read_file(p, &t, &n)) fail_msg("%s", base_err_msg());
-    free(p);
-    return t;
-}
-
-static int exists_rel(const char *rel) {
-    char *p = path_of(rel);
-    int ok = base_file_exists(p);
-    free(p);
-    return ok;
-}
-
-static void write_rel(const char *rel, const char *text) {
-    char *p = path_of(rel);
-    test_write_file(p, text, strlen(text));
-    free(p);
-}
-
-static int setup(void **state) {
-    (void)state;
-    DIR_ = test_tmpdir();
-    RECIPE = path_of("r.lua");
-    char *m = path_of("model");
-    test_tiny_model(m, 1);
-    free(m);
+/* dp_common.c's temp directory with this test's data, reward and recipe:
+ * DIR_/r.lua is rewritten before the tests (RECIPE). */
+static int ep_setup(void **state) {
+    if (setup(state)) return -1;
     base_buf b = {0};
     for (int i = 0; i < 24; i++)
         base_buf_printf(&b, "{\"prompt\": \"What is %d + %d?\", \"completion\": \"%d\"}\n", i, 7 * i % 13,
@@ -85,46 +47,18 @@ static int setup(void **state) {
     return 0;
 }
 
-static int teardown(void **state) {
-    (void)state;
-    test_rmdir(DIR_);
-    free(DIR_), free(RECIPE);
-    return 0;
-}
-
-/* `mpirun -np NP grpo run RECIPE --quiet --set name=NAME ARGS...` with its
- * stderr in DIR_/NAME.err; its exit status. */
-static int run_np(int np, const char *name, const char *const *args) {
-    const char *exe = getenv("GRPO_EXE"), *mpirun = getenv("MPIRUN");
-    assert_non_null(exe);
-    assert_non_null(mpirun);
-    char errf[64], nps[16], set[96];
+/* dp_common.c's run_np with NAME.err emptied first (spawn appends to it):
+ * each run's stderr alone. */
+static int run_fresh(int np, const char *name, const char *const *args) {
+    char errf[64];
     snprintf(errf, sizeof errf, "%s.err", name);
-    snprintf(nps, sizeof nps, "%d", np);
-    snprintf(set, sizeof set, "name=%s", name);
-    char *err = path_of(errf);
-    fflush(stdout), fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (!freopen(err, "w", stderr)) _exit(126);
-        if (!freopen("/dev/null", "w", stdout)) _exit(126);
-        const char *argv[40] = {mpirun, "--oversubscribe", "-np", nps, exe, "run", RECIPE, "--quiet", "--set", set};
-        int n = 10;
-        for (int i = 0; args && args[i] && n < 39; i++) argv[n++] = args[i];
-        argv[n] = NULL;
-        execv(mpirun, (char *const *)argv);
-        _exit(127);
-    }
-    free(err);
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    if (!WIFEXITED(st)) fail_msg("mpirun did not exit (signal %d)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    return WEXITSTATUS(st);
+    write_rel(errf, "");
+    return run_np(np, name, NULL, args);
 }
 
 /* A run refused at start: non-zero exit, want in its stderr, no run directory. */
 static void expect_refused(int np, const char *name, const char *const *args, const char *want) {
-    int rc = run_np(np, name, args);
+    int rc = run_fresh(np, name, args);
     char rel[96];
     snprintf(rel, sizeof rel, "%s.err", name);
     char *e = read_rel(rel);
@@ -158,7 +92,7 @@ static void test_refused(void **state) {
     /* expert_parallel_size = 1 (the default, and set) runs */
     const char *one[] = {"--set", "stages.grpo.expert_parallel_size=1", "--set", "stages.sft.expert_parallel_size=1",
                          NULL};
-    int rc = run_np(2, "ep_one", one);
+    int rc = run_fresh(2, "ep_one", one);
     if (rc) {
         char *e = read_rel("ep_one.err");
         fail_msg("run ep_one: exit %d:\n%s", rc, e);
@@ -167,7 +101,7 @@ static void test_refused(void **state) {
     /* an EP 2 run to the end; its checkpoint records the EP and is not resumed (with EP 2 or 1) */
     const char *two[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
                          "--max-total-steps", "2", NULL};
-    rc = run_np(2, "ep_two", two);
+    rc = run_fresh(2, "ep_two", two);
     if (rc) {
         char *e = read_rel("ep_two.err");
         fail_msg("run ep_two: exit %d:\n%s", rc, e);
@@ -178,13 +112,13 @@ static void test_refused(void **state) {
     assert_true(exists_rel("runs/ep_two/checkpoints/step-2/optimizer-ep-00001-of-00002.safetensors"));
     const char *again[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
                            "--resume", NULL};
-    rc = run_np(2, "ep_two", again);
+    rc = run_fresh(2, "ep_two", again);
     char *e = read_rel("ep_two.err");
     if (rc == 0 || !strstr(e, "a checkpoint of a run with expert_parallel_size = 2: resuming it is not built"))
         fail_msg("resume with EP 2: exit %d:\n%s", rc, e);
     free(e);
     const char *as1[] = {"--resume", NULL};
-    rc = run_np(2, "ep_two", as1);
+    rc = run_fresh(2, "ep_two", as1);
     e = read_rel("ep_two.err");
     if (rc == 0 || !strstr(e, "a checkpoint of a run with expert_parallel_size = 2: resuming it is not built"))
         fail_msg("resume of an EP 2 checkpoint with EP 1: exit %d:\n%s", rc, e);
@@ -195,5 +129,5 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refused),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, ep_setup, teardown);
 }

@@ -43,16 +43,7 @@ static void against_zero0(int stage, char prefix) {
         double t0 = now_s();
         ensure_run(nps[i], y, NULL, stage);
         printf("# ZeRO %d on %d ranks: %.2f s\n", stage, nps[i], now_s() - t0);
-        snprintf(a, sizeof a, "runs/%s/rows.jsonl", y);
-        same_file("runs/w1/rows.jsonl", a);
-        snprintf(a, sizeof a, "runs/%s/eval_before.samples.jsonl", y);
-        same_file("runs/w1/eval_before.samples.jsonl", a);
-        snprintf(a, sizeof a, "runs/%s/samples.jsonl", y);
-        snprintf(b, sizeof b, "runs/%s/samples.jsonl", w);
-        char *s0 = lines_with(b, "\"step\":1,"), *s2 = lines_with(a, "\"step\":1,");
-        assert_true(strlen(s0) > 0);
-        if (strcmp(s0, s2)) fail_msg("GRPO step-1 completions of %s differ from ZeRO 0", y);
-        free(s0), free(s2);
+        same_before_update(y, "w1", w, "ZeRO 0");
         metrics_within(y, w, TOL_Z2);
         snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", y);
         snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", w);
@@ -85,26 +76,13 @@ static void test_zero2(void **state) {
  * step at ZeRO 2 fails every rank, and the run resumes bit-identical. */
 static void test_zero2_resume(void **state) {
     (void)state;
-    char a[160], b[160];
     ensure_run(2, "y2", NULL, 2);
     stop_resume("yr22", 2, 2, 2, 2);
-    same_bytes("runs/yr22/checkpoints/step-6/model.safetensors", "runs/y2/checkpoints/step-6/model.safetensors");
-    for (int r = 0; r < 2; r++) {
-        snprintf(a, sizeof a, "runs/yr22/checkpoints/step-6/optimizer-rank-%d-of-2.safetensors", r);
-        snprintf(b, sizeof b, "runs/y2/checkpoints/step-6/optimizer-rank-%d-of-2.safetensors", r);
-        same_bytes(a, b);
-    }
+    same_step6("yr22", "y2", 2);
     const struct { const char *y, *ref; int np1, z1, np2, z2; } cross[] = {
         {"yr42", "rr42", 4, 1, 2, 2}, {"yr24", "rr24", 2, 2, 4, 1}};
-    for (int i = 0; i < 2; i++) {
-        stop_resume(cross[i].y, cross[i].np1, cross[i].z1, cross[i].np2, cross[i].z2);
-        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", cross[i].ref);
-        if (!exists_rel(a)) stop_resume(cross[i].ref, cross[i].np1, 0, cross[i].np2, 0);
-        snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", cross[i].y);
-        weights_within(b, a, TOL_Z2);
-        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6", cross[i].y);
-        check_shards_at(a, cross[i].np2, cross[i].z2);
-    }
+    for (int i = 0; i < 2; i++)
+        resume_within_zero0(cross[i].y, cross[i].ref, cross[i].np1, cross[i].z1, cross[i].np2, cross[i].z2, TOL_Z2);
     /* a failed rank */
     const char *z2[16];
     with_zero(z2, NULL, 2);
@@ -140,14 +118,7 @@ static void test_zero3(void **state) {
         snprintf(a, sizeof a, "runs/%s/samples.jsonl", x);
         snprintf(b, sizeof b, "runs/%s/samples.jsonl", y);
         same_file(a, b);
-        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", x);
-        snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", y);
-        same_bytes(a, b);
-        for (int r = 0; r < nps[i]; r++) {
-            snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/optimizer-rank-%d-of-%d.safetensors", x, r, nps[i]);
-            snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/optimizer-rank-%d-of-%d.safetensors", y, r, nps[i]);
-            same_bytes(a, b);
-        }
+        same_step6(x, y, nps[i]);
     }
 }
 
@@ -160,26 +131,13 @@ static void test_zero3(void **state) {
  * bit-identical to the uninterrupted one. */
 static void test_zero3_resume(void **state) {
     (void)state;
-    char a[160], b[160];
     ensure_run(2, "x2", NULL, 3);
     stop_resume("xr22", 2, 3, 2, 3);
-    same_bytes("runs/xr22/checkpoints/step-6/model.safetensors", "runs/x2/checkpoints/step-6/model.safetensors");
-    for (int r = 0; r < 2; r++) {
-        snprintf(a, sizeof a, "runs/xr22/checkpoints/step-6/optimizer-rank-%d-of-2.safetensors", r);
-        snprintf(b, sizeof b, "runs/x2/checkpoints/step-6/optimizer-rank-%d-of-2.safetensors", r);
-        same_bytes(a, b);
-    }
+    same_step6("xr22", "x2", 2);
     const struct { const char *x, *ref; int np1, z1, np2, z2; } cross[] = {
         {"xr42", "rr42", 4, 1, 2, 3}, {"xr24", "rr24", 2, 3, 4, 1}};
-    for (int i = 0; i < 2; i++) {
-        stop_resume(cross[i].x, cross[i].np1, cross[i].z1, cross[i].np2, cross[i].z2);
-        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", cross[i].ref);
-        if (!exists_rel(a)) stop_resume(cross[i].ref, cross[i].np1, 0, cross[i].np2, 0);
-        snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", cross[i].x);
-        weights_within(b, a, TOL_Z2);
-        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6", cross[i].x);
-        check_shards_at(a, cross[i].np2, cross[i].z2);
-    }
+    for (int i = 0; i < 2; i++)
+        resume_within_zero0(cross[i].x, cross[i].ref, cross[i].np1, cross[i].z1, cross[i].np2, cross[i].z2, TOL_Z2);
     const char *z3[16];
     with_zero(z3, NULL, 3);
     double t0 = now_s();

@@ -24,23 +24,16 @@ static base_status parse(const char *json, model_config *c) {
     return st;
 }
 
-/* A tiny config; `over` holds keys that replace the defaults (they come
- * first, and a cJSON lookup takes the first of duplicate keys). */
+/* test_tiny_config with YaRN rope_scaling; `over` holds keys that replace
+ * the defaults (they come first). */
 static char *tiny(const char *over) {
-    static const char *base =
-        "\"model_type\": \"deepseek_v3\", \"vocab_size\": 61, \"hidden_size\": 32, "
-        "\"intermediate_size\": 40, \"moe_intermediate_size\": 12, \"num_hidden_layers\": 3, "
-        "\"num_attention_heads\": 3, \"num_key_value_heads\": 3, \"n_shared_experts\": 1, "
-        "\"n_routed_experts\": 8, \"num_experts_per_tok\": 3, \"n_group\": 4, \"topk_group\": 2, "
-        "\"routed_scaling_factor\": 2.5, \"kv_lora_rank\": 16, \"q_lora_rank\": 24, "
-        "\"qk_nope_head_dim\": 8, \"qk_rope_head_dim\": 8, \"v_head_dim\": 10, "
-        "\"first_k_dense_replace\": 1, \"norm_topk_prob\": true, \"max_position_embeddings\": 256, "
-        "\"rms_norm_eps\": 1e-6, \"rope_theta\": 10000, "
-        "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4, \"original_max_position_embeddings\": 64, "
-        "\"beta_fast\": 32, \"beta_slow\": 1, \"mscale\": 1, \"mscale_all_dim\": 1}";
-    size_t n = strlen(base) + strlen(over) + 8;
-    char *s = malloc(n);
-    snprintf(s, n, "{%s%s%s}", over, *over ? ", " : "", base);
+    base_buf o = {0};
+    base_buf_printf(&o,
+                    "%s%s\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4, \"original_max_position_embeddings\": 64, "
+                    "\"beta_fast\": 32, \"beta_slow\": 1, \"mscale\": 1, \"mscale_all_dim\": 1}",
+                    over, *over ? ", " : "");
+    char *s = test_tiny_config(o.data);
+    base_buf_free(&o);
     return s;
 }
 
