@@ -312,22 +312,16 @@ static tensor pview(const optim *o, float *role, int i) {
 }
 
 static tensor state_view(const optim *o, float *role, int i);
-tensor optim_param_view(const optim *o, int i) {
-    if (o->param_sharded) {
-        tensor t = state_view(o, o->param, i);
-        t.device = o->ops->device;
-        return t;
-    }
-    return pview(o, o->param, i);
+/* Parameter i of the parameters or gradients: a shard (ZeRO) is indexed as
+ * the state and is always on the device. */
+static tensor pg_view(const optim *o, float *role, int sharded, int i) {
+    if (!sharded) return pview(o, role, i);
+    tensor t = state_view(o, role, i);
+    t.device = o->ops->device;
+    return t;
 }
-tensor optim_grad_view(const optim *o, int i) {
-    if (o->grad_sharded) {
-        tensor t = state_view(o, o->grad, i);
-        t.device = o->ops->device; /* the gradient shard is always on the device */
-        return t;
-    }
-    return pview(o, o->grad, i);
-}
+tensor optim_param_view(const optim *o, int i) { return pg_view(o, o->param, o->param_sharded, i); }
+tensor optim_grad_view(const optim *o, int i) { return pg_view(o, o->grad, o->grad_sharded, i); }
 static tensor state_view(const optim *o, float *role, int i) {
     if (i < 0 || i >= o->n_params) base_die("optimizer: parameter index %d of %d", i, o->n_params);
     const optim_param *p = &o->params[i];
