@@ -230,8 +230,8 @@ static base_status attach(model *m, model_lora *a) {
     return BASE_OK;
 }
 
-base_status model_lora_new(model *m, const model_lora_config *lc, uint64_t seed, model_lora **out) {
-    *out = NULL;
+/* What model_lora_new and lora_new_zero both check before allocating. */
+static base_status check_new(const model *m, const model_lora_config *lc) {
     base_status s = check_cfg(&m->cfg, lc);
     if (s) return s;
     if (m->lora) return base_err_set(BASE_ERR_INVALID, "lora: the model already has an adapter");
@@ -240,6 +240,13 @@ base_status model_lora_new(model *m, const model_lora_config *lc, uint64_t seed,
                             "lora: routed_experts (adapting the routed experts) with expert_parallel_size %d: "
                             "not supported; adapt attention and shared experts only, or expert_parallel_size 1",
                             m->ep.size);
+    return BASE_OK;
+}
+
+base_status model_lora_new(model *m, const model_lora_config *lc, uint64_t seed, model_lora **out) {
+    *out = NULL;
+    base_status s = check_new(m, lc);
+    if (s) return s;
     model_lora *a = lora_alloc(m, lc);
     int64_t maxn = 1;
     for (int i = 0; i < a->ntab; i++)
@@ -265,14 +272,8 @@ base_status model_lora_new(model *m, const model_lora_config *lc, uint64_t seed,
 /* For lora_io.c: an adapter of config lc on m with zero weights, attached. */
 base_status lora_new_zero(model *m, const model_lora_config *lc, model_lora **out) {
     *out = NULL;
-    base_status s = check_cfg(&m->cfg, lc);
+    base_status s = check_new(m, lc);
     if (s) return s;
-    if (m->lora) return base_err_set(BASE_ERR_INVALID, "lora: the model already has an adapter");
-    if (lc->routed_experts && m->has_ep)
-        return base_err_set(BASE_ERR_UNSUPPORTED,
-                            "lora: routed_experts (adapting the routed experts) with expert_parallel_size %d: "
-                            "not supported; adapt attention and shared experts only, or expert_parallel_size 1",
-                            m->ep.size);
     model_lora *a = lora_alloc(m, lc);
     attach(m, a);
     *out = a;
