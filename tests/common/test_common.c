@@ -1,5 +1,6 @@
 #include "test_common.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,17 @@ void test_write_text(const char *dir, const char *rel, const char *text) {
     char *p = base_path_join(dir, rel);
     test_write_file(p, text, strlen(text));
     free(p);
+}
+
+int test_count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    return n;
 }
 
 void test_run_fixture(const char *dir) {

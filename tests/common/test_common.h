@@ -50,6 +50,8 @@ void test_run_fixture(const char *dir);
 char *test_metrics_canon(const char *path);
 /* Write text into dir/rel (dies on failure). */
 void test_write_text(const char *dir, const char *rel, const char *text);
+/* Entries in dir other than . and ..; -1 when it cannot be opened. */
+int test_count_entries(const char *dir);
 /* What a model computes for one fixed input: full-forward logits [2 x 46 x V]
  * of two packed sequences, the training forward's log-probs [46], and the
  * logits of a prefill of 6 tokens then 15 decode steps [16 x V]; on any

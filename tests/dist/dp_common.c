@@ -204,6 +204,13 @@ void same_file(const char *a, const char *b) {
     free(x), free(y);
 }
 
+void same_run_file(const char *a, const char *b, const char *rel) {
+    char pa[200], pb[200];
+    snprintf(pa, sizeof pa, "runs/%s/%s", a, rel);
+    snprintf(pb, sizeof pb, "runs/%s/%s", b, rel);
+    same_file(pa, pb);
+}
+
 int close_enough(double a, double b, double tol) { return fabs(a - b) <= tol * (fabs(b) > 1 ? fabs(b) : 1); }
 
 /* metrics.jsonl of run a against run b: the same lines, each key of
@@ -290,12 +297,8 @@ void same_bytes(const char *a, const char *b) {
 
 void same_before_update(const char *y, const char *rows_ref, const char *ref, const char *what) {
     char a[160], b[160];
-    snprintf(a, sizeof a, "runs/%s/rows.jsonl", y);
-    snprintf(b, sizeof b, "runs/%s/rows.jsonl", rows_ref);
-    same_file(b, a);
-    snprintf(a, sizeof a, "runs/%s/eval_before.samples.jsonl", y);
-    snprintf(b, sizeof b, "runs/%s/eval_before.samples.jsonl", rows_ref);
-    same_file(b, a);
+    same_run_file(rows_ref, y, "rows.jsonl");
+    same_run_file(rows_ref, y, "eval_before.samples.jsonl");
     snprintf(a, sizeof a, "runs/%s/samples.jsonl", y);
     snprintf(b, sizeof b, "runs/%s/samples.jsonl", ref);
     char *s0 = lines_with(b, "\"step\":1,"), *s1 = lines_with(a, "\"step\":1,");

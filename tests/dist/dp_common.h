@@ -34,6 +34,8 @@ void wait_metrics(pid_t pid, const char *name, const char *needle);
 void wait_exists(pid_t pid, const char *rel);
 char *lines_with(const char *rel, const char *needle);
 void same_file(const char *a, const char *b);
+/* runs/a/rel and runs/b/rel have the same text. */
+void same_run_file(const char *a, const char *b, const char *rel);
 int close_enough(double a, double b, double tol);
 void metrics_within(const char *a, const char *b, double tol);
 void metrics_close(const char *a, const char *b);

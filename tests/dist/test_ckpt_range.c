@@ -53,17 +53,6 @@ static char *sub(const char *rel) {
     return b.data;
 }
 
-static int count_files(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
-
 static int setup(void **state) {
     (void)state;
     if (R == 0) {
@@ -204,13 +193,13 @@ static void test_write_read(void **state) {
         int want[4] = {1, 2, -1, -1};
         for (int k = 0; k < 4; k++) {
             char *p = sub(rel[k]);
-            int n = count_files(p);
+            int n = test_count_entries(p);
             if (want[k] > 0) assert_int_equal(n, want[k]);
             else assert_true(n >= 4); /* 3 or more shards and the index */
             free(p);
         }
         char *p = sub("sharded"), *q = sub("whole-sharded");
-        assert_int_equal(count_files(p), count_files(q));
+        assert_int_equal(test_count_entries(p), test_count_entries(q));
         free(p), free(q);
     }
     for (int w = 1; w <= 4; w *= 2) {
@@ -238,7 +227,7 @@ static void test_failures(void **state) {
     if (R == W - 1) assert_non_null(strstr(base_err_msg(), "bad range"));
     else assert_non_null(strstr(base_err_msg(), want));
     dist_barrier(dist_world());
-    assert_int_equal(count_files(dir), 0);
+    assert_int_equal(test_count_entries(dir), 0);
     free(dir);
     /* rank 0 cannot create the files (no such directory): nothing anywhere */
     r.shard = shard;
@@ -249,7 +238,7 @@ static void test_failures(void **state) {
     else assert_non_null(strstr(base_err_msg(), "rank 0 failed"));
     dist_barrier(dist_world());
     char *parent = sub("fail2");
-    assert_int_equal(count_files(parent), 0);
+    assert_int_equal(test_count_entries(parent), 0);
     free(parent), free(dir), free(shard);
 }
 

@@ -266,9 +266,7 @@ static void test_zero1(void **state) {
         ensure_run(nps[i], z, NULL, 1);
         printf("# ZeRO 1 on %d ranks: %.2f s\n", nps[i], now_s() - t0);
         metrics_within(z, w, 0);
-        snprintf(a, sizeof a, "runs/%s/samples.jsonl", z);
-        snprintf(b, sizeof b, "runs/%s/samples.jsonl", w);
-        same_file(a, b);
+        same_run_file(z, w, "samples.jsonl");
         for (int step = 5; step <= 6; step++) { /* the two kept (save_total_limit) */
             snprintf(a, sizeof a, "runs/%s/checkpoints/step-%d/model.safetensors", z, step);
             snprintf(b, sizeof b, "runs/%s/checkpoints/step-%d/model.safetensors", w, step);

@@ -110,14 +110,12 @@ static void test_zero3(void **state) {
     against_zero0(3, 'x');
     const int nps[] = {1, 2, 4};
     for (int i = 0; i < 3; i++) {
-        char x[16], y[16], a[160], b[160];
+        char x[16], y[16];
         snprintf(x, sizeof x, "x%d", nps[i]);
         snprintf(y, sizeof y, "y%d", nps[i]);
         ensure_run(nps[i], y, NULL, 2);
         metrics_within(x, y, 0);
-        snprintf(a, sizeof a, "runs/%s/samples.jsonl", x);
-        snprintf(b, sizeof b, "runs/%s/samples.jsonl", y);
-        same_file(a, b);
+        same_run_file(x, y, "samples.jsonl");
         same_step6(x, y, nps[i]);
     }
 }
@@ -252,21 +250,15 @@ static void test_zero3_after(void **state) {
     RECIPE = path_of("r_after.lua");
     const int nps[] = {2, 4};
     for (int i = 0; i < 2; i++) {
-        char x[16], y[16], a[160], b[160];
+        char x[16], y[16];
         snprintf(x, sizeof x, "xa%d", nps[i]);
         snprintf(y, sizeof y, "ya%d", nps[i]);
         const char *z3[] = {"--set", "stages.grpo.zero_stage=3", NULL}, *z2[] = {"--set", "stages.grpo.zero_stage=2", NULL};
         expect_ok(run_np(nps[i], x, NULL, z3), x);
         expect_ok(run_np(nps[i], y, NULL, z2), y);
-        snprintf(a, sizeof a, "runs/%s/eval_after.samples.jsonl", x);
-        snprintf(b, sizeof b, "runs/%s/eval_after.samples.jsonl", y);
-        same_file(a, b);
-        snprintf(a, sizeof a, "runs/%s/rows_after.samples.jsonl", x);
-        snprintf(b, sizeof b, "runs/%s/rows_after.samples.jsonl", y);
-        same_file(a, b);
-        snprintf(a, sizeof a, "runs/%s/rows_after.jsonl", x);
-        snprintf(b, sizeof b, "runs/%s/rows_after.jsonl", y);
-        same_file(a, b);
+        same_run_file(x, y, "eval_after.samples.jsonl");
+        same_run_file(x, y, "rows_after.samples.jsonl");
+        same_run_file(x, y, "rows_after.jsonl");
     }
     free(RECIPE);
     RECIPE = saved;

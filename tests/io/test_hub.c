@@ -6,7 +6,6 @@
  */
 #include "common/test_common.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -88,17 +87,6 @@ static void put(const char *dir, const char *path, const void *d, size_t n) {
     *sl = '/';
     test_write_file(p, d, n);
     free(p);
-}
-
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
 }
 
 static int setup(void **st) {
@@ -225,7 +213,7 @@ static void test_fetch_all(void **st) {
     o.n_exclude = 1;
     if (hub_fetch("org/tiny", out2, &o, &r)) fail_msg("%s", base_err_msg());
     assert_int_equal(r.n_files, 1);
-    assert_int_equal(count_entries(out2), 1);
+    assert_int_equal(test_count_entries(out2), 1);
     assert_true(same(out2, s, "config.json"));
     /* globs that select nothing: an error, not an empty success */
     const char *none[] = {"*.nothing"};
@@ -548,13 +536,13 @@ static void test_unsafe(void **st) {
         assert_int_equal(hub_fetch("org/tiny", out, &o, &r), BASE_ERR_INVALID);
         if (!strstr(base_err_msg(), "unsafe path") && !strstr(base_err_msg(), "NUL"))
             fail_msg("%s: %s", bad[i], base_err_msg());
-        assert_int_equal(count_entries(dir), 0);
+        assert_int_equal(test_count_entries(dir), 0);
     }
     s->bad_path = NULL;
     s->foreign_next = 1;
     assert_int_equal(hub_fetch("org/tiny", out, &o, &r), BASE_ERR_INVALID);
     has(base_err_msg(), "next-page link leaves");
-    assert_int_equal(count_entries(dir), 0);
+    assert_int_equal(test_count_entries(dir), 0);
     srv_stop(s);
     free(out);
     test_rmdir(dir);

@@ -4,7 +4,6 @@
  * removed, --run-dir kept. */
 #include "common/test_common.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,17 +58,6 @@ static void expect(int want_rc, const char *fmt, const char *want_msg) {
     free(out);
 }
 
-static int dir_entries(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
-
 static int count_lines(const char *path) {
     char *t;
     size_t n;
@@ -116,7 +104,7 @@ static void test_usage_errors(void **state) {
            "grpo sample: --filters code_blocks,nope: must be one of mixed_language|long_paragraphs|code_blocks");
     expect(1, "eval --model /nonexistent --in /nonexistent.jsonl --rewards parity", "grpo eval:");
     /* no temporary run directory is left behind, failed runs included */
-    assert_int_equal(dir_entries(g_tmp), 0);
+    assert_int_equal(test_count_entries(g_tmp), 0);
 }
 
 static void test_sample_command(void **state) {
@@ -182,7 +170,7 @@ static void test_sample_command(void **state) {
     free(out);
     cJSON_Delete(js);
     free(a), free(b), free(o), free(o2), free(pr), free(sum);
-    assert_int_equal(dir_entries(g_tmp), 0);
+    assert_int_equal(test_count_entries(g_tmp), 0);
 }
 
 /* Rejection sampling and eval from an FP8 checkpoint (tests/model/data/
@@ -250,7 +238,7 @@ static void test_fp8_sample_eval(void **state) {
     snprintf(buf, sizeof buf, "sft --model %s --in %%s/p.jsonl --out %%s/o8/sft --precision fp8 --device cpu", m8);
     expect(1, buf, "fp8: for frozen models only");
     free(m8), free(src);
-    assert_int_equal(dir_entries(g_tmp), 0);
+    assert_int_equal(test_count_entries(g_tmp), 0);
 }
 
 static void test_eval_command(void **state) {
@@ -285,7 +273,7 @@ static void test_eval_command(void **state) {
     free(out);
     cJSON_Delete(js);
     free(p);
-    assert_int_equal(dir_entries(g_tmp), 0);
+    assert_int_equal(test_count_entries(g_tmp), 0);
 }
 
 /* sample -> sft -> eval with the commands on the tiny demo model: the chat
@@ -364,7 +352,7 @@ static void test_sample_sft_eval_chain(void **state) {
     free(x), free(y), free(m2), free(m3);
     free(ev), free(sft), free(base), free(train), free(pre);
     base_buf_free(&a);
-    assert_int_equal(dir_entries(g_tmp), 0);
+    assert_int_equal(test_count_entries(g_tmp), 0);
 }
 
 /* `grpo ARGS` with stdout and stderr apart (each malloc'd); the exit status. */
@@ -415,13 +403,13 @@ static void test_no_deleted_paths(void **state) {
         assert_non_null(strstr(out, "grpo: stage 1/1")); /* not quiet: the messages were there to check */
         free(out);
     }
-    assert_int_equal(dir_entries(g_tmp), 0);
+    assert_int_equal(test_count_entries(g_tmp), 0);
     /* a reward that fails everywhere: exit 1, the message names the log in
      * the run directory, which is kept */
     write_text("down.lua", "return function(s) error('down') end\n");
     rc = run("eval --model %s/m --in %s/p.jsonl --rewards %s/down.lua --n 2 --max-new-tokens 4 --template raw", &out);
     assert_int_equal(rc, 1);
-    assert_int_equal(dir_entries(g_tmp), 1);
+    assert_int_equal(test_count_entries(g_tmp), 1);
     char *log = strstr(out, "every error is in ");
     assert_non_null(log);
     log += strlen("every error is in ");
@@ -489,7 +477,7 @@ static void test_template_cli(void **state) {
     free(out);
     base_buf_free(&a);
     free(base), free(test);
-    assert_int_equal(dir_entries(g_tmp), 0);
+    assert_int_equal(test_count_entries(g_tmp), 0);
 }
 
 int main(void) {
