@@ -232,7 +232,9 @@ static cJSON *state_json(const run_ctx *c, const run_train_state *st, const opti
         optim_counters oc = optim_counters_get(o);
         cJSON_AddNumberToObject(j, "optim_step", (double)oc.step);
         cJSON_AddNumberToObject(j, "optim_skipped", (double)oc.n_skipped);
-        cJSON_AddNumberToObject(j, "zero_stage", o->zero_shards ? o->zero_stage : 0); /* the record; the next two decide */
+        cJSON_AddNumberToObject(j, "zero_stage", o->zero_shards || c->ep > 1 ? o->zero_stage : 0); /* the record; the next two decide */
+        /* ZeRO 2 / 3 with EP: the state of the whole model in optimizer.safetensors (run_ep_write_optim) */
+        if (c->ep > 1 && o->zero_stage >= 2) cJSON_AddBoolToObject(j, "optimizer_consolidated", 1);
         if (o->zero_shards) {
             cJSON_AddNumberToObject(j, "optimizer_shards", o->zero_shards);
             cJSON_AddNumberToObject(j, "optimizer_numel", (double)o->n);
@@ -330,7 +332,9 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
         s = run_agree(c, s, "writing the checkpoint");
         if (!s) s = run_ep_write_weights(c, c->policy, tmp, "model", ckpt_shard_bytes());
         if (!s && ref) s = run_ep_write_weights(c, ref, tmp, "ref", ckpt_shard_bytes());
-        if (!s && opt) { /* the AdamW state of each EP index's arena, by EP group 0 */
+        if (!s && opt && opt->zero_stage >= 2) /* ZeRO 2 / 3: sharded by class; one consolidated file */
+            s = run_ep_write_optim(c, opt, tmp);
+        else if (!s && opt) { /* the AdamW state of each EP index's arena, by EP group 0 */
             char name[80];
             snprintf(name, sizeof name, "optimizer-ep-%05d-of-%05d.safetensors", c->rank % c->ep, c->ep);
             char *p = base_path_join(tmp, name);

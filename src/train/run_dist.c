@@ -113,6 +113,7 @@ void run_zero_shard(const run_ctx *c, const recipe_train_cfg *train, int64_t n, 
 }
 
 base_status run_gather_params(run_ctx *c, const optim *o) {
+    if (c->z2 && c->ep > 1) return run_zero_ep_gather(c); /* ZeRO 2 / 3 with EP: the shard by class */
     if (!o->zero_shards || c->world <= 1 || o->param_sharded) return BASE_OK; /* ZeRO 3: no whole copy */
     int W = c->world;
     size_t *counts = base_xcalloc((size_t)W, sizeof *counts);

@@ -60,11 +60,8 @@ base_status run_ep_check(const model_config *mc, int64_t ep, int world, int zero
         return base_err_set(BASE_ERR_INVALID,
                             "expert_parallel_size = %lld does not divide the model's n_routed_experts %d",
                             (long long)ep, mc->n_routed_experts);
-    if (zero_stage > 1)
-        return base_err_set(BASE_ERR_UNSUPPORTED,
-                            "zero_stage = %d with expert_parallel_size = %lld: ZeRO 2 and 3 are not combined with "
-                            "expert parallelism (zero_stage 0 or 1)",
-                            zero_stage, (long long)ep);
+    (void)zero_stage; /* ZeRO 2 and 3 shard the non-expert elements over the world, the experts over their
+                       * expert-data-parallel group (run_zero.c); ZeRO 1 is refused for runs in run_ep_open */
     if (lora)
         return base_err_set(BASE_ERR_UNSUPPORTED,
                             "expert_parallel_size = %lld with a lora table: LoRA runs with every expert on every "
@@ -113,16 +110,17 @@ base_status run_ep_open(run_ctx *c, const char *model_dir) {
     /* a config one rank cannot read: every rank stops here, none waits in the split */
     s = run_agree(c, s, "expert parallelism: the model's config");
     if (s) return s;
-    int zero = 0;
+    int zero = 0, one = 0;
     for (int i = 0; i < c->cfg->n_stages; i++) {
         const recipe_stage_cfg *st = &c->cfg->stages[i];
         int z = st->type == RECIPE_STAGE_GRPO ? (int)st->grpo.train.zero_stage
                 : st->type == RECIPE_STAGE_SFT ? (int)st->sft.train.zero_stage : 0;
         zero = z > zero ? z : zero;
+        one |= z == 1;
     }
     s = run_ep_check(&mc, ep, c->world, zero, c->cfg->lora.set);
     if (s) return s;
-    if (zero == 1)
+    if (one)
         return base_err_set(BASE_ERR_UNSUPPORTED,
                             "zero_stage = 1 with expert_parallel_size = %lld: not built for runs yet (grpo plan plans "
                             "it); zero_stage = 0",
@@ -239,13 +237,12 @@ void run_ep_plan_comm(const model_config *mc, const run_grpo_shape *sh, const mo
 
 /* ---- training with EP > 1 ---------------------------------------------------- */
 
-static int is_expert(const char *name) { return strstr(name, ".mlp.experts.") != NULL; }
 
 base_status run_ep_reduce_grads(run_ctx *c, float *grads) {
     const model *m = c->policy;
     int n = model_nparams(m);
     int64_t total = model_numel(m), lo = 0, end = 0;
-    int cls = n ? is_expert(model_param_at(m, 0)->name) : 0;
+    int cls = n ? run_ep_is_expert(model_param_at(m, 0)->name) : 0;
     base_status s = BASE_OK;
     /* runs of one class in arena order: experts over the expert-data-parallel
      * group, the rest (arena gaps included) over the world */
@@ -255,7 +252,7 @@ base_status run_ep_reduce_grads(run_ctx *c, float *grads) {
             return base_err_set(BASE_ERR_INVALID, "expert parallelism: parameter %s at %lld before the end %lld of "
                                 "the previous one (the arena is not in table order)",
                                 p->name, (long long)p->offset, (long long)end);
-        int k = p ? is_expert(p->name) : !cls;
+        int k = p ? run_ep_is_expert(p->name) : !cls;
         int64_t at = p ? p->offset : total;
         if (k != cls) {
             if (at > lo) s = dist_allreduce(cls ? c->edp_dev : c->dev, grads + lo, (size_t)(at - lo), DIST_F32, DIST_SUM);
@@ -272,7 +269,7 @@ base_status run_ep_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *
     double part[2] = {0, 0}; /* non-expert, this rank's experts */
     for (int i = 0; i < o->n_params; i++) {
         tensor g = optim_grad_view(o, i);
-        part[is_expert(o->params[i].name)] += o->ops->sumsq(&g);
+        part[run_ep_is_expert(o->params[i].name)] += o->ops->sumsq(&g);
     }
     /* every expert counted once: summed over the EP group, each holding its own */
     base_status s = dist_allreduce(c->ep_host, &part[1], 1, DIST_F64, DIST_SUM);
@@ -327,6 +324,48 @@ static base_status fill_local(void *ctx, int i, uint64_t off, void *dst, size_t 
     return BASE_OK;
 }
 
+/* ZeRO 3 with EP: bytes [off, off + n) of whole-table tensor i, all in this
+ * rank's shard (st_part_put is only asked for the part it owns). */
+typedef struct {
+    const run_ctx *c;
+    const model *m;
+    const int *g;
+    const float *vals; /* NULL: the weights (device); else host values indexed like the shard (m or v) */
+} shard_src;
+
+static base_status fill_shard(void *ctx, int i, uint64_t off, void *dst, size_t n) {
+    const shard_src *src = ctx;
+    int64_t e = model_param_at(src->m, src->g[i])->offset + (int64_t)(off / sizeof(float)), a, b, at;
+    if (!run_zero_ep_owned(src->c, e, e + (int64_t)(n / sizeof(float)), &a, &b, &at) || a != e ||
+        b != e + (int64_t)(n / sizeof(float)))
+        return base_err_set(BASE_ERR_INVALID, "expert parallelism: tensor %d's bytes [%llu, +%zu) are not in this "
+                            "rank's shard", i, (unsigned long long)off, n);
+    if (src->vals) memcpy(dst, src->vals + at, n);
+    else src->c->ops->download(dst, run_zero_ep_params(src->c) + at, n);
+    return BASE_OK;
+}
+
+/* Every local tensor's part in this rank's shard (ZeRO 3 with EP) through
+ * fill_shard; tensors i of the whole table, (is_m, is_v) pairs when `two`. */
+static base_status put_owned(st_part *w, const model_param *t, const int *g, int ng, int two, const model *m,
+                             shard_src *src, const float *mv[2]) {
+    base_status s = BASE_OK;
+    for (int i = 0, j = 0; i < ng && !s; i++) {
+        if (two && (!t[i].trainable || t[i].mtp)) continue;
+        int k = two ? 2 * j++ : i;
+        if (g[i] < 0) continue; /* another EP index's expert */
+        const model_param *lp = model_param_at(m, g[i]);
+        int64_t a, b, at;
+        if (!run_zero_ep_owned(src->c, lp->offset, lp->offset + lp->numel, &a, &b, &at)) continue;
+        uint64_t off = (uint64_t)(a - lp->offset) * sizeof(float), bytes = (uint64_t)(b - a) * sizeof(float);
+        for (int r = 0; r < (two ? 2 : 1) && !s; r++) {
+            src->vals = two ? mv[r] : NULL;
+            s = st_part_put(w, k + r, off, bytes, fill_shard, src);
+        }
+    }
+    return s;
+}
+
 base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, const char *stem, uint64_t shard_bytes) {
     int e0, e1;
     model_ep_local_experts(model_cfg(m), c->ep, c->rank % c->ep, &e0, &e1);
@@ -341,8 +380,11 @@ base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, co
         /* rank 0 writes the non-expert tensors, EP group 0 (ranks 0 .. EP - 1) its experts */
         st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(0));
         ep_src src = {m, t, g};
-        for (int i = 0; i < ng && !s; i++) {
-            int mine = g[i] >= 0 && (is_expert(t[i].name) ? c->rank < c->ep : c->rank == 0);
+        shard_src sh = {c, m, g, NULL};
+        int sharded = m == c->policy && model_arena_released(m);
+        if (sharded) s = put_owned(w, t, g, ng, 0, m, &sh, NULL); /* ZeRO 3: every rank its parts of the shards */
+        for (int i = 0; i < ng && !s && !sharded; i++) {
+            int mine = g[i] >= 0 && (run_ep_is_expert(t[i].name) ? c->rank < c->ep : c->rank == 0);
             if (mine) s = st_part_put(w, i, 0, (uint64_t)t[i].numel * sizeof(float), fill_local, &src);
         }
         base_status e = st_part_close(w, NULL);
@@ -355,6 +397,51 @@ base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, co
     st_plan_free(p);
     free(t), free(g);
     return s;
+}
+
+base_status run_ep_write_optim(run_ctx *c, const optim *o, const char *dir) {
+    const model *m = c->policy;
+    int e0, e1;
+    model_ep_local_experts(model_cfg(m), c->ep, c->rank % c->ep, &e0, &e1);
+    model_param *t;
+    int *g, ng = whole_table(m, e0, e1 - e0, &t, &g), n2 = 0;
+    model_param *t2 = base_xcalloc(2 * (size_t)ng + 1, sizeof *t2);
+    base_status s = BASE_OK;
+    for (int i = 0; i < ng && !s; i++) { /* ZeRO 0's names: m.NAME, v.NAME of every trained tensor */
+        if (!t[i].trainable || t[i].mtp) continue;
+        for (int r = 0; r < 2; r++) {
+            model_param *q = &t2[n2++];
+            *q = t[i];
+            q->ndim = 1, q->shape[0] = t[i].numel;
+            if ((size_t)snprintf(q->name, sizeof q->name, "%c.%s", r ? 'v' : 'm', t[i].name) >= sizeof q->name)
+                s = base_err_set(BASE_ERR_INVALID, "the optimizer state's name of %s is too long", t[i].name);
+        }
+    }
+    st_plan *p = NULL;
+    if (!s) s = run_ckpt_weights_plan(t2, n2, "optimizer", 0, &p);
+    s = run_agree(c, s, "laying out the checkpoint's optimizer state");
+    if (!s && run_writes(c)) s = st_plan_create(p, dir);
+    s = run_agree(c, s, "creating the checkpoint's optimizer state");
+    if (!s) {
+        size_t n = (size_t)o->state_n;
+        float *mv[2] = {base_xmalloc((n + 1) * sizeof(float)), base_xmalloc((n + 1) * sizeof(float))};
+        optim_state_download(o, mv[0], mv[1]); /* the shard's m and v, indexed like its parameters */
+        st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(0));
+        shard_src sh = {c, m, g, NULL};
+        s = put_owned(w, t, g, ng, 1, m, &sh, (const float **)mv);
+        base_status e = st_part_close(w, NULL);
+        if (!s) s = e;
+        free(mv[0]), free(mv[1]);
+        s = run_agree(c, s, "writing this rank's part of the checkpoint's optimizer state");
+        if (!s && run_writes(c)) s = st_plan_commit(p, dir);
+        s = run_agree(c, s, "renaming the checkpoint's optimizer state into place");
+        if (s && run_writes(c)) st_plan_abandon(p, dir);
+    }
+    st_plan_free(p);
+    free(t), free(g), free(t2);
+    return s ? base_err_wrap(s, "the optimizer state of %d ranks (ZeRO %d with expert parallelism)", c->world,
+                             o->zero_stage)
+             : BASE_OK;
 }
 
 base_status run_ep_check_rounds(const run_ctx *c, int64_t n, int64_t mb, const char *what) {

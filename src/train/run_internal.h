@@ -245,6 +245,28 @@ base_status run_zero3_sync(run_ctx *c);
  * shards, fn applied on every rank, each rank's part written back. */
 base_status run_zero3_param_update(run_ctx *c, const model_param *p, void (*fn)(float *, int64_t, void *),
                                    void *ctx);
+/* ZeRO 2 and 3 with expert parallelism (run_zero.c, docs/distributed.md):
+ * the shard is two pieces, the non-expert elements cut over the world and
+ * this EP index's expert elements cut over its expert-data-parallel group
+ * (each in arena order), held back to back ("compact"). run_zero_ep_optim_new
+ * makes c->z2 and the optimizer over the compact shard (its parameters the
+ * pieces of the trained tensors; o->zero_stage = stage, zero_shards 0).
+ * run_zero_ep_gather, after a ZeRO 2 step: the updated shards all-gathered
+ * into the arena (a no-op otherwise). run_zero_ep_owned: the part [a, b)
+ * of arena range [lo, hi) (inside one tensor) that this rank's shard holds,
+ * at compact index *at; 0 when none. run_zero_ep_params: the compact master
+ * weights (device), NULL without EP sharding. run_ep_is_expert: a routed
+ * expert's tensor name. */
+base_status run_zero_ep_optim_new(run_ctx *c, const optim_config *oc, int stage, optim *o);
+base_status run_zero_ep_gather(run_ctx *c);
+int run_zero_ep_owned(const run_ctx *c, int64_t lo, int64_t hi, int64_t *a, int64_t *b, int64_t *at);
+const float *run_zero_ep_params(const run_ctx *c);
+int run_ep_is_expert(const char *name);
+/* The optimizer state of ZeRO 2 / 3 with EP as one consolidated
+ * DIR/optimizer.safetensors ("m.NAME", "v.NAME" [numel] of every trained
+ * tensor of the whole model, global names: ZeRO 0's file of one process),
+ * every rank pwriting the parts it owns; agreed steps (run_ep.c). */
+base_status run_ep_write_optim(run_ctx *c, const optim *o, const char *dir);
 
 /* Loss statistics merged over the ranks (sums added, extremes min / max,
  * flags or'ed), in place: every rank gets the step's. */
