@@ -331,11 +331,12 @@ typedef struct {
     const model *m;
     const int *g;
     const float *vals; /* NULL: the weights (device); else host values indexed like the shard (m or v) */
+    int cur;           /* the whole table's entry being put (the plan's index differs for m / v) */
 } shard_src;
 
 static base_status fill_shard(void *ctx, int i, uint64_t off, void *dst, size_t n) {
     const shard_src *src = ctx;
-    int64_t e = model_param_at(src->m, src->g[i])->offset + (int64_t)(off / sizeof(float)), a, b, at;
+    int64_t e = model_param_at(src->m, src->g[src->cur])->offset + (int64_t)(off / sizeof(float)), a, b, at;
     if (!run_zero_ep_owned(src->c, e, e + (int64_t)(n / sizeof(float)), &a, &b, &at) || a != e ||
         b != e + (int64_t)(n / sizeof(float)))
         return base_err_set(BASE_ERR_INVALID, "expert parallelism: tensor %d's bytes [%llu, +%zu) are not in this "
@@ -358,6 +359,7 @@ static base_status put_owned(st_part *w, const model_param *t, const int *g, int
         int64_t a, b, at;
         if (!run_zero_ep_owned(src->c, lp->offset, lp->offset + lp->numel, &a, &b, &at)) continue;
         uint64_t off = (uint64_t)(a - lp->offset) * sizeof(float), bytes = (uint64_t)(b - a) * sizeof(float);
+        src->cur = i;
         for (int r = 0; r < (two ? 2 : 1) && !s; r++) {
             src->vals = two ? mv[r] : NULL;
             s = st_part_put(w, k + r, off, bytes, fill_shard, src);
@@ -380,7 +382,7 @@ base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, co
         /* rank 0 writes the non-expert tensors, EP group 0 (ranks 0 .. EP - 1) its experts */
         st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(0));
         ep_src src = {m, t, g};
-        shard_src sh = {c, m, g, NULL};
+        shard_src sh = {c, m, g, NULL, 0};
         int sharded = m == c->policy && model_arena_released(m);
         if (sharded) s = put_owned(w, t, g, ng, 0, m, &sh, NULL); /* ZeRO 3: every rank its parts of the shards */
         for (int i = 0; i < ng && !s && !sharded; i++) {
@@ -427,7 +429,7 @@ base_status run_ep_write_optim(run_ctx *c, const optim *o, const char *dir) {
         float *mv[2] = {base_xmalloc((n + 1) * sizeof(float)), base_xmalloc((n + 1) * sizeof(float))};
         optim_state_download(o, mv[0], mv[1]); /* the shard's m and v, indexed like its parameters */
         st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(0));
-        shard_src sh = {c, m, g, NULL};
+        shard_src sh = {c, m, g, NULL, 0};
         s = put_owned(w, t, g, ng, 1, m, &sh, (const float **)mv);
         base_status e = st_part_close(w, NULL);
         if (!s) s = e;

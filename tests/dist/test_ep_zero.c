@@ -1,0 +1,169 @@
+/* ZeRO 2 and 3 with expert parallelism as MPI ranks on the CPU (issues 14
+ * and 15), on test_dp.c's recipe (dp_common.c: a sample stage, an eval
+ * stage, 3 GRPO steps with a reference model, 3 SFT steps on the
+ * hf-tiny-v3-a weights: 8 routed experts per MoE layer) with
+ * expert_parallel_size 2 on 2 and 4 ranks (and 4 on 4 at ZeRO 3):
+ *   - ZeRO 2 (gradients reduce-scattered: the non-expert elements over the
+ *     world, the experts over the expert-data-parallel group) and ZeRO 3
+ *     (the weights sharded the same way, gathered unit by unit in training,
+ *     rollout, eval and sample) against ZeRO 0 with the same EP: byte for
+ *     byte before the first update, the metrics and the final weights
+ *     within TOL_EPZ after it, the consolidated optimizer.safetensors
+ *     holding ZeRO 0's per-EP-index state within TOL_EPZ; ZeRO 3 bit for
+ *     bit ZeRO 2 (every logged value, the samples, the checkpoint files);
+ *   - completions of uneven lengths (a stop string): the ranks done first
+ *     join their EP group's exchanges and the world's unit gathers (no hang);
+ *   - a rank failing a training step at ZeRO 3 with EP ends every rank. */
+#include "dp_common.h"
+
+#include "io/st.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Agreement with ZeRO 0 (same EP) after updates. Measured: see the output. */
+#define TOL_EPZ 1e-4
+
+#define STOP "--set", "stages.rows.stop=[\">\"]", "--set", "stages.eval_before.stop=[\">\"]", "--set", \
+             "stages.grpo.stop=[\">\"]"
+#define SFT4 "--set", "stages.sft.gradient_accumulation_steps=4"
+/* every GRPO checkpoint kept (step-3 holds the reference model) */
+#define KEEP "--set", "stages.grpo.save_total_limit=0", "--set", "stages.sft.save_total_limit=0"
+
+/* `mpirun -np np grpo run` as NAME with EP ep at ZeRO zero (unless it ran
+ * already in this process). */
+static void ep_run(int np, int ep, int zero, const char *name, const char *env) {
+    char rel[128], e1[64], e2[64], z1[64], z2[64];
+    snprintf(rel, sizeof rel, "runs/%s/checkpoints/step-6/model.safetensors", name);
+    if (!env && exists_rel(rel)) return;
+    snprintf(e1, sizeof e1, "stages.grpo.expert_parallel_size=%d", ep);
+    snprintf(e2, sizeof e2, "stages.sft.expert_parallel_size=%d", ep);
+    snprintf(z1, sizeof z1, "stages.grpo.zero_stage=%d", zero);
+    snprintf(z2, sizeof z2, "stages.sft.zero_stage=%d", zero);
+    const char *two[] = {"--set", e1, "--set", e2, "--set", z1, "--set", z2, STOP, KEEP, NULL};
+    const char *four[] = {"--set", e1, "--set", e2, "--set", z1, "--set", z2, STOP, KEEP, SFT4, NULL};
+    double t0 = now_s();
+    int rc = run_np(np, name, env, np == 4 ? four : two);
+    if (!env) {
+        expect_ok(rc, name);
+        printf("# EP %d, ZeRO %d on %d ranks: %.2f s\n", ep, zero, np, now_s() - t0);
+    } else {
+        assert_int_not_equal(rc, 0);
+    }
+}
+
+/* Every m / v tensor of ZeRO 0's per-EP-index files (global names) found in
+ * the consolidated optimizer.safetensors of run y and within tol; every
+ * tensor of the consolidated file in one of them. */
+static void optim_within(const char *y, const char *ref, int ep, double tol) {
+    char a[200];
+    snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/optimizer.safetensors", y);
+    char *pa = path_of(a);
+    st_file *fa;
+    if (st_open(pa, &fa)) fail_msg("%s", base_err_msg());
+    int found = 0;
+    double worst = 0;
+    for (int j = 0; j < ep; j++) {
+        char b[200];
+        snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/optimizer-ep-%05d-of-%05d.safetensors", ref, j, ep);
+        char *pb = path_of(b);
+        st_file *fb;
+        if (st_open(pb, &fb)) fail_msg("%s", base_err_msg());
+        for (int i = 0; i < st_count(fb); i++) {
+            const st_tensor *x = st_at(fb, i), *t = st_find(fa, x->name);
+            if (!t) fail_msg("%s: %s is missing (it is in %s)", a, x->name, b);
+            assert_int_equal(t->nbytes, x->nbytes);
+            int64_t n = st_numel(x);
+            float *u = base_xmalloc((size_t)n * sizeof(float)), *v = base_xmalloc((size_t)n * sizeof(float));
+            if (st_file_load(fa, x->name, TENSOR_F32, u, n) || st_file_load(fb, x->name, TENSOR_F32, v, n))
+                fail_msg("%s", base_err_msg());
+            for (int64_t k = 0; k < n; k++) {
+                double d = fabs((double)u[k] - v[k]) / (fabs(v[k]) > 1 ? fabs(v[k]) : 1);
+                if (d > worst) worst = d;
+            }
+            free(u), free(v);
+            found++;
+        }
+        st_close(fb);
+        free(pb);
+    }
+    /* each expert tensor is in one EP index's file, each non-expert one in all */
+    int nonexp = 0;
+    for (int i = 0; i < st_count(fa); i++) nonexp += !strstr(st_at(fa, i)->name, ".mlp.experts.");
+    assert_int_equal(found - (ep - 1) * nonexp, st_count(fa));
+    printf("# %s vs ZeRO 0's per-EP-index files: largest AdamW state difference %.3g (relative)\n", a, worst);
+    if (worst > tol) fail_msg("%s: the AdamW state differs from ZeRO 0's by %.3g, above %g", a, worst, tol);
+    st_close(fa);
+    free(pa);
+}
+
+/* EP ep on np ranks at ZeRO 2 and 3 against ZeRO 0 with the same EP, and
+ * ZeRO 3 against ZeRO 2 bit for bit. */
+static void against_zero0(int np, int ep, int with2) {
+    char z0[32], z2[32], z3[32], a[200], b[200];
+    snprintf(z0, sizeof z0, "ez0_%d_%d", ep, np);
+    snprintf(z2, sizeof z2, "ez2_%d_%d", ep, np);
+    snprintf(z3, sizeof z3, "ez3_%d_%d", ep, np);
+    ep_run(np, ep, 0, z0, NULL);
+    const char *ys[2] = {z3, z2};
+    for (int i = 0; i < 1 + with2; i++) {
+        ep_run(np, ep, i ? 2 : 3, ys[i], NULL);
+        same_before_update(ys[i], z0, z0, "ZeRO 0 with the same EP");
+        metrics_within(ys[i], z0, TOL_EPZ);
+        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", ys[i]);
+        snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", z0);
+        weights_within(a, b, TOL_EPZ);
+        optim_within(ys[i], z0, ep, TOL_EPZ);
+        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/trainer_state.json", ys[i]);
+        char *st = read_rel(a);
+        cJSON *j = cJSON_Parse(st);
+        assert_int_equal(cJSON_GetObjectItemCaseSensitive(j, "zero_stage")->valueint, i ? 2 : 3);
+        assert_int_equal(cJSON_GetObjectItemCaseSensitive(j, "expert_parallel_size")->valueint, ep);
+        assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "optimizer_consolidated")));
+        cJSON_Delete(j);
+        free(st);
+    }
+    if (!with2) return;
+    metrics_within(z3, z2, 0);
+    same_run_file(z3, z2, "samples.jsonl");
+    same_run_file(z3, z2, "rows.jsonl");
+    /* GRPO's last checkpoint (with the reference) and SFT's */
+    const char *files[] = {"step-3/model.safetensors", "step-3/ref.safetensors", "step-3/optimizer.safetensors",
+                           "step-6/model.safetensors", "step-6/optimizer.safetensors"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(a, sizeof a, "runs/%s/checkpoints/%s", z3, files[i]);
+        snprintf(b, sizeof b, "runs/%s/checkpoints/%s", z2, files[i]);
+        same_bytes(a, b);
+    }
+}
+
+static void test_ep_zero_world2(void **state) {
+    (void)state;
+    against_zero0(2, 2, 1);
+    /* rank 1 failing GRPO step 2 at ZeRO 3 ends both ranks, named (agreed
+     * after the step's passes: no rank is left in a gather or an exchange) */
+    double t0 = now_s();
+    ep_run(2, 2, 3, "ez_fault", "GRPO_TEST_FAIL_RANK=1:2");
+    char *e = err_of("ez_fault");
+    if (!strstr(e, "rank 1 fails training step 2") || !strstr(e, "the training step: rank 1 failed"))
+        fail_msg("a failing rank at ZeRO 3 with EP 2:\n%s", e);
+    free(e);
+    assert_false(exists_rel("runs/ez_fault/checkpoints/step-2"));
+    printf("# ZeRO 3, EP 2, rank 1 failing step 2: every rank ended in %.2f s\n", now_s() - t0);
+}
+
+static void test_ep_zero_world4(void **state) {
+    (void)state;
+    against_zero0(4, 2, 1);
+    /* EP 4 on 4 ranks: expert-data-parallel groups of one rank (the experts
+     * are not cut; the rest is, over 4) */
+    against_zero0(4, 4, 0);
+}
+
+/* Arguments: the names of the tests to run (all without). */
+int main(int argc, char **argv) {
+    const struct CMUnitTest all[] = {cmocka_unit_test(test_ep_zero_world2), cmocka_unit_test(test_ep_zero_world4)};
+    return dp_run("test_ep_zero", all, sizeof all / sizeof all[0], argc, argv);
+}
