@@ -162,8 +162,52 @@ static void test_ep_zero_world4(void **state) {
     against_zero0(4, 4, 0);
 }
 
+/* Stages after the stage-3 stages run on the policy they left sharded
+ * (gathered unit by unit, experts within the expert-data-parallel group):
+ * an eval and a sample stage after SFT, completions of uneven lengths (a
+ * stop string), EP 2 on 2 and 4 ranks, write the same samples byte for byte
+ * as after the same stages at ZeRO 2 (whose weights are ZeRO 3's). */
+static void test_ep_zero3_after(void **state) {
+    (void)state;
+    char *r = read_rel("r.lua");
+    const char *sft = "    { type = 'sft', dataset = 'train', max_steps = 3, per_device_train_batch_size = 2,\n"
+                      "      learning_rate = 1e-3, save_steps = 1 },\n";
+    char *at = strstr(r, sft);
+    assert_non_null(at);
+    at += strlen(sft);
+    char keep = *at;
+    *at = 0;
+    base_buf b = {0};
+    base_buf_printf(&b, "%s%s", r,
+                    "    { type = 'eval', name = 'eval_after', dataset = 'train', limit = 6, num_generations = 2,\n"
+                    "      max_completion_length = 8, stop = { '>' } },\n"
+                    "    { type = 'sample', name = 'rows_after', dataset = 'train', limit = 6, num_generations = 2,\n"
+                    "      max_completion_length = 8, stop = { '>' } },\n");
+    *at = keep;
+    base_buf_printf(&b, "%s", at);
+    write_rel("r_ep_after.lua", b.data);
+    char *saved = RECIPE;
+    RECIPE = path_of("r_ep_after.lua");
+    const int nps[] = {2, 4};
+    for (int i = 0; i < 2; i++) {
+        char x[16], y[16];
+        snprintf(x, sizeof x, "eza3_%d", nps[i]);
+        snprintf(y, sizeof y, "eza2_%d", nps[i]);
+        ep_run(nps[i], 2, 3, x, NULL);
+        ep_run(nps[i], 2, 2, y, NULL);
+        same_run_file(x, y, "eval_after.samples.jsonl");
+        same_run_file(x, y, "rows_after.samples.jsonl");
+        same_run_file(x, y, "rows_after.jsonl");
+    }
+    free(RECIPE);
+    RECIPE = saved;
+    base_buf_free(&b);
+    free(r);
+}
+
 /* Arguments: the names of the tests to run (all without). */
 int main(int argc, char **argv) {
-    const struct CMUnitTest all[] = {cmocka_unit_test(test_ep_zero_world2), cmocka_unit_test(test_ep_zero_world4)};
+    const struct CMUnitTest all[] = {cmocka_unit_test(test_ep_zero_world2), cmocka_unit_test(test_ep_zero_world4),
+                                     cmocka_unit_test(test_ep_zero3_after)};
     return dp_run("test_ep_zero", all, sizeof all / sizeof all[0], argc, argv);
 }
