@@ -54,6 +54,29 @@ static void ep_run(int np, int ep, int zero, const char *name, const char *env) 
     }
 }
 
+/* The zero-row decode steps (joins) of every rank, summed over the run's
+ * stages from STAGE's cumulative record in summary.json, printed. */
+static double joins_of(const char *name, const char *stage, int np) {
+    char rel[160], key[96];
+    snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
+    snprintf(key, sizeof key, "%s.expert_parallel_rollout", stage);
+    char *text = read_rel(rel);
+    cJSON *j = cJSON_Parse(text);
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, key), "join_steps");
+    if (!arr) fail_msg("%s: no %s.join_steps", rel, key);
+    assert_int_equal(cJSON_GetArraySize(arr), np);
+    double joins = 0;
+    printf("# %s: zero-row join steps per rank up to stage %s:", name, stage);
+    for (int r = 0; r < np; r++) {
+        printf(" %.0f", cJSON_GetArrayItem(arr, r)->valuedouble);
+        joins += cJSON_GetArrayItem(arr, r)->valuedouble;
+    }
+    printf("\n");
+    cJSON_Delete(j);
+    free(text);
+    return joins;
+}
+
 /* Every m / v tensor of ZeRO 0's per-EP-index files (global names) found in
  * the consolidated optimizer.safetensors of run y and within tol; every
  * tensor of the consolidated file in one of them. */
@@ -164,9 +187,12 @@ static void test_ep_zero_world4(void **state) {
 
 /* Stages after the stage-3 stages run on the policy they left sharded
  * (gathered unit by unit, experts within the expert-data-parallel group):
- * an eval and a sample stage after SFT, completions of uneven lengths (a
- * stop string), EP 2 on 2 and 4 ranks, write the same samples byte for byte
- * as after the same stages at ZeRO 2 (whose weights are ZeRO 3's). */
+ * an eval stage of 3 prompts and a sample stage of 1 after SFT (ranks
+ * without prompts: on 2 ranks rank 0 joins rank 1's passes with zero-row
+ * steps, each a whole unit sequence of gathers; on 4 ranks EP group 0 has
+ * no prompt in the sample stage and pads the world's gathers of group 1's
+ * passes), EP 2 on 2 and 4 ranks, write the same samples byte for byte as
+ * after the same stages at ZeRO 2 (whose weights are ZeRO 3's). */
 static void test_ep_zero3_after(void **state) {
     (void)state;
     char *r = read_rel("r.lua");
@@ -179,9 +205,9 @@ static void test_ep_zero3_after(void **state) {
     *at = 0;
     base_buf b = {0};
     base_buf_printf(&b, "%s%s", r,
-                    "    { type = 'eval', name = 'eval_after', dataset = 'train', limit = 6, num_generations = 2,\n"
+                    "    { type = 'eval', name = 'eval_after', dataset = 'train', limit = 3, num_generations = 2,\n"
                     "      max_completion_length = 8, stop = { '>' } },\n"
-                    "    { type = 'sample', name = 'rows_after', dataset = 'train', limit = 6, num_generations = 2,\n"
+                    "    { type = 'sample', name = 'rows_after', dataset = 'train', limit = 1, num_generations = 2,\n"
                     "      max_completion_length = 8, stop = { '>' } },\n");
     *at = keep;
     base_buf_printf(&b, "%s", at);
@@ -198,6 +224,8 @@ static void test_ep_zero3_after(void **state) {
         same_run_file(x, y, "eval_after.samples.jsonl");
         same_run_file(x, y, "rows_after.samples.jsonl");
         same_run_file(x, y, "rows_after.jsonl");
+        /* the after-stages' joins: a rank without prompts joined every pass of its peer */
+        assert_true(joins_of(x, "rows_after", nps[i]) > joins_of(x, "grpo", nps[i]));
     }
     free(RECIPE);
     RECIPE = saved;
