@@ -5,7 +5,8 @@
  * after 2 steps (--max-total-steps 2, inside the GRPO stage) and resumed
  * (--resume) is compared at its step-6 checkpoint with others:
  *   - the same world size, EP and ZeRO stage (EP 2 on 2 and on 4 ranks,
- *     ZeRO 0 and 1): byte for byte the uninterrupted run's weights and
+ *     ZeRO 0 stopped in the GRPO stage, ZeRO 1 in the SFT stage after 4
+ *     steps): byte for byte the uninterrupted run's weights and
  *     optimizer.safetensors, the same metrics to the last bit;
  *   - across EP, world size and ZeRO: 4 ranks EP 4 ZeRO 0 -> 2 ranks EP 1
  *     ZeRO 1 and 2 ranks EP 1 ZeRO 1 -> 4 ranks EP 4 ZeRO 0 (the second
@@ -57,14 +58,16 @@ static void full_run(const char *name, int np, int ep, int zero) {
     printf("# %s: %d ranks, EP %d, ZeRO %d: %.2f s\n", name, np, ep, zero, now_s() - t0);
 }
 
-/* NAME stopped after 2 steps on np1 ranks (EP ep1, ZeRO z1), resumed on np2
- * (EP ep2, ZeRO z2). */
-static void split_run(const char *name, int np1, int ep1, int z1, int np2, int ep2, int z2) {
-    const char *stop[] = {"--max-total-steps", "2", NULL}, *resume[] = {"--resume", NULL}, *a[24];
+/* NAME stopped after `at` steps (2: inside the GRPO stage, 4: inside SFT)
+ * on np1 ranks (EP ep1, ZeRO z1), resumed on np2 (EP ep2, ZeRO z2). */
+static void split_run_at(const char *name, int at, int np1, int ep1, int z1, int np2, int ep2, int z2) {
+    char steps[8];
+    snprintf(steps, sizeof steps, "%d", at);
+    const char *stop[] = {"--max-total-steps", steps, NULL}, *resume[] = {"--resume", NULL}, *a[24];
     ep_args(a, ep1, z1, stop);
     expect_ok(run_np(np1, name, NULL, a), name);
     char rel[128];
-    snprintf(rel, sizeof rel, "runs/%s/checkpoints/step-2/trainer_state.json", name);
+    snprintf(rel, sizeof rel, "runs/%s/checkpoints/step-%d/trainer_state.json", name, at);
     char *st = read_rel(rel);
     char want[48];
     snprintf(want, sizeof want, "\"expert_parallel_size\": %d", ep1);
@@ -72,6 +75,10 @@ static void split_run(const char *name, int np1, int ep1, int z1, int np2, int e
     free(st);
     ep_args(a, ep2, z2, resume);
     expect_ok(run_np(np2, name, NULL, a), name);
+}
+
+static void split_run(const char *name, int np1, int ep1, int z1, int np2, int ep2, int z2) {
+    split_run_at(name, 2, np1, ep1, z1, np2, ep2, z2);
 }
 
 static void step6_file(char *out, size_t n, const char *name, const char *file) {
@@ -96,9 +103,11 @@ static void resume_same(int np, int ep, int zero) {
     snprintf(full, sizeof full, "f%d_%d_%d", np, ep, zero);
     snprintf(split, sizeof split, "s%d_%d_%d", np, ep, zero);
     full_run(full, np, ep, zero);
-    split_run(split, np, ep, zero, np, ep, zero);
+    int at = zero ? 4 : 2; /* ZeRO 0 resumes inside the GRPO stage, ZeRO 1 inside SFT */
+    split_run_at(split, at, np, ep, zero, np, ep, zero);
     same_run(split, full);
-    printf("# resume at %d ranks, EP %d, ZeRO %d: bit-identical to the uninterrupted run\n", np, ep, zero);
+    printf("# resume after step %d at %d ranks, EP %d, ZeRO %d: bit-identical to the uninterrupted run\n", at, np,
+           ep, zero);
 }
 
 static void test_resume_same_ep(void **state) {
