@@ -14,7 +14,10 @@
  *   tokenizer.json, tokenizer_config.json
  *   optimizer.safetensors   AdamW moments "m.NAME", "v.NAME" (float32); at ZeRO 1
  *                           instead optimizer-rank-R-of-W.safetensors, each
- *                           rank's shard (ckpt_optim.c)
+ *                           rank's shard (ckpt_optim.c); with expert
+ *                           parallelism (ZeRO 0 and 1) the whole model's
+ *                           optimizer.safetensors, every rank writing the
+ *                           parts it holds (ckpt_ep.c)
  *   ref.safetensors         the reference model (GRPO with beta != 0), float32,
  *                           streamed and sharded the same way (ref-0000i-...)
  *   trainer_state.json      stage, steps, data cursor, optimizer counters,
