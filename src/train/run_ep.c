@@ -110,26 +110,15 @@ base_status run_ep_open(run_ctx *c, const char *model_dir) {
     /* a config one rank cannot read: every rank stops here, none waits in the split */
     s = run_agree(c, s, "expert parallelism: the model's config");
     if (s) return s;
-    int zero = 0, one = 0;
+    int zero = 0;
     for (int i = 0; i < c->cfg->n_stages; i++) {
         const recipe_stage_cfg *st = &c->cfg->stages[i];
         int z = st->type == RECIPE_STAGE_GRPO ? (int)st->grpo.train.zero_stage
                 : st->type == RECIPE_STAGE_SFT ? (int)st->sft.train.zero_stage : 0;
         zero = z > zero ? z : zero;
-        one |= z == 1;
     }
     s = run_ep_check(&mc, ep, c->world, zero, c->cfg->lora.set);
     if (s) return s;
-    if (one)
-        return base_err_set(BASE_ERR_UNSUPPORTED,
-                            "zero_stage = 1 with expert_parallel_size = %lld: not built for runs yet (grpo plan plans "
-                            "it); zero_stage = 0",
-                            (long long)ep);
-    if (c->opts.resume)
-        return base_err_set(BASE_ERR_UNSUPPORTED,
-                            "--resume with expert_parallel_size = %lld: not built (a checkpoint's model.safetensors "
-                            "is complete: start a new run from it)",
-                            (long long)ep);
     c->ep = (int)ep;
     s = dist_comm_split(c->host, c->rank / c->ep, c->rank, "ep", &c->ep_host);
     if (!s) s = dist_comm_split(c->host, c->rank % c->ep, c->rank, "expert_dp", &c->edp_host);
@@ -283,8 +272,12 @@ base_status run_ep_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *
  * local gate/up (then down) entries replaced by every expert's, named with
  * its global index; gidx[i] = the local entry of global entry i, -1 for
  * another rank's expert. */
-static int whole_table(const model *m, int e0, int el, model_param **out, int **gidx) {
+int run_ep_whole_table(const model *m, model_param **out, int **gidx) {
     const model_config *mc = model_cfg(m);
+    const model_ep *x = model_get_ep(m);
+    int e0, e1;
+    model_ep_local_experts(mc, x ? x->size : 1, x ? x->rank : 0, &e0, &e1);
+    int el = e1 - e0;
     int n = model_nparams(m), E = mc->n_routed_experts, cap = n + 3 * E * (mc->num_hidden_layers + 1) + 16, ng = 0;
     model_param *t = base_xcalloc((size_t)cap, sizeof *t);
     int *g = base_xcalloc((size_t)cap, sizeof *g);
@@ -369,10 +362,8 @@ static base_status put_owned(st_part *w, const model_param *t, const int *g, int
 }
 
 base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, const char *stem, uint64_t shard_bytes) {
-    int e0, e1;
-    model_ep_local_experts(model_cfg(m), c->ep, c->rank % c->ep, &e0, &e1);
     model_param *t;
-    int *g, ng = whole_table(m, e0, e1 - e0, &t, &g);
+    int *g, ng = run_ep_whole_table(m, &t, &g);
     st_plan *p = NULL;
     base_status s = run_ckpt_weights_plan(t, ng, stem, shard_bytes == UINT64_MAX ? 0 : shard_bytes, &p);
     s = run_agree(c, s, "laying out the checkpoint's weight files");
@@ -401,29 +392,25 @@ base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, co
     return s;
 }
 
-base_status run_ep_write_optim(run_ctx *c, const optim *o, const char *dir) {
+base_status run_zero_ep_write_optim(run_ctx *c, const optim *o, const char *dir) {
     const model *m = c->policy;
-    int e0, e1;
-    model_ep_local_experts(model_cfg(m), c->ep, c->rank % c->ep, &e0, &e1);
     model_param *t;
-    int *g, ng = whole_table(m, e0, e1 - e0, &t, &g), n2 = 0;
-    model_param *t2 = base_xcalloc(2 * (size_t)ng + 1, sizeof *t2);
-    base_status s = BASE_OK;
-    for (int i = 0; i < ng && !s; i++) { /* ZeRO 0's names: m.NAME, v.NAME of every trained tensor */
+    int *g, ng = run_ep_whole_table(m, &t, &g);
+    /* ckpt_ep.c's file: m.NAME, v.NAME of every trained tensor in the whole table's order */
+    st_plan *p = st_plan_new();
+    for (int i = 0; i < ng; i++) {
         if (!t[i].trainable || t[i].mtp) continue;
-        for (int r = 0; r < 2; r++) {
-            model_param *q = &t2[n2++];
-            *q = t[i];
-            q->ndim = 1, q->shape[0] = t[i].numel;
-            if ((size_t)snprintf(q->name, sizeof q->name, "%c.%s", r ? 'v' : 'm', t[i].name) >= sizeof q->name)
-                s = base_err_set(BASE_ERR_INVALID, "the optimizer state's name of %s is too long", t[i].name);
-        }
+        int64_t shape[1] = {t[i].numel};
+        char nm[sizeof t[i].name + 4];
+        snprintf(nm, sizeof nm, "m.%s", t[i].name);
+        st_plan_add(p, nm, TENSOR_F32, 1, shape);
+        snprintf(nm, sizeof nm, "v.%s", t[i].name);
+        st_plan_add(p, nm, TENSOR_F32, 1, shape);
     }
-    st_plan *p = NULL;
-    if (!s) s = run_ckpt_weights_plan(t2, n2, "optimizer", 0, &p);
-    s = run_agree(c, s, "laying out the checkpoint's optimizer state");
+    base_status s = st_plan_layout(p, "optimizer", 0);
+    s = run_agree(c, s, "laying out the checkpoint's optimizer.safetensors");
     if (!s && run_writes(c)) s = st_plan_create(p, dir);
-    s = run_agree(c, s, "creating the checkpoint's optimizer state");
+    s = run_agree(c, s, "creating the checkpoint's optimizer.safetensors");
     if (!s) {
         size_t n = (size_t)o->state_n;
         float *mv[2] = {base_xmalloc((n + 1) * sizeof(float)), base_xmalloc((n + 1) * sizeof(float))};
@@ -434,16 +421,51 @@ base_status run_ep_write_optim(run_ctx *c, const optim *o, const char *dir) {
         base_status e = st_part_close(w, NULL);
         if (!s) s = e;
         free(mv[0]), free(mv[1]);
-        s = run_agree(c, s, "writing this rank's part of the checkpoint's optimizer state");
+        s = run_agree(c, s, "writing this rank's AdamW state into the checkpoint's optimizer.safetensors");
         if (!s && run_writes(c)) s = st_plan_commit(p, dir);
-        s = run_agree(c, s, "renaming the checkpoint's optimizer state into place");
+        s = run_agree(c, s, "renaming the checkpoint's optimizer.safetensors into place");
         if (s && run_writes(c)) st_plan_abandon(p, dir);
     }
     st_plan_free(p);
-    free(t), free(g), free(t2);
+    free(t), free(g);
     return s ? base_err_wrap(s, "the optimizer state of %d ranks (ZeRO %d with expert parallelism)", c->world,
                              o->zero_stage)
              : BASE_OK;
+}
+
+base_status run_zero_ep_read_optim(run_ctx *c, const char *dir, optim *o) {
+    const model *m = c->policy;
+    char *path = base_path_join(dir, "optimizer.safetensors");
+    st_file *f = NULL;
+    base_status s = st_open(path, &f);
+    free(path);
+    if (s) return s;
+    model_param *t;
+    int *g, ng = run_ep_whole_table(m, &t, &g);
+    size_t n = (size_t)o->state_n;
+    float *mv[2] = {base_xmalloc((n + 1) * sizeof(float)), base_xmalloc((n + 1) * sizeof(float))};
+    optim_state_download(o, mv[0], mv[1]); /* keeps what the file does not name (frozen elements, gaps) */
+    for (int i = 0; i < ng && !s; i++) {
+        if (g[i] < 0 || !t[i].trainable || t[i].mtp) continue;
+        const model_param *lp = model_param_at(m, g[i]);
+        int64_t a, b, at;
+        if (!run_zero_ep_owned(c, lp->offset, lp->offset + lp->numel, &a, &b, &at)) continue;
+        for (int r = 0; r < 2 && !s; r++) {
+            char nm[sizeof t[i].name + 4];
+            snprintf(nm, sizeof nm, "%c.%s", r ? 'v' : 'm', t[i].name);
+            const st_tensor *x = st_find(f, nm);
+            if (!x || x->dtype != TENSOR_F32 || st_numel(x) != t[i].numel)
+                s = base_err_set(BASE_ERR_INVALID, "%s: tensor '%s' is %s (expected F32 [%lld])", st_path(f), nm,
+                                 x ? "of another type or size" : "missing", (long long)t[i].numel);
+            else
+                memcpy(mv[r] + at, (const float *)x->data + (a - lp->offset), (size_t)(b - a) * sizeof(float));
+        }
+    }
+    if (!s) optim_state_upload(o, mv[0], mv[1]);
+    free(mv[0]), free(mv[1]);
+    free(t), free(g);
+    st_close(f);
+    return s;
 }
 
 base_status run_ep_check_rounds(const run_ctx *c, int64_t n, int64_t mb, const char *what) {
