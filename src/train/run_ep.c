@@ -170,14 +170,67 @@ static int64_t ep_shard(int64_t numel, int64_t experts, int ep, int W, int r) {
     return hi - lo;
 }
 
+/* Elements of rank r's ZeRO 2 / 3 shard with EP (run_zero.c): the
+ * non-expert elements (numel - experts) split over the world and its EP
+ * index's experts (experts / EP) over its expert-data-parallel group. */
+static int64_t ep_class_shard(int64_t numel, int64_t experts, int ep, int W, int r) {
+    int64_t a, b, c, d;
+    run_split(numel - experts, r, W, &a, &b);
+    run_split(experts / ep, r / ep, W / ep, &c, &d);
+    return (b - a) + (d - c);
+}
+
 int run_ep_plan_largest_rank(const model_config *mc, const run_grpo_shape *sh, int64_t params) {
     int W = sh->world > 1 ? sh->world : 1, ep = sh->ep > 1 ? sh->ep : 1, best = 0;
     int64_t x = expert_numel(mc, params, NULL), bsz = -1;
     for (int r = 0; r < W; r++) {
-        int64_t z = ep_shard(params, x, ep, W, r);
+        int64_t z = sh->zero_stage >= 2 ? ep_class_shard(params, x, ep, W, r) : ep_shard(params, x, ep, W, r);
         if (z > bsz) bsz = z, best = r;
     }
     return best;
+}
+
+/* The exchange functions of a plan's model shell (model_memory_plan never
+ * calls them). */
+static base_status plan_counts(void *ctx, const int64_t *send, int64_t *recv, int n) {
+    (void)ctx, (void)send, (void)recv, (void)n;
+    return base_err_set(BASE_ERR_INVALID, "a planned model exchanges no rows");
+}
+static base_status plan_rows(void *ctx, const void *send, const int64_t *sb, void *recv, const int64_t *rb) {
+    (void)ctx, (void)send, (void)sb, (void)recv, (void)rb;
+    return base_err_set(BASE_ERR_INVALID, "a planned model exchanges no rows");
+}
+
+/* ZeRO 2 / 3 with EP (run_zero_ep_optim_new): the rank's shard by class,
+ * the gradient shard and the unit windows of its EP index's model (units
+ * hold 1 / EP of the experts), the compact master shard (ZeRO 2: the
+ * all-gather's source, "gather"; ZeRO 3: the weights with the parameter
+ * windows, the arena released). */
+static base_status plan_zero23(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm, int64_t x,
+                               int64_t held, run_grpo_mem *out) {
+    int W = sh->world > 1 ? sh->world : 1, rank = sh->world > 1 ? sh->rank : 0, ep = sh->ep;
+    model_ep pe = {.size = ep, .rank = rank % ep, .alltoall_counts = plan_counts, .alltoallv = plan_rows};
+    model_load_opts lo = sh->load;
+    lo.ep = &pe;
+    model_mem pl;
+    base_status s = model_memory_plan(mc, &lo, sh->device, &pl);
+    if (s) return s;
+    int64_t n = ep_class_shard(pm->params, x, ep, W, rank);
+    size_t shard = (size_t)(n > 0 ? n : 1) * sizeof(float), win = 2 * (size_t)pl.grad_window + (size_t)pl.grad_window_emb;
+    out->optimizer = 2 * (size_t)n * sizeof(float);
+    out->grads = shard + win * sizeof(float);
+    out->gather = 0;
+    if (sh->zero_stage == 2) {
+        out->gather = shard;
+    } else {
+        int bf16 = sh->device != TENSOR_CPU && sh->load.precision == MODEL_BF16;
+        out->weights = out->weights - pl.master - pl.compute + shard + win * sizeof(float) +
+                       (bf16 ? win * sizeof(uint16_t) : 0);
+        /* run_grpo_memory's release peak: this EP index's model loaded whole (pm: every expert) */
+        out->release_peak = pl.master + pl.compute;
+    }
+    (void)held;
+    return BASE_OK;
 }
 
 base_status run_ep_plan_memory(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm,
@@ -202,7 +255,8 @@ base_status run_ep_plan_memory(const model_config *mc, const run_grpo_shape *sh,
     out->gather = sh->zero_stage == 1 && W / ep > 1 ? (state > 0 ? (size_t)state : 1) * sizeof(float) : 0;
     out->numel = held;
     out->expert_numel = x / ep;
-    return BASE_OK;
+    if (sh->zero_stage >= 2) s = plan_zero23(mc, sh, pm, x, held, out);
+    return s;
 }
 
 void run_ep_plan_comm(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm, run_grpo_comm *out) {
@@ -211,6 +265,18 @@ void run_ep_plan_comm(const model_config *mc, const run_grpo_shape *sh, const mo
     double nonexp = (double)(pm->params - x) * sizeof(float), mine = (double)(x / ep) * sizeof(float);
     out->grad_allreduce = 2.0 * (W - 1) / W * nonexp + 2.0 * (D - 1) / D * mine;
     out->param_allgather = sh->zero_stage == 1 ? (double)(D - 1) / D * (nonexp + mine) : 0;
+    if (sh->zero_stage >= 2) { /* by class: the rest over the world, the experts over the expert-DP group */
+        int64_t xm = expert_numel(mc, 0, NULL); /* the units' experts: the main model's (no MTP) */
+        double ux = (double)(xm / ep) * sizeof(float), u0 = (double)pm->grad_units * sizeof(float) - (double)xm * sizeof(float);
+        double unit = (double)(W - 1) / W * u0 + (double)(D - 1) / D * ux; /* one pass over every unit */
+        out->grad_allreduce = 0;
+        out->grad_reduce_scatter = (double)out->micro_batches * unit + 2.0 * (W - 1) / W * 8;
+        out->param_allgather = sh->zero_stage == 2 ? (double)(W - 1) / W * nonexp + (double)(D - 1) / D * mine : 0;
+        if (sh->zero_stage == 3) {
+            out->train_allgather = 2.0 * (double)out->micro_batches * unit;
+            out->rollout_allgather = (double)(sh->max_completion > 0 ? sh->max_completion : 1) * unit;
+        }
+    }
     /* one exchange of `rows` rows: a dispatch and a combine per MoE layer, and the counts */
     double away = (double)(ep - 1) / ep, row = (double)mc->hidden_size * sizeof(float);
     double counts = (double)(ep - 1) * (double)(mc->n_routed_experts / ep) * sizeof(int64_t);

@@ -89,6 +89,33 @@ static double joins_of(const char *name, const char *stage, int np) {
     return joins;
 }
 
+/* The GRPO stage's planned bytes (summary.json memory_plan_ranks, the
+ * largest of total and release_peak) and measured peak per rank: gap[r] =
+ * peak - plan, printed. */
+static void plan_gaps(const char *name, int np, double *gap) {
+    char rel[128];
+    snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
+    char *text = read_rel(rel);
+    cJSON *j = cJSON_Parse(text);
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(j, "grpo");
+    const cJSON *plans = cJSON_GetObjectItemCaseSensitive(g, "memory_plan_ranks");
+    const cJSON *peaks = cJSON_GetObjectItemCaseSensitive(g, "memory_peak_allocated");
+    if (!cJSON_IsArray(plans) || !cJSON_IsArray(peaks)) fail_msg("%s: no per-rank memory plan and peak", name);
+    assert_int_equal(cJSON_GetArraySize(plans), np);
+    for (int r = 0; r < np; r++) {
+        const cJSON *p = cJSON_GetArrayItem(plans, r);
+        double total = cJSON_GetObjectItemCaseSensitive(p, "total")->valuedouble;
+        const cJSON *rp = cJSON_GetObjectItemCaseSensitive(p, "release_peak");
+        double plan = rp && rp->valuedouble > total ? rp->valuedouble : total;
+        double peak = cJSON_GetArrayItem(peaks, r)->valuedouble;
+        gap[r] = peak - plan;
+        printf("# %s rank %d of %d: planned %.0f, peak allocated %.0f bytes (gap %.0f)\n", name, r, np, plan, peak,
+               gap[r]);
+    }
+    cJSON_Delete(j);
+    free(text);
+}
+
 /* The consolidated optimizer.safetensors of run y (ZeRO 2 / 3: every rank
  * its parts) against run ref's (ZeRO 0 with EP: ckpt_ep.c): the same
  * tensors (m.NAME, v.NAME of the whole model, global names) in the same
@@ -134,8 +161,15 @@ static void against_zero0(int np, int ep, int with2) {
     snprintf(z3, sizeof z3, "ez3_%d_%d", ep, np);
     ep_run(np, ep, 0, z0, NULL);
     const char *ys[2] = {z3, z2};
+    double g0[4], gz[4];
+    plan_gaps(z0, np, g0);
     for (int i = 0; i < 1 + with2; i++) {
         ep_run(np, ep, i ? 2 : 3, ys[i], NULL);
+        /* what ZeRO 2 / 3 allocate (shards, windows, the compact masters) is
+         * planned byte for byte: the plan misses what ZeRO 0 with EP misses */
+        plan_gaps(ys[i], np, gz);
+        for (int r = 0; r < np; r++)
+            if (gz[r] != g0[r]) fail_msg("%s rank %d: peak - plan %.0f, ZeRO 0's %.0f", ys[i], r, gz[r], g0[r]);
         same_before_update(ys[i], z0, z0, "ZeRO 0 with the same EP");
         metrics_within(ys[i], z0, TOL_EPZ);
         snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", ys[i]);
