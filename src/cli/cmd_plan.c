@@ -235,11 +235,30 @@ int cli_cmd_plan(int argc, char **argv) {
         recipe_free(rc);
         return 1;
     }
+    int steps_at = 0; /* ZeRO 3: the steps alone (total, the load's release peak aside) */
+    for (lo = 1, hi = 4096 / ep; zs == 3 && !in.sh.lora && lo <= hi && !s;) {
+        int W = (lo + (hi - lo) / 2) * ep;
+        run_grpo_shape t = shape_at(&in, W);
+        run_grpo_mem mm;
+        largest_rank(&mc, &t, &mm, &s);
+        if (!s && mm.total <= budget) steps_at = W, hi = W / ep - 1;
+        else lo = W / ep + 1;
+    }
+    if (s) {
+        fprintf(stderr, "grpo plan: %s\n", base_err_msg());
+        recipe_free(rc);
+        return 1;
+    }
+    if (steps_at && steps_at != fit_at)
+        printf("the training steps alone (ZeRO 3 shards, windows, activations, rollout; the load aside) fit from %d "
+               "GPUs (EP %d)\n", steps_at, ep);
     if (fit_at)
         printf("smallest GPU count it fits on (ZeRO %d, EP %d, these shapes): %d\n", zs, ep, fit_at);
     else
         printf("fits on no GPU count up to 4096 at ZeRO %d: %s alone exceed %g GB (%s)\n", zs,
-               ep > 1 ? "the non-expert weights and gradients, 1 / EP of the experts' and the activations"
+               ep > 1 && zs == 3 ? "the EP index's model loaded whole (before the release) or the unit windows, "
+                                   "activations and rollout"
+               : ep > 1 ? "the non-expert weights and gradients, 1 / EP of the experts' and the activations"
                : zs < 2 ? "the replicated weights, gradients and activations"
                : zs == 2 ? "the replicated weights and activations"
                          : "the whole model at load (or the unit windows, activations and rollout)",
