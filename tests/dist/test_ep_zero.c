@@ -264,7 +264,8 @@ static void test_ep_zero_resume(void **state) {
  * steps, each a whole unit sequence of gathers; on 4 ranks EP group 0 has
  * no prompt in the sample stage and pads the world's gathers of group 1's
  * passes), EP 2 on 2 and 4 ranks, write the same samples byte for byte as
- * after the same stages at ZeRO 2 (whose weights are ZeRO 3's). */
+ * after the same stages at ZeRO 2 (whose weights are ZeRO 3's). A ZeRO 3
+ * stage followed by a ZeRO 0 one (the policy gathered whole, by class). */
 static void test_ep_zero3_after(void **state) {
     (void)state;
     char *r = read_rel("r.lua");
@@ -303,6 +304,15 @@ static void test_ep_zero3_after(void **state) {
     RECIPE = saved;
     base_buf_free(&b);
     free(r);
+    /* GRPO at ZeRO 3 then SFT at ZeRO 0 with EP 2 on 2 ranks: the policy
+     * gathered whole (each class over its group) before the SFT stage; the
+     * run ends within TOL_EPZ of ZeRO 0 throughout */
+    ep_run(2, 2, 0, "ez0_2_2", NULL);
+    const char *sft0[] = {"--set", "stages.sft.zero_stage=0", NULL};
+    expect_ok(ep_run_with(2, 2, 3, "eza30", NULL, sft0), "eza30");
+    metrics_within("eza30", "ez0_2_2", TOL_EPZ);
+    weights_within("runs/eza30/checkpoints/step-6/model.safetensors", "runs/ez0_2_2/checkpoints/step-6/model.safetensors",
+                   TOL_EPZ);
 }
 
 /* Arguments: the names of the tests to run (all without). */
