@@ -60,8 +60,8 @@ base_status run_ep_check(const model_config *mc, int64_t ep, int world, int zero
         return base_err_set(BASE_ERR_INVALID,
                             "expert_parallel_size = %lld does not divide the model's n_routed_experts %d",
                             (long long)ep, mc->n_routed_experts);
-    (void)zero_stage; /* ZeRO 2 and 3 shard the non-expert elements over the world, the experts over their
-                       * expert-data-parallel group (run_zero.c); ZeRO 1 is refused for runs in run_ep_open */
+    (void)zero_stage; /* every stage runs with EP: ZeRO 1 shards within the expert-data-parallel group,
+                       * ZeRO 2 and 3 by class (run_zero.c) */
     if (lora)
         return base_err_set(BASE_ERR_UNSUPPORTED,
                             "expert_parallel_size = %lld with a lora table: LoRA runs with every expert on every "
@@ -207,7 +207,7 @@ static base_status plan_rows(void *ctx, const void *send, const int64_t *sb, voi
  * all-gather's source, "gather"; ZeRO 3: the weights with the parameter
  * windows, the arena released). */
 static base_status plan_zero23(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm, int64_t x,
-                               int64_t held, run_grpo_mem *out) {
+                               run_grpo_mem *out) {
     int W = sh->world > 1 ? sh->world : 1, rank = sh->world > 1 ? sh->rank : 0, ep = sh->ep;
     model_ep pe = {.size = ep, .rank = rank % ep, .alltoall_counts = plan_counts, .alltoallv = plan_rows};
     model_load_opts lo = sh->load;
@@ -229,7 +229,6 @@ static base_status plan_zero23(const model_config *mc, const run_grpo_shape *sh,
         /* run_grpo_memory's release peak: this EP index's model loaded whole (pm: every expert) */
         out->release_peak = pl.master + pl.compute;
     }
-    (void)held;
     return BASE_OK;
 }
 
@@ -255,7 +254,7 @@ base_status run_ep_plan_memory(const model_config *mc, const run_grpo_shape *sh,
     out->gather = sh->zero_stage == 1 && W / ep > 1 ? (state > 0 ? (size_t)state : 1) * sizeof(float) : 0;
     out->numel = held;
     out->expert_numel = x / ep;
-    if (sh->zero_stage >= 2) s = plan_zero23(mc, sh, pm, x, held, out);
+    if (sh->zero_stage >= 2) s = plan_zero23(mc, sh, pm, x, out);
     return s;
 }
 
@@ -291,7 +290,6 @@ void run_ep_plan_comm(const model_config *mc, const run_grpo_shape *sh, const mo
 }
 
 /* ---- training with EP > 1 ---------------------------------------------------- */
-
 
 base_status run_ep_reduce_grads(run_ctx *c, float *grads) {
     const model *m = c->policy;
