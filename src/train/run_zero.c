@@ -334,7 +334,9 @@ base_status run_zero3_begin(run_ctx *c) {
     run_zero2 *z = c->z2;
     if (!z || z->stage != 3) return BASE_OK;
     model *m = c->policy;
-    if (z->ex) { /* the optimizer's parameters are the shard already */
+    if (z->ex) { /* the optimizer's parameters are the shard already; taken over: filled and released */
+        params_stale(z);
+        if (model_arena_released(m)) return BASE_OK;
         ep_shard_from(z, model_params(m));
     } else {
         size_t n = (size_t)(z->shi[c->rank] - z->slo[c->rank]);
@@ -657,7 +659,8 @@ static void add_spec(void *ctx, int64_t a, int64_t b, int64_t at) {
     s->specs[s->k++] = (optim_param_spec){s->p->name, b - a, at};
 }
 
-base_status run_zero_ep_optim_new(run_ctx *c, const optim_config *oc, int stage, optim *o) {
+/* The units, the class layout, the scratch and the master shard (unfilled). */
+static base_status ep_alloc(run_ctx *c, int stage, run_zero2 **out) {
     model *m = c->policy;
     run_zero2 *z = base_xcalloc(1, sizeof *z);
     z->c = c, z->stage = stage, z->cur = 1;
@@ -668,11 +671,24 @@ base_status run_zero_ep_optim_new(run_ctx *c, const optim_config *oc, int stage,
     z->slo = base_xcalloc(2 * (size_t)W, sizeof(int64_t)), z->shi = z->slo + W; /* unused with EP */
     z->counts = base_xmalloc((size_t)W * sizeof(size_t));
     z->pcounts = base_xmalloc((size_t)W * sizeof(size_t));
+    *out = z;
     base_status s = ep_layout(z, &z->ex);
+    z->pshard = c->ops->alloc((size_t)(z->ex->n ? z->ex->n : 1) * sizeof(float));
+    return s;
+}
+
+base_status run_zero_ep_optim_new(run_ctx *c, const optim_config *oc, int stage, optim *o) {
+    model *m = c->policy;
     const struct ops *ops = c->ops;
+    /* a stage-3 stage after another keeps the policy released: it takes the
+     * run's shard, windows and hook over (filled: no copy, no gather) */
+    int taken = stage == 3 && c->z3 && c->z3->ex && model_arena_released(m);
+    run_zero2 *z = taken ? c->z3 : NULL;
+    base_status s = BASE_OK;
+    if (taken) c->z3 = NULL, z->cur = 1, z->err = BASE_OK;
+    else s = ep_alloc(c, stage, &z);
     size_t gb = (size_t)(z->ex->n ? z->ex->n : 1) * sizeof(float);
     z->grad = ops->alloc(gb);
-    z->pshard = ops->alloc(gb);
     int n = model_nparams(m);
     spec_ctx sc = {base_xcalloc((size_t)n, sizeof(optim_param_spec)), 0, NULL};
     for (int i = 0; i < n && !s; i++) {
@@ -680,7 +696,7 @@ base_status run_zero_ep_optim_new(run_ctx *c, const optim_config *oc, int stage,
         if (sc.p->trainable && !sc.p->mtp) ep_parts(z->ex, sc.p->offset, sc.p->offset + sc.p->numel, add_spec, &sc);
     }
     if (!s) {
-        ep_shard_from(z, model_params(m));
+        if (!taken) ep_shard_from(z, model_params(m));
         s = optim_init_arena(o, ops, oc, sc.specs, sc.k, NULL, z->pshard, z->grad, z->ex->n);
     }
     free(sc.specs);
@@ -694,7 +710,7 @@ base_status run_zero_ep_optim_new(run_ctx *c, const optim_config *oc, int stage,
     for (int k = 0; k < 2; k++) z->win[k] = ops->alloc((size_t)z->win_n * sizeof(float));
     if (emb) z->emb = ops->alloc((size_t)emb * sizeof(float));
     z->o = o;
-    if (stage == 3) {
+    if (stage == 3 && !taken) {
         z->emb_n = emb;
         int bf16 = model_get_precision(m) == MODEL_BF16 && ops->device != TENSOR_CPU;
         for (int k = 0; k < 3; k++) {
@@ -703,8 +719,8 @@ base_status run_zero_ep_optim_new(run_ctx *c, const optim_config *oc, int stage,
             z->pwin[k] = ops->alloc((size_t)wn * sizeof(float));
             if (bf16) z->pwin_c[k] = ops->alloc((size_t)wn * sizeof(uint16_t));
         }
-        params_stale(z);
     }
+    if (stage == 3) params_stale(z); /* taken over: the weights the last stage left, rebound on use */
     c->z2 = z;
     return BASE_OK;
 }
