@@ -148,9 +148,70 @@ static void test_ep_join(void **state) {
     join_against_ep1(4, 4);
 }
 
+/* A rank failing inside its EP group's lockstep (GRPO_TEST_FAIL_EP: rank 1's
+ * K-th MoE row exchange of step 2's rollout, a decode step, or of its
+ * training passes fails, and every exchange after it): it names itself and
+ * ends the job, its peers waiting in an exchange it will not make; every
+ * rank is gone within 60 s, and the last checkpoint (step 1) is the one a
+ * run stopped after step 1 writes, byte for byte, with nothing of step 2. */
+static void lockstep_fault(int ep, const char *phase, int k) {
+    char name[32], env[80], ref[32], a[200], b[200];
+    /* the reference: the same run stopped after step 1 (its checkpoint) */
+    snprintf(ref, sizeof ref, "epr%d", ep);
+    snprintf(a, sizeof a, "runs/%s/checkpoints/step-1/model.safetensors", ref);
+    if (!exists_rel(a)) {
+        const char *args[24];
+        int n = 0;
+        for (int i = 0; EP_ARGS[1][ep / 2][i]; i++) args[n++] = EP_ARGS[1][ep / 2][i];
+        args[n++] = "--max-total-steps", args[n++] = "1", args[n] = NULL;
+        expect_ok(run_np(4, ref, NULL, args), ref);
+    }
+    snprintf(name, sizeof name, "epf%d_%s", ep, phase);
+    snprintf(env, sizeof env, "GRPO_TEST_FAIL_EP=1:%s:2:%d", phase, k);
+    double t0 = now_s();
+    int rc = run_np(4, name, env, EP_ARGS[1][ep / 2]);
+    double dt = now_s() - t0;
+    char *e = err_of(name);
+    printf("# EP %d on 4 ranks, rank 1 failing exchange %d of step 2's %s: exit %d, every rank gone in %.2f s\n", ep,
+           k, phase, rc, dt);
+    if (rc == 0 || !strstr(e, "rank 1 failed inside the expert-parallel lockstep") ||
+        !strstr(e, "GRPO_TEST_FAIL_EP"))
+        fail_msg("%s: exit %d, the failed rank not named:\n%s", name, rc, e);
+    if (!strcmp(phase, "rollout") && !strstr(e, "decode"))
+        fail_msg("%s: the failure was not inside a decode step:\n%s", name, e);
+    if (dt >= 60) fail_msg("%s: the ranks took %.1f s to end", name, dt);
+    for (char *l = strtok(e, "\n"); l; l = strtok(NULL, "\n")) /* the failed rank's lines, mpirun's */
+        if (strstr(l, "rank 1") || strstr(l, "MPI_ABORT")) printf("#   %s\n", l);
+    free(e);
+    static const char *const files[] = {"model.safetensors", "ref.safetensors", "optimizer-ep-00000-of-00002.safetensors",
+                                        "optimizer-ep-00001-of-00002.safetensors", "optimizer-ep-00000-of-00004.safetensors",
+                                        "optimizer-ep-00003-of-00004.safetensors"};
+    int compared = 0;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(b, sizeof b, "runs/%s/checkpoints/step-1/%s", ref, files[i]);
+        if (!exists_rel(b)) continue;
+        snprintf(a, sizeof a, "runs/%s/checkpoints/step-1/%s", name, files[i]);
+        same_bytes(a, b);
+        compared++;
+    }
+    assert_true(compared >= 3); /* the weights, the reference's, the AdamW state of each EP index */
+    snprintf(a, sizeof a, "runs/%s/checkpoints/step-1/trainer_state.json", name);
+    assert_true(exists_rel(a));
+    snprintf(a, sizeof a, "runs/%s/checkpoints/step-2", name);
+    assert_false(exists_rel(a));
+}
+
+static void test_ep_lockstep_fault(void **state) {
+    (void)state;
+    lockstep_fault(2, "rollout", 9);
+    lockstep_fault(4, "rollout", 9);
+    lockstep_fault(2, "train", 3);
+    lockstep_fault(4, "train", 3);
+}
+
 /* Arguments: the names of the tests to run (all without). */
 int main(int argc, char **argv) {
     const struct CMUnitTest all[] = {cmocka_unit_test(test_ep2_world2), cmocka_unit_test(test_ep_world4),
-                                     cmocka_unit_test(test_ep_join)};
+                                     cmocka_unit_test(test_ep_join), cmocka_unit_test(test_ep_lockstep_fault)};
     return dp_run("test_ep_dp", all, sizeof all / sizeof all[0], argc, argv);
 }
