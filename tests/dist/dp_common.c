@@ -368,7 +368,7 @@ void ensure_run(int np, const char *name, const char *const *args, int zero) {
     char rel[128];
     snprintf(rel, sizeof rel, "runs/%s/checkpoints/step-6/model.safetensors", name);
     if (exists_rel(rel)) return;
-    const char *a[32]; /* args (test_ep_dp's uneven runs: 20) and the ZeRO --sets */
+    const char *a[32]; /* args (test_ep_dp's uneven runs: 26) and the ZeRO --sets */
     with_zero(a, args, zero);
     expect_ok(run_np(np, name, NULL, a), name);
 }

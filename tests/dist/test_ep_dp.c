@@ -14,9 +14,10 @@
  *     with zero-row decode steps (the eval and sample stages' uneven
  *     completion lengths: no hang, the same samples);
  *   - steps whose rows give the ranks of an EP group different numbers of
- *     micro-batches (GRPO: 16 completions in 3 optimizer steps of 5, 5, 6
- *     in micro-batches of 1, with gradient checkpointing; SFT: 3 rows of 1
- *     per step, so on 4 ranks one rank has none): the ranks with fewer
+ *     micro-batches (GRPO: 21 completions per step, 7 prompts x 3, in
+ *     micro-batches of 1, with gradient checkpointing, and their old
+ *     log-probs, which the importance-sampling correction needs; SFT: 3
+ *     rows of 1 per step, so on 4 ranks one rank has none): the ranks with fewer
  *     passes join the others' exchanges with zero-row passes, against EP
  *     1 on the same world as above (test_ep_join);
  *   - a rank failing a training step ends every rank, named. */
@@ -115,11 +116,12 @@ static void test_ep_world4(void **state) {
  * give 0 to 1 micro-batches"): ranks with fewer passes make zero-row
  * passes that join their EP group's exchanges, forward and backward,
  * the reference's forward, the recomputation's (gradient checkpointing
- * in GRPO) and the old policy's log-probs (steps_per_generation > 1). */
-#define UNEVEN "--set", "stages.grpo.steps_per_generation=3", "--set", "stages.grpo.per_device_train_batch_size=1", \
+ * in GRPO) and the old policy's forward-only passes. */
+#define UNEVEN "--set", "stages.grpo.num_generations=3", "--set", "stages.grpo.generation_batch_size=21", "--set", \
+               "stages.grpo.importance_sampling_correction=true", "--set", "stages.grpo.per_device_train_batch_size=1", \
                "--set", "stages.grpo.gradient_checkpointing=true", "--set", "stages.sft.per_device_train_batch_size=1", \
-               "--set", "stages.sft.gradient_accumulation_steps=3"
-static const char *const JOIN_ARGS[3][24] = {
+               "--set", "stages.sft.gradient_accumulation_steps=3", "--set", "max_reward_error_rate=1"
+static const char *const JOIN_ARGS[3][32] = {
     {UNEVEN, STOP, NULL},
     {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2", UNEVEN, STOP, NULL},
     {"--set", "stages.grpo.expert_parallel_size=4", "--set", "stages.sft.expert_parallel_size=4", UNEVEN, STOP, NULL},
