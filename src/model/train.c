@@ -311,12 +311,11 @@ base_status model_train_join_forward(model_train *tr) {
     tr->eh.err = BASE_OK;
     /* the units in model_forward's order (ZeRO 3's gathers), each MoE
      * layer's exchanges with zero rows of this rank's own */
+    if (tr->host_off) memset(tr->host_off, 0, (size_t)(c->n_routed_experts + 1) * sizeof(int32_t)); /* no rows */
     model_unit_use(m, 0);
     for (int l = 0; l < L; l++) {
         model_unit_use(m, 1 + l);
-        if (!m->has_ep || !m->w.layers[l].moe) continue;
-        memset(tr->host_off, 0, (size_t)(c->n_routed_experts + 1) * sizeof(int32_t));
-        ep_join_fwd(m, l, &tr->acts[tr->nacts == 1 ? 0 : l], tr->host_off);
+        if (m->has_ep && m->w.layers[l].moe) ep_join_fwd(m, l, &tr->acts[tr->nacts == 1 ? 0 : l], tr->host_off);
     }
     model_unit_use(m, L + 1);
     if (c->tie_word_embeddings) model_unit_use(m, 0);

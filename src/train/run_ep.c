@@ -379,7 +379,7 @@ int64_t run_ep_passes(const run_ctx *c, int64_t n, int64_t mb) {
 base_status run_ep_join_forwards(run_ctx *c, model_train *tr, int64_t passes) {
     base_status s = BASE_OK;
     for (int64_t p = 0; p < passes && c->ep > 1 && !s; p++) s = model_train_join_forward(tr);
-    return s;
+    return run_ep_pass_failed(c, s, "a zero-row forward pass");
 }
 
 base_status run_ep_pass_failed(run_ctx *c, base_status s, const char *what) {
@@ -415,8 +415,8 @@ static base_status test_fault(run_ctx *c) {
         return BASE_OK;
     c->ep_broken = 1;
     return base_err_set(BASE_ERR_IO,
-                        "GRPO_TEST_FAIL_EP=%s: rank %d fails MoE row exchange %lld of training step %lld's %s (a test "
-                        "of faults)",
+                        "GRPO_TEST_FAIL_EP=%s: rank %d fails MoE row exchange %lld of GRPO step %lld's %s phase (a "
+                        "test of faults)",
                         e, c->rank, k, step, phase);
 }
 

@@ -234,7 +234,7 @@ base_status run_pad_passes(run_ctx *c, model_train *tr, model_train *ref, float 
     for (int64_t p = 0; p < passes; p++) {
         base_status s = model_train_join_forward(tr);
         if (!s && ref) s = model_train_join_forward(ref); /* the reference's log-probs */
-        if (s) return s;
+        if (s) return run_ep_pass_failed(c, s, "a zero-row training pass");
         model_train_join_backward(tr, z ? NULL : grads, z ? &h : NULL);
         if (z && (s = finish_all(z))) return s;
     }

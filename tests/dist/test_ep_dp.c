@@ -20,7 +20,10 @@
  *     rows of 1 per step, so on 4 ranks one rank has none): the ranks with fewer
  *     passes join the others' exchanges with zero-row passes, against EP
  *     1 on the same world as above (test_ep_join);
- *   - a rank failing a training step ends every rank, named. */
+ *   - a rank failing a training step ends every rank, named;
+ *   - a rank failing inside the lockstep (an exchange of a decode step or
+ *     of a training pass) ends every rank within 60 s, named, the last
+ *     checkpoint intact (test_ep_lockstep_fault). */
 #include "dp_common.h"
 
 #include <stdio.h>
