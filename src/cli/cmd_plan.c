@@ -141,6 +141,20 @@ int cli_cmd_plan(int argc, char **argv) {
         for (int k = 0; c && k < c->n_stages && !s; k++)
             if (c->stages[k].type == RECIPE_STAGE_GRPO && (!stage_name || !strcmp(c->stages[k].name, stage_name))) {
                 st = &c->stages[k];
+                /* ZeRO 3: the policy comes whole when the training stage
+                 * before it (no init_from between) trains at 0-2; else the
+                 * run loads it sharded or holds it so (run_zero3_load_sharded) */
+                for (int j = k; j >= 1; j--) {
+                    const recipe_stage_cfg *p = &c->stages[j - 1];
+                    if (c->stages[j].init_from) break;
+                    const recipe_train_cfg *t = p->type == RECIPE_STAGE_GRPO  ? &p->grpo.train
+                                                : p->type == RECIPE_STAGE_SFT ? &p->sft.train
+                                                                              : NULL;
+                    if (t) {
+                        in.sh.whole_at_open = t->zero_stage != 3;
+                        break;
+                    }
+                }
                 break;
             }
         if (!s && !st)
@@ -212,12 +226,12 @@ int cli_cmd_plan(int argc, char **argv) {
     line("rollout (KV cache, tables, workspace)", m0.rollout, ml.rollout);
     line("ZeRO 1/2 all-gather copy", m0.gather, ml.gather);
     line("total", m0.total, ml.total);
-    if (zs == 3 && !in.sh.lora) /* the whole model loaded, before the stage releases it */
+    if (zs == 3 && !in.sh.lora && in.sh.whole_at_open) /* an earlier stage-0-2 stage left the policy whole */
         line("ZeRO 3 peak at the release", m0.release_peak, ml.release_peak);
     size_t need = run_peak(&ml);
     printf("fits in %g GB: %s (largest rank %.2f GB%s)\n", gpu_gb, need <= budget ? "yes" : "NO", need / 1e9,
-           need > ml.total ? ": the whole model at load, beside the buffers made before the release (ZeRO 3 "
-           "shards the steps, not the load)" : "");
+           need > ml.total ? ": the whole model, left by the stage before (zero_stage 0-2), beside the buffers "
+           "made before the release" : zs == 3 && !in.sh.lora ? "; the load reads each rank's shard only" : "");
     /* a rank's bytes never grow with W (its prompts ceil(P / W), its ZeRO
      * shard ceil(n / W)): the smallest W in [1, 4096] that fits (a multiple
      * of EP), by bisection */
