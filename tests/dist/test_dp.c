@@ -474,6 +474,7 @@ static double tensor_bytes(const char *rel) {
 static void test_zero3_run_peak(void **state) {
     (void)state;
     const int nps[] = {1, 2, 4};
+    int released = 0; /* the world size of a run whose stage released a whole arena at its opening */
     for (int i = 0; i < 3; i++) {
         int np = nps[i];
         char name[16], rel[128];
@@ -495,8 +496,7 @@ static void test_zero3_run_peak(void **state) {
                                                               "peak_allocated");
         if (!cJSON_IsArray(plans) || !cJSON_IsArray(peaks)) fail_msg("%s: no per-rank plan and run peak", name);
         assert_int_equal(cJSON_GetArraySize(peaks), np);
-        if (cJSON_GetObjectItemCaseSensitive(g, "memory_peak_release"))
-            fail_msg("%s: the stage released a whole arena at its opening", name);
+        if (cJSON_GetObjectItemCaseSensitive(g, "memory_peak_release")) released = name[3] - '0';
         for (int r = 0; r < np; r++) {
             const cJSON *pr = cJSON_GetArrayItem(plans, r);
             double plan = cJSON_GetObjectItemCaseSensitive(pr, "total")->valuedouble;
@@ -504,12 +504,14 @@ static void test_zero3_run_peak(void **state) {
             double peak = cJSON_GetArrayItem(peaks, r)->valuedouble;
             printf("# %s rank %d of %d (ZeRO 3, sharded load): planned %.0f, whole arena %.0f, run peak %.0f bytes\n",
                    name, r, np, plan, arena, peak);
-            if (rel != 0) fail_msg("%s rank %d: a release peak of %.0f bytes planned", name, r, rel);
             if (peak != plan) fail_msg("%s rank %d: the run's peak %.0f, planned %.0f", name, r, peak, plan);
+            if (rel != 0) released = np; /* a release planned: checked after every world size's peak */
         }
         cJSON_Delete(j);
         free(t);
     }
+    if (released)
+        fail_msg("xrp%d: the stage received the whole policy and released it at its opening (or planned so)", released);
 }
 
 /* Arguments: the names of the tests to run (all without); the sanitizer
