@@ -74,8 +74,8 @@ static int largest_rank(const model_config *mc, const run_grpo_shape *sh0, run_g
     return (int)best;
 }
 
-/* A rank's peak: the stage's plan, or at ZeRO 3 the opening with the whole
- * model loaded when that is more. */
+/* A rank's peak: the stage's plan, or at ZeRO 3 after a stage at 0-2 the
+ * opening with the whole model, when that is more. */
 static size_t run_peak(const run_grpo_mem *m) { return m->release_peak > m->total ? m->release_peak : m->total; }
 
 static void line(const char *role, size_t r0, size_t rl) {
@@ -256,10 +256,11 @@ int cli_cmd_plan(int argc, char **argv) {
                ep > 1 ? "the non-expert weights and gradients, 1 / EP of the experts' and the activations"
                : zs < 2 ? "the replicated weights, gradients and activations"
                : zs == 2 ? "the replicated weights and activations"
-                         : "the whole model at load (or the unit windows, activations and rollout)",
+                         : in.sh.whole_at_open ? "the whole model left by the stage before (zero_stage 0-2)"
+                                                 : "the unit windows, activations and rollout",
                gpu_gb, zs < 3 ? "needs ZeRO 3 or expert / tensor parallelism"
-                               : "needs a sharded load (each rank reading its range) or expert / tensor parallelism, "
-                                 "not built");
+               : in.sh.whole_at_open ? "train the stage before at zero_stage 3 too"
+                                     : "needs expert / tensor parallelism");
     run_grpo_comm cv;
     run_grpo_comm_volume(&mc, &sh, &cv);
     printf("communication per optimizer step per rank (bytes sent, ring algorithms; computed):\n");
