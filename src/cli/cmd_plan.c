@@ -231,7 +231,8 @@ int cli_cmd_plan(int argc, char **argv) {
     size_t need = run_peak(&ml);
     printf("fits in %g GB: %s (largest rank %.2f GB%s)\n", gpu_gb, need <= budget ? "yes" : "NO", need / 1e9,
            need > ml.total ? ": the whole model, left by the stage before (zero_stage 0-2), beside the buffers "
-           "made before the release" : zs == 3 && !in.sh.lora ? "; the load reads each rank's shard only" : "");
+           "made before the release" : zs == 3 && !in.sh.lora && !in.sh.whole_at_open
+                                   ? "; the load reads each rank's shard only" : "");
     /* a rank's bytes never grow with W (its prompts ceil(P / W), its ZeRO
      * shard ceil(n / W)): the smallest W in [1, 4096] that fits (a multiple
      * of EP), by bisection */
