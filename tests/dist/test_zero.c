@@ -279,7 +279,9 @@ static void test_zero3_after(void **state) {
  *   - init_std (random weights from scratch): each rank draws its range,
  *     model_init_random's values;
  *   - the GRPO stage's init_from = "model": the model directory read
- *     sharded again, the reference read from it.
+ *     sharded again, the reference read from it;
+ *   - the GRPO stage at ZeRO 2 instead: the sharded policy gathered whole
+ *     after the SFT stage (its arena restored), then trained as ZeRO 2's.
  * At stage 3 the GRPO stage never receives a whole policy: its summary has
  * no peak at a release (loading whole and releasing at the opening
  * recorded one). */
@@ -304,8 +306,9 @@ static void test_zero3_loads(void **state) {
     const char *z2[] = {"--set", "stages.grpo.zero_stage=2", "--set", "stages.sft.zero_stage=2", NULL};
     const struct {
         const char *name, *set;
-    } v[] = {{"ld", NULL}, {"ldr", "init_std=0.02"}, {"ldi", "stages.grpo.init_from=model"}};
-    for (int i = 0; i < 3; i++) {
+    } v[] = {{"ld", NULL}, {"ldr", "init_std=0.02"}, {"ldi", "stages.grpo.init_from=model"},
+             {"ldg", "stages.grpo.zero_stage=2"}};
+    for (int i = 0; i < 4; i++) {
         char x[16], y[16], rel[96];
         snprintf(x, sizeof x, "%s3", v[i].name);
         snprintf(y, sizeof y, "%s2", v[i].name);
