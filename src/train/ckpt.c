@@ -14,7 +14,10 @@
  *   tokenizer.json, tokenizer_config.json
  *   optimizer.safetensors   AdamW moments "m.NAME", "v.NAME" (float32); at ZeRO 1
  *                           instead optimizer-rank-R-of-W.safetensors, each
- *                           rank's shard (ckpt_optim.c)
+ *                           rank's shard (ckpt_optim.c); with expert
+ *                           parallelism (ZeRO 0 and 1) the whole model's
+ *                           optimizer.safetensors, every rank writing the
+ *                           parts it holds (ckpt_ep.c)
  *   ref.safetensors         the reference model (GRPO with beta != 0), float32,
  *                           streamed and sharded the same way (ref-0000i-...)
  *   trainer_state.json      stage, steps, data cursor, optimizer counters,
@@ -225,7 +228,7 @@ static cJSON *state_json(const run_ctx *c, const run_train_state *st, const opti
     cJSON_AddNumberToObject(j, "seed", (double)c->seed);
     cJSON_AddBoolToObject(j, "has_optimizer", o != NULL);
     cJSON_AddBoolToObject(j, "has_ref", has_ref);
-    /* expert parallelism: the optimizer state is per EP index (optimizer-ep-J-of-EP.safetensors) */
+    /* for the record: any expert_parallel_size resumes it (ckpt_ep.c) */
     cJSON_AddNumberToObject(j, "expert_parallel_size", c->ep > 1 ? c->ep : 1);
     cJSON_AddBoolToObject(j, "adapter", c->lora != NULL);
     if (o) {
@@ -233,9 +236,11 @@ static cJSON *state_json(const run_ctx *c, const run_train_state *st, const opti
         cJSON_AddNumberToObject(j, "optim_step", (double)oc.step);
         cJSON_AddNumberToObject(j, "optim_skipped", (double)oc.n_skipped);
         cJSON_AddNumberToObject(j, "zero_stage", o->zero_shards ? o->zero_stage : 0); /* the record; the next two decide */
-        if (o->zero_shards) {
+        if (o->zero_shards && c->ep <= 1) {
             cJSON_AddNumberToObject(j, "optimizer_shards", o->zero_shards);
             cJSON_AddNumberToObject(j, "optimizer_numel", (double)o->n);
+        } else { /* optimizer.safetensors by name (EP > 1: written by every rank, ckpt_ep.c) */
+            cJSON_AddBoolToObject(j, "optimizer_by_name", 1);
         }
     }
     cJSON_AddItemToObject(j, "summary", cJSON_Duplicate(c->summary, 1));
@@ -303,7 +308,7 @@ static base_status ckpt_write(run_ctx *c, const run_train_state *st, const optim
  * no step-N). */
 base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *opt, const model *ref, int keep) {
     base_status s = BASE_OK;
-    if (opt && opt->zero_shards) {
+    if (opt && opt->zero_shards && c->ep <= 1) {
         char *root = base_path_join(c->dir, "checkpoints"), tmpname[64];
         snprintf(tmpname, sizeof tmpname, ".tmp-step-%lld", (long long)st->total_steps);
         char *tmp = base_path_join(root, tmpname);
@@ -330,14 +335,7 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
         s = run_agree(c, s, "writing the checkpoint");
         if (!s) s = run_ep_write_weights(c, c->policy, tmp, "model", ckpt_shard_bytes());
         if (!s && ref) s = run_ep_write_weights(c, ref, tmp, "ref", ckpt_shard_bytes());
-        if (!s && opt) { /* the AdamW state of each EP index's arena, by EP group 0 */
-            char name[80];
-            snprintf(name, sizeof name, "optimizer-ep-%05d-of-%05d.safetensors", c->rank % c->ep, c->ep);
-            char *p = base_path_join(tmp, name);
-            s = run_agree(c, c->rank < c->ep ? write_optim(opt, p) : BASE_OK,
-                          "writing the checkpoint's optimizer state per EP index");
-            free(p);
-        }
+        if (!s && opt) s = run_ep_write_optim(c, opt, tmp); /* every rank's AdamW state, whole-model names */
         free(root), free(tmp);
         if (s) return s;
     }
@@ -483,11 +481,16 @@ static base_status parse_state(const recipe *rc, const cJSON *j, const char *fil
         return base_err_set(BASE_ERR_INVALID,
                             "%s: 'has_optimizer' is false inside stage '%s': no optimizer state to resume from", file,
                             name);
+    /* expert parallelism: the optimizer state in optimizer.safetensors by name
+     * ("optimizer_by_name"); older grpo wrote one file per EP index */
     const cJSON *epj = cJSON_GetObjectItemCaseSensitive(j, "expert_parallel_size");
-    if (cJSON_IsNumber(epj) && epj->valuedouble > 1)
+    if (cJSON_IsNumber(epj) && epj->valuedouble > 1 && k->has_optim &&
+        !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "optimizer_by_name")))
         return base_err_set(BASE_ERR_UNSUPPORTED,
-                            "%s: a checkpoint of a run with expert_parallel_size = %g: resuming it is not built (its "
-                            "model.safetensors is complete: start a new run from it with model = its directory)",
+                            "%s: a checkpoint of a run with expert_parallel_size = %g written by an older grpo "
+                            "(optimizer-ep-J-of-EP files, no 'optimizer_by_name'): its optimizer state does not "
+                            "resume (its model.safetensors is complete: start a new run from it with model = its "
+                            "directory)",
                             file, epj->valuedouble);
     if (k->has_optim) {
         s = state_int(j, file, "optim_step", 0, BIG, &k->optim_step);
@@ -665,9 +668,16 @@ const char *run_ckpt_dir(const run_ckpt *k) { return k->dir; }
 int run_ckpt_has_ref(const run_ckpt *k) { return k->has_ref; }
 cJSON *run_ckpt_summary(const run_ckpt *k) { return cJSON_Duplicate(k->summary, 1); }
 
-base_status run_ckpt_load_optim(const run_ckpt *k, optim *o) {
+base_status run_ckpt_load_optim(const run_ckpt *k, const model *policy, optim *o) {
     if (!k->has_optim) return base_err_set(BASE_ERR_INVALID, "%s: no optimizer state to resume from", k->dir);
-    base_status s = run_ckpt_read_optim(k->dir, (int)k->optim_shards, k->optim_numel, o);
+    int64_t *src = NULL, src_n = 0;
+    base_status s = BASE_OK;
+    if (k->optim_shards && policy && model_get_ep(policy)) { /* an EP 1 run's shards onto this EP index's arena */
+        src = base_xmalloc(((size_t)o->n_params + 1) * sizeof *src);
+        s = run_ep_whole_offsets(policy, o, src, &src_n);
+    }
+    if (!s) s = run_ckpt_read_optim(k->dir, (int)k->optim_shards, k->optim_numel, src, src_n, o);
+    free(src);
     if (!s) s = optim_counters_set(o, (optim_counters){k->optim_step, k->optim_skipped});
     return s;
 }

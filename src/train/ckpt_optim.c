@@ -3,17 +3,23 @@
  * whatever range this rank's optimizer holds (re-sharding on load):
  *
  *   ZeRO 0  optimizer.safetensors: "m.NAME", "v.NAME" [numel] per trained
- *           parameter (rank 0 writes it, ckpt.c)
+ *           parameter (rank 0 writes it, ckpt.c; with expert parallelism
+ *           the same file of the whole model, written by the ranks holding
+ *           each part at ZeRO 0 and 1: ckpt_ep.c)
  *   ZeRO 1  optimizer-rank-R-of-W.safetensors, one per rank R of the W that
- *           wrote it: "m" and "v" [hi - lo], the arena elements [lo, hi) =
- *           run_split(numel, R, W) (trainer_state.json records W as
- *           "optimizer_shards" and the arena's size as "optimizer_numel";
- *           the file's metadata repeats offset, numel, rank and world)
+ *           wrote it (expert_parallel_size 1): "m" and "v" [hi - lo], the
+ *           arena elements [lo, hi) = run_split(numel, R, W)
+ *           (trainer_state.json records W as "optimizer_shards" and the
+ *           arena's size as "optimizer_numel"; the file's metadata repeats
+ *           offset, numel, rank and world)
  *
  * The loader copies into this rank's range [state_lo, state_lo + state_n)
  * the parts of the file(s) that overlap it, straight from the mapped files
- * (a shard that does not overlap is not opened), so any layout resumes
- * under any world size and ZeRO stage.
+ * (by name from optimizer.safetensors; from the shards by arena offset,
+ * mapped parameter by parameter onto the whole model's arena when this
+ * run holds 1 / EP of the experts; a shard that holds none of the range is
+ * not opened), so any layout resumes under any world size, ZeRO stage and
+ * expert_parallel_size.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -98,38 +104,79 @@ static base_status read_full(const char *dir, const optim *o, float *m, float *v
     return s;
 }
 
-static base_status read_shards(const char *dir, int shards, int64_t numel, const optim *o, float *m, float *v) {
-    if (numel != o->n)
-        return base_err_set(BASE_ERR_INVALID,
-                            "%s/trainer_state.json: 'optimizer_numel' is %lld but this run's optimizer arena has "
-                            "%lld elements (a checkpoint of another model?)",
-                            dir, (long long)numel, (long long)o->n);
-    const int64_t lo = o->state_lo, hi = o->state_lo + o->state_n;
-    base_status s = BASE_OK;
-    for (int r = 0; r < shards && !s; r++) {
-        int64_t slo, shi;
-        run_split(numel, r, shards, &slo, &shi);
-        int64_t a = slo > lo ? slo : lo, b = shi < hi ? shi : hi;
-        if (b <= a) continue; /* no overlap: not opened */
-        char *name = run_ckpt_optim_shard_name(r, shards), *p = base_path_join(dir, name);
-        st_file *f;
-        s = st_open(p, &f);
-        free(name), free(p);
-        if (s) break;
-        const st_tensor *tm = NULL, *tv = NULL;
-        s = f32_tensor(f, "m", shi - slo, &tm);
-        if (!s) s = f32_tensor(f, "v", shi - slo, &tv);
-        if (!s) copy_range(m, v, lo, tm, tv, slo, a, b);
-        st_close(f);
-    }
+/* The shard file r of `shards` over an arena of numel elements, opened on
+ * first use (f[r]) with its m and v checked. */
+static base_status shard_open(const char *dir, int r, int shards, int64_t numel, st_file **f) {
+    if (f[r]) return BASE_OK;
+    int64_t slo, shi;
+    run_split(numel, r, shards, &slo, &shi);
+    char *name = run_ckpt_optim_shard_name(r, shards), *p = base_path_join(dir, name);
+    base_status s = st_open(p, &f[r]);
+    free(name), free(p);
+    const st_tensor *t;
+    if (!s) s = f32_tensor(f[r], "m", shi - slo, &t);
+    if (!s) s = f32_tensor(f[r], "v", shi - slo, &t);
     return s;
 }
 
-base_status run_ckpt_read_optim(const char *dir, int shards, int64_t numel, optim *o) {
+/* Parameter by parameter: the part [a, b) of parameter i inside this rank's
+ * range, taken from the shards that hold its source elements [src[i] +
+ * (a - offset), ...) of the writer's arena (a shard that holds none of
+ * them is not opened). */
+static base_status read_shards(const char *dir, int shards, int64_t numel, const int64_t *src, int64_t src_n,
+                               const optim *o, float *m, float *v) {
+    if (numel != src_n)
+        return base_err_set(BASE_ERR_INVALID,
+                            "%s/trainer_state.json: 'optimizer_numel' is %lld but this run's model arena has %lld "
+                            "elements%s (a checkpoint of another model?)",
+                            dir, (long long)numel, (long long)src_n,
+                            src_n != o->n ? " with every routed expert" : "");
+    const int64_t lo = o->state_lo, hi = o->state_lo + o->state_n;
+    st_file **f = base_xcalloc((size_t)shards, sizeof *f);
+    base_status s = BASE_OK;
+    for (int i = 0; i < o->n_params && !s; i++) {
+        const optim_param *pp = &o->params[i];
+        int64_t a = pp->offset > lo ? pp->offset : lo, b = pp->offset + pp->numel < hi ? pp->offset + pp->numel : hi;
+        if (b <= a) continue; /* another rank's */
+        int64_t sa = (src ? src[i] : pp->offset) + (a - pp->offset), sb = sa + (b - a);
+        if (sa < 0 || sb > numel) {
+            s = base_err_set(BASE_ERR_INVALID, "%s: %s outside the shards' arena of %lld elements", dir, pp->name,
+                             (long long)numel);
+            break;
+        }
+        int r = (int)(sa * shards / numel); /* the shard holding sa: near sa x shards / numel */
+        if (r >= shards) r = shards - 1;
+        int64_t slo, shi;
+        run_split(numel, r, shards, &slo, &shi);
+        while (r > 0 && slo > sa) run_split(numel, --r, shards, &slo, &shi);
+        while (shi <= sa) run_split(numel, ++r, shards, &slo, &shi);
+        for (; r < shards && !s; r++) {
+            run_split(numel, r, shards, &slo, &shi);
+            if (slo >= sb) break;
+            int64_t x = slo > sa ? slo : sa, y = shi < sb ? shi : sb;
+            if (y <= x) continue;
+            s = shard_open(dir, r, shards, numel, f);
+            if (s) break;
+            const st_tensor *tm = st_find(f[r], "m"), *tv = st_find(f[r], "v");
+            size_t bytes = (size_t)(y - x) * sizeof(float), from = (size_t)(x - slo) * sizeof(float);
+            int64_t to = a + (x - sa) - lo;
+            memcpy(m + to, (const char *)tm->data + from, bytes);
+            memcpy(v + to, (const char *)tv->data + from, bytes);
+        }
+    }
+    for (int r = 0; r < shards; r++)
+        if (f[r]) st_close(f[r]);
+    free(f);
+    return s;
+}
+
+base_status run_ckpt_read_optim(const char *dir, int shards, int64_t numel, const int64_t *src, int64_t src_n,
+                                optim *o) {
     size_t n = (size_t)o->state_n;
     float *m = base_xmalloc((n + 1) * sizeof(float)), *v = base_xmalloc((n + 1) * sizeof(float));
     optim_state_download(o, m, v); /* keeps what the files do not name (frozen elements, padding) */
-    base_status s = shards > 0 ? read_shards(dir, shards, numel, o, m, v) : read_full(dir, o, m, v);
+    base_status s = shards > 0 ? read_shards(dir, shards, numel, src, src ? src_n : o->n, o, m, v)
+                               : read_full(dir, o, m, v);
     if (!s) optim_state_upload(o, m, v);
     free(m), free(v);
     return s;

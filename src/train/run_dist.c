@@ -108,13 +108,17 @@ base_status run_test_fault(run_ctx *c) {
 }
 
 void run_zero_shard(const run_ctx *c, const recipe_train_cfg *train, int64_t n, int64_t *lo, int64_t *hi) {
-    if (train->zero_stage >= 1) run_split(n, c->rank, c->world, lo, hi);
+    if (train->zero_stage >= 1 && c->ep > 1) run_split(n, c->rank / c->ep, c->world / c->ep, lo, hi); /* expert-DP group */
+    else if (train->zero_stage >= 1) run_split(n, c->rank, c->world, lo, hi);
     else *lo = 0, *hi = n;
 }
 
 base_status run_gather_params(run_ctx *c, const optim *o) {
-    if (!o->zero_shards || c->world <= 1 || o->param_sharded) return BASE_OK; /* ZeRO 3: no whole copy */
-    int W = c->world;
+    if (o->zero_shards <= 1 || c->world <= 1 || o->param_sharded) return BASE_OK; /* ZeRO 3: no whole copy */
+    /* the ranks holding the same arena: the world, or with EP > 1 the
+     * expert-data-parallel group (o->zero_rank = rank / EP among them) */
+    int W = o->zero_shards;
+    dist_comm *comm = c->ep > 1 ? c->edp_dev : c->dev;
     size_t *counts = base_xcalloc((size_t)W, sizeof *counts);
     for (int r = 0; r < W; r++) {
         int64_t lo, hi;
@@ -123,10 +127,10 @@ base_status run_gather_params(run_ctx *c, const optim *o) {
     }
     /* the send buffer may not alias the receive buffer: this rank's shard
      * goes through a copy (4 bytes x shard, freed at once) */
-    size_t bytes = counts[c->rank] * sizeof(float);
+    size_t bytes = counts[o->zero_rank] * sizeof(float);
     float *mine = c->ops->alloc(bytes ? bytes : sizeof(float));
     c->ops->copy(mine, o->param + o->state_lo, bytes);
-    base_status s = dist_allgatherv(c->dev, mine, o->param, counts, DIST_F32);
+    base_status s = dist_allgatherv(comm, mine, o->param, counts, DIST_F32);
     c->ops->free(mine);
     free(counts);
     return s ? base_err_wrap(s, "gathering the updated parameter shards of %d ranks (ZeRO %d)", W, o->zero_stage)

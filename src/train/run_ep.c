@@ -122,16 +122,6 @@ base_status run_ep_open(run_ctx *c, const char *model_dir) {
     }
     s = run_ep_check(&mc, ep, c->world, zero, c->cfg->lora.set);
     if (s) return s;
-    if (zero == 1)
-        return base_err_set(BASE_ERR_UNSUPPORTED,
-                            "zero_stage = 1 with expert_parallel_size = %lld: not built for runs yet (grpo plan plans "
-                            "it); zero_stage = 0",
-                            (long long)ep);
-    if (c->opts.resume)
-        return base_err_set(BASE_ERR_UNSUPPORTED,
-                            "--resume with expert_parallel_size = %lld: not built (a checkpoint's model.safetensors "
-                            "is complete: start a new run from it)",
-                            (long long)ep);
     c->ep = (int)ep;
     s = dist_comm_split(c->host, c->rank / c->ep, c->rank, "ep", &c->ep_host);
     if (!s) s = dist_comm_split(c->host, c->rank % c->ep, c->rank, "expert_dp", &c->edp_host);
@@ -286,8 +276,12 @@ base_status run_ep_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *
  * local gate/up (then down) entries replaced by every expert's, named with
  * its global index; gidx[i] = the local entry of global entry i, -1 for
  * another rank's expert. */
-static int whole_table(const model *m, int e0, int el, model_param **out, int **gidx) {
+int run_ep_whole_table(const model *m, model_param **out, int **gidx) {
     const model_config *mc = model_cfg(m);
+    const model_ep *x = model_get_ep(m);
+    int e0, e1;
+    model_ep_local_experts(mc, x ? x->size : 1, x ? x->rank : 0, &e0, &e1);
+    int el = e1 - e0;
     int n = model_nparams(m), E = mc->n_routed_experts, cap = n + 3 * E * (mc->num_hidden_layers + 1) + 16, ng = 0;
     model_param *t = base_xcalloc((size_t)cap, sizeof *t);
     int *g = base_xcalloc((size_t)cap, sizeof *g);
@@ -328,10 +322,8 @@ static base_status fill_local(void *ctx, int i, uint64_t off, void *dst, size_t 
 }
 
 base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, const char *stem, uint64_t shard_bytes) {
-    int e0, e1;
-    model_ep_local_experts(model_cfg(m), c->ep, c->rank % c->ep, &e0, &e1);
     model_param *t;
-    int *g, ng = whole_table(m, e0, e1 - e0, &t, &g);
+    int *g, ng = run_ep_whole_table(m, &t, &g);
     st_plan *p = NULL;
     base_status s = run_ckpt_weights_plan(t, ng, stem, shard_bytes == UINT64_MAX ? 0 : shard_bytes, &p);
     s = run_agree(c, s, "laying out the checkpoint's weight files");

@@ -146,6 +146,23 @@ base_status run_ep_summary(run_ctx *c, const char *stage);
  * shared files), rank 0 renames them into place; each step agreed. */
 base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, const char *stem,
                                  uint64_t shard_bytes);
+/* The whole model's parameter table (every routed expert, global names, the
+ * table order of an EP 1 model) from an EP model's (or any model's): *out
+ * [returned count] with the local entries' offsets, gidx[i] the local
+ * entry of whole entry i or -1 (another EP index's expert). Caller frees
+ * both. */
+int run_ep_whole_table(const model *m, model_param **out, int **gidx);
+/* ckpt_ep.c: the AdamW state of an EP > 1 run (ZeRO 0 or 1) into the
+ * consolidated DIR/optimizer.safetensors ("m.NAME", "v.NAME" of every
+ * trained parameter under its global name: what one process writes for
+ * the whole model), each element written by exactly one rank holding it.
+ * A collective; each step agreed. */
+base_status run_ep_write_optim(run_ctx *c, const optim *o, const char *dir);
+/* ckpt_ep.c: for every parameter of o (planned from model m's arena), its
+ * offset in the arena of the whole model (EP 1, every expert) in src[i],
+ * and that arena's size in *whole_n: how a checkpoint's ZeRO 1 shards of
+ * an EP 1 run map onto m's arena. m without EP: o's own offsets. */
+base_status run_ep_whole_offsets(const model *m, const optim *o, int64_t *src, int64_t *whole_n);
 /* run_grpo_memory's roles with sh->ep > 1 (run_ep_check's refusals
  * first): the weights, reference weights, gradients, AdamW state and ZeRO
  * 1 copy of a rank holding 1 / EP of the routed experts (ZeRO 1: its
@@ -181,11 +198,14 @@ base_status run_reduce_grads(run_ctx *c, float *grads);
 /* ZeRO stages 1 and 2 (docs/distributed.md): the range [lo, hi) of an
  * arena of n elements whose AdamW state (and at stage 2 gradients) this rank
  * holds: run_split(n, rank, world) when train->zero_stage is 1 or 2, else
- * all of it. */
+ * all of it. With EP > 1 the arena is the EP index's, split over the
+ * expert-data-parallel group: run_split(n, rank / EP, world / EP). */
 void run_zero_shard(const run_ctx *c, const recipe_train_cfg *train, int64_t n, int64_t *lo, int64_t *hi);
 /* After an optimizer step of a sharded optimizer (o->zero_shards): every
- * rank's updated shard of the parameter arena all-gathered (on c->dev), so
- * every rank holds the whole updated weights. A no-op otherwise. */
+ * rank's updated shard of the parameter arena all-gathered (on c->dev; with
+ * EP > 1 over the expert-data-parallel group, o->zero_shards = world / EP
+ * ranks holding the same arena), so every rank holds its whole updated
+ * weights. A no-op otherwise. */
 base_status run_gather_params(run_ctx *c, const optim *o);
 /* ---- ZeRO 2 (run_zero.c) ---- */
 typedef struct run_zero2 run_zero2;
@@ -649,8 +669,10 @@ base_status run_ckpt_parse_state(const recipe *rc, const char *dir, const char *
 base_status run_ckpt_check_cursor(const run_ckpt *k, int64_t nrows);
 const run_train_state *run_ckpt_state(const run_ckpt *k);
 const char *run_ckpt_dir(const run_ckpt *k);
-/* Restore optimizer moments and counters (opt planned from the same model). */
-base_status run_ckpt_load_optim(const run_ckpt *k, optim *opt);
+/* Restore optimizer moments and counters (opt planned from the arena of
+ * `policy`, NULL for a LoRA adapter's; an EP policy maps the checkpoint's
+ * whole-model layout onto its experts). */
+base_status run_ckpt_load_optim(const run_ckpt *k, const model *policy, optim *opt);
 /* ckpt_optim.c: the optimizer state of a checkpoint in either layout
  * (optimizer.safetensors; ZeRO 1: one file per rank of the run that wrote
  * it). "optimizer-rank-R-of-W.safetensors" (caller frees). */
@@ -658,9 +680,12 @@ char *run_ckpt_optim_shard_name(int rank, int world);
 /* This rank's shard (o->zero_rank of o->zero_shards) into DIR. */
 base_status run_ckpt_write_optim_shard(const optim *o, const char *dir);
 /* m and v of o's range [state_lo, state_lo + state_n) from DIR's
- * optimizer.safetensors (shards 0) or its `shards` shard files of an arena
- * of `numel` elements: re-sharded to any world size and ZeRO stage. */
-base_status run_ckpt_read_optim(const char *dir, int shards, int64_t numel, optim *o);
+ * optimizer.safetensors (shards 0; by name) or its `shards` shard files of
+ * an arena of `numel` elements (by arena offset: o's own, or src[i] for
+ * parameter i when src is not NULL, an arena of src_n elements): re-sharded
+ * to any world size, ZeRO stage and expert_parallel_size. */
+base_status run_ckpt_read_optim(const char *dir, int shards, int64_t numel, const int64_t *src, int64_t src_n,
+                                optim *o);
 /* Load the saved reference weights into ref (same config). */
 base_status run_ckpt_load_ref(const run_ckpt *k, model *ref);
 int run_ckpt_has_ref(const run_ckpt *k);

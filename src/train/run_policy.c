@@ -80,7 +80,9 @@ base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max
     run_zero_shard(c, train, na, &lo, &hi);
     base_status s = optim_init_arena_shard(o, c->ops, &oc, specs, k, NULL, model_params(c->policy), grads, na, lo, hi);
     free(specs);
-    if (!s && train->zero_stage >= 1)
+    if (!s && train->zero_stage >= 1 && c->ep > 1) /* sharded within the expert-data-parallel group */
+        o->zero_shards = c->world / c->ep, o->zero_rank = c->rank / c->ep, o->zero_stage = (int)train->zero_stage;
+    else if (!s && train->zero_stage >= 1)
         o->zero_shards = c->world, o->zero_rank = c->rank, o->zero_stage = (int)train->zero_stage;
     if (!s && train->zero_stage >= 2) s = run_zero2_new(c, o, &c->z2);
     return s;

@@ -5,10 +5,12 @@
  *     not divide the world size, one that does not divide n_routed_experts,
  *     training stages with different EPs, LoRA or ZeRO 2 with EP > 1; each
  *     message names expert_parallel_size and the value;
- *   - ZeRO 1 with EP > 1 refused (planned by grpo plan, not run);
  *   - expert_parallel_size = 1 and 2 run; an EP 2 checkpoint records its EP
- *     and per-EP-index optimizer files, and --resume of it (with EP 2, or
- *     EP 1) is refused by name.
+ *     and its optimizer state in optimizer.safetensors by name, and resumes
+ *     with EP 1 (tests/dist/test_ep_resume.c: resume across EP, world size
+ *     and ZeRO against the uninterrupted runs); a checkpoint without
+ *     'optimizer_by_name' (older grpo's per-EP-index files) is refused by
+ *     name.
  * MPIRUN (tests/dist/meson.build) is the launcher; OMPI_* in the test
  * environment let Open MPI run as root and oversubscribe CI's cores. */
 #include "dp_common.h"
@@ -86,9 +88,6 @@ static void test_refused(void **state) {
     const char *zero[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
                           "--set", "stages.sft.zero_stage=2", NULL};
     expect_refused(2, "ep_zero", zero, "zero_stage = 2 with expert_parallel_size = 2");
-    const char *z1[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
-                        "--set", "stages.grpo.zero_stage=1", NULL};
-    expect_refused(2, "ep_zero1", z1, "zero_stage = 1 with expert_parallel_size = 2: not built for runs yet");
     /* expert_parallel_size = 1 (the default, and set) runs */
     const char *one[] = {"--set", "stages.grpo.expert_parallel_size=1", "--set", "stages.sft.expert_parallel_size=1",
                          NULL};
@@ -98,7 +97,8 @@ static void test_refused(void **state) {
         fail_msg("run ep_one: exit %d:\n%s", rc, e);
     }
     assert_true(exists_rel("runs/ep_one/checkpoints/step-4/model.safetensors"));
-    /* an EP 2 run to the end; its checkpoint records the EP and is not resumed (with EP 2 or 1) */
+    /* an EP 2 run stopped after 2 steps; its checkpoint records the EP and
+     * the optimizer state by name, and resumes with EP 1 */
     const char *two[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
                          "--max-total-steps", "2", NULL};
     rc = run_fresh(2, "ep_two", two);
@@ -108,21 +108,27 @@ static void test_refused(void **state) {
     }
     char *st = read_rel("runs/ep_two/checkpoints/step-2/trainer_state.json");
     assert_non_null(strstr(st, "\"expert_parallel_size\": 2"));
-    free(st);
-    assert_true(exists_rel("runs/ep_two/checkpoints/step-2/optimizer-ep-00001-of-00002.safetensors"));
-    const char *again[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
-                           "--resume", NULL};
-    rc = run_fresh(2, "ep_two", again);
-    char *e = read_rel("ep_two.err");
-    if (rc == 0 || !strstr(e, "a checkpoint of a run with expert_parallel_size = 2: resuming it is not built"))
-        fail_msg("resume with EP 2: exit %d:\n%s", rc, e);
-    free(e);
+    assert_non_null(strstr(st, "\"optimizer_by_name\": true"));
+    assert_true(exists_rel("runs/ep_two/checkpoints/step-2/optimizer.safetensors"));
+    /* older grpo's EP checkpoint (no optimizer_by_name): refused by name, the run left as it was */
+    char *old = base_xstrdup(st), *at = strstr(old, "\"optimizer_by_name\"");
+    memcpy(at, "\"optimizer_by_nome\"", strlen("\"optimizer_by_nome\""));
+    write_rel("runs/ep_two/checkpoints/step-2/trainer_state.json", old);
     const char *as1[] = {"--resume", NULL};
     rc = run_fresh(2, "ep_two", as1);
-    e = read_rel("ep_two.err");
-    if (rc == 0 || !strstr(e, "a checkpoint of a run with expert_parallel_size = 2: resuming it is not built"))
-        fail_msg("resume of an EP 2 checkpoint with EP 1: exit %d:\n%s", rc, e);
+    char *e = read_rel("ep_two.err");
+    if (rc == 0 || !strstr(e, "a checkpoint of a run with expert_parallel_size = 2 written by an older grpo"))
+        fail_msg("resume of an old-layout EP 2 checkpoint: exit %d:\n%s", rc, e);
     free(e);
+    assert_false(exists_rel("runs/ep_two/checkpoints/step-4"));
+    write_rel("runs/ep_two/checkpoints/step-2/trainer_state.json", st);
+    free(old), free(st);
+    rc = run_fresh(2, "ep_two", as1);
+    if (rc) {
+        e = read_rel("ep_two.err");
+        fail_msg("resume of an EP 2 checkpoint with EP 1: exit %d:\n%s", rc, e);
+    }
+    assert_true(exists_rel("runs/ep_two/checkpoints/step-4/optimizer.safetensors"));
 }
 
 int main(void) {
