@@ -224,6 +224,7 @@ int cli_cmd_plan(int argc, char **argv) {
     line("activations", m0.activations, ml.activations);
     line("reference pass activations", m0.ref_activations, ml.ref_activations);
     line("rollout (KV cache, tables, workspace)", m0.rollout, ml.rollout);
+    if (ep > 1) line("  (of these three: EP dispatch)", m0.ep_dispatch, ml.ep_dispatch);
     line("ZeRO 1/2 all-gather copy", m0.gather, ml.gather);
     line("total", m0.total, ml.total);
     if (zs == 3 && !in.sh.lora && in.sh.whole_at_open) /* an earlier stage-0-2 stage left the policy whole */

@@ -389,6 +389,55 @@ void model_backward(model_train *tr, const float *g_logp, const float *g_ent, fl
     backward(tr, g_logp, g_ent, grads, NULL);
 }
 
+/* The backward of a zero-row forward (model_train_join_forward): backward()'s
+ * sequence of unit uses, windows and MoE exchanges, with no rows of this
+ * rank's own; only the rows peers send to this rank's experts are
+ * differentiated (their weight gradients accumulate as in a real pass). */
+void model_train_join_backward(model_train *tr, float *grads, const model_grad_hooks *h) {
+    static float windowed; /* as backward(): a flag, never written */
+    if (!tr->have_join) base_die("model_train_join_backward: no zero-row forward to follow");
+    if (h && (!h->begin || !h->end)) base_die("model_train_join_backward: incomplete hooks");
+    model *m = tr->m;
+    const model_config *c = &m->cfg;
+    int L = c->num_hidden_layers, tied = c->tie_word_embeddings;
+    bwd_scratch *b = &tr->b;
+    int64_t *ulo = NULL, *uhi = NULL;
+    const int32_t *zeros = tr->host_off; /* n_routed_experts + 1 zeros (the join forward's) */
+    if (h) {
+        ulo = base_xmalloc(2 * (size_t)(L + 2) * sizeof(int64_t)), uhi = ulo + L + 2;
+        model_grad_unit_ranges(m, ulo, uhi);
+        grads = &windowed;
+        b->gw_emb = NULL;
+        if (tied) {
+            model_unit_use(m, 0);
+            b->gw_emb = h->begin(h->ctx, 0);
+            b->emb_lo = ulo[0], b->emb_hi = uhi[0];
+            b->pw_emb = unit_weights(m, ulo, 0);
+        }
+    }
+    model_unit_use(m, L + 1);
+    unit_open(b, h, m, ulo, uhi, L + 1);
+    unit_close(b, h, L + 1);
+    tr->eh.err = BASE_OK;
+    for (int l = L - 1; l >= 0; l--) {
+        layer_acts *A = &tr->acts[tr->nacts == 1 ? 0 : l];
+        int moe = m->has_ep && m->w.layers[l].moe;
+        model_unit_use(m, 1 + l);
+        if (tr->lim.recompute && moe) ep_join_fwd(m, l, A, zeros); /* the recomputation's exchanges */
+        unit_open(b, h, m, ulo, uhi, 1 + l);
+        if (moe) ep_join_bwd(m, l, A, b, grads, routed_bwd);
+        unit_close(b, h, 1 + l);
+    }
+    if (tr->eh.err) base_die("backward (zero rows): %s", tr->eh.msg);
+    if (h) {
+        if (!tied) h->begin(h->ctx, 0);
+        h->end(h->ctx, 0);
+        b->gw = b->gw_emb = NULL;
+        free(ulo);
+    }
+    tr->have_join = 0;
+}
+
 void model_backward_units(model_train *tr, const float *g_logp, const float *g_ent, const model_grad_hooks *h) {
     if (!h || !h->begin || !h->end) base_die("model_backward_units: no hooks");
     if (!tr->m->params && !tr->m->released) base_die("model_backward_units: the model holds no master weights");

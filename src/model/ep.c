@@ -19,6 +19,12 @@
  * backward runs over the received rows (weight gradients of the local
  * experts accumulate locally), and dxe comes back.
  *
+ * A rank with no rows of its own in a pass (fewer micro-batches than its
+ * peers: model_train_join_forward / _backward; a finished rollout's
+ * decode step) makes the same exchanges with zero rows of its own
+ * (ep_join_fwd, ep_join_bwd): it serves the rows its peers send to its
+ * experts and sends none.
+ *
  * A pair of ranks whose rows exceed the receiver's planned capacity (the
  * pass's token limit times min(K, el): different limits on two ranks)
  * exchanges nothing (both sides see the same counts) and the pass fails
@@ -175,6 +181,20 @@ void ep_routed_fwd(const model *m, int l, layer_acts *A, const tensor *xe, tenso
     /* results back: the reverse of the rows' exchange (f32 rows) */
     byte_counts(m, A, h, (size_t)d * sizeof(float));
     ep_fail(h, m->ep.alltoallv(m->ep.ctx, A->ep_buf.data, h->bs + P, ye->data, h->bs));
+}
+
+void ep_join_fwd(const model *m, int l, layer_acts *A, const int32_t *zeros) {
+    /* no rows of its own: every expert's offset 0, the peers' rows served */
+    m->ops->upload(A->offsets.data, zeros, (size_t)(m->cfg.n_routed_experts + 1) * sizeof(int32_t));
+    tensor xe = mv_rows(&A->xe, 0), ye = mv_rows(&A->ye, 0);
+    ep_routed_fwd(m, l, A, &xe, &ye);
+}
+
+void ep_join_bwd(const model *m, int l, const layer_acts *A, bwd_scratch *b, float *grads, ep_grad_fn fn) {
+    /* zero rows of dL/dy in the compute dtype (the row size the peers send) */
+    tensor dyec = tensor_make(b->dye.data, model_cdt(m), m->ops->device, 2, (int64_t[]){0, m->cfg.hidden_size});
+    tensor dxe = mv_rows(&b->dxe, 0);
+    ep_routed_bwd(m, l, A, b, grads, &dyec, &dxe, fn);
 }
 
 void ep_routed_bwd(const model *m, int l, const layer_acts *A, bwd_scratch *b, float *grads, const tensor *dyec,

@@ -418,6 +418,12 @@ typedef void (*ep_grad_fn)(const model *m, int l, const layer_acts *A, bwd_scrat
  * the received rows, dxe back. Dies on an exchange error (naming it). */
 void ep_routed_bwd(const model *m, int l, const layer_acts *A, bwd_scratch *b, float *grads, const tensor *dyec,
                    tensor *dxe, ep_grad_fn fn);
+/* The same exchanges with no rows of this rank's own (a zero-row pass):
+ * zeros holds n_routed_experts + 1 zero offsets (host). The peers' rows
+ * to this rank's experts are served; their weight gradients accumulate
+ * as in ep_routed_bwd. */
+void ep_join_fwd(const model *m, int l, layer_acts *A, const int32_t *zeros);
+void ep_join_bwd(const model *m, int l, const layer_acts *A, bwd_scratch *b, float *grads, ep_grad_fn fn);
 
 struct model_train {
     model *m;
@@ -445,6 +451,7 @@ struct model_train {
     int nseq;
     float scale;
     int have_fwd;
+    int have_join;      /* the last forward was model_train_join_forward */
     tensor out_logp, out_ent;
     const model_lora *lora_planned; /* the adapter the arena was planned for (NULL: none) */
     ep_host eh;                     /* expert parallelism's host staging */

@@ -451,6 +451,24 @@ typedef struct {
  * weights): dies otherwise, as model_backward does for a bad state. */
 void model_backward_units(model_train *tr, const float *g_logp, const float *g_ent, const model_grad_hooks *h);
 
+/* Zero-row training passes (expert parallelism, docs/distributed.md): a
+ * rank with fewer micro-batches than the others of its EP group makes, for
+ * each one it lacks, model_train_join_forward and (when the others
+ * differentiate theirs) model_train_join_backward: the exchanges of every
+ * MoE layer in the order of model_forward / model_backward (with
+ * recompute the backward's extra forward of each layer too), with no
+ * tokens of its own. It serves the rows the peers send to its experts, so
+ * its experts' weight gradients get their share as in a real pass; nothing
+ * else is computed or written (no log-probs, no expert load, no
+ * gradient of any other weight). The unit hooks of ZeRO 3 (model_unit_use)
+ * and the gradient windows of h (NULL: grads, the arena layout) are called
+ * in the order a real pass calls them, so the windows' reductions pair up
+ * with the other ranks'. Without EP the passes make those calls only. The
+ * forward returns an exchange's error; the backward dies on one, as
+ * model_backward does. */
+base_status model_train_join_forward(model_train *tr);
+void model_train_join_backward(model_train *tr, float *grads, const model_grad_hooks *h);
+
 /* ZeRO 3 (shard.c, docs/distributed.md): parameters sharded over ranks.
  * model_arena_release frees the parameter arena (and bf16 mode's compute
  * copy) of a trainable model without an adapter; from then on every pass

@@ -249,7 +249,7 @@ base_status model_forward(model_train *tr, const model_batch *b) {
     model *m = tr->m;
     const struct ops *o = m->ops;
     const model_config *c = &m->cfg;
-    tr->have_fwd = 0;
+    tr->have_fwd = tr->have_join = 0;
     int32_t *hpos = tr->host_i32, *htgt = tr->host_i32 + tr->lim.max_tokens;
     base_status st = model_check_batch(m, b->nseq, b->ids, b->cu_seqlens, b->targets, tr->lim.max_tokens,
                                        tr->lim.max_seqs, hpos, htgt);
@@ -300,6 +300,27 @@ base_status model_forward(model_train *tr, const model_batch *b) {
     tr->out_ent = ent;
     tr->aux_fwd = tr->aux_coef != 0.0f && tr->aux.data;
     tr->have_fwd = 1;
+    return BASE_OK;
+}
+
+base_status model_train_join_forward(model_train *tr) {
+    model *m = tr->m;
+    const model_config *c = &m->cfg;
+    int L = c->num_hidden_layers;
+    tr->have_fwd = tr->have_join = 0;
+    tr->eh.err = BASE_OK;
+    /* the units in model_forward's order (ZeRO 3's gathers), each MoE
+     * layer's exchanges with zero rows of this rank's own */
+    if (tr->host_off) memset(tr->host_off, 0, (size_t)(c->n_routed_experts + 1) * sizeof(int32_t)); /* no rows */
+    model_unit_use(m, 0);
+    for (int l = 0; l < L; l++) {
+        model_unit_use(m, 1 + l);
+        if (m->has_ep && m->w.layers[l].moe) ep_join_fwd(m, l, &tr->acts[tr->nacts == 1 ? 0 : l], tr->host_off);
+    }
+    model_unit_use(m, L + 1);
+    if (c->tie_word_embeddings) model_unit_use(m, 0);
+    if (tr->eh.err) return base_err_set(tr->eh.err, "forward (zero rows): %s", tr->eh.msg);
+    tr->have_join = 1;
     return BASE_OK;
 }
 

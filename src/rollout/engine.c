@@ -123,6 +123,13 @@ size_t rollout_bytes(const model_config *cfg, const rollout_limits *lim, const m
     return model_cache_bytes_p(cfg, &cl, lc, prec) + (size_t)lim->max_seqs * SAMPLER_BYTES_PER_SEQ;
 }
 
+size_t rollout_bytes_ep(const model_config *cfg, const rollout_limits *lim, const model_lora_config *lc,
+                        model_precision prec, int ep_size) {
+    model_cache_limits cl;
+    rollout_cache_limits(cfg, lim, &cl);
+    return model_cache_bytes_ep(cfg, &cl, lc, prec, ep_size) + (size_t)lim->max_seqs * SAMPLER_BYTES_PER_SEQ;
+}
+
 base_status rollout_new(model *m, const rollout_limits *lim, rollout_engine **out) {
     *out = NULL;
     if (lim->max_seqs < 1 || lim->max_group < 1 || lim->max_prompts < 1 || lim->max_prompt_len < 1 ||

@@ -69,6 +69,11 @@ typedef struct rollout_engine rollout_engine;
 void rollout_cache_limits(const model_config *cfg, const rollout_limits *lim, model_cache_limits *out);
 size_t rollout_bytes(const model_config *cfg, const rollout_limits *lim, const model_lora_config *lc,
                      model_precision prec);
+/* The same for a model loaded with expert parallelism over ep_size ranks
+ * (model_cache_bytes_ep: the workspace's dispatch buffers for the rows
+ * every peer may send, the worst case of all of them to this rank). */
+size_t rollout_bytes_ep(const model_config *cfg, const rollout_limits *lim, const model_lora_config *lc,
+                        model_precision prec, int ep_size);
 
 /* An engine over a loaded model: a paged latent KV cache of max_pages
  * pages and max_seqs block tables, result buffers for max_prompts *

@@ -119,6 +119,10 @@ typedef struct {
     size_t gather;          /* ZeRO 1 / 2 on several ranks: the copy of the rank's parameter shard its
                              * all-gather sends (held while the gathered weights arrive) */
     size_t total;
+    size_t ep_dispatch;     /* EP > 1: of activations, ref_activations and rollout, the MoE dispatch
+                             * buffers (rows received from every peer, counts, expert-sorted rows,
+                             * planned for the worst case: all of every peer's rows to this rank);
+                             * not a role of its own (total does not add it again) */
     size_t release_peak;    /* ZeRO 3 with whole_at_open: the stage's opening before the arena's
                              * release: the model whole (its f32 arena + bf16 copy) beside what
                              * the stage allocates before it (all of total but the activations

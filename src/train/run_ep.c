@@ -75,27 +75,31 @@ base_status run_ep_check(const model_config *mc, int64_t ep, int world, int zero
 
 /* ---- the exchange functions (model_ep) over the EP group ---------------- */
 
+static base_status test_fault(run_ctx *c);
+
 static base_status ex_counts(void *ctx, const int64_t *send, int64_t *recv, int n) {
     run_ctx *c = ctx;
-    size_t *k = base_xmalloc((size_t)c->ep * sizeof *k);
+    if (c->ep_broken) return test_fault(c);
+    size_t *k = c->ep_sizes; /* made once (run_ep_open): nothing allocated per exchange */
     for (int p = 0; p < c->ep; p++) k[p] = (size_t)n;
     base_status s = dist_alltoallv(c->ep_host, send, k, recv, k, DIST_I64);
-    free(k);
     return s ? base_err_wrap(s, "expert parallelism: the all-to-all of the MoE row counts") : BASE_OK;
 }
 
 static base_status ex_rows(void *ctx, const void *send, const int64_t *send_bytes, void *recv,
                            const int64_t *recv_bytes) {
     run_ctx *c = ctx;
-    size_t *sc = base_xmalloc(2 * (size_t)c->ep * sizeof *sc), *rc = sc + c->ep;
+    base_status f = test_fault(c);
+    if (f) return f;
+    size_t *sc = c->ep_sizes, *rc = sc + c->ep;
     for (int p = 0; p < c->ep; p++) sc[p] = (size_t)send_bytes[p], rc[p] = (size_t)recv_bytes[p];
     base_status s = dist_alltoallv(c->ep_dev, send, sc, recv, rc, DIST_U8);
-    free(sc);
     return s ? base_err_wrap(s, "expert parallelism: the all-to-all of the MoE rows") : BASE_OK;
 }
 
 static base_status ex_any(void *ctx, int local, int *any) {
     run_ctx *c = ctx;
+    if (c->ep_broken) return test_fault(c);
     int32_t v = local != 0;
     base_status s = dist_allreduce(c->ep_host, &v, 1, DIST_I32, DIST_MAX);
     if (s) return base_err_wrap(s, "expert parallelism: the decode agreement of the EP group");
@@ -128,6 +132,7 @@ base_status run_ep_open(run_ctx *c, const char *model_dir) {
     if (!s) s = dist_comm_device(c->ops, c->ep_host, "ep/device", &c->ep_dev);
     if (!s) s = dist_comm_device(c->ops, c->edp_host, "expert_dp/device", &c->edp_dev);
     if (s) return base_err_wrap(s, "expert_parallel_size = %d: the EP and expert-data-parallel groups", c->ep);
+    c->ep_sizes = base_xmalloc(2 * (size_t)c->ep * sizeof *c->ep_sizes);
     c->ep_x = (model_ep){.size = c->ep, .rank = c->rank % c->ep, .ctx = c, .alltoall_counts = ex_counts,
                          .alltoallv = ex_rows, .any_active = ex_any};
     c->load.ep = &c->ep_x;
@@ -139,6 +144,8 @@ void run_ep_close(run_ctx *c) {
     if (c->edp_dev != c->edp_host) dist_comm_free(c->edp_dev);
     dist_comm_free(c->ep_host);
     dist_comm_free(c->edp_host);
+    free(c->ep_sizes);
+    c->ep_sizes = NULL;
     c->ep_dev = c->ep_host = c->edp_dev = c->edp_host = NULL;
     c->load.ep = NULL;
     c->ep = 0;
@@ -349,21 +356,60 @@ base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, co
     return s;
 }
 
-base_status run_ep_check_rounds(const run_ctx *c, int64_t n, int64_t mb, const char *what) {
-    if (c->ep <= 1 || mb <= 0) return BASE_OK;
-    int64_t most = 0, least = INT64_MAX;
+int64_t run_ep_passes(const run_ctx *c, int64_t n, int64_t mb) {
+    int64_t most = 0;
+    if (mb <= 0) return 0;
     for (int r = 0; r < c->world; r++) {
         int64_t a, z;
         run_split(n, r, c->world, &a, &z);
         int64_t k = (z - a + mb - 1) / mb;
-        most = k > most ? k : most, least = k < least ? k : least;
+        most = k > most ? k : most;
     }
-    if (most == least) return BASE_OK;
-    return base_err_set(BASE_ERR_UNSUPPORTED,
-                        "expert_parallel_size = %d: %s: %lld rows over %d ranks give %lld to %lld micro-batches of "
-                        "at most %lld per rank; with expert parallelism every rank makes the same passes (its EP "
-                        "group exchanges rows in each): make the rows per step a multiple of %d x the micro-batch",
-                        c->ep, what, (long long)n, c->world, (long long)least, (long long)most, (long long)mb, c->world);
+    return most;
+}
+
+base_status run_ep_join_forwards(run_ctx *c, model_train *tr, int64_t passes) {
+    base_status s = BASE_OK;
+    for (int64_t p = 0; p < passes && c->ep > 1 && !s; p++) s = model_train_join_forward(tr);
+    return run_ep_pass_failed(c, s, "a zero-row forward pass");
+}
+
+base_status run_ep_pass_failed(run_ctx *c, base_status s, const char *what) {
+    if (!s || c->ep <= 1) return s;
+    fflush(stdout);
+    fprintf(stderr, "%s: error: %s\n", base_log_tag(), base_err_msg());
+    fprintf(stderr,
+            "%s: rank %d failed inside the expert-parallel lockstep of %s (its EP group's exchanges cannot "
+            "pair up without it): ending every rank of the job\n",
+            base_log_tag(), c->rank, what);
+    fflush(stderr);
+    dist_abort(1);
+}
+
+/* ---- faults inside the lockstep (tests) ---------------------------------- */
+
+void run_ep_test_phase(run_ctx *c, const char *phase) {
+    c->ep_phase = phase;
+    c->ep_calls = 0;
+}
+
+/* GRPO_TEST_FAIL_EP=R:PHASE:S:K (run_internal.h): BASE_OK, or the error of
+ * this exchange (the K-th of the phase, and every one after it). */
+static base_status test_fault(run_ctx *c) {
+    if (c->ep_broken)
+        return base_err_set(BASE_ERR_IO, "rank %d: its EP group's exchanges failed before (GRPO_TEST_FAIL_EP)", c->rank);
+    const char *e = getenv("GRPO_TEST_FAIL_EP");
+    int r = -1;
+    long long step = -1, k = -1;
+    char phase[16];
+    if (!e || !c->ep_phase || sscanf(e, "%d:%15[a-z]:%lld:%lld", &r, phase, &step, &k) != 4 || r != c->rank ||
+        strcmp(phase, c->ep_phase) || step != c->total_steps + 1 || ++c->ep_calls != k)
+        return BASE_OK;
+    c->ep_broken = 1;
+    return base_err_set(BASE_ERR_IO,
+                        "GRPO_TEST_FAIL_EP=%s: rank %d fails MoE row exchange %lld of GRPO step %lld's %s phase (a "
+                        "test of faults)",
+                        e, c->rank, k, step, phase);
 }
 
 base_status run_ep_summary(run_ctx *c, const char *stage) {

@@ -392,6 +392,7 @@ base_status run_gen_chunk(run_gen *g, cJSON **rows, char **where, int np, uint32
                               .tok = c->tok, .seed = c->seed, .step = step_key,
                               .prompt_base = prompt_base + (uint32_t)lo};
         s = rollout_generate(g->eng, &rq, &g->res);
+        s = run_ep_pass_failed(c, s, "the rollout"); /* EP: its group waits in a decode step's exchange */
         if (!s && c->ep > 1) {
             c->ep_decode_steps += g->res.decode_steps, c->ep_join_steps += g->res.join_steps;
             c->ep_join_seconds += g->res.join_seconds, c->ep_gen_seconds += g->res.seconds;

@@ -72,10 +72,16 @@ typedef struct {
     int ep;
     dist_comm *ep_host, *ep_dev, *edp_host, *edp_dev;
     model_ep ep_x;
+    size_t *ep_sizes; /* [2 EP]: the exchange functions' counts (made once) */
     /* this rank's rollout steps over the run (EP > 1): decode steps with
      * its own sequences, zero-row steps joining its group, their seconds */
     int64_t ep_decode_steps, ep_join_steps;
     double ep_join_seconds, ep_gen_seconds;
+    /* GRPO_TEST_FAIL_EP (run_ep_test_phase): the phase, its row exchanges
+     * so far, and whether this rank's exchanges fail from now on */
+    const char *ep_phase;
+    int64_t ep_calls;
+    int ep_broken;
     struct run_zero2 *z2;   /* the training stage's ZeRO 2 / 3 state (run_zero.c), else NULL */
     struct run_zero2 *z3;   /* after a stage-3 stage: the released policy's shard, windows and unit hook, kept
                                for the stages that follow (run_zero3_end), else NULL */
@@ -129,11 +135,24 @@ base_status run_ep_reduce_grads(run_ctx *c, float *grads);
  * squares (the same on every rank) plus the experts' summed over the EP
  * group (each expert counted once). */
 base_status run_ep_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *info);
-/* EP > 1: n rows split over the ranks (run_split) in micro-batches of mb
- * must give every rank the same number of passes (each pass exchanges rows
- * within the EP group); BASE_ERR_UNSUPPORTED naming expert_parallel_size
- * and `what` otherwise. The same answer on every rank. */
-base_status run_ep_check_rounds(const run_ctx *c, int64_t n, int64_t mb, const char *what);
+/* The most passes of any rank when n rows are split over the ranks
+ * (run_split) in micro-batches of at most mb (the same on every rank). */
+int64_t run_ep_passes(const run_ctx *c, int64_t n, int64_t mb);
+/* EP > 1: `passes` zero-row forwards of tr (model_train_join_forward: a
+ * rank with fewer forward-only passes than its EP group's others); a no-op
+ * otherwise. */
+base_status run_ep_join_forwards(run_ctx *c, model_train *tr, int64_t passes);
+/* A rank whose training pass or rollout step failed inside the EP group's
+ * lockstep (its peers wait in an exchange it can no longer pair): with
+ * EP > 1 it prints its error and that rank R failed inside the lockstep
+ * of `what`, and ends every rank of the job at once (dist_abort; mpirun
+ * names rank R too); returns s otherwise (EP 1, or s == BASE_OK). */
+base_status run_ep_pass_failed(run_ctx *c, base_status s, const char *what);
+/* Test hook (tests/dist): GRPO_TEST_FAIL_EP=R:PHASE:S:K makes rank R's
+ * K-th MoE row exchange in PHASE ("rollout" or "train") of training step S
+ * fail, and every exchange after it (a broken group); the phase is set by
+ * the GRPO stage when it starts generating / training. */
+void run_ep_test_phase(run_ctx *c, const char *phase);
 /* EP > 1, after a stage (a collective): every rank's rollout step counts
  * and seconds so far (decode steps, zero-row join steps, join seconds,
  * generation seconds) into summary.json as STAGE.expert_parallel_rollout. */
@@ -226,6 +245,14 @@ base_status run_backward(run_ctx *c, model_train *tr, const float *g_logp, const
  * with fewer micro-batches, or one whose micro-batch failed before its
  * backward, so that no rank waits for it); a no-op otherwise. */
 base_status run_zero2_pad(run_ctx *c, int64_t passes);
+/* The training passes a rank lacks in an optimizer step (the most
+ * micro-batches of any rank, run_ep_passes, less its own): with expert
+ * parallelism `passes` zero-row passes (model_train_join_forward of tr,
+ * of ref when not NULL (the reference's forward), then
+ * model_train_join_backward into grads, or into ZeRO 2 / 3's windows,
+ * reduced as run_zero2_pad's), so that the EP group's exchanges and the
+ * world's reductions pair up call for call; run_zero2_pad without EP. */
+base_status run_pad_passes(run_ctx *c, model_train *tr, model_train *ref, float *grads, int64_t passes);
 /* The optimizer step: optim_step, or with sharded gradients the global
  * norm from every rank's shard (sums of squares added in rank order)
  * then optim_step_sumsq. A collective at ZeRO 2. */

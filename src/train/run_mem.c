@@ -26,7 +26,13 @@
  * embedding's: model_grad_windows), all held through the stage (run_zero.c).
  * With expert parallelism (sh->ep > 1) the rank holds 1 / EP of the routed
  * experts: its weights, gradients and AdamW state shrink by the others'
- * (run_ep_plan_memory, run_ep.c); activations and the rollout as without.
+ * (run_ep_plan_memory, run_ep.c); the trainer's arenas and the rollout
+ * workspace hold the MoE dispatch buffers besides (model_train_bytes_ep,
+ * rollout_bytes_ep: the model's own sizing), planned for the worst case of
+ * routing: the rows a peer may send this rank are all of its tokens' K
+ * choices that can land on this rank's experts (n min(K, E / EP) for n
+ * tokens), from each of the EP ranks; ep_dispatch says how many bytes of
+ * activations, ref_activations and rollout that is.
  */
 #include "run_internal.h"
 
@@ -52,7 +58,10 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
     base_status s = model_memory_plan(mc, &whole, sh->device, &pm);
     if (s) return s;
     out->weights = model_mem_total(&pm);
-    out->activations = model_train_bytes_p(mc, &tl, sh->lora, prec);
+    int ep = sh->ep > 1 ? sh->ep : 1;
+    /* with EP the arena holds the dispatch buffers too (model_train_bytes_ep) */
+    out->activations = model_train_bytes_ep(mc, &tl, sh->lora, prec, ep);
+    out->ep_dispatch = out->activations - model_train_bytes_p(mc, &tl, sh->lora, prec);
     int64_t numel; /* the trained arena */
     if (sh->lora) {
         size_t p = model_lora_param_bytes(mc, sh->lora);
@@ -68,7 +77,8 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
             s = model_memory_plan(mc, &ro, sh->device, &rm);
             if (s) return s;
             out->ref_weights = model_mem_total(&rm);
-            out->ref_activations = out->activations;
+            out->ref_activations = out->activations; /* loaded with the same EP */
+            out->ep_dispatch *= 2;
         }
     }
     int64_t lo = 0, hi = numel;
@@ -90,7 +100,8 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
     rollout_limits rl = {.max_seqs = (int)(local * sh->num_generations), .max_prompts = (int)local,
                          .max_group = (int)sh->num_generations, .max_prompt_len = sh->max_prompt,
                          .max_new_tokens = sh->max_completion};
-    out->rollout = rollout_bytes(mc, &rl, sh->lora, prec);
+    out->rollout = rollout_bytes_ep(mc, &rl, sh->lora, prec, ep);
+    out->ep_dispatch += out->rollout - rollout_bytes(mc, &rl, sh->lora, prec);
     out->total = out->weights + out->adapter + out->grads + out->optimizer + out->ref_weights + out->activations +
                  out->ref_activations + out->rollout + out->gather;
     if (sh->zero_stage == 3 && sh->whole_at_open) /* the trainer and rollout engine are made after the release */
@@ -108,6 +119,7 @@ cJSON *run_grpo_memory_json(const run_grpo_mem *m) {
              {"ref_weights", m->ref_weights}, {"activations", m->activations},
              {"ref_activations", m->ref_activations}, {"rollout", m->rollout},
              {"gather", m->gather},
+             {"ep_dispatch", m->ep_dispatch},
              {"total", m->total},           {"release_peak", m->release_peak}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) cJSON_AddNumberToObject(j, f[i].k, (double)f[i].v);
     return j;

@@ -257,6 +257,23 @@ base_status run_zero2_pad(run_ctx *c, int64_t passes) {
     return BASE_OK;
 }
 
+base_status run_pad_passes(run_ctx *c, model_train *tr, model_train *ref, float *grads, int64_t passes) {
+    if (c->ep <= 1) return run_zero2_pad(c, passes);
+    /* expert parallelism: zero-row passes, whose units, windows and MoE
+     * exchanges come in a real pass's order (with ZeRO 2 / 3 the model
+     * calls the hooks run_zero2_pad makes by hand) */
+    run_zero2 *z = c->z2;
+    model_grad_hooks h = {hook_begin, hook_end, z};
+    for (int64_t p = 0; p < passes; p++) {
+        base_status s = model_train_join_forward(tr);
+        if (!s && ref) s = model_train_join_forward(ref); /* the reference's log-probs */
+        if (s) return run_ep_pass_failed(c, s, "a zero-row training pass");
+        model_train_join_backward(tr, z ? NULL : grads, z ? &h : NULL);
+        if (z && (s = finish_all(z))) return s;
+    }
+    return BASE_OK;
+}
+
 /* The agreement that starts every pass of a phase: `more` 1 from a rank
  * making a pass, 0 from one that has finished (run_zero3_sync); the
  * maximum over the ranks says whether a pass follows. */

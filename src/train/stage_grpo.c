@@ -338,6 +338,7 @@ static base_status generate_and_score(grpo_stage *g, grpo_step *ss) {
     grpo_bufs *b = &g->b;
     int dyn = g->cfg->dynamic_sampling;
     base_status s = BASE_OK;
+    run_ep_test_phase(g->c, "rollout");
     b->n = 0;
     run_reward_parts_reset(&g->parts);
     for (;;) {
@@ -378,11 +379,10 @@ static base_status old_logprobs(grpo_stage *g, grpo_step *ss) {
     base_status s = BASE_OK;
     /* this rank's share of the batch (in training order), then every
      * rank's shared, so the correction below sees the whole batch */
-    int64_t lo, hi;
-    if ((s = run_ep_check_rounds(c, b->n, b->mb, "the old policy's log-probs"))) return s;
+    int64_t lo, hi, done = 0;
     run_split(b->n, c->rank, c->world, &lo, &hi);
     run_zero3_phase(c); /* ZeRO 3: the ranks' forwards differ in number (run_zero3_sync below) */
-    for (int j0 = (int)lo; j0 < hi && !s; j0 += b->mb) {
+    for (int j0 = (int)lo; j0 < hi && !s; j0 += b->mb, done++) {
         int nm = j0 + b->mb < hi ? b->mb : (int)hi - j0;
         model_batch mbt;
         grpo_batch gb;
@@ -399,6 +399,9 @@ static base_status old_logprobs(grpo_stage *g, grpo_step *ss) {
             pos += b->plen[j] + b->clen[j];
         }
     }
+    s = run_ep_pass_failed(c, s, "the old policy's log-probs");
+    /* EP: the forwards of ranks with more passes joined with zero-row ones */
+    if (!s) s = run_ep_join_forwards(c, g->tr, run_ep_passes(c, b->n, b->mb) - done);
     base_status zs = run_zero3_sync(c); /* ZeRO 3: forwards of ranks with fewer rows padded */
     if (!s) s = zs;
     s = run_agree(c, s, "the old policy's log-probs");
@@ -485,6 +488,7 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
     const int mu = g->mu, spg = g->spg;
     base_status s = BASE_OK;
     double t_train0 = base_now();
+    run_ep_test_phase(c, "train");
     for (int j = 0; j < b->n; j++) b->ord[j] = j;
     if (spg > 1) {
         run_shuffle(c->seed, 0x9000u + (uint32_t)g->index, c->total_steps, b->n, b->perm);
@@ -512,7 +516,6 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
                 grpo_bufs_pack(b, b->ord + j0, j0 + b->mb < hi ? b->mb : hi - j0, &mbt, &gb);
                 norm.n_tokens += grpo_count_loss_tokens(g->gc, &gb);
             }
-            if ((s = run_ep_check_rounds(c, hi - lo, b->mb, "the training step's micro-batches"))) break;
             int64_t mlo = 0, mhi = 0, rounds = 0, done = 0; /* the most micro-batches of a rank, this rank's backwards */
             for (int r = 0; r < c->world; r++) {
                 int64_t a, z;
@@ -528,8 +531,9 @@ static base_status train(grpo_stage *g, int64_t step, grpo_step *ss) {
                                 &ss->lstats, &ostats);
                 if (!s) done++;
             }
-            if (c->z2) { /* ZeRO 2: the other ranks' remaining micro-batch reductions */
-                base_status p = run_zero2_pad(c, rounds - done);
+            s = run_ep_pass_failed(c, s, "a training micro-batch");
+            { /* the other ranks' remaining passes: ZeRO 2's reductions, EP's exchanges */
+                base_status p = run_pad_passes(c, g->tr, g->tr_ref, g->grads, rounds - done);
                 if (!s) s = p;
             }
             if (!s) s = run_test_fault(c);

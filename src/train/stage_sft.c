@@ -326,7 +326,6 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
          * counted over all of them; each rank trains its run_split share
          * of t, and the gradients and losses are summed over the ranks */
         int64_t n_tok_step = 0, seq_step = 0, tokens = 0, R = ga * bs, mine_lo, mine_hi, rounds = 0, done = 0;
-        if ((s = run_ep_check_rounds(c, R, bs, "per_device_train_batch_size x gradient_accumulation_steps"))) break;
         run_split(R, c->rank, c->world, &mine_lo, &mine_hi);
         for (int r = 0; r < c->world; r++) { /* the most micro-batches of a rank (ZeRO 2's reductions) */
             int64_t a, z;
@@ -382,8 +381,9 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
                 s = run_backward(c, tr, g, NULL, grads);
                 if (!s) done++;
             }
-            if (pass == 1 && c->z2) { /* ZeRO 2: the other ranks' remaining micro-batch reductions */
-                base_status p = run_zero2_pad(c, rounds - done);
+            if (pass == 1) { /* the other ranks' remaining passes: ZeRO 2's reductions, EP's exchanges */
+                s = run_ep_pass_failed(c, s, "a training micro-batch");
+                base_status p = run_pad_passes(c, tr, NULL, grads, rounds - done);
                 if (!s) s = p;
             }
             if (pass == 1) { /* every rank's share */

@@ -353,7 +353,8 @@ const char *const ZERO[4][5] = {
     {"--set", "stages.grpo.zero_stage=3", "--set", "stages.sft.zero_stage=3", NULL}};
 
 /* ARGS followed by the --set of ZeRO stage `zero` for both training
- * stages (none for 0; a NULL-terminated list of at most 12). */
+ * stages (none for 0; a NULL-terminated list of at most 12, ensure_run's
+ * of at most 27). */
 void with_zero(const char **out, const char *const *args, int zero) {
     int n = 0;
     for (int i = 0; args && args[i]; i++) out[n++] = args[i];
@@ -367,7 +368,7 @@ void ensure_run(int np, const char *name, const char *const *args, int zero) {
     char rel[128];
     snprintf(rel, sizeof rel, "runs/%s/checkpoints/step-6/model.safetensors", name);
     if (exists_rel(rel)) return;
-    const char *a[16];
+    const char *a[32]; /* args (test_ep_dp's uneven runs: 26) and the ZeRO --sets */
     with_zero(a, args, zero);
     expect_ok(run_np(np, name, NULL, a), name);
 }

@@ -432,6 +432,19 @@ static void test_memory_plan(void **state) {
             ensure_run(nps[i], name, NULL, zero);
             plan_equals_peak(name, nps[i], zero);
         }
+    /* expert parallelism: EP 2 on 2 ranks, EP 2 and 4 on 4 (each rank's
+     * dispatch buffers: the rows it may receive from every peer, planned
+     * for the worst case, every row of every peer to its experts) */
+    const char *const ep[3][5] = {
+        {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2", NULL},
+        {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2", NULL},
+        {"--set", "stages.grpo.expert_parallel_size=4", "--set", "stages.sft.expert_parallel_size=4", NULL}};
+    const char *const enames[3] = {"pe2_2", "pe2_4", "pe4_4"};
+    for (int i = 0; i < 3; i++) {
+        int np = i ? 4 : 2;
+        ensure_run(np, enames[i], ep[i], 0);
+        plan_equals_peak(enames[i], np, 0);
+    }
     /* LoRA: 2 ranks at ZeRO 0 (test_lora's run, when it ran), 4 at ZeRO 1 */
     const char *const lnames[2] = {"l2", "lz4"};
     for (int zero = 0; zero <= 1; zero++) {

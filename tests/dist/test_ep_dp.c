@@ -13,9 +13,17 @@
  *   - ranks whose sequences end early keep joining their group's exchanges
  *     with zero-row decode steps (the eval and sample stages' uneven
  *     completion lengths: no hang, the same samples);
- *   - a step whose rows give the ranks different numbers of micro-batches
- *     is refused by name on every rank (no hang);
- *   - a rank failing a training step ends every rank, named. */
+ *   - steps whose rows give the ranks of an EP group different numbers of
+ *     micro-batches (GRPO: 21 completions per step, 7 prompts x 3, in
+ *     micro-batches of 1, with gradient checkpointing, and their old
+ *     log-probs, which the importance-sampling correction needs; SFT: 3
+ *     rows of 1 per step, so on 4 ranks one rank has none): the ranks with fewer
+ *     passes join the others' exchanges with zero-row passes, against EP
+ *     1 on the same world as above (test_ep_join);
+ *   - a rank failing a training step ends every rank, named;
+ *   - a rank failing inside the lockstep (an exchange of a decode step or
+ *     of a training pass) ends every rank within 60 s, named; the last
+ *     checkpoint resumes to the uninterrupted run (test_ep_lockstep_fault). */
 #include "dp_common.h"
 
 #include <stdio.h>
@@ -105,20 +113,105 @@ static void test_ep_world4(void **state) {
     (void)state;
     against_ep1(4, 2);
     against_ep1(4, 4);
-    /* the recipe's SFT steps of 2 rows on 4 ranks: refused by name on every
-     * rank (ranks without a micro-batch would leave their EP group waiting) */
-    const char *uneven[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
-                            NULL};
-    assert_int_not_equal(run_np(4, "ep_uneven", NULL, uneven), 0);
-    char *e = err_of("ep_uneven");
-    if (!strstr(e, "expert_parallel_size = 2: per_device_train_batch_size x gradient_accumulation_steps: 2 rows over "
-                   "4 ranks give 0 to 1 micro-batches"))
-        fail_msg("uneven SFT micro-batches with EP were not refused by name:\n%s", e);
+}
+
+/* Uneven micro-batch counts (the recipe main refused: "rows over ranks
+ * give 0 to 1 micro-batches"): ranks with fewer passes make zero-row
+ * passes that join their EP group's exchanges, forward and backward,
+ * the reference's forward, the recomputation's (gradient checkpointing
+ * in GRPO) and the old policy's forward-only passes. */
+#define UNEVEN "--set", "stages.grpo.num_generations=3", "--set", "stages.grpo.generation_batch_size=21", "--set", \
+               "stages.grpo.importance_sampling_correction=true", "--set", "stages.grpo.per_device_train_batch_size=1", \
+               "--set", "stages.grpo.gradient_checkpointing=true", "--set", "stages.sft.per_device_train_batch_size=1", \
+               "--set", "stages.sft.gradient_accumulation_steps=3", "--set", "max_reward_error_rate=1"
+static const char *const JOIN_ARGS[3][32] = {
+    {UNEVEN, STOP, NULL},
+    {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2", UNEVEN, STOP, NULL},
+    {"--set", "stages.grpo.expert_parallel_size=4", "--set", "stages.sft.expert_parallel_size=4", UNEVEN, STOP, NULL},
+};
+
+static void join_against_ep1(int np, int ep) {
+    char w[16], y[16], a[160], b[160];
+    snprintf(w, sizeof w, "j1_%d", np);
+    snprintf(y, sizeof y, "j%d_%d", ep, np);
+    ensure_run(np, w, JOIN_ARGS[0], 0);
+    double t0 = now_s();
+    ensure_run(np, y, JOIN_ARGS[ep / 2], 0);
+    printf("# uneven micro-batches, EP %d on %d ranks: %.2f s\n", ep, np, now_s() - t0);
+    same_before_update(y, w, w, "EP 1");
+    metrics_within(y, w, TOL_EP);
+    snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", y);
+    snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", w);
+    double d = weights_within(a, b, TOL_EP);
+    printf("# uneven micro-batches, EP %d on %d ranks: weights within %.3g of EP 1\n", ep, np, d);
+}
+
+static void test_ep_join(void **state) {
+    (void)state;
+    join_against_ep1(2, 2);
+    join_against_ep1(4, 2);
+    join_against_ep1(4, 4);
+}
+
+/* A rank failing inside its EP group's lockstep (GRPO_TEST_FAIL_EP: rank 1's
+ * K-th MoE row exchange of step 2's rollout, a decode step, or of its
+ * training passes fails, and every exchange after it): it names itself and
+ * ends the job, its peers waiting in an exchange it will not make; every
+ * rank is gone within 60 s, the last checkpoint is step 1's (nothing of
+ * step 2), and --resume from it ends with the uninterrupted run's step-6
+ * weights and AdamW state, byte for byte. */
+static void lockstep_fault(int ep, const char *phase, int k) {
+    char name[32], env[80], a[200], b[200];
+    const char *ref = ep == 2 ? "ep2_4" : "ep4_4";
+    const char *const *args = EP_ARGS[1][ep / 2];
+    ensure_run(4, ref, args, 0);
+    snprintf(name, sizeof name, "epf%d_%s", ep, phase);
+    snprintf(env, sizeof env, "GRPO_TEST_FAIL_EP=1:%s:2:%d", phase, k);
+    double t0 = now_s();
+    int rc = run_np(4, name, env, args);
+    double dt = now_s() - t0;
+    char *e = err_of(name);
+    printf("# EP %d on 4 ranks, rank 1 failing exchange %d of step 2's %s: exit %d, every rank gone in %.2f s\n", ep,
+           k, phase, rc, dt);
+    if (rc == 0 || !strstr(e, "rank 1 failed inside the expert-parallel lockstep") ||
+        !strstr(e, "GRPO_TEST_FAIL_EP"))
+        fail_msg("%s: exit %d, the failed rank not named:\n%s", name, rc, e);
+    if (!strcmp(phase, "rollout") && !strstr(e, "decode"))
+        fail_msg("%s: the failure was not inside a decode step:\n%s", name, e);
+    if (dt >= 60) fail_msg("%s: the ranks took %.1f s to end", name, dt);
+    for (char *l = strtok(e, "\n"); l; l = strtok(NULL, "\n")) /* the failed rank's lines, mpirun's */
+        if (strstr(l, "rank 1") || strstr(l, "MPI_ABORT")) printf("#   %s\n", l);
     free(e);
+    snprintf(a, sizeof a, "runs/%s/checkpoints/step-1/trainer_state.json", name);
+    assert_true(exists_rel(a));
+    snprintf(a, sizeof a, "runs/%s/checkpoints/step-2", name);
+    assert_false(exists_rel(a));
+    /* the last checkpoint resumes: the rest of the run is the uninterrupted one's */
+    const char *resume[32];
+    int n = 0;
+    for (int i = 0; args[i]; i++) resume[n++] = args[i];
+    resume[n++] = "--resume", resume[n] = NULL;
+    expect_ok(run_np(4, name, NULL, resume), name);
+    static const char *const files[] = {"model.safetensors", "optimizer.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/%s", name, files[i]);
+        snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/%s", ref, files[i]);
+        same_bytes(a, b);
+    }
+    printf("# resumed from step 1: step-6 weights and AdamW state byte for byte the uninterrupted run's\n");
+}
+
+static void test_ep_lockstep_fault(void **state) {
+    (void)state;
+    lockstep_fault(2, "rollout", 9);
+    lockstep_fault(4, "rollout", 9);
+    lockstep_fault(2, "train", 3);
+    lockstep_fault(4, "train", 3);
 }
 
 /* Arguments: the names of the tests to run (all without). */
 int main(int argc, char **argv) {
-    const struct CMUnitTest all[] = {cmocka_unit_test(test_ep2_world2), cmocka_unit_test(test_ep_world4)};
+    const struct CMUnitTest all[] = {cmocka_unit_test(test_ep2_world2), cmocka_unit_test(test_ep_world4),
+                                     cmocka_unit_test(test_ep_join), cmocka_unit_test(test_ep_lockstep_fault)};
     return dp_run("test_ep_dp", all, sizeof all / sizeof all[0], argc, argv);
 }
