@@ -74,8 +74,8 @@ static int largest_rank(const model_config *mc, const run_grpo_shape *sh0, run_g
     return (int)best;
 }
 
-/* A rank's peak: the stage's plan, or at ZeRO 3 the opening with the whole
- * model loaded when that is more. */
+/* A rank's peak: the stage's plan, or at ZeRO 3 after a stage at 0-2 the
+ * opening with the whole model, when that is more. */
 static size_t run_peak(const run_grpo_mem *m) { return m->release_peak > m->total ? m->release_peak : m->total; }
 
 static void line(const char *role, size_t r0, size_t rl) {
@@ -141,6 +141,20 @@ int cli_cmd_plan(int argc, char **argv) {
         for (int k = 0; c && k < c->n_stages && !s; k++)
             if (c->stages[k].type == RECIPE_STAGE_GRPO && (!stage_name || !strcmp(c->stages[k].name, stage_name))) {
                 st = &c->stages[k];
+                /* ZeRO 3: the policy comes whole when the training stage
+                 * before it (no init_from between) trains at 0-2; else the
+                 * run loads it sharded or holds it so (run_zero3_load_sharded) */
+                for (int j = k; j >= 1; j--) {
+                    const recipe_stage_cfg *p = &c->stages[j - 1];
+                    if (c->stages[j].init_from) break;
+                    const recipe_train_cfg *t = p->type == RECIPE_STAGE_GRPO  ? &p->grpo.train
+                                                : p->type == RECIPE_STAGE_SFT ? &p->sft.train
+                                                                              : NULL;
+                    if (t) {
+                        in.sh.whole_at_open = t->zero_stage != 3;
+                        break;
+                    }
+                }
                 break;
             }
         if (!s && !st)
@@ -213,12 +227,13 @@ int cli_cmd_plan(int argc, char **argv) {
     if (ep > 1) line("  (of these three: EP dispatch)", m0.ep_dispatch, ml.ep_dispatch);
     line("ZeRO 1/2 all-gather copy", m0.gather, ml.gather);
     line("total", m0.total, ml.total);
-    if (zs == 3 && !in.sh.lora) /* the whole model loaded, before the stage releases it */
+    if (zs == 3 && !in.sh.lora && in.sh.whole_at_open) /* an earlier stage-0-2 stage left the policy whole */
         line("ZeRO 3 peak at the release", m0.release_peak, ml.release_peak);
     size_t need = run_peak(&ml);
     printf("fits in %g GB: %s (largest rank %.2f GB%s)\n", gpu_gb, need <= budget ? "yes" : "NO", need / 1e9,
-           need > ml.total ? ": the whole model at load, beside the buffers made before the release (ZeRO 3 "
-           "shards the steps, not the load)" : "");
+           need > ml.total ? ": the whole model, left by the stage before (zero_stage 0-2), beside the buffers "
+           "made before the release" : zs == 3 && !in.sh.lora && !in.sh.whole_at_open
+                                   ? "; the load reads each rank's shard only" : "");
     /* a rank's bytes never grow with W (its prompts ceil(P / W), its ZeRO
      * shard ceil(n / W)): the smallest W in [1, 4096] that fits (a multiple
      * of EP), by bisection */
@@ -243,10 +258,11 @@ int cli_cmd_plan(int argc, char **argv) {
                ep > 1 ? "the non-expert weights and gradients, 1 / EP of the experts' and the activations"
                : zs < 2 ? "the replicated weights, gradients and activations"
                : zs == 2 ? "the replicated weights and activations"
-                         : "the whole model at load (or the unit windows, activations and rollout)",
+                         : in.sh.whole_at_open ? "the whole model left by the stage before (zero_stage 0-2)"
+                                                 : "the unit windows, activations and rollout",
                gpu_gb, zs < 3 ? "needs ZeRO 3 or expert / tensor parallelism"
-                               : "needs a sharded load (each rank reading its range) or expert / tensor parallelism, "
-                                 "not built");
+               : in.sh.whole_at_open ? "train the stage before at zero_stage 3 too"
+                                     : "needs expert / tensor parallelism");
     run_grpo_comm cv;
     run_grpo_comm_volume(&mc, &sh, &cv);
     printf("communication per optimizer step per rank (bytes sent, ring algorithms; computed):\n");
