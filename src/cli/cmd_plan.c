@@ -74,8 +74,8 @@ static int largest_rank(const model_config *mc, const run_grpo_shape *sh0, run_g
     return (int)best;
 }
 
-/* A rank's peak: the stage's plan, or at ZeRO 3 the opening with the whole
- * model loaded when that is more. */
+/* A rank's peak: the stage's plan, or at ZeRO 3 after a stage at 0-2 the
+ * opening with the whole model, when that is more. */
 static size_t run_peak(const run_grpo_mem *m) { return m->release_peak > m->total ? m->release_peak : m->total; }
 
 static void line(const char *role, size_t r0, size_t rl) {
@@ -97,6 +97,7 @@ int cli_cmd_plan(int argc, char **argv) {
     }
     const char *model_path = NULL, *recipe_path = NULL, *stage_name = NULL, *prec_name = NULL;
     long gpus = 0, zero = -1, lora_r = 0, ep_opt = 0;
+    int earlier3 = 0; /* the training stage before the planned one trains at ZeRO 3 */
     double gpu_gb = 80;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -141,6 +142,21 @@ int cli_cmd_plan(int argc, char **argv) {
         for (int k = 0; c && k < c->n_stages && !s; k++)
             if (c->stages[k].type == RECIPE_STAGE_GRPO && (!stage_name || !strcmp(c->stages[k].name, stage_name))) {
                 st = &c->stages[k];
+                /* ZeRO 3: the policy comes whole when the training stage
+                 * before it (no init_from between) trains at 0-2; else the
+                 * run loads it sharded or holds it so (run_zero3_load_sharded) */
+                for (int j = k; j >= 1; j--) {
+                    const recipe_stage_cfg *p = &c->stages[j - 1];
+                    if (c->stages[j].init_from) break;
+                    const recipe_train_cfg *t = p->type == RECIPE_STAGE_GRPO  ? &p->grpo.train
+                                                : p->type == RECIPE_STAGE_SFT ? &p->sft.train
+                                                                              : NULL;
+                    if (t) {
+                        in.sh.whole_at_open = t->zero_stage != 3;
+                        earlier3 = t->zero_stage == 3;
+                        break;
+                    }
+                }
                 break;
             }
         if (!s && !st)
@@ -173,6 +189,9 @@ int cli_cmd_plan(int argc, char **argv) {
     in.sh.zero_stage = zs;
     if (ep_opt) in.sh.ep = (int)ep_opt;
     int ep = in.sh.ep > 1 ? in.sh.ep : 1;
+    /* with EP the load is whole (run_zero3_load_sharded): a stage-3 stage opens with the EP index's model
+     * unless a stage-3 stage before it left the policy released */
+    if (ep > 1 && !earlier3) in.sh.whole_at_open = 1;
     if (lora_r || (rc && recipe_config(rc)->lora.set)) in.sh.lora = &lc, in.sh.load.frozen = 1;
     in.sh.load.max_context = in.sh.max_prompt + in.sh.max_completion;
     double budget = gpu_gb * 1e9;
@@ -213,12 +232,15 @@ int cli_cmd_plan(int argc, char **argv) {
     if (ep > 1) line("  (of these three: EP dispatch)", m0.ep_dispatch, ml.ep_dispatch);
     line("ZeRO 1/2 all-gather copy", m0.gather, ml.gather);
     line("total", m0.total, ml.total);
-    if (zs == 3 && !in.sh.lora) /* the whole model loaded, before the stage releases it */
+    if (zs == 3 && !in.sh.lora && in.sh.whole_at_open) /* an earlier stage-0-2 stage left the policy whole */
         line("ZeRO 3 peak at the release", m0.release_peak, ml.release_peak);
     size_t need = run_peak(&ml);
     printf("fits in %g GB: %s (largest rank %.2f GB%s)\n", gpu_gb, need <= budget ? "yes" : "NO", need / 1e9,
-           need > ml.total ? ": the whole model at load, beside the buffers made before the release (ZeRO 3 "
-           "shards the steps, not the load)" : "");
+           need > ml.total && ep > 1 ? ": the EP index's model loaded whole (the sharded load is without EP), beside "
+           "the buffers made before the release"
+           : need > ml.total ? ": the whole model, left by the stage before (zero_stage 0-2), beside the buffers "
+           "made before the release" : zs == 3 && !in.sh.lora && !in.sh.whole_at_open
+                                   ? "; the load reads each rank's shard only" : "");
     /* a rank's bytes never grow with W (its prompts ceil(P / W), its ZeRO
      * shard ceil(n / W)): the smallest W in [1, 4096] that fits (a multiple
      * of EP), by bisection */
@@ -262,10 +284,12 @@ int cli_cmd_plan(int argc, char **argv) {
                : ep > 1 ? "the non-expert weights and gradients, 1 / EP of the experts' and the activations"
                : zs < 2 ? "the replicated weights, gradients and activations"
                : zs == 2 ? "the replicated weights and activations"
-                         : "the whole model at load (or the unit windows, activations and rollout)",
+                         : in.sh.whole_at_open ? "the whole model left by the stage before (zero_stage 0-2)"
+                                                 : "the unit windows, activations and rollout",
                gpu_gb, zs < 3 ? "needs ZeRO 3 or expert / tensor parallelism"
-                               : "needs a sharded load (each rank reading its range) or expert / tensor parallelism, "
-                                 "not built");
+               : ep > 1 && in.sh.whole_at_open ? "needs a sharded load with expert parallelism, not built"
+               : in.sh.whole_at_open ? "train the stage before at zero_stage 3 too"
+                                     : "needs expert / tensor parallelism");
     run_grpo_comm cv;
     run_grpo_comm_volume(&mc, &sh, &cv);
     printf("communication per optimizer step per rank (bytes sent, ring algorithms; computed):\n");

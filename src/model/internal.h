@@ -105,6 +105,11 @@ struct model {
     void *uhook_ctx;
 };
 
+/* shard.c: every weight view unbound, the unit ranges and bindings made,
+ * the model marked released (its arena, if any, freed by the caller):
+ * model_arena_release, and a model made without its arena
+ * (model_load_opts.no_arena). */
+void model_shard_unbound(model *m);
 /* shard.c: before a pass uses unit u's weights (ZeRO 3: the hook binds
  * them); a no-op for a model holding its arena. */
 void model_unit_use(const model *m, int u);

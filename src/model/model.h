@@ -208,6 +208,16 @@ typedef struct {
      * it; model_memory_plan plans the local arena. LoRA on routed experts
      * (model_lora_config.routed_experts) is refused with size > 1. */
     const model_ep *ep;
+    /* ZeRO 3's sharded load (docs/distributed.md): a trainable model
+     * created without its arena, released from the start
+     * (model_arena_released): config, parameter table, layout and rope
+     * tables; model_load checks every tensor's presence and shape (the MTP
+     * layers found as it finds them) but reads no weight, and no f32 arena
+     * nor bf16 copy is allocated. The caller fills its own range of the
+     * arena (the trainer: run_ckpt_read_range, or model_init_random_range),
+     * sets the unit hook (model_unit_hook_set) and binds units as after
+     * model_arena_release. Refused for frozen models and with EP > 1. */
+    int no_arena;
 } model_load_opts;
 
 /* Load DIR (config.json + safetensors in any shard layout; F32, BF16 or FP8
@@ -222,6 +232,10 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
 base_status model_init_random(const model_config *cfg, const struct ops *ops, uint64_t seed,
                               float std, const model_load_opts *opts, model **out);
 void model_free(model *m);
+/* The values model_init_random (same seed and std) gives arena elements
+ * [lo, hi) of m's layout, into host[hi - lo] (elements of no parameter:
+ * 0): a sharded load's random weights (model_load_opts.no_arena). */
+void model_init_random_range(const model *m, uint64_t seed, float std, int64_t lo, int64_t hi, float *host);
 
 const model_config *model_cfg(const model *m);
 const struct ops *model_ops(const model *m);
@@ -470,6 +484,10 @@ void model_train_join_backward(model_train *tr, float *grads, const model_grad_h
 base_status model_arena_release(model *m, void (*hook)(void *ctx, int unit), void *ctx);
 void model_arena_restore(model *m);
 int model_arena_released(const model *m);
+/* The unit hook of a model loaded without its arena
+ * (model_load_opts.no_arena), set once its owner can gather units; dies
+ * when the model is not released. */
+void model_unit_hook_set(model *m, void (*hook)(void *ctx, int unit), void *ctx);
 /* Bind unit u's weight views to win [hi - lo] f32 values of arena range
  * [lo, hi) (model_grad_unit_ranges); in bf16 mode win_c [hi - lo] bf16
  * receives their compute copy and the GEMM views point into it (win_c may

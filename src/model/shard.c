@@ -34,15 +34,8 @@ static void ensure_units(model *m) {
     model_grad_unit_ranges(m, m->ulo, m->uhi);
 }
 
-base_status model_arena_release(model *m, void (*hook)(void *ctx, int unit), void *ctx) {
-    if (m->released) return base_err_set(BASE_ERR_INVALID, "model_arena_release: the arena is released already");
-    if (!m->params || m->frozen || m->lora)
-        return base_err_set(BASE_ERR_UNSUPPORTED, "model_arena_release: only a trainable model without an adapter "
-                            "shards its parameters (ZeRO 3)");
-    if (!hook) return base_err_set(BASE_ERR_INVALID, "model_arena_release: no unit hook");
+void model_shard_unbound(model *m) {
     ensure_units(m);
-    m->ops->free(m->params), m->params = NULL;
-    if (m->params_c) m->ops->free(m->params_c), m->params_c = NULL;
     model_weights_free(&m->w);
     model_weights_free(&m->wc);
     model_layout(m, NULL, &m->w, NULL, NULL); /* every view unbound */
@@ -52,8 +45,24 @@ base_status model_arena_release(model *m, void (*hook)(void *ctx, int unit), voi
     memcpy(m->wc.layers, m->w.layers, (size_t)nl * sizeof(model_layer_w));
     m->ubase = base_xcalloc((size_t)model_grad_units(m), sizeof *m->ubase);
     m->released = 1;
+}
+
+base_status model_arena_release(model *m, void (*hook)(void *ctx, int unit), void *ctx) {
+    if (m->released) return base_err_set(BASE_ERR_INVALID, "model_arena_release: the arena is released already");
+    if (!m->params || m->frozen || m->lora)
+        return base_err_set(BASE_ERR_UNSUPPORTED, "model_arena_release: only a trainable model without an adapter "
+                            "shards its parameters (ZeRO 3)");
+    if (!hook) return base_err_set(BASE_ERR_INVALID, "model_arena_release: no unit hook");
+    m->ops->free(m->params), m->params = NULL;
+    if (m->params_c) m->ops->free(m->params_c), m->params_c = NULL;
+    model_shard_unbound(m);
     m->uhook = hook, m->uhook_ctx = ctx;
     return BASE_OK;
+}
+
+void model_unit_hook_set(model *m, void (*hook)(void *ctx, int unit), void *ctx) {
+    if (!m->released) base_die("model_unit_hook_set: the model holds its arena");
+    m->uhook = hook, m->uhook_ctx = ctx;
 }
 
 void model_arena_restore(model *m) {

@@ -273,7 +273,7 @@ static void sizes(const model *m, tensor_device dev, int64_t rope_len, model_mem
 }
 
 static model *model_alloc(const model_config *cfg, const struct ops *ops, int n_mtp, int copies, model_precision prec,
-                          int frozen, const model_ep *ep) {
+                          int frozen, const model_ep *ep, int no_arena) {
     model *m = model_shell(cfg, ops, n_mtp, copies, prec, frozen, ep);
     model_mem mm;
     sizes(m, ops->device, 0, &mm);
@@ -283,6 +283,9 @@ static model *model_alloc(const model_config *cfg, const struct ops *ops, int n_
         m->qbcap = m->fz.ngemm;
         m->qbs = base_xcalloc((size_t)(m->qbcap > 0 ? m->qbcap : 1), sizeof(tensor_qblock));
         model_layout_frozen(m, &m->w);
+    } else if (no_arena) { /* ZeRO 3's sharded load: released from the start */
+        model_layout(m, NULL, &m->w, NULL, NULL);
+        model_shard_unbound(m);
     } else {
         m->params = ops->alloc(mm.master);
         model_layout(m, m->params, &m->w, NULL, NULL);
@@ -355,6 +358,9 @@ static base_status check_precision(const struct ops *ops, const model_load_opts 
         return base_err_set(BASE_ERR_UNSUPPORTED,
                             "precision fp8: for frozen models only (generate, eval, sample, forward); a "
                             "trained model keeps f32 master weights: use bf16 or f32");
+    if (opts && opts->no_arena && (frozen || (opts->ep && opts->ep->size > 1)))
+        return base_err_set(BASE_ERR_UNSUPPORTED, "a model loaded without its arena (ZeRO 3's sharded load) is a "
+                            "trainable model without expert parallelism");
     if (p == MODEL_BF16 && ops->device == TENSOR_CPU && !frozen)
         return base_err_set(BASE_ERR_UNSUPPORTED,
                             "precision bf16: the %s backend is the f32 reference and trains in f32 only (bf16 "
@@ -372,6 +378,7 @@ static base_status setup_precision(model *m, const model_load_opts *opts) {
      * and fp8; the CPU keeps f32 (stored weights widened in the GEMM) */
     m->cdt = p != MODEL_F32 && m->ops->device != TENSOR_CPU ? TENSOR_BF16 : TENSOR_F32;
     (void)nl;
+    if (m->released) return BASE_OK; /* no arena: model_unit_bind makes the compute views */
     model_build_compute_views(m);
     if (m->params_c) model_sync_compute(m);
     return BASE_OK;
@@ -513,6 +520,7 @@ static base_status load_one(model *m, const st_dir *d, const char *name, int ndi
         return base_err_set(BASE_ERR_INVALID, "%s: tensor %s has shape %s, the config needs %s", st_dir_file_of(d, t),
                             name, shape_str(t->ndim, t->shape, a, sizeof a), shape_str(ndim, shape, b, sizeof b));
     }
+    if (m->released) return BASE_OK; /* no arena (ZeRO 3's sharded load): checked, not read */
     if (m->cmem && pi >= 0 && t->dtype == TENSOR_F8_E4M3 && frozen_param_dtype(m, pi) == TENSOR_F8_E4M3)
         return load_fp8_raw(m, d, t, pi, sb); /* FP8 stays FP8 */
     float *dst = m->params && m->ops->device == TENSOR_CPU ? m->params + off : sb->f32;
@@ -576,7 +584,8 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
         st_dir_close(d);
         return st;
     }
-    model *m = model_alloc(&cfg, ops, n_mtp, copies, prec, opts && opts->frozen, opts ? opts->ep : NULL);
+    model *m = model_alloc(&cfg, ops, n_mtp, copies, prec, opts && opts->frozen, opts ? opts->ep : NULL,
+                           opts && opts->no_arena);
     unsigned char *done = base_xcalloc((size_t)m->ntab, 1);
     int64_t maxn = 0;
     for (int i = 0; i < m->ntab; i++)
@@ -586,8 +595,8 @@ base_status model_load(const char *dir, const struct ops *ops, const model_load_
     int64_t fused = (int64_t)cfg.n_routed_experts * 2 * cfg.moe_intermediate_size * cfg.hidden_size;
     if (fused > maxn) maxn = fused;
     stage_bufs sb = {NULL, NULL, NULL};
-    if (ops->device != TENSOR_CPU || m->cmem || m->has_ep) sb.f32 = base_xmalloc((size_t)maxn * sizeof(float));
-    if (m->wdt == TENSOR_F8_E4M3) {
+    if ((ops->device != TENSOR_CPU || m->cmem || m->has_ep) && !m->released) sb.f32 = base_xmalloc((size_t)maxn * sizeof(float));
+    if (m->wdt == TENSOR_F8_E4M3 && !m->released) {
         sb.q = base_xmalloc((size_t)maxn);
         sb.scale = base_xmalloc((size_t)(maxn / (TENSOR_QBLOCK * TENSOR_QBLOCK) + 2 * maxn / TENSOR_QBLOCK + 1) *
                                 sizeof(float)); /* ceil(r/128) ceil(c/128) <= rc/128^2 + (r+c)/128 + 1 */
@@ -648,12 +657,12 @@ base_status model_init_random(const model_config *cfg, const struct ops *ops, ui
     if (st0) return st0;
     if (opts && opts->ep && (st0 = model_ep_check(cfg, opts->ep))) return st0;
     model *m = model_alloc(cfg, ops, 0, 0, opts ? opts->precision : MODEL_F32, opts && opts->frozen,
-                           opts ? opts->ep : NULL);
+                           opts ? opts->ep : NULL, opts && opts->no_arena);
     int64_t maxn = 0;
     for (int i = 0; i < m->ntab; i++)
         if (m->tab[i].numel > maxn) maxn = m->tab[i].numel;
     float *host = base_xmalloc((size_t)maxn * sizeof(float));
-    for (int i = 0; i < m->ntab; i++) {
+    for (int i = 0; i < m->ntab && !m->released; i++) { /* no arena: model_init_random_range fills a range */
         const model_param *p = &m->tab[i];
         base_rng r;
         base_rng_init(&r, seed, 0x4d4f44u, (uint32_t)m->gidx[i], 0); /* the whole model's stream */
@@ -675,6 +684,27 @@ base_status model_init_random(const model_config *cfg, const struct ops *ops, ui
     }
     *out = m;
     return BASE_OK;
+}
+
+void model_init_random_range(const model *m, uint64_t seed, float std, int64_t lo, int64_t hi, float *host) {
+    if (lo < 0 || hi < lo || hi > m->numel)
+        base_die("model_init_random_range: [%lld, %lld) outside the arena of %lld", (long long)lo, (long long)hi,
+                 (long long)m->numel);
+    memset(host, 0, (size_t)(hi - lo) * sizeof(float));
+    for (int i = 0; i < m->ntab; i++) { /* model_init_random's values, element k of parameter i at offset + k */
+        const model_param *p = &m->tab[i];
+        int64_t a = p->offset > lo ? p->offset : lo, b = p->offset + p->numel < hi ? p->offset + p->numel : hi;
+        if (b <= a) continue;
+        base_rng r;
+        base_rng_init(&r, seed, 0x4d4f44u, (uint32_t)m->gidx[i], 0);
+        int is_norm = p->ndim == 1 && strstr(p->name, "bias") == NULL;
+        float *dst = host + (a - lo);
+#pragma omp parallel for schedule(static) if (b - a > 65536)
+        for (int64_t e = a; e < b; e++) {
+            float x = std * base_rng_normal(&r, (uint32_t)(e - p->offset));
+            dst[e - a] = is_norm ? 1.0f + x : x;
+        }
+    }
 }
 
 /* ---- accessors ------------------------------------------------------------ */

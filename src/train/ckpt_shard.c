@@ -86,6 +86,24 @@ base_status run_ckpt_write_range(run_ctx *c, const run_ckpt_range *r, const char
     return s;
 }
 
+/* Where a per-expert tensor the file lacks lives in a fused experts tensor
+ * (transformers v5's layout, as model_load reads it): its name into buf and
+ * the parameter's first element in it (gate_up_proj [E, 2 ie, d]: expert
+ * e's gate at 2 e ie d, its up at (2 e + 1) ie d; down_proj [E, d, ie]:
+ * e d ie); NULL when p is no expert tensor or the file has no fused one. */
+static const char *fused_of(const st_dir *d, const model_param *p, char *buf, size_t n, int64_t *first) {
+    int layer, e, end = 0;
+    char kind[8] = "";
+    if (sscanf(p->name, "model.layers.%d.mlp.experts.%d.%7[a-z]_proj.weight%n", &layer, &e, kind, &end) != 3 ||
+        p->name[end] != '\0')
+        return NULL;
+    int gate = !strcmp(kind, "gate"), up = !strcmp(kind, "up");
+    if (!gate && !up && strcmp(kind, "down")) return NULL;
+    snprintf(buf, n, "model.layers.%d.mlp.experts.%s", layer, gate || up ? "gate_up_proj" : "down_proj");
+    *first = gate || up ? (2 * (int64_t)e + up) * p->numel : (int64_t)e * p->numel;
+    return st_dir_find(d, buf) ? buf : NULL;
+}
+
 base_status run_ckpt_read_range(const char *dir, const char *stem, const run_ckpt_range *r, size_t *peak) {
     if (peak) *peak = 0;
     base_status s = check_range(r);
@@ -106,6 +124,15 @@ base_status run_ckpt_read_range(const char *dir, const char *stem, const run_ckp
         int64_t a, b;
         if (!overlap(pp, r->lo, r->hi, &a, &b)) continue; /* another rank's: not read */
         const st_tensor *t = st_dir_find(d, pp->name);
+        const char *name = pp->name;
+        char fused[128];
+        int64_t first = 0; /* the parameter's first element in tensor `name` */
+        if (!t && !pp->trainable) { /* e_score_correction_bias: zeros when absent, as model_load */
+            if (on_host) memset(r->shard + (a - r->lo), 0, (size_t)(b - a) * sizeof(float));
+            else r->ops->zero(r->shard + (a - r->lo), (size_t)(b - a) * sizeof(float));
+            continue;
+        }
+        if (!t && fused_of(d, pp, fused, sizeof fused, &first)) name = fused; /* else: named missing below */
         if (t && st_numel(t) != pp->numel) {
             s = base_err_set(BASE_ERR_INVALID, "%s: tensor '%s' has %lld elements, the model's has %lld",
                              st_dir_file_of(d, t), pp->name, (long long)st_numel(t), (long long)pp->numel);
@@ -115,12 +142,12 @@ base_status run_ckpt_read_range(const char *dir, const char *stem, const run_ckp
             int64_t n = b - e < step ? b - e : step;
             float *dst = r->shard + (e - r->lo);
             if (on_host) {
-                s = st_dir_load_f32_range(d, pp->name, e - pp->offset, n, dst);
+                s = st_dir_load_f32_range(d, name, first + e - pp->offset, n, dst);
                 continue;
             }
             if (!buf) buf = base_xmalloc((size_t)step * sizeof(float));
             if (peak && (size_t)n * sizeof(float) > *peak) *peak = (size_t)n * sizeof(float);
-            s = st_dir_load_f32_range(d, pp->name, e - pp->offset, n, buf);
+            s = st_dir_load_f32_range(d, name, first + e - pp->offset, n, buf);
             if (!s) r->ops->upload(dst, buf, (size_t)n * sizeof(float));
         }
     }

@@ -170,12 +170,24 @@ static base_status check_cursor(run_ctx *c, const run_ckpt *ck) {
 }
 
 /* Load the policy from a checkpoint directory, or (fresh = 1 and the recipe
- * sets init_std) make random weights from its config.json. */
-static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
+ * sets init_std) make random weights from its config.json. first: the stage
+ * that runs next with it (ZeRO 3's sharded load when it, or the first
+ * training stage after it, trains at zero_stage 3: run_zero3_load_sharded). */
+static base_status load_policy(run_ctx *c, const char *dir, int fresh, int first) {
     model *m = NULL;
     base_status s;
     double init_std = c->cfg->init_std; /* NaN: not set */
-    if (!isnan(init_std) && fresh) { /* pre-training from scratch */
+    int random = !isnan(init_std) && fresh;
+    if (run_zero3_load_sharded(c, first)) { /* no rank holds the whole model */
+        s = run_zero3_load(c, dir, random, &m);
+        if (!s) s = run_keep_files(c, dir, NULL);
+        if (s) return base_err_wrap(s, "loading the model (ZeRO 3: each rank its shard)");
+        free(c->policy_src);
+        c->policy_src = base_xstrdup(dir);
+        c->policy_on_disk = !random;
+        return BASE_OK;
+    }
+    if (random) { /* pre-training from scratch */
         model_config cfg;
         s = model_config_load(dir, &cfg);
         if (!s) s = model_init_random(&cfg, c->ops, c->seed, (float)init_std, &c->load, &m);
@@ -192,6 +204,7 @@ static base_status load_policy(run_ctx *c, const char *dir, int fresh) {
     c->policy = m;
     free(c->policy_src);
     c->policy_src = base_xstrdup(dir);
+    c->policy_on_disk = !random;
     return BASE_OK;
 }
 
@@ -343,11 +356,13 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
     char *model_dir = recipe_resolve_path(rc, c.cfg->model);
     /* expert parallelism: the groups, and the policy's local experts */
     s = run_ep_open(&c, ck && !c.cfg->lora.set ? run_ckpt_dir(ck) : model_dir);
+    /* the first stage to run (resuming: the checkpoint's, or the next) */
+    int first = ck ? run_ckpt_state(ck)->stage_index + (run_ckpt_state(ck)->stage_done ? 1 : 0) : 0;
     if (!s && c.cfg->lora.set) { /* the frozen base is the recipe's model; the adapter new or the checkpoint's */
-        s = load_policy(&c, model_dir, 1);
+        s = load_policy(&c, model_dir, 1, first);
         if (!s) s = attach_adapter(&c, ck ? run_ckpt_dir(ck) : NULL);
     } else if (!s) {
-        s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir, !ck);
+        s = load_policy(&c, ck ? run_ckpt_dir(ck) : model_dir, !ck, first);
     }
     const char *tk = c.cfg->tokenizer;
     c.tok_dir = tk ? recipe_resolve_path(rc, tk) : base_xstrdup(model_dir);
@@ -357,10 +372,7 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
         if (!s) s = run_keep_files(&c, NULL, c.tok_dir);
         if (s) s = base_err_wrap(s, "loading the tokenizer (set 'tokenizer' in the recipe)");
     }
-    if (!s) {
-        const run_train_state *r0 = ck ? run_ckpt_state(ck) : NULL;
-        s = preflight(&c, r0 ? r0->stage_index + (r0->stage_done ? 1 : 0) : 0);
-    }
+    if (!s) s = preflight(&c, first);
     if (!s && ck) s = check_cursor(&c, ck);
     s = run_agree(&c, s, "starting the run"); /* a file one node lacks, ... */
     if (!s && run_poll_signal(&c)) { /* stopped while loading: the run directory stays as it was */
@@ -440,21 +452,26 @@ base_status run_recipe(const recipe *rc, const run_opts *opts) {
             /* "model": the recipe's model again (R1's second SFT starts from
              * the base model, not from the RL checkpoint) */
             char *p = recipe_resolve_path(rc, !strcmp(from, "model") ? c.cfg->model : from);
-            s = load_policy(&c, p, 0);
+            s = load_policy(&c, p, 0, i);
             free(p);
+            s = run_agree(&c, s, "loading the stage's init_from");
             if (s) break;
         }
         const run_ckpt *res = rs && i == rs->stage_index ? ck : NULL;
         if (!c.opts.quiet) base_info("stage %d/%d: %s (%s)", i + 1, n, st->name, st->type_name);
         if (st->type == RECIPE_STAGE_GRPO || st->type == RECIPE_STAGE_SFT) {
-            /* a policy a stage-3 stage left released: training reads its whole arena */
+            /* a policy the run holds released (a sharded load, a stage-3
+             * stage before): a stage-3 stage takes its shards over
+             * (run_zero2_new); training at stage 0-2 reads the whole arena */
+            const recipe_train_cfg *t = st->type == RECIPE_STAGE_GRPO ? &st->grpo.train : &st->sft.train;
             char why[192];
             snprintf(why, sizeof why, "stage '%s' trains it", st->name);
-            s = run_zero3_gather(&c, why);
+            if (t->zero_stage != 3) s = run_zero3_gather(&c, why);
             if (s) break;
         }
         if (st->type == RECIPE_STAGE_GRPO) s = run_stage_grpo(&c, st, res);
         else if (st->type == RECIPE_STAGE_SFT) s = run_stage_sft(&c, st, res);
+        if (st->type == RECIPE_STAGE_GRPO || st->type == RECIPE_STAGE_SFT) c.policy_on_disk = 0; /* trained */
         else if (st->type == RECIPE_STAGE_EVAL) s = run_stage_eval(&c, st);
         else s = run_stage_sample(&c, st);
         if (!s && c.ep > 1) s = run_ep_summary(&c, st->name);

@@ -98,6 +98,10 @@ typedef struct {
                                     * 2: gradients too (a shard + unit windows); 3: parameters too */
     int ep;                        /* expert_parallel_size (0: 1): the routed experts split over EP
                                     * consecutive ranks; needs zero_stage <= 1 and no LoRA */
+    int whole_at_open;             /* ZeRO 3: the policy reaches the stage whole (an earlier stage
+                                    * trained it at zero_stage 0-2), so the opening releases its
+                                    * arena (release_peak); 0: the run holds it sharded already
+                                    * (ZeRO 3's sharded load, or a stage-3 stage before) */
 } run_grpo_shape;
 
 typedef struct {
@@ -119,10 +123,12 @@ typedef struct {
                              * buffers (rows received from every peer, counts, expert-sorted rows,
                              * planned for the worst case: all of every peer's rows to this rank);
                              * not a role of its own (total does not add it again) */
-    size_t release_peak;    /* ZeRO 3: the stage's opening before the arena's release: the loaded
-                             * model whole (its f32 arena + bf16 copy) beside what the stage
-                             * allocates before it (all of total but the activations and the
-                             * rollout); 0 below stage 3. A rank peaks at max(total, this) */
+    size_t release_peak;    /* ZeRO 3 with whole_at_open: the stage's opening before the arena's
+                             * release: the model whole (its f32 arena + bf16 copy) beside what
+                             * the stage allocates before it (all of total but the activations
+                             * and the rollout); 0 otherwise (below stage 3, and a sharded load:
+                             * no rank ever holds the whole model). A rank peaks at max(total,
+                             * this) */
     int64_t numel;          /* elements of the trained arena (what the ZeRO shards split) */
     int64_t expert_numel;   /* of which routed experts held by this rank (EP: 1 / EP of them) */
 } run_grpo_mem;

@@ -38,6 +38,7 @@ typedef struct {
     model *policy;         /* the weights every stage starts from / updates */
     model_lora *lora;      /* recipe lora table: the adapter attached to policy (owned by it); NULL: none */
     char *policy_src;      /* checkpoint directory the policy came from (with lora: the base model's) */
+    int policy_on_disk;    /* its weights are policy_src's still (loaded, not random, not trained since) */
     tok_tokenizer *tok;
     char *tok_dir;
     /* what every checkpoint carries besides the weights (RUN_KEEP_*),
@@ -275,6 +276,27 @@ base_status run_zero3_end(run_ctx *c);
  * (why) and frees c->z3; a no-op without c->z3. run_zero3_drop frees c->z3
  * without a gather (the policy is replaced or freed). */
 base_status run_zero3_gather(run_ctx *c, const char *why);
+/* ZeRO 3's sharded load (run_z3load.c): a policy made without its arena
+ * (model_load_opts.no_arena) gets the run's shard state (c->z3: this
+ * rank's parameter shard, the windows, the unit hook); *shard (device,
+ * unfilled) receives arena range [*lo, *hi). A stage-3 stage takes c->z3
+ * over (run_zero2_new) instead of copying from an arena. */
+base_status run_zero3_open(run_ctx *c, float **shard, int64_t *lo, int64_t *hi);
+/* Collective: a model (dst, e.g. the frozen reference) gets the released
+ * policy's weights, unit by unit: each unit all-gathered into a parameter
+ * window, downloaded into one host buffer of the largest unit, and dst's
+ * parameters in it set (model_param_from_host); never the whole policy. */
+base_status run_zero3_copy_to(run_ctx *c, model *dst);
+/* The rule of the sharded load: 1 when the policy loaded before stage
+ * `first` (a run's start or resume: the first stage to run; an init_from:
+ * its stage) is next trained by a GRPO or SFT stage at zero_stage 3, with
+ * no init_from in between, no LoRA and no expert parallelism. */
+int run_zero3_load_sharded(const run_ctx *c, int first);
+/* The policy from DIR's weights (or, random = 1, model_init_random's with
+ * the recipe's init_std) without the whole arena on any rank: the model
+ * made without its arena, this rank's range read through
+ * run_ckpt_read_range (or drawn), c->z3 set. On error *out is NULL. */
+base_status run_zero3_load(run_ctx *c, const char *dir, int random, model **out);
 void run_zero3_drop(run_ctx *c);
 base_status run_zero3_write_weights(run_ctx *c, const char *dir, uint64_t shard_bytes);
 /* ZeRO 3: a phase of forward-only passes of the policy whose number differs

@@ -104,9 +104,11 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
     out->ep_dispatch += out->rollout - rollout_bytes(mc, &rl, sh->lora, prec);
     out->total = out->weights + out->adapter + out->grads + out->optimizer + out->ref_weights + out->activations +
                  out->ref_activations + out->rollout + out->gather;
-    if (sh->zero_stage == 3) /* stage_grpo.c: the trainer and rollout engine are made after the release */
+    if (sh->zero_stage == 3 && sh->whole_at_open) /* the trainer and rollout engine are made after the release */
         out->release_peak = out->total - out->activations - out->rollout +
                             (sh->ep > 1 ? out->release_peak /* the EP index's arena, run_ep.c */ : pm.master + pm.compute);
+    else
+        out->release_peak = 0;
     return BASE_OK;
 }
 

@@ -21,7 +21,7 @@ base_status run_moe_init(run_ctx *c, const recipe_train_cfg *train, run_moe *mo)
     mo->speed = train->router_bias_update_speed;
     mo->aux_coef = train->router_aux_loss_coef;
     if (!any) return BASE_OK;
-    if (mo->speed > 0 && (c->lora || !model_params(c->policy)))
+    if (mo->speed > 0 && (c->lora || (!model_params(c->policy) && !model_arena_released(c->policy))))
         return base_err_set(BASE_ERR_UNSUPPORTED,
                             "router_bias_update_speed %g moves e_score_correction_bias, a base weight: it needs full "
                             "fine-tuning (a LoRA run saves only the adapter); set it to 0",

@@ -122,9 +122,10 @@ static base_status finish_all(run_zero2 *z) {
 }
 
 static void params_stale(run_zero2 *z);
+static void param_use(void *ctx, int u);
 
-base_status run_zero2_new(run_ctx *c, optim *o, run_zero2 **out) {
-    *out = NULL;
+/* The units and every rank's run_split shard of the policy's arena. */
+static run_zero2 *zero_alloc(run_ctx *c) {
     model *m = c->policy;
     run_zero2 *z = base_xcalloc(1, sizeof *z);
     z->c = c;
@@ -133,8 +134,43 @@ base_status run_zero2_new(run_ctx *c, optim *o, run_zero2 **out) {
     model_grad_unit_ranges(m, z->ulo, z->uhi);
     int W = c->world;
     z->slo = base_xmalloc(2 * (size_t)W * sizeof(int64_t)), z->shi = z->slo + W;
-    for (int r = 0; r < W; r++) run_split(o->n, r, W, &z->slo[r], &z->shi[r]);
-    z->counts = base_xmalloc((size_t)W * sizeof(size_t));
+    for (int r = 0; r < W; r++) run_split(model_numel(m), r, W, &z->slo[r], &z->shi[r]);
+    z->cur = 1;
+    z->stage = 2;
+    return z;
+}
+
+/* ZeRO 3's side: this rank's parameter shard (unfilled) and windows. */
+static void params_alloc(run_zero2 *z) {
+    run_ctx *c = z->c;
+    const struct ops *ops = c->ops;
+    int64_t emb, n = z->shi[c->rank] - z->slo[c->rank];
+    model_grad_windows(c->policy, &z->win_n, &emb, NULL);
+    z->stage = 3;
+    z->pshard = ops->alloc(n ? (size_t)n * sizeof(float) : sizeof(float));
+    z->emb_n = emb;
+    int bf16 = model_get_precision(c->policy) == MODEL_BF16 && ops->device != TENSOR_CPU;
+    for (int k = 0; k < 3; k++) {
+        int64_t wn = k < 2 ? z->win_n : emb;
+        if (wn == 0) continue;
+        z->pwin[k] = ops->alloc((size_t)wn * sizeof(float));
+        if (bf16) z->pwin_c[k] = ops->alloc((size_t)wn * sizeof(uint16_t));
+    }
+    z->pcounts = base_xmalloc((size_t)c->world * sizeof(size_t));
+    params_stale(z);
+}
+
+base_status run_zero2_new(run_ctx *c, optim *o, run_zero2 **out) {
+    *out = NULL;
+    model *m = c->policy;
+    /* a policy the run holds released (a sharded load, or a stage-3 stage
+     * before this one) comes with its shard and windows: a stage-3 stage
+     * takes them over, no gather */
+    int taken = o->zero_stage == 3 && c->z3;
+    run_zero2 *z = taken ? c->z3 : zero_alloc(c);
+    c->z3 = NULL;
+    int W = c->world;
+    if (!z->counts) z->counts = base_xmalloc((size_t)W * sizeof(size_t));
     int64_t emb;
     model_grad_windows(m, &z->win_n, &emb, NULL);
     const struct ops *ops = c->ops;
@@ -145,21 +181,20 @@ base_status run_zero2_new(run_ctx *c, optim *o, run_zero2 **out) {
     z->cur = 1;
     optim_set_grad_shard(o, z->grad);
     z->o = o;
-    z->stage = o->zero_stage == 3 ? 3 : 2;
-    if (z->stage == 3) { /* the parameter shard and windows (the shard is filled by run_zero3_begin) */
-        z->pshard = ops->alloc(gb ? gb : sizeof(float));
-        z->emb_n = emb;
-        int bf16 = model_get_precision(m) == MODEL_BF16 && ops->device != TENSOR_CPU;
-        for (int k = 0; k < 3; k++) {
-            int64_t wn = k < 2 ? z->win_n : emb;
-            if (wn == 0) continue;
-            z->pwin[k] = ops->alloc((size_t)wn * sizeof(float));
-            if (bf16) z->pwin_c[k] = ops->alloc((size_t)wn * sizeof(uint16_t));
-        }
-        z->pcounts = base_xmalloc((size_t)W * sizeof(size_t));
-        params_stale(z);
-    }
+    /* the parameter shard and windows (the shard is filled by run_zero3_begin) */
+    if (o->zero_stage == 3 && !taken) params_alloc(z);
     *out = z;
+    return BASE_OK;
+}
+
+base_status run_zero3_open(run_ctx *c, float **shard, int64_t *lo, int64_t *hi) {
+    if (!model_arena_released(c->policy) || c->z3 || c->z2)
+        return base_err_set(BASE_ERR_INVALID, "ZeRO 3: a sharded load needs a policy made without its arena");
+    run_zero2 *z = zero_alloc(c);
+    params_alloc(z);
+    model_unit_hook_set(c->policy, param_use, z);
+    c->z3 = z;
+    *shard = z->pshard, *lo = z->slo[c->rank], *hi = z->shi[c->rank];
     return BASE_OK;
 }
 
@@ -200,8 +235,6 @@ base_status run_backward(run_ctx *c, model_train *tr, const float *g_logp, const
     model_backward_units(tr, g_logp, g_ent, &h);
     return finish_all(c->z2);
 }
-
-static void param_use(void *ctx, int u);
 
 /* The released policy's state: the training stage's, or the one a stage-3
  * stage left (c->z3, run_zero3_end). */
@@ -351,9 +384,12 @@ base_status run_zero3_begin(run_ctx *c) {
     run_zero2 *z = c->z2;
     if (!z || z->stage != 3) return BASE_OK;
     model *m = c->policy;
-    if (z->ex) { /* the optimizer's parameters are the shard already; taken over: filled and released */
+    if (model_arena_released(m)) { /* taken over from the run (run_zero2_new, run_zero_ep_optim_new): filled */
+        if (!z->ex) optim_set_param_shard(z->o, z->pshard); /* with EP the optimizer's parameters are the shard */
         params_stale(z);
-        if (model_arena_released(m)) return BASE_OK;
+        return BASE_OK;
+    }
+    if (z->ex) { /* the optimizer's parameters are the shard already */
         ep_shard_from(z, model_params(m));
     } else {
         size_t n = (size_t)(z->shi[c->rank] - z->slo[c->rank]);
@@ -403,6 +439,41 @@ base_status run_zero3_gather(run_ctx *c, const char *why) {
     model_sync_compute(m);
     zero_free(z, 0);
     c->z3 = NULL;
+    return BASE_OK;
+}
+
+base_status run_zero3_copy_to(run_ctx *c, model *dst) {
+    run_zero2 *z = z3_of(c);
+    model *m = c->policy;
+    if (!z || z->stage != 3 || !model_arena_released(m))
+        return base_err_set(BASE_ERR_INVALID, "ZeRO 3: no sharded policy to copy");
+    int64_t most = 1;
+    for (int u = 0; u < z->U; u++)
+        if (z->uhi[u] - z->ulo[u] > most) most = z->uhi[u] - z->ulo[u];
+    float *host = base_xmalloc((size_t)most * sizeof(float));
+    int n = model_nparams(dst), set = 0;
+    for (int u = 0; u < z->U; u++) { /* unit u gathered into its window (as a pass would), then dst's parameters in it */
+        param_use(z, u);
+        int k = u == 0 && z->emb_n ? 2 : u % 2;
+        c->ops->download(host, z->pwin[k], (size_t)(z->uhi[u] - z->ulo[u]) * sizeof(float));
+        for (int i = 0; i < model_nparams(m); i++) {
+            const model_param *p = model_param_at(m, i);
+            if (p->offset < z->ulo[u] || p->offset + p->numel > z->uhi[u]) continue;
+            const model_param *q = model_param_find(dst, p->name);
+            if (!q) continue; /* the MTP layers a frozen model leaves out */
+            if (q->numel != p->numel) {
+                free(host);
+                return base_err_set(BASE_ERR_INVALID, "ZeRO 3: %s has %lld values in the policy, %lld in the copy",
+                                    p->name, (long long)p->numel, (long long)q->numel);
+            }
+            model_param_from_host(dst, (int)(q - model_param_at(dst, 0)), host + (p->offset - z->ulo[u]));
+            set++;
+        }
+    }
+    free(host);
+    if (set != n)
+        return base_err_set(BASE_ERR_INVALID, "ZeRO 3: %d of the copy's %d parameters lie in the policy's units", set, n);
+    model_sync_compute(dst);
     return BASE_OK;
 }
 

@@ -125,6 +125,7 @@ typedef struct {
     model_train *tr, *tr_ref;   /* policy / reference (beta != 0) training passes */
     int ref_in_policy;          /* LoRA with beta != 0: the reference pass is tr with the adapter off */
     int64_t peak_release;       /* ZeRO 3 on the CPU: the peak from the opening to the arena's release */
+    int whole_open;             /* ZeRO 3: the policy came whole and the opening released it */
     model *ref;
     float *grads;
     optim opt;
@@ -151,7 +152,10 @@ typedef struct {
 } grpo_step;
 
 /* The reference model: the checkpoint's when resuming inside this stage,
- * else ref_model, else a copy of the policy. */
+ * else ref_model, else a copy of the policy; of a policy the run holds
+ * sharded (ZeRO 3), no whole copy exists: the files it was loaded from when
+ * nothing trained it since, else its units gathered one by one
+ * (run_zero3_copy_to). */
 static base_status open_ref(grpo_stage *g, const run_ckpt *resume, const model_train_limits *tl) {
     run_ctx *c = g->c;
     const model_config *mc = model_cfg(c->policy);
@@ -159,20 +163,27 @@ static base_status open_ref(grpo_stage *g, const run_ckpt *resume, const model_t
      * the f32 weights, as before) */
     model_load_opts lo = c->load;
     lo.frozen = 1;
-    base_status s = model_init_random(mc, c->ops, 0, 0.0f, &lo, &g->ref);
     const char *ref_dir = c->cfg->ref_model;
+    int in_ckpt = resume && run_ckpt_state(resume)->stage_index == g->index && run_ckpt_has_ref(resume);
+    int sharded = model_arena_released(c->policy);
+    /* read from files whole (made by model_load), or filled in place */
+    int from_files = !in_ckpt && (ref_dir || (sharded && c->policy_on_disk));
+    base_status s = from_files ? BASE_OK : model_init_random(mc, c->ops, 0, 0.0f, &lo, &g->ref);
     if (!s) {
-        if (resume && run_ckpt_state(resume)->stage_index == g->index && run_ckpt_has_ref(resume)) {
+        if (in_ckpt) {
             s = run_ckpt_load_ref(resume, g->ref);
         } else if (ref_dir) { /* a separate reference checkpoint (same architecture) */
-            model_free(g->ref);
-            g->ref = NULL;
             char *p = recipe_resolve_path(c->rc, ref_dir);
             s = model_load(p, c->ops, &lo, &g->ref);
             free(p);
             if (!s && model_numel(g->ref) != model_numel(c->policy))
                 s = base_err_set(BASE_ERR_INVALID, "ref_model %s: not the policy's architecture", ref_dir);
             if (s) s = base_err_wrap(s, "ref_model");
+        } else if (sharded && c->policy_on_disk) { /* ZeRO 3: the policy's files read again, as frozen */
+            s = model_load(c->policy_src, c->ops, &lo, &g->ref);
+            if (s) s = base_err_wrap(s, "the reference model (ZeRO 3: read from %s)", c->policy_src);
+        } else if (sharded) { /* ZeRO 3, trained since it was loaded: gathered unit by unit */
+            s = run_zero3_copy_to(c, g->ref);
         } else {
             s = model_copy_weights(g->ref, c->policy);
         }
@@ -255,7 +266,8 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
                              .num_generations = b->G, .prompts = b->P, .max_prompt = b->max_prompt,
                              .max_completion = b->max_new, .micro_batch = b->mb, .recompute = tl.recompute,
                              .ref = grpo_needs_ref_logp(g->gc), .world = c->world,
-                             .zero_stage = (int)g->cfg->train.zero_stage, .ep = c->ep};
+                             .zero_stage = (int)g->cfg->train.zero_stage, .ep = c->ep,
+                             .whole_at_open = !model_arena_released(c->policy)};
         /* rank 0's, and every rank's (they differ by the ZeRO shard) */
         cJSON *sum = cJSON_CreateObject(), *ranks = cJSON_AddArrayToObject(sum, "memory_plan_ranks");
         for (int r = 0; r < c->world && !s; r++) {
@@ -272,7 +284,8 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
         s = base_err_set(BASE_ERR_UNSUPPORTED, "sync_ref_model with zero_stage = 3: the reference mix reads the whole "
                          "policy, which stage 3 shards (zero_stage <= 2)");
     if (!s && g->cfg->train.zero_stage == 3) { /* the policy's arena released: each rank keeps its shard */
-        if (c->ops->device == TENSOR_CPU) g->peak_release = (int64_t)ops_cpu_peak_allocated(); /* the whole model */
+        g->whole_open = !model_arena_released(c->policy); /* else: held sharded already, nothing to release */
+        if (c->ops->device == TENSOR_CPU && g->whole_open) g->peak_release = (int64_t)ops_cpu_peak_allocated();
         s = run_zero3_begin(c);
         if (!s && c->ops->device == TENSOR_CPU) ops_cpu_reset_peak(); /* the stage's peak, without the arena */
     }
@@ -675,8 +688,8 @@ static base_status checkpoint(grpo_stage *g, int64_t step) {
 
 /* On the CPU: every rank's peak of allocated device bytes over the stage
  * (ops_cpu_peak_allocated), gathered to the summary beside the plan as
- * "memory_peak_allocated", one number per rank; at ZeRO 3 also the peak
- * from the opening to the release (the whole model loaded) as
+ * "memory_peak_allocated", one number per rank; at ZeRO 3 when the policy
+ * came whole also the peak from the opening to the release as
  * "memory_peak_release" (the plan's release_peak). */
 static base_status record_peak(grpo_stage *g) {
     run_ctx *c = g->c;
@@ -691,7 +704,7 @@ static base_status record_peak(grpo_stage *g) {
         for (int r = 0; r < c->world; r++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)all[2 * r]));
         cJSON_DeleteItemFromObjectCaseSensitive(sum, "memory_peak_allocated");
         cJSON_AddItemToObject(sum, "memory_peak_allocated", a);
-        if (g->cfg->train.zero_stage == 3) { /* the opening's peak, the whole model loaded (release_peak) */
+        if (g->whole_open) { /* the opening's peak, the whole model loaded (release_peak) */
             cJSON *b = cJSON_CreateArray();
             for (int r = 0; r < c->world; r++) cJSON_AddItemToArray(b, cJSON_CreateNumber((double)all[2 * r + 1]));
             cJSON_DeleteItemFromObjectCaseSensitive(sum, "memory_peak_release");

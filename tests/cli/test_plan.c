@@ -98,10 +98,19 @@ static void test_plan_roles(void **state) {
                 assert_int_equal(printed(out, "ZeRO 3 unit gathers, training"), (long long)(cv.train_allgather + 0.5));
                 assert_int_equal(printed(out, "ZeRO 3 unit gathers, rollout"), (long long)(cv.rollout_allgather + 0.5));
                 assert_true(cv.param_allgather == 0 && cv.train_allgather > 0);
-                /* the opening with the whole model loaded: the plan but the activations and rollout, + the
-                 * f32 arena (and bf16 copy) */
-                assert_int_equal(printed(out, "  ZeRO 3 peak at the release"), (long long)m[0].release_peak);
-                assert_true(m[0].release_peak > m[0].total - m[0].activations - m[0].rollout + arena - 1);
+                /* the sharded load: no release, the run's peak is the plan */
+                assert_null(strstr(out, "ZeRO 3 peak at the release"));
+                assert_int_equal(m[0].release_peak, 0);
+                assert_non_null(strstr(out, "the load reads each rank's shard only"));
+                /* a policy that reaches the stage whole (a stage at 0-2 before): the opening with
+                 * the whole model, the plan but the activations and rollout, + the f32 arena (and
+                 * bf16 copy) */
+                run_grpo_shape wh = sh;
+                wh.whole_at_open = 1, wh.rank = 0;
+                run_grpo_mem mw;
+                assert_int_equal(run_grpo_memory(&mc, &wh, &mw), BASE_OK);
+                assert_int_equal(mw.total, m[0].total);
+                assert_true(mw.release_peak > mw.total - mw.activations - mw.rollout + arena - 1);
             }
             if (zero < 3) assert_null(strstr(out, "ZeRO 3 peak at the release"));
             if (zero < 3) assert_int_equal(m[0].release_peak, 0);
@@ -229,7 +238,36 @@ static void test_plan_ep(void **state) {
     free(cfgp);
 }
 
+/* --recipe: a GRPO stage at ZeRO 3 after an SFT stage at ZeRO 0 receives
+ * the policy whole (the release line printed, its peak counted); after an
+ * SFT stage at ZeRO 3 it is held sharded (no release, the sharded load). */
+static void test_plan_whole_at_open(void **state) {
+    (void)state;
+    char *cfgp = test_src_path("tests/model/data/tiny-v3-a-fp8/config.json"), *dir = test_tmpdir();
+    for (int z = 0; z <= 3; z += 3) {
+        char text[512], args[1536], *out;
+        snprintf(text, sizeof text,
+                 "return { name = 'p', model = 'm', datasets = { train = 'd.jsonl' }, rewards = { 'r.lua' },\n"
+                 "  stages = { { type = 'sft', dataset = 'train', zero_stage = %d },\n"
+                 "             { type = 'grpo', dataset = 'train', zero_stage = 3 } } }\n", z);
+        test_write_text(dir, "r.lua", text);
+        snprintf(args, sizeof args, "plan --model '%s' --gpus 3 --recipe '%s/r.lua'", cfgp, dir);
+        int rc = test_run_grpo(args, &out);
+        if (rc) fail_msg("%s: rc %d\n%s", args, rc, out);
+        if (z == 0) /* the whole arena beside all but the activations and rollout */
+            assert_true(printed(out, "  ZeRO 3 peak at the release") >
+                        printed(out, "  total") - printed(out, "  activations") -
+                            printed(out, "  rollout (KV cache, tables, workspace)"));
+        else assert_null(strstr(out, "ZeRO 3 peak at the release"));
+        assert_true((strstr(out, "the load reads each rank's shard only") != NULL) == (z == 3));
+        free(out);
+    }
+    test_rmdir(dir);
+    free(dir), free(cfgp);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_plan_roles), cmocka_unit_test(test_plan_ep)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_plan_roles), cmocka_unit_test(test_plan_ep),
+                                       cmocka_unit_test(test_plan_whole_at_open)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -265,12 +265,82 @@ static void test_zero3_after(void **state) {
     free(text), free(r);
 }
 
+/* The policy loaded sharded (ZeRO 3's load: a model without its arena,
+ * each rank reading its range) wherever a stage-3 stage trains it next:
+ * test_dp.c's recipe without its sample and eval stages and with its SFT
+ * stage (3 steps) before its GRPO stage (beta 0.01, 3 steps), both at
+ * stage 3, on 2 ranks, against the same at ZeRO 2
+ * (the policy whole at load; ZeRO 3's results are ZeRO 2's bit for bit,
+ * test_zero3): the checkpoint's weights and optimizer shards and every
+ * logged loss, norm, reward, KL and entropy the same, byte for byte, for
+ *   - the model directory read sharded; the GRPO stage takes the SFT
+ *     stage's shards over and its reference is gathered unit by unit
+ *     (trained since the load: no file holds it);
+ *   - init_std (random weights from scratch): each rank draws its range,
+ *     model_init_random's values;
+ *   - the GRPO stage's init_from = "model": the model directory read
+ *     sharded again, the reference read from it;
+ *   - the GRPO stage at ZeRO 2 instead: the sharded policy gathered whole
+ *     after the SFT stage (its arena restored), then trained as ZeRO 2's.
+ * At stage 3 the GRPO stage never receives a whole policy: its summary has
+ * no peak at a release (loading whole and releasing at the opening
+ * recorded one). */
+static void test_zero3_loads(void **state) {
+    (void)state;
+    char *r = read_rel("r.lua");
+    char *grpo = strstr(r, "    { type = 'grpo'"), *sft = strstr(r, "    { type = 'sft'");
+    assert_non_null(grpo);
+    assert_non_null(sft);
+    char *end = strstr(sft, "  },\n}");
+    assert_non_null(end);
+    char *stages = strstr(r, "  stages = {\n");
+    assert_non_null(stages);
+    stages += strlen("  stages = {\n");
+    char *text = NULL; /* the SFT stage, then the GRPO stage (no sample and eval stages) */
+    assert_true(asprintf(&text, "%.*s%.*s%.*s%s", (int)(stages - r), r, (int)(end - sft), sft, (int)(sft - grpo), grpo,
+                         end) > 0);
+    write_rel("r_loads.lua", text);
+    char *saved = RECIPE;
+    RECIPE = path_of("r_loads.lua");
+    const char *z3[] = {"--set", "stages.grpo.zero_stage=3", "--set", "stages.sft.zero_stage=3", NULL};
+    const char *z2[] = {"--set", "stages.grpo.zero_stage=2", "--set", "stages.sft.zero_stage=2", NULL};
+    const struct {
+        const char *name, *set;
+    } v[] = {{"ld", NULL}, {"ldr", "init_std=0.02"}, {"ldi", "stages.grpo.init_from=model"},
+             {"ldg", "stages.grpo.zero_stage=2"}};
+    for (int i = 0; i < 4; i++) {
+        char x[16], y[16], rel[96];
+        snprintf(x, sizeof x, "%s3", v[i].name);
+        snprintf(y, sizeof y, "%s2", v[i].name);
+        const char *a3[8], *a2[8];
+        int n = 0;
+        for (; z3[n]; n++) a3[n] = z3[n], a2[n] = z2[n];
+        if (v[i].set) a3[n] = a2[n] = "--set", a3[n + 1] = a2[n + 1] = v[i].set, n += 2;
+        a3[n] = a2[n] = NULL;
+        expect_ok(run_np(2, x, NULL, a3), x);
+        expect_ok(run_np(2, y, NULL, a2), y);
+        same_step6(x, y, 2);
+        metrics_within(x, y, 0);
+        snprintf(rel, sizeof rel, "runs/%s/summary.json", x);
+        char *t = read_rel(rel);
+        cJSON *j = cJSON_Parse(t);
+        assert_non_null(j);
+        if (cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "grpo"), "memory_peak_release"))
+            fail_msg("%s: the GRPO stage at ZeRO 3 received the whole policy and released it", x);
+        cJSON_Delete(j);
+        free(t);
+    }
+    free(RECIPE);
+    RECIPE = saved;
+    free(text), free(r);
+}
+
 /* Arguments: the names of the tests to run (all without). */
 int main(int argc, char **argv) {
     const struct CMUnitTest all[] = {
         cmocka_unit_test(test_zero2), cmocka_unit_test(test_zero2_resume),
         cmocka_unit_test(test_zero3), cmocka_unit_test(test_zero3_resume), cmocka_unit_test(test_zero3_uneven),
-        cmocka_unit_test(test_zero3_after),
+        cmocka_unit_test(test_zero3_after), cmocka_unit_test(test_zero3_loads),
     };
     return dp_run("test_zero", all, sizeof all / sizeof all[0], argc, argv);
 }

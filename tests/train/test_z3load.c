@@ -1,0 +1,206 @@
+/*
+ * ZeRO 3's sharded load, one process (src/model/weights.c no_arena,
+ * src/train/ckpt_shard.c run_ckpt_read_range; the run's side is
+ * tests/dist/test_zero.c test_zero3_loads):
+ *   - a model loaded without its arena (model_load_opts.no_arena) has the
+ *     whole model's table and layout, holds no arena (model_params NULL,
+ *     released) and allocates only its rope tables;
+ *   - the ranges of 1, 2, 3 and 4 ranks read from its directory by
+ *     run_ckpt_read_range are the whole model's arena (model_load) bit for
+ *     bit, for the shared fixture, per-expert tensors (tiny-v3-b), fused
+ *     experts with tied embeddings (tiny-v3-d), FP8 blocks
+ *     (tiny-v3-a-fp8), and a copy of tiny-v3-b without its
+ *     e_score_correction_bias tensors (zeros, as model_load);
+ *   - model_init_random_range gives model_init_random's values for every
+ *     range, bit for bit;
+ *   - errors: a trainable tensor missing (named by model_load's checks, no
+ *     weight read), a frozen or EP model without its arena refused.
+ */
+#include "common/test_common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/st.h"
+#include "model/model.h"
+#include "train/run_internal.h"
+
+static char *fixture(const char *name) {
+    if (!strcmp(name, "hf-tiny-v3-a")) return test_shared_path("fixtures/hf-tiny-v3-a");
+    char rel[256];
+    snprintf(rel, sizeof rel, "tests/model/data/%s", name);
+    return test_src_path(rel);
+}
+
+/* The whole arena of a model (host copy, gaps 0). */
+static float *arena_of(const model *m) {
+    int64_t n = model_numel(m);
+    float *a = calloc((size_t)n, sizeof(float));
+    for (int i = 0; i < model_nparams(m); i++) {
+        const model_param *p = model_param_at(m, i);
+        model_weights_range_to_host(m, p->offset, p->numel, a + p->offset);
+    }
+    return a;
+}
+
+/* dir read into every range of W = 1..4 ranks == the whole model's arena. */
+static void ranges_equal(const char *dir) {
+    model *whole = NULL, *bare = NULL;
+    if (model_load(dir, ops_cpu(), NULL, &whole)) fail_msg("%s: %s", dir, base_err_msg());
+    model_load_opts o = {.no_arena = 1};
+    size_t before = ops_cpu_allocated();
+    if (model_load(dir, ops_cpu(), &o, &bare)) fail_msg("%s (no arena): %s", dir, base_err_msg());
+    model_mem mm;
+    model_memory_plan(model_cfg(bare), &o, TENSOR_CPU, &mm);
+    assert_true(model_arena_released(bare));
+    assert_null(model_params(bare));
+    assert_int_equal(ops_cpu_allocated() - before, mm.rope); /* the rope tables only */
+    assert_int_equal(model_numel(bare), model_numel(whole));
+    assert_int_equal(model_nparams(bare), model_nparams(whole));
+    for (int i = 0; i < model_nparams(bare); i++) {
+        const model_param *p = model_param_at(bare, i), *q = model_param_at(whole, i);
+        assert_string_equal(p->name, q->name);
+        assert_int_equal(p->offset, q->offset);
+        assert_int_equal(p->numel, q->numel);
+    }
+    float *ref = arena_of(whole);
+    int64_t n = model_numel(bare);
+    for (int W = 1; W <= 4; W++) {
+        float *got = malloc((size_t)n * sizeof(float));
+        for (int64_t e = 0; e < n; e++) got[e] = 0;
+        for (int r = 0; r < W; r++) {
+            int64_t lo, hi;
+            run_split(n, r, W, &lo, &hi);
+            run_ckpt_range rg = {.params = model_param_at(bare, 0), .nparams = model_nparams(bare), .lo = lo,
+                                 .hi = hi, .shard = got + lo};
+            if (run_ckpt_read_range(dir, "model", &rg, NULL)) fail_msg("%s [%lld, %lld): %s", dir, (long long)lo,
+                                                                     (long long)hi, base_err_msg());
+        }
+        if (memcmp(got, ref, (size_t)n * sizeof(float)))
+            fail_msg("%s: the ranges of %d ranks differ from the whole model's arena", dir, W);
+        free(got);
+    }
+    printf("# %s: %lld parameters, the ranges of 1-4 ranks equal the whole load bit for bit\n", dir, (long long)n);
+    free(ref);
+    model_free(whole), model_free(bare);
+}
+
+static void test_ranges(void **state) {
+    (void)state;
+    const char *names[] = {"hf-tiny-v3-a", "tiny-v3-b", "tiny-v3-d", "tiny-v3-a-fp8"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *d = fixture(names[i]);
+        ranges_equal(d);
+        free(d);
+    }
+}
+
+/* tiny-v3-b without its e_score_correction_bias tensors: zeros on both paths. */
+static void test_missing_bias(void **state) {
+    (void)state;
+    char *src = fixture("tiny-v3-b"), *tmp = test_tmpdir();
+    char *sp = base_path_join(src, "model.safetensors"), *dp = base_path_join(tmp, "model.safetensors");
+    char *sc = base_path_join(src, "config.json"), *dc = base_path_join(tmp, "config.json");
+    char *text;
+    size_t len;
+    assert_int_equal(base_read_file(sc, &text, &len), BASE_OK);
+    test_write_file(dc, text, len);
+    free(text);
+    st_file *f = NULL;
+    assert_int_equal(st_open(sp, &f), BASE_OK);
+    st_writer *w = st_writer_new();
+    int dropped = 0;
+    float **keep = calloc((size_t)st_count(f), sizeof *keep);
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_at(f, i);
+        if (strstr(t->name, "e_score_correction_bias")) {
+            dropped++;
+            continue;
+        }
+        keep[i] = malloc((size_t)st_numel(t) * sizeof(float));
+        assert_int_equal(st_file_load(f, t->name, TENSOR_F32, keep[i], st_numel(t)), BASE_OK);
+        st_writer_add(w, t->name, TENSOR_F32, t->ndim, t->shape, keep[i]);
+    }
+    assert_true(dropped > 0);
+    assert_int_equal(st_writer_write(w, dp), BASE_OK);
+    st_writer_free(w);
+    for (int i = 0; i < st_count(f); i++) free(keep[i]);
+    free(keep);
+    st_close(f);
+    ranges_equal(tmp);
+    test_rmdir(tmp);
+    free(src), free(tmp), free(sp), free(dp), free(sc), free(dc);
+}
+
+static void test_random_ranges(void **state) {
+    (void)state;
+    char *js = test_tiny_config("\"tie_word_embeddings\": true");
+    cJSON *j = cJSON_Parse(js);
+    model_config c;
+    assert_int_equal(model_config_parse(j, "config.json", &c), BASE_OK);
+    cJSON_Delete(j);
+    free(js);
+    model *whole = NULL, *bare = NULL;
+    model_load_opts o = {.no_arena = 1};
+    assert_int_equal(model_init_random(&c, ops_cpu(), 11, 0.3f, NULL, &whole), BASE_OK);
+    assert_int_equal(model_init_random(&c, ops_cpu(), 11, 0.3f, &o, &bare), BASE_OK);
+    assert_true(model_arena_released(bare));
+    float *ref = arena_of(whole);
+    int64_t n = model_numel(bare);
+    float *got = malloc((size_t)n * sizeof(float));
+    for (int W = 1; W <= 4; W++) {
+        for (int r = 0; r < W; r++) {
+            int64_t lo, hi;
+            run_split(n, r, W, &lo, &hi);
+            model_init_random_range(bare, 11, 0.3f, lo, hi, got + lo);
+        }
+        if (memcmp(got, ref, (size_t)n * sizeof(float))) fail_msg("random ranges of %d ranks differ", W);
+    }
+    free(got), free(ref);
+    model_free(whole), model_free(bare);
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    char *src = fixture("tiny-v3-b"), *tmp = test_tmpdir();
+    char *sp = base_path_join(src, "model.safetensors"), *dp = base_path_join(tmp, "model.safetensors");
+    char *sc = base_path_join(src, "config.json"), *dc = base_path_join(tmp, "config.json");
+    char *text;
+    size_t len;
+    assert_int_equal(base_read_file(sc, &text, &len), BASE_OK);
+    test_write_file(dc, text, len);
+    free(text);
+    st_file *f = NULL; /* without one trainable tensor */
+    assert_int_equal(st_open(sp, &f), BASE_OK);
+    st_writer *w = st_writer_new();
+    float **keep = calloc((size_t)st_count(f), sizeof *keep);
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor *t = st_at(f, i);
+        if (!strcmp(t->name, "model.layers.1.self_attn.o_proj.weight")) continue;
+        keep[i] = malloc((size_t)st_numel(t) * sizeof(float));
+        assert_int_equal(st_file_load(f, t->name, TENSOR_F32, keep[i], st_numel(t)), BASE_OK);
+        st_writer_add(w, t->name, TENSOR_F32, t->ndim, t->shape, keep[i]);
+    }
+    assert_int_equal(st_writer_write(w, dp), BASE_OK);
+    st_writer_free(w);
+    for (int i = 0; i < st_count(f); i++) free(keep[i]);
+    free(keep);
+    st_close(f);
+    model *m = NULL;
+    model_load_opts o = {.no_arena = 1};
+    assert_int_equal(model_load(tmp, ops_cpu(), &o, &m), BASE_ERR_INVALID);
+    assert_null(m);
+    assert_non_null(strstr(base_err_msg(), "model.layers.1.self_attn.o_proj.weight"));
+    o.frozen = 1;
+    assert_int_equal(model_load(src, ops_cpu(), &o, &m), BASE_ERR_UNSUPPORTED);
+    assert_non_null(strstr(base_err_msg(), "without its arena"));
+    test_rmdir(tmp);
+    free(src), free(tmp), free(sp), free(dp), free(sc), free(dc);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_ranges), cmocka_unit_test(test_missing_bias),
+                                       cmocka_unit_test(test_random_ranges), cmocka_unit_test(test_errors)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
