@@ -516,11 +516,17 @@ static base_status decode_join(model_cache *mc, const tensor **logits) {
     memset(zero, 0, (size_t)(E + 1) * sizeof(int32_t));
     mc->eh.err = BASE_OK;
     tensor xe = mv_rows(&w->A.xe, 0), ye = mv_rows(&w->A.ye, 0);
+    /* ZeRO 3: a pass's whole unit sequence (decode_body's), so the ranks'
+     * gathers stay in step and this rank's experts are bound for the peers' rows */
+    model_unit_use(m, 0);
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        model_unit_use(m, 1 + l);
         if (!m->w.layers[l].moe) continue;
         m->ops->upload(w->A.offsets.data, zero, (size_t)(E + 1) * sizeof(int32_t));
         ep_routed_fwd(m, l, &w->A, &xe, &ye);
     }
+    model_unit_use(m, m->cfg.num_hidden_layers + 1);
+    if (m->cfg.tie_word_embeddings) model_unit_use(m, 0);
     if (mc->eh.err) return base_err_set(mc->eh.err, "decode: %s", mc->eh.msg);
     w->logits_view = mv_rows(&w->logits, 0);
     *logits = &w->logits_view;

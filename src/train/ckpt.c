@@ -235,7 +235,7 @@ static cJSON *state_json(const run_ctx *c, const run_train_state *st, const opti
         optim_counters oc = optim_counters_get(o);
         cJSON_AddNumberToObject(j, "optim_step", (double)oc.step);
         cJSON_AddNumberToObject(j, "optim_skipped", (double)oc.n_skipped);
-        cJSON_AddNumberToObject(j, "zero_stage", o->zero_shards ? o->zero_stage : 0); /* the record; the next two decide */
+        cJSON_AddNumberToObject(j, "zero_stage", o->zero_shards || c->ep > 1 ? o->zero_stage : 0); /* the record; the next two decide */
         if (o->zero_shards && c->ep <= 1) {
             cJSON_AddNumberToObject(j, "optimizer_shards", o->zero_shards);
             cJSON_AddNumberToObject(j, "optimizer_numel", (double)o->n);
@@ -335,7 +335,8 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
         s = run_agree(c, s, "writing the checkpoint");
         if (!s) s = run_ep_write_weights(c, c->policy, tmp, "model", ckpt_shard_bytes());
         if (!s && ref) s = run_ep_write_weights(c, ref, tmp, "ref", ckpt_shard_bytes());
-        if (!s && opt) s = run_ep_write_optim(c, opt, tmp); /* every rank's AdamW state, whole-model names */
+        /* every rank's AdamW state, whole-model names (ZeRO 2 / 3: the shards by class, run_zero.c) */
+        if (!s && opt) s = opt->zero_stage >= 2 ? run_zero_ep_write_optim(c, opt, tmp) : run_ep_write_optim(c, opt, tmp);
         free(root), free(tmp);
         if (s) return s;
     }
@@ -678,6 +679,18 @@ base_status run_ckpt_load_optim(const run_ckpt *k, const model *policy, optim *o
     }
     if (!s) s = run_ckpt_read_optim(k->dir, (int)k->optim_shards, k->optim_numel, src, src_n, o);
     free(src);
+    if (!s) s = optim_counters_set(o, (optim_counters){k->optim_step, k->optim_skipped});
+    return s;
+}
+
+base_status run_ckpt_load_optim_ep(run_ctx *c, const run_ckpt *k, optim *o) {
+    if (!k->has_optim) return base_err_set(BASE_ERR_INVALID, "%s: no optimizer state to resume from", k->dir);
+    if (k->optim_shards)
+        return base_err_set(BASE_ERR_UNSUPPORTED,
+                            "%s: ZeRO 1 shard files (optimizer-rank-R-of-%lld) of an expert_parallel_size 1 run do not "
+                            "resume at zero_stage %d with expert parallelism (not built): resume it at zero_stage 0 or 1",
+                            k->dir, (long long)k->optim_shards, o->zero_stage);
+    base_status s = run_zero_ep_read_optim(c, k->dir, o);
     if (!s) s = optim_counters_set(o, (optim_counters){k->optim_step, k->optim_skipped});
     return s;
 }

@@ -114,6 +114,7 @@ void run_zero_shard(const run_ctx *c, const recipe_train_cfg *train, int64_t n, 
 }
 
 base_status run_gather_params(run_ctx *c, const optim *o) {
+    if (c->z2 && c->ep > 1) return run_zero_ep_gather(c); /* ZeRO 2 / 3 with EP: the shard by class */
     if (o->zero_shards <= 1 || c->world <= 1 || o->param_sharded) return BASE_OK; /* ZeRO 3: no whole copy */
     /* the ranks holding the same arena: the world, or with EP > 1 the
      * expert-data-parallel group (o->zero_rank = rank / EP among them) */

@@ -60,11 +60,8 @@ base_status run_ep_check(const model_config *mc, int64_t ep, int world, int zero
         return base_err_set(BASE_ERR_INVALID,
                             "expert_parallel_size = %lld does not divide the model's n_routed_experts %d",
                             (long long)ep, mc->n_routed_experts);
-    if (zero_stage > 1)
-        return base_err_set(BASE_ERR_UNSUPPORTED,
-                            "zero_stage = %d with expert_parallel_size = %lld: ZeRO 2 and 3 are not combined with "
-                            "expert parallelism (zero_stage 0 or 1)",
-                            zero_stage, (long long)ep);
+    (void)zero_stage; /* every stage runs with EP: ZeRO 1 shards within the expert-data-parallel group,
+                       * ZeRO 2 and 3 by class (run_zero.c) */
     if (lora)
         return base_err_set(BASE_ERR_UNSUPPORTED,
                             "expert_parallel_size = %lld with a lora table: LoRA runs with every expert on every "
@@ -180,14 +177,66 @@ static int64_t ep_shard(int64_t numel, int64_t experts, int ep, int W, int r) {
     return hi - lo;
 }
 
+/* Elements of rank r's ZeRO 2 / 3 shard with EP (run_zero.c): the
+ * non-expert elements (numel - experts) split over the world and its EP
+ * index's experts (experts / EP) over its expert-data-parallel group. */
+static int64_t ep_class_shard(int64_t numel, int64_t experts, int ep, int W, int r) {
+    int64_t a, b, c, d;
+    run_split(numel - experts, r, W, &a, &b);
+    run_split(experts / ep, r / ep, W / ep, &c, &d);
+    return (b - a) + (d - c);
+}
+
 int run_ep_plan_largest_rank(const model_config *mc, const run_grpo_shape *sh, int64_t params) {
     int W = sh->world > 1 ? sh->world : 1, ep = sh->ep > 1 ? sh->ep : 1, best = 0;
     int64_t x = expert_numel(mc, params, NULL), bsz = -1;
     for (int r = 0; r < W; r++) {
-        int64_t z = ep_shard(params, x, ep, W, r);
+        int64_t z = sh->zero_stage >= 2 ? ep_class_shard(params, x, ep, W, r) : ep_shard(params, x, ep, W, r);
         if (z > bsz) bsz = z, best = r;
     }
     return best;
+}
+
+/* The exchange functions of a plan's model shell (model_memory_plan never
+ * calls them). */
+static base_status plan_counts(void *ctx, const int64_t *send, int64_t *recv, int n) {
+    (void)ctx, (void)send, (void)recv, (void)n;
+    return base_err_set(BASE_ERR_INVALID, "a planned model exchanges no rows");
+}
+static base_status plan_rows(void *ctx, const void *send, const int64_t *sb, void *recv, const int64_t *rb) {
+    (void)ctx, (void)send, (void)sb, (void)recv, (void)rb;
+    return base_err_set(BASE_ERR_INVALID, "a planned model exchanges no rows");
+}
+
+/* ZeRO 2 / 3 with EP (run_zero_ep_optim_new): the rank's shard by class,
+ * the gradient shard and the unit windows of its EP index's model (units
+ * hold 1 / EP of the experts), the compact master shard (ZeRO 2: the
+ * all-gather's source, "gather"; ZeRO 3: the weights with the parameter
+ * windows, the arena released). */
+static base_status plan_zero23(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm, int64_t x,
+                               run_grpo_mem *out) {
+    int W = sh->world > 1 ? sh->world : 1, rank = sh->world > 1 ? sh->rank : 0, ep = sh->ep;
+    model_ep pe = {.size = ep, .rank = rank % ep, .alltoall_counts = plan_counts, .alltoallv = plan_rows};
+    model_load_opts lo = sh->load;
+    lo.ep = &pe;
+    model_mem pl;
+    base_status s = model_memory_plan(mc, &lo, sh->device, &pl);
+    if (s) return s;
+    int64_t n = ep_class_shard(pm->params, x, ep, W, rank);
+    size_t shard = (size_t)(n > 0 ? n : 1) * sizeof(float), win = 2 * (size_t)pl.grad_window + (size_t)pl.grad_window_emb;
+    out->optimizer = 2 * (size_t)n * sizeof(float);
+    out->grads = shard + win * sizeof(float);
+    out->gather = 0;
+    if (sh->zero_stage == 2) {
+        out->gather = shard;
+    } else {
+        int bf16 = sh->device != TENSOR_CPU && sh->load.precision == MODEL_BF16;
+        out->weights = out->weights - pl.master - pl.compute + shard + win * sizeof(float) +
+                       (bf16 ? win * sizeof(uint16_t) : 0);
+        /* run_grpo_memory's release peak: this EP index's model loaded whole (pm: every expert) */
+        out->release_peak = pl.master + pl.compute;
+    }
+    return BASE_OK;
 }
 
 base_status run_ep_plan_memory(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm,
@@ -212,7 +261,8 @@ base_status run_ep_plan_memory(const model_config *mc, const run_grpo_shape *sh,
     out->gather = sh->zero_stage == 1 && W / ep > 1 ? (state > 0 ? (size_t)state : 1) * sizeof(float) : 0;
     out->numel = held;
     out->expert_numel = x / ep;
-    return BASE_OK;
+    if (sh->zero_stage >= 2) s = plan_zero23(mc, sh, pm, x, out);
+    return s;
 }
 
 void run_ep_plan_comm(const model_config *mc, const run_grpo_shape *sh, const model_mem *pm, run_grpo_comm *out) {
@@ -221,6 +271,18 @@ void run_ep_plan_comm(const model_config *mc, const run_grpo_shape *sh, const mo
     double nonexp = (double)(pm->params - x) * sizeof(float), mine = (double)(x / ep) * sizeof(float);
     out->grad_allreduce = 2.0 * (W - 1) / W * nonexp + 2.0 * (D - 1) / D * mine;
     out->param_allgather = sh->zero_stage == 1 ? (double)(D - 1) / D * (nonexp + mine) : 0;
+    if (sh->zero_stage >= 2) { /* by class: the rest over the world, the experts over the expert-DP group */
+        int64_t xm = expert_numel(mc, 0, NULL); /* the units' experts: the main model's (no MTP) */
+        double ux = (double)(xm / ep) * sizeof(float), u0 = (double)pm->grad_units * sizeof(float) - (double)xm * sizeof(float);
+        double unit = (double)(W - 1) / W * u0 + (double)(D - 1) / D * ux; /* one pass over every unit */
+        out->grad_allreduce = 0;
+        out->grad_reduce_scatter = (double)out->micro_batches * unit + 2.0 * (W - 1) / W * 8;
+        out->param_allgather = sh->zero_stage == 2 ? (double)(W - 1) / W * nonexp + (double)(D - 1) / D * mine : 0;
+        if (sh->zero_stage == 3) {
+            out->train_allgather = 2.0 * (double)out->micro_batches * unit;
+            out->rollout_allgather = (double)(sh->max_completion > 0 ? sh->max_completion : 1) * unit;
+        }
+    }
     /* one exchange of `rows` rows: a dispatch and a combine per MoE layer, and the counts */
     double away = (double)(ep - 1) / ep, row = (double)mc->hidden_size * sizeof(float);
     double counts = (double)(ep - 1) * (double)(mc->n_routed_experts / ep) * sizeof(int64_t);
@@ -236,13 +298,11 @@ void run_ep_plan_comm(const model_config *mc, const run_grpo_shape *sh, const mo
 
 /* ---- training with EP > 1 ---------------------------------------------------- */
 
-static int is_expert(const char *name) { return strstr(name, ".mlp.experts.") != NULL; }
-
 base_status run_ep_reduce_grads(run_ctx *c, float *grads) {
     const model *m = c->policy;
     int n = model_nparams(m);
     int64_t total = model_numel(m), lo = 0, end = 0;
-    int cls = n ? is_expert(model_param_at(m, 0)->name) : 0;
+    int cls = n ? run_ep_is_expert(model_param_at(m, 0)->name) : 0;
     base_status s = BASE_OK;
     /* runs of one class in arena order: experts over the expert-data-parallel
      * group, the rest (arena gaps included) over the world */
@@ -252,7 +312,7 @@ base_status run_ep_reduce_grads(run_ctx *c, float *grads) {
             return base_err_set(BASE_ERR_INVALID, "expert parallelism: parameter %s at %lld before the end %lld of "
                                 "the previous one (the arena is not in table order)",
                                 p->name, (long long)p->offset, (long long)end);
-        int k = p ? is_expert(p->name) : !cls;
+        int k = p ? run_ep_is_expert(p->name) : !cls;
         int64_t at = p ? p->offset : total;
         if (k != cls) {
             if (at > lo) s = dist_allreduce(cls ? c->edp_dev : c->dev, grads + lo, (size_t)(at - lo), DIST_F32, DIST_SUM);
@@ -269,7 +329,7 @@ base_status run_ep_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *
     double part[2] = {0, 0}; /* non-expert, this rank's experts */
     for (int i = 0; i < o->n_params; i++) {
         tensor g = optim_grad_view(o, i);
-        part[is_expert(o->params[i].name)] += o->ops->sumsq(&g);
+        part[run_ep_is_expert(o->params[i].name)] += o->ops->sumsq(&g);
     }
     /* every expert counted once: summed over the EP group, each holding its own */
     base_status s = dist_allreduce(c->ep_host, &part[1], 1, DIST_F64, DIST_SUM);
@@ -328,6 +388,50 @@ static base_status fill_local(void *ctx, int i, uint64_t off, void *dst, size_t 
     return BASE_OK;
 }
 
+/* ZeRO 3 with EP: bytes [off, off + n) of whole-table tensor i, all in this
+ * rank's shard (st_part_put is only asked for the part it owns). */
+typedef struct {
+    const run_ctx *c;
+    const model *m;
+    const int *g;
+    const float *vals; /* NULL: the weights (device); else host values indexed like the shard (m or v) */
+    int cur;           /* the whole table's entry being put (the plan's index differs for m / v) */
+} shard_src;
+
+static base_status fill_shard(void *ctx, int i, uint64_t off, void *dst, size_t n) {
+    const shard_src *src = ctx;
+    int64_t e = model_param_at(src->m, src->g[src->cur])->offset + (int64_t)(off / sizeof(float)), a, b, at;
+    if (!run_zero_ep_owned(src->c, e, e + (int64_t)(n / sizeof(float)), &a, &b, &at) || a != e ||
+        b != e + (int64_t)(n / sizeof(float)))
+        return base_err_set(BASE_ERR_INVALID, "expert parallelism: tensor %d's bytes [%llu, +%zu) are not in this "
+                            "rank's shard", i, (unsigned long long)off, n);
+    if (src->vals) memcpy(dst, src->vals + at, n);
+    else src->c->ops->download(dst, run_zero_ep_params(src->c) + at, n);
+    return BASE_OK;
+}
+
+/* Every local tensor's part in this rank's shard (ZeRO 3 with EP) through
+ * fill_shard; tensors i of the whole table, (is_m, is_v) pairs when `two`. */
+static base_status put_owned(st_part *w, const model_param *t, const int *g, int ng, int two, const model *m,
+                             shard_src *src, const float *mv[2]) {
+    base_status s = BASE_OK;
+    for (int i = 0, j = 0; i < ng && !s; i++) {
+        if (two && (!t[i].trainable || t[i].mtp)) continue;
+        int k = two ? 2 * j++ : i;
+        if (g[i] < 0) continue; /* another EP index's expert */
+        const model_param *lp = model_param_at(m, g[i]);
+        int64_t a, b, at;
+        if (!run_zero_ep_owned(src->c, lp->offset, lp->offset + lp->numel, &a, &b, &at)) continue;
+        uint64_t off = (uint64_t)(a - lp->offset) * sizeof(float), bytes = (uint64_t)(b - a) * sizeof(float);
+        src->cur = i;
+        for (int r = 0; r < (two ? 2 : 1) && !s; r++) {
+            src->vals = two ? mv[r] : NULL;
+            s = st_part_put(w, k + r, off, bytes, fill_shard, src);
+        }
+    }
+    return s;
+}
+
 base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, const char *stem, uint64_t shard_bytes) {
     model_param *t;
     int *g, ng = run_ep_whole_table(m, &t, &g);
@@ -340,8 +444,11 @@ base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, co
         /* rank 0 writes the non-expert tensors, EP group 0 (ranks 0 .. EP - 1) its experts */
         st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(0));
         ep_src src = {m, t, g};
-        for (int i = 0; i < ng && !s; i++) {
-            int mine = g[i] >= 0 && (is_expert(t[i].name) ? c->rank < c->ep : c->rank == 0);
+        shard_src sh = {c, m, g, NULL, 0};
+        int sharded = m == c->policy && model_arena_released(m);
+        if (sharded) s = put_owned(w, t, g, ng, 0, m, &sh, NULL); /* ZeRO 3: every rank its parts of the shards */
+        for (int i = 0; i < ng && !s && !sharded; i++) {
+            int mine = g[i] >= 0 && (run_ep_is_expert(t[i].name) ? c->rank < c->ep : c->rank == 0);
             if (mine) s = st_part_put(w, i, 0, (uint64_t)t[i].numel * sizeof(float), fill_local, &src);
         }
         base_status e = st_part_close(w, NULL);
@@ -353,6 +460,82 @@ base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, co
     }
     st_plan_free(p);
     free(t), free(g);
+    return s;
+}
+
+base_status run_zero_ep_write_optim(run_ctx *c, const optim *o, const char *dir) {
+    const model *m = c->policy;
+    model_param *t;
+    int *g, ng = run_ep_whole_table(m, &t, &g);
+    /* ckpt_ep.c's file: m.NAME, v.NAME of every trained tensor in the whole table's order */
+    st_plan *p = st_plan_new();
+    for (int i = 0; i < ng; i++) {
+        if (!t[i].trainable || t[i].mtp) continue;
+        int64_t shape[1] = {t[i].numel};
+        char nm[sizeof t[i].name + 4];
+        snprintf(nm, sizeof nm, "m.%s", t[i].name);
+        st_plan_add(p, nm, TENSOR_F32, 1, shape);
+        snprintf(nm, sizeof nm, "v.%s", t[i].name);
+        st_plan_add(p, nm, TENSOR_F32, 1, shape);
+    }
+    base_status s = st_plan_layout(p, "optimizer", 0);
+    s = run_agree(c, s, "laying out the checkpoint's optimizer.safetensors");
+    if (!s && run_writes(c)) s = st_plan_create(p, dir);
+    s = run_agree(c, s, "creating the checkpoint's optimizer.safetensors");
+    if (!s) {
+        size_t n = (size_t)o->state_n;
+        float *mv[2] = {base_xmalloc((n + 1) * sizeof(float)), base_xmalloc((n + 1) * sizeof(float))};
+        optim_state_download(o, mv[0], mv[1]); /* the shard's m and v, indexed like its parameters */
+        st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(0));
+        shard_src sh = {c, m, g, NULL, 0};
+        s = put_owned(w, t, g, ng, 1, m, &sh, (const float **)mv);
+        base_status e = st_part_close(w, NULL);
+        if (!s) s = e;
+        free(mv[0]), free(mv[1]);
+        s = run_agree(c, s, "writing this rank's AdamW state into the checkpoint's optimizer.safetensors");
+        if (!s && run_writes(c)) s = st_plan_commit(p, dir);
+        s = run_agree(c, s, "renaming the checkpoint's optimizer.safetensors into place");
+        if (s && run_writes(c)) st_plan_abandon(p, dir);
+    }
+    st_plan_free(p);
+    free(t), free(g);
+    return s ? base_err_wrap(s, "the optimizer state of %d ranks (ZeRO %d with expert parallelism)", c->world,
+                             o->zero_stage)
+             : BASE_OK;
+}
+
+base_status run_zero_ep_read_optim(run_ctx *c, const char *dir, optim *o) {
+    const model *m = c->policy;
+    char *path = base_path_join(dir, "optimizer.safetensors");
+    st_file *f = NULL;
+    base_status s = st_open(path, &f);
+    free(path);
+    if (s) return s;
+    model_param *t;
+    int *g, ng = run_ep_whole_table(m, &t, &g);
+    size_t n = (size_t)o->state_n;
+    float *mv[2] = {base_xmalloc((n + 1) * sizeof(float)), base_xmalloc((n + 1) * sizeof(float))};
+    optim_state_download(o, mv[0], mv[1]); /* keeps what the file does not name (frozen elements, gaps) */
+    for (int i = 0; i < ng && !s; i++) {
+        if (g[i] < 0 || !t[i].trainable || t[i].mtp) continue;
+        const model_param *lp = model_param_at(m, g[i]);
+        int64_t a, b, at;
+        if (!run_zero_ep_owned(c, lp->offset, lp->offset + lp->numel, &a, &b, &at)) continue;
+        for (int r = 0; r < 2 && !s; r++) {
+            char nm[sizeof t[i].name + 4];
+            snprintf(nm, sizeof nm, "%c.%s", r ? 'v' : 'm', t[i].name);
+            const st_tensor *x = st_find(f, nm);
+            if (!x || x->dtype != TENSOR_F32 || st_numel(x) != t[i].numel)
+                s = base_err_set(BASE_ERR_INVALID, "%s: tensor '%s' is %s (expected F32 [%lld])", st_path(f), nm,
+                                 x ? "of another type or size" : "missing", (long long)t[i].numel);
+            else
+                memcpy(mv[r] + at, (const float *)x->data + (a - lp->offset), (size_t)(b - a) * sizeof(float));
+        }
+    }
+    if (!s) optim_state_upload(o, mv[0], mv[1]);
+    free(mv[0]), free(mv[1]);
+    free(t), free(g);
+    st_close(f);
     return s;
 }
 

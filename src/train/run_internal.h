@@ -314,6 +314,33 @@ base_status run_zero3_sync(run_ctx *c);
  * shards, fn applied on every rank, each rank's part written back. */
 base_status run_zero3_param_update(run_ctx *c, const model_param *p, void (*fn)(float *, int64_t, void *),
                                    void *ctx);
+/* ZeRO 2 and 3 with expert parallelism (run_zero.c, docs/distributed.md):
+ * the shard is two pieces, the non-expert elements cut over the world and
+ * this EP index's expert elements cut over its expert-data-parallel group
+ * (each in arena order), held back to back ("compact"). run_zero_ep_optim_new
+ * makes c->z2 and the optimizer over the compact shard (its parameters the
+ * pieces of the trained tensors; o->zero_stage = stage, zero_shards 0).
+ * run_zero_ep_gather, after a ZeRO 2 step: the updated shards all-gathered
+ * into the arena (a no-op otherwise). run_zero_ep_owned: the part [a, b)
+ * of arena range [lo, hi) (inside one tensor) that this rank's shard holds,
+ * at compact index *at; 0 when none. run_zero_ep_params: the compact master
+ * weights (device), NULL without EP sharding. run_ep_is_expert: a routed
+ * expert's tensor name. */
+base_status run_zero_ep_optim_new(run_ctx *c, const optim_config *oc, int stage, optim *o);
+base_status run_zero_ep_gather(run_ctx *c);
+int run_zero_ep_owned(const run_ctx *c, int64_t lo, int64_t hi, int64_t *a, int64_t *b, int64_t *at);
+const float *run_zero_ep_params(const run_ctx *c);
+int run_ep_is_expert(const char *name);
+/* run_ep_write_optim's optimizer.safetensors (ckpt_ep.c: every trained
+ * tensor of the whole model, global names, byte for byte one process's
+ * file) from ZeRO 2 / 3 shards by class: each rank pwrites the parts it
+ * owns (run_zero_ep_owned); agreed steps (run_ep.c). */
+base_status run_zero_ep_write_optim(run_ctx *c, const optim *o, const char *dir);
+/* --resume at ZeRO 2 / 3 with EP: this rank's parts of m and v read by
+ * name from DIR/optimizer.safetensors (any expert_parallel_size, ZeRO 0-3
+ * with EP, or ZeRO 0 without) (run_ep.c); run_ckpt_load_optim_ep (ckpt.c)
+ * adds the counters and refuses ZeRO 1 shard files by name. */
+base_status run_zero_ep_read_optim(run_ctx *c, const char *dir, optim *o);
 
 /* Loss statistics merged over the ranks (sums added, extremes min / max,
  * flags or'ed), in place: every rank gets the step's. */
@@ -700,6 +727,7 @@ const char *run_ckpt_dir(const run_ckpt *k);
  * `policy`, NULL for a LoRA adapter's; an EP policy maps the checkpoint's
  * whole-model layout onto its experts). */
 base_status run_ckpt_load_optim(const run_ckpt *k, const model *policy, optim *opt);
+base_status run_ckpt_load_optim_ep(run_ctx *c, const run_ckpt *k, optim *o);
 /* ckpt_optim.c: the optimizer state of a checkpoint in either layout
  * (optimizer.safetensors; ZeRO 1: one file per rank of the run that wrote
  * it). "optimizer-rank-R-of-W.safetensors" (caller frees). */

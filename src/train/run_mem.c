@@ -87,13 +87,13 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
     out->optimizer = 2 * (size_t)(hi - lo) * sizeof(float);
     if ((sh->zero_stage == 1 || sh->zero_stage == 2) && W > 1)
         out->gather = hi > lo ? (size_t)(hi - lo) * sizeof(float) : sizeof(float);
-    if (sh->zero_stage == 3) { /* the arena released: the master shard and the parameter windows instead */
+    if (sh->zero_stage == 3 && sh->ep <= 1) { /* the arena released: the master shard and the parameter windows instead */
         int bf16 = sh->device != TENSOR_CPU && sh->load.precision == MODEL_BF16;
         size_t win = 2 * (size_t)pm.grad_window + (size_t)pm.grad_window_emb;
         out->weights = out->weights - pm.master - pm.compute + (hi > lo ? (size_t)(hi - lo) : 1) * sizeof(float) +
                        win * sizeof(float) + (bf16 ? win * sizeof(uint16_t) : 0);
     }
-    if (sh->zero_stage >= 2) /* run_zero2_new: the shard, two windows, a tied embedding's */
+    if (sh->zero_stage >= 2 && sh->ep <= 1) /* run_zero2_new: the shard, two windows, a tied embedding's (EP: run_ep.c) */
         out->grads = (hi > lo ? (size_t)(hi - lo) : 1) * sizeof(float) +
                      (2 * (size_t)pm.grad_window + (size_t)pm.grad_window_emb) * sizeof(float);
     if (sh->ep > 1 && (s = run_ep_plan_memory(mc, sh, &pm, &rm, out))) return s;
@@ -105,7 +105,10 @@ base_status run_grpo_memory(const model_config *mc, const run_grpo_shape *sh, ru
     out->total = out->weights + out->adapter + out->grads + out->optimizer + out->ref_weights + out->activations +
                  out->ref_activations + out->rollout + out->gather;
     if (sh->zero_stage == 3 && sh->whole_at_open) /* the trainer and rollout engine are made after the release */
-        out->release_peak = out->total - out->activations - out->rollout + pm.master + pm.compute;
+        out->release_peak = out->total - out->activations - out->rollout +
+                            (sh->ep > 1 ? out->release_peak /* the EP index's arena, run_ep.c */ : pm.master + pm.compute);
+    else
+        out->release_peak = 0;
     return BASE_OK;
 }
 
@@ -155,5 +158,5 @@ void run_grpo_comm_volume(const model_config *mc, const run_grpo_shape *sh, run_
     /* run_reduce_loss_stats: 14 + 2 doubles and 5 int32, each all-reduced
      * (ring: 2 (W-1)/W of the payload) */
     out->metrics = 2.0 * (W - 1) / W * (16 * sizeof(double) + 5 * sizeof(int32_t));
-    if (sh->ep > 1 && !sh->lora && sh->zero_stage <= 1 && pm.params > 0) run_ep_plan_comm(mc, sh, &pm, out);
+    if (sh->ep > 1 && !sh->lora && pm.params > 0) run_ep_plan_comm(mc, sh, &pm, out);
 }

@@ -69,6 +69,7 @@ base_status run_optim_new(run_ctx *c, const recipe_train_cfg *train, int64_t max
         if (!s && train->zero_stage == 1) o->zero_shards = c->world, o->zero_rank = c->rank, o->zero_stage = 1;
         return s;
     }
+    if (c->ep > 1 && train->zero_stage >= 2) return run_zero_ep_optim_new(c, &oc, (int)train->zero_stage, o);
     int n = model_nparams(c->policy), k = 0;
     optim_param_spec *specs = base_xcalloc((size_t)n, sizeof *specs);
     for (int i = 0; i < n; i++) {

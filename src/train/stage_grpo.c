@@ -255,7 +255,8 @@ static base_status stage_open(grpo_stage *g, run_ctx *c, const recipe_stage_cfg 
         cur->epoch = rs->data_epoch;
         cur->pos = rs->data_pos;
         cursor_order(cur, c->seed, g->index);
-        s = run_ckpt_load_optim(resume, c->lora ? NULL : c->policy, &g->opt);
+        s = run_zero_ep_params(c) ? run_ckpt_load_optim_ep(c, resume, &g->opt) /* ZeRO 2 / 3 with EP */
+                                  : run_ckpt_load_optim(resume, c->lora ? NULL : c->policy, &g->opt);
         g->ectl.coef = rs->entropy_coef;
         g->ectl.last_entropy = rs->entropy_last;
     }

@@ -301,7 +301,8 @@ base_status run_stage_sft(run_ctx *c, const recipe_stage_cfg *st, const run_ckpt
     int64_t step0 = 0;
     if (!s && resume && run_ckpt_state(resume)->stage_index == index) {
         step0 = run_ckpt_state(resume)->stage_step;
-        s = run_ckpt_load_optim(resume, c->lora ? NULL : c->policy, &opt);
+        s = run_zero_ep_params(c) ? run_ckpt_load_optim_ep(c, resume, &opt) /* ZeRO 2 / 3 with EP */
+                                  : run_ckpt_load_optim(resume, c->lora ? NULL : c->policy, &opt);
     }
     if (!s) s = run_zero3_begin(c); /* ZeRO 3: the policy's arena released, each rank keeps its shard */
     size_t T = (size_t)(bs * max_len);

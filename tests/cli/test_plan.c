@@ -139,8 +139,8 @@ static void test_plan_roles(void **state) {
  * over the world for the non-expert bytes and over the expert-data-
  * parallel group for the rank's experts; the all-to-all per decode step
  * is a dispatch and a combine of (E - 1) / E of the rank's rows per MoE
- * layer plus the counts. A world or expert count E does not divide is
- * refused naming expert_parallel_size. */
+ * layer plus the counts. ZeRO 2 / 3: the shards by class (below). A world
+ * or expert count E does not divide is refused naming expert_parallel_size. */
 static void test_plan_ep(void **state) {
     (void)state;
     char *cfgp = test_src_path("tests/model/data/tiny-v3-a-fp8/config.json");
@@ -190,10 +190,44 @@ static void test_plan_ep(void **state) {
             free(out);
         }
     free(base_out);
-    const char *bad[] = {"--gpus 3 --ep 2", "--gpus 3 --ep 3", "--gpus 2 --ep 2 --zero 2"};
+    /* ZeRO 2 / 3 with EP: each rank's shard is the non-expert elements cut
+     * over the world and its EP index's experts cut over its expert-data-
+     * parallel group, so the AdamW shards of all W ranks add up to the
+     * non-expert arena once and every expert once; the gradient
+     * reduce-scatters and the parameter all-gather by class */
+    for (int ep = 2; ep <= 4; ep += 2)
+        for (int zero = 2; zero <= 3; zero++) {
+            char *out;
+            snprintf(args, sizeof args, "plan --model '%s' --gpus %d --zero %d --ep %d --precision f32", cfgp, W,
+                     zero, ep);
+            int rc = test_run_grpo(args, &out);
+            if (rc) fail_msg("%s: rc %d\n%s", args, rc, out);
+            run_grpo_shape sh = {.load = lo, .device = TENSOR_CUDA, .num_generations = G, .prompts = W,
+                                 .max_prompt = 512, .max_completion = 256, .micro_batch = 8, .recompute = 1,
+                                 .world = W, .zero_stage = zero, .ep = ep};
+            long long sum = 0, D = W / ep;
+            for (int r = 0; r < W; r++) {
+                run_grpo_mem m;
+                sh.rank = r;
+                assert_int_equal(run_grpo_memory(&mc, &sh, &m), BASE_OK);
+                long long n = (N * (r + 1) / W - N * r / W) + (X / ep * (r / ep + 1) / D - X / ep * (r / ep) / D);
+                assert_int_equal((long long)m.optimizer, 8 * n);
+                assert_int_equal((long long)m.gather, zero == 2 ? 4 * n : 0);
+                sum += (long long)m.optimizer;
+            }
+            assert_int_equal(sum, 8 * (N + X)); /* every element of the whole model once */
+            double ag = (double)(W - 1) / W * (double)N * 4 + (double)(D - 1) / (double)D * (double)(X / ep) * 4;
+            if (zero == 2) assert_int_equal(printed(out, "ZeRO 1/2 parameter all-gather"), (long long)(ag + 0.5));
+            else assert_true(printed(out, "ZeRO 3 unit gathers, training") == 2 * (long long)(ag + 0.5));
+            assert_null(strstr(out, "gradient all-reduce"));
+            /* one micro-batch per rank: every unit once (tiny-v3-a's units are its arena), and the norm's sum */
+            assert_non_null(strstr(out, "gradient reduce-scatters (1 mb)"));
+            assert_int_equal(printed(out, "gradient reduce-scatters (1 mb)"), (long long)(ag + 2.0 * (W - 1) / W * 8 + 0.5));
+            free(out);
+        }
+    const char *bad[] = {"--gpus 3 --ep 2", "--gpus 3 --ep 3"};
     const char *want[] = {"expert_parallel_size = 2 does not divide the world size 3",
-                          "expert_parallel_size = 3 does not divide the model's n_routed_experts 8",
-                          "zero_stage = 2 with expert_parallel_size = 2"};
+                          "expert_parallel_size = 3 does not divide the model's n_routed_experts 8"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *out;
         snprintf(args, sizeof args, "plan --model '%s' %s", cfgp, bad[i]);

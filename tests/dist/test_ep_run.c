@@ -85,9 +85,6 @@ static void test_refused(void **state) {
     const char *lora[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
                           "--set", "lora.r=4", NULL};
     expect_refused(2, "ep_lora", lora, "expert_parallel_size = 2 with a lora table");
-    const char *zero[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
-                          "--set", "stages.sft.zero_stage=2", NULL};
-    expect_refused(2, "ep_zero", zero, "zero_stage = 2 with expert_parallel_size = 2");
     /* expert_parallel_size = 1 (the default, and set) runs */
     const char *one[] = {"--set", "stages.grpo.expert_parallel_size=1", "--set", "stages.sft.expert_parallel_size=1",
                          NULL};
