@@ -14,7 +14,10 @@
  *     the GRPO stage's planned bytes == its measured peak on every rank;
  *   - completions of uneven lengths (a stop string): the ranks done first
  *     join their EP group's exchanges and the world's unit gathers (no hang);
- *   - a rank failing a training step at ZeRO 3 with EP ends every rank. */
+ *   - a rank failing a training step at ZeRO 3 with EP ends every rank;
+ *   - the sharded load with EP (each rank reads or draws only its shard's
+ *     pieces): ZeRO 3 bit for bit ZeRO 2 (which loads whole), no release,
+ *     every rank's peak over the whole run == the GRPO stage's plan. */
 #include "dp_common.h"
 
 #include "io/st.h"
