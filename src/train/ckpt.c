@@ -336,7 +336,7 @@ base_status run_ckpt_save(run_ctx *c, const run_train_state *st, const optim *op
         if (!s) s = run_ep_write_weights(c, c->policy, tmp, "model", ckpt_shard_bytes());
         if (!s && ref) s = run_ep_write_weights(c, ref, tmp, "ref", ckpt_shard_bytes());
         /* every rank's AdamW state, whole-model names (ZeRO 2 / 3: the shards by class, run_zero.c) */
-        if (!s && opt) s = opt->zero_stage >= 2 ? run_zero_ep_write_optim(c, opt, tmp) : run_ep_write_optim(c, opt, tmp);
+        if (!s && opt) s = run_ep_write_optim(c, opt, tmp);
         free(root), free(tmp);
         if (s) return s;
     }

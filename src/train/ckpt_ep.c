@@ -72,6 +72,48 @@ static base_status fill_optim(void *ctx, int i, uint64_t off, void *dst, size_t 
     return BASE_OK;
 }
 
+/* run_ep_write_optim's parts of optimizer.safetensors. */
+typedef struct {
+    run_ctx *c;
+    const optim *o;
+    const model_param *t;
+    const int *g, *pi;
+    int ng;
+    const int64_t *at;
+} optim_put;
+
+static base_status put_optim(void *ctx, st_part *w) {
+    const optim_put *e = ctx;
+    run_ctx *c = e->c;
+    const optim *o = e->o;
+    size_t n = (size_t)o->state_n;
+    float *hm = base_xmalloc((n + 1) * sizeof(float)), *hv = base_xmalloc((n + 1) * sizeof(float));
+    optim_state_download(o, hm, hv);
+    base_status s = BASE_OK;
+    if (o->zero_stage >= 2) {
+        /* ZeRO 2 / 3: every rank the parts of its two-piece shard (run_zero.c) */
+        const float *mv[2] = {hm, hv};
+        s = run_zero_ep_put_optim(c, w, e->t, e->g, e->ng, mv);
+    } else {
+        /* ZeRO 0: EP group 0 writes (each EP group holds the same state); ZeRO 1:
+         * every rank its shard, the non-expert parts from EP index 0's ranks */
+        optim_src src = {hm, hv, o->state_lo, e->at};
+        int group = o->zero_shards > 0 || c->rank < c->ep, lead = c->rank % c->ep == 0;
+        const int64_t lo = o->state_lo, hi = o->state_lo + o->state_n;
+        for (int i = 0; i < e->ng && !s; i++) {
+            if (e->pi[i] < 0 || e->g[i] < 0 || !group || !(is_expert(e->t[i].name) || lead)) continue;
+            int64_t off = e->at[e->pi[i] / 2], a = off > lo ? off : lo;
+            int64_t b = off + e->t[i].numel < hi ? off + e->t[i].numel : hi;
+            if (b <= a) continue; /* another shard's */
+            uint64_t from = (uint64_t)(a - off) * sizeof(float), len = (uint64_t)(b - a) * sizeof(float);
+            s = st_part_put(w, e->pi[i], from, len, fill_optim, &src);
+            if (!s) s = st_part_put(w, e->pi[i] + 1, from, len, fill_optim, &src);
+        }
+    }
+    free(hm), free(hv);
+    return s;
+}
+
 base_status run_ep_write_optim(run_ctx *c, const optim *o, const char *dir) {
     const model *m = c->policy;
     model_param *t;
@@ -79,13 +121,14 @@ base_status run_ep_write_optim(run_ctx *c, const optim *o, const char *dir) {
     int *oi = base_xmalloc(((size_t)model_nparams(m) + 1) * sizeof *oi);
     int64_t *at = base_xmalloc(((size_t)ng + 1) * sizeof *at);
     int *pi = base_xmalloc(((size_t)ng + 1) * sizeof *pi); /* whole entry -> its m's plan index, -1 */
-    base_status s = optim_index(m, o, oi);
+    /* at ZeRO 2 / 3 the optimizer holds a shard, not the parameters: optim_index is ZeRO 0 / 1's */
+    base_status s = o->zero_stage >= 2 ? BASE_OK : optim_index(m, o, oi);
     st_plan *p = st_plan_new();
     int np = 0;
     for (int i = 0; i < ng && !s; i++) {
         pi[i] = -1;
         if (!trained(&t[i])) continue;
-        if (g[i] >= 0 && oi[g[i]] < 0) {
+        if (o->zero_stage < 2 && g[i] >= 0 && oi[g[i]] < 0) {
             s = base_err_set(BASE_ERR_INVALID, "expert parallelism: %s is trained but not in the optimizer", t[i].name);
             break;
         }
@@ -100,38 +143,12 @@ base_status run_ep_write_optim(run_ctx *c, const optim *o, const char *dir) {
         np += 2;
     }
     if (!s) s = st_plan_layout(p, "optimizer", 0);
-    s = run_agree(c, s, "laying out the checkpoint's optimizer.safetensors");
-    if (!s && run_writes(c)) s = st_plan_create(p, dir);
-    s = run_agree(c, s, "creating the checkpoint's optimizer.safetensors");
-    if (!s) {
-        size_t n = (size_t)o->state_n;
-        float *hm = base_xmalloc((n + 1) * sizeof(float)), *hv = base_xmalloc((n + 1) * sizeof(float));
-        optim_state_download(o, hm, hv);
-        optim_src src = {hm, hv, o->state_lo, at};
-        /* ZeRO 0: EP group 0 writes (each EP group holds the same state); ZeRO 1:
-         * every rank its shard, the non-expert parts from EP index 0's ranks */
-        int group = o->zero_shards > 0 || c->rank < c->ep, lead = c->rank % c->ep == 0;
-        const int64_t lo = o->state_lo, hi = o->state_lo + o->state_n;
-        st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(0));
-        for (int i = 0; i < ng && !s; i++) {
-            if (pi[i] < 0 || g[i] < 0 || !group || !(is_expert(t[i].name) || lead)) continue;
-            int64_t off = at[pi[i] / 2], a = off > lo ? off : lo, b = off + t[i].numel < hi ? off + t[i].numel : hi;
-            if (b <= a) continue; /* another shard's */
-            uint64_t from = (uint64_t)(a - off) * sizeof(float), len = (uint64_t)(b - a) * sizeof(float);
-            s = st_part_put(w, pi[i], from, len, fill_optim, &src);
-            if (!s) s = st_part_put(w, pi[i] + 1, from, len, fill_optim, &src);
-        }
-        base_status e = st_part_close(w, NULL);
-        if (!s) s = e;
-        free(hm), free(hv);
-        s = run_agree(c, s, "writing this rank's AdamW state into the checkpoint's optimizer.safetensors");
-        if (!s && run_writes(c)) s = st_plan_commit(p, dir);
-        s = run_agree(c, s, "renaming the checkpoint's optimizer.safetensors into place");
-        if (s && run_writes(c)) st_plan_abandon(p, dir);
-    }
+    optim_put e = {c, o, t, g, pi, ng, at};
+    s = run_ckpt_write_agreed(c, s, p, dir, "optimizer.safetensors", 0, put_optim, &e, NULL);
     st_plan_free(p);
     free(t), free(g), free(oi), free(at), free(pi);
-    return s ? base_err_wrap(s, "expert_parallel_size = %d: the optimizer state", c->ep) : BASE_OK;
+    return s ? base_err_wrap(s, "expert_parallel_size = %d: the optimizer state (ZeRO %d)", c->ep, o->zero_stage)
+             : BASE_OK;
 }
 
 base_status run_ep_whole_offsets(const model *m, const optim *o, int64_t *src, int64_t *whole_n) {

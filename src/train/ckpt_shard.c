@@ -52,37 +52,52 @@ static base_status check_range(const run_ckpt_range *r) {
     return BASE_OK;
 }
 
+base_status run_ckpt_write_agreed(run_ctx *c, base_status s, st_plan *p, const char *dir, const char *what,
+                                  size_t buf_bytes, run_ckpt_put_fn put, void *ctx, size_t *peak) {
+    char step[256];
+    if (peak) *peak = 0;
+    snprintf(step, sizeof step, "laying out the checkpoint's %s", what);
+    s = run_agree(c, s, step);
+    if (s) return s;
+    if (run_writes(c)) s = st_plan_create(p, dir);
+    snprintf(step, sizeof step, "creating the checkpoint's %s", what);
+    s = run_agree(c, s, step);
+    if (s) return s;
+    st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(buf_bytes));
+    s = put(ctx, w);
+    base_status e = st_part_close(w, peak);
+    if (!s) s = e;
+    snprintf(step, sizeof step, "writing this rank's parts of the checkpoint's %s", what);
+    s = run_agree(c, s, step);
+    if (!s && run_writes(c)) s = st_plan_commit(p, dir);
+    snprintf(step, sizeof step, "renaming the checkpoint's %s into place", what);
+    s = run_agree(c, s, step);
+    if (s && run_writes(c)) st_plan_abandon(p, dir);
+    return s;
+}
+
+/* run_ckpt_write_range's parts: every tensor's overlap with [lo, hi). */
+static base_status put_range(void *ctx, st_part *w) {
+    const run_ckpt_range *r = ctx;
+    range_src src = {r};
+    base_status s = BASE_OK;
+    for (int i = 0; i < r->nparams && !s; i++) {
+        int64_t a, b;
+        if (overlap(&r->params[i], r->lo, r->hi, &a, &b))
+            s = st_part_put(w, i, (uint64_t)(a - r->params[i].offset) * sizeof(float), (uint64_t)(b - a) * sizeof(float),
+                            fill_range, &src);
+    }
+    return s;
+}
+
 base_status run_ckpt_write_range(run_ctx *c, const run_ckpt_range *r, const char *dir, const char *stem,
                                  size_t *peak) {
-    if (peak) *peak = 0;
     st_plan *p = NULL;
     uint64_t limit = r->shard_bytes ? r->shard_bytes : ST_SHARD_DEFAULT;
     base_status s = check_range(r);
     if (!s) s = run_ckpt_weights_plan(r->params, r->nparams, stem, limit == UINT64_MAX ? 0 : limit, &p);
-    s = run_agree(c, s, "laying out the checkpoint's weight files");
-    if (s) {
-        st_plan_free(p); /* laid out here, failed on another rank */
-        return s;
-    }
-    if (run_writes(c)) s = st_plan_create(p, dir);
-    s = run_agree(c, s, "creating the checkpoint's weight files");
-    if (!s) {
-        st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(r->buf_bytes));
-        range_src src = {r};
-        for (int i = 0; i < r->nparams && !s; i++) {
-            int64_t a, b;
-            if (overlap(&r->params[i], r->lo, r->hi, &a, &b))
-                s = st_part_put(w, i, (uint64_t)(a - r->params[i].offset) * sizeof(float),
-                                (uint64_t)(b - a) * sizeof(float), fill_range, &src);
-        }
-        base_status e = st_part_close(w, peak);
-        if (!s) s = e;
-        s = run_agree(c, s, "writing this rank's range of the checkpoint's weights");
-        if (!s && run_writes(c)) s = st_plan_commit(p, dir);
-        s = run_agree(c, s, "renaming the checkpoint's weight files into place");
-        if (s && run_writes(c)) st_plan_abandon(p, dir);
-    }
-    st_plan_free(p);
+    s = run_ckpt_write_agreed(c, s, p, dir, "weight files", r->buf_bytes, put_range, (void *)r, peak);
+    st_plan_free(p); /* NULL when the layout failed here */
     return s;
 }
 

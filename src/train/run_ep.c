@@ -432,76 +432,49 @@ static base_status put_owned(st_part *w, const model_param *t, const int *g, int
     return s;
 }
 
+/* run_ep_write_weights' parts: at ZeRO 3 every rank its parts of the shards;
+ * else rank 0 the non-expert tensors and EP group 0 (ranks 0 .. EP - 1) its
+ * experts. */
+typedef struct {
+    run_ctx *c;
+    const model *m;
+    const model_param *t;
+    const int *g;
+    int ng;
+} ep_put;
+
+static base_status put_weights(void *ctx, st_part *w) {
+    const ep_put *e = ctx;
+    run_ctx *c = e->c;
+    if (e->m == c->policy && model_arena_released(e->m)) {
+        shard_src sh = {c, e->m, e->g, NULL, 0};
+        return put_owned(w, e->t, e->g, e->ng, 0, e->m, &sh, NULL);
+    }
+    ep_src src = {e->m, e->t, e->g};
+    base_status s = BASE_OK;
+    for (int i = 0; i < e->ng && !s; i++) {
+        int mine = e->g[i] >= 0 && (run_ep_is_expert(e->t[i].name) ? c->rank < c->ep : c->rank == 0);
+        if (mine) s = st_part_put(w, i, 0, (uint64_t)e->t[i].numel * sizeof(float), fill_local, &src);
+    }
+    return s;
+}
+
 base_status run_ep_write_weights(run_ctx *c, const model *m, const char *dir, const char *stem, uint64_t shard_bytes) {
     model_param *t;
     int *g, ng = run_ep_whole_table(m, &t, &g);
     st_plan *p = NULL;
     base_status s = run_ckpt_weights_plan(t, ng, stem, shard_bytes == UINT64_MAX ? 0 : shard_bytes, &p);
-    s = run_agree(c, s, "laying out the checkpoint's weight files");
-    if (!s && run_writes(c)) s = st_plan_create(p, dir);
-    s = run_agree(c, s, "creating the checkpoint's weight files");
-    if (!s) {
-        /* rank 0 writes the non-expert tensors, EP group 0 (ranks 0 .. EP - 1) its experts */
-        st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(0));
-        ep_src src = {m, t, g};
-        shard_src sh = {c, m, g, NULL, 0};
-        int sharded = m == c->policy && model_arena_released(m);
-        if (sharded) s = put_owned(w, t, g, ng, 0, m, &sh, NULL); /* ZeRO 3: every rank its parts of the shards */
-        for (int i = 0; i < ng && !s && !sharded; i++) {
-            int mine = g[i] >= 0 && (run_ep_is_expert(t[i].name) ? c->rank < c->ep : c->rank == 0);
-            if (mine) s = st_part_put(w, i, 0, (uint64_t)t[i].numel * sizeof(float), fill_local, &src);
-        }
-        base_status e = st_part_close(w, NULL);
-        if (!s) s = e;
-        s = run_agree(c, s, "writing this rank's tensors of the checkpoint's weights");
-        if (!s && run_writes(c)) s = st_plan_commit(p, dir);
-        s = run_agree(c, s, "renaming the checkpoint's weight files into place");
-        if (s && run_writes(c)) st_plan_abandon(p, dir);
-    }
+    ep_put e = {c, m, t, g, ng};
+    s = run_ckpt_write_agreed(c, s, p, dir, "weight files", 0, put_weights, &e, NULL);
     st_plan_free(p);
     free(t), free(g);
     return s;
 }
 
-base_status run_zero_ep_write_optim(run_ctx *c, const optim *o, const char *dir) {
-    const model *m = c->policy;
-    model_param *t;
-    int *g, ng = run_ep_whole_table(m, &t, &g);
-    /* ckpt_ep.c's file: m.NAME, v.NAME of every trained tensor in the whole table's order */
-    st_plan *p = st_plan_new();
-    for (int i = 0; i < ng; i++) {
-        if (!t[i].trainable || t[i].mtp) continue;
-        int64_t shape[1] = {t[i].numel};
-        char nm[sizeof t[i].name + 4];
-        snprintf(nm, sizeof nm, "m.%s", t[i].name);
-        st_plan_add(p, nm, TENSOR_F32, 1, shape);
-        snprintf(nm, sizeof nm, "v.%s", t[i].name);
-        st_plan_add(p, nm, TENSOR_F32, 1, shape);
-    }
-    base_status s = st_plan_layout(p, "optimizer", 0);
-    s = run_agree(c, s, "laying out the checkpoint's optimizer.safetensors");
-    if (!s && run_writes(c)) s = st_plan_create(p, dir);
-    s = run_agree(c, s, "creating the checkpoint's optimizer.safetensors");
-    if (!s) {
-        size_t n = (size_t)o->state_n;
-        float *mv[2] = {base_xmalloc((n + 1) * sizeof(float)), base_xmalloc((n + 1) * sizeof(float))};
-        optim_state_download(o, mv[0], mv[1]); /* the shard's m and v, indexed like its parameters */
-        st_part *w = st_part_open(p, dir, run_ckpt_f32_buf(0));
-        shard_src sh = {c, m, g, NULL, 0};
-        s = put_owned(w, t, g, ng, 1, m, &sh, (const float **)mv);
-        base_status e = st_part_close(w, NULL);
-        if (!s) s = e;
-        free(mv[0]), free(mv[1]);
-        s = run_agree(c, s, "writing this rank's AdamW state into the checkpoint's optimizer.safetensors");
-        if (!s && run_writes(c)) s = st_plan_commit(p, dir);
-        s = run_agree(c, s, "renaming the checkpoint's optimizer.safetensors into place");
-        if (s && run_writes(c)) st_plan_abandon(p, dir);
-    }
-    st_plan_free(p);
-    free(t), free(g);
-    return s ? base_err_wrap(s, "the optimizer state of %d ranks (ZeRO %d with expert parallelism)", c->world,
-                             o->zero_stage)
-             : BASE_OK;
+base_status run_zero_ep_put_optim(run_ctx *c, st_part *w, const model_param *t, const int *g, int ng,
+                                  const float *mv[2]) {
+    shard_src sh = {c, c->policy, g, NULL, 0};
+    return put_owned(w, t, g, ng, 1, c->policy, &sh, mv);
 }
 
 base_status run_zero_ep_read_optim(run_ctx *c, const char *dir, optim *o) {

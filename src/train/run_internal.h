@@ -18,6 +18,9 @@
 #include "train/optim.h"
 #include "train/run.h"
 
+typedef struct st_plan st_plan; /* io/st.h: a file set laid out before it is written */
+typedef struct st_part st_part; /* io/st.h: one rank's writes into it */
+
 typedef struct {
     char *name;
     char *path;
@@ -337,11 +340,13 @@ base_status run_zero_ep_gather(run_ctx *c);
 int run_zero_ep_owned(const run_ctx *c, int64_t lo, int64_t hi, int64_t *a, int64_t *b, int64_t *at);
 const float *run_zero_ep_params(const run_ctx *c);
 int run_ep_is_expert(const char *name);
-/* run_ep_write_optim's optimizer.safetensors (ckpt_ep.c: every trained
- * tensor of the whole model, global names, byte for byte one process's
- * file) from ZeRO 2 / 3 shards by class: each rank pwrites the parts it
- * owns (run_zero_ep_owned); agreed steps (run_ep.c). */
-base_status run_zero_ep_write_optim(run_ctx *c, const optim *o, const char *dir);
+/* run_ep_write_optim's parts (ckpt_ep.c: optimizer.safetensors, every
+ * trained tensor of the whole table t [ng] as m.NAME, v.NAME pairs in table
+ * order) at ZeRO 2 / 3: this rank's parts of its shard by class
+ * (run_zero_ep_owned) from mv[0], mv[1] (host m and v indexed like the
+ * shard) through w (run_ep.c). */
+base_status run_zero_ep_put_optim(run_ctx *c, st_part *w, const model_param *t, const int *g, int ng,
+                                  const float *mv[2]);
 /* --resume at ZeRO 2 / 3 with EP: this rank's parts of m and v read by
  * name from DIR/optimizer.safetensors (any expert_parallel_size, ZeRO 0-3
  * with EP, or ZeRO 0 without) (run_ep.c); run_ckpt_load_optim_ep (ckpt.c)
@@ -754,7 +759,6 @@ int run_ckpt_has_ref(const run_ckpt *k);
 cJSON *run_ckpt_summary(const run_ckpt *k);
 void run_ckpt_free(run_ckpt *k);
 /* ---- streamed weights (ckpt.c, ckpt_shard.c; docs/checkpoints.md) -------- */
-typedef struct st_plan st_plan;
 /* The float32 Hugging Face layout of a parameter table (arena order):
  * STEM.safetensors, or its shards past shard_bytes (0: never) with
  * STEM.safetensors.index.json, metadata {"format": "pt"} (io/st.h). */
@@ -796,6 +800,16 @@ typedef struct {
  * rank's largest piece (may be NULL). */
 base_status run_ckpt_write_range(run_ctx *c, const run_ckpt_range *r, const char *dir, const char *stem,
                                  size_t *peak);
+/* The protocol of every collective checkpoint write (ckpt_shard.c): s, this
+ * rank's status of laying out p, agreed; rank 0 creates p's files in DIR;
+ * put(ctx, w) writes this rank's parts through w (a bounded host buffer of
+ * buf_bytes, 0: ST_BUF_DEFAULT); rank 0 renames the files into place (or,
+ * after a failure anywhere, removes them); each step agreed, `what` naming
+ * the files in the messages. The caller owns p (NULL when its layout
+ * failed). *peak: this rank's largest piece (may be NULL). */
+typedef base_status (*run_ckpt_put_fn)(void *ctx, st_part *w);
+base_status run_ckpt_write_agreed(run_ctx *c, base_status s, st_plan *p, const char *dir, const char *what,
+                                  size_t buf_bytes, run_ckpt_put_fn put, void *ctx, size_t *peak);
 /* One rank, no communication: fill r->shard's range [lo, hi) from DIR's
  * weights (stem "model": any layout st_dir_open reads; else STEM.safetensors
  * or its index), F32 / BF16 / F16 / FP8 blocks converted to f32, reading
