@@ -97,7 +97,6 @@ int cli_cmd_plan(int argc, char **argv) {
     }
     const char *model_path = NULL, *recipe_path = NULL, *stage_name = NULL, *prec_name = NULL;
     long gpus = 0, zero = -1, lora_r = 0, ep_opt = 0;
-    int earlier3 = 0; /* the training stage before the planned one trains at ZeRO 3 */
     double gpu_gb = 80;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -153,7 +152,6 @@ int cli_cmd_plan(int argc, char **argv) {
                                                                               : NULL;
                     if (t) {
                         in.sh.whole_at_open = t->zero_stage != 3;
-                        earlier3 = t->zero_stage == 3;
                         break;
                     }
                 }
@@ -189,9 +187,6 @@ int cli_cmd_plan(int argc, char **argv) {
     in.sh.zero_stage = zs;
     if (ep_opt) in.sh.ep = (int)ep_opt;
     int ep = in.sh.ep > 1 ? in.sh.ep : 1;
-    /* with EP the load is whole (run_zero3_load_sharded): a stage-3 stage opens with the EP index's model
-     * unless a stage-3 stage before it left the policy released */
-    if (ep > 1 && !earlier3) in.sh.whole_at_open = 1;
     if (lora_r || (rc && recipe_config(rc)->lora.set)) in.sh.lora = &lc, in.sh.load.frozen = 1;
     in.sh.load.max_context = in.sh.max_prompt + in.sh.max_completion;
     double budget = gpu_gb * 1e9;
@@ -236,8 +231,8 @@ int cli_cmd_plan(int argc, char **argv) {
         line("ZeRO 3 peak at the release", m0.release_peak, ml.release_peak);
     size_t need = run_peak(&ml);
     printf("fits in %g GB: %s (largest rank %.2f GB%s)\n", gpu_gb, need <= budget ? "yes" : "NO", need / 1e9,
-           need > ml.total && ep > 1 ? ": the EP index's model loaded whole (the sharded load is without EP), beside "
-           "the buffers made before the release"
+           need > ml.total && ep > 1 ? ": the EP index's model, left whole by the stage before (zero_stage 0-2), "
+           "beside the buffers made before the release"
            : need > ml.total ? ": the whole model, left by the stage before (zero_stage 0-2), beside the buffers "
            "made before the release" : zs == 3 && !in.sh.lora && !in.sh.whole_at_open
                                    ? "; the load reads each rank's shard only" : "");
@@ -279,15 +274,15 @@ int cli_cmd_plan(int argc, char **argv) {
         printf("smallest GPU count it fits on (ZeRO %d, EP %d, these shapes): %d\n", zs, ep, fit_at);
     else
         printf("fits on no GPU count up to 4096 at ZeRO %d: %s alone exceed %g GB (%s)\n", zs,
-               ep > 1 && zs == 3 ? "the EP index's model loaded whole (before the release) or the unit windows, "
-                                   "activations and rollout"
+               ep > 1 && zs == 3 ? (in.sh.whole_at_open ? "the EP index's model left whole by the stage before "
+                                                          "(zero_stage 0-2) or the unit windows, activations and rollout"
+                                                        : "the unit windows, activations and rollout")
                : ep > 1 ? "the non-expert weights and gradients, 1 / EP of the experts' and the activations"
                : zs < 2 ? "the replicated weights, gradients and activations"
                : zs == 2 ? "the replicated weights and activations"
                          : in.sh.whole_at_open ? "the whole model left by the stage before (zero_stage 0-2)"
                                                  : "the unit windows, activations and rollout",
                gpu_gb, zs < 3 ? "needs ZeRO 3 or expert / tensor parallelism"
-               : ep > 1 && in.sh.whole_at_open ? "needs a sharded load with expert parallelism, not built"
                : in.sh.whole_at_open ? "train the stage before at zero_stage 3 too"
                                      : "needs expert / tensor parallelism");
     run_grpo_comm cv;

@@ -216,7 +216,8 @@ typedef struct {
      * nor bf16 copy is allocated. The caller fills its own range of the
      * arena (the trainer: run_ckpt_read_range, or model_init_random_range),
      * sets the unit hook (model_unit_hook_set) and binds units as after
-     * model_arena_release. Refused for frozen models and with EP > 1. */
+     * model_arena_release. Refused for frozen models. With EP > 1 the arena
+     * laid out is the EP index's (its experts only, global names). */
     int no_arena;
 } model_load_opts;
 

@@ -358,9 +358,9 @@ static base_status check_precision(const struct ops *ops, const model_load_opts 
         return base_err_set(BASE_ERR_UNSUPPORTED,
                             "precision fp8: for frozen models only (generate, eval, sample, forward); a "
                             "trained model keeps f32 master weights: use bf16 or f32");
-    if (opts && opts->no_arena && (frozen || (opts->ep && opts->ep->size > 1)))
+    if (opts && opts->no_arena && frozen)
         return base_err_set(BASE_ERR_UNSUPPORTED, "a model loaded without its arena (ZeRO 3's sharded load) is a "
-                            "trainable model without expert parallelism");
+                            "trainable model");
     if (p == MODEL_BF16 && ops->device == TENSOR_CPU && !frozen)
         return base_err_set(BASE_ERR_UNSUPPORTED,
                             "precision bf16: the %s backend is the f32 reference and trains in f32 only (bf16 "
@@ -543,6 +543,7 @@ static base_status load_fused(model *m, const st_dir *d, const char *name, const
         return base_err_set(BASE_ERR_INVALID, "%s: tensor %s has shape %s, the config needs %s", st_dir_file_of(d, t),
                             name, shape_str(t->ndim, t->shape, a, sizeof a), shape_str(3, shape, b, sizeof b));
     }
+    if (m->released) return BASE_OK; /* no arena (ZeRO 3's sharded load): checked, not read */
     int64_t per = shape[1] * shape[2];
     base_status st = st_dir_load(d, name, TENSOR_F32, sb->f32, shape[0] * per);
     if (st) return st;

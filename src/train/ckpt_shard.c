@@ -119,21 +119,11 @@ static const char *fused_of(const st_dir *d, const model_param *p, char *buf, si
     return st_dir_find(d, buf) ? buf : NULL;
 }
 
-base_status run_ckpt_read_range(const char *dir, const char *stem, const run_ckpt_range *r, size_t *peak) {
-    if (peak) *peak = 0;
+/* Range r's tensors from the open directory d, through the host buffer
+ * *buf (made on first use, step floats). */
+static base_status read_one(const st_dir *d, const run_ckpt_range *r, int64_t step, float **buf, size_t *peak) {
     base_status s = check_range(r);
-    if (s) return s;
-    st_dir *d;
-    s = !strcmp(stem, "model") ? st_dir_open(dir, &d) : st_dir_open_stem(dir, stem, &d);
-    if (s) return s;
     int on_host = !r->ops || r->ops->device == TENSOR_CPU;
-    size_t cap = r->buf_bytes ? r->buf_bytes : ST_BUF_DEFAULT;
-    int64_t step = (int64_t)(cap / sizeof(float)), most = 1;
-    for (int i = 0; i < r->nparams; i++)
-        if (r->params[i].numel > most) most = r->params[i].numel;
-    if (step > most) step = most; /* no larger than the largest tensor */
-    if (step < 1) step = 1;
-    float *buf = NULL;
     for (int i = 0; i < r->nparams && !s; i++) {
         const model_param *pp = &r->params[i];
         int64_t a, b;
@@ -160,13 +150,38 @@ base_status run_ckpt_read_range(const char *dir, const char *stem, const run_ckp
                 s = st_dir_load_f32_range(d, name, first + e - pp->offset, n, dst);
                 continue;
             }
-            if (!buf) buf = base_xmalloc((size_t)step * sizeof(float));
+            if (!*buf) *buf = base_xmalloc((size_t)step * sizeof(float));
             if (peak && (size_t)n * sizeof(float) > *peak) *peak = (size_t)n * sizeof(float);
-            s = st_dir_load_f32_range(d, name, first + e - pp->offset, n, buf);
-            if (!s) r->ops->upload(dst, buf, (size_t)n * sizeof(float));
+            s = st_dir_load_f32_range(d, name, first + e - pp->offset, n, *buf);
+            if (!s) r->ops->upload(dst, *buf, (size_t)n * sizeof(float));
         }
     }
+    return s;
+}
+
+base_status run_ckpt_read_ranges(const char *dir, const char *stem, const run_ckpt_range *r, int nr, size_t *peak) {
+    if (peak) *peak = 0;
+    base_status s = BASE_OK;
+    for (int k = 0; k < nr && !s; k++) s = check_range(&r[k]);
+    if (s) return s;
+    st_dir *d;
+    s = !strcmp(stem, "model") ? st_dir_open(dir, &d) : st_dir_open_stem(dir, stem, &d);
+    if (s) return s;
+    /* one host buffer for every range: r[0]'s bound, no larger than the largest tensor */
+    size_t cap = nr && r[0].buf_bytes ? r[0].buf_bytes : ST_BUF_DEFAULT;
+    int64_t step = (int64_t)(cap / sizeof(float)), most = 1;
+    for (int k = 0; k < nr; k++)
+        for (int i = 0; i < r[k].nparams; i++)
+            if (r[k].params[i].numel > most) most = r[k].params[i].numel;
+    if (step > most) step = most;
+    if (step < 1) step = 1;
+    float *buf = NULL;
+    for (int k = 0; k < nr && !s; k++) s = read_one(d, &r[k], step, &buf, peak);
     free(buf);
     st_dir_close(d);
     return s;
+}
+
+base_status run_ckpt_read_range(const char *dir, const char *stem, const run_ckpt_range *r, size_t *peak) {
+    return run_ckpt_read_ranges(dir, stem, r, 1, peak);
 }

@@ -285,6 +285,12 @@ base_status run_zero3_gather(run_ctx *c, const char *why);
  * unfilled) receives arena range [*lo, *hi). A stage-3 stage takes c->z3
  * over (run_zero2_new) instead of copying from an arena. */
 base_status run_zero3_open(run_ctx *c, float **shard, int64_t *lo, int64_t *hi);
+/* With EP > 1 run_zero3_open's shard is the compact one by class (below:
+ * [*lo, *hi) = [0, its elements)); run_zero_ep_parts lists the arena
+ * ranges it holds: (*parts)[3i .. 3i + 2] = arena [a, b) at compact index
+ * at, arena order within each class (caller frees; 0 and NULL without EP
+ * sharding). */
+int run_zero_ep_parts(const run_ctx *c, int64_t **parts);
 /* Collective: a model (dst, e.g. the frozen reference) gets the released
  * policy's weights, unit by unit: each unit all-gathered into a parameter
  * window, downloaded into one host buffer of the largest unit, and dst's
@@ -812,6 +818,10 @@ base_status run_ckpt_write_agreed(run_ctx *c, base_status s, st_plan *p, const c
  * are left as they are. Errors: a tensor missing or of another size
  * (named), the files' errors. */
 base_status run_ckpt_read_range(const char *dir, const char *stem, const run_ckpt_range *r, size_t *peak);
+/* The same for nr ranges (e.g. the parts of a shard by class, ZeRO 3 with
+ * EP: each part's shard pointer at its first element), the files opened
+ * once, one host buffer of r[0].buf_bytes. */
+base_status run_ckpt_read_ranges(const char *dir, const char *stem, const run_ckpt_range *r, int nr, size_t *peak);
 
 /* Write the policy weights (HF names) + config.json + tokenizer files into dir. */
 base_status run_save_model(run_ctx *c, const model *m, const char *dir);

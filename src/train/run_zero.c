@@ -73,6 +73,10 @@ static void ep_shard_from(run_zero2 *z, const float *arena);
 static void ep_free(run_zero2 *z);
 static base_status ep_optim_step(run_ctx *c, optim *o, int64_t k, optim_step_info *info);
 static base_status ep_param_update(run_zero2 *z, const model_param *p, void (*fn)(float *, int64_t, void *), void *ctx);
+static base_status ep_alloc(run_ctx *c, int stage, run_zero2 **out);
+static void ep_windows(run_zero2 *z);
+static int64_t ep_compact_n(const run_zero2 *z);
+static void zero_free(run_zero2 *z, int restore);
 
 static base_status finish(run_zero2 *z, int k) {
     if (z->ex) ep_finish(z, k);
@@ -190,11 +194,23 @@ base_status run_zero2_new(run_ctx *c, optim *o, run_zero2 **out) {
 base_status run_zero3_open(run_ctx *c, float **shard, int64_t *lo, int64_t *hi) {
     if (!model_arena_released(c->policy) || c->z3 || c->z2)
         return base_err_set(BASE_ERR_INVALID, "ZeRO 3: a sharded load needs a policy made without its arena");
-    run_zero2 *z = zero_alloc(c);
-    params_alloc(z);
+    run_zero2 *z;
+    if (c->ep > 1) { /* the shard by class (run_zero_ep_optim_new's), taken over by the stage-3 stage */
+        base_status s = ep_alloc(c, 3, &z);
+        if (s) {
+            zero_free(z, 0);
+            return base_err_wrap(s, "ZeRO 3 with expert parallelism: the sharded load");
+        }
+        ep_windows(z);
+        params_stale(z);
+    } else {
+        z = zero_alloc(c);
+        params_alloc(z);
+    }
     model_unit_hook_set(c->policy, param_use, z);
     c->z3 = z;
-    *shard = z->pshard, *lo = z->slo[c->rank], *hi = z->shi[c->rank];
+    *shard = z->pshard;
+    *lo = z->ex ? 0 : z->slo[c->rank], *hi = z->ex ? ep_compact_n(z) : z->shi[c->rank];
     return BASE_OK;
 }
 
@@ -765,6 +781,21 @@ static base_status ep_alloc(run_ctx *c, int stage, run_zero2 **out) {
     return s;
 }
 
+/* ZeRO 3: the parameter windows (the embedding's when tied). */
+static void ep_windows(run_zero2 *z) {
+    const struct ops *ops = z->c->ops;
+    int64_t emb;
+    model_grad_windows(z->c->policy, &z->win_n, &emb, NULL);
+    z->emb_n = emb;
+    int bf16 = model_get_precision(z->c->policy) == MODEL_BF16 && ops->device != TENSOR_CPU;
+    for (int k = 0; k < 3; k++) {
+        int64_t wn = k < 2 ? z->win_n : emb;
+        if (wn == 0) continue;
+        z->pwin[k] = ops->alloc((size_t)wn * sizeof(float));
+        if (bf16) z->pwin_c[k] = ops->alloc((size_t)wn * sizeof(uint16_t));
+    }
+}
+
 base_status run_zero_ep_optim_new(run_ctx *c, const optim_config *oc, int stage, optim *o) {
     model *m = c->policy;
     const struct ops *ops = c->ops;
@@ -798,16 +829,7 @@ base_status run_zero_ep_optim_new(run_ctx *c, const optim_config *oc, int stage,
     for (int k = 0; k < 2; k++) z->win[k] = ops->alloc((size_t)z->win_n * sizeof(float));
     if (emb) z->emb = ops->alloc((size_t)emb * sizeof(float));
     z->o = o;
-    if (stage == 3 && !taken) {
-        z->emb_n = emb;
-        int bf16 = model_get_precision(m) == MODEL_BF16 && ops->device != TENSOR_CPU;
-        for (int k = 0; k < 3; k++) {
-            int64_t wn = k < 2 ? z->win_n : emb;
-            if (wn == 0) continue;
-            z->pwin[k] = ops->alloc((size_t)wn * sizeof(float));
-            if (bf16) z->pwin_c[k] = ops->alloc((size_t)wn * sizeof(uint16_t));
-        }
-    }
+    if (stage == 3 && !taken) ep_windows(z);
     if (stage == 3) params_stale(z); /* taken over: the weights the last stage left, rebound on use */
     c->z2 = z;
     return BASE_OK;
@@ -869,4 +891,27 @@ int run_zero_ep_owned(const run_ctx *c, int64_t lo, int64_t hi, int64_t *a, int6
 const float *run_zero_ep_params(const run_ctx *c) {
     const run_zero2 *z = c->z2 ? c->z2 : c->z3;
     return z && z->ex ? z->pshard : NULL;
+}
+
+static int64_t ep_compact_n(const run_zero2 *z) { return z->ex->n; }
+
+typedef struct {
+    int64_t *t;
+    int n;
+} parts_ctx;
+
+static void add_part(void *ctx, int64_t a, int64_t b, int64_t at) {
+    parts_ctx *p = ctx;
+    p->t[3 * p->n] = a, p->t[3 * p->n + 1] = b, p->t[3 * p->n + 2] = at;
+    p->n++;
+}
+
+int run_zero_ep_parts(const run_ctx *c, int64_t **parts) {
+    const run_zero2 *z = c->z2 ? c->z2 : c->z3;
+    *parts = NULL;
+    if (!z || !z->ex) return 0;
+    parts_ctx p = {base_xmalloc(3 * (size_t)(z->ex->nr ? z->ex->nr : 1) * sizeof(int64_t)), 0};
+    ep_parts(z->ex, 0, model_numel(c->policy), add_part, &p);
+    *parts = p.t;
+    return p.n;
 }

@@ -14,7 +14,10 @@
  *     the GRPO stage's planned bytes == its measured peak on every rank;
  *   - completions of uneven lengths (a stop string): the ranks done first
  *     join their EP group's exchanges and the world's unit gathers (no hang);
- *   - a rank failing a training step at ZeRO 3 with EP ends every rank. */
+ *   - a rank failing a training step at ZeRO 3 with EP ends every rank;
+ *   - the sharded load with EP (each rank reads or draws only its shard's
+ *     pieces): ZeRO 3 bit for bit ZeRO 2 (which loads whole), no release,
+ *     every rank's peak over the whole run == the GRPO stage's plan. */
 #include "dp_common.h"
 
 #include "io/st.h"
@@ -345,10 +348,124 @@ static void test_ep_zero3_after(void **state) {
                    TOL_EPZ);
 }
 
+/* Run NAME's GRPO stage at ZeRO 3 never held a whole policy (its EP
+ * index's model included): no peak at a release in its summary, no
+ * release_peak in any rank's plan, and each rank's measured peak its
+ * planned total, byte for byte. */
+static void no_release(const char *name, int np) {
+    char rel[128];
+    snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
+    char *text = read_rel(rel);
+    cJSON *j = cJSON_Parse(text);
+    assert_non_null(j);
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(j, "grpo");
+    if (cJSON_GetObjectItemCaseSensitive(g, "memory_peak_release"))
+        fail_msg("%s: the GRPO stage at ZeRO 3 received its EP index's model whole and released it", name);
+    const cJSON *plans = cJSON_GetObjectItemCaseSensitive(g, "memory_plan_ranks");
+    const cJSON *peaks = cJSON_GetObjectItemCaseSensitive(g, "memory_peak_allocated");
+    if (!cJSON_IsArray(plans) || !cJSON_IsArray(peaks)) fail_msg("%s: no per-rank memory plan and peak", name);
+    assert_int_equal(cJSON_GetArraySize(plans), np);
+    for (int r = 0; r < np; r++) {
+        const cJSON *p = cJSON_GetArrayItem(plans, r), *rp = cJSON_GetObjectItemCaseSensitive(p, "release_peak");
+        double total = cJSON_GetObjectItemCaseSensitive(p, "total")->valuedouble;
+        double peak = cJSON_GetArrayItem(peaks, r)->valuedouble;
+        printf("# %s rank %d of %d: planned total %.0f, release peak %.0f, peak allocated %.0f bytes\n", name, r, np,
+               total, rp ? rp->valuedouble : 0.0, peak);
+        if (rp && rp->valuedouble != 0) fail_msg("%s rank %d: a release peak of %.0f bytes planned", name, r, rp->valuedouble);
+        if (peak != total) fail_msg("%s rank %d: peak %.0f bytes, planned %.0f", name, r, peak, total);
+    }
+    cJSON_Delete(j);
+    free(text);
+}
+
+/* The sharded load with EP (run_zero3_load: the EP index's model made
+ * without its arena, each rank reading its shard's pieces by class, the
+ * experts' over the expert-data-parallel group, the rest over the world),
+ * EP 2 at ZeRO 3 on 2 and 4 ranks against the same at ZeRO 2 (which loads
+ * whole): the sample, eval, GRPO (reference read from the model directory
+ * again, as a frozen EP model) and SFT stages' metrics and samples and the
+ * GRPO and SFT checkpoints byte for byte; and on 2 ranks with init_std
+ * (random weights from scratch: each rank draws its pieces; the reference
+ * gathered unit by unit, as no file holds it). The GRPO stage never
+ * receives a whole policy: no release, peak == plan per rank. */
+static void test_ep_zero3_loads(void **state) {
+    (void)state;
+    const int nps[] = {2, 4, 2};
+    const char *rnd[] = {"--set", "init_std=0.02", NULL};
+    for (int i = 0; i < 3; i++) {
+        char x[32], y[32], a[200], b[200];
+        const char *const *extra = i == 2 ? rnd : NULL;
+        snprintf(x, sizeof x, i == 2 ? "ezl3_r" : "ez3_2_%d", nps[i]);
+        snprintf(y, sizeof y, i == 2 ? "ezl2_r" : "ez2_2_%d", nps[i]);
+        if (extra) {
+            expect_ok(ep_run_with(nps[i], 2, 3, x, NULL, extra), x);
+            expect_ok(ep_run_with(nps[i], 2, 2, y, NULL, extra), y);
+        } else {
+            ep_run(nps[i], 2, 3, x, NULL);
+            ep_run(nps[i], 2, 2, y, NULL);
+        }
+        metrics_within(x, y, 0);
+        same_run_file(x, y, "samples.jsonl");
+        same_run_file(x, y, "rows.jsonl");
+        const char *files[] = {"step-3/model.safetensors", "step-3/ref.safetensors", "step-3/optimizer.safetensors",
+                               "step-6/model.safetensors", "step-6/optimizer.safetensors"};
+        for (int k = 0; k < 5; k++) {
+            snprintf(a, sizeof a, "runs/%s/checkpoints/%s", x, files[k]);
+            snprintf(b, sizeof b, "runs/%s/checkpoints/%s", y, files[k]);
+            same_bytes(a, b);
+        }
+        no_release(x, nps[i]);
+    }
+}
+
+/* EP 2 at ZeRO 3 over the whole run (the counters never reset: the load,
+ * the sample and eval stages, the GRPO stage, its end; summary.json's
+ * run_memory) on 2 and 4 ranks: every rank's peak is the GRPO stage's
+ * planned total, byte for byte, and neither the stage nor its plan has a
+ * release. test_dp.c's test_zero3_run_peak's shapes (2-token completions,
+ * micro-batches of 1, 4 prompts) keep the activations and rollout below
+ * the EP index's f32 arena, so loading that arena whole (and releasing it
+ * at the stage's opening) shows in the peak. */
+static void test_ep_zero3_run_peak(void **state) {
+    (void)state;
+    const int nps[] = {2, 4};
+    const char *small[] = {"--set", "stages.grpo.expert_parallel_size=2", "--set", "stages.sft.expert_parallel_size=2",
+                           "--set", "stages.grpo.zero_stage=3", "--set", "stages.sft.zero_stage=3",
+                           "--max-total-steps", "3", "--set", "stages.grpo.max_completion_length=2", "--set",
+                           "stages.grpo.per_device_train_batch_size=1", "--set", "stages.grpo.generation_batch_size=8",
+                           "--set", "stages.grpo.num_generations=2", NULL};
+    for (int i = 0; i < 2; i++) {
+        char name[16], rel[128];
+        snprintf(name, sizeof name, "ezp%d", nps[i]);
+        expect_ok(run_np(nps[i], name, NULL, small), name);
+        no_release(name, nps[i]); /* the stage's own peak == its plan, no release */
+        snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
+        char *t = read_rel(rel);
+        cJSON *j = cJSON_Parse(t);
+        assert_non_null(j);
+        const cJSON *plans = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "grpo"),
+                                                              "memory_plan_ranks");
+        const cJSON *peaks = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "run_memory"),
+                                                              "peak_allocated");
+        if (!cJSON_IsArray(peaks)) fail_msg("%s: no run_memory.peak_allocated", name);
+        assert_int_equal(cJSON_GetArraySize(peaks), nps[i]);
+        for (int r = 0; r < nps[i]; r++) {
+            double plan = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(plans, r), "total")->valuedouble;
+            double peak = cJSON_GetArrayItem(peaks, r)->valuedouble;
+            printf("# %s rank %d of %d (EP 2, ZeRO 3): planned %.0f, run peak %.0f bytes\n", name, r, nps[i], plan,
+                   peak);
+            if (peak != plan) fail_msg("%s rank %d: the run's peak %.0f, planned %.0f", name, r, peak, plan);
+        }
+        cJSON_Delete(j);
+        free(t);
+    }
+}
+
 /* Arguments: the names of the tests to run (all without). */
 int main(int argc, char **argv) {
     const struct CMUnitTest all[] = {cmocka_unit_test(test_ep_zero_world2), cmocka_unit_test(test_ep_zero_world4),
                                      cmocka_unit_test(test_ep_zero3_after), cmocka_unit_test(test_ep_zero_resume),
-                                     cmocka_unit_test(test_ep_zero_uneven)};
+                                     cmocka_unit_test(test_ep_zero_uneven), cmocka_unit_test(test_ep_zero3_loads),
+                                     cmocka_unit_test(test_ep_zero3_run_peak)};
     return dp_run("test_ep_zero", all, sizeof all / sizeof all[0], argc, argv);
 }

@@ -13,8 +13,14 @@
  *     e_score_correction_bias tensors (zeros, as model_load);
  *   - model_init_random_range gives model_init_random's values for every
  *     range, bit for bit;
+ *   - with expert parallelism (EP 2 and 4, every EP index): the EP index's
+ *     model without its arena has the EP model's table (its experts,
+ *     global names) and layout, and its arena read as 1-3 pieces at once
+ *     by run_ckpt_read_ranges (global names; fused experts read from the
+ *     fused tensor) is the EP model's arena (model_load with EP) bit for
+ *     bit, for the same fixtures;
  *   - errors: a trainable tensor missing (named by model_load's checks, no
- *     weight read), a frozen or EP model without its arena refused.
+ *     weight read), a frozen model without its arena refused.
  */
 #include "common/test_common.h"
 
@@ -92,6 +98,67 @@ static void test_ranges(void **state) {
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char *d = fixture(names[i]);
         ranges_equal(d);
+        free(d);
+    }
+}
+
+/* model_ep's exchanges: never called (the models are only loaded). */
+static base_status no_counts(void *ctx, const int64_t *send, int64_t *recv, int n) {
+    (void)ctx, (void)send, (void)recv, (void)n;
+    return base_err_set(BASE_ERR_INVALID, "test: no exchange");
+}
+static base_status no_rows(void *ctx, const void *send, const int64_t *sb, void *recv, const int64_t *rb) {
+    (void)ctx, (void)send, (void)sb, (void)recv, (void)rb;
+    return base_err_set(BASE_ERR_INVALID, "test: no exchange");
+}
+
+/* EP index r of ep: dir's EP model without its arena read as K pieces
+ * (K = 1..3, one run_ckpt_read_ranges call each) == model_load with EP. */
+static void ep_ranges_equal(const char *dir, int ep) {
+    for (int r = 0; r < ep; r++) {
+        model_ep x = {.size = ep, .rank = r, .alltoall_counts = no_counts, .alltoallv = no_rows};
+        model_load_opts wo = {.ep = &x}, o = {.ep = &x, .no_arena = 1};
+        model *whole = NULL, *bare = NULL;
+        if (model_load(dir, ops_cpu(), &wo, &whole)) fail_msg("%s EP %d/%d: %s", dir, r, ep, base_err_msg());
+        if (model_load(dir, ops_cpu(), &o, &bare)) fail_msg("%s EP %d/%d (no arena): %s", dir, r, ep, base_err_msg());
+        assert_true(model_arena_released(bare));
+        assert_null(model_params(bare));
+        assert_int_equal(model_numel(bare), model_numel(whole));
+        assert_int_equal(model_nparams(bare), model_nparams(whole));
+        for (int i = 0; i < model_nparams(bare); i++) {
+            const model_param *p = model_param_at(bare, i), *q = model_param_at(whole, i);
+            assert_string_equal(p->name, q->name);
+            assert_int_equal(p->offset, q->offset);
+        }
+        float *ref = arena_of(whole);
+        int64_t n = model_numel(bare);
+        float *got = malloc((size_t)n * sizeof(float));
+        for (int K = 1; K <= 3; K++) {
+            run_ckpt_range rg[3];
+            for (int64_t e = 0; e < n; e++) got[e] = 0;
+            for (int k = 0; k < K; k++) {
+                int64_t lo, hi;
+                run_split(n, k, K, &lo, &hi);
+                rg[k] = (run_ckpt_range){.params = model_param_at(bare, 0), .nparams = model_nparams(bare), .lo = lo,
+                                         .hi = hi, .shard = got + lo};
+            }
+            if (run_ckpt_read_ranges(dir, "model", rg, K, NULL))
+                fail_msg("%s EP %d/%d, %d pieces: %s", dir, r, ep, K, base_err_msg());
+            if (memcmp(got, ref, (size_t)n * sizeof(float)))
+                fail_msg("%s EP %d/%d: %d pieces differ from the EP model's arena", dir, r, ep, K);
+        }
+        free(got), free(ref);
+        model_free(whole), model_free(bare);
+    }
+}
+
+static void test_ep_ranges(void **state) {
+    (void)state;
+    const char *names[] = {"hf-tiny-v3-a", "tiny-v3-b", "tiny-v3-d", "tiny-v3-a-fp8"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *d = fixture(names[i]);
+        for (int ep = 2; ep <= 4; ep += 2) ep_ranges_equal(d, ep);
+        printf("# %s: every EP index's pieces (EP 2, 4) equal the EP load bit for bit\n", d);
         free(d);
     }
 }
@@ -201,6 +268,7 @@ static void test_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_ranges), cmocka_unit_test(test_missing_bias),
-                                       cmocka_unit_test(test_random_ranges), cmocka_unit_test(test_errors)};
+                                       cmocka_unit_test(test_random_ranges), cmocka_unit_test(test_ep_ranges),
+                                       cmocka_unit_test(test_errors)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
