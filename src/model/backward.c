@@ -300,6 +300,29 @@ static void unit_close(bwd_scratch *b, const model_grad_hooks *h, int u) {
     b->gw = NULL;
 }
 
+/* With ZeRO hooks h: the units' gradient ranges (*ulo, *uhi [L + 2], the
+ * caller frees *ulo) and, for tied embeddings, the embedding's window opened
+ * for the whole pass (from the LM head on). Returns the grads to pass on:
+ * the flag `windowed` (every gradient goes to a window, gv) with hooks,
+ * else grads. */
+static float *units_begin(model *m, bwd_scratch *b, const model_grad_hooks *h, float *grads, float *windowed,
+                          int64_t **ulo, int64_t **uhi) {
+    *ulo = *uhi = NULL;
+    if (!h) return grads;
+    int L = m->cfg.num_hidden_layers;
+    *ulo = base_xmalloc(2 * (size_t)(L + 2) * sizeof(int64_t)), *uhi = *ulo + L + 2;
+    model_grad_unit_ranges(m, *ulo, *uhi);
+    if ((*uhi)[0] - (*ulo)[0] != m->cfg.vocab_size * m->cfg.hidden_size) base_die("backward: unit 0 is not the embedding");
+    b->gw_emb = NULL;
+    if (m->cfg.tie_word_embeddings) {
+        model_unit_use(m, 0);
+        b->gw_emb = h->begin(h->ctx, 0);
+        b->emb_lo = (*ulo)[0], b->emb_hi = (*uhi)[0];
+        b->pw_emb = unit_weights(m, *ulo, 0);
+    }
+    return windowed;
+}
+
 static void backward(model_train *tr, const float *g_logp, const float *g_ent, float *grads,
                      const model_grad_hooks *h) {
     static float windowed; /* grads with unit windows: a flag, never written (gv picks the window) */
@@ -322,20 +345,8 @@ static void backward(model_train *tr, const float *g_logp, const float *g_ent, f
     tensor hf = mv_rows(&tr->hf, n), tgt = mv_rows(&tr->tgt, n), lse = mv_rows(&tr->lse, n), ent = mv_rows(&tr->ent, n);
     tensor dxn = mv_rows(&b->dxn, n), dh = mv_rows(&b->dh, n);
     int tied = c->tie_word_embeddings;
-    int64_t *ulo = NULL, *uhi = NULL;
-    if (h) {
-        ulo = base_xmalloc(2 * (size_t)(L + 2) * sizeof(int64_t)), uhi = ulo + L + 2;
-        model_grad_unit_ranges(m, ulo, uhi);
-        if (uhi[0] - ulo[0] != c->vocab_size * c->hidden_size) base_die("backward: unit 0 is not the embedding");
-        grads = &windowed; /* non-NULL: every gradient goes to a window (gv) */
-        b->gw_emb = NULL;
-        if (tied) { /* the embedding's window, open from the LM head to the end */
-            model_unit_use(m, 0);
-            b->gw_emb = h->begin(h->ctx, 0);
-            b->emb_lo = ulo[0], b->emb_hi = uhi[0];
-            b->pw_emb = unit_weights(m, ulo, 0);
-        }
-    }
+    int64_t *ulo, *uhi;
+    grads = units_begin(m, b, h, grads, &windowed, &ulo, &uhi); /* non-NULL with hooks: every gradient to a window */
     /* LM head + log-softmax, then the final norm */
     model_unit_use(m, L + 1);
     unit_open(b, h, m, ulo, uhi, L + 1);
@@ -403,18 +414,7 @@ void model_train_join_backward(model_train *tr, float *grads, const model_grad_h
     bwd_scratch *b = &tr->b;
     int64_t *ulo = NULL, *uhi = NULL;
     const int32_t *zeros = tr->host_off; /* n_routed_experts + 1 zeros (the join forward's) */
-    if (h) {
-        ulo = base_xmalloc(2 * (size_t)(L + 2) * sizeof(int64_t)), uhi = ulo + L + 2;
-        model_grad_unit_ranges(m, ulo, uhi);
-        grads = &windowed;
-        b->gw_emb = NULL;
-        if (tied) {
-            model_unit_use(m, 0);
-            b->gw_emb = h->begin(h->ctx, 0);
-            b->emb_lo = ulo[0], b->emb_hi = uhi[0];
-            b->pw_emb = unit_weights(m, ulo, 0);
-        }
-    }
+    grads = units_begin(m, b, h, grads, &windowed, &ulo, &uhi);
     model_unit_use(m, L + 1);
     unit_open(b, h, m, ulo, uhi, L + 1);
     unit_close(b, h, L + 1);
