@@ -295,6 +295,68 @@ void same_bytes(const char *a, const char *b) {
     free(x), free(y), free(pa), free(pb);
 }
 
+double largest_rel_diff(const char *a, const char *b, int ordered, int *experts) {
+    char *pa = path_of(a), *pb = path_of(b);
+    st_file *fa, *fb;
+    if (st_open(pa, &fa) || st_open(pb, &fb)) fail_msg("%s", base_err_msg());
+    assert_int_equal(st_count(fa), st_count(fb));
+    double worst = 0;
+    if (experts) *experts = 0;
+    for (int i = 0; i < st_count(fa); i++) {
+        const st_tensor *x = st_at(fa, i), *y = ordered ? st_at(fb, i) : st_find(fb, x->name);
+        assert_non_null(y);
+        if (strcmp(x->name, y->name)) fail_msg("%s: tensor %d is %s, %s has %s", a, i, x->name, b, y->name);
+        int64_t n = st_numel(x);
+        assert_int_equal(n, st_numel(y));
+        assert_int_equal(x->nbytes, y->nbytes);
+        if (experts) *experts += strstr(x->name, ".mlp.experts.") != NULL;
+        float *u = base_xmalloc((size_t)n * sizeof(float)), *v = base_xmalloc((size_t)n * sizeof(float));
+        if (st_file_load(fa, x->name, TENSOR_F32, u, n) || st_file_load(fb, x->name, TENSOR_F32, v, n))
+            fail_msg("%s", base_err_msg());
+        for (int64_t k = 0; k < n; k++) {
+            double d = fabs((double)u[k] - v[k]) / (fabs(v[k]) > 1 ? fabs(v[k]) : 1);
+            if (d > worst) worst = d;
+        }
+        free(u), free(v);
+    }
+    st_close(fa), st_close(fb);
+    free(pa), free(pb);
+    return worst;
+}
+
+void same_checkpoints(const char *a, const char *b) {
+    const char *files[] = {"step-3/model.safetensors", "step-3/ref.safetensors", "step-3/optimizer.safetensors",
+                           "step-6/model.safetensors", "step-6/optimizer.safetensors"};
+    char x[200], y[200];
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(x, sizeof x, "runs/%s/checkpoints/%s", a, files[i]);
+        snprintf(y, sizeof y, "runs/%s/checkpoints/%s", b, files[i]);
+        same_bytes(x, y);
+    }
+}
+
+double step6_weights_within(const char *a, const char *b, double tol) {
+    char x[200], y[200];
+    snprintf(x, sizeof x, "runs/%s/checkpoints/step-6/model.safetensors", a);
+    snprintf(y, sizeof y, "runs/%s/checkpoints/step-6/model.safetensors", b);
+    return weights_within(x, y, tol);
+}
+
+char *recipe_sft_to(const char *out, const char *stages, int keep_sft) {
+    char *r = read_rel("r.lua");
+    const char *sft = "    { type = 'sft', dataset = 'train', max_steps = 3, per_device_train_batch_size = 2,\n"
+                      "      learning_rate = 1e-3, save_steps = 1 },\n";
+    char *at = strstr(r, sft);
+    assert_non_null(at);
+    *at = 0;
+    base_buf b = {0};
+    base_buf_printf(&b, "%s%s%s%s", r, keep_sft ? sft : "", stages, at + strlen(sft));
+    write_rel(out, b.data);
+    base_buf_free(&b);
+    free(r);
+    return path_of(out);
+}
+
 void same_before_update(const char *y, const char *rows_ref, const char *ref, const char *what) {
     char a[160], b[160];
     same_run_file(rows_ref, y, "rows.jsonl");
@@ -440,18 +502,26 @@ void check_shards(const char *rel, int w) { check_shards_at(rel, w, 1); }
  * the arena; the shards tile the arena (trainer_state.json's numel). At
  * ZeRO 3 the weights are the parameter shard and windows (the plan's
  * weights role, checked with the rest against the peak). */
-void plan_equals_peak(const char *name, int np, int zero) {
+const cJSON *grpo_summary(const char *name, int np, cJSON **doc, const cJSON **plans, const cJSON **peaks) {
     char rel[128];
     snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
     char *text = read_rel(rel);
-    cJSON *j = cJSON_Parse(text);
-    assert_non_null(j);
-    const cJSON *g = cJSON_GetObjectItemCaseSensitive(j, "grpo");
-    const cJSON *plans = cJSON_GetObjectItemCaseSensitive(g, "memory_plan_ranks");
-    const cJSON *peaks = cJSON_GetObjectItemCaseSensitive(g, "memory_peak_allocated");
-    if (!cJSON_IsArray(plans) || !cJSON_IsArray(peaks)) fail_msg("%s: no per-rank memory plan and peak", name);
-    assert_int_equal(cJSON_GetArraySize(plans), np);
-    assert_int_equal(cJSON_GetArraySize(peaks), np);
+    *doc = cJSON_Parse(text);
+    free(text);
+    assert_non_null(*doc);
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(*doc, "grpo");
+    *plans = cJSON_GetObjectItemCaseSensitive(g, "memory_plan_ranks");
+    *peaks = cJSON_GetObjectItemCaseSensitive(g, "memory_peak_allocated");
+    if (!cJSON_IsArray(*plans) || !cJSON_IsArray(*peaks)) fail_msg("%s: no per-rank memory plan and peak", name);
+    assert_int_equal(cJSON_GetArraySize(*plans), np);
+    assert_int_equal(cJSON_GetArraySize(*peaks), np);
+    return g;
+}
+
+void plan_equals_peak(const char *name, int np, int zero) {
+    char rel[128];
+    cJSON *j;
+    const cJSON *plans, *peaks, *g = grpo_summary(name, np, &j, &plans, &peaks);
     const char *roles[] = {"weights",     "adapter",         "grads",   "optimizer", "ref_weights",
                            "activations", "ref_activations", "rollout", "gather"};
     double opt_sum = 0, grads = -1, win = -1, grad_sum = 0;
@@ -507,7 +577,6 @@ void plan_equals_peak(const char *name, int np, int zero) {
         assert_true(opt_sum == (zero ? 2 : 2 * np) * grads);
     }
     cJSON_Delete(j);
-    free(text);
 }
 
 

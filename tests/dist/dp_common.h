@@ -42,6 +42,19 @@ void metrics_close(const char *a, const char *b);
 double weights_within(const char *a, const char *b, double tol);
 void weights_close(const char *a, const char *b);
 void same_bytes(const char *a, const char *b);
+/* The largest relative difference |u - v| / max(1, |v|) over the tensors
+ * of safetensors files a and b (under DIR_), which hold the same tensors
+ * (in the same order where ordered); *experts, when not NULL, counts the
+ * routed experts' tensors. */
+double largest_rel_diff(const char *a, const char *b, int ordered, int *experts);
+/* Runs a and b's GRPO step-3 checkpoint (with the reference) and SFT
+ * step-6 checkpoint byte for byte. */
+void same_checkpoints(const char *a, const char *b);
+/* weights_within of runs a and b's step-6 model.safetensors. */
+double step6_weights_within(const char *a, const char *b, double tol);
+/* DIR_/out: r.lua with its SFT stage replaced by stages (kept before them
+ * where keep_sft); returns its path (to free). */
+char *recipe_sft_to(const char *out, const char *stages, int keep_sft);
 int tb_files(const char *name);
 /* Run y before its first update against references: its sample rows and
  * eval samples byte for byte those of run rows_ref, its GRPO step-1
@@ -59,6 +72,10 @@ void ensure_run(int np, const char *name, const char *const *args, int zero);
 void stop_resume(const char *name, int np1, int z1, int np2, int z2);
 void check_shards_at(const char *rel, int w, int stage);
 void check_shards(const char *rel, int w);
+/* Run NAME's summary.json (*doc, to cJSON_Delete) and its GRPO stage
+ * (returned), whose memory_plan_ranks (*plans) and memory_peak_allocated
+ * (*peaks) are arrays of np ranks. */
+const cJSON *grpo_summary(const char *name, int np, cJSON **doc, const cJSON **plans, const cJSON **peaks);
 void plan_equals_peak(const char *name, int np, int zero);
 /* Run the tests of `all` named by argv (all without) with setup/teardown. */
 int dp_run(const char *group, const struct CMUnitTest *all, size_t n_all, int argc, char **argv);

@@ -199,30 +199,10 @@ static void test_lora(void **state) {
     if (strcmp(s1, s2)) fail_msg("LoRA: GRPO step-1 completions of 2 ranks differ from world size 1");
     free(s1), free(s2);
     metrics_close("l2", "l1");
-    char *pa = path_of("runs/l2/checkpoints/step-6/adapter_model.safetensors");
-    char *pb = path_of("runs/l1/checkpoints/step-6/adapter_model.safetensors");
-    st_file *fa, *fb;
-    if (st_open(pa, &fa) || st_open(pb, &fb)) fail_msg("%s", base_err_msg());
-    assert_int_equal(st_count(fa), st_count(fb));
-    double worst = 0;
-    for (int i = 0; i < st_count(fa); i++) {
-        const st_tensor *x = st_at(fa, i), *y = st_find(fb, x->name);
-        assert_non_null(y);
-        int64_t n = st_numel(x);
-        assert_int_equal(n, st_numel(y));
-        float *u = base_xmalloc((size_t)n * sizeof(float)), *v = base_xmalloc((size_t)n * sizeof(float));
-        if (st_file_load(fa, x->name, TENSOR_F32, u, n) || st_file_load(fb, x->name, TENSOR_F32, v, n))
-            fail_msg("%s", base_err_msg());
-        for (int64_t k = 0; k < n; k++) {
-            double d = fabs((double)u[k] - v[k]) / (fabs(v[k]) > 1 ? fabs(v[k]) : 1);
-            if (d > worst) worst = d;
-        }
-        free(u), free(v);
-    }
+    double worst = largest_rel_diff("runs/l2/checkpoints/step-6/adapter_model.safetensors",
+                                    "runs/l1/checkpoints/step-6/adapter_model.safetensors", 0, NULL);
     printf("# LoRA adapter, 2 ranks vs 1: largest difference %.3g (relative)\n", worst);
     if (worst > TOL) fail_msg("LoRA: adapter weights of 2 ranks differ from 1 by %.3g", worst);
-    st_close(fa), st_close(fb);
-    free(pa), free(pb);
 }
 
 /* ---- resume --------------------------------------------------------------- */

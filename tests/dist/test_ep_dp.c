@@ -51,7 +51,7 @@ static const char *const EP_ARGS[2][3][14] = {
 };
 
 static void against_ep1(int np, int ep) {
-    char w[16], y[16], a[160], b[160];
+    char w[16], y[16], a[160];
     int four = np == 4;
     snprintf(w, sizeof w, "e1_%d", np);
     snprintf(y, sizeof y, "ep%d_%d", ep, np);
@@ -61,9 +61,7 @@ static void against_ep1(int np, int ep) {
     printf("# EP %d on %d ranks: %.2f s\n", ep, np, now_s() - t0);
     same_before_update(y, w, w, "EP 1");
     metrics_within(y, w, TOL_EP);
-    snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", y);
-    snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", w);
-    double d = weights_within(a, b, TOL_EP);
+    double d = step6_weights_within(y, w, TOL_EP);
     printf("# EP %d on %d ranks: weights within %.3g of EP 1\n", ep, np, d);
     snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/optimizer.safetensors", y);
     assert_true(exists_rel(a));
@@ -131,7 +129,7 @@ static const char *const JOIN_ARGS[3][32] = {
 };
 
 static void join_against_ep1(int np, int ep) {
-    char w[16], y[16], a[160], b[160];
+    char w[16], y[16];
     snprintf(w, sizeof w, "j1_%d", np);
     snprintf(y, sizeof y, "j%d_%d", ep, np);
     ensure_run(np, w, JOIN_ARGS[0], 0);
@@ -140,9 +138,7 @@ static void join_against_ep1(int np, int ep) {
     printf("# uneven micro-batches, EP %d on %d ranks: %.2f s\n", ep, np, now_s() - t0);
     same_before_update(y, w, w, "EP 1");
     metrics_within(y, w, TOL_EP);
-    snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", y);
-    snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", w);
-    double d = weights_within(a, b, TOL_EP);
+    double d = step6_weights_within(y, w, TOL_EP);
     printf("# uneven micro-batches, EP %d on %d ranks: weights within %.3g of EP 1\n", ep, np, d);
 }
 

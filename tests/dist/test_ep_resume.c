@@ -173,15 +173,9 @@ static void test_resume_across_ep(void **state) {
 
 /* summary.json's grpo.memory_plan_ranks[r].KEY and memory_peak_allocated[r] of run NAME. */
 static void plan_of(const char *name, int np, const char *key, double *plan, double *peak) {
-    char rel[128];
-    snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
-    char *text = read_rel(rel);
-    cJSON *j = cJSON_Parse(text);
-    const cJSON *g = cJSON_GetObjectItemCaseSensitive(j, "grpo");
-    const cJSON *plans = cJSON_GetObjectItemCaseSensitive(g, "memory_plan_ranks");
-    const cJSON *peaks = cJSON_GetObjectItemCaseSensitive(g, "memory_peak_allocated");
-    if (!cJSON_IsArray(plans) || !cJSON_IsArray(peaks)) fail_msg("%s: no per-rank memory plan and peak", name);
-    assert_int_equal(cJSON_GetArraySize(plans), np);
+    cJSON *j;
+    const cJSON *plans, *peaks;
+    grpo_summary(name, np, &j, &plans, &peaks);
     for (int r = 0; r < np; r++) {
         const cJSON *p = cJSON_GetArrayItem(plans, r);
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, key), *t = cJSON_GetObjectItemCaseSensitive(p, "total");
@@ -190,7 +184,6 @@ static void plan_of(const char *name, int np, const char *key, double *plan, dou
         peak[r] = cJSON_GetArrayItem(peaks, r)->valuedouble;
     }
     cJSON_Delete(j);
-    free(text);
 }
 
 static void test_zero1_ep(void **state) {

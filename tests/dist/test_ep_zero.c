@@ -101,15 +101,9 @@ static double joins_of(const char *name, const char *stage, int np) {
  * largest of total and release_peak) and measured peak per rank: gap[r] =
  * peak - plan, printed. */
 static void plan_gaps(const char *name, int np, double *gap) {
-    char rel[128];
-    snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
-    char *text = read_rel(rel);
-    cJSON *j = cJSON_Parse(text);
-    const cJSON *g = cJSON_GetObjectItemCaseSensitive(j, "grpo");
-    const cJSON *plans = cJSON_GetObjectItemCaseSensitive(g, "memory_plan_ranks");
-    const cJSON *peaks = cJSON_GetObjectItemCaseSensitive(g, "memory_peak_allocated");
-    if (!cJSON_IsArray(plans) || !cJSON_IsArray(peaks)) fail_msg("%s: no per-rank memory plan and peak", name);
-    assert_int_equal(cJSON_GetArraySize(plans), np);
+    cJSON *j;
+    const cJSON *plans, *peaks;
+    grpo_summary(name, np, &j, &plans, &peaks);
     for (int r = 0; r < np; r++) {
         const cJSON *p = cJSON_GetArrayItem(plans, r);
         double total = cJSON_GetObjectItemCaseSensitive(p, "total")->valuedouble;
@@ -121,7 +115,6 @@ static void plan_gaps(const char *name, int np, double *gap) {
                gap[r]);
     }
     cJSON_Delete(j);
-    free(text);
 }
 
 /* The consolidated optimizer.safetensors of run y (ZeRO 2 / 3: every rank
@@ -132,38 +125,17 @@ static void optim_within(const char *y, const char *ref, double tol) {
     char a[200], b[200];
     snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/optimizer.safetensors", y);
     snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/optimizer.safetensors", ref);
-    char *pa = path_of(a), *pb = path_of(b);
-    st_file *fa, *fb;
-    if (st_open(pa, &fa) || st_open(pb, &fb)) fail_msg("%s", base_err_msg());
-    assert_int_equal(st_count(fa), st_count(fb));
-    double worst = 0;
-    int experts = 0;
-    for (int i = 0; i < st_count(fb); i++) {
-        const st_tensor *x = st_at(fb, i), *t = st_at(fa, i);
-        if (strcmp(x->name, t->name)) fail_msg("%s: tensor %d is %s, %s has %s", a, i, t->name, b, x->name);
-        assert_int_equal(t->nbytes, x->nbytes);
-        experts += strstr(x->name, ".mlp.experts.") != NULL;
-        int64_t n = st_numel(x);
-        float *u = base_xmalloc((size_t)n * sizeof(float)), *v = base_xmalloc((size_t)n * sizeof(float));
-        if (st_file_load(fa, x->name, TENSOR_F32, u, n) || st_file_load(fb, x->name, TENSOR_F32, v, n))
-            fail_msg("%s", base_err_msg());
-        for (int64_t k = 0; k < n; k++) {
-            double d = fabs((double)u[k] - v[k]) / (fabs(v[k]) > 1 ? fabs(v[k]) : 1);
-            if (d > worst) worst = d;
-        }
-        free(u), free(v);
-    }
+    int experts;
+    double worst = largest_rel_diff(a, b, 1, &experts);
     assert_true(experts > 0); /* every expert's state, not only this rank's */
     printf("# %s vs ZeRO 0's: largest AdamW state difference %.3g (relative)\n", a, worst);
     if (worst > tol) fail_msg("%s: the AdamW state differs from ZeRO 0's by %.3g, above %g", a, worst, tol);
-    st_close(fa), st_close(fb);
-    free(pa), free(pb);
 }
 
 /* EP ep on np ranks at ZeRO 2 and 3 against ZeRO 0 with the same EP, and
  * ZeRO 3 against ZeRO 2 bit for bit. */
 static void against_zero0(int np, int ep, int with2) {
-    char z0[32], z2[32], z3[32], a[200], b[200];
+    char z0[32], z2[32], z3[32], a[200];
     snprintf(z0, sizeof z0, "ez0_%d_%d", ep, np);
     snprintf(z2, sizeof z2, "ez2_%d_%d", ep, np);
     snprintf(z3, sizeof z3, "ez3_%d_%d", ep, np);
@@ -181,9 +153,7 @@ static void against_zero0(int np, int ep, int with2) {
                 fail_msg("%s rank %d: peak - plan %.0f bytes (ZeRO 0's %.0f)", ys[i], r, gz[r], g0[r]);
         same_before_update(ys[i], z0, z0, "ZeRO 0 with the same EP");
         metrics_within(ys[i], z0, TOL_EPZ);
-        snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", ys[i]);
-        snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", z0);
-        weights_within(a, b, TOL_EPZ);
+        step6_weights_within(ys[i], z0, TOL_EPZ);
         optim_within(ys[i], z0, TOL_EPZ);
         snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/trainer_state.json", ys[i]);
         char *st = read_rel(a);
@@ -198,14 +168,7 @@ static void against_zero0(int np, int ep, int with2) {
     metrics_within(z3, z2, 0);
     same_run_file(z3, z2, "samples.jsonl");
     same_run_file(z3, z2, "rows.jsonl");
-    /* GRPO's last checkpoint (with the reference) and SFT's */
-    const char *files[] = {"step-3/model.safetensors", "step-3/ref.safetensors", "step-3/optimizer.safetensors",
-                           "step-6/model.safetensors", "step-6/optimizer.safetensors"};
-    for (int i = 0; i < 5; i++) {
-        snprintf(a, sizeof a, "runs/%s/checkpoints/%s", z3, files[i]);
-        snprintf(b, sizeof b, "runs/%s/checkpoints/%s", z2, files[i]);
-        same_bytes(a, b);
-    }
+    same_checkpoints(z3, z2); /* GRPO's last checkpoint (with the reference) and SFT's */
 }
 
 static void test_ep_zero_world2(void **state) {
@@ -282,9 +245,7 @@ static void test_ep_zero_resume(void **state) {
                 same_bytes(a, b);
             }
         } else {
-            snprintf(a, sizeof a, "runs/%s/checkpoints/step-6/model.safetensors", runs[i].name);
-            snprintf(b, sizeof b, "runs/%s/checkpoints/step-6/model.safetensors", z0);
-            weights_within(a, b, TOL_EPZ);
+            step6_weights_within(runs[i].name, z0, TOL_EPZ);
             optim_within(runs[i].name, z0, TOL_EPZ);
         }
     }
@@ -301,25 +262,13 @@ static void test_ep_zero_resume(void **state) {
  * stage followed by a ZeRO 0 one (the policy gathered whole, by class). */
 static void test_ep_zero3_after(void **state) {
     (void)state;
-    char *r = read_rel("r.lua");
-    const char *sft = "    { type = 'sft', dataset = 'train', max_steps = 3, per_device_train_batch_size = 2,\n"
-                      "      learning_rate = 1e-3, save_steps = 1 },\n";
-    char *at = strstr(r, sft);
-    assert_non_null(at);
-    at += strlen(sft);
-    char keep = *at;
-    *at = 0;
-    base_buf b = {0};
-    base_buf_printf(&b, "%s%s", r,
-                    "    { type = 'eval', name = 'eval_after', dataset = 'train', limit = 3, num_generations = 2,\n"
-                    "      max_completion_length = 8, stop = { '>' } },\n"
-                    "    { type = 'sample', name = 'rows_after', dataset = 'train', limit = 1, num_generations = 2,\n"
-                    "      max_completion_length = 8, stop = { '>' } },\n");
-    *at = keep;
-    base_buf_printf(&b, "%s", at);
-    write_rel("r_ep_after.lua", b.data);
     char *saved = RECIPE;
-    RECIPE = path_of("r_ep_after.lua");
+    RECIPE = recipe_sft_to("r_ep_after.lua",
+                           "    { type = 'eval', name = 'eval_after', dataset = 'train', limit = 3, num_generations = 2,\n"
+                           "      max_completion_length = 8, stop = { '>' } },\n"
+                           "    { type = 'sample', name = 'rows_after', dataset = 'train', limit = 1, num_generations = 2,\n"
+                           "      max_completion_length = 8, stop = { '>' } },\n",
+                           1);
     const int nps[] = {2, 4};
     for (int i = 0; i < 2; i++) {
         char x[16], y[16];
@@ -335,8 +284,6 @@ static void test_ep_zero3_after(void **state) {
     }
     free(RECIPE);
     RECIPE = saved;
-    base_buf_free(&b);
-    free(r);
     /* GRPO at ZeRO 3 then SFT at ZeRO 0 with EP 2 on 2 ranks: the policy
      * gathered whole (each class over its group) before the SFT stage; the
      * run ends within TOL_EPZ of ZeRO 0 throughout */
@@ -344,8 +291,7 @@ static void test_ep_zero3_after(void **state) {
     const char *sft0[] = {"--set", "stages.sft.zero_stage=0", NULL};
     expect_ok(ep_run_with(2, 2, 3, "eza30", NULL, sft0), "eza30");
     metrics_within("eza30", "ez0_2_2", TOL_EPZ);
-    weights_within("runs/eza30/checkpoints/step-6/model.safetensors", "runs/ez0_2_2/checkpoints/step-6/model.safetensors",
-                   TOL_EPZ);
+    step6_weights_within("eza30", "ez0_2_2", TOL_EPZ);
 }
 
 /* Run NAME's GRPO stage at ZeRO 3 never held a whole policy (its EP
@@ -353,18 +299,10 @@ static void test_ep_zero3_after(void **state) {
  * release_peak in any rank's plan, and each rank's measured peak its
  * planned total, byte for byte. */
 static void no_release(const char *name, int np) {
-    char rel[128];
-    snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
-    char *text = read_rel(rel);
-    cJSON *j = cJSON_Parse(text);
-    assert_non_null(j);
-    const cJSON *g = cJSON_GetObjectItemCaseSensitive(j, "grpo");
+    cJSON *j;
+    const cJSON *plans, *peaks, *g = grpo_summary(name, np, &j, &plans, &peaks);
     if (cJSON_GetObjectItemCaseSensitive(g, "memory_peak_release"))
         fail_msg("%s: the GRPO stage at ZeRO 3 received its EP index's model whole and released it", name);
-    const cJSON *plans = cJSON_GetObjectItemCaseSensitive(g, "memory_plan_ranks");
-    const cJSON *peaks = cJSON_GetObjectItemCaseSensitive(g, "memory_peak_allocated");
-    if (!cJSON_IsArray(plans) || !cJSON_IsArray(peaks)) fail_msg("%s: no per-rank memory plan and peak", name);
-    assert_int_equal(cJSON_GetArraySize(plans), np);
     for (int r = 0; r < np; r++) {
         const cJSON *p = cJSON_GetArrayItem(plans, r), *rp = cJSON_GetObjectItemCaseSensitive(p, "release_peak");
         double total = cJSON_GetObjectItemCaseSensitive(p, "total")->valuedouble;
@@ -375,7 +313,6 @@ static void no_release(const char *name, int np) {
         if (peak != total) fail_msg("%s rank %d: peak %.0f bytes, planned %.0f", name, r, peak, total);
     }
     cJSON_Delete(j);
-    free(text);
 }
 
 /* The sharded load with EP (run_zero3_load: the EP index's model made
@@ -393,7 +330,7 @@ static void test_ep_zero3_loads(void **state) {
     const int nps[] = {2, 4, 2};
     const char *rnd[] = {"--set", "init_std=0.02", NULL};
     for (int i = 0; i < 3; i++) {
-        char x[32], y[32], a[200], b[200];
+        char x[32], y[32];
         const char *const *extra = i == 2 ? rnd : NULL;
         snprintf(x, sizeof x, i == 2 ? "ezl3_r" : "ez3_2_%d", nps[i]);
         snprintf(y, sizeof y, i == 2 ? "ezl2_r" : "ez2_2_%d", nps[i]);
@@ -407,13 +344,7 @@ static void test_ep_zero3_loads(void **state) {
         metrics_within(x, y, 0);
         same_run_file(x, y, "samples.jsonl");
         same_run_file(x, y, "rows.jsonl");
-        const char *files[] = {"step-3/model.safetensors", "step-3/ref.safetensors", "step-3/optimizer.safetensors",
-                               "step-6/model.safetensors", "step-6/optimizer.safetensors"};
-        for (int k = 0; k < 5; k++) {
-            snprintf(a, sizeof a, "runs/%s/checkpoints/%s", x, files[k]);
-            snprintf(b, sizeof b, "runs/%s/checkpoints/%s", y, files[k]);
-            same_bytes(a, b);
-        }
+        same_checkpoints(x, y);
         no_release(x, nps[i]);
     }
 }
@@ -435,16 +366,13 @@ static void test_ep_zero3_run_peak(void **state) {
                            "stages.grpo.per_device_train_batch_size=1", "--set", "stages.grpo.generation_batch_size=8",
                            "--set", "stages.grpo.num_generations=2", NULL};
     for (int i = 0; i < 2; i++) {
-        char name[16], rel[128];
+        char name[16];
         snprintf(name, sizeof name, "ezp%d", nps[i]);
         expect_ok(run_np(nps[i], name, NULL, small), name);
         no_release(name, nps[i]); /* the stage's own peak == its plan, no release */
-        snprintf(rel, sizeof rel, "runs/%s/summary.json", name);
-        char *t = read_rel(rel);
-        cJSON *j = cJSON_Parse(t);
-        assert_non_null(j);
-        const cJSON *plans = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "grpo"),
-                                                              "memory_plan_ranks");
+        cJSON *j;
+        const cJSON *plans, *stage_peaks;
+        grpo_summary(name, nps[i], &j, &plans, &stage_peaks);
         const cJSON *peaks = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "run_memory"),
                                                               "peak_allocated");
         if (!cJSON_IsArray(peaks)) fail_msg("%s: no run_memory.peak_allocated", name);
@@ -457,7 +385,6 @@ static void test_ep_zero3_run_peak(void **state) {
             if (peak != plan) fail_msg("%s rank %d: the run's peak %.0f, planned %.0f", name, r, peak, plan);
         }
         cJSON_Delete(j);
-        free(t);
     }
 }
 

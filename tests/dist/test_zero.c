@@ -232,22 +232,13 @@ static void test_zero3_uneven(void **state) {
  * test_zero3). */
 static void test_zero3_after(void **state) {
     (void)state;
-    char *r = read_rel("r.lua");
-    const char *sft = "    { type = 'sft', dataset = 'train', max_steps = 3, per_device_train_batch_size = 2,\n"
-                      "      learning_rate = 1e-3, save_steps = 1 },\n";
-    char *at = strstr(r, sft);
-    assert_non_null(at);
-    *at = 0;
-    char *text = NULL;
-    assert_true(asprintf(&text, "%s%s%s", r,
-                         "    { type = 'eval', name = 'eval_after', dataset = 'train', limit = 6, num_generations = 2,\n"
-                         "      max_completion_length = 8 },\n"
-                         "    { type = 'sample', name = 'rows_after', dataset = 'train', limit = 6, num_generations = 2,\n"
-                         "      max_completion_length = 8 },\n",
-                         at + strlen(sft)) > 0);
-    write_rel("r_after.lua", text);
     char *saved = RECIPE;
-    RECIPE = path_of("r_after.lua");
+    RECIPE = recipe_sft_to("r_after.lua",
+                           "    { type = 'eval', name = 'eval_after', dataset = 'train', limit = 6, num_generations = 2,\n"
+                           "      max_completion_length = 8 },\n"
+                           "    { type = 'sample', name = 'rows_after', dataset = 'train', limit = 6, num_generations = 2,\n"
+                           "      max_completion_length = 8 },\n",
+                           0);
     const int nps[] = {2, 4};
     for (int i = 0; i < 2; i++) {
         char x[16], y[16];
@@ -262,7 +253,6 @@ static void test_zero3_after(void **state) {
     }
     free(RECIPE);
     RECIPE = saved;
-    free(text), free(r);
 }
 
 /* The policy loaded sharded (ZeRO 3's load: a model without its arena,

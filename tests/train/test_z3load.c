@@ -50,6 +50,32 @@ static float *arena_of(const model *m) {
     return a;
 }
 
+/* bare, loaded without its arena, holds none and has whole's table and
+ * layout. */
+static void same_layout(const model *bare, const model *whole) {
+    assert_true(model_arena_released(bare));
+    assert_null(model_params(bare));
+    assert_int_equal(model_numel(bare), model_numel(whole));
+    assert_int_equal(model_nparams(bare), model_nparams(whole));
+    for (int i = 0; i < model_nparams(bare); i++) {
+        const model_param *p = model_param_at(bare, i), *q = model_param_at(whole, i);
+        assert_string_equal(p->name, q->name);
+        assert_int_equal(p->offset, q->offset);
+        assert_int_equal(p->numel, q->numel);
+    }
+}
+
+/* The fixtures every range test reads: the shared one, per-expert tensors,
+ * fused experts with tied embeddings, FP8 blocks. */
+static void each_fixture(void (*check)(const char *dir)) {
+    const char *names[] = {"hf-tiny-v3-a", "tiny-v3-b", "tiny-v3-d", "tiny-v3-a-fp8"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *d = fixture(names[i]);
+        check(d);
+        free(d);
+    }
+}
+
 /* dir read into every range of W = 1..4 ranks == the whole model's arena. */
 static void ranges_equal(const char *dir) {
     model *whole = NULL, *bare = NULL;
@@ -59,17 +85,8 @@ static void ranges_equal(const char *dir) {
     if (model_load(dir, ops_cpu(), &o, &bare)) fail_msg("%s (no arena): %s", dir, base_err_msg());
     model_mem mm;
     model_memory_plan(model_cfg(bare), &o, TENSOR_CPU, &mm);
-    assert_true(model_arena_released(bare));
-    assert_null(model_params(bare));
     assert_int_equal(ops_cpu_allocated() - before, mm.rope); /* the rope tables only */
-    assert_int_equal(model_numel(bare), model_numel(whole));
-    assert_int_equal(model_nparams(bare), model_nparams(whole));
-    for (int i = 0; i < model_nparams(bare); i++) {
-        const model_param *p = model_param_at(bare, i), *q = model_param_at(whole, i);
-        assert_string_equal(p->name, q->name);
-        assert_int_equal(p->offset, q->offset);
-        assert_int_equal(p->numel, q->numel);
-    }
+    same_layout(bare, whole);
     float *ref = arena_of(whole);
     int64_t n = model_numel(bare);
     for (int W = 1; W <= 4; W++) {
@@ -94,12 +111,7 @@ static void ranges_equal(const char *dir) {
 
 static void test_ranges(void **state) {
     (void)state;
-    const char *names[] = {"hf-tiny-v3-a", "tiny-v3-b", "tiny-v3-d", "tiny-v3-a-fp8"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char *d = fixture(names[i]);
-        ranges_equal(d);
-        free(d);
-    }
+    each_fixture(ranges_equal);
 }
 
 /* model_ep's exchanges: never called (the models are only loaded). */
@@ -121,15 +133,7 @@ static void ep_ranges_equal(const char *dir, int ep) {
         model *whole = NULL, *bare = NULL;
         if (model_load(dir, ops_cpu(), &wo, &whole)) fail_msg("%s EP %d/%d: %s", dir, r, ep, base_err_msg());
         if (model_load(dir, ops_cpu(), &o, &bare)) fail_msg("%s EP %d/%d (no arena): %s", dir, r, ep, base_err_msg());
-        assert_true(model_arena_released(bare));
-        assert_null(model_params(bare));
-        assert_int_equal(model_numel(bare), model_numel(whole));
-        assert_int_equal(model_nparams(bare), model_nparams(whole));
-        for (int i = 0; i < model_nparams(bare); i++) {
-            const model_param *p = model_param_at(bare, i), *q = model_param_at(whole, i);
-            assert_string_equal(p->name, q->name);
-            assert_int_equal(p->offset, q->offset);
-        }
+        same_layout(bare, whole);
         float *ref = arena_of(whole);
         int64_t n = model_numel(bare);
         float *got = malloc((size_t)n * sizeof(float));
@@ -152,23 +156,22 @@ static void ep_ranges_equal(const char *dir, int ep) {
     }
 }
 
-static void test_ep_ranges(void **state) {
-    (void)state;
-    const char *names[] = {"hf-tiny-v3-a", "tiny-v3-b", "tiny-v3-d", "tiny-v3-a-fp8"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char *d = fixture(names[i]);
-        for (int ep = 2; ep <= 4; ep += 2) ep_ranges_equal(d, ep);
-        printf("# %s: every EP index's pieces (EP 2, 4) equal the EP load bit for bit\n", d);
-        free(d);
-    }
+static void ep_ranges_all(const char *dir) {
+    for (int ep = 2; ep <= 4; ep += 2) ep_ranges_equal(dir, ep);
+    printf("# %s: every EP index's pieces (EP 2, 4) equal the EP load bit for bit\n", dir);
 }
 
-/* tiny-v3-b without its e_score_correction_bias tensors: zeros on both paths. */
-static void test_missing_bias(void **state) {
+static void test_ep_ranges(void **state) {
     (void)state;
-    char *src = fixture("tiny-v3-b"), *tmp = test_tmpdir();
-    char *sp = base_path_join(src, "model.safetensors"), *dp = base_path_join(tmp, "model.safetensors");
-    char *sc = base_path_join(src, "config.json"), *dc = base_path_join(tmp, "config.json");
+    each_fixture(ep_ranges_all);
+}
+
+/* Model directory dst: src's config.json and its model.safetensors without
+ * the tensors whose names hold part (all of the name where whole); the
+ * number left out. */
+static int copy_without(const char *src, const char *dst, const char *part, int whole) {
+    char *sp = base_path_join(src, "model.safetensors"), *dp = base_path_join(dst, "model.safetensors");
+    char *sc = base_path_join(src, "config.json"), *dc = base_path_join(dst, "config.json");
     char *text;
     size_t len;
     assert_int_equal(base_read_file(sc, &text, &len), BASE_OK);
@@ -181,7 +184,7 @@ static void test_missing_bias(void **state) {
     float **keep = calloc((size_t)st_count(f), sizeof *keep);
     for (int i = 0; i < st_count(f); i++) {
         const st_tensor *t = st_at(f, i);
-        if (strstr(t->name, "e_score_correction_bias")) {
+        if (whole ? !strcmp(t->name, part) : strstr(t->name, part) != NULL) {
             dropped++;
             continue;
         }
@@ -189,15 +192,23 @@ static void test_missing_bias(void **state) {
         assert_int_equal(st_file_load(f, t->name, TENSOR_F32, keep[i], st_numel(t)), BASE_OK);
         st_writer_add(w, t->name, TENSOR_F32, t->ndim, t->shape, keep[i]);
     }
-    assert_true(dropped > 0);
     assert_int_equal(st_writer_write(w, dp), BASE_OK);
     st_writer_free(w);
     for (int i = 0; i < st_count(f); i++) free(keep[i]);
     free(keep);
     st_close(f);
+    free(sp), free(dp), free(sc), free(dc);
+    return dropped;
+}
+
+/* tiny-v3-b without its e_score_correction_bias tensors: zeros on both paths. */
+static void test_missing_bias(void **state) {
+    (void)state;
+    char *src = fixture("tiny-v3-b"), *tmp = test_tmpdir();
+    assert_true(copy_without(src, tmp, "e_score_correction_bias", 0) > 0);
     ranges_equal(tmp);
     test_rmdir(tmp);
-    free(src), free(tmp), free(sp), free(dp), free(sc), free(dc);
+    free(src), free(tmp);
 }
 
 static void test_random_ranges(void **state) {
@@ -231,29 +242,7 @@ static void test_random_ranges(void **state) {
 static void test_errors(void **state) {
     (void)state;
     char *src = fixture("tiny-v3-b"), *tmp = test_tmpdir();
-    char *sp = base_path_join(src, "model.safetensors"), *dp = base_path_join(tmp, "model.safetensors");
-    char *sc = base_path_join(src, "config.json"), *dc = base_path_join(tmp, "config.json");
-    char *text;
-    size_t len;
-    assert_int_equal(base_read_file(sc, &text, &len), BASE_OK);
-    test_write_file(dc, text, len);
-    free(text);
-    st_file *f = NULL; /* without one trainable tensor */
-    assert_int_equal(st_open(sp, &f), BASE_OK);
-    st_writer *w = st_writer_new();
-    float **keep = calloc((size_t)st_count(f), sizeof *keep);
-    for (int i = 0; i < st_count(f); i++) {
-        const st_tensor *t = st_at(f, i);
-        if (!strcmp(t->name, "model.layers.1.self_attn.o_proj.weight")) continue;
-        keep[i] = malloc((size_t)st_numel(t) * sizeof(float));
-        assert_int_equal(st_file_load(f, t->name, TENSOR_F32, keep[i], st_numel(t)), BASE_OK);
-        st_writer_add(w, t->name, TENSOR_F32, t->ndim, t->shape, keep[i]);
-    }
-    assert_int_equal(st_writer_write(w, dp), BASE_OK);
-    st_writer_free(w);
-    for (int i = 0; i < st_count(f); i++) free(keep[i]);
-    free(keep);
-    st_close(f);
+    copy_without(src, tmp, "model.layers.1.self_attn.o_proj.weight", 1); /* without one trainable tensor */
     model *m = NULL;
     model_load_opts o = {.no_arena = 1};
     assert_int_equal(model_load(tmp, ops_cpu(), &o, &m), BASE_ERR_INVALID);
@@ -263,7 +252,7 @@ static void test_errors(void **state) {
     assert_int_equal(model_load(src, ops_cpu(), &o, &m), BASE_ERR_UNSUPPORTED);
     assert_non_null(strstr(base_err_msg(), "without its arena"));
     test_rmdir(tmp);
-    free(src), free(tmp), free(sp), free(dp), free(sc), free(dc);
+    free(src), free(tmp);
 }
 
 int main(void) {
