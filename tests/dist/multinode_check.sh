@@ -26,7 +26,7 @@ first=$(echo "$GRPO_TEST_HOSTS" | cut -d, -f1 | cut -d: -f1)
 multi() { "$MPIRUN" --oversubscribe -H "$GRPO_TEST_HOSTS" -np 4 $XA -x SHARED_DIR "$@"; }
 local4() { "$MPIRUN" --oversubscribe -np 4 "$@"; }
 
-T=$(mktemp -d /tmp/grpo-multinode.XXXXXX) || fail "mktemp"
+T=$(mktemp -d) || fail "mktemp"
 trap 'rm -rf "$T"' EXIT
 R="$GRPO_SRC/recipes/tiny-zero.lua"
 SET="--set datasets.test.limit=2 --quiet"

@@ -19,7 +19,7 @@ idle=$(timeout 10 sinfo -h -t idle,mix -o %n 2>/dev/null) || skip "sinfo failed 
 srun --mpi=list 2>&1 | grep -q pmix || skip "Slurm without the pmix MPI plugin"
 : "${GRPO_EXE:?}" "${GRPO_SRC:?}" "${MPIRUN:=mpirun}"
 
-T=$(mktemp -d /tmp/grpo-srun.XXXXXX) || fail "mktemp"
+T=$(mktemp -d) || fail "mktemp"
 trap 'rm -rf "$T"' EXIT
 R="$GRPO_SRC/recipes/tiny-zero.lua"
 # the eval stages shortened (2 test prompts) to keep the check fast; the GRPO stage as the demo's
